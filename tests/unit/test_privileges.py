@@ -1,0 +1,142 @@
+"""forkchat.privileges: the root policy as a table, the drop itself in a forked child.
+
+The drop cannot be undone, so it runs in a child made with os.fork() that
+reports what it became through a pipe and then _exits; the test process keeps
+its own identity. Those tests need root (CI runs as root) and skip otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+from collections.abc import Callable
+
+import pytest
+
+from forkchat import privileges
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+NOBODY = pwd.getpwnam("nobody")
+
+
+def in_child(action: Callable[[], object]) -> object:
+    """Run action in a forked child; return its JSON result or raise its error text."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            os.close(read_end)
+            try:
+                result = {"ok": action()}
+            except Exception as exc:  # reported to the parent, which asserts on it
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        report = json.loads(reader.read() or b'{"error": "child died"}')
+    os.waitpid(pid, 0)
+    if "error" in report:
+        raise AssertionError(report["error"])
+    return report["ok"]
+
+
+def identity() -> dict[str, object]:
+    """What the process is now, and whether root can be regained."""
+    try:
+        os.setuid(0)
+        regained = True
+    except PermissionError:
+        regained = False
+    return {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
+            "egid": os.getegid(), "groups": sorted(os.getgroups()), "regained": regained}
+
+
+@needs_root
+def test_drop_to_nobody() -> None:
+    def drop() -> object:
+        return {"dropped": privileges.drop_privileges("nobody"), **identity()}
+    report = in_child(drop)
+    assert report == {"dropped": True, "uid": NOBODY.pw_uid, "euid": NOBODY.pw_uid,
+                      "gid": NOBODY.pw_gid, "egid": NOBODY.pw_gid,
+                      "groups": sorted(os.getgrouplist("nobody", NOBODY.pw_gid)),
+                      "regained": False}
+
+
+@needs_root
+def test_drop_with_explicit_group_by_number() -> None:
+    def drop() -> object:
+        privileges.drop_privileges(str(NOBODY.pw_uid), "0")
+        return identity()
+    report = in_child(drop)
+    assert (report["uid"], report["gid"], report["regained"]) == (NOBODY.pw_uid, 0, False)
+
+
+@needs_root
+def test_not_root_any_more_is_a_warning_not_an_error() -> None:
+    def drop_twice() -> object:
+        first = privileges.drop_privileges("nobody")
+        same = privileges.drop_privileges("nobody")
+        other = privileges.drop_privileges("root")
+        return [first, same, other, os.getuid()]
+    assert in_child(drop_twice) == [True, False, False, NOBODY.pw_uid]
+
+
+def test_not_root_warns_when_the_user_differs(caplog: pytest.LogCaptureFixture) -> None:
+    if os.geteuid() == 0:
+        def drop_then_ask_for_root() -> object:
+            privileges.drop_privileges("nobody")
+            return privileges.drop_privileges("root")
+        assert in_child(drop_then_ask_for_root) is False
+        return
+    with caplog.at_level(logging.WARNING, logger="forkchat.supervisor"):
+        assert privileges.drop_privileges("root") is False
+    assert "ignoring user" in caplog.text
+
+
+@pytest.mark.parametrize(("user", "group", "message"), [
+    ("no-such-user-forkchat", None, "unknown user 'no-such-user-forkchat'"),
+    ("nobody", "no-such-group-forkchat", "unknown group 'no-such-group-forkchat'"),
+    ("4000000000", None, "unknown user '4000000000'"),
+])
+def test_unknown_account_is_a_clear_error(user: str, group: str | None, message: str) -> None:
+    with pytest.raises(privileges.PrivilegeError, match=message):
+        privileges.drop_privileges(user, group)
+
+
+def test_resolve_defaults_to_login_group() -> None:
+    found = privileges.resolve("nobody")
+    assert (found.user, found.uid, found.gid) == ("nobody", NOBODY.pw_uid, NOBODY.pw_gid)
+
+
+# (euid, user, allow_root, under_systemd) -> refused?
+REFUSE_ROOT_CASES = [
+    (1000, None, False, False, False),   # not root: nothing to decide
+    (0, "forkchat", False, False, False),  # root, will drop after binding
+    (0, None, False, True, False),       # systemd's User= decided
+    (0, None, True, False, False),       # explicitly allowed
+    (0, None, False, False, True),       # accidental root: refuse
+    (0, "", False, False, True),         # empty user counts as none
+]
+
+
+@pytest.mark.parametrize(("euid", "user", "allow_root", "under_systemd", "refused"),
+                         REFUSE_ROOT_CASES)
+def test_refuse_root_policy(euid: int, user: str | None, allow_root: bool,
+                            under_systemd: bool, refused: bool) -> None:
+    def decide() -> None:
+        privileges.refuse_root(user, allow_root, under_systemd=under_systemd, euid=euid)
+    if refused:
+        with pytest.raises(privileges.PrivilegeError, match="refusing to run as root.*allow_root"):
+            decide()
+    else:
+        decide()
+
+
+def test_allow_root_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="forkchat.supervisor"):
+        privileges.refuse_root(None, True, under_systemd=False, euid=0)
+    assert "serving as root" in caplog.text
