@@ -1,0 +1,145 @@
+"""The shipped systemd units pass `systemd-analyze verify --recursive-errors=yes`.
+
+verify refuses an ExecStart= binary that does not exist, and the unit names
+where pip installs forkchat-server on a server (/usr/local/bin), not where it
+is in this checkout; so the units are copied to a temporary directory with
+ExecStart pointing at this Python interpreter. Nothing else is changed.
+--recursive-errors=yes matters: without it systemd 252 exits 0 on a misspelt
+directive. --man=no, because the Documentation= pages are checked against
+man/ directly (verify would ask man(1), which needs them installed).
+
+systemd-analyze comes with Debian's `systemd` package; .ci/run installs it.
+A missing tool fails these tests rather than skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+UNITS = ROOT / "scripts" / "systemd"
+MAN = ROOT / "man"
+INSTALLED_SERVER = "/usr/local/bin/forkchat-server"
+TUTORIAL_EXAMPLE_START = "forkchat-tutorial.socket:"
+
+
+def systemd_analyze() -> str:
+    """Path of systemd-analyze, or a failure that says what to install."""
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        pytest.fail("systemd-analyze not found: apt-get install -y systemd")
+    return path
+
+
+def verify(directory: Path, *names: str) -> subprocess.CompletedProcess[str]:
+    """Run systemd-analyze verify on unit files in directory."""
+    return subprocess.run(
+        [systemd_analyze(), "verify", "--man=no", "--recursive-errors=yes",
+         *(str(directory / name) for name in names)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
+
+
+def install_copies(target: Path) -> Path:
+    """Copy the shipped units to target with ExecStart= on a binary that exists."""
+    service = (UNITS / "forkchat.service").read_text()
+    assert f"ExecStart={INSTALLED_SERVER} " in service
+    real_binary = os.path.realpath(sys.executable)
+    (target / "forkchat.service").write_text(service.replace(INSTALLED_SERVER, real_binary))
+    shutil.copy(UNITS / "forkchat.socket", target / "forkchat.socket")
+    return target
+
+
+def directives(path: Path) -> dict[str, list[str]]:
+    """KEY -> values of a unit file, comments skipped, repeated keys kept in order."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith(("#", ";", "[")):
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def test_units_verify_cleanly(tmp_path: Path) -> None:
+    result = verify(install_copies(tmp_path), "forkchat.service", "forkchat.socket")
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_verify_catches_a_misspelt_directive(tmp_path: Path) -> None:
+    """Guards the guard: a typo must fail, as it does with --recursive-errors=yes."""
+    install_copies(tmp_path)
+    service = tmp_path / "forkchat.service"
+    service.write_text(service.read_text().replace("ProtectHome=yes", "ProtectHom=yes"))
+    result = verify(tmp_path, "forkchat.service")
+    assert result.returncode != 0
+    assert "ProtectHom" in result.stderr
+
+
+def test_commented_tutorial_socket_example_verifies(tmp_path: Path) -> None:
+    """The example in forkchat.socket's comments is a working unit once uncommented."""
+    lines = (UNITS / "forkchat.socket").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith(TUTORIAL_EXAMPLE_START))
+    example = []
+    for line in lines[start + 1:]:
+        if not line.startswith("#   "):
+            break
+        example.append(line[4:])
+    assert "FileDescriptorName=tutorial" in example
+    install_copies(tmp_path)
+    (tmp_path / "forkchat-tutorial.socket").write_text("\n".join(example) + "\n")
+    result = verify(tmp_path, "forkchat-tutorial.socket", "forkchat.service")
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+# Directives the design and the server rely on, with their required values.
+REQUIRED_SERVICE = {
+    "Type": "notify",
+    "ExecStart": f"{INSTALLED_SERVER} -c /etc/forkchat/forkchat.toml",
+    "ExecReload": "/bin/kill -HUP $MAINPID",
+    "Restart": "on-failure",
+    "KillMode": "mixed",
+    "DynamicUser": "yes",
+    "StateDirectory": "forkchat",
+    "ConfigurationDirectory": "forkchat",
+    "ProtectSystem": "strict",
+    "NoNewPrivileges": "yes",
+    "CapabilityBoundingSet": "",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    "LimitNOFILE": "65536",
+    "MemoryDenyWriteExecute": "yes",
+}
+
+
+@pytest.mark.parametrize(("key", "value"), sorted(REQUIRED_SERVICE.items()))
+def test_service_directive(key: str, value: str) -> None:
+    assert directives(UNITS / "forkchat.service")[key] == [value]
+
+
+def test_service_limits_fit_a_process_per_client_server() -> None:
+    found = directives(UNITS / "forkchat.service")
+    assert int(found["TasksMax"][0]) > 5000      # default max_clients, plus broker
+    assert float(found["WatchdogSec"][0]) > 0
+    assert float(found["TimeoutStopSec"][0]) > 0
+
+
+def test_socket_passes_an_irc_socket() -> None:
+    found = directives(UNITS / "forkchat.socket")
+    assert found["ListenStream"] == ["6667"]
+    assert found["FileDescriptorName"] == ["irc"]
+
+
+@pytest.mark.parametrize("unit", ["forkchat.service", "forkchat.socket"])
+def test_documentation_pages_are_shipped(unit: str) -> None:
+    documentation = " ".join(directives(UNITS / unit)["Documentation"])
+    pages = re.findall(r"man:([\w.+-]+)\((\d)\)", documentation)
+    assert pages
+    missing = [f"{name}.{section}" for name, section in pages
+               if not (MAN / f"{name}.{section}").is_file()]
+    assert missing == []
