@@ -1,0 +1,5 @@
+"""`python -m forkchat` runs the server."""
+
+from forkchat import cli
+
+raise SystemExit(cli.main())

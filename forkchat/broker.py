@@ -1,0 +1,332 @@
+"""The broker: one process, one selector loop, all shared chat state.
+
+    worker ─┐                          ┌─ ChatState (state.py): nicks, rooms,
+    worker ─┼─ private Unix socket ──▶ │  topics, modes, bans, away, whowas
+    worker ─┘   (one link each)        └─ fan-out: same bytes to every link
+                       ▲
+    supervisor ── control socket (CONFIG, SHUTDOWN; see below)
+
+Workers connect to the broker's listening Unix socket, which the
+supervisor creates once and hands to every broker it starts; a worker whose
+broker died reconnects to the same address and re-registers (REREGISTER)
+with the next broker.  The broker checks each peer's uid (SO_PEERCRED).
+
+The broker never blocks on a worker: output to each link goes through a
+bounded `ipc.FrameWriter`, and all of a turn's output to one link leaves in
+one send at the end of the turn.  A link whose buffer overflows is told to
+drop its client ("Max SendQ exceeded") and is no longer written to.
+
+The supervisor's control socket carries CONFIG (a new configuration, on
+reload) and CONTROL {"op": "shutdown"}; see ipc.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import selectors
+import signal
+import socket
+import struct
+import time
+from typing import Any, Iterable
+
+from forkchat import __version__, children, config, ipc, log as logsetup, protocol, state
+
+log = logging.getLogger("forkchat.broker")
+
+READ_BYTES = 65536
+_UCRED = struct.Struct("3i")
+
+
+def settings_from(cfg: config.Config, created: str) -> state.Settings:
+    limits = cfg.limits
+    return state.Settings(
+        server_name=cfg.server.name, network=cfg.server.network,
+        version=f"forkchat-{__version__}", created=created,
+        motd_lines=cfg.motd_lines(), default_room=cfg.server.default_room,
+        nicklen=limits.nicklen, roomlen=limits.roomlen, topiclen=limits.topiclen,
+        rooms_per_client=limits.rooms_per_client, members_per_room=limits.members_per_room,
+        bans_per_room=limits.bans_per_room, max_rooms=limits.max_rooms)
+
+
+def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
+         created: str) -> None:
+    """Process entry point (the multiprocessing target)."""
+    def serve() -> int:
+        logsetup.setup("broker", cfg.log.level)
+        return Broker(listener, control, cfg, created).run()
+    children.run_child("forkchat-broker", {listener.fileno(), control.fileno()}, serve)
+
+
+class Link:
+    """One worker's connection, as the broker sees it."""
+
+    __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed")
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self.sock = sock
+        self.reader = ipc.FrameReader()
+        self.writer = ipc.FrameWriter(sock, limit)
+        self.cid: int | None = None
+        self.dropping = False
+        self.closed = False
+
+
+class Broker:
+    def __init__(self, listener: socket.socket, control: socket.socket,
+                 cfg: config.Config, created: str) -> None:
+        self.listener = listener
+        self.control = control
+        self.cfg = cfg
+        self.created = created
+        self.state = state.ChatState(settings_from(cfg, created))
+        self.links: dict[int, Link] = {}
+        self.dirty: set[Link] = set()
+        self.selector = selectors.DefaultSelector()
+        self.control_reader = ipc.FrameReader()
+        self.running = True
+        self.outbox = _Outbox(self)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.listener.setblocking(False)
+        self.control.setblocking(False)
+        self.selector.register(self.listener, selectors.EVENT_READ, self.on_accept)
+        self.selector.register(self.control, selectors.EVENT_READ, self.on_control)
+        self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
+        log.info("broker ready")
+        while self.running:
+            for key, mask in self.selector.select():
+                key.data(mask)
+            self._flush_dirty()
+        return 0
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.running = False
+
+    def on_lifeline(self, mask: int) -> None:
+        log.info("supervisor gone, broker exiting")
+        self.running = False
+
+    # -- links -----------------------------------------------------------------
+
+    def on_accept(self, mask: int) -> None:
+        for _ in range(64):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                log.error("accept on broker socket failed: %s", error)
+                return
+            if not self._peer_allowed(sock):
+                sock.close()
+                continue
+            sock.setblocking(False)
+            link = Link(sock, self.cfg.limits.broker_buffer_bytes)
+            self.selector.register(sock, selectors.EVENT_READ, lambda m, link=link: self.on_link(link, m))
+
+    def _peer_allowed(self, sock: socket.socket) -> bool:
+        """Only processes of our own user may speak to the broker."""
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        _pid, uid, _gid = _UCRED.unpack(creds)
+        if uid != os.getuid():
+            log.warning("refused broker link from uid %d", uid)
+            return False
+        return True
+
+    def on_link(self, link: Link, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush(link)
+        if not mask & selectors.EVENT_READ or link.closed:
+            return
+        try:
+            data = link.sock.recv(READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_link(link, "Connection closed")
+            return
+        try:
+            frames = link.reader.feed(data)
+        except ipc.FrameError as error:
+            log.error("link %s: %s", link.cid, error)
+            self._close_link(link, "Connection closed")
+            return
+        for kind, payload in frames:
+            if link.closed:
+                return
+            self._on_frame(link, kind, payload)
+
+    def _on_frame(self, link: Link, kind: int, payload: bytes) -> None:
+        if link.cid is None and kind != ipc.Kind.HELLO:
+            log.error("link sent kind %d before HELLO", kind)
+            self._close_link(link, "Connection closed")
+            return
+        handler = _FRAME_HANDLERS.get(kind)
+        if handler is None:
+            log.error("link %s: unexpected frame kind %d", link.cid, kind)
+            return
+        try:
+            handler(self, link, payload)
+        except ipc.FrameError as error:
+            log.error("link %s: %s", link.cid, error)
+            self._close_link(link, "Connection closed")
+
+    def _on_hello(self, link: Link, payload: bytes) -> None:
+        hello = ipc.decode_json(payload)
+        cid = int(hello["cid"])
+        old = self.links.get(cid)
+        if old is not None:
+            self._close_link(old, "Connection closed")
+        link.cid = cid
+        self.links[cid] = link
+        self.state.connect(cid, str(hello.get("host", "unknown")))
+
+    def _on_request(self, link: Link, payload: bytes) -> None:
+        if link.dropping:
+            return
+        try:
+            msg = protocol.parse_line(payload)
+        except protocol.ProtocolError:
+            return
+        assert link.cid is not None
+        self.state.request(link.cid, msg, self.outbox)
+
+    def _on_register(self, link: Link, payload: bytes) -> None:
+        info = ipc.decode_json(payload)
+        assert link.cid is not None
+        self.state.register(link.cid, str(info.get("user", "user")),
+                            str(info.get("realname", "")), self.outbox)
+
+    def _on_oper(self, link: Link, payload: bytes) -> None:
+        info = ipc.decode_json(payload)
+        assert link.cid is not None
+        log.info("conn %d became operator %s", link.cid, info.get("name"))
+        self.state.set_oper(link.cid, str(info.get("name", "")), self.outbox)
+
+    def _on_reregister(self, link: Link, payload: bytes) -> None:
+        identity = ipc.decode_json(payload)
+        assert link.cid is not None
+        self.state.reregister(link.cid, identity, self.outbox)
+
+    def _on_bye(self, link: Link, payload: bytes) -> None:
+        self._close_link(link, payload.decode("utf-8", "replace") or "Client Quit")
+
+    def _close_link(self, link: Link, reason: str) -> None:
+        """Forget a link; its client quits with `reason` (idempotent)."""
+        if link.closed:
+            return
+        link.closed = True
+        try:
+            self.selector.unregister(link.sock)
+        except (KeyError, ValueError):
+            pass
+        link.sock.close()
+        self.dirty.discard(link)
+        if link.cid is not None and self.links.get(link.cid) is link:
+            del self.links[link.cid]
+            self.state.disconnect(link.cid, reason, self.outbox)
+
+    # -- output ----------------------------------------------------------------
+
+    def queue(self, cid: int, frame: bytes) -> None:
+        link = self.links.get(cid)
+        if link is None or link.dropping:
+            return
+        if link.writer.queue(frame):
+            self.dirty.add(link)
+        else:
+            self._overflow(link)
+
+    def _overflow(self, link: Link) -> None:
+        """The worker does not keep up: drop its client, wait for nobody."""
+        log.warning("conn %s: broker buffer full, dropping client", link.cid)
+        link.dropping = True
+        link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, b"Max SendQ exceeded"))
+        self.dirty.add(link)
+        if link.cid is not None:
+            self.state.disconnect(link.cid, "Max SendQ exceeded", self.outbox)
+
+    def _flush_dirty(self) -> None:
+        if not self.dirty:
+            return
+        dirty, self.dirty = self.dirty, set()
+        for link in dirty:
+            self._flush(link)
+
+    def _flush(self, link: Link) -> None:
+        if link.closed:
+            return
+        try:
+            done = link.writer.flush()
+        except OSError:
+            self._close_link(link, "Connection closed")
+            return
+        want = selectors.EVENT_READ | (0 if done else selectors.EVENT_WRITE)
+        self.selector.modify(link.sock, want, self.selector.get_key(link.sock).data)
+
+    # -- control -----------------------------------------------------------------
+
+    def on_control(self, mask: int) -> None:
+        try:
+            data = self.control.recv(READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self.running = False
+            return
+        for kind, payload in self.control_reader.feed(data):
+            if kind == ipc.Kind.CONFIG:
+                self._take_config(pickle.loads(payload))
+            elif kind == ipc.Kind.CONTROL and ipc.decode_json(payload).get("op") == "shutdown":
+                self.running = False
+
+    def _take_config(self, cfg: config.Config) -> None:
+        """A reload: the supervisor validated it; the state takes new limits."""
+        self.cfg = cfg
+        self.state.settings = settings_from(cfg, self.created)
+        for link in self.links.values():
+            link.writer.limit = cfg.limits.broker_buffer_bytes
+        logsetup.set_level(cfg.log.level)
+        log.info("broker took the new configuration")
+
+
+class _Outbox:
+    """state.Outbox over the broker's links: frames built once, queued per link."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def send(self, cid: int, line: bytes) -> None:
+        self._broker.queue(cid, ipc.encode(ipc.Kind.DELIVER, line))
+
+    def fanout(self, cids: Iterable[int], line: bytes) -> None:
+        frame = ipc.encode(ipc.Kind.DELIVER, line)
+        queue = self._broker.queue
+        for cid in cids:
+            queue(cid, frame)
+
+    def update(self, cid: int, changes: dict[str, Any]) -> None:
+        self._broker.queue(cid, ipc.encode_json(ipc.Kind.UPDATE, changes))
+
+    def drop(self, cid: int, reason: str) -> None:
+        self._broker.queue(cid, ipc.encode(ipc.Kind.DROP, reason.encode()))
+
+
+_FRAME_HANDLERS = {
+    ipc.Kind.HELLO: Broker._on_hello,
+    ipc.Kind.REQUEST: Broker._on_request,
+    ipc.Kind.REGISTER: Broker._on_register,
+    ipc.Kind.OPER: Broker._on_oper,
+    ipc.Kind.REREGISTER: Broker._on_reregister,
+    ipc.Kind.BYE: Broker._on_bye,
+}
+
+
+def created_stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

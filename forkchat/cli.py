@@ -1,0 +1,115 @@
+"""forkchat-server's command line: options, config checks, exit codes.
+
+Exit status: 0 after a clean stop, 1 when the server cannot start (a port
+in use), 2 for a bad command line or configuration, 3 when the broker
+keeps dying.  User-facing failures are one sentence on stderr, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import sys
+from typing import Callable
+
+from forkchat import __version__, config, listeners, log as logsetup, passwords
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forkchat-server",
+        description="A process-per-client IRC chat server. With no arguments it serves "
+                    "IRC on 127.0.0.1:6667 with built-in defaults.")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="read the TOML configuration FILE (see forkchat.toml(5))")
+    parser.add_argument("-l", "--listen", metavar="HOST:PORT", action="append", default=[],
+                        help="serve IRC on HOST:PORT (repeatable; port 0 picks a free port); "
+                             "replaces the configured listeners")
+    parser.add_argument("--tutorial-listen", metavar="HOST:PORT", action="append", default=[],
+                        help="serve the tutorial chat-room protocol on HOST:PORT (repeatable)")
+    parser.add_argument("--name", help="server name shown to clients")
+    parser.add_argument("--password", help="connection password clients must send with PASS")
+    parser.add_argument("--log-level", choices=config.LOG_LEVELS,
+                        help="log verbosity (default: info)")
+    parser.add_argument("--user", help="user to run as after binding, when started as root")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration, print every error, and exit")
+    parser.add_argument("--hash-password", action="store_true",
+                        help="read a password from the terminal or stdin and print its "
+                             "scrypt hash for the configuration")
+    parser.add_argument("--version", action="version", version=f"forkchat-server {__version__}")
+    return parser
+
+
+def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
+    """Command-line flags override the file.
+
+    Raises:
+        ValueError: a malformed HOST:PORT.
+    """
+    server = cfg.server
+    if args.name:
+        server = dataclasses.replace(server, name=args.name)
+    if args.password is not None:
+        server = dataclasses.replace(server, password=args.password)
+    if args.user:
+        server = dataclasses.replace(server, user=args.user)
+    cfg = dataclasses.replace(cfg, server=server)
+    if args.log_level:
+        cfg = dataclasses.replace(cfg, log=config.Log(level=args.log_level))
+    return config.with_listeners(cfg, args.listen, args.tutorial_listen)
+
+
+def loader(args: argparse.Namespace) -> Callable[[], config.Config]:
+    """Loads the file (if any) and applies the flags; used again on SIGHUP."""
+    def load() -> config.Config:
+        cfg = config.load(args.config) if args.config else config.Config()
+        return apply_flags(cfg, args)
+    return load
+
+
+def hash_password_command() -> int:
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Again: "):
+            print("forkchat-server: the passwords do not match", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        first = sys.stdin.readline().rstrip("\r\n")
+    if not first:
+        print("forkchat-server: empty password", file=sys.stderr)
+        return EXIT_USAGE
+    print(passwords.hash_password(first))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.hash_password:
+        return hash_password_command()
+    load = loader(args)
+    try:
+        cfg = load()
+    except config.ConfigInvalid as error:
+        for problem in error.errors:
+            print(f"forkchat-server: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as error:
+        print(f"forkchat-server: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.check_config:
+        print(f"forkchat-server: configuration OK ({args.config or 'built-in defaults'})")
+        return 0
+    logsetup.setup("supervisor", cfg.log.level)
+    try:
+        bound = listeners.bind_all(cfg.listen)
+    except listeners.BindError as error:
+        print(f"forkchat-server: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    from forkchat import supervisor
+    return supervisor.Supervisor(cfg, load if args.config else None, bound).run()

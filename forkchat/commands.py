@@ -1,0 +1,203 @@
+"""The worker's command table: what a worker answers without the broker.
+
+`dispatch` does the shared checks once (registration, parameter count),
+then calls the handler.  Commands not in the table touch shared state and
+are forwarded to the broker as they came, once the client is registered
+(NICK also before).  Handlers raise `numerics.Reply` for expected errors;
+`dispatch` formats it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from forkchat import __version__, config, ipc, numerics, passwords, protocol
+from forkchat.session import Session, clean_user
+
+ERR_INVALIDCAPCMD = "410"
+VERSION = f"forkchat-{__version__}"
+
+
+class Context(Protocol):
+    """What handlers may do; the worker implements it."""
+
+    cfg: config.Config
+    session: Session
+
+    def write(self, line: bytes) -> None: ...
+    def reply(self, code: str, *params: str, text: str | None = None) -> None: ...
+    def forward(self, raw: bytes) -> None: ...
+    def frame(self, frame: bytes) -> None: ...
+    def close(self, reason: str) -> None: ...
+    def try_register(self) -> None: ...
+    def stats(self, letter: str) -> list[tuple[str, tuple[str, ...]]]: ...
+
+
+Handler = Callable[[Context, protocol.Message], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    handler: Handler
+    min_params: int = 0
+    before_registration: bool = False
+
+
+def cmd_cap(ctx: Context, msg: protocol.Message) -> None:
+    """CAP <subcommand> [:<capabilities>]
+
+    No capabilities are offered, but a client that asks is answered, and
+    registration waits for its CAP END as IRCv3 requires.
+    """
+    sub = msg.params[0].upper()
+    server, target = ctx.cfg.server.name, ctx.session.target
+    if sub == "LS":
+        if not ctx.session.registered:
+            ctx.session.cap_negotiating = True
+        ctx.write(protocol.format_line(server, "CAP", target, "LS", ""))
+    elif sub == "LIST":
+        ctx.write(protocol.format_line(server, "CAP", target, "LIST", ""))
+    elif sub == "REQ":
+        if not ctx.session.registered:
+            ctx.session.cap_negotiating = True
+        ctx.write(protocol.format_line(server, "CAP", target, "NAK", msg.param(1)))
+    elif sub == "END":
+        ctx.session.cap_negotiating = False
+        ctx.try_register()
+    else:
+        raise numerics.Reply(ERR_INVALIDCAPCMD, sub, text="Invalid CAP command")
+
+
+def cmd_pass(ctx: Context, msg: protocol.Message) -> None:
+    """PASS <password>"""
+    if ctx.session.registered or ctx.session.register_sent:
+        raise numerics.Reply(numerics.ERR_ALREADYREGISTERED)
+    ctx.session.password = msg.params[0]
+
+
+def cmd_user(ctx: Context, msg: protocol.Message) -> None:
+    """USER <user> <mode> <unused> :<realname>"""
+    if ctx.session.registered or ctx.session.register_sent or ctx.session.user:
+        raise numerics.Reply(numerics.ERR_ALREADYREGISTERED)
+    if not msg.params[0]:
+        raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "USER")
+    ctx.session.user = clean_user(msg.params[0])
+    ctx.session.realname = msg.params[3][:100] or ctx.session.user
+    ctx.try_register()
+
+
+def cmd_ping(ctx: Context, msg: protocol.Message) -> None:
+    """PING <token>"""
+    if not msg.params or not msg.params[0]:
+        raise numerics.Reply(numerics.ERR_NOORIGIN)
+    server = ctx.cfg.server.name
+    ctx.write(protocol.format_line(server, "PONG", server, msg.params[0]))
+
+
+def cmd_pong(ctx: Context, msg: protocol.Message) -> None:
+    """PONG <token>: any input already proves liveness."""
+
+
+def cmd_quit(ctx: Context, msg: protocol.Message) -> None:
+    """QUIT [:<reason>]"""
+    reason = msg.param(0)
+    ctx.close(f"Quit: {reason}" if reason else "Client Quit")
+
+
+def cmd_oper(ctx: Context, msg: protocol.Message) -> None:
+    """OPER <name> <password>
+
+    The scrypt check runs here, in the client's own worker, so that a slow
+    hash never stalls the broker.
+    """
+    name, given = msg.params[0], msg.params[1]
+    for operator in ctx.cfg.operators:
+        if operator.name == name and passwords.verify(operator.password, given):
+            ctx.frame(ipc.encode_json(ipc.Kind.OPER, {"name": name}))
+            return
+    raise numerics.Reply(numerics.ERR_PASSWDMISMATCH)
+
+
+def cmd_version(ctx: Context, msg: protocol.Message) -> None:
+    """VERSION [<server>]"""
+    ctx.reply(numerics.RPL_VERSION, VERSION, ctx.cfg.server.name,
+              text="process-per-client IRC server")
+
+
+def cmd_time(ctx: Context, msg: protocol.Message) -> None:
+    """TIME [<server>]"""
+    now = time.strftime("%A %B %d %Y -- %H:%M:%S %z", time.localtime())
+    ctx.reply(numerics.RPL_TIME, ctx.cfg.server.name, text=now)
+
+
+INFO_LINES = (
+    f"{VERSION}: a process-per-client IRC chat server.",
+    "Every client is served by its own worker process; a broker",
+    "process keeps the nicknames and rooms. See forkchat(7).",
+)
+
+
+def cmd_info(ctx: Context, msg: protocol.Message) -> None:
+    """INFO [<server>]"""
+    for line in INFO_LINES:
+        ctx.reply(numerics.RPL_INFO, text=line)
+    ctx.reply(numerics.RPL_ENDOFINFO)
+
+
+def cmd_admin(ctx: Context, msg: protocol.Message) -> None:
+    """ADMIN [<server>]"""
+    server = ctx.cfg.server
+    ctx.reply(numerics.RPL_ADMINME, server.name)
+    ctx.reply(numerics.RPL_ADMINLOC1, text=server.network)
+    ctx.reply(numerics.RPL_ADMINLOC2, text=server.admin_name or "forkchat administrator")
+    ctx.reply(numerics.RPL_ADMINEMAIL, text=server.admin_email or "root@localhost")
+
+
+def cmd_stats(ctx: Context, msg: protocol.Message) -> None:
+    """STATS [<letter>]: u (uptime), p (processes and memory), for operators."""
+    letter = msg.param(0, "*")[:1] or "*"
+    if not ctx.session.oper and letter in ("p", "m"):
+        raise numerics.Reply(numerics.ERR_NOPRIVILEGES)
+    for code, params in ctx.stats(letter):
+        ctx.reply(code, *params)
+    ctx.reply(numerics.RPL_ENDOFSTATS, letter)
+
+
+COMMANDS: dict[str, Command] = {
+    "CAP": Command(cmd_cap, 1, before_registration=True),
+    "PASS": Command(cmd_pass, 1, before_registration=True),
+    "USER": Command(cmd_user, 4, before_registration=True),
+    "PING": Command(cmd_ping, 0, before_registration=True),
+    "PONG": Command(cmd_pong, 0, before_registration=True),
+    "QUIT": Command(cmd_quit, 0, before_registration=True),
+    "OPER": Command(cmd_oper, 2),
+    "VERSION": Command(cmd_version),
+    "TIME": Command(cmd_time),
+    "INFO": Command(cmd_info),
+    "ADMIN": Command(cmd_admin),
+    "STATS": Command(cmd_stats),
+}
+
+# Forwarded to the broker even before registration (it reserves the nick).
+FORWARD_BEFORE_REGISTRATION = frozenset({"NICK"})
+
+
+def dispatch(ctx: Context, msg: protocol.Message, raw: bytes) -> None:
+    """Run a local command, or forward a shared one to the broker."""
+    command = COMMANDS.get(msg.command)
+    session = ctx.session
+    try:
+        if command is None:
+            if session.registered or msg.command in FORWARD_BEFORE_REGISTRATION:
+                ctx.forward(raw)
+                return
+            raise numerics.Reply(numerics.ERR_NOTREGISTERED)
+        if not session.registered and not command.before_registration:
+            raise numerics.Reply(numerics.ERR_NOTREGISTERED)
+        if len(msg.params) < command.min_params:
+            raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, msg.command)
+        command.handler(ctx, msg)
+    except numerics.Reply as error:
+        ctx.write(numerics.from_error(ctx.cfg.server.name, session.target, error))

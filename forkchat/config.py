@@ -1,0 +1,303 @@
+"""The configuration: frozen dataclasses loaded from one TOML file.
+
+Defaults live once, as field defaults.  `load()` reads and validates a
+file and reports every problem at once, each with its line, so that
+`--check-config` and SIGHUP can say everything that is wrong.  Command-line
+flags are applied afterwards with `dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOLS = ("irc", "tutorial")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Listener:
+    address: str = "127.0.0.1"
+    port: int = 6667
+    protocol: str = "irc"
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str = "forkchat.local"
+    network: str = "forkchat"
+    motd: str = "Welcome to forkchat!"
+    motd_file: str = ""
+    password: str = ""
+    default_room: str = "#lobby"
+    state_dir: str = "/var/lib/forkchat"
+    user: str = ""
+    group: str = ""
+    allow_root: bool = False
+    admin_name: str = ""
+    admin_email: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_clients: int = 5000
+    max_clients_per_ip: int = 50
+    sendq_bytes: int = 262144
+    recvq_bytes: int = 8192
+    broker_buffer_bytes: int = 1048576
+    flood_burst: int = 10
+    flood_rate: float = 2.0
+    registration_timeout: float = 30.0
+    ping_interval: float = 120.0
+    ping_timeout: float = 60.0
+    nicklen: int = 30
+    roomlen: int = 50
+    topiclen: int = 390
+    rooms_per_client: int = 50
+    members_per_room: int = 5000
+    bans_per_room: int = 100
+    max_rooms: int = 10000
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: Server = field(default_factory=Server)
+    listen: tuple[Listener, ...] = (Listener(),)
+    limits: Limits = field(default_factory=Limits)
+    operators: tuple[Operator, ...] = ()
+    log: Log = field(default_factory=Log)
+    path: str = ""
+
+    def motd_lines(self) -> tuple[str, ...]:
+        """The MOTD (motd_file's text is read into server.motd at load)."""
+        return tuple(self.server.motd.splitlines())
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    path: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.key}: {self.message}"
+
+
+class ConfigInvalid(Exception):
+    """Raised by load(); `errors` lists every problem found."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("\n".join(str(error) for error in errors))
+        self.errors = errors
+
+
+_TABLES = {"server": Server, "limits": Limits, "log": Log}
+_ARRAYS = {"listen": Listener, "operators": Operator}
+
+
+def load(path: str) -> Config:
+    """Read and validate a TOML file.
+
+    Raises:
+        ConfigInvalid: the file is unreadable, not TOML, or has bad values.
+    """
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigInvalid([ConfigError(path, 0, "file", str(error))]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        line = int(m.group(1)) if (m := re.search(r"line (\d+)", str(error))) else 0
+        raise ConfigInvalid([ConfigError(path, line, "syntax", str(error))]) from None
+    errors: list[ConfigError] = []
+    where = _Locator(path, text)
+    config = build(raw, where, errors)
+    if errors:
+        raise ConfigInvalid(errors)
+    config = dataclasses.replace(config, path=path)
+    return _load_motd(config, where)
+
+
+def _load_motd(config: Config, where: _Locator) -> Config:
+    """Read motd_file into server.motd, so the MOTD travels with the config.
+
+    Raises:
+        ConfigInvalid: the file cannot be read.
+    """
+    if not config.server.motd_file:
+        return config
+    try:
+        with open(config.server.motd_file, encoding="utf-8", errors="replace") as handle:
+            motd = handle.read()
+    except OSError as error:
+        raise ConfigInvalid([where.error("server", "motd_file", error.strerror or str(error))]) \
+            from None
+    return dataclasses.replace(config, server=dataclasses.replace(config.server, motd=motd))
+
+
+class _Locator:
+    """Finds the line of a key, for error messages (tomllib gives none)."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, table: str, key: str, index: int = 0) -> int:
+        header = re.compile(r"^\s*\[\[?\s*" + re.escape(table) + r"\s*\]\]?\s*(#.*)?$")
+        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        seen = -1
+        in_table = table == ""
+        for number, line in enumerate(self.lines, 1):
+            if line.lstrip().startswith("["):
+                in_table = bool(header.match(line))
+                if in_table:
+                    seen += 1
+                    if not key and seen == index:
+                        return number
+                continue
+            if in_table and seen == index and key and key_re.match(line):
+                return number
+        return 0
+
+    def error(self, table: str, key: str, message: str, index: int = 0) -> ConfigError:
+        shown = f"{table}[{index}].{key}" if table in _ARRAYS else f"{table}.{key}"
+        return ConfigError(self.path, self.line_of(table, key, index), shown, message)
+
+
+def build(raw: dict[str, Any], where: _Locator, errors: list[ConfigError]) -> Config:
+    """Turn parsed TOML into a Config, appending every problem to `errors`."""
+    for name in raw:
+        if name not in _TABLES and name not in _ARRAYS:
+            errors.append(ConfigError(where.path, where.line_of(name, ""), name, "unknown table"))
+    values: dict[str, Any] = {}
+    for name, cls in _TABLES.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            errors.append(where.error(name, "", "must be a table"))
+            continue
+        values[name] = _build_one(cls, table, name, 0, where, errors)
+    for name, cls in _ARRAYS.items():
+        items = raw.get(name)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            errors.append(where.error(name, "", f"must be an array of tables ([[{name}]])"))
+            continue
+        values[name] = tuple(_build_one(cls, item, name, index, where, errors)
+                             for index, item in enumerate(items))
+    config = Config(**{k: v for k, v in values.items() if v is not None})
+    errors.extend(_check_values(config, where))
+    return config
+
+
+def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
+               where: _Locator, errors: list[ConfigError]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            errors.append(where.error(name, key, "unknown key", index))
+            continue
+        expected = _field_type(cls, key)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            errors.append(where.error(
+                name, key, f"must be {expected.__name__}, not {type(value).__name__}", index))
+            continue
+        kwargs[key] = value
+    missing = [f for f, spec in fields.items()
+               if spec.default is dataclasses.MISSING and f not in kwargs]
+    if missing:
+        errors.append(where.error(name, missing[0], "is required", index))
+        return None
+    return cls(**kwargs)
+
+
+def _field_type(cls: type, key: str) -> type:
+    default = getattr(cls(**_required_dummies(cls)), key)
+    return type(default)
+
+
+def _required_dummies(cls: type) -> dict[str, str]:
+    return {f.name: "" for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+
+
+def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
+    errors = []
+    for index, listener in enumerate(config.listen):
+        if listener is None:
+            continue
+        if listener.protocol not in PROTOCOLS:
+            errors.append(where.error("listen", "protocol",
+                                      f"must be one of {', '.join(PROTOCOLS)}", index))
+        if not 0 <= listener.port <= 65535:
+            errors.append(where.error("listen", "port", "must be 0..65535", index))
+        if bool(listener.tls_cert) != bool(listener.tls_key):
+            errors.append(where.error("listen", "tls_cert",
+                                      "tls_cert and tls_key go together", index))
+    for key, value in dataclasses.asdict(config.limits).items():
+        if value < 0 or (value == 0 and key not in ("ping_interval",)):
+            errors.append(where.error("limits", key, "must be positive"))
+    if config.log.level not in LOG_LEVELS:
+        errors.append(where.error("log", "level", f"must be one of {', '.join(LOG_LEVELS)}"))
+    room = config.server.default_room
+    if not room or room[0] not in "#&" or " " in room or "," in room:
+        errors.append(where.error("server", "default_room", "must be a room name like #lobby"))
+    if " " in config.server.name or not config.server.name:
+        errors.append(where.error("server", "name", "must be a host-like name without spaces"))
+    return errors
+
+
+def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
+    """'HOST:PORT', '[v6]:PORT', 'HOST' or ':PORT'.
+
+    Raises:
+        ValueError: with a message fit for the user.
+    """
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host or "0.0.0.0", port
+
+
+def with_listeners(config: Config, irc: list[str], tutorial: list[str]) -> Config:
+    """Command-line listeners replace the file's when any are given.
+
+    Raises:
+        ValueError: a malformed HOST:PORT.
+    """
+    if not irc and not tutorial:
+        return config
+    listeners = [Listener(*parse_hostport(spec), protocol="irc") for spec in irc]
+    listeners += [Listener(*parse_hostport(spec, 5000), protocol="tutorial") for spec in tutorial]
+    return dataclasses.replace(config, listen=tuple(listeners))

@@ -1,0 +1,164 @@
+"""Frames between the broker and the workers.
+
+    worker ──HELLO, REQUEST, REGISTER, OPER, REREGISTER, BYE──▶ broker
+    worker ◀──────────── DELIVER, UPDATE, DROP ──────────────── broker
+
+Each worker holds one stream connection to the broker's private Unix
+socket.  A frame is a 4-byte big-endian payload length, a 1-byte kind and
+the payload:
+
+    kind        payload
+    HELLO       JSON {"cid", "host", "proto"}      first frame of a link
+    REQUEST     one canonical IRC line (no CRLF)   shared-state command
+    REGISTER    JSON {"user", "realname"}          NICK+USER done, burst please
+    OPER        JSON {"name"}                      password already checked
+    REREGISTER  JSON identity                      after a broker restart
+    BYE         UTF-8 quit reason                  the client is leaving
+    DELIVER     raw line bytes, CRLF included      write to the client as is
+    UPDATE      JSON {field: value}                the client's identity changed
+    DROP        UTF-8 reason                       close the client with ERROR
+
+and on the supervisor's control socket to the broker:
+
+    CONTROL     JSON {"op": "shutdown"}
+    CONFIG      pickled config.Config (trusted parent only, never a worker)
+
+No pickle: lines are bytes and the rare control frames are JSON, so a
+misbehaving worker can send nothing that runs code in the broker.  A
+broadcast line is framed once and the same bytes are queued on every
+recipient's `FrameWriter`; each writer sends everything it holds in one
+call per event-loop turn.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import socket
+import struct
+from typing import Any
+
+HEADER = struct.Struct("!IB")
+MAX_FRAME_BYTES = 1 << 20
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    REQUEST = 2
+    REGISTER = 3
+    OPER = 4
+    REREGISTER = 5
+    BYE = 6
+    DELIVER = 10
+    UPDATE = 11
+    DROP = 12
+    CONTROL = 20
+    CONFIG = 21
+
+
+class FrameError(Exception):
+    """The peer sent something that is not a frame stream; drop the link."""
+
+
+def encode(kind: int, payload: bytes) -> bytes:
+    return HEADER.pack(len(payload), kind) + payload
+
+
+def encode_json(kind: int, value: Any) -> bytes:
+    return encode(kind, json.dumps(value, separators=(",", ":")).encode())
+
+
+def decode_json(payload: bytes) -> Any:
+    """Raises: FrameError when the payload is not JSON."""
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise FrameError("control frame is not JSON") from None
+
+
+class FrameReader:
+    """Reassembles frames from arbitrary stream chunks."""
+
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Returns every frame completed by `data`.
+
+        Raises:
+            FrameError: a frame longer than the bound, or an unknown kind.
+        """
+        buffer = self._buffer
+        buffer += data
+        frames = []
+        offset = 0
+        size = HEADER.size
+        while len(buffer) - offset >= size:
+            length, kind = HEADER.unpack_from(buffer, offset)
+            if length > self._max_frame or kind not in _KINDS:
+                raise FrameError(f"bad frame header (kind {kind}, {length} bytes)")
+            end = offset + size + length
+            if end > len(buffer):
+                break
+            frames.append((kind, bytes(buffer[offset + size:end])))
+            offset = end
+        if offset:
+            del buffer[:offset]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+_KINDS = frozenset(int(kind) for kind in Kind)
+
+
+class FrameWriter:
+    """A bounded, non-blocking output queue for one stream socket.
+
+    `queue` never blocks and never sends; `flush` sends everything queued in
+    one call.  When more than `limit` bytes wait, `queue` refuses and the
+    owner decides what to do with the slow peer.
+    """
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self.sock = sock
+        self.limit = limit
+        self._chunks: list[bytes] = []
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def queue(self, frame: bytes) -> bool:
+        if self._pending + len(frame) > self.limit:
+            return False
+        self._chunks.append(frame)
+        self._pending += len(frame)
+        return True
+
+    def queue_unbounded(self, frame: bytes) -> None:
+        """For a last frame (DROP) that must follow a refused one."""
+        self._chunks.append(frame)
+        self._pending += len(frame)
+
+    def flush(self) -> bool:
+        """Send what is queued; True when nothing is left.
+
+        Raises:
+            OSError: the peer is gone (BrokenPipeError, ConnectionResetError).
+        """
+        if not self._chunks:
+            return True
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        rest = data[sent:]
+        self._chunks = [rest] if rest else []
+        self._pending = len(rest)
+        return not rest

@@ -1,0 +1,78 @@
+"""Listening sockets: bind them, or adopt them from systemd.
+
+Each bound listener is logged once as `listening on HOST:PORT (PROTO)`;
+tests and people read that line to learn an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+
+from forkchat import config
+
+BACKLOG = 1024
+log = logging.getLogger("forkchat.supervisor")
+
+
+class BindError(Exception):
+    """A listener could not be bound; the message is for the user."""
+
+
+@dataclass
+class Bound:
+    sock: socket.socket
+    spec: config.Listener
+
+    @property
+    def label(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{port} ({self.spec.protocol})"
+
+
+def bind(spec: config.Listener) -> Bound:
+    """Raises: BindError with a one-sentence reason."""
+    family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and spec.address == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((spec.address, spec.port))
+        sock.listen(BACKLOG)
+    except OSError as error:
+        sock.close()
+        raise BindError(f"cannot listen on {spec.address}:{spec.port}: "
+                        f"{error.strerror or error}") from None
+    sock.setblocking(False)
+    return Bound(sock, spec)
+
+
+def adopt(fd: int, spec: config.Listener) -> Bound:
+    """Wrap a listening descriptor passed by systemd socket activation."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return Bound(sock, spec)
+
+
+def announce(bound: Bound) -> None:
+    log.info("listening on %s", bound.label)
+
+
+def bind_all(specs: tuple[config.Listener, ...]) -> list[Bound]:
+    """Bind every listener or none.
+
+    Raises:
+        BindError: the first listener that failed; the others are closed.
+    """
+    done: list[Bound] = []
+    try:
+        for spec in specs:
+            done.append(bind(spec))
+    except BindError:
+        for bound in done:
+            bound.sock.close()
+        raise
+    return done

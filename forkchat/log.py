@@ -1,0 +1,48 @@
+"""Logging setup, the first call of every process entry point.
+
+One event a line on stderr.  Under systemd (JOURNAL_STREAM set) lines carry
+no timestamp but a syslog priority prefix (`<3>` ... `<7>`) that journald
+turns into the entry's priority.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
+               logging.ERROR: 3, logging.CRITICAL: 2}
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
+           "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITIES.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def under_journal() -> bool:
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def setup(role: str, level: str = "info") -> None:
+    """Configure the root logger for this process (called again after fork)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    if under_journal():
+        handler.setFormatter(_JournalFormatter(f"{role}[%(process)d]: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s {role}[%(process)d] %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(level, logging.INFO))
+    logging.raiseExceptions = False
+
+
+def set_level(level: str) -> None:
+    logging.getLogger().setLevel(_LEVELS.get(level, logging.INFO))

@@ -1,0 +1,152 @@
+"""IRC lines: parsing, formatting, case mapping and name validation.
+
+Everything here is pure: bytes or strings in, values out.  A line is at most
+512 bytes including its CRLF (RFC 1459 2.3); text is UTF-8.  Parsing rejects
+what must never be relayed (NUL, invalid UTF-8) by raising `ProtocolError`,
+and formatting can never emit CR, LF or NUL, so no client can inject a line
+into another client's stream.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+MAX_LINE_BYTES = 512          # including the CRLF
+MAX_BODY_BYTES = MAX_LINE_BYTES - 2
+MAX_PARAMS = 15
+CASEMAPPING = "rfc1459"
+ROOM_PREFIXES = "#&"
+
+_FORBIDDEN = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
+_RFC1459_LOWER = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
+_NICK_FIRST = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz[]\\`_^{|}")
+_NICK_REST = _NICK_FIRST | set("0123456789-")
+_ROOM_FORBIDDEN = set(" \x07,:\r\n\0")
+
+
+class ProtocolError(ValueError):
+    """A line that cannot be accepted; `reason` is safe to show the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Message(NamedTuple):
+    prefix: str
+    command: str
+    params: list[str]
+
+    def param(self, index: int, default: str = "") -> str:
+        return self.params[index] if index < len(self.params) else default
+
+
+def parse_line(raw: bytes) -> Message:
+    """Parse one line (without or with its CRLF) into a Message.
+
+    Raises:
+        ProtocolError: empty line, NUL byte, invalid UTF-8 or no command.
+    """
+    raw = raw.rstrip(b"\r\n")
+    if b"\0" in raw:
+        raise ProtocolError("NUL byte in line")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("Line is not valid UTF-8") from None
+    return parse_text(text)
+
+
+def parse_text(text: str) -> Message:
+    """Parse a decoded line; message tags (IRCv3) are accepted and ignored."""
+    text = text.lstrip(" ")
+    if text.startswith("@"):
+        _, _, text = text.partition(" ")
+        text = text.lstrip(" ")
+    prefix = ""
+    if text.startswith(":"):
+        prefix, _, text = text[1:].partition(" ")
+        text = text.lstrip(" ")
+    head, sep, trailing = text.partition(" :")
+    words = head.split()
+    if not words:
+        raise ProtocolError("No command given")
+    params = words[1:]
+    if sep:
+        params.append(trailing)
+    if len(params) > MAX_PARAMS:
+        params[MAX_PARAMS - 1:] = [" ".join(params[MAX_PARAMS - 1:])]
+    return Message(prefix, words[0].upper(), params)
+
+
+def format_line(prefix: str, command: str, *params: str) -> bytes:
+    """Build one wire line, CRLF included, cut to 512 bytes on a UTF-8 boundary.
+
+    The last parameter is sent as trailing (with ':') when it needs to be.
+    """
+    parts = [":" + prefix, command] if prefix else [command]
+    for index, param in enumerate(params):
+        param = param.translate(_FORBIDDEN)
+        last = index == len(params) - 1
+        if last and (not param or " " in param or param.startswith(":")):
+            param = ":" + param
+        elif not param or " " in param or param.startswith(":"):
+            param = param.replace(" ", "_").lstrip(":") or "*"
+        parts.append(param)
+    body = " ".join(parts).encode("utf-8")
+    return truncate_utf8(body, MAX_BODY_BYTES) + b"\r\n"
+
+
+def truncate_utf8(data: bytes, limit: int) -> bytes:
+    """Cut `data` to at most `limit` bytes without splitting a character."""
+    if len(data) <= limit:
+        return data
+    cut = data[:limit]
+    return cut.decode("utf-8", "ignore").encode("utf-8")
+
+
+def casefold(name: str) -> str:
+    """RFC 1459 case mapping, as announced in 005 CASEMAPPING."""
+    return name.translate(_RFC1459_LOWER)
+
+
+def is_room_name(name: str) -> bool:
+    return bool(name) and name[0] in ROOM_PREFIXES
+
+
+def valid_nick(nick: str, nicklen: int) -> bool:
+    """RFC 2812 2.3.1 nickname syntax, bounded by the configured length."""
+    if not nick or len(nick) > nicklen or nick[0] not in _NICK_FIRST:
+        return False
+    return all(ch in _NICK_REST for ch in nick[1:])
+
+
+def valid_room(name: str, roomlen: int) -> bool:
+    """A room name: '#' or '&', then no space, comma, colon, BEL, CR, LF, NUL."""
+    if not is_room_name(name) or len(name) < 2 or len(name) > roomlen:
+        return False
+    return not any(ch in _ROOM_FORBIDDEN for ch in name)
+
+
+def user_prefix(nick: str, user: str, host: str) -> str:
+    return f"{nick}!{user}@{host}"
+
+
+def split_lines(buffer: bytearray, limit: int = MAX_LINE_BYTES) -> tuple[list[bytes], bool]:
+    """Take every complete line (LF or CRLF) out of `buffer`.
+
+    Returns the lines (without line ends) and whether an unterminated line
+    longer than `limit` is pending, which the caller treats as an error.
+    A complete line longer than `limit` is returned as is; the caller decides.
+    """
+    lines: list[bytes] = []
+    start = 0
+    while True:
+        end = buffer.find(b"\n", start)
+        if end < 0:
+            break
+        lines.append(bytes(buffer[start:end]).rstrip(b"\r"))
+        start = end + 1
+    del buffer[:start]
+    return lines, len(buffer) > limit

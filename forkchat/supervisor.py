@@ -1,0 +1,376 @@
+"""The supervisor: the main process, which listens, spawns and reaps.
+
+    listeners ──accept──▶ Supervisor ──fork──▶ worker (one per client)
+                             │    └──fork──▶ broker (one; restarted if it dies)
+                             │
+    signals ──wakeup fd──────┘      pidfds: one per child, readable at its exit
+
+It never reads client traffic.  It owns the listening sockets, the child
+table, the current Config, and the broker's private Unix socket, which it
+creates once so that a restarted broker is found at the same address.
+Signal handlers only wake the loop; `SIGNAL_ACTIONS` says what each does.
+Children are watched through pidfds, so a child that closed its inherited
+descriptors (as every child here does) is still seen to exit.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import multiprocessing
+import os
+import pickle
+import resource
+import secrets
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from forkchat import broker, config, ipc, listeners, worker
+
+log = logging.getLogger("forkchat.supervisor")
+
+# fork, named explicitly (3.14 makes forkserver the Linux default): a
+# worker must start in about a millisecond, and fork from this lean,
+# frozen-heap process shares its memory copy-on-write, where forkserver
+# would pickle arguments and re-import for every client.
+MP = multiprocessing.get_context("fork")
+
+BROKER_BOOT_ERROR = 3
+BROKER_RESTARTS = 5              # more deaths than this ...
+BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
+STOP_GRACE_S = 3.0
+ACCEPTS_PER_WAKEUP = 64
+
+
+class Shutdown(BaseException):
+    """Carries the halt reason and exit code up to run()."""
+
+    def __init__(self, reason: str, code: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+@dataclass
+class Child:
+    kind: str
+    pid: int
+    process: Any
+    pidfd: int
+    peer: str = ""
+    cid: int = 0
+
+
+class Supervisor:
+    def __init__(self, cfg: config.Config, reload: Callable[[], config.Config] | None = None,
+                 bound: list[listeners.Bound] | None = None) -> None:
+        self.cfg = cfg
+        self.reload_config = reload
+        self.bound = bound or []
+        self.selector = selectors.DefaultSelector()
+        self.children: dict[int, Child] = {}
+        self.per_ip: dict[str, int] = {}
+        self.workers = 0
+        self.next_cid = 1
+        self.broker_pid = 0
+        self.broker_control: socket.socket | None = None
+        self.broker_deaths: list[float] = []
+        self.stopping = False
+        self.created = broker.created_stamp()
+        self.broker_address = f"\0forkchat-{os.getpid()}-{secrets.token_hex(8)}"
+        self.broker_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    # -- main loop -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        _raise_fd_limit()
+        gc.disable()
+        self._install_signals()
+        self.broker_listener.bind(self.broker_address)
+        self.broker_listener.listen(listeners.BACKLOG)
+        for bound in self.bound:
+            self._watch_listener(bound)
+        try:
+            self.spawn_broker()
+            for bound in self.bound:
+                listeners.announce(bound)
+            while not self.stopping:
+                self._turn(None)
+            self.stop()
+        except Shutdown as halt:
+            log.error("%s", halt.reason)
+            self.stop()
+            return halt.code
+        return 0
+
+    def _turn(self, timeout: float | None) -> None:
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+
+    def _install_signals(self) -> None:
+        self._signal_r, signal_w = socket.socketpair()
+        self._signal_r.setblocking(False)
+        signal_w.setblocking(False)
+        self._signal_w = signal_w
+        signal.set_wakeup_fd(signal_w.fileno())
+        for signum in SIGNAL_ACTIONS:
+            signal.signal(signum, _wake_only)
+        self.selector.register(self._signal_r, selectors.EVENT_READ, self.on_signal)
+
+    def on_signal(self, mask: int) -> None:
+        try:
+            data = self._signal_r.recv(64)
+        except BlockingIOError:
+            return
+        for signum in data:
+            action = SIGNAL_ACTIONS.get(signum)
+            if action is not None:
+                action(self)
+
+    # -- accepting ---------------------------------------------------------------
+
+    def _watch_listener(self, bound: listeners.Bound) -> None:
+        self.selector.register(bound.sock, selectors.EVENT_READ,
+                               lambda mask, bound=bound: self.on_accept(bound))
+
+    def on_accept(self, bound: listeners.Bound) -> None:
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                conn, addr = bound.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept failed: %s", error.strerror)
+                    return
+                raise
+            self._admit(conn, addr[0], bound.spec.protocol)
+
+    def _admit(self, conn: socket.socket, peer: str, proto: str) -> None:
+        limits = self.cfg.limits
+        if peer.startswith("::ffff:"):
+            peer = peer[7:]
+        if self.workers >= limits.max_clients:
+            _refuse(conn, peer, "Server is full, try again later")
+        elif self.per_ip.get(peer, 0) >= limits.max_clients_per_ip:
+            _refuse(conn, peer, "Too many connections from your address")
+        else:
+            self.spawn_worker(conn, peer, proto)
+            return
+        log.warning("refused connection from %s: limit reached", peer)
+
+    # -- children ----------------------------------------------------------------
+
+    def _start(self, kind: str, target: Callable[..., None], args: tuple[Any, ...],
+               peer: str = "", cid: int = 0) -> Child:
+        process = MP.Process(target=target, args=args, name=f"forkchat-{kind}")
+        gc.freeze()
+        process.start()
+        pidfd = os.pidfd_open(process.pid)
+        child = Child(kind, process.pid, process, pidfd, peer, cid)
+        self.children[process.pid] = child
+        self.selector.register(pidfd, selectors.EVENT_READ,
+                               lambda mask, child=child: self.on_child_exit(child))
+        return child
+
+    def spawn_worker(self, conn: socket.socket, peer: str, proto: str) -> None:
+        cid = self.next_cid
+        self.next_cid += 1
+        try:
+            self._start("worker", worker.main,
+                        (conn, peer, proto, cid, self.cfg, self.broker_address), peer, cid)
+        except OSError as error:
+            log.error("cannot start a worker for %s: %s", peer, error)
+            _refuse(conn, peer, "Server is busy, try again later")
+            return
+        finally:
+            conn.close()
+        self.workers += 1
+        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
+
+    def spawn_broker(self) -> None:
+        control, broker_end = socket.socketpair()
+        try:
+            child = self._start("broker", broker.main,
+                                (self.broker_listener, broker_end, self.cfg, self.created))
+        finally:
+            broker_end.close()
+        if self.broker_control is not None:
+            self.broker_control.close()
+        self.broker_control = control
+        self.broker_pid = child.pid
+        log.info("broker started (pid %d)", self.broker_pid)
+
+    def on_child_exit(self, child: Child) -> None:
+        code = child.process.exitcode
+        if code is None:
+            return
+        self.selector.unregister(child.pidfd)
+        os.close(child.pidfd)
+        child.process.close()
+        del self.children[child.pid]
+        if child.kind == "worker":
+            self._worker_gone(child, code)
+        else:
+            self._broker_gone(code)
+
+    def _worker_gone(self, child: Child, code: int) -> None:
+        self.workers -= 1
+        left = self.per_ip.get(child.peer, 1) - 1
+        if left:
+            self.per_ip[child.peer] = left
+        else:
+            self.per_ip.pop(child.peer, None)
+        _log_exit(f"worker for conn {child.cid}", code, quiet_ok=True)
+
+    def _broker_gone(self, code: int) -> None:
+        if self.stopping:
+            return
+        _log_exit("broker", code, quiet_ok=False)
+        now = time.monotonic()
+        self.broker_deaths = [t for t in self.broker_deaths
+                              if now - t < BROKER_RESTART_WINDOW_S] + [now]
+        if len(self.broker_deaths) > BROKER_RESTARTS:
+            raise Shutdown(f"broker died {len(self.broker_deaths)} times in "
+                           f"{BROKER_RESTART_WINDOW_S:.0f} s; giving up", BROKER_BOOT_ERROR)
+        log.warning("restarting the broker")
+        self.spawn_broker()
+
+    # -- signals -------------------------------------------------------------------
+
+    def handle_sigterm(self) -> None:
+        log.info("shutting down")
+        self.stopping = True
+
+    def handle_sighup(self) -> None:
+        if self.reload_config is None:
+            log.warning("SIGHUP: no configuration file to reload")
+            return
+        try:
+            new = self.reload_config()
+        except config.ConfigInvalid as error:
+            log.error("reload failed, keeping the running configuration:\n%s", error)
+            return
+        self._apply_listeners(new)
+        self.cfg = new
+        self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
+        log.info("configuration reloaded")
+
+    def _apply_listeners(self, new: config.Config) -> None:
+        """Bind listeners added to the file, close those removed from it."""
+        wanted = {(s.address, s.port, s.protocol): s for s in new.listen}
+        current = {(b.spec.address, b.spec.port, b.spec.protocol): b for b in self.bound}
+        for key, bound in current.items():
+            if key not in wanted and bound.spec.port != 0:
+                self.selector.unregister(bound.sock)
+                bound.sock.close()
+                self.bound.remove(bound)
+                log.info("stopped listening on %s", bound.label)
+        for key, spec in wanted.items():
+            if key in current:
+                continue
+            try:
+                bound = listeners.bind(spec)
+            except listeners.BindError as error:
+                log.error("%s", error)
+                continue
+            self.bound.append(bound)
+            self._watch_listener(bound)
+            listeners.announce(bound)
+
+    def handle_sigusr1(self) -> None:
+        log.info("status: %d clients, %d children, broker pid %d",
+                 self.workers, len(self.children), self.broker_pid)
+
+    def _send_broker(self, frame: bytes) -> None:
+        if self.broker_control is None:
+            return
+        try:
+            self.broker_control.sendall(frame)
+        except OSError as error:
+            log.warning("cannot reach the broker: %s", error)
+
+    # -- stopping ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop accepting, let every worker say goodbye, then end the broker."""
+        self.stopping = True
+        for bound in self.bound:
+            try:
+                self.selector.unregister(bound.sock)
+            except (KeyError, ValueError):
+                pass
+            bound.sock.close()
+        self._signal_children("worker", signal.SIGTERM)
+        self._wait_children("worker", time.monotonic() + STOP_GRACE_S)
+        self._signal_children("worker", signal.SIGKILL)
+        self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "shutdown"}))
+        self._signal_children("broker", signal.SIGTERM)
+        self._wait_children("broker", time.monotonic() + 1.0)
+        self._signal_children("broker", signal.SIGKILL)
+        self._wait_children("", time.monotonic() + 1.0)
+        log.info("stopped")
+
+    def _signal_children(self, kind: str, signum: int) -> None:
+        for pid, child in list(self.children.items()):
+            if child.kind == kind:
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    def _wait_children(self, kind: str, deadline: float) -> None:
+        while any(c.kind == kind or not kind for c in self.children.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._turn(left)
+
+
+def _wake_only(signum: int, frame: Any) -> None:
+    """Signal handlers do nothing: the wakeup fd carries the signal."""
+
+
+SIGNAL_ACTIONS: dict[int, Callable[[Supervisor], None]] = {
+    signal.SIGTERM: Supervisor.handle_sigterm,
+    signal.SIGINT: Supervisor.handle_sigterm,
+    signal.SIGHUP: Supervisor.handle_sighup,
+    signal.SIGUSR1: Supervisor.handle_sigusr1,
+}
+
+
+def _refuse(conn: socket.socket, peer: str, reason: str) -> None:
+    """Tell a client we will not serve it, without forking for it."""
+    try:
+        conn.setblocking(False)
+        conn.send(f"ERROR :Closing Link: {peer} ({reason})\r\n".encode())
+    except OSError:
+        pass
+    conn.close()
+
+
+def _log_exit(what: str, code: int, quiet_ok: bool) -> None:
+    if code == 0:
+        (log.debug if quiet_ok else log.info)("%s exited", what)
+    elif code == -signal.SIGKILL:
+        log.error("%s was killed by SIGKILL (perhaps out of memory?)", what)
+    elif code < 0:
+        log.warning("%s was killed by signal %d", what, -code)
+    else:
+        log.error("%s exited with status %d", what, code)
+
+
+def _raise_fd_limit() -> None:
+    """One process per client still costs the supervisor fds: use the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass

@@ -1,0 +1,115 @@
+"""The tutorial dialect: the classic "Python socket chat room" protocol.
+
+Its server sent the 4 bytes `NICK`, took the client's first chunk as the
+nickname, broadcast `nick joined!`, sent `Connected to server!`, and then
+relayed every chunk as it came; clients prefix their own text with
+`nick: `.  There are no line ends and no framing: one chunk, one message.
+Tutorial clients decode ASCII, so anything else is replaced with '?'.
+
+Here a tutorial client is an ordinary member of the default room: its
+chunks become PRIVMSGs, and the IRC lines the broker delivers are rendered
+back into the tutorial's phrases.
+"""
+
+from __future__ import annotations
+
+import re
+
+from forkchat import protocol
+
+HANDSHAKE = b"NICK"
+CONNECTED = b"Connected to server!"
+CHUNK_BYTES = 1024
+MAX_TEXT_BYTES = 400
+_NICK_JUNK = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}\-]")
+
+
+def to_ascii(text: str) -> bytes:
+    return text.encode("ascii", "replace")
+
+
+def clean_nick(chunk: bytes, nicklen: int) -> str:
+    """A valid IRC nick made from whatever the client sent as its name."""
+    text = chunk.decode("utf-8", "replace").strip()
+    nick = _NICK_JUNK.sub("", text.replace(" ", "_"))
+    if not nick or nick[0].isdigit() or nick[0] == "-":
+        nick = "t" + nick
+    return nick[:nicklen]
+
+
+def suffixed(nick: str, attempt: int, nicklen: int) -> str:
+    """The nick to try after `attempt` collisions: alice, alice_1, alice_2 ..."""
+    if attempt == 0:
+        return nick[:nicklen]
+    suffix = f"_{attempt}"
+    return nick[:nicklen - len(suffix)] + suffix
+
+
+def chunk_to_lines(chunk: bytes, nick: str, room: str) -> list[bytes]:
+    """One chunk from the client as PRIVMSG lines to `room` (no CRLF).
+
+    The client's own `nick: ` prefix is dropped when it names the real
+    nick, since IRC clients see the sender in the prefix anyway.
+    """
+    text = chunk.decode("utf-8", "replace")
+    text = " ".join(part for part in re.split(r"[\r\n\0]+", text) if part).strip()
+    own = f"{nick}: "
+    if text.startswith(own):
+        text = text[len(own):]
+    if not text:
+        return []
+    head = f"PRIVMSG {room} :".encode()
+    return [head + piece for piece in _split_utf8(text.encode(), MAX_TEXT_BYTES)]
+
+
+def _split_utf8(data: bytes, size: int) -> list[bytes]:
+    pieces = []
+    while data:
+        piece = protocol.truncate_utf8(data, size) or data[:size]
+        pieces.append(piece)
+        data = data[len(piece):]
+    return pieces
+
+
+def _nick_of(prefix: str) -> str:
+    return prefix.split("!", 1)[0]
+
+
+def _render_message(msg: protocol.Message, own_nick: str) -> str | None:
+    if len(msg.params) < 2:
+        return None
+    sender, text = _nick_of(msg.prefix), msg.params[1]
+    if text.startswith("\x01ACTION ") and text.endswith("\x01"):
+        return f"* {sender} {text[8:-1]}"
+    if text.startswith("\x01"):
+        return None
+    if protocol.casefold(msg.params[0]) == protocol.casefold(own_nick):
+        return f"{sender} (private): {text}"
+    if msg.command == "NOTICE":
+        return f"-{sender}- {text}"
+    return f"{sender}: {text}"
+
+
+def render(line: bytes, own_nick: str) -> bytes | None:
+    """What a tutorial client is sent for one delivered IRC line, if anything."""
+    try:
+        msg = protocol.parse_line(line)
+    except protocol.ProtocolError:
+        return None
+    nick = _nick_of(msg.prefix)
+    text: str | None
+    if msg.command in ("PRIVMSG", "NOTICE"):
+        text = _render_message(msg, own_nick)
+    elif msg.command == "JOIN":
+        text = f"{nick} joined!"
+    elif msg.command in ("PART", "QUIT"):
+        text = f"{nick} left!"
+    elif msg.command == "KICK" and len(msg.params) > 1:
+        text = f"{msg.params[1]} left!"
+    elif msg.command == "NICK" and msg.params:
+        text = f"{nick} is now known as {msg.params[0]}"
+    elif msg.command == "TOPIC" and len(msg.params) > 1:
+        text = f"{nick} set the topic: {msg.params[1]}"
+    else:
+        text = None
+    return None if text is None else to_ascii(text)

@@ -1,0 +1,545 @@
+"""A worker: one process that serves exactly one client connection.
+
+    client socket ◀──▶ Worker ◀──frames──▶ broker (private Unix socket)
+                         │
+                         └── lifeline: EOF when the supervisor dies
+
+The worker frames the client's lines, enforces flood control, the
+registration timeout and the ping timeout, answers local commands
+(`commands.py`) and forwards everything that touches shared state to the
+broker as REQUEST frames.  What the broker DELIVERs is written to the
+client as is (or rendered, for the tutorial dialect).  Its send queue is
+bounded: a client that stops reading is dropped with "Max SendQ exceeded"
+and costs nobody else anything.
+
+If the broker goes away the worker holds the client's input, reconnects,
+and sends REREGISTER with its Session so that the new broker can restore
+the nick and rooms.  An unexpected exception ends this process only; the
+broker sees the link close and tells the client's rooms.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from typing import Any, Callable
+
+from forkchat import children, commands, config, flood, ipc, log as logsetup, numerics
+from forkchat import passwords, procstats, protocol, tutorial
+from forkchat.session import Session
+
+log = logging.getLogger("forkchat.worker")
+
+READ_BYTES = 65536
+LINK_READ_BYTES = 262144
+LINK_QUEUE_BYTES = 1 << 20
+RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+BROKER_GIVE_UP_S = 30.0
+CLOSE_FLUSH_S = 1.0
+
+
+def main(sock: socket.socket, peer: str, proto: str, cid: int,
+         cfg: config.Config, broker_address: str | bytes) -> None:
+    """Process entry point (the multiprocessing target)."""
+    def serve() -> int:
+        logsetup.setup("worker", cfg.log.level)
+        return Worker(sock, peer, proto, cid, cfg, broker_address).run()
+    children.run_child("forkchat-worker", {sock.fileno()}, serve)
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, peer: str, proto: str, cid: int,
+                 cfg: config.Config, broker_address: str | bytes) -> None:
+        self.sock = sock
+        self.cfg = cfg
+        self.session = Session(cid, host=peer, proto=proto)
+        self.broker_address = broker_address
+        self.selector = selectors.DefaultSelector()
+        self.sendq = bytearray()
+        self.recvq = bytearray()
+        self.discarding = False
+        self.bucket = flood.TokenBucket(cfg.limits.flood_burst, cfg.limits.flood_rate)
+        self.link: socket.socket | None = None
+        self.link_reader = ipc.FrameReader()
+        self.link_out: list[bytes] = []
+        self.link_offset = 0
+        self.timers: dict[str, float] = {}
+        self.closing = False
+        self.done = False
+        self.last_input = time.monotonic()
+        self.ping_sent = False
+        self.broker_lost_at = 0.0
+        self.reconnects = 0
+        self.tutorial = proto == "tutorial"
+        self.tutorial_nick = ""
+        self.tutorial_attempt = 0
+        self.tutorial_connected = False
+        self.client_watch = selectors.EVENT_READ
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def run(self) -> int:
+        self.sock.setblocking(False)
+        self._install_signals()
+        self.selector.register(self.sock, selectors.EVENT_READ, self.on_client)
+        self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
+        if not self._connect_broker():
+            self.close("Server is restarting, try again")
+        self.timers["register"] = time.monotonic() + self.cfg.limits.registration_timeout
+        self._schedule_ping()
+        log.debug("conn %d from %s (%s)", self.session.cid, self.session.host, self.session.proto)
+        if self.tutorial:
+            self.sendq += tutorial.HANDSHAKE
+        while not self.done:
+            self._turn()
+        self._finish()
+        return 0
+
+    def _turn(self) -> None:
+        timeout = self._next_timeout()
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+            if self.done:
+                return
+        self._run_timers()
+        self._flush_link()
+        self._flush_client()
+
+    def _install_signals(self) -> None:
+        self._signal_r, signal_w = socket.socketpair()
+        self._signal_r.setblocking(False)
+        signal_w.setblocking(False)
+        self._signal_w = signal_w
+        signal.set_wakeup_fd(signal_w.fileno())
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        self.selector.register(self._signal_r, selectors.EVENT_READ, self.on_signal)
+
+    def on_signal(self, mask: int) -> None:
+        try:
+            data = self._signal_r.recv(64)
+        except BlockingIOError:
+            return
+        if signal.SIGTERM in data:
+            self.close("Server shutting down", error_text="Server shutting down")
+
+    def on_lifeline(self, mask: int) -> None:
+        self.close("Server shutting down", error_text="Server shutting down")
+
+    def close(self, reason: str, error_text: str | None = None) -> None:
+        """Say goodbye to the client and the broker, then stop the loop."""
+        if self.closing:
+            return
+        self.closing = True
+        log.info("conn %d %s closing: %s", self.session.cid, self.session.nick or "*", reason)
+        self._queue_frame(ipc.encode(ipc.Kind.BYE, reason.encode()))
+        if not self.tutorial:
+            text = error_text or f"Closing Link: {self.session.host} ({reason})"
+            self.sendq += protocol.format_line("", "ERROR", text)
+        self.done = True
+
+    def _finish(self) -> None:
+        """Flush the last bytes to both ends, briefly, then close them."""
+        deadline = time.monotonic() + CLOSE_FLUSH_S
+        self._flush_link(deadline)
+        try:
+            self.sock.setblocking(True)
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if self.sendq and len(self.sendq) <= self.cfg.limits.sendq_bytes:
+                self.sock.sendall(self.sendq)
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if self.link is not None:
+            self.link.close()
+
+    # -- the client side ---------------------------------------------------
+
+    def on_client(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush_client()
+        if not mask & selectors.EVENT_READ:
+            return
+        try:
+            data = self.sock.recv(READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self.close(f"Read error: {error.strerror or error}")
+            return
+        if not data:
+            self.close("Connection closed")
+            return
+        self.last_input = time.monotonic()
+        self.ping_sent = False
+        self.recvq += data
+        if self.tutorial:
+            self._tutorial_input(data)
+        else:
+            self._process_lines()
+
+    def _paused(self) -> bool:
+        """Input waits while registration or a broker reconnect is pending."""
+        session = self.session
+        return (self.link is None or self.closing
+                or (session.register_sent and not session.registered))
+
+    def _process_lines(self) -> None:
+        while not self._paused():
+            end = self.recvq.find(b"\n")
+            if end < 0:
+                self._check_long_line()
+                break
+            if self.discarding:
+                del self.recvq[:end + 1]
+                self.discarding = False
+                continue
+            if not self.bucket.take():
+                self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
+                break
+            line = bytes(self.recvq[:end]).rstrip(b"\r")
+            del self.recvq[:end + 1]
+            self._handle_line(line)
+        if len(self.recvq) > self.cfg.limits.recvq_bytes:
+            self.close("Excess Flood")
+
+    def _check_long_line(self) -> None:
+        if len(self.recvq) > protocol.MAX_LINE_BYTES:
+            del self.recvq[:]
+            if not self.discarding:
+                self.reply(numerics.ERR_INPUTTOOLONG)
+            self.discarding = True
+
+    def _handle_line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        if len(line) > protocol.MAX_BODY_BYTES:
+            self.reply(numerics.ERR_INPUTTOOLONG)
+            return
+        try:
+            msg = protocol.parse_line(line)
+        except protocol.ProtocolError as error:
+            self.write(protocol.format_line(self.cfg.server.name, "NOTICE", self.session.target,
+                                            f"{error.reason}; line ignored"))
+            return
+        commands.dispatch(self, msg, line)
+
+    def _tutorial_input(self, chunk: bytes) -> None:
+        """A tutorial client's chunk: its nickname first, then messages."""
+        del self.recvq[:]
+        if not self.tutorial_nick:
+            self.tutorial_nick = tutorial.clean_nick(chunk, self.cfg.limits.nicklen)
+            self.session.user = self.tutorial_nick[:10]
+            self.session.realname = "tutorial client"
+            self._tutorial_try_nick()
+            return
+        if not self.session.registered or not self.bucket.take():
+            return
+        room = self.cfg.server.default_room
+        lines = tutorial.chunk_to_lines(chunk, self.session.nick, room)
+        for line in lines:
+            self.forward(line)
+            text = line.split(b" :", 1)[1].decode("utf-8", "replace")
+            self.sendq += tutorial.to_ascii(f"{self.session.nick}: {text}")
+
+    def _tutorial_try_nick(self) -> None:
+        nick = tutorial.suffixed(self.tutorial_nick, self.tutorial_attempt,
+                                 self.cfg.limits.nicklen)
+        self.forward(f"NICK {nick}".encode())
+
+    def write(self, line: bytes) -> None:
+        """Queue a line for the client, within the sendq bound."""
+        if self.tutorial:
+            self._tutorial_output(line)
+            return
+        self.sendq += line
+        if len(self.sendq) > self.cfg.limits.sendq_bytes:
+            self._sendq_exceeded()
+
+    def _sendq_exceeded(self) -> None:
+        del self.sendq[:]
+        self.close("Max SendQ exceeded")
+
+    def _tutorial_output(self, line: bytes) -> None:
+        if not self.session.registered:
+            self._tutorial_registration_reply(line)
+            return
+        rendered = tutorial.render(line, self.session.nick)
+        if rendered is None:
+            return
+        self.sendq += rendered
+        if not self.tutorial_connected and rendered.endswith(b" joined!") \
+                and rendered.startswith(self.session.nick.encode()):
+            self.tutorial_connected = True
+            self.sendq += tutorial.CONNECTED
+        if len(self.sendq) > self.cfg.limits.sendq_bytes:
+            self._sendq_exceeded()
+
+    def _tutorial_registration_reply(self, line: bytes) -> None:
+        code = line.split(b" ", 2)[1] if line.count(b" ") >= 2 else b""
+        if code in (numerics.ERR_NICKNAMEINUSE.encode(), numerics.ERR_ERRONEUSNICKNAME.encode()):
+            self.tutorial_attempt += 1
+            if code == numerics.ERR_ERRONEUSNICKNAME.encode():
+                self.tutorial_nick = "guest"
+            self._tutorial_try_nick()
+
+    def reply(self, code: str, *params: str, text: str | None = None) -> None:
+        self.write(numerics.reply(self.cfg.server.name, code, self.session.target,
+                                  *params, text=text))
+
+    def _flush_client(self) -> None:
+        if self.sendq:
+            try:
+                sent = self.sock.send(self.sendq)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as error:
+                del self.sendq[:]
+                self.close(f"Write error: {error.strerror or error}")
+                return
+            del self.sendq[:sent]
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.sendq else 0)
+        if want != self.client_watch and not self.done:
+            self.client_watch = want
+            self.selector.modify(self.sock, want, self.on_client)
+
+    # -- commands.Context ----------------------------------------------------
+
+    def forward(self, raw: bytes) -> None:
+        self._queue_frame(ipc.encode(ipc.Kind.REQUEST, raw))
+
+    def frame(self, frame: bytes) -> None:
+        self._queue_frame(frame)
+
+    def try_register(self) -> None:
+        session = self.session
+        if not session.ready_to_register():
+            return
+        password = self.cfg.server.password
+        if password and not passwords.verify(password, session.password or ""):
+            self.reply(numerics.ERR_PASSWDMISMATCH)
+            self.close("Bad password")
+            return
+        session.register_sent = True
+        self._queue_frame(ipc.encode_json(ipc.Kind.REGISTER,
+                                          {"user": session.user, "realname": session.realname}))
+        if self.tutorial:
+            self.forward(f"JOIN {self.cfg.server.default_room}".encode())
+
+    def stats(self, letter: str) -> list[tuple[str, tuple[str, ...]]]:
+        supervisor = os.getppid()
+        if letter == "u":
+            up = int(procstats.uptime(supervisor, time.time()))
+            text = f"Server Up {up // 86400} days {up % 86400 // 3600}:" \
+                   f"{up % 3600 // 60:02d}:{up % 60:02d}"
+            return [(numerics.RPL_STATSUPTIME, (text,))]
+        if letter == "p":
+            return [(numerics.RPL_STATSDEBUG, ("p", line))
+                    for line in _process_report(procstats.summary(supervisor))]
+        return []
+
+    # -- the broker side ---------------------------------------------------
+
+    def _connect_broker(self) -> bool:
+        family = socket.AF_UNIX
+        link = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            link.connect(self.broker_address)
+        except OSError:
+            link.close()
+            return False
+        link.setblocking(False)
+        self.link = link
+        self.link_reader = ipc.FrameReader()
+        self.selector.register(link, selectors.EVENT_READ, self.on_link)
+        hello = ipc.encode_json(ipc.Kind.HELLO, {"cid": self.session.cid,
+                                                 "host": self.session.host,
+                                                 "proto": self.session.proto})
+        first = [hello]
+        if self.session.nick:
+            first.append(ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity()))
+        if self.link_offset:
+            self.link_out.pop(0)
+            self.link_offset = 0
+        self.link_out[:0] = first
+        return True
+
+    def on_link(self, mask: int) -> None:
+        assert self.link is not None
+        if mask & selectors.EVENT_WRITE:
+            self._flush_link()
+        if not mask & selectors.EVENT_READ:
+            return
+        try:
+            data = self.link.recv(LINK_READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._broker_lost()
+            return
+        try:
+            frames = self.link_reader.feed(data)
+        except ipc.FrameError as error:
+            log.error("conn %d: bad frame from broker: %s", self.session.cid, error)
+            self._broker_lost()
+            return
+        for kind, payload in frames:
+            self._on_frame(kind, payload)
+
+    def _on_frame(self, kind: int, payload: bytes) -> None:
+        handler = _FRAME_HANDLERS.get(kind)
+        if handler is None:
+            log.error("conn %d: unexpected frame kind %d from broker", self.session.cid, kind)
+            return
+        handler(self, payload)
+
+    def _on_deliver(self, payload: bytes) -> None:
+        self.write(payload)
+
+    def _on_update(self, payload: bytes) -> None:
+        changes: dict[str, Any] = ipc.decode_json(payload)
+        was_registered = self.session.registered
+        self.session.apply(changes)
+        if "nick" in changes and not self.session.registered:
+            self.try_register()
+        if self.session.registered and not was_registered:
+            self.timers.pop("register", None)
+            log.info("conn %d registered as %s!%s@%s", self.session.cid, self.session.nick,
+                     self.session.user, self.session.host)
+            self._process_lines()
+
+    def _on_drop(self, payload: bytes) -> None:
+        reason = payload.decode("utf-8", "replace")
+        self.close(reason)
+
+    def _broker_lost(self) -> None:
+        if self.link is not None:
+            self.selector.unregister(self.link)
+            self.link.close()
+            self.link = None
+        if self.closing:
+            return
+        log.warning("conn %d: broker link lost, reconnecting", self.session.cid)
+        self.broker_lost_at = time.monotonic()
+        self.reconnects = 0
+        self.timers["reconnect"] = time.monotonic() + RECONNECT_DELAYS[0]
+
+    def _try_reconnect(self) -> None:
+        if self._connect_broker():
+            log.info("conn %d: reconnected to the broker", self.session.cid)
+            self._process_lines()
+            return
+        if time.monotonic() - self.broker_lost_at > BROKER_GIVE_UP_S:
+            self.close("Server error: chat service unavailable")
+            return
+        self.reconnects += 1
+        delay = RECONNECT_DELAYS[min(self.reconnects, len(RECONNECT_DELAYS) - 1)]
+        self.timers["reconnect"] = time.monotonic() + delay
+
+    def _queue_frame(self, frame: bytes) -> None:
+        self.link_out.append(frame)
+
+    def _flush_link(self, deadline: float | None = None) -> None:
+        """Send queued frames; with a deadline, block until sent or late."""
+        if self.link is None or not self.link_out:
+            return
+        data = b"".join(self.link_out)[self.link_offset:]
+        try:
+            if deadline is not None:
+                self.link.setblocking(True)
+                self.link.settimeout(max(0.01, deadline - time.monotonic()))
+                self.link.sendall(data)
+                sent = len(data)
+            else:
+                sent = self.link.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            if deadline is None:
+                self._broker_lost()
+            return
+        self._consume_link_out(sent)
+        if deadline is None and self.link is not None:
+            want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.link_out else 0)
+            self.selector.modify(self.link, want, self.on_link)
+
+    def _consume_link_out(self, sent: int) -> None:
+        sent += self.link_offset
+        while self.link_out and sent >= len(self.link_out[0]):
+            sent -= len(self.link_out.pop(0))
+        self.link_offset = sent if self.link_out else 0
+        if sum(map(len, self.link_out)) > LINK_QUEUE_BYTES:
+            self.link_out.clear()
+            self.link_offset = 0
+            self.close("Server error: chat service unavailable")
+
+    # -- timers --------------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        self.timers["ping"] = self.last_input + self.cfg.limits.ping_interval
+
+    def _next_timeout(self) -> float | None:
+        if not self.timers:
+            return None
+        return max(0.0, min(self.timers.values()) - time.monotonic())
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        for name, deadline in list(self.timers.items()):
+            if deadline <= now and not self.done:
+                del self.timers[name]
+                _TIMERS[name](self)
+
+    def _on_register_timeout(self) -> None:
+        if not self.session.registered:
+            self.close("Registration timed out")
+
+    def _on_ping_timer(self) -> None:
+        limits = self.cfg.limits
+        idle = time.monotonic() - self.last_input
+        if idle >= limits.ping_interval + limits.ping_timeout:
+            self.close(f"Ping timeout: {int(idle)} seconds")
+            return
+        if idle >= limits.ping_interval and not self.ping_sent:
+            self.ping_sent = True
+            if not self.tutorial:
+                self.sendq += protocol.format_line("", "PING", self.cfg.server.name)
+        if self.ping_sent:
+            self.timers["ping"] = self.last_input + limits.ping_interval + limits.ping_timeout
+        else:
+            self._schedule_ping()
+
+    def _on_flood_timer(self) -> None:
+        self._process_lines()
+
+
+def _process_report(summary: dict[str, Any]) -> list[str]:
+    mib = 1024 * 1024
+    total = summary["total"]
+    lines = [f"processes {summary['processes']} workers {summary['workers']}",
+             f"total rss {total['rss'] / mib:.1f} MiB uss {total['uss'] / mib:.1f} MiB "
+             f"pss {total['pss'] / mib:.1f} MiB"]
+    for role, figures in sorted(summary["roles"].items()):
+        lines.append(f"{role} rss {figures['rss'] / mib:.1f} MiB uss "
+                     f"{figures['uss'] / mib:.1f} MiB pss {figures['pss'] / mib:.1f} MiB")
+    return lines
+
+
+_FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {
+    ipc.Kind.DELIVER: Worker._on_deliver,
+    ipc.Kind.UPDATE: Worker._on_update,
+    ipc.Kind.DROP: Worker._on_drop,
+}
+
+_TIMERS: dict[str, Callable[[Worker], None]] = {
+    "register": Worker._on_register_timeout,
+    "ping": Worker._on_ping_timer,
+    "flood": Worker._on_flood_timer,
+    "reconnect": Worker._try_reconnect,
+}
