@@ -1,0 +1,132 @@
+"""The man pages in man/ are clean under mandoc and groff, and say what they must.
+
+`mandoc -T lint -W warning` and `groff -man -ww -z` (all warnings, no
+output) must both be silent: any message fails the test. groff exits 0
+even when it warns, so its stderr is what counts. The tools come from
+Debian's `mandoc` and `groff-base` packages (.ci/run installs them); a
+missing tool fails these tests rather than skipping them.
+
+Each option and each configuration key is its own .TP item in the pages, so
+a coverage test can look for it as an item tag (see `item_tags`).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+MAN = Path(__file__).resolve().parents[2] / "man"
+PAGES = {
+    "forkchat-server.8": ("SYNOPSIS", "OPTIONS", "SIGNALS", "EXIT STATUS", "ENVIRONMENT",
+                          "FILES", "EXAMPLES", "SEE ALSO"),
+    "forkchat-client.1": ("SYNOPSIS", "OPTIONS", "LINE MODE", "EXIT STATUS", "EXAMPLES",
+                          "SEE ALSO"),
+    "forkchat.toml.5": ("[server]", "[[listen]]", "[limits]", "[[operators]]", "[log]",
+                        "FILES", "EXAMPLES", "SEE ALSO"),
+    "forkchat.7": ("ARCHITECTURE", "IRC PROFILE", "TUTORIAL COMPATIBILITY", "SEE ALSO"),
+}
+
+
+def tool(name: str, package: str) -> str:
+    """Path of a lint tool, or a failure that says which package to install."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: apt-get install -y {package}")
+    return path
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def item_tags(page: str) -> list[str]:
+    """The plain text of every .TP/.TQ tag line of a page, as the reader sees it."""
+    lines = (MAN / page).read_text().splitlines()
+    return [plain_text(line) for previous, line in zip(lines, lines[1:])
+            if previous in (".TP", ".TQ")]
+
+
+def plain_text(line: str) -> str:
+    """Render one man(7) text or font-macro line as plain text (enough for tags).
+
+    Font macros: .B/.I join their words with spaces, the alternating ones
+    (.BR, .BI, ...) join their arguments with nothing between them.
+    """
+    line = re.sub(r"\\f[BIRP]|\\[&|^]", "", line).replace("\\-", "-").replace("\\e", "\\")
+    macro, _, rest = line.partition(" ") if line.startswith(".") else ("", "", line)
+    words = shlex.split(rest) if macro else rest.split()
+    joiner = "" if len(macro) == 3 else " "
+    return " ".join(joiner.join(words).split())
+
+
+def test_every_page_is_present() -> None:
+    assert sorted(p.name for p in MAN.iterdir()) == sorted(PAGES)
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_mandoc_lint_is_silent(page: str) -> None:
+    result = run(tool("mandoc", "mandoc"), "-T", "lint", "-W", "warning", str(MAN / page))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_groff_is_silent(page: str) -> None:
+    result = run(tool("groff", "groff-base"), "-man", "-ww", "-z", str(MAN / page))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_lint_catches_a_broken_page(tmp_path: Path) -> None:
+    """Guards the guard: both tools do complain about a bad page."""
+    bad = tmp_path / "bad.1"
+    bad.write_text(".TH BAD 1\n.SH NAME\nbad \\- page\n.SH DESCRIPTION\n.xyzzy\n")
+    mandoc = run(tool("mandoc", "mandoc"), "-T", "lint", "-W", "warning", str(bad))
+    groff = run(tool("groff", "groff-base"), "-man", "-ww", "-z", str(bad))
+    assert mandoc.returncode != 0 and "date" in mandoc.stdout + mandoc.stderr
+    assert "xyzzy" in groff.stderr
+
+
+@pytest.mark.parametrize(("page", "section"),
+                         [(page, section) for page, sections in PAGES.items()
+                          for section in sections])
+def test_page_has_section(page: str, section: str) -> None:
+    headings = [line[4:].strip('"') for line in (MAN / page).read_text().splitlines()
+                if line.startswith(".SH ")]
+    assert section in headings
+
+
+SERVER_OPTIONS = ["-c file", "-l host:port", "--tutorial-listen host:port", "--name name",
+                  "--password password", "--user user", "--log-level level",
+                  "--check-config", "--hash-password", "--version", "-h, --help"]
+CLIENT_OPTIONS = ["-n nick", "-r room", "--tls", "--ca-file file", "--insecure",
+                  "--password-file file", "--line", "-h, --help"]
+CONFIG_KEYS = ["name", "network", "motd", "motd_file", "password", "default_room",
+               "state_dir", "user", "group", "allow_root", "address", "port", "protocol",
+               "tls_cert", "tls_key", "max_clients", "max_clients_per_ip", "sendq_bytes",
+               "recvq_bytes", "flood_burst", "flood_rate", "registration_timeout",
+               "ping_interval", "ping_timeout", "nicklen", "roomlen", "topiclen",
+               "rooms_per_client", "members_per_room", "bans_per_room", "level"]
+ENVIRONMENT = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS",
+               "LISTEN_FDNAMES", "JOURNAL_STREAM"]
+SIGNALS = ["SIGTERM, SIGINT", "SIGHUP", "SIGUSR1"]
+CLIENT_COMMANDS = ["join", "part", "msg", "query", "me", "nick", "topic", "names", "who",
+                   "whois", "list", "away", "quit", "help", "raw", "switch"]
+
+
+@pytest.mark.parametrize(("page", "wanted"), [
+    ("forkchat-server.8", SERVER_OPTIONS + ENVIRONMENT + SIGNALS),
+    ("forkchat-client.1", CLIENT_OPTIONS),
+    ("forkchat.toml.5", CONFIG_KEYS),
+])
+def test_items_documented(page: str, wanted: list[str]) -> None:
+    tags = item_tags(page)
+    assert [item for item in wanted if item not in tags] == []
+
+
+def test_client_commands_documented() -> None:
+    commands = {tag.split()[0] for tag in item_tags("forkchat-client.1") if tag.startswith("/")}
+    assert [c for c in CLIENT_COMMANDS if "/" + c not in commands] == []
