@@ -99,7 +99,7 @@ def test_page_has_section(page: str, section: str) -> None:
     assert section in headings
 
 
-SERVER_OPTIONS = ["-c file", "-l host:port", "--tutorial-listen host:port", "--name name",
+SERVER_OPTIONS = ["-c, --config file", "-l, --listen host:port", "--tutorial-listen host:port", "--name name",
                   "--password password", "--user user", "--log-level level",
                   "--check-config", "--hash-password", "--version", "-h, --help"]
 CLIENT_OPTIONS = ["-n nick", "-r room", "--tls", "--ca-file file", "--insecure",
