@@ -1,0 +1,203 @@
+"""forkchat-client: command line, nickname question, and the choice of mode.
+
+On a terminal the full-screen curses interface runs (`tui`); when stdin or
+stdout is not a terminal, or with --line, line mode runs (`linemode`).  Usage
+errors exit 2, runtime failures 1, both with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from forkchat.client import connection, ircmsg
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 6667
+DEFAULT_TLS_PORT = 6697
+DEFAULT_ROOM = "#lobby"
+NICK_PROMPT = "Choose your nickname: "
+# RFC 2812 2.3.1: a letter or special first, then letters, digits, specials, '-'.
+NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*\Z")
+EXIT_USAGE = 2
+
+EPILOG = """\
+modes:
+  On a terminal: a full-screen interface. Type to talk in the current room;
+  /help lists the commands (/join /part /msg /query /me /nick /topic /names
+  /who /whois /list /away /switch /raw /quit). Alt+1..9 or Ctrl+N/Ctrl+P
+  switch rooms, PageUp/PageDown scroll, Tab completes nicks and commands.
+  When the server goes away the client reconnects and rejoins its rooms.
+
+  Not on a terminal (or with --line): line mode. Each stdin line is sent to
+  the current room (the first -r room) or run as a /command; what arrives is
+  printed one event per line on stdout:
+    HH:MM <nick> text            HH:MM * nick joined #room
+    HH:MM <nick> [private] text  HH:MM * nick left #room (reason)
+    HH:MM #room <nick> text      (talk in a room other than the current one)
+    HH:MM -nick- notice          HH:MM * nick is now known as new
+  Without -n the first stdin line is the nickname. At end of input the
+  client makes sure the server has every line, quits, and exits 0; it
+  exits 1 if it could not connect or register, lost the server for good,
+  or the server rejected a line; 2 on a usage error.
+
+example:
+  echo "backup done" | forkchat-client -n cron -r '#ops' chat.example.org
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forkchat-client", description="Terminal chat client for forkchat and any IRC server.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("address", nargs="?", metavar="HOST[:PORT]",
+                        help=f"server (default {DEFAULT_HOST}:{DEFAULT_PORT}, "
+                             f"{DEFAULT_TLS_PORT} with --tls)")
+    parser.add_argument("-n", "--nick", help="nickname (asked for when missing)")
+    parser.add_argument("-r", "--room", action="append", dest="rooms", metavar="ROOM",
+                        help=f"room to join, repeatable (default {DEFAULT_ROOM})")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument("--ca-file", metavar="FILE",
+                        help="trust the CA certificates in FILE (PEM) for --tls")
+    parser.add_argument("--insecure", action="store_true",
+                        help="with --tls, do not verify the server certificate")
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="send the first line of FILE as the server password (PASS)")
+    parser.add_argument("--line", action="store_true",
+                        help="line mode even on a terminal")
+    return parser
+
+
+def parse_address(text: str | None, tls: bool) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address.
+
+    Raises:
+        ValueError: the port is not a number in 1..65535.
+    """
+    port = DEFAULT_TLS_PORT if tls else DEFAULT_PORT
+    if not text:
+        return DEFAULT_HOST, port
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"bad port {port_text!r}")
+        port = int(port_text)
+    if not host:
+        raise ValueError("empty host name")
+    return host, port
+
+
+def valid_nick(nick: str) -> bool:
+    return bool(NICK_RE.match(nick))
+
+
+def room_name(name: str) -> str:
+    return name if ircmsg.is_room(name) else "#" + name
+
+
+def read_password(path: str) -> str:
+    """First line of the file, without its newline.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().rstrip("\r\n")
+
+
+def ask_nick_tty() -> str | None:
+    """Ask on the terminal until the answer is a valid nick (None on EOF)."""
+    while True:
+        try:
+            answer = input(NICK_PROMPT).strip()
+        except EOFError:
+            return None
+        if valid_nick(answer):
+            return answer
+        print(f"{answer!r} is not a valid nickname: start with a letter, no spaces.")
+
+
+def read_first_line(fd: int = 0) -> str:
+    """The first stdin line, read byte by byte so nothing after it is consumed."""
+    data = bytearray()
+    while True:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            return data.decode("utf-8", "replace").strip()
+        data += byte
+
+
+def choose_nick(args: argparse.Namespace, interactive: bool) -> str:
+    """-n, or the question on a terminal, or the first line of piped input.
+
+    Raises:
+        ValueError: no valid nickname could be had.
+    """
+    if args.nick is not None:
+        nick = args.nick
+    elif interactive:
+        nick = ask_nick_tty() or ""
+        if not nick:
+            raise ValueError("no nickname given")
+    else:
+        nick = read_first_line()
+        if not nick:
+            raise ValueError("no nickname: use -n NICK or send it as the first input line")
+    if not valid_nick(nick):
+        raise ValueError(f"invalid nickname {nick!r}: start with a letter, no spaces")
+    return nick
+
+
+def use_tui(args: argparse.Namespace) -> bool:
+    """The full-screen mode needs a real terminal on both ends."""
+    term = os.environ.get("TERM", "")
+    return (not args.line and sys.stdin.isatty() and sys.stdout.isatty()
+            and term not in ("", "dumb"))
+
+
+def make_settings(args: argparse.Namespace, interactive: bool) -> connection.Settings:
+    """Validate everything the user typed into one Settings.
+
+    Raises:
+        ValueError: with the sentence to print.
+    """
+    if args.insecure and not args.tls or args.ca_file and not args.tls:
+        raise ValueError("--insecure and --ca-file need --tls")
+    host, port = parse_address(args.address, args.tls)
+    password = None
+    if args.password_file:
+        try:
+            password = read_password(args.password_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read password file {args.password_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    rooms = tuple(room_name(room) for room in (args.rooms or [DEFAULT_ROOM]))
+    nick = choose_nick(args, interactive)
+    return connection.Settings(host=host, port=port, nick=nick, rooms=rooms, tls=args.tls,
+                               ca_file=args.ca_file, insecure=args.insecure, password=password)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tui_mode = use_tui(args)
+    try:
+        settings = make_settings(args, interactive=tui_mode or sys.stdin.isatty())
+    except ValueError as exc:
+        print(f"forkchat-client: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if tui_mode:
+        from forkchat.client import tui  # curses is only needed here
+        return tui.run(settings)
+    from forkchat.client import linemode
+    return linemode.run(settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

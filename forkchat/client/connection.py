@@ -1,0 +1,532 @@
+"""One IRC session over one socket, kept alive across server restarts.
+
+The Connection lives in the caller's `selectors` loop (single thread, no
+blocking calls except name resolution): it registers its socket with a bound
+callback as `key.data`, and the loop calls `tick()` after every select with
+the timeout from `next_timeout()`.  Everything it learns is handed to the
+front end as `events.UiEvent`s through `on_event`.
+
+    idle -> connecting -> [tls handshake] -> registering -> ready
+                ^                                             |
+                +------ waiting (backoff) <---- lost ---------+
+
+Before the first successful registration every failure is fatal (`fatal` is
+set, `closed` becomes true): a typo in the host name should fail fast with a
+clear message.  After it, a lost connection is announced and retried with
+backoff; on return the session registers again and rejoins its rooms.
+
+Lines the front end sends are queued and paced (a small token bucket) so a
+pasted block or a long pipe never trips the server's flood limit; the queue
+only drains while registered, so lines typed while disconnected go out after
+the rejoin.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import errno
+import os
+import selectors
+import socket
+import ssl
+import time
+from typing import Callable
+
+from forkchat.client import events, ircmsg
+
+RECONNECT_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+CONNECT_TIMEOUT_S = 15.0
+IDLE_PING_S = 90.0
+PING_TIMEOUT_S = 60.0
+QUIT_TIMEOUT_S = 3.0
+SEND_BURST = 8
+SEND_INTERVAL_S = 0.6
+RECV_BYTES = 65536
+MAX_INBUF_BYTES = 65536
+VERSION_TEXT = "forkchat-client"
+STATUS_CONNECTED = "connected"
+STATUS_DISCONNECTED = "disconnected"
+STATUS_NICK_TAKEN = "nick-taken"
+FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
+                        "465": "you are banned from this server"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where and who to connect as."""
+
+    host: str = "127.0.0.1"
+    port: int = 6667
+    nick: str = "guest"
+    rooms: tuple[str, ...] = ("#lobby",)
+    tls: bool = False
+    ca_file: str | None = None
+    insecure: bool = False
+    password: str | None = None
+    username: str = "forkchat"
+    realname: str = "forkchat client"
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def alternative_nick(base: str, attempt: int) -> str:
+    """The nick to try after `attempt` collisions: bob_, bob2, bob3 ..."""
+    return base + "_" if attempt == 1 else f"{base}{attempt}"
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """A verifying client context, or a non-verifying one with --insecure."""
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if settings.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Connection:
+    """An IRC client session; see the module docstring for its life cycle."""
+
+    def __init__(self, sel: selectors.BaseSelector, settings: Settings,
+                 on_event: Callable[[events.UiEvent], None],
+                 give_up_s: float | None = None) -> None:
+        self.settings = settings
+        self.nick = settings.nick
+        self.rooms: dict[str, str] = {}
+        self.state = "idle"
+        self.fatal = ""
+        self.closed = False
+        self.registered_once = False
+        self.server_name = ""
+        self.retry_at = 0.0
+        self._sel = sel
+        self._on_event = on_event
+        self._give_up_s = give_up_s
+        self._sock: socket.socket | None = None
+        self._addrs: list[tuple] = []
+        self._inbuf = bytearray()
+        self._out = bytearray()
+        self._queue: collections.deque[str] = collections.deque()
+        self._tokens = float(SEND_BURST)
+        self._token_time = time.monotonic()
+        self._deadlines: dict[str, float] = {}
+        self._attempt = 0
+        self._nick_try = 0
+        self._wanted_nick = settings.nick
+        self._pongs: dict[str, Callable[[], None]] = {}
+        self._flush_count = 0
+        self._lost_since: float | None = None
+        self._quitting = False
+        self._error_reason = ""
+
+    # ---- public API used by the front ends ---------------------------------
+
+    def start(self) -> None:
+        """Begin the first connection attempt."""
+        self._open()
+
+    def send(self, line: str) -> None:
+        """Queue one raw IRC line (sent paced, once registered)."""
+        self._queue.append(ircmsg.clean(line))
+        self._pump()
+
+    def flush(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the server has processed every queued line.
+
+        A PING goes behind the queued lines; the server answers in order, so
+        its PONG proves the lines before it reached the server.
+        """
+        self._flush_count += 1
+        token = f"forkchat-flush-{self._flush_count}"
+        self._pongs[token] = callback
+        self.send(ircmsg.build("PING", token))
+
+    def quit(self, reason: str = "") -> None:
+        """Say goodbye and close; `closed` turns true when done."""
+        self._quitting = True
+        if self.state == "ready":
+            self._send_now(ircmsg.build("QUIT", reason or "Leaving"))
+            self._deadlines["quit"] = time.monotonic() + QUIT_TIMEOUT_S
+        else:
+            self._close()
+            self.closed = True
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def pending_lines(self) -> int:
+        return len(self._queue)
+
+    def next_timeout(self) -> float | None:
+        """Seconds until the next timer, for `selector.select()`."""
+        if not self._deadlines:
+            return None
+        return max(0.0, min(self._deadlines.values()) - time.monotonic())
+
+    def tick(self) -> None:
+        """Run the timers that are due."""
+        now = time.monotonic()
+        for name, when in sorted(self._deadlines.items(), key=lambda item: item[1]):
+            if when <= now and self._deadlines.get(name) == when:
+                del self._deadlines[name]
+                TIMERS[name](self)
+
+    # ---- connecting ----------------------------------------------------------
+
+    def _status(self, text: str, code: str) -> None:
+        """Tell the front end about the link itself; code is a STATUS_* word."""
+        self._on_event(events.UiEvent("status", time.time(), text=text, other=code))
+
+    def _open(self) -> None:
+        """Resolve the host and start a non-blocking connect."""
+        self.state = "connecting"
+        self._deadlines["connect"] = time.monotonic() + CONNECT_TIMEOUT_S
+        try:
+            self._addrs = socket.getaddrinfo(self.settings.host, self.settings.port,
+                                             type=socket.SOCK_STREAM)
+        except OSError as exc:  # socket.gaierror and friends
+            self._lost(f"cannot resolve {self.settings.host}: {exc.strerror or exc}")
+            return
+        self._try_next_address("no address")
+
+    def _try_next_address(self, reason: str) -> None:
+        """Connect to the next resolved address, or report the last failure."""
+        self._close()
+        if not self._addrs:
+            self._lost(f"cannot connect to {self.settings.address}: {reason}")
+            return
+        family, kind, proto, _, addr = self._addrs.pop(0)
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        self._sock = sock
+        if err not in (0, errno.EINPROGRESS):
+            self._try_next_address(os.strerror(err))
+            return
+        self._sel.register(sock, selectors.EVENT_WRITE, self._on_connected)
+
+    def _on_connected(self, mask: int) -> None:
+        assert self._sock is not None
+        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._try_next_address(os.strerror(err))
+        elif self.settings.tls:
+            self._start_tls()
+        else:
+            self._start_register()
+
+    def _start_tls(self) -> None:
+        assert self._sock is not None
+        self._sel.unregister(self._sock)
+        try:
+            self._sock = tls_context(self.settings).wrap_socket(
+                self._sock, server_hostname=self.settings.host,
+                do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError) as exc:
+            self._lost(f"TLS setup failed: {exc}")
+            return
+        self._sel.register(self._sock, selectors.EVENT_WRITE, self._on_handshake)
+        self.state = "handshake"
+
+    def _on_handshake(self, mask: int) -> None:
+        """Drive the TLS handshake one step; it wants read or write next."""
+        assert isinstance(self._sock, ssl.SSLSocket)
+        try:
+            self._sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._sel.modify(self._sock, selectors.EVENT_READ, self._on_handshake)
+        except ssl.SSLWantWriteError:
+            self._sel.modify(self._sock, selectors.EVENT_WRITE, self._on_handshake)
+        except ssl.SSLCertVerificationError as exc:
+            self._lost(f"TLS certificate not trusted: {exc.verify_message}"
+                       " (use --ca-file, or --insecure to skip the check)")
+        except (ssl.SSLError, OSError) as exc:
+            self._lost(f"TLS handshake failed: {exc}")
+        else:
+            self._sel.unregister(self._sock)
+            self._sel.register(self._sock, selectors.EVENT_READ, self._on_io)
+            self._start_register()
+
+    def _start_register(self) -> None:
+        """Send PASS/NICK/USER; the 001 reply completes registration."""
+        assert self._sock is not None
+        if self.state != "handshake":
+            self._sel.modify(self._sock, selectors.EVENT_READ, self._on_io)
+        self.state = "registering"
+        self._inbuf.clear()
+        self._out.clear()
+        self.nick = self._wanted_nick
+        self._nick_try = 0
+        if self.settings.password:
+            self._send_now(ircmsg.build("PASS", self.settings.password))
+        self._send_now(ircmsg.build("NICK", self.nick))
+        self._send_now(ircmsg.build("USER", self.settings.username, "0", "*",
+                                    self.settings.realname))
+        self._deadlines["idle"] = time.monotonic() + IDLE_PING_S
+
+    # ---- losing it -------------------------------------------------------------
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sel.unregister(self._sock)
+            except (KeyError, ValueError):
+                pass  # never registered (connect failed at once)
+            self._sock.close()
+            self._sock = None
+        self._out.clear()
+
+    def _fail(self, reason: str) -> None:
+        """Give up for good: the front end exits with `fatal` as its message."""
+        self._close()
+        self._deadlines.clear()
+        self.fatal = reason
+        self.closed = True
+        self.state = "closed"
+
+    def _lost(self, reason: str) -> None:
+        """The connection is gone: stop, give up, or schedule a retry."""
+        reason = self._error_reason or reason
+        self._error_reason = ""
+        self._close()
+        for name in ("connect", "idle", "pong", "send"):
+            self._deadlines.pop(name, None)
+        if self._quitting:
+            self.closed, self.state = True, "closed"
+            return
+        if not self.registered_once:
+            self._fail(reason)
+            return
+        now = time.monotonic()
+        self._lost_since = self._lost_since or now
+        if self._give_up_s is not None and now - self._lost_since > self._give_up_s:
+            self._fail(f"gave up reconnecting to {self.settings.address}: {reason}")
+            return
+        delay = RECONNECT_DELAYS_S[min(self._attempt, len(RECONNECT_DELAYS_S) - 1)]
+        self._attempt += 1
+        self.state = "waiting"
+        self.retry_at = time.time() + delay
+        self._deadlines["retry"] = now + delay
+        self._status(f"Disconnected: {reason}; reconnecting in {delay:.0f} s",
+                     STATUS_DISCONNECTED)
+
+    # ---- reading -----------------------------------------------------------------
+
+    def _on_io(self, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            self._read()
+        if mask & selectors.EVENT_WRITE and self._sock is not None:
+            self._flush_out()
+
+    def _read(self) -> None:
+        """Read what is there (all of it for TLS, whose buffer select can't see)."""
+        assert self._sock is not None
+        gone = ""
+        try:
+            while True:
+                data = self._sock.recv(RECV_BYTES)
+                if not data:
+                    gone = "server closed the connection"
+                    break
+                self._inbuf += data
+                if not isinstance(self._sock, ssl.SSLSocket):
+                    break
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except ssl.SSLZeroReturnError:
+            gone = "server closed the connection"
+        except OSError as exc:  # reset, timeout, TLS error: all mean "gone"
+            gone = exc.strerror or str(exc)
+        self._deadlines["idle"] = time.monotonic() + IDLE_PING_S
+        self._deadlines.pop("pong", None)
+        self._process_lines()
+        if gone and self._sock is not None:
+            self._lost(gone)
+
+    def _process_lines(self) -> None:
+        while b"\n" in self._inbuf and not self.closed:
+            raw, _, rest = bytes(self._inbuf).partition(b"\n")
+            self._inbuf[:] = rest
+            self._handle_raw(raw.rstrip(b"\r"))
+            if self._sock is None:
+                return
+        if len(self._inbuf) > MAX_INBUF_BYTES:
+            self._inbuf.clear()
+
+    def _handle_raw(self, raw: bytes) -> None:
+        """Decode (UTF-8, else Latin-1 as old servers send), parse, dispatch."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        try:
+            msg = ircmsg.parse(text)
+        except ValueError:
+            return
+        me = self.nick
+        handler = INTERNAL.get(msg.command)
+        if handler is not None and handler(self, msg):
+            return
+        for event in events.translate(msg, me):
+            self._on_event(event)
+
+    # ---- internal handlers: return True to hide the message from the UI ------
+
+    def _on_ping(self, msg: ircmsg.Message) -> bool:
+        self._send_now(ircmsg.build("PONG", msg.param(0, "forkchat")))
+        return True
+
+    def _on_pong(self, msg: ircmsg.Message) -> bool:
+        callback = self._pongs.pop(msg.params[-1] if msg.params else "", None)
+        if callback is not None:
+            callback()
+        return True
+
+    def _on_welcome(self, msg: ircmsg.Message) -> bool:
+        """001: registered; rejoin rooms ahead of anything queued meanwhile."""
+        self.nick = self._wanted_nick = msg.param(0, self.nick)
+        self.server_name = msg.prefix
+        self.state = "ready"
+        self._deadlines.pop("connect", None)
+        self._attempt = 0
+        self._lost_since = None
+        rooms = list(self.rooms.values()) if self.registered_once else list(self.settings.rooms)
+        if rooms:
+            self._queue.extendleft(reversed([ircmsg.build("JOIN", room) for room in rooms]))
+        self._queue.extend(ircmsg.build("PING", token) for token in self._pongs)
+        self.registered_once = True
+        self._status(f"Connected to {self.settings.address} as {self.nick}",
+                     STATUS_CONNECTED)
+        self._pump()
+        return False
+
+    def _on_nick_taken(self, msg: ircmsg.Message) -> bool:
+        """433 while registering: try bob_, bob2, ... instead of a dead end."""
+        if self.state != "registering":
+            return False
+        self._nick_try += 1
+        taken, self.nick = self.nick, alternative_nick(self._wanted_nick, self._nick_try)
+        self._status(f"Nickname {taken} is already in use, trying {self.nick}",
+                     STATUS_NICK_TAKEN)
+        self._send_now(ircmsg.build("NICK", self.nick))
+        return True
+
+    def _on_fatal_numeric(self, msg: ircmsg.Message) -> bool:
+        if self.state != "registering":
+            return False
+        if msg.command == "432" and self._nick_try and len(self._wanted_nick) > 1:
+            self._wanted_nick = self._wanted_nick[:-1]  # suffix made it too long
+            self.nick = alternative_nick(self._wanted_nick, self._nick_try)
+            self._send_now(ircmsg.build("NICK", self.nick))
+            return True
+        reason = FATAL_BEFORE_WELCOME[msg.command]
+        detail = msg.params[-1] if msg.params else ""
+        self._fail(f"registration refused by {self.settings.address}: {reason} ({detail})")
+        return True
+
+    def _on_error(self, msg: ircmsg.Message) -> bool:
+        self._error_reason = "server said: " + msg.param(0)
+        return self._quitting
+
+    def _on_nick(self, msg: ircmsg.Message) -> bool:
+        if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
+            self.nick = self._wanted_nick = msg.param(0)
+        return False
+
+    def _on_join(self, msg: ircmsg.Message) -> bool:
+        if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
+            self.rooms[ircmsg.casefold(msg.param(0))] = msg.param(0)
+        return False
+
+    def _on_part(self, msg: ircmsg.Message) -> bool:
+        if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
+            self.rooms.pop(ircmsg.casefold(msg.param(0)), None)
+        return False
+
+    def _on_kick(self, msg: ircmsg.Message) -> bool:
+        if ircmsg.casefold(msg.param(1)) == ircmsg.casefold(self.nick):
+            self.rooms.pop(ircmsg.casefold(msg.param(0)), None)
+        return False
+
+    def _on_privmsg(self, msg: ircmsg.Message) -> bool:
+        """Answer CTCP VERSION and PING as every client does; show the rest."""
+        text = msg.param(1)
+        if text.startswith("\x01VERSION") or text.startswith("\x01PING"):
+            body = text.strip("\x01")
+            if body.startswith("VERSION"):
+                body = "VERSION " + VERSION_TEXT
+            self.send(ircmsg.build("NOTICE", msg.nick, f"\x01{body}\x01"))
+        return False
+
+    # ---- writing -----------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Move queued lines to the socket as the token bucket allows."""
+        if self.state != "ready":
+            return
+        now = time.monotonic()
+        self._tokens = min(SEND_BURST, self._tokens + (now - self._token_time) / SEND_INTERVAL_S)
+        self._token_time = now
+        while self._queue and self._tokens >= 1:
+            self._tokens -= 1
+            self._send_now(self._queue.popleft())
+        if self._queue:
+            self._deadlines["send"] = now + (1 - self._tokens) * SEND_INTERVAL_S
+
+    def _send_now(self, line: str) -> None:
+        if self._sock is None:
+            return
+        self._out += (line + "\r\n").encode("utf-8")
+        self._flush_out()
+
+    def _flush_out(self) -> None:
+        assert self._sock is not None
+        try:
+            sent = self._sock.send(self._out)
+            del self._out[:sent]
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+        except OSError as exc:  # peer gone; reading will tell the same
+            self._lost(exc.strerror or str(exc))
+            return
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
+        if self._sel.get_key(self._sock).events != wanted:
+            self._sel.modify(self._sock, wanted, self._on_io)
+
+    # ---- timers ------------------------------------------------------------------
+
+    def _timer_connect(self) -> None:
+        self._lost(f"timed out connecting to {self.settings.address}")
+
+    def _timer_idle(self) -> None:
+        self._send_now(ircmsg.build("PING", "forkchat-keepalive"))
+        self._deadlines["pong"] = time.monotonic() + PING_TIMEOUT_S
+
+    def _timer_pong(self) -> None:
+        self._lost("no reply from the server (ping timeout)")
+
+    def _timer_quit(self) -> None:
+        self._close()
+        self.closed, self.state = True, "closed"
+
+
+INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {
+    "PING": Connection._on_ping, "PONG": Connection._on_pong,
+    "001": Connection._on_welcome, "433": Connection._on_nick_taken,
+    "436": Connection._on_nick_taken, "432": Connection._on_fatal_numeric,
+    "464": Connection._on_fatal_numeric, "465": Connection._on_fatal_numeric,
+    "ERROR": Connection._on_error, "NICK": Connection._on_nick,
+    "JOIN": Connection._on_join, "PART": Connection._on_part,
+    "KICK": Connection._on_kick, "PRIVMSG": Connection._on_privmsg,
+}
+
+TIMERS: dict[str, Callable[[Connection], None]] = {
+    "connect": Connection._timer_connect, "retry": Connection._open,
+    "idle": Connection._timer_idle, "pong": Connection._timer_pong,
+    "quit": Connection._timer_quit, "send": Connection._pump,
+}

@@ -1,0 +1,275 @@
+"""What the client shows: IRC messages translated into UiEvents, and text.
+
+`translate(msg, me)` is pure: one parsed IRC line in, zero or more UiEvents
+out, with no sockets and no screen.  Both front ends (the curses interface and
+line mode) consume the same events, and `line_text()` renders one as the
+single line that line mode prints, e.g. `12:05 <alice> hello`.  Text coming
+from other people is stripped of control characters here, at one edge, so an
+escape sequence sent by someone can never reach a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+import time
+from typing import Callable
+
+from forkchat.client import ircmsg
+
+# mIRC colour/format codes, then any other C0/C1 control or DEL.
+_FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}"
+                         r"|[\x00-\x1f\x7f\x80-\x9f]")
+_SERVER_TEXT_NUMERICS = frozenset(
+    list(range(1, 100)) + list(range(250, 267)) + [372, 375, 376, 422])
+_SILENT_NUMERICS = frozenset([315, 318, 321, 329, 333, 369])
+
+
+@dataclasses.dataclass(frozen=True)
+class UiEvent:
+    """One thing to show.
+
+    kind is one of: msg action notice join part quit nick kick topic mode
+    invite names names_end reply server error status ctcp.  buffer is the room or the
+    query partner it belongs to ("" = status/active buffer).  other holds a
+    second name (new nick, kicked nick, CTCP argument).
+    """
+
+    kind: str
+    time: float
+    buffer: str = ""
+    nick: str = ""
+    text: str = ""
+    other: str = ""
+    private: bool = False
+    own: bool = False
+    names: tuple[str, ...] = ()
+
+
+def sanitize(text: str) -> str:
+    """Drop IRC formatting codes and control characters from remote text."""
+    return _FORMATTING.sub("", text)
+
+
+def message_time(msg: ircmsg.Message) -> float:
+    """The server-time tag when the server sends one, else now."""
+    stamp = msg.tags.get("time", "")
+    if stamp:
+        try:
+            return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time()
+
+
+def _event(kind: str, msg: ircmsg.Message, **fields: object) -> UiEvent:
+    """Build an event stamped with the message's time, remote text cleaned."""
+    for key in ("text", "other", "nick", "buffer"):
+        if isinstance(fields.get(key), str):
+            fields[key] = sanitize(fields[key])  # type: ignore[arg-type]
+    return UiEvent(kind, message_time(msg), **fields)  # type: ignore[arg-type]
+
+
+def _same(a: str, b: str) -> bool:
+    return ircmsg.casefold(a) == ircmsg.casefold(b)
+
+
+def _talk(kind: str, msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    """PRIVMSG/NOTICE: a room message, a private one, an action or a CTCP."""
+    target, text = msg.param(0), msg.param(1)
+    private = not ircmsg.is_room(target)
+    own = _same(msg.nick, me)
+    if "!" not in msg.prefix and kind == "notice":
+        return [_event("server", msg, nick=msg.nick, text=text)]
+    buffer = (target if own else msg.nick) if private else target
+    if text.startswith("\x01"):
+        body = text.strip("\x01")
+        ctcp, _, arg = body.partition(" ")
+        if ctcp.upper() == "ACTION" and kind == "msg":
+            kind, text = "action", arg
+        else:
+            kind = "notice" if kind == "notice" else "ctcp"
+            return [_event(kind, msg, buffer=buffer, nick=msg.nick, text=body,
+                           other=ctcp.upper(), private=private, own=own)]
+    return [_event(kind, msg, buffer=buffer, nick=msg.nick, text=text,
+                   private=private, own=own)]
+
+
+def _privmsg(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return _talk("msg", msg, me)
+
+
+def _notice(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return _talk("notice", msg, me)
+
+
+def _join(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("join", msg, buffer=msg.param(0), nick=msg.nick,
+                   own=_same(msg.nick, me))]
+
+
+def _part(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("part", msg, buffer=msg.param(0), nick=msg.nick,
+                   text=msg.param(1), own=_same(msg.nick, me))]
+
+
+def _quit(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("quit", msg, nick=msg.nick, text=msg.param(0),
+                   own=_same(msg.nick, me))]
+
+
+def _nick(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("nick", msg, nick=msg.nick, other=msg.param(0),
+                   own=_same(msg.nick, me))]
+
+
+def _kick(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("kick", msg, buffer=msg.param(0), nick=msg.nick,
+                   other=msg.param(1), text=msg.param(2),
+                   own=_same(msg.param(1), me))]
+
+
+def _topic(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("topic", msg, buffer=msg.param(0), nick=msg.nick,
+                   text=msg.param(1), own=_same(msg.nick, me))]
+
+
+def _mode(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    target = msg.param(0)
+    buffer = target if ircmsg.is_room(target) else ""
+    return [_event("mode", msg, buffer=buffer, nick=msg.nick, other=target,
+                   text=" ".join(msg.params[1:]), own=_same(msg.nick, me))]
+
+
+def _invite(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("invite", msg, nick=msg.nick, other=msg.param(1))]
+
+
+def _error(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("status", msg, text="Server closed the connection: " + msg.param(0))]
+
+
+def _wallops(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return [_event("server", msg, nick=msg.nick, text="WALLOPS: " + msg.param(0))]
+
+
+def _nothing(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    return []
+
+
+COMMANDS: dict[str, Callable[[ircmsg.Message, str], list[UiEvent]]] = {
+    "PRIVMSG": _privmsg, "NOTICE": _notice, "JOIN": _join, "PART": _part,
+    "QUIT": _quit, "NICK": _nick, "KICK": _kick, "TOPIC": _topic,
+    "MODE": _mode, "INVITE": _invite, "ERROR": _error, "WALLOPS": _wallops,
+    "PING": _nothing, "PONG": _nothing, "CAP": _nothing,
+}
+
+
+def _reply_text(code: int, p: tuple[str, ...]) -> str:
+    """Readable text for an informational numeric (params without our nick)."""
+    formats: dict[int, Callable[[], str]] = {
+        301: lambda: f"{p[0]} is away: {p[-1]}",
+        311: lambda: f"{p[0]} is {p[1]}@{p[2]} ({p[-1]})",
+        312: lambda: f"{p[0]} is on {p[1]} ({p[-1]})",
+        313: lambda: f"{p[0]} {p[-1]}",
+        317: lambda: f"{p[0]} has been idle {p[1]} s",
+        319: lambda: f"{p[0]} is in {p[-1]}",
+        322: lambda: f"{p[0]} ({p[1]} users): {p[-1]}",
+        324: lambda: f"Mode of {p[0]}: {' '.join(p[1:])}",
+        331: lambda: f"{p[0]}: no topic is set",
+        341: lambda: f"Invited {p[0]} to {p[1]}",
+        352: lambda: f"{p[0]} {p[4]} {p[5]} {p[1]}@{p[2]} ({p[-1].partition(' ')[2]})",
+    }
+    try:
+        return formats[code]()
+    except (KeyError, IndexError):
+        return " ".join(p)
+
+
+def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
+    """Translate a numeric reply; params[0] is always our own nick."""
+    params = msg.params[1:]
+    if code in _SILENT_NUMERICS:
+        return []
+    if code in _SERVER_TEXT_NUMERICS:
+        return [_event("server", msg, nick=msg.prefix, text=" ".join(params))]
+    if code == 332:
+        return [_event("topic", msg, buffer=msg.param(1), text=msg.param(2))]
+    if code == 353:
+        names = tuple(msg.param(3).split())
+        return [_event("names", msg, buffer=msg.param(2), names=names)]
+    if code == 366:
+        return [_event("names_end", msg, buffer=msg.param(1))]
+    if 400 <= code < 600:
+        where = " ".join(params[:-1])
+        text = f"{where}: {params[-1]}" if where else (params[-1] if params else str(code))
+        return [_event("error", msg, text=text, other=str(code))]
+    return [_event("reply", msg, text=_reply_text(code, params))]
+
+
+def translate(msg: ircmsg.Message, me: str) -> list[UiEvent]:
+    """Turn one IRC message into events; `me` is our current nick."""
+    if msg.command.isdigit():
+        return _numeric(int(msg.command), msg)
+    handler = COMMANDS.get(msg.command)
+    if handler is None:
+        return [_event("server", msg, nick=msg.nick,
+                       text=" ".join((msg.command,) + msg.params))]
+    return handler(msg, me)
+
+
+def clock(stamp: float) -> str:
+    """HH:MM in local time."""
+    return time.strftime("%H:%M", time.localtime(stamp))
+
+
+def _reason(text: str) -> str:
+    return f" ({text})" if text else ""
+
+
+DESCRIBE: dict[str, Callable[[UiEvent], str]] = {
+    "join": lambda e: f"{e.nick} joined {e.buffer}",
+    "part": lambda e: f"{e.nick} left {e.buffer}{_reason(e.text)}",
+    "quit": lambda e: f"{e.nick} quit{_reason(e.text)}",
+    "nick": lambda e: f"{e.nick} is now known as {e.other}",
+    "kick": lambda e: f"{e.other} was kicked from {e.buffer} by {e.nick}{_reason(e.text)}",
+    "topic": lambda e: (f"{e.nick} changed the topic of {e.buffer} to: {e.text}" if e.nick
+                        else f"Topic for {e.buffer}: {e.text}"),
+    "mode": lambda e: f"{e.nick} sets mode {e.text} on {e.other}",
+    "invite": lambda e: f"{e.nick} invites you to {e.other}",
+    "names": lambda e: f"Members of {e.buffer}: {' '.join(e.names)}",
+    "ctcp": lambda e: f"{e.nick} sent CTCP {e.other}",
+    "action": lambda e: f"{e.nick} {e.text}",
+    "reply": lambda e: e.text,
+    "server": lambda e: e.text,
+    "error": lambda e: e.text,
+    "status": lambda e: e.text,
+}
+
+
+def describe(event: UiEvent) -> str:
+    """The text of a non-talk event, without time or marker."""
+    return DESCRIBE[event.kind](event)
+
+
+def line_text(event: UiEvent, current: str = "") -> str:
+    """Render an event as one line-mode line.
+
+    Talk in the current room reads `HH:MM <nick> text`; talk in another
+    room names it (`HH:MM #room <nick> text`); private talk is marked
+    `HH:MM <nick> [private] text`; notices read `HH:MM -nick- text`;
+    everything else `HH:MM * description`.
+    """
+    stamp = clock(event.time)
+    where = ""
+    if event.buffer and not event.private and not _same(event.buffer, current):
+        where = event.buffer + " "
+    mark = "[private] " if event.private else ""
+    if event.kind == "msg":
+        return f"{stamp} {where}<{event.nick}> {mark}{event.text}"
+    if event.kind == "notice":
+        return f"{stamp} {where}-{event.nick}- {mark}{event.text}"
+    if event.kind == "action":
+        return f"{stamp} {where}* {mark}{event.nick} {event.text}"
+    return f"{stamp} * {describe(event)}"

@@ -1,0 +1,212 @@
+"""A pure line editor: text, cursor, history, Tab completion, display width.
+
+No curses here: the curses view maps keys to these methods and asks `view()`
+what to draw, so every editing rule is unit-tested on plain strings.  The
+cursor moves by character cluster (a base character and the combining marks
+after it), and `view()` measures in terminal columns, where East Asian wide
+characters take two cells and combining marks none.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Callable, Iterable
+
+HISTORY_MAX = 500
+
+
+def char_width(char: str) -> int:
+    """Terminal cells one code point takes: 0, 1 or 2."""
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    if unicodedata.east_asian_width(char) in ("W", "F"):
+        return 2
+    return 1
+
+
+def text_width(text: str) -> int:
+    """Terminal cells a string takes."""
+    return sum(char_width(char) for char in text)
+
+
+def _is_mark(char: str) -> bool:
+    return char_width(char) == 0
+
+
+def fit(text: str, width: int) -> str:
+    """The longest prefix of `text` that fits in `width` cells."""
+    used = 0
+    for index, char in enumerate(text):
+        used += char_width(char)
+        if used > width:
+            return text[:index]
+    return text
+
+
+class LineEditor:
+    """The input line's model."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.cursor = 0
+        self.history: list[str] = []
+        self._history_pos = 0
+        self._draft = ""
+        self._completion: tuple[int, int, list[str], int] | None = None
+
+    # ---- editing -------------------------------------------------------------
+
+    def insert(self, chars: str) -> None:
+        self._completion = None
+        self.text = self.text[:self.cursor] + chars + self.text[self.cursor:]
+        self.cursor += len(chars)
+
+    def _cluster_start(self, index: int) -> int:
+        """Step back from index over combining marks to their base character."""
+        while index > 0 and index < len(self.text) and _is_mark(self.text[index]):
+            index -= 1
+        return index
+
+    def _prev(self) -> int:
+        return self._cluster_start(self.cursor - 1) if self.cursor > 0 else 0
+
+    def _next(self) -> int:
+        index = min(len(self.text), self.cursor + 1)
+        while index < len(self.text) and _is_mark(self.text[index]):
+            index += 1
+        return index
+
+    def left(self) -> None:
+        self._completion = None
+        self.cursor = self._prev()
+
+    def right(self) -> None:
+        self._completion = None
+        self.cursor = self._next()
+
+    def home(self) -> None:
+        self._completion = None
+        self.cursor = 0
+
+    def end(self) -> None:
+        self._completion = None
+        self.cursor = len(self.text)
+
+    def backspace(self) -> None:
+        start = self._prev()
+        self._delete(start, self.cursor)
+
+    def delete(self) -> None:
+        self._delete(self.cursor, self._next())
+
+    def _delete(self, start: int, stop: int) -> None:
+        self._completion = None
+        self.text = self.text[:start] + self.text[stop:]
+        self.cursor = start
+
+    def word_left(self) -> None:
+        self._completion = None
+        self.cursor = self._word_start()
+
+    def word_right(self) -> None:
+        self._completion = None
+        index = self.cursor
+        while index < len(self.text) and self.text[index] == " ":
+            index += 1
+        while index < len(self.text) and self.text[index] != " ":
+            index += 1
+        self.cursor = index
+
+    def _word_start(self) -> int:
+        index = self.cursor
+        while index > 0 and self.text[index - 1] == " ":
+            index -= 1
+        while index > 0 and self.text[index - 1] != " ":
+            index -= 1
+        return index
+
+    def delete_word(self) -> None:
+        """Ctrl+W: delete the word before the cursor."""
+        self._delete(self._word_start(), self.cursor)
+
+    def kill_to_start(self) -> None:
+        """Ctrl+U."""
+        self._delete(0, self.cursor)
+
+    def kill_to_end(self) -> None:
+        """Ctrl+K."""
+        self._delete(self.cursor, len(self.text))
+
+    # ---- submitting and history ----------------------------------------------
+
+    def submit(self) -> str:
+        """Return the line, remember it, start a fresh one."""
+        line = self.text
+        if line.strip() and (not self.history or self.history[-1] != line):
+            self.history.append(line)
+            del self.history[:-HISTORY_MAX]
+        self.text, self.cursor, self._draft = "", 0, ""
+        self._history_pos = len(self.history)
+        self._completion = None
+        return line
+
+    def history_prev(self) -> None:
+        """Up: an older line; the line being typed is kept as a draft."""
+        if self._history_pos == len(self.history):
+            self._draft = self.text
+        if self._history_pos > 0:
+            self._history_pos -= 1
+            self._show(self.history[self._history_pos])
+
+    def history_next(self) -> None:
+        """Down: a newer line, and finally the draft again."""
+        if self._history_pos < len(self.history):
+            self._history_pos += 1
+            at_end = self._history_pos == len(self.history)
+            self._show(self._draft if at_end else self.history[self._history_pos])
+
+    def _show(self, text: str) -> None:
+        self.text, self.cursor, self._completion = text, len(text), None
+
+    # ---- completion ---------------------------------------------------------------
+
+    def complete(self, candidates: Callable[[str, bool], Iterable[str]]) -> None:
+        """Tab: complete the word before the cursor; Tab again cycles.
+
+        `candidates(word, at_start)` returns the possible words (commands or
+        nicks).  A nick completed at the start of the line gets `: ` after it.
+        """
+        if self._completion is not None:
+            start, stop, matches, index = self._completion
+            index = (index + 1) % len(matches)
+        else:
+            start = self._word_start()
+            word = self.text[start:self.cursor]
+            folded = word.casefold()
+            matches = sorted({c for c in candidates(word, start == 0)
+                              if c.casefold().startswith(folded)}, key=str.casefold)
+            if not matches or not word and start != 0:
+                return
+            stop, index = self.cursor, 0
+        choice = matches[index]
+        suffix = ": " if start == 0 and not choice.startswith("/") else " "
+        self.text = self.text[:start] + choice + suffix + self.text[stop:]
+        self.cursor = start + len(choice) + len(suffix)
+        self._completion = (start, self.cursor, matches, index)
+
+    # ---- display ---------------------------------------------------------------------
+
+    def view(self, width: int) -> tuple[str, int]:
+        """The part of the text to draw in `width` cells, and the cursor column.
+
+        The text scrolls horizontally just enough to keep the cursor visible.
+        """
+        if width <= 1:
+            return "", 0
+        start = 0
+        while text_width(self.text[start:self.cursor]) > width - 1:
+            start += 1
+            while start < len(self.text) and _is_mark(self.text[start]):
+                start += 1
+        shown = fit(self.text[start:], width)
+        return shown, text_width(self.text[start:self.cursor])

@@ -1,0 +1,192 @@
+"""Line mode: stdin lines go to the current room, events come out on stdout.
+
+For pipes, cron jobs and scripts:
+
+    echo "backup done" | forkchat-client -n cron -r '#ops' chat.example.org
+
+Each stdin line is sent to the current room (the first `-r` room) or, when
+it starts with `/`, run as a command (`/join #other` also makes #other the
+current room).  Each event that arrives is printed as one line on stdout
+(`events.line_text`); link status and errors go to stderr.  At EOF the lines
+still queued are sent, a PING is sent behind them, and only when its PONG
+arrives (proof the server has processed every line) does the client QUIT.
+
+Exit status: 0 when every line was delivered; 1 when the connection or the
+registration failed, the server went away for good, or the server rejected
+a line (no such room, cannot send); 130 on Ctrl+C.  The reading of stdin
+starts after registration, so nothing typed early is lost or reordered.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import sys
+from typing import TextIO
+
+from forkchat.client import connection, events, ircmsg, slash
+
+GIVE_UP_S = 120.0
+READ_BYTES = 65536
+# Replies that mean "a line we sent did not get where it was meant to go".
+DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "442", "471", "473",
+                             "474", "475", "476", "477"])
+HIDDEN_KINDS = frozenset(["server", "ctcp", "names_end"])
+
+
+class LineMode:
+    """The pipe front end; `run()` returns the exit status."""
+
+    def __init__(self, settings: connection.Settings, stdin_fd: int = 0,
+                 out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.conn = connection.Connection(self.sel, settings, self.on_event,
+                                          give_up_s=GIVE_UP_S)
+        self.current = settings.rooms[0] if settings.rooms else ""
+        self.failures = 0
+        self._stdin_fd = stdin_fd
+        self._out = out or sys.stdout
+        self._err = err or sys.stderr
+        self._pending = b""
+        self._reading = False
+        self._eof = False
+        self._quit_reason = ""
+        self._show_names = False
+
+    def run(self) -> int:
+        self.conn.start()
+        try:
+            while not self.conn.closed:
+                self._watch_stdin()
+                for key, mask in self.sel.select(self.conn.next_timeout()):
+                    key.data(mask)
+                self.conn.tick()
+        except KeyboardInterrupt:
+            self.conn.quit("Interrupted")
+            return 130
+        if self.conn.fatal:
+            self._complain(self.conn.fatal)
+            return 1
+        if self.failures:
+            self._complain(f"{self.failures} line(s) could not be delivered")
+            return 1
+        return 0
+
+    # ---- stdin --------------------------------------------------------------
+
+    def _watch_stdin(self) -> None:
+        """Start reading stdin once registered (early lines would race JOIN)."""
+        if self.conn.ready and not self._reading and not self._eof:
+            self.sel.register(self._stdin_fd, selectors.EVENT_READ, self._on_stdin)
+            self._reading = True
+
+    def _on_stdin(self, mask: int) -> None:
+        data = os.read(self._stdin_fd, READ_BYTES)
+        if not data:
+            self._finish(self._pending)
+            return
+        lines = (self._pending + data).split(b"\n")
+        self._pending = lines.pop()
+        for raw in lines:
+            self._handle_line(raw)
+            if self._eof:
+                return
+
+    def _finish(self, last: bytes = b"", reason: str = "") -> None:
+        """EOF or /quit: stop reading, send the rest, quit after the PONG."""
+        if last:
+            self._handle_line(last)
+        if self._reading:
+            self.sel.unregister(self._stdin_fd)
+            self._reading = False
+        if not self._eof:
+            self._eof = True
+            self._quit_reason = reason
+            self.conn.flush(self._flushed)
+
+    def _flushed(self) -> None:
+        self.conn.quit(self._quit_reason)
+
+    def _handle_line(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        if not text.strip():
+            return
+        try:
+            result = slash.interpret(text, slash.Context(self.current, self.conn.nick))
+        except slash.SlashError as exc:
+            self.failures += 1
+            self._complain(str(exc))
+            return
+        for line in result.lines:
+            self._show_names = self._show_names or line.startswith("NAMES")
+            self.conn.send(line)
+        for action in result.local:
+            LOCAL_ACTIONS.get(action[0], LineMode._ignore)(self, *action[1:])
+
+    # ---- local actions of slash commands -------------------------------------
+
+    def _set_current(self, target: str) -> None:
+        self.current = target
+
+    def _switch(self, target: str) -> None:
+        if target.isdigit():
+            self.failures += 1
+            self._complain("/switch takes a room or nick in line mode")
+        else:
+            self.current = target
+
+    def _quit(self, reason: str) -> None:
+        self._finish(reason=reason)
+
+    def _help(self, text: str) -> None:
+        self._print(text)
+
+    def _ignore(self, *args: str) -> None:
+        """Echoes of our own lines: line mode prints only what arrives."""
+
+    # ---- output -------------------------------------------------------------
+
+    def on_event(self, event: events.UiEvent) -> None:
+        if event.kind == "status":
+            if event.other != connection.STATUS_CONNECTED:
+                self._complain(event.text)
+        elif event.kind == "error":
+            if event.other in DELIVERY_ERRORS:
+                self.failures += 1
+            self._complain(event.text)
+        elif event.kind == "names" and not self._show_names:
+            return  # the burst on JOIN is noise in a pipe; /names asks for it
+        elif event.kind not in HIDDEN_KINDS:
+            self._print(events.line_text(event, self.current))
+            self._follow_own(event)
+
+    def _follow_own(self, event: events.UiEvent) -> None:
+        """Leaving the current room makes the next joined room current."""
+        gone = (event.kind == "part" and event.own) or (event.kind == "kick" and event.own)
+        if gone and ircmsg.casefold(event.buffer) == ircmsg.casefold(self.current):
+            self.current = next(iter(self.conn.rooms.values()), "")
+
+    def _print(self, text: str) -> None:
+        try:
+            self._out.write(text + "\n")
+            self._out.flush()
+        except BrokenPipeError:
+            self._out = open(os.devnull, "w")  # reader went away (| head): go on quietly
+
+    def _complain(self, text: str) -> None:
+        self._err.write(f"forkchat-client: {text}\n")
+        self._err.flush()
+
+
+LOCAL_ACTIONS = {
+    "joining": LineMode._set_current,
+    "query": LineMode._set_current,
+    "switch": LineMode._switch,
+    "quit": LineMode._quit,
+    "help": LineMode._help,
+}
+
+
+def run(settings: connection.Settings) -> int:
+    """Entry point used by app.main()."""
+    return LineMode(settings).run()

@@ -1,0 +1,268 @@
+"""The /command table: what a typed line means.
+
+`interpret(text, ctx)` is pure: it turns one input line into a `Result`, the
+raw IRC lines to send plus local actions for the front end (switch buffer,
+quit, show help, echo our own message).  Both the curses interface and line
+mode use it, so `/join #ops` means the same in a terminal and in a pipe.
+
+Local actions are (name, *args) tuples:
+    ("own", target, text)        echo a message we sent
+    ("ownaction", target, text)  echo a /me we sent
+    ("joining", room)            we asked to join: switch to it once joined
+    ("query", nick)              open (and switch to) a private conversation
+    ("switch", name_or_number)   switch to an existing buffer
+    ("quit", reason)             leave
+    ("help", text)               show text locally
+    ("close", nick)              close a private conversation (/part in it)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from forkchat.client import ircmsg
+
+LINE_BYTES = 510          # 512 minus CRLF
+PREFIX_RESERVE = 1 + 1 + 10 + 1 + 63 + 1   # ':' '!' user '@' host ' ' around our nick
+
+
+class SlashError(Exception):
+    """A line that cannot be sent as typed; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a command needs to know: where we are and who we are."""
+
+    target: str = ""     # current room or query nick, "" in the status buffer
+    nick: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    lines: tuple[str, ...] = ()
+    local: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class SlashCommand:
+    handler: Callable[[str, Context], Result]
+    usage: str
+    summary: str
+    min_args: int = 0
+
+
+def text_budget(nick: str, command: str, target: str, overhead: int = 0) -> int:
+    """Bytes of text that fit once the server adds our full prefix."""
+    fixed = len(f"{command} {target} :".encode()) + len(nick.encode()) + PREFIX_RESERVE
+    return max(16, LINE_BYTES - fixed - overhead)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut text into pieces of at most `limit` UTF-8 bytes, at spaces if possible."""
+    pieces: list[str] = []
+    while len(text.encode()) > limit:
+        cut = len(text.encode()[:limit].decode("utf-8", "ignore"))
+        space = text.rfind(" ", 0, cut)
+        if space > cut // 2:
+            cut = space
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip(" ")
+    if text or not pieces:
+        pieces.append(text)
+    return pieces
+
+
+def talk_lines(command: str, target: str, text: str, nick: str) -> tuple[str, ...]:
+    """PRIVMSG/NOTICE lines for `text`, split to fit the line limit."""
+    budget = text_budget(nick, command, target)
+    return tuple(ircmsg.build(command, target, piece) for piece in split_text(text, budget))
+
+
+def _room(name: str) -> str:
+    """Accept `ops` for `#ops`, as most clients do."""
+    return name if ircmsg.is_room(name) else "#" + name
+
+
+def _need_target(ctx: Context) -> str:
+    if not ctx.target:
+        raise SlashError("no room or conversation here: /join a room or /query a nick first")
+    return ctx.target
+
+
+def _need_room(ctx: Context, what: str) -> str:
+    if not ircmsg.is_room(ctx.target):
+        raise SlashError(f"not in a room: name one, e.g. /{what} #room")
+    return ctx.target
+
+
+def _split_room(args: str, ctx: Context, what: str) -> tuple[str, str]:
+    """`[#room] rest` -> (room, rest), defaulting to the current room."""
+    first, _, rest = args.partition(" ")
+    if ircmsg.is_room(first):
+        return first, rest.strip()
+    return _need_room(ctx, what), args.strip()
+
+
+def say(text: str, ctx: Context) -> Result:
+    """A plain line: a message to the current room or conversation."""
+    target = _need_target(ctx)
+    return Result(talk_lines("PRIVMSG", target, text, ctx.nick), (("own", target, text),))
+
+
+def _join(args: str, ctx: Context) -> Result:
+    words = args.split()
+    rooms = [_room(name) for name in words[0].split(",") if name]
+    if not rooms:
+        raise SlashError("usage: " + COMMANDS["join"].usage)
+    line = ircmsg.build("JOIN", ",".join(rooms), *words[1:2])
+    return Result((line,), (("joining", rooms[0]),))
+
+
+def _part(args: str, ctx: Context) -> Result:
+    if ctx.target and not ircmsg.is_room(ctx.target) and not ircmsg.is_room(args.strip()):
+        return Result((), (("close", ctx.target),))  # /part in a private conversation
+    room, reason = _split_room(args, ctx, "part")
+    params = (room, reason) if reason else (room,)
+    return Result((ircmsg.build("PART", *params),))
+
+
+def _msg(args: str, ctx: Context) -> Result:
+    target, _, text = args.strip().partition(" ")
+    if not text.strip():
+        raise SlashError("usage: " + COMMANDS["msg"].usage)
+    return Result(talk_lines("PRIVMSG", target, text, ctx.nick), (("own", target, text),))
+
+
+def _notice(args: str, ctx: Context) -> Result:
+    target, _, text = args.strip().partition(" ")
+    if not text.strip():
+        raise SlashError("usage: " + COMMANDS["notice"].usage)
+    return Result(talk_lines("NOTICE", target, text, ctx.nick))
+
+
+def _query(args: str, ctx: Context) -> Result:
+    nick, _, text = args.strip().partition(" ")
+    if ircmsg.is_room(nick):
+        raise SlashError("/query is for a nick; use /join for a room")
+    if not text.strip():
+        return Result((), (("query", nick),))
+    sent = _msg(args, ctx)
+    return Result(sent.lines, (("query", nick),) + sent.local)
+
+
+def _me(args: str, ctx: Context) -> Result:
+    target = _need_target(ctx)
+    budget = text_budget(ctx.nick, "PRIVMSG", target, overhead=len("\x01ACTION \x01"))
+    lines = tuple(ircmsg.build("PRIVMSG", target, f"\x01ACTION {piece}\x01")
+                  for piece in split_text(args.strip(), budget))
+    return Result(lines, (("ownaction", target, args.strip()),))
+
+
+def _nick(args: str, ctx: Context) -> Result:
+    return Result((ircmsg.build("NICK", args.split()[0]),))
+
+
+def _topic(args: str, ctx: Context) -> Result:
+    room, text = _split_room(args, ctx, "topic")
+    params = (room, text) if text else (room,)
+    return Result((ircmsg.build("TOPIC", *params),))
+
+
+def _names(args: str, ctx: Context) -> Result:
+    room = args.split()[0] if args.split() else _need_room(ctx, "names")
+    return Result((ircmsg.build("NAMES", room),))
+
+
+def _who(args: str, ctx: Context) -> Result:
+    mask = args.split()[0] if args.split() else _need_target(ctx)
+    return Result((ircmsg.build("WHO", mask),))
+
+
+def _whois(args: str, ctx: Context) -> Result:
+    return Result((ircmsg.build("WHOIS", args.split()[0]),))
+
+
+def _list(args: str, ctx: Context) -> Result:
+    return Result((ircmsg.build("LIST", *args.split()[:2]),))
+
+
+def _away(args: str, ctx: Context) -> Result:
+    text = args.strip()
+    return Result((ircmsg.build("AWAY", text) if text else "AWAY",))
+
+
+def _quit(args: str, ctx: Context) -> Result:
+    return Result((), (("quit", args.strip()),))
+
+
+def _raw(args: str, ctx: Context) -> Result:
+    return Result((ircmsg.clean(args.strip()),))
+
+
+def _switch(args: str, ctx: Context) -> Result:
+    return Result((), (("switch", args.strip()),))
+
+
+def help_text(name: str = "") -> str:
+    """All commands, one per line, or the usage of one."""
+    name = name.strip().lstrip("/").lower()
+    if name:
+        command = COMMANDS.get(name)
+        if command is None:
+            raise SlashError(f"unknown command /{name} (/help lists them)")
+        return f"{command.usage}  {command.summary}"
+    width = max(len(command.usage) for command in COMMANDS.values())
+    return "\n".join(f"{command.usage:<{width}}  {command.summary}"
+                     for command in COMMANDS.values())
+
+
+def _help(args: str, ctx: Context) -> Result:
+    return Result((), (("help", help_text(args)),))
+
+
+COMMANDS: dict[str, SlashCommand] = {
+    "join": SlashCommand(_join, "/join #room[,#room] [key]", "join rooms, switch to the first", 1),
+    "part": SlashCommand(_part, "/part [#room] [reason]", "leave a room (default: this one)"),
+    "msg": SlashCommand(_msg, "/msg nick|#room text", "send a message somewhere else", 2),
+    "query": SlashCommand(_query, "/query nick [text]", "open a private conversation", 1),
+    "me": SlashCommand(_me, "/me action", "say that you do something", 1),
+    "notice": SlashCommand(_notice, "/notice nick|#room text", "send a notice", 2),
+    "nick": SlashCommand(_nick, "/nick newnick", "change your nickname", 1),
+    "topic": SlashCommand(_topic, "/topic [#room] [text]", "show or set the topic"),
+    "names": SlashCommand(_names, "/names [#room]", "list the members of a room"),
+    "who": SlashCommand(_who, "/who [mask]", "who is in a room or matches a mask"),
+    "whois": SlashCommand(_whois, "/whois nick", "about a user", 1),
+    "list": SlashCommand(_list, "/list [#room]", "list rooms"),
+    "away": SlashCommand(_away, "/away [text]", "set away (no text: back)"),
+    "switch": SlashCommand(_switch, "/switch #room|nick|N", "show another buffer", 1),
+    "raw": SlashCommand(_raw, "/raw LINE", "send a raw IRC line", 1),
+    "help": SlashCommand(_help, "/help [command]", "this list"),
+    "quit": SlashCommand(_quit, "/quit [reason]", "leave the chat"),
+}
+
+
+def interpret(text: str, ctx: Context) -> Result:
+    """Turn one typed line into a Result.
+
+    `//text` sends `/text` literally.
+
+    Raises:
+        SlashError: unknown command, missing arguments, nowhere to send.
+    """
+    text = ircmsg.clean(text).rstrip()
+    if not text.startswith("/") or text.startswith("//"):
+        return say(text[1:] if text.startswith("//") else text, ctx)
+    name, _, args = text[1:].partition(" ")
+    command = COMMANDS.get(name.lower())
+    if command is None:
+        raise SlashError(f"unknown command /{name} (/help lists them)")
+    if len(args.split()) < command.min_args:
+        raise SlashError("usage: " + command.usage)
+    return command.handler(args, ctx)
+
+
+def command_names() -> list[str]:
+    """For Tab completion."""
+    return ["/" + name for name in COMMANDS]

@@ -1,0 +1,615 @@
+"""The full-screen curses interface.
+
+Model apart from view, as the curses examples do it: `ChatModel` holds the
+buffers (status, one per room, one per private conversation) and routes every
+UiEvent into them without touching curses; `Tui` owns the screen and redraws
+it whole from the model after each turn of the event loop, so incoming text
+can never garble the input line, which is simply drawn again from the
+`LineEditor` each time.
+
+    row 0          title: the buffer's topic
+    rows 1..h-3    message pane (HH:MM, nick in a stable colour)
+    row h-2        status: time, nick, server, buffer, members, activity
+    row h-1        input line
+
+One `selectors` loop, no threads: the connection's socket, stdin (keys via
+get_wch in no-delay mode) and a signal wake-up socket (SIGWINCH -> resize).
+`curses.wrapper` restores the terminal on every way out, exceptions included.
+"""
+
+from __future__ import annotations
+
+import collections
+import curses
+import dataclasses
+import locale
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import zlib
+from typing import Callable
+
+from forkchat.client import connection, events, ircmsg, lineedit, slash
+
+SCROLLBACK_LINES = 2000
+INDENT = 6                      # continuation rows start under the text, after HH:MM
+STATUS_NAME = "(status)"
+NICK_COLOURS = (curses.COLOR_RED, curses.COLOR_GREEN, curses.COLOR_YELLOW,
+                curses.COLOR_BLUE, curses.COLOR_MAGENTA, curses.COLOR_CYAN)
+MEMBER_PREFIXES = "~&@%+"
+TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction"])
+
+
+@dataclasses.dataclass
+class Line:
+    """One entry in a buffer; kind as UiEvent.kind, or own/ownaction/info."""
+
+    time: float
+    kind: str
+    nick: str = ""
+    text: str = ""
+
+
+@dataclasses.dataclass(eq=False)
+class Buffer:
+    name: str
+    lines: collections.deque[Line] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=SCROLLBACK_LINES))
+    members: dict[str, str] = dataclasses.field(default_factory=dict)
+    topic: str = ""
+    unread: int = 0
+    highlight: bool = False
+    joined: bool = False
+    scroll: int = 0
+
+    @property
+    def is_room(self) -> bool:
+        return ircmsg.is_room(self.name)
+
+
+class ChatModel:
+    """Buffers and what goes in them: pure, unit-testable."""
+
+    def __init__(self) -> None:
+        self.buffers: list[Buffer] = [Buffer(STATUS_NAME)]
+        self.active = 0
+        self.me = ""
+        self.pending_switch: set[str] = set()
+        self._names_quiet: set[str] = set()
+        self._names_seen: set[str] = set()
+
+    # ---- buffers -----------------------------------------------------------
+
+    @property
+    def current(self) -> Buffer:
+        return self.buffers[self.active]
+
+    @property
+    def target(self) -> str:
+        """Where a plain line goes: the room or nick, '' for status."""
+        return "" if self.active == 0 else self.current.name
+
+    def find(self, name: str) -> Buffer | None:
+        folded = ircmsg.casefold(name)
+        return next((b for b in self.buffers if ircmsg.casefold(b.name) == folded), None)
+
+    def open(self, name: str) -> Buffer:
+        buffer = self.find(name)
+        if buffer is None:
+            buffer = Buffer(name)
+            self.buffers.append(buffer)
+        return buffer
+
+    def switch(self, buffer: Buffer) -> None:
+        self.active = self.buffers.index(buffer)
+        buffer.unread, buffer.highlight = 0, False
+
+    def switch_to(self, spec: str) -> bool:
+        """/switch: by number (1 = status) or by name."""
+        if spec.isdigit():
+            index = int(spec) - 1
+            if 0 <= index < len(self.buffers):
+                self.switch(self.buffers[index])
+                return True
+            return False
+        buffer = self.find(spec)
+        if buffer is not None:
+            self.switch(buffer)
+        return buffer is not None
+
+    def cycle(self, step: int) -> None:
+        self.switch(self.buffers[(self.active + step) % len(self.buffers)])
+
+    def close(self, buffer: Buffer) -> None:
+        if buffer is self.buffers[0]:
+            return
+        index = self.buffers.index(buffer)
+        self.buffers.remove(buffer)
+        if self.active >= index:
+            self.active = max(0, self.active - 1)
+
+    def add(self, buffer: Buffer, line: Line) -> None:
+        buffer.lines.append(line)
+        if buffer is not self.current and line.kind in TALK_KINDS:
+            buffer.unread += 1
+            mentioned = bool(self.me) and self.me.casefold() in line.text.casefold()
+            buffer.highlight = buffer.highlight or mentioned or not buffer.is_room
+        elif buffer is self.current and buffer.scroll:
+            buffer.scroll += 1  # keep the view still while reading back
+
+    def info(self, text: str, buffer: Buffer | None = None, kind: str = "info") -> None:
+        for part in text.split("\n"):
+            self.add(buffer or self.current, Line(time.time(), kind, text=part))
+
+    def members_everywhere(self, nick: str) -> list[Buffer]:
+        folded = ircmsg.casefold(nick)
+        return [b for b in self.buffers if folded in b.members
+                or (not b.is_room and ircmsg.casefold(b.name) == folded)]
+
+    def completions(self, word: str, at_start: bool) -> list[str]:
+        if word.startswith("/"):
+            return slash.command_names() if at_start else []
+        nicks = list(self.current.members.values())
+        if self.active and not self.current.is_room:
+            nicks.append(self.current.name)
+        return [n for n in nicks if ircmsg.casefold(n) != ircmsg.casefold(self.me)]
+
+    # ---- routing events ------------------------------------------------------
+
+    def apply(self, event: events.UiEvent) -> None:
+        ROUTES.get(event.kind, ChatModel._to_active)(self, event)
+
+    def _line(self, event: events.UiEvent) -> Line:
+        text = event.text if event.kind in TALK_KINDS else events.describe(event)
+        return Line(event.time, event.kind, event.nick, text)
+
+    def _talk(self, event: events.UiEvent) -> None:
+        if event.private:
+            buffer = self.open(event.buffer)
+        else:
+            buffer = self.find(event.buffer) or self.buffers[0]
+        self.add(buffer, self._line(event))
+
+    def own_talk(self, kind: str, target: str, text: str) -> None:
+        """Echo what we sent (servers do not send it back)."""
+        buffer = self.find(target) if ircmsg.is_room(target) else self.open(target)
+        self.add(buffer or self.current, Line(time.time(), kind, self.me, text))
+
+    def _join(self, event: events.UiEvent) -> None:
+        folded = ircmsg.casefold(event.buffer)
+        buffer = self.open(event.buffer) if event.own else self.find(event.buffer)
+        if buffer is None:
+            return
+        if event.own:
+            buffer.joined = True
+            self._names_quiet.add(folded)
+            if folded in self.pending_switch:
+                self.pending_switch.discard(folded)
+                self.switch(buffer)
+        buffer.members[ircmsg.casefold(event.nick)] = event.nick
+        self.add(buffer, self._line(event))
+
+    def _part(self, event: events.UiEvent) -> None:
+        buffer = self.find(event.buffer)
+        if buffer is None:
+            return
+        if event.own:
+            self.close(buffer)
+            self.info(events.describe(event), self.buffers[0])
+            return
+        buffer.members.pop(ircmsg.casefold(event.nick), None)
+        self.add(buffer, self._line(event))
+
+    def _kick(self, event: events.UiEvent) -> None:
+        buffer = self.find(event.buffer)
+        if buffer is not None:
+            buffer.members.pop(ircmsg.casefold(event.other), None)
+            buffer.joined = buffer.joined and not event.own
+            self.add(buffer, self._line(event))
+
+    def _quit(self, event: events.UiEvent) -> None:
+        for buffer in self.members_everywhere(event.nick):
+            buffer.members.pop(ircmsg.casefold(event.nick), None)
+            self.add(buffer, self._line(event))
+
+    def _nick(self, event: events.UiEvent) -> None:
+        touched = self.members_everywhere(event.nick)
+        for buffer in touched:
+            if buffer.members.pop(ircmsg.casefold(event.nick), None) is not None:
+                buffer.members[ircmsg.casefold(event.other)] = event.other
+            if not buffer.is_room and buffer is not self.buffers[0]:
+                buffer.name = event.other
+            self.add(buffer, self._line(event))
+        if event.own:
+            self.me = event.other
+            if not touched:
+                self.add(self.buffers[0], self._line(event))
+
+    def _topic(self, event: events.UiEvent) -> None:
+        buffer = self.find(event.buffer)
+        if buffer is not None:
+            buffer.topic = event.text
+        self.add(buffer or self.current, self._line(event))
+
+    def _names(self, event: events.UiEvent) -> None:
+        folded = ircmsg.casefold(event.buffer)
+        buffer = self.find(event.buffer)
+        if buffer is not None:
+            if folded not in self._names_seen:
+                buffer.members.clear()
+                self._names_seen.add(folded)
+            for name in event.names:
+                nick = name.lstrip(MEMBER_PREFIXES)
+                buffer.members[ircmsg.casefold(nick)] = nick
+        if folded not in self._names_quiet:
+            self.add(self.current, self._line(event))
+
+    def _names_end(self, event: events.UiEvent) -> None:
+        folded = ircmsg.casefold(event.buffer)
+        self._names_seen.discard(folded)
+        self._names_quiet.discard(folded)
+
+    def _status(self, event: events.UiEvent) -> None:
+        """Link news goes to the status buffer and to every room."""
+        for buffer in self.buffers:
+            if buffer is self.buffers[0] or buffer.joined:
+                self.add(buffer, self._line(event))
+        if event.other == connection.STATUS_DISCONNECTED:
+            for buffer in self.buffers:
+                buffer.joined = False
+
+    def _to_status(self, event: events.UiEvent) -> None:
+        self.add(self.buffers[0], self._line(event))
+
+    def _to_active(self, event: events.UiEvent) -> None:
+        self.add(self.current, self._line(event))
+
+    def _mode(self, event: events.UiEvent) -> None:
+        self.add(self.find(event.buffer) or self.buffers[0], self._line(event))
+
+
+ROUTES: dict[str, Callable[[ChatModel, events.UiEvent], None]] = {
+    "msg": ChatModel._talk, "action": ChatModel._talk, "notice": ChatModel._talk,
+    "ctcp": ChatModel._talk, "join": ChatModel._join, "part": ChatModel._part,
+    "kick": ChatModel._kick, "quit": ChatModel._quit, "nick": ChatModel._nick,
+    "topic": ChatModel._topic, "names": ChatModel._names,
+    "names_end": ChatModel._names_end, "status": ChatModel._status,
+    "server": ChatModel._to_status, "mode": ChatModel._mode,
+}
+
+
+def nick_colour_index(nick: str) -> int:
+    """A stable colour slot per nick (crc32, not the salted hash())."""
+    return zlib.crc32(ircmsg.casefold(nick).encode()) % len(NICK_COLOURS)
+
+
+def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
+         ) -> list[list[tuple[str, int]]]:
+    """Cut styled text into rows of at most `width` cells.
+
+    Wide characters are never split across the edge; combining marks stay
+    with their base.  Continuation rows start `indent` cells in.
+    """
+    indent = indent if indent < width // 2 else 0
+    rows: list[list[tuple[str, int]]] = [[]]
+    col = 0
+    for text, attr in segments:
+        chunk = ""
+        for char in text:
+            cells = lineedit.char_width(char)
+            if cells and col + cells > width:
+                if chunk:
+                    rows[-1].append((chunk, attr))
+                rows.append([(" " * indent, 0)] if indent else [])
+                chunk, col = "", indent
+            chunk += char
+            col += cells
+        if chunk:
+            rows[-1].append((chunk, attr))
+    return rows
+
+
+def line_segments(line: Line, nick_attr: Callable[[str], int],
+                  dim: int, error: int) -> list[tuple[str, int]]:
+    """How one Line looks: time, then marker/nick, then text."""
+    stamp = (events.clock(line.time) + " ", dim)
+    if line.kind in ("msg", "own"):
+        return [stamp, (f"<{line.nick}> ", nick_attr(line.nick)), (line.text, 0)]
+    if line.kind in ("action", "ownaction"):
+        return [stamp, (f"* {line.nick} ", nick_attr(line.nick)), (line.text, 0)]
+    if line.kind == "notice":
+        return [stamp, (f"-{line.nick}- ", nick_attr(line.nick)), (line.text, 0)]
+    attr = error if line.kind == "error" else dim
+    return [stamp, ("-!- " + line.text, attr)]
+
+
+class Tui:
+    """The screen, the keys and the loop."""
+
+    def __init__(self, stdscr: curses.window, settings: connection.Settings) -> None:
+        self.scr = stdscr
+        self.settings = settings
+        self.model = ChatModel()
+        self.model.me = settings.nick
+        self.editor = lineedit.LineEditor()
+        self.sel = selectors.DefaultSelector()
+        self.conn = connection.Connection(self.sel, settings, self.on_event)
+        self.model.pending_switch.add(ircmsg.casefold(settings.rooms[0]))
+        self._esc = False
+        self._colours = self._init_colours()
+
+    # ---- loop ------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Run until /quit or a fatal error; return the fatal message or ''."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno())
+        old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
+        try:
+            self.sel.register(wake_r, selectors.EVENT_READ, lambda _: self._on_signal(wake_r))
+            self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_keys)
+            self.model.info(f"Connecting to {self.settings.address} ...", self.model.buffers[0])
+            self.conn.start()
+            self._loop()
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            signal.signal(signal.SIGWINCH, old_winch)
+            wake_r.close()
+            wake_w.close()
+        return self.conn.fatal
+
+    def _loop(self) -> None:
+        try:
+            while not self.conn.closed:
+                self.draw()
+                for key, mask in self.sel.select(self._timeout()):
+                    key.data(mask)
+                self.conn.tick()
+        except KeyboardInterrupt:
+            self.conn.quit("Interrupted")
+
+    def _timeout(self) -> float:
+        """Wake at the next connection timer or the next minute (the clock)."""
+        to_minute = 60.0 - time.time() % 60.0
+        pending = self.conn.next_timeout()
+        return to_minute if pending is None else min(pending, to_minute)
+
+    def on_event(self, event: events.UiEvent) -> None:
+        self.model.me = self.conn.nick
+        self.model.apply(event)
+
+    def _on_signal(self, wake: socket.socket) -> None:
+        """SIGWINCH: take the new size (select hides ncurses' own handling)."""
+        try:
+            wake.recv(256)
+        except BlockingIOError:
+            return
+        self._resize()
+
+    def _resize(self) -> None:
+        size = os.get_terminal_size(sys.__stdout__.fileno())
+        curses.resizeterm(size.lines, size.columns)
+        self.scr.clear()
+
+    # ---- keys ------------------------------------------------------------------------
+
+    def _on_keys(self, mask: int) -> None:
+        while True:
+            try:
+                key = self.scr.get_wch()
+            except curses.error:
+                break  # no more input queued
+            self._key(key)
+        if self._esc:
+            self._esc = False  # a lone Escape: nothing to do
+
+    def _key(self, key: str | int) -> None:
+        if self._esc:
+            self._esc = False
+            if isinstance(key, str) and key.isdigit():
+                self.model.switch_to(str(int(key) or 10))
+                return
+        if key == "\x1b":
+            self._esc = True
+            return
+        action = KEYS.get(key)
+        if action is not None:
+            action(self)
+        elif isinstance(key, str) and key.isprintable():
+            self.editor.insert(key)
+
+    def _submit(self) -> None:
+        text = self.editor.submit()
+        if not text.strip():
+            return
+        context = slash.Context(self.model.target, self.conn.nick)
+        try:
+            result = slash.interpret(text, context)
+        except slash.SlashError as exc:
+            self.model.info(str(exc), kind="error")
+            return
+        for line in result.lines:
+            self.conn.send(line)
+        for action in result.local:
+            LOCAL_ACTIONS[action[0]](self, *action[1:])
+
+    def _page(self, direction: int) -> None:
+        height = max(1, self.scr.getmaxyx()[0] - 4)
+        buffer = self.model.current
+        buffer.scroll = max(0, buffer.scroll + direction * height)
+
+    # ---- local actions of slash commands --------------------------------------
+
+    def _own(self, target: str, text: str) -> None:
+        self.model.own_talk("own", target, text)
+
+    def _own_action(self, target: str, text: str) -> None:
+        self.model.own_talk("ownaction", target, text)
+
+    def _joining(self, room: str) -> None:
+        buffer = self.model.find(room)
+        if buffer is not None and buffer.joined:
+            self.model.switch(buffer)
+        else:
+            self.model.pending_switch.add(ircmsg.casefold(room))
+
+    def _query(self, nick: str) -> None:
+        self.model.switch(self.model.open(nick))
+
+    def _switch(self, spec: str) -> None:
+        if not self.model.switch_to(spec):
+            self.model.info(f"no buffer {spec!r} (see the numbers in the status line)",
+                            kind="error")
+
+    def _close(self, name: str) -> None:
+        buffer = self.model.find(name)
+        if buffer is not None:
+            self.model.close(buffer)
+
+    def _quit(self, reason: str) -> None:
+        self.conn.quit(reason)
+
+    def _help(self, text: str) -> None:
+        self.model.info(text)
+
+    # ---- drawing -------------------------------------------------------------------
+
+    def _init_colours(self) -> dict[str, int]:
+        """Colour pairs when the terminal has colours, plain attributes if not."""
+        colours = {"dim": curses.A_DIM, "error": curses.A_BOLD, "bar": curses.A_REVERSE}
+        if curses.has_colors():
+            curses.start_color()
+            curses.use_default_colors()
+            for index, colour in enumerate(NICK_COLOURS, start=1):
+                curses.init_pair(index, colour, -1)
+            curses.init_pair(len(NICK_COLOURS) + 1, curses.COLOR_RED, -1)
+            curses.init_pair(len(NICK_COLOURS) + 2, curses.COLOR_WHITE, curses.COLOR_BLUE)
+            colours["error"] = curses.color_pair(len(NICK_COLOURS) + 1) | curses.A_BOLD
+            colours["bar"] = curses.color_pair(len(NICK_COLOURS) + 2)
+        return colours
+
+    def nick_attr(self, nick: str) -> int:
+        if not curses.has_colors():
+            return curses.A_BOLD
+        return curses.color_pair(1 + nick_colour_index(nick)) | curses.A_BOLD
+
+    def _put(self, row: int, col: int, text: str, attr: int = 0) -> None:
+        try:
+            self.scr.addstr(row, col, text, attr)
+        except curses.error:
+            pass  # writing the bottom-right cell moves the cursor off-screen: harmless
+
+    def _bar(self, row: int, text: str, width: int) -> None:
+        text = lineedit.fit(text, width)
+        self._put(row, 0, text + " " * (width - lineedit.text_width(text)), self._colours["bar"])
+
+    def draw(self) -> None:
+        height, width = self.scr.getmaxyx()
+        self.scr.erase()
+        if height < 4 or width < 20:
+            self._put(0, 0, lineedit.fit("terminal too small", width))
+            self.scr.refresh()
+            return
+        buffer = self.model.current
+        self._bar(0, self._title(buffer), width)
+        for index, row in enumerate(self._pane_rows(buffer, width, height - 3)):
+            col = 0
+            for text, attr in row:
+                self._put(1 + index, col, text, attr)
+                col += lineedit.text_width(text)
+        self._bar(height - 2, self._status_text(buffer), width)
+        prompt = f"[{buffer.name}] "
+        shown, cursor = self.editor.view(max(2, width - lineedit.text_width(prompt)))
+        self._put(height - 1, 0, prompt + shown)
+        self.scr.move(height - 1, min(width - 1, lineedit.text_width(prompt) + cursor))
+        self.scr.noutrefresh()
+        curses.doupdate()
+
+    def _title(self, buffer: Buffer) -> str:
+        if buffer.is_room:
+            return f" {buffer.name}: {buffer.topic}" if buffer.topic else f" {buffer.name}"
+        if buffer is self.model.buffers[0]:
+            return " forkchat-client  (/help lists the commands)"
+        return f" private conversation with {buffer.name}"
+
+    def _status_text(self, buffer: Buffer) -> str:
+        parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
+                 f"{self.model.active + 1}:{buffer.name}"]
+        if buffer.is_room:
+            parts.append(f"{len(buffer.members)} members")
+        active = [f"{i + 1}{'*' if b.highlight else ''}"
+                  for i, b in enumerate(self.model.buffers) if b.unread]
+        if active:
+            parts.append("Act: " + ",".join(active))
+        if self.conn.state == "waiting":
+            parts.append(f"reconnecting in {max(0, self.conn.retry_at - time.time()):.0f} s")
+        elif not self.conn.ready:
+            parts.append("connecting")
+        if buffer.scroll:
+            parts.append("-- more below (PageDown) --")
+        return " " + " | ".join(parts)
+
+    def _pane_rows(self, buffer: Buffer, width: int, height: int
+                   ) -> list[list[tuple[str, int]]]:
+        """The rows to show, from the bottom up, honouring the scroll offset."""
+        rows: list[list[tuple[str, int]]] = []
+        wanted = height + buffer.scroll
+        dim, error = self._colours["dim"], self._colours["error"]
+        for line in reversed(buffer.lines):
+            rows[0:0] = wrap(line_segments(line, self.nick_attr, dim, error), width)
+            if len(rows) >= wanted:
+                break
+        buffer.scroll = min(buffer.scroll, max(0, len(rows) - height))
+        end = len(rows) - buffer.scroll
+        return rows[max(0, end - height):end]
+
+
+KEYS: dict[str | int, Callable[[Tui], None]] = {
+    "\n": Tui._submit, "\r": Tui._submit, curses.KEY_ENTER: Tui._submit,
+    curses.KEY_BACKSPACE: lambda t: t.editor.backspace(),
+    "\x7f": lambda t: t.editor.backspace(), "\x08": lambda t: t.editor.backspace(),
+    curses.KEY_DC: lambda t: t.editor.delete(), "\x04": lambda t: t.editor.delete(),
+    curses.KEY_LEFT: lambda t: t.editor.left(), "\x02": lambda t: t.editor.left(),
+    curses.KEY_RIGHT: lambda t: t.editor.right(), "\x06": lambda t: t.editor.right(),
+    curses.KEY_HOME: lambda t: t.editor.home(), "\x01": lambda t: t.editor.home(),
+    curses.KEY_END: lambda t: t.editor.end(), "\x05": lambda t: t.editor.end(),
+    curses.KEY_UP: lambda t: t.editor.history_prev(),
+    curses.KEY_DOWN: lambda t: t.editor.history_next(),
+    "\x17": lambda t: t.editor.delete_word(), "\x15": lambda t: t.editor.kill_to_start(),
+    "\x0b": lambda t: t.editor.kill_to_end(),
+    "\t": lambda t: t.editor.complete(t.model.completions),
+    curses.KEY_PPAGE: lambda t: t._page(+1), curses.KEY_NPAGE: lambda t: t._page(-1),
+    "\x0e": lambda t: t.model.cycle(+1), "\x10": lambda t: t.model.cycle(-1),
+    "\x0c": lambda t: t.scr.clear(), curses.KEY_RESIZE: lambda t: t.scr.clear(),
+}
+
+LOCAL_ACTIONS: dict[str, Callable[..., None]] = {
+    "own": Tui._own, "ownaction": Tui._own_action, "joining": Tui._joining,
+    "query": Tui._query, "switch": Tui._switch, "close": Tui._close,
+    "quit": Tui._quit, "help": Tui._help,
+}
+
+
+def _main(stdscr: curses.window, settings: connection.Settings) -> str:
+    stdscr.nodelay(True)
+    stdscr.keypad(True)
+    return Tui(stdscr, settings).run()
+
+
+def run(settings: connection.Settings) -> int:
+    """Entry point used by app.main(); the terminal is restored on every exit."""
+    os.environ.setdefault("ESCDELAY", "25")   # Alt+key arrives as ESC + key
+    locale.setlocale(locale.LC_ALL, "")
+    try:
+        fatal = curses.wrapper(_main, settings)
+    except KeyboardInterrupt:
+        return 130
+    if fatal:
+        print(f"forkchat-client: {fatal}", file=sys.stderr)
+        return 1
+    return 0
