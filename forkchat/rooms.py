@@ -1,0 +1,328 @@
+"""Rooms: the Room record and pure channel-mode parsing and applying.
+
+A room keeps its members as a dict cid -> status ("@", "+", "@+" or ""),
+so that a fan-out is one pass over the dict keys and a status check is one
+lookup.  Mode strings are handled in two steps, as RFC 2812 3.2.3 reads them:
+`parse_modes` turns "+ov-b a b mask" into `ModeChange`s (no state touched),
+and `apply_modes` applies them to one room, keeping only the changes that
+took effect, so the echoed MODE line never repeats a no-op.  Nothing here
+knows about sockets, clients or numerics formatting: errors are returned as
+`numerics.Reply` values for the caller to send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from forkchat import numerics, protocol
+
+STATUS_PREFIX = {"o": "@", "v": "+"}     # PREFIX=(ov)@+
+FLAG_MODES = "imnpst"                     # CHANMODES type D
+KNOWN_MODES = "bklov" + FLAG_MODES
+DEFAULT_FLAGS = frozenset("nt")
+MAX_PARAM_MODES = 4                       # 005 MODES=4: parameter changes per MODE
+KEYLEN = 23                               # RFC 2812 key = 1*23 chars
+MAX_LIMIT = 1_000_000_000
+MAX_MASK_CHARS = 200
+_KEY_FORBIDDEN = set(" ,:\t\v\f\r\n\0")
+
+# resolve(nick) -> (cid, nick as registered) or None when no such nick.
+Resolver = Callable[[str], "tuple[int, str] | None"]
+
+
+@dataclass
+class Ban:
+    mask: str          # normalised nick!user@host, as the setter spelled it
+    setter: str
+    time: int
+    folded: str        # casefolded mask, what matching uses
+
+
+@dataclass(eq=False)
+class Room:
+    name: str                                   # spelling at creation
+    created: int
+    members: dict[int, str] = field(default_factory=dict)
+    topic: str = ""
+    topic_setter: str = ""
+    topic_time: int = 0
+    flags: set[str] = field(default_factory=lambda: set(DEFAULT_FLAGS))
+    key: str = ""
+    limit: int = 0                              # 0: no +l
+    bans: dict[str, Ban] = field(default_factory=dict)   # folded mask -> Ban
+    invites: set[int] = field(default_factory=set)       # cids invited, used up on JOIN
+
+    def is_op(self, cid: int) -> bool:
+        return "@" in self.members.get(cid, "")
+
+    def can_talk(self, cid: int, folded_prefix: str) -> bool:
+        """RFC 2812 3.3.1: +n keeps outsiders out, +m and bans silence non-voiced."""
+        status = self.members.get(cid)
+        if status is None and "n" in self.flags:
+            return False
+        if status:
+            return True
+        return "m" not in self.flags and not self.is_banned(folded_prefix)
+
+    def is_banned(self, folded_prefix: str) -> bool:
+        return any(glob_match(ban.folded, folded_prefix) for ban in self.bans.values())
+
+    def is_hidden(self) -> bool:
+        """+s (and +p) rooms are invisible to LIST, NAMES and WHOIS of outsiders."""
+        return "s" in self.flags or "p" in self.flags
+
+    def names_symbol(self) -> str:
+        """The 353 symbol: '@' secret, '*' private, '=' public."""
+        if "s" in self.flags:
+            return "@"
+        return "*" if "p" in self.flags else "="
+
+    def mode_params(self, with_key: bool) -> list[str]:
+        """'+nt' style string plus its parameters, for 324 RPL_CHANNELMODEIS."""
+        letters = "".join(sorted(self.flags))
+        params: list[str] = []
+        if self.key:
+            letters += "k"
+            params.append(self.key if with_key else "*")
+        if self.limit:
+            letters += "l"
+            params.append(str(self.limit))
+        return ["+" + letters, *params]
+
+
+@dataclass(frozen=True)
+class ModeChange:
+    adding: bool
+    letter: str
+    param: str = ""
+
+
+@dataclass
+class ParsedModes:
+    changes: list[ModeChange] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)     # letters -> 472
+    missing: list[str] = field(default_factory=list)     # letters without their parameter -> 461
+    list_bans: bool = False                              # "b" without a mask: show the ban list
+
+
+@dataclass
+class Outcome:
+    applied: list[ModeChange] = field(default_factory=list)
+    errors: list[numerics.Reply] = field(default_factory=list)
+    touched: set[int] = field(default_factory=set)       # cids whose status changed
+
+
+def status_string(status: str) -> str:
+    """Canonical order of a status: '@' before '+'."""
+    return ("@" if "@" in status else "") + ("+" if "+" in status else "")
+
+
+def highest_prefix(status: str) -> str:
+    """The single prefix shown in NAMES and WHO (no multi-prefix)."""
+    if "@" in status:
+        return "@"
+    return "+" if "+" in status else ""
+
+
+def _takes_param(adding: bool, letter: str) -> bool:
+    return letter in "bkov" or (letter == "l" and adding)
+
+
+def parse_modes(modestring: str, params: list[str]) -> ParsedModes:
+    """Split a room mode string and its parameters into changes.
+
+    At most MAX_PARAM_MODES changes with a parameter are kept (005 MODES);
+    '-k' may come without its key, 'b' without a mask lists the bans.
+    """
+    parsed = ParsedModes()
+    queue = list(params)
+    adding = True
+    with_param = 0
+    for letter in modestring:
+        if letter in "+-":
+            adding = letter == "+"
+        elif letter not in KNOWN_MODES:
+            if letter not in parsed.unknown:
+                parsed.unknown.append(letter)
+        elif not _takes_param(adding, letter):
+            parsed.changes.append(ModeChange(adding, letter))
+        elif queue:
+            with_param += 1
+            param = queue.pop(0)
+            if with_param <= MAX_PARAM_MODES:
+                parsed.changes.append(ModeChange(adding, letter, param))
+        elif letter == "b":
+            parsed.list_bans = True
+        elif letter == "k" and not adding:
+            parsed.changes.append(ModeChange(False, "k", "*"))
+        else:
+            parsed.missing.append(letter)
+    return parsed
+
+
+def normalize_mask(mask: str) -> str:
+    """Complete a ban mask to nick!user@host: 'bob' -> 'bob!*@*', 'u@h' -> '*!u@h'."""
+    mask = "".join(mask.split()).lstrip(":")[:MAX_MASK_CHARS]
+    nick, bang, rest = mask.partition("!")
+    if bang:
+        user, _, host = rest.partition("@")
+    elif "@" in mask:
+        nick = "*"
+        user, _, host = mask.partition("@")
+    else:
+        user = host = "*"
+    return f"{nick or '*'}!{user or '*'}@{host or '*'}"
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """IRC wildcard match ('*' any run, '?' one char), linear time.
+
+    Both sides must already be casefolded.  A regex would backtrack
+    exponentially on hostile masks such as '*a*a*a*a*b'.
+    """
+    p = t = 0
+    star, mark = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] in ("?", text[t]) and pattern[p] != "*":
+            p += 1
+            t += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark = p, t
+            p += 1
+        elif star >= 0:
+            p = star + 1
+            mark += 1
+            t = mark
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+def valid_key(key: str) -> bool:
+    """RFC 2812 key: 1 to 23 characters, no space, comma, colon or control char."""
+    return 0 < len(key) <= KEYLEN and not any(ch in _KEY_FORBIDDEN for ch in key)
+
+
+def parse_limit(text: str) -> int:
+    """The +l parameter: a positive decimal integer, else 0."""
+    if not text.isascii() or not text.isdigit():
+        return 0
+    value = int(text)
+    return value if 0 < value <= MAX_LIMIT else 0
+
+
+def apply_modes(room: Room, changes: list[ModeChange], resolve: Resolver,
+                setter: str, now: int, bans_limit: int) -> Outcome:
+    """Apply parsed changes to `room`; keep those that took effect, collect errors."""
+    outcome = Outcome()
+    for change in changes:
+        applier = _APPLIERS.get(change.letter, _apply_flag)
+        try:
+            applied = applier(room, change, resolve, setter, now, bans_limit, outcome)
+        except numerics.Reply as error:
+            outcome.errors.append(error)
+            continue
+        if applied is not None:
+            outcome.applied.append(applied)
+    return outcome
+
+
+def _apply_flag(room: Room, change: ModeChange, *_: object) -> ModeChange | None:
+    if (change.letter in room.flags) == change.adding:
+        return None
+    if change.adding:
+        room.flags.add(change.letter)
+    else:
+        room.flags.discard(change.letter)
+    return ModeChange(change.adding, change.letter)
+
+
+def _apply_status(room: Room, change: ModeChange, resolve: Resolver, _setter: str,
+                  _now: int, _bans: int, outcome: Outcome) -> ModeChange | None:
+    found = resolve(change.param)
+    if found is None:
+        raise numerics.Reply(numerics.ERR_NOSUCHNICK, change.param)
+    cid, nick = found
+    if cid not in room.members:
+        raise numerics.Reply(numerics.ERR_USERNOTINCHANNEL, nick, room.name)
+    old = room.members[cid]
+    mark = STATUS_PREFIX[change.letter]
+    new = status_string(old + mark if change.adding else old.replace(mark, ""))
+    if new == old:
+        return None
+    room.members[cid] = new
+    outcome.touched.add(cid)
+    return ModeChange(change.adding, change.letter, nick)
+
+
+def _apply_ban(room: Room, change: ModeChange, _resolve: Resolver, setter: str,
+               now: int, bans_limit: int, _outcome: Outcome) -> ModeChange | None:
+    mask = normalize_mask(change.param)
+    folded = protocol.casefold(mask)
+    if not change.adding:
+        ban = room.bans.pop(folded, None)
+        return None if ban is None else ModeChange(False, "b", ban.mask)
+    if folded in room.bans:
+        return None
+    if len(room.bans) >= bans_limit:
+        raise numerics.Reply(numerics.ERR_BANLISTFULL, room.name, mask)
+    room.bans[folded] = Ban(mask, setter, now, folded)
+    return ModeChange(True, "b", mask)
+
+
+def _apply_key(room: Room, change: ModeChange, *_: object) -> ModeChange | None:
+    if not change.adding:
+        if not room.key:
+            return None
+        room.key = ""
+        return ModeChange(False, "k", "*")
+    if not valid_key(change.param):
+        raise numerics.Reply(numerics.ERR_INVALIDKEY, room.name)
+    if change.param == room.key:
+        return None
+    room.key = change.param
+    return ModeChange(True, "k", change.param)
+
+
+def _apply_limit(room: Room, change: ModeChange, *_: object) -> ModeChange | None:
+    if not change.adding:
+        if not room.limit:
+            return None
+        room.limit = 0
+        return ModeChange(False, "l")
+    limit = parse_limit(change.param)
+    if not limit:
+        raise numerics.Reply(numerics.ERR_INVALIDMODEPARAM, room.name, "l", change.param or "*",
+                             text="Invalid limit, must be a positive integer")
+    if limit == room.limit:
+        return None
+    room.limit = limit
+    return ModeChange(True, "l", str(limit))
+
+
+_APPLIERS: dict[str, Callable[..., ModeChange | None]] = {
+    "o": _apply_status,
+    "v": _apply_status,
+    "b": _apply_ban,
+    "k": _apply_key,
+    "l": _apply_limit,
+}
+
+
+def mode_line_params(applied: list[ModeChange]) -> list[str]:
+    """'+ov-b', 'a', 'b', 'mask': the applied changes as MODE parameters."""
+    letters: list[str] = []
+    params: list[str] = []
+    sign = ""
+    for change in applied:
+        wanted = "+" if change.adding else "-"
+        if wanted != sign:
+            letters.append(wanted)
+            sign = wanted
+        letters.append(change.letter)
+        if change.param:
+            params.append(change.param)
+    return ["".join(letters), *params]

@@ -1,0 +1,234 @@
+"""rooms.py: mode-string parsing and applying, masks, globbing (pure, no state)."""
+
+from __future__ import annotations
+
+import pytest
+
+from forkchat import numerics, rooms
+
+C = rooms.ModeChange
+
+
+@pytest.mark.parametrize("modestring, params, changes, unknown, missing, list_bans", [
+    ("+o", ["bob"], [C(True, "o", "bob")], [], [], False),
+    ("+ov-b", ["a", "b", "m!*@*"], [C(True, "o", "a"), C(True, "v", "b"), C(False, "b", "m!*@*")],
+     [], [], False),
+    ("+nt", [], [C(True, "n"), C(True, "t")], [], [], False),
+    ("-s+i", [], [C(False, "s"), C(True, "i")], [], [], False),
+    ("+k", ["beer"], [C(True, "k", "beer")], [], [], False),
+    ("-k", [], [C(False, "k", "*")], [], [], False),
+    ("-k", ["beer"], [C(False, "k", "beer")], [], [], False),
+    ("+l", ["10"], [C(True, "l", "10")], [], [], False),
+    ("-l", ["ignored"], [C(False, "l")], [], [], False),
+    ("+b", [], [], [], [], True),
+    ("b", [], [], [], [], True),
+    ("+o", [], [], [], ["o"], False),
+    ("+k", [], [], [], ["k"], False),
+    ("+l", [], [], [], ["l"], False),
+    ("+xyx", [], [], ["x", "y"], [], False),
+    ("+zn", [], [C(True, "n")], ["z"], [], False),
+    ("", [], [], [], [], False),
+    ("+-+", [], [], [], [], False),
+    ("m", [], [C(True, "m")], [], [], False),
+])
+def test_parse_modes(modestring, params, changes, unknown, missing, list_bans):
+    parsed = rooms.parse_modes(modestring, params)
+    assert parsed.changes == changes
+    assert parsed.unknown == unknown
+    assert parsed.missing == missing
+    assert parsed.list_bans == list_bans
+
+
+def test_parse_modes_keeps_at_most_modes_limit_of_parameter_changes():
+    parsed = rooms.parse_modes("+oooooo", ["a", "b", "c", "d", "e", "f"])
+    assert [c.param for c in parsed.changes] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("mask, expected", [
+    ("bob", "bob!*@*"),
+    ("bob!u", "bob!u@*"),
+    ("bob!u@h", "bob!u@h"),
+    ("u@h", "*!u@h"),
+    ("!@", "*!*@*"),
+    ("*", "*!*@*"),
+    (":x", "x!*@*"),
+    ("a b", "ab!*@*"),
+])
+def test_normalize_mask(mask, expected):
+    assert rooms.normalize_mask(mask) == expected
+
+
+@pytest.mark.parametrize("pattern, text, result", [
+    ("*", "", True),
+    ("*", "anything", True),
+    ("bob!*@*", "bob!u@127.0.0.1", True),
+    ("bob!*@*", "bobby!u@h", False),
+    ("b?b!*", "bab!x@y", True),
+    ("*!*@127.*", "x!y@127.0.0.1", True),
+    ("*!*@10.*", "x!y@127.0.0.1", False),
+    ("", "", True),
+    ("", "a", False),
+    ("a*", "", False),
+    ("**a**", "xxa", True),
+    ("*a*a*a*a*a*a*a*a*a*b", "a" * 200, False),
+    ("a?c", "abbc", False),
+])
+def test_glob_match(pattern, text, result):
+    assert rooms.glob_match(pattern, text) is result
+
+
+@pytest.mark.parametrize("key, ok", [
+    ("beer", True), ("x" * 23, True), ("x" * 24, False), ("", False),
+    ("with space", False), ("a,b", False), (":x", False),
+])
+def test_valid_key(key, ok):
+    assert rooms.valid_key(key) is ok
+
+
+@pytest.mark.parametrize("text, value", [
+    ("10", 10), ("1", 1), ("0", 0), ("-1", 0), ("abc", 0), ("", 0), ("٣", 0),
+    ("1000000001", 0), ("1000000000", 1000000000),
+])
+def test_parse_limit(text, value):
+    assert rooms.parse_limit(text) == value
+
+
+NICKS = {"alice": (1, "alice"), "bob": (2, "Bob"), "carol": (3, "carol")}
+
+
+def resolve(nick):
+    return NICKS.get(nick.lower())
+
+
+def make_room():
+    room = rooms.Room("#Room", created=100)
+    room.members = {1: "@", 2: ""}
+    return room
+
+
+def apply(room, modestring, *params, bans_limit=3):
+    parsed = rooms.parse_modes(modestring, list(params))
+    return rooms.apply_modes(room, parsed.changes, resolve, "alice!a@h", 500, bans_limit)
+
+
+@pytest.mark.parametrize("modestring, params, line, errors", [
+    ("+o", ["bob"], ["+o", "Bob"], []),
+    ("+o", ["alice"], [""], []),                   # already op: no-op
+    ("-o", ["bob"], [""], []),
+    ("+v-o", ["BOB", "alice"], ["+v-o", "Bob", "alice"], []),
+    ("+o", ["carol"], [""], [(numerics.ERR_USERNOTINCHANNEL, ("carol", "#Room"))]),
+    ("+o", ["dave"], [""], [(numerics.ERR_NOSUCHNICK, ("dave",))]),
+    ("+nt", [], [""], []),                          # default flags: nothing changes
+    ("-n+m", [], ["-n+m"], []),
+    ("+imsp", [], ["+imsp"], []),
+    ("+k", ["beer"], ["+k", "beer"], []),
+    ("+k", ["x" * 30], [""], [(numerics.ERR_INVALIDKEY, ("#Room",))]),
+    ("-k", [], [""], []),                           # no key set
+    ("+l", ["5"], ["+l", "5"], []),
+    ("+l", ["0"], [""], [(numerics.ERR_INVALIDMODEPARAM, ("#Room", "l", "0"))]),
+    ("+l", ["many"], [""], [(numerics.ERR_INVALIDMODEPARAM, ("#Room", "l", "many"))]),
+    ("-l", [], [""], []),
+    ("+b", ["Eve"], ["+b", "Eve!*@*"], []),
+    ("-b", ["nobody"], [""], []),
+])
+def test_apply_modes_fresh_room(modestring, params, line, errors):
+    outcome = apply(make_room(), modestring, *params)
+    assert rooms.mode_line_params(outcome.applied) == line
+    assert [(e.code, e.params) for e in outcome.errors] == errors
+
+
+def test_apply_status_changes_members_and_reports_touched():
+    room = make_room()
+    outcome = apply(room, "+ov", "bob", "bob")
+    assert room.members[2] == "@+"
+    assert outcome.touched == {2}
+    outcome = apply(room, "-o", "bob")
+    assert room.members[2] == "+"
+    assert rooms.mode_line_params(outcome.applied) == ["-o", "Bob"]
+
+
+def test_key_replace_and_remove():
+    room = make_room()
+    apply(room, "+k", "one")
+    assert rooms.mode_line_params(apply(room, "+k", "one").applied) == [""]
+    assert rooms.mode_line_params(apply(room, "+k", "two").applied) == ["+k", "two"]
+    assert room.key == "two"
+    assert rooms.mode_line_params(apply(room, "-k", "whatever").applied) == ["-k", "*"]
+    assert room.key == ""
+
+
+def test_limit_set_same_and_unset():
+    room = make_room()
+    apply(room, "+l", "7")
+    assert room.limit == 7
+    assert apply(room, "+l", "7").applied == []
+    assert rooms.mode_line_params(apply(room, "-l").applied) == ["-l"]
+    assert room.limit == 0
+
+
+def test_bans_casefolded_duplicates_and_removal_echo_stored_mask():
+    room = make_room()
+    apply(room, "+b", "Eve!*@*")
+    assert apply(room, "+b", "eve!*@*").applied == []
+    assert room.bans["eve!*@*"].setter == "alice!a@h"
+    assert room.bans["eve!*@*"].time == 500
+    outcome = apply(room, "-b", "EVE")
+    assert rooms.mode_line_params(outcome.applied) == ["-b", "Eve!*@*"]
+    assert room.bans == {}
+
+
+def test_ban_list_full():
+    room = make_room()
+    outcome = apply(room, "+bbbb", "a", "b", "c", "d", bans_limit=3)
+    assert rooms.mode_line_params(outcome.applied) == ["+bbb", "a!*@*", "b!*@*", "c!*@*"]
+    assert [(e.code, e.params) for e in outcome.errors] == [
+        (numerics.ERR_BANLISTFULL, ("#Room", "d!*@*"))]
+
+
+def test_mixed_line_keeps_only_effective_changes_in_order():
+    room = make_room()
+    outcome = apply(room, "+ntm-s+o", "bob")
+    assert rooms.mode_line_params(outcome.applied) == ["+mo", "Bob"]
+
+
+@pytest.mark.parametrize("flags, key, limit, with_key, expected", [
+    ({"n", "t"}, "", 0, True, ["+nt"]),
+    ({"n", "t"}, "beer", 5, True, ["+ntkl", "beer", "5"]),
+    ({"n", "t"}, "beer", 0, False, ["+ntk", "*"]),
+    (set(), "", 0, True, ["+"]),
+])
+def test_mode_params(flags, key, limit, with_key, expected):
+    room = rooms.Room("#r", created=1, flags=flags, key=key, limit=limit)
+    assert room.mode_params(with_key) == expected
+
+
+@pytest.mark.parametrize("status, flags, banned, member, ok", [
+    (None, {"n"}, False, False, False),
+    (None, set(), False, False, True),
+    (None, set(), True, False, False),
+    ("", {"m"}, False, True, False),
+    ("+", {"m"}, False, True, True),
+    ("@", {"m"}, True, True, True),
+    ("", set(), True, True, False),
+    ("", {"n", "t"}, False, True, True),
+])
+def test_can_talk(status, flags, banned, member, ok):
+    room = rooms.Room("#r", created=1, flags=set(flags))
+    if member:
+        room.members[9] = status
+    if banned:
+        room.bans["x!*@*"] = rooms.Ban("x!*@*", "s", 1, "x!*@*")
+    assert room.can_talk(9, "x!u@h") is ok
+
+
+@pytest.mark.parametrize("status, expected", [
+    ("@+", "@"), ("+", "+"), ("", ""), ("+@", "@"),
+])
+def test_highest_prefix(status, expected):
+    assert rooms.highest_prefix(status) == expected
+    assert rooms.status_string(status) in ("@+", "@", "+", "")
+
+
+@pytest.mark.parametrize("flags, symbol", [({"s"}, "@"), ({"p"}, "*"), (set(), "="), ({"s", "p"}, "@")])
+def test_names_symbol(flags, symbol):
+    assert rooms.Room("#r", created=1, flags=flags).names_symbol() == symbol
