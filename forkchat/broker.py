@@ -214,6 +214,10 @@ class Broker:
         assert link.cid is not None
         self.state.reregister(link.cid, identity, self.outbox)
 
+    def _on_sync(self, link: Link, payload: bytes) -> None:
+        assert link.cid is not None
+        self.queue(link.cid, ipc.encode(ipc.Kind.SYNC, payload))
+
     def _on_bye(self, link: Link, payload: bytes) -> None:
         self._close_link(link, payload.decode("utf-8", "replace") or "Client Quit")
 
@@ -325,6 +329,7 @@ _FRAME_HANDLERS = {
     ipc.Kind.OPER: Broker._on_oper,
     ipc.Kind.REREGISTER: Broker._on_reregister,
     ipc.Kind.BYE: Broker._on_bye,
+    ipc.Kind.SYNC: Broker._on_sync,
 }
 
 

@@ -14,6 +14,7 @@ the payload:
     OPER        JSON {"name"}                      password already checked
     REREGISTER  JSON identity                      after a broker restart
     BYE         UTF-8 quit reason                  the client is leaving
+    SYNC        empty; echoed back as is           "all before this is done"
     DELIVER     raw line bytes, CRLF included      write to the client as is
     UPDATE      JSON {field: value}                the client's identity changed
     DROP        UTF-8 reason                       close the client with ERROR
@@ -49,6 +50,7 @@ class Kind(enum.IntEnum):
     OPER = 4
     REREGISTER = 5
     BYE = 6
+    SYNC = 7
     DELIVER = 10
     UPDATE = 11
     DROP = 12

@@ -53,9 +53,9 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str) -> list[bytes]:
     """
     text = chunk.decode("utf-8", "replace")
     text = " ".join(part for part in re.split(r"[\r\n\0]+", text) if part).strip()
-    own = f"{nick}: "
+    own = f"{nick}:"
     if text.startswith(own):
-        text = text[len(own):]
+        text = text[len(own):].lstrip()
     if not text:
         return []
     head = f"PRIVMSG {room} :".encode()

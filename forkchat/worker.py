@@ -79,6 +79,8 @@ class Worker:
         self.tutorial_attempt = 0
         self.tutorial_connected = False
         self.client_watch = selectors.EVENT_READ
+        self.syncs_pending = 0
+        self.unsynced = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -185,7 +187,7 @@ class Worker:
     def _paused(self) -> bool:
         """Input waits while registration or a broker reconnect is pending."""
         session = self.session
-        return (self.link is None or self.closing
+        return (self.link is None or self.closing or self.syncs_pending > 0
                 or (session.register_sent and not session.registered))
 
     def _process_lines(self) -> None:
@@ -198,12 +200,17 @@ class Worker:
                 del self.recvq[:end + 1]
                 self.discarding = False
                 continue
+            line = bytes(self.recvq[:end]).rstrip(b"\r")
+            msg = self._parse(line)
+            if msg is not None and self.unsynced and msg.command in commands.COMMANDS:
+                self._sync()    # answer in order: the broker's replies first
+                break
             if not self.bucket.take():
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
                 break
-            line = bytes(self.recvq[:end]).rstrip(b"\r")
             del self.recvq[:end + 1]
-            self._handle_line(line)
+            if msg is not None:
+                commands.dispatch(self, msg, line)
         if len(self.recvq) > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
 
@@ -214,19 +221,19 @@ class Worker:
                 self.reply(numerics.ERR_INPUTTOOLONG)
             self.discarding = True
 
-    def _handle_line(self, line: bytes) -> None:
+    def _parse(self, line: bytes) -> protocol.Message | None:
+        """The line as a Message, or None (after an error reply) if unusable."""
         if not line.strip():
-            return
+            return None
         if len(line) > protocol.MAX_BODY_BYTES:
             self.reply(numerics.ERR_INPUTTOOLONG)
-            return
+            return None
         try:
-            msg = protocol.parse_line(line)
+            return protocol.parse_line(line)
         except protocol.ProtocolError as error:
             self.write(protocol.format_line(self.cfg.server.name, "NOTICE", self.session.target,
                                             f"{error.reason}; line ignored"))
-            return
-        commands.dispatch(self, msg, line)
+            return None
 
     def _tutorial_input(self, chunk: bytes) -> None:
         """A tutorial client's chunk: its nickname first, then messages."""
@@ -265,9 +272,6 @@ class Worker:
         self.close("Max SendQ exceeded")
 
     def _tutorial_output(self, line: bytes) -> None:
-        if not self.session.registered:
-            self._tutorial_registration_reply(line)
-            return
         rendered = tutorial.render(line, self.session.nick)
         if rendered is None:
             return
@@ -278,14 +282,6 @@ class Worker:
             self.sendq += tutorial.CONNECTED
         if len(self.sendq) > self.cfg.limits.sendq_bytes:
             self._sendq_exceeded()
-
-    def _tutorial_registration_reply(self, line: bytes) -> None:
-        code = line.split(b" ", 2)[1] if line.count(b" ") >= 2 else b""
-        if code in (numerics.ERR_NICKNAMEINUSE.encode(), numerics.ERR_ERRONEUSNICKNAME.encode()):
-            self.tutorial_attempt += 1
-            if code == numerics.ERR_ERRONEUSNICKNAME.encode():
-                self.tutorial_nick = "guest"
-            self._tutorial_try_nick()
 
     def reply(self, code: str, *params: str, text: str | None = None) -> None:
         self.write(numerics.reply(self.cfg.server.name, code, self.session.target,
@@ -311,6 +307,19 @@ class Worker:
 
     def forward(self, raw: bytes) -> None:
         self._queue_frame(ipc.encode(ipc.Kind.REQUEST, raw))
+        self.unsynced = True
+        if not self.session.registered:
+            self._sync()
+
+    def _sync(self) -> None:
+        """Hold the client's input until the broker has answered so far.
+
+        Before registration the next command depends on the answer (was the
+        nick accepted?), so the worker waits for the broker's echo.
+        """
+        self.syncs_pending += 1
+        self.unsynced = False
+        self._queue_frame(ipc.encode(ipc.Kind.SYNC, b""))
 
     def frame(self, frame: bytes) -> None:
         self._queue_frame(frame)
@@ -412,6 +421,17 @@ class Worker:
             self.timers.pop("register", None)
             log.info("conn %d registered as %s!%s@%s", self.session.cid, self.session.nick,
                      self.session.user, self.session.host)
+            self._process_lines()
+
+    def _on_sync(self, payload: bytes) -> None:
+        self.syncs_pending = max(0, self.syncs_pending - 1)
+        if self.tutorial and not self.session.nick and not self.session.register_sent:
+            self.tutorial_attempt += 1
+            if self.tutorial_attempt > 3:
+                self.tutorial_nick = "guest"
+            self._tutorial_try_nick()
+            return
+        if not self.syncs_pending:
             self._process_lines()
 
     def _on_drop(self, payload: bytes) -> None:
@@ -535,6 +555,7 @@ _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {
     ipc.Kind.DELIVER: Worker._on_deliver,
     ipc.Kind.UPDATE: Worker._on_update,
     ipc.Kind.DROP: Worker._on_drop,
+    ipc.Kind.SYNC: Worker._on_sync,
 }
 
 _TIMERS: dict[str, Callable[[Worker], None]] = {

@@ -1,0 +1,62 @@
+"""Fixtures: a real server on port 0, clients that close themselves."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import ServerProcess
+
+TEST_LIMITS = """
+[limits]
+flood_burst = 1000
+flood_rate = 1000.0
+"""
+
+
+@pytest.fixture
+def make_server():
+    """Factory: make_server(config_text=..., extra_args=[...]) -> started server."""
+    started: list[ServerProcess] = []
+
+    def make(**kwargs) -> ServerProcess:
+        if "config_text" not in kwargs:
+            kwargs["config_text"] = TEST_LIMITS
+        server = ServerProcess(**kwargs).start()
+        started.append(server)
+        return server
+    yield make
+    for server in started:
+        leftover = server.descendants()
+        server.stop()
+        assert all(not p.is_running() or p.status() == "zombie" for p in leftover), \
+            f"processes left behind: {leftover}"
+
+
+@pytest.fixture
+def server(make_server) -> ServerProcess:
+    return make_server()
+
+
+@pytest.fixture
+def clients(server):
+    """Factory: clients(n) or client() -> connected IrcTestClient(s) to `server`."""
+    made: list[IrcTestClient] = []
+
+    def connect(port: int | None = None) -> IrcTestClient:
+        client = IrcTestClient(port or server.port)
+        made.append(client)
+        return client
+    yield connect
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def registered(clients):
+    """Factory: registered("alice") -> a client through the welcome burst."""
+    def make(nick: str) -> IrcTestClient:
+        client = clients()
+        client.register(nick)
+        return client
+    return make

@@ -1,0 +1,145 @@
+"""Start the real forkchat-server on port 0 and learn its ports from its log."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+LISTEN_RE = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+) \((\w+)\)")
+START_TIMEOUT_S = 15.0
+
+
+class ServerProcess:
+    """A forkchat-server child in its own session, with its stderr collected."""
+
+    def __init__(self, extra_args: list[str] | None = None, config_text: str | None = None,
+                 listen: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        self.extra_args = list(extra_args or [])
+        self.config_text = config_text
+        self.listen = listen if listen is not None else ["127.0.0.1:0"]
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ports: list[tuple[str, int, str]] = []
+        self._lines: list[str] = []
+        self._cond = threading.Condition()
+        self.config_path = ""
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="forkchat-test-")
+
+    @property
+    def port(self) -> int:
+        return next(port for _, port, proto in self.ports if proto == "irc")
+
+    def port_of(self, proto: str) -> int:
+        return next(port for _, port, p in self.ports if p == proto)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def write_config(self, text: str) -> str:
+        self.config_path = os.path.join(self._tmpdir.name, "forkchat.toml")
+        with open(self.config_path, "w") as handle:
+            handle.write(text)
+        return self.config_path
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "forkchat"]
+        if self.config_text is not None:
+            cmd += ["-c", self.write_config(self.config_text)]
+        for spec in self.listen:
+            cmd += ["-l", spec]
+        return cmd + self.extra_args
+
+    def start(self, expect_listeners: int | None = None) -> "ServerProcess":
+        env = dict(os.environ, **(self.env or {}))
+        self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, env=env,
+                                     start_new_session=True)
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        wanted = expect_listeners or max(1, len(self.listen))
+        self.wait_for_log(lambda: len(self.ports) >= wanted, "listening on")
+        return self
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                self._lines.append(line)
+                match = LISTEN_RE.search(line)
+                if match:
+                    self.ports.append((match.group(1), int(match.group(2)), match.group(3)))
+                self._cond.notify_all()
+        with self._cond:
+            self._lines.append("<eof>")
+            self._cond.notify_all()
+
+    def log_text(self) -> str:
+        with self._cond:
+            return "\n".join(self._lines)
+
+    def wait_for_log(self, predicate, what: str, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until `predicate()` holds (checked at each new log line)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._lines and self._lines[-1] == "<eof>"):
+                    raise AssertionError(f"server never logged {what!r}; log:\n"
+                                         + "\n".join(self._lines))
+                self._cond.wait(left)
+
+    def wait_for_text(self, text: str, timeout: float = 10.0, start: int = 0) -> str:
+        """Wait for a log line containing `text` (at or after line `start`)."""
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self._lines[start:] if text in line]
+            return bool(found)
+        self.wait_for_log(seen, text, timeout)
+        return found[0]
+
+    def log_length(self) -> int:
+        with self._cond:
+            return len(self._lines)
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 8.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL the whole group; returns the exit code."""
+        if self.proc is None:
+            return None
+        kids = self.descendants()
+        code = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if code is None:
+            self.proc.wait(5)
+        psutil.wait_procs(kids, timeout=5)
+        self._tmpdir.cleanup()
+        return code

@@ -1,0 +1,57 @@
+import socket
+
+import pytest
+
+from forkchat import ipc
+
+
+def test_frames_survive_any_split():
+    stream = ipc.encode(ipc.Kind.DELIVER, b"hello\r\n") + ipc.encode_json(ipc.Kind.UPDATE, {"a": 1})
+    for cut in range(len(stream) + 1):
+        reader = ipc.FrameReader()
+        frames = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+        assert frames == [(ipc.Kind.DELIVER, b"hello\r\n"), (ipc.Kind.UPDATE, b'{"a":1}')]
+        assert reader.pending == 0
+
+
+def test_partial_frame_stays_pending():
+    reader = ipc.FrameReader()
+    assert reader.feed(ipc.encode(ipc.Kind.BYE, b"reason")[:-2]) == []
+    assert reader.pending > 0
+
+
+@pytest.mark.parametrize("header", [ipc.HEADER.pack(10, 99), ipc.HEADER.pack(1 << 30, 10)])
+def test_bad_headers_raise(header):
+    with pytest.raises(ipc.FrameError):
+        ipc.FrameReader().feed(header + b"x" * 10)
+
+
+def test_decode_json_rejects_garbage():
+    with pytest.raises(ipc.FrameError):
+        ipc.decode_json(b"\x80not json")
+
+
+def test_writer_is_bounded_and_flushes_in_one_send():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    writer = ipc.FrameWriter(a, limit=100)
+    assert writer.queue(b"x" * 60)
+    assert not writer.queue(b"y" * 60)
+    assert writer.queue(b"z" * 40)
+    assert writer.pending == 100
+    assert writer.flush()
+    assert b.recv(1000) == b"x" * 60 + b"z" * 40
+    a.close()
+    b.close()
+
+
+def test_writer_keeps_what_the_socket_refuses():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    writer = ipc.FrameWriter(a, limit=10 << 20)
+    writer.queue(b"x" * (4 << 20))
+    assert writer.flush() is False
+    assert 0 < writer.pending < 4 << 20
+    a.close()
+    b.close()

@@ -1,0 +1,89 @@
+import pytest
+
+from forkchat import protocol
+from forkchat.protocol import Message
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"PING :x\r\n", Message("", "PING", ["x"])),
+    (b"privmsg #a :hello world", Message("", "PRIVMSG", ["#a", "hello world"])),
+    (b":nick!u@h PRIVMSG #a :hi", Message("nick!u@h", "PRIVMSG", ["#a", "hi"])),
+    (b"USER u 0 * :Real Name", Message("", "USER", ["u", "0", "*", "Real Name"])),
+    (b"MODE #a +o  bob", Message("", "MODE", ["#a", "+o", "bob"])),
+    (b"PRIVMSG #a ::-)", Message("", "PRIVMSG", ["#a", ":-)"])),
+    (b"PRIVMSG #a :", Message("", "PRIVMSG", ["#a", ""])),
+    (b"@time=x :p CMD a", Message("p", "CMD", ["a"])),
+    (b"TOPIC #a :caf\xc3\xa9", Message("", "TOPIC", ["#a", "café"])),
+])
+def test_parse(raw, expected):
+    assert protocol.parse_line(raw) == expected
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"", "No command given"),
+    (b"   ", "No command given"),
+    (b":prefix-only", "No command given"),
+    (b"PRIVMSG #a :a\x00b", "NUL byte in line"),
+    (b"PRIVMSG #a :\xff\xfe", "Line is not valid UTF-8"),
+])
+def test_parse_rejects(raw, reason):
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.parse_line(raw)
+    assert info.value.reason == reason
+
+
+def test_too_many_params_are_folded_into_the_last():
+    msg = protocol.parse_line(b"CMD " + b" ".join(b"p%d" % i for i in range(20)))
+    assert len(msg.params) == protocol.MAX_PARAMS
+    assert msg.params[-1] == " ".join(f"p{i}" for i in range(14, 20))
+
+
+@pytest.mark.parametrize("args, wire", [
+    (("srv", "001", "bob", "Welcome"), b":srv 001 bob Welcome\r\n"),
+    (("srv", "001", "bob", "Welcome home"), b":srv 001 bob :Welcome home\r\n"),
+    (("", "PRIVMSG", "#a", ""), b"PRIVMSG #a :\r\n"),
+    (("", "PRIVMSG", "#a", ":)"), b"PRIVMSG #a ::)\r\n"),
+    (("n!u@h", "QUIT", "bye\r\nPRIVMSG #x :evil"), b":n!u@h QUIT :bye  PRIVMSG #x :evil\r\n"),
+    (("", "X", "a b", "c"), b"X a_b c\r\n"),
+])
+def test_format(args, wire):
+    assert protocol.format_line(*args) == wire
+
+
+def test_format_never_exceeds_512_bytes_nor_splits_utf8():
+    line = protocol.format_line("n!u@h", "PRIVMSG", "#a", "é" * 600)
+    assert len(line) <= protocol.MAX_LINE_BYTES
+    assert line.endswith(b"\r\n")
+    line.decode("utf-8")
+
+
+@pytest.mark.parametrize("params", [["#a", "hello there"], ["x"], ["a", "b", ":c d"], ["#a", ""]])
+def test_round_trip(params):
+    assert protocol.parse_line(protocol.format_line("p", "CMD", *params)).params == params
+
+
+@pytest.mark.parametrize("a, b", [("Nick[1]", "nick{1}"), ("A\\B~", "a|b^"), ("ABC", "abc")])
+def test_casefold_rfc1459(a, b):
+    assert protocol.casefold(a) == protocol.casefold(b)
+
+
+@pytest.mark.parametrize("nick, ok", [
+    ("alice", True), ("[bot]", True), ("a-1", True), ("1abc", False), ("-a", False),
+    ("", False), ("a b", False), ("x" * 31, False), ("x" * 30, True), ("é", False),
+])
+def test_valid_nick(nick, ok):
+    assert protocol.valid_nick(nick, 30) is ok
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("#lobby", True), ("&local", True), ("lobby", False), ("#", False), ("#a b", False),
+    ("#a,b", False), ("#a\x07", False), ("#" + "x" * 49, True), ("#" + "x" * 50, False),
+])
+def test_valid_room(name, ok):
+    assert protocol.valid_room(name, 50) is ok
+
+
+def test_split_lines_accepts_lf_and_crlf_and_keeps_the_rest():
+    buffer = bytearray(b"A\r\nB\nC")
+    lines, overlong = protocol.split_lines(buffer)
+    assert lines == [b"A", b"B"] and bytes(buffer) == b"C" and not overlong
