@@ -130,3 +130,91 @@ def test_items_documented(page: str, wanted: list[str]) -> None:
 def test_client_commands_documented() -> None:
     commands = {tag.split()[0] for tag in item_tags("forkchat-client.1") if tag.startswith("/")}
     assert [c for c in CLIENT_COMMANDS if "/" + c not in commands] == []
+
+
+def section_item_tags(page: str) -> dict[str, list[str]]:
+    """Item tags of a page grouped by the .SH section they appear in."""
+    grouped: dict[str, list[str]] = {}
+    section = ""
+    lines = (MAN / page).read_text().splitlines()
+    for previous, line in zip(lines, lines[1:]):
+        if previous.startswith(".SH "):
+            section = previous[4:].strip('"')
+        if previous in (".TP", ".TQ"):
+            grouped.setdefault(section, []).append(plain_text(line))
+    return grouped
+
+
+def test_every_server_option_is_documented() -> None:
+    """Every option of forkchat-server --help is an item of forkchat-server(8)."""
+    from forkchat import cli
+    documented = set(re.findall(r"--?[\w-]+", " ".join(item_tags("forkchat-server.8"))))
+    options = {option for action in cli.build_parser()._actions
+               for option in action.option_strings}
+    assert sorted(options - documented) == []
+
+
+CONFIG_SECTIONS = {"[server]": "Server", "[[listen]]": "Listener", "[limits]": "Limits",
+                   "[[operators]]": "Operator", "[log]": "Log"}
+
+
+@pytest.mark.parametrize(("section", "class_name"), sorted(CONFIG_SECTIONS.items()))
+def test_every_config_key_is_documented(section: str, class_name: str) -> None:
+    """Every field of the config dataclasses is an item of its table in forkchat.toml(5)."""
+    import dataclasses
+
+    from forkchat import config
+    keys = {field.name for field in dataclasses.fields(getattr(config, class_name))}
+    documented = set(section_item_tags("forkchat.toml.5").get(section, []))
+    assert sorted(keys - documented) == []
+    assert sorted(documented - keys) == []
+
+
+def documented_defaults(section: str) -> dict[str, object]:
+    """key -> the default forkchat.toml(5) states for it, parsed as a TOML value.
+
+    An item states its default as "..., default" at the end of a line and the
+    value, in bold, as the first argument of the next line's font macro.
+    """
+    import tomllib
+    defaults: dict[str, object] = {}
+    key, current = "", ""
+    lines = (MAN / "forkchat.toml.5").read_text().splitlines()
+    for previous, line in zip(lines, lines[1:]):
+        if previous.startswith(".SH "):
+            current = previous[4:].strip('"')
+        if previous == ".TP":
+            key = plain_text(line)
+        if current == section and re.search(r"(^|\s)default$", previous) \
+                and line.startswith(".B"):
+            argument = line.partition(" ")[2]
+            value = argument[1:].partition('"')[0] if argument.startswith('"') \
+                else argument.split()[0]
+            defaults[key] = tomllib.loads("v = " + value.replace("\\(dq", '"'))["v"]
+    return defaults
+
+
+@pytest.mark.parametrize(("section", "class_name"), sorted(CONFIG_SECTIONS.items()))
+def test_documented_defaults_match_the_code(section: str, class_name: str) -> None:
+    import dataclasses
+
+    from forkchat import config
+    fields = dataclasses.fields(getattr(config, class_name))
+    code = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    assert documented_defaults(section) == code
+
+
+def test_config_example_loads(tmp_path: Path) -> None:
+    """The EXAMPLES file of forkchat.toml(5), placeholders filled in, is a valid config."""
+    from forkchat import config, passwords
+    text = (MAN / "forkchat.toml.5").read_text()
+    example = text.split("\n.SH EXAMPLES\n", 1)[1].split("\n.EX\n", 1)[1].split("\n.EE\n", 1)[0]
+    motd = tmp_path / "motd.txt"
+    motd.write_text("hello\n")
+    example = (example.replace("/etc/forkchat/motd.txt", str(motd))
+               .replace("scrypt$16384$8$1$...$...", passwords.hash_password("secret")))
+    path = tmp_path / "forkchat.toml"
+    path.write_text(example)
+    loaded = config.load(str(path))
+    assert [listener.protocol for listener in loaded.listen] == ["irc", "irc", "tutorial"]
+    assert loaded.operators[0].name == "admin"
