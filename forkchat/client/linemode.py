@@ -51,7 +51,7 @@ class LineMode:
         self._reading = False
         self._eof = False
         self._quit_reason = ""
-        self._show_names = False
+        self._names_quiet: set[str] = set()
 
     def run(self) -> int:
         self.conn.start()
@@ -118,7 +118,6 @@ class LineMode:
             self._complain(str(exc))
             return
         for line in result.lines:
-            self._show_names = self._show_names or line.startswith("NAMES")
             self.conn.send(line)
         for action in result.local:
             LOCAL_ACTIONS.get(action[0], LineMode._ignore)(self, *action[1:])
@@ -154,14 +153,27 @@ class LineMode:
             if event.other in DELIVERY_ERRORS:
                 self.failures += 1
             self._complain(event.text)
-        elif event.kind == "names" and not self._show_names:
-            return  # the burst on JOIN is noise in a pipe; /names asks for it
+        elif event.kind in ("names", "names_end") and self._quiet_names(event):
+            return
         elif event.kind not in HIDDEN_KINDS:
             self._print(events.line_text(event, self.current))
             self._follow_own(event)
 
+    def _quiet_names(self, event: events.UiEvent) -> bool:
+        """The member list that follows our own JOIN is noise in a pipe.
+
+        It arrives between our JOIN and its 366; a later /names reply shows.
+        """
+        room = ircmsg.casefold(event.buffer)
+        if event.kind == "names_end":
+            self._names_quiet.discard(room)
+            return True
+        return room in self._names_quiet
+
     def _follow_own(self, event: events.UiEvent) -> None:
         """Leaving the current room makes the next joined room current."""
+        if event.kind == "join" and event.own:
+            self._names_quiet.add(ircmsg.casefold(event.buffer))
         gone = (event.kind == "part" and event.own) or (event.kind == "kick" and event.own)
         if gone and ircmsg.casefold(event.buffer) == ircmsg.casefold(self.current):
             self.current = next(iter(self.conn.rooms.values()), "")

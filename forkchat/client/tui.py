@@ -414,10 +414,15 @@ class Tui:
             if isinstance(key, str) and key.isdigit():
                 self.model.switch_to(str(int(key) or 10))
                 return
+            if key in ALT_KEYS:
+                ALT_KEYS[key](self)
+                return
         if key == "\x1b":
             self._esc = True
             return
         action = KEYS.get(key)
+        if action is None and isinstance(key, int):
+            action = NAMED_KEYS.get(curses.keyname(key))
         if action is not None:
             action(self)
         elif isinstance(key, str) and key.isprintable():
@@ -586,6 +591,17 @@ KEYS: dict[str | int, Callable[[Tui], None]] = {
     curses.KEY_PPAGE: lambda t: t._page(+1), curses.KEY_NPAGE: lambda t: t._page(-1),
     "\x0e": lambda t: t.model.cycle(+1), "\x10": lambda t: t.model.cycle(-1),
     "\x0c": lambda t: t.scr.clear(), curses.KEY_RESIZE: lambda t: t.scr.clear(),
+}
+
+# Keys without a fixed curses constant: found by their terminfo name.
+NAMED_KEYS: dict[bytes, Callable[[Tui], None]] = {
+    b"kLFT5": lambda t: t.editor.word_left(), b"kRIT5": lambda t: t.editor.word_right(),
+}
+
+# Alt+key arrives as ESC then key.
+ALT_KEYS: dict[str | int, Callable[[Tui], None]] = {
+    "b": lambda t: t.editor.word_left(), "f": lambda t: t.editor.word_right(),
+    curses.KEY_LEFT: lambda t: t.model.cycle(-1), curses.KEY_RIGHT: lambda t: t.model.cycle(+1),
 }
 
 LOCAL_ACTIONS: dict[str, Callable[..., None]] = {

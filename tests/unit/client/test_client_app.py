@@ -1,0 +1,58 @@
+"""Command line parsing of forkchat-client."""
+
+import pytest
+
+from forkchat.client import app, connection
+
+
+@pytest.mark.parametrize("text, tls, expected", [
+    (None, False, ("127.0.0.1", 6667)),
+    (None, True, ("127.0.0.1", 6697)),
+    ("chat.example.org", False, ("chat.example.org", 6667)),
+    ("chat:7000", False, ("chat", 7000)),
+    ("[::1]:7000", False, ("::1", 7000)),
+    ("[::1]", False, ("::1", 6667)),
+    ("::1", False, ("::1", 6667)),
+])
+def test_parse_address(text, tls, expected):
+    assert app.parse_address(text, tls) == expected
+
+
+@pytest.mark.parametrize("text", ["host:0", "host:99999", "host:abc", ":6667"])
+def test_parse_address_errors(text):
+    with pytest.raises(ValueError):
+        app.parse_address(text, False)
+
+
+@pytest.mark.parametrize("nick, ok", [
+    ("bob", True), ("[bot]", True), ("a-b_c", True), ("9lives", False),
+    ("-x", False), ("two words", False), ("", False), ("é", False),
+])
+def test_valid_nick(nick, ok):
+    assert app.valid_nick(nick) is ok
+
+
+def test_settings_from_arguments(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\nignored\n")
+    args = app.build_parser().parse_args(
+        ["-n", "cron", "-r", "ops", "-r", "#dev", "--password-file", str(secret), "h:1"])
+    settings = app.make_settings(args, interactive=False)
+    assert settings == connection.Settings(host="h", port=1, nick="cron",
+                                           rooms=("#ops", "#dev"), password="s3cret")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-n", "9x"], "invalid nickname"),
+    (["-n", "x", "--insecure"], "need --tls"),
+    (["-n", "x", "--password-file", "/nonexistent/pw"], "cannot read password file"),
+    (["-n", "x", "h:port"], "bad port"),
+])
+def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
+    assert app.main(argv + ["--line"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_alternative_nicks():
+    assert [connection.alternative_nick("bob", n) for n in (1, 2, 3)] == ["bob_", "bob2", "bob3"]

@@ -1,0 +1,98 @@
+"""IRC line -> UiEvent -> the line that line mode prints."""
+
+import time
+
+import pytest
+
+from forkchat.client import events, ircmsg
+
+NOW = time.mktime((2026, 11, 29, 9, 5, 0, 0, 0, -1))
+
+
+def line_for(raw: str, me: str = "bob", current: str = "#lobby") -> list[str]:
+    evs = events.translate(ircmsg.parse(raw), me)
+    return [events.line_text(events.UiEvent(**{**e.__dict__, "time": NOW}), current)
+            for e in evs]
+
+
+@pytest.mark.parametrize("raw, printed", [
+    (":alice!a@h PRIVMSG #lobby :hello all", "09:05 <alice> hello all"),
+    (":alice!a@h PRIVMSG #ops :elsewhere", "09:05 #ops <alice> elsewhere"),
+    (":alice!a@h PRIVMSG bob :psst", "09:05 <alice> [private] psst"),
+    (":alice!a@h PRIVMSG #lobby :\x01ACTION waves\x01", "09:05 * alice waves"),
+    (":alice!a@h NOTICE #lobby :heads up", "09:05 -alice- heads up"),
+    (":alice!a@h NOTICE bob :just you", "09:05 -alice- [private] just you"),
+    (":alice!a@h JOIN #lobby", "09:05 * alice joined #lobby"),
+    (":alice!a@h JOIN :#lobby", "09:05 * alice joined #lobby"),
+    (":alice!a@h PART #lobby :gone home", "09:05 * alice left #lobby (gone home)"),
+    (":alice!a@h PART #lobby", "09:05 * alice left #lobby"),
+    (":alice!a@h QUIT :Quit: bye", "09:05 * alice quit (Quit: bye)"),
+    (":alice!a@h NICK alicia", "09:05 * alice is now known as alicia"),
+    (":op!a@h KICK #lobby bob :behave", "09:05 * bob was kicked from #lobby by op (behave)"),
+    (":op!a@h TOPIC #lobby :new topic", "09:05 * op changed the topic of #lobby to: new topic"),
+    (":srv 332 bob #lobby :the topic", "09:05 * Topic for #lobby: the topic"),
+    (":srv 353 bob = #lobby :@op bob", "09:05 * Members of #lobby: @op bob"),
+    (":srv 404 bob #x :Cannot send to channel", "09:05 * #x: Cannot send to channel"),
+    (":srv 311 bob alice a h * :Alice A", "09:05 * alice is a@h (Alice A)"),
+    (":srv 322 bob #ops 3 :ops room", "09:05 * #ops (3 users): ops room"),
+    (":op!a@h MODE #lobby +o bob", "09:05 * op sets mode +o bob on #lobby"),
+])
+def test_line_mode_format(raw, printed):
+    assert line_for(raw) == [printed]
+
+
+@pytest.mark.parametrize("raw", [
+    ":srv 001 bob :Welcome", ":srv 372 bob :- motd", ":srv NOTICE * :*** Looking up",
+])
+def test_server_chatter_is_its_own_kind(raw):
+    assert [e.kind for e in events.translate(ircmsg.parse(raw), "bob")] == ["server"]
+
+
+@pytest.mark.parametrize("raw", [":srv 366 bob #l :End", ":srv 318 bob a :End", "PING :x"])
+def test_silent_or_structural(raw):
+    assert all(e.kind in ("names_end",) for e in events.translate(ircmsg.parse(raw), "bob"))
+
+
+def test_escape_sequences_from_others_never_reach_the_terminal():
+    [event] = events.translate(ircmsg.parse(":evil!e@h PRIVMSG #l :\x1b[2J\x03" "4red\x02 text\x07"), "bob")
+    assert event.text == "[2Jred text"
+
+
+def test_own_flag_and_private_buffer():
+    [join] = events.translate(ircmsg.parse(":Bob!b@h JOIN #lobby"), "bob")
+    assert join.own
+    [msg] = events.translate(ircmsg.parse(":alice!a@h PRIVMSG Bob :hi"), "bob")
+    assert msg.private and msg.buffer == "alice"
+
+
+def test_server_time_tag_is_used():
+    [event] = events.translate(ircmsg.parse(
+        "@time=2026-01-02T03:04:05.000Z :a!a@h PRIVMSG #l :x"), "bob")
+    assert event.time == pytest.approx(1767323045.0)
+
+
+@pytest.mark.parametrize("raw, tags, prefix, command, params", [
+    ("PING :x y", {}, "", "PING", ("x y",)),
+    (":n!u@h PRIVMSG #a :hi :there", {}, "n!u@h", "PRIVMSG", ("#a", "hi :there")),
+    ("@a=1;b=x\\sy :s 001 me :Welcome\r\n", {"a": "1", "b": "x y"}, "s", "001", ("me", "Welcome")),
+    ("join #a", {}, "", "JOIN", ("#a",)),
+    (":s 005 me A B :are supported", {}, "s", "005", ("me", "A", "B", "are supported")),
+    (":s CMD :", {}, "s", "CMD", ("",)),
+])
+def test_parse(raw, tags, prefix, command, params):
+    msg = ircmsg.parse(raw)
+    assert (msg.tags, msg.prefix, msg.command, msg.params) == (tags, prefix, command, params)
+
+
+def test_parse_rejects_empty():
+    with pytest.raises(ValueError):
+        ircmsg.parse(":prefix-only")
+
+
+def test_build_and_casefold():
+    assert ircmsg.build("PRIVMSG", "#a", "x") == "PRIVMSG #a x"
+    assert ircmsg.build("PRIVMSG", "#a", ":)") == "PRIVMSG #a ::)"
+    assert ircmsg.build("AWAY", "") == "AWAY :"
+    with pytest.raises(ValueError):
+        ircmsg.build("PRIVMSG", "a b", "x")
+    assert ircmsg.casefold("Nick[]\\~") == "nick{}|^"

@@ -1,0 +1,132 @@
+"""The input line's editing rules, on plain strings."""
+
+import pytest
+
+from forkchat.client import lineedit
+
+
+def typed(text: str) -> lineedit.LineEditor:
+    editor = lineedit.LineEditor()
+    editor.insert(text)
+    return editor
+
+
+def test_insert_in_the_middle():
+    editor = typed("helo")
+    editor.left()
+    editor.insert("l")
+    assert (editor.text, editor.cursor) == ("hello", 4)
+
+
+@pytest.mark.parametrize("keys, text, cursor", [
+    (["backspace"], "hello worl", 10),
+    (["home", "delete"], "ello world", 0),
+    (["home", "backspace"], "hello world", 0),
+    (["delete_word"], "hello ", 6),
+    (["word_left", "kill_to_end"], "hello ", 6),
+    (["word_left", "kill_to_start"], "world", 0),
+    (["word_left", "word_left", "word_right"], "hello world", 5),
+    (["end", "right"], "hello world", 11),
+])
+def test_editing_keys(keys, text, cursor):
+    editor = typed("hello world")
+    for key in keys:
+        getattr(editor, key)()
+    assert (editor.text, editor.cursor) == (text, cursor)
+
+
+def test_cursor_steps_over_combining_marks():
+    editor = typed("ae\u0301b")          # a, e + combining acute, b
+    editor.left()
+    editor.left()
+    assert editor.cursor == 1
+    editor.delete()
+    assert editor.text == "ab"
+
+
+def test_backspace_removes_a_whole_cluster():
+    editor = typed("xe\u0301")
+    editor.backspace()
+    assert editor.text == "x"
+
+
+def test_history_keeps_the_draft():
+    editor = lineedit.LineEditor()
+    for line in ("one", "two"):
+        editor.insert(line)
+        editor.submit()
+    editor.insert("draft")
+    editor.history_prev()
+    assert editor.text == "two"
+    editor.history_prev()
+    editor.history_prev()
+    assert editor.text == "one"
+    editor.history_next()
+    editor.history_next()
+    assert (editor.text, editor.cursor) == ("draft", 5)
+
+
+def test_submit_skips_blank_and_repeated_lines():
+    editor = lineedit.LineEditor()
+    for line in ("a", "a", "  ", "b"):
+        editor.insert(line)
+        assert editor.submit() == line
+    assert editor.history == ["a", "b"]
+
+
+def candidates(word, at_start):
+    return ["/join", "/juggle"] if word.startswith("/") else ["alice", "Albert", "bob"]
+
+
+def test_tab_completes_a_nick_at_line_start_with_colon():
+    editor = typed("bo")
+    editor.complete(candidates)
+    assert editor.text == "bob: "
+
+
+def test_tab_cycles_through_matches_case_insensitively():
+    editor = typed("hi al")
+    editor.complete(candidates)
+    assert editor.text == "hi Albert "
+    editor.complete(candidates)
+    assert editor.text == "hi alice "
+    editor.complete(candidates)
+    assert editor.text == "hi Albert "
+
+
+def test_tab_completes_commands():
+    editor = typed("/jo")
+    editor.complete(candidates)
+    assert editor.text == "/join "
+
+
+def test_tab_without_match_changes_nothing():
+    editor = typed("zz")
+    editor.complete(candidates)
+    assert editor.text == "zz"
+
+
+@pytest.mark.parametrize("text, width", [
+    ("abc", 3), ("日本", 4), ("e\u0301", 1), ("", 0), ("a\u200bb", 2),
+])
+def test_text_width(text, width):
+    assert lineedit.text_width(text) == width
+
+
+def test_fit_never_splits_a_wide_char():
+    assert lineedit.fit("日本語", 5) == "日本"
+
+
+def test_view_scrolls_to_keep_the_cursor_visible():
+    editor = typed("0123456789")
+    shown, cursor = editor.view(5)
+    assert cursor <= 4
+    assert shown.startswith("6789")
+    editor.home()
+    assert editor.view(5) == ("01234", 0)
+
+
+def test_view_counts_wide_chars_as_two_cells():
+    editor = typed("日本語")
+    shown, cursor = editor.view(20)
+    assert (shown, cursor) == ("日本語", 6)

@@ -1,0 +1,107 @@
+"""The /command table: typed line -> IRC lines + local actions."""
+
+import pytest
+
+from forkchat.client import slash
+
+ROOM = slash.Context(target="#lobby", nick="bob")
+STATUS = slash.Context(target="", nick="bob")
+QUERY = slash.Context(target="alice", nick="bob")
+
+
+@pytest.mark.parametrize("typed, lines", [
+    ("hello", ("PRIVMSG #lobby hello",)),
+    ("hello there", ("PRIVMSG #lobby :hello there",)),
+    ("//etc/passwd is a file", ("PRIVMSG #lobby :/etc/passwd is a file",)),
+    ("/join #ops", ("JOIN #ops",)),
+    ("/join ops,#dev key", ("JOIN #ops,#dev key",)),
+    ("/part", ("PART #lobby",)),
+    ("/part #ops bye now", ("PART #ops :bye now",)),
+    ("/part see you", ("PART #lobby :see you",)),
+    ("/msg alice hi there", ("PRIVMSG alice :hi there",)),
+    ("/notice #ops heads up", ("NOTICE #ops :heads up",)),
+    ("/me waves", ("PRIVMSG #lobby :\x01ACTION waves\x01",)),
+    ("/nick robert", ("NICK robert",)),
+    ("/topic", ("TOPIC #lobby",)),
+    ("/topic new topic", ("TOPIC #lobby :new topic",)),
+    ("/topic #ops ops only", ("TOPIC #ops :ops only",)),
+    ("/names", ("NAMES #lobby",)),
+    ("/names #ops", ("NAMES #ops",)),
+    ("/who", ("WHO #lobby",)),
+    ("/whois alice", ("WHOIS alice",)),
+    ("/list", ("LIST",)),
+    ("/away lunch", ("AWAY lunch",)),
+    ("/away", ("AWAY",)),
+    ("/raw MODE #lobby +m", ("MODE #lobby +m",)),
+    ("/JOIN #caps", ("JOIN #caps",)),
+])
+def test_lines_sent(typed, lines):
+    assert slash.interpret(typed, ROOM).lines == lines
+
+
+@pytest.mark.parametrize("typed, local", [
+    ("hi", (("own", "#lobby", "hi"),)),
+    ("/join #ops", (("joining", "#ops"),)),
+    ("/query alice", (("query", "alice"),)),
+    ("/query alice hey", (("query", "alice"), ("own", "alice", "hey"))),
+    ("/me waves", (("ownaction", "#lobby", "waves"),)),
+    ("/switch 2", (("switch", "2"),)),
+    ("/quit gone fishing", (("quit", "gone fishing"),)),
+    ("/quit", (("quit", ""),)),
+])
+def test_local_actions(typed, local):
+    assert slash.interpret(typed, ROOM).local == local
+
+
+@pytest.mark.parametrize("typed, context, message", [
+    ("/frobnicate", ROOM, "unknown command /frobnicate"),
+    ("/join", ROOM, "usage: /join"),
+    ("/msg alice", ROOM, "usage: /msg"),
+    ("/whois", ROOM, "usage: /whois"),
+    ("hello", STATUS, "no room or conversation here"),
+    ("/me waves", STATUS, "no room or conversation here"),
+    ("/part", STATUS, "not in a room"),
+    ("/topic", QUERY, "not in a room"),
+    ("/query #room", ROOM, "/query is for a nick"),
+])
+def test_errors(typed, context, message):
+    with pytest.raises(slash.SlashError, match=message):
+        slash.interpret(typed, context)
+
+
+def test_part_in_a_query_closes_it():
+    assert slash.interpret("/part", QUERY).local == (("close", "alice"),)
+
+
+def test_help_lists_every_command():
+    text = slash.interpret("/help", ROOM).local[0][1]
+    for name in slash.COMMANDS:
+        assert f"/{name}" in text
+    for name in ("join", "part", "msg", "query", "me", "nick", "topic", "names", "who",
+                 "whois", "list", "away", "quit", "help", "raw", "switch"):
+        assert name in slash.COMMANDS
+
+
+def test_help_for_one_command():
+    assert slash.interpret("/help join", ROOM).local[0][1].startswith("/join")
+
+
+def test_no_line_can_smuggle_crlf():
+    lines = slash.interpret("hi\r\nQUIT :pwned", ROOM).lines
+    assert all("\r" not in line and "\n" not in line for line in lines)
+
+
+def test_long_text_is_split_to_fit_512_bytes_with_prefix():
+    text = " ".join(["wörd"] * 300)
+    lines = slash.interpret(text, ROOM).lines
+    assert len(lines) > 1
+    for line in lines:
+        relayed = f":bob!{'u' * 10}@{'h' * 63} {line}\r\n"
+        assert len(relayed.encode()) <= 512
+    assert " ".join(line.split(" :", 1)[1] for line in lines) == text
+
+
+def test_split_text_respects_utf8_boundaries():
+    pieces = slash.split_text("é" * 100, 21)
+    assert all(len(p.encode()) <= 21 for p in pieces)
+    assert "".join(pieces) == "é" * 100

@@ -1,0 +1,94 @@
+"""The curses interface's model and wrapping, without a screen."""
+
+import time
+
+from forkchat.client import connection, events, tui
+
+
+def ev(kind, **fields):
+    return events.UiEvent(kind, time.time(), **fields)
+
+
+def model_in_lobby() -> tui.ChatModel:
+    model = tui.ChatModel()
+    model.me = "bob"
+    model.pending_switch.add("#lobby")
+    model.apply(ev("join", buffer="#lobby", nick="bob", own=True))
+    model.apply(ev("names", buffer="#lobby", names=("@op", "bob")))
+    model.apply(ev("names_end", buffer="#lobby"))
+    return model
+
+
+def test_own_join_opens_and_switches_and_names_fill_members():
+    model = model_in_lobby()
+    assert model.current.name == "#lobby"
+    assert set(model.current.members.values()) == {"op", "bob"}
+    assert [l.kind for l in model.current.lines] == ["join"]   # names burst is quiet
+
+
+def test_private_message_opens_a_query_buffer_with_unread_highlight():
+    model = model_in_lobby()
+    model.apply(ev("msg", buffer="alice", nick="alice", text="psst", private=True))
+    query = model.find("alice")
+    assert query is not None and query.unread == 1 and query.highlight
+    assert model.current.name == "#lobby"
+
+
+def test_unread_counts_only_other_buffers():
+    model = model_in_lobby()
+    model.apply(ev("join", buffer="#two", nick="bob", own=True))
+    model.apply(ev("msg", buffer="#two", nick="op", text="hi"))
+    assert model.find("#two").unread == 1
+    model.switch_to("3")
+    assert model.current.name == "#two" and model.current.unread == 0
+
+
+def test_quit_and_nick_touch_every_room_with_that_member():
+    model = model_in_lobby()
+    model.apply(ev("nick", nick="op", other="boss"))
+    assert "boss" in model.current.members.values()
+    model.apply(ev("quit", nick="boss", text="bye"))
+    assert "boss" not in model.current.members.values()
+    assert [l.kind for l in model.current.lines][-2:] == ["nick", "quit"]
+
+
+def test_own_part_closes_the_buffer():
+    model = model_in_lobby()
+    model.apply(ev("part", buffer="#lobby", nick="bob", own=True))
+    assert model.find("#lobby") is None and model.active == 0
+
+
+def test_disconnect_is_shown_in_rooms_and_marks_them_unjoined():
+    model = model_in_lobby()
+    model.apply(ev("status", text="Disconnected", other=connection.STATUS_DISCONNECTED))
+    assert model.current.lines[-1].kind == "status"
+    assert not model.current.joined
+
+
+def test_cycle_and_switch_by_name():
+    model = model_in_lobby()
+    model.cycle(+1)
+    assert model.active == 0
+    assert model.switch_to("#LOBBY") and model.current.name == "#lobby"
+    assert not model.switch_to("9")
+
+
+def test_completion_offers_members_but_not_me():
+    model = model_in_lobby()
+    assert model.completions("o", False) == ["op"]
+    assert "/join" in model.completions("/j", True)
+
+
+def test_wrap_breaks_at_width_and_indents():
+    rows = tui.wrap([("12345678901234567890", 0)], 10, indent=2)
+    assert ["".join(t for t, _ in row) for row in rows] == ["1234567890", "  12345678", "  90"]
+
+
+def test_wrap_never_splits_wide_chars():
+    rows = tui.wrap([("日本語日本語", 0)], 5, indent=0)
+    assert ["".join(t for t, _ in row) for row in rows] == ["日本", "語日", "本語"]
+
+
+def test_nick_colour_is_stable_and_case_insensitive():
+    assert tui.nick_colour_index("Alice") == tui.nick_colour_index("alice")
+    assert 0 <= tui.nick_colour_index("bob") < len(tui.NICK_COLOURS)
