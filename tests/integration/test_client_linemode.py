@@ -1,0 +1,231 @@
+"""forkchat-client in line mode against the real server.
+
+Design section 5: "Not on a terminal (pipes, cron, scripts): line mode. Each
+stdin line is sent to the current room; what arrives is printed one event per
+line on stdout ... at EOF it quits cleanly after its lines are sent ... and
+its exit status says whether it did."
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import TEST_LIMITS
+from tests.support.ircclient import IrcTestClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLIENT = [sys.executable, "-m", "forkchat.client.app", "--line"]
+WAIT_S = 10.0
+STAMP = r"\d\d:\d\d"
+
+
+def client_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+class LineClient:
+    """forkchat-client --line as a child; stdout/stderr lines collected by threads."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(CLIENT + args, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=client_env(), cwd=REPO)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._cond = threading.Condition()
+        for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True).start()
+
+    def _collect(self, stream, lines: list[str]) -> None:
+        for raw in stream:
+            with self._cond:
+                lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+
+    def wait_for(self, pattern: str, where: str = "out", count: int = 1,
+                 timeout: float = WAIT_S) -> list[str]:
+        """Wait until `count` lines of stdout (or stderr) match the regex."""
+        lines = self.out if where == "out" else self.err
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [line for line in lines if re.search(pattern, line)]
+                if len(found) >= count:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {pattern!r} in {where}; out={self.out} err={self.err}")
+                self._cond.wait(left)
+
+    def finish(self, timeout: float = 20.0) -> int:
+        """Close stdin (EOF) and wait for the exit status."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def line_client():
+    made: list[LineClient] = []
+
+    def make(*args: str) -> LineClient:
+        client = LineClient(list(args))
+        made.append(client)
+        return client
+    yield make
+    for client in made:
+        client.kill()
+
+
+def run_client(args: list[str], stdin: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    return subprocess.run(CLIENT + args, input=stdin.encode(), capture_output=True,
+                          env=client_env(), cwd=REPO, timeout=timeout)
+
+
+def watcher_in(registered, room: str, nick: str = "watcher") -> IrcTestClient:
+    client = registered(nick)
+    client.join(room)
+    return client
+
+
+def expect_privmsg(client: IrcTestClient, sender: str, room: str, text: str) -> None:
+    msg = client.expect("PRIVMSG")
+    assert (msg.prefix.split("!")[0], msg.params[0], msg.params[-1]) == (sender, room, text)
+
+
+def test_piped_lines_arrive_in_order_from_the_right_nick(server, registered):
+    watcher = watcher_in(registered, "#ops")
+    lines = [f"line {n}: backup step done" for n in range(1, 13)]
+    result = run_client(["-n", "cron", "-r", "#ops", f"127.0.0.1:{server.port}"],
+                        "\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    for text in lines:
+        expect_privmsg(watcher, "cron", "#ops", text)
+    quit_msg = watcher.expect("QUIT")
+    assert quit_msg.prefix.startswith("cron!")
+
+
+def test_echo_into_a_room_just_works(server, registered):
+    """`echo "backup done" | forkchat-client -n cron -r '#ops' host`"""
+    watcher = watcher_in(registered, "#ops")
+    result = run_client(["-n", "cron", "-r", "ops", f"127.0.0.1:{server.port}"], "backup done")
+    assert result.returncode == 0, result.stderr
+    expect_privmsg(watcher, "cron", "#ops", "backup done")
+
+
+def test_room_traffic_is_printed_one_event_per_line(server, registered, line_client):
+    client = line_client("-n", "reader", "-r", "#ops", f"127.0.0.1:{server.port}")
+    client.wait_for(rf"^{STAMP} \* reader joined #ops$")
+    alice = watcher_in(registered, "#ops", "alice")
+    client.wait_for(rf"^{STAMP} \* alice joined #ops$")
+    alice.send("PRIVMSG #ops :hello there")
+    alice.send("PRIVMSG reader :just for you")
+    alice.send("NOTICE #ops :a notice")
+    alice.send("PRIVMSG #ops :\x01ACTION waves\x01")
+    alice.send("NICK alicia")
+    alice.send("PART #ops :see you")
+    client.wait_for(rf"^{STAMP} <alice> hello there$")
+    client.wait_for(rf"^{STAMP} <alice> \[private\] just for you$")
+    client.wait_for(rf"^{STAMP} -alice- a notice$")
+    client.wait_for(rf"^{STAMP} \* alice waves$")
+    client.wait_for(rf"^{STAMP} \* alice is now known as alicia$")
+    client.wait_for(rf"^{STAMP} \* alicia left #ops \(see you\)$")
+    assert client.finish() == 0
+
+
+def test_commands_in_line_mode(server, registered, line_client):
+    bob = watcher_in(registered, "#other", "bob")
+    client = line_client("-n", "scripter", f"127.0.0.1:{server.port}")
+    client.wait_for(r"\* scripter joined #lobby")
+    client.send("/join #other")
+    client.send("now in other")
+    client.send("/msg bob private word")
+    client.send("/me nods")
+    expect_privmsg(bob, "scripter", "#other", "now in other")
+    expect_privmsg(bob, "scripter", "bob", "private word")
+    expect_privmsg(bob, "scripter", "#other", "\x01ACTION nods\x01")
+    client.send("/names #other")
+    client.wait_for(r"\* Members of #other: .*bob")
+    assert client.finish() == 0
+
+
+def test_connection_refused_exits_non_zero_with_one_line(make_server):
+    dead = make_server()
+    port = dead.port
+    dead.stop()
+    result = run_client(["-n", "cron", f"127.0.0.1:{port}"], "lost\n")
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and "cannot connect" in err and "Traceback" not in err
+
+
+def test_wrong_password_is_a_registration_failure(make_server, tmp_path):
+    server = make_server(config_text=TEST_LIMITS + '\n[server]\npassword = "sekrit"\n')
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"], "hi\n")
+    assert result.returncode == 1
+    assert result.stderr.decode().count("\n") == 1
+    secret = tmp_path / "pw"
+    secret.write_text("sekrit\n")
+    result = run_client(["-n", "cron", "--password-file", str(secret),
+                         f"127.0.0.1:{server.port}"], "hi\n")
+    assert result.returncode == 0, result.stderr
+
+
+def test_nick_collision_takes_a_suffix(server, registered):
+    watcher = watcher_in(registered, "#lobby", "cron")
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"], "from the twin\n")
+    assert result.returncode == 0, result.stderr
+    assert "already in use" in result.stderr.decode()
+    msg = watcher.expect("PRIVMSG")
+    assert msg.prefix.startswith("cron_!") and msg.params[-1] == "from the twin"
+
+
+def test_nickname_from_the_first_line_without_n(server, registered):
+    watcher = watcher_in(registered, "#lobby")
+    result = run_client([f"127.0.0.1:{server.port}"], "piped\nhello from piped\n")
+    assert result.returncode == 0, result.stderr
+    expect_privmsg(watcher, "piped", "#lobby", "hello from piped")
+
+
+def test_undeliverable_line_makes_the_exit_status_non_zero(server):
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"], "/msg nobody-here hi\n")
+    assert result.returncode == 1
+    assert "nobody-here" in result.stderr.decode()
+
+
+def test_reconnects_and_rejoins_after_a_server_restart(make_server, line_client):
+    """Design section 5: "Reconnects with backoff and rejoins its rooms"."""
+    first = make_server()
+    port = first.port
+    client = line_client("-n", "stayer", "-r", "#ops", f"127.0.0.1:{port}")
+    client.wait_for(r"\* stayer joined #ops")
+    first.stop()
+    client.wait_for(r"Disconnected: .*reconnecting", where="err")
+    second = make_server(listen=[f"127.0.0.1:{port}"])
+    client.wait_for(r"\* stayer joined #ops", count=2, timeout=30)
+    watcher = IrcTestClient(second.port)
+    try:
+        watcher.register("watcher")
+        watcher.join("#ops")
+        client.send("after the restart")
+        expect_privmsg(watcher, "stayer", "#ops", "after the restart")
+    finally:
+        watcher.close()
+    assert client.finish() == 0
