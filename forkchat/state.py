@@ -1,0 +1,442 @@
+"""The broker's chat state: nicks, rooms, and the table of shared commands.
+
+Pure: no sockets, no I/O.  The broker owns one `ChatState`; it calls
+`request(cid, msg, out)` for every shared-state command a worker forwards,
+and the state writes lines through the `Outbox` the broker passes in
+(`send` to one client, `fanout` of the same bytes to many, `update` of a
+worker's view of its own identity, `drop` of a killed client).
+
+Dispatch follows ergo's `Command.Run`: `request` looks the command up in
+`HANDLERS`, checks registration, operator status and the parameter count in
+one place, then calls the handler.  Handlers raise `numerics.Reply` for
+expected failures and `request` turns that into the numeric (never for
+NOTICE).  Handlers live by topic in state_rooms.py (JOIN .. MODE),
+state_talk.py (PRIVMSG, NOTICE, AWAY, WALLOPS, KILL) and state_query.py
+(WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS, MOTD); identity (NICK, user
+modes, registration, disconnect) stays here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from forkchat import numerics, protocol, rooms, state_query, state_rooms, state_talk
+
+USER_MODES = "iow"
+MAX_TARGETS = state_talk.MAX_TARGETS
+WHOWAS_PER_NICK = 5
+WHOWAS_NICKS = 1000          # nicks remembered for WHOWAS, oldest forgotten first
+_USER_FORBIDDEN = str.maketrans("", "", " \r\n\0!@:")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the broker builds from the configuration; replaced whole on reload."""
+    server_name: str = "forkchat.local"
+    network: str = "forkchat"
+    version: str = "forkchat-0.1.0"
+    created: str = ""
+    motd_lines: tuple[str, ...] = ()
+    default_room: str = "#lobby"
+    nicklen: int = 30
+    roomlen: int = 50
+    topiclen: int = 390
+    rooms_per_client: int = 50
+    members_per_room: int = 1000
+    bans_per_room: int = 100
+    max_rooms: int = 10000
+    kicklen: int = 390
+    awaylen: int = 390
+
+
+class Outbox(Protocol):
+    def send(self, cid: int, line: bytes) -> None: ...
+    def fanout(self, cids: Iterable[int], line: bytes) -> None: ...
+    def update(self, cid: int, changes: dict) -> None: ...
+    def drop(self, cid: int, reason: str) -> None: ...
+
+
+@dataclass(eq=False)
+class Client:
+    cid: int
+    host: str
+    nick: str = ""
+    user: str = ""
+    realname: str = ""
+    registered: bool = False
+    modes: set[str] = field(default_factory=set)
+    away: str = ""
+    joined: dict[str, rooms.Room] = field(default_factory=dict)   # folded room name -> Room
+    invited: set[str] = field(default_factory=set)                # folded room names
+    signon: int = 0
+    last_talk: float = 0.0
+    prefix: str = ""             # nick!user@host, what every relayed line carries
+    folded_prefix: str = ""      # casefolded prefix, what ban masks match
+
+
+@dataclass(frozen=True)
+class WhowasEntry:
+    nick: str
+    user: str
+    host: str
+    realname: str
+    time: int
+
+
+@dataclass(frozen=True)
+class Handler:
+    func: Callable[["ChatState", Client, protocol.Message, Outbox], None]
+    min_params: int = 0
+    registered: bool = True
+    oper: bool = False
+    quiet: bool = False          # NOTICE: errors are never answered (RFC 2812 3.3.2)
+
+
+class ChatState:
+    """All shared chat state of one broker."""
+
+    def __init__(self, settings: Settings, now: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.now = now
+        self.clients: dict[int, Client] = {}
+        self.nicks: dict[str, Client] = {}          # folded nick -> client (reserved or registered)
+        self.rooms: dict[str, rooms.Room] = {}      # folded room name -> Room
+        self.whowas: OrderedDict[str, list[WhowasEntry]] = OrderedDict()
+        self.registered_count = 0
+        self.max_registered = 0
+        self.mode_counts = {letter: 0 for letter in USER_MODES}   # registered users per user mode
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def connect(self, cid: int, host: str) -> None:
+        """A new connection, not yet registered."""
+        self._forget(cid)
+        self.clients[cid] = Client(cid, host=host or "unknown")
+
+    def request(self, cid: int, msg: protocol.Message, out: Outbox) -> None:
+        """Run one shared-state command; the checks every command shares are done here."""
+        client = self.clients.get(cid)
+        if client is None:
+            return
+        handler = HANDLERS.get(msg.command)
+        if handler is None:
+            out.send(cid, self.numeric(client, numerics.ERR_UNKNOWNCOMMAND, msg.command))
+            return
+        try:
+            self._check(client, msg, handler)
+            handler.func(self, client, msg, out)
+        except numerics.Reply as error:
+            if not handler.quiet:
+                out.send(cid, self.error_line(client, error))
+
+    def _check(self, client: Client, msg: protocol.Message, handler: Handler) -> None:
+        if handler.registered and not client.registered:
+            raise numerics.Reply(numerics.ERR_NOTREGISTERED)
+        if handler.oper and "o" not in client.modes:
+            raise numerics.Reply(numerics.ERR_NOPRIVILEGES)
+        if len(msg.params) < handler.min_params:
+            raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, msg.command)
+
+    def register(self, cid: int, user: str, realname: str, out: Outbox) -> None:
+        """NICK and USER are in: mark registered and send the welcome burst."""
+        client = self.clients.get(cid)
+        if client is None or client.registered or not client.nick:
+            return
+        client.user = user.translate(_USER_FORBIDDEN)[:64] or "unknown"
+        client.realname = realname
+        client.signon = int(self.now())
+        client.last_talk = self.now()
+        self._set_registered(client)
+        for line in state_query.welcome_lines(self, client):
+            out.send(cid, line)
+        out.update(cid, {"registered": True})
+
+    def _set_registered(self, client: Client) -> None:
+        client.registered = True
+        self.set_prefix(client)
+        self.registered_count += 1
+        self.max_registered = max(self.max_registered, self.registered_count)
+        for letter in client.modes:
+            self.mode_counts[letter] += 1
+
+    def set_oper(self, cid: int, oper_name: str, out: Outbox) -> None:
+        """The worker checked OPER's password: give +o (oper_name is for the worker's log)."""
+        client = self.clients.get(cid)
+        if client is None or not client.registered:
+            return
+        out.send(cid, self.numeric(client, numerics.RPL_YOUREOPER))
+        if self.set_user_mode(client, "o", True):
+            out.send(cid, state_talk.text_line(client.nick, "MODE", client.nick, "+o"))
+            out.update(cid, {"modes": self.user_modes(client), "oper": True})
+
+    def disconnect(self, cid: int, reason: str, out: Outbox) -> None:
+        """The client is gone: QUIT to everyone sharing a room, free its nick. Idempotent."""
+        client = self.clients.get(cid)
+        if client is None:
+            return
+        if client.registered:
+            peers = self.neighbours(client)
+            if peers:
+                out.fanout(peers, state_talk.text_line(client.prefix, "QUIT", reason))
+            self.record_whowas(client)
+        self._forget(cid)
+
+    def _forget(self, cid: int) -> None:
+        """Remove every trace of `cid` without telling anyone."""
+        client = self.clients.pop(cid, None)
+        if client is None:
+            return
+        folded = protocol.casefold(client.nick)
+        if self.nicks.get(folded) is client:
+            del self.nicks[folded]
+        if client.registered:
+            self.registered_count -= 1
+            for letter in client.modes:
+                self.mode_counts[letter] -= 1
+        for room in list(client.joined.values()):
+            self.remove_member(client, room)
+        for name in client.invited:
+            room = self.rooms.get(name)
+            if room is not None:
+                room.invites.discard(cid)
+
+    def reregister(self, cid: int, identity: dict, out: Outbox) -> None:
+        """Restore a client after a broker restart, silently (issue 6)."""
+        self._forget(cid)
+        client = Client(cid, host=str(identity.get("host") or "unknown"))
+        self.clients[cid] = client
+        nick = str(identity.get("nick") or "")
+        if not protocol.valid_nick(nick, max(self.settings.nicklen, len(nick))):
+            return
+        if protocol.casefold(nick) in self.nicks:
+            nick = self._free_guest_nick(cid)
+            out.update(cid, {"nick": nick})
+        client.nick = nick
+        self.nicks[protocol.casefold(nick)] = client
+        if identity.get("registered") is False:
+            return                  # only a reserved nick: the worker will REGISTER later
+        client.user = str(identity.get("user") or "unknown").translate(_USER_FORBIDDEN) or "unknown"
+        client.realname = str(identity.get("realname") or "")
+        client.away = str(identity.get("away") or "")
+        client.modes = set(str(identity.get("modes") or "")) & set(USER_MODES)
+        client.signon = int(self.now())
+        client.last_talk = self.now()
+        self._set_registered(client)
+        room_map = identity.get("rooms")
+        if isinstance(room_map, dict):
+            for name, status in room_map.items():
+                self._restore_member(client, str(name), rooms.status_string(str(status)))
+
+    def _free_guest_nick(self, cid: int) -> str:
+        base = f"Guest{cid}"
+        nick, suffix = base, 0
+        while protocol.casefold(nick) in self.nicks:
+            suffix += 1
+            nick = f"{base}_{suffix}"
+        return nick
+
+    def _restore_member(self, client: Client, name: str, status: str) -> None:
+        if not protocol.valid_room(name, max(self.settings.roomlen, len(name))):
+            return
+        folded = protocol.casefold(name)
+        room = self.rooms.get(folded)
+        if room is None:
+            room = rooms.Room(name, created=int(self.now()))
+            self.rooms[folded] = room
+        room.members[client.cid] = status
+        client.joined[folded] = room
+
+    def counts(self) -> tuple[int, int]:
+        return self.registered_count, len(self.rooms)
+
+    def identity(self, cid: int) -> dict:
+        """What a worker would need to re-register this client with a new broker."""
+        client = self.clients.get(cid)
+        if client is None:
+            return {}
+        return {"nick": client.nick, "user": client.user, "host": client.host,
+                "realname": client.realname, "modes": self.user_modes(client),
+                "away": client.away, "rooms": self.room_statuses(client)}
+
+    # -- helpers the handlers share ------------------------------------------
+
+    def numeric(self, client: Client, code: str, *params: str, text: str | None = None) -> bytes:
+        """A numeric to `client`; its text always goes as trailing, even one word.
+
+        Same shape as numerics.reply, but `:server 353 me = #r :@me` rather than
+        `... = #r @me`: some clients split names and texts on ' :' only.
+        """
+        target = client.nick if client.registered else "*"
+        if text is None:
+            text = numerics.TEXTS.get(code)
+        if text is None:
+            return protocol.format_line(self.settings.server_name, code, target, *params)
+        return state_talk.text_line(self.settings.server_name, code, target, *params, text)
+
+    def error_line(self, client: Client, error: numerics.Reply) -> bytes:
+        return self.numeric(client, error.code, *error.params, text=error.text)
+
+    def find_nick(self, nick: str) -> Client | None:
+        """A registered client by nick (a nick only reserved before registration is nobody)."""
+        client = self.nicks.get(protocol.casefold(nick))
+        return client if client is not None and client.registered else None
+
+    def find_room(self, name: str) -> rooms.Room | None:
+        return self.rooms.get(protocol.casefold(name))
+
+    def set_prefix(self, client: Client) -> None:
+        client.prefix = protocol.user_prefix(client.nick, client.user, client.host)
+        client.folded_prefix = protocol.casefold(client.prefix)
+
+    def neighbours(self, client: Client) -> set[int]:
+        """Every other client sharing at least one room with `client`."""
+        peers: set[int] = set()
+        for room in client.joined.values():
+            peers.update(room.members)
+        peers.discard(client.cid)
+        return peers
+
+    def shares_room(self, client: Client, other: Client) -> bool:
+        small, large = sorted((client.joined, other.joined), key=len)
+        return any(name in large for name in small)
+
+    def remove_member(self, client: Client, room: rooms.Room) -> None:
+        """Take `client` out of `room`; an empty room ceases to exist."""
+        room.members.pop(client.cid, None)
+        folded = protocol.casefold(room.name)
+        client.joined.pop(folded, None)
+        if not room.members and self.rooms.get(folded) is room:
+            del self.rooms[folded]
+
+    def room_statuses(self, client: Client) -> dict[str, str]:
+        return {room.name: room.members.get(client.cid, "") for room in client.joined.values()}
+
+    def send_rooms_update(self, client: Client, out: Outbox) -> None:
+        out.update(client.cid, {"rooms": self.room_statuses(client)})
+
+    def user_modes(self, client: Client) -> str:
+        return "".join(sorted(client.modes))
+
+    def set_user_mode(self, client: Client, letter: str, on: bool) -> bool:
+        """Set or clear one user mode, keeping the LUSERS counters; True if it changed."""
+        if (letter in client.modes) == on:
+            return False
+        if on:
+            client.modes.add(letter)
+        else:
+            client.modes.discard(letter)
+        if client.registered:
+            self.mode_counts[letter] += 1 if on else -1
+        return True
+
+    def record_whowas(self, client: Client) -> None:
+        folded = protocol.casefold(client.nick)
+        entry = WhowasEntry(client.nick, client.user, client.host, client.realname, int(self.now()))
+        history = self.whowas.pop(folded, [])
+        history.append(entry)
+        self.whowas[folded] = history[-WHOWAS_PER_NICK:]
+        while len(self.whowas) > WHOWAS_NICKS:
+            self.whowas.popitem(last=False)
+
+
+# -- identity commands ---------------------------------------------------------
+
+def cmd_nick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """NICK <nick>
+
+    Before registration the nick is only reserved; after, the change goes
+    once to the client and to everyone sharing a room with it.
+    """
+    nick = msg.param(0)
+    if not nick:
+        raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
+    if not protocol.valid_nick(nick, st.settings.nicklen):
+        raise numerics.Reply(numerics.ERR_ERRONEUSNICKNAME, nick)
+    if nick == client.nick:
+        return
+    folded = protocol.casefold(nick)
+    holder = st.nicks.get(folded)
+    if holder is not None and holder is not client:
+        raise numerics.Reply(numerics.ERR_NICKNAMEINUSE, nick)
+    if client.registered:
+        st.record_whowas(client)
+        recipients = st.neighbours(client)
+        recipients.add(client.cid)
+        out.fanout(recipients, protocol.format_line(client.prefix, "NICK", nick))
+    if client.nick:
+        st.nicks.pop(protocol.casefold(client.nick), None)
+    st.nicks[folded] = client
+    client.nick = nick
+    st.set_prefix(client)
+    out.update(client.cid, {"nick": nick})
+
+
+def cmd_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """MODE <room> [<modes> [<params>...]] | MODE <nick> [<modes>]"""
+    if protocol.is_room_name(msg.params[0]):
+        state_rooms.room_mode(st, client, msg, out)
+    else:
+        user_mode(st, client, msg, out)
+
+
+def user_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """Users change only their own i and w, and may drop o (only OPER gives it)."""
+    target = st.find_nick(msg.params[0])
+    if target is None:
+        raise numerics.Reply(numerics.ERR_NOSUCHNICK, msg.params[0])
+    if target is not client:
+        raise numerics.Reply(numerics.ERR_USERSDONTMATCH)
+    if len(msg.params) < 2:
+        out.send(client.cid, st.numeric(client, numerics.RPL_UMODEIS, "+" + st.user_modes(client)))
+        return
+    before = set(client.modes)
+    unknown = _apply_user_modes(st, client, msg.params[1])
+    added, removed = client.modes - before, before - client.modes
+    if added or removed:
+        change = ("+" + "".join(sorted(added)) if added else "") + \
+                 ("-" + "".join(sorted(removed)) if removed else "")
+        out.send(client.cid, state_talk.text_line(client.nick, "MODE", client.nick, change))
+        out.update(client.cid, {"modes": st.user_modes(client), "oper": "o" in client.modes})
+    if unknown:
+        raise numerics.Reply(numerics.ERR_UMODEUNKNOWNFLAG)
+
+
+def _apply_user_modes(st: ChatState, client: Client, modestring: str) -> bool:
+    """Apply what a user may change of its own modes; True if a letter was unknown."""
+    adding, unknown = True, False
+    for letter in modestring:
+        if letter in "+-":
+            adding = letter == "+"
+        elif letter not in USER_MODES:
+            unknown = True
+        elif letter != "o" or not adding:
+            st.set_user_mode(client, letter, adding)
+    return unknown
+
+
+HANDLERS: dict[str, Handler] = {
+    "NICK": Handler(cmd_nick, registered=False),
+    "JOIN": Handler(state_rooms.cmd_join, min_params=1),
+    "PART": Handler(state_rooms.cmd_part, min_params=1),
+    "TOPIC": Handler(state_rooms.cmd_topic, min_params=1),
+    "NAMES": Handler(state_rooms.cmd_names),
+    "LIST": Handler(state_rooms.cmd_list),
+    "KICK": Handler(state_rooms.cmd_kick, min_params=2),
+    "INVITE": Handler(state_rooms.cmd_invite, min_params=2),
+    "MODE": Handler(cmd_mode, min_params=1),
+    "PRIVMSG": Handler(state_talk.cmd_privmsg),
+    "NOTICE": Handler(state_talk.cmd_notice, quiet=True),
+    "AWAY": Handler(state_talk.cmd_away),
+    "WALLOPS": Handler(state_talk.cmd_wallops, min_params=1, oper=True),
+    "KILL": Handler(state_talk.cmd_kill, min_params=1, oper=True),
+    "WHO": Handler(state_query.cmd_who),
+    "WHOIS": Handler(state_query.cmd_whois),
+    "WHOWAS": Handler(state_query.cmd_whowas),
+    "ISON": Handler(state_query.cmd_ison, min_params=1),
+    "USERHOST": Handler(state_query.cmd_userhost, min_params=1),
+    "LUSERS": Handler(state_query.cmd_lusers),
+    "MOTD": Handler(state_query.cmd_motd),
+}

@@ -1,0 +1,236 @@
+"""Queries: WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS, MOTD, and the welcome burst.
+
+Read-only handlers: they look at the `ChatState` and answer the asking
+client, never anyone else.  Invisible (+i) users show up in masks only to
+those who share a room with them (RFC 2812 3.6.1).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Iterator
+
+from forkchat import numerics, protocol, rooms, state_rooms, state_talk
+
+if TYPE_CHECKING:
+    from forkchat.state import ChatState, Client, Outbox
+
+ISUPPORT_PER_LINE = 12
+MAX_ISON = 64
+MAX_USERHOST = 5
+
+
+def isupport_tokens(st: ChatState) -> list[str]:
+    s = st.settings
+    targets = state_talk.MAX_TARGETS
+    return [
+        f"NETWORK={s.network}", "CHANTYPES=#&", f"CASEMAPPING={protocol.CASEMAPPING}",
+        "PREFIX=(ov)@+", f"CHANMODES=b,k,l,{rooms.FLAG_MODES}", f"MODES={rooms.MAX_PARAM_MODES}",
+        f"NICKLEN={s.nicklen}", f"CHANNELLEN={s.roomlen}", f"TOPICLEN={s.topiclen}",
+        f"KICKLEN={s.kicklen}", f"AWAYLEN={s.awaylen}", f"CHANLIMIT=#&:{s.rooms_per_client}",
+        f"MAXTARGETS={targets}", f"MAXLIST=b:{s.bans_per_room}", f"KEYLEN={rooms.KEYLEN}",
+        f"TARGMAX=JOIN:,KICK:{state_rooms.MAX_KICKS},LIST:,NAMES:,NOTICE:{targets},"
+        f"PART:,PRIVMSG:{targets},WHOIS:{targets},WHOWAS:{targets}",
+    ]
+
+
+def welcome_lines(st: ChatState, client: Client) -> list[bytes]:
+    """001-005, LUSERS and MOTD: what a client gets once registered."""
+    s = st.settings
+    lines = [
+        st.numeric(client, numerics.RPL_WELCOME,
+                   text=f"Welcome to the {s.network} IRC Network {client.prefix}"),
+        st.numeric(client, numerics.RPL_YOURHOST,
+                   text=f"Your host is {s.server_name}, running version {s.version}"),
+        st.numeric(client, numerics.RPL_CREATED,
+                   text=f"This server was created {s.created or 'recently'}"),
+        st.numeric(client, numerics.RPL_MYINFO, s.server_name, s.version, "iow",
+                   "".join(sorted(rooms.KNOWN_MODES)), "bklov"),
+    ]
+    tokens = isupport_tokens(st)
+    for start in range(0, len(tokens), ISUPPORT_PER_LINE):
+        lines.append(st.numeric(client, numerics.RPL_ISUPPORT,
+                                *tokens[start:start + ISUPPORT_PER_LINE]))
+    return lines + lusers_lines(st, client) + motd_lines(st, client)
+
+
+def lusers_lines(st: ChatState, client: Client) -> list[bytes]:
+    """251-255 and 265/266, from counters the state keeps (no scan of all clients)."""
+    users = st.registered_count
+    invisible = st.mode_counts["i"]
+    unknown = len(st.clients) - users
+    most = st.max_registered
+    lines = [
+        st.numeric(client, numerics.RPL_LUSERCLIENT,
+                   text=f"There are {users - invisible} users and {invisible} invisible on 1 servers"),
+        st.numeric(client, numerics.RPL_LUSEROP, str(st.mode_counts["o"])),
+    ]
+    if unknown:
+        lines.append(st.numeric(client, numerics.RPL_LUSERUNKNOWN, str(unknown)))
+    lines += [
+        st.numeric(client, numerics.RPL_LUSERCHANNELS, str(len(st.rooms))),
+        st.numeric(client, numerics.RPL_LUSERME, text=f"I have {users} clients and 1 servers"),
+        st.numeric(client, numerics.RPL_LOCALUSERS, str(users), str(most),
+                   text=f"Current local users {users}, max {most}"),
+        st.numeric(client, numerics.RPL_GLOBALUSERS, str(users), str(most),
+                   text=f"Current global users {users}, max {most}"),
+    ]
+    return lines
+
+
+def motd_lines(st: ChatState, client: Client) -> list[bytes]:
+    s = st.settings
+    if not s.motd_lines:
+        return [st.numeric(client, numerics.ERR_NOMOTD)]
+    return [st.numeric(client, numerics.RPL_MOTDSTART,
+                       text=f"- {s.server_name} Message of the day - "),
+            *(st.numeric(client, numerics.RPL_MOTD, text=f"- {line}") for line in s.motd_lines),
+            st.numeric(client, numerics.RPL_ENDOFMOTD)]
+
+
+def cmd_lusers(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """LUSERS"""
+    for line in lusers_lines(st, client):
+        out.send(client.cid, line)
+
+
+def cmd_motd(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """MOTD"""
+    for line in motd_lines(st, client):
+        out.send(client.cid, line)
+
+
+def _may_see(st: ChatState, client: Client, other: Client) -> bool:
+    return other is client or "i" not in other.modes or st.shares_room(client, other)
+
+
+def _who_line(st: ChatState, client: Client, other: Client, room_name: str, status: str) -> bytes:
+    """352: <room> <user> <host> <server> <nick> <H|G>[*][@|+] :<hops> <realname>"""
+    flags = ("G" if other.away else "H") + ("*" if "o" in other.modes else "")
+    flags += rooms.highest_prefix(status)
+    return st.numeric(client, numerics.RPL_WHOREPLY, room_name, other.user, other.host,
+                      st.settings.server_name, other.nick, flags, text=f"0 {other.realname}")
+
+
+def _who_matches(st: ChatState, client: Client, mask: str) -> Iterator[Client]:
+    """Users a non-room WHO mask names: an exact nick, or a glob on nick/user/host/realname."""
+    if mask not in ("", "0") and "*" not in mask and "?" not in mask:
+        found = st.find_nick(mask)
+        if found is not None:
+            yield found
+        return
+    folded = protocol.casefold(mask or "*")
+    for other in st.clients.values():
+        if not other.registered or not _may_see(st, client, other):
+            continue
+        fields = (other.nick, other.user, other.host, other.realname)
+        if folded in ("*", "0") or any(rooms.glob_match(folded, protocol.casefold(f)) for f in fields):
+            yield other
+
+
+def cmd_who(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """WHO [<mask> [o]]
+
+    A room gives its members with their status; a nick or mask gives '*'
+    for the room field.  315 echoes the mask as given.
+    """
+    mask = msg.param(0)
+    opers_only = msg.param(1) == "o"
+    if protocol.is_room_name(mask):
+        room = st.find_room(mask)
+        if room is not None and state_rooms.visible(room, client):
+            member = client.cid in room.members
+            for cid, status in list(room.members.items()):
+                other = st.clients[cid]
+                if (member or "i" not in other.modes) and not (opers_only and "o" not in other.modes):
+                    out.send(client.cid, _who_line(st, client, other, room.name, status))
+    else:
+        for other in _who_matches(st, client, mask):
+            if not opers_only or "o" in other.modes:
+                out.send(client.cid, _who_line(st, client, other, "*", ""))
+    out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFWHO, mask or "*"))
+
+
+def cmd_whois(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """WHOIS [<server>] <nick>{,<nick>}
+
+    One block per nick (or 401), then one 318 for the whole query.
+    """
+    query = msg.params[-1] if msg.params else ""
+    if not query:
+        raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
+    for nick in state_talk.split_targets(query, state_talk.MAX_TARGETS):
+        target = st.find_nick(nick)
+        if target is None:
+            out.send(client.cid, st.numeric(client, numerics.ERR_NOSUCHNICK, nick))
+            continue
+        for line in _whois_lines(st, client, target):
+            out.send(client.cid, line)
+    out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFWHOIS, query))
+
+
+def _whois_lines(st: ChatState, client: Client, target: Client) -> list[bytes]:
+    nick = target.nick
+    lines = [st.numeric(client, numerics.RPL_WHOISUSER, nick, target.user, target.host, "*",
+                        text=target.realname)]
+    shown = [rooms.highest_prefix(room.members.get(target.cid, "")) + room.name
+             for room in target.joined.values()
+             if target is client or state_rooms.visible(room, client)]
+    budget = state_rooms.numeric_budget(st, client, nick)
+    lines += [st.numeric(client, numerics.RPL_WHOISCHANNELS, nick, text=piece)
+              for piece in state_rooms.chunk_words(shown, budget)]
+    lines.append(st.numeric(client, numerics.RPL_WHOISSERVER, nick, st.settings.server_name,
+                            text=f"{st.settings.network} chat server"))
+    if target.away:
+        lines.append(st.numeric(client, numerics.RPL_AWAY, nick, text=target.away))
+    if "o" in target.modes:
+        lines.append(st.numeric(client, numerics.RPL_WHOISOPERATOR, nick))
+    idle = max(0, int(st.now() - target.last_talk))
+    lines.append(st.numeric(client, numerics.RPL_WHOISIDLE, nick, str(idle), str(target.signon)))
+    return lines
+
+
+def cmd_whowas(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """WHOWAS <nick>{,<nick>} [<count>]"""
+    query = msg.param(0)
+    if not query:
+        raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
+    count_text = msg.param(1)
+    count = int(count_text) if count_text.isascii() and count_text.isdigit() else 0
+    for nick in state_talk.split_targets(query, state_talk.MAX_TARGETS):
+        history = st.whowas.get(protocol.casefold(nick))
+        if not history:
+            out.send(client.cid, st.numeric(client, numerics.ERR_WASNOSUCHNICK, nick))
+            continue
+        newest_first = history[::-1]
+        for entry in newest_first[:count] if count > 0 else newest_first:
+            when = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(entry.time))
+            out.send(client.cid, st.numeric(client, numerics.RPL_WHOWASUSER, entry.nick,
+                                            entry.user, entry.host, "*", text=entry.realname))
+            out.send(client.cid, st.numeric(client, numerics.RPL_WHOISSERVER, entry.nick,
+                                            st.settings.server_name, text=when))
+    out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFWHOWAS, query))
+
+
+def _words(msg: protocol.Message) -> list[str]:
+    """ISON and USERHOST take nicks as separate parameters or one trailing list."""
+    return " ".join(msg.params).split()
+
+
+def cmd_ison(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """ISON <nick>{ <nick>}"""
+    present = [found.nick for word in _words(msg)[:MAX_ISON]
+               if (found := st.find_nick(word)) is not None]
+    out.send(client.cid, st.numeric(client, numerics.RPL_ISON, text=" ".join(present)))
+
+
+def cmd_userhost(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """USERHOST <nick>{ <nick>}  (at most 5: nick[*]=+|-user@host)"""
+    replies = []
+    for word in _words(msg)[:MAX_USERHOST]:
+        found = st.find_nick(word)
+        if found is not None:
+            oper = "*" if "o" in found.modes else ""
+            away = "-" if found.away else "+"
+            replies.append(f"{found.nick}{oper}={away}{found.user}@{found.host}")
+    out.send(client.cid, st.numeric(client, numerics.RPL_USERHOST, text=" ".join(replies)))

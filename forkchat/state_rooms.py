@@ -1,0 +1,351 @@
+"""Room commands: JOIN, PART, TOPIC, NAMES, LIST, KICK, INVITE and room MODE.
+
+Handlers validate, then change the `rooms.Room` records the `ChatState`
+holds, then write lines.  Commands with several targets (JOIN #a,#b;
+KICK #r a,b) answer each failing target and go on with the others.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from forkchat import numerics, protocol, rooms, state_talk
+
+if TYPE_CHECKING:
+    from forkchat.state import ChatState, Client, Outbox
+
+MAX_KICKS = 20          # targets of one KICK
+
+
+def chunk_words(words: Iterable[str], budget: int) -> list[str]:
+    """Join words with spaces into pieces of at most `budget` UTF-8 bytes."""
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for word in words:
+        length = len(word.encode("utf-8")) + (1 if current else 0)
+        if current and size + length > budget:
+            pieces.append(" ".join(current))
+            current, size = [], 0
+            length -= 1
+        current.append(word)
+        size += length
+    if current:
+        pieces.append(" ".join(current))
+    return pieces
+
+
+def numeric_budget(st: ChatState, client: Client, *params: str) -> int:
+    """Bytes left for the trailing text of a numeric with these parameters."""
+    head = numerics.reply(st.settings.server_name, "000", client.nick or "*", *params, text="")
+    return protocol.MAX_BODY_BYTES - (len(head) - 2)
+
+
+def visible(room: rooms.Room, client: Client) -> bool:
+    return client.cid in room.members or not room.is_hidden()
+
+
+def names_lines(st: ChatState, client: Client, room: rooms.Room) -> list[bytes]:
+    """The 353 lines of one room, as many as the 512-byte limit needs."""
+    member = client.cid in room.members
+    names: list[str] = []
+    for cid, status in room.members.items():
+        other = st.clients[cid]
+        if member or "i" not in other.modes:
+            names.append(rooms.highest_prefix(status) + other.nick)
+    symbol = room.names_symbol()
+    budget = numeric_budget(st, client, symbol, room.name)
+    return [st.numeric(client, numerics.RPL_NAMREPLY, symbol, room.name, text=piece)
+            for piece in chunk_words(names, budget)]
+
+
+def topic_lines(st: ChatState, client: Client, room: rooms.Room) -> list[bytes]:
+    if not room.topic:
+        return [st.numeric(client, numerics.RPL_NOTOPIC, room.name)]
+    return [st.numeric(client, numerics.RPL_TOPIC, room.name, text=room.topic),
+            st.numeric(client, numerics.RPL_TOPICWHOTIME, room.name, room.topic_setter,
+                       str(room.topic_time))]
+
+
+def cmd_join(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """JOIN <room>{,<room>} [<key>{,<key>}] | JOIN 0"""
+    if msg.params[0] == "0":
+        _part_all(st, client, out)
+        return
+    keys = msg.param(1).split(",")
+    changed = False
+    for index, name in enumerate(msg.params[0].split(",")):
+        key = keys[index] if index < len(keys) else ""
+        try:
+            changed = _join_one(st, client, name, key, out) or changed
+        except numerics.Reply as error:
+            out.send(client.cid, st.error_line(client, error))
+    if changed:
+        st.send_rooms_update(client, out)
+
+
+def _join_one(st: ChatState, client: Client, name: str, key: str, out: Outbox) -> bool:
+    if not protocol.valid_room(name, st.settings.roomlen):
+        raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
+    folded = protocol.casefold(name)
+    if folded in client.joined:
+        return False
+    if len(client.joined) >= st.settings.rooms_per_client:
+        raise numerics.Reply(numerics.ERR_TOOMANYCHANNELS, name)
+    room = st.rooms.get(folded)
+    status = ""
+    if room is None:
+        if len(st.rooms) >= st.settings.max_rooms:
+            raise numerics.Reply(numerics.ERR_TOOMANYCHANNELS, name,
+                                 text="Too many rooms on this server")
+        room = rooms.Room(name, created=int(st.now()))
+        st.rooms[folded] = room
+        status = "@"
+    else:
+        _check_admission(st, client, room, key)
+    room.members[client.cid] = status
+    client.joined[folded] = room
+    room.invites.discard(client.cid)
+    client.invited.discard(folded)
+    out.fanout(list(room.members), protocol.format_line(client.prefix, "JOIN", room.name))
+    for line in _join_burst(st, client, room):
+        out.send(client.cid, line)
+    return True
+
+
+def _join_burst(st: ChatState, client: Client, room: rooms.Room) -> list[bytes]:
+    """After the JOIN echo: topic (if any), then NAMES (RFC 2812 3.2.1)."""
+    lines = topic_lines(st, client, room) if room.topic else []
+    lines += names_lines(st, client, room)
+    lines.append(st.numeric(client, numerics.RPL_ENDOFNAMES, room.name))
+    return lines
+
+
+def _check_admission(st: ChatState, client: Client, room: rooms.Room, key: str) -> None:
+    """Bans, +i, +k, +l and the hard member bound; an INVITE lets through bans, +i and +l."""
+    invited = client.cid in room.invites
+    if len(room.members) >= st.settings.members_per_room:
+        raise numerics.Reply(numerics.ERR_CHANNELISFULL, room.name)
+    if not invited and room.is_banned(client.folded_prefix):
+        raise numerics.Reply(numerics.ERR_BANNEDFROMCHAN, room.name)
+    if not invited and "i" in room.flags:
+        raise numerics.Reply(numerics.ERR_INVITEONLYCHAN, room.name)
+    if room.key and key != room.key:
+        raise numerics.Reply(numerics.ERR_BADCHANNELKEY, room.name)
+    if not invited and room.limit and len(room.members) >= room.limit:
+        raise numerics.Reply(numerics.ERR_CHANNELISFULL, room.name)
+
+
+def _part_all(st: ChatState, client: Client, out: Outbox) -> None:
+    """JOIN 0: leave every room (RFC 2812 3.2.1)."""
+    for room in list(client.joined.values()):
+        out.fanout(list(room.members), protocol.format_line(client.prefix, "PART", room.name))
+        st.remove_member(client, room)
+    st.send_rooms_update(client, out)
+
+
+def cmd_part(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """PART <room>{,<room>} [:<reason>]"""
+    reason = msg.param(1)[:st.settings.kicklen]
+    parted: list[str] = []
+
+    def part(name: str) -> None:
+        room = st.find_room(name)
+        if room is None:
+            raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
+        if client.cid not in room.members:
+            raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
+        if reason:
+            line = state_talk.text_line(client.prefix, "PART", room.name, reason)
+        else:
+            line = protocol.format_line(client.prefix, "PART", room.name)
+        out.fanout(list(room.members), line)
+        st.remove_member(client, room)
+        parted.append(name)
+
+    state_talk.for_each(st, client, out, msg.params[0].split(","), part)
+    if parted:
+        st.send_rooms_update(client, out)
+
+
+def cmd_topic(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """TOPIC <room> [:<topic>]
+
+    An empty topic clears it.  The change goes to every member, setter included.
+    """
+    room = st.find_room(msg.params[0])
+    if room is None:
+        raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, msg.params[0])
+    member = client.cid in room.members
+    if len(msg.params) < 2:
+        if not member and room.is_hidden():
+            raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
+        for line in topic_lines(st, client, room):
+            out.send(client.cid, line)
+        return
+    if not member:
+        raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
+    if "t" in room.flags and not room.is_op(client.cid):
+        raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
+    room.topic = msg.params[1][:st.settings.topiclen]
+    room.topic_setter = client.prefix
+    room.topic_time = int(st.now())
+    out.fanout(list(room.members), state_talk.text_line(client.prefix, "TOPIC", room.name, room.topic))
+
+
+def cmd_names(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """NAMES [<room>{,<room>}]
+
+    Without a room: every room the client may see, then one 366 for '*'.
+    An unknown or invalid room gets just its 366 (RFC 2812 3.2.5).
+    """
+    query = msg.param(0)
+    if query:
+        found = (st.find_room(name) for name in query.split(","))
+        shown = [room for room in found if room is not None]
+    else:
+        shown = list(st.rooms.values())
+    for room in shown:
+        if visible(room, client):
+            for line in names_lines(st, client, room):
+                out.send(client.cid, line)
+    out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFNAMES, query or "*"))
+
+
+def cmd_list(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """LIST [<room>{,<room>}]  (no 321: modern servers skip it)"""
+    query = msg.param(0)
+    if query and protocol.is_room_name(query):
+        found = (st.find_room(name) for name in query.split(","))
+        shown = [room for room in found if room is not None]
+    else:
+        shown = list(st.rooms.values())
+    for room in shown:
+        if visible(room, client):
+            out.send(client.cid, st.numeric(client, numerics.RPL_LIST, room.name,
+                                            str(len(room.members)), text=room.topic))
+    out.send(client.cid, st.numeric(client, numerics.RPL_LISTEND))
+
+
+def cmd_kick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """KICK <room>{,<room>} <nick>{,<nick>} [:<reason>]
+
+    One room and several nicks, or as many rooms as nicks, paired in order.
+    """
+    names = msg.params[0].split(",")
+    nicks = [nick for nick in msg.params[1].split(",") if nick][:MAX_KICKS]
+    if len(names) == 1:
+        pairs = [(names[0], nick) for nick in nicks]
+    elif len(names) == len(nicks):
+        pairs = list(zip(names, nicks))
+    else:
+        raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "KICK")
+    reason = msg.param(2)[:st.settings.kicklen] or client.nick
+    kicked: dict[int, Client] = {}
+    for name, nick in pairs:
+        try:
+            target = _kick_one(st, client, name, nick, reason, out)
+            kicked[target.cid] = target
+        except numerics.Reply as error:
+            out.send(client.cid, st.error_line(client, error))
+    for target in kicked.values():
+        st.send_rooms_update(target, out)
+
+
+def _kick_one(st: ChatState, client: Client, name: str, nick: str, reason: str,
+              out: Outbox) -> Client:
+    room = st.find_room(name)
+    if room is None:
+        raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
+    if client.cid not in room.members:
+        raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
+    if not room.is_op(client.cid):
+        raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
+    target = st.find_nick(nick)
+    if target is None:
+        raise numerics.Reply(numerics.ERR_NOSUCHNICK, nick)
+    if target.cid not in room.members:
+        raise numerics.Reply(numerics.ERR_USERNOTINCHANNEL, target.nick, room.name)
+    line = state_talk.text_line(client.prefix, "KICK", room.name, target.nick, reason)
+    out.fanout(list(room.members), line)
+    st.remove_member(target, room)
+    return target
+
+
+def cmd_invite(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """INVITE <nick> <room>
+
+    The room need not exist (RFC 2812 3.2.7); when it does, only members
+    may invite, only ops when it is +i.  The invite lets the target through
+    +i, +l and bans once.
+    """
+    target = st.find_nick(msg.params[0])
+    if target is None:
+        raise numerics.Reply(numerics.ERR_NOSUCHNICK, msg.params[0])
+    name = msg.params[1]
+    room = st.find_room(name)
+    if room is not None:
+        if client.cid not in room.members:
+            raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
+        if target.cid in room.members:
+            raise numerics.Reply(numerics.ERR_USERONCHANNEL, target.nick, room.name)
+        if "i" in room.flags and not room.is_op(client.cid):
+            raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
+        room.invites.add(target.cid)
+        target.invited.add(protocol.casefold(room.name))
+        name = room.name
+    elif not protocol.valid_room(name, st.settings.roomlen):
+        raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
+    out.send(client.cid, st.numeric(client, numerics.RPL_INVITING, target.nick, name))
+    out.send(target.cid, protocol.format_line(client.prefix, "INVITE", target.nick, name))
+    if target.away:
+        out.send(client.cid, st.numeric(client, numerics.RPL_AWAY, target.nick, text=target.away))
+
+
+def room_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """MODE <room> [<modes> [<params>...]]"""
+    room = st.find_room(msg.params[0])
+    if room is None:
+        raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, msg.params[0])
+    if len(msg.params) < 2:
+        _send_room_modes(st, client, room, out)
+        return
+    parsed = rooms.parse_modes(msg.params[1], msg.params[2:])
+    for letter in parsed.unknown:
+        out.send(client.cid, st.numeric(client, numerics.ERR_UNKNOWNMODE, letter))
+    if parsed.list_bans:
+        _send_ban_list(st, client, room, out)
+    if parsed.missing:
+        out.send(client.cid, st.numeric(client, numerics.ERR_NEEDMOREPARAMS, "MODE"))
+    if not parsed.changes:
+        return
+    if not room.is_op(client.cid):
+        raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
+    outcome = rooms.apply_modes(room, parsed.changes, lambda nick: _resolve(st, nick),
+                                client.prefix, int(st.now()), st.settings.bans_per_room)
+    for error in outcome.errors:
+        out.send(client.cid, st.error_line(client, error))
+    if outcome.applied:
+        params = rooms.mode_line_params(outcome.applied)
+        out.fanout(list(room.members), protocol.format_line(client.prefix, "MODE", room.name, *params))
+    for cid in outcome.touched:
+        st.send_rooms_update(st.clients[cid], out)
+
+
+def _resolve(st: ChatState, nick: str) -> tuple[int, str] | None:
+    target = st.find_nick(nick)
+    return None if target is None else (target.cid, target.nick)
+
+
+def _send_room_modes(st: ChatState, client: Client, room: rooms.Room, out: Outbox) -> None:
+    """324 and 329; the key is shown to members only."""
+    params = room.mode_params(with_key=client.cid in room.members)
+    out.send(client.cid, st.numeric(client, numerics.RPL_CHANNELMODEIS, room.name, *params))
+    out.send(client.cid, st.numeric(client, numerics.RPL_CREATIONTIME, room.name, str(room.created)))
+
+
+def _send_ban_list(st: ChatState, client: Client, room: rooms.Room, out: Outbox) -> None:
+    for ban in room.bans.values():
+        out.send(client.cid, st.numeric(client, numerics.RPL_BANLIST, room.name, ban.mask,
+                                        ban.setter, str(ban.time)))
+    out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFBANLIST, room.name))

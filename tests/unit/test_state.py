@@ -1,0 +1,954 @@
+"""state.py and its handlers: ChatState transitions and the exact lines they produce.
+
+No sockets: a RecordingOutbox collects (cid, line) pairs, updates and drops;
+a fake clock makes idle times and timestamps exact.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from forkchat import numerics, protocol, state
+
+S = ":srv"
+HOST = "127.0.0.1"
+
+
+class RecordingOutbox:
+    """state.Outbox that remembers everything, in order."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[int, str]] = []
+        self.fanouts: list[tuple[list[int], bytes]] = []
+        self.updates: list[tuple[int, dict]] = []
+        self.drops: list[tuple[int, str]] = []
+
+    def send(self, cid: int, line: bytes) -> None:
+        self._check(line)
+        self.lines.append((cid, line.decode()[:-2]))
+
+    def fanout(self, cids, line: bytes) -> None:
+        cids = list(cids)
+        self._check(line)
+        self.fanouts.append((cids, line))
+        for cid in cids:
+            self.lines.append((cid, line.decode()[:-2]))
+
+    def update(self, cid: int, changes: dict) -> None:
+        self.updates.append((cid, changes))
+
+    def drop(self, cid: int, reason: str) -> None:
+        self.drops.append((cid, reason))
+
+    @staticmethod
+    def _check(line: bytes) -> None:
+        assert line.endswith(b"\r\n") and len(line) <= protocol.MAX_LINE_BYTES
+        assert b"\r" not in line[:-2] and b"\n" not in line[:-2] and b"\0" not in line
+
+    def take(self) -> list[tuple[int, str]]:
+        lines, self.lines = self.lines, []
+        self.fanouts, self.updates, self.drops = [], [], []
+        return lines
+
+    def to(self, cid: int) -> list[str]:
+        return [line for who, line in self.take() if who == cid]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class World:
+    """A ChatState with helpers: clients by nick, commands as text."""
+
+    def __init__(self, **settings) -> None:
+        settings.setdefault("server_name", "srv")
+        self.clock = Clock()
+        self.st = state.ChatState(state.Settings(**settings), now=self.clock)
+        self.out = RecordingOutbox()
+        self.cids: dict[str, int] = {}
+
+    def add(self, nick: str, register: bool = True, user: str | None = None) -> int:
+        cid = len(self.cids) + 1
+        self.cids[nick] = cid
+        self.st.connect(cid, HOST)
+        self.st.request(cid, protocol.parse_text(f"NICK {nick}"), self.out)
+        if register:
+            self.st.register(cid, user or nick[0] + "u", f"Real {nick}", self.out)
+        self.out.take()
+        return cid
+
+    def cmd(self, nick: str, line: str) -> list[tuple[int, str]]:
+        self.st.request(self.cids[nick], protocol.parse_text(line), self.out)
+        return self.out.take()
+
+    def to(self, nick: str, line: str) -> list[str]:
+        """Run `line` as `nick`; return what `nick` itself received."""
+        self.st.request(self.cids[nick], protocol.parse_text(line), self.out)
+        return self.out.to(self.cids[nick])
+
+    def p(self, nick: str) -> str:
+        return f":{nick}!{nick[0]}u@{HOST}"
+
+
+@pytest.fixture
+def w() -> World:
+    return World()
+
+
+@pytest.fixture
+def room(w: World) -> World:
+    """alice (op) and bob in #room; carol registered, in no room."""
+    w.add("alice")
+    w.add("bob")
+    w.add("carol")
+    w.cmd("alice", "JOIN #room")
+    w.cmd("bob", "JOIN #room")
+    return w
+
+
+# -- dispatch and registration ------------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    ("FOO", ":srv 421 alice FOO :Unknown command"),
+    ("JOIN", ":srv 461 alice JOIN :Not enough parameters"),
+    ("KICK #a", ":srv 461 alice KICK :Not enough parameters"),
+    ("KILL bob", ":srv 481 alice :Permission Denied- You're not an IRC operator"),
+    ("WALLOPS :hi", ":srv 481 alice :Permission Denied- You're not an IRC operator"),
+])
+def test_dispatch_errors(w, line, expected):
+    w.add("alice")
+    assert w.to("alice", line) == [expected]
+
+
+@pytest.mark.parametrize("line", ["JOIN #a", "PRIVMSG bob :x", "WHO", "MODE x", "LUSERS"])
+def test_unregistered_gets_451_except_nick(w, line):
+    w.add("alice", register=False)
+    assert w.to("alice", line) == [":srv 451 * :You have not registered"]
+
+
+def test_unknown_cid_is_ignored(w):
+    w.st.request(99, protocol.parse_text("JOIN #a"), w.out)
+    assert w.out.take() == []
+
+
+def test_welcome_burst(w):
+    w.st.settings = state.Settings(server_name="srv", network="Net", version="v1", created="today",
+                                   motd_lines=("line one",))
+    w.st.connect(1, HOST)
+    w.st.request(1, protocol.parse_text("NICK alice"), w.out)
+    assert w.out.updates == [(1, {"nick": "alice"})]
+    w.out.take()
+    w.st.register(1, "al", "Alice A", w.out)
+    assert w.out.updates == [(1, {"registered": True})]
+    lines = w.out.to(1)
+    assert lines[:4] == [
+        ":srv 001 alice :Welcome to the Net IRC Network alice!al@127.0.0.1",
+        ":srv 002 alice :Your host is srv, running version v1",
+        ":srv 003 alice :This server was created today",
+        ":srv 004 alice srv v1 iow biklmnopstv bklov",
+    ]
+    isupport = " ".join(line for line in lines if " 005 " in line)
+    for token in ("NETWORK=Net", "CHANTYPES=#&", "CASEMAPPING=rfc1459", "NICKLEN=30",
+                  "CHANNELLEN=50", "TOPICLEN=390", "PREFIX=(ov)@+", "CHANMODES=b,k,l,imnpst",
+                  "MODES=4", "KICKLEN=390", "AWAYLEN=390", "CHANLIMIT=#&:50", "MAXTARGETS=4"):
+        assert token in isupport.split()
+    assert all(len(line.split(" :")[0].split()[3:]) <= 13 for line in lines if " 005 " in line)
+    assert lines[-9:] == [
+        ":srv 251 alice :There are 1 users and 0 invisible on 1 servers",
+        ":srv 252 alice 0 :operator(s) online",
+        ":srv 254 alice 0 :channels formed",
+        ":srv 255 alice :I have 1 clients and 1 servers",
+        ":srv 265 alice 1 1 :Current local users 1, max 1",
+        ":srv 266 alice 1 1 :Current global users 1, max 1",
+        ":srv 375 alice :- srv Message of the day - ",
+        ":srv 372 alice :- line one",
+        ":srv 376 alice :End of /MOTD command",
+    ]
+
+
+def test_register_twice_or_without_nick_does_nothing(w):
+    w.add("alice")
+    w.st.register(1, "x", "y", w.out)
+    w.st.connect(2, HOST)
+    w.st.register(2, "x", "y", w.out)
+    assert w.out.take() == [] and w.st.counts() == (1, 0)
+
+
+def test_motd_missing(w):
+    w.add("alice")
+    assert w.to("alice", "MOTD") == [":srv 422 alice :MOTD File is missing"]
+
+
+def test_lusers_counts_unregistered_invisible_and_opers(w):
+    w.add("alice")
+    w.add("bob")
+    w.add("zed", register=False)
+    w.cmd("bob", "MODE bob +i")
+    w.st.set_oper(1, "admin", w.out)
+    w.cmd("alice", "JOIN #a")
+    w.out.take()
+    assert w.to("alice", "LUSERS") == [
+        ":srv 251 alice :There are 1 users and 1 invisible on 1 servers",
+        ":srv 252 alice 1 :operator(s) online",
+        ":srv 253 alice 1 :unknown connection(s)",
+        ":srv 254 alice 1 :channels formed",
+        ":srv 255 alice :I have 2 clients and 1 servers",
+        ":srv 265 alice 2 2 :Current local users 2, max 2",
+        ":srv 266 alice 2 2 :Current global users 2, max 2",
+    ]
+    w.st.disconnect(2, "bye", w.out)
+    lines = w.to("alice", "LUSERS")
+    assert lines[0] == ":srv 251 alice :There are 1 users and 0 invisible on 1 servers"
+    assert ":srv 265 alice 1 2 :Current local users 1, max 2" in lines
+
+
+# -- NICK ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    ("NICK", ":srv 431 alice :No nickname given"),
+    ("NICK :", ":srv 431 alice :No nickname given"),
+    ("NICK 1abc", ":srv 432 alice 1abc :Erroneous nickname"),
+    ("NICK a.b", ":srv 432 alice a.b :Erroneous nickname"),
+    ("NICK " + "x" * 31, ":srv 432 alice " + "x" * 31 + " :Erroneous nickname"),
+    ("NICK BOB", ":srv 433 alice BOB :Nickname is already in use"),
+    ("NICK pending", ":srv 433 alice pending :Nickname is already in use"),
+])
+def test_nick_errors(w, line, expected):
+    w.add("alice")
+    w.add("bob")
+    w.add("pending", register=False)
+    assert w.to("alice", line) == [expected]
+
+
+def test_nick_same_is_noop(w):
+    w.add("alice")
+    assert w.cmd("alice", "NICK alice") == []
+    assert w.out.updates == []
+
+
+def test_nick_change_broadcast_once_per_recipient(room):
+    room.cmd("alice", "JOIN #two")
+    room.cmd("bob", "JOIN #two")
+    lines = room.cmd("alice", "NICK Alicia")
+    expected = ":alice!au@127.0.0.1 NICK Alicia"
+    assert sorted(lines) == [(1, expected), (2, expected)]
+    assert room.st.find_nick("alicia").prefix == "Alicia!au@127.0.0.1"
+    assert room.st.find_nick("alice") is None
+    assert room.to("bob", "PRIVMSG #room :hi") == []
+
+
+def test_nick_case_change_allowed(w):
+    w.add("alice")
+    assert w.cmd("alice", "NICK ALICE") == [(1, ":alice!au@127.0.0.1 NICK ALICE")]
+    assert w.out.updates == []
+    assert w.st.find_nick("alice").nick == "ALICE"
+
+
+def test_nick_before_registration_reserves_silently(w):
+    w.add("alice", register=False)
+    w.add("bob", register=False)
+    assert w.to("bob", "NICK ALICE") == [":srv 433 * ALICE :Nickname is already in use"]
+    w.st.request(1, protocol.parse_text("NICK other"), w.out)
+    assert w.out.take() == [] and w.st.nicks.keys() == {"other", "bob"}
+    w.st.request(2, protocol.parse_text("NICK alice"), w.out)
+    assert w.out.updates == [(2, {"nick": "alice"})]
+    assert w.out.take() == []
+    assert w.st.nicks["alice"] is w.st.clients[2]
+
+
+def test_nick_change_records_whowas(w):
+    w.add("alice")
+    w.cmd("alice", "NICK al2")
+    w.cids["al2"] = 1
+    assert w.to("al2", "WHOWAS alice")[0] == ":srv 314 al2 alice au 127.0.0.1 * :Real alice"
+
+
+# -- JOIN ----------------------------------------------------------------------
+
+def test_first_join_creates_room_with_op(w):
+    w.add("alice")
+    w.st.request(1, protocol.parse_text("JOIN #Room"), w.out)
+    assert w.out.updates == [(1, {"rooms": {"#Room": "@"}})]
+    assert w.out.take() == [
+        (1, ":alice!au@127.0.0.1 JOIN #Room"),
+        (1, ":srv 353 alice = #Room :@alice"),
+        (1, ":srv 366 alice #Room :End of /NAMES list"),
+    ]
+    room = w.st.find_room("#room")
+    assert room.members == {1: "@"} and room.flags == {"n", "t"}
+
+
+def test_join_order_with_topic(room):
+    room.clock.t = 1234
+    room.cmd("alice", "TOPIC #room :the topic")
+    lines = room.cmd("carol", "JOIN #ROOM")
+    joined = ":carol!cu@127.0.0.1 JOIN #room"
+    assert sorted(lines[:3]) == [(1, joined), (2, joined), (3, joined)]
+    assert lines[3:] == [
+        (3, ":srv 332 carol #room :the topic"),
+        (3, ":srv 333 carol #room alice!au@127.0.0.1 1234"),
+        (3, ":srv 353 carol = #room :@alice bob carol"),
+        (3, ":srv 366 carol #room :End of /NAMES list"),
+    ]
+
+
+def test_join_sends_rooms_update(w):
+    w.add("alice")
+    w.st.request(1, protocol.parse_text("JOIN #a,#b"), w.out)
+    assert w.out.updates == [(1, {"rooms": {"#a": "@", "#b": "@"}})]
+
+
+def test_join_twice_is_silent(room):
+    assert room.cmd("bob", "JOIN #room") == []
+
+
+def test_join_zero_parts_everything(room):
+    room.cmd("bob", "JOIN #b")
+    lines = room.cmd("bob", "JOIN 0")
+    assert (1, ":bob!bu@127.0.0.1 PART #room") in lines
+    assert (2, ":bob!bu@127.0.0.1 PART #b") in lines
+    assert room.st.find_room("#b") is None
+    assert room.st.clients[2].joined == {}
+
+
+@pytest.mark.parametrize("setup, line, expected", [
+    ("MODE #room +k beer", "JOIN #room", ":srv 475 carol #room :Cannot join channel (+k)"),
+    ("MODE #room +k beer", "JOIN #room bees", ":srv 475 carol #room :Cannot join channel (+k)"),
+    ("MODE #room +i", "JOIN #room", ":srv 473 carol #room :Cannot join channel (+i)"),
+    ("MODE #room +b carol", "JOIN #room", ":srv 474 carol #room :Cannot join channel (+b)"),
+    ("MODE #room +b *!*@127.*", "JOIN #room", ":srv 474 carol #room :Cannot join channel (+b)"),
+    ("MODE #room +b CAROL!*@*", "JOIN #room", ":srv 474 carol #room :Cannot join channel (+b)"),
+    ("MODE #room +l 2", "JOIN #room", ":srv 471 carol #room :Cannot join channel (+l)"),
+    ("TOPIC #room :x", "JOIN #", ":srv 403 carol # :No such channel"),
+    ("TOPIC #room :x", "JOIN room", ":srv 403 carol room :No such channel"),
+    ("TOPIC #room :x", "JOIN #" + "x" * 50, ":srv 403 carol #" + "x" * 50 + " :No such channel"),
+])
+def test_join_refused(room, setup, line, expected):
+    room.cmd("alice", setup)
+    assert room.to("carol", line) == [expected]
+    assert 3 not in room.st.find_room("#room").members
+
+
+def test_join_with_key_and_several_rooms(room):
+    room.cmd("alice", "MODE #room +k beer")
+    lines = room.to("carol", "JOIN #new,#room,bad x,beer")
+    assert lines[0] == ":carol!cu@127.0.0.1 JOIN #new"
+    assert ":carol!cu@127.0.0.1 JOIN #room" in lines
+    assert lines[-1] == ":srv 403 carol bad :No such channel"
+    assert room.st.clients[3].joined.keys() == {"#new", "#room"}
+
+
+def test_invite_lets_through_invite_only_and_ban_once(room):
+    room.cmd("alice", "MODE #room +ib carol")
+    room.cmd("alice", "INVITE carol #room")
+    assert room.to("carol", "JOIN #room")[0] == ":carol!cu@127.0.0.1 JOIN #room"
+    room.cmd("carol", "PART #room")
+    assert room.to("carol", "JOIN #room") == [":srv 474 carol #room :Cannot join channel (+b)"]
+
+
+@pytest.mark.parametrize("settings, line, expected", [
+    ({"rooms_per_client": 1}, "JOIN #a,#b", ":srv 405 alice #b :You have joined too many channels"),
+    ({"max_rooms": 1}, "JOIN #a,#b", ":srv 405 alice #b :Too many rooms on this server"),
+    ({"roomlen": 3}, "JOIN #a,#bcd", ":srv 403 alice #bcd :No such channel"),
+])
+def test_join_bounds(settings, line, expected):
+    w = World(**settings)
+    w.add("alice")
+    assert w.to("alice", line)[-1] == expected
+
+
+def test_members_per_room_bound():
+    w = World(members_per_room=2)
+    for nick in ("a", "b", "c"):
+        w.add(nick)
+    w.cmd("a", "JOIN #r")
+    w.cmd("b", "JOIN #r")
+    w.cmd("a", "INVITE c #r")
+    assert w.to("c", "JOIN #r") == [":srv 471 c #r :Cannot join channel (+l)"]
+
+
+# -- PART ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    ("PART #room", [(1, ":bob!bu@127.0.0.1 PART #room"), (2, ":bob!bu@127.0.0.1 PART #room")]),
+    ("PART #ROOM :gone home", [(1, ":bob!bu@127.0.0.1 PART #room :gone home"),
+                               (2, ":bob!bu@127.0.0.1 PART #room :gone home")]),
+    ("PART #nope", [(2, ":srv 403 bob #nope :No such channel")]),
+])
+def test_part(room, line, expected):
+    assert room.cmd("bob", line) == expected
+
+
+def test_part_not_on_room_and_room_disappears_when_empty(room):
+    assert room.to("carol", "PART #room") == [":srv 442 carol #room :You're not on that channel"]
+    room.cmd("bob", "PART #room")
+    room.cmd("alice", "PART #room")
+    assert room.st.counts() == (3, 0)
+    assert room.to("carol", "PART #room") == [":srv 403 carol #room :No such channel"]
+
+
+# -- TOPIC ---------------------------------------------------------------------
+
+def test_topic_query_and_set(room):
+    assert room.to("bob", "TOPIC #room") == [":srv 331 bob #room :No topic is set"]
+    room.clock.t = 2000
+    lines = room.cmd("alice", "TOPIC #room :Hello world")
+    line = ":alice!au@127.0.0.1 TOPIC #room :Hello world"
+    assert lines == [(1, line), (2, line)]
+    assert room.to("carol", "TOPIC #room") == [
+        ":srv 332 carol #room :Hello world",
+        ":srv 333 carol #room alice!au@127.0.0.1 2000",
+    ]
+    room.cmd("alice", "TOPIC #room :")
+    assert room.to("bob", "TOPIC #room") == [":srv 331 bob #room :No topic is set"]
+
+
+@pytest.mark.parametrize("who, line, expected", [
+    ("bob", "TOPIC #room :x", ":srv 482 bob #room :You're not channel operator"),
+    ("carol", "TOPIC #room :x", ":srv 442 carol #room :You're not on that channel"),
+    ("carol", "TOPIC #nope", ":srv 403 carol #nope :No such channel"),
+])
+def test_topic_errors(room, who, line, expected):
+    assert room.to(who, line) == [expected]
+
+
+def test_topic_without_t_any_member_and_cut_to_topiclen():
+    w = World(topiclen=5)
+    w.add("alice")
+    w.add("bob")
+    w.cmd("alice", "JOIN #r")
+    w.cmd("bob", "JOIN #r")
+    w.cmd("alice", "MODE #r -t")
+    assert w.cmd("bob", "TOPIC #r :abcdefgh")[0] == (1, ":bob!bu@127.0.0.1 TOPIC #r :abcde")
+
+
+def test_topic_hidden_room_needs_membership(room):
+    room.cmd("alice", "MODE #room +s")
+    assert room.to("carol", "TOPIC #room") == [":srv 442 carol #room :You're not on that channel"]
+
+
+# -- NAMES and LIST -----------------------------------------------------------
+
+def test_names(room):
+    assert room.to("carol", "NAMES #room") == [
+        ":srv 353 carol = #room :@alice bob", ":srv 366 carol #room :End of /NAMES list"]
+    assert room.to("carol", "NAMES #nope") == [":srv 366 carol #nope :End of /NAMES list"]
+    assert room.to("carol", "NAMES invalid") == [":srv 366 carol invalid :End of /NAMES list"]
+
+
+def test_names_without_argument_skips_secret_rooms(room):
+    room.cmd("carol", "JOIN #c")
+    room.cmd("bob", "JOIN #secret")
+    room.cmd("bob", "MODE #secret +s")
+    assert room.to("carol", "NAMES") == [
+        ":srv 353 carol = #room :@alice bob",
+        ":srv 353 carol = #c :@carol",
+        ":srv 366 carol * :End of /NAMES list",
+    ]
+    assert ":srv 353 bob @ #secret :@bob" in room.to("bob", "NAMES")
+
+
+def test_names_hides_invisible_from_outsiders(room):
+    room.cmd("bob", "MODE bob +i")
+    assert room.to("carol", "NAMES #room")[0] == ":srv 353 carol = #room :@alice"
+    assert room.to("alice", "NAMES #room")[0] == ":srv 353 alice = #room :@alice bob"
+
+
+def test_names_split_over_lines():
+    w = World(nicklen=30)
+    for index in range(40):
+        w.add(f"user{index:02d}" + "x" * 20)
+        w.cmd(f"user{index:02d}" + "x" * 20, "JOIN #big")
+    lines = w.to("user00" + "x" * 20, "NAMES #big")
+    assert len(lines) > 2
+    names = " ".join(line.split(" :", 1)[1] for line in lines[:-1]).split()
+    assert len(names) == 40 and names[0] == "@user00" + "x" * 20
+
+
+def test_list(room):
+    room.cmd("alice", "TOPIC #room :chat here")
+    room.cmd("carol", "JOIN #hidden")
+    room.cmd("carol", "MODE #hidden +s")
+    assert room.to("bob", "LIST") == [
+        ":srv 322 bob #room 2 :chat here", ":srv 323 bob :End of /LIST"]
+    assert room.to("carol", "LIST") == [
+        ":srv 322 carol #room 2 :chat here", ":srv 322 carol #hidden 1 :",
+        ":srv 323 carol :End of /LIST"]
+    assert room.to("bob", "LIST #hidden,#ROOM,#nope") == [
+        ":srv 322 bob #room 2 :chat here", ":srv 323 bob :End of /LIST"]
+
+
+# -- KICK ----------------------------------------------------------------------
+
+def test_kick_several(room):
+    room.cmd("carol", "JOIN #room")
+    lines = room.cmd("alice", "KICK #room bob,carol :behave")
+    kick_bob = ":alice!au@127.0.0.1 KICK #room bob :behave"
+    kick_carol = ":alice!au@127.0.0.1 KICK #room carol :behave"
+    assert lines == [(1, kick_bob), (2, kick_bob), (3, kick_bob), (1, kick_carol), (3, kick_carol)]
+    assert room.st.find_room("#room").members == {1: "@"}
+
+
+def test_kick_default_reason_and_updates(room):
+    room.st.request(1, protocol.parse_text("KICK #room BOB"), room.out)
+    assert room.out.updates == [(2, {"rooms": {}})]
+    assert room.out.take()[0] == (1, ":alice!au@127.0.0.1 KICK #room bob :alice")
+
+
+@pytest.mark.parametrize("who, line, expected", [
+    ("bob", "KICK #room alice", ":srv 482 bob #room :You're not channel operator"),
+    ("carol", "KICK #room alice", ":srv 442 carol #room :You're not on that channel"),
+    ("alice", "KICK #nope bob", ":srv 403 alice #nope :No such channel"),
+    ("alice", "KICK #room carol", ":srv 441 alice carol #room :They aren't on that channel"),
+    ("alice", "KICK #room dave", ":srv 401 alice dave :No such nick/channel"),
+    ("alice", "KICK #a,#b bob", ":srv 461 alice KICK :Not enough parameters"),
+])
+def test_kick_errors(room, who, line, expected):
+    assert room.to(who, line) == [expected]
+
+
+def test_kick_paired_rooms(room):
+    room.cmd("alice", "JOIN #two")
+    room.cmd("carol", "JOIN #two")
+    lines = room.to("alice", "KICK #room,#two bob,carol")
+    assert lines == [":alice!au@127.0.0.1 KICK #room bob :alice",
+                     ":alice!au@127.0.0.1 KICK #two carol :alice"]
+
+
+# -- INVITE --------------------------------------------------------------------
+
+def test_invite(room):
+    lines = room.cmd("bob", "INVITE carol #room")
+    assert lines == [(2, ":srv 341 bob carol #room"), (3, ":bob!bu@127.0.0.1 INVITE carol #room")]
+
+
+def test_invite_to_missing_room_is_transmitted(room):
+    assert room.cmd("bob", "INVITE carol #Else") == [
+        (2, ":srv 341 bob carol #Else"), (3, ":bob!bu@127.0.0.1 INVITE carol #Else")]
+
+
+def test_invite_reports_away(room):
+    room.cmd("carol", "AWAY :lunch")
+    assert room.to("alice", "INVITE carol #room")[-1] == ":srv 301 alice carol :lunch"
+
+
+@pytest.mark.parametrize("setup, who, line, expected", [
+    ("", "alice", "INVITE bob #room", ":srv 443 alice bob #room :is already on channel"),
+    ("", "alice", "INVITE dave #room", ":srv 401 alice dave :No such nick/channel"),
+    ("", "carol", "INVITE bob #room", ":srv 442 carol #room :You're not on that channel"),
+    ("MODE #room +i", "bob", "INVITE carol #room", ":srv 482 bob #room :You're not channel operator"),
+    ("", "alice", "INVITE carol room", ":srv 403 alice room :No such channel"),
+])
+def test_invite_errors(room, setup, who, line, expected):
+    if setup:
+        room.cmd("alice", setup)
+    assert room.to(who, line) == [expected]
+
+
+# -- MODE ----------------------------------------------------------------------
+
+def test_mode_query(room):
+    room.cmd("alice", "MODE #room +kl beer 10")
+    assert room.to("bob", "MODE #room") == [
+        ":srv 324 bob #room +ntkl beer 10", ":srv 329 bob #room 1000"]
+    assert room.to("carol", "MODE #ROOM") == [
+        ":srv 324 carol #room +ntkl * 10", ":srv 329 carol #room 1000"]
+
+
+def test_mode_change_broadcast_with_only_effective_changes(room):
+    lines = room.cmd("alice", "MODE #room +ntm+v-o bob bob")
+    line = ":alice!au@127.0.0.1 MODE #room +mv bob"
+    assert lines == [(1, line), (2, line)]
+    assert room.st.find_room("#room").members[2] == "+"
+
+
+def test_mode_status_sends_rooms_update(room):
+    room.st.request(1, protocol.parse_text("MODE #room +o bob"), room.out)
+    assert room.out.updates == [(2, {"rooms": {"#room": "@"}})]
+
+
+@pytest.mark.parametrize("who, line, expected", [
+    ("bob", "MODE #room +m", [":srv 482 bob #room :You're not channel operator"]),
+    ("carol", "MODE #room +m", [":srv 482 carol #room :You're not channel operator"]),
+    ("alice", "MODE #nope +m", [":srv 403 alice #nope :No such channel"]),
+    ("alice", "MODE #room +x", [":srv 472 alice x :is unknown mode char to me"]),
+    ("alice", "MODE #room +o", [":srv 461 alice MODE :Not enough parameters"]),
+    ("alice", "MODE #room +o dave", [":srv 401 alice dave :No such nick/channel"]),
+    ("alice", "MODE #room +o carol",
+     [":srv 441 alice carol #room :They aren't on that channel"]),
+    ("alice", "MODE #room +k :a b", [":srv 525 alice #room :Key is not well-formed"]),
+    ("alice", "MODE #room +k :", [":srv 525 alice #room :Key is not well-formed"]),
+    ("alice", "MODE #room +l -3",
+     [":srv 696 alice #room l -3 :Invalid limit, must be a positive integer"]),
+    ("alice", "MODE #room +b", [":srv 368 alice #room :End of channel ban list"]),
+    ("bob", "MODE #room b", [":srv 368 bob #room :End of channel ban list"]),
+    ("alice", "MODE #room +n", []),
+])
+def test_mode_errors(room, who, line, expected):
+    assert room.to(who, line) == expected
+
+
+def test_ban_list(room):
+    room.clock.t = 3000
+    room.cmd("alice", "MODE #room +bb eve *!*@bad.host")
+    assert room.to("carol", "MODE #room +b") == [
+        ":srv 367 carol #room eve!*@* alice!au@127.0.0.1 3000",
+        ":srv 367 carol #room *!*@bad.host alice!au@127.0.0.1 3000",
+        ":srv 368 carol #room :End of channel ban list",
+    ]
+
+
+def test_ban_list_full():
+    w = World(bans_per_room=1)
+    w.add("alice")
+    w.cmd("alice", "JOIN #r")
+    assert w.to("alice", "MODE #r +bb x y") == [
+        ":srv 478 alice #r y!*@* :Channel ban list is full",
+        ":alice!au@127.0.0.1 MODE #r +b x!*@*",
+    ]
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("MODE alice", [":srv 221 alice +"]),
+    ("MODE ALICE +i", [":alice MODE alice :+i"]),
+    ("MODE alice +iw-w", [":alice MODE alice :+i"]),
+    ("MODE alice +i-i", []),
+    ("MODE alice +o", []),
+    ("MODE alice -o", []),
+    ("MODE alice +x", [":srv 501 alice :Unknown MODE flag"]),
+    ("MODE alice +ix", [":alice MODE alice :+i", ":srv 501 alice :Unknown MODE flag"]),
+    ("MODE bob +i", [":srv 502 alice :Cant change mode for other users"]),
+    ("MODE dave +i", [":srv 401 alice dave :No such nick/channel"]),
+])
+def test_user_modes(room, line, expected):
+    assert room.to("alice", line) == expected
+
+
+def test_user_mode_updates_worker_and_deoper(w):
+    w.add("alice")
+    w.st.set_oper(1, "admin", w.out)
+    assert w.out.updates == [(1, {"modes": "o", "oper": True})]
+    assert w.out.take() == [(1, ":srv 381 alice :You are now an IRC operator"),
+                            (1, ":alice MODE alice :+o")]
+    w.st.request(1, protocol.parse_text("MODE alice -o+w"), w.out)
+    assert w.out.updates == [(1, {"modes": "w", "oper": False})]
+    assert w.out.take() == [(1, ":alice MODE alice :+w-o")]
+    assert w.to("alice", "MODE alice") == [":srv 221 alice +w"]
+
+
+# -- PRIVMSG / NOTICE ----------------------------------------------------------
+
+def test_privmsg_room_one_fanout_without_sender(room):
+    room.cmd("carol", "JOIN #room")
+    room.st.request(1, protocol.parse_text("PRIVMSG #ROOM :hello there"), room.out)
+    assert room.out.fanouts == [([2, 3], b":alice!au@127.0.0.1 PRIVMSG #room :hello there\r\n")]
+
+
+def test_privmsg_one_word_is_trailing(room):
+    assert room.cmd("alice", "PRIVMSG bob hi") == [(2, ":alice!au@127.0.0.1 PRIVMSG bob :hi")]
+
+
+def test_privmsg_several_targets_and_self(room):
+    lines = room.cmd("alice", "PRIVMSG bob,ALICE,#room,dave,bob :yo")
+    assert lines == [
+        (2, ":alice!au@127.0.0.1 PRIVMSG bob :yo"),
+        (1, ":alice!au@127.0.0.1 PRIVMSG alice :yo"),
+        (2, ":alice!au@127.0.0.1 PRIVMSG #room :yo"),
+        (1, ":srv 401 alice dave :No such nick/channel"),
+    ]
+
+
+@pytest.mark.parametrize("setup, who, line, expected", [
+    ("", "alice", "PRIVMSG", ":srv 411 alice :No recipient given (PRIVMSG)"),
+    ("", "alice", "PRIVMSG bob", ":srv 412 alice :No text to send"),
+    ("", "alice", "PRIVMSG bob :", ":srv 412 alice :No text to send"),
+    ("", "alice", "PRIVMSG dave :x", ":srv 401 alice dave :No such nick/channel"),
+    ("", "alice", "PRIVMSG #nope :x", ":srv 403 alice #nope :No such channel"),
+    ("", "carol", "PRIVMSG #room :x", ":srv 404 carol #room :Cannot send to channel"),
+    ("MODE #room +m", "bob", "PRIVMSG #room :x", ":srv 404 bob #room :Cannot send to channel"),
+    ("MODE #room +b bob", "bob", "PRIVMSG #room :x", ":srv 404 bob #room :Cannot send to channel"),
+])
+def test_privmsg_errors(room, setup, who, line, expected):
+    if setup:
+        room.cmd("alice", setup)
+    assert room.to(who, line) == [expected]
+
+
+def test_privmsg_allowed_cases(room):
+    room.cmd("alice", "MODE #room -n+mv bob")
+    assert room.cmd("bob", "PRIVMSG #room :voiced") == [(1, ":bob!bu@127.0.0.1 PRIVMSG #room :voiced")]
+    room.cmd("alice", "MODE #room -m")
+    assert room.cmd("carol", "PRIVMSG #room :outside")[0][1].endswith("PRIVMSG #room :outside")
+
+
+@pytest.mark.parametrize("line", [
+    "NOTICE", "NOTICE bob", "NOTICE dave :x", "NOTICE #nope :x", "NOTICE #room :x",
+    "NOTICE dave,#nope :x",
+])
+def test_notice_never_answered_with_errors(room, line):
+    assert room.to("carol", line) == []
+
+
+def test_away_reply_to_privmsg_not_notice(room):
+    assert room.to("bob", "AWAY :gone fishing") == [
+        ":srv 306 bob :You have been marked as being away"]
+    assert room.cmd("alice", "PRIVMSG bob :hi") == [
+        (2, ":alice!au@127.0.0.1 PRIVMSG bob :hi"), (1, ":srv 301 alice bob :gone fishing")]
+    assert room.cmd("alice", "NOTICE bob :hi") == [(2, ":alice!au@127.0.0.1 NOTICE bob :hi")]
+    assert room.to("bob", "AWAY") == [":srv 305 bob :You are no longer marked as being away"]
+    assert room.cmd("alice", "PRIVMSG bob :hi") == [(2, ":alice!au@127.0.0.1 PRIVMSG bob :hi")]
+
+
+def test_away_update_and_cut():
+    w = World(awaylen=3)
+    w.add("bob")
+    w.st.request(1, protocol.parse_text("AWAY :abcdef"), w.out)
+    assert w.out.updates == [(1, {"away": "abc"})]
+
+
+# -- WHO / WHOIS / WHOWAS / ISON / USERHOST ----------------------------------------
+
+def test_who_room(room):
+    room.cmd("alice", "AWAY :brb")
+    room.st.set_oper(1, "admin", room.out)
+    assert room.to("carol", "WHO #ROOM") == [
+        ":srv 352 carol #room au 127.0.0.1 srv alice G*@ :0 Real alice",
+        ":srv 352 carol #room bu 127.0.0.1 srv bob H :0 Real bob",
+        ":srv 315 carol #ROOM :End of WHO list",
+    ]
+
+
+@pytest.mark.parametrize("mask, nicks", [
+    ("bob", ["bob"]),
+    ("BOB", ["bob"]),
+    ("bo*", ["bob"]),
+    ("*", ["alice", "bob", "carol"]),
+    ("", ["alice", "bob", "carol"]),
+    ("0", ["alice", "bob", "carol"]),
+    ("nobody", []),
+    ("*Real c*", ["carol"]),
+    ("#nope", []),
+])
+def test_who_masks(room, mask, nicks):
+    lines = room.to("alice", f"WHO :{mask}" if mask else "WHO")
+    assert lines[-1] == f":srv 315 alice {(mask or '*').replace(' ', '_')} :End of WHO list"
+    assert [line.split()[7] for line in lines[:-1]] == nicks
+    assert all(line.split()[3] == "*" for line in lines[:-1])
+
+
+def test_who_nick_line_and_oper_filter(room):
+    assert room.to("carol", "WHO bob") == [
+        ":srv 352 carol * bu 127.0.0.1 srv bob H :0 Real bob", ":srv 315 carol bob :End of WHO list"]
+    assert room.to("carol", "WHO * o") == [":srv 315 carol * :End of WHO list"]
+
+
+def test_who_hides_invisible_from_strangers(room):
+    room.cmd("carol", "MODE carol +i")
+    assert [line.split()[7] for line in room.to("alice", "WHO *")[:-1]] == ["alice", "bob"]
+    room.cmd("carol", "JOIN #room")
+    assert [line.split()[7] for line in room.to("alice", "WHO *")[:-1]] == ["alice", "bob", "carol"]
+
+
+def test_whois(room):
+    room.cmd("alice", "JOIN #other")
+    room.cmd("alice", "MODE #other +s")
+    room.cmd("alice", "AWAY :away now")
+    room.st.set_oper(1, "admin", room.out)
+    room.clock.t = 1100
+    room.cmd("alice", "PRIVMSG bob :x")
+    room.clock.t = 1142
+    assert room.to("carol", "WHOIS Alice") == [
+        ":srv 311 carol alice au 127.0.0.1 * :Real alice",
+        ":srv 319 carol alice :@#room",
+        ":srv 312 carol alice srv :forkchat chat server",
+        ":srv 301 carol alice :away now",
+        ":srv 313 carol alice :is an IRC operator",
+        ":srv 317 carol alice 42 1000 :seconds idle, signon time",
+        ":srv 318 carol Alice :End of /WHOIS list",
+    ]
+    assert room.to("alice", "WHOIS alice")[1] == ":srv 319 alice alice :@#room @#other"
+
+
+def test_whois_missing_and_server_form(room):
+    assert room.to("carol", "WHOIS dave") == [
+        ":srv 401 carol dave :No such nick/channel", ":srv 318 carol dave :End of /WHOIS list"]
+    assert room.to("carol", "WHOIS srv carol")[0] == ":srv 311 carol carol cu 127.0.0.1 * :Real carol"
+    assert room.to("carol", "WHOIS carol")[1] == ":srv 312 carol carol srv :forkchat chat server"
+    assert room.to("carol", "WHOIS") == [":srv 431 carol :No nickname given"]
+
+
+def test_whowas(room):
+    room.clock.t = 0
+    room.st.disconnect(2, "bye", room.out)
+    assert room.to("carol", "WHOWAS BOB") == [
+        ":srv 314 carol bob bu 127.0.0.1 * :Real bob",
+        ":srv 312 carol bob srv :Thu Jan 01 00:00:00 1970",
+        ":srv 369 carol BOB :End of WHOWAS",
+    ]
+    assert room.to("carol", "WHOWAS dave") == [
+        ":srv 406 carol dave :There was no such nickname", ":srv 369 carol dave :End of WHOWAS"]
+    assert room.to("carol", "WHOWAS") == [":srv 431 carol :No nickname given"]
+
+
+def test_whowas_bounded(w):
+    w.add("alice")
+    for index in range(state.WHOWAS_PER_NICK + 3):
+        w.cmd("alice" if index == 0 else f"n{index - 1}", f"NICK n{index}")
+        w.cids[f"n{index}"] = 1
+        w.cmd(f"n{index}", "NICK alice")
+        w.cids["alice"] = 1
+    assert len(w.st.whowas["alice"]) == state.WHOWAS_PER_NICK
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("ISON bob DAVE Carol", ":srv 303 alice :bob carol"),
+    ("ISON :bob carol", ":srv 303 alice :bob carol"),
+    ("ISON dave", ":srv 303 alice :"),
+    ("USERHOST bob dave alice", ":srv 302 alice :bob=+bu@127.0.0.1 alice*=-au@127.0.0.1"),
+    ("USERHOST a b c d e bob", ":srv 302 alice :"),
+])
+def test_ison_userhost(room, line, expected):
+    room.st.set_oper(1, "admin", room.out)
+    room.cmd("alice", "AWAY :x")
+    assert room.to("alice", line) == [expected]
+
+
+# -- KILL / WALLOPS ----------------------------------------------------------------
+
+def test_kill(room):
+    room.st.set_oper(3, "admin", room.out)
+    room.out.take()
+    room.st.request(3, protocol.parse_text("KILL bob :spamming"), room.out)
+    reason = "Killed (carol (spamming))"
+    assert room.out.drops == [(2, reason)]
+    assert room.out.take() == [
+        (2, f":carol!cu@127.0.0.1 KILL bob :{reason}"),
+        (1, f":bob!bu@127.0.0.1 QUIT :{reason}"),
+    ]
+    assert room.st.find_nick("bob") is None
+    assert room.to("carol", "KILL bob") == [":srv 401 carol bob :No such nick/channel"]
+
+
+def test_wallops_to_users_with_w(room):
+    room.st.set_oper(1, "admin", room.out)
+    room.cmd("bob", "MODE bob +w")
+    room.out.take()
+    assert room.cmd("alice", "WALLOPS :maintenance") == [(2, ":alice!au@127.0.0.1 WALLOPS :maintenance")]
+
+
+# -- disconnect / reregister / identity ----------------------------------------------
+
+def test_disconnect_quits_once_to_each_peer_and_is_idempotent(room):
+    room.cmd("alice", "JOIN #two")
+    room.cmd("bob", "JOIN #two")
+    room.cmd("carol", "JOIN #two")
+    room.st.disconnect(2, "Connection closed", room.out)
+    assert sorted(room.out.take()) == [
+        (1, ":bob!bu@127.0.0.1 QUIT :Connection closed"),
+        (3, ":bob!bu@127.0.0.1 QUIT :Connection closed"),
+    ]
+    room.st.disconnect(2, "again", room.out)
+    assert room.out.take() == []
+    assert room.st.counts() == (2, 2)
+    room.add("bob")
+    assert room.st.find_nick("bob") is not None
+
+
+def test_disconnect_unregistered_frees_reserved_nick(w):
+    w.add("alice", register=False)
+    w.st.disconnect(1, "x", w.out)
+    assert w.out.take() == [] and w.st.nicks == {}
+
+
+def test_identity_and_reregister_round_trip(room):
+    room.cmd("bob", "MODE bob +i")
+    room.cmd("bob", "AWAY :afk")
+    room.cmd("alice", "MODE #room +v bob")
+    identity = room.st.identity(2)
+    assert identity == {"nick": "bob", "user": "bu", "host": HOST, "realname": "Real bob",
+                        "modes": "i", "away": "afk", "rooms": {"#room": "+"}}
+    fresh = World()
+    for cid, ident in ((1, room.st.identity(1)), (2, identity)):
+        fresh.st.reregister(cid, ident, fresh.out)
+    assert fresh.out.take() == [] and fresh.out.updates == []
+    assert fresh.st.identity(2) == identity
+    assert fresh.st.counts() == (2, 1)
+    assert fresh.st.find_room("#room").members == {1: "@", 2: "+"}
+    assert room.st.identity(99) == {}
+
+
+def test_reregister_unregistered_and_collisions(w):
+    w.add("alice")
+    w.st.reregister(5, {"nick": "ALICE", "user": "x", "host": "h", "rooms": {"#a": "@"}}, w.out)
+    assert w.out.updates == [(5, {"nick": "Guest5"})]
+    assert w.st.clients[5].nick == "Guest5"
+    w.st.reregister(6, {"nick": "later", "registered": False}, w.out)
+    assert w.st.counts() == (2, 1)
+    assert w.st.nicks["later"].registered is False
+    w.st.reregister(7, {"nick": 12, "rooms": "junk"}, w.out)
+    w.st.reregister(8, {}, w.out)
+    assert w.st.counts() == (2, 1)
+
+
+def test_settings_can_be_replaced(w):
+    w.add("alice")
+    w.st.settings = state.Settings(server_name="other", motd_lines=("x",))
+    assert w.to("alice", "MOTD")[0] == ":other 375 alice :- other Message of the day - "
+
+
+# -- robustness --------------------------------------------------------------------------
+
+WORDS = ["#room", "#ROOM", "#x", "&y", "#", "bob", "alice", "carol", "nobody", "0", "*", "",
+         "+o", "-o", "+ovb", "+kl", "-kl", "+b", "b", "+imnpst", "-imnpst", "+x", "beer", "-1",
+         "99999999999", "a b", ":", "::", "*!*@*", "bob,carol", "#room,#x", ",,,", "é", "\u2028",
+         "x" * 600, "+o-o+v-v", "+bbbbbbbb", "o"]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_fuzz_handlers_only_reply(seed):
+    """Random commands with random parameters: never an exception, only valid lines."""
+    rng = random.Random(seed)
+    w = World(bans_per_room=3, rooms_per_client=3, max_rooms=5, members_per_room=3)
+    for nick in ("alice", "bob", "carol"):
+        w.add(nick)
+    w.add("dave", register=False)
+    w.st.set_oper(1, "admin", w.out)
+    commands = list(state.HANDLERS) + ["BOGUS"]
+    nicks = list(w.cids)
+    for _ in range(300):
+        params = [rng.choice(WORDS) for _ in range(rng.randint(0, 5))]
+        msg = protocol.Message("", rng.choice(commands), params)
+        cid = w.cids[rng.choice(nicks)]
+        if cid in w.st.clients:
+            w.st.request(cid, msg, w.out)
+        w.clock.t += 1
+    w.out.take()
+    for room_obj in w.st.rooms.values():
+        assert room_obj.members
+        assert all(cid in w.st.clients for cid in room_obj.members)
+    registered = sum(1 for c in w.st.clients.values() if c.registered)
+    assert w.st.counts() == (registered, len(w.st.rooms))
+
+
+def test_fuzz_random_text_lines():
+    rng = random.Random(7)
+    w = World()
+    w.add("alice")
+    w.add("bob")
+    alphabet = "#&,: +-!@*?abcAB0\u00e9\u4e2d"
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        command = rng.choice(list(state.HANDLERS))
+        try:
+            msg = protocol.parse_text(f"{command} {text}")
+        except protocol.ProtocolError:
+            continue
+        w.st.request(rng.choice([1, 2]), msg, w.out)
+    w.out.take()
