@@ -28,6 +28,9 @@ log = logging.getLogger("forkchat.supervisor")
 SD_LISTEN_FDS_START = 3  # the first fd passed by socket activation (sd-daemon.h)
 DEFAULT_FD_NAME = "unknown"  # what systemd reports for a socket without FileDescriptorName=
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+# A datagram send blocks only while systemd's queue is full; the supervisor's
+# single-threaded loop may wait this long for it, never longer.
+NOTIFY_TIMEOUT_S = 1.0
 
 
 def notify(*assignments: str) -> bool:
@@ -39,6 +42,8 @@ def notify(*assignments: str) -> bool:
     inside a value would start a new assignment, so it is replaced by a space.
     Without $NOTIFY_SOCKET nothing is sent. A failed send is logged at debug
     level and never raised: losing a status update must not stop the server.
+    The send waits at most NOTIFY_TIMEOUT_S, so a stuck systemd cannot stall
+    the caller's event loop.
 
     Raises:
         ValueError: an argument is not of the form KEY=value (a programming error).
@@ -49,6 +54,7 @@ def notify(*assignments: str) -> bool:
     payload = "\n".join(_clean_assignment(a) for a in assignments).encode("utf-8")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(NOTIFY_TIMEOUT_S)
             sock.sendto(payload, address)
     except OSError as exc:
         log.debug("sd_notify to %r failed: %s", address, exc)

@@ -249,3 +249,14 @@ def test_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not systemd.under_systemd()
     monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
     assert systemd.under_systemd()
+
+
+def test_notify_gives_up_when_the_receiver_is_full(path_receiver: socket.socket,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver that never reads makes notify return False, not hang."""
+    monkeypatch.setattr(systemd, "NOTIFY_TIMEOUT_S", 0.05)
+    sent = 0
+    while systemd.notify("STATUS=" + "x" * 1000):
+        sent += 1
+        assert sent < 100_000, "the receiver's queue never filled"
+    assert sent > 0
