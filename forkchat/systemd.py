@@ -134,8 +134,9 @@ def listen_fds(unset_env: bool = True) -> list[tuple[int, str]]:
     mistakes fd 3 for a listening socket of its own.
 
     Raises:
-        ValueError: LISTEN_FDS or LISTEN_PID is not a number (a broken unit or
-            a hand-made environment); the message names the variable.
+        ValueError: LISTEN_FDS or LISTEN_PID is not a number, or a promised
+            fd is not open (a broken unit or a hand-made environment); the
+            message names the variable.
     """
     try:
         return _parse_listen_env(os.environ)
@@ -158,8 +159,16 @@ def _parse_listen_env(env: Mapping[str, str]) -> list[tuple[int, str]]:
     names += [DEFAULT_FD_NAME] * (count - len(names))
     fds = range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)
     for fd in fds:
-        os.set_inheritable(fd, False)
+        _close_on_exec(fd, count)
     return [(fd, name or DEFAULT_FD_NAME) for fd, name in zip(fds, names)]
+
+
+def _close_on_exec(fd: int, count: int) -> None:
+    """Keep a passed fd from leaking into exec'd programs; it must be open."""
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        raise ValueError(f"LISTEN_FDS={count} but fd {fd} is not open") from None
 
 
 def _parse_count(variable: str, text: str) -> int:

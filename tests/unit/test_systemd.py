@@ -171,6 +171,17 @@ def test_listen_fds_malformed_names_the_variable(monkeypatch: pytest.MonkeyPatch
     assert "LISTEN_PID" not in os.environ
 
 
+def test_listen_fds_promised_but_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More fds promised than the process has: a clear error, not a traceback."""
+    unused = os.open(os.devnull, os.O_RDONLY)
+    os.close(unused)  # the lowest free fd, now surely closed
+    monkeypatch.setattr(systemd, "SD_LISTEN_FDS_START", unused)
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    with pytest.raises(ValueError, match=f"LISTEN_FDS=1 but fd {unused} is not open"):
+        systemd.listen_fds()
+
+
 # Runs in a fresh interpreter: put the passed sockets at fds 3.., export the
 # variables for our own pid, as systemd would, then report what listen_fds saw.
 ACTIVATED_CHILD = r"""
