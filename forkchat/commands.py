@@ -9,6 +9,7 @@ are forwarded to the broker as they came, once the client is registered
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -179,6 +180,14 @@ COMMANDS: dict[str, Command] = {
     "ADMIN": Command(cmd_admin),
     "STATS": Command(cmd_stats),
 }
+
+def cmd_crash(ctx: Context, msg: protocol.Message) -> None:
+    """CRASH: fault injection for the test suite; only with FORKCHAT_TEST_HOOKS=1."""
+    raise RuntimeError("crash requested by the test suite")
+
+
+if os.environ.get("FORKCHAT_TEST_HOOKS") == "1":
+    COMMANDS["CRASH"] = Command(cmd_crash)
 
 # Forwarded to the broker even before registration (it reserves the nick).
 FORWARD_BEFORE_REGISTRATION = frozenset({"NICK"})

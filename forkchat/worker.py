@@ -40,6 +40,9 @@ LINK_QUEUE_BYTES = 1 << 20
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
 CLOSE_FLUSH_S = 1.0
+# The kernel's own buffer for the client; kept small so that the sendq
+# bound, not autotuned megabytes in the kernel, decides about a stuck reader.
+CLIENT_SNDBUF_BYTES = 65536
 
 
 def main(sock: socket.socket, peer: str, proto: str, cid: int,
@@ -86,6 +89,7 @@ class Worker:
 
     def run(self) -> int:
         self.sock.setblocking(False)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF_BYTES)
         self._install_signals()
         self.selector.register(self.sock, selectors.EVENT_READ, self.on_client)
         self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
@@ -102,14 +106,15 @@ class Worker:
         return 0
 
     def _turn(self) -> None:
-        timeout = self._next_timeout()
-        for key, mask in self.selector.select(timeout):
+        self._flush_link()
+        self._flush_client()
+        if self.done:
+            return
+        for key, mask in self.selector.select(self._next_timeout()):
             key.data(mask)
             if self.done:
                 return
         self._run_timers()
-        self._flush_link()
-        self._flush_client()
 
     def _install_signals(self) -> None:
         self._signal_r, signal_w = socket.socketpair()
@@ -259,17 +264,11 @@ class Worker:
         self.forward(f"NICK {nick}".encode())
 
     def write(self, line: bytes) -> None:
-        """Queue a line for the client, within the sendq bound."""
+        """Queue a line for the client; the bound is checked after each send."""
         if self.tutorial:
             self._tutorial_output(line)
             return
         self.sendq += line
-        if len(self.sendq) > self.cfg.limits.sendq_bytes:
-            self._sendq_exceeded()
-
-    def _sendq_exceeded(self) -> None:
-        del self.sendq[:]
-        self.close("Max SendQ exceeded")
 
     def _tutorial_output(self, line: bytes) -> None:
         rendered = tutorial.render(line, self.session.nick)
@@ -280,8 +279,6 @@ class Worker:
                 and rendered.startswith(self.session.nick.encode()):
             self.tutorial_connected = True
             self.sendq += tutorial.CONNECTED
-        if len(self.sendq) > self.cfg.limits.sendq_bytes:
-            self._sendq_exceeded()
 
     def reply(self, code: str, *params: str, text: str | None = None) -> None:
         self.write(numerics.reply(self.cfg.server.name, code, self.session.target,
@@ -298,6 +295,10 @@ class Worker:
                 self.close(f"Write error: {error.strerror or error}")
                 return
             del self.sendq[:sent]
+            if len(self.sendq) > self.cfg.limits.sendq_bytes:
+                del self.sendq[:]
+                self.close("Max SendQ exceeded")
+                return
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.sendq else 0)
         if want != self.client_watch and not self.done:
             self.client_watch = want

@@ -65,7 +65,8 @@ class ServerProcess:
                                      stdin=subprocess.DEVNULL, env=env,
                                      start_new_session=True)
         threading.Thread(target=self._read_stderr, daemon=True).start()
-        wanted = expect_listeners or max(1, len(self.listen))
+        wanted = expect_listeners or max(
+            1, len(self.listen) + self.extra_args.count("--tutorial-listen"))
         self.wait_for_log(lambda: len(self.ports) >= wanted, "listening on")
         return self
 
@@ -143,3 +144,21 @@ class ServerProcess:
         psutil.wait_procs(kids, timeout=5)
         self._tmpdir.cleanup()
         return code
+
+
+WORKER_RE = r"worker\[(\d+)\] INFO conn \d+ registered as {nick}!"
+
+
+def worker_pid(server: ServerProcess, nick: str) -> int:
+    """The pid of the worker serving `nick`, from its registration log line."""
+    line = server.wait_for_text(f"registered as {nick}!")
+    match = re.search(WORKER_RE.format(nick=re.escape(nick)), line)
+    assert match, line
+    return int(match.group(1))
+
+
+def broker_pid(server: ServerProcess, after: int = 0) -> int:
+    line = server.wait_for_text("broker started (pid", start=after)
+    match = re.search(r"broker started \(pid (\d+)\)", line)
+    assert match, line
+    return int(match.group(1))

@@ -1,0 +1,42 @@
+"""SIGTERM and SIGINT: every client told, exit 0, nothing left behind."""
+
+import signal
+import time
+
+import psutil
+import pytest
+
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import ServerProcess
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_graceful_stop(signum):
+    server = ServerProcess(config_text="").start()
+    try:
+        clients = [IrcTestClient(server.port) for _ in range(3)]
+        for index, client in enumerate(clients):
+            client.register(f"user{index}")
+        kids = server.descendants()
+        started = time.monotonic()
+        server.signal(signum)
+        for client in clients:
+            closing = client.expect_closed(timeout=5)
+            assert closing[-1].command == "ERROR"
+            assert "Server shutting down" in closing[-1].params[0]
+        assert server.proc.wait(5) == 0
+        assert time.monotonic() - started < 5
+        gone, alive = psutil.wait_procs(kids, timeout=1)
+        assert not alive
+    finally:
+        server.stop()
+
+
+def test_port_in_use_is_one_sentence_and_exit_1(server):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "forkchat", "-l", f"127.0.0.1:{server.port}"],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,215 @@
+"""forkchat-client's full-screen interface, driven in tmux against the real server.
+
+Design section 5: "On a terminal: a full-screen curses interface ... an input
+line that incoming text never clobbers ... switching rooms ... /quit" and the
+issue: "restores the terminal on every way out".  tmux gives the client a
+real terminal; `send-keys` types, `capture-pane -p` reads the screen, and
+every wait polls the screen against a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tests.support.ircclient import IrcTestClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WIDTH, HEIGHT = 100, 30
+WAIT_S = 10.0
+POLL_S = 0.05
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="tmux is needed to drive the terminal interface")
+
+
+class Terminal:
+    """One tmux session on a private tmux server, running one command."""
+
+    def __init__(self, command: str) -> None:
+        self.socket = f"forkchat-test-{uuid.uuid4().hex[:8]}"
+        self.name = "client"
+        env = (f"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color "
+               f"PYTHONPATH={shlex.quote(REPO)}")
+        # After the client: its exit status and the terminal modes, then stay.
+        shell = (f"cd {shlex.quote(REPO)} && {env} {command}; "
+                 f"echo CLIENT-EXIT=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo"
+                 f" | tr '\\n' ' '; echo; sleep 600")
+        self._tmux("new-session", "-d", "-s", self.name, "-x", str(WIDTH), "-y", str(HEIGHT),
+                   shell)
+
+    def _tmux(self, *args: str) -> str:
+        result = subprocess.run(["tmux", "-u", "-L", self.socket, *args],
+                                capture_output=True, timeout=10, check=True)
+        return result.stdout.decode("utf-8", "replace")
+
+    def keys(self, *keys: str) -> None:
+        """Key names (Enter, C-n, M-1) as tmux knows them."""
+        self._tmux("send-keys", "-t", self.name, *keys)
+
+    def type(self, text: str) -> None:
+        """Literal text, no key-name lookup."""
+        self._tmux("send-keys", "-t", self.name, "-l", text)
+
+    def screen(self) -> list[str]:
+        return self._tmux("capture-pane", "-p", "-t", self.name).split("\n")
+
+    def wait_for(self, predicate, what: str, timeout: float = WAIT_S) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.screen()
+            if predicate(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"screen never showed {what}:\n" + "\n".join(lines))
+            time.sleep(POLL_S)  # polling the screen, not synchronising on time
+
+    def wait_text(self, text: str, timeout: float = WAIT_S) -> list[str]:
+        return self.wait_for(lambda lines: any(text in line for line in lines), repr(text),
+                             timeout)
+
+    def input_line(self) -> str:
+        return self.screen()[HEIGHT - 1]
+
+    def status_line(self) -> str:
+        return self.screen()[HEIGHT - 2]
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
+                       timeout=10)
+
+
+@pytest.fixture
+def terminal():
+    made: list[Terminal] = []
+
+    def make(args: str) -> Terminal:
+        term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app {args}")
+        made.append(term)
+        return term
+    yield make
+    for term in made:
+        term.close()
+
+
+def other_user(port: int, nick: str, *rooms: str) -> IrcTestClient:
+    client = IrcTestClient(port)
+    client.register(nick)
+    for room in rooms:
+        client.join(room)
+    return client
+
+
+def test_asks_for_the_nickname_and_joins_the_lobby(server, terminal):
+    term = terminal(f"127.0.0.1:{server.port}")
+    term.wait_text("Choose your nickname:")
+    term.type("tuiuser")
+    term.keys("Enter")
+    term.wait_text("tuiuser joined #lobby")
+    status = term.status_line()
+    assert "tuiuser" in status and "#lobby" in status and "1 members" in status
+
+
+def test_half_typed_line_survives_incoming_text_then_is_sent(server, terminal):
+    term = terminal(f"-n typist 127.0.0.1:{server.port}")
+    term.wait_text("typist joined #lobby")
+    alice = other_user(server.port, "alice", "#lobby")
+    try:
+        term.type("half typed")
+        term.wait_for(lambda lines: "half typed" in lines[HEIGHT - 1], "the typed text")
+        for n in range(5):
+            alice.send(f"PRIVMSG #lobby :incoming {n} 日本語 text")
+        term.wait_text("incoming 4 日本語 text")
+        assert term.input_line().rstrip() == "[#lobby] half typed"
+        term.type(" and finished")
+        term.keys("Enter")
+        msg = alice.expect("PRIVMSG")
+        assert msg.prefix.startswith("typist!") and msg.params == ("#lobby", "half typed and finished")
+        term.wait_text("<typist> half typed and finished")
+        assert term.input_line().rstrip() == "[#lobby]"
+    finally:
+        alice.close()
+
+
+def test_switching_rooms_keeps_separate_buffers(server, terminal):
+    term = terminal(f"-n switcher -r #one 127.0.0.1:{server.port}")
+    term.wait_text("switcher joined #one")
+    bob = other_user(server.port, "bob", "#one", "#two")
+    try:
+        term.type("/join #two")
+        term.keys("Enter")
+        term.wait_for(lambda lines: "3:#two" in lines[HEIGHT - 2], "#two as buffer 3")
+        bob.send("PRIVMSG #one :only in one")
+        term.wait_for(lambda lines: "Act: 2" in lines[HEIGHT - 2], "activity in #one")
+        assert "only in one" not in "\n".join(term.screen())
+        term.keys("M-2")
+        term.wait_text("only in one")
+        assert "2:#one" in term.status_line()
+        term.keys("C-n")
+        term.wait_for(lambda lines: "3:#two" in lines[HEIGHT - 2], "Ctrl+N to #two")
+        term.type("/switch #one")
+        term.keys("Enter")
+        term.wait_for(lambda lines: "2:#one" in lines[HEIGHT - 2], "/switch to #one")
+        term.type("/query bob")
+        term.keys("Enter")
+        term.type("private hello")
+        term.keys("Enter")
+        msg = bob.expect("PRIVMSG")
+        assert msg.params == ("bob", "private hello")
+        assert "4:bob" in term.status_line()
+    finally:
+        bob.close()
+
+
+def test_quit_restores_the_terminal(server, terminal):
+    term = terminal(f"-n leaver 127.0.0.1:{server.port}")
+    term.wait_text("leaver joined #lobby")
+    watcher = other_user(server.port, "watcher", "#lobby")
+    try:
+        term.type("/quit see you")
+        term.keys("Enter")
+        msg = watcher.expect("QUIT")
+        assert msg.prefix.startswith("leaver!") and "see you" in msg.params[-1]
+        lines = term.wait_text("CLIENT-EXIT=0")
+        modes = lines[lines.index("CLIENT-EXIT=0") + 1].split()
+        assert modes == ["icanon", "echo"]        # cooked mode and echo are back
+        assert not any("leaver |" in line for line in lines)   # the status bar is gone
+    finally:
+        watcher.close()
+
+
+def test_resize_redraws_the_layout(server, terminal):
+    term = terminal(f"-n resizer 127.0.0.1:{server.port}")
+    term.wait_text("resizer joined #lobby")
+    term.type("still here")
+    term._tmux("resize-window", "-t", term.name, "-x", "60", "-y", "20")
+    lines = term.wait_for(lambda lines: len(lines) >= 20 and "still here" in lines[19]
+                          and "resizer" in lines[18], "the input line on row 20")
+    assert "resizer joined #lobby" in "\n".join(lines)
+
+
+def test_reconnects_after_the_server_restarts(make_server, terminal):
+    first = make_server()
+    port = first.port
+    term = terminal(f"-n comeback -r #ops 127.0.0.1:{port}")
+    term.wait_text("comeback joined #ops")
+    first.stop()
+    term.wait_text("reconnecting")
+    second = make_server(listen=[f"127.0.0.1:{port}"])
+    term.wait_for(lambda lines: sum("comeback joined #ops" in line for line in lines) == 2,
+                  "the rejoin", timeout=30)
+    watcher = other_user(second.port, "watcher", "#ops")
+    try:
+        term.type("back again")
+        term.keys("Enter")
+        msg = watcher.expect("PRIVMSG")
+        assert msg.params == ("#ops", "back again")
+    finally:
+        watcher.close()
