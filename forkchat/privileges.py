@@ -85,17 +85,19 @@ def drop_privileges(user: str, group: str | None = None) -> bool:
 
     When not running as root there is nothing to drop: if we already are that
     user this is quietly fine, otherwise a warning says the setting is ignored
-    (as nginx does for its "user" directive) and False is returned. That lets
-    one config file serve both a root start and a DynamicUser= unit.
+    (as nginx does for its "user" directive) and False is returned, even for
+    a user unknown here. That lets one config file serve both a root start
+    and a DynamicUser= unit, whose user exists only while it runs.
 
     Raises:
-        PrivilegeError: the user or group does not exist, or the switch failed.
+        PrivilegeError: running as root, the user or group does not exist,
+            or the switch failed.
     """
-    target = resolve(user, group)
     if os.geteuid() != ROOT_UID:
-        if os.geteuid() != target.uid:
+        if not _is_current_user(user):
             log.warning("not running as root: ignoring user = %r", user)
         return False
+    target = resolve(user, group)
     try:
         os.initgroups(target.user, target.gid)
         os.setgid(target.gid)
@@ -107,6 +109,17 @@ def drop_privileges(user: str, group: str | None = None) -> bool:
     log.info("running as user %s (uid %d), group %s (gid %d)",
              target.user, target.uid, target.group, target.gid)
     return True
+
+
+def _is_current_user(user: str) -> bool:
+    """Whether user (a name or a number) is who we already run as."""
+    euid = os.geteuid()
+    if user == str(euid):
+        return True
+    try:
+        return pwd.getpwuid(euid).pw_name == user
+    except KeyError:
+        return False
 
 
 def _check_dropped(target: Identity) -> None:

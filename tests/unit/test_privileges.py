@@ -81,8 +81,9 @@ def test_not_root_any_more_is_a_warning_not_an_error() -> None:
         first = privileges.drop_privileges("nobody")
         same = privileges.drop_privileges("nobody")
         other = privileges.drop_privileges("root")
-        return [first, same, other, os.getuid()]
-    assert in_child(drop_twice) == [True, False, False, NOBODY.pw_uid]
+        unknown = privileges.drop_privileges("no-such-user-forkchat")
+        return [first, same, other, unknown, os.getuid()]
+    assert in_child(drop_twice) == [True, False, False, False, NOBODY.pw_uid]
 
 
 def test_not_root_warns_when_the_user_differs(caplog: pytest.LogCaptureFixture) -> None:
@@ -104,7 +105,19 @@ def test_not_root_warns_when_the_user_differs(caplog: pytest.LogCaptureFixture) 
 ])
 def test_unknown_account_is_a_clear_error(user: str, group: str | None, message: str) -> None:
     with pytest.raises(privileges.PrivilegeError, match=message):
-        privileges.drop_privileges(user, group)
+        privileges.resolve(user, group)
+
+
+@needs_root
+def test_drop_to_unknown_user_fails_and_keeps_root() -> None:
+    def drop() -> object:
+        try:
+            privileges.drop_privileges("no-such-user-forkchat")
+        except privileges.PrivilegeError as error:
+            return [str(error), os.getuid()]
+        return "dropped?"
+    assert in_child(drop) == [
+        "unknown user 'no-such-user-forkchat': not in the system's user database", 0]
 
 
 def test_resolve_defaults_to_login_group() -> None:
