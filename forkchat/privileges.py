@@ -90,8 +90,8 @@ def drop_privileges(user: str, group: str | None = None) -> bool:
     and a DynamicUser= unit, whose user exists only while it runs.
 
     Raises:
-        PrivilegeError: running as root, the user or group does not exist,
-            or the switch failed.
+        PrivilegeError: (as root) the user or group does not exist, or the
+            switch failed.
     """
     if os.geteuid() != ROOT_UID:
         if not _is_current_user(user):
