@@ -102,7 +102,7 @@ def test_page_has_section(page: str, section: str) -> None:
 SERVER_OPTIONS = ["-c, --config file", "-l, --listen host:port", "--tutorial-listen host:port", "--name name",
                   "--password password", "--user user", "--log-level level",
                   "--check-config", "--hash-password", "--version", "-h, --help"]
-CLIENT_OPTIONS = ["-n nick", "-r room", "--tls", "--ca-file file", "--insecure",
+CLIENT_OPTIONS = ["-n, --nick nick", "-r, --room room", "--tls", "--ca-file file", "--insecure",
                   "--password-file file", "--line", "-h, --help"]
 CONFIG_KEYS = ["name", "network", "motd", "motd_file", "password", "default_room",
                "state_dir", "user", "group", "allow_root", "address", "port", "protocol",
@@ -128,8 +128,11 @@ def test_items_documented(page: str, wanted: list[str]) -> None:
 
 
 def test_client_commands_documented() -> None:
+    """The design's commands and every command of the client's table are items."""
+    from forkchat.client import slash
     commands = {tag.split()[0] for tag in item_tags("forkchat-client.1") if tag.startswith("/")}
-    assert [c for c in CLIENT_COMMANDS if "/" + c not in commands] == []
+    wanted = sorted(set(CLIENT_COMMANDS) | set(slash.COMMANDS))
+    assert [c for c in wanted if "/" + c not in commands] == []
 
 
 def section_item_tags(page: str) -> dict[str, list[str]]:
@@ -150,6 +153,15 @@ def test_every_server_option_is_documented() -> None:
     from forkchat import cli
     documented = set(re.findall(r"--?[\w-]+", " ".join(item_tags("forkchat-server.8"))))
     options = {option for action in cli.build_parser()._actions
+               for option in action.option_strings}
+    assert sorted(options - documented) == []
+
+
+def test_every_client_option_is_documented() -> None:
+    """Every option of forkchat-client --help is an item of forkchat-client(1)."""
+    from forkchat.client import app
+    documented = set(re.findall(r"--?[\w-]+", " ".join(item_tags("forkchat-client.1"))))
+    options = {option for action in app.build_parser()._actions
                for option in action.option_strings}
     assert sorted(options - documented) == []
 
