@@ -84,6 +84,7 @@ class WhowasEntry:
     host: str
     realname: str
     time: int
+    seq: int            # global order of departure: WHOWAS answers newest first
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class ChatState:
         self.nicks: dict[str, Client] = {}          # folded nick -> client (reserved or registered)
         self.rooms: dict[str, rooms.Room] = {}      # folded room name -> Room
         self.whowas: OrderedDict[str, list[WhowasEntry]] = OrderedDict()
+        self.whowas_seq = 0
         self.registered_count = 0
         self.max_registered = 0
         self.mode_counts = {letter: 0 for letter in USER_MODES}   # registered users per user mode
@@ -334,7 +336,9 @@ class ChatState:
 
     def record_whowas(self, client: Client) -> None:
         folded = protocol.casefold(client.nick)
-        entry = WhowasEntry(client.nick, client.user, client.host, client.realname, int(self.now()))
+        self.whowas_seq += 1
+        entry = WhowasEntry(client.nick, client.user, client.host, client.realname,
+                            int(self.now()), self.whowas_seq)
         history = self.whowas.pop(folded, [])
         history.append(entry)
         self.whowas[folded] = history[-WHOWAS_PER_NICK:]

@@ -28,7 +28,7 @@ def isupport_tokens(st: ChatState) -> list[str]:
         "PREFIX=(ov)@+", f"CHANMODES=b,k,l,{rooms.FLAG_MODES}", f"MODES={rooms.MAX_PARAM_MODES}",
         f"NICKLEN={s.nicklen}", f"CHANNELLEN={s.roomlen}", f"TOPICLEN={s.topiclen}",
         f"KICKLEN={s.kicklen}", f"AWAYLEN={s.awaylen}", f"CHANLIMIT=#&:{s.rooms_per_client}",
-        f"MAXTARGETS={targets}", f"MAXLIST=b:{s.bans_per_room}", f"KEYLEN={rooms.KEYLEN}",
+        f"MAXTARGETS={targets}", f"MAXLIST=b:{s.bans_per_room}", f"KEYLEN={rooms.KEYLEN}", "ELIST=MNU",
         f"TARGMAX=JOIN:,KICK:{state_rooms.MAX_KICKS},LIST:,NAMES:,NOTICE:{targets},"
         f"PART:,PRIVMSG:{targets},WHOIS:{targets},WHOWAS:{targets}",
     ]
@@ -174,8 +174,7 @@ def _whois_lines(st: ChatState, client: Client, target: Client) -> list[bytes]:
     lines = [st.numeric(client, numerics.RPL_WHOISUSER, nick, target.user, target.host, "*",
                         text=target.realname)]
     shown = [rooms.highest_prefix(room.members.get(target.cid, "")) + room.name
-             for room in target.joined.values()
-             if target is client or state_rooms.visible(room, client)]
+             for room in target.joined.values() if _room_in_whois(client, target, room)]
     budget = state_rooms.numeric_budget(st, client, nick)
     lines += [st.numeric(client, numerics.RPL_WHOISCHANNELS, nick, text=piece)
               for piece in state_rooms.chunk_words(shown, budget)]
@@ -190,6 +189,13 @@ def _whois_lines(st: ChatState, client: Client, target: Client) -> list[bytes]:
     return lines
 
 
+def _room_in_whois(client: Client, target: Client, room: rooms.Room) -> bool:
+    """319 lists hidden rooms, and an invisible user's rooms, only to fellow members."""
+    if target is client or client.cid in room.members:
+        return True
+    return not room.is_hidden() and "i" not in target.modes
+
+
 def cmd_whowas(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
     """WHOWAS <nick>{,<nick>} [<count>]"""
     query = msg.param(0)
@@ -197,19 +203,34 @@ def cmd_whowas(st: ChatState, client: Client, msg: protocol.Message, out: Outbox
         raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
     count_text = msg.param(1)
     count = int(count_text) if count_text.isascii() and count_text.isdigit() else 0
+    entries = []
     for nick in state_talk.split_targets(query, state_talk.MAX_TARGETS):
-        history = st.whowas.get(protocol.casefold(nick))
-        if not history:
+        found = _whowas_entries(st, nick, count)
+        if not found:
             out.send(client.cid, st.numeric(client, numerics.ERR_WASNOSUCHNICK, nick))
-            continue
-        newest_first = history[::-1]
-        for entry in newest_first[:count] if count > 0 else newest_first:
-            when = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(entry.time))
-            out.send(client.cid, st.numeric(client, numerics.RPL_WHOWASUSER, entry.nick,
-                                            entry.user, entry.host, "*", text=entry.realname))
-            out.send(client.cid, st.numeric(client, numerics.RPL_WHOISSERVER, entry.nick,
-                                            st.settings.server_name, text=when))
+        entries += found
+    entries.sort(key=lambda entry: entry.seq, reverse=True)
+    for entry in entries:
+        when = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(entry.time))
+        out.send(client.cid, st.numeric(client, numerics.RPL_WHOWASUSER, entry.nick,
+                                        entry.user, entry.host, "*", text=entry.realname))
+        out.send(client.cid, st.numeric(client, numerics.RPL_WHOISSERVER, entry.nick,
+                                        st.settings.server_name, text=when))
     out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFWHOWAS, query))
+
+
+def _whowas_entries(st: ChatState, nick: str, count: int) -> list:
+    """Newest first, at most `count` per nick (0: all); a nick may be a mask."""
+    folded = protocol.casefold(nick)
+    if "*" in folded or "?" in folded:
+        names = [name for name in st.whowas if rooms.glob_match(folded, name)]
+    else:
+        names = [folded] if folded in st.whowas else []
+    found = []
+    for name in names:
+        newest_first = st.whowas[name][::-1]
+        found += newest_first[:count] if count > 0 else newest_first
+    return found
 
 
 def _words(msg: protocol.Message) -> list[str]:

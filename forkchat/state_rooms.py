@@ -213,18 +213,48 @@ def cmd_names(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
 
 
 def cmd_list(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """LIST [<room>{,<room>}]  (no 321: modern servers skip it)"""
-    query = msg.param(0)
-    if query and protocol.is_room_name(query):
-        found = (st.find_room(name) for name in query.split(","))
-        shown = [room for room in found if room is not None]
-    else:
-        shown = list(st.rooms.values())
-    for room in shown:
+    """LIST [<item>{,<item>}]
+
+    Items (005 ELIST=MNU): room names or masks, '!mask' to exclude, '>n' and
+    '<n' on the member count.  No 321: modern servers skip it.
+    """
+    for room in _list_rooms(st, msg.param(0)):
         if visible(room, client):
             out.send(client.cid, st.numeric(client, numerics.RPL_LIST, room.name,
                                             str(len(room.members)), text=room.topic))
     out.send(client.cid, st.numeric(client, numerics.RPL_LISTEND))
+
+
+def _list_rooms(st: ChatState, query: str) -> list[rooms.Room]:
+    items = [item for item in query.split(",") if item]
+    if items and all(protocol.is_room_name(item) and "*" not in item and "?" not in item
+                     for item in items):
+        found = (st.find_room(item) for item in items)        # plain names: no scan
+        return [room for room in found if room is not None]
+    masks: list[str] = []
+    negated: list[str] = []
+    more, less = -1, rooms.MAX_LIMIT
+    for item in items:
+        number = item[1:]
+        if item[0] in "<>" and number.isascii() and number.isdigit():
+            if item[0] == ">":
+                more = max(more, int(number))
+            else:
+                less = min(less, int(number))
+        elif item[0] == "!":
+            negated.append(protocol.casefold(item[1:]))
+        else:
+            masks.append(protocol.casefold(item))
+
+    def accept(room: rooms.Room) -> bool:
+        name = protocol.casefold(room.name)
+        if masks and not any(rooms.glob_match(mask, name) for mask in masks):
+            return False
+        if any(rooms.glob_match(mask, name) for mask in negated):
+            return False
+        return more < len(room.members) < less
+
+    return [room for room in st.rooms.values() if accept(room)]
 
 
 def cmd_kick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:

@@ -952,3 +952,52 @@ def test_fuzz_random_text_lines():
             continue
         w.st.request(rng.choice([1, 2]), msg, w.out)
     w.out.take()
+
+
+@pytest.mark.parametrize("query, listed", [
+    ("", ["#chan1", "#chan2", "#other"]),
+    ("*an1", ["#chan1"]),
+    ("#c*n2", ["#chan2"]),
+    ("*an3", []),
+    ("#ch*", ["#chan1", "#chan2"]),
+    ("!*an1", ["#chan2", "#other"]),
+    ("!#ch*", ["#other"]),
+    (">1", ["#chan2"]),
+    ("<2", ["#chan1", "#other"]),
+    ("<1", []),
+    (">0,<100", ["#chan1", "#chan2", "#other"]),
+    ("#CHAN2,#nope", ["#chan2"]),
+    ("#ch*,>1", ["#chan2"]),
+])
+def test_list_elist_filters(w, query, listed):
+    w.add("alice")
+    w.add("bob")
+    w.add("carol")
+    w.cmd("alice", "JOIN #chan1,#chan2,#other")
+    w.cmd("bob", "JOIN #chan2")
+    lines = w.to("carol", f"LIST {query}" if query else "LIST")
+    assert [line.split()[3] for line in lines[:-1]] == listed
+    assert lines[-1] == ":srv 323 carol :End of /LIST"
+
+
+def test_whois_invisible_user_shows_rooms_only_to_fellow_members(room):
+    room.cmd("alice", "MODE alice +i")
+    assert not any(" 319 " in line for line in room.to("carol", "WHOIS alice"))
+    assert ":srv 319 bob alice :@#room" in room.to("bob", "WHOIS alice")
+
+
+def test_whowas_newest_first_across_targets_and_masks(w):
+    w.add("watcher")
+    for nick, user in (("nick2", "ident2"), ("nick3", "ident3"), ("nick2", "ident4")):
+        cid = w.add(nick, user=user)
+        w.st.disconnect(cid, "bye", w.out)
+    w.out.take()
+    users = [line.split()[4] for line in w.to("watcher", "WHOWAS nick2,nick3") if " 314 " in line]
+    assert users == ["ident4", "ident3", "ident2"]
+    users = [line.split()[4] for line in w.to("watcher", "WHOWAS nick2 1") if " 314 " in line]
+    assert users == ["ident4"]
+    users = [line.split()[4] for line in w.to("watcher", "WHOWAS *ck3 -1") if " 314 " in line]
+    assert users == ["ident3"]
+    lines = w.to("watcher", "WHOWAS nick3,none")
+    assert lines[0] == ":srv 406 watcher none :There was no such nickname"
+    assert lines[-1] == ":srv 369 watcher nick3,none :End of WHOWAS"
