@@ -7,6 +7,12 @@ bytes ever runs as root. The order inside is the classic one: supplementary
 groups, then the group, then the user; once the uid is gone the process
 could no longer change its groups.
 
+After the switch the process can import only what the new user may read.
+A Python installed under /root (pyenv, a root-only virtual environment)
+cannot be read by "nobody": every module must then be imported before the
+drop, and check_runtime_readable() turns the later ImportError traceback into
+one clear sentence at start-up.
+
 Under systemd the unit decides (User=, DynamicUser=): the server is started
 as the right user already and nothing here has work to do. Outside systemd,
 refuse_root() stops the server from quietly serving as root when nobody
@@ -19,7 +25,9 @@ import grp
 import logging
 import os
 import pwd
-from collections.abc import Callable
+import sys
+import sysconfig
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -158,3 +166,42 @@ def refuse_root(user: str | None, allow_root: bool, *, under_systemd: bool,
         "refusing to run as root: set user = \"NAME\" in [server] of the config "
         "(or pass --user NAME) to drop privileges after binding, "
         "or set allow_root = true to serve as root anyway")
+
+
+def runtime_paths() -> list[str]:
+    """Directories the server may still import from after the drop.
+
+    The standard library, the site-packages that hold psutil, and forkchat
+    itself: lazy imports (multiprocessing in the supervisor, ssl on the first
+    TLS client) read from them long after start-up.
+    """
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [sysconfig.get_path("stdlib"), sysconfig.get_path("purelib"),
+             sysconfig.get_path("platlib"), here, sys.prefix]
+    return list(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))
+
+
+def check_runtime_readable(paths: Iterable[str] | None = None) -> None:
+    """Check, as the current (dropped) user, that the installation is readable.
+
+    Call it right after drop_privileges(): a failure means the server would
+    die at its next import, so it is better to stop now with the reason.
+
+    Raises:
+        PrivilegeError: names the first directory the user cannot read.
+    """
+    for path in runtime_paths() if paths is None else paths:
+        if not os.access(path, os.R_OK | os.X_OK):
+            user = _current_user_name()
+            raise PrivilegeError(
+                f"user {user!r} cannot read {path}, where Python or forkchat is "
+                f"installed: install them where {user!r} can read them, or set "
+                "allow_root = true")
+
+
+def _current_user_name() -> str:
+    """The effective user's name, or its number when it has no entry."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

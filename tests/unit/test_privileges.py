@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pwd
+import tempfile
 from collections.abc import Callable
 
 import pytest
@@ -123,6 +124,31 @@ def test_drop_to_unknown_user_fails_and_keeps_root() -> None:
 def test_resolve_defaults_to_login_group() -> None:
     found = privileges.resolve("nobody")
     assert (found.user, found.uid, found.gid) == ("nobody", NOBODY.pw_uid, NOBODY.pw_gid)
+
+
+@needs_root
+def test_runtime_readable_check_names_the_unreadable_directory() -> None:
+    with tempfile.TemporaryDirectory() as private, tempfile.TemporaryDirectory() as public:
+        os.chmod(private, 0o700)
+        os.chmod(public, 0o755)
+
+        def drop_then_check() -> object:
+            privileges.drop_privileges("nobody")
+            privileges.check_runtime_readable([public])
+            try:
+                privileges.check_runtime_readable([public, private])
+            except privileges.PrivilegeError as error:
+                return str(error)
+            return "readable?"
+        message = in_child(drop_then_check)
+    assert isinstance(message, str)
+    assert message.startswith(f"user 'nobody' cannot read {private}, where Python")
+
+
+def test_runtime_paths_include_stdlib_and_forkchat() -> None:
+    paths = privileges.runtime_paths()
+    assert os.path.dirname(os.__file__) in paths
+    assert os.path.dirname(os.path.dirname(privileges.__file__)) in paths
 
 
 # (euid, user, allow_root, under_systemd) -> refused?
