@@ -11,9 +11,10 @@ Dispatch follows ergo's `Command.Run`: `request` looks the command up in
 one place, then calls the handler.  Handlers raise `numerics.Reply` for
 expected failures and `request` turns that into the numeric (never for
 NOTICE).  Handlers live by topic in state_rooms.py (JOIN .. MODE),
-state_talk.py (PRIVMSG, NOTICE, AWAY, WALLOPS, KILL) and state_query.py
-(WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS, MOTD); identity (NICK, user
-modes, registration, disconnect) stays here.
+state_talk.py (PRIVMSG, NOTICE, AWAY, WALLOPS, KILL), state_query.py
+(WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS, MOTD) and state_users.py (NICK,
+MODE); the client lifecycle (connect, register, disconnect, reregister) and
+the helpers every handler shares stay here.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
-from forkchat import numerics, protocol, rooms, state_query, state_rooms, state_talk
+from forkchat import numerics, protocol, rooms, state_query, state_rooms, state_talk, state_users
 
-USER_MODES = "iow"
+USER_MODES = state_users.USER_MODES
 MAX_TARGETS = state_talk.MAX_TARGETS
 WHOWAS_PER_NICK = 5
 WHOWAS_NICKS = 1000          # nicks remembered for WHOWAS, oldest forgotten first
@@ -346,83 +347,8 @@ class ChatState:
             self.whowas.popitem(last=False)
 
 
-# -- identity commands ---------------------------------------------------------
-
-def cmd_nick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """NICK <nick>
-
-    Before registration the nick is only reserved; after, the change goes
-    once to the client and to everyone sharing a room with it.
-    """
-    nick = msg.param(0)
-    if not nick:
-        raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
-    if not protocol.valid_nick(nick, st.settings.nicklen):
-        raise numerics.Reply(numerics.ERR_ERRONEUSNICKNAME, nick)
-    if nick == client.nick:
-        return
-    folded = protocol.casefold(nick)
-    holder = st.nicks.get(folded)
-    if holder is not None and holder is not client:
-        raise numerics.Reply(numerics.ERR_NICKNAMEINUSE, nick)
-    if client.registered:
-        st.record_whowas(client)
-        recipients = st.neighbours(client)
-        recipients.add(client.cid)
-        out.fanout(recipients, protocol.format_line(client.prefix, "NICK", nick))
-    if client.nick:
-        st.nicks.pop(protocol.casefold(client.nick), None)
-    st.nicks[folded] = client
-    client.nick = nick
-    st.set_prefix(client)
-    out.update(client.cid, {"nick": nick})
-
-
-def cmd_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """MODE <room> [<modes> [<params>...]] | MODE <nick> [<modes>]"""
-    if protocol.is_room_name(msg.params[0]):
-        state_rooms.room_mode(st, client, msg, out)
-    else:
-        user_mode(st, client, msg, out)
-
-
-def user_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """Users change only their own i and w, and may drop o (only OPER gives it)."""
-    target = st.find_nick(msg.params[0])
-    if target is None:
-        raise numerics.Reply(numerics.ERR_NOSUCHNICK, msg.params[0])
-    if target is not client:
-        raise numerics.Reply(numerics.ERR_USERSDONTMATCH)
-    if len(msg.params) < 2:
-        out.send(client.cid, st.numeric(client, numerics.RPL_UMODEIS, "+" + st.user_modes(client)))
-        return
-    before = set(client.modes)
-    unknown = _apply_user_modes(st, client, msg.params[1])
-    added, removed = client.modes - before, before - client.modes
-    if added or removed:
-        change = ("+" + "".join(sorted(added)) if added else "") + \
-                 ("-" + "".join(sorted(removed)) if removed else "")
-        out.send(client.cid, state_talk.text_line(client.nick, "MODE", client.nick, change))
-        out.update(client.cid, {"modes": st.user_modes(client), "oper": "o" in client.modes})
-    if unknown:
-        raise numerics.Reply(numerics.ERR_UMODEUNKNOWNFLAG)
-
-
-def _apply_user_modes(st: ChatState, client: Client, modestring: str) -> bool:
-    """Apply what a user may change of its own modes; True if a letter was unknown."""
-    adding, unknown = True, False
-    for letter in modestring:
-        if letter in "+-":
-            adding = letter == "+"
-        elif letter not in USER_MODES:
-            unknown = True
-        elif letter != "o" or not adding:
-            st.set_user_mode(client, letter, adding)
-    return unknown
-
-
 HANDLERS: dict[str, Handler] = {
-    "NICK": Handler(cmd_nick, registered=False),
+    "NICK": Handler(state_users.cmd_nick, registered=False),
     "JOIN": Handler(state_rooms.cmd_join, min_params=1),
     "PART": Handler(state_rooms.cmd_part, min_params=1),
     "TOPIC": Handler(state_rooms.cmd_topic, min_params=1),
@@ -430,7 +356,7 @@ HANDLERS: dict[str, Handler] = {
     "LIST": Handler(state_rooms.cmd_list),
     "KICK": Handler(state_rooms.cmd_kick, min_params=2),
     "INVITE": Handler(state_rooms.cmd_invite, min_params=2),
-    "MODE": Handler(cmd_mode, min_params=1),
+    "MODE": Handler(state_users.cmd_mode, min_params=1),
     "PRIVMSG": Handler(state_talk.cmd_privmsg),
     "NOTICE": Handler(state_talk.cmd_notice, quiet=True),
     "AWAY": Handler(state_talk.cmd_away),

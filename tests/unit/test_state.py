@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from forkchat import numerics, protocol, state
+from forkchat import protocol, state
 
 S = ":srv"
 HOST = "127.0.0.1"
