@@ -71,7 +71,7 @@ class Client:
     modes: set[str] = field(default_factory=set)
     away: str = ""
     joined: dict[str, rooms.Room] = field(default_factory=dict)   # folded room name -> Room
-    invited: set[str] = field(default_factory=set)                # folded room names
+    invited: dict[str, None] = field(default_factory=dict)        # folded room names, oldest first
     signon: int = 0
     last_talk: float = 0.0
     prefix: str = ""             # nick!user@host, what every relayed line carries

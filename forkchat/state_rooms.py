@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from forkchat.state import ChatState, Client, Outbox
 
 MAX_KICKS = 20          # targets of one KICK
+MAX_INVITES = 50        # pending invites one client can hold
 
 
 def chunk_words(words: Iterable[str], budget: int) -> list[str]:
@@ -106,7 +107,7 @@ def _join_one(st: ChatState, client: Client, name: str, key: str, out: Outbox) -
     room.members[client.cid] = status
     client.joined[folded] = room
     room.invites.discard(client.cid)
-    client.invited.discard(folded)
+    client.invited.pop(folded, None)
     out.fanout(list(room.members), protocol.format_line(client.prefix, "JOIN", room.name))
     for line in _join_burst(st, client, room):
         out.send(client.cid, line)
@@ -321,8 +322,7 @@ def cmd_invite(st: ChatState, client: Client, msg: protocol.Message, out: Outbox
             raise numerics.Reply(numerics.ERR_USERONCHANNEL, target.nick, room.name)
         if "i" in room.flags and not room.is_op(client.cid):
             raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
-        room.invites.add(target.cid)
-        target.invited.add(protocol.casefold(room.name))
+        _remember_invite(st, target, room)
         name = room.name
     elif not protocol.valid_room(name, st.settings.roomlen):
         raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
@@ -330,6 +330,20 @@ def cmd_invite(st: ChatState, client: Client, msg: protocol.Message, out: Outbox
     out.send(target.cid, protocol.format_line(client.prefix, "INVITE", target.nick, name))
     if target.away:
         out.send(client.cid, st.numeric(client, numerics.RPL_AWAY, target.nick, text=target.away))
+
+
+def _remember_invite(st: ChatState, target: Client, room: rooms.Room) -> None:
+    """Record a pending invite; a client keeps at most MAX_INVITES, oldest dropped."""
+    folded = protocol.casefold(room.name)
+    target.invited.pop(folded, None)
+    while len(target.invited) >= MAX_INVITES:
+        oldest = next(iter(target.invited))
+        del target.invited[oldest]
+        stale = st.rooms.get(oldest)
+        if stale is not None:
+            stale.invites.discard(target.cid)
+    target.invited[folded] = None
+    room.invites.add(target.cid)
 
 
 def room_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:

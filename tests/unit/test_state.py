@@ -1001,3 +1001,17 @@ def test_whowas_newest_first_across_targets_and_masks(w):
     lines = w.to("watcher", "WHOWAS nick3,none")
     assert lines[0] == ":srv 406 watcher none :There was no such nickname"
     assert lines[-1] == ":srv 369 watcher nick3,none :End of WHOWAS"
+
+
+def test_pending_invites_are_bounded():
+    from forkchat import state_rooms
+    room = World(rooms_per_client=100)
+    for nick in ("alice", "bob", "carol"):
+        room.add(nick)
+    for index in range(state_rooms.MAX_INVITES + 5):
+        room.cmd("alice", f"JOIN #r{index}")
+        room.cmd("alice", f"INVITE carol #r{index}")
+    carol = room.st.clients[3]
+    assert len(carol.invited) == state_rooms.MAX_INVITES
+    assert 3 not in room.st.find_room("#r0").invites
+    assert 3 in room.st.find_room(f"#r{state_rooms.MAX_INVITES + 4}").invites
