@@ -37,6 +37,7 @@ from forkchat import __version__, children, config, ipc, log as logsetup, protoc
 log = logging.getLogger("forkchat.broker")
 
 READ_BYTES = 65536
+HEARTBEAT_S = 2.0    # counts to the supervisor: its STATUS and its watchdog
 _UCRED = struct.Struct("3i")
 
 
@@ -97,11 +98,27 @@ class Broker:
         self.selector.register(self.control, selectors.EVENT_READ, self.on_control)
         self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
         log.info("broker ready")
+        next_beat = 0.0
         while self.running:
-            for key, mask in self.selector.select():
+            for key, mask in self.selector.select(HEARTBEAT_S):
                 key.data(mask)
             self._flush_dirty()
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + HEARTBEAT_S
+                self._heartbeat()
         return 0
+
+    def _heartbeat(self) -> None:
+        """Tell the supervisor the counts; its absence means a stuck broker."""
+        clients, rooms = self.state.counts()
+        frame = ipc.encode_json(ipc.Kind.CONTROL, {"op": "counts", "clients": clients,
+                                                   "rooms": rooms})
+        try:
+            self.control.send(frame)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self.running = False
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.running = False

@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+import logging
 import sys
 from typing import Callable
 
-from forkchat import __version__, config, listeners, log as logsetup, passwords
+from forkchat import __version__, config, listeners, log as logsetup, passwords, privileges
+from forkchat import systemd
+
+DEFAULT_UNPRIVILEGED_USER = "nobody"
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -106,10 +110,61 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forkchat-server: configuration OK ({args.config or 'built-in defaults'})")
         return 0
     logsetup.setup("supervisor", cfg.log.level)
+    # Everything the processes will run is imported now, while the files
+    # are surely readable: after the switch to an unprivileged user an
+    # interpreter installed in a private home could not load them.
+    from forkchat import supervisor
     try:
-        bound = listeners.bind_all(cfg.listen)
-    except listeners.BindError as error:
+        bound = open_listeners(cfg)
+        become_unprivileged(cfg)
+    except (listeners.BindError, privileges.PrivilegeError, ValueError) as error:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    from forkchat import supervisor
     return supervisor.Supervisor(cfg, load if args.config else None, bound).run()
+
+
+def open_listeners(cfg: config.Config) -> list[listeners.Bound]:
+    """Adopt the sockets systemd passed, or bind the configured ones.
+
+    A passed socket's protocol comes from its name (FileDescriptorName=irc
+    or tutorial), else from the [[listen]] entry at the same position, else
+    it is irc.
+
+    Raises:
+        BindError: a listener could not be bound.
+        ValueError: the socket-activation environment is broken.
+    """
+    passed = systemd.listen_fds()
+    if not passed:
+        return listeners.bind_all(cfg.listen)
+    bound = []
+    for index, (fd, name) in enumerate(passed):
+        if name in config.PROTOCOLS:
+            protocol = name
+        elif index < len(cfg.listen):
+            protocol = cfg.listen[index].protocol
+        else:
+            protocol = "irc"
+        bound.append(listeners.adopt(fd, config.Listener(protocol=protocol)))
+    return bound
+
+
+def become_unprivileged(cfg: config.Config) -> None:
+    """After binding, never serve clients as root by accident.
+
+    As root outside systemd with no `user` configured, the server drops to
+    `nobody` (with a warning) unless `allow_root = true`; under systemd the
+    unit's User=/DynamicUser= decides.
+
+    Raises:
+        PrivilegeError: the user does not exist or the switch failed.
+    """
+    user = cfg.server.user
+    if not user and privileges.os.geteuid() == privileges.ROOT_UID \
+            and not systemd.under_systemd() and not cfg.server.allow_root:
+        user = DEFAULT_UNPRIVILEGED_USER
+        logging.getLogger("forkchat.supervisor").warning(
+            "started as root with no user configured: dropping to %r "
+            "(set user = ... or allow_root = true in [server])", user)
+    if user:
+        privileges.drop_privileges(user, cfg.server.group or None)

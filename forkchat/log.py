@@ -8,8 +8,9 @@ turns into the entry's priority.
 from __future__ import annotations
 
 import logging
-import os
 import sys
+
+from forkchat import systemd
 
 _PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
                logging.ERROR: 3, logging.CRITICAL: 2}
@@ -24,17 +25,13 @@ class _JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
-def under_journal() -> bool:
-    return bool(os.environ.get("JOURNAL_STREAM"))
-
-
 def setup(role: str, level: str = "info") -> None:
     """Configure the root logger for this process (called again after fork)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    if under_journal():
+    if systemd.under_journal():
         handler.setFormatter(_JournalFormatter(f"{role}[%(process)d]: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter(

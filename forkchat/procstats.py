@@ -62,3 +62,16 @@ def uptime(root_pid: int, now: float) -> float:
         return max(0.0, now - psutil.Process(root_pid).create_time())
     except psutil.Error:
         return 0.0
+
+
+def report_lines(summary: dict[str, Any]) -> list[str]:
+    """Human lines for STATS p and the SIGUSR1 report."""
+    mib = 1024 * 1024
+    total = summary["total"]
+    lines = [f"processes {summary['processes']} workers {summary['workers']}",
+             f"total rss {total['rss'] / mib:.1f} MiB uss {total['uss'] / mib:.1f} MiB "
+             f"pss {total['pss'] / mib:.1f} MiB"]
+    for role, figures in sorted(summary["roles"].items()):
+        lines.append(f"{role} rss {figures['rss'] / mib:.1f} MiB uss "
+                     f"{figures['uss'] / mib:.1f} MiB pss {figures['pss'] / mib:.1f} MiB")
+    return lines

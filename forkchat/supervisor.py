@@ -19,6 +19,7 @@ import errno
 import gc
 import logging
 import multiprocessing
+import multiprocessing.popen_fork  # noqa: F401  (loaded before privileges drop)
 import os
 import pickle
 import resource
@@ -30,7 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from forkchat import broker, config, ipc, listeners, worker
+from forkchat import broker, config, ipc, listeners, log as logsetup, procstats, systemd
+from forkchat import worker
 
 log = logging.getLogger("forkchat.supervisor")
 
@@ -45,6 +47,9 @@ BROKER_RESTARTS = 5              # more deaths than this ...
 BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
 ACCEPTS_PER_WAKEUP = 64
+STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
+MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child
+BROKER_SILENT_S = 3 * broker.HEARTBEAT_S + 1.0
 
 
 class Shutdown(BaseException):
@@ -84,6 +89,12 @@ class Supervisor:
         self.created = broker.created_stamp()
         self.broker_address = f"\0forkchat-{os.getpid()}-{secrets.token_hex(8)}"
         self.broker_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.control_reader = ipc.FrameReader()
+        self.counts = {"clients": 0, "rooms": 0}
+        self.broker_heard = time.monotonic()
+        self.memory_mib = 0.0
+        self.status_sent = ""
+        self.timers: dict[str, float] = {}
 
     # -- main loop -------------------------------------------------------------
 
@@ -100,8 +111,11 @@ class Supervisor:
             self.spawn_broker()
             for bound in self.bound:
                 listeners.announce(bound)
+            self._start_timers()
+            systemd.notify("READY=1", self._status())
             while not self.stopping:
-                self._turn(None)
+                self._turn(self._next_timeout())
+                self._run_timers()
             self.stop()
         except Shutdown as halt:
             log.error("%s", halt.reason)
@@ -112,6 +126,76 @@ class Supervisor:
     def _turn(self, timeout: float | None) -> None:
         for key, mask in self.selector.select(timeout):
             key.data(mask)
+
+    # -- timers: status, memory, watchdog ------------------------------------------
+
+    def _start_timers(self) -> None:
+        now = time.monotonic()
+        self.timers["status"] = now + STATUS_EVERY_S
+        self.timers["memory"] = now
+        if systemd.watchdog_interval():
+            self.timers["watchdog"] = now
+
+    def _next_timeout(self) -> float | None:
+        if not self.timers:
+            return None
+        return max(0.0, min(self.timers.values()) - time.monotonic())
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        for name, deadline in list(self.timers.items()):
+            if deadline <= now and not self.stopping:
+                TIMER_ACTIONS[name](self)
+
+    def on_status_timer(self) -> None:
+        self.timers["status"] = time.monotonic() + STATUS_EVERY_S
+        status = self._status()
+        if status != self.status_sent:
+            systemd.notify(status)
+
+    def on_memory_timer(self) -> None:
+        self.timers["memory"] = time.monotonic() + MEMORY_EVERY_S
+        total = procstats.summary(os.getpid())["total"]
+        self.memory_mib = total["pss"] / (1 << 20)
+
+    def on_watchdog_timer(self) -> None:
+        """Ping systemd only while the supervisor loop and the broker both work."""
+        interval = systemd.watchdog_interval() or STATUS_EVERY_S
+        self.timers["watchdog"] = time.monotonic() + interval
+        if time.monotonic() - self.broker_heard <= BROKER_SILENT_S:
+            systemd.notify("WATCHDOG=1")
+        else:
+            log.warning("broker silent for %.0f s: withholding the watchdog ping",
+                        time.monotonic() - self.broker_heard)
+
+    def _status(self) -> str:
+        self.status_sent = (f"STATUS={self.counts['clients']} clients, "
+                            f"{self.counts['rooms']} rooms, {self.memory_mib:.0f} MiB")
+        return self.status_sent
+
+    def on_control(self, mask: int) -> None:
+        """Heartbeats from the broker: counts for STATUS, and proof of life."""
+        assert self.broker_control is not None
+        try:
+            data = self.broker_control.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(self.broker_control)
+            return
+        try:
+            frames = self.control_reader.feed(data)
+        except ipc.FrameError as error:
+            log.error("broker control: %s", error)
+            return
+        for _kind, payload in frames:
+            message = ipc.decode_json(payload)
+            if message.get("op") == "counts":
+                self.broker_heard = time.monotonic()
+                self.counts = {"clients": int(message.get("clients", 0)),
+                               "rooms": int(message.get("rooms", 0))}
 
     def _install_signals(self) -> None:
         self._signal_r, signal_w = socket.socketpair()
@@ -202,8 +286,16 @@ class Supervisor:
         finally:
             broker_end.close()
         if self.broker_control is not None:
+            try:
+                self.selector.unregister(self.broker_control)
+            except (KeyError, ValueError):
+                pass
             self.broker_control.close()
         self.broker_control = control
+        self.control_reader = ipc.FrameReader()
+        control.setblocking(False)
+        self.selector.register(control, selectors.EVENT_READ, self.on_control)
+        self.broker_heard = time.monotonic()
         self.broker_pid = child.pid
         log.info("broker started (pid %d)", self.broker_pid)
 
@@ -252,15 +344,19 @@ class Supervisor:
         if self.reload_config is None:
             log.warning("SIGHUP: no configuration file to reload")
             return
+        systemd.notify(*systemd.reloading())
         try:
             new = self.reload_config()
         except config.ConfigInvalid as error:
             log.error("reload failed, keeping the running configuration:\n%s", error)
+            systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
         self._apply_listeners(new)
         self.cfg = new
+        logsetup.set_level(new.log.level)
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
         log.info("configuration reloaded")
+        systemd.notify("READY=1", self._status())
 
     def _apply_listeners(self, new: config.Config) -> None:
         """Bind listeners added to the file, close those removed from it."""
@@ -285,8 +381,12 @@ class Supervisor:
             listeners.announce(bound)
 
     def handle_sigusr1(self) -> None:
-        log.info("status: %d clients, %d children, broker pid %d",
-                 self.workers, len(self.children), self.broker_pid)
+        """A status report in the log: clients, rooms, memory per process."""
+        summary = procstats.summary(os.getpid())
+        log.info("status: %d clients (%d workers), %d rooms, broker pid %d",
+                 self.counts["clients"], self.workers, self.counts["rooms"], self.broker_pid)
+        for line in procstats.report_lines(summary):
+            log.info("status: %s", line)
 
     def _send_broker(self, frame: bytes) -> None:
         if self.broker_control is None:
@@ -301,6 +401,7 @@ class Supervisor:
     def stop(self) -> None:
         """Stop accepting, let every worker say goodbye, then end the broker."""
         self.stopping = True
+        systemd.notify("STOPPING=1", "STATUS=stopping")
         for bound in self.bound:
             try:
                 self.selector.unregister(bound.sock)
@@ -331,6 +432,13 @@ class Supervisor:
             if left <= 0:
                 return
             self._turn(left)
+
+
+TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
+    "status": Supervisor.on_status_timer,
+    "memory": Supervisor.on_memory_timer,
+    "watchdog": Supervisor.on_watchdog_timer,
+}
 
 
 def _wake_only(signum: int, frame: Any) -> None:

@@ -349,7 +349,7 @@ class Worker:
             return [(numerics.RPL_STATSUPTIME, (text,))]
         if letter == "p":
             return [(numerics.RPL_STATSDEBUG, ("p", line))
-                    for line in _process_report(procstats.summary(supervisor))]
+                    for line in procstats.report_lines(procstats.summary(supervisor))]
         return []
 
     # -- the broker side ---------------------------------------------------
@@ -538,18 +538,6 @@ class Worker:
 
     def _on_flood_timer(self) -> None:
         self._process_lines()
-
-
-def _process_report(summary: dict[str, Any]) -> list[str]:
-    mib = 1024 * 1024
-    total = summary["total"]
-    lines = [f"processes {summary['processes']} workers {summary['workers']}",
-             f"total rss {total['rss'] / mib:.1f} MiB uss {total['uss'] / mib:.1f} MiB "
-             f"pss {total['pss'] / mib:.1f} MiB"]
-    for role, figures in sorted(summary["roles"].items()):
-        lines.append(f"{role} rss {figures['rss'] / mib:.1f} MiB uss "
-                     f"{figures['uss'] / mib:.1f} MiB pss {figures['pss'] / mib:.1f} MiB")
-    return lines
 
 
 _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {

@@ -32,6 +32,7 @@ class ServerProcess:
         self._cond = threading.Condition()
         self.config_path = ""
         self._tmpdir = tempfile.TemporaryDirectory(prefix="forkchat-test-")
+        os.chmod(self._tmpdir.name, 0o755)   # readable after a drop to nobody
 
     @property
     def port(self) -> int:
@@ -49,6 +50,7 @@ class ServerProcess:
         self.config_path = os.path.join(self._tmpdir.name, "forkchat.toml")
         with open(self.config_path, "w") as handle:
             handle.write(text)
+        os.chmod(self.config_path, 0o644)
         return self.config_path
 
     def command(self) -> list[str]:
