@@ -1015,3 +1015,49 @@ def test_pending_invites_are_bounded():
     assert len(carol.invited) == state_rooms.MAX_INVITES
     assert 3 not in room.st.find_room("#r0").invites
     assert 3 in room.st.find_room(f"#r{state_rooms.MAX_INVITES + 4}").invites
+
+
+def check_invariants(st: state.ChatState) -> None:
+    """Nicks, rooms and counters agree with the clients, whatever happened."""
+    for folded, client in st.nicks.items():
+        assert st.clients.get(client.cid) is client and protocol.casefold(client.nick) == folded
+    for client in st.clients.values():
+        for folded, room_obj in client.joined.items():
+            assert st.rooms[folded] is room_obj and client.cid in room_obj.members
+    for folded, room_obj in st.rooms.items():
+        assert room_obj.members and protocol.casefold(room_obj.name) == folded
+        assert all(st.clients[cid].joined.get(folded) is room_obj for cid in room_obj.members)
+    registered = [c for c in st.clients.values() if c.registered]
+    assert st.registered_count == len(registered)
+    for letter in state.USER_MODES:
+        assert st.mode_counts[letter] == sum(letter in c.modes for c in registered)
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_fuzz_lifecycle_keeps_invariants(seed):
+    rng = random.Random(seed)
+    w = World(rooms_per_client=4, max_rooms=6, members_per_room=4)
+    nicks = ["ann", "ben", "cat", "dan", "eve"]
+    commands = ["JOIN #a,#b", "JOIN #c key", "PART #a", "JOIN 0", "KICK #a ben,cat",
+                "MODE #a +o ben", "MODE #b -o ann", "MODE #a +i", "MODE ann +i", "MODE ben +iw",
+                "MODE cat -i", "INVITE ben #a", "NICK {n}", "KILL {n} :x", "PRIVMSG #a :hi",
+                "TOPIC #b :t", "MODE #a +b ben", "AWAY :x", "WHO *", "NAMES", "LIST"]
+    for _ in range(400):
+        cid = rng.randint(1, 5)
+        action = rng.random()
+        if action < 0.05:
+            w.st.disconnect(cid, "gone", w.out)
+        elif action < 0.10:
+            w.st.connect(cid, HOST)
+            w.st.request(cid, protocol.parse_text(f"NICK {rng.choice(nicks)}"), w.out)
+            w.st.register(cid, "u", "r", w.out)
+        elif action < 0.13:
+            identity = w.st.identity(cid)
+            w.st.reregister(cid, identity or {"nick": rng.choice(nicks)}, w.out)
+        elif action < 0.15 and cid in w.st.clients:
+            w.st.set_oper(cid, "admin", w.out)
+        elif cid in w.st.clients:
+            line = rng.choice(commands).format(n=rng.choice(nicks))
+            w.st.request(cid, protocol.parse_text(line), w.out)
+        check_invariants(w.st)
+        w.out.take()
