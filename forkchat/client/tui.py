@@ -621,6 +621,8 @@ def run(settings: connection.Settings) -> int:
     """Entry point used by app.main(); the terminal is restored on every exit."""
     os.environ.setdefault("ESCDELAY", "25")   # Alt+key arrives as ESC + key
     locale.setlocale(locale.LC_ALL, "")
+    for name in ("LINES", "COLUMNS"):
+        os.environ.pop(name, None)  # stale exported values (readline sets them) beat the tty size
     try:
         fatal = curses.wrapper(_main, settings)
     except KeyboardInterrupt:

@@ -39,9 +39,9 @@ class Terminal:
         env = (f"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color "
                f"PYTHONPATH={shlex.quote(REPO)}")
         # After the client: its exit status and the terminal modes, then stay.
+        modes = "$(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo | tr '\\n' ,)"
         shell = (f"cd {shlex.quote(REPO)} && {env} {command}; "
-                 f"echo CLIENT-EXIT=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo"
-                 f" | tr '\\n' ' '; echo; sleep 600")
+                 f'echo "CLIENT-EXIT=$? MODES={modes}"; sleep 600')
         self._tmux("new-session", "-d", "-s", self.name, "-x", str(WIDTH), "-y", str(HEIGHT),
                    shell)
 
@@ -90,8 +90,9 @@ class Terminal:
 def terminal():
     made: list[Terminal] = []
 
-    def make(args: str) -> Terminal:
-        term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app {args}")
+    def make(*args: str) -> Terminal:
+        command = [sys.executable, "-m", "forkchat.client.app", *args]
+        term = Terminal(" ".join(shlex.quote(word) for word in command))
         made.append(term)
         return term
     yield make
@@ -118,7 +119,7 @@ def test_asks_for_the_nickname_and_joins_the_lobby(server, terminal):
 
 
 def test_half_typed_line_survives_incoming_text_then_is_sent(server, terminal):
-    term = terminal(f"-n typist 127.0.0.1:{server.port}")
+    term = terminal("-n", "typist", f"127.0.0.1:{server.port}")
     term.wait_text("typist joined #lobby")
     alice = other_user(server.port, "alice", "#lobby")
     try:
@@ -131,7 +132,7 @@ def test_half_typed_line_survives_incoming_text_then_is_sent(server, terminal):
         term.type(" and finished")
         term.keys("Enter")
         msg = alice.expect("PRIVMSG")
-        assert msg.prefix.startswith("typist!") and msg.params == ("#lobby", "half typed and finished")
+        assert msg.prefix.startswith("typist!") and list(msg.params) == ["#lobby", "half typed and finished"]
         term.wait_text("<typist> half typed and finished")
         assert term.input_line().rstrip() == "[#lobby]"
     finally:
@@ -139,7 +140,7 @@ def test_half_typed_line_survives_incoming_text_then_is_sent(server, terminal):
 
 
 def test_switching_rooms_keeps_separate_buffers(server, terminal):
-    term = terminal(f"-n switcher -r #one 127.0.0.1:{server.port}")
+    term = terminal("-n", "switcher", "-r", "#one", f"127.0.0.1:{server.port}")
     term.wait_text("switcher joined #one")
     bob = other_user(server.port, "bob", "#one", "#two")
     try:
@@ -162,14 +163,14 @@ def test_switching_rooms_keeps_separate_buffers(server, terminal):
         term.type("private hello")
         term.keys("Enter")
         msg = bob.expect("PRIVMSG")
-        assert msg.params == ("bob", "private hello")
+        assert list(msg.params) == ["bob", "private hello"]
         assert "4:bob" in term.status_line()
     finally:
         bob.close()
 
 
 def test_quit_restores_the_terminal(server, terminal):
-    term = terminal(f"-n leaver 127.0.0.1:{server.port}")
+    term = terminal("-n", "leaver", f"127.0.0.1:{server.port}")
     term.wait_text("leaver joined #lobby")
     watcher = other_user(server.port, "watcher", "#lobby")
     try:
@@ -177,16 +178,24 @@ def test_quit_restores_the_terminal(server, terminal):
         term.keys("Enter")
         msg = watcher.expect("QUIT")
         assert msg.prefix.startswith("leaver!") and "see you" in msg.params[-1]
-        lines = term.wait_text("CLIENT-EXIT=0")
-        modes = lines[lines.index("CLIENT-EXIT=0") + 1].split()
-        assert modes == ["icanon", "echo"]        # cooked mode and echo are back
+        lines = term.wait_text("CLIENT-EXIT=")
+        assert "CLIENT-EXIT=0 MODES=icanon,echo," in lines  # cooked mode and echo are back
         assert not any("leaver |" in line for line in lines)   # the status bar is gone
     finally:
         watcher.close()
 
 
+def test_ctrl_c_quits_and_restores_the_terminal(server, terminal):
+    term = terminal("-n", "breaker", f"127.0.0.1:{server.port}")
+    term.wait_text("breaker joined #lobby")
+    term.type("unsent text")
+    term.keys("C-c")
+    lines = term.wait_text("CLIENT-EXIT=")
+    assert any(line.startswith("CLIENT-EXIT=0 MODES=icanon,echo,") for line in lines), lines
+
+
 def test_resize_redraws_the_layout(server, terminal):
-    term = terminal(f"-n resizer 127.0.0.1:{server.port}")
+    term = terminal("-n", "resizer", f"127.0.0.1:{server.port}")
     term.wait_text("resizer joined #lobby")
     term.type("still here")
     term._tmux("resize-window", "-t", term.name, "-x", "60", "-y", "20")
@@ -198,7 +207,7 @@ def test_resize_redraws_the_layout(server, terminal):
 def test_reconnects_after_the_server_restarts(make_server, terminal):
     first = make_server()
     port = first.port
-    term = terminal(f"-n comeback -r #ops 127.0.0.1:{port}")
+    term = terminal("-n", "comeback", "-r", "#ops", f"127.0.0.1:{port}")
     term.wait_text("comeback joined #ops")
     first.stop()
     term.wait_text("reconnecting")
@@ -210,6 +219,6 @@ def test_reconnects_after_the_server_restarts(make_server, terminal):
         term.type("back again")
         term.keys("Enter")
         msg = watcher.expect("PRIVMSG")
-        assert msg.params == ("#ops", "back again")
+        assert list(msg.params) == ["#ops", "back again"]
     finally:
         watcher.close()
