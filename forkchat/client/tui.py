@@ -1,8 +1,8 @@
 """The full-screen curses interface.
 
-Model apart from view, as the curses examples do it: `ChatModel` holds the
-buffers (status, one per room, one per private conversation) and routes every
-UiEvent into them without touching curses; `Tui` owns the screen and redraws
+Model apart from view, as the curses examples do it: `buffers.ChatModel` holds
+the buffers (status, one per room, one per private conversation) and routes
+every UiEvent into them without touching curses; `Tui` owns the screen and redraws
 it whole from the model after each turn of the event loop, so incoming text
 can never garble the input line, which is simply drawn again from the
 `LineEditor` each time.
@@ -19,9 +19,7 @@ get_wch in no-delay mode) and a signal wake-up socket (SIGWINCH -> resize).
 
 from __future__ import annotations
 
-import collections
 import curses
-import dataclasses
 import locale
 import os
 import selectors
@@ -32,253 +30,11 @@ import time
 import zlib
 from typing import Callable
 
-from forkchat.client import connection, events, ircmsg, lineedit, slash
+from forkchat.client import buffers, connection, events, ircmsg, lineedit, slash
 
-SCROLLBACK_LINES = 2000
 INDENT = 6                      # continuation rows start under the text, after HH:MM
-STATUS_NAME = "(status)"
 NICK_COLOURS = (curses.COLOR_RED, curses.COLOR_GREEN, curses.COLOR_YELLOW,
                 curses.COLOR_BLUE, curses.COLOR_MAGENTA, curses.COLOR_CYAN)
-MEMBER_PREFIXES = "~&@%+"
-TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction"])
-
-
-@dataclasses.dataclass
-class Line:
-    """One entry in a buffer; kind as UiEvent.kind, or own/ownaction/info."""
-
-    time: float
-    kind: str
-    nick: str = ""
-    text: str = ""
-
-
-@dataclasses.dataclass(eq=False)
-class Buffer:
-    name: str
-    lines: collections.deque[Line] = dataclasses.field(
-        default_factory=lambda: collections.deque(maxlen=SCROLLBACK_LINES))
-    members: dict[str, str] = dataclasses.field(default_factory=dict)
-    topic: str = ""
-    unread: int = 0
-    highlight: bool = False
-    joined: bool = False
-    scroll: int = 0
-
-    @property
-    def is_room(self) -> bool:
-        return ircmsg.is_room(self.name)
-
-
-class ChatModel:
-    """Buffers and what goes in them: pure, unit-testable."""
-
-    def __init__(self) -> None:
-        self.buffers: list[Buffer] = [Buffer(STATUS_NAME)]
-        self.active = 0
-        self.me = ""
-        self.pending_switch: set[str] = set()
-        self._names_quiet: set[str] = set()
-        self._names_seen: set[str] = set()
-
-    # ---- buffers -----------------------------------------------------------
-
-    @property
-    def current(self) -> Buffer:
-        return self.buffers[self.active]
-
-    @property
-    def target(self) -> str:
-        """Where a plain line goes: the room or nick, '' for status."""
-        return "" if self.active == 0 else self.current.name
-
-    def find(self, name: str) -> Buffer | None:
-        folded = ircmsg.casefold(name)
-        return next((b for b in self.buffers if ircmsg.casefold(b.name) == folded), None)
-
-    def open(self, name: str) -> Buffer:
-        buffer = self.find(name)
-        if buffer is None:
-            buffer = Buffer(name)
-            self.buffers.append(buffer)
-        return buffer
-
-    def switch(self, buffer: Buffer) -> None:
-        self.active = self.buffers.index(buffer)
-        buffer.unread, buffer.highlight = 0, False
-
-    def switch_to(self, spec: str) -> bool:
-        """/switch: by number (1 = status) or by name."""
-        if spec.isdigit():
-            index = int(spec) - 1
-            if 0 <= index < len(self.buffers):
-                self.switch(self.buffers[index])
-                return True
-            return False
-        buffer = self.find(spec)
-        if buffer is not None:
-            self.switch(buffer)
-        return buffer is not None
-
-    def cycle(self, step: int) -> None:
-        self.switch(self.buffers[(self.active + step) % len(self.buffers)])
-
-    def close(self, buffer: Buffer) -> None:
-        if buffer is self.buffers[0]:
-            return
-        index = self.buffers.index(buffer)
-        self.buffers.remove(buffer)
-        if self.active >= index:
-            self.active = max(0, self.active - 1)
-
-    def add(self, buffer: Buffer, line: Line) -> None:
-        buffer.lines.append(line)
-        if buffer is not self.current and line.kind in TALK_KINDS:
-            buffer.unread += 1
-            mentioned = bool(self.me) and self.me.casefold() in line.text.casefold()
-            buffer.highlight = buffer.highlight or mentioned or not buffer.is_room
-        elif buffer is self.current and buffer.scroll:
-            buffer.scroll += 1  # keep the view still while reading back
-
-    def info(self, text: str, buffer: Buffer | None = None, kind: str = "info") -> None:
-        for part in text.split("\n"):
-            self.add(buffer or self.current, Line(time.time(), kind, text=part))
-
-    def members_everywhere(self, nick: str) -> list[Buffer]:
-        folded = ircmsg.casefold(nick)
-        return [b for b in self.buffers if folded in b.members
-                or (not b.is_room and ircmsg.casefold(b.name) == folded)]
-
-    def completions(self, word: str, at_start: bool) -> list[str]:
-        if word.startswith("/"):
-            return slash.command_names() if at_start else []
-        nicks = list(self.current.members.values())
-        if self.active and not self.current.is_room:
-            nicks.append(self.current.name)
-        return [n for n in nicks if ircmsg.casefold(n) != ircmsg.casefold(self.me)]
-
-    # ---- routing events ------------------------------------------------------
-
-    def apply(self, event: events.UiEvent) -> None:
-        ROUTES.get(event.kind, ChatModel._to_active)(self, event)
-
-    def _line(self, event: events.UiEvent) -> Line:
-        text = event.text if event.kind in TALK_KINDS else events.describe(event)
-        return Line(event.time, event.kind, event.nick, text)
-
-    def _talk(self, event: events.UiEvent) -> None:
-        if event.private:
-            buffer = self.open(event.buffer)
-        else:
-            buffer = self.find(event.buffer) or self.buffers[0]
-        self.add(buffer, self._line(event))
-
-    def own_talk(self, kind: str, target: str, text: str) -> None:
-        """Echo what we sent (servers do not send it back)."""
-        buffer = self.find(target) if ircmsg.is_room(target) else self.open(target)
-        self.add(buffer or self.current, Line(time.time(), kind, self.me, text))
-
-    def _join(self, event: events.UiEvent) -> None:
-        folded = ircmsg.casefold(event.buffer)
-        buffer = self.open(event.buffer) if event.own else self.find(event.buffer)
-        if buffer is None:
-            return
-        if event.own:
-            buffer.joined = True
-            self._names_quiet.add(folded)
-            if folded in self.pending_switch:
-                self.pending_switch.discard(folded)
-                self.switch(buffer)
-        buffer.members[ircmsg.casefold(event.nick)] = event.nick
-        self.add(buffer, self._line(event))
-
-    def _part(self, event: events.UiEvent) -> None:
-        buffer = self.find(event.buffer)
-        if buffer is None:
-            return
-        if event.own:
-            self.close(buffer)
-            self.info(events.describe(event), self.buffers[0])
-            return
-        buffer.members.pop(ircmsg.casefold(event.nick), None)
-        self.add(buffer, self._line(event))
-
-    def _kick(self, event: events.UiEvent) -> None:
-        buffer = self.find(event.buffer)
-        if buffer is not None:
-            buffer.members.pop(ircmsg.casefold(event.other), None)
-            buffer.joined = buffer.joined and not event.own
-            self.add(buffer, self._line(event))
-
-    def _quit(self, event: events.UiEvent) -> None:
-        for buffer in self.members_everywhere(event.nick):
-            buffer.members.pop(ircmsg.casefold(event.nick), None)
-            self.add(buffer, self._line(event))
-
-    def _nick(self, event: events.UiEvent) -> None:
-        touched = self.members_everywhere(event.nick)
-        for buffer in touched:
-            if buffer.members.pop(ircmsg.casefold(event.nick), None) is not None:
-                buffer.members[ircmsg.casefold(event.other)] = event.other
-            if not buffer.is_room and buffer is not self.buffers[0]:
-                buffer.name = event.other
-            self.add(buffer, self._line(event))
-        if event.own:
-            self.me = event.other
-            if not touched:
-                self.add(self.buffers[0], self._line(event))
-
-    def _topic(self, event: events.UiEvent) -> None:
-        buffer = self.find(event.buffer)
-        if buffer is not None:
-            buffer.topic = event.text
-        self.add(buffer or self.current, self._line(event))
-
-    def _names(self, event: events.UiEvent) -> None:
-        folded = ircmsg.casefold(event.buffer)
-        buffer = self.find(event.buffer)
-        if buffer is not None:
-            if folded not in self._names_seen:
-                buffer.members.clear()
-                self._names_seen.add(folded)
-            for name in event.names:
-                nick = name.lstrip(MEMBER_PREFIXES)
-                buffer.members[ircmsg.casefold(nick)] = nick
-        if folded not in self._names_quiet:
-            self.add(self.current, self._line(event))
-
-    def _names_end(self, event: events.UiEvent) -> None:
-        folded = ircmsg.casefold(event.buffer)
-        self._names_seen.discard(folded)
-        self._names_quiet.discard(folded)
-
-    def _status(self, event: events.UiEvent) -> None:
-        """Link news goes to the status buffer and to every room."""
-        for buffer in self.buffers:
-            if buffer is self.buffers[0] or buffer.joined:
-                self.add(buffer, self._line(event))
-        if event.other == connection.STATUS_DISCONNECTED:
-            for buffer in self.buffers:
-                buffer.joined = False
-
-    def _to_status(self, event: events.UiEvent) -> None:
-        self.add(self.buffers[0], self._line(event))
-
-    def _to_active(self, event: events.UiEvent) -> None:
-        self.add(self.current, self._line(event))
-
-    def _mode(self, event: events.UiEvent) -> None:
-        self.add(self.find(event.buffer) or self.buffers[0], self._line(event))
-
-
-ROUTES: dict[str, Callable[[ChatModel, events.UiEvent], None]] = {
-    "msg": ChatModel._talk, "action": ChatModel._talk, "notice": ChatModel._talk,
-    "ctcp": ChatModel._talk, "join": ChatModel._join, "part": ChatModel._part,
-    "kick": ChatModel._kick, "quit": ChatModel._quit, "nick": ChatModel._nick,
-    "topic": ChatModel._topic, "names": ChatModel._names,
-    "names_end": ChatModel._names_end, "status": ChatModel._status,
-    "server": ChatModel._to_status, "mode": ChatModel._mode,
-}
 
 
 def nick_colour_index(nick: str) -> int:
@@ -312,7 +68,7 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
     return rows
 
 
-def line_segments(line: Line, nick_attr: Callable[[str], int],
+def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
                   dim: int, error: int) -> list[tuple[str, int]]:
     """How one Line looks: time, then marker/nick, then text."""
     stamp = (events.clock(line.time) + " ", dim)
@@ -332,7 +88,7 @@ class Tui:
     def __init__(self, stdscr: curses.window, settings: connection.Settings) -> None:
         self.scr = stdscr
         self.settings = settings
-        self.model = ChatModel()
+        self.model = buffers.ChatModel()
         self.model.me = settings.nick
         self.editor = lineedit.LineEditor()
         self.sel = selectors.DefaultSelector()
@@ -535,14 +291,14 @@ class Tui:
         self.scr.noutrefresh()
         curses.doupdate()
 
-    def _title(self, buffer: Buffer) -> str:
+    def _title(self, buffer: buffers.Buffer) -> str:
         if buffer.is_room:
             return f" {buffer.name}: {buffer.topic}" if buffer.topic else f" {buffer.name}"
         if buffer is self.model.buffers[0]:
             return " forkchat-client  (/help lists the commands)"
         return f" private conversation with {buffer.name}"
 
-    def _status_text(self, buffer: Buffer) -> str:
+    def _status_text(self, buffer: buffers.Buffer) -> str:
         parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
                  f"{self.model.active + 1}:{buffer.name}"]
         if buffer.is_room:
@@ -559,7 +315,7 @@ class Tui:
             parts.append("-- more below (PageDown) --")
         return " " + " | ".join(parts)
 
-    def _pane_rows(self, buffer: Buffer, width: int, height: int
+    def _pane_rows(self, buffer: buffers.Buffer, width: int, height: int
                    ) -> list[list[tuple[str, int]]]:
         """The rows to show, from the bottom up, honouring the scroll offset."""
         rows: list[list[tuple[str, int]]] = []

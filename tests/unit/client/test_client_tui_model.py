@@ -2,15 +2,15 @@
 
 import time
 
-from forkchat.client import connection, events, tui
+from forkchat.client import buffers, connection, events, tui
 
 
 def ev(kind, **fields):
     return events.UiEvent(kind, time.time(), **fields)
 
 
-def model_in_lobby() -> tui.ChatModel:
-    model = tui.ChatModel()
+def model_in_lobby() -> buffers.ChatModel:
+    model = buffers.ChatModel()
     model.me = "bob"
     model.pending_switch.add("#lobby")
     model.apply(ev("join", buffer="#lobby", nick="bob", own=True))
