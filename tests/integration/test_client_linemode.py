@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -229,3 +232,102 @@ def test_reconnects_and_rejoins_after_a_server_restart(make_server, line_client)
     finally:
         watcher.close()
     assert client.finish() == 0
+
+
+# ---- TLS: forkchat-server has no TLS listener yet, so a minimal TLS IRC
+# ---- server in a thread stands in (it also shows the client needs nothing
+# ---- forkchat-specific).
+
+class TinyTlsIrcServer:
+    """Registers anyone, answers PING, records PRIVMSG lines; one client at a time."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.received: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            raw.settimeout(10)
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    self._session(conn.makefile("rwb"))
+            except (ssl.SSLError, OSError):
+                pass  # the client refused our certificate: that is a test case
+
+    def _session(self, stream) -> None:
+        nick = "*"
+        for raw in stream:
+            words = raw.decode().rstrip("\r\n").split(" ")
+            reply = ""
+            if words[0] == "NICK":
+                nick = words[1]
+            elif words[0] == "USER":
+                reply = f":tiny 001 {nick} :Welcome\r\n"
+            elif words[0] == "JOIN":
+                reply = f":{nick}!u@h JOIN {words[1]}\r\n"
+            elif words[0] == "PING":
+                reply = f":tiny PONG tiny :{words[-1].lstrip(':')}\r\n"
+            elif words[0] == "PRIVMSG":
+                self.received.append(" ".join(words))
+            elif words[0] == "QUIT":
+                reply = "ERROR :bye\r\n"
+            if reply:
+                stream.write(reply.encode())
+                stream.flush()
+            if words[0] == "QUIT":
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    server = TinyTlsIrcServer(cert, key)
+    yield server, cert
+    server.close()
+
+
+def test_tls_with_the_server_certificate_trusted(tls_server):
+    server, cert = tls_server
+    result = run_client(["-n", "secure", "--tls", "--ca-file", cert,
+                         f"127.0.0.1:{server.port}"], "over tls\n")
+    assert result.returncode == 0, result.stderr
+    assert server.received == ["PRIVMSG #lobby :over tls"]
+
+
+def test_tls_refuses_an_untrusted_certificate(tls_server):
+    server, _ = tls_server
+    result = run_client(["-n", "secure", "--tls", f"127.0.0.1:{server.port}"], "leak?\n")
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "certificate" in err and err.count("\n") == 1
+    assert server.received == []
+
+
+def test_tls_insecure_skips_the_check(tls_server):
+    server, _ = tls_server
+    result = run_client(["-n", "secure", "--tls", "--insecure", f"127.0.0.1:{server.port}"],
+                        "unchecked\n")
+    assert result.returncode == 0, result.stderr
+    assert server.received == ["PRIVMSG #lobby unchecked"]
