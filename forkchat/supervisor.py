@@ -151,6 +151,7 @@ class Supervisor:
         self.timers["status"] = time.monotonic() + STATUS_EVERY_S
         status = self._status()
         if status != self.status_sent:
+            self.status_sent = status
             systemd.notify(status)
 
     def on_memory_timer(self) -> None:
@@ -169,9 +170,8 @@ class Supervisor:
                         time.monotonic() - self.broker_heard)
 
     def _status(self) -> str:
-        self.status_sent = (f"STATUS={self.counts['clients']} clients, "
-                            f"{self.counts['rooms']} rooms, {self.memory_mib:.0f} MiB")
-        return self.status_sent
+        return (f"STATUS={self.counts['clients']} clients, "
+                f"{self.counts['rooms']} rooms, {self.memory_mib:.0f} MiB")
 
     def on_control(self, mask: int) -> None:
         """Heartbeats from the broker: counts for STATUS, and proof of life."""

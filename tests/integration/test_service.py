@@ -1,0 +1,204 @@
+"""Running as a service: sd_notify, socket activation, SIGHUP, SIGUSR1, config checks."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import ServerProcess
+
+
+@pytest.fixture
+def notify_socket():
+    directory = tempfile.mkdtemp(prefix="forkchat-notify-")
+    os.chmod(directory, 0o777)
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    os.chmod(path, 0o777)   # the server may have dropped to nobody
+    yield sock, path
+    sock.close()
+    os.unlink(path)
+    os.rmdir(directory)
+
+
+def receive_until(sock, wanted: str, timeout: float = 10.0) -> list[str]:
+    """Datagrams until one contains `wanted`."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {wanted!r} from the server; got {got}")
+        sock.settimeout(left)
+        try:
+            got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            raise AssertionError(f"no {wanted!r} from the server; got {got}") from None
+        if wanted in got[-1]:
+            return got
+
+
+def test_notify_ready_status_reloading_stopping_watchdog(notify_socket):
+    sock, path = notify_socket
+    server = ServerProcess(config_text='[server]\nmotd = "one"\n', env={
+        "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    server.start()
+    try:
+        first = receive_until(sock, "READY=1")
+        assert "STATUS=0 clients, 0 rooms" in first[-1]
+        receive_until(sock, "WATCHDOG=1")
+        client = IrcTestClient(server.port)
+        client.register("alice")
+        client.join("#room")
+        receive_until(sock, "STATUS=1 clients, 1 rooms")
+        server.signal(signal.SIGHUP)
+        reloading = receive_until(sock, "RELOADING=1")
+        assert "MONOTONIC_USEC=" in reloading[-1]
+        receive_until(sock, "READY=1")
+        client.close()
+        server.signal(signal.SIGTERM)
+        receive_until(sock, "STOPPING=1")
+        assert server.proc.wait(10) == 0
+    finally:
+        server.stop()
+
+
+def test_socket_activation_serves_on_fd_3():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    code = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
+            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', "
+            "LISTEN_FDNAMES='irc'); os.execv(sys.executable, "
+            "[sys.executable, '-m', 'forkchat', '-c', sys.argv[2]])")
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
+        handle.write("[server]\nallow_root = true\n")
+    os.chmod(handle.name, 0o644)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(listener.fileno()), handle.name],
+                            pass_fds=[listener.fileno()], stderr=subprocess.PIPE,
+                            start_new_session=True)
+    listener.close()
+    try:
+        line = proc.stderr.readline().decode()
+        while "listening on" not in line:
+            assert line, "server exited before listening"
+            line = proc.stderr.readline().decode()
+        assert f"127.0.0.1:{port} (irc)" in line
+        client = IrcTestClient(port)
+        client.register("activated")
+        client.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        os.unlink(handle.name)
+
+
+def test_sighup_reloads_motd_and_keeps_clients(make_server):
+    server = make_server(config_text='[server]\nmotd = "old news"\n')
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    server.write_config('[server]\nmotd = "fresh news"\n[[listen]]\naddress = "127.0.0.1"\n'
+                        'port = 0\n')
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    server.wait_for_text("configuration reloaded", start=mark)
+    server.wait_for_text("broker took the new configuration", start=mark)
+    alice.send("MOTD")
+    assert alice.expect("372").params[-1] == "- fresh news"
+    bob = IrcTestClient(server.port)
+    assert any(m.params[-1] == "- fresh news" for m in bob.register("bob") if m.command == "372")
+    alice.close()
+    bob.close()
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(make_server):
+    server = make_server(config_text='[server]\nmotd = "stable"\n')
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    server.write_config('[server]\nmotd = "x"\n[limits]\nnicklen = "long"\n')
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    failure = server.wait_for_text("reload failed", start=mark)
+    assert "keeping the running configuration" in failure
+    server.wait_for_text("limits.nicklen", start=mark)
+    alice.send("MOTD")
+    assert alice.expect("372").params[-1] == "- stable"
+    alice.close()
+
+
+def test_sigusr1_logs_a_status_report(make_server):
+    server = make_server()
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#a")
+    mark = server.log_length()
+    server.signal(signal.SIGUSR1)
+    line = server.wait_for_text("status:", start=mark)
+    server.wait_for_text("workers", start=mark)
+    server.wait_for_text("broker rss", start=mark)
+    assert "clients" in line
+    alice.close()
+
+
+def run_server(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "forkchat", *args], input=stdin,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_check_config_good_and_bad(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('[server]\nname = "chat.example.org"\n[[listen]]\nport = 6667\n')
+    result = run_server("-c", str(good), "--check-config")
+    assert result.returncode == 0 and "configuration OK" in result.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nname = "x"\ncolour = "blue"\n\n[limits]\nsendq_bytes = -1\n'
+                   '[[listen]]\nprotocol = "gopher"\n')
+    result = run_server("-c", str(bad), "--check-config")
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert any(":3: server.colour: unknown key" in line for line in errors)
+    assert any(":6: limits.sendq_bytes: must be positive" in line for line in errors)
+    assert any(":8: listen[0].protocol" in line for line in errors)
+    assert "Traceback" not in result.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server\n")
+    result = run_server("-c", str(broken), "--check-config")
+    assert result.returncode == 2 and ":1:" in result.stderr
+
+
+def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):
+    result = run_server("--hash-password", stdin="opensesame\n")
+    assert result.returncode == 0
+    hashed = result.stdout.strip()
+    assert hashed.startswith("scrypt$")
+    server = make_server(config_text=f'[[operators]]\nname = "root"\npassword = "{hashed}"\n')
+    client = IrcTestClient(server.port)
+    client.register("admin")
+    client.send("OPER root wrong")
+    client.expect("464")
+    client.send("OPER root opensesame")
+    client.expect("381")
+    client.send("STATS p")
+    assert any("workers" in m.params[-1] for m in client.collect_until("219"))
+    client.send("STATS u")
+    assert "Server Up" in client.expect("242").params[-1]
+    client.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")
+def test_root_start_drops_privileges_before_serving(make_server):
+    server = make_server(config_text='[server]\nuser = "nobody"\n')
+    client = IrcTestClient(server.port)
+    client.register("alice")
+    users = {p.username() for p in [psutil.Process(server.pid), *server.descendants()]}
+    assert users == {"nobody"}
+    client.close()
