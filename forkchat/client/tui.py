@@ -13,7 +13,8 @@ can never garble the input line, which is simply drawn again from the
     row h-1        input line
 
 One `selectors` loop, no threads: the connection's socket, stdin (keys via
-get_wch in no-delay mode) and a signal wake-up socket (SIGWINCH -> resize).
+get_wch in no-delay mode) and a signal wake-up socket (SIGWINCH -> resize,
+SIGTERM/SIGHUP -> quit).
 `curses.wrapper` restores the terminal on every way out, exceptions included.
 """
 
@@ -105,7 +106,7 @@ class Tui:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         old_fd = signal.set_wakeup_fd(wake_w.fileno())
-        old_winch = signal.signal(signal.SIGWINCH, lambda *_: None)
+        old_handlers = {signum: signal.signal(signum, lambda *_: None) for signum in SIGNALS}
         try:
             self.sel.register(wake_r, selectors.EVENT_READ, lambda _: self._on_signal(wake_r))
             self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_keys)
@@ -114,7 +115,8 @@ class Tui:
             self._loop()
         finally:
             signal.set_wakeup_fd(old_fd)
-            signal.signal(signal.SIGWINCH, old_winch)
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
             wake_r.close()
             wake_w.close()
         return self.conn.fatal
@@ -132,6 +134,8 @@ class Tui:
     def _timeout(self) -> float:
         """Wake at the next connection timer or the next minute (the clock)."""
         to_minute = 60.0 - time.time() % 60.0
+        if self.conn.state == "waiting":
+            to_minute = min(to_minute, 1.0)  # the reconnect countdown in the status line
         pending = self.conn.next_timeout()
         return to_minute if pending is None else min(pending, to_minute)
 
@@ -140,12 +144,21 @@ class Tui:
         self.model.apply(event)
 
     def _on_signal(self, wake: socket.socket) -> None:
-        """SIGWINCH: take the new size (select hides ncurses' own handling)."""
+        """Signals only wake the loop (set_wakeup_fd); act on them here."""
         try:
-            wake.recv(256)
+            received = wake.recv(256)
         except BlockingIOError:
             return
-        self._resize()
+        for signum in dict.fromkeys(received):
+            action = SIGNALS.get(signum)   # SIGINT comes as KeyboardInterrupt instead
+            if action is not None:
+                action(self)
+
+    def _hang_up(self) -> None:
+        """SIGTERM/SIGHUP: leave politely; wrapper() restores the terminal."""
+        if sys.stdin.fileno() in self.sel.get_map():
+            self.sel.unregister(sys.stdin.fileno())  # a hung-up tty reads as EOF forever
+        self.conn.quit("Terminated")
 
     def _resize(self) -> None:
         size = os.get_terminal_size(sys.__stdout__.fileno())
@@ -358,6 +371,11 @@ NAMED_KEYS: dict[bytes, Callable[[Tui], None]] = {
 ALT_KEYS: dict[str | int, Callable[[Tui], None]] = {
     "b": lambda t: t.editor.word_left(), "f": lambda t: t.editor.word_right(),
     curses.KEY_LEFT: lambda t: t.model.cycle(-1), curses.KEY_RIGHT: lambda t: t.model.cycle(+1),
+}
+
+# Handled in the loop, never inside the handler (which only wakes the loop).
+SIGNALS: dict[int, Callable[[Tui], None]] = {
+    signal.SIGWINCH: Tui._resize, signal.SIGTERM: Tui._hang_up, signal.SIGHUP: Tui._hang_up,
 }
 
 LOCAL_ACTIONS: dict[str, Callable[..., None]] = {

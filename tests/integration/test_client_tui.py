@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 
+import psutil
 import pytest
 
 from tests.support.ircclient import IrcTestClient
@@ -192,6 +193,36 @@ def test_ctrl_c_quits_and_restores_the_terminal(server, terminal):
     term.keys("C-c")
     lines = term.wait_text("CLIENT-EXIT=")
     assert any(line.startswith("CLIENT-EXIT=0 MODES=icanon,echo,") for line in lines), lines
+
+
+def test_sigterm_quits_and_restores_the_terminal(server, terminal):
+    term = terminal("-n", "stopped", f"127.0.0.1:{server.port}")
+    term.wait_text("stopped joined #lobby")
+    pane_pid = int(term._tmux("list-panes", "-t", term.name, "-F", "#{pane_pid}").split()[0])
+    [client] = [p for p in psutil.Process(pane_pid).children(recursive=True)
+                if "forkchat.client.app" in " ".join(p.cmdline())]
+    client.terminate()
+    lines = term.wait_text("CLIENT-EXIT=")
+    assert any(line.startswith("CLIENT-EXIT=0 MODES=icanon,echo,") for line in lines), lines
+
+
+def test_page_up_and_down_scroll_back(server, terminal):
+    term = terminal("-n", "reader", f"127.0.0.1:{server.port}")
+    term.wait_text("reader joined #lobby")
+    talker = other_user(server.port, "talker", "#lobby")
+    try:
+        for n in range(40):
+            talker.send(f"PRIVMSG #lobby :scroll line {n:02d}")
+        lines = term.wait_text("scroll line 39")
+        assert not any("scroll line 00" in line for line in lines)
+        term.keys("PPage")
+        term.wait_text("scroll line 00")
+        assert "more below" in term.status_line()
+        term.keys("NPage")
+        term.wait_text("scroll line 39")
+        assert "more below" not in term.status_line()
+    finally:
+        talker.close()
 
 
 def test_resize_redraws_the_layout(server, terminal):
