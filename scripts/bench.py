@@ -1,0 +1,1559 @@
+#!/usr/bin/env python3
+"""forkchat's load generator: real IRC clients over TCP, one JSON line per scenario.
+
+    bench.py (parent) ──Pipe──▶ generator process 0 ── asyncio ── clients 0, P, 2P, ...
+         │            ──Pipe──▶ generator process 1 ── asyncio ── clients 1, P+1, ...
+         │                                  (spawned; P = --processes)
+         └── forkchat-server -c <temp config> -l 127.0.0.1:0   (or --attach HOST:PORT --pid PID)
+
+The clients live in several generator processes so that the generator is
+not what limits the figures; its own CPU use is reported beside the
+server's so that a saturated generator shows.  The parent only
+coordinates: it sends each generator process one command at a time
+(connect, run, ping, close) and merges what they answer.
+
+Every message a sender sends carries its sender id, a sequence number and
+its send time (CLOCK_MONOTONIC, shared by all processes on the machine):
+a receiver counts lost, reordered and duplicated messages per sender and
+keeps a latency histogram.  Server figures come from psutil, summed over
+the supervisor and all its descendants (CPU per role, RSS/USS/PSS).
+
+Every loop is bounded in count and time; the server this script starts is
+stopped on every path (error, Ctrl+C, SIGTERM), and the generator
+processes die with their parent (PR_SET_PDEATHSIG).  Only 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import ctypes
+import datetime
+import json
+import math
+import multiprocessing
+import os
+import re
+import resource
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psutil
+
+SCENARIOS = ("connect", "fanout", "latency", "idle-memory", "slowreader", "capacity", "soak")
+HOST = "127.0.0.1"
+ROOM = "#bench"
+PAYLOAD = b"PRIVMSG %s :fc %d %d %d%s\r\n"          # room, sender, seq, send ns, padding
+PAYLOAD_RE = re.compile(rb" :fc (\d+) (\d+) (\d+)")
+MP = multiprocessing.get_context("spawn")            # the parent runs a log thread: no fork
+
+SERVER_START_S = 20.0
+SERVER_STOP_S = 10.0
+CONNECT_TIMEOUT_S = 30.0        # one client: TCP connect to end of its JOIN reply
+REPLY_GRACE_S = 30.0            # extra time a generator process gets to answer a command
+DRAIN_S = 5.0                   # after the last send, how long receivers may wait
+UNPACED_SEND_LIMIT_S = 120.0    # an unpaced run stops sending after this, whatever is left
+SETTLE_LIMIT_S = 60.0           # waiting for the server's workers to go after a scenario
+PING_DEADLINE_S = 1.0           # capacity: every client must get its PONG within this
+LATENCY_INTERVAL_S = 0.010      # latency: one message every 10 ms
+TICK_S = 0.001                  # pacing granularity of the senders
+UNPACED_BATCH = 50              # messages per write when sending unpaced
+SLOW_RCVBUF = 4096              # the stuck reader's receive buffer
+TCP_STATES = {"01": "ESTABLISHED", "04": "FIN_WAIT1", "05": "FIN_WAIT2", "06": "TIME_WAIT",
+              "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0B": "CLOSING"}
+PR_SET_PDEATHSIG = 1
+
+BENCH_CONFIG = """\
+# written by scripts/bench.py: every client comes from 127.0.0.1 and talks fast
+[server]
+name = "bench.forkchat"
+state_dir = "{state_dir}"
+
+[limits]
+max_clients = 100000
+max_clients_per_ip = 100000
+flood_burst = 100000
+flood_rate = 1000000.0
+recvq_bytes = 1048576
+members_per_room = 100000
+ping_interval = 600
+ping_timeout = 600
+registration_timeout = 60
+
+[log]
+level = "{log_level}"
+"""
+
+
+class BenchError(Exception):
+    """A scenario could not be run; the message is for the user."""
+
+
+# ---------------------------------------------------------------------------
+# Statistics helpers
+# ---------------------------------------------------------------------------
+
+def bucket_us(value: int) -> int:
+    """Round a latency in µs to ~0.1% (10 significant bits) for a compact histogram."""
+    bits = value.bit_length()
+    if bits <= 10:
+        return value
+    shift = bits - 10
+    return (value >> shift) << shift
+
+
+def hist_percentiles(hist: dict[int, int], points: tuple[float, ...] = (50, 99)) -> dict[str, Any]:
+    """p50/p99/max (ms) of a {µs bucket: count} histogram; None when empty."""
+    total = sum(hist.values())
+    if not total:
+        return {**{f"p{p:g}_ms": None for p in points}, "max_ms": None}
+    ordered = sorted(hist.items())
+    result: dict[str, Any] = {}
+    for point in points:
+        rank = max(1, math.ceil(total * point / 100))
+        seen = 0
+        for value, count in ordered:
+            seen += count
+            if seen >= rank:
+                result[f"p{point:g}_ms"] = round(value / 1000, 3)
+                break
+    result["max_ms"] = round(ordered[-1][0] / 1000, 3)
+    return result
+
+
+def list_percentiles(values: list[float]) -> dict[str, Any]:
+    """p50/p99/max of plain seconds, reported in ms."""
+    if not values:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(values)
+
+    def at(point: float) -> float:
+        return round(ordered[min(len(ordered) - 1, math.ceil(len(ordered) * point) - 1)] * 1000, 3)
+    return {"p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": round(ordered[-1] * 1000, 3)}
+
+
+def merge_hist(into: dict[int, int], more: dict[int, int]) -> None:
+    for key, count in more.items():
+        into[key] = into.get(key, 0) + count
+
+
+# ---------------------------------------------------------------------------
+# Process-tree figures (psutil)
+# ---------------------------------------------------------------------------
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def role_of(process: psutil.Process, root_pid: int) -> str:
+    if process.pid == root_pid:
+        return "supervisor"
+    try:
+        name = process.name()
+    except psutil.Error:
+        return "worker"
+    return "broker" if "broker" in name else "worker"
+
+
+def cpu_sample(pid: int | None) -> dict[int, tuple[str, float]]:
+    """{pid: (role, user+system seconds)} over the tree rooted at pid."""
+    sample: dict[int, tuple[str, float]] = {}
+    if pid is None:
+        return sample
+    for process in process_tree(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        sample[process.pid] = (role_of(process, pid), times.user + times.system)
+    return sample
+
+
+def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+              wall: float) -> dict[str, Any]:
+    """CPU seconds per role between two samples, and the busiest process's share of a core.
+
+    A process that exited between the samples is missing from `after`: its
+    last slice is lost, which under-counts only short-lived workers.
+    """
+    roles: dict[str, float] = {}
+    busiest = 0.0
+    for pid, (role, seconds) in after.items():
+        used = seconds - before.get(pid, (role, 0.0))[1]
+        roles[role] = roles.get(role, 0.0) + used
+        busiest = max(busiest, used)
+    total = sum(roles.values())
+    return {"total_s": round(total, 3),
+            **{f"{role}_s": round(value, 3) for role, value in sorted(roles.items())},
+            "cores_used": round(total / wall, 3) if wall > 0 else None,
+            "busiest_process_core_share": round(busiest / wall, 3) if wall > 0 else None}
+
+
+def memory_sample(pid: int | None) -> dict[str, Any] | None:
+    """RSS, USS and PSS summed over the tree, and per role."""
+    if pid is None:
+        return None
+    totals = {"rss": 0, "uss": 0, "pss": 0}
+    roles: dict[str, dict[str, int]] = {}
+    count = 0
+    for process in process_tree(pid):
+        try:
+            info = process.memory_full_info()
+        except psutil.Error:
+            continue
+        count += 1
+        role = roles.setdefault(role_of(process, pid), {"rss": 0, "uss": 0, "pss": 0, "n": 0})
+        role["n"] += 1
+        for key in totals:
+            value = getattr(info, key, 0)
+            totals[key] += value
+            role[key] += value
+    return {"processes": count, **{f"{k}_bytes": v for k, v in totals.items()},
+            "roles": {name: {f"{k}_bytes" if k != "n" else "processes": v
+                             for k, v in figures.items()} for name, figures in roles.items()}}
+
+
+def worker_count(pid: int | None) -> int:
+    return sum(1 for p in process_tree(pid) if role_of(p, pid) == "worker") if pid else 0
+
+
+# ---------------------------------------------------------------------------
+# The server under test
+# ---------------------------------------------------------------------------
+
+LISTEN_RE = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+) \(irc\)")
+
+
+class Server:
+    """The server under test: started here (port 0, own config) or attached to."""
+
+    def __init__(self, log_level: str, server_args: list[str]) -> None:
+        self.log_level = log_level
+        self.server_args = server_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.pid: int | None = None
+        self.sendq_bytes: int | None = 262144
+        self.lines: collections.deque[str] = collections.deque(maxlen=100000)
+        self._cond = threading.Condition()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.started = False
+
+    def attach(self, spec: str, pid: int | None) -> "Server":
+        host, _, port = spec.rpartition(":")
+        if host != HOST or not port.isdigit():
+            raise BenchError(f"--attach wants {HOST}:PORT, not {spec!r} (only 127.0.0.1)")
+        self.port = int(port)
+        self.pid = pid
+        self.sendq_bytes = None
+        if pid is not None and not psutil.pid_exists(pid):
+            raise BenchError(f"--pid {pid}: no such process")
+        return self
+
+    def start(self) -> "Server":
+        self._tmp = tempfile.TemporaryDirectory(prefix="forkchat-bench-")
+        path = os.path.join(self._tmp.name, "bench.toml")
+        with open(path, "w") as handle:
+            handle.write(BENCH_CONFIG.format(state_dir=self._tmp.name, log_level=self.log_level))
+        command = [sys.executable, "-m", "forkchat", "-c", path, "-l", f"{HOST}:0",
+                   *self.server_args]
+        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True,
+                                     preexec_fn=_die_with_parent(signal.SIGTERM))
+        self.pid = self.proc.pid
+        self.started = True
+        threading.Thread(target=self._read_log, daemon=True).start()
+        self._wait_listening(command)
+        return self
+
+    def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                self.lines.append(line)
+                match = LISTEN_RE.search(line)
+                if match and not self.port:
+                    self.port = int(match.group(2))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("<eof>")
+            self._cond.notify_all()
+
+    def _wait_listening(self, command: list[str]) -> None:
+        deadline = time.monotonic() + SERVER_START_S
+        with self._cond:
+            while not self.port:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.lines and self.lines[-1] == "<eof>"):
+                    tail = "\n".join(list(self.lines)[-15:])
+                    raise BenchError(f"the server did not start ({shlex.join(command)}):\n{tail}")
+                self._cond.wait(left)
+
+    def log_since(self, mark: int) -> list[str]:
+        with self._cond:
+            return list(self.lines)[mark:]
+
+    def log_mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None if self.proc else (self.pid is None
+                                                             or psutil.pid_exists(self.pid))
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, then SIGKILL the whole session; always reaps."""
+        if self.proc is None:
+            return None
+        kids = process_tree(self.proc.pid)[1:]
+        code = self.proc.poll()
+        if code is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(SERVER_STOP_S)
+            except subprocess.TimeoutExpired:
+                code = None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for kid in kids:
+            try:
+                kid.kill()
+            except psutil.Error:
+                pass
+        if code is None:
+            self.proc.wait(5)
+        psutil.wait_procs(kids, timeout=5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        self.proc = None
+        return code
+
+
+def _die_with_parent(signum: int) -> Callable[[], None]:
+    """preexec_fn: the child gets `signum` when this process dies (Linux prctl)."""
+    def preexec() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    return preexec
+
+
+def tcp_socket_state(server_port: int, client_port: int) -> tuple[str, int] | None:
+    """(state, tx_queue bytes) of the server side of one TCP connection, or None if gone."""
+    want_local = f"0100007F:{server_port:04X}"
+    want_remote = f"0100007F:{client_port:04X}"
+    try:
+        with open("/proc/net/tcp") as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) > 4 and parts[1] == want_local and parts[2] == want_remote:
+                    tx_queue = int(parts[4].split(":")[0], 16)
+                    return TCP_STATES.get(parts[3], parts[3]), tx_queue
+    except OSError:
+        return None
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Generator processes: the clients
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Spec:
+    """One client as the parent describes it to a generator process."""
+    cid: int
+    nick: str
+    room: str | None = ROOM
+    sid: int | None = None          # sender id, when this client sends
+    stuck: bool = False             # joins, then never reads
+
+
+class Client(asyncio.Protocol):
+    """One IRC client; counting of benchmark messages happens in data_received."""
+
+    def __init__(self, gen: "Generator", spec: Spec) -> None:
+        self.gen = gen
+        self.spec = spec
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.buf = b""
+        self.error_text = ""
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.write_ok = asyncio.Event()
+        self.write_ok.set()
+        self.pings: dict[str, float] = {}
+        self.rtts: list[float] = []
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        self.next_seq: dict[int, int] = {}
+        self.gaps: set[tuple[int, int]] = set()
+        self.unique = 0
+        self.dup = 0
+        self.reordered = 0
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        nick = self.spec.nick
+        lines = f"NICK {nick}\r\nUSER {nick} 0 * :forkchat bench\r\n"
+        if self.spec.room:
+            lines += f"JOIN {self.spec.room}\r\n"
+        transport.write(lines.encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self.error_text or (f"connection lost: {exc}" if exc else "connection closed")
+        self._fail(reason)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.gen.lost_client(self)
+
+    def pause_writing(self) -> None:
+        self.write_ok.clear()
+
+    def resume_writing(self) -> None:
+        self.write_ok.set()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        end = buf.rfind(b"\n")
+        if end < 0:
+            self.buf = buf
+            return
+        self.buf = buf[end + 1:]
+        chunk = buf[:end + 1]
+        hits = PAYLOAD_RE.findall(chunk)
+        if hits:
+            self.gen.record(self, hits)
+        if len(hits) != chunk.count(b"\n"):
+            for line in chunk.split(b"\n"):
+                if line and b" :fc " not in line:
+                    self.on_line(line.rstrip(b"\r"))
+
+    # -- lines other than benchmark messages ----------------------------------
+
+    def on_line(self, line: bytes) -> None:
+        parts = line.split(b" ", 3)
+        if line.startswith(b":"):
+            parts = parts[1:]
+        command = parts[0] if parts else b""
+        handler = LINE_HANDLERS.get(command)
+        if handler is not None:
+            handler(self, line)
+        elif command[:1] in (b"4", b"5") and len(command) == 3:
+            self.errors[command.decode()] += 1
+            if not self.ready.done():        # registration or JOIN refused
+                self._fail(line.decode("utf-8", "replace")[:120])
+
+    def on_ping(self, line: bytes) -> None:
+        token = line.split(b" ", 2)[-1] if not line.startswith(b":") else line.split(b" ")[-1]
+        if self.transport is not None:
+            self.transport.write(b"PONG " + token + b"\r\n")
+
+    def on_pong(self, line: bytes) -> None:
+        token = line.rsplit(b" ", 1)[-1].lstrip(b":").decode("ascii", "replace")
+        sent = self.pings.pop(token, None)
+        if sent is not None:
+            self.rtts.append(time.monotonic() - sent)
+
+    def on_welcome_end(self, line: bytes) -> None:
+        if not self.spec.room and not self.ready.done():
+            self.ready.set_result(None)
+
+    def on_names_end(self, line: bytes) -> None:
+        if self.ready.done():
+            return
+        self.ready.set_result(None)
+        if self.spec.stuck and self.transport is not None:
+            self.transport.pause_reading()
+
+    def on_error(self, line: bytes) -> None:
+        self.error_text = line.decode("utf-8", "replace")
+        self._fail(self.error_text)
+
+    def _fail(self, reason: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(BenchError(reason))
+
+    # -- actions ---------------------------------------------------------------
+
+    def ping(self, token: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.pings[token] = time.monotonic()
+            self.transport.write(f"PING :{token}\r\n".encode())
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def quit(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"QUIT :bench done\r\n")
+            self.transport.close()
+
+
+LINE_HANDLERS: dict[bytes, Callable[[Client, bytes], None]] = {
+    b"PING": Client.on_ping,
+    b"PONG": Client.on_pong,
+    b"376": Client.on_welcome_end,
+    b"422": Client.on_welcome_end,
+    b"366": Client.on_names_end,
+    b"ERROR": Client.on_error,
+}
+
+
+class Generator:
+    """One generator process: its share of the clients and one command at a time."""
+
+    def __init__(self, conn: Any, index: int, port: int) -> None:
+        self.conn = conn
+        self.index = index
+        self.port = port
+        self.clients: dict[int, Client] = {}
+        self.hist: dict[int, int] = {}
+        self.first_ns = 0
+        self.last_ns = 0
+        self.lost_during: list[str] = []
+        self.measuring = False
+        self.done = asyncio.Event()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.conn.fileno(), self._on_command)
+        await self.done.wait()
+        loop.remove_reader(self.conn.fileno())
+        await self.op_close({})
+
+    def _on_command(self) -> None:
+        try:
+            request = self.conn.recv()
+        except (EOFError, OSError):
+            self.done.set()
+            return
+        asyncio.get_running_loop().create_task(self._answer(request))
+
+    async def _answer(self, request: dict[str, Any]) -> None:
+        op = request.get("op", "")
+        handler = GENERATOR_OPS.get(op)
+        try:
+            if handler is None:
+                raise BenchError(f"unknown op {op!r}")
+            result = await handler(self, request)
+        except Exception as error:     # reported to the parent, which decides
+            result = {"error": f"{type(error).__name__}: {error}"}
+        result["cpu_s"] = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+        try:
+            self.conn.send(result)
+        except OSError:
+            self.done.set()
+        if op == "exit":
+            self.done.set()
+
+    # -- bookkeeping of received benchmark messages --------------------------------
+
+    def record(self, client: Client, hits: list[tuple[bytes, bytes, bytes]]) -> None:
+        """Count one chunk's benchmark messages: latency, loss, order, duplicates."""
+        now = time.monotonic_ns()
+        if not self.first_ns:
+            self.first_ns = now
+        self.last_ns = now
+        hist = self.hist
+        next_seq = client.next_seq
+        for sender, seq, stamp in hits:
+            sid = int(sender)
+            number = int(seq)
+            latency = (now - int(stamp)) // 1000
+            bits = latency.bit_length()
+            if bits > 10:
+                latency = (latency >> (bits - 10)) << (bits - 10)
+            hist[latency] = hist.get(latency, 0) + 1
+            expected = next_seq.get(sid, 0)
+            if number == expected:
+                next_seq[sid] = number + 1
+            elif number > expected:
+                client.gaps.update((sid, missing) for missing in range(expected, number))
+                next_seq[sid] = number + 1
+            elif (sid, number) in client.gaps:
+                client.gaps.discard((sid, number))
+                client.reordered += 1
+            else:
+                client.dup += 1
+                continue
+            client.unique += 1
+
+    def lost_client(self, client: Client) -> None:
+        if self.measuring and not client.spec.stuck:
+            self.lost_during.append(f"{client.spec.nick}: {client.error_text or 'closed'}")
+
+    # -- ops -------------------------------------------------------------------------
+
+    async def op_connect(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Open clients (at most `in_flight` at once); time each to its ready line."""
+        specs = [Spec(**spec) for spec in request["specs"]]
+        limit = asyncio.Semaphore(max(1, int(request["in_flight"])))
+        timeout = float(request.get("timeout", CONNECT_TIMEOUT_S))
+        results = await asyncio.gather(*(self._open(spec, limit, timeout) for spec in specs))
+        times = [seconds for seconds, error in results if error is None]
+        errors = collections.Counter(error for _, error in results if error is not None)
+        return {"ok": len(times), "failed": sum(errors.values()), "times": times,
+                "errors": dict(errors.most_common(5)), "start": request.get("start", 0)}
+
+    async def _open(self, spec: Spec, limit: asyncio.Semaphore,
+                    timeout: float) -> tuple[float, str | None]:
+        loop = asyncio.get_running_loop()
+        async with limit:
+            began = time.monotonic()
+            client = Client(self, spec)
+            sock = _client_socket(spec.stuck)
+            try:
+                async with asyncio.timeout(timeout):
+                    await loop.sock_connect(sock, (HOST, self.port))
+                    await loop.create_connection(lambda: client, sock=sock)
+                    self.clients[spec.cid] = client
+                    await client.ready
+            except TimeoutError:
+                _abort(client, sock)
+                return 0.0, "timeout"
+            except (OSError, BenchError) as error:
+                _abort(client, sock)
+                return 0.0, str(error)[:120]
+            return time.monotonic() - began, None
+
+    async def op_run(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send benchmark messages on a shared schedule; count what arrives."""
+        for client in self.clients.values():
+            client.reset_counts()
+        self.hist, self.first_ns, self.last_ns, self.lost_during = {}, 0, 0, []
+        self.measuring = True
+        t0 = int(request["t0_ns"])
+        senders = [c for c in self.clients.values() if c.spec.sid is not None]
+        rate = request.get("rate")     # messages/s per sender, or None: unpaced
+        messages = int(request["messages"])
+        pad = b" " + b"x" * int(request.get("pad", 0)) if request.get("pad") else b""
+        pinger = self._pinger(request.get("ping_every"), t0)
+        if rate:
+            sent, lag = await self._send_paced(senders, float(rate), messages, t0,
+                                               int(request["senders_total"]), pad)
+        else:
+            sent, lag = await self._send_unpaced(senders, messages, t0, pad), 0.0
+        end_ns = time.monotonic_ns()
+        await self._drain(request, sent)
+        pinger.cancel()
+        self.measuring = False
+        return self._run_result(sent, lag, t0, end_ns)
+
+    def _pinger(self, every: float | None, t0: int) -> asyncio.Task[None]:
+        async def loop() -> None:
+            if not every or not self.clients:
+                return
+            client = next(c for c in self.clients.values() if not c.spec.stuck)
+            number = 0
+            await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
+            while number < 100000:
+                client.ping(f"rt{number}")
+                number += 1
+                await asyncio.sleep(every)
+        return asyncio.get_running_loop().create_task(loop())
+
+    async def _send_paced(self, senders: list[Client], rate: float, messages: int, t0: int,
+                          senders_total: int, pad: bytes) -> tuple[dict[int, int], float]:
+        """Each sender sends `messages` at `rate`/s, staggered by its id across all senders."""
+        period = 1e9 / rate
+        offsets = {c.spec.sid: int(period * (c.spec.sid or 0) / max(1, senders_total))
+                   for c in senders}
+        sent = {c.spec.sid: 0 for c in senders}
+        room = ROOM.encode()
+        lag = 0.0
+        deadline = t0 + int(period * (messages + 1)) + int(DRAIN_S * 1e9)
+        while True:
+            now = time.monotonic_ns()
+            pending = False
+            for client in senders:
+                sid = client.spec.sid
+                assert sid is not None
+                start = t0 + offsets[sid]
+                due = 0 if now < start else min(messages, int((now - start) / period) + 1)
+                first = sent[sid]
+                if due > first:
+                    lag = max(lag, (now - (start + first * period)) / 1e9)
+                    client.send(b"".join(PAYLOAD % (room, sid, seq, now, pad)
+                                         for seq in range(first, due)))
+                    sent[sid] = due
+                if due < messages:
+                    pending = True
+            if not pending or now > deadline:
+                return sent, lag
+            await asyncio.sleep(TICK_S)
+
+    async def _send_unpaced(self, senders: list[Client], messages: int, t0: int,
+                            pad: bytes) -> dict[int, int]:
+        await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
+        deadline = time.monotonic() + UNPACED_SEND_LIMIT_S
+        room = ROOM.encode()
+
+        async def one(client: Client) -> int:
+            sid = client.spec.sid
+            seq = 0
+            while seq < messages and time.monotonic() < deadline:
+                if client.transport is None or client.transport.is_closing():
+                    break
+                if not client.write_ok.is_set():
+                    try:
+                        await asyncio.wait_for(client.write_ok.wait(), deadline - time.monotonic())
+                    except TimeoutError:
+                        break
+                count = min(UNPACED_BATCH, messages - seq)
+                now = time.monotonic_ns()
+                client.send(b"".join(PAYLOAD % (room, sid, number, now, pad)
+                                     for number in range(seq, seq + count)))
+                seq += count
+                await asyncio.sleep(0)
+            return seq
+        counts = await asyncio.gather(*(one(c) for c in senders))
+        return {c.spec.sid: n for c, n in zip(senders, counts)}  # type: ignore[misc]
+
+    async def _drain(self, request: dict[str, Any], sent: dict[int, int]) -> None:
+        """Wait until every local receiver has all it should get, or DRAIN_S passes."""
+        per_sender = int(request["messages"])
+        senders_total = int(request["senders_total"])
+        deadline = time.monotonic() + float(request.get("drain", DRAIN_S))
+        receivers = [c for c in self.clients.values() if not c.spec.stuck]
+
+        def complete() -> bool:
+            for client in receivers:
+                own = 1 if client.spec.sid is not None else 0
+                if client.unique < per_sender * (senders_total - own) and \
+                        not client.closed.done():
+                    return False
+            return True
+        while not complete() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    def _run_result(self, sent: dict[int, int], lag: float, t0: int,
+                    end_ns: int) -> dict[str, Any]:
+        receivers = [c for c in self.clients.values() if not c.spec.stuck]
+        rtts = [rtt for c in receivers for rtt in c.rtts]
+        for client in receivers:
+            client.rtts.clear()
+        return {"sent": sent, "send_lag_s": lag, "send_end_ns": end_ns,
+                "receivers": len(receivers),
+                "receiving_senders": sum(1 for c in receivers if c.spec.sid is not None),
+                "unique": sum(c.unique for c in receivers),
+                "dup": sum(c.dup for c in receivers),
+                "reordered": sum(c.reordered for c in receivers),
+                "hist": self.hist, "first_ns": self.first_ns, "last_ns": self.last_ns,
+                "disconnected": len(self.lost_during), "lost_clients": self.lost_during[:5],
+                "rtts": rtts, "stuck": self._stuck_report()}
+
+    def _stuck_report(self) -> dict[str, Any] | None:
+        stuck = [c for c in self.clients.values() if c.spec.stuck]
+        if not stuck or stuck[0].transport is None:
+            return None
+        sock = stuck[0].transport.get_extra_info("socket")
+        return {"local_port": sock.getsockname()[1] if sock is not None else None}
+
+    async def op_stuck_port(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"stuck": self._stuck_report()}
+
+    async def op_unstick(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Let the stuck reader read again: what did the server send last?"""
+        stuck = [c for c in self.clients.values() if c.spec.stuck]
+        if not stuck or stuck[0].transport is None:
+            return {"stuck": None}
+        client = stuck[0]
+        inq = _inq_bytes(client.transport)
+        client.transport.resume_reading()
+        try:
+            await asyncio.wait_for(asyncio.shield(client.closed), float(request.get("wait", 5)))
+        except TimeoutError:
+            pass
+        return {"stuck": {"error_line": client.error_text, "closed": client.closed.done(),
+                          "inq_bytes": inq}}
+
+    async def op_ping(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Every client sends one PING at once; RTTs within the deadline, and failures."""
+        deadline = float(request.get("deadline", PING_DEADLINE_S))
+        token = f"cap{request.get('round', 0)}"
+        alive = [c for c in self.clients.values() if not c.closed.done()]
+        for client in alive:
+            client.rtts.clear()
+            client.ping(token)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end and any(not c.rtts for c in alive):
+            await asyncio.sleep(0.005)
+        rtts = [c.rtts[0] for c in alive if c.rtts]
+        return {"asked": len(alive), "answered": len(rtts), "rtts": rtts,
+                "dead": len(self.clients) - len(alive)}
+
+    async def op_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        alive = sum(1 for c in self.clients.values() if not c.closed.done())
+        errors: collections.Counter[str] = collections.Counter()
+        for client in self.clients.values():
+            errors.update(client.errors)
+        return {"alive": alive, "total": len(self.clients), "errors": dict(errors)}
+
+    async def op_soak(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await soak_run(self, request)
+
+    async def op_close(self, request: dict[str, Any]) -> dict[str, Any]:
+        """QUIT every client and wait (bounded) for the server to close them."""
+        clients = list(self.clients.values())
+        for client in clients:
+            client.quit()
+        waits = [c.closed for c in clients if not c.closed.done()]
+        if waits:
+            await asyncio.wait(waits, timeout=float(request.get("timeout", 10)))
+        for client in clients:
+            if client.transport is not None:
+                client.transport.abort()
+        self.clients.clear()
+        return {"closed": len(clients)}
+
+    async def op_exit(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self.op_close(request)
+
+
+GENERATOR_OPS: dict[str, Callable[[Generator, dict[str, Any]], Any]] = {
+    "connect": Generator.op_connect,
+    "run": Generator.op_run,
+    "ping": Generator.op_ping,
+    "status": Generator.op_status,
+    "stuck_port": Generator.op_stuck_port,
+    "unstick": Generator.op_unstick,
+    "soak": Generator.op_soak,
+    "close": Generator.op_close,
+    "exit": Generator.op_exit,
+}
+
+
+def _client_socket(stuck: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    if stuck:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+    return sock
+
+
+def _abort(client: Client, sock: socket.socket) -> None:
+    """Give up on a client that never became ready; its socket is closed either way."""
+    if client.transport is not None:
+        client.transport.abort()
+    else:
+        sock.close()
+    client.gen.clients.pop(client.spec.cid, None)
+
+
+def _inq_bytes(transport: asyncio.Transport | None) -> int | None:
+    """Bytes waiting unread in a socket's receive queue (SIOCINQ)."""
+    import fcntl
+    import termios
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return None
+    raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, struct.pack("i", 0))
+    return int(struct.unpack("i", raw)[0])
+
+
+def generator_main(conn: Any, index: int, port: int) -> None:
+    """Entry point of a generator process (spawned)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides about Ctrl+C
+    _die_with_parent(signal.SIGKILL)()
+    raise_nofile()
+    asyncio.run(Generator(conn, index, port).serve())
+
+
+def raise_nofile() -> int:
+    """Every client is a descriptor: take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+    return hard
+
+
+# ---------------------------------------------------------------------------
+# Soak (issue 6): clients join, leave, talk and change nicks for --duration
+# ---------------------------------------------------------------------------
+
+SOAK_ROOMS = ("#soak0", "#soak1", "#soak2", "#soak3")
+
+
+async def soak_run(gen: Generator, request: dict[str, Any]) -> dict[str, Any]:
+    """Random join/part/talk/nick actions; count errors and unexpected disconnects."""
+    import random
+    rng = random.Random(int(request.get("seed", 1)) + gen.index)
+    end = time.monotonic() + float(request["duration"])
+    interval = float(request.get("interval", 0.05))
+    actions: collections.Counter[str] = collections.Counter()
+    gen.lost_during, gen.measuring = [], True
+    renames = 0
+    while time.monotonic() < end and actions.total() < 10_000_000:
+        for client in list(gen.clients.values()):
+            if client.closed.done():
+                continue
+            action = rng.choice(("talk", "talk", "talk", "join", "part", "nick"))
+            room = rng.choice(SOAK_ROOMS)
+            if action == "talk":
+                client.send(f"PRIVMSG {room} :soak {actions.total()}\r\n".encode())
+            elif action == "join":
+                client.send(f"JOIN {room}\r\n".encode())
+            elif action == "part":
+                client.send(f"PART {room} :bye\r\n".encode())
+            else:
+                renames += 1
+                client.send(f"NICK s{gen.index}x{renames}y{client.spec.cid}\r\n".encode())
+            actions[action] += 1
+        await asyncio.sleep(interval)
+    gen.measuring = False
+    errors: collections.Counter[str] = collections.Counter()
+    for client in gen.clients.values():
+        errors.update(client.errors)
+    alive = sum(1 for c in gen.clients.values() if not c.closed.done())
+    return {"actions": dict(actions), "errors": dict(errors), "alive": alive,
+            "disconnected": len(gen.lost_during), "lost_clients": gen.lost_during[:5]}
+
+
+# ---------------------------------------------------------------------------
+# The parent: a pool of generator processes
+# ---------------------------------------------------------------------------
+
+class Pool:
+    """The generator processes of one scenario, driven in lock step."""
+
+    def __init__(self, processes: int, port: int) -> None:
+        self.procs: list[Any] = []
+        self.conns: list[Any] = []
+        self.next_cid = 0
+        for index in range(processes):
+            parent_end, child_end = MP.Pipe()
+            proc = MP.Process(target=generator_main, args=(child_end, index, port),
+                              name=f"bench-gen-{index}", daemon=True)
+            proc.start()
+            child_end.close()
+            self.procs.append(proc)
+            self.conns.append(parent_end)
+        self.all({"op": "status"}, SERVER_START_S)    # imported and ready: measure from here
+
+    @property
+    def size(self) -> int:
+        return len(self.procs)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def call(self, requests: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+        """Send one request to each process (None: skip it) and wait for every answer.
+
+        Raises:
+            BenchError: a process failed, died, or did not answer in time.
+        """
+        asked = []
+        for index, request in enumerate(requests):
+            if request is not None:
+                self.conns[index].send(request)
+                asked.append(index)
+        deadline = time.monotonic() + timeout
+        answers: list[dict[str, Any]] = [{} for _ in requests]
+        for index in asked:
+            conn = self.conns[index]
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                raise BenchError(f"generator process {index} did not answer "
+                                 f"{requests[index]['op']!r} within {timeout:.0f} s")
+            try:
+                answers[index] = conn.recv()
+            except (EOFError, OSError):
+                raise BenchError(f"generator process {index} died") from None
+            if "error" in answers[index]:
+                raise BenchError(f"generator process {index}: {answers[index]['error']}")
+        return answers
+
+    def all(self, request: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        return self.call([dict(request) for _ in self.procs], timeout)
+
+    def connect(self, specs: list[Spec], in_flight: int, timeout: float = CONNECT_TIMEOUT_S
+                ) -> dict[str, Any]:
+        """Spread the clients round robin; returns merged times and failures."""
+        share = max(1, math.ceil(in_flight / self.size))
+        per = [[] for _ in self.procs]   # type: list[list[dict[str, Any]]]
+        for spec in specs:
+            per[spec.cid % self.size].append(spec.__dict__)
+        requests = [{"op": "connect", "specs": chunk, "in_flight": share, "timeout": timeout}
+                    if chunk else None for chunk in per]
+        began = time.monotonic()
+        answers = self.call(requests, timeout * (1 + len(specs) / max(1, in_flight))
+                            + REPLY_GRACE_S)
+        wall = time.monotonic() - began
+        times = [t for a in answers for t in a.get("times", [])]
+        errors: collections.Counter[str] = collections.Counter()
+        for answer in answers:
+            errors.update(answer.get("errors", {}))
+        return {"wall_s": wall, "times": times, "ok": len(times),
+                "failed": sum(a.get("failed", 0) for a in answers), "errors": dict(errors)}
+
+    def make_specs(self, count: int, prefix: str, room: str | None = ROOM,
+                   senders: int = 0) -> list[Spec]:
+        specs = []
+        for index in range(count):
+            cid = self.next_cid
+            self.next_cid += 1
+            specs.append(Spec(cid, f"{prefix}{cid}", room, index if index < senders else None))
+        return specs
+
+    def close(self) -> None:
+        """Ask politely, then terminate and kill: no generator process survives."""
+        for conn in self.conns:
+            try:
+                conn.send({"op": "exit", "timeout": 5})
+            except OSError:
+                pass
+        deadline = time.monotonic() + 15
+        for proc in self.procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(2)
+        for conn in self.conns:
+            conn.close()
+        self.procs, self.conns = [], []
+
+
+def generator_cpu(pool: Pool) -> dict[int, tuple[str, float]]:
+    """CPU of this script and its generator processes."""
+    sample: dict[int, tuple[str, float]] = {}
+    for pid in [os.getpid(), *pool.pids()]:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        sample[pid] = ("coordinator" if pid == os.getpid() else "generator",
+                       times.user + times.system)
+    return sample
+
+
+# ---------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    server: Server
+    run_index: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def pool(self) -> Pool:
+        return Pool(self.args.processes, self.server.port)
+
+    def prefix(self, letter: str) -> str:
+        self.run_index += 1
+        return f"{letter}{self.run_index}x"
+
+    def n(self, default: int) -> int:
+        return self.args.clients if self.args.clients is not None else default
+
+    def settle(self) -> int:
+        """Wait (bounded) until the server has no workers left from earlier clients."""
+        deadline = time.monotonic() + SETTLE_LIMIT_S
+        left = worker_count(self.server.pid)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = worker_count(self.server.pid)
+        return left
+
+    def check_server(self) -> None:
+        if not self.server.alive():
+            raise BenchError("the server is not running any more")
+
+
+def measured(bench: Bench, pool: Pool, action: Callable[[], dict[str, Any]]
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run `action` and return (its result, CPU figures of server and generator)."""
+    server_before = cpu_sample(bench.server.pid)
+    gen_before = generator_cpu(pool)
+    began = time.monotonic()
+    result = action()
+    wall = time.monotonic() - began
+    figures = {"wall_s": round(wall, 3),
+               "server_cpu": cpu_delta(server_before, cpu_sample(bench.server.pid), wall),
+               "generator_cpu": cpu_delta(gen_before, generator_cpu(pool), wall)}
+    return result, figures
+
+
+def connect_summary(outcome: dict[str, Any], count: int) -> dict[str, Any]:
+    return {"connected": outcome["ok"], "failures": outcome["failed"],
+            "errors": outcome["errors"], "total_s": round(outcome["wall_s"], 3),
+            "connections_per_s": round(outcome["ok"] / outcome["wall_s"], 1)
+            if outcome["wall_s"] else None,
+            "per_client": list_percentiles(outcome["times"]), "requested": count}
+
+
+def scenario_connect(bench: Bench, pool: Pool) -> dict[str, Any]:
+    """N clients connect, register and join, C in flight at once."""
+    count = bench.n(1000)
+    room = None if bench.args.connect_room == "none" else ROOM
+    specs = pool.make_specs(count, bench.prefix("c"), room)
+    if bench.args.connect_room == "own":
+        for spec in specs:
+            spec.room = f"#c{spec.cid}"
+    outcome, figures = measured(bench, pool, lambda: pool.connect(specs, bench.args.in_flight))
+    return {"clients": count, "in_flight": bench.args.in_flight,
+            "room": bench.args.connect_room, **connect_summary(outcome, count), **figures,
+            "server_memory": memory_sample(bench.server.pid)}
+
+
+def fanout_setup(bench: Bench, pool: Pool, count: int, senders: int) -> dict[str, Any]:
+    specs = pool.make_specs(count, bench.prefix("f"), ROOM, senders)
+    outcome = pool.connect(specs, bench.args.in_flight)
+    if outcome["failed"]:
+        raise BenchError(f"{outcome['failed']} of {count} clients failed to join: "
+                         f"{outcome['errors']}")
+    return connect_summary(outcome, count)
+
+
+def fanout_run(bench: Bench, pool: Pool, senders: int, rate: float | None, messages: int,
+               ping_every: float | None = None, pad: int = 0) -> dict[str, Any]:
+    """One measured burst of messages; merged counts, latency and CPU per delivery."""
+    t0 = time.monotonic_ns() + 300_000_000
+    request = {"op": "run", "t0_ns": t0, "rate": rate, "messages": messages,
+               "senders_total": senders, "ping_every": ping_every, "pad": pad,
+               "drain": DRAIN_S}
+    send_time = messages / rate if rate else UNPACED_SEND_LIMIT_S
+    answers, figures = measured(bench, pool, lambda: pool.all(
+        request, send_time + DRAIN_S + REPLY_GRACE_S + 1))
+    return merge_run(answers, figures, senders, rate, t0)
+
+
+def merge_run(answers: list[dict[str, Any]], figures: dict[str, Any], senders: int,
+              rate: float | None, t0: int) -> dict[str, Any]:
+    sent: dict[int, int] = {}
+    hist: dict[int, int] = {}
+    for answer in answers:
+        sent.update({int(k): v for k, v in answer["sent"].items()})
+        merge_hist(hist, answer["hist"])
+    receivers = sum(a["receivers"] for a in answers)
+    total_sent = sum(sent.values())
+    # every member receives every message but its own, and every sender is a member
+    expected = total_sent * (receivers - 1)
+    unique = sum(a["unique"] for a in answers)
+    last = max((a["last_ns"] for a in answers), default=0)
+    window = (last - t0) / 1e9 if last > t0 else 0.0
+    deliveries_per_s = unique / window if window else 0.0
+    server_cpu = figures["server_cpu"]["total_s"]
+    result = {
+        "senders": senders, "messages_sent": total_sent, "receivers": receivers,
+        "deliveries": unique, "expected_deliveries": expected,
+        "lost": expected - unique,
+        "reordered": sum(a["reordered"] for a in answers),
+        "duplicated": sum(a["dup"] for a in answers),
+        "deliveries_per_s": round(deliveries_per_s),
+        "offered_deliveries_per_s": round(rate * senders * (receivers - 1)) if rate else None,
+        "latency": hist_percentiles(hist),
+        "server_cpu_us_per_delivery": round(server_cpu / unique * 1e6, 3) if unique else None,
+        "send_lag_max_ms": round(max(a["send_lag_s"] for a in answers) * 1000, 3),
+        "clients_disconnected": sum(a["disconnected"] for a in answers),
+        "lost_clients": [x for a in answers for x in a["lost_clients"]][:5],
+        **figures}
+    if rate:
+        result["sustained"] = bool(unique and result["lost"] == 0 and deliveries_per_s
+                                   >= 0.97 * result["offered_deliveries_per_s"])
+    rtts = [r for a in answers for r in a["rtts"]]
+    if rtts:
+        result["ping_rtt"] = list_percentiles(rtts)
+    return result
+
+
+def paced_plan(bench: Bench, count: int, senders: int, load: float | None,
+               default_messages: int) -> tuple[float | None, int]:
+    """(messages/s per sender or None, messages per sender) from the options."""
+    if not load:
+        return None, bench.args.messages or default_messages
+    per_sender = load / (senders * max(1, count - 1))
+    messages = bench.args.messages or max(1, round(per_sender * bench.args.duration))
+    return per_sender, messages
+
+
+def scenario_fanout(bench: Bench, pool: Pool) -> dict[str, Any]:
+    """N clients in one room, S senders, paced (--offered-load) or unpaced."""
+    count = bench.n(100)
+    senders = min(bench.args.senders, count)
+    rate, messages = paced_plan(bench, count, senders, bench.args.offered_load, 500)
+    setup = fanout_setup(bench, pool, count, senders)
+    result = fanout_run(bench, pool, senders, rate, messages, pad=bench.args.pad)
+    return {"clients": count, "mode": "paced" if rate else "unpaced",
+            "messages_per_sender": messages, "pad_bytes": bench.args.pad, **result,
+            "setup": setup, "server_memory": memory_sample(bench.server.pid)}
+
+
+def scenario_latency(bench: Bench, pool: Pool) -> dict[str, Any]:
+    """1 sender, N receivers, one message every 10 ms."""
+    receivers = bench.n(100)
+    messages = bench.args.messages or 1000
+    fanout_setup(bench, pool, receivers + 1, 1)
+    result = fanout_run(bench, pool, 1, 1 / LATENCY_INTERVAL_S, messages)
+    return {"clients": receivers + 1, "interval_ms": LATENCY_INTERVAL_S * 1000,
+            "messages": messages, **result}
+
+
+def scenario_idle_memory(bench: Bench, pool: Pool) -> dict[str, Any]:
+    """N idle clients: the server tree's memory before and after."""
+    count = bench.n(1000)
+    before = memory_sample(bench.server.pid)
+    setup = fanout_setup(bench, pool, count, 0)
+    time.sleep(1.0)    # let the last joins' output drain before reading smaps
+    after = memory_sample(bench.server.pid)
+    result: dict[str, Any] = {"clients": count, "setup": setup, "before": before, "after": after}
+    if before and after:
+        for key in ("pss", "uss", "rss"):
+            grown = after[f"{key}_bytes"] - before[f"{key}_bytes"]
+            result[f"{key}_per_client_bytes"] = round(grown / count)
+        result["pss_per_client_kib"] = round(result["pss_per_client_bytes"] / 1024, 1)
+        result["uss_per_client_kib"] = round(result["uss_per_client_bytes"] / 1024, 1)
+    return result
+
+
+def scenario_slowreader(bench: Bench, pool: Pool) -> dict[str, Any]:
+    """A run without, then with, one client that joins and never reads."""
+    count = bench.n(100)
+    senders = min(bench.args.senders, count)
+    load = bench.args.offered_load or 100_000
+    rate, messages = paced_plan(bench, count, senders, load, 0)
+    setup = fanout_setup(bench, pool, count, senders)
+    baseline = fanout_run(bench, pool, senders, rate, messages, ping_every=0.1, pad=bench.args.pad)
+    stuck_spec = pool.make_specs(1, bench.prefix("stuck"), ROOM)[0]
+    stuck_spec.stuck = True
+    joined = pool.connect([stuck_spec], 1)
+    if joined["failed"]:
+        raise BenchError(f"the stuck client could not join: {joined['errors']}")
+    owner = stuck_spec.cid % pool.size
+    ports = pool.call([{"op": "stuck_port"} if i == owner else None
+                       for i in range(pool.size)], REPLY_GRACE_S)
+    client_port = ports[owner]["stuck"]["local_port"]
+    watch = DropWatch(bench.server.port, client_port)
+    mark = bench.server.log_mark()
+    watch.start()
+    began_wall = time.time()
+    began = time.monotonic()
+    try:
+        with_stuck = fanout_run(bench, pool, senders, rate, messages, ping_every=0.1,
+                                pad=bench.args.pad)
+    finally:
+        watch.stop()
+    unstick = pool.call([{"op": "unstick", "wait": 5} if i == owner else None
+                         for i in range(pool.size)], REPLY_GRACE_S)[owner]["stuck"]
+    drop = watch.report(began + 0.3)
+    drop.update(unstick or {})
+    drop["logged"] = _drop_log(bench.server.log_since(mark), began_wall + 0.3)
+    error_line = drop.get("error_line") or ""
+    drop["error_names_sendq"] = "sendq" in error_line.lower()
+    return {"clients": count, "senders": senders, "offered_deliveries_per_s": load,
+            "messages_per_sender": messages, "setup": setup, "baseline": baseline,
+            "with_stuck_reader": with_stuck, "stuck_reader": drop,
+            "throughput_change_pct": _pct(baseline["deliveries_per_s"],
+                                          with_stuck["deliveries_per_s"]),
+            "p99_change_ms": _diff(baseline["latency"]["p99_ms"],
+                                   with_stuck["latency"]["p99_ms"]),
+            "sendq_bytes": bench.server.sendq_bytes}
+
+
+def _pct(before: float, after: float) -> float | None:
+    return round((after - before) / before * 100, 2) if before else None
+
+
+def _diff(before: float | None, after: float | None) -> float | None:
+    return round(after - before, 3) if before is not None and after is not None else None
+
+
+LOG_TIME_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*closing: (.*SendQ.*)$",
+                         re.IGNORECASE)
+
+
+def _drop_log(lines: list[str], t0_wall: float) -> dict[str, Any] | None:
+    """The server's own log line about the drop, and when it came (from its timestamp)."""
+    for line in lines:
+        match = LOG_TIME_RE.match(line)
+        if match:
+            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            after = stamp.timestamp() - t0_wall
+            return {"reason": match.group(2), "after_start_s": round(after, 3)}
+    return None
+
+
+class DropWatch(threading.Thread):
+    """Polls /proc/net/tcp: when does the server side of the stuck connection close?"""
+
+    def __init__(self, server_port: int, client_port: int) -> None:
+        super().__init__(daemon=True)
+        self.ports = (server_port, client_port)
+        self.halt = threading.Event()
+        self.max_tx_queue = 0
+        self.closed_at: float | None = None
+        self.state_after = ""
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            seen = tcp_socket_state(*self.ports)
+            if seen is None or seen[0] != "ESTABLISHED":
+                self.closed_at = time.monotonic()
+                self.state_after = seen[0] if seen else "gone"
+                return
+            self.max_tx_queue = max(self.max_tx_queue, seen[1])
+            self.halt.wait(0.005)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(5)
+
+    def report(self, start: float) -> dict[str, Any]:
+        return {"server_side_closed_after_start_s":
+                round(self.closed_at - start, 3) if self.closed_at else None,
+                "server_side_state": self.state_after or "ESTABLISHED",
+                "server_kernel_sendq_max_bytes": self.max_tx_queue}
+
+
+def scenario_capacity(bench: Bench, pool: Pool) -> dict[str, Any]:
+    """Add --step clients at a time up to -n; each step: all registered, all PONG < 1 s."""
+    bound = bench.n(5000)
+    step = max(1, min(bench.args.step, bound))
+    prefix = bench.prefix("k")
+    steps: list[dict[str, Any]] = []
+    passed = 0
+    total = 0
+    for round_number in range(math.ceil(bound / step)):
+        bench.check_server()
+        add = min(step, bound - total)
+        outcome = pool.connect(pool.make_specs(add, prefix, None), bench.args.in_flight)
+        total += add
+        answers = pool.all({"op": "ping", "round": round_number,
+                            "deadline": PING_DEADLINE_S}, PING_DEADLINE_S + REPLY_GRACE_S)
+        rtts = [r for a in answers for r in a["rtts"]]
+        asked = sum(a["asked"] for a in answers)
+        ok = outcome["failed"] == 0 and asked == total and len(rtts) == total
+        memory = memory_sample(bench.server.pid)
+        steps.append({"clients": total, "ok": ok, "connect": connect_summary(outcome, add),
+                      "ping_answered": len(rtts), "ping": list_percentiles(rtts),
+                      "server_pss_bytes": memory["pss_bytes"] if memory else None,
+                      "server_processes": memory["processes"] if memory else None})
+        if not ok:
+            break
+        passed = total
+    return {"bound": bound, "step": step, "capacity": passed, "steps": steps,
+            "ping_deadline_s": PING_DEADLINE_S}
+
+
+def scenario_soak(bench: Bench, pool: Pool) -> dict[str, Any]:
+    """Clients join, leave, talk and change nicks for --duration seconds."""
+    count = bench.n(50)
+    setup = fanout_setup(bench, pool, count, 0)
+    before = memory_sample(bench.server.pid)
+    duration = bench.args.duration
+    answers, figures = measured(bench, pool, lambda: pool.all(
+        {"op": "soak", "duration": duration}, duration + REPLY_GRACE_S))
+    actions: collections.Counter[str] = collections.Counter()
+    errors: collections.Counter[str] = collections.Counter()
+    for answer in answers:
+        actions.update(answer["actions"])
+        errors.update(answer["errors"])
+    status = pool.all({"op": "status"}, REPLY_GRACE_S)
+    return {"clients": count, "duration_s": duration, "setup": setup,
+            "actions": dict(actions), "error_numerics": dict(errors),
+            "still_connected": sum(s["alive"] for s in status),
+            "disconnected": sum(a["disconnected"] for a in answers),
+            "lost_clients": [x for a in answers for x in a["lost_clients"]][:5],
+            "server_alive": bench.server.alive(), **figures,
+            "memory_before": before, "memory_after": memory_sample(bench.server.pid)}
+
+
+SCENARIO_RUNNERS: dict[str, Callable[[Bench, Pool], dict[str, Any]]] = {
+    "connect": scenario_connect,
+    "fanout": scenario_fanout,
+    "latency": scenario_latency,
+    "idle-memory": scenario_idle_memory,
+    "slowreader": scenario_slowreader,
+    "capacity": scenario_capacity,
+    "soak": scenario_soak,
+}
+
+
+def run_scenario(bench: Bench, name: str) -> dict[str, Any]:
+    """One scenario with its own generator processes; always closes them."""
+    bench.check_server()
+    left = bench.settle()
+    base = {"scenario": name, "time": datetime.datetime.now(datetime.timezone.utc)
+            .isoformat(timespec="seconds"), "server_pid": bench.server.pid,
+            "attached": not bench.server.started, "cpus": os.cpu_count(),
+            "generator_processes": bench.args.processes,
+            "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
+    if left:
+        base["warning"] = f"{left} workers of earlier clients were still running"
+    pool = bench.pool()
+    try:
+        result = SCENARIO_RUNNERS[name](bench, pool)
+        status = pool.all({"op": "status"}, REPLY_GRACE_S)
+        result["generator_clients_alive"] = sum(s["alive"] for s in status)
+    except BenchError as error:
+        result = {"error": str(error)}
+    finally:
+        try:
+            pool.all({"op": "close", "timeout": 10}, 10 + REPLY_GRACE_S)
+        except BenchError:
+            pass
+        pool.close()
+    return {**base, **result}
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description="Load generator for forkchat-server "
+        "(one JSON line per scenario on stdout).")
+    parser.add_argument("--scenario", action="append", metavar="NAME",
+                        help=f"one of {', '.join(SCENARIOS)} or 'all' (repeatable; default all "
+                             "but soak)")
+    parser.add_argument("-n", "--clients", type=positive_int,
+                        help="clients (capacity: the upper bound); default per scenario")
+    parser.add_argument("--senders", type=positive_int, default=10,
+                        help="senders in fanout and slowreader (default 10)")
+    parser.add_argument("--messages", type=positive_int,
+                        help="messages per sender (default: from --duration when paced, "
+                             "500 unpaced, 1000 for latency)")
+    parser.add_argument("--duration", type=positive_float, default=10.0,
+                        help="seconds of sending when paced, and of soak (default 10)")
+    parser.add_argument("--offered-load", type=positive_float, metavar="DELIVERIES_PER_S",
+                        help="pace fanout at this many deliveries/s (default: unpaced); "
+                             "slowreader default 100000")
+    parser.add_argument("--in-flight", type=positive_int, default=200,
+                        help="connections being set up at once (default 200)")
+    parser.add_argument("--processes", type=positive_int, default=2,
+                        help="generator processes (default 2)")
+    parser.add_argument("--step", type=positive_int, default=500,
+                        help="capacity: clients added per step (default 500)")
+    parser.add_argument("--pad", type=nonneg_int, default=0,
+                        help="extra bytes of text in each benchmark message (default 0)")
+    parser.add_argument("--connect-room", choices=("own", "shared", "none"), default="own",
+                        help="connect: each client joins its own room (default), one shared "
+                             "room, or none")
+    parser.add_argument("--attach", metavar="HOST:PORT",
+                        help="use a running server instead of starting one")
+    parser.add_argument("--pid", type=positive_int,
+                        help="with --attach: the server's supervisor pid, for CPU and memory")
+    parser.add_argument("--out", metavar="FILE", help="also append the JSON lines to FILE")
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="pass ARG to forkchat-server (repeatable)")
+    parser.add_argument("--server-log-level", default="info",
+                        choices=("debug", "info", "warning", "error"),
+                        help="log level of the server this script starts (default info)")
+    args = parser.parse_args(argv)
+    names = args.scenario or ["all"]
+    if "all" in names:
+        names = [n for n in SCENARIOS if n != "soak"] + [n for n in names if n == "soak"]
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from "
+                     f"{', '.join(SCENARIOS)} or all")
+    args.scenarios = list(dict.fromkeys(names))
+    if args.pid and not args.attach:
+        parser.error("--pid goes with --attach")
+    if args.attach and args.server_arg:
+        parser.error("--server-arg makes no sense with --attach")
+    return args
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def emit(result: dict[str, Any], out: str | None) -> None:
+    line = json.dumps(result, separators=(",", ":"))
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as handle:
+            handle.write(line + "\n")
+
+
+def _sigterm_to_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    raise_nofile()
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    server = Server(args.server_log_level, args.server_arg)
+    failed = False
+    try:
+        if args.attach:
+            server.attach(args.attach, args.pid)
+        else:
+            server.start()
+        bench = Bench(args, server)
+        for name in args.scenarios:
+            result = run_scenario(bench, name)
+            failed = failed or "error" in result
+            emit(result, args.out)
+    except BenchError as error:
+        print(f"bench.py: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench.py: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # a second Ctrl+C must not skip cleanup
+        server.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
