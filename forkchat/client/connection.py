@@ -158,10 +158,6 @@ class Connection:
     def ready(self) -> bool:
         return self.state == "ready"
 
-    @property
-    def pending_lines(self) -> int:
-        return len(self._queue)
-
     def next_timeout(self) -> float | None:
         """Seconds until the next timer, for `selector.select()`."""
         if not self._deadlines:
@@ -349,14 +345,12 @@ class Connection:
             self._lost(gone)
 
     def _process_lines(self) -> None:
-        while b"\n" in self._inbuf and not self.closed:
-            raw, _, rest = bytes(self._inbuf).partition(b"\n")
-            self._inbuf[:] = rest
-            self._handle_raw(raw.rstrip(b"\r"))
-            if self._sock is None:
-                return
-        if len(self._inbuf) > MAX_INBUF_BYTES:
-            self._inbuf.clear()
+        *lines, rest = self._inbuf.split(b"\n")
+        self._inbuf = bytearray(rest if len(rest) <= MAX_INBUF_BYTES else b"")
+        for raw in lines:
+            self._handle_raw(bytes(raw).rstrip(b"\r"))
+            if self._sock is None or self.closed:
+                return  # the link went away while handling: the rest is moot
 
     def _handle_raw(self, raw: bytes) -> None:
         """Decode (UTF-8, else Latin-1 as old servers send), parse, dispatch."""

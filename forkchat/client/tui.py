@@ -95,7 +95,7 @@ class Tui:
         self.sel = selectors.DefaultSelector()
         self.conn = connection.Connection(self.sel, settings, self.on_event)
         self.model.pending_switch.add(ircmsg.casefold(settings.rooms[0]))
-        self._esc = False
+        self._escape: str | None = None   # keys after an ESC, None when none pending
         self._colours = self._init_colours()
 
     # ---- loop ------------------------------------------------------------------
@@ -174,20 +174,14 @@ class Tui:
             except curses.error:
                 break  # no more input queued
             self._key(key)
-        if self._esc:
-            self._esc = False  # a lone Escape: nothing to do
+        if self._escape == "":
+            self._escape = None  # a lone Escape: nothing to do
 
     def _key(self, key: str | int) -> None:
-        if self._esc:
-            self._esc = False
-            if isinstance(key, str) and key.isdigit():
-                self.model.switch_to(str(int(key) or 10))
-                return
-            if key in ALT_KEYS:
-                ALT_KEYS[key](self)
-                return
+        if self._escape is not None and self._escape_step(key):
+            return
         if key == "\x1b":
-            self._esc = True
+            self._escape = ""
             return
         action = KEYS.get(key)
         if action is None and isinstance(key, int):
@@ -196,6 +190,36 @@ class Tui:
             action(self)
         elif isinstance(key, str) and key.isprintable():
             self.editor.insert(key)
+
+    def _escape_step(self, key: str | int) -> bool:
+        """Feed a key to a pending ESC sequence; True when it was consumed.
+
+        ESC + digit is Alt+digit; ESC + letter an Alt key; ESC [ ... or ESC O x
+        a sequence curses did not know (TERM not matching the terminal):
+        decoded from ESCAPE_SEQUENCES when known, else dropped, never typed.
+        """
+        seq = self._escape or ""
+        self._escape = None
+        if not isinstance(key, str):
+            action = ALT_KEYS.get(key)
+        elif seq == "" and key in "[O":
+            self._escape = key
+            return True
+        elif seq == "":
+            if key.isdigit():
+                self.model.switch_to(str(int(key) or 10))
+                return True
+            action = ALT_KEYS.get(key)
+        else:
+            seq += key
+            finished = seq[0] == "O" or "@" <= key <= "~"
+            if not finished:
+                self._escape = seq if len(seq) < 16 else None
+                return True
+            action = ESCAPE_SEQUENCES.get(seq)
+        if action is not None:
+            action(self)
+        return True
 
     def _submit(self) -> None:
         text = self.editor.submit()
@@ -258,10 +282,14 @@ class Tui:
         colours = {"dim": curses.A_DIM, "error": curses.A_BOLD, "bar": curses.A_REVERSE}
         if curses.has_colors():
             curses.start_color()
-            curses.use_default_colors()
+            background = -1
+            try:
+                curses.use_default_colors()
+            except curses.error:
+                background = curses.COLOR_BLACK  # no "default colour" on this terminal
             for index, colour in enumerate(NICK_COLOURS, start=1):
-                curses.init_pair(index, colour, -1)
-            curses.init_pair(len(NICK_COLOURS) + 1, curses.COLOR_RED, -1)
+                curses.init_pair(index, colour, background)
+            curses.init_pair(len(NICK_COLOURS) + 1, curses.COLOR_RED, background)
             curses.init_pair(len(NICK_COLOURS) + 2, curses.COLOR_WHITE, curses.COLOR_BLUE)
             colours["error"] = curses.color_pair(len(NICK_COLOURS) + 1) | curses.A_BOLD
             colours["bar"] = curses.color_pair(len(NICK_COLOURS) + 2)
@@ -343,19 +371,23 @@ class Tui:
         return rows[max(0, end - height):end]
 
 
+def _edit(method: str) -> Callable[[Tui], None]:
+    return lambda t: getattr(t.editor, method)()
+
+
 KEYS: dict[str | int, Callable[[Tui], None]] = {
     "\n": Tui._submit, "\r": Tui._submit, curses.KEY_ENTER: Tui._submit,
-    curses.KEY_BACKSPACE: lambda t: t.editor.backspace(),
-    "\x7f": lambda t: t.editor.backspace(), "\x08": lambda t: t.editor.backspace(),
-    curses.KEY_DC: lambda t: t.editor.delete(), "\x04": lambda t: t.editor.delete(),
-    curses.KEY_LEFT: lambda t: t.editor.left(), "\x02": lambda t: t.editor.left(),
-    curses.KEY_RIGHT: lambda t: t.editor.right(), "\x06": lambda t: t.editor.right(),
-    curses.KEY_HOME: lambda t: t.editor.home(), "\x01": lambda t: t.editor.home(),
-    curses.KEY_END: lambda t: t.editor.end(), "\x05": lambda t: t.editor.end(),
-    curses.KEY_UP: lambda t: t.editor.history_prev(),
-    curses.KEY_DOWN: lambda t: t.editor.history_next(),
-    "\x17": lambda t: t.editor.delete_word(), "\x15": lambda t: t.editor.kill_to_start(),
-    "\x0b": lambda t: t.editor.kill_to_end(),
+    curses.KEY_BACKSPACE: _edit("backspace"),
+    "\x7f": _edit("backspace"), "\x08": _edit("backspace"),
+    curses.KEY_DC: _edit("delete"), "\x04": _edit("delete"),
+    curses.KEY_LEFT: _edit("left"), "\x02": _edit("left"),
+    curses.KEY_RIGHT: _edit("right"), "\x06": _edit("right"),
+    curses.KEY_HOME: _edit("home"), "\x01": _edit("home"),
+    curses.KEY_END: _edit("end"), "\x05": _edit("end"),
+    curses.KEY_UP: _edit("history_prev"),
+    curses.KEY_DOWN: _edit("history_next"),
+    "\x17": _edit("delete_word"), "\x15": _edit("kill_to_start"),
+    "\x0b": _edit("kill_to_end"),
     "\t": lambda t: t.editor.complete(t.model.completions),
     curses.KEY_PPAGE: lambda t: t._page(+1), curses.KEY_NPAGE: lambda t: t._page(-1),
     "\x0e": lambda t: t.model.cycle(+1), "\x10": lambda t: t.model.cycle(-1),
@@ -364,13 +396,25 @@ KEYS: dict[str | int, Callable[[Tui], None]] = {
 
 # Keys without a fixed curses constant: found by their terminfo name.
 NAMED_KEYS: dict[bytes, Callable[[Tui], None]] = {
-    b"kLFT5": lambda t: t.editor.word_left(), b"kRIT5": lambda t: t.editor.word_right(),
+    b"kLFT5": _edit("word_left"), b"kRIT5": _edit("word_right"),
 }
 
 # Alt+key arrives as ESC then key.
 ALT_KEYS: dict[str | int, Callable[[Tui], None]] = {
-    "b": lambda t: t.editor.word_left(), "f": lambda t: t.editor.word_right(),
+    "b": _edit("word_left"), "f": _edit("word_right"),
     curses.KEY_LEFT: lambda t: t.model.cycle(-1), curses.KEY_RIGHT: lambda t: t.model.cycle(+1),
+}
+
+# Raw sequences for when TERM does not match the terminal (curses then passes them on).
+ESCAPE_SEQUENCES: dict[str, Callable[[Tui], None]] = {
+    "[1~": _edit("home"), "[7~": _edit("home"), "[H": _edit("home"), "OH": _edit("home"),
+    "[4~": _edit("end"), "[8~": _edit("end"), "[F": _edit("end"), "OF": _edit("end"),
+    "[3~": _edit("delete"), "[A": _edit("history_prev"), "OA": _edit("history_prev"),
+    "[B": _edit("history_next"), "OB": _edit("history_next"),
+    "[C": _edit("right"), "OC": _edit("right"), "[D": _edit("left"), "OD": _edit("left"),
+    "[1;5C": _edit("word_right"), "[1;5D": _edit("word_left"),
+    "[5~": lambda t: t._page(+1), "[6~": lambda t: t._page(-1),
+    "[1;3C": lambda t: t.model.cycle(+1), "[1;3D": lambda t: t.model.cycle(-1),
 }
 
 # Handled in the loop, never inside the handler (which only wakes the loop).

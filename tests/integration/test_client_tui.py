@@ -140,6 +140,25 @@ def test_half_typed_line_survives_incoming_text_then_is_sent(server, terminal):
         alice.close()
 
 
+def test_editing_wide_and_combining_characters(server, terminal):
+    term = terminal("-n", "writer", f"127.0.0.1:{server.port}")
+    term.wait_text("writer joined #lobby")
+    bob = other_user(server.port, "bob", "#lobby")
+    try:
+        term.type("日本 cafe\u0301!")
+        term.keys("Left", "Left", "BSpace")          # over "!" and "é": delete the "f"
+        term.keys("Home", "Right")
+        term.type("x")                               # after the first wide char
+        term.keys("End")
+        term.type(" ok")
+        term.keys("Enter")
+        msg = bob.expect("PRIVMSG")
+        assert msg.params[-1] == "日x本 cae\u0301! ok"
+        term.wait_text("<writer> 日x本")
+    finally:
+        bob.close()
+
+
 def test_switching_rooms_keeps_separate_buffers(server, terminal):
     term = terminal("-n", "switcher", "-r", "#one", f"127.0.0.1:{server.port}")
     term.wait_text("switcher joined #one")
