@@ -38,6 +38,8 @@ log = logging.getLogger("forkchat.broker")
 
 READ_BYTES = 65536
 HEARTBEAT_S = 2.0    # counts to the supervisor: its STATUS and its watchdog
+RECOVERY_WAIT_S = 3.0
+_RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
 _UCRED = struct.Struct("3i")
 
 
@@ -53,11 +55,16 @@ def settings_from(cfg: config.Config, created: str) -> state.Settings:
 
 
 def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
-         created: str) -> None:
-    """Process entry point (the multiprocessing target)."""
+         created: str, expected: tuple[int, ...] = ()) -> None:
+    """Process entry point (the multiprocessing target).
+
+    `expected` lists the workers alive when a previous broker died: their
+    talk is held until each has re-registered (or RECOVERY_WAIT_S passed),
+    so that no member misses a room's messages for having come back late.
+    """
     def serve() -> int:
         logsetup.setup("broker", cfg.log.level)
-        return Broker(listener, control, cfg, created).run()
+        return Broker(listener, control, cfg, created, expected).run()
     children.run_child("forkchat-broker", {listener.fileno(), control.fileno()}, serve)
 
 
@@ -77,7 +84,7 @@ class Link:
 
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
-                 cfg: config.Config, created: str) -> None:
+                 cfg: config.Config, created: str, expected: tuple[int, ...] = ()) -> None:
         self.listener = listener
         self.control = control
         self.cfg = cfg
@@ -89,6 +96,9 @@ class Broker:
         self.control_reader = ipc.FrameReader()
         self.running = True
         self.outbox = _Outbox(self)
+        self.awaiting = set(expected)
+        self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
+        self.held: list[tuple[Link, int, bytes]] = []
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -97,16 +107,40 @@ class Broker:
         self.selector.register(self.listener, selectors.EVENT_READ, self.on_accept)
         self.selector.register(self.control, selectors.EVENT_READ, self.on_control)
         self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
-        log.info("broker ready")
+        log.info("broker ready" + (f", awaiting {len(self.awaiting)} workers"
+                                   if self.awaiting else ""))
         next_beat = 0.0
         while self.running:
-            for key, mask in self.selector.select(HEARTBEAT_S):
+            for key, mask in self.selector.select(self._timeout()):
                 key.data(mask)
+            if self.awaiting and time.monotonic() >= self.recovery_deadline:
+                log.warning("%d workers did not re-register in time", len(self.awaiting))
+                self.awaiting.clear()
+                self._end_recovery()
             self._flush_dirty()
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + HEARTBEAT_S
                 self._heartbeat()
         return 0
+
+    def _timeout(self) -> float:
+        if not self.awaiting:
+            return HEARTBEAT_S
+        return max(0.0, min(HEARTBEAT_S, self.recovery_deadline - time.monotonic()))
+
+    def _arrived(self, cid: int) -> None:
+        """One awaited worker is back (or gone for good)."""
+        if cid in self.awaiting:
+            self.awaiting.discard(cid)
+            if not self.awaiting:
+                self._end_recovery()
+
+    def _end_recovery(self) -> None:
+        held, self.held = self.held, []
+        log.info("recovery done, %d held frames to process", len(held))
+        for link, kind, payload in held:
+            if not link.closed:
+                self._dispatch(link, kind, payload)
 
     def _heartbeat(self) -> None:
         """Tell the supervisor the counts; its absence means a stuck broker."""
@@ -180,6 +214,12 @@ class Broker:
             self._on_frame(link, kind, payload)
 
     def _on_frame(self, link: Link, kind: int, payload: bytes) -> None:
+        if self.awaiting and kind not in _RECOVERY_FRAMES:
+            self.held.append((link, kind, payload))
+            return
+        self._dispatch(link, kind, payload)
+
+    def _dispatch(self, link: Link, kind: int, payload: bytes) -> None:
         if link.cid is None and kind != ipc.Kind.HELLO:
             log.error("link sent kind %d before HELLO", kind)
             self._close_link(link, "Connection closed")
@@ -203,6 +243,8 @@ class Broker:
         link.cid = cid
         self.links[cid] = link
         self.state.connect(cid, str(hello.get("host", "unknown")))
+        if not hello.get("reregister"):
+            self._arrived(cid)
 
     def _on_request(self, link: Link, payload: bytes) -> None:
         if link.dropping:
@@ -230,6 +272,7 @@ class Broker:
         identity = ipc.decode_json(payload)
         assert link.cid is not None
         self.state.reregister(link.cid, identity, self.outbox)
+        self._arrived(link.cid)
 
     def _on_sync(self, link: Link, payload: bytes) -> None:
         assert link.cid is not None
@@ -252,6 +295,7 @@ class Broker:
         if link.cid is not None and self.links.get(link.cid) is link:
             del self.links[link.cid]
             self.state.disconnect(link.cid, reason, self.outbox)
+            self._arrived(link.cid)
 
     # -- output ----------------------------------------------------------------
 

@@ -8,7 +8,8 @@ socket.  A frame is a 4-byte big-endian payload length, a 1-byte kind and
 the payload:
 
     kind        payload
-    HELLO       JSON {"cid", "host", "proto"}      first frame of a link
+    HELLO       JSON {"cid", "host", "proto",      first frame of a link
+                "reregister": bool}
     REQUEST     one canonical IRC line (no CRLF)   shared-state command
     REGISTER    JSON {"user", "realname"}          NICK+USER done, burst please
     OPER        JSON {"name"}                      password already checked

@@ -280,9 +280,11 @@ class Supervisor:
 
     def spawn_broker(self) -> None:
         control, broker_end = socket.socketpair()
+        expected = tuple(c.cid for c in self.children.values() if c.kind == "worker")
         try:
             child = self._start("broker", broker.main,
-                                (self.broker_listener, broker_end, self.cfg, self.created))
+                                (self.broker_listener, broker_end, self.cfg, self.created,
+                                 expected))
         finally:
             broker_end.close()
         if self.broker_control is not None:

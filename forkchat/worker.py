@@ -39,6 +39,7 @@ LINK_READ_BYTES = 262144
 LINK_QUEUE_BYTES = 1 << 20
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
+BROKER_CONNECT_TIMEOUT_S = 2.0
 CLOSE_FLUSH_S = 1.0
 # The kernel's own buffer for the client; kept small so that the sendq
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
@@ -355,8 +356,8 @@ class Worker:
     # -- the broker side ---------------------------------------------------
 
     def _connect_broker(self) -> bool:
-        family = socket.AF_UNIX
-        link = socket.socket(family, socket.SOCK_STREAM)
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        link.settimeout(BROKER_CONNECT_TIMEOUT_S)
         try:
             link.connect(self.broker_address)
         except OSError:
@@ -368,7 +369,8 @@ class Worker:
         self.selector.register(link, selectors.EVENT_READ, self.on_link)
         hello = ipc.encode_json(ipc.Kind.HELLO, {"cid": self.session.cid,
                                                  "host": self.session.host,
-                                                 "proto": self.session.proto})
+                                                 "proto": self.session.proto,
+                                                 "reregister": bool(self.session.nick)})
         first = [hello]
         if self.session.nick:
             first.append(ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity()))

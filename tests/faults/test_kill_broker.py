@@ -1,0 +1,52 @@
+"""The broker dies; the supervisor starts another; nobody notices much."""
+
+import os
+import signal
+
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import broker_pid
+
+TALKERS = 50
+
+
+def test_kill_9_broker_while_clients_talk(make_server):
+    server = make_server(config_text="[limits]\nmax_clients_per_ip = 100\n"
+                                     "flood_burst = 100\nflood_rate = 100.0\n")
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#room")
+    alice.send("MODE #room +v alice")
+    alice.expect("MODE")
+    talkers = []
+    for index in range(TALKERS):
+        client = IrcTestClient(server.port)
+        client.register(f"t{index}")
+        client.join("#room")
+        talkers.append(client)
+    alice.expect(lambda m: m.command == "JOIN" and m.prefix.startswith(f"t{TALKERS - 1}!"))
+    for index, client in enumerate(talkers[:10]):
+        client.send(f"PRIVMSG #room :before {index}")
+    first = broker_pid(server)
+    mark = server.log_length()
+    os.kill(first, signal.SIGKILL)
+    second = broker_pid(server, after=mark)
+    assert second != first
+    # clients talk during and after the restart; nobody was disconnected
+    for index, client in enumerate(talkers):
+        client.send(f"PRIVMSG #room :after {index}")
+    got = set()
+    while len(got) < TALKERS:
+        msg = alice.expect("PRIVMSG", 15)
+        if msg.params[1].startswith("after "):
+            got.add(msg.params[1])
+    alice.send("NAMES #room")
+    names = alice.expect("353").params[-1].split()
+    assert "@+alice" in names or "@alice" in names
+    assert len(names) == TALKERS + 1
+    alice.send("NICK t0")
+    alice.expect("433")
+    for client in talkers:
+        client.sync()
+        client.close()
+    alice.close()
+    assert "broker was killed by SIGKILL" in server.log_text()
