@@ -1,12 +1,12 @@
 """One IRC session over one socket, kept alive across server restarts.
 
 The Connection lives in the caller's `selectors` loop (single thread, no
-blocking calls except name resolution): it registers its socket with a bound
-callback as `key.data`, and the loop calls `tick()` after every select with
-the timeout from `next_timeout()`.  Everything it learns is handed to the
-front end as `events.UiEvent`s through `on_event`.
+blocking calls except name resolution): its `transport.Link` registers the
+socket with a bound callback as `key.data`, and the loop calls `tick()` after
+every select with the timeout from `next_timeout()`.  Everything it learns is
+handed to the front end as `events.UiEvent`s through `on_event`.
 
-    idle -> connecting -> [tls handshake] -> registering -> ready
+    idle -> connecting (TCP, TLS) -> registering -> ready
                 ^                                             |
                 +------ waiting (backoff) <---- lost ---------+
 
@@ -25,15 +25,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
-import os
 import selectors
-import socket
-import ssl
 import time
 from typing import Callable
 
-from forkchat.client import events, ircmsg
+from forkchat.client import events, ircmsg, transport
 
 RECONNECT_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 CONNECT_TIMEOUT_S = 15.0
@@ -42,8 +38,6 @@ PING_TIMEOUT_S = 60.0
 QUIT_TIMEOUT_S = 3.0
 SEND_BURST = 8
 SEND_INTERVAL_S = 0.6
-RECV_BYTES = 65536
-MAX_INBUF_BYTES = 65536
 VERSION_TEXT = "forkchat-client"
 STATUS_CONNECTED = "connected"
 STATUS_DISCONNECTED = "disconnected"
@@ -78,15 +72,6 @@ def alternative_nick(base: str, attempt: int) -> str:
     return base + "_" if attempt == 1 else f"{base}{attempt}"
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    """A verifying client context, or a non-verifying one with --insecure."""
-    context = ssl.create_default_context(cafile=settings.ca_file)
-    if settings.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class Connection:
     """An IRC client session; see the module docstring for its life cycle."""
 
@@ -102,13 +87,11 @@ class Connection:
         self.registered_once = False
         self.server_name = ""
         self.retry_at = 0.0
-        self._sel = sel
         self._on_event = on_event
         self._give_up_s = give_up_s
-        self._sock: socket.socket | None = None
-        self._addrs: list[tuple] = []
-        self._inbuf = bytearray()
-        self._out = bytearray()
+        tls = transport.tls_context(settings.ca_file, settings.insecure) if settings.tls else None
+        self._link = transport.Link(sel, settings.host, settings.port, tls, self._start_register,
+                                    self._handle_raw, self._lost)
         self._queue: collections.deque[str] = collections.deque()
         self._tokens = float(SEND_BURST)
         self._token_time = time.monotonic()
@@ -179,83 +162,14 @@ class Connection:
         self._on_event(events.UiEvent("status", time.time(), text=text, other=code))
 
     def _open(self) -> None:
-        """Resolve the host and start a non-blocking connect."""
+        """Start a connection attempt; the Link calls back when it is made or not."""
         self.state = "connecting"
         self._deadlines["connect"] = time.monotonic() + CONNECT_TIMEOUT_S
-        try:
-            self._addrs = socket.getaddrinfo(self.settings.host, self.settings.port,
-                                             type=socket.SOCK_STREAM)
-        except OSError as exc:  # socket.gaierror and friends
-            self._lost(f"cannot resolve {self.settings.host}: {exc.strerror or exc}")
-            return
-        self._try_next_address("no address")
-
-    def _try_next_address(self, reason: str) -> None:
-        """Connect to the next resolved address, or report the last failure."""
-        self._close()
-        if not self._addrs:
-            self._lost(f"cannot connect to {self.settings.address}: {reason}")
-            return
-        family, kind, proto, _, addr = self._addrs.pop(0)
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        err = sock.connect_ex(addr)
-        self._sock = sock
-        if err not in (0, errno.EINPROGRESS):
-            self._try_next_address(os.strerror(err))
-            return
-        self._sel.register(sock, selectors.EVENT_WRITE, self._on_connected)
-
-    def _on_connected(self, mask: int) -> None:
-        assert self._sock is not None
-        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self._try_next_address(os.strerror(err))
-        elif self.settings.tls:
-            self._start_tls()
-        else:
-            self._start_register()
-
-    def _start_tls(self) -> None:
-        assert self._sock is not None
-        self._sel.unregister(self._sock)
-        try:
-            self._sock = tls_context(self.settings).wrap_socket(
-                self._sock, server_hostname=self.settings.host,
-                do_handshake_on_connect=False)
-        except (ssl.SSLError, OSError) as exc:
-            self._lost(f"TLS setup failed: {exc}")
-            return
-        self._sel.register(self._sock, selectors.EVENT_WRITE, self._on_handshake)
-        self.state = "handshake"
-
-    def _on_handshake(self, mask: int) -> None:
-        """Drive the TLS handshake one step; it wants read or write next."""
-        assert isinstance(self._sock, ssl.SSLSocket)
-        try:
-            self._sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._sel.modify(self._sock, selectors.EVENT_READ, self._on_handshake)
-        except ssl.SSLWantWriteError:
-            self._sel.modify(self._sock, selectors.EVENT_WRITE, self._on_handshake)
-        except ssl.SSLCertVerificationError as exc:
-            self._lost(f"TLS certificate not trusted: {exc.verify_message}"
-                       " (use --ca-file, or --insecure to skip the check)")
-        except (ssl.SSLError, OSError) as exc:
-            self._lost(f"TLS handshake failed: {exc}")
-        else:
-            self._sel.unregister(self._sock)
-            self._sel.register(self._sock, selectors.EVENT_READ, self._on_io)
-            self._start_register()
+        self._link.open()
 
     def _start_register(self) -> None:
-        """Send PASS/NICK/USER; the 001 reply completes registration."""
-        assert self._sock is not None
-        if self.state != "handshake":
-            self._sel.modify(self._sock, selectors.EVENT_READ, self._on_io)
+        """Connected: send PASS/NICK/USER; the 001 reply completes registration."""
         self.state = "registering"
-        self._inbuf.clear()
-        self._out.clear()
         self.nick = self._wanted_nick
         self._nick_try = 0
         if self.settings.password:
@@ -268,14 +182,7 @@ class Connection:
     # ---- losing it -------------------------------------------------------------
 
     def _close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sel.unregister(self._sock)
-            except (KeyError, ValueError):
-                pass  # never registered (connect failed at once)
-            self._sock.close()
-            self._sock = None
-        self._out.clear()
+        self._link.close()
 
     def _fail(self, reason: str) -> None:
         """Give up for good: the front end exits with `fatal` as its message."""
@@ -313,47 +220,11 @@ class Connection:
 
     # ---- reading -----------------------------------------------------------------
 
-    def _on_io(self, mask: int) -> None:
-        if mask & selectors.EVENT_READ:
-            self._read()
-        if mask & selectors.EVENT_WRITE and self._sock is not None:
-            self._flush_out()
-
-    def _read(self) -> None:
-        """Read what is there (all of it for TLS, whose buffer select can't see)."""
-        assert self._sock is not None
-        gone = ""
-        try:
-            while True:
-                data = self._sock.recv(RECV_BYTES)
-                if not data:
-                    gone = "server closed the connection"
-                    break
-                self._inbuf += data
-                if not isinstance(self._sock, ssl.SSLSocket):
-                    break
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass
-        except ssl.SSLZeroReturnError:
-            gone = "server closed the connection"
-        except OSError as exc:  # reset, timeout, TLS error: all mean "gone"
-            gone = exc.strerror or str(exc)
+    def _handle_raw(self, raw: bytes) -> None:
+        """One line from the server: decode (UTF-8, else Latin-1 as old servers
+        send), parse, update the session, hand the events to the front end."""
         self._deadlines["idle"] = time.monotonic() + IDLE_PING_S
         self._deadlines.pop("pong", None)
-        self._process_lines()
-        if gone and self._sock is not None:
-            self._lost(gone)
-
-    def _process_lines(self) -> None:
-        *lines, rest = self._inbuf.split(b"\n")
-        self._inbuf = bytearray(rest if len(rest) <= MAX_INBUF_BYTES else b"")
-        for raw in lines:
-            self._handle_raw(bytes(raw).rstrip(b"\r"))
-            if self._sock is None or self.closed:
-                return  # the link went away while handling: the rest is moot
-
-    def _handle_raw(self, raw: bytes) -> None:
-        """Decode (UTF-8, else Latin-1 as old servers send), parse, dispatch."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -473,24 +344,7 @@ class Connection:
             self._deadlines["send"] = now + (1 - self._tokens) * SEND_INTERVAL_S
 
     def _send_now(self, line: str) -> None:
-        if self._sock is None:
-            return
-        self._out += (line + "\r\n").encode("utf-8")
-        self._flush_out()
-
-    def _flush_out(self) -> None:
-        assert self._sock is not None
-        try:
-            sent = self._sock.send(self._out)
-            del self._out[:sent]
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            pass
-        except OSError as exc:  # peer gone; reading will tell the same
-            self._lost(exc.strerror or str(exc))
-            return
-        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
-        if self._sel.get_key(self._sock).events != wanted:
-            self._sel.modify(self._sock, wanted, self._on_io)
+        self._link.write(line)
 
     # ---- timers ------------------------------------------------------------------
 

@@ -1,0 +1,209 @@
+"""One TCP (optionally TLS) link inside the caller's selector: lines in and out.
+
+The IRC session (`connection.Connection`) never touches a socket: it asks a
+Link to open, write lines and close, and hears back through three callbacks:
+`on_open()` once connected (and TLS-verified), `on_line(bytes)` per received
+line, `on_lost(reason)` when the link is gone or could not be made, with a
+sentence fit for the user.  Nothing blocks except name resolution: connect
+and the TLS handshake are driven by selector events, and writes go through a
+buffer flushed when the socket is writable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import ssl
+from typing import Callable
+
+RECV_BYTES = 65536
+MAX_INBUF_BYTES = 65536        # a "line" longer than this is garbage: dropped
+
+
+def tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
+    """A verifying client context, or a non-verifying one with --insecure."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Link:
+    """A connection attempt and, once made, the connection."""
+
+    def __init__(self, sel: selectors.BaseSelector, host: str, port: int,
+                 tls: ssl.SSLContext | None, on_open: Callable[[], None],
+                 on_line: Callable[[bytes], None], on_lost: Callable[[str], None]) -> None:
+        self._sel = sel
+        self._host, self._port = host, port
+        self._tls = tls
+        self._on_open, self._on_line, self._on_lost = on_open, on_line, on_lost
+        self._sock: socket.socket | None = None
+        self._addrs: list[tuple] = []
+        self._inbuf = bytearray()
+        self._out = bytearray()
+        self._ready = False
+
+    @property
+    def address(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self._port}"
+
+    @property
+    def is_open(self) -> bool:
+        return self._sock is not None
+
+    # ---- connecting -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Resolve the host and start a non-blocking connect to its first address."""
+        self.close()
+        try:
+            self._addrs = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        except OSError as exc:  # socket.gaierror and friends
+            self._on_lost(f"cannot resolve {self._host}: {exc.strerror or exc}")
+            return
+        self._try_next_address("no address")
+
+    def _try_next_address(self, reason: str) -> None:
+        """Connect to the next resolved address, or report the last failure."""
+        self.close()
+        if not self._addrs:
+            self._on_lost(f"cannot connect to {self.address}: {reason}")
+            return
+        family, kind, proto, _, addr = self._addrs.pop(0)
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        err = sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._try_next_address(os.strerror(err))
+            return
+        self._sock = sock
+        self._sel.register(sock, selectors.EVENT_WRITE, self._on_connected)
+
+    def _on_connected(self, mask: int) -> None:
+        assert self._sock is not None
+        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._try_next_address(os.strerror(err))
+        elif self._tls is not None:
+            self._start_tls(self._tls)
+        else:
+            self._opened()
+
+    def _start_tls(self, context: ssl.SSLContext) -> None:
+        assert self._sock is not None
+        self._sel.unregister(self._sock)
+        try:
+            self._sock = context.wrap_socket(self._sock, server_hostname=self._host,
+                                             do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError) as exc:
+            self._lose(f"TLS setup failed: {exc}")
+            return
+        self._sel.register(self._sock, selectors.EVENT_WRITE, self._on_handshake)
+
+    def _on_handshake(self, mask: int) -> None:
+        """Drive the TLS handshake one step; it wants read or write next."""
+        assert isinstance(self._sock, ssl.SSLSocket)
+        try:
+            self._sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._sel.modify(self._sock, selectors.EVENT_READ, self._on_handshake)
+        except ssl.SSLWantWriteError:
+            self._sel.modify(self._sock, selectors.EVENT_WRITE, self._on_handshake)
+        except ssl.SSLCertVerificationError as exc:
+            self._lose(f"TLS certificate of {self.address} not trusted: {exc.verify_message}"
+                       " (use --ca-file, or --insecure to skip the check)")
+        except (ssl.SSLError, OSError) as exc:
+            self._lose(f"TLS handshake with {self.address} failed: {exc}")
+        else:
+            self._opened()
+
+    def _opened(self) -> None:
+        assert self._sock is not None
+        self._ready = True
+        self._sel.modify(self._sock, selectors.EVENT_READ, self._on_io)
+        self._on_open()
+
+    # ---- closing -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop the socket and anything buffered; no callback."""
+        if self._sock is not None:
+            if self._sock in self._sel.get_map():
+                self._sel.unregister(self._sock)
+            self._sock.close()
+            self._sock = None
+        self._ready = False
+        self._inbuf.clear()
+        self._out.clear()
+
+    def _lose(self, reason: str) -> None:
+        self.close()
+        self._on_lost(reason)
+
+    # ---- reading -------------------------------------------------------------------
+
+    def _on_io(self, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            self._read()
+        if mask & selectors.EVENT_WRITE and self._sock is not None:
+            self._flush()
+
+    def _read(self) -> None:
+        """Read what is there (all of it for TLS, whose buffer select can't see),
+        hand over the complete lines, then report EOF if it came."""
+        assert self._sock is not None
+        gone = ""
+        try:
+            while True:
+                data = self._sock.recv(RECV_BYTES)
+                if not data:
+                    gone = "server closed the connection"
+                    break
+                self._inbuf += data
+                if not isinstance(self._sock, ssl.SSLSocket):
+                    break
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except ssl.SSLZeroReturnError:
+            gone = "server closed the connection"
+        except OSError as exc:  # reset, timeout, TLS error: all mean "gone"
+            gone = exc.strerror or str(exc)
+        self._deliver_lines()
+        if gone and self._sock is not None:
+            self._lose(gone)
+
+    def _deliver_lines(self) -> None:
+        *lines, rest = self._inbuf.split(b"\n")
+        self._inbuf = bytearray(rest if len(rest) <= MAX_INBUF_BYTES else b"")
+        for raw in lines:
+            self._on_line(bytes(raw).rstrip(b"\r"))
+            if self._sock is None:
+                return  # the session closed the link while handling: the rest is moot
+
+    # ---- writing -------------------------------------------------------------------
+
+    def write(self, line: str) -> None:
+        """Send one line (CRLF added) as soon as the socket takes it."""
+        if self._sock is None or not self._ready:
+            return  # not connected yet or any more: the session re-sends what matters
+        self._out += (line + "\r\n").encode("utf-8")
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self._sock is not None
+        try:
+            del self._out[:self._sock.send(self._out)]
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+        except OSError as exc:  # peer gone; reading would tell the same
+            self._lose(exc.strerror or str(exc))
+            return
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
+        if self._sel.get_key(self._sock).events != wanted:
+            self._sel.modify(self._sock, wanted, self._on_io)
