@@ -1,0 +1,183 @@
+"""The IRC session against a scripted peer on a local socket (no real server).
+
+Each test plays the server's side by hand, so registration, nick collision,
+PING, pacing and the flush barrier are checked line by line.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+
+import pytest
+
+from forkchat.client import connection, events
+
+DEADLINE_S = 5.0
+
+
+class Peer:
+    """The server side: accept the client, read and write raw lines."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+
+    def accept(self) -> None:
+        self.listener.settimeout(DEADLINE_S)
+        self.sock, _ = self.listener.accept()
+        self.sock.setblocking(False)
+
+    def send(self, line: str) -> None:
+        assert self.sock is not None
+        self.sock.sendall((line + "\r\n").encode())
+
+    def lines(self) -> list[str]:
+        """Whatever complete lines have arrived so far."""
+        assert self.sock is not None
+        try:
+            self.buffer += self.sock.recv(65536)
+        except BlockingIOError:
+            pass
+        *done, self.buffer = self.buffer.split(b"\r\n")
+        return [line.decode() for line in done]
+
+    def close(self) -> None:
+        for sock in (self.sock, self.listener):
+            if sock is not None:
+                sock.close()
+
+
+class Harness:
+    def __init__(self, peer: Peer, **settings) -> None:
+        self.sel = selectors.DefaultSelector()
+        self.events: list[events.UiEvent] = []
+        self.conn = connection.Connection(
+            self.sel, connection.Settings(port=peer.port, **settings), self.events.append)
+        self.peer = peer
+        self.seen: list[str] = []
+
+    def turn(self, timeout: float = 0.0) -> None:
+        for key, mask in self.sel.select(timeout):
+            key.data(mask)
+        self.conn.tick()
+
+    def until(self, predicate, what: str) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never: {what}; peer saw {self.seen}")
+            self.turn(0.05)
+            if self.peer.sock is not None:
+                self.seen += self.peer.lines()
+
+    def expect_line(self, line: str) -> None:
+        self.until(lambda: line in self.seen, line)
+
+    def register(self) -> None:
+        self.conn.start()
+        self.turn(0.1)
+        self.peer.accept()
+        self.expect_line("USER forkchat 0 * :forkchat client")
+        self.peer.send(":srv 001 bob :Welcome")
+        self.expect_line("JOIN #lobby")
+
+
+@pytest.fixture
+def peer():
+    made = Peer()
+    yield made
+    made.close()
+
+
+def test_registration_sends_nick_user_then_joins(peer):
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    assert harness.seen[:2] == ["NICK bob", "USER forkchat 0 * :forkchat client"]
+    assert harness.conn.ready
+    assert [e.other for e in harness.events if e.kind == "status"] == ["connected"]
+
+
+def test_password_goes_first(peer):
+    harness = Harness(peer, nick="bob", password="s3cret")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    assert harness.seen[0] == "PASS s3cret"
+
+
+def test_nick_in_use_tries_suffixes(peer):
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("NICK bob")
+    peer.send(":srv 433 * bob :Nickname is already in use")
+    harness.expect_line("NICK bob_")
+    peer.send(":srv 433 * bob_ :Nickname is already in use")
+    harness.expect_line("NICK bob2")
+    peer.send(":srv 001 bob2 :Welcome")
+    harness.until(lambda: harness.conn.ready, "registered")
+    assert harness.conn.nick == "bob2"
+
+
+def test_ping_is_answered(peer):
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    peer.send("PING :abc123")
+    harness.expect_line("PONG abc123")
+
+
+def test_lines_are_paced_after_a_burst(peer, monkeypatch):
+    monkeypatch.setattr(connection, "SEND_INTERVAL_S", 0.02)
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    for n in range(20):
+        harness.conn.send(f"PRIVMSG #lobby :{n}")
+    harness.turn(0.0)
+    harness.seen += peer.lines()
+    sent_at_once = [line for line in harness.seen if line.startswith("PRIVMSG")]
+    assert len(sent_at_once) < 20
+    assert harness.conn.next_timeout() is not None   # the next token is scheduled
+    harness.expect_line("PRIVMSG #lobby :19")
+    assert [line for line in harness.seen if line.startswith("PRIVMSG")] == [
+        f"PRIVMSG #lobby :{n}" for n in range(20)]
+
+
+def test_flush_waits_for_the_pong_behind_the_lines(peer):
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    flushed: list[bool] = []
+    harness.conn.send("PRIVMSG #lobby :last words")
+    harness.conn.flush(lambda: flushed.append(True))
+    harness.expect_line("PING forkchat-flush-1")
+    assert harness.seen.index("PRIVMSG #lobby :last words") < harness.seen.index(
+        "PING forkchat-flush-1")
+    assert not flushed
+    peer.send(":srv PONG srv :forkchat-flush-1")
+    harness.until(lambda: flushed, "the flush callback")
+
+
+def test_failure_before_registration_is_fatal(peer):
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.send(":srv 464 * :Password incorrect")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "password incorrect" in harness.conn.fatal
+
+
+def test_loss_after_registration_schedules_a_retry(peer):
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    assert peer.sock is not None
+    peer.sock.close()
+    peer.sock = None
+    harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
+    assert not harness.conn.closed
+    assert harness.events[-1].other == connection.STATUS_DISCONNECTED
