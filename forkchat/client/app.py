@@ -115,8 +115,11 @@ def read_password(path: str) -> str:
 def ask_nick_tty() -> str | None:
     """Ask on the terminal until the answer is a valid nick (None on EOF)."""
     while True:
+        if not sys.stdout.isatty():   # stdout is for events then: ask on stderr
+            sys.stderr.write(NICK_PROMPT)
+            sys.stderr.flush()
         try:
-            answer = input(NICK_PROMPT).strip()
+            answer = input(NICK_PROMPT if sys.stdout.isatty() else "").strip()
         except EOFError:
             return None
         if valid_nick(answer):
