@@ -1098,13 +1098,30 @@ def measured(bench: Bench, pool: Pool, action: Callable[[], dict[str, Any]]
     """Run `action` and return (its result, CPU figures of server and generator)."""
     server_before = cpu_sample(bench.server.pid)
     gen_before = generator_cpu(pool)
+    machine_before = psutil.cpu_times()
     began = time.monotonic()
     result = action()
     wall = time.monotonic() - began
+    machine_after = psutil.cpu_times()
     figures = {"wall_s": round(wall, 3),
                "server_cpu": cpu_delta(server_before, cpu_sample(bench.server.pid), wall),
                "generator_cpu": cpu_delta(gen_before, generator_cpu(pool), wall)}
+    figures["machine"] = machine_load(machine_before, machine_after, wall, figures)
     return result, figures
+
+
+def machine_load(before: Any, after: Any, wall: float, figures: dict[str, Any]) -> dict[str, Any]:
+    """Busy cores of the whole machine, and what neither server nor generator used.
+
+    On a shared machine other processes (test suites, editors) steal CPU: a
+    large `other_cores` says the figures of that run are pessimistic.
+    """
+    idle = (after.idle - before.idle) + (getattr(after, "iowait", 0) - getattr(before, "iowait", 0))
+    total = sum(after) - sum(before)
+    busy = (total - idle) / wall if wall > 0 else 0.0
+    ours = figures["server_cpu"]["total_s"] + figures["generator_cpu"]["total_s"]
+    return {"busy_cores": round(busy, 3),
+            "other_cores": round(max(0.0, busy - ours / wall), 3) if wall > 0 else None}
 
 
 def connect_summary(outcome: dict[str, Any], count: int) -> dict[str, Any]:
@@ -1403,6 +1420,25 @@ SCENARIO_RUNNERS: dict[str, Callable[[Bench, Pool], dict[str, Any]]] = {
 }
 
 
+def server_version() -> str:
+    """forkchat's version and, in a git checkout, its commit (+dirty)."""
+    try:
+        import forkchat
+        version = forkchat.__version__
+        where = os.path.dirname(os.path.dirname(os.path.abspath(forkchat.__file__)))
+    except ImportError:
+        return "unknown"
+    try:
+        commit = subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+        changed = subprocess.run(["git", "-C", where, "status", "--porcelain", "--", "forkchat"],
+                                 capture_output=True, text=True, timeout=5).stdout.strip()
+        commit += "+uncommitted" if commit and changed else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{version} {commit}".strip()
+
+
 def run_scenario(bench: Bench, name: str) -> dict[str, Any]:
     """One scenario with its own generator processes; always closes them."""
     bench.check_server()
@@ -1410,6 +1446,7 @@ def run_scenario(bench: Bench, name: str) -> dict[str, Any]:
     base = {"scenario": name, "time": datetime.datetime.now(datetime.timezone.utc)
             .isoformat(timespec="seconds"), "server_pid": bench.server.pid,
             "attached": not bench.server.started, "cpus": os.cpu_count(),
+            "server_version": server_version(),
             "generator_processes": bench.args.processes,
             "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
     if left:

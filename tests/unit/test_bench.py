@@ -1,0 +1,97 @@
+"""Smoke test of scripts/bench.py against the real server: fields exist, counts add up.
+
+Small counts only, and no assertion on speed: figures are benchmarks, not tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "bench.py")
+RUN_TIMEOUT_S = 60
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run_bench(*args: str) -> list[dict]:
+    """Run bench.py; returns its JSON lines.  It must exit 0 and leave no process behind."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    done = subprocess.run([sys.executable, BENCH, *args], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert not left, f"bench.py left processes behind: {left}"
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def check_common(result: dict, scenario: str) -> None:
+    assert result["scenario"] == scenario
+    assert "error" not in result, result.get("error")
+    for key in ("time", "server_pid", "cpus", "command", "server_version"):
+        assert key in result
+
+
+def check_cpu(result: dict) -> None:
+    for key in ("server_cpu", "generator_cpu"):
+        assert result[key]["total_s"] >= 0
+        assert "cores_used" in result[key]
+    assert "busy_cores" in result["machine"]
+
+
+def test_connect_counts_add_up():
+    [result] = run_bench("--scenario", "connect", "-n", "20")
+    check_common(result, "connect")
+    check_cpu(result)
+    assert result["connected"] + result["failures"] == 20
+    assert result["failures"] == 0
+    assert result["connections_per_s"] > 0
+    assert result["per_client"]["p50_ms"] <= result["per_client"]["p99_ms"] \
+        <= result["per_client"]["max_ms"]
+    assert result["server_memory"]["processes"] >= 22     # supervisor, broker, 20 workers
+
+
+def test_fanout_delivers_everything_once_in_order():
+    [result] = run_bench("--scenario", "fanout", "-n", "10", "--messages", "50")
+    check_common(result, "fanout")
+    check_cpu(result)
+    assert result["mode"] == "unpaced"
+    assert result["messages_sent"] == 10 * 50          # every client sends (10 senders)
+    assert result["expected_deliveries"] == 10 * 50 * 9
+    assert result["deliveries"] + result["lost"] == result["expected_deliveries"]
+    assert result["lost"] == result["reordered"] == result["duplicated"] == 0
+    assert result["latency"]["p50_ms"] is not None
+    assert result["server_cpu_us_per_delivery"] is not None
+
+
+def test_latency_and_paced_counts():
+    [result] = run_bench("--scenario", "latency", "-n", "5", "--messages", "30")
+    check_common(result, "latency")
+    assert result["senders"] == 1 and result["receivers"] == 6
+    assert result["messages_sent"] == 30
+    assert result["expected_deliveries"] == 30 * 5
+    assert result["deliveries"] == 150 and result["lost"] == 0
+    latency = result["latency"]
+    assert latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+
+def test_idle_memory_reports_per_client_figures():
+    [result] = run_bench("--scenario", "idle-memory", "-n", "10")
+    check_common(result, "idle-memory")
+    assert result["setup"]["connected"] == 10
+    assert result["after"]["processes"] - result["before"]["processes"] == 10
+    for key in ("pss_per_client_bytes", "uss_per_client_bytes", "rss_per_client_bytes"):
+        assert result[key] > 0
+
+
+def test_bad_option_is_a_clear_error():
+    done = subprocess.run([sys.executable, BENCH, "--scenario", "nosuch"],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 2
+    assert "unknown scenario nosuch" in done.stderr
+    assert "Traceback" not in done.stderr
