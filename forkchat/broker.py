@@ -33,12 +33,18 @@ import time
 from typing import Any, Iterable
 
 from forkchat import __version__, children, config, ipc, log as logsetup, protocol, state
+from forkchat import store
 
 log = logging.getLogger("forkchat.broker")
 
 READ_BYTES = 65536
 HEARTBEAT_S = 2.0    # counts to the supervisor: its STATUS and its watchdog
 RECOVERY_WAIT_S = 3.0
+STORE_EVERY_S = 0.5   # room records reach the disk at most this often
+# Commands after which rooms may have come or gone, and those that change
+# one room's record (written at once).
+_ROOM_CHANGING = frozenset({"JOIN", "PART", "KICK", "KILL"})
+_ROOM_RECORD_CHANGING = frozenset({"TOPIC", "MODE"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
 _UCRED = struct.Struct("3i")
 
@@ -97,6 +103,11 @@ class Broker:
         self.running = True
         self.outbox = _Outbox(self)
         self.awaiting = set(expected)
+        self.store = store.RoomStore(cfg.server.state_dir)
+        self.state.saved_rooms = self.store.load()
+        self.store_dirty = False
+        self.store_frozen = False
+        self.next_store = 0.0
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
 
@@ -118,15 +129,37 @@ class Broker:
                 self.awaiting.clear()
                 self._end_recovery()
             self._flush_dirty()
+            if self.store_dirty and time.monotonic() >= self.next_store:
+                self._save_rooms()
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + HEARTBEAT_S
                 self._heartbeat()
         return 0
 
+    def _save_rooms(self) -> None:
+        """Write changed room records; rooms not yet back keep theirs."""
+        self.store_dirty = False
+        self.next_store = time.monotonic() + STORE_EVERY_S
+        if self.store_frozen:
+            return
+        records = dict(self.state.saved_rooms)
+        records.update(self.state.room_records())
+        self.store.sync(records)
+
+    def _save_room(self, name: str) -> None:
+        folded = protocol.casefold(name)
+        room = self.state.rooms.get(folded)
+        if room is not None and not self.store_frozen:
+            self.store.put(folded, room.meta())
+
     def _timeout(self) -> float:
-        if not self.awaiting:
-            return HEARTBEAT_S
-        return max(0.0, min(HEARTBEAT_S, self.recovery_deadline - time.monotonic()))
+        deadlines = [HEARTBEAT_S]
+        now = time.monotonic()
+        if self.awaiting:
+            deadlines.append(self.recovery_deadline - now)
+        if self.store_dirty:
+            deadlines.append(self.next_store - now)
+        return max(0.0, min(deadlines))
 
     def _arrived(self, cid: int) -> None:
         """One awaited worker is back (or gone for good)."""
@@ -255,6 +288,10 @@ class Broker:
             return
         assert link.cid is not None
         self.state.request(link.cid, msg, self.outbox)
+        if msg.command in _ROOM_CHANGING:
+            self.store_dirty = True
+        elif msg.command in _ROOM_RECORD_CHANGING and msg.params:
+            self._save_room(msg.params[0])
 
     def _on_register(self, link: Link, payload: bytes) -> None:
         info = ipc.decode_json(payload)
@@ -295,6 +332,7 @@ class Broker:
         if link.cid is not None and self.links.get(link.cid) is link:
             del self.links[link.cid]
             self.state.disconnect(link.cid, reason, self.outbox)
+            self.store_dirty = True
             self._arrived(link.cid)
 
     # -- output ----------------------------------------------------------------
@@ -348,8 +386,17 @@ class Broker:
         for kind, payload in self.control_reader.feed(data):
             if kind == ipc.Kind.CONFIG:
                 self._take_config(pickle.loads(payload))
-            elif kind == ipc.Kind.CONTROL and ipc.decode_json(payload).get("op") == "shutdown":
-                self.running = False
+            elif kind == ipc.Kind.CONTROL:
+                self._on_control_op(ipc.decode_json(payload).get("op"))
+
+    def _on_control_op(self, op: str | None) -> None:
+        if op == "shutdown":
+            self.running = False
+        elif op == "freeze":
+            # The server is stopping: rooms emptied by the shutdown are kept.
+            self._save_rooms()
+            self.store_frozen = True
+            self.control.send(ipc.encode_json(ipc.Kind.CONTROL, {"op": "frozen"}))
 
     def _take_config(self, cfg: config.Config) -> None:
         """A reload: the supervisor validated it; the state takes new limits."""

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import getpass
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=config.LOG_LEVELS,
                         help="log verbosity (default: info)")
     parser.add_argument("--user", help="user to run as after binding, when started as root")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="directory for the room store (default /var/lib/forkchat)")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the configuration, print every error, and exit")
     parser.add_argument("--hash-password", action="store_true",
@@ -63,6 +66,8 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
         server = dataclasses.replace(server, password=args.password)
     if args.user:
         server = dataclasses.replace(server, user=args.user)
+    if args.state_dir:
+        server = dataclasses.replace(server, state_dir=args.state_dir)
     cfg = dataclasses.replace(cfg, server=server)
     if args.log_level:
         cfg = dataclasses.replace(cfg, log=config.Log(level=args.log_level))
@@ -166,5 +171,17 @@ def become_unprivileged(cfg: config.Config) -> None:
         logging.getLogger("forkchat.supervisor").warning(
             "started as root with no user configured: dropping to %r "
             "(set user = ... or allow_root = true in [server])", user)
+    if user and privileges.os.geteuid() == privileges.ROOT_UID:
+        prepare_state_dir(cfg.server.state_dir, privileges.resolve(user, cfg.server.group or None))
     if user:
         privileges.drop_privileges(user, cfg.server.group or None)
+
+
+def prepare_state_dir(path: str, owner: privileges.Identity) -> None:
+    """As root, make the state directory and give it to the user we become."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chown(path, owner.uid, owner.gid)
+    except OSError as error:
+        logging.getLogger("forkchat.supervisor").warning(
+            "cannot prepare state_dir %s: %s", path, error.strerror or error)

@@ -53,6 +53,28 @@ class Room:
     bans: dict[str, Ban] = field(default_factory=dict)   # folded mask -> Ban
     invites: set[int] = field(default_factory=set)       # cids invited, used up on JOIN
 
+    def meta(self) -> dict:
+        """What outlives the members: the room's record for the state store."""
+        return {"name": self.name, "created": self.created, "topic": self.topic,
+                "topic_setter": self.topic_setter, "topic_time": self.topic_time,
+                "flags": "".join(sorted(self.flags)), "key": self.key, "limit": self.limit,
+                "bans": [[b.mask, b.setter, b.time] for b in self.bans.values()]}
+
+    def apply_meta(self, meta: dict) -> None:
+        """Restore a stored record; anything malformed is skipped, not trusted."""
+        self.created = _int(meta.get("created"), self.created)
+        self.topic = str(meta.get("topic") or "")
+        self.topic_setter = str(meta.get("topic_setter") or "")
+        self.topic_time = _int(meta.get("topic_time"), 0)
+        self.flags = set(str(meta.get("flags") or "")) & set(FLAG_MODES)
+        self.key = str(meta.get("key") or "")[:KEYLEN]
+        self.limit = max(0, min(_int(meta.get("limit"), 0), MAX_LIMIT))
+        for entry in meta.get("bans") or []:
+            if isinstance(entry, list) and len(entry) == 3:
+                mask, setter, when = str(entry[0]), str(entry[1]), _int(entry[2], 0)
+                folded = protocol.casefold(mask)
+                self.bans[folded] = Ban(mask, setter, when, folded)
+
     def is_op(self, cid: int) -> bool:
         return "@" in self.members.get(cid, "")
 
@@ -326,3 +348,7 @@ def mode_line_params(applied: list[ModeChange]) -> list[str]:
         if change.param:
             params.append(change.param)
     return ["".join(letters), *params]
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default

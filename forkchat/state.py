@@ -106,6 +106,7 @@ class ChatState:
         self.clients: dict[int, Client] = {}
         self.nicks: dict[str, Client] = {}          # folded nick -> client (reserved or registered)
         self.rooms: dict[str, rooms.Room] = {}      # folded room name -> Room
+        self.saved_rooms: dict[str, dict] = {}       # records from before a restart
         self.whowas: OrderedDict[str, list[WhowasEntry]] = OrderedDict()
         self.whowas_seq = 0
         self.registered_count = 0
@@ -247,10 +248,22 @@ class ChatState:
         folded = protocol.casefold(name)
         room = self.rooms.get(folded)
         if room is None:
-            room = rooms.Room(name, created=int(self.now()))
-            self.rooms[folded] = room
+            room = self.new_room(name, folded)
         room.members[client.cid] = status
         client.joined[folded] = room
+
+    def new_room(self, name: str, folded: str) -> rooms.Room:
+        """Create a room; a record kept from before a restart comes back with it."""
+        room = rooms.Room(name, created=int(self.now()))
+        saved = self.saved_rooms.pop(folded, None)
+        if saved is not None:
+            room.apply_meta(saved)
+        self.rooms[folded] = room
+        return room
+
+    def room_records(self) -> dict[str, dict]:
+        """Every room's record, for the broker's state store."""
+        return {folded: room.meta() for folded, room in self.rooms.items()}
 
     def counts(self) -> tuple[int, int]:
         return self.registered_count, len(self.rooms)

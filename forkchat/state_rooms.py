@@ -99,9 +99,16 @@ def _join_one(st: ChatState, client: Client, name: str, key: str, out: Outbox) -
         if len(st.rooms) >= st.settings.max_rooms:
             raise numerics.Reply(numerics.ERR_TOOMANYCHANNELS, name,
                                  text="Too many rooms on this server")
-        room = rooms.Room(name, created=int(st.now()))
-        st.rooms[folded] = room
+        restored = folded in st.saved_rooms
+        room = st.new_room(name, folded)
         status = "@"
+        if restored:        # a room kept from before a restart keeps its key and bans
+            try:
+                _check_admission(st, client, room, key)
+            except numerics.Reply:
+                st.saved_rooms[folded] = room.meta()
+                del st.rooms[folded]
+                raise
     else:
         _check_admission(st, client, room, key)
     room.members[client.cid] = status

@@ -95,6 +95,7 @@ class Supervisor:
         self.memory_mib = 0.0
         self.status_sent = ""
         self.timers: dict[str, float] = {}
+        self.broker_frozen = False
 
     # -- main loop -------------------------------------------------------------
 
@@ -192,7 +193,9 @@ class Supervisor:
             return
         for _kind, payload in frames:
             message = ipc.decode_json(payload)
-            if message.get("op") == "counts":
+            if message.get("op") == "frozen":
+                self.broker_frozen = True
+            elif message.get("op") == "counts":
                 self.broker_heard = time.monotonic()
                 self.counts = {"clients": int(message.get("clients", 0)),
                                "rooms": int(message.get("rooms", 0))}
@@ -410,6 +413,7 @@ class Supervisor:
             except (KeyError, ValueError):
                 pass
             bound.sock.close()
+        self._freeze_broker()
         self._signal_children("worker", signal.SIGTERM)
         self._wait_children("worker", time.monotonic() + STOP_GRACE_S)
         self._signal_children("worker", signal.SIGKILL)
@@ -419,6 +423,15 @@ class Supervisor:
         self._signal_children("broker", signal.SIGKILL)
         self._wait_children("", time.monotonic() + 1.0)
         log.info("stopped")
+
+    def _freeze_broker(self) -> None:
+        """Ask the broker to keep its room records as they are before clients go."""
+        if self.broker_pid not in self.children:
+            return
+        self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "freeze"}))
+        deadline = time.monotonic() + 1.0
+        while not self.broker_frozen and time.monotonic() < deadline:
+            self._turn(deadline - time.monotonic())
 
     def _signal_children(self, kind: str, signum: int) -> None:
         for pid, child in list(self.children.items()):

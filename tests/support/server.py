@@ -33,6 +33,7 @@ class ServerProcess:
         self.config_path = ""
         self._tmpdir = tempfile.TemporaryDirectory(prefix="forkchat-test-")
         os.chmod(self._tmpdir.name, 0o755)   # readable after a drop to nobody
+        self.state_dir = os.path.join(self._tmpdir.name, "state")
 
     @property
     def port(self) -> int:
@@ -59,6 +60,8 @@ class ServerProcess:
             cmd += ["-c", self.write_config(self.config_text)]
         for spec in self.listen:
             cmd += ["-l", spec]
+        if "--state-dir" not in self.extra_args:
+            cmd += ["--state-dir", self.state_dir]
         return cmd + self.extra_args
 
     def start(self, expect_listeners: int | None = None) -> "ServerProcess":

@@ -1,0 +1,75 @@
+"""Room topics, modes, keys, limits and bans outlive the broker and the server."""
+
+import os
+import signal
+import tempfile
+
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import ServerProcess, broker_pid
+
+LIMITS = "[limits]\nflood_burst = 100\nflood_rate = 100.0\n"
+
+
+def set_up_room(client: IrcTestClient) -> None:
+    client.join("#kept")
+    for line in ("TOPIC #kept :what we keep", "MODE #kept +k sesame", "MODE #kept +l 10",
+                 "MODE #kept +b bad!*@*", "MODE #kept +m"):
+        client.send(line)
+        client.expect(lambda m: m.command in ("TOPIC", "MODE"))
+
+
+def check_room(client: IrcTestClient) -> None:
+    client.send("MODE #kept")
+    modes = client.expect("324")
+    assert modes.params[2].startswith("+") and set("klmnt") <= set(modes.params[2])
+    assert "sesame" in modes.params and "10" in modes.params
+    client.send("TOPIC #kept")
+    assert client.expect("332").params[-1] == "what we keep"
+    client.send("MODE #kept b")
+    assert client.expect("367").params[2] == "bad!*@*"
+
+
+def test_room_survives_a_broker_kill(make_server):
+    server = make_server(config_text=LIMITS)
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    set_up_room(alice)
+    bob = IrcTestClient(server.port)
+    bob.register("bob")
+    bob.send("JOIN #kept sesame")
+    bob.collect_until("366")
+    mark = server.log_length()
+    os.kill(broker_pid(server), signal.SIGKILL)
+    broker_pid(server, after=mark)
+    server.wait_for_text("recovery done", start=mark)
+    check_room(bob)
+    alice.close()
+    bob.close()
+
+
+def test_room_survives_a_server_restart():
+    state_dir = tempfile.mkdtemp(prefix="forkchat-state-")
+    os.chmod(state_dir, 0o777)
+    args = ["--state-dir", state_dir]
+    first = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        alice = IrcTestClient(first.port)
+        alice.register("alice")
+        set_up_room(alice)
+        alice.sync()
+    finally:
+        assert first.stop() == 0     # alice is still in the room as the server stops
+    alice.close()
+    second = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        carol = IrcTestClient(second.port)
+        carol.register("carol")
+        carol.send("JOIN #kept")
+        carol.expect("475")
+        carol.send("JOIN #kept sesame")
+        assert carol.expect("332").params[-1] == "what we keep"
+        carol.collect_until("366")
+        check_room(carol)
+        carol.close()
+    finally:
+        second.stop()
