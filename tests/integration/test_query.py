@@ -1,0 +1,322 @@
+"""Queries: WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS.
+
+Docstrings quote RFC 2812 sections 3.4 and 3.6 or the modern client protocol
+document, whose WHO/WHOIS/WHOWAS/LUSERS rules irctest checks; every answer is
+counted exactly with `ask`/`drain`.
+"""
+
+import re
+
+import pytest
+
+from tests.conftest import TEST_LIMITS
+from tests.integration.chat_helpers import OPER_CONFIG, ask, commands, drain, joined
+from tests.support.ircclient import IrcTestClient
+
+SERVER = "forkchat.local"
+WHOIS_NUMERICS = {"301", "311", "312", "313", "317", "319"}    # modern's list, minus accounts/TLS
+
+
+def who_setup(registered):
+    """irctest's WHO fixture: coolNick (user myusernam) and otherNick share #chan."""
+    cool = registered.clients()
+    cool.send("NICK coolNick")
+    cool.send("USER myusernam 0 * :My UniqueReal Name")
+    cool.expect("376")
+    cool.nick = "coolNick"
+    other = registered("otherNick")
+    joined(cool, other, room="#chan")
+    return cool, other
+
+
+@pytest.fixture
+def who_pair(registered, clients):
+    registered.clients = clients
+    return who_setup(registered)
+
+
+def check_nick_reply(reply, flags):
+    assert reply.command == "352"
+    assert reply.params == ["otherNick", "*", "myusernam", "127.0.0.1", SERVER, "coolNick", flags,
+                            "0 My UniqueReal Name"]
+
+
+# -- WHO ----------------------------------------------------------------------
+
+def test_who_star_lists_everyone_visible(who_pair):
+    """Modern WHO: a mask matches every visible user; RPL_ENDOFWHO's "<mask> MUST be
+    exactly the <mask> parameter sent by the client"."""
+    cool, other = who_pair
+    got = ask(other, "WHO *")
+    assert commands(got) == ["352", "352", "315"]
+    replies = sorted(got[:2], key=lambda m: m.params[5])
+    check_nick_reply(replies[0], "H")
+    assert got[2].params[:2] == ["otherNick", "*"]
+
+
+@pytest.mark.parametrize("mask", ["coolNick", "coolnick", "coolni*"])
+def test_who_nick_and_mask(who_pair, mask):
+    """Modern WHO: one RPL_WHOREPLY "<client> <channel> <username> <host> <server>
+    <nick> <flags> :<hopcount> <realname>" per matching user, '*' as channel."""
+    cool, other = who_pair
+    got = ask(other, f"WHO {mask}")
+    assert commands(got) == ["352", "315"]
+    check_nick_reply(got[0], "H")
+    assert got[1].params[:2] == ["otherNick", mask]
+
+
+def test_who_shows_away_as_g(who_pair):
+    """Modern WHO flags: 'G' (gone) for an away user, 'H' (here) otherwise."""
+    cool, other = who_pair
+    ask(cool, "AWAY :be right back")
+    got = ask(other, "WHO coolNick")
+    check_nick_reply(got[0], "G")
+
+
+@pytest.mark.parametrize("mask", ["#chan", "#CHAN"])
+def test_who_room_lists_members_with_status(who_pair, mask):
+    """Modern WHO #chan: the channel field is the room and the flags carry the
+    member's prefix ('@' for the op)."""
+    cool, other = who_pair
+    ask(cool, "AWAY :be right back")
+    got = ask(other, f"WHO {mask}")
+    assert commands(got) == ["352", "352", "315"]
+    replies = sorted(got[:2], key=lambda m: m.params[5])
+    assert replies[0].params == ["otherNick", "#chan", "myusernam", "127.0.0.1", SERVER, "coolNick",
+                                 "G@", "0 My UniqueReal Name"]
+    assert replies[1].params[1:7] == ["#chan", "otherNick", "127.0.0.1", SERVER, "otherNick", "H"]
+    assert got[2].params[:2] == ["otherNick", mask]
+
+
+def test_who_unknown_nick_is_only_315(who_pair):
+    """Modern WHO: a nick that does not exist gets a single RPL_ENDOFWHO."""
+    cool, other = who_pair
+    got = ask(other, "WHO idontexist")
+    assert commands(got) == ["315"] and got[0].params[1] == "idontexist"
+
+
+def test_who_hides_invisible_users_from_strangers(registered):
+    """RFC 2812 3.6.1: masks match users "who are not invisible (user mode +i)" and
+    who do not share a channel with the asker."""
+    ghost, stranger, friend = registered("ghost"), registered("stranger"), registered("friend")
+    joined(ghost, friend, room="#haunt")
+    got = ask(ghost, "MODE ghost +i")
+    assert [(m.command, m.params) for m in got] == [("MODE", ["ghost", "+i"])]
+    assert "ghost" not in [m.params[5] for m in ask(stranger, "WHO *") if m.command == "352"]
+    assert [m.params[5] for m in ask(stranger, "WHO #haunt") if m.command == "352"] == ["friend"]
+    assert "ghost" in [m.params[5] for m in ask(friend, "WHO *") if m.command == "352"]
+
+
+# -- WHOIS --------------------------------------------------------------------
+
+@pytest.mark.parametrize("away", [False, True])
+def test_whois_numerics(registered, away):
+    """Modern WHOIS: only the listed numerics, RPL_ENDOFWHOIS last; 319 lists the
+    rooms with prefixes, 312 names the server, 317 gives idle and signon times."""
+    nick1, nick2 = registered("nick1"), registered("nick2")
+    nick2.join("#chan1")
+    nick2.join("#chan2")
+    if away:
+        ask(nick2, "AWAY :I'm on a break")
+    got = ask(nick1, "WHOIS nick2")
+    assert got[-1].command == "318" and got[-1].params[:2] == ["nick1", "nick2"]
+    assert set(commands(got[:-1])) <= WHOIS_NUMERICS
+    by_code = {m.command: m for m in got}
+    assert by_code["311"].params == ["nick1", "nick2", "nick2", "127.0.0.1", "*", "Test nick2"]
+    assert by_code["319"].params[2] in ("@#chan1 @#chan2", "@#chan2 @#chan1")
+    assert by_code["312"].params[:3] == ["nick1", "nick2", SERVER]
+    assert re.fullmatch(r"\d+", by_code["317"].params[2]) and re.fullmatch(r"\d+", by_code["317"].params[3])
+    if away:
+        assert by_code["301"].params == ["nick1", "nick2", "I'm on a break"]
+    else:
+        assert "301" not in by_code
+
+
+@pytest.mark.parametrize("server_param", ["", SERVER, "coolNick"])
+def test_whois_user_with_or_without_server(clients, registered, server_param):
+    """RFC 2812 3.6.2: WHOIS [ <target> ] <mask>: the first reply is RPL_WHOISUSER
+    "<nick> <user> <host> * :<real name>", and the host is no copy of nick, user or realname."""
+    cool = clients()
+    cool.send("NICK coolNick")
+    cool.send("USER myusernam 0 * :My User Name")
+    cool.expect("376")
+    other = registered("otherNick")
+    got = ask(other, f"WHOIS {server_param} coolNick")
+    first = got[0]
+    assert first.command == "311"
+    assert first.params[:3] == ["otherNick", "coolNick", "myusernam"] and first.params[5] == "My User Name"
+    assert first.params[3] not in ("coolNick", "myusernam", "My User Name")
+
+
+def test_whois_errors(registered):
+    """RFC 2812 3.6.2: ERR_NOSUCHNICK then RPL_ENDOFWHOIS; ERR_NONICKNAMEGIVEN."""
+    nick1 = registered("nick1")
+    got = ask(nick1, "WHOIS nobody")
+    assert [(m.command, m.params[1]) for m in got] == [("401", "nobody"), ("318", "nobody")]
+    assert commands(ask(nick1, "WHOIS")) == ["431"]
+
+
+def test_whois_invisible_user_hides_rooms_from_strangers(registered):
+    """irctest testInvisibleWhois (ergo): 319 is not sent for an invisible nick
+    unless the asker shares the room."""
+    one, two = registered("userOne"), registered("userTwo")
+    one.join("#xyz")
+    assert "319" in commands(ask(two, "WHOIS userOne"))
+    assert [(m.command, m.params) for m in ask(one, "MODE userOne +i")] == [("MODE", ["userOne", "+i"])]
+    assert "319" not in commands(ask(two, "WHOIS userOne"))
+    two.join("#xyz")
+    assert "319" in commands(ask(two, "WHOIS userOne"))
+    ask(two, "PART #xyz")
+    drain(one)
+    assert [(m.command, m.params) for m in ask(one, "MODE userOne -i")] == [("MODE", ["userOne", "-i"])]
+    assert "319" in commands(ask(two, "WHOIS userOne"))
+
+
+# -- WHOWAS -------------------------------------------------------------------
+
+def quit_and_wait(client):
+    client.send("QUIT :bye")
+    client.expect_closed()
+    client.close()
+
+
+def test_whowas_numerics(registered):
+    """RFC 2812 3.6.3: RPL_WHOWASUSER "<nick> <user> <host> * :<real name>", then
+    RPL_WHOISSERVER, then RPL_ENDOFWHOWAS; nothing else."""
+    nick1 = registered("nick1")
+    quit_and_wait(registered("nick2"))
+    got = ask(nick1, "WHOWAS nick2")
+    assert commands(got) == ["314", "312", "369"]
+    assert got[0].params == ["nick1", "nick2", "nick2", "127.0.0.1", "*", "Test nick2"]
+    assert got[1].params[:3] == ["nick1", "nick2", SERVER]
+    assert got[2].params[:2] == ["nick1", "nick2"]
+
+
+@pytest.mark.parametrize("query,idents", [
+    ("WHOWAS nick2", ["ident3", "ident2"]), ("WHOWAS nick2 1", ["ident3"]),
+    ("WHOWAS nick2 2", ["ident3", "ident2"]), ("WHOWAS nick2 -1", ["ident3", "ident2"]),
+    ("WHOWAS nick2 0", ["ident3", "ident2"]), ("WHOWAS *ck2", ["ident3", "ident2"]),
+])
+def test_whowas_newest_first_and_count(clients, registered, query, idents):
+    """RFC 2812 3.6.3: "The history is searched backward, returning the most recent
+    entry first"; "up to <count> replies"; "If a non-positive number is passed as
+    being <count>, then a full search is done"; wildcards are allowed."""
+    nick1 = registered("nick1")
+    for ident in ("ident2", "ident3"):
+        client = clients()
+        client.register("nick2", user=ident)
+        quit_and_wait(client)
+    got = ask(nick1, query)
+    assert [m.params[2] for m in got if m.command == "314"] == idents
+    assert got[-1].command == "369"
+
+
+def test_whowas_several_targets_and_unknown(clients, registered):
+    """RFC 2812 3.6.3: several nicks, newest departure first; ERR_WASNOSUCHNICK then
+    "At the end of all reply batches, there must be RPL_ENDOFWHOWAS"."""
+    nick1 = registered("nick1")
+    for nick in ("nick2", "nick3"):
+        quit_and_wait(registered(nick))
+    for targets in ("nick2,nick3", "nick3,nick2"):
+        got = ask(nick1, f"WHOWAS {targets}")
+        assert [m.params[1] for m in got if m.command == "314"] == ["nick3", "nick2"]
+        assert got[-1].command == "369" and got[-1].params[1] == targets
+    got = ask(nick1, "WHOWAS nobody")
+    assert [(m.command, m.params[1]) for m in got] == [("406", "nobody"), ("369", "nobody")]
+    assert commands(ask(nick1, "WHOWAS")) == ["431"]
+
+
+def test_whowas_remembers_old_nick_after_change(registered):
+    """RFC 2812 3.6.3: WHOWAS asks about a nickname which no longer exists, by a
+    nick change as well as by a quit."""
+    alice, bob = registered("alice"), registered("bob")
+    ask(bob, "NICK robert")
+    got = ask(alice, "WHOWAS bob")
+    assert commands(got) == ["314", "312", "369"] and got[0].params[1] == "bob"
+
+
+# -- ISON, USERHOST -----------------------------------------------------------
+
+def test_ison(registered):
+    """RFC 2812 4.9: RPL_ISON ":*1<nick> *( " " <nick> )" lists the nicks present,
+    nicks given as separate parameters or as one trailing list."""
+    foo, bar = registered("foo"), registered("Bar")
+    got = ask(foo, "ISON foo nobody bar")
+    assert [(m.command, m.params) for m in got] == [("303", ["foo", "foo Bar"])]
+    got = ask(foo, "ISON :nobody BAR")
+    assert [(m.command, m.params) for m in got] == [("303", ["foo", "Bar"])]
+    assert commands(ask(foo, "ISON")) == ["461"]
+
+
+def test_userhost(registered):
+    """RFC 2812 4.8: RPL_USERHOST reply = nickname [ "*" ] "=" ( "+" / "-" ) hostname,
+    '-' for an away user, up to 5 nicks."""
+    foo, bar = registered("foo"), registered("bar")
+    ask(bar, "AWAY :away")
+    got = ask(foo, "USERHOST foo bar nobody")
+    assert [(m.command, m.params) for m in got] == \
+        [("302", ["foo", "foo=+foo@127.0.0.1 bar=-bar@127.0.0.1"])]
+    assert commands(ask(foo, "USERHOST")) == ["461"]
+
+
+# -- LUSERS -------------------------------------------------------------------
+
+def lusers(client):
+    """The LUSERS answer by numeric; each numeric once, the client's nick first."""
+    got = ask(client, "LUSERS")
+    by_code = {m.command: m for m in got}
+    assert len(by_code) == len(got), "duplicated numerics"
+    assert all(m.params[0] == client.nick for m in got)
+    visible, invisible, _servers = _three_numbers(by_code["251"].params[1])
+    total = int(by_code["265"].params[1])
+    assert int(by_code["266"].params[1]) == total and visible + invisible == total
+    assert int(re.findall(r"\d+", by_code["255"].params[1])[0]) == total
+    return {"total": total, "max": int(by_code["265"].params[2]), "invisible": invisible,
+            "unknown": int(by_code["253"].params[1]) if "253" in by_code else 0,
+            "opers": int(by_code["252"].params[1]) if "252" in by_code else 0,
+            "rooms": int(by_code["254"].params[1]) if "254" in by_code else 0}
+
+
+def _three_numbers(text):
+    numbers = [int(n) for n in re.findall(r"\d+", text)]
+    assert len(numbers) == 3, text
+    return numbers
+
+
+def test_lusers_counts_registered_unregistered_and_max(registered, clients):
+    """RFC 2812 3.4.2 and modern LUSERS: 251 users/invisible/servers, 253 unknown
+    connections, 254 channels, 255 and 265/266 current and maximum counts."""
+    bar = registered("bar")
+    assert lusers(bar) == {"total": 1, "max": 1, "invisible": 0, "unknown": 0, "opers": 0, "rooms": 0}
+    qux = clients()
+    qux.send("NICK qux")
+    qux.send("PING :reg")
+    qux.expect("PONG")
+    assert lusers(bar)["unknown"] == 1
+    qux.send("USER u s e r")
+    qux.expect("376")
+    qux.nick = "qux"
+    bar.join("#room")
+    ask(qux, "MODE qux +i")
+    assert lusers(bar) == {"total": 2, "max": 2, "invisible": 1, "unknown": 0, "opers": 0, "rooms": 1}
+    quit_and_wait(qux)
+    assert lusers(bar) == {"total": 1, "max": 2, "invisible": 0, "unknown": 0, "opers": 0, "rooms": 1}
+
+
+def test_lusers_counts_operators(make_server):
+    """Modern LUSERS: RPL_LUSEROP counts operators; MODE -o and QUIT lower it."""
+    server = make_server(config_text=OPER_CONFIG + TEST_LIMITS)
+    bar, qux = IrcTestClient(server.port), IrcTestClient(server.port)
+    try:
+        bar.register("bar")
+        qux.register("qux")
+        assert "381" in commands(ask(bar, "OPER admin pw"))
+        assert "381" in commands(ask(qux, "OPER admin pw"))
+        assert lusers(bar)["opers"] == 2
+        assert [(m.command, m.params) for m in ask(bar, "MODE bar -o")] == [("MODE", ["bar", "-o"])]
+        assert lusers(bar)["opers"] == 1
+        quit_and_wait(qux)
+        assert lusers(bar)["opers"] == 0
+    finally:
+        bar.close()
+        qux.close()
