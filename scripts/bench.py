@@ -169,9 +169,9 @@ def role_of(process: psutil.Process, root_pid: int) -> str:
     return "broker" if "broker" in name else "worker"
 
 
-def cpu_sample(pid: int | None) -> dict[int, tuple[str, float]]:
-    """{pid: (role, user+system seconds)} over the tree rooted at pid."""
-    sample: dict[int, tuple[str, float]] = {}
+def cpu_sample(pid: int | None) -> dict[int, tuple[str, float, float]]:
+    """{pid: (role, user seconds, system seconds)} over the tree rooted at pid."""
+    sample: dict[int, tuple[str, float, float]] = {}
     if pid is None:
         return sample
     for process in process_tree(pid):
@@ -179,26 +179,32 @@ def cpu_sample(pid: int | None) -> dict[int, tuple[str, float]]:
             times = process.cpu_times()
         except psutil.Error:
             continue
-        sample[process.pid] = (role_of(process, pid), times.user + times.system)
+        sample[process.pid] = (role_of(process, pid), times.user, times.system)
     return sample
 
 
-def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
-              wall: float) -> dict[str, Any]:
-    """CPU seconds per role between two samples, and the busiest process's share of a core.
+def cpu_delta(before: dict[int, tuple[str, float, float]],
+              after: dict[int, tuple[str, float, float]], wall: float) -> dict[str, Any]:
+    """CPU seconds per role (and the kernel's part) between two samples.
 
-    A process that exited between the samples is missing from `after`: its
-    last slice is lost, which under-counts only short-lived workers.
+    `busiest_process_core_share` near 1.0 means one process (the broker,
+    say) is saturated.  A process that exited between the samples is
+    missing from `after`: its last slice is lost, which under-counts only
+    short-lived workers.
     """
     roles: dict[str, float] = {}
+    kernel: dict[str, float] = {}
     busiest = 0.0
-    for pid, (role, seconds) in after.items():
-        used = seconds - before.get(pid, (role, 0.0))[1]
+    for pid, (role, user, system) in after.items():
+        _, user0, system0 = before.get(pid, (role, 0.0, 0.0))
+        used = (user - user0) + (system - system0)
         roles[role] = roles.get(role, 0.0) + used
+        kernel[role] = kernel.get(role, 0.0) + (system - system0)
         busiest = max(busiest, used)
     total = sum(roles.values())
     return {"total_s": round(total, 3),
             **{f"{role}_s": round(value, 3) for role, value in sorted(roles.items())},
+            **{f"{role}_sys_s": round(value, 3) for role, value in sorted(kernel.items())},
             "cores_used": round(total / wall, 3) if wall > 0 else None,
             "busiest_process_core_share": round(busiest / wall, 3) if wall > 0 else None}
 
@@ -1045,16 +1051,16 @@ class Pool:
         self.procs, self.conns = [], []
 
 
-def generator_cpu(pool: Pool) -> dict[int, tuple[str, float]]:
+def generator_cpu(pool: Pool) -> dict[int, tuple[str, float, float]]:
     """CPU of this script and its generator processes."""
-    sample: dict[int, tuple[str, float]] = {}
+    sample: dict[int, tuple[str, float, float]] = {}
     for pid in [os.getpid(), *pool.pids()]:
         try:
             times = psutil.Process(pid).cpu_times()
         except psutil.Error:
             continue
         sample[pid] = ("coordinator" if pid == os.getpid() else "generator",
-                       times.user + times.system)
+                       times.user, times.system)
     return sample
 
 
