@@ -18,7 +18,9 @@ backoff; on return the session registers again and rejoins its rooms.
 Lines the front end sends are queued and paced (a small token bucket) so a
 pasted block or a long pipe never trips the server's flood limit; the queue
 only drains while registered, so lines typed while disconnected go out after
-the rejoin.
+the rejoin.  With `resend_unconfirmed` (line mode), lines sent but not yet
+confirmed by a flush barrier's PONG are queued again after a reconnect:
+at least once, rather than silently lost in a dead server's socket buffer.
 """
 
 from __future__ import annotations
@@ -77,10 +79,11 @@ class Connection:
 
     def __init__(self, sel: selectors.BaseSelector, settings: Settings,
                  on_event: Callable[[events.UiEvent], None],
-                 give_up_s: float | None = None) -> None:
+                 give_up_s: float | None = None, resend_unconfirmed: bool = False) -> None:
         self.settings = settings
         self.nick = settings.nick
-        self.rooms: dict[str, str] = {}
+        # Rooms to be in (casefolded -> name): rejoined after every reconnect.
+        self.rooms: dict[str, str] = {ircmsg.casefold(room): room for room in settings.rooms}
         self.state = "idle"
         self.fatal = ""
         self.closed = False
@@ -92,7 +95,9 @@ class Connection:
         tls = transport.tls_context(settings.ca_file, settings.insecure) if settings.tls else None
         self._link = transport.Link(sel, settings.host, settings.port, tls, self._start_register,
                                     self._handle_raw, self._lost)
-        self._queue: collections.deque[str] = collections.deque()
+        self._queue: collections.deque[tuple[str, bool]] = collections.deque()
+        self._resend = resend_unconfirmed
+        self._unconfirmed: list[str] = []
         self._tokens = float(SEND_BURST)
         self._token_time = time.monotonic()
         self._deadlines: dict[str, float] = {}
@@ -113,7 +118,7 @@ class Connection:
 
     def send(self, line: str) -> None:
         """Queue one raw IRC line (sent paced, once registered)."""
-        self._queue.append(ircmsg.clean(line))
+        self._queue.append((ircmsg.clean(line), True))
         self._pump()
 
     def flush(self, callback: Callable[[], None]) -> None:
@@ -136,6 +141,11 @@ class Connection:
         else:
             self._close()
             self.closed = True
+
+    @property
+    def flush_pending(self) -> bool:
+        """A flush barrier is on its way (so another one adds nothing)."""
+        return bool(self._pongs)
 
     @property
     def ready(self) -> bool:
@@ -210,6 +220,8 @@ class Connection:
         if self._give_up_s is not None and now - self._lost_since > self._give_up_s:
             self._fail(f"gave up reconnecting to {self.settings.address}: {reason}")
             return
+        self._queue.extendleft(reversed([(line, True) for line in self._unconfirmed]))
+        self._unconfirmed.clear()
         delay = RECONNECT_DELAYS_S[min(self._attempt, len(RECONNECT_DELAYS_S) - 1)]
         self._attempt += 1
         self.state = "waiting"
@@ -247,7 +259,12 @@ class Connection:
         return True
 
     def _on_pong(self, msg: ircmsg.Message) -> bool:
-        callback = self._pongs.pop(msg.params[-1] if msg.params else "", None)
+        """A flush barrier came back: everything before its PING has arrived."""
+        token = msg.params[-1] if msg.params else ""
+        callback = self._pongs.pop(token, None)
+        ping = ircmsg.build("PING", token)
+        if ping in self._unconfirmed:
+            del self._unconfirmed[:self._unconfirmed.index(ping) + 1]
         if callback is not None:
             callback()
         return True
@@ -260,10 +277,10 @@ class Connection:
         self._deadlines.pop("connect", None)
         self._attempt = 0
         self._lost_since = None
-        rooms = list(self.rooms.values()) if self.registered_once else list(self.settings.rooms)
+        rooms = list(self.rooms.values())
         if rooms:
-            self._queue.extendleft(reversed([ircmsg.build("JOIN", room) for room in rooms]))
-        self._queue.extend(ircmsg.build("PING", token) for token in self._pongs)
+            self._queue.extendleft(reversed([(ircmsg.build("JOIN", room), False)
+                                             for room in rooms]))
         self.registered_once = True
         self._status(f"Connected to {self.settings.address} as {self.nick}",
                      STATUS_CONNECTED)
@@ -339,7 +356,10 @@ class Connection:
         self._token_time = now
         while self._queue and self._tokens >= 1:
             self._tokens -= 1
-            self._send_now(self._queue.popleft())
+            line, ours = self._queue.popleft()
+            if ours and self._resend:
+                self._unconfirmed.append(line)
+            self._send_now(line)
         if self._queue:
             self._deadlines["send"] = now + (1 - self._tokens) * SEND_INTERVAL_S
 

@@ -41,7 +41,7 @@ class LineMode:
                  out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.sel = selectors.DefaultSelector()
         self.conn = connection.Connection(self.sel, settings, self.on_event,
-                                          give_up_s=GIVE_UP_S)
+                                          give_up_s=GIVE_UP_S, resend_unconfirmed=True)
         self.current = settings.rooms[0] if settings.rooms else ""
         self.failures = 0
         self._stdin_fd = stdin_fd
@@ -91,6 +91,8 @@ class LineMode:
             self._handle_line(raw)
             if self._eof:
                 return
+        if lines and not self.conn.flush_pending:
+            self.conn.flush(_confirmed)   # a barrier per batch: what to resend after a loss
 
     def _finish(self, last: bytes = b"", reason: str = "") -> None:
         """EOF or /quit: stop reading, send the rest, quit after the PONG."""
@@ -188,6 +190,10 @@ class LineMode:
     def _complain(self, text: str) -> None:
         self._err.write(f"forkchat-client: {text}\n")
         self._err.flush()
+
+
+def _confirmed() -> None:
+    """Nothing to do: the barrier's PONG already cleared the resend list."""
 
 
 LOCAL_ACTIONS = {

@@ -52,11 +52,12 @@ class Peer:
 
 
 class Harness:
-    def __init__(self, peer: Peer, **settings) -> None:
+    def __init__(self, peer: Peer, resend: bool = False, **settings) -> None:
         self.sel = selectors.DefaultSelector()
         self.events: list[events.UiEvent] = []
         self.conn = connection.Connection(
-            self.sel, connection.Settings(port=peer.port, **settings), self.events.append)
+            self.sel, connection.Settings(port=peer.port, **settings), self.events.append,
+            resend_unconfirmed=resend)
         self.peer = peer
         self.seen: list[str] = []
 
@@ -181,3 +182,28 @@ def test_loss_after_registration_schedules_a_retry(peer):
     harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
     assert not harness.conn.closed
     assert harness.events[-1].other == connection.STATUS_DISCONNECTED
+
+
+def test_unconfirmed_lines_are_sent_again_after_a_reconnect(peer, monkeypatch):
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, resend=True, nick="bob")
+    harness.register()
+    harness.conn.send("PRIVMSG #lobby :confirmed")
+    harness.conn.flush(lambda: None)
+    harness.expect_line("PING forkchat-flush-1")
+    peer.send(":srv PONG srv :forkchat-flush-1")
+    harness.until(lambda: not harness.conn.flush_pending, "the barrier")
+    harness.conn.send("PRIVMSG #lobby :maybe lost")
+    harness.expect_line("PRIVMSG #lobby :maybe lost")
+    assert peer.sock is not None
+    peer.sock.close()
+    peer.sock, peer.buffer, harness.seen = None, b"", []
+    harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
+    harness.until(lambda: harness.conn.state == "registering" or peer.listener.fileno() < 0,
+                  "a new attempt")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome back")
+    harness.expect_line("PRIVMSG #lobby :maybe lost")
+    assert harness.seen.index("JOIN #lobby") < harness.seen.index("PRIVMSG #lobby :maybe lost")
+    assert "PRIVMSG #lobby :confirmed" not in harness.seen
