@@ -594,3 +594,22 @@ def test_mode_several_changes_in_one_line(registered):
     assert [(m.command, m.params) for m in got] == [("MODE", ["#chan", "+ovk", "bob", "bob", "secret"])]
     got = ask(alice, "MODE #chan -v+v bob bob")
     assert commands(got) == ["MODE"]
+
+
+# -- QUIT as rooms see it -------------------------------------------------------
+
+def test_quit_seen_once_by_each_room_neighbour(registered):
+    """RFC 2812 3.2.1: members receive "all commands his server receives affecting the
+    channel", QUIT included: once per neighbour however many rooms they share, with
+    the quitter's prefix and reason."""
+    bar, qux, far = registered("bar"), registered("qux"), registered("far")
+    joined(bar, qux, room="#one")
+    joined(bar, qux, room="#two")
+    far.join("#three")
+    qux.send("QUIT :qux out")
+    qux.expect_closed()
+    got = drain(bar)
+    assert [(m.command, m.prefix, m.params) for m in got] == \
+        [("QUIT", "qux!qux@127.0.0.1", ["Quit: qux out"])]
+    assert drain(far) == []
+    assert names_of(ask(bar, "NAMES #one")) == {"@bar"}
