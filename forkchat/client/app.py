@@ -144,7 +144,7 @@ def choose_nick(args: argparse.Namespace, interactive: bool) -> str:
         ValueError: no valid nickname could be had.
     """
     if args.nick is not None:
-        nick = args.nick
+        nick = str(args.nick)
     elif interactive:
         nick = ask_nick_tty() or ""
         if not nick:

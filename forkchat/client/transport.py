@@ -16,7 +16,7 @@ import os
 import selectors
 import socket
 import ssl
-from typing import Callable
+from typing import Any, Callable
 
 RECV_BYTES = 65536
 MAX_INBUF_BYTES = 65536        # a "line" longer than this is garbage: dropped
@@ -42,7 +42,7 @@ class Link:
         self._tls = tls
         self._on_open, self._on_line, self._on_lost = on_open, on_line, on_lost
         self._sock: socket.socket | None = None
-        self._addrs: list[tuple] = []
+        self._addrs: list[tuple[Any, ...]] = []
         self._inbuf = bytearray()
         self._out = bytearray()
         self._ready = False

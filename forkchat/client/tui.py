@@ -96,6 +96,7 @@ class Tui:
         self.conn = connection.Connection(self.sel, settings, self.on_event)
         self.model.pending_switch.add(ircmsg.casefold(settings.rooms[0]))
         self._escape: str | None = None   # keys after an ESC, None when none pending
+        self.scr_fd = sys.stdout.fileno()   # the terminal curses draws on
         self._colours = self._init_colours()
 
     # ---- loop ------------------------------------------------------------------
@@ -161,7 +162,7 @@ class Tui:
         self.conn.quit("Terminated")
 
     def _resize(self) -> None:
-        size = os.get_terminal_size(sys.__stdout__.fileno())
+        size = os.get_terminal_size(self.scr_fd)
         curses.resizeterm(size.lines, size.columns)
         self.scr.clear()
 
