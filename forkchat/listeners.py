@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 
 from forkchat import config
@@ -24,12 +25,36 @@ class BindError(Exception):
 class Bound:
     sock: socket.socket
     spec: config.Listener
+    tls: ssl.SSLContext | None = None
 
     @property
     def label(self) -> str:
         host, port = self.sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        return f"{shown}:{port} ({self.spec.protocol})"
+        tls = " with TLS" if self.tls is not None else ""
+        return f"{shown}:{port} ({self.spec.protocol}){tls}"
+
+
+def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
+    """A server context for a TLS listener (TLS 1.2 or later), or None.
+
+    The worker does the handshake, so a bad handshake costs one worker.
+
+    Raises:
+        BindError: the certificate or key cannot be loaded.
+    """
+    if not spec.tls_cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5")
+    try:
+        context.load_cert_chain(spec.tls_cert, spec.tls_key)
+    except (OSError, ssl.SSLError) as error:
+        raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
+                        f"{getattr(error, 'strerror', None) or error}") from None
+    return context
 
 
 def bind(spec: config.Listener) -> Bound:
@@ -47,14 +72,18 @@ def bind(spec: config.Listener) -> Bound:
         raise BindError(f"cannot listen on {spec.address}:{spec.port}: "
                         f"{error.strerror or error}") from None
     sock.setblocking(False)
-    return Bound(sock, spec)
+    try:
+        return Bound(sock, spec, tls_context(spec))
+    except BindError:
+        sock.close()
+        raise
 
 
 def adopt(fd: int, spec: config.Listener) -> Bound:
     """Wrap a listening descriptor passed by systemd socket activation."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    return Bound(sock, spec)
+    return Bound(sock, spec, tls_context(spec))
 
 
 def announce(bound: Bound) -> None:

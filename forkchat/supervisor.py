@@ -237,9 +237,9 @@ class Supervisor:
                     log.error("accept failed: %s", error.strerror)
                     return
                 raise
-            self._admit(conn, addr[0], bound.spec.protocol)
+            self._admit(conn, addr[0], bound)
 
-    def _admit(self, conn: socket.socket, peer: str, proto: str) -> None:
+    def _admit(self, conn: socket.socket, peer: str, bound: listeners.Bound) -> None:
         limits = self.cfg.limits
         if peer.startswith("::ffff:"):
             peer = peer[7:]
@@ -248,7 +248,7 @@ class Supervisor:
         elif self.per_ip.get(peer, 0) >= limits.max_clients_per_ip:
             _refuse(conn, peer, "Too many connections from your address")
         else:
-            self.spawn_worker(conn, peer, proto)
+            self.spawn_worker(conn, peer, bound.spec.protocol, bound.tls)
             return
         log.warning("refused connection from %s: limit reached", peer)
 
@@ -266,12 +266,13 @@ class Supervisor:
                                lambda mask, child=child: self.on_child_exit(child))
         return child
 
-    def spawn_worker(self, conn: socket.socket, peer: str, proto: str) -> None:
+    def spawn_worker(self, conn: socket.socket, peer: str, proto: str,
+                     tls: Any = None) -> None:
         cid = self.next_cid
         self.next_cid += 1
         try:
             self._start("worker", worker.main,
-                        (conn, peer, proto, cid, self.cfg, self.broker_address), peer, cid)
+                        (conn, peer, proto, cid, self.cfg, self.broker_address, tls), peer, cid)
         except OSError as error:
             log.error("cannot start a worker for %s: %s", peer, error)
             _refuse(conn, peer, "Server is busy, try again later")
@@ -365,8 +366,8 @@ class Supervisor:
 
     def _apply_listeners(self, new: config.Config) -> None:
         """Bind listeners added to the file, close those removed from it."""
-        wanted = {(s.address, s.port, s.protocol): s for s in new.listen}
-        current = {(b.spec.address, b.spec.port, b.spec.protocol): b for b in self.bound}
+        wanted = {_listener_key(s): s for s in new.listen}
+        current = {_listener_key(b.spec): b for b in self.bound}
         for key, bound in current.items():
             if key not in wanted and bound.spec.port != 0:
                 self.selector.unregister(bound.sock)
@@ -375,6 +376,7 @@ class Supervisor:
                 log.info("stopped listening on %s", bound.label)
         for key, spec in wanted.items():
             if key in current:
+                self._reload_tls(current[key], spec)
                 continue
             try:
                 bound = listeners.bind(spec)
@@ -384,6 +386,15 @@ class Supervisor:
             self.bound.append(bound)
             self._watch_listener(bound)
             listeners.announce(bound)
+
+    def _reload_tls(self, bound: listeners.Bound, spec: config.Listener) -> None:
+        """New certificates serve new connections; a bad one keeps the old."""
+        try:
+            context = listeners.tls_context(spec)
+        except listeners.BindError as error:
+            log.error("%s; keeping the current certificate", error)
+            return
+        bound.spec, bound.tls = spec, context
 
     def handle_sigusr1(self) -> None:
         """A status report in the log: clients, rooms, memory per process."""
@@ -447,6 +458,11 @@ class Supervisor:
             if left <= 0:
                 return
             self._turn(left)
+
+
+def _listener_key(spec: config.Listener) -> tuple[str, int, str, bool]:
+    """What makes a listener the same one across a reload (certificates may change)."""
+    return (spec.address, spec.port, spec.protocol, bool(spec.tls_cert))
 
 
 TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {

@@ -25,6 +25,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import time
 from typing import Any, Callable
 
@@ -46,19 +47,22 @@ CLOSE_FLUSH_S = 1.0
 CLIENT_SNDBUF_BYTES = 65536
 
 
-def main(sock: socket.socket, peer: str, proto: str, cid: int,
-         cfg: config.Config, broker_address: str | bytes) -> None:
+def main(sock: socket.socket, peer: str, proto: str, cid: int, cfg: config.Config,
+         broker_address: str | bytes, tls: ssl.SSLContext | None = None) -> None:
     """Process entry point (the multiprocessing target)."""
     def serve() -> int:
         logsetup.setup("worker", cfg.log.level)
-        return Worker(sock, peer, proto, cid, cfg, broker_address).run()
+        return Worker(sock, peer, proto, cid, cfg, broker_address, tls).run()
     children.run_child("forkchat-worker", {sock.fileno()}, serve)
 
 
 class Worker:
     def __init__(self, sock: socket.socket, peer: str, proto: str, cid: int,
-                 cfg: config.Config, broker_address: str | bytes) -> None:
+                 cfg: config.Config, broker_address: str | bytes,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.sock = sock
+        self.tls = tls
+        self.handshaking = tls is not None
         self.cfg = cfg
         self.session = Session(cid, host=peer, proto=proto)
         self.broker_address = broker_address
@@ -92,14 +96,19 @@ class Worker:
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF_BYTES)
         self._install_signals()
-        self.selector.register(self.sock, selectors.EVENT_READ, self.on_client)
+        if self.tls is not None:
+            self.sock = self.tls.wrap_socket(self.sock, server_side=True,
+                                             do_handshake_on_connect=False)
+            self.selector.register(self.sock, selectors.EVENT_READ, self.on_handshake)
+        else:
+            self.selector.register(self.sock, selectors.EVENT_READ, self.on_client)
         self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
         if not self._connect_broker():
             self.close("Server is restarting, try again")
         self.timers["register"] = time.monotonic() + self.cfg.limits.registration_timeout
         self._schedule_ping()
         log.debug("conn %d from %s (%s)", self.session.cid, self.session.host, self.session.proto)
-        if self.tutorial:
+        if self.tutorial and not self.handshaking:
             self.sendq += tutorial.HANDSHAKE
         while not self.done:
             self._turn()
@@ -154,9 +163,9 @@ class Worker:
         deadline = time.monotonic() + CLOSE_FLUSH_S
         self._flush_link(deadline)
         try:
-            self.sock.setblocking(True)
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            if self.sendq and len(self.sendq) <= self.cfg.limits.sendq_bytes:
+            if self.sendq and len(self.sendq) <= self.cfg.limits.sendq_bytes \
+                    and not self.handshaking:
                 self.sock.sendall(self.sendq)
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -167,17 +176,64 @@ class Worker:
 
     # -- the client side ---------------------------------------------------
 
+    def on_handshake(self, mask: int) -> None:
+        """Drive the TLS handshake; a failure costs this worker only."""
+        assert isinstance(self.sock, ssl.SSLSocket)
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.selector.modify(self.sock, selectors.EVENT_READ, self.on_handshake)
+            return
+        except ssl.SSLWantWriteError:
+            self.selector.modify(self.sock, selectors.EVENT_WRITE, self.on_handshake)
+            return
+        except (ssl.SSLError, OSError) as error:
+            log.info("conn %d: TLS handshake failed: %s", self.session.cid,
+                     getattr(error, "reason", None) or error)
+            self.sendq.clear()
+            self.closing = self.done = True
+            self._queue_frame(ipc.encode(ipc.Kind.BYE, b"TLS handshake failed"))
+            return
+        self.handshaking = False
+        log.debug("conn %d: TLS %s", self.session.cid, self.sock.version())
+        self.client_watch = selectors.EVENT_READ
+        self.selector.modify(self.sock, selectors.EVENT_READ, self.on_client)
+        if self.tutorial:
+            self.sendq += tutorial.HANDSHAKE
+
+    def _recv(self) -> bytes | None:
+        """What the client sent (b"" at EOF), or None when nothing is ready.
+
+        A TLS socket may hold decrypted bytes that select() cannot see, so
+        it is read until its buffer is empty.
+        """
+        chunks = []
+        while True:
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
+                break
+            except ssl.SSLError as error:
+                self.close(f"TLS error: {error.reason or error}")
+                return None
+            except OSError as error:
+                self.close(f"Read error: {error.strerror or error}")
+                return None
+            chunks.append(data)
+            if not data or self.tls is None or not self.sock.pending():
+                break
+        if not chunks:
+            return None
+        return b"".join(chunks)
+
     def on_client(self, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
             self._flush_client()
         if not mask & selectors.EVENT_READ:
             return
-        try:
-            data = self.sock.recv(READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            self.close(f"Read error: {error.strerror or error}")
+        data = self._recv()
+        if data is None:
             return
         if not data:
             self.close("Connection closed")
@@ -286,10 +342,13 @@ class Worker:
                                   *params, text=text))
 
     def _flush_client(self) -> None:
+        if self.handshaking:
+            return
         if self.sendq:
             try:
                 sent = self.sock.send(self.sendq)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
                 sent = 0
             except OSError as error:
                 del self.sendq[:]

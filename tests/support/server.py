@@ -13,7 +13,7 @@ import time
 
 import psutil
 
-LISTEN_RE = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+) \((\w+)\)")
+LISTEN_RE = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+) \((\w+)\)( with TLS)?")
 START_TIMEOUT_S = 15.0
 
 
@@ -83,7 +83,8 @@ class ServerProcess:
                 self._lines.append(line)
                 match = LISTEN_RE.search(line)
                 if match:
-                    self.ports.append((match.group(1), int(match.group(2)), match.group(3)))
+                    proto = match.group(3) + ("+tls" if match.group(4) else "")
+                    self.ports.append((match.group(1), int(match.group(2)), proto))
                 self._cond.notify_all()
         with self._cond:
             self._lines.append("<eof>")

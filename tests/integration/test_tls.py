@@ -1,0 +1,122 @@
+"""IRC over TLS: the handshake happens in the worker, so a bad one costs one worker."""
+
+import os
+import shutil
+import tempfile
+import signal
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+from tests.support.ircclient import IrcTestClient
+
+
+def make_cert(directory, name: str, common_name: str = "localhost") -> tuple[str, str]:
+    cert = os.path.join(directory, f"{name}.pem")
+    key = os.path.join(directory, f"{name}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={common_name}", "-addext", f"subjectAltName=DNS:{common_name}",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    os.chmod(cert, 0o644)
+    os.chmod(key, 0o644)      # read by the server after its drop to nobody
+    return cert, key
+
+
+def tls_config(cert: str, key: str) -> str:
+    return (f'[[listen]]\naddress = "127.0.0.1"\nport = 0\ntls_cert = "{cert}"\n'
+            f'tls_key = "{key}"\n[[listen]]\naddress = "127.0.0.1"\nport = 0\n')
+
+
+class TlsClient(IrcTestClient):
+    def __init__(self, port: int, cafile: str) -> None:
+        context = ssl.create_default_context(cafile=cafile)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock = context.wrap_socket(raw, server_hostname="localhost")
+        self.timeout = 5.0
+        self.buffer = b""
+        self.nick = ""
+        self.history = []
+
+
+@pytest.fixture
+def certs():
+    """A directory the server can still read after its drop to nobody."""
+    directory = tempfile.mkdtemp(prefix="forkchat-tls-")
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+def start_tls_server(make_server, cert, key):
+    server = make_server(config_text=tls_config(cert, key), listen=[])
+    server.wait_for_log(lambda: len(server.ports) >= 2, "two listeners")
+    return server
+
+
+def tls_port(server) -> int:
+    return server.port_of("irc+tls")
+
+
+def test_tls_happy_path_talks_with_plain_clients(make_server, certs):
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    secure = TlsClient(tls_port(server), cert)
+    secure.register("secure")
+    secure.join("#mixed")
+    plain = IrcTestClient(server.port_of("irc"))
+    plain.register("plain")
+    plain.join("#mixed")
+    secure.expect("JOIN")
+    plain.send("PRIVMSG #mixed :hello over tcp")
+    assert secure.expect("PRIVMSG").params[-1] == "hello over tcp"
+    secure.send("PRIVMSG #mixed :" + "x" * 400)
+    assert plain.expect("PRIVMSG").params[-1] == "x" * 400
+    secure.close()
+    plain.close()
+
+
+def test_bad_handshake_and_plain_text_cost_only_their_worker(make_server, certs):
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    port = tls_port(server)
+    witness = TlsClient(port, cert)
+    witness.register("witness")
+    garbage = socket.create_connection(("127.0.0.1", port), timeout=5)
+    garbage.sendall(b"\x16\x03\x01\x00\x05hello-not-tls" * 10)
+    garbage.settimeout(5)
+    try:
+        while garbage.recv(1024):       # an alert at most, then the close
+            pass
+    except ConnectionResetError:
+        pass
+    garbage.close()
+    plain = IrcTestClient(port)
+    plain.send("NICK plain")
+    plain.send("USER p 0 * :P")
+    with pytest.raises(AssertionError):
+        plain.expect("001", 3)
+    plain.close()
+    server.wait_for_text("TLS handshake failed")
+    witness.sync()
+    witness.close()
+
+
+def test_sighup_reloads_the_certificate_for_new_connections(make_server, certs):
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    port = tls_port(server)
+    before = TlsClient(port, cert)
+    before.register("before")
+    new_cert, new_key = make_cert(certs, "two")
+    os.replace(new_cert, cert)
+    os.replace(new_key, key)
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    server.wait_for_text("configuration reloaded", start=mark)
+    after = TlsClient(port, cert)        # verifies against the new certificate
+    after.register("after")
+    before.sync()                        # the old connection is untouched
+    before.close()
+    after.close()
