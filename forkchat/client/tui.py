@@ -47,8 +47,9 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
          ) -> list[list[tuple[str, int]]]:
     """Cut styled text into rows of at most `width` cells.
 
-    Wide characters are never split across the edge; combining marks stay
-    with their base.  Continuation rows start `indent` cells in.
+    Rows break after a space when the text has one, else anywhere; wide
+    characters are never split across the edge; combining marks stay with
+    their base.  Continuation rows start `indent` cells in.
     """
     indent = indent if indent < width // 2 else 0
     rows: list[list[tuple[str, int]]] = [[]]
@@ -58,10 +59,14 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
         for char in text:
             cells = lineedit.char_width(char)
             if cells and col + cells > width:
-                if chunk:
-                    rows[-1].append((chunk, attr))
+                space = chunk.rfind(" ")
+                carry = chunk[space + 1:] if space > 0 else ""   # break at a word if we can
+                if indent + lineedit.text_width(carry) >= width:
+                    carry = ""   # a word longer than a row: break it anywhere
+                if chunk[:len(chunk) - len(carry)]:
+                    rows[-1].append((chunk[:len(chunk) - len(carry)], attr))
                 rows.append([(" " * indent, 0)] if indent else [])
-                chunk, col = "", indent
+                chunk, col = carry, indent + lineedit.text_width(carry)
             chunk += char
             col += cells
         if chunk:

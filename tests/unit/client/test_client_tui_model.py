@@ -84,6 +84,27 @@ def test_wrap_breaks_at_width_and_indents():
     assert ["".join(t for t, _ in row) for row in rows] == ["1234567890", "  12345678", "  90"]
 
 
+def test_wrap_breaks_after_a_space_when_it_can():
+    rows = tui.wrap([("<bob> ", 1), ("hello wonderful world", 0)], 16, indent=2)
+    assert ["".join(t for t, _ in row) for row in rows] == [
+        "<bob> hello ", "  wonderful ", "  world"]
+    assert all(lineedit_width(row) <= 16 for row in rows)
+
+
+def test_wrap_rows_never_exceed_the_width():
+    for width in range(8, 30):
+        text = "a " + "x" * 40 + " b cc ddd " + "日本語" * 5
+        rows = tui.wrap([("12:00 ", 0), (text, 0)], width)
+        assert all(lineedit_width(row) <= width for row in rows), (width, rows)
+        assert "".join(t for row in rows for t, _ in row).replace(" ", "") == \
+            ("12:00 " + text).replace(" ", "")
+
+
+def lineedit_width(row):
+    from forkchat.client import lineedit
+    return sum(lineedit.text_width(t) for t, _ in row)
+
+
 def test_wrap_never_splits_wide_chars():
     rows = tui.wrap([("日本語日本語", 0)], 5, indent=0)
     assert ["".join(t for t, _ in row) for row in rows] == ["日本", "語日", "本語"]
