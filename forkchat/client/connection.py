@@ -312,8 +312,9 @@ class Connection:
         return True
 
     def _on_error(self, msg: ircmsg.Message) -> bool:
+        """ERROR precedes the close: its text becomes the reason _lost() reports."""
         self._error_reason = "server said: " + msg.param(0)
-        return self._quitting
+        return True
 
     def _on_nick(self, msg: ircmsg.Message) -> bool:
         if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
