@@ -9,6 +9,7 @@ are forwarded to the broker as they came, once the client is registered
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from forkchat import __version__, config, ipc, numerics, passwords, protocol
 from forkchat.session import Session, clean_user
 
 ERR_INVALIDCAPCMD = "410"
+OPER_RETRY_S = 2.0        # wait after a failed OPER, doubled at each failure
+OPER_RETRY_MAX_S = 60.0
+log = logging.getLogger("forkchat.worker")
 VERSION = f"forkchat-{__version__}"
 
 
@@ -111,13 +115,26 @@ def cmd_oper(ctx: Context, msg: protocol.Message) -> None:
     """OPER <name> <password>
 
     The scrypt check runs here, in the client's own worker, so that a slow
-    hash never stalls the broker.
+    hash never stalls the broker.  After a failure the next attempt must
+    wait, twice as long each time, so passwords cannot be guessed quickly.
     """
+    session = ctx.session
+    now = time.monotonic()
+    if now < session.oper_not_before:
+        raise numerics.Reply(numerics.ERR_PASSWDMISMATCH,
+                             text="Too many failed OPER attempts, try again later")
     name, given = msg.params[0], msg.params[1]
     for operator in ctx.cfg.operators:
         if operator.name == name and passwords.verify(operator.password, given):
+            log.info("%s!%s@%s is now operator %s", session.nick, session.user,
+                     session.host, name)
             ctx.frame(ipc.encode_json(ipc.Kind.OPER, {"name": name}))
             return
+    session.oper_failures += 1
+    delay = min(OPER_RETRY_MAX_S, OPER_RETRY_S * 2 ** (session.oper_failures - 1))
+    session.oper_not_before = now + delay
+    log.warning("failed OPER attempt as %r by %s!%s@%s (%d so far)", name, session.nick,
+                session.user, session.host, session.oper_failures)
     raise numerics.Reply(numerics.ERR_PASSWDMISMATCH)
 
 

@@ -47,6 +47,8 @@ class Server:
 class Limits:
     max_clients: int = 5000
     max_clients_per_ip: int = 50
+    connect_burst: int = 100
+    connect_rate: float = 20.0
     sendq_bytes: int = 262144
     recvq_bytes: int = 8192
     broker_buffer_bytes: int = 1048576

@@ -31,6 +31,8 @@ class Session:
     oper: bool = False
     away: str = ""
     rooms: dict[str, str] = field(default_factory=dict)
+    oper_failures: int = 0
+    oper_not_before: float = 0.0
 
     @property
     def target(self) -> str:

@@ -31,7 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from forkchat import broker, config, ipc, listeners, log as logsetup, procstats, systemd
+from forkchat import broker, config, flood, ipc, listeners, log as logsetup, procstats
+from forkchat import systemd
 from forkchat import worker
 
 log = logging.getLogger("forkchat.supervisor")
@@ -47,6 +48,7 @@ BROKER_RESTARTS = 5              # more deaths than this ...
 BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
 ACCEPTS_PER_WAKEUP = 64
+MAX_CONNECT_BUCKETS = 10000
 STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
 MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child
 BROKER_SILENT_S = 3 * broker.HEARTBEAT_S + 1.0
@@ -80,6 +82,7 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, Child] = {}
         self.per_ip: dict[str, int] = {}
+        self.connect_buckets: dict[str, flood.TokenBucket] = {}
         self.workers = 0
         self.next_cid = 1
         self.broker_pid = 0
@@ -247,10 +250,24 @@ class Supervisor:
             _refuse(conn, peer, "Server is full, try again later")
         elif self.per_ip.get(peer, 0) >= limits.max_clients_per_ip:
             _refuse(conn, peer, "Too many connections from your address")
+        elif not self._connect_allowed(peer):
+            _refuse(conn, peer, "Connecting too fast, try again later")
         else:
             self.spawn_worker(conn, peer, bound.spec.protocol, bound.tls)
             return
         log.warning("refused connection from %s: limit reached", peer)
+
+    def _connect_allowed(self, peer: str) -> bool:
+        """Per-address connection rate: a token bucket per IP, pruned when idle."""
+        limits = self.cfg.limits
+        bucket = self.connect_buckets.get(peer)
+        if bucket is None:
+            if len(self.connect_buckets) >= MAX_CONNECT_BUCKETS:
+                self.connect_buckets = {ip: b for ip, b in self.connect_buckets.items()
+                                        if not b.full()}
+            bucket = flood.TokenBucket(limits.connect_burst, limits.connect_rate)
+            self.connect_buckets[peer] = bucket
+        return bucket.take()
 
     # -- children ----------------------------------------------------------------
 
@@ -359,6 +376,7 @@ class Supervisor:
             return
         self._apply_listeners(new)
         self.cfg = new
+        self.connect_buckets.clear()
         logsetup.set_level(new.log.level)
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
         log.info("configuration reloaded")

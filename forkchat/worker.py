@@ -107,7 +107,7 @@ class Worker:
             self.close("Server is restarting, try again")
         self.timers["register"] = time.monotonic() + self.cfg.limits.registration_timeout
         self._schedule_ping()
-        log.debug("conn %d from %s (%s)", self.session.cid, self.session.host, self.session.proto)
+        log.info("conn %d from %s (%s)", self.session.cid, self.session.host, self.session.proto)
         if self.tutorial and not self.handshaking:
             self.sendq += tutorial.HANDSHAKE
         while not self.done:

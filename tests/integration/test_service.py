@@ -181,10 +181,16 @@ def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):
     hashed = result.stdout.strip()
     assert hashed.startswith("scrypt$")
     server = make_server(config_text=f'[[operators]]\nname = "root"\npassword = "{hashed}"\n')
+    guesser = IrcTestClient(server.port)
+    guesser.register("guesser")
+    guesser.send("OPER root wrong")
+    guesser.expect("464")
+    guesser.send("OPER root opensesame")     # too soon after a failure: refused
+    assert "Too many failed OPER attempts" in guesser.expect("464").params[-1]
+    server.wait_for_text("failed OPER attempt as 'root'")
+    guesser.close()
     client = IrcTestClient(server.port)
     client.register("admin")
-    client.send("OPER root wrong")
-    client.expect("464")
     client.send("OPER root opensesame")
     client.expect("381")
     client.send("STATS p")

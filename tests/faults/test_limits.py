@@ -1,0 +1,125 @@
+"""Every limit answers with a clear ERROR or numeric, before anything grows."""
+
+import os
+import signal
+import socket
+
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import worker_pid
+
+
+def refused_with(port: int) -> str:
+    client = IrcTestClient(port)
+    closing = client.expect_closed(timeout=5)
+    client.close()
+    assert closing and closing[-1].command == "ERROR"
+    return closing[-1].params[0]
+
+
+def test_max_clients_refused_before_a_worker_is_forked(make_server):
+    server = make_server(config_text="[limits]\nmax_clients = 2\n")
+    first, second = IrcTestClient(server.port), IrcTestClient(server.port)
+    first.register("one")
+    second.register("two")
+    workers_before = len(server.descendants())
+    assert "Server is full" in refused_with(server.port)
+    assert len(server.descendants()) == workers_before
+    first.close()
+    second.close()
+
+
+def test_max_clients_per_ip(make_server):
+    server = make_server(config_text="[limits]\nmax_clients_per_ip = 1\n")
+    only = IrcTestClient(server.port)
+    only.register("only")
+    assert "Too many connections from your address" in refused_with(server.port)
+    only.close()
+
+
+def test_connection_rate_per_ip(make_server):
+    server = make_server(config_text="[limits]\nconnect_burst = 3\nconnect_rate = 0.1\n")
+    kept = [IrcTestClient(server.port) for _ in range(3)]
+    for index, client in enumerate(kept):
+        client.register(f"c{index}")
+    assert "Connecting too fast" in refused_with(server.port)
+    for client in kept:
+        client.close()
+
+
+def test_ipv6_listener(make_server):
+    server = make_server(listen=["[::1]:0"])
+    assert server.ports[0][0] == "::1"
+    client = IrcTestClient(server.ports[0][1], host="::1")
+    burst = client.register("six")
+    assert "six!six@::1" in burst[0].params[-1]
+    client.close()
+
+
+def test_stalled_worker_is_dropped_by_the_broker_bound(make_server):
+    """The broker's buffer per worker is bounded: a worker that stops reading
+    its link (SIGSTOP) is dropped, and nobody else waits for it."""
+    server = make_server(config_text="[limits]\nbroker_buffer_bytes = 65536\n"
+                                     "flood_burst = 100000\nflood_rate = 100000.0\n")
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#room")
+    frozen = IrcTestClient(server.port)
+    frozen.register("frozen")
+    frozen.join("#room")
+    alice.expect("JOIN")
+    pid = worker_pid(server, "frozen")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for index in range(2000):
+            alice.send(f"PRIVMSG #room :{index} " + "y" * 300)
+            if index % 250 == 249:
+                alice.sync(f"s{index}")
+        alice.sync("end")
+        quits = [m for m in alice.history if m.command == "QUIT"]
+        assert [(m.prefix.split("!")[0], m.params) for m in quits] == \
+            [("frozen", ["Max SendQ exceeded"])]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    closing = frozen.expect(lambda m: m.command == "ERROR", 10)
+    assert "Max SendQ exceeded" in closing.params[0]
+    alice.close()
+    frozen.close()
+
+
+def test_room_and_member_bounds_answer_with_numerics(make_server):
+    server = make_server(config_text="[limits]\nrooms_per_client = 2\nmembers_per_room = 2\n"
+                                     "bans_per_room = 1\nmax_rooms = 3\n"
+                                     "flood_burst = 1000\nflood_rate = 1000.0\n")
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#a")
+    alice.join("#b")
+    alice.send("JOIN #c")
+    alice.expect("405")
+    bob = IrcTestClient(server.port)
+    bob.register("bob")
+    bob.join("#a")
+    carol = IrcTestClient(server.port)
+    carol.register("carol")
+    carol.send("JOIN #a")
+    carol.expect("471")
+    carol.join("#c")
+    carol.send("JOIN #d")
+    carol.expect("405")
+    alice.send("MODE #a +b x!*@*")
+    alice.expect("MODE")
+    alice.send("MODE #a +b y!*@*")
+    alice.expect("478")
+    for client in (alice, bob, carol):
+        client.close()
+
+
+def test_half_open_flood_of_connections_does_not_stop_service(make_server):
+    server = make_server(config_text="[limits]\nregistration_timeout = 2\n")
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.sync()
+    for sock in idle:
+        sock.close()
+    alice.close()
