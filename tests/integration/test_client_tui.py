@@ -272,3 +272,14 @@ def test_reconnects_after_the_server_restarts(make_server, terminal):
         assert list(msg.params) == ["#ops", "back again"]
     finally:
         watcher.close()
+
+
+def test_refused_connection_leaves_a_clean_terminal_and_one_line(make_server, terminal):
+    dead = make_server()
+    port = dead.port
+    dead.stop()
+    term = terminal("-n", "early", f"127.0.0.1:{port}")
+    lines = term.wait_text("CLIENT-EXIT=")
+    assert any("cannot connect" in line and "Connection refused" in line for line in lines)
+    assert any(line.startswith("CLIENT-EXIT=1 MODES=icanon,echo,") for line in lines), lines
+    assert not any("Traceback" in line for line in lines)
