@@ -75,15 +75,18 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
 
 
 def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
-                  dim: int, error: int) -> list[tuple[str, int]]:
-    """How one Line looks: time, then marker/nick, then text."""
+                  dim: int, error: int, me: str = "") -> list[tuple[str, int]]:
+    """How one Line looks: time, then marker/nick, then text (bold when it names me)."""
     stamp = (events.clock(line.time) + " ", dim)
+    mentioned = bool(me) and line.kind in ("msg", "action", "notice") \
+        and me.casefold() in line.text.casefold()
+    text = (line.text, curses.A_BOLD if mentioned else 0)
     if line.kind in ("msg", "own"):
-        return [stamp, (f"<{line.nick}> ", nick_attr(line.nick)), (line.text, 0)]
+        return [stamp, (f"<{line.nick}> ", nick_attr(line.nick)), text]
     if line.kind in ("action", "ownaction"):
-        return [stamp, (f"* {line.nick} ", nick_attr(line.nick)), (line.text, 0)]
+        return [stamp, (f"* {line.nick} ", nick_attr(line.nick)), text]
     if line.kind == "notice":
-        return [stamp, (f"-{line.nick}- ", nick_attr(line.nick)), (line.text, 0)]
+        return [stamp, (f"-{line.nick}- ", nick_attr(line.nick)), text]
     attr = error if line.kind == "error" else dim
     return [stamp, ("-!- " + line.text, attr)]
 
@@ -369,7 +372,8 @@ class Tui:
         wanted = height + buffer.scroll
         dim, error = self._colours["dim"], self._colours["error"]
         for line in reversed(buffer.lines):
-            rows[0:0] = wrap(line_segments(line, self.nick_attr, dim, error), width)
+            rows[0:0] = wrap(line_segments(line, self.nick_attr, dim, error, self.conn.nick),
+                             width)
             if len(rows) >= wanted:
                 break
         buffer.scroll = min(buffer.scroll, max(0, len(rows) - height))
