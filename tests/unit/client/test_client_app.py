@@ -56,3 +56,13 @@ def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
 
 def test_alternative_nicks():
     assert [connection.alternative_nick("bob", n) for n in (1, 2, 3)] == ["bob_", "bob2", "bob3"]
+
+
+def test_help_documents_both_modes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("full-screen", "line mode", "HH:MM <nick> text", "[private]",
+                   "HH:MM * nick joined #room", "exits 0", "first stdin line is the nickname"):
+        assert needle in text
