@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import ssl
 import sys
 
-from forkchat.client import connection, ircmsg
+from forkchat.client import connection, ircmsg, transport
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6667
@@ -99,7 +100,15 @@ def valid_nick(nick: str) -> bool:
 
 
 def room_name(name: str) -> str:
-    return name if ircmsg.is_room(name) else "#" + name
+    """`ops` -> `#ops`, as /join does.
+
+    Raises:
+        ValueError: empty, or has a space, comma or control character.
+    """
+    room = name if ircmsg.is_room(name) else "#" + name
+    if len(room) < 2 or any(char in room for char in " ,\x07") or not room.isprintable():
+        raise ValueError(f"invalid room name {name!r}")
+    return room
 
 
 def read_password(path: str) -> str:
@@ -158,6 +167,20 @@ def choose_nick(args: argparse.Namespace, interactive: bool) -> str:
     return nick
 
 
+def check_tls(ca_file: str | None, insecure: bool) -> None:
+    """Load the CA file now, so a bad one is a usage error, not a traceback later.
+
+    Raises:
+        ValueError: the file is missing, unreadable or holds no certificate.
+    """
+    try:
+        transport.tls_context(ca_file, insecure)
+    except ssl.SSLError as exc:
+        raise ValueError(f"cannot use CA file {ca_file}: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read CA file {ca_file}: {exc.strerror or exc}") from None
+
+
 def use_tui(args: argparse.Namespace) -> bool:
     """The full-screen mode needs a real terminal on both ends."""
     term = os.environ.get("TERM", "")
@@ -181,6 +204,8 @@ def make_settings(args: argparse.Namespace, interactive: bool) -> connection.Set
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read password file {args.password_file}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
+    if args.tls:
+        check_tls(args.ca_file, args.insecure)
     rooms = tuple(room_name(room) for room in (args.rooms or [DEFAULT_ROOM]))
     nick = choose_nick(args, interactive)
     return connection.Settings(host=host, port=port, nick=nick, rooms=rooms, tls=args.tls,

@@ -47,6 +47,10 @@ def test_settings_from_arguments(tmp_path):
     (["-n", "x", "--insecure"], "need --tls"),
     (["-n", "x", "--password-file", "/nonexistent/pw"], "cannot read password file"),
     (["-n", "x", "h:port"], "bad port"),
+    (["-n", "x", "-r", ""], "invalid room name"),
+    (["-n", "x", "-r", "#a b"], "invalid room name"),
+    (["-n", "x", "--tls", "--ca-file", "/nonexistent/ca.pem"], "cannot read CA file"),
+    (["-n", "x", "--tls", "--ca-file", __file__], "cannot use CA file"),
 ])
 def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
     assert app.main(argv + ["--line"]) == 2
