@@ -453,6 +453,7 @@ class Client(asyncio.Protocol):
         hits = PAYLOAD_RE.findall(chunk)
         if hits:
             self.gen.record(self, hits)
+            self.gen.rx_bytes += len(chunk)
         if len(hits) != chunk.count(b"\n"):
             for line in chunk.split(b"\n"):
                 if line and b" :fc " not in line:
@@ -542,6 +543,7 @@ class Generator:
         self.first_ns = 0
         self.last_ns = 0
         self.lost_during: list[str] = []
+        self.rx_bytes = 0
         self.measuring = False
         self.done = asyncio.Event()
 
@@ -652,6 +654,7 @@ class Generator:
         for client in self.clients.values():
             client.reset_counts()
         self.hist, self.first_ns, self.last_ns, self.lost_during = {}, 0, 0, []
+        self.rx_bytes = 0
         self.measuring = True
         t0 = int(request["t0_ns"])
         senders = [c for c in self.clients.values() if c.spec.sid is not None]
@@ -744,7 +747,13 @@ class Generator:
         """Wait until every local receiver has all it should get, or DRAIN_S passes."""
         per_sender = int(request["messages"])
         senders_total = int(request["senders_total"])
-        deadline = time.monotonic() + float(request.get("drain", DRAIN_S))
+        # from the end of the whole plan, not of this process's sending: a
+        # process without senders is done sending at once
+        rate = request.get("rate")
+        planned_end_ns = int(request["t0_ns"]) + int(
+            (per_sender / float(rate) if rate else UNPACED_SEND_LIMIT_S) * 1e9)
+        deadline = time.monotonic() + float(request.get("drain", DRAIN_S)) + max(
+            0.0, (planned_end_ns - time.monotonic_ns()) / 1e9)
         receivers = [c for c in self.clients.values() if not c.spec.stuck]
 
         def complete() -> bool:
@@ -770,6 +779,7 @@ class Generator:
                 "dup": sum(c.dup for c in receivers),
                 "reordered": sum(c.reordered for c in receivers),
                 "hist": self.hist, "first_ns": self.first_ns, "last_ns": self.last_ns,
+                "rx_bytes": self.rx_bytes,
                 "disconnected": len(self.lost_during), "lost_clients": self.lost_during[:5],
                 "rtts": rtts, "stuck": self._stuck_report()}
 
@@ -1200,6 +1210,8 @@ def merge_run(answers: list[dict[str, Any]], figures: dict[str, Any], senders: i
         "offered_deliveries_per_s": round(rate * senders * (receivers - 1)) if rate else None,
         "latency": hist_percentiles(hist),
         "server_cpu_us_per_delivery": round(server_cpu / unique * 1e6, 3) if unique else None,
+        "bytes_per_delivery": round(sum(a["rx_bytes"] for a in answers) / unique, 1)
+        if unique else None,
         "send_lag_max_ms": round(max(a["send_lag_s"] for a in answers) * 1000, 3),
         "clients_disconnected": sum(a["disconnected"] for a in answers),
         "lost_clients": [x for a in answers for x in a["lost_clients"]][:5],
@@ -1296,6 +1308,7 @@ def scenario_slowreader(bench: Bench, pool: Pool) -> dict[str, Any]:
     drop["logged"] = _drop_log(bench.server.log_since(mark), began_wall + 0.3)
     error_line = drop.get("error_line") or ""
     drop["error_names_sendq"] = "sendq" in error_line.lower()
+    drop.update(fill_estimate(bench, drop, with_stuck, rate * senders))
     return {"clients": count, "senders": senders, "offered_deliveries_per_s": load,
             "messages_per_sender": messages, "setup": setup, "baseline": baseline,
             "with_stuck_reader": with_stuck, "stuck_reader": drop,
@@ -1304,6 +1317,27 @@ def scenario_slowreader(bench: Bench, pool: Pool) -> dict[str, Any]:
             "p99_change_ms": _diff(baseline["latency"]["p99_ms"],
                                    with_stuck["latency"]["p99_ms"]),
             "sendq_bytes": bench.server.sendq_bytes}
+
+
+def fill_estimate(bench: Bench, drop: dict[str, Any], run: dict[str, Any],
+                  messages_per_s: float) -> dict[str, Any]:
+    """When the stuck reader's buffers were full, from the bytes the room carried.
+
+    Full means: the server's sendq bound, plus what sat in the server's
+    kernel send queue (/proc/net/tcp) and in the stuck client's receive
+    queue.  The room's byte rate is the paced message rate times the bytes
+    a normal receiver got per message.  An estimate, good to ~0.1 s.
+    """
+    per_line = run.get("bytes_per_delivery")
+    sendq = bench.server.sendq_bytes
+    if not per_line or sendq is None or not messages_per_s:
+        return {"estimated_full_after_start_s": None}
+    held = sendq + drop.get("server_kernel_sendq_max_bytes", 0) + (drop.get("inq_bytes") or 0)
+    full = held / (per_line * messages_per_s)
+    logged = drop.get("logged") or {}
+    after = logged.get("after_start_s")
+    return {"estimated_full_after_start_s": round(full, 3),
+            "dropped_after_full_s": round(after - full, 3) if after is not None else None}
 
 
 def _pct(before: float, after: float) -> float | None:
