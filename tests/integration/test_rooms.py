@@ -6,6 +6,10 @@ the way irctest's channel tests do; replies are counted exactly with
 `drain` (a broker round trip, never a sleep).
 """
 
+import socket
+
+import pytest
+
 from tests.conftest import TEST_LIMITS
 from tests.integration.chat_helpers import ask, commands, drain, joined, nick_of
 from tests.support.ircclient import IrcTestClient
@@ -613,3 +617,18 @@ def test_quit_seen_once_by_each_room_neighbour(registered):
         [("QUIT", "qux!qux@127.0.0.1", ["Quit: qux out"])]
     assert drain(far) == []
     assert names_of(ask(bar, "NAMES #one")) == {"@bar"}
+
+
+@pytest.mark.xfail(strict=True, reason="worker.py (lead's): with EOF right behind a QUIT, the client "
+                                       "gets 'ERROR ... (Quit: bye now)' but the room is told "
+                                       "'Connection closed'")
+def test_quit_reason_survives_an_immediate_close(registered):
+    """RFC 2812 3.1.7: the QUIT message is sent to the room; clients such as weechat
+    send QUIT and close at once, and the reason must still reach the room."""
+    watcher, leaver = registered("watcher"), registered("leaver")
+    joined(watcher, leaver, room="#r")
+    leaver.send("PRIVMSG #r :last words")
+    leaver.send("QUIT :bye now")
+    leaver.sock.shutdown(socket.SHUT_WR)
+    assert watcher.expect("PRIVMSG").params == ["#r", "last words"]
+    assert watcher.expect("QUIT").params == ["Quit: bye now"]

@@ -1,0 +1,271 @@
+"""Real IRC clients against the real server: irssi in tmux, weechat-headless.
+
+Issue 2 point 3: "A client such as irssi or weechat must register, join, talk,
+change nick, set topics and modes, and quit without a single error reply it
+did not provoke."  A plain IrcTestClient sits in the room and sees each step
+happen (that is also how the test waits: never a sleep); the real client's
+own raw traffic log is then read for error numerics (400-599).  Skipped when
+the client program (or tmux, for irssi) is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+
+import psutil
+import pytest
+
+from tests.integration.chat_helpers import drain, nick_of
+from tests.support.ircclient import IrcTestClient
+
+STEP_TIMEOUT = 15.0        # a real client on a loaded 2-core machine may be slow to start
+IRSSI_CONFIG = """settings = {
+  core = { real_name = "Irssi Tester"; user_name = "irssiu"; rawlog_lines = "2000"; };
+  "irc/core" = { cmds_max_at_once = "1000"; cmd_queue_speed = "10msec"; };
+  "fe-text" = { paste_detect_time = "0"; };
+};
+"""
+
+
+def error_numerics(lines: list[str]) -> list[str]:
+    """Server lines that are error numerics (4xx, 5xx)."""
+    found = []
+    for line in lines:
+        words = line.split()
+        if len(words) > 1 and words[1].isdigit() and words[1][0] in "45":
+            found.append(line)
+    return found
+
+
+class Tmux:
+    """A private tmux server (its own socket) running one program in one pane."""
+
+    def __init__(self, directory: str) -> None:
+        self.socket = os.path.join(directory, "tmux.sock")
+        self.pane_pid = 0
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True,
+                              text=True, timeout=10, env=dict(os.environ, TERM="xterm"))
+
+    def start(self, command: str) -> None:
+        self.run("new-session", "-d", "-x", "160", "-y", "48", command).check_returncode()
+        self.pane_pid = int(self.run("list-panes", "-F", "#{pane_pid}").stdout.split()[0])
+
+    def type(self, text: str) -> None:
+        self.run("send-keys", "-t", "0", "-l", text)
+        self.run("send-keys", "-t", "0", "Enter")
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "0").stdout
+
+    def stop(self) -> None:
+        """Kill this tmux server (and so the program), then wait for the program to go."""
+        victims = []
+        if self.pane_pid:
+            try:
+                victims = [psutil.Process(self.pane_pid)]
+            except psutil.NoSuchProcess:
+                pass
+        self.run("kill-server")
+        gone, alive = psutil.wait_procs(victims, timeout=5)
+        for process in alive:
+            process.kill()
+
+
+class RecordingProxy:
+    """A TCP relay between one client and the server that keeps the server's lines.
+
+    The server's side of the conversation, byte for byte, whatever the client is:
+    the test reads it for error numerics.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.from_server = bytearray()
+        self.sockets: list[socket.socket] = [self.listener]
+        self.threads: list[threading.Thread] = []
+        self._start(self._accept)
+
+    def _start(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.sockets += [client, upstream]
+        self._start(self._pump, client, upstream, None)
+        self._start(self._pump, upstream, client, self.from_server)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, record: bytearray | None) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                try:
+                    sink.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            if record is not None:
+                record += data
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def server_lines(self) -> list[str]:
+        return bytes(self.from_server).decode("utf-8", "replace").splitlines()
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        for thread in self.threads:
+            thread.join(5)
+
+
+def expect_from(watcher: IrcTestClient, nick: str, command: str):
+    """The next `command` sent by `nick`, as the watcher sees it."""
+    return watcher.expect(lambda m: m.command == command and nick_of(m) == nick, STEP_TIMEOUT)
+
+
+@pytest.mark.skipif(not (shutil.which("irssi") and shutil.which("tmux")),
+                    reason="irssi and tmux are needed")
+def test_irssi_session_without_unprovoked_errors(server, registered):
+    """irssi registers, joins, sets topic and modes, talks, acts, changes nick and
+    quits; the room sees each step, and irssi's raw log holds no error numeric but
+    the 451 its own pre-registration `JOIN :` probe asks for."""
+    workdir = tempfile.mkdtemp(prefix="forkchat-irssi-")
+    home = os.path.join(workdir, "home")
+    os.makedirs(home)
+    with open(os.path.join(home, "config"), "w") as handle:
+        handle.write(IRSSI_CONFIG)
+    rawlog = os.path.join(workdir, "raw.log")
+    watcher = registered("watcher")
+    tmux = Tmux(workdir)
+    try:
+        tmux.start(f"irssi --home={home} -n fcirssi -c 127.0.0.1 -p {server.port}")
+        server.wait_for_text("registered as fcirssi!", timeout=STEP_TIMEOUT)
+        watcher.join("#real")
+        tmux.type("/join #real")
+        assert expect_from(watcher, "fcirssi", "JOIN").params == ["#real"]
+        watcher.send("MODE #real +o fcirssi")
+        expect_from(watcher, "watcher", "MODE")
+        tmux.type("/msg watcher ready")
+        assert expect_from(watcher, "fcirssi", "PRIVMSG").params == ["watcher", "ready"]
+        tmux.type("/topic #real A real topic")
+        assert expect_from(watcher, "fcirssi", "TOPIC").params == ["#real", "A real topic"]
+        tmux.type("/mode #real +v watcher")
+        assert expect_from(watcher, "fcirssi", "MODE").params == ["#real", "+v", "watcher"]
+        tmux.type("/mode #real +mk sesame")
+        assert expect_from(watcher, "fcirssi", "MODE").params == ["#real", "+mk", "sesame"]
+        tmux.type("/msg #real hello from irssi")
+        assert expect_from(watcher, "fcirssi", "PRIVMSG").params == ["#real", "hello from irssi"]
+        tmux.type("/action #real waves")
+        assert expect_from(watcher, "fcirssi", "PRIVMSG").params == ["#real", "\x01ACTION waves\x01"]
+        watcher.send("PRIVMSG #real :hi irssi")
+        tmux.type("/nick fcirssi2")
+        assert expect_from(watcher, "fcirssi", "NICK").params == ["fcirssi2"]
+        tmux.type("/msg #real renamed")
+        assert expect_from(watcher, "fcirssi2", "PRIVMSG").params == ["#real", "renamed"]
+        tmux.type(f"/rawlog save {rawlog}")
+        tmux.type("/msg watcher saved")
+        expect_from(watcher, "fcirssi2", "PRIVMSG")
+        tmux.type("/quit leaving now")
+        quit_line = expect_from(watcher, "fcirssi2", "QUIT")
+        assert "leaving now" in quit_line.params[0]
+        with open(rawlog) as handle:
+            log = handle.read().splitlines()
+        received = [line[3:] for line in log if line.startswith(">> ")]
+        sent = [line[3:] for line in log if line.startswith("<< ")]
+        assert any(" 001 " in line for line in received), log
+        welcome = next(i for i, line in enumerate(received) if " 001 " in line)
+        assert error_numerics(received[welcome:]) == [], log
+        early = error_numerics(received[:welcome])
+        assert all(" 451 " in line for line in early), early
+        assert len(early) <= sum(1 for line in sent if line.startswith("JOIN")), (early, sent)
+        assert any("hi irssi" in line for line in received)
+        assert drain(watcher) == []
+    except AssertionError:
+        print(tmux.screen())
+        raise
+    finally:
+        tmux.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.skipif(not shutil.which("weechat-headless"), reason="weechat-headless is needed")
+def test_weechat_session_without_unprovoked_errors(server, registered):
+    """weechat-headless, driven through its FIFO, does the same session; every line
+    the server sent it (recorded by a relay in between) is free of error numerics."""
+    workdir = tempfile.mkdtemp(prefix="forkchat-weechat-")
+    fifo = os.path.join(workdir, "fifo")
+    proxy = RecordingProxy(server.port)
+    watcher = registered("watcher")
+    setup = ";".join([
+        f"/set fifo.file.path {fifo}",
+        f"/server add t 127.0.0.1/{proxy.port} -notls",
+        "/set irc.server.t.nicks fcweechat", "/set irc.server.t.username wcu",
+        "/set irc.server.t.realname WeeChat_Tester",
+        "/set irc.server.t.anti_flood_prio_high 0", "/set irc.server.t.anti_flood_prio_low 0",
+        "/connect t"])
+    process = subprocess.Popen(["weechat-headless", "--dir", workdir, "--run-command", setup],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def command(line: str, buffer: str = "irc.server.t") -> None:
+        with open(fifo, "w") as handle:
+            handle.write(f"{buffer} *{line}\n")
+    try:
+        server.wait_for_text("registered as fcweechat!", timeout=STEP_TIMEOUT)
+        watcher.join("#real")
+        command("/join #real")
+        assert expect_from(watcher, "fcweechat", "JOIN").params == ["#real"]
+        watcher.send("MODE #real +o fcweechat")
+        expect_from(watcher, "watcher", "MODE")
+        command("/topic #real A weechat topic")
+        assert expect_from(watcher, "fcweechat", "TOPIC").params == ["#real", "A weechat topic"]
+        command("/mode #real +v watcher")
+        assert expect_from(watcher, "fcweechat", "MODE").params == ["#real", "+v", "watcher"]
+        command("/mode #real +ml 10")
+        assert expect_from(watcher, "fcweechat", "MODE").params == ["#real", "+ml", "10"]
+        command("/msg #real hello from weechat")
+        assert expect_from(watcher, "fcweechat", "PRIVMSG").params == ["#real", "hello from weechat"]
+        command("/me waves", "irc.t.#real")
+        assert expect_from(watcher, "fcweechat", "PRIVMSG").params == ["#real", "\x01ACTION waves\x01"]
+        watcher.send("PRIVMSG #real :hi weechat")
+        command("/nick fcweechat2")
+        assert expect_from(watcher, "fcweechat", "NICK").params == ["fcweechat2"]
+        command("/msg #real renamed")
+        assert expect_from(watcher, "fcweechat2", "PRIVMSG").params == ["#real", "renamed"]
+        command("/quit leaving now")
+        # weechat closes right after its QUIT line; the reason is lost to a worker
+        # bug (see test_rooms.py::test_quit_reason_survives_an_immediate_close)
+        expect_from(watcher, "fcweechat2", "QUIT")
+        process.wait(STEP_TIMEOUT)
+        lines = proxy.server_lines()
+        assert any(" 001 fcweechat " in line for line in lines), lines
+        assert error_numerics(lines) == [], lines
+        assert any("hi weechat" in line for line in lines)
+        assert drain(watcher) == []
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait(5)
+        proxy.close()
+        shutil.rmtree(workdir, ignore_errors=True)
