@@ -632,3 +632,23 @@ def test_quit_reason_survives_an_immediate_close(registered):
     leaver.sock.shutdown(socket.SHUT_WR)
     assert watcher.expect("PRIVMSG").params == ["#r", "last words"]
     assert watcher.expect("QUIT").params == ["Quit: bye now"]
+
+
+@pytest.mark.parametrize("name1,name2", [("#Foo", "#foo"), ("#F]|oo{", "#f}\\oo["), ("#F}o\\o[", "#f]o|o{")])
+def test_room_names_equivalent_under_rfc1459(registered, name1, name2):
+    """RFC 2812 2.2 / 005 CASEMAPPING=rfc1459: "the characters {}|^ are considered to
+    be the lower case equivalents of the characters []\\~"; the room keeps the
+    spelling it was created with."""
+    foo, bar = registered("foo"), registered("bar")
+    foo.join(name1)
+    got = ask(bar, f"JOIN {name2}")
+    assert [(m.command, m.params) for m in got[:1]] == [("JOIN", [name1])]
+    assert [(m.command, m.prefix.split("!")[0]) for m in drain(foo)] == [("JOIN", "bar")]
+
+
+def test_room_names_not_equivalent(registered):
+    """RFC 1459/2812 (irctest testChannelsNotEquivalent): #Foo and #fooa are two rooms."""
+    foo, bar = registered("foo"), registered("bar")
+    foo.join("#Foo")
+    assert names_of(ask(bar, "JOIN #fooa")) == {"@bar"}
+    assert drain(foo) == []

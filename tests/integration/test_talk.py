@@ -4,6 +4,9 @@ Docstrings quote RFC 2812 section 3.3 (and 3.6 for AWAY replies) or the
 modern client protocol document; `drain` counts every line exactly.
 """
 
+import pytest
+
+from forkchat import protocol
 from tests.integration.chat_helpers import ask, commands, drain, joined
 
 
@@ -189,3 +192,33 @@ def test_long_message_relayed_within_512_bytes(registered):
     assert len(line) + 2 <= 512
     body = line.split(b" :", 1)[1].decode("utf-8")     # cut on a character boundary
     assert text.startswith(body) and len(body) > 200
+
+
+def _send_in_pieces(client, data: bytes, piece: int) -> None:
+    for start in range(0, len(data), piece):
+        client.sock.sendall(data[start:start + piece])
+
+
+@pytest.mark.parametrize("piece", [1, 3, 512])
+@pytest.mark.parametrize("colon", ["", ":"])
+def test_lines_split_across_packets_are_reassembled(registered, piece, colon):
+    """irctest buffering: a line sent byte by byte (or in odd pieces) is one message;
+    a payload that fills the 512 bytes is relayed whole or cut to a prefix, never
+    beyond 512 bytes and never through the middle of a UTF-8 character."""
+    nick1, nick2 = registered("nick1"), registered("nick2")
+    head = f"PRIVMSG nick2 {colon}"
+    room = 512 - len(head) - 2
+    emoji = "😃"
+    payloads = ["a", emoji, "a" * room, "a" * (room - len(emoji.encode())) + emoji,
+                "a" * (room - 30) + emoji * 7]
+    for payload in payloads:
+        _send_in_pieces(nick1, (head + payload + "\r\n").encode(), piece)
+        assert drain(nick1) == []
+        nick2.send(f"MODE {nick2.nick}")
+        nick2.send("PING :raw")
+        line = nick2.read_line()
+        assert line is not None and len(line) + 2 <= 512
+        received = protocol.parse_line(line)          # raises on broken UTF-8
+        assert received.command == "PRIVMSG" and received.params[0] == "nick2"
+        assert payload.startswith(received.params[1]) and received.params[1]
+        assert commands(nick2.collect_until("PONG")) == ["221", "PONG"]
