@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from forkchat import protocol
 from tests.conftest import TEST_LIMITS
 from tests.integration.chat_helpers import OPER_CONFIG, ask, commands, drain, joined
 from tests.support.ircclient import IrcTestClient
@@ -320,3 +321,21 @@ def test_lusers_counts_operators(make_server):
     finally:
         bar.close()
         qux.close()
+
+
+def test_whois_rooms_split_over_several_lines(registered):
+    """RFC 2812 2.3: RPL_WHOISCHANNELS for a user in many rooms is cut into several
+    lines of at most 512 bytes, listing every room."""
+    busy, asker = registered("busy"), registered("asker")
+    rooms = [f"#room{index:02d}" + "r" * 42 for index in range(20)]       # 49 characters each
+    for room in rooms:
+        busy.send(f"JOIN {room}")
+    for _ in rooms:
+        busy.expect("366")
+    got = ask(asker, "WHOIS busy")
+    lines = [m for m in got if m.command == "319"]
+    assert len(lines) >= 2
+    shown = " ".join(m.params[-1] for m in lines).split()
+    assert sorted(name.lstrip("@") for name in shown) == sorted(rooms)
+    for msg in lines:
+        assert len(protocol.format_line(msg.prefix, msg.command, *msg.params)) <= 512

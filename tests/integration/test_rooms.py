@@ -652,3 +652,33 @@ def test_room_names_not_equivalent(registered):
     foo.join("#Foo")
     assert names_of(ask(bar, "JOIN #fooa")) == {"@bar"}
     assert drain(foo) == []
+
+
+def test_names_split_over_several_lines_within_512_bytes(registered, clients):
+    """RFC 2812 2.3 and 3.2.5: a NAMES list longer than one line is sent as several
+    RPL_NAMREPLY lines, each within 512 bytes, together naming every member once."""
+    nicks = [f"member{index:02d}" + "x" * 22 for index in range(16)]      # 30 characters each
+    members = [registered(nick) for nick in nicks]
+    for member in members:
+        member.send("JOIN #crowd")
+    for member in members:
+        member.expect("366")
+    first = members[0]
+    first.send("NAMES #crowd")
+    first.send(f"MODE {first.nick}")
+    first.send("PING :raw")
+    raw = []
+    while True:
+        line = first.read_line()
+        assert line is not None
+        if b" PONG " in line:
+            break
+        raw.append(line)
+    namreplies = [line for line in raw if b" 353 " in line]
+    assert len(namreplies) >= 2
+    assert all(len(line) + 2 <= 512 for line in namreplies)
+    listed_nicks = []
+    for line in namreplies:
+        listed_nicks += line.split(b" :", 1)[1].decode().split()
+    assert sorted(nick.lstrip("@") for nick in listed_nicks) == sorted(nicks)
+    assert listed_nicks.count("@" + nicks[0]) == 1
