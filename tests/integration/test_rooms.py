@@ -682,3 +682,71 @@ def test_names_split_over_several_lines_within_512_bytes(registered, clients):
         listed_nicks += line.split(b" :", 1)[1].decode().split()
     assert sorted(nick.lstrip("@") for nick in listed_nicks) == sorted(nicks)
     assert listed_nicks.count("@" + nicks[0]) == 1
+
+
+LIMITED = TEST_LIMITS + ("members_per_room = 2\nbans_per_room = 2\nmax_rooms = 2\n"
+                         "topiclen = 10\nroomlen = 12\n")
+
+
+@pytest.fixture
+def limited(make_server):
+    """Factory: limited("nick") -> a client of a server with small configured limits."""
+    server = make_server(config_text=LIMITED)
+    made: list[IrcTestClient] = []
+
+    def connect(nick: str) -> IrcTestClient:
+        client = IrcTestClient(server.port)
+        made.append(client)
+        client.register(nick)
+        return client
+    yield connect
+    for client in made:
+        client.close()
+
+
+def test_configured_limits_are_announced(limited):
+    """005 ISUPPORT announces the configured lengths and counts (modern: TOPICLEN,
+    CHANNELLEN, MAXLIST)."""
+    alice = limited("alice")
+    tokens = " ".join(" ".join(m.params) for m in alice.history if m.command == "005").split()
+    for token in ("TOPICLEN=10", "CHANNELLEN=12", "MAXLIST=b:2"):
+        assert token in tokens
+
+
+def test_room_member_bound_is_471(limited):
+    """Issue 2 limits: a room holds at most members_per_room members (471 beyond)."""
+    alice, bob, carol = limited("alice"), limited("bob"), limited("carol")
+    alice.join("#full")
+    bob.join("#full")
+    got = ask(carol, "JOIN #full")
+    assert commands(got) == ["471"] and got[0].params[1] == "#full"
+
+
+def test_server_room_bound_is_405(limited):
+    """Issue 2 limits: no new room beyond max_rooms on the server; existing rooms
+    can still be joined."""
+    alice, bob = limited("alice"), limited("bob")
+    alice.join("#one")
+    alice.join("#two")
+    assert commands(ask(bob, "JOIN #three")) == ["405"]
+    assert ask(bob, "JOIN #one")[0].command == "JOIN"
+
+
+def test_ban_list_bound_is_478(limited):
+    """Modern / 005 MAXLIST: ERR_BANLISTFULL once the room holds its maximum of bans;
+    the bans that fit are applied."""
+    alice = limited("alice")
+    alice.join("#r")
+    got = ask(alice, "MODE #r +bbb one two three")
+    assert [(m.command, m.params[1:3] if m.command == "478" else m.params) for m in got] == \
+        [("478", ["#r", "three!*@*"]), ("MODE", ["#r", "+bb", "one!*@*", "two!*@*"])]
+
+
+def test_lengths_cut_topic_and_refuse_long_room(limited):
+    """005 TOPICLEN: a longer topic is cut; CHANNELLEN: a longer room name is
+    refused (403)."""
+    alice = limited("alice")
+    alice.join("#r")
+    assert ask(alice, "TOPIC #r :0123456789abcdef")[0].params == ["#r", "0123456789"]
+    assert commands(ask(alice, "JOIN #abcdefghijk")) == ["JOIN", "353", "366"]   # 12 characters
+    assert commands(ask(alice, "JOIN #abcdefghijkl")) == ["403"]
