@@ -918,6 +918,27 @@ def raise_nofile() -> int:
 SOAK_ROOMS = ("#soak0", "#soak1", "#soak2", "#soak3")
 
 
+def soak_action(client: Client, action: str, rooms: set[str], rng: Any, number: int,
+                gen_index: int) -> None:
+    """One random action that a well-behaved client may take: no error reply is expected.
+
+    Talk and PART go to rooms the client is in, JOIN to one it is not in,
+    so any error numeric in the report is the server's doing.
+    """
+    if action == "talk" and rooms:
+        client.send(f"PRIVMSG {rng.choice(sorted(rooms))} :soak {number}\r\n".encode())
+    elif action == "part" and len(rooms) > 1:
+        room = rng.choice(sorted(rooms - {ROOM}))
+        rooms.discard(room)
+        client.send(f"PART {room} :bye\r\n".encode())
+    elif action == "join" and len(rooms) <= len(SOAK_ROOMS):
+        room = rng.choice(sorted(set(SOAK_ROOMS) - rooms))
+        rooms.add(room)
+        client.send(f"JOIN {room}\r\n".encode())
+    elif action == "nick":
+        client.send(f"NICK s{gen_index}n{number}c{client.spec.cid}\r\n".encode())
+
+
 async def soak_run(gen: Generator, request: dict[str, Any]) -> dict[str, Any]:
     """Random join/part/talk/nick actions; count errors and unexpected disconnects."""
     import random
@@ -926,22 +947,14 @@ async def soak_run(gen: Generator, request: dict[str, Any]) -> dict[str, Any]:
     interval = float(request.get("interval", 0.05))
     actions: collections.Counter[str] = collections.Counter()
     gen.lost_during, gen.measuring = [], True
-    renames = 0
+    joined = {cid: {ROOM} for cid in gen.clients}       # what each client asked for
     while time.monotonic() < end and actions.total() < 10_000_000:
         for client in list(gen.clients.values()):
             if client.closed.done():
                 continue
+            rooms = joined.setdefault(client.spec.cid, set())
             action = rng.choice(("talk", "talk", "talk", "join", "part", "nick"))
-            room = rng.choice(SOAK_ROOMS)
-            if action == "talk":
-                client.send(f"PRIVMSG {room} :soak {actions.total()}\r\n".encode())
-            elif action == "join":
-                client.send(f"JOIN {room}\r\n".encode())
-            elif action == "part":
-                client.send(f"PART {room} :bye\r\n".encode())
-            else:
-                renames += 1
-                client.send(f"NICK s{gen.index}x{renames}y{client.spec.cid}\r\n".encode())
+            soak_action(client, action, rooms, rng, actions.total(), gen.index)
             actions[action] += 1
         await asyncio.sleep(interval)
     gen.measuring = False
