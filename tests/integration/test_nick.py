@@ -174,8 +174,6 @@ def test_new_nick_receives_messages_and_old_does_not(registered):
     assert [m.prefix for m in drain(alice)] == ["robert!bob@127.0.0.1"]
 
 
-@pytest.mark.xfail(strict=True, reason="commands.cmd_user (lead's file) takes an empty realname; "
-                                       "irctest testEmptyRealname wants 461")
 def test_user_with_empty_realname_is_461(clients):
     """irctest testEmptyRealname, modern: "If it is empty, the server SHOULD reject the
     command with ERR_NEEDMOREPARAMS (even an empty parameter is provided)"."""
@@ -184,3 +182,21 @@ def test_user_with_empty_realname_is_461(clients):
     client.send("USER username * * :")
     got = client.expect(lambda m: m.command in ("001", "461"))
     assert got.command == "461" and got.params[1] == "USER"
+
+
+def test_nick_changed_before_registration_frees_the_first(clients):
+    """RFC 2812 3.1.2: NICK may be sent again before USER; only the last nick stays held."""
+    first, second = clients(), clients()
+    first.send("NICK alpha")
+    first.send("NICK beta")
+    first.sync()
+    second.send("NICK alpha")
+    second.send("USER u s e r")
+    assert second.expect(lambda m: m.command in ("001", "433")).command == "001"
+    third = clients()
+    third.send("NICK beta")
+    got = third.expect(lambda m: m.command in ("433", "PONG") or m.command == "001", None)
+    assert got.command == "433"
+    first.send("USER u s e r")
+    welcome = first.expect("001")
+    assert welcome.params[0] == "beta"

@@ -188,9 +188,6 @@ def test_stats_process_figures_for_operators_only(user):
     assert "worker" in text and ("rss" in text or "memory" in text or "mib" in text)
 
 
-@pytest.mark.xfail(strict=True, reason="worker.py/commands.py (lead's): OPER goes to the broker as a "
-                                       "frame without a sync, so a local command right behind it "
-                                       "still sees the client as non-oper and is answered first")
 def test_command_right_after_oper_sees_the_operator(user):
     """Answers come in the order of the commands: after `OPER` succeeds, the very next
     line (sent in the same packet) is judged with operator rights."""

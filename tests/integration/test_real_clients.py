@@ -254,9 +254,8 @@ def test_weechat_session_without_unprovoked_errors(server, registered):
         command("/msg #real renamed")
         assert expect_from(watcher, "fcweechat2", "PRIVMSG").params == ["#real", "renamed"]
         command("/quit leaving now")
-        # weechat closes right after its QUIT line; the reason is lost to a worker
-        # bug (see test_rooms.py::test_quit_reason_survives_an_immediate_close)
-        expect_from(watcher, "fcweechat2", "QUIT")
+        # weechat closes right after its QUIT line: the reason must survive that
+        assert "leaving now" in expect_from(watcher, "fcweechat2", "QUIT").params[0]
         process.wait(STEP_TIMEOUT)
         lines = proxy.server_lines()
         assert any(" 001 fcweechat " in line for line in lines), lines
