@@ -339,3 +339,14 @@ def test_whois_rooms_split_over_several_lines(registered):
     assert sorted(name.lstrip("@") for name in shown) == sorted(rooms)
     for msg in lines:
         assert len(protocol.format_line(msg.prefix, msg.command, *msg.params)) <= 512
+
+
+def test_who_exact_nick_finds_an_invisible_user(registered):
+    """irctest testWhoInvisible (modern): "invisibility should not be respected for
+    plain nicknames, only for masks", nor between users sharing a room."""
+    evan, shiv = registered("evan"), registered("shivaram")
+    ask(evan, "MODE evan +i")
+    assert commands(ask(shiv, "WHO eva*")) == ["315"]
+    assert commands(ask(shiv, "WHO evan")) == ["352", "315"]
+    joined(evan, shiv, room="#test")
+    assert commands(ask(shiv, "WHO eva*")) == ["352", "315"]
