@@ -38,7 +38,7 @@ from forkchat import store
 log = logging.getLogger("forkchat.broker")
 
 READ_BYTES = 65536
-HEARTBEAT_S = 2.0    # counts to the supervisor: its STATUS and its watchdog
+HEARTBEAT_S = ipc.HEARTBEAT_S   # counts to the supervisor: its STATUS and watchdog
 RECOVERY_WAIT_S = 3.0
 STORE_EVERY_S = 0.5   # room records reach the disk at most this often
 # Commands after which rooms may have come or gone, and those that change
@@ -439,7 +439,3 @@ _FRAME_HANDLERS = {
     ipc.Kind.BYE: Broker._on_bye,
     ipc.Kind.SYNC: Broker._on_sync,
 }
-
-
-def created_stamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

@@ -118,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     # Everything the processes will run is imported now, while the files
     # are surely readable: after the switch to an unprivileged user an
     # interpreter installed in a private home could not load them.
-    from forkchat import supervisor
+    from forkchat import broker, supervisor, worker
     try:
         bound = open_listeners(cfg)
         become_unprivileged(cfg)
     except (listeners.BindError, privileges.PrivilegeError, ValueError) as error:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    return supervisor.Supervisor(cfg, load if args.config else None, bound).run()
+    targets = supervisor.Targets(broker=broker.main, worker=worker.main)
+    return supervisor.Supervisor(cfg, targets, load if args.config else None, bound).run()
 
 
 def open_listeners(cfg: config.Config) -> list[listeners.Bound]:

@@ -86,7 +86,7 @@ def cmd_user(ctx: Context, msg: protocol.Message) -> None:
     """USER <user> <mode> <unused> :<realname>"""
     if ctx.session.registered or ctx.session.register_sent or ctx.session.user:
         raise numerics.Reply(numerics.ERR_ALREADYREGISTERED)
-    if not msg.params[0]:
+    if not msg.params[0] or not msg.params[3]:
         raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "USER")
     ctx.session.user = clean_user(msg.params[0])
     ctx.session.realname = msg.params[3][:100] or ctx.session.user

@@ -41,6 +41,7 @@ import struct
 from typing import Any
 
 HEADER = struct.Struct("!IB")
+HEARTBEAT_S = 2.0      # broker -> supervisor counts; silence means a stuck broker
 MAX_FRAME_BYTES = 1 << 20
 
 

@@ -69,7 +69,7 @@ def parse_text(text: str) -> Message:
         prefix, _, text = text[1:].partition(" ")
         text = text.lstrip(" ")
     head, sep, trailing = text.partition(" :")
-    words = head.split()
+    words = [word for word in head.split(" ") if word]   # only SPACE separates
     if not words:
         raise ProtocolError("No command given")
     params = words[1:]
@@ -85,6 +85,8 @@ def format_line(prefix: str, command: str, *params: str) -> bytes:
 
     The last parameter is sent as trailing (with ':') when it needs to be.
     """
+    prefix = prefix.translate(_FORBIDDEN).replace(" ", "")
+    command = command.translate(_FORBIDDEN).replace(" ", "") or "*"
     parts = [":" + prefix, command] if prefix else [command]
     for index, param in enumerate(params):
         param = param.translate(_FORBIDDEN)

@@ -31,9 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from forkchat import broker, config, flood, ipc, listeners, log as logsetup, procstats
-from forkchat import systemd
-from forkchat import worker
+from forkchat import config, flood, ipc, listeners, log as logsetup, procstats, systemd
 
 log = logging.getLogger("forkchat.supervisor")
 
@@ -51,7 +49,7 @@ ACCEPTS_PER_WAKEUP = 64
 MAX_CONNECT_BUCKETS = 10000
 STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
 MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child
-BROKER_SILENT_S = 3 * broker.HEARTBEAT_S + 1.0
+BROKER_SILENT_S = 3 * ipc.HEARTBEAT_S + 1.0
 
 
 class Shutdown(BaseException):
@@ -61,6 +59,14 @@ class Shutdown(BaseException):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The process entry points, handed in by cli so roles never import roles."""
+
+    broker: Callable[..., None]
+    worker: Callable[..., None]
 
 
 @dataclass
@@ -74,9 +80,11 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, cfg: config.Config, reload: Callable[[], config.Config] | None = None,
+    def __init__(self, cfg: config.Config, targets: Targets,
+                 reload: Callable[[], config.Config] | None = None,
                  bound: list[listeners.Bound] | None = None) -> None:
         self.cfg = cfg
+        self.targets = targets
         self.reload_config = reload
         self.bound = bound or []
         self.selector = selectors.DefaultSelector()
@@ -89,7 +97,7 @@ class Supervisor:
         self.broker_control: socket.socket | None = None
         self.broker_deaths: list[float] = []
         self.stopping = False
-        self.created = broker.created_stamp()
+        self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.broker_address = f"\0forkchat-{os.getpid()}-{secrets.token_hex(8)}"
         self.broker_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.control_reader = ipc.FrameReader()
@@ -288,7 +296,7 @@ class Supervisor:
         cid = self.next_cid
         self.next_cid += 1
         try:
-            self._start("worker", worker.main,
+            self._start("worker", self.targets.worker,
                         (conn, peer, proto, cid, self.cfg, self.broker_address, tls), peer, cid)
         except OSError as error:
             log.error("cannot start a worker for %s: %s", peer, error)
@@ -303,7 +311,7 @@ class Supervisor:
         control, broker_end = socket.socketpair()
         expected = tuple(c.cid for c in self.children.values() if c.kind == "worker")
         try:
-            child = self._start("broker", broker.main,
+            child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
                                  expected))
         finally:

@@ -89,6 +89,7 @@ class Worker:
         self.client_watch = selectors.EVENT_READ
         self.syncs_pending = 0
         self.unsynced = False
+        self.client_eof = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -236,7 +237,7 @@ class Worker:
         if data is None:
             return
         if not data:
-            self.close("Connection closed")
+            self._client_eof()
             return
         self.last_input = time.monotonic()
         self.ping_sent = False
@@ -245,6 +246,16 @@ class Worker:
             self._tutorial_input(data)
         else:
             self._process_lines()
+
+    def _client_eof(self) -> None:
+        """The client closed: run the lines it sent first (its QUIT), then close."""
+        if self.tutorial or b"\n" not in self.recvq:
+            self.close("Connection closed")
+            return
+        self.client_eof = True
+        self.client_watch = selectors.EVENT_WRITE
+        self.selector.modify(self.sock, selectors.EVENT_WRITE, self.on_client)
+        self._process_lines()
 
     def _paused(self) -> bool:
         """Input waits while registration or a broker reconnect is pending."""
@@ -275,6 +286,8 @@ class Worker:
                 commands.dispatch(self, msg, line)
         if len(self.recvq) > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
+        elif self.client_eof and b"\n" not in self.recvq:
+            self.close("Connection closed")
 
     def _check_long_line(self) -> None:
         if len(self.recvq) > protocol.MAX_LINE_BYTES:
@@ -359,7 +372,8 @@ class Worker:
                 del self.sendq[:]
                 self.close("Max SendQ exceeded")
                 return
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.sendq else 0)
+        want = 0 if self.client_eof else selectors.EVENT_READ
+        want |= selectors.EVENT_WRITE if self.sendq or not want else 0
         if want != self.client_watch and not self.done:
             self.client_watch = want
             self.selector.modify(self.sock, want, self.on_client)
@@ -383,7 +397,9 @@ class Worker:
         self._queue_frame(ipc.encode(ipc.Kind.SYNC, b""))
 
     def frame(self, frame: bytes) -> None:
+        """A control frame (OPER): later local commands wait for its effect."""
         self._queue_frame(frame)
+        self.unsynced = True
 
     def try_register(self) -> None:
         session = self.session
