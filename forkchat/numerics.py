@@ -75,6 +75,7 @@ ERR_NOSUCHCHANNEL = "403"
 ERR_CANNOTSENDTOCHAN = "404"
 ERR_TOOMANYCHANNELS = "405"
 ERR_WASNOSUCHNICK = "406"
+ERR_TOOMANYTARGETS = "407"
 ERR_NOORIGIN = "409"
 ERR_NORECIPIENT = "411"
 ERR_NOTEXTTOSEND = "412"
@@ -134,6 +135,7 @@ TEXTS: dict[str, str] = {
     ERR_CANNOTSENDTOCHAN: "Cannot send to channel",
     ERR_TOOMANYCHANNELS: "You have joined too many channels",
     ERR_WASNOSUCHNICK: "There was no such nickname",
+    ERR_TOOMANYTARGETS: "Too many recipients",
     ERR_NOORIGIN: "No origin specified",
     ERR_NORECIPIENT: "No recipient given",
     ERR_NOTEXTTOSEND: "No text to send",

@@ -49,7 +49,7 @@ def for_each(st: ChatState, client: Client, out: Outbox, items: Iterable[str],
                 out.send(client.cid, st.error_line(client, error))
 
 
-def split_targets(text: str, limit: int) -> list[str]:
+def split_targets(text: str, limit: int | None = None) -> list[str]:
     """Comma-separated targets, empty ones and casefolded duplicates dropped."""
     seen: set[str] = set()
     targets: list[str] = []
@@ -86,10 +86,15 @@ def _talk(st: ChatState, client: Client, msg: protocol.Message, out: Outbox,
     if "," not in msg.params[0]:
         _deliver(st, client, out, command, msg.params[0], text)
         return
-    targets = split_targets(msg.params[0], MAX_TARGETS)
-    for_each(st, client, out, targets,
-             lambda target: _deliver(st, client, out, command, target, text),
-             quiet=command == "NOTICE")
+    targets = split_targets(msg.params[0])
+    quiet = command == "NOTICE"
+    for_each(st, client, out, targets[:MAX_TARGETS],
+             lambda target: _deliver(st, client, out, command, target, text), quiet=quiet)
+    dropped = targets[MAX_TARGETS:]
+    if dropped and not quiet:       # RFC 2812 407: never drop silently; one line, however many
+        out.send(client.cid, st.numeric(
+            client, numerics.ERR_TOOMANYTARGETS, dropped[0],
+            text=f"{len(dropped)} recipient(s) beyond MAXTARGETS={MAX_TARGETS}, not delivered"))
 
 
 def _deliver(st: ChatState, client: Client, out: Outbox, command: str,

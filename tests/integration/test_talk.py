@@ -222,3 +222,16 @@ def test_lines_split_across_packets_are_reassembled(registered, piece, colon):
         assert received.command == "PRIVMSG" and received.params[0] == "nick2"
         assert payload.startswith(received.params[1]) and received.params[1]
         assert commands(nick2.collect_until("PONG")) == ["221", "PONG"]
+
+
+def test_targets_beyond_maxtargets_get_407_not_silence(registered):
+    """005 MAXTARGETS=4 and RFC 2812 ERR_TOOMANYTARGETS (407): the first four targets get
+    the message; the rest are not dropped silently but told in one 407 (naming the
+    first left out and how many); a NOTICE stays silent."""
+    senders = registered("sender")
+    targets = [registered(f"t{index}") for index in range(5)]
+    got = ask(senders, "PRIVMSG t0,t1,t2,t3,t4,nobody :hello all")
+    assert [(m.command, m.params[1]) for m in got] == [("407", "t4")]
+    assert got[0].params[2].startswith("2 recipient")
+    assert [len(drain(target)) for target in targets] == [1, 1, 1, 1, 0]
+    assert ask(senders, "NOTICE t0,t1,t2,t3,t4 :quiet") == []
