@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from forkchat import config, flood, ipc, listeners, log as logsetup, procstats, systemd
+from forkchat import timers
 
 log = logging.getLogger("forkchat.supervisor")
 
@@ -126,7 +127,7 @@ class Supervisor:
             self._start_timers()
             systemd.notify("READY=1", self._status())
             while not self.stopping:
-                self._turn(self._next_timeout())
+                self._turn(timers.next_timeout(self.timers))
                 self._run_timers()
             self.stop()
         except Shutdown as halt:
@@ -148,15 +149,9 @@ class Supervisor:
         if systemd.watchdog_interval():
             self.timers["watchdog"] = now
 
-    def _next_timeout(self) -> float | None:
-        if not self.timers:
-            return None
-        return max(0.0, min(self.timers.values()) - time.monotonic())
-
     def _run_timers(self) -> None:
-        now = time.monotonic()
-        for name, deadline in list(self.timers.items()):
-            if deadline <= now and not self.stopping:
+        for name in timers.pop_due(self.timers):
+            if not self.stopping:
                 TIMER_ACTIONS[name](self)
 
     def on_status_timer(self) -> None:

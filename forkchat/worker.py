@@ -30,7 +30,7 @@ import time
 from typing import Any, Callable
 
 from forkchat import children, commands, config, flood, ipc, log as logsetup, numerics
-from forkchat import passwords, procstats, protocol, tutorial
+from forkchat import passwords, procstats, protocol, timers, tutorial
 from forkchat.session import Session
 
 log = logging.getLogger("forkchat.worker")
@@ -121,7 +121,7 @@ class Worker:
         self._flush_client()
         if self.done:
             return
-        for key, mask in self.selector.select(self._next_timeout()):
+        for key, mask in self.selector.select(timers.next_timeout(self.timers)):
             key.data(mask)
             if self.done:
                 return
@@ -582,16 +582,9 @@ class Worker:
     def _schedule_ping(self) -> None:
         self.timers["ping"] = self.last_input + self.cfg.limits.ping_interval
 
-    def _next_timeout(self) -> float | None:
-        if not self.timers:
-            return None
-        return max(0.0, min(self.timers.values()) - time.monotonic())
-
     def _run_timers(self) -> None:
-        now = time.monotonic()
-        for name, deadline in list(self.timers.items()):
-            if deadline <= now and not self.done:
-                del self.timers[name]
+        for name in timers.pop_due(self.timers):
+            if not self.done:
                 _TIMERS[name](self)
 
     def _on_register_timeout(self) -> None:
