@@ -24,7 +24,10 @@ from tests.integration.chat_helpers import drain, nick_of
 from tests.support.ircclient import IrcTestClient
 
 STEP_TIMEOUT = 15.0        # a real client on a loaded 2-core machine may be slow to start
-IRSSI_CONFIG = """settings = {
+IRSSI_CONFIG = """servers = ( { address = "127.0.0.1"; port = "{port}"; chatnet = "fc"; autoconnect = "yes"; } );
+chatnets = { fc = { type = "IRC"; }; };
+channels = ( { name = "#real"; chatnet = "fc"; autojoin = "yes"; } );
+settings = {
   core = { real_name = "Irssi Tester"; user_name = "irssiu"; rawlog_lines = "2000"; };
   "irc/core" = { cmds_max_at_once = "1000"; cmd_queue_speed = "10msec"; };
   "fe-text" = { paste_detect_time = "0"; };
@@ -141,7 +144,10 @@ class RecordingProxy:
 
 def expect_from(watcher: IrcTestClient, nick: str, command: str):
     """The next `command` sent by `nick`, as the watcher sees it."""
-    return watcher.expect(lambda m: m.command == command and nick_of(m) == nick, STEP_TIMEOUT)
+    try:
+        return watcher.expect(lambda m: m.command == command and nick_of(m) == nick, STEP_TIMEOUT)
+    except AssertionError as error:
+        raise AssertionError(f"watcher never saw {command} from {nick}: {error}") from None
 
 
 @pytest.mark.skipif(not (shutil.which("irssi") and shutil.which("tmux")),
@@ -154,15 +160,15 @@ def test_irssi_session_without_unprovoked_errors(server, registered):
     home = os.path.join(workdir, "home")
     os.makedirs(home)
     with open(os.path.join(home, "config"), "w") as handle:
-        handle.write(IRSSI_CONFIG)
+        handle.write(IRSSI_CONFIG.replace("{port}", str(server.port)))
     rawlog = os.path.join(workdir, "raw.log")
     watcher = registered("watcher")
     tmux = Tmux(workdir)
     try:
-        tmux.start(f"irssi --home={home} -n fcirssi -c 127.0.0.1 -p {server.port}")
-        server.wait_for_text("registered as fcirssi!", timeout=STEP_TIMEOUT)
         watcher.join("#real")
-        tmux.type("/join #real")
+        # irssi joins #real by itself once connected: typing before it has read the
+        # welcome would be refused by irssi ("Not connected to server")
+        tmux.start(f"irssi --home={home} -n fcirssi")
         assert expect_from(watcher, "fcirssi", "JOIN").params == ["#real"]
         watcher.send("MODE #real +o fcirssi")
         expect_from(watcher, "watcher", "MODE")
@@ -217,13 +223,14 @@ def test_weechat_session_without_unprovoked_errors(server, registered):
     fifo = os.path.join(workdir, "fifo")
     proxy = RecordingProxy(server.port)
     watcher = registered("watcher")
+    watcher.join("#real")       # weechat autojoins once connected: commands before that would fail
     setup = ";".join([
         f"/set fifo.file.path {fifo}",
         f"/server add t 127.0.0.1/{proxy.port} -notls",
         "/set irc.server.t.nicks fcweechat", "/set irc.server.t.username wcu",
         "/set irc.server.t.realname WeeChat_Tester",
         "/set irc.server.t.anti_flood_prio_high 0", "/set irc.server.t.anti_flood_prio_low 0",
-        "/connect t"])
+        "/set irc.server.t.autojoin #real", "/connect t"])
     process = subprocess.Popen(["weechat-headless", "--dir", workdir, "--run-command", setup],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
@@ -232,9 +239,6 @@ def test_weechat_session_without_unprovoked_errors(server, registered):
         with open(fifo, "w") as handle:
             handle.write(f"{buffer} *{line}\n")
     try:
-        server.wait_for_text("registered as fcweechat!", timeout=STEP_TIMEOUT)
-        watcher.join("#real")
-        command("/join #real")
         assert expect_from(watcher, "fcweechat", "JOIN").params == ["#real"]
         watcher.send("MODE #real +o fcweechat")
         expect_from(watcher, "watcher", "MODE")
