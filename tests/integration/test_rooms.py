@@ -744,3 +744,25 @@ def test_lengths_cut_topic_and_refuse_long_room(limited):
     assert ask(alice, "TOPIC #r :0123456789abcdef")[0].params == ["#r", "0123456789"]
     assert commands(ask(alice, "JOIN #abcdefghijk")) == ["JOIN", "353", "366"]   # 12 characters
     assert commands(ask(alice, "JOIN #abcdefghijkl")) == ["403"]
+
+
+def test_names_hides_invisible_members_from_outsiders(registered):
+    """RFC 2812 3.2.5: NAMES lists the nicknames "visible to" the asker: an invisible
+    (+i) member is listed to fellow members only."""
+    ghost, friend, stranger = registered("ghost"), registered("friend"), registered("stranger")
+    joined(ghost, friend, room="#haunt")
+    ask(ghost, "MODE ghost +i")
+    assert names_of(ask(stranger, "NAMES #haunt")) == {"friend"}
+    assert names_of(ask(friend, "NAMES #haunt")) == {"@ghost", "friend"}
+
+
+def test_part_several_rooms_with_one_reason(registered):
+    """RFC 2812 3.2.2: PART <channel> *( "," <channel> ) [ <Part Message> ]."""
+    alice, bob = registered("alice"), registered("bob")
+    joined(alice, bob, room="#a")
+    joined(alice, bob, room="#b")
+    got = ask(bob, "PART #a,#b,#c :done here")
+    assert [(m.command, m.params) for m in got] == \
+        [("PART", ["#a", "done here"]), ("PART", ["#b", "done here"]), ("403", ["bob", "#c", "No such channel"])]
+    assert [(m.command, m.params) for m in drain(alice)] == \
+        [("PART", ["#a", "done here"]), ("PART", ["#b", "done here"])]
