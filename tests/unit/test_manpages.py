@@ -230,3 +230,94 @@ def test_config_example_loads(tmp_path: Path) -> None:
     loaded = config.load(str(path))
     assert [listener.protocol for listener in loaded.listen] == ["irc", "irc", "tutorial"]
     assert loaded.operators[0].name == "admin"
+
+
+# -- what the pages say about the code's constants ----------------------------------
+
+
+def rendered(page: str) -> str:
+    """A page as the reader sees it (mandoc, plain ASCII), whitespace collapsed."""
+    result = run(tool("mandoc", "mandoc"), "-T", "ascii", "-O", "width=1000", str(MAN / page))
+    assert result.returncode == 0, result.stderr
+    return " ".join(re.sub(r".\x08", "", result.stdout).split())
+
+
+def subsection(page: str, title: str) -> str:
+    """The rendered text of one .SS or .SH of a page, up to the next heading."""
+    lines = (MAN / page).read_text().splitlines()
+    start = lines.index(title)
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith((".SS ", ".SH "))), len(lines))
+    return " ".join(plain_text(line) for line in lines[start + 1:end]
+                    if not line.startswith((".TP", ".TQ", ".PP", ".IP", ".RS", ".RE")))
+
+
+def test_isupport_tokens_documented() -> None:
+    """Every 005 token is named in forkchat(7); fixed values appear exactly."""
+    from forkchat import state, state_query
+    tokens = state_query.isupport_tokens(state.ChatState(state.Settings()))
+    text = subsection("forkchat.7", ".SS ISUPPORT")
+    assert [t for t in tokens if t.partition("=")[0] not in text] == []
+    configured = ("NETWORK", "NICKLEN", "CHANNELLEN", "TOPICLEN", "CHANLIMIT", "MAXLIST",
+                  "TARGMAX")
+    fixed = [t for t in tokens if t.partition("=")[0] not in configured]
+    assert [t for t in fixed if t not in text] == []
+
+
+def test_modes_documented() -> None:
+    """Every room and user mode letter the server knows is in forkchat(7)'s Modes."""
+    from forkchat import rooms, state_users
+    lines = (MAN / "forkchat.7").read_text().splitlines()
+    start = lines.index(".SS Modes")
+    end = lines.index(".SS ISUPPORT")
+    rooms_part = lines[start:lines.index("User modes:", start)]
+    users_part = lines[lines.index("User modes:", start):end]
+    assert sorted(set(rooms.KNOWN_MODES) - {line[3:] for line in rooms_part}) == []
+    assert sorted(set(state_users.USER_MODES) - {line[3:] for line in users_part}) == []
+
+
+def exit_statuses(page: str) -> set[str]:
+    return set(section_item_tags(page).get("EXIT STATUS", []))
+
+
+def test_server_exit_statuses() -> None:
+    from forkchat import cli, supervisor
+    codes = {"0", str(cli.EXIT_FAILURE), str(cli.EXIT_USAGE), str(supervisor.BROKER_BOOT_ERROR)}
+    assert exit_statuses("forkchat-server.8") == codes
+
+
+def test_client_exit_statuses() -> None:
+    assert exit_statuses("forkchat-client.1") == {"0", "1", "2", "130"}
+
+
+def test_broker_restart_bound_documented() -> None:
+    """The halt after repeated broker deaths says the numbers the supervisor uses."""
+    from forkchat import supervisor
+    text = rendered("forkchat-server.8")
+    assert f"more than {supervisor.BROKER_RESTARTS} times within " \
+           f"{supervisor.BROKER_RESTART_WINDOW_S:.0f} seconds" in text
+
+
+def test_signals_documented() -> None:
+    """Every signal the supervisor acts on is an item of forkchat-server(8)'s SIGNALS."""
+    from forkchat import supervisor
+    documented = " ".join(section_item_tags("forkchat-server.8")["SIGNALS"])
+    names = {signum.name for signum in supervisor.SIGNAL_ACTIONS}
+    assert sorted(name for name in names if name not in documented) == []
+
+
+def test_refusal_reasons_documented() -> None:
+    """The reasons the supervisor refuses a connection with are in forkchat.toml(5)."""
+    source = (Path(__file__).resolve().parents[2] / "forkchat" / "supervisor.py").read_text()
+    reasons = re.findall(r'_refuse\(conn, peer, "([^"]+)"\)', source)
+    assert len(reasons) >= 3
+    text = rendered("forkchat.toml.5")
+    assert [r for r in reasons if r not in text] == []
+
+
+def test_client_defaults_documented() -> None:
+    from forkchat.client import app
+    text = rendered("forkchat-client.1")
+    for value in (app.DEFAULT_HOST, f"port {app.DEFAULT_PORT}", f"{app.DEFAULT_TLS_PORT} with",
+                  app.DEFAULT_ROOM, app.NICK_PROMPT.strip()):
+        assert value in text
