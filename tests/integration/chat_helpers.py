@@ -21,7 +21,9 @@ def drain(client: IrcTestClient, token: str = "drain") -> list[protocol.Message]
     """Every message the server sent `client` so far and not yet read."""
     client.send(f"MODE {client.nick}")
     client.send(f"PING :{token}")
-    got = client.collect_until("PONG")[:-1]
+    got: list[protocol.Message] = []
+    client.expect(lambda m: got.append(m) or (m.command == "PONG" and m.params[-1] == token))
+    got.pop()
     for index in range(len(got) - 1, -1, -1):
         if got[index].command == _ROUND_TRIP:
             del got[index]          # the last 221 answers drain's own MODE query

@@ -272,3 +272,35 @@ def test_weechat_session_without_unprovoked_errors(server, registered):
             process.wait(5)
         proxy.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# What common GUI clients (HexChat, mIRC, Konversation) send on connect and join,
+# replayed by hand: none of it may draw an error numeric.
+EVERYDAY_SESSION = [
+    "USERHOST scripted", "MODE scripted +i", "JOIN #everyday", "MODE #everyday",
+    "WHO #everyday %chtsunfra,152", "MODE #everyday b", "PRIVMSG #everyday :hi there",
+    "TOPIC #everyday", "TOPIC #everyday :a topic", "NAMES #everyday", "WHOIS scripted scripted",
+    "AWAY :lunch", "AWAY", "PING LAG1234567", "ISON scripted", "LIST", "WHO scripted",
+    "MODE #everyday +v scripted", "NOTICE #everyday :notice", "PART #everyday :bye",
+]
+
+
+def test_everyday_gui_client_commands_draw_no_errors(clients):
+    """Issue 2 point 3: the commands a GUI client sends without being asked (CAP
+    negotiation with a capability refused, USERHOST, MODE/WHO/ban list on join,
+    WHOIS with the nick twice, lag PINGs) get answers, not errors."""
+    client = clients()
+    client.send("CAP LS 302")
+    client.send("NICK scripted")
+    client.send("USER scripted 0 * :Scripted Client")
+    client.expect("CAP")
+    client.send("CAP REQ :multi-prefix away-notify")
+    assert client.expect("CAP").params[1] == "NAK"
+    client.send("CAP END")
+    client.expect("376")
+    client.nick = "scripted"
+    for line in EVERYDAY_SESSION:
+        client.send(line)
+    got = drain(client)
+    assert error_numerics([f":{m.prefix} {m.command} {' '.join(m.params)}" for m in client.history]) == []
+    assert "JOIN" in [m.command for m in got] and "PART" in [m.command for m in got]
