@@ -52,7 +52,3 @@ def joined(*clients: IrcTestClient, room: str) -> None:
     for client in clients:
         drain(client)
 
-
-def errors(messages: list[protocol.Message]) -> list[str]:
-    """Numerics 400-599 among `messages`: error replies."""
-    return [msg.command for msg in messages if msg.command.isdigit() and 400 <= int(msg.command) < 600]

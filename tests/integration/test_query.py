@@ -241,7 +241,8 @@ def test_whowas_remembers_old_nick_after_change(registered):
 def test_ison(registered):
     """RFC 2812 4.9: RPL_ISON ":*1<nick> *( " " <nick> )" lists the nicks present,
     nicks given as separate parameters or as one trailing list."""
-    foo, bar = registered("foo"), registered("Bar")
+    foo = registered("foo")
+    registered("Bar")
     got = ask(foo, "ISON foo nobody bar")
     assert [(m.command, m.params) for m in got] == [("303", ["foo", "foo Bar"])]
     got = ask(foo, "ISON :nobody BAR")

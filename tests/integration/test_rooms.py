@@ -341,7 +341,7 @@ def test_kick_privileges_and_errors(registered):
     drain(foo)
     drain(bar)
     assert commands(ask(baz, "KICK #chan bar")) == ["482"]
-    carol = registered("carol")
+    registered("carol")
     got = ask(foo, "KICK #chan carol")
     assert commands(got) == ["441"] and got[0].params[1:3] == ["carol", "#chan"]
     assert commands(ask(foo, "KICK #chan nobody")) == ["401"]
