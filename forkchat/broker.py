@@ -32,8 +32,8 @@ import struct
 import time
 from typing import Any, Iterable
 
-from forkchat import __version__, children, config, ipc, log as logsetup, protocol, state
-from forkchat import store
+from forkchat import __version__, children, config, ipc, log as logsetup, numerics
+from forkchat import protocol, state, store
 
 log = logging.getLogger("forkchat.broker")
 
@@ -103,6 +103,7 @@ class Broker:
         self.running = True
         self.outbox = _Outbox(self)
         self.awaiting = set(expected)
+        self.command_counts: dict[str, int] = {}
         self.store = store.RoomStore(cfg.server.state_dir)
         self.state.saved_rooms = self.store.load()
         self.store_dirty = False
@@ -145,6 +146,16 @@ class Broker:
         records = dict(self.state.saved_rooms)
         records.update(self.state.room_records())
         self.store.sync(records)
+
+    def _stats_commands(self, cid: int) -> None:
+        """STATS m: how often each shared-state command reached this broker."""
+        client = self.state.clients.get(cid)
+        nick = client.nick if client is not None else "*"
+        server = self.cfg.server.name
+        for command, count in sorted(self.command_counts.items()):
+            self.outbox.send(cid, numerics.reply(server, numerics.RPL_STATSCOMMANDS, nick,
+                                                 command, str(count)))
+        self.outbox.send(cid, numerics.reply(server, numerics.RPL_ENDOFSTATS, nick, "m"))
 
     def _save_room(self, name: str) -> None:
         folded = protocol.casefold(name)
@@ -287,6 +298,10 @@ class Broker:
         except protocol.ProtocolError:
             return
         assert link.cid is not None
+        self.command_counts[msg.command] = self.command_counts.get(msg.command, 0) + 1
+        if msg.command == "STATS":
+            self._stats_commands(link.cid)
+            return
         self.state.request(link.cid, msg, self.outbox)
         if msg.command in _ROOM_CHANGING:
             self.store_dirty = True
@@ -354,6 +369,7 @@ class Broker:
         self.dirty.add(link)
         if link.cid is not None:
             self.state.disconnect(link.cid, "Max SendQ exceeded", self.outbox)
+            self.store_dirty = True
 
     def _flush_dirty(self) -> None:
         if not self.dirty:
@@ -380,6 +396,8 @@ class Broker:
             data = self.control.recv(READ_BYTES)
         except (BlockingIOError, InterruptedError):
             return
+        except OSError:          # the supervisor is gone
+            data = b""
         if not data:
             self.running = False
             return

@@ -132,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 def open_listeners(cfg: config.Config) -> list[listeners.Bound]:
     """Adopt the sockets systemd passed, or bind the configured ones.
 
-    A passed socket's protocol comes from its name (FileDescriptorName=irc
-    or tutorial), else from the [[listen]] entry at the same position, else
-    it is irc.
+    A passed socket takes its settings (protocol, TLS files) from the first
+    [[listen]] entry of the protocol it is named after (FileDescriptorName=
+    irc or tutorial), else from the entry at the same position, else it
+    serves plain irc.  Its address is whatever systemd bound.
 
     Raises:
         BindError: a listener could not be bound.
@@ -143,16 +144,17 @@ def open_listeners(cfg: config.Config) -> list[listeners.Bound]:
     passed = systemd.listen_fds()
     if not passed:
         return listeners.bind_all(cfg.listen)
-    bound = []
-    for index, (fd, name) in enumerate(passed):
-        if name in config.PROTOCOLS:
-            protocol = name
-        elif index < len(cfg.listen):
-            protocol = cfg.listen[index].protocol
-        else:
-            protocol = "irc"
-        bound.append(listeners.adopt(fd, config.Listener(protocol=protocol)))
-    return bound
+    return [listeners.adopt(fd, passed_spec(cfg, index, name))
+            for index, (fd, name) in enumerate(passed)]
+
+
+def passed_spec(cfg: config.Config, index: int, name: str) -> config.Listener:
+    if name in config.PROTOCOLS:
+        named = [spec for spec in cfg.listen if spec.protocol == name]
+        return named[0] if named else config.Listener(protocol=name)
+    if index < len(cfg.listen):
+        return cfg.listen[index]
+    return config.Listener()
 
 
 def become_unprivileged(cfg: config.Config) -> None:
@@ -179,10 +181,18 @@ def become_unprivileged(cfg: config.Config) -> None:
 
 
 def prepare_state_dir(path: str, owner: privileges.Identity) -> None:
-    """As root, make the state directory and give it to the user we become."""
+    """As root, make the state directory for the user we become.
+
+    Only a directory made here is handed over: an existing one (say /var/lib
+    by mistake) keeps its owner, and a warning says if it is not writable.
+    """
+    log = logging.getLogger("forkchat.supervisor")
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        os.chown(path, owner.uid, owner.gid)
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=0o700)
+            os.chown(path, owner.uid, owner.gid)
+        elif os.stat(path).st_uid != owner.uid:
+            log.warning("state_dir %s is not owned by %s: rooms may not persist",
+                        path, owner.user)
     except OSError as error:
-        logging.getLogger("forkchat.supervisor").warning(
-            "cannot prepare state_dir %s: %s", path, error.strerror or error)
+        log.warning("cannot prepare state_dir %s: %s", path, error.strerror or error)

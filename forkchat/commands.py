@@ -174,10 +174,14 @@ def cmd_admin(ctx: Context, msg: protocol.Message) -> None:
 
 
 def cmd_stats(ctx: Context, msg: protocol.Message) -> None:
-    """STATS [<letter>]: u (uptime), p (processes and memory), for operators."""
+    """STATS [<letter>]: u (uptime) for all; p (processes, memory) and
+    m (command counts, kept by the broker) for operators."""
     letter = msg.param(0, "*")[:1] or "*"
     if not ctx.session.oper and letter in ("p", "m"):
         raise numerics.Reply(numerics.ERR_NOPRIVILEGES)
+    if letter == "m":
+        ctx.forward(b"STATS m")
+        return
     for code, params in ctx.stats(letter):
         ctx.reply(code, *params)
     ctx.reply(numerics.RPL_ENDOFSTATS, letter)

@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from forkchat import passwords
+
 PROTOCOLS = ("irc", "tutorial")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -263,6 +265,11 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             errors.append(where.error("limits", key, "must be positive"))
     if config.log.level not in LOG_LEVELS:
         errors.append(where.error("log", "level", f"must be one of {', '.join(LOG_LEVELS)}"))
+    if not passwords.valid_hash(config.server.password):
+        errors.append(where.error("server", "password", "malformed scrypt hash"))
+    for index, operator in enumerate(config.operators):
+        if operator is not None and not passwords.valid_hash(operator.password):
+            errors.append(where.error("operators", "password", "malformed scrypt hash", index))
     room = config.server.default_room
     if not room or room[0] not in "#&" or " " in room or "," in room:
         errors.append(where.error("server", "default_room", "must be a room name like #lobby"))

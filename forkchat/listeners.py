@@ -26,6 +26,7 @@ class Bound:
     sock: socket.socket
     spec: config.Listener
     tls: ssl.SSLContext | None = None
+    adopted: bool = False      # passed by systemd: never closed or re-bound on reload
 
     @property
     def label(self) -> str:
@@ -83,7 +84,7 @@ def adopt(fd: int, spec: config.Listener) -> Bound:
     """Wrap a listening descriptor passed by systemd socket activation."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    return Bound(sock, spec, tls_context(spec))
+    return Bound(sock, spec, tls_context(spec), adopted=True)
 
 
 def announce(bound: Bound) -> None:

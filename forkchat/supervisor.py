@@ -386,15 +386,24 @@ class Supervisor:
         systemd.notify("READY=1", self._status())
 
     def _apply_listeners(self, new: config.Config) -> None:
-        """Bind listeners added to the file, close those removed from it."""
+        """Bind listeners added to the file, close those removed from it.
+
+        Sockets passed by systemd belong to the .socket unit: a reload only
+        renews their certificates.
+        """
+        if any(bound.adopted for bound in self.bound):
+            for bound in self.bound:
+                self._reload_tls(bound, bound.spec)
+            return
         wanted = {_listener_key(s): s for s in new.listen}
         current = {_listener_key(b.spec): b for b in self.bound}
         for key, bound in current.items():
             if key not in wanted and bound.spec.port != 0:
+                label = bound.label
                 self.selector.unregister(bound.sock)
                 bound.sock.close()
                 self.bound.remove(bound)
-                log.info("stopped listening on %s", bound.label)
+                log.info("stopped listening on %s", label)
         for key, spec in wanted.items():
             if key in current:
                 self._reload_tls(current[key], spec)

@@ -86,6 +86,7 @@ class Worker:
         self.tutorial_nick = ""
         self.tutorial_attempt = 0
         self.tutorial_connected = False
+        self.tutorial_chunks: list[bytes] = []
         self.client_watch = selectors.EVENT_READ
         self.syncs_pending = 0
         self.unsynced = False
@@ -96,6 +97,7 @@ class Worker:
     def run(self) -> int:
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF_BYTES)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._install_signals()
         if self.tls is not None:
             self.sock = self.tls.wrap_socket(self.sock, server_side=True,
@@ -319,14 +321,29 @@ class Worker:
             self.session.realname = "tutorial client"
             self._tutorial_try_nick()
             return
-        if not self.session.registered or not self.bucket.take():
-            return
-        room = self.cfg.server.default_room
-        lines = tutorial.chunk_to_lines(chunk, self.session.nick, room)
-        for line in lines:
-            self.forward(line)
-            text = line.split(b" :", 1)[1].decode("utf-8", "replace")
-            self.sendq += tutorial.to_ascii(f"{self.session.nick}: {text}")
+        self.tutorial_chunks.append(chunk)
+        self._tutorial_flush()
+
+    def _tutorial_flush(self) -> None:
+        """Relay held chunks as the flood bucket allows; too many is a flood."""
+        while self.tutorial_chunks and self.session.registered and not self._paused():
+            if not self.bucket.take():
+                self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
+                break
+            chunk = self.tutorial_chunks.pop(0)
+            room = self.cfg.server.default_room
+            for line in tutorial.chunk_to_lines(chunk, self.session.nick, room):
+                self.forward(line)
+                text = line.split(b" :", 1)[1].decode("utf-8", "replace")
+                self.sendq += tutorial.to_ascii(f"{self.session.nick}: {text}")
+        if sum(map(len, self.tutorial_chunks)) > self.cfg.limits.recvq_bytes:
+            self.close("Excess Flood")
+
+    def _process_input(self) -> None:
+        if self.tutorial:
+            self._tutorial_flush()
+        else:
+            self._process_lines()
 
     def _tutorial_try_nick(self) -> None:
         nick = tutorial.suffixed(self.tutorial_nick, self.tutorial_attempt,
@@ -453,6 +470,12 @@ class Worker:
             self.link_out.pop(0)
             self.link_offset = 0
         self.link_out[:0] = first
+        # SYNCs and a REGISTER sent to a dead broker died with it.
+        self.syncs_pending = sum(1 for frame in self.link_out if frame[4] == ipc.Kind.SYNC)
+        if self.session.register_sent and not self.session.registered and not any(
+                frame[4] == ipc.Kind.REGISTER for frame in self.link_out):
+            self.session.register_sent = False
+            self.try_register()
         return True
 
     def on_link(self, mask: int) -> None:
@@ -499,7 +522,7 @@ class Worker:
             self.timers.pop("register", None)
             log.info("conn %d registered as %s!%s@%s", self.session.cid, self.session.nick,
                      self.session.user, self.session.host)
-            self._process_lines()
+            self._process_input()
 
     def _on_sync(self, payload: bytes) -> None:
         self.syncs_pending = max(0, self.syncs_pending - 1)
@@ -510,7 +533,7 @@ class Worker:
             self._tutorial_try_nick()
             return
         if not self.syncs_pending:
-            self._process_lines()
+            self._process_input()
 
     def _on_drop(self, payload: bytes) -> None:
         reason = payload.decode("utf-8", "replace")
@@ -531,7 +554,7 @@ class Worker:
     def _try_reconnect(self) -> None:
         if self._connect_broker():
             log.info("conn %d: reconnected to the broker", self.session.cid)
-            self._process_lines()
+            self._process_input()
             return
         if time.monotonic() - self.broker_lost_at > BROKER_GIVE_UP_S:
             self.close("Server error: chat service unavailable")
@@ -580,7 +603,10 @@ class Worker:
     # -- timers --------------------------------------------------------------
 
     def _schedule_ping(self) -> None:
-        self.timers["ping"] = self.last_input + self.cfg.limits.ping_interval
+        """ping_interval 0 turns pinging off; tutorial clients cannot answer
+        a PING, so TCP keepalive alone watches them."""
+        if self.cfg.limits.ping_interval > 0 and not self.tutorial:
+            self.timers["ping"] = self.last_input + self.cfg.limits.ping_interval
 
     def _run_timers(self) -> None:
         for name in timers.pop_due(self.timers):
@@ -599,15 +625,14 @@ class Worker:
             return
         if idle >= limits.ping_interval and not self.ping_sent:
             self.ping_sent = True
-            if not self.tutorial:
-                self.sendq += protocol.format_line("", "PING", self.cfg.server.name)
+            self.sendq += protocol.format_line("", "PING", self.cfg.server.name)
         if self.ping_sent:
             self.timers["ping"] = self.last_input + limits.ping_interval + limits.ping_timeout
         else:
             self._schedule_ping()
 
     def _on_flood_timer(self) -> None:
-        self._process_lines()
+        self._process_input()
 
 
 _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {

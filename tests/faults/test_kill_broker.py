@@ -50,3 +50,27 @@ def test_kill_9_broker_while_clients_talk(make_server):
         client.close()
     alice.close()
     assert "broker was killed by SIGKILL" in server.log_text()
+
+
+def test_commands_waiting_on_a_dead_broker_are_answered_after(make_server):
+    """A SYNC that dies with the broker must not leave the client paused.
+
+    The TOPIC written to the hung broker is inside the documented loss
+    window (forkchat(7)): it may be lost, but what follows is answered."""
+    server = make_server(config_text="[limits]\nflood_burst = 100\nflood_rate = 100.0\n")
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#room")
+    first = broker_pid(server)
+    os.kill(first, signal.SIGSTOP)
+    alice.send("TOPIC #room :set while the broker hangs")
+    alice.send("VERSION")            # local, waits for a SYNC through the stopped broker
+    mark = server.log_length()
+    os.kill(first, signal.SIGKILL)
+    broker_pid(server, after=mark)
+    alice.expect("351", 10)
+    alice.send("TOPIC #room :after the restart")
+    assert alice.expect("TOPIC", 10).params[-1] == "after the restart"
+    alice.send("TIME")
+    alice.expect("391")
+    alice.close()

@@ -95,6 +95,15 @@ def test_socket_activation_serves_on_fd_3():
         assert f"127.0.0.1:{port} (irc)" in line
         client = IrcTestClient(port)
         client.register("activated")
+        proc.send_signal(signal.SIGHUP)          # the unit's socket stays served
+        line = proc.stderr.readline().decode()
+        while "configuration reloaded" not in line:
+            assert line, "server exited on reload"
+            line = proc.stderr.readline().decode()
+        client.sync()
+        again = IrcTestClient(port)
+        again.register("again")
+        again.close()
         client.close()
     finally:
         proc.terminate()
@@ -207,4 +216,55 @@ def test_root_start_drops_privileges_before_serving(make_server):
     client.register("alice")
     users = {p.username() for p in [psutil.Process(server.pid), *server.descendants()]}
     assert users == {"nobody"}
+    client.close()
+
+
+def test_sighup_closes_a_removed_listener_and_binds_a_new_one(make_server):
+    server = make_server(config_text="", listen=["127.0.0.1:0", "127.0.0.1:0"])
+    first, second = server.ports[0][1], server.ports[1][1]
+    keeper = IrcTestClient(first)
+    keeper.register("keeper")
+    server.write_config(f'[[listen]]\naddress = "127.0.0.1"\nport = {first}\n'
+                        '[[listen]]\naddress = "127.0.0.1"\nport = 0\nprotocol = "tutorial"\n')
+    server.extra_args = []
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    server.wait_for_text("configuration reloaded", start=mark)
+    keeper.sync()
+    keeper.close()
+
+
+def test_stats_m_counts_commands_for_operators(make_server):
+    server = make_server(config_text='[[operators]]\nname = "op"\npassword = "pw"\n'
+                                     '[limits]\nflood_burst = 100\nflood_rate = 100.0\n')
+    client = IrcTestClient(server.port)
+    client.register("counter")
+    client.send("STATS m")
+    client.expect("481")
+    client.send("OPER op pw")
+    client.expect("381")
+    client.join("#a")
+    client.send("PRIVMSG #a :one")
+    client.send("STATS m")
+    counts = {m.params[1]: int(m.params[2]) for m in client.collect_until("219")
+              if m.command == "212"}
+    assert counts["JOIN"] >= 1 and counts["PRIVMSG"] >= 1
+    client.close()
+
+
+def test_check_config_reports_a_malformed_operator_hash(tmp_path):
+    bad = tmp_path / "hash.toml"
+    bad.write_text('[[operators]]\nname = "op"\npassword = "scrypt$nope"\n')
+    result = run_server("-c", str(bad), "--check-config")
+    assert result.returncode == 2
+    assert ":3: operators[0].password: malformed scrypt hash" in result.stderr
+
+
+def test_ping_interval_zero_turns_pinging_off(make_server):
+    server = make_server(config_text="[limits]\nping_interval = 0\nping_timeout = 1\n")
+    client = IrcTestClient(server.port)
+    client.register("quiet")
+    with pytest.raises(AssertionError):
+        client.expect("PING", 2.5)        # no PING, and no ping-timeout close
+    client.sync()
     client.close()
