@@ -422,3 +422,38 @@ def test_soak_with_worker_and_broker_kills(make_server):
     assert log.count("broker started") == len(BROKER_KILLS_AT) + 1
     bad = [line for line in log.splitlines() if "exited with status" in line]
     assert not bad, bad
+
+
+def test_worker_dying_during_recovery_does_not_hold_talk(make_server):
+    """A worker that dies while the new broker awaits it can never re-register.
+
+    The new broker holds all talk until every worker alive at the old
+    broker's death is back.  When one of them dies meanwhile (here: stopped
+    so that it cannot re-register, then killed once the new broker waits;
+    in the soak, killed a moment before the broker and reaped just after
+    the new broker started), the supervisor knows at once, but nobody tells
+    the broker: every client's talk stalls for the whole recovery timeout
+    (broker.RECOVERY_WAIT_S) and the log says workers "did not re-register".
+    """
+    server = make_server(config_text=SOAK_CONFIG)
+    alice, bob, carol = (IrcTestClient(server.port) for _ in range(3))
+    for client, nick in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        client.register(nick)
+        client.join("#room")
+    alice.sync()
+    bob.sync()
+    old = broker_pid(server)
+    carol_pid = worker_pid(server, "carol")
+    mark = server.log_length()
+    os.kill(carol_pid, signal.SIGSTOP)
+    os.kill(old, signal.SIGKILL)
+    server.wait_for_text("awaiting 3 workers", start=mark)
+    os.kill(carol_pid, signal.SIGKILL)
+    server.wait_for_text("worker for conn 3 was killed", start=mark)
+    alice.send("PRIVMSG #room :after both deaths")
+    assert bob.expect("PRIVMSG", 10).params == ["#room", "after both deaths"]
+    lines = server.log_text().splitlines()[mark:]
+    assert not [line for line in lines if "did not re-register" in line], \
+        "the new broker waited for a worker that was already dead:\n" + "\n".join(lines)
+    for client in (alice, bob, carol):
+        client.close()
