@@ -1,6 +1,6 @@
 """Live fuzzing: hostile clients hammer a running server; the polite ones never notice.
 
-Eight fuzzing clients connect again and again and send random bytes and
+Eight fuzzing clients (and two more on the tutorial listener) connect again and again and send random bytes and
 random valid-looking IRC lines (every real command, random parameters, long
 ones, Unicode, NUL, bare CR, invalid UTF-8, 100 KB lines, spoofed prefixes),
 then leave in a random way (QUIT, close, half-close, reset).  Meanwhile
@@ -43,6 +43,8 @@ from tests.support.ircclient import IrcTestClient
 from tests.support.server import broker_pid, worker_pid
 
 FUZZERS = 8
+TUTORIAL_FUZZERS = 2
+LOBBY = "#lobby"
 FUZZ_SECONDS = 20.0
 CONNECTIONS_PER_FUZZER = 40
 ITEMS_PER_CONNECTION = 60
@@ -91,7 +93,7 @@ class Fuzzer(threading.Thread):
         self.index = index
         self.deadline = deadline
         self.rng = random.Random(SEED * 1000 + index)
-        self.stats = {"connections": 0, "items": 0, "bytes": 0, "closed_by_server": 0,
+        self.stats = {"connections": 0, "items": 0, "bytes": 0, "cut_off": 0,
                       "refused": 0, "received": 0}
         self.error: BaseException | None = None
         self.drops: dict[str, int] = {}      # why the server closed us, as its ERROR said
@@ -124,8 +126,8 @@ class Fuzzer(threading.Thread):
                 self.stats["items"] += 1
                 self._drain(sock, PACE_S)
             self._leave(sock)
-        except OSError as error:
-            self.stats["closed_by_server"] += 1
+        except OSError:             # dropped, reset, or not read from for 5 s
+            self.stats["cut_off"] += 1
         finally:
             sock.close()
 
@@ -229,6 +231,41 @@ class Fuzzer(threading.Thread):
         ])
 
 
+class TutorialFuzzer(Fuzzer):
+    """A hostile client of the tutorial listener: a junk name, then junk chunks."""
+
+    def _one_connection(self, conn: int) -> None:
+        rng = self.rng
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        except OSError:
+            self.stats["refused"] += 1
+            return
+        self.stats["connections"] += 1
+        sock.settimeout(5)
+        try:
+            self._drain(sock, PACE_S)
+            for _ in range(rng.randint(1, ITEMS_PER_CONNECTION)):
+                if time.monotonic() >= self.deadline:
+                    break
+                self._send(sock, self._chunk())
+                self.stats["items"] += 1
+                self._drain(sock, PACE_S)
+        except OSError:
+            self.stats["cut_off"] += 1
+        finally:
+            sock.close()
+
+    def _chunk(self) -> bytes:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.3:
+            return rng.randbytes(rng.randint(1, 1500))
+        if roll < 0.4:
+            return b"z" * rng.choice([1024, 5000, 70_000])
+        return f"fz: {self._param()} {self._param()}".encode("utf-8", "surrogatepass")
+
+
 class Polite:
     """The well-behaved clients and what they must see."""
 
@@ -297,12 +334,15 @@ def settle(server, keep: set[int], timeout: float) -> list[psutil.Process]:
 
 @pytest.mark.timeout(180)
 def test_fuzzers_hurt_nobody_but_themselves(make_server):
-    server = make_server(config_text=FUZZ_CONFIG)
+    server = make_server(config_text=FUZZ_CONFIG, extra_args=["--tutorial-listen", "127.0.0.1:0"])
     broker = broker_pid(server)
     polite = Polite(server.port)
+    polite.clients[0].join(LOBBY)     # where tutorial chunks are relayed
     good_pids = {nick: worker_pid(server, nick) for nick in GOOD}
     deadline = time.monotonic() + FUZZ_SECONDS
     fuzzers = [Fuzzer(server.port, index, deadline) for index in range(FUZZERS)]
+    fuzzers += [TutorialFuzzer(server.port_of("tutorial"), FUZZERS + index, deadline)
+                for index in range(TUTORIAL_FUZZERS)]
     for fuzzer in fuzzers:
         fuzzer.start()
     try:
