@@ -27,7 +27,7 @@ import os
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from forkchat import ipc, protocol, state, state_talk
+from forkchat import ipc, protocol, state, state_talk, tutorial
 from forkchat.session import Session
 
 settings.register_profile("default", max_examples=200, deadline=None)
@@ -145,6 +145,29 @@ def test_text_line_is_one_safe_line_with_its_text_last(prefix, command, params):
     if fits(prefix, command, params):
         expected = params[-1].replace("\r", " ").replace("\n", " ").replace("\0", " ")
         assert len(msg.params) == len(params) and msg.params[-1] == expected
+
+
+# -- the tutorial dialect -------------------------------------------------------------
+
+@given(st.one_of(st.binary(max_size=3000), irc_ish_bytes), nick_text,
+       st.sampled_from(["#lobby", "#x", "&r"]))
+def test_tutorial_chunk_becomes_safe_privmsg_lines(chunk, nick, room):
+    for line in tutorial.chunk_to_lines(chunk, nick, room):
+        line_is_safe(line + b"\r\n")
+        msg = protocol.parse_line(line)
+        assert msg.command == "PRIVMSG" and msg.params[0] == room and msg.params[1]
+
+
+@given(st.one_of(st.binary(max_size=600), irc_ish_bytes,
+                 st.builds(protocol.format_line, server_prefix,
+                           st.sampled_from(["PRIVMSG", "NOTICE", "JOIN", "PART", "QUIT",
+                                            "KICK", "NICK", "TOPIC", "001"]),
+                           wire_text, wire_text)),
+       nick_text)
+def test_tutorial_render_sends_only_ascii(line, nick):
+    """Tutorial clients decode ASCII: whatever the broker delivers, nothing else reaches them."""
+    rendered = tutorial.render(line, nick)
+    assert rendered is None or all(byte < 128 for byte in rendered)
 
 
 # -- ipc framing -----------------------------------------------------------------------
