@@ -169,6 +169,9 @@ def parse_modes(modestring: str, params: list[str]) -> ParsedModes:
                 parsed.unknown.append(letter)
         elif not _takes_param(adding, letter):
             parsed.changes.append(ModeChange(adding, letter))
+        elif letter == "b" and queue and not _mask_text(queue[0]):
+            queue.pop(0)                # an empty mask would ban everyone: list instead
+            parsed.list_bans = True
         elif queue:
             with_param += 1
             param = queue.pop(0)
@@ -183,9 +186,14 @@ def parse_modes(modestring: str, params: list[str]) -> ParsedModes:
     return parsed
 
 
+def _mask_text(mask: str) -> str:
+    """The mask without whitespace and leading ':' (what normalize_mask completes)."""
+    return "".join(mask.split()).lstrip(":")
+
+
 def normalize_mask(mask: str) -> str:
     """Complete a ban mask to nick!user@host: 'bob' -> 'bob!*@*', 'u@h' -> '*!u@h'."""
-    mask = "".join(mask.split()).lstrip(":")[:MAX_MASK_CHARS]
+    mask = _mask_text(mask)[:MAX_MASK_CHARS]
     nick, bang, rest = mask.partition("!")
     if bang:
         user, _, host = rest.partition("@")

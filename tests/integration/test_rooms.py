@@ -766,3 +766,13 @@ def test_part_several_rooms_with_one_reason(registered):
         [("PART", ["#a", "done here"]), ("PART", ["#b", "done here"]), ("403", ["bob", "#c", "No such channel"])]
     assert [(m.command, m.params) for m in drain(alice)] == \
         [("PART", ["#a", "done here"]), ("PART", ["#b", "done here"])]
+
+
+def test_empty_ban_mask_lists_instead_of_banning_everyone(registered):
+    """An empty +b parameter (`MODE #chan +b :`) is no mask: completing it to *!*@*
+    would ban everybody, so it is taken as the ban-list query it most likely was."""
+    alice, bob = registered("alice"), registered("bob")
+    alice.join("#chan")
+    got = ask(alice, "MODE #chan +b :")
+    assert commands(got) == ["368"]
+    assert ask(bob, "JOIN #chan")[0].command == "JOIN"
