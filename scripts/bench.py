@@ -85,7 +85,7 @@ max_clients = 100000
 max_clients_per_ip = 100000
 flood_burst = 100000
 flood_rate = 1000000.0
-recvq_bytes = 1048576
+{optional_limits}recvq_bytes = 1048576
 members_per_room = 100000
 ping_interval = 600
 ping_timeout = 600
@@ -94,6 +94,12 @@ registration_timeout = 60
 [log]
 level = "{log_level}"
 """
+
+
+# Limits that only newer servers know (a per-IP connection-rate throttle):
+# written when the server accepts them, dropped when --check-config says
+# "unknown key", so that the benchmark runs against older commits too.
+OPTIONAL_LIMITS = {"connect_burst": "100000", "connect_rate": "1000000.0"}
 
 
 class BenchError(Exception):
@@ -304,9 +310,12 @@ class Server:
 
     def start(self) -> "Server":
         self._tmp = tempfile.TemporaryDirectory(prefix="forkchat-bench-")
-        path = os.path.join(self._tmp.name, "bench.toml")
-        with open(path, "w") as handle:
-            handle.write(BENCH_CONFIG.format(state_dir=self._tmp.name, log_level=self.log_level))
+        path = self._write_config(dict(OPTIONAL_LIMITS))
+        unknown = [key for key in OPTIONAL_LIMITS if f"limits.{key}: unknown key" in
+                   self._check_config(path)]
+        if unknown:
+            path = self._write_config({k: v for k, v in OPTIONAL_LIMITS.items()
+                                       if k not in unknown})
         command = [sys.executable, "-m", "forkchat", "-c", path, "-l", f"{HOST}:0",
                    *self.server_args]
         self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -317,6 +326,25 @@ class Server:
         threading.Thread(target=self._read_log, daemon=True).start()
         self._wait_listening(command)
         return self
+
+    def _write_config(self, optional: dict[str, str]) -> str:
+        assert self._tmp is not None
+        path = os.path.join(self._tmp.name, "bench.toml")
+        extra = "".join(f"{key} = {value}\n" for key, value in optional.items())
+        with open(path, "w") as handle:
+            handle.write(BENCH_CONFIG.format(state_dir=self._tmp.name, log_level=self.log_level,
+                                             optional_limits=extra))
+        return path
+
+    def _check_config(self, path: str) -> str:
+        """What `forkchat-server --check-config` says about our file (empty if fine)."""
+        try:
+            done = subprocess.run([sys.executable, "-m", "forkchat", "-c", path, "--check-config"],
+                                  capture_output=True, text=True, timeout=SERVER_START_S,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as error:
+            raise BenchError(f"cannot run forkchat-server --check-config: {error}") from None
+        return done.stdout + done.stderr
 
     def _read_log(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None

@@ -74,3 +74,15 @@ def test_commands_waiting_on_a_dead_broker_are_answered_after(make_server):
     alice.send("TIME")
     alice.expect("391")
     alice.close()
+
+
+def test_a_broker_that_keeps_dying_halts_the_server_with_status_3(make_server):
+    """More than 5 broker deaths within 60 s: stop with a clear error, no restart loop."""
+    server = make_server(config_text="")
+    mark = 0
+    for _ in range(6):
+        pid = broker_pid(server, after=mark)
+        mark = server.log_length()
+        os.kill(pid, signal.SIGKILL)
+    assert server.proc.wait(15) == 3
+    assert "broker died 6 times in 60 s; giving up" in server.log_text()

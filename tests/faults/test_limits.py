@@ -123,3 +123,14 @@ def test_half_open_flood_of_connections_does_not_stop_service(make_server):
     for sock in idle:
         sock.close()
     alice.close()
+
+
+def test_dual_stack_listener_takes_ipv4_too(make_server):
+    server = make_server(listen=["[::]:0"])
+    port = server.ports[0][1]
+    four = IrcTestClient(port, host="127.0.0.1")
+    assert "four!four@127.0.0.1" in four.register("four")[0].params[-1]
+    six = IrcTestClient(port, host="::1")
+    six.register("six")
+    four.close()
+    six.close()

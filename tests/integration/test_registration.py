@@ -148,3 +148,18 @@ def test_unknown_command_421(registered):
     alice = registered("alice")
     alice.send("FROBNICATE x")
     alice.expect("421", None, "alice", "FROBNICATE")
+
+
+def test_hashed_server_password(make_server):
+    from forkchat import passwords
+    hashed = passwords.hash_password("s3cret")
+    server = make_server(config_text=f'[server]\npassword = "{hashed}"\n')
+    good = IrcTestClient(server.port)
+    good.register("good", password="s3cret")
+    bad = IrcTestClient(server.port)
+    bad.send("PASS scrypt$guess")
+    bad.send("NICK bad")
+    bad.send("USER b 0 * :B")
+    bad.expect("464")
+    good.close()
+    bad.close()
