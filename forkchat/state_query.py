@@ -88,14 +88,29 @@ def motd_lines(st: ChatState, client: Client) -> list[bytes]:
             st.numeric(client, numerics.RPL_ENDOFMOTD)]
 
 
+def check_server_target(st: ChatState, target: str) -> None:
+    """RFC 2812 3.4: a <target> naming no server here is ERR_NOSUCHSERVER.
+
+    There is one server: the target may be its name, a mask matching it, or
+    the nick of a user on it (RFC 2812 3.4: "a nickname ... on the server").
+    """
+    if not target or st.find_nick(target) is not None:
+        return
+    if rooms.glob_match(protocol.casefold(target), protocol.casefold(st.settings.server_name)):
+        return
+    raise numerics.Reply(numerics.ERR_NOSUCHSERVER, target)
+
+
 def cmd_lusers(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """LUSERS"""
+    """LUSERS [<mask> [<target>]]"""
+    check_server_target(st, msg.param(1))
     for line in lusers_lines(st, client):
         out.send(client.cid, line)
 
 
 def cmd_motd(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """MOTD"""
+    """MOTD [<target>]"""
+    check_server_target(st, msg.param(0))
     for line in motd_lines(st, client):
         out.send(client.cid, line)
 

@@ -351,3 +351,17 @@ def test_who_exact_nick_finds_an_invisible_user(registered):
     assert commands(ask(shiv, "WHO evan")) == ["352", "315"]
     joined(evan, shiv, room="#test")
     assert commands(ask(shiv, "WHO eva*")) == ["352", "315"]
+
+
+@pytest.mark.parametrize("line", ["MOTD {t}", "LUSERS * {t}"])
+@pytest.mark.parametrize("target,found", [("forkchat.local", True), ("*.local", True), ("asker", True),
+                                          ("invalid.server.example", False), ("invalidserver", False)])
+def test_motd_and_lusers_server_target(registered, line, target, found):
+    """RFC 2812 3.4.1/3.4.2: MOTD [<target>] and LUSERS [<mask> [<target>]] answer for
+    this server (by name, mask or a user's nick on it), else ERR_NOSUCHSERVER (402)."""
+    asker = registered("asker")
+    got = ask(asker, line.format(t=target))
+    if found:
+        assert commands(got)[-1] in ("376", "266")
+    else:
+        assert [(m.command, m.params[1]) for m in got] == [("402", target)]
