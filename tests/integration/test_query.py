@@ -365,3 +365,15 @@ def test_motd_and_lusers_server_target(registered, line, target, found):
         assert commands(got)[-1] in ("376", "266")
     else:
         assert [(m.command, m.params[1]) for m in got] == [("402", target)]
+
+
+@pytest.mark.xfail(strict=True, reason="commands.py (lead's): INFO, VERSION, TIME, ADMIN and STATS "
+                                       "ignore their <target>; irctest testInfoNosuchserver wants 402")
+@pytest.mark.parametrize("line", ["INFO invalid.server.example", "VERSION invalidserver",
+                                  "TIME invalidserver", "ADMIN invalidserver", "STATS u invalidserver"])
+def test_server_queries_with_unknown_target_are_402(registered, line):
+    """RFC 2812 3.4.3-3.4.10: ERR_NOSUCHSERVER when <target> names no known server
+    (irctest testInfoNosuchserver, RFC 1459/2812)."""
+    asker = registered("asker")
+    got = ask(asker, line)
+    assert [(m.command, m.params[1]) for m in got] == [("402", line.split()[-1])]
