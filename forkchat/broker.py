@@ -405,10 +405,13 @@ class Broker:
             if kind == ipc.Kind.CONFIG:
                 self._take_config(pickle.loads(payload))
             elif kind == ipc.Kind.CONTROL:
-                self._on_control_op(ipc.decode_json(payload).get("op"))
+                self._on_control_op(ipc.decode_json(payload))
 
-    def _on_control_op(self, op: str | None) -> None:
-        if op == "shutdown":
+    def _on_control_op(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "gone":
+            self._arrived(int(message.get("cid", 0)))
+        elif op == "shutdown":
             self.running = False
         elif op == "freeze":
             # The server is stopping: rooms emptied by the shutdown are kept.

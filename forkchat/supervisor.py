@@ -339,6 +339,8 @@ class Supervisor:
             self._broker_gone(code)
 
     def _worker_gone(self, child: Child, code: int) -> None:
+        # A broker recovering from a restart may be waiting for this worker.
+        self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone", "cid": child.cid}))
         self.workers -= 1
         left = self.per_ip.get(child.peer, 1) - 1
         if left:

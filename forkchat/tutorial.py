@@ -24,8 +24,12 @@ MAX_TEXT_BYTES = 400
 _NICK_JUNK = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}\-]")
 
 
+_CONTROLS = {code: "?" for code in [*range(32), 127]}
+
+
 def to_ascii(text: str) -> bytes:
-    return text.encode("ascii", "replace")
+    """ASCII for the tutorial's decoder; control characters (ESC!) become '?'."""
+    return text.translate(_CONTROLS).encode("ascii", "replace")
 
 
 def clean_nick(chunk: bytes, nicklen: int) -> str:

@@ -41,3 +41,7 @@ def test_long_chunk_splits_into_several_messages():
 ])
 def test_render(line, out):
     assert tutorial.render(line, "alice") == out
+
+
+def test_escape_sequences_never_reach_a_tutorial_terminal():
+    assert tutorial.render(b":bob!b@h PRIVMSG #lobby :\x1b[2Jboo\x07", "alice") == b"bob: ?[2Jboo?"
