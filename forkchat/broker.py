@@ -77,7 +77,7 @@ def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
 class Link:
     """One worker's connection, as the broker sees it."""
 
-    __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed")
+    __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched")
 
     def __init__(self, sock: socket.socket, limit: int) -> None:
         self.sock = sock
@@ -86,6 +86,7 @@ class Link:
         self.cid: int | None = None
         self.dropping = False
         self.closed = False
+        self.write_watched = False
 
 
 class Broker:
@@ -386,8 +387,10 @@ class Broker:
         except OSError:
             self._close_link(link, "Connection closed")
             return
-        want = selectors.EVENT_READ | (0 if done else selectors.EVENT_WRITE)
-        self.selector.modify(link.sock, want, self.selector.get_key(link.sock).data)
+        if done == link.write_watched:      # epoll_ctl only when it changes
+            link.write_watched = not done
+            want = selectors.EVENT_READ | (0 if done else selectors.EVENT_WRITE)
+            self.selector.modify(link.sock, want, self.selector.get_key(link.sock).data)
 
     # -- control -----------------------------------------------------------------
 

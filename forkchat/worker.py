@@ -75,6 +75,7 @@ class Worker:
         self.link_reader = ipc.FrameReader()
         self.link_out: list[bytes] = []
         self.link_offset = 0
+        self.link_write_watched = False
         self.timers: dict[str, float] = {}
         self.closing = False
         self.done = False
@@ -458,6 +459,7 @@ class Worker:
         link.setblocking(False)
         self.link = link
         self.link_reader = ipc.FrameReader()
+        self.link_write_watched = False
         self.selector.register(link, selectors.EVENT_READ, self.on_link)
         hello = ipc.encode_json(ipc.Kind.HELLO, {"cid": self.session.cid,
                                                  "host": self.session.host,
@@ -586,7 +588,9 @@ class Worker:
                 self._broker_lost()
             return
         self._consume_link_out(sent)
-        if deadline is None and self.link is not None:
+        if deadline is None and self.link is not None \
+                and bool(self.link_out) != self.link_write_watched:
+            self.link_write_watched = bool(self.link_out)
             want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.link_out else 0)
             self.selector.modify(self.link, want, self.on_link)
 
