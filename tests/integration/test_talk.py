@@ -1,6 +1,6 @@
 """Talk: PRIVMSG and NOTICE to rooms and nicks, AWAY, and what a sender cannot forge.
 
-Docstrings quote RFC 2812 section 3.3 (and 3.6 for AWAY replies) or the
+Docstrings quote RFC 2812 section 3.3 (and 4.1 for AWAY) or the
 modern client protocol document; `drain` counts every line exactly.
 """
 
@@ -97,7 +97,7 @@ def test_notice_never_gets_an_error(registered):
 
 
 def test_away_replies_and_301(registered):
-    """RFC 2812 3.2 (AWAY) and 3.3.1: AWAY :text gives RPL_NOWAWAY (306), AWAY alone
+    """RFC 2812 4.1 (AWAY) and 3.3.1: AWAY :text gives RPL_NOWAWAY (306), AWAY alone
     RPL_UNAWAY (305); a PRIVMSG to an away user is delivered and the sender gets
     RPL_AWAY "301 <nick> :<away message>"; a NOTICE never does."""
     foo, bar = registered("foo"), registered("bar")
