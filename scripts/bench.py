@@ -823,8 +823,13 @@ class Generator:
                         not client.closed.done():
                     return False
             return True
+        quiet_ns = int(float(request.get("drain", DRAIN_S)) * 1e9)
+        drain_began = time.monotonic_ns()
         while not complete() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+            now = time.monotonic_ns()
+            if not rate and now - max(self.last_ns, drain_began) > quiet_ns:
+                return    # unpaced, and nothing came for DRAIN_S: senders were dropped
 
     def _run_result(self, sent: dict[int, int], lag: float, t0: int,
                     end_ns: int) -> dict[str, Any]:
