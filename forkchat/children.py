@@ -13,6 +13,9 @@ import ctypes
 import gc
 import logging
 import multiprocessing
+import multiprocessing.context
+import multiprocessing.popen_fork
+import multiprocessing.process
 import os
 import signal
 import sys
@@ -36,6 +39,66 @@ def close_inherited(keep: set[int]) -> None:
         os.closerange(start, fd)
         start = fd + 1
     os.closerange(start, highest)
+
+
+_lifeline: tuple[int, int] | None = None      # (read end, write end)
+
+
+def make_lifeline() -> None:
+    """One pipe shared by all children: only the supervisor keeps its write
+    end (children close it with everything else), so the supervisor's death
+    is EOF on every child's read end."""
+    global _lifeline
+    _lifeline = os.pipe()
+
+
+class _LeanPopen(multiprocessing.popen_fork.Popen):
+    """multiprocessing's fork, without its two pipes and finalizer per child.
+
+    Those would leave three descriptors per client in the supervisor, which
+    every later child inherits and must close, and a finalizer registry that
+    every child rewrites at start, copying pages that stay shared otherwise.
+    The child's parent sentinel is the shared lifeline; the parent's sentinel
+    is a pidfd, readable when the child exits.
+    """
+
+    def _launch(self, process_obj: multiprocessing.process.BaseProcess) -> None:
+        if _lifeline is None:
+            raise RuntimeError("make_lifeline() first")
+        lifeline_r = _lifeline[0]
+        self.pid = os.fork()
+        if self.pid == 0:
+            code = 1
+            try:
+                code = process_obj._bootstrap(parent_sentinel=lifeline_r)  # type: ignore[attr-defined]
+            finally:
+                os._exit(code)
+        self.sentinel = os.pidfd_open(self.pid)
+
+
+class LeanForkProcess(multiprocessing.context.ForkProcess):
+    """The fork start method, named explicitly (3.14 makes forkserver the
+    Linux default): a worker must start in about a millisecond, and fork from
+    the lean, frozen-heap supervisor shares its memory copy-on-write, where
+    forkserver would pickle the arguments for every client."""
+
+    @staticmethod
+    def _Popen(process_obj: multiprocessing.process.BaseProcess) -> _LeanPopen:  # type: ignore[override]
+        return _LeanPopen(process_obj)
+
+
+def start(name: str, target: Callable[..., None], args: tuple) -> LeanForkProcess:
+    """Start a child; its `sentinel` is a pidfd the caller watches and closes.
+
+    The process is taken out of multiprocessing's own child set, which every
+    start() would otherwise poll with one waitpid per live child: the
+    supervisor reaps its children itself.
+    """
+    gc.freeze()
+    process = LeanForkProcess(target=target, args=args, name=name)
+    process.start()
+    multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
+    return process
 
 
 def lifeline_fd() -> int:

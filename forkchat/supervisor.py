@@ -18,8 +18,6 @@ from __future__ import annotations
 import errno
 import gc
 import logging
-import multiprocessing
-import multiprocessing.popen_fork  # noqa: F401  (loaded before privileges drop)
 import os
 import pickle
 import resource
@@ -31,16 +29,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from forkchat import config, flood, ipc, listeners, log as logsetup, procstats, systemd
+from forkchat import children, config, flood, ipc, listeners, log as logsetup, procstats
+from forkchat import systemd
 from forkchat import timers
 
 log = logging.getLogger("forkchat.supervisor")
-
-# fork, named explicitly (3.14 makes forkserver the Linux default): a
-# worker must start in about a millisecond, and fork from this lean,
-# frozen-heap process shares its memory copy-on-write, where forkserver
-# would pickle arguments and re-import for every client.
-MP = multiprocessing.get_context("fork")
 
 BROKER_BOOT_ERROR = 3
 BROKER_RESTARTS = 5              # more deaths than this ...
@@ -115,6 +108,7 @@ class Supervisor:
         """Serve until stopped; returns the process exit code."""
         _raise_fd_limit()
         gc.disable()
+        children.make_lifeline()
         self._install_signals()
         self.broker_listener.bind(self.broker_address)
         self.broker_listener.listen(listeners.BACKLOG)
@@ -276,10 +270,9 @@ class Supervisor:
 
     def _start(self, kind: str, target: Callable[..., None], args: tuple[Any, ...],
                peer: str = "", cid: int = 0) -> Child:
-        process = MP.Process(target=target, args=args, name=f"forkchat-{kind}")
-        gc.freeze()
-        process.start()
-        pidfd = os.pidfd_open(process.pid)
+        """Fork a child (children.start: multiprocessing's fork start method)."""
+        process = children.start(f"forkchat-{kind}", target, args)
+        pidfd = process.sentinel
         child = Child(kind, process.pid, process, pidfd, peer, cid)
         self.children[process.pid] = child
         self.selector.register(pidfd, selectors.EVENT_READ,
