@@ -36,7 +36,7 @@ from forkchat.session import Session
 log = logging.getLogger("forkchat.worker")
 
 READ_BYTES = 65536
-LINK_READ_BYTES = 262144
+LINK_READ_BYTES = 65536     # below malloc's mmap threshold: no mmap per read
 LINK_QUEUE_BYTES = 1 << 20
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
@@ -45,6 +45,7 @@ CLOSE_FLUSH_S = 1.0
 # The kernel's own buffer for the client; kept small so that the sendq
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
 CLIENT_SNDBUF_BYTES = 65536
+ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line fits
 
 
 def main(sock: socket.socket, peer: str, proto: str, cid: int, cfg: config.Config,
@@ -92,6 +93,7 @@ class Worker:
         self.syncs_pending = 0
         self.unsynced = False
         self.client_eof = False
+        self.stuck = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -163,9 +165,21 @@ class Worker:
         self.done = True
 
     def _finish(self) -> None:
-        """Flush the last bytes to both ends, briefly, then close them."""
+        """Flush the last bytes to both ends, briefly, then close them.
+
+        A client dropped for not reading gets its ERROR line all the same:
+        the kernel buffer is full, so it is enlarged by a little and the line
+        goes in without waiting for a client that will not read.
+        """
         deadline = time.monotonic() + CLOSE_FLUSH_S
         self._flush_link(deadline)
+        if self.stuck:
+            deadline = time.monotonic()
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                     CLIENT_SNDBUF_BYTES + ERROR_ROOM_BYTES)
+            except OSError:
+                pass
         try:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             if self.sendq and len(self.sendq) <= self.cfg.limits.sendq_bytes \
@@ -387,7 +401,9 @@ class Worker:
                 return
             del self.sendq[:sent]
             if len(self.sendq) > self.cfg.limits.sendq_bytes:
-                del self.sendq[:]
+                # keep the rest of a line the kernel has the start of
+                del self.sendq[self.sendq.find(b"\n") + 1:]
+                self.stuck = True
                 self.close("Max SendQ exceeded")
                 return
         want = 0 if self.client_eof else selectors.EVENT_READ

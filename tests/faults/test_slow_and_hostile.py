@@ -110,3 +110,24 @@ def test_never_registers(make_server):
     closing = silent.expect_closed(timeout=5)
     assert "Registration timed out" in closing[-1].params[0]
     silent.close()
+
+
+def test_stuck_reader_finds_the_error_line_when_it_reads_again(make_server):
+    """The drop is told even to a client whose buffers were full."""
+    server = make_server(config_text=SMALL_SENDQ)
+    stuck = IrcTestClient(server.port)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.register("stuck")
+    stuck.join("#room")
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#room")
+    for index in range(1500):
+        alice.send(f"PRIVMSG #room :{index} " + "z" * 400)
+        if index % 300 == 299:
+            alice.sync(f"s{index}")
+    server.wait_for_text("stuck closing: Max SendQ exceeded")
+    closing = stuck.expect_closed(timeout=10)
+    assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]
+    alice.close()
+    stuck.close()
