@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from forkchat import children, config, flood, ipc, listeners, log as logsetup, procstats
-from forkchat import systemd
+from forkchat import signals, systemd
 from forkchat import timers
 
 log = logging.getLogger("forkchat.supervisor")
@@ -201,21 +201,11 @@ class Supervisor:
                                "rooms": int(message.get("rooms", 0))}
 
     def _install_signals(self) -> None:
-        self._signal_r, signal_w = socket.socketpair()
-        self._signal_r.setblocking(False)
-        signal_w.setblocking(False)
-        self._signal_w = signal_w
-        signal.set_wakeup_fd(signal_w.fileno())
-        for signum in SIGNAL_ACTIONS:
-            signal.signal(signum, _wake_only)
+        self._signal_r, self._signal_w = signals.install(SIGNAL_ACTIONS)
         self.selector.register(self._signal_r, selectors.EVENT_READ, self.on_signal)
 
     def on_signal(self, mask: int) -> None:
-        try:
-            data = self._signal_r.recv(64)
-        except BlockingIOError:
-            return
-        for signum in data:
+        for signum in signals.received(self._signal_r):
             action = SIGNAL_ACTIONS.get(signum)
             if action is not None:
                 action(self)
@@ -495,10 +485,6 @@ TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
     "memory": Supervisor.on_memory_timer,
     "watchdog": Supervisor.on_watchdog_timer,
 }
-
-
-def _wake_only(signum: int, frame: Any) -> None:
-    """Signal handlers do nothing: the wakeup fd carries the signal."""
 
 
 SIGNAL_ACTIONS: dict[int, Callable[[Supervisor], None]] = {

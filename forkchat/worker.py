@@ -30,7 +30,7 @@ import time
 from typing import Any, Callable
 
 from forkchat import children, commands, config, flood, ipc, log as logsetup, numerics
-from forkchat import passwords, procstats, protocol, timers, tutorial
+from forkchat import passwords, procstats, protocol, signals, timers, tutorial
 from forkchat.session import Session
 
 log = logging.getLogger("forkchat.worker")
@@ -133,20 +133,11 @@ class Worker:
         self._run_timers()
 
     def _install_signals(self) -> None:
-        self._signal_r, signal_w = socket.socketpair()
-        self._signal_r.setblocking(False)
-        signal_w.setblocking(False)
-        self._signal_w = signal_w
-        signal.set_wakeup_fd(signal_w.fileno())
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        self._signal_r, self._signal_w = signals.install([signal.SIGTERM])
         self.selector.register(self._signal_r, selectors.EVENT_READ, self.on_signal)
 
     def on_signal(self, mask: int) -> None:
-        try:
-            data = self._signal_r.recv(64)
-        except BlockingIOError:
-            return
-        if signal.SIGTERM in data:
+        if signal.SIGTERM in signals.received(self._signal_r):
             self.close("Server shutting down", error_text="Server shutting down")
 
     def on_lifeline(self, mask: int) -> None:
