@@ -19,7 +19,6 @@ from typing import Callable
 from forkchat import __version__, config, listeners, log as logsetup, passwords, privileges
 from forkchat import systemd
 
-DEFAULT_UNPRIVILEGED_USER = "nobody"
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -158,26 +157,19 @@ def passed_spec(cfg: config.Config, index: int, name: str) -> config.Listener:
 
 
 def become_unprivileged(cfg: config.Config) -> None:
-    """After binding, never serve clients as root by accident.
-
-    As root outside systemd with no `user` configured, the server drops to
-    `nobody` (with a warning) unless `allow_root = true`; under systemd the
-    unit's User=/DynamicUser= decides.
+    """After binding, never serve clients as root by accident (see
+    privileges.user_to_become); as root, the state directory is made first.
 
     Raises:
         PrivilegeError: the user does not exist or the switch failed.
     """
-    user = cfg.server.user
-    if not user and privileges.os.geteuid() == privileges.ROOT_UID \
-            and not systemd.under_systemd() and not cfg.server.allow_root:
-        user = DEFAULT_UNPRIVILEGED_USER
-        logging.getLogger("forkchat.supervisor").warning(
-            "started as root with no user configured: dropping to %r "
-            "(set user = ... or allow_root = true in [server])", user)
-    if user and privileges.os.geteuid() == privileges.ROOT_UID:
+    user = privileges.user_to_become(cfg.server.user, cfg.server.allow_root,
+                                     under_systemd=systemd.under_systemd())
+    if user is None:
+        return
+    if os.geteuid() == privileges.ROOT_UID:
         prepare_state_dir(cfg.server.state_dir, privileges.resolve(user, cfg.server.group or None))
-    if user:
-        privileges.drop_privileges(user, cfg.server.group or None)
+    privileges.drop_privileges(user, cfg.server.group or None)
 
 
 def prepare_state_dir(path: str, owner: privileges.Identity) -> None:

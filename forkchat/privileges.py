@@ -1,4 +1,4 @@
-"""Who the server runs as: refuse accidental root, and drop root after binding.
+"""Who the server runs as: never root by accident, and root dropped after binding.
 
 The supervisor binds its listeners first (ports below 1024 need root, or
 CAP_NET_BIND_SERVICE), then calls drop_privileges() before it accepts a
@@ -9,14 +9,13 @@ could no longer change its groups.
 
 After the switch the process can import only what the new user may read.
 A Python installed under /root (pyenv, a root-only virtual environment)
-cannot be read by "nobody": every module must then be imported before the
-drop, and check_runtime_readable() turns the later ImportError traceback into
-one clear sentence at start-up.
+cannot be read by "nobody", so cli imports every module the processes run
+before the drop.
 
 Under systemd the unit decides (User=, DynamicUser=): the server is started
 as the right user already and nothing here has work to do. Outside systemd,
-refuse_root() stops the server from quietly serving as root when nobody
-asked for it.
+user_to_become() picks the configured user, or "nobody" unless allow_root
+says to stay root.
 """
 
 from __future__ import annotations
@@ -25,9 +24,7 @@ import grp
 import logging
 import os
 import pwd
-import sys
-import sysconfig
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -141,67 +138,33 @@ def _check_dropped(target: Identity) -> None:
     raise PrivilegeError(f"switched to user {target.user!r} but could still regain root")
 
 
-def refuse_root(user: str | None, allow_root: bool, *, under_systemd: bool,
-                euid: int | None = None) -> None:
-    """Stop a root start outside systemd that would serve clients as root.
+DEFAULT_USER = "nobody"
+
+
+def user_to_become(user: str | None, allow_root: bool, *, under_systemd: bool,
+                   euid: int | None = None) -> str | None:
+    """Whom to drop to after binding, so clients are never served as root by accident.
 
     Policy, in order:
-      - not root: fine, nothing to decide;
-      - a user to drop to (config user = / --user): fine, drop_privileges follows;
-      - started by systemd: fine, the unit's User=/DynamicUser= is the admin's choice;
-      - allow_root = true in the config: fine, logged as a warning;
-      - otherwise: refuse, naming the two ways out.
+      - a user configured (config user = / --user): that one;
+      - not root: nobody to become;
+      - started by systemd: the unit's User=/DynamicUser= decided;
+      - allow_root = true in the config: stay root, logged as a warning;
+      - otherwise: nobody (DEFAULT_USER), logged as a warning.
 
     Raises:
-        PrivilegeError: the refusal, with a message fit for the terminal.
+        PrivilegeError: the default user does not exist here.
     """
     euid = os.geteuid() if euid is None else euid
-    if euid != ROOT_UID or user or under_systemd:
-        return
+    if user:
+        return user
+    if euid != ROOT_UID or under_systemd:
+        return None
     if allow_root:
         log.warning("serving as root because allow_root = true; "
                     "set user = \"...\" in [server] to drop privileges")
-        return
-    raise PrivilegeError(
-        "refusing to run as root: set user = \"NAME\" in [server] of the config "
-        "(or pass --user NAME) to drop privileges after binding, "
-        "or set allow_root = true to serve as root anyway")
-
-
-def runtime_paths() -> list[str]:
-    """Directories the server may still import from after the drop.
-
-    The standard library, the site-packages that hold psutil, and forkchat
-    itself: lazy imports (multiprocessing in the supervisor, ssl on the first
-    TLS client) read from them long after start-up.
-    """
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = [sysconfig.get_path("stdlib"), sysconfig.get_path("purelib"),
-             sysconfig.get_path("platlib"), here, sys.prefix]
-    return list(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))
-
-
-def check_runtime_readable(paths: Iterable[str] | None = None) -> None:
-    """Check, as the current (dropped) user, that the installation is readable.
-
-    Call it right after drop_privileges(): a failure means the server would
-    die at its next import, so it is better to stop now with the reason.
-
-    Raises:
-        PrivilegeError: names the first directory the user cannot read.
-    """
-    for path in runtime_paths() if paths is None else paths:
-        if not os.access(path, os.R_OK | os.X_OK):
-            user = _current_user_name()
-            raise PrivilegeError(
-                f"user {user!r} cannot read {path}, where Python or forkchat is "
-                f"installed: install them where {user!r} can read them, or set "
-                "allow_root = true")
-
-
-def _current_user_name() -> str:
-    """The effective user's name, or its number when it has no entry."""
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
+        return None
+    resolve(DEFAULT_USER)
+    log.warning("started as root with no user configured: dropping to %r "
+                "(set user = ... or allow_root = true in [server])", DEFAULT_USER)
+    return DEFAULT_USER

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import pwd
-import tempfile
 from collections.abc import Callable
 
 import pytest
@@ -126,56 +125,29 @@ def test_resolve_defaults_to_login_group() -> None:
     assert (found.user, found.uid, found.gid) == ("nobody", NOBODY.pw_uid, NOBODY.pw_gid)
 
 
-@needs_root
-def test_runtime_readable_check_names_the_unreadable_directory() -> None:
-    with tempfile.TemporaryDirectory() as private, tempfile.TemporaryDirectory() as public:
-        os.chmod(private, 0o700)
-        os.chmod(public, 0o755)
-
-        def drop_then_check() -> object:
-            privileges.drop_privileges("nobody")
-            privileges.check_runtime_readable([public])
-            try:
-                privileges.check_runtime_readable([public, private])
-            except privileges.PrivilegeError as error:
-                return str(error)
-            return "readable?"
-        message = in_child(drop_then_check)
-    assert isinstance(message, str)
-    assert message.startswith(f"user 'nobody' cannot read {private}, where Python")
-
-
-def test_runtime_paths_include_stdlib_and_forkchat() -> None:
-    paths = privileges.runtime_paths()
-    assert os.path.dirname(os.__file__) in paths
-    assert os.path.dirname(os.path.dirname(privileges.__file__)) in paths
-
-
-# (euid, user, allow_root, under_systemd) -> refused?
-REFUSE_ROOT_CASES = [
-    (1000, None, False, False, False),   # not root: nothing to decide
-    (0, "forkchat", False, False, False),  # root, will drop after binding
-    (0, None, False, True, False),       # systemd's User= decided
-    (0, None, True, False, False),       # explicitly allowed
-    (0, None, False, False, True),       # accidental root: refuse
-    (0, "", False, False, True),         # empty user counts as none
+# (euid, user, allow_root, under_systemd) -> the user to become
+BECOME_CASES = [
+    (1000, None, False, False, None),          # not root: nothing to decide
+    (1000, "forkchat", False, False, "forkchat"),  # asked for: drop_privileges warns
+    (0, "forkchat", False, False, "forkchat"),  # root, will drop after binding
+    (0, None, False, True, None),              # systemd's User= decided
+    (0, None, True, False, None),              # explicitly allowed to stay root
+    (0, None, False, False, "nobody"),         # accidental root: drop to nobody
+    (0, "", False, False, "nobody"),           # empty user counts as none
 ]
 
 
-@pytest.mark.parametrize(("euid", "user", "allow_root", "under_systemd", "refused"),
-                         REFUSE_ROOT_CASES)
-def test_refuse_root_policy(euid: int, user: str | None, allow_root: bool,
-                            under_systemd: bool, refused: bool) -> None:
-    def decide() -> None:
-        privileges.refuse_root(user, allow_root, under_systemd=under_systemd, euid=euid)
-    if refused:
-        with pytest.raises(privileges.PrivilegeError, match="refusing to run as root.*allow_root"):
-            decide()
-    else:
-        decide()
+@pytest.mark.parametrize(("euid", "user", "allow_root", "under_systemd", "expected"),
+                         BECOME_CASES)
+def test_user_to_become_policy(euid: int, user: str | None, allow_root: bool,
+                               under_systemd: bool, expected: str | None) -> None:
+    assert privileges.user_to_become(user, allow_root, under_systemd=under_systemd,
+                                     euid=euid) == expected
 
 
-def test_allow_root_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_allow_root_and_default_drop_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="forkchat.supervisor"):
-        privileges.refuse_root(None, True, under_systemd=False, euid=0)
+        privileges.user_to_become(None, True, under_systemd=False, euid=0)
+        privileges.user_to_become(None, False, under_systemd=False, euid=0)
     assert "serving as root" in caplog.text
+    assert "dropping to 'nobody'" in caplog.text
