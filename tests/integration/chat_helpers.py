@@ -6,12 +6,22 @@ The worker answers that PING only after the broker has answered everything
 before it, and the broker's link to a worker is one ordered stream, so
 every line the broker sent this client earlier (replies and relays from
 other clients alike) has been read by the time the PONG arrives.
+
+A module that imports `shared_server`, `server` and `clients` from here runs
+all its tests against one server (starting one per test was most of these
+files' run time); each test's clients QUIT and are seen closed at teardown,
+so the next test finds every nick free and every room gone.  Tests that
+count server-wide things (LUSERS, WHOWAS history) keep a server of their own.
 """
 
 from __future__ import annotations
 
+import pytest
+
 from forkchat import protocol
+from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient
+from tests.support.server import ServerProcess
 
 OPER_CONFIG = '[[operators]]\nname = "admin"\npassword = "pw"\n'
 _ROUND_TRIP = "221"     # RPL_UMODEIS: the answer to the MODE <own nick> query drain sends
@@ -52,3 +62,44 @@ def joined(*clients: IrcTestClient, room: str) -> None:
     for client in clients:
         drain(client)
 
+
+
+@pytest.fixture(scope="module")
+def shared_server(request):
+    """One started server for a whole test module (configured by its SERVER_CONFIG)."""
+    server = ServerProcess(config_text=getattr(request.module, "SERVER_CONFIG", TEST_LIMITS)).start()
+    yield server
+    leftover = server.descendants()
+    server.stop()
+    assert all(not p.is_running() or p.status() == "zombie" for p in leftover), \
+        f"processes left behind: {leftover}"
+
+
+@pytest.fixture
+def server(shared_server):
+    """Overrides conftest's `server`: the module's shared one."""
+    return shared_server
+
+
+@pytest.fixture
+def clients(server):
+    """Overrides conftest's `clients`: the same factory, with clients that leave politely."""
+    made: list[IrcTestClient] = []
+
+    def connect(port: int | None = None) -> IrcTestClient:
+        client = IrcTestClient(port or server.port)
+        made.append(client)
+        return client
+    yield connect
+    for client in made:
+        leave(client)
+
+
+def leave(client: IrcTestClient) -> None:
+    """QUIT and wait for the close: the broker has then dropped the nick and rooms."""
+    try:
+        client.send("QUIT")
+        client.expect_closed()
+    except (AssertionError, OSError):
+        pass
+    client.close()

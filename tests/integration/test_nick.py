@@ -7,6 +7,7 @@ behaviour (ergo's bugs, which any server can have).
 import pytest
 
 from tests.integration.chat_helpers import ask, commands, drain, joined
+from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
 
 
 def nick_lines(messages):

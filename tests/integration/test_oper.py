@@ -9,24 +9,15 @@ import pytest
 
 from tests.conftest import TEST_LIMITS
 from tests.integration.chat_helpers import OPER_CONFIG, ask, commands, drain, joined
-from tests.support.ircclient import IrcTestClient
+from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
+
+SERVER_CONFIG = OPER_CONFIG + TEST_LIMITS     # the module's shared server has the operator
 
 
 @pytest.fixture
-def user(make_server):
-    """Factory: user("nick") -> a registered client of a server with an operator."""
-    server = make_server(config_text=OPER_CONFIG + TEST_LIMITS)
-    made: list[IrcTestClient] = []
-
-    def connect(nick: str) -> IrcTestClient:
-        client = IrcTestClient(server.port)
-        made.append(client)
-        client.register(nick)
-        return client
-    connect.server = server
-    yield connect
-    for client in made:
-        client.close()
+def user(registered):
+    """Factory: user("nick") -> a registered client of the server with an operator."""
+    return registered
 
 
 def oper_up(client):

@@ -12,6 +12,7 @@ import pytest
 from forkchat import protocol
 from tests.conftest import TEST_LIMITS
 from tests.integration.chat_helpers import OPER_CONFIG, ask, commands, drain, joined
+from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
 from tests.support.ircclient import IrcTestClient
 
 SERVER = "forkchat.local"
@@ -181,11 +182,38 @@ def quit_and_wait(client):
     client.close()
 
 
-def test_whowas_numerics(registered):
+class OwnServer:
+    """Clients of a server of the test's own: WHOWAS history and LUSERS counts are
+    server-wide, so these tests do not share the module's server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.made: list[IrcTestClient] = []
+
+    def clients(self) -> IrcTestClient:
+        client = IrcTestClient(self.port)
+        self.made.append(client)
+        return client
+
+    def registered(self, nick: str, user: str | None = None) -> IrcTestClient:
+        client = self.clients()
+        client.register(nick, user=user)
+        return client
+
+
+@pytest.fixture
+def own(make_server):
+    server = OwnServer(make_server().port)
+    yield server
+    for client in server.made:
+        client.close()
+
+
+def test_whowas_numerics(own):
     """RFC 2812 3.6.3: RPL_WHOWASUSER "<nick> <user> <host> * :<real name>", then
     RPL_WHOISSERVER, then RPL_ENDOFWHOWAS; nothing else."""
-    nick1 = registered("nick1")
-    quit_and_wait(registered("nick2"))
+    nick1 = own.registered("nick1")
+    quit_and_wait(own.registered("nick2"))
     got = ask(nick1, "WHOWAS nick2")
     assert commands(got) == ["314", "312", "369"]
     assert got[0].params == ["nick1", "nick2", "nick2", "127.0.0.1", "*", "Test nick2"]
@@ -198,13 +226,13 @@ def test_whowas_numerics(registered):
     ("WHOWAS nick2 2", ["ident3", "ident2"]), ("WHOWAS nick2 -1", ["ident3", "ident2"]),
     ("WHOWAS nick2 0", ["ident3", "ident2"]), ("WHOWAS *ck2", ["ident3", "ident2"]),
 ])
-def test_whowas_newest_first_and_count(clients, registered, query, idents):
+def test_whowas_newest_first_and_count(own, query, idents):
     """RFC 2812 3.6.3: "The history is searched backward, returning the most recent
     entry first"; "up to <count> replies"; "If a non-positive number is passed as
     being <count>, then a full search is done"; wildcards are allowed."""
-    nick1 = registered("nick1")
+    nick1 = own.registered("nick1")
     for ident in ("ident2", "ident3"):
-        client = clients()
+        client = own.clients()
         client.register("nick2", user=ident)
         quit_and_wait(client)
     got = ask(nick1, query)
@@ -212,12 +240,12 @@ def test_whowas_newest_first_and_count(clients, registered, query, idents):
     assert got[-1].command == "369"
 
 
-def test_whowas_several_targets_and_unknown(clients, registered):
+def test_whowas_several_targets_and_unknown(own):
     """RFC 2812 3.6.3: several nicks, newest departure first; ERR_WASNOSUCHNICK then
     "At the end of all reply batches, there must be RPL_ENDOFWHOWAS"."""
-    nick1 = registered("nick1")
+    nick1 = own.registered("nick1")
     for nick in ("nick2", "nick3"):
-        quit_and_wait(registered(nick))
+        quit_and_wait(own.registered(nick))
     for targets in ("nick2,nick3", "nick3,nick2"):
         got = ask(nick1, f"WHOWAS {targets}")
         assert [m.params[1] for m in got if m.command == "314"] == ["nick3", "nick2"]
@@ -227,10 +255,10 @@ def test_whowas_several_targets_and_unknown(clients, registered):
     assert commands(ask(nick1, "WHOWAS")) == ["431"]
 
 
-def test_whowas_remembers_old_nick_after_change(registered):
+def test_whowas_remembers_old_nick_after_change(own):
     """RFC 2812 3.6.3: WHOWAS asks about a nickname which no longer exists, by a
     nick change as well as by a quit."""
-    alice, bob = registered("alice"), registered("bob")
+    alice, bob = own.registered("alice"), own.registered("bob")
     ask(bob, "NICK robert")
     got = ask(alice, "WHOWAS bob")
     assert commands(got) == ["314", "312", "369"] and got[0].params[1] == "bob"
@@ -285,12 +313,12 @@ def _three_numbers(text):
     return numbers
 
 
-def test_lusers_counts_registered_unregistered_and_max(registered, clients):
+def test_lusers_counts_registered_unregistered_and_max(own):
     """RFC 2812 3.4.2 and modern LUSERS: 251 users/invisible/servers, 253 unknown
     connections, 254 channels, 255 and 265/266 current and maximum counts."""
-    bar = registered("bar")
+    bar = own.registered("bar")
     assert lusers(bar) == {"total": 1, "max": 1, "invisible": 0, "unknown": 0, "opers": 0, "rooms": 0}
-    qux = clients()
+    qux = own.clients()
     qux.send("NICK qux")
     qux.send("PING :reg")
     qux.expect("PONG")

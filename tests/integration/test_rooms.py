@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import TEST_LIMITS
 from tests.integration.chat_helpers import ask, commands, drain, joined, nick_of
+from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
 from tests.support.ircclient import IrcTestClient
 
 

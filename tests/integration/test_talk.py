@@ -8,6 +8,7 @@ import pytest
 
 from forkchat import protocol
 from tests.integration.chat_helpers import ask, commands, drain, joined
+from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
 
 
 def relayed(messages):
