@@ -138,14 +138,23 @@ def cmd_oper(ctx: Context, msg: protocol.Message) -> None:
     raise numerics.Reply(numerics.ERR_PASSWDMISMATCH)
 
 
+def _only_this_server(ctx: Context, target: str) -> None:
+    """Server queries may name a server; there is only this one (402 otherwise)."""
+    name = ctx.cfg.server.name
+    if target and target != "*" and protocol.casefold(target) != protocol.casefold(name):
+        raise numerics.Reply(numerics.ERR_NOSUCHSERVER, target)
+
+
 def cmd_version(ctx: Context, msg: protocol.Message) -> None:
     """VERSION [<server>]"""
+    _only_this_server(ctx, msg.param(0))
     ctx.reply(numerics.RPL_VERSION, VERSION, ctx.cfg.server.name,
               text="process-per-client IRC server")
 
 
 def cmd_time(ctx: Context, msg: protocol.Message) -> None:
     """TIME [<server>]"""
+    _only_this_server(ctx, msg.param(0))
     now = time.strftime("%A %B %d %Y -- %H:%M:%S %z", time.localtime())
     ctx.reply(numerics.RPL_TIME, ctx.cfg.server.name, text=now)
 
@@ -159,6 +168,7 @@ INFO_LINES = (
 
 def cmd_info(ctx: Context, msg: protocol.Message) -> None:
     """INFO [<server>]"""
+    _only_this_server(ctx, msg.param(0))
     for line in INFO_LINES:
         ctx.reply(numerics.RPL_INFO, text=line)
     ctx.reply(numerics.RPL_ENDOFINFO)
@@ -166,6 +176,7 @@ def cmd_info(ctx: Context, msg: protocol.Message) -> None:
 
 def cmd_admin(ctx: Context, msg: protocol.Message) -> None:
     """ADMIN [<server>]"""
+    _only_this_server(ctx, msg.param(0))
     server = ctx.cfg.server
     ctx.reply(numerics.RPL_ADMINME, server.name)
     ctx.reply(numerics.RPL_ADMINLOC1, text=server.network)
@@ -176,6 +187,7 @@ def cmd_admin(ctx: Context, msg: protocol.Message) -> None:
 def cmd_stats(ctx: Context, msg: protocol.Message) -> None:
     """STATS [<letter>]: u (uptime) for all; p (processes, memory) and
     m (command counts, kept by the broker) for operators."""
+    _only_this_server(ctx, msg.param(1))
     letter = msg.param(0, "*")[:1] or "*"
     if not ctx.session.oper and letter in ("p", "m"):
         raise numerics.Reply(numerics.ERR_NOPRIVILEGES)

@@ -395,8 +395,6 @@ def test_motd_and_lusers_server_target(registered, line, target, found):
         assert [(m.command, m.params[1]) for m in got] == [("402", target)]
 
 
-@pytest.mark.xfail(strict=True, reason="commands.py (lead's): INFO, VERSION, TIME, ADMIN and STATS "
-                                       "ignore their <target>; irctest testInfoNosuchserver wants 402")
 @pytest.mark.parametrize("line", ["INFO invalid.server.example", "VERSION invalidserver",
                                   "TIME invalidserver", "ADMIN invalidserver", "STATS u invalidserver"])
 def test_server_queries_with_unknown_target_are_402(registered, line):
