@@ -235,6 +235,8 @@ def dispatch(ctx: Context, msg: protocol.Message, raw: bytes) -> None:
             if session.registered or msg.command in FORWARD_BEFORE_REGISTRATION:
                 ctx.forward(raw)
                 return
+            if msg.command == "NOTICE":
+                return          # RFC 2812 3.3.2: a NOTICE never draws an error reply
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)
         if not session.registered and not command.before_registration:
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)

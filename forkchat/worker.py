@@ -29,18 +29,15 @@ import ssl
 import time
 from typing import Any, Callable
 
-from forkchat import children, commands, config, flood, ipc, log as logsetup, numerics
+from forkchat import children, commands, config, flood, ipc, link, log as logsetup, numerics
 from forkchat import passwords, procstats, protocol, signals, timers, tutorial
 from forkchat.session import Session
 
 log = logging.getLogger("forkchat.worker")
 
 READ_BYTES = 65536
-LINK_READ_BYTES = 65536     # below malloc's mmap threshold: no mmap per read
-LINK_QUEUE_BYTES = 1 << 20
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
-BROKER_CONNECT_TIMEOUT_S = 2.0
 CLOSE_FLUSH_S = 1.0
 # The kernel's own buffer for the client; kept small so that the sendq
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
@@ -72,11 +69,7 @@ class Worker:
         self.recvq = bytearray()
         self.discarding = False
         self.bucket = flood.TokenBucket(cfg.limits.flood_burst, cfg.limits.flood_rate)
-        self.link: socket.socket | None = None
-        self.link_reader = ipc.FrameReader()
-        self.link_out: list[bytes] = []
-        self.link_offset = 0
-        self.link_write_watched = False
+        self.link = link.BrokerLink(broker_address)
         self.timers: dict[str, float] = {}
         self.closing = False
         self.done = False
@@ -180,8 +173,7 @@ class Worker:
         except OSError:
             pass
         self.sock.close()
-        if self.link is not None:
-            self.link.close()
+        self.link.close()
 
     # -- the client side ---------------------------------------------------
 
@@ -268,7 +260,7 @@ class Worker:
     def _paused(self) -> bool:
         """Input waits while registration or a broker reconnect is pending."""
         session = self.session
-        return (self.link is None or self.closing or self.syncs_pending > 0
+        return (not self.link.connected or self.closing or self.syncs_pending > 0
                 or (session.register_sent and not session.registered))
 
     def _process_lines(self) -> None:
@@ -456,18 +448,11 @@ class Worker:
     # -- the broker side ---------------------------------------------------
 
     def _connect_broker(self) -> bool:
-        link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        link.settimeout(BROKER_CONNECT_TIMEOUT_S)
-        try:
-            link.connect(self.broker_address)
-        except OSError:
-            link.close()
+        """(Re)connect; the first frames say who we are, and who we were."""
+        if not self.link.connect():
             return False
-        link.setblocking(False)
-        self.link = link
-        self.link_reader = ipc.FrameReader()
-        self.link_write_watched = False
-        self.selector.register(link, selectors.EVENT_READ, self.on_link)
+        assert self.link.sock is not None
+        self.selector.register(self.link.sock, selectors.EVENT_READ, self.on_link)
         hello = ipc.encode_json(ipc.Kind.HELLO, {"cid": self.session.cid,
                                                  "host": self.session.host,
                                                  "proto": self.session.proto,
@@ -475,38 +460,24 @@ class Worker:
         first = [hello]
         if self.session.nick:
             first.append(ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity()))
-        if self.link_offset:
-            self.link_out.pop(0)
-            self.link_offset = 0
-        self.link_out[:0] = first
+        self.link.queue_first(first)
         # SYNCs and a REGISTER sent to a dead broker died with it.
-        self.syncs_pending = sum(1 for frame in self.link_out if frame[4] == ipc.Kind.SYNC)
-        if self.session.register_sent and not self.session.registered and not any(
-                frame[4] == ipc.Kind.REGISTER for frame in self.link_out):
+        self.syncs_pending = self.link.count(ipc.Kind.SYNC)
+        if self.session.register_sent and not self.session.registered \
+                and not self.link.count(ipc.Kind.REGISTER):
             self.session.register_sent = False
             self.try_register()
         return True
 
     def on_link(self, mask: int) -> None:
-        assert self.link is not None
         if mask & selectors.EVENT_WRITE:
             self._flush_link()
-        if not mask & selectors.EVENT_READ:
+        if not mask & selectors.EVENT_READ or not self.link.connected:
             return
         try:
-            data = self.link.recv(LINK_READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._broker_lost()
-            return
-        try:
-            frames = self.link_reader.feed(data)
-        except ipc.FrameError as error:
-            log.error("conn %d: bad frame from broker: %s", self.session.cid, error)
-            self._broker_lost()
+            frames = self.link.read()
+        except link.LinkLost as error:
+            self._broker_lost(str(error))
             return
         for kind, payload in frames:
             self._on_frame(kind, payload)
@@ -548,14 +519,13 @@ class Worker:
         reason = payload.decode("utf-8", "replace")
         self.close(reason)
 
-    def _broker_lost(self) -> None:
-        if self.link is not None:
-            self.selector.unregister(self.link)
+    def _broker_lost(self, why: str) -> None:
+        if self.link.sock is not None:
+            self.selector.unregister(self.link.sock)
             self.link.close()
-            self.link = None
         if self.closing:
             return
-        log.warning("conn %d: broker link lost, reconnecting", self.session.cid)
+        log.warning("conn %d: broker link lost (%s), reconnecting", self.session.cid, why)
         self.broker_lost_at = time.monotonic()
         self.reconnects = 0
         self.timers["reconnect"] = time.monotonic() + RECONNECT_DELAYS[0]
@@ -573,43 +543,24 @@ class Worker:
         self.timers["reconnect"] = time.monotonic() + delay
 
     def _queue_frame(self, frame: bytes) -> None:
-        self.link_out.append(frame)
+        self.link.queue(frame)
+        if self.link.overfull():
+            self.link.out.clear()
+            self.close("Server error: chat service unavailable")
 
     def _flush_link(self, deadline: float | None = None) -> None:
-        """Send queued frames; with a deadline, block until sent or late."""
-        if self.link is None or not self.link_out:
-            return
-        data = b"".join(self.link_out)[self.link_offset:]
+        """Send queued frames; keep the selector's write interest in step."""
         try:
-            if deadline is not None:
-                self.link.setblocking(True)
-                self.link.settimeout(max(0.01, deadline - time.monotonic()))
-                self.link.sendall(data)
-                sent = len(data)
-            else:
-                sent = self.link.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            if deadline is None:
-                self._broker_lost()
+            self.link.flush(deadline)
+        except link.LinkLost as error:
+            self._broker_lost(str(error))
             return
-        self._consume_link_out(sent)
-        if deadline is None and self.link is not None \
-                and bool(self.link_out) != self.link_write_watched:
-            self.link_write_watched = bool(self.link_out)
-            want = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.link_out else 0)
-            self.selector.modify(self.link, want, self.on_link)
-
-    def _consume_link_out(self, sent: int) -> None:
-        sent += self.link_offset
-        while self.link_out and sent >= len(self.link_out[0]):
-            sent -= len(self.link_out.pop(0))
-        self.link_offset = sent if self.link_out else 0
-        if sum(map(len, self.link_out)) > LINK_QUEUE_BYTES:
-            self.link_out.clear()
-            self.link_offset = 0
-            self.close("Server error: chat service unavailable")
+        wants_write = bool(self.link.out)
+        if deadline is None and self.link.sock is not None \
+                and wants_write != self.link.write_watched:
+            self.link.write_watched = wants_write
+            want = selectors.EVENT_READ | (selectors.EVENT_WRITE if wants_write else 0)
+            self.selector.modify(self.link.sock, want, self.on_link)
 
     # -- timers --------------------------------------------------------------
 

@@ -238,8 +238,6 @@ def test_targets_beyond_maxtargets_get_407_not_silence(registered):
     assert ask(senders, "NOTICE t0,t1,t2,t3,t4 :quiet") == []
 
 
-@pytest.mark.xfail(strict=True, reason="commands.dispatch (lead's) answers any command before "
-                                       "registration with 451, NOTICE included")
 def test_notice_before_registration_gets_no_reply(clients):
     """RFC 2812 3.3.2: servers "MUST NOT send any error reply back to the client on
     receipt of a notice", before registration too."""

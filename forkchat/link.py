@@ -1,0 +1,126 @@
+"""A worker's end of its link to the broker.
+
+The link outlives any one broker: frames queued while no broker is there
+wait in `out` and leave, in order, once `connect()` succeeds again.  A frame
+that was only partly written to a broker that then died is dropped, since
+the next broker could not make sense of its rest.  What to send first on a
+new connection (HELLO, REREGISTER) is the worker's decision, not the
+link's.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from forkchat import ipc
+
+READ_BYTES = 65536            # below malloc's mmap threshold: no mmap per read
+QUEUE_BYTES = 1 << 20         # frames held for a broker that is away
+CONNECT_TIMEOUT_S = 2.0
+
+
+class LinkLost(Exception):
+    """The broker end is gone (EOF, a send error, or a bad frame stream)."""
+
+
+class BrokerLink:
+    def __init__(self, address: str | bytes) -> None:
+        self.address = address
+        self.sock: socket.socket | None = None
+        self.out: list[bytes] = []
+        self._offset = 0              # bytes of out[0] already written
+        self._reader = ipc.FrameReader()
+        self.write_watched = False    # the owner's selector watches for writability
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None
+
+    def connect(self) -> bool:
+        """Open a new connection; True on success.  Queued frames are kept."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(self.address)
+        except OSError:
+            sock.close()
+            return False
+        sock.setblocking(False)
+        self.sock = sock
+        self._reader = ipc.FrameReader()
+        self.write_watched = False
+        if self._offset:
+            self.out.pop(0)
+            self._offset = 0
+        return True
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
+
+    def queue(self, frame: bytes) -> None:
+        self.out.append(frame)
+
+    def queue_first(self, frames: list[bytes]) -> None:
+        """Frames that must precede everything queued (on a new connection)."""
+        self.out[:0] = frames
+
+    def count(self, kind: int) -> int:
+        """How many queued frames are of this kind."""
+        return sum(1 for frame in self.out if frame[4] == kind)
+
+    def overfull(self) -> bool:
+        return sum(map(len, self.out)) > QUEUE_BYTES
+
+    def read(self) -> list[tuple[int, bytes]]:
+        """The frames one read brings ([] when nothing is ready).
+
+        Raises:
+            LinkLost: EOF, a read error, or something that is not frames.
+        """
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as error:
+            raise LinkLost(error.strerror or str(error)) from None
+        if not data:
+            raise LinkLost("broker closed the link")
+        try:
+            return self._reader.feed(data)
+        except ipc.FrameError as error:
+            raise LinkLost(f"bad frame from broker: {error}") from None
+
+    def flush(self, deadline: float | None = None) -> None:
+        """Send what is queued; with a deadline, block until sent or late.
+
+        Raises:
+            LinkLost: the broker end is gone (not raised with a deadline:
+                the last flush before exit gives up quietly).
+        """
+        if self.sock is None or not self.out:
+            return
+        data = b"".join(self.out)[self._offset:]
+        try:
+            if deadline is not None:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                self.sock.sendall(data)
+                sent = len(data)
+            else:
+                sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as error:
+            if deadline is None:
+                raise LinkLost(error.strerror or str(error)) from None
+            return
+        self._consume(sent)
+
+    def _consume(self, sent: int) -> None:
+        sent += self._offset
+        while self.out and sent >= len(self.out[0]):
+            sent -= len(self.out.pop(0))
+        self._offset = sent if self.out else 0
