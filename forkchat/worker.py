@@ -63,7 +63,6 @@ class Worker:
         self.handshaking = tls is not None
         self.cfg = cfg
         self.session = Session(cid, host=peer, proto=proto)
-        self.broker_address = broker_address
         self.selector = selectors.DefaultSelector()
         self.sendq = bytearray()
         self.recvq = bytearray()
@@ -103,7 +102,7 @@ class Worker:
             self.selector.register(self.sock, selectors.EVENT_READ, self.on_client)
         self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
         if not self._connect_broker():
-            self.close("Server is restarting, try again")
+            self._broker_lost("broker not reachable yet")    # retried like a restart
         self.timers["register"] = time.monotonic() + self.cfg.limits.registration_timeout
         self._schedule_ping()
         log.info("conn %d from %s (%s)", self.session.cid, self.session.host, self.session.proto)
