@@ -55,6 +55,8 @@ HOST = "127.0.0.1"
 ROOM = "#bench"
 PAYLOAD = b"PRIVMSG %s :fc %d %d %d%s\r\n"          # room, sender, seq, send ns, padding
 PAYLOAD_RE = re.compile(rb" :fc (\d+) (\d+) (\d+)")
+SOAK_PAYLOAD = b"PRIVMSG %s :fs %d %d %d\r\n"          # room, sender, seq, send ns
+SOAK_RE = re.compile(rb"PRIVMSG (\S+) :fs (\d+) (\d+) (\d+)")
 MP = multiprocessing.get_context("spawn")            # the parent runs a log thread: no fork
 
 SERVER_START_S = 20.0
@@ -469,6 +471,9 @@ class Client(asyncio.Protocol):
         self.write_ok.set()
         self.pings: dict[str, float] = {}
         self.rtts: list[float] = []
+        self.names_left = len(spec.room.split(",")) if spec.room else 0
+        self.ready_ns = 0
+        self.soak_rx: list[tuple[int, int, str]] | None = None   # soak stayers only
         self.reset_counts()
 
     def reset_counts(self) -> None:
@@ -550,11 +555,23 @@ class Client(asyncio.Protocol):
             self.ready.set_result(None)
 
     def on_names_end(self, line: bytes) -> None:
-        if self.ready.done():
+        """Ready once the end of NAMES came for every room of its JOIN (comma list)."""
+        self.names_left -= 1
+        if self.ready.done() or self.names_left > 0:
             return
+        self.ready_ns = time.monotonic_ns()
         self.ready.set_result(None)
         if self.spec.stuck and self.transport is not None:
             self.transport.pause_reading()
+
+    def on_privmsg(self, line: bytes) -> None:
+        """A soak stayer keeps (sender, seq, room) of every soak message it receives."""
+        if self.soak_rx is None:
+            return
+        match = SOAK_RE.search(line)
+        if match:
+            self.soak_rx.append((int(match.group(2)), int(match.group(3)),
+                                 match.group(1).decode("ascii", "replace")))
 
     def on_error(self, line: bytes) -> None:
         self.error_text = line.decode("utf-8", "replace")
@@ -588,6 +605,7 @@ LINE_HANDLERS: dict[bytes, Callable[[Client, bytes], None]] = {
     b"422": Client.on_welcome_end,
     b"366": Client.on_names_end,
     b"ERROR": Client.on_error,
+    b"PRIVMSG": Client.on_privmsg,
 }
 
 
@@ -978,57 +996,241 @@ def raise_nofile() -> int:
 
 # ---------------------------------------------------------------------------
 # Soak (issue 6): clients join, leave, talk and change nicks for --duration
+# while churners' workers and the broker are killed
 # ---------------------------------------------------------------------------
 
 SOAK_ROOMS = ("#soak0", "#soak1", "#soak2", "#soak3")
+SOAK_ACTION_S = 0.5             # each client acts about twice a second: modest CPU
+SOAK_QUIET_S = 2.0              # drain: stop once nothing arrived for this long ...
+SOAK_DRAIN_S = 8.0              # ... or after this (a broker holds talk up to 3 s)
+SOAK_RECONNECT_S = 0.2          # a churner that left comes back as a new client after this
+SOAK_CONNECT_S = 15.0           # one churner's connect, registration and JOIN
+SOAK_KILL_WINDOW_NS = 1_000_000_000    # loss within ±1 s of a broker kill is excused
+SOAK_HARD_CAP_S = 600.0         # --duration is cut to this, whatever is asked
+BROKER_KILLS_PER_WINDOW = 5     # the supervisor gives up after more than 5 deaths ...
+BROKER_KILL_WINDOW_S = 61.0     # ... within 60 s: the bench stays below that
+FD_TOLERANCE = 3
+# What a client does per tick, by kind: stayers never leave their rooms.
+STAYER_ACTIONS = ("talk", "talk", "talk", "nick")
+CHURNER_ACTIONS = ("talk", "talk", "talk", "join", "part", "nick", "quit")
 
 
-def soak_action(client: Client, action: str, rooms: set[str], rng: Any, number: int,
-                gen_index: int) -> None:
+@dataclass
+class SoakState:
+    """One generator process's soak bookkeeping, returned to the parent at the end."""
+    rng: Any
+    end: float
+    seq: collections.Counter[int] = field(default_factory=collections.Counter)
+    sent: list[tuple[int, int, str, int]] = field(default_factory=list)  # sid, seq, room, ns
+    actions: collections.Counter[str] = field(default_factory=collections.Counter)
+    kills: list[tuple[int, int]] = field(default_factory=list)           # victim sid, ns
+    kill_misses: int = 0
+    churner_connects: int = 0
+    churner_connect_failures: collections.Counter[str] = field(
+        default_factory=collections.Counter)
+    churners_killed_seen: int = 0
+    rooms: dict[int, set[str]] = field(default_factory=dict)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+def soak_talk(client: Client, state: SoakState) -> None:
+    """Send one numbered message to one of the client's rooms and log it as sent."""
+    rooms = state.rooms.get(client.spec.cid)
+    if not rooms:
+        return
+    room = state.rng.choice(sorted(rooms))
+    sid = client.spec.cid
+    seq = state.seq[sid]
+    state.seq[sid] = seq + 1
+    now = time.monotonic_ns()
+    client.send(SOAK_PAYLOAD % (room.encode(), sid, seq, now))
+    state.sent.append((sid, seq, room, now))
+
+
+def soak_action(client: Client, action: str, state: SoakState, gen_index: int) -> None:
     """One random action that a well-behaved client may take: no error reply is expected.
 
     Talk and PART go to rooms the client is in, JOIN to one it is not in,
     so any error numeric in the report is the server's doing.
     """
-    if action == "talk" and rooms:
-        client.send(f"PRIVMSG {rng.choice(sorted(rooms))} :soak {number}\r\n".encode())
+    rooms = state.rooms.setdefault(client.spec.cid, set())
+    rng = state.rng
+    number = state.actions.total()
+    if action == "talk":
+        soak_talk(client, state)
     elif action == "part" and len(rooms) > 1:
-        room = rng.choice(sorted(rooms - {ROOM}))
+        room = rng.choice(sorted(rooms))
         rooms.discard(room)
         client.send(f"PART {room} :bye\r\n".encode())
-    elif action == "join" and len(rooms) <= len(SOAK_ROOMS):
+    elif action == "join" and len(rooms) < len(SOAK_ROOMS):
         room = rng.choice(sorted(set(SOAK_ROOMS) - rooms))
         rooms.add(room)
         client.send(f"JOIN {room}\r\n".encode())
     elif action == "nick":
         client.send(f"NICK s{gen_index}n{number}c{client.spec.cid}\r\n".encode())
+    elif action == "quit":
+        client.quit()
+    state.actions[action] += 1
+
+
+def soak_rooms_for(rng: Any) -> list[str]:
+    """One to three soak rooms, chosen at random."""
+    return rng.sample(SOAK_ROOMS, rng.randint(1, 3))
+
+
+async def soak_stayers(gen: Generator, state: SoakState, stayers: list[Client]) -> None:
+    """Stayers talk and change nicks until the end; they never leave."""
+    while time.monotonic() < state.end:
+        for client in stayers:
+            if not client.closed.done() and state.rng.random() < 0.5:
+                soak_action(client, state.rng.choice(STAYER_ACTIONS), state, gen.index)
+        await asyncio.sleep(SOAK_ACTION_S / 2)
+
+
+async def soak_churner(gen: Generator, state: SoakState, slot: int) -> None:
+    """One churner slot: connect, act at random, leave (QUIT or SIGKILL), come back anew."""
+    serial = 0
+    limit = asyncio.Semaphore(1)
+    while time.monotonic() < state.end:
+        serial += 1
+        cid = 1_000_000 * (gen.index + 1) + 1000 * slot + serial % 1000
+        rooms = soak_rooms_for(state.rng)
+        spec = Spec(cid, f"c{gen.index}s{slot}x{serial}", ",".join(rooms), cid)
+        _, error = await gen._open(spec, limit, SOAK_CONNECT_S)
+        if error is not None:
+            state.churner_connect_failures[error[:60]] += 1
+            await asyncio.sleep(SOAK_RECONNECT_S)
+            continue
+        state.churner_connects += 1
+        state.rooms[cid] = set(rooms)
+        client = gen.clients[cid]
+        while not client.closed.done() and time.monotonic() < state.end:
+            await asyncio.sleep(state.rng.uniform(0.5, 1.5) * SOAK_ACTION_S)
+            if client.closed.done() or time.monotonic() >= state.end:
+                break
+            action = state.rng.choice(CHURNER_ACTIONS)
+            soak_action(client, action, state, gen.index)
+            if action == "quit":
+                await asyncio.wait([client.closed], timeout=5)
+        if client.closed.done() and any(sid == cid for sid, _ in state.kills):
+            state.churners_killed_seen += 1
+        if client.closed.done():
+            state.errors.update(client.errors)
+            gen.clients.pop(cid, None)
+        await asyncio.sleep(SOAK_RECONNECT_S)
+
+
+def worker_of(server_pid: int, local_port: int) -> psutil.Process | None:
+    """The server's worker process whose TCP peer is our socket's local port."""
+    try:
+        kids = psutil.Process(server_pid).children()
+    except psutil.Error:
+        return None
+    for kid in kids:
+        try:
+            if kid.name() != "forkchat-worker":
+                continue
+            for conn in kid.net_connections(kind="tcp"):
+                if conn.raddr and conn.raddr.port == local_port:
+                    return kid
+        except psutil.Error:
+            continue
+    return None
+
+
+def soak_kill_one(gen: Generator, state: SoakState, server_pid: int) -> None:
+    """SIGKILL the worker of one random ready churner of this generator process."""
+    victims = [c for c in gen.clients.values()
+               if c.spec.cid >= 1_000_000 and c.ready.done() and not c.closed.done()
+               and c.transport is not None]
+    if not victims:
+        return
+    victim = state.rng.choice(victims)
+    sock = victim.transport.get_extra_info("socket") if victim.transport else None
+    worker = worker_of(server_pid, sock.getsockname()[1]) if sock is not None else None
+    if worker is None:
+        state.kill_misses += 1
+        return
+    try:
+        worker.send_signal(signal.SIGKILL)
+    except psutil.Error:
+        state.kill_misses += 1
+        return
+    state.kills.append((victim.spec.cid, time.monotonic_ns()))
+
+
+async def soak_killer(gen: Generator, state: SoakState, server_pid: int, rate: float) -> None:
+    """Kill churners' workers at `rate` per second (this process's share)."""
+    if rate <= 0:
+        return
+    while time.monotonic() < state.end:
+        pause = state.rng.expovariate(rate)
+        await asyncio.sleep(min(pause, max(0.0, state.end - time.monotonic())))
+        if time.monotonic() < state.end:
+            soak_kill_one(gen, state, server_pid)
+
+
+async def soak_drain(stayers: list[Client]) -> None:
+    """Wait until the stayers received nothing for SOAK_QUIET_S (at most SOAK_DRAIN_S)."""
+    deadline = time.monotonic() + SOAK_DRAIN_S
+    counts = [-1]
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        now_counts = [len(c.soak_rx or ()) for c in stayers]
+        if now_counts != counts:
+            counts, quiet_since = now_counts, time.monotonic()
+        elif time.monotonic() - quiet_since >= SOAK_QUIET_S:
+            return
+        await asyncio.sleep(0.1)
 
 
 async def soak_run(gen: Generator, request: dict[str, Any]) -> dict[str, Any]:
-    """Random join/part/talk/nick actions; count errors and unexpected disconnects."""
+    """Stayers talk, churners come and go and get killed; report what each stayer got."""
     import random
-    rng = random.Random(int(request.get("seed", 1)) + gen.index)
-    end = time.monotonic() + float(request["duration"])
-    interval = float(request.get("interval", 0.05))
-    actions: collections.Counter[str] = collections.Counter()
-    gen.lost_during, gen.measuring = [], True
-    joined = {cid: {ROOM} for cid in gen.clients}       # what each client asked for
-    while time.monotonic() < end and actions.total() < 10_000_000:
-        for client in list(gen.clients.values()):
-            if client.closed.done():
-                continue
-            rooms = joined.setdefault(client.spec.cid, set())
-            action = rng.choice(("talk", "talk", "talk", "join", "part", "nick"))
-            soak_action(client, action, rooms, rng, actions.total(), gen.index)
-            actions[action] += 1
-        await asyncio.sleep(interval)
-    gen.measuring = False
-    errors: collections.Counter[str] = collections.Counter()
-    for client in gen.clients.values():
-        errors.update(client.errors)
-    alive = sum(1 for c in gen.clients.values() if not c.closed.done())
-    return {"actions": dict(actions), "errors": dict(errors), "alive": alive,
-            "disconnected": len(gen.lost_during), "lost_clients": gen.lost_during[:5]}
+    state = SoakState(random.Random(int(request.get("seed", 1)) + gen.index),
+                      time.monotonic() + float(request["duration"]))
+    stayers = [c for c in gen.clients.values() if not c.closed.done()]
+    for client in stayers:
+        client.soak_rx = []
+        state.rooms[client.spec.cid] = set((client.spec.room or "").split(",")) - {""}
+    tasks = [asyncio.create_task(soak_stayers(gen, state, stayers)),
+             asyncio.create_task(soak_killer(gen, state, int(request["server_pid"]),
+                                             float(request["kill_rate"])))]
+    tasks += [asyncio.create_task(soak_churner(gen, state, slot))
+              for slot in range(int(request["churners"]))]
+    await asyncio.wait(tasks, timeout=float(request["duration"]) + SOAK_CONNECT_S + 5)
+    for task in tasks:
+        task.cancel()
+    await soak_drain(stayers)
+    await soak_churners_leave(gen, stayers)
+    return soak_report(state, stayers)
+
+
+async def soak_churners_leave(gen: Generator, stayers: list[Client]) -> None:
+    """Every churner still connected QUITs; the stayers stay."""
+    keep = {c.spec.cid for c in stayers}
+    churners = [c for cid, c in gen.clients.items() if cid not in keep]
+    for client in churners:
+        client.quit()
+    waits = [c.closed for c in churners if not c.closed.done()]
+    if waits:
+        await asyncio.wait(waits, timeout=10)
+    for client in churners:
+        if client.transport is not None:
+            client.transport.abort()
+        gen.clients.pop(client.spec.cid, None)
+
+
+def soak_report(state: SoakState, stayers: list[Client]) -> dict[str, Any]:
+    for client in stayers:
+        state.errors.update(client.errors)
+    return {"sent": state.sent, "kills": state.kills, "kill_misses": state.kill_misses,
+            "actions": dict(state.actions), "errors": dict(state.errors),
+            "churner_connects": state.churner_connects,
+            "churner_connect_failures": dict(state.churner_connect_failures),
+            "stayers": [{"cid": c.spec.cid, "rooms": sorted(state.rooms[c.spec.cid]),
+                         "ready_ns": c.ready_ns, "alive": not c.closed.done(),
+                         "why": c.error_text, "rx": c.soak_rx or []} for c in stayers]}
 
 
 # ---------------------------------------------------------------------------
@@ -1065,11 +1267,20 @@ class Pool:
         Raises:
             BenchError: a process failed, died, or did not answer in time.
         """
+        return self.collect(self.send(requests), requests, timeout)
+
+    def send(self, requests: list[dict[str, Any]]) -> list[int]:
+        """Send without waiting (soak: the parent kills the broker meanwhile)."""
         asked = []
         for index, request in enumerate(requests):
             if request is not None:
                 self.conns[index].send(request)
                 asked.append(index)
+        return asked
+
+    def collect(self, asked: list[int], requests: list[dict[str, Any]],
+                timeout: float) -> list[dict[str, Any]]:
+        """The answers to what send() asked, in process order."""
         deadline = time.monotonic() + timeout
         answers: list[dict[str, Any]] = [{} for _ in requests]
         for index in asked:
@@ -1304,7 +1515,7 @@ def paced_plan(bench: Bench, count: int, senders: int, load: float | None,
     if not load:
         return None, bench.args.messages or default_messages
     per_sender = load / (senders * max(1, count - 1))
-    messages = bench.args.messages or max(1, round(per_sender * bench.args.duration))
+    messages = bench.args.messages or max(1, round(per_sender * (bench.args.duration or 10.0)))
     return per_sender, messages
 
 
@@ -1523,26 +1734,285 @@ def memory_allows(start_available: int, clients: int, more: int) -> bool:
 
 
 def scenario_soak(bench: Bench, pool: Pool) -> dict[str, Any]:
-    """Clients join, leave, talk and change nicks for --duration seconds."""
+    """Stayers and churners for --duration while workers and the broker are killed.
+
+    The parent connects the stayers, takes the server's baseline, starts
+    every generator's soak (they kill their own churners' workers), kills
+    the broker on schedule meanwhile, then checks delivery and leaks.
+    """
+    server_pid = bench.server.pid
+    if server_pid is None:
+        raise BenchError("soak kills server processes: with --attach it needs --pid")
+    args = bench.args
+    duration = min(args.duration or 30.0, SOAK_HARD_CAP_S)
     count = bench.n(50)
-    setup = fanout_setup(bench, pool, count, 0)
-    before = memory_sample(bench.server.pid)
-    duration = bench.args.duration
-    answers, figures = measured(bench, pool, lambda: pool.all(
-        {"op": "soak", "duration": duration}, duration + REPLY_GRACE_S))
+    stayers = max(1, count // 2)
+    churners = max(0, count - stayers)
+    setup = soak_setup(bench, pool, stayers)
+    baseline = soak_server_figures(server_pid)
+    request = {"op": "soak", "duration": duration, "server_pid": server_pid,
+               "kill_rate": args.kill_workers_per_s / pool.size, "seed": args.seed}
+    requests = [dict(request, churners=churners // pool.size
+                     + (1 if index < churners % pool.size else 0))
+                for index in range(pool.size)]
+    t0_ns = time.monotonic_ns()
+
+    def run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        asked = pool.send(requests)
+        brokers = kill_brokers(server_pid, duration, args.kill_broker_every, t0_ns)
+        return pool.collect(asked, requests, duration + SOAK_CONNECT_S + SOAK_DRAIN_S
+                            + 15 + REPLY_GRACE_S), brokers
+    (answers, brokers), figures = measured(bench, pool, run)
+    leaks = soak_leaks(server_pid, baseline, sum(
+        1 for a in answers for s in a["stayers"] if s["alive"]))
+    return {"clients": count, "stayers": stayers, "churners": churners, "duration_s": duration,
+            "kill_workers_per_s": args.kill_workers_per_s,
+            "kill_broker_every_s": args.kill_broker_every, "seed": args.seed,
+            "setup": setup, **soak_summary(answers, brokers, t0_ns), "leaks": leaks,
+            "server_alive": bench.server.alive(), **figures}
+
+
+def soak_setup(bench: Bench, pool: Pool, stayers: int) -> dict[str, Any]:
+    """Connect the stayers, each in one to three soak rooms (every room has one)."""
+    import random
+    rng = random.Random(bench.args.seed)
+    specs = pool.make_specs(stayers, bench.prefix("s"), None)
+    for index, spec in enumerate(specs):
+        first = SOAK_ROOMS[index % len(SOAK_ROOMS)]
+        others = rng.sample([r for r in SOAK_ROOMS if r != first], rng.randint(0, 2))
+        spec.room = ",".join([first, *others])
+    outcome = pool.connect(specs, bench.args.in_flight)
+    if outcome["failed"]:
+        raise BenchError(f"{outcome['failed']} of {stayers} stayers failed to join: "
+                         f"{outcome['errors']}")
+    return connect_summary(outcome, stayers)
+
+
+def server_children(server_pid: int, name: str) -> list[psutil.Process]:
+    """The server's direct children whose comm (prctl name) is `name`."""
+    found = []
+    try:
+        kids = psutil.Process(server_pid).children()
+    except psutil.Error:
+        return []
+    for kid in kids:
+        try:
+            if kid.name() == name:
+                found.append(kid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def uss_of(process: psutil.Process | None) -> int | None:
+    try:
+        return process.memory_full_info().uss if process is not None else None
+    except psutil.Error:
+        return None
+
+
+def soak_server_figures(server_pid: int) -> dict[str, Any]:
+    """Supervisor fds and USS, broker pid and USS: the baseline and the after."""
+    try:
+        supervisor = psutil.Process(server_pid)
+        fds = supervisor.num_fds()
+    except psutil.Error:
+        raise BenchError("the server is not running any more") from None
+    brokers = server_children(server_pid, "forkchat-broker")
+    return {"supervisor_fds": fds, "supervisor_uss_bytes": uss_of(supervisor),
+            "broker_pid": brokers[0].pid if brokers else None,
+            "broker_uss_bytes": uss_of(brokers[0] if brokers else None),
+            "broker_fds": _fds(brokers[0]) if brokers else None}
+
+
+def _fds(process: psutil.Process) -> int | None:
+    try:
+        return process.num_fds()
+    except psutil.Error:
+        return None
+
+
+def kill_brokers(server_pid: int, duration: float, every: float,
+                 t0_ns: int) -> list[dict[str, Any]]:
+    """SIGKILL the broker every `every` s until 3 s before the end; time each recovery.
+
+    Never more than BROKER_KILLS_PER_WINDOW kills in BROKER_KILL_WINDOW_S:
+    past that the supervisor stops on purpose, which is not what we test.
+    """
+    kills: list[dict[str, Any]] = []
+    if every <= 0:
+        time.sleep(max(0.0, duration - (time.monotonic_ns() - t0_ns) / 1e9))
+        return kills
+    at = every
+    while at <= duration - 3.0:      # the new broker may hold talk for up to 3 s
+        time.sleep(max(0.0, at - (time.monotonic_ns() - t0_ns) / 1e9))
+        recent = [k for k in kills if k["at_s"] > at - BROKER_KILL_WINDOW_S]
+        if len(recent) < BROKER_KILLS_PER_WINDOW:
+            kills.append(kill_broker(server_pid, t0_ns))
+        at += every
+    time.sleep(max(0.0, duration - (time.monotonic_ns() - t0_ns) / 1e9))
+    return kills
+
+
+def kill_broker(server_pid: int, t0_ns: int) -> dict[str, Any]:
+    """Kill the one forkchat-broker child; wait (bounded) for its successor."""
+    brokers = server_children(server_pid, "forkchat-broker")
+    if len(brokers) != 1:
+        return {"at_s": (time.monotonic_ns() - t0_ns) / 1e9, "ns": time.monotonic_ns(),
+                "error": f"{len(brokers)} broker processes"}
+    old = brokers[0]
+    now = time.monotonic_ns()
+    try:
+        old.send_signal(signal.SIGKILL)
+    except psutil.Error as error:
+        return {"at_s": (now - t0_ns) / 1e9, "ns": now, "error": str(error)}
+    deadline = time.monotonic() + 10
+    successor = None
+    while time.monotonic() < deadline and successor is None:
+        time.sleep(0.02)
+        successor = next((b for b in server_children(server_pid, "forkchat-broker")
+                          if b.pid != old.pid), None)
+    return {"at_s": round((now - t0_ns) / 1e9, 3), "ns": now, "pid": old.pid,
+            "new_pid": successor.pid if successor else None,
+            "respawn_s": round((time.monotonic_ns() - now) / 1e9, 3) if successor else None}
+
+
+def soak_leaks(server_pid: int, baseline: dict[str, Any], stayers_alive: int) -> dict[str, Any]:
+    """After the churners left: 1 broker, one worker per stayer, fds and memory near baseline."""
+    deadline = time.monotonic() + SETTLE_LIMIT_S
+    while time.monotonic() < deadline:
+        if len(server_children(server_pid, "forkchat-worker")) == stayers_alive and \
+                len(server_children(server_pid, "forkchat-broker")) == 1:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)     # the supervisor reaps and closes after the child is gone
+    tree = process_tree(server_pid)[1:]
+    names = collections.Counter()
+    zombies = 0
+    for process in tree:
+        try:
+            names[process.name()] += 1
+            zombies += process.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            continue
+    after = soak_server_figures(server_pid)
+    brokers, workers = names.pop("forkchat-broker", 0), names.pop("forkchat-worker", 0)
+    fd_growth = after["supervisor_fds"] - baseline["supervisor_fds"]
+    leaked = brokers != 1 or workers != stayers_alive or bool(names) or zombies > 0
+    return {"brokers": brokers, "workers": workers, "expected_workers": stayers_alive,
+            "other_processes": dict(names), "zombies": zombies, "process_leak": leaked,
+            "supervisor_fds_before": baseline["supervisor_fds"],
+            "supervisor_fds_after": after["supervisor_fds"], "fd_tolerance": FD_TOLERANCE,
+            "fd_leak": fd_growth > FD_TOLERANCE,
+            "broker_fds_before": baseline["broker_fds"], "broker_fds_after": after["broker_fds"],
+            "supervisor_uss_growth_bytes": _diff(baseline["supervisor_uss_bytes"],
+                                                 after["supervisor_uss_bytes"]),
+            "broker_uss_before_bytes": baseline["broker_uss_bytes"],
+            "broker_uss_after_bytes": after["broker_uss_bytes"],
+            "broker_uss_growth_bytes": _diff(baseline["broker_uss_bytes"],
+                                             after["broker_uss_bytes"])}
+
+
+def soak_summary(answers: list[dict[str, Any]], brokers: list[dict[str, Any]],
+                 t0_ns: int) -> dict[str, Any]:
+    """Merge the generators' reports and check every stayer's deliveries."""
     actions: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
+    failures: collections.Counter[str] = collections.Counter()
     for answer in answers:
         actions.update(answer["actions"])
         errors.update(answer["errors"])
-    status = pool.all({"op": "status"}, REPLY_GRACE_S)
-    return {"clients": count, "duration_s": duration, "setup": setup,
-            "actions": dict(actions), "error_numerics": dict(errors),
-            "still_connected": sum(s["alive"] for s in status),
-            "disconnected": sum(a["disconnected"] for a in answers),
-            "lost_clients": [x for a in answers for x in a["lost_clients"]][:5],
-            "server_alive": bench.server.alive(), **figures,
-            "memory_before": before, "memory_after": memory_sample(bench.server.pid)}
+        failures.update(answer["churner_connect_failures"])
+    sent = {(sid, seq): (room, ns) for a in answers for sid, seq, room, ns in a["sent"]}
+    kills = [(sid, ns) for a in answers for sid, ns in a["kills"]]
+    stayers = [s for a in answers for s in a["stayers"]]
+    delivery = soak_delivery(stayers, sent, kills, [b["ns"] for b in brokers], t0_ns)
+    return {"actions": dict(actions), "error_numerics": dict(errors),
+            "messages_sent": len(sent),
+            "worker_kills": len(kills), "worker_kill_misses": sum(a["kill_misses"]
+                                                                   for a in answers),
+            "churner_connects": sum(a["churner_connects"] for a in answers),
+            "churner_connect_failures": dict(failures.most_common(5)),
+            "broker_kills": len([b for b in brokers if "error" not in b]),
+            "broker_kill_log": [{k: v for k, v in b.items() if k != "ns"} for b in brokers],
+            "stayers_disconnected": [s["why"] or "closed" for s in stayers if not s["alive"]],
+            **delivery}
+
+
+def soak_delivery(stayers: list[dict[str, Any]], sent: dict[tuple[int, int], tuple[str, int]],
+                  kills: list[tuple[int, int]], broker_ns: list[int],
+                  t0_ns: int) -> dict[str, Any]:
+    """Expected vs received per stayer, and why each missing message is missing.
+
+    Expected: every message sent, by anyone else, to one of the stayer's
+    rooms after its JOIN completed.  A loss is excused when the message was
+    sent within ±1 s of a broker kill (the window of forkchat(7)), or within
+    1 s before its own sender's worker was killed (bytes the dead worker had
+    not yet passed on); anything else is unexplained.
+    """
+    killed: dict[int, list[int]] = collections.defaultdict(list)
+    for sid, ns in kills:
+        killed[sid].append(ns)
+    totals = collections.Counter()
+    examples: list[dict[str, Any]] = []
+    offsets: list[float] = []       # ms from the nearest broker kill, of excused losses
+    for stayer in stayers:
+        if not stayer["alive"]:
+            continue
+        counts, lost = stayer_delivery(stayer, sent)
+        totals.update(counts)
+        for sid, seq in lost:
+            room, ns = sent[(sid, seq)]
+            why = loss_reason(ns, sid, killed, broker_ns)
+            totals[f"lost_{why}"] += 1
+            if why == "broker":
+                offsets.append(min((ns - kill for kill in broker_ns), key=abs) / 1e6)
+            if why == "unexplained" and len(examples) < 5:
+                examples.append({"stayer": stayer["cid"], "sender": sid, "seq": seq,
+                                 "room": room, "sent_at_s": round((ns - t0_ns) / 1e9, 3)})
+    return {"expected": totals["expected"], "received": totals["received"],
+            "lost": totals["lost"], "lost_across_broker_deaths": totals["lost_broker"],
+            "broker_loss_sent_ms_from_kill": [round(min(offsets), 1), round(max(offsets), 1)]
+            if offsets else None,
+            "lost_from_killed_senders": totals["lost_killed_sender"],
+            "unexplained_loss": totals["lost_unexplained"],
+            "duplicated": totals["duplicated"], "reordered": totals["reordered"],
+            "extra": totals["extra"], "unexplained_examples": examples,
+            "loss_window_s": SOAK_KILL_WINDOW_NS / 1e9}
+
+
+def stayer_delivery(stayer: dict[str, Any], sent: dict[tuple[int, int], tuple[str, int]]
+                    ) -> tuple[collections.Counter[str], list[tuple[int, int]]]:
+    """Counts for one stayer and the (sender, seq) it should have had but did not."""
+    rooms = set(stayer["rooms"])
+    expected = {key for key, (room, ns) in sent.items()
+                if room in rooms and key[0] != stayer["cid"] and ns >= stayer["ready_ns"]}
+    seen: set[tuple[int, int]] = set()
+    highest: dict[int, int] = {}
+    counts: collections.Counter[str] = collections.Counter(expected=len(expected))
+    for sid, seq, _room in stayer["rx"]:
+        key = (sid, seq)
+        if key in seen:
+            counts["duplicated"] += 1
+            continue
+        seen.add(key)
+        if seq < highest.get(sid, -1):
+            counts["reordered"] += 1
+        highest[sid] = max(seq, highest.get(sid, -1))
+        counts["received" if key in expected else "extra"] += 1
+    lost = sorted(expected - seen)
+    counts["lost"] = len(lost)
+    return counts, lost
+
+
+def loss_reason(ns: int, sid: int, killed: dict[int, list[int]], broker_ns: list[int]) -> str:
+    """'broker', 'killed_sender' or 'unexplained' for a message sent at `ns` by `sid`."""
+    if any(abs(ns - kill) <= SOAK_KILL_WINDOW_NS for kill in broker_ns):
+        return "broker"
+    if any(kill - SOAK_KILL_WINDOW_NS <= ns <= kill + SOAK_KILL_WINDOW_NS
+           for kill in killed.get(sid, ())):
+        return "killed_sender"
+    return "unexplained"
 
 
 SCENARIO_RUNNERS: dict[str, Callable[[Bench, Pool], dict[str, Any]]] = {
@@ -1621,8 +2091,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--messages", type=positive_int,
                         help="messages per sender (default: from --duration when paced, "
                              "500 unpaced, 1000 for latency)")
-    parser.add_argument("--duration", type=positive_float, default=10.0,
-                        help="seconds of sending when paced, and of soak (default 10)")
+    parser.add_argument("--duration", type=positive_float,
+                        help="seconds of sending when paced (default 10), and of soak "
+                             f"(default 30, at most {SOAK_HARD_CAP_S:.0f})")
+    parser.add_argument("--kill-workers-per-s", type=nonneg_float, default=1.0,
+                        help="soak: SIGKILL this many churners' workers per second "
+                             "(default 1; 0 = never)")
+    parser.add_argument("--kill-broker-every", type=nonneg_float, default=10.0,
+                        help="soak: SIGKILL the broker every this many seconds (default 10; "
+                             "0 = never; at most 5 per minute, the supervisor's limit)")
+    parser.add_argument("--seed", type=int, default=1, help="soak: random seed (default 1)")
     parser.add_argument("--offered-load", type=positive_float, metavar="DELIVERIES_PER_S",
                         help="pace fanout at this many deliveries/s (default: unpaced); "
                              "slowreader default 100000")
@@ -1675,6 +2153,13 @@ def positive_int(text: str) -> int:
 
 def nonneg_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        return 0.0 if float(text) == 0 else positive_float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def positive_float(text: str) -> float:
