@@ -272,14 +272,15 @@ class Worker:
                 del self.recvq[:end + 1]
                 self.discarding = False
                 continue
+            if self.bucket.wait_time() > 0:
+                self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
+                break
             line = bytes(self.recvq[:end]).rstrip(b"\r")
-            msg = self._parse(line)
+            msg = self._parse(line)      # a bad line is answered here, once
             if msg is not None and self.unsynced and msg.command in commands.COMMANDS:
                 self._sync()    # answer in order: the broker's replies first
                 break
-            if not self.bucket.take():
-                self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
-                break
+            self.bucket.take()
             del self.recvq[:end + 1]
             if msg is not None:
                 commands.dispatch(self, msg, line)

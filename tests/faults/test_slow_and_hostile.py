@@ -131,3 +131,13 @@ def test_stuck_reader_finds_the_error_line_when_it_reads_again(make_server):
     assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]
     alice.close()
     stuck.close()
+
+
+def test_a_bad_line_held_by_flood_control_is_answered_once(make_server):
+    server = make_server(config_text="[limits]\nflood_burst = 2\nflood_rate = 5.0\n")
+    client = IrcTestClient(server.port)
+    client.register("throttled")          # uses the burst; the next lines wait
+    client.send(b"PRIVMSG throttled :\xff bad\r\nPING :after\r\n")
+    got = client.collect_until("PONG", 10)
+    assert [m.command for m in got].count("NOTICE") == 1
+    client.close()
