@@ -94,6 +94,10 @@ def start(name: str, target: Callable[..., None], args: tuple) -> LeanForkProces
     start() would otherwise poll with one waitpid per live child: the
     supervisor reaps its children itself.
     """
+    # Collect first: the supervisor runs with gc disabled, and whatever is
+    # frozen now is never collected, so cycles made since the last fork
+    # (few, and cheap to find) must go before they become permanent.
+    gc.collect()
     gc.freeze()
     process = LeanForkProcess(target=target, args=args, name=name)
     process.start()
