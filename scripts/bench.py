@@ -18,6 +18,14 @@ a receiver counts lost, reordered and duplicated messages per sender and
 keeps a latency histogram.  Server figures come from psutil, summed over
 the supervisor and all its descendants (CPU per role, RSS/USS/PSS).
 
+The soak scenario (issue 6) mixes stayers, who keep their rooms and
+record every message they get, with churners, who join, part, change
+nicks and leave; meanwhile the generators SIGKILL random churners'
+workers (found by their TCP peer port) and the parent SIGKILLs the broker
+(the server's child named forkchat-broker) on schedule.  Afterwards it
+compares what each stayer got with what was sent to its rooms, and checks
+the server's process tree, the supervisor's fds and USS for leaks.
+
 Every loop is bounded in count and time; the server this script starts is
 stopped on every path (error, Ctrl+C, SIGTERM), and the generator
 processes die with their parent (PR_SET_PDEATHSIG).  Only 127.0.0.1.
@@ -1956,6 +1964,7 @@ def soak_delivery(stayers: list[dict[str, Any]], sent: dict[tuple[int, int], tup
     totals = collections.Counter()
     examples: list[dict[str, Any]] = []
     offsets: list[float] = []       # ms from the nearest broker kill, of excused losses
+    victim_offsets: list[float] = []  # ms from the kill of the sender's own worker
     for stayer in stayers:
         if not stayer["alive"]:
             continue
@@ -1967,18 +1976,25 @@ def soak_delivery(stayers: list[dict[str, Any]], sent: dict[tuple[int, int], tup
             totals[f"lost_{why}"] += 1
             if why == "broker":
                 offsets.append(min((ns - kill for kill in broker_ns), key=abs) / 1e6)
+            elif why == "killed_sender":
+                victim_offsets.append(min((ns - kill for kill in killed[sid]), key=abs) / 1e6)
             if why == "unexplained" and len(examples) < 5:
                 examples.append({"stayer": stayer["cid"], "sender": sid, "seq": seq,
                                  "room": room, "sent_at_s": round((ns - t0_ns) / 1e9, 3)})
     return {"expected": totals["expected"], "received": totals["received"],
             "lost": totals["lost"], "lost_across_broker_deaths": totals["lost_broker"],
-            "broker_loss_sent_ms_from_kill": [round(min(offsets), 1), round(max(offsets), 1)]
-            if offsets else None,
+            "broker_loss_sent_ms_from_kill": _span(offsets),
             "lost_from_killed_senders": totals["lost_killed_sender"],
+            "killed_sender_loss_sent_ms_from_kill": _span(victim_offsets),
             "unexplained_loss": totals["lost_unexplained"],
             "duplicated": totals["duplicated"], "reordered": totals["reordered"],
             "extra": totals["extra"], "unexplained_examples": examples,
             "loss_window_s": SOAK_KILL_WINDOW_NS / 1e9}
+
+
+def _span(values: list[float]) -> list[float] | None:
+    """[min, max] rounded, or None when there is nothing."""
+    return [round(min(values), 1), round(max(values), 1)] if values else None
 
 
 def stayer_delivery(stayer: dict[str, Any], sent: dict[tuple[int, int], tuple[str, int]]
@@ -2136,6 +2152,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scenarios = list(dict.fromkeys(names))
     if args.pid and not args.attach:
         parser.error("--pid goes with --attach")
+    if args.attach and not args.pid and "soak" in args.scenarios:
+        parser.error("soak kills the server's broker and workers: --attach needs --pid")
     if args.attach and args.server_arg:
         parser.error("--server-arg makes no sense with --attach")
     return args
@@ -2157,9 +2175,12 @@ def nonneg_int(text: str) -> int:
 
 def nonneg_float(text: str) -> float:
     try:
-        return 0.0 if float(text) == 0 else positive_float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
 
 
 def positive_float(text: str) -> float:

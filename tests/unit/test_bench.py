@@ -95,3 +95,41 @@ def test_bad_option_is_a_clear_error():
     assert done.returncode == 2
     assert "unknown scenario nosuch" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_soak_with_kills_loses_nothing_unexplained_and_leaks_nothing():
+    [result] = run_bench("--scenario", "soak", "--duration", "8", "-n", "12",
+                         "--kill-workers-per-s", "1", "--kill-broker-every", "2.5")
+    check_common(result, "soak")
+    check_cpu(result)
+    assert result["stayers"] + result["churners"] == 12
+    assert result["server_alive"]
+    assert result["stayers_disconnected"] == []
+    assert result["broker_kills"] == 2, result["broker_kill_log"]
+    assert all(kill["new_pid"] for kill in result["broker_kill_log"])
+    assert result["worker_kills"] > 0 and result["churner_connects"] > 0
+    assert result["messages_sent"] > 0 and result["expected"] > 0
+    assert result["received"] + result["lost"] == result["expected"]
+    assert result["lost"] == (result["lost_across_broker_deaths"]
+                              + result["lost_from_killed_senders"] + result["unexplained_loss"])
+    assert result["unexplained_loss"] == 0, result["unexplained_examples"]
+    assert result["duplicated"] == result["reordered"] == 0
+    leaks = result["leaks"]
+    assert not leaks["process_leak"], leaks
+    assert leaks["brokers"] == 1 and leaks["workers"] == leaks["expected_workers"]
+    assert not leaks["fd_leak"], leaks
+    for key in ("supervisor_uss_growth_bytes", "broker_uss_growth_bytes"):
+        assert key in leaks
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scenario", "soak", "--attach", "127.0.0.1:6667"], "--attach needs --pid"),
+    (["--scenario", "soak", "--kill-broker-every", "-1"], "must be 0 or more"),
+    (["--scenario", "soak", "--kill-workers-per-s", "many"], "not a number"),
+])
+def test_soak_bad_options_are_clear_errors(args, message):
+    done = subprocess.run([sys.executable, BENCH, *args],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
