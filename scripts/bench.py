@@ -1014,6 +1014,7 @@ SOAK_DRAIN_S = 8.0              # ... or after this (a broker holds talk up to 3
 SOAK_RECONNECT_S = 0.2          # a churner that left comes back as a new client after this
 SOAK_CONNECT_S = 15.0           # one churner's connect, registration and JOIN
 SOAK_KILL_WINDOW_NS = 1_000_000_000    # loss within ±1 s of a broker kill is excused
+SOAK_START_NS = 500_000_000     # every generator has the request before anyone talks
 SOAK_HARD_CAP_S = 600.0         # --duration is cut to this, whatever is asked
 BROKER_KILLS_PER_WINDOW = 5     # the supervisor gives up after more than 5 deaths ...
 BROKER_KILL_WINDOW_S = 61.0     # ... within 60 s: the bench stays below that
@@ -1036,7 +1037,7 @@ class SoakState:
     churner_connects: int = 0
     churner_connect_failures: collections.Counter[str] = field(
         default_factory=collections.Counter)
-    churners_killed_seen: int = 0
+    left: dict[int, int] = field(default_factory=dict)    # churner sid -> when it was gone
     rooms: dict[int, set[str]] = field(default_factory=dict)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -1120,29 +1121,53 @@ async def soak_churner(gen: Generator, state: SoakState, slot: int) -> None:
             soak_action(client, action, state, gen.index)
             if action == "quit":
                 await asyncio.wait([client.closed], timeout=5)
-        if client.closed.done() and any(sid == cid for sid, _ in state.kills):
-            state.churners_killed_seen += 1
         if client.closed.done():
+            state.left[cid] = time.monotonic_ns()
             state.errors.update(client.errors)
             gen.clients.pop(cid, None)
         await asyncio.sleep(SOAK_RECONNECT_S)
 
 
-def worker_of(server_pid: int, local_port: int) -> psutil.Process | None:
-    """The server's worker process whose TCP peer is our socket's local port."""
-    try:
-        kids = psutil.Process(server_pid).children()
-    except psutil.Error:
+def worker_of(server_pid: int, server_port: int, local_port: int) -> psutil.Process | None:
+    """The server's worker process that holds the server side of our connection.
+
+    The socket's inode comes from one read of /proc/net/tcp, then the
+    workers' fd links are searched for it: much cheaper than psutil's
+    net_connections per worker, which parses the whole TCP table each time.
+    """
+    inode = server_socket_inode(server_port, local_port)
+    if inode is None:
         return None
-    for kid in kids:
+    target = f"socket:[{inode}]"
+    for kid in server_children(server_pid, "forkchat-worker"):
         try:
-            if kid.name() != "forkchat-worker":
-                continue
-            for conn in kid.net_connections(kind="tcp"):
-                if conn.raddr and conn.raddr.port == local_port:
-                    return kid
-        except psutil.Error:
+            fds = os.listdir(f"/proc/{kid.pid}/fd")
+            if any(_readlink(f"/proc/{kid.pid}/fd/{fd}") == target for fd in fds):
+                return kid
+        except OSError:
             continue
+    return None
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def server_socket_inode(server_port: int, client_port: int) -> str | None:
+    """Inode of the server side of the 127.0.0.1 connection from `client_port`."""
+    want_local = f"0100007F:{server_port:04X}"
+    want_remote = f"0100007F:{client_port:04X}"
+    try:
+        with open("/proc/net/tcp") as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) > 9 and parts[1] == want_local and parts[2] == want_remote:
+                    return parts[9] if parts[9] != "0" else None
+    except OSError:
+        return None
     return None
 
 
@@ -1155,7 +1180,8 @@ def soak_kill_one(gen: Generator, state: SoakState, server_pid: int) -> None:
         return
     victim = state.rng.choice(victims)
     sock = victim.transport.get_extra_info("socket") if victim.transport else None
-    worker = worker_of(server_pid, sock.getsockname()[1]) if sock is not None else None
+    worker = worker_of(server_pid, gen.port, sock.getsockname()[1]) if sock is not None \
+        else None
     if worker is None:
         state.kill_misses += 1
         return
@@ -1195,11 +1221,13 @@ async def soak_drain(stayers: list[Client]) -> None:
 async def soak_run(gen: Generator, request: dict[str, Any]) -> dict[str, Any]:
     """Stayers talk, churners come and go and get killed; report what each stayer got."""
     import random
+    stayers = [c for c in gen.clients.values() if not c.closed.done()]
+    for client in stayers:          # every process records before any process sends
+        client.soak_rx = []
+    await asyncio.sleep(max(0.0, (int(request["start_ns"]) - time.monotonic_ns()) / 1e9))
     state = SoakState(random.Random(int(request.get("seed", 1)) + gen.index),
                       time.monotonic() + float(request["duration"]))
-    stayers = [c for c in gen.clients.values() if not c.closed.done()]
     for client in stayers:
-        client.soak_rx = []
         state.rooms[client.spec.cid] = set((client.spec.room or "").split(",")) - {""}
     tasks = [asyncio.create_task(soak_stayers(gen, state, stayers)),
              asyncio.create_task(soak_killer(gen, state, int(request["server_pid"]),
@@ -1233,6 +1261,7 @@ def soak_report(state: SoakState, stayers: list[Client]) -> dict[str, Any]:
     for client in stayers:
         state.errors.update(client.errors)
     return {"sent": state.sent, "kills": state.kills, "kill_misses": state.kill_misses,
+            "left": state.left,
             "actions": dict(state.actions), "errors": dict(state.errors),
             "churner_connects": state.churner_connects,
             "churner_connect_failures": dict(state.churner_connect_failures),
@@ -1763,7 +1792,9 @@ def scenario_soak(bench: Bench, pool: Pool) -> dict[str, Any]:
     requests = [dict(request, churners=churners // pool.size
                      + (1 if index < churners % pool.size else 0))
                 for index in range(pool.size)]
-    t0_ns = time.monotonic_ns()
+    t0_ns = time.monotonic_ns() + SOAK_START_NS
+    for one in requests:
+        one["start_ns"] = t0_ns
 
     def run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         asked = pool.send(requests)
@@ -1934,7 +1965,8 @@ def soak_summary(answers: list[dict[str, Any]], brokers: list[dict[str, Any]],
     sent = {(sid, seq): (room, ns) for a in answers for sid, seq, room, ns in a["sent"]}
     kills = [(sid, ns) for a in answers for sid, ns in a["kills"]]
     stayers = [s for a in answers for s in a["stayers"]]
-    delivery = soak_delivery(stayers, sent, kills, [b["ns"] for b in brokers], t0_ns)
+    left = {int(sid): ns for a in answers for sid, ns in a["left"].items()}
+    delivery = soak_delivery(stayers, sent, kills, [b["ns"] for b in brokers], t0_ns, left)
     return {"actions": dict(actions), "error_numerics": dict(errors),
             "messages_sent": len(sent),
             "worker_kills": len(kills), "worker_kill_misses": sum(a["kill_misses"]
@@ -1949,7 +1981,7 @@ def soak_summary(answers: list[dict[str, Any]], brokers: list[dict[str, Any]],
 
 def soak_delivery(stayers: list[dict[str, Any]], sent: dict[tuple[int, int], tuple[str, int]],
                   kills: list[tuple[int, int]], broker_ns: list[int],
-                  t0_ns: int) -> dict[str, Any]:
+                  t0_ns: int, left: dict[int, int]) -> dict[str, Any]:
     """Expected vs received per stayer, and why each missing message is missing.
 
     Expected: every message sent, by anyone else, to one of the stayer's
@@ -1962,7 +1994,7 @@ def soak_delivery(stayers: list[dict[str, Any]], sent: dict[tuple[int, int], tup
     for sid, ns in kills:
         killed[sid].append(ns)
     totals = collections.Counter()
-    examples: list[dict[str, Any]] = []
+    examples: dict[str, list[dict[str, Any]]] = {"unexplained": [], "broker": []}
     offsets: list[float] = []       # ms from the nearest broker kill, of excused losses
     victim_offsets: list[float] = []  # ms from the kill of the sender's own worker
     for stayer in stayers:
@@ -1978,9 +2010,14 @@ def soak_delivery(stayers: list[dict[str, Any]], sent: dict[tuple[int, int], tup
                 offsets.append(min((ns - kill for kill in broker_ns), key=abs) / 1e6)
             elif why == "killed_sender":
                 victim_offsets.append(min((ns - kill for kill in killed[sid]), key=abs) / 1e6)
-            if why == "unexplained" and len(examples) < 5:
-                examples.append({"stayer": stayer["cid"], "sender": sid, "seq": seq,
-                                 "room": room, "sent_at_s": round((ns - t0_ns) / 1e9, 3)})
+            if why != "killed_sender" and len(examples[why]) < 5:
+                examples[why].append({"stayer": stayer["cid"], "sender": sid, "seq": seq,
+                                      "sender_kind": "churner" if sid >= 1_000_000
+                                      else "stayer", "room": room,
+                                      "sent_at_s": round((ns - t0_ns) / 1e9, 3),
+                                      "sender_gone_at_s": round((left[sid] - t0_ns) / 1e9, 3)
+                                      if sid in left else None,
+                                      "sender_killed": sid in killed})
     return {"expected": totals["expected"], "received": totals["received"],
             "lost": totals["lost"], "lost_across_broker_deaths": totals["lost_broker"],
             "broker_loss_sent_ms_from_kill": _span(offsets),
@@ -1988,7 +2025,8 @@ def soak_delivery(stayers: list[dict[str, Any]], sent: dict[tuple[int, int], tup
             "killed_sender_loss_sent_ms_from_kill": _span(victim_offsets),
             "unexplained_loss": totals["lost_unexplained"],
             "duplicated": totals["duplicated"], "reordered": totals["reordered"],
-            "extra": totals["extra"], "unexplained_examples": examples,
+            "extra": totals["extra"], "unexplained_examples": examples["unexplained"],
+            "broker_loss_examples": examples["broker"],
             "loss_window_s": SOAK_KILL_WINDOW_NS / 1e9}
 
 
