@@ -116,7 +116,8 @@ def test_soak_with_kills_loses_nothing_unexplained_and_leaks_nothing():
     assert result["duplicated"] == result["reordered"] == 0
     leaks = result["leaks"]
     assert not leaks["process_leak"], leaks
-    assert leaks["brokers"] == 1 and leaks["workers"] == leaks["expected_workers"]
+    assert leaks["brokers"] == 1 and leaks["workers"] == leaks["expected_workers"] \
+        == result["stayers"]
     assert not leaks["fd_leak"], leaks
     for key in ("supervisor_uss_growth_bytes", "broker_uss_growth_bytes"):
         assert key in leaks
