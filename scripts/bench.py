@@ -481,6 +481,7 @@ class Client(asyncio.Protocol):
         self.rtts: list[float] = []
         self.names_left = len(spec.room.split(",")) if spec.room else 0
         self.ready_ns = 0
+        self.welcomed = False
         self.soak_rx: list[tuple[int, int, str]] | None = None   # soak stayers only
         self.reset_counts()
 
@@ -558,7 +559,16 @@ class Client(asyncio.Protocol):
         if sent is not None:
             self.rtts.append(time.monotonic() - sent)
 
+    def stage(self) -> str:
+        """How far the client got, for a timeout's error text."""
+        if self.transport is None:
+            return "in TCP connect"
+        if not self.welcomed:
+            return "before the end of MOTD"
+        return f"in JOIN ({self.names_left} NAMES ends missing)"
+
     def on_welcome_end(self, line: bytes) -> None:
+        self.welcomed = True
         if not self.spec.room and not self.ready.done():
             self.ready.set_result(None)
 
@@ -729,7 +739,7 @@ class Generator:
                     await client.ready
             except TimeoutError:
                 _abort(client, sock)
-                return 0.0, "timeout"
+                return 0.0, f"timeout {client.stage()}"
             except (OSError, BenchError) as error:
                 _abort(client, sock)
                 return 0.0, str(error)[:120]
@@ -1038,6 +1048,7 @@ class SoakState:
     churner_connect_failures: collections.Counter[str] = field(
         default_factory=collections.Counter)
     left: dict[int, int] = field(default_factory=dict)    # churner sid -> when it was gone
+    failure_log: list[dict[str, Any]] = field(default_factory=list)
     rooms: dict[int, set[str]] = field(default_factory=dict)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -1105,9 +1116,13 @@ async def soak_churner(gen: Generator, state: SoakState, slot: int) -> None:
         cid = 1_000_000 * (gen.index + 1) + 1000 * slot + serial % 1000
         rooms = soak_rooms_for(state.rng)
         spec = Spec(cid, f"c{gen.index}s{slot}x{serial}", ",".join(rooms), cid)
+        began = time.monotonic_ns()
         _, error = await gen._open(spec, limit, SOAK_CONNECT_S)
         if error is not None:
             state.churner_connect_failures[error[:60]] += 1
+            if len(state.failure_log) < 5:
+                state.failure_log.append({"nick": spec.nick, "rooms": spec.room,
+                                          "began_ns": began, "error": error[:120]})
             await asyncio.sleep(SOAK_RECONNECT_S)
             continue
         state.churner_connects += 1
@@ -1261,7 +1276,7 @@ def soak_report(state: SoakState, stayers: list[Client]) -> dict[str, Any]:
     for client in stayers:
         state.errors.update(client.errors)
     return {"sent": state.sent, "kills": state.kills, "kill_misses": state.kill_misses,
-            "left": state.left,
+            "left": state.left, "failure_log": state.failure_log,
             "actions": dict(state.actions), "errors": dict(state.errors),
             "churner_connects": state.churner_connects,
             "churner_connect_failures": dict(state.churner_connect_failures),
@@ -1982,6 +1997,10 @@ def soak_summary(answers: list[dict[str, Any]], brokers: list[dict[str, Any]],
                                                                    for a in answers),
             "churner_connects": sum(a["churner_connects"] for a in answers),
             "churner_connect_failures": dict(failures.most_common(5)),
+            "churner_connect_failure_log": [
+                {**{k: v for k, v in f.items() if k != "began_ns"},
+                 "began_at_s": round((f["began_ns"] - t0_ns) / 1e9, 3)}
+                for a in answers for f in a["failure_log"]][:5],
             "broker_kills": len([b for b in brokers if "error" not in b]),
             "broker_kill_log": [{k: v for k, v in b.items() if k != "ns"} for b in brokers],
             "stayers_disconnected": [s["why"] or "closed" for s in stayers if not s["alive"]],
