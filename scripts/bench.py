@@ -1821,6 +1821,10 @@ def scenario_soak(bench: Bench, pool: Pool) -> dict[str, Any]:
         return pool.collect(asked, requests, duration + SOAK_CONNECT_S + SOAK_DRAIN_S
                             + 15 + REPLY_GRACE_S), brokers
     (answers, brokers), figures = measured(bench, pool, run)
+    log = bench.server.log_since(0)
+    for answer in answers:          # what the server said about churners that never got in
+        for failure in answer["failure_log"]:
+            failure["server_log"] = [line[-200:] for line in log if failure["nick"] in line][:6]
     gone = sum(1 for a in answers for s in a["stayers"] if not s["alive"])
     leaks = soak_leaks(server_pid, baseline, baseline["workers"] - gone)
     return {"clients": count, "stayers": stayers, "churners": churners, "duration_s": duration,
