@@ -4,7 +4,7 @@
     worker ─┼─ private Unix socket ──▶ │  topics, modes, bans, away, whowas
     worker ─┘   (one link each)        └─ fan-out: same bytes to every link
                        ▲
-    supervisor ── control socket (CONFIG, SHUTDOWN; see below)
+    supervisor ── control socket (CONFIG and CONTROL ops; see below)
 
 Workers connect to the broker's listening Unix socket, which the
 supervisor creates once and hands to every broker it starts; a worker whose
@@ -12,12 +12,22 @@ broker died reconnects to the same address and re-registers (REREGISTER)
 with the next broker.  The broker checks each peer's uid (SO_PEERCRED).
 
 The broker never blocks on a worker: output to each link goes through a
-bounded `ipc.FrameWriter`, and all of a turn's output to one link leaves in
-one send at the end of the turn.  A link whose buffer overflows is told to
-drop its client ("Max SendQ exceeded") and is no longer written to.
+bounded `ipc.FrameWriter`, and a turn's output to one link leaves in one
+send (under load, after up to FLUSH_WINDOW_S).  A link whose buffer
+overflows is told to drop its client ("Max SendQ exceeded") and is no
+longer written to.
+
+Restart sequence: the supervisor starts a new broker with the list of
+workers alive at the death.  Each reconnects and sends HELLO and, if it
+had a nick, REREGISTER (state.reregister restores nick, modes, rooms and
+statuses; room records come back from the store).  Until every listed
+worker is back, gone ("gone" from the supervisor) or RECOVERY_WAIT_S has
+passed, other frames are held, then processed in arrival order.
 
 The supervisor's control socket carries CONFIG (a new configuration, on
-reload) and CONTROL {"op": "shutdown"}; see ipc.py.
+reload) and CONTROL ops: "shutdown", "freeze" (keep the room store as it
+is, the server is stopping) and "gone" (a worker died); the broker sends
+"counts" heartbeats and "frozen" back.  See ipc.py.
 """
 
 from __future__ import annotations
