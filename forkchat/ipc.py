@@ -22,7 +22,8 @@ the payload:
 
 and on the supervisor's control socket to the broker:
 
-    CONTROL     JSON {"op": "shutdown"}
+    CONTROL     JSON {"op": ...}: shutdown, freeze, gone (supervisor -> broker);
+                counts, frozen (broker -> supervisor)
     CONFIG      pickled config.Config (trusted parent only, never a worker)
 
 No pickle: lines are bytes and the rare control frames are JSON, so a
