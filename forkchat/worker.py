@@ -86,6 +86,7 @@ class Worker:
         self.unsynced = False
         self.client_eof = False
         self.stuck = False
+        self.nick_asked = b""
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -401,6 +402,8 @@ class Worker:
         self._queue_frame(ipc.encode(ipc.Kind.REQUEST, raw))
         self.unsynced = True
         if not self.session.registered:
+            if raw[:5].upper() == b"NICK ":
+                self.nick_asked = raw     # resent if it dies with a broker
             self._sync()
 
     def _sync(self) -> None:
@@ -461,8 +464,10 @@ class Worker:
         if self.session.nick:
             first.append(ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity()))
         self.link.queue_first(first)
-        # SYNCs and a REGISTER sent to a dead broker died with it.
+        # SYNCs, a NICK and a REGISTER sent to a dead broker died with it.
         self.syncs_pending = self.link.count(ipc.Kind.SYNC)
+        if self.nick_asked and not self.session.nick and not self.syncs_pending:
+            self.forward(self.nick_asked)
         if self.session.register_sent and not self.session.registered \
                 and not self.link.count(ipc.Kind.REGISTER):
             self.session.register_sent = False
@@ -506,6 +511,7 @@ class Worker:
 
     def _on_sync(self, payload: bytes) -> None:
         self.syncs_pending = max(0, self.syncs_pending - 1)
+        self.nick_asked = b""        # the broker has answered the NICK, if any
         if self.tutorial and not self.session.nick and not self.session.register_sent:
             self.tutorial_attempt += 1
             if self.tutorial_attempt > 3:

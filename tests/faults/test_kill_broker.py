@@ -1,12 +1,30 @@
 """The broker dies; the supervisor starts another; nobody notices much."""
 
 import os
+import select
 import signal
+import time
 
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import broker_pid
 
 TALKERS = 50
+
+
+def wait_until_server_read(server_port: int, client_port: int, timeout: float = 5.0) -> None:
+    """Until the server side of this TCP connection has nothing left unread
+    (its rx_queue in /proc/net/tcp), so the worker has read what was sent."""
+    wanted = (f":{server_port:04X}", f":{client_port:04X}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as table:
+            for row in table.readlines()[1:]:
+                fields = row.split()
+                if fields[1].endswith(wanted[0]) and fields[2].endswith(wanted[1]):
+                    if int(fields[4].split(":")[1], 16) == 0:
+                        return
+        select.select([], [], [], 0.005)      # bounded poll of a kernel counter
+    raise AssertionError("the worker never read the client's lines")
 
 
 def test_kill_9_broker_while_clients_talk(make_server):
@@ -86,3 +104,21 @@ def test_a_broker_that_keeps_dying_halts_the_server_with_status_3(make_server):
         os.kill(pid, signal.SIGKILL)
     assert server.proc.wait(15) == 3
     assert "broker died 6 times in 60 s; giving up" in server.log_text()
+
+
+def test_a_nick_lost_with_the_broker_is_asked_again(make_server):
+    """Registration that was under way when the broker died still completes."""
+    server = make_server(config_text="")
+    first = broker_pid(server)
+    late = IrcTestClient(server.port)
+    late.send("NICK 1bad")               # answered by the broker: the link is up
+    late.expect("432")
+    os.kill(first, signal.SIGSTOP)       # the next NICK goes into a broker that will die
+    late.send("NICK latecomer")
+    late.send("USER l 0 * :L")
+    wait_until_server_read(server.port, late.sock.getsockname()[1])
+    mark = server.log_length()
+    os.kill(first, signal.SIGKILL)
+    broker_pid(server, after=mark)
+    late.expect("001", 10)
+    late.close()
