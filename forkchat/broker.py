@@ -40,7 +40,7 @@ import signal
 import socket
 import struct
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from forkchat import __version__, children, config, ipc, log as logsetup, numerics
 from forkchat import protocol, state, store
@@ -485,7 +485,7 @@ class _Outbox:
         self._broker.queue(cid, ipc.encode(ipc.Kind.DROP, reason.encode()))
 
 
-_FRAME_HANDLERS = {
+_FRAME_HANDLERS: dict[int, Callable[[Broker, Link, bytes], None]] = {
     ipc.Kind.HELLO: Broker._on_hello,
     ipc.Kind.REQUEST: Broker._on_request,
     ipc.Kind.REGISTER: Broker._on_register,

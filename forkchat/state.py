@@ -203,9 +203,9 @@ class ChatState:
         for room in list(client.joined.values()):
             self.remove_member(client, room)
         for name in client.invited:
-            room = self.rooms.get(name)
-            if room is not None:
-                room.invites.discard(cid)
+            invited_to = self.rooms.get(name)
+            if invited_to is not None:
+                invited_to.invites.discard(cid)
 
     def reregister(self, cid: int, identity: dict, out: Outbox) -> None:
         """Restore a client after a broker restart, silently (issue 6)."""

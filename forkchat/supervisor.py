@@ -262,9 +262,10 @@ class Supervisor:
                peer: str = "", cid: int = 0) -> Child:
         """Fork a child (children.start: multiprocessing's fork start method)."""
         process = children.start(f"forkchat-{kind}", target, args)
+        assert process.pid is not None
         pidfd = process.sentinel
         child = Child(kind, process.pid, process, pidfd, peer, cid)
-        self.children[process.pid] = child
+        self.children[child.pid] = child
         self.selector.register(pidfd, selectors.EVENT_READ,
                                lambda mask, child=child: self.on_child_exit(child))
         return child

@@ -222,7 +222,7 @@ class Worker:
                 self.close(f"Read error: {error.strerror or error}")
                 return None
             chunks.append(data)
-            if not data or self.tls is None or not self.sock.pending():
+            if not data or not isinstance(self.sock, ssl.SSLSocket) or not self.sock.pending():
                 break
         if not chunks:
             return None
