@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.ircclient import IrcTestClient
+from tests.support.ircclient import IrcTestClient, client_factory
 from tests.support.server import ServerProcess
 
 TEST_LIMITS = """
@@ -40,16 +40,9 @@ def server(make_server) -> ServerProcess:
 
 @pytest.fixture
 def clients(server):
-    """Factory: clients(n) or client() -> connected IrcTestClient(s) to `server`."""
-    made: list[IrcTestClient] = []
-
-    def connect(port: int | None = None) -> IrcTestClient:
-        client = IrcTestClient(port or server.port)
-        made.append(client)
-        return client
-    yield connect
-    for client in made:
-        client.close()
+    """Factory: clients() -> a connected IrcTestClient to `server`, closed at teardown."""
+    with client_factory(server.port) as connect:
+        yield connect
 
 
 @pytest.fixture

@@ -317,21 +317,6 @@ class Polite:
             client.close()
 
 
-def settle(server, keep: set[int], timeout: float) -> list[psutil.Process]:
-    """Wait until the server's only children are `keep`; what else is left after `timeout`.
-
-    A fuzzer's last connection may still wait in the listen queue when the
-    fuzzer is done, so its worker can start after a first look: look again.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = [p for p in server.descendants() if p.pid not in keep]
-        left = deadline - time.monotonic()
-        if not extra or left <= 0:
-            return extra
-        psutil.wait_procs(extra, timeout=left)
-
-
 @pytest.mark.timeout(180)
 def test_fuzzers_hurt_nobody_but_themselves(make_server):
     server = make_server(config_text=FUZZ_CONFIG, extra_args=["--tutorial-listen", "127.0.0.1:0"])
@@ -366,7 +351,7 @@ def test_fuzzers_hurt_nobody_but_themselves(make_server):
 
     # every fuzzer's worker goes away; the polite ones and the broker stay
     keep = set(good_pids.values()) | {broker}
-    leftovers = settle(server, keep, timeout=20)
+    leftovers = server.settle_children(keep, timeout=20)
     assert not leftovers, f"fuzzers' workers still running: {leftovers}"
     assert server.proc.poll() is None, "the supervisor died"
     for nick, pid in good_pids.items():

@@ -326,17 +326,6 @@ def process_figures(pid: int) -> tuple[int, int]:
     return proc.num_fds(), proc.memory_full_info().uss
 
 
-def settle_children(server: ServerProcess, keep: set[int], timeout: float) -> list:
-    """Wait until the server's only children are `keep`; what else is left at the end."""
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = [p for p in server.descendants() if p.pid not in keep]
-        left = deadline - time.monotonic()
-        if not extra or left <= 0:
-            return extra
-        psutil.wait_procs(extra, timeout=left)
-
-
 @pytest.mark.timeout(180)
 def test_soak_with_worker_and_broker_kills(make_server):
     server = make_server(config_text=SOAK_CONFIG)
@@ -347,7 +336,7 @@ def test_soak_with_worker_and_broker_kills(make_server):
     while any(not m.rooms for m in soak.alive()):
         soak.pump(0.1)
     stayer_pids = {m.key: m.pid for m in soak.alive()}
-    assert settle_children(server, set(stayer_pids.values()) | {soak.broker}, 10) == []
+    assert server.settle_children(set(stayer_pids.values()) | {soak.broker}, 10) == []
     supervisor_base = process_figures(server.pid)
     broker_fds_base = process_figures(soak.broker)[0]
     worker_fds_base = {key: process_figures(pid)[0] for key, pid in stayer_pids.items()}
@@ -391,7 +380,7 @@ def test_soak_with_worker_and_broker_kills(make_server):
 
     # -- processes, fds, memory --------------------------------------------------------------
     everyone = {m.pid for m in soak.alive()} | {soak.broker}
-    assert settle_children(server, everyone, 15) == [], "a killed or departed client's worker"
+    assert server.settle_children(everyone, 15) == [], "a killed or departed client's worker"
     assert sorted(p.pid for p in server.descendants()) == sorted(everyone)
     for member in [m for m in soak.alive() if not m.stayer]:
         soak.send(member, "QUIT :done")
@@ -401,7 +390,7 @@ def test_soak_with_worker_and_broker_kills(make_server):
     for member in stayers:
         assert psutil.pid_exists(member.pid), f"{member.key}'s worker was replaced"
     keep = {m.pid for m in stayers} | {soak.broker}
-    leftovers = settle_children(server, keep, 15)
+    leftovers = server.settle_children(keep, 15)
     assert not leftovers, f"processes left behind: {leftovers}"
     assert sorted(p.pid for p in server.descendants()) == sorted(keep)
     fds, uss = process_figures(server.pid)

@@ -20,7 +20,7 @@ import pytest
 
 from forkchat import protocol
 from tests.conftest import TEST_LIMITS
-from tests.support.ircclient import IrcTestClient
+from tests.support.ircclient import IrcTestClient, client_factory
 from tests.support.server import ServerProcess
 
 OPER_CONFIG = '[[operators]]\nname = "admin"\npassword = "pw"\n'
@@ -84,15 +84,8 @@ def server(shared_server):
 @pytest.fixture
 def clients(server):
     """Overrides conftest's `clients`: the same factory, with clients that leave politely."""
-    made: list[IrcTestClient] = []
-
-    def connect(port: int | None = None) -> IrcTestClient:
-        client = IrcTestClient(port or server.port)
-        made.append(client)
-        return client
-    yield connect
-    for client in made:
-        leave(client)
+    with client_factory(server.port, leave) as connect:
+        yield connect
 
 
 def leave(client: IrcTestClient) -> None:

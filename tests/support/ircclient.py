@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from typing import Callable
@@ -127,6 +128,22 @@ class IrcTestClient:
             self.sock.close()
         except OSError:
             pass
+
+
+@contextlib.contextmanager
+def client_factory(port: int, on_close: Callable[[IrcTestClient], None] = IrcTestClient.close):
+    """connect() -> a new client to `port`; every one is closed (on_close) at exit."""
+    made: list[IrcTestClient] = []
+
+    def connect(other_port: int | None = None) -> IrcTestClient:
+        client = IrcTestClient(other_port or port)
+        made.append(client)
+        return client
+    try:
+        yield connect
+    finally:
+        for client in made:
+            on_close(client)
 
 
 def _matches(msg: protocol.Message, command, params: tuple[str, ...]) -> bool:

@@ -125,6 +125,16 @@ class ServerProcess:
         except psutil.NoSuchProcess:
             return []
 
+    def settle_children(self, keep: set[int], timeout: float) -> list[psutil.Process]:
+        """Wait until the only children left are `keep`; returns the others still there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            extra = [p for p in self.descendants() if p.pid not in keep]
+            left = deadline - time.monotonic()
+            if not extra or left <= 0:
+                return extra
+            psutil.wait_procs(extra, timeout=left)
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
