@@ -112,6 +112,7 @@ class Broker:
         self.dirty: set[Link] = set()
         self.selector = selectors.DefaultSelector()
         self.control_reader = ipc.FrameReader()
+        self.control_out = ipc.FrameWriter(control, ipc.CONTROL_QUEUE_BYTES)
         self.running = True
         self.outbox = _Outbox(self)
         self.awaiting = set(expected)
@@ -145,6 +146,8 @@ class Broker:
                 self.awaiting.clear()
                 self._end_recovery()
                 self._flush_dirty()
+            if self.control_out.pending:
+                self._send_pending_control()
             if self.store_dirty and time.monotonic() >= self.next_store:
                 self._save_rooms()
             if time.monotonic() >= next_beat:
@@ -221,12 +224,16 @@ class Broker:
     def _heartbeat(self) -> None:
         """Tell the supervisor the counts; its absence means a stuck broker."""
         clients, rooms = self.state.counts()
-        frame = ipc.encode_json(ipc.Kind.CONTROL, {"op": "counts", "clients": clients,
-                                                   "rooms": rooms})
+        self._send_control({"op": "counts", "clients": clients, "rooms": rooms})
+
+    def _send_control(self, message: dict[str, Any]) -> None:
+        """To the supervisor, whole frames only (the rest waits for the next turn)."""
+        self.control_out.queue(ipc.encode_json(ipc.Kind.CONTROL, message))
+        self._send_pending_control()
+
+    def _send_pending_control(self) -> None:
         try:
-            self.control.send(frame)
-        except (BlockingIOError, InterruptedError):
-            pass
+            self.control_out.flush()
         except OSError:
             self.running = False
 
@@ -312,7 +319,9 @@ class Broker:
 
     def _on_hello(self, link: Link, payload: bytes) -> None:
         hello = ipc.decode_json(payload)
-        cid = int(hello["cid"])
+        cid = hello.get("cid")
+        if not isinstance(cid, int) or isinstance(cid, bool):
+            raise ipc.FrameError("HELLO without a connection id")
         old = self.links.get(cid)
         if old is not None:
             self._close_link(old, "Connection closed")
@@ -451,7 +460,7 @@ class Broker:
             # The server is stopping: rooms emptied by the shutdown are kept.
             self._save_rooms()
             self.store_frozen = True
-            self.control.send(ipc.encode_json(ipc.Kind.CONTROL, {"op": "frozen"}))
+            self._send_control({"op": "frozen"})
 
     def _take_config(self, cfg: config.Config) -> None:
         """A reload: the supervisor validated it; the state takes new limits."""

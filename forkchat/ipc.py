@@ -43,6 +43,7 @@ from typing import Any
 
 HEADER = struct.Struct("!IB")
 HEARTBEAT_S = 2.0      # broker -> supervisor counts; silence means a stuck broker
+CONTROL_QUEUE_BYTES = 1 << 20   # control frames waiting for a busy peer
 MAX_FRAME_BYTES = 1 << 20
 
 
@@ -73,12 +74,19 @@ def encode_json(kind: int, value: Any) -> bytes:
     return encode(kind, json.dumps(value, separators=(",", ":")).encode())
 
 
-def decode_json(payload: bytes) -> Any:
-    """Raises: FrameError when the payload is not JSON."""
+def decode_json(payload: bytes) -> dict[str, Any]:
+    """A control frame's JSON object.
+
+    Raises:
+        FrameError: the payload is not JSON, or not an object.
+    """
     try:
-        return json.loads(payload)
+        value = json.loads(payload)
     except ValueError:
         raise FrameError("control frame is not JSON") from None
+    if not isinstance(value, dict):
+        raise FrameError("control frame is not a JSON object")
+    return value
 
 
 class FrameReader:

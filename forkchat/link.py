@@ -30,6 +30,7 @@ class BrokerLink:
         self.sock: socket.socket | None = None
         self.out: list[bytes] = []
         self._offset = 0              # bytes of out[0] already written
+        self._queued = 0              # bytes in out, so a check costs nothing
         self._reader = ipc.FrameReader()
         self.write_watched = False    # the owner's selector watches for writability
 
@@ -51,7 +52,7 @@ class BrokerLink:
         self._reader = ipc.FrameReader()
         self.write_watched = False
         if self._offset:
-            self.out.pop(0)
+            self._queued -= len(self.out.pop(0))
             self._offset = 0
         return True
 
@@ -62,17 +63,23 @@ class BrokerLink:
 
     def queue(self, frame: bytes) -> None:
         self.out.append(frame)
+        self._queued += len(frame)
 
     def queue_first(self, frames: list[bytes]) -> None:
         """Frames that must precede everything queued (on a new connection)."""
         self.out[:0] = frames
+        self._queued += sum(map(len, frames))
+
+    def clear(self) -> None:
+        self.out.clear()
+        self._offset = self._queued = 0
 
     def count(self, kind: int) -> int:
         """How many queued frames are of this kind."""
         return sum(1 for frame in self.out if frame[4] == kind)
 
     def overfull(self) -> bool:
-        return sum(map(len, self.out)) > QUEUE_BYTES
+        return self._queued > QUEUE_BYTES
 
     def read(self) -> list[tuple[int, bytes]]:
         """The frames one read brings ([] when nothing is ready).
@@ -122,5 +129,7 @@ class BrokerLink:
     def _consume(self, sent: int) -> None:
         sent += self._offset
         while self.out and sent >= len(self.out[0]):
-            sent -= len(self.out.pop(0))
+            frame = self.out.pop(0)
+            sent -= len(frame)
+            self._queued -= len(frame)
         self._offset = sent if self.out else 0

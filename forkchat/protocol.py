@@ -133,22 +133,3 @@ def valid_room(name: str, roomlen: int) -> bool:
 
 def user_prefix(nick: str, user: str, host: str) -> str:
     return f"{nick}!{user}@{host}"
-
-
-def split_lines(buffer: bytearray, limit: int = MAX_LINE_BYTES) -> tuple[list[bytes], bool]:
-    """Take every complete line (LF or CRLF) out of `buffer`.
-
-    Returns the lines (without line ends) and whether an unterminated line
-    longer than `limit` is pending, which the caller treats as an error.
-    A complete line longer than `limit` is returned as is; the caller decides.
-    """
-    lines: list[bytes] = []
-    start = 0
-    while True:
-        end = buffer.find(b"\n", start)
-        if end < 0:
-            break
-        lines.append(bytes(buffer[start:end]).rstrip(b"\r"))
-        start = end + 1
-    del buffer[:start]
-    return lines, len(buffer) > limit

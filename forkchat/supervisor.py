@@ -89,6 +89,7 @@ class Supervisor:
         self.next_cid = 1
         self.broker_pid = 0
         self.broker_control: socket.socket | None = None
+        self.broker_out: ipc.FrameWriter | None = None
         self.broker_deaths: list[float] = []
         self.stopping = False
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -177,6 +178,10 @@ class Supervisor:
     def on_control(self, mask: int) -> None:
         """Heartbeats from the broker: counts for STATUS, and proof of life."""
         assert self.broker_control is not None
+        if mask & selectors.EVENT_WRITE:
+            self._flush_broker()
+        if not mask & selectors.EVENT_READ:
+            return
         try:
             data = self.broker_control.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -302,6 +307,7 @@ class Supervisor:
                 pass
             self.broker_control.close()
         self.broker_control = control
+        self.broker_out = ipc.FrameWriter(control, ipc.CONTROL_QUEUE_BYTES)
         self.control_reader = ipc.FrameReader()
         control.setblocking(False)
         self.selector.register(control, selectors.EVENT_READ, self.on_control)
@@ -323,8 +329,9 @@ class Supervisor:
             self._broker_gone(code)
 
     def _worker_gone(self, child: Child, code: int) -> None:
-        # A broker recovering from a restart may be waiting for this worker.
-        self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone", "cid": child.cid}))
+        if not self.stopping:    # a broker recovering from a restart may wait for it
+            self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone",
+                                                                 "cid": child.cid}))
         self.workers -= 1
         left = self.per_ip.get(child.peer, 1) - 1
         if left:
@@ -421,12 +428,28 @@ class Supervisor:
             log.info("status: %s", line)
 
     def _send_broker(self, frame: bytes) -> None:
-        if self.broker_control is None:
+        """Queue a control frame; what the socket does not take now goes later,
+        whole, so the broker never reads half a frame."""
+        if self.broker_out is None:
             return
+        if not self.broker_out.queue(frame):
+            log.warning("the broker is not reading its control socket; frame dropped")
+            return
+        self._flush_broker()
+
+    def _flush_broker(self) -> None:
+        assert self.broker_out is not None and self.broker_control is not None
         try:
-            self.broker_control.sendall(frame)
+            done = self.broker_out.flush()
         except OSError as error:
             log.warning("cannot reach the broker: %s", error)
+            return
+        want = selectors.EVENT_READ | (0 if done else selectors.EVENT_WRITE)
+        try:
+            if self.selector.get_key(self.broker_control).events != want:
+                self.selector.modify(self.broker_control, want, self.on_control)
+        except (KeyError, ValueError):
+            pass
 
     # -- stopping ------------------------------------------------------------------
 

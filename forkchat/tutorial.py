@@ -19,7 +19,6 @@ from forkchat import protocol
 
 HANDSHAKE = b"NICK"
 CONNECTED = b"Connected to server!"
-CHUNK_BYTES = 1024
 MAX_TEXT_BYTES = 400
 _NICK_JUNK = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}\-]")
 

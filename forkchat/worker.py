@@ -551,7 +551,7 @@ class Worker:
     def _queue_frame(self, frame: bytes) -> None:
         self.link.queue(frame)
         if self.link.overfull():
-            self.link.out.clear()
+            self.link.clear()
             self.close("Server error: chat service unavailable")
 
     def _flush_link(self, deadline: float | None = None) -> None:

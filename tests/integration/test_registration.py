@@ -163,3 +163,13 @@ def test_hashed_server_password(make_server):
     bad.expect("464")
     good.close()
     bad.close()
+
+
+def test_lines_end_in_crlf_or_bare_lf_and_a_partial_line_waits(registered):
+    """A line ends with CR LF; a bare LF is accepted; the rest waits for its end."""
+    alice = registered("alice")
+    alice.sock.sendall(b"PING :A\r\nPING :B\nPING :C")     # raw: no line end added
+    assert alice.expect("PONG").params[-1] == "A"
+    assert alice.expect("PONG").params[-1] == "B"
+    alice.send(b"D\r\n")
+    assert alice.expect("PONG").params[-1] == "CD"

@@ -81,9 +81,3 @@ def test_valid_nick(nick, ok):
 ])
 def test_valid_room(name, ok):
     assert protocol.valid_room(name, 50) is ok
-
-
-def test_split_lines_accepts_lf_and_crlf_and_keeps_the_rest():
-    buffer = bytearray(b"A\r\nB\nC")
-    lines, overlong = protocol.split_lines(buffer)
-    assert lines == [b"A", b"B"] and bytes(buffer) == b"C" and not overlong
