@@ -2243,22 +2243,26 @@ def nonneg_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
 
-def nonneg_float(text: str) -> float:
+def _finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or math.isinf(value):
+    if math.isnan(value) or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
     return value
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or math.isinf(value):
+    value = _finite_float(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return value
 
