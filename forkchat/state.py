@@ -215,8 +215,9 @@ class ChatState:
         nick = str(identity.get("nick") or "")
         if not protocol.valid_nick(nick, max(self.settings.nicklen, len(nick))):
             return
+        lost = ""
         if protocol.casefold(nick) in self.nicks:
-            nick = self._free_guest_nick(cid)
+            lost, nick = nick, self._free_guest_nick(cid)
             out.update(cid, {"nick": nick})
         client.nick = nick
         self.nicks[protocol.casefold(nick)] = client
@@ -233,6 +234,23 @@ class ChatState:
         if isinstance(room_map, dict):
             for name, status in room_map.items():
                 self._restore_member(client, str(name), rooms.status_string(str(status)))
+        if lost:
+            self._announce_forced_nick(client, lost, out)
+
+    def _announce_forced_nick(self, client: Client, lost: str, out: Outbox) -> None:
+        """Tell a client renamed by reregister, and its rooms, as a forced NICK.
+
+        Its IRC client still believes it is `lost`, and so do the members of
+        its rooms: without this line both keep a stale nick.  The holder of
+        `lost` is left out: it would read the line as its own rename.
+        """
+        recipients = self.neighbours(client)
+        recipients.add(client.cid)
+        holder = self.nicks.get(protocol.casefold(lost))
+        if holder is not None:
+            recipients.discard(holder.cid)
+        old_prefix = protocol.user_prefix(lost, client.user, client.host)
+        out.fanout(recipients, protocol.format_line(old_prefix, "NICK", client.nick))
 
     def _free_guest_nick(self, cid: int) -> str:
         base = f"Guest{cid}"
