@@ -23,6 +23,7 @@ from typing import Callable
 
 EX_SOFTWARE = 70
 _PR_SET_NAME = 15
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def close_inherited(keep: set[int]) -> None:
@@ -113,13 +114,23 @@ def lifeline_fd() -> int:
     return parent.sentinel
 
 
-def set_name(name: str) -> None:
-    """Name the process (comm) so `ps` and STATS can tell roles apart."""
+def _prctl(option: int, arg: int | bytes) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+        return bool(libc.prctl(option, arg, 0, 0, 0) == 0)
     except (OSError, AttributeError):
-        pass
+        return False
+
+
+def set_name(name: str) -> None:
+    """Name the process (comm) so `ps` and STATS can tell roles apart."""
+    _prctl(_PR_SET_NAME, name.encode()[:15])
+
+
+def become_subreaper() -> bool:
+    """Adopt grandchildren whose parent dies: the workers of a dead spawner
+    then become our children, and we learn how each one ends."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
 def reset_signals() -> None:

@@ -54,7 +54,10 @@ def _role(process: psutil.Process, root_pid: int) -> str:
         name = process.name()
     except psutil.Error:
         return "worker"
-    return "broker" if name.endswith("broker") else "worker"
+    for role in ("broker", "spawn"):
+        if name.endswith(role):
+            return role
+    return "worker"
 
 
 def uptime(root_pid: int, now: float) -> float:

@@ -1,8 +1,8 @@
 """The supervisor: the main process, which listens, spawns and reaps.
 
-    listeners ──accept──▶ Supervisor ──fork──▶ worker (one per client)
-                             │    └──fork──▶ broker (one; restarted if it dies)
-                             │
+    listeners ──accept──▶ Supervisor ──fork──▶ broker (one; restarted if it dies)
+                             │    └──fork──▶ spawner ──fork──▶ worker (one per client)
+                             │                  (accepted sockets go to it over SCM_RIGHTS)
     signals ──wakeup fd──────┘      pidfds: one per child, readable at its exit
 
 It never reads client traffic.  It owns the listening sockets, the child
@@ -10,7 +10,10 @@ table, the current Config, and the broker's private Unix socket, which it
 creates once so that a restarted broker is found at the same address.
 Signal handlers only wake the loop; `SIGNAL_ACTIONS` says what each does.
 Children are watched through pidfds, so a child that closed its inherited
-descriptors (as every child here does) is still seen to exit.
+descriptors (as every child here does) is still seen to exit.  Workers are
+the spawner's children: it reports their start and exit.  If a spawner
+dies, its workers become ours (we are a child subreaper) and are watched
+through pidfds too.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from forkchat import children, config, flood, ipc, listeners, log as logsetup, procstats
-from forkchat import signals, systemd
+from forkchat import signals, spawner, systemd
 from forkchat import timers
 
 log = logging.getLogger("forkchat.supervisor")
 
 BROKER_BOOT_ERROR = 3
-BROKER_RESTARTS = 5              # more deaths than this ...
+BROKER_RESTARTS = 5              # more deaths of a broker or spawner than this ...
 BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
 ACCEPTS_PER_WAKEUP = 64
@@ -67,10 +70,11 @@ class Targets:
 class Child:
     kind: str
     pid: int
-    process: Any
-    pidfd: int
+    process: Any          # None for a worker: its parent is a spawner
+    pidfd: int            # -1 for a worker, until a dead spawner leaves it to us
     peer: str = ""
     cid: int = 0
+    spawner: int = 0      # a worker's spawner pid
 
 
 class Supervisor:
@@ -90,7 +94,9 @@ class Supervisor:
         self.broker_pid = 0
         self.broker_control: socket.socket | None = None
         self.broker_out: ipc.FrameWriter | None = None
-        self.broker_deaths: list[float] = []
+        self.deaths: dict[str, list[float]] = {"broker": [], "spawner": []}
+        self.spawners: dict[int, spawner.Handle] = {}
+        self.spawner: spawner.Handle | None = None     # the one new clients go to
         self.stopping = False
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.broker_address = f"\0forkchat-{os.getpid()}-{secrets.token_hex(8)}"
@@ -110,6 +116,7 @@ class Supervisor:
         _raise_fd_limit()
         gc.disable()
         children.make_lifeline()
+        children.become_subreaper()
         self._install_signals()
         self.broker_listener.bind(self.broker_address)
         self.broker_listener.listen(listeners.BACKLOG)
@@ -117,6 +124,7 @@ class Supervisor:
             self._watch_listener(bound)
         try:
             self.spawn_broker()
+            self.start_spawner()
             for bound in self.bound:
                 listeners.announce(bound)
             self._start_timers()
@@ -245,7 +253,7 @@ class Supervisor:
         elif not self._connect_allowed(peer):
             _refuse(conn, peer, "Connecting too fast, try again later")
         else:
-            self.spawn_worker(conn, peer, bound.spec.protocol, bound.tls)
+            self.spawn_worker(conn, peer, bound)
             return
         log.warning("refused connection from %s: limit reached", peer)
 
@@ -275,25 +283,96 @@ class Supervisor:
                                lambda mask, child=child: self.on_child_exit(child))
         return child
 
-    def spawn_worker(self, conn: socket.socket, peer: str, proto: str,
-                     tls: Any = None) -> None:
-        cid = self.next_cid
-        self.next_cid += 1
-        try:
-            self._start("worker", self.targets.worker,
-                        (conn, peer, proto, cid, self.cfg, self.broker_address, tls), peer, cid)
-        except OSError as error:
-            log.error("cannot start a worker for %s: %s", peer, error)
+    def spawn_worker(self, conn: socket.socket, peer: str, bound: listeners.Bound) -> None:
+        """Hand the socket to the spawner, which forks its worker."""
+        handle = self.spawner
+        if handle is None:
             _refuse(conn, peer, "Server is busy, try again later")
             return
-        finally:
-            conn.close()
+        cid = self.next_cid
+        self.next_cid += 1
+        handle.request(conn, cid, peer, bound.spec.protocol, id(bound))
+        self._flush_spawner(handle)
         self.workers += 1
         self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
 
+    def start_spawner(self) -> None:
+        """A spawner with the current config and certificates; the previous
+        one retires, its workers keeping what they were started with."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            child = self._start("spawner", spawner.main,
+                                (theirs, self.cfg, self.broker_address,
+                                 [bound.tls for bound in self.bound], self.targets.worker))
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        handle = spawner.Handle(ours, child.pid, [id(bound) for bound in self.bound])
+        self.spawners[child.pid] = handle
+        self.selector.register(ours, selectors.EVENT_READ,
+                               lambda mask, handle=handle: self.on_spawner(handle, mask))
+        previous, self.spawner = self.spawner, handle
+        if previous is not None:
+            previous.retire()
+            self._flush_spawner(previous)
+        log.info("spawner started (pid %d)", child.pid)
+
+    def _flush_spawner(self, handle: spawner.Handle) -> None:
+        self._want_writes(handle.sock, not handle.flush(),
+                          lambda mask: self.on_spawner(handle, mask))
+
+    def _want_writes(self, sock: socket.socket, pending: bool,
+                     callback: Callable[[int], None]) -> None:
+        """Watch `sock` for writability only while something waits to go."""
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
+        try:
+            if self.selector.get_key(sock).events != want:
+                self.selector.modify(sock, want, callback)
+        except (KeyError, ValueError):
+            pass
+
+    def on_spawner(self, handle: spawner.Handle, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush_spawner(handle)
+        if mask & selectors.EVENT_READ:
+            self._read_spawner(handle)
+
+    def _read_spawner(self, handle: spawner.Handle) -> None:
+        reports = handle.reports()
+        if reports is None:                   # its exit is handled through its pidfd
+            try:
+                self.selector.unregister(handle.sock)
+            except (KeyError, ValueError):
+                pass
+            return
+        for kind, fields in reports:
+            action = SPAWNER_REPORTS.get(kind)
+            try:
+                if action is not None:
+                    action(self, handle, fields)
+            except (ValueError, IndexError):
+                log.error("spawner %d: bad report %r", handle.pid, (kind, fields))
+
+    def on_worker_started(self, handle: spawner.Handle, fields: list[str]) -> None:
+        cid, pid = int(fields[0]), int(fields[1])
+        peer = handle.pending.pop(cid, "")
+        self.children[pid] = Child("worker", pid, None, -1, peer, cid, handle.pid)
+
+    def on_worker_failed(self, handle: spawner.Handle, fields: list[str]) -> None:
+        cid = int(fields[0])
+        peer = handle.pending.pop(cid, "")
+        log.error("cannot start a worker for %s: %s", peer, " ".join(fields[1:]))
+        self._forget_client(peer)
+
+    def on_worker_exited(self, handle: spawner.Handle, fields: list[str]) -> None:
+        child = self.children.pop(int(fields[0]), None)
+        if child is not None:
+            self._worker_gone(child, int(fields[1]))
+
     def spawn_broker(self) -> None:
         control, broker_end = socket.socketpair()
-        expected = tuple(c.cid for c in self.children.values() if c.kind == "worker")
+        expected = tuple(c.cid for c in self.children.values() if c.kind == "worker") + \
+            tuple(cid for handle in self.spawners.values() for cid in handle.pending)
         try:
             child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
@@ -316,42 +395,88 @@ class Supervisor:
         log.info("broker started (pid %d)", self.broker_pid)
 
     def on_child_exit(self, child: Child) -> None:
-        code = child.process.exitcode
+        code = _exit_code(child)
         if code is None:
             return
         self.selector.unregister(child.pidfd)
         os.close(child.pidfd)
-        child.process.close()
+        if child.process is not None:
+            child.process.close()
         del self.children[child.pid]
-        if child.kind == "worker":
-            self._worker_gone(child, code)
-        else:
-            self._broker_gone(code)
+        CHILD_GONE[child.kind](self, child, code)
 
     def _worker_gone(self, child: Child, code: int) -> None:
         if not self.stopping:    # a broker recovering from a restart may wait for it
             self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone",
                                                                  "cid": child.cid}))
-        self.workers -= 1
-        left = self.per_ip.get(child.peer, 1) - 1
-        if left:
-            self.per_ip[child.peer] = left
-        else:
-            self.per_ip.pop(child.peer, None)
+        self._forget_client(child.peer)
         _log_exit(f"worker for conn {child.cid}", code, quiet_ok=True)
 
-    def _broker_gone(self, code: int) -> None:
+    def _forget_client(self, peer: str) -> None:
+        self.workers -= 1
+        left = self.per_ip.get(peer, 1) - 1
+        if left:
+            self.per_ip[peer] = left
+        else:
+            self.per_ip.pop(peer, None)
+
+    def _broker_gone(self, child: Child, code: int) -> None:
         if self.stopping:
             return
         _log_exit("broker", code, quiet_ok=False)
-        now = time.monotonic()
-        self.broker_deaths = [t for t in self.broker_deaths
-                              if now - t < BROKER_RESTART_WINDOW_S] + [now]
-        if len(self.broker_deaths) > BROKER_RESTARTS:
-            raise Shutdown(f"broker died {len(self.broker_deaths)} times in "
-                           f"{BROKER_RESTART_WINDOW_S:.0f} s; giving up", BROKER_BOOT_ERROR)
+        self._count_death("broker")
         log.warning("restarting the broker")
         self.spawn_broker()
+
+    def _spawner_gone(self, child: Child, code: int) -> None:
+        """Settle what it left: reports, requests it never read, its workers."""
+        handle = self.spawners.pop(child.pid)
+        self._read_spawner(handle)
+        try:
+            self.selector.unregister(handle.sock)
+        except (KeyError, ValueError):
+            pass
+        for conn, cid in handle.abandon():
+            peer = handle.pending.pop(cid, "")
+            _refuse(conn, peer, "Server is busy, try again later")
+            self._forget_client(peer)
+        for cid, peer in handle.pending.items():
+            log.warning("conn %d from %s was lost with its spawner", cid, peer)
+            self._forget_client(peer)
+        for worker in [c for c in self.children.values() if c.spawner == child.pid]:
+            self._adopt(worker)
+        if handle is not self.spawner:
+            if code:
+                _log_exit("retired spawner", code, quiet_ok=True)
+            return
+        self.spawner = None
+        if self.stopping:
+            return
+        _log_exit("spawner", code, quiet_ok=False)
+        self._count_death("spawner")
+        log.warning("restarting the spawner")
+        self.start_spawner()
+
+    def _adopt(self, worker: Child) -> None:
+        """Watch an orphaned worker ourselves (it is our child now)."""
+        worker.spawner = 0
+        try:
+            worker.pidfd = os.pidfd_open(worker.pid)
+        except ProcessLookupError:
+            del self.children[worker.pid]
+            self._worker_gone(worker, 0)
+            return
+        self.selector.register(worker.pidfd, selectors.EVENT_READ,
+                               lambda mask, child=worker: self.on_child_exit(child))
+
+    def _count_death(self, kind: str) -> None:
+        """Restart at once, but not forever: a crash loop halts the server."""
+        now = time.monotonic()
+        deaths = [t for t in self.deaths[kind] if now - t < BROKER_RESTART_WINDOW_S] + [now]
+        self.deaths[kind] = deaths
+        if len(deaths) > BROKER_RESTARTS:
+            raise Shutdown(f"{kind} died {len(deaths)} times in "
+                           f"{BROKER_RESTART_WINDOW_S:.0f} s; giving up", BROKER_BOOT_ERROR)
 
     # -- signals -------------------------------------------------------------------
 
@@ -374,6 +499,7 @@ class Supervisor:
         self.cfg = new
         self.connect_buckets.clear()
         logsetup.set_level(new.log.level)
+        self.start_spawner()
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
         log.info("configuration reloaded")
         systemd.notify("READY=1", self._status())
@@ -444,12 +570,7 @@ class Supervisor:
         except OSError as error:
             log.warning("cannot reach the broker: %s", error)
             return
-        want = selectors.EVENT_READ | (0 if done else selectors.EVENT_WRITE)
-        try:
-            if self.selector.get_key(self.broker_control).events != want:
-                self.selector.modify(self.broker_control, want, self.on_control)
-        except (KeyError, ValueError):
-            pass
+        self._want_writes(self.broker_control, not done, self.on_control)
 
     # -- stopping ------------------------------------------------------------------
 
@@ -464,13 +585,17 @@ class Supervisor:
                 pass
             bound.sock.close()
         self._freeze_broker()
+        self._retire_spawners(time.monotonic() + 1.0)
         self._signal_children("worker", signal.SIGTERM)
         self._wait_children("worker", time.monotonic() + STOP_GRACE_S)
         self._signal_children("worker", signal.SIGKILL)
+        self._wait_children("worker", time.monotonic() + 1.0)
         self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "shutdown"}))
         self._signal_children("broker", signal.SIGTERM)
+        self._signal_children("spawner", signal.SIGTERM)
         self._wait_children("broker", time.monotonic() + 1.0)
         self._signal_children("broker", signal.SIGKILL)
+        self._signal_children("spawner", signal.SIGKILL)
         self._wait_children("", time.monotonic() + 1.0)
         log.info("stopped")
 
@@ -482,6 +607,19 @@ class Supervisor:
         deadline = time.monotonic() + 1.0
         while not self.broker_frozen and time.monotonic() < deadline:
             self._turn(deadline - time.monotonic())
+
+    def _retire_spawners(self, deadline: float) -> None:
+        """No more workers: let the requests already sent become workers
+        (so that they are told to stop too), then retire every spawner."""
+        for handle in self.spawners.values():
+            if not handle.retired:
+                handle.retire()
+                self._flush_spawner(handle)
+        while any(h.pending or h.queue for h in self.spawners.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._turn(left)
 
     def _signal_children(self, kind: str, signum: int) -> None:
         for pid, child in list(self.children.items()):
@@ -511,6 +649,20 @@ TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
 }
 
 
+SPAWNER_REPORTS: dict[str, Callable[[Supervisor, spawner.Handle, list[str]], None]] = {
+    "S": Supervisor.on_worker_started,
+    "F": Supervisor.on_worker_failed,
+    "X": Supervisor.on_worker_exited,
+}
+
+
+CHILD_GONE: dict[str, Callable[[Supervisor, Child, int], None]] = {
+    "worker": Supervisor._worker_gone,
+    "broker": Supervisor._broker_gone,
+    "spawner": Supervisor._spawner_gone,
+}
+
+
 SIGNAL_ACTIONS: dict[int, Callable[[Supervisor], None]] = {
     signal.SIGTERM: Supervisor.handle_sigterm,
     signal.SIGINT: Supervisor.handle_sigterm,
@@ -527,6 +679,20 @@ def _refuse(conn: socket.socket, peer: str, reason: str) -> None:
     except OSError:
         pass
     conn.close()
+
+
+def _exit_code(child: Child) -> int | None:
+    """How a child ended; None while it runs.  A worker adopted from a dead
+    spawner is reaped here; one that was not reparented to us (no
+    subreaper) ended in a way we cannot know, reported as 0."""
+    if child.process is not None:
+        code: int | None = child.process.exitcode
+        return code
+    try:
+        pid, status = os.waitpid(child.pid, os.WNOHANG)
+    except ChildProcessError:
+        return 0
+    return os.waitstatus_to_exitcode(status) if pid else None
 
 
 def _log_exit(what: str, code: int, quiet_ok: bool) -> None:

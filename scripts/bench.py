@@ -183,7 +183,9 @@ def role_of(process: psutil.Process, root_pid: int) -> str:
         name = process.name()
     except psutil.Error:
         return "worker"
-    return "broker" if "broker" in name else "worker"
+    if "broker" in name:
+        return "broker"
+    return "spawner" if "spawn" in name else "worker"
 
 
 def run_seconds(pid: int) -> float | None:
@@ -1851,10 +1853,11 @@ def soak_setup(bench: Bench, pool: Pool, stayers: int) -> dict[str, Any]:
 
 
 def server_children(server_pid: int, name: str) -> list[psutil.Process]:
-    """The server's direct children whose comm (prctl name) is `name`."""
+    """The server's processes whose comm (prctl name) is `name`, at any
+    depth (workers are the children of a spawner)."""
     found = []
     try:
-        kids = psutil.Process(server_pid).children()
+        kids = psutil.Process(server_pid).children(recursive=True)
     except psutil.Error:
         return []
     for kid in kids:
@@ -1964,8 +1967,9 @@ def soak_leaks(server_pid: int, baseline: dict[str, Any], expected: int) -> dict
             continue
     after = soak_server_figures(server_pid)
     brokers, workers = names.pop("forkchat-broker", 0), names.pop("forkchat-worker", 0)
+    spawners = names.pop("forkchat-spawn", 0)
     fd_growth = after["supervisor_fds"] - baseline["supervisor_fds"]
-    leaked = brokers != 1 or workers != expected or bool(names) or zombies > 0
+    leaked = brokers != 1 or spawners > 1 or workers != expected or bool(names) or zombies > 0
     return {"brokers": brokers, "workers": workers, "expected_workers": expected,
             "other_processes": dict(names), "zombies": zombies, "process_leak": leaked,
             "supervisor_fds_before": baseline["supervisor_fds"],

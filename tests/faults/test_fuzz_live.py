@@ -40,7 +40,7 @@ import pytest
 
 from forkchat import commands, protocol, state
 from tests.support.ircclient import IrcTestClient
-from tests.support.server import broker_pid, worker_pid
+from tests.support.server import broker_pid, spawner_pid, worker_pid
 
 FUZZERS = 8
 TUTORIAL_FUZZERS = 2
@@ -350,7 +350,7 @@ def test_fuzzers_hurt_nobody_but_themselves(make_server):
     assert totals["connections"] >= FUZZERS and totals["items"] >= 100, totals
 
     # every fuzzer's worker goes away; the polite ones and the broker stay
-    keep = set(good_pids.values()) | {broker}
+    keep = set(good_pids.values()) | {broker, spawner_pid(server)}
     leftovers = server.settle_children(keep, timeout=20)
     assert not leftovers, f"fuzzers' workers still running: {leftovers}"
     assert server.proc.poll() is None, "the supervisor died"

@@ -36,7 +36,7 @@ import pytest
 
 from forkchat import protocol
 from tests.support.ircclient import IrcTestClient
-from tests.support.server import ServerProcess, broker_pid, worker_pid
+from tests.support.server import ServerProcess, broker_pid, spawner_pid, worker_pid
 
 DURATION_S = 30.0
 BROKER_KILLS_AT = (9.0, 20.0)     # seconds into the run
@@ -336,7 +336,8 @@ def test_soak_with_worker_and_broker_kills(make_server):
     while any(not m.rooms for m in soak.alive()):
         soak.pump(0.1)
     stayer_pids = {m.key: m.pid for m in soak.alive()}
-    assert server.settle_children(set(stayer_pids.values()) | {soak.broker}, 10) == []
+    spawner = spawner_pid(server)
+    assert server.settle_children(set(stayer_pids.values()) | {soak.broker, spawner}, 10) == []
     supervisor_base = process_figures(server.pid)
     broker_fds_base = process_figures(soak.broker)[0]
     worker_fds_base = {key: process_figures(pid)[0] for key, pid in stayer_pids.items()}
@@ -379,7 +380,7 @@ def test_soak_with_worker_and_broker_kills(make_server):
     assert len(soak.kills) == len(BROKER_KILLS_AT) and all("new" in k for k in soak.kills)
 
     # -- processes, fds, memory --------------------------------------------------------------
-    everyone = {m.pid for m in soak.alive()} | {soak.broker}
+    everyone = {m.pid for m in soak.alive()} | {soak.broker, spawner}
     assert server.settle_children(everyone, 15) == [], "a killed or departed client's worker"
     assert sorted(p.pid for p in server.descendants()) == sorted(everyone)
     for member in [m for m in soak.alive() if not m.stayer]:
@@ -389,7 +390,7 @@ def test_soak_with_worker_and_broker_kills(make_server):
     assert sorted(m.key for m in stayers) == sorted(stayer_pids)
     for member in stayers:
         assert psutil.pid_exists(member.pid), f"{member.key}'s worker was replaced"
-    keep = {m.pid for m in stayers} | {soak.broker}
+    keep = {m.pid for m in stayers} | {soak.broker, spawner}
     leftovers = server.settle_children(keep, 15)
     assert not leftovers, f"processes left behind: {leftovers}"
     assert sorted(p.pid for p in server.descendants()) == sorted(keep)

@@ -162,6 +162,14 @@ class ServerProcess:
         return code
 
 
+def spawner_pid(server: ServerProcess, after: int = 0) -> int:
+    """The pid of the spawner that forks new workers, from its start log line."""
+    line = server.wait_for_text("spawner started (pid", start=after)
+    match = re.search(r"spawner started \(pid (\d+)\)", line)
+    assert match, line
+    return int(match.group(1))
+
+
 WORKER_RE = r"worker\[(\d+)\] INFO conn \d+ registered as {nick}!"
 
 

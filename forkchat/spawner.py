@@ -1,0 +1,212 @@
+"""The spawner: a quiet child of the supervisor that forks the workers.
+
+Forking from the supervisor made every worker pay for the supervisor's
+own activity: each page the supervisor writes after a fork (accepting,
+its child table, timers, logging) stops being shared with the children
+forked before, so every worker ends up owning a private copy of the
+supervisor's working set.  The spawner does nothing between forks but read
+one request and fork, so what a worker owns is what it writes itself.  It
+also takes the fork off the supervisor's accept path: the supervisor
+accepts and passes the socket on, the spawner forks, on the other core.
+
+Protocol (one SOCK_SEQPACKET pair per spawner, ASCII fields):
+  supervisor -> spawner  ``W cid proto listener peer`` + the client fd
+                         ``R``: retire (no more requests; exit after the
+                         last worker)
+  spawner -> supervisor  ``S cid pid`` started, ``F cid reason`` failed,
+                         ``X pid code`` a worker exited (code as in
+                         multiprocessing: negative for a signal)
+
+Each spawner keeps the configuration and TLS contexts it was forked with;
+a reload starts a new spawner and retires the old one, so new connections
+get the new settings and old workers keep theirs.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import logging
+import os
+import selectors
+import signal
+import socket
+import ssl
+from typing import Any, Callable
+
+from forkchat import children, log as logsetup, signals
+
+log = logging.getLogger("forkchat.spawner")
+
+MESSAGE_BYTES = 512
+
+
+def request_message(cid: int, proto: str, listener: int, peer: str) -> bytes:
+    return f"W {cid} {proto} {listener} {peer}".encode()
+
+
+def parse_message(data: bytes) -> tuple[str, list[str]]:
+    """('W', [cid, proto, listener, peer]) and the like; ('', []) if empty."""
+    fields = data.decode("ascii", "replace").split(" ")
+    return fields[0], fields[1:]
+
+
+def main(control: socket.socket, cfg: Any, broker_address: str | bytes,
+         tls_contexts: list[ssl.SSLContext | None],
+         worker_main: Callable[..., None]) -> None:
+    """Process entry point (the multiprocessing target)."""
+    def serve() -> int:
+        logsetup.setup("spawner", cfg.log.level)
+        return Spawner(control, cfg, broker_address, tls_contexts, worker_main).run()
+    children.run_child("forkchat-spawn", {control.fileno()}, serve)
+
+
+class Spawner:
+    def __init__(self, control: socket.socket, cfg: Any, broker_address: str | bytes,
+                 tls_contexts: list[ssl.SSLContext | None],
+                 worker_main: Callable[..., None]) -> None:
+        self.control = control
+        self.cfg = cfg
+        self.broker_address = broker_address
+        self.tls_contexts = tls_contexts
+        self.worker_main = worker_main
+        self.workers: set[int] = set()
+        self.retired = False
+        self.done = False
+
+    def run(self) -> int:
+        # Nothing here makes cycles worth collecting, and a collection would
+        # write to pages the workers share.
+        gc.disable()
+        self.control.setblocking(True)
+        signal_r, signal_w = signals.install([signal.SIGCHLD])
+        selector = selectors.DefaultSelector()
+        selector.register(self.control, selectors.EVENT_READ, self.on_control)
+        selector.register(signal_r, selectors.EVENT_READ,
+                          lambda: self.reap() if signals.received(signal_r) else None)
+        selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
+        gc.freeze()
+        while not self.done and not (self.retired and not self.workers):
+            for key, _mask in selector.select():
+                key.data()
+        return 0
+
+    def on_lifeline(self) -> None:
+        self.done = True          # the supervisor is gone; its workers notice it too
+
+    def on_control(self) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.control, MESSAGE_BYTES, 1,
+                                                       socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            self.done = True
+            return
+        kind, fields = parse_message(data)
+        if kind == "W" and len(fds) == 1 and len(fields) == 4:
+            self.spawn(fds[0], fields)
+        elif kind == "R":
+            self.retired = True
+        else:
+            for fd in fds:
+                os.close(fd)
+
+    def spawn(self, fd: int, fields: list[str]) -> None:
+        cid_text, proto, index, peer = fields
+        conn = socket.socket(fileno=fd)
+        try:
+            tls = self.tls_contexts[int(index)]
+            process = children.start("forkchat-worker", self.worker_main,
+                                     (conn, peer, proto, int(cid_text), self.cfg,
+                                      self.broker_address, tls))
+        except (OSError, ValueError, IndexError) as error:
+            self.report(f"F {cid_text} {error}")
+            return
+        finally:
+            conn.close()
+        assert process.pid is not None
+        os.close(process.sentinel)     # exits are learnt from SIGCHLD
+        self.workers.add(process.pid)
+        self.report(f"S {cid_text} {process.pid}")
+
+    def reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.workers.discard(pid)
+            self.report(f"X {pid} {os.waitstatus_to_exitcode(status)}")
+
+    def report(self, text: str) -> None:
+        try:
+            self.control.send(text.encode())
+        except OSError:
+            self.done = True      # the supervisor is gone
+
+
+class Handle:
+    """The supervisor's end of one spawner: queued requests, parsed reports."""
+
+    def __init__(self, sock: socket.socket, pid: int, listener_ids: list[int]) -> None:
+        self.sock = sock
+        self.pid = pid
+        self.listener_ids = listener_ids     # id() of each Bound, in the spawner's order
+        self.queue: collections.deque[tuple[bytes, socket.socket | None, int]] = \
+            collections.deque()
+        self.pending: dict[int, str] = {}    # cid -> peer, asked for and not yet started
+        self.retired = False
+
+    def request(self, conn: socket.socket, cid: int, peer: str, proto: str,
+                listener_id: int) -> None:
+        index = self.listener_ids.index(listener_id)
+        self.queue.append((request_message(cid, proto, index, peer), conn, cid))
+        self.pending[cid] = peer
+
+    def flush(self) -> bool:
+        """Send what is queued; True when nothing is left."""
+        while self.queue:
+            message, conn, _cid = self.queue[0]
+            fds = [conn.fileno()] if conn is not None else []
+            try:
+                socket.send_fds(self.sock, [message], fds, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                return False      # the spawner is gone; its exit is handled elsewhere
+            self.queue.popleft()
+            if conn is not None:
+                conn.close()
+        return True
+
+    def retire(self) -> None:
+        self.retired = True
+        self.queue.append((b"R", None, 0))
+
+    def reports(self) -> list[tuple[str, list[str]]] | None:
+        """Every report waiting; None once the spawner has closed its end."""
+        found: list[tuple[str, list[str]]] = []
+        while True:
+            try:
+                data = self.sock.recv(MESSAGE_BYTES, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return found
+            except OSError:
+                data = b""
+            if not data:
+                return found or None
+            found.append(parse_message(data))
+
+    def abandon(self) -> list[tuple[socket.socket, int]]:
+        """The spawner died: the connections it never got, for refusing."""
+        left = [(conn, cid) for _m, conn, cid in self.queue if conn is not None]
+        self.queue.clear()
+        self.sock.close()
+        return left

@@ -1,0 +1,94 @@
+"""The spawner forks workers; its death or a reload costs no client anything."""
+
+import os
+import signal
+
+import psutil
+
+from tests.conftest import TEST_LIMITS
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import broker_pid, spawner_pid, worker_pid
+
+PER_IP = 3
+CONFIG = TEST_LIMITS + f"max_clients_per_ip = {PER_IP}\n"
+
+
+def test_kill_9_spawner_keeps_clients_and_accounts_for_its_orphans(make_server, registered):
+    server = make_server(config_text=CONFIG)
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    bob = IrcTestClient(server.port)
+    bob.register("bob")
+    for client in (alice, bob):
+        client.join("#room")
+    alice.expect(lambda m: m.command == "JOIN" and m.prefix.startswith("bob!"))
+    first = spawner_pid(server)
+    assert psutil.Process(worker_pid(server, "bob")).ppid() == first
+    mark = server.log_length()
+    os.kill(first, signal.SIGKILL)
+    second = spawner_pid(server, after=mark)
+    assert second != first
+
+    # the clients it forked talk on, and their workers are now the supervisor's
+    bob.send("PRIVMSG #room :still here")
+    assert alice.expect("PRIVMSG").params == ["#room", "still here"]
+    assert psutil.Process(worker_pid(server, "bob")).ppid() == server.pid
+
+    # a newcomer is forked by the new spawner
+    carol = IrcTestClient(server.port)
+    carol.register("carol")
+    assert psutil.Process(worker_pid(server, "carol")).ppid() == second
+
+    # an orphan's death is seen, logged and frees its per-address slot
+    mark = server.log_length()
+    os.kill(worker_pid(server, "bob"), signal.SIGKILL)
+    assert alice.expect("QUIT").prefix.startswith("bob!")
+    assert "worker for conn" in server.wait_for_text("killed by SIGKILL", start=mark)
+    dave = IrcTestClient(server.port)
+    dave.register("dave")            # the third of PER_IP: bob's slot was given back
+    for client in (alice, bob, carol, dave):
+        client.close()
+
+
+def test_reload_starts_a_new_spawner_and_the_old_one_retires(make_server):
+    server = make_server(config_text=CONFIG)
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    old = spawner_pid(server)
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    new = spawner_pid(server, after=mark)
+    assert new != old
+    server.wait_for_text("configuration reloaded", start=mark)
+
+    bob = IrcTestClient(server.port)
+    bob.register("bob")
+    assert psutil.Process(worker_pid(server, "bob")).ppid() == new
+    assert psutil.Process(old).status() != psutil.STATUS_ZOMBIE   # alice's worker is its
+
+    alice.send("QUIT :bye")
+    alice.expect_closed()
+    gone, alive = psutil.wait_procs([psutil.Process(old)], timeout=10)
+    assert not alive, "the retired spawner outlived its last worker"
+    keep = {broker_pid(server), new, worker_pid(server, "bob")}
+    assert server.settle_children(keep, 10) == []
+    bob.close()
+
+
+def test_stop_ends_every_spawner_and_their_workers(make_server):
+    server = make_server(config_text=CONFIG)
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    spawner_pid(server, after=mark)
+    bob = IrcTestClient(server.port)
+    bob.register("bob")
+    kids = server.descendants()
+    assert sum(1 for p in kids if p.name() == "forkchat-spawn") == 2
+    server.signal(signal.SIGTERM)
+    for client in (alice, bob):
+        assert client.expect_closed(timeout=5)[-1].command == "ERROR"
+    assert server.proc.wait(10) == 0
+    gone, alive = psutil.wait_procs(kids, timeout=2)
+    assert not alive

@@ -1,0 +1,76 @@
+"""The supervisor's end of the spawner protocol, over a real socket pair."""
+
+import socket
+
+import pytest
+
+from forkchat import spawner
+
+
+@pytest.fixture
+def pair():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def test_request_round_trips_with_an_ipv6_peer():
+    kind, fields = spawner.parse_message(spawner.request_message(7, "tutorial", 1, "::1"))
+    assert (kind, fields) == ("W", ["7", "tutorial", "1", "::1"])
+
+
+def test_a_request_carries_the_client_socket(pair):
+    ours, theirs = pair
+    handle = spawner.Handle(ours, 1234, [111, 222])
+    client, server_side = socket.socketpair()
+    handle.request(server_side, 5, "10.0.0.9", "irc", 222)
+    assert handle.pending == {5: "10.0.0.9"}
+    assert handle.flush()
+    assert server_side.fileno() == -1          # handed over: our copy is closed
+    data, fds, _flags, _addr = socket.recv_fds(theirs, 512, 1)
+    assert spawner.parse_message(data) == ("W", ["5", "irc", "1", "10.0.0.9"])
+    passed = socket.socket(fileno=fds[0])
+    passed.sendall(b"hello")
+    assert client.recv(5) == b"hello"
+    passed.close()
+    client.close()
+
+
+def test_retire_is_queued_after_the_requests(pair):
+    ours, theirs = pair
+    handle = spawner.Handle(ours, 1, [1])
+    client, server_side = socket.socketpair()
+    handle.request(server_side, 1, "127.0.0.1", "irc", 1)
+    handle.retire()
+    assert handle.flush()
+    first, fds, _f, _a = socket.recv_fds(theirs, 512, 1)
+    second = theirs.recv(512)
+    assert first.startswith(b"W ") and len(fds) == 1 and second == b"R"
+    socket.socket(fileno=fds[0]).close()
+    client.close()
+
+
+def test_reports_are_parsed_until_the_spawner_closes(pair):
+    ours, theirs = pair
+    handle = spawner.Handle(ours, 1, [])
+    assert handle.reports() == []
+    for report in (b"S 3 4242", b"F 4 Cannot allocate memory", b"X 4242 -9"):
+        theirs.send(report)
+    assert handle.reports() == [("S", ["3", "4242"]),
+                                ("F", ["4", "Cannot", "allocate", "memory"]),
+                                ("X", ["4242", "-9"])]
+    theirs.close()
+    assert handle.reports() is None
+
+
+def test_abandon_returns_what_was_never_sent(pair):
+    ours, _theirs = pair
+    handle = spawner.Handle(ours, 1, [9])
+    client, server_side = socket.socketpair()
+    handle.request(server_side, 8, "192.0.2.1", "irc", 9)
+    handle.retire()
+    assert handle.abandon() == [(server_side, 8)]
+    assert handle.queue == type(handle.queue)()
+    server_side.close()
+    client.close()
