@@ -87,6 +87,16 @@ def adopt(fd: int, spec: config.Listener) -> Bound:
     return Bound(sock, spec, tls_context(spec), adopted=True)
 
 
+def refuse(conn: socket.socket, peer: str, reason: str) -> None:
+    """Tell a client we will not serve it, without a worker for it."""
+    try:
+        conn.setblocking(False)
+        conn.send(f"ERROR :Closing Link: {peer} ({reason})\r\n".encode())
+    except OSError:
+        pass
+    conn.close()
+
+
 def announce(bound: Bound) -> None:
     log.info("listening on %s", bound.label)
 

@@ -34,7 +34,7 @@ import socket
 import ssl
 from typing import Any, Callable
 
-from forkchat import children, log as logsetup, signals
+from forkchat import children, listeners, log as logsetup, signals
 
 log = logging.getLogger("forkchat.spawner")
 
@@ -125,6 +125,7 @@ class Spawner:
                                      (conn, peer, proto, int(cid_text), self.cfg,
                                       self.broker_address, tls))
         except (OSError, ValueError, IndexError) as error:
+            listeners.refuse(conn, peer, "Server is busy, try again later")
             self.report(f"F {cid_text} {error}")
             return
         finally:

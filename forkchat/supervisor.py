@@ -247,11 +247,11 @@ class Supervisor:
         if peer.startswith("::ffff:"):
             peer = peer[7:]
         if self.workers >= limits.max_clients:
-            _refuse(conn, peer, "Server is full, try again later")
+            listeners.refuse(conn, peer, "Server is full, try again later")
         elif self.per_ip.get(peer, 0) >= limits.max_clients_per_ip:
-            _refuse(conn, peer, "Too many connections from your address")
+            listeners.refuse(conn, peer, "Too many connections from your address")
         elif not self._connect_allowed(peer):
-            _refuse(conn, peer, "Connecting too fast, try again later")
+            listeners.refuse(conn, peer, "Connecting too fast, try again later")
         else:
             self.spawn_worker(conn, peer, bound)
             return
@@ -287,7 +287,7 @@ class Supervisor:
         """Hand the socket to the spawner, which forks its worker."""
         handle = self.spawner
         if handle is None:
-            _refuse(conn, peer, "Server is busy, try again later")
+            listeners.refuse(conn, peer, "Server is busy, try again later")
             return
         cid = self.next_cid
         self.next_cid += 1
@@ -438,7 +438,7 @@ class Supervisor:
             pass
         for conn, cid in handle.abandon():
             peer = handle.pending.pop(cid, "")
-            _refuse(conn, peer, "Server is busy, try again later")
+            listeners.refuse(conn, peer, "Server is busy, try again later")
             self._forget_client(peer)
         for cid, peer in handle.pending.items():
             log.warning("conn %d from %s was lost with its spawner", cid, peer)
@@ -669,16 +669,6 @@ SIGNAL_ACTIONS: dict[int, Callable[[Supervisor], None]] = {
     signal.SIGHUP: Supervisor.handle_sighup,
     signal.SIGUSR1: Supervisor.handle_sigusr1,
 }
-
-
-def _refuse(conn: socket.socket, peer: str, reason: str) -> None:
-    """Tell a client we will not serve it, without forking for it."""
-    try:
-        conn.setblocking(False)
-        conn.send(f"ERROR :Closing Link: {peer} ({reason})\r\n".encode())
-    except OSError:
-        pass
-    conn.close()
 
 
 def _exit_code(child: Child) -> int | None:

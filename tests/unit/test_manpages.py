@@ -307,10 +307,12 @@ def test_signals_documented() -> None:
 
 
 def test_refusal_reasons_documented() -> None:
-    """The reasons the supervisor refuses a connection with are in forkchat.toml(5)."""
-    source = (Path(__file__).resolve().parents[2] / "forkchat" / "supervisor.py").read_text()
-    reasons = re.findall(r'_refuse\(conn, peer, "([^"]+)"\)', source)
-    assert len(reasons) >= 3
+    """The reasons the supervisor and spawner refuse a connection with are in
+    forkchat.toml(5)."""
+    package = Path(__file__).resolve().parents[2] / "forkchat"
+    source = "".join((package / name).read_text() for name in ("supervisor.py", "spawner.py"))
+    reasons = re.findall(r'refuse\(conn, peer, "([^"]+)"\)', source)
+    assert len(reasons) >= 5
     text = rendered("forkchat.toml.5")
     assert [r for r in reasons if r not in text] == []
 

@@ -74,3 +74,21 @@ def test_abandon_returns_what_was_never_sent(pair):
     assert handle.queue == type(handle.queue)()
     server_side.close()
     client.close()
+
+
+def test_a_failed_fork_refuses_the_client_and_reports_it(pair, monkeypatch):
+    ours, theirs = pair
+    def no_fork(*args, **kwargs):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(spawner.children, "start", no_fork)
+    worker = spawner.Spawner(theirs, cfg=None, broker_address=b"", tls_contexts=[None],
+                             worker_main=lambda *args: None)
+    client, server_side = socket.socketpair()
+    worker.spawn(server_side.detach(), ["12", "irc", "0", "192.0.2.7"])
+    assert client.recv(200) == \
+        b"ERROR :Closing Link: 192.0.2.7 (Server is busy, try again later)\r\n"
+    assert client.recv(200) == b""               # and closed
+    kind, fields = spawner.parse_message(ours.recv(512))
+    assert kind == "F" and fields[0] == "12" and "unavailable" in " ".join(fields)
+    assert worker.workers == set()
+    client.close()
