@@ -60,6 +60,43 @@ def _role(process: psutil.Process, root_pid: int) -> str:
     return "worker"
 
 
+class PssCensus:
+    """The total PSS of a set of processes, read a slice at a time.
+
+    One smaps read costs a fraction of a millisecond, so a whole pass over
+    thousands of workers would stall the supervisor's accept loop for
+    seconds; the supervisor calls `step()` from a short timer instead.
+    """
+
+    def __init__(self, slice_size: int = 16) -> None:
+        self.slice_size = slice_size
+        self.total: int | None = None     # bytes, from the last finished pass
+        self._pids: list[int] = []
+        self._next = 0
+        self._sum = 0
+
+    @property
+    def running(self) -> bool:
+        return self._next < len(self._pids)
+
+    def start(self, pids: list[int]) -> None:
+        self._pids, self._next, self._sum = list(pids), 0, 0
+
+    def step(self) -> bool:
+        """Read the next slice; True once the pass is done and `total` is new."""
+        end = min(self._next + self.slice_size, len(self._pids))
+        for pid in self._pids[self._next:end]:
+            try:
+                self._sum += getattr(psutil.Process(pid).memory_full_info(), "pss", 0)
+            except psutil.Error:
+                pass              # gone since the pass started: it costs nothing now
+        self._next = end
+        if self.running:
+            return False
+        self.total = self._sum
+        return True
+
+
 def uptime(root_pid: int, now: float) -> float:
     try:
         return max(0.0, now - psutil.Process(root_pid).create_time())

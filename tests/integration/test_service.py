@@ -58,7 +58,9 @@ def test_notify_ready_status_reloading_stopping_watchdog(notify_socket):
         client = IrcTestClient(server.port)
         client.register("alice")
         client.join("#room")
-        receive_until(sock, "STATUS=1 clients, 1 rooms")
+        status = receive_until(sock, "STATUS=1 clients, 1 rooms")[-1]
+        # the memory census has read the tree: supervisor, broker, spawner, worker
+        assert int(status.split("rooms, ")[1].split(" MiB")[0]) > 0, status
         server.signal(signal.SIGHUP)
         reloading = receive_until(sock, "RELOADING=1")
         assert "MONOTONIC_USEC=" in reloading[-1]
