@@ -1,0 +1,42 @@
+"""Smoke test of scripts/floor.py: it runs, reports sane figures, leaves nothing behind.
+
+No assertion on speed: the figures describe the machine, not forkchat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+FLOOR = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "floor.py")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_floor_reports_each_measure_and_cleans_up():
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    done = subprocess.run([sys.executable, FLOOR, "--children", "4", "--frames", "20",
+                           "--forks", "5"], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = {r["measure"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert sorted(results) == ["cow", "fork", "wake"]
+    assert results["fork"]["rounds"] == 5
+    assert results["fork"]["child_private_dirty_kib_at_first_line"] > 0
+    assert results["cow"]["us_per_fault"] > 0
+    wake = results["wake"]
+    assert (wake["children"], wake["frames"]) == (4, 20)
+    assert wake["child_cpu_us_per_wake"] > 0
+    assert 0 < wake["to_last_receiver_ms"]["p50"] <= wake["to_last_receiver_ms"]["p99"]
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert not left, f"floor.py left processes behind: {left}"
+
+
+def test_floor_refuses_unbounded_loads():
+    done = subprocess.run([sys.executable, FLOOR, "--children", "100000"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "--children 1-1000" in done.stderr
