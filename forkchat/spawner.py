@@ -164,6 +164,7 @@ class Handle:
             collections.deque()
         self.pending: dict[int, str] = {}    # cid -> peer, asked for and not yet started
         self.retired = False
+        self.broken = False                  # a send failed other than for lack of room
 
     def request(self, conn: socket.socket, cid: int, peer: str, proto: str,
                 listener_id: int) -> None:
@@ -172,8 +173,13 @@ class Handle:
         self.pending[cid] = peer
 
     def flush(self) -> bool:
-        """Send what is queued; True when nothing is left."""
-        while self.queue:
+        """Send what is queued; True when nothing more can go now.
+
+        A send that fails for any reason but a full buffer (the spawner is
+        gone, or the kernel refuses to pass another descriptor) marks the
+        handle broken, and what is queued stays for `abandon()`.
+        """
+        while self.queue and not self.broken:
             message, conn, _cid = self.queue[0]
             fds = [conn.fileno()] if conn is not None else []
             try:
@@ -181,7 +187,8 @@ class Handle:
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
-                return False      # the spawner is gone; its exit is handled elsewhere
+                self.broken = True
+                return True
             self.queue.popleft()
             if conn is not None:
                 conn.close()

@@ -47,6 +47,7 @@ MAX_CONNECT_BUCKETS = 10000
 STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
 MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child ...
 MEMORY_STEP_S = 0.02       # ... so a pass reads a slice of them this often
+SPAWNER_RETRY_S = 1.0      # after a failed fork of the spawner itself
 BROKER_SILENT_S = 3 * ipc.HEARTBEAT_S + 1.0
 
 
@@ -126,7 +127,8 @@ class Supervisor:
             self._watch_listener(bound)
         try:
             self.spawn_broker()
-            self.start_spawner()
+            if not self.start_spawner():
+                raise Shutdown("cannot start the spawner", 1)
             for bound in self.bound:
                 listeners.announce(bound)
             self._start_timers()
@@ -293,7 +295,9 @@ class Supervisor:
     def spawn_worker(self, conn: socket.socket, peer: str, bound: listeners.Bound) -> None:
         """Hand the socket to the spawner, which forks its worker."""
         handle = self.spawner
-        if handle is None:
+        if handle is None or id(bound) not in handle.listener_ids:
+            # no spawner (one is being restarted), or a listener added by a
+            # reload whose new spawner could not be started
             listeners.refuse(conn, peer, "Server is busy, try again later")
             return
         cid = self.next_cid
@@ -303,14 +307,22 @@ class Supervisor:
         self.workers += 1
         self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
 
-    def start_spawner(self) -> None:
+    def start_spawner(self) -> bool:
         """A spawner with the current config and certificates; the previous
-        one retires, its workers keeping what they were started with."""
+        one retires, its workers keeping what they were started with.
+        False if it could not be forked: the previous one (if any) goes on,
+        and without one a timer tries again."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             child = self._start("spawner", spawner.main,
                                 (theirs, self.cfg, self.broker_address,
                                  [bound.tls for bound in self.bound], self.targets.worker))
+        except OSError as error:
+            log.error("cannot start a spawner: %s", error)
+            ours.close()
+            if self.spawner is None:
+                self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
+            return False
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -323,10 +335,19 @@ class Supervisor:
             previous.retire()
             self._flush_spawner(previous)
         log.info("spawner started (pid %d)", child.pid)
+        return True
+
+    def on_spawner_timer(self) -> None:
+        if self.spawner is None:
+            self.start_spawner()
 
     def _flush_spawner(self, handle: spawner.Handle) -> None:
-        self._want_writes(handle.sock, not handle.flush(),
-                          lambda mask: self.on_spawner(handle, mask))
+        done = handle.flush()
+        if handle.broken and handle.pid in self.children:
+            # we cannot talk to it: replace it; its death refuses what waits
+            log.error("spawner %d: cannot pass it a connection; replacing it", handle.pid)
+            os.kill(handle.pid, signal.SIGKILL)
+        self._want_writes(handle.sock, not done, lambda mask: self.on_spawner(handle, mask))
 
     def _want_writes(self, sock: socket.socket, pending: bool,
                      callback: Callable[[int], None]) -> None:
@@ -650,6 +671,7 @@ def _listener_key(spec: config.Listener) -> tuple[str, int, str, bool]:
 
 
 TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
+    "spawner": Supervisor.on_spawner_timer,
     "status": Supervisor.on_status_timer,
     "memory": Supervisor.on_memory_timer,
     "watchdog": Supervisor.on_watchdog_timer,

@@ -92,3 +92,15 @@ def test_a_failed_fork_refuses_the_client_and_reports_it(pair, monkeypatch):
     assert kind == "F" and fields[0] == "12" and "unavailable" in " ".join(fields)
     assert worker.workers == set()
     client.close()
+
+
+def test_a_handle_whose_spawner_is_gone_is_broken_and_keeps_its_queue(pair):
+    ours, theirs = pair
+    theirs.close()
+    handle = spawner.Handle(ours, 1, [3])
+    client, server_side = socket.socketpair()
+    handle.request(server_side, 2, "198.51.100.4", "irc", 3)
+    assert handle.flush() is True and handle.broken     # nothing more can go
+    assert handle.abandon() == [(server_side, 2)]
+    server_side.close()
+    client.close()
