@@ -166,10 +166,20 @@ def become_unprivileged(cfg: config.Config) -> None:
     user = privileges.user_to_become(cfg.server.user, cfg.server.allow_root,
                                      under_systemd=systemd.under_systemd())
     if user is None:
+        make_state_dir(cfg.server.state_dir)
         return
     if os.geteuid() == privileges.ROOT_UID:
         prepare_state_dir(cfg.server.state_dir, privileges.resolve(user, cfg.server.group or None))
     privileges.drop_privileges(user, cfg.server.group or None)
+
+
+def make_state_dir(path: str) -> None:
+    """Serving as ourselves: make the state directory if it is missing and
+    we may (a warning from the broker says so if we may not)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        pass
 
 
 def prepare_state_dir(path: str, owner: privileges.Identity) -> None:

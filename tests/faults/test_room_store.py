@@ -73,3 +73,20 @@ def test_room_survives_a_server_restart():
         carol.close()
     finally:
         second.stop()
+
+
+def test_a_missing_state_dir_is_made_when_serving_as_ourselves():
+    with tempfile.TemporaryDirectory(prefix="forkchat-state-") as parent:
+        state_dir = os.path.join(parent, "not", "yet")
+        server = ServerProcess(config_text="[server]\nallow_root = true\n" + LIMITS,
+                               extra_args=["--state-dir", state_dir]).start()
+        try:
+            alice = IrcTestClient(server.port)
+            alice.register("alice")
+            set_up_room(alice)
+            assert os.path.isfile(os.path.join(state_dir, "rooms.sqlite3"))
+            assert os.stat(state_dir).st_mode & 0o777 == 0o700
+            assert "unavailable" not in server.log_text()
+            alice.close()
+        finally:
+            server.stop()
