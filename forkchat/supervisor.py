@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from forkchat import children, config, flood, ipc, listeners, log as logsetup, procstats
+from forkchat import admission, children, config, ipc, listeners, log as logsetup, procstats
 from forkchat import signals, spawner, systemd
 from forkchat import timers
 
@@ -43,7 +43,6 @@ BROKER_RESTARTS = 5              # more deaths of a broker or spawner than this 
 BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
 ACCEPTS_PER_WAKEUP = 64
-MAX_CONNECT_BUCKETS = 10000
 STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
 MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child ...
 MEMORY_STEP_S = 0.02       # ... so a pass reads a slice of them this often
@@ -89,9 +88,7 @@ class Supervisor:
         self.bound = bound or []
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, Child] = {}
-        self.per_ip: dict[str, int] = {}
-        self.connect_buckets: dict[str, flood.TokenBucket] = {}
-        self.workers = 0
+        self.admission = admission.Admission(cfg.limits)
         self.next_cid = 1
         self.broker_pid = 0
         self.broker_control: socket.socket | None = None
@@ -251,32 +248,14 @@ class Supervisor:
                 raise
             self._admit(conn, addr[0], bound)
 
-    def _admit(self, conn: socket.socket, peer: str, bound: listeners.Bound) -> None:
-        limits = self.cfg.limits
-        if peer.startswith("::ffff:"):
-            peer = peer[7:]
-        if self.workers >= limits.max_clients:
-            listeners.refuse(conn, peer, "Server is full, try again later")
-        elif self.per_ip.get(peer, 0) >= limits.max_clients_per_ip:
-            listeners.refuse(conn, peer, "Too many connections from your address")
-        elif not self._connect_allowed(peer):
-            listeners.refuse(conn, peer, "Connecting too fast, try again later")
-        else:
+    def _admit(self, conn: socket.socket, address: str, bound: listeners.Bound) -> None:
+        peer = admission.peer_address(address)
+        reason = self.admission.refusal(peer)
+        if reason is None:
             self.spawn_worker(conn, peer, bound)
             return
+        listeners.refuse(conn, peer, reason)
         log.warning("refused connection from %s: limit reached", peer)
-
-    def _connect_allowed(self, peer: str) -> bool:
-        """Per-address connection rate: a token bucket per IP, pruned when idle."""
-        limits = self.cfg.limits
-        bucket = self.connect_buckets.get(peer)
-        if bucket is None:
-            if len(self.connect_buckets) >= MAX_CONNECT_BUCKETS:
-                self.connect_buckets = {ip: b for ip, b in self.connect_buckets.items()
-                                        if not b.full()}
-            bucket = flood.TokenBucket(limits.connect_burst, limits.connect_rate)
-            self.connect_buckets[peer] = bucket
-        return bucket.take()
 
     # -- children ----------------------------------------------------------------
 
@@ -303,9 +282,8 @@ class Supervisor:
         cid = self.next_cid
         self.next_cid += 1
         handle.request(conn, cid, peer, bound.spec.protocol, id(bound))
+        self.admission.admitted(peer)
         self._flush_spawner(handle)
-        self.workers += 1
-        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
 
     def start_spawner(self) -> bool:
         """A spawner with the current config and certificates; the previous
@@ -390,7 +368,7 @@ class Supervisor:
         cid = int(fields[0])
         peer = handle.pending.pop(cid, "")
         log.error("cannot start a worker for %s: %s", peer, " ".join(fields[1:]))
-        self._forget_client(peer)
+        self.admission.gone(peer)
 
     def on_worker_exited(self, handle: spawner.Handle, fields: list[str]) -> None:
         child = self.children.pop(int(fields[0]), None)
@@ -437,16 +415,8 @@ class Supervisor:
         if not self.stopping:    # a broker recovering from a restart may wait for it
             self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone",
                                                                  "cid": child.cid}))
-        self._forget_client(child.peer)
+        self.admission.gone(child.peer)
         _log_exit(f"worker for conn {child.cid}", code, quiet_ok=True)
-
-    def _forget_client(self, peer: str) -> None:
-        self.workers -= 1
-        left = self.per_ip.get(peer, 1) - 1
-        if left:
-            self.per_ip[peer] = left
-        else:
-            self.per_ip.pop(peer, None)
 
     def _broker_gone(self, child: Child, code: int) -> None:
         if self.stopping:
@@ -467,10 +437,10 @@ class Supervisor:
         for conn, cid in handle.abandon():
             peer = handle.pending.pop(cid, "")
             listeners.refuse(conn, peer, "Server is busy, try again later")
-            self._forget_client(peer)
+            self.admission.gone(peer)
         for cid, peer in handle.pending.items():
             log.warning("conn %d from %s was lost with its spawner", cid, peer)
-            self._forget_client(peer)
+            self.admission.gone(peer)
         for worker in [c for c in self.children.values() if c.spawner == child.pid]:
             self._adopt(worker)
         if handle is not self.spawner:
@@ -525,7 +495,7 @@ class Supervisor:
             return
         self._apply_listeners(new)
         self.cfg = new
-        self.connect_buckets.clear()
+        self.admission.reload(new.limits)
         logsetup.set_level(new.log.level)
         self.start_spawner()
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
@@ -577,7 +547,8 @@ class Supervisor:
         """A status report in the log: clients, rooms, memory per process."""
         summary = procstats.summary(os.getpid())
         log.info("status: %d clients (%d workers), %d rooms, broker pid %d",
-                 self.counts["clients"], self.workers, self.counts["rooms"], self.broker_pid)
+                 self.counts["clients"], self.admission.clients, self.counts["rooms"],
+                 self.broker_pid)
         for line in procstats.report_lines(summary):
             log.info("status: %s", line)
 

@@ -307,11 +307,12 @@ def test_signals_documented() -> None:
 
 
 def test_refusal_reasons_documented() -> None:
-    """The reasons the supervisor and spawner refuse a connection with are in
-    forkchat.toml(5)."""
+    """The reasons a connection is refused with, before any worker exists, are
+    in forkchat.toml(5): the limits', and the supervisor's and spawner's own."""
+    from forkchat import admission
     package = Path(__file__).resolve().parents[2] / "forkchat"
     source = "".join((package / name).read_text() for name in ("supervisor.py", "spawner.py"))
-    reasons = re.findall(r'refuse\(conn, peer, "([^"]+)"\)', source)
+    reasons = re.findall(r'refuse\(conn, peer, "([^"]+)"\)', source) + list(admission.REFUSALS)
     assert len(reasons) >= 5
     text = rendered("forkchat.toml.5")
     assert [r for r in reasons if r not in text] == []

@@ -1,0 +1,50 @@
+"""The connection limits, without sockets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from forkchat import admission, config
+
+
+def limits(**changes) -> config.Limits:
+    return dataclasses.replace(config.Limits(), **changes)
+
+
+def test_max_clients_counts_everyone_until_they_are_gone():
+    gate = admission.Admission(limits(max_clients=2, max_clients_per_ip=5, connect_burst=10))
+    for peer in ("192.0.2.1", "192.0.2.2"):
+        assert gate.refusal(peer) is None
+        gate.admitted(peer)
+    assert gate.refusal("192.0.2.3") == admission.FULL
+    gate.gone("192.0.2.1")
+    assert gate.refusal("192.0.2.3") is None
+
+
+def test_per_address_limit_and_its_release():
+    gate = admission.Admission(limits(max_clients=100, max_clients_per_ip=2, connect_burst=10))
+    for _ in range(2):
+        assert gate.refusal("198.51.100.7") is None
+        gate.admitted("198.51.100.7")
+    assert gate.refusal("198.51.100.7") == admission.TOO_MANY_FROM_ADDRESS
+    assert gate.refusal("198.51.100.8") is None          # another address is not affected
+    gate.gone("198.51.100.7")
+    assert gate.refusal("198.51.100.7") is None
+    gate.gone("198.51.100.7")
+    assert gate.per_ip == {} and gate.clients == 0      # nothing left behind
+
+
+def test_connect_rate_per_address_and_reload_starts_afresh():
+    gate = admission.Admission(limits(max_clients=100, max_clients_per_ip=100,
+                                      connect_burst=2, connect_rate=0.001))
+    assert gate.refusal("203.0.113.9") is None
+    assert gate.refusal("203.0.113.9") is None
+    assert gate.refusal("203.0.113.9") == admission.TOO_FAST
+    assert gate.refusal("203.0.113.10") is None
+    gate.reload(limits(max_clients=100, max_clients_per_ip=100, connect_burst=1))
+    assert gate.refusal("203.0.113.9") is None
+
+
+def test_ipv4_mapped_addresses_count_as_ipv4():
+    assert admission.peer_address("::ffff:192.0.2.1") == "192.0.2.1"
+    assert admission.peer_address("2001:db8::1") == "2001:db8::1"
