@@ -78,6 +78,9 @@ class Spawner:
         # Nothing here makes cycles worth collecting, and a collection would
         # write to pages the workers share.
         gc.disable()
+        # Signals are meant for the supervisor; a SIGTERM to the whole process
+        # group must not take the spawner away from it (it retires instead).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.control.setblocking(True)
         signal_r, signal_w = signals.install([signal.SIGCHLD])
         selector = selectors.DefaultSelector()

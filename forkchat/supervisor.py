@@ -591,7 +591,6 @@ class Supervisor:
         self._wait_children("worker", time.monotonic() + 1.0)
         self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "shutdown"}))
         self._signal_children("broker", signal.SIGTERM)
-        self._signal_children("spawner", signal.SIGTERM)
         self._wait_children("broker", time.monotonic() + 1.0)
         self._signal_children("broker", signal.SIGKILL)
         self._signal_children("spawner", signal.SIGKILL)

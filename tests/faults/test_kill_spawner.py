@@ -92,3 +92,30 @@ def test_stop_ends_every_spawner_and_their_workers(make_server):
     assert server.proc.wait(10) == 0
     gone, alive = psutil.wait_procs(kids, timeout=2)
     assert not alive
+
+
+def test_sigterm_to_the_whole_group_is_a_clean_stop(make_server):
+    """As `timeout` or `kill -- -PGID` do: only the supervisor acts on it."""
+    server = make_server(config_text=CONFIG)
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    kids = server.descendants()
+    os.killpg(server.pid, signal.SIGTERM)
+    assert alice.expect_closed(timeout=5)[-1].command == "ERROR"
+    assert server.proc.wait(10) == 0
+    log = server.log_text()
+    assert "spawner was killed" not in log and "restarting the spawner" not in log, log
+    gone, alive = psutil.wait_procs(kids, timeout=2)
+    assert not alive
+    alice.close()
+
+
+def test_the_spawner_leaves_sigterm_to_the_supervisor(make_server):
+    server = make_server(config_text=CONFIG)
+    spawner = spawner_pid(server)
+    os.kill(spawner, signal.SIGTERM)
+    alice = IrcTestClient(server.port)      # served after the signal was delivered
+    alice.register("alice")
+    assert psutil.Process(worker_pid(server, "alice")).ppid() == spawner
+    assert "spawner was killed" not in server.log_text()
+    alice.close()
