@@ -67,13 +67,24 @@ class _LeanPopen(multiprocessing.popen_fork.Popen):
         if _lifeline is None:
             raise RuntimeError("make_lifeline() first")
         lifeline_r = _lifeline[0]
-        self.pid = os.fork()
-        if self.pid == 0:
-            code = 1
-            try:
-                code = process_obj._bootstrap(parent_sentinel=lifeline_r)  # type: ignore[attr-defined]
-            finally:
-                os._exit(code)
+        # Until the child has reset them, it has the parent's signal handlers
+        # and wakeup fd: a signal sent to it then would wake the parent's
+        # loop as if sent to the parent (a SIGTERM to a new worker stopped
+        # the server).  Signals wait, blocked, until the child has reset.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self.pid = os.fork()
+            if self.pid == 0:
+                code = 1
+                try:
+                    reset_signals()
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                    code = process_obj._bootstrap(parent_sentinel=lifeline_r)  # type: ignore[attr-defined]
+                finally:
+                    os._exit(code)
+        finally:
+            if self.pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.sentinel = os.pidfd_open(self.pid)
 
 
@@ -147,7 +158,6 @@ def run_child(name: str, keep: set[int], main: Callable[[], int]) -> None:
     gc.enable()
     keep = set(keep) | {lifeline_fd()}
     close_inherited(keep)
-    reset_signals()
     set_name(name)
     try:
         code = main()

@@ -113,9 +113,12 @@ def test_sigterm_to_the_whole_group_is_a_clean_stop(make_server):
 def test_the_spawner_leaves_sigterm_to_the_supervisor(make_server):
     server = make_server(config_text=CONFIG)
     spawner = spawner_pid(server)
-    os.kill(spawner, signal.SIGTERM)
-    alice = IrcTestClient(server.port)      # served after the signal was delivered
+    alice = IrcTestClient(server.port)      # the spawner is past its start-up
     alice.register("alice")
-    assert psutil.Process(worker_pid(server, "alice")).ppid() == spawner
+    os.kill(spawner, signal.SIGTERM)
+    bob = IrcTestClient(server.port)        # served after the signal was delivered
+    bob.register("bob")
+    assert psutil.Process(worker_pid(server, "bob")).ppid() == spawner
     assert "spawner was killed" not in server.log_text()
     alice.close()
+    bob.close()
