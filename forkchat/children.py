@@ -138,6 +138,21 @@ def set_name(name: str) -> None:
     _prctl(_PR_SET_NAME, name.encode()[:15])
 
 
+def unknown_children(known: set[int]) -> list[int] | None:
+    """Our children (zombies included) that are not in `known`: as a
+    subreaper we inherit the children of a child that dies.  None where the
+    kernel has no /proc/PID/task/TID/children."""
+    pid = os.getpid()
+    found: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as listing:
+                found += [int(word) for word in listing.read().split()]
+    except (OSError, ValueError):
+        return None
+    return [child for child in found if child not in known]
+
+
 def become_subreaper() -> bool:
     """Adopt grandchildren whose parent dies: the workers of a dead spawner
     then become our children, and we learn how each one ends."""

@@ -32,6 +32,7 @@ import selectors
 import signal
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from forkchat import children, listeners, log as logsetup, signals
@@ -156,35 +157,68 @@ class Spawner:
             self.done = True      # the supervisor is gone
 
 
+@dataclass
+class Request:
+    """A connection handed to a spawner; ours until it reports on it."""
+
+    cid: int
+    conn: socket.socket
+    peer: str
+    proto: str
+    listener_id: int
+    sent: bool = False
+
+
 class Handle:
-    """The supervisor's end of one spawner: queued requests, parsed reports."""
+    """The supervisor's end of one spawner: queued requests, parsed reports.
+
+    The supervisor keeps its copy of each connection until the spawner
+    reports the worker started (or failed), so that a spawner which dies
+    loses nothing: what it never got goes to the next one.  It takes one
+    request at a time and reports before the next, so of the requests it
+    got, only the oldest unanswered one can have been forked unreported.
+    """
 
     def __init__(self, sock: socket.socket, pid: int, listener_ids: list[int]) -> None:
         self.sock = sock
         self.pid = pid
         self.listener_ids = listener_ids     # id() of each Bound, in the spawner's order
-        self.queue: collections.deque[tuple[bytes, socket.socket | None, int]] = \
-            collections.deque()
-        self.pending: dict[int, str] = {}    # cid -> peer, asked for and not yet started
+        self.requests: dict[int, Request] = {}             # by cid, in the order asked
+        self.queue: collections.deque[int | None] = collections.deque()  # cids to send; None: retire
         self.retired = False
         self.broken = False                  # a send failed other than for lack of room
 
-    def request(self, conn: socket.socket, cid: int, peer: str, proto: str,
-                listener_id: int) -> None:
-        index = self.listener_ids.index(listener_id)
-        self.queue.append((request_message(cid, proto, index, peer), conn, cid))
-        self.pending[cid] = peer
+    def knows(self, listener_id: int) -> bool:
+        return listener_id in self.listener_ids
+
+    def request(self, request: Request) -> None:
+        request.sent = False
+        self.requests[request.cid] = request
+        self.queue.append(request.cid)
+
+    def answered(self, cid: int) -> Request | None:
+        """The spawner reported on `cid`: our copy of the connection goes."""
+        request = self.requests.pop(cid, None)
+        if request is not None:
+            request.conn.close()
+        return request
 
     def flush(self) -> bool:
         """Send what is queued; True when nothing more can go now.
 
         A send that fails for any reason but a full buffer (the spawner is
         gone, or the kernel refuses to pass another descriptor) marks the
-        handle broken, and what is queued stays for `abandon()`.
+        handle broken; what is queued stays for `leftovers()`.
         """
         while self.queue and not self.broken:
-            message, conn, _cid = self.queue[0]
-            fds = [conn.fileno()] if conn is not None else []
+            cid = self.queue[0]
+            if cid is None:
+                message, fds = b"R", []
+            else:
+                request = self.requests[cid]
+                index = self.listener_ids.index(request.listener_id)
+                message = request_message(cid, request.proto, index, request.peer)
+                fds = [request.conn.fileno()]
             try:
                 socket.send_fds(self.sock, [message], fds, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -193,13 +227,13 @@ class Handle:
                 self.broken = True
                 return True
             self.queue.popleft()
-            if conn is not None:
-                conn.close()
+            if cid is not None:
+                self.requests[cid].sent = True
         return True
 
     def retire(self) -> None:
         self.retired = True
-        self.queue.append((b"R", None, 0))
+        self.queue.append(None)
 
     def reports(self) -> list[tuple[str, list[str]]] | None:
         """Every report waiting; None once the spawner has closed its end."""
@@ -215,9 +249,12 @@ class Handle:
                 return found or None
             found.append(parse_message(data))
 
-    def abandon(self) -> list[tuple[socket.socket, int]]:
-        """The spawner died: the connections it never got, for refusing."""
-        left = [(conn, cid) for _m, conn, cid in self.queue if conn is not None]
-        self.queue.clear()
+    def leftovers(self) -> tuple[list[Request], Request | None]:
+        """The spawner died (its last reports read first): the requests it
+        cannot have started, to give to another, and the one it may have."""
         self.sock.close()
-        return left
+        self.queue.clear()
+        requests = list(self.requests.values())
+        self.requests.clear()
+        maybe = next((r for r in requests if r.sent), None)
+        return [r for r in requests if r is not maybe], maybe

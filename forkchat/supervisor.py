@@ -274,14 +274,14 @@ class Supervisor:
     def spawn_worker(self, conn: socket.socket, peer: str, bound: listeners.Bound) -> None:
         """Hand the socket to the spawner, which forks its worker."""
         handle = self.spawner
-        if handle is None or id(bound) not in handle.listener_ids:
+        if handle is None or not handle.knows(id(bound)):
             # no spawner (one is being restarted), or a listener added by a
             # reload whose new spawner could not be started
             listeners.refuse(conn, peer, "Server is busy, try again later")
             return
         cid = self.next_cid
         self.next_cid += 1
-        handle.request(conn, cid, peer, bound.spec.protocol, id(bound))
+        handle.request(spawner.Request(cid, conn, peer, bound.spec.protocol, id(bound)))
         self.admission.admitted(peer)
         self._flush_spawner(handle)
 
@@ -361,14 +361,16 @@ class Supervisor:
 
     def on_worker_started(self, handle: spawner.Handle, fields: list[str]) -> None:
         cid, pid = int(fields[0]), int(fields[1])
-        peer = handle.pending.pop(cid, "")
+        request = handle.answered(cid)
+        peer = request.peer if request is not None else ""
         self.children[pid] = Child("worker", pid, None, -1, peer, cid, handle.pid)
 
     def on_worker_failed(self, handle: spawner.Handle, fields: list[str]) -> None:
-        cid = int(fields[0])
-        peer = handle.pending.pop(cid, "")
-        log.error("cannot start a worker for %s: %s", peer, " ".join(fields[1:]))
-        self.admission.gone(peer)
+        request = handle.answered(int(fields[0]))
+        if request is None:
+            return
+        log.error("cannot start a worker for %s: %s", request.peer, " ".join(fields[1:]))
+        self.admission.gone(request.peer)
 
     def on_worker_exited(self, handle: spawner.Handle, fields: list[str]) -> None:
         child = self.children.pop(int(fields[0]), None)
@@ -378,7 +380,7 @@ class Supervisor:
     def spawn_broker(self) -> None:
         control, broker_end = socket.socketpair()
         expected = tuple(c.cid for c in self.children.values() if c.kind == "worker") + \
-            tuple(cid for handle in self.spawners.values() for cid in handle.pending)
+            tuple(cid for handle in self.spawners.values() for cid in handle.requests)
         try:
             child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
@@ -412,6 +414,9 @@ class Supervisor:
         CHILD_GONE[child.kind](self, child, code)
 
     def _worker_gone(self, child: Child, code: int) -> None:
+        if not child.cid:        # started but never reported: counted out already
+            _log_exit(f"unreported worker {child.pid}", code, quiet_ok=True)
+            return
         if not self.stopping:    # a broker recovering from a restart may wait for it
             self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone",
                                                                  "cid": child.cid}))
@@ -427,33 +432,60 @@ class Supervisor:
         self.spawn_broker()
 
     def _spawner_gone(self, child: Child, code: int) -> None:
-        """Settle what it left: reports, requests it never read, its workers."""
+        """Settle what it left: its last reports, its workers, and the
+        connections it had not started, which go to the next spawner."""
         handle = self.spawners.pop(child.pid)
         self._read_spawner(handle)
         try:
             self.selector.unregister(handle.sock)
         except (KeyError, ValueError):
             pass
-        for conn, cid in handle.abandon():
-            peer = handle.pending.pop(cid, "")
-            listeners.refuse(conn, peer, "Server is busy, try again later")
-            self.admission.gone(peer)
-        for cid, peer in handle.pending.items():
-            log.warning("conn %d from %s was lost with its spawner", cid, peer)
-            self.admission.gone(peer)
+        retry, maybe_started = handle.leftovers()
         for worker in [c for c in self.children.values() if c.spawner == child.pid]:
             self._adopt(worker)
-        if handle is not self.spawner:
-            if code:
-                _log_exit("retired spawner", code, quiet_ok=True)
-            return
-        self.spawner = None
-        if self.stopping:
-            return
-        _log_exit("spawner", code, quiet_ok=False)
-        self._count_death("spawner")
-        log.warning("restarting the spawner")
-        self.start_spawner()
+        orphans = children.unknown_children(set(self.children))
+        if maybe_started is not None:
+            if orphans == []:                 # it was not forked: hand it on too
+                retry.insert(0, maybe_started)
+            elif orphans is not None and len(orphans) == 1:
+                # forked, its report lost: the orphan is its worker
+                pid = orphans.pop()
+                self.children[pid] = Child("worker", pid, None, -1, maybe_started.peer,
+                                           maybe_started.cid)
+                self._adopt(self.children[pid])
+                maybe_started.conn.close()
+            else:                             # cannot tell: not ours to hand on
+                log.warning("conn %d from %s: its spawner died while starting it",
+                            maybe_started.cid, maybe_started.peer)
+                maybe_started.conn.close()
+                self.admission.gone(maybe_started.peer)
+        for pid in orphans or []:
+            # workers it forked and never reported: ours to stop and reap,
+            # not counted (cid 0)
+            self.children[pid] = Child("worker", pid, None, -1)
+            self._adopt(self.children[pid])
+        if handle is self.spawner:
+            self.spawner = None
+            if not self.stopping:
+                _log_exit("spawner", code, quiet_ok=False)
+                self._count_death("spawner")
+                log.warning("restarting the spawner")
+                self.start_spawner()
+        elif code:
+            _log_exit("retired spawner", code, quiet_ok=True)
+        self._hand_on(retry)
+
+    def _hand_on(self, requests: list[spawner.Request]) -> None:
+        """Give a dead spawner's connections to the current one, or refuse them."""
+        handle = self.spawner
+        for request in requests:
+            if handle is not None and not self.stopping and handle.knows(request.listener_id):
+                handle.request(request)
+            else:
+                listeners.refuse(request.conn, request.peer, "Server is busy, try again later")
+                self.admission.gone(request.peer)
+        if handle is not None and requests:
+            self._flush_spawner(handle)
 
     def _adopt(self, worker: Child) -> None:
         """Watch an orphaned worker ourselves (it is our child now)."""
@@ -613,7 +645,7 @@ class Supervisor:
             if not handle.retired:
                 handle.retire()
                 self._flush_spawner(handle)
-        while any(h.pending or h.queue for h in self.spawners.values()):
+        while any(h.requests for h in self.spawners.values()):
             left = deadline - time.monotonic()
             if left <= 0:
                 return

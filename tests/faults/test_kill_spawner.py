@@ -122,3 +122,29 @@ def test_the_spawner_leaves_sigterm_to_the_supervisor(make_server):
     assert "spawner was killed" not in server.log_text()
     alice.close()
     bob.close()
+
+
+def test_connections_waiting_on_a_dead_spawner_go_to_the_next_one(make_server):
+    """Nothing already accepted is lost: a stopped spawner is handed
+    connections it never reads, then killed; a new one starts them all."""
+    waiting = 12
+    server = make_server(config_text=TEST_LIMITS + f"max_clients_per_ip = {waiting}\n")
+    first = spawner_pid(server)
+    os.kill(first, signal.SIGSTOP)
+    clients = [IrcTestClient(server.port) for _ in range(waiting)]
+    for index, client in enumerate(clients):
+        client.send(f"NICK w{index}")
+        client.send(f"USER w{index} 0 * :waiting")
+    while True:       # until the supervisor has admitted and handed on every one
+        mark = server.log_length()
+        server.signal(signal.SIGUSR1)
+        if f"({waiting} workers)" in server.wait_for_text("status: ", start=mark):
+            break
+    mark = server.log_length()
+    os.kill(first, signal.SIGKILL)
+    assert spawner_pid(server, after=mark) != first
+    for index, client in enumerate(clients):
+        assert client.expect("001").params[0] == f"w{index}"
+    assert "died while starting" not in server.log_text()
+    for client in clients:
+        client.close()

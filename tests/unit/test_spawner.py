@@ -20,19 +20,25 @@ def test_request_round_trips_with_an_ipv6_peer():
     assert (kind, fields) == ("W", ["7", "tutorial", "1", "::1"])
 
 
-def test_a_request_carries_the_client_socket(pair):
+def request(cid: int, conn: socket.socket, listener: int) -> spawner.Request:
+    return spawner.Request(cid, conn, f"192.0.2.{cid}", "irc", listener)
+
+
+def test_a_request_carries_the_client_socket_and_we_keep_ours_until_answered(pair):
     ours, theirs = pair
     handle = spawner.Handle(ours, 1234, [111, 222])
     client, server_side = socket.socketpair()
-    handle.request(server_side, 5, "10.0.0.9", "irc", 222)
-    assert handle.pending == {5: "10.0.0.9"}
+    handle.request(spawner.Request(5, server_side, "10.0.0.9", "irc", 222))
     assert handle.flush()
-    assert server_side.fileno() == -1          # handed over: our copy is closed
+    assert server_side.fileno() != -1          # ours until the spawner reports
     data, fds, _flags, _addr = socket.recv_fds(theirs, 512, 1)
     assert spawner.parse_message(data) == ("W", ["5", "irc", "1", "10.0.0.9"])
     passed = socket.socket(fileno=fds[0])
     passed.sendall(b"hello")
     assert client.recv(5) == b"hello"
+    assert handle.answered(5).peer == "10.0.0.9"
+    assert server_side.fileno() == -1 and handle.requests == {}
+    assert handle.answered(5) is None          # a second report changes nothing
     passed.close()
     client.close()
 
@@ -41,7 +47,7 @@ def test_retire_is_queued_after_the_requests(pair):
     ours, theirs = pair
     handle = spawner.Handle(ours, 1, [1])
     client, server_side = socket.socketpair()
-    handle.request(server_side, 1, "127.0.0.1", "irc", 1)
+    handle.request(request(1, server_side, 1))
     handle.retire()
     assert handle.flush()
     first, fds, _f, _a = socket.recv_fds(theirs, 512, 1)
@@ -64,16 +70,23 @@ def test_reports_are_parsed_until_the_spawner_closes(pair):
     assert handle.reports() is None
 
 
-def test_abandon_returns_what_was_never_sent(pair):
-    ours, _theirs = pair
+def test_leftovers_of_a_dead_spawner_all_but_the_one_it_may_have_started(pair):
+    ours, theirs = pair
     handle = spawner.Handle(ours, 1, [9])
-    client, server_side = socket.socketpair()
-    handle.request(server_side, 8, "192.0.2.1", "irc", 9)
-    handle.retire()
-    assert handle.abandon() == [(server_side, 8)]
-    assert handle.queue == type(handle.queue)()
-    server_side.close()
-    client.close()
+    sockets = [socket.socketpair() for _ in range(4)]
+    handle.request(request(1, sockets[0][1], 9))
+    handle.request(request(2, sockets[1][1], 9))
+    assert handle.flush()                        # 1 and 2 sent ...
+    handle.request(request(3, sockets[2][1], 9))
+    handle.request(request(4, sockets[3][1], 9))  # ... 3 and 4 not yet
+    handle.answered(1)                           # the spawner reported on 1
+    retry, maybe = handle.leftovers()
+    assert maybe is not None and maybe.cid == 2  # the oldest sent and unanswered
+    assert [r.cid for r in retry] == [3, 4]
+    assert handle.requests == {} and not handle.queue
+    for client, server_side in sockets:
+        client.close()
+        server_side.close()
 
 
 def test_a_failed_fork_refuses_the_client_and_reports_it(pair, monkeypatch):
@@ -99,8 +112,9 @@ def test_a_handle_whose_spawner_is_gone_is_broken_and_keeps_its_queue(pair):
     theirs.close()
     handle = spawner.Handle(ours, 1, [3])
     client, server_side = socket.socketpair()
-    handle.request(server_side, 2, "198.51.100.4", "irc", 3)
+    handle.request(spawner.Request(2, server_side, "198.51.100.4", "irc", 3))
     assert handle.flush() is True and handle.broken     # nothing more can go
-    assert handle.abandon() == [(server_side, 2)]
+    retry, maybe = handle.leftovers()
+    assert [r.cid for r in retry] == [2] and maybe is None   # never sent: safe to retry
     server_side.close()
     client.close()
