@@ -24,6 +24,10 @@ from typing import Callable
 EX_SOFTWARE = 70
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
+# Every signal a forkchat process handles in Python (the others keep their
+# default action throughout); SIGINT is ignored by every child.
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                   signal.SIGCHLD)
 
 
 def close_inherited(keep: set[int]) -> None:
@@ -70,8 +74,8 @@ class _LeanPopen(multiprocessing.popen_fork.Popen):
         # Until the child has reset them, it has the parent's signal handlers
         # and wakeup fd: a signal sent to it then would wake the parent's
         # loop as if sent to the parent (a SIGTERM to a new worker stopped
-        # the server).  Signals wait, blocked, until the child has reset.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        # the server).  Those signals wait, blocked, until the child has reset.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             self.pid = os.fork()
             if self.pid == 0:
@@ -160,9 +164,9 @@ def become_subreaper() -> bool:
 
 
 def reset_signals() -> None:
-    """Undo the supervisor's signal wiring; the role sets its own."""
+    """Undo the parent's signal wiring; the role sets its own."""
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
+    for signum in HANDLED_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     # Ctrl+C reaches the whole process group; the supervisor decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
