@@ -158,43 +158,40 @@ def passed_spec(cfg: config.Config, index: int, name: str) -> config.Listener:
 
 def become_unprivileged(cfg: config.Config) -> None:
     """After binding, never serve clients as root by accident (see
-    privileges.user_to_become); as root, the state directory is made first.
+    privileges.user_to_become); the state directory is made first.
 
     Raises:
         PrivilegeError: the user does not exist or the switch failed.
     """
     user = privileges.user_to_become(cfg.server.user, cfg.server.allow_root,
                                      under_systemd=systemd.under_systemd())
-    if user is None:
-        make_state_dir(cfg.server.state_dir)
-        return
-    if os.geteuid() == privileges.ROOT_UID:
-        prepare_state_dir(cfg.server.state_dir, privileges.resolve(user, cfg.server.group or None))
-    privileges.drop_privileges(user, cfg.server.group or None)
+    group = cfg.server.group or None
+    owner = None
+    if user is not None and os.geteuid() == privileges.ROOT_UID:
+        owner = privileges.resolve(user, group)
+    prepare_state_dir(cfg.server.state_dir, owner)
+    if user is not None:
+        privileges.drop_privileges(user, group)
 
 
-def make_state_dir(path: str) -> None:
-    """Serving as ourselves: make the state directory if it is missing and
-    we may (a warning from the broker says so if we may not)."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError:
-        pass
-
-
-def prepare_state_dir(path: str, owner: privileges.Identity) -> None:
-    """As root, make the state directory for the user we become.
+def prepare_state_dir(path: str, owner: privileges.Identity | None) -> None:
+    """Make the state directory if it is missing, for `owner` when root is
+    about to become that user (None: for ourselves).
 
     Only a directory made here is handed over: an existing one (say /var/lib
-    by mistake) keeps its owner, and a warning says if it is not writable.
+    by mistake) keeps its owner, and a warning says if it is not theirs.
+    Serving as ourselves, a directory we may not make is the broker's to
+    report (the room store is unavailable), once.
     """
     log = logging.getLogger("forkchat.supervisor")
     try:
         if not os.path.isdir(path):
             os.makedirs(path, mode=0o700)
-            os.chown(path, owner.uid, owner.gid)
-        elif os.stat(path).st_uid != owner.uid:
+            if owner is not None:
+                os.chown(path, owner.uid, owner.gid)
+        elif owner is not None and os.stat(path).st_uid != owner.uid:
             log.warning("state_dir %s is not owned by %s: rooms may not persist",
                         path, owner.user)
     except OSError as error:
-        log.warning("cannot prepare state_dir %s: %s", path, error.strerror or error)
+        if owner is not None:
+            log.warning("cannot prepare state_dir %s: %s", path, error.strerror or error)

@@ -87,7 +87,7 @@ class PssCensus:
         end = min(self._next + self.slice_size, len(self._pids))
         for pid in self._pids[self._next:end]:
             try:
-                self._sum += getattr(psutil.Process(pid).memory_full_info(), "pss", 0)
+                self._sum += memory(psutil.Process(pid))["pss"]
             except psutil.Error:
                 pass              # gone since the pass started: it costs nothing now
         self._next = end

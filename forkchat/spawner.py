@@ -1,13 +1,13 @@
 """The spawner: a quiet child of the supervisor that forks the workers.
 
 Forking from the supervisor made every worker pay for the supervisor's
-own activity: each page the supervisor writes after a fork (accepting,
-its child table, timers, logging) stops being shared with the children
-forked before, so every worker ends up owning a private copy of the
-supervisor's working set.  The spawner does nothing between forks but read
-one request and fork, so what a worker owns is what it writes itself.  It
-also takes the fork off the supervisor's accept path: the supervisor
-accepts and passes the socket on, the spawner forks, on the other core.
+own activity: each page the parent writes after a fork stops being shared
+with the child forked before it, so every worker ends up owning a copy of
+its parent's working set between forks.  The spawner's is small (it reads
+one request, forks and reports: about 170 pages a fork, measured), the
+supervisor's (accepting, its child table, timers, logging) is not.  It also
+takes the fork off the supervisor's accept path: the supervisor accepts and
+passes the socket on, the spawner forks, on the other core.
 
 Protocol (one SOCK_SEQPACKET pair per spawner, ASCII fields):
   supervisor -> spawner  ``W cid proto listener peer`` + the client fd
@@ -25,8 +25,8 @@ get the new settings and old workers keep theirs.
 from __future__ import annotations
 
 import collections
+import errno
 import gc
-import logging
 import os
 import selectors
 import signal
@@ -37,9 +37,9 @@ from typing import Any, Callable
 
 from forkchat import children, listeners, log as logsetup, signals
 
-log = logging.getLogger("forkchat.spawner")
-
 MESSAGE_BYTES = 512
+# A send that fails so means the spawner is gone; its exit settles the rest.
+PEER_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOTCONN)
 
 
 def request_message(cid: int, proto: str, listener: int, peer: str) -> bytes:
@@ -83,7 +83,7 @@ class Spawner:
         # group must not take the spawner away from it (it retires instead).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.control.setblocking(True)
-        signal_r, signal_w = signals.install([signal.SIGCHLD])
+        signal_r, _signal_w = signals.install([signal.SIGCHLD])    # keep both open
         selector = selectors.DefaultSelector()
         selector.register(self.control, selectors.EVENT_READ, self.on_control)
         selector.register(signal_r, selectors.EVENT_READ,
@@ -186,7 +186,8 @@ class Handle:
         self.requests: dict[int, Request] = {}             # by cid, in the order asked
         self.queue: collections.deque[int | None] = collections.deque()  # cids to send; None: retire
         self.retired = False
-        self.broken = False                  # a send failed other than for lack of room
+        self.broken = False                  # the spawner end is gone
+        self.unsendable: list[Request] = []  # the kernel would not pass these
 
     def knows(self, listener_id: int) -> bool:
         return listener_id in self.listener_ids
@@ -206,9 +207,10 @@ class Handle:
     def flush(self) -> bool:
         """Send what is queued; True when nothing more can go now.
 
-        A send that fails for any reason but a full buffer (the spawner is
-        gone, or the kernel refuses to pass another descriptor) marks the
-        handle broken; what is queued stays for `leftovers()`.
+        If the spawner is gone the handle is marked broken and what is
+        queued stays for `leftovers()`.  A request the kernel refuses for
+        another reason (too many descriptors in flight, say) moves to
+        `unsendable`, for the supervisor to refuse, and the rest go on.
         """
         while self.queue and not self.broken:
             cid = self.queue[0]
@@ -223,9 +225,14 @@ class Handle:
                 socket.send_fds(self.sock, [message], fds, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return False
-            except OSError:
-                self.broken = True
-                return True
+            except OSError as error:
+                if error.errno in PEER_GONE:
+                    self.broken = True
+                    return True
+                self.queue.popleft()
+                if cid is not None:
+                    self.unsendable.append(self.requests.pop(cid))
+                continue
             self.queue.popleft()
             if cid is not None:
                 self.requests[cid].sent = True

@@ -321,10 +321,11 @@ class Supervisor:
 
     def _flush_spawner(self, handle: spawner.Handle) -> None:
         done = handle.flush()
-        if handle.broken and handle.pid in self.children:
-            # we cannot talk to it: replace it; its death refuses what waits
-            log.error("spawner %d: cannot pass it a connection; replacing it", handle.pid)
-            os.kill(handle.pid, signal.SIGKILL)
+        while handle.unsendable:
+            request = handle.unsendable.pop()
+            log.error("cannot pass conn %d from %s to the spawner", request.cid, request.peer)
+            listeners.refuse(request.conn, request.peer, "Server is busy, try again later")
+            self.admission.gone(request.peer)
         self._want_writes(handle.sock, not done, lambda mask: self.on_spawner(handle, mask))
 
     def _want_writes(self, sock: socket.socket, pending: bool,
@@ -360,10 +361,11 @@ class Supervisor:
                 log.error("spawner %d: bad report %r", handle.pid, (kind, fields))
 
     def on_worker_started(self, handle: spawner.Handle, fields: list[str]) -> None:
-        cid, pid = int(fields[0]), int(fields[1])
-        request = handle.answered(cid)
-        peer = request.peer if request is not None else ""
-        self.children[pid] = Child("worker", pid, None, -1, peer, cid, handle.pid)
+        request = handle.answered(int(fields[0]))
+        if request is not None:
+            pid = int(fields[1])
+            self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
+                                       handle.pid)
 
     def on_worker_failed(self, handle: spawner.Handle, fields: list[str]) -> None:
         request = handle.answered(int(fields[0]))

@@ -434,20 +434,28 @@ def _die_with_parent(signum: int) -> Callable[[], None]:
     return preexec
 
 
-def tcp_socket_state(server_port: int, client_port: int) -> tuple[str, int] | None:
-    """(state, tx_queue bytes) of the server side of one TCP connection, or None if gone."""
+def server_tcp_row(server_port: int, client_port: int) -> list[str] | None:
+    """The /proc/net/tcp fields of the server side of the 127.0.0.1
+    connection from `client_port`, or None if it is gone."""
     want_local = f"0100007F:{server_port:04X}"
     want_remote = f"0100007F:{client_port:04X}"
     try:
         with open("/proc/net/tcp") as handle:
             for line in handle:
                 parts = line.split()
-                if len(parts) > 4 and parts[1] == want_local and parts[2] == want_remote:
-                    tx_queue = int(parts[4].split(":")[0], 16)
-                    return TCP_STATES.get(parts[3], parts[3]), tx_queue
+                if len(parts) > 9 and parts[1] == want_local and parts[2] == want_remote:
+                    return parts
     except OSError:
         return None
     return None
+
+
+def tcp_socket_state(server_port: int, client_port: int) -> tuple[str, int] | None:
+    """(state, tx_queue bytes) of the server side of one TCP connection, or None if gone."""
+    parts = server_tcp_row(server_port, client_port)
+    if parts is None:
+        return None
+    return TCP_STATES.get(parts[3], parts[3]), int(parts[4].split(":")[0], 16)
 
 
 # ---------------------------------------------------------------------------
@@ -1175,17 +1183,8 @@ def _readlink(path: str) -> str:
 
 def server_socket_inode(server_port: int, client_port: int) -> str | None:
     """Inode of the server side of the 127.0.0.1 connection from `client_port`."""
-    want_local = f"0100007F:{server_port:04X}"
-    want_remote = f"0100007F:{client_port:04X}"
-    try:
-        with open("/proc/net/tcp") as handle:
-            for line in handle:
-                parts = line.split()
-                if len(parts) > 9 and parts[1] == want_local and parts[2] == want_remote:
-                    return parts[9] if parts[9] != "0" else None
-    except OSError:
-        return None
-    return None
+    parts = server_tcp_row(server_port, client_port)
+    return parts[9] if parts is not None and parts[9] != "0" else None
 
 
 def soak_kill_one(gen: Generator, state: SoakState, server_pid: int) -> None:

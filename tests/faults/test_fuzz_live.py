@@ -107,15 +107,22 @@ class Fuzzer(threading.Thread):
         except BaseException as error:       # reported by the test, never swallowed
             self.error = error
 
-    def _one_connection(self, conn: int) -> None:
-        rng = self.rng
+    def _connect(self) -> socket.socket | None:
+        """A new connection, counted; None (counted as refused) if there is none."""
         try:
             sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         except OSError:
             self.stats["refused"] += 1
-            return
+            return None
         self.stats["connections"] += 1
         sock.settimeout(5)
+        return sock
+
+    def _one_connection(self, conn: int) -> None:
+        rng = self.rng
+        sock = self._connect()
+        if sock is None:
+            return
         try:
             if rng.random() < 0.7:
                 self._send(sock, f"NICK fz{self.index}_{conn}\r\nUSER f 0 * :fuzz\r\n".encode())
@@ -236,13 +243,9 @@ class TutorialFuzzer(Fuzzer):
 
     def _one_connection(self, conn: int) -> None:
         rng = self.rng
-        try:
-            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        except OSError:
-            self.stats["refused"] += 1
+        sock = self._connect()
+        if sock is None:
             return
-        self.stats["connections"] += 1
-        sock.settimeout(5)
         try:
             self._drain(sock, PACE_S)
             for _ in range(rng.randint(1, ITEMS_PER_CONNECTION)):

@@ -162,12 +162,21 @@ class ServerProcess:
         return code
 
 
-def spawner_pid(server: ServerProcess, after: int = 0) -> int:
-    """The pid of the spawner that forks new workers, from its start log line."""
-    line = server.wait_for_text("spawner started (pid", start=after)
-    match = re.search(r"spawner started \(pid (\d+)\)", line)
+def _started_pid(server: ServerProcess, role: str, after: int) -> int:
+    """The pid in the supervisor's "<role> started (pid N)" line."""
+    line = server.wait_for_text(f"{role} started (pid", start=after)
+    match = re.search(rf"{role} started \(pid (\d+)\)", line)
     assert match, line
     return int(match.group(1))
+
+
+def spawner_pid(server: ServerProcess, after: int = 0) -> int:
+    """The pid of the spawner that forks new workers."""
+    return _started_pid(server, "spawner", after)
+
+
+def broker_pid(server: ServerProcess, after: int = 0) -> int:
+    return _started_pid(server, "broker", after)
 
 
 WORKER_RE = r"worker\[(\d+)\] INFO conn \d+ registered as {nick}!"
@@ -177,12 +186,5 @@ def worker_pid(server: ServerProcess, nick: str) -> int:
     """The pid of the worker serving `nick`, from its registration log line."""
     line = server.wait_for_text(f"registered as {nick}!")
     match = re.search(WORKER_RE.format(nick=re.escape(nick)), line)
-    assert match, line
-    return int(match.group(1))
-
-
-def broker_pid(server: ServerProcess, after: int = 0) -> int:
-    line = server.wait_for_text("broker started (pid", start=after)
-    match = re.search(r"broker started \(pid (\d+)\)", line)
     assert match, line
     return int(match.group(1))

@@ -1,5 +1,6 @@
 """The supervisor's end of the spawner protocol, over a real socket pair."""
 
+import errno
 import socket
 
 import pytest
@@ -118,3 +119,26 @@ def test_a_handle_whose_spawner_is_gone_is_broken_and_keeps_its_queue(pair):
     assert [r.cid for r in retry] == [2] and maybe is None   # never sent: safe to retry
     server_side.close()
     client.close()
+
+
+def test_a_request_the_kernel_will_not_pass_is_set_aside_and_the_rest_go(pair, monkeypatch):
+    ours, theirs = pair
+    handle = spawner.Handle(ours, 1, [5])
+    sockets = [socket.socketpair() for _ in range(2)]
+    handle.request(request(1, sockets[0][1], 5))
+    handle.request(request(2, sockets[1][1], 5))
+    real_send_fds = socket.send_fds
+
+    def refuse_the_first(sock, buffers, fds, *args):
+        if buffers[0].startswith(b"W 1 "):
+            raise OSError(errno.ETOOMANYREFS, "Too many references")
+        return real_send_fds(sock, buffers, fds, *args)
+    monkeypatch.setattr(socket, "send_fds", refuse_the_first)
+    assert handle.flush() and not handle.broken
+    assert [r.cid for r in handle.unsendable] == [1] and list(handle.requests) == [2]
+    data, fds, _f, _a = socket.recv_fds(theirs, 512, 1)
+    assert data.startswith(b"W 2 ") and len(fds) == 1
+    socket.socket(fileno=fds[0]).close()
+    for client, server_side in sockets:
+        client.close()
+        server_side.close()
