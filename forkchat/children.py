@@ -129,12 +129,20 @@ def lifeline_fd() -> int:
     return parent.sentinel
 
 
-def _prctl(option: int, arg: int | bytes) -> bool:
+def _find_prctl() -> Callable[..., int] | None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(option, arg, 0, 0, 0) == 0)
+        return ctypes.CDLL(None, use_errno=True).prctl   # type: ignore[no-any-return]
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+# Looked up once, before any fork: a child that loaded libc through ctypes
+# itself would write some fifty pages it otherwise shares with its parent.
+_libc_prctl = _find_prctl()
+
+
+def _prctl(option: int, arg: int | bytes) -> bool:
+    return _libc_prctl is not None and _libc_prctl(option, arg, 0, 0, 0) == 0
 
 
 def set_name(name: str) -> None:

@@ -39,6 +39,12 @@ def setup(role: str, level: str = "info") -> None:
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, logging.INFO))
     logging.raiseExceptions = False
+    # No line shows a thread, a multiprocessing name or a source location;
+    # looking them up for each record touches objects whose pages a forked
+    # worker would otherwise copy (logging's own optimisation switches).
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
 
 
 def set_level(level: str) -> None:
