@@ -24,6 +24,8 @@ from typing import Callable
 EX_SOFTWARE = 70
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_MEMORY_MERGE = 67
+KSM_RUN = "/sys/kernel/mm/ksm/run"
 # Every signal a forkchat process handles in Python (the others keep their
 # default action throughout); SIGINT is ignored by every child.
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
@@ -143,6 +145,30 @@ _libc_prctl = _find_prctl()
 
 def _prctl(option: int, arg: int | bytes) -> bool:
     return _libc_prctl is not None and _libc_prctl(option, arg, 0, 0, 0) == 0
+
+
+def merge_memory() -> str | None:
+    """Offer this process's anonymous memory, and that of every child it
+    forks from now on, to the kernel's same-page merging (KSM, Linux 6.4+).
+
+    Workers forked from one parent write mostly the same bytes to the same
+    pages (reference counts, allocator state), so an idle worker's private
+    pages are largely identical to its siblings'.  None on success, else
+    why not."""
+    if _libc_prctl is None:
+        return "prctl is not available"
+    if _libc_prctl(_PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0:
+        return None
+    return os.strerror(ctypes.get_errno())
+
+
+def ksm_running(path: str = KSM_RUN) -> bool | None:
+    """Whether the kernel's merging daemon runs; None where there is none."""
+    try:
+        with open(path) as flag:
+            return flag.read().strip() == "1"
+    except OSError:
+        return None
 
 
 def set_name(name: str) -> None:

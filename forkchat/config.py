@@ -41,6 +41,7 @@ class Server:
     user: str = ""
     group: str = ""
     allow_root: bool = False
+    memory_merge: bool = False
     admin_name: str = ""
     admin_email: str = ""
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import errno
 import gc
+import logging
 import os
 import selectors
 import signal
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from forkchat import children, listeners, log as logsetup, signals
+
+log = logging.getLogger("forkchat.spawner")
 
 MESSAGE_BYTES = 512
 # A send that fails so means the spawner is gone; its exit settles the rest.
@@ -62,6 +65,19 @@ def main(control: socket.socket, cfg: Any, broker_address: str | bytes,
     children.run_child("forkchat-spawn", {control.fileno()}, serve)
 
 
+def offer_memory_for_merging() -> None:
+    """memory_merge = true: opt in, and say in the log what that does here."""
+    problem = children.merge_memory()
+    if problem is not None:
+        log.warning("memory_merge: cannot offer memory to same-page merging: %s "
+                    "(it needs Linux 6.4 or later)", problem)
+    elif children.ksm_running():
+        log.info("memory_merge: workers' memory is offered to same-page merging (KSM)")
+    else:
+        log.warning("memory_merge: same-page merging is not running (%s is not 1): "
+                    "nothing will be merged", children.KSM_RUN)
+
+
 class Spawner:
     def __init__(self, control: socket.socket, cfg: Any, broker_address: str | bytes,
                  tls_contexts: list[ssl.SSLContext | None],
@@ -82,6 +98,8 @@ class Spawner:
         # Signals are meant for the supervisor; a SIGTERM to the whole process
         # group must not take the spawner away from it (it retires instead).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.cfg.server.memory_merge:
+            offer_memory_for_merging()
         self.control.setblocking(True)
         signal_r, _signal_w = signals.install([signal.SIGCHLD])    # keep both open
         selector = selectors.DefaultSelector()

@@ -89,7 +89,7 @@ BENCH_CONFIG = """\
 [server]
 name = "bench.forkchat"
 state_dir = "{state_dir}"
-
+{server_extra}
 [limits]
 max_clients = 100000
 max_clients_per_ip = 100000
@@ -283,6 +283,69 @@ def memory_sample(pid: int | None) -> dict[str, Any] | None:
                              for k, v in figures.items()} for name, figures in roles.items()}}
 
 
+KSM_DIR = "/sys/kernel/mm/ksm"
+KSM_POLL_S = 5.0
+KSM_SETTLED = 0.01     # pages_sharing grew by less than this share in one poll
+
+
+def ksm_figures() -> dict[str, Any]:
+    """The kernel's same-page merging switches and counters, as they are now."""
+    figures: dict[str, Any] = {}
+    for name in ("run", "pages_to_scan", "sleep_millisecs", "advisor_mode",
+                 "pages_sharing", "pages_shared", "full_scans"):
+        try:
+            with open(os.path.join(KSM_DIR, name)) as handle:
+                text = handle.read().strip()
+        except OSError:
+            continue
+        figures[name] = int(text) if text.isdigit() else text
+    return figures
+
+
+def ksmd_cpu_s() -> float | None:
+    """CPU seconds of the kernel's merging thread (ksmd), from its schedstat."""
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "ksmd":
+            try:
+                with open(f"/proc/{process.pid}/schedstat") as handle:
+                    return int(handle.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                return None
+    return None
+
+
+def ksm_settle(limit_s: float) -> dict[str, Any]:
+    """Wait (at most limit_s) until merging stops finding pages to share.
+
+    The figures say what it cost: ksmd's CPU over the wait, and how long it
+    took.  Nothing here changes the kernel's settings: they are the
+    machine's, and reported as found."""
+    start = ksm_figures()
+    if start.get("run") != 1:
+        return {"waited_s": 0.0, "note": "KSM is not running (/sys/kernel/mm/ksm/run)",
+                "ksm": start}
+    began, cpu_before = time.monotonic(), ksmd_cpu_s()
+    sharing = start.get("pages_sharing", 0)
+    while time.monotonic() - began < limit_s:
+        time.sleep(min(KSM_POLL_S, max(0.0, limit_s - (time.monotonic() - began))))
+        figures = ksm_figures()
+        now = figures.get("pages_sharing", 0)
+        # a page is merged when a scan finds it unchanged since the last one:
+        # two whole scans since the clients came, and no more growth, is done
+        scanned_twice = figures.get("full_scans", 0) - start.get("full_scans", 0) >= 2
+        if scanned_twice and now - sharing <= KSM_SETTLED * max(now, 1):
+            break
+        sharing = now
+    waited = time.monotonic() - began
+    cpu_after = ksmd_cpu_s()
+    result: dict[str, Any] = {"waited_s": round(waited, 1), "ksm": ksm_figures(),
+                              "settled": waited < limit_s}
+    if cpu_before is not None and cpu_after is not None:
+        result["ksmd_cpu_s"] = round(cpu_after - cpu_before, 2)
+        result["ksmd_core_share"] = round((cpu_after - cpu_before) / max(waited, 1e-9), 3)
+    return result
+
+
 def worker_count(pid: int | None) -> int:
     return sum(1 for p in process_tree(pid) if role_of(p, pid) == "worker") if pid else 0
 
@@ -297,9 +360,10 @@ LISTEN_RE = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+) \(irc\)")
 class Server:
     """The server under test: started here (port 0, own config) or attached to."""
 
-    def __init__(self, log_level: str, server_args: list[str]) -> None:
+    def __init__(self, log_level: str, server_args: list[str], memory_merge: bool = False) -> None:
         self.log_level = log_level
         self.server_args = server_args
+        self.memory_merge = memory_merge
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.pid: int | None = None
@@ -344,8 +408,9 @@ class Server:
         path = os.path.join(self._tmp.name, "bench.toml")
         extra = "".join(f"{key} = {value}\n" for key, value in optional.items())
         with open(path, "w") as handle:
-            handle.write(BENCH_CONFIG.format(state_dir=self._tmp.name, log_level=self.log_level,
-                                             optional_limits=extra))
+            handle.write(BENCH_CONFIG.format(
+                state_dir=self._tmp.name, log_level=self.log_level, optional_limits=extra,
+                server_extra="memory_merge = true\n" if self.memory_merge else ""))
         return path
 
     def _check_config(self, path: str) -> str:
@@ -1601,12 +1666,15 @@ def scenario_idle_memory(bench: Bench, pool: Pool) -> dict[str, Any]:
     available = psutil.virtual_memory().available
     setup = fanout_setup(bench, pool, count, 0)
     time.sleep(1.0)    # let the last joins' output drain before reading smaps
+    merging = ksm_settle(bench.args.merge_wait) if bench.args.memory_merge else None
     after = memory_sample(bench.server.pid)
     # a cross-check of PSS that includes what smaps does not show (page tables,
     # kernel socket buffers) and the generator's own clients: an upper bound
     taken = available - psutil.virtual_memory().available
     result: dict[str, Any] = {"clients": count, "setup": setup, "before": before, "after": after,
                               "machine_available_drop_per_client_bytes": round(taken / count)}
+    if merging is not None:
+        result["memory_merge"] = merging
     if before and after:
         for key in ("pss", "uss", "rss"):
             grown = after[f"{key}_bytes"] - before[f"{key}_bytes"]
@@ -2211,6 +2279,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", metavar="FILE", help="also append the JSON lines to FILE")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="pass ARG to forkchat-server (repeatable)")
+    parser.add_argument("--memory-merge", action="store_true",
+                        help="start the server with memory_merge = true; idle-memory then "
+                             "waits for the kernel's same-page merging to settle")
+    parser.add_argument("--merge-wait", type=positive_float, default=180.0, metavar="SECONDS",
+                        help="with --memory-merge: the longest idle-memory waits (default 180)")
     parser.add_argument("--server-log-level", default="info",
                         choices=("debug", "info", "warning", "error"),
                         help="log level of the server this script starts (default info)")
@@ -2227,8 +2300,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--pid goes with --attach")
     if args.attach and not args.pid and "soak" in args.scenarios:
         parser.error("soak kills the server's broker and workers: --attach needs --pid")
-    if args.attach and args.server_arg:
-        parser.error("--server-arg makes no sense with --attach")
+    if args.attach and (args.server_arg or args.memory_merge):
+        parser.error("--server-arg and --memory-merge make no sense with --attach")
     return args
 
 
@@ -2286,7 +2359,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     raise_nofile()
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    server = Server(args.server_log_level, args.server_arg)
+    server = Server(args.server_log_level, args.server_arg, args.memory_merge)
     failed = False
     try:
         if args.attach:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 import subprocess
 import sys
 
 import pytest
+
+from forkchat import children
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,3 +50,66 @@ def test_a_signal_to_a_new_child_is_its_own_not_the_parents():
     code, woken = done.stdout.split(maxsplit=1)
     assert woken.strip() == "b''", "the child's signal woke the parent's loop"
     assert int(code) == -15          # the child took the default action
+
+
+# -- same-page merging (memory_merge) -------------------------------------------
+
+MERGE_SCRIPT = r"""
+import os
+from forkchat import children
+
+def merge_any():
+    with open("/proc/self/ksm_stat") as stat:
+        for line in stat:
+            if line.startswith("ksm_merge_any:"):
+                return line.split()[1]
+    return "unknown"
+
+before = merge_any()
+problem = children.merge_memory()
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write_end, merge_any().encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(before, os.read(read_end, 100).decode(), problem or "")
+"""
+
+
+def _kernel_shows_merge_any() -> bool:
+    try:
+        with open("/proc/self/ksm_stat") as stat:
+            return any(line.startswith("ksm_merge_any:") for line in stat)
+    except OSError:
+        return False
+
+
+def test_merge_memory_opts_in_this_process_and_the_children_it_forks():
+    done = subprocess.run([sys.executable, "-c", MERGE_SCRIPT], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, child, *problem = done.stdout.split(maxsplit=2)
+    if not _kernel_shows_merge_any():
+        assert problem, "no opt-in on this kernel, yet no reason given"
+        return
+    assert (before, child, problem) == ("no", "yes", [])
+
+
+def test_merge_memory_says_why_the_kernel_refused(monkeypatch):
+    def refusing_prctl(*args: object) -> int:
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+    monkeypatch.setattr(children, "_libc_prctl", refusing_prctl)
+    assert children.merge_memory() == os.strerror(errno.EINVAL)
+    monkeypatch.setattr(children, "_libc_prctl", None)
+    assert children.merge_memory() == "prctl is not available"
+
+
+@pytest.mark.parametrize(("content", "expected"), [("1\n", True), ("0\n", False),
+                                                   ("2\n", False), (None, None)])
+def test_ksm_running_reads_the_kernel_switch(tmp_path, content, expected):
+    flag = tmp_path / "run"
+    if content is not None:
+        flag.write_text(content)
+    assert children.ksm_running(str(flag)) is expected

@@ -105,7 +105,7 @@ SERVER_OPTIONS = ["-c, --config file", "-l, --listen host:port", "--tutorial-lis
 CLIENT_OPTIONS = ["-n, --nick nick", "-r, --room room", "--tls", "--ca-file file", "--insecure",
                   "--password-file file", "--line", "-h, --help"]
 CONFIG_KEYS = ["name", "network", "motd", "motd_file", "password", "default_room",
-               "state_dir", "user", "group", "allow_root", "address", "port", "protocol",
+               "state_dir", "user", "group", "allow_root", "memory_merge", "address", "port", "protocol",
                "tls_cert", "tls_key", "max_clients", "max_clients_per_ip", "sendq_bytes",
                "recvq_bytes", "flood_burst", "flood_rate", "registration_timeout",
                "ping_interval", "ping_timeout", "nicklen", "roomlen", "topiclen",

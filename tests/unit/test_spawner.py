@@ -142,3 +142,20 @@ def test_a_request_the_kernel_will_not_pass_is_set_aside_and_the_rest_go(pair, m
     for client, server_side in sockets:
         client.close()
         server_side.close()
+
+
+# (what children.merge_memory returns, whether KSM runs) -> the log line
+@pytest.mark.parametrize(("problem", "running", "level", "text"), [
+    (None, True, "INFO", "offered to same-page merging (KSM)"),
+    (None, False, "WARNING", "same-page merging is not running"),
+    (None, None, "WARNING", "same-page merging is not running"),
+    ("Invalid argument", True, "WARNING", "cannot offer memory to same-page merging: "
+                                          "Invalid argument (it needs Linux 6.4 or later)"),
+])
+def test_memory_merge_says_what_it_does_on_this_machine(monkeypatch, caplog, problem, running,
+                                                        level, text):
+    monkeypatch.setattr(spawner.children, "merge_memory", lambda: problem)
+    monkeypatch.setattr(spawner.children, "ksm_running", lambda: running)
+    with caplog.at_level("INFO", logger="forkchat.spawner"):
+        spawner.offer_memory_for_merging()
+    assert [(r.levelname, text in r.getMessage()) for r in caplog.records] == [(level, True)]
