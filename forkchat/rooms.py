@@ -298,7 +298,7 @@ def _apply_ban(room: Room, change: ModeChange, _resolve: Resolver, setter: str,
     if folded in room.bans:
         return None
     if len(room.bans) >= bans_limit:
-        raise numerics.Reply(numerics.ERR_BANLISTFULL, room.name, mask)
+        raise numerics.Reply(numerics.ERR_BANLISTFULL, room.name, "b")   # RFC 2812: the mode
     room.bans[folded] = Ban(mask, setter, now, folded)
     return ModeChange(True, "b", mask)
 

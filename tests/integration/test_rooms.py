@@ -729,12 +729,13 @@ def test_server_room_bound_is_405(limited):
 
 def test_ban_list_bound_is_478(limited):
     """Modern / 005 MAXLIST: ERR_BANLISTFULL once the room holds its maximum of bans;
-    the bans that fit are applied."""
+    the bans that fit are applied.  RFC 2812 5.2: "<channel> <char> :Channel list
+    is full", the char being the list's mode letter."""
     alice = limited("alice")
     alice.join("#r")
     got = ask(alice, "MODE #r +bbb one two three")
     assert [(m.command, m.params[1:3] if m.command == "478" else m.params) for m in got] == \
-        [("478", ["#r", "three!*@*"]), ("MODE", ["#r", "+bb", "one!*@*", "two!*@*"])]
+        [("478", ["#r", "b"]), ("MODE", ["#r", "+bb", "one!*@*", "two!*@*"])]
 
 
 def test_lengths_cut_topic_and_refuse_long_room(limited):

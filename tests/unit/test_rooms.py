@@ -182,7 +182,7 @@ def test_ban_list_full():
     outcome = apply(room, "+bbbb", "a", "b", "c", "d", bans_limit=3)
     assert rooms.mode_line_params(outcome.applied) == ["+bbb", "a!*@*", "b!*@*", "c!*@*"]
     assert [(e.code, e.params) for e in outcome.errors] == [
-        (numerics.ERR_BANLISTFULL, ("#Room", "d!*@*"))]
+        (numerics.ERR_BANLISTFULL, ("#Room", "b"))]
 
 
 def test_mixed_line_keeps_only_effective_changes_in_order():
