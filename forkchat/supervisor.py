@@ -527,6 +527,10 @@ class Supervisor:
             log.error("reload failed, keeping the running configuration:\n%s", error)
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
+        except Exception:    # a loader bug must not take the running server down
+            log.exception("reload failed, keeping the running configuration")
+            systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
+            return
         self._apply_listeners(new)
         self.cfg = new
         self.admission.reload(new.limits)
@@ -549,7 +553,7 @@ class Supervisor:
         wanted = {_listener_key(s): s for s in new.listen}
         current = {_listener_key(b.spec): b for b in self.bound}
         for key, bound in current.items():
-            if key not in wanted and bound.spec.port != 0:
+            if key not in wanted:
                 label = bound.label
                 self.selector.unregister(bound.sock)
                 bound.sock.close()
