@@ -184,6 +184,20 @@ class _Locator:
                 return number
         return 0
 
+    def root_line(self, key: str) -> int:
+        """The line of a top-level `key = ...` (before any [table] header),
+        where an inline array or a non-table value is written."""
+        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        for number, line in enumerate(self.lines, 1):
+            if line.lstrip().startswith("["):
+                return 0
+            if key_re.match(line):
+                return number
+        return 0
+
+    def root_error(self, key: str, shown: str, message: str) -> ConfigError:
+        return ConfigError(self.path, self.root_line(key), shown, message)
+
     def error(self, table: str, key: str, message: str, index: int = 0) -> ConfigError:
         shown = f"{table}[{index}].{key}" if table in _ARRAYS else f"{table}.{key}"
         return ConfigError(self.path, self.line_of(table, key, index), shown, message)
@@ -198,7 +212,7 @@ def build(raw: dict[str, Any], where: _Locator, errors: list[ConfigError]) -> Co
     for name, cls in _TABLES.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
-            errors.append(where.error(name, "", "must be a table"))
+            errors.append(where.root_error(name, name, "must be a table"))
             continue
         values[name] = _build_one(cls, table, name, 0, where, errors)
     for name, cls in _ARRAYS.items():
@@ -206,13 +220,25 @@ def build(raw: dict[str, Any], where: _Locator, errors: list[ConfigError]) -> Co
         if items is None:
             continue
         if not isinstance(items, list):
-            errors.append(where.error(name, "", f"must be an array of tables ([[{name}]])"))
+            errors.append(where.root_error(name, name,
+                                           f"must be an array of tables ([[{name}]])"))
             continue
-        values[name] = tuple(_build_one(cls, item, name, index, where, errors)
+        values[name] = tuple(_build_entry(cls, item, name, index, where, errors)
                              for index, item in enumerate(items))
     config = Config(**{k: v for k, v in values.items() if v is not None})
     errors.extend(_check_values(config, where))
     return config
+
+
+def _build_entry(cls: type, item: Any, name: str, index: int,
+                 where: _Locator, errors: list[ConfigError]) -> Any:
+    """One entry of an array of tables.  An inline array may hold anything
+    (`listen = [6667]`): an entry that is not a table is an error like any
+    other, not a crash, so --check-config and a reload can report it."""
+    if not isinstance(item, dict):
+        errors.append(where.root_error(name, f"{name}[{index}]", "must be a table"))
+        return None
+    return _build_one(cls, item, name, index, where, errors)
 
 
 def _build_one(cls: type, table: dict[str, Any], name: str, index: int,

@@ -270,3 +270,19 @@ def test_ping_interval_zero_turns_pinging_off(make_server):
         client.expect("PING", 2.5)        # no PING, and no ping-timeout close
     client.sync()
     client.close()
+
+
+@pytest.mark.parametrize(("text", "wanted"), [
+    ("listen = [1, 2]\n", [":1: listen[0]: must be a table", ":1: listen[1]: must be a table"]),
+    ('operators = ["x"]\n', [":1: operators[0]: must be a table"]),
+])
+def test_check_config_reports_values_that_used_to_crash(tmp_path, text, wanted):
+    """Each of these once passed --check-config or crashed it with a traceback;
+    now each problem is one line and the status is 2."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    result = run_server("-c", str(bad), "--check-config")
+    lines = result.stderr.strip().splitlines()
+    assert (result.returncode, len(lines)) == (2, len(wanted)), result.stderr
+    assert all(any(want in line for line in lines) for want in wanted), result.stderr
+    assert "Traceback" not in result.stderr
