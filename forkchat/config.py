@@ -9,6 +9,7 @@ flags are applied afterwards with `dataclasses.replace`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,6 +19,12 @@ from forkchat import passwords
 
 PROTOCOLS = ("irc", "tutorial")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The longest time limit: one day.  A longer wait before a PING or for
+# registration is "never" in practice (ping_interval 0 is the way to say so),
+# and a day keeps every deadline far below what a poll timeout can hold
+# (epoll takes an int of milliseconds: about 24.8 days).
+MAX_SECONDS = 86400.0
+SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout")
 
 
 @dataclass(frozen=True)
@@ -256,6 +263,9 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
             errors.append(where.error(
                 name, key, f"must be {expected.__name__}, not {type(value).__name__}", index))
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(where.error(name, key, "must be a finite number", index))
+            continue
         kwargs[key] = value
     missing = [f for f, spec in fields.items()
                if spec.default is dataclasses.MISSING and f not in kwargs]
@@ -290,6 +300,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
     for key, value in dataclasses.asdict(config.limits).items():
         if value < 0 or (value == 0 and key not in ("ping_interval",)):
             errors.append(where.error("limits", key, "must be positive"))
+        elif key in SECONDS_LIMITS and value > MAX_SECONDS:
+            errors.append(where.error("limits", key,
+                                      f"must be at most {MAX_SECONDS:.0f} seconds (one day)"))
     if config.log.level not in LOG_LEVELS:
         errors.append(where.error("log", "level", f"must be one of {', '.join(LOG_LEVELS)}"))
     if not passwords.valid_hash(config.server.password):

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import time
 
+# The longest single wait.  A loop that wakes once an hour with nothing due
+# costs nothing, and no deadline, however far (or infinite), can then give
+# select() a timeout it cannot hold (epoll: an int of milliseconds).
+MAX_WAIT_S = 3600.0
+
 
 def next_timeout(deadlines: dict[str, float]) -> float | None:
-    """Seconds until the earliest deadline, or None (wait for I/O only)."""
+    """Seconds until the earliest deadline, at most MAX_WAIT_S, or None
+    (wait for I/O only)."""
     if not deadlines:
         return None
-    return max(0.0, min(deadlines.values()) - time.monotonic())
+    wait = min(deadlines.values()) - time.monotonic()
+    if not wait < MAX_WAIT_S:      # also catches inf and nan
+        return MAX_WAIT_S
+    return max(0.0, wait)
 
 
 def pop_due(deadlines: dict[str, float]) -> list[str]:

@@ -275,6 +275,10 @@ def test_ping_interval_zero_turns_pinging_off(make_server):
 @pytest.mark.parametrize(("text", "wanted"), [
     ("listen = [1, 2]\n", [":1: listen[0]: must be a table", ":1: listen[1]: must be a table"]),
     ('operators = ["x"]\n', [":1: operators[0]: must be a table"]),
+    ("[limits]\nping_interval = 2592000\nregistration_timeout = 1e10\nping_timeout = inf\n",
+     [":2: limits.ping_interval: must be at most 86400 seconds (one day)",
+      ":3: limits.registration_timeout: must be at most 86400 seconds (one day)",
+      ":4: limits.ping_timeout: must be a finite number"]),
 ])
 def test_check_config_reports_values_that_used_to_crash(tmp_path, text, wanted):
     """Each of these once passed --check-config or crashed it with a traceback;

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from forkchat import config
+from forkchat import config, timers
 
 
 def errors_of(tmp_path: Path, text: str) -> list[str]:
@@ -54,3 +54,62 @@ def test_a_good_inline_array_of_tables_still_loads(tmp_path):
 ])
 def test_a_table_or_array_of_the_wrong_kind_is_named_with_its_line(tmp_path, text, wanted):
     assert errors_of(tmp_path, text) == wanted
+
+
+# -- numbers: finite, and time limits bounded -----------------------------------------
+
+@pytest.mark.parametrize("key", ["connect_rate", "flood_rate", "registration_timeout",
+                                 "ping_interval", "ping_timeout"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "+nan"])
+def test_non_finite_numbers_are_refused(tmp_path, key, value):
+    assert errors_of(tmp_path, f"[limits]\n{key} = {value}\n") == \
+        [f":2: limits.{key}: must be a finite number"]
+
+
+@pytest.mark.parametrize("key", config.SECONDS_LIMITS)
+@pytest.mark.parametrize("value", ["2592000", "1e10", "86400.5"])
+def test_time_limits_longer_than_a_day_are_refused(tmp_path, key, value):
+    assert errors_of(tmp_path, f"[limits]\n{key} = {value}\n") == \
+        [f":2: limits.{key}: must be at most 86400 seconds (one day)"]
+
+
+@pytest.mark.parametrize("key", config.SECONDS_LIMITS)
+def test_a_day_itself_is_allowed(tmp_path, key):
+    assert getattr(loads(tmp_path, f"[limits]\n{key} = 86400\n").limits, key) == 86400.0
+
+
+def test_every_seconds_limit_is_bounded():
+    """A new limit in seconds must join SECONDS_LIMITS (and so get the bound)."""
+    import dataclasses
+    seconds = {f.name for f in dataclasses.fields(config.Limits)
+               if f.name.endswith(("_timeout", "_interval"))}
+    assert seconds == set(config.SECONDS_LIMITS)
+
+
+def test_the_man_page_states_the_bound():
+    page = (Path(__file__).resolve().parents[2] / "man" / "forkchat.toml.5").read_text()
+    assert f"are at most {config.MAX_SECONDS:.0f} (one day)." in page
+
+
+def test_the_longest_deadline_fits_a_poll_timeout():
+    """epoll takes an int of milliseconds; ping_interval plus ping_timeout is
+    the longest deadline a worker sets, and the loop waits at most
+    timers.MAX_WAIT_S anyway."""
+    int_max_ms = 2**31 - 1
+    assert 2 * config.MAX_SECONDS * 1000 < int_max_ms
+    assert timers.MAX_WAIT_S * 1000 < int_max_ms
+
+
+# -- timers: the loop's wait is bounded whatever the deadlines --------------------------
+
+@pytest.mark.parametrize("ahead", [1e10, 2592000.0, float("inf")])
+def test_next_timeout_is_capped(ahead):
+    import time
+    assert timers.next_timeout({"far": time.monotonic() + ahead}) == timers.MAX_WAIT_S
+
+
+def test_next_timeout_keeps_near_deadlines_and_none():
+    import time
+    assert timers.next_timeout({}) is None
+    assert 0.0 < timers.next_timeout({"soon": time.monotonic() + 5.0}) <= 5.0
+    assert timers.next_timeout({"past": time.monotonic() - 5.0}) == 0.0
