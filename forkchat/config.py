@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkchat import passwords
+from forkchat import passwords, protocol
 
 PROTOCOLS = ("irc", "tutorial")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -310,9 +310,12 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
     for index, operator in enumerate(config.operators):
         if operator is not None and not passwords.valid_hash(operator.password):
             errors.append(where.error("operators", "password", "malformed scrypt hash", index))
-    room = config.server.default_room
-    if not room or room[0] not in "#&" or " " in room or "," in room:
-        errors.append(where.error("server", "default_room", "must be a room name like #lobby"))
+    if not protocol.valid_room(config.server.default_room, config.limits.roomlen):
+        errors.append(where.error(
+            "server", "default_room",
+            f"must be a room name the server accepts, such as #lobby: # or & and at "
+            f"least one more character, at most {config.limits.roomlen} in all "
+            f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
     if " " in config.server.name or not config.server.name:
         errors.append(where.error("server", "name", "must be a host-like name without spaces"))
     return errors

@@ -279,6 +279,7 @@ def test_ping_interval_zero_turns_pinging_off(make_server):
      [":2: limits.ping_interval: must be at most 86400 seconds (one day)",
       ":3: limits.registration_timeout: must be at most 86400 seconds (one day)",
       ":4: limits.ping_timeout: must be a finite number"]),
+    ('[server]\ndefault_room = "#a:b"\n', [":2: server.default_room: must be a room name"]),
 ])
 def test_check_config_reports_values_that_used_to_crash(tmp_path, text, wanted):
     """Each of these once passed --check-config or crashed it with a traceback;

@@ -6,11 +6,12 @@ Each case writes a small file and checks the error lines that
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from forkchat import config, timers
+from forkchat import config, protocol, timers
 
 
 def errors_of(tmp_path: Path, text: str) -> list[str]:
@@ -113,3 +114,26 @@ def test_next_timeout_keeps_near_deadlines_and_none():
     assert timers.next_timeout({}) is None
     assert 0.0 < timers.next_timeout({"soon": time.monotonic() + 5.0}) <= 5.0
     assert timers.next_timeout({"past": time.monotonic() - 5.0}) == 0.0
+
+
+# -- default_room: the server's own rule ----------------------------------------------
+
+@pytest.mark.parametrize("room", ["#a:b", "#", "&", "lobby", "", "#a b", "#a,b", "#a\u0007b",
+                                  "#" + "x" * 50])
+def test_a_default_room_the_server_would_refuse_is_an_error(tmp_path, room):
+    text = f"[server]\ndefault_room = {json.dumps(room)}\n"      # a TOML basic string
+    errors = errors_of(tmp_path, text)
+    assert len(errors) == 1 and errors[0].startswith(":2: server.default_room: must be a room")
+    assert not protocol.valid_room(room, config.Limits().roomlen)
+
+
+@pytest.mark.parametrize("room", ["#lobby", "&local", "#" + "x" * 49, "#c++"])
+def test_a_default_room_the_server_accepts_loads(tmp_path, room):
+    assert loads(tmp_path, f'[server]\ndefault_room = "{room}"\n').server.default_room == room
+
+
+def test_default_room_follows_the_configured_roomlen(tmp_path):
+    text = '[server]\ndefault_room = "#abcdef"\n[limits]\nroomlen = {}\n'
+    assert loads(tmp_path, text.format(7)).server.default_room == "#abcdef"
+    errors = errors_of(tmp_path, text.format(6))
+    assert len(errors) == 1 and "at most 6 in all" in errors[0]
