@@ -8,14 +8,16 @@ Tutorial clients decode ASCII, so anything else is replaced with '?'.
 
 Here a tutorial client is an ordinary member of the default room: its
 chunks become PRIVMSGs, and the IRC lines the broker delivers are rendered
-back into the tutorial's phrases.
+back into the tutorial's phrases.  It has no command to join a room, so
+outside the default room it could only talk to nobody: a refused JOIN or a
+KICK is told in one plain line (`farewell`) and ends the connection.
 """
 
 from __future__ import annotations
 
 import re
 
-from forkchat import protocol
+from forkchat import numerics, protocol
 
 HANDSHAKE = b"NICK"
 CONNECTED = b"Connected to server!"
@@ -24,6 +26,15 @@ _NICK_JUNK = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}\-]")
 
 
 _CONTROLS = {code: "?" for code in [*range(32), 127]}
+
+# Why the default room refused the client, in the words of a chat-room user;
+# any other refusal is given in the server's own text.
+_REFUSALS = {
+    numerics.ERR_BADCHANNELKEY: "the room needs a key",
+    numerics.ERR_INVITEONLYCHAN: "the room is invite-only",
+    numerics.ERR_BANNEDFROMCHAN: "you are banned from the room",
+    numerics.ERR_CHANNELISFULL: "the room is full",
+}
 
 
 def to_ascii(text: str) -> bytes:
@@ -116,3 +127,44 @@ def render(line: bytes, own_nick: str) -> bytes | None:
     else:
         text = None
     return None if text is None else to_ascii(text)
+
+
+def _is_error(command: str) -> bool:
+    return len(command) == 3 and command.isdigit() and command[0] in "45"
+
+
+def _kicked(msg: protocol.Message, own_nick: str, room: str) -> str | None:
+    params = msg.params
+    if msg.command != "KICK" or len(params) < 2 or protocol.casefold(params[0]) != room \
+            or protocol.casefold(params[1]) != protocol.casefold(own_nick):
+        return None
+    reason = f": {params[2]}" if len(params) > 2 and params[2] else ""
+    return f"You were kicked from {params[0]} by {_nick_of(msg.prefix)}{reason}"
+
+
+def _refused(msg: protocol.Message, room: str) -> str | None:
+    params = msg.params
+    if not _is_error(msg.command) or len(params) < 3 or protocol.casefold(params[1]) != room:
+        return None
+    return f"Cannot join {params[1]}: {_REFUSALS.get(msg.command, params[-1])}"
+
+
+def farewell(line: bytes, own_nick: str, room: str, joined: bool) -> bytes | None:
+    """The last words for a tutorial client that `line` leaves outside `room`.
+
+    Before the client has `joined`, an error numeric naming the room is the
+    broker refusing its JOIN; afterwards a KICK of it takes it out.  Either
+    way the caller sends this one line and closes the connection.
+    """
+    try:
+        msg = protocol.parse_line(line)
+    except protocol.ProtocolError:
+        return None
+    folded = protocol.casefold(room)
+    text = _kicked(msg, own_nick, folded) if joined else _refused(msg, folded)
+    return None if text is None else to_ascii(text)
+
+
+def outside(room: str) -> bytes:
+    """The last words for a client found outside `room` some other way."""
+    return to_ascii(f"You are not in {room}")

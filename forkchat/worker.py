@@ -324,13 +324,20 @@ class Worker:
         self._tutorial_flush()
 
     def _tutorial_flush(self) -> None:
-        """Relay held chunks as the flood bucket allows; too many is a flood."""
+        """Relay held chunks as the flood bucket allows; too many is a flood.
+
+        Each one is echoed as sent, so none may go while the client is
+        outside its room: there it would reach nobody.
+        """
+        room = self.cfg.server.default_room
         while self.tutorial_chunks and self.session.registered and not self._paused():
+            if not self._in_default_room():
+                self._tutorial_farewell(tutorial.outside(room))
+                return
             if not self.bucket.take():
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
                 break
             chunk = self.tutorial_chunks.pop(0)
-            room = self.cfg.server.default_room
             for line in tutorial.chunk_to_lines(chunk, self.session.nick, room):
                 self.forward(line)
                 text = line.split(b" :", 1)[1].decode("utf-8", "replace")
@@ -356,7 +363,24 @@ class Worker:
             return
         self.sendq += line
 
+    def _in_default_room(self) -> bool:
+        """Whether the broker last said this client is in the default room."""
+        room = protocol.casefold(self.cfg.server.default_room)
+        return any(protocol.casefold(name) == room for name in self.session.rooms)
+
+    def _tutorial_farewell(self, last: bytes) -> None:
+        """One plain line, then EOF: all a tutorial client can be told."""
+        self.sendq += last
+        self.close(last.decode("ascii"))
+
     def _tutorial_output(self, line: bytes) -> None:
+        if self.closing:
+            return          # the farewell stays the last thing the client reads
+        last = tutorial.farewell(line, self.session.nick, self.cfg.server.default_room,
+                                 self.tutorial_connected)
+        if last is not None:
+            self._tutorial_farewell(last)
+            return
         rendered = tutorial.render(line, self.session.nick)
         if rendered is None:
             return

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient
 
 
@@ -27,6 +28,22 @@ class TutorialClient:
                 raise AssertionError(f"closed before {wanted!r}; got {self.received!r}")
             self.received += chunk
         return self.received
+
+    def recv_until_eof(self, timeout: float = 5.0) -> bytes:
+        """Everything the server sends before it closes the connection."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"connection not closed; got {self.received!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1024)
+            except TimeoutError:
+                raise AssertionError(f"connection not closed; got {self.received!r}") from None
+            if not chunk:
+                return self.received
+            self.received += chunk
 
     def close(self) -> None:
         self.sock.close()
@@ -96,3 +113,51 @@ def test_taken_nick_gets_a_suffix(tutorial_server):
     assert b"sam_1 joined!Connected to server!" in second.recv_until(b"Connected to server!")
     first.close()
     second.close()
+
+
+def op_of_lobby(server) -> IrcTestClient:
+    """An IRC user who joins #lobby first, and so is its operator."""
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#lobby")
+    return alice
+
+
+def test_kicked_tutorial_client_is_told_and_closed(tutorial_server):
+    """Out of the room it cannot rejoin: one plain line says why, then EOF."""
+    alice = op_of_lobby(tutorial_server)
+    tk = join_tutorial(tutorial_server, b"tk")
+    tk.recv_until(b"Connected to server!")
+    alice.expect(lambda m: m.command == "JOIN" and m.prefix.startswith("tk!"))
+    alice.send("KICK #lobby tk :out")
+    alice.expect("KICK")
+    received = tk.recv_until_eof()
+    assert received == b"NICKtk joined!Connected to server!" \
+        b"You were kicked from #lobby by alice: out"
+    tk.close()
+    alice.close()
+
+
+def test_keyed_lobby_refuses_tutorial_client_plainly(tutorial_server):
+    """A tutorial client cannot give a key: it is told so and closed, not left mute."""
+    alice = op_of_lobby(tutorial_server)
+    alice.send("MODE #lobby +k sekrit")
+    alice.expect("MODE")
+    tk = join_tutorial(tutorial_server, b"tk")
+    assert tk.recv_until_eof() == b"NICKCannot join #lobby: the room needs a key"
+    tk.close()
+    alice.close()
+
+
+def test_refused_tutorial_client_gets_the_irc_error_line(make_server):
+    """Refused before any worker exists: the IRC ERROR line, then EOF (forkchat(7))."""
+    server = make_server(listen=["127.0.0.1:0"],
+                         config_text=TEST_LIMITS + "max_clients_per_ip = 1\n",
+                         extra_args=["--tutorial-listen", "127.0.0.1:0"])
+    first = join_tutorial(server, b"first")
+    first.recv_until(b"Connected to server!")
+    second = TutorialClient(server.port_of("tutorial"))
+    assert second.recv_until_eof() == \
+        b"ERROR :Closing Link: 127.0.0.1 (Too many connections from your address)\r\n"
+    second.close()
+    first.close()

@@ -1,6 +1,8 @@
+import socket
+
 import pytest
 
-from forkchat import tutorial
+from forkchat import config, ipc, tutorial, worker
 
 
 @pytest.mark.parametrize("chunk, nick", [
@@ -45,3 +47,55 @@ def test_render(line, out):
 
 def test_escape_sequences_never_reach_a_tutorial_terminal():
     assert tutorial.render(b":bob!b@h PRIVMSG #lobby :\x1b[2Jboo\x07", "alice") == b"bob: ?[2Jboo?"
+
+
+@pytest.mark.parametrize("line, joined, out", [
+    (b":alice!a@h KICK #lobby tk :out", True, b"You were kicked from #lobby by alice: out"),
+    (b":alice!a@h KICK #Lobby TK :caf\xc3\xa9", True,
+     b"You were kicked from #Lobby by alice: caf?"),
+    (b":alice!a@h KICK #lobby bob :out", True, None),
+    (b":alice!a@h KICK #other tk :out", True, None),
+    (b":srv 475 tk #lobby :Cannot join channel (+k)", False,
+     b"Cannot join #lobby: the room needs a key"),
+    (b":srv 474 tk #lobby :Cannot join channel (+b)", False,
+     b"Cannot join #lobby: you are banned from the room"),
+    (b":srv 405 tk #lobby :Too many rooms on this server", False,
+     b"Cannot join #lobby: Too many rooms on this server"),
+    (b":srv 475 tk #other :Cannot join channel (+k)", False, None),
+    (b":srv 404 tk #lobby :Cannot send to channel", True, None),
+    (b":srv 001 tk :Welcome", False, None),
+])
+def test_farewell_when_out_of_the_room(line, joined, out):
+    assert tutorial.farewell(line, "tk", "#lobby", joined) == out
+
+
+@pytest.fixture
+def tutorial_worker():
+    """A tutorial Worker on socket pairs, registered as tk: no processes, no broker."""
+    client_end, server_end = socket.socketpair()
+    broker_end, link_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "tutorial", 1, config.Config(), "unused")
+    w.link.sock = link_end
+    w.session.nick, w.session.registered = "tk", True
+    yield w
+    w.selector.close()
+    for sock in (client_end, server_end, broker_end, link_end):
+        sock.close()
+
+
+def test_worker_relays_and_echoes_in_the_room(tutorial_worker):
+    tutorial_worker.session.rooms = {"#Lobby": ""}
+    tutorial_worker.tutorial_chunks.append(b"tk: hi")
+    tutorial_worker._tutorial_flush()
+    assert bytes(tutorial_worker.sendq) == b"tk: hi"
+    assert tutorial_worker.link.count(ipc.Kind.REQUEST) == 1
+
+
+def test_worker_never_echoes_outside_the_room(tutorial_worker):
+    """A line that would reach nobody is not shown as sent: the client is told and closed."""
+    tutorial_worker.session.rooms = {"#elsewhere": ""}
+    tutorial_worker.tutorial_chunks.append(b"tk: hi")
+    tutorial_worker._tutorial_flush()
+    assert bytes(tutorial_worker.sendq) == b"You are not in #lobby"
+    assert tutorial_worker.closing
+    assert tutorial_worker.link.count(ipc.Kind.REQUEST) == 0
