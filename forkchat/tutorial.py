@@ -124,6 +124,8 @@ def render(line: bytes, own_nick: str) -> bytes | None:
         text = f"{nick} is now known as {msg.params[0]}"
     elif msg.command == "TOPIC" and len(msg.params) > 1:
         text = f"{nick} set the topic: {msg.params[1]}"
+    elif msg.command == numerics.ERR_CANNOTSENDTOCHAN and len(msg.params) > 1:
+        text = f"Not sent: you cannot talk in {msg.params[1]} now"   # +m, or a ban
     else:
         text = None
     return None if text is None else to_ascii(text)

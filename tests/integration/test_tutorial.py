@@ -149,6 +149,20 @@ def test_keyed_lobby_refuses_tutorial_client_plainly(tutorial_server):
     alice.close()
 
 
+def test_silenced_tutorial_client_is_told_its_line_was_not_sent(tutorial_server):
+    """In a moderated room the echo is not the end of it: the refusal follows."""
+    alice = op_of_lobby(tutorial_server)
+    tk = join_tutorial(tutorial_server, b"tk")
+    tk.recv_until(b"Connected to server!")
+    alice.send("MODE #lobby +m")
+    alice.expect("MODE")
+    tk.sock.sendall(b"tk: anyone?")
+    assert tk.recv_until(b" now").endswith(
+        b"Connected to server!tk: anyone?Not sent: you cannot talk in #lobby now")
+    tk.close()
+    alice.close()
+
+
 def test_refused_tutorial_client_gets_the_irc_error_line(make_server):
     """Refused before any worker exists: the IRC ERROR line, then EOF (forkchat(7))."""
     server = make_server(listen=["127.0.0.1:0"],

@@ -40,6 +40,8 @@ def test_long_chunk_splits_into_several_messages():
     (b":bob!b@h PRIVMSG #lobby :\x01ACTION waves\x01", b"* bob waves"),
     (b":bob!b@h PRIVMSG alice :psst", b"bob (private): psst"),
     (b":srv 001 alice :Welcome", None),
+    (b":srv 404 alice #lobby :Cannot send to channel", b"Not sent: you cannot talk in #lobby now"),
+    (b":srv 482 alice #lobby :You're not channel operator", None),
 ])
 def test_render(line, out):
     assert tutorial.render(line, "alice") == out
