@@ -7,6 +7,8 @@ Each case writes a small file and checks the error lines that
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,63 @@ def test_default_room_follows_the_configured_roomlen(tmp_path):
     assert loads(tmp_path, text.format(7)).server.default_room == "#abcdef"
     errors = errors_of(tmp_path, text.format(6))
     assert len(errors) == 1 and "at most 6 in all" in errors[0]
+
+
+# -- forkchat.toml(5) and forkchat-server(8) say what the code does --------------------
+
+MAN = Path(__file__).resolve().parents[2] / "man"
+
+
+def rendered(page: str) -> str:
+    """A page as the reader sees it (mandoc, plain ASCII), whitespace collapsed."""
+    result = subprocess.run(["mandoc", "-T", "ascii", "-O", "width=1000", str(MAN / page)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return " ".join(re.sub(r".\x08", "", result.stdout).split())
+
+
+def item(key: str) -> str:
+    """The rendered text of one key's item in forkchat.toml(5), up to the next key."""
+    text = rendered("forkchat.toml.5")
+    found = re.search(rf" {re.escape(key)} (.*?) (?:new connections|reload|restart|required)\.",
+                      text)
+    assert found, key
+    return found.group(1)
+
+
+def test_ping_timeout_does_not_close_silent_tutorial_clients():
+    """The worker arms no ping timer for a tutorial client (forkchat(7) agrees)."""
+    text = item("ping_timeout")
+    assert "closed alike" not in text
+    assert "does not apply to tutorial clients" in text
+
+
+def test_tutorial_messages_beyond_flood_rate_are_held_not_dropped():
+    text = item("flood_rate")
+    assert "dropped" not in text
+    assert "held and relayed at the rate" in text and "Excess Flood" in text
+
+
+def test_a_malformed_operator_hash_is_documented_as_reported(tmp_path):
+    assert errors_of(tmp_path, '[[operators]]\nname = "op"\npassword = "scrypt$nope"\n') == \
+        [":3: operators[0].password: malformed scrypt hash"]
+    operators = rendered("forkchat.toml.5").split("[[operators]]", 2)[2].split("[log]")[0]
+    assert "not reported" not in operators
+    assert "is an error: reported by --check-config" in operators
+
+
+def test_every_section_the_pages_point_to_exists():
+    """'see BUGS in forkchat-server(8)' named a section that was never written."""
+    pointers = [found for page in sorted(p.name for p in MAN.iterdir())
+                for found in re.findall(r"see ([A-Z][A-Z ]*[A-Z]) in (forkchat[\w.-]*)\((\d)\)",
+                                        rendered(page))]
+    missing = [(section, f"{name}({number})") for section, name, number in pointers
+               if not re.search(rf'^\.SH "?{section}"?$',
+                                (MAN / f"{name}.{number}").read_text(), re.MULTILINE)]
+    assert pointers and missing == []
+
+
+def test_listeners_text_has_no_reload_bug_warning():
+    text = rendered("forkchat.toml.5").split("[[listen]]", 2)[2].split(" address ")[0]
+    assert "currently stops the server" not in text
+    assert "listeners removed from it are closed" in text
