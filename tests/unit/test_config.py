@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -199,3 +200,39 @@ def test_listeners_text_has_no_reload_bug_warning():
     text = rendered("forkchat.toml.5").split("[[listen]]", 2)[2].split(" address ")[0]
     assert "currently stops the server" not in text
     assert "listeners removed from it are closed" in text
+
+
+@pytest.fixture
+def cert(tmp_path):
+    """A throwaway certificate (an EC key: quick to make)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+def test_a_passed_socket_gets_the_tls_of_its_entry(tmp_path, cert):
+    """forkchat-server(8) once said passed sockets are never TLS; they take the
+    TLS of the [[listen]] entry cli.passed_spec matches them with."""
+    from forkchat import cli, listeners
+    cfg = loads(tmp_path, f'[[listen]]\nport = 0\nprotocol = "tutorial"\n'
+                          f'[[listen]]\nport = 0\ntls_cert = "{cert[0]}"\n'
+                          f'tls_key = "{cert[1]}"\n')
+    assert cli.passed_spec(cfg, 0, "irc").tls_cert == cert[0]        # by name
+    assert cli.passed_spec(cfg, 1, "unknown").tls_cert == cert[0]    # by position
+    assert cli.passed_spec(cfg, 0, "unknown").tls_cert == ""
+    assert cli.passed_spec(cfg, 2, "unknown") == config.Listener()   # no entry: plain irc
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    bound = listeners.adopt(sock.detach(), cli.passed_spec(cfg, 0, "irc"))
+    try:
+        assert bound.tls is not None and bound.label.endswith("(irc) with TLS")
+    finally:
+        bound.sock.close()
+    text = rendered("forkchat-server.8")
+    assert "served without TLS." not in text.split("socket activation are")[-1][:40]
+    assert "A socket passed by systemd socket activation is served with the TLS of the " \
+           "[[listen]] entry it is matched with" in text
