@@ -87,6 +87,7 @@ class Spawner:
         self.broker_address = broker_address
         self.tls_contexts = tls_contexts
         self.worker_main = worker_main
+        self.supervisor_pid = os.getppid()     # the server's root, for STATS
         self.workers: set[int] = set()
         self.retired = False
         self.done = False
@@ -145,7 +146,7 @@ class Spawner:
             tls = self.tls_contexts[int(index)]
             process = children.start("forkchat-worker", self.worker_main,
                                      (conn, peer, proto, int(cid_text), self.cfg,
-                                      self.broker_address, tls))
+                                      self.broker_address, tls, self.supervisor_pid))
         except (OSError, ValueError, IndexError) as error:
             listeners.refuse(conn, peer, "Server is busy, try again later")
             self.report(f"F {cid_text} {error}")

@@ -46,19 +46,23 @@ ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line 
 
 
 def main(sock: socket.socket, peer: str, proto: str, cid: int, cfg: config.Config,
-         broker_address: str | bytes, tls: ssl.SSLContext | None = None) -> None:
+         broker_address: str | bytes, tls: ssl.SSLContext | None = None,
+         supervisor_pid: int = 0) -> None:
     """Process entry point (the multiprocessing target)."""
     def serve() -> int:
         logsetup.setup("worker", cfg.log.level)
-        return Worker(sock, peer, proto, cid, cfg, broker_address, tls).run()
+        return Worker(sock, peer, proto, cid, cfg, broker_address, tls, supervisor_pid).run()
     children.run_child("forkchat-worker", {sock.fileno()}, serve)
 
 
 class Worker:
     def __init__(self, sock: socket.socket, peer: str, proto: str, cid: int,
                  cfg: config.Config, broker_address: str | bytes,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, supervisor_pid: int = 0) -> None:
         self.sock = sock
+        # STATS u and p describe the server, whose root is the supervisor: our
+        # parent is a spawner (or the supervisor, once a dead spawner left us)
+        self.supervisor_pid = supervisor_pid or os.getppid()
         self.tls = tls
         self.handshaking = tls is not None
         self.cfg = cfg
@@ -461,7 +465,7 @@ class Worker:
             self.forward(f"JOIN {self.cfg.server.default_room}".encode())
 
     def stats(self, letter: str) -> list[tuple[str, tuple[str, ...]]]:
-        supervisor = os.getppid()
+        supervisor = self.supervisor_pid
         if letter == "u":
             up = int(procstats.uptime(supervisor, time.time()))
             text = f"Server Up {up // 86400} days {up % 86400 // 3600}:" \

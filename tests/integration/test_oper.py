@@ -175,8 +175,13 @@ def test_stats_process_figures_for_operators_only(user):
     oper_up(ircop)
     got = ask(ircop, "STATS p")
     assert commands(got)[-1] == "219" and got[-1].params[1] == "p"
-    text = " ".join(m.params[-1] for m in got if m.command == "249").lower()
+    lines = [m.params[-1] for m in got if m.command == "249"]
+    text = " ".join(lines).lower()
     assert "worker" in text and ("rss" in text or "memory" in text or "mib" in text)
+    # the whole server's tree: supervisor, broker, spawner and both workers at least
+    # (a worker that measured from its parent, the spawner, saw 3 and no broker)
+    processes = int(lines[0].split()[1])
+    assert processes >= 5 and any(line.startswith("broker ") for line in lines), lines
 
 
 def test_command_right_after_oper_sees_the_operator(user):
