@@ -193,21 +193,27 @@ class _Locator:
 
     def root_line(self, key: str) -> int:
         """The line of a top-level `key = ...` (before any [table] header),
-        where an inline array or a non-table value is written."""
+        where an inline array or table is written; else the first header of
+        that name ([[server]] for a table, say)."""
         key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
         for number, line in enumerate(self.lines, 1):
             if line.lstrip().startswith("["):
-                return 0
+                break
             if key_re.match(line):
                 return number
-        return 0
+        return self.line_of(key, "")
 
     def root_error(self, key: str, shown: str, message: str) -> ConfigError:
         return ConfigError(self.path, self.root_line(key), shown, message)
 
     def error(self, table: str, key: str, message: str, index: int = 0) -> ConfigError:
+        """An error about table.key, on the key's line; a key left out is
+        placed on its table's header, and a table written inline (`operators
+        = [{...}]`), which has no header, on its own line."""
         shown = f"{table}[{index}].{key}" if table in _ARRAYS else f"{table}.{key}"
-        return ConfigError(self.path, self.line_of(table, key, index), shown, message)
+        line = (self.line_of(table, key, index) or self.line_of(table, "", index)
+                or self.root_line(table))
+        return ConfigError(self.path, line, shown, message)
 
 
 def build(raw: dict[str, Any], where: _Locator, errors: list[ConfigError]) -> Config:
@@ -310,11 +316,12 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
     for index, operator in enumerate(config.operators):
         if operator is not None and not passwords.valid_hash(operator.password):
             errors.append(where.error("operators", "password", "malformed scrypt hash", index))
-    if not protocol.valid_room(config.server.default_room, config.limits.roomlen):
+    roomlen = config.limits.roomlen      # a bad roomlen is reported once, above
+    if roomlen > 0 and not protocol.valid_room(config.server.default_room, roomlen):
         errors.append(where.error(
             "server", "default_room",
             f"must be a room name the server accepts, such as #lobby: # or & and at "
-            f"least one more character, at most {config.limits.roomlen} in all "
+            f"least one more character, at most {roomlen} in all "
             f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
     if " " in config.server.name or not config.server.name:
         errors.append(where.error("server", "name", "must be a host-like name without spaces"))

@@ -60,6 +60,17 @@ def test_a_table_or_array_of_the_wrong_kind_is_named_with_its_line(tmp_path, tex
     assert errors_of(tmp_path, text) == wanted
 
 
+@pytest.mark.parametrize(("text", "wanted"), [
+    ('[[server]]\nname = "x"\n', [":1: server: must be a table"]),
+    ('operators = [{name = "a"}]\n', [":1: operators[0].password: is required"]),
+    ('[[operators]]\nname = "a"\npassword = "b"\n\n[[operators]]\nname = "b"\n',
+     [":5: operators[1].password: is required"]),
+])
+def test_every_error_has_a_line(tmp_path, text, wanted):
+    """A key left out is placed on its table's header, an inline table on its key."""
+    assert errors_of(tmp_path, text) == wanted
+
+
 # -- numbers: finite, and time limits bounded -----------------------------------------
 
 @pytest.mark.parametrize("key", ["connect_rate", "flood_rate", "registration_timeout",
@@ -133,6 +144,11 @@ def test_a_default_room_the_server_would_refuse_is_an_error(tmp_path, room):
 @pytest.mark.parametrize("room", ["#lobby", "&local", "#" + "x" * 49, "#c++"])
 def test_a_default_room_the_server_accepts_loads(tmp_path, room):
     assert loads(tmp_path, f'[server]\ndefault_room = "{room}"\n').server.default_room == room
+
+
+def test_a_bad_roomlen_is_one_error_not_two(tmp_path):
+    assert errors_of(tmp_path, "[limits]\nroomlen = 0\n") == \
+        [":2: limits.roomlen: must be positive"]
 
 
 def test_default_room_follows_the_configured_roomlen(tmp_path):
