@@ -610,7 +610,7 @@ def test_ban_list_full():
     w.add("alice")
     w.cmd("alice", "JOIN #r")
     assert w.to("alice", "MODE #r +bb x y") == [
-        ":srv 478 alice #r y!*@* :Channel ban list is full",
+        ":srv 478 alice #r b :Channel ban list is full",
         ":alice!au@127.0.0.1 MODE #r +b x!*@*",
     ]
 
