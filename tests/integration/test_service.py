@@ -221,21 +221,6 @@ def test_root_start_drops_privileges_before_serving(make_server):
     client.close()
 
 
-def test_sighup_closes_a_removed_listener_and_binds_a_new_one(make_server):
-    server = make_server(config_text="", listen=["127.0.0.1:0", "127.0.0.1:0"])
-    first, second = server.ports[0][1], server.ports[1][1]
-    keeper = IrcTestClient(first)
-    keeper.register("keeper")
-    server.write_config(f'[[listen]]\naddress = "127.0.0.1"\nport = {first}\n'
-                        '[[listen]]\naddress = "127.0.0.1"\nport = 0\nprotocol = "tutorial"\n')
-    server.extra_args = []
-    mark = server.log_length()
-    server.signal(signal.SIGHUP)
-    server.wait_for_text("configuration reloaded", start=mark)
-    keeper.sync()
-    keeper.close()
-
-
 def test_stats_m_counts_commands_for_operators(make_server):
     server = make_server(config_text='[[operators]]\nname = "op"\npassword = "pw"\n'
                                      '[limits]\nflood_burst = 100\nflood_rate = 100.0\n')
