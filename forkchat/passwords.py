@@ -15,6 +15,9 @@ import os
 SCRYPT_N = 16384
 SCRYPT_R = 8
 SCRYPT_P = 1
+# The memory a check may take (OpenSSL's own default is 32 MiB): a hash whose
+# parameters need more is refused by --check-config, not found out at OPER.
+SCRYPT_MAXMEM = 64 * 1024 * 1024
 PREFIX = "scrypt$"
 
 
@@ -34,9 +37,12 @@ def verify(stored: str, given: str) -> bool:
     if not is_hashed(stored):
         return hmac.compare_digest(stored.encode(), given.encode())
     try:
-        _, n, r, p, salt, digest = stored.split("$")
-        computed = hashlib.scrypt(given.encode(), salt=bytes.fromhex(salt), n=int(n),
-                                  r=int(r), p=int(p), dklen=len(digest) // 2)
+        _, n_text, r_text, p_text, salt, digest = stored.split("$")
+        n, r, p = int(n_text), int(r_text), int(p_text)
+        if not usable_parameters(n, r, p):
+            return False
+        computed = hashlib.scrypt(given.encode(), salt=bytes.fromhex(salt), n=n, r=r, p=p,
+                                  dklen=len(digest) // 2, maxmem=SCRYPT_MAXMEM)
     except ValueError:
         return False
     return hmac.compare_digest(computed.hex(), digest)
@@ -50,7 +56,15 @@ def valid_hash(stored: str) -> bool:
     if len(parts) != 6:
         return False
     try:
-        return all(int(x) > 0 for x in parts[1:4]) and bool(bytes.fromhex(parts[4])) \
+        n, r, p = (int(x) for x in parts[1:4])
+        return usable_parameters(n, r, p) and bool(bytes.fromhex(parts[4])) \
             and bool(bytes.fromhex(parts[5]))
     except ValueError:
         return False
+
+
+def usable_parameters(n: int, r: int, p: int) -> bool:
+    """Whether scrypt can check a password with these: N a power of two above
+    1, and the memory it needs (128 r (N + p + 2) bytes) within SCRYPT_MAXMEM."""
+    return (n > 1 and n & (n - 1) == 0 and r > 0 and p > 0
+            and 128 * r * (n + p + 2) <= SCRYPT_MAXMEM)

@@ -1,3 +1,5 @@
+import pytest
+
 from forkchat import passwords
 
 
@@ -15,3 +17,21 @@ def test_plain_passwords_still_work():
 def test_malformed_hash_never_verifies():
     assert not passwords.valid_hash("scrypt$x$y")
     assert not passwords.verify("scrypt$1$2$3$zz$zz", "anything")
+
+
+@pytest.mark.parametrize(("n", "r", "p"), [
+    (3, 8, 1),                   # N not a power of two: scrypt refuses it
+    (1, 8, 1),
+    (1 << 20, 8, 1),             # 1 GiB of memory
+    (16384, 1 << 40, 1),
+    (10 ** 30, 8, 1),            # beyond a C integer
+    (16384, 8, 0),
+])
+def test_a_hash_scrypt_cannot_check_is_malformed_and_never_matches(n, r, p):
+    stored = f"scrypt${n}${r}${p}${'ab' * 16}${'cd' * 32}"
+    assert not passwords.valid_hash(stored)
+    assert passwords.verify(stored, "anything") is False    # and no exception
+
+
+def test_the_parameters_we_write_are_usable():
+    assert passwords.usable_parameters(passwords.SCRYPT_N, passwords.SCRYPT_R, passwords.SCRYPT_P)
