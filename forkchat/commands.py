@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from forkchat import __version__, config, ipc, numerics, passwords, protocol
+from forkchat import __version__, config, ipc, numerics, passwords, protocol, rooms
 from forkchat.session import Session, clean_user
 
 ERR_INVALIDCAPCMD = "410"
@@ -184,6 +184,27 @@ def cmd_admin(ctx: Context, msg: protocol.Message) -> None:
     ctx.reply(numerics.RPL_ADMINEMAIL, text=server.admin_email or "root@localhost")
 
 
+def cmd_links(ctx: Context, msg: protocol.Message) -> None:
+    """LINKS [[<remote server>] <server mask>]: a network of one server."""
+    if len(msg.params) > 1:
+        _only_this_server(ctx, msg.params[0])
+    mask = msg.params[-1] if msg.params else "*"
+    name = ctx.cfg.server.name
+    if rooms.glob_match(protocol.casefold(mask), protocol.casefold(name)):
+        ctx.reply(numerics.RPL_LINKS, name, name, text=f"0 {ctx.cfg.server.network}")
+    ctx.reply(numerics.RPL_ENDOFLINKS, mask)
+
+
+def cmd_summon(ctx: Context, msg: protocol.Message) -> None:
+    """SUMMON: RFC 2812 4.5 lets a server without it say so (445)."""
+    raise numerics.Reply(numerics.ERR_SUMMONDISABLED)
+
+
+def cmd_users(ctx: Context, msg: protocol.Message) -> None:
+    """USERS: RFC 2812 4.6 lets a server without it say so (446)."""
+    raise numerics.Reply(numerics.ERR_USERSDISABLED)
+
+
 def cmd_stats(ctx: Context, msg: protocol.Message) -> None:
     """STATS [<letter>]: u (uptime) for all; p (processes, memory) and
     m (command counts, kept by the broker) for operators."""
@@ -212,6 +233,9 @@ COMMANDS: dict[str, Command] = {
     "INFO": Command(cmd_info),
     "ADMIN": Command(cmd_admin),
     "STATS": Command(cmd_stats),
+    "LINKS": Command(cmd_links),
+    "SUMMON": Command(cmd_summon),
+    "USERS": Command(cmd_users),
 }
 
 def cmd_crash(ctx: Context, msg: protocol.Message) -> None:

@@ -60,6 +60,8 @@ RPL_NAMREPLY = "353"
 RPL_ENDOFNAMES = "366"
 RPL_BANLIST = "367"
 RPL_ENDOFBANLIST = "368"
+RPL_LINKS = "364"
+RPL_ENDOFLINKS = "365"
 RPL_ENDOFWHOWAS = "369"
 RPL_INFO = "371"
 RPL_MOTD = "372"
@@ -88,6 +90,8 @@ ERR_NICKNAMEINUSE = "433"
 ERR_USERNOTINCHANNEL = "441"
 ERR_NOTONCHANNEL = "442"
 ERR_USERONCHANNEL = "443"
+ERR_SUMMONDISABLED = "445"
+ERR_USERSDISABLED = "446"
 ERR_NOTREGISTERED = "451"
 ERR_NEEDMOREPARAMS = "461"
 ERR_ALREADYREGISTERED = "462"
@@ -124,6 +128,7 @@ TEXTS: dict[str, str] = {
     RPL_NOTOPIC: "No topic is set",
     RPL_ENDOFNAMES: "End of /NAMES list",
     RPL_ENDOFBANLIST: "End of channel ban list",
+    RPL_ENDOFLINKS: "End of LINKS list",
     RPL_ENDOFWHOWAS: "End of WHOWAS",
     RPL_ENDOFINFO: "End of /INFO list",
     RPL_ENDOFMOTD: "End of /MOTD command",
@@ -147,6 +152,8 @@ TEXTS: dict[str, str] = {
     ERR_NICKNAMEINUSE: "Nickname is already in use",
     ERR_USERNOTINCHANNEL: "They aren't on that channel",
     ERR_NOTONCHANNEL: "You're not on that channel",
+    ERR_SUMMONDISABLED: "SUMMON has been disabled",
+    ERR_USERSDISABLED: "USERS has been disabled",
     ERR_USERONCHANNEL: "is already on channel",
     ERR_NOTREGISTERED: "You have not registered",
     ERR_NEEDMOREPARAMS: "Not enough parameters",

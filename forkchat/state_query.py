@@ -29,6 +29,7 @@ def isupport_tokens(st: ChatState) -> list[str]:
         f"NICKLEN={s.nicklen}", f"CHANNELLEN={s.roomlen}", f"TOPICLEN={s.topiclen}",
         f"KICKLEN={s.kicklen}", f"AWAYLEN={s.awaylen}", f"CHANLIMIT=#&:{s.rooms_per_client}",
         f"MAXTARGETS={targets}", f"MAXLIST=b:{s.bans_per_room}", f"KEYLEN={rooms.KEYLEN}", "ELIST=MNU",
+        "UTF8ONLY",
         f"TARGMAX=JOIN:,KICK:{state_rooms.MAX_KICKS},LIST:,NAMES:,NOTICE:{targets},"
         f"PART:,PRIVMSG:{targets},WHOIS:{targets},WHOWAS:{targets}",
     ]
@@ -128,18 +129,21 @@ def _who_line(st: ChatState, client: Client, other: Client, room_name: str, stat
 
 
 def _who_matches(st: ChatState, client: Client, mask: str) -> Iterator[Client]:
-    """Users a non-room WHO mask names: an exact nick, or a glob on nick/user/host/realname."""
+    """Users a non-room WHO mask names: a nick, exactly, or else (RFC 2812
+    3.6.1) the mask matched against nick, user, host, server and real name."""
     if mask not in ("", "0") and "*" not in mask and "?" not in mask:
         found = st.find_nick(mask)
         if found is not None:
             yield found
-        return
+            return
     folded = protocol.casefold(mask or "*")
+    server = protocol.casefold(st.settings.server_name)
     for other in st.clients.values():
         if not other.registered or not _may_see(st, client, other):
             continue
         fields = (other.nick, other.user, other.host, other.realname)
-        if folded in ("*", "0") or any(rooms.glob_match(folded, protocol.casefold(f)) for f in fields):
+        if folded in ("*", "0") or rooms.glob_match(folded, server) \
+                or any(rooms.glob_match(folded, protocol.casefold(f)) for f in fields):
             yield other
 
 
@@ -174,6 +178,12 @@ def cmd_whois(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     query = msg.params[-1] if msg.params else ""
     if not query:
         raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
+    if len(msg.params) > 1:
+        # the server to ask: this one, or the one a nick is on (also this one)
+        server = msg.params[0]
+        if protocol.casefold(server) != protocol.casefold(st.settings.server_name) \
+                and st.find_nick(server) is None:
+            raise numerics.Reply(numerics.ERR_NOSUCHSERVER, server)
     for nick in state_talk.split_targets(query, state_talk.MAX_TARGETS):
         target = st.find_nick(nick)
         if target is None:

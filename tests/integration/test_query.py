@@ -67,6 +67,18 @@ def test_who_nick_and_mask(who_pair, mask):
     assert got[1].params[:2] == ["otherNick", mask]
 
 
+@pytest.mark.parametrize("mask", ["127.0.0.1", "my uniquereal name", SERVER, "myusernam"])
+def test_who_exact_mask_that_is_no_nick_matches_the_other_fields(who_pair, mask):
+    """RFC 2812 3.6.1: the mask is matched against users' host, server, real name
+    and nickname; a mask without wildcards that names no nick is still a mask."""
+    cool, other = who_pair
+    got = ask(other, f"WHO :{mask}")
+    expected = 1 if mask in ("my uniquereal name", "myusernam") else 2
+    assert commands(got) == ["352"] * expected + ["315"]
+    if " " not in mask:           # a middle parameter cannot carry the space
+        assert got[-1].params[:2] == ["otherNick", mask]
+
+
 def test_who_shows_away_as_g(who_pair):
     """Modern WHO flags: 'G' (gone) for an away user, 'H' (here) otherwise."""
     cool, other = who_pair
@@ -156,6 +168,25 @@ def test_whois_errors(registered):
     got = ask(nick1, "WHOIS nobody")
     assert [(m.command, m.params[1]) for m in got] == [("401", "nobody"), ("318", "nobody")]
     assert commands(ask(nick1, "WHOIS")) == ["431"]
+    # RFC 2812 3.6.2: a <target> that is no server (nor a nick on one) is 402
+    got = ask(nick1, "WHOIS bogus.server nick1")
+    assert [(m.command, m.params[1]) for m in got] == [("402", "bogus.server")]
+
+
+def test_links_summon_users(registered):
+    """RFC 2812 3.4.5 LINKS: RPL_LINKS "<mask> <server> :<hopcount> <server info>" per
+    matching server, then RPL_ENDOFLINKS "<mask> :End of LINKS list"; 4.5/4.6: a server
+    without SUMMON or USERS answers ERR_SUMMONDISABLED (445) / ERR_USERSDISABLED (446)."""
+    nick1 = registered("nick1")
+    got = ask(nick1, "LINKS")
+    assert [(m.command, m.params[1:]) for m in got] == [
+        ("364", [SERVER, SERVER, "0 forkchat"]), ("365", ["*", "End of LINKS list"])]
+    assert [(m.command, m.params[1]) for m in ask(nick1, "LINKS *.elsewhere")] == \
+        [("365", "*.elsewhere")]
+    assert commands(ask(nick1, f"LINKS {SERVER} forkchat.*")) == ["364", "365"]
+    assert commands(ask(nick1, "LINKS bogus.server *")) == ["402"]
+    assert commands(ask(nick1, "SUMMON nick1")) == ["445"]
+    assert commands(ask(nick1, "USERS")) == ["446"]
 
 
 def test_whois_invisible_user_hides_rooms_from_strangers(registered):

@@ -12,7 +12,7 @@ def test_welcome_burst(registered):
     assert codes.index("001") < codes.index("005") < codes.index("251") < codes.index("376")
     isupport = " ".join(" ".join(m.params) for m in alice.history if m.command == "005")
     for token in ("NETWORK=", "CHANTYPES=", "CASEMAPPING=rfc1459", "NICKLEN=", "CHANNELLEN=",
-                  "TOPICLEN=", "PREFIX=(ov)@+", "CHANMODES=", "MODES="):
+                  "TOPICLEN=", "PREFIX=(ov)@+", "CHANMODES=", "MODES=", "UTF8ONLY"):
         assert token in isupport
     welcome = alice.history[codes.index("001")]
     assert welcome.params[0] == "alice" and "alice!alice@127.0.0.1" in welcome.params[-1]
