@@ -134,3 +134,51 @@ def test_soak_bad_options_are_clear_errors(args, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def load_bench(monkeypatch):
+    """scripts/bench.py as a module (its dataclasses need it in sys.modules)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ksm_settle_reports_ksm_off_without_waiting(tmp_path, monkeypatch):
+    bench = load_bench(monkeypatch)
+    (tmp_path / "run").write_text("0\n")
+    monkeypatch.setattr(bench, "KSM_DIR", str(tmp_path))
+    result = bench.ksm_settle(30.0)
+    assert result["waited_s"] == 0.0 and result["ksm"]["run"] == 0 and "not running" in result["note"]
+
+
+def test_ksm_settle_waits_for_two_scans_and_no_more_growth(tmp_path, monkeypatch):
+    """Polls see (full_scans, pages_sharing): growth continues through the first
+    scan, then stops; it settles at the first poll after two scans without growth."""
+    bench = load_bench(monkeypatch)
+    polls = iter([(1, 5000), (2, 9000), (3, 9050), (4, 9060)])
+    def write(scans: int, sharing: int) -> None:
+        (tmp_path / "full_scans").write_text(f"{scans}\n")
+        (tmp_path / "pages_sharing").write_text(f"{sharing}\n")
+    (tmp_path / "run").write_text("1\n")
+    write(0, 0)
+    slept: list[float] = []
+    def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        write(*next(polls))
+    monkeypatch.setattr(bench, "KSM_DIR", str(tmp_path))
+    monkeypatch.setattr(bench.time, "sleep", fake_sleep)
+    monkeypatch.setattr(bench, "ksmd_cpu_s", lambda: 1.0)
+    result = bench.ksm_settle(600.0)
+    assert len(slept) == 3 and result["settled"] is True
+    assert result["ksm"]["pages_sharing"] == 9050 and result["ksmd_cpu_s"] == 0.0
+
+
+def test_idle_memory_with_memory_merge_reports_the_merging():
+    [result] = run_bench("--scenario", "idle-memory", "-n", "5", "--memory-merge",
+                         "--merge-wait", "1")
+    check_common(result, "idle-memory")
+    merging = result["memory_merge"]
+    assert "ksm" in merging and merging["waited_s"] <= 6
