@@ -26,7 +26,7 @@ from collections.abc import Mapping
 log = logging.getLogger("forkchat.supervisor")
 
 SD_LISTEN_FDS_START = 3  # the first fd passed by socket activation (sd-daemon.h)
-DEFAULT_FD_NAME = "unknown"  # what systemd reports for a socket without FileDescriptorName=
+DEFAULT_FD_NAME = "unknown"  # sd_listen_fds_with_names(3)'s name when LISTEN_FDNAMES says none
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 # A datagram send blocks only while systemd's queue is full; the supervisor's
 # single-threaded loop may wait this long for it, never longer.
@@ -124,8 +124,9 @@ def listen_fds(unset_env: bool = True) -> list[tuple[int, str]]:
     """The sockets passed by systemd socket activation, as (fd, name) pairs.
 
     Fds start at 3 (SD_LISTEN_FDS_START). Names come from LISTEN_FDNAMES
-    (systemd.socket's FileDescriptorName=, default "unknown"); a missing name
-    is "unknown" too. The fds are returned with close-on-exec set, as
+    (systemd.socket's FileDescriptorName=, by default the socket unit's name,
+    such as "forkchat.socket"); a name LISTEN_FDNAMES does not give is
+    "unknown", as sd_listen_fds_with_names(3) has it. The fds are returned with close-on-exec set, as
     sd_listen_fds(3) does. Nothing is returned unless LISTEN_PID is our pid:
     the variables may have been inherited from a parent they were meant for.
 
