@@ -18,7 +18,10 @@ backoff; on return the session registers again and rejoins its rooms.
 Lines the front end sends are queued and paced (a small token bucket) so a
 pasted block or a long pipe never trips the server's flood limit; the queue
 only drains while registered, so lines typed while disconnected go out after
-the rejoin.  With `resend_unconfirmed` (line mode), lines sent but not yet
+the rejoin.  Room keys (+k) are remembered, from our own `JOIN #room key` once
+the server confirms it and from the `MODE #room +k key` / `-k` seen in the
+room, because a restarted server restores a room's key and asks it of the
+first one back.  With `resend_unconfirmed` (line mode), lines sent but not yet
 confirmed by a flush barrier's PONG are queued again after a reconnect:
 at least once, rather than silently lost in a dead server's socket buffer.
 """
@@ -44,6 +47,12 @@ VERSION_TEXT = "forkchat-client"
 STATUS_CONNECTED = "connected"
 STATUS_DISCONNECTED = "disconnected"
 STATUS_NICK_TAKEN = "nick-taken"
+# Channel modes that take a parameter, RFC 2812 defaults that 005 CHANMODES and
+# PREFIX replace: always (lists, key), only when set (+l 10 but -l), and the
+# member status modes (+o nick).
+DEFAULT_PARAM_MODES = {"always": "beIk", "when_set": "l", "status": "ov"}
+# A JOIN refused: the key we offered (if any) is not one to remember.
+JOIN_REFUSALS = ("403", "405", "471", "473", "474", "475", "476", "477")
 FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
                         "465": "you are banned from this server"}
 
@@ -84,6 +93,10 @@ class Connection:
         self.nick = settings.nick
         # Rooms to be in (casefolded -> name): rejoined after every reconnect.
         self.rooms: dict[str, str] = {ircmsg.casefold(room): room for room in settings.rooms}
+        # Their keys (casefolded room -> key), given with JOIN after a reconnect.
+        self.keys: dict[str, str] = {}
+        self._offered_keys: dict[str, str] = {}   # sent with a JOIN not yet confirmed
+        self._param_modes = dict(DEFAULT_PARAM_MODES)
         self.state = "idle"
         self.fatal = ""
         self.closed = False
@@ -118,7 +131,9 @@ class Connection:
 
     def send(self, line: str) -> None:
         """Queue one raw IRC line (sent paced, once registered)."""
-        self._queue.append((ircmsg.clean(line), True))
+        line = ircmsg.clean(line)
+        self._note_join_keys(line)
+        self._queue.append((line, True))
         self._pump()
 
     def flush(self, callback: Callable[[], None]) -> None:
@@ -277,15 +292,31 @@ class Connection:
         self._deadlines.pop("connect", None)
         self._attempt = 0
         self._lost_since = None
-        rooms = list(self.rooms.values())
-        if rooms:
-            self._queue.extendleft(reversed([(ircmsg.build("JOIN", room), False)
-                                             for room in rooms]))
+        joins = [self._join_line(room) for room in self.rooms.values()]
+        if joins:
+            self._queue.extendleft(reversed([(line, False) for line in joins]))
         self.registered_once = True
         self._status(f"Connected to {self.settings.address} as {self.nick}",
                      STATUS_CONNECTED)
         self._pump()
         return False
+
+    def _join_line(self, room: str) -> str:
+        """JOIN for a rejoin, with the room's key when it has one."""
+        key = self.keys.get(ircmsg.casefold(room))
+        return ircmsg.build("JOIN", room, key) if key else ircmsg.build("JOIN", room)
+
+    def _note_join_keys(self, line: str) -> None:
+        """Our own `JOIN #a,#b keya,keyb`: keys to keep once the server lets us in."""
+        try:
+            msg = ircmsg.parse(line)
+        except ValueError:
+            return
+        if msg.command != "JOIN" or len(msg.params) < 2:
+            return
+        for room, key in zip(msg.param(0).split(","), msg.param(1).split(",")):
+            if room and key:
+                self._offered_keys[ircmsg.casefold(room)] = key
 
     def _on_nick_taken(self, msg: ircmsg.Message) -> bool:
         """433 while registering: try bob_, bob2, ... instead of a dead end."""
@@ -323,17 +354,64 @@ class Connection:
 
     def _on_join(self, msg: ircmsg.Message) -> bool:
         if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
-            self.rooms[ircmsg.casefold(msg.param(0))] = msg.param(0)
+            room = ircmsg.casefold(msg.param(0))
+            self.rooms[room] = msg.param(0)
+            key = self._offered_keys.pop(room, "")
+            if key:
+                self.keys[room] = key
         return False
+
+    def _forget_room(self, room: str) -> None:
+        folded = ircmsg.casefold(room)
+        self.rooms.pop(folded, None)
+        self.keys.pop(folded, None)
 
     def _on_part(self, msg: ircmsg.Message) -> bool:
         if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
-            self.rooms.pop(ircmsg.casefold(msg.param(0)), None)
+            self._forget_room(msg.param(0))
         return False
 
     def _on_kick(self, msg: ircmsg.Message) -> bool:
         if ircmsg.casefold(msg.param(1)) == ircmsg.casefold(self.nick):
-            self.rooms.pop(ircmsg.casefold(msg.param(0)), None)
+            self._forget_room(msg.param(0))
+        return False
+
+    def _on_join_refused(self, msg: ircmsg.Message) -> bool:
+        """The key we offered did not open the room: nothing to remember."""
+        self._offered_keys.pop(ircmsg.casefold(msg.param(1)), None)
+        return False
+
+    def _on_mode(self, msg: ircmsg.Message) -> bool:
+        """Follow +k key / -k in a room we are in, for the next rejoin."""
+        room = ircmsg.casefold(msg.param(0))
+        if room not in self.rooms:
+            return False
+        always = self._param_modes["always"] + self._param_modes["status"]
+        when_set = self._param_modes["when_set"]
+        args = list(msg.params[2:])
+        adding = True
+        for letter in msg.param(1):
+            if letter in "+-":
+                adding = letter == "+"
+                continue
+            takes = letter in always or (adding and letter in when_set)
+            arg = args.pop(0) if takes and args else ""
+            if letter == "k" and adding and arg:
+                self.keys[room] = arg
+            elif letter == "k" and not adding:
+                self.keys.pop(room, None)
+        return False
+
+    def _on_isupport(self, msg: ircmsg.Message) -> bool:
+        """005: which channel modes take a parameter on this server."""
+        for token in msg.params[1:-1]:
+            name, _, value = token.partition("=")
+            if name == "CHANMODES" and value.count(",") >= 2:
+                lists = value.split(",")
+                self._param_modes["always"] = lists[0] + lists[1]
+                self._param_modes["when_set"] = lists[2]
+            elif name == "PREFIX" and value.startswith("("):
+                self._param_modes["status"] = value[1:].partition(")")[0]
         return False
 
     def _on_privmsg(self, msg: ircmsg.Message) -> bool:
@@ -392,6 +470,8 @@ INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {
     "ERROR": Connection._on_error, "NICK": Connection._on_nick,
     "JOIN": Connection._on_join, "PART": Connection._on_part,
     "KICK": Connection._on_kick, "PRIVMSG": Connection._on_privmsg,
+    "MODE": Connection._on_mode, "005": Connection._on_isupport,
+    **{code: Connection._on_join_refused for code in JOIN_REFUSALS},
 }
 
 TIMERS: dict[str, Callable[[Connection], None]] = {

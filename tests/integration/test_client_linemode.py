@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -232,6 +233,48 @@ def test_reconnects_and_rejoins_after_a_server_restart(make_server, line_client)
     finally:
         watcher.close()
     assert client.finish() == 0
+
+
+@pytest.fixture
+def state_dir():
+    """A room store directory that outlives one server (and that the server,
+    having dropped root to nobody, may write)."""
+    with tempfile.TemporaryDirectory(prefix="forkchat-state-") as path:
+        os.chmod(path, 0o777)
+        yield path
+
+
+def test_rejoins_rooms_with_their_keys_after_a_server_restart(make_server, line_client,
+                                                              state_dir):
+    """forkchat-client(1): "registers again and rejoins the rooms it was in"; the
+    restarted server restores the rooms' keys, so the rejoin must give them: the
+    key of our own `/join #vault sesame`, and the one we set with MODE +k."""
+    state = ["--state-dir", state_dir]
+    first = make_server(extra_args=state)
+    port = first.port
+    owner = IrcTestClient(port)
+    try:
+        owner.register("owner")
+        owner.join("#vault")
+        owner.send("MODE #vault +k sesame")
+        owner.expect("MODE")
+        client = line_client("-n", "keeper", "-r", "#safe", f"127.0.0.1:{port}")
+        client.wait_for(r"\* keeper joined #safe")
+        client.send("/join #vault sesame")
+        client.wait_for(r"\* keeper joined #vault")
+        # The server's reply to this line comes after the PONG that confirms the
+        # JOIN above, so the JOIN is not among the lines sent again on return.
+        client.send("/raw MODE #safe +k lock")
+        client.wait_for(r"\* keeper sets mode \+k lock on #safe")
+    finally:
+        owner.close()
+    first.stop()
+    client.wait_for(r"Disconnected: .*reconnecting", where="err")
+    make_server(listen=[f"127.0.0.1:{port}"], extra_args=state)
+    client.wait_for(r"\* keeper joined #vault", count=2, timeout=30)
+    client.wait_for(r"\* keeper joined #safe", count=2)
+    assert client.finish() == 0
+    assert not [line for line in client.err if "Cannot join" in line], client.err
 
 
 # ---- TLS: forkchat-server has no TLS listener yet, so a minimal TLS IRC

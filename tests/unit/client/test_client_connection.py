@@ -207,3 +207,57 @@ def test_unconfirmed_lines_are_sent_again_after_a_reconnect(peer, monkeypatch):
     harness.expect_line("PRIVMSG #lobby :maybe lost")
     assert harness.seen.index("JOIN #lobby") < harness.seen.index("PRIVMSG #lobby :maybe lost")
     assert "PRIVMSG #lobby :confirmed" not in harness.seen
+
+
+def reconnect(harness: Harness, peer: Peer) -> None:
+    """Drop the link and register again: the rejoin lines land in harness.seen."""
+    assert peer.sock is not None
+    peer.sock.close()
+    peer.sock, peer.buffer, harness.seen = None, b"", []
+    harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
+    harness.until(lambda: harness.conn.state == "registering", "a new attempt")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome back")
+    harness.until(lambda: any(line.startswith("JOIN") for line in harness.seen), "the rejoin")
+
+
+def test_rejoin_gives_the_key_of_our_own_join(peer, monkeypatch):
+    """A restarted server asks the first one back for the room's key."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    harness.conn.send("JOIN #vault,#open,#wrong sesame,,guess")
+    harness.expect_line("JOIN #vault,#open,#wrong sesame,,guess")
+    peer.send(":bob!u@h JOIN #vault")
+    peer.send(":bob!u@h JOIN #open")
+    peer.send(":srv 475 bob #wrong :Cannot join channel (+k)")
+    harness.conn.send("JOIN #wrong")                  # later, once the key is gone
+    peer.send(":bob!u@h JOIN #wrong")
+    harness.until(lambda: "#wrong" in harness.conn.rooms, "the joins")
+    reconnect(harness, peer)
+    harness.expect_line("JOIN #wrong")
+    assert sorted(line for line in harness.seen if line.startswith("JOIN")) == [
+        "JOIN #lobby", "JOIN #open", "JOIN #vault sesame", "JOIN #wrong"]
+
+
+def test_rejoin_follows_key_modes_seen_in_the_room(peer, monkeypatch):
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    for room in ("#a", "#b", "#c", "#gone"):
+        peer.send(f":bob!u@h JOIN {room}")
+    peer.send(":srv 005 bob CHANMODES=beI,k,lf,imnpst PREFIX=(qov)~@+ :are supported")
+    peer.send(":op!u@h MODE #a +qlfk owner 10 flood akey")   # key after three parameters
+    peer.send(":op!u@h MODE #b +k first")
+    peer.send(":op!u@h MODE #b -k *")                         # key removed
+    peer.send(":op!u@h MODE #c +k old")
+    peer.send(":op!u@h MODE #c -l+k new")                     # -l takes no parameter
+    peer.send(":op!u@h MODE #gone +k secret")
+    peer.send(":bob!u@h PART #gone")
+    peer.send(":op!u@h MODE #elsewhere +k notours")
+    harness.until(lambda: "#gone" not in harness.conn.rooms, "the part")
+    reconnect(harness, peer)
+    harness.expect_line("JOIN #c new")
+    assert sorted(line for line in harness.seen if line.startswith("JOIN")) == [
+        "JOIN #a akey", "JOIN #b", "JOIN #c new", "JOIN #lobby"]
