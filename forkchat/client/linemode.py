@@ -6,7 +6,8 @@ For pipes, cron jobs and scripts:
 
 Each stdin line is sent to the current room (the first `-r` room) or, when
 it starts with `/`, run as a command (`/join #other` also makes #other the
-current room).  Each event that arrives is printed as one line on stdout
+current room, and `/part` of the current room makes the next room we are in
+current at once, before the server's echo).  Each event that arrives is printed as one line on stdout
 (`events.line_text`); link status and errors go to stderr.  At EOF the lines
 still queued are sent, a PING is sent behind them, and only when its PONG
 arrives (proof the server has processed every line) does the client QUIT.
@@ -52,6 +53,7 @@ class LineMode:
         self._eof = False
         self._quit_reason = ""
         self._names_quiet: set[str] = set()
+        self._leaving: set[str] = set()   # rooms we sent PART for, echo not yet seen
 
     def run(self) -> int:
         self.conn.start()
@@ -129,6 +131,27 @@ class LineMode:
     def _set_current(self, target: str) -> None:
         self.current = target
 
+    def _set_current_joined(self, target: str) -> None:
+        self._leaving.discard(ircmsg.casefold(target))
+        self.current = target
+
+    def _parting(self, room: str) -> None:
+        """Leaving the current room moves on now, not at the PART echo: the
+        lines piped after /part are handled before the echo arrives."""
+        self._leaving.add(ircmsg.casefold(room))
+        if ircmsg.casefold(room) == ircmsg.casefold(self.current):
+            self.current = self._next_room()
+
+    def _closing(self, nick: str) -> None:
+        """/part in a private conversation: back to a room."""
+        if ircmsg.casefold(nick) == ircmsg.casefold(self.current):
+            self.current = self._next_room()
+
+    def _next_room(self) -> str:
+        """The first room we are in and not leaving, '' when none."""
+        return next((name for folded, name in self.conn.rooms.items()
+                     if folded not in self._leaving), "")
+
     def _switch(self, target: str) -> None:
         if target.isdigit():
             self.failures += 1
@@ -177,8 +200,10 @@ class LineMode:
         if event.kind == "join" and event.own:
             self._names_quiet.add(ircmsg.casefold(event.buffer))
         gone = (event.kind == "part" and event.own) or (event.kind == "kick" and event.own)
+        if gone:
+            self._leaving.discard(ircmsg.casefold(event.buffer))
         if gone and ircmsg.casefold(event.buffer) == ircmsg.casefold(self.current):
-            self.current = next(iter(self.conn.rooms.values()), "")
+            self.current = self._next_room()
 
     def _print(self, text: str) -> None:
         try:
@@ -197,7 +222,9 @@ def _confirmed() -> None:
 
 
 LOCAL_ACTIONS = {
-    "joining": LineMode._set_current,
+    "joining": LineMode._set_current_joined,
+    "parting": LineMode._parting,
+    "close": LineMode._closing,
     "query": LineMode._set_current,
     "switch": LineMode._switch,
     "quit": LineMode._quit,

@@ -9,6 +9,7 @@ Local actions are (name, *args) tuples:
     ("own", target, text)        echo a message we sent
     ("ownaction", target, text)  echo a /me we sent
     ("joining", room)            we asked to join: switch to it once joined
+    ("parting", room)            we asked to leave (line mode moves on at once)
     ("query", nick)              open (and switch to) a private conversation
     ("switch", name_or_number)   switch to an existing buffer
     ("quit", reason)             leave
@@ -125,7 +126,7 @@ def _part(args: str, ctx: Context) -> Result:
         return Result((), (("close", ctx.target),))  # /part in a private conversation
     room, reason = _split_room(args, ctx, "part")
     params = (room, reason) if reason else (room,)
-    return Result((ircmsg.build("PART", *params),))
+    return Result((ircmsg.build("PART", *params),), (("parting", room),))
 
 
 def _msg(args: str, ctx: Context) -> Result:

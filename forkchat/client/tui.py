@@ -265,6 +265,9 @@ class Tui:
         else:
             self.model.pending_switch.add(ircmsg.casefold(room))
 
+    def _parting(self, room: str) -> None:
+        """Nothing yet: the buffer closes when the server's PART echo comes."""
+
     def _query(self, nick: str) -> None:
         self.model.switch(self.model.open(nick))
 
@@ -434,6 +437,7 @@ SIGNALS: dict[int, Callable[[Tui], None]] = {
 
 LOCAL_ACTIONS: dict[str, Callable[..., None]] = {
     "own": Tui._own, "ownaction": Tui._own_action, "joining": Tui._joining,
+    "parting": Tui._parting,
     "query": Tui._query, "switch": Tui._switch, "close": Tui._close,
     "quit": Tui._quit, "help": Tui._help,
 }

@@ -170,6 +170,21 @@ def test_commands_in_line_mode(server, registered, line_client):
     assert client.finish() == 0
 
 
+def test_part_makes_the_next_room_current_at_once(server, registered):
+    """forkchat-client(1) LINE MODE: "Leaving the current room makes the next
+    joined room current" and nothing is lost: the line after /part goes to
+    #lobby although the PART echo comes after it has been read."""
+    watcher = watcher_in(registered, "#lobby")
+    watcher.join("#x")
+    result = run_client(["-n", "lm", f"127.0.0.1:{server.port}"],
+                        "ok line\n/join #x\nin x\n/part\nback?\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    expect_privmsg(watcher, "lm", "#lobby", "ok line")
+    expect_privmsg(watcher, "lm", "#x", "in x")
+    expect_privmsg(watcher, "lm", "#lobby", "back?")
+
+
 def test_connection_refused_exits_non_zero_with_one_line(make_server):
     dead = make_server()
     port = dead.port

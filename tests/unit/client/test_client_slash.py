@@ -69,6 +69,12 @@ def test_errors(typed, context, message):
         slash.interpret(typed, context)
 
 
+def test_part_says_which_room_it_leaves():
+    """Line mode needs it at once: the server's echo comes after later lines."""
+    assert slash.interpret("/part", ROOM).local == (("parting", "#lobby"),)
+    assert slash.interpret("/part #ops bye", ROOM).local == (("parting", "#ops"),)
+
+
 def test_part_in_a_query_closes_it():
     assert slash.interpret("/part", QUERY).local == (("close", "alice"),)
 
