@@ -407,9 +407,12 @@ KEYS: dict[str | int, Callable[[Tui], None]] = {
     "\x0c": lambda t: t.scr.clear(), curses.KEY_RESIZE: lambda t: t.scr.clear(),
 }
 
-# Keys without a fixed curses constant: found by their terminfo name.
+# Keys without a fixed curses constant: found by their terminfo name.  On
+# xterm-style terminals (xterm, tmux) Ctrl+arrow is kLFT5/kRIT5 and Alt+arrow
+# kLFT3/kRIT3, decoded by curses before an ESC could reach ALT_KEYS.
 NAMED_KEYS: dict[bytes, Callable[[Tui], None]] = {
     b"kLFT5": _edit("word_left"), b"kRIT5": _edit("word_right"),
+    b"kLFT3": lambda t: t.model.cycle(-1), b"kRIT3": lambda t: t.model.cycle(+1),
 }
 
 # Alt+key arrives as ESC then key.

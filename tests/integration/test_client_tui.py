@@ -34,10 +34,10 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
 class Terminal:
     """One tmux session on a private tmux server, running one command."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, term: str = "xterm-256color") -> None:
         self.socket = f"forkchat-test-{uuid.uuid4().hex[:8]}"
         self.name = "client"
-        env = (f"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=xterm-256color "
+        env = (f"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM={term} "
                f"PYTHONPATH={shlex.quote(REPO)}")
         # After the client: its exit status and the terminal modes, then stay.
         modes = "$(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo | tr '\\n' ,)"
@@ -91,9 +91,9 @@ class Terminal:
 def terminal():
     made: list[Terminal] = []
 
-    def make(*args: str) -> Terminal:
+    def make(*args: str, term_type: str = "xterm-256color") -> Terminal:
         command = [sys.executable, "-m", "forkchat.client.app", *args]
-        term = Terminal(" ".join(shlex.quote(word) for word in command))
+        term = Terminal(" ".join(shlex.quote(word) for word in command), term_type)
         made.append(term)
         return term
     yield make
@@ -187,6 +187,26 @@ def test_switching_rooms_keeps_separate_buffers(server, terminal):
         assert "4:bob" in term.status_line()
     finally:
         bob.close()
+
+
+@pytest.mark.parametrize("term_type", ["xterm-256color", "tmux-256color"])
+def test_alt_right_and_left_switch_buffers(server, terminal, term_type):
+    """forkchat-client(1): Ctrl+N, Ctrl+P "Switch to the next or the previous
+    buffer, as do Alt+Right and Alt+Left"; xterm-style terminals send them as
+    the keys curses calls kRIT3 and kLFT3."""
+    term = terminal("-n", "alty", "-r", "#one", f"127.0.0.1:{server.port}",
+                    term_type=term_type)
+    term.wait_text("alty joined #one")
+    term.type("/join #two")
+    term.keys("Enter")
+    term.wait_for(lambda lines: "3:#two" in lines[HEIGHT - 2], "#two joined and shown")
+    term.keys("M-Left")
+    term.wait_for(lambda lines: "2:#one" in lines[HEIGHT - 2], "Alt+Left to #one")
+    term.keys("M-Right")
+    term.wait_for(lambda lines: "3:#two" in lines[HEIGHT - 2], "Alt+Right to #two")
+    term.keys("M-Right")
+    term.wait_for(lambda lines: "1:(status)" in lines[HEIGHT - 2], "Alt+Right round to 1")
+    assert term.input_line().rstrip() == "[(status)]"   # nothing typed by the keys
 
 
 def test_quit_restores_the_terminal(server, terminal):
