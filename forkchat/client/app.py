@@ -12,6 +12,7 @@ import os
 import re
 import ssl
 import sys
+from typing import TextIO
 
 from forkchat.client import connection, ircmsg, transport
 
@@ -23,6 +24,7 @@ NICK_PROMPT = "Choose your nickname: "
 # RFC 2812 2.3.1: a letter or special first, then letters, digits, specials, '-'.
 NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*\Z")
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 EPILOG = """\
 modes:
@@ -121,14 +123,19 @@ def read_password(path: str) -> str:
         return handle.readline().rstrip("\r\n")
 
 
+def prompt_stream() -> TextIO:
+    """Where the nickname question goes: stdout is for events unless a terminal."""
+    return sys.stdout if sys.stdout.isatty() else sys.stderr
+
+
 def ask_nick_tty() -> str | None:
     """Ask on the terminal until the answer is a valid nick (None on EOF)."""
     while True:
-        if not sys.stdout.isatty():   # stdout is for events then: ask on stderr
+        if prompt_stream() is sys.stderr:
             sys.stderr.write(NICK_PROMPT)
             sys.stderr.flush()
         try:
-            answer = input(NICK_PROMPT if sys.stdout.isatty() else "").strip()
+            answer = input(NICK_PROMPT if prompt_stream() is sys.stdout else "").strip()
         except EOFError:
             return None
         if valid_nick(answer):
@@ -220,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"forkchat-client: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:   # Ctrl+C at the nickname question: no traceback
+        prompt_stream().write("\n")   # the shell's prompt on a line of its own
+        prompt_stream().flush()
+        return EXIT_INTERRUPTED
     if tui_mode:
         from forkchat.client import tui  # curses is only needed here
         return tui.run(settings)

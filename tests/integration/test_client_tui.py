@@ -119,6 +119,16 @@ def test_asks_for_the_nickname_and_joins_the_lobby(server, terminal):
     assert "tuiuser" in status and "#lobby" in status and "1 members" in status
 
 
+def test_ctrl_c_at_the_nickname_question_exits_130_without_a_traceback(server, terminal):
+    term = terminal(f"127.0.0.1:{server.port}")
+    term.wait_text("Choose your nickname:")
+    term.type("half")
+    term.keys("C-c")
+    lines = term.wait_text("CLIENT-EXIT=")
+    assert any(line.startswith("CLIENT-EXIT=130 MODES=icanon,echo,") for line in lines), lines
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines), lines
+
+
 def test_half_typed_line_survives_incoming_text_then_is_sent(server, terminal):
     term = terminal("-n", "typist", f"127.0.0.1:{server.port}")
     term.wait_text("typist joined #lobby")
