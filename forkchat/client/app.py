@@ -23,6 +23,8 @@ DEFAULT_ROOM = "#lobby"
 NICK_PROMPT = "Choose your nickname: "
 # RFC 2812 2.3.1: a letter or special first, then letters, digits, specials, '-'.
 NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*\Z")
+# NICK_RE in words, for every message that refuses a nickname.
+NICK_RULE = "an ASCII letter or one of [ ] \\ ` _ ^ { | } first, then only those, digits and -"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -101,6 +103,11 @@ def valid_nick(nick: str) -> bool:
     return bool(NICK_RE.match(nick))
 
 
+def nick_problem(nick: str) -> str:
+    """Why `nick` is refused: the same sentence at the question and for -n."""
+    return f"invalid nickname {nick!r}: {NICK_RULE}"
+
+
 def room_name(name: str) -> str:
     """`ops` -> `#ops`, as /join does.
 
@@ -140,7 +147,8 @@ def ask_nick_tty() -> str | None:
             return None
         if valid_nick(answer):
             return answer
-        print(f"{answer!r} is not a valid nickname: start with a letter, no spaces.")
+        sys.stderr.write(f"forkchat-client: {nick_problem(answer)}\n")   # seen with > file too
+        sys.stderr.flush()
 
 
 def read_first_line(fd: int = 0) -> str:
@@ -170,7 +178,7 @@ def choose_nick(args: argparse.Namespace, interactive: bool) -> str:
         if not nick:
             raise ValueError("no nickname: use -n NICK or send it as the first input line")
     if not valid_nick(nick):
-        raise ValueError(f"invalid nickname {nick!r}: start with a letter, no spaces")
+        raise ValueError(nick_problem(nick))
     return nick
 
 

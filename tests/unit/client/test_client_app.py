@@ -25,7 +25,8 @@ def test_parse_address_errors(text):
 
 
 @pytest.mark.parametrize("nick, ok", [
-    ("bob", True), ("[bot]", True), ("a-b_c", True), ("9lives", False),
+    ("bob", True), ("[bot]", True), ("a-b_c", True), ("_bob", True), ("[x]", True),
+    ("`^{|}\\", True), ("9lives", False),
     ("-x", False), ("two words", False), ("", False), ("é", False),
 ])
 def test_valid_nick(nick, ok):
@@ -56,6 +57,31 @@ def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
     assert app.main(argv + ["--line"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_refused_answer_to_the_question_is_told_on_stderr(monkeypatch, capsys):
+    """`forkchat-client host > file`: the question and its complaint must stay
+    on the terminal, so on stderr, worded as the rule the code applies."""
+    answers = iter(["9lives", "_bob"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    assert app.ask_nick_tty() == "_bob"
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"forkchat-client: invalid nickname '9lives': {app.NICK_RULE}\n" in captured.err
+    assert "start with a letter" not in captured.err
+
+
+def test_a_refused_n_is_told_with_the_same_rule(capsys):
+    assert app.main(["-n", "9lives", "--line"]) == 2
+    assert capsys.readouterr().err == \
+        f"forkchat-client: invalid nickname '9lives': {app.NICK_RULE}\n"
+
+
+def test_the_rule_in_words_matches_the_rule_in_code():
+    """Every character NICK_RULE names may start a nick; digits and - only follow."""
+    specials = app.NICK_RULE.split("one of ")[1].split(" first")[0].split()
+    assert all(app.valid_nick(char) and app.valid_nick("a" + char) for char in specials)
+    assert app.valid_nick("a1-") and not app.valid_nick("1a") and not app.valid_nick("-a")
 
 
 def test_alternative_nicks():
