@@ -24,6 +24,9 @@ _FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}"
 _SERVER_TEXT_NUMERICS = frozenset(
     list(range(1, 100)) + list(range(250, 267)) + [372, 375, 376, 422])
 _SILENT_NUMERICS = frozenset([315, 318, 321, 329, 333, 369])
+# Server text whose counts are repeated in the text itself (RPL_LOCALUSERS,
+# RPL_GLOBALUSERS: `1 1 :Current local users 1, max 1`): the text alone.
+_TEXT_ONLY_NUMERICS = frozenset([265, 266])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +195,8 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
     params = msg.params[1:]
     if code in _SILENT_NUMERICS:
         return []
+    if code in _TEXT_ONLY_NUMERICS and params:
+        return [_event("server", msg, nick=msg.prefix, text=params[-1])]
     if code in _SERVER_TEXT_NUMERICS:
         return [_event("server", msg, nick=msg.prefix, text=" ".join(params))]
     if code == 332:

@@ -48,6 +48,18 @@ def test_server_chatter_is_its_own_kind(raw):
     assert [e.kind for e in events.translate(ircmsg.parse(raw), "bob")] == ["server"]
 
 
+@pytest.mark.parametrize("raw, text", [
+    (":srv 265 bob 1 1 :Current local users 1, max 1", "Current local users 1, max 1"),
+    (":srv 266 bob 3 7 :Current global users 3, max 7", "Current global users 3, max 7"),
+    (":srv 265 bob :Current local users: 1", "Current local users: 1"),
+    (":srv 252 bob 2 :operator(s) online", "2 operator(s) online"),   # count not in the text
+])
+def test_user_count_numerics_show_their_text(raw, text):
+    """Buffer 1 read `1 1 Current local users 1, max 1`: the counts come twice."""
+    assert [(e.kind, e.text) for e in events.translate(ircmsg.parse(raw), "bob")] == [
+        ("server", text)]
+
+
 @pytest.mark.parametrize("raw", [":srv 366 bob #l :End", ":srv 318 bob a :End", "PING :x"])
 def test_silent_or_structural(raw):
     assert all(e.kind in ("names_end",) for e in events.translate(ircmsg.parse(raw), "bob"))
