@@ -1,0 +1,52 @@
+"""Line mode's idea of the current target, fed lines without a server.
+
+The Connection is made but never started, so lines are only queued; what is
+checked is where the next piped line would go.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from forkchat.client import connection, linemode
+
+
+@pytest.fixture
+def line_mode():
+    made = linemode.LineMode(connection.Settings(nick="lm", rooms=("#lobby", "#ops")),
+                             out=io.StringIO(), err=io.StringIO())
+    yield made
+    made.sel.close()
+
+
+def feed(mode: linemode.LineMode, *lines: str) -> None:
+    for line in lines:
+        mode._handle_line(line.encode())
+
+
+def test_part_of_the_current_room_moves_on_before_the_echo(line_mode):
+    feed(line_mode, "/join #x")
+    assert line_mode.current == "#x"
+    feed(line_mode, "/part")
+    assert line_mode.current == "#lobby"
+
+
+def test_part_skips_rooms_being_left(line_mode):
+    feed(line_mode, "/part #lobby", "/part #ops bye")
+    assert line_mode.current == ""
+    feed(line_mode, "/join #new")
+    assert line_mode.current == "#new"
+
+
+def test_part_of_another_room_keeps_the_current_one(line_mode):
+    feed(line_mode, "/switch #ops", "/part #lobby")
+    assert line_mode.current == "#ops"
+
+
+def test_part_in_a_conversation_goes_back_to_a_room(line_mode):
+    feed(line_mode, "/query alice")
+    assert line_mode.current == "alice"
+    feed(line_mode, "/part")
+    assert line_mode.current == "#lobby"
