@@ -246,6 +246,14 @@ class ChatModel:
     def _to_active(self, event: events.UiEvent) -> None:
         self.add(self.current, self._line(event))
 
+    def _error(self, event: events.UiEvent) -> None:
+        """Shown where we are, and in the room it is about (a refused rejoin
+        says there why the room's buffer is no longer joined)."""
+        self._to_active(event)
+        buffer = self.find(event.buffer) if event.buffer else None
+        if buffer is not None and buffer is not self.current:
+            self.add(buffer, self._line(event))
+
     def _mode(self, event: events.UiEvent) -> None:
         self.add(self.find(event.buffer) or self.buffers[0], self._line(event))
 
@@ -257,4 +265,5 @@ ROUTES: dict[str, Callable[[ChatModel, events.UiEvent], None]] = {
     "topic": ChatModel._topic, "names": ChatModel._names,
     "names_end": ChatModel._names_end, "status": ChatModel._status,
     "server": ChatModel._to_status, "mode": ChatModel._mode,
+    "error": ChatModel._error,
 }

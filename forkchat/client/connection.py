@@ -96,6 +96,7 @@ class Connection:
         # Their keys (casefolded room -> key), given with JOIN after a reconnect.
         self.keys: dict[str, str] = {}
         self._offered_keys: dict[str, str] = {}   # sent with a JOIN not yet confirmed
+        self._rejoining: set[str] = set()          # rejoins not yet answered
         self._param_modes = dict(DEFAULT_PARAM_MODES)
         self.state = "idle"
         self.fatal = ""
@@ -292,6 +293,7 @@ class Connection:
         self._deadlines.pop("connect", None)
         self._attempt = 0
         self._lost_since = None
+        self._rejoining = set(self.rooms)
         joins = [self._join_line(room) for room in self.rooms.values()]
         if joins:
             self._queue.extendleft(reversed([(line, False) for line in joins]))
@@ -356,6 +358,7 @@ class Connection:
         if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
             room = ircmsg.casefold(msg.param(0))
             self.rooms[room] = msg.param(0)
+            self._rejoining.discard(room)
             key = self._offered_keys.pop(room, "")
             if key:
                 self.keys[room] = key
@@ -377,8 +380,17 @@ class Connection:
         return False
 
     def _on_join_refused(self, msg: ircmsg.Message) -> bool:
-        """The key we offered did not open the room: nothing to remember."""
-        self._offered_keys.pop(ircmsg.casefold(msg.param(1)), None)
+        """The key we offered did not open the room: nothing to remember.
+
+        A refused rejoin (the key changed, a ban, +i while we were away) means
+        we are no longer in the room: forget it rather than retry it after
+        every reconnect; the error is shown as it is.
+        """
+        room = ircmsg.casefold(msg.param(1))
+        self._offered_keys.pop(room, None)
+        if room in self._rejoining:
+            self._rejoining.discard(room)
+            self._forget_room(room)
         return False
 
     def _on_mode(self, msg: ircmsg.Message) -> bool:

@@ -209,7 +209,8 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
     if 400 <= code < 600:
         where = " ".join(params[:-1])
         text = f"{where}: {params[-1]}" if where else (params[-1] if params else str(code))
-        return [_event("error", msg, text=text, other=str(code))]
+        room = params[0] if len(params) > 1 and ircmsg.is_room(params[0]) else ""
+        return [_event("error", msg, buffer=room, text=text, other=str(code))]
     return [_event("reply", msg, text=_reply_text(code, params))]
 
 

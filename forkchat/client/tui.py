@@ -355,7 +355,7 @@ class Tui:
         parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
                  f"{self.model.active + 1}:{buffer.name}"]
         if buffer.is_room:
-            parts.append(f"{len(buffer.members)} members")
+            parts.append(f"{len(buffer.members)} members" if buffer.joined else "not joined")
         active = [f"{i + 1}{'*' if b.highlight else ''}"
                   for i, b in enumerate(self.model.buffers) if b.unread]
         if active:

@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -302,6 +303,30 @@ def test_reconnects_after_the_server_restarts(make_server, terminal):
         assert list(msg.params) == ["#ops", "back again"]
     finally:
         watcher.close()
+
+
+def test_a_refused_rejoin_says_so_in_the_room(make_server, terminal):
+    """Banned while connected, the ban kept over a restart: the rejoin is
+    refused, and the room's buffer says why and that it is not joined."""
+    with tempfile.TemporaryDirectory(prefix="forkchat-state-") as state_dir:
+        os.chmod(state_dir, 0o777)   # the server drops root to nobody
+        state = ["--state-dir", state_dir]
+        first = make_server(extra_args=state)
+        port = first.port
+        owner = other_user(port, "owner", "#vault")
+        try:
+            term = terminal("-n", "banned", "-r", "#vault", f"127.0.0.1:{port}")
+            term.wait_text("banned joined #vault")
+            owner.send("MODE #vault +b banned!*@*")
+            term.wait_text("owner sets mode +b banned!*@* on #vault")
+        finally:
+            owner.close()
+        first.stop()
+        term.wait_text("reconnecting")
+        make_server(listen=[f"127.0.0.1:{port}"], extra_args=state)
+        term.wait_text("#vault: Cannot join channel (+b)", timeout=30)
+        term.wait_for(lambda lines: "2:#vault | not joined" in lines[HEIGHT - 2],
+                      "'not joined' in the status line")
 
 
 def test_refused_connection_leaves_a_clean_terminal_and_one_line(make_server, terminal):

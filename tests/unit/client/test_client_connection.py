@@ -261,3 +261,23 @@ def test_rejoin_follows_key_modes_seen_in_the_room(peer, monkeypatch):
     harness.expect_line("JOIN #c new")
     assert sorted(line for line in harness.seen if line.startswith("JOIN")) == [
         "JOIN #a akey", "JOIN #b", "JOIN #c new", "JOIN #lobby"]
+
+
+def test_a_refused_rejoin_forgets_the_room(peer, monkeypatch):
+    """Banned (or the key changed) while away: no retry after every reconnect."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    peer.send(":bob!u@h JOIN #lobby")
+    peer.send(":bob!u@h JOIN #banned")
+    harness.until(lambda: "#banned" in harness.conn.rooms, "the join")
+    reconnect(harness, peer)
+    harness.expect_line("JOIN #banned")
+    peer.send(":srv 474 bob #banned :Cannot join channel (+b)")
+    peer.send(":bob!u@h JOIN #lobby")
+    harness.until(lambda: "#banned" not in harness.conn.rooms, "#banned forgotten")
+    [error] = [e for e in harness.events if e.kind == "error"]
+    assert (error.buffer, error.text) == ("#banned", "#banned: Cannot join channel (+b)")
+    reconnect(harness, peer)
+    harness.expect_line("JOIN #lobby")
+    assert "JOIN #banned" not in harness.seen

@@ -113,3 +113,19 @@ def test_wrap_never_splits_wide_chars():
 def test_nick_colour_is_stable_and_case_insensitive():
     assert tui.nick_colour_index("Alice") == tui.nick_colour_index("alice")
     assert 0 <= tui.nick_colour_index("bob") < len(tui.NICK_COLOURS)
+
+
+def test_an_error_about_a_room_is_shown_in_its_buffer_too():
+    """A refused rejoin tells, in the room's own buffer, why it is not joined."""
+    model = model_in_lobby()
+    model.apply(ev("join", buffer="#vault", nick="bob", own=True))
+    model.switch(model.buffers[1])
+    model.apply(ev("status", text="Disconnected", other=connection.STATUS_DISCONNECTED))
+    model.apply(ev("error", buffer="#vault", text="#vault: Cannot join channel (+b)",
+                   other="474"))
+    vault = model.find("#vault")
+    assert vault is not None and not vault.joined
+    assert vault.lines[-1].text == "#vault: Cannot join channel (+b)"
+    assert model.current.lines[-1].text == "#vault: Cannot join channel (+b)"
+    model.apply(ev("error", text="alice: No such nick/channel", other="401"))
+    assert vault.lines[-1].text == "#vault: Cannot join channel (+b)"
