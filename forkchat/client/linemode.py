@@ -6,9 +6,10 @@ For pipes, cron jobs and scripts:
 
 Each stdin line is sent to the current room (the first `-r` room) or, when
 it starts with `/`, run as a command (`/join #other` also makes #other the
-current room, and `/part` of the current room makes the next room we are in
-current at once, before the server's echo).  Each event that arrives is printed as one line on stdout
-(`events.line_text`); link status and errors go to stderr.  At EOF the lines
+current room; `/part` of the current room makes the first room we are still
+in current at once, not at the server's echo, which comes after the lines
+piped behind it are read).  Each event that arrives is printed as one line
+on stdout (`events.line_text`); link status and errors go to stderr.  At EOF the lines
 still queued are sent, a PING is sent behind them, and only when its PONG
 arrives (proof the server has processed every line) does the client QUIT.
 
