@@ -51,6 +51,7 @@ class LineMode:
         self._err = err or sys.stderr
         self._pending = b""
         self._reading = False
+        self._stdin_is_file = False   # a file or /dev/null: no select(), never blocks
         self._eof = False
         self._quit_reason = ""
         self._names_quiet: set[str] = set()
@@ -61,8 +62,11 @@ class LineMode:
         try:
             while not self.conn.closed:
                 self._watch_stdin()
-                for key, mask in self.sel.select(self.conn.next_timeout()):
+                polling = self._reading and self._stdin_is_file
+                for key, mask in self.sel.select(0.0 if polling else self.conn.next_timeout()):
                     key.data(mask)
+                if polling:
+                    self._on_stdin(selectors.EVENT_READ)
                 self.conn.tick()
         except KeyboardInterrupt:
             self.conn.quit("Interrupted")
@@ -78,9 +82,17 @@ class LineMode:
     # ---- stdin --------------------------------------------------------------
 
     def _watch_stdin(self) -> None:
-        """Start reading stdin once registered (early lines would race JOIN)."""
+        """Start reading stdin once registered (early lines would race JOIN).
+
+        `< message.txt` or `< /dev/null`: epoll refuses a regular file or
+        /dev/null (EPERM); they are always readable, so the loop reads them
+        each turn instead, until their EOF.
+        """
         if self.conn.ready and not self._reading and not self._eof:
-            self.sel.register(self._stdin_fd, selectors.EVENT_READ, self._on_stdin)
+            try:
+                self.sel.register(self._stdin_fd, selectors.EVENT_READ, self._on_stdin)
+            except PermissionError:
+                self._stdin_is_file = True
             self._reading = True
 
     def _on_stdin(self, mask: int) -> None:
@@ -101,9 +113,9 @@ class LineMode:
         """EOF or /quit: stop reading, send the rest, quit after the PONG."""
         if last:
             self._handle_line(last)
-        if self._reading:
+        if self._reading and not self._stdin_is_file:
             self.sel.unregister(self._stdin_fd)
-            self._reading = False
+        self._reading = False
         if not self._eof:
             self._eof = True
             self._quit_reason = reason

@@ -185,6 +185,22 @@ def test_part_makes_the_next_room_current_at_once(server, registered):
     expect_privmsg(watcher, "lm", "#lobby", "back?")
 
 
+def test_input_from_a_file_or_dev_null(server, registered, tmp_path):
+    """`forkchat-client ... < message.txt`: epoll will not watch a regular file
+    (nor /dev/null); the lines still go out, and no traceback."""
+    watcher = watcher_in(registered, "#lobby")
+    message = tmp_path / "message.txt"
+    message.write_text("first from a file\nsecond from a file")
+    for path in (str(message), os.devnull):
+        with open(path, "rb") as stdin:
+            result = subprocess.run(CLIENT + ["-n", "filer", f"127.0.0.1:{server.port}"],
+                                    stdin=stdin, capture_output=True, env=client_env(),
+                                    cwd=REPO, timeout=30)
+        assert (result.returncode, result.stderr) == (0, b""), path
+    expect_privmsg(watcher, "filer", "#lobby", "first from a file")
+    expect_privmsg(watcher, "filer", "#lobby", "second from a file")
+
+
 def test_connection_refused_exits_non_zero_with_one_line(make_server):
     dead = make_server()
     port = dead.port
