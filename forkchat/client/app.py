@@ -227,7 +227,28 @@ def make_settings(args: argparse.Namespace, interactive: bool) -> connection.Set
                                ca_file=args.ca_file, insecure=args.insecure, password=password)
 
 
+def _reopen_closed_stdio() -> None:
+    """Started with stdin, stdout or stderr closed (`<&-`): put /dev/null there.
+
+    Otherwise Python has no sys.stdin to ask isatty(), and the next file the
+    client opens (its server socket) would become descriptor 0 and be read
+    as input.  Closed stdin then reads as empty input, like `< /dev/null`.
+    """
+    for fd, flags in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, flags)      # the lowest free descriptor: this one
+    if sys.stdin is None:
+        sys.stdin = open(0, closefd=False)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _reopen_closed_stdio()
     args = build_parser().parse_args(argv)
     tui_mode = use_tui(args)
     try:

@@ -201,6 +201,18 @@ def test_input_from_a_file_or_dev_null(server, registered, tmp_path):
     expect_privmsg(watcher, "filer", "#lobby", "second from a file")
 
 
+def test_closed_stdin_reads_as_empty_input(server, registered):
+    """`forkchat-client ... <&-`: no sys.stdin, and fd 0 free for the next file
+    opened; it must read as empty input (like /dev/null), not crash."""
+    watcher = watcher_in(registered, "#lobby")
+    result = subprocess.run(CLIENT + ["-n", "closed", f"127.0.0.1:{server.port}"],
+                            stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0),
+                            capture_output=True, env=client_env(), cwd=REPO, timeout=30)
+    assert (result.returncode, result.stderr) == (0, b"")
+    got = watcher.expect(lambda m: m.command in ("JOIN", "QUIT") and m.prefix.startswith("closed!"))
+    assert got.command == "JOIN"
+
+
 def test_connection_refused_exits_non_zero_with_one_line(make_server):
     dead = make_server()
     port = dead.port
