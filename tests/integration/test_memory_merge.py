@@ -6,6 +6,8 @@ worker carries (/proc/PID/ksm_stat) and the log line that tells the
 operator which case applies.
 """
 
+import signal
+
 import pytest
 
 from forkchat import children
@@ -49,3 +51,19 @@ def test_workers_are_not_offered_by_default(make_server):
     assert merge_any(pid) == "no"
     assert "memory_merge" not in server.log_text()
     client.close()
+
+
+def test_a_reload_applies_memory_merge_to_new_connections_only(make_server):
+    """forkchat.toml(5): memory_merge takes effect for new connections, through
+    the new spawner a reload starts; workers already running keep theirs."""
+    server = make_server()
+    before, old_pid = registered_worker(server, "dora")
+    server.write_config("[server]\nmemory_merge = true\n" + TEST_LIMITS)
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    server.wait_for_text("configuration reloaded", start=mark)
+    server.wait_for_text("memory_merge", start=mark)      # the new spawner says it
+    after, new_pid = registered_worker(server, "eve")
+    assert (merge_any(old_pid), merge_any(new_pid)) == ("no", "yes")
+    before.close()
+    after.close()
