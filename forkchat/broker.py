@@ -54,6 +54,9 @@ STORE_EVERY_S = 0.5   # room records reach the disk at most this often
 FLUSH_WINDOW_S = 0.004  # busy turns gather output this long before sending
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
+# STATS m counts the shared-state commands the broker serves; any other name
+# (a client may send endless made-up ones) is answered 421 and not counted.
+_COUNTED = frozenset(state.HANDLERS) | {"STATS"}
 _ROOM_CHANGING = frozenset({"JOIN", "PART", "KICK", "KILL"})
 _ROOM_RECORD_CHANGING = frozenset({"TOPIC", "MODE"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
@@ -339,7 +342,8 @@ class Broker:
         except protocol.ProtocolError:
             return
         assert link.cid is not None
-        self.command_counts[msg.command] = self.command_counts.get(msg.command, 0) + 1
+        if msg.command in _COUNTED:          # an unknown name must not grow the table
+            self.command_counts[msg.command] = self.command_counts.get(msg.command, 0) + 1
         if msg.command == "STATS":
             self._stats_commands(link.cid)
             return

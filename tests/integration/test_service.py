@@ -232,10 +232,14 @@ def test_stats_m_counts_commands_for_operators(make_server):
     client.expect("381")
     client.join("#a")
     client.send("PRIVMSG #a :one")
+    for index in range(20):                  # made-up names: answered, never counted
+        client.send(f"ZZJUNK{index} x")
+        client.expect("421")
     client.send("STATS m")
     counts = {m.params[1]: int(m.params[2]) for m in client.collect_until("219")
               if m.command == "212"}
     assert counts["JOIN"] >= 1 and counts["PRIVMSG"] >= 1
+    assert not [name for name in counts if name.startswith("ZZJUNK")], counts
     client.close()
 
 
