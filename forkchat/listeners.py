@@ -87,13 +87,18 @@ def adopt(fd: int, spec: config.Listener) -> Bound:
     return Bound(sock, spec, tls_context(spec), adopted=True)
 
 
-def refuse(conn: socket.socket, peer: str, reason: str) -> None:
-    """Tell a client we will not serve it, without a worker for it."""
-    try:
-        conn.setblocking(False)
-        conn.send(f"ERROR :Closing Link: {peer} ({reason})\r\n".encode())
-    except OSError:
-        pass
+def refuse(conn: socket.socket, peer: str, reason: str, encrypted: bool = False) -> None:
+    """Tell a client we will not serve it, without a worker for it.
+
+    On a TLS listener nothing is written: only a worker speaks TLS, and a
+    plain-text line would reach the client as a broken handshake.
+    """
+    if not encrypted:
+        try:
+            conn.setblocking(False)
+            conn.send(f"ERROR :Closing Link: {peer} ({reason})\r\n".encode())
+        except OSError:
+            pass
     conn.close()
 
 

@@ -142,13 +142,14 @@ class Spawner:
     def spawn(self, fd: int, fields: list[str]) -> None:
         cid_text, proto, index, peer = fields
         conn = socket.socket(fileno=fd)
+        tls = None
         try:
             tls = self.tls_contexts[int(index)]
             process = children.start("forkchat-worker", self.worker_main,
                                      (conn, peer, proto, int(cid_text), self.cfg,
                                       self.broker_address, tls, self.supervisor_pid))
         except (OSError, ValueError, IndexError) as error:
-            listeners.refuse(conn, peer, "Server is busy, try again later")
+            listeners.refuse(conn, peer, "Server is busy, try again later", tls is not None)
             self.report(f"F {cid_text} {error}")
             return
         finally:
@@ -186,6 +187,7 @@ class Request:
     proto: str
     listener_id: int
     sent: bool = False
+    encrypted: bool = False       # a TLS listener's: refused without a word
 
 
 class Handle:

@@ -254,7 +254,7 @@ class Supervisor:
         if reason is None:
             self.spawn_worker(conn, peer, bound)
             return
-        listeners.refuse(conn, peer, reason)
+        listeners.refuse(conn, peer, reason, bound.tls is not None)
         log.warning("refused connection from %s: limit reached", peer)
 
     # -- children ----------------------------------------------------------------
@@ -277,11 +277,12 @@ class Supervisor:
         if handle is None or not handle.knows(id(bound)):
             # no spawner (one is being restarted), or a listener added by a
             # reload whose new spawner could not be started
-            listeners.refuse(conn, peer, "Server is busy, try again later")
+            listeners.refuse(conn, peer, "Server is busy, try again later", bound.tls is not None)
             return
         cid = self.next_cid
         self.next_cid += 1
-        handle.request(spawner.Request(cid, conn, peer, bound.spec.protocol, id(bound)))
+        handle.request(spawner.Request(cid, conn, peer, bound.spec.protocol, id(bound),
+                                       encrypted=bound.tls is not None))
         self.admission.admitted(peer)
         self._flush_spawner(handle)
 
@@ -324,7 +325,8 @@ class Supervisor:
         while handle.unsendable:
             request = handle.unsendable.pop()
             log.error("cannot pass conn %d from %s to the spawner", request.cid, request.peer)
-            listeners.refuse(request.conn, request.peer, "Server is busy, try again later")
+            listeners.refuse(request.conn, request.peer, "Server is busy, try again later",
+                             request.encrypted)
             self.admission.gone(request.peer)
         self._want_writes(handle.sock, not done, lambda mask: self.on_spawner(handle, mask))
 
@@ -484,7 +486,8 @@ class Supervisor:
             if handle is not None and not self.stopping and handle.knows(request.listener_id):
                 handle.request(request)
             else:
-                listeners.refuse(request.conn, request.peer, "Server is busy, try again later")
+                listeners.refuse(request.conn, request.peer, "Server is busy, try again later",
+                                 request.encrypted)
                 self.admission.gone(request.peer)
         if handle is not None and requests:
             self._flush_spawner(handle)
