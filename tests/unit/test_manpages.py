@@ -312,7 +312,8 @@ def test_refusal_reasons_documented() -> None:
     from forkchat import admission
     package = Path(__file__).resolve().parents[2] / "forkchat"
     source = "".join((package / name).read_text() for name in ("supervisor.py", "spawner.py"))
-    reasons = re.findall(r'refuse\(conn, peer, "([^"]+)"\)', source) + list(admission.REFUSALS)
+    reasons = re.findall(r'refuse\((?:request\.)?conn, (?:request\.)?peer, "([^"]+)"', source) \
+        + list(admission.REFUSALS)
     assert len(reasons) >= 5
     text = rendered("forkchat.toml.5")
     assert [r for r in reasons if r not in text] == []
