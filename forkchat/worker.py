@@ -257,8 +257,7 @@ class Worker:
             self.close("Connection closed")
             return
         self.client_eof = True
-        self.client_watch = selectors.EVENT_WRITE
-        self.selector.modify(self.sock, selectors.EVENT_WRITE, self.on_client)
+        self._watch_client()
         self._process_lines()
 
     def _paused(self) -> bool:
@@ -418,11 +417,30 @@ class Worker:
                 self.stuck = True
                 self.close("Max SendQ exceeded")
                 return
+        self._watch_client()
+
+    def _watch_client(self) -> None:
+        """Watch the client socket for what is needed now, and nothing else.
+
+        After the client's EOF there is nothing to read, and a half-closed
+        socket is always writable: watching it then would make select()
+        return at once every turn while flood control or a broker sync
+        holds input.  With nothing to wait for, it is left out of the
+        selector and the loop sleeps until a timer or the broker.
+        """
+        if self.done:
+            return
         want = 0 if self.client_eof else selectors.EVENT_READ
-        want |= selectors.EVENT_WRITE if self.sendq or not want else 0
-        if want != self.client_watch and not self.done:
-            self.client_watch = want
+        want |= selectors.EVENT_WRITE if self.sendq else 0
+        if want == self.client_watch:
+            return
+        if not want:
+            self.selector.unregister(self.sock)
+        elif not self.client_watch:
+            self.selector.register(self.sock, want, self.on_client)
+        else:
             self.selector.modify(self.sock, want, self.on_client)
+        self.client_watch = want
 
     # -- commands.Context ----------------------------------------------------
 
