@@ -100,8 +100,8 @@ class Worker:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._install_signals()
         if self.tls is not None:
-            self.sock = self.tls.wrap_socket(self.sock, server_side=True,
-                                             do_handshake_on_connect=False)
+            if not self._wrap_tls(self.tls):
+                return 0
             self.selector.register(self.sock, selectors.EVENT_READ, self.on_handshake)
         else:
             self.selector.register(self.sock, selectors.EVENT_READ, self.on_client)
@@ -117,6 +117,23 @@ class Worker:
             self._turn()
         self._finish()
         return 0
+
+    def _wrap_tls(self, tls: ssl.SSLContext) -> bool:
+        """Wrap the client socket for TLS; False (and it is closed) if it failed.
+
+        A client that reset the connection before the worker started makes
+        the wrap itself fail: that is a failed handshake like any other, and
+        no broker has heard of this client yet.
+        """
+        try:
+            self.sock = tls.wrap_socket(self.sock, server_side=True,
+                                        do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError) as error:
+            log.info("conn %d from %s: TLS handshake failed: %s", self.session.cid,
+                     self.session.host, getattr(error, "reason", None) or error)
+            self.sock.close()
+            return False
+        return True
 
     def _turn(self) -> None:
         self._flush_link()

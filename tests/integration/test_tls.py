@@ -6,6 +6,7 @@ import tempfile
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 
 import pytest
@@ -120,3 +121,35 @@ def test_sighup_reloads_the_certificate_for_new_connections(make_server, certs):
     before.sync()                        # the old connection is untouched
     before.close()
     after.close()
+
+
+def reset_at_once(port: int, first: bytes) -> None:
+    """Connect, maybe send a little, and close with a reset (SO_LINGER 0)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.connect(("127.0.0.1", port))
+    if first:
+        sock.send(first)
+    sock.close()
+
+
+def test_a_reset_before_the_handshake_costs_nothing(make_server, certs):
+    """A reset may reach the worker before it wraps the socket: a failed
+    handshake like any other, one log line, no traceback."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    port = tls_port(server)
+    witness = TlsClient(port, cert)
+    witness.register("witness")
+    resets = 12
+    for index in range(resets):
+        reset_at_once(port, b"\x16\x03\x01\x00\x05hello" if index % 2 else b"")
+    server.wait_for_log(lambda: server.log_text().count("TLS handshake failed") >= resets,
+                        f"{resets} failed handshakes")
+    witness.sync()
+    again = TlsClient(port, cert)
+    again.register("again")
+    witness.close()
+    again.close()
+    assert "Traceback" not in server.log_text()
+    assert "exited with status" not in server.log_text()
