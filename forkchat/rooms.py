@@ -358,5 +358,25 @@ def mode_line_params(applied: list[ModeChange]) -> list[str]:
     return ["".join(letters), *params]
 
 
+def mode_line_groups(applied: list[ModeChange], room_bytes: int) -> list[list[ModeChange]]:
+    """The applied changes cut into groups whose MODE parameters fit
+    `room_bytes` each, so no echo is cut short (a member would keep a ban
+    mask that does not exist).  A change costs its letter, perhaps a sign,
+    and its parameter with a space."""
+    groups: list[list[ModeChange]] = []
+    group: list[ModeChange] = []
+    used = 0
+    for change in applied:
+        cost = 2 + (len(change.param.encode()) + 1 if change.param else 0)
+        if group and used + cost > room_bytes:
+            groups.append(group)
+            group, used = [], 0
+        group.append(change)
+        used += cost
+    if group:
+        groups.append(group)
+    return groups
+
+
 def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default

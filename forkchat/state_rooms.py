@@ -376,8 +376,10 @@ def room_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
                                 client.prefix, int(st.now()), st.settings.bans_per_room)
     for error in outcome.errors:
         out.send(client.cid, st.error_line(client, error))
-    if outcome.applied:
-        params = rooms.mode_line_params(outcome.applied)
+    # ':prefix MODE #room ' and CRLF, and a ':' the last parameter may need
+    overhead = len(f":{client.prefix} MODE {room.name} ".encode()) + 3
+    for group in rooms.mode_line_groups(outcome.applied, protocol.MAX_LINE_BYTES - overhead):
+        params = rooms.mode_line_params(group)
         out.fanout(list(room.members), protocol.format_line(client.prefix, "MODE", room.name, *params))
     for cid in outcome.touched:
         st.send_rooms_update(st.clients[cid], out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forkchat import numerics, rooms
+from forkchat import numerics, protocol, rooms
 
 C = rooms.ModeChange
 
@@ -232,3 +232,20 @@ def test_highest_prefix(status, expected):
 @pytest.mark.parametrize("flags, symbol", [({"s"}, "@"), ({"p"}, "*"), (set(), "="), ({"s", "p"}, "@")])
 def test_names_symbol(flags, symbol):
     assert rooms.Room("#r", created=1, flags=flags).names_symbol() == symbol
+
+
+def test_mode_line_groups_keep_every_echo_within_a_line():
+    """Four long ban masks do not fit one 512-byte MODE line: the echo is cut
+    into lines that each fit, and together carry every change, in order."""
+    changes = [rooms.ModeChange(True, "b", f"m{i}" + "x" * 120 + "!*@*") for i in range(4)]
+    changes.insert(1, rooms.ModeChange(True, "m", ""))
+    prefix, room = "banop_with_a_long_nickname!u@127.0.0.1", "#bans"
+    overhead = len(f":{prefix} MODE {room} ".encode()) + 3
+    groups = rooms.mode_line_groups(changes, protocol.MAX_LINE_BYTES - overhead)
+    assert [change for group in groups for change in group] == changes
+    assert len(groups) == 2
+    for group in groups:
+        line = protocol.format_line(prefix, "MODE", room, *rooms.mode_line_params(group))
+        assert len(line) <= protocol.MAX_LINE_BYTES
+        assert protocol.parse_line(line[:-2]).params[2:] == [c.param for c in group if c.param]
+    assert rooms.mode_line_groups([], 400) == []

@@ -1061,3 +1061,14 @@ def test_fuzz_lifecycle_keeps_invariants(seed):
             w.st.request(cid, protocol.parse_text(line), w.out)
         check_invariants(w.st)
         w.out.take()
+
+
+def test_a_mode_echo_too_long_for_one_line_is_split_not_cut(room):
+    """Four 120-character ban masks: every member gets the changes on two MODE
+    lines, each within 512 bytes, with every mask whole."""
+    masks = [f"m{i}" + "x" * 120 for i in range(4)]
+    got = [line for cid, line in room.cmd("alice", "MODE #room +bbbb " + " ".join(masks))
+           if cid == room.cids["bob"]]
+    assert len(got) == 2 and all(len(line) + 2 <= 512 for line in got)
+    carried = [param for line in got for param in protocol.parse_text(line).params[2:]]
+    assert carried == [mask + "!*@*" for mask in masks]
