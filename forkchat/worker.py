@@ -85,6 +85,7 @@ class Worker:
         self.tutorial_attempt = 0
         self.tutorial_connected = False
         self.tutorial_chunks: list[bytes] = []
+        self.tutorial_lines: list[bytes] = []     # the rest of a chunk being relayed
         self.client_watch = selectors.EVENT_READ
         self.syncs_pending = 0
         self.unsynced = False
@@ -346,24 +347,38 @@ class Worker:
     def _tutorial_flush(self) -> None:
         """Relay held chunks as the flood bucket allows; too many is a flood.
 
+        A chunk may become many PRIVMSGs, and each takes a flood token as
+        an IRC client's line does: the rest of the chunk waits for later.
         Each one is echoed as sent, so none may go while the client is
         outside its room: there it would reach nobody.
         """
         room = self.cfg.server.default_room
-        while self.tutorial_chunks and self.session.registered and not self._paused():
+        while self._tutorial_held() and self.session.registered and not self._paused():
             if not self._in_default_room():
                 self._tutorial_farewell(tutorial.outside(room))
                 return
+            if not self.tutorial_lines:
+                chunk = self.tutorial_chunks.pop(0)
+                self.tutorial_lines = tutorial.chunk_to_lines(chunk, self.session.nick, room)
+                continue
             if not self.bucket.take():
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
                 break
-            chunk = self.tutorial_chunks.pop(0)
-            for line in tutorial.chunk_to_lines(chunk, self.session.nick, room):
-                self.forward(line)
-                text = line.split(b" :", 1)[1].decode("utf-8", "replace")
-                self.sendq += tutorial.to_ascii(f"{self.session.nick}: {text}")
-        if sum(map(len, self.tutorial_chunks)) > self.cfg.limits.recvq_bytes:
+            line = self.tutorial_lines.pop(0)
+            self.forward(line)
+            text = line.split(b" :", 1)[1].decode("utf-8", "replace")
+            self.sendq += tutorial.to_ascii(f"{self.session.nick}: {text}")
+        if self._tutorial_held_bytes() > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
+
+    def _tutorial_held_bytes(self) -> int:
+        """What the client sent and waits, counted as its recvq would be."""
+        texts = sum(len(line) - line.index(b" :") - 2 for line in self.tutorial_lines)
+        return sum(map(len, self.tutorial_chunks)) + texts
+
+    def _tutorial_held(self) -> bool:
+        """Whether the client has said anything not relayed yet."""
+        return bool(self.tutorial_chunks or self.tutorial_lines)
 
     def _process_input(self) -> None:
         if self.tutorial:

@@ -175,3 +175,49 @@ def test_refused_tutorial_client_gets_the_irc_error_line(make_server):
         b"ERROR :Closing Link: 127.0.0.1 (Too many connections from your address)\r\n"
     second.close()
     first.close()
+
+
+# Four lines at once, then one every 2 s: plenty of time for a round trip
+# to show that the fifth line is held, not sent with the first four.
+PACED = "[limits]\nflood_burst = 4\nflood_rate = 0.5\n"
+
+
+@pytest.fixture
+def paced_server(make_server):
+    return make_server(listen=["127.0.0.1:0"], config_text=PACED,
+                       extra_args=["--tutorial-listen", "127.0.0.1:0"])
+
+
+def numbered_chunk(count: int) -> bytes:
+    """One chunk that the server relays as `count` PRIVMSGs of 400 bytes."""
+    return b"".join(b"%03d" % index + b"y" * 397 for index in range(count))
+
+
+def tina_and_alice(server) -> tuple[TutorialClient, IrcTestClient]:
+    alice = IrcTestClient(server.port)
+    alice.register("alice")              # NICK, USER, JOIN: one token left
+    alice.join("#lobby")
+    tina = join_tutorial(server, b"tina")
+    tina.recv_until(b"Connected to server!")
+    alice.expect(lambda m: m.command == "JOIN" and m.prefix.startswith("tina!"))
+    return tina, alice
+
+
+def expect_from_tina(alice: IrcTestClient, timeout: float = 10) -> str:
+    said = alice.expect(lambda m: m.command in ("PRIVMSG", "QUIT")
+                        and m.prefix.startswith("tina!"), timeout)
+    return said.command if said.command == "QUIT" else said.params[-1][:3]
+
+
+def test_a_long_chunk_is_paced_like_irc_lines(paced_server):
+    """Each PRIVMSG a chunk becomes takes a flood token, as an IRC line does."""
+    tina, alice = tina_and_alice(paced_server)
+    tina.sock.sendall(numbered_chunk(10))
+    assert [expect_from_tina(alice) for _ in range(4)] == ["000", "001", "002", "003"]
+    alice.send("PRIVMSG #lobby :marker")
+    received = tina.recv_until(b"alice: marker")
+    assert received.count(b"tina: ") == 4      # the rest waits for tokens
+    assert expect_from_tina(alice) == "004"     # held, not dropped
+    tina.close()
+    alice.close()
+
