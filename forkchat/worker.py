@@ -270,13 +270,19 @@ class Worker:
             self._process_lines()
 
     def _client_eof(self) -> None:
-        """The client closed: run the lines it sent first (its QUIT), then close."""
-        if self.tutorial or b"\n" not in self.recvq:
+        """The client closed: run the lines it sent first (its QUIT), then close.
+
+        A tutorial client's chunks held by flood control are relayed the
+        same way, at the flood pace, before its QUIT: nothing the server
+        has read is lost.
+        """
+        held = self._tutorial_held() if self.tutorial else b"\n" in self.recvq
+        if not held:
             self.close("Connection closed")
             return
         self.client_eof = True
         self._watch_client()
-        self._process_lines()
+        self._process_input()
 
     def _paused(self) -> bool:
         """Input waits while registration or a broker reconnect is pending."""
@@ -370,6 +376,8 @@ class Worker:
             self.sendq += tutorial.to_ascii(f"{self.session.nick}: {text}")
         if self._tutorial_held_bytes() > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
+        elif self.client_eof and not self._tutorial_held():
+            self.close("Connection closed")
 
     def _tutorial_held_bytes(self) -> int:
         """What the client sent and waits, counted as its recvq would be."""

@@ -221,3 +221,19 @@ def test_a_long_chunk_is_paced_like_irc_lines(paced_server):
     tina.close()
     alice.close()
 
+
+def test_chunks_read_before_eof_are_relayed_then_quit(paced_server):
+    """What the server read before the client closed reaches the room first."""
+    tina, alice = tina_and_alice(paced_server)
+    tina.sock.sendall(numbered_chunk(5))
+    assert [expect_from_tina(alice) for _ in range(4)] == ["000", "001", "002", "003"]
+    tina.sock.sendall(b"last words")              # held whole: no token left
+    tina.sock.shutdown(socket.SHUT_WR)
+    assert tina.recv_until_eof(timeout=15).endswith(b"tina: last words")
+    assert expect_from_tina(alice) == "004"
+    said = alice.expect(lambda m: m.command in ("PRIVMSG", "QUIT")
+                        and m.prefix.startswith("tina!"), 10)
+    assert (said.command, said.params[-1]) == ("PRIVMSG", "last words")
+    assert expect_from_tina(alice) == "QUIT"
+    tina.close()
+    alice.close()
