@@ -272,6 +272,8 @@ def cmd_kick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     """
     names = msg.params[0].split(",")
     nicks = [nick for nick in msg.params[1].split(",") if nick][:MAX_KICKS]
+    if not nicks:                   # 'KICK #r ,' names nobody
+        raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "KICK")
     if len(names) == 1:
         pairs = [(names[0], nick) for nick in nicks]
     elif len(names) == len(nicks):

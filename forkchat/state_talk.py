@@ -88,6 +88,10 @@ def _talk(st: ChatState, client: Client, msg: protocol.Message, out: Outbox,
         return
     targets = split_targets(msg.params[0])
     quiet = command == "NOTICE"
+    if not targets:                 # only commas: no recipient after all
+        if quiet:
+            return
+        raise numerics.Reply(numerics.ERR_NORECIPIENT, text=f"No recipient given ({command})")
     for_each(st, client, out, targets[:MAX_TARGETS],
              lambda target: _deliver(st, client, out, command, target, text), quiet=quiet)
     dropped = targets[MAX_TARGETS:]

@@ -1072,3 +1072,14 @@ def test_a_mode_echo_too_long_for_one_line_is_split_not_cut(room):
     assert len(got) == 2 and all(len(line) + 2 <= 512 for line in got)
     carried = [param for line in got for param in protocol.parse_text(line).params[2:]]
     assert carried == [mask + "!*@*" for mask in masks]
+
+
+@pytest.mark.parametrize(("line", "code"), [
+    ("PRIVMSG , :x", "411"), ("PRIVMSG ,, :x", "411"), ("KICK #room ,", "461"),
+    ("KICK #room :", "461"),
+])
+def test_a_target_list_of_only_commas_is_an_error_not_silence(room, line, code):
+    """Every command gets an answer: a list that names nobody is 411 / 461."""
+    got = room.to("alice", line)
+    assert [reply.split()[1] for reply in got] == [code]
+    assert room.to("alice", "NOTICE , :x") == []      # NOTICE: never an error reply
