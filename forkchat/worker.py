@@ -43,6 +43,7 @@ CLOSE_FLUSH_S = 1.0
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
 CLIENT_SNDBUF_BYTES = 65536
 ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line fits
+TLS_WRITE_BYTES = 16384       # one TLS record: the most handed to OpenSSL at once
 
 
 def main(sock: socket.socket, peer: str, proto: str, cid: int, cfg: config.Config,
@@ -69,6 +70,9 @@ class Worker:
         self.session = Session(cid, host=peer, proto=proto)
         self.selector = selectors.DefaultSelector()
         self.sendq = bytearray()
+        # The head of sendq that OpenSSL was given and has not finished: it
+        # must be given exactly these bytes again (see _send_head).
+        self.tls_pending = b""
         self.recvq = bytearray()
         self.discarding = False
         self.bucket = flood.TokenBucket(cfg.limits.flood_burst, cfg.limits.flood_rate)
@@ -190,7 +194,10 @@ class Worker:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             if self.sendq and len(self.sendq) <= self.cfg.limits.sendq_bytes \
                     and not self.handshaking:
-                self.sock.sendall(self.sendq)
+                pending = self.tls_pending
+                if pending:
+                    self.sock.sendall(pending)
+                self.sock.sendall(self.sendq[len(pending):])
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
@@ -442,22 +449,46 @@ class Worker:
             return
         if self.sendq:
             try:
-                sent = self.sock.send(self.sendq)
+                sent = self._send_head()
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                     ssl.SSLWantWriteError):
                 sent = 0
             except OSError as error:
                 del self.sendq[:]
+                self.tls_pending = b""
                 self.close(f"Write error: {error.strerror or error}")
                 return
             del self.sendq[:sent]
             if len(self.sendq) > self.cfg.limits.sendq_bytes:
-                # keep the rest of a line the kernel has the start of
-                del self.sendq[self.sendq.find(b"\n") + 1:]
+                self._cut_sendq()
                 self.stuck = True
                 self.close("Max SendQ exceeded")
                 return
         self._watch_client()
+
+    def _send_head(self) -> int:
+        """Send from the head of the send queue; how many bytes went.
+
+        OpenSSL may take part of a buffer and then ask to be called again
+        (SSLWantWriteError): the retry must pass the same bytes, never
+        fewer, or it fails with BAD_LENGTH and the stream is cut mid-line.
+        So with TLS one piece of the queue is fixed until it has gone whole.
+        """
+        if not isinstance(self.sock, ssl.SSLSocket):
+            return self.sock.send(self.sendq)
+        if not self.tls_pending:
+            size = max(1, min(TLS_WRITE_BYTES, self.cfg.limits.sendq_bytes // 4))
+            self.tls_pending = bytes(self.sendq[:size])
+        sent = self.sock.send(self.tls_pending)
+        self.tls_pending = b""
+        return sent
+
+    def _cut_sendq(self) -> None:
+        """Drop a stuck client's queue, but keep whole the line the kernel,
+        or OpenSSL, already has the start of: the ERROR line follows it."""
+        start = max(len(self.tls_pending) - 1, 0)
+        end = self.sendq.find(b"\n", start)
+        del self.sendq[end + 1 if end >= 0 else len(self.tls_pending):]
 
     def _watch_client(self) -> None:
         """Watch the client socket for what is needed now, and nothing else.
