@@ -65,6 +65,8 @@ def valid_hash(stored: str) -> bool:
 
 def usable_parameters(n: int, r: int, p: int) -> bool:
     """Whether scrypt can check a password with these: N a power of two above
-    1, and the memory it needs (128 r (N + p + 2) bytes) within SCRYPT_MAXMEM."""
+    1 and below 2**(16 r) (OpenSSL's rule), and the memory it needs
+    (128 r (N + p + 2) bytes) within SCRYPT_MAXMEM."""
     return (n > 1 and n & (n - 1) == 0 and r > 0 and p > 0
+            and n.bit_length() - 1 < 16 * r          # log2(N) < 16 r, no huge shift
             and 128 * r * (n + p + 2) <= SCRYPT_MAXMEM)

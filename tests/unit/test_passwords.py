@@ -26,6 +26,7 @@ def test_malformed_hash_never_verifies():
     (16384, 1 << 40, 1),
     (10 ** 30, 8, 1),            # beyond a C integer
     (16384, 8, 0),
+    (65536, 1, 1),               # N must be below 2**(16 r): OpenSSL refuses it
 ])
 def test_a_hash_scrypt_cannot_check_is_malformed_and_never_matches(n, r, p):
     stored = f"scrypt${n}${r}${p}${'ab' * 16}${'cd' * 32}"
