@@ -148,11 +148,13 @@ class LineMode:
         self._leaving.discard(ircmsg.casefold(target))
         self.current = target
 
-    def _parting(self, room: str) -> None:
+    def _parting(self, rooms: str) -> None:
         """Leaving the current room moves on now, not at the PART echo: the
-        lines piped after /part are handled before the echo arrives."""
-        self._leaving.add(ircmsg.casefold(room))
-        if ircmsg.casefold(room) == ircmsg.casefold(self.current):
+        lines piped after /part are handled before the echo arrives.  `rooms`
+        may be a list (`/part #a,#b`)."""
+        leaving = {ircmsg.casefold(room) for room in rooms.split(",") if room}
+        self._leaving |= leaving
+        if ircmsg.casefold(self.current) in leaving:
             self.current = self._next_room()
 
     def _closing(self, nick: str) -> None:
@@ -191,6 +193,7 @@ class LineMode:
             if event.other in DELIVERY_ERRORS:
                 self.failures += 1
             self._complain(event.text)
+            self._follow_given_up(event)
         elif event.kind in ("names", "names_end") and self._quiet_names(event):
             return
         elif event.kind not in HIDDEN_KINDS:
@@ -216,6 +219,13 @@ class LineMode:
         if gone:
             self._leaving.discard(ircmsg.casefold(event.buffer))
         if gone and ircmsg.casefold(event.buffer) == ircmsg.casefold(self.current):
+            self.current = self._next_room()
+
+    def _follow_given_up(self, event: events.UiEvent) -> None:
+        """A refused rejoin gives the room up (the connection forgets it):
+        if it was the current room, the lines after go to the next one."""
+        room = ircmsg.casefold(event.buffer or "")
+        if room and room == ircmsg.casefold(self.current) and room not in self.conn.rooms:
             self.current = self._next_room()
 
     def _print(self, text: str) -> None:

@@ -50,3 +50,20 @@ def test_part_in_a_conversation_goes_back_to_a_room(line_mode):
     assert line_mode.current == "alice"
     feed(line_mode, "/part")
     assert line_mode.current == "#lobby"
+
+
+@pytest.mark.parametrize("line", ["/part #lobby,#ops", "/part #ops,#lobby"])
+def test_part_of_a_list_moves_past_every_room_in_it(line_mode, line):
+    line_mode.conn._handle_raw(b":lm!u@127.0.0.1 JOIN #dev")    # in three rooms now
+    feed(line_mode, "/switch #lobby", line)
+    assert line_mode.current == "#dev"
+
+
+def test_a_refused_rejoin_of_the_current_room_moves_on(line_mode):
+    """The connection gives a room up when its rejoin is refused (+b, a new
+    key); line mode must not keep sending there."""
+    conn = line_mode.conn
+    conn._rejoining = set(conn.rooms)
+    conn._handle_raw(b":srv 474 lm #lobby :Cannot join channel (+b)")
+    assert "#lobby" not in conn.rooms
+    assert line_mode.current == "#ops"
