@@ -158,6 +158,8 @@ def farewell(line: bytes, own_nick: str, room: str, joined: bool) -> bytes | Non
     broker refusing its JOIN; afterwards a KICK of it takes it out.  Either
     way the caller sends this one line and closes the connection.
     """
+    if joined and b" KICK " not in line:
+        return None              # the common case, without a second parse
     try:
         msg = protocol.parse_line(line)
     except protocol.ProtocolError:
