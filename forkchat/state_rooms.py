@@ -104,7 +104,7 @@ def _join_one(st: ChatState, client: Client, name: str, key: str, out: Outbox) -
         status = "@"
         if restored:        # a room kept from before a restart keeps its key and bans
             try:
-                _check_admission(st, client, room, key)
+                _check_restored(client, room, key)
             except numerics.Reply:
                 st.saved_rooms[folded] = room.meta()
                 del st.rooms[folded]
@@ -127,6 +127,17 @@ def _join_burst(st: ChatState, client: Client, room: rooms.Room) -> list[bytes]:
     lines += names_lines(st, client, room)
     lines.append(st.numeric(client, numerics.RPL_ENDOFNAMES, room.name))
     return lines
+
+
+def _check_restored(client: Client, room: rooms.Room, key: str) -> None:
+    """The first joiner of a room kept from before a restart: its bans and
+    key hold, as forkchat-server(8) says.  Not +i or +l: nobody is left to
+    invite, and an empty room is not full; the joiner, its new operator,
+    finds those modes set."""
+    if room.is_banned(client.folded_prefix):
+        raise numerics.Reply(numerics.ERR_BANNEDFROMCHAN, room.name)
+    if room.key and key != room.key:
+        raise numerics.Reply(numerics.ERR_BADCHANNELKEY, room.name)
 
 
 def _check_admission(st: ChatState, client: Client, room: rooms.Room, key: str) -> None:

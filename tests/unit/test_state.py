@@ -1083,3 +1083,31 @@ def test_a_target_list_of_only_commas_is_an_error_not_silence(room, line, code):
     got = room.to("alice", line)
     assert [reply.split()[1] for reply in got] == [code]
     assert room.to("alice", "NOTICE , :x") == []      # NOTICE: never an error reply
+
+
+def saved(name: str, **record) -> dict:
+    base = {"name": name, "created": 1000, "topic": "", "topic_setter": "", "topic_time": 0,
+            "flags": "nt", "key": "", "limit": 0, "bans": []}
+    return {**base, **record}
+
+
+def test_a_restored_invite_only_room_takes_its_first_joiner(w):
+    """forkchat-server(8) ROOM STORE: a room back from before a restart holds
+    its key and bans for the first joiner, who becomes its operator; +i and +l
+    do not lock it, since nobody is left to invite and it is empty."""
+    w.st.saved_rooms["#inv"] = saved("#inv", flags="intl", limit=1)
+    w.add("bob")
+    got = w.to("bob", "JOIN #inv")
+    assert got[0] == f"{w.p('bob')} JOIN #inv" and "@bob" in got[-2]
+    assert w.to("bob", "MODE #inv")[0].startswith(":srv 324 bob #inv +intl")
+
+
+@pytest.mark.parametrize(("record", "line", "code"), [
+    ({"key": "sesame", "flags": "intk"}, "JOIN #r", "475"),
+    ({"bans": [["bob!*@*", "alice", 1000]]}, "JOIN #r", "474"),
+])
+def test_a_restored_room_still_holds_its_key_and_bans(w, record, line, code):
+    w.st.saved_rooms["#r"] = saved("#r", **record)
+    w.add("bob")
+    assert [reply.split()[1] for reply in w.to("bob", line)] == [code]
+    assert "#r" in w.st.saved_rooms and "#r" not in w.st.rooms     # kept for the next try
