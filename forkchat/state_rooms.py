@@ -216,19 +216,24 @@ def cmd_names(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     """NAMES [<room>{,<room>}]
 
     Without a room: every room the client may see, then one 366 for '*'.
-    An unknown or invalid room gets just its 366 (RFC 2812 3.2.5).
+    With rooms: each one's 353 lines (if the client may see it) and its own
+    366; an unknown, invalid or hidden room gets just its 366 (RFC 2812
+    3.2.5: a 353/366 pair per room).
     """
     query = msg.param(0)
-    if query:
-        found = (st.find_room(name) for name in query.split(","))
-        shown = [room for room in found if room is not None]
-    else:
-        shown = list(st.rooms.values())
-    for room in shown:
-        if visible(room, client):
+    if not query:
+        for room in list(st.rooms.values()):
+            if visible(room, client):
+                for line in names_lines(st, client, room):
+                    out.send(client.cid, line)
+        out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFNAMES, "*"))
+        return
+    for name in [name for name in query.split(",") if name]:
+        room = st.find_room(name)
+        if room is not None and visible(room, client):
             for line in names_lines(st, client, room):
                 out.send(client.cid, line)
-    out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFNAMES, query or "*"))
+        out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFNAMES, name))
 
 
 def cmd_list(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:

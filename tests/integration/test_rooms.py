@@ -226,15 +226,16 @@ def test_names_of_one_room(registered):
     assert got[1].params[:2] == ["nick1", "#chan"]
 
 
-def test_names_of_several_rooms_one_end(registered):
-    """Modern NAMES: several rooms, then one RPL_ENDOFNAMES carrying the list as given."""
+def test_names_of_several_rooms_one_end_each(registered):
+    """RFC 2812 3.2.5: "a reply pair consisting of RPL_NAMREPLY and RPL_ENDOFNAMES"
+    per room, 366 being "<channel> :End of NAMES list" for that one room."""
     nick1 = registered("nick1")
     nick1.join("#chan1")
     nick1.join("#chan2")
     got = ask(nick1, "NAMES #chan1,#chan2")
-    assert [(m.command, m.params[2:]) for m in got[:2]] == \
-        [("353", ["#chan1", "@nick1"]), ("353", ["#chan2", "@nick1"])]
-    assert commands(got[2:]) == ["366"] and got[2].params[1] == "#chan1,#chan2"
+    assert [(m.command, m.params[1:3]) for m in got] == [
+        ("353", ["=", "#chan1"]), ("366", ["#chan1", "End of /NAMES list"]),
+        ("353", ["=", "#chan2"]), ("366", ["#chan2", "End of /NAMES list"])]
 
 
 def test_names_of_unknown_or_invalid_room_is_only_366(registered):

@@ -1111,3 +1111,16 @@ def test_a_restored_room_still_holds_its_key_and_bans(w, record, line, code):
     w.add("bob")
     assert [reply.split()[1] for reply in w.to("bob", line)] == [code]
     assert "#r" in w.st.saved_rooms and "#r" not in w.st.rooms     # kept for the next try
+
+
+def test_names_of_several_rooms_ends_each_with_its_own_366(room):
+    """RFC 2812 3.2.5: a RPL_NAMREPLY / RPL_ENDOFNAMES pair per room; a room
+    the asker may not see, or that does not exist, gets its 366 alone."""
+    room.cmd("alice", "JOIN #hidden")
+    room.cmd("alice", "MODE #hidden +s")
+    assert room.to("carol", "NAMES #hidden,#room,#nope") == [
+        ":srv 366 carol #hidden :End of /NAMES list",
+        ":srv 353 carol = #room :@alice bob",
+        ":srv 366 carol #room :End of /NAMES list",
+        ":srv 366 carol #nope :End of /NAMES list",
+    ]
