@@ -260,9 +260,24 @@ def apply_modes(room: Room, changes: list[ModeChange], resolve: Resolver,
     return outcome
 
 
-def _apply_flag(room: Room, change: ModeChange, *_: object) -> ModeChange | None:
+# RFC 2811 4.2.6: a room is never +p and +s at once; secret wins.
+_EXCLUSIVE_FLAGS = {"s": "p", "p": "s"}
+
+
+def _apply_flag(room: Room, change: ModeChange, _resolve: Resolver, _setter: str,
+                _now: int, _bans: int, outcome: Outcome) -> ModeChange | None:
     if (change.letter in room.flags) == change.adding:
         return None
+    other = _EXCLUSIVE_FLAGS.get(change.letter)
+    if change.adding and other in room.flags:
+        if change.letter == "p":
+            return None                     # +p on a secret room changes nothing
+        room.flags.discard(other)           # +s replaces +p, said as -p ...
+        earlier = ModeChange(True, other)
+        if earlier in outcome.applied:      # ... unless this very line set it
+            outcome.applied.remove(earlier)
+        else:
+            outcome.applied.append(ModeChange(False, other))
     if change.adding:
         room.flags.add(change.letter)
     else:

@@ -120,7 +120,7 @@ def apply(room, modestring, *params, bans_limit=3):
     ("+o", ["dave"], [""], [(numerics.ERR_NOSUCHNICK, ("dave",))]),
     ("+nt", [], [""], []),                          # default flags: nothing changes
     ("-n+m", [], ["-n+m"], []),
-    ("+imsp", [], ["+imsp"], []),
+    ("+imsp", [], ["+ims"], []),                  # p after s: secret wins (RFC 2811 4.2.6)
     ("+k", ["beer"], ["+k", "beer"], []),
     ("+k", ["x" * 30], [""], [(numerics.ERR_INVALIDKEY, ("#Room",))]),
     ("-k", [], [""], []),                           # no key set
@@ -249,3 +249,18 @@ def test_mode_line_groups_keep_every_echo_within_a_line():
         assert len(line) <= protocol.MAX_LINE_BYTES
         assert protocol.parse_line(line[:-2]).params[2:] == [c.param for c in group if c.param]
     assert rooms.mode_line_groups([], 400) == []
+
+
+@pytest.mark.parametrize(("flags", "modestring", "line", "left"), [
+    ("np", "+s", ["-p+s"], "ns"),          # secret replaces private
+    ("ns", "+p", [""], "ns"),              # private adds nothing to secret
+    ("n", "+ps", ["+s"], "ns"),            # both in one line: secret, said once
+    ("n", "+sp", ["+s"], "ns"),
+])
+def test_p_and_s_are_never_set_together(flags, modestring, line, left):
+    """RFC 2811 4.2.6: "The channel flags 'p' and 's' MUST NOT both be set"."""
+    room = make_room()
+    room.flags = set(flags)
+    outcome = apply(room, modestring)
+    assert rooms.mode_line_params(outcome.applied) == line
+    assert "".join(sorted(room.flags)) == left
