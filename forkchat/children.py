@@ -202,8 +202,11 @@ def reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     for signum in HANDLED_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    # Ctrl+C reaches the whole process group; the supervisor decides.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl+C, a terminal hangup, `systemctl kill -s HUP` (every process of
+    # the unit) and `pkill -USR1 forkchat` reach the children too: the
+    # supervisor decides, and no child acts on them.
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def run_child(name: str, keep: set[int], main: Callable[[], int]) -> None:
