@@ -229,6 +229,25 @@ class Supervisor:
             if action is not None:
                 action(self)
 
+    def _heed_pending_stop(self) -> None:
+        """Act on a SIGTERM or SIGINT already waiting on the wakeup socket.
+
+        A signal to the whole process group can end a child before this
+        loop reads its own copy: a child's death must not be taken for a
+        crash then.  Other signals waiting are put back, to be handled in
+        turn rather than in the middle of settling a dead child.
+        """
+        pending = signals.received(self._signal_r)
+        stop = [s for s in pending if SIGNAL_ACTIONS.get(s) is Supervisor.handle_sigterm]
+        later = bytes(s for s in pending if s not in stop)
+        if stop:
+            self.handle_sigterm()
+        if later:
+            try:
+                self._signal_w.send(later)
+            except OSError:
+                log.warning("signals %s lost while settling a dead child", list(later))
+
     # -- accepting ---------------------------------------------------------------
 
     def _watch_listener(self, bound: listeners.Bound) -> None:
@@ -428,6 +447,7 @@ class Supervisor:
         _log_exit(f"worker for conn {child.cid}", code, quiet_ok=True)
 
     def _broker_gone(self, child: Child, code: int) -> None:
+        self._heed_pending_stop()
         if self.stopping:
             return
         _log_exit("broker", code, quiet_ok=False)
@@ -470,6 +490,7 @@ class Supervisor:
             self._adopt(self.children[pid])
         if handle is self.spawner:
             self.spawner = None
+            self._heed_pending_stop()
             if not self.stopping:
                 _log_exit("spawner", code, quiet_ok=False)
                 self._count_death("spawner")
