@@ -18,6 +18,23 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR}
 
 
+# C0 controls and DEL, as \xNN: a QUIT reason, a nick, a config value in a
+# log line must not move a terminal's cursor, retitle it, or start a line of
+# its own (one event a line).  Tracebacks are added after, untouched.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+
+
+class _PrintableMessages(logging.Filter):
+    """Escape control characters in the message, arguments included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = message.translate(_ESCAPES)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
 class _JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         priority = _PRIORITIES.get(record.levelno, 6)
@@ -36,6 +53,7 @@ def setup(role: str, level: str = "info") -> None:
     else:
         handler.setFormatter(logging.Formatter(
             f"%(asctime)s {role}[%(process)d] %(levelname)s %(message)s"))
+    handler.addFilter(_PrintableMessages())
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level, logging.INFO))
     logging.raiseExceptions = False

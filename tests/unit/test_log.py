@@ -21,3 +21,22 @@ def test_terminal_lines_carry_time_and_level(monkeypatch, capfd):
     logging.getLogger("forkchat.test").error("broken")
     line = capfd.readouterr().err.splitlines()[-1]
     assert " worker[" in line and " ERROR broken" in line and line[:4].isdigit()
+
+
+def test_control_characters_from_clients_are_escaped_one_event_a_line(monkeypatch, capfd):
+    """A client's QUIT reason with a terminal escape must not retitle or clear
+    the operator's terminal, nor start a line of its own; a traceback still
+    follows its line as usual."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log.setup("worker", "info")
+    logger = logging.getLogger("forkchat.test")
+    logger.info("conn %d bob closing: %s", 11, "Quit: \x1b]0;pwned\x07 bye\nforged line\x7f")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("worker crashed")
+    err = capfd.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\x7f" not in err
+    lines = err.splitlines()
+    assert lines[0].endswith(r"closing: Quit: \x1b]0;pwned\x07 bye\x0aforged line\x7f")
+    assert lines[1].endswith("worker crashed") and lines[2] == "Traceback (most recent call last):"
