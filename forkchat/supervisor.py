@@ -18,6 +18,7 @@ through pidfds too.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gc
 import logging
@@ -48,6 +49,8 @@ MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per chil
 MEMORY_STEP_S = 0.02       # ... so a pass reads a slice of them this often
 SPAWNER_RETRY_S = 1.0      # after a failed fork of the spawner itself
 BROKER_SILENT_S = 3 * ipc.HEARTBEAT_S + 1.0
+# [server] keys forkchat.toml(5) marks "restart": a reload keeps the running value
+RESTART_ONLY_KEYS = ("state_dir", "user", "group", "allow_root")
 
 
 class Shutdown(BaseException):
@@ -555,6 +558,7 @@ class Supervisor:
             log.exception("reload failed, keeping the running configuration")
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
+        new = self._keep_restart_only(new)
         self._apply_listeners(new)
         self.cfg = new
         self.admission.reload(new.limits)
@@ -563,6 +567,21 @@ class Supervisor:
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
         log.info("configuration reloaded")
         systemd.notify("READY=1", self._status())
+
+    def _keep_restart_only(self, new: config.Config) -> config.Config:
+        """`new` with the running values of the keys only a start applies.
+
+        A broker restarted after a crash would otherwise open another
+        state_dir (losing every room record) or run as another user.
+        """
+        running = self.cfg.server
+        kept = {key: getattr(running, key) for key in RESTART_ONLY_KEYS
+                if getattr(new.server, key) != getattr(running, key)}
+        for key in kept:
+            log.warning("%s changed in the file: takes effect at the next start", key)
+        if not kept:
+            return new
+        return dataclasses.replace(new, server=dataclasses.replace(new.server, **kept))
 
     def _apply_listeners(self, new: config.Config) -> None:
         """Bind listeners added to the file, close those removed from it.

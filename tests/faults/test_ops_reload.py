@@ -1,0 +1,55 @@
+"""SIGHUP as operators meet it: restart-only keys, listeners that fail, bad files."""
+
+import os
+import re
+import signal
+
+from tests.conftest import TEST_LIMITS
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import ServerProcess, broker_pid
+
+
+class FileStateServer(ServerProcess):
+    """A server whose state_dir comes from its file, not from --state-dir."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        index = cmd.index("--state-dir")
+        return cmd[:index] + cmd[index + 2:]
+
+
+def _state_config(state_dir: str) -> str:
+    return TEST_LIMITS + f'[server]\nstate_dir = "{state_dir}"\n'
+
+
+def _lines_since(server: ServerProcess, mark: int) -> list[str]:
+    return server.log_text().splitlines()[mark:]
+
+
+def test_a_changed_state_dir_waits_for_the_next_start():
+    server = FileStateServer(config_text="")
+    first, second = server.state_dir, server.state_dir + "-new"
+    server.config_text = _state_config(first)
+    server.start()
+    try:
+        alice = IrcTestClient(server.port)
+        alice.register("alice")
+        alice.join("#keep")
+        mark = server.log_length()
+        server.write_config(_state_config(second))
+        server.signal(signal.SIGHUP)
+        server.wait_for_text("configuration reloaded", start=mark)
+        warned = [line for line in _lines_since(server, mark)
+                  if "state_dir changed in the file: takes effect at the next start" in line]
+        assert len(warned) == 1 and " WARNING " in warned[0], _lines_since(server, mark)
+
+        # the next broker (after a crash) still uses the running directory
+        mark = server.log_length()
+        os.kill(broker_pid(server), signal.SIGKILL)
+        server.wait_for_text("broker ready", start=mark)
+        after = _lines_since(server, mark)
+        assert not any(second in line for line in after), after
+        assert not os.path.exists(second)
+        alice.close()
+    finally:
+        server.stop()
