@@ -25,7 +25,7 @@ MAX_PARAM_MODES = 4                       # 005 MODES=4: parameter changes per M
 KEYLEN = 23                               # RFC 2812 key = 1*23 chars
 MAX_LIMIT = 1_000_000_000
 MAX_MASK_CHARS = 200
-_KEY_FORBIDDEN = set(" ,:\t\v\f\r\n\0")
+_KEY_FORBIDDEN = set(" ,\t\v\f\r\n\0")
 
 # resolve(nick) -> (cid, nick as registered) or None when no such nick.
 Resolver = Callable[[str], "tuple[int, str] | None"]
@@ -232,8 +232,11 @@ def glob_match(pattern: str, text: str) -> bool:
 
 
 def valid_key(key: str) -> bool:
-    """RFC 2812 key: 1 to 23 characters, no space, comma, colon or control char."""
-    return 0 < len(key) <= KEYLEN and not any(ch in _KEY_FORBIDDEN for ch in key)
+    """RFC 2812 key: 1 to 23 characters, no space, comma or line-breaking
+    control char; a colon only after the first character (a leading one
+    would read as the start of a trailing parameter)."""
+    return (0 < len(key) <= KEYLEN and not key.startswith(":")
+            and not any(ch in _KEY_FORBIDDEN for ch in key))
 
 
 def parse_limit(text: str) -> int:

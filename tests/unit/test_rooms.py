@@ -80,6 +80,7 @@ def test_glob_match(pattern, text, result):
 @pytest.mark.parametrize("key, ok", [
     ("beer", True), ("x" * 23, True), ("x" * 24, False), ("", False),
     ("with space", False), ("a,b", False), (":x", False),
+    ("a:b", True),                       # RFC 2812 2.3.1 allows %x3A
 ])
 def test_valid_key(key, ok):
     assert rooms.valid_key(key) is ok
