@@ -559,12 +559,17 @@ class Supervisor:
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
         new = self._keep_restart_only(new)
-        self._apply_listeners(new)
+        unbound = self._apply_listeners(new)
         self.cfg = new
         self.admission.reload(new.limits)
         logsetup.set_level(new.log.level)
         self.start_spawner()
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
+        if unbound:
+            outcome = f"configuration reloaded, but {unbound} listener(s) could not be bound"
+            log.warning("%s", outcome)
+            systemd.notify("READY=1", f"STATUS={outcome}")
+            return
         log.info("configuration reloaded")
         systemd.notify("READY=1", self._status())
 
@@ -583,8 +588,9 @@ class Supervisor:
             return new
         return dataclasses.replace(new, server=dataclasses.replace(new.server, **kept))
 
-    def _apply_listeners(self, new: config.Config) -> None:
-        """Bind listeners added to the file, close those removed from it.
+    def _apply_listeners(self, new: config.Config) -> int:
+        """Bind listeners added to the file, close those removed from it;
+        returns how many added ones could not be bound.
 
         Sockets passed by systemd belong to the .socket unit: a reload only
         renews their certificates.
@@ -592,7 +598,8 @@ class Supervisor:
         if any(bound.adopted for bound in self.bound):
             for bound in self.bound:
                 self._reload_tls(bound, bound.spec)
-            return
+            return 0
+        unbound = 0
         wanted = {_listener_key(s): s for s in new.listen}
         current = {_listener_key(b.spec): b for b in self.bound}
         for key, bound in current.items():
@@ -610,10 +617,12 @@ class Supervisor:
                 bound = listeners.bind(spec)
             except listeners.BindError as error:
                 log.error("%s", error)
+                unbound += 1
                 continue
             self.bound.append(bound)
             self._watch_listener(bound)
             listeners.announce(bound)
+        return unbound
 
     def _reload_tls(self, bound: listeners.Bound, spec: config.Listener) -> None:
         """New certificates serve new connections; a bad one keeps the old."""

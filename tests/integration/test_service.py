@@ -146,6 +146,32 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(make_server):
     alice.close()
 
 
+def test_a_reload_whose_new_listener_cannot_bind_says_so(notify_socket):
+    """The log's last word and systemd's STATUS= say the reload was partial."""
+    sock, path = notify_socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    busy = taken.getsockname()[1]
+    listen = '[[listen]]\naddress = "127.0.0.1"\nport = 0\n'
+    server = ServerProcess(config_text=listen, listen=[], env={"NOTIFY_SOCKET": path})
+    server.start()
+    try:
+        receive_until(sock, "READY=1")
+        server.write_config(listen + f'[[listen]]\naddress = "127.0.0.1"\nport = {busy}\n')
+        mark = server.log_length()
+        server.signal(signal.SIGHUP)
+        ready = receive_until(sock, "READY=1")[-1]
+        assert "STATUS=configuration reloaded, but 1 listener(s) could not be bound" in ready
+        line = server.wait_for_text("configuration reloaded", start=mark)
+        assert " WARNING configuration reloaded, but 1 listener(s) could not be bound" in line
+        assert f"cannot listen on 127.0.0.1:{busy}" in server.log_text()
+        IrcTestClient(server.port).close()      # the running listener serves on
+    finally:
+        server.stop()
+        taken.close()
+
+
 def test_sigusr1_logs_a_status_report(make_server):
     server = make_server()
     alice = IrcTestClient(server.port)
