@@ -551,7 +551,8 @@ class Supervisor:
         try:
             new = self.reload_config()
         except config.ConfigInvalid as error:
-            log.error("reload failed, keeping the running configuration:\n%s", error)
+            for problem in error.errors or [error]:    # one line each, with its prefix
+                log.error("reload failed, keeping the running configuration: %s", problem)
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
         except Exception:    # a loader bug must not take the running server down

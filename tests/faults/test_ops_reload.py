@@ -53,3 +53,24 @@ def test_a_changed_state_dir_waits_for_the_next_start():
         alice.close()
     finally:
         server.stop()
+
+
+LINE_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \w+\[\d+\] [A-Z]+ ")
+
+
+def test_a_failed_reload_logs_each_problem_on_a_line_of_its_own(make_server):
+    server = make_server(config_text='[server]\nmotd = "stable"\n')
+    server.write_config('[server]\nmotd = "x"\n[limits]\nnicklen = "long"\n'
+                        'max_clients = "many"\n')
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    server.wait_for_text("reload failed", start=mark)
+    server.signal(signal.SIGUSR1)          # its report comes after every reload line
+    server.wait_for_text("status: ", start=mark)
+    lines = _lines_since(server, mark)
+    assert all(LINE_START.match(line) for line in lines), lines
+    failed = [line for line in lines if "reload failed" in line]
+    assert len(failed) == 2, lines
+    assert any("limits.nicklen" in line for line in failed), failed
+    assert any("limits.max_clients" in line for line in failed), failed
+    assert all(" ERROR " in line for line in failed), failed
