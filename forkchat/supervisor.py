@@ -111,6 +111,7 @@ class Supervisor:
         self.status_sent = ""
         self.timers: dict[str, float] = {}
         self.broker_frozen = False
+        self.killed: dict[int, float] = {}    # pid -> the grace it had, when we SIGKILLed it
 
     # -- main loop -------------------------------------------------------------
 
@@ -447,7 +448,8 @@ class Supervisor:
             self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone",
                                                                  "cid": child.cid}))
         self.admission.gone(child.peer)
-        _log_exit(f"worker for conn {child.cid}", code, quiet_ok=True)
+        _log_exit(f"worker for conn {child.cid}", code, quiet_ok=True,
+                  killed_after=self.killed.get(child.pid))
 
     def _broker_gone(self, child: Child, code: int) -> None:
         self._heed_pending_stop()
@@ -499,7 +501,7 @@ class Supervisor:
                 self._count_death("spawner")
                 log.warning("restarting the spawner")
                 self.start_spawner()
-        elif code:
+        elif code and child.pid not in self.killed:   # killed by the stop: expected
             _log_exit("retired spawner", code, quiet_ok=True)
         self._hand_on(retry)
 
@@ -678,13 +680,13 @@ class Supervisor:
         self._retire_spawners(time.monotonic() + 1.0)
         self._signal_children("worker", signal.SIGTERM)
         self._wait_children("worker", time.monotonic() + STOP_GRACE_S)
-        self._signal_children("worker", signal.SIGKILL)
+        self._signal_children("worker", signal.SIGKILL, STOP_GRACE_S)
         self._wait_children("worker", time.monotonic() + 1.0)
         self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "shutdown"}))
         self._signal_children("broker", signal.SIGTERM)
         self._wait_children("broker", time.monotonic() + 1.0)
-        self._signal_children("broker", signal.SIGKILL)
-        self._signal_children("spawner", signal.SIGKILL)
+        self._signal_children("broker", signal.SIGKILL, 1.0)
+        self._signal_children("spawner", signal.SIGKILL, 0.0)
         self._wait_children("", time.monotonic() + 1.0)
         log.info("stopped")
 
@@ -710,13 +712,17 @@ class Supervisor:
                 return
             self._turn(left)
 
-    def _signal_children(self, kind: str, signum: int) -> None:
+    def _signal_children(self, kind: str, signum: int, grace: float = 0.0) -> None:
+        """Signal every child of `kind`; a SIGKILL is remembered with the
+        grace the child had, so that its death is not logged as a crash."""
         for pid, child in list(self.children.items()):
             if child.kind == kind:
                 try:
                     os.kill(pid, signum)
                 except ProcessLookupError:
-                    pass
+                    continue
+                if signum == signal.SIGKILL:
+                    self.killed[pid] = grace
 
     def _wait_children(self, kind: str, deadline: float) -> None:
         while any(c.kind == kind or not kind for c in self.children.values()):
@@ -775,8 +781,12 @@ def _exit_code(child: Child) -> int | None:
     return os.waitstatus_to_exitcode(status) if pid else None
 
 
-def _log_exit(what: str, code: int, quiet_ok: bool) -> None:
-    if code == 0:
+def _log_exit(what: str, code: int, quiet_ok: bool, killed_after: float | None = None) -> None:
+    """`killed_after`: the grace a child had before the supervisor itself
+    killed it (None: not killed by us)."""
+    if killed_after is not None and code == -signal.SIGKILL:
+        log.warning("%s did not stop in %.0f s; killed", what, killed_after)
+    elif code == 0:
         (log.debug if quiet_ok else log.info)("%s exited", what)
     elif code == -signal.SIGKILL:
         log.error("%s was killed by SIGKILL (perhaps out of memory?)", what)

@@ -40,3 +40,23 @@ def test_port_in_use_is_one_sentence_and_exit_1(server):
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_killed_by_the_stop_is_not_reported_as_a_crash(make_server):
+    """A worker that outlives the grace time is the supervisor's doing: a
+    warning that says so, not an out-of-memory guess at ERROR."""
+    import os
+
+    from tests.support.server import worker_pid
+    server = make_server()
+    stuck = IrcTestClient(server.port)
+    stuck.register("stuck")
+    os.kill(worker_pid(server, "stuck"), signal.SIGSTOP)   # deaf to SIGTERM
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    log = server.log_text()
+    killed = [line for line in log.splitlines() if "worker for conn 1 " in line]
+    assert len(killed) == 1, log
+    assert " WARNING worker for conn 1 did not stop in 3 s; killed" in killed[0], log
+    assert "perhaps out of memory" not in log, log
+    stuck.close()
