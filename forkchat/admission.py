@@ -2,10 +2,13 @@
 
 Plain bookkeeping with no sockets, so that the rules can be tested on their
 own: `max_clients`, `max_clients_per_ip`, and a connect rate per address
-(a token bucket each, pruned when idle).
+(a token bucket each, pruned when idle).  `RefusalLog` decides which
+refusals the log shows, so that a flood of them costs a few lines.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from forkchat import config, flood
 
@@ -15,6 +18,7 @@ FULL = "Server is full, try again later"
 TOO_MANY_FROM_ADDRESS = "Too many connections from your address"
 TOO_FAST = "Connecting too fast, try again later"
 REFUSALS = (FULL, TOO_MANY_FROM_ADDRESS, TOO_FAST)
+REFUSAL_WINDOW_S = 10.0     # one line per address and reason this often, then a count
 
 
 def peer_address(address: str) -> str:
@@ -65,3 +69,58 @@ class Admission:
             bucket = flood.TokenBucket(self.limits.connect_burst, self.limits.connect_rate)
             self.buckets[peer] = bucket
         return bucket
+
+
+@dataclass
+class _Window:
+    started: float
+    more: int = 0          # refusals after the one logged
+
+
+class RefusalLog:
+    """Which refusals to log: the first of an address and reason in a
+    window; the rest are counted and summed up in one line when the window
+    ends (`expire`) or the next first one is logged.  Times are passed in,
+    so that the rules are tested without waiting.
+    """
+
+    def __init__(self, window_s: float = REFUSAL_WINDOW_S) -> None:
+        self.window_s = window_s
+        self.windows: dict[tuple[str, str], _Window] = {}
+
+    def refused(self, peer: str, reason: str, now: float) -> list[str]:
+        """The lines to log for this refusal (none while it is counted)."""
+        key = (peer, reason)
+        window = self.windows.get(key)
+        if window is not None and now - window.started < self.window_s:
+            window.more += 1
+            return []
+        lines = [self._summary(key, window)] if window is not None and window.more else []
+        self.windows[key] = _Window(now)
+        return lines + [f"refused connection from {peer}: {reason}"]
+
+    def expire(self, now: float) -> list[str]:
+        """Close the windows that have ended; the summaries of those that counted."""
+        ended = [key for key, window in self.windows.items()
+                 if window.started + self.window_s <= now]     # as next_due says
+        return [line for line in (self._end(key) for key in ended) if line]
+
+    def flush(self) -> list[str]:
+        """Close every window (at shutdown): what is still counted."""
+        return [line for line in (self._end(key) for key in list(self.windows)) if line]
+
+    def next_due(self) -> float | None:
+        """When the earliest window ends, or None with none open."""
+        if not self.windows:
+            return None
+        return min(window.started for window in self.windows.values()) + self.window_s
+
+    def _end(self, key: tuple[str, str]) -> str | None:
+        window = self.windows.pop(key)
+        return self._summary(key, window) if window.more else None
+
+    def _summary(self, key: tuple[str, str], window: _Window) -> str:
+        peer, reason = key
+        plural = "connection" if window.more == 1 else "connections"
+        return (f"refused {window.more} more {plural} from {peer} "
+                f"in {self.window_s:.0f} s ({reason})")

@@ -92,6 +92,7 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, Child] = {}
         self.admission = admission.Admission(cfg.limits)
+        self.refusals = admission.RefusalLog()
         self.next_cid = 1
         self.broker_pid = 0
         self.broker_control: socket.socket | None = None
@@ -278,7 +279,20 @@ class Supervisor:
             self.spawn_worker(conn, peer, bound)
             return
         listeners.refuse(conn, peer, reason, bound.tls is not None)
-        log.warning("refused connection from %s: limit reached", peer)
+        self._log_refusals(self.refusals.refused(peer, reason, time.monotonic()))
+
+    def _log_refusals(self, lines: list[str]) -> None:
+        """Log what RefusalLog says and wake up when its next window ends."""
+        for line in lines:
+            log.warning("%s", line)
+        due = self.refusals.next_due()
+        if due is None:
+            self.timers.pop("refusals", None)
+        else:
+            self.timers["refusals"] = due
+
+    def on_refusals_timer(self) -> None:
+        self._log_refusals(self.refusals.expire(time.monotonic()))
 
     # -- children ----------------------------------------------------------------
 
@@ -688,6 +702,8 @@ class Supervisor:
         self._signal_children("broker", signal.SIGKILL, 1.0)
         self._signal_children("spawner", signal.SIGKILL, 0.0)
         self._wait_children("", time.monotonic() + 1.0)
+        for line in self.refusals.flush():
+            log.warning("%s", line)
         log.info("stopped")
 
     def _freeze_broker(self) -> None:
@@ -742,6 +758,7 @@ TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
     "status": Supervisor.on_status_timer,
     "memory": Supervisor.on_memory_timer,
     "watchdog": Supervisor.on_watchdog_timer,
+    "refusals": Supervisor.on_refusals_timer,
 }
 
 
