@@ -567,7 +567,8 @@ class Supervisor:
         try:
             new = self.reload_config()
         except config.ConfigInvalid as error:
-            for problem in error.errors or [error]:    # one line each, with its prefix
+            # one line each, with its prefix
+            for problem in [str(each) for each in error.errors] or [str(error)]:
                 log.error("reload failed, keeping the running configuration: %s", problem)
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
