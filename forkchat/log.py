@@ -18,17 +18,22 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR}
 
 
-# C0 controls and DEL, as \xNN: a QUIT reason, a nick, a config value in a
-# log line must not move a terminal's cursor, retitle it, or start a line of
-# its own (one event a line).  Tracebacks are added after, untouched.
-_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+# C0 and C1 controls and DEL as \xNN, Unicode's line and paragraph
+# separators as \uNNNN: a QUIT reason, a nick, a config value in a log line
+# must not move a terminal's cursor, retitle it, or start a line of its own
+# (one event a line).  Tracebacks are added after, untouched.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
 
 
 class _PrintableMessages(logging.Filter):
     """Escape control characters in the message, arguments included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:        # bad arguments: left to the handler's own error path
+            return True
         escaped = message.translate(_ESCAPES)
         if escaped != message:
             record.msg, record.args = escaped, None

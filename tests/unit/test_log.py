@@ -40,3 +40,22 @@ def test_control_characters_from_clients_are_escaped_one_event_a_line(monkeypatc
     lines = err.splitlines()
     assert lines[0].endswith(r"closing: Quit: \x1b]0;pwned\x07 bye\x0aforged line\x7f")
     assert lines[1].endswith("worker crashed") and lines[2] == "Traceback (most recent call last):"
+
+
+def test_c1_controls_and_unicode_line_breaks_are_escaped_too(monkeypatch, capfd):
+    """U+0085 (NEL) and U+2028 break a line for splitlines(); U+009B is a CSI
+    that xterm acts on."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log.setup("worker", "info")
+    logging.getLogger("forkchat.test").info("closing: %s", "a\u2028forged\u0085nel\u009b2J")
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert err.rstrip("\n").endswith(r"closing: a\u2028forged\x85nel\x9b2J")
+
+
+def test_a_log_call_with_bad_arguments_does_not_raise_where_it_is_made(monkeypatch, capfd):
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log.setup("worker", "info")
+    logging.getLogger("forkchat.test").info("conn %d", "not a number")   # must not raise
+    logging.getLogger("forkchat.test").info("after")
+    assert capfd.readouterr().err.splitlines()[-1].endswith(" INFO after")
