@@ -228,7 +228,8 @@ def cmd_names(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
                     out.send(client.cid, line)
         out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFNAMES, "*"))
         return
-    for name in [name for name in query.split(",") if name]:
+    names = [name for name in query.split(",") if name] or [query]   # 'NAMES ,': one 366
+    for name in names:
         room = st.find_room(name)
         if room is not None and visible(room, client):
             for line in names_lines(st, client, room):

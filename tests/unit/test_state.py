@@ -441,6 +441,7 @@ def test_names(room):
         ":srv 353 carol = #room :@alice bob", ":srv 366 carol #room :End of /NAMES list"]
     assert room.to("carol", "NAMES #nope") == [":srv 366 carol #nope :End of /NAMES list"]
     assert room.to("carol", "NAMES invalid") == [":srv 366 carol invalid :End of /NAMES list"]
+    assert room.to("carol", "NAMES ,") == [":srv 366 carol , :End of /NAMES list"]
 
 
 def test_names_without_argument_skips_secret_rooms(room):
