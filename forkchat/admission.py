@@ -19,6 +19,7 @@ TOO_MANY_FROM_ADDRESS = "Too many connections from your address"
 TOO_FAST = "Connecting too fast, try again later"
 REFUSALS = (FULL, TOO_MANY_FROM_ADDRESS, TOO_FAST)
 REFUSAL_WINDOW_S = 10.0     # one line per address and reason this often, then a count
+MAX_REFUSAL_WINDOWS = 10000  # beyond this many open at once, the oldest is closed early
 
 
 def peer_address(address: str) -> str:
@@ -82,6 +83,10 @@ class RefusalLog:
     window; the rest are counted and summed up in one line when the window
     ends (`expire`) or the next first one is logged.  Times are passed in,
     so that the rules are tested without waiting.
+
+    `windows` is kept in the order the windows started (a new one goes to
+    the end), so the next to end is always the first: a flood from many
+    addresses costs O(1) a refusal, not a scan of every open window.
     """
 
     def __init__(self, window_s: float = REFUSAL_WINDOW_S) -> None:
@@ -96,14 +101,24 @@ class RefusalLog:
             window.more += 1
             return []
         lines = [self._summary(key, window)] if window is not None and window.more else []
+        self.windows.pop(key, None)              # re-inserted last: start order
         self.windows[key] = _Window(now)
+        if len(self.windows) > MAX_REFUSAL_WINDOWS:
+            oldest = next(iter(self.windows))
+            lines += [line for line in (self._end(oldest),) if line]
         return lines + [f"refused connection from {peer}: {reason}"]
 
     def expire(self, now: float) -> list[str]:
         """Close the windows that have ended; the summaries of those that counted."""
-        ended = [key for key, window in self.windows.items()
-                 if window.started + self.window_s <= now]     # as next_due says
-        return [line for line in (self._end(key) for key in ended) if line]
+        lines: list[str] = []
+        while self.windows:
+            key, window = next(iter(self.windows.items()))
+            if window.started + self.window_s > now:           # as next_due says
+                break
+            line = self._end(key)
+            if line:
+                lines.append(line)
+        return lines
 
     def flush(self) -> list[str]:
         """Close every window (at shutdown): what is still counted."""
@@ -113,7 +128,7 @@ class RefusalLog:
         """When the earliest window ends, or None with none open."""
         if not self.windows:
             return None
-        return min(window.started for window in self.windows.values()) + self.window_s
+        return next(iter(self.windows.values())).started + self.window_s
 
     def _end(self, key: tuple[str, str]) -> str | None:
         window = self.windows.pop(key)

@@ -48,3 +48,20 @@ def test_connect_rate_per_address_and_reload_starts_afresh():
 def test_ipv4_mapped_addresses_count_as_ipv4():
     assert admission.peer_address("::ffff:192.0.2.1") == "192.0.2.1"
     assert admission.peer_address("2001:db8::1") == "2001:db8::1"
+
+
+def test_refusal_windows_end_in_start_order_and_are_bounded(monkeypatch):
+    """The next window to end is always the first kept, also after an
+    address's window is opened again; past the bound, the oldest closes early
+    with its count."""
+    refusals = admission.RefusalLog(window_s=10.0)
+    refusals.refused("a", admission.FULL, 0.0)
+    refusals.refused("b", admission.FULL, 5.0)
+    refusals.refused("a", admission.FULL, 11.0)       # a's first window is over: a new one
+    assert refusals.next_due() == 15.0                # b's, not a's
+    monkeypatch.setattr(admission, "MAX_REFUSAL_WINDOWS", 2)
+    refusals.refused("b", admission.FULL, 12.0)       # counted in b's window
+    lines = refusals.refused("c", admission.FULL, 13.0)
+    assert lines == ["refused 1 more connection from b in 10 s (" + admission.FULL + ")",
+                     "refused connection from c: " + admission.FULL]
+    assert list(refusals.windows) == [("a", admission.FULL), ("c", admission.FULL)]
