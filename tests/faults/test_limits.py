@@ -140,12 +140,10 @@ def test_a_refusal_on_a_tls_listener_writes_no_plain_text(make_server, tmp_path)
     """Only a worker speaks TLS: a connection refused before one exists is
     closed without a word on a TLS port (a plain ERROR line would reach the
     client as a broken handshake), while the plain port still says why."""
-    from tests.integration.test_tls import make_cert, tls_config
+    from tests.integration.test_tls import make_cert, start_tls_server
     os.chmod(tmp_path, 0o755)                 # readable after the drop to nobody
     cert, key = make_cert(str(tmp_path), "server")
-    server = make_server(config_text=tls_config(cert, key) + "[limits]\nmax_clients_per_ip = 1\n",
-                         listen=[])
-    server.wait_for_log(lambda: len(server.ports) >= 2, "two listeners")
+    server = start_tls_server(make_server, cert, key, "[limits]\nmax_clients_per_ip = 1\n")
     holder = IrcTestClient(server.port_of("irc"))
     holder.register("holder")
     with socket.create_connection(("127.0.0.1", server.port_of("irc+tls")), timeout=5) as raw:

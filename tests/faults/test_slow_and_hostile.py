@@ -6,15 +6,9 @@ import socket
 
 import pytest
 
+from tests.integration.chat_helpers import SMALL_SENDQ, flood_until_dropped
 from tests.support.ircclient import IrcTestClient
 
-SMALL_SENDQ = """
-[limits]
-sendq_bytes = 32768
-flood_burst = 100000
-flood_rate = 100000.0
-recvq_bytes = 65536
-"""
 
 
 def test_client_that_never_reads_is_dropped_and_nobody_waits(make_server):
@@ -122,11 +116,7 @@ def test_stuck_reader_finds_the_error_line_when_it_reads_again(make_server):
     alice = IrcTestClient(server.port)
     alice.register("alice")
     alice.join("#room")
-    for index in range(1500):
-        alice.send(f"PRIVMSG #room :{index} " + "z" * 400)
-        if index % 300 == 299:
-            alice.sync(f"s{index}")
-    server.wait_for_text("stuck closing: Max SendQ exceeded")
+    flood_until_dropped(alice, server, "stuck")
     closing = stuck.expect_closed(timeout=10)
     assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]
     alice.close()

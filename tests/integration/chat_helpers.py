@@ -27,6 +27,28 @@ OPER_CONFIG = '[[operators]]\nname = "admin"\npassword = "pw"\n'
 _ROUND_TRIP = "221"     # RPL_UMODEIS: the answer to the MODE <own nick> query drain sends
 
 
+# A send queue small enough that a client which stops reading is dropped
+# quickly, and flood limits out of the way of a sender that fills it.
+SMALL_SENDQ = """
+[limits]
+sendq_bytes = 32768
+flood_burst = 100000
+flood_rate = 100000.0
+recvq_bytes = 65536
+"""
+
+
+def flood_until_dropped(sender: IrcTestClient, server: ServerProcess, stuck_nick: str,
+                        room: str = "#room") -> None:
+    """Send 400-byte lines to `room` until the server drops `stuck_nick`
+    for its send queue (bounded: 1500 lines, a sync every 300)."""
+    for index in range(1500):
+        sender.send(f"PRIVMSG {room} :{index} " + "z" * 400)
+        if index % 300 == 299:
+            sender.sync(f"s{index}")
+    server.wait_for_text(f"{stuck_nick} closing: Max SendQ exceeded")
+
+
 def drain(client: IrcTestClient, token: str = "drain") -> list[protocol.Message]:
     """Every message the server sent `client` so far and not yet read."""
     client.send(f"MODE {client.nick}")

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from tests.integration.chat_helpers import SMALL_SENDQ, flood_until_dropped
 from tests.support.ircclient import IrcTestClient
 
 
@@ -31,9 +32,14 @@ def tls_config(cert: str, key: str) -> str:
 
 
 class TlsClient(IrcTestClient):
-    def __init__(self, port: int, cafile: str) -> None:
+    def __init__(self, port: int, cafile: str, rcvbuf: int = 0) -> None:
+        """`rcvbuf`: a small kernel receive buffer, for a client that stops reading."""
         context = ssl.create_default_context(cafile=cafile)
-        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        raw = socket.socket()
+        if rcvbuf:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(5)
+        raw.connect(("127.0.0.1", port))
         self.sock = context.wrap_socket(raw, server_hostname="localhost")
         self.timeout = 5.0
         self.buffer = b""
@@ -50,8 +56,9 @@ def certs():
     shutil.rmtree(directory)
 
 
-def start_tls_server(make_server, cert, key):
-    server = make_server(config_text=tls_config(cert, key), listen=[])
+def start_tls_server(make_server, cert, key, extra_config: str = ""):
+    """A TLS and a plain IRC listener, from the file (no -l flags)."""
+    server = make_server(config_text=tls_config(cert, key) + extra_config, listen=[])
     server.wait_for_log(lambda: len(server.ports) >= 2, "two listeners")
     return server
 
@@ -155,45 +162,18 @@ def test_a_reset_before_the_handshake_costs_nothing(make_server, certs):
     assert "exited with status" not in server.log_text()
 
 
-SMALL_SENDQ = """
-[limits]
-sendq_bytes = 32768
-flood_burst = 100000
-flood_rate = 100000.0
-recvq_bytes = 65536
-"""
-
-
-def small_window_tls_client(port: int, cafile: str) -> TlsClient:
-    """A TLS client whose kernel takes little before it must read."""
-    client = TlsClient.__new__(TlsClient)
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.settimeout(5)
-    raw.connect(("127.0.0.1", port))
-    context = ssl.create_default_context(cafile=cafile)
-    client.sock = context.wrap_socket(raw, server_hostname="localhost")
-    client.timeout, client.buffer, client.nick, client.history = 5.0, b"", "", []
-    return client
-
-
 def test_stuck_tls_reader_gets_the_error_line_and_whole_lines(make_server, certs):
     """A TLS write that has to wait is retried with the same bytes, so the
     stream is never cut mid-line and the drop is told as on plain IRC."""
     cert, key = make_cert(certs, "one")
-    server = make_server(config_text=tls_config(cert, key) + SMALL_SENDQ, listen=[])
-    server.wait_for_log(lambda: len(server.ports) >= 2, "two listeners")
-    stuck = small_window_tls_client(tls_port(server), cert)
+    server = start_tls_server(make_server, cert, key, SMALL_SENDQ)
+    stuck = TlsClient(tls_port(server), cert, rcvbuf=4096)
     stuck.register("stuck")
     stuck.join("#room")
     alice = IrcTestClient(server.port_of("irc"))
     alice.register("alice")
     alice.join("#room")
-    for index in range(1500):
-        alice.send(f"PRIVMSG #room :{index} " + "z" * 400)
-        if index % 300 == 299:
-            alice.sync(f"s{index}")
-    server.wait_for_text("stuck closing: Max SendQ exceeded")
+    flood_until_dropped(alice, server, "stuck")
     closing = stuck.expect_closed(timeout=10)
     assert stuck.buffer == b"", f"stream cut mid-line: {stuck.buffer[-80:]!r}"
     assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]

@@ -209,6 +209,15 @@ def test_unconfirmed_lines_are_sent_again_after_a_reconnect(peer, monkeypatch):
     assert "PRIVMSG #lobby :confirmed" not in harness.seen
 
 
+@pytest.fixture
+def bob(peer, monkeypatch) -> Harness:
+    """A registered connection as bob that reconnects at once."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    return harness
+
+
 def reconnect(harness: Harness, peer: Peer) -> None:
     """Drop the link and register again: the rejoin lines land in harness.seen."""
     assert peer.sock is not None
@@ -222,11 +231,9 @@ def reconnect(harness: Harness, peer: Peer) -> None:
     harness.until(lambda: any(line.startswith("JOIN") for line in harness.seen), "the rejoin")
 
 
-def test_rejoin_gives_the_key_of_our_own_join(peer, monkeypatch):
+def test_rejoin_gives_the_key_of_our_own_join(peer, bob):
     """A restarted server asks the first one back for the room's key."""
-    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
-    harness = Harness(peer, nick="bob")
-    harness.register()
+    harness = bob
     harness.conn.send("JOIN #vault,#open,#wrong sesame,,guess")
     harness.expect_line("JOIN #vault,#open,#wrong sesame,,guess")
     peer.send(":bob!u@h JOIN #vault")
@@ -241,10 +248,8 @@ def test_rejoin_gives_the_key_of_our_own_join(peer, monkeypatch):
         "JOIN #lobby", "JOIN #open", "JOIN #vault sesame", "JOIN #wrong"]
 
 
-def test_rejoin_follows_key_modes_seen_in_the_room(peer, monkeypatch):
-    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
-    harness = Harness(peer, nick="bob")
-    harness.register()
+def test_rejoin_follows_key_modes_seen_in_the_room(peer, bob):
+    harness = bob
     for room in ("#a", "#b", "#c", "#gone"):
         peer.send(f":bob!u@h JOIN {room}")
     peer.send(":srv 005 bob CHANMODES=beI,k,lf,imnpst PREFIX=(qov)~@+ :are supported")
@@ -263,11 +268,9 @@ def test_rejoin_follows_key_modes_seen_in_the_room(peer, monkeypatch):
         "JOIN #a akey", "JOIN #b", "JOIN #c new", "JOIN #lobby"]
 
 
-def test_a_refused_rejoin_forgets_the_room(peer, monkeypatch):
+def test_a_refused_rejoin_forgets_the_room(peer, bob):
     """Banned (or the key changed) while away: no retry after every reconnect."""
-    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
-    harness = Harness(peer, nick="bob")
-    harness.register()
+    harness = bob
     peer.send(":bob!u@h JOIN #lobby")
     peer.send(":bob!u@h JOIN #banned")
     harness.until(lambda: "#banned" in harness.conn.rooms, "the join")
