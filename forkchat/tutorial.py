@@ -76,6 +76,11 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str) -> list[bytes]:
     return [head + piece for piece in _split_utf8(text.encode(), MAX_TEXT_BYTES)]
 
 
+def line_text(line: bytes) -> bytes:
+    """The text of a line `chunk_to_lines` made (what follows ' :')."""
+    return line.split(b" :", 1)[1]
+
+
 def _split_utf8(data: bytes, size: int) -> list[bytes]:
     pieces = []
     while data:

@@ -379,7 +379,7 @@ class Worker:
                 break
             line = self.tutorial_lines.pop(0)
             self.forward(line)
-            text = line.split(b" :", 1)[1].decode("utf-8", "replace")
+            text = tutorial.line_text(line).decode("utf-8", "replace")
             self.sendq += tutorial.to_ascii(f"{self.session.nick}: {text}")
         if self._tutorial_held_bytes() > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
@@ -388,7 +388,7 @@ class Worker:
 
     def _tutorial_held_bytes(self) -> int:
         """What the client sent and waits, counted as its recvq would be."""
-        texts = sum(len(line) - line.index(b" :") - 2 for line in self.tutorial_lines)
+        texts = sum(len(tutorial.line_text(line)) for line in self.tutorial_lines)
         return sum(map(len, self.tutorial_chunks)) + texts
 
     def _tutorial_held(self) -> bool:
