@@ -34,9 +34,8 @@ class _PrintableMessages(logging.Filter):
             message = record.getMessage()
         except Exception:        # bad arguments: left to the handler's own error path
             return True
-        escaped = message.translate(_ESCAPES)
-        if escaped != message:
-            record.msg, record.args = escaped, None
+        # kept formatted, so the formatter does not run msg % args again
+        record.msg, record.args = message.translate(_ESCAPES), None
         return True
 
 
