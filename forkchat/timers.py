@@ -27,6 +27,12 @@ def next_timeout(deadlines: dict[str, float]) -> float | None:
     return max(0.0, wait)
 
 
+def any_due(deadlines: dict[str, float]) -> bool:
+    """Whether a deadline has passed: the cheap question a loop asks after
+    every wake, most often with the answer no."""
+    return bool(deadlines) and min(deadlines.values()) <= time.monotonic()
+
+
 def pop_due(deadlines: dict[str, float]) -> list[str]:
     """Remove and return the names whose deadline has passed, earliest first."""
     now = time.monotonic()

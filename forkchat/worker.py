@@ -30,7 +30,7 @@ import time
 from typing import Any, Callable
 
 from forkchat import children, commands, config, flood, ipc, link, log as logsetup, numerics
-from forkchat import passwords, procstats, protocol, signals, timers, tutorial
+from forkchat import passwords, poller, procstats, protocol, signals, timers, tutorial
 from forkchat.session import Session
 
 log = logging.getLogger("forkchat.worker")
@@ -68,7 +68,7 @@ class Worker:
         self.handshaking = tls is not None
         self.cfg = cfg
         self.session = Session(cid, host=peer, proto=proto)
-        self.selector = selectors.DefaultSelector()
+        self.selector = poller.Poller()
         self.sendq = bytearray()
         # The head of sendq that OpenSSL was given and has not finished: it
         # must be given exactly these bytes again (see _send_head).
@@ -141,15 +141,17 @@ class Worker:
         return True
 
     def _turn(self) -> None:
-        self._flush_link()
+        if self.link.out or self.link.write_watched:
+            self._flush_link()
         self._flush_client()
         if self.done:
             return
-        for key, mask in self.selector.select(timers.next_timeout(self.timers)):
-            key.data(mask)
+        for callback, mask in self.selector.select(timers.next_timeout(self.timers)):
+            callback(mask)
             if self.done:
                 return
-        self._run_timers()
+        if timers.any_due(self.timers):
+            self._run_timers()
 
     def _install_signals(self) -> None:
         self._signal_r, self._signal_w = signals.install([signal.SIGTERM])
@@ -601,8 +603,12 @@ class Worker:
         except link.LinkLost as error:
             self._broker_lost(str(error))
             return
+        deliver = None if self.tutorial else ipc.Kind.DELIVER
         for kind, payload in frames:
-            self._on_frame(kind, payload)
+            if kind == deliver:      # most frames: written as they are
+                self.sendq += payload
+            else:
+                self._on_frame(kind, payload)
 
     def _on_frame(self, kind: int, payload: bytes) -> None:
         handler = _FRAME_HANDLERS.get(kind)

@@ -1,0 +1,80 @@
+"""epoll with one callback per file descriptor, for a worker's hot loop.
+
+A worker wakes once per batch from the broker, and what it runs per wake
+is most of its cost (see forkchat-server(8), PERFORMANCE).  The stdlib
+`selectors` module builds a key object per ready descriptor and goes
+through several layers to find it; this keeps the same interface the
+worker uses (register, modify, unregister, select with selectors' event
+bits) and returns (callback, events) pairs straight from one dict.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import selectors
+from typing import Any, Callable
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+
+Callback = Callable[[int], None]
+
+
+def _fd(fileobj: Any) -> int:
+    return fileobj if isinstance(fileobj, int) else fileobj.fileno()
+
+
+def _epoll_events(events: int) -> int:
+    return (select.EPOLLIN if events & READ else 0) | (select.EPOLLOUT if events & WRITE else 0)
+
+
+class Poller:
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._callbacks: dict[int, Callback] = {}
+
+    def register(self, fileobj: Any, events: int, callback: Callback) -> None:
+        fd = _fd(fileobj)
+        if fd in self._callbacks:
+            raise KeyError(f"{fileobj!r} (fd {fd}) is already registered")
+        self._epoll.register(fd, _epoll_events(events))
+        self._callbacks[fd] = callback
+
+    def modify(self, fileobj: Any, events: int, callback: Callback) -> None:
+        fd = _fd(fileobj)
+        if fd not in self._callbacks:
+            raise KeyError(f"{fileobj!r} (fd {fd}) is not registered")
+        self._epoll.modify(fd, _epoll_events(events))
+        self._callbacks[fd] = callback
+
+    def unregister(self, fileobj: Any) -> None:
+        """Forget a descriptor; one the kernel already dropped (closed) is fine."""
+        fd = _fd(fileobj)
+        del self._callbacks[fd]
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass
+
+    def select(self, timeout: float | None) -> list[tuple[Callback, int]]:
+        """Ready callbacks with selectors' event bits; a hang-up or an error
+        counts as both readable and writable, as in `selectors`."""
+        if timeout is None:
+            wait = -1.0
+        elif timeout <= 0:
+            wait = 0.0
+        else:      # epoll counts whole milliseconds: round up, never spin
+            wait = math.ceil(timeout * 1e3) * 1e-3
+        callbacks = self._callbacks
+        ready = []
+        for fd, flags in self._epoll.poll(wait, max(len(callbacks), 1)):
+            callback = callbacks.get(fd)
+            if callback is not None:
+                events = (WRITE if flags & ~select.EPOLLIN else 0) \
+                    | (READ if flags & ~select.EPOLLOUT else 0)
+                ready.append((callback, events))
+        return ready
+
+    def close(self) -> None:
+        self._epoll.close()

@@ -1,0 +1,89 @@
+"""The worker's epoll wrapper: selectors' event bits, callbacks by descriptor."""
+
+import socket
+import time
+
+import pytest
+
+from forkchat import poller, timers
+
+
+@pytest.fixture
+def pair():
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    yield left, right
+    left.close()
+    right.close()
+
+
+@pytest.fixture
+def poll():
+    p = poller.Poller()
+    yield p
+    p.close()
+
+
+def seen(callback):
+    return lambda mask: callback.append(mask)
+
+
+def test_nothing_ready_is_empty(poll, pair):
+    poll.register(pair[0], poller.READ, seen([]))
+    assert poll.select(0) == []
+
+
+def test_readable_reports_read_to_its_callback(poll, pair):
+    got, other = [], []
+    poll.register(pair[0], poller.READ, seen(got))
+    poll.register(pair[1].fileno(), poller.READ, seen(other))   # a plain fd works too
+    pair[1].send(b"x")
+    for callback, mask in poll.select(1.0):
+        callback(mask)
+    assert got == [poller.READ] and other == []
+
+
+def test_modify_changes_events_and_callback(poll, pair):
+    first, second = [], []
+    poll.register(pair[0], poller.READ, seen(first))
+    poll.modify(pair[0], poller.READ | poller.WRITE, seen(second))
+    for callback, mask in poll.select(1.0):
+        callback(mask)
+    assert first == [] and second == [poller.WRITE]     # writable, nothing to read
+
+
+def test_hangup_counts_as_readable_and_writable(poll, pair):
+    got = []
+    poll.register(pair[0], poller.READ, seen(got))
+    pair[1].close()
+    for callback, mask in poll.select(1.0):
+        callback(mask)
+    assert got and got[0] & poller.READ
+
+
+def test_unregister_stops_reports_and_allows_register_again(poll, pair):
+    poll.register(pair[0], poller.READ, seen([]))
+    pair[1].send(b"x")
+    poll.unregister(pair[0])
+    assert poll.select(0) == []
+    poll.register(pair[0], poller.READ, seen([]))
+    assert len(poll.select(1.0)) == 1
+
+
+def test_register_twice_and_unknown_descriptors_raise(poll, pair):
+    poll.register(pair[0], poller.READ, seen([]))
+    with pytest.raises(KeyError):
+        poll.register(pair[0], poller.READ, seen([]))
+    with pytest.raises(KeyError):
+        poll.modify(pair[1], poller.READ, seen([]))
+    with pytest.raises(KeyError):
+        poll.unregister(pair[1])
+
+
+def test_any_due_agrees_with_pop_due():
+    now = time.monotonic()
+    assert not timers.any_due({})
+    future = {"later": now + 60.0}
+    assert not timers.any_due(future) and timers.pop_due(future) == []
+    mixed = {"later": now + 60.0, "past": now - 1.0}
+    assert timers.any_due(mixed) and timers.pop_due(mixed) == ["past"]
