@@ -91,8 +91,18 @@ class Room:
         return any(glob_match(ban.folded, folded_prefix) for ban in self.bans.values())
 
     def is_hidden(self) -> bool:
-        """+s (and +p) rooms are invisible to LIST, NAMES and WHOIS of outsiders."""
+        """+s (and +p) rooms are invisible to LIST, NAMES, WHO and WHOIS of outsiders."""
         return "s" in self.flags or "p" in self.flags
+
+    def exists_for(self, cid: int) -> bool:
+        """Whether client `cid` may learn that this room exists at all.
+
+        RFC 2811 4.2.6: to a non-member the server acts as if a secret (+s)
+        room did not exist, MODE excepted.  TOPIC, PART, KICK, INVITE and a
+        refused PRIVMSG or NOTICE ask this and answer as for a missing room;
+        LIST, NAMES, WHO and WHOIS leave the room out (`is_hidden`).
+        """
+        return "s" not in self.flags or cid in self.members
 
     def names_symbol(self) -> str:
         """The 353 symbol: '@' secret, '*' private, '=' public."""

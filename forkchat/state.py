@@ -321,6 +321,11 @@ class ChatState:
     def find_room(self, name: str) -> rooms.Room | None:
         return self.rooms.get(protocol.casefold(name))
 
+    def find_room_for(self, client: Client, name: str) -> rooms.Room | None:
+        """The room `name` as `client` may know it: None also for a secret room it is not in."""
+        room = self.rooms.get(protocol.casefold(name))
+        return room if room is not None and room.exists_for(client.cid) else None
+
     def set_prefix(self, client: Client) -> None:
         client.prefix = protocol.user_prefix(client.nick, client.user, client.host)
         client.folded_prefix = protocol.casefold(client.prefix)

@@ -43,6 +43,7 @@ def numeric_budget(st: ChatState, client: Client, *params: str) -> int:
 
 
 def visible(room: rooms.Room, client: Client) -> bool:
+    """Listed by NAMES, LIST and WHO: a +s or +p room only to its members."""
     return client.cid in room.members or not room.is_hidden()
 
 
@@ -169,7 +170,7 @@ def cmd_part(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     parted: list[str] = []
 
     def part(name: str) -> None:
-        room = st.find_room(name)
+        room = st.find_room_for(client, name)
         if room is None:
             raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
         if client.cid not in room.members:
@@ -191,8 +192,9 @@ def cmd_topic(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     """TOPIC <room> [:<topic>]
 
     An empty topic clears it.  The change goes to every member, setter included.
+    A private (+p) room's topic is for its members only.
     """
-    room = st.find_room(msg.params[0])
+    room = st.find_room_for(client, msg.params[0])
     if room is None:
         raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, msg.params[0])
     member = client.cid in room.members
@@ -311,7 +313,7 @@ def cmd_kick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
 
 def _kick_one(st: ChatState, client: Client, name: str, nick: str, reason: str,
               out: Outbox) -> Client:
-    room = st.find_room(name)
+    room = st.find_room_for(client, name)
     if room is None:
         raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
     if client.cid not in room.members:
@@ -334,13 +336,14 @@ def cmd_invite(st: ChatState, client: Client, msg: protocol.Message, out: Outbox
 
     The room need not exist (RFC 2812 3.2.7); when it does, only members
     may invite, only ops when it is +i.  The invite lets the target through
-    +i, +l and bans once.
+    +i, +l and bans once.  A non-member's invite to a secret room goes out
+    as one to a missing room: transmitted, but it lets nobody through.
     """
     target = st.find_nick(msg.params[0])
     if target is None:
         raise numerics.Reply(numerics.ERR_NOSUCHNICK, msg.params[0])
     name = msg.params[1]
-    room = st.find_room(name)
+    room = st.find_room_for(client, name)
     if room is not None:
         if client.cid not in room.members:
             raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)

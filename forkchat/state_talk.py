@@ -109,6 +109,8 @@ def _deliver(st: ChatState, client: Client, out: Outbox, command: str,
             raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, target)
         cid = client.cid
         if not room.can_talk(cid, client.folded_prefix):
+            if not room.exists_for(cid):        # refused, and it must not say why
+                raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, target)
             raise numerics.Reply(numerics.ERR_CANNOTSENDTOCHAN, room.name)
         recipients = [member for member in room.members if member != cid]
         if recipients:

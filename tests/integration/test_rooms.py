@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from forkchat import protocol
 from tests.conftest import TEST_LIMITS
 from tests.integration.chat_helpers import ask, commands, drain, joined, nick_of
 from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
@@ -779,3 +780,37 @@ def test_empty_ban_mask_lists_instead_of_banning_everyone(registered):
     got = ask(alice, "MODE #chan +b :")
     assert commands(got) == ["368"]
     assert ask(bob, "JOIN #chan")[0].command == "JOIN"
+
+
+# -- secret rooms --------------------------------------------------------------
+
+def raw_answer(client: IrcTestClient, line: str) -> list[bytes]:
+    """Send `line` (or nothing, if empty); the exact bytes of every line the
+    server sent `client` before a broker round trip, as `drain` counts them."""
+    if line:
+        client.send(line)
+    client.send(f"MODE {client.nick}")
+    client.send("PING :raw")
+    got: list[bytes] = []
+    while (raw := client.read_line()) is not None and protocol.parse_line(raw).command != "PONG":
+        got.append(raw)
+    assert raw is not None, f"{client.nick}: connection closed"
+    assert protocol.parse_line(got.pop()).command == "221"      # drain's own MODE query
+    return got
+
+
+@pytest.mark.parametrize("template", [
+    "TOPIC {}", "TOPIC {} :from outside", "PART {}", "KICK {} alice", "INVITE alice {}",
+    "PRIVMSG {} :hello",
+])
+def test_secret_room_answers_an_outsider_as_a_room_that_does_not_exist(registered, template):
+    """RFC 2811 4.2.6: for a secret channel "the server will act as if the channel
+    does not exist" (MODE excepted): byte for byte, apart from the name, a
+    non-member gets what a missing room gives, and so does everyone else."""
+    alice, bob = registered("alice"), registered("bob")
+    alice.join("#hush")
+    ask(alice, "MODE #hush +s")
+    secret = raw_answer(bob, template.format("#HUSH")), raw_answer(alice, "")
+    missing = raw_answer(bob, template.format("#NONE")), raw_answer(alice, "")
+    assert secret[0] and secret[0][0].split()[1] in (b"403", b"341")
+    assert secret == tuple([line.replace(b"#NONE", b"#HUSH") for line in lines] for lines in missing)

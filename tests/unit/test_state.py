@@ -429,8 +429,9 @@ def test_topic_without_t_any_member_and_cut_to_topiclen():
     assert w.cmd("bob", "TOPIC #r :abcdefgh")[0] == (1, ":bob!bu@127.0.0.1 TOPIC #r :abcde")
 
 
-def test_topic_hidden_room_needs_membership(room):
-    room.cmd("alice", "MODE #room +s")
+def test_topic_of_a_private_room_needs_membership(room):
+    """+p hides a room's topic from outsiders, but not its existence (as +s does)."""
+    room.cmd("alice", "MODE #room +p")
     assert room.to("carol", "TOPIC #room") == [":srv 442 carol #room :You're not on that channel"]
 
 
@@ -1125,3 +1126,73 @@ def test_names_of_several_rooms_ends_each_with_its_own_366(room):
         ":srv 366 carol #room :End of /NAMES list",
         ":srv 366 carol #nope :End of /NAMES list",
     ]
+
+
+# -- secret rooms: to a non-member, a +s room does not exist (RFC 2811 4.2.6) ---
+
+def _as_missing(lines: list[tuple[int, str]], missing: str, secret: str) -> list[tuple[int, str]]:
+    return [(cid, line.replace(missing, secret)) for cid, line in lines]
+
+
+@pytest.mark.parametrize("template", [
+    "TOPIC {}", "TOPIC {} :from outside", "PART {}", "PART {} :bye",
+    "KICK {} bob", "KICK {} dave", "KICK {},{} bob,alice", "INVITE bob {}",
+    "PRIVMSG {} :hi", "PRIVMSG bob,{} :hi",
+])
+def test_secret_room_answers_an_outsider_as_a_missing_room(room, template):
+    """Every line anyone gets is the one a room that does not exist gives,
+    the outsider's spelling of the name included; the room is untouched."""
+    room.cmd("alice", "MODE #room +s")
+    secret = room.cmd("carol", template.format("#ROOM", "#ROOM"))
+    missing = room.cmd("carol", template.format("#NOPE", "#NOPE"))
+    assert secret == _as_missing(missing, "#NOPE", "#ROOM")
+    hidden = room.st.find_room("#room")
+    assert hidden.members == {1: "@", 2: ""} and hidden.topic == "" and hidden.invites == set()
+
+
+@pytest.mark.parametrize("modes", ["+sm-n", "+s-n+b carol"])
+def test_secret_room_refusing_an_outsiders_message_is_missing(room, modes):
+    """A secret room that refuses a non-member's text for +m or a ban, not
+    only for +n, answers 403 as a missing room; its members still get 404."""
+    room.cmd("alice", f"MODE #room {modes}")
+    assert room.to("carol", "PRIVMSG #Room :x") == [":srv 403 carol #Room :No such channel"]
+    if "m" in modes:
+        assert room.to("bob", "PRIVMSG #room :x") == [":srv 404 bob #room :Cannot send to channel"]
+
+
+def test_secret_room_without_n_takes_outside_messages(room):
+    """-n is the operators' choice to hear outsiders: the text arrives, unanswered."""
+    room.cmd("alice", "MODE #room +s-n")
+    assert room.cmd("carol", "PRIVMSG #room :knock") == [
+        (1, ":carol!cu@127.0.0.1 PRIVMSG #room :knock"),
+        (2, ":carol!cu@127.0.0.1 PRIVMSG #room :knock")]
+
+
+def test_secret_room_is_unchanged_for_members(room):
+    """A guard: members, and the invited once they join, see the room as before."""
+    room.cmd("alice", "MODE #room +s")
+    assert room.to("bob", "TOPIC #room :x") == [":srv 482 bob #room :You're not channel operator"]
+    assert room.to("bob", "KICK #room alice") == [":srv 482 bob #room :You're not channel operator"]
+    assert room.to("bob", "INVITE alice #room") == [":srv 443 bob alice #room :is already on channel"]
+    assert room.to("alice", "INVITE carol #room") == [":srv 341 alice carol #room"]
+    assert room.st.find_room("#room").invites == {3}
+    room.cmd("carol", "JOIN #room")
+    assert room.to("carol", "TOPIC #room") == [":srv 331 carol #room :No topic is set"]
+
+
+def test_secret_room_mode_query_is_the_one_exception(room):
+    """RFC 2811 4.2.6: servers answer MODE correctly, even for a secret room;
+    and a room no longer secret is answered as any other room."""
+    room.cmd("alice", "MODE #room +s")
+    assert room.to("carol", "MODE #ROOM") == [
+        ":srv 324 carol #room +nst", ":srv 329 carol #room 1000"]
+    room.cmd("alice", "MODE #room -s")
+    assert room.to("carol", "TOPIC #room :x") == [":srv 442 carol #room :You're not on that channel"]
+
+
+@pytest.mark.parametrize("template", ["NAMES {}", "LIST {}", "WHO {}", "WHO {} o"])
+def test_secret_room_queries_were_already_answered_as_missing(room, template):
+    """A guard: NAMES, LIST and WHO hid a secret room before the other commands did."""
+    room.cmd("alice", "MODE #room +s")
+    secret = room.cmd("carol", template.format("#ROOM"))
+    assert secret == _as_missing(room.cmd("carol", template.format("#NOPE")), "#NOPE", "#ROOM")
