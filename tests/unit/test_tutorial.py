@@ -101,3 +101,26 @@ def test_worker_never_echoes_outside_the_room(tutorial_worker):
     assert bytes(tutorial_worker.sendq) == b"You are not in #lobby"
     assert tutorial_worker.closing
     assert tutorial_worker.link.count(ipc.Kind.REQUEST) == 0
+
+
+@pytest.mark.parametrize("reason, said, out", [
+    ("Killed (ircop (spam))", None, b"Disconnected by the server: Killed (ircop (spam))"),
+    ("Excess Flood", None, b"Disconnected by the server: Excess Flood (you sent too much, too fast)"),
+    ("Max SendQ exceeded", None,
+     b"Disconnected by the server: Max SendQ exceeded (too much was waiting to be sent to you)"),
+    ("Server error: chat service unavailable", None,
+     b"Disconnected by the server: Server error: chat service unavailable"),
+    ("Server shutting down", "Server shutting down", b"Server shutting down"),
+    ("Killed (ircop (caf\u00e9\x1b))", None, b"Disconnected by the server: Killed (ircop (caf??))"),
+    ("Connection closed", None, None),
+    ("Quit: bye", None, None),
+    ("Read error: Connection reset by peer", None, None),
+    ("Write error: Broken pipe", None, None),
+])
+def test_goodbye_says_why_the_server_cut_the_client_off(reason, said, out):
+    assert tutorial.goodbye(reason, said) == out
+
+
+def test_goodbye_is_no_longer_than_an_error_line():
+    assert len(tutorial.goodbye("Killed (ircop (" + "x" * 2000 + "))")) == 510
+
