@@ -10,7 +10,9 @@ Here a tutorial client is an ordinary member of the default room: its
 chunks become PRIVMSGs, and the IRC lines the broker delivers are rendered
 back into the tutorial's phrases.  It has no command to join a room, so
 outside the default room it could only talk to nobody: a refused JOIN or a
-KICK is told in one plain line (`farewell`) and ends the connection.
+KICK is told in one plain line (`farewell`) and ends the connection.  Any
+other cut the server makes (a KILL, a flood, the server stopping) is told
+the same way (`goodbye`), where an IRC client reads its ERROR line.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ _REFUSALS = {
     numerics.ERR_INVITEONLYCHAN: "the room is invite-only",
     numerics.ERR_BANNEDFROMCHAN: "you are banned from the room",
     numerics.ERR_CHANNELISFULL: "the room is full",
+}
+
+# The worker's reasons for closing that mean the client left, or can no
+# longer be reached: there is nobody to tell.
+_UNTOLD = ("Connection closed", "Client Quit", "Quit:", "Read error:", "Write error:",
+           "TLS error:")
+
+# The IRC reasons a chat-room user may not understand, explained.
+_EXPLAINED = {
+    "Excess Flood": "you sent too much, too fast",
+    "Max SendQ exceeded": "too much was waiting to be sent to you",
+    "Registration timed out": "no nickname came in time",
+    "Bad password": "the server needs a password, which this client cannot send",
 }
 
 
@@ -177,3 +192,19 @@ def farewell(line: bytes, own_nick: str, room: str, joined: bool) -> bytes | Non
 def outside(room: str) -> bytes:
     """The last words for a client found outside `room` some other way."""
     return to_ascii(f"You are not in {room}")
+
+
+def goodbye(reason: str, said: str | None = None) -> bytes | None:
+    """The last words for a tutorial client the server cuts off for `reason`.
+
+    `said` is what an IRC client would read in its ERROR line instead of
+    the usual "Closing Link", and is then the whole line here too.  None
+    when the client ended the connection itself, or it broke.  At most one
+    IRC line's length, as the ERROR line is: a stuck client is given no more.
+    """
+    if said is None and reason.startswith(_UNTOLD):
+        return None
+    if said is None:
+        why = _EXPLAINED.get(reason)
+        said = f"Disconnected by the server: {reason}" + (f" ({why})" if why else "")
+    return protocol.truncate_utf8(to_ascii(said), protocol.MAX_BODY_BYTES)

@@ -165,13 +165,19 @@ class Worker:
         self.close("Server shutting down", error_text="Server shutting down")
 
     def close(self, reason: str, error_text: str | None = None) -> None:
-        """Say goodbye to the client and the broker, then stop the loop."""
+        """Say goodbye to the client and the broker, then stop the loop.
+
+        `error_text` is what the client is told instead of the usual
+        "Closing Link"; a tutorial client gets one plain line, not ERROR.
+        """
         if self.closing:
             return
         self.closing = True
         log.info("conn %d %s closing: %s", self.session.cid, self.session.nick or "*", reason)
         self._queue_frame(ipc.encode(ipc.Kind.BYE, reason.encode()))
-        if not self.tutorial:
+        if self.tutorial:
+            self.sendq += tutorial.goodbye(reason, error_text) or b""
+        else:
             text = error_text or f"Closing Link: {self.session.host} ({reason})"
             self.sendq += protocol.format_line("", "ERROR", text)
         self.done = True
@@ -422,8 +428,8 @@ class Worker:
 
     def _tutorial_farewell(self, last: bytes) -> None:
         """One plain line, then EOF: all a tutorial client can be told."""
-        self.sendq += last
-        self.close(last.decode("ascii"))
+        text = last.decode("ascii")
+        self.close(text, error_text=text)
 
     def _tutorial_output(self, line: bytes) -> None:
         if self.closing:

@@ -1,11 +1,13 @@
 """The tutorial dialect, driven as the classic chat-room client drives it."""
 
+import signal
 import socket
 import time
 
 import pytest
 
 from tests.conftest import TEST_LIMITS
+from tests.integration.chat_helpers import OPER_CONFIG
 from tests.support.ircclient import IrcTestClient
 
 
@@ -161,6 +163,32 @@ def test_silenced_tutorial_client_is_told_its_line_was_not_sent(tutorial_server)
         b"Connected to server!tk: anyone?Not sent: you cannot talk in #lobby now")
     tk.close()
     alice.close()
+
+
+def test_killed_tutorial_client_is_told_why(make_server):
+    """An operator's KILL: the reason an IRC client reads in ERROR, as one plain line, then EOF."""
+    server = make_server(listen=["127.0.0.1:0"], config_text=OPER_CONFIG + TEST_LIMITS,
+                         extra_args=["--tutorial-listen", "127.0.0.1:0"])
+    ircop = IrcTestClient(server.port)
+    ircop.register("ircop")
+    ircop.send("OPER admin pw")
+    ircop.expect("381")
+    tk = join_tutorial(server, b"tk")
+    tk.recv_until(b"Connected to server!")
+    ircop.send("KILL tk :spam")
+    assert tk.recv_until_eof() == b"NICKtk joined!Connected to server!" \
+        b"Disconnected by the server: Killed (ircop (spam))"
+    tk.close()
+    ircop.close()
+
+
+def test_tutorial_client_is_told_the_server_stops(tutorial_server):
+    """SIGTERM: the IRC client's "ERROR :Server shutting down" as a plain line, then EOF."""
+    tk = join_tutorial(tutorial_server, b"tk")
+    tk.recv_until(b"Connected to server!")
+    tutorial_server.signal(signal.SIGTERM)
+    assert tk.recv_until_eof() == b"NICKtk joined!Connected to server!Server shutting down"
+    tk.close()
 
 
 def test_refused_tutorial_client_gets_the_irc_error_line(make_server):

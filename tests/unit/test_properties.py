@@ -175,6 +175,15 @@ def test_tutorial_render_sends_only_ascii(line, nick):
     assert rendered is None or all(byte < 128 for byte in rendered)
 
 
+@given(st.text(max_size=1200), st.one_of(st.none(), st.text(max_size=1200)))
+def test_tutorial_goodbye_is_one_short_plain_line(reason, said):
+    """Whatever the reason (a KILL's comment is an operator's text), the last
+    words are printable ASCII and no longer than the ERROR line they stand for."""
+    last = tutorial.goodbye(reason, said)
+    assert last is None or (len(last) <= protocol.MAX_BODY_BYTES
+                            and all(32 <= byte < 127 for byte in last))
+
+
 # -- ipc framing -----------------------------------------------------------------------
 
 frames = st.lists(st.tuples(st.sampled_from(list(ipc.Kind)), st.binary(max_size=300)),

@@ -101,3 +101,58 @@ def test_worker_never_echoes_outside_the_room(tutorial_worker):
     assert bytes(tutorial_worker.sendq) == b"You are not in #lobby"
     assert tutorial_worker.closing
     assert tutorial_worker.link.count(ipc.Kind.REQUEST) == 0
+
+
+@pytest.mark.parametrize("reason, said, out", [
+    ("Killed (ircop (spam))", None, b"Disconnected by the server: Killed (ircop (spam))"),
+    ("Excess Flood", None, b"Disconnected by the server: Excess Flood (you sent too much, too fast)"),
+    ("Max SendQ exceeded", None,
+     b"Disconnected by the server: Max SendQ exceeded (too much was waiting to be sent to you)"),
+    ("Server error: chat service unavailable", None,
+     b"Disconnected by the server: Server error: chat service unavailable"),
+    ("Server shutting down", "Server shutting down", b"Server shutting down"),
+    ("Killed (ircop (caf\u00e9\x1b))", None, b"Disconnected by the server: Killed (ircop (caf??))"),
+    ("Connection closed", None, None),
+    ("Quit: bye", None, None),
+    ("Read error: Connection reset by peer", None, None),
+    ("Write error: Broken pipe", None, None),
+])
+def test_goodbye_says_why_the_server_cut_the_client_off(reason, said, out):
+    assert tutorial.goodbye(reason, said) == out
+
+
+def test_goodbye_is_no_longer_than_an_error_line():
+    assert len(tutorial.goodbye("Killed (ircop (" + "x" * 2000 + "))")) == 510
+
+
+@pytest.mark.parametrize("reason, error_text, out", [
+    ("Excess Flood", None, b"Disconnected by the server: Excess Flood (you sent too much, too fast)"),
+    ("Server shutting down", "Server shutting down", b"Server shutting down"),
+    ("Connection closed", None, b""),
+])
+def test_worker_close_tells_a_tutorial_client_once(tutorial_worker, reason, error_text, out):
+    tutorial_worker.close(reason, error_text=error_text)
+    tutorial_worker.close("Max SendQ exceeded")          # a second close says nothing more
+    assert bytes(tutorial_worker.sendq) == out
+    assert tutorial_worker.done and tutorial_worker.link.count(ipc.Kind.BYE) == 1
+
+
+def test_worker_tells_a_killed_tutorial_client_and_then_nothing(tutorial_worker):
+    """The KILL line itself renders to nothing; the DROP that follows is told."""
+    tutorial_worker.session.rooms = {"#lobby": ""}
+    tutorial_worker.tutorial_connected = True
+    tutorial_worker._on_deliver(b":ircop!i@h KILL tk :Killed (ircop (spam))")
+    tutorial_worker._on_drop(b"Killed (ircop (spam))")
+    tutorial_worker._on_deliver(b":bob!b@h PRIVMSG #lobby :too late")
+    assert bytes(tutorial_worker.sendq) == b"Disconnected by the server: Killed (ircop (spam))"
+
+
+def test_worker_tells_a_stuck_tutorial_client_within_the_error_room(tutorial_worker):
+    """Its queue is cut as an IRC client's is; only the short plain line follows."""
+    tutorial_worker.sock.setblocking(False)           # as run() makes it
+    tutorial_worker.sendq += b"x" * (8 * 1024 * 1024)
+    tutorial_worker._flush_client()
+    assert tutorial_worker.stuck
+    assert bytes(tutorial_worker.sendq) == \
+        b"Disconnected by the server: Max SendQ exceeded (too much was waiting to be sent to you)"
+    assert len(tutorial_worker.sendq) <= worker.ERROR_ROOM_BYTES
