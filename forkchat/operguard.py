@@ -16,7 +16,7 @@ The numbers:
   operator who shares it.
 - FIRST_DELAY_S = 2, doubled at each further failure up to MAX_DELAY_S =
   300: an operator who mistyped four times waits seconds, a guesser reaches
-  one guess per five minutes after ten failures (about 300 guesses a day
+  one guess per five minutes after a dozen failures (under 300 guesses a day
   per address, instead of about 20 a second by reconnecting).
 - QUIET_S = 600: a record is forgotten ten minutes after its last failure,
   so the count starts again only after a quiet period.  It is longer than
