@@ -43,7 +43,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from forkchat import __version__, children, config, ipc, log as logsetup, numerics
-from forkchat import protocol, state, store
+from forkchat import operguard, protocol, state, store
 
 log = logging.getLogger("forkchat.broker")
 
@@ -128,6 +128,7 @@ class Broker:
         self.next_store = 0.0
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
+        self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -331,6 +332,7 @@ class Broker:
         link.cid = cid
         self.links[cid] = link
         self.state.connect(cid, str(hello.get("host", "unknown")))
+        self._tell_oper_wait(cid, self.state.clients[cid].host)
         if not hello.get("reregister"):
             self._arrived(cid)
 
@@ -363,7 +365,36 @@ class Broker:
         info = ipc.decode_json(payload)
         assert link.cid is not None
         log.info("conn %d became operator %s", link.cid, info.get("name"))
+        client = self.state.clients.get(link.cid)
+        if client is not None:
+            operguard.succeeded(self.oper_guard, client.host)
         self.state.set_oper(link.cid, str(info.get("name", "")), self.outbox)
+
+    def _on_oper_failed(self, link: Link, payload: bytes) -> None:
+        """A wrong OPER (the worker hashed it): count it for the client's
+        address and, once the address must wait, tell all its connections."""
+        info = ipc.decode_json(payload)
+        client = self.state.clients.get(link.cid) if link.cid is not None else None
+        if client is None:
+            return
+        host, now = client.host, time.monotonic()
+        not_before = operguard.failed(self.oper_guard, host, now)
+        if not_before <= now:
+            return                          # one of the address's free failures
+        count = operguard.failures(self.oper_guard, host)
+        if count == operguard.FREE_FAILURES + 1:
+            log.warning("OPER from %s must wait: %d failed attempts, the last as %r",
+                        host, count, str(info.get("name", "")))
+        # (a list: a full link drops its client, which changes the table)
+        for cid in [c.cid for c in self.state.clients.values() if c.host == host]:
+            self.outbox.update(cid, {"oper_address_not_before": not_before})
+
+    def _tell_oper_wait(self, cid: int, host: str) -> None:
+        """A new connection learns its address's OPER wait, if there is one."""
+        now = time.monotonic()
+        not_before = operguard.not_before(self.oper_guard, host, now)
+        if not_before > now:
+            self.outbox.update(cid, {"oper_address_not_before": not_before})
 
     def _on_reregister(self, link: Link, payload: bytes) -> None:
         identity = ipc.decode_json(payload)
@@ -503,6 +534,7 @@ _FRAME_HANDLERS: dict[int, Callable[[Broker, Link, bytes], None]] = {
     ipc.Kind.REQUEST: Broker._on_request,
     ipc.Kind.REGISTER: Broker._on_register,
     ipc.Kind.OPER: Broker._on_oper,
+    ipc.Kind.OPER_FAILED: Broker._on_oper_failed,
     ipc.Kind.REREGISTER: Broker._on_reregister,
     ipc.Kind.BYE: Broker._on_bye,
     ipc.Kind.SYNC: Broker._on_sync,

@@ -111,18 +111,34 @@ def cmd_quit(ctx: Context, msg: protocol.Message) -> None:
     ctx.close(f"Quit: {reason}" if reason else "Client Quit")
 
 
+OPER_WAIT_TEXT = {   # by whose wait is the longer: the address's (True) or the connection's
+    False: "Too many failed OPER attempts, try again later",
+    True: "Too many failed OPER attempts from your address, try again later",
+}
+
+
+def _refuse_while_waiting(session: Session, now: float) -> None:
+    """During a wait, an OPER is refused before its password is hashed.
+
+    Two waits apply: this connection's own, and its address's, which the
+    broker sends (operguard) so that reconnecting does not shed it.
+    """
+    own, address = session.oper_not_before, session.oper_address_not_before
+    if now < max(own, address):
+        raise numerics.Reply(numerics.ERR_PASSWDMISMATCH, text=OPER_WAIT_TEXT[address > own])
+
+
 def cmd_oper(ctx: Context, msg: protocol.Message) -> None:
     """OPER <name> <password>
 
     The scrypt check runs here, in the client's own worker, so that a slow
     hash never stalls the broker.  After a failure the next attempt must
-    wait, twice as long each time, so passwords cannot be guessed quickly.
+    wait, twice as long each time, so passwords cannot be guessed quickly;
+    the broker hears of each failure and makes the whole address wait too.
     """
     session = ctx.session
     now = time.monotonic()
-    if now < session.oper_not_before:
-        raise numerics.Reply(numerics.ERR_PASSWDMISMATCH,
-                             text="Too many failed OPER attempts, try again later")
+    _refuse_while_waiting(session, now)
     name, given = msg.params[0], msg.params[1]
     for operator in ctx.cfg.operators:
         if operator.name == name and passwords.verify(operator.password, given):
@@ -135,6 +151,7 @@ def cmd_oper(ctx: Context, msg: protocol.Message) -> None:
     session.oper_not_before = now + delay
     log.warning("failed OPER attempt as %r by %s!%s@%s (%d so far)", name, session.nick,
                 session.user, session.host, session.oper_failures)
+    ctx.frame(ipc.encode_json(ipc.Kind.OPER_FAILED, {"name": name}))
     raise numerics.Reply(numerics.ERR_PASSWDMISMATCH)
 
 

@@ -1,7 +1,7 @@
 """Frames between the broker and the workers.
 
-    worker ──HELLO, REQUEST, REGISTER, OPER, REREGISTER, BYE──▶ broker
-    worker ◀──────────── DELIVER, UPDATE, DROP ──────────────── broker
+    worker ──HELLO, REQUEST, REGISTER, OPER, OPER_FAILED, REREGISTER, BYE──▶ broker
+    worker ◀──────────────── DELIVER, UPDATE, DROP ─────────────────────── broker
 
 Each worker holds one stream connection to the broker's private Unix
 socket.  A frame is a 4-byte big-endian payload length, a 1-byte kind and
@@ -13,11 +13,12 @@ the payload:
     REQUEST     one canonical IRC line (no CRLF)   shared-state command
     REGISTER    JSON {"user", "realname"}          NICK+USER done, burst please
     OPER        JSON {"name"}                      password already checked
+    OPER_FAILED JSON {"name"}                      a wrong OPER, counted per address
     REREGISTER  JSON identity                      after a broker restart
     BYE         UTF-8 quit reason                  the client is leaving
     SYNC        empty; echoed back as is           "all before this is done"
     DELIVER     raw line bytes, CRLF included      write to the client as is
-    UPDATE      JSON {field: value}                the client's identity changed
+    UPDATE      JSON {field: value}                the client's session changed
     DROP        UTF-8 reason                       close the client with ERROR
 
 and on the supervisor's control socket to the broker:
@@ -55,6 +56,7 @@ class Kind(enum.IntEnum):
     REREGISTER = 5
     BYE = 6
     SYNC = 7
+    OPER_FAILED = 8
     DELIVER = 10
     UPDATE = 11
     DROP = 12

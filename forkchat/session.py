@@ -32,7 +32,8 @@ class Session:
     away: str = ""
     rooms: dict[str, str] = field(default_factory=dict)
     oper_failures: int = 0
-    oper_not_before: float = 0.0
+    oper_not_before: float = 0.0          # this connection's own wait after a failed OPER
+    oper_address_not_before: float = 0.0  # its address's wait, sent by the broker (operguard)
 
     @property
     def target(self) -> str:
@@ -45,7 +46,8 @@ class Session:
 
     def apply(self, changes: dict[str, Any]) -> None:
         """Take an UPDATE from the broker; unknown keys are ignored."""
-        for key in ("nick", "registered", "modes", "oper", "away", "rooms"):
+        for key in ("nick", "registered", "modes", "oper", "away", "rooms",
+                    "oper_address_not_before"):
             if key in changes:
                 setattr(self, key, changes[key])
 

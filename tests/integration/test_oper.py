@@ -5,11 +5,15 @@ The server runs with one configured operator (name "admin", plain password
 4.7 WALLOPS) or the modern document, as irctest's oper/kill tests do.
 """
 
+import time
+
 import pytest
 
+from forkchat import commands as worker_commands, operguard, passwords
 from tests.conftest import TEST_LIMITS
 from tests.integration.chat_helpers import OPER_CONFIG, ask, commands, drain, joined
 from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
+from tests.support.ircclient import IrcTestClient
 
 SERVER_CONFIG = OPER_CONFIG + TEST_LIMITS     # the module's shared server has the operator
 
@@ -64,6 +68,95 @@ def test_oper_shows_in_whois_who_and_userhost(user):
     who = ask(other, "WHO boss")
     assert who[0].params[6] == "G*"
     assert ask(other, "USERHOST boss")[0].params[1] == "boss*=-boss@127.0.0.1"
+
+
+# -- OPER back-off per address -------------------------------------------------
+# Each test has a server of its own (the module's shared one must not learn to
+# distrust 127.0.0.1), whose operator password is a real scrypt hash.
+
+ADDRESS_WAIT = worker_commands.OPER_WAIT_TEXT[True]
+
+
+@pytest.fixture
+def guarded(make_server):
+    """A server whose operator "admin" has the hashed password "pw"."""
+    hashed = passwords.hash_password("pw")
+    return make_server(config_text=f'[[operators]]\nname = "admin"\npassword = "{hashed}"\n'
+                                   + TEST_LIMITS)
+
+
+def connect(guarded, nick):
+    client = IrcTestClient(guarded.port)
+    client.register(nick)
+    return client
+
+
+def fail_oper_once(guarded, nick):
+    """A new connection from 127.0.0.1 fails OPER once, then leaves.  The PING
+    after it is answered only once the broker has counted the failure."""
+    client = connect(guarded, nick)
+    client.send("OPER admin wrong")
+    assert client.expect("464").params[-1] == "Password incorrect"
+    client.sync()
+    client.close()
+
+
+def assert_told_to_wait(client, since):
+    """OPER with the right password is refused for the address, unchecked.
+
+    The first address-wide wait lasts FIRST_DELAY_S from the failure sent at
+    `since`; a machine too slow to ask within it proves nothing either way."""
+    client.send("OPER admin pw")
+    reply = client.expect(lambda m: m.command in ("464", "381"))
+    if reply.command == "381" and time.monotonic() - since >= operguard.FIRST_DELAY_S:
+        pytest.skip("the address-wide wait was over before the test could ask")
+    assert (reply.command, reply.params[-1]) == ("464", ADDRESS_WAIT)
+
+
+def test_failures_past_the_free_ones_make_the_address_wait(guarded):
+    """Reconnecting does not shed the wait: after the free failures and one more,
+    each from a connection of its own, a new connection from the same address is
+    refused at once, its password not even checked, and so is a connection that
+    was already there; the broker logs the start of the wait once."""
+    bystander = connect(guarded, "bystander")
+    for index in range(operguard.FREE_FAILURES):
+        fail_oper_once(guarded, f"guess{index}")
+    since = time.monotonic()
+    fail_oper_once(guarded, "guesslast")
+    newcomer = connect(guarded, "newcomer")
+    assert_told_to_wait(newcomer, since)
+    assert_told_to_wait(bystander, since)
+    guarded.wait_for_text(f"OPER from 127.0.0.1 must wait: {operguard.FREE_FAILURES + 1} "
+                          "failed attempts, the last as 'admin'")
+    newcomer.send("QUIT")
+    newcomer.expect_closed()
+    guarded.wait_for_text("newcomer closing")       # the worker's log is read up to here
+    log = guarded.log_text()
+    assert "failed OPER attempt as 'admin' by newcomer" not in log       # no hash, no failure
+    assert "failed OPER attempt as 'admin' by bystander" not in log
+    assert log.count("must wait") == 1
+    newcomer.close()
+    bystander.close()
+
+
+def test_below_the_free_failures_an_operator_still_gets_in(guarded):
+    """One person's typos behind a shared address do not lock out the operator
+    sharing it, and the operator's success forgives them; one failure more than
+    the free ones, and the next connection must wait."""
+    for round_ in range(2):
+        for index in range(operguard.FREE_FAILURES):
+            fail_oper_once(guarded, f"typo{round_}{index}")
+        operator = connect(guarded, f"operator{round_}")
+        operator.send("OPER admin pw")
+        operator.expect("381")
+        operator.close()
+    for index in range(operguard.FREE_FAILURES):
+        fail_oper_once(guarded, f"typo2{index}")
+    since = time.monotonic()
+    fail_oper_once(guarded, "typolast")
+    late = connect(guarded, "late")
+    assert_told_to_wait(late, since)
+    late.close()
 
 
 # -- KILL ---------------------------------------------------------------------

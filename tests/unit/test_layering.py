@@ -9,7 +9,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "forkchat"
 ROLES = {"supervisor", "broker", "worker"}
 ENTRY = {"cli", "__main__"}          # wires the roles together
 PURE = {"state", "state_rooms", "state_talk", "state_query", "state_users", "rooms",
-        "protocol", "numerics", "tutorial", "flood", "session"}
+        "protocol", "numerics", "tutorial", "flood", "session", "operguard"}
 IO_MODULES = {"socket", "selectors", "subprocess", "multiprocessing", "psutil", "sqlite3",
               "signal", "ssl"}
 
