@@ -1,7 +1,7 @@
 """epoll with one callback per file descriptor, for a worker's hot loop.
 
 A worker wakes once per batch from the broker, and what it runs per wake
-is most of its cost (see forkchat-server(8), PERFORMANCE).  The stdlib
+is most of its cost (README, Performance).  The stdlib
 `selectors` module builds a key object per ready descriptor and goes
 through several layers to find it; this keeps the same interface the
 worker uses (register, modify, unregister, select with selectors' event
