@@ -113,16 +113,23 @@ def assert_told_to_wait(client, since):
     assert (reply.command, reply.params[-1]) == ("464", ADDRESS_WAIT)
 
 
+def fail_past_the_free_ones(server, prefix):
+    """The address's free failures and one more, each on a connection of its
+    own; returns when that last one was sent (the wait starts there)."""
+    for index in range(operguard.FREE_FAILURES):
+        fail_oper_once(server, f"{prefix}{index}")
+    since = time.monotonic()
+    fail_oper_once(server, f"{prefix}last")
+    return since
+
+
 def test_failures_past_the_free_ones_make_the_address_wait(guarded):
     """Reconnecting does not shed the wait: after the free failures and one more,
     each from a connection of its own, a new connection from the same address is
     refused at once, its password not even checked, and so is a connection that
     was already there; the broker logs the start of the wait once."""
     bystander = connect(guarded, "bystander")
-    for index in range(operguard.FREE_FAILURES):
-        fail_oper_once(guarded, f"guess{index}")
-    since = time.monotonic()
-    fail_oper_once(guarded, "guesslast")
+    since = fail_past_the_free_ones(guarded, "guess")
     newcomer = connect(guarded, "newcomer")
     assert_told_to_wait(newcomer, since)
     assert_told_to_wait(bystander, since)
@@ -150,10 +157,7 @@ def test_below_the_free_failures_an_operator_still_gets_in(guarded):
         operator.send("OPER admin pw")
         operator.expect("381")
         operator.close()
-    for index in range(operguard.FREE_FAILURES):
-        fail_oper_once(guarded, f"typo2{index}")
-    since = time.monotonic()
-    fail_oper_once(guarded, "typolast")
+    since = fail_past_the_free_ones(guarded, "typo2")
     late = connect(guarded, "late")
     assert_told_to_wait(late, since)
     late.close()
