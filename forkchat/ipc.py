@@ -105,22 +105,31 @@ class FrameReader:
             FrameError: a frame longer than the bound, or an unknown kind.
         """
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            frames, offset = self._split(buffer)
+            del buffer[:offset]
+        else:       # the usual case: whole frames, taken from `data` itself
+            frames, offset = self._split(data)
+            buffer += data[offset:]
+        return frames
+
+    def _split(self, source: bytes | bytearray) -> tuple[list[tuple[int, bytes]], int]:
+        """The whole frames at the start of `source`, and where they end."""
         frames = []
         offset = 0
         size = HEADER.size
-        while len(buffer) - offset >= size:
-            length, kind = HEADER.unpack_from(buffer, offset)
+        total = len(source)
+        while total - offset >= size:
+            length, kind = HEADER.unpack_from(source, offset)
             if length > self._max_frame or kind not in _KINDS:
                 raise FrameError(f"bad frame header (kind {kind}, {length} bytes)")
             end = offset + size + length
-            if end > len(buffer):
+            if end > total:
                 break
-            frames.append((kind, bytes(buffer[offset + size:end])))
+            frames.append((kind, bytes(source[offset + size:end])))
             offset = end
-        if offset:
-            del buffer[:offset]
-        return frames
+        return frames, offset
 
     @property
     def pending(self) -> int:

@@ -146,11 +146,15 @@ class Worker:
         self._flush_client()
         if self.done:
             return
-        for callback, mask in self.selector.select(timers.next_timeout(self.timers)):
+        timeout = timers.next_timeout(self.timers)
+        ready = self.selector.select(timeout)
+        for callback, mask in ready:
             callback(mask)
             if self.done:
                 return
-        if timers.any_due(self.timers):
+        # A wake for I/O before the earliest deadline leaves timers alone;
+        # one that is due made the timeout 0, so it runs even under load.
+        if (not ready or timeout == 0.0) and timers.any_due(self.timers):
             self._run_timers()
 
     def _install_signals(self) -> None:
@@ -602,7 +606,7 @@ class Worker:
     def on_link(self, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
             self._flush_link()
-        if not mask & selectors.EVENT_READ or not self.link.connected:
+        if not mask & selectors.EVENT_READ or self.link.sock is None:
             return
         try:
             frames = self.link.read()
