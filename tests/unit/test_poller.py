@@ -1,5 +1,6 @@
 """The worker's epoll wrapper: selectors' event bits, callbacks by descriptor."""
 
+import selectors
 import socket
 import time
 
@@ -87,3 +88,20 @@ def test_any_due_agrees_with_pop_due():
     assert not timers.any_due(future) and timers.pop_due(future) == []
     mixed = {"later": now + 60.0, "past": now - 1.0}
     assert timers.any_due(mixed) and timers.pop_due(mixed) == ["past"]
+
+
+@pytest.mark.parametrize("events", [poller.READ, poller.WRITE, poller.READ | poller.WRITE])
+def test_hangup_reports_only_the_events_asked_for_as_selectors_does(poll, pair, events):
+    """A hang-up wakes every registration, but selectors masks the report
+    with what was asked for: a link watched for READ alone must not be
+    told it is writable (the worker would write to a dead broker before
+    reading what it sent last), nor a socket watched for WRITE readable."""
+    reference = selectors.EpollSelector()
+    try:
+        reference.register(pair[0], events, None)
+        poll.register(pair[0], events, seen([]))
+        pair[1].close()
+        expected = [mask for _key, mask in reference.select(1.0)]
+        assert [mask for _callback, mask in poll.select(1.0)] == expected == [events]
+    finally:
+        reference.close()
