@@ -53,7 +53,7 @@ def test_modify_changes_events_and_callback(poll, pair):
     assert first == [] and second == [poller.WRITE]     # writable, nothing to read
 
 
-def test_hangup_counts_as_readable_and_writable(poll, pair):
+def test_hangup_wakes_a_registration_for_read(poll, pair):
     got = []
     poll.register(pair[0], poller.READ, seen(got))
     pair[1].close()
