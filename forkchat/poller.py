@@ -19,8 +19,8 @@ READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 
 Callback = Callable[[int], None]
-# The callback and the selectors event bits registered for one descriptor.
-_Entry = tuple[Callback, int]
+# The callback, the selectors event bits and the object registered for one descriptor.
+_Entry = tuple[Callback, int, Any]
 
 
 def _fd(fileobj: Any) -> int:
@@ -41,18 +41,25 @@ class Poller:
         if fd in self._callbacks:
             raise KeyError(f"{fileobj!r} (fd {fd}) is already registered")
         self._epoll.register(fd, _epoll_events(events))
-        self._callbacks[fd] = (callback, events)
+        self._callbacks[fd] = (callback, events, fileobj)
 
     def modify(self, fileobj: Any, events: int, callback: Callback) -> None:
         fd = _fd(fileobj)
         if fd not in self._callbacks:
             raise KeyError(f"{fileobj!r} (fd {fd}) is not registered")
         self._epoll.modify(fd, _epoll_events(events))
-        self._callbacks[fd] = (callback, events)
+        self._callbacks[fd] = (callback, events, fileobj)
 
     def unregister(self, fileobj: Any) -> None:
-        """Forget a descriptor; one the kernel already dropped (closed) is fine."""
+        """Forget a descriptor; one the kernel already dropped (closed) is fine.
+
+        A socket closed before it was unregistered has no number any more
+        (fileno() is -1): as in `selectors`, it is found by identity.
+        """
         fd = _fd(fileobj)
+        if fd < 0:
+            fd = next((known for known, entry in self._callbacks.items()
+                       if entry[2] is fileobj), fd)
         del self._callbacks[fd]
         try:
             self._epoll.unregister(fd)

@@ -105,3 +105,21 @@ def test_hangup_reports_only_the_events_asked_for_as_selectors_does(poll, pair, 
         assert [mask for _callback, mask in poll.select(1.0)] == expected == [events]
     finally:
         reference.close()
+
+
+def test_a_socket_closed_before_unregister_is_forgotten_as_selectors_does(poll):
+    """selectors finds a closed socket (fileno() -1) by identity; so must this,
+    or the descriptor number, once reused, could never be registered again."""
+    first, peer = socket.socketpair()
+    number = first.fileno()
+    poll.register(first, poller.READ, seen([]))
+    first.close()
+    poll.unregister(first)
+    reused, other = socket.socketpair()
+    try:
+        assert number in (reused.fileno(), other.fileno())
+        poll.register(reused, poller.READ, seen([]))
+        poll.register(other, poller.READ, seen([]))
+    finally:
+        for sock in (peer, reused, other):
+            sock.close()
