@@ -19,6 +19,8 @@ READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 
 Callback = Callable[[int], None]
+# The callback, the selectors event bits and the object registered for one descriptor.
+_Entry = tuple[Callback, int, Any]
 
 
 def _fd(fileobj: Any) -> int:
@@ -32,25 +34,32 @@ def _epoll_events(events: int) -> int:
 class Poller:
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._callbacks: dict[int, Callback] = {}
+        self._callbacks: dict[int, _Entry] = {}
 
     def register(self, fileobj: Any, events: int, callback: Callback) -> None:
         fd = _fd(fileobj)
         if fd in self._callbacks:
             raise KeyError(f"{fileobj!r} (fd {fd}) is already registered")
         self._epoll.register(fd, _epoll_events(events))
-        self._callbacks[fd] = callback
+        self._callbacks[fd] = (callback, events, fileobj)
 
     def modify(self, fileobj: Any, events: int, callback: Callback) -> None:
         fd = _fd(fileobj)
         if fd not in self._callbacks:
             raise KeyError(f"{fileobj!r} (fd {fd}) is not registered")
         self._epoll.modify(fd, _epoll_events(events))
-        self._callbacks[fd] = callback
+        self._callbacks[fd] = (callback, events, fileobj)
 
     def unregister(self, fileobj: Any) -> None:
-        """Forget a descriptor; one the kernel already dropped (closed) is fine."""
+        """Forget a descriptor; one the kernel already dropped (closed) is fine.
+
+        A socket closed before it was unregistered has no number any more
+        (fileno() is -1): as in `selectors`, it is found by identity.
+        """
         fd = _fd(fileobj)
+        if fd < 0:
+            fd = next((known for known, entry in self._callbacks.items()
+                       if entry[2] is fileobj), fd)
         del self._callbacks[fd]
         try:
             self._epoll.unregister(fd)
@@ -58,8 +67,13 @@ class Poller:
             pass
 
     def select(self, timeout: float | None) -> list[tuple[Callback, int]]:
-        """Ready callbacks with selectors' event bits; a hang-up or an error
-        counts as both readable and writable, as in `selectors`."""
+        """Ready callbacks with selectors' event bits.
+
+        As in `selectors`, a hang-up or an error counts as both readable
+        and writable, but only what was registered is reported: a link
+        watched for READ alone must not be written to on a hang-up before
+        the frames its peer sent last are read.
+        """
         if timeout is None:
             wait = -1.0
         elif timeout <= 0:
@@ -69,11 +83,11 @@ class Poller:
         callbacks = self._callbacks
         ready = []
         for fd, flags in self._epoll.poll(wait, max(len(callbacks), 1)):
-            callback = callbacks.get(fd)
-            if callback is not None:
+            entry = callbacks.get(fd)
+            if entry is not None:
                 events = (WRITE if flags & ~select.EPOLLIN else 0) \
                     | (READ if flags & ~select.EPOLLOUT else 0)
-                ready.append((callback, events))
+                ready.append((entry[0], events & entry[1]))
         return ready
 
     def close(self) -> None:

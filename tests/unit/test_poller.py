@@ -1,5 +1,6 @@
 """The worker's epoll wrapper: selectors' event bits, callbacks by descriptor."""
 
+import selectors
 import socket
 import time
 
@@ -52,7 +53,7 @@ def test_modify_changes_events_and_callback(poll, pair):
     assert first == [] and second == [poller.WRITE]     # writable, nothing to read
 
 
-def test_hangup_counts_as_readable_and_writable(poll, pair):
+def test_hangup_wakes_a_registration_for_read(poll, pair):
     got = []
     poll.register(pair[0], poller.READ, seen(got))
     pair[1].close()
@@ -87,3 +88,38 @@ def test_any_due_agrees_with_pop_due():
     assert not timers.any_due(future) and timers.pop_due(future) == []
     mixed = {"later": now + 60.0, "past": now - 1.0}
     assert timers.any_due(mixed) and timers.pop_due(mixed) == ["past"]
+
+
+@pytest.mark.parametrize("events", [poller.READ, poller.WRITE, poller.READ | poller.WRITE])
+def test_hangup_reports_only_the_events_asked_for_as_selectors_does(poll, pair, events):
+    """A hang-up wakes every registration, but selectors masks the report
+    with what was asked for: a link watched for READ alone must not be
+    told it is writable (the worker would write to a dead broker before
+    reading what it sent last), nor a socket watched for WRITE readable."""
+    reference = selectors.EpollSelector()
+    try:
+        reference.register(pair[0], events, None)
+        poll.register(pair[0], events, seen([]))
+        pair[1].close()
+        expected = [mask for _key, mask in reference.select(1.0)]
+        assert [mask for _callback, mask in poll.select(1.0)] == expected == [events]
+    finally:
+        reference.close()
+
+
+def test_a_socket_closed_before_unregister_is_forgotten_as_selectors_does(poll):
+    """selectors finds a closed socket (fileno() -1) by identity; so must this,
+    or the descriptor number, once reused, could never be registered again."""
+    first, peer = socket.socketpair()
+    number = first.fileno()
+    poll.register(first, poller.READ, seen([]))
+    first.close()
+    poll.unregister(first)
+    reused, other = socket.socketpair()
+    try:
+        assert number in (reused.fileno(), other.fileno())
+        poll.register(reused, poller.READ, seen([]))
+        poll.register(other, poller.READ, seen([]))
+    finally:
+        for sock in (peer, reused, other):
+            sock.close()

@@ -1,0 +1,63 @@
+"""The broker's flush window: output waits at most FLUSH_WINDOW_S, in order."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from forkchat import broker, config, ipc
+
+
+@pytest.fixture
+def one_link(tmp_path):
+    """A Broker with no loop running and one worker link (cid 1) on a socket pair."""
+    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
+    cfg = config.Config(server=config.Server(state_dir=str(tmp_path)))
+    made = broker.Broker(socks[0], socks[2], cfg, "today")
+    mine, theirs = socks[4], socks[5]
+    mine.setblocking(False)
+    theirs.setblocking(False)
+    link = broker.Link(mine, 1 << 20)
+    made.selector.register(mine, broker.selectors.EVENT_READ,
+                           lambda mask: made.on_link(link, mask))
+    made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
+    yield made, theirs
+    made.selector.close()
+    for sock in socks:
+        sock.close()
+
+
+def received(peer: socket.socket) -> list[tuple[int, bytes]]:
+    try:
+        return ipc.FrameReader().feed(peer.recv(1 << 20))
+    except BlockingIOError:
+        return []
+
+
+def test_output_held_by_the_window_sets_the_select_timeout(one_link):
+    """Output queued just after a flush waits, but the loop wakes for it within
+    the window: nothing gathered can wait for the next unrelated event."""
+    made, peer = one_link
+    made.outbox.send(1, b"zero\r\n")
+    made._maybe_flush()                              # after a quiet spell: at once
+    assert received(peer) == [(ipc.Kind.DELIVER, b"zero\r\n")]
+    made.outbox.send(1, b"one\r\n")
+    made._maybe_flush()                              # within the window: held
+    assert received(peer) == [] and made.dirty
+    assert 0.0 <= made._timeout() <= broker.FLUSH_WINDOW_S
+    made.last_flush -= broker.FLUSH_WINDOW_S          # the window has passed
+    assert made._timeout() == 0.0
+    made._maybe_flush()
+    assert received(peer) == [(ipc.Kind.DELIVER, b"one\r\n")] and not made.dirty
+
+
+def test_frames_to_one_link_keep_their_order_across_the_window(one_link):
+    made, peer = one_link
+    made.outbox.send(1, b"a\r\n")
+    made.outbox.update(1, {"away": "x"})
+    made.outbox.drop(1, "Killed")
+    made.last_flush -= broker.FLUSH_WINDOW_S
+    made._maybe_flush()
+    assert [kind for kind, _ in received(peer)] == [ipc.Kind.DELIVER, ipc.Kind.UPDATE,
+                                                    ipc.Kind.DROP]
