@@ -111,10 +111,8 @@ def cmd_quit(ctx: Context, msg: protocol.Message) -> None:
     ctx.close(f"Quit: {reason}" if reason else "Client Quit")
 
 
-OPER_WAIT_TEXT = {   # by whose wait is the longer: the address's (True) or the connection's
-    False: "Too many failed OPER attempts, try again later",
-    True: "Too many failed OPER attempts from your address, try again later",
-}
+OPER_WAIT_TEXT = "Too many failed OPER attempts, try again later"
+OPER_ADDRESS_WAIT_TEXT = "Too many failed OPER attempts from your address, try again later"
 
 
 def _refuse_while_waiting(session: Session, now: float) -> None:
@@ -125,7 +123,8 @@ def _refuse_while_waiting(session: Session, now: float) -> None:
     """
     own, address = session.oper_not_before, session.oper_address_not_before
     if now < max(own, address):
-        raise numerics.Reply(numerics.ERR_PASSWDMISMATCH, text=OPER_WAIT_TEXT[address > own])
+        text = OPER_ADDRESS_WAIT_TEXT if address > own else OPER_WAIT_TEXT
+        raise numerics.Reply(numerics.ERR_PASSWDMISMATCH, text=text)
 
 
 def cmd_oper(ctx: Context, msg: protocol.Message) -> None:

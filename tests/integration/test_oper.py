@@ -74,7 +74,7 @@ def test_oper_shows_in_whois_who_and_userhost(user):
 # Each test has a server of its own (the module's shared one must not learn to
 # distrust 127.0.0.1), whose operator password is a real scrypt hash.
 
-ADDRESS_WAIT = worker_commands.OPER_WAIT_TEXT[True]
+ADDRESS_WAIT = worker_commands.OPER_ADDRESS_WAIT_TEXT
 
 
 @pytest.fixture
