@@ -12,10 +12,10 @@ broker died reconnects to the same address and re-registers (REREGISTER)
 with the next broker.  The broker checks each peer's uid (SO_PEERCRED).
 
 The broker never blocks on a worker: output to each link goes through a
-bounded `ipc.FrameWriter`, and a turn's output to one link leaves in one
-send, at most every FLUSH_WINDOW_S.  A link whose buffer
-overflows is told to drop its client ("Max SendQ exceeded") and is no
-longer written to.
+bounded `ipc.FrameWriter`, and what gathered for one link since the last
+flush leaves in one send; flushes come at most every FLUSH_WINDOW_S.  A
+link whose buffer overflows is told to drop its client ("Max SendQ
+exceeded") and is no longer written to.
 
 Restart sequence: the supervisor starts a new broker with the list of
 workers alive at the death.  Each reconnects and sends HELLO and, if it
