@@ -96,3 +96,19 @@ def test_help_documents_both_modes(capsys):
     for needle in ("full-screen", "line mode", "HH:MM <nick> text", "[private]",
                    "HH:MM * nick joined #room", "exits 0", "first stdin line is the nickname"):
         assert needle in text
+
+
+def test_python_dash_m_forkchat_client_runs_the_client():
+    """`python3 -m forkchat` runs the server, so `python3 -m forkchat.client`
+    is what a user of a checkout tries for the client: it must not answer
+    "'forkchat.client' is a package and cannot be directly executed"."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[3]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-m", "forkchat.client", "--help"],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: forkchat-client")
