@@ -153,9 +153,15 @@ class ChatModel:
         self.add(buffer, self._line(event))
 
     def own_talk(self, kind: str, target: str, text: str) -> None:
-        """Echo what we sent (servers do not send it back)."""
+        """Echo what we sent (servers do not send it back).
+
+        A room we have no buffer for (`/msg #other hi` without being in it)
+        is echoed where we are, marked `(to #other)`, so that it does not
+        read as said to the current room."""
         buffer = self.find(target) if ircmsg.is_room(target) else self.open(target)
-        self.add(buffer or self.current, Line(time.time(), kind, self.me, text))
+        if buffer is None:
+            buffer, text = self.current, f"(to {target}) {text}"
+        self.add(buffer, Line(time.time(), kind, self.me, text))
 
     def _join(self, event: events.UiEvent) -> None:
         folded = ircmsg.casefold(event.buffer)

@@ -129,3 +129,15 @@ def test_an_error_about_a_room_is_shown_in_its_buffer_too():
     assert model.current.lines[-1].text == "#vault: Cannot join channel (+b)"
     model.apply(ev("error", text="alice: No such nick/channel", other="401"))
     assert vault.lines[-1].text == "#vault: Cannot join channel (+b)"
+
+
+def test_a_message_to_a_room_without_a_buffer_is_not_shown_as_said_here():
+    """`/msg #secret hi` from #lobby, not being in #secret: the echo must not
+    read `<bob> hi` in #lobby, as if bob had said it to #lobby."""
+    model = model_in_lobby()
+    model.own_talk("own", "#secret", "hi")
+    line = model.current.lines[-1]
+    assert model.current.name == "#lobby" and model.find("#secret") is None
+    assert "#secret" in line.text and line.text.endswith("hi")
+    model.own_talk("own", "#lobby", "here")
+    assert model.current.lines[-1].text == "here"
