@@ -185,6 +185,40 @@ def _whois(args: str, ctx: Context) -> Result:
     return Result((ircmsg.build("WHOIS", args.split()[0]),))
 
 
+def _kick(args: str, ctx: Context) -> Result:
+    room, rest = _split_room(args, ctx, "kick")
+    nick, _, reason = rest.partition(" ")
+    if not nick:
+        raise SlashError("usage: " + COMMANDS["kick"].usage)
+    params = (room, nick, reason.strip()) if reason.strip() else (room, nick)
+    return Result((ircmsg.build("KICK", *params),))
+
+
+def _invite(args: str, ctx: Context) -> Result:
+    words = args.split()
+    room = words[1] if len(words) > 1 else _need_room(ctx, "invite " + words[0])
+    return Result((ircmsg.build("INVITE", words[0], room),))
+
+
+def _mode(args: str, ctx: Context) -> Result:
+    """`/mode +o bob` is about the current room; `/mode #room|nick ...` names it."""
+    words = args.split()
+    if not words or words[0][0] in "+-":
+        words.insert(0, _need_room(ctx, "mode"))
+    return Result((ircmsg.build("MODE", *words),))
+
+
+def _oper(args: str, ctx: Context) -> Result:
+    words = args.split()
+    return Result((ircmsg.build("OPER", words[0], words[1]),))
+
+
+def _kill(args: str, ctx: Context) -> Result:
+    nick, _, reason = args.strip().partition(" ")
+    params = (nick, reason.strip()) if reason.strip() else (nick,)
+    return Result((ircmsg.build("KILL", *params),))
+
+
 def _list(args: str, ctx: Context) -> Result:
     return Result((ircmsg.build("LIST", *args.split()[:2]),))
 
@@ -236,8 +270,13 @@ COMMANDS: dict[str, SlashCommand] = {
     "who": SlashCommand(_who, "/who [mask]", "who is in a room or matches a mask"),
     "whois": SlashCommand(_whois, "/whois nick", "about a user", 1),
     "list": SlashCommand(_list, "/list [#room]", "list rooms"),
+    "kick": SlashCommand(_kick, "/kick [#room] nick [reason]", "put someone out of a room", 1),
+    "invite": SlashCommand(_invite, "/invite nick [#room]", "invite someone to a room", 1),
+    "mode": SlashCommand(_mode, "/mode [#room|nick] [modes]", "show or change modes"),
     "away": SlashCommand(_away, "/away [text]", "set away (no text: back)"),
     "switch": SlashCommand(_switch, "/switch #room|nick|N", "show another buffer", 1),
+    "oper": SlashCommand(_oper, "/oper name password", "become a server operator", 2),
+    "kill": SlashCommand(_kill, "/kill nick [reason]", "disconnect a user (operators)", 1),
     "raw": SlashCommand(_raw, "/raw LINE", "send a raw IRC line", 1),
     "help": SlashCommand(_help, "/help [command]", "this list"),
     "quit": SlashCommand(_quit, "/quit [reason]", "leave the chat"),

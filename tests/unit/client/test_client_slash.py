@@ -111,3 +111,31 @@ def test_split_text_respects_utf8_boundaries():
     pieces = slash.split_text("é" * 100, 21)
     assert all(len(p.encode()) <= 21 for p in pieces)
     assert "".join(pieces) == "é" * 100
+
+
+@pytest.mark.parametrize("typed, lines", [
+    ("/kick alice", ("KICK #lobby alice",)),
+    ("/kick alice go away", ("KICK #lobby alice :go away",)),
+    ("/kick #hush alice", ("KICK #hush alice",)),
+    ("/invite alice", ("INVITE alice #lobby",)),
+    ("/invite alice #hush", ("INVITE alice #hush",)),
+    ("/mode", ("MODE #lobby",)),
+    ("/mode +s", ("MODE #lobby +s",)),
+    ("/mode +o alice", ("MODE #lobby +o alice",)),
+    ("/mode #hush +k key", ("MODE #hush +k key",)),
+    ("/mode bob +w", ("MODE bob +w",)),
+    ("/oper admin s3cret", ("OPER admin s3cret",)),
+    ("/kill mallory", ("KILL mallory",)),
+    ("/kill mallory flooding again", ("KILL mallory :flooding again",)),
+])
+def test_room_and_operator_commands(typed, lines):
+    """An IRC user types /kick and /invite (and an operator /oper and /kill):
+    "unknown command /kick" sends them to /raw and the RFC."""
+    assert slash.interpret(typed, ROOM).lines == lines
+
+
+@pytest.mark.parametrize("typed", ["/kick alice", "/invite alice", "/mode +i", "/kick #x",
+                                   "/oper admin", "/kill"])
+def test_room_and_operator_commands_say_what_is_missing(typed):
+    with pytest.raises(slash.SlashError):
+        slash.interpret(typed, STATUS)
