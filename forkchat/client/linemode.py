@@ -15,7 +15,8 @@ arrives (proof the server has processed every line) does the client QUIT.
 
 Exit status: 0 when every line was delivered; 1 when the connection or the
 registration failed, the server went away for good, or the server rejected
-a line (no such room, cannot send); 130 on Ctrl+C.  The reading of stdin
+a line (no such room, cannot send, a wrong OPER password, no privilege);
+130 on Ctrl+C.  The reading of stdin
 starts after registration, so nothing typed early is lost or reordered.
 """
 
@@ -30,9 +31,11 @@ from forkchat.client import connection, events, ircmsg, slash
 
 GIVE_UP_S = 120.0
 READ_BYTES = 65536
-# Replies that mean "a line we sent did not get where it was meant to go".
-DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "442", "471", "473",
-                             "474", "475", "476", "477"])
+# Replies that mean "a line we sent did not get where it was meant to go", or
+# was refused for want of a privilege (OPER's password, an operator's or a
+# room operator's command), so a script's exit status tells.
+DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "441", "442", "464", "471",
+                             "473", "474", "475", "476", "477", "481", "482"])
 HIDDEN_KINDS = frozenset(["server", "ctcp", "names_end"])
 
 

@@ -67,3 +67,17 @@ def test_a_refused_rejoin_of_the_current_room_moves_on(line_mode):
     conn._handle_raw(b":srv 474 lm #lobby :Cannot join channel (+b)")
     assert "#lobby" not in conn.rooms
     assert line_mode.current == "#ops"
+
+
+@pytest.mark.parametrize("reply", [
+    b":srv 464 lm :Password incorrect",
+    b":srv 464 lm :Too many failed OPER attempts from your address, try again later",
+    b":srv 481 lm :Permission Denied- You're not an IRC operator",
+    b":srv 482 lm #lobby :You're not channel operator",
+    b":srv 441 lm bob #lobby :They aren't on that channel",
+])
+def test_a_refused_operator_or_room_operator_command_fails_the_run(line_mode, reply):
+    """`printf '/oper admin pw\\n/kill spammer\\n' | forkchat-client`: a wrong
+    password or a missing privilege must not end in exit status 0."""
+    line_mode.conn._handle_raw(reply)
+    assert line_mode.failures == 1
