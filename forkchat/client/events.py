@@ -169,6 +169,13 @@ COMMANDS: dict[str, Callable[[ircmsg.Message, str], list[UiEvent]]] = {
 }
 
 
+def _list_entry(room: str, count: str, topic: str) -> str:
+    """One LIST line: `#ops (3 users): topic`, with no dangling colon when
+    the room has no topic."""
+    users = "1 user" if count == "1" else f"{count} users"
+    return f"{room} ({users}): {topic}" if topic else f"{room} ({users})"
+
+
 def _reply_text(code: int, p: tuple[str, ...]) -> str:
     """Readable text for an informational numeric (params without our nick)."""
     formats: dict[int, Callable[[], str]] = {
@@ -178,7 +185,7 @@ def _reply_text(code: int, p: tuple[str, ...]) -> str:
         313: lambda: f"{p[0]} {p[-1]}",
         317: lambda: f"{p[0]} has been idle {p[1]} s",
         319: lambda: f"{p[0]} is in {p[-1]}",
-        322: lambda: f"{p[0]} ({p[1]} users): {p[-1]}",
+        322: lambda: _list_entry(p[0], p[1], p[2] if len(p) > 2 else ""),
         324: lambda: f"Mode of {p[0]}: {' '.join(p[1:])}",
         331: lambda: f"{p[0]}: no topic is set",
         341: lambda: f"Invited {p[0]} to {p[1]}",

@@ -35,6 +35,8 @@ def line_for(raw: str, me: str = "bob", current: str = "#lobby") -> list[str]:
     (":srv 404 bob #x :Cannot send to channel", "09:05 * #x: Cannot send to channel"),
     (":srv 311 bob alice a h * :Alice A", "09:05 * alice is a@h (Alice A)"),
     (":srv 322 bob #ops 3 :ops room", "09:05 * #ops (3 users): ops room"),
+    (":srv 322 bob #dev 3 :", "09:05 * #dev (3 users)"),
+    (":srv 322 bob #dev 1 :", "09:05 * #dev (1 user)"),
     (":op!a@h MODE #lobby +o bob", "09:05 * op sets mode +o bob on #lobby"),
 ])
 def test_line_mode_format(raw, printed):
