@@ -339,10 +339,19 @@ class Connection:
             self.nick = alternative_nick(self._wanted_nick, self._nick_try)
             self._send_now(ircmsg.build("NICK", self.nick))
             return True
-        reason = FATAL_BEFORE_WELCOME[msg.command]
-        detail = msg.params[-1] if msg.params else ""
-        self._fail(f"registration refused by {self.settings.address}: {reason} ({detail})")
+        self._fail(f"registration refused by {self.settings.address}: {self._refusal(msg)}")
         return True
+
+    def _refusal(self, msg: ircmsg.Message) -> str:
+        """Why registration failed, in our words, then the server's when they
+        add something; a password refused when we gave none asks for one."""
+        reason = FATAL_BEFORE_WELCOME[msg.command]
+        if msg.command == "464" and not self.settings.password:
+            return "the server wants a password (give it with --password-file)"
+        detail = msg.params[-1] if len(msg.params) > 1 else ""
+        if not detail or detail.casefold() == reason.casefold():
+            return reason
+        return f"{reason} ({detail})"
 
     def _on_error(self, msg: ircmsg.Message) -> bool:
         """ERROR precedes the close: its text becomes the reason _lost() reports."""

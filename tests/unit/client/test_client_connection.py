@@ -164,7 +164,7 @@ def test_flush_waits_for_the_pong_behind_the_lines(peer):
 
 
 def test_failure_before_registration_is_fatal(peer):
-    harness = Harness(peer, nick="bob")
+    harness = Harness(peer, nick="bob", password="guess")
     harness.conn.start()
     harness.turn(0.1)
     peer.accept()
@@ -284,3 +284,20 @@ def test_a_refused_rejoin_forgets_the_room(peer, bob):
     reconnect(harness, peer)
     harness.expect_line("JOIN #lobby")
     assert "JOIN #banned" not in harness.seen
+
+
+@pytest.mark.parametrize("password, wanted, unwanted", [
+    (None, "--password-file", "incorrect"),
+    ("wrong", "password incorrect", "(Password incorrect)"),
+])
+def test_a_refused_password_says_what_to_do(peer, password, wanted, unwanted):
+    """A server with a password, reached without one, answers 464 "Password
+    incorrect": the user gave none, so the hint is --password-file; and the
+    server's words are not repeated when they say the same."""
+    harness = Harness(peer, nick="bob", password=password)
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.send(":srv 464 * :Password incorrect")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert wanted in harness.conn.fatal and unwanted not in harness.conn.fatal
