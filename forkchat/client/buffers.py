@@ -59,6 +59,8 @@ class ChatModel:
         self.pending_switch: set[str] = set()
         self._names_quiet: set[str] = set()
         self._names_seen: set[str] = set()
+        self._names_listed: set[str] = set()   # rooms whose 353 came, until the 366
+        self._who_rows = False                 # a 352 came since the last 315
 
     # ---- buffers -----------------------------------------------------------
 
@@ -229,13 +231,28 @@ class ChatModel:
             for name in event.names:
                 nick = name.lstrip(MEMBER_PREFIXES)
                 buffer.members[ircmsg.casefold(nick)] = nick
+        self._names_listed.add(folded)
         if folded not in self._names_quiet:
             self.add(self.current, self._line(event))
 
     def _names_end(self, event: events.UiEvent) -> None:
+        """Quiet after the member list; the whole answer when there was none."""
         folded = ircmsg.casefold(event.buffer)
+        if folded not in self._names_quiet and folded not in self._names_listed:
+            self._to_active(event)
         self._names_seen.discard(folded)
         self._names_quiet.discard(folded)
+        self._names_listed.discard(folded)
+
+    def _who(self, event: events.UiEvent) -> None:
+        self._who_rows = True
+        self._to_active(event)
+
+    def _who_end(self, event: events.UiEvent) -> None:
+        """Quiet after WHO rows; the whole answer when there were none."""
+        if not self._who_rows:
+            self._to_active(event)
+        self._who_rows = False
 
     def _status(self, event: events.UiEvent) -> None:
         """Link news goes to the status buffer and to every room."""
@@ -270,6 +287,7 @@ ROUTES: dict[str, Callable[[ChatModel, events.UiEvent], None]] = {
     "kick": ChatModel._kick, "quit": ChatModel._quit, "nick": ChatModel._nick,
     "topic": ChatModel._topic, "names": ChatModel._names,
     "names_end": ChatModel._names_end, "status": ChatModel._status,
+    "who": ChatModel._who, "who_end": ChatModel._who_end,
     "server": ChatModel._to_status, "mode": ChatModel._mode,
     "error": ChatModel._error,
 }

@@ -67,6 +67,15 @@ def test_silent_or_structural(raw):
     assert all(e.kind in ("names_end",) for e in events.translate(ircmsg.parse(raw), "bob"))
 
 
+def test_who_rows_and_their_end_are_their_own_kinds():
+    """The front ends show the end of an empty WHO list, so they must tell
+    rows and end apart."""
+    row = events.translate(ircmsg.parse(":srv 352 bob #l u h srv al H :0 Al"), "bob")
+    end = events.translate(ircmsg.parse(":srv 315 bob #l :End of /WHO list"), "bob")
+    assert [(e.kind, e.text) for e in row] == [("who", "#l al H u@h (Al)")]
+    assert [(e.kind, e.buffer, e.text) for e in end] == [("who_end", "#l", "End of /WHO list")]
+
+
 def test_escape_sequences_from_others_never_reach_the_terminal():
     [event] = events.translate(ircmsg.parse(":evil!e@h PRIVMSG #l :\x1b[2J\x03" "4red\x02 text\x07"), "bob")
     assert event.text == "[2Jred text"

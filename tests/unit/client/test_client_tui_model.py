@@ -141,3 +141,23 @@ def test_a_message_to_a_room_without_a_buffer_is_not_shown_as_said_here():
     assert "#secret" in line.text and line.text.endswith("hi")
     model.own_talk("own", "#lobby", "here")
     assert model.current.lines[-1].text == "here"
+
+
+def test_an_empty_names_or_who_reply_is_not_silence():
+    """`/names #secret` or `/who #secret` from outside: the server answers
+    with only its end-of-list line; showing nothing looks like no answer."""
+    model = model_in_lobby()
+    before = len(model.current.lines)
+    model.apply(ev("names_end", buffer="#secret", text="End of /NAMES list"))
+    model.apply(ev("who_end", buffer="#secret", text="End of /WHO list"))
+    shown = [line.text for line in list(model.current.lines)[before:]]
+    assert shown == ["#secret: End of /NAMES list", "#secret: End of /WHO list"]
+
+
+def test_a_names_or_who_reply_with_rows_ends_quietly():
+    model = model_in_lobby()
+    model.apply(ev("names", buffer="#lobby", names=("@op", "bob")))
+    model.apply(ev("names_end", buffer="#lobby", text="End of /NAMES list"))
+    model.apply(ev("who", text="#lobby op H@ o@h (op)"))
+    model.apply(ev("who_end", buffer="#lobby", text="End of /WHO list"))
+    assert [line.kind for line in model.current.lines][-2:] == ["names", "who"]
