@@ -91,6 +91,14 @@ def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
     return [stamp, ("-!- " + line.text, attr)]
 
 
+def room_state(buffer: buffers.Buffer) -> str:
+    """The status line's word on a room: its member count, or that we left."""
+    if not buffer.joined:
+        return "not joined"
+    count = len(buffer.members)
+    return "1 member" if count == 1 else f"{count} members"
+
+
 class Tui:
     """The screen, the keys and the loop."""
 
@@ -355,7 +363,7 @@ class Tui:
         parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
                  f"{self.model.active + 1}:{buffer.name}"]
         if buffer.is_room:
-            parts.append(f"{len(buffer.members)} members" if buffer.joined else "not joined")
+            parts.append(room_state(buffer))
         active = [f"{i + 1}{'*' if b.highlight else ''}"
                   for i, b in enumerate(self.model.buffers) if b.unread]
         if active:

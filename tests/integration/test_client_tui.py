@@ -117,7 +117,7 @@ def test_asks_for_the_nickname_and_joins_the_lobby(server, terminal):
     term.keys("Enter")
     term.wait_text("tuiuser joined #lobby")
     status = term.status_line()
-    assert "tuiuser" in status and "#lobby" in status and "1 members" in status
+    assert "tuiuser" in status and "#lobby" in status and status.rstrip().endswith("| 1 member")
 
 
 def test_ctrl_c_at_the_nickname_question_exits_130_without_a_traceback(server, terminal):

@@ -161,3 +161,12 @@ def test_a_names_or_who_reply_with_rows_ends_quietly():
     model.apply(ev("who", text="#lobby op H@ o@h (op)"))
     model.apply(ev("who_end", buffer="#lobby", text="End of /WHO list"))
     assert [line.kind for line in model.current.lines][-2:] == ["names", "who"]
+
+
+def test_the_status_line_counts_members_in_good_english():
+    model = model_in_lobby()
+    assert tui.room_state(model.current) == "2 members"
+    model.apply(ev("part", buffer="#lobby", nick="op"))
+    assert tui.room_state(model.current) == "1 member"
+    model.apply(ev("kick", buffer="#lobby", nick="op", other="bob", own=True))
+    assert tui.room_state(model.current) == "not joined"
