@@ -178,6 +178,15 @@ class Link:
         if gone and self._sock is not None:
             self._lose(gone)
 
+    def _read_last_words(self, reason: str) -> None:
+        """A write failed (EPIPE, ECONNRESET): a server that refuses or drops
+        us sends `ERROR :why` before closing, and those bytes are still
+        readable; deliver them, so the user reads the server's reason rather
+        than "Broken pipe"."""
+        self._read()
+        if self._sock is not None:
+            self._lose(reason)
+
     def _deliver_lines(self) -> None:
         *lines, rest = self._inbuf.split(b"\n")
         self._inbuf = bytearray(rest if len(rest) <= MAX_INBUF_BYTES else b"")
@@ -201,8 +210,8 @@ class Link:
             del self._out[:self._sock.send(self._out)]
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             pass
-        except OSError as exc:  # peer gone; reading would tell the same
-            self._lose(exc.strerror or str(exc))
+        except OSError as exc:  # peer gone: first read what it said before going
+            self._read_last_words(exc.strerror or str(exc))
             return
         wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
         if self._sel.get_key(self._sock).events != wanted:

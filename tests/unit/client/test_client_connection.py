@@ -301,3 +301,29 @@ def test_a_refused_password_says_what_to_do(peer, password, wanted, unwanted):
     peer.send(":srv 464 * :Password incorrect")
     harness.until(lambda: harness.conn.closed, "closed")
     assert wanted in harness.conn.fatal and unwanted not in harness.conn.fatal
+
+
+def test_the_servers_last_words_beat_a_write_error(peer):
+    """A server that refuses the connection (too many from the address) sends
+    ERROR and closes.  If our next write fails first (EPIPE, ECONNRESET), the
+    user must read the server's reason, not "Broken pipe": the ERROR line is
+    still in the receive buffer."""
+    import select
+    import struct
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send("ERROR :Closing Link: 127.0.0.1 (Too many connections from your address)")
+    assert peer.sock is not None
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()
+    peer.sock = None
+    mine = harness.conn._link._sock
+    watch = select.poll()
+    watch.register(mine, select.POLLERR | select.POLLHUP)
+    assert watch.poll(DEADLINE_S * 1000), "the reset never arrived"
+    harness.conn._link.write("PING :still there")   # before reading: the race
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "Too many connections from your address" in harness.conn.fatal
