@@ -19,7 +19,7 @@ from forkchat.client import connection, events, ircmsg, slash
 SCROLLBACK_LINES = 2000
 STATUS_NAME = "(status)"
 MEMBER_PREFIXES = "~&@%+"
-TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction"])
+TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction", "ownnotice"])
 
 
 @dataclasses.dataclass
@@ -159,8 +159,10 @@ class ChatModel:
 
         A room we have no buffer for (`/msg #other hi` without being in it)
         is echoed where we are, marked `(to #other)`, so that it does not
-        read as said to the current room."""
-        buffer = self.find(target) if ircmsg.is_room(target) else self.open(target)
+        read as said to the current room; so is a notice to a nick we have
+        no conversation with (a notice opens none)."""
+        opens = kind != "ownnotice" and not ircmsg.is_room(target)
+        buffer = self.open(target) if opens else self.find(target)
         if buffer is None:
             buffer, text = self.current, f"(to {target}) {text}"
         self.add(buffer, Line(time.time(), kind, self.me, text))

@@ -8,6 +8,7 @@ mode use it, so `/join #ops` means the same in a terminal and in a pipe.
 Local actions are (name, *args) tuples:
     ("own", target, text)        echo a message we sent
     ("ownaction", target, text)  echo a /me we sent
+    ("ownnotice", target, text)  echo a /notice we sent
     ("joining", room)            we asked to join: switch to it once joined
     ("parting", room)            we asked to leave (line mode moves on at once)
     ("query", nick)              open (and switch to) a private conversation
@@ -140,7 +141,7 @@ def _notice(args: str, ctx: Context) -> Result:
     target, _, text = args.strip().partition(" ")
     if not text.strip():
         raise SlashError("usage: " + COMMANDS["notice"].usage)
-    return Result(talk_lines("NOTICE", target, text, ctx.nick))
+    return Result(talk_lines("NOTICE", target, text, ctx.nick), (("ownnotice", target, text),))
 
 
 def _query(args: str, ctx: Context) -> Result:

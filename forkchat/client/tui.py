@@ -85,7 +85,7 @@ def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
         return [stamp, (f"<{line.nick}> ", nick_attr(line.nick)), text]
     if line.kind in ("action", "ownaction"):
         return [stamp, (f"* {line.nick} ", nick_attr(line.nick)), text]
-    if line.kind == "notice":
+    if line.kind in ("notice", "ownnotice"):
         return [stamp, (f"-{line.nick}- ", nick_attr(line.nick)), text]
     attr = error if line.kind == "error" else dim
     return [stamp, ("-!- " + line.text, attr)]
@@ -265,6 +265,9 @@ class Tui:
 
     def _own_action(self, target: str, text: str) -> None:
         self.model.own_talk("ownaction", target, text)
+
+    def _own_notice(self, target: str, text: str) -> None:
+        self.model.own_talk("ownnotice", target, text)
 
     def _joining(self, room: str) -> None:
         buffer = self.model.find(room)
@@ -447,7 +450,8 @@ SIGNALS: dict[int, Callable[[Tui], None]] = {
 }
 
 LOCAL_ACTIONS: dict[str, Callable[..., None]] = {
-    "own": Tui._own, "ownaction": Tui._own_action, "joining": Tui._joining,
+    "own": Tui._own, "ownaction": Tui._own_action, "ownnotice": Tui._own_notice,
+    "joining": Tui._joining,
     "parting": Tui._parting,
     "query": Tui._query, "switch": Tui._switch, "close": Tui._close,
     "quit": Tui._quit, "help": Tui._help,

@@ -45,6 +45,7 @@ def test_lines_sent(typed, lines):
     ("/query alice", (("query", "alice"),)),
     ("/query alice hey", (("query", "alice"), ("own", "alice", "hey"))),
     ("/me waves", (("ownaction", "#lobby", "waves"),)),
+    ("/notice #ops heads up", (("ownnotice", "#ops", "heads up"),)),
     ("/switch 2", (("switch", "2"),)),
     ("/quit gone fishing", (("quit", "gone fishing"),)),
     ("/quit", (("quit", ""),)),

@@ -170,3 +170,16 @@ def test_the_status_line_counts_members_in_good_english():
     assert tui.room_state(model.current) == "1 member"
     model.apply(ev("kick", buffer="#lobby", nick="op", other="bob", own=True))
     assert tui.room_state(model.current) == "not joined"
+
+
+def test_a_notice_we_send_is_shown_as_a_notice_without_opening_a_conversation():
+    """/notice used to show nothing at all: did it go?  It shows as
+    `-bob- text` where it went, and a notice to a nick opens no buffer."""
+    model = model_in_lobby()
+    model.own_talk("ownnotice", "#lobby", "heads up")
+    model.own_talk("ownnotice", "carol", "psst")
+    assert model.find("carol") is None
+    assert [(l.kind, l.text) for l in model.current.lines][-2:] == [
+        ("ownnotice", "heads up"), ("ownnotice", "(to carol) psst")]
+    segments = tui.line_segments(model.current.lines[-2], lambda nick: 0, 0, 0, "bob")
+    assert [text for text, _ in segments][1:] == ["-bob- ", "heads up"]
