@@ -39,6 +39,9 @@ class Context:
 
     target: str = ""     # current room or query nick, "" in the status buffer
     nick: str = ""
+    # Rooms (casefolded) whose buffers stay open though we are out of them
+    # (kicked, rejoin refused): /part there closes the buffer.
+    gone: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +129,8 @@ def _part(args: str, ctx: Context) -> Result:
     if ctx.target and not ircmsg.is_room(ctx.target) and not ircmsg.is_room(args.strip()):
         return Result((), (("close", ctx.target),))  # /part in a private conversation
     room, reason = _split_room(args, ctx, "part")
+    if ircmsg.casefold(room) in ctx.gone:
+        return Result((), (("close", room),))  # the server would only refuse a PART
     params = (room, reason) if reason else (room,)
     return Result((ircmsg.build("PART", *params),), (("parting", room),))
 

@@ -242,7 +242,7 @@ class Tui:
         text = self.editor.submit()
         if not text.strip():
             return
-        context = slash.Context(self.model.target, self.conn.nick)
+        context = slash.Context(self.model.target, self.conn.nick, self._gone_rooms())
         try:
             result = slash.interpret(text, context)
         except slash.SlashError as exc:
@@ -252,6 +252,12 @@ class Tui:
             self.conn.send(line)
         for action in result.local:
             LOCAL_ACTIONS[action[0]](self, *action[1:])
+
+    def _gone_rooms(self) -> frozenset[str]:
+        """Room buffers we are out of for good (kicked, rejoin refused), not
+        those a reconnect will rejoin."""
+        return frozenset(ircmsg.casefold(b.name) for b in self.model.buffers
+                         if b.is_room and ircmsg.casefold(b.name) not in self.conn.rooms)
 
     def _page(self, direction: int) -> None:
         height = max(1, self.scr.getmaxyx()[0] - 4)

@@ -140,3 +140,14 @@ def test_room_and_operator_commands(typed, lines):
 def test_room_and_operator_commands_say_what_is_missing(typed):
     with pytest.raises(slash.SlashError):
         slash.interpret(typed, STATUS)
+
+
+def test_part_of_a_room_we_were_put_out_of_closes_its_buffer():
+    """Kicked from #priv (or its rejoin refused), its buffer stays, "not
+    joined"; PART gets "No such channel" or "You're not on that channel",
+    so /part there must close the buffer, not send a PART that cannot work."""
+    gone = slash.Context(target="#priv", nick="bob", gone=frozenset(["#priv"]))
+    assert slash.interpret("/part", gone) == slash.Result((), (("close", "#priv"),))
+    elsewhere = slash.Context(target="#lobby", nick="bob", gone=frozenset(["#priv"]))
+    assert slash.interpret("/part #PRIV", elsewhere) == slash.Result((), (("close", "#PRIV"),))
+    assert slash.interpret("/part #lobby", gone).lines == ("PART #lobby",)
