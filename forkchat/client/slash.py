@@ -96,6 +96,16 @@ def _need_target(ctx: Context) -> str:
     return ctx.target
 
 
+def _talk_target(ctx: Context) -> str:
+    """Where a line or /me goes; not a room we were put out of, where the
+    server would refuse it after we had shown it as said."""
+    target = _need_target(ctx)
+    if ircmsg.casefold(target) in ctx.gone:
+        raise SlashError(f"you are not in {target}: /join {target} to talk there again,"
+                         " /part to close it")
+    return target
+
+
 def _need_room(ctx: Context, what: str) -> str:
     if not ircmsg.is_room(ctx.target):
         raise SlashError(f"not in a room: name one, e.g. /{what} #room")
@@ -112,7 +122,7 @@ def _split_room(args: str, ctx: Context, what: str) -> tuple[str, str]:
 
 def say(text: str, ctx: Context) -> Result:
     """A plain line: a message to the current room or conversation."""
-    target = _need_target(ctx)
+    target = _talk_target(ctx)
     return Result(talk_lines("PRIVMSG", target, text, ctx.nick), (("own", target, text),))
 
 
@@ -160,7 +170,7 @@ def _query(args: str, ctx: Context) -> Result:
 
 
 def _me(args: str, ctx: Context) -> Result:
-    target = _need_target(ctx)
+    target = _talk_target(ctx)
     budget = text_budget(ctx.nick, "PRIVMSG", target, overhead=len("\x01ACTION \x01"))
     lines = tuple(ircmsg.build("PRIVMSG", target, f"\x01ACTION {piece}\x01")
                   for piece in split_text(args.strip(), budget))

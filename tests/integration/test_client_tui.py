@@ -344,7 +344,8 @@ def test_refused_connection_leaves_a_clean_terminal_and_one_line(make_server, te
 
 def test_part_closes_the_buffer_of_a_secret_room_we_were_kicked_from(server, terminal):
     """Kicked from a +s room, its buffer stays ("not joined"); the server
-    answers a PART there with 403, so /part must close the buffer itself."""
+    answers a PART there with 403, so /part must close the buffer itself,
+    and a line typed there is refused at once, not shown as said."""
     owner = other_user(server.port, "owner", "#hush")
     try:
         owner.send("MODE #hush +s")
@@ -353,6 +354,9 @@ def test_part_closes_the_buffer_of_a_secret_room_we_were_kicked_from(server, ter
         term.wait_text("kicked joined #hush")
         owner.send("KICK #hush kicked :out")
         term.wait_for(lambda lines: "not joined" in lines[HEIGHT - 2], "the kick")
+        term.type("still here?")
+        term.keys("Enter")
+        term.wait_text("you are not in #hush")
         term.type("/part")
         term.keys("Enter")
         term.wait_for(lambda lines: "1:(status)" in lines[HEIGHT - 2], "the buffer closed")

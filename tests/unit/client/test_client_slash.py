@@ -151,3 +151,12 @@ def test_part_of_a_room_we_were_put_out_of_closes_its_buffer():
     elsewhere = slash.Context(target="#lobby", nick="bob", gone=frozenset(["#priv"]))
     assert slash.interpret("/part #PRIV", elsewhere) == slash.Result((), (("close", "#PRIV"),))
     assert slash.interpret("/part #lobby", gone).lines == ("PART #lobby",)
+
+
+@pytest.mark.parametrize("typed", ["hello?", "/me waves"])
+def test_talk_in_a_room_we_were_put_out_of_is_refused_here(typed):
+    """Kicked from #priv, a line typed there used to show as said, then the
+    server's refusal: the client knows better and says what to do."""
+    gone = slash.Context(target="#priv", nick="bob", gone=frozenset(["#priv"]))
+    with pytest.raises(slash.SlashError, match="not in #priv.*/join #priv"):
+        slash.interpret(typed, gone)
