@@ -469,7 +469,13 @@ class Connection:
     # ---- timers ------------------------------------------------------------------
 
     def _timer_connect(self) -> None:
-        self._lost(f"timed out connecting to {self.settings.address}")
+        """No 001 in time: a silent network, or a port that is not IRC (the
+        tutorial port says `NICK` and waits), which wants another remedy."""
+        if self.state == "registering":
+            self._lost(f"{self.settings.address} accepted the connection but sent no IRC"
+                       f" welcome in {CONNECT_TIMEOUT_S:.0f} s (is it an IRC port?)")
+        else:
+            self._lost(f"timed out connecting to {self.settings.address}")
 
     def _timer_idle(self) -> None:
         self._send_now(ircmsg.build("PING", "forkchat-keepalive"))

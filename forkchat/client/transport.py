@@ -31,6 +31,13 @@ def tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
     return context
 
 
+def _tls_words(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason in words where it has a usual cause: a plain port."""
+    if exc.reason == "WRONG_VERSION_NUMBER":
+        return "the server does not speak TLS on this port (drop --tls, or use its TLS port)"
+    return str(exc)
+
+
 class Link:
     """A connection attempt and, once made, the connection."""
 
@@ -118,7 +125,9 @@ class Link:
         except ssl.SSLCertVerificationError as exc:
             self._lose(f"TLS certificate of {self.address} not trusted: {exc.verify_message}"
                        " (use --ca-file, or --insecure to skip the check)")
-        except (ssl.SSLError, OSError) as exc:
+        except ssl.SSLError as exc:
+            self._lose(f"TLS handshake with {self.address} failed: {_tls_words(exc)}")
+        except OSError as exc:
             self._lose(f"TLS handshake with {self.address} failed: {exc}")
         else:
             self._opened()

@@ -327,3 +327,30 @@ def test_the_servers_last_words_beat_a_write_error(peer):
     harness.conn._link.write("PING :still there")   # before reading: the race
     harness.until(lambda: harness.conn.closed, "closed")
     assert "Too many connections from your address" in harness.conn.fatal
+
+
+def test_a_server_that_never_welcomes_us_is_not_a_connect_timeout(peer, monkeypatch):
+    """forkchat-client pointed at the tutorial port: TCP connects, the peer
+    says `NICK` and never 001.  "timed out connecting" sent the user to look
+    at the network; the port is what is wrong."""
+    monkeypatch.setattr(connection, "CONNECT_TIMEOUT_S", 0.3)
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.sock.sendall(b"NICK")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "timed out connecting" not in harness.conn.fatal
+    assert "no IRC welcome" in harness.conn.fatal
+
+
+def test_tls_to_a_plain_port_says_so_in_words(peer):
+    """`--tls` to a plain IRC port: OpenSSL's WRONG_VERSION_NUMBER means the
+    other end does not speak TLS there."""
+    harness = Harness(peer, nick="bob", tls=True, insecure=True)
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.send(":srv NOTICE * :*** Looking up your hostname")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "does not speak TLS" in harness.conn.fatal, harness.conn.fatal
