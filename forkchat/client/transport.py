@@ -197,12 +197,19 @@ class Link:
             self._lose(reason)
 
     def _deliver_lines(self) -> None:
-        *lines, rest = self._inbuf.split(b"\n")
-        self._inbuf = bytearray(rest if len(rest) <= MAX_INBUF_BYTES else b"")
-        for raw in lines:
-            self._on_line(bytes(raw).rstrip(b"\r"))
-            if self._sock is None:
-                return  # the session closed the link while handling: the rest is moot
+        """Hand over complete lines one at a time, taking each out of the
+        buffer first: a line whose handling writes, fails and reads the
+        server's last words (`_read_last_words`) finds the lines behind it
+        still there, in order."""
+        while self._sock is not None:  # None: the session closed the link; the rest is moot
+            end = self._inbuf.find(b"\n")
+            if end < 0:
+                break
+            raw = bytes(self._inbuf[:end])
+            del self._inbuf[:end + 1]
+            self._on_line(raw.rstrip(b"\r"))
+        if len(self._inbuf) > MAX_INBUF_BYTES:
+            self._inbuf.clear()
 
     # ---- writing -------------------------------------------------------------------
 

@@ -354,3 +354,23 @@ def test_tls_to_a_plain_port_says_so_in_words(peer):
     peer.send(":srv NOTICE * :*** Looking up your hostname")
     harness.until(lambda: harness.conn.closed, "closed")
     assert "does not speak TLS" in harness.conn.fatal, harness.conn.fatal
+
+
+def test_the_servers_last_words_in_the_same_read_as_a_ping(peer):
+    """`PING` and `ERROR :why` arrive in one read, the peer already gone: our
+    PONG fails, and the ERROR behind the PING must still be read."""
+    import select
+    import struct
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    assert peer.sock is not None
+    peer.sock.sendall(b"PING :x\r\nERROR :Closing Link: 127.0.0.1 (Killed (op (bye)))\r\n")
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()
+    peer.sock = None
+    watch = select.poll()
+    watch.register(harness.conn._link._sock, select.POLLERR | select.POLLHUP)
+    assert watch.poll(DEADLINE_S * 1000), "the reset never arrived"
+    harness.until(lambda: harness.conn.state == "waiting", "the loss")
+    lost = [e.text for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+    assert "Killed (op (bye))" in lost[-1], lost
