@@ -16,8 +16,8 @@ arrives (proof the server has processed every line) does the client QUIT.
 Exit status: 0 when every line was delivered; 1 when the connection or the
 registration failed, the server went away for good, or the server rejected
 a line (no such room, cannot send, a wrong OPER password, no privilege);
-130 on Ctrl+C.  The reading of stdin
-starts after registration, so nothing typed early is lost or reordered.
+130 on Ctrl+C.  The reading of stdin starts after registration, so nothing
+typed early is lost or reordered.
 """
 
 from __future__ import annotations
