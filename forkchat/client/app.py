@@ -31,9 +31,10 @@ EXIT_INTERRUPTED = 130
 EPILOG = """\
 modes:
   On a terminal: a full-screen interface. Type to talk in the current room;
-  /help lists the commands (/join /part /msg /query /me /nick /topic /names
-  /who /whois /list /away /switch /raw /quit). Alt+1..9 or Ctrl+N/Ctrl+P
-  switch rooms, PageUp/PageDown scroll, Tab completes nicks and commands.
+  /help lists the commands (/join /part /msg /query /me /notice /nick /topic
+  /names /who /whois /list /kick /invite /mode /away /switch /oper /kill /raw
+  /help /quit). Alt+1..9 or Ctrl+N/Ctrl+P switch rooms, PageUp/PageDown
+  scroll, Tab completes nicks and commands.
   When the server goes away the client reconnects and rejoins its rooms.
 
   Not on a terminal (or with --line): line mode. Each stdin line is sent to

@@ -19,7 +19,7 @@ from forkchat.client import connection, events, ircmsg, slash
 SCROLLBACK_LINES = 2000
 STATUS_NAME = "(status)"
 MEMBER_PREFIXES = "~&@%+"
-TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction"])
+TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction", "ownnotice"])
 
 
 @dataclasses.dataclass
@@ -59,6 +59,8 @@ class ChatModel:
         self.pending_switch: set[str] = set()
         self._names_quiet: set[str] = set()
         self._names_seen: set[str] = set()
+        self._names_listed: set[str] = set()   # rooms whose 353 came, until the 366
+        self._who_rows = False                 # a 352 came since the last 315
 
     # ---- buffers -----------------------------------------------------------
 
@@ -153,9 +155,17 @@ class ChatModel:
         self.add(buffer, self._line(event))
 
     def own_talk(self, kind: str, target: str, text: str) -> None:
-        """Echo what we sent (servers do not send it back)."""
-        buffer = self.find(target) if ircmsg.is_room(target) else self.open(target)
-        self.add(buffer or self.current, Line(time.time(), kind, self.me, text))
+        """Echo what we sent (servers do not send it back).
+
+        A room we have no buffer for (`/msg #other hi` without being in it)
+        is echoed where we are, marked `(to #other)`, so that it does not
+        read as said to the current room; so is a notice to a nick we have
+        no conversation with (a notice opens none)."""
+        opens = kind != "ownnotice" and not ircmsg.is_room(target)
+        buffer = self.open(target) if opens else self.find(target)
+        if buffer is None:
+            buffer, text = self.current, f"(to {target}) {text}"
+        self.add(buffer, Line(time.time(), kind, self.me, text))
 
     def _join(self, event: events.UiEvent) -> None:
         folded = ircmsg.casefold(event.buffer)
@@ -223,13 +233,28 @@ class ChatModel:
             for name in event.names:
                 nick = name.lstrip(MEMBER_PREFIXES)
                 buffer.members[ircmsg.casefold(nick)] = nick
+        self._names_listed.add(folded)
         if folded not in self._names_quiet:
             self.add(self.current, self._line(event))
 
     def _names_end(self, event: events.UiEvent) -> None:
+        """Quiet after the member list; the whole answer when there was none."""
         folded = ircmsg.casefold(event.buffer)
+        if folded not in self._names_quiet and folded not in self._names_listed:
+            self._to_active(event)
         self._names_seen.discard(folded)
         self._names_quiet.discard(folded)
+        self._names_listed.discard(folded)
+
+    def _who(self, event: events.UiEvent) -> None:
+        self._who_rows = True
+        self._to_active(event)
+
+    def _who_end(self, event: events.UiEvent) -> None:
+        """Quiet after WHO rows; the whole answer when there were none."""
+        if not self._who_rows:
+            self._to_active(event)
+        self._who_rows = False
 
     def _status(self, event: events.UiEvent) -> None:
         """Link news goes to the status buffer and to every room."""
@@ -264,6 +289,7 @@ ROUTES: dict[str, Callable[[ChatModel, events.UiEvent], None]] = {
     "kick": ChatModel._kick, "quit": ChatModel._quit, "nick": ChatModel._nick,
     "topic": ChatModel._topic, "names": ChatModel._names,
     "names_end": ChatModel._names_end, "status": ChatModel._status,
+    "who": ChatModel._who, "who_end": ChatModel._who_end,
     "server": ChatModel._to_status, "mode": ChatModel._mode,
     "error": ChatModel._error,
 }

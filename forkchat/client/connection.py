@@ -339,10 +339,19 @@ class Connection:
             self.nick = alternative_nick(self._wanted_nick, self._nick_try)
             self._send_now(ircmsg.build("NICK", self.nick))
             return True
-        reason = FATAL_BEFORE_WELCOME[msg.command]
-        detail = msg.params[-1] if msg.params else ""
-        self._fail(f"registration refused by {self.settings.address}: {reason} ({detail})")
+        self._fail(f"registration refused by {self.settings.address}: {self._refusal(msg)}")
         return True
+
+    def _refusal(self, msg: ircmsg.Message) -> str:
+        """Why registration failed, in our words, then the server's when they
+        add something; a password refused when we gave none asks for one."""
+        reason = FATAL_BEFORE_WELCOME[msg.command]
+        if msg.command == "464" and not self.settings.password:
+            return "the server wants a password (give it with --password-file)"
+        detail = msg.params[-1] if len(msg.params) > 1 else ""
+        if not detail or detail.casefold() == reason.casefold():
+            return reason
+        return f"{reason} ({detail})"
 
     def _on_error(self, msg: ircmsg.Message) -> bool:
         """ERROR precedes the close: its text becomes the reason _lost() reports."""
@@ -460,7 +469,13 @@ class Connection:
     # ---- timers ------------------------------------------------------------------
 
     def _timer_connect(self) -> None:
-        self._lost(f"timed out connecting to {self.settings.address}")
+        """No 001 in time: a silent network, or a port that is not IRC (the
+        tutorial port says `NICK` and waits), which wants another remedy."""
+        if self.state == "registering":
+            self._lost(f"{self.settings.address} accepted the connection but sent no IRC"
+                       f" welcome in {CONNECT_TIMEOUT_S:.0f} s (is it an IRC port?)")
+        else:
+            self._lost(f"timed out connecting to {self.settings.address}")
 
     def _timer_idle(self) -> None:
         self._send_now(ircmsg.build("PING", "forkchat-keepalive"))

@@ -23,10 +23,12 @@ _FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}"
                          r"|[\x00-\x1f\x7f\x80-\x9f]")
 _SERVER_TEXT_NUMERICS = frozenset(
     list(range(1, 100)) + list(range(250, 267)) + [372, 375, 376, 422])
-_SILENT_NUMERICS = frozenset([315, 318, 321, 329, 333, 369])
+_SILENT_NUMERICS = frozenset([318, 321, 329, 333, 369])
 # Server text whose counts are repeated in the text itself (RPL_LOCALUSERS,
 # RPL_GLOBALUSERS: `1 1 :Current local users 1, max 1`): the text alone.
 _TEXT_ONLY_NUMERICS = frozenset([265, 266])
+# RPL_ENDOFNAMES, RPL_ENDOFWHO: the end of a list, shown when it was empty.
+_LIST_ENDS = {366: "names_end", 315: "who_end"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +36,11 @@ class UiEvent:
     """One thing to show.
 
     kind is one of: msg action notice join part quit nick kick topic mode
-    invite names names_end reply server error status ctcp.  buffer is the room or the
-    query partner it belongs to ("" = status/active buffer).  other holds a
-    second name (new nick, kicked nick, CTCP argument).
+    invite names names_end who who_end reply server error status ctcp.  The
+    *_end kinds close a NAMES or WHO list: shown only when the list was
+    empty, so that an answer with no rows is not silence.  buffer is the
+    room or the query partner it belongs to ("" = status/active buffer).
+    other holds a second name (new nick, kicked nick, CTCP argument).
     """
 
     kind: str
@@ -169,6 +173,13 @@ COMMANDS: dict[str, Callable[[ircmsg.Message, str], list[UiEvent]]] = {
 }
 
 
+def _list_entry(room: str, count: str, topic: str) -> str:
+    """One LIST line: `#ops (3 users): topic`, with no dangling colon when
+    the room has no topic."""
+    users = "1 user" if count == "1" else f"{count} users"
+    return f"{room} ({users}): {topic}" if topic else f"{room} ({users})"
+
+
 def _reply_text(code: int, p: tuple[str, ...]) -> str:
     """Readable text for an informational numeric (params without our nick)."""
     formats: dict[int, Callable[[], str]] = {
@@ -178,7 +189,7 @@ def _reply_text(code: int, p: tuple[str, ...]) -> str:
         313: lambda: f"{p[0]} {p[-1]}",
         317: lambda: f"{p[0]} has been idle {p[1]} s",
         319: lambda: f"{p[0]} is in {p[-1]}",
-        322: lambda: f"{p[0]} ({p[1]} users): {p[-1]}",
+        322: lambda: _list_entry(p[0], p[1], p[2] if len(p) > 2 else ""),
         324: lambda: f"Mode of {p[0]}: {' '.join(p[1:])}",
         331: lambda: f"{p[0]}: no topic is set",
         341: lambda: f"Invited {p[0]} to {p[1]}",
@@ -204,8 +215,10 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
     if code == 353:
         names = tuple(msg.param(3).split())
         return [_event("names", msg, buffer=msg.param(2), names=names)]
-    if code == 366:
-        return [_event("names_end", msg, buffer=msg.param(1))]
+    if code in _LIST_ENDS:
+        return [_event(_LIST_ENDS[code], msg, buffer=msg.param(1), text=msg.param(2))]
+    if code == 352:
+        return [_event("who", msg, text=_reply_text(code, params))]
     if 400 <= code < 600:
         where = " ".join(params[:-1])
         text = f"{where}: {params[-1]}" if where else (params[-1] if params else str(code))
@@ -248,6 +261,9 @@ DESCRIBE: dict[str, Callable[[UiEvent], str]] = {
     "ctcp": lambda e: f"{e.nick} sent CTCP {e.other}",
     "action": lambda e: f"{e.nick} {e.text}",
     "reply": lambda e: e.text,
+    "who": lambda e: e.text,
+    "names_end": lambda e: f"{e.buffer}: {e.text}",
+    "who_end": lambda e: f"{e.buffer}: {e.text}",
     "server": lambda e: e.text,
     "error": lambda e: e.text,
     "status": lambda e: e.text,

@@ -15,8 +15,9 @@ arrives (proof the server has processed every line) does the client QUIT.
 
 Exit status: 0 when every line was delivered; 1 when the connection or the
 registration failed, the server went away for good, or the server rejected
-a line (no such room, cannot send); 130 on Ctrl+C.  The reading of stdin
-starts after registration, so nothing typed early is lost or reordered.
+a line (no such room, cannot send, a wrong OPER password, no privilege);
+130 on Ctrl+C.  The reading of stdin starts after registration, so nothing
+typed early is lost or reordered.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from forkchat.client import connection, events, ircmsg, slash
 
 GIVE_UP_S = 120.0
 READ_BYTES = 65536
-# Replies that mean "a line we sent did not get where it was meant to go".
-DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "442", "471", "473",
-                             "474", "475", "476", "477"])
-HIDDEN_KINDS = frozenset(["server", "ctcp", "names_end"])
+# Replies that mean "a line we sent did not get where it was meant to go", or
+# was refused for want of a privilege (OPER's password, an operator's or a
+# room operator's command), so a script's exit status tells.
+DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "441", "442", "464", "471",
+                             "473", "474", "475", "476", "477", "481", "482"])
+HIDDEN_KINDS = frozenset(["server", "ctcp"])
 
 
 class LineMode:
@@ -55,6 +58,7 @@ class LineMode:
         self._eof = False
         self._quit_reason = ""
         self._names_quiet: set[str] = set()
+        self._listed: set[str] = set()   # rooms whose NAMES or WHO rows came, until the end
         self._leaving: set[str] = set()   # rooms we sent PART for, echo not yet seen
 
     def run(self) -> int:
@@ -196,6 +200,8 @@ class LineMode:
             self._follow_given_up(event)
         elif event.kind in ("names", "names_end") and self._quiet_names(event):
             return
+        elif event.kind in LIST_KINDS and self._list_row_or_end(event):
+            return
         elif event.kind not in HIDDEN_KINDS:
             self._print(events.line_text(event, self.current))
             self._follow_own(event)
@@ -206,10 +212,25 @@ class LineMode:
         It arrives between our JOIN and its 366; a later /names reply shows.
         """
         room = ircmsg.casefold(event.buffer)
-        if event.kind == "names_end":
+        if event.kind == "names_end" and room in self._names_quiet:
             self._names_quiet.discard(room)
             return True
         return room in self._names_quiet
+
+    def _list_row_or_end(self, event: events.UiEvent) -> bool:
+        """True to hide: the end of a NAMES or WHO list that had rows.  The
+        end of an empty one is the whole answer (`/names #secret` from
+        outside), so it prints."""
+        row = not event.kind.endswith("_end")
+        key = event.kind.removesuffix("_end")
+        if key == "names":
+            key += " " + ircmsg.casefold(event.buffer)
+        if row:
+            self._listed.add(key)
+            return False
+        shown = key in self._listed
+        self._listed.discard(key)
+        return shown
 
     def _follow_own(self, event: events.UiEvent) -> None:
         """Leaving the current room makes the next joined room current."""
@@ -243,6 +264,9 @@ class LineMode:
 def _confirmed() -> None:
     """Nothing to do: the barrier's PONG already cleared the resend list."""
 
+
+# Rows of a NAMES or WHO list, and their ends.
+LIST_KINDS = frozenset(["names", "names_end", "who", "who_end"])
 
 LOCAL_ACTIONS = {
     "joining": LineMode._set_current_joined,

@@ -8,6 +8,7 @@ mode use it, so `/join #ops` means the same in a terminal and in a pipe.
 Local actions are (name, *args) tuples:
     ("own", target, text)        echo a message we sent
     ("ownaction", target, text)  echo a /me we sent
+    ("ownnotice", target, text)  echo a /notice we sent
     ("joining", room)            we asked to join: switch to it once joined
     ("parting", room)            we asked to leave (line mode moves on at once)
     ("query", nick)              open (and switch to) a private conversation
@@ -38,6 +39,9 @@ class Context:
 
     target: str = ""     # current room or query nick, "" in the status buffer
     nick: str = ""
+    # Rooms (casefolded) whose buffers stay open though we are out of them
+    # (kicked, rejoin refused): /part there closes the buffer.
+    gone: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +96,16 @@ def _need_target(ctx: Context) -> str:
     return ctx.target
 
 
+def _talk_target(ctx: Context) -> str:
+    """Where a line or /me goes; not a room we were put out of, where the
+    server would refuse it after we had shown it as said."""
+    target = _need_target(ctx)
+    if ircmsg.casefold(target) in ctx.gone:
+        raise SlashError(f"you are not in {target}: /join {target} to talk there again,"
+                         " /part to close it")
+    return target
+
+
 def _need_room(ctx: Context, what: str) -> str:
     if not ircmsg.is_room(ctx.target):
         raise SlashError(f"not in a room: name one, e.g. /{what} #room")
@@ -108,7 +122,7 @@ def _split_room(args: str, ctx: Context, what: str) -> tuple[str, str]:
 
 def say(text: str, ctx: Context) -> Result:
     """A plain line: a message to the current room or conversation."""
-    target = _need_target(ctx)
+    target = _talk_target(ctx)
     return Result(talk_lines("PRIVMSG", target, text, ctx.nick), (("own", target, text),))
 
 
@@ -125,6 +139,8 @@ def _part(args: str, ctx: Context) -> Result:
     if ctx.target and not ircmsg.is_room(ctx.target) and not ircmsg.is_room(args.strip()):
         return Result((), (("close", ctx.target),))  # /part in a private conversation
     room, reason = _split_room(args, ctx, "part")
+    if ircmsg.casefold(room) in ctx.gone:
+        return Result((), (("close", room),))  # the server would only refuse a PART
     params = (room, reason) if reason else (room,)
     return Result((ircmsg.build("PART", *params),), (("parting", room),))
 
@@ -140,7 +156,7 @@ def _notice(args: str, ctx: Context) -> Result:
     target, _, text = args.strip().partition(" ")
     if not text.strip():
         raise SlashError("usage: " + COMMANDS["notice"].usage)
-    return Result(talk_lines("NOTICE", target, text, ctx.nick))
+    return Result(talk_lines("NOTICE", target, text, ctx.nick), (("ownnotice", target, text),))
 
 
 def _query(args: str, ctx: Context) -> Result:
@@ -154,7 +170,7 @@ def _query(args: str, ctx: Context) -> Result:
 
 
 def _me(args: str, ctx: Context) -> Result:
-    target = _need_target(ctx)
+    target = _talk_target(ctx)
     budget = text_budget(ctx.nick, "PRIVMSG", target, overhead=len("\x01ACTION \x01"))
     lines = tuple(ircmsg.build("PRIVMSG", target, f"\x01ACTION {piece}\x01")
                   for piece in split_text(args.strip(), budget))
@@ -183,6 +199,40 @@ def _who(args: str, ctx: Context) -> Result:
 
 def _whois(args: str, ctx: Context) -> Result:
     return Result((ircmsg.build("WHOIS", args.split()[0]),))
+
+
+def _kick(args: str, ctx: Context) -> Result:
+    room, rest = _split_room(args, ctx, "kick")
+    nick, _, reason = rest.partition(" ")
+    if not nick:
+        raise SlashError("usage: " + COMMANDS["kick"].usage)
+    params = (room, nick, reason.strip()) if reason.strip() else (room, nick)
+    return Result((ircmsg.build("KICK", *params),))
+
+
+def _invite(args: str, ctx: Context) -> Result:
+    words = args.split()
+    room = words[1] if len(words) > 1 else _need_room(ctx, "invite " + words[0])
+    return Result((ircmsg.build("INVITE", words[0], room),))
+
+
+def _mode(args: str, ctx: Context) -> Result:
+    """`/mode +o bob` is about the current room; `/mode #room|nick ...` names it."""
+    words = args.split()
+    if not words or words[0][0] in "+-":
+        words.insert(0, _need_room(ctx, "mode"))
+    return Result((ircmsg.build("MODE", *words),))
+
+
+def _oper(args: str, ctx: Context) -> Result:
+    words = args.split()
+    return Result((ircmsg.build("OPER", words[0], words[1]),))
+
+
+def _kill(args: str, ctx: Context) -> Result:
+    nick, _, reason = args.strip().partition(" ")
+    params = (nick, reason.strip()) if reason.strip() else (nick,)
+    return Result((ircmsg.build("KILL", *params),))
 
 
 def _list(args: str, ctx: Context) -> Result:
@@ -236,8 +286,13 @@ COMMANDS: dict[str, SlashCommand] = {
     "who": SlashCommand(_who, "/who [mask]", "who is in a room or matches a mask"),
     "whois": SlashCommand(_whois, "/whois nick", "about a user", 1),
     "list": SlashCommand(_list, "/list [#room]", "list rooms"),
+    "kick": SlashCommand(_kick, "/kick [#room] nick [reason]", "put someone out of a room", 1),
+    "invite": SlashCommand(_invite, "/invite nick [#room]", "invite someone to a room", 1),
+    "mode": SlashCommand(_mode, "/mode [#room|nick] [modes]", "show or change modes"),
     "away": SlashCommand(_away, "/away [text]", "set away (no text: back)"),
     "switch": SlashCommand(_switch, "/switch #room|nick|N", "show another buffer", 1),
+    "oper": SlashCommand(_oper, "/oper name password", "become a server operator", 2),
+    "kill": SlashCommand(_kill, "/kill nick [reason]", "disconnect a user (operators)", 1),
     "raw": SlashCommand(_raw, "/raw LINE", "send a raw IRC line", 1),
     "help": SlashCommand(_help, "/help [command]", "this list"),
     "quit": SlashCommand(_quit, "/quit [reason]", "leave the chat"),

@@ -31,6 +31,13 @@ def tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
     return context
 
 
+def _tls_words(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason in words where it has a usual cause: a plain port."""
+    if exc.reason == "WRONG_VERSION_NUMBER":
+        return "the server does not speak TLS on this port (drop --tls, or use its TLS port)"
+    return str(exc)
+
+
 class Link:
     """A connection attempt and, once made, the connection."""
 
@@ -118,7 +125,9 @@ class Link:
         except ssl.SSLCertVerificationError as exc:
             self._lose(f"TLS certificate of {self.address} not trusted: {exc.verify_message}"
                        " (use --ca-file, or --insecure to skip the check)")
-        except (ssl.SSLError, OSError) as exc:
+        except ssl.SSLError as exc:
+            self._lose(f"TLS handshake with {self.address} failed: {_tls_words(exc)}")
+        except OSError as exc:
             self._lose(f"TLS handshake with {self.address} failed: {exc}")
         else:
             self._opened()
@@ -178,13 +187,29 @@ class Link:
         if gone and self._sock is not None:
             self._lose(gone)
 
+    def _read_last_words(self, reason: str) -> None:
+        """A write failed (EPIPE, ECONNRESET): a server that refuses or drops
+        us sends `ERROR :why` before closing, and those bytes are still
+        readable; deliver them, so the user reads the server's reason rather
+        than "Broken pipe"."""
+        self._read()
+        if self._sock is not None:
+            self._lose(reason)
+
     def _deliver_lines(self) -> None:
-        *lines, rest = self._inbuf.split(b"\n")
-        self._inbuf = bytearray(rest if len(rest) <= MAX_INBUF_BYTES else b"")
-        for raw in lines:
-            self._on_line(bytes(raw).rstrip(b"\r"))
-            if self._sock is None:
-                return  # the session closed the link while handling: the rest is moot
+        """Hand over complete lines one at a time, taking each out of the
+        buffer first: a line whose handling writes, fails and reads the
+        server's last words (`_read_last_words`) finds the lines behind it
+        still there, in order."""
+        while self._sock is not None:  # None: the session closed the link; the rest is moot
+            end = self._inbuf.find(b"\n")
+            if end < 0:
+                break
+            raw = bytes(self._inbuf[:end])
+            del self._inbuf[:end + 1]
+            self._on_line(raw.rstrip(b"\r"))
+        if len(self._inbuf) > MAX_INBUF_BYTES:
+            self._inbuf.clear()
 
     # ---- writing -------------------------------------------------------------------
 
@@ -201,8 +226,8 @@ class Link:
             del self._out[:self._sock.send(self._out)]
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             pass
-        except OSError as exc:  # peer gone; reading would tell the same
-            self._lose(exc.strerror or str(exc))
+        except OSError as exc:  # peer gone: first read what it said before going
+            self._read_last_words(exc.strerror or str(exc))
             return
         wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
         if self._sel.get_key(self._sock).events != wanted:

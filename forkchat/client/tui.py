@@ -85,10 +85,18 @@ def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
         return [stamp, (f"<{line.nick}> ", nick_attr(line.nick)), text]
     if line.kind in ("action", "ownaction"):
         return [stamp, (f"* {line.nick} ", nick_attr(line.nick)), text]
-    if line.kind == "notice":
+    if line.kind in ("notice", "ownnotice"):
         return [stamp, (f"-{line.nick}- ", nick_attr(line.nick)), text]
     attr = error if line.kind == "error" else dim
     return [stamp, ("-!- " + line.text, attr)]
+
+
+def room_state(buffer: buffers.Buffer) -> str:
+    """The status line's word on a room: its member count, or that we left."""
+    if not buffer.joined:
+        return "not joined"
+    count = len(buffer.members)
+    return "1 member" if count == 1 else f"{count} members"
 
 
 class Tui:
@@ -234,7 +242,7 @@ class Tui:
         text = self.editor.submit()
         if not text.strip():
             return
-        context = slash.Context(self.model.target, self.conn.nick)
+        context = slash.Context(self.model.target, self.conn.nick, self._gone_rooms())
         try:
             result = slash.interpret(text, context)
         except slash.SlashError as exc:
@@ -244,6 +252,12 @@ class Tui:
             self.conn.send(line)
         for action in result.local:
             LOCAL_ACTIONS[action[0]](self, *action[1:])
+
+    def _gone_rooms(self) -> frozenset[str]:
+        """Room buffers we are out of for good (kicked, rejoin refused), not
+        those a reconnect will rejoin."""
+        return frozenset(ircmsg.casefold(b.name) for b in self.model.buffers
+                         if b.is_room and ircmsg.casefold(b.name) not in self.conn.rooms)
 
     def _page(self, direction: int) -> None:
         height = max(1, self.scr.getmaxyx()[0] - 4)
@@ -257,6 +271,9 @@ class Tui:
 
     def _own_action(self, target: str, text: str) -> None:
         self.model.own_talk("ownaction", target, text)
+
+    def _own_notice(self, target: str, text: str) -> None:
+        self.model.own_talk("ownnotice", target, text)
 
     def _joining(self, room: str) -> None:
         buffer = self.model.find(room)
@@ -355,7 +372,7 @@ class Tui:
         parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
                  f"{self.model.active + 1}:{buffer.name}"]
         if buffer.is_room:
-            parts.append(f"{len(buffer.members)} members" if buffer.joined else "not joined")
+            parts.append(room_state(buffer))
         active = [f"{i + 1}{'*' if b.highlight else ''}"
                   for i, b in enumerate(self.model.buffers) if b.unread]
         if active:
@@ -439,7 +456,8 @@ SIGNALS: dict[int, Callable[[Tui], None]] = {
 }
 
 LOCAL_ACTIONS: dict[str, Callable[..., None]] = {
-    "own": Tui._own, "ownaction": Tui._own_action, "joining": Tui._joining,
+    "own": Tui._own, "ownaction": Tui._own_action, "ownnotice": Tui._own_notice,
+    "joining": Tui._joining,
     "parting": Tui._parting,
     "query": Tui._query, "switch": Tui._switch, "close": Tui._close,
     "quit": Tui._quit, "help": Tui._help,

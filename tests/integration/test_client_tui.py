@@ -117,7 +117,7 @@ def test_asks_for_the_nickname_and_joins_the_lobby(server, terminal):
     term.keys("Enter")
     term.wait_text("tuiuser joined #lobby")
     status = term.status_line()
-    assert "tuiuser" in status and "#lobby" in status and "1 members" in status
+    assert "tuiuser" in status and "#lobby" in status and status.rstrip().endswith("| 1 member")
 
 
 def test_ctrl_c_at_the_nickname_question_exits_130_without_a_traceback(server, terminal):
@@ -340,3 +340,26 @@ def test_refused_connection_leaves_a_clean_terminal_and_one_line(make_server, te
     assert any("cannot connect" in line and "Connection refused" in line for line in lines)
     assert any(line.startswith("CLIENT-EXIT=1 MODES=icanon,echo,") for line in lines), lines
     assert not any("Traceback" in line for line in lines)
+
+
+def test_part_closes_the_buffer_of_a_secret_room_we_were_kicked_from(server, terminal):
+    """Kicked from a +s room, its buffer stays ("not joined"); the server
+    answers a PART there with 403, so /part must close the buffer itself,
+    and a line typed there is refused at once, not shown as said."""
+    owner = other_user(server.port, "owner", "#hush")
+    try:
+        owner.send("MODE #hush +s")
+        owner.expect("MODE")
+        term = terminal("-n", "kicked", "-r", "#hush", f"127.0.0.1:{server.port}")
+        term.wait_text("kicked joined #hush")
+        owner.send("KICK #hush kicked :out")
+        term.wait_for(lambda lines: "not joined" in lines[HEIGHT - 2], "the kick")
+        term.type("still here?")
+        term.keys("Enter")
+        term.wait_text("you are not in #hush")
+        term.type("/part")
+        term.keys("Enter")
+        term.wait_for(lambda lines: "1:(status)" in lines[HEIGHT - 2], "the buffer closed")
+        assert "No such channel" not in "\n".join(term.screen())
+    finally:
+        owner.close()

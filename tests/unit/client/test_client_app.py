@@ -1,5 +1,7 @@
 """Command line parsing of forkchat-client."""
 
+import re
+
 import pytest
 
 from forkchat.client import app, connection
@@ -96,3 +98,29 @@ def test_help_documents_both_modes(capsys):
     for needle in ("full-screen", "line mode", "HH:MM <nick> text", "[private]",
                    "HH:MM * nick joined #room", "exits 0", "first stdin line is the nickname"):
         assert needle in text
+
+
+def test_help_names_every_slash_command(capsys):
+    """--help's list of commands is the client's table, not an older copy."""
+    from forkchat.client import slash
+    with pytest.raises(SystemExit):
+        app.main(["--help"])
+    text = capsys.readouterr().out
+    for name in slash.COMMANDS:
+        assert re.search(rf"/{name}\b", text), name
+
+
+def test_python_dash_m_forkchat_client_runs_the_client():
+    """`python3 -m forkchat` runs the server, so `python3 -m forkchat.client`
+    is what a user of a checkout tries for the client: it must not answer
+    "'forkchat.client' is a package and cannot be directly executed"."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[3]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-m", "forkchat.client", "--help"],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: forkchat-client")

@@ -164,7 +164,7 @@ def test_flush_waits_for_the_pong_behind_the_lines(peer):
 
 
 def test_failure_before_registration_is_fatal(peer):
-    harness = Harness(peer, nick="bob")
+    harness = Harness(peer, nick="bob", password="guess")
     harness.conn.start()
     harness.turn(0.1)
     peer.accept()
@@ -284,3 +284,93 @@ def test_a_refused_rejoin_forgets_the_room(peer, bob):
     reconnect(harness, peer)
     harness.expect_line("JOIN #lobby")
     assert "JOIN #banned" not in harness.seen
+
+
+@pytest.mark.parametrize("password, wanted, unwanted", [
+    (None, "--password-file", "incorrect"),
+    ("wrong", "password incorrect", "(Password incorrect)"),
+])
+def test_a_refused_password_says_what_to_do(peer, password, wanted, unwanted):
+    """A server with a password, reached without one, answers 464 "Password
+    incorrect": the user gave none, so the hint is --password-file; and the
+    server's words are not repeated when they say the same."""
+    harness = Harness(peer, nick="bob", password=password)
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.send(":srv 464 * :Password incorrect")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert wanted in harness.conn.fatal and unwanted not in harness.conn.fatal
+
+
+def test_the_servers_last_words_beat_a_write_error(peer):
+    """A server that refuses the connection (too many from the address) sends
+    ERROR and closes.  If our next write fails first (EPIPE, ECONNRESET), the
+    user must read the server's reason, not "Broken pipe": the ERROR line is
+    still in the receive buffer."""
+    import select
+    import struct
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send("ERROR :Closing Link: 127.0.0.1 (Too many connections from your address)")
+    assert peer.sock is not None
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()
+    peer.sock = None
+    mine = harness.conn._link._sock
+    watch = select.poll()
+    watch.register(mine, select.POLLERR | select.POLLHUP)
+    assert watch.poll(DEADLINE_S * 1000), "the reset never arrived"
+    harness.conn._link.write("PING :still there")   # before reading: the race
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "Too many connections from your address" in harness.conn.fatal
+
+
+def test_a_server_that_never_welcomes_us_is_not_a_connect_timeout(peer, monkeypatch):
+    """forkchat-client pointed at the tutorial port: TCP connects, the peer
+    says `NICK` and never 001.  "timed out connecting" sent the user to look
+    at the network; the port is what is wrong."""
+    monkeypatch.setattr(connection, "CONNECT_TIMEOUT_S", 0.3)
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.sock.sendall(b"NICK")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "timed out connecting" not in harness.conn.fatal
+    assert "no IRC welcome" in harness.conn.fatal
+
+
+def test_tls_to_a_plain_port_says_so_in_words(peer):
+    """`--tls` to a plain IRC port: OpenSSL's WRONG_VERSION_NUMBER means the
+    other end does not speak TLS there."""
+    harness = Harness(peer, nick="bob", tls=True, insecure=True)
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.send(":srv NOTICE * :*** Looking up your hostname")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "does not speak TLS" in harness.conn.fatal, harness.conn.fatal
+
+
+def test_the_servers_last_words_in_the_same_read_as_a_ping(peer):
+    """`PING` and `ERROR :why` arrive in one read, the peer already gone: our
+    PONG fails, and the ERROR behind the PING must still be read."""
+    import select
+    import struct
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    assert peer.sock is not None
+    peer.sock.sendall(b"PING :x\r\nERROR :Closing Link: 127.0.0.1 (Killed (op (bye)))\r\n")
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()
+    peer.sock = None
+    watch = select.poll()
+    watch.register(harness.conn._link._sock, select.POLLERR | select.POLLHUP)
+    assert watch.poll(DEADLINE_S * 1000), "the reset never arrived"
+    harness.until(lambda: harness.conn.state == "waiting", "the loss")
+    lost = [e.text for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+    assert "Killed (op (bye))" in lost[-1], lost

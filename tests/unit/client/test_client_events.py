@@ -35,6 +35,8 @@ def line_for(raw: str, me: str = "bob", current: str = "#lobby") -> list[str]:
     (":srv 404 bob #x :Cannot send to channel", "09:05 * #x: Cannot send to channel"),
     (":srv 311 bob alice a h * :Alice A", "09:05 * alice is a@h (Alice A)"),
     (":srv 322 bob #ops 3 :ops room", "09:05 * #ops (3 users): ops room"),
+    (":srv 322 bob #dev 3 :", "09:05 * #dev (3 users)"),
+    (":srv 322 bob #dev 1 :", "09:05 * #dev (1 user)"),
     (":op!a@h MODE #lobby +o bob", "09:05 * op sets mode +o bob on #lobby"),
 ])
 def test_line_mode_format(raw, printed):
@@ -63,6 +65,15 @@ def test_user_count_numerics_show_their_text(raw, text):
 @pytest.mark.parametrize("raw", [":srv 366 bob #l :End", ":srv 318 bob a :End", "PING :x"])
 def test_silent_or_structural(raw):
     assert all(e.kind in ("names_end",) for e in events.translate(ircmsg.parse(raw), "bob"))
+
+
+def test_who_rows_and_their_end_are_their_own_kinds():
+    """The front ends show the end of an empty WHO list, so they must tell
+    rows and end apart."""
+    row = events.translate(ircmsg.parse(":srv 352 bob #l u h srv al H :0 Al"), "bob")
+    end = events.translate(ircmsg.parse(":srv 315 bob #l :End of /WHO list"), "bob")
+    assert [(e.kind, e.text) for e in row] == [("who", "#l al H u@h (Al)")]
+    assert [(e.kind, e.buffer, e.text) for e in end] == [("who_end", "#l", "End of /WHO list")]
 
 
 def test_escape_sequences_from_others_never_reach_the_terminal():

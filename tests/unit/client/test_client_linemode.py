@@ -67,3 +67,32 @@ def test_a_refused_rejoin_of_the_current_room_moves_on(line_mode):
     conn._handle_raw(b":srv 474 lm #lobby :Cannot join channel (+b)")
     assert "#lobby" not in conn.rooms
     assert line_mode.current == "#ops"
+
+
+@pytest.mark.parametrize("reply", [
+    b":srv 464 lm :Password incorrect",
+    b":srv 464 lm :Too many failed OPER attempts from your address, try again later",
+    b":srv 481 lm :Permission Denied- You're not an IRC operator",
+    b":srv 482 lm #lobby :You're not channel operator",
+    b":srv 441 lm bob #lobby :They aren't on that channel",
+])
+def test_a_refused_operator_or_room_operator_command_fails_the_run(line_mode, reply):
+    """`printf '/oper admin pw\\n/kill spammer\\n' | forkchat-client`: a wrong
+    password or a missing privilege must not end in exit status 0."""
+    line_mode.conn._handle_raw(reply)
+    assert line_mode.failures == 1
+
+
+def test_an_empty_names_or_who_reply_is_printed(line_mode):
+    """`/names #secret` in a pipe: the end-of-list line is the whole answer."""
+    conn = line_mode.conn
+    conn._handle_raw(b":srv 366 lm #secret :End of /NAMES list")
+    conn._handle_raw(b":srv 315 lm #secret :End of /WHO list")
+    conn._handle_raw(b":srv 352 lm #ops u h srv op H :0 op")
+    conn._handle_raw(b":srv 315 lm #ops :End of /WHO list")
+    conn._handle_raw(b":srv 353 lm = #ops :@op")
+    conn._handle_raw(b":srv 366 lm #ops :End of /NAMES list")
+    printed = line_mode._out.getvalue().splitlines()
+    assert [line[6:] for line in printed] == [
+        "* #secret: End of /NAMES list", "* #secret: End of /WHO list",
+        "* #ops op H u@h (op)", "* Members of #ops: @op"]

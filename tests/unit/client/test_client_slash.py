@@ -45,6 +45,7 @@ def test_lines_sent(typed, lines):
     ("/query alice", (("query", "alice"),)),
     ("/query alice hey", (("query", "alice"), ("own", "alice", "hey"))),
     ("/me waves", (("ownaction", "#lobby", "waves"),)),
+    ("/notice #ops heads up", (("ownnotice", "#ops", "heads up"),)),
     ("/switch 2", (("switch", "2"),)),
     ("/quit gone fishing", (("quit", "gone fishing"),)),
     ("/quit", (("quit", ""),)),
@@ -111,3 +112,51 @@ def test_split_text_respects_utf8_boundaries():
     pieces = slash.split_text("é" * 100, 21)
     assert all(len(p.encode()) <= 21 for p in pieces)
     assert "".join(pieces) == "é" * 100
+
+
+@pytest.mark.parametrize("typed, lines", [
+    ("/kick alice", ("KICK #lobby alice",)),
+    ("/kick alice go away", ("KICK #lobby alice :go away",)),
+    ("/kick #hush alice", ("KICK #hush alice",)),
+    ("/invite alice", ("INVITE alice #lobby",)),
+    ("/invite alice #hush", ("INVITE alice #hush",)),
+    ("/mode", ("MODE #lobby",)),
+    ("/mode +s", ("MODE #lobby +s",)),
+    ("/mode +o alice", ("MODE #lobby +o alice",)),
+    ("/mode #hush +k key", ("MODE #hush +k key",)),
+    ("/mode bob +w", ("MODE bob +w",)),
+    ("/oper admin s3cret", ("OPER admin s3cret",)),
+    ("/kill mallory", ("KILL mallory",)),
+    ("/kill mallory flooding again", ("KILL mallory :flooding again",)),
+])
+def test_room_and_operator_commands(typed, lines):
+    """An IRC user types /kick and /invite (and an operator /oper and /kill):
+    "unknown command /kick" sends them to /raw and the RFC."""
+    assert slash.interpret(typed, ROOM).lines == lines
+
+
+@pytest.mark.parametrize("typed", ["/kick alice", "/invite alice", "/mode +i", "/kick #x",
+                                   "/oper admin", "/kill"])
+def test_room_and_operator_commands_say_what_is_missing(typed):
+    with pytest.raises(slash.SlashError):
+        slash.interpret(typed, STATUS)
+
+
+def test_part_of_a_room_we_were_put_out_of_closes_its_buffer():
+    """Kicked from #priv (or its rejoin refused), its buffer stays, "not
+    joined"; PART gets "No such channel" or "You're not on that channel",
+    so /part there must close the buffer, not send a PART that cannot work."""
+    gone = slash.Context(target="#priv", nick="bob", gone=frozenset(["#priv"]))
+    assert slash.interpret("/part", gone) == slash.Result((), (("close", "#priv"),))
+    elsewhere = slash.Context(target="#lobby", nick="bob", gone=frozenset(["#priv"]))
+    assert slash.interpret("/part #PRIV", elsewhere) == slash.Result((), (("close", "#PRIV"),))
+    assert slash.interpret("/part #lobby", gone).lines == ("PART #lobby",)
+
+
+@pytest.mark.parametrize("typed", ["hello?", "/me waves"])
+def test_talk_in_a_room_we_were_put_out_of_is_refused_here(typed):
+    """Kicked from #priv, a line typed there used to show as said, then the
+    server's refusal: the client knows better and says what to do."""
+    gone = slash.Context(target="#priv", nick="bob", gone=frozenset(["#priv"]))
+    with pytest.raises(slash.SlashError, match="not in #priv.*/join #priv"):
+        slash.interpret(typed, gone)

@@ -129,3 +129,57 @@ def test_an_error_about_a_room_is_shown_in_its_buffer_too():
     assert model.current.lines[-1].text == "#vault: Cannot join channel (+b)"
     model.apply(ev("error", text="alice: No such nick/channel", other="401"))
     assert vault.lines[-1].text == "#vault: Cannot join channel (+b)"
+
+
+def test_a_message_to_a_room_without_a_buffer_is_not_shown_as_said_here():
+    """`/msg #secret hi` from #lobby, not being in #secret: the echo must not
+    read `<bob> hi` in #lobby, as if bob had said it to #lobby."""
+    model = model_in_lobby()
+    model.own_talk("own", "#secret", "hi")
+    line = model.current.lines[-1]
+    assert model.current.name == "#lobby" and model.find("#secret") is None
+    assert "#secret" in line.text and line.text.endswith("hi")
+    model.own_talk("own", "#lobby", "here")
+    assert model.current.lines[-1].text == "here"
+
+
+def test_an_empty_names_or_who_reply_is_not_silence():
+    """`/names #secret` or `/who #secret` from outside: the server answers
+    with only its end-of-list line; showing nothing looks like no answer."""
+    model = model_in_lobby()
+    before = len(model.current.lines)
+    model.apply(ev("names_end", buffer="#secret", text="End of /NAMES list"))
+    model.apply(ev("who_end", buffer="#secret", text="End of /WHO list"))
+    shown = [line.text for line in list(model.current.lines)[before:]]
+    assert shown == ["#secret: End of /NAMES list", "#secret: End of /WHO list"]
+
+
+def test_a_names_or_who_reply_with_rows_ends_quietly():
+    model = model_in_lobby()
+    model.apply(ev("names", buffer="#lobby", names=("@op", "bob")))
+    model.apply(ev("names_end", buffer="#lobby", text="End of /NAMES list"))
+    model.apply(ev("who", text="#lobby op H@ o@h (op)"))
+    model.apply(ev("who_end", buffer="#lobby", text="End of /WHO list"))
+    assert [line.kind for line in model.current.lines][-2:] == ["names", "who"]
+
+
+def test_the_status_line_counts_members_in_good_english():
+    model = model_in_lobby()
+    assert tui.room_state(model.current) == "2 members"
+    model.apply(ev("part", buffer="#lobby", nick="op"))
+    assert tui.room_state(model.current) == "1 member"
+    model.apply(ev("kick", buffer="#lobby", nick="op", other="bob", own=True))
+    assert tui.room_state(model.current) == "not joined"
+
+
+def test_a_notice_we_send_is_shown_as_a_notice_without_opening_a_conversation():
+    """/notice used to show nothing at all: did it go?  It shows as
+    `-bob- text` where it went, and a notice to a nick opens no buffer."""
+    model = model_in_lobby()
+    model.own_talk("ownnotice", "#lobby", "heads up")
+    model.own_talk("ownnotice", "carol", "psst")
+    assert model.find("carol") is None
+    assert [(l.kind, l.text) for l in model.current.lines][-2:] == [
+        ("ownnotice", "heads up"), ("ownnotice", "(to carol) psst")]
+    segments = tui.line_segments(model.current.lines[-2], lambda nick: 0, 0, 0, "bob")
+    assert [text for text, _ in segments][1:] == ["-bob- ", "heads up"]
