@@ -13,6 +13,9 @@ import unicodedata
 from typing import Callable, Iterable
 
 HISTORY_MAX = 500
+# Lines that carry a password stay out of the history, where Up would show
+# them to anyone at the terminal.
+SECRET_COMMANDS = ("/oper ",)
 
 
 def char_width(char: str) -> int:
@@ -140,9 +143,10 @@ class LineEditor:
     # ---- submitting and history ----------------------------------------------
 
     def submit(self) -> str:
-        """Return the line, remember it, start a fresh one."""
+        """Return the line, remember it (unless it holds a password), start a fresh one."""
         line = self.text
-        if line.strip() and (not self.history or self.history[-1] != line):
+        secret = line.lstrip().lower().startswith(SECRET_COMMANDS)
+        if line.strip() and not secret and (not self.history or self.history[-1] != line):
             self.history.append(line)
             del self.history[:-HISTORY_MAX]
         self.text, self.cursor, self._draft = "", 0, ""

@@ -66,6 +66,18 @@ def test_history_keeps_the_draft():
     assert (editor.text, editor.cursor) == ("draft", 5)
 
 
+@pytest.mark.parametrize("line", ["/oper admin hunter2", "/OPER admin hunter2",
+                                  "  /oper admin hunter2"])
+def test_a_line_with_a_password_is_not_kept_in_history(line):
+    editor = lineedit.LineEditor()
+    for text in ("/join #a", line):
+        editor.insert(text)
+        assert editor.submit() == text        # sent all the same
+    assert editor.history == ["/join #a"]
+    editor.history_prev()
+    assert editor.text == "/join #a"
+
+
 def test_submit_skips_blank_and_repeated_lines():
     editor = lineedit.LineEditor()
     for line in ("a", "a", "  ", "b"):
