@@ -140,12 +140,15 @@ def cmd_wallops(st: ChatState, client: Client, msg: protocol.Message, out: Outbo
         out.fanout(recipients, text_line(client.prefix, "WALLOPS", msg.params[0]))
 
 
+KILL_DEFAULT_REASON = "No reason given"   # not the killer's nick: "Killed (op (op))" reads as a stutter
+
+
 def cmd_kill(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
     """KILL <nick> [:<reason>]  (operators only)"""
     target = st.find_nick(msg.params[0])
     if target is None:
         raise numerics.Reply(numerics.ERR_NOSUCHNICK, msg.params[0])
-    comment = msg.param(1)[:st.settings.kicklen] or client.nick
+    comment = msg.param(1)[:st.settings.kicklen] or KILL_DEFAULT_REASON
     reason = f"Killed ({client.nick} ({comment}))"
     out.send(target.cid, text_line(client.prefix, "KILL", target.nick, reason))
     out.drop(target.cid, reason)

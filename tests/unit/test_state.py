@@ -838,6 +838,13 @@ def test_kill(room):
     assert room.to("carol", "KILL bob") == [":srv 401 carol bob :No such nick/channel"]
 
 
+def test_kill_without_a_reason_says_none_was_given(room):
+    room.st.set_oper(3, "admin", room.out)
+    room.out.take()
+    room.st.request(3, protocol.parse_text("KILL bob"), room.out)
+    assert room.out.drops == [(2, "Killed (carol (No reason given))")]
+
+
 def test_wallops_to_users_with_w(room):
     room.st.set_oper(1, "admin", room.out)
     room.cmd("bob", "MODE bob +w")
