@@ -10,6 +10,7 @@ are forwarded to the broker as they came, once the client is registered
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -111,8 +112,10 @@ def cmd_quit(ctx: Context, msg: protocol.Message) -> None:
     ctx.close(f"Quit: {reason}" if reason else "Client Quit")
 
 
-OPER_WAIT_TEXT = "Too many failed OPER attempts, try again later"
-OPER_ADDRESS_WAIT_TEXT = "Too many failed OPER attempts from your address, try again later"
+# The whole seconds left are filled in: a person who mistyped once should
+# not read "too many", and a script can tell how long to wait.
+OPER_WAIT_TEXT = "Too soon after a failed OPER attempt, try again in {seconds} s"
+OPER_ADDRESS_WAIT_TEXT = "Too many failed OPER attempts from your address, try again in {seconds} s"
 
 
 def _refuse_while_waiting(session: Session, now: float) -> None:
@@ -122,9 +125,11 @@ def _refuse_while_waiting(session: Session, now: float) -> None:
     broker sends (operguard) so that reconnecting does not shed it.
     """
     own, address = session.oper_not_before, session.oper_address_not_before
-    if now < max(own, address):
+    until = max(own, address)
+    if now < until:
         text = OPER_ADDRESS_WAIT_TEXT if address > own else OPER_WAIT_TEXT
-        raise numerics.Reply(numerics.ERR_PASSWDMISMATCH, text=text)
+        raise numerics.Reply(numerics.ERR_PASSWDMISMATCH,
+                             text=text.format(seconds=math.ceil(until - now)))
 
 
 def cmd_oper(ctx: Context, msg: protocol.Message) -> None:

@@ -223,7 +223,9 @@ def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):
     guesser.send("OPER root wrong")
     guesser.expect("464")
     guesser.send("OPER root opensesame")     # too soon after a failure: refused
-    assert "Too many failed OPER attempts" in guesser.expect("464").params[-1]
+    refusal = guesser.expect("464").params[-1]
+    assert refusal.startswith("Too soon after a failed OPER attempt, try again in ")
+    assert refusal.endswith((" 1 s", " 2 s"))       # the first wait is 2 s
     server.wait_for_text("failed OPER attempt as 'root'")
     guesser.close()
     client = IrcTestClient(server.port)

@@ -155,7 +155,7 @@ def test_the_address_wait_refuses_before_any_hash(hashes):
     ctx.session.apply({"oper_address_not_before": commands.time.monotonic() + 60})
     reply = oper(ctx, "pw")                           # even the right password
     assert reply.command == numerics.ERR_PASSWDMISMATCH
-    assert reply.params[-1] == commands.OPER_ADDRESS_WAIT_TEXT
+    assert reply.params[-1] == commands.OPER_ADDRESS_WAIT_TEXT.format(seconds=60)
     assert "address" in reply.params[-1]
     assert hashes == [] and ctx.frames == []
 
@@ -165,9 +165,9 @@ def test_the_later_wait_names_itself(hashes):
     now = commands.time.monotonic()
     ctx.session.oper_not_before = now + 120
     ctx.session.oper_address_not_before = now + 60
-    assert oper(ctx, "pw").params[-1] == commands.OPER_WAIT_TEXT
+    assert oper(ctx, "pw").params[-1] == commands.OPER_WAIT_TEXT.format(seconds=120)
     ctx.session.oper_address_not_before = now + 240
-    assert oper(ctx, "pw").params[-1] == commands.OPER_ADDRESS_WAIT_TEXT
+    assert oper(ctx, "pw").params[-1] == commands.OPER_ADDRESS_WAIT_TEXT.format(seconds=240)
     assert hashes == []
 
 

@@ -71,7 +71,7 @@ def test_a_refused_rejoin_of_the_current_room_moves_on(line_mode):
 
 @pytest.mark.parametrize("reply", [
     b":srv 464 lm :Password incorrect",
-    b":srv 464 lm :Too many failed OPER attempts from your address, try again later",
+    b":srv 464 lm :Too many failed OPER attempts from your address, try again in 2 s",
     b":srv 481 lm :Permission Denied- You're not an IRC operator",
     b":srv 482 lm #lobby :You're not channel operator",
     b":srv 441 lm bob #lobby :They aren't on that channel",
