@@ -27,7 +27,11 @@ def cmd_nick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     if not nick:
         raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
     if not protocol.valid_nick(nick, st.settings.nicklen):
-        raise numerics.Reply(numerics.ERR_ERRONEUSNICKNAME, nick)
+        # Before registration a client has not seen NICKLEN (005): say it.
+        too_long = len(nick) > st.settings.nicklen
+        raise numerics.Reply(numerics.ERR_ERRONEUSNICKNAME, nick, text=(
+            f"Erroneous nickname: longer than {st.settings.nicklen} characters"
+            if too_long else None))
     if nick == client.nick:
         return
     folded = protocol.casefold(nick)

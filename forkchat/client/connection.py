@@ -351,6 +351,8 @@ class Connection:
         detail = msg.params[-1] if len(msg.params) > 1 else ""
         if not detail or detail.casefold() == reason.casefold():
             return reason
+        if detail.casefold().startswith(reason.casefold()):
+            return reason + detail[len(reason):]     # the server's words say more
         return f"{reason} ({detail})"
 
     def _on_error(self, msg: ircmsg.Message) -> bool:

@@ -216,7 +216,8 @@ def test_lusers_counts_unregistered_invisible_and_opers(w):
     ("NICK :", ":srv 431 alice :No nickname given"),
     ("NICK 1abc", ":srv 432 alice 1abc :Erroneous nickname"),
     ("NICK a.b", ":srv 432 alice a.b :Erroneous nickname"),
-    ("NICK " + "x" * 31, ":srv 432 alice " + "x" * 31 + " :Erroneous nickname"),
+    ("NICK " + "x" * 31, ":srv 432 alice " + "x" * 31
+     + " :Erroneous nickname: longer than 30 characters"),
     ("NICK BOB", ":srv 433 alice BOB :Nickname is already in use"),
     ("NICK pending", ":srv 433 alice pending :Nickname is already in use"),
 ])

@@ -303,6 +303,18 @@ def test_a_refused_password_says_what_to_do(peer, password, wanted, unwanted):
     assert wanted in harness.conn.fatal and unwanted not in harness.conn.fatal
 
 
+def test_a_too_long_nick_is_refused_with_the_servers_reason_once(peer):
+    """Before 005 the client cannot know NICKLEN; the server's 432 text says
+    what is wrong, and it is shown once, not as "x (X: y)"."""
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.send(":srv 432 * bob :Erroneous nickname: longer than 30 characters")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert harness.conn.fatal.endswith("erroneous nickname: longer than 30 characters")
+
+
 def test_the_servers_last_words_beat_a_write_error(peer):
     """A server that refuses the connection (too many from the address) sends
     ERROR and closes.  If our next write fails first (EPIPE, ECONNRESET), the
