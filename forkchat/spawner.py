@@ -33,6 +33,7 @@ import selectors
 import signal
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -96,6 +97,9 @@ class Spawner:
         # Nothing here makes cycles worth collecting, and a collection would
         # write to pages the workers share.
         gc.disable()
+        # No worker reads stdin: with none, multiprocessing's start of each
+        # worker skips reopening /dev/null as a new text file object.
+        sys.stdin = None
         # Signals are meant for the supervisor; a SIGTERM to the whole process
         # group must not take the spawner away from it (it retires instead).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
