@@ -349,10 +349,8 @@ class Connection:
         if msg.command == "464" and not self.settings.password:
             return "the server wants a password (give it with --password-file)"
         detail = msg.params[-1] if len(msg.params) > 1 else ""
-        if not detail or detail.casefold() == reason.casefold():
-            return reason
-        if detail.casefold().startswith(reason.casefold()):
-            return reason + detail[len(reason):]     # the server's words say more
+        if not detail or detail.casefold().startswith(reason.casefold()):   # same words, or more
+            return reason + detail[len(reason):]
         return f"{reason} ({detail})"
 
     def _on_error(self, msg: ircmsg.Message) -> bool:
