@@ -87,6 +87,11 @@ def adopt(fd: int, spec: config.Listener) -> Bound:
     return Bound(sock, spec, tls_context(spec), adopted=True)
 
 
+# No spawner can take the connection now (one is being restarted, or the
+# kernel would not pass the socket): the client may simply try again.
+BUSY = "Server is busy, try again later"
+
+
 def refuse(conn: socket.socket, peer: str, reason: str, encrypted: bool = False) -> None:
     """Tell a client we will not serve it, without a worker for it.
 

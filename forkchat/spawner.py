@@ -153,7 +153,7 @@ class Spawner:
                                      (conn, peer, proto, int(cid_text), self.cfg,
                                       self.broker_address, tls, self.supervisor_pid))
         except (OSError, ValueError, IndexError) as error:
-            listeners.refuse(conn, peer, "Server is busy, try again later", tls is not None)
+            listeners.refuse(conn, peer, listeners.BUSY, tls is not None)
             self.report(f"F {cid_text} {error}")
             return
         finally:

@@ -314,7 +314,7 @@ class Supervisor:
         if handle is None or not handle.knows(id(bound)):
             # no spawner (one is being restarted), or a listener added by a
             # reload whose new spawner could not be started
-            listeners.refuse(conn, peer, "Server is busy, try again later", bound.tls is not None)
+            listeners.refuse(conn, peer, listeners.BUSY, bound.tls is not None)
             return
         cid = self.next_cid
         self.next_cid += 1
@@ -362,8 +362,7 @@ class Supervisor:
         while handle.unsendable:
             request = handle.unsendable.pop()
             log.error("cannot pass conn %d from %s to the spawner", request.cid, request.peer)
-            listeners.refuse(request.conn, request.peer, "Server is busy, try again later",
-                             request.encrypted)
+            listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
             self.admission.gone(request.peer)
         self._want_writes(handle.sock, not done, lambda mask: self.on_spawner(handle, mask))
 
@@ -526,8 +525,7 @@ class Supervisor:
             if handle is not None and not self.stopping and handle.knows(request.listener_id):
                 handle.request(request)
             else:
-                listeners.refuse(request.conn, request.peer, "Server is busy, try again later",
-                                 request.encrypted)
+                listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
                 self.admission.gone(request.peer)
         if handle is not None and requests:
             self._flush_spawner(handle)
