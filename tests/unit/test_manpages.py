@@ -309,10 +309,13 @@ def test_signals_documented() -> None:
 def test_refusal_reasons_documented() -> None:
     """The reasons a connection is refused with, before any worker exists, are
     in forkchat.toml(5): the limits', and the supervisor's and spawner's own."""
-    from forkchat import admission
+    from forkchat import admission, listeners
     package = Path(__file__).resolve().parents[2] / "forkchat"
     source = "".join((package / name).read_text() for name in ("supervisor.py", "spawner.py"))
+    named = {"listeners.BUSY": listeners.BUSY}       # reasons passed by their constant's name
     reasons = re.findall(r'refuse\((?:request\.)?conn, (?:request\.)?peer, "([^"]+)"', source) \
+        + [named[name] for name in re.findall(
+            r'refuse\((?:request\.)?conn, (?:request\.)?peer, (listeners\.\w+)', source)] \
         + list(admission.REFUSALS)
     assert len(reasons) >= 5
     text = rendered("forkchat.toml.5")
