@@ -126,6 +126,7 @@ class Broker:
         self.store_dirty = False
         self.store_frozen = False
         self.next_store = 0.0
+        self.next_beat = 0.0      # the next heartbeat to the supervisor
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
         self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
@@ -139,7 +140,6 @@ class Broker:
         self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
         log.info("broker ready" + (f", awaiting {len(self.awaiting)} workers"
                                    if self.awaiting else ""))
-        next_beat = 0.0
         while self.running:
             events = self.selector.select(self._timeout())
             for key, mask in events:
@@ -154,8 +154,8 @@ class Broker:
                 self._send_pending_control()
             if self.store_dirty and time.monotonic() >= self.next_store:
                 self._save_rooms()
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + HEARTBEAT_S
+            if time.monotonic() >= self.next_beat:
+                self.next_beat = time.monotonic() + HEARTBEAT_S
                 self._heartbeat()
         return 0
 
@@ -203,8 +203,10 @@ class Broker:
             self.last_flush = now
 
     def _timeout(self) -> float:
-        deadlines = [HEARTBEAT_S]
+        """Until the next thing due; the heartbeat is always one of them, so
+        the counts the supervisor shows are never more than HEARTBEAT_S old."""
         now = time.monotonic()
+        deadlines = [self.next_beat - now]
         if self.dirty:
             deadlines.append(self.last_flush + FLUSH_WINDOW_S - now)
         if self.awaiting:

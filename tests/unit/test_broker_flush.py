@@ -61,3 +61,14 @@ def test_frames_to_one_link_keep_their_order_across_the_window(one_link):
     made._maybe_flush()
     assert [kind for kind, _ in received(peer)] == [ipc.Kind.DELIVER, ipc.Kind.UPDATE,
                                                     ipc.Kind.DROP]
+
+
+def test_the_next_heartbeat_bounds_the_select_timeout(one_link):
+    """The counts the supervisor shows come with the heartbeat: a wait that
+    began 1.9 s after one must not run a full HEARTBEAT_S past it."""
+    made, _peer = one_link
+    made.dirty.clear()
+    made.next_beat = broker.time.monotonic() + 0.1
+    assert made._timeout() <= 0.1
+    made.next_beat = broker.time.monotonic() - 1.0     # overdue
+    assert made._timeout() == 0.0
