@@ -14,6 +14,10 @@ output can be read against what the platform allows:
             sends it on over its own loopback TCP connection (what a worker
             does for a fan-out): the children's CPU per wake-up, and how
             long until the last of the N receivers has the frame
+  direct    the same N receivers, but one process writes the frame to each
+            of their connections itself, waking nobody in between (the
+            other design: the broker writes fan-out bytes to the client
+            sockets): its CPU per delivery, and the time to the last receiver
 
 One JSON line per measurement on stdout.  Standard library only; every
 loop is bounded and every child is waited for.
@@ -119,6 +123,58 @@ def _minimal_worker(link: socket.socket, client: socket.socket, frames: int) -> 
     os._exit(0)
 
 
+def _receive_all(selector: selectors.BaseSelector, count: int, started: float) -> float:
+    """Waits until `count` receivers have data (5 s at most); seconds since `started`."""
+    got = 0
+    deadline = started + 5.0
+    while got < count and time.perf_counter() < deadline:
+        for key, _mask in selector.select(1.0):
+            got += bool(key.fileobj.recv(65536))
+    return time.perf_counter() - started
+
+
+def _percentiles_ms(samples: list[float]) -> dict:
+    samples = sorted(samples)
+    return {"p50": round(samples[len(samples) // 2] * 1e3, 3),
+            "p99": round(samples[int(len(samples) * 0.99)] * 1e3, 3)}
+
+
+def measure_direct(receivers: int, frames: int, interval_s: float) -> dict:
+    """One process sends each frame on every connection itself."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(receivers)
+    ends: list[socket.socket] = []
+    served: list[socket.socket] = []
+    selector = selectors.DefaultSelector()
+    try:
+        for _ in range(receivers):
+            receiver = socket.create_connection(listener.getsockname())
+            ends.append(receiver)
+            served.append(listener.accept()[0])
+            receiver.setblocking(False)
+            selector.register(receiver, selectors.EVENT_READ)
+        frame = b"x" * 60
+        sending = 0.0
+        to_last: list[float] = []
+        for _ in range(frames):
+            started = time.perf_counter()
+            cpu_before = time.process_time()
+            for connection in served:
+                connection.send(frame)
+            sending += time.process_time() - cpu_before
+            to_last.append(_receive_all(selector, receivers, started))
+            time.sleep(interval_s)
+    finally:
+        selector.close()
+        for sock in ends + served + [listener]:
+            sock.close()
+    return {"measure": "direct", "receivers": receivers, "frames": frames,
+            "interval_ms": interval_s * 1e3,
+            "sender_cpu_us_per_delivery": round(sending / (receivers * frames) * 1e6, 2),
+            "to_last_receiver_ms": _percentiles_ms(to_last)}
+
+
 def measure_wake(children: int, frames: int, interval_s: float) -> dict:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -148,12 +204,7 @@ def measure_wake(children: int, frames: int, interval_s: float) -> dict:
             started = time.perf_counter()
             for link in links:
                 link.send(b"x" * 60)
-            got = 0
-            deadline = started + 5.0
-            while got < children and time.perf_counter() < deadline:
-                for key, _mask in selector.select(1.0):
-                    got += bool(key.fileobj.recv(65536))
-            to_last.append(time.perf_counter() - started)
+            to_last.append(_receive_all(selector, children, started))
             time.sleep(interval_s)    # pacing the load, as bench.py's latency scenario does
         used = sum(_schedstat_s(pid) for pid in pids) - before
     finally:
@@ -164,27 +215,27 @@ def measure_wake(children: int, frames: int, interval_s: float) -> dict:
         for receiver in receivers:
             receiver.close()
         listener.close()
-    to_last.sort()
     return {"measure": "wake", "children": children, "frames": frames,
             "interval_ms": interval_s * 1e3,
             "child_cpu_us_per_wake": round(used / (children * frames) * 1e6, 1),
-            "to_last_receiver_ms": {"p50": round(to_last[len(to_last) // 2] * 1e3, 3),
-                                    "p99": round(to_last[int(len(to_last) * 0.99)] * 1e3, 3)}}
+            "to_last_receiver_ms": _percentiles_ms(to_last)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--children", type=int, default=100,
-                        help="children in the wake measurement (default 100, at most 1000)")
+                        help="children in the wake measurement, receivers in both"
+                        " (default 100, at most 1000)")
     parser.add_argument("--frames", type=int, default=300,
-                        help="frames in the wake measurement (default 300, at most 10000)")
+                        help="frames in the wake and direct measurements (default 300, at most 10000)")
     parser.add_argument("--forks", type=int, default=50, help="rounds of fork (default 50)")
     args = parser.parse_args()
     if not (1 <= args.children <= 1000 and 1 <= args.frames <= 10000
             and 1 <= args.forks <= 1000):
         parser.error("--children 1-1000, --frames 1-10000, --forks 1-1000")
     for result in (measure_fork(args.forks), measure_cow(20000),
-                   measure_wake(args.children, args.frames, 0.01)):
+                   measure_wake(args.children, args.frames, 0.01),
+                   measure_direct(args.children, args.frames, 0.01)):
         print(json.dumps(result), flush=True)
     return 0
 

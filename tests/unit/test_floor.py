@@ -24,7 +24,7 @@ def test_floor_reports_each_measure_and_cleans_up():
                            "--forks", "5"], capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr[-2000:]
     results = {r["measure"]: r for r in map(json.loads, done.stdout.splitlines())}
-    assert sorted(results) == ["cow", "fork", "wake"]
+    assert sorted(results) == ["cow", "direct", "fork", "wake"]
     assert results["fork"]["rounds"] == 5
     assert results["fork"]["child_private_dirty_kib_at_first_line"] > 0
     assert results["cow"]["us_per_fault"] > 0
@@ -32,6 +32,10 @@ def test_floor_reports_each_measure_and_cleans_up():
     assert (wake["children"], wake["frames"]) == (4, 20)
     assert wake["child_cpu_us_per_wake"] > 0
     assert 0 < wake["to_last_receiver_ms"]["p50"] <= wake["to_last_receiver_ms"]["p99"]
+    direct = results["direct"]
+    assert (direct["receivers"], direct["frames"]) == (4, 20)
+    assert direct["sender_cpu_us_per_delivery"] > 0
+    assert 0 < direct["to_last_receiver_ms"]["p50"] <= direct["to_last_receiver_ms"]["p99"]
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert not left, f"floor.py left processes behind: {left}"
 
