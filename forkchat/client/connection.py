@@ -131,8 +131,18 @@ class Connection:
         self._open()
 
     def send(self, line: str) -> None:
-        """Queue one raw IRC line (sent paced, once registered)."""
+        """Queue one raw IRC line (sent paced, once registered).
+
+        A QUIT of the user's own (`/raw QUIT :bye`) means leaving, as /quit
+        does: the server's close that follows ends the session instead of
+        starting a reconnect.  The line itself still goes out as typed.
+        """
         line = ircmsg.clean(line)
+        if self._quitting:
+            return              # leaving: nothing more goes out
+        if _command(line) == "QUIT":
+            self._quit_by_hand(line)
+            return
         self._note_join_keys(line)
         self._queue.append((line, True))
         self._pump()
@@ -157,6 +167,24 @@ class Connection:
         else:
             self._close()
             self.closed = True
+
+    def _quit_by_hand(self, line: str) -> None:
+        """A raw QUIT: queued behind the lines before it, nothing after it.
+
+        Not registered (waiting to reconnect): there is no one to tell, so
+        the session ends at once, as /quit does then.
+        """
+        self._quitting = True
+        if self.state != "ready":
+            self.quit()
+            return
+        self._queue.append((line, False))
+        self._pump()
+
+    @property
+    def quitting(self) -> bool:
+        """The user asked to leave (/quit or a raw QUIT): no reconnect."""
+        return self._quitting
 
     @property
     def flush_pending(self) -> bool:
@@ -460,6 +488,9 @@ class Connection:
             if ours and self._resend:
                 self._unconfirmed.append(line)
             self._send_now(line)
+            if self._quitting and _command(line) == "QUIT":
+                self._queue.clear()     # the server closes now: wait for that
+                self._deadlines["quit"] = now + QUIT_TIMEOUT_S
         if self._queue:
             self._deadlines["send"] = now + (1 - self._tokens) * SEND_INTERVAL_S
 
@@ -487,6 +518,14 @@ class Connection:
     def _timer_quit(self) -> None:
         self._close()
         self.closed, self.state = True, "closed"
+
+
+def _command(line: str) -> str:
+    """The command of a raw line we send, upper-cased ('' when unparsable)."""
+    try:
+        return ircmsg.parse(line).command.upper()
+    except ValueError:
+        return ""
 
 
 INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {

@@ -117,13 +117,17 @@ class LineMode:
         """EOF or /quit: stop reading, send the rest, quit after the PONG."""
         if last:
             self._handle_line(last)
+        if not self._eof:
+            self._stop_reading()
+            self._quit_reason = reason
+            self.conn.flush(self._flushed)
+
+    def _stop_reading(self) -> None:
+        """No more stdin: at EOF, /quit, or a raw QUIT already on its way."""
         if self._reading and not self._stdin_is_file:
             self.sel.unregister(self._stdin_fd)
         self._reading = False
-        if not self._eof:
-            self._eof = True
-            self._quit_reason = reason
-            self.conn.flush(self._flushed)
+        self._eof = True
 
     def _flushed(self) -> None:
         self.conn.quit(self._quit_reason)
@@ -140,6 +144,9 @@ class LineMode:
             return
         for line in result.lines:
             self.conn.send(line)
+        if self.conn.quitting:
+            self._stop_reading()    # `/raw QUIT`: leaving as /quit does, with the user's line
+            return
         for action in result.local:
             LOCAL_ACTIONS.get(action[0], LineMode._ignore)(self, *action[1:])
 

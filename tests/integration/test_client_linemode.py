@@ -417,3 +417,16 @@ def test_tls_insecure_skips_the_check(tls_server):
                         "unchecked\n")
     assert result.returncode == 0, result.stderr
     assert server.received == ["PRIVMSG #lobby unchecked"]
+
+
+def test_a_raw_quit_ends_the_client_cleanly(server, registered):
+    """`/raw QUIT :reason` is leaving, not a dropped link: the user's QUIT
+    goes out, the lines behind it do not, and the exit status is 0."""
+    watcher = watcher_in(registered, "#lobby")
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"],
+                        "before\n/raw QUIT :done by hand\nafter\n")
+    assert result.returncode == 0, result.stderr
+    assert "reconnecting" not in result.stderr.decode()
+    expect_privmsg(watcher, "cron", "#lobby", "before")
+    msg = watcher.expect("QUIT")
+    assert msg.prefix.startswith("cron!") and msg.params[-1] == "Quit: done by hand"

@@ -391,3 +391,38 @@ def test_the_servers_last_words_in_the_same_read_as_a_ping(peer):
     harness.until(lambda: harness.conn.state == "waiting", "the loss")
     lost = [e.text for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
     assert "Killed (op (bye))" in lost[-1], lost
+
+
+def close_peer_side(peer: Peer) -> None:
+    """The server closes the connection, as it does after a QUIT."""
+    assert peer.sock is not None
+    peer.sock.close()
+    peer.sock = None
+
+
+def test_a_raw_quit_leaves_instead_of_reconnecting(peer):
+    """`/raw QUIT :bye` meant leaving: the user's line goes out as typed,
+    after the lines before it, and the close that follows ends the session."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    harness.conn.send("PRIVMSG #lobby :last words")
+    harness.conn.send("quit :by hand")
+    harness.conn.send("PRIVMSG #lobby :after the quit")
+    harness.expect_line("quit :by hand")   # as typed
+    assert harness.seen.index("PRIVMSG #lobby :last words") < harness.seen.index("quit :by hand")
+    assert harness.conn.quitting
+    close_peer_side(peer)
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert not harness.conn.fatal and harness.conn.state == "closed"
+    assert "PRIVMSG #lobby :after the quit" not in harness.seen
+    assert not [e for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+
+
+def test_a_raw_quit_while_disconnected_ends_at_once(peer, monkeypatch):
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (30.0,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    close_peer_side(peer)
+    harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
+    harness.conn.send("QUIT")
+    assert harness.conn.closed and not harness.conn.fatal
