@@ -32,10 +32,11 @@ from forkchat.client import connection, events, ircmsg, slash
 GIVE_UP_S = 120.0
 READ_BYTES = 65536
 # Replies that mean "a line we sent did not get where it was meant to go", or
-# was refused for want of a privilege (OPER's password, an operator's or a
-# room operator's command), so a script's exit status tells.
+# was refused for want of a privilege (OPER: a wrong password, the back-off
+# wait, no O-line for the host; an operator's or a room operator's command),
+# so a script's exit status tells.
 DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "441", "442", "464", "471",
-                             "473", "474", "475", "476", "477", "481", "482"])
+                             "473", "474", "475", "476", "477", "481", "482", "491"])
 HIDDEN_KINDS = frozenset(["server", "ctcp"])
 
 
@@ -79,7 +80,7 @@ class LineMode:
             self._complain(self.conn.fatal)
             return 1
         if self.failures:
-            self._complain(f"{self.failures} line(s) could not be delivered")
+            self._complain(f"{self.failures} line(s) refused or not delivered")
             return 1
         return 0
 

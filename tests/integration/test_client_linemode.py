@@ -430,3 +430,18 @@ def test_a_raw_quit_ends_the_client_cleanly(server, registered):
     expect_privmsg(watcher, "cron", "#lobby", "before")
     msg = watcher.expect("QUIT")
     assert msg.prefix.startswith("cron!") and msg.params[-1] == "Quit: done by hand"
+
+
+def test_a_refused_oper_names_oper_and_the_reason(make_server):
+    """A wrong OPER password, then the server's back-off refusal: each says on
+    stderr that OPER was refused and why, and the exit status is 1."""
+    server = make_server(config_text=TEST_LIMITS + '\n[[operators]]\nname = "admin"\n'
+                                                   'password = "pw"\n')
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"],
+                        "/oper admin wrong\n/oper admin pw\n")
+    assert result.returncode == 1
+    err = result.stderr.decode().splitlines()
+    assert err[0] == "forkchat-client: OPER refused: Password incorrect", err
+    assert re.fullmatch(r"forkchat-client: OPER refused: Too soon after a failed OPER"
+                        r" attempt, try again in \d+ s", err[1]), err
+    assert err[2:] == ["forkchat-client: 2 line(s) refused or not delivered"], err
