@@ -117,7 +117,11 @@ class Connection:
         self._deadlines: dict[str, float] = {}
         self._attempt = 0
         self._nick_try = 0
+        # The nick the user chose (-n, then /nick): tried first on every
+        # reconnect, and taken back when its holder leaves (see _regain).
         self._wanted_nick = settings.nick
+        self._nick_base = settings.nick     # what the suffixes go on, shortened if too long
+        self._regaining = False
         self._pongs: dict[str, Callable[[], None]] = {}
         self._flush_count = 0
         self._lost_since: float | None = None
@@ -131,8 +135,18 @@ class Connection:
         self._open()
 
     def send(self, line: str) -> None:
-        """Queue one raw IRC line (sent paced, once registered)."""
+        """Queue one raw IRC line (sent paced, once registered).
+
+        A QUIT of the user's own (`/raw QUIT :bye`) means leaving, as /quit
+        does: the server's close that follows ends the session instead of
+        starting a reconnect.  The line itself still goes out as typed.
+        """
         line = ircmsg.clean(line)
+        if self._quitting:
+            return              # leaving: nothing more goes out
+        if _command(line) == "QUIT":
+            self._quit_by_hand(line)
+            return
         self._note_join_keys(line)
         self._queue.append((line, True))
         self._pump()
@@ -157,6 +171,24 @@ class Connection:
         else:
             self._close()
             self.closed = True
+
+    def _quit_by_hand(self, line: str) -> None:
+        """A raw QUIT: queued behind the lines before it, nothing after it.
+
+        Not registered (waiting to reconnect): there is no one to tell, so
+        the session ends at once, as /quit does then.
+        """
+        self._quitting = True
+        if self.state != "ready":
+            self.quit()
+            return
+        self._queue.append((line, False))
+        self._pump()
+
+    @property
+    def quitting(self) -> bool:
+        """The user asked to leave (/quit or a raw QUIT): no reconnect."""
+        return self._quitting
 
     @property
     def flush_pending(self) -> bool:
@@ -196,8 +228,9 @@ class Connection:
     def _start_register(self) -> None:
         """Connected: send PASS/NICK/USER; the 001 reply completes registration."""
         self.state = "registering"
-        self.nick = self._wanted_nick
+        self.nick = self._nick_base = self._wanted_nick
         self._nick_try = 0
+        self._regaining = False
         if self.settings.password:
             self._send_now(ircmsg.build("PASS", self.settings.password))
         self._send_now(ircmsg.build("NICK", self.nick))
@@ -287,7 +320,7 @@ class Connection:
 
     def _on_welcome(self, msg: ircmsg.Message) -> bool:
         """001: registered; rejoin rooms ahead of anything queued meanwhile."""
-        self.nick = self._wanted_nick = msg.param(0, self.nick)
+        self.nick = msg.param(0, self.nick)     # bob_ after a collision: bob stays wanted
         self.server_name = msg.prefix
         self.state = "ready"
         self._deadlines.pop("connect", None)
@@ -321,11 +354,17 @@ class Connection:
                 self._offered_keys[ircmsg.casefold(room)] = key
 
     def _on_nick_taken(self, msg: ircmsg.Message) -> bool:
-        """433 while registering: try bob_, bob2, ... instead of a dead end."""
+        """433 while registering: try bob_, bob2, ... instead of a dead end.
+
+        Once registered, a 433 is the answer to a /nick, shown as it is, or
+        to our own try to take the wanted nick back, which someone else was
+        quicker to take: that one is not worth a word.
+        """
         if self.state != "registering":
-            return False
+            regaining, self._regaining = self._regaining, False
+            return regaining and ircmsg.casefold(msg.param(1)) == ircmsg.casefold(self._wanted_nick)
         self._nick_try += 1
-        taken, self.nick = self.nick, alternative_nick(self._wanted_nick, self._nick_try)
+        taken, self.nick = self.nick, alternative_nick(self._nick_base, self._nick_try)
         self._status(f"Nickname {taken} is already in use, trying {self.nick}",
                      STATUS_NICK_TAKEN)
         self._send_now(ircmsg.build("NICK", self.nick))
@@ -334,9 +373,9 @@ class Connection:
     def _on_fatal_numeric(self, msg: ircmsg.Message) -> bool:
         if self.state != "registering":
             return False
-        if msg.command == "432" and self._nick_try and len(self._wanted_nick) > 1:
-            self._wanted_nick = self._wanted_nick[:-1]  # suffix made it too long
-            self.nick = alternative_nick(self._wanted_nick, self._nick_try)
+        if msg.command == "432" and self._nick_try and len(self._nick_base) > 1:
+            self._nick_base = self._nick_base[:-1]  # suffix made it too long
+            self.nick = alternative_nick(self._nick_base, self._nick_try)
             self._send_now(ircmsg.build("NICK", self.nick))
             return True
         self._fail(f"registration refused by {self.settings.address}: {self._refusal(msg)}")
@@ -361,7 +400,24 @@ class Connection:
     def _on_nick(self, msg: ircmsg.Message) -> bool:
         if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
             self.nick = self._wanted_nick = msg.param(0)
+            self._regaining = False
+        elif ircmsg.casefold(msg.param(0)) != ircmsg.casefold(msg.nick):
+            self._regain(msg.nick)
         return False
+
+    def _on_quit(self, msg: ircmsg.Message) -> bool:
+        self._regain(msg.nick)
+        return False
+
+    def _regain(self, gone: str) -> None:
+        """The holder of the nick we wanted left it (QUIT, or NICK away, in
+        a room we share): ask for it once.  No timer and no retry: one NICK
+        per departure seen, and a 433 if someone is quicker stays quiet."""
+        wanted = self._wanted_nick
+        if (self.state == "ready" and ircmsg.casefold(gone) == ircmsg.casefold(wanted)
+                and ircmsg.casefold(self.nick) != ircmsg.casefold(wanted)):
+            self._regaining = True
+            self._send_now(ircmsg.build("NICK", wanted))
 
     def _on_join(self, msg: ircmsg.Message) -> bool:
         if ircmsg.casefold(msg.nick) == ircmsg.casefold(self.nick):
@@ -460,6 +516,9 @@ class Connection:
             if ours and self._resend:
                 self._unconfirmed.append(line)
             self._send_now(line)
+            if self._quitting and _command(line) == "QUIT":
+                self._queue.clear()     # the server closes now: wait for that
+                self._deadlines["quit"] = now + QUIT_TIMEOUT_S
         if self._queue:
             self._deadlines["send"] = now + (1 - self._tokens) * SEND_INTERVAL_S
 
@@ -489,12 +548,21 @@ class Connection:
         self.closed, self.state = True, "closed"
 
 
+def _command(line: str) -> str:
+    """The command of a raw line we send, upper-cased ('' when unparsable)."""
+    try:
+        return ircmsg.parse(line).command.upper()
+    except ValueError:
+        return ""
+
+
 INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {
     "PING": Connection._on_ping, "PONG": Connection._on_pong,
     "001": Connection._on_welcome, "433": Connection._on_nick_taken,
     "436": Connection._on_nick_taken, "432": Connection._on_fatal_numeric,
     "464": Connection._on_fatal_numeric, "465": Connection._on_fatal_numeric,
     "ERROR": Connection._on_error, "NICK": Connection._on_nick,
+    "QUIT": Connection._on_quit,
     "JOIN": Connection._on_join, "PART": Connection._on_part,
     "KICK": Connection._on_kick, "PRIVMSG": Connection._on_privmsg,
     "MODE": Connection._on_mode, "005": Connection._on_isupport,

@@ -29,6 +29,10 @@ _SILENT_NUMERICS = frozenset([318, 321, 329, 333, 369])
 _TEXT_ONLY_NUMERICS = frozenset([265, 266])
 # RPL_ENDOFNAMES, RPL_ENDOFWHO: the end of a list, shown when it was empty.
 _LIST_ENDS = {366: "names_end", 315: "who_end"}
+# Refusals whose text does not say what was refused (`Password incorrect`,
+# forkchat's `Too soon after a failed OPER attempt ...`): the command they
+# answer.  After registration 464 and 491 only ever answer OPER.
+_REFUSED_COMMAND = {464: "OPER", 491: "OPER"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +223,10 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
         return [_event(_LIST_ENDS[code], msg, buffer=msg.param(1), text=msg.param(2))]
     if code == 352:
         return [_event("who", msg, text=_reply_text(code, params))]
+    if code in _REFUSED_COMMAND:
+        reason = params[-1] if params else str(code)
+        return [_event("error", msg, text=f"{_REFUSED_COMMAND[code]} refused: {reason}",
+                       other=str(code))]
     if 400 <= code < 600:
         where = " ".join(params[:-1])
         text = f"{where}: {params[-1]}" if where else (params[-1] if params else str(code))

@@ -32,10 +32,11 @@ from forkchat.client import connection, events, ircmsg, slash
 GIVE_UP_S = 120.0
 READ_BYTES = 65536
 # Replies that mean "a line we sent did not get where it was meant to go", or
-# was refused for want of a privilege (OPER's password, an operator's or a
-# room operator's command), so a script's exit status tells.
+# was refused for want of a privilege (OPER: a wrong password, the back-off
+# wait, no O-line for the host; an operator's or a room operator's command),
+# so a script's exit status tells.
 DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "441", "442", "464", "471",
-                             "473", "474", "475", "476", "477", "481", "482"])
+                             "473", "474", "475", "476", "477", "481", "482", "491"])
 HIDDEN_KINDS = frozenset(["server", "ctcp"])
 
 
@@ -79,7 +80,7 @@ class LineMode:
             self._complain(self.conn.fatal)
             return 1
         if self.failures:
-            self._complain(f"{self.failures} line(s) could not be delivered")
+            self._complain(f"{self.failures} line(s) refused or not delivered")
             return 1
         return 0
 
@@ -117,13 +118,17 @@ class LineMode:
         """EOF or /quit: stop reading, send the rest, quit after the PONG."""
         if last:
             self._handle_line(last)
+        if not self._eof:
+            self._stop_reading()
+            self._quit_reason = reason
+            self.conn.flush(self._flushed)
+
+    def _stop_reading(self) -> None:
+        """No more stdin: at EOF, /quit, or a raw QUIT already on its way."""
         if self._reading and not self._stdin_is_file:
             self.sel.unregister(self._stdin_fd)
         self._reading = False
-        if not self._eof:
-            self._eof = True
-            self._quit_reason = reason
-            self.conn.flush(self._flushed)
+        self._eof = True
 
     def _flushed(self) -> None:
         self.conn.quit(self._quit_reason)
@@ -140,6 +145,9 @@ class LineMode:
             return
         for line in result.lines:
             self.conn.send(line)
+        if self.conn.quitting:
+            self._stop_reading()    # `/raw QUIT`: leaving as /quit does, with the user's line
+            return
         for action in result.local:
             LOCAL_ACTIONS.get(action[0], LineMode._ignore)(self, *action[1:])
 

@@ -293,7 +293,7 @@ COMMANDS: dict[str, SlashCommand] = {
     "switch": SlashCommand(_switch, "/switch #room|nick|N", "show another buffer", 1),
     "oper": SlashCommand(_oper, "/oper name password", "become a server operator", 2),
     "kill": SlashCommand(_kill, "/kill nick [reason]", "disconnect a user (operators)", 1),
-    "raw": SlashCommand(_raw, "/raw LINE", "send a raw IRC line", 1),
+    "raw": SlashCommand(_raw, "/raw LINE", "send a raw IRC line (a QUIT leaves as /quit)", 1),
     "help": SlashCommand(_help, "/help [command]", "this list"),
     "quit": SlashCommand(_quit, "/quit [reason]", "leave the chat"),
 }

@@ -99,6 +99,31 @@ def room_state(buffer: buffers.Buffer) -> str:
     return "1 member" if count == 1 else f"{count} members"
 
 
+def fit_status(parts: list[str], width: int, spare: tuple[int, ...]) -> str:
+    """The status line's parts joined; on a narrow terminal the parts at the
+    indexes in `spare` are left out, in that order, until the rest fits.
+
+    Cut at the right edge instead, a narrow terminal lost what changes
+    (unread rooms, "reconnecting in 30 s", "more below") before what never
+    does (the clock, the server's address).
+    """
+    shown = list(parts)
+    for index in spare:
+        if lineedit.text_width(_join_status(shown)) <= width:
+            break
+        shown[index] = ""
+    return _join_status(shown)
+
+
+def _join_status(parts: list[str]) -> str:
+    return " " + " | ".join(part for part in parts if part)
+
+
+# The status line's parts to leave out when it does not fit: the server's
+# address (index 2), then the clock (0).
+STATUS_SPARE = (2, 0)
+
+
 class Tui:
     """The screen, the keys and the loop."""
 
@@ -353,7 +378,7 @@ class Tui:
             for text, attr in row:
                 self._put(1 + index, col, text, attr)
                 col += lineedit.text_width(text)
-        self._bar(height - 2, self._status_text(buffer), width)
+        self._bar(height - 2, self._status_text(buffer, width), width)
         prompt = f"[{buffer.name}] "
         shown, cursor = self.editor.view(max(2, width - lineedit.text_width(prompt)))
         self._put(height - 1, 0, prompt + shown)
@@ -368,7 +393,7 @@ class Tui:
             return " forkchat-client  (/help lists the commands)"
         return f" private conversation with {buffer.name}"
 
-    def _status_text(self, buffer: buffers.Buffer) -> str:
+    def _status_text(self, buffer: buffers.Buffer, width: int) -> str:
         parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
                  f"{self.model.active + 1}:{buffer.name}"]
         if buffer.is_room:
@@ -383,7 +408,7 @@ class Tui:
             parts.append("connecting")
         if buffer.scroll:
             parts.append("-- more below (PageDown) --")
-        return " " + " | ".join(parts)
+        return fit_status(parts, width, STATUS_SPARE)
 
     def _pane_rows(self, buffer: buffers.Buffer, width: int, height: int
                    ) -> list[list[tuple[str, int]]]:

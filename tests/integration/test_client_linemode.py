@@ -417,3 +417,31 @@ def test_tls_insecure_skips_the_check(tls_server):
                         "unchecked\n")
     assert result.returncode == 0, result.stderr
     assert server.received == ["PRIVMSG #lobby unchecked"]
+
+
+def test_a_raw_quit_ends_the_client_cleanly(server, registered):
+    """`/raw QUIT :reason` is leaving, not a dropped link: the user's QUIT
+    goes out, the lines behind it do not, and the exit status is 0."""
+    watcher = watcher_in(registered, "#lobby")
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"],
+                        "before\n/raw QUIT :done by hand\nafter\n")
+    assert result.returncode == 0, result.stderr
+    assert "reconnecting" not in result.stderr.decode()
+    expect_privmsg(watcher, "cron", "#lobby", "before")
+    msg = watcher.expect("QUIT")
+    assert msg.prefix.startswith("cron!") and msg.params[-1] == "Quit: done by hand"
+
+
+def test_a_refused_oper_names_oper_and_the_reason(make_server):
+    """A wrong OPER password, then the server's back-off refusal: each says on
+    stderr that OPER was refused and why, and the exit status is 1."""
+    server = make_server(config_text=TEST_LIMITS + '\n[[operators]]\nname = "admin"\n'
+                                                   'password = "pw"\n')
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"],
+                        "/oper admin wrong\n/oper admin pw\n")
+    assert result.returncode == 1
+    err = result.stderr.decode().splitlines()
+    assert err[0] == "forkchat-client: OPER refused: Password incorrect", err
+    assert re.fullmatch(r"forkchat-client: OPER refused: Too soon after a failed OPER"
+                        r" attempt, try again in \d+ s", err[1]), err
+    assert err[2:] == ["forkchat-client: 2 line(s) refused or not delivered"], err

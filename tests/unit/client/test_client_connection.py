@@ -391,3 +391,94 @@ def test_the_servers_last_words_in_the_same_read_as_a_ping(peer):
     harness.until(lambda: harness.conn.state == "waiting", "the loss")
     lost = [e.text for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
     assert "Killed (op (bye))" in lost[-1], lost
+
+
+def close_peer_side(peer: Peer) -> None:
+    """The server closes the connection, as it does after a QUIT."""
+    assert peer.sock is not None
+    peer.sock.close()
+    peer.sock = None
+
+
+def test_a_raw_quit_leaves_instead_of_reconnecting(peer):
+    """`/raw QUIT :bye` meant leaving: the user's line goes out as typed,
+    after the lines before it, and the close that follows ends the session."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    harness.conn.send("PRIVMSG #lobby :last words")
+    harness.conn.send("quit :by hand")
+    harness.conn.send("PRIVMSG #lobby :after the quit")
+    harness.expect_line("quit :by hand")   # as typed
+    assert harness.seen.index("PRIVMSG #lobby :last words") < harness.seen.index("quit :by hand")
+    assert harness.conn.quitting
+    close_peer_side(peer)
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert not harness.conn.fatal and harness.conn.state == "closed"
+    assert "PRIVMSG #lobby :after the quit" not in harness.seen
+    assert not [e for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+
+
+def test_a_raw_quit_while_disconnected_ends_at_once(peer, monkeypatch):
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (30.0,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    close_peer_side(peer)
+    harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
+    harness.conn.send("QUIT")
+    assert harness.conn.closed and not harness.conn.fatal
+
+
+def register_as_second_choice(harness: Harness, peer: Peer) -> None:
+    """bob is taken: the session registers as bob_."""
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("NICK bob")
+    peer.send(":srv 433 * bob :Nickname is already in use")
+    harness.expect_line("NICK bob_")
+    peer.send(":srv 001 bob_ :Welcome")
+    harness.expect_line("JOIN #lobby")
+
+
+def test_the_wanted_nick_is_taken_back_when_its_holder_quits(peer):
+    harness = Harness(peer, nick="bob")
+    register_as_second_choice(harness, peer)
+    peer.send(":Bob!u@h QUIT :gone")
+    harness.until(lambda: harness.seen[-1] == "NICK bob", "NICK bob")
+    peer.send(":bob_!forkchat@h NICK :bob")
+    harness.until(lambda: harness.conn.nick == "bob", "our nick back")
+    assert [e.kind for e in harness.events if e.kind == "quit"] == ["quit"]   # still shown
+
+
+def test_the_wanted_nick_is_taken_back_when_its_holder_renames(peer):
+    harness = Harness(peer, nick="bob")
+    register_as_second_choice(harness, peer)
+    peer.send(":carol!u@h QUIT :not the one")
+    peer.send(":bob!u@h NICK :robert")
+    harness.until(lambda: harness.seen[-1] == "NICK bob", "NICK bob")
+    assert harness.seen.count("NICK bob") == 2       # the first try, then this one
+
+
+def test_a_lost_race_for_the_wanted_nick_stays_quiet(peer):
+    harness = Harness(peer, nick="bob")
+    register_as_second_choice(harness, peer)
+    peer.send(":bob!u@h QUIT :gone")
+    harness.until(lambda: harness.seen[-1] == "NICK bob", "NICK bob")
+    peer.send(":srv 433 bob_ bob :Nickname is already in use")
+    peer.send(":srv 433 bob_ carol :Nickname is already in use")   # a /nick carol: shown
+    harness.until(lambda: any(e.kind == "error" for e in harness.events), "an error")
+    assert [e.text for e in harness.events if e.kind == "error"] == [
+        "carol: Nickname is already in use"]
+    assert harness.conn.nick == "bob_"
+
+
+def test_a_reconnect_tries_the_wanted_nick_first(peer, monkeypatch):
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    register_as_second_choice(harness, peer)
+    close_peer_side(peer)
+    harness.seen, peer.buffer = [], b""
+    harness.until(lambda: harness.conn.state == "connecting", "reconnecting")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    assert harness.seen[0] == "NICK bob"

@@ -74,12 +74,27 @@ def test_a_refused_rejoin_of_the_current_room_moves_on(line_mode):
     b":srv 464 lm :Too many failed OPER attempts from your address, try again in 2 s",
     b":srv 481 lm :Permission Denied- You're not an IRC operator",
     b":srv 482 lm #lobby :You're not channel operator",
+    b":srv 491 lm :No O-lines for your host",
     b":srv 441 lm bob #lobby :They aren't on that channel",
 ])
 def test_a_refused_operator_or_room_operator_command_fails_the_run(line_mode, reply):
     """`printf '/oper admin pw\\n/kill spammer\\n' | forkchat-client`: a wrong
     password or a missing privilege must not end in exit status 0."""
     line_mode.conn._handle_raw(reply)
+    assert line_mode.failures == 1
+
+
+@pytest.mark.parametrize("reply, said", [
+    (b":srv 464 lm :Password incorrect", "OPER refused: Password incorrect"),
+    (b":srv 464 lm :Too soon after a failed OPER attempt, try again in 2 s",
+     "OPER refused: Too soon after a failed OPER attempt, try again in 2 s"),
+    (b":srv 491 lm :No O-lines for your host", "OPER refused: No O-lines for your host"),
+])
+def test_a_refused_oper_says_so_and_fails_the_run(line_mode, reply, said):
+    """stderr names what was refused and gives the server's reason, as
+    `nobody: No such nick/channel` names its target; the run fails."""
+    line_mode.conn._handle_raw(reply)
+    assert line_mode._err.getvalue() == f"forkchat-client: {said}\n"
     assert line_mode.failures == 1
 
 

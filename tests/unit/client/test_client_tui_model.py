@@ -183,3 +183,14 @@ def test_a_notice_we_send_is_shown_as_a_notice_without_opening_a_conversation():
         ("ownnotice", "heads up"), ("ownnotice", "(to carol) psst")]
     segments = tui.line_segments(model.current.lines[-2], lambda nick: 0, 0, 0, "bob")
     assert [text for text, _ in segments][1:] == ["-bob- ", "heads up"]
+
+
+def test_a_narrow_status_line_drops_the_address_and_clock_before_activity():
+    """At 60 columns `... | 2 members | Act: 4*` lost its `4*`: what changes
+    must stay in sight, what never changes goes first."""
+    parts = ["05:03", "alice", "chat.example.org:6667", "3:#ops", "2 members", "Act: 4*"]
+    assert tui.fit_status(parts, 100, tui.STATUS_SPARE) == " " + " | ".join(parts)
+    fits = tui.fit_status(parts, 45, tui.STATUS_SPARE)
+    assert fits == " 05:03 | alice | 3:#ops | 2 members | Act: 4*"
+    assert tui.fit_status(parts, 40, tui.STATUS_SPARE) == " alice | 3:#ops | 2 members | Act: 4*"
+    assert parts[2] == "chat.example.org:6667"          # the caller's list is left alone
