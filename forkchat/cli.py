@@ -195,3 +195,7 @@ def prepare_state_dir(path: str, owner: privileges.Identity | None) -> None:
     except OSError as error:
         if owner is not None:
             log.warning("cannot prepare state_dir %s: %s", path, error.strerror or error)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

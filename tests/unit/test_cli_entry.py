@@ -1,0 +1,24 @@
+"""The server's entry points a user of a checkout may try: both run the CLI."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from forkchat import __version__
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("module", ["forkchat", "forkchat.cli"])
+def test_python_dash_m_runs_the_server_cli(module):
+    """`python3 -m forkchat.cli` used to import the module and exit 0 silently."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", module, "--version"],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"forkchat-server {__version__}"
