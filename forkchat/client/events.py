@@ -259,7 +259,8 @@ DESCRIBE: dict[str, Callable[[UiEvent], str]] = {
     "join": lambda e: f"{e.nick} joined {e.buffer}",
     "part": lambda e: f"{e.nick} left {e.buffer}{_reason(e.text)}",
     "quit": lambda e: f"{e.nick} quit{_reason(e.text)}",
-    "nick": lambda e: f"{e.nick} is now known as {e.other}",
+    "nick": lambda e: (f"You are now known as {e.other}" if e.own
+                       else f"{e.nick} is now known as {e.other}"),
     "kick": lambda e: f"{e.other} was kicked from {e.buffer} by {e.nick}{_reason(e.text)}",
     "topic": lambda e: (f"{e.nick} changed the topic of {e.buffer} to: {e.text}" if e.nick
                         else f"Topic for {e.buffer}: {e.text}"),

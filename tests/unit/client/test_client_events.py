@@ -28,6 +28,8 @@ def line_for(raw: str, me: str = "bob", current: str = "#lobby") -> list[str]:
     (":alice!a@h PART #lobby", "09:05 * alice left #lobby"),
     (":alice!a@h QUIT :Quit: bye", "09:05 * alice quit (Quit: bye)"),
     (":alice!a@h NICK alicia", "09:05 * alice is now known as alicia"),
+    (":bob!b@h NICK robert", "09:05 * You are now known as robert"),
+    (":BOB!b@h NICK robert", "09:05 * You are now known as robert"),
     (":op!a@h KICK #lobby bob :behave", "09:05 * bob was kicked from #lobby by op (behave)"),
     (":op!a@h TOPIC #lobby :new topic", "09:05 * op changed the topic of #lobby to: new topic"),
     (":srv 332 bob #lobby :the topic", "09:05 * Topic for #lobby: the topic"),
