@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.ircclient import IrcTestClient, client_factory
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, left_behind
 
 TEST_LIMITS = """
 [limits]
@@ -29,8 +29,8 @@ def make_server():
     for server in started:
         leftover = server.descendants()
         server.stop()
-        assert all(not p.is_running() or p.status() == "zombie" for p in leftover), \
-            f"processes left behind: {leftover}"
+        stray = left_behind(leftover)
+        assert not stray, f"processes left behind: {stray}"
 
 
 @pytest.fixture

@@ -28,6 +28,13 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def reaped_cpu_seconds(parent: psutil.Process) -> float:
+    """CPU of the children `parent` has reaped: an exited worker's figure
+    lives on there, whereas its own can no longer be read."""
+    times = parent.cpu_times()
+    return times.children_user + times.children_system
+
+
 # 3 tokens left after NICK and USER, then 20 lines a second: the 100 held
 # PINGs below take the server about 5 s to answer.
 PACED = "[limits]\nflood_burst = 5\nflood_rate = 20.0\n"
@@ -40,17 +47,22 @@ def test_half_closed_client_with_held_lines_does_not_spin(make_server):
     client = IrcTestClient(server.port, timeout=30)
     client.register("half")
     worker = worker_of(server, client)
-    before = cpu_seconds(worker)
+    # The worker exits once it has answered the held lines, at a moment no
+    # reply tells (CI once read its CPU too late), so its CPU is read from
+    # its parent after it has been reaped: the parent's count of reaped
+    # children's CPU then holds all of the worker's, and no other child of
+    # the spawner is reaped meanwhile (this is the server's only client).
+    spawner = psutil.Process(worker.ppid())
+    before = cpu_seconds(worker) + reaped_cpu_seconds(spawner)
     client.sock.sendall(b"".join(b"PING :p%d\r\n" % i for i in range(HELD_PINGS)))
     client.sock.shutdown(socket.SHUT_WR)
-    # Read the CPU at the last but one answer: the worker is then still
-    # alive, pacing the last line, whereas after the last answer it may
-    # already have closed and exited.
     last_but_one = f"p{HELD_PINGS - 2}"
     client.expect(lambda m: m.command == "PONG" and m.params[-1] == last_but_one, timeout=60)
-    used = cpu_seconds(worker) - before
     closing = client.expect_closed(timeout=10)
     pongs = [m.params[-1] for m in closing if m.command == "PONG"]
     assert pongs == [f"p{HELD_PINGS - 1}"], f"after p{HELD_PINGS - 2} the server answered {pongs}"
+    gone, alive = psutil.wait_procs([worker], timeout=10)
+    assert not alive, "the worker outlived its closed connection"
+    used = reaped_cpu_seconds(spawner) - before
     client.close()
     assert used < 0.5, f"worker used {used:.2f} s of CPU while the server paced held lines"

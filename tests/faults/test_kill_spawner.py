@@ -64,11 +64,14 @@ def test_reload_starts_a_new_spawner_and_the_old_one_retires(make_server):
     bob = IrcTestClient(server.port)
     bob.register("bob")
     assert psutil.Process(worker_pid(server, "bob")).ppid() == new
-    assert psutil.Process(old).status() != psutil.STATUS_ZOMBIE   # alice's worker is its
+    # Held from here: once alice's worker is gone the old spawner may exit
+    # and be reaped at once, and its pid could no longer be looked up.
+    retired = psutil.Process(old)
+    assert retired.status() != psutil.STATUS_ZOMBIE   # alice's worker is its
 
     alice.send("QUIT :bye")
     alice.expect_closed()
-    gone, alive = psutil.wait_procs([psutil.Process(old)], timeout=10)
+    gone, alive = psutil.wait_procs([retired], timeout=10)
     assert not alive, "the retired spawner outlived its last worker"
     keep = {broker_pid(server), new, worker_pid(server, "bob")}
     assert server.settle_children(keep, 10) == []

@@ -21,7 +21,7 @@ import pytest
 from forkchat import protocol
 from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient, client_factory
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, left_behind
 
 OPER_CONFIG = '[[operators]]\nname = "admin"\npassword = "pw"\n'
 _ROUND_TRIP = "221"     # RPL_UMODEIS: the answer to the MODE <own nick> query drain sends
@@ -93,8 +93,8 @@ def shared_server(request):
     yield server
     leftover = server.descendants()
     server.stop()
-    assert all(not p.is_running() or p.status() == "zombie" for p in leftover), \
-        f"processes left behind: {leftover}"
+    stray = left_behind(leftover)
+    assert not stray, f"processes left behind: {stray}"
 
 
 @pytest.fixture

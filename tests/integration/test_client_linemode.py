@@ -213,11 +213,13 @@ def test_closed_stdin_reads_as_empty_input(server, registered):
     assert got.command == "JOIN"
 
 
-def test_connection_refused_exits_non_zero_with_one_line(make_server):
-    dead = make_server()
-    port = dead.port
-    dead.stop()
-    result = run_client(["-n", "cron", f"127.0.0.1:{port}"], "lost\n")
+def test_connection_refused_exits_non_zero_with_one_line():
+    # A port held bound but not listening refuses connections, and unlike a
+    # stopped server's port, nothing else on the machine can bind it meanwhile.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        result = run_client(["-n", "cron", f"127.0.0.1:{port}"], "lost\n")
     assert result.returncode == 1
     err = result.stderr.decode()
     assert err.count("\n") == 1 and "cannot connect" in err and "Traceback" not in err

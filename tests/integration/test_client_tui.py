@@ -116,8 +116,10 @@ def test_asks_for_the_nickname_and_joins_the_lobby(server, terminal):
     term.type("tuiuser")
     term.keys("Enter")
     term.wait_text("tuiuser joined #lobby")
-    status = term.status_line()
-    assert "tuiuser" in status and "#lobby" in status and status.rstrip().endswith("| 1 member")
+    # The member count comes with the NAMES reply, after the JOIN line is shown.
+    status = term.wait_for(lambda lines: lines[HEIGHT - 2].rstrip().endswith("| 1 member"),
+                           "the member count")[HEIGHT - 2]
+    assert "tuiuser" in status and "#lobby" in status
 
 
 def test_ctrl_c_at_the_nickname_question_exits_130_without_a_traceback(server, terminal):
@@ -145,8 +147,9 @@ def test_half_typed_line_survives_incoming_text_then_is_sent(server, terminal):
         term.keys("Enter")
         msg = alice.expect("PRIVMSG")
         assert msg.prefix.startswith("typist!") and list(msg.params) == ["#lobby", "half typed and finished"]
-        term.wait_text("<typist> half typed and finished")
-        assert term.input_line().rstrip() == "[#lobby]"
+        term.wait_for(lambda lines: any("<typist> half typed and finished" in line
+                                        for line in lines)
+                      and lines[HEIGHT - 1].rstrip() == "[#lobby]", "the line said, input cleared")
     finally:
         alice.close()
 
@@ -182,8 +185,9 @@ def test_switching_rooms_keeps_separate_buffers(server, terminal):
         term.wait_for(lambda lines: "Act: 2" in lines[HEIGHT - 2], "activity in #one")
         assert "only in one" not in "\n".join(term.screen())
         term.keys("M-2")
-        term.wait_text("only in one")
-        assert "2:#one" in term.status_line()
+        # one screen for both: the status line is drawn after the pane above it
+        term.wait_for(lambda lines: any("only in one" in line for line in lines)
+                      and "2:#one" in lines[HEIGHT - 2], "#one's buffer and its status")
         term.keys("C-n")
         term.wait_for(lambda lines: "3:#two" in lines[HEIGHT - 2], "Ctrl+N to #two")
         term.type("/switch #one")
@@ -195,7 +199,8 @@ def test_switching_rooms_keeps_separate_buffers(server, terminal):
         term.keys("Enter")
         msg = bob.expect("PRIVMSG")
         assert list(msg.params) == ["bob", "private hello"]
-        assert "4:bob" in term.status_line()
+        # the line may go out before the screen that shows the query is drawn
+        term.wait_for(lambda lines: "4:bob" in lines[HEIGHT - 2], "the query buffer as 4:bob")
     finally:
         bob.close()
 
@@ -267,12 +272,13 @@ def test_page_up_and_down_scroll_back(server, terminal):
             talker.send(f"PRIVMSG #lobby :scroll line {n:02d}")
         lines = term.wait_text("scroll line 39")
         assert not any("scroll line 00" in line for line in lines)
+        # one screen for both: the status line is drawn after the pane above it
         term.keys("PPage")
-        term.wait_text("scroll line 00")
-        assert "more below" in term.status_line()
+        term.wait_for(lambda lines: any("scroll line 00" in line for line in lines)
+                      and "more below" in lines[HEIGHT - 2], "line 00 and 'more below'")
         term.keys("NPage")
-        term.wait_text("scroll line 39")
-        assert "more below" not in term.status_line()
+        term.wait_for(lambda lines: any("scroll line 39" in line for line in lines)
+                      and "more below" not in lines[HEIGHT - 2], "line 39 and no 'more below'")
     finally:
         talker.close()
 

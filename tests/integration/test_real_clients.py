@@ -185,6 +185,10 @@ def test_irssi_session_without_unprovoked_errors(server, registered):
         tmux.type("/action #real waves")
         assert expect_from(watcher, "fcirssi", "PRIVMSG").params == ["#real", "\x01ACTION waves\x01"]
         watcher.send("PRIVMSG #real :hi irssi")
+        # irssi answers a CTCP PING by itself: its answer shows it has read what
+        # the watcher sent before, so the raw log saved below holds "hi irssi"
+        watcher.send("PRIVMSG fcirssi :\x01PING 1459\x01")
+        assert expect_from(watcher, "fcirssi", "NOTICE").params == ["watcher", "\x01PING 1459\x01"]
         tmux.type("/nick fcirssi2")
         assert expect_from(watcher, "fcirssi", "NICK").params == ["fcirssi2"]
         tmux.type("/msg #real renamed")

@@ -11,6 +11,7 @@ import time
 import psutil
 import pytest
 
+from forkchat import commands as worker_commands
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import ServerProcess
 
@@ -220,12 +221,19 @@ def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):
     server = make_server(config_text=f'[[operators]]\nname = "root"\npassword = "{hashed}"\n')
     guesser = IrcTestClient(server.port)
     guesser.register("guesser")
+    since = time.monotonic()
     guesser.send("OPER root wrong")
     guesser.expect("464")
     guesser.send("OPER root opensesame")     # too soon after a failure: refused
-    refusal = guesser.expect("464").params[-1]
-    assert refusal.startswith("Too soon after a failed OPER attempt, try again in ")
-    assert refusal.endswith((" 1 s", " 2 s"))       # the first wait is 2 s
+    reply = guesser.expect(lambda m: m.command in ("464", "381"))
+    if reply.command == "381":
+        # only a machine too slow to ask within the wait may see this
+        assert time.monotonic() - since >= worker_commands.OPER_RETRY_S, \
+            "OPER accepted within the wait after a failure"
+    else:
+        refusal = reply.params[-1]
+        assert refusal.startswith("Too soon after a failed OPER attempt, try again in ")
+        assert refusal.endswith((" 1 s", " 2 s"))       # the first wait is 2 s
     server.wait_for_text("failed OPER attempt as 'root'")
     guesser.close()
     client = IrcTestClient(server.port)

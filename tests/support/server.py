@@ -162,6 +162,21 @@ class ServerProcess:
         return code
 
 
+def left_behind(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of `processes` still running (a zombie does not count).
+
+    A process may be reaped between any two psutil calls on it, so the
+    status is read once, and a process gone meanwhile counts as gone."""
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
 def _started_pid(server: ServerProcess, role: str, after: int) -> int:
     """The pid in the supervisor's "<role> started (pid N)" line."""
     line = server.wait_for_text(f"{role} started (pid", start=after)
