@@ -166,13 +166,6 @@ def _only_this_server(ctx: Context, target: str) -> None:
         raise numerics.Reply(numerics.ERR_NOSUCHSERVER, target)
 
 
-def cmd_version(ctx: Context, msg: protocol.Message) -> None:
-    """VERSION [<server>]"""
-    _only_this_server(ctx, msg.param(0))
-    ctx.reply(numerics.RPL_VERSION, VERSION, ctx.cfg.server.name,
-              text="process-per-client IRC server")
-
-
 def cmd_time(ctx: Context, msg: protocol.Message) -> None:
     """TIME [<server>]"""
     _only_this_server(ctx, msg.param(0))
@@ -249,7 +242,6 @@ COMMANDS: dict[str, Command] = {
     "PONG": Command(cmd_pong, 0, before_registration=True),
     "QUIT": Command(cmd_quit, 0, before_registration=True),
     "OPER": Command(cmd_oper, 2),
-    "VERSION": Command(cmd_version),
     "TIME": Command(cmd_time),
     "INFO": Command(cmd_info),
     "ADMIN": Command(cmd_admin),

@@ -12,9 +12,9 @@ one place, then calls the handler.  Handlers raise `numerics.Reply` for
 expected failures and `request` turns that into the numeric (never for
 NOTICE).  Handlers live by topic in state_rooms.py (JOIN .. MODE),
 state_talk.py (PRIVMSG, NOTICE, AWAY, WALLOPS, KILL), state_query.py
-(WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS, MOTD) and state_users.py (NICK,
-MODE); the client lifecycle (connect, register, disconnect, reregister) and
-the helpers every handler shares stay here.
+(WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS, MOTD, VERSION) and
+state_users.py (NICK, MODE); the client lifecycle (connect, register,
+disconnect, reregister) and the helpers every handler shares stay here.
 """
 
 from __future__ import annotations
@@ -405,4 +405,5 @@ HANDLERS: dict[str, Handler] = {
     "USERHOST": Handler(state_query.cmd_userhost, min_params=1),
     "LUSERS": Handler(state_query.cmd_lusers),
     "MOTD": Handler(state_query.cmd_motd),
+    "VERSION": Handler(state_query.cmd_version),
 }

@@ -1,4 +1,4 @@
-"""Queries: WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS, MOTD, and the welcome burst.
+"""Queries: WHO, WHOIS, WHOWAS, ISON, USERHOST, LUSERS, MOTD, VERSION, and the welcome burst.
 
 Read-only handlers: they look at the `ChatState` and answer the asking
 client, never anyone else.  Invisible (+i) users show up in masks only to
@@ -48,11 +48,14 @@ def welcome_lines(st: ChatState, client: Client) -> list[bytes]:
         st.numeric(client, numerics.RPL_MYINFO, s.server_name, s.version, "iow",
                    "".join(sorted(rooms.KNOWN_MODES)), "bklov"),
     ]
+    return lines + isupport_lines(st, client) + lusers_lines(st, client) + motd_lines(st, client)
+
+
+def isupport_lines(st: ChatState, client: Client) -> list[bytes]:
+    """The 005 lines, at most ISUPPORT_PER_LINE tokens each (modern: 1 to 13)."""
     tokens = isupport_tokens(st)
-    for start in range(0, len(tokens), ISUPPORT_PER_LINE):
-        lines.append(st.numeric(client, numerics.RPL_ISUPPORT,
-                                *tokens[start:start + ISUPPORT_PER_LINE]))
-    return lines + lusers_lines(st, client) + motd_lines(st, client)
+    return [st.numeric(client, numerics.RPL_ISUPPORT, *tokens[start:start + ISUPPORT_PER_LINE])
+            for start in range(0, len(tokens), ISUPPORT_PER_LINE)]
 
 
 def lusers_lines(st: ChatState, client: Client) -> list[bytes]:
@@ -113,6 +116,24 @@ def cmd_motd(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     """MOTD [<target>]"""
     check_server_target(st, msg.param(0))
     for line in motd_lines(st, client):
+        out.send(client.cid, line)
+
+
+VERSION_COMMENT = "process-per-client IRC server"
+
+
+def cmd_version(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """VERSION [<target>]
+
+    351, then the 005 lines again: the modern client protocol document says
+    a server SHOULD send RPL_ISUPPORT after RPL_VERSION (RFC 2812 has only
+    351), and clients re-read the tokens from it.  This is why VERSION is
+    answered here, where the tokens are, and not by the worker.
+    """
+    check_server_target(st, msg.param(0))
+    out.send(client.cid, st.numeric(client, numerics.RPL_VERSION, st.settings.version,
+                                    st.settings.server_name, text=VERSION_COMMENT))
+    for line in isupport_lines(st, client):
         out.send(client.cid, line)
 
 

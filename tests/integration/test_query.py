@@ -434,3 +434,19 @@ def test_server_queries_with_unknown_target_are_402(registered, line):
     asker = registered("asker")
     got = ask(asker, line)
     assert [(m.command, m.params[1]) for m in got] == [("402", line.split()[-1])]
+
+
+# -- server queries: modern-practice replies ------------------------------------
+
+def test_version_is_351_then_the_same_005_tokens_as_the_welcome(registered):
+    """Modern (VERSION): "the given server SHOULD respond with one RPL_VERSION reply
+    and one or more RPL_ISUPPORT replies" (RFC 2812 3.4.3 has 351 alone; modern
+    practice wins).  A target naming this server, or a user on it, gets the same."""
+    asker = registered("asker")
+    welcome = [m.params[1:-1] for m in asker.history if m.command == "005"]
+    for line in ("VERSION", f"VERSION {SERVER}", "VERSION asker"):
+        got = ask(asker, line)
+        assert commands(got) == ["351"] + ["005"] * len(welcome), line
+        assert got[0].params[1].startswith("forkchat-") and got[0].params[2] == SERVER
+        assert [m.params[1:-1] for m in got[1:]] == welcome
+        assert all(m.params[-1] == "are supported by this server" for m in got[1:])
