@@ -277,7 +277,7 @@ def dispatch(ctx: Context, msg: protocol.Message, raw: bytes) -> None:
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)
         if not session.registered and not command.before_registration:
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)
-        if len(msg.params) < command.min_params:
+        if not protocol.has_params(msg, command.min_params):
             raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, msg.command)
         command.handler(ctx, msg)
     except numerics.Reply as error:

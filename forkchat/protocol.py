@@ -80,6 +80,16 @@ def parse_text(text: str) -> Message:
     return Message(prefix, words[0].upper(), params)
 
 
+def has_params(msg: Message, count: int) -> bool:
+    """Whether the first `count` parameters are there and not empty.
+
+    An empty trailing parameter (`TOPIC :`, `ISON :`) names nothing: a
+    required one that is empty is missing (461 with the command's name),
+    not a name to look up and answer "no such channel *" for.
+    """
+    return len(msg.params) >= count and all(msg.params[:count])
+
+
 def format_line(prefix: str, command: str, *params: str) -> bytes:
     """Build one wire line, CRLF included, cut to 512 bytes on a UTF-8 boundary.
 

@@ -141,7 +141,7 @@ class ChatState:
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)
         if handler.oper and "o" not in client.modes:
             raise numerics.Reply(numerics.ERR_NOPRIVILEGES)
-        if len(msg.params) < handler.min_params:
+        if not protocol.has_params(msg, handler.min_params):
             raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, msg.command)
 
     def register(self, cid: int, user: str, realname: str, out: Outbox) -> None:

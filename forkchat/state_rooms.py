@@ -75,8 +75,13 @@ def cmd_join(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
         _part_all(st, client, out)
         return
     keys = msg.param(1).split(",")
+    names = msg.params[0].split(",")
+    if not any(names):              # 'JOIN ,' names no room
+        raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "JOIN")
     changed = False
-    for index, name in enumerate(msg.params[0].split(",")):
+    for index, name in enumerate(names):
+        if not name:                # '#a,,#b': skipped, as ergo does; keys keep their places
+            continue
         key = keys[index] if index < len(keys) else ""
         try:
             changed = _join_one(st, client, name, key, out) or changed
@@ -183,7 +188,10 @@ def cmd_part(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
         st.remove_member(client, room)
         parted.append(name)
 
-    state_talk.for_each(st, client, out, msg.params[0].split(","), part)
+    names = [name for name in msg.params[0].split(",") if name]
+    if not names:                   # 'PART ,' names no room
+        raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "PART")
+    state_talk.for_each(st, client, out, names, part)
     if parted:
         st.send_rooms_update(client, out)
 

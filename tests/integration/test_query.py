@@ -450,3 +450,16 @@ def test_version_is_351_then_the_same_005_tokens_as_the_welcome(registered):
         assert got[0].params[1].startswith("forkchat-") and got[0].params[2] == SERVER
         assert [m.params[1:-1] for m in got[1:]] == welcome
         assert all(m.params[-1] == "are supported by this server" for m in got[1:])
+
+
+@pytest.mark.parametrize("line", ["TOPIC :", "MODE :", "KICK #chan :", "INVITE asker :",
+                                  "INVITE : #chan", "ISON :", "USERHOST :",
+                                  "OPER admin :", "OPER : secret"])
+def test_an_empty_required_parameter_is_a_missing_one(registered, line):
+    """RFC 2812 ERR_NEEDMOREPARAMS: the client "didn't supply enough parameters";
+    an empty trailing parameter supplies nothing, so it is 461 with the command's
+    name, not a lookup of the empty name ("403 *", "401 *") or an empty 303/302.
+    Checked for commands the broker answers and for OPER, which the worker does."""
+    asker = registered("asker")
+    got = ask(asker, line)
+    assert [(m.command, m.params[1]) for m in got] == [("461", line.split()[0])]

@@ -102,6 +102,23 @@ def test_join_errors_403_and_461(registered):
     assert commands(ask(alice, "JOIN #bad,name")) == ["JOIN", "353", "366", "403"]
 
 
+def test_empty_room_names_in_join_and_part_lists_are_skipped(registered):
+    """An empty item of a JOIN or PART list names no room: it is skipped (as ergo
+    does), keys keep their places, and a list of nothing but commas, or an empty
+    parameter, is a missing one (461 with the command), never "403 *"."""
+    alice, bob = registered("alice"), registered("bob")
+    alice.join("#b")
+    ask(alice, "MODE #b +k kb")
+    got = ask(bob, "JOIN #a,,#b ka,,kb")
+    assert [m.params[0] for m in got if m.command == "JOIN"] == ["#a", "#b"]
+    assert "403" not in commands(got)
+    got = ask(bob, "PART ,#a,,#b,")
+    assert [(m.command, m.params[0]) for m in got] == [("PART", "#a"), ("PART", "#b")]
+    for line in ("JOIN ,", "JOIN :", "PART ,,", "PART :"):
+        got = ask(bob, line)
+        assert [(m.command, m.params[1]) for m in got] == [("461", line.split()[0])], line
+
+
 def test_join_beyond_rooms_per_client_is_405(make_server):
     """RFC 2812 3.2.1: ERR_TOOMANYCHANNELS when the client has joined its maximum
     (005 CHANLIMIT)."""
