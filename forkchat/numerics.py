@@ -195,12 +195,15 @@ def reply(server: str, code: str, target: str, *params: str,
     """Format a numeric: `:server CODE target params... :text`.
 
     Without `text`, the code's fixed text from TEXTS ends the line when it
-    has one; otherwise the last of `params` is the trailing parameter.
+    has one; otherwise the last of `params` is the trailing parameter.  A
+    text always goes after ' :', even one word (ADMIN's `257 me :network`),
+    as the broker's numerics do: some clients find texts by ' :' alone.
     """
     if text is None:
         text = TEXTS.get(code)
-    trailing = () if text is None else (text,)
-    return protocol.format_line(server, code, target or "*", *params, *trailing)
+    if text is None:
+        return protocol.format_line(server, code, target or "*", *params)
+    return protocol.format_line(server, code, target or "*", *params, text, text=True)
 
 
 def from_error(server: str, target: str, error: Reply) -> bytes:

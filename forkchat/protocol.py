@@ -90,10 +90,11 @@ def has_params(msg: Message, count: int) -> bool:
     return len(msg.params) >= count and all(msg.params[:count])
 
 
-def format_line(prefix: str, command: str, *params: str) -> bytes:
+def format_line(prefix: str, command: str, *params: str, text: bool = False) -> bytes:
     """Build one wire line, CRLF included, cut to 512 bytes on a UTF-8 boundary.
 
-    The last parameter is sent as trailing (with ':') when it needs to be.
+    The last parameter is sent as trailing (with ':') when it needs to be,
+    or always when it is a `text` (a numeric's human-readable part).
     """
     prefix = prefix.translate(_FORBIDDEN).replace(" ", "")
     command = command.translate(_FORBIDDEN).replace(" ", "") or "*"
@@ -101,7 +102,7 @@ def format_line(prefix: str, command: str, *params: str) -> bytes:
     for index, param in enumerate(params):
         param = param.translate(_FORBIDDEN)
         last = index == len(params) - 1
-        if last and (not param or " " in param or param.startswith(":")):
+        if last and (text or not param or " " in param or param.startswith(":")):
             param = ":" + param
         elif not param or " " in param or param.startswith(":"):
             param = param.replace(" ", "_").lstrip(":") or "*"

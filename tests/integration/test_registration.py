@@ -1,5 +1,6 @@
 """Registration: NICK/USER, CAP, PASS, the welcome burst, timeouts."""
 
+from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient
 
 
@@ -142,6 +143,29 @@ def test_version_time_info_admin(registered):
     alice.send("ADMIN")
     for code in ("256", "257", "258", "259"):
         alice.expect(code)
+
+
+def test_admin_texts_are_trailing_even_as_one_word(make_server):
+    """Modern: `257 <client> :<info>`, `258 ...`, `259 <client> :<info>`: the text
+    follows ' :' even when it is one word, as in every numeric the broker sends
+    (some clients find a numeric's text by ' :' alone)."""
+    server = make_server(config_text=TEST_LIMITS + '[server]\nnetwork = "OneWord"\n'
+                         'admin_name = "Ops"\nadmin_email = "ops@example.org"\n')
+    alice = IrcTestClient(server.port)
+    try:
+        alice.register("alice")
+        alice.send("ADMIN")
+        raw = {}
+        while len(raw) < 4:
+            line = alice.read_line().decode()
+            code = line.split()[1]
+            if code in ("256", "257", "258", "259"):
+                raw[code] = line
+        assert raw["257"].endswith(" alice :OneWord")
+        assert raw["258"].endswith(" alice :Ops")
+        assert raw["259"].endswith(" alice :ops@example.org")
+    finally:
+        alice.close()
 
 
 def test_unknown_command_421(registered):
