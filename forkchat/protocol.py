@@ -58,6 +58,18 @@ def parse_line(raw: bytes) -> Message:
     return parse_text(text)
 
 
+def command_word(raw: bytes) -> str:
+    """The command of a line that may be unusable (too long, not UTF-8, NUL
+    inside), upper-cased; '' if there is none.  Tags and prefix are skipped
+    as in parse_text; only the command word needs to be ASCII."""
+    words = [word for word in raw.split(b" ") if word]
+    if words and words[0].startswith(b"@"):
+        words = words[1:]
+    if words and words[0].startswith(b":"):
+        words = words[1:]
+    return words[0].rstrip(b"\r\n").decode("ascii", "replace").upper() if words else ""
+
+
 def parse_text(text: str) -> Message:
     """Parse a decoded line; message tags (IRCv3) are accepted and ignored."""
     text = text.lstrip(" ")

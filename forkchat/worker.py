@@ -338,23 +338,31 @@ class Worker:
 
     def _check_long_line(self) -> None:
         if len(self.recvq) > protocol.MAX_LINE_BYTES:
+            quiet = protocol.command_word(bytes(self.recvq[:protocol.MAX_LINE_BYTES])) == "NOTICE"
             del self.recvq[:]
-            if not self.discarding:
+            if not self.discarding and not quiet:
                 self.reply(numerics.ERR_INPUTTOOLONG)
             self.discarding = True
 
     def _parse(self, line: bytes) -> protocol.Message | None:
-        """The line as a Message, or None (after an error reply) if unusable."""
+        """The line as a Message, or None (after an error reply) if unusable.
+
+        A NOTICE that cannot be used is dropped without a word: RFC 2812
+        3.3.2 forbids any error reply to a NOTICE, too long, invalid UTF-8
+        or NUL included.
+        """
         if not line.strip():
             return None
         if len(line) > protocol.MAX_BODY_BYTES:
-            self.reply(numerics.ERR_INPUTTOOLONG)
+            if protocol.command_word(line) != "NOTICE":
+                self.reply(numerics.ERR_INPUTTOOLONG)
             return None
         try:
             return protocol.parse_line(line)
         except protocol.ProtocolError as error:
-            self.write(protocol.format_line(self.cfg.server.name, "NOTICE", self.session.target,
-                                            f"{error.reason}; line ignored"))
+            if protocol.command_word(line) != "NOTICE":
+                self.write(protocol.format_line(self.cfg.server.name, "NOTICE", self.session.target,
+                                                f"{error.reason}; line ignored"))
             return None
 
     def _tutorial_input(self, chunk: bytes) -> None:

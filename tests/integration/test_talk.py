@@ -97,6 +97,22 @@ def test_notice_never_gets_an_error(registered):
     assert relayed(drain(bar)) == [("NOTICE", "foo!foo@127.0.0.1", ["bar", "are you there"])]
 
 
+def test_an_unusable_notice_gets_no_error_either(registered):
+    """RFC 2812 3.3.2 again, for lines the server cannot use: a NOTICE too long
+    (417 otherwise), not UTF-8 or with a NUL (an error NOTICE otherwise) is
+    dropped without a reply, and not relayed; the same PRIVMSG is answered."""
+    foo, bar = registered("foo"), registered("bar")
+    for line in (b"NOTICE bar :" + b"x" * 600, b"@t=1 NOTICE bar :" + b"y" * 600,
+                 b"NOTICE bar :bad \xff\xfe bytes", b"notice bar :nul \x00 inside"):
+        assert ask(foo, line + b"\r\n") == [], line
+    foo.sock.sendall(b"NOTICE bar :" + b"z" * 600)   # no line end yet: discarded as it comes
+    foo.send(b"z" * 600 + b"\r\n")
+    assert drain(foo) == []
+    assert drain(bar) == []
+    assert commands(ask(foo, b"PRIVMSG bar :" + b"x" * 600 + b"\r\n")) == ["417"]
+    assert commands(ask(foo, b"PRIVMSG bar :bad \xff\xfe bytes\r\n")) == ["NOTICE"]
+
+
 def test_away_replies_and_301(registered):
     """RFC 2812 4.1 (AWAY) and 3.3.1: AWAY :text gives RPL_NOWAWAY (306), AWAY alone
     RPL_UNAWAY (305); a PRIVMSG to an away user is delivered and the sender gets

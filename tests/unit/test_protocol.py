@@ -81,3 +81,12 @@ def test_valid_nick(nick, ok):
 ])
 def test_valid_room(name, ok):
     assert protocol.valid_room(name, 50) is ok
+
+
+@pytest.mark.parametrize("raw, word", [
+    (b"NOTICE bob :x", "NOTICE"), (b"@t=1 :me notice bob :\xff", "NOTICE"),
+    (b"  :me   PRIVMSG", "PRIVMSG"), (b"NOTICE\r\n", "NOTICE"), (b"", ""), (b"@t=1 :me", ""),
+])
+def test_command_word_of_an_unusable_line(raw, word):
+    """The command is found without decoding the rest (bad UTF-8, NUL, length)."""
+    assert protocol.command_word(raw) == word
