@@ -248,16 +248,26 @@ def cmd_names(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
 
 
 def cmd_list(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """LIST [<item>{,<item>}]
+    """LIST [<item>{,<item>}] [<condition>{,<condition>}]
 
     Items (005 ELIST=MNU): room names or masks, '!mask' to exclude, '>n' and
-    '<n' on the member count.  No 321: modern servers skip it.
+    '<n' on the member count.  The modern document puts the conditions in a
+    second parameter (RFC 2812 has a server there): its '>n'/'<n' items
+    filter too, anything else in it is ignored.  No 321: modern servers skip it.
     """
-    for room in _list_rooms(st, msg.param(0)):
+    conditions = [item for item in msg.param(1).split(",") if _is_count_condition(item)]
+    query = ",".join([msg.param(0), *conditions])
+    for room in _list_rooms(st, query):
         if visible(room, client):
             out.send(client.cid, st.numeric(client, numerics.RPL_LIST, room.name,
                                             str(len(room.members)), text=room.topic))
     out.send(client.cid, st.numeric(client, numerics.RPL_LISTEND))
+
+
+def _is_count_condition(item: str) -> bool:
+    """'>n' or '<n': ELIST's U, a condition on the member count."""
+    number = item[1:]
+    return item[:1] in ("<", ">") and number.isascii() and number.isdigit()
 
 
 def _list_rooms(st: ChatState, query: str) -> list[rooms.Room]:
@@ -271,7 +281,7 @@ def _list_rooms(st: ChatState, query: str) -> list[rooms.Room]:
     more, less = -1, rooms.MAX_LIMIT
     for item in items:
         number = item[1:]
-        if item[0] in "<>" and number.isascii() and number.isdigit():
+        if _is_count_condition(item):
             if item[0] == ">":
                 more = max(more, int(number))
             else:

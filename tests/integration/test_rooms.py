@@ -323,6 +323,21 @@ def test_list_masks_and_member_counts(registered):
         assert listed(ask(baz, f"LIST {query}")) == expected, query
 
 
+def test_list_conditions_in_the_second_parameter(registered):
+    """Modern (LIST): "[<channel>{,<channel>}] [<elistcond>{,<elistcond>}] ... If this
+    parameter is supplied, the server filters the returned list of channels with the
+    given conditions" (RFC 2812 has a server there: anything but a condition is
+    ignored)."""
+    foo, bar, baz = registered("foo"), registered("bar"), registered("baz")
+    foo.join("#chan1")
+    foo.join("#chan2")
+    bar.join("#chan2")
+    cases = {"#chan1,#chan2 >1": {"#chan2"}, "#ch* <2": {"#chan1"}, "* >0,<2": {"#chan1"},
+             "#chan1,#chan2 forkchat.local": {"#chan1", "#chan2"}, "#chan2 >5": set()}
+    for query, expected in cases.items():
+        assert listed(ask(baz, f"LIST {query}")) == expected, query
+
+
 # -- KICK ---------------------------------------------------------------------
 
 def test_kick_with_comment_reaches_everyone(registered):
