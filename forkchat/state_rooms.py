@@ -216,10 +216,23 @@ def cmd_topic(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
         raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
     if "t" in room.flags and not room.is_op(client.cid):
         raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
-    room.topic = msg.params[1][:st.settings.topiclen]
+    room.topic = _topic_that_fits(client, room, msg.params[1][:st.settings.topiclen])
     room.topic_setter = client.prefix
     room.topic_time = int(st.now())
     out.fanout(list(room.members), state_talk.text_line(client.prefix, "TOPIC", room.name, room.topic))
+
+
+def _topic_that_fits(client: Client, room: rooms.Room, topic: str) -> str:
+    """The topic as the TOPIC line to the members can carry it.
+
+    A long prefix and room name (a 30-character nick from an IPv6 address
+    in a 50-character room) leave less than TOPICLEN for the text: the
+    echo is cut at 512 bytes, and keeping the longer topic would show
+    later joiners (332) another topic than the members were told.
+    """
+    head = f":{client.prefix} TOPIC {room.name} :".encode()
+    room_left = protocol.MAX_BODY_BYTES - len(head)
+    return protocol.truncate_utf8(topic.encode(), room_left).decode()
 
 
 def cmd_names(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:

@@ -782,6 +782,30 @@ def test_lengths_cut_topic_and_refuse_long_room(limited):
     assert commands(ask(alice, "JOIN #abcdefghijkl")) == ["403"]
 
 
+def test_a_topic_longer_than_its_echo_can_carry_is_kept_as_echoed(make_server):
+    """The TOPIC line to the members is cut at 512 bytes; the topic kept is what it
+    carried, so a later 332 shows what the members were told.  (topiclen = 450
+    stands in for a 390 topic from a 30-character nick on an IPv6 address in a
+    50-character room: tests listen on 127.0.0.1 only.)"""
+    server = make_server(config_text=TEST_LIMITS + "topiclen = 450\n")
+    nick, room = "n" * 30, "#" + "r" * 49
+    setter, joiner = IrcTestClient(server.port), IrcTestClient(server.port)
+    try:
+        setter.register(nick)
+        joiner.register("joiner")
+        setter.join(room)
+        topic = "".join(chr(ord("a") + i % 26) for i in range(450))
+        echo = ask(setter, f"TOPIC {room} :{topic}")
+        assert [m.command for m in echo] == ["TOPIC"]
+        told = echo[0].params[1]
+        assert 300 < len(told) < 450 and topic.startswith(told)
+        assert [m.params[2] for m in ask(joiner, f"TOPIC {room}") if m.command == "332"] == [told]
+        assert [m.params[2] for m in ask(setter, f"TOPIC {room}") if m.command == "332"] == [told]
+    finally:
+        setter.close()
+        joiner.close()
+
+
 def test_names_hides_invisible_members_from_outsiders(registered):
     """RFC 2812 3.2.5: NAMES lists the nicknames "visible to" the asker: an invisible
     (+i) member is listed to fellow members only."""
