@@ -336,10 +336,16 @@ def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
     """
     host, port_text = text, ""
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else rest
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}: write [IPV6]:PORT, as in [::1]:6667")
+        port_text = rest[1:]
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
+    elif ":" in text:
+        # '::1:6667' could be an address alone or one with a port: say which
+        raise ValueError(f"bad address {text!r}: an IPv6 address goes in brackets, "
+                         f"as in [::1]:6667")
     try:
         port = int(port_text) if port_text else default_port
     except ValueError:

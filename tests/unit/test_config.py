@@ -252,3 +252,22 @@ def test_a_passed_socket_gets_the_tls_of_its_entry(tmp_path, cert):
     assert "served without TLS." not in text.split("socket activation are")[-1][:40]
     assert "A socket passed by systemd socket activation is served with the TLS of the " \
            "[[listen]] entry it is matched with" in text
+
+
+@pytest.mark.parametrize("text, wanted", [
+    ("127.0.0.1:7000", ("127.0.0.1", 7000)),
+    ("[::1]:7000", ("::1", 7000)),
+    ("[::]", ("::", 6667)),
+    (":7000", ("0.0.0.0", 7000)),
+    ("host", ("host", 6667)),
+])
+def test_hostport_forms_of_the_man_page(text, wanted):
+    assert config.parse_hostport(text) == wanted
+
+
+@pytest.mark.parametrize("text", ["[::1", "[::1]7000", "::1:7000", "::", "1:2:3"])
+def test_an_unclosed_or_unbracketed_ipv6_address_is_a_usage_error(text):
+    """Taken as a host before, '[::1' served [::1]:6667 and '::1:0' failed at
+    bind as 'cannot listen on ::1:0:6667'; now --check-config says why."""
+    with pytest.raises(ValueError, match="bad address.*\\[::1\\]:6667"):
+        config.parse_hostport(text)
