@@ -25,6 +25,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # (epoll takes an int of milliseconds: about 24.8 days).
 MAX_SECONDS = 86400.0
 SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout")
+ZERO_ALLOWED = ("ping_interval",)      # the only limit where 0 means something: off
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             errors.append(where.error(
-                name, key, f"must be {expected.__name__}, not {type(value).__name__}", index))
+                name, key, f"must be {TOML_TYPES[expected]}, not {_toml_type(value)}", index))
             continue
         if isinstance(value, float) and not math.isfinite(value):
             errors.append(where.error(name, key, "must be a finite number", index))
@@ -279,6 +280,17 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
         errors.append(where.error(name, missing[0], "is required", index))
         return None
     return cls(**kwargs)
+
+
+# A type named as TOML names it, for people who write TOML, not Python:
+# "must be an integer, not a string" rather than "must be int, not str".
+TOML_TYPES = {bool: "true or false", int: "an integer", float: "a number",
+              str: "a string", list: "an array", dict: "a table"}
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML kind of a parsed value (dates and times are the rest)."""
+    return TOML_TYPES.get(type(value), "a date or time")
 
 
 def _field_type(cls: type, key: str) -> type:
@@ -304,7 +316,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             errors.append(where.error("listen", "tls_cert",
                                       "tls_cert and tls_key go together", index))
     for key, value in dataclasses.asdict(config.limits).items():
-        if value < 0 or (value == 0 and key not in ("ping_interval",)):
+        if key in ZERO_ALLOWED and value < 0:
+            errors.append(where.error("limits", key, "must be 0 or more (0: off)"))
+        elif key not in ZERO_ALLOWED and value <= 0:
             errors.append(where.error("limits", key, "must be positive"))
         elif key in SECONDS_LIMITS and value > MAX_SECONDS:
             errors.append(where.error("limits", key,

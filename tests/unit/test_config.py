@@ -271,3 +271,21 @@ def test_an_unclosed_or_unbracketed_ipv6_address_is_a_usage_error(text):
     bind as 'cannot listen on ::1:0:6667'; now --check-config says why."""
     with pytest.raises(ValueError, match="bad address.*\\[::1\\]:6667"):
         config.parse_hostport(text)
+
+
+@pytest.mark.parametrize("text, wanted", [
+    ('[limits]\nmax_clients = "ten"\n', ':2: limits.max_clients: must be an integer, not a string'),
+    ('[limits]\nflood_rate = true\n', ':2: limits.flood_rate: must be a number, not true or false'),
+    ('[server]\nname = 5\n', ':2: server.name: must be a string, not an integer'),
+    ('[server]\nallow_root = "yes"\n', ':2: server.allow_root: must be true or false, not a string'),
+    ('[server]\nname = 1979-05-27\n', ':2: server.name: must be a string, not a date or time'),
+    ('[limits]\nping_interval = -1\n', ':2: limits.ping_interval: must be 0 or more (0: off)'),
+])
+def test_type_errors_name_toml_types_and_zero_is_offered_where_allowed(tmp_path, text, wanted):
+    """'must be int, not str' spoke Python; ping_interval = -1 said 'must be
+    positive', though 0 is allowed."""
+    path = tmp_path / "f.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert [str(e).removeprefix(str(path)) for e in caught.value.errors] == [wanted]
