@@ -26,6 +26,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_SECONDS = 86400.0
 SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout")
 ZERO_ALLOWED = ("ping_interval",)      # the only limit where 0 means something: off
+# The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
+BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
 
 @dataclass(frozen=True)
@@ -326,10 +328,10 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
     if config.log.level not in LOG_LEVELS:
         errors.append(where.error("log", "level", f"must be one of {', '.join(LOG_LEVELS)}"))
     if not passwords.valid_hash(config.server.password):
-        errors.append(where.error("server", "password", "malformed scrypt hash"))
+        errors.append(where.error("server", "password", BAD_HASH))
     for index, operator in enumerate(config.operators):
         if operator is not None and not passwords.valid_hash(operator.password):
-            errors.append(where.error("operators", "password", "malformed scrypt hash", index))
+            errors.append(where.error("operators", "password", BAD_HASH, index))
     roomlen = config.limits.roomlen      # a bad roomlen is reported once, above
     if roomlen > 0 and not protocol.valid_room(config.server.default_room, roomlen):
         errors.append(where.error(

@@ -195,7 +195,8 @@ def test_tutorial_messages_beyond_flood_rate_are_held_not_dropped():
 
 def test_a_malformed_operator_hash_is_documented_as_reported(tmp_path):
     assert errors_of(tmp_path, '[[operators]]\nname = "op"\npassword = "scrypt$nope"\n') == \
-        [":3: operators[0].password: malformed scrypt hash"]
+        [":3: operators[0].password: malformed scrypt hash "
+         "(make one with forkchat-server --hash-password)"]
     operators = rendered("forkchat.toml.5").split("[[operators]]", 2)[2].split("[log]")[0]
     assert "not reported" not in operators
     assert "is an error: reported by --check-config" in operators
