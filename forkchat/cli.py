@@ -60,6 +60,8 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
     """
     server = cfg.server
     if args.name:
+        if not config.valid_server_name(args.name):
+            raise ValueError(f"--name {args.name!r}: {config.BAD_NAME}")
         server = dataclasses.replace(server, name=args.name)
     if args.password is not None:
         server = dataclasses.replace(server, password=args.password)

@@ -339,9 +339,18 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             f"must be a room name the server accepts, such as #lobby: # or & and at "
             f"least one more character, at most {roomlen} in all "
             f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
-    if " " in config.server.name or not config.server.name:
-        errors.append(where.error("server", "name", "must be a host-like name without spaces"))
+    if not valid_server_name(config.server.name):
+        errors.append(where.error("server", "name", BAD_NAME))
     return errors
+
+
+BAD_NAME = "must be a host-like name without spaces or control characters"
+
+
+def valid_server_name(name: str) -> bool:
+    """The name prefixes every line the server sends: a space, CR or LF in
+    it would split or end those lines."""
+    return bool(name) and not any(ord(char) <= 32 or ord(char) == 127 for char in name)
 
 
 def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:

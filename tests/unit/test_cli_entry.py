@@ -22,3 +22,14 @@ def test_python_dash_m_runs_the_server_cli(module):
                           capture_output=True, text=True, env=env, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"forkchat-server {__version__}"
+
+
+@pytest.mark.parametrize("name", ["a b", "tab\there", "new\nline"])
+def test_a_server_name_the_file_refuses_is_refused_on_the_command_line_too(name):
+    """--name 'a b' bypassed the file's check and served ':a b 001 ...'."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "forkchat", "--name", name, "--check-config"],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 2, done.stdout
+    assert "--name" in done.stderr and "without spaces" in done.stderr
+    assert "Traceback" not in done.stderr
