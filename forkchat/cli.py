@@ -186,6 +186,10 @@ def prepare_state_dir(path: str, owner: privileges.Identity | None) -> None:
     report (the room store is unavailable), once.
     """
     log = logging.getLogger("forkchat.supervisor")
+    if os.path.exists(path) and not os.path.isdir(path):
+        # makedirs would say only "File exists", and the broker "unable to open"
+        log.warning("state_dir %s is not a directory: rooms will not persist", path)
+        return
     try:
         if not os.path.isdir(path):
             os.makedirs(path, mode=0o700)
