@@ -60,6 +60,8 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
     """
     server = cfg.server
     if args.name:
+        if not config.valid_server_name(args.name):
+            raise ValueError(f"--name {args.name!r}: {config.BAD_NAME}")
         server = dataclasses.replace(server, name=args.name)
     if args.password is not None:
         server = dataclasses.replace(server, password=args.password)
@@ -184,6 +186,10 @@ def prepare_state_dir(path: str, owner: privileges.Identity | None) -> None:
     report (the room store is unavailable), once.
     """
     log = logging.getLogger("forkchat.supervisor")
+    if os.path.exists(path) and not os.path.isdir(path):
+        # makedirs would say only "File exists", and the broker "unable to open"
+        log.warning("state_dir %s is not a directory: rooms will not persist", path)
+        return
     try:
         if not os.path.isdir(path):
             os.makedirs(path, mode=0o700)

@@ -25,6 +25,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # (epoll takes an int of milliseconds: about 24.8 days).
 MAX_SECONDS = 86400.0
 SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout")
+ZERO_ALLOWED = ("ping_interval",)      # the only limit where 0 means something: off
+# The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
+BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             errors.append(where.error(
-                name, key, f"must be {expected.__name__}, not {type(value).__name__}", index))
+                name, key, f"must be {TOML_TYPES[expected]}, not {_toml_type(value)}", index))
             continue
         if isinstance(value, float) and not math.isfinite(value):
             errors.append(where.error(name, key, "must be a finite number", index))
@@ -279,6 +282,17 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
         errors.append(where.error(name, missing[0], "is required", index))
         return None
     return cls(**kwargs)
+
+
+# A type named as TOML names it, for people who write TOML, not Python:
+# "must be an integer, not a string" rather than "must be int, not str".
+TOML_TYPES = {bool: "true or false", int: "an integer", float: "a number",
+              str: "a string", list: "an array", dict: "a table"}
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML kind of a parsed value (dates and times are the rest)."""
+    return TOML_TYPES.get(type(value), "a date or time")
 
 
 def _field_type(cls: type, key: str) -> type:
@@ -304,7 +318,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             errors.append(where.error("listen", "tls_cert",
                                       "tls_cert and tls_key go together", index))
     for key, value in dataclasses.asdict(config.limits).items():
-        if value < 0 or (value == 0 and key not in ("ping_interval",)):
+        if key in ZERO_ALLOWED and value < 0:
+            errors.append(where.error("limits", key, "must be 0 or more (0: off)"))
+        elif key not in ZERO_ALLOWED and value <= 0:
             errors.append(where.error("limits", key, "must be positive"))
         elif key in SECONDS_LIMITS and value > MAX_SECONDS:
             errors.append(where.error("limits", key,
@@ -312,10 +328,10 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
     if config.log.level not in LOG_LEVELS:
         errors.append(where.error("log", "level", f"must be one of {', '.join(LOG_LEVELS)}"))
     if not passwords.valid_hash(config.server.password):
-        errors.append(where.error("server", "password", "malformed scrypt hash"))
+        errors.append(where.error("server", "password", BAD_HASH))
     for index, operator in enumerate(config.operators):
         if operator is not None and not passwords.valid_hash(operator.password):
-            errors.append(where.error("operators", "password", "malformed scrypt hash", index))
+            errors.append(where.error("operators", "password", BAD_HASH, index))
     roomlen = config.limits.roomlen      # a bad roomlen is reported once, above
     if roomlen > 0 and not protocol.valid_room(config.server.default_room, roomlen):
         errors.append(where.error(
@@ -323,9 +339,18 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             f"must be a room name the server accepts, such as #lobby: # or & and at "
             f"least one more character, at most {roomlen} in all "
             f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
-    if " " in config.server.name or not config.server.name:
-        errors.append(where.error("server", "name", "must be a host-like name without spaces"))
+    if not valid_server_name(config.server.name):
+        errors.append(where.error("server", "name", BAD_NAME))
     return errors
+
+
+BAD_NAME = "must be a host-like name without spaces or control characters"
+
+
+def valid_server_name(name: str) -> bool:
+    """The name prefixes every line the server sends: a space, CR or LF in
+    it would split or end those lines."""
+    return bool(name) and not any(ord(char) <= 32 or ord(char) == 127 for char in name)
 
 
 def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
@@ -336,10 +361,16 @@ def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
     """
     host, port_text = text, ""
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else rest
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}: write [IPV6]:PORT, as in [::1]:6667")
+        port_text = rest[1:]
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
+    elif ":" in text:
+        # '::1:6667' could be an address alone or one with a port: say which
+        raise ValueError(f"bad address {text!r}: an IPv6 address goes in brackets, "
+                         f"as in [::1]:6667")
     try:
         port = int(port_text) if port_text else default_port
     except ValueError:

@@ -7,6 +7,7 @@ tests and people read that line to learn an ephemeral port.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -54,8 +55,24 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
         context.load_cert_chain(spec.tls_cert, spec.tls_key)
     except (OSError, ssl.SSLError) as error:
         raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
-                        f"{getattr(error, 'strerror', None) or error}") from None
+                        f"{_tls_reason(error)}") from None
     return context
+
+
+# OpenSSL's own words ("[SSL] PEM lib (_ssl.c:3905)") tell an operator little.
+SSL_REASONS = {
+    None: "not a PEM certificate chain and its PEM private key",
+    "PEM_LIB": "not a PEM certificate chain and its PEM private key",
+    "KEY_VALUES_MISMATCH": "the key does not belong to the certificate",
+}
+
+
+def _tls_reason(error: OSError) -> str:
+    """Why a certificate or key did not load, in words an operator can act on."""
+    if isinstance(error, ssl.SSLError):
+        text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", error.strerror or str(error))
+        return SSL_REASONS.get(error.reason, text)
+    return error.strerror or str(error)
 
 
 def bind(spec: config.Listener) -> Bound:
@@ -70,7 +87,8 @@ def bind(spec: config.Listener) -> Bound:
         sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
-        raise BindError(f"cannot listen on {spec.address}:{spec.port}: "
+        shown = f"[{spec.address}]" if ":" in spec.address else spec.address
+        raise BindError(f"cannot listen on {shown}:{spec.port}: "
                         f"{error.strerror or error}") from None
     sock.setblocking(False)
     try:

@@ -21,30 +21,42 @@ def tree(root_pid: int) -> list[psutil.Process]:
         return []
 
 
-def memory(process: psutil.Process) -> dict[str, int]:
+NOTHING = {"rss": 0, "uss": 0, "pss": 0}
+
+
+def memory(process: psutil.Process) -> dict[str, int] | None:
+    """The figures, zeros for a process gone meanwhile, or None when the
+    kernel will not show them (a process that changed user keeps its maps
+    readable by root only): a report must not pass that off as 0 MiB."""
     try:
         info = process.memory_full_info()
         return {"rss": info.rss, "uss": getattr(info, "uss", 0), "pss": getattr(info, "pss", 0)}
+    except psutil.AccessDenied:
+        return None
     except psutil.Error:
-        return {"rss": 0, "uss": 0, "pss": 0}
+        return dict(NOTHING)
 
 
 def summary(root_pid: int) -> dict[str, Any]:
-    """Totals over the whole tree, and the supervisor and broker alone."""
+    """Totals over the whole tree, and the supervisor, broker and spawner
+    alone; `unreadable` counts the processes left out of the totals."""
     processes = tree(root_pid)
-    totals = {"rss": 0, "uss": 0, "pss": 0}
-    roles: dict[str, dict[str, int]] = {}
-    workers = 0
+    totals = dict(NOTHING)
+    roles: dict[str, dict[str, int] | None] = {}
+    workers = unreadable = 0
     for process in processes:
         figures = memory(process)
+        if figures is None:
+            unreadable += 1
         for key in totals:
-            totals[key] += figures[key]
+            totals[key] += (figures or NOTHING)[key]
         role = _role(process, root_pid)
         if role == "worker":
             workers += 1
         else:
             roles[role] = figures
-    return {"processes": len(processes), "workers": workers, "total": totals, "roles": roles}
+    return {"processes": len(processes), "workers": workers, "total": totals, "roles": roles,
+            "unreadable": unreadable}
 
 
 def _role(process: psutil.Process, root_pid: int) -> str:
@@ -54,10 +66,14 @@ def _role(process: psutil.Process, root_pid: int) -> str:
         name = process.name()
     except psutil.Error:
         return "worker"
-    for role in ("broker", "spawn"):
-        if name.endswith(role):
+    for suffix, role in ROLE_SUFFIXES.items():
+        if name.endswith(suffix):
             return role
     return "worker"
+
+
+# The end of each process's name (15 bytes at most, so "spawn") -> its role.
+ROLE_SUFFIXES = {"broker": "broker", "spawn": "spawner"}
 
 
 class PssCensus:
@@ -87,7 +103,7 @@ class PssCensus:
         end = min(self._next + self.slice_size, len(self._pids))
         for pid in self._pids[self._next:end]:
             try:
-                self._sum += memory(psutil.Process(pid))["pss"]
+                self._sum += (memory(psutil.Process(pid)) or NOTHING)["pss"]
             except psutil.Error:
                 pass              # gone since the pass started: it costs nothing now
         self._next = end
@@ -106,12 +122,17 @@ def uptime(root_pid: int, now: float) -> float:
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
     """Human lines for STATS p and the SIGUSR1 report."""
-    mib = 1024 * 1024
-    total = summary["total"]
+    unreadable = summary.get("unreadable", 0)
+    left_out = f" (without {unreadable} not readable)" if unreadable else ""
     lines = [f"processes {summary['processes']} workers {summary['workers']}",
-             f"total rss {total['rss'] / mib:.1f} MiB uss {total['uss'] / mib:.1f} MiB "
-             f"pss {total['pss'] / mib:.1f} MiB"]
+             f"total {_figures(summary['total'])}{left_out}"]
     for role, figures in sorted(summary["roles"].items()):
-        lines.append(f"{role} rss {figures['rss'] / mib:.1f} MiB uss "
-                     f"{figures['uss'] / mib:.1f} MiB pss {figures['pss'] / mib:.1f} MiB")
+        shown = _figures(figures) if figures is not None else "memory not readable"
+        lines.append(f"{role} {shown}")
     return lines
+
+
+def _figures(figures: dict[str, int]) -> str:
+    mib = 1024 * 1024
+    return (f"rss {figures['rss'] / mib:.1f} MiB uss {figures['uss'] / mib:.1f} MiB "
+            f"pss {figures['pss'] / mib:.1f} MiB")

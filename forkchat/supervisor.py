@@ -112,6 +112,7 @@ class Supervisor:
         self.status_sent = ""
         self.timers: dict[str, float] = {}
         self.broker_frozen = False
+        self.broker_gone_early = False     # stopping, and the broker no longer listens
         self.killed: dict[int, float] = {}    # pid -> the grace it had, when we SIGKILLed it
 
     # -- main loop -------------------------------------------------------------
@@ -673,7 +674,11 @@ class Supervisor:
         try:
             done = self.broker_out.flush()
         except OSError as error:
-            log.warning("cannot reach the broker: %s", error)
+            # While stopping, a broker already gone (a SIGTERM to the whole
+            # process group reaches it too) is expected, not worth a warning.
+            log.log(logging.DEBUG if self.stopping else logging.WARNING,
+                    "cannot reach the broker: %s", error)
+            self.broker_gone_early = self.stopping
             return
         self._want_writes(self.broker_control, not done, self.on_control)
 
@@ -695,7 +700,8 @@ class Supervisor:
         self._wait_children("worker", time.monotonic() + STOP_GRACE_S)
         self._signal_children("worker", signal.SIGKILL, STOP_GRACE_S)
         self._wait_children("worker", time.monotonic() + 1.0)
-        self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "shutdown"}))
+        if self.broker_pid in self.children and not self.broker_gone_early:
+            self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "shutdown"}))
         self._signal_children("broker", signal.SIGTERM)
         self._wait_children("broker", time.monotonic() + 1.0)
         self._signal_children("broker", signal.SIGKILL, 1.0)
@@ -711,7 +717,8 @@ class Supervisor:
             return
         self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "freeze"}))
         deadline = time.monotonic() + 1.0
-        while not self.broker_frozen and time.monotonic() < deadline:
+        while (not self.broker_frozen and not self.broker_gone_early
+               and self.broker_pid in self.children and time.monotonic() < deadline):
             self._turn(deadline - time.monotonic())
 
     def _retire_spawners(self, deadline: float) -> None:

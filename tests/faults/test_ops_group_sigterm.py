@@ -25,4 +25,6 @@ def test_group_sigterm_never_restarts_the_broker_or_spawner(make_server):
         log = server.log_text()
         assert "restarting the broker" not in log, log
         assert "restarting the spawner" not in log, log
+        # the broker may end on its own copy first: expected, so no warning
+        assert "cannot reach the broker" not in log, log
         alice.close()

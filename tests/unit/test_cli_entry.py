@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from forkchat import __version__
+from forkchat import __version__, cli, privileges
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -22,3 +22,26 @@ def test_python_dash_m_runs_the_server_cli(module):
                           capture_output=True, text=True, env=env, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"forkchat-server {__version__}"
+
+
+@pytest.mark.parametrize("name", ["a b", "tab\there", "new\nline"])
+def test_a_server_name_the_file_refuses_is_refused_on_the_command_line_too(name):
+    """--name 'a b' bypassed the file's check and served ':a b 001 ...'."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "forkchat", "--name", name, "--check-config"],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 2, done.stdout
+    assert "--name" in done.stderr and "without spaces" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("owner", [None, "root"])
+def test_a_state_dir_that_is_a_file_is_named_so(tmp_path, caplog, owner):
+    """It was reported as 'cannot prepare state_dir ...: File exists' (as root)
+    or not at all."""
+    path = tmp_path / "afile"
+    path.write_text("")
+    identity = privileges.Identity("root", 0, "root", 0) if owner else None
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        cli.prepare_state_dir(str(path), identity)
+    assert f"state_dir {path} is not a directory" in caplog.text

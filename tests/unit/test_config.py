@@ -195,7 +195,8 @@ def test_tutorial_messages_beyond_flood_rate_are_held_not_dropped():
 
 def test_a_malformed_operator_hash_is_documented_as_reported(tmp_path):
     assert errors_of(tmp_path, '[[operators]]\nname = "op"\npassword = "scrypt$nope"\n') == \
-        [":3: operators[0].password: malformed scrypt hash"]
+        [":3: operators[0].password: malformed scrypt hash "
+         "(make one with forkchat-server --hash-password)"]
     operators = rendered("forkchat.toml.5").split("[[operators]]", 2)[2].split("[log]")[0]
     assert "not reported" not in operators
     assert "is an error: reported by --check-config" in operators
@@ -252,3 +253,40 @@ def test_a_passed_socket_gets_the_tls_of_its_entry(tmp_path, cert):
     assert "served without TLS." not in text.split("socket activation are")[-1][:40]
     assert "A socket passed by systemd socket activation is served with the TLS of the " \
            "[[listen]] entry it is matched with" in text
+
+
+@pytest.mark.parametrize("text, wanted", [
+    ("127.0.0.1:7000", ("127.0.0.1", 7000)),
+    ("[::1]:7000", ("::1", 7000)),
+    ("[::]", ("::", 6667)),
+    (":7000", ("0.0.0.0", 7000)),
+    ("host", ("host", 6667)),
+])
+def test_hostport_forms_of_the_man_page(text, wanted):
+    assert config.parse_hostport(text) == wanted
+
+
+@pytest.mark.parametrize("text", ["[::1", "[::1]7000", "::1:7000", "::", "1:2:3"])
+def test_an_unclosed_or_unbracketed_ipv6_address_is_a_usage_error(text):
+    """Taken as a host before, '[::1' served [::1]:6667 and '::1:0' failed at
+    bind as 'cannot listen on ::1:0:6667'; now --check-config says why."""
+    with pytest.raises(ValueError, match="bad address.*\\[::1\\]:6667"):
+        config.parse_hostport(text)
+
+
+@pytest.mark.parametrize("text, wanted", [
+    ('[limits]\nmax_clients = "ten"\n', ':2: limits.max_clients: must be an integer, not a string'),
+    ('[limits]\nflood_rate = true\n', ':2: limits.flood_rate: must be a number, not true or false'),
+    ('[server]\nname = 5\n', ':2: server.name: must be a string, not an integer'),
+    ('[server]\nallow_root = "yes"\n', ':2: server.allow_root: must be true or false, not a string'),
+    ('[server]\nname = 1979-05-27\n', ':2: server.name: must be a string, not a date or time'),
+    ('[limits]\nping_interval = -1\n', ':2: limits.ping_interval: must be 0 or more (0: off)'),
+])
+def test_type_errors_name_toml_types_and_zero_is_offered_where_allowed(tmp_path, text, wanted):
+    """'must be int, not str' spoke Python; ping_interval = -1 said 'must be
+    positive', though 0 is allowed."""
+    path = tmp_path / "f.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert [str(e).removeprefix(str(path)) for e in caught.value.errors] == [wanted]

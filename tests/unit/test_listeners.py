@@ -1,0 +1,53 @@
+"""listeners: the one-line reasons an operator reads when a listener fails."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from forkchat import config, listeners
+
+
+def make_pair(directory, name: str) -> tuple[str, str]:
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+def load_error(cert: str, key: str) -> str:
+    with pytest.raises(listeners.BindError) as caught:
+        listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
+    return str(caught.value)
+
+
+def test_a_file_that_is_not_pem_is_named_so_not_in_openssl_words(tmp_path):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    message = load_error(str(junk), str(junk))
+    assert message.endswith("not a PEM certificate chain and its PEM private key"), message
+    assert "_ssl.c" not in message
+
+
+def test_a_key_of_another_certificate_is_named_so(tmp_path):
+    cert, _ = make_pair(tmp_path, "one")
+    _, other_key = make_pair(tmp_path, "two")
+    message = load_error(cert, other_key)
+    assert message.endswith("the key does not belong to the certificate"), message
+
+
+def test_a_missing_file_keeps_the_system_reason(tmp_path):
+    assert load_error(str(tmp_path / "no.crt"), str(tmp_path / "no.key")).endswith(
+        "No such file or directory")
+
+
+def test_a_failed_ipv6_bind_shows_the_address_in_brackets():
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(listeners.BindError, match=rf"cannot listen on \[::1\]:{port}: "):
+            listeners.bind(config.Listener(address="::1", port=port))
