@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from forkchat import broker, supervisor, worker
     try:
         bound = open_listeners(cfg)
-        become_unprivileged(cfg)
+        become_unprivileged(cfg, args.config)
     except (listeners.BindError, privileges.PrivilegeError, ValueError) as error:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
@@ -158,7 +158,7 @@ def passed_spec(cfg: config.Config, index: int, name: str) -> config.Listener:
     return config.Listener()
 
 
-def become_unprivileged(cfg: config.Config) -> None:
+def become_unprivileged(cfg: config.Config, config_path: str | None = None) -> None:
     """After binding, never serve clients as root by accident (see
     privileges.user_to_become); the state directory is made first.
 
@@ -174,6 +174,28 @@ def become_unprivileged(cfg: config.Config) -> None:
     prepare_state_dir(cfg.server.state_dir, owner)
     if user is not None:
         privileges.drop_privileges(user, group)
+        warn_unreadable(files_read_on_reload(cfg, config_path), user)
+
+
+def files_read_on_reload(cfg: config.Config, config_path: str | None) -> list[str]:
+    """The configuration file and what it names that a SIGHUP reads again."""
+    paths = [config_path or "", cfg.server.motd_file]
+    for spec in cfg.listen:
+        paths += [spec.tls_cert, spec.tls_key]
+    return list(dict.fromkeys(path for path in paths if path))
+
+
+def warn_unreadable(paths: list[str], user: str) -> None:
+    """Said at start, where a root-only file would otherwise fail only the
+    first reload after the switch, long after whoever started us looked."""
+    log = logging.getLogger("forkchat.supervisor")
+    for path in paths:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            log.warning("%s is not readable as %s (%s): a reload will fail",
+                        path, user, error.strerror or error)
 
 
 def prepare_state_dir(path: str, owner: privileges.Identity | None) -> None:

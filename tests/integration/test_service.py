@@ -253,13 +253,20 @@ def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")
-def test_root_start_drops_privileges_before_serving(make_server):
-    server = make_server(config_text='[server]\nuser = "nobody"\n')
+def test_root_start_drops_privileges_before_serving(make_server, tmp_path):
+    """And names, at start, a file a reload reads that the new user cannot
+    (the MOTD here, root's only; the configuration itself is readable)."""
+    motd = tmp_path / "motd.txt"
+    motd.write_text("root's words\n")
+    motd.chmod(0o600)
+    server = make_server(config_text=f'[server]\nuser = "nobody"\nmotd_file = "{motd}"\n')
     client = IrcTestClient(server.port)
     client.register("alice")
     users = {p.username() for p in [psutil.Process(server.pid), *server.descendants()]}
     assert users == {"nobody"}
     client.close()
+    warned = [line for line in server.log_text().splitlines() if "is not readable as" in line]
+    assert len(warned) == 1 and f"{motd} is not readable as nobody" in warned[0], warned
 
 
 def test_stats_m_counts_commands_for_operators(make_server):

@@ -7,10 +7,13 @@ its own identity. Those tests need root (CI runs as root) and skip otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import pwd
+import shutil
+import tempfile
 from collections.abc import Callable
 
 import pytest
@@ -151,3 +154,45 @@ def test_allow_root_and_default_drop_are_logged(caplog: pytest.LogCaptureFixture
         privileges.user_to_become(None, False, under_systemd=False, euid=0)
     assert "serving as root" in caplog.text
     assert "dropping to 'nobody'" in caplog.text
+
+
+def test_files_read_on_reload_are_the_config_and_what_it_names() -> None:
+    from forkchat import cli, config
+    cfg = config.Config()
+    cfg = dataclasses.replace(
+        cfg, server=dataclasses.replace(cfg.server, motd_file="/etc/motd"),
+        listen=[config.Listener(), config.Listener(tls_cert="/c.pem", tls_key="/k.pem"),
+                config.Listener(tls_cert="/c.pem", tls_key="/k.pem")])
+    assert cli.files_read_on_reload(cfg, "/etc/forkchat.toml") == \
+        ["/etc/forkchat.toml", "/etc/motd", "/c.pem", "/k.pem"]
+    assert cli.files_read_on_reload(config.Config(), None) == []
+
+
+@needs_root
+def test_a_file_the_new_user_cannot_read_is_named_at_start() -> None:
+    """A root-only configuration works at start and fails the first SIGHUP
+    after the switch: the start says so while someone is looking."""
+    from forkchat import cli
+    folder = tempfile.mkdtemp(prefix="forkchat-priv-")
+    try:
+        os.chmod(folder, 0o755)
+        private, public = os.path.join(folder, "private.toml"), os.path.join(folder, "motd")
+        for path, mode in ((private, 0o600), (public, 0o644)):
+            with open(path, "w") as handle:
+                handle.write("x\n")
+            os.chmod(path, mode)
+
+        def drop_then_check() -> object:
+            seen: list[str] = []
+            handler = logging.Handler()
+            handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+            logging.getLogger("forkchat.supervisor").addHandler(handler)
+            privileges.drop_privileges("nobody")
+            cli.warn_unreadable([private, public], "nobody")
+            return seen
+        seen = in_child(drop_then_check)
+    finally:
+        shutil.rmtree(folder)
+    assert len(seen) == 1, seen
+    assert seen[0].startswith(f"{private} is not readable as nobody (Permission denied)")
+    assert seen[0].endswith("a reload will fail")
