@@ -107,7 +107,7 @@ class Supervisor:
         self.control_reader = ipc.FrameReader()
         self.counts = {"clients": 0, "rooms": 0}
         self.broker_heard = time.monotonic()
-        self.memory_mib = 0.0
+        self.memory_mib: float | None = None    # until the first census is done
         self.census = procstats.PssCensus()
         self.status_sent = ""
         self.timers: dict[str, float] = {}
@@ -192,8 +192,10 @@ class Supervisor:
                         time.monotonic() - self.broker_heard)
 
     def _status(self) -> str:
-        return (f"STATUS={self.counts['clients']} clients, "
-                f"{self.counts['rooms']} rooms, {self.memory_mib:.0f} MiB")
+        """What `systemctl status` shows; the memory only once measured, as
+        the first census ends some seconds after the start, not '0 MiB'."""
+        memory = f", {self.memory_mib:.0f} MiB" if self.memory_mib is not None else ""
+        return f"STATUS={self.counts['clients']} clients, {self.counts['rooms']} rooms{memory}"
 
     def on_control(self, mask: int) -> None:
         """Heartbeats from the broker: counts for STATUS, and proof of life."""
