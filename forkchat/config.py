@@ -362,7 +362,7 @@ def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
     host, port_text = text, ""
     if text.startswith("["):
         host, closed, rest = text[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
+        if not closed or not host or (rest and not rest.startswith(":")):
             raise ValueError(f"bad address {text!r}: write [IPV6]:PORT, as in [::1]:6667")
         port_text = rest[1:]
     elif text.count(":") == 1:

@@ -125,7 +125,8 @@ class Connection:
         self._pongs: dict[str, Callable[[], None]] = {}
         self._flush_count = 0
         self._lost_since: float | None = None
-        self._quitting = False
+        self._quitting = False        # the goodbye is written: a close ends the session
+        self._quit_queued = False     # a raw QUIT waits in the queue: accept no more lines
         self._error_reason = ""
 
     # ---- public API used by the front ends ---------------------------------
@@ -142,7 +143,7 @@ class Connection:
         starting a reconnect.  The line itself still goes out as typed.
         """
         line = ircmsg.clean(line)
-        if self._quitting:
+        if self.quitting:
             return              # leaving: nothing more goes out
         if _command(line) == "QUIT":
             self._quit_by_hand(line)
@@ -176,10 +177,15 @@ class Connection:
         """A raw QUIT: queued behind the lines before it, nothing after it.
 
         Not registered (waiting to reconnect): there is no one to tell, so
-        the session ends at once, as /quit does then.
+        the session ends at once, as /quit does then.  In line mode
+        (`resend_unconfirmed`), whose /quit first makes sure every line got
+        through, the QUIT waits behind the lines before it instead, across
+        a reconnect if need be: leaving starts when it is written.
         """
-        self._quitting = True
-        if self.state != "ready":
+        self._quit_queued = True
+        if not self._resend:
+            self._quitting = True
+        if self.state != "ready" and not (self._resend and self._queue):
             self.quit()
             return
         self._queue.append((line, False))
@@ -187,8 +193,8 @@ class Connection:
 
     @property
     def quitting(self) -> bool:
-        """The user asked to leave (/quit or a raw QUIT): no reconnect."""
-        return self._quitting
+        """The user asked to leave (/quit or a raw QUIT): nothing more goes out."""
+        return self._quitting or self._quit_queued
 
     @property
     def flush_pending(self) -> bool:
@@ -516,7 +522,8 @@ class Connection:
             if ours and self._resend:
                 self._unconfirmed.append(line)
             self._send_now(line)
-            if self._quitting and _command(line) == "QUIT":
+            if self._quit_queued and _command(line) == "QUIT":
+                self._quitting = True
                 self._queue.clear()     # the server closes now: wait for that
                 self._deadlines["quit"] = now + QUIT_TIMEOUT_S
         if self._queue:

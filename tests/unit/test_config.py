@@ -266,10 +266,11 @@ def test_hostport_forms_of_the_man_page(text, wanted):
     assert config.parse_hostport(text) == wanted
 
 
-@pytest.mark.parametrize("text", ["[::1", "[::1]7000", "::1:7000", "::", "1:2:3"])
+@pytest.mark.parametrize("text", ["[::1", "[::1]7000", "::1:7000", "::", "1:2:3", "[]", "[]:7000"])
 def test_an_unclosed_or_unbracketed_ipv6_address_is_a_usage_error(text):
     """Taken as a host before, '[::1' served [::1]:6667 and '::1:0' failed at
-    bind as 'cannot listen on ::1:0:6667'; now --check-config says why."""
+    bind as 'cannot listen on ::1:0:6667'; now --check-config says why.  Empty
+    brackets name no address: they served every IPv4 address (0.0.0.0)."""
     with pytest.raises(ValueError, match="bad address.*\\[::1\\]:6667"):
         config.parse_hostport(text)
 

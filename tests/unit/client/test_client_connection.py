@@ -482,3 +482,53 @@ def test_a_reconnect_tries_the_wanted_nick_first(peer, monkeypatch):
     peer.accept()
     harness.expect_line("USER forkchat 0 * :forkchat client")
     assert harness.seen[0] == "NICK bob"
+
+
+def test_a_raw_quit_waiting_behind_lines_survives_a_loss_in_line_mode(peer, monkeypatch):
+    """Line mode promises every line reaches the server before it quits: a
+    raw QUIT still queued behind paced lines when the link drops is not yet
+    leaving, so the session reconnects, sends those lines, then the QUIT."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    monkeypatch.setattr(connection, "SEND_INTERVAL_S", 30.0)
+    harness = Harness(peer, resend=True, nick="bob")
+    harness.register()
+    for n in range(connection.SEND_BURST + 2):
+        harness.conn.send(f"PRIVMSG #lobby :line {n}")
+    harness.conn.send("QUIT :by hand")
+    assert harness.conn.quitting
+    harness.conn.send("PRIVMSG #lobby :after the quit")
+    close_peer_side(peer)
+    harness.until(lambda: harness.conn.state != "ready", "the loss")
+    assert not harness.conn.closed, "a queued QUIT ended the session with lines unsent"
+    monkeypatch.setattr(connection, "SEND_INTERVAL_S", 0.01)
+    harness.seen, peer.buffer = [], b""
+    harness.until(lambda: harness.conn.state == "connecting", "reconnecting")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome")
+    harness.expect_line("QUIT :by hand")
+    quit_at = harness.seen.index("QUIT :by hand")
+    last = f"PRIVMSG #lobby :line {connection.SEND_BURST + 1}"
+    assert last in harness.seen[:quit_at]
+    assert "PRIVMSG #lobby :after the quit" not in harness.seen
+    close_peer_side(peer)
+    harness.until(lambda: harness.conn.closed, "closed after the QUIT")
+    assert not harness.conn.fatal
+
+
+def test_a_raw_quit_while_disconnected_in_line_mode_waits_for_the_lines_before(peer, monkeypatch):
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.2,))
+    harness = Harness(peer, resend=True, nick="bob")
+    harness.register()
+    close_peer_side(peer)
+    harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
+    harness.conn.send("PRIVMSG #lobby :typed while away")
+    harness.conn.send("QUIT :by hand")
+    assert not harness.conn.closed and harness.conn.quitting
+    harness.seen, peer.buffer = [], b""
+    harness.until(lambda: harness.conn.state == "connecting", "reconnecting")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome")
+    harness.expect_line("QUIT :by hand")
+    assert harness.seen.index("PRIVMSG #lobby :typed while away") < harness.seen.index("QUIT :by hand")
