@@ -145,9 +145,14 @@ class Connection:
         line = ircmsg.clean(line)
         if self.quitting:
             return              # leaving: nothing more goes out
-        if _command(line) == "QUIT":
+        command = _command(line)
+        if command == "QUIT":
             self._quit_by_hand(line)
             return
+        if command == "NICK":
+            # A 433 from now on answers the user's own /nick and is shown,
+            # even if our try to take the wanted nick back got no 433.
+            self._regaining = False
         self._note_join_keys(line)
         self._queue.append((line, True))
         self._pump()

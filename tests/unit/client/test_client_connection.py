@@ -472,6 +472,25 @@ def test_a_lost_race_for_the_wanted_nick_stays_quiet(peer):
     assert harness.conn.nick == "bob_"
 
 
+def test_a_users_nick_after_an_unanswered_regain_shows_its_433(peer):
+    """The server answered the regain with something else than 433 (a 432,
+    or another server's 438 "too fast"): the user's own /nick's 433 still
+    shows."""
+    harness = Harness(peer, nick="bob")
+    register_as_second_choice(harness, peer)
+    peer.send(":bob!u@h QUIT :gone")
+    harness.until(lambda: harness.seen[-1] == "NICK bob", "NICK bob")
+    peer.send(":srv 438 bob_ bob :Nick change too fast")
+    harness.conn.send("NICK bob")
+    harness.until(lambda: harness.seen[-1] == "NICK bob" and len(harness.seen) >= 2
+                  and harness.seen[-2] == "NICK bob", "the user's NICK bob")
+    peer.send(":srv 433 bob_ bob :Nickname is already in use")
+    shown = "bob: Nickname is already in use"
+    harness.until(lambda: any(e.kind == "error" and e.text == shown for e in harness.events),
+                  "the 433 shown")
+    assert harness.conn.nick == "bob_"
+
+
 def test_a_reconnect_tries_the_wanted_nick_first(peer, monkeypatch):
     monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
     harness = Harness(peer, nick="bob")
