@@ -84,7 +84,7 @@ def parse(line: str) -> Message:
         trailing = [last]
     elif rest.startswith(":"):
         rest, trailing = "", [rest[1:]]
-    words = rest.split()
+    words = [word for word in rest.split(" ") if word]    # spaces only, as servers split
     if not words:
         raise ValueError("no command in IRC line")
     return Message(tags, prefix, words[0].upper(), tuple(words[1:] + trailing))

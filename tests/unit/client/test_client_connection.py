@@ -472,6 +472,16 @@ def test_a_lost_race_for_the_wanted_nick_stays_quiet(peer):
     assert harness.conn.nick == "bob_"
 
 
+def test_a_quit_split_by_a_tab_is_not_a_quit(peer):
+    """Servers split words on spaces only: 'QUIT<tab>:bye' is an unknown
+    command to them (421), so the client must not start leaving on it."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    harness.conn.send("QUIT\t:bye")
+    harness.until(lambda: harness.seen[-1] == "QUIT\t:bye", "the line sent as typed")
+    assert not harness.conn.quitting
+
+
 def test_a_users_nick_after_an_unanswered_regain_shows_its_433(peer):
     """The server answered the regain with something else than 433 (a 432,
     or another server's 438 "too fast"): the user's own /nick's 433 still
