@@ -86,6 +86,7 @@ class Worker:
         self.reconnects = 0
         self.tutorial = proto == "tutorial"
         self.tutorial_nick = ""
+        self.tutorial_typed = ""          # the name as sent, before cleaning and suffixes
         self.tutorial_attempt = 0
         self.tutorial_connected = False
         self.tutorial_chunks: list[bytes] = []
@@ -370,6 +371,7 @@ class Worker:
         del self.recvq[:]
         if not self.tutorial_nick:
             self.tutorial_nick = tutorial.clean_nick(chunk, self.cfg.limits.nicklen)
+            self.tutorial_typed = tutorial.typed_name(chunk)
             self.session.user = self.tutorial_nick[:10]
             self.session.realname = "tutorial client"
             self._tutorial_try_nick()
@@ -392,7 +394,8 @@ class Worker:
                 return
             if not self.tutorial_lines:
                 chunk = self.tutorial_chunks.pop(0)
-                self.tutorial_lines = tutorial.chunk_to_lines(chunk, self.session.nick, room)
+                self.tutorial_lines = tutorial.chunk_to_lines(chunk, self.session.nick, room,
+                                                              self.tutorial_typed)
                 continue
             if not self.bucket.take():
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
