@@ -211,11 +211,28 @@ class Worker:
                 if pending:
                     self.sock.sendall(pending)
                 self.sock.sendall(self.sendq[len(pending):])
+            self._close_notify()
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()
         self.link.close()
+
+    def _close_notify(self) -> None:
+        """End a TLS session with its close_notify alert, as TLS asks.
+
+        Without it the client cannot tell our close from a cut connection:
+        OpenSSL reports 'unexpected eof', GnuTLS (WeeChat) 'The TLS
+        connection was non-properly terminated'.  The alert is sent, the
+        peer's own is not waited for (non-blocking: that is the WantRead).
+        """
+        if not isinstance(self.sock, ssl.SSLSocket) or self.handshaking:
+            return
+        try:
+            self.sock.setblocking(False)
+            self.sock.unwrap()
+        except (ssl.SSLError, OSError, ValueError):
+            pass
 
     # -- the client side ---------------------------------------------------
 

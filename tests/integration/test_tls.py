@@ -180,3 +180,19 @@ def test_stuck_tls_reader_gets_the_error_line_and_whole_lines(make_server, certs
     assert "BAD_LENGTH" not in server.log_text()
     alice.close()
     stuck.close()
+
+
+def test_the_server_ends_a_tls_session_with_close_notify(make_server, certs):
+    """A close without the alert reads as a cut connection: 'unexpected eof'
+    (OpenSSL), 'non-properly terminated' (GnuTLS, so WeeChat)."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    context = ssl.create_default_context(cafile=cert)
+    raw = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=5)
+    with context.wrap_socket(raw, server_hostname="localhost",
+                             suppress_ragged_eofs=False) as sock:
+        sock.sendall(b"NICK tidy\r\nUSER tidy 0 * :tidy\r\nQUIT :bye\r\n")
+        received = b""
+        while chunk := sock.recv(4096):       # SSLEOFError without the alert
+            received += chunk
+    assert b"ERROR :Closing Link: 127.0.0.1 (Quit: bye)" in received
