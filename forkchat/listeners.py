@@ -10,6 +10,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 
 from forkchat import config
@@ -56,7 +57,33 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError, _EncryptedKey) as error:
         raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
                         f"{_tls_reason(error)}") from None
+    problem = out_of_date(spec.tls_cert, time.time())
+    if problem:
+        log.warning("TLS certificate %s %s: clients that check it will refuse to connect",
+                    spec.tls_cert, problem)
     return context
+
+
+def out_of_date(path: str, now: float) -> str | None:
+    """Why the certificate in `path` is not valid at `now`, or None.
+
+    OpenSSL serves an expired certificate without a word, and every
+    verifying client then fails its handshake: the operator should hear
+    it at start and at reload, not from the users.  Only the first
+    certificate of the chain (the server's) is read; should the decoder
+    be missing or fail, nothing is said.
+    """
+    try:
+        decoded = ssl._ssl._test_decode_cert(path)     # type: ignore[attr-defined]
+        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
+        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
+    except (AttributeError, KeyError, ValueError, OSError):
+        return None
+    if now > not_after:
+        return f"expired on {decoded['notAfter']}"
+    if now < not_before:
+        return f"is not valid before {decoded['notBefore']}"
+    return None
 
 
 class _EncryptedKey(Exception):

@@ -75,3 +75,23 @@ def test_an_encrypted_key_is_named_so_and_never_prompts(tmp_path):
                    check=True, capture_output=True, timeout=60)
     message = load_error(str(cert), str(key))
     assert "the private key is encrypted with a passphrase" in message, message
+
+
+def test_an_out_of_date_certificate_is_served_with_a_warning(tmp_path, monkeypatch, caplog):
+    """OpenSSL serves it silently and every verifying client fails its handshake."""
+    cert, key = make_pair(tmp_path, "old")
+    assert listeners.out_of_date(cert, 0).startswith("is not valid before ")
+    assert listeners.out_of_date(key, 0) is None       # not a certificate: nothing to say
+    monkeypatch.setattr(listeners.time, "time", lambda: 4102444800.0)     # 2100
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        assert listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key)) is not None
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 1 and " expired on " in warned[0], warned
+    assert warned[0].endswith("clients that check it will refuse to connect")
+
+
+def test_a_current_certificate_loads_without_a_word(tmp_path, caplog):
+    cert, key = make_pair(tmp_path, "new")
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
+    assert not caplog.records
