@@ -43,6 +43,8 @@ CLOSE_FLUSH_S = 1.0
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
 CLIENT_SNDBUF_BYTES = 65536
 ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line fits
+# OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
+PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
 TLS_WRITE_BYTES = 16384       # one TLS record: the most handed to OpenSSL at once
 
 
@@ -250,6 +252,8 @@ class Worker:
         except (ssl.SSLError, OSError) as error:
             log.info("conn %d: TLS handshake failed: %s", self.session.cid,
                      getattr(error, "reason", None) or error)
+            if getattr(error, "reason", None) == PLAIN_TEXT_REASON and not self.tutorial:
+                self._tell_plain_client()
             self.sendq.clear()
             self.closing = self.done = True
             self._queue_frame(ipc.encode(ipc.Kind.BYE, b"TLS handshake failed"))
@@ -260,6 +264,20 @@ class Worker:
         self.selector.modify(self.sock, selectors.EVENT_READ, self.on_client)
         if self.tutorial:
             self.sendq += tutorial.HANDSHAKE
+
+    def _tell_plain_client(self) -> None:
+        """Say in plain text that this port speaks TLS, to a client that
+        spoke plain text to it.
+
+        Its user (irssi without -tls, forkchat-client without --tls) would
+        otherwise read only "connection lost" and never learn why.  The
+        bytes go under OpenSSL, straight to the socket; the close follows.
+        """
+        text = f"Closing Link: {self.session.host} (This port speaks TLS: connect with TLS)"
+        try:
+            socket.socket.send(self.sock, protocol.format_line("", "ERROR", text))
+        except OSError:
+            pass
 
     def _recv(self) -> bytes | None:
         """What the client sent (b"" at EOF), or None when nothing is ready.

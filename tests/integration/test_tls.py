@@ -196,3 +196,18 @@ def test_the_server_ends_a_tls_session_with_close_notify(make_server, certs):
         while chunk := sock.recv(4096):       # SSLEOFError without the alert
             received += chunk
     assert b"ERROR :Closing Link: 127.0.0.1 (Quit: bye)" in received
+
+
+def test_a_plain_text_client_is_told_the_port_speaks_tls(make_server, certs):
+    """irssi without -tls, forkchat-client without --tls: one plain ERROR line
+    says why, instead of a bare 'connection lost'."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    plain = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=5)
+    plain.sendall(b"CAP LS 302\r\nNICK plain\r\nUSER p 0 * :P\r\n")
+    received = b""
+    while chunk := plain.recv(1024):
+        received += chunk
+    plain.close()
+    assert received == b"ERROR :Closing Link: 127.0.0.1 (This port speaks TLS: connect with TLS)\r\n"
+    server.wait_for_text("TLS handshake failed: WRONG_VERSION_NUMBER")
