@@ -211,3 +211,15 @@ def test_a_plain_text_client_is_told_the_port_speaks_tls(make_server, certs):
     plain.close()
     assert received == b"ERROR :Closing Link: 127.0.0.1 (This port speaks TLS: connect with TLS)\r\n"
     server.wait_for_text("TLS handshake failed: WRONG_VERSION_NUMBER")
+
+
+def test_a_silent_tls_client_is_closed_by_the_registration_timeout(make_server, certs):
+    """The handshake counts as registration: a client that never starts it
+    (or a plain tutorial client waiting for NICK) is closed, without a
+    plain-text word on the TLS port."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key, "[limits]\nregistration_timeout = 1\n")
+    silent = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=10)
+    assert silent.recv(1024) == b""
+    silent.close()
+    server.wait_for_text("closing: Registration timed out")
