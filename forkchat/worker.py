@@ -43,6 +43,9 @@ CLOSE_FLUSH_S = 1.0
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
 CLIENT_SNDBUF_BYTES = 65536
 ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line fits
+# The first bytes of a TLS ClientHello: a handshake record, protocol major 3.
+TLS_RECORD_START = b"\x16\x03"
+PLAIN_PORT_TEXT = "This port does not speak TLS: connect without TLS"
 # OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
 PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
 TLS_WRITE_BYTES = 16384       # one TLS record: the most handed to OpenSSL at once
@@ -99,6 +102,7 @@ class Worker:
         self.client_eof = False
         self.stuck = False
         self.nick_asked = b""
+        self.heard_client = False      # the first bytes are checked for a TLS hello
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -316,6 +320,11 @@ class Worker:
         if not data:
             self._client_eof()
             return
+        if not self.heard_client:
+            self.heard_client = True
+            if self.tls is None and data.startswith(TLS_RECORD_START):
+                self._refuse_tls_hello()
+                return
         self.last_input = time.monotonic()
         self.ping_sent = False
         self.recvq += data
@@ -323,6 +332,18 @@ class Worker:
             self._tutorial_input(data)
         else:
             self._process_lines()
+
+    def _refuse_tls_hello(self) -> None:
+        """A TLS client on a plain port: say so, and close now.
+
+        Read as text, its ClientHello drew 'NUL byte' notices (on a
+        tutorial port it became a garbled nickname that joined the room),
+        and the worker waited out the registration timeout with nothing
+        in the log but that.  The plain line reaches the client's TLS
+        layer as a bad record, which it reports at once.
+        """
+        self.close("TLS handshake on a plain-text port",
+                   error_text=f"Closing Link: {self.session.host} ({PLAIN_PORT_TEXT})")
 
     def _client_eof(self) -> None:
         """The client closed: run the lines it sent first (its QUIT), then close.

@@ -223,3 +223,30 @@ def test_a_silent_tls_client_is_closed_by_the_registration_timeout(make_server, 
     assert silent.recv(1024) == b""
     silent.close()
     server.wait_for_text("closing: Registration timed out")
+
+
+def client_hello() -> bytes:
+    """The first flight of a real TLS client."""
+    context = ssl.create_default_context()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                           server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("proto", ["irc", "tutorial"])
+def test_a_tls_hello_on_a_plain_port_is_refused_at_once(make_server, proto):
+    """It drew 'NUL byte' notices and waited out the registration timeout;
+    on a tutorial port it became a garbled nickname that joined #lobby."""
+    server = make_server(listen=["127.0.0.1:0"], extra_args=["--tutorial-listen", "127.0.0.1:0"])
+    hello = socket.create_connection(("127.0.0.1", server.port_of(proto)), timeout=5)
+    hello.sendall(client_hello())
+    received = b""
+    while chunk := hello.recv(1024):
+        received += chunk
+    hello.close()
+    told = b"Closing Link: 127.0.0.1 (This port does not speak TLS: connect without TLS)"
+    assert received == (b"ERROR :" + told + b"\r\n" if proto == "irc" else b"NICK" + told)
+    server.wait_for_text("closing: TLS handshake on a plain-text port")
+    assert "registered as" not in server.log_text()
