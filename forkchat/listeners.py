@@ -10,6 +10,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 
 from forkchat import config
@@ -52,11 +53,55 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5")
     try:
-        context.load_cert_chain(spec.tls_cert, spec.tls_key)
-    except (OSError, ssl.SSLError) as error:
+        context.load_cert_chain(spec.tls_cert, spec.tls_key, password=_no_passphrase)
+    except (OSError, ssl.SSLError, _EncryptedKey) as error:
         raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
                         f"{_tls_reason(error)}") from None
+    problem = out_of_date(spec.tls_cert, time.time())
+    if problem:
+        log.warning("TLS certificate %s %s: clients that check it will refuse to connect",
+                    spec.tls_cert, problem)
     return context
+
+
+def out_of_date(path: str, now: float) -> str | None:
+    """Why the certificate in `path` is not valid at `now`, or None.
+
+    OpenSSL serves an expired certificate without a word, and every
+    verifying client then fails its handshake: the operator should hear
+    it at start and at reload, not from the users.  Only the first
+    certificate of the chain (the server's) is read; should the decoder
+    be missing or fail, nothing is said.
+    """
+    try:
+        decoded = ssl._ssl._test_decode_cert(path)     # type: ignore[attr-defined]
+        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
+        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
+    except (AttributeError, KeyError, ValueError, OSError):
+        return None
+    if now > not_after:
+        return f"expired on {decoded['notAfter']}"
+    if now < not_before:
+        return f"is not valid before {decoded['notBefore']}"
+    return None
+
+
+class _EncryptedKey(Exception):
+    """The key file asks for a passphrase, which a daemon has nobody to ask."""
+
+
+def _no_passphrase() -> str:
+    """Refuse a passphrase instead of OpenSSL's own prompt.
+
+    Without a callback OpenSSL asks `Enter PEM pass phrase:` on the
+    terminal: a start in a shell, or a SIGHUP reload, would hang there,
+    and without a terminal the error read only "Invalid argument".
+    """
+    raise _EncryptedKey
+
+
+ENCRYPTED_KEY = ("the private key is encrypted with a passphrase; give the server an "
+                 "unencrypted copy (openssl pkey -in KEY -out NEWKEY)")
 
 
 # OpenSSL's own words ("[SSL] PEM lib (_ssl.c:3905)") tell an operator little.
@@ -64,14 +109,19 @@ SSL_REASONS = {
     None: "not a PEM certificate chain and its PEM private key",
     "PEM_LIB": "not a PEM certificate chain and its PEM private key",
     "KEY_VALUES_MISMATCH": "the key does not belong to the certificate",
+    # OpenSSL 3's word for a key of another type (an EC key for an RSA certificate).
+    "NO_CERTIFICATE_ASSIGNED": "the key does not belong to the certificate",
 }
 
 
-def _tls_reason(error: OSError) -> str:
+def _tls_reason(error: Exception) -> str:
     """Why a certificate or key did not load, in words an operator can act on."""
+    if isinstance(error, _EncryptedKey):
+        return ENCRYPTED_KEY
     if isinstance(error, ssl.SSLError):
         text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", error.strerror or str(error))
         return SSL_REASONS.get(error.reason, text)
+    assert isinstance(error, OSError)
     return error.strerror or str(error)
 
 

@@ -74,17 +74,27 @@ def suffixed(nick: str, attempt: int, nicklen: int) -> str:
     return nick[:nicklen - len(suffix)] + suffix
 
 
-def chunk_to_lines(chunk: bytes, nick: str, room: str) -> list[bytes]:
+def typed_name(chunk: bytes) -> str:
+    """The name as the client typed it, which it puts before its own text."""
+    return chunk.decode("utf-8", "replace").strip()
+
+
+def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[bytes]:
     """One chunk from the client as PRIVMSG lines to `room` (no CRLF).
 
     The client's own `nick: ` prefix is dropped when it names the real
-    nick, since IRC clients see the sender in the prefix anyway.
+    nick, since IRC clients see the sender in the prefix anyway.  The
+    client only knows the name it `typed`: when that was taken (`sam`
+    served as `sam_1`) or cleaned (`John Smith` as `John_Smith`), its
+    prefix names the typed one, and left in place it would read as the
+    sender addressing someone else (and highlight the real `sam`).
     """
     text = chunk.decode("utf-8", "replace")
     text = " ".join(part for part in re.split(r"[\r\n\0]+", text) if part).strip()
-    own = f"{nick}:"
-    if text.startswith(own):
-        text = text[len(own):].lstrip()
+    for own in (f"{nick}:", f"{typed}:" if typed else f"{nick}:"):
+        if text.startswith(own):
+            text = text[len(own):].lstrip()
+            break
     if not text:
         return []
     head = f"PRIVMSG {room} :".encode()

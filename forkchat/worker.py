@@ -43,6 +43,11 @@ CLOSE_FLUSH_S = 1.0
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
 CLIENT_SNDBUF_BYTES = 65536
 ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line fits
+# The first bytes of a TLS ClientHello: a handshake record, protocol major 3.
+TLS_RECORD_START = b"\x16\x03"
+PLAIN_PORT_TEXT = "This port does not speak TLS: connect without TLS"
+# OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
+PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
 TLS_WRITE_BYTES = 16384       # one TLS record: the most handed to OpenSSL at once
 
 
@@ -86,6 +91,7 @@ class Worker:
         self.reconnects = 0
         self.tutorial = proto == "tutorial"
         self.tutorial_nick = ""
+        self.tutorial_typed = ""          # the name as sent, before cleaning and suffixes
         self.tutorial_attempt = 0
         self.tutorial_connected = False
         self.tutorial_chunks: list[bytes] = []
@@ -96,6 +102,7 @@ class Worker:
         self.client_eof = False
         self.stuck = False
         self.nick_asked = b""
+        self.heard_client = False      # the first bytes are checked for a TLS hello
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -210,11 +217,28 @@ class Worker:
                 if pending:
                     self.sock.sendall(pending)
                 self.sock.sendall(self.sendq[len(pending):])
+            self._close_notify()
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()
         self.link.close()
+
+    def _close_notify(self) -> None:
+        """End a TLS session with its close_notify alert, as TLS asks.
+
+        Without it the client cannot tell our close from a cut connection:
+        OpenSSL reports 'unexpected eof', GnuTLS (WeeChat) 'The TLS
+        connection was non-properly terminated'.  The alert is sent, the
+        peer's own is not waited for (non-blocking: that is the WantRead).
+        """
+        if not isinstance(self.sock, ssl.SSLSocket) or self.handshaking:
+            return
+        try:
+            self.sock.setblocking(False)
+            self.sock.unwrap()
+        except (ssl.SSLError, OSError, ValueError):
+            pass
 
     # -- the client side ---------------------------------------------------
 
@@ -232,6 +256,8 @@ class Worker:
         except (ssl.SSLError, OSError) as error:
             log.info("conn %d: TLS handshake failed: %s", self.session.cid,
                      getattr(error, "reason", None) or error)
+            if getattr(error, "reason", None) == PLAIN_TEXT_REASON and not self.tutorial:
+                self._tell_plain_client()
             self.sendq.clear()
             self.closing = self.done = True
             self._queue_frame(ipc.encode(ipc.Kind.BYE, b"TLS handshake failed"))
@@ -242,6 +268,20 @@ class Worker:
         self.selector.modify(self.sock, selectors.EVENT_READ, self.on_client)
         if self.tutorial:
             self.sendq += tutorial.HANDSHAKE
+
+    def _tell_plain_client(self) -> None:
+        """Say in plain text that this port speaks TLS, to a client that
+        spoke plain text to it.
+
+        Its user (irssi without -tls, forkchat-client without --tls) would
+        otherwise read only "connection lost" and never learn why.  The
+        bytes go under OpenSSL, straight to the socket; the close follows.
+        """
+        text = f"Closing Link: {self.session.host} (This port speaks TLS: connect with TLS)"
+        try:
+            socket.socket.send(self.sock, protocol.format_line("", "ERROR", text))
+        except OSError:
+            pass
 
     def _recv(self) -> bytes | None:
         """What the client sent (b"" at EOF), or None when nothing is ready.
@@ -280,6 +320,11 @@ class Worker:
         if not data:
             self._client_eof()
             return
+        if not self.heard_client:
+            self.heard_client = True
+            if self.tls is None and data.startswith(TLS_RECORD_START):
+                self._refuse_tls_hello()
+                return
         self.last_input = time.monotonic()
         self.ping_sent = False
         self.recvq += data
@@ -287,6 +332,18 @@ class Worker:
             self._tutorial_input(data)
         else:
             self._process_lines()
+
+    def _refuse_tls_hello(self) -> None:
+        """A TLS client on a plain port: say so, and close now.
+
+        Read as text, its ClientHello drew 'NUL byte' notices (on a
+        tutorial port it became a garbled nickname that joined the room),
+        and the worker waited out the registration timeout with nothing
+        in the log but that.  The plain line reaches the client's TLS
+        layer as a bad record, which it reports at once.
+        """
+        self.close("TLS handshake on a plain-text port",
+                   error_text=f"Closing Link: {self.session.host} ({PLAIN_PORT_TEXT})")
 
     def _client_eof(self) -> None:
         """The client closed: run the lines it sent first (its QUIT), then close.
@@ -370,6 +427,7 @@ class Worker:
         del self.recvq[:]
         if not self.tutorial_nick:
             self.tutorial_nick = tutorial.clean_nick(chunk, self.cfg.limits.nicklen)
+            self.tutorial_typed = tutorial.typed_name(chunk)
             self.session.user = self.tutorial_nick[:10]
             self.session.realname = "tutorial client"
             self._tutorial_try_nick()
@@ -392,7 +450,8 @@ class Worker:
                 return
             if not self.tutorial_lines:
                 chunk = self.tutorial_chunks.pop(0)
-                self.tutorial_lines = tutorial.chunk_to_lines(chunk, self.session.nick, room)
+                self.tutorial_lines = tutorial.chunk_to_lines(chunk, self.session.nick, room,
+                                                              self.tutorial_typed)
                 continue
             if not self.bucket.take():
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()

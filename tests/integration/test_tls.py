@@ -180,3 +180,73 @@ def test_stuck_tls_reader_gets_the_error_line_and_whole_lines(make_server, certs
     assert "BAD_LENGTH" not in server.log_text()
     alice.close()
     stuck.close()
+
+
+def test_the_server_ends_a_tls_session_with_close_notify(make_server, certs):
+    """A close without the alert reads as a cut connection: 'unexpected eof'
+    (OpenSSL), 'non-properly terminated' (GnuTLS, so WeeChat)."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    context = ssl.create_default_context(cafile=cert)
+    raw = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=5)
+    with context.wrap_socket(raw, server_hostname="localhost",
+                             suppress_ragged_eofs=False) as sock:
+        sock.sendall(b"NICK tidy\r\nUSER tidy 0 * :tidy\r\nQUIT :bye\r\n")
+        received = b""
+        while chunk := sock.recv(4096):       # SSLEOFError without the alert
+            received += chunk
+    assert b"ERROR :Closing Link: 127.0.0.1 (Quit: bye)" in received
+
+
+def test_a_plain_text_client_is_told_the_port_speaks_tls(make_server, certs):
+    """irssi without -tls, forkchat-client without --tls: one plain ERROR line
+    says why, instead of a bare 'connection lost'."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    plain = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=5)
+    plain.sendall(b"CAP LS 302\r\nNICK plain\r\nUSER p 0 * :P\r\n")
+    received = b""
+    while chunk := plain.recv(1024):
+        received += chunk
+    plain.close()
+    assert received == b"ERROR :Closing Link: 127.0.0.1 (This port speaks TLS: connect with TLS)\r\n"
+    server.wait_for_text("TLS handshake failed: WRONG_VERSION_NUMBER")
+
+
+def test_a_silent_tls_client_is_closed_by_the_registration_timeout(make_server, certs):
+    """The handshake counts as registration: a client that never starts it
+    (or a plain tutorial client waiting for NICK) is closed, without a
+    plain-text word on the TLS port."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key, "[limits]\nregistration_timeout = 1\n")
+    silent = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=10)
+    assert silent.recv(1024) == b""
+    silent.close()
+    server.wait_for_text("closing: Registration timed out")
+
+
+def client_hello() -> bytes:
+    """The first flight of a real TLS client."""
+    context = ssl.create_default_context()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                           server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("proto", ["irc", "tutorial"])
+def test_a_tls_hello_on_a_plain_port_is_refused_at_once(make_server, proto):
+    """It drew 'NUL byte' notices and waited out the registration timeout;
+    on a tutorial port it became a garbled nickname that joined #lobby."""
+    server = make_server(listen=["127.0.0.1:0"], extra_args=["--tutorial-listen", "127.0.0.1:0"])
+    hello = socket.create_connection(("127.0.0.1", server.port_of(proto)), timeout=5)
+    hello.sendall(client_hello())
+    received = b""
+    while chunk := hello.recv(1024):
+        received += chunk
+    hello.close()
+    told = b"Closing Link: 127.0.0.1 (This port does not speak TLS: connect without TLS)"
+    assert received == (b"ERROR :" + told + b"\r\n" if proto == "irc" else b"NICK" + told)
+    server.wait_for_text("closing: TLS handshake on a plain-text port")
+    assert "registered as" not in server.log_text()

@@ -113,6 +113,9 @@ def test_taken_nick_gets_a_suffix(tutorial_server):
     first.recv_until(b"Connected to server!")
     second = join_tutorial(tutorial_server, b"sam")
     assert b"sam_1 joined!Connected to server!" in second.recv_until(b"Connected to server!")
+    first.recv_until(b"sam_1 joined!")
+    second.sock.sendall(b"sam: hello")         # the client knows only the name it typed
+    assert first.recv_until(b"sam_1: hello").endswith(b"sam_1 joined!sam_1: hello")
     first.close()
     second.close()
 

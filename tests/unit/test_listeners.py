@@ -51,3 +51,47 @@ def test_a_failed_ipv6_bind_shows_the_address_in_brackets():
         port = taken.getsockname()[1]
         with pytest.raises(listeners.BindError, match=rf"cannot listen on \[::1\]:{port}: "):
             listeners.bind(config.Listener(address="::1", port=port))
+
+
+def test_a_key_of_another_type_is_named_so(tmp_path):
+    """OpenSSL 3 says 'no certificate assigned' for an EC key given with an RSA certificate."""
+    cert, _ = make_pair(tmp_path, "rsa")
+    ec_key = tmp_path / "ec.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-out", str(ec_key)],
+                   check=True, capture_output=True, timeout=60)
+    message = load_error(cert, str(ec_key))
+    assert message.endswith("the key does not belong to the certificate"), message
+
+
+def test_an_encrypted_key_is_named_so_and_never_prompts(tmp_path):
+    """Without a callback OpenSSL prompts on the terminal, and a start or reload hangs there."""
+    key, cert = tmp_path / "enc.key", tmp_path / "enc.crt"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-aes256", "-pass", "pass:secret",
+                    "-out", str(key)], check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "req", "-x509", "-key", str(key), "-passin", "pass:secret",
+                    "-days", "2", "-subj", "/CN=enc", "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    message = load_error(str(cert), str(key))
+    assert "the private key is encrypted with a passphrase" in message, message
+
+
+def test_an_out_of_date_certificate_is_served_with_a_warning(tmp_path, monkeypatch, caplog):
+    """OpenSSL serves it silently and every verifying client fails its handshake."""
+    cert, key = make_pair(tmp_path, "old")
+    assert listeners.out_of_date(cert, 0).startswith("is not valid before ")
+    assert listeners.out_of_date(key, 0) is None       # not a certificate: nothing to say
+    monkeypatch.setattr(listeners.time, "time", lambda: 4102444800.0)     # 2100
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        assert listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key)) is not None
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 1 and " expired on " in warned[0], warned
+    assert warned[0].endswith("clients that check it will refuse to connect")
+
+
+def test_a_current_certificate_loads_without_a_word(tmp_path, caplog):
+    cert, key = make_pair(tmp_path, "new")
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
+    assert not caplog.records

@@ -156,3 +156,15 @@ def test_worker_tells_a_stuck_tutorial_client_within_the_error_room(tutorial_wor
     assert bytes(tutorial_worker.sendq) == \
         b"Disconnected by the server: Max SendQ exceeded (too much was waiting to be sent to you)"
     assert len(tutorial_worker.sendq) <= worker.ERROR_ROOM_BYTES
+
+
+def test_chunk_strips_the_typed_name_of_a_renamed_client():
+    """`sam` served as `sam_1` still writes `sam: `; it is its own prefix, not an address."""
+    assert tutorial.chunk_to_lines(b"sam: hi", "sam_1", "#lobby", "sam") == \
+        [b"PRIVMSG #lobby :hi"]
+    assert tutorial.chunk_to_lines(b"John Smith: hi", "John_Smith", "#lobby", "John Smith") == \
+        [b"PRIVMSG #lobby :hi"]
+    assert tutorial.chunk_to_lines(b"sam_1: hi", "sam_1", "#lobby", "sam") == \
+        [b"PRIVMSG #lobby :hi"]
+    assert tutorial.chunk_to_lines(b"bob: hi", "sam_1", "#lobby", "sam") == \
+        [b"PRIVMSG #lobby :bob: hi"]
