@@ -254,8 +254,8 @@ class Worker:
             self.selector.modify(self.sock, selectors.EVENT_WRITE, self.on_handshake)
             return
         except (ssl.SSLError, OSError) as error:
-            log.info("conn %d: TLS handshake failed: %s", self.session.cid,
-                     getattr(error, "reason", None) or error)
+            log.info("conn %d from %s: TLS handshake failed: %s", self.session.cid,
+                     self.session.host, getattr(error, "reason", None) or error)
             if getattr(error, "reason", None) == PLAIN_TEXT_REASON and not self.tutorial:
                 self._tell_plain_client()
             self.sendq.clear()

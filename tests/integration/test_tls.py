@@ -210,7 +210,7 @@ def test_a_plain_text_client_is_told_the_port_speaks_tls(make_server, certs):
         received += chunk
     plain.close()
     assert received == b"ERROR :Closing Link: 127.0.0.1 (This port speaks TLS: connect with TLS)\r\n"
-    server.wait_for_text("TLS handshake failed: WRONG_VERSION_NUMBER")
+    server.wait_for_text("from 127.0.0.1: TLS handshake failed: WRONG_VERSION_NUMBER")
 
 
 def test_a_silent_tls_client_is_closed_by_the_registration_timeout(make_server, certs):
