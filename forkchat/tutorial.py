@@ -123,11 +123,12 @@ def _render_message(msg: protocol.Message, own_nick: str) -> str | None:
     if len(msg.params) < 2:
         return None
     sender, text = _nick_of(msg.prefix), msg.params[1]
+    private = protocol.casefold(msg.params[0]) == protocol.casefold(own_nick)
     if text.startswith("\x01ACTION ") and text.endswith("\x01"):
-        return f"* {sender} {text[8:-1]}"
+        return f"* {sender}{' (private)' if private else ''} {text[8:-1]}"
     if text.startswith("\x01"):
         return None
-    if protocol.casefold(msg.params[0]) == protocol.casefold(own_nick):
+    if private:
         return f"{sender} (private): {text}"
     if msg.command == "NOTICE":
         return f"-{sender}- {text}"

@@ -39,6 +39,7 @@ def test_long_chunk_splits_into_several_messages():
     (b":bob!b@h QUIT :Connection closed", b"bob left!"),
     (b":bob!b@h PRIVMSG #lobby :\x01ACTION waves\x01", b"* bob waves"),
     (b":bob!b@h PRIVMSG alice :psst", b"bob (private): psst"),
+    (b":bob!b@h PRIVMSG Alice :\x01ACTION winks\x01", b"* bob (private) winks"),
     (b":srv 001 alice :Welcome", None),
     (b":srv 404 alice #lobby :Cannot send to channel", b"Not sent: you cannot talk in #lobby now"),
     (b":srv 482 alice #lobby :You're not channel operator", None),
