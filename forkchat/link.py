@@ -101,6 +101,24 @@ class BrokerLink:
         except ipc.FrameError as error:
             raise LinkLost(f"bad frame from broker: {error}") from None
 
+    def read_rest(self) -> list[tuple[int, bytes]]:
+        """Every whole frame still readable, up to EOF, an error or an empty
+        buffer: what a broker wrote before it died, which the kernel keeps
+        for us after the write error that may have told us of the death."""
+        assert self.sock is not None
+        frames: list[tuple[int, bytes]] = []
+        while True:
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except OSError:             # nothing more now, or the reset after the rest
+                return frames
+            if not data:
+                return frames
+            try:
+                frames += self._reader.feed(data)
+            except ipc.FrameError:
+                return frames
+
     def flush(self, deadline: float | None = None) -> None:
         """Send what is queued; with a deadline, block until sent or late.
 

@@ -17,7 +17,7 @@ import signal
 
 from forkchat import protocol
 from tests.support.ircclient import IrcTestClient
-from tests.support.server import ServerProcess, broker_pid
+from tests.support.server import ServerProcess, broker_pid, worker_pid
 
 CONFIG = ("[limits]\nflood_burst = 1000\nflood_rate = 1000.0\n"
           '[[operators]]\nname = "boss"\npassword = "pw"\n')
@@ -30,6 +30,7 @@ QUERIES = [
     ("WHOIS CAROL", "318"), ("LUSERS", "266"), ("ISON alice BOB carol dave", "303"),
     ("USERHOST alice bob carol dave", "302"), ("TOPIC #pub", "333"),
 ]
+MESSAGES = 300                 # about 100 KB: more than one read of the link (64 KiB)
 RESTARTING = {"317"}           # idle and sign-on times restart, as documented
 
 
@@ -229,3 +230,41 @@ def test_a_kill_in_a_burst_leaves_every_client_where_the_broker_has_it(make_serv
     finally:
         for client in clients:
             client.close()
+
+
+def test_what_the_dead_broker_had_written_still_reaches_the_client(make_server):
+    """Output the broker wrote to a worker's link before it died is delivered.
+
+    forkchat(7) counts as lost only what the broker had not yet written.  A
+    worker that wrote to the dead link before reading all of it (here: its
+    client's line, with more than one read's worth of room messages waiting)
+    used to close the link on the write error and drop what it had not read.
+    """
+    server = make_server(config_text=CONFIG)
+    alice, bob = IrcTestClient(server.port), IrcTestClient(server.port)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        alice.join("#r")
+        bob.join("#r")
+        alice.expect("JOIN")
+        stopped = worker_pid(server, "alice")
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            alice.send("PRIVMSG #r :from alice")
+            padding = "x" * 300
+            for index in range(MESSAGES):
+                bob.send(f"PRIVMSG #r :{index} {padding}")
+            bob.send("ISON alice")     # answered after every message went to alice's link
+            bob.expect("303")
+            mark = server.log_length()
+            os.kill(broker_pid(server), signal.SIGKILL)
+            broker_pid(server, after=mark)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        got = [alice.expect("PRIVMSG", 10).params[1].split()[0] for _ in range(MESSAGES)]
+        assert got == [str(index) for index in range(MESSAGES)]
+        assert bob.expect("PRIVMSG", 10).params[1] == "from alice"
+    finally:
+        alice.close()
+        bob.close()
