@@ -84,6 +84,21 @@ def test_what_a_dead_broker_wrote_is_read_after_the_write_error(broker_socket):
     out.close()
 
 
+def test_nothing_is_read_after_a_bad_frame(broker_socket):
+    listener, path = broker_socket
+    out = link.BrokerLink(path)
+    assert out.connect()
+    peer, _ = listener.accept()
+    peer.sendall(b"\xff" * 8)
+    out.sock.settimeout(5)
+    with pytest.raises(link.LinkLost):
+        out.read()
+    peer.sendall(ipc.encode(ipc.Kind.DELIVER, b"after the garbage"))
+    peer.close()
+    assert out.read_rest() == []
+    out.close()
+
+
 def test_count_and_overfull():
     out = link.BrokerLink("unused")
     out.queue(ipc.encode(ipc.Kind.SYNC, b""))
