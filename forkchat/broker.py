@@ -22,7 +22,8 @@ workers alive at the death.  Each reconnects and sends HELLO and, if it
 had a nick, REREGISTER (state.reregister restores nick, modes, rooms and
 statuses; room records come back from the store).  Until every listed
 worker is back, gone ("gone" from the supervisor) or RECOVERY_WAIT_S has
-passed, other frames are held, then processed in arrival order.
+passed, other frames are held, then processed in arrival order (after the
+members who came back late are told of any forced Guest rename).
 
 The supervisor's control socket carries CONFIG (a new configuration, on
 reload) and CONTROL ops: "shutdown", "freeze" (keep the room store as it
@@ -224,6 +225,7 @@ class Broker:
 
     def _end_recovery(self) -> None:
         held, self.held = self.held, []
+        self.state.finish_recovery(self.outbox)
         log.info("recovery done, %d held frames to process", len(held))
         for link, kind, payload in held:
             if not link.closed:

@@ -32,6 +32,7 @@ class BrokerLink:
         self._offset = 0              # bytes of out[0] already written
         self._queued = 0              # bytes in out, so a check costs nothing
         self._reader = ipc.FrameReader()
+        self._garbled = False         # a bad frame came: nothing after it can be trusted
         self.write_watched = False    # the owner's selector watches for writability
 
     @property
@@ -50,6 +51,7 @@ class BrokerLink:
         sock.setblocking(False)
         self.sock = sock
         self._reader = ipc.FrameReader()
+        self._garbled = False
         self.write_watched = False
         if self._offset:
             self._queued -= len(self.out.pop(0))
@@ -99,7 +101,27 @@ class BrokerLink:
         try:
             return self._reader.feed(data)
         except ipc.FrameError as error:
+            self._garbled = True
             raise LinkLost(f"bad frame from broker: {error}") from None
+
+    def read_rest(self) -> list[tuple[int, bytes]]:
+        """Every whole frame still readable, up to EOF, an error or an empty
+        buffer: what a broker wrote before it died, which the kernel keeps
+        for us after the write error that may have told us of the death."""
+        assert self.sock is not None
+        frames: list[tuple[int, bytes]] = []
+        while not self._garbled:
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except OSError:             # nothing more now, or the reset after the rest
+                return frames
+            if not data:
+                return frames
+            try:
+                frames += self._reader.feed(data)
+            except ipc.FrameError:
+                self._garbled = True
+        return frames
 
     def flush(self, deadline: float | None = None) -> None:
         """Send what is queued; with a deadline, block until sent or late.

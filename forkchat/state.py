@@ -112,6 +112,8 @@ class ChatState:
         self.registered_count = 0
         self.max_registered = 0
         self.mode_counts = {letter: 0 for letter in USER_MODES}   # registered users per user mode
+        # reregister's forced renames: cid -> (nick lost, NICK line, cids told so far)
+        self.forced_renames: dict[int, tuple[str, bytes, set[int]]] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -191,6 +193,7 @@ class ChatState:
     def _forget(self, cid: int) -> None:
         """Remove every trace of `cid` without telling anyone."""
         client = self.clients.pop(cid, None)
+        self.forced_renames.pop(cid, None)
         if client is None:
             return
         folded = protocol.casefold(client.nick)
@@ -250,7 +253,30 @@ class ChatState:
         if holder is not None:
             recipients.discard(holder.cid)
         old_prefix = protocol.user_prefix(lost, client.user, client.host)
-        out.fanout(recipients, protocol.format_line(old_prefix, "NICK", client.nick))
+        line = protocol.format_line(old_prefix, "NICK", client.nick)
+        out.fanout(recipients, line)
+        self.forced_renames[client.cid] = (lost, line, recipients)
+
+    def finish_recovery(self, out: Outbox) -> None:
+        """Every worker is back: tell the forced renames to members who came
+        back after the renamed client, each once.
+
+        Workers re-register in any order, so when a client lost its nick its
+        rooms may not have had all their members yet; those that came later
+        still hold the lost nick for it.  The broker calls this once the last
+        awaited worker is back (or the wait is over).
+        """
+        renames, self.forced_renames = self.forced_renames, {}
+        for cid, (lost, line, told) in renames.items():
+            client = self.clients.get(cid)
+            if client is None:
+                continue
+            recipients = self.neighbours(client) - told
+            holder = self.nicks.get(protocol.casefold(lost))
+            if holder is not None:
+                recipients.discard(holder.cid)
+            if recipients:
+                out.fanout(recipients, line)
 
     def _free_guest_nick(self, cid: int) -> str:
         base = f"Guest{cid}"

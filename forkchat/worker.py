@@ -680,6 +680,9 @@ class Worker:
         except link.LinkLost as error:
             self._broker_lost(str(error))
             return
+        self._take_frames(frames)
+
+    def _take_frames(self, frames: list[tuple[int, bytes]]) -> None:
         deliver = None if self.tutorial else ipc.Kind.DELIVER
         for kind, payload in frames:
             if kind == deliver:      # most frames: written as they are
@@ -726,7 +729,13 @@ class Worker:
         self.close(reason)
 
     def _broker_lost(self, why: str) -> None:
+        """Reconnect later; first take what the dead broker had written.
+
+        A write to the dead link can fail before its last output was read:
+        those lines (and UPDATEs) are the client's, as forkchat(7) says.
+        """
         if self.link.sock is not None:
+            self._take_frames(self.link.read_rest())
             self.selector.unregister(self.link.sock)
             self.link.close()
         if self.closing:

@@ -62,6 +62,43 @@ def test_eof_is_link_lost(broker_socket):
     out.close()
 
 
+LINES = 6000          # about 80 KB: more than one read (64 KiB), less than the socket buffer
+
+
+def test_what_a_dead_broker_wrote_is_read_after_the_write_error(broker_socket):
+    """A write error may come first; the frames the broker wrote are still there."""
+    listener, path = broker_socket
+    out = link.BrokerLink(path)
+    assert out.connect()
+    peer, _ = listener.accept()
+    out.queue(ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG #a :unread"))
+    out.flush()                        # unread by the peer: its close is a reset, as a kill's
+    peer.sendall(b"".join(ipc.encode(ipc.Kind.DELIVER, b"line %d" % n) for n in range(LINES)))
+    peer.close()
+    out.queue(ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG #a :late"))
+    with pytest.raises(link.LinkLost):
+        out.flush()
+    frames = out.read_rest()
+    assert [payload for _, payload in frames] == [b"line %d" % n for n in range(LINES)]
+    assert out.read_rest() == []
+    out.close()
+
+
+def test_nothing_is_read_after_a_bad_frame(broker_socket):
+    listener, path = broker_socket
+    out = link.BrokerLink(path)
+    assert out.connect()
+    peer, _ = listener.accept()
+    peer.sendall(b"\xff" * 8)
+    out.sock.settimeout(5)
+    with pytest.raises(link.LinkLost):
+        out.read()
+    peer.sendall(ipc.encode(ipc.Kind.DELIVER, b"after the garbage"))
+    peer.close()
+    assert out.read_rest() == []
+    out.close()
+
+
 def test_count_and_overfull():
     out = link.BrokerLink("unused")
     out.queue(ipc.encode(ipc.Kind.SYNC, b""))

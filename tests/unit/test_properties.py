@@ -456,6 +456,7 @@ class ChatStateMachine(RuleBasedStateMachine):
                 self.st.reregister(cid, session.identity(), self.out)
         for cid in [cid for cid in old.clients if cid not in self.sessions]:
             self.st.connect(cid, old.clients[cid].host)   # odd ones just come back bare
+        self.st.finish_recovery(self.out)
         self.before |= set(old.clients)
         got = self._snapshot(self.st)
         for cid in cids:

@@ -63,3 +63,38 @@ def test_no_nick_line_without_a_collision_or_before_registration():
     fresh.st.reregister(2, {"nick": "ALICE", "registered": False}, fresh.out)
     assert fresh.out.lines == []
     assert fresh.out.updates == [(2, {"nick": "Guest2"})]
+
+
+def test_members_back_after_the_rename_are_told_when_recovery_ends():
+    """Workers come back in any order.  A member of the renamed client's room
+    that re-registers after it also holds the lost nick for it: it learns of
+    the rename when recovery ends, once, and the nick's holder never does."""
+    fresh = World()
+    fresh.st.connect(9, HOST)
+    fresh.st.reregister(9, {"nick": "ALICE", "user": "other", "host": HOST,
+                            "rooms": {"#room": "@"}}, fresh.out)
+    _reregister_old_alice(fresh)
+    assert fresh.st.clients[1].nick == "Guest1"
+    fresh.out.lines.clear()
+    fresh.st.connect(2, HOST)
+    fresh.st.reregister(2, {"nick": "bob", "user": "bu", "host": HOST, "rooms": {"#room": ""}},
+                        fresh.out)
+    assert fresh.out.lines == []
+    fresh.st.finish_recovery(fresh.out)
+    assert fresh.out.lines == [(2, f":alice!au@{HOST} NICK Guest1")]
+    fresh.st.finish_recovery(fresh.out)
+    assert len(fresh.out.lines) == 1
+
+
+def test_a_renamed_client_gone_before_recovery_ends_is_not_announced():
+    fresh = World()
+    fresh.st.connect(9, HOST)
+    fresh.st.reregister(9, {"nick": "alice", "user": "other", "host": HOST}, fresh.out)
+    _reregister_old_alice(fresh)
+    fresh.st.connect(2, HOST)
+    fresh.st.reregister(2, {"nick": "bob", "user": "bu", "host": HOST, "rooms": {"#room": ""}},
+                        fresh.out)
+    fresh.st.disconnect(1, "Connection closed", fresh.out)
+    fresh.out.lines.clear()
+    fresh.st.finish_recovery(fresh.out)
+    assert fresh.out.lines == []
