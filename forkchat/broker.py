@@ -286,25 +286,32 @@ class Broker:
             self._flush(link)
         if not mask & selectors.EVENT_READ or link.closed:
             return
-        try:
-            data = link.sock.recv(READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_link(link, "Connection closed")
-            return
-        try:
-            frames = link.reader.feed(data)
-        except ipc.FrameError as error:
-            log.error("link %s: %s", link.cid, error)
-            self._close_link(link, "Connection closed")
-            return
-        for kind, payload in frames:
-            if link.closed:
+        self._read(link)
+
+    def _read(self, link: Link, to_the_end: bool = False) -> None:
+        """Take what the worker sent: one read, or `to_the_end` all there is."""
+        while not link.closed:
+            try:
+                data = link.sock.recv(READ_BYTES)
+            except (BlockingIOError, InterruptedError):
                 return
-            self._on_frame(link, kind, payload)
+            except OSError:
+                data = b""
+            if not data:
+                self._close_link(link, "Connection closed")
+                return
+            try:
+                frames = link.reader.feed(data)
+            except ipc.FrameError as error:
+                log.error("link %s: %s", link.cid, error)
+                self._close_link(link, "Connection closed")
+                return
+            for kind, payload in frames:
+                if link.closed:
+                    return
+                self._on_frame(link, kind, payload)
+            if not to_the_end:
+                return
 
     def _on_frame(self, link: Link, kind: int, payload: bytes) -> None:
         if self.awaiting and kind not in _RECOVERY_FRAMES:
@@ -466,6 +473,9 @@ class Broker:
         try:
             done = link.writer.flush()
         except OSError:
+            # The worker is gone, but what it wrote first (its BYE with the
+            # client's quit reason, a last message) is still ours to read.
+            self._read(link, to_the_end=True)
             self._close_link(link, "Connection closed")
             return
         if done == link.write_watched:      # epoll_ctl only when it changes

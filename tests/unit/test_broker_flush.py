@@ -72,3 +72,18 @@ def test_the_next_heartbeat_bounds_the_select_timeout(one_link):
     assert made._timeout() <= 0.1
     made.next_beat = broker.time.monotonic() - 1.0     # overdue
     assert made._timeout() == 0.0
+
+
+def test_a_worker_gone_after_its_bye_quits_with_its_reason_though_a_write_failed_first(one_link):
+    """The write to a link whose worker has exited fails before the broker
+    has read that worker's last frames: they are read all the same, so the
+    rooms hear the client's own quit reason, not "Connection closed"."""
+    made, peer = one_link
+    quits = []
+    made.state.disconnect = lambda cid, reason, out: quits.append((cid, reason))
+    peer.sendall(ipc.encode(ipc.Kind.BYE, b"Quit: see you"))
+    peer.close()
+    made.outbox.send(1, b"too late\r\n")
+    made.last_flush -= broker.FLUSH_WINDOW_S
+    made._maybe_flush()
+    assert quits == [(1, "Quit: see you")]
