@@ -205,13 +205,16 @@ def cmd_whois(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
         if protocol.casefold(server) != protocol.casefold(st.settings.server_name) \
                 and st.find_nick(server) is None:
             raise numerics.Reply(numerics.ERR_NOSUCHSERVER, server)
-    for nick in state_talk.split_targets(query, state_talk.MAX_TARGETS):
+    nicks = state_talk.split_targets(query)
+    for nick in nicks[:state_talk.MAX_TARGETS]:
         target = st.find_nick(nick)
         if target is None:
             out.send(client.cid, st.numeric(client, numerics.ERR_NOSUCHNICK, nick))
             continue
         for line in _whois_lines(st, client, target):
             out.send(client.cid, line)
+    state_talk.tell_dropped(st, client, out, nicks, state_talk.MAX_TARGETS, "MAXTARGETS",
+                            "nickname(s)", "not looked up")
     out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFWHOIS, query))
 
 
@@ -250,7 +253,8 @@ def cmd_whowas(st: ChatState, client: Client, msg: protocol.Message, out: Outbox
     count_text = msg.param(1)
     count = int(count_text) if count_text.isascii() and count_text.isdigit() else 0
     entries = []
-    for nick in state_talk.split_targets(query, state_talk.MAX_TARGETS):
+    nicks = state_talk.split_targets(query)
+    for nick in nicks[:state_talk.MAX_TARGETS]:
         found = _whowas_entries(st, nick, count)
         if not found:
             out.send(client.cid, st.numeric(client, numerics.ERR_WASNOSUCHNICK, nick))
@@ -262,6 +266,8 @@ def cmd_whowas(st: ChatState, client: Client, msg: protocol.Message, out: Outbox
                                         entry.user, entry.host, "*", text=entry.realname))
         out.send(client.cid, st.numeric(client, numerics.RPL_WHOISSERVER, entry.nick,
                                         st.settings.server_name, text=when))
+    state_talk.tell_dropped(st, client, out, nicks, state_talk.MAX_TARGETS, "MAXTARGETS",
+                            "nickname(s)", "not looked up")
     out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFWHOWAS, query))
 
 

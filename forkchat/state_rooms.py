@@ -321,12 +321,13 @@ def cmd_kick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     One room and several nicks, or as many rooms as nicks, paired in order.
     """
     names = msg.params[0].split(",")
-    nicks = [nick for nick in msg.params[1].split(",") if nick][:MAX_KICKS]
+    named = [nick for nick in msg.params[1].split(",") if nick]
+    nicks = named[:MAX_KICKS]
     if not nicks:                   # 'KICK #r ,' names nobody
         raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "KICK")
     if len(names) == 1:
         pairs = [(names[0], nick) for nick in nicks]
-    elif len(names) == len(nicks):
+    elif len(names) == len(named):
         pairs = list(zip(names, nicks))
     else:
         raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "KICK")
@@ -338,6 +339,8 @@ def cmd_kick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
             kicked[target.cid] = target
         except numerics.Reply as error:
             out.send(client.cid, st.error_line(client, error))
+    state_talk.tell_dropped(st, client, out, named, MAX_KICKS, "KICK", "nickname(s)",
+                            "not kicked")
     for target in kicked.values():
         st.send_rooms_update(target, out)
 

@@ -94,11 +94,24 @@ def _talk(st: ChatState, client: Client, msg: protocol.Message, out: Outbox,
         raise numerics.Reply(numerics.ERR_NORECIPIENT, text=f"No recipient given ({command})")
     for_each(st, client, out, targets[:MAX_TARGETS],
              lambda target: _deliver(st, client, out, command, target, text), quiet=quiet)
-    dropped = targets[MAX_TARGETS:]
-    if dropped and not quiet:       # RFC 2812 407: never drop silently; one line, however many
+    if not quiet:
+        tell_dropped(st, client, out, targets, MAX_TARGETS, "MAXTARGETS",
+                     "recipient(s)", "not delivered")
+
+
+def tell_dropped(st: ChatState, client: Client, out: Outbox, targets: list[str],
+                 limit: int, name: str, noun: str, outcome: str) -> None:
+    """Answer the targets beyond `limit` with one 407 naming the first of them.
+
+    RFC 2812 407: a command is never cut short silently, or a user who
+    asked about (or kicked) five nicks would never learn the fifth was
+    ignored; one line however many, so that a long list costs one reply.
+    """
+    dropped = targets[limit:]
+    if dropped:
         out.send(client.cid, st.numeric(
             client, numerics.ERR_TOOMANYTARGETS, dropped[0],
-            text=f"{len(dropped)} recipient(s) beyond MAXTARGETS={MAX_TARGETS}, not delivered"))
+            text=f"{len(dropped)} {noun} beyond {name}={limit}, {outcome}"))
 
 
 def _deliver(st: ChatState, client: Client, out: Outbox, command: str,

@@ -261,3 +261,22 @@ def test_notice_before_registration_gets_no_reply(clients):
     client.send("NOTICE somebody :hello?")
     client.send("PING :after")
     assert [m.command for m in client.collect_until("PONG")] == ["PONG"]
+
+
+def test_whois_whowas_and_kick_answer_targets_beyond_their_limit_with_407(registered):
+    """WHOIS and WHOWAS look up 4 nicknames (MAXTARGETS), KICK kicks 20 (TARGMAX): the
+    rest got no reply at all, so '/whois a,b,c,d,e' told nothing about e.  One 407
+    names the first left out and how many, as for PRIVMSG."""
+    asker = registered("asker")
+    ask(asker, "JOIN #kicks")
+    whois = ask(asker, "WHOIS w0,w1,w2,w3,w4,w5")
+    assert [(m.command, m.params[1]) for m in whois if m.command != "318"] == \
+        [("401", f"w{index}") for index in range(4)] + [("407", "w4")]
+    assert whois[-2].params[2].startswith("2 nickname(s)")
+    whowas = ask(asker, "WHOWAS w0,w1,w2,w3,w4")
+    assert [(m.command, m.params[1]) for m in whowas if m.command != "369"] == \
+        [("406", f"w{index}") for index in range(4)] + [("407", "w4")]
+    nicks = ",".join(f"k{index}" for index in range(22))
+    kicks = ask(asker, f"KICK #kicks {nicks}")
+    assert [m.command for m in kicks] == ["401"] * 20 + ["407"]
+    assert kicks[-1].params[1:] == ["k20", "2 nickname(s) beyond KICK=20, not kicked"]
