@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from forkchat import config
 
 BACKLOG = 1024
+# What a refused client already sent (irssi's CAP, NICK, USER) is read and
+# thrown away, at most this much, so that the close is a FIN and no reset.
+REFUSE_DRAIN_BYTES = 16384
 log = logging.getLogger("forkchat.supervisor")
 
 
@@ -172,6 +175,29 @@ def refuse(conn: socket.socket, peer: str, reason: str, encrypted: bool = False)
             conn.send(f"ERROR :Closing Link: {peer} ({reason})\r\n".encode())
         except OSError:
             pass
+    _close_without_reset(conn)
+
+
+def _close_without_reset(conn: socket.socket) -> None:
+    """Close after a FIN, having read what the client sent already.
+
+    A socket closed with unread input is reset, not closed: the client
+    read 'Connection reset by peer' after the ERROR line, and a stack that
+    drops its unread input on a reset (Windows) lost the line itself, so
+    the refused user never learnt why.  Only what is there now is read,
+    without waiting: the supervisor never blocks on a client.
+    """
+    try:
+        conn.setblocking(False)
+        conn.shutdown(socket.SHUT_WR)
+        left = REFUSE_DRAIN_BYTES
+        while left > 0:
+            data = conn.recv(left)
+            if not data:
+                break
+            left -= len(data)
+    except OSError:
+        pass
     conn.close()
 
 

@@ -95,3 +95,21 @@ def test_a_current_certificate_loads_without_a_word(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="forkchat.supervisor"):
         listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
     assert not caplog.records
+
+
+def test_a_refused_client_that_spoke_first_reads_the_error_line_then_a_clean_end():
+    """irssi sends CAP, NICK and USER as soon as it connects; a refusal closed the
+    socket with them unread, which is a reset: the client read 'Connection reset
+    by peer' (a Windows one lost the ERROR line itself).  Now: the line, then EOF."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        client.sendall(b"CAP LS 302\r\nNICK late\r\nUSER late 0 * :Late\r\n")
+        conn, _ = server.accept()
+        conn.settimeout(5)
+        assert conn.recv(4, socket.MSG_PEEK) == b"CAP "     # what it sent is there, unread
+        listeners.refuse(conn, "127.0.0.1", "Too many connections from your address")
+        got = b""
+        while chunk := client.recv(4096):                  # ConnectionResetError before
+            got += chunk
+        client.close()
+    assert got == b"ERROR :Closing Link: 127.0.0.1 (Too many connections from your address)\r\n"
