@@ -26,6 +26,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_SECONDS = 86400.0
 SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout")
 ZERO_ALLOWED = ("ping_interval",)      # the only limit where 0 means something: off
+# Limits with a floor above 1, and why: a recvq that cannot hold one whole
+# line cuts off any client whose line arrives in two pieces ("Excess Flood").
+AT_LEAST = {"recvq_bytes": (protocol.MAX_LINE_BYTES, "one whole line")}
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
@@ -322,6 +325,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             errors.append(where.error("limits", key, "must be 0 or more (0: off)"))
         elif key not in ZERO_ALLOWED and value <= 0:
             errors.append(where.error("limits", key, "must be positive"))
+        elif key in AT_LEAST and value < AT_LEAST[key][0]:
+            floor, why = AT_LEAST[key]
+            errors.append(where.error("limits", key, f"must be at least {floor} ({why})"))
         elif key in SECONDS_LIMITS and value > MAX_SECONDS:
             errors.append(where.error("limits", key,
                                       f"must be at most {MAX_SECONDS:.0f} seconds (one day)"))

@@ -151,6 +151,14 @@ def test_a_bad_roomlen_is_one_error_not_two(tmp_path):
         [":2: limits.roomlen: must be positive"]
 
 
+def test_a_recvq_smaller_than_one_line_is_an_error(tmp_path):
+    """recvq_bytes = 100 loaded, and then any line that came in two TCP
+    segments (its first 100 bytes alone) cut its client off with Excess Flood."""
+    assert errors_of(tmp_path, "[limits]\nrecvq_bytes = 511\n") == \
+        [":2: limits.recvq_bytes: must be at least 512 (one whole line)"]
+    assert loads(tmp_path, "[limits]\nrecvq_bytes = 512\n").limits.recvq_bytes == 512
+
+
 def test_default_room_follows_the_configured_roomlen(tmp_path):
     text = '[server]\ndefault_room = "#abcdef"\n[limits]\nroomlen = {}\n'
     assert loads(tmp_path, text.format(7)).server.default_room == "#abcdef"
