@@ -63,13 +63,26 @@ class Admission:
         self.buckets.clear()
 
     def _bucket(self, peer: str) -> flood.TokenBucket:
-        bucket = self.buckets.get(peer)
+        """The address's bucket, moved to the end: `buckets` is kept in the
+        order of last use, so the one to forget is always the first."""
+        bucket = self.buckets.pop(peer, None)
         if bucket is None:
-            if len(self.buckets) >= MAX_CONNECT_BUCKETS:
-                self.buckets = {ip: b for ip, b in self.buckets.items() if not b.full()}
             bucket = flood.TokenBucket(self.limits.connect_burst, self.limits.connect_rate)
-            self.buckets[peer] = bucket
+            self._make_room()
+        self.buckets[peer] = bucket
         return bucket
+
+    def _make_room(self) -> None:
+        """Forget the address that connected least recently, at the bound.
+
+        The bound used to be met by a scan for refilled buckets, which kept
+        every bucket still refilling: connections from more addresses than
+        the bound within a few seconds (easy from one IPv6 /64) made each
+        accept scan them all and the table grow without end.  This costs
+        O(1); a forgotten address only gets its burst back.
+        """
+        while len(self.buckets) >= MAX_CONNECT_BUCKETS:
+            del self.buckets[next(iter(self.buckets))]
 
 
 @dataclass

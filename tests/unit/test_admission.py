@@ -65,3 +65,19 @@ def test_refusal_windows_end_in_start_order_and_are_bounded(monkeypatch):
     assert lines == ["refused 1 more connection from b in 10 s (" + admission.FULL + ")",
                      "refused connection from c: " + admission.FULL]
     assert list(refusals.windows) == [("a", admission.FULL), ("c", admission.FULL)]
+
+
+def test_rate_buckets_stay_bounded_and_forget_the_least_recent_address(monkeypatch):
+    """Many addresses, each still refilling (an IPv6 /64 is plenty): the table grew
+    past MAX_CONNECT_BUCKETS, since only refilled buckets were pruned.  Now the
+    address that connected least recently is forgotten; a recent one keeps its
+    rate."""
+    monkeypatch.setattr(admission, "MAX_CONNECT_BUCKETS", 4)
+    gate = admission.Admission(limits(max_clients=100, max_clients_per_ip=100,
+                                      connect_burst=1, connect_rate=0.001))
+    assert gate.refusal("2001:db8::1") is None
+    for index in range(2, 40):
+        assert gate.refusal(f"2001:db8::{index}") is None
+        assert gate.refusal("2001:db8::1") == admission.TOO_FAST    # used again: kept
+        assert len(gate.buckets) <= 4
+    assert gate.refusal("2001:db8::2") is None     # forgotten long ago: a new burst
