@@ -40,8 +40,3 @@ class TokenBucket:
         if self._tokens >= 1.0 or self.rate <= 0:
             return 0.0
         return (1.0 - self._tokens) / self.rate
-
-    def full(self) -> bool:
-        """Whether the bucket has refilled completely (nothing to remember)."""
-        self._refill()
-        return self._tokens >= self.burst
