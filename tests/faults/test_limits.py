@@ -150,3 +150,31 @@ def test_a_refusal_on_a_tls_listener_writes_no_plain_text(make_server, tmp_path)
         assert raw.recv(200) == b""           # closed, nothing written
     assert "Too many connections" in refused_with(server.port_of("irc"))
     holder.close()
+
+
+def test_a_reload_that_lowers_limits_refuses_new_ones_and_keeps_who_is_there(make_server):
+    """forkchat.toml(5): max_clients_per_ip and rooms_per_client are 'reload'
+    limits; lowered below what clients have, they refuse the next connection and
+    the next join, and drop nobody and leave nobody's rooms."""
+    limits = "[limits]\nmax_clients_per_ip = {}\nrooms_per_client = {}\n"
+    server = make_server(config_text=limits.format(3, 3))
+    kept = [IrcTestClient(server.port) for _ in range(2)]
+    for index, client in enumerate(kept):
+        client.register(f"kept{index}")
+        client.join("#one")
+        client.join("#two")
+    mark = server.log_length()
+    server.write_config(limits.format(1, 1))
+    server.signal(signal.SIGHUP)
+    server.wait_for_text("configuration reloaded", start=mark)
+    server.wait_for_text("broker took the new configuration", start=mark)
+    assert "Too many connections from your address" in refused_with(server.port)
+    for client in kept:
+        client.send("JOIN #three")
+        assert client.expect("405").params[1] == "#three"
+        client.send("PRIVMSG #two :still here")
+        client.send("PART #one")
+        assert client.expect("PART").params[0] == "#one"
+    assert kept[0].expect("PRIVMSG").params == ["#two", "still here"]
+    for client in kept:
+        client.close()
