@@ -2,7 +2,7 @@
 
 Plain bookkeeping with no sockets, so that the rules can be tested on their
 own: `max_clients`, `max_clients_per_ip`, and a connect rate per address
-(a token bucket each, pruned when idle).  `RefusalLog` decides which
+(a token bucket each, the least recently used forgotten at a bound).  `RefusalLog` decides which
 refusals the log shows, so that a flood of them costs a few lines.
 """
 
