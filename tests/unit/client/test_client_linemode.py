@@ -7,6 +7,7 @@ checked is where the next piped line would go.
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
@@ -111,3 +112,26 @@ def test_an_empty_names_or_who_reply_is_printed(line_mode):
     assert [line[6:] for line in printed] == [
         "* #secret: End of /NAMES list", "* #secret: End of /WHO list",
         "* #ops op H u@h (op)", "* Members of #ops: @op"]
+
+
+def test_a_big_read_gets_a_barrier_every_few_lines():
+    """`< file` arrives in one read: with a single barrier at its end, a
+    server restart mid-file resent every line sent so far (hundreds of
+    duplicates); a barrier every BARRIER_LINES bounds what is sent twice."""
+    read_end, write_end = os.pipe()
+    made = linemode.LineMode(connection.Settings(nick="lm", rooms=("#lobby",)),
+                             stdin_fd=read_end, out=io.StringIO(), err=io.StringIO())
+    try:
+        count = 3 * linemode.BARRIER_LINES + 2
+        os.write(write_end, b"".join(b"line %d\n" % number for number in range(count)))
+        made._on_stdin(0)
+        queued = [line for line, _ in made.conn._queue]
+        pings = [index for index, line in enumerate(queued) if line.startswith("PING")]
+        assert len(queued) == count + len(pings)
+        gaps = [after - before - 1 for before, after in zip([-1] + pings, pings)]
+        assert gaps == [linemode.BARRIER_LINES] * 3
+        assert queued[-1] == "PRIVMSG #lobby :line %d" % (count - 1)
+    finally:
+        made.sel.close()
+        os.close(read_end)
+        os.close(write_end)
