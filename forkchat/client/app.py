@@ -38,8 +38,9 @@ modes:
   When the server goes away the client reconnects and rejoins its rooms.
 
   Not on a terminal (or with --line): line mode. Each stdin line is sent to
-  the current room (the first -r room) or run as a /command; what arrives is
-  printed one event per line on stdout:
+  the current room (the first -r room) or run as a /command (a line starting
+  with // is sent as text, less its first /); what arrives is printed one
+  event per line on stdout:
     HH:MM <nick> text            HH:MM * nick joined #room
     HH:MM <nick> [private] text  HH:MM * nick left #room (reason)
     HH:MM #room <nick> text      (talk in a room other than the current one)
