@@ -146,7 +146,7 @@ class LineMode:
         self.conn.quit(self._quit_reason)
 
     def _handle_line(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r")
+        text = decode_input(raw).rstrip("\r")
         if not text.strip():
             return
         try:
@@ -280,6 +280,15 @@ class LineMode:
     def _complain(self, text: str) -> None:
         self._err.write(f"forkchat-client: {text}\n")
         self._err.flush()
+
+
+def decode_input(raw: bytes) -> str:
+    """UTF-8, else Latin-1: a legacy log piped in keeps its accents (`été`)
+    instead of turning into U+FFFD marks, as lines from a server are read."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _confirmed() -> None:

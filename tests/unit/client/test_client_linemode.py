@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from forkchat.client import connection, linemode
+from forkchat.client import connection, ircmsg, linemode
 
 
 @pytest.fixture
@@ -135,3 +135,15 @@ def test_a_big_read_gets_a_barrier_every_few_lines():
         made.sel.close()
         os.close(read_end)
         os.close(write_end)
+
+
+@pytest.mark.parametrize("raw, sent", [
+    ("été ✓".encode(), "été ✓"),
+    ("été".encode("latin-1"), "été"),
+    (b"caf\xe9 \xff", "café ÿ"),
+])
+def test_input_that_is_not_utf8_is_read_as_latin1(line_mode, raw, sent):
+    """A line of a Latin-1 log keeps its letters rather than becoming U+FFFD."""
+    line_mode._handle_line(raw)
+    assert [ircmsg.parse(line).params for line, _ in line_mode.conn._queue] == [
+        ("#lobby", sent)]
