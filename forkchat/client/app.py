@@ -46,9 +46,14 @@ modes:
     HH:MM #room <nick> text      (talk in a room other than the current one)
     HH:MM -nick- notice          HH:MM * nick is now known as new
   Without -n the first stdin line is the nickname. At end of input the
-  client makes sure the server has every line, quits, and exits 0; it
-  exits 1 if it could not connect or register, lost the server for good,
-  or the server rejected a line; 2 on a usage error.
+  client makes sure the server has every line, then quits.
+
+exit status:
+  0    every line was sent (line mode), or the interface was left
+  1    could not connect or register, or lost the server for good; in line
+       mode also a line the server rejected or an invalid /command
+  2    usage error (option, nickname, room, port, password or CA file)
+  130  Ctrl+C in line mode, or at the nickname question
 
 example:
   echo "backup done" | forkchat-client -n cron -r '#ops' chat.example.org
