@@ -278,8 +278,13 @@ class LineMode:
             self._out = open(os.devnull, "w")  # reader went away (| head): go on quietly
 
     def _complain(self, text: str) -> None:
-        self._err.write(f"forkchat-client: {text}\n")
-        self._err.flush()
+        """A line on stderr; a reader of it that went away (`2>&1 | head -1`,
+        a dead logger) must not end the run, only this message."""
+        try:
+            self._err.write(f"forkchat-client: {text}\n")
+            self._err.flush()
+        except BrokenPipeError:
+            self._err = open(os.devnull, "w")
 
 
 def decode_input(raw: bytes) -> str:

@@ -147,3 +147,27 @@ def test_input_that_is_not_utf8_is_read_as_latin1(line_mode, raw, sent):
     line_mode._handle_line(raw)
     assert [ircmsg.parse(line).params for line, _ in line_mode.conn._queue] == [
         ("#lobby", sent)]
+
+
+class ClosedPipe(io.StringIO):
+    """A stream whose reader went away, as stderr under `2>&1 | head -1`."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_complaint_to_a_closed_stderr_does_not_end_the_run():
+    """A harmless status line (nick in use, reconnecting) written to a
+    stderr whose reader is gone raised BrokenPipeError out of run(): exit 1,
+    and the lines still to send were lost."""
+    made = linemode.LineMode(connection.Settings(nick="lm", rooms=("#lobby",)),
+                             out=ClosedPipe(), err=ClosedPipe())
+    try:
+        made.conn.state = "registering"
+        made.conn._handle_raw(b":srv 433 * lm :Nickname is already in use")
+        made._handle_line(b"/bogus")
+        made._handle_line(b"hello")
+        assert made.failures == 1
+        assert [line for line, _ in made.conn._queue][-1] == "PRIVMSG #lobby hello"
+    finally:
+        made.sel.close()
