@@ -55,8 +55,8 @@ exit status:
   2    usage error (option, nickname, room, port, password or CA file)
   130  Ctrl+C in line mode, or at the nickname question
 
-example:
-  echo "backup done" | forkchat-client -n cron -r '#ops' chat.example.org
+example (from cron: stdout to /dev/null, so only a failure is mailed):
+  echo "backup done" | forkchat-client -n cron -r '#ops' chat.example.org >/dev/null
 """
 
 
