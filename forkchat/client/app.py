@@ -226,6 +226,8 @@ def make_settings(args: argparse.Namespace, interactive: bool) -> connection.Set
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read password file {args.password_file}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not password:    # else no PASS is sent, and the server's refusal misleads
+            raise ValueError(f"password file {args.password_file}: its first line is empty")
     if args.tls:
         check_tls(args.ca_file, args.insecure)
     rooms = tuple(room_name(room) for room in (args.rooms or [DEFAULT_ROOM]))

@@ -57,9 +57,20 @@ def test_settings_from_arguments(tmp_path):
     (["-n", "x", "--tls", "--ca-file", __file__], "cannot use CA file"),
 ])
 def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
+    """Each wrong option is one line on stderr and status 2."""
     assert app.main(argv + ["--line"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", ["", "\n", "\ns3cret\n"])
+def test_a_password_file_with_an_empty_first_line_is_a_usage_error(tmp_path, capsys, content):
+    """No PASS went out, and the server's 'wants a password (give it with
+    --password-file)' pointed at the option already given."""
+    secret = tmp_path / "pw"
+    secret.write_text(content)
+    assert app.main(["-n", "x", "--line", "--password-file", str(secret)]) == 2
+    assert "first line is empty" in capsys.readouterr().err
 
 
 def test_a_refused_answer_to_the_question_is_told_on_stderr(monkeypatch, capsys):
