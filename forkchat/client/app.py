@@ -38,19 +38,25 @@ modes:
   When the server goes away the client reconnects and rejoins its rooms.
 
   Not on a terminal (or with --line): line mode. Each stdin line is sent to
-  the current room (the first -r room) or run as a /command; what arrives is
-  printed one event per line on stdout:
+  the current room (the first -r room) or run as a /command (a line starting
+  with // is sent as text, less its first /); what arrives is printed one
+  event per line on stdout:
     HH:MM <nick> text            HH:MM * nick joined #room
     HH:MM <nick> [private] text  HH:MM * nick left #room (reason)
     HH:MM #room <nick> text      (talk in a room other than the current one)
     HH:MM -nick- notice          HH:MM * nick is now known as new
   Without -n the first stdin line is the nickname. At end of input the
-  client makes sure the server has every line, quits, and exits 0; it
-  exits 1 if it could not connect or register, lost the server for good,
-  or the server rejected a line; 2 on a usage error.
+  client makes sure the server has every line, then quits.
 
-example:
-  echo "backup done" | forkchat-client -n cron -r '#ops' chat.example.org
+exit status:
+  0    every line was sent (line mode), or the interface was left
+  1    could not connect or register, or lost the server for good; in line
+       mode also a line the server rejected or an invalid /command
+  2    usage error (option, nickname, room, port, password or CA file)
+  130  Ctrl+C in line mode, or at the nickname question
+
+example (from cron: stdout to /dev/null, so only a failure is mailed):
+  echo "backup done" | forkchat-client -n cron -r '#ops' chat.example.org >/dev/null
 """
 
 
@@ -220,6 +226,8 @@ def make_settings(args: argparse.Namespace, interactive: bool) -> connection.Set
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read password file {args.password_file}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not password:    # else no PASS is sent, and the server's refusal misleads
+            raise ValueError(f"password file {args.password_file}: its first line is empty")
     if args.tls:
         check_tls(args.ca_file, args.insecure)
     rooms = tuple(room_name(room) for room in (args.rooms or [DEFAULT_ROOM]))

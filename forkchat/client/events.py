@@ -59,8 +59,12 @@ class UiEvent:
 
 
 def sanitize(text: str) -> str:
-    """Drop IRC formatting codes and control characters from remote text."""
-    return _FORMATTING.sub("", text)
+    """Drop IRC formatting codes and control characters from remote text.
+
+    A tab becomes a space first: `df` or TSV output piped into a room kept
+    its columns apart with tabs, and dropping them glued the words together.
+    """
+    return _FORMATTING.sub("", text.replace("\t", " "))
 
 
 def message_time(msg: ircmsg.Message) -> float:

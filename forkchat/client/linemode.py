@@ -31,6 +31,10 @@ from forkchat.client import connection, events, ircmsg, slash
 
 GIVE_UP_S = 120.0
 READ_BYTES = 65536
+# A flush barrier (PING) goes behind every this many lines queued, so that a
+# lost connection resends at most these (and the few in flight), not every
+# line since the start of a big read (`< file` is read in one go).
+BARRIER_LINES = 8
 # Replies that mean "a line we sent did not get where it was meant to go", or
 # was refused for want of a privilege (OPER: a wrong password, the back-off
 # wait, no O-line for the host; an operator's or a room operator's command),
@@ -54,6 +58,7 @@ class LineMode:
         self._out = out or sys.stdout
         self._err = err or sys.stderr
         self._pending = b""
+        self._unbarriered = 0     # lines queued since the last flush barrier
         self._reading = False
         self._stdin_is_file = False   # a file or /dev/null: no select(), never blocks
         self._eof = False
@@ -111,8 +116,15 @@ class LineMode:
             self._handle_line(raw)
             if self._eof:
                 return
-        if lines and not self.conn.flush_pending:
-            self.conn.flush(_confirmed)   # a barrier per batch: what to resend after a loss
+            if self._unbarriered >= BARRIER_LINES:
+                self._barrier()
+        if self._unbarriered and not self.conn.flush_pending:
+            self._barrier()     # and one per batch: what to resend after a loss
+
+    def _barrier(self) -> None:
+        """A PING behind the lines queued so far; its PONG confirms them."""
+        self._unbarriered = 0
+        self.conn.flush(_confirmed)
 
     def _finish(self, last: bytes = b"", reason: str = "") -> None:
         """EOF or /quit: stop reading, send the rest, quit after the PONG."""
@@ -134,7 +146,7 @@ class LineMode:
         self.conn.quit(self._quit_reason)
 
     def _handle_line(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r")
+        text = decode_input(raw).rstrip("\r")
         if not text.strip():
             return
         try:
@@ -145,6 +157,7 @@ class LineMode:
             return
         for line in result.lines:
             self.conn.send(line)
+        self._unbarriered += len(result.lines)
         if self.conn.quitting:
             self._stop_reading()    # `/raw QUIT`: leaving as /quit does, with the user's line
             return
@@ -265,8 +278,22 @@ class LineMode:
             self._out = open(os.devnull, "w")  # reader went away (| head): go on quietly
 
     def _complain(self, text: str) -> None:
-        self._err.write(f"forkchat-client: {text}\n")
-        self._err.flush()
+        """A line on stderr; a reader of it that went away (`2>&1 | head -1`,
+        a dead logger) must not end the run, only this message."""
+        try:
+            self._err.write(f"forkchat-client: {text}\n")
+            self._err.flush()
+        except BrokenPipeError:
+            self._err = open(os.devnull, "w")
+
+
+def decode_input(raw: bytes) -> str:
+    """UTF-8, else Latin-1: a legacy log piped in keeps its accents (`été`)
+    instead of turning into U+FFFD marks, as lines from a server are read."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _confirmed() -> None:

@@ -313,7 +313,8 @@ def interpret(text: str, ctx: Context) -> Result:
     name, _, args = text[1:].partition(" ")
     command = COMMANDS.get(name.lower())
     if command is None:
-        raise SlashError(f"unknown command /{name} (/help lists them)")
+        raise SlashError(f"unknown command /{name} (/help lists them; a line that starts"
+                         " with // is sent as text, without its first /)")
     if len(args.split()) < command.min_args:
         raise SlashError("usage: " + command.usage)
     return command.handler(args, ctx)

@@ -447,3 +447,44 @@ def test_a_refused_oper_names_oper_and_the_reason(make_server):
     assert re.fullmatch(r"forkchat-client: OPER refused: Too soon after a failed OPER"
                         r" attempt, try again in \d+ s", err[1]), err
     assert err[2:] == ["forkchat-client: 2 line(s) refused or not delivered"], err
+
+
+@pytest.mark.timeout(120)
+def test_a_restart_in_the_middle_of_a_long_input_repeats_only_a_few_lines(make_server,
+                                                                          line_client):
+    """A block of input read in one go had one confirmation at its end, so a
+    restart part-way resent every line sent so far; now only the last few."""
+    total, cut = 40, 24
+    first = make_server()
+    port = first.port
+    client = line_client("-n", "bulk", "-r", "#ops", f"127.0.0.1:{port}")
+    client.wait_for(r"\* bulk joined #ops")
+    watcher = IrcTestClient(first.port)
+    try:
+        watcher.register("watcher")
+        watcher.join("#ops")
+        assert client.proc.stdin is not None
+        client.proc.stdin.write(b"".join(b"line %d\n" % n for n in range(1, total + 1)))
+        client.proc.stdin.flush()
+        for number in range(1, cut + 1):
+            expect_privmsg(watcher, "bulk", "#ops", f"line {number}")
+    finally:
+        watcher.close()
+    first.stop()
+    # After two refused retries the next is 4 s away: time for the watcher
+    # to be in #ops before the client is back and resends (else it sees less).
+    client.wait_for(r"Connection refused; reconnecting in 4 s", where="err")
+    second = make_server(listen=[f"127.0.0.1:{port}"])
+    watcher = IrcTestClient(second.port)
+    try:
+        watcher.register("watcher")
+        watcher.join("#ops")
+        again: list[str] = []
+        while f"line {total}" not in again:
+            msg = watcher.expect(lambda m: m.command == "PRIVMSG", 30)
+            again.append(msg.params[-1])
+    finally:
+        watcher.close()
+    repeated = [line for line in again if int(line.split()[1]) <= cut]
+    assert len(repeated) <= 10, again   # a barrier every 8 lines, and one in flight
+    assert client.finish() == 0

@@ -1,5 +1,6 @@
 """Command line parsing of forkchat-client."""
 
+import pathlib
 import re
 
 import pytest
@@ -56,9 +57,20 @@ def test_settings_from_arguments(tmp_path):
     (["-n", "x", "--tls", "--ca-file", __file__], "cannot use CA file"),
 ])
 def test_usage_errors_exit_2_with_one_line(argv, message, capsys):
+    """Each wrong option is one line on stderr and status 2."""
     assert app.main(argv + ["--line"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", ["", "\n", "\ns3cret\n"])
+def test_a_password_file_with_an_empty_first_line_is_a_usage_error(tmp_path, capsys, content):
+    """No PASS went out, and the server's 'wants a password (give it with
+    --password-file)' pointed at the option already given."""
+    secret = tmp_path / "pw"
+    secret.write_text(content)
+    assert app.main(["-n", "x", "--line", "--password-file", str(secret)]) == 2
+    assert "first line is empty" in capsys.readouterr().err
 
 
 def test_a_refused_answer_to_the_question_is_told_on_stderr(monkeypatch, capsys):
@@ -96,8 +108,20 @@ def test_help_documents_both_modes(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for needle in ("full-screen", "line mode", "HH:MM <nick> text", "[private]",
-                   "HH:MM * nick joined #room", "exits 0", "first stdin line is the nickname"):
+                   "HH:MM * nick joined #room", "exit status:", "first stdin line is the nickname"):
         assert needle in text
+
+
+def test_help_lists_every_exit_status_of_the_man_page(capsys):
+    """A script's author reads --help: 130 (Ctrl+C) was missing from it."""
+    man = pathlib.Path(__file__).parents[3] / "man" / "forkchat-client.1"
+    section = man.read_text().split(".SH EXIT STATUS")[1].split(".SH ")[0]
+    documented = re.findall(r"^\.TP\n\.B (\d+)$", section, re.M)
+    with pytest.raises(SystemExit):
+        app.main(["--help"])
+    help_section = capsys.readouterr().out.split("exit status:\n")[1].split("\n\n")[0]
+    listed = re.findall(r"^  (\d+) ", help_section, re.M)
+    assert documented == listed == ["0", "1", "2", "130"]
 
 
 def test_help_names_every_slash_command(capsys):

@@ -18,6 +18,8 @@ def line_for(raw: str, me: str = "bob", current: str = "#lobby") -> list[str]:
 @pytest.mark.parametrize("raw, printed", [
     (":alice!a@h PRIVMSG #lobby :hello all", "09:05 <alice> hello all"),
     (":alice!a@h PRIVMSG #ops :elsewhere", "09:05 #ops <alice> elsewhere"),
+    # a tab (df or TSV output piped in) separates words; other controls go
+    (":alice!a@h PRIVMSG #lobby :/dev/sda1\t42%\x07\x1b[31m", "09:05 <alice> /dev/sda1 42%[31m"),
     (":alice!a@h PRIVMSG bob :psst", "09:05 <alice> [private] psst"),
     (":alice!a@h PRIVMSG #lobby :\x01ACTION waves\x01", "09:05 * alice waves"),
     (":alice!a@h NOTICE #lobby :heads up", "09:05 -alice- heads up"),

@@ -7,10 +7,11 @@ checked is where the next piped line would go.
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
-from forkchat.client import connection, linemode
+from forkchat.client import connection, ircmsg, linemode
 
 
 @pytest.fixture
@@ -111,3 +112,62 @@ def test_an_empty_names_or_who_reply_is_printed(line_mode):
     assert [line[6:] for line in printed] == [
         "* #secret: End of /NAMES list", "* #secret: End of /WHO list",
         "* #ops op H u@h (op)", "* Members of #ops: @op"]
+
+
+def test_a_big_read_gets_a_barrier_every_few_lines():
+    """`< file` arrives in one read: with a single barrier at its end, a
+    server restart mid-file resent every line sent so far (hundreds of
+    duplicates); a barrier every BARRIER_LINES bounds what is sent twice."""
+    read_end, write_end = os.pipe()
+    made = linemode.LineMode(connection.Settings(nick="lm", rooms=("#lobby",)),
+                             stdin_fd=read_end, out=io.StringIO(), err=io.StringIO())
+    try:
+        count = 3 * linemode.BARRIER_LINES + 2
+        os.write(write_end, b"".join(b"line %d\n" % number for number in range(count)))
+        made._on_stdin(0)
+        queued = [line for line, _ in made.conn._queue]
+        pings = [index for index, line in enumerate(queued) if line.startswith("PING")]
+        assert len(queued) == count + len(pings)
+        gaps = [after - before - 1 for before, after in zip([-1] + pings, pings)]
+        assert gaps == [linemode.BARRIER_LINES] * 3
+        assert queued[-1] == "PRIVMSG #lobby :line %d" % (count - 1)
+    finally:
+        made.sel.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("raw, sent", [
+    ("été ✓".encode(), "été ✓"),
+    ("été".encode("latin-1"), "été"),
+    (b"caf\xe9 \xff", "café ÿ"),
+])
+def test_input_that_is_not_utf8_is_read_as_latin1(line_mode, raw, sent):
+    """A line of a Latin-1 log keeps its letters rather than becoming U+FFFD."""
+    line_mode._handle_line(raw)
+    assert [ircmsg.parse(line).params for line, _ in line_mode.conn._queue] == [
+        ("#lobby", sent)]
+
+
+class ClosedPipe(io.StringIO):
+    """A stream whose reader went away, as stderr under `2>&1 | head -1`."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_complaint_to_a_closed_stderr_does_not_end_the_run():
+    """A harmless status line (nick in use, reconnecting) written to a
+    stderr whose reader is gone raised BrokenPipeError out of run(): exit 1,
+    and the lines still to send were lost."""
+    made = linemode.LineMode(connection.Settings(nick="lm", rooms=("#lobby",)),
+                             out=ClosedPipe(), err=ClosedPipe())
+    try:
+        made.conn.state = "registering"
+        made.conn._handle_raw(b":srv 433 * lm :Nickname is already in use")
+        made._handle_line(b"/bogus")
+        made._handle_line(b"hello")
+        assert made.failures == 1
+        assert [line for line, _ in made.conn._queue][-1] == "PRIVMSG #lobby hello"
+    finally:
+        made.sel.close()

@@ -70,6 +70,14 @@ def test_errors(typed, context, message):
         slash.interpret(typed, context)
 
 
+def test_an_unknown_command_says_how_to_send_a_slash_as_text():
+    """`/etc/passwd is world-readable` piped in is refused: say how to send it."""
+    with pytest.raises(slash.SlashError, match="starts with // is sent as text"):
+        slash.interpret("/etc/passwd is world-readable", ROOM)
+    assert slash.interpret("//etc/passwd is world-readable", ROOM).lines == (
+        "PRIVMSG #lobby :/etc/passwd is world-readable",)
+
+
 def test_part_says_which_room_it_leaves():
     """Line mode needs it at once: the server's echo comes after later lines."""
     assert slash.interpret("/part", ROOM).local == (("parting", "#lobby"),)
