@@ -298,11 +298,7 @@ class Connection:
         self._deadlines["idle"] = time.monotonic() + IDLE_PING_S
         self._deadlines.pop("pong", None)
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        try:
-            msg = ircmsg.parse(text)
+            msg = ircmsg.parse(ircmsg.decode(raw))
         except ValueError:
             return
         me = self.nick

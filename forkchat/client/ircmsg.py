@@ -90,6 +90,15 @@ def parse(line: str) -> Message:
     return Message(tags, prefix, words[0].upper(), tuple(words[1:] + trailing))
 
 
+def decode(raw: bytes) -> str:
+    """UTF-8, else Latin-1: what old servers send, and what a legacy log
+    piped into line mode holds, keeps its accents instead of U+FFFD marks."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def nick_of(prefix: str) -> str:
     """`nick!user@host` -> `nick`; a server name stays as it is."""
     return prefix.split("!", 1)[0].split("@", 1)[0]

@@ -146,7 +146,7 @@ class LineMode:
         self.conn.quit(self._quit_reason)
 
     def _handle_line(self, raw: bytes) -> None:
-        text = decode_input(raw).rstrip("\r")
+        text = ircmsg.decode(raw).rstrip("\r")
         if not text.strip():
             return
         try:
@@ -285,15 +285,6 @@ class LineMode:
             self._err.flush()
         except BrokenPipeError:
             self._err = open(os.devnull, "w")
-
-
-def decode_input(raw: bytes) -> str:
-    """UTF-8, else Latin-1: a legacy log piped in keeps its accents (`été`)
-    instead of turning into U+FFFD marks, as lines from a server are read."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
 
 
 def _confirmed() -> None:
