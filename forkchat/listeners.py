@@ -108,12 +108,14 @@ ENCRYPTED_KEY = ("the private key is encrypted with a passphrase; give the serve
 
 
 # OpenSSL's own words ("[SSL] PEM lib (_ssl.c:3905)") tell an operator little.
+NOT_PEM = "not a PEM certificate chain and its PEM private key"
+WRONG_KEY = "the key does not belong to the certificate"
 SSL_REASONS = {
-    None: "not a PEM certificate chain and its PEM private key",
-    "PEM_LIB": "not a PEM certificate chain and its PEM private key",
-    "KEY_VALUES_MISMATCH": "the key does not belong to the certificate",
+    None: NOT_PEM,
+    "PEM_LIB": NOT_PEM,
+    "KEY_VALUES_MISMATCH": WRONG_KEY,
     # OpenSSL 3's word for a key of another type (an EC key for an RSA certificate).
-    "NO_CERTIFICATE_ASSIGNED": "the key does not belong to the certificate",
+    "NO_CERTIFICATE_ASSIGNED": WRONG_KEY,
 }
 
 

@@ -91,9 +91,9 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[
     """
     text = chunk.decode("utf-8", "replace")
     text = " ".join(part for part in re.split(r"[\r\n\0]+", text) if part).strip()
-    for own in (f"{nick}:", f"{typed}:" if typed else f"{nick}:"):
-        if text.startswith(own):
-            text = text[len(own):].lstrip()
+    for name in filter(None, (nick, typed)):
+        if text.startswith(f"{name}:"):
+            text = text[len(name) + 1:].lstrip()
             break
     if not text:
         return []

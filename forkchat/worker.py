@@ -46,6 +46,7 @@ ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line 
 # The first bytes of a TLS ClientHello: a handshake record, protocol major 3.
 TLS_RECORD_START = b"\x16\x03"
 PLAIN_PORT_TEXT = "This port does not speak TLS: connect without TLS"
+TLS_PORT_TEXT = "This port speaks TLS: connect with TLS"
 # OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
 PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
 TLS_WRITE_BYTES = 16384       # one TLS record: the most handed to OpenSSL at once
@@ -277,7 +278,7 @@ class Worker:
         otherwise read only "connection lost" and never learn why.  The
         bytes go under OpenSSL, straight to the socket; the close follows.
         """
-        text = f"Closing Link: {self.session.host} (This port speaks TLS: connect with TLS)"
+        text = f"Closing Link: {self.session.host} ({TLS_PORT_TEXT})"
         try:
             socket.socket.send(self.sock, protocol.format_line("", "ERROR", text))
         except OSError:
@@ -395,9 +396,10 @@ class Worker:
 
     def _check_long_line(self) -> None:
         if len(self.recvq) > protocol.MAX_LINE_BYTES:
-            quiet = protocol.command_word(bytes(self.recvq[:protocol.MAX_LINE_BYTES])) == "NOTICE"
+            head = self.recvq[:protocol.MAX_LINE_BYTES]
+            answer = not self.discarding and _may_answer(bytes(head))
             del self.recvq[:]
-            if not self.discarding and not quiet:
+            if answer:
                 self.reply(numerics.ERR_INPUTTOOLONG)
             self.discarding = True
 
@@ -411,13 +413,13 @@ class Worker:
         if not line.strip():
             return None
         if len(line) > protocol.MAX_BODY_BYTES:
-            if protocol.command_word(line) != "NOTICE":
+            if _may_answer(line):
                 self.reply(numerics.ERR_INPUTTOOLONG)
             return None
         try:
             return protocol.parse_line(line)
         except protocol.ProtocolError as error:
-            if protocol.command_word(line) != "NOTICE":
+            if _may_answer(line):
                 self.write(protocol.format_line(self.cfg.server.name, "NOTICE", self.session.target,
                                                 f"{error.reason}; line ignored"))
             return None
@@ -811,6 +813,12 @@ class Worker:
     def _on_flood_timer(self) -> None:
         self._process_input()
 
+
+
+def _may_answer(line: bytes) -> bool:
+    """Whether an unusable line may draw an error reply: a NOTICE never may
+    (RFC 2812 3.3.2), however it came to be unusable."""
+    return protocol.command_word(line) != "NOTICE"
 
 _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {
     ipc.Kind.DELIVER: Worker._on_deliver,
