@@ -29,6 +29,13 @@ ZERO_ALLOWED = ("ping_interval",)      # the only limit where 0 means something:
 # Limits with a floor above 1, and why: a recvq that cannot hold one whole
 # line cuts off any client whose line arrives in two pieces ("Excess Flood").
 AT_LEAST = {"recvq_bytes": (protocol.MAX_LINE_BYTES, "one whole line")}
+# Lengths with a ceiling, and why: 005 announces them, and a client that
+# believes NICKLEN=100000 builds lines no 512-byte limit carries.
+AT_MOST = {
+    "nicklen": (64, "a nick change carries two nicks and a prefix in one line"),
+    "roomlen": (200, "RFC 1459's own bound on room names"),
+    "topiclen": (480, "a longer topic never fits in a 512-byte line"),
+}
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
@@ -328,6 +335,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
         elif key in AT_LEAST and value < AT_LEAST[key][0]:
             floor, why = AT_LEAST[key]
             errors.append(where.error("limits", key, f"must be at least {floor} ({why})"))
+        elif key in AT_MOST and value > AT_MOST[key][0]:
+            ceiling, why = AT_MOST[key]
+            errors.append(where.error("limits", key, f"must be at most {ceiling} ({why})"))
         elif key in SECONDS_LIMITS and value > MAX_SECONDS:
             errors.append(where.error("limits", key,
                                       f"must be at most {MAX_SECONDS:.0f} seconds (one day)"))

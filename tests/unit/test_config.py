@@ -159,6 +159,17 @@ def test_a_recvq_smaller_than_one_line_is_an_error(tmp_path):
     assert loads(tmp_path, "[limits]\nrecvq_bytes = 512\n").limits.recvq_bytes == 512
 
 
+@pytest.mark.parametrize("key, ceiling", [("nicklen", 64), ("roomlen", 200),
+                                          ("topiclen", 480)])
+def test_announced_lengths_have_a_ceiling(tmp_path, key, ceiling):
+    """005 announces these; nicklen = 100000 was loaded, and clients were
+    told they could send nicks no 512-byte line carries."""
+    errors = errors_of(tmp_path, f"[limits]\n{key} = {ceiling + 1}\n")
+    assert len(errors) == 1 and errors[0].startswith(
+        f":2: limits.{key}: must be at most {ceiling} (")
+    assert getattr(loads(tmp_path, f"[limits]\n{key} = {ceiling}\n").limits, key) == ceiling
+
+
 def test_default_room_follows_the_configured_roomlen(tmp_path):
     text = '[server]\ndefault_room = "#abcdef"\n[limits]\nroomlen = {}\n'
     assert loads(tmp_path, text.format(7)).server.default_room == "#abcdef"
