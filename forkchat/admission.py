@@ -2,12 +2,14 @@
 
 Plain bookkeeping with no sockets, so that the rules can be tested on their
 own: `max_clients`, `max_clients_per_ip`, and a connect rate per address
-(a token bucket each, the least recently used forgotten at a bound).  `RefusalLog` decides which
+(a token bucket each, the least recently used forgotten at a bound).  The
+per-address limits count an address's block (`ipv4_prefix`, `ipv6_prefix`).  `RefusalLog` decides which
 refusals the log shows, so that a flood of them costs a few lines.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from forkchat import config, flood
@@ -27,49 +29,82 @@ def peer_address(address: str) -> str:
     return address[7:] if address.startswith("::ffff:") else address
 
 
+def address_block(peer: str, ipv4_prefix: int = 32, ipv6_prefix: int = 128) -> str:
+    """The block whose connections `peer` is counted with, as text.
+
+    An IPv6 host is commonly handed a whole /64, and picks a fresh address
+    in it at will: counted one by one, its addresses would each get their
+    own max_clients_per_ip and connect burst.  A full-length prefix (or a
+    peer that is no IP address) is the address itself.
+    """
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
+    if prefix >= address.max_prefixlen:
+        return peer
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def _count(counts: dict[str, int], key: str, step: int) -> None:
+    left = counts.get(key, 0) + step
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 class Admission:
     def __init__(self, limits: config.Limits) -> None:
         self.limits = limits
         self.clients = 0                          # admitted and not yet gone
-        self.per_ip: dict[str, int] = {}
+        self.per_ip: dict[str, int] = {}          # connected clients per address
+        self.per_block: dict[str, int] = {}       # ... and per address block
         self.buckets: dict[str, flood.TokenBucket] = {}
+
+    def block(self, peer: str) -> str:
+        return address_block(peer, self.limits.ipv4_prefix, self.limits.ipv6_prefix)
 
     def refusal(self, peer: str) -> str | None:
         """Why `peer` may not connect now, or None.  Asking takes a token
-        from its rate bucket, as a connection attempt does."""
+        from its block's rate bucket, as a connection attempt does."""
         if self.clients >= self.limits.max_clients:
             return FULL
-        if self.per_ip.get(peer, 0) >= self.limits.max_clients_per_ip:
+        block = self.block(peer)
+        if self.per_block.get(block, 0) >= self.limits.max_clients_per_ip:
             return TOO_MANY_FROM_ADDRESS
-        if not self._bucket(peer).take():
+        if not self._bucket(block).take():
             return TOO_FAST
         return None
 
     def admitted(self, peer: str) -> None:
         self.clients += 1
-        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
+        _count(self.per_ip, peer, 1)
+        _count(self.per_block, self.block(peer), 1)
 
     def gone(self, peer: str) -> None:
         self.clients -= 1
-        left = self.per_ip.get(peer, 1) - 1
-        if left:
-            self.per_ip[peer] = left
-        else:
-            self.per_ip.pop(peer, None)
+        _count(self.per_ip, peer, -1)
+        _count(self.per_block, self.block(peer), -1)
 
     def reload(self, limits: config.Limits) -> None:
-        """New limits; rates start afresh (counts of connected clients stay)."""
+        """New limits; rates start afresh, counts of connected clients stay
+        (regrouped, if the prefixes changed)."""
         self.limits = limits
         self.buckets.clear()
+        self.per_block = {}
+        for peer, connected in self.per_ip.items():
+            _count(self.per_block, self.block(peer), connected)
 
-    def _bucket(self, peer: str) -> flood.TokenBucket:
-        """The address's bucket, moved to the end: `buckets` is kept in the
+    def _bucket(self, block: str) -> flood.TokenBucket:
+        """The block's bucket, moved to the end: `buckets` is kept in the
         order of last use, so the one to forget is always the first."""
-        bucket = self.buckets.pop(peer, None)
+        bucket = self.buckets.pop(block, None)
         if bucket is None:
             bucket = flood.TokenBucket(self.limits.connect_burst, self.limits.connect_rate)
             self._make_room()
-        self.buckets[peer] = bucket
+        self.buckets[block] = bucket
         return bucket
 
     def _make_room(self) -> None:
@@ -106,9 +141,11 @@ class RefusalLog:
         self.window_s = window_s
         self.windows: dict[tuple[str, str], _Window] = {}
 
-    def refused(self, peer: str, reason: str, now: float) -> list[str]:
-        """The lines to log for this refusal (none while it is counted)."""
-        key = (peer, reason)
+    def refused(self, peer: str, reason: str, now: float, block: str = "") -> list[str]:
+        """The lines to log for this refusal (none while it is counted).
+        Refusals are counted per address block, when one is given: a flood
+        from fresh addresses of one IPv6 /64 is one window."""
+        key = (block or peer, reason)
         window = self.windows.get(key)
         if window is not None and now - window.started < self.window_s:
             window.more += 1
@@ -119,7 +156,8 @@ class RefusalLog:
         if len(self.windows) > MAX_REFUSAL_WINDOWS:
             oldest = next(iter(self.windows))
             lines += [line for line in (self._end(oldest),) if line]
-        return lines + [f"refused connection from {peer}: {reason}"]
+        named = peer if key[0] == peer else f"{peer} ({key[0]})"
+        return lines + [f"refused connection from {named}: {reason}"]
 
     def expire(self, now: float) -> list[str]:
         """Close the windows that have ended; the summaries of those that counted."""

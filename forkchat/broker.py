@@ -44,7 +44,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from forkchat import __version__, children, config, ipc, log as logsetup, numerics
-from forkchat import operguard, protocol, state, store
+from forkchat import admission, operguard, protocol, state, store
 
 log = logging.getLogger("forkchat.broker")
 
@@ -380,7 +380,7 @@ class Broker:
         log.info("conn %d became operator %s", link.cid, info.get("name"))
         client = self.state.clients.get(link.cid)
         if client is not None:
-            operguard.succeeded(self.oper_guard, client.host)
+            operguard.succeeded(self.oper_guard, self._oper_block(client.host))
         self.state.set_oper(link.cid, str(info.get("name", "")), self.outbox)
 
     def _on_oper_failed(self, link: Link, payload: bytes) -> None:
@@ -390,22 +390,29 @@ class Broker:
         client = self.state.clients.get(link.cid) if link.cid is not None else None
         if client is None:
             return
-        host, now = client.host, time.monotonic()
-        not_before = operguard.failed(self.oper_guard, host, now)
+        block, now = self._oper_block(client.host), time.monotonic()
+        not_before = operguard.failed(self.oper_guard, block, now)
         if not_before <= now:
             return                          # one of the address's free failures
-        count = operguard.failures(self.oper_guard, host)
+        count = operguard.failures(self.oper_guard, block)
         if count == operguard.FREE_FAILURES + 1:
             log.warning("OPER from %s must wait: %d failed attempts, the last as %r",
-                        host, count, str(info.get("name", "")))
+                        block, count, str(info.get("name", "")))
         # (a list: a full link drops its client, which changes the table)
-        for cid in [c.cid for c in self.state.clients.values() if c.host == host]:
+        for cid in [c.cid for c in self.state.clients.values()
+                    if self._oper_block(c.host) == block]:
             self.outbox.update(cid, {"oper_address_not_before": not_before})
+
+    def _oper_block(self, host: str) -> str:
+        """Failed OPERs count per address block, as the connection limits
+        do: a guesser with an IPv6 /64 has fresh addresses without end."""
+        limits = self.cfg.limits
+        return admission.address_block(host, limits.ipv4_prefix, limits.ipv6_prefix)
 
     def _tell_oper_wait(self, cid: int, host: str) -> None:
         """A new connection learns its address's OPER wait, if there is one."""
         now = time.monotonic()
-        not_before = operguard.not_before(self.oper_guard, host, now)
+        not_before = operguard.not_before(self.oper_guard, self._oper_block(host), now)
         if not_before > now:
             self.outbox.update(cid, {"oper_address_not_before": not_before})
 

@@ -35,6 +35,8 @@ AT_MOST = {
     "nicklen": (64, "a nick change carries two nicks and a prefix in one line"),
     "roomlen": (200, "RFC 1459's own bound on room names"),
     "topiclen": (480, "a longer topic never fits in a 512-byte line"),
+    "ipv4_prefix": (32, "the length of an IPv4 address"),
+    "ipv6_prefix": (128, "the length of an IPv6 address"),
 }
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
@@ -70,6 +72,8 @@ class Server:
 class Limits:
     max_clients: int = 5000
     max_clients_per_ip: int = 50
+    ipv4_prefix: int = 32
+    ipv6_prefix: int = 64
     connect_burst: int = 100
     connect_rate: float = 20.0
     sendq_bytes: int = 262144

@@ -282,7 +282,8 @@ class Supervisor:
             self.spawn_worker(conn, peer, bound)
             return
         listeners.refuse(conn, peer, reason, bound.tls is not None)
-        self._log_refusals(self.refusals.refused(peer, reason, time.monotonic()))
+        self._log_refusals(self.refusals.refused(peer, reason, time.monotonic(),
+                                                 self.admission.block(peer)))
 
     def _log_refusals(self, lines: list[str]) -> None:
         """Log what RefusalLog says and wake up when its next window ends."""

@@ -36,6 +36,35 @@ def test_max_clients_per_ip(make_server):
     only.close()
 
 
+def refused_from(port: int, source: str) -> str:
+    client = IrcTestClient(port, source=source)
+    closing = client.expect_closed(timeout=5)
+    client.close()
+    assert closing and closing[-1].command == "ERROR"
+    return closing[-1].params[0]
+
+
+def test_max_clients_per_ip_counts_the_address_block(make_server):
+    """ipv4_prefix = 24: 127.0.0.1 and 127.0.0.2 (all of 127/8 is loopback)
+    count as one block, as the addresses of one IPv6 /64 do by default."""
+    server = make_server(config_text="[limits]\nmax_clients_per_ip = 1\nipv4_prefix = 24\n")
+    only = IrcTestClient(server.port, source="127.0.0.1")
+    only.register("only")
+    assert "Too many connections from your address" in refused_from(server.port, "127.0.0.2")
+    server.wait_for_text("refused connection from 127.0.0.2 (127.0.0.0/24): Too many")
+    only.close()
+
+
+def test_without_a_block_another_address_is_not_counted(make_server):
+    server = make_server(config_text="[limits]\nmax_clients_per_ip = 1\n")
+    first = IrcTestClient(server.port, source="127.0.0.1")
+    first.register("first")
+    second = IrcTestClient(server.port, source="127.0.0.2")
+    assert second.register("second")[0].command == "001"
+    first.close()
+    second.close()
+
+
 def test_connection_rate_per_ip(make_server):
     server = make_server(config_text="[limits]\nconnect_burst = 3\nconnect_rate = 0.1\n")
     kept = [IrcTestClient(server.port) for _ in range(3)]

@@ -88,8 +88,8 @@ def guarded(make_server):
                                    + TEST_LIMITS)
 
 
-def connect(guarded, nick):
-    client = IrcTestClient(guarded.port)
+def connect(guarded, nick, source=None):
+    client = IrcTestClient(guarded.port, source=source)
     client.register(nick)
     return client
 
@@ -165,6 +165,20 @@ def test_below_the_free_failures_an_operator_still_gets_in(guarded):
     late = connect(guarded, "late")
     assert_told_to_wait(late, since)
     late.close()
+
+
+def test_the_wait_covers_the_address_block(make_server):
+    """Failed OPERs count per address block, as the connection limits do: a
+    guesser with an IPv6 /64 would otherwise have fresh addresses without end.
+    With ipv4_prefix = 24, 127.0.0.2 waits for the failures of 127.0.0.1."""
+    hashed = passwords.hash_password("pw")
+    server = make_server(config_text=f'[[operators]]\nname = "admin"\npassword = "{hashed}"\n'
+                                     + TEST_LIMITS + "ipv4_prefix = 24\n")
+    since = fail_past_the_free_ones(server, "guess")
+    neighbour = connect(server, "neighbour", source="127.0.0.2")
+    assert_told_to_wait(neighbour, since)
+    server.wait_for_text("OPER from 127.0.0.0/24 must wait")
+    neighbour.close()
 
 
 # -- KILL ---------------------------------------------------------------------

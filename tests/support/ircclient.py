@@ -13,8 +13,10 @@ DEFAULT_TIMEOUT = 5.0
 
 
 class IrcTestClient:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT,
+                 source: str | None = None) -> None:
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.buffer = b""
         self.nick = ""

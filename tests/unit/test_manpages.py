@@ -106,7 +106,7 @@ CLIENT_OPTIONS = ["-n, --nick nick", "-r, --room room", "--tls", "--ca-file file
                   "--password-file file", "--line", "-h, --help"]
 CONFIG_KEYS = ["name", "network", "motd", "motd_file", "password", "default_room",
                "state_dir", "user", "group", "allow_root", "memory_merge", "address", "port", "protocol",
-               "tls_cert", "tls_key", "max_clients", "max_clients_per_ip", "sendq_bytes",
+               "tls_cert", "tls_key", "max_clients", "max_clients_per_ip", "ipv4_prefix", "ipv6_prefix", "sendq_bytes",
                "recvq_bytes", "flood_burst", "flood_rate", "registration_timeout",
                "ping_interval", "ping_timeout", "nicklen", "roomlen", "topiclen",
                "rooms_per_client", "members_per_room", "bans_per_room", "level"]
