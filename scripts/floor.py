@@ -134,9 +134,17 @@ def _receive_all(selector: selectors.BaseSelector, count: int, started: float) -
 
 
 def _percentiles_ms(samples: list[float]) -> dict:
+    """p50 and p99 by nearest rank (the ceil(n*p)-th smallest), as bench.py has them.
+
+    Indexing at int(n * p) instead took one rank too high: the p99 of 100
+    frames was their maximum.
+    """
     samples = sorted(samples)
-    return {"p50": round(samples[len(samples) // 2] * 1e3, 3),
-            "p99": round(samples[int(len(samples) * 0.99)] * 1e3, 3)}
+
+    def at(percent: int) -> float:
+        rank = max(1, -(-len(samples) * percent // 100))     # ceil, in whole numbers
+        return round(samples[rank - 1] * 1e3, 3)
+    return {"p50": at(50), "p99": at(99)}
 
 
 def measure_direct(receivers: int, frames: int, interval_s: float) -> dict:

@@ -44,3 +44,22 @@ def test_floor_refuses_unbounded_loads():
     done = subprocess.run([sys.executable, FLOOR, "--children", "100000"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "--children 1-1000" in done.stderr
+
+
+def load_floor(monkeypatch):
+    """scripts/floor.py as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("floor_under_test", FLOOR)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("count, p50, p99", [
+    (1, 1, 1), (2, 1, 2), (20, 10, 20), (100, 50, 99), (300, 150, 297), (1000, 500, 990)])
+def test_floor_percentiles_are_nearest_rank(monkeypatch, count, p50, p99):
+    """Samples 1..count ms: p99 of 100 frames is the 99th, not the largest."""
+    floor = load_floor(monkeypatch)
+    result = floor._percentiles_ms([k / 1000 for k in range(count, 0, -1)])
+    assert result == {"p50": p50, "p99": p99}
