@@ -985,7 +985,11 @@ class Generator:
                           "inq_bytes": inq}}
 
     async def op_ping(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Every client sends one PING at once; RTTs within the deadline, and failures."""
+        """Every client sends one PING at once; RTTs within the deadline, and failures.
+
+        A PONG read after the deadline (a busy loop reads late; the last
+        sleep may overshoot) is not an answer within it: `late` counts those.
+        """
         deadline = float(request.get("deadline", PING_DEADLINE_S))
         token = f"cap{request.get('round', 0)}"
         alive = [c for c in self.clients.values() if not c.closed.done()]
@@ -995,8 +999,9 @@ class Generator:
         end = time.monotonic() + deadline
         while time.monotonic() < end and any(not c.rtts for c in alive):
             await asyncio.sleep(0.005)
-        rtts = [c.rtts[0] for c in alive if c.rtts]
-        return {"asked": len(alive), "answered": len(rtts), "rtts": rtts,
+        rtts = [c.rtts[0] for c in alive if c.rtts and c.rtts[0] <= deadline]
+        late = sum(1 for c in alive if c.rtts and c.rtts[0] > deadline)
+        return {"asked": len(alive), "answered": len(rtts), "rtts": rtts, "late": late,
                 "dead": len(self.clients) - len(alive)}
 
     async def op_status(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -1831,7 +1836,9 @@ def scenario_capacity(bench: Bench, pool: Pool) -> dict[str, Any]:
         ok = outcome["failed"] == 0 and asked == total and len(rtts) == total
         memory = memory_sample(bench.server.pid)
         steps.append({"clients": total, "ok": ok, "connect": connect_summary(outcome, add),
-                      "ping_answered": len(rtts), "ping": list_percentiles(rtts),
+                      "ping_answered": len(rtts),
+                      "ping_late": sum(a.get("late", 0) for a in answers),
+                      "ping": list_percentiles(rtts),
                       "server_pss_bytes": memory["pss_bytes"] if memory else None,
                       "server_processes": memory["processes"] if memory else None})
         if not ok:

@@ -182,3 +182,32 @@ def test_idle_memory_with_memory_merge_reports_the_merging():
     check_common(result, "idle-memory")
     merging = result["memory_merge"]
     assert "ksm" in merging and merging["waited_s"] <= 6
+
+
+class FakePinged:
+    """Stands for a Client in op_ping: its PONG comes back after `rtt` seconds."""
+
+    def __init__(self, rtt: float) -> None:
+        self.rtt = rtt
+        self.rtts: list[float] = []
+        self.closed = FakeFuture()
+
+    def ping(self, token: str) -> None:
+        self.rtts.append(self.rtt)
+
+
+class FakeFuture:
+    def done(self) -> bool:
+        return False
+
+
+def test_capacity_ping_counts_no_pong_read_after_the_deadline(monkeypatch):
+    """A PONG read 1.2 s after its PING is not 'answered within 1 s'."""
+    import asyncio
+    bench = load_bench(monkeypatch)
+    gen = bench.Generator(None, 0, 0)
+    gen.clients = {0: FakePinged(0.004), 1: FakePinged(1.2), 2: FakePinged(0.9)}
+    result = asyncio.run(gen.op_ping({"round": 0, "deadline": 1.0}))
+    assert result["asked"] == 3
+    assert result["answered"] == 2 and sorted(result["rtts"]) == [0.004, 0.9]
+    assert result["late"] == 1
