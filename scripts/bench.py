@@ -69,6 +69,7 @@ MP = multiprocessing.get_context("spawn")            # the parent runs a log thr
 
 SERVER_START_S = 20.0
 SERVER_STOP_S = 10.0
+ATTACH_CONNECT_S = 5.0          # --attach: the one TCP connect that checks the server is there
 CONNECT_TIMEOUT_S = 30.0        # one client: TCP connect to end of its JOIN reply
 REPLY_GRACE_S = 30.0            # extra time a generator process gets to answer a command
 DRAIN_S = 5.0                   # after the last send, how long receivers may wait
@@ -374,14 +375,28 @@ class Server:
         self.started = False
 
     def attach(self, spec: str, pid: int | None) -> "Server":
+        """Check before any scenario that the server is there and `pid` is it.
+
+        Else every scenario would run against nothing (connect reported 0
+        of N connected and exit 0), or CPU and memory would be another
+        process's figures beside the server's latencies.
+        """
         host, _, port = spec.rpartition(":")
-        if host != HOST or not port.isdigit():
+        if host != HOST or not port.isdigit() or not 0 < int(port) < 65536:
             raise BenchError(f"--attach wants {HOST}:PORT, not {spec!r} (only 127.0.0.1)")
         self.port = int(port)
         self.pid = pid
         self.sendq_bytes = None
         if pid is not None and not psutil.pid_exists(pid):
             raise BenchError(f"--pid {pid}: no such process")
+        try:
+            socket.create_connection((HOST, self.port), timeout=ATTACH_CONNECT_S).close()
+        except OSError as error:
+            raise BenchError(f"--attach {spec}: cannot connect: "
+                             f"{error.strerror or error}") from None
+        if pid is not None and listens_on(pid, self.port) is False:
+            raise BenchError(f"--pid {pid} is not the server listening on {spec}: give the "
+                             "pid of its supervisor (the forkchat-server process)")
         return self
 
     def start(self) -> "Server":
@@ -487,6 +502,25 @@ class Server:
             self._tmp.cleanup()
         self.proc = None
         return code
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Does the process tree at `pid` hold a TCP socket listening on `port`?
+    None when the tree's sockets cannot be read (another user's server)."""
+    denied = False
+    for process in process_tree(pid):
+        lister = getattr(process, "net_connections", None) or process.connections
+        try:
+            sockets = lister(kind="tcp")
+        except psutil.AccessDenied:
+            denied = True
+            continue
+        except psutil.Error:
+            continue
+        if any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port
+               for s in sockets):
+            return True
+    return None if denied else False
 
 
 def _die_with_parent(signum: int) -> Callable[[], None]:

@@ -211,3 +211,49 @@ def test_capacity_ping_counts_no_pong_read_after_the_deadline(monkeypatch):
     assert result["asked"] == 3
     assert result["answered"] == 2 and sorted(result["rtts"]) == [0.004, 0.9]
     assert result["late"] == 1
+
+
+def test_attach_runs_against_a_running_server_and_measures_its_tree(server):
+    [result] = run_bench("--attach", f"127.0.0.1:{server.port}", "--pid", str(server.pid),
+                         "--scenario", "connect", "-n", "5")
+    check_common(result, "connect")
+    assert result["attached"] is True and result["server_pid"] == server.pid
+    assert result["connected"] == 5 and result["failures"] == 0
+    assert result["server_cpu"]["total_s"] > 0 and "supervisor_s" in result["server_cpu"]
+    assert result["server_memory"]["processes"] >= 7     # supervisor, broker, spawner, 5 workers
+    assert server.proc.poll() is None                    # an attached server is left running
+
+
+def test_attach_to_a_closed_port_is_a_clear_error():
+    import socket
+    with socket.socket() as probe:      # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, BENCH, "--attach", f"127.0.0.1:{port}",
+                           "--scenario", "connect", "-n", "5"],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 1, done.stdout
+    assert f"--attach 127.0.0.1:{port}: cannot connect" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("spec", ["127.0.0.1:70000", "127.0.0.1:0", "localhost:6667"])
+def test_attach_to_a_bad_address_is_a_clear_error(spec):
+    done = subprocess.run([sys.executable, BENCH, "--attach", spec, "--scenario", "connect"],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 1
+    assert "--attach wants 127.0.0.1:PORT" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_attach_with_the_pid_of_another_process_is_a_clear_error(server):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        done = subprocess.run([sys.executable, BENCH, "--attach", f"127.0.0.1:{server.port}",
+                               "--pid", str(other.pid), "--scenario", "connect", "-n", "5"],
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    finally:
+        other.kill()
+        other.wait()
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"--pid {other.pid} is not the server listening on" in done.stderr
+    assert "Traceback" not in done.stderr
