@@ -207,13 +207,19 @@ def run_seconds(pid: int) -> float | None:
     return total / 1e9
 
 
-def cpu_sample(pid: int | None) -> dict[int, tuple[str, float, float]]:
-    """{pid: (role, run seconds, kernel seconds)} over the tree rooted at pid.
+CpuSample = dict[int, tuple[str, float, float, float]]   # pid: (role, ran, kernel, reaped)
+
+
+def cpu_sample(pid: int | None) -> CpuSample:
+    """{pid: (role, run seconds, kernel seconds, reaped children's seconds)}
+    over the tree rooted at pid.
 
     The kernel part is the tick-based system share of utime+stime applied
-    to the precise run time: an estimate.
+    to the precise run time: an estimate.  The reaped part is the CPU of
+    the process's children that it has waited for (cutime+cstime): what
+    shows a worker that ended between two samples.
     """
-    sample: dict[int, tuple[str, float, float]] = {}
+    sample: CpuSample = {}
     if pid is None:
         return sample
     for process in process_tree(pid):
@@ -221,7 +227,7 @@ def cpu_sample(pid: int | None) -> dict[int, tuple[str, float, float]]:
     return sample
 
 
-def sample_one(sample: dict[int, tuple[str, float, float]], pid: int, role: str) -> None:
+def sample_one(sample: CpuSample, pid: int, role: str, reaped: bool = True) -> None:
     try:
         times = psutil.Process(pid).cpu_times()
     except psutil.Error:
@@ -231,27 +237,37 @@ def sample_one(sample: dict[int, tuple[str, float, float]], pid: int, role: str)
     if ran is None:
         ran = ticked
     kernel = ran * times.system / ticked if ticked > 0 else 0.0
-    sample[pid] = (role, ran, kernel)
+    children = times.children_user + times.children_system if reaped else 0.0
+    sample[pid] = (role, ran, kernel, children)
 
 
-def cpu_delta(before: dict[int, tuple[str, float, float]],
-              after: dict[int, tuple[str, float, float]], wall: float) -> dict[str, Any]:
+def cpu_delta(before: CpuSample, after: CpuSample, wall: float) -> dict[str, Any]:
     """CPU seconds per role (and the kernel's estimated part) between two samples.
 
     `busiest_process_core_share` near 1.0 means one process (the broker,
-    say) is saturated.  A process that exited between the samples is
-    missing from `after`: its last slice is lost, which under-counts only
-    short-lived workers.
+    say) is saturated.  A process that ended between the samples is
+    missing from `after`; what it ran since `before` (or since it started,
+    if it came and went in between) is in its parent's reaped-children
+    time once the parent has waited for it: that growth, less what the
+    ended processes had already run (and reaped) at `before`, is the
+    `exited` role.  Without it a worker that ended, a dropped client's
+    or a killed one's, took its last CPU out of the figures.
     """
     roles: dict[str, float] = {}
     kernel: dict[str, float] = {}
     busiest = 0.0
-    for pid, (role, ran, system) in after.items():
-        _, ran0, system0 = before.get(pid, (role, 0.0, 0.0))
+    reaped = 0.0
+    for pid, (role, ran, system, children) in after.items():
+        _, ran0, system0, children0 = before.get(pid, (role, 0.0, 0.0, 0.0))
         used = ran - ran0
         roles[role] = roles.get(role, 0.0) + used
         kernel[role] = kernel.get(role, 0.0) + max(0.0, system - system0)
         busiest = max(busiest, used)
+        reaped += max(0.0, children - children0)
+    gone = [pid for pid in before if pid not in after]
+    ended = max(0.0, reaped - sum(before[pid][1] + before[pid][3] for pid in gone))
+    if gone or ended:
+        roles["exited"] = ended
     total = sum(roles.values())
     return {"total_s": round(total, 3),
             **{f"{role}_s": round(value, 3) for role, value in sorted(roles.items())},
@@ -1507,11 +1523,13 @@ class Pool:
         self.procs, self.conns = [], []
 
 
-def generator_cpu(pool: Pool) -> dict[int, tuple[str, float, float]]:
-    """CPU of this script and its generator processes."""
-    sample: dict[int, tuple[str, float, float]] = {}
+def generator_cpu(pool: Pool) -> CpuSample:
+    """CPU of this script and its generator processes (not what this script
+    reaps: the server it started is one of its children)."""
+    sample: CpuSample = {}
     for pid in [os.getpid(), *pool.pids()]:
-        sample_one(sample, pid, "coordinator" if pid == os.getpid() else "generator")
+        sample_one(sample, pid, "coordinator" if pid == os.getpid() else "generator",
+                   reaped=False)
     return sample
 
 

@@ -257,3 +257,65 @@ def test_attach_with_the_pid_of_another_process_is_a_clear_error(server):
     assert done.returncode == 1 and done.stdout == ""
     assert f"--pid {other.pid} is not the server listening on" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_cpu_delta_counts_what_an_ended_process_ran_from_its_parents_reaped_time(monkeypatch):
+    """Worker 12 ran 0.5 s before the window and 0.3 s in it, then ended and was reaped
+    by the spawner (11); worker 13 came and went in the window (0.2 s)."""
+    bench = load_bench(monkeypatch)
+    before = {10: ("supervisor", 1.0, 0.1, 0.0), 11: ("spawner", 2.0, 0.5, 4.0),
+              12: ("worker", 0.5, 0.1, 0.0)}
+    after = {10: ("supervisor", 1.1, 0.1, 0.0), 11: ("spawner", 2.0, 0.5, 4.0 + 0.8 + 0.2)}
+    figures = bench.cpu_delta(before, after, 1.0)
+    assert figures["exited_s"] == 0.5
+    assert figures["total_s"] == 0.6 and figures["supervisor_s"] == 0.1
+
+
+def test_cpu_delta_without_ended_processes_has_no_exited_role(monkeypatch):
+    bench = load_bench(monkeypatch)
+    before = {10: ("supervisor", 1.0, 0.1, 3.0)}
+    after = {10: ("supervisor", 1.25, 0.1, 3.0), 14: ("worker", 0.25, 0.0, 0.0)}
+    figures = bench.cpu_delta(before, after, 1.0)
+    assert "exited_s" not in figures and figures["total_s"] == 0.5
+
+
+REAPING_PARENT = """
+import os, sys, time
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(write_end)
+    os.read(read_end, 1)
+    began = time.process_time()
+    while time.process_time() - began < 0.3:
+        pass
+    os._exit(0)
+os.close(read_end)
+print(pid, flush=True)
+sys.stdin.readline()
+os.write(write_end, b"g")
+os.waitpid(pid, 0)
+print("reaped", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_server_cpu_includes_a_child_that_ended_during_the_window(monkeypatch):
+    """A child that burns 0.3 s of CPU and ends between the samples is counted."""
+    bench = load_bench(monkeypatch)
+    parent = subprocess.Popen([sys.executable, "-c", REAPING_PARENT], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        before = bench.cpu_sample(parent.pid)
+        assert child in before
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline() == "reaped\n"
+        after = bench.cpu_sample(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert child not in after
+    figures = bench.cpu_delta(before, after, 1.0)
+    assert figures["exited_s"] >= 0.25 and figures["total_s"] >= 0.25, figures
