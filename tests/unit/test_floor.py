@@ -63,3 +63,23 @@ def test_floor_percentiles_are_nearest_rank(monkeypatch, count, p50, p99):
     floor = load_floor(monkeypatch)
     result = floor._percentiles_ms([k / 1000 for k in range(count, 0, -1)])
     assert result == {"p50": p50, "p99": p99}
+
+
+def test_wake_reads_the_childrens_cpu_before_they_exit(monkeypatch):
+    """The CPU per wake-up is read while every child is still alive: a child that
+    exited after its last frame put its exit (about 1 ms) into the figure."""
+    floor = load_floor(monkeypatch)
+    real = floor._schedstat_s
+    states: list[str] = []
+
+    def schedstat_and_state(pid: int) -> float:
+        if len(states) == 3:        # the read after the last frame: give exits time
+            import time
+            time.sleep(0.3)
+        with open(f"/proc/{pid}/stat") as handle:
+            states.append(handle.read().rsplit(")", 1)[1].split()[0])
+        return real(pid)
+    monkeypatch.setattr(floor, "_schedstat_s", schedstat_and_state)
+    result = floor.measure_wake(3, 4, 0.0)
+    assert result["frames"] == 4 and len(states) == 6
+    assert "Z" not in states[3:], states
