@@ -2361,6 +2361,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("soak kills the server's broker and workers: --attach needs --pid")
     if args.attach and (args.server_arg or args.memory_merge):
         parser.error("--server-arg and --memory-merge make no sense with --attach")
+    if args.out:        # before any scenario runs, not after the first one's minutes
+        try:
+            open(args.out, "a").close()
+        except OSError as error:
+            parser.error(f"--out {args.out}: {error.strerror or error}")
     return args
 
 
@@ -2406,8 +2411,11 @@ def emit(result: dict[str, Any], out: str | None) -> None:
     line = json.dumps(result, separators=(",", ":"))
     print(line, flush=True)
     if out:
-        with open(out, "a") as handle:
-            handle.write(line + "\n")
+        try:
+            with open(out, "a") as handle:
+                handle.write(line + "\n")
+        except OSError as error:
+            raise BenchError(f"--out {out}: {error.strerror or error}") from None
 
 
 def _sigterm_to_interrupt(signum: int, frame: Any) -> None:

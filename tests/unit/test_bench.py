@@ -319,3 +319,20 @@ def test_server_cpu_includes_a_child_that_ended_during_the_window(monkeypatch):
     assert child not in after
     figures = bench.cpu_delta(before, after, 1.0)
     assert figures["exited_s"] >= 0.25 and figures["total_s"] >= 0.25, figures
+
+
+def test_out_in_a_missing_directory_is_a_clear_error_before_any_run(tmp_path):
+    out = tmp_path / "no" / "such" / "results.jsonl"
+    done = subprocess.run([sys.executable, BENCH, "--scenario", "connect", "-n", "2",
+                           "--out", str(out)], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"--out {out}: No such file or directory" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_out_that_cannot_be_written_later_is_a_clear_error(monkeypatch, tmp_path):
+    bench = load_bench(monkeypatch)
+    gone = tmp_path / "gone"
+    with pytest.raises(bench.BenchError, match="--out .*gone/results.jsonl"):
+        bench.emit({"scenario": "connect"}, str(gone / "results.jsonl"))
