@@ -813,11 +813,6 @@ class Generator:
         for sender, seq, stamp in hits:
             sid = int(sender)
             number = int(seq)
-            latency = (now - int(stamp)) // 1000
-            bits = latency.bit_length()
-            if bits > 10:
-                latency = (latency >> (bits - 10)) << (bits - 10)
-            hist[latency] = hist.get(latency, 0) + 1
             expected = next_seq.get(sid, 0)
             if number == expected:
                 next_seq[sid] = number + 1
@@ -828,9 +823,14 @@ class Generator:
                 client.gaps.discard((sid, number))
                 client.reordered += 1
             else:
-                client.dup += 1
+                client.dup += 1     # a second copy: no delivery, no latency sample
                 continue
             client.unique += 1
+            latency = (now - int(stamp)) // 1000
+            bits = latency.bit_length()
+            if bits > 10:
+                latency = (latency >> (bits - 10)) << (bits - 10)
+            hist[latency] = hist.get(latency, 0) + 1
 
     def lost_client(self, client: Client) -> None:
         if self.measuring and not client.spec.stuck:

@@ -336,3 +336,22 @@ def test_out_that_cannot_be_written_later_is_a_clear_error(monkeypatch, tmp_path
     gone = tmp_path / "gone"
     with pytest.raises(bench.BenchError, match="--out .*gone/results.jsonl"):
         bench.emit({"scenario": "connect"}, str(gone / "results.jsonl"))
+
+
+def test_record_counts_loss_order_and_copies_per_sender_and_receiver(monkeypatch):
+    """Sender 0 sends 0..4 and 1 is late, 3 never comes, 2 and the late 1 come twice;
+    sender 1's 0 comes twice.  A copy is no delivery and no latency sample."""
+    import types
+    bench = load_bench(monkeypatch)
+    gen = bench.Generator(None, 0, 0)
+    client = types.SimpleNamespace()
+    bench.Client.reset_counts(client)
+    now = bench.time.monotonic_ns()
+    def hits(*pairs):
+        return [(b"%d" % sid, b"%d" % seq, b"%d" % (now - 5_000_000)) for sid, seq in pairs]
+    gen.record(client, hits((0, 0), (0, 2), (1, 0)))
+    gen.record(client, hits((0, 1), (0, 2), (0, 4), (1, 0), (0, 1)))
+    assert (client.unique, client.reordered, client.dup) == (5, 1, 3)
+    assert client.gaps == {(0, 3)}                  # still missing at the end: lost
+    assert sum(gen.hist.values()) == 5
+    assert bench.hist_percentiles(gen.hist)["max_ms"] >= 5.0
