@@ -46,6 +46,23 @@ def test_floor_refuses_unbounded_loads():
     assert done.returncode == 2 and "--children 1-1000" in done.stderr
 
 
+def test_floor_out_of_descriptors_is_a_clear_error_and_leaves_nothing_behind():
+    """--children 100 under a hard limit of 64 descriptors: a message, not a traceback."""
+    import resource
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    done = subprocess.run([sys.executable, FLOOR, "--children", "100", "--frames", "3",
+                           "--forks", "2"], capture_output=True, text=True, timeout=90,
+                          preexec_fn=few_descriptors)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Too many open files" in done.stderr and "ulimit -n" in done.stderr
+    assert "Traceback" not in done.stderr
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert not left, f"floor.py left processes behind: {left}"
+
+
 def load_floor(monkeypatch):
     """scripts/floor.py as a module."""
     import importlib.util
