@@ -69,6 +69,7 @@ MP = multiprocessing.get_context("spawn")            # the parent runs a log thr
 
 SERVER_START_S = 20.0
 SERVER_STOP_S = 10.0
+LOG_LINES_KEPT = 100000         # the server's last log lines, for error texts and the drop
 ATTACH_CONNECT_S = 5.0          # --attach: the one TCP connect that checks the server is there
 CONNECT_TIMEOUT_S = 30.0        # one client: TCP connect to end of its JOIN reply
 REPLY_GRACE_S = 30.0            # extra time a generator process gets to answer a command
@@ -385,7 +386,8 @@ class Server:
         self.port = 0
         self.pid: int | None = None
         self.sendq_bytes: int | None = 262144
-        self.lines: collections.deque[str] = collections.deque(maxlen=100000)
+        self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
+        self.lines_seen = 0     # ever appended: a mark stays right after the deque is full
         self._cond = threading.Condition()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.started = False
@@ -460,12 +462,14 @@ class Server:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self._cond:
                 self.lines.append(line)
+                self.lines_seen += 1
                 match = LISTEN_RE.search(line)
                 if match and not self.port:
                     self.port = int(match.group(2))
                 self._cond.notify_all()
         with self._cond:
             self.lines.append("<eof>")
+            self.lines_seen += 1
             self._cond.notify_all()
 
     def _wait_listening(self, command: list[str]) -> None:
@@ -479,12 +483,14 @@ class Server:
                 self._cond.wait(left)
 
     def log_since(self, mark: int) -> list[str]:
+        """The lines logged after log_mark() said `mark`, as many as are still kept."""
         with self._cond:
-            return list(self.lines)[mark:]
+            wanted = min(self.lines_seen - mark, len(self.lines))
+            return list(self.lines)[len(self.lines) - wanted:] if wanted > 0 else []
 
     def log_mark(self) -> int:
         with self._cond:
-            return len(self.lines)
+            return self.lines_seen
 
     def alive(self) -> bool:
         return self.proc.poll() is None if self.proc else (self.pid is None

@@ -5,6 +5,7 @@ Small counts only, and no assertion on speed: figures are benchmarks, not tests.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -355,3 +356,25 @@ def test_record_counts_loss_order_and_copies_per_sender_and_receiver(monkeypatch
     assert client.gaps == {(0, 3)}                  # still missing at the end: lost
     assert sum(gen.hist.values()) == 5
     assert bench.hist_percentiles(gen.hist)["max_ms"] >= 5.0
+
+
+def test_server_log_mark_stays_right_once_the_kept_lines_are_full(monkeypatch):
+    """With the last 5 lines kept, the lines after a mark taken at line 8 are
+    lines 8-10, not nothing (an index into the full deque pointed past its end)."""
+    bench = load_bench(monkeypatch)
+    server = bench.Server("info", [])
+    server.lines = collections.deque(maxlen=5)
+    seen: dict[str, list[str]] = {}
+
+    def stderr():
+        for number in range(20):
+            if number == 8:
+                seen["mark"] = server.log_mark()
+            if number == 11:
+                seen["after 3"] = server.log_since(seen["mark"])
+            yield b"line %d\n" % number
+    server.proc = type("Proc", (), {"stderr": stderr()})
+    server._read_log()
+    assert seen["after 3"] == ["line 8", "line 9", "line 10"]
+    assert server.log_since(seen["mark"]) == [f"line {n}" for n in range(16, 20)] + ["<eof>"]
+    assert server.log_since(server.log_mark()) == []
