@@ -69,6 +69,8 @@ MP = multiprocessing.get_context("spawn")            # the parent runs a log thr
 
 SERVER_START_S = 20.0
 SERVER_STOP_S = 10.0
+LOG_LINES_KEPT = 100000         # the server's last log lines, for error texts and the drop
+ATTACH_CONNECT_S = 5.0          # --attach: the one TCP connect that checks the server is there
 CONNECT_TIMEOUT_S = 30.0        # one client: TCP connect to end of its JOIN reply
 REPLY_GRACE_S = 30.0            # extra time a generator process gets to answer a command
 DRAIN_S = 5.0                   # after the last send, how long receivers may wait
@@ -206,13 +208,19 @@ def run_seconds(pid: int) -> float | None:
     return total / 1e9
 
 
-def cpu_sample(pid: int | None) -> dict[int, tuple[str, float, float]]:
-    """{pid: (role, run seconds, kernel seconds)} over the tree rooted at pid.
+CpuSample = dict[int, tuple[str, float, float, float]]   # pid: (role, ran, kernel, reaped)
+
+
+def cpu_sample(pid: int | None) -> CpuSample:
+    """{pid: (role, run seconds, kernel seconds, reaped children's seconds)}
+    over the tree rooted at pid.
 
     The kernel part is the tick-based system share of utime+stime applied
-    to the precise run time: an estimate.
+    to the precise run time: an estimate.  The reaped part is the CPU of
+    the process's children that it has waited for (cutime+cstime): what
+    shows a worker that ended between two samples.
     """
-    sample: dict[int, tuple[str, float, float]] = {}
+    sample: CpuSample = {}
     if pid is None:
         return sample
     for process in process_tree(pid):
@@ -220,7 +228,7 @@ def cpu_sample(pid: int | None) -> dict[int, tuple[str, float, float]]:
     return sample
 
 
-def sample_one(sample: dict[int, tuple[str, float, float]], pid: int, role: str) -> None:
+def sample_one(sample: CpuSample, pid: int, role: str, reaped: bool = True) -> None:
     try:
         times = psutil.Process(pid).cpu_times()
     except psutil.Error:
@@ -230,27 +238,37 @@ def sample_one(sample: dict[int, tuple[str, float, float]], pid: int, role: str)
     if ran is None:
         ran = ticked
     kernel = ran * times.system / ticked if ticked > 0 else 0.0
-    sample[pid] = (role, ran, kernel)
+    children = times.children_user + times.children_system if reaped else 0.0
+    sample[pid] = (role, ran, kernel, children)
 
 
-def cpu_delta(before: dict[int, tuple[str, float, float]],
-              after: dict[int, tuple[str, float, float]], wall: float) -> dict[str, Any]:
+def cpu_delta(before: CpuSample, after: CpuSample, wall: float) -> dict[str, Any]:
     """CPU seconds per role (and the kernel's estimated part) between two samples.
 
     `busiest_process_core_share` near 1.0 means one process (the broker,
-    say) is saturated.  A process that exited between the samples is
-    missing from `after`: its last slice is lost, which under-counts only
-    short-lived workers.
+    say) is saturated.  A process that ended between the samples is
+    missing from `after`; what it ran since `before` (or since it started,
+    if it came and went in between) is in its parent's reaped-children
+    time once the parent has waited for it: that growth, less what the
+    ended processes had already run (and reaped) at `before`, is the
+    `exited` role.  Without it a worker that ended, a dropped client's
+    or a killed one's, took its last CPU out of the figures.
     """
     roles: dict[str, float] = {}
     kernel: dict[str, float] = {}
     busiest = 0.0
-    for pid, (role, ran, system) in after.items():
-        _, ran0, system0 = before.get(pid, (role, 0.0, 0.0))
+    reaped = 0.0
+    for pid, (role, ran, system, children) in after.items():
+        _, ran0, system0, children0 = before.get(pid, (role, 0.0, 0.0, 0.0))
         used = ran - ran0
         roles[role] = roles.get(role, 0.0) + used
         kernel[role] = kernel.get(role, 0.0) + max(0.0, system - system0)
         busiest = max(busiest, used)
+        reaped += max(0.0, children - children0)
+    gone = [pid for pid in before if pid not in after]
+    ended = max(0.0, reaped - sum(before[pid][1] + before[pid][3] for pid in gone))
+    if gone or ended:
+        roles["exited"] = ended
     total = sum(roles.values())
     return {"total_s": round(total, 3),
             **{f"{role}_s": round(value, 3) for role, value in sorted(roles.items())},
@@ -368,20 +386,35 @@ class Server:
         self.port = 0
         self.pid: int | None = None
         self.sendq_bytes: int | None = 262144
-        self.lines: collections.deque[str] = collections.deque(maxlen=100000)
+        self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES_KEPT)
+        self.lines_seen = 0     # ever appended: a mark stays right after the deque is full
         self._cond = threading.Condition()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.started = False
 
     def attach(self, spec: str, pid: int | None) -> "Server":
+        """Check before any scenario that the server is there and `pid` is it.
+
+        Else every scenario would run against nothing (connect reported 0
+        of N connected and exit 0), or CPU and memory would be another
+        process's figures beside the server's latencies.
+        """
         host, _, port = spec.rpartition(":")
-        if host != HOST or not port.isdigit():
+        if host != HOST or not port.isdigit() or not 0 < int(port) < 65536:
             raise BenchError(f"--attach wants {HOST}:PORT, not {spec!r} (only 127.0.0.1)")
         self.port = int(port)
         self.pid = pid
         self.sendq_bytes = None
         if pid is not None and not psutil.pid_exists(pid):
             raise BenchError(f"--pid {pid}: no such process")
+        try:
+            socket.create_connection((HOST, self.port), timeout=ATTACH_CONNECT_S).close()
+        except OSError as error:
+            raise BenchError(f"--attach {spec}: cannot connect: "
+                             f"{error.strerror or error}") from None
+        if pid is not None and listens_on(pid, self.port) is False:
+            raise BenchError(f"--pid {pid} is not the server listening on {spec}: give the "
+                             "pid of its supervisor (the forkchat-server process)")
         return self
 
     def start(self) -> "Server":
@@ -429,12 +462,14 @@ class Server:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self._cond:
                 self.lines.append(line)
+                self.lines_seen += 1
                 match = LISTEN_RE.search(line)
                 if match and not self.port:
                     self.port = int(match.group(2))
                 self._cond.notify_all()
         with self._cond:
             self.lines.append("<eof>")
+            self.lines_seen += 1
             self._cond.notify_all()
 
     def _wait_listening(self, command: list[str]) -> None:
@@ -448,12 +483,14 @@ class Server:
                 self._cond.wait(left)
 
     def log_since(self, mark: int) -> list[str]:
+        """The lines logged after log_mark() said `mark`, as many as are still kept."""
         with self._cond:
-            return list(self.lines)[mark:]
+            wanted = min(self.lines_seen - mark, len(self.lines))
+            return list(self.lines)[len(self.lines) - wanted:] if wanted > 0 else []
 
     def log_mark(self) -> int:
         with self._cond:
-            return len(self.lines)
+            return self.lines_seen
 
     def alive(self) -> bool:
         return self.proc.poll() is None if self.proc else (self.pid is None
@@ -487,6 +524,25 @@ class Server:
             self._tmp.cleanup()
         self.proc = None
         return code
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Does the process tree at `pid` hold a TCP socket listening on `port`?
+    None when the tree's sockets cannot be read (another user's server)."""
+    denied = False
+    for process in process_tree(pid):
+        lister = getattr(process, "net_connections", None) or process.connections
+        try:
+            sockets = lister(kind="tcp")
+        except psutil.AccessDenied:
+            denied = True
+            continue
+        except psutil.Error:
+            continue
+        if any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port
+               for s in sockets):
+            return True
+    return None if denied else False
 
 
 def _die_with_parent(signum: int) -> Callable[[], None]:
@@ -763,11 +819,6 @@ class Generator:
         for sender, seq, stamp in hits:
             sid = int(sender)
             number = int(seq)
-            latency = (now - int(stamp)) // 1000
-            bits = latency.bit_length()
-            if bits > 10:
-                latency = (latency >> (bits - 10)) << (bits - 10)
-            hist[latency] = hist.get(latency, 0) + 1
             expected = next_seq.get(sid, 0)
             if number == expected:
                 next_seq[sid] = number + 1
@@ -778,9 +829,14 @@ class Generator:
                 client.gaps.discard((sid, number))
                 client.reordered += 1
             else:
-                client.dup += 1
+                client.dup += 1     # a second copy: no delivery, no latency sample
                 continue
             client.unique += 1
+            latency = (now - int(stamp)) // 1000
+            bits = latency.bit_length()
+            if bits > 10:
+                latency = (latency >> (bits - 10)) << (bits - 10)
+            hist[latency] = hist.get(latency, 0) + 1
 
     def lost_client(self, client: Client) -> None:
         if self.measuring and not client.spec.stuck:
@@ -985,7 +1041,11 @@ class Generator:
                           "inq_bytes": inq}}
 
     async def op_ping(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Every client sends one PING at once; RTTs within the deadline, and failures."""
+        """Every client sends one PING at once; RTTs within the deadline, and failures.
+
+        A PONG read after the deadline (a busy loop reads late; the last
+        sleep may overshoot) is not an answer within it: `late` counts those.
+        """
         deadline = float(request.get("deadline", PING_DEADLINE_S))
         token = f"cap{request.get('round', 0)}"
         alive = [c for c in self.clients.values() if not c.closed.done()]
@@ -995,8 +1055,9 @@ class Generator:
         end = time.monotonic() + deadline
         while time.monotonic() < end and any(not c.rtts for c in alive):
             await asyncio.sleep(0.005)
-        rtts = [c.rtts[0] for c in alive if c.rtts]
-        return {"asked": len(alive), "answered": len(rtts), "rtts": rtts,
+        rtts = [c.rtts[0] for c in alive if c.rtts and c.rtts[0] <= deadline]
+        late = sum(1 for c in alive if c.rtts and c.rtts[0] > deadline)
+        return {"asked": len(alive), "answered": len(rtts), "rtts": rtts, "late": late,
                 "dead": len(self.clients) - len(alive)}
 
     async def op_status(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -1468,11 +1529,13 @@ class Pool:
         self.procs, self.conns = [], []
 
 
-def generator_cpu(pool: Pool) -> dict[int, tuple[str, float, float]]:
-    """CPU of this script and its generator processes."""
-    sample: dict[int, tuple[str, float, float]] = {}
+def generator_cpu(pool: Pool) -> CpuSample:
+    """CPU of this script and its generator processes (not what this script
+    reaps: the server it started is one of its children)."""
+    sample: CpuSample = {}
     for pid in [os.getpid(), *pool.pids()]:
-        sample_one(sample, pid, "coordinator" if pid == os.getpid() else "generator")
+        sample_one(sample, pid, "coordinator" if pid == os.getpid() else "generator",
+                   reaped=False)
     return sample
 
 
@@ -1831,7 +1894,9 @@ def scenario_capacity(bench: Bench, pool: Pool) -> dict[str, Any]:
         ok = outcome["failed"] == 0 and asked == total and len(rtts) == total
         memory = memory_sample(bench.server.pid)
         steps.append({"clients": total, "ok": ok, "connect": connect_summary(outcome, add),
-                      "ping_answered": len(rtts), "ping": list_percentiles(rtts),
+                      "ping_answered": len(rtts),
+                      "ping_late": sum(a.get("late", 0) for a in answers),
+                      "ping": list_percentiles(rtts),
                       "server_pss_bytes": memory["pss_bytes"] if memory else None,
                       "server_processes": memory["processes"] if memory else None})
         if not ok:
@@ -2302,6 +2367,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("soak kills the server's broker and workers: --attach needs --pid")
     if args.attach and (args.server_arg or args.memory_merge):
         parser.error("--server-arg and --memory-merge make no sense with --attach")
+    if args.out:        # before any scenario runs, not after the first one's minutes
+        try:
+            open(args.out, "a").close()
+        except OSError as error:
+            parser.error(f"--out {args.out}: {error.strerror or error}")
     return args
 
 
@@ -2347,8 +2417,11 @@ def emit(result: dict[str, Any], out: str | None) -> None:
     line = json.dumps(result, separators=(",", ":"))
     print(line, flush=True)
     if out:
-        with open(out, "a") as handle:
-            handle.write(line + "\n")
+        try:
+            with open(out, "a") as handle:
+                handle.write(line + "\n")
+        except OSError as error:
+            raise BenchError(f"--out {out}: {error.strerror or error}") from None
 
 
 def _sigterm_to_interrupt(signum: int, frame: Any) -> None:

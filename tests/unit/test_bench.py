@@ -5,6 +5,7 @@ Small counts only, and no assertion on speed: figures are benchmarks, not tests.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -182,3 +183,198 @@ def test_idle_memory_with_memory_merge_reports_the_merging():
     check_common(result, "idle-memory")
     merging = result["memory_merge"]
     assert "ksm" in merging and merging["waited_s"] <= 6
+
+
+class FakePinged:
+    """Stands for a Client in op_ping: its PONG comes back after `rtt` seconds."""
+
+    def __init__(self, rtt: float) -> None:
+        self.rtt = rtt
+        self.rtts: list[float] = []
+        self.closed = FakeFuture()
+
+    def ping(self, token: str) -> None:
+        self.rtts.append(self.rtt)
+
+
+class FakeFuture:
+    def done(self) -> bool:
+        return False
+
+
+def test_capacity_ping_counts_no_pong_read_after_the_deadline(monkeypatch):
+    """A PONG read 1.2 s after its PING is not 'answered within 1 s'."""
+    import asyncio
+    bench = load_bench(monkeypatch)
+    gen = bench.Generator(None, 0, 0)
+    gen.clients = {0: FakePinged(0.004), 1: FakePinged(1.2), 2: FakePinged(0.9)}
+    result = asyncio.run(gen.op_ping({"round": 0, "deadline": 1.0}))
+    assert result["asked"] == 3
+    assert result["answered"] == 2 and sorted(result["rtts"]) == [0.004, 0.9]
+    assert result["late"] == 1
+
+
+def test_attach_runs_against_a_running_server_and_measures_its_tree(server):
+    [result] = run_bench("--attach", f"127.0.0.1:{server.port}", "--pid", str(server.pid),
+                         "--scenario", "connect", "-n", "5")
+    check_common(result, "connect")
+    assert result["attached"] is True and result["server_pid"] == server.pid
+    assert result["connected"] == 5 and result["failures"] == 0
+    assert result["server_cpu"]["total_s"] > 0 and "supervisor_s" in result["server_cpu"]
+    assert result["server_memory"]["processes"] >= 7     # supervisor, broker, spawner, 5 workers
+    assert server.proc.poll() is None                    # an attached server is left running
+
+
+def test_attach_to_a_closed_port_is_a_clear_error():
+    import socket
+    with socket.socket() as probe:      # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, BENCH, "--attach", f"127.0.0.1:{port}",
+                           "--scenario", "connect", "-n", "5"],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 1, done.stdout
+    assert f"--attach 127.0.0.1:{port}: cannot connect" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("spec", ["127.0.0.1:70000", "127.0.0.1:0", "localhost:6667"])
+def test_attach_to_a_bad_address_is_a_clear_error(spec):
+    done = subprocess.run([sys.executable, BENCH, "--attach", spec, "--scenario", "connect"],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 1
+    assert "--attach wants 127.0.0.1:PORT" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_attach_with_the_pid_of_another_process_is_a_clear_error(server):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        done = subprocess.run([sys.executable, BENCH, "--attach", f"127.0.0.1:{server.port}",
+                               "--pid", str(other.pid), "--scenario", "connect", "-n", "5"],
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    finally:
+        other.kill()
+        other.wait()
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"--pid {other.pid} is not the server listening on" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cpu_delta_counts_what_an_ended_process_ran_from_its_parents_reaped_time(monkeypatch):
+    """Worker 12 ran 0.5 s before the window and 0.3 s in it, then ended and was reaped
+    by the spawner (11); worker 13 came and went in the window (0.2 s)."""
+    bench = load_bench(monkeypatch)
+    before = {10: ("supervisor", 1.0, 0.1, 0.0), 11: ("spawner", 2.0, 0.5, 4.0),
+              12: ("worker", 0.5, 0.1, 0.0)}
+    after = {10: ("supervisor", 1.1, 0.1, 0.0), 11: ("spawner", 2.0, 0.5, 4.0 + 0.8 + 0.2)}
+    figures = bench.cpu_delta(before, after, 1.0)
+    assert figures["exited_s"] == 0.5
+    assert figures["total_s"] == 0.6 and figures["supervisor_s"] == 0.1
+
+
+def test_cpu_delta_without_ended_processes_has_no_exited_role(monkeypatch):
+    bench = load_bench(monkeypatch)
+    before = {10: ("supervisor", 1.0, 0.1, 3.0)}
+    after = {10: ("supervisor", 1.25, 0.1, 3.0), 14: ("worker", 0.25, 0.0, 0.0)}
+    figures = bench.cpu_delta(before, after, 1.0)
+    assert "exited_s" not in figures and figures["total_s"] == 0.5
+
+
+REAPING_PARENT = """
+import os, sys, time
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(write_end)
+    os.read(read_end, 1)
+    began = time.process_time()
+    while time.process_time() - began < 0.3:
+        pass
+    os._exit(0)
+os.close(read_end)
+print(pid, flush=True)
+sys.stdin.readline()
+os.write(write_end, b"g")
+os.waitpid(pid, 0)
+print("reaped", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_server_cpu_includes_a_child_that_ended_during_the_window(monkeypatch):
+    """A child that burns 0.3 s of CPU and ends between the samples is counted."""
+    bench = load_bench(monkeypatch)
+    parent = subprocess.Popen([sys.executable, "-c", REAPING_PARENT], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        before = bench.cpu_sample(parent.pid)
+        assert child in before
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline() == "reaped\n"
+        after = bench.cpu_sample(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert child not in after
+    figures = bench.cpu_delta(before, after, 1.0)
+    assert figures["exited_s"] >= 0.25 and figures["total_s"] >= 0.25, figures
+
+
+def test_out_in_a_missing_directory_is_a_clear_error_before_any_run(tmp_path):
+    out = tmp_path / "no" / "such" / "results.jsonl"
+    done = subprocess.run([sys.executable, BENCH, "--scenario", "connect", "-n", "2",
+                           "--out", str(out)], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"--out {out}: No such file or directory" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_out_that_cannot_be_written_later_is_a_clear_error(monkeypatch, tmp_path):
+    bench = load_bench(monkeypatch)
+    gone = tmp_path / "gone"
+    with pytest.raises(bench.BenchError, match="--out .*gone/results.jsonl"):
+        bench.emit({"scenario": "connect"}, str(gone / "results.jsonl"))
+
+
+def test_record_counts_loss_order_and_copies_per_sender_and_receiver(monkeypatch):
+    """Sender 0 sends 0..4 and 1 is late, 3 never comes, 2 and the late 1 come twice;
+    sender 1's 0 comes twice.  A copy is no delivery and no latency sample."""
+    import types
+    bench = load_bench(monkeypatch)
+    gen = bench.Generator(None, 0, 0)
+    client = types.SimpleNamespace()
+    bench.Client.reset_counts(client)
+    now = bench.time.monotonic_ns()
+    def hits(*pairs):
+        return [(b"%d" % sid, b"%d" % seq, b"%d" % (now - 5_000_000)) for sid, seq in pairs]
+    gen.record(client, hits((0, 0), (0, 2), (1, 0)))
+    gen.record(client, hits((0, 1), (0, 2), (0, 4), (1, 0), (0, 1)))
+    assert (client.unique, client.reordered, client.dup) == (5, 1, 3)
+    assert client.gaps == {(0, 3)}                  # still missing at the end: lost
+    assert sum(gen.hist.values()) == 5
+    assert bench.hist_percentiles(gen.hist)["max_ms"] >= 5.0
+
+
+def test_server_log_mark_stays_right_once_the_kept_lines_are_full(monkeypatch):
+    """With the last 5 lines kept, the lines after a mark taken at line 8 are
+    lines 8-10, not nothing (an index into the full deque pointed past its end)."""
+    bench = load_bench(monkeypatch)
+    server = bench.Server("info", [])
+    server.lines = collections.deque(maxlen=5)
+    seen: dict[str, list[str]] = {}
+
+    def stderr():
+        for number in range(20):
+            if number == 8:
+                seen["mark"] = server.log_mark()
+            if number == 11:
+                seen["after 3"] = server.log_since(seen["mark"])
+            yield b"line %d\n" % number
+    server.proc = type("Proc", (), {"stderr": stderr()})
+    server._read_log()
+    assert seen["after 3"] == ["line 8", "line 9", "line 10"]
+    assert server.log_since(seen["mark"]) == [f"line {n}" for n in range(16, 20)] + ["<eof>"]
+    assert server.log_since(server.log_mark()) == []
