@@ -2428,8 +2428,27 @@ def _sigterm_to_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def prefer_this_checkout(environ: dict[str, str] = os.environ) -> str | None:
+    """Run the forkchat beside this script, where there is one.
+
+    `scripts/bench.py` puts scripts/ on sys.path, not the checkout: the
+    server it started (`python -m forkchat`) was whatever forkchat was
+    installed, often another checkout's, while the figures were read as
+    this one's.  Returns the checkout's root, or None outside one."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(root, "forkchat", "__init__.py")):
+        return None
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    paths = [root] + [path for path in environ.get("PYTHONPATH", "").split(os.pathsep)
+                      if path and path != root]
+    environ["PYTHONPATH"] = os.pathsep.join(paths)
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    prefer_this_checkout()
     raise_nofile()
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     server = Server(args.server_log_level, args.server_arg, args.memory_merge)

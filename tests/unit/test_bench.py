@@ -378,3 +378,18 @@ def test_server_log_mark_stays_right_once_the_kept_lines_are_full(monkeypatch):
     assert seen["after 3"] == ["line 8", "line 9", "line 10"]
     assert server.log_since(seen["mark"]) == [f"line {n}" for n in range(16, 20)] + ["<eof>"]
     assert server.log_since(server.log_mark()) == []
+
+
+def test_the_server_started_is_this_checkouts(monkeypatch):
+    """`scripts/bench.py` has scripts/ on sys.path, not the checkout: it ran
+    whatever forkchat was installed (another checkout's, here), and its
+    figures were read as this one's."""
+    bench = load_bench(monkeypatch)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(BENCH)))
+    environ = {"PYTHONPATH": "/elsewhere"}
+    assert bench.prefer_this_checkout(environ) == root
+    assert environ["PYTHONPATH"] == os.pathsep.join([root, "/elsewhere"])
+    found = subprocess.run([sys.executable, "-c", "import forkchat; print(forkchat.__file__)"],
+                           env={**os.environ, **environ}, cwd="/", capture_output=True,
+                           text=True, timeout=30)
+    assert found.stdout.startswith(os.path.join(root, "forkchat"))
