@@ -109,6 +109,8 @@ class Broker:
                  cfg: config.Config, created: str, expected: tuple[int, ...] = ()) -> None:
         self.listener = listener
         self.control = control
+        self.supervisor_pid = os.getppid()
+        self.check_ancestry = children.proc_readable()   # else the uid check alone
         self.cfg = cfg
         self.created = created
         self.state = state.ChatState(settings_from(cfg, created))
@@ -273,11 +275,21 @@ class Broker:
             self.selector.register(sock, selectors.EVENT_READ, lambda m, link=link: self.on_link(link, m))
 
     def _peer_allowed(self, sock: socket.socket) -> bool:
-        """Only processes of our own user may speak to the broker."""
+        """Only this server's own processes may speak to the broker.
+
+        The uid is not enough: the socket's abstract name can be read in
+        /proc/net/unix, and the user we run as is often shared ('nobody').
+        A peer that is no descendant of our supervisor could pose as a
+        worker: take over any connection id, become an operator with an
+        OPER frame, read what others are sent.
+        """
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-        _pid, uid, _gid = _UCRED.unpack(creds)
+        pid, uid, _gid = _UCRED.unpack(creds)
         if uid != os.getuid():
             log.warning("refused broker link from uid %d", uid)
+            return False
+        if self.check_ancestry and not children.descends_from(pid, self.supervisor_pid):
+            log.warning("refused broker link from pid %d: not a process of this server", pid)
             return False
         return True
 
