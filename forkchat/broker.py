@@ -53,6 +53,18 @@ HEARTBEAT_S = ipc.HEARTBEAT_S   # counts to the supervisor: its STATUS and watch
 RECOVERY_WAIT_S = 3.0
 STORE_EVERY_S = 0.5   # room records reach the disk at most this often
 FLUSH_WINDOW_S = 0.008  # output to the workers goes at most this often
+# WHO of a mask, LIST of every room and NAMES of every room answer from the
+# whole server: at 5000 users in 50 rooms each, one NAMES took the broker
+# about 0.1 s, one WHO of a mask 20 ms, and flood control lets each
+# connection send two a second.  Such scans, by all clients together, get
+# at most SCAN_SHARE of the broker's time beyond a burst of SCAN_BURST_S:
+# scan time is spent from a credit that refills at SHARE / (1 - SHARE)
+# seconds a second, and a scan asked for while the credit is spent is
+# answered 263 RPL_TRYAGAIN (an operator's is never refused).  A server of
+# hundreds of users, whose scans take a fraction of a millisecond, never
+# sees the wait.
+SCAN_SHARE = 0.25
+SCAN_BURST_S = 0.05
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
 # STATS m counts the shared-state commands the broker serves; any other name
@@ -133,6 +145,9 @@ class Broker:
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
         self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
+        self.scan_clock: Callable[[], float] = time.perf_counter
+        self.scan_credit = SCAN_BURST_S      # seconds of scanning allowed now (may go below 0)
+        self.scan_credit_at = self.scan_clock()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -374,11 +389,29 @@ class Broker:
         if msg.command == "STATS":
             self._stats_commands(link.cid)
             return
-        self.state.request(link.cid, msg, self.outbox)
+        if self.state.scans_everything(msg):
+            self._paced_scan(link.cid, msg)
+        else:
+            self.state.request(link.cid, msg, self.outbox)
         if msg.command in _ROOM_CHANGING:
             self.store_dirty = True
         elif msg.command in _ROOM_RECORD_CHANGING and msg.params:
             self._save_room(msg.params[0])
+
+    def _paced_scan(self, cid: int, msg: protocol.Message) -> None:
+        """Run a command that scans the whole server, within SCAN_SHARE."""
+        client = self.state.clients.get(cid)
+        start = self.scan_clock()
+        refill = (start - self.scan_credit_at) * SCAN_SHARE / (1 - SCAN_SHARE)
+        self.scan_credit = min(SCAN_BURST_S, self.scan_credit + refill)
+        self.scan_credit_at = start
+        if client is not None and client.registered and "o" not in client.modes \
+                and self.scan_credit <= 0:
+            self.outbox.send(cid, self.state.numeric(client, numerics.RPL_TRYAGAIN, msg.command))
+            return
+        self.state.request(cid, msg, self.outbox)
+        self.scan_credit_at = self.scan_clock()
+        self.scan_credit -= self.scan_credit_at - start
 
     def _on_register(self, link: Link, payload: bytes) -> None:
         info = ipc.decode_json(payload)
