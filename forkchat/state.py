@@ -444,6 +444,7 @@ HANDLERS: dict[str, Handler] = {
 # every user or every room, and the broker paces them (see broker.py).
 _SCANS: dict[str, Callable[[ChatState, protocol.Message], bool]] = {
     "WHO": state_query.who_scans_every_user,
-    "NAMES": lambda _st, msg: not msg.param(0),
+    # one room is bounded by members_per_room; a list may name a big room a hundred times
+    "NAMES": lambda _st, msg: len([name for name in msg.param(0).split(",") if name]) != 1,
     "LIST": lambda _st, msg: state_rooms.list_scans_every_room(msg),
 }

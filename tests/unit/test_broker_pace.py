@@ -79,7 +79,7 @@ def test_a_scan_while_the_credit_is_spent_is_answered_263(paced):
     assert ask(b"NAMES")[-1] == "366 *"
     assert ask(b"WHO *") == ["263 WHO"]
     assert ask(b"LIST")[-1] == "323 :End"
-    assert ask(b"NAMES") == ["263 NAMES"]
+    assert ask(b"NAMES #room,#room") == ["263 NAMES"]     # a list may name a big room often
     made.scan_clock.t += 1.0
     assert ask(b"WHO *")[-1] == "315 *"
 
