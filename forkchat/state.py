@@ -447,4 +447,6 @@ _SCANS: dict[str, Callable[[ChatState, protocol.Message], bool]] = {
     # one room is bounded by members_per_room; a list may name a big room a hundred times
     "NAMES": lambda _st, msg: len([name for name in msg.param(0).split(",") if name]) != 1,
     "LIST": lambda _st, msg: state_rooms.list_scans_every_room(msg),
+    # a mask answers from all the history: up to 5000 entries, 10000 lines
+    "WHOWAS": lambda _st, msg: "*" in msg.param(0) or "?" in msg.param(0),
 }

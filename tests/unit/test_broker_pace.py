@@ -81,6 +81,9 @@ def test_a_scan_while_the_credit_is_spent_is_answered_263(paced):
     assert ask(b"LIST")[-1] == "323 :End"
     assert ask(b"NAMES #room,#room") == ["263 NAMES"]     # a list may name a big room often
     made.scan_clock.t += 1.0
+    assert ask(b"WHOWAS a*")[-1] == "369 a*"
+    assert ask(b"WHOWAS *") == ["263 WHOWAS"]
+    made.scan_clock.t += 1.0
     assert ask(b"WHO *")[-1] == "315 *"
 
 
@@ -107,3 +110,4 @@ def test_commands_that_name_what_they_look_at_are_not_paced(paced):
     assert ask(b"WHO #room")[-1] == "315 #room"
     assert ask(b"WHO alice")[-1] == "315 alice"
     assert ask(b"LIST #room")[-1] == "323 :End"
+    assert ask(b"WHOWAS bob")[-1] == "369 bob"
