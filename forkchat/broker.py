@@ -66,6 +66,7 @@ FLUSH_WINDOW_S = 0.008  # output to the workers goes at most this often
 # hundreds of users, whose scans take a fraction of a millisecond, never
 # sees the wait.
 SCAN_SHARE = 0.25
+REFUSED_LINKS_WINDOW_S = 10.0   # at most one log line of refused broker links this often
 SCAN_BURST_S = 0.05
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
@@ -124,6 +125,8 @@ class Broker:
         self.listener = listener
         self.control = control
         self.supervisor_pid = os.getppid()
+        self.refused_logged_at = float("-inf")
+        self.refused_unlogged = 0
         self.check_ancestry = children.proc_readable()   # else the uid check alone
         self.cfg = cfg
         self.created = created
@@ -303,12 +306,28 @@ class Broker:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         pid, uid, _gid = _UCRED.unpack(creds)
         if uid != os.getuid():
-            log.warning("refused broker link from uid %d", uid)
+            self._refused_link(f"uid {uid}", time.monotonic())
             return False
         if self.check_ancestry and not children.descends_from(pid, self.supervisor_pid):
-            log.warning("refused broker link from pid %d: not a process of this server", pid)
+            self._refused_link(f"pid {pid}: not a process of this server", time.monotonic())
             return False
         return True
+
+    def _refused_link(self, who: str, now: float) -> None:
+        """Log a refused link, one line per REFUSED_LINKS_WINDOW_S at most.
+
+        Any local user may connect to the socket (its name is in
+        /proc/net/unix), as fast as it likes: without the window each
+        attempt was a line of the server's log.  The refusals not logged
+        are counted in the next line.
+        """
+        if now - self.refused_logged_at < REFUSED_LINKS_WINDOW_S:
+            self.refused_unlogged += 1
+            return
+        more = self.refused_unlogged
+        log.warning("refused broker link from %s%s", who,
+                    f" ({more} more refused since the last such line)" if more else "")
+        self.refused_logged_at, self.refused_unlogged = now, 0
 
     def on_link(self, link: Link, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
