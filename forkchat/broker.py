@@ -393,7 +393,7 @@ class Broker:
         link.cid = cid
         self.links[cid] = link
         self.state.connect(cid, str(hello.get("host", "unknown")))
-        self._tell_oper_wait(cid, operguard.address_key(self.state.clients[cid].host))
+        self._tell_oper_wait(cid, self.state.clients[cid].host)
         if not hello.get("reregister"):
             self._arrived(cid)
 
@@ -446,7 +446,7 @@ class Broker:
         log.info("conn %d became operator %s", link.cid, info.get("name"))
         client = self.state.clients.get(link.cid)
         if client is not None:
-            operguard.succeeded(self.oper_guard, operguard.address_key(client.host))
+            operguard.succeeded(self.oper_guard, client.host)
         self.state.set_oper(link.cid, str(info.get("name", "")), self.outbox)
 
     def _on_oper_failed(self, link: Link, payload: bytes) -> None:
@@ -456,7 +456,7 @@ class Broker:
         client = self.state.clients.get(link.cid) if link.cid is not None else None
         if client is None:
             return
-        host, now = operguard.address_key(client.host), time.monotonic()
+        host, now = client.host, time.monotonic()
         not_before = operguard.failed(self.oper_guard, host, now)
         if not_before <= now:
             return                          # one of the address's free failures
@@ -465,13 +465,11 @@ class Broker:
             log.warning("OPER from %s must wait: %d failed attempts, the last as %r",
                         host, count, str(info.get("name", "")))
         # (a list: a full link drops its client, which changes the table)
-        for cid in [c.cid for c in self.state.clients.values()
-                    if operguard.address_key(c.host) == host]:
+        for cid in [c.cid for c in self.state.clients.values() if c.host == host]:
             self.outbox.update(cid, {"oper_address_not_before": not_before})
 
     def _tell_oper_wait(self, cid: int, host: str) -> None:
-        """A new connection learns its address's OPER wait, if there is one
-        (`host`: its operguard.address_key)."""
+        """A new connection learns its address's OPER wait, if there is one."""
         now = time.monotonic()
         not_before = operguard.not_before(self.oper_guard, host, now)
         if not_before > now:

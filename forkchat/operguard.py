@@ -22,9 +22,6 @@ The numbers:
   so the count starts again only after a quiet period.  It is longer than
   MAX_DELAY_S, so a guesser who keeps guessing at the slowest allowed rate
   keeps the longest wait, and forgetting never cuts a wait short.
-- An IPv6 client is counted by its /64 (`address_key`): a home line or a
-  rented server gets a whole /64, and counting each of its 2**64
-  addresses on its own let a guesser change address every three guesses.
 - MAX_ADDRESSES = 10,000: at most that many records (about 200 bytes each,
   2 MB in all); past it the least recently failed address is forgotten.
 
@@ -34,7 +31,6 @@ all (connections keep the not-before they were sent).
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -61,24 +57,6 @@ Records = OrderedDict[str, Record]
 
 def new_records() -> Records:
     return OrderedDict()
-
-
-IPV6_PREFIX = 64
-
-
-def address_key(host: str) -> str:
-    """What failures are counted by: an IPv4 address, or an IPv6 address's
-    /64 (an IPv4-mapped one counts as its IPv4 address); any other text
-    as it is."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
-    return str(address)
 
 
 def delay(failures: int) -> float:

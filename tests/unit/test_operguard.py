@@ -255,39 +255,3 @@ def test_broker_forgives_the_address_on_a_successful_oper(harness):
     harness.connect(2, A)
     assert harness.waits(2) == []
     assert operguard.failures(harness.broker.oper_guard, A) == 0
-
-
-@pytest.mark.parametrize("host, key", [
-    ("192.0.2.7", "192.0.2.7"),
-    ("2001:db8:1:2:a:b:c:d", "2001:db8:1:2::/64"),
-    ("2001:DB8:1:2::ffff", "2001:db8:1:2::/64"),
-    ("::ffff:192.0.2.7", "192.0.2.7"),
-    ("unknown", "unknown"),
-])
-def test_address_key_counts_ipv6_by_its_64(host, key):
-    assert operguard.address_key(host) == key
-
-
-def test_a_guesser_moving_within_its_64_keeps_the_wait(tmp_path):
-    """Failures from many addresses of one IPv6 /64 add up: a new connection
-    from yet another address of it is told the wait."""
-    socks = [*socket.socketpair(), *socket.socketpair()]
-    made = broker.Broker(socks[0], socks[2], config.Config(
-        server=config.Server(state_dir=str(tmp_path))), "today")
-    updates: list[tuple[int, dict]] = []
-    made.outbox.update = lambda cid, changes: updates.append((cid, changes))
-    pairs = []
-    for cid in range(1, operguard.FREE_FAILURES + 3):
-        pairs.append(socket.socketpair())
-        link = broker.Link(pairs[-1][0], 1 << 20)
-        hello = {"cid": cid, "host": f"2001:db8:1:2::{cid:x}", "proto": "irc"}
-        made._dispatch(link, ipc.Kind.HELLO, json.dumps(hello).encode())
-        if cid <= operguard.FREE_FAILURES + 1:
-            made._dispatch(link, ipc.Kind.OPER_FAILED, b'{"name": "admin"}')
-    newcomer = operguard.FREE_FAILURES + 2
-    # the failure past the free ones tells every connection of the /64, then the newcomer
-    assert [cid for cid, changes in updates if "oper_address_not_before" in changes
-            ] == [*range(1, operguard.FREE_FAILURES + 2), newcomer]
-    made.selector.close()
-    for sock in [*socks, *(s for pair in pairs for s in pair)]:
-        sock.close()
