@@ -191,6 +191,38 @@ def unknown_children(known: set[int]) -> list[int] | None:
     return [child for child in found if child not in known]
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of `pid` from /proc (None: gone, or /proc unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # the name in parentheses may hold spaces and ')': split after the last one
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# A worker is the child of a spawner, or of the supervisor itself once
+# its spawner has died (we are a subreaper): two steps up at most.
+_MAX_GENERATIONS = 4
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` is `ancestor` or one of its descendants."""
+    for _ in range(_MAX_GENERATIONS):
+        if pid == ancestor:
+            return True
+        parent = parent_pid(pid)
+        if parent is None or parent <= 1:
+            return False
+        pid = parent
+    return pid == ancestor
+
+
+def proc_readable() -> bool:
+    """Whether /proc tells us process parents (descends_from can answer)."""
+    return parent_pid(os.getpid()) is not None
+
+
 def become_subreaper() -> bool:
     """Adopt grandchildren whose parent dies: the workers of a dead spawner
     then become our children, and we learn how each one ends."""

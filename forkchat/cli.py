@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forkchat-server: configuration OK ({args.config or 'built-in defaults'})")
         return 0
     logsetup.setup("supervisor", cfg.log.level)
+    private_files()
     # Everything the processes will run is imported now, while the files
     # are surely readable: after the switch to an unprivileged user an
     # interpreter installed in a private home could not load them.
@@ -128,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     targets = supervisor.Targets(broker=broker.main, worker=worker.main)
     return supervisor.Supervisor(cfg, targets, load if args.config else None, bound).run()
+
+
+def private_files() -> None:
+    """Keep group and others out of every file the server makes.
+
+    The room store holds room keys and the names and topics of secret
+    rooms; with a shell's umask of 022 it was made readable by every local
+    user whenever state_dir already existed with mode 0755 (as systemd's
+    StateDirectory= or `install -d` makes it).  The shipped unit's UMask=0077
+    did this only under that unit.  A stricter umask is kept as it is.
+    """
+    os.umask(os.umask(0o077) | 0o077)
 
 
 def open_listeners(cfg: config.Config) -> list[listeners.Bound]:

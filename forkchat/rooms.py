@@ -12,6 +12,8 @@ knows about sockets, clients or numerics formatting: errors are returned as
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,6 +39,14 @@ class Ban:
     setter: str
     time: int
     folded: str        # casefolded mask, what matching uses
+    # compiled at the first check: every unvoiced message in the room checks
+    # every ban, and a shared cache of masks could be thrashed by many rooms' bans
+    _regex: re.Pattern | None = field(default=None, init=False, repr=False, compare=False)
+
+    def matches(self, folded_prefix: str) -> bool:
+        if self._regex is None:
+            self._regex = glob_regex(self.folded)
+        return self._regex.fullmatch(folded_prefix) is not None
 
 
 @dataclass(eq=False)
@@ -88,7 +98,7 @@ class Room:
         return "m" not in self.flags and not self.is_banned(folded_prefix)
 
     def is_banned(self, folded_prefix: str) -> bool:
-        return any(glob_match(ban.folded, folded_prefix) for ban in self.bans.values())
+        return any(ban.matches(folded_prefix) for ban in self.bans.values())
 
     def is_hidden(self) -> bool:
         """+s (and +p) rooms are invisible to LIST, NAMES, WHO and WHOIS of outsiders."""
@@ -216,29 +226,35 @@ def normalize_mask(mask: str) -> str:
 
 
 def glob_match(pattern: str, text: str) -> bool:
-    """IRC wildcard match ('*' any run, '?' one char), linear time.
+    """IRC wildcard match ('*' any run, '?' one char), without backtracking.
 
-    Both sides must already be casefolded.  A regex would backtrack
-    exponentially on hostile masks such as '*a*a*a*a*b'.
+    Both sides must already be casefolded.  The pattern becomes one regular
+    expression run in C (`glob_regex`), so the cost stays small however
+    hostile the mask: a WHO mask is matched against four fields of every
+    user, and the step-by-step loop this replaced took milliseconds for
+    '*' + 50 '?' + 'x' on each 100-character real name, for a WHO that
+    stalled the broker.  Compiled once per mask (a WHO or LIST matches one
+    mask against many texts in a row); a ban keeps its own.
     """
-    p = t = 0
-    star, mark = -1, 0
-    while t < len(text):
-        if p < len(pattern) and pattern[p] in ("?", text[t]) and pattern[p] != "*":
-            p += 1
-            t += 1
-        elif p < len(pattern) and pattern[p] == "*":
-            star, mark = p, t
-            p += 1
-        elif star >= 0:
-            p = star + 1
-            mark += 1
-            t = mark
-        else:
-            return False
-    while p < len(pattern) and pattern[p] == "*":
-        p += 1
-    return p == len(pattern)
+    return _cached_glob_regex(pattern).fullmatch(text) is not None
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """The pattern cut at its stars: the first piece matches at the start,
+    the last at the end, and each piece between at its leftmost place after
+    the one before (a later place could only leave less room for the rest),
+    held there by an atomic group, so a failed match never tries another
+    place: no backtracking, which a plain '.*' per star would do without
+    end on '*a*a*a*a*b'.  Use with fullmatch."""
+    pieces = ["".join("." if ch == "?" else re.escape(ch) for ch in piece)
+              for piece in pattern.split("*")]
+    if len(pieces) == 1:
+        return re.compile(pieces[0], re.DOTALL)
+    middle = "".join(f"(?>.*?{piece})" for piece in pieces[1:-1])
+    return re.compile(f"{pieces[0]}{middle}.*{pieces[-1]}", re.DOTALL)
+
+
+_cached_glob_regex = functools.lru_cache(maxsize=256)(glob_regex)
 
 
 def valid_key(key: str) -> bool:

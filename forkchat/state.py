@@ -138,6 +138,12 @@ class ChatState:
             if not handler.quiet:
                 out.send(cid, self.error_line(client, error))
 
+    def scans_everything(self, msg: protocol.Message) -> bool:
+        """Whether the command's work grows with the whole server (every user
+        or every room) rather than with what it names: the broker paces these."""
+        scan = _SCANS.get(msg.command)
+        return scan is not None and scan(self, msg)
+
     def _check(self, client: Client, msg: protocol.Message, handler: Handler) -> None:
         if handler.registered and not client.registered:
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)
@@ -432,4 +438,15 @@ HANDLERS: dict[str, Handler] = {
     "LUSERS": Handler(state_query.cmd_lusers),
     "MOTD": Handler(state_query.cmd_motd),
     "VERSION": Handler(state_query.cmd_version),
+}
+
+# Commands whose work may grow with the whole server: they answer from
+# every user or every room, and the broker paces them (see broker.py).
+_SCANS: dict[str, Callable[[ChatState, protocol.Message], bool]] = {
+    "WHO": state_query.who_scans_every_user,
+    # one room is bounded by members_per_room; a list may name a big room a hundred times
+    "NAMES": lambda _st, msg: len([name for name in msg.param(0).split(",") if name]) != 1,
+    "LIST": lambda _st, msg: state_rooms.list_scans_every_room(msg),
+    # a mask answers from all the history: up to 5000 entries, 10000 lines
+    "WHOWAS": lambda _st, msg: "*" in msg.param(0) or "?" in msg.param(0),
 }

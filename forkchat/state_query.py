@@ -168,6 +168,16 @@ def _who_matches(st: ChatState, client: Client, mask: str) -> Iterator[Client]:
             yield other
 
 
+def who_scans_every_user(st: ChatState, msg: protocol.Message) -> bool:
+    """Whether a WHO looks at every user: a mask, or a nick nobody has
+    (which is then matched against every user's fields)."""
+    mask = msg.param(0)
+    if protocol.is_room_name(mask):
+        return False
+    wildcard = mask in ("", "0") or "*" in mask or "?" in mask
+    return wildcard or st.find_nick(mask) is None
+
+
 def cmd_who(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
     """WHO [<mask> [o]]
 

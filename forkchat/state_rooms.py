@@ -268,13 +268,31 @@ def cmd_list(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     second parameter (RFC 2812 has a server there): its '>n'/'<n' items
     filter too, anything else in it is ignored.  No 321: modern servers skip it.
     """
-    conditions = [item for item in msg.param(1).split(",") if _is_count_condition(item)]
-    query = ",".join([msg.param(0), *conditions])
-    for room in _list_rooms(st, query):
+    for room in _list_rooms(st, _list_query(msg)):
         if visible(room, client):
             out.send(client.cid, st.numeric(client, numerics.RPL_LIST, room.name,
                                             str(len(room.members)), text=room.topic))
     out.send(client.cid, st.numeric(client, numerics.RPL_LISTEND))
+
+
+def _list_query(msg: protocol.Message) -> str:
+    """The items of a LIST, with the count conditions of its second parameter."""
+    conditions = [item for item in msg.param(1).split(",") if _is_count_condition(item)]
+    return ",".join([msg.param(0), *conditions])
+
+
+def list_scans_every_room(msg: protocol.Message) -> bool:
+    """Whether a LIST looks at every room (anything but plain room names)."""
+    return _plain_names(_list_query(msg)) is None
+
+
+def _plain_names(query: str) -> list[str] | None:
+    """The items of a LIST query naming rooms only, exactly; else None."""
+    items = [item for item in query.split(",") if item]
+    if items and all(protocol.is_room_name(item) and "*" not in item and "?" not in item
+                     for item in items):
+        return items
+    return None
 
 
 def _is_count_condition(item: str) -> bool:
@@ -284,11 +302,11 @@ def _is_count_condition(item: str) -> bool:
 
 
 def _list_rooms(st: ChatState, query: str) -> list[rooms.Room]:
-    items = [item for item in query.split(",") if item]
-    if items and all(protocol.is_room_name(item) and "*" not in item and "?" not in item
-                     for item in items):
-        found = (st.find_room(item) for item in items)        # plain names: no scan
+    named = _plain_names(query)
+    if named is not None:
+        found = (st.find_room(item) for item in named)        # plain names: no scan
         return [room for room in found if room is not None]
+    items = [item for item in query.split(",") if item]
     masks: list[str] = []
     negated: list[str] = []
     more, less = -1, rooms.MAX_LIMIT

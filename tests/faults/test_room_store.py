@@ -1,6 +1,7 @@
 """Room topics, modes, keys, limits and bans outlive the broker and the server."""
 
 import os
+import shutil
 import signal
 import tempfile
 
@@ -90,3 +91,29 @@ def test_a_missing_state_dir_is_made_when_serving_as_ourselves():
             alice.close()
         finally:
             server.stop()
+
+
+def test_the_room_store_is_private_even_under_a_lax_umask():
+    """The store holds room keys and secret rooms: a state_dir that exists
+    with mode 0755 and a shell's umask of 022 must still give a store that
+    only the server's user may read (its -wal and -shm files too)."""
+    state_dir = tempfile.mkdtemp(prefix="forkchat-state-")
+    os.chmod(state_dir, 0o777)      # the server may drop from root to nobody
+    lax = os.umask(0o022)
+    try:
+        server = ServerProcess(config_text=LIMITS, extra_args=["--state-dir", state_dir]).start()
+    finally:
+        os.umask(lax)
+    try:
+        alice = IrcTestClient(server.port)
+        alice.register("alice")
+        set_up_room(alice)
+        alice.sync()
+        made = sorted(os.listdir(state_dir))
+        assert "rooms.sqlite3" in made
+        assert {name: os.stat(os.path.join(state_dir, name)).st_mode & 0o077
+                for name in made} == dict.fromkeys(made, 0)
+        alice.close()
+    finally:
+        server.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)

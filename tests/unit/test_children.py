@@ -115,3 +115,14 @@ def test_ksm_running_reads_the_kernel_switch(tmp_path, content, expected):
     if content is not None:
         flag.write_text(content)
     assert children.ksm_running(str(flag)) is expected
+
+
+def test_descends_from_walks_up_the_parents():
+    me = os.getpid()
+    assert children.parent_pid(me) == os.getppid()
+    assert children.descends_from(me, me)
+    assert children.descends_from(me, os.getppid())
+    assert not children.descends_from(os.getppid(), me)
+    assert not children.descends_from(1, me)
+    assert children.parent_pid(2 ** 22 + 1) is None          # above pid_max: no such process
+    assert not children.descends_from(2 ** 22 + 1, me)

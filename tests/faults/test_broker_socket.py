@@ -1,0 +1,56 @@
+"""The broker's Unix socket: only the server's own processes may speak on it.
+
+The socket has an abstract name, which every local process can read in
+/proc/net/unix, and SO_PEERCRED lets in only processes of the server's
+user.  That user is often shared ('nobody', the default of a root start):
+another daemon running as it must not be able to pose as a worker, which
+could take over any connection id, make itself an operator with an OPER
+frame, or read what is sent to others.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from forkchat import ipc
+from tests.support.ircclient import IrcTestClient
+
+# allow_root: the server runs as the test's own user, so the uid check
+# passes and only the check of who the peer is can refuse it.
+CONFIG = "[server]\nallow_root = true\n[limits]\nflood_burst = 100\nflood_rate = 100.0\n"
+
+
+def broker_address(server_pid: int) -> str:
+    """The broker's abstract name, as any local user can read it."""
+    with open("/proc/net/unix") as table:
+        for row in table:
+            path = row.split()[-1]
+            if path.startswith(f"@forkchat-{server_pid}-"):
+                return "\0" + path[1:]
+    raise AssertionError("no broker socket in /proc/net/unix")
+
+
+def test_a_process_of_the_same_user_cannot_pose_as_a_worker(make_server):
+    server = make_server(config_text=CONFIG)
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    mark = server.log_length()
+    intruder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    intruder.settimeout(10)
+    try:
+        intruder.connect(broker_address(server.pid))
+        try:
+            intruder.sendall(ipc.encode_json(ipc.Kind.HELLO, {"cid": 999_999, "proto": "irc",
+                                                              "host": "192.0.2.1"})
+                             + ipc.encode(ipc.Kind.REQUEST, b"JOIN #x"))
+            answer = intruder.recv(4096)
+        except (ConnectionResetError, BrokenPipeError):     # closed with our frames unread
+            answer = b""
+        # refused: the link is closed before anything is answered (no 451 comes back)
+        assert answer == b""
+    finally:
+        intruder.close()
+    server.wait_for_text("refused broker link from pid", start=mark)
+    alice.send("PING :still")           # the real clients are untouched
+    assert alice.expect("PONG").params[-1] == "still"
+    alice.close()

@@ -1,0 +1,113 @@
+"""The broker paces commands that scan the whole server (broker.SCAN_SHARE).
+
+A NAMES of every room or a WHO of a mask costs the broker time in
+proportion to the whole server, and every client waits while it runs:
+scan time is spent from a credit that refills at a third of a second a
+second, and a scan asked for while it is spent is answered 263.
+The broker's scan clock is replaced by one that moves only when read.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from forkchat import broker, config, ipc
+
+
+class SteppingClock:
+    """Each reading is `step` seconds after the one before."""
+
+    def __init__(self, step: float) -> None:
+        self.t = 100.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+@pytest.fixture
+def paced(tmp_path):
+    """A Broker with one registered client, alice (cid 1), in #room."""
+    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
+    cfg = config.Config(server=config.Server(state_dir=str(tmp_path)))
+    made = broker.Broker(socks[0], socks[2], cfg, "today")
+    made.scan_clock = SteppingClock(0.1)
+    made.scan_credit_at = made.scan_clock.t
+    mine, theirs = socks[4], socks[5]
+    mine.setblocking(False)
+    theirs.setblocking(False)
+    link = broker.Link(mine, 1 << 20)
+    made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
+    made._dispatch(link, ipc.Kind.REQUEST, b"NICK alice")
+    made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": "a", "realname": "A"}).encode())
+    made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #room")
+    answers(made, link, theirs, b"PING")
+    yield lambda line: answers(made, link, theirs, line), made
+    made.selector.close()
+    for sock in socks:
+        sock.close()
+
+
+def answers(made: broker.Broker, link: broker.Link, peer: socket.socket,
+            line: bytes) -> list[str]:
+    """The numerics alice is sent for one command: 'code target-param'."""
+    made._dispatch(link, ipc.Kind.REQUEST, line)
+    made.last_flush = 0.0
+    made._maybe_flush()
+    lines = []
+    while True:
+        try:
+            data = peer.recv(1 << 20)
+        except BlockingIOError:
+            break
+        lines += [payload.decode().split() for kind, payload in ipc.FrameReader().feed(data)
+                  if kind == ipc.Kind.DELIVER]
+    return [f"{words[1]} {words[3]}" for words in lines if len(words) > 3]
+
+
+def test_a_scan_while_the_credit_is_spent_is_answered_263(paced):
+    """Each reading of the clock is 0.1 s after the one before, so each scan
+    takes 0.1 s and a third of the time between scans comes back as credit:
+    the 0.05 s burst, less 0.1, is -0.05 after the NAMES; -0.017 at the
+    WHO (refused); +0.017 at the LIST, which runs (-0.083); -0.05 at the
+    NAMES after it (refused); and a second later the credit is back."""
+    ask, made = paced
+    assert ask(b"NAMES")[-1] == "366 *"
+    assert ask(b"WHO *") == ["263 WHO"]
+    assert ask(b"LIST")[-1] == "323 :End"
+    assert ask(b"NAMES #room,#room") == ["263 NAMES"]     # a list may name a big room often
+    made.scan_clock.t += 1.0
+    assert ask(b"WHOWAS a*")[-1] == "369 a*"
+    assert ask(b"WHOWAS *") == ["263 WHOWAS"]
+    made.scan_clock.t += 1.0
+    assert ask(b"WHO *")[-1] == "315 *"
+
+
+def test_quick_scans_run_back_to_back(paced):
+    """Scans of a small server take far less than the burst: a client that
+    sends several at once gets every answer."""
+    ask, made = paced
+    made.scan_clock.step = 0.001
+    for line, end in [(b"NAMES", "366 *"), (b"WHO *", "315 *"), (b"LIST", "323 :End")] * 5:
+        assert ask(line)[-1] == end
+
+
+def test_an_operator_is_not_paced(paced):
+    ask, made = paced
+    made.state.set_oper(1, "admin", made.outbox)
+    assert ask(b"NAMES")[-1] == "366 *"
+    assert ask(b"NAMES")[-1] == "366 *"
+
+
+def test_commands_that_name_what_they_look_at_are_not_paced(paced):
+    ask, _made = paced
+    assert ask(b"NAMES")[-1] == "366 *"
+    assert ask(b"NAMES #room")[-1] == "366 #room"
+    assert ask(b"WHO #room")[-1] == "315 #room"
+    assert ask(b"WHO alice")[-1] == "315 alice"
+    assert ask(b"LIST #room")[-1] == "323 :End"
+    assert ask(b"WHOWAS bob")[-1] == "369 bob"
