@@ -33,6 +33,8 @@ from typing import Callable
 
 from forkchat.client import buffers, connection, events, ircmsg, lineedit, slash
 
+# A line typed after /quit or /raw QUIT, before the server closes: refused, not echoed.
+LEAVING_NOT_SENT = "leaving: not sent"
 INDENT = 6                      # continuation rows start under the text, after HH:MM
 NICK_COLOURS = (curses.COLOR_RED, curses.COLOR_GREEN, curses.COLOR_YELLOW,
                 curses.COLOR_BLUE, curses.COLOR_MAGENTA, curses.COLOR_CYAN)
@@ -272,6 +274,11 @@ class Tui:
             result = slash.interpret(text, context)
         except slash.SlashError as exc:
             self.model.info(str(exc), kind="error")
+            return
+        if result.lines and self.conn.quitting:
+            # QUIT is on its way (/quit, /raw QUIT): the connection sends
+            # nothing more, so neither show the line as said nor act on it.
+            self.model.info(LEAVING_NOT_SENT, kind="error")
             return
         for line in result.lines:
             self.conn.send(line)

@@ -2,7 +2,7 @@
 
 import time
 
-from forkchat.client import buffers, connection, events, tui
+from forkchat.client import buffers, connection, events, lineedit, tui
 
 
 def ev(kind, **fields):
@@ -194,3 +194,45 @@ def test_a_narrow_status_line_drops_the_address_and_clock_before_activity():
     assert fits == " 05:03 | alice | 3:#ops | 2 members | Act: 4*"
     assert tui.fit_status(parts, 40, tui.STATUS_SPARE) == " alice | 3:#ops | 2 members | Act: 4*"
     assert parts[2] == "chat.example.org:6667"          # the caller's list is left alone
+
+
+class LeavingConnection:
+    """What the interface asks of a Connection whose QUIT is on its way."""
+
+    nick = "bob"
+    rooms = {"#lobby": "#lobby"}
+    quitting = True
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, line: str) -> None:
+        self.sent.append(line)
+
+
+def typed_after_quit(*lines: str) -> tuple[buffers.ChatModel, LeavingConnection]:
+    """A Tui without a screen: its model, editor and a leaving connection."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.model, view.editor, view.conn = model_in_lobby(), lineedit.LineEditor(), LeavingConnection()
+    for line in lines:
+        view.editor.insert(line)
+        view._submit()
+    return view.model, view.conn
+
+
+def test_a_line_typed_after_a_raw_quit_is_refused_not_shown_as_sent():
+    """After `/raw QUIT` the connection sends nothing more, but the ~3 s
+    until the server closed showed each line typed meanwhile as said."""
+    model, conn = typed_after_quit("still there?", "/me waves", "/msg alice psst")
+    shown = [(line.kind, line.text) for line in model.current.lines]
+    assert not [kind for kind, _ in shown if kind.startswith("own")]
+    assert shown[-3:] == [("error", tui.LEAVING_NOT_SENT)] * 3
+    assert model.find("alice") is None and not conn.sent
+
+
+def test_local_commands_still_work_while_leaving():
+    """Only what would be sent is refused: /help and /switch send nothing."""
+    model, _ = typed_after_quit("/switch 1")
+    assert model.active == 0
+    model, _ = typed_after_quit("/help quit")
+    assert model.current.lines[-1].text.startswith("/quit")
