@@ -15,7 +15,8 @@ can never garble the input line, which is simply drawn again from the
 One `selectors` loop, no threads: the connection's socket, stdin (keys via
 get_wch in no-delay mode) and a signal wake-up socket (SIGWINCH -> resize,
 SIGTERM/SIGHUP -> quit).
-`curses.wrapper` restores the terminal on every way out, exceptions included.
+`_wrapper` restores the terminal on every way out, exceptions included, and
+also when the terminal itself is gone (SIGHUP).
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class Tui:
                 action(self)
 
     def _hang_up(self) -> None:
-        """SIGTERM/SIGHUP: leave politely; wrapper() restores the terminal."""
+        """SIGTERM/SIGHUP: leave politely; _wrapper() restores the terminal."""
         if sys.stdin.fileno() in self.sel.get_map():
             self.sel.unregister(sys.stdin.fileno())  # a hung-up tty reads as EOF forever
         self.conn.quit("Terminated")
@@ -502,6 +503,30 @@ def _main(stdscr: curses.window, settings: connection.Settings) -> str:
     return Tui(stdscr, settings).run()
 
 
+def _restore(stdscr: curses.window) -> None:
+    """Give the terminal back as curses.wrapper() does, each step on its own.
+
+    After a SIGHUP the terminal is gone and every step fails (ERR):
+    wrapper() raised the first failure as a traceback and skipped the rest.
+    """
+    for step in (lambda: stdscr.keypad(False), curses.echo, curses.nocbreak, curses.endwin):
+        try:
+            step()
+        except curses.error:
+            pass
+
+
+def _wrapper(settings: connection.Settings) -> str:
+    """curses.wrapper(_main), with a restore that survives a vanished terminal."""
+    stdscr = curses.initscr()
+    try:
+        curses.noecho()
+        curses.cbreak()
+        return _main(stdscr, settings)
+    finally:
+        _restore(stdscr)
+
+
 def run(settings: connection.Settings) -> int:
     """Entry point used by app.main(); the terminal is restored on every exit."""
     os.environ.setdefault("ESCDELAY", "25")   # Alt+key arrives as ESC + key
@@ -509,7 +534,7 @@ def run(settings: connection.Settings) -> int:
     for name in ("LINES", "COLUMNS"):
         os.environ.pop(name, None)  # stale exported values (readline sets them) beat the tty size
     try:
-        fatal = curses.wrapper(_main, settings)
+        fatal = _wrapper(settings)
     except KeyboardInterrupt:
         return 130
     if fatal:

@@ -369,3 +369,38 @@ def test_part_closes_the_buffer_of_a_secret_room_we_were_kicked_from(server, ter
         assert "No such channel" not in "\n".join(term.screen())
     finally:
         owner.close()
+
+
+
+def client_process(term: Terminal) -> psutil.Process:
+    """The forkchat-client process running in the terminal."""
+    pane_pid = int(term._tmux("list-panes", "-t", term.name, "-F", "#{pane_pid}").split()[0])
+    [client] = [p for p in psutil.Process(pane_pid).children(recursive=True)
+                if "forkchat.client.app" in " ".join(p.cmdline())]
+    return client
+
+
+def test_closing_the_terminal_quits_without_a_traceback(server, tmp_path):
+    """The window closed (SIGHUP, the tty gone): curses.wrapper's restore
+    failed on the dead tty and left a traceback (`nocbreak() returned ERR`)
+    in a redirected stderr.  Now: QUIT, and no traceback."""
+    errors = tmp_path / "stderr"
+    client = " ".join(shlex.quote(word) for word in (
+        sys.executable, "-m", "forkchat.client.app", "-n", "hungup", f"127.0.0.1:{server.port}"))
+    term = Terminal(f"{client} 2>{errors}; sleep 600")
+    watcher = process = None
+    try:
+        term.wait_text("hungup joined #lobby")
+        process = client_process(term)
+        watcher = other_user(server.port, "watcher", "#lobby")
+        term.close()                      # the tmux server goes: the terminal hangs up
+        msg = watcher.expect("QUIT")
+        assert msg.prefix.startswith("hungup!") and "Terminated" in msg.params[-1]
+        process.wait(WAIT_S)
+        assert "Traceback" not in errors.read_text()
+    finally:
+        if watcher is not None:
+            watcher.close()
+        term.close()
+        if process is not None and process.is_running():
+            process.kill()
