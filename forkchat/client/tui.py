@@ -28,6 +28,7 @@ import selectors
 import signal
 import socket
 import sys
+import termios
 import time
 import zlib
 from typing import Callable
@@ -127,6 +128,21 @@ def _join_status(parts: list[str]) -> str:
 STATUS_SPARE = (2, 0)
 
 
+def terminal_gone(fd: int) -> bool:
+    """The terminal hung up: stdin reads as end of file, ioctls fail (EIO).
+
+    The kernel sends SIGHUP to the session leader only; a client started
+    by a shell that ignores it or does not pass it on (`sh -c`, a script,
+    nohup) learns of the hang-up only here, and spun at full CPU, still
+    connected, on a stdin that was readable forever.
+    """
+    try:
+        termios.tcgetattr(fd)
+    except termios.error:
+        return True
+    return False
+
+
 class Tui:
     """The screen, the keys and the loop."""
 
@@ -213,14 +229,18 @@ class Tui:
     # ---- keys ------------------------------------------------------------------------
 
     def _on_keys(self, mask: int) -> None:
+        keys = 0
         while True:
             try:
                 key = self.scr.get_wch()
             except curses.error:
                 break  # no more input queued
+            keys += 1
             self._key(key)
         if self._escape == "":
             self._escape = None  # a lone Escape: nothing to do
+        if not keys and terminal_gone(sys.stdin.fileno()):
+            self._hang_up()
 
     def _key(self, key: str | int) -> None:
         if self._escape is not None and self._escape_step(key):

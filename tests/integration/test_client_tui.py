@@ -35,14 +35,14 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
 class Terminal:
     """One tmux session on a private tmux server, running one command."""
 
-    def __init__(self, command: str, term: str = "xterm-256color") -> None:
+    def __init__(self, command: str, term: str = "xterm-256color", first: str = "") -> None:
         self.socket = f"forkchat-test-{uuid.uuid4().hex[:8]}"
         self.name = "client"
         env = (f"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM={term} "
                f"PYTHONPATH={shlex.quote(REPO)}")
         # After the client: its exit status and the terminal modes, then stay.
         modes = "$(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo | tr '\\n' ,)"
-        shell = (f"cd {shlex.quote(REPO)} && {env} {command}; "
+        shell = (f"{first}cd {shlex.quote(REPO)} && {env} {command}; "
                  f'echo "CLIENT-EXIT=$? MODES={modes}"; sleep 600')
         self._tmux("new-session", "-d", "-s", self.name, "-x", str(WIDTH), "-y", str(HEIGHT),
                    shell)
@@ -398,6 +398,40 @@ def test_closing_the_terminal_quits_without_a_traceback(server, tmp_path):
         assert msg.prefix.startswith("hungup!") and "Terminated" in msg.params[-1]
         process.wait(WAIT_S)
         assert "Traceback" not in errors.read_text()
+    finally:
+        if watcher is not None:
+            watcher.close()
+        term.close()
+        if process is not None and process.is_running():
+            process.kill()
+
+
+def test_a_terminal_gone_without_a_sighup_still_quits(server, tmp_path):
+    """The kernel sends SIGHUP to the session leader only: under a shell
+    that ignores it (or does not pass it on) the client never got one,
+    spun at full CPU on a stdin readable forever and stayed connected.
+    Now the hang-up seen on stdin is a SIGHUP: QUIT, exit status 0."""
+    errors, status = tmp_path / "stderr", tmp_path / "status"
+    client = " ".join(shlex.quote(word) for word in (
+        sys.executable, "-m", "forkchat.client.app", "-n", "orphan", f"127.0.0.1:{server.port}"))
+    # The shell, the session leader, ignores the SIGHUP and lives on, so the
+    # kernel sends none to the client (it would when the leader exits).
+    term = Terminal(f"{client} 2>{errors}; echo $? >{status}", first="trap '' HUP; ")
+    watcher = process = None
+    try:
+        term.wait_text("orphan joined #lobby")
+        process = client_process(term)
+        watcher = other_user(server.port, "watcher", "#lobby")
+        term._tmux("kill-session", "-t", term.name)     # the window closes
+        msg = watcher.expect("QUIT")
+        assert msg.prefix.startswith("orphan!") and "Terminated" in msg.params[-1]
+        process.wait(WAIT_S)
+        assert "Traceback" not in errors.read_text()
+        deadline = time.monotonic() + WAIT_S
+        while not (status.exists() and status.read_text().strip()):
+            assert time.monotonic() < deadline, "the shell never wrote the exit status"
+            time.sleep(POLL_S)  # polling for the file the shell writes
+        assert status.read_text().strip() == "0"
     finally:
         if watcher is not None:
             watcher.close()
