@@ -103,6 +103,16 @@ def room_state(buffer: buffers.Buffer) -> str:
     return "1 member" if count == 1 else f"{count} members"
 
 
+def input_prompt(name: str, width: int) -> str:
+    """`[#room] ` before the input line, the name cut (`~`) to leave at
+    least half the row to the text: a room name as wide as the terminal
+    left no cell for it, and what was typed could not be seen."""
+    prompt = f"[{name}] "
+    if lineedit.text_width(prompt) <= width // 2:
+        return prompt
+    return "[" + lineedit.fit(name, max(1, width // 2 - 4)) + "~] "
+
+
 def fit_status(parts: list[str], width: int, spare: tuple[int, ...]) -> str:
     """The status line's parts joined; on a narrow terminal the parts at the
     indexes in `spare` are left out, in that order, until the rest fits.
@@ -407,7 +417,7 @@ class Tui:
                 self._put(1 + index, col, text, attr)
                 col += lineedit.text_width(text)
         self._bar(height - 2, self._status_text(buffer, width), width)
-        prompt = f"[{buffer.name}] "
+        prompt = input_prompt(buffer.name, width)
         shown, cursor = self.editor.view(max(2, width - lineedit.text_width(prompt)))
         self._put(height - 1, 0, prompt + shown)
         self.scr.move(height - 1, min(width - 1, lineedit.text_width(prompt) + cursor))

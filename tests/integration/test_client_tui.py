@@ -438,3 +438,14 @@ def test_a_terminal_gone_without_a_sighup_still_quits(server, tmp_path):
         term.close()
         if process is not None and process.is_running():
             process.kill()
+
+
+def test_typing_shows_on_a_narrow_terminal_in_a_long_named_room(server, terminal):
+    """The `[#room] ` prompt used to take the whole 45-column row."""
+    room = "#a_very_long_room_name_for_testing_purposes"
+    term = terminal("-n", "narrow", "-r", room, f"127.0.0.1:{server.port}")
+    term.wait_text("narrow joined")
+    term._tmux("resize-window", "-t", term.name, "-x", "45", "-y", "12")
+    term.type("can you see me")
+    term.wait_for(lambda lines: len(lines) >= 12 and "can you see me" in lines[11],
+                  "the typed text on the input row")

@@ -236,3 +236,18 @@ def test_local_commands_still_work_while_leaving():
     assert model.active == 0
     model, _ = typed_after_quit("/help quit")
     assert model.current.lines[-1].text.startswith("/quit")
+
+
+def test_a_long_room_name_leaves_half_the_input_row_to_the_text():
+    """At 45 columns `[#a_very_long_room_name_for_testing_purposes] ` took
+    the whole row: what was typed was drawn past the edge, unseen."""
+    room = "#a_very_long_room_name_for_testing_purposes"
+    assert tui.input_prompt("#lobby", 45) == "[#lobby] "
+    prompt = tui.input_prompt(room, 45)
+    assert prompt.startswith("[#a_very") and prompt.endswith("~] ")
+    assert lineedit.text_width(prompt) <= 45 // 2
+    wide = tui.input_prompt("#" + "漢" * 30, 45)
+    assert lineedit.text_width(wide) <= 45 // 2
+    editor = lineedit.LineEditor()
+    editor.insert("hello world")
+    assert editor.view(45 - lineedit.text_width(prompt))[0] == "hello world"
