@@ -561,3 +561,30 @@ def test_a_raw_quit_while_disconnected_in_line_mode_waits_for_the_lines_before(p
     peer.send(":srv 001 bob :Welcome")
     harness.expect_line("QUIT :by hand")
     assert harness.seen.index("PRIVMSG #lobby :typed while away") < harness.seen.index("QUIT :by hand")
+
+
+def test_the_servers_words_reach_the_user_without_control_characters(peer):
+    """ERROR's text and a refusal's detail are printed on stderr (line mode,
+    and the full-screen mode's last line): an escape sequence in them went
+    to the terminal raw."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    peer.send("ERROR :Closing Link: \x1b[2J\x1b]0;owned\x07gone")
+    close_peer_side(peer)
+    harness.until(lambda: any(e.other == connection.STATUS_DISCONNECTED
+                              for e in harness.events), "the disconnect")
+    [lost] = [e for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+    assert "\x1b" not in lost.text and "\x07" not in lost.text
+    assert "Closing Link: [2J]0;ownedgone" in lost.text
+    harness.conn.quit()
+
+
+def test_a_refusals_detail_reaches_the_user_without_control_characters(peer):
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.send(":srv 465 * :You are banned \x1b[31mforever\x1b[0m")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "\x1b" not in harness.conn.fatal
+    assert harness.conn.fatal.endswith("(You are banned [31mforever[0m)")
