@@ -20,6 +20,8 @@ SCROLLBACK_LINES = 2000
 STATUS_NAME = "(status)"
 MEMBER_PREFIXES = "~&@%+"
 TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction", "ownnotice"])
+# Talk that makes a buffer unread: someone else's, not our own echo.
+UNREAD_KINDS = frozenset(["msg", "action", "notice"])
 
 
 @dataclasses.dataclass
@@ -114,7 +116,7 @@ class ChatModel:
 
     def add(self, buffer: Buffer, line: Line) -> None:
         buffer.lines.append(line)
-        if buffer is not self.current and line.kind in TALK_KINDS:
+        if buffer is not self.current and line.kind in UNREAD_KINDS:
             buffer.unread += 1
             mentioned = bool(self.me) and self.me.casefold() in line.text.casefold()
             buffer.highlight = buffer.highlight or mentioned or not buffer.is_room

@@ -251,3 +251,19 @@ def test_a_long_room_name_leaves_half_the_input_row_to_the_text():
     editor = lineedit.LineEditor()
     editor.insert("hello world")
     assert editor.view(45 - lineedit.text_width(prompt))[0] == "hello world"
+
+
+def test_what_we_send_elsewhere_is_not_unread_activity():
+    """`/msg alice hi` from #lobby opened alice's buffer with `Act: 3*`,
+    the star of a private message, for a line we wrote ourselves."""
+    model = model_in_lobby()
+    model.apply(ev("join", buffer="#two", nick="bob", own=True))
+    model.switch_to("#lobby")
+    model.own_talk("own", "alice", "hi there")
+    model.own_talk("ownaction", "#two", "waves")
+    for name in ("alice", "#two"):
+        buffer = model.find(name)
+        assert buffer.unread == 0 and not buffer.highlight, name
+    assert model.find("alice").lines[-1].text == "hi there"
+    model.apply(ev("msg", buffer="alice", nick="alice", text="hello", private=True))
+    assert model.find("alice").unread == 1 and model.find("alice").highlight
