@@ -82,8 +82,7 @@ def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
                   dim: int, error: int, me: str = "") -> list[tuple[str, int]]:
     """How one Line looks: time, then marker/nick, then text (bold when it names me)."""
     stamp = (events.clock(line.time) + " ", dim)
-    mentioned = bool(me) and line.kind in ("msg", "action", "notice") \
-        and me.casefold() in line.text.casefold()
+    mentioned = line.kind in ("msg", "action", "notice") and buffers.names(line.text, me)
     text = (line.text, curses.A_BOLD if mentioned else 0)
     if line.kind in ("msg", "own"):
         return [stamp, (f"<{line.nick}> ", nick_attr(line.nick)), text]

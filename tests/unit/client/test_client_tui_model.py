@@ -1,6 +1,9 @@
 """The curses interface's model and wrapping, without a screen."""
 
+import curses
 import time
+
+import pytest
 
 from forkchat.client import buffers, connection, events, lineedit, tui
 
@@ -267,3 +270,24 @@ def test_what_we_send_elsewhere_is_not_unread_activity():
     assert model.find("alice").lines[-1].text == "hi there"
     model.apply(ev("msg", buffer="alice", nick="alice", text="hello", private=True))
     assert model.find("alice").unread == 1 and model.find("alice").highlight
+
+
+@pytest.mark.parametrize("text, named", [
+    ("al: lunch?", True), ("thanks @Al", True), ("ask AL.", True), ("<al> said", True),
+    ("really", False), ("alice is here", False), ("al_ is not me", False), ("pal", False),
+])
+def test_a_short_nick_is_named_only_as_a_word(text, named):
+    """Nick `al` was "named" by `really`: bold, and starred in Act."""
+    model = model_in_lobby()
+    model.me = "al"
+    model.apply(ev("join", buffer="#two", nick="al", own=True))
+    model.switch_to("#lobby")
+    model.apply(ev("msg", buffer="#two", nick="op", text=text))
+    assert model.find("#two").highlight is named
+    segments = tui.line_segments(model.find("#two").lines[-1], lambda nick: 0, 0, 0, "al")
+    assert (segments[-1][1] == curses.A_BOLD) is named
+
+
+def test_a_nick_with_special_characters_is_found_as_a_word():
+    assert buffers.names("hi [bot]!", "[bot]") and buffers.names("hi {BOT}", "[bot]")
+    assert not buffers.names("hi [bot]2", "[bot]")
