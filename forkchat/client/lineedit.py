@@ -13,6 +13,7 @@ import unicodedata
 from typing import Callable, Iterable
 
 HISTORY_MAX = 500
+JOINERS = "\u200c\u200d"     # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
 # Lines that carry a password stay out of the history, where Up would show
 # them to anyone at the terminal.
 SECRET_COMMANDS = ("/oper ",)
@@ -25,6 +26,13 @@ def char_width(char: str) -> int:
     if unicodedata.east_asian_width(char) in ("W", "F"):
         return 2
     return 1
+
+
+def typable(char: str) -> bool:
+    """A key that is text: printable, or a zero-width (non-)joiner, which
+    isprintable() refuses (category Cf) though words and emoji need them:
+    Persian spelling (ZWNJ), 👩‍💻 (woman, ZWJ, laptop)."""
+    return char.isprintable() or char in JOINERS
 
 
 def text_width(text: str) -> int:

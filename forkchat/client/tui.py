@@ -262,7 +262,7 @@ class Tui:
             action = NAMED_KEYS.get(curses.keyname(key))
         if action is not None:
             action(self)
-        elif isinstance(key, str) and key.isprintable():
+        elif isinstance(key, str) and lineedit.typable(key):
             self.editor.insert(key)
 
     def _escape_step(self, key: str | int) -> bool:

@@ -291,3 +291,13 @@ def test_a_short_nick_is_named_only_as_a_word(text, named):
 def test_a_nick_with_special_characters_is_found_as_a_word():
     assert buffers.names("hi [bot]!", "[bot]") and buffers.names("hi {BOT}", "[bot]")
     assert not buffers.names("hi [bot]2", "[bot]")
+
+
+def test_zero_width_joiners_are_typed_not_dropped():
+    """U+200D and U+200C are not isprintable(): 👩‍💻 went out as 👩💻, and
+    Persian می‌خواهم lost its non-joiner.  Other controls still type nothing."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.editor, view._escape = lineedit.LineEditor(), None
+    for key in "👩\u200d💻 می\u200cخواهم\x00\u200b\x1f":
+        view._key(key)
+    assert view.editor.text == "👩\u200d💻 می\u200cخواهم"
