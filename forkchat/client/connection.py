@@ -202,6 +202,11 @@ class Connection:
         return self._quitting or self._quit_queued
 
     @property
+    def unsent(self) -> int:
+        """Lines of the user's still in the paced queue (after /quit: never sent)."""
+        return sum(1 for _, ours in self._queue if ours)
+
+    @property
     def flush_pending(self) -> bool:
         """A flush barrier is on its way (so another one adds nothing)."""
         return bool(self._pongs)

@@ -137,6 +137,15 @@ def _join_status(parts: list[str]) -> str:
 STATUS_SPARE = (2, 0)
 
 
+def unsent_notice(count: int) -> str:
+    """Lines shown as said but still queued (paced) when the client left:
+    a pasted block then /quit went out in part, silently.  Said on leaving."""
+    if not count:
+        return ""
+    lines = "1 line" if count == 1 else f"{count} lines"
+    return f"{lines} shown as sent had not gone out yet (sending is paced): not sent"
+
+
 def terminal_gone(fd: int) -> bool:
     """The terminal hung up: stdin reads as end of file, ioctls fail (EIO).
 
@@ -526,10 +535,13 @@ LOCAL_ACTIONS: dict[str, Callable[..., None]] = {
 }
 
 
-def _main(stdscr: curses.window, settings: connection.Settings) -> str:
+def _main(stdscr: curses.window, settings: connection.Settings) -> tuple[str, str]:
+    """Run the interface; (the fatal message, a notice for the way out)."""
     stdscr.nodelay(True)
     stdscr.keypad(True)
-    return Tui(stdscr, settings).run()
+    view = Tui(stdscr, settings)
+    fatal = view.run()
+    return fatal, unsent_notice(view.conn.unsent)
 
 
 def _restore(stdscr: curses.window) -> None:
@@ -545,7 +557,7 @@ def _restore(stdscr: curses.window) -> None:
             pass
 
 
-def _wrapper(settings: connection.Settings) -> str:
+def _wrapper(settings: connection.Settings) -> tuple[str, str]:
     """curses.wrapper(_main), with a restore that survives a vanished terminal."""
     stdscr = curses.initscr()
     try:
@@ -563,9 +575,11 @@ def run(settings: connection.Settings) -> int:
     for name in ("LINES", "COLUMNS"):
         os.environ.pop(name, None)  # stale exported values (readline sets them) beat the tty size
     try:
-        fatal = _wrapper(settings)
+        fatal, notice = _wrapper(settings)
     except KeyboardInterrupt:
         return 130
+    if notice:
+        print(f"forkchat-client: {notice}", file=sys.stderr)
     if fatal:
         print(f"forkchat-client: {fatal}", file=sys.stderr)
         return 1

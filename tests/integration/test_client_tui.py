@@ -449,3 +449,17 @@ def test_typing_shows_on_a_narrow_terminal_in_a_long_named_room(server, terminal
     term.type("can you see me")
     term.wait_for(lambda lines: len(lines) >= 12 and "can you see me" in lines[11],
                   "the typed text on the input row")
+
+
+def test_quitting_with_pasted_lines_still_queued_says_they_were_not_sent(server, terminal):
+    """Sending is paced (8, then one per 0.6 s): a pasted block then /quit
+    showed every line as said, sent 8 and dropped the rest in silence."""
+    term = terminal("-n", "paster", f"127.0.0.1:{server.port}")
+    term.wait_text("paster joined #lobby")
+    block = "".join(f"pasted line {n}\r" for n in range(20)) + "/quit\r"
+    term._tmux("set-buffer", "--", block)
+    term._tmux("paste-buffer", "-t", term.name)
+    lines = term.wait_text("CLIENT-EXIT=")
+    [notice] = [line for line in lines if "shown as sent had not gone out" in line]
+    assert notice.startswith("forkchat-client: ") and notice.endswith(": not sent")
+    assert any(line.startswith("CLIENT-EXIT=0 ") for line in lines), lines
