@@ -112,6 +112,15 @@ def input_prompt(name: str, width: int) -> str:
     return "[" + lineedit.fit(name, max(1, width // 2 - 4)) + "~] "
 
 
+def buffer_label(number: int, name: str, width: int) -> str:
+    """`3:#room` in the status line, the name cut (`~`) to a quarter of the
+    row: a long one pushed what changes (Act, reconnecting) off the edge."""
+    label = f"{number}:{name}"
+    if lineedit.text_width(label) <= width // 4:
+        return label
+    return lineedit.fit(label, max(len(str(number)) + 2, width // 4 - 1)) + "~"
+
+
 def fit_status(parts: list[str], width: int, spare: tuple[int, ...]) -> str:
     """The status line's parts joined; on a narrow terminal the parts at the
     indexes in `spare` are left out, in that order, until the rest fits.
@@ -441,7 +450,7 @@ class Tui:
 
     def _status_text(self, buffer: buffers.Buffer, width: int) -> str:
         parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
-                 f"{self.model.active + 1}:{buffer.name}"]
+                 buffer_label(self.model.active + 1, buffer.name, width)]
         if buffer.is_room:
             parts.append(room_state(buffer))
         active = [f"{i + 1}{'*' if b.highlight else ''}"

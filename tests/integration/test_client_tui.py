@@ -441,7 +441,8 @@ def test_a_terminal_gone_without_a_sighup_still_quits(server, tmp_path):
 
 
 def test_typing_shows_on_a_narrow_terminal_in_a_long_named_room(server, terminal):
-    """The `[#room] ` prompt used to take the whole 45-column row."""
+    """The `[#room] ` prompt used to take the whole 45-column row, and the
+    name in the status line pushed `Act:` off its end."""
     room = "#a_very_long_room_name_for_testing_purposes"
     term = terminal("-n", "narrow", "-r", room, f"127.0.0.1:{server.port}")
     term.wait_text("narrow joined")
@@ -449,6 +450,13 @@ def test_typing_shows_on_a_narrow_terminal_in_a_long_named_room(server, terminal
     term.type("can you see me")
     term.wait_for(lambda lines: len(lines) >= 12 and "can you see me" in lines[11],
                   "the typed text on the input row")
+    caller = other_user(server.port, "caller")
+    try:
+        caller.send("PRIVMSG narrow :psst")     # opens buffer 3: Act: 3*
+        term.wait_for(lambda lines: len(lines) >= 12 and "Act: 3*" in lines[10],
+                      "the activity at the end of the status line")
+    finally:
+        caller.close()
 
 
 def test_quitting_with_pasted_lines_still_queued_says_they_were_not_sent(server, terminal):

@@ -301,3 +301,12 @@ def test_zero_width_joiners_are_typed_not_dropped():
     for key in "👩\u200d💻 می\u200cخواهم\x00\u200b\x1f":
         view._key(key)
     assert view.editor.text == "👩\u200d💻 می\u200cخواهم"
+
+
+def test_a_long_buffer_name_takes_a_quarter_of_the_status_line():
+    room = "#a_very_long_room_name_for_testing_purposes"
+    assert tui.buffer_label(2, "#lobby", 45) == "2:#lobby"
+    label = tui.buffer_label(2, room, 45)
+    assert label.startswith("2:#a_very") and label.endswith("~")
+    assert lineedit.text_width(label) <= 45 // 4
+    assert tui.buffer_label(12, room, 6) == "12:#~"
