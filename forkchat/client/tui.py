@@ -183,6 +183,7 @@ class Tui:
         self.conn = connection.Connection(self.sel, settings, self.on_event)
         self.model.pending_switch.add(ircmsg.casefold(settings.rooms[0]))
         self._escape: str | None = None   # keys after an ESC, None when none pending
+        self._pasting = False   # between the terminal's bracketed-paste marks
         self.scr_fd = sys.stdout.fileno()   # the terminal curses draws on
         self._colours = self._init_colours()
 
@@ -274,6 +275,9 @@ class Tui:
             return
         if key == "\x1b":
             self._escape = ""
+            return
+        if key == "\t" and self._pasting:
+            self.editor.insert(" ")   # a pasted tab parts columns; it completes nothing
             return
         action = KEYS.get(key)
         if action is None and isinstance(key, int):
@@ -527,8 +531,12 @@ ESCAPE_SEQUENCES: dict[str, Callable[[Tui], None]] = {
     "[C": _edit("right"), "OC": _edit("right"), "[D": _edit("left"), "OD": _edit("left"),
     "[1;5C": _edit("word_right"), "[1;5D": _edit("word_left"),
     "[5~": lambda t: t._page(+1), "[6~": lambda t: t._page(-1),
+    "[200~": lambda t: setattr(t, "_pasting", True),
+    "[201~": lambda t: setattr(t, "_pasting", False),
     "[1;3C": lambda t: t.model.cycle(+1), "[1;3D": lambda t: t.model.cycle(-1),
 }
+
+BRACKETED_PASTE = {True: b"\x1b[?2004h", False: b"\x1b[?2004l"}
 
 # Handled in the loop, never inside the handler (which only wakes the loop).
 SIGNALS: dict[int, Callable[[Tui], None]] = {
@@ -553,12 +561,23 @@ def _main(stdscr: curses.window, settings: connection.Settings) -> tuple[str, st
     return fatal, unsent_notice(view.conn.unsent)
 
 
+def _bracketed_paste(on: bool) -> None:
+    """Ask the terminal to mark pasted text (ESC [200~ ... ESC [201~), so
+    that a pasted tab is text, not Tab completion; terminals without the
+    mode ignore the request."""
+    try:
+        os.write(sys.stdout.fileno(), BRACKETED_PASTE[on])
+    except OSError:
+        pass    # the terminal is gone
+
+
 def _restore(stdscr: curses.window) -> None:
     """Give the terminal back as curses.wrapper() does, each step on its own.
 
     After a SIGHUP the terminal is gone and every step fails (ERR):
     wrapper() raised the first failure as a traceback and skipped the rest.
     """
+    _bracketed_paste(False)
     for step in (lambda: stdscr.keypad(False), curses.echo, curses.nocbreak, curses.endwin):
         try:
             step()
@@ -572,6 +591,7 @@ def _wrapper(settings: connection.Settings) -> tuple[str, str]:
     try:
         curses.noecho()
         curses.cbreak()
+        _bracketed_paste(True)
         return _main(stdscr, settings)
     finally:
         _restore(stdscr)

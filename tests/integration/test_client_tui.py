@@ -471,3 +471,34 @@ def test_quitting_with_pasted_lines_still_queued_says_they_were_not_sent(server,
     [notice] = [line for line in lines if "shown as sent had not gone out" in line]
     assert notice.startswith("forkchat-client: ") and notice.endswith(": not sent")
     assert any(line.startswith("CLIENT-EXIT=0 ") for line in lines), lines
+
+
+def test_a_pasted_tab_is_a_space_and_the_paste_mode_is_undone(server, terminal):
+    """A tab pasted from a table ran Tab completion (the columns were glued
+    together, or a nick was put in): the terminal now marks pastes, and a
+    pasted tab is a space.  Once the client is gone the marks are off."""
+    client = " ".join(shlex.quote(word) for word in (
+        sys.executable, "-m", "forkchat.client.app", "-n", "paster", f"127.0.0.1:{server.port}"))
+    term = Terminal(f"{client}; cat -v")
+    watcher = other_user(server.port, "watcher", "#lobby")
+    try:
+        term.wait_text("2 members")          # the NAMES reply: Tab has a nick to offer
+        term._tmux("set-buffer", "--", "w\tb\tc\r")
+        term._tmux("paste-buffer", "-p", "-t", term.name)
+        assert list(watcher.expect("PRIVMSG").params) == ["#lobby", "w b c"]
+        term.type("w")
+        term.keys("Tab")                     # typed, it still completes
+        term.wait_for(lambda lines: lines[HEIGHT - 1].rstrip() == "[#lobby] watcher:",
+                      "the completed nick")
+        term.keys("C-u")
+        term.type("/quit")
+        term.keys("Enter")
+        term.wait_for(lambda lines: not any("paster |" in line for line in lines), "the exit")
+        term._tmux("set-buffer", "--", "after\r")
+        term._tmux("paste-buffer", "-p", "-t", term.name)
+        lines = term.wait_for(lambda lines: sum("after" in line for line in lines) == 2,
+                              "the shell's echo and cat's copy of the paste")
+        assert not any("200~" in line for line in lines), lines
+    finally:
+        watcher.close()
+        term.close()
