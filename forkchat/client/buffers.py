@@ -60,7 +60,11 @@ class Buffer:
     unread: int = 0
     highlight: bool = False
     joined: bool = False
-    scroll: int = 0
+    scroll: int = 0     # rows of the view below the bottom of the pane (reading back)
+    # Lines added under a scrolled-back view since it was last drawn: the
+    # view adds their rows to `scroll` (only it knows how many rows a line
+    # wraps into), so that what is being read back stays still.
+    below: int = 0
 
     @property
     def is_room(self) -> bool:
@@ -137,7 +141,7 @@ class ChatModel:
             mentioned = names(line.text, self.me)
             buffer.highlight = buffer.highlight or mentioned or not buffer.is_room
         elif buffer is self.current and buffer.scroll:
-            buffer.scroll += 1  # keep the view still while reading back
+            buffer.below += 1  # keep the view still while reading back
 
     def info(self, text: str, buffer: Buffer | None = None, kind: str = "info") -> None:
         for part in text.split("\n"):

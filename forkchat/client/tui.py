@@ -22,6 +22,7 @@ also when the terminal itself is gone (SIGHUP).
 from __future__ import annotations
 
 import curses
+import itertools
 import locale
 import os
 import selectors
@@ -472,12 +473,18 @@ class Tui:
     def _pane_rows(self, buffer: buffers.Buffer, width: int, height: int
                    ) -> list[list[tuple[str, int]]]:
         """The rows to show, from the bottom up, honouring the scroll offset."""
+        dim, error = self._colours["dim"], self._colours["error"]
+
+        def line_rows(line: buffers.Line) -> list[list[tuple[str, int]]]:
+            return wrap(line_segments(line, self.nick_attr, dim, error, self.conn.nick), width)
+        if buffer.below and buffer.scroll:   # a wrapped line moved the view by one row only
+            held = itertools.islice(reversed(buffer.lines), buffer.below)
+            buffer.scroll += sum(len(line_rows(line)) for line in held)
+        buffer.below = 0
         rows: list[list[tuple[str, int]]] = []
         wanted = height + buffer.scroll
-        dim, error = self._colours["dim"], self._colours["error"]
         for line in reversed(buffer.lines):
-            rows[0:0] = wrap(line_segments(line, self.nick_attr, dim, error, self.conn.nick),
-                             width)
+            rows[0:0] = line_rows(line)
             if len(rows) >= wanted:
                 break
         buffer.scroll = min(buffer.scroll, max(0, len(rows) - height))

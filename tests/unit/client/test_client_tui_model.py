@@ -310,3 +310,28 @@ def test_a_long_buffer_name_takes_a_quarter_of_the_status_line():
     assert label.startswith("2:#a_very") and label.endswith("~")
     assert lineedit.text_width(label) <= 45 // 4
     assert tui.buffer_label(12, room, 6) == "12:#~"
+
+
+def screenless_view(model: buffers.ChatModel) -> tui.Tui:
+    """A Tui that can lay out its pane without curses."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.model, view.conn = model, LeavingConnection()
+    view._colours = {"dim": 0, "error": 0}
+    view.nick_attr = lambda nick: 0
+    return view
+
+
+def test_reading_back_stays_still_when_a_long_line_comes_in():
+    """Scrolled back, each new line moved `scroll` by one row: a line that
+    wraps into three rows pushed the text being read up by two."""
+    model = model_in_lobby()
+    for n in range(40):
+        model.apply(ev("msg", buffer="#lobby", nick="op", text=f"line {n}"))
+    view = screenless_view(model)
+    model.current.scroll = 12
+    before = view._pane_rows(model.current, 40, 10)
+    model.apply(ev("msg", buffer="#lobby", nick="op", text="long " * 15))
+    model.apply(ev("msg", buffer="#lobby", nick="op", text="short"))
+    assert view._pane_rows(model.current, 40, 10) == before
+    model.current.scroll = 0
+    assert view._pane_rows(model.current, 40, 10)[-1][-1][0] == "short"
