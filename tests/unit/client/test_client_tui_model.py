@@ -216,7 +216,8 @@ class LeavingConnection:
 def typed_after_quit(*lines: str) -> tuple[buffers.ChatModel, LeavingConnection]:
     """A Tui without a screen: its model, editor and a leaving connection."""
     view = tui.Tui.__new__(tui.Tui)
-    view.model, view.editor, view.conn = model_in_lobby(), lineedit.LineEditor(), LeavingConnection()
+    view.model, view.editor = model_in_lobby(), lineedit.LineEditor()
+    view.conn = LeavingConnection()
     for line in lines:
         view.editor.insert(line)
         view._submit()
