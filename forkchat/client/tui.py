@@ -604,6 +604,19 @@ def _wrapper(settings: connection.Settings) -> tuple[str, str]:
         _restore(stdscr)
 
 
+def terminal_problem() -> str:
+    """Why curses cannot run on this terminal ('' when it can): a TERM with
+    no terminfo entry here (ssh from kitty, alacritty ...) made initscr()
+    end in a traceback."""
+    term = os.environ.get("TERM", "")
+    try:
+        curses.setupterm(term, sys.stdout.fileno())
+    except curses.error:
+        return (f"terminal type {term!r} is not known on this system (no terminfo entry):"
+                " run with TERM=xterm-256color, or use --line")
+    return ""
+
+
 def run(settings: connection.Settings) -> int:
     """Entry point used by app.main(); the terminal is restored on every exit."""
     os.environ.setdefault("ESCDELAY", "25")   # Alt+key arrives as ESC + key

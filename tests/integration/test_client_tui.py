@@ -502,3 +502,15 @@ def test_a_pasted_tab_is_a_space_and_the_paste_mode_is_undone(server, terminal):
     finally:
         watcher.close()
         term.close()
+
+
+def test_an_unknown_terminal_type_is_one_clear_line_not_a_traceback(server, terminal):
+    """ssh from a terminal whose terminfo entry is not installed there
+    (xterm-kitty, alacritty): initscr() failed with a traceback, and only
+    after the nickname question."""
+    term = terminal(f"127.0.0.1:{server.port}", term_type="no-such-terminal")
+    lines = term.wait_text("CLIENT-EXIT=")
+    text = "\n".join(lines)
+    assert "Traceback" not in text and "Choose your nickname" not in text
+    assert "forkchat-client: terminal type 'no-such-terminal' is not known" in text
+    assert any(line.startswith("CLIENT-EXIT=1 ") for line in lines), lines
