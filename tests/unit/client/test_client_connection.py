@@ -6,8 +6,10 @@ PING, pacing and the flush barrier are checked line by line.
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
+import threading
 import time
 
 import pytest
@@ -588,3 +590,31 @@ def test_a_refusals_detail_reaches_the_user_without_control_characters(peer):
     harness.until(lambda: harness.conn.closed, "closed")
     assert "\x1b" not in harness.conn.fatal
     assert harness.conn.fatal.endswith("(You are banned [31mforever[0m)")
+
+
+def test_a_line_too_long_to_keep_is_dropped_whole(peer):
+    """Past 64 KiB without a newline the buffer was emptied, and the rest
+    of that line, once its newline came, was shown as a message of its own
+    (`HELLO world hello ...` in the status buffer)."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    assert peer.sock is not None
+    sock = peer.sock
+    data = (b":alice!a@h PRIVMSG #lobby :" + b"hello world " * 20000 + b"TAIL\r\n"
+            + b":alice!a@h PRIVMSG #lobby :after\r\n")
+
+    def push() -> None:
+        """All of it, as the client reads (the peer socket stays non-blocking)."""
+        view = memoryview(data)
+        while view:
+            select.select([], [sock], [], DEADLINE_S)
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                pass
+    sender = threading.Thread(target=push, daemon=True)
+    sender.start()      # more than the socket buffers hold
+    harness.until(lambda: any(e.text == "after" for e in harness.events), "the next line")
+    sender.join(DEADLINE_S)
+    assert not [e for e in harness.events if "TAIL" in e.text or "hello" in e.text.lower()]
+    harness.conn.quit()
