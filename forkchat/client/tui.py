@@ -604,6 +604,19 @@ def _wrapper(settings: connection.Settings) -> tuple[str, str]:
         _restore(stdscr)
 
 
+def _utf8_ctype() -> None:
+    """Under LC_ALL=C Python runs in UTF-8 mode (PEP 540), but curses reads
+    keys and draws by the C library's character type, ASCII there: a typed
+    é was dropped without a word.  Take C.UTF-8's, as Python's own coercion
+    (PEP 538) does when LC_ALL is not set."""
+    codeset = locale.nl_langinfo(locale.CODESET).upper().replace("-", "")
+    if sys.flags.utf8_mode and codeset != "UTF8":
+        try:
+            locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        except locale.Error:
+            pass    # no such locale here: ASCII it stays
+
+
 def terminal_problem() -> str:
     """Why curses cannot run on this terminal ('' when it can): a TERM with
     no terminfo entry here (ssh from kitty, alacritty ...) made initscr()
@@ -621,6 +634,7 @@ def run(settings: connection.Settings) -> int:
     """Entry point used by app.main(); the terminal is restored on every exit."""
     os.environ.setdefault("ESCDELAY", "25")   # Alt+key arrives as ESC + key
     locale.setlocale(locale.LC_ALL, "")
+    _utf8_ctype()
     for name in ("LINES", "COLUMNS"):
         os.environ.pop(name, None)  # stale exported values (readline sets them) beat the tty size
     try:

@@ -514,3 +514,21 @@ def test_an_unknown_terminal_type_is_one_clear_line_not_a_traceback(server, term
     assert "Traceback" not in text and "Choose your nickname" not in text
     assert "forkchat-client: terminal type 'no-such-terminal' is not known" in text
     assert any(line.startswith("CLIENT-EXIT=1 ") for line in lines), lines
+
+
+def test_accents_and_wide_characters_are_typed_under_lc_all_c(server):
+    """LC_ALL=C: Python works in UTF-8 but curses read keys as ASCII, and
+    dropped é and 漢 without a word ('hé漢 ok' went out as 'h ok')."""
+    client = " ".join(shlex.quote(word) for word in (
+        sys.executable, "-m", "forkchat.client.app", "-n", "plain", f"127.0.0.1:{server.port}"))
+    term = Terminal(f"env LC_ALL=C {client}")
+    watcher = other_user(server.port, "watcher", "#lobby")
+    try:
+        term.wait_text("2 members")
+        term.type("hé漢 ok")
+        term.keys("Enter")
+        assert list(watcher.expect("PRIVMSG").params) == ["#lobby", "hé漢 ok"]
+        term.wait_text("hé漢 ok")
+    finally:
+        watcher.close()
+        term.close()
