@@ -51,7 +51,8 @@ modes:
 exit status:
   0    every line was sent (line mode), or the interface was left
   1    could not connect or register, or lost the server for good; in line
-       mode also a line the server rejected or an invalid /command
+       mode also a line the server rejected or an invalid /command; TERM
+       names a terminal type unknown here (set another or use --line)
   2    usage error (option, nickname, room, port, password or CA file)
   130  Ctrl+C in line mode, or at the nickname question
 
@@ -260,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     _reopen_closed_stdio()
     args = build_parser().parse_args(argv)
     tui_mode = use_tui(args)
+    if tui_mode:
+        from forkchat.client import tui  # curses is only needed here
+        problem = tui.terminal_problem()    # before the nickname question, not after
+        if problem:
+            print(f"forkchat-client: {problem}", file=sys.stderr)
+            return 1
     try:
         settings = make_settings(args, interactive=tui_mode or sys.stdin.isatty())
     except ValueError as exc:
@@ -270,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
         prompt_stream().flush()
         return EXIT_INTERRUPTED
     if tui_mode:
-        from forkchat.client import tui  # curses is only needed here
         return tui.run(settings)
     from forkchat.client import linemode
     return linemode.run(settings)

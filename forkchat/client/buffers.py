@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 import time
 from typing import Callable
 
@@ -20,6 +21,23 @@ SCROLLBACK_LINES = 2000
 STATUS_NAME = "(status)"
 MEMBER_PREFIXES = "~&@%+"
 TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction", "ownnotice"])
+# Talk that makes a buffer unread: someone else's, not our own echo.
+UNREAD_KINDS = frozenset(["msg", "action", "notice"])
+
+
+# Characters a nick can hold (RFC 2812 2.3.1, and ~, the fold of ^): a
+# name inside a longer run of them is another word, not a mention.
+_NICK_CHARS = r"A-Za-z0-9\[\]\\`_^{|}~-"
+
+
+def names(text: str, nick: str) -> bool:
+    """True when `text` names `nick` as a word (`bob:`, `@bob`, `hi Bob`),
+    not inside another one: a short nick like `al` was found in `really`,
+    and every such line was bold and starred as if it called us."""
+    if not nick:
+        return False
+    pattern = rf"(?<![{_NICK_CHARS}]){re.escape(ircmsg.casefold(nick))}(?![{_NICK_CHARS}])"
+    return re.search(pattern, ircmsg.casefold(text), re.IGNORECASE) is not None
 
 
 @dataclasses.dataclass
@@ -42,7 +60,11 @@ class Buffer:
     unread: int = 0
     highlight: bool = False
     joined: bool = False
-    scroll: int = 0
+    scroll: int = 0     # rows of the view below the bottom of the pane (reading back)
+    # Lines added under a scrolled-back view since it was last drawn: the
+    # view adds their rows to `scroll` (only it knows how many rows a line
+    # wraps into), so that what is being read back stays still.
+    below: int = 0
 
     @property
     def is_room(self) -> bool:
@@ -114,12 +136,12 @@ class ChatModel:
 
     def add(self, buffer: Buffer, line: Line) -> None:
         buffer.lines.append(line)
-        if buffer is not self.current and line.kind in TALK_KINDS:
+        if buffer is not self.current and line.kind in UNREAD_KINDS:
             buffer.unread += 1
-            mentioned = bool(self.me) and self.me.casefold() in line.text.casefold()
+            mentioned = names(line.text, self.me)
             buffer.highlight = buffer.highlight or mentioned or not buffer.is_room
         elif buffer is self.current and buffer.scroll:
-            buffer.scroll += 1  # keep the view still while reading back
+            buffer.below += 1  # keep the view still while reading back
 
     def info(self, text: str, buffer: Buffer | None = None, kind: str = "info") -> None:
         for part in text.split("\n"):

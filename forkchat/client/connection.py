@@ -202,6 +202,11 @@ class Connection:
         return self._quitting or self._quit_queued
 
     @property
+    def unsent(self) -> int:
+        """Lines of the user's still in the paced queue (after /quit: never sent)."""
+        return sum(1 for _, ours in self._queue if ours)
+
+    @property
     def flush_pending(self) -> bool:
         """A flush barrier is on its way (so another one adds nothing)."""
         return bool(self._pongs)
@@ -394,14 +399,15 @@ class Connection:
         reason = FATAL_BEFORE_WELCOME[msg.command]
         if msg.command == "464" and not self.settings.password:
             return "the server wants a password (give it with --password-file)"
-        detail = msg.params[-1] if len(msg.params) > 1 else ""
+        detail = events.sanitize(msg.params[-1]) if len(msg.params) > 1 else ""
         if not detail or detail.casefold().startswith(reason.casefold()):   # same words, or more
             return reason + detail[len(reason):]
         return f"{reason} ({detail})"
 
     def _on_error(self, msg: ircmsg.Message) -> bool:
-        """ERROR precedes the close: its text becomes the reason _lost() reports."""
-        self._error_reason = "server said: " + msg.param(0)
+        """ERROR precedes the close: its text becomes the reason _lost() reports
+        (cleaned as all remote text is: line mode prints it on a terminal)."""
+        self._error_reason = "server said: " + events.sanitize(msg.param(0))
         return True
 
     def _on_nick(self, msg: ircmsg.Message) -> bool:

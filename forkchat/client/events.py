@@ -221,7 +221,7 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
     if code == 332:
         return [_event("topic", msg, buffer=msg.param(1), text=msg.param(2))]
     if code == 353:
-        names = tuple(msg.param(3).split())
+        names = tuple(sanitize(msg.param(3)).split())    # a tuple: _event cleans strings only
         return [_event("names", msg, buffer=msg.param(2), names=names)]
     if code in _LIST_ENDS:
         return [_event(_LIST_ENDS[code], msg, buffer=msg.param(1), text=msg.param(2))]

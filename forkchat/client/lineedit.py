@@ -13,6 +13,7 @@ import unicodedata
 from typing import Callable, Iterable
 
 HISTORY_MAX = 500
+JOINERS = "\u200c\u200d"     # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
 # Lines that carry a password stay out of the history, where Up would show
 # them to anyone at the terminal.
 SECRET_COMMANDS = ("/oper ",)
@@ -25,6 +26,13 @@ def char_width(char: str) -> int:
     if unicodedata.east_asian_width(char) in ("W", "F"):
         return 2
     return 1
+
+
+def typable(char: str) -> bool:
+    """A key that is text: printable, or a zero-width (non-)joiner, which
+    isprintable() refuses (category Cf) though words and emoji need them:
+    Persian spelling (ZWNJ), 👩‍💻 (woman, ZWJ, laptop)."""
+    return char.isprintable() or char in JOINERS
 
 
 def text_width(text: str) -> int:
@@ -207,10 +215,14 @@ class LineEditor:
         """
         if width <= 1:
             return "", 0
-        start = 0
-        while text_width(self.text[start:self.cursor]) > width - 1:
-            start += 1
-            while start < len(self.text) and _is_mark(self.text[start]):
-                start += 1
+        # Walk back from the cursor while the text fits: work in proportion
+        # to the width, where measuring ever shorter tails from the start of
+        # the line was quadratic (seconds per key in a 5000-character line).
+        start, used = self.cursor, 0
+        while start > 0 and used + char_width(self.text[start - 1]) <= width - 1:
+            start -= 1
+            used += char_width(self.text[start])
+        while 0 < start < self.cursor and _is_mark(self.text[start]):
+            start += 1      # the marks of a base character that did not fit
         shown = fit(self.text[start:], width)
         return shown, text_width(self.text[start:self.cursor])

@@ -51,6 +51,7 @@ class Link:
         self._sock: socket.socket | None = None
         self._addrs: list[tuple[Any, ...]] = []
         self._inbuf = bytearray()
+        self._skipping = False      # dropping the rest of an over-long line
         self._out = bytearray()
         self._ready = False
 
@@ -149,6 +150,7 @@ class Link:
             self._sock = None
         self._ready = False
         self._inbuf.clear()
+        self._skipping = False
         self._out.clear()
 
     def _lose(self, reason: str) -> None:
@@ -207,9 +209,15 @@ class Link:
                 break
             raw = bytes(self._inbuf[:end])
             del self._inbuf[:end + 1]
+            if self._skipping:
+                self._skipping = False     # the tail of the garbage: no line of its own
+                continue
             self._on_line(raw.rstrip(b"\r"))
         if len(self._inbuf) > MAX_INBUF_BYTES:
+            # Dropped up to its end, not just what has come: the tail that
+            # came later was shown as a message of its own (`HELLO world ...`).
             self._inbuf.clear()
+            self._skipping = True
 
     # ---- writing -------------------------------------------------------------------
 

@@ -15,24 +15,29 @@ can never garble the input line, which is simply drawn again from the
 One `selectors` loop, no threads: the connection's socket, stdin (keys via
 get_wch in no-delay mode) and a signal wake-up socket (SIGWINCH -> resize,
 SIGTERM/SIGHUP -> quit).
-`curses.wrapper` restores the terminal on every way out, exceptions included.
+`_wrapper` restores the terminal on every way out, exceptions included, and
+also when the terminal itself is gone (SIGHUP).
 """
 
 from __future__ import annotations
 
 import curses
+import itertools
 import locale
 import os
 import selectors
 import signal
 import socket
 import sys
+import termios
 import time
 import zlib
 from typing import Callable
 
 from forkchat.client import buffers, connection, events, ircmsg, lineedit, slash
 
+# A line typed after /quit or /raw QUIT, before the server closes: refused, not echoed.
+LEAVING_NOT_SENT = "leaving: not sent"
 INDENT = 6                      # continuation rows start under the text, after HH:MM
 NICK_COLOURS = (curses.COLOR_RED, curses.COLOR_GREEN, curses.COLOR_YELLOW,
                 curses.COLOR_BLUE, curses.COLOR_MAGENTA, curses.COLOR_CYAN)
@@ -78,8 +83,7 @@ def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
                   dim: int, error: int, me: str = "") -> list[tuple[str, int]]:
     """How one Line looks: time, then marker/nick, then text (bold when it names me)."""
     stamp = (events.clock(line.time) + " ", dim)
-    mentioned = bool(me) and line.kind in ("msg", "action", "notice") \
-        and me.casefold() in line.text.casefold()
+    mentioned = line.kind in ("msg", "action", "notice") and buffers.names(line.text, me)
     text = (line.text, curses.A_BOLD if mentioned else 0)
     if line.kind in ("msg", "own"):
         return [stamp, (f"<{line.nick}> ", nick_attr(line.nick)), text]
@@ -97,6 +101,25 @@ def room_state(buffer: buffers.Buffer) -> str:
         return "not joined"
     count = len(buffer.members)
     return "1 member" if count == 1 else f"{count} members"
+
+
+def input_prompt(name: str, width: int) -> str:
+    """`[#room] ` before the input line, the name cut (`~`) to leave at
+    least half the row to the text: a room name as wide as the terminal
+    left no cell for it, and what was typed could not be seen."""
+    prompt = f"[{name}] "
+    if lineedit.text_width(prompt) <= width // 2:
+        return prompt
+    return "[" + lineedit.fit(name, max(1, width // 2 - 4)) + "~] "
+
+
+def buffer_label(number: int, name: str, width: int) -> str:
+    """`3:#room` in the status line, the name cut (`~`) to a quarter of the
+    row: a long one pushed what changes (Act, reconnecting) off the edge."""
+    label = f"{number}:{name}"
+    if lineedit.text_width(label) <= width // 4:
+        return label
+    return lineedit.fit(label, max(len(str(number)) + 2, width // 4 - 1)) + "~"
 
 
 def fit_status(parts: list[str], width: int, spare: tuple[int, ...]) -> str:
@@ -124,6 +147,30 @@ def _join_status(parts: list[str]) -> str:
 STATUS_SPARE = (2, 0)
 
 
+def unsent_notice(count: int) -> str:
+    """Lines shown as said but still queued (paced) when the client left:
+    a pasted block then /quit went out in part, silently.  Said on leaving."""
+    if not count:
+        return ""
+    lines = "1 line" if count == 1 else f"{count} lines"
+    return f"{lines} shown as sent had not gone out yet (sending is paced): not sent"
+
+
+def terminal_gone(fd: int) -> bool:
+    """The terminal hung up: stdin reads as end of file, ioctls fail (EIO).
+
+    The kernel sends SIGHUP to the session leader only; a client started
+    by a shell that ignores it or does not pass it on (`sh -c`, a script,
+    nohup) learns of the hang-up only here, and spun at full CPU, still
+    connected, on a stdin that was readable forever.
+    """
+    try:
+        termios.tcgetattr(fd)
+    except termios.error:
+        return True
+    return False
+
+
 class Tui:
     """The screen, the keys and the loop."""
 
@@ -137,6 +184,7 @@ class Tui:
         self.conn = connection.Connection(self.sel, settings, self.on_event)
         self.model.pending_switch.add(ircmsg.casefold(settings.rooms[0]))
         self._escape: str | None = None   # keys after an ESC, None when none pending
+        self._pasting = False   # between the terminal's bracketed-paste marks
         self.scr_fd = sys.stdout.fileno()   # the terminal curses draws on
         self._colours = self._init_colours()
 
@@ -197,7 +245,7 @@ class Tui:
                 action(self)
 
     def _hang_up(self) -> None:
-        """SIGTERM/SIGHUP: leave politely; wrapper() restores the terminal."""
+        """SIGTERM/SIGHUP: leave politely; _wrapper() restores the terminal."""
         if sys.stdin.fileno() in self.sel.get_map():
             self.sel.unregister(sys.stdin.fileno())  # a hung-up tty reads as EOF forever
         self.conn.quit("Terminated")
@@ -210,14 +258,18 @@ class Tui:
     # ---- keys ------------------------------------------------------------------------
 
     def _on_keys(self, mask: int) -> None:
+        keys = 0
         while True:
             try:
                 key = self.scr.get_wch()
             except curses.error:
                 break  # no more input queued
+            keys += 1
             self._key(key)
         if self._escape == "":
             self._escape = None  # a lone Escape: nothing to do
+        if not keys and terminal_gone(sys.stdin.fileno()):
+            self._hang_up()
 
     def _key(self, key: str | int) -> None:
         if self._escape is not None and self._escape_step(key):
@@ -225,12 +277,15 @@ class Tui:
         if key == "\x1b":
             self._escape = ""
             return
+        if key == "\t" and self._pasting:
+            self.editor.insert(" ")   # a pasted tab parts columns; it completes nothing
+            return
         action = KEYS.get(key)
         if action is None and isinstance(key, int):
             action = NAMED_KEYS.get(curses.keyname(key))
         if action is not None:
             action(self)
-        elif isinstance(key, str) and key.isprintable():
+        elif isinstance(key, str) and lineedit.typable(key):
             self.editor.insert(key)
 
     def _escape_step(self, key: str | int) -> bool:
@@ -272,6 +327,11 @@ class Tui:
             result = slash.interpret(text, context)
         except slash.SlashError as exc:
             self.model.info(str(exc), kind="error")
+            return
+        if result.lines and self.conn.quitting:
+            # QUIT is on its way (/quit, /raw QUIT): the connection sends
+            # nothing more, so neither show the line as said nor act on it.
+            self.model.info(LEAVING_NOT_SENT, kind="error")
             return
         for line in result.lines:
             self.conn.send(line)
@@ -379,7 +439,7 @@ class Tui:
                 self._put(1 + index, col, text, attr)
                 col += lineedit.text_width(text)
         self._bar(height - 2, self._status_text(buffer, width), width)
-        prompt = f"[{buffer.name}] "
+        prompt = input_prompt(buffer.name, width)
         shown, cursor = self.editor.view(max(2, width - lineedit.text_width(prompt)))
         self._put(height - 1, 0, prompt + shown)
         self.scr.move(height - 1, min(width - 1, lineedit.text_width(prompt) + cursor))
@@ -395,7 +455,7 @@ class Tui:
 
     def _status_text(self, buffer: buffers.Buffer, width: int) -> str:
         parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
-                 f"{self.model.active + 1}:{buffer.name}"]
+                 buffer_label(self.model.active + 1, buffer.name, width)]
         if buffer.is_room:
             parts.append(room_state(buffer))
         active = [f"{i + 1}{'*' if b.highlight else ''}"
@@ -413,12 +473,18 @@ class Tui:
     def _pane_rows(self, buffer: buffers.Buffer, width: int, height: int
                    ) -> list[list[tuple[str, int]]]:
         """The rows to show, from the bottom up, honouring the scroll offset."""
+        dim, error = self._colours["dim"], self._colours["error"]
+
+        def line_rows(line: buffers.Line) -> list[list[tuple[str, int]]]:
+            return wrap(line_segments(line, self.nick_attr, dim, error, self.conn.nick), width)
+        if buffer.below and buffer.scroll:   # a wrapped line moved the view by one row only
+            held = itertools.islice(reversed(buffer.lines), buffer.below)
+            buffer.scroll += sum(len(line_rows(line)) for line in held)
+        buffer.below = 0
         rows: list[list[tuple[str, int]]] = []
         wanted = height + buffer.scroll
-        dim, error = self._colours["dim"], self._colours["error"]
         for line in reversed(buffer.lines):
-            rows[0:0] = wrap(line_segments(line, self.nick_attr, dim, error, self.conn.nick),
-                             width)
+            rows[0:0] = line_rows(line)
             if len(rows) >= wanted:
                 break
         buffer.scroll = min(buffer.scroll, max(0, len(rows) - height))
@@ -472,8 +538,12 @@ ESCAPE_SEQUENCES: dict[str, Callable[[Tui], None]] = {
     "[C": _edit("right"), "OC": _edit("right"), "[D": _edit("left"), "OD": _edit("left"),
     "[1;5C": _edit("word_right"), "[1;5D": _edit("word_left"),
     "[5~": lambda t: t._page(+1), "[6~": lambda t: t._page(-1),
+    "[200~": lambda t: setattr(t, "_pasting", True),
+    "[201~": lambda t: setattr(t, "_pasting", False),
     "[1;3C": lambda t: t.model.cycle(+1), "[1;3D": lambda t: t.model.cycle(-1),
 }
+
+BRACKETED_PASTE = {True: b"\x1b[?2004h", False: b"\x1b[?2004l"}
 
 # Handled in the loop, never inside the handler (which only wakes the loop).
 SIGNALS: dict[int, Callable[[Tui], None]] = {
@@ -489,22 +559,90 @@ LOCAL_ACTIONS: dict[str, Callable[..., None]] = {
 }
 
 
-def _main(stdscr: curses.window, settings: connection.Settings) -> str:
+def _main(stdscr: curses.window, settings: connection.Settings) -> tuple[str, str]:
+    """Run the interface; (the fatal message, a notice for the way out)."""
     stdscr.nodelay(True)
     stdscr.keypad(True)
-    return Tui(stdscr, settings).run()
+    view = Tui(stdscr, settings)
+    fatal = view.run()
+    return fatal, unsent_notice(view.conn.unsent)
+
+
+def _bracketed_paste(on: bool) -> None:
+    """Ask the terminal to mark pasted text (ESC [200~ ... ESC [201~), so
+    that a pasted tab is text, not Tab completion; terminals without the
+    mode ignore the request."""
+    try:
+        os.write(sys.stdout.fileno(), BRACKETED_PASTE[on])
+    except OSError:
+        pass    # the terminal is gone
+
+
+def _restore(stdscr: curses.window) -> None:
+    """Give the terminal back as curses.wrapper() does, each step on its own.
+
+    After a SIGHUP the terminal is gone and every step fails (ERR):
+    wrapper() raised the first failure as a traceback and skipped the rest.
+    """
+    _bracketed_paste(False)
+    for step in (lambda: stdscr.keypad(False), curses.echo, curses.nocbreak, curses.endwin):
+        try:
+            step()
+        except curses.error:
+            pass
+
+
+def _wrapper(settings: connection.Settings) -> tuple[str, str]:
+    """curses.wrapper(_main), with a restore that survives a vanished terminal."""
+    stdscr = curses.initscr()
+    try:
+        curses.noecho()
+        curses.cbreak()
+        _bracketed_paste(True)
+        return _main(stdscr, settings)
+    finally:
+        _restore(stdscr)
+
+
+def _utf8_ctype() -> None:
+    """Under LC_ALL=C Python runs in UTF-8 mode (PEP 540), but curses reads
+    keys and draws by the C library's character type, ASCII there: a typed
+    é was dropped without a word.  Take C.UTF-8's, as Python's own coercion
+    (PEP 538) does when LC_ALL is not set."""
+    codeset = locale.nl_langinfo(locale.CODESET).upper().replace("-", "")
+    if sys.flags.utf8_mode and codeset != "UTF8":
+        try:
+            locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        except locale.Error:
+            pass    # no such locale here: ASCII it stays
+
+
+def terminal_problem() -> str:
+    """Why curses cannot run on this terminal ('' when it can): a TERM with
+    no terminfo entry here (ssh from kitty, alacritty ...) made initscr()
+    end in a traceback."""
+    term = os.environ.get("TERM", "")
+    try:
+        curses.setupterm(term, sys.stdout.fileno())
+    except curses.error:
+        return (f"terminal type {term!r} is not known on this system (no terminfo entry):"
+                " run with TERM=xterm-256color, or use --line")
+    return ""
 
 
 def run(settings: connection.Settings) -> int:
     """Entry point used by app.main(); the terminal is restored on every exit."""
     os.environ.setdefault("ESCDELAY", "25")   # Alt+key arrives as ESC + key
     locale.setlocale(locale.LC_ALL, "")
+    _utf8_ctype()
     for name in ("LINES", "COLUMNS"):
         os.environ.pop(name, None)  # stale exported values (readline sets them) beat the tty size
     try:
-        fatal = curses.wrapper(_main, settings)
+        fatal, notice = _wrapper(settings)
     except KeyboardInterrupt:
         return 130
+    if notice:
+        print(f"forkchat-client: {notice}", file=sys.stderr)
     if fatal:
         print(f"forkchat-client: {fatal}", file=sys.stderr)
         return 1

@@ -35,14 +35,14 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
 class Terminal:
     """One tmux session on a private tmux server, running one command."""
 
-    def __init__(self, command: str, term: str = "xterm-256color") -> None:
+    def __init__(self, command: str, term: str = "xterm-256color", first: str = "") -> None:
         self.socket = f"forkchat-test-{uuid.uuid4().hex[:8]}"
         self.name = "client"
         env = (f"env LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM={term} "
                f"PYTHONPATH={shlex.quote(REPO)}")
         # After the client: its exit status and the terminal modes, then stay.
         modes = "$(stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo | tr '\\n' ,)"
-        shell = (f"cd {shlex.quote(REPO)} && {env} {command}; "
+        shell = (f"{first}cd {shlex.quote(REPO)} && {env} {command}; "
                  f'echo "CLIENT-EXIT=$? MODES={modes}"; sleep 600')
         self._tmux("new-session", "-d", "-s", self.name, "-x", str(WIDTH), "-y", str(HEIGHT),
                    shell)
@@ -369,3 +369,166 @@ def test_part_closes_the_buffer_of_a_secret_room_we_were_kicked_from(server, ter
         assert "No such channel" not in "\n".join(term.screen())
     finally:
         owner.close()
+
+
+
+def client_process(term: Terminal) -> psutil.Process:
+    """The forkchat-client process running in the terminal."""
+    pane_pid = int(term._tmux("list-panes", "-t", term.name, "-F", "#{pane_pid}").split()[0])
+    [client] = [p for p in psutil.Process(pane_pid).children(recursive=True)
+                if "forkchat.client.app" in " ".join(p.cmdline())]
+    return client
+
+
+def test_closing_the_terminal_quits_without_a_traceback(server, tmp_path):
+    """The window closed (SIGHUP, the tty gone): curses.wrapper's restore
+    failed on the dead tty and left a traceback (`nocbreak() returned ERR`)
+    in a redirected stderr.  Now: QUIT, and no traceback."""
+    errors = tmp_path / "stderr"
+    client = " ".join(shlex.quote(word) for word in (
+        sys.executable, "-m", "forkchat.client.app", "-n", "hungup", f"127.0.0.1:{server.port}"))
+    term = Terminal(f"{client} 2>{errors}; sleep 600")
+    watcher = process = None
+    try:
+        term.wait_text("hungup joined #lobby")
+        process = client_process(term)
+        watcher = other_user(server.port, "watcher", "#lobby")
+        term.close()                      # the tmux server goes: the terminal hangs up
+        msg = watcher.expect("QUIT")
+        assert msg.prefix.startswith("hungup!") and "Terminated" in msg.params[-1]
+        process.wait(WAIT_S)
+        assert "Traceback" not in errors.read_text()
+    finally:
+        if watcher is not None:
+            watcher.close()
+        term.close()
+        if process is not None and process.is_running():
+            process.kill()
+
+
+def test_a_terminal_gone_without_a_sighup_still_quits(server, tmp_path):
+    """The kernel sends SIGHUP to the session leader only: under a shell
+    that ignores it (or does not pass it on) the client never got one,
+    spun at full CPU on a stdin readable forever and stayed connected.
+    Now the hang-up seen on stdin is a SIGHUP: QUIT, exit status 0."""
+    errors, status = tmp_path / "stderr", tmp_path / "status"
+    client = " ".join(shlex.quote(word) for word in (
+        sys.executable, "-m", "forkchat.client.app", "-n", "orphan", f"127.0.0.1:{server.port}"))
+    # The shell, the session leader, ignores the SIGHUP and lives on, so the
+    # kernel sends none to the client (it would when the leader exits).
+    term = Terminal(f"{client} 2>{errors}; echo $? >{status}", first="trap '' HUP; ")
+    watcher = process = None
+    try:
+        term.wait_text("orphan joined #lobby")
+        process = client_process(term)
+        watcher = other_user(server.port, "watcher", "#lobby")
+        term._tmux("kill-session", "-t", term.name)     # the window closes
+        msg = watcher.expect("QUIT")
+        assert msg.prefix.startswith("orphan!") and "Terminated" in msg.params[-1]
+        process.wait(WAIT_S)
+        assert "Traceback" not in errors.read_text()
+        deadline = time.monotonic() + WAIT_S
+        while not (status.exists() and status.read_text().strip()):
+            assert time.monotonic() < deadline, "the shell never wrote the exit status"
+            time.sleep(POLL_S)  # polling for the file the shell writes
+        assert status.read_text().strip() == "0"
+    finally:
+        if watcher is not None:
+            watcher.close()
+        term.close()
+        if process is not None and process.is_running():
+            process.kill()
+
+
+def test_typing_shows_on_a_narrow_terminal_in_a_long_named_room(server, terminal):
+    """The `[#room] ` prompt used to take the whole 45-column row, and the
+    name in the status line pushed `Act:` off its end."""
+    room = "#a_very_long_room_name_for_testing_purposes"
+    term = terminal("-n", "narrow", "-r", room, f"127.0.0.1:{server.port}")
+    term.wait_text("narrow joined")
+    term._tmux("resize-window", "-t", term.name, "-x", "45", "-y", "12")
+    term.type("can you see me")
+    term.wait_for(lambda lines: len(lines) >= 12 and "can you see me" in lines[11],
+                  "the typed text on the input row")
+    caller = other_user(server.port, "caller")
+    try:
+        caller.send("PRIVMSG narrow :psst")     # opens buffer 3: Act: 3*
+        term.wait_for(lambda lines: len(lines) >= 12 and "Act: 3*" in lines[10],
+                      "the activity at the end of the status line")
+    finally:
+        caller.close()
+
+
+def test_quitting_with_pasted_lines_still_queued_says_they_were_not_sent(server, terminal):
+    """Sending is paced (8, then one per 0.6 s): a pasted block then /quit
+    showed every line as said, sent 8 and dropped the rest in silence."""
+    term = terminal("-n", "paster", f"127.0.0.1:{server.port}")
+    term.wait_text("paster joined #lobby")
+    block = "".join(f"pasted line {n}\r" for n in range(20)) + "/quit\r"
+    term._tmux("set-buffer", "--", block)
+    term._tmux("paste-buffer", "-t", term.name)
+    lines = term.wait_text("CLIENT-EXIT=")
+    [notice] = [line for line in lines if "shown as sent had not gone out" in line]
+    assert notice.startswith("forkchat-client: ") and notice.endswith(": not sent")
+    assert any(line.startswith("CLIENT-EXIT=0 ") for line in lines), lines
+
+
+def test_a_pasted_tab_is_a_space_and_the_paste_mode_is_undone(server, terminal):
+    """A tab pasted from a table ran Tab completion (the columns were glued
+    together, or a nick was put in): the terminal now marks pastes, and a
+    pasted tab is a space.  Once the client is gone the marks are off."""
+    client = " ".join(shlex.quote(word) for word in (
+        sys.executable, "-m", "forkchat.client.app", "-n", "paster", f"127.0.0.1:{server.port}"))
+    term = Terminal(f"{client}; cat -v")
+    watcher = other_user(server.port, "watcher", "#lobby")
+    try:
+        term.wait_text("2 members")          # the NAMES reply: Tab has a nick to offer
+        term._tmux("set-buffer", "--", "w\tb\tc\r")
+        term._tmux("paste-buffer", "-p", "-t", term.name)
+        assert list(watcher.expect("PRIVMSG").params) == ["#lobby", "w b c"]
+        term.type("w")
+        term.keys("Tab")                     # typed, it still completes
+        term.wait_for(lambda lines: lines[HEIGHT - 1].rstrip() == "[#lobby] watcher:",
+                      "the completed nick")
+        term.keys("C-u")
+        term.type("/quit")
+        term.keys("Enter")
+        term.wait_for(lambda lines: not any("paster |" in line for line in lines), "the exit")
+        term._tmux("set-buffer", "--", "after\r")
+        term._tmux("paste-buffer", "-p", "-t", term.name)
+        lines = term.wait_for(lambda lines: sum("after" in line for line in lines) == 2,
+                              "the shell's echo and cat's copy of the paste")
+        assert not any("200~" in line for line in lines), lines
+    finally:
+        watcher.close()
+        term.close()
+
+
+def test_an_unknown_terminal_type_is_one_clear_line_not_a_traceback(server, terminal):
+    """ssh from a terminal whose terminfo entry is not installed there
+    (xterm-kitty, alacritty): initscr() failed with a traceback, and only
+    after the nickname question."""
+    term = terminal(f"127.0.0.1:{server.port}", term_type="no-such-terminal")
+    lines = term.wait_text("CLIENT-EXIT=")
+    text = "\n".join(lines)
+    assert "Traceback" not in text and "Choose your nickname" not in text
+    assert "forkchat-client: terminal type 'no-such-terminal' is not known" in text
+    assert any(line.startswith("CLIENT-EXIT=1 ") for line in lines), lines
+
+
+def test_accents_and_wide_characters_are_typed_under_lc_all_c(server):
+    """LC_ALL=C: Python works in UTF-8 but curses read keys as ASCII, and
+    dropped é and 漢 without a word ('hé漢 ok' went out as 'h ok')."""
+    client = " ".join(shlex.quote(word) for word in (
+        sys.executable, "-m", "forkchat.client.app", "-n", "plain", f"127.0.0.1:{server.port}"))
+    term = Terminal(f"env LC_ALL=C {client}")
+    watcher = other_user(server.port, "watcher", "#lobby")
+    try:
+        term.wait_text("2 members")
+        term.type("hé漢 ok")
+        term.keys("Enter")
+        assert list(watcher.expect("PRIVMSG").params) == ["#lobby", "hé漢 ok"]
+        term.wait_text("hé漢 ok")
+    finally:
+        watcher.close()
+        term.close()

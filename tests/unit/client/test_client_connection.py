@@ -6,8 +6,10 @@ PING, pacing and the flush barrier are checked line by line.
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
+import threading
 import time
 
 import pytest
@@ -561,3 +563,58 @@ def test_a_raw_quit_while_disconnected_in_line_mode_waits_for_the_lines_before(p
     peer.send(":srv 001 bob :Welcome")
     harness.expect_line("QUIT :by hand")
     assert harness.seen.index("PRIVMSG #lobby :typed while away") < harness.seen.index("QUIT :by hand")
+
+
+def test_the_servers_words_reach_the_user_without_control_characters(peer):
+    """ERROR's text and a refusal's detail are printed on stderr (line mode,
+    and the full-screen mode's last line): an escape sequence in them went
+    to the terminal raw."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    peer.send("ERROR :Closing Link: \x1b[2J\x1b]0;owned\x07gone")
+    close_peer_side(peer)
+    harness.until(lambda: any(e.other == connection.STATUS_DISCONNECTED
+                              for e in harness.events), "the disconnect")
+    [lost] = [e for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+    assert "\x1b" not in lost.text and "\x07" not in lost.text
+    assert "Closing Link: [2J]0;ownedgone" in lost.text
+    harness.conn.quit()
+
+
+def test_a_refusals_detail_reaches_the_user_without_control_characters(peer):
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    peer.send(":srv 465 * :You are banned \x1b[31mforever\x1b[0m")
+    harness.until(lambda: harness.conn.closed, "closed")
+    assert "\x1b" not in harness.conn.fatal
+    assert harness.conn.fatal.endswith("(You are banned [31mforever[0m)")
+
+
+def test_a_line_too_long_to_keep_is_dropped_whole(peer):
+    """Past 64 KiB without a newline the buffer was emptied, and the rest
+    of that line, once its newline came, was shown as a message of its own
+    (`HELLO world hello ...` in the status buffer)."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    assert peer.sock is not None
+    sock = peer.sock
+    data = (b":alice!a@h PRIVMSG #lobby :" + b"hello world " * 20000 + b"TAIL\r\n"
+            + b":alice!a@h PRIVMSG #lobby :after\r\n")
+
+    def push() -> None:
+        """All of it, as the client reads (the peer socket stays non-blocking)."""
+        view = memoryview(data)
+        while view:
+            select.select([], [sock], [], DEADLINE_S)
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:
+                pass
+    sender = threading.Thread(target=push, daemon=True)
+    sender.start()      # more than the socket buffers hold
+    harness.until(lambda: any(e.text == "after" for e in harness.events), "the next line")
+    sender.join(DEADLINE_S)
+    assert not [e for e in harness.events if "TAIL" in e.text or "hello" in e.text.lower()]
+    harness.conn.quit()

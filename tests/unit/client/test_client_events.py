@@ -36,6 +36,9 @@ def line_for(raw: str, me: str = "bob", current: str = "#lobby") -> list[str]:
     (":op!a@h TOPIC #lobby :new topic", "09:05 * op changed the topic of #lobby to: new topic"),
     (":srv 332 bob #lobby :the topic", "09:05 * Topic for #lobby: the topic"),
     (":srv 353 bob = #lobby :@op bob", "09:05 * Members of #lobby: @op bob"),
+    # a nick list is remote text too: no escape sequence or backspace in it
+    (":srv 353 bob = #lobby :@op ev\x1b[7mil b\x08ob",
+     "09:05 * Members of #lobby: @op ev[7mil bob"),
     (":srv 404 bob #x :Cannot send to channel", "09:05 * #x: Cannot send to channel"),
     (":srv 464 bob :Password incorrect", "09:05 * OPER refused: Password incorrect"),
     (":srv 464 bob :Too soon after a failed OPER attempt, try again in 4 s",

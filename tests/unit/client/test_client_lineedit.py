@@ -1,6 +1,8 @@
 """The input line's editing rules, on plain strings."""
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from forkchat.client import lineedit
 
@@ -142,3 +144,41 @@ def test_view_counts_wide_chars_as_two_cells():
     editor = typed("日本語")
     shown, cursor = editor.view(20)
     assert (shown, cursor) == ("日本語", 6)
+
+
+def test_view_of_a_long_line_measures_about_the_width_not_the_line(monkeypatch):
+    """view() measured text[start:cursor] for start = 0, 1, 2 ...: quadratic,
+    3.5 s per key at the end of a pasted 5000-character line."""
+    editor = typed("z" * 5000)
+    calls = 0
+    measure = lineedit.char_width
+
+    def counted(char: str) -> int:
+        nonlocal calls
+        calls += 1
+        return measure(char)
+    monkeypatch.setattr(lineedit, "char_width", counted)
+    shown, cursor = editor.view(90)
+    assert (shown, cursor) == ("z" * 89, 89)
+    assert calls < 20 * 90
+
+
+def reference_view(text: str, cursor: int, width: int) -> tuple[str, int]:
+    """The old quadratic view(): the smallest start off a combining mark
+    from which the text up to the cursor fits in width - 1 cells."""
+    start = 0
+    while lineedit.text_width(text[start:cursor]) > width - 1:
+        start += 1
+        while start < len(text) and lineedit.char_width(text[start]) == 0:
+            start += 1
+    return lineedit.fit(text[start:], width), lineedit.text_width(text[start:cursor])
+
+
+@hypothesis.given(st.lists(st.sampled_from(["a", " ", "日", "e\u0301", "😀", "\u0301"]),
+                           max_size=40),
+                  st.integers(min_value=2, max_value=12), st.integers(min_value=0, max_value=40))
+def test_view_shows_what_it_always_showed(pieces, width, steps_left):
+    editor = typed("".join(pieces))
+    for _ in range(steps_left):
+        editor.left()
+    assert editor.view(width) == reference_view(editor.text, editor.cursor, width)

@@ -1,8 +1,11 @@
 """The curses interface's model and wrapping, without a screen."""
 
+import curses
 import time
 
-from forkchat.client import buffers, connection, events, tui
+import pytest
+
+from forkchat.client import buffers, connection, events, lineedit, tui
 
 
 def ev(kind, **fields):
@@ -194,3 +197,142 @@ def test_a_narrow_status_line_drops_the_address_and_clock_before_activity():
     assert fits == " 05:03 | alice | 3:#ops | 2 members | Act: 4*"
     assert tui.fit_status(parts, 40, tui.STATUS_SPARE) == " alice | 3:#ops | 2 members | Act: 4*"
     assert parts[2] == "chat.example.org:6667"          # the caller's list is left alone
+
+
+class LeavingConnection:
+    """What the interface asks of a Connection whose QUIT is on its way."""
+
+    nick = "bob"
+    rooms = {"#lobby": "#lobby"}
+    quitting = True
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, line: str) -> None:
+        self.sent.append(line)
+
+
+def typed_after_quit(*lines: str) -> tuple[buffers.ChatModel, LeavingConnection]:
+    """A Tui without a screen: its model, editor and a leaving connection."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.model, view.editor = model_in_lobby(), lineedit.LineEditor()
+    view.conn = LeavingConnection()
+    for line in lines:
+        view.editor.insert(line)
+        view._submit()
+    return view.model, view.conn
+
+
+def test_a_line_typed_after_a_raw_quit_is_refused_not_shown_as_sent():
+    """After `/raw QUIT` the connection sends nothing more, but the ~3 s
+    until the server closed showed each line typed meanwhile as said."""
+    model, conn = typed_after_quit("still there?", "/me waves", "/msg alice psst")
+    shown = [(line.kind, line.text) for line in model.current.lines]
+    assert not [kind for kind, _ in shown if kind.startswith("own")]
+    assert shown[-3:] == [("error", tui.LEAVING_NOT_SENT)] * 3
+    assert model.find("alice") is None and not conn.sent
+
+
+def test_local_commands_still_work_while_leaving():
+    """Only what would be sent is refused: /help and /switch send nothing."""
+    model, _ = typed_after_quit("/switch 1")
+    assert model.active == 0
+    model, _ = typed_after_quit("/help quit")
+    assert model.current.lines[-1].text.startswith("/quit")
+
+
+def test_a_long_room_name_leaves_half_the_input_row_to_the_text():
+    """At 45 columns `[#a_very_long_room_name_for_testing_purposes] ` took
+    the whole row: what was typed was drawn past the edge, unseen."""
+    room = "#a_very_long_room_name_for_testing_purposes"
+    assert tui.input_prompt("#lobby", 45) == "[#lobby] "
+    prompt = tui.input_prompt(room, 45)
+    assert prompt.startswith("[#a_very") and prompt.endswith("~] ")
+    assert lineedit.text_width(prompt) <= 45 // 2
+    wide = tui.input_prompt("#" + "漢" * 30, 45)
+    assert lineedit.text_width(wide) <= 45 // 2
+    editor = lineedit.LineEditor()
+    editor.insert("hello world")
+    assert editor.view(45 - lineedit.text_width(prompt))[0] == "hello world"
+
+
+def test_what_we_send_elsewhere_is_not_unread_activity():
+    """`/msg alice hi` from #lobby opened alice's buffer with `Act: 3*`,
+    the star of a private message, for a line we wrote ourselves."""
+    model = model_in_lobby()
+    model.apply(ev("join", buffer="#two", nick="bob", own=True))
+    model.switch_to("#lobby")
+    model.own_talk("own", "alice", "hi there")
+    model.own_talk("ownaction", "#two", "waves")
+    for name in ("alice", "#two"):
+        buffer = model.find(name)
+        assert buffer.unread == 0 and not buffer.highlight, name
+    assert model.find("alice").lines[-1].text == "hi there"
+    model.apply(ev("msg", buffer="alice", nick="alice", text="hello", private=True))
+    assert model.find("alice").unread == 1 and model.find("alice").highlight
+
+
+@pytest.mark.parametrize("text, named", [
+    ("al: lunch?", True), ("thanks @Al", True), ("ask AL.", True), ("<al> said", True),
+    ("really", False), ("alice is here", False), ("al_ is not me", False), ("pal", False),
+])
+def test_a_short_nick_is_named_only_as_a_word(text, named):
+    """Nick `al` was "named" by `really`: bold, and starred in Act."""
+    model = model_in_lobby()
+    model.me = "al"
+    model.apply(ev("join", buffer="#two", nick="al", own=True))
+    model.switch_to("#lobby")
+    model.apply(ev("msg", buffer="#two", nick="op", text=text))
+    assert model.find("#two").highlight is named
+    segments = tui.line_segments(model.find("#two").lines[-1], lambda nick: 0, 0, 0, "al")
+    assert (segments[-1][1] == curses.A_BOLD) is named
+
+
+def test_a_nick_with_special_characters_is_found_as_a_word():
+    assert buffers.names("hi [bot]!", "[bot]") and buffers.names("hi {BOT}", "[bot]")
+    assert not buffers.names("hi [bot]2", "[bot]")
+
+
+def test_zero_width_joiners_are_typed_not_dropped():
+    """U+200D and U+200C are not isprintable(): 👩‍💻 went out as 👩💻, and
+    Persian می‌خواهم lost its non-joiner.  Other controls still type nothing."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.editor, view._escape = lineedit.LineEditor(), None
+    for key in "👩\u200d💻 می\u200cخواهم\x00\u200b\x1f":
+        view._key(key)
+    assert view.editor.text == "👩\u200d💻 می\u200cخواهم"
+
+
+def test_a_long_buffer_name_takes_a_quarter_of_the_status_line():
+    room = "#a_very_long_room_name_for_testing_purposes"
+    assert tui.buffer_label(2, "#lobby", 45) == "2:#lobby"
+    label = tui.buffer_label(2, room, 45)
+    assert label.startswith("2:#a_very") and label.endswith("~")
+    assert lineedit.text_width(label) <= 45 // 4
+    assert tui.buffer_label(12, room, 6) == "12:#~"
+
+
+def screenless_view(model: buffers.ChatModel) -> tui.Tui:
+    """A Tui that can lay out its pane without curses."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.model, view.conn = model, LeavingConnection()
+    view._colours = {"dim": 0, "error": 0}
+    view.nick_attr = lambda nick: 0
+    return view
+
+
+def test_reading_back_stays_still_when_a_long_line_comes_in():
+    """Scrolled back, each new line moved `scroll` by one row: a line that
+    wraps into three rows pushed the text being read up by two."""
+    model = model_in_lobby()
+    for n in range(40):
+        model.apply(ev("msg", buffer="#lobby", nick="op", text=f"line {n}"))
+    view = screenless_view(model)
+    model.current.scroll = 12
+    before = view._pane_rows(model.current, 40, 10)
+    model.apply(ev("msg", buffer="#lobby", nick="op", text="long " * 15))
+    model.apply(ev("msg", buffer="#lobby", nick="op", text="short"))
+    assert view._pane_rows(model.current, 40, 10) == before
+    model.current.scroll = 0
+    assert view._pane_rows(model.current, 40, 10)[-1][-1][0] == "short"
