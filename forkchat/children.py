@@ -80,18 +80,28 @@ class _LeanPopen(multiprocessing.popen_fork.Popen):
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             self.pid = os.fork()
-            if self.pid == 0:
-                code = 1
-                try:
-                    reset_signals()
-                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-                    code = process_obj._bootstrap(parent_sentinel=lifeline_r)  # type: ignore[attr-defined]
-                finally:
-                    os._exit(code)
-        finally:
-            if self.pid != 0:
+        except BaseException:
+            # No child (EAGAIN at the process limit, ENOMEM): the caller
+            # gets the OSError and refuses one client, nothing more.
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
+        if self.pid == 0:
+            code = 1
+            try:
+                reset_signals()
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        self.sentinel = os.pidfd_open(self.pid)
+                code = process_obj._bootstrap(parent_sentinel=lifeline_r)  # type: ignore[attr-defined]
+            finally:
+                os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        try:
+            self.sentinel = os.pidfd_open(self.pid)
+        except OSError:
+            # Out of descriptors: a child nobody could watch must not run
+            # on (a worker would serve a client already told 'busy').
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            raise
 
 
 class LeanForkProcess(multiprocessing.context.ForkProcess):

@@ -126,3 +126,53 @@ def test_descends_from_walks_up_the_parents():
     assert not children.descends_from(1, me)
     assert children.parent_pid(2 ** 22 + 1) is None          # above pid_max: no such process
     assert not children.descends_from(2 ** 22 + 1, me)
+
+
+# -- a fork the kernel refuses ----------------------------------------------------
+
+# The parent asks for a child with fork() failing (EAGAIN: RLIMIT_NPROC or
+# TasksMax reached), then with the child's pidfd failing (EMFILE), and prints
+# what each start raised, whether the handled signals are still blocked, and
+# whether any child is left running or unreaped.
+FORK_FAILS_SCRIPT = r"""
+import errno, os, signal, time
+from forkchat import children
+
+children.make_lifeline()
+real_fork, real_pidfd_open = os.fork, os.pidfd_open
+
+def no_fork():
+    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+def no_pidfd(pid, *args):
+    raise OSError(errno.EMFILE, "Too many open files")
+
+def attempt():
+    try:
+        children.start("forkchat-test", time.sleep, (3,))
+    except Exception as error:
+        return type(error).__name__
+    return "started"
+
+os.fork = no_fork
+first = attempt()
+os.fork = real_fork
+os.pidfd_open = no_pidfd
+second = attempt()
+os.pidfd_open = real_pidfd_open
+blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+try:
+    left = os.waitpid(-1, os.WNOHANG)[0]
+except ChildProcessError:
+    left = "none"
+print(first, second, signal.SIGTERM in blocked, left)
+"""
+
+
+def test_a_refused_fork_raises_oserror_and_leaves_no_child_behind():
+    """A failed fork() raised AttributeError (no pid) from the cleanup, which
+    crashed the spawner at every connection until the server gave up."""
+    done = subprocess.run([sys.executable, "-c", FORK_FAILS_SCRIPT], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["BlockingIOError", "OSError", "False", "none"]
