@@ -6,6 +6,7 @@ tests and people read that line to learn an ephemeral port.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import socket
@@ -201,6 +202,41 @@ def _close_without_reset(conn: socket.socket) -> None:
     except OSError:
         pass
     conn.close()
+
+
+# accept() failing so means no descriptor or memory for one more socket now,
+# not a broken listener: the connection waits in the kernel's queue.
+ACCEPT_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE_S = 0.5
+
+
+class AcceptTrouble:
+    """An accept() that fails until descriptors free up, said once.
+
+    The connection it could not take stays queued, so the listener stays
+    readable: a loop that went straight back to select() ran at 100 % CPU
+    and logged the failure on every turn (hundreds of thousands of lines a
+    second at the descriptor limit).  The owner stops watching the listener
+    for ACCEPT_PAUSE_S after each failure; this logs the first failure,
+    and the recovery, once.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, resumed: str) -> None:
+        self.logger = logger
+        self.what = what          # "accept", "accept on broker socket"
+        self.resumed = resumed    # the line once it works again
+        self.failing = False
+
+    def failed(self, error: OSError) -> None:
+        if not self.failing:
+            self.failing = True
+            self.logger.error("%s failed: %s; paused, retried every %.1f s", self.what,
+                              error.strerror or error, ACCEPT_PAUSE_S)
+
+    def accepted(self) -> None:
+        if self.failing:
+            self.failing = False
+            self.logger.info("%s", self.resumed)
 
 
 def announce(bound: Bound) -> None:

@@ -114,6 +114,8 @@ class Supervisor:
         self.broker_frozen = False
         self.broker_gone_early = False     # stopping, and the broker no longer listens
         self.killed: dict[int, float] = {}    # pid -> the grace it had, when we SIGKILLed it
+        self.accept_trouble = listeners.AcceptTrouble(log, "accept", "accepting connections again")
+        self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
 
     # -- main loop -------------------------------------------------------------
 
@@ -269,11 +271,32 @@ class Supervisor:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
-                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept failed: %s", error.strerror)
+                if error.errno in listeners.ACCEPT_SHORTAGES:
+                    self._pause_accepting(bound, error)
                     return
                 raise
+            self.accept_trouble.accepted()
             self._admit(conn, addr[0], bound)
+
+    def _pause_accepting(self, bound: listeners.Bound, error: OSError) -> None:
+        """Out of descriptors: stop watching the listener for a while
+        (see listeners.AcceptTrouble); its queue waits in the kernel."""
+        self.accept_trouble.failed(error)
+        self._unwatch_listener(bound)
+        self.paused.append(bound)
+        self.timers["accept"] = time.monotonic() + listeners.ACCEPT_PAUSE_S
+
+    def on_accept_timer(self) -> None:
+        paused, self.paused = self.paused, []
+        for bound in paused:
+            if bound in self.bound:       # not closed by a reload meanwhile
+                self._watch_listener(bound)
+
+    def _unwatch_listener(self, bound: listeners.Bound) -> None:
+        try:
+            self.selector.unregister(bound.sock)
+        except (KeyError, ValueError):    # paused, or closed
+            pass
 
     def _admit(self, conn: socket.socket, address: str, bound: listeners.Bound) -> None:
         peer = admission.peer_address(address)
@@ -625,7 +648,7 @@ class Supervisor:
         for key, bound in current.items():
             if key not in wanted:
                 label = bound.label
-                self.selector.unregister(bound.sock)
+                self._unwatch_listener(bound)
                 bound.sock.close()
                 self.bound.remove(bound)
                 log.info("stopped listening on %s", label)
@@ -692,10 +715,7 @@ class Supervisor:
         self.stopping = True
         systemd.notify("STOPPING=1", "STATUS=stopping")
         for bound in self.bound:
-            try:
-                self.selector.unregister(bound.sock)
-            except (KeyError, ValueError):
-                pass
+            self._unwatch_listener(bound)
             bound.sock.close()
         self._freeze_broker()
         self._retire_spawners(time.monotonic() + 1.0)
@@ -768,6 +788,7 @@ TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
     "memory": Supervisor.on_memory_timer,
     "watchdog": Supervisor.on_watchdog_timer,
     "refusals": Supervisor.on_refusals_timer,
+    "accept": Supervisor.on_accept_timer,
 }
 
 
