@@ -43,7 +43,7 @@ import struct
 import time
 from typing import Any, Callable, Iterable
 
-from forkchat import __version__, children, config, ipc, log as logsetup, numerics
+from forkchat import __version__, children, config, ipc, listeners, log as logsetup, numerics
 from forkchat import admission, operguard, protocol, state, store
 
 log = logging.getLogger("forkchat.broker")
@@ -153,12 +153,15 @@ class Broker:
         self.scan_clock: Callable[[], float] = time.perf_counter
         self.scan_credit = SCAN_BURST_S      # seconds of scanning allowed now (may go below 0)
         self.scan_credit_at = self.scan_clock()
+        self.accept_trouble = listeners.AcceptTrouble(log, "accept on broker socket",
+                                                      "accepting broker links again")
+        self.accept_resume = 0.0   # when to watch the listener again; 0: it is watched
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.listener.setblocking(False)
         self.control.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, self.on_accept)
+        self._watch_listener()
         self.selector.register(self.control, selectors.EVENT_READ, self.on_control)
         self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
         log.info("broker ready" + (f", awaiting {len(self.awaiting)} workers"
@@ -177,6 +180,8 @@ class Broker:
                 self._send_pending_control()
             if self.store_dirty and time.monotonic() >= self.next_store:
                 self._save_rooms()
+            if self.accept_resume and time.monotonic() >= self.accept_resume:
+                self._watch_listener()
             if time.monotonic() >= self.next_beat:
                 self.next_beat = time.monotonic() + HEARTBEAT_S
                 self._heartbeat()
@@ -236,6 +241,8 @@ class Broker:
             deadlines.append(self.recovery_deadline - now)
         if self.store_dirty:
             deadlines.append(self.next_store - now)
+        if self.accept_resume:
+            deadlines.append(self.accept_resume - now)
         return max(0.0, min(deadlines))
 
     def _arrived(self, cid: int) -> None:
@@ -285,14 +292,23 @@ class Broker:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
-                log.error("accept on broker socket failed: %s", error)
+                # Out of descriptors, most likely: the worker waits in the
+                # queue until links close (see listeners.AcceptTrouble).
+                self.accept_trouble.failed(error)
+                self.selector.unregister(self.listener)
+                self.accept_resume = time.monotonic() + listeners.ACCEPT_PAUSE_S
                 return
+            self.accept_trouble.accepted()
             if not self._peer_allowed(sock):
                 sock.close()
                 continue
             sock.setblocking(False)
             link = Link(sock, self.cfg.limits.broker_buffer_bytes)
             self.selector.register(sock, selectors.EVENT_READ, lambda m, link=link: self.on_link(link, m))
+
+    def _watch_listener(self) -> None:
+        self.accept_resume = 0.0
+        self.selector.register(self.listener, selectors.EVENT_READ, self.on_accept)
 
     def _peer_allowed(self, sock: socket.socket) -> bool:
         """Only this server's own processes may speak to the broker.
