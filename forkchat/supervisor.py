@@ -48,6 +48,7 @@ STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
 MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child ...
 MEMORY_STEP_S = 0.02       # ... so a pass reads a slice of them this often
 SPAWNER_RETRY_S = 1.0      # after a failed fork of the spawner itself
+BROKER_RETRY_S = 1.0       # after a failed fork of a broker to replace a dead one
 BROKER_SILENT_S = 3 * ipc.HEARTBEAT_S + 1.0
 # [server] keys forkchat.toml(5) marks "restart": a reload keeps the running value
 RESTART_ONLY_KEYS = ("state_dir", "user", "group", "allow_root")
@@ -131,7 +132,8 @@ class Supervisor:
         for bound in self.bound:
             self._watch_listener(bound)
         try:
-            self.spawn_broker()
+            if not self.spawn_broker():
+                raise Shutdown("cannot start the broker", 1)
             if not self.start_spawner():
                 raise Shutdown("cannot start the spawner", 1)
             for bound in self.bound:
@@ -355,17 +357,17 @@ class Supervisor:
         one retires, its workers keeping what they were started with.
         False if it could not be forked: the previous one (if any) goes on,
         and without one a timer tries again."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as error:
+            return self._no_spawner(error)
         try:
             child = self._start("spawner", spawner.main,
                                 (theirs, self.cfg, self.broker_address,
                                  [bound.tls for bound in self.bound], self.targets.worker))
         except OSError as error:
-            log.error("cannot start a spawner: %s", error)
             ours.close()
-            if self.spawner is None:
-                self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
-            return False
+            return self._no_spawner(error)
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -379,6 +381,12 @@ class Supervisor:
             self._flush_spawner(previous)
         log.info("spawner started (pid %d)", child.pid)
         return True
+
+    def _no_spawner(self, error: OSError) -> bool:
+        log.error("cannot start a spawner: %s", error)
+        if self.spawner is None:
+            self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
+        return False
 
     def on_spawner_timer(self) -> None:
         if self.spawner is None:
@@ -444,14 +452,24 @@ class Supervisor:
         if child is not None:
             self._worker_gone(child, int(fields[1]))
 
-    def spawn_broker(self) -> None:
-        control, broker_end = socket.socketpair()
+    def spawn_broker(self) -> bool:
+        """Start a broker; False if the kernel would not fork one (EAGAIN at
+        the process limit, ENOMEM) or give its socket (EMFILE)."""
         expected = tuple(c.cid for c in self.children.values() if c.kind == "worker") + \
             tuple(cid for handle in self.spawners.values() for cid in handle.requests)
+        try:
+            control, broker_end = socket.socketpair()
+        except OSError as error:
+            log.error("cannot start the broker: %s", error.strerror or error)
+            return False
         try:
             child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
                                  expected))
+        except OSError as error:
+            log.error("cannot start the broker: %s", error.strerror or error)
+            control.close()
+            return False
         finally:
             broker_end.close()
         if self.broker_control is not None:
@@ -468,6 +486,16 @@ class Supervisor:
         self.broker_heard = time.monotonic()
         self.broker_pid = child.pid
         log.info("broker started (pid %d)", self.broker_pid)
+        return True
+
+    def on_broker_timer(self) -> None:
+        """Try again to replace a dead broker; its workers wait and reconnect."""
+        if self.broker_pid not in self.children:
+            self._restart_broker()
+
+    def _restart_broker(self) -> None:
+        if not self.spawn_broker():
+            self.timers["broker"] = time.monotonic() + BROKER_RETRY_S
 
     def on_child_exit(self, child: Child) -> None:
         code = _exit_code(child)
@@ -498,7 +526,7 @@ class Supervisor:
         _log_exit("broker", code, quiet_ok=False)
         self._count_death("broker")
         log.warning("restarting the broker")
-        self.spawn_broker()
+        self._restart_broker()
 
     def _spawner_gone(self, child: Child, code: int) -> None:
         """Settle what it left: its last reports, its workers, and the
@@ -789,6 +817,7 @@ TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
     "watchdog": Supervisor.on_watchdog_timer,
     "refusals": Supervisor.on_refusals_timer,
     "accept": Supervisor.on_accept_timer,
+    "broker": Supervisor.on_broker_timer,
 }
 
 

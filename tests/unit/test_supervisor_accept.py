@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 
 import pytest
@@ -88,3 +89,52 @@ def test_a_listener_removed_by_a_reload_while_paused_is_not_watched_again(boss):
     finally:
         client.close()
         sock.close()
+
+
+# -- a broker that cannot be replaced at once ----------------------------------------
+
+class FakeProcess:
+    """What children.start returns, for a child that is not really there."""
+
+    def __init__(self) -> None:
+        self.pid = 999_999_999
+        self.sentinel, self.write_end = os.pipe()
+        self.exitcode = None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_broker_restart_the_kernel_refuses_is_retried_and_the_supervisor_goes_on(
+        boss, caplog, monkeypatch):
+    """children.start raising EAGAIN (RLIMIT_NPROC, TasksMax reached by the
+    workers) in the restart escaped the loop: the supervisor died with a
+    traceback and took every client with it."""
+    def refused(*args):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(supervisor.children, "start", refused)
+    monkeypatch.setattr(boss, "_heed_pending_stop", lambda: None)   # no signals wired
+    dead = supervisor.Child("broker", 4242, None, -1)
+    with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+        boss._broker_gone(dead, -9)
+        assert "broker" in boss.timers
+        assert "cannot start the broker: Resource temporarily unavailable" in \
+            [r.getMessage() for r in caplog.records]
+        started = FakeProcess()
+        monkeypatch.setattr(supervisor.children, "start", lambda *args: started)
+        boss.timers["broker"] = 0.0
+        boss._run_timers()
+    assert boss.broker_pid == started.pid and "broker" not in boss.timers
+    boss.selector.unregister(started.sentinel)
+    os.close(started.sentinel)
+    os.close(started.write_end)
+    assert boss.broker_control is not None
+    boss.broker_control.close()
+
+
+def test_no_descriptor_for_a_new_spawner_socket_is_retried_not_raised(boss, monkeypatch):
+    def no_descriptor(*args):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(supervisor.socket, "socketpair", no_descriptor)
+    assert boss.start_spawner() is False
+    assert "spawner" in boss.timers
