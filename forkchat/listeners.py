@@ -204,9 +204,15 @@ def _close_without_reset(conn: socket.socket) -> None:
     conn.close()
 
 
-# accept() failing so means no descriptor or memory for one more socket now,
-# not a broken listener: the connection waits in the kernel's queue.
-ACCEPT_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept() failing so means that one connection is lost (accept(2): Linux
+# passes a pending network error of the new connection on; EPERM: a firewall
+# rule); the next one may be fine.  Any other failure (EMFILE, ENFILE,
+# ENOBUFS, ENOMEM: no descriptor or memory for one more socket now) leaves
+# the connection in the kernel's queue: see AcceptTrouble.
+ACCEPT_PEER_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM,
+                                errno.ENETDOWN, errno.ENOPROTOOPT, errno.EHOSTDOWN,
+                                errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP,
+                                errno.ENETUNREACH})
 ACCEPT_PAUSE_S = 0.5
 
 

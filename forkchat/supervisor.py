@@ -19,7 +19,6 @@ through pidfds too.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import gc
 import logging
 import os
@@ -273,10 +272,14 @@ class Supervisor:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
-                if error.errno in listeners.ACCEPT_SHORTAGES:
-                    self._pause_accepting(bound, error)
-                    return
-                raise
+                if error.errno in listeners.ACCEPT_PEER_ERRORS:
+                    log.debug("accept: a connection was lost before it was taken: %s",
+                              error.strerror or error)
+                    continue
+                # Out of descriptors, most likely; anything else unforeseen
+                # must not end the server either.
+                self._pause_accepting(bound, error)
+                return
             self.accept_trouble.accepted()
             self._admit(conn, addr[0], bound)
 

@@ -138,3 +138,31 @@ def test_no_descriptor_for_a_new_spawner_socket_is_retried_not_raised(boss, monk
     monkeypatch.setattr(supervisor.socket, "socketpair", no_descriptor)
     assert boss.start_spawner() is False
     assert "spawner" in boss.timers
+
+
+@pytest.mark.parametrize("code", [errno.ECONNABORTED, errno.EPROTO, errno.EPERM])
+def test_a_connection_lost_before_accept_is_skipped_and_the_next_taken(boss, monkeypatch, code):
+    """Such an error escaped the loop: one aborted connection ended the server."""
+    sock = Starved()
+    sock.starved = False
+    errors = [OSError(code, os.strerror(code))]
+    real_accept = sock.accept
+
+    def accept():
+        if errors:
+            raise errors.pop()
+        return real_accept()
+    sock.accept = accept                                     # type: ignore[method-assign]
+    bound = listeners.Bound(sock, config.Listener("127.0.0.1", 0))    # type: ignore[arg-type]
+    boss.bound = [bound]
+    boss._watch_listener(bound)
+    admitted: list[str] = []
+    monkeypatch.setattr(boss, "_admit", lambda conn, address, bound: (admitted.append(address),
+                                                                       conn.close()))
+    client = socket.create_connection(sock.real.getsockname())
+    try:
+        boss._turn(1.0)
+        assert admitted == ["127.0.0.1"] and "accept" not in boss.timers
+    finally:
+        client.close()
+        sock.close()
