@@ -49,6 +49,8 @@ MEMORY_STEP_S = 0.02       # ... so a pass reads a slice of them this often
 SPAWNER_RETRY_S = 1.0      # after a failed fork of the spawner itself
 BROKER_RETRY_S = 1.0       # after a failed fork of a broker to replace a dead one
 BROKER_SILENT_S = 3 * ipc.HEARTBEAT_S + 1.0
+BROKER_OWN_FDS = 16        # the broker's descriptors besides one per client (store, sockets)
+SERVER_OWN_PROCESSES = 3   # supervisor, broker, spawner
 # [server] keys forkchat.toml(5) marks "restart": a reload keeps the running value
 RESTART_ONLY_KEYS = ("state_dir", "user", "group", "allow_root")
 
@@ -122,6 +124,7 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         _raise_fd_limit()
+        warn_os_limits(self.cfg.limits)
         gc.disable()
         children.make_lifeline()
         children.become_subreaper()
@@ -636,6 +639,7 @@ class Supervisor:
         unbound = self._apply_listeners(new)
         self.cfg = new
         self.admission.reload(new.limits)
+        warn_os_limits(new.limits)
         logsetup.set_level(new.log.level)
         self.start_spawner()
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
@@ -873,6 +877,32 @@ def _log_exit(what: str, code: int, quiet_ok: bool, killed_after: float | None =
         log.warning("%s was killed by signal %d", what, -code)
     else:
         log.error("%s exited with status %d", what, code)
+
+
+def warn_os_limits(limits: config.Limits) -> None:
+    """Say when the kernel's limits, not max_clients, will stop clients.
+
+    The broker holds a descriptor for each client, and each client is a
+    process of our user.  Past RLIMIT_NOFILE a new client waits silently
+    (and then times out) for the broker to take its link; past RLIMIT_NPROC
+    it is refused 'busy'.  The operator is told at start and at reload,
+    rather than by the users of the first busy evening.
+    """
+    for name, kind, own, fix in OS_LIMITS:
+        if kind == resource.RLIMIT_NPROC and os.geteuid() == 0:
+            continue                  # not enforced for root (allow_root = true)
+        soft, _hard = resource.getrlimit(kind)
+        if soft != resource.RLIM_INFINITY and soft - own < limits.max_clients:
+            log.warning("max_clients = %d, but the %s limit (%d) leaves room for about %d "
+                        "clients: raise %s or lower max_clients", limits.max_clients, name,
+                        soft, max(0, soft - own), fix)
+
+
+# (name, resource, what the server uses beside its clients, where to raise it)
+OS_LIMITS = (
+    ("descriptor", resource.RLIMIT_NOFILE, BROKER_OWN_FDS, "LimitNOFILE= (ulimit -n)"),
+    ("process", resource.RLIMIT_NPROC, SERVER_OWN_PROCESSES, "LimitNPROC= (ulimit -u)"),
+)
 
 
 def _raise_fd_limit() -> None:

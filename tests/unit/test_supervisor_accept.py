@@ -166,3 +166,27 @@ def test_a_connection_lost_before_accept_is_skipped_and_the_next_taken(boss, mon
     finally:
         client.close()
         sock.close()
+
+
+# -- the kernel's limits below max_clients ------------------------------------------
+
+@pytest.mark.parametrize("nofile, nproc, euid, expected", [
+    (1024, 100_000, 1000, ["max_clients = 5000, but the descriptor limit (1024) leaves room "
+                           "for about 1008 clients: raise LimitNOFILE= (ulimit -n) or lower "
+                           "max_clients"]),
+    (65536, 1000, 1000, ["max_clients = 5000, but the process limit (1000) leaves room for "
+                         "about 997 clients: raise LimitNPROC= (ulimit -u) or lower "
+                         "max_clients"]),
+    (65536, 1000, 0, []),                   # root: no process limit applies
+    (65536, -1, 1000, []),                  # RLIM_INFINITY
+])
+def test_the_kernel_limits_below_max_clients_are_said_at_start(
+        caplog, monkeypatch, nofile, nproc, euid, expected):
+    """At the descriptor limit new clients waited silently until their
+    registration timed out, and nothing had told the operator why."""
+    values = {supervisor.resource.RLIMIT_NOFILE: nofile, supervisor.resource.RLIMIT_NPROC: nproc}
+    monkeypatch.setattr(supervisor.resource, "getrlimit", lambda kind: (values[kind],) * 2)
+    monkeypatch.setattr(supervisor.os, "geteuid", lambda: euid)
+    with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+        supervisor.warn_os_limits(config.Limits())
+    assert [r.getMessage() for r in caplog.records] == expected
