@@ -14,6 +14,9 @@ Protocol (one SOCK_SEQPACKET pair per spawner, ASCII fields):
                          ``R``: retire (no more requests; exit after the
                          last worker)
   spawner -> supervisor  ``S cid pid`` started, ``F cid reason`` failed,
+                         ``L cid`` the client fd did not arrive (the kernel
+                         drops it when the spawner is out of descriptors:
+                         the supervisor refuses with its copy),
                          ``X pid code`` a worker exited (code as in
                          multiprocessing: negative for a signal)
 
@@ -137,11 +140,15 @@ class Spawner:
         kind, fields = parse_message(data)
         if kind == "W" and len(fds) == 1 and len(fields) == 4:
             self.spawn(fds[0], fields)
-        elif kind == "R":
+            return
+        for fd in fds:
+            os.close(fd)
+        if kind == "R":
             self.retired = True
-        else:
-            for fd in fds:
-                os.close(fd)
+        elif kind == "W" and fields:
+            # Without a report the supervisor would hold the client's
+            # socket, and count it, for ever; the client would wait as long.
+            self.report(f"L {fields[0]}")
 
     def spawn(self, fd: int, fields: list[str]) -> None:
         cid_text, proto, index, peer = fields

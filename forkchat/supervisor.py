@@ -453,6 +453,17 @@ class Supervisor:
         log.error("cannot start a worker for %s: %s", request.peer, " ".join(fields[1:]))
         self.admission.gone(request.peer)
 
+    def on_request_lost(self, handle: spawner.Handle, fields: list[str]) -> None:
+        """The spawner got the request without its socket (it is out of
+        descriptors): the client is refused here, with our copy."""
+        request = handle.requests.pop(int(fields[0]), None)
+        if request is None:
+            return
+        log.error("cannot pass conn %d from %s to the spawner: it received no socket "
+                  "(out of descriptors?)", request.cid, request.peer)
+        listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
+        self.admission.gone(request.peer)
+
     def on_worker_exited(self, handle: spawner.Handle, fields: list[str]) -> None:
         child = self.children.pop(int(fields[0]), None)
         if child is not None:
@@ -831,6 +842,7 @@ TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
 SPAWNER_REPORTS: dict[str, Callable[[Supervisor, spawner.Handle, list[str]], None]] = {
     "S": Supervisor.on_worker_started,
     "F": Supervisor.on_worker_failed,
+    "L": Supervisor.on_request_lost,
     "X": Supervisor.on_worker_exited,
 }
 

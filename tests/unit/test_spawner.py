@@ -159,3 +159,17 @@ def test_memory_merge_says_what_it_does_on_this_machine(monkeypatch, caplog, pro
     with caplog.at_level("INFO", logger="forkchat.spawner"):
         spawner.offer_memory_for_merging()
     assert [(r.levelname, text in r.getMessage()) for r in caplog.records] == [(level, True)]
+
+
+def test_a_request_whose_socket_did_not_arrive_is_reported_lost(pair):
+    """Out of descriptors, the kernel delivers the request without its socket
+    (MSG_CTRUNC); the spawner dropped it without a word, and the supervisor
+    kept the client's socket, and counted it, for ever."""
+    ours, theirs = pair
+    worker = spawner.Spawner(theirs, cfg=None, broker_address=b"", tls_contexts=[None],
+                             worker_main=lambda *args: None)
+    ours.settimeout(5)
+    ours.send(spawner.request_message(12, "irc", 0, "192.0.2.7"))    # no descriptor
+    worker.on_control()
+    assert spawner.parse_message(ours.recv(512)) == ("L", ["12"])
+    assert not worker.done and worker.workers == set()

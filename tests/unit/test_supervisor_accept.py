@@ -190,3 +190,21 @@ def test_the_kernel_limits_below_max_clients_are_said_at_start(
     with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
         supervisor.warn_os_limits(config.Limits())
     assert [r.getMessage() for r in caplog.records] == expected
+
+
+def test_a_request_the_spawner_got_without_its_socket_is_refused_busy(boss):
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    client, server_side = socket.socketpair()
+    client.settimeout(5)
+    try:
+        handle = supervisor.spawner.Handle(ours, 1234, [1])
+        handle.request(supervisor.spawner.Request(12, server_side, "192.0.2.7", "irc", 1))
+        boss.admission.admitted("192.0.2.7")
+        theirs.send(b"L 12")
+        boss._read_spawner(handle)
+        assert client.recv(200) == \
+            b"ERROR :Closing Link: 192.0.2.7 (Server is busy, try again later)\r\n"
+        assert handle.requests == {} and boss.admission.clients == 0
+    finally:
+        for sock in (ours, theirs, client, server_side):
+            sock.close()
