@@ -40,8 +40,15 @@ class BrokerLink:
         return self.sock is not None
 
     def connect(self) -> bool:
-        """Open a new connection; True on success.  Queued frames are kept."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        """Open a new connection; True on success.  Queued frames are kept.
+
+        No socket at all (ENFILE: the system is out of descriptors) is a
+        failure like a refused connect: tried again later, not a crash.
+        """
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            return False
         sock.settimeout(CONNECT_TIMEOUT_S)
         try:
             sock.connect(self.address)

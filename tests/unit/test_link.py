@@ -1,5 +1,6 @@
 """The worker's broker link: frames wait for a broker and survive a new one."""
 
+import errno
 import os
 import socket
 import tempfile
@@ -104,3 +105,15 @@ def test_count_and_overfull():
     out.queue(ipc.encode(ipc.Kind.SYNC, b""))
     out.queue(ipc.encode(ipc.Kind.REQUEST, b"x" * (link.QUEUE_BYTES)))
     assert out.count(ipc.Kind.SYNC) == 1 and out.overfull()
+
+
+def test_no_descriptor_for_the_socket_is_a_failed_connect_not_a_crash(monkeypatch):
+    """ENFILE (the whole system out of descriptors) raised out of connect()
+    and crashed the worker, its client dropped without a word."""
+    def no_socket(*args, **kwargs):
+        raise OSError(errno.ENFILE, "Too many open files in system")
+    queued = link.BrokerLink(b"\0forkchat-test-nobody")
+    queued.queue(b"frame")
+    monkeypatch.setattr(link.socket, "socket", no_socket)
+    assert queued.connect() is False
+    assert not queued.connected and queued.out == [b"frame"]
