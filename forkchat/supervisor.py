@@ -118,6 +118,7 @@ class Supervisor:
         self.killed: dict[int, float] = {}    # pid -> the grace it had, when we SIGKILLed it
         self.accept_trouble = listeners.AcceptTrouble(log, "accept", "accepting connections again")
         self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
+        self.worker_forks_failed = 0     # since a worker last started
 
     # -- main loop -------------------------------------------------------------
 
@@ -445,12 +446,21 @@ class Supervisor:
             pid = int(fields[1])
             self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
                                        handle.pid)
+            if self.worker_forks_failed:
+                log.info("workers start again; %d connections were refused meanwhile",
+                         self.worker_forks_failed)
+                self.worker_forks_failed = 0
 
     def on_worker_failed(self, handle: spawner.Handle, fields: list[str]) -> None:
+        """A fork that failed (EAGAIN at the process limit) fails for every
+        client until a worker exits: said once, not once per connection."""
         request = handle.answered(int(fields[0]))
         if request is None:
             return
-        log.error("cannot start a worker for %s: %s", request.peer, " ".join(fields[1:]))
+        if not self.worker_forks_failed:
+            log.error("cannot start a worker for %s: %s; clients are refused 'busy' until "
+                      "one starts", request.peer, " ".join(fields[1:]))
+        self.worker_forks_failed += 1
         self.admission.gone(request.peer)
 
     def on_request_lost(self, handle: spawner.Handle, fields: list[str]) -> None:

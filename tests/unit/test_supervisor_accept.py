@@ -208,3 +208,30 @@ def test_a_request_the_spawner_got_without_its_socket_is_refused_busy(boss):
     finally:
         for sock in (ours, theirs, client, server_side):
             sock.close()
+
+
+def test_workers_that_cannot_be_forked_are_logged_once_and_the_recovery_with_a_count(
+        boss, caplog):
+    """At the process limit every connection failed its fork, and each put
+    an error line in the log: a reconnecting crowd filled it."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    handle = supervisor.spawner.Handle(ours, 1234, [1])
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        for cid, (_client, server_side) in enumerate(pairs, start=1):
+            handle.request(supervisor.spawner.Request(cid, server_side, "192.0.2.7", "irc", 1))
+            boss.admission.admitted("192.0.2.7")
+        with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+            for cid in (1, 2, 3):
+                boss.on_worker_failed(handle, [str(cid), "[Errno", "11]", "Resource",
+                                               "temporarily", "unavailable"])
+            boss.on_worker_started(handle, ["4", "999999999"])
+        assert [r.getMessage() for r in caplog.records] == [
+            "cannot start a worker for 192.0.2.7: [Errno 11] Resource temporarily "
+            "unavailable; clients are refused 'busy' until one starts",
+            "workers start again; 3 connections were refused meanwhile"]
+        assert boss.admission.clients == 1
+    finally:
+        boss.children.clear()
+        for sock in (ours, theirs, *(s for pair in pairs for s in pair)):
+            sock.close()
