@@ -11,13 +11,19 @@ from typing import Any
 
 import psutil
 
+# psutil passes some /proc read errors on as they are: EMFILE or ENFILE (out
+# of descriptors) is an OSError, not a psutil.Error.  A status report or a
+# census must not take its process down for it (the supervisor's is the
+# whole server), so both are caught, as a process not to be read now.
+UNREADABLE = (psutil.Error, OSError)
+
 
 def tree(root_pid: int) -> list[psutil.Process]:
     """The root and all its descendants that still exist."""
     try:
         root = psutil.Process(root_pid)
         return [root, *root.children(recursive=True)]
-    except psutil.Error:
+    except UNREADABLE:
         return []
 
 
@@ -35,6 +41,8 @@ def memory(process: psutil.Process) -> dict[str, int] | None:
         return None
     except psutil.Error:
         return dict(NOTHING)
+    except OSError:                 # out of descriptors: not known, not zero
+        return None
 
 
 def summary(root_pid: int) -> dict[str, Any]:
@@ -64,7 +72,7 @@ def _role(process: psutil.Process, root_pid: int) -> str:
         return "supervisor"
     try:
         name = process.name()
-    except psutil.Error:
+    except UNREADABLE:
         return "worker"
     for suffix, role in ROLE_SUFFIXES.items():
         if name.endswith(suffix):
@@ -90,33 +98,38 @@ class PssCensus:
         self._pids: list[int] = []
         self._next = 0
         self._sum = 0
+        self._short = False     # a process could not be read: the sum is too low
 
     @property
     def running(self) -> bool:
         return self._next < len(self._pids)
 
     def start(self, pids: list[int]) -> None:
-        self._pids, self._next, self._sum = list(pids), 0, 0
+        self._pids, self._next, self._sum, self._short = list(pids), 0, 0, False
 
     def step(self) -> bool:
         """Read the next slice; True once the pass is done and `total` is new."""
         end = min(self._next + self.slice_size, len(self._pids))
         for pid in self._pids[self._next:end]:
             try:
-                self._sum += (memory(psutil.Process(pid)) or NOTHING)["pss"]
+                process = psutil.Process(pid)
+                self._sum += (memory(process) or NOTHING)["pss"]
             except psutil.Error:
                 pass              # gone since the pass started: it costs nothing now
+            except OSError:
+                self._short = True    # out of descriptors
         self._next = end
         if self.running:
             return False
-        self.total = self._sum
+        if not self._short or self.total is None:
+            self.total = self._sum    # else the last whole figure stands
         return True
 
 
 def uptime(root_pid: int, now: float) -> float:
     try:
         return max(0.0, now - psutil.Process(root_pid).create_time())
-    except psutil.Error:
+    except UNREADABLE:
         return 0.0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -90,3 +91,29 @@ def test_the_spawner_is_named_in_full():
                "total": dict(procstats.NOTHING),
                "roles": {"spawner": None, "supervisor": dict(procstats.NOTHING)}}
     assert "spawner memory not readable" in procstats.report_lines(summary)
+
+
+def _out_of_descriptors(monkeypatch):
+    """psutil at EMFILE: the OSError of the /proc open, as it is."""
+    def no_descriptor(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(procstats.psutil, "Process", no_descriptor)
+
+
+def test_out_of_descriptors_the_census_keeps_its_last_total_and_raises_nothing(monkeypatch):
+    """The OSError escaped the supervisor's memory timer and ended the server."""
+    census = procstats.PssCensus()
+    census.start([os.getpid()])
+    assert census.step() is True
+    before = census.total
+    assert before
+    _out_of_descriptors(monkeypatch)
+    census.start([os.getpid()])
+    assert census.step() is True and census.total == before
+
+
+def test_out_of_descriptors_a_status_report_and_uptime_raise_nothing(monkeypatch):
+    """SIGUSR1 (the supervisor) and STATS u (a worker) died of it."""
+    _out_of_descriptors(monkeypatch)
+    assert procstats.summary(os.getpid())["processes"] == 0
+    assert procstats.uptime(os.getpid(), 0.0) == 0.0
