@@ -38,7 +38,7 @@ def test_the_broker_out_of_descriptors_logs_once_and_takes_the_link_once_one_fre
             client = IrcTestClient(server.port)
             clients.append(client)
             try:
-                client.register(f"fd{number}", timeout=2)
+                client.register(f"fd{number}", timeout=5)
             except AssertionError:
                 stuck = client            # its worker's link waits in the queue
                 break
