@@ -173,6 +173,7 @@ class Supervisor:
 
     def on_status_timer(self) -> None:
         self.timers["status"] = time.monotonic() + STATUS_EVERY_S
+        self._reap_unwatched()
         status = self._status()
         if status != self.status_sent:
             self.status_sent = status
@@ -613,7 +614,12 @@ class Supervisor:
             self._flush_spawner(handle)
 
     def _adopt(self, worker: Child) -> None:
-        """Watch an orphaned worker ourselves (it is our child now)."""
+        """Watch an orphaned worker ourselves (it is our child now).
+
+        Out of descriptors for its pidfd, it is left to `_reap_unwatched`
+        (every STATUS_EVERY_S) and goes on serving its client: the OSError
+        used to escape, and the supervisor died with every client.
+        """
         worker.spawner = 0
         try:
             worker.pidfd = os.pidfd_open(worker.pid)
@@ -621,8 +627,25 @@ class Supervisor:
             del self.children[worker.pid]
             self._worker_gone(worker, 0)
             return
+        except OSError as error:
+            if not any(c is not worker for c in self._unwatched()):    # the first
+                log.error("cannot watch the workers of a dead spawner: %s; their exits "
+                          "are checked every %.0f s", error.strerror or error, STATUS_EVERY_S)
+            return
         self.selector.register(worker.pidfd, selectors.EVENT_READ,
                                lambda mask, child=worker: self.on_child_exit(child))
+
+    def _unwatched(self) -> list[Child]:
+        """Adopted workers we could not open a pidfd for."""
+        return [c for c in self.children.values()
+                if c.kind == "worker" and c.pidfd == -1 and c.spawner == 0]
+
+    def _reap_unwatched(self) -> None:
+        for worker in self._unwatched():
+            code = _exit_code(worker)
+            if code is not None:
+                del self.children[worker.pid]
+                self._worker_gone(worker, code)
 
     def _count_death(self, kind: str) -> None:
         """Restart at once, but not forever: a crash loop halts the server."""

@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import socket
+import time
 
 import pytest
 
@@ -235,3 +236,47 @@ def test_workers_that_cannot_be_forked_are_logged_once_and_the_recovery_with_a_c
         boss.children.clear()
         for sock in (ours, theirs, *(s for pair in pairs for s in pair)):
             sock.close()
+
+
+# -- an orphan the supervisor has no descriptor to watch ---------------------------------
+
+def test_a_dead_spawners_worker_without_a_pidfd_is_reaped_by_the_status_timer(
+        boss, caplog, monkeypatch):
+    """pidfd_open failing with EMFILE while adopting a dead spawner's
+    workers escaped the loop: the supervisor died, and every client with it."""
+    gate_r, gate_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                  # the worker: exits when told
+        os.close(gate_w)
+        os.read(gate_r, 1)
+        os._exit(0)
+    os.close(gate_r)
+    worker = supervisor.Child("worker", pid, None, -1, "192.0.2.7", 5, spawner=77)
+    boss.children[pid] = worker
+    boss.admission.admitted("192.0.2.7")
+
+    def no_descriptor(pid):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(supervisor.os, "pidfd_open", no_descriptor)
+    try:
+        with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+            boss._adopt(worker)
+            boss._adopt(supervisor.Child("worker", 999_999_999, None, -1))  # a second: no line
+        assert [r.getMessage() for r in caplog.records] == [
+            "cannot watch the workers of a dead spawner: Too many open files; their exits "
+            "are checked every 5 s"]
+        boss.on_status_timer()
+        assert pid in boss.children                # still running, still counted
+        os.write(gate_w, b"x")
+        deadline = time.monotonic() + 10
+        while pid in boss.children and time.monotonic() < deadline:
+            time.sleep(0.01)                      # until it has exited: a zombie to reap
+            boss.on_status_timer()
+        assert pid not in boss.children and boss.admission.clients == 0
+    finally:
+        os.close(gate_w)
+        boss.children.clear()
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
