@@ -128,6 +128,7 @@ class Broker:
         self.refused_logged_at = float("-inf")
         self.refused_unlogged = 0
         self.check_ancestry = children.proc_readable()   # else the uid check alone
+        self.spare_fd = _spare_descriptor()   # for that check at the descriptor limit
         self.cfg = cfg
         self.created = created
         self.state = state.ChatState(settings_from(cfg, created))
@@ -324,10 +325,28 @@ class Broker:
         if uid != os.getuid():
             self._refused_link(f"uid {uid}", time.monotonic())
             return False
-        if self.check_ancestry and not children.descends_from(pid, self.supervisor_pid):
+        if self.check_ancestry and not self._of_this_server(pid):
             self._refused_link(f"pid {pid}: not a process of this server", time.monotonic())
             return False
         return True
+
+    def _of_this_server(self, pid: int) -> bool:
+        """Whether `pid` descends from our supervisor, even at the limit.
+
+        The check opens /proc files.  A link accepted with the last free
+        descriptor left none for them: a worker of ours was refused as a
+        stranger, and it reconnected and was refused again every 20 ms.
+        A failed check is tried again with the spare descriptor given up.
+        """
+        if children.descends_from(pid, self.supervisor_pid):
+            return True
+        if self.spare_fd < 0:
+            return False
+        os.close(self.spare_fd)
+        try:
+            return children.descends_from(pid, self.supervisor_pid)
+        finally:
+            self.spare_fd = _spare_descriptor()
 
     def _refused_link(self, who: str, now: float) -> None:
         """Log a refused link, one line per REFUSED_LINKS_WINDOW_S at most.
@@ -610,6 +629,14 @@ class Broker:
             link.writer.limit = cfg.limits.broker_buffer_bytes
         logsetup.set_level(cfg.log.level)
         log.info("broker took the new configuration")
+
+
+def _spare_descriptor() -> int:
+    """A descriptor held back for a moment of need, or -1 if none is free."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 class _Outbox:
