@@ -66,8 +66,8 @@ FLUSH_WINDOW_S = 0.008  # output to the workers goes at most this often
 # hundreds of users, whose scans take a fraction of a millisecond, never
 # sees the wait.
 SCAN_SHARE = 0.25
-REFUSED_LINKS_WINDOW_S = 10.0   # at most one log line of refused broker links this often
 SCAN_BURST_S = 0.05
+REFUSED_LINKS_WINDOW_S = 10.0   # at most one log line of refused broker links this often
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
 # STATS m counts the shared-state commands the broker serves; any other name
