@@ -40,3 +40,36 @@ class TokenBucket:
         if self._tokens >= 1.0 or self.rate <= 0:
             return 0.0
         return (1.0 - self._tokens) / self.rate
+
+
+class WindowLimit:
+    """At most `count` events in any `window` seconds (a sliding window).
+
+    For events whose cost falls on others, such as nick changes that every
+    neighbour is told of: the token bucket limits lines, this limits what
+    a few cheap lines may make the broker do.
+    """
+
+    def __init__(self, count: int, window: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.count = count
+        self.window = window
+        self._clock = clock
+        self._stamps: list[float] = []
+
+    def _forget_old(self) -> None:
+        now = self._clock()
+        self._stamps = [stamp for stamp in self._stamps if now - stamp < self.window]
+
+    def record(self) -> None:
+        """One event happened now."""
+        self._forget_old()
+        self._stamps.append(self._clock())
+        del self._stamps[:-self.count]
+
+    def wait_time(self) -> float:
+        """Seconds until one more event is allowed (0.0: now)."""
+        self._forget_old()
+        if len(self._stamps) < self.count:
+            return 0.0
+        return self._stamps[0] + self.window - self._clock()

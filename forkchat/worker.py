@@ -82,6 +82,8 @@ class Worker:
         self.recvq = bytearray()
         self.discarding = False
         self.bucket = flood.TokenBucket(cfg.limits.flood_burst, cfg.limits.flood_rate)
+        self.nick_limit = flood.WindowLimit(cfg.limits.nick_changes,
+                                            cfg.limits.nick_change_window)
         self.link = link.BrokerLink(broker_address)
         self.timers: dict[str, float] = {}
         self.closing = False
@@ -382,7 +384,7 @@ class Worker:
                 break
             line = bytes(self.recvq[:end]).rstrip(b"\r")
             msg = self._parse(line)      # a bad line is answered here, once
-            if msg is not None and self.unsynced and msg.command in commands.COMMANDS:
+            if msg is not None and self.unsynced and msg.command in commands.IN_STEP:
                 self._sync()    # answer in order: the broker's replies first
                 break
             self.bucket.take()
@@ -705,7 +707,10 @@ class Worker:
     def _on_update(self, payload: bytes) -> None:
         changes: dict[str, Any] = ipc.decode_json(payload)
         was_registered = self.session.registered
+        old_nick = self.session.nick
         self.session.apply(changes)
+        if was_registered and self.session.nick != old_nick:
+            self.nick_limit.record()      # a change everyone in its rooms was told of
         if "nick" in changes and not self.session.registered:
             self.try_register()
         if self.session.registered and not was_registered:
