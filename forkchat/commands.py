@@ -285,6 +285,25 @@ IN_STEP = frozenset(COMMANDS) | {"NICK"}
 NICK_WAIT_TEXT = "Nick change too fast. Please wait {seconds} seconds"
 
 
+# Commands that change room membership: each room they name is told of it.
+ROOM_COMMANDS = frozenset({"JOIN", "PART"})
+
+
+def rooms_named(msg: protocol.Message, rooms_per_client: int) -> int:
+    """How many room memberships a JOIN or PART line may change (0: none).
+
+    A JOIN or PART is sent to every member of every room it names, so one
+    line naming 50 rooms costs the broker and their members about what 50
+    lines do.  JOIN 0 counts as the most rooms a client may be in: the
+    worker cannot know how many of its JOINs the broker has answered.
+    """
+    if msg.command not in ROOM_COMMANDS or not msg.params:
+        return 0
+    if msg.command == "JOIN" and msg.params[0] == "0":
+        return rooms_per_client
+    return sum(1 for name in msg.params[0].split(",") if name)
+
+
 def check_nick_rate(ctx: Context, msg: protocol.Message) -> None:
     """Refuse a nick change beyond limits.nick_changes per nick_change_window
     (438, as ircd-hybrid and ratbox do), here, before the broker is asked.

@@ -26,20 +26,22 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
-    def take(self) -> bool:
-        """Spend one token if there is one."""
+    def take(self, cost: float = 1.0) -> bool:
+        """Spend `cost` tokens (at most a whole burst) if there are that many."""
+        cost = min(cost, self.burst)
         self._refill()
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= cost:
+            self._tokens -= cost
             return True
         return False
 
-    def wait_time(self) -> float:
-        """Seconds until the next token."""
+    def wait_time(self, cost: float = 1.0) -> float:
+        """Seconds until there are `cost` tokens (at most a whole burst)."""
+        cost = min(cost, self.burst)
         self._refill()
-        if self._tokens >= 1.0 or self.rate <= 0:
+        if self._tokens >= cost or self.rate <= 0:
             return 0.0
-        return (1.0 - self._tokens) / self.rate
+        return (cost - self._tokens) / self.rate
 
 
 class WindowLimit:

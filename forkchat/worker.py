@@ -82,6 +82,9 @@ class Worker:
         self.recvq = bytearray()
         self.discarding = False
         self.bucket = flood.TokenBucket(cfg.limits.flood_burst, cfg.limits.flood_rate)
+        # Joins and parts, charged per room: the connect-time JOIN of every
+        # room a client may be in goes at once, then rooms at the flood rate.
+        self.room_bucket = flood.TokenBucket(cfg.limits.rooms_per_client, cfg.limits.flood_rate)
         self.nick_limit = flood.WindowLimit(cfg.limits.nick_changes,
                                             cfg.limits.nick_change_window)
         self.link = link.BrokerLink(broker_address)
@@ -387,6 +390,11 @@ class Worker:
             if msg is not None and self.unsynced and msg.command in commands.IN_STEP:
                 self._sync()    # answer in order: the broker's replies first
                 break
+            rooms = self._rooms_named(msg)
+            if self.room_bucket.wait_time(rooms) > 0:
+                self.timers["flood"] = time.monotonic() + self.room_bucket.wait_time(rooms)
+                break
+            self.room_bucket.take(rooms)
             self.bucket.take()
             del self.recvq[:end + 1]
             if msg is not None:
@@ -395,6 +403,13 @@ class Worker:
             self.close("Excess Flood")
         elif self.client_eof and b"\n" not in self.recvq:
             self.close("Connection closed")
+
+    def _rooms_named(self, msg: protocol.Message | None) -> int:
+        """Room memberships a registered client's line may change (a JOIN
+        before registration is refused without reaching the broker)."""
+        if msg is None or not self.session.registered:
+            return 0
+        return commands.rooms_named(msg, self.cfg.limits.rooms_per_client)
 
     def _check_long_line(self) -> None:
         if len(self.recvq) > protocol.MAX_LINE_BYTES:

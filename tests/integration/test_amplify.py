@@ -5,6 +5,7 @@ member: flood control's lines a second do not bound that, so these do.
 """
 
 from tests.integration.chat_helpers import OPER_CONFIG, ask, commands, drain, joined
+from tests.support.ircclient import IrcTestClient
 from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
 
 # Two nick changes a minute: a third is refused within any test's time.
@@ -85,3 +86,51 @@ def test_operators_are_not_limited(registered):
     assert commands(ask(frank, "OPER admin pw"))[0] == "381"
     for index in range(4):
         assert nick_lines(rename(frank, f"frank{index}")) == [f"frank{index}"]
+
+
+# Three rooms at once, then a room every 100 seconds: what follows a full
+# burst waits, held in a receive queue of the least size allowed.
+ROOM_PACED = """
+[limits]
+flood_burst = 1000
+flood_rate = 0.01
+rooms_per_client = 3
+recvq_bytes = 512
+"""
+
+
+def test_join_part_cycles_are_paced_per_room(make_server):
+    """A JOIN naming three rooms spends the whole room burst: the JOIN 0
+    after it waits, and a client cycling on is cut off as any flooder is,
+    where one token per line let it make every room hear 2 lines a cycle."""
+    server = make_server(config_text=ROOM_PACED)
+    mallory = IrcTestClient(server.port)
+    try:
+        mallory.register("mallory")
+        cycle = "JOIN #a,#b,#c\r\nJOIN 0\r\n"
+        mallory.send((cycle * 30).rstrip("\r\n"))
+        got = mallory.expect_closed()
+        errors = [m.params[-1] for m in got if m.command == "ERROR"]
+        assert errors and "Excess Flood" in errors[0]
+        assert [m.command for m in got].count("PART") == 0
+    finally:
+        mallory.close()
+
+
+def test_a_connect_time_join_of_every_room_is_not_held(make_server):
+    """irssi and WeeChat join all their rooms (up to rooms_per_client, 50)
+    in one JOIN on connect: it goes whole and at once, and the lines after
+    it are not held for it (one line token), even at a slow flood rate."""
+    server = make_server(config_text="[limits]\nflood_burst = 10\nflood_rate = 0.01\n")
+    client = IrcTestClient(server.port)
+    try:
+        client.register("irssi")
+        rooms = [f"#room{index}" for index in range(50)]
+        client.send("JOIN " + ",".join(rooms))
+        client.send("MODE #room0")
+        client.send("PING :after")
+        got = client.collect_until("PONG")
+        assert [m.params[0] for m in got if m.command == "JOIN"] == rooms
+        assert "324" in [m.command for m in got]
+    finally:
+        client.close()
