@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from forkchat import __version__, config, ipc, numerics, passwords, protocol, rooms
+from forkchat import __version__, config, flood, ipc, numerics, passwords, protocol, rooms
 from forkchat.session import Session, clean_user
 
 ERR_INVALIDCAPCMD = "410"
@@ -31,6 +31,7 @@ class Context(Protocol):
 
     cfg: config.Config
     session: Session
+    nick_limit: flood.WindowLimit
 
     def write(self, line: bytes) -> None: ...
     def reply(self, code: str, *params: str, text: str | None = None) -> None: ...
@@ -278,6 +279,47 @@ if os.environ.get("FORKCHAT_TEST_HOOKS") == "1":
 
 # Forwarded to the broker even before registration (it reserves the nick).
 FORWARD_BEFORE_REGISTRATION = frozenset({"NICK"})
+# Forwarded, but only once the broker has answered what came before, as a
+# local command is: a NICK's check needs the last change counted.
+IN_STEP = frozenset(COMMANDS) | {"NICK"}
+NICK_WAIT_TEXT = "Nick change too fast. Please wait {seconds} seconds"
+
+
+# Commands that change room membership: each room they name is told of it.
+ROOM_COMMANDS = frozenset({"JOIN", "PART"})
+
+
+def rooms_named(msg: protocol.Message, rooms_per_client: int) -> int:
+    """How many room memberships a JOIN or PART line may change (0: none).
+
+    A JOIN or PART is sent to every member of every room it names, so one
+    line naming 50 rooms costs the broker and their members about what 50
+    lines do.  JOIN 0 counts as the most rooms a client may be in: the
+    worker cannot know how many of its JOINs the broker has answered.
+    """
+    if msg.command not in ROOM_COMMANDS or not msg.params:
+        return 0
+    if msg.command == "JOIN" and msg.params[0] == "0":
+        return rooms_per_client
+    return sum(1 for name in msg.params[0].split(",") if name)
+
+
+def check_nick_rate(ctx: Context, msg: protocol.Message) -> None:
+    """Refuse a nick change beyond limits.nick_changes per nick_change_window
+    (438, as ircd-hybrid and ratbox do), here, before the broker is asked.
+
+    Each change is sent to everyone sharing a room with the client: 50
+    rooms of 1000 make a change 50,000 deliveries, which flood control's
+    two lines a second would let a client repeat all day.  The NICK that
+    registers, and an operator's, are not limited.
+    """
+    session = ctx.session
+    if msg.command != "NICK" or not session.registered or session.oper:
+        return
+    wait = ctx.nick_limit.wait_time()
+    if wait > 0:
+        raise numerics.Reply(numerics.ERR_NICKTOOFAST, msg.param(0) or "*",
+                             text=NICK_WAIT_TEXT.format(seconds=max(1, math.ceil(wait))))
 
 
 def dispatch(ctx: Context, msg: protocol.Message, raw: bytes) -> None:
@@ -287,6 +329,7 @@ def dispatch(ctx: Context, msg: protocol.Message, raw: bytes) -> None:
     try:
         if command is None:
             if session.registered or msg.command in FORWARD_BEFORE_REGISTRATION:
+                check_nick_rate(ctx, msg)
                 ctx.forward(raw)
                 return
             if msg.command == "NOTICE":

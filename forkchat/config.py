@@ -24,7 +24,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # and a day keeps every deadline far below what a poll timeout can hold
 # (epoll takes an int of milliseconds: about 24.8 days).
 MAX_SECONDS = 86400.0
-SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout")
+SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout", "nick_change_window")
 ZERO_ALLOWED = ("ping_interval",)      # the only limit where 0 means something: off
 # Limits with a floor above 1, and why: a recvq that cannot hold one whole
 # line cuts off any client whose line arrives in two pieces ("Excess Flood").
@@ -81,6 +81,8 @@ class Limits:
     broker_buffer_bytes: int = 1048576
     flood_burst: int = 10
     flood_rate: float = 2.0
+    nick_changes: int = 5
+    nick_change_window: float = 20.0
     registration_timeout: float = 30.0
     ping_interval: float = 120.0
     ping_timeout: float = 60.0

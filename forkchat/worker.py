@@ -82,6 +82,11 @@ class Worker:
         self.recvq = bytearray()
         self.discarding = False
         self.bucket = flood.TokenBucket(cfg.limits.flood_burst, cfg.limits.flood_rate)
+        # Joins and parts, charged per room: the connect-time JOIN of every
+        # room a client may be in goes at once, then rooms at the flood rate.
+        self.room_bucket = flood.TokenBucket(cfg.limits.rooms_per_client, cfg.limits.flood_rate)
+        self.nick_limit = flood.WindowLimit(cfg.limits.nick_changes,
+                                            cfg.limits.nick_change_window)
         self.link = link.BrokerLink(broker_address)
         self.timers: dict[str, float] = {}
         self.closing = False
@@ -382,9 +387,14 @@ class Worker:
                 break
             line = bytes(self.recvq[:end]).rstrip(b"\r")
             msg = self._parse(line)      # a bad line is answered here, once
-            if msg is not None and self.unsynced and msg.command in commands.COMMANDS:
+            if msg is not None and self.unsynced and msg.command in commands.IN_STEP:
                 self._sync()    # answer in order: the broker's replies first
                 break
+            rooms = self._rooms_named(msg)
+            if self.room_bucket.wait_time(rooms) > 0:
+                self.timers["flood"] = time.monotonic() + self.room_bucket.wait_time(rooms)
+                break
+            self.room_bucket.take(rooms)
             self.bucket.take()
             del self.recvq[:end + 1]
             if msg is not None:
@@ -393,6 +403,13 @@ class Worker:
             self.close("Excess Flood")
         elif self.client_eof and b"\n" not in self.recvq:
             self.close("Connection closed")
+
+    def _rooms_named(self, msg: protocol.Message | None) -> int:
+        """Room memberships a registered client's line may change (a JOIN
+        before registration is refused without reaching the broker)."""
+        if msg is None or not self.session.registered:
+            return 0
+        return commands.rooms_named(msg, self.cfg.limits.rooms_per_client)
 
     def _check_long_line(self) -> None:
         if len(self.recvq) > protocol.MAX_LINE_BYTES:
@@ -705,7 +722,10 @@ class Worker:
     def _on_update(self, payload: bytes) -> None:
         changes: dict[str, Any] = ipc.decode_json(payload)
         was_registered = self.session.registered
+        old_nick = self.session.nick
         self.session.apply(changes)
+        if was_registered and self.session.nick != old_nick:
+            self.nick_limit.record()      # a change everyone in its rooms was told of
         if "nick" in changes and not self.session.registered:
             self.try_register()
         if self.session.registered and not was_registered:

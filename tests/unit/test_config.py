@@ -97,7 +97,7 @@ def test_every_seconds_limit_is_bounded():
     """A new limit in seconds must join SECONDS_LIMITS (and so get the bound)."""
     import dataclasses
     seconds = {f.name for f in dataclasses.fields(config.Limits)
-               if f.name.endswith(("_timeout", "_interval"))}
+               if f.name.endswith(("_timeout", "_interval", "_window"))}
     assert seconds == set(config.SECONDS_LIMITS)
 
 
