@@ -250,6 +250,11 @@ class Tui:
             self.sel.unregister(sys.stdin.fileno())  # a hung-up tty reads as EOF forever
         self.conn.quit("Terminated")
 
+    def _resumed(self) -> None:
+        """Back from Ctrl+Z: bash switches the terminal's paste marks off
+        before `fg`, and a pasted tab completed nicks again.  Ask again."""
+        _bracketed_paste(True)
+
     def _resize(self) -> None:
         size = os.get_terminal_size(self.scr_fd)
         curses.resizeterm(size.lines, size.columns)
@@ -548,6 +553,7 @@ BRACKETED_PASTE = {True: b"\x1b[?2004h", False: b"\x1b[?2004l"}
 # Handled in the loop, never inside the handler (which only wakes the loop).
 SIGNALS: dict[int, Callable[[Tui], None]] = {
     signal.SIGWINCH: Tui._resize, signal.SIGTERM: Tui._hang_up, signal.SIGHUP: Tui._hang_up,
+    signal.SIGCONT: Tui._resumed,
 }
 
 LOCAL_ACTIONS: dict[str, Callable[..., None]] = {

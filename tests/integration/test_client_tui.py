@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -502,6 +503,31 @@ def test_a_pasted_tab_is_a_space_and_the_paste_mode_is_undone(server, terminal):
     finally:
         watcher.close()
         term.close()
+
+
+def test_paste_marks_are_asked_for_again_after_a_suspend(server, terminal):
+    """bash switches the paste marks off before `fg`: after Ctrl+Z and fg a
+    pasted tab completed a nick again.  Here the shell's part is played by
+    writing its mode switch to the terminal, and fg's by SIGCONT."""
+    term = terminal("-n", "paster", f"127.0.0.1:{server.port}")
+    watcher = other_user(server.port, "watcher", "#lobby")
+    try:
+        term.wait_text("2 members")
+        [client] = [process for process in psutil.Process(
+            int(term._tmux("display", "-p", "-t", term.name, "#{pane_pid}"))).children(
+                recursive=True) if "forkchat.client.app" in " ".join(process.cmdline())]
+        with open(term._tmux("display", "-p", "-t", term.name, "#{pane_tty}").strip(),
+                  "wb", buffering=0) as tty:
+            tty.write(b"\x1b[?2004l")
+        client.send_signal(signal.SIGCONT)
+        term.type("x")           # the signal woke the loop before this key was sent
+        term.wait_for(lambda lines: lines[HEIGHT - 1].rstrip() == "[#lobby] x", "the key")
+        term.keys("C-u")
+        term._tmux("set-buffer", "--", "w\tb\r")
+        term._tmux("paste-buffer", "-p", "-t", term.name)
+        assert list(watcher.expect("PRIVMSG").params) == ["#lobby", "w b"]
+    finally:
+        watcher.close()
 
 
 def test_an_unknown_terminal_type_is_one_clear_line_not_a_traceback(server, terminal):
