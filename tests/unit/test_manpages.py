@@ -328,3 +328,104 @@ def test_client_defaults_documented() -> None:
     for value in (app.DEFAULT_HOST, f"port {app.DEFAULT_PORT}", f"{app.DEFAULT_TLS_PORT} with",
                   app.DEFAULT_ROOM, app.NICK_PROMPT.strip()):
         assert value in text
+
+
+# -- forkchat-server(8)'s LOGGING lists every line the server logs --------------------
+
+PACKAGE = Path(__file__).resolve().parents[2] / "forkchat"
+STRING = r'f?"((?:[^"\\]|\\.)*)"'
+# log.info("..."), self.logger.error("..."), getLogger(...).exception("..."), log.log(LEVEL, "...")
+LOG_CALL = re.compile(
+    r"(?:\blog|\blogger|\))\.(?:info|warning|error|exception|critical)\(\s*" + STRING
+    + r"|\blog\.log\([^\",]*,\s*" + STRING)
+PLACEHOLDER = re.compile(r"%[-#0-9.]*[sdrfi]|\{[^}]*\}")
+HEAD_LETTERS = 12     # a line's head: its text up to the first literal run past this many letters
+
+
+def log_formats() -> list[tuple[str, str]]:
+    """(where, format) of every log call of level info and above in forkchat/*.py.
+
+    Lines whose text is only placeholders ("%s": a refusal line, a bind
+    error) are left out; their texts are checked where they are made.
+    """
+    found = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        source = path.read_text()
+        for match in LOG_CALL.finditer(source):
+            text = match.group(1) if match.group(1) is not None else match.group(2)
+            line = source.count("\n", 0, match.start()) + 1
+            if re.search(r"[A-Za-z]{2}", PLACEHOLDER.sub("", text)):
+                found.append((f"{path.name}:{line}", text))
+    return found
+
+
+def dynamic_lines() -> list[tuple[str, str]]:
+    """Lines logged through "%s" whose text the code builds elsewhere."""
+    from forkchat import admission, listeners, supervisor
+    refusals = admission.RefusalLog()          # "%s" as the address and reason, "%r" the block
+    found = [("admission.RefusalLog", line) for line in
+             refusals.refused("%s", "%s", 0.0) + refusals.refused("%s", "%s", 0.0, "%r")]
+    for now in (1.0, 2.0):                     # two more: "connections"
+        refusals.refused("%s", "%s", now)
+    found += [("admission.RefusalLog", re.sub(r" \d+ more ", " %d more ", line))
+              for line in refusals.flush()]
+    for name in ("supervisor.py", "broker.py"):
+        for what, resumed in re.findall(r'AcceptTrouble\(log, "([^"]+)",\s*"([^"]+)"\)',
+                                        (PACKAGE / name).read_text()):
+            pause = f"{listeners.ACCEPT_PAUSE_S:.1f}"
+            found += [(name, f"{what} failed: %s; paused, retried every {pause} s"),
+                      (name, resumed)]
+    found.append(("supervisor._count_death",
+                  f"broker died %d times in {supervisor.BROKER_RESTART_WINDOW_S:.0f} s; giving up"))
+    return found
+
+
+def head_pattern(text: str) -> str:
+    """A regex for the head of a logged line, placeholders matching any short text.
+
+    The page gives the start of each line (what follows may be described in
+    prose), so only the head must appear: enough literal text to tell the
+    line from the others.
+    """
+    pattern, letters = "", 0
+    for index, part in enumerate(re.split(f"({PLACEHOLDER.pattern})", text)):
+        if index % 2:
+            pattern += r".{1,80}?"
+            continue
+        pattern += r"\s+".join(re.escape(word) for word in part.split(" "))
+        letters += len(re.findall(r"[A-Za-z]", part))
+        if letters >= HEAD_LETTERS:
+            break
+    return pattern
+
+
+def section_rendered(page: str, title: str) -> str:
+    """The text of one .SH section as mandoc renders it, whitespace collapsed."""
+    result = run(tool("mandoc", "mandoc"), "-T", "ascii", "-O", "width=1000", str(MAN / page))
+    assert result.returncode == 0, result.stderr
+    lines = re.sub(r".\x08", "", result.stdout).splitlines()
+    start = lines.index(title)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i][:1].isalpha())
+    return " ".join(" ".join(lines[start + 1:end]).split())
+
+
+def test_log_lines_are_found() -> None:
+    """Guards the guard: the scan sees the server's log calls of every kind."""
+    texts = [text for _where, text in log_formats()]
+    assert len(texts) > 60
+    assert "listening on %s" in texts                          # log.info
+    assert "%s failed: %s; paused, retried every %.1f s" in texts   # self.logger.error
+    assert "%s crashed" in texts                               # getLogger(...).exception
+    assert "cannot reach the broker: %s" in texts              # log.log(level, ...)
+    assert re.search(head_pattern("%s did not stop in %.0f s; killed"),
+                     "worker for conn N did not stop in 3 s; killed")
+    assert not re.search(head_pattern("conn %d from %s (%s)"), "conn N from address: TLS")
+
+
+def test_every_log_line_is_documented() -> None:
+    """Each line the server logs at level info or above is in LOGGING of
+    forkchat-server(8), at least its head (see head_pattern)."""
+    text = section_rendered("forkchat-server.8", "LOGGING")
+    missing = [f"{where}: {line}" for where, line in log_formats() + dynamic_lines()
+               if not re.search(head_pattern(line), text)]
+    assert missing == []
