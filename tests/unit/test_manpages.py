@@ -429,3 +429,24 @@ def test_every_log_line_is_documented() -> None:
     missing = [f"{where}: {line}" for where, line in log_formats() + dynamic_lines()
                if not re.search(head_pattern(line), text)]
     assert missing == []
+
+
+def item_text(page: str, section: str, key: str) -> str:
+    """The plain text of the .TP item tagged `key` in a .SH section of a page."""
+    lines = (MAN / page).read_text().splitlines()
+    start = lines.index(f".SH {section}")
+    tag = next(i for i in range(start, len(lines))
+               if lines[i - 1] == ".TP" and plain_text(lines[i]) == key)
+    end = next(i for i in range(tag + 1, len(lines)) if lines[i].startswith((".TP", ".SH")))
+    return " ".join(plain_text(line) for line in lines[tag + 1:end]
+                    if not line.startswith((".TQ", ".PP", ".RS", ".RE")))
+
+
+def test_limit_bounds_documented() -> None:
+    """The floor or ceiling config.py puts on a limit is in its forkchat.toml(5) item."""
+    from forkchat import config
+    for key, (ceiling, _why) in config.AT_MOST.items():
+        text = item_text("forkchat.toml.5", "[limits]", key)
+        assert f"at most {ceiling}" in text or f"1 to {ceiling}," in text, key
+    for key, (floor, _why) in config.AT_LEAST.items():
+        assert f"at least {floor}" in item_text("forkchat.toml.5", "[limits]", key), key
