@@ -377,6 +377,8 @@ def dynamic_lines() -> list[tuple[str, str]]:
                       (name, resumed)]
     found.append(("supervisor._count_death",
                   f"broker died %d times in {supervisor.BROKER_RESTART_WINDOW_S:.0f} s; giving up"))
+    found += [("supervisor.Shutdown", reason) for reason in     # logged as the server halts
+              re.findall(r'raise Shutdown\("([^"]+)"', (PACKAGE / "supervisor.py").read_text())]
     return found
 
 
