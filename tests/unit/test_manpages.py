@@ -452,3 +452,22 @@ def test_limit_bounds_documented() -> None:
         assert f"at most {ceiling}" in text or f"1 to {ceiling}," in text, key
     for key, (floor, _why) in config.AT_LEAST.items():
         assert f"at least {floor}" in item_text("forkchat.toml.5", "[limits]", key), key
+
+
+def test_client_numbers_documented() -> None:
+    """The client's pacing, retry and buffer numbers, stated by hand in
+    forkchat-client(1) and the README, are the code's."""
+    from forkchat.client import buffers, connection, linemode
+    delays = ", ".join(f"{d:.0f}" for d in connection.RECONNECT_DELAYS_S[:-1])
+    pacing = f"a burst of {connection.SEND_BURST}, then one every {connection.SEND_INTERVAL_S}"
+    text = rendered("forkchat-client.1")
+    wanted = [pacing + " seconds",
+              f"({delays}, then every {connection.RECONNECT_DELAYS_S[-1]:.0f} seconds)",
+              f"a timeout of {connection.CONNECT_TIMEOUT_S:.0f} seconds",
+              f"after {connection.IDLE_PING_S:.0f} seconds of silence",
+              f"gives up after {linemode.GIVE_UP_S / 60:.0f} minutes",
+              f"every {linemode.BARRIER_LINES} lines",
+              f"its last {buffers.SCROLLBACK_LINES} lines"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    assert f"({pacing} s)" in readme
