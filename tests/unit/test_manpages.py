@@ -471,3 +471,19 @@ def test_client_numbers_documented() -> None:
     assert [phrase for phrase in wanted if phrase not in text] == []
     readme = " ".join((MAN.parent / "README.md").read_text().split())
     assert f"({pacing} s)" in readme
+
+
+def test_server_timings_documented() -> None:
+    """The waits forkchat-server(8) states by hand are the code's."""
+    from forkchat import broker, ipc, supervisor, worker
+    text = rendered("forkchat-server.8")
+    wanted = [f"up to {supervisor.STOP_GRACE_S:.0f} seconds",          # SIGTERM's grace
+              f"at most {ipc.HEARTBEAT_S:.0f} seconds old",             # SIGUSR1's counts
+              f"last {supervisor.BROKER_SILENT_S:.0f} seconds",         # the watchdog
+              f"more than {supervisor.BROKER_SILENT_S:.0f} seconds",
+              f"after {broker.RECOVERY_WAIT_S:.0f} seconds",            # re-registration
+              f"{worker.BROKER_GIVE_UP_S:.0f} seconds at most",         # no broker
+              f"logged every {broker.REFUSED_LINKS_WINDOW_S:.0f} seconds",
+              f"every {supervisor.STATUS_EVERY_S:.0f} seconds"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    assert supervisor.SPAWNER_RETRY_S == supervisor.BROKER_RETRY_S == 1.0   # "every second"
