@@ -328,3 +328,162 @@ def test_client_defaults_documented() -> None:
     for value in (app.DEFAULT_HOST, f"port {app.DEFAULT_PORT}", f"{app.DEFAULT_TLS_PORT} with",
                   app.DEFAULT_ROOM, app.NICK_PROMPT.strip()):
         assert value in text
+
+
+# -- forkchat-server(8)'s LOGGING lists every line the server logs --------------------
+
+PACKAGE = Path(__file__).resolve().parents[2] / "forkchat"
+STRING = r'f?"((?:[^"\\]|\\.)*)"'
+# log.info("..."), self.logger.error("..."), getLogger(...).exception("..."), log.log(LEVEL, "...")
+LOG_CALL = re.compile(
+    r"(?:\blog|\blogger|\))\.(?:info|warning|error|exception|critical)\(\s*" + STRING
+    + r"|\blog\.log\([^\",]*,\s*" + STRING)
+PLACEHOLDER = re.compile(r"%[-#0-9.]*[sdrfi]|\{[^}]*\}")
+HEAD_LETTERS = 12     # a line's head: its text up to the first literal run past this many letters
+
+
+def log_formats() -> list[tuple[str, str]]:
+    """(where, format) of every log call of level info and above in forkchat/*.py.
+
+    Lines whose text is only placeholders ("%s": a refusal line, a bind
+    error) are left out; their texts are checked where they are made.
+    """
+    found = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        source = path.read_text()
+        for match in LOG_CALL.finditer(source):
+            text = match.group(1) if match.group(1) is not None else match.group(2)
+            line = source.count("\n", 0, match.start()) + 1
+            if re.search(r"[A-Za-z]{2}", PLACEHOLDER.sub("", text)):
+                found.append((f"{path.name}:{line}", text))
+    return found
+
+
+def dynamic_lines() -> list[tuple[str, str]]:
+    """Lines logged through "%s" whose text the code builds elsewhere."""
+    from forkchat import admission, listeners, supervisor
+    refusals = admission.RefusalLog()          # "%s" as the address and reason, "%r" the block
+    found = [("admission.RefusalLog", line) for line in
+             refusals.refused("%s", "%s", 0.0) + refusals.refused("%s", "%s", 0.0, "%r")]
+    for now in (1.0, 2.0):                     # two more: "connections"
+        refusals.refused("%s", "%s", now)
+    found += [("admission.RefusalLog", re.sub(r" \d+ more ", " %d more ", line))
+              for line in refusals.flush()]
+    for name in ("supervisor.py", "broker.py"):
+        for what, resumed in re.findall(r'AcceptTrouble\(log, "([^"]+)",\s*"([^"]+)"\)',
+                                        (PACKAGE / name).read_text()):
+            pause = f"{listeners.ACCEPT_PAUSE_S:.1f}"
+            found += [(name, f"{what} failed: %s; paused, retried every {pause} s"),
+                      (name, resumed)]
+    found.append(("supervisor._count_death",
+                  f"broker died %d times in {supervisor.BROKER_RESTART_WINDOW_S:.0f} s; giving up"))
+    found += [("supervisor.Shutdown", reason) for reason in     # logged as the server halts
+              re.findall(r'raise Shutdown\("([^"]+)"', (PACKAGE / "supervisor.py").read_text())]
+    return found
+
+
+def head_pattern(text: str) -> str:
+    """A regex for the head of a logged line, placeholders matching any short text.
+
+    The page gives the start of each line (what follows may be described in
+    prose), so only the head must appear: enough literal text to tell the
+    line from the others.
+    """
+    pattern, letters = "", 0
+    for index, part in enumerate(re.split(f"({PLACEHOLDER.pattern})", text)):
+        if index % 2:
+            pattern += r".{1,80}?"
+            continue
+        pattern += r"\s+".join(re.escape(word) for word in part.split(" "))
+        letters += len(re.findall(r"[A-Za-z]", part))
+        if letters >= HEAD_LETTERS:
+            break
+    return pattern
+
+
+def section_rendered(page: str, title: str) -> str:
+    """The text of one .SH section as mandoc renders it, whitespace collapsed."""
+    result = run(tool("mandoc", "mandoc"), "-T", "ascii", "-O", "width=1000", str(MAN / page))
+    assert result.returncode == 0, result.stderr
+    lines = re.sub(r".\x08", "", result.stdout).splitlines()
+    start = lines.index(title)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i][:1].isalpha())
+    return " ".join(" ".join(lines[start + 1:end]).split())
+
+
+def test_log_lines_are_found() -> None:
+    """Guards the guard: the scan sees the server's log calls of every kind."""
+    texts = [text for _where, text in log_formats()]
+    assert len(texts) > 60
+    assert "listening on %s" in texts                          # log.info
+    assert "%s failed: %s; paused, retried every %.1f s" in texts   # self.logger.error
+    assert "%s crashed" in texts                               # getLogger(...).exception
+    assert "cannot reach the broker: %s" in texts              # log.log(level, ...)
+    assert re.search(head_pattern("%s did not stop in %.0f s; killed"),
+                     "worker for conn N did not stop in 3 s; killed")
+    assert not re.search(head_pattern("conn %d from %s (%s)"), "conn N from address: TLS")
+
+
+def test_every_log_line_is_documented() -> None:
+    """Each line the server logs at level info or above is in LOGGING of
+    forkchat-server(8), at least its head (see head_pattern)."""
+    text = section_rendered("forkchat-server.8", "LOGGING")
+    missing = [f"{where}: {line}" for where, line in log_formats() + dynamic_lines()
+               if not re.search(head_pattern(line), text)]
+    assert missing == []
+
+
+def item_text(page: str, section: str, key: str) -> str:
+    """The plain text of the .TP item tagged `key` in a .SH section of a page."""
+    lines = (MAN / page).read_text().splitlines()
+    start = lines.index(f".SH {section}")
+    tag = next(i for i in range(start, len(lines))
+               if lines[i - 1] == ".TP" and plain_text(lines[i]) == key)
+    end = next(i for i in range(tag + 1, len(lines)) if lines[i].startswith((".TP", ".SH")))
+    return " ".join(plain_text(line) for line in lines[tag + 1:end]
+                    if not line.startswith((".TQ", ".PP", ".RS", ".RE")))
+
+
+def test_limit_bounds_documented() -> None:
+    """The floor or ceiling config.py puts on a limit is in its forkchat.toml(5) item."""
+    from forkchat import config
+    for key, (ceiling, _why) in config.AT_MOST.items():
+        text = item_text("forkchat.toml.5", "[limits]", key)
+        assert f"at most {ceiling}" in text or f"1 to {ceiling}," in text, key
+    for key, (floor, _why) in config.AT_LEAST.items():
+        assert f"at least {floor}" in item_text("forkchat.toml.5", "[limits]", key), key
+
+
+def test_client_numbers_documented() -> None:
+    """The client's pacing, retry and buffer numbers, stated by hand in
+    forkchat-client(1) and the README, are the code's."""
+    from forkchat.client import buffers, connection, linemode
+    delays = ", ".join(f"{d:.0f}" for d in connection.RECONNECT_DELAYS_S[:-1])
+    pacing = f"a burst of {connection.SEND_BURST}, then one every {connection.SEND_INTERVAL_S}"
+    text = rendered("forkchat-client.1")
+    wanted = [pacing + " seconds",
+              f"({delays}, then every {connection.RECONNECT_DELAYS_S[-1]:.0f} seconds)",
+              f"a timeout of {connection.CONNECT_TIMEOUT_S:.0f} seconds",
+              f"after {connection.IDLE_PING_S:.0f} seconds of silence",
+              f"gives up after {linemode.GIVE_UP_S / 60:.0f} minutes",
+              f"every {linemode.BARRIER_LINES} lines",
+              f"its last {buffers.SCROLLBACK_LINES} lines"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    assert f"({pacing} s)" in readme
+
+
+def test_server_timings_documented() -> None:
+    """The waits forkchat-server(8) states by hand are the code's."""
+    from forkchat import broker, ipc, supervisor, worker
+    text = rendered("forkchat-server.8")
+    wanted = [f"up to {supervisor.STOP_GRACE_S:.0f} seconds",          # SIGTERM's grace
+              f"at most {ipc.HEARTBEAT_S:.0f} seconds old",             # SIGUSR1's counts
+              f"last {supervisor.BROKER_SILENT_S:.0f} seconds",         # the watchdog
+              f"more than {supervisor.BROKER_SILENT_S:.0f} seconds",
+              f"after {broker.RECOVERY_WAIT_S:.0f} seconds",            # re-registration
+              f"{worker.BROKER_GIVE_UP_S:.0f} seconds at most",         # no broker
+              f"logged every {broker.REFUSED_LINKS_WINDOW_S:.0f} seconds",
+              f"every {supervisor.STATUS_EVERY_S:.0f} seconds"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    assert supervisor.SPAWNER_RETRY_S == supervisor.BROKER_RETRY_S == 1.0   # "every second"
