@@ -227,7 +227,7 @@ def prepare_state_dir(path: str, owner: privileges.Identity | None) -> None:
         return
     try:
         if not os.path.isdir(path):
-            os.makedirs(path, mode=0o700)
+            _make_state_dir(path)
             if owner is not None:
                 os.chown(path, owner.uid, owner.gid)
         elif owner is not None and os.stat(path).st_uid != owner.uid:
@@ -236,6 +236,23 @@ def prepare_state_dir(path: str, owner: privileges.Identity | None) -> None:
     except OSError as error:
         if owner is not None:
             log.warning("cannot prepare state_dir %s: %s", path, error.strerror or error)
+
+
+def _make_state_dir(path: str) -> None:
+    """The directory 0700, any parents made for it 0755.
+
+    Under the server's umask (077) makedirs made the parents 0700 too, and
+    only the last directory is handed to the user root switches to: that
+    user could not reach it (`--state-dir /srv/new/forkchat` as root gave
+    "room store ... unavailable")."""
+    missing = []
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    os.makedirs(path, mode=0o700)
+    for made in missing:
+        os.chmod(made, 0o755)
 
 
 if __name__ == "__main__":

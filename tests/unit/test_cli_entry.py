@@ -45,3 +45,17 @@ def test_a_state_dir_that_is_a_file_is_named_so(tmp_path, caplog, owner):
     with caplog.at_level("WARNING", logger="forkchat.supervisor"):
         cli.prepare_state_dir(str(path), identity)
     assert f"state_dir {path} is not a directory" in caplog.text
+
+
+def test_parents_made_for_the_state_dir_can_be_walked_through(tmp_path):
+    """Under the server's umask (077) makedirs made the parents 0700 too, and
+    the user root switches to (given only the last directory) could not
+    reach it: 'room store ... unavailable' for --state-dir /srv/new/forkchat."""
+    path = tmp_path / "srv" / "new" / "forkchat"
+    old = os.umask(0o077)
+    try:
+        cli.prepare_state_dir(str(path), None)
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o700
+    assert [(tmp_path / p).stat().st_mode & 0o777 for p in ("srv", "srv/new")] == [0o755, 0o755]
