@@ -217,12 +217,17 @@ _MAX_GENERATIONS = 4
 
 
 def descends_from(pid: int, ancestor: int) -> bool:
-    """Whether process `pid` is `ancestor` or one of its descendants."""
+    """Whether process `pid` is `ancestor` or one of its descendants.
+
+    The walk ends at a parent of 0 (above init), not at init itself: the
+    ancestor may be pid 1, as a server started as a container's first
+    process is, and then every worker of its own was refused.
+    """
     for _ in range(_MAX_GENERATIONS):
         if pid == ancestor:
             return True
         parent = parent_pid(pid)
-        if parent is None or parent <= 1:
+        if not parent:
             return False
         pid = parent
     return pid == ancestor
