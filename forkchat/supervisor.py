@@ -766,8 +766,10 @@ class Supervisor:
 
     def _send_broker(self, frame: bytes) -> None:
         """Queue a control frame; what the socket does not take now goes later,
-        whole, so the broker never reads half a frame."""
-        if self.broker_out is None:
+        whole, so the broker never reads half a frame.  None while no broker
+        runs (its restart is retried): the dead one's socket would only fail,
+        a warning each, and the next broker learns the live workers at start."""
+        if self.broker_out is None or self.broker_pid not in self.children:
             return
         if not self.broker_out.queue(frame):
             log.warning("the broker is not reading its control socket; frame dropped")

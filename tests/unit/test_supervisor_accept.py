@@ -133,6 +133,29 @@ def test_a_broker_restart_the_kernel_refuses_is_retried_and_the_supervisor_goes_
     boss.broker_control.close()
 
 
+def test_while_no_broker_runs_the_workers_leaving_are_not_told_to_it(boss, caplog, monkeypatch):
+    """A broker the kernel will not fork is retried every second; meanwhile
+    each worker that ended (its clients give up after 30 s without one) was
+    a 'cannot reach the broker' warning: the dead one's socket.  The next
+    broker learns the workers alive when it starts."""
+    control, dead_end = socket.socketpair()
+    dead_end.close()
+    boss.broker_control = control
+    boss.broker_out = supervisor.ipc.FrameWriter(control, supervisor.ipc.CONTROL_QUEUE_BYTES)
+    boss.broker_pid = 4242                       # gone: not among the children
+    boss.timers["broker"] = time.monotonic() + supervisor.BROKER_RETRY_S
+    try:
+        with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+            for cid in range(1, 6):
+                boss.admission.admitted("192.0.2.7")
+                boss._worker_gone(supervisor.Child("worker", 50_000 + cid, None, -1,
+                                                   "192.0.2.7", cid), 0)
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert boss.admission.clients == 0
+    finally:
+        control.close()
+
+
 def test_no_descriptor_for_a_new_spawner_socket_is_retried_not_raised(boss, monkeypatch):
     def no_descriptor(*args):
         raise OSError(errno.EMFILE, "Too many open files")
