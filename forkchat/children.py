@@ -234,7 +234,17 @@ def descends_from(pid: int, ancestor: int) -> bool:
 
 
 def proc_readable() -> bool:
-    """Whether /proc tells us process parents (descends_from can answer)."""
+    """Whether /proc tells us process parents (descends_from can answer).
+
+    It must be the /proc of our own PID namespace: one mounted for another
+    (a PID namespace made without its own /proc mount) names other
+    processes by our pids, and every worker was refused as a stranger.
+    """
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return False
+    except OSError:
+        return False
     return parent_pid(os.getpid()) is not None
 
 

@@ -128,6 +128,14 @@ def test_descends_from_walks_up_the_parents():
     assert not children.descends_from(2 ** 22 + 1, me)
 
 
+def test_proc_of_another_pid_namespace_is_not_read(monkeypatch):
+    """A /proc whose 'self' is not our pid is another namespace's: its pids
+    name other processes, so descends_from could only refuse our own."""
+    assert children.proc_readable()
+    monkeypatch.setattr(children.os, "readlink", lambda path: str(os.getpid() + 1))
+    assert not children.proc_readable()
+
+
 def test_descends_from_pid_1(monkeypatch):
     """A server that is a container's first process is pid 1: its worker
     (a spawner's child, or its own once adopted) descends from it."""
