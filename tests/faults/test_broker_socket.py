@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 
+import psutil
 import pytest
 
 from forkchat import ipc
@@ -88,7 +89,11 @@ class FirstProcessServer(ServerProcess):
         return [*UNSHARE, *(OWN_PROC if self.own_proc else []), *super().command()]
 
     def stop(self, timeout: float = 8.0) -> int | None:
-        for inner in self.descendants()[:1]:
+        try:
+            first = psutil.Process(self.pid).children()    # the server: unshare's only child
+        except psutil.NoSuchProcess:
+            first = []
+        for inner in first:
             inner.terminate()
         return super().stop(timeout)
 
