@@ -119,6 +119,7 @@ class Supervisor:
         self.accept_trouble = listeners.AcceptTrouble(log, "accept", "accepting connections again")
         self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
         self.worker_forks_failed = 0     # since a worker last started
+        self.forks_failed: dict[str, int] = {}   # retried forks of the broker, a spawner
 
     # -- main loop -------------------------------------------------------------
 
@@ -387,14 +388,29 @@ class Supervisor:
         if previous is not None:
             previous.retire()
             self._flush_spawner(previous)
-        log.info("spawner started (pid %d)", child.pid)
+        self._started("spawner", child.pid)
         return True
 
     def _no_spawner(self, error: OSError) -> bool:
-        log.error("cannot start a spawner: %s", error)
-        if self.spawner is None:
+        if self.spawner is None:      # none left: tried again every second
+            self._fork_failed("spawner", f"cannot start a spawner: {error}")
             self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
+        else:                         # a reload's: the previous one goes on
+            log.error("cannot start a spawner: %s", error)
         return False
+
+    def _fork_failed(self, kind: str, line: str) -> None:
+        """A fork retried every second (at a process limit, most often) is
+        logged once, not once a second for as long as the limit lasts;
+        `_started` says how many tries failed."""
+        failed = self.forks_failed.get(kind, 0)
+        self.forks_failed[kind] = failed + 1
+        log.log(logging.DEBUG if failed else logging.ERROR, "%s", line)
+
+    def _started(self, kind: str, pid: int) -> None:
+        failed = self.forks_failed.pop(kind, 0)
+        log.info("%s started (pid %d)%s", kind, pid,
+                 f" after {failed} failed forks" if failed else "")
 
     def on_spawner_timer(self) -> None:
         if self.spawner is None:
@@ -488,14 +504,14 @@ class Supervisor:
         try:
             control, broker_end = socket.socketpair()
         except OSError as error:
-            log.error("cannot start the broker: %s", error.strerror or error)
+            self._fork_failed("broker", f"cannot start the broker: {error.strerror or error}")
             return False
         try:
             child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
                                  expected))
         except OSError as error:
-            log.error("cannot start the broker: %s", error.strerror or error)
+            self._fork_failed("broker", f"cannot start the broker: {error.strerror or error}")
             control.close()
             return False
         finally:
@@ -513,7 +529,7 @@ class Supervisor:
         self.selector.register(control, selectors.EVENT_READ, self.on_control)
         self.broker_heard = time.monotonic()
         self.broker_pid = child.pid
-        log.info("broker started (pid %d)", self.broker_pid)
+        self._started("broker", self.broker_pid)
         return True
 
     def on_broker_timer(self) -> None:

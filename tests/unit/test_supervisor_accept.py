@@ -303,3 +303,42 @@ def test_a_dead_spawners_worker_without_a_pidfd_is_reaped_by_the_status_timer(
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+
+
+def test_a_broker_fork_retried_every_second_is_logged_once_then_the_recovery(
+        boss, caplog, monkeypatch):
+    """At a process limit the restart of a dead broker (or of a spawner) is
+    tried every second, and each failure was an error line: 3600 an hour."""
+    def refused(*args):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(supervisor.children, "start", refused)
+    monkeypatch.setattr(boss, "_heed_pending_stop", lambda: None)   # no signals wired
+    with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+        boss._broker_gone(supervisor.Child("broker", 4242, None, -1), -9)
+        for _ in range(3):
+            boss.timers["broker"] = 0.0
+            boss._run_timers()
+        started = FakeProcess()
+        monkeypatch.setattr(supervisor.children, "start", lambda *args: started)
+        boss.timers["broker"] = 0.0
+        boss._run_timers()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("cannot start the broker: Resource temporarily unavailable") == 1
+    assert lines[-1] == f"broker started (pid {started.pid}) after 4 failed forks"
+    boss.selector.unregister(started.sentinel)
+    os.close(started.sentinel)
+    os.close(started.write_end)
+    assert boss.broker_control is not None
+    boss.broker_control.close()
+
+
+def test_a_spawner_fork_retried_every_second_is_logged_once(boss, caplog, monkeypatch):
+    def refused(*args):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(supervisor.children, "start", refused)
+    with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+        for _ in range(3):
+            boss.on_spawner_timer()
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot start a spawner: [Errno 11] Resource temporarily unavailable"]
+    assert "spawner" in boss.timers
