@@ -42,6 +42,7 @@ BROKER_BOOT_ERROR = 3
 BROKER_RESTARTS = 5              # more deaths of a broker or spawner than this ...
 BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
+UNWATCHED_POLL_S = 0.05    # while stopping: how often to look at workers without a pidfd
 ACCEPTS_PER_WAKEUP = 64
 STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
 MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child ...
@@ -867,11 +868,15 @@ class Supervisor:
                     self.killed[pid] = grace
 
     def _wait_children(self, kind: str, deadline: float) -> None:
-        while any(c.kind == kind or not kind for c in self.children.values()):
+        """Until none of `kind` is left (any, for ''); the workers adopted
+        without a pidfd, whose exit wakes nothing, are looked at every
+        UNWATCHED_POLL_S (else the stop waited its whole grace for them)."""
+        while True:
+            self._reap_unwatched()
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or not any(c.kind == kind or not kind for c in self.children.values()):
                 return
-            self._turn(left)
+            self._turn(min(left, UNWATCHED_POLL_S) if self._unwatched() else left)
 
 
 def _listener_key(spec: config.Listener) -> tuple[str, int, str, bool]:

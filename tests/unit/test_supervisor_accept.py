@@ -342,3 +342,22 @@ def test_a_spawner_fork_retried_every_second_is_logged_once(boss, caplog, monkey
     assert [r.getMessage() for r in caplog.records] == [
         "cannot start a spawner: [Errno 11] Resource temporarily unavailable"]
     assert "spawner" in boss.timers
+
+
+def test_the_stop_reaps_the_workers_it_has_no_pidfd_for(boss):
+    """An adopted worker without a pidfd wakes nothing when it exits: the
+    stop waited the whole grace for it (3 s), then SIGKILLed a zombie and
+    waited again, the exit it had long made never seen."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)                               # a worker that ends at once
+    boss.children[pid] = supervisor.Child("worker", pid, None, -1, "192.0.2.7", 5)
+    boss.admission.admitted("192.0.2.7")
+    boss.stopping = True
+    try:
+        boss._wait_children("worker", time.monotonic() + 10.0)
+        assert pid not in boss.children and boss.admission.clients == 0
+    finally:
+        if pid in boss.children:
+            del boss.children[pid]
+            os.waitpid(pid, 0)
