@@ -217,19 +217,34 @@ _MAX_GENERATIONS = 4
 
 
 def descends_from(pid: int, ancestor: int) -> bool:
-    """Whether process `pid` is `ancestor` or one of its descendants."""
+    """Whether process `pid` is `ancestor` or one of its descendants.
+
+    The walk ends at a parent of 0 (above init), not at init itself: the
+    ancestor may be pid 1, as a server started as a container's first
+    process is, and then every worker of its own was refused.
+    """
     for _ in range(_MAX_GENERATIONS):
         if pid == ancestor:
             return True
         parent = parent_pid(pid)
-        if parent is None or parent <= 1:
+        if not parent:
             return False
         pid = parent
     return pid == ancestor
 
 
 def proc_readable() -> bool:
-    """Whether /proc tells us process parents (descends_from can answer)."""
+    """Whether /proc tells us process parents (descends_from can answer).
+
+    It must be the /proc of our own PID namespace: one mounted for another
+    (a PID namespace made without its own /proc mount) names other
+    processes by our pids, and every worker was refused as a stranger.
+    """
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return False
+    except OSError:
+        return False
     return parent_pid(os.getpid()) is not None
 
 

@@ -152,8 +152,8 @@ def cmd_oper(ctx: Context, msg: protocol.Message) -> None:
                      session.host, name)
             ctx.frame(ipc.encode_json(ipc.Kind.OPER, {"name": name}))
             return
-    if not named:
-        _check_a_stand_in(ctx.cfg.operators, given)
+    if not any(passwords.is_hashed(operator.password) for operator in named):
+        _check_a_stand_in(ctx.cfg.operators, given, checked=bool(named))
     session.oper_failures += 1
     delay = min(OPER_RETRY_MAX_S, OPER_RETRY_S * 2 ** (session.oper_failures - 1))
     session.oper_not_before = now + delay
@@ -163,17 +163,21 @@ def cmd_oper(ctx: Context, msg: protocol.Message) -> None:
     raise numerics.Reply(numerics.ERR_PASSWDMISMATCH)
 
 
-def _check_a_stand_in(operators: tuple[config.Operator, ...], given: str) -> None:
-    """Spend on a name no operator has what a real name's check costs.
+def _check_a_stand_in(operators: tuple[config.Operator, ...], given: str,
+                      checked: bool) -> None:
+    """Spend on a failure that checked no hashed password what one costs.
 
-    Both failures are the same 464, but a hashed password takes tens of
-    milliseconds to check and an unknown name none, so the reply's delay
-    told which operator names exist.  The stand-in is a hashed password
-    when one is configured (it is the slow case that gave names away).
+    Every failure is the same 464, but a hashed password takes tens of
+    milliseconds to check, and an unknown name, or one whose password is
+    plain, none: the reply's delay told which operator names exist.  The
+    stand-in is a hashed password when one is configured (it is the slow
+    case that gave names away), so every failure includes one such check;
+    without one, a name no operator has gets a plain check (`checked`: a
+    plain password was checked already).
     """
     stored = [operator.password for operator in operators]
     hashed = [password for password in stored if passwords.is_hashed(password)]
-    if hashed or stored:
+    if hashed or (stored and not checked):
         passwords.verify((hashed or stored)[0], given)
 
 

@@ -42,6 +42,7 @@ BROKER_BOOT_ERROR = 3
 BROKER_RESTARTS = 5              # more deaths of a broker or spawner than this ...
 BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
+UNWATCHED_POLL_S = 0.05    # while stopping: how often to look at workers without a pidfd
 ACCEPTS_PER_WAKEUP = 64
 STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
 MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child ...
@@ -119,6 +120,7 @@ class Supervisor:
         self.accept_trouble = listeners.AcceptTrouble(log, "accept", "accepting connections again")
         self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
         self.worker_forks_failed = 0     # since a worker last started
+        self.forks_failed: dict[str, int] = {}   # retried forks of the broker, a spawner
 
     # -- main loop -------------------------------------------------------------
 
@@ -387,14 +389,29 @@ class Supervisor:
         if previous is not None:
             previous.retire()
             self._flush_spawner(previous)
-        log.info("spawner started (pid %d)", child.pid)
+        self._started("spawner", child.pid)
         return True
 
     def _no_spawner(self, error: OSError) -> bool:
-        log.error("cannot start a spawner: %s", error)
-        if self.spawner is None:
+        if self.spawner is None:      # none left: tried again every second
+            self._fork_failed("spawner", f"cannot start a spawner: {error}")
             self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
+        else:                         # a reload's: the previous one goes on
+            log.error("cannot start a spawner: %s", error)
         return False
+
+    def _fork_failed(self, kind: str, line: str) -> None:
+        """A fork retried every second (at a process limit, most often) is
+        logged once, not once a second for as long as the limit lasts;
+        `_started` says how many tries failed."""
+        failed = self.forks_failed.get(kind, 0)
+        self.forks_failed[kind] = failed + 1
+        log.log(logging.DEBUG if failed else logging.ERROR, "%s", line)
+
+    def _started(self, kind: str, pid: int) -> None:
+        failed = self.forks_failed.pop(kind, 0)
+        log.info("%s started (pid %d)%s", kind, pid,
+                 f" after {failed} failed forks" if failed else "")
 
     def on_spawner_timer(self) -> None:
         if self.spawner is None:
@@ -488,14 +505,14 @@ class Supervisor:
         try:
             control, broker_end = socket.socketpair()
         except OSError as error:
-            log.error("cannot start the broker: %s", error.strerror or error)
+            self._fork_failed("broker", f"cannot start the broker: {error.strerror or error}")
             return False
         try:
             child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
                                  expected))
         except OSError as error:
-            log.error("cannot start the broker: %s", error.strerror or error)
+            self._fork_failed("broker", f"cannot start the broker: {error.strerror or error}")
             control.close()
             return False
         finally:
@@ -513,7 +530,7 @@ class Supervisor:
         self.selector.register(control, selectors.EVENT_READ, self.on_control)
         self.broker_heard = time.monotonic()
         self.broker_pid = child.pid
-        log.info("broker started (pid %d)", self.broker_pid)
+        self._started("broker", self.broker_pid)
         return True
 
     def on_broker_timer(self) -> None:
@@ -766,8 +783,10 @@ class Supervisor:
 
     def _send_broker(self, frame: bytes) -> None:
         """Queue a control frame; what the socket does not take now goes later,
-        whole, so the broker never reads half a frame."""
-        if self.broker_out is None:
+        whole, so the broker never reads half a frame.  None while no broker
+        runs (its restart is retried): the dead one's socket would only fail,
+        a warning each, and the next broker learns the live workers at start."""
+        if self.broker_out is None or self.broker_pid not in self.children:
             return
         if not self.broker_out.queue(frame):
             log.warning("the broker is not reading its control socket; frame dropped")
@@ -849,11 +868,15 @@ class Supervisor:
                     self.killed[pid] = grace
 
     def _wait_children(self, kind: str, deadline: float) -> None:
-        while any(c.kind == kind or not kind for c in self.children.values()):
+        """Until none of `kind` is left (any, for ''); the workers adopted
+        without a pidfd, whose exit wakes nothing, are looked at every
+        UNWATCHED_POLL_S (else the stop waited its whole grace for them)."""
+        while True:
+            self._reap_unwatched()
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or not any(c.kind == kind or not kind for c in self.children.values()):
                 return
-            self._turn(left)
+            self._turn(min(left, UNWATCHED_POLL_S) if self._unwatched() else left)
 
 
 def _listener_key(spec: config.Listener) -> tuple[str, int, str, bool]:

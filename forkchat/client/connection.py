@@ -127,6 +127,7 @@ class Connection:
         self._lost_since: float | None = None
         self._quitting = False        # the goodbye is written: a close ends the session
         self._quit_queued = False     # a raw QUIT waits in the queue: accept no more lines
+        self._quit_written = False    # QUIT is out: what is still queued stays (`unsent`)
         self._error_reason = ""
 
     # ---- public API used by the front ends ---------------------------------
@@ -173,6 +174,7 @@ class Connection:
         self._quitting = True
         if self.state == "ready":
             self._send_now(ircmsg.build("QUIT", reason or "Leaving"))
+            self._quit_written = True
             self._deadlines["quit"] = time.monotonic() + QUIT_TIMEOUT_S
         else:
             self._close()
@@ -517,8 +519,9 @@ class Connection:
     # ---- writing -----------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Move queued lines to the socket as the token bucket allows."""
-        if self.state != "ready":
+        """Move queued lines to the socket as the token bucket allows; none
+        after a QUIT (the server drops them: they count as unsent)."""
+        if self.state != "ready" or self._quit_written:
             return
         now = time.monotonic()
         self._tokens = min(SEND_BURST, self._tokens + (now - self._token_time) / SEND_INTERVAL_S)

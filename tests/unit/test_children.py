@@ -128,6 +128,24 @@ def test_descends_from_walks_up_the_parents():
     assert not children.descends_from(2 ** 22 + 1, me)
 
 
+def test_proc_of_another_pid_namespace_is_not_read(monkeypatch):
+    """A /proc whose 'self' is not our pid is another namespace's: its pids
+    name other processes, so descends_from could only refuse our own."""
+    assert children.proc_readable()
+    monkeypatch.setattr(children.os, "readlink", lambda path: str(os.getpid() + 1))
+    assert not children.proc_readable()
+
+
+def test_descends_from_pid_1(monkeypatch):
+    """A server that is a container's first process is pid 1: its worker
+    (a spawner's child, or its own once adopted) descends from it."""
+    parents = {30: 20, 20: 1, 21: 1, 1: 0}
+    monkeypatch.setattr(children, "parent_pid", parents.get)
+    assert children.descends_from(30, 1) and children.descends_from(21, 1)
+    assert children.descends_from(1, 1)
+    assert not children.descends_from(30, 21)
+
+
 # -- a fork the kernel refuses ----------------------------------------------------
 
 # The parent asks for a child with fork() failing (EAGAIN: RLIMIT_NPROC or

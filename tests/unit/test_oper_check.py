@@ -53,3 +53,13 @@ def test_no_operators_means_no_check(monkeypatch):
 def test_a_right_password_for_a_stand_in_is_still_refused(monkeypatch):
     operators = (config.Operator("admin", "pw"),)
     assert attempt(monkeypatch, operators, "OPER nosuch pw") == ["pw"]
+
+
+def test_a_plain_operator_s_name_costs_what_an_unknown_one_does(monkeypatch):
+    """With a hashed operator configured an unknown name costs a hash check;
+    a name whose password is plain cost none, so the fast 464 told that it
+    exists.  Every failure now includes one hashed check."""
+    operators = (config.Operator("plain", "pw"), config.Operator("admin", HASHED))
+    assert attempt(monkeypatch, operators, "OPER plain wrong") == ["pw", HASHED]
+    assert attempt(monkeypatch, operators, "OPER nosuch wrong") == [HASHED]
+    assert attempt(monkeypatch, (config.Operator("plain", "pw"),), "OPER plain wrong") == ["pw"]

@@ -133,6 +133,29 @@ def test_a_broker_restart_the_kernel_refuses_is_retried_and_the_supervisor_goes_
     boss.broker_control.close()
 
 
+def test_while_no_broker_runs_the_workers_leaving_are_not_told_to_it(boss, caplog, monkeypatch):
+    """A broker the kernel will not fork is retried every second; meanwhile
+    each worker that ended (its clients give up after 30 s without one) was
+    a 'cannot reach the broker' warning: the dead one's socket.  The next
+    broker learns the workers alive when it starts."""
+    control, dead_end = socket.socketpair()
+    dead_end.close()
+    boss.broker_control = control
+    boss.broker_out = supervisor.ipc.FrameWriter(control, supervisor.ipc.CONTROL_QUEUE_BYTES)
+    boss.broker_pid = 4242                       # gone: not among the children
+    boss.timers["broker"] = time.monotonic() + supervisor.BROKER_RETRY_S
+    try:
+        with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+            for cid in range(1, 6):
+                boss.admission.admitted("192.0.2.7")
+                boss._worker_gone(supervisor.Child("worker", 50_000 + cid, None, -1,
+                                                   "192.0.2.7", cid), 0)
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert boss.admission.clients == 0
+    finally:
+        control.close()
+
+
 def test_no_descriptor_for_a_new_spawner_socket_is_retried_not_raised(boss, monkeypatch):
     def no_descriptor(*args):
         raise OSError(errno.EMFILE, "Too many open files")
@@ -280,3 +303,61 @@ def test_a_dead_spawners_worker_without_a_pidfd_is_reaped_by_the_status_timer(
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+
+
+def test_a_broker_fork_retried_every_second_is_logged_once_then_the_recovery(
+        boss, caplog, monkeypatch):
+    """At a process limit the restart of a dead broker (or of a spawner) is
+    tried every second, and each failure was an error line: 3600 an hour."""
+    def refused(*args):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(supervisor.children, "start", refused)
+    monkeypatch.setattr(boss, "_heed_pending_stop", lambda: None)   # no signals wired
+    with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+        boss._broker_gone(supervisor.Child("broker", 4242, None, -1), -9)
+        for _ in range(3):
+            boss.timers["broker"] = 0.0
+            boss._run_timers()
+        started = FakeProcess()
+        monkeypatch.setattr(supervisor.children, "start", lambda *args: started)
+        boss.timers["broker"] = 0.0
+        boss._run_timers()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("cannot start the broker: Resource temporarily unavailable") == 1
+    assert lines[-1] == f"broker started (pid {started.pid}) after 4 failed forks"
+    boss.selector.unregister(started.sentinel)
+    os.close(started.sentinel)
+    os.close(started.write_end)
+    assert boss.broker_control is not None
+    boss.broker_control.close()
+
+
+def test_a_spawner_fork_retried_every_second_is_logged_once(boss, caplog, monkeypatch):
+    def refused(*args):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(supervisor.children, "start", refused)
+    with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+        for _ in range(3):
+            boss.on_spawner_timer()
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot start a spawner: [Errno 11] Resource temporarily unavailable"]
+    assert "spawner" in boss.timers
+
+
+def test_the_stop_reaps_the_workers_it_has_no_pidfd_for(boss):
+    """An adopted worker without a pidfd wakes nothing when it exits: the
+    stop waited the whole grace for it (3 s), then SIGKILLed a zombie and
+    waited again, the exit it had long made never seen."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)                               # a worker that ends at once
+    boss.children[pid] = supervisor.Child("worker", pid, None, -1, "192.0.2.7", 5)
+    boss.admission.admitted("192.0.2.7")
+    boss.stopping = True
+    try:
+        boss._wait_children("worker", time.monotonic() + 10.0)
+        assert pid not in boss.children and boss.admission.clients == 0
+    finally:
+        if pid in boss.children:
+            del boss.children[pid]
+            os.waitpid(pid, 0)

@@ -618,3 +618,27 @@ def test_a_line_too_long_to_keep_is_dropped_whole(peer):
     sender.join(DEADLINE_S)
     assert not [e for e in harness.events if "TAIL" in e.text or "hello" in e.text.lower()]
     harness.conn.quit()
+
+
+def test_nothing_goes_out_after_the_quit_of_a_quit_command(peer, monkeypatch):
+    """/quit writes QUIT at once, ahead of the paced queue: the lines still
+    queued went out after it as the pace allowed (the server drops what
+    follows a QUIT), while the count of the unsent ones, said on leaving,
+    left them out."""
+    monkeypatch.setattr(connection, "SEND_INTERVAL_S", 0.02)
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    for n in range(20):
+        harness.conn.send(f"PRIVMSG #lobby :{n}")
+    harness.conn.quit("bye")
+    harness.expect_line("QUIT bye")
+    deadline = time.monotonic() + 40 * connection.SEND_INTERVAL_S
+    while time.monotonic() < deadline:          # time for the whole queue to go, paced
+        harness.turn(0.01)
+        harness.seen += peer.lines()
+    after = harness.seen[harness.seen.index("QUIT bye") + 1:]
+    assert after == []
+    sent = [line for line in harness.seen if line.startswith("PRIVMSG")]
+    assert harness.conn.unsent == 20 - len(sent) > 0
+    close_peer_side(peer)
+    harness.until(lambda: harness.conn.closed, "closed")
