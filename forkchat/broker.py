@@ -151,7 +151,11 @@ class Broker:
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
         self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
-        self.scan_clock: Callable[[], float] = time.perf_counter
+        # Credit refills by the clock, and a scan spends the CPU it took: a
+        # broker pre-empted during a scan on a busy machine was charged for
+        # the time it did not run.
+        self.scan_clock: Callable[[], float] = time.monotonic
+        self.scan_cpu_clock: Callable[[], float] = time.thread_time
         self.scan_credit = SCAN_BURST_S      # seconds of scanning allowed now (may go below 0)
         self.scan_credit_at = self.scan_clock()
         self.accept_trouble = listeners.AcceptTrouble(log, "accept on broker socket",
@@ -465,9 +469,10 @@ class Broker:
                 and self.scan_credit <= 0:
             self.outbox.send(cid, self.state.numeric(client, numerics.RPL_TRYAGAIN, msg.command))
             return
+        cpu = self.scan_cpu_clock()
         self.state.request(cid, msg, self.outbox)
+        self.scan_credit -= self.scan_cpu_clock() - cpu
         self.scan_credit_at = self.scan_clock()
-        self.scan_credit -= self.scan_credit_at - start
 
     def _on_register(self, link: Link, payload: bytes) -> None:
         info = ipc.decode_json(payload)

@@ -36,6 +36,7 @@ def paced(tmp_path):
     cfg = config.Config(server=config.Server(state_dir=str(tmp_path)))
     made = broker.Broker(socks[0], socks[2], cfg, "today")
     made.scan_clock = SteppingClock(0.1)
+    made.scan_cpu_clock = SteppingClock(0.1)     # each scan takes 0.1 s of CPU
     made.scan_credit_at = made.scan_clock.t
     mine, theirs = socks[4], socks[5]
     mine.setblocking(False)
@@ -92,6 +93,7 @@ def test_quick_scans_run_back_to_back(paced):
     sends several at once gets every answer."""
     ask, made = paced
     made.scan_clock.step = 0.001
+    made.scan_cpu_clock.step = 0.001
     for line, end in [(b"NAMES", "366 *"), (b"WHO *", "315 *"), (b"LIST", "323 :End")] * 5:
         assert ask(line)[-1] == end
 
@@ -111,3 +113,14 @@ def test_commands_that_name_what_they_look_at_are_not_paced(paced):
     assert ask(b"WHO alice")[-1] == "315 alice"
     assert ask(b"LIST #room")[-1] == "323 :End"
     assert ask(b"WHOWAS bob")[-1] == "369 bob"
+
+
+def test_a_scan_is_charged_the_cpu_it_took_not_the_time_it_was_preempted(paced):
+    """On a busy machine the broker may wait for a core in the middle of a
+    scan: charged by the wall clock, a cheap scan spent the credit, and a
+    small server answered 263."""
+    ask, made = paced
+    made.scan_clock.step = 0.5          # much time passes during each scan ...
+    made.scan_cpu_clock.step = 0.0001   # ... little of it running
+    for line, end in [(b"NAMES", "366 *"), (b"WHO *", "315 *"), (b"LIST", "323 :End")] * 5:
+        assert ask(line)[-1] == end
