@@ -38,6 +38,7 @@ log = logging.getLogger("forkchat.worker")
 READ_BYTES = 65536
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
+STABLE_LINK_S = 1.0     # a link lost sooner after a reconnect is the same outage
 CLOSE_FLUSH_S = 1.0
 # The kernel's own buffer for the client; kept small so that the sendq
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
@@ -93,7 +94,8 @@ class Worker:
         self.done = False
         self.last_input = time.monotonic()
         self.ping_sent = False
-        self.broker_lost_at = 0.0
+        self.broker_lost_at = 0.0      # when the current outage began (0.0: none)
+        self.link_opened_at = 0.0
         self.reconnects = 0
         self.tutorial = proto == "tutorial"
         self.tutorial_nick = ""
@@ -762,22 +764,36 @@ class Worker:
             self.link.close()
         if self.closing:
             return
+        now = time.monotonic()
+        if self.broker_lost_at and now - self.link_opened_at < STABLE_LINK_S:
+            # Closed again just after a reconnect (a broker that refuses the
+            # link, or dies as it starts): the same outage goes on, with its
+            # back-off and its give-up.  Each loss restarted both, and the
+            # worker reconnected every 20 ms, two log lines each, for ever.
+            self._reconnect_later(now)
+            return
         log.warning("conn %d: broker link lost (%s), reconnecting", self.session.cid, why)
-        self.broker_lost_at = time.monotonic()
+        self.broker_lost_at = now
         self.reconnects = 0
-        self.timers["reconnect"] = time.monotonic() + RECONNECT_DELAYS[0]
+        self.timers["reconnect"] = now + RECONNECT_DELAYS[0]
 
     def _try_reconnect(self) -> None:
         if self._connect_broker():
-            log.info("conn %d: reconnected to the broker", self.session.cid)
+            if self.link_opened_at < self.broker_lost_at:     # the outage's first
+                log.info("conn %d: reconnected to the broker", self.session.cid)
+            self.link_opened_at = time.monotonic()
             self._process_input()
             return
-        if time.monotonic() - self.broker_lost_at > BROKER_GIVE_UP_S:
+        self._reconnect_later(time.monotonic())
+
+    def _reconnect_later(self, now: float) -> None:
+        """The next try of this outage, later each time; or give up."""
+        if now - self.broker_lost_at > BROKER_GIVE_UP_S:
             self.close("Server error: chat service unavailable")
             return
         self.reconnects += 1
         delay = RECONNECT_DELAYS[min(self.reconnects, len(RECONNECT_DELAYS) - 1)]
-        self.timers["reconnect"] = time.monotonic() + delay
+        self.timers["reconnect"] = now + delay
 
     def _queue_frame(self, frame: bytes) -> None:
         self.link.queue(frame)

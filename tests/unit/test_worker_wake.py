@@ -1,6 +1,7 @@
 """The worker's wake path on socket pairs: no processes, no broker."""
 
 import socket
+import time
 
 import pytest
 
@@ -34,3 +35,41 @@ def test_a_dying_brokers_last_frames_are_read_before_the_link_is_lost(irc_worker
     for callback, mask in w.selector.select(1.0):
         callback(mask)
     assert bytes(w.sendq) == b":bob!b@h PRIVMSG alice :last words\r\n"
+
+
+def test_a_broker_that_closes_every_link_at_once_is_one_outage(monkeypatch, caplog):
+    """A broker that accepts the link and closes it at once (it refused us):
+    each loss restarted the back-off and the give-up, so the worker
+    reconnected every 20 ms, with two log lines each time, for ever."""
+    monkeypatch.setattr(worker, "BROKER_GIVE_UP_S", 0.5)
+    refusing = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    address = b"\0forkchat-test-refusing-" + str(id(refusing)).encode()
+    refusing.bind(address)
+    refusing.listen(64)
+    client_end, server_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "irc", 1, config.Config(), address)
+    accepted = 0
+    try:
+        with caplog.at_level("INFO", logger="forkchat.worker"):
+            assert w._connect_broker()
+            w.link_opened_at = time.monotonic()
+            deadline = time.monotonic() + 10.0
+            while not w.closing and time.monotonic() < deadline:
+                refusing.settimeout(0.0)
+                try:
+                    while True:
+                        refusing.accept()[0].close()
+                        accepted += 1
+                except BlockingIOError:
+                    pass
+                w._turn()
+        assert w.closing, "the worker never gave up"
+        assert accepted < 15, f"{accepted} links in 0.5 s: no back-off"
+        assert caplog.text.count("broker link lost") == 1
+        assert caplog.text.count("reconnected to the broker") <= 1
+    finally:
+        w.selector.close()
+        for sock in (refusing, client_end, server_end):
+            sock.close()
+        if w.link.sock is not None:
+            w.link.sock.close()
