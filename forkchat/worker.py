@@ -13,7 +13,9 @@ bounded: a client that stops reading is dropped with "Max SendQ exceeded"
 and costs nobody else anything.  The bound does not count the REPLY to the
 client's own command (a LIST may be megabytes): instead no further line of
 the client's is taken until that reply has been sent, so one reply at most
-is in flight, and what else piles up behind it is counted as before.
+is in flight, and what else piles up behind it is counted as before.  A
+client that takes not one byte of such a reply for ping_timeout seconds is
+dropped all the same: it does not read.
 
 If the broker goes away the worker holds the client's input, reconnects,
 and sends REREGISTER with its Session so that the new broker can restore
@@ -86,6 +88,7 @@ class Worker:
         self.selector = poller.Poller()
         self.sendq = bytearray()
         self.replies = replybytes.ReplyBytes()   # which of sendq answer the client
+        self.sendq_moved_at = time.monotonic()   # when the client last took bytes of it
         # The head of sendq that OpenSSL was given and has not finished: it
         # must be given exactly these bytes again (see _send_head).
         self.tls_pending = b""
@@ -553,7 +556,9 @@ class Worker:
                 self.tls_pending = b""
                 self.close(f"Write error: {error.strerror or error}")
                 return
-            del self.sendq[:sent]
+            if sent:
+                del self.sendq[:sent]
+                self.sendq_moved_at = time.monotonic()
             replying = self.replies.pending
             self.replies.sent(sent)
             if self._bounded_sendq() > self.cfg.limits.sendq_bytes:
@@ -565,7 +570,23 @@ class Worker:
                 self._resume_after_reply()
                 if self.done:
                     return
+            if len(self.sendq) > self.cfg.limits.sendq_bytes and "stall" not in self.timers:
+                self.timers["stall"] = self.sendq_moved_at + self.cfg.limits.ping_timeout
         self._watch_client()
+
+    def _on_stall_timer(self) -> None:
+        """A reply beyond sendq_bytes that the client takes nothing of for
+        ping_timeout seconds: it does not read, and the reply is not kept
+        for it (nor is it kept alive by lines it sends and we hold)."""
+        if len(self.sendq) <= self.cfg.limits.sendq_bytes:
+            return
+        due = self.sendq_moved_at + self.cfg.limits.ping_timeout
+        if time.monotonic() < due:
+            self.timers["stall"] = due
+            return
+        self._cut_sendq()
+        self.stuck = True
+        self.close("Max SendQ exceeded")
 
     def _resume_after_reply(self) -> None:
         """The reply has gone: take the client's next command, and send it
@@ -870,5 +891,6 @@ _TIMERS: dict[str, Callable[[Worker], None]] = {
     "register": Worker._on_register_timeout,
     "ping": Worker._on_ping_timer,
     "flood": Worker._on_flood_timer,
+    "stall": Worker._on_stall_timer,
     "reconnect": Worker._try_reconnect,
 }

@@ -139,3 +139,22 @@ def test_a_client_that_does_not_read_is_still_dropped(make_server):
         owner.close()
     stuck.close()
 
+
+def test_a_client_that_takes_nothing_of_its_reply_is_dropped(make_server):
+    """With no other traffic at all: a client that takes not one byte of its
+    reply for ping_timeout seconds (1 here) is dropped with 'Max SendQ
+    exceeded', whatever it sends meanwhile, and the reply is not kept."""
+    server = make_server(config_text=SMALL_SENDQ + "ping_timeout = 1.0\n")
+    owners = make_rooms(server.port, ROOMS)
+    stuck = IrcTestClient(server.port)
+    small_window(stuck)
+    stuck.register("stuck")
+    stuck.send("LIST")
+    stuck.send("PING :still here")       # held behind the reply, keeps nothing alive
+    server.wait_for_text("stuck closing: Max SendQ exceeded")
+    closing = stuck.expect_closed(timeout=10)
+    assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]
+    assert not any(m.command == "PONG" for m in closing)
+    for owner in owners:
+        owner.close()
+    stuck.close()
