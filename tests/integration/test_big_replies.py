@@ -13,7 +13,10 @@ from __future__ import annotations
 import socket
 
 from tests.integration.chat_helpers import flood_until_dropped
+from tests.integration.test_tls import TlsClient, certs, make_cert, start_tls_server, tls_port
 from tests.support.ircclient import IrcTestClient
+
+__all__ = ["certs"]      # a fixture, used by name
 
 SMALL_BOUNDS = """
 [limits]
@@ -81,6 +84,24 @@ def test_a_reading_client_gets_a_long_list_whole_and_stays(make_server):
         assert all(m.params[-1].endswith(TOPIC) for m in listed)
     asker.expect(lambda m: m.command == "PONG" and m.params[-1] == "done")
     assert "asker closing" not in server.log_text()
+    asker.close()
+    for owner in owners:
+        owner.close()
+
+
+def test_a_tls_client_gets_a_long_list_whole(make_server, certs):
+    """The same over TLS, where the worker hands OpenSSL one piece of its
+    queue at a time (a quarter of sendq_bytes here)."""
+    cert, key = make_cert(certs, "big")
+    server = start_tls_server(make_server, cert, key, SMALL_BOUNDS)
+    owners = make_rooms(server.port_of("irc"), ROOMS)
+    asker = TlsClient(tls_port(server), cert, rcvbuf=4096)
+    asker.timeout = 20.0
+    asker.register("asker")
+    asker.send("LIST\r\nPING :done")
+    listed = [m for m in asker.collect_until("323") if m.command == "322"]
+    assert sorted(m.params[1] for m in listed) == sorted(f"#r{i}" for i in range(ROOMS))
+    asker.expect(lambda m: m.command == "PONG" and m.params[-1] == "done")
     asker.close()
     for owner in owners:
         owner.close()
