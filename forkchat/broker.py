@@ -15,7 +15,11 @@ The broker never blocks on a worker: output to each link goes through a
 bounded `ipc.FrameWriter`, and what gathered for one link since the last
 flush leaves in one send; flushes come at most every FLUSH_WINDOW_S.  A
 link whose buffer overflows is told to drop its client ("Max SendQ
-exceeded") and is no longer written to.
+exceeded") and is no longer written to.  The lines that answer a client's
+own command (a REQUEST or its REGISTER) go as REPLY frames, which the
+bound does not count: a LIST of 10000 rooms is megabytes, and the client
+that asked must get it whole.  Its worker sends no further command before
+that reply has reached the client, so one reply per link at most is held.
 
 Restart sequence: the supervisor starts a new broker with the list of
 workers alive at the death.  Each reconnects and sends HELLO and, if it
@@ -139,6 +143,7 @@ class Broker:
         self.control_out = ipc.FrameWriter(control, ipc.CONTROL_QUEUE_BYTES)
         self.running = True
         self.outbox = _Outbox(self)
+        self.replying: int | None = None   # whose command is being answered now
         self.awaiting = set(expected)
         self.command_counts: dict[str, int] = {}
         self.last_flush = 0.0
@@ -447,12 +452,20 @@ class Broker:
         if msg.command in _COUNTED:          # an unknown name must not grow the table
             self.command_counts[msg.command] = self.command_counts.get(msg.command, 0) + 1
         if msg.command == "STATS":
-            self._stats_commands(link.cid)
+            self.replying = link.cid
+            try:
+                self._stats_commands(link.cid)
+            finally:
+                self.replying = None
             return
-        if self.state.scans_everything(msg):
-            self._paced_scan(link.cid, msg)
-        else:
-            self.state.request(link.cid, msg, self.outbox)
+        self.replying = link.cid
+        try:
+            if self.state.scans_everything(msg):
+                self._paced_scan(link.cid, msg)
+            else:
+                self.state.request(link.cid, msg, self.outbox)
+        finally:
+            self.replying = None
         if msg.command in _ROOM_CHANGING:
             self.store_dirty = True
         elif msg.command in _ROOM_RECORD_CHANGING and msg.params:
@@ -477,8 +490,12 @@ class Broker:
     def _on_register(self, link: Link, payload: bytes) -> None:
         info = ipc.decode_json(payload)
         assert link.cid is not None
-        self.state.register(link.cid, str(info.get("user", "user")),
-                            str(info.get("realname", "")), self.outbox)
+        self.replying = link.cid         # the welcome burst and the MOTD
+        try:
+            self.state.register(link.cid, str(info.get("user", "user")),
+                                str(info.get("realname", "")), self.outbox)
+        finally:
+            self.replying = None
 
     def _on_oper(self, link: Link, payload: bytes) -> None:
         info = ipc.decode_json(payload)
@@ -562,6 +579,14 @@ class Broker:
             self.dirty.add(link)
         else:
             self._overflow(link)
+
+    def queue_reply(self, cid: int, frame: bytes) -> None:
+        """A frame of the reply to `cid`'s own command: not bounded."""
+        link = self.links.get(cid)
+        if link is None or link.dropping:
+            return
+        link.writer.queue_reply(frame)
+        self.dirty.add(link)
 
     def _overflow(self, link: Link) -> None:
         """The worker does not keep up: drop its client, wait for nobody."""
@@ -651,7 +676,11 @@ class _Outbox:
         self._broker = broker
 
     def send(self, cid: int, line: bytes) -> None:
-        self._broker.queue(cid, ipc.encode(ipc.Kind.DELIVER, line))
+        broker = self._broker
+        if cid == broker.replying:
+            broker.queue_reply(cid, ipc.encode(ipc.Kind.REPLY, line))
+        else:
+            broker.queue(cid, ipc.encode(ipc.Kind.DELIVER, line))
 
     def fanout(self, cids: Iterable[int], line: bytes) -> None:
         frame = ipc.encode(ipc.Kind.DELIVER, line)

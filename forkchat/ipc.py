@@ -1,7 +1,7 @@
 """Frames between the broker and the workers.
 
     worker ──HELLO, REQUEST, REGISTER, OPER, OPER_FAILED, REREGISTER, BYE──▶ broker
-    worker ◀──────────────── DELIVER, UPDATE, DROP ─────────────────────── broker
+    worker ◀──────────────── DELIVER, REPLY, UPDATE, DROP ──────────────── broker
 
 Each worker holds one stream connection to the broker's private Unix
 socket.  A frame is a 4-byte big-endian payload length, a 1-byte kind and
@@ -18,6 +18,9 @@ the payload:
     BYE         UTF-8 quit reason                  the client is leaving
     SYNC        empty; echoed back as is           "all before this is done"
     DELIVER     raw line bytes, CRLF included      write to the client as is
+    REPLY       raw line bytes, CRLF included      the same, answering the client's
+                                                   own command: not held against a
+                                                   send queue (see replybytes.py)
     UPDATE      JSON {field: value}                the client's session changed
     DROP        UTF-8 reason                       close the client with ERROR
 
@@ -36,16 +39,22 @@ call per event-loop turn.
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import socket
 import struct
 from typing import Any
 
+from forkchat import replybytes
+
 HEADER = struct.Struct("!IB")
 HEARTBEAT_S = 2.0      # broker -> supervisor counts; silence means a stuck broker
 CONTROL_QUEUE_BYTES = 1 << 20   # control frames waiting for a busy peer
 MAX_FRAME_BYTES = 1 << 20
+# The most one flush hands to send(): more than a Unix socket's buffer
+# (about 208 KiB) takes, so an ordinary flush still sends all it holds.
+SEND_BYTES = 1 << 19
 
 
 class Kind(enum.IntEnum):
@@ -60,6 +69,7 @@ class Kind(enum.IntEnum):
     DELIVER = 10
     UPDATE = 11
     DROP = 12
+    REPLY = 13
     CONTROL = 20
     CONFIG = 21
 
@@ -142,47 +152,76 @@ _KINDS = frozenset(int(kind) for kind in Kind)
 class FrameWriter:
     """A bounded, non-blocking output queue for one stream socket.
 
-    `queue` never blocks and never sends; `flush` sends everything queued in
-    one call.  When more than `limit` bytes wait, `queue` refuses and the
-    owner decides what to do with the slow peer.
+    `queue` never blocks and never sends; `flush` sends what is queued, up
+    to SEND_BYTES, in one call.  When more than `limit` bytes wait, `queue`
+    refuses and the owner decides what to do with the slow peer.  Frames
+    queued with `queue_reply` (a reply to the client's own command, which
+    may be megabytes) are not held against the limit: the worker asks for
+    no second reply before the first has gone (see replybytes.py).
     """
 
     def __init__(self, sock: socket.socket, limit: int) -> None:
         self.sock = sock
         self.limit = limit
-        self._chunks: list[bytes] = []
+        self._chunks: collections.deque[bytes] = collections.deque()
         self._pending = 0
+        self._replies = replybytes.ReplyBytes()
 
     @property
     def pending(self) -> int:
         return self._pending
 
+    @property
+    def bounded(self) -> int:
+        """The bytes queued that count against the limit."""
+        return self._pending - self._replies.pending
+
     def queue(self, frame: bytes) -> bool:
-        if self._pending + len(frame) > self.limit:
+        if self.bounded + len(frame) > self.limit:
             return False
-        self._chunks.append(frame)
-        self._pending += len(frame)
+        self._append(frame)
         return True
 
     def queue_unbounded(self, frame: bytes) -> None:
         """For a last frame (DROP) that must follow a refused one."""
+        self._append(frame)
+
+    def queue_reply(self, frame: bytes) -> None:
+        """A frame of a reply to the peer's client's own command."""
+        self._replies.add(self._pending, len(frame))
+        self._append(frame)
+
+    def _append(self, frame: bytes) -> None:
         self._chunks.append(frame)
         self._pending += len(frame)
 
     def flush(self) -> bool:
-        """Send what is queued; True when nothing is left.
+        """Send what is queued (SEND_BYTES at most); True when nothing is left.
+
+        A big reply leaves in pieces, each joined from the queue's head
+        alone, so that no send copies the whole queue.
 
         Raises:
             OSError: the peer is gone (BrokenPipeError, ConnectionResetError).
         """
-        if not self._chunks:
+        chunks = self._chunks
+        if not chunks:
             return True
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        head = [chunks.popleft()]
+        size = len(head[0])
+        while chunks and size < SEND_BYTES:
+            head.append(chunks.popleft())
+            size += len(head[-1])
+        data = head[0] if len(head) == 1 else b"".join(head)
         try:
             sent = self.sock.send(data)
         except BlockingIOError:
             sent = 0
-        rest = data[sent:]
-        self._chunks = [rest] if rest else []
-        self._pending = len(rest)
-        return not rest
+        except OSError:
+            chunks.appendleft(data)
+            raise
+        if sent < len(data):
+            chunks.appendleft(data[sent:])
+        self._pending -= sent
+        self._replies.sent(sent)
+        return not chunks

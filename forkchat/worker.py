@@ -10,7 +10,12 @@ registration timeout and the ping timeout, answers local commands
 broker as REQUEST frames.  What the broker DELIVERs is written to the
 client as is (or rendered, for the tutorial dialect).  Its send queue is
 bounded: a client that stops reading is dropped with "Max SendQ exceeded"
-and costs nobody else anything.
+and costs nobody else anything.  The bound does not count the REPLY to the
+client's own command (a LIST may be megabytes): instead no further line of
+the client's is taken until that reply has been sent, so one reply at most
+is in flight, and what else piles up behind it is counted as before.  A
+client that takes not one byte of such a reply for ping_timeout seconds is
+dropped all the same: it does not read.
 
 If the broker goes away the worker holds the client's input, reconnects,
 and sends REREGISTER with its Session so that the new broker can restore
@@ -30,7 +35,8 @@ import time
 from typing import Any, Callable
 
 from forkchat import children, commands, config, flood, ipc, link, log as logsetup, numerics
-from forkchat import passwords, poller, procstats, protocol, signals, timers, tutorial
+from forkchat import passwords, poller, procstats, protocol, replybytes, signals, timers
+from forkchat import tutorial
 from forkchat.session import Session
 
 log = logging.getLogger("forkchat.worker")
@@ -51,6 +57,11 @@ TLS_PORT_TEXT = "This port speaks TLS: connect with TLS"
 # OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
 PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
 TLS_WRITE_BYTES = 16384       # one TLS record: the most handed to OpenSSL at once
+# Forwarded commands whose reply may be big (a JOIN's is the names of up to
+# rooms_per_client rooms): each waits until the broker has answered all
+# before it, so that one such reply at most is in flight (see replybytes.py).
+# The others' replies are a few lines, and they go without a round trip.
+BIG_REPLY_COMMANDS = frozenset({"JOIN", "NAMES", "LIST", "WHO", "WHOWAS", "MOTD"})
 
 
 def main(sock: socket.socket, peer: str, proto: str, cid: int, cfg: config.Config,
@@ -77,6 +88,8 @@ class Worker:
         self.session = Session(cid, host=peer, proto=proto)
         self.selector = poller.Poller()
         self.sendq = bytearray()
+        self.replies = replybytes.ReplyBytes()   # which of sendq answer the client
+        self.sendq_moved_at = time.monotonic()   # when the client last took bytes of it
         # The head of sendq that OpenSSL was given and has not finished: it
         # must be given exactly these bytes again (see _send_head).
         self.tls_pending = b""
@@ -219,7 +232,7 @@ class Worker:
                 pass
         try:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            if self.sendq and len(self.sendq) <= self.cfg.limits.sendq_bytes \
+            if self.sendq and self._bounded_sendq() <= self.cfg.limits.sendq_bytes \
                     and not self.handshaking:
                 pending = self.tls_pending
                 if pending:
@@ -369,9 +382,11 @@ class Worker:
         self._process_input()
 
     def _paused(self) -> bool:
-        """Input waits while registration or a broker reconnect is pending."""
+        """Input waits while registration or a broker reconnect is pending,
+        and while a reply to the client's own command is still being sent."""
         session = self.session
         return (not self.link.connected or self.closing or self.syncs_pending > 0
+                or self.replies.pending > 0
                 or (session.register_sent and not session.registered))
 
     def _process_lines(self) -> None:
@@ -389,7 +404,8 @@ class Worker:
                 break
             line = bytes(self.recvq[:end]).rstrip(b"\r")
             msg = self._parse(line)      # a bad line is answered here, once
-            if msg is not None and self.unsynced and msg.command in commands.IN_STEP:
+            if msg is not None and self.unsynced and (msg.command in commands.IN_STEP
+                                                      or msg.command in BIG_REPLY_COMMANDS):
                 self._sync()    # answer in order: the broker's replies first
                 break
             rooms = self._rooms_named(msg)
@@ -555,16 +571,54 @@ class Worker:
                 sent = 0
             except OSError as error:
                 del self.sendq[:]
+                self.replies.cut()
                 self.tls_pending = b""
                 self.close(f"Write error: {error.strerror or error}")
                 return
-            del self.sendq[:sent]
-            if len(self.sendq) > self.cfg.limits.sendq_bytes:
+            if sent:
+                del self.sendq[:sent]
+                self.sendq_moved_at = time.monotonic()
+            replying = self.replies.pending
+            self.replies.sent(sent)
+            if self._bounded_sendq() > self.cfg.limits.sendq_bytes:
                 self._cut_sendq()
                 self.stuck = True
                 self.close("Max SendQ exceeded")
                 return
+            if replying and not self.replies.pending:
+                self._resume_after_reply()
+                if self.done:
+                    return
+            if len(self.sendq) > self.cfg.limits.sendq_bytes and "stall" not in self.timers:
+                self.timers["stall"] = self.sendq_moved_at + self.cfg.limits.ping_timeout
         self._watch_client()
+
+    def _on_stall_timer(self) -> None:
+        """A reply beyond sendq_bytes that the client takes nothing of for
+        ping_timeout seconds: it does not read, and the reply is not kept
+        for it (nor is it kept alive by lines it sends and we hold)."""
+        if len(self.sendq) <= self.cfg.limits.sendq_bytes:
+            return
+        due = self.sendq_moved_at + self.cfg.limits.ping_timeout
+        if time.monotonic() < due:
+            self.timers["stall"] = due
+            return
+        self._cut_sendq()
+        self.stuck = True
+        self.close("Max SendQ exceeded")
+
+    def _resume_after_reply(self) -> None:
+        """The reply has gone: take the client's next command, and send it
+        on now (the turn's link flush may be behind us, and select() would
+        sleep on a request nobody sent)."""
+        self._process_input()
+        if not self.done and self.link.out:
+            self._flush_link()
+
+    def _bounded_sendq(self) -> int:
+        """The bytes queued for the client that count against sendq_bytes:
+        all but the reply to its own command."""
+        return len(self.sendq) - self.replies.pending
 
     def _send_head(self) -> int:
         """Send from the head of the send queue; how many bytes went.
@@ -589,6 +643,7 @@ class Worker:
         start = max(len(self.tls_pending) - 1, 0)
         end = self.sendq.find(b"\n", start)
         del self.sendq[end + 1 if end >= 0 else len(self.tls_pending):]
+        self.replies.cut()
 
     def _watch_client(self) -> None:
         """Watch the client socket for what is needed now, and nothing else.
@@ -705,8 +760,12 @@ class Worker:
 
     def _take_frames(self, frames: list[tuple[int, bytes]]) -> None:
         deliver = None if self.tutorial else ipc.Kind.DELIVER
+        reply = None if self.tutorial else ipc.Kind.REPLY
         for kind, payload in frames:
             if kind == deliver:      # most frames: written as they are
+                self.sendq += payload
+            elif kind == reply:      # not held against sendq_bytes
+                self.replies.add(len(self.sendq), len(payload))
                 self.sendq += payload
             else:
                 self._on_frame(kind, payload)
@@ -858,6 +917,7 @@ def _may_answer(line: bytes) -> bool:
 
 _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {
     ipc.Kind.DELIVER: Worker._on_deliver,
+    ipc.Kind.REPLY: Worker._on_deliver,      # a tutorial client's: small, rendered
     ipc.Kind.UPDATE: Worker._on_update,
     ipc.Kind.DROP: Worker._on_drop,
     ipc.Kind.SYNC: Worker._on_sync,
@@ -867,5 +927,6 @@ _TIMERS: dict[str, Callable[[Worker], None]] = {
     "register": Worker._on_register_timeout,
     "ping": Worker._on_ping_timer,
     "flood": Worker._on_flood_timer,
+    "stall": Worker._on_stall_timer,
     "reconnect": Worker._try_reconnect,
 }

@@ -66,7 +66,7 @@ def answers(made: broker.Broker, link: broker.Link, peer: socket.socket,
         except BlockingIOError:
             break
         lines += [payload.decode().split() for kind, payload in ipc.FrameReader().feed(data)
-                  if kind == ipc.Kind.DELIVER]
+                  if kind in (ipc.Kind.DELIVER, ipc.Kind.REPLY)]
     return [f"{words[1]} {words[3]}" for words in lines if len(words) > 3]
 
 
