@@ -1204,3 +1204,12 @@ def test_secret_room_queries_were_already_answered_as_missing(room, template):
     room.cmd("alice", "MODE #room +s")
     secret = room.cmd("carol", template.format("#ROOM"))
     assert secret == _as_missing(room.cmd("carol", template.format("#NOPE")), "#NOPE", "#ROOM")
+
+
+def test_names_of_a_list_answers_each_room_once(room):
+    """'NAMES #big,#big,...' named a 5000-member room 250 times in one line."""
+    assert room.to("carol", "NAMES #room,#ROOM,#nope,#room") == [
+        ":srv 353 carol = #room :@alice bob",
+        ":srv 366 carol #room :End of /NAMES list",
+        ":srv 366 carol #nope :End of /NAMES list",
+    ]
