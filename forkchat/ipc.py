@@ -177,9 +177,13 @@ class FrameWriter:
         return self._pending - self._replies.pending
 
     def queue(self, frame: bytes) -> bool:
-        if self.bounded + len(frame) > self.limit:
+        # (bounded and _append spelt out: this runs once per fan-out delivery)
+        size = len(frame)
+        if self._pending + size > self.limit \
+                and self._pending - self._replies.pending + size > self.limit:
             return False
-        self._append(frame)
+        self._chunks.append(frame)
+        self._pending += size
         return True
 
     def queue_unbounded(self, frame: bytes) -> None:
@@ -207,12 +211,16 @@ class FrameWriter:
         chunks = self._chunks
         if not chunks:
             return True
-        head = [chunks.popleft()]
-        size = len(head[0])
-        while chunks and size < SEND_BYTES:
-            head.append(chunks.popleft())
-            size += len(head[-1])
-        data = head[0] if len(head) == 1 else b"".join(head)
+        if self._pending <= SEND_BYTES:      # the usual case (fan-out): all at once
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        else:
+            head = [chunks.popleft()]
+            size = len(head[0])
+            while chunks and size < SEND_BYTES:
+                head.append(chunks.popleft())
+                size += len(head[-1])
+            data = b"".join(head)
         try:
             sent = self.sock.send(data)
         except BlockingIOError:
@@ -223,5 +231,6 @@ class FrameWriter:
         if sent < len(data):
             chunks.appendleft(data[sent:])
         self._pending -= sent
-        self._replies.sent(sent)
+        if self._replies.pending:
+            self._replies.sent(sent)
         return not chunks

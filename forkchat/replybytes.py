@@ -40,7 +40,11 @@ class ReplyBytes:
             self._spans.append([start, start + size])
 
     def sent(self, size: int) -> None:
-        """`size` bytes left the head of the queue."""
+        """`size` bytes left the head of the queue.
+
+        While nothing is pending the call may be skipped (the hot path
+        does): positions are only ever compared with each other, and the
+        next `add` counts from where this record believes the head is."""
         old, self._sent = self._sent, self._sent + size
         spans = self._spans
         while spans and spans[0][0] < self._sent:

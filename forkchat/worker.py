@@ -579,7 +579,8 @@ class Worker:
                 del self.sendq[:sent]
                 self.sendq_moved_at = time.monotonic()
             replying = self.replies.pending
-            self.replies.sent(sent)
+            if replying:
+                self.replies.sent(sent)
             if self._bounded_sendq() > self.cfg.limits.sendq_bytes:
                 self._cut_sendq()
                 self.stuck = True
