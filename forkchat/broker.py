@@ -480,7 +480,7 @@ class Broker:
         self.scan_credit_at = start
         if client is not None and client.registered and "o" not in client.modes \
                 and self.scan_credit <= 0:
-            self.outbox.send(cid, self.state.numeric(client, numerics.RPL_TRYAGAIN, msg.command))
+            self.state.refuse_scan(cid, msg, self.outbox)
             return
         cpu = self.scan_cpu_clock()
         self.state.request(cid, msg, self.outbox)

@@ -144,6 +144,16 @@ class ChatState:
         scan = _SCANS.get(msg.command)
         return scan is not None and scan(self, msg)
 
+    def refuse_scan(self, cid: int, msg: protocol.Message, out: Outbox) -> None:
+        """263 RPL_TRYAGAIN for a paced scan, then the reply's end numeric(s):
+        a client waits for the end of what it asked (irssi's query stays
+        pending and shows nothing, a list window keeps waiting), so the
+        refusal closes it as ratbox and its heirs do."""
+        client = self.clients[cid]
+        out.send(cid, self.numeric(client, numerics.RPL_TRYAGAIN, msg.command))
+        for code, *params in _SCAN_ENDS[msg.command](msg):
+            out.send(cid, self.numeric(client, code, *params))
+
     def _check(self, client: Client, msg: protocol.Message, handler: Handler) -> None:
         if handler.registered and not client.registered:
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)
@@ -449,4 +459,13 @@ _SCANS: dict[str, Callable[[ChatState, protocol.Message], bool]] = {
     "LIST": lambda _st, msg: state_rooms.list_scans_every_room(msg),
     # a mask answers from all the history: up to 5000 entries, 10000 lines
     "WHOWAS": lambda _st, msg: "*" in msg.param(0) or "?" in msg.param(0),
+}
+# The end numeric(s) each paced scan's reply closes with: sent after a 263 too.
+_SCAN_ENDS: dict[str, Callable[[protocol.Message], list[tuple[str, ...]]]] = {
+    "WHO": lambda msg: [(numerics.RPL_ENDOFWHO, msg.param(0) or "*")],
+    "NAMES": lambda msg: [(numerics.RPL_ENDOFNAMES, name)
+                          for name in (state_rooms.names_asked(msg.param(0))
+                                       if msg.param(0) else ["*"])],
+    "LIST": lambda _msg: [(numerics.RPL_LISTEND,)],
+    "WHOWAS": lambda msg: [(numerics.RPL_ENDOFWHOWAS, msg.param(0))],
 }

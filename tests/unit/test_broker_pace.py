@@ -78,14 +78,28 @@ def test_a_scan_while_the_credit_is_spent_is_answered_263(paced):
     NAMES after it (refused); and a second later the credit is back."""
     ask, made = paced
     assert ask(b"NAMES")[-1] == "366 *"
-    assert ask(b"WHO *") == ["263 WHO"]
+    assert ask(b"WHO *") == ["263 WHO", "315 *"]
     assert ask(b"LIST")[-1] == "323 :End"
-    assert ask(b"NAMES #room,#room") == ["263 NAMES"]     # a list may name a big room often
+    assert ask(b"NAMES #room,#room") == ["263 NAMES", "366 #room"]     # a list may name a big room often
     made.scan_clock.t += 1.0
     assert ask(b"WHOWAS a*")[-1] == "369 a*"
-    assert ask(b"WHOWAS *") == ["263 WHOWAS"]
+    assert ask(b"WHOWAS *") == ["263 WHOWAS", "369 *"]
     made.scan_clock.t += 1.0
     assert ask(b"WHO *")[-1] == "315 *"
+
+
+def test_a_refused_scan_still_ends_its_reply(paced):
+    """A client waits for the end numeric of what it asked: after the 263
+    comes the 323, 315, 366 or 369 it would have ended with (irssi showed
+    nothing of a bare 263 and kept its WHO query pending)."""
+    ask, made = paced
+    made.scan_clock.step = 0.0
+    made.scan_credit = -1.0
+    assert ask(b"LIST") == ["263 LIST", "323 :End"]
+    assert ask(b"WHO a*") == ["263 WHO", "315 a*"]
+    assert ask(b"NAMES") == ["263 NAMES", "366 *"]
+    assert ask(b"NAMES #a,#B,#b") == ["263 NAMES", "366 #a", "366 #B"]
+    assert ask(b"WHOWAS x*") == ["263 WHOWAS", "369 x*"]
 
 
 def test_quick_scans_run_back_to_back(paced):
