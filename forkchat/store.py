@@ -12,14 +12,21 @@ goes on without persistence.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import sqlite3
+import time
 
 log = logging.getLogger("forkchat.broker")
 
 FILENAME = "rooms.sqlite3"
+LOCK_FILENAME = "rooms.lock"
+# A server restarted at once may find its old broker still exiting: its
+# lock goes with it, so a held lock is waited for this long first.
+LOCK_WAIT_S = 3.0
+LOCK_POLL_S = 0.05
 
 
 class RoomStore:
@@ -27,6 +34,11 @@ class RoomStore:
         self.path = os.path.join(directory, FILENAME)
         self._saved: dict[str, str] = {}
         self._db: sqlite3.Connection | None = None
+        self._lock_fd = -1
+        if not self._lock(directory):
+            log.warning("room store %s is in use by another forkchat server (a shared "
+                        "state_dir), rooms will not persist", self.path)
+            return
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -37,6 +49,45 @@ class RoomStore:
             log.warning("room store %s unavailable, rooms will not persist: %s",
                         self.path, error)
             self._close()
+
+    def _lock(self, directory: str) -> bool:
+        """Hold the directory's lock for as long as this broker runs; False
+        if another server holds it.
+
+        Two servers on one state_dir (a second instance with the default
+        /var/lib/forkchat) each wrote the other's room records over its own
+        and restored them on the next join.  The lock is the broker's own:
+        its exit, crash or SIGKILL releases it for the next broker.  A lock
+        file that cannot be opened is left to SQLite to report.
+        """
+        try:
+            fd = os.open(os.path.join(directory, LOCK_FILENAME),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return True
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(LOCK_POLL_S)
+                continue
+            except OSError:
+                os.close(fd)       # a file system without locks: as before
+                return True
+            self._lock_fd = fd
+            return True
+
+    def release(self) -> None:
+        """Close the store and give up the lock (the process's exit does
+        both anyway)."""
+        self._close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     @property
     def available(self) -> bool:

@@ -117,3 +117,19 @@ def test_the_room_store_is_private_even_under_a_lax_umask():
     finally:
         server.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_a_second_server_on_the_same_state_dir_keeps_off_its_store(make_server):
+    """Two servers on one state_dir (a second instance with the default
+    /var/lib/forkchat) each wrote the other's room records over its own and
+    restored them on the next join.  The second now runs without the store."""
+    first = make_server(config_text=LIMITS)
+    second = make_server(config_text=LIMITS, extra_args=["--state-dir", first.state_dir])
+    second.wait_for_text("is in use by another forkchat server (a shared state_dir), "
+                         "rooms will not persist")
+    assert "in use by another forkchat server" not in first.log_text()
+    client = IrcTestClient(second.port)
+    try:
+        assert client.register("still")[0].command == "001"    # it serves all the same
+    finally:
+        client.close()
