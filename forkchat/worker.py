@@ -321,7 +321,7 @@ class Worker:
                 self.close(f"TLS error: {error.reason or error}")
                 return None
             except OSError as error:
-                self.close(f"Read error: {error.strerror or error}")
+                self._client_broke(f"Read error: {error.strerror or error}")
                 return None
             chunks.append(data)
             if not data or not isinstance(self.sock, ssl.SSLSocket) or not self.sock.pending():
@@ -380,6 +380,29 @@ class Worker:
         self.client_eof = True
         self._watch_client()
         self._process_input()
+
+    def _client_broke(self, reason: str) -> None:
+        """The connection failed: close with `reason`, or with the client's
+        own, if a QUIT is among the lines it sent that wait.
+
+        Lines wait behind a reply being sent (LIST): a client that sends
+        QUIT then and closes, with the reply unread, resets the connection,
+        and its rooms read 'Read error' or 'Write error' instead of its
+        words.  Its QUIT runs now; what it sent before that is lost with
+        the connection, as it would be with any reset.
+        """
+        lines = bytes(self.recvq).split(b"\n")[:-1]       # whole lines only
+        for raw in lines[1:] if self.discarding else lines:
+            line = raw.rstrip(b"\r")
+            if protocol.command_word(line) != "QUIT":
+                continue
+            try:
+                msg = protocol.parse_line(line)
+            except protocol.ProtocolError:
+                continue
+            commands.dispatch(self, msg, line)
+            break
+        self.close(reason)          # (nothing if the QUIT closed already)
 
     def _paused(self) -> bool:
         """Input waits while registration or a broker reconnect is pending,
@@ -573,7 +596,7 @@ class Worker:
                 del self.sendq[:]
                 self.replies.cut()
                 self.tls_pending = b""
-                self.close(f"Write error: {error.strerror or error}")
+                self._client_broke(f"Write error: {error.strerror or error}")
                 return
             if sent:
                 del self.sendq[:sent]
