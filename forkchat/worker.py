@@ -371,9 +371,11 @@ class Worker:
 
         A tutorial client's chunks held by flood control are relayed the
         same way, at the flood pace, before its QUIT: nothing the server
-        has read is lost.
+        has read is lost.  An IRC client's commands are answered first too
+        (see _leave_after_eof).
         """
-        held = self._tutorial_held() if self.tutorial else b"\n" in self.recvq
+        held = self._tutorial_held() if self.tutorial \
+            else b"\n" in self.recvq or self.unsynced or self.replies.pending > 0
         if not held:
             self.close("Connection closed")
             return
@@ -443,7 +445,20 @@ class Worker:
         if len(self.recvq) > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
         elif self.client_eof and b"\n" not in self.recvq:
-            self.close("Connection closed")
+            self._leave_after_eof()
+
+    def _leave_after_eof(self) -> None:
+        """The client closed its end and all it sent has run: leave once the
+        broker has answered it and the answer has been sent.  A script that
+        sends 'LIST' or 'JOIN #room' and half-closes (nc -N) read the
+        welcome and then 'Connection closed': the BYE went at once behind
+        its command, and the broker dropped the answer with the link."""
+        if self._paused():       # a sync, a reply being sent, a reconnect
+            return
+        if self.unsynced:
+            self._sync()
+            return
+        self.close("Connection closed")
 
     def _rooms_named(self, msg: protocol.Message | None) -> int:
         """Room memberships a registered client's line may change (a JOIN

@@ -220,3 +220,22 @@ def test_a_quit_after_a_long_list_waits_for_it(make_server):
     assert got[-1].command == "ERROR" and "Quit: done" in got[-1].params[0]
     for owner in owners:
         owner.close()
+
+
+def test_a_client_that_half_closes_after_a_list_gets_it_whole(make_server):
+    """'LIST', then the client closes its end (nc -N) and reads: the whole
+    list comes before the ERROR.  Before, the worker left at once behind the
+    request, and the broker dropped the answer with the link."""
+    server = make_server(config_text=SMALL_SENDQ)
+    owners = make_rooms(server.port, ROOMS)
+    asker = IrcTestClient(server.port, timeout=20)
+    small_window(asker)
+    asker.register("asker")
+    asker.send("LIST")
+    asker.sock.shutdown(socket.SHUT_WR)
+    got = asker.expect_closed(timeout=20)
+    assert len([m for m in got if m.command == "322"]) == ROOMS
+    assert got[-1].command == "ERROR" and "(Connection closed)" in got[-1].params[0]
+    for owner in owners:
+        owner.close()
+    asker.close()
