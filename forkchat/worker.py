@@ -42,6 +42,7 @@ from forkchat.session import Session
 log = logging.getLogger("forkchat.worker")
 
 READ_BYTES = 65536
+RECV_REST_TRIES = 4       # reads of a broken connection's last bytes (a QUIT)
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
 STABLE_LINK_S = 1.0     # a link lost sooner after a reconnect is the same outage
@@ -393,6 +394,7 @@ class Worker:
         words.  Its QUIT runs now; what it sent before that is lost with
         the connection, as it would be with any reset.
         """
+        self._read_rest()
         lines = bytes(self.recvq).split(b"\n")[:-1]       # whole lines only
         for raw in lines[1:] if self.discarding else lines:
             line = raw.rstrip(b"\r")
@@ -405,6 +407,19 @@ class Worker:
             commands.dispatch(self, msg, line)
             break
         self.close(reason)          # (nothing if the QUIT closed already)
+
+    def _read_rest(self) -> None:
+        """Take what the client sent before its connection broke and is
+        still there to read: a write fails first when its QUIT and its
+        reset come in one turn (the turn writes before it reads)."""
+        for _ in range(RECV_REST_TRIES):
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except (OSError, ValueError):     # ssl.SSLError is an OSError
+                return
+            if not data:
+                return
+            self.recvq += data
 
     def _paused(self) -> bool:
         """Input waits while registration or a broker reconnect is pending,

@@ -239,3 +239,24 @@ def test_a_client_that_half_closes_after_a_list_gets_it_whole(make_server):
     for owner in owners:
         owner.close()
     asker.close()
+
+
+def test_a_tls_client_that_quits_during_a_long_reply_gives_its_reason(make_server, certs):
+    """The same QUIT and close over TLS."""
+    cert, key = make_cert(certs, "quit")
+    server = start_tls_server(make_server, cert, key, SMALL_SENDQ)
+    owners = make_rooms(server.port_of("irc"), ROOMS)
+    owner = owners[0]
+    owner.join("#room")
+    leaver = TlsClient(tls_port(server), cert, rcvbuf=4096)
+    leaver.register("leaver")
+    leaver.join("#room")
+    owner.expect(lambda m: m.command == "JOIN" and m.prefix.startswith("leaver!"))
+    leaver.send("LIST")
+    leaver.expect("322")
+    leaver.send("QUIT :gone home")
+    leaver.close()
+    quit = owner.expect(lambda m: m.command == "QUIT" and m.prefix.startswith("leaver!"))
+    assert quit.params[-1] == "Quit: gone home"
+    for owner in owners:
+        owner.close()
