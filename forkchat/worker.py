@@ -42,6 +42,7 @@ from forkchat.session import Session
 log = logging.getLogger("forkchat.worker")
 
 READ_BYTES = 65536
+RECV_REST_TRIES = 4       # reads of a broken connection's last bytes (a QUIT)
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
 STABLE_LINK_S = 1.0     # a link lost sooner after a reconnect is the same outage
@@ -321,7 +322,7 @@ class Worker:
                 self.close(f"TLS error: {error.reason or error}")
                 return None
             except OSError as error:
-                self.close(f"Read error: {error.strerror or error}")
+                self._client_broke(f"Read error: {error.strerror or error}")
                 return None
             chunks.append(data)
             if not data or not isinstance(self.sock, ssl.SSLSocket) or not self.sock.pending():
@@ -371,15 +372,54 @@ class Worker:
 
         A tutorial client's chunks held by flood control are relayed the
         same way, at the flood pace, before its QUIT: nothing the server
-        has read is lost.
+        has read is lost.  An IRC client's commands are answered first too
+        (see _leave_after_eof).
         """
-        held = self._tutorial_held() if self.tutorial else b"\n" in self.recvq
+        held = self._tutorial_held() if self.tutorial \
+            else b"\n" in self.recvq or self.unsynced or self.replies.pending > 0
         if not held:
             self.close("Connection closed")
             return
         self.client_eof = True
         self._watch_client()
         self._process_input()
+
+    def _client_broke(self, reason: str) -> None:
+        """The connection failed: close with `reason`, or with the client's
+        own, if a QUIT is among the lines it sent that wait.
+
+        Lines wait behind a reply being sent (LIST): a client that sends
+        QUIT then and closes, with the reply unread, resets the connection,
+        and its rooms read 'Read error' or 'Write error' instead of its
+        words.  Its QUIT runs now; what it sent before that is lost with
+        the connection, as it would be with any reset.
+        """
+        self._read_rest()
+        lines = bytes(self.recvq).split(b"\n")[:-1]       # whole lines only
+        for raw in lines[1:] if self.discarding else lines:
+            line = raw.rstrip(b"\r")
+            if protocol.command_word(line) != "QUIT":
+                continue
+            try:
+                msg = protocol.parse_line(line)
+            except protocol.ProtocolError:
+                continue
+            commands.dispatch(self, msg, line)
+            break
+        self.close(reason)          # (nothing if the QUIT closed already)
+
+    def _read_rest(self) -> None:
+        """Take what the client sent before its connection broke and is
+        still there to read: a write fails first when its QUIT and its
+        reset come in one turn (the turn writes before it reads)."""
+        for _ in range(RECV_REST_TRIES):
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except (OSError, ValueError):     # ssl.SSLError is an OSError
+                return
+            if not data:
+                return
+            self.recvq += data
 
     def _paused(self) -> bool:
         """Input waits while registration or a broker reconnect is pending,
@@ -420,7 +460,20 @@ class Worker:
         if len(self.recvq) > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
         elif self.client_eof and b"\n" not in self.recvq:
-            self.close("Connection closed")
+            self._leave_after_eof()
+
+    def _leave_after_eof(self) -> None:
+        """The client closed its end and all it sent has run: leave once the
+        broker has answered it and the answer has been sent.  A script that
+        sends 'LIST' or 'JOIN #room' and half-closes (nc -N) read the
+        welcome and then 'Connection closed': the BYE went at once behind
+        its command, and the broker dropped the answer with the link."""
+        if self._paused():       # a sync, a reply being sent, a reconnect
+            return
+        if self.unsynced:
+            self._sync()
+            return
+        self.close("Connection closed")
 
     def _rooms_named(self, msg: protocol.Message | None) -> int:
         """Room memberships a registered client's line may change (a JOIN
@@ -573,7 +626,7 @@ class Worker:
                 del self.sendq[:]
                 self.replies.cut()
                 self.tls_pending = b""
-                self.close(f"Write error: {error.strerror or error}")
+                self._client_broke(f"Write error: {error.strerror or error}")
                 return
             if sent:
                 del self.sendq[:sent]

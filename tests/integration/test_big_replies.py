@@ -179,3 +179,84 @@ def test_a_client_that_takes_nothing_of_its_reply_is_dropped(make_server):
     for owner in owners:
         owner.close()
     stuck.close()
+
+
+def test_a_quit_sent_during_a_long_reply_gives_its_reason(make_server):
+    """A client that sends QUIT in the middle of a LIST and closes (as
+    irssi does after a few seconds, a script at once) leaves with its own
+    reason.  The QUIT waits behind the reply, and the close of a socket with
+    unread bytes resets the connection: before, its rooms read 'Write
+    error: Broken pipe' (or 'Read error') instead."""
+    server = make_server(config_text=SMALL_SENDQ)
+    owners = make_rooms(server.port, ROOMS)
+    owner = owners[0]
+    owner.join("#room")
+    leaver = IrcTestClient(server.port)
+    small_window(leaver)
+    leaver.register("leaver")
+    leaver.join("#room")
+    owner.expect(lambda m: m.command == "JOIN" and m.prefix.startswith("leaver!"))
+    leaver.send("LIST")
+    leaver.expect("322")           # the reply has begun; most of it waits
+    leaver.send("QUIT :gone home")
+    leaver.close()
+    quit = owner.expect(lambda m: m.command == "QUIT" and m.prefix.startswith("leaver!"))
+    assert quit.params[-1] == "Quit: gone home"
+    for owner in owners:
+        owner.close()
+
+
+def test_a_quit_after_a_long_list_waits_for_it(make_server):
+    """'LIST' and 'QUIT' sent at once by a client that reads to the end (a
+    script): the whole list comes, then the ERROR of its QUIT."""
+    server = make_server(config_text=SMALL_SENDQ)
+    owners = make_rooms(server.port, ROOMS)
+    asker = IrcTestClient(server.port, timeout=20)
+    small_window(asker)
+    asker.register("asker")
+    asker.send("LIST\r\nQUIT :done")
+    got = asker.expect_closed(timeout=20)
+    assert len([m for m in got if m.command == "322"]) == ROOMS
+    assert got[-1].command == "ERROR" and "Quit: done" in got[-1].params[0]
+    for owner in owners:
+        owner.close()
+
+
+def test_a_client_that_half_closes_after_a_list_gets_it_whole(make_server):
+    """'LIST', then the client closes its end (nc -N) and reads: the whole
+    list comes before the ERROR.  Before, the worker left at once behind the
+    request, and the broker dropped the answer with the link."""
+    server = make_server(config_text=SMALL_SENDQ)
+    owners = make_rooms(server.port, ROOMS)
+    asker = IrcTestClient(server.port, timeout=20)
+    small_window(asker)
+    asker.register("asker")
+    asker.send("LIST")
+    asker.sock.shutdown(socket.SHUT_WR)
+    got = asker.expect_closed(timeout=20)
+    assert len([m for m in got if m.command == "322"]) == ROOMS
+    assert got[-1].command == "ERROR" and "(Connection closed)" in got[-1].params[0]
+    for owner in owners:
+        owner.close()
+    asker.close()
+
+
+def test_a_tls_client_that_quits_during_a_long_reply_gives_its_reason(make_server, certs):
+    """The same QUIT and close over TLS."""
+    cert, key = make_cert(certs, "quit")
+    server = start_tls_server(make_server, cert, key, SMALL_SENDQ)
+    owners = make_rooms(server.port_of("irc"), ROOMS)
+    owner = owners[0]
+    owner.join("#room")
+    leaver = TlsClient(tls_port(server), cert, rcvbuf=4096)
+    leaver.register("leaver")
+    leaver.join("#room")
+    owner.expect(lambda m: m.command == "JOIN" and m.prefix.startswith("leaver!"))
+    leaver.send("LIST")
+    leaver.expect("322")
+    leaver.send("QUIT :gone home")
+    leaver.close()
+    quit = owner.expect(lambda m: m.command == "QUIT" and m.prefix.startswith("leaver!"))
+    assert quit.params[-1] == "Quit: gone home"
+    for owner in owners:
+        owner.close()
