@@ -630,11 +630,11 @@ class Worker:
                 return
             if sent:
                 del self.sendq[:sent]
-                self.sendq_moved_at = time.monotonic()
             replying = self.replies.pending
             if replying:
                 self.replies.sent(sent)
-            if self._bounded_sendq() > self.cfg.limits.sendq_bytes:
+            limit = self.cfg.limits.sendq_bytes
+            if len(self.sendq) - self.replies.pending > limit:    # (_bounded_sendq)
                 self._cut_sendq()
                 self.stuck = True
                 self.close("Max SendQ exceeded")
@@ -643,9 +643,19 @@ class Worker:
                 self._resume_after_reply()
                 if self.done:
                     return
-            if len(self.sendq) > self.cfg.limits.sendq_bytes and "stall" not in self.timers:
-                self.timers["stall"] = self.sendq_moved_at + self.cfg.limits.ping_timeout
+            if len(self.sendq) > limit:
+                self._watch_stall(sent)
         self._watch_client()
+
+    def _watch_stall(self, sent: int) -> None:
+        """A reply beyond sendq_bytes is queued: note when the client takes
+        bytes of it, from the moment it is.  (Off the delivery path, which
+        never gets here: a clock read per send cost every wake-up.)"""
+        watched = "stall" in self.timers
+        if sent or not watched:
+            self.sendq_moved_at = time.monotonic()
+        if not watched:
+            self.timers["stall"] = self.sendq_moved_at + self.cfg.limits.ping_timeout
 
     def _on_stall_timer(self) -> None:
         """A reply beyond sendq_bytes that the client takes nothing of for
