@@ -507,8 +507,9 @@ class Broker:
         self.state.set_oper(link.cid, str(info.get("name", "")), self.outbox)
 
     def _on_oper_failed(self, link: Link, payload: bytes) -> None:
-        """A wrong OPER (the worker hashed it): count it for the client's
-        address and, once the address must wait, tell all its connections."""
+        """A wrong OPER or server password (the worker hashed it): count it
+        for the client's address and, once the address must wait, tell all
+        its connections."""
         info = ipc.decode_json(payload)
         client = self.state.clients.get(link.cid) if link.cid is not None else None
         if client is None:
@@ -519,8 +520,12 @@ class Broker:
             return                          # one of the address's free failures
         count = operguard.failures(self.oper_guard, block)
         if count == operguard.FREE_FAILURES + 1:
-            log.warning("OPER from %s must wait: %d failed attempts, the last as %r",
-                        block, count, str(info.get("name", "")))
+            if info.get("pass"):       # the server password (PASS), counted alike
+                log.warning("connections from %s must wait: %d failed password or OPER "
+                            "attempts, the last a wrong server password", block, count)
+            else:
+                log.warning("OPER from %s must wait: %d failed attempts, the last as %r",
+                            block, count, str(info.get("name", "")))
         # (a list: a full link drops its client, which changes the table)
         for cid in [c.cid for c in self.state.clients.values()
                     if self._oper_block(c.host) == block]:

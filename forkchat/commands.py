@@ -117,6 +117,8 @@ def cmd_quit(ctx: Context, msg: protocol.Message) -> None:
 # not read "too many", and a script can tell how long to wait.
 OPER_WAIT_TEXT = "Too soon after a failed OPER attempt, try again in {seconds} s"
 OPER_ADDRESS_WAIT_TEXT = "Too many failed OPER attempts from your address, try again in {seconds} s"
+PASS_ADDRESS_WAIT_TEXT = ("Too many failed password attempts from your address, "
+                          "try again in {seconds} s")
 
 
 def _refuse_while_waiting(session: Session, now: float) -> None:

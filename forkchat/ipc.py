@@ -13,7 +13,8 @@ the payload:
     REQUEST     one canonical IRC line (no CRLF)   shared-state command
     REGISTER    JSON {"user", "realname"}          NICK+USER done, burst please
     OPER        JSON {"name"}                      password already checked
-    OPER_FAILED JSON {"name"}                      a wrong OPER, counted per address
+    OPER_FAILED JSON {"name"} or {"pass": true}    a wrong OPER or server password,
+                                                   counted per address block
     REREGISTER  JSON identity                      after a broker restart
     BYE         UTF-8 quit reason                  the client is leaving
     SYNC        empty; echoed back as is           "all before this is done"

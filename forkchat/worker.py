@@ -26,6 +26,7 @@ broker sees the link close and tells the client's rooms.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import selectors
 import signal
@@ -762,8 +763,7 @@ class Worker:
         if not session.ready_to_register():
             return
         password = self.cfg.server.password
-        if password and not passwords.verify(password, session.password or ""):
-            self.reply(numerics.ERR_PASSWDMISMATCH)
+        if password and not self._password_accepted(password):
             self.close("Bad password")
             return
         session.register_sent = True
@@ -771,6 +771,27 @@ class Worker:
                                           {"user": session.user, "realname": session.realname}))
         if self.tutorial:
             self.forward(f"JOIN {self.cfg.server.default_room}".encode())
+
+    def _password_accepted(self, password: str) -> bool:
+        """Check the server password, unless the client's address must wait.
+
+        Each guess is a new connection, and each cost a scrypt hash: the
+        connect rate alone let one address guess (and burn a core) at 20 a
+        second.  Failures are counted per address block by the broker with
+        the OPER failures (operguard), whose wait then applies here too:
+        the password is not even hashed.
+        """
+        session = self.session
+        wait = session.oper_address_not_before - time.monotonic()
+        if wait > 0:
+            self.reply(numerics.ERR_PASSWDMISMATCH, text=commands.PASS_ADDRESS_WAIT_TEXT.format(
+                seconds=math.ceil(wait)))
+            return False
+        if passwords.verify(password, session.password or ""):
+            return True
+        self.frame(ipc.encode_json(ipc.Kind.OPER_FAILED, {"pass": True}))
+        self.reply(numerics.ERR_PASSWDMISMATCH)
+        return False
 
     def stats(self, letter: str) -> list[tuple[str, tuple[str, ...]]]:
         supervisor = self.supervisor_pid

@@ -174,6 +174,35 @@ def test_unknown_command_421(registered):
     alice.expect("421", None, "alice", "FROBNICATE")
 
 
+def test_wrong_server_passwords_make_the_address_wait(make_server):
+    """Each guess is a new connection, and each cost a scrypt hash: the
+    connect rate alone let an address guess (and burn a core) 20 times a
+    second.  Past the free failures the address waits, the password
+    unchecked, the right one too."""
+    from forkchat import operguard
+    server = make_server(extra_args=["--password", "letmein"])
+    for index in range(operguard.FREE_FAILURES + 1):
+        guess = IrcTestClient(server.port)
+        guess.send(f"PASS guess{index}")
+        guess.send(f"NICK guess{index}")
+        guess.send("USER g 0 * :G")
+        assert guess.expect("464").params[-1] == "Password incorrect"
+        guess.expect_closed()
+        guess.close()
+    server.wait_for_text("connections from 127.0.0.1 must wait: "
+                         f"{operguard.FREE_FAILURES + 1} failed password or OPER attempts")
+    late = IrcTestClient(server.port)
+    try:
+        late.send("PASS letmein")
+        late.send("NICK late")
+        late.send("USER l 0 * :L")
+        refusal = late.expect("464").params[-1]
+        assert refusal.startswith("Too many failed password attempts from your address")
+        assert late.expect_closed()[-1].command == "ERROR"
+    finally:
+        late.close()
+
+
 def test_hashed_server_password(make_server):
     from forkchat import passwords
     hashed = passwords.hash_password("s3cret")
