@@ -782,12 +782,17 @@ class Worker:
         the password is not even hashed.
         """
         session = self.session
+        if not session.password:
+            # No guess (a tutorial client cannot send PASS at all): nothing
+            # to hash, and nothing to count against the address.
+            self.reply(numerics.ERR_PASSWDMISMATCH)
+            return False
         wait = session.oper_address_not_before - time.monotonic()
         if wait > 0:
             self.reply(numerics.ERR_PASSWDMISMATCH, text=commands.PASS_ADDRESS_WAIT_TEXT.format(
                 seconds=math.ceil(wait)))
             return False
-        if passwords.verify(password, session.password or ""):
+        if passwords.verify(password, session.password):
             return True
         self.frame(ipc.encode_json(ipc.Kind.OPER_FAILED, {"pass": True}))
         self.reply(numerics.ERR_PASSWDMISMATCH)

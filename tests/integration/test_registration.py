@@ -1,5 +1,7 @@
 """Registration: NICK/USER, CAP, PASS, the welcome burst, timeouts."""
 
+import socket
+
 from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient
 
@@ -201,6 +203,32 @@ def test_wrong_server_passwords_make_the_address_wait(make_server):
         assert late.expect_closed()[-1].command == "ERROR"
     finally:
         late.close()
+
+
+def test_clients_that_give_no_password_are_not_counted_as_guessing(make_server):
+    """A tutorial client cannot send PASS, and an IRC client that sent none
+    guessed nothing: counted, a few of them locked out the address's users."""
+    from forkchat import operguard
+    server = make_server(extra_args=["--password", "letmein",
+                                     "--tutorial-listen", "127.0.0.1:0"])
+    for index in range(operguard.FREE_FAILURES + 2):
+        bare = IrcTestClient(server.port)
+        bare.send(f"NICK bare{index}")
+        bare.send("USER b 0 * :B")
+        assert bare.expect("464").params[-1] == "Password incorrect"
+        bare.expect_closed()
+        bare.close()
+        tutorial = socket.create_connection(("127.0.0.1", server.port_of("tutorial")), timeout=5)
+        tutorial.sendall(f"tutor{index}".encode())
+        while tutorial.recv(4096):          # told why, then closed
+            pass
+        tutorial.close()
+    right = IrcTestClient(server.port)
+    try:
+        assert right.register("right", password="letmein")[0].command == "001"
+    finally:
+        right.close()
+    assert "must wait" not in server.log_text()
 
 
 def test_hashed_server_password(make_server):
