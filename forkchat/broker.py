@@ -534,8 +534,7 @@ class Broker:
     def _oper_block(self, host: str) -> str:
         """Failed OPERs count per address block, as the connection limits
         do: a guesser with an IPv6 /64 has fresh addresses without end."""
-        limits = self.cfg.limits
-        return admission.address_block(host, limits.ipv4_prefix, limits.ipv6_prefix)
+        return admission.block_of(host, self.cfg.limits)
 
     def _tell_oper_wait(self, cid: int, host: str) -> None:
         """A new connection learns its address's OPER wait, if there is one."""
