@@ -64,6 +64,9 @@ TLS_WRITE_BYTES = 16384       # one TLS record: the most handed to OpenSSL at on
 # before it, so that one such reply at most is in flight (see replybytes.py).
 # The others' replies are a few lines, and they go without a round trip.
 BIG_REPLY_COMMANDS = frozenset({"JOIN", "NAMES", "LIST", "WHO", "WHOWAS", "MOTD"})
+# Lines that wait, when something forwarded is unanswered, for the broker's
+# answers so far: local commands and NICK (commands.IN_STEP), big replies.
+SYNC_FIRST = commands.IN_STEP | BIG_REPLY_COMMANDS
 
 
 def main(sock: socket.socket, peer: str, proto: str, cid: int, cfg: config.Config,
@@ -445,15 +448,16 @@ class Worker:
                 break
             line = bytes(self.recvq[:end]).rstrip(b"\r")
             msg = self._parse(line)      # a bad line is answered here, once
-            if msg is not None and self.unsynced and (msg.command in commands.IN_STEP
-                                                      or msg.command in BIG_REPLY_COMMANDS):
+            if msg is not None and self.unsynced and msg.command in SYNC_FIRST:
                 self._sync()    # answer in order: the broker's replies first
                 break
             rooms = self._rooms_named(msg)
-            if self.room_bucket.wait_time(rooms) > 0:
-                self.timers["flood"] = time.monotonic() + self.room_bucket.wait_time(rooms)
-                break
-            self.room_bucket.take(rooms)
+            if rooms:           # (most lines name none: no second bucket to refill)
+                wait = self.room_bucket.wait_time(rooms)
+                if wait > 0:
+                    self.timers["flood"] = time.monotonic() + wait
+                    break
+                self.room_bucket.take(rooms)
             self.bucket.take()
             del self.recvq[:end + 1]
             if msg is not None:
