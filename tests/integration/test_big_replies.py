@@ -45,6 +45,21 @@ def small_window(client: IrcTestClient) -> None:
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 
 
+def registered_small(port: int, nick: str, **kwargs) -> IrcTestClient:
+    """A client with a small receive buffer, registered as `nick`."""
+    client = IrcTestClient(port, **kwargs)
+    small_window(client)
+    client.register(nick)
+    return client
+
+
+def dropped_for_sendq(client: IrcTestClient) -> list:
+    """The lines up to the close, which must end in the SendQ ERROR."""
+    closing = client.expect_closed(timeout=10)
+    assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]
+    return closing
+
+
 def make_rooms(port: int, count: int) -> list[IrcTestClient]:
     """`count` rooms with long topics, made in small steps by a few owners
     (the list of its rooms the broker sends a worker on each JOIN stays
@@ -73,9 +88,7 @@ def test_a_reading_client_gets_a_long_list_whole_and_stays(make_server):
     server = make_server(config_text=SMALL_BOUNDS)
     owners = make_rooms(server.port, ROOMS)
     names = [f"#r{index}" for index in range(ROOMS)]
-    asker = IrcTestClient(server.port, timeout=20)
-    small_window(asker)
-    asker.register("asker")
+    asker = registered_small(server.port, "asker", timeout=20)
     asker.send("LIST\r\nLIST\r\nPING :done")
     for _ in range(2):
         got = asker.collect_until("323")
@@ -112,9 +125,7 @@ def test_a_reading_client_gets_who_and_names_of_a_big_room(make_server):
     irssi sends after each join, and NAMES: the client gets every member
     and stays (before the fix the broker's bound dropped it)."""
     server = make_server(config_text=SMALL_BOUNDS)
-    asker = IrcTestClient(server.port, timeout=20)
-    small_window(asker)
-    asker.register("asker")
+    asker = registered_small(server.port, "asker", timeout=20)
     asker.join("#big")
     members = []
     for index in range(MEMBERS):
@@ -148,14 +159,11 @@ def test_a_client_that_does_not_read_is_still_dropped(make_server):
     owners = make_rooms(server.port, ROOMS)
     owner = owners[0]
     owner.join("#room")
-    stuck = IrcTestClient(server.port)
-    small_window(stuck)
-    stuck.register("stuck")
+    stuck = registered_small(server.port, "stuck")
     stuck.join("#room")
     stuck.send("LIST")
     flood_until_dropped(owner, server, "stuck")
-    closing = stuck.expect_closed(timeout=10)
-    assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]
+    dropped_for_sendq(stuck)
     for owner in owners:
         owner.close()
     stuck.close()
@@ -167,14 +175,11 @@ def test_a_client_that_takes_nothing_of_its_reply_is_dropped(make_server):
     exceeded', whatever it sends meanwhile, and the reply is not kept."""
     server = make_server(config_text=SMALL_SENDQ + "ping_timeout = 1.0\n")
     owners = make_rooms(server.port, ROOMS)
-    stuck = IrcTestClient(server.port)
-    small_window(stuck)
-    stuck.register("stuck")
+    stuck = registered_small(server.port, "stuck")
     stuck.send("LIST")
     stuck.send("PING :still here")       # held behind the reply, keeps nothing alive
     server.wait_for_text("stuck closing: Max SendQ exceeded")
-    closing = stuck.expect_closed(timeout=10)
-    assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]
+    closing = dropped_for_sendq(stuck)
     assert not any(m.command == "PONG" for m in closing)
     for owner in owners:
         owner.close()
@@ -191,9 +196,7 @@ def test_a_quit_sent_during_a_long_reply_gives_its_reason(make_server):
     owners = make_rooms(server.port, ROOMS)
     owner = owners[0]
     owner.join("#room")
-    leaver = IrcTestClient(server.port)
-    small_window(leaver)
-    leaver.register("leaver")
+    leaver = registered_small(server.port, "leaver")
     leaver.join("#room")
     owner.expect(lambda m: m.command == "JOIN" and m.prefix.startswith("leaver!"))
     leaver.send("LIST")
@@ -211,9 +214,7 @@ def test_a_quit_after_a_long_list_waits_for_it(make_server):
     script): the whole list comes, then the ERROR of its QUIT."""
     server = make_server(config_text=SMALL_SENDQ)
     owners = make_rooms(server.port, ROOMS)
-    asker = IrcTestClient(server.port, timeout=20)
-    small_window(asker)
-    asker.register("asker")
+    asker = registered_small(server.port, "asker", timeout=20)
     asker.send("LIST\r\nQUIT :done")
     got = asker.expect_closed(timeout=20)
     assert len([m for m in got if m.command == "322"]) == ROOMS
@@ -228,9 +229,7 @@ def test_a_client_that_half_closes_after_a_list_gets_it_whole(make_server):
     request, and the broker dropped the answer with the link."""
     server = make_server(config_text=SMALL_SENDQ)
     owners = make_rooms(server.port, ROOMS)
-    asker = IrcTestClient(server.port, timeout=20)
-    small_window(asker)
-    asker.register("asker")
+    asker = registered_small(server.port, "asker", timeout=20)
     asker.send("LIST")
     asker.sock.shutdown(socket.SHUT_WR)
     got = asker.expect_closed(timeout=20)
