@@ -256,9 +256,7 @@ def test_ctrl_c_quits_and_restores_the_terminal(server, terminal):
 def test_sigterm_quits_and_restores_the_terminal(server, terminal):
     term = terminal("-n", "stopped", f"127.0.0.1:{server.port}")
     term.wait_text("stopped joined #lobby")
-    pane_pid = int(term._tmux("list-panes", "-t", term.name, "-F", "#{pane_pid}").split()[0])
-    [client] = [p for p in psutil.Process(pane_pid).children(recursive=True)
-                if "forkchat.client.app" in " ".join(p.cmdline())]
+    client = client_process(term)
     client.terminate()
     lines = term.wait_text("CLIENT-EXIT=")
     assert any(line.startswith("CLIENT-EXIT=0 MODES=icanon,echo,") for line in lines), lines
@@ -513,9 +511,7 @@ def test_paste_marks_are_asked_for_again_after_a_suspend(server, terminal):
     watcher = other_user(server.port, "watcher", "#lobby")
     try:
         term.wait_text("2 members")
-        [client] = [process for process in psutil.Process(
-            int(term._tmux("display", "-p", "-t", term.name, "#{pane_pid}"))).children(
-                recursive=True) if "forkchat.client.app" in " ".join(process.cmdline())]
+        client = client_process(term)
         with open(term._tmux("display", "-p", "-t", term.name, "#{pane_tty}").strip(),
                   "wb", buffering=0) as tty:
             tty.write(b"\x1b[?2004l")
