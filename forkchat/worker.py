@@ -407,7 +407,7 @@ class Worker:
             try:
                 msg = protocol.parse_line(line)
             except protocol.ProtocolError:
-                continue
+                msg = self._quit_anyway(line, "")      # its reason is not UTF-8
             commands.dispatch(self, msg, line)
             break
         self.close(reason)          # (nothing if the QUIT closed already)
@@ -512,10 +512,24 @@ class Worker:
         try:
             return protocol.parse_line(line)
         except protocol.ProtocolError as error:
-            if _may_answer(line):
-                self.write(protocol.format_line(self.cfg.server.name, "NOTICE", self.session.target,
-                                                f"{error.reason}; line ignored"))
-            return None
+            return _UNUSABLE.get(protocol.command_word(line), Worker._refuse_line)(
+                self, line, error.reason)
+
+    def _refuse_line(self, line: bytes, reason: str) -> protocol.Message | None:
+        """An unusable line is answered with a NOTICE saying why, and dropped."""
+        self.write(protocol.format_line(self.cfg.server.name, "NOTICE", self.session.target,
+                                        f"{reason}; line ignored"))
+        return None
+
+    def _drop_quietly(self, line: bytes, reason: str) -> protocol.Message | None:
+        """A NOTICE never draws an error reply (RFC 2812 3.3.2)."""
+        return None
+
+    def _quit_anyway(self, line: bytes, reason: str) -> protocol.Message:
+        """A QUIT whose reason is not UTF-8 (a latin-1 'Tschüß') still ends
+        the connection, as 'Client Quit': the reason cannot be relayed, but
+        ignoring the QUIT left a client that had said goodbye connected."""
+        return protocol.Message("", "QUIT", [])
 
     def _tutorial_input(self, chunk: bytes) -> None:
         """A tutorial client's chunk: its nickname first, then messages."""
@@ -1008,6 +1022,13 @@ def _may_answer(line: bytes) -> bool:
     """Whether an unusable line may draw an error reply: a NOTICE never may
     (RFC 2812 3.3.2), however it came to be unusable."""
     return protocol.command_word(line) != "NOTICE"
+
+# What a line that cannot be parsed (not UTF-8, NUL) is answered with, by
+# its command: a NOTICE by default; a Message returned is run instead.
+_UNUSABLE: dict[str, Callable[[Worker, bytes, str], protocol.Message | None]] = {
+    "NOTICE": Worker._drop_quietly,
+    "QUIT": Worker._quit_anyway,
+}
 
 _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {
     ipc.Kind.DELIVER: Worker._on_deliver,

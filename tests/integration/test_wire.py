@@ -1,0 +1,23 @@
+"""The wire protocol's edge cases as raw sockets send them: lines that
+cannot be parsed, and what a client that sent one expects back.
+
+Docstrings quote RFC 2812 or the modern client protocol document; the
+module shares one server (see chat_helpers).
+"""
+
+from tests.integration.chat_helpers import drain, joined
+from tests.integration.chat_helpers import clients, server, shared_server  # noqa: F401 (one server per module)
+
+
+def test_quit_whose_reason_is_not_utf8_still_closes(registered):
+    """RFC 2812 3.1.7: "A client session is terminated with a quit message";
+    a latin-1 reason cannot be relayed (design section 2), but the QUIT was
+    ignored and the client stayed connected after saying goodbye."""
+    alice, bob = registered("alice"), registered("bob")
+    joined(alice, bob, room="#chan")
+    alice.send(b"QUIT :Tsch\xfc\xdf\r\n")
+    error = alice.expect("ERROR")
+    assert "Client Quit" in error.params[-1]
+    assert alice.read_line() is None
+    quits = [m for m in drain(bob) if m.command == "QUIT"]
+    assert [(m.prefix.split("!")[0], m.params) for m in quits] == [("alice", ["Client Quit"])]
