@@ -525,6 +525,16 @@ class Worker:
         """A NOTICE never draws an error reply (RFC 2812 3.3.2)."""
         return None
 
+    def _refuse_nick(self, line: bytes, reason: str) -> protocol.Message | None:
+        """A NICK that is not UTF-8 (a latin-1 'Jörg') is an erroneous
+        nickname: 432, which clients answer with another nick.  The NOTICE
+        alone left a registering client waiting for the registration
+        timeout, its NICK neither refused nor taken."""
+        nick = protocol.parse_text(line.decode("utf-8", "replace")).param(0)
+        self.reply(numerics.ERR_ERRONEUSNICKNAME, nick or "*",
+                   text=f"Erroneous nickname: {reason}")
+        return None
+
     def _quit_anyway(self, line: bytes, reason: str) -> protocol.Message:
         """A QUIT whose reason is not UTF-8 (a latin-1 'Tschüß') still ends
         the connection, as 'Client Quit': the reason cannot be relayed, but
@@ -1028,6 +1038,7 @@ def _may_answer(line: bytes) -> bool:
 _UNUSABLE: dict[str, Callable[[Worker, bytes, str], protocol.Message | None]] = {
     "NOTICE": Worker._drop_quietly,
     "QUIT": Worker._quit_anyway,
+    "NICK": Worker._refuse_nick,
 }
 
 _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {

@@ -21,3 +21,20 @@ def test_quit_whose_reason_is_not_utf8_still_closes(registered):
     assert alice.read_line() is None
     quits = [m for m in drain(bob) if m.command == "QUIT"]
     assert [(m.prefix.split("!")[0], m.params) for m in quits] == [("alice", ["Client Quit"])]
+
+
+def test_nick_that_is_not_utf8_is_an_erroneous_nickname(clients):
+    """RFC 2812 3.1.2: a NICK that cannot be used is answered 432, which a
+    registering client answers with another nick; a latin-1 nick drew only a
+    'line ignored' NOTICE, and the client waited out the registration timeout."""
+    client = clients()
+    client.send(b"NICK J\xf6rg\r\n")
+    client.send("USER jorg 0 * :J")
+    refused = client.expect("432")
+    assert refused.params[:2] == ["*", "J\ufffdrg"]
+    assert "UTF-8" in refused.params[-1]
+    client.send("NICK jorg")
+    client.expect("001")
+    client.nick = "jorg"
+    client.send(b"NICK J\x00rg\r\n")
+    assert client.expect("432").params[:2] == ["jorg", "J_rg"]
