@@ -442,7 +442,7 @@ def room_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     room = st.find_room(msg.params[0])
     if room is None:
         raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, msg.params[0])
-    if len(msg.params) < 2:
+    if not msg.param(1):        # no modestring, or an empty one: a query
         _send_room_modes(st, client, room, out)
         return
     parsed = rooms.parse_modes(msg.params[1], msg.params[2:])

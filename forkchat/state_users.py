@@ -66,7 +66,7 @@ def user_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
         raise numerics.Reply(numerics.ERR_NOSUCHNICK, msg.params[0])
     if target is not client:
         raise numerics.Reply(numerics.ERR_USERSDONTMATCH)
-    if len(msg.params) < 2:
+    if not msg.param(1):        # no modestring, or an empty one: a query
         out.send(client.cid, st.numeric(client, numerics.RPL_UMODEIS, "+" + st.user_modes(client)))
         return
     before = set(client.modes)
