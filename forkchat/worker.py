@@ -767,7 +767,7 @@ class Worker:
         self._queue_frame(ipc.encode(ipc.Kind.REQUEST, raw))
         self.unsynced = True
         if not self.session.registered:
-            if raw[:5].upper() == b"NICK ":
+            if protocol.command_word(raw) == "NICK":    # (after a tag or a prefix too)
                 self.nick_asked = raw     # resent if it dies with a broker
             self._sync()
 
