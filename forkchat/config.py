@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkchat import passwords, protocol
+from forkchat import addresses, passwords, protocol
 
 PROTOCOLS = ("irc", "tutorial")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -333,6 +333,8 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
         if bool(listener.tls_cert) != bool(listener.tls_key):
             errors.append(where.error("listen", "tls_cert",
                                       "tls_cert and tls_key go together", index))
+        if (problem := addresses.problem(listener.address)) is not None:
+            errors.append(where.error("listen", "address", problem, index))
     for key, value in dataclasses.asdict(config.limits).items():
         if key in ZERO_ALLOWED and value < 0:
             errors.append(where.error("limits", key, "must be 0 or more (0: off)"))

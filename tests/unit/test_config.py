@@ -310,3 +310,29 @@ def test_type_errors_name_toml_types_and_zero_is_offered_where_allowed(tmp_path,
     with pytest.raises(config.ConfigInvalid) as caught:
         config.load(str(path))
     assert [str(e).removeprefix(str(path)) for e in caught.value.errors] == [wanted]
+
+
+# -- [[listen]] entries that bind() would refuse -----------------------------------------
+
+@pytest.mark.parametrize(("address", "wanted"), [
+    ("not an address", "'not an address': must be an IP address or a host name, such as "
+                       "0.0.0.0, :: or chat.example.org"),
+    ("300.1.1.1", "'300.1.1.1' is not an IPv4 address"),
+    ("1.2.3", "'1.2.3' is not an IPv4 address"),
+    ("::g", "'::g' is not an IPv6 address"),
+    ("[::1]", 'an IPv6 address is written without brackets here, as in "::1"'),
+    ("127.0.0.1:6667", "'127.0.0.1:6667': the port goes in the port key, the address alone here"),
+    ("-chat.example.org", "'-chat.example.org': must be an IP address or a host name, such as "
+                          "0.0.0.0, :: or chat.example.org"),
+])
+def test_an_address_that_cannot_be_bound_is_an_error(tmp_path, address, wanted):
+    """They passed --check-config and stopped the server at start (exit 1)."""
+    assert errors_of(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 7000\n') == \
+        [f":2: listen[0].address: {wanted}"]
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "127.0.0.1", "::1", "fe80::1%lo",
+                                     "localhost", "chat.example.org", "chat.example.org."])
+def test_addresses_and_host_names_load(tmp_path, address):
+    assert loads(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 0\n').listen[0].address \
+        == address
