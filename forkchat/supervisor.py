@@ -54,6 +54,8 @@ BROKER_OWN_FDS = 16        # the broker's descriptors besides one per client (st
 SERVER_OWN_PROCESSES = 3   # supervisor, broker, spawner
 # [server] keys forkchat.toml(5) marks "restart": a reload keeps the running value
 RESTART_ONLY_KEYS = ("state_dir", "user", "group", "allow_root")
+# ... and what a reload keeps of the listeners when systemd passed the sockets
+PASSED_SOCKETS_KEY = "[[listen]] (sockets passed by systemd)"
 
 
 class Shutdown(BaseException):
@@ -717,15 +719,23 @@ class Supervisor:
 
         A broker restarted after a crash would otherwise open another
         state_dir (losing every room record) or run as another user.
+        The [[listen]] entries matched with sockets passed by systemd are
+        read at start only, as forkchat-server(8) says: a reload that
+        changed them said "configuration reloaded" and nothing else, and
+        renewed the certificates from the files the old entries name.
         """
         running = self.cfg.server
         kept = {key: getattr(running, key) for key in RESTART_ONLY_KEYS
                 if getattr(new.server, key) != getattr(running, key)}
         for key in kept:
             log.warning("%s changed in the file: takes effect at the next start", key)
-        if not kept:
-            return new
-        return dataclasses.replace(new, server=dataclasses.replace(new.server, **kept))
+        if kept:
+            new = dataclasses.replace(new, server=dataclasses.replace(new.server, **kept))
+        if any(bound.adopted for bound in self.bound) and new.listen != self.cfg.listen:
+            log.warning("%s changed in the file: takes effect at the next start",
+                        PASSED_SOCKETS_KEY)
+            new = dataclasses.replace(new, listen=self.cfg.listen)
+        return new
 
     def _apply_listeners(self, new: config.Config) -> int:
         """Bind listeners added to the file, close those removed from it;
