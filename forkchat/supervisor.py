@@ -699,15 +699,15 @@ class Supervisor:
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
         new = self._keep_restart_only(new)
-        unbound = self._apply_listeners(new)
+        troubles = self._apply_listeners(new)
         self.cfg = new
         self.admission.reload(new.limits)
         warn_os_limits(new.limits)
         logsetup.set_level(new.log.level)
         self.start_spawner()
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
-        if unbound:
-            outcome = f"configuration reloaded, but {unbound} listener(s) could not be bound"
+        if troubles:
+            outcome = f"configuration reloaded, but {' and '.join(troubles)}"
             log.warning("%s", outcome)
             systemd.notify("READY=1", f"STATUS={outcome}")
             return
@@ -737,18 +737,18 @@ class Supervisor:
             new = dataclasses.replace(new, listen=self.cfg.listen)
         return new
 
-    def _apply_listeners(self, new: config.Config) -> int:
-        """Bind listeners added to the file, close those removed from it;
-        returns how many added ones could not be bound.
+    def _apply_listeners(self, new: config.Config) -> list[str]:
+        """Bind listeners added to the file, close those removed from it,
+        renew the certificates of those that stay; returns what failed, for
+        the outcome line and systemd's STATUS=.
 
         Sockets passed by systemd belong to the .socket unit: a reload only
         renews their certificates.
         """
         if any(bound.adopted for bound in self.bound):
-            for bound in self.bound:
-                self._reload_tls(bound, bound.spec)
-            return 0
-        unbound = 0
+            stale = sum(not self._reload_tls(bound, bound.spec) for bound in self.bound)
+            return _reload_troubles(0, stale)
+        unbound = stale = 0
         wanted = {_listener_key(s): s for s in new.listen}
         current = {_listener_key(b.spec): b for b in self.bound}
         for key, bound in current.items():
@@ -760,7 +760,7 @@ class Supervisor:
                 log.info("stopped listening on %s", label)
         for key, spec in wanted.items():
             if key in current:
-                self._reload_tls(current[key], spec)
+                stale += not self._reload_tls(current[key], spec)
                 continue
             try:
                 bound = listeners.bind(spec)
@@ -771,16 +771,18 @@ class Supervisor:
             self.bound.append(bound)
             self._watch_listener(bound)
             listeners.announce(bound)
-        return unbound
+        return _reload_troubles(unbound, stale)
 
-    def _reload_tls(self, bound: listeners.Bound, spec: config.Listener) -> None:
-        """New certificates serve new connections; a bad one keeps the old."""
+    def _reload_tls(self, bound: listeners.Bound, spec: config.Listener) -> bool:
+        """New certificates serve new connections; a bad one keeps the old
+        (False)."""
         try:
             context = listeners.tls_context(spec)
         except listeners.BindError as error:
             log.error("%s; keeping the current certificate", error)
-            return
+            return False
         bound.spec, bound.tls = spec, context
+        return True
 
     def handle_sigusr1(self) -> None:
         """A status report in the log: clients, rooms, memory per process."""
@@ -887,6 +889,21 @@ class Supervisor:
             if left <= 0 or not any(c.kind == kind or not kind for c in self.children.values()):
                 return
             self._turn(min(left, UNWATCHED_POLL_S) if self._unwatched() else left)
+
+
+def _reload_troubles(unbound: int, stale: int) -> list[str]:
+    """What a reload could not do with the listeners, in the outcome's words.
+
+    A renewed certificate that does not load (a key that does not match,
+    one the server may not read) was logged, and then the reload said
+    "configuration reloaded" and systemd's status showed nothing amiss.
+    """
+    troubles = []
+    if unbound:
+        troubles.append(f"{unbound} listener(s) could not be bound")
+    if stale:
+        troubles.append(f"{stale} listener(s) kept their previous certificate")
+    return troubles
 
 
 def _listener_key(spec: config.Listener) -> tuple[str, int, str, bool]:
