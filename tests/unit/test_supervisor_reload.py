@@ -36,14 +36,15 @@ def test_a_failed_reload_keeps_the_running_configuration(caplog, failure):
 # -- a reload that succeeds: what each key becomes -------------------------------------
 
 def reload_to(caplog, new: config.Config, running: config.Config = config.Config(),
-              bound=None):
+              bound=None, spawned=None):
     """Run a SIGHUP that loads `new` on a supervisor running `running`;
     returns (the supervisor, the broker's CONFIG frames, warning texts).
-    No process is started: the spawner and the broker are stubbed."""
+    No process is started: the spawner and the broker are stubbed, and
+    `spawned` gets the configuration each new spawner would start with."""
     targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
     boss = supervisor.Supervisor(running, targets, reload=lambda: new, bound=bound)
     frames = []
-    boss.start_spawner = lambda: True
+    boss.start_spawner = lambda: (spawned if spawned is not None else []).append(boss.cfg)
     boss._send_broker = frames.append
     try:
         with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
