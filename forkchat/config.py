@@ -195,7 +195,7 @@ class _Locator:
 
     def line_of(self, table: str, key: str, index: int = 0) -> int:
         header = re.compile(r"^\s*\[\[?\s*" + re.escape(table) + r"\s*\]\]?\s*(#.*)?$")
-        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*[=.]")
         seen = -1
         in_table = table == ""
         for number, line in enumerate(self.lines, 1):
@@ -214,13 +214,20 @@ class _Locator:
         """The line of a top-level `key = ...` (before any [table] header),
         where an inline array or table is written; else the first header of
         that name ([[server]] for a table, say)."""
-        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*[=.]")    # key = or key.sub =
         for number, line in enumerate(self.lines, 1):
             if line.lstrip().startswith("["):
                 break
             if key_re.match(line):
                 return number
-        return self.line_of(key, "")
+        return self.line_of(key, "") or self._subtable_line(key)
+
+    def _subtable_line(self, table: str) -> int:
+        """The first [table], [table.sub] or [[table.sub]] header: the line
+        of a table that may have no header of its own."""
+        header = re.compile(r"^\s*\[\[?\s*" + re.escape(table) + r"\s*[.\]]")
+        return next((number for number, line in enumerate(self.lines, 1)
+                     if header.match(line)), 0)
 
     def root_error(self, key: str, shown: str, message: str) -> ConfigError:
         return ConfigError(self.path, self.root_line(key), shown, message)
@@ -230,16 +237,16 @@ class _Locator:
         placed on its table's header, and a table written inline (`operators
         = [{...}]`), which has no header, on its own line."""
         shown = f"{table}[{index}].{key}" if table in _ARRAYS else f"{table}.{key}"
-        line = (self.line_of(table, key, index) or self.line_of(table, "", index)
-                or self.root_line(table))
+        line = (self.line_of(table, key, index) or self._subtable_line(f"{table}.{key}")
+                or self.line_of(table, "", index) or self.root_line(table))
         return ConfigError(self.path, line, shown, message)
 
 
 def build(raw: dict[str, Any], where: _Locator, errors: list[ConfigError]) -> Config:
     """Turn parsed TOML into a Config, appending every problem to `errors`."""
-    for name in raw:
+    for name, value in raw.items():
         if name not in _TABLES and name not in _ARRAYS:
-            errors.append(ConfigError(where.path, where.line_of(name, ""), name, "unknown table"))
+            errors.append(where.root_error(name, name, _unknown(name, value)))
     values: dict[str, Any] = {}
     for name, cls in _TABLES.items():
         table = raw.get(name, {})
@@ -279,7 +286,7 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key not in fields:
-            errors.append(where.error(name, key, "unknown key", index))
+            errors.append(where.error(name, key, _unknown(key, value, name), index))
             continue
         expected = _field_type(cls, key)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -298,6 +305,22 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
         errors.append(where.error(name, missing[0], "is required", index))
         return None
     return cls(**kwargs)
+
+
+def _unknown(key: str, value: Any, table: str = "") -> str:
+    """Why `key` is refused, and where it belongs when another table has it:
+    a key written above every header, or appended at the end of the file
+    under the last one, is the usual slip."""
+    what = "unknown table" if isinstance(value, dict) and not table else "unknown key"
+    if not table and what == "unknown key":
+        what = "unknown key outside any table"
+    homes = [_HEADERS[other] for other, cls in {**_TABLES, **_ARRAYS}.items()
+             if other != table and key in {f.name for f in dataclasses.fields(cls)}]
+    return f"{what} (a key of {' or '.join(homes)})" if homes else what
+
+
+_HEADERS = {"server": "[server]", "limits": "[limits]", "log": "[log]",
+            "listen": "[[listen]]", "operators": "[[operators]]"}
 
 
 # A type named as TOML names it, for people who write TOML, not Python:

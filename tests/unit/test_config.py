@@ -336,3 +336,27 @@ def test_an_address_that_cannot_be_bound_is_an_error(tmp_path, address, wanted):
 def test_addresses_and_host_names_load(tmp_path, address):
     assert loads(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 0\n').listen[0].address \
         == address
+
+
+# -- unknown keys and tables: their line, and where a misplaced key belongs -------------
+
+@pytest.mark.parametrize(("text", "wanted"), [
+    ('motd = "hi"\n[server]\nname = "a"\n',
+     ":1: motd: unknown key outside any table (a key of [server])"),
+    ('# top\nname = "x"\n', ":2: name: unknown key outside any table (a key of [server] or "
+                           "[[operators]])"),
+    ("bogus = 1\n", ":1: bogus: unknown key outside any table"),
+    ("[bogus]\nx = 1\n", ":1: bogus: unknown table"),
+    ('[server]\nname = "a"\n[bogus.deeper]\nx = 1\n', ":3: bogus: unknown table"),
+    ("# top\nbogus.x = 1\n", ":2: bogus: unknown table"),
+    ("[limits]\nmax_clients = 5\n[limits.sub]\nx = 1\n", ":3: limits.sub: unknown key"),
+    ("[server]\nfoo.bar = 1\n", ":2: server.foo: unknown key"),
+    ("[server]\nmax_clients = 10\n", ":2: server.max_clients: unknown key (a key of [limits])"),
+    ('[limits]\nmotd = "appended at the end"\n',
+     ":2: limits.motd: unknown key (a key of [server])"),
+    ("[log]\nport = 6697\n", ":2: log.port: unknown key (a key of [[listen]])"),
+])
+def test_an_unknown_key_or_table_has_its_line_and_its_home(tmp_path, text, wanted):
+    """A key above every header was 'motd: unknown table' without a line, and
+    a key under the wrong header did not say which table has it."""
+    assert errors_of(tmp_path, text) == [wanted]
