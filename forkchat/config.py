@@ -38,6 +38,12 @@ AT_MOST = {
     "ipv4_prefix": (32, "the length of an IPv4 address"),
     "ipv6_prefix": (128, "the length of an IPv6 address"),
 }
+# The MOTD is sent to every client as it registers, and a reload hands the
+# whole configuration to the broker in one frame (ipc.MAX_FRAME_BYTES, 1 MiB):
+# a bigger one was dropped ("the broker is not reading its control socket")
+# after which the reload said "configuration reloaded" and changed nothing
+# in the broker.  64 KiB is some 800 lines of 80 characters.
+MAX_MOTD_BYTES = 65536
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
@@ -177,13 +183,20 @@ def _load_motd(config: Config, where: _Locator) -> Config:
     """
     if not config.server.motd_file:
         return config
+    path = config.server.motd_file
     try:
-        with open(config.server.motd_file, encoding="utf-8", errors="replace") as handle:
-            motd = handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_MOTD_BYTES + 1)      # bounded: not /dev/zero's all
     except OSError as error:
-        raise ConfigInvalid([where.error("server", "motd_file", error.strerror or str(error))]) \
-            from None
+        raise ConfigInvalid([where.error(
+            "server", "motd_file", f"cannot read {path}: {error.strerror or error}")]) from None
+    if len(data) > MAX_MOTD_BYTES:
+        raise ConfigInvalid([where.error("server", "motd_file", f"{path}: {TOO_LONG_MOTD}")])
+    motd = data.decode("utf-8", errors="replace")
     return dataclasses.replace(config, server=dataclasses.replace(config.server, motd=motd))
+
+
+TOO_LONG_MOTD = f"the message of the day must be at most {MAX_MOTD_BYTES} bytes"
 
 
 class _Locator:
@@ -386,6 +399,8 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             f"must be a room name the server accepts, such as #lobby: # or & and at "
             f"least one more character, at most {roomlen} in all "
             f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
+    if len(config.server.motd.encode()) > MAX_MOTD_BYTES:
+        errors.append(where.error("server", "motd", TOO_LONG_MOTD))
     if not valid_server_name(config.server.name):
         errors.append(where.error("server", "name", BAD_NAME))
     return errors
