@@ -158,9 +158,17 @@ def load(path: str) -> Config:
     """
     try:
         with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigInvalid([ConfigError(path, 0, "file", str(error))]) from None
+            data = handle.read()
+    except OSError as error:
+        raise ConfigInvalid([ConfigError(path, 0, "file",
+                                         f"cannot read: {error.strerror or error}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigInvalid([ConfigError(
+            path, line, "file", f"not UTF-8 text (byte 0x{data[error.start]:02x}); TOML "
+                                f"files are UTF-8")]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

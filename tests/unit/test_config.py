@@ -396,3 +396,19 @@ def test_the_biggest_motd_fits_the_reload_frame(tmp_path):
 def test_the_motd_bound_is_documented():
     assert config.MAX_MOTD_BYTES == 65536
     assert "At most 65536 bytes" in item("motd")
+
+
+def test_a_file_that_cannot_be_read_says_why_in_words(tmp_path):
+    """'[Errno 2] No such file or directory: ...' and Python's codec text
+    ('can't decode byte 0xe9 in position 28') had no line to look at."""
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(missing))
+    assert [str(e) for e in caught.value.errors] == \
+        [f"{missing}: file: cannot read: No such file or directory"]
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('# ok\n[server]\nmotd = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(latin1))
+    assert [str(e) for e in caught.value.errors] == \
+        [f"{latin1}:3: file: not UTF-8 text (byte 0xe9); TOML files are UTF-8"]
