@@ -9,8 +9,11 @@ flags are applied afterwards with `dataclasses.replace`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,8 +196,7 @@ def _load_motd(config: Config, where: _Locator) -> Config:
         return config
     path = config.server.motd_file
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_MOTD_BYTES + 1)      # bounded: not /dev/zero's all
+        data = _read_regular(path, MAX_MOTD_BYTES + 1)
     except OSError as error:
         raise ConfigInvalid([where.error(
             "server", "motd_file", f"cannot read {path}: {error.strerror or error}")]) from None
@@ -205,6 +207,23 @@ def _load_motd(config: Config, where: _Locator) -> Config:
 
 
 TOO_LONG_MOTD = f"the message of the day must be at most {MAX_MOTD_BYTES} bytes"
+
+
+def _read_regular(path: str, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file.
+
+    The supervisor reads the MOTD file at every reload, in its one loop: a
+    named pipe with no writer would block it there (no connection taken
+    until someone wrote to the pipe), and a device has no end.
+
+    Raises:
+        OSError: it cannot be opened, or is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return handle.read(limit)
 
 
 class _Locator:

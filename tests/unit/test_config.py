@@ -7,6 +7,7 @@ Each case writes a small file and checks the error lines that
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -412,3 +413,17 @@ def test_a_file_that_cannot_be_read_says_why_in_words(tmp_path):
         config.load(str(latin1))
     assert [str(e) for e in caught.value.errors] == \
         [f"{latin1}:3: file: not UTF-8 text (byte 0xe9); TOML files are UTF-8"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_motd_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kind):
+    """A named pipe without a writer blocked the load, and so a reload held
+    the supervisor's loop (no connection taken) until someone wrote to it."""
+    path = tmp_path / "motd"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    assert errors_of(tmp_path, f'[server]\nmotd_file = "{path}"\n') == \
+        [f":2: server.motd_file: cannot read {path}: not a regular file"]
