@@ -15,6 +15,10 @@ import re
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")
 MAX_HOST_NAME = 253
+# Binding these takes the port on every address: 0.0.0.0 (and Python's "")
+# on every IPv4 one, and "::", bound dual-stack here, on every address at all.
+EVERY_IPV4 = frozenset({"0.0.0.0", ""})
+EVERY_ADDRESS = "::"
 BAD_ADDRESS = "must be an IP address or a host name, such as 0.0.0.0, :: or chat.example.org"
 
 
@@ -44,3 +48,26 @@ def problem(address: str) -> str | None:
         return f"{address!r}: {BAD_ADDRESS}"
     return None
 
+
+def same(first: str, second: str) -> bool:
+    """Whether two address texts name one address ("::1" and "0::1" do)."""
+    try:
+        return ipaddress.ip_address(first) == ipaddress.ip_address(second)
+    except ValueError:
+        return first.lower().rstrip(".") == second.lower().rstrip(".")
+
+
+def covers(wide: str, other: str) -> bool:
+    """Whether listening on `wide` takes the port of `other` as well."""
+    if same(wide, EVERY_ADDRESS):
+        return True
+    return wide in EVERY_IPV4 and ":" not in other
+
+
+def clash(first: tuple[str, int], second: tuple[str, int]) -> bool:
+    """Whether two (address, port) listeners cannot both be bound; port 0
+    picks a free port each time, so it never clashes."""
+    (address, port), (other, other_port) = first, second
+    if port != other_port or port == 0:
+        return False
+    return same(address, other) or covers(address, other) or covers(other, address)

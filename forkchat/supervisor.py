@@ -689,14 +689,15 @@ class Supervisor:
         try:
             new = self.reload_config()
         except config.ConfigInvalid as error:
-            # one line each, with its prefix
-            for problem in [str(each) for each in error.errors] or [str(error)]:
-                log.error("reload failed, keeping the running configuration: %s", problem)
-            systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
+            self._reload_failed([str(each) for each in error.errors] or [str(error)])
             return
         except Exception:    # a loader bug must not take the running server down
             log.exception("reload failed, keeping the running configuration")
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
+            return
+        if not any(bound.adopted for bound in self.bound) and \
+                (problems := listeners.clashes(new.listen)):
+            self._reload_failed(problems)
             return
         new = self._keep_restart_only(new)
         troubles = self._apply_listeners(new)
@@ -713,6 +714,13 @@ class Supervisor:
             return
         log.info("configuration reloaded")
         systemd.notify("READY=1", self._status())
+
+    def _reload_failed(self, problems: list[str]) -> None:
+        """One line for each problem, with its prefix; the running
+        configuration stays whole."""
+        for problem in problems:
+            log.error("reload failed, keeping the running configuration: %s", problem)
+        systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
 
     def _keep_restart_only(self, new: config.Config) -> config.Config:
         """`new` with the running values of the keys only a start applies.

@@ -84,3 +84,16 @@ def test_a_changed_listen_entry_under_socket_activation_is_said_to_wait(caplog):
         assert reload_to(caplog, config.Config(), bound=[bound])[2] == []
     finally:
         bound.sock.close()
+
+
+def test_a_reload_whose_listeners_clash_keeps_the_running_configuration(caplog):
+    """Two equal entries were merged without a word, and an entry on a port
+    another one takes failed its bind as 'Address already in use'."""
+    clashing = config.Config(listen=(config.Listener(port=7000), config.Listener(port=7000)),
+                             server=config.Server(motd="new"))
+    running = config.Config(listen=())
+    boss, frames, _warnings = reload_to(caplog, clashing, running=running)
+    assert boss.cfg is running and frames == [] and boss.bound == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "reload failed, keeping the running configuration: listen[1] (127.0.0.1:7000) "
+        f"clashes with listen[0] (127.0.0.1:7000): {listeners.CLASH}"]
