@@ -394,8 +394,10 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
         if not 0 <= listener.port <= 65535:
             errors.append(where.error("listen", "port", "must be 0..65535", index))
         if bool(listener.tls_cert) != bool(listener.tls_key):
-            errors.append(where.error("listen", "tls_cert",
-                                      "tls_cert and tls_key go together", index))
+            given, missing = ("tls_cert", "tls_key") if listener.tls_cert \
+                else ("tls_key", "tls_cert")
+            errors.append(where.error("listen", given, f"{missing} is missing: tls_cert and "
+                                      f"tls_key go together", index))
         if (problem := addresses.problem(listener.address)) is not None:
             errors.append(where.error("listen", "address", problem, index))
     for key, value in dataclasses.asdict(config.limits).items():

@@ -427,3 +427,14 @@ def test_an_motd_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kind
         path = Path("/dev/zero")
     assert errors_of(tmp_path, f'[server]\nmotd_file = "{path}"\n') == \
         [f":2: server.motd_file: cannot read {path}: not a regular file"]
+
+
+@pytest.mark.parametrize(("text", "wanted"), [
+    ('[[listen]]\nport = 6697\ntls_cert = "/etc/forkchat/cert.pem"\n',
+     ":3: listen[0].tls_cert: tls_key is missing: tls_cert and tls_key go together"),
+    ('[[listen]]\nport = 6697\ntls_key = "/etc/forkchat/key.pem"\n',
+     ":3: listen[0].tls_key: tls_cert is missing: tls_cert and tls_key go together"),
+])
+def test_a_lone_tls_file_names_the_one_missing_on_the_given_ones_line(tmp_path, text, wanted):
+    """A lone tls_key was reported as listen[0].tls_cert, on the [[listen]] line."""
+    assert errors_of(tmp_path, text) == [wanted]
