@@ -19,6 +19,7 @@ password = "oldpass"
 AFTER = TEST_LIMITS + """nicklen = 40
 rooms_per_client = 1
 [server]
+network = "NewNet"
 motd = "new motd"
 admin_name = "New Admin"
 password = "letmein"
@@ -40,14 +41,28 @@ def admin(client):
 
 
 def nick_change(client):
-    client.send(f"NICK {LONG_NICK}{client.nick[:3]}")
-    return client.expect(lambda m: m.command in ("NICK", "432")).command
+    nick = f"{LONG_NICK}{client.nick[:3]}"
+    client.send(f"NICK {nick}")
+    answer = client.expect(lambda m: m.command in ("NICK", "432")).command
+    if answer == "NICK":
+        client.nick = nick
+    return answer
 
 
 def second_join(client):
     client.send("JOIN #one,#two")
     return client.expect(lambda m: m.command == "405" or (
         m.command == "JOIN" and m.params[0] == "#two")).command
+
+
+def whois_network(client):
+    client.send(f"WHOIS {client.nick}")
+    return client.expect("312").params[-1]
+
+
+def links(client):
+    client.send("LINKS")
+    return client.expect("364").params[-1]
 
 
 def oper_new(client):
@@ -60,6 +75,8 @@ ROWS = [
     ("motd (reload)", motd, "new motd", "new motd"),
     ("nicklen (reload)", nick_change, "NICK", "NICK"),
     ("rooms_per_client (reload)", second_join, "405", "405"),
+    ("network (reload)", whois_network, "NewNet chat server", "NewNet chat server"),
+    ("network (LINKS: new connections)", links, "0 forkchat", "0 NewNet"),
     ("admin_name (new connections)", admin, "Old Admin", "New Admin"),
     ("operators (new connections)", oper_new, "464", "381"),
 ]
