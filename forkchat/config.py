@@ -9,13 +9,16 @@ flags are applied afterwards with `dataclasses.replace`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkchat import passwords, protocol
+from forkchat import addresses, passwords, protocol
 
 PROTOCOLS = ("irc", "tutorial")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -38,6 +41,12 @@ AT_MOST = {
     "ipv4_prefix": (32, "the length of an IPv4 address"),
     "ipv6_prefix": (128, "the length of an IPv6 address"),
 }
+# The MOTD is sent to every client as it registers, and a reload hands the
+# whole configuration to the broker in one frame (ipc.MAX_FRAME_BYTES, 1 MiB):
+# a bigger one was dropped ("the broker is not reading its control socket")
+# after which the reload said "configuration reloaded" and changed nothing
+# in the broker.  64 KiB is some 800 lines of 80 characters.
+MAX_MOTD_BYTES = 65536
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
@@ -152,9 +161,17 @@ def load(path: str) -> Config:
     """
     try:
         with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigInvalid([ConfigError(path, 0, "file", str(error))]) from None
+            data = handle.read()
+    except OSError as error:
+        raise ConfigInvalid([ConfigError(path, 0, "file",
+                                         f"cannot read: {error.strerror or error}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigInvalid([ConfigError(
+            path, line, "file", f"not UTF-8 text (byte 0x{data[error.start]:02x}); TOML "
+                                f"files are UTF-8")]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -177,13 +194,36 @@ def _load_motd(config: Config, where: _Locator) -> Config:
     """
     if not config.server.motd_file:
         return config
+    path = config.server.motd_file
     try:
-        with open(config.server.motd_file, encoding="utf-8", errors="replace") as handle:
-            motd = handle.read()
+        data = _read_regular(path, MAX_MOTD_BYTES + 1)
     except OSError as error:
-        raise ConfigInvalid([where.error("server", "motd_file", error.strerror or str(error))]) \
-            from None
+        raise ConfigInvalid([where.error(
+            "server", "motd_file", f"cannot read {path}: {error.strerror or error}")]) from None
+    if len(data) > MAX_MOTD_BYTES:
+        raise ConfigInvalid([where.error("server", "motd_file", f"{path}: {TOO_LONG_MOTD}")])
+    motd = data.decode("utf-8", errors="replace")
     return dataclasses.replace(config, server=dataclasses.replace(config.server, motd=motd))
+
+
+TOO_LONG_MOTD = f"the message of the day must be at most {MAX_MOTD_BYTES} bytes"
+
+
+def _read_regular(path: str, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file.
+
+    The supervisor reads the MOTD file at every reload, in its one loop: a
+    named pipe with no writer would block it there (no connection taken
+    until someone wrote to the pipe), and a device has no end.
+
+    Raises:
+        OSError: it cannot be opened, or is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return handle.read(limit)
 
 
 class _Locator:
@@ -195,7 +235,7 @@ class _Locator:
 
     def line_of(self, table: str, key: str, index: int = 0) -> int:
         header = re.compile(r"^\s*\[\[?\s*" + re.escape(table) + r"\s*\]\]?\s*(#.*)?$")
-        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*[=.]")
         seen = -1
         in_table = table == ""
         for number, line in enumerate(self.lines, 1):
@@ -214,13 +254,20 @@ class _Locator:
         """The line of a top-level `key = ...` (before any [table] header),
         where an inline array or table is written; else the first header of
         that name ([[server]] for a table, say)."""
-        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*[=.]")    # key = or key.sub =
         for number, line in enumerate(self.lines, 1):
             if line.lstrip().startswith("["):
                 break
             if key_re.match(line):
                 return number
-        return self.line_of(key, "")
+        return self.line_of(key, "") or self._subtable_line(key)
+
+    def _subtable_line(self, table: str) -> int:
+        """The first [table], [table.sub] or [[table.sub]] header: the line
+        of a table that may have no header of its own."""
+        header = re.compile(r"^\s*\[\[?\s*" + re.escape(table) + r"\s*[.\]]")
+        return next((number for number, line in enumerate(self.lines, 1)
+                     if header.match(line)), 0)
 
     def root_error(self, key: str, shown: str, message: str) -> ConfigError:
         return ConfigError(self.path, self.root_line(key), shown, message)
@@ -230,16 +277,16 @@ class _Locator:
         placed on its table's header, and a table written inline (`operators
         = [{...}]`), which has no header, on its own line."""
         shown = f"{table}[{index}].{key}" if table in _ARRAYS else f"{table}.{key}"
-        line = (self.line_of(table, key, index) or self.line_of(table, "", index)
-                or self.root_line(table))
+        line = (self.line_of(table, key, index) or self._subtable_line(f"{table}.{key}")
+                or self.line_of(table, "", index) or self.root_line(table))
         return ConfigError(self.path, line, shown, message)
 
 
 def build(raw: dict[str, Any], where: _Locator, errors: list[ConfigError]) -> Config:
     """Turn parsed TOML into a Config, appending every problem to `errors`."""
-    for name in raw:
+    for name, value in raw.items():
         if name not in _TABLES and name not in _ARRAYS:
-            errors.append(ConfigError(where.path, where.line_of(name, ""), name, "unknown table"))
+            errors.append(where.root_error(name, name, _unknown(name, value)))
     values: dict[str, Any] = {}
     for name, cls in _TABLES.items():
         table = raw.get(name, {})
@@ -279,7 +326,7 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key not in fields:
-            errors.append(where.error(name, key, "unknown key", index))
+            errors.append(where.error(name, key, _unknown(key, value, name), index))
             continue
         expected = _field_type(cls, key)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -298,6 +345,22 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
         errors.append(where.error(name, missing[0], "is required", index))
         return None
     return cls(**kwargs)
+
+
+def _unknown(key: str, value: Any, table: str = "") -> str:
+    """Why `key` is refused, and where it belongs when another table has it:
+    a key written above every header, or appended at the end of the file
+    under the last one, is the usual slip."""
+    what = "unknown table" if isinstance(value, dict) and not table else "unknown key"
+    if not table and what == "unknown key":
+        what = "unknown key outside any table"
+    homes = [_HEADERS[other] for other, cls in {**_TABLES, **_ARRAYS}.items()
+             if other != table and key in {f.name for f in dataclasses.fields(cls)}]
+    return f"{what} (a key of {' or '.join(homes)})" if homes else what
+
+
+_HEADERS = {"server": "[server]", "limits": "[limits]", "log": "[log]",
+            "listen": "[[listen]]", "operators": "[[operators]]"}
 
 
 # A type named as TOML names it, for people who write TOML, not Python:
@@ -331,8 +394,12 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
         if not 0 <= listener.port <= 65535:
             errors.append(where.error("listen", "port", "must be 0..65535", index))
         if bool(listener.tls_cert) != bool(listener.tls_key):
-            errors.append(where.error("listen", "tls_cert",
-                                      "tls_cert and tls_key go together", index))
+            given, missing = ("tls_cert", "tls_key") if listener.tls_cert \
+                else ("tls_key", "tls_cert")
+            errors.append(where.error("listen", given, f"{missing} is missing: tls_cert and "
+                                      f"tls_key go together", index))
+        if (problem := addresses.problem(listener.address)) is not None:
+            errors.append(where.error("listen", "address", problem, index))
     for key, value in dataclasses.asdict(config.limits).items():
         if key in ZERO_ALLOWED and value < 0:
             errors.append(where.error("limits", key, "must be 0 or more (0: off)"))
@@ -361,6 +428,8 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             f"must be a room name the server accepts, such as #lobby: # or & and at "
             f"least one more character, at most {roomlen} in all "
             f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
+    if len(config.server.motd.encode()) > MAX_MOTD_BYTES:
+        errors.append(where.error("server", "motd", TOO_LONG_MOTD))
     if not valid_server_name(config.server.name):
         errors.append(where.error("server", "name", BAD_NAME))
     return errors

@@ -14,7 +14,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from forkchat import config
+from forkchat import addresses, config
 
 BACKLOG = 1024
 # What a refused client already sent (irssi's CAP, NICK, USER) is read and
@@ -249,12 +249,42 @@ def announce(bound: Bound) -> None:
     log.info("listening on %s", bound.label)
 
 
+def clashes(specs: tuple[config.Listener, ...]) -> list[str]:
+    """A line for each listener whose port an earlier one takes already.
+
+    The second bind would fail with "Address already in use", which sent
+    the operator looking for another program on the port; a reload merged
+    two equal entries without a word.  (forkchat.toml cannot refuse them:
+    under socket activation the entries' addresses and ports are not used.)
+    """
+    found = []
+    for index, spec in enumerate(specs):
+        earlier = next((i for i, other in enumerate(specs[:index]) if addresses.clash(
+            (spec.address, spec.port), (other.address, other.port))), None)
+        if earlier is not None:
+            found.append(f"listen[{index}] ({_shown(spec)}) clashes with listen[{earlier}] "
+                         f"({_shown(specs[earlier])}): {CLASH}")
+    return found
+
+
+CLASH = ("a port is listened on once per address, and 0.0.0.0 or :: take it on "
+         "every address")
+
+
+def _shown(spec: config.Listener) -> str:
+    host = f"[{spec.address}]" if ":" in spec.address else spec.address
+    return f"{host}:{spec.port}"
+
+
 def bind_all(specs: tuple[config.Listener, ...]) -> list[Bound]:
     """Bind every listener or none.
 
     Raises:
-        BindError: the first listener that failed; the others are closed.
+        BindError: two listeners clash, or the first listener that failed;
+            the others are closed.
     """
+    if problems := clashes(specs):
+        raise BindError(problems[0])
     done: list[Bound] = []
     try:
         for spec in specs:

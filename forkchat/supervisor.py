@@ -54,6 +54,8 @@ BROKER_OWN_FDS = 16        # the broker's descriptors besides one per client (st
 SERVER_OWN_PROCESSES = 3   # supervisor, broker, spawner
 # [server] keys forkchat.toml(5) marks "restart": a reload keeps the running value
 RESTART_ONLY_KEYS = ("state_dir", "user", "group", "allow_root")
+# ... and what a reload keeps of the listeners when systemd passed the sockets
+PASSED_SOCKETS_KEY = "[[listen]] (sockets passed by systemd)"
 
 
 class Shutdown(BaseException):
@@ -687,58 +689,74 @@ class Supervisor:
         try:
             new = self.reload_config()
         except config.ConfigInvalid as error:
-            # one line each, with its prefix
-            for problem in [str(each) for each in error.errors] or [str(error)]:
-                log.error("reload failed, keeping the running configuration: %s", problem)
-            systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
+            self._reload_failed([str(each) for each in error.errors] or [str(error)])
             return
         except Exception:    # a loader bug must not take the running server down
             log.exception("reload failed, keeping the running configuration")
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
+        if not any(bound.adopted for bound in self.bound) and \
+                (problems := listeners.clashes(new.listen)):
+            self._reload_failed(problems)
+            return
         new = self._keep_restart_only(new)
-        unbound = self._apply_listeners(new)
+        troubles = self._apply_listeners(new)
         self.cfg = new
         self.admission.reload(new.limits)
         warn_os_limits(new.limits)
         logsetup.set_level(new.log.level)
         self.start_spawner()
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
-        if unbound:
-            outcome = f"configuration reloaded, but {unbound} listener(s) could not be bound"
+        if troubles:
+            outcome = f"configuration reloaded, but {' and '.join(troubles)}"
             log.warning("%s", outcome)
             systemd.notify("READY=1", f"STATUS={outcome}")
             return
         log.info("configuration reloaded")
         systemd.notify("READY=1", self._status())
 
+    def _reload_failed(self, problems: list[str]) -> None:
+        """One line for each problem, with its prefix; the running
+        configuration stays whole."""
+        for problem in problems:
+            log.error("reload failed, keeping the running configuration: %s", problem)
+        systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
+
     def _keep_restart_only(self, new: config.Config) -> config.Config:
         """`new` with the running values of the keys only a start applies.
 
         A broker restarted after a crash would otherwise open another
         state_dir (losing every room record) or run as another user.
+        The [[listen]] entries matched with sockets passed by systemd are
+        read at start only, as forkchat-server(8) says: a reload that
+        changed them said "configuration reloaded" and nothing else, and
+        renewed the certificates from the files the old entries name.
         """
         running = self.cfg.server
         kept = {key: getattr(running, key) for key in RESTART_ONLY_KEYS
                 if getattr(new.server, key) != getattr(running, key)}
         for key in kept:
             log.warning("%s changed in the file: takes effect at the next start", key)
-        if not kept:
-            return new
-        return dataclasses.replace(new, server=dataclasses.replace(new.server, **kept))
+        if kept:
+            new = dataclasses.replace(new, server=dataclasses.replace(new.server, **kept))
+        if any(bound.adopted for bound in self.bound) and new.listen != self.cfg.listen:
+            log.warning("%s changed in the file: takes effect at the next start",
+                        PASSED_SOCKETS_KEY)
+            new = dataclasses.replace(new, listen=self.cfg.listen)
+        return new
 
-    def _apply_listeners(self, new: config.Config) -> int:
-        """Bind listeners added to the file, close those removed from it;
-        returns how many added ones could not be bound.
+    def _apply_listeners(self, new: config.Config) -> list[str]:
+        """Bind listeners added to the file, close those removed from it,
+        renew the certificates of those that stay; returns what failed, for
+        the outcome line and systemd's STATUS=.
 
         Sockets passed by systemd belong to the .socket unit: a reload only
         renews their certificates.
         """
         if any(bound.adopted for bound in self.bound):
-            for bound in self.bound:
-                self._reload_tls(bound, bound.spec)
-            return 0
-        unbound = 0
+            stale = sum(not self._reload_tls(bound, bound.spec) for bound in self.bound)
+            return _reload_troubles(0, stale)
+        unbound = stale = 0
         wanted = {_listener_key(s): s for s in new.listen}
         current = {_listener_key(b.spec): b for b in self.bound}
         for key, bound in current.items():
@@ -750,7 +768,7 @@ class Supervisor:
                 log.info("stopped listening on %s", label)
         for key, spec in wanted.items():
             if key in current:
-                self._reload_tls(current[key], spec)
+                stale += not self._reload_tls(current[key], spec)
                 continue
             try:
                 bound = listeners.bind(spec)
@@ -761,16 +779,18 @@ class Supervisor:
             self.bound.append(bound)
             self._watch_listener(bound)
             listeners.announce(bound)
-        return unbound
+        return _reload_troubles(unbound, stale)
 
-    def _reload_tls(self, bound: listeners.Bound, spec: config.Listener) -> None:
-        """New certificates serve new connections; a bad one keeps the old."""
+    def _reload_tls(self, bound: listeners.Bound, spec: config.Listener) -> bool:
+        """New certificates serve new connections; a bad one keeps the old
+        (False)."""
         try:
             context = listeners.tls_context(spec)
         except listeners.BindError as error:
             log.error("%s; keeping the current certificate", error)
-            return
+            return False
         bound.spec, bound.tls = spec, context
+        return True
 
     def handle_sigusr1(self) -> None:
         """A status report in the log: clients, rooms, memory per process."""
@@ -877,6 +897,21 @@ class Supervisor:
             if left <= 0 or not any(c.kind == kind or not kind for c in self.children.values()):
                 return
             self._turn(min(left, UNWATCHED_POLL_S) if self._unwatched() else left)
+
+
+def _reload_troubles(unbound: int, stale: int) -> list[str]:
+    """What a reload could not do with the listeners, in the outcome's words.
+
+    A renewed certificate that does not load (a key that does not match,
+    one the server may not read) was logged, and then the reload said
+    "configuration reloaded" and systemd's status showed nothing amiss.
+    """
+    troubles = []
+    if unbound:
+        troubles.append(f"{unbound} listener(s) could not be bound")
+    if stale:
+        troubles.append(f"{stale} listener(s) kept their previous certificate")
+    return troubles
 
 
 def _listener_key(spec: config.Listener) -> tuple[str, int, str, bool]:

@@ -7,6 +7,7 @@ Each case writes a small file and checks the error lines that
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -310,3 +311,130 @@ def test_type_errors_name_toml_types_and_zero_is_offered_where_allowed(tmp_path,
     with pytest.raises(config.ConfigInvalid) as caught:
         config.load(str(path))
     assert [str(e).removeprefix(str(path)) for e in caught.value.errors] == [wanted]
+
+
+# -- [[listen]] entries that bind() would refuse -----------------------------------------
+
+@pytest.mark.parametrize(("address", "wanted"), [
+    ("not an address", "'not an address': must be an IP address or a host name, such as "
+                       "0.0.0.0, :: or chat.example.org"),
+    ("300.1.1.1", "'300.1.1.1' is not an IPv4 address"),
+    ("1.2.3", "'1.2.3' is not an IPv4 address"),
+    ("::g", "'::g' is not an IPv6 address"),
+    ("[::1]", 'an IPv6 address is written without brackets here, as in "::1"'),
+    ("127.0.0.1:6667", "'127.0.0.1:6667': the port goes in the port key, the address alone here"),
+    ("-chat.example.org", "'-chat.example.org': must be an IP address or a host name, such as "
+                          "0.0.0.0, :: or chat.example.org"),
+])
+def test_an_address_that_cannot_be_bound_is_an_error(tmp_path, address, wanted):
+    """They passed --check-config and stopped the server at start (exit 1)."""
+    assert errors_of(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 7000\n') == \
+        [f":2: listen[0].address: {wanted}"]
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "127.0.0.1", "::1", "fe80::1%lo",
+                                     "localhost", "chat.example.org", "chat.example.org."])
+def test_addresses_and_host_names_load(tmp_path, address):
+    assert loads(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 0\n').listen[0].address \
+        == address
+
+
+# -- unknown keys and tables: their line, and where a misplaced key belongs -------------
+
+@pytest.mark.parametrize(("text", "wanted"), [
+    ('motd = "hi"\n[server]\nname = "a"\n',
+     ":1: motd: unknown key outside any table (a key of [server])"),
+    ('# top\nname = "x"\n', ":2: name: unknown key outside any table (a key of [server] or "
+                           "[[operators]])"),
+    ("bogus = 1\n", ":1: bogus: unknown key outside any table"),
+    ("[bogus]\nx = 1\n", ":1: bogus: unknown table"),
+    ('[server]\nname = "a"\n[bogus.deeper]\nx = 1\n', ":3: bogus: unknown table"),
+    ("# top\nbogus.x = 1\n", ":2: bogus: unknown table"),
+    ("[limits]\nmax_clients = 5\n[limits.sub]\nx = 1\n", ":3: limits.sub: unknown key"),
+    ("[server]\nfoo.bar = 1\n", ":2: server.foo: unknown key"),
+    ("[server]\nmax_clients = 10\n", ":2: server.max_clients: unknown key (a key of [limits])"),
+    ('[limits]\nmotd = "appended at the end"\n',
+     ":2: limits.motd: unknown key (a key of [server])"),
+    ("[log]\nport = 6697\n", ":2: log.port: unknown key (a key of [[listen]])"),
+])
+def test_an_unknown_key_or_table_has_its_line_and_its_home(tmp_path, text, wanted):
+    """A key above every header was 'motd: unknown table' without a line, and
+    a key under the wrong header did not say which table has it."""
+    assert errors_of(tmp_path, text) == [wanted]
+
+
+# -- the message of the day: read whole, and small enough to travel -------------------
+
+def test_an_motd_file_that_cannot_be_read_names_the_file(tmp_path):
+    missing = tmp_path / "missing.txt"
+    assert errors_of(tmp_path, f'[server]\nmotd_file = "{missing}"\n') == \
+        [f":2: server.motd_file: cannot read {missing}: No such file or directory"]
+
+
+@pytest.mark.parametrize("size", [65536 + 1, 1 << 20])
+def test_an_motd_too_big_for_the_brokers_frame_is_an_error(tmp_path, size):
+    """A reload hands the configuration to the broker in one frame of at most
+    1 MiB: a bigger one was dropped, and the reload said it was done."""
+    motd = tmp_path / "motd.txt"
+    motd.write_bytes(b"x" * 79 + b"\n" + b"y" * (size - 80))
+    too_long = "the message of the day must be at most 65536 bytes"
+    assert errors_of(tmp_path, f'[server]\nmotd_file = "{motd}"\n') == \
+        [f":2: server.motd_file: {motd}: {too_long}"]
+    assert errors_of(tmp_path, f'[server]\nmotd = "{"z" * size}"\n') == \
+        [f":2: server.motd: {too_long}"]
+
+
+def test_the_biggest_motd_fits_the_reload_frame(tmp_path):
+    from forkchat import ipc
+    import pickle
+    motd = tmp_path / "motd.txt"
+    motd.write_text("\u00e9" * (65536 // 2))      # two bytes each
+    loaded = loads(tmp_path, f'[server]\nmotd_file = "{motd}"\n')
+    assert len(loaded.server.motd) == 65536 // 2
+    assert len(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(loaded))) < ipc.MAX_FRAME_BYTES // 4
+
+
+def test_the_motd_bound_is_documented():
+    assert config.MAX_MOTD_BYTES == 65536
+    assert "At most 65536 bytes" in item("motd")
+
+
+def test_a_file_that_cannot_be_read_says_why_in_words(tmp_path):
+    """'[Errno 2] No such file or directory: ...' and Python's codec text
+    ('can't decode byte 0xe9 in position 28') had no line to look at."""
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(missing))
+    assert [str(e) for e in caught.value.errors] == \
+        [f"{missing}: file: cannot read: No such file or directory"]
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('# ok\n[server]\nmotd = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(latin1))
+    assert [str(e) for e in caught.value.errors] == \
+        [f"{latin1}:3: file: not UTF-8 text (byte 0xe9); TOML files are UTF-8"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_motd_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kind):
+    """A named pipe without a writer blocked the load, and so a reload held
+    the supervisor's loop (no connection taken) until someone wrote to it."""
+    path = tmp_path / "motd"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    assert errors_of(tmp_path, f'[server]\nmotd_file = "{path}"\n') == \
+        [f":2: server.motd_file: cannot read {path}: not a regular file"]
+
+
+@pytest.mark.parametrize(("text", "wanted"), [
+    ('[[listen]]\nport = 6697\ntls_cert = "/etc/forkchat/cert.pem"\n',
+     ":3: listen[0].tls_cert: tls_key is missing: tls_cert and tls_key go together"),
+    ('[[listen]]\nport = 6697\ntls_key = "/etc/forkchat/key.pem"\n',
+     ":3: listen[0].tls_key: tls_cert is missing: tls_cert and tls_key go together"),
+])
+def test_a_lone_tls_file_names_the_one_missing_on_the_given_ones_line(tmp_path, text, wanted):
+    """A lone tls_key was reported as listen[0].tls_cert, on the [[listen]] line."""
+    assert errors_of(tmp_path, text) == [wanted]

@@ -113,3 +113,75 @@ def test_a_refused_client_that_spoke_first_reads_the_error_line_then_a_clean_end
             got += chunk
         client.close()
     assert got == b"ERROR :Closing Link: 127.0.0.1 (Too many connections from your address)\r\n"
+
+
+# -- two listeners on one port ------------------------------------------------------------
+
+def specs(*pairs: tuple[str, int]) -> tuple[config.Listener, ...]:
+    return tuple(config.Listener(address=address, port=port) for address, port in pairs)
+
+
+@pytest.mark.parametrize(("pairs", "wanted"), [
+    ((("127.0.0.1", 7000), ("127.0.0.1", 7000)),
+     ["listen[1] (127.0.0.1:7000) clashes with listen[0] (127.0.0.1:7000)"]),
+    ((("0.0.0.0", 7000), ("127.0.0.1", 7000)),
+     ["listen[1] (127.0.0.1:7000) clashes with listen[0] (0.0.0.0:7000)"]),
+    ((("localhost", 7000), ("0.0.0.0", 7000)),
+     ["listen[1] (0.0.0.0:7000) clashes with listen[0] (localhost:7000)"]),
+    ((("::", 7000), ("0.0.0.0", 7000), ("::1", 7000)),
+     ["listen[1] (0.0.0.0:7000) clashes with listen[0] ([::]:7000)",
+      "listen[2] ([::1]:7000) clashes with listen[0] ([::]:7000)"]),
+    ((("::1", 7000), ("0::1", 7000)),
+     ["listen[1] ([0::1]:7000) clashes with listen[0] ([::1]:7000)"]),
+    ((("127.0.0.1", 0), ("127.0.0.1", 0)), []),               # port 0: a free port each
+    ((("127.0.0.1", 7000), ("127.0.0.2", 7000)), []),
+    ((("127.0.0.1", 7000), ("::1", 7000)), []),                # two families
+    ((("0.0.0.0", 7000), ("::1", 7000)), []),
+    ((("127.0.0.1", 7000), ("127.0.0.1", 7001)), []),
+])
+def test_listeners_that_take_one_port_are_named(pairs, wanted):
+    assert listeners.clashes(specs(*pairs)) == [f"{line}: {listeners.CLASH}" for line in wanted]
+
+
+def ipv6_available() -> bool:
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("first", "second", "clashing"), [
+    ("0.0.0.0", "127.0.0.1", True), ("::", "0.0.0.0", True), ("::", "::1", True),
+    ("127.0.0.1", "127.0.0.2", False), ("::1", "127.0.0.1", False),
+])
+def test_the_clashes_named_are_the_ones_the_kernel_refuses(first, second, clashing):
+    """Each pair the table calls clashing fails to bind, each other one binds."""
+    if ":" in first + second and not ipv6_available():
+        pytest.skip("no IPv6 here")
+    bound = listeners.bind(config.Listener(address=first, port=0))
+    port = bound.sock.getsockname()[1]
+    try:
+        pair = specs((first, port), (second, port))
+        assert bool(listeners.clashes(pair)) == clashing
+        try:
+            listeners.bind(pair[1]).sock.close()
+            refused = False
+        except listeners.BindError:
+            refused = True
+        assert refused == clashing
+    finally:
+        bound.sock.close()
+
+
+def test_bind_all_names_the_clash_and_binds_nothing():
+    """It said 'cannot listen on 127.0.0.1:P: Address already in use', with
+    the port free again by the time the operator looked for its owner."""
+    probe = listeners.bind(config.Listener(address="127.0.0.1", port=0))
+    port = probe.sock.getsockname()[1]
+    probe.sock.close()
+    with pytest.raises(listeners.BindError) as caught:
+        listeners.bind_all(specs(("127.0.0.1", port), ("0.0.0.0", port)))
+    assert str(caught.value) == (f"listen[1] (0.0.0.0:{port}) clashes with listen[0] "
+                                 f"(127.0.0.1:{port}): {listeners.CLASH}")
+    listeners.bind(config.Listener(address="0.0.0.0", port=port)).sock.close()

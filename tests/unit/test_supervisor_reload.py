@@ -1,10 +1,11 @@
 """A SIGHUP whose reload fails in any way keeps the running configuration."""
 
 import logging
+import socket
 
 import pytest
 
-from forkchat import config, supervisor
+from forkchat import config, listeners, supervisor
 
 
 def make_supervisor(reload):
@@ -30,3 +31,69 @@ def test_a_failed_reload_keeps_the_running_configuration(caplog, failure):
     assert boss.cfg is running
     assert [r.getMessage().split(":")[0] for r in caplog.records if r.levelno >= logging.ERROR] \
         == ["reload failed, keeping the running configuration"]
+
+
+# -- a reload that succeeds: what each key becomes -------------------------------------
+
+def reload_to(caplog, new: config.Config, running: config.Config = config.Config(),
+              bound=None, spawned=None):
+    """Run a SIGHUP that loads `new` on a supervisor running `running`;
+    returns (the supervisor, the broker's CONFIG frames, warning texts).
+    No process is started: the spawner and the broker are stubbed, and
+    `spawned` gets the configuration each new spawner would start with."""
+    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
+    boss = supervisor.Supervisor(running, targets, reload=lambda: new, bound=bound)
+    frames = []
+    boss.start_spawner = lambda: (spawned if spawned is not None else []).append(boss.cfg)
+    boss._send_broker = frames.append
+    try:
+        with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+            caplog.clear()
+            original = logging.getLogger().level
+            try:
+                boss.handle_sighup()
+            finally:
+                logging.getLogger().setLevel(original)
+    finally:
+        boss.broker_listener.close()
+        boss.selector.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    return boss, frames, warnings
+
+
+def passed_socket():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return listeners.adopt(sock.detach(), config.Listener())
+
+
+def test_a_changed_listen_entry_under_socket_activation_is_said_to_wait(caplog):
+    """forkchat-server(8): a changed [[listen]] entry applies to passed sockets
+    at the next start; the reload said only 'configuration reloaded'."""
+    bound = passed_socket()
+    try:
+        changed = config.Config(listen=(config.Listener(port=6697, protocol="tutorial"),))
+        boss, _frames, warnings = reload_to(caplog, changed, bound=[bound])
+        assert warnings == [f"{supervisor.PASSED_SOCKETS_KEY} changed in the file: "
+                            f"takes effect at the next start"]
+        assert boss.cfg.listen == config.Config().listen     # the running entries kept
+        assert boss.bound == [bound] and bound.sock.fileno() >= 0
+        # the same file again: still said, as for the [server] keys a start applies
+        assert reload_to(caplog, changed, running=boss.cfg, bound=[bound])[2] == warnings
+        assert reload_to(caplog, config.Config(), bound=[bound])[2] == []
+    finally:
+        bound.sock.close()
+
+
+def test_a_reload_whose_listeners_clash_keeps_the_running_configuration(caplog):
+    """Two equal entries were merged without a word, and an entry on a port
+    another one takes failed its bind as 'Address already in use'."""
+    clashing = config.Config(listen=(config.Listener(port=7000), config.Listener(port=7000)),
+                             server=config.Server(motd="new"))
+    running = config.Config(listen=())
+    boss, frames, _warnings = reload_to(caplog, clashing, running=running)
+    assert boss.cfg is running and frames == [] and boss.bound == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "reload failed, keeping the running configuration: listen[1] (127.0.0.1:7000) "
+        f"clashes with listen[0] (127.0.0.1:7000): {listeners.CLASH}"]

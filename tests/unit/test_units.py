@@ -143,3 +143,16 @@ def test_documentation_pages_are_shipped(unit: str) -> None:
     missing = [f"{name}.{section}" for name, section in pages
                if not (MAN / f"{name}.{section}").is_file()]
     assert missing == []
+
+
+def test_exec_reload_sends_the_signal_the_supervisor_reloads_on() -> None:
+    """ExecReload= signals the main process, the supervisor, whose SIGHUP
+    action reloads (and tells systemd RELOADING=1, then READY=1)."""
+    import signal
+
+    from forkchat import supervisor
+    command = directives(UNITS / "forkchat.service")["ExecReload"][0].split()
+    assert command[0] == "/bin/kill" and command[-1] == "$MAINPID"
+    signum = getattr(signal, "SIG" + command[1].removeprefix("-").removeprefix("SIG"))
+    assert supervisor.SIGNAL_ACTIONS[signum] is supervisor.Supervisor.handle_sighup
+    assert directives(UNITS / "forkchat.service")["NotifyAccess"] == ["main"]

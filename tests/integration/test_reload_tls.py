@@ -1,0 +1,54 @@
+"""Certificate renewal as certbot and `systemctl reload forkchat` do it: the
+files are replaced under the same paths and the server gets a SIGHUP."""
+
+import os
+import shutil
+import signal
+import ssl
+
+import pytest
+
+from tests.integration.test_tls import TlsClient, certs, make_cert, start_tls_server, tls_port
+
+__all__ = ["certs"]     # the fixture, used by name
+
+
+def reload_outcome(server) -> str:
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    return server.wait_for_text("configuration reloaded", start=mark)
+
+
+def test_a_renewed_certificate_with_the_old_key_is_reported_and_the_old_one_kept(
+        make_server, certs):
+    cert, key = make_cert(certs, "live")
+    first = os.path.join(certs, "first.pem")
+    shutil.copy(cert, first)
+    server = start_tls_server(make_server, cert, key)
+    port = tls_port(server)
+    before = TlsClient(port, first)
+    before.register("before")
+
+    renewed_cert, renewed_key = make_cert(certs, "renewed")
+    shutil.copy(renewed_cert, cert)           # the key is not renewed yet: no match
+    mark = server.log_length()
+    outcome = reload_outcome(server)
+    assert " WARNING " in outcome, outcome
+    assert outcome.endswith("configuration reloaded, but 1 listener(s) kept their previous "
+                            "certificate"), outcome
+    server.wait_for_text("the key does not belong to the certificate; keeping the current "
+                         "certificate", start=mark)
+    kept = TlsClient(port, first)             # still served the first certificate
+    kept.register("kept")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        TlsClient(port, renewed_cert)
+
+    shutil.copy(renewed_key, key)             # the pair is whole again
+    outcome = reload_outcome(server)
+    assert outcome.endswith(" INFO configuration reloaded"), outcome
+    after = TlsClient(port, renewed_cert)
+    after.register("after")
+    before.sync()                             # nobody was dropped
+    kept.sync()
+    for client in (before, kept, after):
+        client.close()
