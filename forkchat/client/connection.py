@@ -53,6 +53,8 @@ STATUS_NICK_TAKEN = "nick-taken"
 DEFAULT_PARAM_MODES = {"always": "beIk", "when_set": "l", "status": "ov"}
 # A JOIN refused: the key we offered (if any) is not one to remember.
 JOIN_REFUSALS = ("403", "405", "471", "473", "474", "475", "476", "477")
+# The PING token of a flush barrier (forkchat-flush-1, -2 ...).
+FLUSH_TOKEN = "forkchat-flush-"
 FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
                         "465": "you are banned from this server"}
 
@@ -165,7 +167,7 @@ class Connection:
         its PONG proves the lines before it reached the server.
         """
         self._flush_count += 1
-        token = f"forkchat-flush-{self._flush_count}"
+        token = f"{FLUSH_TOKEN}{self._flush_count}"
         self._pongs[token] = callback
         self.send(ircmsg.build("PING", token))
 
@@ -179,6 +181,16 @@ class Connection:
         else:
             self._close()
             self.closed = True
+
+    def close_now(self, reason: str = "") -> None:
+        """End at once (a second SIGTERM): the QUIT if it is not out yet and
+        the socket takes it without waiting, then close, dropping the rest."""
+        if self.state == "ready" and not self._quitting:
+            self._send_now(ircmsg.build("QUIT", reason or "Leaving"))
+        self._quitting = True
+        self._close()
+        self._deadlines.clear()
+        self.closed, self.state = True, "closed"
 
     def _quit_by_hand(self, line: str) -> None:
         """A raw QUIT: queued behind the lines before it, nothing after it.
@@ -204,9 +216,15 @@ class Connection:
         return self._quitting or self._quit_queued
 
     @property
+    def leaving(self) -> bool:
+        """The QUIT is written (or the session is closing): only the close is awaited."""
+        return self._quitting
+
+    @property
     def unsent(self) -> int:
-        """Lines of the user's still in the paced queue (after /quit: never sent)."""
-        return sum(1 for _, ours in self._queue if ours)
+        """Lines of the user's still in the paced queue (after /quit: never
+        sent); line mode's flush barriers are not the user's and not counted."""
+        return sum(1 for line, ours in self._queue if ours and not _is_flush(line))
 
     @property
     def flush_pending(self) -> bool:
@@ -571,6 +589,11 @@ def _command(line: str) -> str:
         return ircmsg.parse(line).command.upper()
     except ValueError:
         return ""
+
+
+def _is_flush(line: str) -> bool:
+    """A flush barrier's PING (see `flush`)."""
+    return line.startswith("PING " + FLUSH_TOKEN)
 
 
 INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {

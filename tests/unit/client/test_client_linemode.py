@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 
 import pytest
 
@@ -169,5 +170,69 @@ def test_a_complaint_to_a_closed_stderr_does_not_end_the_run():
         made._handle_line(b"hello")
         assert made.failures == 1
         assert [line for line, _ in made.conn._queue][-1] == "PRIVMSG #lobby hello"
+    finally:
+        made.sel.close()
+
+
+def test_a_signal_while_connecting_with_nothing_queued_ends_at_once(line_mode):
+    """Ctrl+C while the server does not answer yet: no line of ours waits."""
+    line_mode._signalled(signal.SIGINT)
+    assert line_mode.conn.closed
+    assert line_mode._exit_status() == 130
+
+
+def test_a_second_signal_ends_at_once_and_counts_the_queue(line_mode):
+    """Lines queued while the server is away: the first SIGTERM waits for them
+    (within DRAIN_S), the second ends now and says how many were lost."""
+    feed(line_mode, "one", "two", "three")
+    line_mode._signalled(signal.SIGTERM)
+    assert not line_mode.conn.closed
+    line_mode._signalled(signal.SIGTERM)
+    assert line_mode.conn.closed
+    assert line_mode._exit_status() == 1
+    assert line_mode._err.getvalue() == (
+        "forkchat-client: 3 line(s) not sent: SIGTERM came before they went out\n")
+
+
+def test_the_end_of_the_drain_quits_and_counts_the_queue(line_mode):
+    feed(line_mode, "one", "two")
+    line_mode._signalled(signal.SIGHUP)
+    line_mode._drain_until = 0.0            # DRAIN_S is up
+    line_mode._end_of_drain()
+    assert line_mode.conn.closed and line_mode._dropped == 2
+    assert line_mode._exit_status() == 1
+
+
+def test_a_signal_ignored_at_start_stays_ignored():
+    """`nohup forkchat-client ... &`: SIGHUP must not end it."""
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        caught = linemode._catch_signals()
+        try:
+            assert signal.SIGHUP not in caught
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        finally:
+            for signum, handler in caught.items():
+                signal.signal(signum, handler)
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+class HungUp(io.StringIO):
+    """A terminal that hung up: every write fails with EIO."""
+
+    def write(self, text: str) -> int:
+        raise OSError(5, "Input/output error")
+
+
+def test_a_hung_up_terminal_ends_output_not_the_run():
+    """`--line` on a terminal that closed: SIGHUP now leaves politely, and the
+    events printed meanwhile must not end it in a traceback (EIO)."""
+    made = linemode.LineMode(connection.Settings(nick="lm", rooms=("#lobby",)),
+                             out=HungUp(), err=HungUp())
+    try:
+        made.conn._handle_raw(b":alice!u@h PRIVMSG #lobby :hi")
+        made._complain("still fine")
+        assert not isinstance(made._out, HungUp) and not isinstance(made._err, HungUp)
     finally:
         made.sel.close()
