@@ -100,6 +100,26 @@ def test_a_refused_oper_says_so_and_fails_the_run(line_mode, reply, said):
     assert line_mode.failures == 1
 
 
+@pytest.mark.parametrize("reply", [b":srv 433 lm deploybot :Nickname is already in use",
+                                   b":srv 432 lm 1bad :Erroneous nickname"])
+def test_a_refused_nick_change_fails_the_run(line_mode, reply):
+    """`printf '/nick deploybot\\nDeploy done\\n' | forkchat-client -n cron`
+    with deploybot taken: the message went out as cron, and the exit status
+    was 0."""
+    line_mode.conn._handle_raw(reply)
+    assert line_mode.failures == 1
+
+
+def test_a_lost_race_to_take_the_wanted_nick_back_is_no_failure(line_mode):
+    """The connection's own quiet NICK (the holder of our nick left) may get
+    a 433 if someone was quicker: not a line of the user's, not a failure."""
+    conn = line_mode.conn
+    conn.state, conn.nick = "ready", "lm_"
+    conn._regaining = True
+    conn._handle_raw(b":srv 433 lm_ lm :Nickname is already in use")
+    assert line_mode.failures == 0
+
+
 def test_an_empty_names_or_who_reply_is_printed(line_mode):
     """`/names #secret` in a pipe: the end-of-list line is the whole answer."""
     conn = line_mode.conn
