@@ -42,6 +42,8 @@ IDLE_PING_S = 90.0
 PING_TIMEOUT_S = 60.0
 QUIT_TIMEOUT_S = 3.0
 SEND_BURST = 8
+# CTCP answers waiting in the paced queue at most; requests beyond get none.
+CTCP_ANSWERS_QUEUED = 3
 SEND_INTERVAL_S = 0.6
 VERSION_TEXT = "forkchat-client"
 STATUS_CONNECTED = "connected"
@@ -525,14 +527,27 @@ class Connection:
         return False
 
     def _on_privmsg(self, msg: ircmsg.Message) -> bool:
-        """Answer CTCP VERSION and PING as every client does; show the rest."""
+        """Answer CTCP VERSION and PING as every client does; show the rest.
+
+        The answers are not the user's lines: they are neither counted as
+        unsent nor sent again after a reconnect, and while a few wait in the
+        paced queue more requests get none, so a flood of them cannot hold
+        back what the user types behind a minute of answers.
+        """
         text = msg.param(1)
         if text.startswith("\x01VERSION") or text.startswith("\x01PING"):
             body = text.strip("\x01")
             if body.startswith("VERSION"):
                 body = "VERSION " + VERSION_TEXT
-            self.send(ircmsg.build("NOTICE", msg.nick, f"\x01{body}\x01"))
+            if not self.quitting and self._ctcp_answers_queued() < CTCP_ANSWERS_QUEUED:
+                answer = ircmsg.clean(ircmsg.build("NOTICE", msg.nick, f"\x01{body}\x01"))
+                self._queue.append((answer, False))
+                self._pump()
         return False
+
+    def _ctcp_answers_queued(self) -> int:
+        return sum(1 for line, ours in self._queue
+                   if not ours and line.startswith("NOTICE ") and "\x01" in line)
 
     # ---- writing -----------------------------------------------------------------
 

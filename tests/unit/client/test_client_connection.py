@@ -642,3 +642,21 @@ def test_nothing_goes_out_after_the_quit_of_a_quit_command(peer, monkeypatch):
     assert harness.conn.unsent == 20 - len(sent) > 0
     close_peer_side(peer)
     harness.until(lambda: harness.conn.closed, "closed")
+
+
+def test_ctcp_answers_are_few_and_not_the_users_lines(peer):
+    """A CTCP VERSION flood (from anyone, in a shared room) queued one paced
+    NOTICE each, ahead of what the user typed next (100 requests: a minute
+    of delay), and counted them as the user's unsent lines on leaving and
+    after a signal.  Now a few answers wait at most; the rest are dropped."""
+    harness = Harness(peer, nick="bob", resend=True)
+    for n in range(100):
+        harness.conn._handle_raw(b":mallory!m@h PRIVMSG #lobby :\x01VERSION\x01")
+    harness.conn._handle_raw(b":mallory!m@h PRIVMSG bob :\x01PING 42\x01")
+    harness.conn.send("PRIVMSG #lobby :mine")
+    queued = [line for line, _ in harness.conn._queue]
+    answers = [line for line in queued if line.startswith("NOTICE mallory")]
+    assert 0 < len(answers) <= connection.CTCP_ANSWERS_QUEUED
+    assert queued[-1] == "PRIVMSG #lobby :mine"
+    assert harness.conn.unsent == 1
+    harness.conn.quit()
