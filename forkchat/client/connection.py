@@ -388,7 +388,8 @@ class Connection:
                 self._offered_keys[ircmsg.casefold(room)] = key
 
     def _on_nick_taken(self, msg: ircmsg.Message) -> bool:
-        """433 while registering: try bob_, bob2, ... instead of a dead end.
+        """433 while registering (or 436, a collision, or 437, a nick held
+        back after a netsplit): try bob_, bob2, ... instead of a dead end.
 
         Once registered, a 433 is the answer to a /nick, shown as it is, or
         to our own try to take the wanted nick back, which someone else was
@@ -614,7 +615,8 @@ def _is_flush(line: str) -> bool:
 INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {
     "PING": Connection._on_ping, "PONG": Connection._on_pong,
     "001": Connection._on_welcome, "433": Connection._on_nick_taken,
-    "436": Connection._on_nick_taken, "432": Connection._on_fatal_numeric,
+    "436": Connection._on_nick_taken, "437": Connection._on_nick_taken,
+    "432": Connection._on_fatal_numeric,
     "464": Connection._on_fatal_numeric, "465": Connection._on_fatal_numeric,
     "ERROR": Connection._on_error, "NICK": Connection._on_nick,
     "QUIT": Connection._on_quit,

@@ -660,3 +660,21 @@ def test_ctcp_answers_are_few_and_not_the_users_lines(peer):
     assert queued[-1] == "PRIVMSG #lobby :mine"
     assert harness.conn.unsent == 1
     harness.conn.quit()
+
+
+def test_a_nick_held_back_by_the_server_tries_a_suffix_too(peer):
+    """437 (ERR_UNAVAILRESOURCE): ratbox, charybdis and solanum hold a nick
+    back for a while after a netsplit (nick delay).  It went unanswered at
+    registration: 15 s of silence, then 'sent no IRC welcome ... is it an
+    IRC port?' and the end."""
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("NICK bob")
+    peer.send(":srv 437 * bob :Nick/channel is temporarily unavailable")
+    harness.expect_line("NICK bob_")
+    peer.send(":srv 001 bob_ :Welcome")
+    harness.until(lambda: harness.conn.ready, "registered")
+    assert harness.conn.nick == "bob_"
+    harness.conn.quit()
