@@ -343,7 +343,13 @@ class LineMode:
         return shown
 
     def _follow_own(self, event: events.UiEvent) -> None:
-        """Leaving the current room makes the next joined room current."""
+        """Leaving the current room makes the next joined room current; the
+        partner of a /query who changes nick is followed, as the full-screen
+        interface renames the conversation (the lines went to the old nick,
+        refused 401 each)."""
+        if (event.kind == "nick" and not ircmsg.is_room(self.current)
+                and ircmsg.casefold(event.nick) == ircmsg.casefold(self.current)):
+            self.current = event.other
         if event.kind == "join" and event.own:
             self._names_quiet.add(ircmsg.casefold(event.buffer))
         gone = (event.kind == "part" and event.own) or (event.kind == "kick" and event.own)

@@ -42,6 +42,23 @@ def test_part_skips_rooms_being_left(line_mode):
     assert line_mode.current == "#new"
 
 
+def test_a_query_follows_its_partners_new_nick(line_mode):
+    """`/query alice` then lines: alice becoming alicia (seen in a shared
+    room) sent the rest to a nick no one has, each refused."""
+    feed(line_mode, "/query alice")
+    line_mode.conn._handle_raw(b":Alice!a@h NICK alicia")
+    assert line_mode.current == "alicia"
+    feed(line_mode, "still there?")
+    assert line_mode.conn._queue[-1][0] == "PRIVMSG alicia :still there?"
+    line_mode.conn._handle_raw(b":bob!b@h NICK robert")      # someone else: no change
+    assert line_mode.current == "alicia"
+
+
+def test_a_rename_does_not_move_talk_out_of_a_room(line_mode):
+    line_mode.conn._handle_raw(b":lobby!a@h NICK other")
+    assert line_mode.current == "#lobby"
+
+
 def test_part_of_another_room_keeps_the_current_one(line_mode):
     feed(line_mode, "/switch #ops", "/part #lobby")
     assert line_mode.current == "#ops"
