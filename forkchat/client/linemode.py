@@ -53,7 +53,8 @@ DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "432", "433", "436", "4
                              "477", "481", "482", "491"])
 HIDDEN_KINDS = frozenset(["server", "ctcp"])
 # After SIGTERM, SIGINT or SIGHUP the lines already read get this long to go
-# out (8 at once, then one per 0.6 s: about 15 lines) before the QUIT.
+# out (at the pace, 8 at once and then one per 0.6 s: some 16 lines) before
+# the QUIT.
 DRAIN_S = 5.0
 SIGNAL_REASONS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "Terminated",
                   signal.SIGINT: "Interrupted"}
