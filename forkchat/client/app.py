@@ -46,15 +46,17 @@ modes:
     HH:MM #room <nick> text      (talk in a room other than the current one)
     HH:MM -nick- notice          HH:MM * nick is now known as new
   Without -n the first stdin line is the nickname. At end of input the
-  client makes sure the server has every line, then quits.
+  client makes sure the server has every line, then quits; SIGTERM, SIGHUP
+  and Ctrl+C do the same within a few seconds (a second one ends at once).
 
 exit status:
   0    every line was sent (line mode), or the interface was left
   1    could not connect or register, or lost the server for good; in line
-       mode also a line the server rejected or an invalid /command; TERM
-       names a terminal type unknown here (set another or use --line)
+       mode also a line the server rejected, an invalid /command, or lines
+       a signal left unsent; TERM names a terminal type unknown here (set
+       another or use --line)
   2    usage error (option, nickname, room, port, password or CA file)
-  130  Ctrl+C in line mode, or at the nickname question
+  130  Ctrl+C in line mode (every line sent), or at the nickname question
 
 example (from cron: stdout to /dev/null, so only a failure is mailed):
   echo "backup done" | forkchat-client -n cron -r '#ops' chat.example.org >/dev/null

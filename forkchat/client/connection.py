@@ -42,6 +42,8 @@ IDLE_PING_S = 90.0
 PING_TIMEOUT_S = 60.0
 QUIT_TIMEOUT_S = 3.0
 SEND_BURST = 8
+# CTCP answers waiting in the paced queue at most; requests beyond get none.
+CTCP_ANSWERS_QUEUED = 3
 SEND_INTERVAL_S = 0.6
 VERSION_TEXT = "forkchat-client"
 STATUS_CONNECTED = "connected"
@@ -53,6 +55,8 @@ STATUS_NICK_TAKEN = "nick-taken"
 DEFAULT_PARAM_MODES = {"always": "beIk", "when_set": "l", "status": "ov"}
 # A JOIN refused: the key we offered (if any) is not one to remember.
 JOIN_REFUSALS = ("403", "405", "471", "473", "474", "475", "476", "477")
+# The PING token of a flush barrier (forkchat-flush-1, -2 ...).
+FLUSH_TOKEN = "forkchat-flush-"
 FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
                         "465": "you are banned from this server"}
 
@@ -165,7 +169,7 @@ class Connection:
         its PONG proves the lines before it reached the server.
         """
         self._flush_count += 1
-        token = f"forkchat-flush-{self._flush_count}"
+        token = f"{FLUSH_TOKEN}{self._flush_count}"
         self._pongs[token] = callback
         self.send(ircmsg.build("PING", token))
 
@@ -179,6 +183,16 @@ class Connection:
         else:
             self._close()
             self.closed = True
+
+    def close_now(self, reason: str = "") -> None:
+        """End at once (a second SIGTERM): the QUIT if it is not out yet and
+        the socket takes it without waiting, then close, dropping the rest."""
+        if self.state == "ready" and not self._quitting:
+            self._send_now(ircmsg.build("QUIT", reason or "Leaving"))
+        self._quitting = True
+        self._close()
+        self._deadlines.clear()
+        self.closed, self.state = True, "closed"
 
     def _quit_by_hand(self, line: str) -> None:
         """A raw QUIT: queued behind the lines before it, nothing after it.
@@ -204,9 +218,15 @@ class Connection:
         return self._quitting or self._quit_queued
 
     @property
+    def leaving(self) -> bool:
+        """The QUIT is written (or the session is closing): only the close is awaited."""
+        return self._quitting
+
+    @property
     def unsent(self) -> int:
-        """Lines of the user's still in the paced queue (after /quit: never sent)."""
-        return sum(1 for _, ours in self._queue if ours)
+        """Lines of the user's still in the paced queue (after /quit: never
+        sent); line mode's flush barriers are not the user's and not counted."""
+        return sum(1 for line, ours in self._queue if ours and not _is_flush(line))
 
     @property
     def flush_pending(self) -> bool:
@@ -368,7 +388,8 @@ class Connection:
                 self._offered_keys[ircmsg.casefold(room)] = key
 
     def _on_nick_taken(self, msg: ircmsg.Message) -> bool:
-        """433 while registering: try bob_, bob2, ... instead of a dead end.
+        """433 while registering (or 436, a collision, or 437, a nick held
+        back after a netsplit): try bob_, bob2, ... instead of a dead end.
 
         Once registered, a 433 is the answer to a /nick, shown as it is, or
         to our own try to take the wanted nick back, which someone else was
@@ -507,14 +528,27 @@ class Connection:
         return False
 
     def _on_privmsg(self, msg: ircmsg.Message) -> bool:
-        """Answer CTCP VERSION and PING as every client does; show the rest."""
+        """Answer CTCP VERSION and PING as every client does; show the rest.
+
+        The answers are not the user's lines: they are neither counted as
+        unsent nor sent again after a reconnect, and while a few wait in the
+        paced queue more requests get none, so a flood of them cannot hold
+        back what the user types behind a minute of answers.
+        """
         text = msg.param(1)
         if text.startswith("\x01VERSION") or text.startswith("\x01PING"):
             body = text.strip("\x01")
             if body.startswith("VERSION"):
                 body = "VERSION " + VERSION_TEXT
-            self.send(ircmsg.build("NOTICE", msg.nick, f"\x01{body}\x01"))
+            if not self.quitting and self._ctcp_answers_queued() < CTCP_ANSWERS_QUEUED:
+                answer = ircmsg.clean(ircmsg.build("NOTICE", msg.nick, f"\x01{body}\x01"))
+                self._queue.append((answer, False))
+                self._pump()
         return False
+
+    def _ctcp_answers_queued(self) -> int:
+        return sum(1 for line, ours in self._queue
+                   if not ours and line.startswith("NOTICE ") and "\x01" in line)
 
     # ---- writing -----------------------------------------------------------------
 
@@ -573,10 +607,16 @@ def _command(line: str) -> str:
         return ""
 
 
+def _is_flush(line: str) -> bool:
+    """A flush barrier's PING (see `flush`)."""
+    return line.startswith("PING " + FLUSH_TOKEN)
+
+
 INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {
     "PING": Connection._on_ping, "PONG": Connection._on_pong,
     "001": Connection._on_welcome, "433": Connection._on_nick_taken,
-    "436": Connection._on_nick_taken, "432": Connection._on_fatal_numeric,
+    "436": Connection._on_nick_taken, "437": Connection._on_nick_taken,
+    "432": Connection._on_fatal_numeric,
     "464": Connection._on_fatal_numeric, "465": Connection._on_fatal_numeric,
     "ERROR": Connection._on_error, "NICK": Connection._on_nick,
     "QUIT": Connection._on_quit,

@@ -18,9 +18,15 @@ from typing import Callable
 
 from forkchat.client import ircmsg
 
-# mIRC colour/format codes, then any other C0/C1 control or DEL.
+# Unicode's bidirectional controls: the embeddings and overrides (LRE RLE PDF
+# LRO RLO), the isolates (LRI RLI FSI PDI) and the marks (LRM RLM ALM).  In a
+# nick or a message they reorder the rest of the line as the terminal shows
+# it ("Trojan Source"): `<mallory> ` with an RLO and reversed text can read
+# as a line said by someone else.
+BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
+# mIRC colour/format codes, then any other C0/C1 control, DEL, or bidi control.
 _FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}"
-                         r"|[\x00-\x1f\x7f\x80-\x9f]")
+                         r"|[\x00-\x1f\x7f\x80-\x9f" + BIDI_CONTROLS + "]")
 _SERVER_TEXT_NUMERICS = frozenset(
     list(range(1, 100)) + list(range(250, 267)) + [372, 375, 376, 422])
 _SILENT_NUMERICS = frozenset([318, 321, 329, 333, 369])
@@ -59,7 +65,8 @@ class UiEvent:
 
 
 def sanitize(text: str) -> str:
-    """Drop IRC formatting codes and control characters from remote text.
+    """Drop IRC formatting codes, control characters and bidirectional
+    controls from remote text.
 
     A tab becomes a space first: `df` or TSV output piped into a room kept
     its columns apart with tabs, and dropping them glued the words together.

@@ -13,18 +13,25 @@ on stdout (`events.line_text`); link status and errors go to stderr.  At EOF the
 still queued are sent, a PING is sent behind them, and only when its PONG
 arrives (proof the server has processed every line) does the client QUIT.
 
+SIGTERM, SIGHUP and SIGINT end it the same way, but within DRAIN_S: what
+is still queued then is dropped and counted; a second signal ends at once.
+
 Exit status: 0 when every line was delivered; 1 when the connection or the
-registration failed, the server went away for good, or the server rejected
-a line (no such room, cannot send, a wrong OPER password, no privilege);
-130 on Ctrl+C.  The reading of stdin starts after registration, so nothing
-typed early is lost or reordered.
+registration failed, the server went away for good, the server rejected
+a line (no such room, cannot send, a wrong OPER password, no privilege), or
+a signal left lines unsent; 130 on Ctrl+C once every line was sent.  The
+reading of stdin starts after registration, so nothing typed early is lost
+or reordered.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
+import signal
+import socket
 import sys
+import time
 from typing import TextIO
 
 from forkchat.client import connection, events, ircmsg, slash
@@ -38,10 +45,22 @@ BARRIER_LINES = 8
 # Replies that mean "a line we sent did not get where it was meant to go", or
 # was refused for want of a privilege (OPER: a wrong password, the back-off
 # wait, no O-line for the host; an operator's or a room operator's command),
-# so a script's exit status tells.
-DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "441", "442", "464", "471",
-                             "473", "474", "475", "476", "477", "481", "482", "491"])
+# or a /nick refused (erroneous, in use: the lines after it went out under
+# the old name), so a script's exit status tells.  The connection hides the
+# 433 that answers its own quiet try to take the wanted nick back.
+DELIVERY_ERRORS = frozenset(["401", "403", "404", "405", "432", "433", "436", "437",
+                             "441", "442", "464", "471", "473", "474", "475", "476",
+                             "477", "481", "482", "491"])
 HIDDEN_KINDS = frozenset(["server", "ctcp"])
+# After SIGTERM, SIGINT or SIGHUP the lines already read get this long to go
+# out (at the pace, 8 at once and then one per 0.6 s: some 16 lines) before
+# the QUIT.
+DRAIN_S = 5.0
+SIGNAL_REASONS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "Terminated",
+                  signal.SIGINT: "Interrupted"}
+SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGINT: "Ctrl+C"}
+# The exit status when every line got through: Ctrl+C keeps the shell's 130.
+SIGNAL_STATUS = {signal.SIGINT: 130}
 
 
 class LineMode:
@@ -66,28 +85,96 @@ class LineMode:
         self._names_quiet: set[str] = set()
         self._listed: set[str] = set()   # rooms whose NAMES or WHO rows came, until the end
         self._leaving: set[str] = set()   # rooms we sent PART for, echo not yet seen
+        self._signal = 0                  # the first SIGTERM/SIGINT/SIGHUP, 0 before
+        self._drain_until: float | None = None   # when the queue's time after it is up
+        self._dropped = 0                 # lines still queued when the client had to go
 
     def run(self) -> int:
-        self.conn.start()
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno())
+        old_handlers = _catch_signals()
         try:
-            while not self.conn.closed:
-                self._watch_stdin()
-                polling = self._reading and self._stdin_is_file
-                for key, mask in self.sel.select(0.0 if polling else self.conn.next_timeout()):
-                    key.data(mask)
-                if polling:
-                    self._on_stdin(selectors.EVENT_READ)
-                self.conn.tick()
-        except KeyboardInterrupt:
-            self.conn.quit("Interrupted")
-            return 130
+            self.sel.register(wake_r, selectors.EVENT_READ, lambda _: self._on_signal(wake_r))
+            self.conn.start()
+            self._loop()
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
+            wake_r.close()
+            wake_w.close()
+        return self._exit_status()
+
+    def _loop(self) -> None:
+        while not self.conn.closed:
+            self._watch_stdin()
+            polling = self._reading and self._stdin_is_file
+            for key, mask in self.sel.select(0.0 if polling else self._timeout()):
+                key.data(mask)
+            if polling and self._reading:       # not when a signal stopped the reading
+                self._on_stdin(selectors.EVENT_READ)
+            self.conn.tick()
+            self._end_of_drain()
+
+    def _exit_status(self) -> int:
+        """0 when every line got through (130 after Ctrl+C), else 1 and why."""
         if self.conn.fatal:
             self._complain(self.conn.fatal)
             return 1
+        if self._dropped:
+            self._complain(f"{self._dropped} line(s) not sent: "
+                           f"{SIGNAL_NAMES.get(self._signal, 'a signal')} came before they went out")
         if self.failures:
             self._complain(f"{self.failures} line(s) refused or not delivered")
+        if self.failures or self._dropped:
             return 1
-        return 0
+        return SIGNAL_STATUS.get(self._signal, 0)
+
+    # ---- signals ------------------------------------------------------------
+
+    def _on_signal(self, wake: socket.socket) -> None:
+        """Signals only wake the loop (set_wakeup_fd); act on them here."""
+        try:
+            received = wake.recv(256)
+        except BlockingIOError:
+            return
+        for signum in received:
+            if signum in SIGNAL_REASONS:
+                self._signalled(signum)
+
+    def _signalled(self, signum: int) -> None:
+        """SIGTERM, SIGINT, SIGHUP: end as at end of input, but within
+        DRAIN_S (`timeout 60 forkchat-client ... < file` lost the lines
+        still paced in the queue, and the server saw no QUIT); the second
+        one ends at once."""
+        if self._signal:
+            self._dropped = max(self._dropped, self.conn.unsent)
+            self.conn.close_now(SIGNAL_REASONS[self._signal])
+            return
+        self._signal = signum
+        self._drain_until = time.monotonic() + DRAIN_S
+        pending, self._pending = self._pending, b""
+        self._finish(pending, SIGNAL_REASONS[signum])
+        if not self.conn.ready and not self.conn.unsent:
+            self.conn.quit()    # connecting, nothing of ours to wait for: go now
+
+    def _end_of_drain(self) -> None:
+        """DRAIN_S after the signal: QUIT now; lines still queued are lost."""
+        if (self._drain_until is None or self.conn.leaving or self.conn.closed
+                or time.monotonic() < self._drain_until):
+            return
+        self._dropped = self.conn.unsent
+        self.conn.quit(SIGNAL_REASONS[self._signal])
+
+    def _timeout(self) -> float | None:
+        """Until the next connection timer, or the end of the drain."""
+        pending = self.conn.next_timeout()
+        if self._drain_until is None or self.conn.leaving:
+            return pending
+        drain = max(0.0, self._drain_until - time.monotonic())
+        return drain if pending is None else min(pending, drain)
 
     # ---- stdin --------------------------------------------------------------
 
@@ -106,7 +193,10 @@ class LineMode:
             self._reading = True
 
     def _on_stdin(self, mask: int) -> None:
-        data = os.read(self._stdin_fd, READ_BYTES)
+        try:
+            data = os.read(self._stdin_fd, READ_BYTES)
+        except OSError:
+            data = b""      # a terminal that hung up (EIO): the end of input
         if not data:
             self._finish(self._pending)
             return
@@ -254,7 +344,13 @@ class LineMode:
         return shown
 
     def _follow_own(self, event: events.UiEvent) -> None:
-        """Leaving the current room makes the next joined room current."""
+        """Leaving the current room makes the next joined room current; the
+        partner of a /query who changes nick is followed, as the full-screen
+        interface renames the conversation (the lines went to the old nick,
+        refused 401 each)."""
+        if (event.kind == "nick" and not ircmsg.is_room(self.current)
+                and ircmsg.casefold(event.nick) == ircmsg.casefold(self.current)):
+            self.current = event.other
         if event.kind == "join" and event.own:
             self._names_quiet.add(ircmsg.casefold(event.buffer))
         gone = (event.kind == "part" and event.own) or (event.kind == "kick" and event.own)
@@ -274,16 +370,16 @@ class LineMode:
         try:
             self._out.write(text + "\n")
             self._out.flush()
-        except BrokenPipeError:
-            self._out = open(os.devnull, "w")  # reader went away (| head): go on quietly
+        except OSError:     # reader went away (| head), the terminal hung up (EIO)
+            self._out = open(os.devnull, "w")  # go on quietly
 
     def _complain(self, text: str) -> None:
         """A line on stderr; a reader of it that went away (`2>&1 | head -1`,
-        a dead logger) must not end the run, only this message."""
+        a dead logger, a hung-up terminal) must not end the run, only this message."""
         try:
             self._err.write(f"forkchat-client: {text}\n")
             self._err.flush()
-        except BrokenPipeError:
+        except OSError:
             self._err = open(os.devnull, "w")
 
 
@@ -303,6 +399,17 @@ LOCAL_ACTIONS = {
     "quit": LineMode._quit,
     "help": LineMode._help,
 }
+
+
+def _catch_signals() -> dict[int, object]:
+    """Route SIGNAL_REASONS to the wake-up socket; the old handlers, to put
+    back.  A signal ignored at start (`nohup`, SIGINT of a background job
+    under sh) stays ignored."""
+    old = {}
+    for signum in SIGNAL_REASONS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            old[signum] = signal.signal(signum, lambda *_: None)
+    return old
 
 
 def run(settings: connection.Settings) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -488,3 +489,59 @@ def test_a_restart_in_the_middle_of_a_long_input_repeats_only_a_few_lines(make_s
     repeated = [line for line in again if int(line.split()[1]) <= cut]
     assert len(repeated) <= 10, again   # a barrier every 8 lines, and one in flight
     assert client.finish() == 0
+
+
+def start_piped(line_client, server, watcher, lines: list[str]) -> LineClient:
+    """A client whose stdin stays open, the lines written in one go; back
+    once the watcher has the first, so the client has read them all."""
+    client = line_client("-n", "cron", "-r", "#ops", f"127.0.0.1:{server.port}")
+    client.wait_for(r"\* cron joined #ops")
+    assert client.proc.stdin is not None
+    client.proc.stdin.write("".join(line + "\n" for line in lines).encode())
+    client.proc.stdin.flush()
+    expect_privmsg(watcher, "cron", "#ops", lines[0])
+    return client
+
+
+def received_until_quit(watcher: IrcTestClient, nick: str = "cron") -> tuple[list[str], str]:
+    """The texts the watcher gets from `nick`, and the reason of its QUIT."""
+    texts: list[str] = []
+    while True:
+        msg = watcher.expect(lambda m: m.command in ("PRIVMSG", "QUIT"), 20)
+        assert msg.prefix.startswith(nick + "!"), msg
+        if msg.command == "QUIT":
+            return texts, msg.params[-1]
+        texts.append(msg.params[-1])
+
+
+@pytest.mark.parametrize("signum, status, reason", [
+    (signal.SIGTERM, 0, "Terminated"), (signal.SIGINT, 130, "Interrupted")])
+def test_a_signal_sends_the_queued_lines_then_quits(server, registered, line_client,
+                                                   signum, status, reason):
+    """`timeout 60 forkchat-client ... < file`: SIGTERM ended the client at
+    once, the lines still paced in its queue lost and no QUIT; Ctrl+C sent
+    the QUIT but dropped the queue too.  Now both end as EOF does."""
+    watcher = watcher_in(registered, "#ops")
+    lines = [f"line {n}" for n in range(1, 13)]     # 8 at once, 4 paced: within DRAIN_S
+    client = start_piped(line_client, server, watcher, lines)
+    client.proc.send_signal(signum)
+    texts, said = received_until_quit(watcher)
+    assert texts == lines[1:]
+    assert said.endswith(reason)
+    assert client.proc.wait(WAIT_S) == status
+    assert not any("Traceback" in line for line in client.err), client.err
+
+
+def test_a_signal_counts_the_lines_it_could_not_send(server, registered, line_client):
+    """What the paced queue cannot send within DRAIN_S is dropped, counted on
+    stderr, and the exit status is 1: the run did not deliver everything."""
+    watcher = watcher_in(registered, "#ops")
+    lines = [f"line {n}" for n in range(1, 41)]     # 40 lines take ~20 s at the pace
+    client = start_piped(line_client, server, watcher, lines)
+    client.proc.send_signal(signal.SIGTERM)
+    texts, said = received_until_quit(watcher)
+    assert said.endswith("Terminated")
+    assert client.proc.wait(WAIT_S) == 1
+    [complaint] = client.wait_for(r"not sent", where="err")
+    dropped = int(re.search(r"(\d+) line\(s\) not sent: SIGTERM", complaint).group(1))
+    assert texts == lines[1:len(lines) - dropped] and dropped > 0

@@ -254,10 +254,18 @@ def test_ctrl_c_quits_and_restores_the_terminal(server, terminal):
 
 
 def test_sigterm_quits_and_restores_the_terminal(server, terminal):
+    """`kill PID` (a logout script, systemd ending the session): the others
+    read a QUIT with a reason, not a dropped link."""
     term = terminal("-n", "stopped", f"127.0.0.1:{server.port}")
     term.wait_text("stopped joined #lobby")
     client = client_process(term)
-    client.terminate()
+    watcher = other_user(server.port, "watcher", "#lobby")
+    try:
+        client.terminate()
+        msg = watcher.expect("QUIT")
+        assert msg.prefix.startswith("stopped!") and msg.params[-1].endswith("Terminated")
+    finally:
+        watcher.close()
     lines = term.wait_text("CLIENT-EXIT=")
     assert any(line.startswith("CLIENT-EXIT=0 MODES=icanon,echo,") for line in lines), lines
 
@@ -554,3 +562,4 @@ def test_accents_and_wide_characters_are_typed_under_lc_all_c(server):
     finally:
         watcher.close()
         term.close()
+

@@ -467,6 +467,8 @@ def test_client_numbers_documented() -> None:
               f"after {connection.IDLE_PING_S:.0f} seconds of silence",
               f"gives up after {linemode.GIVE_UP_S / 60:.0f} minutes",
               f"every {linemode.BARRIER_LINES} lines",
+              f"get up to {linemode.DRAIN_S:.0f} seconds",
+              f"while {connection.CTCP_ANSWERS_QUEUED} answers wait",
               f"its last {buffers.SCROLLBACK_LINES} lines"]
     assert [phrase for phrase in wanted if phrase not in text] == []
     readme = " ".join((MAN.parent / "README.md").read_text().split())

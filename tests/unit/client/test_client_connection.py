@@ -642,3 +642,39 @@ def test_nothing_goes_out_after_the_quit_of_a_quit_command(peer, monkeypatch):
     assert harness.conn.unsent == 20 - len(sent) > 0
     close_peer_side(peer)
     harness.until(lambda: harness.conn.closed, "closed")
+
+
+def test_ctcp_answers_are_few_and_not_the_users_lines(peer):
+    """A CTCP VERSION flood (from anyone, in a shared room) queued one paced
+    NOTICE each, ahead of what the user typed next (100 requests: a minute
+    of delay), and counted them as the user's unsent lines on leaving and
+    after a signal.  Now a few answers wait at most; the rest are dropped."""
+    harness = Harness(peer, nick="bob", resend=True)
+    for n in range(100):
+        harness.conn._handle_raw(b":mallory!m@h PRIVMSG #lobby :\x01VERSION\x01")
+    harness.conn._handle_raw(b":mallory!m@h PRIVMSG bob :\x01PING 42\x01")
+    harness.conn.send("PRIVMSG #lobby :mine")
+    queued = [line for line, _ in harness.conn._queue]
+    answers = [line for line in queued if line.startswith("NOTICE mallory")]
+    assert 0 < len(answers) <= connection.CTCP_ANSWERS_QUEUED
+    assert queued[-1] == "PRIVMSG #lobby :mine"
+    assert harness.conn.unsent == 1
+    harness.conn.quit()
+
+
+def test_a_nick_held_back_by_the_server_tries_a_suffix_too(peer):
+    """437 (ERR_UNAVAILRESOURCE): ratbox, charybdis and solanum hold a nick
+    back for a while after a netsplit (nick delay).  It went unanswered at
+    registration: 15 s of silence, then 'sent no IRC welcome ... is it an
+    IRC port?' and the end."""
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("NICK bob")
+    peer.send(":srv 437 * bob :Nick/channel is temporarily unavailable")
+    harness.expect_line("NICK bob_")
+    peer.send(":srv 001 bob_ :Welcome")
+    harness.until(lambda: harness.conn.ready, "registered")
+    assert harness.conn.nick == "bob_"
+    harness.conn.quit()

@@ -92,6 +92,36 @@ def test_escape_sequences_from_others_never_reach_the_terminal():
     assert event.text == "[2Jred text"
 
 
+BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e",     # LRE RLE PDF LRO RLO
+        "\u2066", "\u2067", "\u2068", "\u2069",                # LRI RLI FSI PDI
+        "\u200e", "\u200f", "\u061c"]                          # LRM RLM ALM
+
+
+@pytest.mark.parametrize("char", BIDI)
+def test_sanitize_drops_each_bidirectional_control(char):
+    assert events.sanitize(f"a{char}b") == "ab"
+
+
+@pytest.mark.parametrize("text", ["שלום world", "مرحبا", "a\u200db", "👩\u200d💻", "x\ufe0f"])
+def test_sanitize_keeps_right_to_left_text_and_joiners(text):
+    """Hebrew or Arabic words are text, not controls; a terminal lays them
+    out itself.  Zero-width joiners make emoji and scripts, not reordering."""
+    assert events.sanitize(text) == text
+
+
+def test_a_bidi_override_cannot_make_a_line_read_as_someone_else():
+    """"Trojan Source" in a chat: mallory sends RLO + the reversed words of a
+    line by alice, so a terminal shows `<mallory> <alice> ...`-like text in
+    the wrong order; a nick can carry one too.  Both are dropped, in the
+    events both front ends show, so the line reads as sent."""
+    raw = ":mal\u202elory!m@h PRIVMSG #lobby :\u202e<ecila> em ot tsrif yap\u2066x\u2069"
+    assert line_for(raw) == ["09:05 <mallory> <ecila> em ot tsrif yapx"]
+    [names] = events.translate(ircmsg.parse(":srv 353 bob = #lobby :al\u200fice b\u2067ob"), "bob")
+    assert names.names == ("alice", "bob")
+    [topic] = events.translate(ircmsg.parse(":a!a@h TOPIC #lobby :\u202bnew\u202c topic"), "bob")
+    assert topic.text == "new topic"
+
+
 def test_own_flag_and_private_buffer():
     [join] = events.translate(ircmsg.parse(":Bob!b@h JOIN #lobby"), "bob")
     assert join.own

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 
 import pytest
 
@@ -39,6 +40,23 @@ def test_part_skips_rooms_being_left(line_mode):
     assert line_mode.current == ""
     feed(line_mode, "/join #new")
     assert line_mode.current == "#new"
+
+
+def test_a_query_follows_its_partners_new_nick(line_mode):
+    """`/query alice` then lines: alice becoming alicia (seen in a shared
+    room) sent the rest to a nick no one has, each refused."""
+    feed(line_mode, "/query alice")
+    line_mode.conn._handle_raw(b":Alice!a@h NICK alicia")
+    assert line_mode.current == "alicia"
+    feed(line_mode, "still there?")
+    assert line_mode.conn._queue[-1][0] == "PRIVMSG alicia :still there?"
+    line_mode.conn._handle_raw(b":bob!b@h NICK robert")      # someone else: no change
+    assert line_mode.current == "alicia"
+
+
+def test_a_rename_does_not_move_talk_out_of_a_room(line_mode):
+    line_mode.conn._handle_raw(b":lobby!a@h NICK other")
+    assert line_mode.current == "#lobby"
 
 
 def test_part_of_another_room_keeps_the_current_one(line_mode):
@@ -97,6 +115,26 @@ def test_a_refused_oper_says_so_and_fails_the_run(line_mode, reply, said):
     line_mode.conn._handle_raw(reply)
     assert line_mode._err.getvalue() == f"forkchat-client: {said}\n"
     assert line_mode.failures == 1
+
+
+@pytest.mark.parametrize("reply", [b":srv 433 lm deploybot :Nickname is already in use",
+                                   b":srv 432 lm 1bad :Erroneous nickname"])
+def test_a_refused_nick_change_fails_the_run(line_mode, reply):
+    """`printf '/nick deploybot\\nDeploy done\\n' | forkchat-client -n cron`
+    with deploybot taken: the message went out as cron, and the exit status
+    was 0."""
+    line_mode.conn._handle_raw(reply)
+    assert line_mode.failures == 1
+
+
+def test_a_lost_race_to_take_the_wanted_nick_back_is_no_failure(line_mode):
+    """The connection's own quiet NICK (the holder of our nick left) may get
+    a 433 if someone was quicker: not a line of the user's, not a failure."""
+    conn = line_mode.conn
+    conn.state, conn.nick = "ready", "lm_"
+    conn._regaining = True
+    conn._handle_raw(b":srv 433 lm_ lm :Nickname is already in use")
+    assert line_mode.failures == 0
 
 
 def test_an_empty_names_or_who_reply_is_printed(line_mode):
@@ -169,5 +207,69 @@ def test_a_complaint_to_a_closed_stderr_does_not_end_the_run():
         made._handle_line(b"hello")
         assert made.failures == 1
         assert [line for line, _ in made.conn._queue][-1] == "PRIVMSG #lobby hello"
+    finally:
+        made.sel.close()
+
+
+def test_a_signal_while_connecting_with_nothing_queued_ends_at_once(line_mode):
+    """Ctrl+C while the server does not answer yet: no line of ours waits."""
+    line_mode._signalled(signal.SIGINT)
+    assert line_mode.conn.closed
+    assert line_mode._exit_status() == 130
+
+
+def test_a_second_signal_ends_at_once_and_counts_the_queue(line_mode):
+    """Lines queued while the server is away: the first SIGTERM waits for them
+    (within DRAIN_S), the second ends now and says how many were lost."""
+    feed(line_mode, "one", "two", "three")
+    line_mode._signalled(signal.SIGTERM)
+    assert not line_mode.conn.closed
+    line_mode._signalled(signal.SIGTERM)
+    assert line_mode.conn.closed
+    assert line_mode._exit_status() == 1
+    assert line_mode._err.getvalue() == (
+        "forkchat-client: 3 line(s) not sent: SIGTERM came before they went out\n")
+
+
+def test_the_end_of_the_drain_quits_and_counts_the_queue(line_mode):
+    feed(line_mode, "one", "two")
+    line_mode._signalled(signal.SIGHUP)
+    line_mode._drain_until = 0.0            # DRAIN_S is up
+    line_mode._end_of_drain()
+    assert line_mode.conn.closed and line_mode._dropped == 2
+    assert line_mode._exit_status() == 1
+
+
+def test_a_signal_ignored_at_start_stays_ignored():
+    """`nohup forkchat-client ... &`: SIGHUP must not end it."""
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        caught = linemode._catch_signals()
+        try:
+            assert signal.SIGHUP not in caught
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        finally:
+            for signum, handler in caught.items():
+                signal.signal(signum, handler)
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+class HungUp(io.StringIO):
+    """A terminal that hung up: every write fails with EIO."""
+
+    def write(self, text: str) -> int:
+        raise OSError(5, "Input/output error")
+
+
+def test_a_hung_up_terminal_ends_output_not_the_run():
+    """`--line` on a terminal that closed: SIGHUP now leaves politely, and the
+    events printed meanwhile must not end it in a traceback (EIO)."""
+    made = linemode.LineMode(connection.Settings(nick="lm", rooms=("#lobby",)),
+                             out=HungUp(), err=HungUp())
+    try:
+        made.conn._handle_raw(b":alice!u@h PRIVMSG #lobby :hi")
+        made._complain("still fine")
+        assert not isinstance(made._out, HungUp) and not isinstance(made._err, HungUp)
     finally:
         made.sel.close()

@@ -336,3 +336,18 @@ def test_reading_back_stays_still_when_a_long_line_comes_in():
     assert view._pane_rows(model.current, 40, 10) == before
     model.current.scroll = 0
     assert view._pane_rows(model.current, 40, 10)[-1][-1][0] == "short"
+
+
+def test_bidi_controls_from_others_never_reach_the_screen():
+    """The full-screen interface shows the same cleaned events as line mode:
+    no RLO or isolate in a nick, a message, the member list or the topic."""
+    from forkchat.client import ircmsg
+    model = model_in_lobby()
+    for raw in (":srv 353 bob = #lobby :al\u2067ice", ":a!a@h TOPIC #lobby :\u202enew topic",
+                ":mal\u202elory!m@h PRIVMSG #lobby :\u202e<ecila>\u2069 hi"):
+        for event in events.translate(ircmsg.parse(raw), "bob"):
+            model.apply(event)
+    shown = [model.current.topic] + list(model.current.members.values())
+    shown += [f"{line.nick} {line.text}" for line in model.current.lines]
+    assert not any(char in text for text in shown for char in "\u202e\u2067\u2069"), shown
+    assert "mallory <ecila> hi" in shown and "alice" in shown
