@@ -35,6 +35,11 @@ class Bound:
     adopted: bool = False      # passed by systemd: never closed or re-bound on reload
 
     @property
+    def port(self) -> int:
+        """The port bound, which for port 0 is not the one in `spec`."""
+        return self.sock.getsockname()[1]
+
+    @property
     def label(self) -> str:
         host, port = self.sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host

@@ -30,9 +30,9 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from forkchat import admission, children, config, ipc, listeners, log as logsetup, procstats
+from forkchat import addresses, admission, children, config, ipc, listeners, log as logsetup, procstats
 from forkchat import signals, spawner, systemd
 from forkchat import timers
 
@@ -756,30 +756,66 @@ class Supervisor:
         if any(bound.adopted for bound in self.bound):
             stale = sum(not self._reload_tls(bound, bound.spec) for bound in self.bound)
             return _reload_troubles(0, stale)
-        unbound = stale = 0
         wanted = {_listener_key(s): s for s in new.listen}
         current = {_listener_key(b.spec): b for b in self.bound}
-        for key, bound in current.items():
-            if key not in wanted:
-                label = bound.label
-                self._unwatch_listener(bound)
-                bound.sock.close()
-                self.bound.remove(bound)
-                log.info("stopped listening on %s", label)
-        for key, spec in wanted.items():
-            if key in current:
-                stale += not self._reload_tls(current[key], spec)
+        stale = sum(not self._reload_tls(current[key], spec)
+                    for key, spec in wanted.items() if key in current)
+        removed = [bound for key, bound in current.items() if key not in wanted]
+        # Bind before closing, so that a listener whose replacement fails
+        # (same protocol, or same port) serves on; one on the same port is
+        # in the way, so it is closed, and opened again if the retry fails.
+        failed = self._listen_on([spec for key, spec in wanted.items() if key not in current])
+        ports = {id(bound): bound.port for bound in removed}
+
+        def on_port_of(bound: listeners.Bound, specs: Iterable[config.Listener]) -> bool:
+            return any(addresses.clash((bound.spec.address, ports[id(bound)]),
+                                       (spec.address, spec.port)) for spec in specs)
+
+        in_the_way = [bound for bound in removed if on_port_of(bound, failed)]
+        for bound in in_the_way:
+            self._stop_listening(bound)
+        if in_the_way:
+            failed = self._listen_on(list(failed))
+        for error in failed.values():
+            log.error("%s", error)
+        left_without = {spec.protocol for spec in failed}
+        for bound in removed:
+            if bound.spec.protocol not in left_without and not on_port_of(bound, failed):
+                if bound not in in_the_way:
+                    self._stop_listening(bound)
                 continue
+            if bound in in_the_way:
+                again = dataclasses.replace(bound.spec, port=ports[id(bound)])
+                if lost := self._listen_on([again], announce=False):
+                    log.error("%s", lost[again])
+                    continue
+                bound = self.bound[-1]
+            log.warning("still listening on %s: the listener that replaces it "
+                        "could not be bound", bound.label)
+        return _reload_troubles(len(failed), stale)
+
+    def _listen_on(self, specs: list[config.Listener],
+                   announce: bool = True) -> dict[config.Listener, listeners.BindError]:
+        """Bind and watch each of `specs`; returns those that failed, with why."""
+        failed = {}
+        for spec in specs:
             try:
                 bound = listeners.bind(spec)
             except listeners.BindError as error:
-                log.error("%s", error)
-                unbound += 1
+                failed[spec] = error
                 continue
             self.bound.append(bound)
             self._watch_listener(bound)
-            listeners.announce(bound)
-        return _reload_troubles(unbound, stale)
+            if announce:
+                listeners.announce(bound)
+        return failed
+
+    def _stop_listening(self, bound: listeners.Bound) -> None:
+        label = bound.label
+        self._unwatch_listener(bound)
+        bound.sock.close()
+        self.bound.remove(bound)
+        log.info("stopped listening on %s", label)
 
     def _reload_tls(self, bound: listeners.Bound, spec: config.Listener) -> bool:
         """New certificates serve new connections; a bad one keeps the old
