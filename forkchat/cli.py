@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.check_config:
+        for clash in listeners.clashes(cfg.listen):
+            print(f"forkchat-server: warning: {clash} (the start fails on this, "
+                  f"unless systemd passes the sockets)", file=sys.stderr)
         print(f"forkchat-server: configuration OK ({args.config or 'built-in defaults'})")
         return 0
     logsetup.setup("supervisor", cfg.log.level)

@@ -330,3 +330,16 @@ def test_check_config_reports_values_that_used_to_crash(tmp_path, text, wanted):
     assert (result.returncode, len(lines)) == (2, len(wanted)), result.stderr
     assert all(any(want in line for line in lines) for want in wanted), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_config_warns_of_two_listeners_on_one_port(tmp_path):
+    """It said "configuration OK" and the start then failed on the clash."""
+    clashing = tmp_path / "clash.toml"
+    clashing.write_text('[[listen]]\naddress = "127.0.0.1"\nport = 6667\n'
+                        '[[listen]]\naddress = "0.0.0.0"\nport = 6667\nprotocol = "tutorial"\n')
+    result = run_server("-c", str(clashing), "--check-config")
+    assert result.returncode == 0 and "configuration OK" in result.stdout
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 1
+    assert "warning: listen[1] (0.0.0.0:6667) clashes with listen[0] (127.0.0.1:6667)" \
+        in warnings[0]
