@@ -38,7 +38,7 @@ from typing import Any, Callable
 from forkchat import children, commands, config, flood, ipc, link, log as logsetup, numerics
 from forkchat import passwords, poller, procstats, protocol, replybytes, signals, timers
 from forkchat import tutorial
-from forkchat.session import Session
+from forkchat.session import Session, client_host
 
 log = logging.getLogger("forkchat.worker")
 
@@ -90,7 +90,7 @@ class Worker:
         self.tls = tls
         self.handshaking = tls is not None
         self.cfg = cfg
-        self.session = Session(cid, host=peer, proto=proto)
+        self.session = Session(cid, host=client_host(peer), proto=proto)
         self.selector = poller.Poller()
         self.sendq = bytearray()
         self.replies = replybytes.ReplyBytes()   # which of sendq answer the client
