@@ -228,11 +228,8 @@ def cmd_whois(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     if not query:
         raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
     if len(msg.params) > 1:
-        # the server to ask: this one, or the one a nick is on (also this one)
-        server = msg.params[0]
-        if protocol.casefold(server) != protocol.casefold(st.settings.server_name) \
-                and st.find_nick(server) is None:
-            raise numerics.Reply(numerics.ERR_NOSUCHSERVER, server)
+        # the server to ask: this one by name or mask, or the one a nick is on
+        check_server_target(st, msg.params[0])
     nicks = state_talk.split_targets(query)
     for nick in nicks[:state_talk.MAX_TARGETS]:
         target = st.find_nick(nick)

@@ -171,6 +171,10 @@ def test_whois_errors(registered):
     # RFC 2812 3.6.2: a <target> that is no server (nor a nick on one) is 402
     got = ask(nick1, "WHOIS bogus.server nick1")
     assert [(m.command, m.params[1]) for m in got] == [("402", "bogus.server")]
+    # ... and one that is, by a mask (RFC 2812 3.4: "wildcard masks are usually valid")
+    for server in ("*.local", "FORKCHAT.*"):
+        got = commands(ask(nick1, f"WHOIS {server} nick1"))
+        assert (got[0], got[-1]) == ("311", "318")
 
 
 def test_links_summon_users(registered):
