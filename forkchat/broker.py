@@ -451,8 +451,8 @@ class Broker:
         assert link.cid is not None
         if msg.command in _COUNTED:          # an unknown name must not grow the table
             self.command_counts[msg.command] = self.command_counts.get(msg.command, 0) + 1
-        if msg.command == "STATS":
-            self.replying = link.cid
+        if msg.command == "STATS" and len(msg.params) < 2:     # STATS m; one with a target
+            self.replying = link.cid                           # is checked like TIME's
             try:
                 self._stats_commands(link.cid)
             finally:
@@ -697,6 +697,9 @@ class _Outbox:
 
     def drop(self, cid: int, reason: str) -> None:
         self._broker.queue(cid, ipc.encode(ipc.Kind.DROP, reason.encode()))
+
+    def serve(self, cid: int, line: bytes) -> None:
+        self._broker.queue(cid, ipc.encode(ipc.Kind.SERVE, line))
 
 
 _FRAME_HANDLERS: dict[int, Callable[[Broker, Link, bytes], None]] = {

@@ -183,16 +183,34 @@ def _check_a_stand_in(operators: tuple[config.Operator, ...], given: str,
         passwords.verify((hashed or stored)[0], given)
 
 
-def _only_this_server(ctx: Context, target: str) -> None:
-    """Server queries may name a server; there is only this one (402 otherwise)."""
-    name = ctx.cfg.server.name
-    if target and target != "*" and protocol.casefold(target) != protocol.casefold(name):
-        raise numerics.Reply(numerics.ERR_NOSUCHSERVER, target)
+def names_this_server(name: str, target: str) -> bool:
+    """Whether a server query's <target> is this server by what the worker
+    knows: no target, the name, or a mask matching it (RFC 2812 3.4:
+    "wildcard masks are usually valid")."""
+    if not target or target == "*":
+        return True
+    return rooms.glob_match(protocol.casefold(target), protocol.casefold(name))
+
+
+def _asked_elsewhere(ctx: Context, msg: protocol.Message, target: str) -> bool:
+    """Send a query whose <target> is not this server's name to the broker.
+
+    RFC 2812 3.4: a nickname names the server its user is on (irssi's
+    /admin and /time say so), and only the broker knows the nicknames.
+    It answers 402 for a target that is no user either, or sends the
+    command back without its target (a SERVE frame), answered here as
+    usual.  True when the query went to the broker.
+    """
+    if names_this_server(ctx.cfg.server.name, target):
+        return False
+    ctx.forward(protocol.format_line("", msg.command, *msg.params).rstrip(b"\r\n"))
+    return True
 
 
 def cmd_time(ctx: Context, msg: protocol.Message) -> None:
-    """TIME [<server>]"""
-    _only_this_server(ctx, msg.param(0))
+    """TIME [<target>]"""
+    if _asked_elsewhere(ctx, msg, msg.param(0)):
+        return
     now = time.strftime("%A %B %d %Y -- %H:%M:%S %z", time.localtime())
     ctx.reply(numerics.RPL_TIME, ctx.cfg.server.name, text=now)
 
@@ -205,16 +223,18 @@ INFO_LINES = (
 
 
 def cmd_info(ctx: Context, msg: protocol.Message) -> None:
-    """INFO [<server>]"""
-    _only_this_server(ctx, msg.param(0))
+    """INFO [<target>]"""
+    if _asked_elsewhere(ctx, msg, msg.param(0)):
+        return
     for line in INFO_LINES:
         ctx.reply(numerics.RPL_INFO, text=line)
     ctx.reply(numerics.RPL_ENDOFINFO)
 
 
 def cmd_admin(ctx: Context, msg: protocol.Message) -> None:
-    """ADMIN [<server>]"""
-    _only_this_server(ctx, msg.param(0))
+    """ADMIN [<target>]"""
+    if _asked_elsewhere(ctx, msg, msg.param(0)):
+        return
     server = ctx.cfg.server
     ctx.reply(numerics.RPL_ADMINME, server.name)
     ctx.reply(numerics.RPL_ADMINLOC1, text=server.network)
@@ -224,8 +244,8 @@ def cmd_admin(ctx: Context, msg: protocol.Message) -> None:
 
 def cmd_links(ctx: Context, msg: protocol.Message) -> None:
     """LINKS [[<remote server>] <server mask>]: a network of one server."""
-    if len(msg.params) > 1:
-        _only_this_server(ctx, msg.params[0])
+    if len(msg.params) > 1 and _asked_elsewhere(ctx, msg, msg.params[0]):
+        return
     mask = msg.params[-1] if msg.params else "*"
     name = ctx.cfg.server.name
     if rooms.glob_match(protocol.casefold(mask), protocol.casefold(name)):
@@ -246,7 +266,8 @@ def cmd_users(ctx: Context, msg: protocol.Message) -> None:
 def cmd_stats(ctx: Context, msg: protocol.Message) -> None:
     """STATS [<letter>]: u (uptime) for all; p (processes, memory) and
     m (command counts, kept by the broker) for operators."""
-    _only_this_server(ctx, msg.param(1))
+    if _asked_elsewhere(ctx, msg, msg.param(1)):
+        return
     letter = msg.param(0, "*")[:1] or "*"
     if not ctx.session.oper and letter in ("p", "m"):
         raise numerics.Reply(numerics.ERR_NOPRIVILEGES)

@@ -1,7 +1,7 @@
 """Frames between the broker and the workers.
 
     worker ──HELLO, REQUEST, REGISTER, OPER, OPER_FAILED, REREGISTER, BYE──▶ broker
-    worker ◀──────────────── DELIVER, REPLY, UPDATE, DROP ──────────────── broker
+    worker ◀──────────── DELIVER, REPLY, UPDATE, DROP, SERVE ───────────── broker
 
 Each worker holds one stream connection to the broker's private Unix
 socket.  A frame is a 4-byte big-endian payload length, a 1-byte kind and
@@ -24,6 +24,8 @@ the payload:
                                                    send queue (see replybytes.py)
     UPDATE      JSON {field: value}                the client's session changed
     DROP        UTF-8 reason                       close the client with ERROR
+    SERVE       one IRC line (no CRLF)             a server query the worker answers,
+                                                   its <target> found to be this server
 
 and on the supervisor's control socket to the broker:
 
@@ -71,6 +73,7 @@ class Kind(enum.IntEnum):
     UPDATE = 11
     DROP = 12
     REPLY = 13
+    SERVE = 14
     CONTROL = 20
     CONFIG = 21
 

@@ -58,6 +58,19 @@ class Session:
                 "registered": self.registered}
 
 
+def client_host(peer: str) -> str:
+    """The host a client is shown with: its address, and a 0 in front of one
+    that starts with ':' (IPv6 ::1 becomes 0::1, the same address).
+
+    The host is a middle parameter of 311, 314 and 352, where a leading ':'
+    starts the trailing text: '::1' reached clients as '1', and a ban that
+    irssi builds from WHO (/ban nick gave *!*@1) matched nobody.  The prefix
+    carries the same spelling, so WHO, WHOIS and every line agree, as with
+    hybrid and charybdis.
+    """
+    return "0" + peer if peer.startswith(":") else peer
+
+
 def clean_user(user: str) -> str:
     """A username safe to put in a prefix: no '@', '!', spaces or controls."""
     return _USER_ALLOWED.sub("", user)[:USERLEN] or "user"

@@ -4,7 +4,8 @@ Pure: no sockets, no I/O.  The broker owns one `ChatState`; it calls
 `request(cid, msg, out)` for every shared-state command a worker forwards,
 and the state writes lines through the `Outbox` the broker passes in
 (`send` to one client, `fanout` of the same bytes to many, `update` of a
-worker's view of its own identity, `drop` of a killed client).
+worker's view of its own identity, `drop` of a killed client, `serve` of a
+server query back to the worker that answers it).
 
 Dispatch follows ergo's `Command.Run`: `request` looks the command up in
 `HANDLERS`, checks registration, operator status and the parameter count in
@@ -58,6 +59,7 @@ class Outbox(Protocol):
     def fanout(self, cids: Iterable[int], line: bytes) -> None: ...
     def update(self, cid: int, changes: dict) -> None: ...
     def drop(self, cid: int, reason: str) -> None: ...
+    def serve(self, cid: int, line: bytes) -> None: ...
 
 
 @dataclass(eq=False)
@@ -448,6 +450,7 @@ HANDLERS: dict[str, Handler] = {
     "LUSERS": Handler(state_query.cmd_lusers),
     "MOTD": Handler(state_query.cmd_motd),
     "VERSION": Handler(state_query.cmd_version),
+    **{name: Handler(state_query.cmd_worker_query) for name in state_query.WORKER_QUERIES},
 }
 
 # Commands whose work may grow with the whole server: they answer from

@@ -105,6 +105,24 @@ def check_server_target(st: ChatState, target: str) -> None:
     raise numerics.Reply(numerics.ERR_NOSUCHSERVER, target)
 
 
+# Server queries a worker answers itself, and the index of their <target>:
+# one naming something other than the server's name comes here (commands.py).
+WORKER_QUERIES = {"TIME": 0, "INFO": 0, "ADMIN": 0, "STATS": 1, "LINKS": 0}
+
+
+def cmd_worker_query(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
+    """TIME, INFO, ADMIN, STATS or LINKS with a <target> the worker could not place.
+
+    A nickname of a user here names this server (RFC 2812 3.4): the worker
+    is sent the command back without its target (`serve`), and answers it
+    as it answers one without; anything else is 402.
+    """
+    index = WORKER_QUERIES[msg.command]
+    check_server_target(st, msg.param(index))
+    kept = msg.params[:index] + msg.params[index + 1:]
+    out.serve(client.cid, protocol.format_line("", msg.command, *kept).rstrip(b"\r\n"))
+
+
 def cmd_lusers(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
     """LUSERS [<mask> [<target>]]"""
     check_server_target(st, msg.param(1))
@@ -210,11 +228,8 @@ def cmd_whois(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     if not query:
         raise numerics.Reply(numerics.ERR_NONICKNAMEGIVEN)
     if len(msg.params) > 1:
-        # the server to ask: this one, or the one a nick is on (also this one)
-        server = msg.params[0]
-        if protocol.casefold(server) != protocol.casefold(st.settings.server_name) \
-                and st.find_nick(server) is None:
-            raise numerics.Reply(numerics.ERR_NOSUCHSERVER, server)
+        # the server to ask: this one by name or mask, or the one a nick is on
+        check_server_target(st, msg.params[0])
     nicks = state_talk.split_targets(query)
     for nick in nicks[:state_talk.MAX_TARGETS]:
         target = st.find_nick(nick)

@@ -38,7 +38,7 @@ from typing import Any, Callable
 from forkchat import children, commands, config, flood, ipc, link, log as logsetup, numerics
 from forkchat import passwords, poller, procstats, protocol, replybytes, signals, timers
 from forkchat import tutorial
-from forkchat.session import Session
+from forkchat.session import Session, client_host
 
 log = logging.getLogger("forkchat.worker")
 
@@ -90,7 +90,7 @@ class Worker:
         self.tls = tls
         self.handshaking = tls is not None
         self.cfg = cfg
-        self.session = Session(cid, host=peer, proto=proto)
+        self.session = Session(cid, host=client_host(peer), proto=proto)
         self.selector = poller.Poller()
         self.sendq = bytearray()
         self.replies = replybytes.ReplyBytes()   # which of sendq answer the client
@@ -925,6 +925,16 @@ class Worker:
         if not self.syncs_pending:
             self._process_input()
 
+    def _on_serve(self, payload: bytes) -> None:
+        """A server query sent back by the broker, its <target> (a nickname)
+        found to be this server and taken out: answered here, as usual."""
+        try:
+            msg = protocol.parse_line(payload)
+        except protocol.ProtocolError:
+            return
+        if self.session.registered and msg.command in commands.COMMANDS:
+            commands.dispatch(self, msg, payload)
+
     def _on_drop(self, payload: bytes) -> None:
         reason = payload.decode("utf-8", "replace")
         self.close(reason)
@@ -1046,6 +1056,7 @@ _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {
     ipc.Kind.REPLY: Worker._on_deliver,      # a tutorial client's: small, rendered
     ipc.Kind.UPDATE: Worker._on_update,
     ipc.Kind.DROP: Worker._on_drop,
+    ipc.Kind.SERVE: Worker._on_serve,
     ipc.Kind.SYNC: Worker._on_sync,
 }
 

@@ -76,11 +76,30 @@ def test_connection_rate_per_ip(make_server):
 
 
 def test_ipv6_listener(make_server):
+    """A client from ::1 is shown as 0::1 (the same address): in WHO, WHOIS
+    and WHOWAS the host is a middle parameter, where '::1' read as the
+    trailing '1', and a ban built from WHO's host (irssi's /ban) matched
+    nobody.  The prefix says 0::1 too, so that they agree."""
     server = make_server(listen=["[::1]:0"])
     assert server.ports[0][0] == "::1"
     client = IrcTestClient(server.ports[0][1], host="::1")
     burst = client.register("six")
-    assert "six!six@::1" in burst[0].params[-1]
+    assert "six!six@0::1" in burst[0].params[-1]
+    client.join("#v6")
+    client.send("WHO #v6")
+    assert client.expect("352").params[3] == "0::1"
+    client.send("WHOIS six")
+    assert client.expect("311").params[3] == "0::1"
+    client.send("MODE #v6 +b *!*@0::1")
+    client.send("NICK seven")
+    client.expect("NICK")
+    client.send("WHOWAS six")
+    assert client.expect("314").params[3] == "0::1"
+    other = IrcTestClient(server.ports[0][1], host="::1")
+    other.register("other")
+    other.send("JOIN #v6")
+    assert other.expect("474").params[1] == "#v6"     # the ban from WHO's host holds
+    other.close()
     client.close()
 
 

@@ -171,6 +171,10 @@ def test_whois_errors(registered):
     # RFC 2812 3.6.2: a <target> that is no server (nor a nick on one) is 402
     got = ask(nick1, "WHOIS bogus.server nick1")
     assert [(m.command, m.params[1]) for m in got] == [("402", "bogus.server")]
+    # ... and one that is, by a mask (RFC 2812 3.4: "wildcard masks are usually valid")
+    for server in ("*.local", "FORKCHAT.*"):
+        got = commands(ask(nick1, f"WHOIS {server} nick1"))
+        assert (got[0], got[-1]) == ("311", "318")
 
 
 def test_links_summon_users(registered):
@@ -424,6 +428,23 @@ def test_motd_and_lusers_server_target(registered, line, target, found):
         assert commands(got)[-1] in ("376", "266")
     else:
         assert [(m.command, m.params[1]) for m in got] == [("402", target)]
+
+
+@pytest.mark.parametrize("line, ends", [("TIME {t}", "391"), ("INFO {t}", "374"),
+                                        ("ADMIN {t}", "259"), ("STATS u {t}", "219"),
+                                        ("LINKS {t} *", "365")])
+@pytest.mark.parametrize("target", ["forkchat.local", "*.local", "FORKCHAT.*", "asker", "other"])
+def test_worker_answered_server_queries_take_a_mask_or_a_nick(registered, line, ends, target):
+    """RFC 2812 3.4: "wildcard masks are usually valid" in a <target>, and a
+    nickname means the server its user is on; irssi's /admin and /time
+    offer a nickname.  The worker answers these, and knew only the exact
+    name: 'ADMIN bob' and 'TIME *.local' were 402 while MOTD took both."""
+    asker = registered("asker")
+    registered("other")
+    got = ask(asker, line.format(t=target))
+    assert commands(got)[-1] == ends and "402" not in commands(got)
+    assert [m.params[1] for m in ask(asker, line.format(t="nobody"))] == ["nobody"]   # 402
+    assert commands(ask(asker, "TIME")) == ["391"]     # in order after the broker's answer
 
 
 @pytest.mark.parametrize("line", ["INFO invalid.server.example", "VERSION invalidserver",

@@ -27,7 +27,7 @@ import os
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from forkchat import ipc, protocol, state, state_talk, tutorial
+from forkchat import ipc, protocol, state, state_query, state_talk, tutorial
 from forkchat.session import Session
 
 settings.register_profile("default", max_examples=200, deadline=None)
@@ -280,6 +280,11 @@ class RecordingOutbox:
     def drop(self, cid: int, reason: str) -> None:
         assert reason and "\n" not in reason
         self.dropped.append(cid)
+
+    def serve(self, cid: int, line: bytes) -> None:
+        line_is_safe(line + b"\r\n")
+        assert protocol.parse_line(line).command in state_query.WORKER_QUERIES, line
+        self.targets.add(cid)
 
     def _check(self, line: bytes) -> None:
         line_is_safe(line)

@@ -24,6 +24,7 @@ class RecordingOutbox:
         self.fanouts: list[tuple[list[int], bytes]] = []
         self.updates: list[tuple[int, dict]] = []
         self.drops: list[tuple[int, str]] = []
+        self.serves: list[tuple[int, str]] = []
 
     def send(self, cid: int, line: bytes) -> None:
         self._check(line)
@@ -42,6 +43,9 @@ class RecordingOutbox:
     def drop(self, cid: int, reason: str) -> None:
         self.drops.append((cid, reason))
 
+    def serve(self, cid: int, line: bytes) -> None:
+        self.serves.append((cid, line.decode()))
+
     @staticmethod
     def _check(line: bytes) -> None:
         assert line.endswith(b"\r\n") and len(line) <= protocol.MAX_LINE_BYTES
@@ -49,7 +53,7 @@ class RecordingOutbox:
 
     def take(self) -> list[tuple[int, str]]:
         lines, self.lines = self.lines, []
-        self.fanouts, self.updates, self.drops = [], [], []
+        self.fanouts, self.updates, self.drops, self.serves = [], [], [], []
         return lines
 
     def to(self, cid: int) -> list[str]:
@@ -207,6 +211,30 @@ def test_lusers_counts_unregistered_invisible_and_opers(w):
     lines = w.to("alice", "LUSERS")
     assert lines[0] == ":srv 251 alice :There are 1 users and 0 invisible on 1 servers"
     assert ":srv 265 alice 1 2 :Current local users 1, max 2" in lines
+
+
+@pytest.mark.parametrize("line, served", [
+    ("TIME Bob", "TIME"), ("INFO bob", "INFO"), ("ADMIN bob", "ADMIN"),
+    ("STATS u bob", "STATS u"), ("LINKS bob *.x", "LINKS *.x"), ("TIME s*", "TIME"),
+])
+def test_worker_query_naming_a_user_is_served_back_without_its_target(w, line, served):
+    """A worker sends TIME, INFO, ADMIN, STATS and LINKS here only when their
+    <target> is not the server's name: a user's nick (or a mask) means this
+    server (RFC 2812 3.4), and the worker gets the command back to answer."""
+    w.add("alice")
+    w.add("bob")
+    assert w.to("alice", line) == []
+    w.st.request(1, protocol.parse_text(line), w.out)
+    assert w.out.serves == [(1, served)]
+
+
+def test_worker_query_naming_nobody_is_402(w):
+    w.add("alice")
+    w.add("zed", register=False)        # a nick only reserved is nobody yet
+    assert w.to("alice", "ADMIN zed") == [":srv 402 alice zed :No such server"]
+    assert w.to("alice", "LINKS nowhere.example *") == [
+        ":srv 402 alice nowhere.example :No such server"]
+    assert w.out.serves == []
 
 
 # -- NICK ----------------------------------------------------------------------
