@@ -101,6 +101,25 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[
     return [head + piece for piece in _split_utf8(text.encode(), MAX_TEXT_BYTES)]
 
 
+def partial_char(chunk: bytes) -> int:
+    """How many bytes at the end of `chunk` begin a UTF-8 character that
+    its next chunk will finish (0 if none).
+
+    A read ends where TCP's segments did, not where the client's text did:
+    a long message from a client that encodes UTF-8 can be read with an
+    'e' acute split in two, and each half became a '?'.
+    """
+    for back in range(1, min(3, len(chunk)) + 1):
+        byte = chunk[-back]
+        if byte & 0xC0 != 0x80:              # not a continuation byte
+            needs = _UTF8_LENGTHS.get(byte >> 4, 1)
+            return back if needs > back else 0
+    return 0
+
+
+_UTF8_LENGTHS = {0xC: 2, 0xD: 2, 0xE: 3, 0xF: 4}    # lead byte's high nibble: length
+
+
 def line_text(line: bytes) -> bytes:
     """The text of a line `chunk_to_lines` made (what follows ' :')."""
     return line.split(b" :", 1)[1]

@@ -122,6 +122,7 @@ class Worker:
         self.tutorial_connected = False
         self.tutorial_chunks: list[bytes] = []
         self.tutorial_lines: list[bytes] = []     # the rest of a chunk being relayed
+        self.tutorial_partial = b""       # the start of a character the next read ends
         self.client_watch = selectors.EVENT_READ
         self.syncs_pending = 0
         self.unsynced = False
@@ -551,7 +552,11 @@ class Worker:
             self.session.realname = "tutorial client"
             self._tutorial_try_nick()
             return
-        self.tutorial_chunks.append(chunk)
+        chunk = self.tutorial_partial + chunk
+        whole = len(chunk) - tutorial.partial_char(chunk)
+        chunk, self.tutorial_partial = chunk[:whole], chunk[whole:]
+        if chunk:
+            self.tutorial_chunks.append(chunk)
         self._tutorial_flush()
 
     def _tutorial_flush(self) -> None:

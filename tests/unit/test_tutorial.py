@@ -169,3 +169,22 @@ def test_chunk_strips_the_typed_name_of_a_renamed_client():
         [b"PRIVMSG #lobby :hi"]
     assert tutorial.chunk_to_lines(b"bob: hi", "sam_1", "#lobby", "sam") == \
         [b"PRIVMSG #lobby :bob: hi"]
+
+
+@pytest.mark.parametrize("chunk, held", [
+    (b"caf\xc3", 1), (b"\xe2\x82", 2), (b"\xf0\x9f\x98", 3), (b"caf\xc3\xa9", 0),
+    (b"\xe2\x82\xac", 0), (b"plain", 0), (b"", 0), (b"\xa9\xa9\xa9\xa9", 0),
+])
+def test_partial_char_finds_a_character_cut_at_the_chunk_end(chunk, held):
+    assert tutorial.partial_char(chunk) == held
+
+
+def test_worker_joins_a_character_split_between_two_reads(tutorial_worker):
+    """TCP may cut the client's text mid-character: the halves make one character, not two '?'."""
+    tutorial_worker.session.rooms = {"#lobby": ""}
+    tutorial_worker.tutorial_nick = "tk"
+    tutorial_worker._tutorial_input(b"tk: caf\xc3")
+    tutorial_worker._tutorial_input(b"\xa9 ok")
+    assert bytes(tutorial_worker.sendq) == b"tk: caftk: ? ok"
+    frames = b"".join(tutorial_worker.link.out)
+    assert "caf\u00e9".encode()[3:] + b" ok" in frames and b"\xef\xbf\xbd" not in frames
