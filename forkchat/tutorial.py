@@ -79,7 +79,8 @@ def typed_name(chunk: bytes) -> str:
     return chunk.decode("utf-8", "replace").strip()
 
 
-def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[bytes]:
+def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "",
+                   prefix: str = "") -> list[bytes]:
     """One chunk from the client as PRIVMSG lines to `room` (no CRLF).
 
     The client's own `nick: ` prefix is dropped when it names the real
@@ -88,6 +89,11 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[
     served as `sam_1`) or cleaned (`John Smith` as `John_Smith`), its
     prefix names the typed one, and left in place it would read as the
     sender addressing someone else (and highlight the real `sam`).
+
+    Each piece must fit the line the room is sent, behind the sender's
+    `prefix` (nick!user@host): the broker cuts a longer one at 512 bytes,
+    and the text between two pieces was lost (a long nick, an IPv6
+    address, a long default room).
     """
     text = chunk.decode("utf-8", "replace")
     text = " ".join(part for part in re.split(r"[\r\n\0]+", text) if part).strip()
@@ -98,7 +104,9 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[
     if not text:
         return []
     head = f"PRIVMSG {room} :".encode()
-    return [head + piece for piece in _split_utf8(text.encode(), MAX_TEXT_BYTES)]
+    room_left = protocol.MAX_BODY_BYTES - len(f":{prefix} ".encode()) - len(head)
+    size = max(1, min(MAX_TEXT_BYTES, room_left))
+    return [head + piece for piece in _split_utf8(text.encode(), size)]
 
 
 def partial_char(chunk: bytes) -> int:

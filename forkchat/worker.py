@@ -574,8 +574,9 @@ class Worker:
                 return
             if not self.tutorial_lines:
                 chunk = self.tutorial_chunks.pop(0)
-                self.tutorial_lines = tutorial.chunk_to_lines(chunk, self.session.nick, room,
-                                                              self.tutorial_typed)
+                self.tutorial_lines = tutorial.chunk_to_lines(
+                    chunk, self.session.nick, room, self.tutorial_typed,
+                    protocol.user_prefix(self.session.nick, self.session.user, self.session.host))
                 continue
             if not self.bucket.take():
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()

@@ -120,6 +120,31 @@ def test_taken_nick_gets_a_suffix(tutorial_server):
     second.close()
 
 
+def test_long_message_loses_nothing_behind_a_long_prefix(make_server):
+    """A long nick and room leave less than 400 bytes of a line for text: the
+    pieces are cut to fit, where the broker cut each one at 512 bytes."""
+    room = "#" + "r" * 40
+    server = make_server(listen=["127.0.0.1:0"],
+                         config_text=f'[server]\ndefault_room = "{room}"\n'
+                                     + TEST_LIMITS + "nicklen = 64\n",
+                         extra_args=["--tutorial-listen", "127.0.0.1:0"])
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join(room)
+    nick = b"n" * 64
+    tina = join_tutorial(server, nick)
+    tina.recv_until(b"Connected to server!")
+    text = "".join(f"{index:04d}" for index in range(250))
+    tina.sock.sendall(text.encode())
+    pieces = []
+    while not "".join(pieces).endswith("0249"):
+        pieces.append(alice.expect(lambda m: m.command == "PRIVMSG"
+                                   and m.prefix.startswith(nick.decode() + "!")).params[1])
+    assert "".join(pieces) == text
+    tina.close()
+    alice.close()
+
+
 def op_of_lobby(server) -> IrcTestClient:
     """An IRC user who joins #lobby first, and so is its operator."""
     alice = IrcTestClient(server.port)

@@ -188,3 +188,13 @@ def test_worker_joins_a_character_split_between_two_reads(tutorial_worker):
     assert bytes(tutorial_worker.sendq) == b"tk: caftk: ? ok"
     frames = b"".join(tutorial_worker.link.out)
     assert "caf\u00e9".encode()[3:] + b" ok" in frames and b"\xef\xbf\xbd" not in frames
+
+
+def test_pieces_fit_the_relayed_line_behind_a_long_prefix():
+    """The broker cuts relayed lines at 512 bytes: no piece may lose text there."""
+    prefix = "n" * 64 + "!" + "u" * 10 + "@2001:db8:85a3:1234:5678:8a2e:370:7334"
+    room = "#" + "r" * 40
+    text = "caf\u00e9 " * 300
+    lines = tutorial.chunk_to_lines(text.encode(), "nick", room, prefix=prefix)
+    assert all(len(f":{prefix} ".encode() + line) <= 510 for line in lines)
+    assert b"".join(tutorial.line_text(line) for line in lines) == text.strip().encode()
