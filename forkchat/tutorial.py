@@ -74,6 +74,29 @@ def suffixed(nick: str, attempt: int, nicklen: int) -> str:
     return nick[:nicklen - len(suffix)] + suffix
 
 
+def split_name(chunk: bytes) -> tuple[bytes, bytes]:
+    """The name in a client's first chunk, and the message read with it.
+
+    The name is the whole chunk, except in two cases where its end is
+    plain: a line end (a telnet or netcat user typed `tina` and a line;
+    both were one `tinatina_hello`-like nick) and the classic client's
+    name read together with its first message, `tina` + `tina: hello`
+    (a script that sends both at once).  A name never holds ': '.
+    """
+    text = chunk.lstrip()
+    line_end = _LINE_END.search(text)
+    if line_end is not None and text[line_end.end():].strip():
+        return text[:line_end.start()], text[line_end.end():]
+    colon = chunk.find(b": ")
+    half = colon // 2
+    if colon > 0 and colon % 2 == 0 and chunk[:half] == chunk[half:colon]:
+        return chunk[:half], chunk[half:]
+    return chunk, b""
+
+
+_LINE_END = re.compile(rb"[\r\n]+")
+
+
 def typed_name(chunk: bytes) -> str:
     """The name as the client typed it, which it puts before its own text."""
     return chunk.decode("utf-8", "replace").strip()

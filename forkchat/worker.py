@@ -546,12 +546,14 @@ class Worker:
         """A tutorial client's chunk: its nickname first, then messages."""
         del self.recvq[:]
         if not self.tutorial_nick:
-            self.tutorial_nick = tutorial.clean_nick(chunk, self.cfg.limits.nicklen)
-            self.tutorial_typed = tutorial.typed_name(chunk)
+            name, chunk = tutorial.split_name(chunk)
+            self.tutorial_nick = tutorial.clean_nick(name, self.cfg.limits.nicklen)
+            self.tutorial_typed = tutorial.typed_name(name)
             self.session.user = self.tutorial_nick[:10]
             self.session.realname = "tutorial client"
             self._tutorial_try_nick()
-            return
+            if not chunk:
+                return
         chunk = self.tutorial_partial + chunk
         whole = len(chunk) - tutorial.partial_char(chunk)
         chunk, self.tutorial_partial = chunk[:whole], chunk[whole:]

@@ -120,6 +120,22 @@ def test_taken_nick_gets_a_suffix(tutorial_server):
     second.close()
 
 
+@pytest.mark.parametrize("first, nick, text", [
+    (b"tinatina: hello", b"tina", "hello"),          # the name and the first message at once
+    (b"tom\r\nhi all\r\n", b"tom", "hi all"),        # a telnet or netcat user's two lines
+])
+def test_a_message_read_with_the_name_is_relayed(tutorial_server, first, nick, text):
+    """The name ends where the client's own message begins, not at the end of the read."""
+    alice = op_of_lobby(tutorial_server)
+    client = join_tutorial(tutorial_server, first)
+    welcome = b"NICK" + nick + b" joined!Connected to server!"
+    assert client.recv_until(welcome).startswith(welcome)
+    said = alice.expect(lambda m: m.command == "PRIVMSG")
+    assert said.prefix.startswith(nick.decode() + "!") and said.params == ["#lobby", text]
+    client.close()
+    alice.close()
+
+
 def test_long_message_loses_nothing_behind_a_long_prefix(make_server):
     """A long nick and room leave less than 400 bytes of a line for text: the
     pieces are cut to fit, where the broker cut each one at 512 bytes."""

@@ -198,3 +198,17 @@ def test_pieces_fit_the_relayed_line_behind_a_long_prefix():
     lines = tutorial.chunk_to_lines(text.encode(), "nick", room, prefix=prefix)
     assert all(len(f":{prefix} ".encode() + line) <= 510 for line in lines)
     assert b"".join(tutorial.line_text(line) for line in lines) == text.strip().encode()
+
+
+@pytest.mark.parametrize("chunk, name, rest", [
+    (b"tina", b"tina", b""),
+    (b"tina\r\n", b"tina\r\n", b""),
+    (b"tina\r\nhello all\r\n", b"tina", b"hello all\r\n"),         # telnet, netcat
+    (b"\ntina\nhi", b"tina", b"hi"),
+    (b"tinatina: hello", b"tina", b"tina: hello"),                  # the classic client, scripted
+    (b"John SmithJohn Smith: hi", b"John Smith", b"John Smith: hi"),
+    (b"tina: first words", b"tina: first words", b""),             # no name to be sure of
+    (b"a" * 5000, b"a" * 5000, b""),
+])
+def test_split_name_finds_a_message_read_with_the_name(chunk, name, rest):
+    assert tutorial.split_name(chunk) == (name, rest)
