@@ -18,6 +18,7 @@ the same way (`goodbye`), where an IRC client reads its ERROR line.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from forkchat import numerics, protocol
 
@@ -74,24 +75,50 @@ def suffixed(nick: str, attempt: int, nicklen: int) -> str:
     return nick[:nicklen - len(suffix)] + suffix
 
 
-def split_name(chunk: bytes) -> tuple[bytes, bytes]:
+class FirstChunk(NamedTuple):
+    name: bytes              # the client's name, as it sent it
+    rest: bytes              # the message read with it, if any
+    answer_due: bool = False     # its answer to NICK is still to come
+
+
+def split_name(chunk: bytes) -> FirstChunk:
     """The name in a client's first chunk, and the message read with it.
 
-    The name is the whole chunk, except in two cases where its end is
-    plain: a line end (a telnet or netcat user typed `tina` and a line;
-    both were one `tinatina_hello`-like nick) and the classic client's
-    name read together with its first message, `tina` + `tina: hello`
-    (a script that sends both at once).  A name never holds ': '.
+    The name is the whole chunk, except where its end is plain:
+    - a line end with text after it: a telnet or netcat user's name and
+      first line (`tina` and `hi` made one nick, `tinahi`);
+    - `tina` + `tina: hello`: the classic client's answer to NICK and its
+      first message, sent close together (a script) and read as one;
+    - `tina: hello`: a message typed ahead, before its answer to NICK (the
+      classic client fed from a pipe sends its first line at once), the
+      answer following, or read with it at its end; a nick made of a
+      message was its name.
+    A name never holds ': '.
     """
     text = chunk.lstrip()
     line_end = _LINE_END.search(text)
     if line_end is not None and text[line_end.end():].strip():
-        return text[:line_end.start()], text[line_end.end():]
+        return FirstChunk(text[:line_end.start()], text[line_end.end():])
     colon = chunk.find(b": ")
+    if colon <= 0 or not chunk[colon + 2:].strip():
+        return FirstChunk(chunk, b"")
     half = colon // 2
-    if colon > 0 and colon % 2 == 0 and chunk[:half] == chunk[half:colon]:
-        return chunk[:half], chunk[half:]
-    return chunk, b""
+    if colon % 2 == 0 and chunk[:half] == chunk[half:colon]:
+        return FirstChunk(chunk[:half], chunk[half:])
+    name = chunk[:colon]
+    if chunk.endswith(name) and len(chunk) > colon + 2 + len(name):
+        return FirstChunk(name, chunk[:-len(name)])      # the answer read with it
+    return FirstChunk(name, chunk, answer_due=True)
+
+
+def drop_answer(chunk: bytes, typed: str) -> bytes:
+    """`chunk` without the client's late answer to NICK (its `typed` name)
+    in front, which is not a message: its messages begin `typed: `."""
+    name = typed.encode()
+    after = chunk[len(name):]
+    if name and chunk.startswith(name) and not after.lstrip().startswith(b":"):
+        return after
+    return chunk
 
 
 _LINE_END = re.compile(rb"[\r\n]+")

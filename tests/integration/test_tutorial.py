@@ -136,6 +136,21 @@ def test_a_message_read_with_the_name_is_relayed(tutorial_server, first, nick, t
     alice.close()
 
 
+def test_a_message_typed_ahead_of_the_name_is_relayed(tutorial_server):
+    """The classic client fed from a pipe sends its first line before it answers NICK."""
+    alice = op_of_lobby(tutorial_server)
+    tina = join_tutorial(tutorial_server, b"tina: first words")
+    tina.recv_until(b"tina joined!Connected to server!")
+    said = alice.expect(lambda m: m.command == "PRIVMSG")
+    assert said.prefix.startswith("tina!") and said.params == ["#lobby", "first words"]
+    tina.sock.sendall(b"tina")                         # its answer to NICK: not a message
+    tina.sock.sendall(b"tina: second")
+    said = alice.expect(lambda m: m.command == "PRIVMSG")
+    assert said.prefix.startswith("tina!") and said.params == ["#lobby", "second"]
+    tina.close()
+    alice.close()
+
+
 def test_long_message_loses_nothing_behind_a_long_prefix(make_server):
     """A long nick and room leave less than 400 bytes of a line for text: the
     pieces are cut to fit, where the broker cut each one at 512 bytes."""

@@ -207,8 +207,22 @@ def test_pieces_fit_the_relayed_line_behind_a_long_prefix():
     (b"\ntina\nhi", b"tina", b"hi"),
     (b"tinatina: hello", b"tina", b"tina: hello"),                  # the classic client, scripted
     (b"John SmithJohn Smith: hi", b"John Smith", b"John Smith: hi"),
-    (b"tina: first words", b"tina: first words", b""),             # no name to be sure of
+    (b"tina: ", b"tina: ", b""),
     (b"a" * 5000, b"a" * 5000, b""),
 ])
 def test_split_name_finds_a_message_read_with_the_name(chunk, name, rest):
-    assert tutorial.split_name(chunk) == (name, rest)
+    assert tutorial.split_name(chunk) == (name, rest, False)
+
+
+def test_split_name_finds_a_message_typed_ahead_of_the_name():
+    """The classic client fed from a pipe sends `tina: hi` before it answers NICK with `tina`."""
+    assert tutorial.split_name(b"tina: first words") == (b"tina", b"tina: first words", True)
+    assert tutorial.split_name(b"tina: first wordstina") == (b"tina", b"tina: first words", False)
+
+
+@pytest.mark.parametrize("chunk, out", [
+    (b"tina", b""), (b"tinatina: more", b"tina: more"), (b"tina: more", b"tina: more"),
+    (b"tina : more", b"tina : more"), (b"other", b"other"),
+])
+def test_drop_answer_takes_only_the_late_name(chunk, out):
+    assert tutorial.drop_answer(chunk, "tina") == out
