@@ -160,13 +160,17 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "",
 
 
 def partial_char(chunk: bytes) -> int:
-    """How many bytes at the end of `chunk` begin a UTF-8 character that
-    its next chunk will finish (0 if none).
+    """How many bytes at the end of `chunk` may begin a UTF-8 character
+    that its next chunk finishes (0 if none).
 
     A read ends where TCP's segments did, not where the client's text did:
     a long message from a client that encodes UTF-8 can be read with an
-    'e' acute split in two, and each half became a '?'.
+    'e' acute split in two, and each half became a '?'.  A read shorter
+    than a segment ends where the client's send did: there an unfinished
+    character is the client's own (a latin-1 'caf\\xe9'), not held back.
     """
+    if len(chunk) < SEGMENT_BYTES:
+        return 0
     for back in range(1, min(3, len(chunk)) + 1):
         byte = chunk[-back]
         if byte & 0xC0 != 0x80:              # not a continuation byte
@@ -175,6 +179,23 @@ def partial_char(chunk: bytes) -> int:
     return 0
 
 
+def rejoin(partial: bytes, chunk: bytes) -> bytes:
+    """`chunk` behind the `partial` character the previous read ended in,
+    if it finishes that character; else `chunk` alone, since a message
+    must begin it (its `nick: `), and the stray bytes are dropped."""
+    needs = _UTF8_LENGTHS.get(partial[0] >> 4, 1) if partial else 0
+    joined = partial + chunk
+    try:
+        joined[:needs].decode("utf-8")
+    except UnicodeDecodeError:
+        return chunk
+    return joined
+
+
+# The least a TCP segment carries unless the sender asked for less: RFC 1122's
+# default MSS (576-byte datagrams).  A shorter read holds whole sends (unless
+# the client's window was full: then the character stays cut, as before).
+SEGMENT_BYTES = 536
 _UTF8_LENGTHS = {0xC: 2, 0xD: 2, 0xE: 3, 0xF: 4}    # lead byte's high nibble: length
 
 

@@ -553,7 +553,7 @@ class Worker:
         elif self.tutorial_answer_due:
             self.tutorial_answer_due = False
             chunk = tutorial.drop_answer(chunk, self.tutorial_typed)
-        chunk = self.tutorial_partial + chunk
+        chunk = tutorial.rejoin(self.tutorial_partial, chunk)
         whole = len(chunk) - tutorial.partial_char(chunk)
         chunk, self.tutorial_partial = chunk[:whole], chunk[whole:]
         if chunk:
