@@ -18,6 +18,7 @@ the same way (`goodbye`), where an IRC client reads its ERROR line.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from forkchat import numerics, protocol
 
@@ -74,12 +75,62 @@ def suffixed(nick: str, attempt: int, nicklen: int) -> str:
     return nick[:nicklen - len(suffix)] + suffix
 
 
+class FirstChunk(NamedTuple):
+    name: bytes              # the client's name, as it sent it
+    rest: bytes              # the message read with it, if any
+    answer_due: bool = False     # its answer to NICK is still to come
+
+
+def split_name(chunk: bytes) -> FirstChunk:
+    """The name in a client's first chunk, and the message read with it.
+
+    The name is the whole chunk, except where its end is plain:
+    - a line end with text after it: a telnet or netcat user's name and
+      first line (`tina` and `hi` made one nick, `tinahi`);
+    - `tina` + `tina: hello`: the classic client's answer to NICK and its
+      first message, sent close together (a script) and read as one;
+    - `tina: hello`: a message typed ahead, before its answer to NICK (the
+      classic client fed from a pipe sends its first line at once), the
+      answer following, or read with it at its end; a nick made of a
+      message was its name.
+    A name never holds ': '.
+    """
+    text = chunk.lstrip()
+    line_end = _LINE_END.search(text)
+    if line_end is not None and text[line_end.end():].strip():
+        return FirstChunk(text[:line_end.start()], text[line_end.end():])
+    colon = chunk.find(b": ")
+    if colon <= 0 or not chunk[colon + 2:].strip():
+        return FirstChunk(chunk, b"")
+    half = colon // 2
+    if colon % 2 == 0 and chunk[:half] == chunk[half:colon]:
+        return FirstChunk(chunk[:half], chunk[half:])
+    name = chunk[:colon]
+    if chunk.endswith(name) and len(chunk) > colon + 2 + len(name):
+        return FirstChunk(name, chunk[:-len(name)])      # the answer read with it
+    return FirstChunk(name, chunk, answer_due=True)
+
+
+def drop_answer(chunk: bytes, typed: str) -> bytes:
+    """`chunk` without the client's late answer to NICK (its `typed` name)
+    in front, which is not a message: its messages begin `typed: `."""
+    name = typed.encode()
+    after = chunk[len(name):]
+    if name and chunk.startswith(name) and not after.lstrip().startswith(b":"):
+        return after
+    return chunk
+
+
+_LINE_END = re.compile(rb"[\r\n]+")
+
+
 def typed_name(chunk: bytes) -> str:
     """The name as the client typed it, which it puts before its own text."""
     return chunk.decode("utf-8", "replace").strip()
 
 
-def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[bytes]:
+def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "",
+                   prefix: str = "") -> list[bytes]:
     """One chunk from the client as PRIVMSG lines to `room` (no CRLF).
 
     The client's own `nick: ` prefix is dropped when it names the real
@@ -88,6 +139,11 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[
     served as `sam_1`) or cleaned (`John Smith` as `John_Smith`), its
     prefix names the typed one, and left in place it would read as the
     sender addressing someone else (and highlight the real `sam`).
+
+    Each piece must fit the line the room is sent, behind the sender's
+    `prefix` (nick!user@host): the broker cuts a longer one at 512 bytes,
+    and the text between two pieces was lost (a long nick, an IPv6
+    address, a long default room).
     """
     text = chunk.decode("utf-8", "replace")
     text = " ".join(part for part in re.split(r"[\r\n\0]+", text) if part).strip()
@@ -98,7 +154,49 @@ def chunk_to_lines(chunk: bytes, nick: str, room: str, typed: str = "") -> list[
     if not text:
         return []
     head = f"PRIVMSG {room} :".encode()
-    return [head + piece for piece in _split_utf8(text.encode(), MAX_TEXT_BYTES)]
+    room_left = protocol.MAX_BODY_BYTES - len(f":{prefix} ".encode()) - len(head)
+    size = max(1, min(MAX_TEXT_BYTES, room_left))
+    return [head + piece for piece in _split_utf8(text.encode(), size)]
+
+
+def partial_char(chunk: bytes) -> int:
+    """How many bytes at the end of `chunk` may begin a UTF-8 character
+    that its next chunk finishes (0 if none).
+
+    A read ends where TCP's segments did, not where the client's text did:
+    a long message from a client that encodes UTF-8 can be read with an
+    'e' acute split in two, and each half became a '?'.  A read shorter
+    than a segment ends where the client's send did: there an unfinished
+    character is the client's own (a latin-1 'caf\\xe9'), not held back.
+    """
+    if len(chunk) < SEGMENT_BYTES:
+        return 0
+    for back in range(1, min(3, len(chunk)) + 1):
+        byte = chunk[-back]
+        if byte & 0xC0 != 0x80:              # not a continuation byte
+            needs = _UTF8_LENGTHS.get(byte >> 4, 1)
+            return back if needs > back else 0
+    return 0
+
+
+def rejoin(partial: bytes, chunk: bytes) -> bytes:
+    """`chunk` behind the `partial` character the previous read ended in,
+    if it finishes that character; else `chunk` alone, since a message
+    must begin it (its `nick: `), and the stray bytes are dropped."""
+    needs = _UTF8_LENGTHS.get(partial[0] >> 4, 1) if partial else 0
+    joined = partial + chunk
+    try:
+        joined[:needs].decode("utf-8")
+    except UnicodeDecodeError:
+        return chunk
+    return joined
+
+
+# The least a TCP segment carries unless the sender asked for less: RFC 1122's
+# default MSS (576-byte datagrams).  A shorter read holds whole sends (unless
+# the client's window was full: then the character stays cut, as before).
+SEGMENT_BYTES = 536
+_UTF8_LENGTHS = {0xC: 2, 0xD: 2, 0xE: 3, 0xF: 4}    # lead byte's high nibble: length
 
 
 def line_text(line: bytes) -> bytes:

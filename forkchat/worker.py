@@ -118,10 +118,12 @@ class Worker:
         self.tutorial = proto == "tutorial"
         self.tutorial_nick = ""
         self.tutorial_typed = ""          # the name as sent, before cleaning and suffixes
+        self.tutorial_answer_due = False  # its name came after its first message
         self.tutorial_attempt = 0
         self.tutorial_connected = False
         self.tutorial_chunks: list[bytes] = []
         self.tutorial_lines: list[bytes] = []     # the rest of a chunk being relayed
+        self.tutorial_partial = b""       # the start of a character the next read ends
         self.client_watch = selectors.EVENT_READ
         self.syncs_pending = 0
         self.unsynced = False
@@ -545,14 +547,30 @@ class Worker:
         """A tutorial client's chunk: its nickname first, then messages."""
         del self.recvq[:]
         if not self.tutorial_nick:
-            self.tutorial_nick = tutorial.clean_nick(chunk, self.cfg.limits.nicklen)
-            self.tutorial_typed = tutorial.typed_name(chunk)
-            self.session.user = self.tutorial_nick[:10]
-            self.session.realname = "tutorial client"
-            self._tutorial_try_nick()
-            return
-        self.tutorial_chunks.append(chunk)
+            chunk = self._tutorial_name(chunk)
+            if not chunk:
+                return
+        elif self.tutorial_answer_due:
+            self.tutorial_answer_due = False
+            chunk = tutorial.drop_answer(chunk, self.tutorial_typed)
+        chunk = tutorial.rejoin(self.tutorial_partial, chunk)
+        whole = len(chunk) - tutorial.partial_char(chunk)
+        chunk, self.tutorial_partial = chunk[:whole], chunk[whole:]
+        if chunk:
+            self.tutorial_chunks.append(chunk)
         self._tutorial_flush()
+
+    def _tutorial_name(self, chunk: bytes) -> bytes:
+        """Take the client's name from its first chunk; what follows it is
+        a message (see tutorial.split_name)."""
+        first = tutorial.split_name(chunk)
+        self.tutorial_nick = tutorial.clean_nick(first.name, self.cfg.limits.nicklen)
+        self.tutorial_typed = tutorial.typed_name(first.name)
+        self.tutorial_answer_due = first.answer_due
+        self.session.user = self.tutorial_nick[:10]
+        self.session.realname = "tutorial client"
+        self._tutorial_try_nick()
+        return first.rest
 
     def _tutorial_flush(self) -> None:
         """Relay held chunks as the flood bucket allows; too many is a flood.
@@ -569,8 +587,9 @@ class Worker:
                 return
             if not self.tutorial_lines:
                 chunk = self.tutorial_chunks.pop(0)
-                self.tutorial_lines = tutorial.chunk_to_lines(chunk, self.session.nick, room,
-                                                              self.tutorial_typed)
+                self.tutorial_lines = tutorial.chunk_to_lines(
+                    chunk, self.session.nick, room, self.tutorial_typed,
+                    protocol.user_prefix(self.session.nick, self.session.user, self.session.host))
                 continue
             if not self.bucket.take():
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()

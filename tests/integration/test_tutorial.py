@@ -120,6 +120,62 @@ def test_taken_nick_gets_a_suffix(tutorial_server):
     second.close()
 
 
+@pytest.mark.parametrize("first, nick, text", [
+    (b"tinatina: hello", b"tina", "hello"),          # the name and the first message at once
+    (b"tom\r\nhi all\r\n", b"tom", "hi all"),        # a telnet or netcat user's two lines
+])
+def test_a_message_read_with_the_name_is_relayed(tutorial_server, first, nick, text):
+    """The name ends where the client's own message begins, not at the end of the read."""
+    alice = op_of_lobby(tutorial_server)
+    client = join_tutorial(tutorial_server, first)
+    welcome = b"NICK" + nick + b" joined!Connected to server!"
+    assert client.recv_until(welcome).startswith(welcome)
+    said = alice.expect(lambda m: m.command == "PRIVMSG")
+    assert said.prefix.startswith(nick.decode() + "!") and said.params == ["#lobby", text]
+    client.close()
+    alice.close()
+
+
+def test_a_message_typed_ahead_of_the_name_is_relayed(tutorial_server):
+    """The classic client fed from a pipe sends its first line before it answers NICK."""
+    alice = op_of_lobby(tutorial_server)
+    tina = join_tutorial(tutorial_server, b"tina: first words")
+    tina.recv_until(b"tina joined!Connected to server!")
+    said = alice.expect(lambda m: m.command == "PRIVMSG")
+    assert said.prefix.startswith("tina!") and said.params == ["#lobby", "first words"]
+    tina.sock.sendall(b"tina")                         # its answer to NICK: not a message
+    tina.sock.sendall(b"tina: second")
+    said = alice.expect(lambda m: m.command == "PRIVMSG")
+    assert said.prefix.startswith("tina!") and said.params == ["#lobby", "second"]
+    tina.close()
+    alice.close()
+
+
+def test_long_message_loses_nothing_behind_a_long_prefix(make_server):
+    """A long nick and room leave less than 400 bytes of a line for text: the
+    pieces are cut to fit, where the broker cut each one at 512 bytes."""
+    room = "#" + "r" * 40
+    server = make_server(listen=["127.0.0.1:0"],
+                         config_text=f'[server]\ndefault_room = "{room}"\n'
+                                     + TEST_LIMITS + "nicklen = 64\n",
+                         extra_args=["--tutorial-listen", "127.0.0.1:0"])
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join(room)
+    nick = b"n" * 64
+    tina = join_tutorial(server, nick)
+    tina.recv_until(b"Connected to server!")
+    text = "".join(f"{index:04d}" for index in range(250))
+    tina.sock.sendall(text.encode())
+    pieces = []
+    while not "".join(pieces).endswith("0249"):
+        pieces.append(alice.expect(lambda m: m.command == "PRIVMSG"
+                                   and m.prefix.startswith(nick.decode() + "!")).params[1])
+    assert "".join(pieces) == text
+    tina.close()
+    alice.close()
+
+
 def op_of_lobby(server) -> IrcTestClient:
     """An IRC user who joins #lobby first, and so is its operator."""
     alice = IrcTestClient(server.port)

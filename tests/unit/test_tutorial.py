@@ -169,3 +169,85 @@ def test_chunk_strips_the_typed_name_of_a_renamed_client():
         [b"PRIVMSG #lobby :hi"]
     assert tutorial.chunk_to_lines(b"bob: hi", "sam_1", "#lobby", "sam") == \
         [b"PRIVMSG #lobby :bob: hi"]
+
+
+SEGMENT = b"x" * tutorial.SEGMENT_BYTES          # a read TCP may have cut short
+
+
+@pytest.mark.parametrize("chunk, held", [
+    (SEGMENT + b"caf\xc3", 1), (SEGMENT + b"\xe2\x82", 2), (SEGMENT + b"\xf0\x9f\x98", 3),
+    (SEGMENT + b"caf\xc3\xa9", 0), (SEGMENT + b"\xe2\x82\xac", 0), (SEGMENT, 0), (b"", 0),
+    (SEGMENT + b"\xa9\xa9\xa9\xa9", 0),
+    (b"caf\xc3", 0), (b"tk: caf\xe9", 0),       # shorter than a segment: sent so (latin-1)
+])
+def test_partial_char_finds_a_character_cut_at_the_chunk_end(chunk, held):
+    assert tutorial.partial_char(chunk) == held
+
+
+@pytest.mark.parametrize("partial, chunk, out", [
+    (b"\xc3", b"\xa9 ok", b"\xc3\xa9 ok"), (b"\xe2\x82", b"\xac", b"\xe2\x82\xac"),
+    (b"", b"tk: hi", b"tk: hi"),
+    (b"\xe9", b"tk: next", b"tk: next"),           # latin-1, not a cut character: dropped
+    (b"\xc3", b"", b""),
+])
+def test_rejoin_only_finishes_a_character(partial, chunk, out):
+    assert tutorial.rejoin(partial, chunk) == out
+
+
+def test_worker_joins_a_character_split_between_two_reads(tutorial_worker):
+    """TCP may cut the client's text mid-character: the halves make one character, not two '?'."""
+    tutorial_worker.session.rooms = {"#lobby": ""}
+    tutorial_worker.tutorial_nick = "tk"
+    tutorial_worker._tutorial_input(b"tk: " + SEGMENT + b"caf\xc3")
+    tutorial_worker._tutorial_input(b"\xa9 ok")
+    assert bytes(tutorial_worker.sendq).endswith(b"caftk: ? ok")
+    frames = b"".join(tutorial_worker.link.out)
+    assert "caf\u00e9".encode()[3:] + b" ok" in frames and b"\xef\xbf\xbd" not in frames
+
+
+def test_worker_relays_a_latin1_message_as_it_came(tutorial_worker):
+    """A short read ending in a latin-1 '\xe9' is the client's whole message: relayed at once,
+    and the next one still begins with its own `nick: `, which is removed."""
+    tutorial_worker.session.rooms = {"#lobby": ""}
+    tutorial_worker.tutorial_nick = "tk"
+    tutorial_worker._tutorial_input(b"tk: caf\xe9")
+    tutorial_worker._tutorial_input(b"tk: next")
+    assert bytes(tutorial_worker.sendq) == b"tk: caf?tk: next"
+
+
+def test_pieces_fit_the_relayed_line_behind_a_long_prefix():
+    """The broker cuts relayed lines at 512 bytes: no piece may lose text there."""
+    prefix = "n" * 64 + "!" + "u" * 10 + "@2001:db8:85a3:1234:5678:8a2e:370:7334"
+    room = "#" + "r" * 40
+    text = "caf\u00e9 " * 300
+    lines = tutorial.chunk_to_lines(text.encode(), "nick", room, prefix=prefix)
+    assert all(len(f":{prefix} ".encode() + line) <= 510 for line in lines)
+    assert b"".join(tutorial.line_text(line) for line in lines) == text.strip().encode()
+
+
+@pytest.mark.parametrize("chunk, name, rest", [
+    (b"tina", b"tina", b""),
+    (b"tina\r\n", b"tina\r\n", b""),
+    (b"tina\r\nhello all\r\n", b"tina", b"hello all\r\n"),         # telnet, netcat
+    (b"\ntina\nhi", b"tina", b"hi"),
+    (b"tinatina: hello", b"tina", b"tina: hello"),                  # the classic client, scripted
+    (b"John SmithJohn Smith: hi", b"John Smith", b"John Smith: hi"),
+    (b"tina: ", b"tina: ", b""),
+    (b"a" * 5000, b"a" * 5000, b""),
+])
+def test_split_name_finds_a_message_read_with_the_name(chunk, name, rest):
+    assert tutorial.split_name(chunk) == (name, rest, False)
+
+
+def test_split_name_finds_a_message_typed_ahead_of_the_name():
+    """The classic client fed from a pipe sends `tina: hi` before it answers NICK with `tina`."""
+    assert tutorial.split_name(b"tina: first words") == (b"tina", b"tina: first words", True)
+    assert tutorial.split_name(b"tina: first wordstina") == (b"tina", b"tina: first words", False)
+
+
+@pytest.mark.parametrize("chunk, out", [
+    (b"tina", b""), (b"tinatina: more", b"tina: more"), (b"tina: more", b"tina: more"),
+    (b"tina : more", b"tina : more"), (b"other", b"other"),
+])
+def test_drop_answer_takes_only_the_late_name(chunk, out):
+    assert tutorial.drop_answer(chunk, "tina") == out
