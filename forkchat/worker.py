@@ -15,7 +15,10 @@ client's own command (a LIST may be megabytes): instead no further line of
 the client's is taken until that reply has been sent, so one reply at most
 is in flight, and what else piles up behind it is counted as before.  A
 client that takes not one byte of such a reply for ping_timeout seconds is
-dropped all the same: it does not read.
+dropped all the same: it does not read.  One that takes it at a steady pace
+is alive, though our PING waits behind the reply and its answer behind
+that: at the ping timeout, our output taken at TAKING_RATE counts as
+hearing from the client.
 
 If the broker goes away the worker holds the client's input, reconnects,
 and sends REREGISTER with its Session so that the new broker can restore
@@ -70,6 +73,11 @@ BIG_REPLY_COMMANDS = frozenset({"JOIN", "NAMES", "LIST", "WHO", "WHOWAS", "MOTD"
 # Lines that wait, when something forwarded is unanswered, for the broker's
 # answers so far: local commands and NICK (commands.IN_STEP), big replies.
 SYNC_FIRST = commands.IN_STEP | BIG_REPLY_COMMANDS
+# Bytes a second of our output that a silent client must take, since its
+# PING, to count as heard from at the ping timeout (8 kbit/s).  A slow link
+# reading a LIST of megabytes is alive (4.5 MB: 75 minutes at most); a
+# trickle of a byte a minute does not hold the worker and the reply for days.
+TAKING_RATE = 1024
 # The bytes a socket's kernel queue holds that the peer has not acknowledged
 # (SIOCOUTQ; Linux).  None where it cannot be asked.
 UNACKED_IOCTL = getattr(termios, "TIOCOUTQ", None)
@@ -117,8 +125,15 @@ class Worker:
         self.timers: dict[str, float] = {}
         self.closing = False
         self.done = False
-        self.last_input = time.monotonic()
+        self.last_input = time.monotonic()    # when the client was last heard from
         self.ping_sent = False
+        # What the client took of our output since the last look (its PING):
+        # bytes sent while a reply was pending (counted off the delivery
+        # path), and the kernel's unacknowledged bytes, which fall as it
+        # reads what the kernel holds.
+        self.reply_taken = 0
+        self.unacked_seen: int | None = None
+        self.taken_since = self.last_input
         self.broker_lost_at = 0.0      # when the current outage began (0.0: none)
         self.link_opened_at = 0.0
         self.reconnects = 0
@@ -643,8 +658,9 @@ class Worker:
             if sent:
                 del self.sendq[:sent]
             replying = self.replies.pending
-            if replying:
+            if replying:        # (never on the delivery path: no reply pending)
                 self.replies.sent(sent)
+                self.reply_taken += sent
             limit = self.cfg.limits.sendq_bytes
             if len(self.sendq) - self.replies.pending > limit:    # (_bounded_sendq)
                 self._cut_sendq()
@@ -1009,17 +1025,41 @@ class Worker:
 
     def _on_ping_timer(self) -> None:
         limits = self.cfg.limits
-        idle = time.monotonic() - self.last_input
+        now = time.monotonic()
+        idle = now - self.last_input
         if idle >= limits.ping_interval + limits.ping_timeout:
-            self.close(f"Ping timeout: {int(idle)} seconds")
-            return
-        if idle >= limits.ping_interval and not self.ping_sent:
+            if not self._took_output(now):
+                self.close(f"Ping timeout: {int(idle)} seconds")
+                return
+            self.last_input, idle = now, 0.0     # heard from; its PING still waits
+        elif idle >= limits.ping_interval and not self.ping_sent:
             self.ping_sent = True
             self.sendq += protocol.format_line("", "PING", self.cfg.server.name)
+            self._took_output(now)               # what it takes from now on counts
         if self.ping_sent:
             self.timers["ping"] = self.last_input + limits.ping_interval + limits.ping_timeout
         else:
             self._schedule_ping()
+
+    def _took_output(self, now: float) -> bool:
+        """Whether the client took TAKING_RATE bytes a second of our output
+        since the last look; each look starts the next span.
+
+        A client that reads a reply of megabytes (LIST, WHO of a big room)
+        over a slow link is silent: its lines wait until the reply has gone
+        and our PING waits behind it.  Without this it was dropped after
+        ping_interval plus ping_timeout, however steadily it read.  A
+        client that takes nothing of a reply beyond sendq_bytes is dropped
+        by the stall watch, one that takes a trickle here.  Nothing is
+        timed as it is sent: the clock is read by this timer only.
+        """
+        unacked = _unacked_bytes(self.sock)
+        taken = self.reply_taken
+        if unacked is not None and self.unacked_seen is not None:
+            taken += max(0, self.unacked_seen - unacked)
+        span = now - self.taken_since
+        self.reply_taken, self.unacked_seen, self.taken_since = 0, unacked, now
+        return taken > 0 and taken >= TAKING_RATE * span
 
     def _on_flood_timer(self) -> None:
         self._process_input()

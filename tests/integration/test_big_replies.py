@@ -39,6 +39,9 @@ TOPIC = "t" * 250
 MEMBERS = 100
 REALNAME = "r" * 100          # the most USER keeps
 MOTD_LINES = 2000             # 372 lines of about 95 bytes: a reply of some 190 KB
+# Pings every second, dropped after one more: a reply that takes a few
+# seconds to read is past the ping timeout many times over.
+QUICK_PINGS = "ping_interval = 1\nping_timeout = 1\n"
 # No pings, and a stall watch of one second.
 NO_PINGS = "ping_interval = 0\nping_timeout = 1\n"
 SLOW_CHUNK = 1024
@@ -322,4 +325,27 @@ def test_a_client_that_reads_a_long_reply_slowly_keeps_its_sendq(make_server):
     server = make_server(config_text=big_motd() + SMALL_SENDQ + NO_PINGS)
     slow = registered_small(server.port, "slow", timeout=10)
     check_slow_motd_reader(slow, server, pings=0)
+    slow.close()
+
+
+def test_a_client_that_reads_a_long_reply_slowly_is_not_timed_out(make_server):
+    """A reply (here 190 KB) that takes a slow link longer than ping_interval
+    plus ping_timeout to read: a client that takes its bytes is alive, and
+    its reply is read whole.  Before, the client could not see the server's
+    PING behind the reply, nor could its lines be answered, and it was
+    dropped with 'Ping timeout: 2 seconds' partway."""
+    server = make_server(config_text=big_motd() + SMALL_SENDQ + QUICK_PINGS)
+    slow = registered_small(server.port, "slow", timeout=10)
+    check_slow_motd_reader(slow, server)
+    slow.close()
+
+
+def test_a_tls_client_that_reads_a_long_reply_slowly_is_not_timed_out(make_server, certs):
+    """The same on a TLS listener."""
+    cert, key = make_cert(certs, "slow")
+    server = start_tls_server(make_server, cert, key, big_motd() + SMALL_SENDQ + QUICK_PINGS)
+    slow = TlsClient(tls_port(server), cert, rcvbuf=4096)
+    slow.timeout = 10.0
+    slow.register("slow")
+    check_slow_motd_reader(slow, server)
     slow.close()
