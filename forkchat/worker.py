@@ -149,6 +149,7 @@ class Worker:
         self.unsynced = False
         self.client_eof = False
         self.stuck = False
+        self.reply_dropped = False     # by close(): the kernel buffer may be full
         self.nick_asked = b""
         self.heard_client = False      # the first bytes are checked for a TLS hello
 
@@ -234,6 +235,8 @@ class Worker:
         self.closing = True
         log.info("conn %d %s closing: %s", self.session.cid, self.session.nick or "*", reason)
         self._queue_frame(ipc.encode(ipc.Kind.BYE, reason.encode()))
+        if self.replies.pending:
+            self._drop_reply()
         if self.tutorial:
             self.sendq += tutorial.goodbye(reason, error_text) or b""
         else:
@@ -246,12 +249,15 @@ class Worker:
 
         A client dropped for not reading gets its ERROR line all the same:
         the kernel buffer is full, so it is enlarged by a little and the line
-        goes in without waiting for a client that will not read.
+        goes in without waiting for a client that will not read.  So does
+        one whose reply was dropped (it reads, slowly, what the full buffer
+        holds first).
         """
         deadline = time.monotonic() + CLOSE_FLUSH_S
         self._flush_link(deadline)
-        if self.stuck:
-            deadline = time.monotonic()
+        if self.stuck or self.reply_dropped:
+            if self.stuck:
+                deadline = time.monotonic()
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
                                      CLIENT_SNDBUF_BYTES + ERROR_ROOM_BYTES)
@@ -751,6 +757,20 @@ class Worker:
         end = self.sendq.find(b"\n", start)
         del self.sendq[end + 1 if end >= 0 else len(self.tls_pending):]
         self.replies.cut()
+
+    def _drop_reply(self) -> None:
+        """The client is leaving: the rest of the reply to its command goes,
+        but the line it has the start of; what else was queued stays.
+
+        The last second left to send (CLOSE_FLUSH_S) went on the rest of a
+        LIST of megabytes, and a client reading it over a slow link, killed
+        or caught by a server shutdown, found the list cut short and no
+        ERROR line saying why.
+        """
+        start = max(len(self.tls_pending) - 1, 0)
+        end = self.sendq.find(b"\n", start)
+        self.replies.drop(self.sendq, end + 1 if end >= 0 else len(self.sendq))
+        self.reply_dropped = True
 
     def _watch_client(self) -> None:
         """Watch the client socket for what is needed now, and nothing else.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.integration.chat_helpers import flood_until_dropped
+from tests.integration.chat_helpers import OPER_CONFIG, flood_until_dropped
 from tests.integration.test_tls import TlsClient, certs, make_cert, start_tls_server, tls_port
 from tests.support.ircclient import IrcTestClient
 
@@ -78,10 +78,11 @@ def big_motd() -> str:
     return f'[server]\nmotd = "{lines}"\n'
 
 
-def read_slowly(client: IrcTestClient, command: str, timeout: float = 30.0) -> list:
+def read_slowly(client: IrcTestClient, command: str | None, timeout: float = 30.0) -> list:
     """The messages up to the first `command`, read SLOW_CHUNK bytes at a
     time with a pause between reads (a client on a slow link), sending
-    nothing meanwhile.  Fails if the connection closes first."""
+    nothing meanwhile.  Fails if the connection closes first, unless
+    `command` is None: then all up to the close."""
     got: list = []
     deadline = time.monotonic() + timeout
     while True:
@@ -93,7 +94,12 @@ def read_slowly(client: IrcTestClient, command: str, timeout: float = 30.0) -> l
         assert time.monotonic() < deadline, f"no {command} in time; last {got[-3:]}"
         time.sleep(SLOW_PAUSE_S)        # the pace of the reader, not a wait for the server
         client.sock.settimeout(max(0.01, deadline - time.monotonic()))
-        data = client.sock.recv(SLOW_CHUNK)
+        try:
+            data = client.sock.recv(SLOW_CHUNK)
+        except ConnectionResetError:
+            data = b""
+        if not data and command is None:
+            return got
         assert data, f"connection closed before {command}; last {got[-3:]}"
         client.buffer += data
 
@@ -348,4 +354,29 @@ def test_a_tls_client_that_reads_a_long_reply_slowly_is_not_timed_out(make_serve
     slow.timeout = 10.0
     slow.register("slow")
     check_slow_motd_reader(slow, server)
+    slow.close()
+
+
+def test_a_client_killed_while_it_reads_a_long_reply_is_told_why(make_server):
+    """An operator's KILL (or a shutdown) in the middle of a reply read over
+    a slow link: the rest of the reply is dropped, the KILL and the ERROR
+    line come after what the kernel already held.  Before, the worker spent
+    its last second sending more of the reply, and the client found it cut
+    off mid-stream with no word of why."""
+    server = make_server(config_text=big_motd() + SMALL_SENDQ + OPER_CONFIG)
+    slow = registered_small(server.port, "slow", timeout=10)
+    ircop = IrcTestClient(server.port)
+    ircop.register("ircop")
+    ircop.send("OPER admin pw")
+    ircop.expect("381")
+    slow.send("MOTD")
+    read_slowly(slow, "372")
+    ircop.send("KILL slow :enough")
+    server.wait_for_text("slow closing: Killed")
+    got = read_slowly(slow, None)
+    assert got[-1].command == "ERROR" and "enough" in got[-1].params[0]
+    assert [m.command for m in got[-2:]] == ["KILL", "ERROR"]
+    assert [m.command for m in got[:-2]] == ["372"] * (len(got) - 2)
+    assert len(got) - 2 < MOTD_LINES
+    ircop.close()
     slow.close()
