@@ -1048,7 +1048,7 @@ class Worker:
         now = time.monotonic()
         idle = now - self.last_input
         if idle >= limits.ping_interval + limits.ping_timeout:
-            if not self._took_output(now):
+            if not self._took_output(now) and not self._flood_holds_lines():
                 self.close(f"Ping timeout: {int(idle)} seconds")
                 return
             self.last_input, idle = now, 0.0     # heard from; its PING still waits
@@ -1080,6 +1080,17 @@ class Worker:
         span = now - self.taken_since
         self.reply_taken, self.unacked_seen, self.taken_since = 0, unacked, now
         return taken > 0 and taken >= TAKING_RATE * span
+
+    def _flood_holds_lines(self) -> bool:
+        """Whether whole lines of the client's wait on flood control alone.
+
+        The wait is ours, not the client's silence: a script that sent a
+        batch of lines and closed its end (nc -N) cannot answer a PING, and
+        the lines still held were lost to 'Ping timeout' (with pings every
+        60 s and 30 s to answer, a batch of 200 short lines).  The held
+        lines are bounded by recvq_bytes, and run at the flood rate.
+        """
+        return b"\n" in self.recvq and not self._paused()
 
     def _on_flood_timer(self) -> None:
         self._process_input()
