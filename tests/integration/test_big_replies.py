@@ -45,7 +45,7 @@ QUICK_PINGS = "ping_interval = 1\nping_timeout = 1\n"
 # No pings, and a stall watch of one second.
 NO_PINGS = "ping_interval = 0\nping_timeout = 1\n"
 SLOW_CHUNK = 1024
-SLOW_PAUSE_S = 0.04           # at most 25 KB/s, as over a slow link
+SLOW_PAUSE_S = 0.01           # at most 100 KB/s, as over a slow link
 
 
 def small_window(client: IrcTestClient) -> None:
