@@ -55,6 +55,18 @@ class ReplyBytes:
                 break
             spans.popleft()
 
+    def drop(self, queue: bytearray, keep: int) -> None:
+        """Take the reply bytes out of `queue`, the queue this record
+        follows, but for its first `keep` bytes (what the peer already has
+        the start of); the rest of the queue keeps its order and counts as
+        ordinary bytes from now on."""
+        head = self._sent
+        for start, end in reversed(self._spans):
+            low, high = max(start - head, keep), end - head
+            if high > low:
+                del queue[low:high]
+        self.cut()
+
     def cut(self) -> None:
         """The queue was cut short or emptied without sending: what is left
         of it counts as ordinary bytes from now on."""

@@ -15,7 +15,10 @@ client's own command (a LIST may be megabytes): instead no further line of
 the client's is taken until that reply has been sent, so one reply at most
 is in flight, and what else piles up behind it is counted as before.  A
 client that takes not one byte of such a reply for ping_timeout seconds is
-dropped all the same: it does not read.
+dropped all the same: it does not read.  One that takes it at a steady pace
+is alive, though our PING waits behind the reply and its answer behind
+that: at the ping timeout, our output taken at TAKING_RATE counts as
+hearing from the client.
 
 If the broker goes away the worker holds the client's input, reconnects,
 and sends REREGISTER with its Session so that the new broker can restore
@@ -25,6 +28,8 @@ broker sees the link close and tells the client's rooms.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import math
 import os
@@ -32,6 +37,7 @@ import selectors
 import signal
 import socket
 import ssl
+import termios
 import time
 from typing import Any, Callable
 
@@ -67,6 +73,14 @@ BIG_REPLY_COMMANDS = frozenset({"JOIN", "NAMES", "LIST", "WHO", "WHOWAS", "MOTD"
 # Lines that wait, when something forwarded is unanswered, for the broker's
 # answers so far: local commands and NICK (commands.IN_STEP), big replies.
 SYNC_FIRST = commands.IN_STEP | BIG_REPLY_COMMANDS
+# Bytes a second of our output that a silent client must take, since its
+# PING, to count as heard from at the ping timeout (8 kbit/s).  A slow link
+# reading a LIST of megabytes is alive (4.5 MB: 75 minutes at most); a
+# trickle of a byte a minute does not hold the worker and the reply for days.
+TAKING_RATE = 1024
+# The bytes a socket's kernel queue holds that the peer has not acknowledged
+# (SIOCOUTQ; Linux).  None where it cannot be asked.
+UNACKED_IOCTL = getattr(termios, "TIOCOUTQ", None)
 
 
 def main(sock: socket.socket, peer: str, proto: str, cid: int, cfg: config.Config,
@@ -95,6 +109,7 @@ class Worker:
         self.sendq = bytearray()
         self.replies = replybytes.ReplyBytes()   # which of sendq answer the client
         self.sendq_moved_at = time.monotonic()   # when the client last took bytes of it
+        self.stall_unacked: int | None = None    # the kernel's unacknowledged bytes then
         # The head of sendq that OpenSSL was given and has not finished: it
         # must be given exactly these bytes again (see _send_head).
         self.tls_pending = b""
@@ -110,8 +125,15 @@ class Worker:
         self.timers: dict[str, float] = {}
         self.closing = False
         self.done = False
-        self.last_input = time.monotonic()
+        self.last_input = time.monotonic()    # when the client was last heard from
         self.ping_sent = False
+        # What the client took of our output since the last look (its PING):
+        # bytes sent while a reply was pending (counted off the delivery
+        # path), and the kernel's unacknowledged bytes, which fall as it
+        # reads what the kernel holds.
+        self.reply_taken = 0
+        self.unacked_seen: int | None = None
+        self.taken_since = self.last_input
         self.broker_lost_at = 0.0      # when the current outage began (0.0: none)
         self.link_opened_at = 0.0
         self.reconnects = 0
@@ -129,6 +151,7 @@ class Worker:
         self.unsynced = False
         self.client_eof = False
         self.stuck = False
+        self.reply_dropped = False     # by close(): the kernel buffer may be full
         self.nick_asked = b""
         self.heard_client = False      # the first bytes are checked for a TLS hello
 
@@ -214,6 +237,8 @@ class Worker:
         self.closing = True
         log.info("conn %d %s closing: %s", self.session.cid, self.session.nick or "*", reason)
         self._queue_frame(ipc.encode(ipc.Kind.BYE, reason.encode()))
+        if self.replies.pending:
+            self._drop_reply()
         if self.tutorial:
             self.sendq += tutorial.goodbye(reason, error_text) or b""
         else:
@@ -226,12 +251,15 @@ class Worker:
 
         A client dropped for not reading gets its ERROR line all the same:
         the kernel buffer is full, so it is enlarged by a little and the line
-        goes in without waiting for a client that will not read.
+        goes in without waiting for a client that will not read.  So does
+        one whose reply was dropped (it reads, slowly, what the full buffer
+        holds first).
         """
         deadline = time.monotonic() + CLOSE_FLUSH_S
         self._flush_link(deadline)
-        if self.stuck:
-            deadline = time.monotonic()
+        if self.stuck or self.reply_dropped:
+            if self.stuck:
+                deadline = time.monotonic()
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
                                      CLIENT_SNDBUF_BYTES + ERROR_ROOM_BYTES)
@@ -679,8 +707,9 @@ class Worker:
             if sent:
                 del self.sendq[:sent]
             replying = self.replies.pending
-            if replying:
+            if replying:        # (never on the delivery path: no reply pending)
                 self.replies.sent(sent)
+                self.reply_taken += sent
             limit = self.cfg.limits.sendq_bytes
             if len(self.sendq) - self.replies.pending > limit:    # (_bounded_sendq)
                 self._cut_sendq()
@@ -702,18 +731,33 @@ class Worker:
         watched = "stall" in self.timers
         if sent or not watched:
             self.sendq_moved_at = time.monotonic()
+            self.stall_unacked = _unacked_bytes(self.sock)
         if not watched:
             self.timers["stall"] = self.sendq_moved_at + self.cfg.limits.ping_timeout
 
     def _on_stall_timer(self) -> None:
         """A reply beyond sendq_bytes that the client takes nothing of for
         ping_timeout seconds: it does not read, and the reply is not kept
-        for it (nor is it kept alive by lines it sends and we hold)."""
+        for it (nor is it kept alive by lines it sends and we hold).
+
+        Taking bytes the kernel holds counts: the kernel wakes us to send
+        more only once a third of its buffer is free (some 40 KB), and a
+        client reading steadily but slower than that a ping_timeout was
+        dropped with "Max SendQ exceeded" (at the default 60 s, below
+        700 bytes a second; at 10 s, below 4 KB a second).
+        """
         if len(self.sendq) <= self.cfg.limits.sendq_bytes:
             return
+        now = time.monotonic()
         due = self.sendq_moved_at + self.cfg.limits.ping_timeout
-        if time.monotonic() < due:
+        if now < due:
             self.timers["stall"] = due
+            return
+        unacked = _unacked_bytes(self.sock)
+        if unacked is not None and self.stall_unacked is not None \
+                and unacked < self.stall_unacked:
+            self.sendq_moved_at, self.stall_unacked = now, unacked
+            self.timers["stall"] = now + self.cfg.limits.ping_timeout
             return
         self._cut_sendq()
         self.stuck = True
@@ -756,6 +800,20 @@ class Worker:
         end = self.sendq.find(b"\n", start)
         del self.sendq[end + 1 if end >= 0 else len(self.tls_pending):]
         self.replies.cut()
+
+    def _drop_reply(self) -> None:
+        """The client is leaving: the rest of the reply to its command goes,
+        but the line it has the start of; what else was queued stays.
+
+        The last second left to send (CLOSE_FLUSH_S) went on the rest of a
+        LIST of megabytes, and a client reading it over a slow link, killed
+        or caught by a server shutdown, found the list cut short and no
+        ERROR line saying why.
+        """
+        start = max(len(self.tls_pending) - 1, 0)
+        end = self.sendq.find(b"\n", start)
+        self.replies.drop(self.sendq, end + 1 if end >= 0 else len(self.sendq))
+        self.reply_dropped = True
 
     def _watch_client(self) -> None:
         """Watch the client socket for what is needed now, and nothing else.
@@ -1040,21 +1098,71 @@ class Worker:
 
     def _on_ping_timer(self) -> None:
         limits = self.cfg.limits
-        idle = time.monotonic() - self.last_input
+        now = time.monotonic()
+        idle = now - self.last_input
         if idle >= limits.ping_interval + limits.ping_timeout:
-            self.close(f"Ping timeout: {int(idle)} seconds")
-            return
-        if idle >= limits.ping_interval and not self.ping_sent:
+            if not self._took_output(now) and not self._flood_holds_lines():
+                self.close(f"Ping timeout: {int(idle)} seconds")
+                return
+            self.last_input, idle = now, 0.0     # heard from; its PING still waits
+        elif idle >= limits.ping_interval and not self.ping_sent:
             self.ping_sent = True
             self.sendq += protocol.format_line("", "PING", self.cfg.server.name)
+            self._took_output(now)               # what it takes from now on counts
         if self.ping_sent:
             self.timers["ping"] = self.last_input + limits.ping_interval + limits.ping_timeout
         else:
             self._schedule_ping()
 
+    def _took_output(self, now: float) -> bool:
+        """Whether the client took TAKING_RATE bytes a second of our output
+        since the last look; each look starts the next span.
+
+        A client that reads a reply of megabytes (LIST, WHO of a big room)
+        over a slow link is silent: its lines wait until the reply has gone
+        and our PING waits behind it.  Without this it was dropped after
+        ping_interval plus ping_timeout, however steadily it read.  A
+        client that takes nothing of a reply beyond sendq_bytes is dropped
+        by the stall watch, one that takes a trickle here.  Nothing is
+        timed as it is sent: the clock is read by this timer only.
+        """
+        unacked = _unacked_bytes(self.sock)
+        taken = self.reply_taken
+        if unacked is not None and self.unacked_seen is not None:
+            taken += max(0, self.unacked_seen - unacked)
+        span = now - self.taken_since
+        self.reply_taken, self.unacked_seen, self.taken_since = 0, unacked, now
+        return taken > 0 and taken >= TAKING_RATE * span
+
+    def _flood_holds_lines(self) -> bool:
+        """Whether whole lines of the client's wait on flood control alone.
+
+        The wait is ours, not the client's silence: a script that sent a
+        batch of lines and closed its end (nc -N) cannot answer a PING, and
+        the lines still held were lost to 'Ping timeout' (with pings every
+        60 s and 30 s to answer, a batch of 200 short lines).  The held
+        lines are bounded by recvq_bytes, and run at the flood rate.
+        """
+        return b"\n" in self.recvq and not self._paused()
+
     def _on_flood_timer(self) -> None:
         self._process_input()
 
+
+
+def _unacked_bytes(sock: socket.socket) -> int | None:
+    """Bytes of ours in the kernel that the peer has not acknowledged yet
+    (for a TLS socket, of its records); None where that cannot be learnt.
+    They fall as the client reads what the kernel holds: how a client that
+    takes our output shows it while we send nothing."""
+    if UNACKED_IOCTL is None:
+        return None
+    answer = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), UNACKED_IOCTL, answer)
+    except (OSError, ValueError):
+        return None
+    return answer[0]
 
 
 def _may_answer(line: bytes) -> bool:

@@ -11,8 +11,9 @@ few hundred rooms, or a room of 100, are a big reply.
 from __future__ import annotations
 
 import socket
+import time
 
-from tests.integration.chat_helpers import flood_until_dropped
+from tests.integration.chat_helpers import OPER_CONFIG, flood_until_dropped
 from tests.integration.test_tls import TlsClient, certs, make_cert, start_tls_server, tls_port
 from tests.support.ircclient import IrcTestClient
 
@@ -37,6 +38,14 @@ ROOMS_PER_OWNER = 150
 TOPIC = "t" * 250
 MEMBERS = 100
 REALNAME = "r" * 100          # the most USER keeps
+MOTD_LINES = 2000             # 372 lines of about 95 bytes: a reply of some 190 KB
+# Pings every second, dropped after one more: a reply that takes a few
+# seconds to read is past the ping timeout many times over.
+QUICK_PINGS = "ping_interval = 1\nping_timeout = 1\n"
+# No pings, and a stall watch of one second.
+NO_PINGS = "ping_interval = 0\nping_timeout = 1\n"
+SLOW_CHUNK = 1024
+SLOW_PAUSE_S = 0.01           # at most 100 KB/s, as over a slow link
 
 
 def small_window(client: IrcTestClient) -> None:
@@ -58,6 +67,41 @@ def dropped_for_sendq(client: IrcTestClient) -> list:
     closing = client.expect_closed(timeout=10)
     assert closing[-1].command == "ERROR" and "Max SendQ exceeded" in closing[-1].params[0]
     return closing
+
+
+def big_motd() -> str:
+    """A [server] table whose MOTD is a reply of some 190 KB, more than
+    the kernel holds for a client: the answer to MOTD, as big as a LIST of
+    hundreds of rooms, with no other clients to make the rooms (and to
+    keep alive)."""
+    lines = "\\n".join(f"line {index:04d} " + "m" * 60 for index in range(MOTD_LINES))
+    return f'[server]\nmotd = "{lines}"\n'
+
+
+def read_slowly(client: IrcTestClient, command: str | None, timeout: float = 30.0) -> list:
+    """The messages up to the first `command`, read SLOW_CHUNK bytes at a
+    time with a pause between reads (a client on a slow link), sending
+    nothing meanwhile.  Fails if the connection closes first, unless
+    `command` is None: then all up to the close."""
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while True:
+        while b"\n" in client.buffer:
+            msg = client.read_msg()
+            got.append(msg)
+            if msg.command == command:
+                return got
+        assert time.monotonic() < deadline, f"no {command} in time; last {got[-3:]}"
+        time.sleep(SLOW_PAUSE_S)        # the pace of the reader, not a wait for the server
+        client.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = client.sock.recv(SLOW_CHUNK)
+        except ConnectionResetError:
+            data = b""
+        if not data and command is None:
+            return got
+        assert data, f"connection closed before {command}; last {got[-3:]}"
+        client.buffer += data
 
 
 def make_rooms(port: int, count: int) -> list[IrcTestClient]:
@@ -259,3 +303,80 @@ def test_a_tls_client_that_quits_during_a_long_reply_gives_its_reason(make_serve
     assert quit.params[-1] == "Quit: gone home"
     for owner in owners:
         owner.close()
+
+
+def check_slow_motd_reader(client: IrcTestClient, server, pings: int = 1) -> None:
+    """MOTD and a PING sent at once, then read slowly for several ping
+    timeouts: the whole MOTD comes, then the server's PING (queued behind
+    the reply; `pings` of them), which is answered, then the PONG; the
+    client stays."""
+    client.send("MOTD\r\nPING :done")
+    motd = read_slowly(client, "376")
+    assert len([m for m in motd if m.command == "372"]) == MOTD_LINES
+    after = read_slowly(client, "PONG")
+    assert after[-1].params[-1] == "done"
+    assert [m.command for m in after].count("PING") == pings
+    for ping in (m for m in after if m.command == "PING"):
+        client.send("PONG :" + ping.params[-1])
+    client.sync("still here")
+    assert "slow closing" not in server.log_text()
+
+
+def test_a_client_that_reads_a_long_reply_slowly_keeps_its_sendq(make_server):
+    """A reply read at a steady pace, with pings off and the stall watch at
+    one second: the client takes bytes all the time, but the kernel holds
+    some 130 KB and wakes the worker to send more only once a third of it
+    is free, which took this reader longer than a second.  Before, it was
+    dropped with 'Max SendQ exceeded' as if it took nothing."""
+    server = make_server(config_text=big_motd() + SMALL_SENDQ + NO_PINGS)
+    slow = registered_small(server.port, "slow", timeout=10)
+    check_slow_motd_reader(slow, server, pings=0)
+    slow.close()
+
+
+def test_a_client_that_reads_a_long_reply_slowly_is_not_timed_out(make_server):
+    """A reply (here 190 KB) that takes a slow link longer than ping_interval
+    plus ping_timeout to read: a client that takes its bytes is alive, and
+    its reply is read whole.  Before, the client could not see the server's
+    PING behind the reply, nor could its lines be answered, and it was
+    dropped with 'Ping timeout: 2 seconds' partway."""
+    server = make_server(config_text=big_motd() + SMALL_SENDQ + QUICK_PINGS)
+    slow = registered_small(server.port, "slow", timeout=10)
+    check_slow_motd_reader(slow, server)
+    slow.close()
+
+
+def test_a_tls_client_that_reads_a_long_reply_slowly_is_not_timed_out(make_server, certs):
+    """The same on a TLS listener."""
+    cert, key = make_cert(certs, "slow")
+    server = start_tls_server(make_server, cert, key, big_motd() + SMALL_SENDQ + QUICK_PINGS)
+    slow = TlsClient(tls_port(server), cert, rcvbuf=4096)
+    slow.timeout = 10.0
+    slow.register("slow")
+    check_slow_motd_reader(slow, server)
+    slow.close()
+
+
+def test_a_client_killed_while_it_reads_a_long_reply_is_told_why(make_server):
+    """An operator's KILL (or a shutdown) in the middle of a reply read over
+    a slow link: the rest of the reply is dropped, the KILL and the ERROR
+    line come after what the kernel already held.  Before, the worker spent
+    its last second sending more of the reply, and the client found it cut
+    off mid-stream with no word of why."""
+    server = make_server(config_text=big_motd() + SMALL_SENDQ + OPER_CONFIG)
+    slow = registered_small(server.port, "slow", timeout=10)
+    ircop = IrcTestClient(server.port)
+    ircop.register("ircop")
+    ircop.send("OPER admin pw")
+    ircop.expect("381")
+    slow.send("MOTD")
+    read_slowly(slow, "372")
+    ircop.send("KILL slow :enough")
+    server.wait_for_text("slow closing: Killed")
+    got = read_slowly(slow, None)
+    assert got[-1].command == "ERROR" and "enough" in got[-1].params[0]
+    assert [m.command for m in got[-2:]] == ["KILL", "ERROR"]
+    assert [m.command for m in got[:-2]] == ["372"] * (len(got) - 2)
+    assert len(got) - 2 < MOTD_LINES
+    ircop.close()
+    slow.close()

@@ -298,6 +298,15 @@ def test_broker_restart_bound_documented() -> None:
            f"{supervisor.BROKER_RESTART_WINDOW_S:.0f} seconds" in text
 
 
+def test_reply_reading_rate_documented() -> None:
+    """The pace at which a client reading a big reply counts as heard from,
+    as the pages state it, is the worker's."""
+    from forkchat import worker
+    assert worker.TAKING_RATE == 1024
+    assert "took at least 1 KiB a second of the server's output" in rendered("forkchat.toml.5")
+    assert "reads it at 1 KiB a second or more" in rendered("forkchat.7")
+
+
 def test_signals_documented() -> None:
     """Every signal the supervisor acts on is an item of forkchat-server(8)'s SIGNALS."""
     from forkchat import supervisor

@@ -49,6 +49,31 @@ def test_pending_matches_a_byte_by_byte_model(steps, skip_idle):
         assert replies.pending == sum(queue)
 
 
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 50), st.integers(0, 80)), max_size=40),
+       st.integers(0, 100))
+def test_dropping_the_reply_keeps_the_rest_in_order(steps, keep):
+    """After any appends and sends, drop() takes out exactly the reply bytes
+    past the first `keep`, and leaves nothing pending."""
+    replies = replybytes.ReplyBytes()
+    queue = bytearray()
+    model: list[tuple[bool, int]] = []        # (is reply, byte)
+    for reply, size, sent in steps:
+        data = bytes((len(model) + index) % 251 for index in range(size))
+        if reply:
+            replies.add(len(queue), size)
+        queue += data
+        model += [(reply, byte) for byte in data]
+        sent = min(sent, len(queue))
+        del queue[:sent]
+        del model[:sent]
+        if replies.pending:
+            replies.sent(sent)
+    replies.drop(queue, keep)
+    assert bytes(queue) == bytes(byte for index, (reply, byte) in enumerate(model)
+                                 if index < keep or not reply)
+    assert replies.pending == 0
+
+
 def test_writer_does_not_hold_a_reply_against_its_limit():
     """A reply of 300 bytes passes a limit of 100, which still bounds the rest;
     as the reply leaves, it stops counting."""
