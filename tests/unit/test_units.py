@@ -156,3 +156,31 @@ def test_exec_reload_sends_the_signal_the_supervisor_reloads_on() -> None:
     signum = getattr(signal, "SIG" + command[1].removeprefix("-").removeprefix("SIG"))
     assert supervisor.SIGNAL_ACTIONS[signum] is supervisor.Supervisor.handle_sighup
     assert directives(UNITS / "forkchat.service")["NotifyAccess"] == ["main"]
+
+
+def commands(block: str) -> set[str]:
+    """The shell commands of a code block: comments and line continuations
+    undone, `a && b` counted as two."""
+    joined = block.replace("\\\n", " ")
+    found = set()
+    for line in joined.splitlines():
+        line = line.partition(" #")[0].strip()
+        found.update(" ".join(part.split()) for part in line.split(" && ") if part.strip())
+    return found
+
+
+def test_readme_installs_as_the_man_page_does() -> None:
+    """The README's install steps were the man page's less the copy of the
+    man pages: `man forkchat-server` and the units' Documentation= found
+    nothing, and `systemd-analyze verify` failed on those pages."""
+    page = (MAN / "forkchat-server.8").read_text()
+    examples = page.split("\n.SH EXAMPLES\n", 1)[1]
+    install = examples.split("Install as a systemd service", 1)[1]
+    block = install.split("\n.EX\n", 1)[1].split("\n.EE\n", 1)[0]
+    wanted = commands(block.replace("\\-", "-").replace("\\e\n", "\\\n"))
+    assert any(command.startswith("cp -r /opt/forkchat/share/man/") for command in wanted)
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Running as a systemd service", 1)[1].split("\n## ", 1)[0]
+    shown = commands("\n".join(line[4:] for line in section.splitlines()
+                               if line.startswith("    ")))
+    assert sorted(wanted - shown) == []
