@@ -489,3 +489,24 @@ def test_server_timings_documented() -> None:
               f"every {supervisor.STATUS_EVERY_S:.0f} seconds"]
     assert [phrase for phrase in wanted if phrase not in text] == []
     assert supervisor.SPAWNER_RETRY_S == supervisor.BROKER_RETRY_S == 1.0   # "every second"
+
+
+def test_state_dir_modes_documented(tmp_path: Path) -> None:
+    """The modes the pages give a state directory the server makes, and its
+    parents, are those it makes them with (forkchat-server(8) said 0700 for
+    the parents too, where they are 0755 so that the user it switches to can
+    reach the directory)."""
+    import os
+
+    from forkchat import cli
+    state = tmp_path / "new" / "parent" / "state"
+    old = os.umask(0o077)              # the server's own umask (cli.private_files)
+    try:
+        cli._make_state_dir(str(state))
+    finally:
+        os.umask(old)
+    own, parent = (f"{path.stat().st_mode & 0o777:04o}" for path in (state, state.parent))
+    assert f"(mode {own}; missing parents {parent})" in rendered("forkchat.toml.5")
+    text = rendered("forkchat-server.8")
+    assert f"missing one with mode {own}, and its missing parents with mode {parent};" in text
+    assert f"directory is created (mode {own})" in text
