@@ -184,3 +184,17 @@ def test_readme_installs_as_the_man_page_does() -> None:
     shown = commands("\n".join(line[4:] for line in section.splitlines()
                                if line.startswith("    ")))
     assert sorted(wanted - shown) == []
+
+
+def test_the_directories_the_service_makes_are_the_servers() -> None:
+    """StateDirectory= is the default state_dir and ConfigurationDirectory=
+    holds the file ExecStart= reads; the unit made a RuntimeDirectory= too,
+    said to hold "private runtime files", where the server keeps none (its
+    processes meet on an abstract socket), so it stayed empty."""
+    from forkchat import config
+    found = directives(UNITS / "forkchat.service")
+    assert f"/var/lib/{found['StateDirectory'][0]}" == config.Server().state_dir
+    assert f" -c /etc/{found['ConfigurationDirectory'][0]}/" in found["ExecStart"][0]
+    package = (ROOT / "forkchat").rglob("*.py")
+    uses_run = any("RUNTIME_DIRECTORY" in path.read_text() for path in package)
+    assert ("RuntimeDirectory" in found) == uses_run
