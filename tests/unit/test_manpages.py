@@ -510,3 +510,39 @@ def test_state_dir_modes_documented(tmp_path: Path) -> None:
     text = rendered("forkchat-server.8")
     assert f"missing one with mode {own}, and its missing parents with mode {parent};" in text
     assert f"directory is created (mode {own})" in text
+
+
+def test_limit_defaults_in_forkchat7_match_the_code() -> None:
+    """forkchat(7)'s Limits paragraph states every default by hand, apart
+    from forkchat.toml(5) whose defaults are checked above: it must follow
+    config.py when a default changes, and the fixed bounds their constants."""
+    from forkchat import config, numerics, rooms, state, state_query, state_rooms
+    lim, fixed = config.Limits(), state.Settings()
+    text = subsection("forkchat.7", ".SS Limits")
+    wanted = [
+        f"the defaults are: {lim.max_clients} clients, {lim.max_clients_per_ip} per IP address "
+        f"(an IPv6 /{lim.ipv6_prefix} counts as one address), {lim.connect_burst} connections "
+        f"from one address in a burst and then {lim.connect_rate:g} a second",
+        f"nicknames of {lim.nicklen} characters, room names of {lim.roomlen}, "
+        f"topics of {lim.topiclen}",
+        f"{lim.rooms_per_client} rooms per client ({numerics.ERR_TOOMANYCHANNELS}), "
+        f"{lim.members_per_room} members per room ({numerics.ERR_CHANNELISFULL}), "
+        f"{lim.bans_per_room} bans per room ({numerics.ERR_BANLISTFULL}), "
+        f"{lim.max_rooms} rooms ({numerics.ERR_TOOMANYCHANNELS})",
+        f"a send queue of {lim.sendq_bytes // 1024} KiB per client and a broker buffer of "
+        f"{lim.broker_buffer_bytes // 1048576} MiB per worker",
+        f"for the ping timeout, {lim.ping_timeout:g} seconds",
+        f"a burst of {lim.flood_burst} lines through, then {lim.flood_rate:g} lines a second, "
+        f"holding further input in a receive queue of {lim.recvq_bytes // 1024} KiB",
+        f"per room named: {lim.rooms_per_client} at once",
+        f"then {lim.flood_rate:g} a second, further lines held",
+        f"{lim.nick_changes} nickname changes in any {lim.nick_change_window:g} seconds "
+        f"(beyond them: {numerics.ERR_NICKTOOFAST}",
+        f"{lim.registration_timeout:g} seconds to register; a PING after "
+        f"{lim.ping_interval:g} seconds of silence, and {lim.ping_timeout:g} seconds to answer it",
+        f"kick, part and away texts of {fixed.kicklen} characters",
+        f"keys of {rooms.KEYLEN}, {state_rooms.MAX_INVITES} pending invitations",
+        f"ISON of {state_query.MAX_ISON} nicknames, USERHOST of {state_query.MAX_USERHOST}",
+    ]
+    assert fixed.kicklen == fixed.awaylen
+    assert [phrase for phrase in wanted if phrase not in text] == []
