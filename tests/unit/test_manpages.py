@@ -546,3 +546,28 @@ def test_limit_defaults_in_forkchat7_match_the_code() -> None:
     ]
     assert fixed.kicklen == fixed.awaylen
     assert [phrase for phrase in wanted if phrase not in text] == []
+
+
+def test_line_mode_formats_documented() -> None:
+    """Each way line mode prints talk and joins is an item of LINE MODE in
+    forkchat-client(1), as events.line_text makes it (a private notice and a
+    private action carry "[private]", which the page did not show)."""
+    from forkchat.client import events
+    stamp = 0.0
+    cases = [("msg", "#room", {}), ("msg", "#lobby", {}), ("msg", "", {"private": True}),
+             ("notice", "#room", {}), ("notice", "", {"private": True}),
+             ("action", "#room", {}), ("action", "", {"private": True}),
+             ("join", "#room", {}), ("part", "#room", {"text": "reason"}),
+             ("quit", "#room", {"text": "reason"}), ("nick", "#room", {"other": "newnick"}),
+             ("nick", "#room", {"other": "newnick", "own": True})]
+    documented = set(section_item_tags("forkchat-client.1")["LINE MODE"])
+    missing = []
+    for kind, current, extra in cases:
+        fields = {"buffer": "#room", "nick": "nick", "text": "text", **extra}
+        if fields.get("private"):
+            fields["buffer"] = "nick"
+        line = events.line_text(events.UiEvent(kind, stamp, **fields), current)
+        line = "HH:MM" + line.removeprefix(events.clock(stamp))
+        if line not in documented:
+            missing.append(line)
+    assert missing == []
