@@ -571,3 +571,27 @@ def test_line_mode_formats_documented() -> None:
         if line not in documented:
             missing.append(line)
     assert missing == []
+
+
+def test_forkchat7_numbers_match_the_code() -> None:
+    """The waits and bounds forkchat(7) and the README state by hand (the
+    server's page is checked in test_server_timings_documented)."""
+    from forkchat import broker, protocol, supervisor, tutorial, worker
+    text = rendered("forkchat.7")
+    share = {0.25: "a quarter", 0.5: "half"}[broker.SCAN_SHARE]
+    restarts = (f"More than {supervisor.BROKER_RESTARTS} {{}} deaths within "
+                f"{supervisor.BROKER_RESTART_WINDOW_S:.0f} seconds stop the server with exit "
+                f"status {supervisor.BROKER_BOOT_ERROR}")
+    flush = f"at most every {broker.FLUSH_WINDOW_S * 1000:.0f} ms"
+    wanted = [f"retrying for up to {worker.BROKER_GIVE_UP_S:.0f} seconds",
+              f"or {broker.RECOVERY_WAIT_S:.0f} seconds have passed",
+              restarts.format("broker"), restarts.format("spawner"),
+              f"at most once every {broker.REFUSED_LINKS_WINDOW_S:.0f} seconds",
+              flush,
+              f"at most {share} of the broker's time, beyond a burst of "
+              f"{broker.SCAN_BURST_S * 1000:.0f} ms",
+              f"at most {protocol.MAX_LINE_BYTES} bytes including CR LF",
+              f"split into messages of {tutorial.MAX_TEXT_BYTES} bytes"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    assert f"sends what gathered {flush}" in readme
