@@ -198,3 +198,37 @@ def test_the_directories_the_service_makes_are_the_servers() -> None:
     package = (ROOT / "forkchat").rglob("*.py")
     uses_run = any("RUNTIME_DIRECTORY" in path.read_text() for path in package)
     assert ("RuntimeDirectory" in found) == uses_run
+
+
+def comment_drop_ins(unit: Path) -> list[list[str]]:
+    """The drop-ins a unit's comments show: a `#   [Service]` line and the
+    `#   Key=value` lines under it."""
+    blocks, current = [], None
+    for line in unit.read_text().splitlines():
+        body = line[4:] if line.startswith("#   ") else None
+        if body == "[Service]":
+            current = [body]
+            blocks.append(current)
+        elif current is not None and body is not None and re.match(r"\w+=", body):
+            current.append(body)
+        else:
+            current = None
+    return blocks
+
+
+def test_commented_drop_ins_verify(tmp_path: Path) -> None:
+    """Each drop-in forkchat.service's comments offer (another ExecStart=, a
+    low port, a group that may read the TLS key) is a valid one."""
+    blocks = comment_drop_ins(UNITS / "forkchat.service")
+    assert any("SupplementaryGroups=ssl-cert" in block for block in blocks)
+    assert len(blocks) >= 3
+    real_binary = os.path.realpath(sys.executable)
+    install_copies(tmp_path)
+    for index, block in enumerate(blocks):
+        drop_ins = tmp_path / "forkchat.service.d"
+        shutil.rmtree(drop_ins, ignore_errors=True)
+        drop_ins.mkdir()
+        text = "\n".join(block).replace("/opt/forkchat/bin/forkchat-server", real_binary)
+        (drop_ins / f"{index}.conf").write_text(text + "\n")
+        result = verify(tmp_path, "forkchat.service")
+        assert (result.returncode, result.stdout + result.stderr) == (0, ""), block
