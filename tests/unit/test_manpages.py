@@ -595,3 +595,27 @@ def test_forkchat7_numbers_match_the_code() -> None:
     assert [phrase for phrase in wanted if phrase not in text] == []
     readme = " ".join((MAN.parent / "README.md").read_text().split())
     assert f"sends what gathered {flush}" in readme
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_title_line_names_the_page_and_the_version(page: str) -> None:
+    """.TH gives the page's own name and section and the package's version,
+    which man(1) shows in every page's footer."""
+    from forkchat import __version__
+    name, _, section = page.rpartition(".")
+    title = shlex.split((MAN / page).read_text().splitlines()[0])
+    assert title[:3] == [".TH", name.upper(), section]
+    assert title[4] == f"forkchat {__version__}"
+
+
+def test_pip_installs_every_page() -> None:
+    """pip puts each page where man(1) finds it from a virtual environment's
+    PATH (share/man/manN), as the README says: a page left out of
+    pyproject.toml's data-files would be missing from every installation."""
+    import tomllib
+    project = tomllib.loads((MAN.parent / "pyproject.toml").read_text())
+    data_files = project["tool"]["setuptools"]["data-files"]
+    installed = {f"{directory}/{Path(source).name}"
+                 for directory, sources in data_files.items() for source in sources
+                 if source.startswith("man/")}
+    assert installed == {f"share/man/man{page.rpartition('.')[2]}/{page}" for page in PAGES}
