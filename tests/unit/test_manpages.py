@@ -282,7 +282,8 @@ def exit_statuses(page: str) -> set[str]:
 
 def test_server_exit_statuses() -> None:
     from forkchat import cli, supervisor
-    codes = {"0", str(cli.EXIT_FAILURE), str(cli.EXIT_USAGE), str(supervisor.BROKER_BOOT_ERROR)}
+    codes = {"0", str(cli.EXIT_FAILURE), str(cli.EXIT_USAGE), str(supervisor.BROKER_BOOT_ERROR),
+             str(cli.EXIT_INTERRUPTED)}
     assert exit_statuses("forkchat-server.8") == codes
 
 
