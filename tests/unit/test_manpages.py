@@ -620,3 +620,24 @@ def test_pip_installs_every_page() -> None:
                  for directory, sources in data_files.items() for source in sources
                  if source.startswith("man/")}
     assert installed == {f"share/man/man{page.rpartition('.')[2]}/{page}" for page in PAGES}
+
+
+def environment_read(directory: Path) -> set[str]:
+    """Names of the environment variables the modules of a directory read."""
+    found = set()
+    for path in directory.glob("*.py"):
+        found.update(re.findall(r'environ(?:\.get|\.setdefault)?\(\s*"([A-Z_]+)"',
+                                path.read_text()))
+    return found
+
+
+def test_every_environment_variable_read_is_documented() -> None:
+    """Each variable the server or the client reads is an item of its page's
+    ENVIRONMENT (the test suite's fault hook aside)."""
+    from forkchat import systemd
+    server = (environment_read(PACKAGE) | set(systemd.LISTEN_VARIABLES)) - {"FORKCHAT_TEST_HOOKS"}
+    client = environment_read(PACKAGE / "client") - {"LINES", "COLUMNS"}
+    assert {"NOTIFY_SOCKET", "INVOCATION_ID", "TERM", "ESCDELAY"} <= server | client
+    for page, names in (("forkchat-server.8", server), ("forkchat-client.1", client)):
+        documented = " ".join(section_item_tags(page)["ENVIRONMENT"]).replace(",", " ").split()
+        assert sorted(names - set(documented)) == [], page
