@@ -641,3 +641,17 @@ def test_every_environment_variable_read_is_documented() -> None:
     for page, names in (("forkchat-server.8", server), ("forkchat-client.1", client)):
         documented = " ".join(section_item_tags(page)["ENVIRONMENT"]).replace(",", " ").split()
         assert sorted(names - set(documented)) == [], page
+
+
+def test_files_sections_name_the_servers_files() -> None:
+    """FILES of forkchat-server(8) and forkchat.toml(5) give the default
+    state_dir's room store by the names store.py uses, and the units the
+    source tree ships."""
+    from forkchat import config, store
+    state = config.Server().state_dir
+    server = section_rendered("forkchat-server.8", "FILES")
+    assert f"{state} The default state directory" in server
+    assert f"{state}/{store.FILENAME}" in server and store.LOCK_FILENAME in server
+    assert f"{state}/{store.FILENAME}" in section_rendered("forkchat.toml.5", "FILES")
+    units = sorted(path.name for path in (MAN.parent / "scripts" / "systemd").iterdir())
+    assert [f"/etc/systemd/system/{unit}" in server for unit in units] == [True] * len(units)
