@@ -232,3 +232,14 @@ def test_commented_drop_ins_verify(tmp_path: Path) -> None:
         (drop_ins / f"{index}.conf").write_text(text + "\n")
         result = verify(tmp_path, "forkchat.service")
         assert (result.returncode, result.stdout + result.stderr) == (0, ""), block
+
+
+def test_the_socket_units_reach_is_stated() -> None:
+    """forkchat.socket listens on every address, where the server's default
+    listener is 127.0.0.1 only: the pages say which the socket binds."""
+    found = directives(UNITS / "forkchat.socket")["ListenStream"]
+    assert found == ["6667"]          # a bare port: every IPv4 and IPv6 address
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "socket activation on port 6667 of every address" in readme
+    page = " ".join((MAN / "forkchat-server.8").read_text().split())
+    assert "listens on port 6667 of every IPv4 and IPv6 address .RB ( ListenStream=6667 )" in page
