@@ -655,3 +655,13 @@ def test_files_sections_name_the_servers_files() -> None:
     assert f"{state}/{store.FILENAME}" in section_rendered("forkchat.toml.5", "FILES")
     units = sorted(path.name for path in (MAN.parent / "scripts" / "systemd").iterdir())
     assert [f"/etc/systemd/system/{unit}" in server for unit in units] == [True] * len(units)
+
+
+def test_every_irc_command_is_in_forkchat7() -> None:
+    """Each command a worker answers itself or the broker handles is named in
+    forkchat(7)'s IRC PROFILE."""
+    from forkchat import commands, state
+    names = set(commands.COMMANDS) | set(state.HANDLERS)
+    assert len(names) > 30
+    text = section_rendered("forkchat.7", "IRC PROFILE")
+    assert sorted(name for name in names if not re.search(rf"\b{name}\b", text)) == []
