@@ -22,6 +22,7 @@ from forkchat import systemd
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130      # Ctrl+C at --hash-password's question, as a shell has it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,18 +85,37 @@ def loader(args: argparse.Namespace) -> Callable[[], config.Config]:
 
 
 def hash_password_command() -> int:
-    if sys.stdin.isatty():
-        first = getpass.getpass("Password: ")
-        if first != getpass.getpass("Again: "):
-            print("forkchat-server: the passwords do not match", file=sys.stderr)
-            return EXIT_USAGE
-    else:
-        first = sys.stdin.readline().rstrip("\r\n")
+    """Ctrl+C or Ctrl+D at the question ends it with a line, not getpass's
+    KeyboardInterrupt or EOFError traceback: Ctrl+D gives no password."""
+    try:
+        first = read_password()
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EOFError:
+        print(file=sys.stderr)
+        first = ""
+    if first is None:
+        print("forkchat-server: the passwords do not match", file=sys.stderr)
+        return EXIT_USAGE
     if not first:
         print("forkchat-server: empty password", file=sys.stderr)
         return EXIT_USAGE
     print(passwords.hash_password(first))
     return 0
+
+
+def read_password() -> str | None:
+    """Asked twice without echo on a terminal (None: the answers differ),
+    else the first line of standard input.
+
+    Raises:
+        KeyboardInterrupt, EOFError: Ctrl+C or Ctrl+D at the question.
+    """
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    return first if first == getpass.getpass("Again: ") else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,10 +180,15 @@ def load(path: str) -> Config:
     errors: list[ConfigError] = []
     where = _Locator(path, text)
     config = build(raw, where, errors)
+    try:
+        # read even when other keys are wrong, so that one --check-config
+        # names a missing motd_file along with them, not on the next run
+        config = _load_motd(config, where)
+    except ConfigInvalid as invalid:
+        errors.extend(invalid.errors)
     if errors:
         raise ConfigInvalid(errors)
-    config = dataclasses.replace(config, path=path)
-    return _load_motd(config, where)
+    return dataclasses.replace(config, path=path)
 
 
 def _load_motd(config: Config, where: _Locator) -> Config:

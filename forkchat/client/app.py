@@ -55,7 +55,7 @@ exit status:
        mode also a line the server rejected, an invalid /command, or lines
        a signal left unsent; TERM names a terminal type unknown here (set
        another or use --line)
-  2    usage error (option, nickname, room, port, password or CA file)
+  2    usage error (option, nickname, room, address, password or CA file)
   130  Ctrl+C in line mode (every line sent), or at the nickname question
 
 example (from cron: stdout to /dev/null, so only a failure is mailed):
@@ -89,15 +89,19 @@ def parse_address(text: str | None, tls: bool) -> tuple[str, int]:
     """`host`, `host:port`, `[v6]:port` or a bare IPv6 address.
 
     Raises:
-        ValueError: the port is not a number in 1..65535.
+        ValueError: the port is not a number in 1..65535, or the brackets
+            are not closed or are followed by more than a port ('[::1]x'
+            went to [::1]:6667 as if the rest were not there).
     """
     port = DEFAULT_TLS_PORT if tls else DEFAULT_PORT
     if not text:
         return DEFAULT_HOST, port
     host, port_text = text, ""
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}: write [IPV6]:PORT, as in [::1]:6667")
+        port_text = rest[1:]
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     if port_text:

@@ -59,3 +59,41 @@ def test_parents_made_for_the_state_dir_can_be_walked_through(tmp_path):
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o700
     assert [(tmp_path / p).stat().st_mode & 0o777 for p in ("srv", "srv/new")] == [0o755, 0o755]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("key", "status", "message"), [
+    (b"\x03", cli.EXIT_INTERRUPTED, b""),               # Ctrl+C
+    (b"\x04", cli.EXIT_USAGE, b"empty password"),        # Ctrl+D
+])
+def test_hash_password_question_ends_without_a_traceback(key, status, message):
+    """Ctrl+C or Ctrl+D at --hash-password's 'Password: ' printed getpass's
+    KeyboardInterrupt or EOFError traceback on the terminal."""
+    import pty
+    import select
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    pid, master = pty.fork()
+    if pid == 0:                                        # the child, on the terminal
+        os.execve(sys.executable, [sys.executable, "-m", "forkchat", "--hash-password"], env)
+    seen = b""
+    try:
+        while b"Password: " not in seen:
+            assert select.select([master], [], [], 20)[0], seen
+            seen += os.read(master, 1024)
+        os.write(master, key)
+        while True:
+            if not select.select([master], [], [], 20)[0]:
+                break
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:                              # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+        _, wait_status = os.waitpid(pid, 0)
+    assert b"Traceback" not in seen, seen.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(wait_status) == status
+    assert message in seen

@@ -371,6 +371,17 @@ def test_an_motd_file_that_cannot_be_read_names_the_file(tmp_path):
         [f":2: server.motd_file: cannot read {missing}: No such file or directory"]
 
 
+def test_an_motd_file_that_cannot_be_read_is_reported_with_the_other_errors(tmp_path):
+    """--check-config said only the other keys' errors, and the missing file
+    came up on the next run, once they were fixed: every problem at once."""
+    missing = tmp_path / "missing.txt"
+    assert errors_of(tmp_path, f'[server]\nmotd_file = "{missing}"\n'
+                               f'[limits]\nnicklen = 100\n') == \
+        [":4: limits.nicklen: must be at most 64 (a nick change carries two nicks and a "
+         "prefix in one line)",
+         f":2: server.motd_file: cannot read {missing}: No such file or directory"]
+
+
 @pytest.mark.parametrize("size", [65536 + 1, 1 << 20])
 def test_an_motd_too_big_for_the_brokers_frame_is_an_error(tmp_path, size):
     """A reload hands the configuration to the broker in one frame of at most

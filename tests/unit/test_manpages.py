@@ -1,7 +1,8 @@
 """The man pages in man/ are clean under mandoc and groff, and say what they must.
 
-`mandoc -T lint -W warning` and `groff -man -ww -z` (all warnings, no
-output) must both be silent: any message fails the test. groff exits 0
+`mandoc -T lint -W style` (style hints too, such as a line over 80 bytes)
+and `groff -man -ww -z` (all warnings, no output) must both be silent: any
+message fails the test. groff exits 0
 even when it warns, so its stderr is what counts. The tools come from
 Debian's `mandoc` and `groff-base` packages (.ci/run installs them); a
 missing tool fails these tests rather than skipping them.
@@ -70,7 +71,7 @@ def test_every_page_is_present() -> None:
 
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_mandoc_lint_is_silent(page: str) -> None:
-    result = run(tool("mandoc", "mandoc"), "-T", "lint", "-W", "warning", str(MAN / page))
+    result = run(tool("mandoc", "mandoc"), "-T", "lint", "-W", "style", str(MAN / page))
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
@@ -282,7 +283,8 @@ def exit_statuses(page: str) -> set[str]:
 
 def test_server_exit_statuses() -> None:
     from forkchat import cli, supervisor
-    codes = {"0", str(cli.EXIT_FAILURE), str(cli.EXIT_USAGE), str(supervisor.BROKER_BOOT_ERROR)}
+    codes = {"0", str(cli.EXIT_FAILURE), str(cli.EXIT_USAGE), str(supervisor.BROKER_BOOT_ERROR),
+             str(cli.EXIT_INTERRUPTED)}
     assert exit_statuses("forkchat-server.8") == codes
 
 
@@ -498,3 +500,178 @@ def test_server_timings_documented() -> None:
               f"every {supervisor.STATUS_EVERY_S:.0f} seconds"]
     assert [phrase for phrase in wanted if phrase not in text] == []
     assert supervisor.SPAWNER_RETRY_S == supervisor.BROKER_RETRY_S == 1.0   # "every second"
+
+
+def test_state_dir_modes_documented(tmp_path: Path) -> None:
+    """The modes the pages give a state directory the server makes, and its
+    parents, are those it makes them with (forkchat-server(8) said 0700 for
+    the parents too, where they are 0755 so that the user it switches to can
+    reach the directory)."""
+    import os
+
+    from forkchat import cli
+    state = tmp_path / "new" / "parent" / "state"
+    old = os.umask(0o077)              # the server's own umask (cli.private_files)
+    try:
+        cli._make_state_dir(str(state))
+    finally:
+        os.umask(old)
+    own, parent = (f"{path.stat().st_mode & 0o777:04o}" for path in (state, state.parent))
+    assert f"(mode {own}; missing parents {parent})" in rendered("forkchat.toml.5")
+    text = rendered("forkchat-server.8")
+    assert f"missing one with mode {own}, and its missing parents with mode {parent};" in text
+    assert f"directory is created (mode {own})" in text
+
+
+def test_limit_defaults_in_forkchat7_match_the_code() -> None:
+    """forkchat(7)'s Limits paragraph states every default by hand, apart
+    from forkchat.toml(5) whose defaults are checked above: it must follow
+    config.py when a default changes, and the fixed bounds their constants."""
+    from forkchat import config, numerics, rooms, state, state_query, state_rooms
+    lim, fixed = config.Limits(), state.Settings()
+    text = subsection("forkchat.7", ".SS Limits")
+    wanted = [
+        f"the defaults are: {lim.max_clients} clients, {lim.max_clients_per_ip} per IP address "
+        f"(an IPv6 /{lim.ipv6_prefix} counts as one address), {lim.connect_burst} connections "
+        f"from one address in a burst and then {lim.connect_rate:g} a second",
+        f"nicknames of {lim.nicklen} characters, room names of {lim.roomlen}, "
+        f"topics of {lim.topiclen}",
+        f"{lim.rooms_per_client} rooms per client ({numerics.ERR_TOOMANYCHANNELS}), "
+        f"{lim.members_per_room} members per room ({numerics.ERR_CHANNELISFULL}), "
+        f"{lim.bans_per_room} bans per room ({numerics.ERR_BANLISTFULL}), "
+        f"{lim.max_rooms} rooms ({numerics.ERR_TOOMANYCHANNELS})",
+        f"a send queue of {lim.sendq_bytes // 1024} KiB per client and a broker buffer of "
+        f"{lim.broker_buffer_bytes // 1048576} MiB per worker",
+        f"for the ping timeout, {lim.ping_timeout:g} seconds",
+        f"a burst of {lim.flood_burst} lines through, then {lim.flood_rate:g} lines a second, "
+        f"holding further input in a receive queue of {lim.recvq_bytes // 1024} KiB",
+        f"per room named: {lim.rooms_per_client} at once",
+        f"then {lim.flood_rate:g} a second, further lines held",
+        f"{lim.nick_changes} nickname changes in any {lim.nick_change_window:g} seconds "
+        f"(beyond them: {numerics.ERR_NICKTOOFAST}",
+        f"{lim.registration_timeout:g} seconds to register; a PING after "
+        f"{lim.ping_interval:g} seconds of silence, and {lim.ping_timeout:g} seconds to answer it",
+        f"kick, part and away texts of {fixed.kicklen} characters",
+        f"keys of {rooms.KEYLEN}, {state_rooms.MAX_INVITES} pending invitations",
+        f"ISON of {state_query.MAX_ISON} nicknames, USERHOST of {state_query.MAX_USERHOST}",
+    ]
+    assert fixed.kicklen == fixed.awaylen
+    assert [phrase for phrase in wanted if phrase not in text] == []
+
+
+def test_line_mode_formats_documented() -> None:
+    """Each way line mode prints talk and joins is an item of LINE MODE in
+    forkchat-client(1), as events.line_text makes it (a private notice and a
+    private action carry "[private]", which the page did not show)."""
+    from forkchat.client import events
+    stamp = 0.0
+    cases = [("msg", "#room", {}), ("msg", "#lobby", {}), ("msg", "", {"private": True}),
+             ("notice", "#room", {}), ("notice", "", {"private": True}),
+             ("action", "#room", {}), ("action", "", {"private": True}),
+             ("join", "#room", {}), ("part", "#room", {"text": "reason"}),
+             ("quit", "#room", {"text": "reason"}), ("nick", "#room", {"other": "newnick"}),
+             ("nick", "#room", {"other": "newnick", "own": True})]
+    documented = set(section_item_tags("forkchat-client.1")["LINE MODE"])
+    missing = []
+    for kind, current, extra in cases:
+        fields = {"buffer": "#room", "nick": "nick", "text": "text", **extra}
+        if fields.get("private"):
+            fields["buffer"] = "nick"
+        line = events.line_text(events.UiEvent(kind, stamp, **fields), current)
+        line = "HH:MM" + line.removeprefix(events.clock(stamp))
+        if line not in documented:
+            missing.append(line)
+    assert missing == []
+
+
+def test_forkchat7_numbers_match_the_code() -> None:
+    """The waits and bounds forkchat(7) and the README state by hand (the
+    server's page is checked in test_server_timings_documented)."""
+    from forkchat import broker, protocol, supervisor, tutorial, worker
+    text = rendered("forkchat.7")
+    share = {0.25: "a quarter", 0.5: "half"}[broker.SCAN_SHARE]
+    restarts = (f"More than {supervisor.BROKER_RESTARTS} {{}} deaths within "
+                f"{supervisor.BROKER_RESTART_WINDOW_S:.0f} seconds stop the server with exit "
+                f"status {supervisor.BROKER_BOOT_ERROR}")
+    flush = f"at most every {broker.FLUSH_WINDOW_S * 1000:.0f} ms"
+    wanted = [f"retrying for up to {worker.BROKER_GIVE_UP_S:.0f} seconds",
+              f"or {broker.RECOVERY_WAIT_S:.0f} seconds have passed",
+              restarts.format("broker"), restarts.format("spawner"),
+              f"at most once every {broker.REFUSED_LINKS_WINDOW_S:.0f} seconds",
+              flush,
+              f"at most {share} of the broker's time, beyond a burst of "
+              f"{broker.SCAN_BURST_S * 1000:.0f} ms",
+              f"at most {protocol.MAX_LINE_BYTES} bytes including CR LF",
+              f"split into messages of {tutorial.MAX_TEXT_BYTES} bytes"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    assert f"sends what gathered {flush}" in readme
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_title_line_names_the_page_and_the_version(page: str) -> None:
+    """.TH gives the page's own name and section and the package's version,
+    which man(1) shows in every page's footer."""
+    from forkchat import __version__
+    name, _, section = page.rpartition(".")
+    title = shlex.split((MAN / page).read_text().splitlines()[0])
+    assert title[:3] == [".TH", name.upper(), section]
+    assert title[4] == f"forkchat {__version__}"
+
+
+def test_pip_installs_every_page() -> None:
+    """pip puts each page where man(1) finds it from a virtual environment's
+    PATH (share/man/manN), as the README says: a page left out of
+    pyproject.toml's data-files would be missing from every installation."""
+    import tomllib
+    project = tomllib.loads((MAN.parent / "pyproject.toml").read_text())
+    data_files = project["tool"]["setuptools"]["data-files"]
+    installed = {f"{directory}/{Path(source).name}"
+                 for directory, sources in data_files.items() for source in sources
+                 if source.startswith("man/")}
+    assert installed == {f"share/man/man{page.rpartition('.')[2]}/{page}" for page in PAGES}
+
+
+def environment_read(directory: Path) -> set[str]:
+    """Names of the environment variables the modules of a directory read."""
+    found = set()
+    for path in directory.glob("*.py"):
+        found.update(re.findall(r'environ(?:\.get|\.setdefault)?\(\s*"([A-Z_]+)"',
+                                path.read_text()))
+    return found
+
+
+def test_every_environment_variable_read_is_documented() -> None:
+    """Each variable the server or the client reads is an item of its page's
+    ENVIRONMENT (the test suite's fault hook aside)."""
+    from forkchat import systemd
+    server = (environment_read(PACKAGE) | set(systemd.LISTEN_VARIABLES)) - {"FORKCHAT_TEST_HOOKS"}
+    client = environment_read(PACKAGE / "client") - {"LINES", "COLUMNS"}
+    assert {"NOTIFY_SOCKET", "INVOCATION_ID", "TERM", "ESCDELAY"} <= server | client
+    for page, names in (("forkchat-server.8", server), ("forkchat-client.1", client)):
+        documented = " ".join(section_item_tags(page)["ENVIRONMENT"]).replace(",", " ").split()
+        assert sorted(names - set(documented)) == [], page
+
+
+def test_files_sections_name_the_servers_files() -> None:
+    """FILES of forkchat-server(8) and forkchat.toml(5) give the default
+    state_dir's room store by the names store.py uses, and the units the
+    source tree ships."""
+    from forkchat import config, store
+    state = config.Server().state_dir
+    server = section_rendered("forkchat-server.8", "FILES")
+    assert f"{state} The default state directory" in server
+    assert f"{state}/{store.FILENAME}" in server and store.LOCK_FILENAME in server
+    assert f"{state}/{store.FILENAME}" in section_rendered("forkchat.toml.5", "FILES")
+    units = sorted(path.name for path in (MAN.parent / "scripts" / "systemd").iterdir())
+    assert [f"/etc/systemd/system/{unit}" in server for unit in units] == [True] * len(units)
+
+
+def test_every_irc_command_is_in_forkchat7() -> None:
+    """Each command a worker answers itself or the broker handles is named in
+    forkchat(7)'s IRC PROFILE."""
+    from forkchat import commands, state
+    names = set(commands.COMMANDS) | set(state.HANDLERS)
+    assert len(names) > 30
+    text = section_rendered("forkchat.7", "IRC PROFILE")
+    assert sorted(name for name in names if not re.search(rf"\b{name}\b", text)) == []

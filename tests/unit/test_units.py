@@ -156,3 +156,90 @@ def test_exec_reload_sends_the_signal_the_supervisor_reloads_on() -> None:
     signum = getattr(signal, "SIG" + command[1].removeprefix("-").removeprefix("SIG"))
     assert supervisor.SIGNAL_ACTIONS[signum] is supervisor.Supervisor.handle_sighup
     assert directives(UNITS / "forkchat.service")["NotifyAccess"] == ["main"]
+
+
+def commands(block: str) -> set[str]:
+    """The shell commands of a code block: comments and line continuations
+    undone, `a && b` counted as two."""
+    joined = block.replace("\\\n", " ")
+    found = set()
+    for line in joined.splitlines():
+        line = line.partition(" #")[0].strip()
+        found.update(" ".join(part.split()) for part in line.split(" && ") if part.strip())
+    return found
+
+
+def test_readme_installs_as_the_man_page_does() -> None:
+    """The README's install steps were the man page's less the copy of the
+    man pages: `man forkchat-server` and the units' Documentation= found
+    nothing, and `systemd-analyze verify` failed on those pages."""
+    page = (MAN / "forkchat-server.8").read_text()
+    examples = page.split("\n.SH EXAMPLES\n", 1)[1]
+    install = examples.split("Install as a systemd service", 1)[1]
+    block = install.split("\n.EX\n", 1)[1].split("\n.EE\n", 1)[0]
+    wanted = commands(block.replace("\\-", "-").replace("\\e\n", "\\\n"))
+    assert any(command.startswith("cp -r /opt/forkchat/share/man/") for command in wanted)
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Running as a systemd service", 1)[1].split("\n## ", 1)[0]
+    shown = commands("\n".join(line[4:] for line in section.splitlines()
+                               if line.startswith("    ")))
+    assert sorted(wanted - shown) == []
+
+
+def test_the_directories_the_service_makes_are_the_servers() -> None:
+    """StateDirectory= is the default state_dir and ConfigurationDirectory=
+    holds the file ExecStart= reads; the unit made a RuntimeDirectory= too,
+    said to hold "private runtime files", where the server keeps none (its
+    processes meet on an abstract socket), so it stayed empty."""
+    from forkchat import config
+    found = directives(UNITS / "forkchat.service")
+    assert f"/var/lib/{found['StateDirectory'][0]}" == config.Server().state_dir
+    assert f" -c /etc/{found['ConfigurationDirectory'][0]}/" in found["ExecStart"][0]
+    package = (ROOT / "forkchat").rglob("*.py")
+    uses_run = any("RUNTIME_DIRECTORY" in path.read_text() for path in package)
+    assert ("RuntimeDirectory" in found) == uses_run
+
+
+def comment_drop_ins(unit: Path) -> list[list[str]]:
+    """The drop-ins a unit's comments show: a `#   [Service]` line and the
+    `#   Key=value` lines under it."""
+    blocks, current = [], None
+    for line in unit.read_text().splitlines():
+        body = line[4:] if line.startswith("#   ") else None
+        if body == "[Service]":
+            current = [body]
+            blocks.append(current)
+        elif current is not None and body is not None and re.match(r"\w+=", body):
+            current.append(body)
+        else:
+            current = None
+    return blocks
+
+
+def test_commented_drop_ins_verify(tmp_path: Path) -> None:
+    """Each drop-in forkchat.service's comments offer (another ExecStart=, a
+    low port, a group that may read the TLS key) is a valid one."""
+    blocks = comment_drop_ins(UNITS / "forkchat.service")
+    assert any("SupplementaryGroups=ssl-cert" in block for block in blocks)
+    assert len(blocks) >= 3
+    real_binary = os.path.realpath(sys.executable)
+    install_copies(tmp_path)
+    for index, block in enumerate(blocks):
+        drop_ins = tmp_path / "forkchat.service.d"
+        shutil.rmtree(drop_ins, ignore_errors=True)
+        drop_ins.mkdir()
+        text = "\n".join(block).replace("/opt/forkchat/bin/forkchat-server", real_binary)
+        (drop_ins / f"{index}.conf").write_text(text + "\n")
+        result = verify(tmp_path, "forkchat.service")
+        assert (result.returncode, result.stdout + result.stderr) == (0, ""), block
+
+
+def test_the_socket_units_reach_is_stated() -> None:
+    """forkchat.socket listens on every address, where the server's default
+    listener is 127.0.0.1 only: the pages say which the socket binds."""
+    found = directives(UNITS / "forkchat.socket")["ListenStream"]
+    assert found == ["6667"]          # a bare port: every IPv4 and IPv6 address
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "socket activation on port 6667 of every address" in readme
+    page = " ".join((MAN / "forkchat-server.8").read_text().split())
+    assert "listens on port 6667 of every IPv4 and IPv6 address .RB ( ListenStream=6667 )" in page

@@ -27,6 +27,17 @@ def test_parse_address_errors(text):
         app.parse_address(text, False)
 
 
+@pytest.mark.parametrize("text", ["[::1", "[::1]x", "[::1]6667", "[::1]:"])
+def test_parse_address_refuses_what_follows_brackets_but_a_port(text):
+    """'[::1' and '[::1]x' connected to [::1]:6667 without a word about the
+    rest; '[::1]:' leaves the port out, as 'host:' does."""
+    if text.endswith(":"):
+        assert app.parse_address(text, False) == ("::1", 6667)
+        return
+    with pytest.raises(ValueError, match=r"\[::1\]:6667"):
+        app.parse_address(text, False)
+
+
 @pytest.mark.parametrize("nick, ok", [
     ("bob", True), ("[bot]", True), ("a-b_c", True), ("_bob", True), ("[x]", True),
     ("`^{|}\\", True), ("9lives", False),
