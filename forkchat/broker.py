@@ -203,9 +203,7 @@ class Broker:
         self.next_store = time.monotonic() + STORE_EVERY_S
         if self.store_frozen:
             return
-        records = dict(self.state.saved_rooms)
-        records.update(self.state.room_records())
-        self.store.sync(records)
+        self.store.sync(self.state.room_records())
 
     def _stats_commands(self, cid: int) -> None:
         """STATS m: how often each shared-state command reached this broker."""

@@ -20,6 +20,7 @@ disconnect, reregister) and the helpers every handler shares stay here.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -324,8 +325,22 @@ class ChatState:
         return room
 
     def room_records(self) -> dict[str, dict]:
-        """Every room's record, for the broker's state store."""
-        return {folded: room.meta() for folded, room in self.rooms.items()}
+        """What the broker's room store keeps: every room's record, and the
+        records kept from before a restart of rooms not created again yet.
+
+        At most max_rooms in all.  The rooms that existed at a shutdown and
+        never came back were kept from one restart to the next, so each
+        restart could add max_rooms records to the store, and to the memory
+        of every later broker, which loads them all.  Past the bound the
+        kept records go, the least recently written first (the store loads
+        them in that order); a room that exists keeps its record.
+        """
+        excess = len(self.saved_rooms) + len(self.rooms) - self.settings.max_rooms
+        for folded in list(itertools.islice(self.saved_rooms, max(0, excess))):
+            del self.saved_rooms[folded]
+        records = dict(self.saved_rooms)
+        records.update((folded, room.meta()) for folded, room in self.rooms.items())
+        return records
 
     def counts(self) -> tuple[int, int]:
         return self.registered_count, len(self.rooms)

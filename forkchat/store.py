@@ -94,12 +94,13 @@ class RoomStore:
         return self._db is not None
 
     def load(self) -> dict[str, dict]:
-        """Every stored record; unreadable rows are skipped."""
+        """Every stored record, the least recently written first (a written
+        row gets a new rowid); unreadable rows are skipped."""
         if self._db is None:
             return {}
         records: dict[str, dict] = {}
         try:
-            rows = self._db.execute("SELECT name, record FROM rooms").fetchall()
+            rows = self._db.execute("SELECT name, record FROM rooms ORDER BY rowid").fetchall()
         except sqlite3.Error as error:
             self._fail(error)
             return {}

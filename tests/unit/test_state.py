@@ -1191,6 +1191,25 @@ def test_a_restored_room_still_holds_its_key_and_bans(w, record, line, code):
     assert "#r" in w.st.saved_rooms and "#r" not in w.st.rooms     # kept for the next try
 
 
+def test_room_records_keep_at_most_max_rooms_forgetting_the_oldest_kept_first():
+    """Records kept from before a restart, of rooms nobody created again,
+    piled up from restart to restart: the store and every later broker's
+    memory held them all.  Live and kept records together stay within
+    max_rooms; a live room's record is never the one forgotten."""
+    w = World(max_rooms=3)
+    for name in ("#old1", "#old2", "#old3"):
+        w.st.saved_rooms[name] = saved(name, topic=f"topic of {name}")
+    w.add("bob")
+    assert list(w.st.room_records()) == ["#old1", "#old2", "#old3"]
+    w.cmd("bob", "JOIN #new1,#new2")
+    assert list(w.st.room_records()) == ["#old3", "#new1", "#new2"]
+    assert list(w.st.saved_rooms) == ["#old3"]          # forgotten here too, not only on disk
+    w.cmd("bob", "JOIN #old3")
+    assert ":srv 332 bob #old3 :topic of #old3" in w.to("bob", "TOPIC #old3")
+    assert list(w.st.room_records()) == ["#new1", "#new2", "#old3"]
+    assert w.to("bob", "JOIN #new3")[0].split()[1] == "405"
+
+
 def test_names_of_several_rooms_ends_each_with_its_own_366(room):
     """RFC 2812 3.2.5: a RPL_NAMREPLY / RPL_ENDOFNAMES pair per room; a room
     the asker may not see, or that does not exist, gets its 366 alone."""

@@ -22,3 +22,20 @@ def test_the_store_is_one_servers_at_a_time(tmp_path, monkeypatch, caplog):
         assert third.available and third.load() == {"#room": {"topic": "kept"}}
     finally:
         third.release()
+
+
+def test_load_gives_the_least_recently_written_first(tmp_path):
+    """The broker forgets kept records oldest first (state.room_records):
+    the order of the load is the order of the last writes, not of the names."""
+    first = store.RoomStore(str(tmp_path))
+    try:
+        first.sync({"#a": {"topic": "1"}, "#b": {"topic": "1"}, "#c": {"topic": "1"}})
+        first.put("#a", {"topic": "2"})
+        first.sync({"#a": {"topic": "2"}, "#b": {"topic": "1"}, "#c": {"topic": "3"}})
+    finally:
+        first.release()
+    second = store.RoomStore(str(tmp_path))
+    try:
+        assert list(second.load()) == ["#b", "#a", "#c"]
+    finally:
+        second.release()
