@@ -143,7 +143,8 @@ class ChatState:
 
     def scans_everything(self, msg: protocol.Message) -> bool:
         """Whether the command's work grows with the whole server (every user
-        or every room) rather than with what it names: the broker paces these."""
+        or every room, or a room of thousands) rather than with what it
+        names: the broker paces these."""
         scan = _SCANS.get(msg.command)
         return scan is not None and scan(self, msg)
 
@@ -469,9 +470,10 @@ HANDLERS: dict[str, Handler] = {
 }
 
 # Commands whose work may grow with the whole server: they answer from
-# every user or every room, and the broker paces them (see broker.py).
+# every user or every room (or a room of thousands), and the broker paces
+# them (see broker.py).
 _SCANS: dict[str, Callable[[ChatState, protocol.Message], bool]] = {
-    "WHO": state_query.who_scans_every_user,
+    "WHO": state_query.who_is_a_scan,
     # one room is bounded by members_per_room; a list may name a big room a hundred times
     "NAMES": lambda _st, msg: len([name for name in msg.param(0).split(",") if name]) != 1,
     "LIST": lambda _st, msg: state_rooms.list_scans_every_room(msg),
