@@ -200,12 +200,13 @@ class Broker:
         return 0
 
     def _save_rooms(self) -> None:
-        """Write changed room records; rooms not yet back keep theirs."""
+        """Write the records of the rooms created or removed since the last
+        time; rooms not yet back keep theirs."""
         self.store_dirty = False
         self.next_store = time.monotonic() + STORE_EVERY_S
-        if self.store_frozen:
-            return
-        self.store.sync(self.state.room_records())
+        changes = self.state.store_changes()
+        if not self.store_frozen:
+            self.store.apply(changes)
 
     def _stats_commands(self, cid: int) -> None:
         """STATS m: how often each shared-state command reached this broker."""

@@ -1191,7 +1191,7 @@ def test_a_restored_room_still_holds_its_key_and_bans(w, record, line, code):
     assert "#r" in w.st.saved_rooms and "#r" not in w.st.rooms     # kept for the next try
 
 
-def test_room_records_keep_at_most_max_rooms_forgetting_the_oldest_kept_first():
+def test_store_keeps_at_most_max_rooms_forgetting_the_oldest_kept_first():
     """Records kept from before a restart, of rooms nobody created again,
     piled up from restart to restart: the store and every later broker's
     memory held them all.  Live and kept records together stay within
@@ -1200,14 +1200,38 @@ def test_room_records_keep_at_most_max_rooms_forgetting_the_oldest_kept_first():
     for name in ("#old1", "#old2", "#old3"):
         w.st.saved_rooms[name] = saved(name, topic=f"topic of {name}")
     w.add("bob")
-    assert list(w.st.room_records()) == ["#old1", "#old2", "#old3"]
+    assert w.st.store_changes() == {}
     w.cmd("bob", "JOIN #new1,#new2")
-    assert list(w.st.room_records()) == ["#old3", "#new1", "#new2"]
+    changes = w.st.store_changes()
+    assert changes == {"#old1": None, "#old2": None, "#new1": changes["#new1"],
+                       "#new2": changes["#new2"]}
+    assert changes["#new1"]["name"] == "#new1"
     assert list(w.st.saved_rooms) == ["#old3"]          # forgotten here too, not only on disk
     w.cmd("bob", "JOIN #old3")
     assert ":srv 332 bob #old3 :topic of #old3" in w.to("bob", "TOPIC #old3")
-    assert list(w.st.room_records()) == ["#new1", "#new2", "#old3"]
+    assert list(w.st.store_changes()) == ["#old3"]
     assert w.to("bob", "JOIN #new3")[0].split()[1] == "405"
+
+
+def test_store_changes_are_the_rooms_created_or_removed_since_the_last():
+    """Joins and parts only create and remove rooms (topic and mode changes
+    the broker writes at once): the store is given those rooms only, not
+    every room's record, which took 60 ms at 10000 rooms twice a second."""
+    w = World()
+    w.add("alice")
+    w.add("bob")
+    w.cmd("alice", "JOIN #a,#b,#c")
+    assert list(w.st.store_changes()) == ["#a", "#b", "#c"]
+    w.cmd("bob", "JOIN #a")
+    w.cmd("bob", "PART #a")
+    assert w.st.store_changes() == {}
+    w.cmd("alice", "TOPIC #b :old topic")
+    w.cmd("alice", "PART #b")
+    w.cmd("bob", "JOIN #b")                     # gone and back between two writes
+    changes = w.st.store_changes()
+    assert list(changes) == ["#b"] and changes["#b"]["topic"] == ""
+    w.cmd("alice", "JOIN 0")
+    assert w.st.store_changes() == {"#a": None, "#c": None}
 
 
 def test_names_of_several_rooms_ends_each_with_its_own_366(room):
