@@ -6,9 +6,8 @@ one row per room: its folded name and a JSON record (`rooms.Room.meta`).
 A topic or mode change is written at once with `put()`; joins and parts,
 which only create and remove rooms, are written by `apply()` at most a few
 times a second, only the rows of the rooms created or removed, in one
-transaction.  A store
-that cannot be opened or written is logged once and then left alone: chat
-goes on without persistence.
+transaction.  A store that cannot be opened or written is logged once and
+then left alone: chat goes on without persistence.
 """
 
 from __future__ import annotations
