@@ -332,13 +332,15 @@ def _list_rooms(st: ChatState, query: str) -> list[rooms.Room]:
         else:
             masks.append(protocol.casefold(item))
 
+    wanted, unwanted = rooms.globs_regex(masks), rooms.globs_regex(negated)
+
     def accept(room: rooms.Room) -> bool:
+        if not more < len(room.members) < less:
+            return False
         name = protocol.casefold(room.name)
-        if masks and not any(rooms.glob_match(mask, name) for mask in masks):
+        if wanted is not None and wanted.fullmatch(name) is None:
             return False
-        if any(rooms.glob_match(mask, name) for mask in negated):
-            return False
-        return more < len(room.members) < less
+        return unwanted is None or unwanted.fullmatch(name) is None
 
     return [room for room in st.rooms.values() if accept(room)]
 

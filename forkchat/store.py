@@ -4,10 +4,10 @@ loses no topic, mode, key, limit or ban.
 One small SQLite database (stdlib sqlite3, WAL) in the state directory,
 one row per room: its folded name and a JSON record (`rooms.Room.meta`).
 A topic or mode change is written at once with `put()`; joins and parts,
-which only create and remove rooms, are written by `sync()` at most a few
-times a second, only the rows that changed, in one transaction.  A store
-that cannot be opened or written is logged once and then left alone: chat
-goes on without persistence.
+which only create and remove rooms, are written by `apply()` at most a few
+times a second, only the rows of the rooms created or removed, in one
+transaction.  A store that cannot be opened or written is logged once and
+then left alone: chat goes on without persistence.
 """
 
 from __future__ import annotations
@@ -94,12 +94,13 @@ class RoomStore:
         return self._db is not None
 
     def load(self) -> dict[str, dict]:
-        """Every stored record; unreadable rows are skipped."""
+        """Every stored record, the least recently written first (a written
+        row gets a new rowid); unreadable rows are skipped."""
         if self._db is None:
             return {}
         records: dict[str, dict] = {}
         try:
-            rows = self._db.execute("SELECT name, record FROM rooms").fetchall()
+            rows = self._db.execute("SELECT name, record FROM rooms ORDER BY rowid").fetchall()
         except sqlite3.Error as error:
             self._fail(error)
             return {}
@@ -113,26 +114,35 @@ class RoomStore:
                 self._saved[name] = text
         return records
 
-    def sync(self, records: dict[str, dict]) -> None:
-        """Make the stored rows equal `records`, writing only the differences."""
+    def apply(self, changes: dict[str, dict | None]) -> None:
+        """Write these rows (None: delete it) in one transaction, only
+        those that differ from what is stored."""
         if self._db is None:
             return
-        encoded = {name: json.dumps(record, sort_keys=True, separators=(",", ":"))
-                   for name, record in records.items()}
-        changed = [(name, text) for name, text in encoded.items()
-                   if self._saved.get(name) != text]
-        gone = [name for name in self._saved if name not in encoded]
-        if not changed and not gone:
+        written: dict[str, str] = {}
+        gone: list[str] = []
+        for name, record in changes.items():
+            if record is None:
+                if name in self._saved:
+                    gone.append(name)
+                continue
+            text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+            if self._saved.get(name) != text:
+                written[name] = text
+        if not written and not gone:
             return
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)", changed)
                 self._db.executemany("DELETE FROM rooms WHERE name = ?", [(n,) for n in gone])
+                self._db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)",
+                                     list(written.items()))
         except sqlite3.Error as error:
             self._fail(error)
             return
-        self._saved = encoded
+        for name in gone:
+            del self._saved[name]
+        self._saved.update(written)
 
     def put(self, name: str, record: dict) -> None:
         """Write one room's record now (a topic or mode change)."""

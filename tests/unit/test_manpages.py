@@ -465,6 +465,19 @@ def test_limit_bounds_documented() -> None:
         assert f"at least {floor}" in item_text("forkchat.toml.5", "[limits]", key), key
 
 
+def test_fixed_room_bounds_documented() -> None:
+    """The broker's fixed bounds that forkchat(7) states by hand are the code's."""
+    from forkchat import rooms, state_query, state_rooms
+    text = rendered("forkchat.7")
+    wanted = [f"keys of {rooms.KEYLEN}, ban masks of {rooms.MAX_MASK_CHARS} (a longer one is cut)",
+              f"{state_rooms.MAX_INVITES} pending invitations per user",
+              f"of a room of more than {state_query.WHO_ROOM_PACED} members",
+              f"ISON of {state_query.MAX_ISON} nicknames, USERHOST of {state_query.MAX_USERHOST}"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    toml = item_text("forkchat.toml.5", "[limits]", "bans_per_room")
+    assert f"of up to {rooms.MAX_MASK_CHARS} characters" in toml
+
+
 def test_client_numbers_documented() -> None:
     """The client's pacing, retry and buffer numbers, stated by hand in
     forkchat-client(1) and the README, are the code's."""

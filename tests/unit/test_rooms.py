@@ -98,6 +98,19 @@ def test_glob_match_agrees_with_the_reference(pattern, text):
     assert rooms.glob_match(pattern, text) is _glob_reference(pattern, text)
 
 
+@settings(max_examples=300, deadline=None)
+@given(strategies.lists(strategies.text("ab*?.|(", max_size=6), max_size=4),
+       strategies.text("ab.|(", max_size=8))
+def test_globs_regex_matches_when_any_pattern_does(patterns, text):
+    """LIST's masks as one expression: the same answer as trying each."""
+    regex = rooms.globs_regex(patterns)
+    if not patterns:
+        assert regex is None
+    else:
+        assert (regex.fullmatch(text) is not None) is any(
+            _glob_reference(pattern, text) for pattern in patterns)
+
+
 @pytest.mark.parametrize("pattern, text", [
     ("*" + "?" * 50 + "#", "a" * 100),          # a WHO mask against a long real name
     ("*" + "a" * 50 + "b", "a" * 100),
