@@ -139,7 +139,9 @@ class Broker:
         self.created = created
         self.state = state.ChatState(settings_from(cfg, created))
         self.links: dict[int, Link] = {}
-        self.dirty: set[Link] = set()
+        # Links with output, in the order they were first given it since the
+        # last flush (a dict keeps it): see _flush_dirty.
+        self.dirty: dict[Link, None] = {}
         self.selector = selectors.DefaultSelector()
         self.control_reader = ipc.FrameReader()
         self.control_out = ipc.FrameWriter(control, ipc.CONTROL_QUEUE_BYTES)
@@ -567,7 +569,7 @@ class Broker:
         except (KeyError, ValueError):
             pass
         link.sock.close()
-        self.dirty.discard(link)
+        self.dirty.pop(link, None)
         if link.cid is not None and self.links.get(link.cid) is link:
             del self.links[link.cid]
             self.state.disconnect(link.cid, reason, self.outbox)
@@ -581,7 +583,7 @@ class Broker:
         if link is None or link.dropping:
             return
         if link.writer.queue(frame):
-            self.dirty.add(link)
+            self.dirty[link] = None
         else:
             self._overflow(link)
 
@@ -591,22 +593,31 @@ class Broker:
         if link is None or link.dropping:
             return
         link.writer.queue_reply(frame)
-        self.dirty.add(link)
+        self.dirty[link] = None
 
     def _overflow(self, link: Link) -> None:
         """The worker does not keep up: drop its client, wait for nobody."""
         log.warning("conn %s: broker buffer full, dropping client", link.cid)
         link.dropping = True
         link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, b"Max SendQ exceeded"))
-        self.dirty.add(link)
+        self.dirty[link] = None
         if link.cid is not None:
             self.state.disconnect(link.cid, "Max SendQ exceeded", self.outbox)
             self.store_dirty = True
 
     def _flush_dirty(self) -> None:
+        """Write each link's output, the links in the order they got it.
+
+        So output goes in the order it was caused: a client that has the
+        answer to its command knows that what its earlier lines sent to
+        others was written before it (forkchat(7)).  In a set's order, a
+        broker killed between two writes had answered a client's ISON while
+        the room messages it sent just before were still unwritten to a
+        member's link, and were lost with the broker.
+        """
         if not self.dirty:
             return
-        dirty, self.dirty = self.dirty, set()
+        dirty, self.dirty = self.dirty, {}
         for link in dirty:
             self._flush(link)
 

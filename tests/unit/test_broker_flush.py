@@ -87,3 +87,42 @@ def test_a_worker_gone_after_its_bye_quits_with_its_reason_though_a_write_failed
     made.last_flush -= broker.FLUSH_WINDOW_S
     made._maybe_flush()
     assert quits == [(1, "Quit: see you")]
+
+
+@pytest.fixture
+def eight_links(tmp_path):
+    """A Broker with no loop running and worker links for cids 1..8."""
+    socks = [*socket.socketpair(), *socket.socketpair()]
+    cfg = config.Config(server=config.Server(state_dir=str(tmp_path)))
+    made = broker.Broker(socks[0], socks[2], cfg, "today")
+    for cid in range(1, 9):
+        mine, theirs = socket.socketpair()
+        socks += [mine, theirs]
+        mine.setblocking(False)
+        link = broker.Link(mine, 1 << 20)
+        made.selector.register(mine, broker.selectors.EVENT_READ,
+                               lambda mask, link=link: made.on_link(link, mask))
+        made._dispatch(link, ipc.Kind.HELLO,
+                       b'{"cid": %d, "host": "h", "proto": "irc"}' % cid)
+    made.last_flush -= broker.FLUSH_WINDOW_S
+    made._maybe_flush()                  # the welcome of each, out of the way
+    yield made
+    made.selector.close()
+    for sock in socks:
+        sock.close()
+
+
+def test_links_are_written_in_the_order_they_were_given_output(eight_links):
+    """The answer to a client's command is written after what its earlier
+    lines sent to others: a broker killed between two writes had answered
+    ISON while the room messages sent before it were still unwritten."""
+    made = eight_links
+    written = []
+    flush = made._flush
+    made._flush = lambda link: (written.append(link.cid), flush(link))
+    caused = [5, 2, 8, 1, 7, 3, 6, 4]
+    for cid in caused + caused[::-1]:
+        made.outbox.send(cid, b"line\r\n")
+    made.last_flush -= broker.FLUSH_WINDOW_S
+    made._maybe_flush()
+    assert written == caused
