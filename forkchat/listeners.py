@@ -47,6 +47,14 @@ class Bound:
         return f"{shown}:{port} ({self.spec.protocol}){tls}"
 
 
+# A client's TCP half-close (FIN without close_notify) is an end of input,
+# as on a plain port: OpenSSL 3 otherwise fails the session on it and sends
+# a decode_error alert, so the replies to the lines before it (its QUIT's
+# ERROR) were never written.  Lines are only taken whole, so a truncated
+# stream loses nothing that a plain EOF would keep.  (OpenSSL 3 only.)
+TCP_EOF_AS_CLOSE = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+
+
 def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
     """A server context for a TLS listener (TLS 1.2 or later), or None.
 
@@ -60,6 +68,7 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.options |= TCP_EOF_AS_CLOSE
     context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5")
     try:
         context.load_cert_chain(spec.tls_cert, spec.tls_key, password=_no_passphrase)
