@@ -38,6 +38,25 @@ def _tls_words(exc: ssl.SSLError) -> str:
     return str(exc)
 
 
+# What to do about a certificate that did not verify, by OpenSSL's verify
+# code: a CA file cures only an unknown issuer, not a wrong name or a date.
+NAME_ADVICE = "connect by a name the certificate is for, or use --insecure to skip the check"
+DATE_ADVICE = "check the clock here; else the server's certificate needs renewing"
+VERIFY_ADVICE = {
+    9: DATE_ADVICE,             # X509_V_ERR_CERT_NOT_YET_VALID
+    10: DATE_ADVICE,            # X509_V_ERR_CERT_HAS_EXPIRED
+    62: NAME_ADVICE,            # X509_V_ERR_HOSTNAME_MISMATCH
+    64: NAME_ADVICE,            # X509_V_ERR_IP_ADDRESS_MISMATCH
+}
+CA_ADVICE = "use --ca-file, or --insecure to skip the check"
+
+
+def _untrusted_words(exc: ssl.SSLCertVerificationError) -> str:
+    """Why the certificate was refused, and what cures that."""
+    reason = (exc.verify_message or _tls_words(exc)).rstrip(".")
+    return f"{reason} ({VERIFY_ADVICE.get(exc.verify_code, CA_ADVICE)})"
+
+
 class Link:
     """A connection attempt and, once made, the connection."""
 
@@ -124,8 +143,7 @@ class Link:
         except ssl.SSLWantWriteError:
             self._sel.modify(self._sock, selectors.EVENT_WRITE, self._on_handshake)
         except ssl.SSLCertVerificationError as exc:
-            self._lose(f"TLS certificate of {self.address} not trusted: {exc.verify_message}"
-                       " (use --ca-file, or --insecure to skip the check)")
+            self._lose(f"TLS certificate of {self.address} not trusted: {_untrusted_words(exc)}")
         except ssl.SSLError as exc:
             self._lose(f"TLS handshake with {self.address} failed: {_tls_words(exc)}")
         except OSError as exc:
