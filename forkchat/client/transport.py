@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import selectors
 import socket
 import ssl
@@ -31,11 +32,27 @@ def tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
     return context
 
 
+# OpenSSL's reasons that have a usual cause, in words; the others lose
+# their "[SSL: CODE]" and "(_ssl.c:1006)" wrapping.
+TLS_REASONS = {
+    "WRONG_VERSION_NUMBER":
+        "the server does not speak TLS on this port (drop --tls, or use its TLS port)",
+    # A close before the server's hello: forkchat-server refusing a connection
+    # on a TLS port (max_clients_per_ip, say) can tell it no reason in clear.
+    "UNEXPECTED_EOF_WHILE_READING":
+        "the server closed the connection during the handshake (it may be "
+        "refusing connections now)",
+}
+
+
 def _tls_words(exc: ssl.SSLError) -> str:
-    """OpenSSL's reason in words where it has a usual cause: a plain port."""
-    if exc.reason == "WRONG_VERSION_NUMBER":
-        return "the server does not speak TLS on this port (drop --tls, or use its TLS port)"
-    return str(exc)
+    """OpenSSL's reason in words an IRC user can act on."""
+    if exc.reason in TLS_REASONS:
+        return TLS_REASONS[exc.reason]
+    if isinstance(exc, ssl.SSLEOFError):     # (OpenSSL 1.1: no reason code)
+        return TLS_REASONS["UNEXPECTED_EOF_WHILE_READING"]
+    text = re.sub(r"^\[SSL: [A-Z0-9_]+\] |\s*\(_ssl\.c:\d+\)$", "", str(exc))
+    return text or str(exc)
 
 
 # What to do about a certificate that did not verify, by OpenSSL's verify
@@ -147,7 +164,7 @@ class Link:
         except ssl.SSLError as exc:
             self._lose(f"TLS handshake with {self.address} failed: {_tls_words(exc)}")
         except OSError as exc:
-            self._lose(f"TLS handshake with {self.address} failed: {exc}")
+            self._lose(f"TLS handshake with {self.address} failed: {exc.strerror or exc}")
         else:
             self._opened()
 
