@@ -73,8 +73,11 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(spec.tls_cert, spec.tls_key, password=_no_passphrase)
     except (OSError, ssl.SSLError, _EncryptedKey) as error:
+        reason = _tls_reason(error)
+        if reason == WRONG_KEY and _certificates_in(spec.tls_cert) > 1:
+            reason = WRONG_KEY_IN_CHAIN
         raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
-                        f"{_tls_reason(error)}") from None
+                        f"{reason}") from None
     problem = out_of_date(spec.tls_cert, time.time())
     if problem:
         log.warning("TLS certificate %s %s: clients that check it will refuse to connect",
@@ -125,6 +128,10 @@ ENCRYPTED_KEY = ("the private key is encrypted with a passphrase; give the serve
 # OpenSSL's own words ("[SSL] PEM lib (_ssl.c:3905)") tell an operator little.
 NOT_PEM = "not a PEM certificate chain and its PEM private key"
 WRONG_KEY = "the key does not belong to the certificate"
+# The key is matched with the first certificate of the file: a chain put
+# together by hand with the intermediate first reads as the wrong key.
+WRONG_KEY_IN_CHAIN = ("the key does not belong to the first certificate of the file (a chain "
+                      "lists the server's own certificate first, then its intermediates)")
 SSL_REASONS = {
     None: NOT_PEM,
     "PEM_LIB": NOT_PEM,
@@ -143,6 +150,18 @@ def _tls_reason(error: Exception) -> str:
         return SSL_REASONS.get(error.reason, text)
     assert isinstance(error, OSError)
     return error.strerror or str(error)
+
+
+def _certificates_in(path: str) -> int:
+    """How many PEM certificates the file holds (0 if it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_CHAIN_BYTES).count(b"-----BEGIN CERTIFICATE-----")
+    except OSError:
+        return 0
+
+
+MAX_CHAIN_BYTES = 1 << 20
 
 
 def bind(spec: config.Listener) -> Bound:
