@@ -210,3 +210,13 @@ def test_a_chain_with_the_intermediate_first_is_named_so(tmp_path):
                             "intermediates)"), message
     _, other_key = make_pair(tmp_path, "other")       # one certificate: the words as before
     assert load_error(str(leaf), other_key).endswith("the key does not belong to the certificate")
+
+
+def test_every_tls12_suite_offered_can_be_chosen(tmp_path):
+    """The man page names the suites: ECDHE with AES-GCM or ChaCha20.  DHE ones
+    were offered too, and none could ever be chosen (no DH parameters)."""
+    cert, key = make_pair(tmp_path, "suites")
+    context = listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
+    names = [suite["name"] for suite in context.get_ciphers() if suite["protocol"] == "TLSv1.2"]
+    assert names and all(name.startswith("ECDHE-") for name in names), names
+    assert all("GCM" in name or "CHACHA20" in name for name in names), names
