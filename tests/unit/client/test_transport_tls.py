@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import selectors
+import socket
 import ssl
+import subprocess
+import threading
+import time
 
 import pytest
 
-from forkchat.client import transport
+from forkchat.client import connection, transport
 
 
 def refusal(code: int, message: str) -> ssl.SSLCertVerificationError:
@@ -41,3 +46,44 @@ def test_a_close_during_the_handshake_is_said_so():
     error.reason = "UNEXPECTED_EOF_WHILE_READING"
     assert transport._tls_words(error).startswith(
         "the server closed the connection during the handshake")
+
+
+def test_an_unchecked_tls_link_says_so_when_connected(tmp_path):
+    """--insecure: the full-screen user read 'Connected to ... as bob' as on a
+    checked link, with nothing to tell them apart."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=elsewhere", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.settimeout(5)
+        with context.wrap_socket(raw, server_side=True) as peer:
+            while b"USER " not in peer.recv(4096):
+                pass
+            peer.sendall(b":srv 001 bob :Welcome\r\n")
+            peer.recv(4096)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    seen: list = []
+    sel = selectors.DefaultSelector()
+    settings = connection.Settings(port=listener.getsockname()[1], nick="bob", tls=True,
+                                   insecure=True)
+    conn = connection.Connection(sel, settings, seen.append)
+    conn.start()
+    deadline = time.monotonic() + 5
+    while not conn.ready and time.monotonic() < deadline and not conn.closed:
+        for key_, mask in sel.select(0.05):
+            key_.data(mask)
+        conn.tick()
+    conn.close_now()
+    thread.join(5)
+    listener.close()
+    status = [event.text for event in seen if event.kind == "status"]
+    assert status == [f"Connected to 127.0.0.1:{settings.port} as bob (TLS, but the server's "
+                      "certificate is not checked: --insecure)"], (status, conn.fatal)
