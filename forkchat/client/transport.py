@@ -74,6 +74,10 @@ def _untrusted_words(exc: ssl.SSLCertVerificationError) -> str:
     return f"{reason} ({VERIFY_ADVICE.get(exc.verify_code, CA_ADVICE)})"
 
 
+# A name that cannot even be asked for: a label empty or over 63 bytes.
+BAD_NAME = "not a host name (an empty part, or a part over 63 letters)"
+
+
 class Link:
     """A connection attempt and, once made, the connection."""
 
@@ -109,6 +113,9 @@ class Link:
             self._addrs = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
         except OSError as exc:  # socket.gaierror and friends
             self._on_lost(f"cannot resolve {self._host}: {exc.strerror or exc}")
+            return
+        except UnicodeError:    # the IDNA encoding of the name: 'chat..example.org'
+            self._on_lost(f"cannot resolve {self._host}: {BAD_NAME}")
             return
         self._try_next_address("no address")
 
