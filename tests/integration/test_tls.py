@@ -271,3 +271,24 @@ def test_a_tcp_half_close_under_tls_still_gets_the_replies(make_server, certs):
     assert b" 001 halfway " in received, received
     assert received.endswith(b"ERROR :Closing Link: 127.0.0.1 (Quit: input done)\r\n")
     assert "Traceback" not in server.log_text()
+
+
+def test_a_handshake_stalled_midway_is_timed_out_and_logged_so(make_server, certs):
+    """A client that sends part of its hello (or all of it, and never its
+    Finished) is bounded by registration_timeout like a silent one; the log
+    says the handshake was unfinished, where it read as an IRC client that
+    never sent NICK."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key, "[limits]\nregistration_timeout = 1\n")
+    hello = client_hello()
+    halves = []
+    for first in (hello[:20], hello):
+        stalled = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=10)
+        stalled.sendall(first)
+        halves.append(stalled)
+    for stalled in halves:
+        while stalled.recv(4096):         # the server's hello, for the whole one
+            pass
+        stalled.close()
+    server.wait_for_log(lambda: server.log_text().count(
+        "closing: Registration timed out (TLS handshake unfinished)") == 2, "two timeouts")
