@@ -225,7 +225,9 @@ class Link:
             pass
         except ssl.SSLZeroReturnError:
             gone = "server closed the connection"
-        except OSError as exc:  # reset, timeout, TLS error: all mean "gone"
+        except ssl.SSLError as exc:     # a bad record, an alert: OpenSSL's words, unwrapped
+            gone = f"TLS error: {_tls_words(exc)}"
+        except OSError as exc:  # reset, timeout: all mean "gone"
             gone = exc.strerror or str(exc)
         self._deliver_lines()
         if gone and self._sock is not None:

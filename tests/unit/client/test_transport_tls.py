@@ -87,3 +87,42 @@ def test_an_unchecked_tls_link_says_so_when_connected(tmp_path):
     status = [event.text for event in seen if event.kind == "status"]
     assert status == [f"Connected to 127.0.0.1:{settings.port} as bob (TLS, but the server's "
                       "certificate is not checked: --insecure)"], (status, conn.fatal)
+
+
+def test_a_broken_tls_record_is_said_without_openssl_wrapping(tmp_path):
+    """The link broke on a bad record: the user read '[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]
+    decryption failed or bad record mac (_ssl.c:2580)' in the 'Disconnected:' line."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=elsewhere", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.settimeout(5)
+        with context.wrap_socket(raw, server_side=True) as peer:
+            socket.socket.sendall(peer, b"\x17\x03\x03\x00\x10" + b"not encrypted!!!")
+            try:
+                peer.recv(4096)
+            except OSError:
+                pass
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    lost: list[str] = []
+    sel = selectors.DefaultSelector()
+    link = transport.Link(sel, "127.0.0.1", listener.getsockname()[1],
+                          transport.tls_context(None, insecure=True),
+                          lambda: None, lambda line: None, lost.append)
+    link.open()
+    deadline = time.monotonic() + 5
+    while not lost and time.monotonic() < deadline:
+        for key_, mask in sel.select(0.05):
+            key_.data(mask)
+    link.close()
+    thread.join(5)
+    listener.close()
+    assert lost == ["TLS error: decryption failed or bad record mac"], lost
