@@ -47,6 +47,20 @@ class Bound:
         return f"{shown}:{port} ({self.spec.protocol}){tls}"
 
 
+# A client's TCP half-close (FIN without close_notify) is an end of input,
+# as on a plain port: OpenSSL 3 otherwise fails the session on it and sends
+# a decode_error alert, so the replies to the lines before it (its QUIT's
+# ERROR) were never written.  Lines are only taken whole, so a truncated
+# stream loses nothing that a plain EOF would keep.  (OpenSSL 3 only.)
+TCP_EOF_AS_CLOSE = getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+
+
+# TLS 1.2's suites (1.3 has its own, all AEAD): forward-secret AEAD only.
+# No DHE: Python loads no DH parameters, so a DHE suite could never be
+# chosen; offering one only told the man page's reader that it could.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5"
+
+
 def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
     """A server context for a TLS listener (TLS 1.2 or later), or None.
 
@@ -60,12 +74,16 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5")
+    context.options |= TCP_EOF_AS_CLOSE
+    context.set_ciphers(TLS12_CIPHERS)
     try:
         context.load_cert_chain(spec.tls_cert, spec.tls_key, password=_no_passphrase)
     except (OSError, ssl.SSLError, _EncryptedKey) as error:
+        reason = _tls_reason(error)
+        if reason == WRONG_KEY and _certificates_in(spec.tls_cert) > 1:
+            reason = WRONG_KEY_IN_CHAIN
         raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
-                        f"{_tls_reason(error)}") from None
+                        f"{reason}") from None
     problem = out_of_date(spec.tls_cert, time.time())
     if problem:
         log.warning("TLS certificate %s %s: clients that check it will refuse to connect",
@@ -116,6 +134,10 @@ ENCRYPTED_KEY = ("the private key is encrypted with a passphrase; give the serve
 # OpenSSL's own words ("[SSL] PEM lib (_ssl.c:3905)") tell an operator little.
 NOT_PEM = "not a PEM certificate chain and its PEM private key"
 WRONG_KEY = "the key does not belong to the certificate"
+# The key is matched with the first certificate of the file: a chain put
+# together by hand with the intermediate first reads as the wrong key.
+WRONG_KEY_IN_CHAIN = ("the key does not belong to the first certificate of the file (a chain "
+                      "lists the server's own certificate first, then its intermediates)")
 SSL_REASONS = {
     None: NOT_PEM,
     "PEM_LIB": NOT_PEM,
@@ -134,6 +156,18 @@ def _tls_reason(error: Exception) -> str:
         return SSL_REASONS.get(error.reason, text)
     assert isinstance(error, OSError)
     return error.strerror or str(error)
+
+
+def _certificates_in(path: str) -> int:
+    """How many PEM certificates the file holds (0 if it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_CHAIN_BYTES).count(b"-----BEGIN CERTIFICATE-----")
+    except OSError:
+        return 0
+
+
+MAX_CHAIN_BYTES = 1 << 20
 
 
 def bind(spec: config.Listener) -> Bound:

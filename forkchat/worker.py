@@ -64,6 +64,7 @@ PLAIN_PORT_TEXT = "This port does not speak TLS: connect without TLS"
 TLS_PORT_TEXT = "This port speaks TLS: connect with TLS"
 # OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
 PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
+HANDSHAKE_UNFINISHED = " (TLS handshake unfinished)"
 TLS_WRITE_BYTES = 16384       # one TLS record: the most handed to OpenSSL at once
 # Forwarded commands whose reply may be big (a JOIN's is the names of up to
 # rooms_per_client rooms): each waits until the broker has answered all
@@ -1093,8 +1094,12 @@ class Worker:
                 _TIMERS[name](self)
 
     def _on_register_timeout(self) -> None:
+        """The log tells a handshake that never finished (a client silent on a
+        TLS port, one that stalled mid-handshake, a plain tutorial client
+        waiting for NICK) from a registration that did not."""
         if not self.session.registered:
-            self.close("Registration timed out")
+            self.close("Registration timed out" + (HANDSHAKE_UNFINISHED if self.handshaking
+                                                   else ""))
 
     def _on_ping_timer(self) -> None:
         limits = self.cfg.limits

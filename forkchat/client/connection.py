@@ -47,6 +47,10 @@ CTCP_ANSWERS_QUEUED = 3
 SEND_INTERVAL_S = 0.6
 VERSION_TEXT = "forkchat-client"
 STATUS_CONNECTED = "connected"
+# Said with every connect under --insecure: the full-screen user, who gave
+# it once on a command line, sees nothing else tell such a link from a safe
+# one.  (Line mode shows no connect news: a script's stderr is for failures.)
+UNCHECKED = " (TLS, but the server's certificate is not checked: --insecure)"
 STATUS_DISCONNECTED = "disconnected"
 STATUS_NICK_TAKEN = "nick-taken"
 # Channel modes that take a parameter, RFC 2812 defaults that 005 CHANMODES and
@@ -365,7 +369,8 @@ class Connection:
         if joins:
             self._queue.extendleft(reversed([(line, False) for line in joins]))
         self.registered_once = True
-        self._status(f"Connected to {self.settings.address} as {self.nick}",
+        self._status(f"Connected to {self.settings.address} as {self.nick}"
+                     f"{UNCHECKED if self.settings.tls and self.settings.insecure else ''}",
                      STATUS_CONNECTED)
         self._pump()
         return False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import selectors
 import socket
 import ssl
@@ -31,11 +32,50 @@ def tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
     return context
 
 
+# OpenSSL's reasons that have a usual cause, in words; the others lose
+# their "[SSL: CODE]" and "(_ssl.c:1006)" wrapping.
+TLS_REASONS = {
+    "WRONG_VERSION_NUMBER":
+        "the server does not speak TLS on this port (drop --tls, or use its TLS port)",
+    # A close before the server's hello: forkchat-server refusing a connection
+    # on a TLS port (max_clients_per_ip, say) can tell it no reason in clear.
+    "UNEXPECTED_EOF_WHILE_READING":
+        "the server closed the connection during the handshake (it may be "
+        "refusing connections now)",
+}
+
+
 def _tls_words(exc: ssl.SSLError) -> str:
-    """OpenSSL's reason in words where it has a usual cause: a plain port."""
-    if exc.reason == "WRONG_VERSION_NUMBER":
-        return "the server does not speak TLS on this port (drop --tls, or use its TLS port)"
-    return str(exc)
+    """OpenSSL's reason in words an IRC user can act on."""
+    if exc.reason in TLS_REASONS:
+        return TLS_REASONS[exc.reason]
+    if isinstance(exc, ssl.SSLEOFError):     # (OpenSSL 1.1: no reason code)
+        return TLS_REASONS["UNEXPECTED_EOF_WHILE_READING"]
+    text = re.sub(r"^\[SSL: [A-Z0-9_]+\] |\s*\(_ssl\.c:\d+\)$", "", str(exc))
+    return text or str(exc)
+
+
+# What to do about a certificate that did not verify, by OpenSSL's verify
+# code: a CA file cures only an unknown issuer, not a wrong name or a date.
+NAME_ADVICE = "connect by a name the certificate is for, or use --insecure to skip the check"
+DATE_ADVICE = "check the clock here; else the server's certificate needs renewing"
+VERIFY_ADVICE = {
+    9: DATE_ADVICE,             # X509_V_ERR_CERT_NOT_YET_VALID
+    10: DATE_ADVICE,            # X509_V_ERR_CERT_HAS_EXPIRED
+    62: NAME_ADVICE,            # X509_V_ERR_HOSTNAME_MISMATCH
+    64: NAME_ADVICE,            # X509_V_ERR_IP_ADDRESS_MISMATCH
+}
+CA_ADVICE = "use --ca-file, or --insecure to skip the check"
+
+
+def _untrusted_words(exc: ssl.SSLCertVerificationError) -> str:
+    """Why the certificate was refused, and what cures that."""
+    reason = (exc.verify_message or _tls_words(exc)).rstrip(".")
+    return f"{reason} ({VERIFY_ADVICE.get(exc.verify_code, CA_ADVICE)})"
+
+
+# A name that cannot even be asked for: a label empty or over 63 bytes.
+BAD_NAME = "not a host name (an empty part, or a part over 63 letters)"
 
 
 class Link:
@@ -73,6 +113,9 @@ class Link:
             self._addrs = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
         except OSError as exc:  # socket.gaierror and friends
             self._on_lost(f"cannot resolve {self._host}: {exc.strerror or exc}")
+            return
+        except UnicodeError:    # the IDNA encoding of the name: 'chat..example.org'
+            self._on_lost(f"cannot resolve {self._host}: {BAD_NAME}")
             return
         self._try_next_address("no address")
 
@@ -124,12 +167,11 @@ class Link:
         except ssl.SSLWantWriteError:
             self._sel.modify(self._sock, selectors.EVENT_WRITE, self._on_handshake)
         except ssl.SSLCertVerificationError as exc:
-            self._lose(f"TLS certificate of {self.address} not trusted: {exc.verify_message}"
-                       " (use --ca-file, or --insecure to skip the check)")
+            self._lose(f"TLS certificate of {self.address} not trusted: {_untrusted_words(exc)}")
         except ssl.SSLError as exc:
             self._lose(f"TLS handshake with {self.address} failed: {_tls_words(exc)}")
         except OSError as exc:
-            self._lose(f"TLS handshake with {self.address} failed: {exc}")
+            self._lose(f"TLS handshake with {self.address} failed: {exc.strerror or exc}")
         else:
             self._opened()
 
@@ -183,7 +225,9 @@ class Link:
             pass
         except ssl.SSLZeroReturnError:
             gone = "server closed the connection"
-        except OSError as exc:  # reset, timeout, TLS error: all mean "gone"
+        except ssl.SSLError as exc:     # a bad record, an alert: OpenSSL's words, unwrapped
+            gone = f"TLS error: {_tls_words(exc)}"
+        except OSError as exc:  # reset, timeout: all mean "gone"
             gone = exc.strerror or str(exc)
         self._deliver_lines()
         if gone and self._sock is not None:

@@ -250,3 +250,45 @@ def test_a_tls_hello_on_a_plain_port_is_refused_at_once(make_server, proto):
     assert received == (b"ERROR :" + told + b"\r\n" if proto == "irc" else b"NICK" + told)
     server.wait_for_text("closing: TLS handshake on a plain-text port")
     assert "registered as" not in server.log_text()
+
+
+def test_a_tcp_half_close_under_tls_still_gets_the_replies(make_server, certs):
+    """A client that ends its input with a FIN and no close_notify (a relay, a
+    script) is answered as on a plain port: OpenSSL 3 took the FIN for an
+    attack, failed the session with a decode_error alert, and the client got
+    neither its welcome nor its QUIT's ERROR line."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key)
+    context = ssl.create_default_context(cafile=cert)
+    raw = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=5)
+    with context.wrap_socket(raw, server_hostname="localhost",
+                             suppress_ragged_eofs=False) as sock:
+        sock.sendall(b"NICK halfway\r\nUSER h 0 * :H\r\nQUIT :input done\r\n")
+        socket.socket.shutdown(sock, socket.SHUT_WR)     # TCP only: TLS reads on
+        received = b""
+        while chunk := sock.recv(4096):       # an SSLError with the alert
+            received += chunk
+    assert b" 001 halfway " in received, received
+    assert received.endswith(b"ERROR :Closing Link: 127.0.0.1 (Quit: input done)\r\n")
+    assert "Traceback" not in server.log_text()
+
+
+def test_a_handshake_stalled_midway_is_timed_out_and_logged_so(make_server, certs):
+    """A client that sends part of its hello (or all of it, and never its
+    Finished) is bounded by registration_timeout like a silent one; the log
+    says the handshake was unfinished, where it read as an IRC client that
+    never sent NICK."""
+    cert, key = make_cert(certs, "one")
+    server = start_tls_server(make_server, cert, key, "[limits]\nregistration_timeout = 1\n")
+    hello = client_hello()
+    halves = []
+    for first in (hello[:20], hello):
+        stalled = socket.create_connection(("127.0.0.1", tls_port(server)), timeout=10)
+        stalled.sendall(first)
+        halves.append(stalled)
+    for stalled in halves:
+        while stalled.recv(4096):         # the server's hello, for the whole one
+            pass
+        stalled.close()
+    server.wait_for_log(lambda: server.log_text().count(
+        "closing: Registration timed out (TLS handshake unfinished)") == 2, "two timeouts")

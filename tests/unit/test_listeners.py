@@ -185,3 +185,38 @@ def test_bind_all_names_the_clash_and_binds_nothing():
     assert str(caught.value) == (f"listen[1] (0.0.0.0:{port}) clashes with listen[0] "
                                  f"(127.0.0.1:{port}): {listeners.CLASH}")
     listeners.bind(config.Listener(address="0.0.0.0", port=port)).sock.close()
+
+
+def test_a_chain_with_the_intermediate_first_is_named_so(tmp_path):
+    """OpenSSL matches the key with the file's first certificate: a chain put
+    together as 'intermediate, then server' read only 'the key does not belong
+    to the certificate', though it does, and the operator looked for another key."""
+    ca_cert, ca_key = make_pair(tmp_path, "ca")
+    leaf_key, request = tmp_path / "leaf.key", tmp_path / "leaf.csr"
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=leaf",
+                    "-keyout", str(leaf_key), "-out", str(request)],
+                   check=True, capture_output=True, timeout=60)
+    leaf = tmp_path / "leaf.crt"
+    subprocess.run(["openssl", "x509", "-req", "-in", str(request), "-CA", ca_cert, "-CAkey",
+                    ca_key, "-CAcreateserial", "-days", "2", "-out", str(leaf)],
+                   check=True, capture_output=True, timeout=60)
+    right, wrong = tmp_path / "right.pem", tmp_path / "wrong.pem"
+    right.write_text(leaf.read_text() + open(ca_cert).read())
+    wrong.write_text(open(ca_cert).read() + leaf.read_text())
+    assert listeners.tls_context(config.Listener(tls_cert=str(right), tls_key=str(leaf_key)))
+    message = load_error(str(wrong), str(leaf_key))
+    assert message.endswith("the key does not belong to the first certificate of the file (a "
+                            "chain lists the server's own certificate first, then its "
+                            "intermediates)"), message
+    _, other_key = make_pair(tmp_path, "other")       # one certificate: the words as before
+    assert load_error(str(leaf), other_key).endswith("the key does not belong to the certificate")
+
+
+def test_every_tls12_suite_offered_can_be_chosen(tmp_path):
+    """The man page names the suites: ECDHE with AES-GCM or ChaCha20.  DHE ones
+    were offered too, and none could ever be chosen (no DH parameters)."""
+    cert, key = make_pair(tmp_path, "suites")
+    context = listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
+    names = [suite["name"] for suite in context.get_ciphers() if suite["protocol"] == "TLSv1.2"]
+    assert names and all(name.startswith("ECDHE-") for name in names), names
+    assert all("GCM" in name or "CHACHA20" in name for name in names), names
