@@ -286,6 +286,15 @@ def test_hostport_forms_of_the_man_page(text, wanted):
     assert config.parse_hostport(text) == wanted
 
 
+@pytest.mark.parametrize("text", ["a..b:0", "300.1.1.1:7000", "[1::2::3]:7000", "-x-:7000"])
+def test_a_command_line_address_that_can_never_be_bound_is_a_usage_error(text):
+    """-l and --tutorial-listen are checked as [[listen]] addresses are:
+    'a..b:0' passed --check-config ("configuration OK"), and the start then
+    failed with 'Name or service not known'."""
+    with pytest.raises(ValueError, match="bad address in"):
+        config.parse_hostport(text)
+
+
 @pytest.mark.parametrize("text", ["[::1", "[::1]7000", "::1:7000", "::", "1:2:3", "[]", "[]:7000"])
 def test_an_unclosed_or_unbracketed_ipv6_address_is_a_usage_error(text):
     """Taken as a host before, '[::1' served [::1]:6667 and '::1:0' failed at
