@@ -225,6 +225,9 @@ def make_settings(args: argparse.Namespace, interactive: bool) -> connection.Set
     """
     if args.insecure and not args.tls or args.ca_file and not args.tls:
         raise ValueError("--insecure and --ca-file need --tls")
+    if args.insecure and args.ca_file:      # the CA file was silently not used
+        raise ValueError("--insecure checks no certificate, so --ca-file cannot be used "
+                         "with it: give one or the other")
     host, port = parse_address(args.address, args.tls)
     password = None
     if args.password_file:

@@ -60,6 +60,7 @@ def test_settings_from_arguments(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["-n", "9x"], "invalid nickname"),
     (["-n", "x", "--insecure"], "need --tls"),
+    (["-n", "x", "--tls", "--insecure", "--ca-file", __file__], "give one or the other"),
     (["-n", "x", "--password-file", "/nonexistent/pw"], "cannot read password file"),
     (["-n", "x", "h:port"], "bad port"),
     (["-n", "x", "-r", ""], "invalid room name"),
