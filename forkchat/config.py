@@ -45,8 +45,9 @@ AT_MOST = {
 # whole configuration to the broker in one frame (ipc.MAX_FRAME_BYTES, 1 MiB):
 # a bigger one was dropped ("the broker is not reading its control socket")
 # after which the reload said "configuration reloaded" and changed nothing
-# in the broker.  64 KiB is some 800 lines of 80 characters.
-MAX_MOTD_BYTES = 65536
+# in the broker.  256 KiB is some 3000 lines of 80 characters, and a
+# quarter of the frame: the rest of the configuration has room to spare.
+MAX_MOTD_BYTES = 262144
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
