@@ -811,8 +811,20 @@ class Supervisor:
         return failed
 
     def _stop_listening(self, bound: listeners.Bound) -> None:
+        """Close a listener for every process that holds it.
+
+        A child forked a moment before (the spawner a reload starts) holds
+        a copy until it closes what it inherited: close() alone left the
+        port listening there, a new entry on it failed with "Address already
+        in use", and connections queued where no one took them.  shutdown()
+        stops the socket itself.
+        """
         label = bound.label
         self._unwatch_listener(bound)
+        try:
+            bound.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         bound.sock.close()
         self.bound.remove(bound)
         log.info("stopped listening on %s", label)

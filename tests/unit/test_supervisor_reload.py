@@ -1,6 +1,7 @@
 """A SIGHUP whose reload fails in any way keeps the running configuration."""
 
 import logging
+import os
 import socket
 
 import pytest
@@ -97,3 +98,26 @@ def test_a_reload_whose_listeners_clash_keeps_the_running_configuration(caplog):
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         "reload failed, keeping the running configuration: listen[1] (127.0.0.1:7000) "
         f"clashes with listen[0] (127.0.0.1:7000): {listeners.CLASH}"]
+
+
+def test_a_listener_a_child_still_holds_is_closed_for_all_at_a_reload(caplog):
+    """A child forked just before (the spawner of the last reload, before it
+    closes what it inherited) holds a copy of each listening socket: the
+    supervisor's close left the port listening in the child, the entry that
+    took it over failed with 'Address already in use', and connections
+    queued on a socket no one accepted from."""
+    old = listeners.bind(config.Listener(port=0))
+    port = old.port
+    childs_copy = os.dup(old.sock.fileno())
+    try:
+        moved = config.Config(listen=(config.Listener(port=port, protocol="tutorial"),))
+        boss, _frames, _warnings = reload_to(caplog, moved, running=config.Config(listen=()),
+                                             bound=[old])
+        try:
+            assert [(b.spec.protocol, b.port) for b in boss.bound] == [("tutorial", port)]
+            assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        finally:
+            for bound in boss.bound:
+                bound.sock.close()
+    finally:
+        os.close(childs_copy)
