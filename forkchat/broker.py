@@ -56,7 +56,8 @@ READ_BYTES = 65536
 HEARTBEAT_S = ipc.HEARTBEAT_S   # counts to the supervisor: its STATUS and watchdog
 RECOVERY_WAIT_S = 3.0
 STORE_EVERY_S = 0.5   # room records reach the disk at most this often
-FLUSH_WINDOW_S = 0.008  # output to the workers goes at most this often
+FLUSH_WINDOW_S = 0.008  # output to the workers goes at most this often,
+FLUSH_AT_ONCE_LINKS = 4  # unless it is for this few of them
 # WHO of a mask, LIST of every room, NAMES of every room (or of a list,
 # which may name one big room a hundred times) and WHOWAS of a mask (all
 # the history, up to 5000 entries) answer from the whole server, and a WHO
@@ -228,13 +229,17 @@ class Broker:
 
     def _maybe_flush(self) -> None:
         """Send queued output now if the last flush is FLUSH_WINDOW_S old,
-        else once it is.
+        or if it is for FLUSH_AT_ONCE_LINKS workers at most; else once it is.
 
         Waking a worker costs far more than handing it a few more lines
         (80-100 us of CPU on a 2-core VM), and a message to a room of 100
         wakes 100 of them, which takes both cores about 4 ms.  Flushing any
         more often keeps the machine busy waking workers, and everyone's
-        messages queue behind that.  A message after a quiet spell goes at once.
+        messages queue behind that.  A message after a quiet spell goes at
+        once, and so does output that wakes only a few workers (a reply, a
+        message to a small room): held, it made a client's commands that
+        wait for their answers (JOIN, LIST, WHO) take 8 ms each, and only
+        the window of a large flush is kept.
         """
         if not self.dirty:
             return
@@ -242,6 +247,8 @@ class Broker:
         if now - self.last_flush >= FLUSH_WINDOW_S:
             self._flush_dirty()
             self.last_flush = now
+        elif len(self.dirty) <= FLUSH_AT_ONCE_LINKS:
+            self._flush_dirty()
 
     def _timeout(self) -> float:
         """Until the next thing due; the heartbeat is always one of them, so

@@ -35,21 +35,77 @@ def received(peer: socket.socket) -> list[tuple[int, bytes]]:
         return []
 
 
-def test_output_held_by_the_window_sets_the_select_timeout(one_link):
-    """Output queued just after a flush waits, but the loop wakes for it within
-    the window: nothing gathered can wait for the next unrelated event."""
-    made, peer = one_link
-    made.outbox.send(1, b"zero\r\n")
+@pytest.fixture
+def eight_links(tmp_path):
+    """A Broker with no loop running, worker links for cids 1..8, and the
+    workers' ends of them."""
+    socks = [*socket.socketpair(), *socket.socketpair()]
+    cfg = config.Config(server=config.Server(state_dir=str(tmp_path)))
+    made = broker.Broker(socks[0], socks[2], cfg, "today")
+    peers = []
+    for cid in range(1, 9):
+        mine, theirs = socket.socketpair()
+        socks += [mine, theirs]
+        mine.setblocking(False)
+        theirs.setblocking(False)
+        peers.append(theirs)
+        link = broker.Link(mine, 1 << 20)
+        made.selector.register(mine, broker.selectors.EVENT_READ,
+                               lambda mask, link=link: made.on_link(link, mask))
+        made._dispatch(link, ipc.Kind.HELLO,
+                       b'{"cid": %d, "host": "h", "proto": "irc"}' % cid)
+    made.last_flush -= broker.FLUSH_WINDOW_S
+    made._maybe_flush()                  # the welcome of each, out of the way
+    yield made, peers
+    made.selector.close()
+    for sock in socks:
+        sock.close()
+
+
+def received_by(peers: list[socket.socket]) -> list[list[tuple[int, bytes]]]:
+    """What each of eight_links' workers has been sent since the last look."""
+    return [received(peer) for peer in peers]
+
+
+def test_output_held_by_the_window_sets_the_select_timeout(eight_links):
+    """Output to many workers queued just after a flush waits, but the loop
+    wakes for it within the window: nothing gathered can wait for the next
+    unrelated event."""
+    made, peers = eight_links
+    many = range(1, broker.FLUSH_AT_ONCE_LINKS + 2)
+    for cid in many:
+        made.outbox.send(cid, b"zero\r\n")
     made._maybe_flush()                              # after a quiet spell: at once
-    assert received(peer) == [(ipc.Kind.DELIVER, b"zero\r\n")]
-    made.outbox.send(1, b"one\r\n")
+    assert received_by(peers)[:len(many)] == [[(ipc.Kind.DELIVER, b"zero\r\n")]] * len(many)
+    for cid in many:
+        made.outbox.send(cid, b"one\r\n")
     made._maybe_flush()                              # within the window: held
-    assert received(peer) == [] and made.dirty
+    assert received_by(peers) == [[]] * 8 and made.dirty
     assert 0.0 <= made._timeout() <= broker.FLUSH_WINDOW_S
     made.last_flush -= broker.FLUSH_WINDOW_S          # the window has passed
     assert made._timeout() == 0.0
     made._maybe_flush()
-    assert received(peer) == [(ipc.Kind.DELIVER, b"one\r\n")] and not made.dirty
+    assert received_by(peers)[:len(many)] == [[(ipc.Kind.DELIVER, b"one\r\n")]] * len(many)
+    assert not made.dirty
+
+
+def test_output_to_a_few_workers_goes_within_the_window(eight_links):
+    """The answer to a command, or a message to a small room, wakes a few
+    workers: held for the window, a client's commands that wait for their
+    answers (JOIN, LIST, WHO) took 8 ms each."""
+    made, peers = eight_links
+    for cid in range(1, 9):
+        made.outbox.send(cid, b"zero\r\n")
+    made._maybe_flush()
+    received_by(peers)
+    flushed_at = made.last_flush
+    few = range(1, broker.FLUSH_AT_ONCE_LINKS + 1)
+    for cid in few:
+        made.outbox.send(cid, b"one\r\n")
+    made._maybe_flush()                              # within the window, all the same
+    assert received_by(peers)[:len(few)] == [[(ipc.Kind.DELIVER, b"one\r\n")]] * len(few)
+    assert not made.dirty
+    assert made.last_flush == flushed_at             # the window of the large flush stays
 
 
 def test_frames_to_one_link_keep_their_order_across_the_window(one_link):
@@ -89,34 +145,11 @@ def test_a_worker_gone_after_its_bye_quits_with_its_reason_though_a_write_failed
     assert quits == [(1, "Quit: see you")]
 
 
-@pytest.fixture
-def eight_links(tmp_path):
-    """A Broker with no loop running and worker links for cids 1..8."""
-    socks = [*socket.socketpair(), *socket.socketpair()]
-    cfg = config.Config(server=config.Server(state_dir=str(tmp_path)))
-    made = broker.Broker(socks[0], socks[2], cfg, "today")
-    for cid in range(1, 9):
-        mine, theirs = socket.socketpair()
-        socks += [mine, theirs]
-        mine.setblocking(False)
-        link = broker.Link(mine, 1 << 20)
-        made.selector.register(mine, broker.selectors.EVENT_READ,
-                               lambda mask, link=link: made.on_link(link, mask))
-        made._dispatch(link, ipc.Kind.HELLO,
-                       b'{"cid": %d, "host": "h", "proto": "irc"}' % cid)
-    made.last_flush -= broker.FLUSH_WINDOW_S
-    made._maybe_flush()                  # the welcome of each, out of the way
-    yield made
-    made.selector.close()
-    for sock in socks:
-        sock.close()
-
-
 def test_links_are_written_in_the_order_they_were_given_output(eight_links):
     """The answer to a client's command is written after what its earlier
     lines sent to others: a broker killed between two writes had answered
     ISON while the room messages sent before it were still unwritten."""
-    made = eight_links
+    made, _peers = eight_links
     written = []
     flush = made._flush
     made._flush = lambda link: (written.append(link.cid), flush(link))

@@ -613,13 +613,15 @@ def test_forkchat7_numbers_match_the_code() -> None:
               restarts.format("broker"), restarts.format("spawner"),
               f"at most once every {broker.REFUSED_LINKS_WINDOW_S:.0f} seconds",
               flush,
+              f"and so does output for at most {broker.FLUSH_AT_ONCE_LINKS} workers",
               f"at most {share} of the broker's time, beyond a burst of "
               f"{broker.SCAN_BURST_S * 1000:.0f} ms",
               f"at most {protocol.MAX_LINE_BYTES} bytes including CR LF",
               f"split into messages of {tutorial.MAX_TEXT_BYTES} bytes"]
     assert [phrase for phrase in wanted if phrase not in text] == []
     readme = " ".join((MAN.parent / "README.md").read_text().split())
-    assert f"sends what gathered {flush}" in readme
+    assert f"sends what gathered {flush} (output for at most {broker.FLUSH_AT_ONCE_LINKS} " \
+           f"workers at once)" in readme
 
 
 @pytest.mark.parametrize("page", sorted(PAGES))
