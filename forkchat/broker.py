@@ -669,8 +669,10 @@ class Broker:
         elif op == "shutdown":
             self.running = False
         elif op == "freeze":
-            # The server is stopping: rooms emptied by the shutdown are kept.
+            # The server is stopping: rooms emptied by the shutdown are kept,
+            # and forgotten last (store.renew).
             self._save_rooms()
+            self.store.renew(self.state.rooms)
             self.store_frozen = True
             self._send_control({"op": "frozen"})
 

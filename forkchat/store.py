@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import time
+from typing import Iterable
 
 log = logging.getLogger("forkchat.broker")
 
@@ -143,6 +144,27 @@ class RoomStore:
         for name in gone:
             del self._saved[name]
         self._saved.update(written)
+
+    def renew(self, names: Iterable[str]) -> None:
+        """Make these rows the most recently written, as they are (the rooms
+        alive at a shutdown).
+
+        Kept records are forgotten past max_rooms, the least recently
+        written first (state.store_changes).  A room made long ago and
+        alive at the shutdown kept the place of its last write, behind the
+        records of rooms left at earlier shutdowns, and was the first one
+        the next start forgot, its topic, key and bans with it.
+        """
+        if self._db is None:
+            return
+        rows = [(name,) for name in names if name in self._saved]
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("UPDATE rooms SET rowid = (SELECT max(rowid) + 1 "
+                                     "FROM rooms) WHERE name = ?", rows)
+        except sqlite3.Error as error:
+            self._fail(error)
 
     def put(self, name: str, record: dict) -> None:
         """Write one room's record now (a topic or mode change)."""

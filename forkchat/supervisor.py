@@ -780,16 +780,17 @@ class Supervisor:
             log.error("%s", error)
         left_without = {spec.protocol for spec in failed}
         for bound in removed:
-            if bound.spec.protocol not in left_without and not on_port_of(bound, failed):
-                if bound not in in_the_way:
-                    self._stop_listening(bound)
-                continue
             if bound in in_the_way:
+                if not on_port_of(bound, failed):
+                    continue        # its port went to the entry that asked for it
                 again = dataclasses.replace(bound.spec, port=ports[id(bound)])
                 if lost := self._listen_on([again], announce=False):
                     log.error("%s", lost[again])
                     continue
                 bound = self.bound[-1]
+            elif bound.spec.protocol not in left_without and not on_port_of(bound, failed):
+                self._stop_listening(bound)
+                continue
             log.warning("still listening on %s: the listener that replaces it "
                         "could not be bound", bound.label)
         return _reload_troubles(len(failed), stale)

@@ -84,3 +84,48 @@ def test_a_join_writes_its_room_not_every_rooms_record(tmp_path, monkeypatch):
         made.selector.close()
         for sock in socks:
             sock.close()
+
+
+def _broker_session(tmp_path, max_rooms, lines):
+    """A broker on `tmp_path` that registers alice and runs her `lines`,
+    writes its rooms and stops as at a shutdown (freeze)."""
+    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
+    made = broker.Broker(socks[0], socks[2], config.Config(
+        server=config.Server(state_dir=str(tmp_path)),
+        limits=config.Limits(max_rooms=max_rooms)), "today")
+    link = broker.Link(socks[4], 1 << 20)
+    try:
+        made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
+        made._dispatch(link, ipc.Kind.REQUEST, b"NICK alice")
+        made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": "a", "realname": "A"}).encode())
+        for line in lines:
+            made._dispatch(link, ipc.Kind.REQUEST, line)
+        made._save_rooms()
+        made._on_control_op({"op": "freeze"})
+    finally:
+        made.store.release()
+        made.selector.close()
+        for sock in socks:
+            sock.close()
+
+
+def test_the_rooms_alive_at_a_shutdown_are_the_last_records_forgotten(tmp_path):
+    """A room made long ago and alive at the shutdown kept the place of its
+    last write, behind the records of rooms left at earlier shutdowns: the
+    first new room of the next start (past max_rooms) made the store forget
+    it, and its key came back as no key."""
+    _broker_session(tmp_path, 3, [b"JOIN #lobby", b"MODE #lobby +k secret"])
+    kept = store.RoomStore(str(tmp_path))
+    try:
+        kept.apply({"#old1": {"topic": "1"}, "#old2": {"topic": "2"}})   # later shutdowns'
+    finally:
+        kept.release()
+    _broker_session(tmp_path, 3, [b"JOIN #lobby secret"])       # alive at this shutdown
+    _broker_session(tmp_path, 3, [b"JOIN #new"])                  # the next start's first room
+    after = store.RoomStore(str(tmp_path))
+    try:
+        records = after.load()
+    finally:
+        after.release()
+    assert set(records) == {"#old2", "#lobby", "#new"}
+    assert records["#lobby"]["key"] == "secret"

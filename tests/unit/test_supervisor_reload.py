@@ -121,3 +121,29 @@ def test_a_listener_a_child_still_holds_is_closed_for_all_at_a_reload(caplog):
                 bound.sock.close()
     finally:
         os.close(childs_copy)
+
+
+def test_a_port_handed_over_is_not_taken_back_for_another_failure(caplog):
+    """The irc listener's port goes to a tutorial entry (bound once the irc
+    one was out of the way) while a new irc entry fails for reasons of its
+    own: the supervisor tried to re-bind the old irc listener on the port
+    the tutorial one now held, and logged 'Address already in use' for a
+    port that had been handed over as asked."""
+    old = listeners.bind(config.Listener(port=0))
+    port = old.port
+    holder = socket.create_server(("127.0.0.1", 0))       # another program's port
+    try:
+        new = config.Config(listen=(config.Listener(port=port, protocol="tutorial"),
+                                    config.Listener(port=holder.getsockname()[1])))
+        boss, _frames, warnings = reload_to(caplog, new, running=config.Config(listen=()),
+                                            bound=[old])
+        try:
+            assert [(b.spec.protocol, b.port) for b in boss.bound] == [("tutorial", port)]
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1 and f":{holder.getsockname()[1]}" in errors[0], errors
+            assert not [w for w in warnings if w.startswith("still listening")], warnings
+        finally:
+            for bound in boss.bound:
+                bound.sock.close()
+    finally:
+        holder.close()
