@@ -613,14 +613,16 @@ class Broker:
             self.store_dirty = True
 
     def _flush_dirty(self) -> None:
-        """Write each link's output, the links in the order they got it.
+        """Write each link's output, the links in the order they were first
+        given output since the last flush.
 
-        So output goes in the order it was caused: a client that has the
-        answer to its command knows that what its earlier lines sent to
-        others was written before it (forkchat(7)).  In a set's order, a
-        broker killed between two writes had answered a client's ISON while
-        the room messages it sent just before were still unwritten to a
-        member's link, and were lost with the broker.
+        So a client whose link had nothing waiting has the answer to its
+        command only after what its earlier lines sent to others was
+        written (forkchat(7)); a link already waiting keeps its first place,
+        so this is not a promise for every order of events in a batch.  In
+        a set's order, a broker killed between two writes had answered a
+        client's ISON while the room messages it sent just before were
+        still unwritten to a member's link, and were lost with the broker.
         """
         if not self.dirty:
             return
