@@ -34,7 +34,7 @@ import sys
 import time
 from typing import TextIO
 
-from forkchat.client import connection, events, ircmsg, slash
+from forkchat.client import connection, events, ircmsg, slash, wakeup
 
 GIVE_UP_S = 120.0
 READ_BYTES = 65536
@@ -90,21 +90,10 @@ class LineMode:
         self._dropped = 0                 # lines still queued when the client had to go
 
     def run(self) -> int:
-        wake_r, wake_w = socket.socketpair()
-        wake_r.setblocking(False)
-        wake_w.setblocking(False)
-        old_fd = signal.set_wakeup_fd(wake_w.fileno())
-        old_handlers = _catch_signals()
-        try:
-            self.sel.register(wake_r, selectors.EVENT_READ, lambda _: self._on_signal(wake_r))
+        with wakeup.catching(SIGNAL_REASONS) as wake:
+            self.sel.register(wake, selectors.EVENT_READ, lambda _: self._on_signal(wake))
             self.conn.start()
             self._loop()
-        finally:
-            signal.set_wakeup_fd(old_fd)
-            for signum, handler in old_handlers.items():
-                signal.signal(signum, handler)
-            wake_r.close()
-            wake_w.close()
         return self._exit_status()
 
     def _loop(self) -> None:
@@ -135,12 +124,8 @@ class LineMode:
     # ---- signals ------------------------------------------------------------
 
     def _on_signal(self, wake: socket.socket) -> None:
-        """Signals only wake the loop (set_wakeup_fd); act on them here."""
-        try:
-            received = wake.recv(256)
-        except BlockingIOError:
-            return
-        for signum in received:
+        """Signals only wake the loop (see wakeup.py); act on them here."""
+        for signum in wakeup.received(wake):
             if signum in SIGNAL_REASONS:
                 self._signalled(signum)
 
@@ -399,17 +384,6 @@ LOCAL_ACTIONS = {
     "quit": LineMode._quit,
     "help": LineMode._help,
 }
-
-
-def _catch_signals() -> dict[int, object]:
-    """Route SIGNAL_REASONS to the wake-up socket; the old handlers, to put
-    back.  A signal ignored at start (`nohup`, SIGINT of a background job
-    under sh) stays ignored."""
-    old = {}
-    for signum in SIGNAL_REASONS:
-        if signal.getsignal(signum) != signal.SIG_IGN:
-            old[signum] = signal.signal(signum, lambda *_: None)
-    return old
 
 
 def run(settings: connection.Settings) -> int:

@@ -34,7 +34,7 @@ import time
 import zlib
 from typing import Callable
 
-from forkchat.client import buffers, connection, events, ircmsg, lineedit, slash
+from forkchat.client import buffers, connection, events, ircmsg, lineedit, slash, wakeup
 
 # A line typed after /quit or /raw QUIT, before the server closes: refused, not echoed.
 LEAVING_NOT_SENT = "leaving: not sent"
@@ -192,23 +192,12 @@ class Tui:
 
     def run(self) -> str:
         """Run until /quit or a fatal error; return the fatal message or ''."""
-        wake_r, wake_w = socket.socketpair()
-        wake_r.setblocking(False)
-        wake_w.setblocking(False)
-        old_fd = signal.set_wakeup_fd(wake_w.fileno())
-        old_handlers = {signum: signal.signal(signum, lambda *_: None) for signum in SIGNALS}
-        try:
-            self.sel.register(wake_r, selectors.EVENT_READ, lambda _: self._on_signal(wake_r))
+        with wakeup.catching(SIGNALS) as wake:
+            self.sel.register(wake, selectors.EVENT_READ, lambda _: self._on_signal(wake))
             self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, self._on_keys)
             self.model.info(f"Connecting to {self.settings.address} ...", self.model.buffers[0])
             self.conn.start()
             self._loop()
-        finally:
-            signal.set_wakeup_fd(old_fd)
-            for signum, handler in old_handlers.items():
-                signal.signal(signum, handler)
-            wake_r.close()
-            wake_w.close()
         return self.conn.fatal
 
     def _loop(self) -> None:
@@ -234,12 +223,9 @@ class Tui:
         self.model.apply(event)
 
     def _on_signal(self, wake: socket.socket) -> None:
-        """Signals only wake the loop (set_wakeup_fd); act on them here."""
-        try:
-            received = wake.recv(256)
-        except BlockingIOError:
-            return
-        for signum in dict.fromkeys(received):
+        """Signals only wake the loop (see wakeup.py); act on them here,
+        each once (a drag of the window sends many SIGWINCH)."""
+        for signum in dict.fromkeys(wakeup.received(wake)):
             action = SIGNALS.get(signum)   # SIGINT comes as KeyboardInterrupt instead
             if action is not None:
                 action(self)

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from forkchat.client import connection, ircmsg, linemode
+from forkchat.client import connection, ircmsg, linemode, wakeup
 
 
 @pytest.fixture
@@ -243,14 +243,13 @@ def test_the_end_of_the_drain_quits_and_counts_the_queue(line_mode):
 def test_a_signal_ignored_at_start_stays_ignored():
     """`nohup forkchat-client ... &`: SIGHUP must not end it."""
     old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    term_before = signal.getsignal(signal.SIGTERM)
     try:
-        caught = linemode._catch_signals()
-        try:
-            assert signal.SIGHUP not in caught
+        with wakeup.catching(linemode.SIGNAL_REASONS):
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
-        finally:
-            for signum, handler in caught.items():
-                signal.signal(signum, handler)
+            assert signal.getsignal(signal.SIGTERM) is not term_before     # caught
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is term_before             # put back
     finally:
         signal.signal(signal.SIGHUP, old)
 
