@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+import types
 
 import pytest
 
@@ -35,13 +37,21 @@ def received(peer: socket.socket) -> list[tuple[int, bytes]]:
         return []
 
 
-def test_output_held_by_the_window_sets_the_select_timeout(one_link):
+def test_output_held_by_the_window_sets_the_select_timeout(one_link, monkeypatch):
     """Output queued just after a flush waits, but the loop wakes for it within
-    the window: nothing gathered can wait for the next unrelated event."""
+    the window: nothing gathered can wait for the next unrelated event.  The
+    broker's clock moves only when told: on the real one, a test preempted
+    for more than the 8 ms window between the two flushes found the window
+    passed and the second output sent at once."""
     made, peer = one_link
+    clock = types.SimpleNamespace(now=1000.0, thread_time=time.thread_time)
+    clock.monotonic = lambda: clock.now
+    monkeypatch.setattr(broker, "time", clock)
+    made.next_beat = clock.now + broker.HEARTBEAT_S
     made.outbox.send(1, b"zero\r\n")
     made._maybe_flush()                              # after a quiet spell: at once
     assert received(peer) == [(ipc.Kind.DELIVER, b"zero\r\n")]
+    clock.now += broker.FLUSH_WINDOW_S / 2
     made.outbox.send(1, b"one\r\n")
     made._maybe_flush()                              # within the window: held
     assert received(peer) == [] and made.dirty
