@@ -41,7 +41,8 @@ def test_lines_held_by_flood_control_outlive_the_ping_timeout(make_server):
     server = make_server(config_text=SLOW_FLOOD_QUICK_PINGS)
     reader = IrcTestClient(server.port)
     reader.register("reader")
-    reader.join("#r")
+    reader.send("JOIN #r")              # held half a second by flood control
+    next_of(reader, ("366",), [])
     poster = IrcTestClient(server.port)
     poster.register("poster")
     poster.join("#r")
