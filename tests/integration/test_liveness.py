@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from forkchat import protocol
 from tests.support.ircclient import IrcTestClient
 
 # Two lines at once, then two a second; pinged after a second of silence,
@@ -18,6 +19,20 @@ ping_timeout = 1
 LINES = 12
 
 
+def next_of(client: IrcTestClient, commands: tuple[str, ...], texts: list[str]) -> protocol.Message:
+    """The next message with one of `commands`, every PING before it
+    answered: the reader, which says nothing, is pinged every second, and a
+    PING skipped unanswered (by `expect`, waiting for the poster's JOIN on a
+    busy machine) dropped it a second later."""
+    while True:
+        msg = client.read_msg(10)
+        assert msg is not None, texts
+        if msg.command == "PING":
+            client.send("PONG :" + msg.params[-1])
+        elif msg.command in commands:
+            return msg
+
+
 def test_lines_held_by_flood_control_outlive_the_ping_timeout(make_server):
     """A script that sends a batch of lines and closes its end (nc -N):
     flood control runs them over five seconds, and the client, which can
@@ -26,23 +41,20 @@ def test_lines_held_by_flood_control_outlive_the_ping_timeout(make_server):
     server = make_server(config_text=SLOW_FLOOD_QUICK_PINGS)
     reader = IrcTestClient(server.port)
     reader.register("reader")
-    reader.join("#r")
+    reader.send("JOIN #r")              # held half a second by flood control
+    next_of(reader, ("366",), [])
     poster = IrcTestClient(server.port)
     poster.register("poster")
     poster.join("#r")
-    reader.expect("JOIN")
+    next_of(reader, ("JOIN",), [])
     poster.send("".join(f"PRIVMSG #r :line {index}\r\n" for index in range(LINES)).encode())
     poster.sock.shutdown(socket.SHUT_WR)
     texts = []
     while True:
-        msg = reader.read_msg(10)
-        assert msg is not None, texts
-        if msg.command == "PING":
-            reader.send("PONG :" + msg.params[-1])
-        elif msg.command in ("PRIVMSG", "QUIT"):
-            texts.append(msg.params[-1])
-            if msg.command == "QUIT":
-                break
+        msg = next_of(reader, ("PRIVMSG", "QUIT"), texts)
+        texts.append(msg.params[-1])
+        if msg.command == "QUIT":
+            break
     assert texts == [f"line {index}" for index in range(LINES)] + ["Connection closed"]
     reader.close()
     poster.close()
