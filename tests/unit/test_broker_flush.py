@@ -155,17 +155,21 @@ def test_a_worker_gone_after_its_bye_quits_with_its_reason_though_a_write_failed
     assert quits == [(1, "Quit: see you")]
 
 
-def test_links_are_written_in_the_order_they_were_given_output(eight_links):
-    """The answer to a client's command is written after what its earlier
-    lines sent to others: a broker killed between two writes had answered
+def test_the_answer_to_a_command_is_written_after_the_rest(eight_links):
+    """A client that has its answer knows that what its earlier lines sent
+    to others was written: a broker killed between two writes had answered
     ISON while the room messages sent before it were still unwritten."""
     made, _peers = eight_links
     written = []
     flush = made._flush
     made._flush = lambda link: (written.append(link.cid), flush(link))
-    caused = [5, 2, 8, 1, 7, 3, 6, 4]
-    for cid in caused + caused[::-1]:
-        made.outbox.send(cid, b"line\r\n")
-    made.last_flush -= broker.FLUSH_WINDOW_S
-    made._maybe_flush()
-    assert written == caused
+    for asker in range(1, 9):
+        written.clear()
+        for cid in range(1, 9):
+            made.outbox.send(cid, b"room message\r\n")
+        made.replying = asker                # the answer to its own command
+        made.outbox.send(asker, b"303 answer\r\n")
+        made.replying = None
+        made.last_flush -= broker.FLUSH_WINDOW_S
+        made._maybe_flush()
+        assert sorted(written) == list(range(1, 9)) and written[-1] == asker
