@@ -183,15 +183,6 @@ def _check_a_stand_in(operators: tuple[config.Operator, ...], given: str,
         passwords.verify((hashed or stored)[0], given)
 
 
-def names_this_server(name: str, target: str) -> bool:
-    """Whether a server query's <target> is this server by what the worker
-    knows: no target, the name, or a mask matching it (RFC 2812 3.4:
-    "wildcard masks are usually valid")."""
-    if not target or target == "*":
-        return True
-    return rooms.glob_match(protocol.casefold(target), protocol.casefold(name))
-
-
 def _asked_elsewhere(ctx: Context, msg: protocol.Message, target: str) -> bool:
     """Send a query whose <target> is not this server's name to the broker.
 
@@ -201,7 +192,7 @@ def _asked_elsewhere(ctx: Context, msg: protocol.Message, target: str) -> bool:
     command back without its target (a SERVE frame), answered here as
     usual.  True when the query went to the broker.
     """
-    if names_this_server(ctx.cfg.server.name, target):
+    if rooms.names_server(target, ctx.cfg.server.name):
         return False
     ctx.forward(protocol.format_line("", msg.command, *msg.params).rstrip(b"\r\n"))
     return True

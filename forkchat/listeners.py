@@ -182,9 +182,7 @@ def bind(spec: config.Listener) -> Bound:
         sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
-        shown = f"[{spec.address}]" if ":" in spec.address else spec.address
-        raise BindError(f"cannot listen on {shown}:{spec.port}: "
-                        f"{error.strerror or error}") from None
+        raise BindError(f"cannot listen on {_shown(spec)}: {error.strerror or error}") from None
     sock.setblocking(False)
     try:
         return Bound(sock, spec, tls_context(spec))

@@ -239,6 +239,14 @@ def glob_match(pattern: str, text: str) -> bool:
     return _cached_glob_regex(pattern).fullmatch(text) is not None
 
 
+def names_server(target: str, server_name: str) -> bool:
+    """Whether a server query's <target> names this server by itself: no
+    target, its name, or a mask matching it (RFC 2812 3.4: "wildcard masks
+    are usually valid").  A user's nick names it too, which only the
+    broker can tell."""
+    return not target or glob_match(protocol.casefold(target), protocol.casefold(server_name))
+
+
 def glob_regex(pattern: str) -> re.Pattern:
     """The pattern as one compiled expression, for fullmatch (`_glob_source`)."""
     return re.compile(_glob_source(pattern), re.DOTALL)

@@ -99,9 +99,7 @@ def check_server_target(st: ChatState, target: str) -> None:
     There is one server: the target may be its name, a mask matching it, or
     the nick of a user on it (RFC 2812 3.4: "a nickname ... on the server").
     """
-    if not target or st.find_nick(target) is not None:
-        return
-    if rooms.glob_match(protocol.casefold(target), protocol.casefold(st.settings.server_name)):
+    if rooms.names_server(target, st.settings.server_name) or st.find_nick(target) is not None:
         return
     raise numerics.Reply(numerics.ERR_NOSUCHSERVER, target)
 
