@@ -48,9 +48,9 @@ def test_a_close_during_the_handshake_is_said_so():
         "the server closed the connection during the handshake")
 
 
-def test_an_unchecked_tls_link_says_so_when_connected(tmp_path):
-    """--insecure: the full-screen user read 'Connected to ... as bob' as on a
-    checked link, with nothing to tell them apart."""
+def tls_listener(tmp_path) -> tuple[ssl.SSLContext, socket.socket]:
+    """A server context with a fresh self-signed certificate (CN=elsewhere),
+    and a listening socket on 127.0.0.1 for a test's peer thread."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=elsewhere", "-keyout", str(key), "-out", str(cert)],
@@ -59,6 +59,13 @@ def test_an_unchecked_tls_link_says_so_when_connected(tmp_path):
     context.load_cert_chain(str(cert), str(key))
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(5)
+    return context, listener
+
+
+def test_an_unchecked_tls_link_says_so_when_connected(tmp_path):
+    """--insecure: the full-screen user read 'Connected to ... as bob' as on a
+    checked link, with nothing to tell them apart."""
+    context, listener = tls_listener(tmp_path)
 
     def serve() -> None:
         raw, _ = listener.accept()
@@ -92,14 +99,7 @@ def test_an_unchecked_tls_link_says_so_when_connected(tmp_path):
 def test_a_broken_tls_record_is_said_without_openssl_wrapping(tmp_path):
     """The link broke on a bad record: the user read '[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]
     decryption failed or bad record mac (_ssl.c:2580)' in the 'Disconnected:' line."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=elsewhere", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(cert), str(key))
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(5)
+    context, listener = tls_listener(tmp_path)
 
     def serve() -> None:
         raw, _ = listener.accept()
