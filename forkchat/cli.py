@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+import ipaddress
 import logging
 import os
 import sys
 from typing import Callable
 
 from forkchat import __version__, config, listeners, log as logsetup, passwords, privileges
-from forkchat import systemd
+from forkchat import addresses, systemd
 
 
 EXIT_FAILURE = 1
@@ -169,10 +170,9 @@ def private_files() -> None:
 def open_listeners(cfg: config.Config) -> list[listeners.Bound]:
     """Adopt the sockets systemd passed, or bind the configured ones.
 
-    A passed socket takes its settings (protocol, TLS files) from the first
-    [[listen]] entry of the protocol it is named after (FileDescriptorName=
-    irc or tutorial), else from the entry at the same position, else it
-    serves plain irc.  Its address is whatever systemd bound.
+    Each passed socket takes its settings (protocol, TLS files) from the
+    [[listen]] entry it is matched with by passed_specs.  Its address is
+    whatever systemd bound.
 
     Raises:
         BindError: a listener could not be bound.
@@ -181,17 +181,97 @@ def open_listeners(cfg: config.Config) -> list[listeners.Bound]:
     passed = systemd.listen_fds()
     if not passed:
         return listeners.bind_all(cfg.listen)
-    return [listeners.adopt(fd, passed_spec(cfg, index, name))
-            for index, (fd, name) in enumerate(passed)]
+    specs = passed_specs(cfg, [(name, systemd.bound_address(fd)) for fd, name in passed])
+    return [listeners.adopt(fd, spec) for (fd, _), spec in zip(passed, specs)]
 
 
-def passed_spec(cfg: config.Config, index: int, name: str) -> config.Listener:
+def passed_specs(cfg: config.Config,
+                 sockets: list[tuple[str, tuple[str, int] | None]]) -> list[config.Listener]:
+    """The [[listen]] entry for each passed socket, given as (name, address).
+
+    systemd names every ListenStream= of one unit alike (FileDescriptorName=),
+    so a unit with ports 6667 and 6697 passes two sockets named "irc": by
+    name alone both took the first irc entry, and the TLS port spoke plain
+    text or the plain port TLS.  So a socket is matched by its address first
+    (entry_for_address), among the entries of its protocol when it is named
+    irc or tutorial; one that matches none falls back to passed_spec, among
+    the entries no other socket matched by address.
+    """
+    found = [entry_for_address(cfg.listen, name, address) for name, address in sockets]
+    taken = frozenset(index for index in found if index is not None)
+    return [cfg.listen[index] if index is not None else passed_spec(cfg, position, name, taken)
+            for position, ((name, _), index) in enumerate(zip(sockets, found))]
+
+
+def passed_spec(cfg: config.Config, index: int, name: str,
+                taken: frozenset[int] = frozenset()) -> config.Listener:
+    """The entry of a passed socket that no entry matched by address: the
+    first of the protocol it is named after, else the one at its position,
+    else plain irc.  Entries in `taken` belong to other sockets."""
     if name in config.PROTOCOLS:
-        named = [spec for spec in cfg.listen if spec.protocol == name]
+        named = [spec for position, spec in enumerate(cfg.listen)
+                 if spec.protocol == name and position not in taken]
         return named[0] if named else config.Listener(protocol=name)
-    if index < len(cfg.listen):
+    if index < len(cfg.listen) and index not in taken:
         return cfg.listen[index]
     return config.Listener()
+
+
+def entry_for_address(specs: tuple[config.Listener, ...], name: str,
+                      address: tuple[str, int] | None) -> int | None:
+    """The index of the entry a socket bound at `address` serves, or None.
+
+    An entry matches with its port, and with an address that is the
+    socket's, else one that overlaps it: either is a wildcard (systemd's
+    ListenStream=6667 binds "::"; an entry's 127.0.0.1, the default, is
+    then served by it), or the entry's is a host name, which is not looked
+    up.  Several entries of the closest kind (one port on two addresses,
+    systemd's socket on every address): the first in the file is taken, and
+    the log says so when they differ in protocol or TLS files.
+    """
+    if address is None:
+        return None
+    host, port = address
+    candidates = [index for index, spec in enumerate(specs) if spec.port == port
+                  and (name not in config.PROTOCOLS or spec.protocol == name)]
+    exact = [i for i in candidates if addresses.same(_wildcard(specs[i].address), host)]
+    matched = exact or [i for i in candidates if _overlaps(_wildcard(specs[i].address), host)]
+    if not matched:
+        return None
+    if len({(specs[i].protocol, specs[i].tls_cert, specs[i].tls_key) for i in matched}) > 1:
+        _warn_ambiguous(specs, matched, host, port)
+    return matched[0]
+
+
+def _warn_ambiguous(specs: tuple[config.Listener, ...], matched: list[int],
+                    host: str, port: int) -> None:
+    """Said at start: the entries the socket could be differ, and one serves."""
+    entries = " and ".join(f"listen[{index}] ({_hostport(specs[index].address, port)})"
+                           for index in matched)
+    logging.getLogger("forkchat.supervisor").warning(
+        "the socket systemd passed on %s matches %s, which differ: it is served as "
+        "listen[%d] (name each address in the .socket unit, ListenStream=ADDRESS:PORT, "
+        "to tell them apart)", _hostport(host, port), entries, matched[0])
+
+
+def _wildcard(address: str) -> str:
+    """Python's "" for every IPv4 address, spelt as getsockname() has it."""
+    return address or "0.0.0.0"
+
+
+def _overlaps(entry: str, host: str) -> bool:
+    """Whether a socket bound at `host` may be the one an entry at `entry` meant."""
+    if addresses.covers(entry, host) or addresses.covers(host, entry):
+        return True
+    try:
+        ipaddress.ip_address(entry)
+    except ValueError:
+        return True          # a host name: its port must do
+    return False
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def become_unprivileged(cfg: config.Config, config_path: str | None = None) -> None:

@@ -164,6 +164,24 @@ def _parse_listen_env(env: Mapping[str, str]) -> list[tuple[int, str]]:
     return [(fd, name or DEFAULT_FD_NAME) for fd, name in zip(fds, names)]
 
 
+def bound_address(fd: int) -> tuple[str, int] | None:
+    """The (address, port) a passed socket is bound to, or None when it has
+    no port (a Unix socket: ListenStream=/path).
+
+    systemd gives every ListenStream= of one unit the same name, so the
+    address is what tells a unit's sockets apart: the server matches each
+    with the [[listen]] entry of its port.  The fd stays open and ours.
+    """
+    sock = socket.socket(fileno=fd)
+    try:
+        family, name = sock.family, sock.getsockname()
+    finally:
+        sock.detach()
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return name[0], name[1]
+
+
 def _close_on_exec(fd: int, count: int) -> None:
     """Keep a passed fd from leaking into exec'd programs; it must be open."""
     try:
