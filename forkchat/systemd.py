@@ -171,8 +171,16 @@ def bound_address(fd: int) -> tuple[str, int] | None:
     systemd gives every ListenStream= of one unit the same name, so the
     address is what tells a unit's sockets apart: the server matches each
     with the [[listen]] entry of its port.  The fd stays open and ours.
+
+    Raises:
+        ValueError: fd is not a socket (a broken unit or a hand-made
+            environment), which would otherwise fail with a traceback.
     """
-    sock = socket.socket(fileno=fd)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as error:
+        raise ValueError(f"fd {fd} passed by systemd is not a socket "
+                         f"({error.strerror or error})") from None
     try:
         family, name = sock.family, sock.getsockname()
     finally:

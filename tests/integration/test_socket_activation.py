@@ -166,3 +166,16 @@ def test_a_plain_socket_refuses_a_tls_handshake_after_the_match(activated, certs
     with pytest.raises((ssl.SSLError, ConnectionError)):
         TlsClient(plain_port, cert)
 
+
+def test_a_passed_descriptor_that_is_not_a_socket_is_a_clear_error(tmp_path):
+    """A hand-made environment (or a unit with ListenFIFO=) passing a file as
+    fd 3 stopped the start with a traceback (OSError: not a socket)."""
+    with open(tmp_path / "not-a-socket", "w") as handle:
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, str(handle.fileno()), "irc",
+                               "-m", "forkchat", "--state-dir", str(tmp_path / "state")],
+                              pass_fds=[handle.fileno()], capture_output=True, text=True,
+                              timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "forkchat-server: fd 3 passed by systemd is not a socket (Socket operation on "
+        "non-socket)"], proc.stderr

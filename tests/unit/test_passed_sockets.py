@@ -161,3 +161,11 @@ def test_the_socket_units_tls_example_verifies_and_serves_tls_on_its_port_only(t
     cfg = config.load(str(path))
     got = cli.passed_specs(cfg, [("irc", ("::", 6667)), ("irc", ("::", 6697))])
     assert [spec.tls_cert for spec in got] == ["", "/etc/forkchat/fullchain.pem"]
+
+
+def test_bound_address_of_a_descriptor_that_is_no_socket_is_a_value_error(tmp_path):
+    """open_listeners turns ValueError into one line and status 1."""
+    with open(tmp_path / "file", "w") as handle:
+        with pytest.raises(ValueError, match=rf"^fd {handle.fileno()} passed by systemd is "
+                                             r"not a socket \(Socket operation on non-socket\)$"):
+            systemd.bound_address(handle.fileno())
