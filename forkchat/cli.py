@@ -186,7 +186,7 @@ def open_listeners(cfg: config.Config) -> list[listeners.Bound]:
 
 
 def passed_specs(cfg: config.Config,
-                 sockets: list[tuple[str, tuple[str, int] | None]]) -> list[config.Listener]:
+                 sockets: list[tuple[str, tuple[str, int]]]) -> list[config.Listener]:
     """The [[listen]] entry for each passed socket, given as (name, address).
 
     systemd names every ListenStream= of one unit alike (FileDescriptorName=),
@@ -218,7 +218,7 @@ def passed_spec(cfg: config.Config, index: int, name: str,
 
 
 def entry_for_address(specs: tuple[config.Listener, ...], name: str,
-                      address: tuple[str, int] | None) -> int | None:
+                      address: tuple[str, int]) -> int | None:
     """The index of the entry a socket bound at `address` serves, or None.
 
     An entry matches with its port, and with an address that is the
@@ -229,8 +229,6 @@ def entry_for_address(specs: tuple[config.Listener, ...], name: str,
     systemd's socket on every address): the first in the file is taken, and
     the log says so when they differ in protocol or TLS files.
     """
-    if address is None:
-        return None
     host, port = address
     candidates = [index for index, spec in enumerate(specs) if spec.port == port
                   and (name not in config.PROTOCOLS or spec.protocol == name)]

@@ -164,9 +164,8 @@ def _parse_listen_env(env: Mapping[str, str]) -> list[tuple[int, str]]:
     return [(fd, name or DEFAULT_FD_NAME) for fd, name in zip(fds, names)]
 
 
-def bound_address(fd: int) -> tuple[str, int] | None:
-    """The (address, port) a passed socket is bound to, or None when it has
-    no port (a Unix socket: ListenStream=/path).
+def bound_address(fd: int) -> tuple[str, int]:
+    """The (address, port) a passed TCP listening socket is bound to.
 
     systemd gives every ListenStream= of one unit the same name, so the
     address is what tells a unit's sockets apart: the server matches each
@@ -174,7 +173,10 @@ def bound_address(fd: int) -> tuple[str, int] | None:
 
     Raises:
         ValueError: fd is not a socket (a broken unit or a hand-made
-            environment), which would otherwise fail with a traceback.
+            environment), or not a TCP stream socket: a Unix socket
+            (ListenStream=/path) was announced as "listening on /:r" and its
+            first client stopped the server with a traceback, since clients
+            are told apart by their IP address.
     """
     try:
         sock = socket.socket(fileno=fd)
@@ -182,11 +184,13 @@ def bound_address(fd: int) -> tuple[str, int] | None:
         raise ValueError(f"fd {fd} passed by systemd is not a socket "
                          f"({error.strerror or error})") from None
     try:
-        family, name = sock.family, sock.getsockname()
+        family, kind, name = sock.family, sock.type, sock.getsockname()
     finally:
         sock.detach()
-    if family not in (socket.AF_INET, socket.AF_INET6):
-        return None
+    if family not in (socket.AF_INET, socket.AF_INET6) or kind != socket.SOCK_STREAM:
+        raise ValueError(f"fd {fd} passed by systemd is not a TCP socket ({family.name} "
+                         f"{kind.name}): forkchat serves TCP only, give the .socket unit "
+                         f"ListenStream=PORT or ListenStream=ADDRESS:PORT")
     return name[0], name[1]
 
 

@@ -179,3 +179,20 @@ def test_a_passed_descriptor_that_is_not_a_socket_is_a_clear_error(tmp_path):
     assert proc.stderr.splitlines() == [
         "forkchat-server: fd 3 passed by systemd is not a socket (Socket operation on "
         "non-socket)"], proc.stderr
+
+
+def test_a_passed_unix_socket_is_refused_at_start(tmp_path):
+    """ListenStream=/path: the server said "listening on /:t (irc)", and the
+    first client stopped it with a traceback (its address has no host)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "forkchat.sock"))
+        sock.listen(4)
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, str(sock.fileno()), "irc",
+                               "-m", "forkchat", "--state-dir", str(tmp_path / "state")],
+                              pass_fds=[sock.fileno()], capture_output=True, text=True,
+                              timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "forkchat-server: fd 3 passed by systemd is not a TCP socket (AF_UNIX SOCK_STREAM): "
+        "forkchat serves TCP only, give the .socket unit ListenStream=PORT or "
+        "ListenStream=ADDRESS:PORT"], proc.stderr

@@ -24,7 +24,7 @@ def listen(*entries: config.Listener) -> config.Config:
     return dataclasses.replace(config.Config(), listen=entries)
 
 
-def specs(cfg: config.Config, *sockets: tuple[str, tuple[str, int] | None]) -> list[int | None]:
+def specs(cfg: config.Config, *sockets: tuple[str, tuple[str, int]]) -> list[int | None]:
     """The index of the entry each socket gets, None for one made up (plain)."""
     chosen = cli.passed_specs(cfg, list(sockets))
     return [next((i for i, spec in enumerate(cfg.listen) if spec is got), None)
@@ -100,12 +100,6 @@ def test_a_host_name_entry_is_matched_by_its_port_alone():
     assert specs(cfg, ("irc", ("::", 6697))) == [1]
 
 
-def test_a_unix_socket_has_no_port_and_keeps_the_rules_by_name_and_position():
-    cfg = listen(SECURE, PLAIN)
-    assert specs(cfg, ("irc", None)) == [0]
-    assert specs(cfg, ("forkchat.socket", None), ("forkchat.socket", None)) == [0, 1]
-
-
 def test_one_port_on_two_addresses_and_a_wildcard_socket_takes_the_first_and_says_so(caplog):
     """systemd's socket on every address could be either entry: the first
     in the file serves it, and the log names both when they differ."""
@@ -133,9 +127,25 @@ def test_bound_address_reads_the_passed_socket_and_leaves_it_open():
     with socket.socket(socket.AF_INET6) as sock:
         sock.bind(("::1", 0))
         assert systemd.bound_address(sock.fileno()) == ("::1", sock.getsockname()[1])
-    with tempfile.TemporaryDirectory() as directory, socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(os.path.join(directory, "sock"))
-        assert systemd.bound_address(sock.fileno()) is None
+
+
+@pytest.mark.parametrize(("family", "kind", "shown"), [
+    (socket.AF_UNIX, socket.SOCK_STREAM, "AF_UNIX SOCK_STREAM"),       # ListenStream=/path
+    (socket.AF_INET, socket.SOCK_DGRAM, "AF_INET SOCK_DGRAM"),        # ListenDatagram=
+])
+def test_bound_address_refuses_a_socket_that_is_not_tcp(family, kind, shown):
+    """A Unix socket was served as "listening on /:r (irc)", and its first
+    client stopped the server with a traceback (IndexError on its address)."""
+    with tempfile.TemporaryDirectory() as directory, socket.socket(family, kind) as sock:
+        sock.bind(os.path.join(directory, "sock") if family == socket.AF_UNIX
+                  else ("127.0.0.1", 0))
+        with pytest.raises(ValueError) as refused:
+            systemd.bound_address(sock.fileno())
+        assert str(refused.value) == (
+            f"fd {sock.fileno()} passed by systemd is not a TCP socket ({shown}): forkchat "
+            f"serves TCP only, give the .socket unit ListenStream=PORT or "
+            f"ListenStream=ADDRESS:PORT")
+        assert sock.getsockname()                 # still open
 
 
 def test_the_socket_units_tls_example_verifies_and_serves_tls_on_its_port_only(tmp_path):
