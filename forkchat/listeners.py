@@ -14,7 +14,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from forkchat import addresses, config
+from forkchat import addresses, certdates, config
 
 BACKLOG = 1024
 # What a refused client already sent (irssi's CAP, NICK, USER) is read and
@@ -84,33 +84,48 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
             reason = WRONG_KEY_IN_CHAIN
         raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
                         f"{reason}") from None
-    problem = out_of_date(spec.tls_cert, time.time())
-    if problem:
-        log.warning("TLS certificate %s %s: clients that check it will refuse to connect",
-                    spec.tls_cert, problem)
+    warn_out_of_date(spec.tls_cert, time.time())
     return context
 
 
-def out_of_date(path: str, now: float) -> str | None:
-    """Why the certificate in `path` is not valid at `now`, or None.
+EXPIRY_WARNING_DAYS = 14
 
-    OpenSSL serves an expired certificate without a word, and every
-    verifying client then fails its handshake: the operator should hear
-    it at start and at reload, not from the users.  Only the first
-    certificate of the chain (the server's) is read; should the decoder
-    be missing or fail, nothing is said.
+
+def warn_out_of_date(path: str, now: float) -> None:
+    """Warn of each certificate of the chain that is out of date at `now`,
+    or will be within EXPIRY_WARNING_DAYS.
+
+    OpenSSL serves an expired certificate, or an expired intermediate,
+    without a word, and every verifying client then fails its handshake:
+    the operator should hear it at start, at reload and from
+    --check-config, not from the users.  A file whose certificates cannot
+    be read (OpenSSL took it all the same) gets no word.
     """
     try:
-        decoded = ssl._ssl._test_decode_cert(path)     # type: ignore[attr-defined]
-        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
-        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
-    except (AttributeError, KeyError, ValueError, OSError):
-        return None
-    if now > not_after:
-        return f"expired on {decoded['notAfter']}"
-    if now < not_before:
-        return f"is not valid before {decoded['notBefore']}"
-    return None
+        chain = certdates.read_chain(path)
+    except (OSError, ValueError):
+        return
+    for position, cert in enumerate(chain):
+        name = _named(path, position, cert.subject)
+        if now > cert.not_after:
+            log.warning("TLS certificate %s expired on %s: clients that check it will "
+                        "refuse to connect", name, _utc(cert.not_after))
+        elif now < cert.not_before:
+            log.warning("TLS certificate %s is not valid before %s: clients that check it "
+                        "will refuse to connect", name, _utc(cert.not_before))
+        elif cert.not_after - now < EXPIRY_WARNING_DAYS * 86400:
+            log.warning("TLS certificate %s expires on %s, within %d days: renew it, "
+                        "then reload", name, _utc(cert.not_after), EXPIRY_WARNING_DAYS)
+
+
+def _named(path: str, position: int, subject: str) -> str:
+    """The file, which certificate of it unless the first, and its subject."""
+    where = f"{path}: chain certificate {position + 1}" if position else path
+    return f"{where} ({subject})" if subject else where
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 class _EncryptedKey(Exception):
@@ -167,7 +182,7 @@ def _certificates_in(path: str) -> int:
         return 0
 
 
-MAX_CHAIN_BYTES = 1 << 20
+MAX_CHAIN_BYTES = certdates.MAX_CHAIN_BYTES
 
 
 def bind(spec: config.Listener) -> Bound:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 from forkchat import config, listeners
 
 
-def make_pair(directory, name: str) -> tuple[str, str]:
+def make_pair(directory, name: str, days: str = "30") -> tuple[str, str]:
+    """A self-signed pair, by default valid beyond the warning of one about to expire."""
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", days,
                     "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     return str(cert), str(key)
@@ -80,8 +83,12 @@ def test_an_encrypted_key_is_named_so_and_never_prompts(tmp_path):
 def test_an_out_of_date_certificate_is_served_with_a_warning(tmp_path, monkeypatch, caplog):
     """OpenSSL serves it silently and every verifying client fails its handshake."""
     cert, key = make_pair(tmp_path, "old")
-    assert listeners.out_of_date(cert, 0).startswith("is not valid before ")
-    assert listeners.out_of_date(key, 0) is None       # not a certificate: nothing to say
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        listeners.warn_out_of_date(cert, 0)
+        listeners.warn_out_of_date(key, 0)             # not a certificate: nothing to say
+    early = [record.getMessage() for record in caplog.records]
+    assert len(early) == 1 and f"{cert} (CN=old) is not valid before " in early[0], early
+    caplog.clear()
     monkeypatch.setattr(listeners.time, "time", lambda: 4102444800.0)     # 2100
     with caplog.at_level("WARNING", logger="forkchat.supervisor"):
         assert listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key)) is not None
@@ -95,6 +102,56 @@ def test_a_current_certificate_loads_without_a_word(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="forkchat.supervisor"):
         listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
     assert not caplog.records
+
+
+def signed_by(directory, name: str, issuer: tuple[str, str], days: str,
+              extensions: str = "") -> tuple[str, str]:
+    """A certificate for /CN=`name` signed by the `issuer` pair."""
+    key, request = directory / f"{name}.key", directory / f"{name}.csr"
+    cert, ext = directory / f"{name}.crt", directory / f"{name}.ext"
+    ext.write_text(extensions)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    f"/O=Test/CN={name}", "-keyout", str(key), "-out", str(request)],
+                   check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(request), "-CA", issuer[0],
+                    "-CAkey", issuer[1], "-CAcreateserial", "-days", days, "-extfile", str(ext),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+def end_date(cert: str) -> str:
+    """notAfter as `openssl x509` gives it, in the log's form (2026-12-01 09:30:00 UTC)."""
+    text = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-enddate"], check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+    moment = time.strptime(text.strip().split("=", 1)[1], "%b %d %H:%M:%S %Y GMT")
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", moment)
+
+
+def test_an_expired_intermediate_is_named_with_its_subject_and_date(tmp_path, monkeypatch,
+                                                                     caplog):
+    """Only the file's first certificate was read: an intermediate out of date
+    (every client that checks the chain refuses it) loaded without a word."""
+    root = make_pair(tmp_path, "root")
+    inter = signed_by(tmp_path, "inter", root, "3", "basicConstraints=critical,CA:true\n")
+    leaf, leaf_key = signed_by(tmp_path, "leaf", inter, "30")
+    chain = tmp_path / "chain.pem"
+    chain.write_text(open(leaf).read() + open(inter[0]).read())
+    later = time.time() + 5 * 86400      # the intermediate (3 days) is out of date, the leaf not
+    monkeypatch.setattr(listeners.time, "time", lambda: later)
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        assert listeners.tls_context(config.Listener(tls_cert=str(chain), tls_key=leaf_key))
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned == [f"TLS certificate {chain}: chain certificate 2 (O=Test, CN=inter) expired "
+                      f"on {end_date(inter[0])}: clients that check it will refuse to connect"]
+
+
+def test_a_certificate_about_to_expire_is_named_with_its_date(tmp_path, caplog):
+    cert, key = make_pair(tmp_path, "short", days="2")
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        assert listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned == [f"TLS certificate {cert} (CN=short) expires on {end_date(cert)}, within "
+                      f"{listeners.EXPIRY_WARNING_DAYS} days: renew it, then reload"]
 
 
 def test_a_refused_client_that_spoke_first_reads_the_error_line_then_a_clean_end():
@@ -220,3 +277,10 @@ def test_every_tls12_suite_offered_can_be_chosen(tmp_path):
     names = [suite["name"] for suite in context.get_ciphers() if suite["protocol"] == "TLSv1.2"]
     assert names and all(name.startswith("ECDHE-") for name in names), names
     assert all("GCM" in name or "CHACHA20" in name for name in names), names
+
+
+def test_the_man_page_gives_the_expiry_warnings_days():
+    page = (Path(__file__).resolve().parents[2] / "man" / "forkchat-server.8").read_text()
+    days = listeners.EXPIRY_WARNING_DAYS
+    assert f"One that expires within {days} days gets a warning too" in " ".join(page.split())
+    assert f"expires on \\fIdate\\fP, within {days} days" in page
