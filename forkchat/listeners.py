@@ -118,6 +118,20 @@ def warn_out_of_date(path: str, now: float) -> None:
                         "then reload", name, _utc(cert.not_after), EXPIRY_WARNING_DAYS)
 
 
+def chain_summary(path: str) -> str:
+    """What --check-config says of a chain that loaded: whom the server's
+    certificate names, until when, and how many certificates follow it."""
+    try:
+        chain = certdates.read_chain(path)
+    except (OSError, ValueError):
+        chain = []
+    if not chain:
+        return "its dates could not be read"
+    first, more = chain[0], len(chain) - 1
+    after = f", then {more} more certificate{'s' if more > 1 else ''}" if more else ""
+    return f"{first.subject or 'no subject'}, valid until {_utc(first.not_after)}{after}"
+
+
 def _named(path: str, position: int, subject: str) -> str:
     """The file, which certificate of it unless the first, and its subject."""
     where = f"{path}: chain certificate {position + 1}" if position else path

@@ -154,6 +154,16 @@ def test_a_certificate_about_to_expire_is_named_with_its_date(tmp_path, caplog):
                       f"{listeners.EXPIRY_WARNING_DAYS} days: renew it, then reload"]
 
 
+def test_chain_summary_names_the_servers_certificate_and_what_follows(tmp_path):
+    root = make_pair(tmp_path, "root")
+    leaf, _ = signed_by(tmp_path, "leaf", root, "30")
+    chain = tmp_path / "chain.pem"
+    chain.write_text(open(leaf).read() + open(root[0]).read())
+    assert listeners.chain_summary(str(chain)) == (
+        f"O=Test, CN=leaf, valid until {end_date(leaf)}, then 1 more certificate")
+    assert listeners.chain_summary(root[1]) == "its dates could not be read"
+
+
 def test_a_refused_client_that_spoke_first_reads_the_error_line_then_a_clean_end():
     """irssi sends CAP, NICK and USER as soon as it connects; a refusal closed the
     socket with them unread, which is a reset: the client read 'Connection reset
