@@ -88,12 +88,17 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
     return context
 
 
+# A certificate is about to expire when less than this is left of it, or
+# less than a quarter of its lifetime if that is shorter: a short-lived one
+# (Let's Encrypt's six-day certificates), renewed in time, would otherwise
+# be warned of at every start and reload, and the warning learnt to be noise.
 EXPIRY_WARNING_DAYS = 14
+EXPIRY_WARNING_SHARE = 0.25
 
 
 def warn_out_of_date(path: str, now: float) -> None:
     """Warn of each certificate of the chain that is out of date at `now`,
-    or will be within EXPIRY_WARNING_DAYS.
+    or about to expire.
 
     OpenSSL serves an expired certificate, or an expired intermediate,
     without a word, and every verifying client then fails its handshake:
@@ -113,9 +118,15 @@ def warn_out_of_date(path: str, now: float) -> None:
         elif now < cert.not_before:
             log.warning("TLS certificate %s is not valid before %s: clients that check it "
                         "will refuse to connect", name, _utc(cert.not_before))
-        elif cert.not_after - now < EXPIRY_WARNING_DAYS * 86400:
-            log.warning("TLS certificate %s expires on %s, within %d days: renew it, "
-                        "then reload", name, _utc(cert.not_after), EXPIRY_WARNING_DAYS)
+        elif expires_soon(cert, now):
+            log.warning("TLS certificate %s expires soon, on %s: renew it, then reload",
+                        name, _utc(cert.not_after))
+
+
+def expires_soon(cert: certdates.Dates, now: float) -> bool:
+    lifetime = cert.not_after - cert.not_before
+    warning = min(EXPIRY_WARNING_DAYS * 86400, lifetime * EXPIRY_WARNING_SHARE)
+    return cert.not_after - now < warning
 
 
 def chain_summary(path: str) -> str:

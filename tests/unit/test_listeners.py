@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from forkchat import config, listeners
+from forkchat import certdates, config, listeners
 
 
-def make_pair(directory, name: str, days: str = "30") -> tuple[str, str]:
-    """A self-signed pair, by default valid beyond the warning of one about to expire."""
+def make_pair(directory, name: str, days: str = "2") -> tuple[str, str]:
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", days,
                     "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
@@ -145,13 +144,28 @@ def test_an_expired_intermediate_is_named_with_its_subject_and_date(tmp_path, mo
                       f"on {end_date(inter[0])}: clients that check it will refuse to connect"]
 
 
-def test_a_certificate_about_to_expire_is_named_with_its_date(tmp_path, caplog):
-    cert, key = make_pair(tmp_path, "short", days="2")
+def test_a_certificate_about_to_expire_is_named_with_its_date(tmp_path, monkeypatch, caplog):
+    cert, key = make_pair(tmp_path, "soon", days="90")
+    later = time.time() + 80 * 86400                 # 10 days left
+    monkeypatch.setattr(listeners.time, "time", lambda: later)
     with caplog.at_level("WARNING", logger="forkchat.supervisor"):
         assert listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
     warned = [record.getMessage() for record in caplog.records]
-    assert warned == [f"TLS certificate {cert} (CN=short) expires on {end_date(cert)}, within "
-                      f"{listeners.EXPIRY_WARNING_DAYS} days: renew it, then reload"]
+    assert warned == [f"TLS certificate {cert} (CN=soon) expires soon, on {end_date(cert)}: "
+                      f"renew it, then reload"]
+
+
+DAY = 86400.0
+
+
+@pytest.mark.parametrize(("lifetime", "left", "soon"), [
+    (90 * DAY, 15 * DAY, False), (90 * DAY, 13 * DAY, True),     # 14 days before the end
+    (6 * DAY, 2 * DAY, False), (6 * DAY, 1 * DAY, True),         # a quarter of a short one
+])
+def test_about_to_expire_is_14_days_or_a_quarter_of_a_short_lifetime(lifetime, left, soon):
+    """A six-day certificate renewed in time was 'about to expire' at every start."""
+    cert = certdates.Dates("CN=x", not_before=1000.0, not_after=1000.0 + lifetime)
+    assert listeners.expires_soon(cert, cert.not_after - left) == soon
 
 
 def test_chain_summary_names_the_servers_certificate_and_what_follows(tmp_path):
@@ -291,6 +305,7 @@ def test_every_tls12_suite_offered_can_be_chosen(tmp_path):
 
 def test_the_man_page_gives_the_expiry_warnings_days():
     page = (Path(__file__).resolve().parents[2] / "man" / "forkchat-server.8").read_text()
-    days = listeners.EXPIRY_WARNING_DAYS
-    assert f"One that expires within {days} days gets a warning too" in " ".join(page.split())
-    assert f"expires on \\fIdate\\fP, within {days} days" in page
+    text = " ".join(page.split())
+    assert (f"less than {listeners.EXPIRY_WARNING_DAYS} days of it left, or less than a "
+            f"quarter of its lifetime") in text
+    assert listeners.EXPIRY_WARNING_SHARE == 0.25
