@@ -9,13 +9,14 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import getpass
 import ipaddress
 import logging
 import os
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 from forkchat import __version__, config, listeners, log as logsetup, passwords, privileges
 from forkchat import addresses, systemd
@@ -134,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.check_config:
-        for clash in listeners.clashes(cfg.listen):
-            print(f"forkchat-server: warning: {clash} (the start fails on this, "
-                  f"unless systemd passes the sockets)", file=sys.stderr)
-        print(f"forkchat-server: configuration OK ({args.config or 'built-in defaults'})")
-        return 0
+        return check_config(cfg, args.config)
     logsetup.setup("supervisor", cfg.log.level)
     private_files()
     # Everything the processes will run is imported now, while the files
@@ -153,6 +150,59 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     targets = supervisor.Targets(broker=broker.main, worker=worker.main)
     return supervisor.Supervisor(cfg, targets, load if args.config else None, bound).run()
+
+
+def check_config(cfg: config.Config, path: str | None) -> int:
+    """--check-config once the file has loaded: what the start would do
+    before serving, short of binding and switching user.
+
+    Each TLS listener's certificate and key are loaded by the start's own
+    listeners.tls_context: a key that does not match, an unreadable file or
+    a chain in the wrong order passed this check and then stopped the start.
+    """
+    for clash in listeners.clashes(cfg.listen):
+        print(f"forkchat-server: warning: {clash} (the start fails on this, "
+              f"unless systemd passes the sockets)", file=sys.stderr)
+    failures = []
+    with _warnings_to_stderr():
+        for index, spec in enumerate(cfg.listen):
+            if failure := _check_tls(index, spec):
+                failures.append(failure)
+    for failure in failures:
+        print(f"forkchat-server: {failure}", file=sys.stderr)
+    if failures:
+        return EXIT_USAGE
+    print(f"forkchat-server: configuration OK ({path or 'built-in defaults'})")
+    return 0
+
+
+def _check_tls(index: int, spec: config.Listener) -> str | None:
+    """Load one listener's TLS files as the start does; the start's error
+    text if they do not load, else None after a line naming what loaded."""
+    if not spec.tls_cert:
+        return None
+    try:
+        listeners.tls_context(spec)
+    except listeners.BindError as error:
+        return str(error)
+    print(f"forkchat-server: listen[{index}]: TLS certificate {spec.tls_cert} and key "
+          f"{spec.tls_key} load ({listeners.chain_summary(spec.tls_cert)})")
+    return None
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """The warnings the start logs (an expired certificate), said as this
+    command's own `forkchat-server: warning:` lines."""
+    logger = logging.getLogger("forkchat.supervisor")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("forkchat-server: warning: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def private_files() -> None:

@@ -14,7 +14,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from forkchat import addresses, config
+from forkchat import addresses, certdates, config
 
 BACKLOG = 1024
 # What a refused client already sent (irssi's CAP, NICK, USER) is read and
@@ -84,33 +84,73 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
             reason = WRONG_KEY_IN_CHAIN
         raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
                         f"{reason}") from None
-    problem = out_of_date(spec.tls_cert, time.time())
-    if problem:
-        log.warning("TLS certificate %s %s: clients that check it will refuse to connect",
-                    spec.tls_cert, problem)
+    warn_out_of_date(spec.tls_cert, time.time())
     return context
 
 
-def out_of_date(path: str, now: float) -> str | None:
-    """Why the certificate in `path` is not valid at `now`, or None.
+# A certificate is about to expire when less than this is left of it, or
+# less than a quarter of its lifetime if that is shorter: a short-lived one
+# (Let's Encrypt's six-day certificates), renewed in time, would otherwise
+# be warned of at every start and reload, and the warning learnt to be noise.
+EXPIRY_WARNING_DAYS = 14
+EXPIRY_WARNING_SHARE = 0.25
 
-    OpenSSL serves an expired certificate without a word, and every
-    verifying client then fails its handshake: the operator should hear
-    it at start and at reload, not from the users.  Only the first
-    certificate of the chain (the server's) is read; should the decoder
-    be missing or fail, nothing is said.
+
+def warn_out_of_date(path: str, now: float) -> None:
+    """Warn of each certificate of the chain that is out of date at `now`,
+    or about to expire.
+
+    OpenSSL serves an expired certificate, or an expired intermediate,
+    without a word, and every verifying client then fails its handshake:
+    the operator should hear it at start, at reload and from
+    --check-config, not from the users.  A file whose certificates cannot
+    be read (OpenSSL took it all the same) gets no word.
     """
     try:
-        decoded = ssl._ssl._test_decode_cert(path)     # type: ignore[attr-defined]
-        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
-        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
-    except (AttributeError, KeyError, ValueError, OSError):
-        return None
-    if now > not_after:
-        return f"expired on {decoded['notAfter']}"
-    if now < not_before:
-        return f"is not valid before {decoded['notBefore']}"
-    return None
+        chain = certdates.read_chain(path)
+    except (OSError, ValueError):
+        return
+    for position, cert in enumerate(chain):
+        name = _named(path, position, cert.subject)
+        if now > cert.not_after:
+            log.warning("TLS certificate %s expired on %s: clients that check it will "
+                        "refuse to connect", name, _utc(cert.not_after))
+        elif now < cert.not_before:
+            log.warning("TLS certificate %s is not valid before %s: clients that check it "
+                        "will refuse to connect", name, _utc(cert.not_before))
+        elif expires_soon(cert, now):
+            log.warning("TLS certificate %s expires soon, on %s: renew it, then reload",
+                        name, _utc(cert.not_after))
+
+
+def expires_soon(cert: certdates.Dates, now: float) -> bool:
+    lifetime = cert.not_after - cert.not_before
+    warning = min(EXPIRY_WARNING_DAYS * 86400, lifetime * EXPIRY_WARNING_SHARE)
+    return cert.not_after - now < warning
+
+
+def chain_summary(path: str) -> str:
+    """What --check-config says of a chain that loaded: whom the server's
+    certificate names, until when, and how many certificates follow it."""
+    try:
+        chain = certdates.read_chain(path)
+    except (OSError, ValueError):
+        chain = []
+    if not chain:
+        return "its dates could not be read"
+    first, more = chain[0], len(chain) - 1
+    after = f", then {more} more certificate{'s' if more > 1 else ''}" if more else ""
+    return f"{first.subject or 'no subject'}, valid until {_utc(first.not_after)}{after}"
+
+
+def _named(path: str, position: int, subject: str) -> str:
+    """The file, which certificate of it unless the first, and its subject."""
+    where = f"{path}: chain certificate {position + 1}" if position else path
+    return f"{where} ({subject})" if subject else where
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 class _EncryptedKey(Exception):
@@ -167,7 +207,7 @@ def _certificates_in(path: str) -> int:
         return 0
 
 
-MAX_CHAIN_BYTES = 1 << 20
+MAX_CHAIN_BYTES = certdates.MAX_CHAIN_BYTES
 
 
 def bind(spec: config.Listener) -> Bound:

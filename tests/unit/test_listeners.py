@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from forkchat import config, listeners
+from forkchat import certdates, config, listeners
 
 
-def make_pair(directory, name: str) -> tuple[str, str]:
+def make_pair(directory, name: str, days: str = "2") -> tuple[str, str]:
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", days,
                     "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     return str(cert), str(key)
@@ -80,8 +82,12 @@ def test_an_encrypted_key_is_named_so_and_never_prompts(tmp_path):
 def test_an_out_of_date_certificate_is_served_with_a_warning(tmp_path, monkeypatch, caplog):
     """OpenSSL serves it silently and every verifying client fails its handshake."""
     cert, key = make_pair(tmp_path, "old")
-    assert listeners.out_of_date(cert, 0).startswith("is not valid before ")
-    assert listeners.out_of_date(key, 0) is None       # not a certificate: nothing to say
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        listeners.warn_out_of_date(cert, 0)
+        listeners.warn_out_of_date(key, 0)             # not a certificate: nothing to say
+    early = [record.getMessage() for record in caplog.records]
+    assert len(early) == 1 and f"{cert} (CN=old) is not valid before " in early[0], early
+    caplog.clear()
     monkeypatch.setattr(listeners.time, "time", lambda: 4102444800.0)     # 2100
     with caplog.at_level("WARNING", logger="forkchat.supervisor"):
         assert listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key)) is not None
@@ -95,6 +101,81 @@ def test_a_current_certificate_loads_without_a_word(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="forkchat.supervisor"):
         listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
     assert not caplog.records
+
+
+def signed_by(directory, name: str, issuer: tuple[str, str], days: str,
+              extensions: str = "") -> tuple[str, str]:
+    """A certificate for /CN=`name` signed by the `issuer` pair."""
+    key, request = directory / f"{name}.key", directory / f"{name}.csr"
+    cert, ext = directory / f"{name}.crt", directory / f"{name}.ext"
+    ext.write_text(extensions)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    f"/O=Test/CN={name}", "-keyout", str(key), "-out", str(request)],
+                   check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(request), "-CA", issuer[0],
+                    "-CAkey", issuer[1], "-CAcreateserial", "-days", days, "-extfile", str(ext),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+def end_date(cert: str) -> str:
+    """notAfter as `openssl x509` gives it, in the log's form (2026-12-01 09:30:00 UTC)."""
+    text = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-enddate"], check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+    moment = time.strptime(text.strip().split("=", 1)[1], "%b %d %H:%M:%S %Y GMT")
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", moment)
+
+
+def test_an_expired_intermediate_is_named_with_its_subject_and_date(tmp_path, monkeypatch,
+                                                                     caplog):
+    """Only the file's first certificate was read: an intermediate out of date
+    (every client that checks the chain refuses it) loaded without a word."""
+    root = make_pair(tmp_path, "root")
+    inter = signed_by(tmp_path, "inter", root, "3", "basicConstraints=critical,CA:true\n")
+    leaf, leaf_key = signed_by(tmp_path, "leaf", inter, "30")
+    chain = tmp_path / "chain.pem"
+    chain.write_text(open(leaf).read() + open(inter[0]).read())
+    later = time.time() + 5 * 86400      # the intermediate (3 days) is out of date, the leaf not
+    monkeypatch.setattr(listeners.time, "time", lambda: later)
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        assert listeners.tls_context(config.Listener(tls_cert=str(chain), tls_key=leaf_key))
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned == [f"TLS certificate {chain}: chain certificate 2 (O=Test, CN=inter) expired "
+                      f"on {end_date(inter[0])}: clients that check it will refuse to connect"]
+
+
+def test_a_certificate_about_to_expire_is_named_with_its_date(tmp_path, monkeypatch, caplog):
+    cert, key = make_pair(tmp_path, "soon", days="90")
+    later = time.time() + 80 * 86400                 # 10 days left
+    monkeypatch.setattr(listeners.time, "time", lambda: later)
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        assert listeners.tls_context(config.Listener(tls_cert=cert, tls_key=key))
+    warned = [record.getMessage() for record in caplog.records]
+    assert warned == [f"TLS certificate {cert} (CN=soon) expires soon, on {end_date(cert)}: "
+                      f"renew it, then reload"]
+
+
+DAY = 86400.0
+
+
+@pytest.mark.parametrize(("lifetime", "left", "soon"), [
+    (90 * DAY, 15 * DAY, False), (90 * DAY, 13 * DAY, True),     # 14 days before the end
+    (6 * DAY, 2 * DAY, False), (6 * DAY, 1 * DAY, True),         # a quarter of a short one
+])
+def test_about_to_expire_is_14_days_or_a_quarter_of_a_short_lifetime(lifetime, left, soon):
+    """A six-day certificate renewed in time was 'about to expire' at every start."""
+    cert = certdates.Dates("CN=x", not_before=1000.0, not_after=1000.0 + lifetime)
+    assert listeners.expires_soon(cert, cert.not_after - left) == soon
+
+
+def test_chain_summary_names_the_servers_certificate_and_what_follows(tmp_path):
+    root = make_pair(tmp_path, "root")
+    leaf, _ = signed_by(tmp_path, "leaf", root, "30")
+    chain = tmp_path / "chain.pem"
+    chain.write_text(open(leaf).read() + open(root[0]).read())
+    assert listeners.chain_summary(str(chain)) == (
+        f"O=Test, CN=leaf, valid until {end_date(leaf)}, then 1 more certificate")
+    assert listeners.chain_summary(root[1]) == "its dates could not be read"
 
 
 def test_a_refused_client_that_spoke_first_reads_the_error_line_then_a_clean_end():
@@ -220,3 +301,11 @@ def test_every_tls12_suite_offered_can_be_chosen(tmp_path):
     names = [suite["name"] for suite in context.get_ciphers() if suite["protocol"] == "TLSv1.2"]
     assert names and all(name.startswith("ECDHE-") for name in names), names
     assert all("GCM" in name or "CHACHA20" in name for name in names), names
+
+
+def test_the_man_page_gives_the_expiry_warnings_days():
+    page = (Path(__file__).resolve().parents[2] / "man" / "forkchat-server.8").read_text()
+    text = " ".join(page.split())
+    assert (f"less than {listeners.EXPIRY_WARNING_DAYS} days of it left, or less than a "
+            f"quarter of its lifetime") in text
+    assert listeners.EXPIRY_WARNING_SHARE == 0.25
