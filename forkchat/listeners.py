@@ -12,6 +12,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from forkchat import addresses, certdates, config
@@ -33,6 +34,9 @@ class Bound:
     spec: config.Listener
     tls: ssl.SSLContext | None = None
     adopted: bool = False      # passed by systemd: never closed or re-bound on reload
+    # the dates of the chain `tls` serves, for the daily look at them: the
+    # file may be renewed meanwhile, but not loaded until a reload
+    chain: tuple[certdates.Dates, ...] = ()
 
     @property
     def port(self) -> int:
@@ -96,20 +100,34 @@ EXPIRY_WARNING_DAYS = 14
 EXPIRY_WARNING_SHARE = 0.25
 
 
+def loaded_chain(spec: config.Listener) -> tuple[certdates.Dates, ...]:
+    """The dates of the chain tls_context(spec) loaded; () without TLS."""
+    return _chain_in(spec.tls_cert) if spec.tls_cert else ()
+
+
+def _chain_in(path: str) -> tuple[certdates.Dates, ...]:
+    """() for a file whose certificates cannot be read (OpenSSL took it all the same)."""
+    try:
+        return tuple(certdates.read_chain(path))
+    except (OSError, ValueError):
+        return ()
+
+
 def warn_out_of_date(path: str, now: float) -> None:
+    """Warn of each certificate of the file's chain that is out of date at
+    `now`, or about to expire (warn_chain)."""
+    warn_chain(path, _chain_in(path), now)
+
+
+def warn_chain(path: str, chain: Iterable[certdates.Dates], now: float) -> None:
     """Warn of each certificate of the chain that is out of date at `now`,
     or about to expire.
 
     OpenSSL serves an expired certificate, or an expired intermediate,
     without a word, and every verifying client then fails its handshake:
-    the operator should hear it at start, at reload and from
-    --check-config, not from the users.  A file whose certificates cannot
-    be read (OpenSSL took it all the same) gets no word.
+    the operator should hear it at start, at reload, from --check-config,
+    and once a day while it is served, not from the users.
     """
-    try:
-        chain = certdates.read_chain(path)
-    except (OSError, ValueError):
-        return
     for position, cert in enumerate(chain):
         name = _named(path, position, cert.subject)
         if now > cert.not_after:
@@ -132,10 +150,7 @@ def expires_soon(cert: certdates.Dates, now: float) -> bool:
 def chain_summary(path: str) -> str:
     """What --check-config says of a chain that loaded: whom the server's
     certificate names, until when, and how many certificates follow it."""
-    try:
-        chain = certdates.read_chain(path)
-    except (OSError, ValueError):
-        chain = []
+    chain = _chain_in(path)
     if not chain:
         return "its dates could not be read"
     first, more = chain[0], len(chain) - 1
@@ -225,7 +240,7 @@ def bind(spec: config.Listener) -> Bound:
         raise BindError(f"cannot listen on {_shown(spec)}: {error.strerror or error}") from None
     sock.setblocking(False)
     try:
-        return Bound(sock, spec, tls_context(spec))
+        return Bound(sock, spec, tls_context(spec), chain=loaded_chain(spec))
     except BindError:
         sock.close()
         raise
@@ -235,7 +250,7 @@ def adopt(fd: int, spec: config.Listener) -> Bound:
     """Wrap a listening descriptor passed by systemd socket activation."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    return Bound(sock, spec, tls_context(spec), adopted=True)
+    return Bound(sock, spec, tls_context(spec), adopted=True, chain=loaded_chain(spec))
 
 
 # No spawner can take the connection now (one is being restarted, or the

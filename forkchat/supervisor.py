@@ -44,6 +44,10 @@ BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
 UNWATCHED_POLL_S = 0.05    # while stopping: how often to look at workers without a pidfd
 ACCEPTS_PER_WAKEUP = 64
+# The certificates served are looked at once a day for their dates too: a
+# renewal that failed, or a renewed file never reloaded, leaves the served
+# one to expire while the server runs for weeks.
+CERTIFICATES_EVERY_S = 86400.0
 STATUS_EVERY_S = 5.0       # STATUS= refresh for systemd, when something changed
 MEMORY_EVERY_S = 60.0      # PSS over the whole tree costs a /proc read per child ...
 MEMORY_STEP_S = 0.02       # ... so a pass reads a slice of them this often
@@ -167,6 +171,7 @@ class Supervisor:
         now = time.monotonic()
         self.timers["status"] = now + STATUS_EVERY_S
         self.timers["memory"] = now
+        self.timers["certificates"] = now + CERTIFICATES_EVERY_S
         if systemd.watchdog_interval():
             self.timers["watchdog"] = now
 
@@ -192,6 +197,13 @@ class Supervisor:
             self.timers["memory"] = time.monotonic() + MEMORY_EVERY_S
         else:
             self.timers["memory"] = time.monotonic() + MEMORY_STEP_S
+
+    def on_certificates_timer(self) -> None:
+        self.timers["certificates"] = time.monotonic() + CERTIFICATES_EVERY_S
+        now = time.time()
+        for bound in self.bound:
+            if bound.tls is not None:
+                listeners.warn_chain(bound.spec.tls_cert, bound.chain, now)
 
     def on_watchdog_timer(self) -> None:
         """Ping systemd only while the supervisor loop and the broker both work."""
@@ -838,7 +850,7 @@ class Supervisor:
         except listeners.BindError as error:
             log.error("%s; keeping the current certificate", error)
             return False
-        bound.spec, bound.tls = spec, context
+        bound.spec, bound.tls, bound.chain = spec, context, listeners.loaded_chain(spec)
         return True
 
     def handle_sigusr1(self) -> None:
@@ -973,6 +985,7 @@ TIMER_ACTIONS: dict[str, Callable[[Supervisor], None]] = {
     "status": Supervisor.on_status_timer,
     "memory": Supervisor.on_memory_timer,
     "watchdog": Supervisor.on_watchdog_timer,
+    "certificates": Supervisor.on_certificates_timer,
     "refusals": Supervisor.on_refusals_timer,
     "accept": Supervisor.on_accept_timer,
     "broker": Supervisor.on_broker_timer,
