@@ -19,7 +19,9 @@ exceeded") and is no longer written to.  The lines that answer a client's
 own command (a REQUEST or its REGISTER) go as REPLY frames, which the
 bound does not count: a LIST of 10000 rooms is megabytes, and the client
 that asked must get it whole.  Its worker sends no further command before
-that reply has reached the client, so one reply per link at most is held.
+that reply has reached the client, so one reply per link at most is held
+(and, beside a scan waiting for its turn, the small replies to the talk
+that may pass it: see WaitingScan).
 
 Restart sequence: the supervisor starts a new broker with the list of
 workers alive at the death.  Each reconnects and sends HELLO and, if it
@@ -45,6 +47,7 @@ import signal
 import socket
 import struct
 import time
+from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 from forkchat import __version__, children, config, ipc, listeners, log as logsetup, numerics
@@ -68,12 +71,26 @@ FLUSH_AT_ONCE_LINKS = 4  # unless it is for this few of them
 # connection send two a second.  Such scans, by all clients together, get
 # at most SCAN_SHARE of the broker's time beyond a burst of SCAN_BURST_S:
 # scan time is spent from a credit that refills at SHARE / (1 - SHARE)
-# seconds a second, and a scan asked for while the credit is spent is
-# answered 263 RPL_TRYAGAIN (an operator's is never refused).  A server of
-# hundreds of users, whose scans take a fraction of a millisecond, never
-# sees the wait.
+# seconds a second.  A scan asked for while the credit is spent, or while
+# others wait, waits for its turn (WaitingScan): the scans waiting are run
+# in the order they came as the credit comes back.  irssi and WeeChat send
+# a WHO of each room they join, and irssi never asks again after a 263:
+# when hundreds of clients rejoined a room of more than 500 (a server
+# restart), most of them were refused and kept no user@host of its
+# members.  At most SCAN_QUEUE scans wait (one per connection: its worker
+# waits for the answer before it sends the next), each SCAN_WAIT_S at most;
+# beyond either the scan is answered 263 RPL_TRYAGAIN (an operator's is
+# never refused, nor made to wait).  A server of hundreds of users, whose
+# scans take a fraction of a millisecond, never sees the wait.
 SCAN_SHARE = 0.25
 SCAN_BURST_S = 0.05
+# 1000 WHOs of a room of 1000 members take the broker 8 s, a wait of 24 s
+# at its share.  A waiting scan holds up its client's commands that wait
+# for their answers (JOIN, NICK, QUIT, and PING, from which irssi counts
+# its lag and reconnects at 300 s): half a minute at most.
+SCAN_QUEUE = 1000
+SCAN_WAIT_S = 30.0
+SCAN_TURN_SLACK_S = 0.001   # credit a waiting scan's turn starts with (no wake-up at 0)
 REFUSED_LINKS_WINDOW_S = 10.0   # at most one log line of refused broker links this often
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
@@ -83,6 +100,7 @@ _COUNTED = frozenset(state.HANDLERS) | {"STATS"}
 _ROOM_CHANGING = frozenset({"JOIN", "PART", "KICK", "KILL"})
 _ROOM_RECORD_CHANGING = frozenset({"TOPIC", "MODE"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
+_PASSES_WAITING_SCAN = frozenset({"PRIVMSG", "NOTICE"})   # see WaitingScan
 _UCRED = struct.Struct("3i")
 
 
@@ -126,6 +144,32 @@ class Link:
         self.write_watched = False
 
 
+class WaitingScan:
+    """A scan waiting for the broker's scan credit, and what its link sent after it.
+
+    The client's later frames wait behind it and run, in order, once it
+    has been answered: a worker sends a SYNC before each command that
+    waits for the answers before it (forkchat(7)), and so the client's
+    JOIN, NICK, PING or QUIT, or its next scan, waits for this one's
+    answer.  Talk (PRIVMSG, NOTICE) with nothing else held before it runs
+    at once: a scan changes nothing, so nobody sees the order change, and
+    a user's words are not held for a list.  Any other command is held,
+    and its answer comes after the scan's: irssi matches answers to the
+    queries it sent, in order, and gives up (and sends again) a WHO that
+    two later answers, an ISON or a USERHOST, overtook.
+    """
+
+    __slots__ = ("link", "msg", "since", "held")
+
+    def __init__(self, link: Link, msg: protocol.Message, since: float) -> None:
+        self.link = link
+        self.msg = msg
+        self.since = since                        # on the scan clock
+        # (kind, payload) frames, in order: as many as the worker's flood
+        # control lets through in SCAN_WAIT_S (70 lines with the defaults)
+        self.held: list[tuple[int, bytes]] = []
+
+
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str, expected: tuple[int, ...] = ()) -> None:
@@ -167,6 +211,7 @@ class Broker:
         self.scan_cpu_clock: Callable[[], float] = time.thread_time
         self.scan_credit = SCAN_BURST_S      # seconds of scanning allowed now (may go below 0)
         self.scan_credit_at = self.scan_clock()
+        self.waiting_scans: OrderedDict[int, WaitingScan] = OrderedDict()   # by cid, oldest first
         self.accept_trouble = listeners.AcceptTrouble(log, "accept on broker socket",
                                                       "accepting broker links again")
         self.accept_resume = 0.0   # when to watch the listener again; 0: it is watched
@@ -184,6 +229,8 @@ class Broker:
             events = self.selector.select(self._timeout())
             for key, mask in events:
                 key.data(mask)
+            if self.waiting_scans:
+                self._serve_waiting_scans()
             self._maybe_flush()
             if self.awaiting and time.monotonic() >= self.recovery_deadline:
                 log.warning("%d workers did not re-register in time", len(self.awaiting))
@@ -199,6 +246,7 @@ class Broker:
             if time.monotonic() >= self.next_beat:
                 self.next_beat = time.monotonic() + HEARTBEAT_S
                 self._heartbeat()
+        self._refuse_waiting_scans()
         return 0
 
     def _save_rooms(self) -> None:
@@ -262,6 +310,8 @@ class Broker:
             deadlines.append(self.next_store - now)
         if self.accept_resume:
             deadlines.append(self.accept_resume - now)
+        if self.waiting_scans:
+            deadlines.append(self._next_scan_turn())
         return max(0.0, min(deadlines))
 
     def _arrived(self, cid: int) -> None:
@@ -421,6 +471,8 @@ class Broker:
         self._dispatch(link, kind, payload)
 
     def _dispatch(self, link: Link, kind: int, payload: bytes) -> None:
+        if self.waiting_scans and self._held_behind_scan(link, kind, payload):
+            return
         if link.cid is None and kind != ipc.Kind.HELLO:
             log.error("link sent kind %d before HELLO", kind)
             self._close_link(link, "Connection closed")
@@ -470,7 +522,7 @@ class Broker:
         self.replying = link.cid
         try:
             if self.state.scans_everything(msg):
-                self._paced_scan(link.cid, msg)
+                self._paced_scan(link, msg)
             else:
                 self.state.request(link.cid, msg, self.outbox)
         finally:
@@ -480,21 +532,113 @@ class Broker:
         elif msg.command in _ROOM_RECORD_CHANGING and msg.params:
             self._save_room(msg.params[0])
 
-    def _paced_scan(self, cid: int, msg: protocol.Message) -> None:
-        """Run a command that scans the whole server, within SCAN_SHARE."""
+    def _paced_scan(self, link: Link, msg: protocol.Message) -> None:
+        """Run a command that scans the whole server, within SCAN_SHARE:
+        now, if the credit allows and no other scan waits, else in its turn."""
+        if link.closed:
+            return           # held behind a scan of a link now closing: nobody to answer
+        assert link.cid is not None
+        cid = link.cid
         client = self.state.clients.get(cid)
-        start = self.scan_clock()
-        refill = (start - self.scan_credit_at) * SCAN_SHARE / (1 - SCAN_SHARE)
-        self.scan_credit = min(SCAN_BURST_S, self.scan_credit + refill)
-        self.scan_credit_at = start
-        if client is not None and client.registered and "o" not in client.modes \
-                and self.scan_credit <= 0:
+        now = self._refill_scan_credit()
+        if client is None or not client.registered or "o" in client.modes \
+                or (self.scan_credit > 0 and not self.waiting_scans):
+            self._run_scan(cid, msg)
+        elif len(self.waiting_scans) < SCAN_QUEUE:
+            self.waiting_scans[cid] = WaitingScan(link, msg, now)
+        else:
             self.state.refuse_scan(cid, msg, self.outbox)
-            return
+
+    def _refill_scan_credit(self) -> float:
+        """Add the credit earned since the last look; the scan clock's now."""
+        now = self.scan_clock()
+        refill = (now - self.scan_credit_at) * SCAN_SHARE / (1 - SCAN_SHARE)
+        self.scan_credit = min(SCAN_BURST_S, self.scan_credit + refill)
+        self.scan_credit_at = now
+        return now
+
+    def _run_scan(self, cid: int, msg: protocol.Message) -> None:
+        """Answer a scan and charge the CPU time it took."""
         cpu = self.scan_cpu_clock()
         self.state.request(cid, msg, self.outbox)
         self.scan_credit -= self.scan_cpu_clock() - cpu
         self.scan_credit_at = self.scan_clock()
+
+    def _serve_waiting_scans(self) -> None:
+        """Answer the scans whose turn has come, oldest first, while the
+        credit lasts; one that waited SCAN_WAIT_S is answered 263.  Each
+        answered link's held frames then run."""
+        now = self._refill_scan_credit()
+        while self.waiting_scans:
+            cid, waiting = next(iter(self.waiting_scans.items()))
+            expired = now - waiting.since >= SCAN_WAIT_S
+            if not expired and self.scan_credit <= 0:
+                return
+            del self.waiting_scans[cid]
+            self.replying = cid
+            try:
+                if expired:
+                    self.state.refuse_scan(cid, waiting.msg, self.outbox)
+                else:
+                    self._run_scan(cid, waiting.msg)
+            finally:
+                self.replying = None
+            self._release(waiting)
+
+    def _next_scan_turn(self) -> float:
+        """Seconds until the first waiting scan's turn: when the credit is
+        back above zero, or when it has waited SCAN_WAIT_S."""
+        waiting = next(iter(self.waiting_scans.values()))
+        now = self.scan_clock()
+        rate = SCAN_SHARE / (1 - SCAN_SHARE)
+        credit = min(SCAN_BURST_S, self.scan_credit + (now - self.scan_credit_at) * rate)
+        until_credit = 0.0 if credit > 0 else (SCAN_TURN_SLACK_S - credit) / rate
+        return min(until_credit, waiting.since + SCAN_WAIT_S - now)
+
+    def _refuse_waiting_scans(self) -> None:
+        """The broker is stopping: answer the scans still waiting 263 now.
+
+        A broker started after this one knows nothing of them, and their
+        clients would wait for an end numeric that never comes (irssi then
+        sends no further query for any room it joins).  What their links
+        sent after them is lost with the broker, as any frame not yet read.
+        """
+        while self.waiting_scans:
+            cid, waiting = self.waiting_scans.popitem(last=False)
+            self.replying = cid
+            try:
+                self.state.refuse_scan(cid, waiting.msg, self.outbox)
+            finally:
+                self.replying = None
+        self._flush_dirty()
+
+    def _held_behind_scan(self, link: Link, kind: int, payload: bytes) -> bool:
+        """Hold a frame of a link whose scan waits (see WaitingScan)."""
+        waiting = self.waiting_scans.get(link.cid) if link.cid is not None else None
+        if waiting is None or waiting.link is not link or kind == ipc.Kind.BYE:
+            return False
+        if kind == ipc.Kind.REQUEST and not waiting.held \
+                and protocol.command_word(payload) in _PASSES_WAITING_SCAN:
+            return False
+        waiting.held.append((kind, payload))
+        return True
+
+    def _release(self, waiting: WaitingScan) -> None:
+        """Run the frames held behind a scan, in order; a scan among them
+        may wait in its turn, and what follows it waits with it."""
+        for kind, payload in waiting.held:
+            self._dispatch(waiting.link, kind, payload)
+
+    def _drop_waiting_scan(self, link: Link, run_held: bool) -> None:
+        """The link is going: its scan is not answered (nobody would read
+        it).  What its client sent after the scan runs if `run_held`, as it
+        would have (a worker's BYE comes after the client's last commands)."""
+        cid = link.cid
+        waiting = self.waiting_scans.get(cid) if cid is not None else None
+        if cid is not None and waiting is not None and waiting.link is link:
+            del self.waiting_scans[cid]
+            if run_held:
+                self._release(waiting)
 
     def _on_register(self, link: Link, payload: bytes) -> None:
         info = ipc.decode_json(payload)
@@ -570,6 +714,8 @@ class Broker:
         if link.closed:
             return
         link.closed = True
+        if self.waiting_scans:
+            self._drop_waiting_scan(link, run_held=True)
         try:
             self.selector.unregister(link.sock)
         except (KeyError, ValueError):
@@ -607,6 +753,8 @@ class Broker:
         """The worker does not keep up: drop its client, wait for nobody."""
         log.warning("conn %s: broker buffer full, dropping client", link.cid)
         link.dropping = True
+        if self.waiting_scans:       # (called amid a fan-out: nothing of it runs here)
+            self._drop_waiting_scan(link, run_held=False)
         link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, b"Max SendQ exceeded"))
         self.dirty.add(link)
         if link.cid is not None:

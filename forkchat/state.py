@@ -154,8 +154,11 @@ class ChatState:
         """263 RPL_TRYAGAIN for a paced scan, then the reply's end numeric(s):
         a client waits for the end of what it asked (irssi's query stays
         pending and shows nothing, a list window keeps waiting), so the
-        refusal closes it as ratbox and its heirs do."""
-        client = self.clients[cid]
+        refusal closes it as ratbox and its heirs do.  (A scan that waited
+        for its turn may find its client gone: killed, its link not yet closed.)"""
+        client = self.clients.get(cid)
+        if client is None:
+            return
         out.send(cid, self.numeric(client, numerics.RPL_TRYAGAIN, msg.command))
         for code, *params in _SCAN_ENDS[msg.command](msg):
             out.send(cid, self.numeric(client, code, *params))

@@ -3,7 +3,8 @@
 A NAMES of every room or a WHO of a mask costs the broker time in
 proportion to the whole server, and every client waits while it runs:
 scan time is spent from a credit that refills at a third of a second a
-second, and a scan asked for while it is spent is answered 263.
+second, and a scan asked for while it is spent waits for its turn (263
+only when SCAN_QUEUE scans wait already, or after SCAN_WAIT_S).
 The broker's scan clock is replaced by one that moves only when read.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -70,13 +72,16 @@ def answers(made: broker.Broker, link: broker.Link, peer: socket.socket,
     return [f"{words[1]} {words[3]}" for words in lines if len(words) > 3]
 
 
-def test_a_scan_while_the_credit_is_spent_is_answered_263(paced):
-    """Each reading of the clock is 0.1 s after the one before, so each scan
-    takes 0.1 s and a third of the time between scans comes back as credit:
-    the 0.05 s burst, less 0.1, is -0.05 after the NAMES; -0.017 at the
-    WHO (refused); +0.017 at the LIST, which runs (-0.083); -0.05 at the
-    NAMES after it (refused); and a second later the credit is back."""
+def test_a_scan_while_the_credit_is_spent_is_answered_263(paced, monkeypatch):
+    """With no room to wait (SCAN_QUEUE 0), a scan that finds the credit
+    spent is refused.  Each reading of the clock is 0.1 s after the one
+    before, so each scan takes 0.1 s and a third of the time between scans
+    comes back as credit: the 0.05 s burst, less 0.1, is -0.05 after the
+    NAMES; -0.017 at the WHO (refused); +0.017 at the LIST, which runs
+    (-0.083); -0.05 at the NAMES after it (refused); and a second later
+    the credit is back."""
     ask, made = paced
+    monkeypatch.setattr(broker, "SCAN_QUEUE", 0)
     assert ask(b"NAMES")[-1] == "366 *"
     assert ask(b"WHO *") == ["263 WHO", "315 *"]
     assert ask(b"LIST")[-1] == "323 :End"
@@ -88,11 +93,13 @@ def test_a_scan_while_the_credit_is_spent_is_answered_263(paced):
     assert ask(b"WHO *")[-1] == "315 *"
 
 
-def test_a_refused_scan_still_ends_its_reply(paced):
+def test_a_refused_scan_still_ends_its_reply(paced, monkeypatch):
     """A client waits for the end numeric of what it asked: after the 263
     comes the 323, 315, 366 or 369 it would have ended with (irssi showed
-    nothing of a bare 263 and kept its WHO query pending)."""
+    nothing of a bare 263 and kept its WHO query pending).  (Refused at
+    once: no room to wait, SCAN_QUEUE 0.)"""
     ask, made = paced
+    monkeypatch.setattr(broker, "SCAN_QUEUE", 0)
     made.scan_clock.step = 0.0
     made.scan_credit = -1.0
     assert ask(b"LIST") == ["263 LIST", "323 :End"]
@@ -117,11 +124,13 @@ def _fill(made: broker.Broker, name: str, members: int) -> None:
         made.state.clients[cid].joined[protocol.casefold(name)] = room
 
 
-def test_a_who_of_a_room_of_more_than_500_is_paced(paced):
+def test_a_who_of_a_room_of_more_than_500_is_paced(paced, monkeypatch):
     """A 352 costs the broker about 8 us: a WHO of a room of 5000 members
     (the default members_per_room) took it 40 ms, twice a paced WHO of a
-    mask, and any member could ask twice a second, unpaced."""
+    mask, and any member could ask twice a second, unpaced.  (Refused at
+    once: no room to wait, SCAN_QUEUE 0.)"""
     ask, made = paced
+    monkeypatch.setattr(broker, "SCAN_QUEUE", 0)
     _fill(made, "#big", 501)
     made.scan_clock.step = 0.0
     made.scan_credit = -1.0
@@ -169,3 +178,259 @@ def test_a_scan_is_charged_the_cpu_it_took_not_the_time_it_was_preempted(paced):
     made.scan_cpu_clock.step = 0.0001   # ... little of it running
     for line, end in [(b"NAMES", "366 *"), (b"WHO *", "315 *"), (b"LIST", "323 :End")] * 5:
         assert ask(line)[-1] == end
+
+
+# -- scans that wait for their turn ---------------------------------------------
+
+
+class Peer:
+    """One registered client's link to the broker, over a socket pair."""
+
+    def __init__(self, made: broker.Broker, cid: int, nick: str) -> None:
+        self.made = made
+        mine, self.theirs = socket.socketpair()
+        mine.setblocking(False)
+        self.theirs.setblocking(False)
+        self.link = broker.Link(mine, 1 << 20)
+        self.frame(ipc.Kind.HELLO, json.dumps({"cid": cid, "host": "h", "proto": "irc"}).encode())
+        self.send(f"NICK {nick}")
+        self.frame(ipc.Kind.REGISTER, json.dumps({"user": "u", "realname": "R"}).encode())
+        self.send("JOIN #room")
+
+    def frame(self, kind: int, payload: bytes = b"") -> None:
+        self.made._dispatch(self.link, kind, payload)
+
+    def send(self, line: str) -> None:
+        self.frame(ipc.Kind.REQUEST, line.encode())
+
+    def take(self) -> list[str]:
+        """What reached the worker since the last look: 'SYNC', or a line's
+        second and fourth words ('352 #big', 'PRIVMSG :hi')."""
+        self.made.last_flush = 0.0
+        self.made._maybe_flush()
+        got = []
+        while True:
+            try:
+                data = self.theirs.recv(1 << 20)
+            except BlockingIOError:
+                break
+            for kind, payload in ipc.FrameReader().feed(data):
+                if kind == ipc.Kind.SYNC:
+                    got.append("SYNC")
+                elif kind in (ipc.Kind.DELIVER, ipc.Kind.REPLY):
+                    words = payload.decode().split()
+                    got.append(f"{words[1]} {words[3]}" if len(words) > 3 else " ".join(words[1:]))
+        return got
+
+
+class StillClock:
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def crowd(tmp_path):
+    """A Broker whose scans each take 0.1 s of CPU, on a clock the test
+    moves; alice, bob, carol and dave in #room, and #big of 501 members."""
+    socks = [*socket.socketpair(), *socket.socketpair()]
+    cfg = config.Config(server=config.Server(state_dir=str(tmp_path)))
+    made = broker.Broker(socks[0], socks[2], cfg, "today")
+    made.scan_clock = StillClock()
+    made.scan_cpu_clock = SteppingClock(0.1)       # each scan takes 0.1 s of CPU
+    made.scan_credit_at = made.scan_clock.t
+    peers = {nick: Peer(made, cid, nick)
+             for cid, nick in enumerate(["alice", "bob", "carol", "dave"], start=1)}
+    _fill(made, "#big", 501)
+    for peer in peers.values():
+        peer.take()
+    yield made, peers
+    made.selector.close()
+    for sock in socks:
+        sock.close()
+    for peer in peers.values():
+        peer.link.sock.close()
+        peer.theirs.close()
+
+
+def _spent(made: broker.Broker, credit: float = -0.1) -> None:
+    made.scan_credit = credit
+    made.scan_credit_at = made.scan_clock.t
+
+
+def _idle(made: broker.Broker) -> None:
+    """Nothing else due in the broker's loop for a minute (the heartbeat
+    is due at start, and the JOINs left rooms to store)."""
+    made.next_beat = time.monotonic() + 60
+    made.store_dirty = False
+
+
+def _later(made: broker.Broker, seconds: float) -> None:
+    """Let `seconds` pass and the broker's loop serve the scans due."""
+    made.scan_clock.t += seconds
+    made._serve_waiting_scans()
+
+
+def test_a_who_of_a_big_room_beyond_the_share_waits_and_is_answered(crowd):
+    """irssi and WeeChat send WHO #room on every JOIN, and irssi never asks
+    again after a 263: when hundreds rejoined a room of more than 500 at
+    once, most were refused and kept no user@host for its members.  A scan
+    beyond the share now waits until the credit is back, then is answered
+    in full; the broker's loop sleeps until then."""
+    made, peers = crowd
+    alice = peers["alice"]
+    _spent(made, -0.1)
+    alice.send("WHO #big")
+    assert alice.take() == []                      # not refused: waiting
+    _idle(made)
+    assert 0.3 < made._timeout() <= 0.31           # credit above 0 in 0.1 * 3 s
+    _later(made, 0.2)
+    assert alice.take() == []
+    _later(made, 0.11)
+    got = alice.take()
+    assert got.count("352 #big") == 501 and got[-1] == "315 #big"
+    assert made.waiting_scans == {}
+
+
+def test_waiting_scans_are_answered_in_the_order_they_came(crowd):
+    """One scan a turn while the credit lasts, oldest first; a scan that
+    comes while others wait goes behind them even when the credit is back."""
+    made, peers = crowd
+    _spent(made, -0.01)
+    for nick in ["carol", "alice", "bob"]:
+        peers[nick].send("NAMES")
+    made.scan_clock.t += 0.04                     # credit +0.003: carol's turn
+    peers["dave"].send("LIST")                    # ... but dave comes after bob
+    made._serve_waiting_scans()
+    answered = {nick: peer.take() for nick, peer in peers.items()}
+    assert answered["carol"][-1] == "366 *"
+    assert answered["alice"] == answered["bob"] == answered["dave"] == []
+    for nick, end in [("alice", "366 *"), ("bob", "366 *"), ("dave", "323 :End")]:
+        _later(made, 0.31)
+        answered = {nick: peer.take() for nick, peer in peers.items()}
+        assert answered[nick][-1] == end
+        assert sum(1 for got in answered.values() if got) == 1
+    assert made.waiting_scans == {}
+
+
+def test_commands_after_a_waiting_scan_are_answered_after_it(crowd):
+    """The client's later commands wait behind its scan, so that answers
+    come in the order asked: the worker's SYNC (sent before a JOIN, a PING
+    or the next scan) and an ISON come back after the WHO's 315.  Talk
+    with nothing held before it passes: bob reads alice at once."""
+    made, peers = crowd
+    alice, bob = peers["alice"], peers["bob"]
+    _spent(made)
+    alice.send("WHO #big")
+    alice.send("PRIVMSG #room :hi")
+    assert bob.take() == ["PRIVMSG :hi"]
+    alice.frame(ipc.Kind.SYNC)
+    alice.send("ISON bob")
+    assert alice.take() == []
+    _later(made, 0.31)
+    got = alice.take()
+    assert got[-3:] == ["315 #big", "SYNC", "303 :bob"]
+
+
+def test_talk_after_a_held_command_waits_with_it(crowd):
+    """What others see keeps the client's order: a message sent after a
+    held TOPIC reaches the room after the new topic, not before."""
+    made, peers = crowd
+    alice, bob = peers["alice"], peers["bob"]
+    _spent(made)
+    alice.send("WHO #big")
+    alice.send("TOPIC #room :new")
+    alice.send("PRIVMSG #room :see the topic")
+    assert bob.take() == []
+    _later(made, 0.31)
+    assert bob.take() == ["TOPIC :new", "PRIVMSG :see"]
+
+
+def test_a_scan_is_refused_when_the_queue_is_full(crowd, monkeypatch):
+    monkeypatch.setattr(broker, "SCAN_QUEUE", 1)
+    made, peers = crowd
+    _spent(made)
+    peers["alice"].send("WHO #big")
+    peers["bob"].send("NAMES")
+    assert peers["bob"].take() == ["263 NAMES", "366 *"]
+    assert peers["alice"].take() == []
+
+
+def test_a_scan_that_waited_too_long_is_refused_then_what_followed_runs(crowd):
+    """A client's commands that wait for their answers wait behind its
+    scan: after SCAN_WAIT_S it is answered 263 (and its end numeric), and
+    the broker's loop wakes for that even if the credit is still spent."""
+    made, peers = crowd
+    alice = peers["alice"]
+    _spent(made, -100.0)
+    alice.send("WHO #big")
+    alice.send("ISON bob")
+    _idle(made)
+    assert broker.SCAN_WAIT_S - 1 < made._timeout() <= broker.SCAN_WAIT_S
+    _later(made, broker.SCAN_WAIT_S - 0.1)
+    assert alice.take() == []
+    _later(made, 0.1)
+    assert alice.take() == ["263 WHO", "315 #big", "303 :bob"]
+
+
+def test_a_client_that_leaves_while_its_scan_waits(crowd):
+    """Nobody would read the scan's answer: it is not run (nor charged),
+    but what the client sent after it runs before it quits, as it would
+    have without the wait."""
+    made, peers = crowd
+    alice, bob = peers["alice"], peers["bob"]
+    _spent(made)
+    cpu_before = made.scan_cpu_clock.t
+    alice.send("WHO #big")
+    alice.send("TOPIC #room :last words")
+    alice.frame(ipc.Kind.BYE, b"gone")
+    assert made.waiting_scans == {}
+    assert bob.take() == ["TOPIC :last", "QUIT :gone"]
+    assert made.scan_cpu_clock.t == cpu_before
+    _later(made, 1.0)                       # nothing left to serve
+
+
+def test_a_client_dropped_for_its_buffer_loses_its_waiting_scan(crowd):
+    made, peers = crowd
+    alice = peers["alice"]
+    _spent(made)
+    alice.send("WHO #big")
+    made._overflow(alice.link)
+    assert made.waiting_scans == {}
+
+
+def test_an_operator_does_not_wait_behind_others(crowd):
+    made, peers = crowd
+    alice, bob = peers["alice"], peers["bob"]
+    made.state.set_oper(1, "admin", made.outbox)
+    alice.take()
+    _spent(made)
+    bob.send("NAMES")
+    alice.send("WHO #big")
+    assert alice.take()[-1] == "315 #big"
+    assert bob.take() == []
+
+
+def test_a_stopping_broker_refuses_the_scans_still_waiting(crowd):
+    """A broker started after this one (a restart, the clients staying)
+    knows nothing of them: answered 263 and their end numeric, the
+    clients wait for nothing (irssi sends no query for any room it joins
+    while one is pending)."""
+    made, peers = crowd
+    _spent(made)
+    peers["alice"].send("WHO #big")
+    peers["bob"].send("LIST")
+    made._refuse_waiting_scans()
+    assert peers["alice"].take() == ["263 WHO", "315 #big"]
+    assert peers["bob"].take() == ["263 LIST", "323 :End"]
+
+
+def test_forkchat7_states_the_queue_bounds():
+    from tests.unit.test_manpages import rendered
+    text = rendered("forkchat.7")
+    assert f"At most {broker.SCAN_QUEUE} scans wait" in text
+    assert f"none longer than {broker.SCAN_WAIT_S:.0f} seconds" in text
