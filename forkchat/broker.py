@@ -174,6 +174,7 @@ class Broker:
         self.outbox = _Outbox(self)
         self.replying: int | None = None   # whose command is being answered now
         self.awaiting = {cid for cid, _pid in expected}
+        self.inherited = set(self.awaiting)     # may each REREGISTER, once
         self.command_counts: dict[str, int] = {}
         self.last_flush = 0.0
         self.store = store.RoomStore(cfg.server.state_dir)
@@ -661,8 +662,24 @@ class Broker:
             self.outbox.update(cid, {"oper_address_not_before": not_before})
 
     def _on_reregister(self, link: Link, payload: bytes) -> None:
-        identity = ipc.decode_json(payload)
+        """Restore a client as its worker says it was, if this broker took
+        its connection over from a dead one, and only once.
+
+        Nothing checks the identity (the new broker has no memory), so a
+        worker taken over through its client could give itself any nick
+        that is free, operator status, and +o in any room whatever its key,
+        bans or +i, without a JOIN anyone saw: at will, where now it must
+        first kill the broker (which is logged) and may do it once per death.
+        A worker started under this broker has nothing to restore.
+        """
         assert link.cid is not None
+        if link.cid not in self.inherited:
+            log.error("conn %d: REREGISTER refused: not a connection this broker "
+                      "took over, or restored already", link.cid)
+            self.outbox.drop(link.cid, "Server error: session not restored")
+            return
+        self.inherited.discard(link.cid)
+        identity = ipc.decode_json(payload)
         self.state.reregister(link.cid, identity, self.outbox)
         self._arrived(link.cid)
 

@@ -293,3 +293,39 @@ def test_the_supervisor_names_each_workers_pid_to_the_broker(monkeypatch):
         boss.selector.close()
         for sock in [control, broker_end, ours, theirs, *(s for pair in conns for s in pair)]:
             sock.close()
+
+
+# -- REREGISTER -------------------------------------------------------------------
+
+FORGED_IDENTITY = {"nick": "mallory", "user": "m", "modes": "o", "rooms": {"#secret": "@"}}
+
+
+def test_a_worker_started_under_this_broker_cannot_reregister(harness, caplog):
+    """It has nothing to restore; one taken over gave itself operator status
+    and +o in any room, silently, whenever it liked."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    harness.bind((2, os.getpid()))
+    sock = harness.worker(hello(2, reregister=True),
+                          ipc.encode_json(ipc.Kind.REREGISTER, FORGED_IDENTITY))
+    client = harness.broker.state.clients[2]
+    assert client.nick == "" and not client.modes and "#secret" not in harness.broker.state.rooms
+    harness.turn(0.1)
+    assert (ipc.Kind.DROP, b"Server error: session not restored") in \
+        ipc.FrameReader().feed(sock.recv(65536))
+    assert [r.getMessage() for r in caplog.records] == [
+        "conn 2: REREGISTER refused: not a connection this broker took over, "
+        "or restored already"]
+
+
+def test_a_connection_taken_over_from_a_dead_broker_reregisters_once(tmp_path):
+    made = Harness(tmp_path, expected=((2, os.getpid()),))
+    try:
+        sock = made.worker(hello(2, reregister=True),
+                           ipc.encode_json(ipc.Kind.REREGISTER, {"nick": "bob", "user": "b"}))
+        assert made.broker.state.clients[2].nick == "bob"
+        sock.sendall(ipc.encode_json(ipc.Kind.REREGISTER, FORGED_IDENTITY))
+        made.turn(0.5)
+        client = made.broker.state.clients[2]
+        assert client.nick == "bob" and not client.modes
+    finally:
+        made.close()
