@@ -11,6 +11,16 @@ supervisor creates once and hands to every broker it starts; a worker whose
 broker died reconnects to the same address and re-registers (REREGISTER)
 with the next broker.  The broker checks each peer's uid (SO_PEERCRED).
 
+A connection id (cid) is bound to the worker process that serves it: the
+supervisor tells the broker each worker's pid as its spawner reports it
+("bind"; a new broker gets the list at start), and a HELLO is taken only
+from the process its cid was given to (the link's SO_PEERCRED pid).  A
+worker is crash-isolated so that its client can only hurt itself: one that
+stated another's cid took over that client, evicting it, reading what it
+is sent and speaking as it.  A HELLO that comes before its worker's pid is
+held until it does (the fork and the worker's connect race the spawner's
+report), at most BIND_WAIT_S.
+
 The broker never blocks on a worker: output to each link goes through a
 bounded `ipc.FrameWriter`, and what gathered for one link since the last
 flush leaves in one send; flushes come at most every FLUSH_WINDOW_S.  A
@@ -92,6 +102,7 @@ SCAN_QUEUE = 1000
 SCAN_WAIT_S = 30.0
 SCAN_TURN_SLACK_S = 0.001   # credit a waiting scan's turn starts with (no wake-up at 0)
 REFUSED_LINKS_WINDOW_S = 10.0   # at most one log line of refused broker links this often
+BIND_WAIT_S = 10.0     # a HELLO waits this long for the supervisor to name its worker
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
 # STATS m counts the shared-state commands the broker serves; any other name
@@ -116,12 +127,14 @@ def settings_from(cfg: config.Config, created: str) -> state.Settings:
 
 
 def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
-         created: str, expected: tuple[int, ...] = ()) -> None:
+         created: str, expected: tuple[tuple[int, int], ...] = ()) -> None:
     """Process entry point (the multiprocessing target).
 
-    `expected` lists the workers alive when a previous broker died: their
-    talk is held until each has re-registered (or RECOVERY_WAIT_S passed),
-    so that no member misses a room's messages for having come back late.
+    `expected` lists the workers alive when a previous broker died, as
+    (cid, pid) pairs (pid 0: not reported by its spawner yet, "bind" comes
+    later): their talk is held until each has re-registered (or
+    RECOVERY_WAIT_S passed), so that no member misses a room's messages for
+    having come back late.
     """
     def serve() -> int:
         logsetup.setup("broker", cfg.log.level)
@@ -132,9 +145,10 @@ def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
 class Link:
     """One worker's connection, as the broker sees it."""
 
-    __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched")
+    __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched",
+                 "pid", "waiting", "waiting_since")
 
-    def __init__(self, sock: socket.socket, limit: int) -> None:
+    def __init__(self, sock: socket.socket, limit: int, pid: int | None = None) -> None:
         self.sock = sock
         self.reader = ipc.FrameReader()
         self.writer = ipc.FrameWriter(sock, limit)
@@ -142,6 +156,12 @@ class Link:
         self.dropping = False
         self.closed = False
         self.write_watched = False
+        # The peer's pid (SO_PEERCRED), which its HELLO's cid must have been
+        # given to; None only for a link made in-process, not accepted.
+        self.pid = pid
+        # Frames from its HELLO on, while that waits for the worker's pid.
+        self.waiting: list[tuple[int, bytes]] | None = None
+        self.waiting_since = 0.0
 
 
 class WaitingScan:
@@ -172,12 +192,17 @@ class WaitingScan:
 
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
-                 cfg: config.Config, created: str, expected: tuple[int, ...] = ()) -> None:
+                 cfg: config.Config, created: str,
+                 expected: tuple[tuple[int, int], ...] = ()) -> None:
         self.listener = listener
         self.control = control
         self.supervisor_pid = os.getppid()
         self.refused_logged_at = float("-inf")
         self.refused_unlogged = 0
+        self.forged_logged_at = float("-inf")   # the same, for a worker stating another's cid
+        self.forged_unlogged = 0
+        self.owners = {pid: cid for cid, pid in expected if pid}   # worker pid -> its cid
+        self.unbound: dict[int, list[Link]] = {}   # pid -> links whose HELLO waits for it
         self.check_ancestry = children.proc_readable()   # else the uid check alone
         self.spare_fd = _spare_descriptor()   # for that check at the descriptor limit
         self.cfg = cfg
@@ -192,7 +217,8 @@ class Broker:
         self.running = True
         self.outbox = _Outbox(self)
         self.replying: int | None = None   # whose command is being answered now
-        self.awaiting = set(expected)
+        self.awaiting = {cid for cid, _pid in expected}
+        self.inherited = set(self.awaiting)     # may each REREGISTER, once
         self.command_counts: dict[str, int] = {}
         self.last_flush = 0.0
         self.store = store.RoomStore(cfg.server.state_dir)
@@ -246,6 +272,7 @@ class Broker:
             if time.monotonic() >= self.next_beat:
                 self.next_beat = time.monotonic() + HEARTBEAT_S
                 self._heartbeat()
+                self._expire_unbound(time.monotonic())
         self._refuse_waiting_scans()
         return 0
 
@@ -368,19 +395,21 @@ class Broker:
                 self.accept_resume = time.monotonic() + listeners.ACCEPT_PAUSE_S
                 return
             self.accept_trouble.accepted()
-            if not self._peer_allowed(sock):
+            pid = self._peer_allowed(sock)
+            if pid is None:
                 sock.close()
                 continue
             sock.setblocking(False)
-            link = Link(sock, self.cfg.limits.broker_buffer_bytes)
+            link = Link(sock, self.cfg.limits.broker_buffer_bytes, pid)
             self.selector.register(sock, selectors.EVENT_READ, lambda m, link=link: self.on_link(link, m))
 
     def _watch_listener(self) -> None:
         self.accept_resume = 0.0
         self.selector.register(self.listener, selectors.EVENT_READ, self.on_accept)
 
-    def _peer_allowed(self, sock: socket.socket) -> bool:
-        """Only this server's own processes may speak to the broker.
+    def _peer_allowed(self, sock: socket.socket) -> int | None:
+        """The peer's pid if it may speak to the broker, else None: only
+        this server's own processes may.
 
         The uid is not enough: the socket's abstract name can be read in
         /proc/net/unix, and the user we run as is often shared ('nobody').
@@ -392,11 +421,11 @@ class Broker:
         pid, uid, _gid = _UCRED.unpack(creds)
         if uid != os.getuid():
             self._refused_link(f"uid {uid}", time.monotonic())
-            return False
+            return None
         if self.check_ancestry and not self._of_this_server(pid):
             self._refused_link(f"pid {pid}: not a process of this server", time.monotonic())
-            return False
-        return True
+            return None
+        return pid
 
     def _of_this_server(self, pid: int) -> bool:
         """Whether `pid` descends from our supervisor, even at the limit.
@@ -460,6 +489,9 @@ class Broker:
             for kind, payload in frames:
                 if link.closed:
                     return
+                if link.waiting is not None:     # its HELLO waits for its worker's pid
+                    link.waiting.append((kind, payload))
+                    continue
                 self._on_frame(link, kind, payload)
             if not to_the_end:
                 return
@@ -488,10 +520,20 @@ class Broker:
             self._close_link(link, "Connection closed")
 
     def _on_hello(self, link: Link, payload: bytes) -> None:
+        if link.cid is not None:
+            raise ipc.FrameError("a second HELLO")
         hello = ipc.decode_json(payload)
         cid = hello.get("cid")
         if not isinstance(cid, int) or isinstance(cid, bool):
             raise ipc.FrameError("HELLO without a connection id")
+        if link.pid is not None:
+            owner = self.owners.get(link.pid)
+            if owner is None:
+                self._await_owner(link, payload)
+                return
+            if owner != cid:
+                self._refuse_forged(link, cid, owner)
+                return
         old = self.links.get(cid)
         if old is not None:
             self._close_link(old, "Connection closed")
@@ -501,6 +543,73 @@ class Broker:
         self._tell_oper_wait(cid, self.state.clients[cid].host)
         if not hello.get("reregister"):
             self._arrived(cid)
+
+    def _await_owner(self, link: Link, hello: bytes) -> None:
+        """Hold a HELLO until the supervisor names the peer's connection.
+
+        The worker connects as soon as it is forked, and its spawner's
+        report reaches us through the supervisor: sometimes later (a few
+        HELLOs in 45 connecting at once, on 2 cores).  The link is
+        not read meanwhile (what it sent with its HELLO is kept), so that a
+        process which is no worker of ours can hold nothing but its socket,
+        and only for BIND_WAIT_S.
+        """
+        assert link.pid is not None
+        log.debug("link from pid %d: HELLO waits for its worker's pid", link.pid)
+        link.waiting = [(ipc.Kind.HELLO, hello)]
+        link.waiting_since = time.monotonic()
+        self.unbound.setdefault(link.pid, []).append(link)
+        self.selector.unregister(link.sock)
+
+    def _bind(self, cid: int, pid: int) -> None:
+        """The supervisor says which process serves `cid`: take its waiting
+        HELLO (or refuse it, if it stated another cid)."""
+        self.owners[pid] = cid
+        for link in self.unbound.pop(pid, []):
+            frames, link.waiting = link.waiting or [], None
+            if link.closed:
+                continue
+            self.selector.register(link.sock, selectors.EVENT_READ,
+                                   lambda m, link=link: self.on_link(link, m))
+            for kind, payload in frames:
+                if link.closed:
+                    break
+                self._on_frame(link, kind, payload)
+
+    def _unbind(self, cid: int, pid: int) -> None:
+        """A worker is gone: its pid names its connection no more (the kernel
+        may give the pid to another worker)."""
+        if self.owners.get(pid) == cid:
+            del self.owners[pid]
+
+    def _expire_unbound(self, now: float) -> None:
+        """Refuse the links whose HELLO has waited BIND_WAIT_S for a pid the
+        supervisor never named: no worker of ours (a process a worker
+        forked, one its spawner never reported)."""
+        for links in list(self.unbound.values()):
+            for link in [each for each in links if now - each.waiting_since >= BIND_WAIT_S]:
+                self._refused_link(f"pid {link.pid}: no connection of this server", now)
+                self._close_link(link, "Connection closed")
+
+    def _refuse_forged(self, link: Link, cid: int, owner: int) -> None:
+        """A worker stated another connection's id: close its new link, and
+        leave that connection (and the worker's own) as they are.
+
+        Logged as the refused links of strangers are, at most one line per
+        REFUSED_LINKS_WINDOW_S with a count of the others, but apart from
+        them: a worker doing this has been taken over, and strangers' noise
+        must not hide it.
+        """
+        now = time.monotonic()
+        if now - self.forged_logged_at < REFUSED_LINKS_WINDOW_S:
+            self.forged_unlogged += 1
+        else:
+            more = self.forged_unlogged
+            log.error("refused broker link from pid %d: the worker of conn %d stated conn %d%s",
+                      link.pid, owner, cid,
+                      f" ({more} more refused since the last such line)" if more else "")
+            self.forged_logged_at, self.forged_unlogged = now, 0
+        self._close_link(link, "Connection closed")
 
     def _on_request(self, link: Link, payload: bytes) -> None:
         if link.dropping:
@@ -697,8 +806,24 @@ class Broker:
             self.outbox.update(cid, {"oper_address_not_before": not_before})
 
     def _on_reregister(self, link: Link, payload: bytes) -> None:
-        identity = ipc.decode_json(payload)
+        """Restore a client as its worker says it was, if this broker took
+        its connection over from a dead one, and only once.
+
+        Nothing checks the identity (the new broker has no memory), so a
+        worker taken over through its client could give itself any nick
+        that is free, operator status, and +o in any room whatever its key,
+        bans or +i, without a JOIN anyone saw: at will, where now it must
+        first kill the broker (which is logged) and may do it once per death.
+        A worker started under this broker has nothing to restore.
+        """
         assert link.cid is not None
+        if link.cid not in self.inherited:
+            log.error("conn %d: REREGISTER refused: not a connection this broker "
+                      "took over, or restored already", link.cid)
+            self.outbox.drop(link.cid, "Server error: session not restored")
+            return
+        self.inherited.discard(link.cid)
+        identity = ipc.decode_json(payload)
         self.state.reregister(link.cid, identity, self.outbox)
         self._arrived(link.cid)
 
@@ -723,6 +848,12 @@ class Broker:
         link.sock.close()
         self.dirty.discard(link)
         self.answered.discard(link)
+        if link.waiting is not None and link.pid is not None:
+            waiting = self.unbound.get(link.pid, [])
+            if link in waiting:
+                waiting.remove(link)
+            if not waiting:
+                self.unbound.pop(link.pid, None)
         if link.cid is not None and self.links.get(link.cid) is link:
             del self.links[link.cid]
             self.state.disconnect(link.cid, reason, self.outbox)
@@ -821,7 +952,12 @@ class Broker:
     def _on_control_op(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "gone":
-            self._arrived(int(message.get("cid", 0)))
+            cid = int(message.get("cid", 0))
+            self._unbind(cid, int(message.get("pid", 0)))
+            self._arrived(cid)
+        elif op == "bind":
+            for cid, pid in message.get("workers", ()):
+                self._bind(int(cid), int(pid))
         elif op == "shutdown":
             self.running = False
         elif op == "freeze":

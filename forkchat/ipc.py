@@ -8,8 +8,9 @@ socket.  A frame is a 4-byte big-endian payload length, a 1-byte kind and
 the payload:
 
     kind        payload
-    HELLO       JSON {"cid", "host", "proto",      first frame of a link
-                "reregister": bool}
+    HELLO       JSON {"cid", "host", "proto",      first frame of a link; taken only
+                "reregister": bool}                from the process the supervisor
+                                                   named for that cid (its pid)
     REQUEST     one canonical IRC line (no CRLF)   shared-state command
     REGISTER    JSON {"user", "realname"}          NICK+USER done, burst please
     OPER        JSON {"name"}                      password already checked
@@ -29,7 +30,8 @@ the payload:
 
 and on the supervisor's control socket to the broker:
 
-    CONTROL     JSON {"op": ...}: shutdown, freeze, gone (supervisor -> broker);
+    CONTROL     JSON {"op": ...}: shutdown, freeze, gone {"cid", "pid"}, bind
+                {"workers": [[cid, pid], ...]} (supervisor -> broker);
                 counts, frozen (broker -> supervisor)
     CONFIG      pickled config.Config (trusted parent only, never a worker)
 

@@ -127,6 +127,7 @@ class Supervisor:
         self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
         self.worker_forks_failed = 0     # since a worker last started
         self.forks_failed: dict[str, int] = {}   # retried forks of the broker, a spawner
+        self.binds: list[tuple[int, int]] = []   # (cid, pid) of workers started, for the broker
 
     # -- main loop -------------------------------------------------------------
 
@@ -471,6 +472,16 @@ class Supervisor:
                     action(self, handle, fields)
             except (ValueError, IndexError):
                 log.error("spawner %d: bad report %r", handle.pid, (kind, fields))
+        self._send_binds()
+
+    def _send_binds(self) -> None:
+        """Tell the broker which process serves each new connection, in one
+        frame for the reports read together: it takes a worker's HELLO only
+        from the process its cid was given to."""
+        if self.binds:
+            self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "bind",
+                                                                 "workers": self.binds}))
+            self.binds = []
 
     def on_worker_started(self, handle: spawner.Handle, fields: list[str]) -> None:
         request = handle.answered(int(fields[0]))
@@ -478,6 +489,7 @@ class Supervisor:
             pid = int(fields[1])
             self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
                                        handle.pid)
+            self.binds.append((request.cid, pid))
             if self.worker_forks_failed:
                 log.info("workers start again; %d connections were refused meanwhile",
                          self.worker_forks_failed)
@@ -514,8 +526,11 @@ class Supervisor:
     def spawn_broker(self) -> bool:
         """Start a broker; False if the kernel would not fork one (EAGAIN at
         the process limit, ENOMEM) or give its socket (EMFILE)."""
-        expected = tuple(c.cid for c in self.children.values() if c.kind == "worker") + \
-            tuple(cid for handle in self.spawners.values() for cid in handle.requests)
+        # (cid, pid) of every worker, pid 0 for those not reported yet (their
+        # "bind" comes later); workers never reported have no cid to wait for
+        expected = tuple((c.cid, c.pid) for c in self.children.values()
+                         if c.kind == "worker" and c.cid) + \
+            tuple((cid, 0) for handle in self.spawners.values() for cid in handle.requests)
         try:
             control, broker_end = socket.socketpair()
         except OSError as error:
@@ -572,8 +587,10 @@ class Supervisor:
             _log_exit(f"unreported worker {child.pid}", code, quiet_ok=True)
             return
         if not self.stopping:    # a broker recovering from a restart may wait for it
+            self._send_binds()   # (one read may bring its start and its exit)
             self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone",
-                                                                 "cid": child.cid}))
+                                                                 "cid": child.cid,
+                                                                 "pid": child.pid}))
         self.admission.gone(child.peer)
         _log_exit(f"worker for conn {child.cid}", code, quiet_ok=True,
                   killed_after=self.killed.get(child.pid))
@@ -608,6 +625,8 @@ class Supervisor:
                 pid = orphans.pop()
                 self.children[pid] = Child("worker", pid, None, -1, maybe_started.peer,
                                            maybe_started.cid)
+                self.binds.append((maybe_started.cid, pid))
+                self._send_binds()
                 self._adopt(self.children[pid])
                 maybe_started.conn.close()
             else:                             # cannot tell: not ours to hand on
