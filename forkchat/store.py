@@ -96,23 +96,36 @@ class RoomStore:
 
     def load(self) -> dict[str, dict]:
         """Every stored record, the least recently written first (a written
-        row gets a new rowid); unreadable rows are skipped."""
+        row gets a new rowid).
+
+        A row that is not a JSON object under a UTF-8 name is skipped, and
+        a field of the wrong type dropped (the rest of its record kept),
+        with one warning: a hand-edited `"bans": 5` made every JOIN of its
+        room crash the broker, and a row that was not UTF-8 made the whole
+        store fail.
+        """
         if self._db is None:
             return {}
         records: dict[str, dict] = {}
         try:
-            rows = self._db.execute("SELECT name, record FROM rooms ORDER BY rowid").fetchall()
+            rows = self._db.execute("SELECT CAST(name AS BLOB), CAST(record AS BLOB) "
+                                    "FROM rooms ORDER BY rowid").fetchall()
         except sqlite3.Error as error:
             self._fail(error)
             return {}
-        for name, text in rows:
-            try:
-                record = json.loads(text)
-            except ValueError:
+        bad = 0
+        for raw_name, raw_record in rows:
+            name, text, record = _decode(raw_name, raw_record)
+            if record is None:
+                bad += 1
                 continue
-            if isinstance(record, dict):
-                records[name] = record
-                self._saved[name] = text
+            if _drop_wrong_types(record):
+                bad += 1        # its row is written over when the room is next
+            records[name] = record
+            self._saved[name] = text
+        if bad:
+            log.warning("room store %s: %d room records unreadable in whole or part, "
+                        "what was unreadable is skipped", self.path, bad)
         return records
 
     def apply(self, changes: dict[str, dict | None]) -> None:
@@ -127,7 +140,7 @@ class RoomStore:
                 if name in self._saved:
                     gone.append(name)
                 continue
-            text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+            text = _encode(record)
             if self._saved.get(name) != text:
                 written[name] = text
         if not written and not gone:
@@ -170,7 +183,7 @@ class RoomStore:
         """Write one room's record now (a topic or mode change)."""
         if self._db is None:
             return
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        text = _encode(record)
         if self._saved.get(name) == text:
             return
         try:
@@ -188,3 +201,42 @@ class RoomStore:
         if self._db is not None:
             self._db.close()
         self._db = None
+
+
+# The type of each field of a record (rooms.Room.meta) that can be trusted;
+# a field missing is fine (a record from an older version).
+FIELD_TYPES: dict[str, type] = {
+    "name": str, "created": int, "topic": str, "topic_setter": str, "topic_time": int,
+    "flags": str, "key": str, "limit": int, "bans": list}
+
+
+def _encode(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def _decode(raw_name: object, raw_record: object) -> tuple[str, str, dict | None]:
+    """A row's name, record text and record; None for the record if the row
+    cannot be read (a name or record that is not UTF-8 text, a record that
+    is not a JSON object)."""
+    if not isinstance(raw_name, bytes) or not isinstance(raw_record, bytes):
+        return "", "", None
+    try:
+        name, text = raw_name.decode("utf-8"), raw_record.decode("utf-8")
+        record = json.loads(text)
+    except ValueError:          # UnicodeDecodeError and JSONDecodeError too
+        return "", "", None
+    return name, text, record if isinstance(record, dict) else None
+
+
+def _drop_wrong_types(record: dict) -> bool:
+    """Remove the fields whose value is not of their type; True if any was."""
+    wrong = [field for field, kind in FIELD_TYPES.items()
+             if field in record and not _is(record[field], kind)]
+    for field in wrong:
+        del record[field]
+    return bool(wrong)
+
+
+def _is(value: object, kind: type) -> bool:
+    """isinstance, but a JSON true or false is no int."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))

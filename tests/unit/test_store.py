@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sqlite3
 
 from forkchat import broker, config, ipc, rooms, store
 
@@ -129,3 +130,61 @@ def test_the_rooms_alive_at_a_shutdown_are_the_last_records_forgotten(tmp_path):
         after.release()
     assert set(records) == {"#old2", "#lobby", "#new"}
     assert records["#lobby"]["key"] == "secret"
+
+
+def _hand_made_store(tmp_path, rows, sql=()) -> None:
+    """A store as a hand edit or a damaged disk could leave it."""
+    made = store.RoomStore(str(tmp_path))
+    made.release()
+    db = sqlite3.connect(tmp_path / store.FILENAME)
+    try:
+        db.executemany("INSERT INTO rooms VALUES (?, ?)", rows)
+        for statement in sql:
+            db.execute(statement)
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_unreadable_records_are_skipped_with_one_warning(tmp_path, caplog):
+    """A row that was not UTF-8 made the whole store fail (no room kept), and
+    a record that was not text stopped the broker with a TypeError."""
+    _hand_made_store(tmp_path, [
+        ("#good", '{"topic": "kept"}'),
+        ("#list", "[1, 2]"),
+        ("#broken", "{not json"),
+        ("#latin1", b'{"topic": "caf\xe9"}'),
+        (b"#\xff", '{"topic": "x"}'),
+        ("#blob", b'{"topic": "as a blob"}'),
+        ("#number", 5),
+    ], ["INSERT INTO rooms VALUES ('#text', CAST(X'7b7dff' AS TEXT))"])
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        loaded = store.RoomStore(str(tmp_path))
+        try:
+            records = loaded.load()
+            assert loaded.available
+        finally:
+            loaded.release()
+    assert records == {"#good": {"topic": "kept"}, "#blob": {"topic": "as a blob"}}
+    assert caplog.text.count("room records unreadable") == 1
+    assert "6 room records unreadable in whole or part" in caplog.text
+
+
+def test_a_field_of_the_wrong_type_is_dropped_and_its_room_still_joins(tmp_path, caplog):
+    """A hand-edited `"bans": 5` made every JOIN of the room crash the broker
+    (the supervisor restarted it, and the record came back from the store);
+    the field goes, the rest of the record (the key here) is kept."""
+    _hand_made_store(tmp_path, [
+        ("#lobby", json.dumps({"name": "#lobby", "key": "secret", "bans": 5,
+                               "limit": True, "created": "yesterday", "topic": ["x"]})),
+    ])
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        _broker_session(tmp_path, 10, [b"JOIN #lobby secret", b"TOPIC #lobby :new"])
+    assert "1 room records unreadable in whole or part" in caplog.text
+    after = store.RoomStore(str(tmp_path))
+    try:
+        records = after.load()
+    finally:
+        after.release()
+    assert records["#lobby"]["key"] == "secret" and records["#lobby"]["topic"] == "new"
+    assert records["#lobby"]["bans"] == []
