@@ -6,8 +6,10 @@ one row per room: its folded name and a JSON record (`rooms.Room.meta`).
 A topic or mode change is written at once with `put()`; joins and parts,
 which only create and remove rooms, are written by `apply()` at most a few
 times a second, only the rows of the rooms created or removed, in one
-transaction.  A store that cannot be opened or written is logged once and
-then left alone: chat goes on without persistence.
+transaction.  A store that cannot be opened is logged once and left alone:
+chat goes on without persistence.  One that cannot be written (a full disk)
+keeps what it could not write and tries again every RETRY_S seconds, logging
+the failure once and the first write that succeeds again.
 """
 
 from __future__ import annotations
@@ -28,12 +30,18 @@ LOCK_FILENAME = "rooms.lock"
 # lock goes with it, so a held lock is waited for this long first.
 LOCK_WAIT_S = 3.0
 LOCK_POLL_S = 0.05
+# A write that failed (a full disk) is tried again this often, with all
+# the changes since, while the broker has any.
+RETRY_S = 2.0
 
 
 class RoomStore:
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, FILENAME)
         self._saved: dict[str, str] = {}
+        self._pending: dict[str, dict | None] = {}    # not written yet (a failed write)
+        self._failing = False
+        self._retry_at = 0.0
         self._db: sqlite3.Connection | None = None
         self._lock_fd = -1
         if not self._lock(directory):
@@ -111,7 +119,9 @@ class RoomStore:
             rows = self._db.execute("SELECT CAST(name AS BLOB), CAST(record AS BLOB) "
                                     "FROM rooms ORDER BY rowid").fetchall()
         except sqlite3.Error as error:
-            self._fail(error)
+            log.warning("room store %s unavailable, rooms will not persist: %s",
+                        self.path, error)
+            self._close()
             return {}
         bad = 0
         for raw_name, raw_record in rows:
@@ -130,37 +140,32 @@ class RoomStore:
 
     def apply(self, changes: dict[str, dict | None]) -> None:
         """Write these rows (None: delete it) in one transaction, only
-        those that differ from what is stored."""
+        those that differ from what is stored.
+
+        While the store is failing they wait, with those of the writes that
+        failed, for the next try (`retry_at`): a store that failed once (a
+        full disk for a moment) was left alone for the rest of the broker's
+        life, and every topic, mode and room since was lost at the restart.
+        """
         if self._db is None:
             return
-        written: dict[str, str] = {}
-        gone: list[str] = []
-        for name, record in changes.items():
-            if record is None:
-                if name in self._saved:
-                    gone.append(name)
-                continue
-            text = _encode(record)
-            if self._saved.get(name) != text:
-                written[name] = text
-        if not written and not gone:
-            return
-        try:
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.executemany("DELETE FROM rooms WHERE name = ?", [(n,) for n in gone])
-                self._db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)",
-                                     list(written.items()))
-        except sqlite3.Error as error:
-            self._fail(error)
-            return
-        for name in gone:
-            del self._saved[name]
-        self._saved.update(written)
+        self._pending.update(changes)
+        if not self._failing or time.monotonic() >= self._retry_at:
+            self._write()
+
+    def put(self, name: str, record: dict) -> None:
+        """Write one room's record now (a topic or mode change)."""
+        self.apply({name: record})
+
+    @property
+    def retry_at(self) -> float | None:
+        """When (time.monotonic) changes kept by a failed write are to be
+        tried again; None if none wait."""
+        return self._retry_at if self._pending and self._db is not None else None
 
     def renew(self, names: Iterable[str]) -> None:
         """Make these rows the most recently written, as they are (the rooms
-        alive at a shutdown).
+        alive at a shutdown), after writing any changes still waiting.
 
         Kept records are forgotten past max_rooms, the least recently
         written first (state.store_changes).  A room made long ago and
@@ -170,6 +175,7 @@ class RoomStore:
         """
         if self._db is None:
             return
+        self._write()
         rows = [(name,) for name in names if name in self._saved]
         try:
             with self._db:
@@ -177,25 +183,48 @@ class RoomStore:
                 self._db.executemany("UPDATE rooms SET rowid = (SELECT max(rowid) + 1 "
                                      "FROM rooms) WHERE name = ?", rows)
         except sqlite3.Error as error:
-            self._fail(error)
+            self._failed(error)
 
-    def put(self, name: str, record: dict) -> None:
-        """Write one room's record now (a topic or mode change)."""
-        if self._db is None:
-            return
-        text = _encode(record)
-        if self._saved.get(name) == text:
-            return
-        try:
-            self._db.execute("INSERT OR REPLACE INTO rooms VALUES (?, ?)", (name, text))
-        except sqlite3.Error as error:
-            self._fail(error)
-            return
-        self._saved[name] = text
+    def _write(self) -> None:
+        """Write the changes waiting, in one transaction; on failure they
+        wait for the next try."""
+        assert self._db is not None
+        written: dict[str, str] = {}
+        gone: list[str] = []
+        for name, record in self._pending.items():
+            if record is None:
+                if name in self._saved:
+                    gone.append(name)
+                continue
+            text = _encode(record)
+            if self._saved.get(name) != text:
+                written[name] = text
+        if written or gone:
+            try:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    self._db.executemany("DELETE FROM rooms WHERE name = ?",
+                                         [(n,) for n in gone])
+                    self._db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)",
+                                         list(written.items()))
+            except sqlite3.Error as error:
+                self._failed(error)
+                return
+            if self._failing:
+                log.info("room store %s written again, rooms persist", self.path)
+            self._failing = False
+        self._pending.clear()
+        for name in gone:
+            del self._saved[name]
+        self._saved.update(written)
 
-    def _fail(self, error: sqlite3.Error) -> None:
-        log.error("room store %s failed, rooms will not persist: %s", self.path, error)
-        self._close()
+    def _failed(self, error: sqlite3.Error) -> None:
+        """A write failed: said once until one succeeds, tried again later."""
+        if not self._failing:
+            log.error("room store %s failed, rooms will not persist until it can be "
+                      "written again (tried every %g s): %s", self.path, RETRY_S, error)
+        self._failing = True
+        self._retry_at = time.monotonic() + RETRY_S
 
     def _close(self) -> None:
         if self._db is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import resource
 import socket
 import sqlite3
 
@@ -188,3 +190,72 @@ def test_a_field_of_the_wrong_type_is_dropped_and_its_room_still_joins(tmp_path,
         after.release()
     assert records["#lobby"]["key"] == "secret" and records["#lobby"]["topic"] == "new"
     assert records["#lobby"]["bans"] == []
+
+
+@contextlib.contextmanager
+def _no_file_may_grow():
+    """Every write to a file fails (EFBIG, as a full disk fails with ENOSPC)
+    while this lasts; Python ignores SIGXFSZ.  Nothing may be printed
+    meanwhile: pytest's captured output is a file too."""
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+
+
+def test_a_failed_write_is_tried_again_and_said_once(tmp_path, monkeypatch, caplog):
+    """A store that failed once (a full disk for a moment) was left alone for
+    the rest of the broker's life: nothing written since reached the disk,
+    and the next start restored rooms as they were before the failure."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    first = store.RoomStore(str(tmp_path))
+    try:
+        first.apply({"#a": {"topic": "1"}, "#gone": {"topic": "x"}})
+        with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+            with _no_file_may_grow():
+                first.put("#a", {"topic": "2"})
+                first.apply({"#b": {"topic": "b"}, "#gone": None})
+                first.put("#a", {"topic": "3"})
+            assert first.available and first.retry_at is not None
+            first.apply({})                 # the broker's next try, the disk writable again
+            assert first.retry_at is None
+    finally:
+        first.release()
+    assert caplog.text.count("failed, rooms will not persist until it can be written") == 1
+    assert caplog.text.count("written again, rooms persist") == 1
+    second = store.RoomStore(str(tmp_path))
+    try:
+        assert second.load() == {"#a": {"topic": "3"}, "#b": {"topic": "b"}}
+    finally:
+        second.release()
+
+
+def test_the_broker_comes_back_for_a_failed_write(tmp_path, monkeypatch):
+    """A topic change that failed to be written waited for the next join or
+    part to be tried again, however long that was: the broker now wakes for
+    the store's next try."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
+    made = broker.Broker(socks[0], socks[2], config.Config(
+        server=config.Server(state_dir=str(tmp_path))), "today")
+    link = broker.Link(socks[4], 1 << 20)
+    try:
+        made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
+        made._dispatch(link, ipc.Kind.REQUEST, b"NICK alice")
+        made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": "a", "realname": "A"}).encode())
+        made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #lobby")
+        made._save_rooms()
+        assert not made.store_dirty
+        with _no_file_may_grow():
+            made._dispatch(link, ipc.Kind.REQUEST, b"TOPIC #lobby :kept after all")
+        assert made.store_dirty and made.next_store >= made.store.retry_at
+        made._save_rooms()                  # what the loop does at next_store
+        assert not made.store_dirty
+        assert made.store.load()["#lobby"]["topic"] == "kept after all"
+    finally:
+        made.store.release()
+        made.selector.close()
+        for sock in socks:
+            sock.close()
