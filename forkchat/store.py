@@ -33,6 +33,10 @@ LOCK_POLL_S = 0.05
 # A write that failed (a full disk) is tried again this often, with all
 # the changes since, while the broker has any.
 RETRY_S = 2.0
+# How long a write waits for a lock held by another program (an sqlite3
+# shell in a transaction): the broker serves everyone meanwhile, and the
+# write is tried again RETRY_S later.  SQLite's default was 5 s.
+BUSY_WAIT_MS = 50
 
 
 class RoomStore:
@@ -54,6 +58,7 @@ class RoomStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS rooms "
                              "(name TEXT PRIMARY KEY, record TEXT NOT NULL)")
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
         except sqlite3.Error as error:
             log.warning("room store %s unavailable, rooms will not persist: %s",
                         self.path, error)

@@ -259,3 +259,30 @@ def test_the_broker_comes_back_for_a_failed_write(tmp_path, monkeypatch):
         made.selector.close()
         for sock in socks:
             sock.close()
+
+
+def test_a_lock_held_by_another_program_stalls_no_one(tmp_path, caplog):
+    """An sqlite3 shell holding a write transaction on the store made each
+    write of the broker wait 5 s (SQLite's default) before failing, all
+    chat stopped meanwhile, and again at every try.  A write now waits a
+    moment, fails, and is tried again once the lock is gone."""
+    first = store.RoomStore(str(tmp_path))
+    shell = sqlite3.connect(tmp_path / store.FILENAME, isolation_level=None)
+    try:
+        assert first.load() == {}
+        assert first._db.execute("PRAGMA busy_timeout").fetchone()[0] <= 100
+        shell.execute("BEGIN IMMEDIATE")
+        with caplog.at_level(logging.ERROR, logger="forkchat.broker"):
+            first.put("#a", {"topic": "1"})
+        assert "database is locked" in caplog.text and first.retry_at is not None
+        shell.execute("ROLLBACK")
+        first.renew([])                     # the shutdown's write: tried whatever the time
+        assert first.retry_at is None
+    finally:
+        shell.close()
+        first.release()
+    second = store.RoomStore(str(tmp_path))
+    try:
+        assert second.load() == {"#a": {"topic": "1"}}
+    finally:
+        second.release()
