@@ -48,6 +48,7 @@ class RoomStore:
         self._retry_at = 0.0
         self._db: sqlite3.Connection | None = None
         self._lock_fd = -1
+        self._lock_error = ""       # why the lock file could not be opened
         if not self._lock(directory):
             log.warning("room store %s is in use by another forkchat server (a shared "
                         "state_dir), rooms will not persist", self.path)
@@ -60,8 +61,10 @@ class RoomStore:
                              "(name TEXT PRIMARY KEY, record TEXT NOT NULL)")
             self._db.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
         except sqlite3.Error as error:
-            log.warning("room store %s unavailable, rooms will not persist: %s",
-                        self.path, error)
+            # SQLite says "unable to open database file" whatever the cause;
+            # the lock file's open, just before, said which it was.
+            log.warning("room store %s unavailable, rooms will not persist: %s%s",
+                        self.path, error, self._lock_error)
             self._close()
 
     def _lock(self, directory: str) -> bool:
@@ -72,12 +75,14 @@ class RoomStore:
         /var/lib/forkchat) each wrote the other's room records over its own
         and restored them on the next join.  The lock is the broker's own:
         its exit, crash or SIGKILL releases it for the next broker.  A lock
-        file that cannot be opened is left to SQLite to report.
+        file that cannot be opened is left to SQLite to report, with the
+        reason kept here.
         """
         try:
             fd = os.open(os.path.join(directory, LOCK_FILENAME),
                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
+        except OSError as error:
+            self._lock_error = f" ({error.strerror or error})"
             return True
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:

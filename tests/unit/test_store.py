@@ -286,3 +286,15 @@ def test_a_lock_held_by_another_program_stalls_no_one(tmp_path, caplog):
         assert second.load() == {"#a": {"topic": "1"}}
     finally:
         second.release()
+
+
+def test_a_store_that_cannot_be_opened_says_why(tmp_path, caplog):
+    """SQLite says 'unable to open database file' whether the directory is
+    missing, not ours or not a directory: the reason the system gave is
+    added (a state_dir deleted or mistyped, as ourselves, said nothing else)."""
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        missing = store.RoomStore(str(tmp_path / "gone"))
+    missing.release()
+    assert not missing.available
+    assert "unavailable, rooms will not persist: unable to open database file " \
+           "(No such file or directory)" in caplog.text
