@@ -43,7 +43,7 @@ class RoomStore:
     def __init__(self, directory: str) -> None:
         self.path = os.path.join(directory, FILENAME)
         self._saved: dict[str, str] = {}
-        self._pending: dict[str, dict | None] = {}    # not written yet (a failed write)
+        self._pending: dict[str, str | None] = {}     # texts not written yet (a failed write)
         self._failing = False
         self._retry_at = 0.0
         self._db: sqlite3.Connection | None = None
@@ -159,7 +159,8 @@ class RoomStore:
         """
         if self._db is None:
             return
-        self._pending.update(changes)
+        for name, record in changes.items():     # encoded once, not at every try
+            self._pending[name] = None if record is None else _encode(record)
         if not self._failing or time.monotonic() >= self._retry_at:
             self._write()
 
@@ -201,13 +202,11 @@ class RoomStore:
         assert self._db is not None
         written: dict[str, str] = {}
         gone: list[str] = []
-        for name, record in self._pending.items():
-            if record is None:
+        for name, text in self._pending.items():
+            if text is None:
                 if name in self._saved:
                     gone.append(name)
-                continue
-            text = _encode(record)
-            if self._saved.get(name) != text:
+            elif self._saved.get(name) != text:
                 written[name] = text
         if written or gone:
             try:
