@@ -1,13 +1,17 @@
-"""The room store's lock: one server per state directory."""
+"""The room store: one server per state directory, what it writes and
+loads, and what it does when the disk fails it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import os
 import resource
 import socket
 import sqlite3
+
+import pytest
 
 from forkchat import broker, config, ipc, rooms, store
 
@@ -320,3 +324,32 @@ def test_a_failing_store_encodes_each_change_once(tmp_path, monkeypatch):
         assert first.retry_at is None and len(first.load()) == 10
     finally:
         first.release()
+
+
+@pytest.mark.parametrize("room_kib", [0, 4, 16, 64])
+def test_a_write_cut_short_by_a_crash_leaves_the_store_as_it_was(tmp_path, room_kib):
+    """A broker that dies in the middle of a write (the disk full after
+    `room_kib` KiB of it, then killed) leaves a store that loads, with what
+    was there before: a write is one SQLite transaction."""
+    first = store.RoomStore(str(tmp_path))
+    first.apply({"#kept": {"topic": "kept"}})
+    first.release()
+    pid = os.fork()
+    if pid == 0:                    # the broker that dies
+        code = 1
+        try:
+            child = store.RoomStore(str(tmp_path))
+            child.load()
+            wal = os.path.getsize(f"{child.path}-wal")
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (wal + room_kib * 1024, hard))
+            child.apply({f"#r{i}": {"topic": "x" * 1000} for i in range(200)})
+            code = 0 if child.retry_at is not None else 2      # 0: the write failed
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    after = store.RoomStore(str(tmp_path))
+    try:
+        assert after.load() == {"#kept": {"topic": "kept"}}
+    finally:
+        after.release()
