@@ -37,22 +37,38 @@ RETRY_S = 2.0
 # shell in a transaction): the broker serves everyone meanwhile, and the
 # write is tried again RETRY_S later.  SQLite's default was 5 s.
 BUSY_WAIT_MS = 50
+IN_USE = "in use"           # what _open() says when another server holds the lock
 
 
 class RoomStore:
     def __init__(self, directory: str) -> None:
+        self.directory = directory
         self.path = os.path.join(directory, FILENAME)
         self._saved: dict[str, str] = {}
         self._pending: dict[str, str | None] = {}     # texts not written yet (a failed write)
         self._failing = False
         self._retry_at = 0.0
         self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None     # the open database's device and inode
+        self._lost = False          # it was removed or replaced: to be opened again
         self._lock_fd = -1
         self._lock_error = ""       # why the lock file could not be opened
-        if not self._lock(directory):
-            log.warning("room store %s is in use by another forkchat server (a shared "
-                        "state_dir), rooms will not persist", self.path)
-            return
+        problem = self._open()
+        if problem == IN_USE:
+            self._say_in_use()
+        elif problem:
+            log.warning("room store %s unavailable, rooms will not persist: %s",
+                        self.path, problem)
+
+    def _say_in_use(self) -> None:
+        log.warning("room store %s is in use by another forkchat server (a shared "
+                    "state_dir), rooms will not persist", self.path)
+
+    def _open(self) -> str:
+        """Lock the directory and open the database: '' once done, else
+        IN_USE or the reason."""
+        if not self._lock(self.directory):
+            return IN_USE
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -61,11 +77,12 @@ class RoomStore:
                              "(name TEXT PRIMARY KEY, record TEXT NOT NULL)")
             self._db.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
         except sqlite3.Error as error:
+            self._close()
             # SQLite says "unable to open database file" whatever the cause;
             # the lock file's open, just before, said which it was.
-            log.warning("room store %s unavailable, rooms will not persist: %s%s",
-                        self.path, error, self._lock_error)
-            self._close()
+            return f"{error}{self._lock_error}"
+        self._file = _file_at(self.path)
+        return ""
 
     def _lock(self, directory: str) -> bool:
         """Hold the directory's lock for as long as this broker runs; False
@@ -84,6 +101,7 @@ class RoomStore:
         except OSError as error:
             self._lock_error = f" ({error.strerror or error})"
             return True
+        self._lock_error = ""
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
@@ -104,6 +122,9 @@ class RoomStore:
         """Close the store and give up the lock (the process's exit does
         both anyway)."""
         self._close()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -157,7 +178,7 @@ class RoomStore:
         full disk for a moment) was left alone for the rest of the broker's
         life, and every topic, mode and room since was lost at the restart.
         """
-        if self._db is None:
+        if self._db is None and not self._lost:
             return
         for name, record in changes.items():     # encoded once, not at every try
             self._pending[name] = None if record is None else _encode(record)
@@ -172,7 +193,7 @@ class RoomStore:
     def retry_at(self) -> float | None:
         """When (time.monotonic) changes kept by a failed write are to be
         tried again; None if none wait."""
-        return self._retry_at if self._pending and self._db is not None else None
+        return self._retry_at if self._pending and (self._db is not None or self._lost) else None
 
     def renew(self, names: Iterable[str]) -> None:
         """Make these rows the most recently written, as they are (the rooms
@@ -184,9 +205,11 @@ class RoomStore:
         records of rooms left at earlier shutdowns, and was the first one
         the next start forgot, its topic, key and bans with it.
         """
-        if self._db is None:
+        if self._db is None and not self._lost:
             return
         self._write()
+        if self._db is None:
+            return
         rows = [(name,) for name in names if name in self._saved]
         try:
             with self._db:
@@ -199,7 +222,13 @@ class RoomStore:
     def _write(self) -> None:
         """Write the changes waiting, in one transaction; on failure they
         wait for the next try."""
-        assert self._db is not None
+        if self._file is None or _file_at(self.path) != self._file:
+            problem = self._reopen()
+            if problem:
+                self._failed(problem)
+                return
+            if self._db is None:
+                return              # another server's store now
         written: dict[str, str] = {}
         gone: list[str] = []
         for name, text in self._pending.items():
@@ -227,7 +256,34 @@ class RoomStore:
             del self._saved[name]
         self._saved.update(written)
 
-    def _failed(self, error: sqlite3.Error) -> None:
+    def _reopen(self) -> str:
+        """Open the database at the path again, as the one written was
+        removed (the state directory deleted, say) or replaced, and have
+        every record written into it: '' once done, else why not.
+
+        Writes went on into the file that had been removed, for nobody to
+        read: the next start found no rooms, or those of the file put in
+        its place.  Its lock went with it, so the new one is taken.
+        """
+        if not self._lost:
+            log.warning("room store %s was removed or replaced while in use, every room "
+                        "record is written anew", self.path)
+            self._lost = True
+            self._pending = {**self._saved, **self._pending}
+            self._saved = {}
+        self._close()
+        self._unlock()              # ours too, or the lock would be held against us
+        problem = self._open()
+        if problem == IN_USE:
+            self._say_in_use()
+            self._lost = False
+            self._pending.clear()
+            return ""
+        if not problem:
+            self._lost = False
+        return problem
+
+    def _failed(self, error: sqlite3.Error | str) -> None:
         """A write failed: said once until one succeeds, tried again later."""
         if not self._failing:
             log.error("room store %s failed, rooms will not persist until it can be "
@@ -239,6 +295,15 @@ class RoomStore:
         if self._db is not None:
             self._db.close()
         self._db = None
+
+
+def _file_at(path: str) -> tuple[int, int] | None:
+    """The device and inode of the file at `path`, None if there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 # The type of each field of a record (rooms.Room.meta) that can be trusted;

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import socket
 import sqlite3
 
@@ -353,3 +354,64 @@ def test_a_write_cut_short_by_a_crash_leaves_the_store_as_it_was(tmp_path, room_
         assert after.load() == {"#kept": {"topic": "kept"}}
     finally:
         after.release()
+
+
+def test_a_state_dir_deleted_while_in_use_is_written_anew_once_back(tmp_path, monkeypatch,
+                                                                    caplog):
+    """Writes went on into the removed file, for nobody to read: the next
+    start found no rooms at all.  The removal is said, and every record is
+    written once the directory is back."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    state = tmp_path / "state"
+    state.mkdir()
+    first = store.RoomStore(str(state))
+    try:
+        first.apply({"#old": {"topic": "from before"}, "#a": {"topic": "1"}})
+        shutil.rmtree(state)
+        with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+            first.put("#a", {"topic": "2"})
+            first.apply({"#new": {"topic": "while gone"}})
+            state.mkdir()
+            first.apply({})
+    finally:
+        first.release()
+    assert caplog.text.count("was removed or replaced while in use") == 1
+    assert caplog.text.count("(No such file or directory)") == 1
+    assert "written again" in caplog.text
+    second = store.RoomStore(str(state))
+    try:
+        assert second.load() == {"#old": {"topic": "from before"}, "#a": {"topic": "2"},
+                                 "#new": {"topic": "while gone"}}
+    finally:
+        second.release()
+
+
+def test_a_store_deleted_and_found_unusable_is_tried_again(tmp_path, monkeypatch, caplog):
+    """A state directory made again with a file that is not a database in it:
+    each try opens the store again, without the broker's lock of the try
+    before taken for another server's."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    state = tmp_path / "state"
+    state.mkdir()
+    first = store.RoomStore(str(state))
+    try:
+        first.apply({"#a": {"topic": "1"}})
+        shutil.rmtree(state)
+        state.mkdir()
+        (state / store.FILENAME).write_bytes(b"not a database" * 100)
+        with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+            first.put("#b", {"topic": "2"})
+            first.apply({})
+            assert first.retry_at is not None
+            (state / store.FILENAME).unlink()
+            first.apply({})
+            assert first.retry_at is None
+    finally:
+        first.release()
+    assert "in use by another" not in caplog.text
+    assert caplog.text.count("file is not a database") == 1
+    second = store.RoomStore(str(state))
+    try:
+        assert second.load() == {"#a": {"topic": "1"}, "#b": {"topic": "2"}}
+    finally:
+        second.release()
