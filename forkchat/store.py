@@ -9,7 +9,9 @@ times a second, only the rows of the rooms created or removed, in one
 transaction.  A store that cannot be opened is logged once and left alone:
 chat goes on without persistence.  One that cannot be written (a full disk)
 keeps what it could not write and tries again every RETRY_S seconds, logging
-the failure once and the first write that succeeds again.
+the failure once and the first write that succeeds again; one removed while
+in use (its directory deleted) is opened again at its path, and every record
+written into it.
 """
 
 from __future__ import annotations
