@@ -284,6 +284,15 @@ class Broker:
         changes = self.state.store_changes()
         if not self.store_frozen:
             self.store.apply(changes)
+            self._retry_store()
+
+    def _retry_store(self) -> None:
+        """Come back when the store wants to try a failed write again (a
+        full disk): its changes would else wait for the next join or part."""
+        retry_at = self.store.retry_at
+        if retry_at is not None:
+            self.store_dirty = True
+            self.next_store = max(self.next_store, retry_at)
 
     def _stats_commands(self, cid: int) -> None:
         """STATS m: how often each shared-state command reached this broker."""
@@ -300,6 +309,7 @@ class Broker:
         room = self.state.rooms.get(folded)
         if room is not None and not self.store_frozen:
             self.store.put(folded, room.meta())
+            self._retry_store()
 
     def _maybe_flush(self) -> None:
         """Send queued output now if the last flush is FLUSH_WINDOW_S old,

@@ -372,6 +372,12 @@ def prepare_state_dir(path: str, owner: privileges.Identity | None) -> None:
     report (the room store is unavailable), once.
     """
     log = logging.getLogger("forkchat.supervisor")
+    if os.path.islink(path) and not os.path.exists(path):
+        # a link to a disk not mounted yet, say: makedirs would say only
+        # "File exists", and the broker "No such file or directory"
+        log.warning("state_dir %s is a symbolic link to %s, which does not exist: "
+                    "rooms will not persist", path, os.readlink(path))
+        return
     if os.path.exists(path) and not os.path.isdir(path):
         # makedirs would say only "File exists", and the broker "unable to open"
         log.warning("state_dir %s is not a directory: rooms will not persist", path)

@@ -6,8 +6,12 @@ one row per room: its folded name and a JSON record (`rooms.Room.meta`).
 A topic or mode change is written at once with `put()`; joins and parts,
 which only create and remove rooms, are written by `apply()` at most a few
 times a second, only the rows of the rooms created or removed, in one
-transaction.  A store that cannot be opened or written is logged once and
-then left alone: chat goes on without persistence.
+transaction.  A store that cannot be opened is logged once and left alone:
+chat goes on without persistence.  One that cannot be written (a full disk)
+keeps what it could not write and tries again every RETRY_S seconds, logging
+the failure once and the first write that succeeds again; one removed while
+in use (its directory deleted) is opened again at its path, and every record
+written into it.
 """
 
 from __future__ import annotations
@@ -28,28 +32,59 @@ LOCK_FILENAME = "rooms.lock"
 # lock goes with it, so a held lock is waited for this long first.
 LOCK_WAIT_S = 3.0
 LOCK_POLL_S = 0.05
+# A write that failed (a full disk) is tried again this often, with all
+# the changes since, while the broker has any.
+RETRY_S = 2.0
+# How long a write waits for a lock held by another program (an sqlite3
+# shell in a transaction): the broker serves everyone meanwhile, and the
+# write is tried again RETRY_S later.  SQLite's default was 5 s.
+BUSY_WAIT_MS = 50
+IN_USE = "in use"           # what _open() says when another server holds the lock
 
 
 class RoomStore:
     def __init__(self, directory: str) -> None:
+        self.directory = directory
         self.path = os.path.join(directory, FILENAME)
         self._saved: dict[str, str] = {}
+        self._pending: dict[str, str | None] = {}     # texts not written yet (a failed write)
+        self._failing = False
+        self._retry_at = 0.0
         self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None     # the open database's device and inode
+        self._lost = False          # it was removed or replaced: to be opened again
         self._lock_fd = -1
-        if not self._lock(directory):
-            log.warning("room store %s is in use by another forkchat server (a shared "
-                        "state_dir), rooms will not persist", self.path)
-            return
+        self._lock_error = ""       # why the lock file could not be opened
+        problem = self._open()
+        if problem == IN_USE:
+            self._say_in_use()
+        elif problem:
+            log.warning("room store %s unavailable, rooms will not persist: %s",
+                        self.path, problem)
+
+    def _say_in_use(self) -> None:
+        log.warning("room store %s is in use by another forkchat server (a shared "
+                    "state_dir), rooms will not persist", self.path)
+
+    def _open(self) -> str:
+        """Lock the directory and open the database: '' once done, else
+        IN_USE or the reason."""
+        if not self._lock(self.directory):
+            return IN_USE
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS rooms "
                              "(name TEXT PRIMARY KEY, record TEXT NOT NULL)")
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
         except sqlite3.Error as error:
-            log.warning("room store %s unavailable, rooms will not persist: %s",
-                        self.path, error)
             self._close()
+            # SQLite says "unable to open database file" whatever the cause;
+            # the lock file's open, just before, said which it was.
+            return f"{error}{self._lock_error}"
+        self._file = _file_at(self.path)
+        return ""
 
     def _lock(self, directory: str) -> bool:
         """Hold the directory's lock for as long as this broker runs; False
@@ -59,13 +94,16 @@ class RoomStore:
         /var/lib/forkchat) each wrote the other's room records over its own
         and restored them on the next join.  The lock is the broker's own:
         its exit, crash or SIGKILL releases it for the next broker.  A lock
-        file that cannot be opened is left to SQLite to report.
+        file that cannot be opened is left to SQLite to report, with the
+        reason kept here.
         """
         try:
             fd = os.open(os.path.join(directory, LOCK_FILENAME),
                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
+        except OSError as error:
+            self._lock_error = f" ({error.strerror or error})"
             return True
+        self._lock_error = ""
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
@@ -86,6 +124,9 @@ class RoomStore:
         """Close the store and give up the lock (the process's exit does
         both anyway)."""
         self._close()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -96,58 +137,69 @@ class RoomStore:
 
     def load(self) -> dict[str, dict]:
         """Every stored record, the least recently written first (a written
-        row gets a new rowid); unreadable rows are skipped."""
+        row gets a new rowid).
+
+        A row that is not a JSON object under a UTF-8 name is skipped, and
+        a field of the wrong type dropped (the rest of its record kept),
+        with one warning: a hand-edited `"bans": 5` made every JOIN of its
+        room crash the broker, and a row that was not UTF-8 made the whole
+        store fail.
+        """
         if self._db is None:
             return {}
         records: dict[str, dict] = {}
         try:
-            rows = self._db.execute("SELECT name, record FROM rooms ORDER BY rowid").fetchall()
+            rows = self._db.execute("SELECT CAST(name AS BLOB), CAST(record AS BLOB) "
+                                    "FROM rooms ORDER BY rowid").fetchall()
         except sqlite3.Error as error:
-            self._fail(error)
+            log.warning("room store %s unavailable, rooms will not persist: %s",
+                        self.path, error)
+            self._close()
             return {}
-        for name, text in rows:
-            try:
-                record = json.loads(text)
-            except ValueError:
+        bad = 0
+        for raw_name, raw_record in rows:
+            name, text, record = _decode(raw_name, raw_record)
+            if record is None:
+                bad += 1
                 continue
-            if isinstance(record, dict):
-                records[name] = record
-                self._saved[name] = text
+            if _drop_wrong_types(record):
+                bad += 1        # its row is written over when the room is next
+            records[name] = record
+            self._saved[name] = text
+        if bad:
+            log.warning("room store %s: %d room records unreadable in whole or part, "
+                        "what was unreadable is skipped", self.path, bad)
         return records
 
     def apply(self, changes: dict[str, dict | None]) -> None:
         """Write these rows (None: delete it) in one transaction, only
-        those that differ from what is stored."""
-        if self._db is None:
+        those that differ from what is stored.
+
+        While the store is failing they wait, with those of the writes that
+        failed, for the next try (`retry_at`): a store that failed once (a
+        full disk for a moment) was left alone for the rest of the broker's
+        life, and every topic, mode and room since was lost at the restart.
+        """
+        if self._db is None and not self._lost:
             return
-        written: dict[str, str] = {}
-        gone: list[str] = []
-        for name, record in changes.items():
-            if record is None:
-                if name in self._saved:
-                    gone.append(name)
-                continue
-            text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-            if self._saved.get(name) != text:
-                written[name] = text
-        if not written and not gone:
-            return
-        try:
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.executemany("DELETE FROM rooms WHERE name = ?", [(n,) for n in gone])
-                self._db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)",
-                                     list(written.items()))
-        except sqlite3.Error as error:
-            self._fail(error)
-            return
-        for name in gone:
-            del self._saved[name]
-        self._saved.update(written)
+        for name, record in changes.items():     # encoded once, not at every try
+            self._pending[name] = None if record is None else _encode(record)
+        if not self._failing or time.monotonic() >= self._retry_at:
+            self._write()
+
+    def put(self, name: str, record: dict) -> None:
+        """Write one room's record now (a topic or mode change)."""
+        self.apply({name: record})
+
+    @property
+    def retry_at(self) -> float | None:
+        """When (time.monotonic) changes kept by a failed write are to be
+        tried again; None if none wait."""
+        return self._retry_at if self._pending and (self._db is not None or self._lost) else None
 
     def renew(self, names: Iterable[str]) -> None:
         """Make these rows the most recently written, as they are (the rooms
-        alive at a shutdown).
+        alive at a shutdown), after writing any changes still waiting.
 
         Kept records are forgotten past max_rooms, the least recently
         written first (state.store_changes).  A room made long ago and
@@ -155,6 +207,9 @@ class RoomStore:
         records of rooms left at earlier shutdowns, and was the first one
         the next start forgot, its topic, key and bans with it.
         """
+        if self._db is None and not self._lost:
+            return
+        self._write()
         if self._db is None:
             return
         rows = [(name,) for name in names if name in self._saved]
@@ -164,27 +219,129 @@ class RoomStore:
                 self._db.executemany("UPDATE rooms SET rowid = (SELECT max(rowid) + 1 "
                                      "FROM rooms) WHERE name = ?", rows)
         except sqlite3.Error as error:
-            self._fail(error)
+            self._failed(error)
 
-    def put(self, name: str, record: dict) -> None:
-        """Write one room's record now (a topic or mode change)."""
-        if self._db is None:
-            return
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-        if self._saved.get(name) == text:
-            return
-        try:
-            self._db.execute("INSERT OR REPLACE INTO rooms VALUES (?, ?)", (name, text))
-        except sqlite3.Error as error:
-            self._fail(error)
-            return
-        self._saved[name] = text
+    def _write(self) -> None:
+        """Write the changes waiting, in one transaction; on failure they
+        wait for the next try."""
+        if self._file is None or _file_at(self.path) != self._file:
+            problem = self._reopen()
+            if problem:
+                self._failed(problem)
+                return
+            if self._db is None:
+                return              # another server's store now
+        written: dict[str, str] = {}
+        gone: list[str] = []
+        for name, text in self._pending.items():
+            if text is None:
+                if name in self._saved:
+                    gone.append(name)
+            elif self._saved.get(name) != text:
+                written[name] = text
+        if written or gone:
+            try:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    self._db.executemany("DELETE FROM rooms WHERE name = ?",
+                                         [(n,) for n in gone])
+                    self._db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)",
+                                         list(written.items()))
+            except sqlite3.Error as error:
+                self._failed(error)
+                return
+            if self._failing:
+                log.info("room store %s written again, rooms persist", self.path)
+            self._failing = False
+        self._pending.clear()
+        for name in gone:
+            del self._saved[name]
+        self._saved.update(written)
 
-    def _fail(self, error: sqlite3.Error) -> None:
-        log.error("room store %s failed, rooms will not persist: %s", self.path, error)
+    def _reopen(self) -> str:
+        """Open the database at the path again, as the one written was
+        removed (the state directory deleted, say) or replaced, and have
+        every record written into it: '' once done, else why not.
+
+        Writes went on into the file that had been removed, for nobody to
+        read: the next start found no rooms, or those of the file put in
+        its place.  Its lock went with it, so the new one is taken.
+        """
+        if not self._lost:
+            log.warning("room store %s was removed or replaced while in use, every room "
+                        "record is written anew", self.path)
+            self._lost = True
+            self._pending = {**self._saved, **self._pending}
+            self._saved = {}
         self._close()
+        self._unlock()              # ours too, or the lock would be held against us
+        problem = self._open()
+        if problem == IN_USE:
+            self._say_in_use()
+            self._lost = False
+            self._pending.clear()
+            return ""
+        if not problem:
+            self._lost = False
+        return problem
+
+    def _failed(self, error: sqlite3.Error | str) -> None:
+        """A write failed: said once until one succeeds, tried again later."""
+        if not self._failing:
+            log.error("room store %s failed, rooms will not persist until it can be "
+                      "written again (tried every %g s): %s", self.path, RETRY_S, error)
+        self._failing = True
+        self._retry_at = time.monotonic() + RETRY_S
 
     def _close(self) -> None:
         if self._db is not None:
             self._db.close()
         self._db = None
+
+
+def _file_at(path: str) -> tuple[int, int] | None:
+    """The device and inode of the file at `path`, None if there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+# The type of each field of a record (rooms.Room.meta) that can be trusted;
+# a field missing is fine (a record from an older version).
+FIELD_TYPES: dict[str, type] = {
+    "name": str, "created": int, "topic": str, "topic_setter": str, "topic_time": int,
+    "flags": str, "key": str, "limit": int, "bans": list}
+
+
+def _encode(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def _decode(raw_name: object, raw_record: object) -> tuple[str, str, dict | None]:
+    """A row's name, record text and record; None for the record if the row
+    cannot be read (a name or record that is not UTF-8 text, a record that
+    is not a JSON object)."""
+    if not isinstance(raw_name, bytes) or not isinstance(raw_record, bytes):
+        return "", "", None
+    try:
+        name, text = raw_name.decode("utf-8"), raw_record.decode("utf-8")
+        record = json.loads(text)
+    except ValueError:          # UnicodeDecodeError and JSONDecodeError too
+        return "", "", None
+    return name, text, record if isinstance(record, dict) else None
+
+
+def _drop_wrong_types(record: dict) -> bool:
+    """Remove the fields whose value is not of their type; True if any was."""
+    wrong = [field for field, kind in FIELD_TYPES.items()
+             if field in record and not _is(record[field], kind)]
+    for field in wrong:
+        del record[field]
+    return bool(wrong)
+
+
+def _is(value: object, kind: type) -> bool:
+    """isinstance, but a JSON true or false is no int."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))

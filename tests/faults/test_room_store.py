@@ -5,6 +5,8 @@ import shutil
 import signal
 import tempfile
 
+import psutil
+
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import ServerProcess, broker_pid
 
@@ -133,3 +135,45 @@ def test_a_second_server_on_the_same_state_dir_keeps_off_its_store(make_server):
         assert client.register("still")[0].command == "001"    # it serves all the same
     finally:
         client.close()
+
+
+def test_a_full_disk_for_a_while_loses_no_topic():
+    """A store whose write failed once (a full disk for a moment) was left
+    alone for the rest of the broker's life: the topics set since were gone
+    at the next start.  The broker's files may not grow for a while here
+    (RLIMIT_FSIZE: each write fails as on a full disk); the failure is said
+    once, and the broker writes what waited by itself once it can.  (As
+    ourselves, not dropped to nobody: only our own processes' limits may
+    be changed.)"""
+    state_dir = tempfile.mkdtemp(prefix="forkchat-state-")
+    args = ["--state-dir", state_dir]
+    config_text = "[server]\nallow_root = true\n" + LIMITS
+    first = ServerProcess(config_text=config_text, extra_args=args).start()
+    try:
+        alice = IrcTestClient(first.port)
+        alice.register("alice")
+        alice.join("#kept")
+        broker = psutil.Process(broker_pid(first))
+        room_for_files = broker.rlimit(psutil.RLIMIT_FSIZE)
+        broker.rlimit(psutil.RLIMIT_FSIZE, (0, room_for_files[1]))
+        for topic in ("while full", "still full"):
+            alice.send(f"TOPIC #kept :{topic}")
+            alice.expect("TOPIC")
+        first.wait_for_text("failed, rooms will not persist")
+        mark = first.log_length()
+        broker.rlimit(psutil.RLIMIT_FSIZE, room_for_files)
+        first.wait_for_text("written again, rooms persist", start=mark)
+        assert first.log_text().count("rooms will not persist") == 1
+    finally:
+        first.stop()
+    alice.close()
+    second = ServerProcess(config_text=config_text, extra_args=args).start()
+    try:
+        carol = IrcTestClient(second.port)
+        carol.register("carol")
+        carol.send("JOIN #kept")
+        assert carol.expect("332").params[-1] == "still full"
+        carol.close()
+    finally:
+        second.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)

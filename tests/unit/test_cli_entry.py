@@ -47,6 +47,22 @@ def test_a_state_dir_that_is_a_file_is_named_so(tmp_path, caplog, owner):
     assert f"state_dir {path} is not a directory" in caplog.text
 
 
+@pytest.mark.parametrize("owner", [None, "root"])
+def test_a_state_dir_linked_to_nowhere_is_named_so(tmp_path, caplog, owner):
+    """A state_dir that is a symbolic link to a directory not there (on a disk
+    not mounted yet) was reported as 'cannot prepare state_dir ...: File
+    exists' (as root) or not at all; the target is not made behind it."""
+    path = tmp_path / "state"
+    path.symlink_to(tmp_path / "unmounted" / "forkchat")
+    identity = privileges.Identity("root", 0, "root", 0) if owner else None
+    with caplog.at_level("WARNING", logger="forkchat.supervisor"):
+        cli.prepare_state_dir(str(path), identity)
+    assert (f"state_dir {path} is a symbolic link to {tmp_path}/unmounted/forkchat, "
+            "which does not exist: rooms will not persist") in caplog.text
+    assert "cannot prepare" not in caplog.text
+    assert not (tmp_path / "unmounted").exists()
+
+
 def test_parents_made_for_the_state_dir_can_be_walked_through(tmp_path):
     """Under the server's umask (077) makedirs made the parents 0700 too, and
     the user root switches to (given only the last directory) could not

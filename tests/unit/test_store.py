@@ -1,10 +1,18 @@
-"""The room store's lock: one server per state directory."""
+"""The room store: one server per state directory, what it writes and
+loads, and what it does when the disk fails it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import resource
+import shutil
 import socket
+import sqlite3
+
+import pytest
 
 from forkchat import broker, config, ipc, rooms, store
 
@@ -129,3 +137,281 @@ def test_the_rooms_alive_at_a_shutdown_are_the_last_records_forgotten(tmp_path):
         after.release()
     assert set(records) == {"#old2", "#lobby", "#new"}
     assert records["#lobby"]["key"] == "secret"
+
+
+def _hand_made_store(tmp_path, rows, sql=()) -> None:
+    """A store as a hand edit or a damaged disk could leave it."""
+    made = store.RoomStore(str(tmp_path))
+    made.release()
+    db = sqlite3.connect(tmp_path / store.FILENAME)
+    try:
+        db.executemany("INSERT INTO rooms VALUES (?, ?)", rows)
+        for statement in sql:
+            db.execute(statement)
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_unreadable_records_are_skipped_with_one_warning(tmp_path, caplog):
+    """A row that was not UTF-8 made the whole store fail (no room kept), and
+    a record that was not text stopped the broker with a TypeError."""
+    _hand_made_store(tmp_path, [
+        ("#good", '{"topic": "kept"}'),
+        ("#list", "[1, 2]"),
+        ("#broken", "{not json"),
+        ("#latin1", b'{"topic": "caf\xe9"}'),
+        (b"#\xff", '{"topic": "x"}'),
+        ("#blob", b'{"topic": "as a blob"}'),
+        ("#number", 5),
+    ], ["INSERT INTO rooms VALUES ('#text', CAST(X'7b7dff' AS TEXT))"])
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        loaded = store.RoomStore(str(tmp_path))
+        try:
+            records = loaded.load()
+            assert loaded.available
+        finally:
+            loaded.release()
+    assert records == {"#good": {"topic": "kept"}, "#blob": {"topic": "as a blob"}}
+    assert caplog.text.count("room records unreadable") == 1
+    assert "6 room records unreadable in whole or part" in caplog.text
+
+
+def test_a_field_of_the_wrong_type_is_dropped_and_its_room_still_joins(tmp_path, caplog):
+    """A hand-edited `"bans": 5` made every JOIN of the room crash the broker
+    (the supervisor restarted it, and the record came back from the store);
+    the field goes, the rest of the record (the key here) is kept."""
+    _hand_made_store(tmp_path, [
+        ("#lobby", json.dumps({"name": "#lobby", "key": "secret", "bans": 5,
+                               "limit": True, "created": "yesterday", "topic": ["x"]})),
+    ])
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        _broker_session(tmp_path, 10, [b"JOIN #lobby secret", b"TOPIC #lobby :new"])
+    assert "1 room records unreadable in whole or part" in caplog.text
+    after = store.RoomStore(str(tmp_path))
+    try:
+        records = after.load()
+    finally:
+        after.release()
+    assert records["#lobby"]["key"] == "secret" and records["#lobby"]["topic"] == "new"
+    assert records["#lobby"]["bans"] == []
+
+
+@contextlib.contextmanager
+def _no_file_may_grow():
+    """Every write to a file fails (EFBIG, as a full disk fails with ENOSPC)
+    while this lasts; Python ignores SIGXFSZ.  Nothing may be printed
+    meanwhile: pytest's captured output is a file too."""
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+
+
+def test_a_failed_write_is_tried_again_and_said_once(tmp_path, monkeypatch, caplog):
+    """A store that failed once (a full disk for a moment) was left alone for
+    the rest of the broker's life: nothing written since reached the disk,
+    and the next start restored rooms as they were before the failure."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    first = store.RoomStore(str(tmp_path))
+    try:
+        first.apply({"#a": {"topic": "1"}, "#gone": {"topic": "x"}})
+        with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+            with _no_file_may_grow():
+                first.put("#a", {"topic": "2"})
+                first.apply({"#b": {"topic": "b"}, "#gone": None})
+                first.put("#a", {"topic": "3"})
+            assert first.available and first.retry_at is not None
+            first.apply({})                 # the broker's next try, the disk writable again
+            assert first.retry_at is None
+    finally:
+        first.release()
+    assert caplog.text.count("failed, rooms will not persist until it can be written") == 1
+    assert caplog.text.count("written again, rooms persist") == 1
+    second = store.RoomStore(str(tmp_path))
+    try:
+        assert second.load() == {"#a": {"topic": "3"}, "#b": {"topic": "b"}}
+    finally:
+        second.release()
+
+
+def test_the_broker_comes_back_for_a_failed_write(tmp_path, monkeypatch):
+    """A topic change that failed to be written waited for the next join or
+    part to be tried again, however long that was: the broker now wakes for
+    the store's next try."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
+    made = broker.Broker(socks[0], socks[2], config.Config(
+        server=config.Server(state_dir=str(tmp_path))), "today")
+    link = broker.Link(socks[4], 1 << 20)
+    try:
+        made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
+        made._dispatch(link, ipc.Kind.REQUEST, b"NICK alice")
+        made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": "a", "realname": "A"}).encode())
+        made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #lobby")
+        made._save_rooms()
+        assert not made.store_dirty
+        with _no_file_may_grow():
+            made._dispatch(link, ipc.Kind.REQUEST, b"TOPIC #lobby :kept after all")
+        assert made.store_dirty and made.next_store >= made.store.retry_at
+        made._save_rooms()                  # what the loop does at next_store
+        assert not made.store_dirty
+        assert made.store.load()["#lobby"]["topic"] == "kept after all"
+    finally:
+        made.store.release()
+        made.selector.close()
+        for sock in socks:
+            sock.close()
+
+
+def test_a_lock_held_by_another_program_stalls_no_one(tmp_path, caplog):
+    """An sqlite3 shell holding a write transaction on the store made each
+    write of the broker wait 5 s (SQLite's default) before failing, all
+    chat stopped meanwhile, and again at every try.  A write now waits a
+    moment, fails, and is tried again once the lock is gone."""
+    first = store.RoomStore(str(tmp_path))
+    shell = sqlite3.connect(tmp_path / store.FILENAME, isolation_level=None)
+    try:
+        assert first.load() == {}
+        assert first._db.execute("PRAGMA busy_timeout").fetchone()[0] <= 100
+        shell.execute("BEGIN IMMEDIATE")
+        with caplog.at_level(logging.ERROR, logger="forkchat.broker"):
+            first.put("#a", {"topic": "1"})
+        assert "database is locked" in caplog.text and first.retry_at is not None
+        shell.execute("ROLLBACK")
+        first.renew([])                     # the shutdown's write: tried whatever the time
+        assert first.retry_at is None
+    finally:
+        shell.close()
+        first.release()
+    second = store.RoomStore(str(tmp_path))
+    try:
+        assert second.load() == {"#a": {"topic": "1"}}
+    finally:
+        second.release()
+
+
+def test_a_store_that_cannot_be_opened_says_why(tmp_path, caplog):
+    """SQLite says 'unable to open database file' whether the directory is
+    missing, not ours or not a directory: the reason the system gave is
+    added (a state_dir deleted or mistyped, as ourselves, said nothing else)."""
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        missing = store.RoomStore(str(tmp_path / "gone"))
+    missing.release()
+    assert not missing.available
+    assert "unavailable, rooms will not persist: unable to open database file " \
+           "(No such file or directory)" in caplog.text
+
+
+def test_a_failing_store_encodes_each_change_once(tmp_path, monkeypatch):
+    """Each try of a failing store encoded every record waiting again: at
+    10000 rooms with their bans, tens of ms of the broker every 2 s for as
+    long as the disk was full."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    first = store.RoomStore(str(tmp_path))
+    encoded = []
+    real_encode = store._encode
+    monkeypatch.setattr(store, "_encode",
+                        lambda record: encoded.append(record) or real_encode(record))
+    try:
+        with _no_file_may_grow():
+            first.apply({f"#r{i}": {"topic": str(i)} for i in range(10)})
+            for _ in range(3):
+                first.apply({})
+        assert len(encoded) == 10 and first.retry_at is not None
+        first.apply({})
+        assert first.retry_at is None and len(first.load()) == 10
+    finally:
+        first.release()
+
+
+@pytest.mark.parametrize("room_kib", [0, 4, 16, 64])
+def test_a_write_cut_short_by_a_crash_leaves_the_store_as_it_was(tmp_path, room_kib):
+    """A broker that dies in the middle of a write (the disk full after
+    `room_kib` KiB of it, then killed) leaves a store that loads, with what
+    was there before: a write is one SQLite transaction."""
+    first = store.RoomStore(str(tmp_path))
+    first.apply({"#kept": {"topic": "kept"}})
+    first.release()
+    pid = os.fork()
+    if pid == 0:                    # the broker that dies
+        code = 1
+        try:
+            child = store.RoomStore(str(tmp_path))
+            child.load()
+            wal = os.path.getsize(f"{child.path}-wal")
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (wal + room_kib * 1024, hard))
+            child.apply({f"#r{i}": {"topic": "x" * 1000} for i in range(200)})
+            code = 0 if child.retry_at is not None else 2      # 0: the write failed
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    after = store.RoomStore(str(tmp_path))
+    try:
+        assert after.load() == {"#kept": {"topic": "kept"}}
+    finally:
+        after.release()
+
+
+def test_a_state_dir_deleted_while_in_use_is_written_anew_once_back(tmp_path, monkeypatch,
+                                                                    caplog):
+    """Writes went on into the removed file, for nobody to read: the next
+    start found no rooms at all.  The removal is said, and every record is
+    written once the directory is back."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    state = tmp_path / "state"
+    state.mkdir()
+    first = store.RoomStore(str(state))
+    try:
+        first.apply({"#old": {"topic": "from before"}, "#a": {"topic": "1"}})
+        shutil.rmtree(state)
+        with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+            first.put("#a", {"topic": "2"})
+            first.apply({"#new": {"topic": "while gone"}})
+            state.mkdir()
+            first.apply({})
+    finally:
+        first.release()
+    assert caplog.text.count("was removed or replaced while in use") == 1
+    assert caplog.text.count("(No such file or directory)") == 1
+    assert "written again" in caplog.text
+    second = store.RoomStore(str(state))
+    try:
+        assert second.load() == {"#old": {"topic": "from before"}, "#a": {"topic": "2"},
+                                 "#new": {"topic": "while gone"}}
+    finally:
+        second.release()
+
+
+def test_a_store_deleted_and_found_unusable_is_tried_again(tmp_path, monkeypatch, caplog):
+    """A state directory made again with a file that is not a database in it:
+    each try opens the store again, without the broker's lock of the try
+    before taken for another server's."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    state = tmp_path / "state"
+    state.mkdir()
+    first = store.RoomStore(str(state))
+    try:
+        first.apply({"#a": {"topic": "1"}})
+        shutil.rmtree(state)
+        state.mkdir()
+        (state / store.FILENAME).write_bytes(b"not a database" * 100)
+        with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+            first.put("#b", {"topic": "2"})
+            first.apply({})
+            assert first.retry_at is not None
+            (state / store.FILENAME).unlink()
+            first.apply({})
+            assert first.retry_at is None
+    finally:
+        first.release()
+    assert "in use by another" not in caplog.text
+    assert caplog.text.count("file is not a database") == 1
+    second = store.RoomStore(str(state))
+    try:
+        assert second.load() == {"#a": {"topic": "1"}, "#b": {"topic": "2"}}
+    finally:
+        second.release()
