@@ -23,6 +23,8 @@ _RFC1459_LOWER = str.maketrans(
 _NICK_FIRST = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz[]\\`_^{|}")
 _NICK_REST = _NICK_FIRST | set("0123456789-")
 _ROOM_FORBIDDEN = set(" \x07,:\r\n\0")
+# surrogateescape's stand-in for each byte 0x80-0xff, back to that byte as latin-1
+_ESCAPED_BYTES = {0xDC00 + byte: byte for byte in range(0x80, 0x100)}
 
 
 class ProtocolError(ValueError):
@@ -56,6 +58,26 @@ def parse_line(raw: bytes) -> Message:
     except UnicodeDecodeError:
         raise ProtocolError("Line is not valid UTF-8") from None
     return parse_text(text)
+
+
+def parse_loose(raw: bytes) -> Message:
+    """Parse a line that parse_line refused, for the commands that must not
+    be lost for it (QUIT, PART, USER): each byte that is not UTF-8 stands
+    in the result as a lone surrogate (Python's surrogateescape), and NUL
+    stays; `usable` tells which parameters came out clean."""
+    return parse_text(raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape"))
+
+
+def usable(text: str) -> bool:
+    """Whether a parameter of `parse_loose` was valid UTF-8 without NUL."""
+    return "\0" not in text and not any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def latin1_fallback(text: str) -> str:
+    """A parameter of `parse_loose` with each byte that was not UTF-8 read
+    as latin-1 (ISO 8859-1): the byte 0xE9 from an old client's 'Jose' with
+    an acute accent is that e-acute again, and the UTF-8 around it stays."""
+    return text.translate(_ESCAPED_BYTES)
 
 
 def command_word(raw: bytes) -> str:

@@ -478,7 +478,7 @@ class Worker:
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
                 break
             line = bytes(self.recvq[:end]).rstrip(b"\r")
-            msg = self._parse(line)      # a bad line is answered here, once
+            msg, line = self._parse(line)     # a bad line is answered here, once
             if msg is not None and self.unsynced and msg.command in SYNC_FIRST:
                 self._sync()    # answer in order: the broker's replies first
                 break
@@ -527,24 +527,30 @@ class Worker:
                 self.reply(numerics.ERR_INPUTTOOLONG)
             self.discarding = True
 
-    def _parse(self, line: bytes) -> protocol.Message | None:
-        """The line as a Message, or None (after an error reply) if unusable.
+    def _parse(self, line: bytes) -> tuple[protocol.Message | None, bytes]:
+        """The line as a Message, or None (after an error reply) if unusable,
+        and the line to forward for it: an unusable line that is run all
+        the same (see _UNUSABLE) is forwarded as rebuilt from its Message,
+        since the broker drops what it cannot parse.
 
         A NOTICE that cannot be used is dropped without a word: RFC 2812
         3.3.2 forbids any error reply to a NOTICE, too long, invalid UTF-8
         or NUL included.
         """
         if not line.strip():
-            return None
+            return None, line
         if len(line) > protocol.MAX_BODY_BYTES:
             if _may_answer(line):
                 self.reply(numerics.ERR_INPUTTOOLONG)
-            return None
+            return None, line
         try:
-            return protocol.parse_line(line)
+            return protocol.parse_line(line), line
         except protocol.ProtocolError as error:
-            return _UNUSABLE.get(protocol.command_word(line), Worker._refuse_line)(
+            msg = _UNUSABLE.get(protocol.command_word(line), Worker._refuse_line)(
                 self, line, error.reason)
+        if msg is None:
+            return None, line
+        return msg, protocol.format_line("", msg.command, *msg.params).rstrip(b"\r\n")
 
     def _refuse_line(self, line: bytes, reason: str) -> protocol.Message | None:
         """An unusable line is answered with a NOTICE saying why, and dropped."""
@@ -571,6 +577,23 @@ class Worker:
         the connection, as 'Client Quit': the reason cannot be relayed, but
         ignoring the QUIT left a client that had said goodbye connected."""
         return protocol.Message("", "QUIT", [])
+
+    def _user_anyway(self, line: bytes, reason: str) -> protocol.Message | None:
+        """A USER whose real name is not UTF-8 (a latin-1 'José' from an old
+        client or script) is taken, each such byte read as latin-1, so that
+        the client registers: the NOTICE alone left it waiting out the
+        registration timeout, and the real name it gave is shown as meant.
+        (The user name keeps ASCII only anyway: clean_user.)  One with NUL
+        cannot be read at all: before registration that ends the attempt
+        with an ERROR saying why, instead of the same silent wait."""
+        if b"\0" not in line:
+            msg = protocol.parse_loose(line)
+            return msg._replace(params=[protocol.latin1_fallback(p) for p in msg.params])
+        session = self.session
+        if session.registered or session.register_sent or session.user:
+            return self._refuse_line(line, reason)      # a second USER: nothing waits for it
+        self.close("NUL byte in USER line")
+        return None
 
     def _tutorial_input(self, chunk: bytes) -> None:
         """A tutorial client's chunk: its nickname first, then messages."""
@@ -1181,6 +1204,7 @@ _UNUSABLE: dict[str, Callable[[Worker, bytes, str], protocol.Message | None]] = 
     "NOTICE": Worker._drop_quietly,
     "QUIT": Worker._quit_anyway,
     "NICK": Worker._refuse_nick,
+    "USER": Worker._user_anyway,
 }
 
 _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {

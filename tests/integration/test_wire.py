@@ -38,3 +38,33 @@ def test_nick_that_is_not_utf8_is_an_erroneous_nickname(clients):
     client.nick = "jorg"
     client.send(b"NICK J\x00rg\r\n")
     assert client.expect("432").params[:2] == ["jorg", "J_rg"]
+
+
+def test_user_whose_real_name_is_not_utf8_registers(clients):
+    """irctest's testNonutf8Realname: a server answers 'USER u * * :i\\xe8rc\\xe9'
+    with 001 or with an ERROR, never with silence.  The latin-1 real name
+    of an old client or script drew a 'line ignored' NOTICE, and the client
+    waited out the registration timeout; it is read as latin-1 now, UTF-8
+    beside it kept, and shown so in WHOIS."""
+    client = clients()
+    client.send("NICK jose")
+    client.send(b"USER jos\xe9 0 * :Jos\xe9 J\xc3\xb6rg\r\n")
+    client.expect("001")
+    client.nick = "jose"
+    client.send("WHOIS jose")
+    whois = client.expect("311")
+    assert whois.params[2] == "jos"             # the user name keeps ASCII (clean_user)
+    assert whois.params[-1] == "Jos\u00e9 J\u00f6rg"
+
+
+def test_user_with_nul_ends_the_attempt_with_an_error(clients):
+    """A USER holding NUL cannot be read at all; before registration the
+    client is told why and the connection ends, instead of a NOTICE and a
+    silent wait for the registration timeout."""
+    client = clients()
+    client.send("NICK nully")
+    client.send(b"USER nully 0 * :Nu\x00lly\r\n")
+    error = client.expect("ERROR")
+    assert "NUL byte in USER line" in error.params[-1]
+    assert client.read_line() is None
+
