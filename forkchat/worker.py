@@ -578,6 +578,18 @@ class Worker:
         ignoring the QUIT left a client that had said goodbye connected."""
         return protocol.Message("", "QUIT", [])
 
+    def _part_anyway(self, line: bytes, reason: str) -> protocol.Message | None:
+        """A PART whose reason is not UTF-8 (a latin-1 'Tschüß') still leaves
+        its rooms, without the reason, as such a QUIT still ends the
+        connection: the client was told only 'line ignored' and stayed in
+        a room it had said goodbye to.  Rooms named in bytes that are not
+        UTF-8 are refused as before (no room has such a name)."""
+        msg = protocol.parse_loose(line)
+        rooms = msg.param(0)
+        if not rooms or not protocol.usable(rooms):
+            return self._refuse_line(line, reason)
+        return protocol.Message("", "PART", [rooms])
+
     def _user_anyway(self, line: bytes, reason: str) -> protocol.Message | None:
         """A USER whose real name is not UTF-8 (a latin-1 'José' from an old
         client or script) is taken, each such byte read as latin-1, so that
@@ -1204,6 +1216,7 @@ _UNUSABLE: dict[str, Callable[[Worker, bytes, str], protocol.Message | None]] = 
     "NOTICE": Worker._drop_quietly,
     "QUIT": Worker._quit_anyway,
     "NICK": Worker._refuse_nick,
+    "PART": Worker._part_anyway,
     "USER": Worker._user_anyway,
 }
 

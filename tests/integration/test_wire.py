@@ -68,3 +68,18 @@ def test_user_with_nul_ends_the_attempt_with_an_error(clients):
     assert "NUL byte in USER line" in error.params[-1]
     assert client.read_line() is None
 
+
+def test_part_whose_reason_is_not_utf8_still_leaves(registered):
+    """RFC 2812 3.2.2: PART removes the client from the rooms it names; a
+    latin-1 reason cannot be relayed, but the PART was ignored (a NOTICE)
+    and the client stayed in a room it had said goodbye to.  It leaves
+    now without the reason; a room name that is not UTF-8 is refused."""
+    alice, bob = registered("alice"), registered("bob")
+    joined(alice, bob, room="#chan")
+    alice.send(b"PART #chan :Tsch\xfc\xdf\r\n")
+    parted = alice.expect("PART")
+    assert parted.params == ["#chan"]
+    parts = [m for m in drain(bob) if m.command == "PART"]
+    assert [(m.prefix.split("!")[0], m.params) for m in parts] == [("alice", ["#chan"])]
+    alice.send(b"PART #caf\xe9 :bye\r\n")
+    assert "not valid UTF-8" in alice.expect("NOTICE").params[-1]
