@@ -592,7 +592,8 @@ class Worker:
 
     def _user_anyway(self, line: bytes, reason: str) -> protocol.Message | None:
         """A USER whose real name is not UTF-8 (a latin-1 'José' from an old
-        client or script) is taken, each such byte read as latin-1, so that
+        client or script) is taken, each such byte read as Windows-1252
+        (latin-1 with printable characters at 0x80-0x9F), so that
         the client registers: the NOTICE alone left it waiting out the
         registration timeout, and the real name it gave is shown as meant.
         (The user name keeps ASCII only anyway: clean_user.)  One with NUL
@@ -600,7 +601,7 @@ class Worker:
         with an ERROR saying why, instead of the same silent wait."""
         if b"\0" not in line:
             msg = protocol.parse_loose(line)
-            return msg._replace(params=[protocol.latin1_fallback(p) for p in msg.params])
+            return msg._replace(params=[protocol.legacy_fallback(p) for p in msg.params])
         session = self.session
         if session.registered or session.register_sent or session.user:
             return self._refuse_line(line, reason)      # a second USER: nothing waits for it

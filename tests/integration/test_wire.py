@@ -44,7 +44,8 @@ def test_user_whose_real_name_is_not_utf8_registers(clients):
     """irctest's testNonutf8Realname: a server answers 'USER u * * :i\\xe8rc\\xe9'
     with 001 or with an ERROR, never with silence.  The latin-1 real name
     of an old client or script drew a 'line ignored' NOTICE, and the client
-    waited out the registration timeout; it is read as latin-1 now, UTF-8
+    waited out the registration timeout; it is read as Windows-1252 (a
+    superset of latin-1's printable characters) now, UTF-8
     beside it kept, and shown so in WHOIS."""
     client = clients()
     client.send("NICK jose")

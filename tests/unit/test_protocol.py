@@ -92,12 +92,15 @@ def test_command_word_of_an_unusable_line(raw, word):
     assert protocol.command_word(raw) == word
 
 
-def test_loose_parse_marks_what_was_not_utf8_and_reads_it_as_latin1():
+def test_loose_parse_marks_what_was_not_utf8_and_reads_it_as_windows_1252():
     """A line parse_line refuses can still be read for the commands that
-    must run anyway: clean parameters are usable, and latin1_fallback reads
-    each byte that was not UTF-8 as latin-1, keeping the UTF-8 beside it."""
+    must run anyway: clean parameters are usable, and legacy_fallback reads
+    each byte that was not UTF-8 as Windows-1252 (latin-1 where it has no
+    character), keeping the UTF-8 beside it."""
     msg = protocol.parse_loose(b"USER jos 0 * :Jos\xe9 J\xc3\xb6rg\r\n")
     assert msg.command == "USER"
     assert [protocol.usable(param) for param in msg.params] == [True, True, True, False]
-    assert protocol.latin1_fallback(msg.params[3]) == "Jos\u00e9 J\u00f6rg"
+    assert protocol.legacy_fallback(msg.params[3]) == "Jos\u00e9 J\u00f6rg"
     assert not protocol.usable(protocol.parse_loose(b"PART #a\x00b").params[0])
+    quoted = protocol.parse_loose(b"USER q 0 * :\x93q\x94 \x80 \x81").params[3]
+    assert protocol.legacy_fallback(quoted) == "\u201cq\u201d \u20ac \x81"
