@@ -62,6 +62,7 @@ ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line 
 TLS_RECORD_START = b"\x16\x03"
 PLAIN_PORT_TEXT = "This port does not speak TLS: connect without TLS"
 TLS_PORT_TEXT = "This port speaks TLS: connect with TLS"
+TUTORIAL_PORT_TEXT = "This port speaks the tutorial chat protocol, not IRC: use the IRC port"
 # OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
 PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
 HANDSHAKE_UNFINISHED = " (TLS handshake unfinished)"
@@ -628,6 +629,9 @@ class Worker:
     def _tutorial_name(self, chunk: bytes) -> bytes:
         """Take the client's name from its first chunk; what follows it is
         a message (see tutorial.split_name)."""
+        if tutorial.speaks_irc(chunk):
+            self._refuse_irc_client()
+            return b""
         first = tutorial.split_name(chunk)
         self.tutorial_nick = tutorial.clean_nick(first.name, self.cfg.limits.nicklen)
         self.tutorial_typed = tutorial.typed_name(first.name)
@@ -636,6 +640,19 @@ class Worker:
         self.session.realname = "tutorial client"
         self._tutorial_try_nick()
         return first.rest
+
+    def _refuse_irc_client(self) -> None:
+        """An IRC client on the tutorial port: tell it in its own protocol,
+        and close before anything it sent reaches the room.
+
+        The line break first ends the handshake's 'NICK', so the ERROR
+        line is a line of its own, which the IRC client shows its user;
+        the worker speaks IRC for these last words.
+        """
+        self.tutorial = False
+        self.sendq += b"\r\n"
+        self.close("IRC client on the tutorial port",
+                   error_text=f"Closing Link: {self.session.host} ({TUTORIAL_PORT_TEXT})")
 
     def _tutorial_flush(self) -> None:
         """Relay held chunks as the flood bucket allows; too many is a flood.
