@@ -123,12 +123,13 @@ def drop_answer(chunk: bytes, typed: str) -> bytes:
 
 _LINE_END = re.compile(rb"[\r\n]+")
 # The lines an IRC client opens with (RFC 2812 3.1, IRCv3 CAP), whole.
-_IRC_OPENING = re.compile(rb"(CAP|NICK|PASS|USER)( [^\r\n]*)?\r?\n")
+_IRC_OPENING = re.compile(rb"(CAP|NICK|PASS|USER) [^\r\n]+\r?\n")
 
 
 def speaks_irc(chunk: bytes) -> bool:
     """Whether a first chunk is an IRC client's registration: a whole line
-    (IRC clients end every line) that is CAP, NICK, PASS or USER.
+    (IRC clients end every line) that is CAP, NICK, PASS or USER with
+    its parameters.
 
     Read as a name and messages, an IRC client pointed at this port
     became 'CAP_LS_302' and said its NICK, USER and later lines to the

@@ -17,7 +17,7 @@ def test_clean_nick(chunk, nick):
     (b"CAP LS 302\r\nNICK irssi\r\nUSER irssi 0 * :Irssi\r\n", True),
     (b"PASS secret\r\nNICK a\r\n", True), (b"NICK bob\n", True), (b"USER b 0 * :B\r\n", True),
     (b"NICK", False), (b"NICK bob", False), (b"tina", False), (b"tom\r\nhi all\r\n", False),
-    (b"Nicky\r\n", False), (b"nick bob\r\n", False),
+    (b"Nicky\r\n", False), (b"nick bob\r\n", False), (b"USER\r\nhi\r\n", False),
 ])
 def test_an_irc_clients_registration_is_told_from_a_name(chunk, irc):
     """A first chunk that is a whole IRC registration line is an IRC client;
