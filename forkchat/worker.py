@@ -594,8 +594,8 @@ class Worker:
     def _user_anyway(self, line: bytes, reason: str) -> protocol.Message | None:
         """A USER whose real name is not UTF-8 (a latin-1 'José' from an old
         client or script) is taken, each such byte read as Windows-1252
-        (latin-1 with printable characters at 0x80-0x9F), so that
-        the client registers: the NOTICE alone left it waiting out the
+        (latin-1 with printable characters at 0x80-0x9F), so that the
+        client registers: the NOTICE alone left it waiting out the
         registration timeout, and the real name it gave is shown as meant.
         (The user name keeps ASCII only anyway: clean_user.)  One with NUL
         cannot be read at all: before registration that ends the attempt
