@@ -140,6 +140,18 @@ def speaks_irc(chunk: bytes) -> bool:
     return _IRC_OPENING.match(chunk) is not None
 
 
+# An HTTP request line (RFC 9112 3): method, target, version, line end.
+_HTTP_REQUEST = re.compile(rb"[A-Z]+ [^ \r\n]+ HTTP/\d(\.\d)?\r?\n")
+
+
+def speaks_http(chunk: bytes) -> bool:
+    """Whether a first chunk opens with an HTTP request line: a browser,
+    or a scanner probing every port.  Read as a name and messages, each
+    made a user 'GET__HTTP11' join the room, and a browser's headers
+    (its cookies among them) were said there."""
+    return _HTTP_REQUEST.match(chunk) is not None
+
+
 def typed_name(chunk: bytes) -> str:
     """The name as the client typed it, which it puts before its own text."""
     return chunk.decode("utf-8", "replace").strip()

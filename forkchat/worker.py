@@ -63,6 +63,7 @@ TLS_RECORD_START = b"\x16\x03"
 PLAIN_PORT_TEXT = "This port does not speak TLS: connect without TLS"
 TLS_PORT_TEXT = "This port speaks TLS: connect with TLS"
 TUTORIAL_PORT_TEXT = "This port speaks the tutorial chat protocol, not IRC: use the IRC port"
+NOT_HTTP_TEXT = "This port speaks the tutorial chat protocol, not HTTP"
 # OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
 PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
 HANDSHAKE_UNFINISHED = " (TLS handshake unfinished)"
@@ -631,6 +632,9 @@ class Worker:
         a message (see tutorial.split_name)."""
         if tutorial.speaks_irc(chunk):
             self._refuse_irc_client()
+            return b""
+        if tutorial.speaks_http(chunk):
+            self.close("HTTP request on the tutorial port", error_text=NOT_HTTP_TEXT)
             return b""
         first = tutorial.split_name(chunk)
         self.tutorial_nick = tutorial.clean_nick(first.name, self.cfg.limits.nicklen)

@@ -215,6 +215,22 @@ def test_an_irc_client_on_the_tutorial_port_is_told_and_says_nothing(tutorial_se
     alice.close()
 
 
+def test_an_http_request_on_the_tutorial_port_is_told_and_says_nothing(tutorial_server):
+    """A browser, or a scanner trying every port, became a user
+    'GET__HTTP11' who joined the room and said the request's headers
+    there.  It is told in one plain line and closed; the room hears
+    nothing."""
+    alice = op_of_lobby(tutorial_server)
+    browser = TutorialClient(tutorial_server.port_of("tutorial"))
+    browser.recv_until(b"NICK")
+    browser.sock.sendall(b"GET / HTTP/1.1\r\nHost: chat\r\nCookie: session=1\r\n\r\n")
+    assert browser.recv_until_eof() == \
+        b"NICKThis port speaks the tutorial chat protocol, not HTTP"
+    browser.close()
+    assert drain(alice) == []
+    alice.close()
+
+
 def test_keyed_lobby_refuses_tutorial_client_plainly(tutorial_server):
     """A tutorial client cannot give a key: it is told so and closed, not left mute."""
     alice = op_of_lobby(tutorial_server)

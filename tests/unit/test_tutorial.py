@@ -25,6 +25,15 @@ def test_an_irc_clients_registration_is_told_from_a_name(chunk, irc):
     assert tutorial.speaks_irc(chunk) is irc
 
 
+@pytest.mark.parametrize("chunk, http", [
+    (b"GET / HTTP/1.1\r\nHost: chat\r\nCookie: s=1\r\n\r\n", True),
+    (b"GET / HTTP/1.0\r\n\r\n", True), (b"OPTIONS * HTTP/1.1\r\n", True),
+    (b"GET / HTTP/1.1", False), (b"tina", False), (b"get / http/1.1\r\n", False),
+])
+def test_an_http_request_is_told_from_a_name(chunk, http):
+    assert tutorial.speaks_http(chunk) is http
+
+
 def test_suffixes_stay_within_nicklen():
     assert tutorial.suffixed("alice", 0, 9) == "alice"
     assert tutorial.suffixed("alice", 2, 9) == "alice_2"
