@@ -84,3 +84,20 @@ def test_part_whose_reason_is_not_utf8_still_leaves(registered):
     assert [(m.prefix.split("!")[0], m.params) for m in parts] == [("alice", ["#chan"])]
     alice.send(b"PART #caf\xe9 :bye\r\n")
     assert "not valid UTF-8" in alice.expect("NOTICE").params[-1]
+
+
+def test_an_http_post_to_the_irc_port_runs_none_of_its_body(clients):
+    """A web page can make its visitor's browser POST to an IRC port; the
+    headers drew 451s, and the body's lines then registered the browser and
+    said what the page wanted in a room (the 2004 Firefox attack, which
+    ircds answer by closing).  The request line closes the connection."""
+    watcher = clients()
+    watcher.register("watcher")
+    watcher.join("#lobby")
+    body = b"NICK spammer\r\nUSER s 0 * :s\r\nJOIN #lobby\r\nPRIVMSG #lobby :spam\r\n"
+    browser = clients()
+    browser.send(b"POST / HTTP/1.1\r\nHost: chat\r\nContent-Type: text/plain\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    error = browser.expect_closed()[-1]
+    assert error.command == "ERROR" and "HTTP request on an IRC port" in error.params[-1]
+    assert drain(watcher) == []
