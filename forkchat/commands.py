@@ -297,6 +297,12 @@ if os.environ.get("FORKCHAT_TEST_HOOKS") == "1":
 
 # Forwarded to the broker even before registration (it reserves the nick).
 FORWARD_BEFORE_REGISTRATION = frozenset({"NICK"})
+# HTTP methods: as a client's first words, a browser's request, never IRC.
+# A web page can make its visitor's browser POST to an IRC port, the body
+# lines (NICK, USER, JOIN, PRIVMSG) then run as the browser's own commands;
+# ircds have closed such connections since the Firefox attack of 2004.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "OPTIONS", "CONNECT"})
+HTTP_REASON = "HTTP request on an IRC port"
 # Forwarded, but only once the broker has answered what came before, as a
 # local command is: a NICK's check needs the last change counted.
 IN_STEP = frozenset(COMMANDS) | {"NICK"}
@@ -352,6 +358,9 @@ def dispatch(ctx: Context, msg: protocol.Message, raw: bytes) -> None:
                 return
             if msg.command == "NOTICE":
                 return          # RFC 2812 3.3.2: a NOTICE never draws an error reply
+            if msg.command in HTTP_METHODS:
+                ctx.close(HTTP_REASON)      # before the body's lines can run
+                return
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)
         if not session.registered and not command.before_registration:
             raise numerics.Reply(numerics.ERR_NOTREGISTERED)

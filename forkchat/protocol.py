@@ -25,6 +25,19 @@ _NICK_REST = _NICK_FIRST | set("0123456789-")
 _ROOM_FORBIDDEN = set(" \x07,:\r\n\0")
 
 
+def _windows_1252(byte: int) -> str:
+    """The character of one byte in Windows-1252, or in latin-1 where
+    Windows-1252 has none (0x81, 0x8D, 0x8F, 0x90, 0x9D)."""
+    try:
+        return bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:
+        return chr(byte)
+
+
+# surrogateescape's stand-in for each byte 0x80-0xff, back to that byte's character
+_ESCAPED_BYTES = {0xDC00 + byte: _windows_1252(byte) for byte in range(0x80, 0x100)}
+
+
 class ProtocolError(ValueError):
     """A line that cannot be accepted; `reason` is safe to show the client."""
 
@@ -56,6 +69,29 @@ def parse_line(raw: bytes) -> Message:
     except UnicodeDecodeError:
         raise ProtocolError("Line is not valid UTF-8") from None
     return parse_text(text)
+
+
+def parse_loose(raw: bytes) -> Message:
+    """Parse a line that parse_line refused, for the commands that must not
+    be lost for it (QUIT, PART, USER): each byte that is not UTF-8 stands
+    in the result as a lone surrogate (Python's surrogateescape), and NUL
+    stays; `usable` tells which parameters came out clean."""
+    return parse_text(raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape"))
+
+
+def usable(text: str) -> bool:
+    """Whether a parameter of `parse_loose` was valid UTF-8 without NUL."""
+    return "\0" not in text and not any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def legacy_fallback(text: str) -> str:
+    """A parameter of `parse_loose` with each byte that was not UTF-8 read
+    as Windows-1252, the latin-1 of old Windows clients with printable
+    characters (quotes, the euro sign) at 0x80-0x9F, as irssi's default
+    recode_fallback reads them: the byte 0xE9 from an old client's 'Jose'
+    with an acute accent is that e-acute again, and the UTF-8 around it
+    stays as it was."""
+    return text.translate(_ESCAPED_BYTES)
 
 
 def command_word(raw: bytes) -> str:

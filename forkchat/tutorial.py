@@ -122,6 +122,34 @@ def drop_answer(chunk: bytes, typed: str) -> bytes:
 
 
 _LINE_END = re.compile(rb"[\r\n]+")
+# The lines an IRC client opens with (RFC 2812 3.1, IRCv3 CAP), whole.
+_IRC_OPENING = re.compile(rb"(CAP|NICK|PASS|USER) [^\r\n]+\r?\n")
+
+
+def speaks_irc(chunk: bytes) -> bool:
+    """Whether a first chunk is an IRC client's registration: a whole line
+    (IRC clients end every line) that is CAP, NICK, PASS or USER with
+    its parameters.
+
+    Read as a name and messages, an IRC client pointed at this port
+    became 'CAP_LS_302' and said its NICK, USER and later lines to the
+    room, a PASS or a 'PRIVMSG NickServ :identify' included.  A tutorial
+    client sends its name without a line end; a telnet user who typed
+    'NICK bob' and Enter meant IRC too.
+    """
+    return _IRC_OPENING.match(chunk) is not None
+
+
+# An HTTP request line (RFC 9112 3): method, target, version, line end.
+_HTTP_REQUEST = re.compile(rb"[A-Z]+ [^ \r\n]+ HTTP/\d(\.\d)?\r?\n")
+
+
+def speaks_http(chunk: bytes) -> bool:
+    """Whether a first chunk opens with an HTTP request line: a browser,
+    or a scanner probing every port.  Read as a name and messages, each
+    made a user 'GET__HTTP11' join the room, and a browser's headers
+    (its cookies among them) were said there."""
+    return _HTTP_REQUEST.match(chunk) is not None
 
 
 def typed_name(chunk: bytes) -> str:

@@ -62,6 +62,8 @@ ERROR_ROOM_BYTES = 65536      # added at the end so a stuck client's ERROR line 
 TLS_RECORD_START = b"\x16\x03"
 PLAIN_PORT_TEXT = "This port does not speak TLS: connect without TLS"
 TLS_PORT_TEXT = "This port speaks TLS: connect with TLS"
+TUTORIAL_PORT_TEXT = "This port speaks the tutorial chat protocol, not IRC: use the IRC port"
+NOT_HTTP_TEXT = "This port speaks the tutorial chat protocol, not HTTP"
 # OpenSSL's reason when the first bytes are no TLS record: a plain-text client.
 PLAIN_TEXT_REASON = "WRONG_VERSION_NUMBER"
 HANDSHAKE_UNFINISHED = " (TLS handshake unfinished)"
@@ -478,7 +480,7 @@ class Worker:
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
                 break
             line = bytes(self.recvq[:end]).rstrip(b"\r")
-            msg = self._parse(line)      # a bad line is answered here, once
+            msg, line = self._parse(line)     # a bad line is answered here, once
             if msg is not None and self.unsynced and msg.command in SYNC_FIRST:
                 self._sync()    # answer in order: the broker's replies first
                 break
@@ -527,24 +529,30 @@ class Worker:
                 self.reply(numerics.ERR_INPUTTOOLONG)
             self.discarding = True
 
-    def _parse(self, line: bytes) -> protocol.Message | None:
-        """The line as a Message, or None (after an error reply) if unusable.
+    def _parse(self, line: bytes) -> tuple[protocol.Message | None, bytes]:
+        """The line as a Message, or None (after an error reply) if unusable,
+        and the line to forward for it: an unusable line that is run all
+        the same (see _UNUSABLE) is forwarded as rebuilt from its Message,
+        since the broker drops what it cannot parse.
 
         A NOTICE that cannot be used is dropped without a word: RFC 2812
         3.3.2 forbids any error reply to a NOTICE, too long, invalid UTF-8
         or NUL included.
         """
         if not line.strip():
-            return None
+            return None, line
         if len(line) > protocol.MAX_BODY_BYTES:
             if _may_answer(line):
                 self.reply(numerics.ERR_INPUTTOOLONG)
-            return None
+            return None, line
         try:
-            return protocol.parse_line(line)
+            return protocol.parse_line(line), line
         except protocol.ProtocolError as error:
-            return _UNUSABLE.get(protocol.command_word(line), Worker._refuse_line)(
+            msg = _UNUSABLE.get(protocol.command_word(line), Worker._refuse_line)(
                 self, line, error.reason)
+        if msg is None:
+            return None, line
+        return msg, protocol.format_line("", msg.command, *msg.params).rstrip(b"\r\n")
 
     def _refuse_line(self, line: bytes, reason: str) -> protocol.Message | None:
         """An unusable line is answered with a NOTICE saying why, and dropped."""
@@ -572,6 +580,36 @@ class Worker:
         ignoring the QUIT left a client that had said goodbye connected."""
         return protocol.Message("", "QUIT", [])
 
+    def _part_anyway(self, line: bytes, reason: str) -> protocol.Message | None:
+        """A PART whose reason is not UTF-8 (a latin-1 'Tschüß') still leaves
+        its rooms, without the reason, as such a QUIT still ends the
+        connection: the client was told only 'line ignored' and stayed in
+        a room it had said goodbye to.  Rooms named in bytes that are not
+        UTF-8 are refused as before (no room has such a name)."""
+        msg = protocol.parse_loose(line)
+        rooms = msg.param(0)
+        if not rooms or not protocol.usable(rooms):
+            return self._refuse_line(line, reason)
+        return protocol.Message("", "PART", [rooms])
+
+    def _user_anyway(self, line: bytes, reason: str) -> protocol.Message | None:
+        """A USER whose real name is not UTF-8 (a latin-1 'José' from an old
+        client or script) is taken, each such byte read as Windows-1252
+        (latin-1 with printable characters at 0x80-0x9F), so that the
+        client registers: the NOTICE alone left it waiting out the
+        registration timeout, and the real name it gave is shown as meant.
+        (The user name keeps ASCII only anyway: clean_user.)  One with NUL
+        cannot be read at all: before registration that ends the attempt
+        with an ERROR saying why, instead of the same silent wait."""
+        if b"\0" not in line:
+            msg = protocol.parse_loose(line)
+            return msg._replace(params=[protocol.legacy_fallback(p) for p in msg.params])
+        session = self.session
+        if session.registered or session.register_sent or session.user:
+            return self._refuse_line(line, reason)      # a second USER: nothing waits for it
+        self.close("NUL byte in USER line")
+        return None
+
     def _tutorial_input(self, chunk: bytes) -> None:
         """A tutorial client's chunk: its nickname first, then messages."""
         del self.recvq[:]
@@ -592,6 +630,12 @@ class Worker:
     def _tutorial_name(self, chunk: bytes) -> bytes:
         """Take the client's name from its first chunk; what follows it is
         a message (see tutorial.split_name)."""
+        if tutorial.speaks_irc(chunk):
+            self._refuse_irc_client()
+            return b""
+        if tutorial.speaks_http(chunk):
+            self.close("HTTP request on the tutorial port", error_text=NOT_HTTP_TEXT)
+            return b""
         first = tutorial.split_name(chunk)
         self.tutorial_nick = tutorial.clean_nick(first.name, self.cfg.limits.nicklen)
         self.tutorial_typed = tutorial.typed_name(first.name)
@@ -600,6 +644,19 @@ class Worker:
         self.session.realname = "tutorial client"
         self._tutorial_try_nick()
         return first.rest
+
+    def _refuse_irc_client(self) -> None:
+        """An IRC client on the tutorial port: tell it in its own protocol,
+        and close before anything it sent reaches the room.
+
+        The line break first ends the handshake's 'NICK', so the ERROR
+        line is a line of its own, which the IRC client shows its user;
+        the worker speaks IRC for these last words.
+        """
+        self.tutorial = False
+        self.sendq += b"\r\n"
+        self.close("IRC client on the tutorial port",
+                   error_text=f"Closing Link: {self.session.host} ({TUTORIAL_PORT_TEXT})")
 
     def _tutorial_flush(self) -> None:
         """Relay held chunks as the flood bucket allows; too many is a flood.
@@ -1181,6 +1238,8 @@ _UNUSABLE: dict[str, Callable[[Worker, bytes, str], protocol.Message | None]] = 
     "NOTICE": Worker._drop_quietly,
     "QUIT": Worker._quit_anyway,
     "NICK": Worker._refuse_nick,
+    "PART": Worker._part_anyway,
+    "USER": Worker._user_anyway,
 }
 
 _FRAME_HANDLERS: dict[int, Callable[[Worker, bytes], None]] = {

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import TEST_LIMITS
-from tests.integration.chat_helpers import OPER_CONFIG
+from tests.integration.chat_helpers import OPER_CONFIG, drain
 from tests.support.ircclient import IrcTestClient
 
 
@@ -196,6 +196,38 @@ def test_kicked_tutorial_client_is_told_and_closed(tutorial_server):
     assert received == b"NICKtk joined!Connected to server!" \
         b"You were kicked from #lobby by alice: out"
     tk.close()
+    alice.close()
+
+
+def test_an_irc_client_on_the_tutorial_port_is_told_and_says_nothing(tutorial_server):
+    """An IRC client pointed at the tutorial port became 'CAP_LS_302', and
+    its NICK, USER, PASS and later lines (an identify to NickServ) were
+    said to the room.  It is told in an IRC ERROR line, on a line of its
+    own after the handshake's NICK, and the room hears nothing of it."""
+    alice = op_of_lobby(tutorial_server)
+    irc = TutorialClient(tutorial_server.port_of("tutorial"))
+    irc.recv_until(b"NICK")
+    irc.sock.sendall(b"CAP LS 302\r\nPASS hunter2\r\nNICK irssi\r\nUSER irssi 0 * :Irssi\r\n")
+    assert irc.recv_until_eof() == b"NICK\r\nERROR :Closing Link: 127.0.0.1 (This port " \
+        b"speaks the tutorial chat protocol, not IRC: use the IRC port)\r\n"
+    irc.close()
+    assert drain(alice) == []
+    alice.close()
+
+
+def test_an_http_request_on_the_tutorial_port_is_told_and_says_nothing(tutorial_server):
+    """A browser, or a scanner trying every port, became a user
+    'GET__HTTP11' who joined the room and said the request's headers
+    there.  It is told in one plain line and closed; the room hears
+    nothing."""
+    alice = op_of_lobby(tutorial_server)
+    browser = TutorialClient(tutorial_server.port_of("tutorial"))
+    browser.recv_until(b"NICK")
+    browser.sock.sendall(b"GET / HTTP/1.1\r\nHost: chat\r\nCookie: session=1\r\n\r\n")
+    assert browser.recv_until_eof() == \
+        b"NICKThis port speaks the tutorial chat protocol, not HTTP"
+    browser.close()
+    assert drain(alice) == []
     alice.close()
 
 

@@ -90,3 +90,17 @@ def test_valid_room(name, ok):
 def test_command_word_of_an_unusable_line(raw, word):
     """The command is found without decoding the rest (bad UTF-8, NUL, length)."""
     assert protocol.command_word(raw) == word
+
+
+def test_loose_parse_marks_what_was_not_utf8_and_reads_it_as_windows_1252():
+    """A line parse_line refuses can still be read for the commands that
+    must run anyway: clean parameters are usable, and legacy_fallback reads
+    each byte that was not UTF-8 as Windows-1252 (latin-1 where it has no
+    character), keeping the UTF-8 beside it."""
+    msg = protocol.parse_loose(b"USER jos 0 * :Jos\xe9 J\xc3\xb6rg\r\n")
+    assert msg.command == "USER"
+    assert [protocol.usable(param) for param in msg.params] == [True, True, True, False]
+    assert protocol.legacy_fallback(msg.params[3]) == "Jos\u00e9 J\u00f6rg"
+    assert not protocol.usable(protocol.parse_loose(b"PART #a\x00b").params[0])
+    quoted = protocol.parse_loose(b"USER q 0 * :\x93q\x94 \x80 \x81").params[3]
+    assert protocol.legacy_fallback(quoted) == "\u201cq\u201d \u20ac \x81"

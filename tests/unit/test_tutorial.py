@@ -13,6 +13,27 @@ def test_clean_nick(chunk, nick):
     assert tutorial.clean_nick(chunk, 30) == nick
 
 
+@pytest.mark.parametrize("chunk, irc", [
+    (b"CAP LS 302\r\nNICK irssi\r\nUSER irssi 0 * :Irssi\r\n", True),
+    (b"PASS secret\r\nNICK a\r\n", True), (b"NICK bob\n", True), (b"USER b 0 * :B\r\n", True),
+    (b"NICK", False), (b"NICK bob", False), (b"tina", False), (b"tom\r\nhi all\r\n", False),
+    (b"Nicky\r\n", False), (b"nick bob\r\n", False), (b"USER\r\nhi\r\n", False),
+])
+def test_an_irc_clients_registration_is_told_from_a_name(chunk, irc):
+    """A first chunk that is a whole IRC registration line is an IRC client;
+    a tutorial client's name has no line end, a telnet user's no command."""
+    assert tutorial.speaks_irc(chunk) is irc
+
+
+@pytest.mark.parametrize("chunk, http", [
+    (b"GET / HTTP/1.1\r\nHost: chat\r\nCookie: s=1\r\n\r\n", True),
+    (b"GET / HTTP/1.0\r\n\r\n", True), (b"OPTIONS * HTTP/1.1\r\n", True),
+    (b"GET / HTTP/1.1", False), (b"tina", False), (b"get / http/1.1\r\n", False),
+])
+def test_an_http_request_is_told_from_a_name(chunk, http):
+    assert tutorial.speaks_http(chunk) is http
+
+
 def test_suffixes_stay_within_nicklen():
     assert tutorial.suffixed("alice", 0, 9) == "alice"
     assert tutorial.suffixed("alice", 2, 9) == "alice_2"
