@@ -21,6 +21,13 @@ is sent and speaking as it.  A HELLO that comes before its worker's pid is
 held until it does (the fork and the worker's connect race the spawner's
 report), at most BIND_WAIT_S.
 
+The supervisor's word carries the address it accepted the client from,
+and the client's host (in its prefix, WHO and WHOIS, matched by bans,
+counted by the OPER guard) is made from that, as the worker makes its own
+(session.client_host): the "host" of a HELLO or a REREGISTER is the
+worker's word, and one taken over evaded bans or posed as another
+address with it.  A worker stating another host is logged, once per link.
+
 The broker never blocks on a worker: output to each link goes through a
 bounded `ipc.FrameWriter`, and what gathered for one link since the last
 flush leaves in one send; flushes come at most every FLUSH_WINDOW_S.  A
@@ -61,7 +68,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 from forkchat import __version__, children, config, ipc, listeners, log as logsetup, numerics
-from forkchat import admission, operguard, protocol, state, store
+from forkchat import admission, operguard, protocol, session, state, store
 
 log = logging.getLogger("forkchat.broker")
 
@@ -102,6 +109,7 @@ SCAN_QUEUE = 1000
 SCAN_WAIT_S = 30.0
 SCAN_TURN_SLACK_S = 0.001   # credit a waiting scan's turn starts with (no wake-up at 0)
 REFUSED_LINKS_WINDOW_S = 10.0   # at most one log line of refused broker links this often
+STATED_HOST_SHOWN = 64   # characters of a misstated host the log line shows
 BIND_WAIT_S = 10.0     # a HELLO waits this long for the supervisor to name its worker
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
@@ -127,14 +135,14 @@ def settings_from(cfg: config.Config, created: str) -> state.Settings:
 
 
 def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
-         created: str, expected: tuple[tuple[int, int], ...] = ()) -> None:
+         created: str, expected: tuple[tuple[int, int, str], ...] = ()) -> None:
     """Process entry point (the multiprocessing target).
 
     `expected` lists the workers alive when a previous broker died, as
-    (cid, pid) pairs (pid 0: not reported by its spawner yet, "bind" comes
-    later): their talk is held until each has re-registered (or
-    RECOVERY_WAIT_S passed), so that no member misses a room's messages for
-    having come back late.
+    (cid, pid, peer) (pid 0: not reported by its spawner yet, "bind" comes
+    later; peer: the address the client connected from): their talk is
+    held until each has re-registered (or RECOVERY_WAIT_S passed), so that
+    no member misses a room's messages for having come back late.
     """
     def serve() -> int:
         logsetup.setup("broker", cfg.log.level)
@@ -146,7 +154,7 @@ class Link:
     """One worker's connection, as the broker sees it."""
 
     __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched",
-                 "pid", "waiting", "waiting_since")
+                 "pid", "waiting", "waiting_since", "host", "misstated")
 
     def __init__(self, sock: socket.socket, limit: int, pid: int | None = None) -> None:
         self.sock = sock
@@ -162,6 +170,11 @@ class Link:
         # Frames from its HELLO on, while that waits for the worker's pid.
         self.waiting: list[tuple[int, bytes]] | None = None
         self.waiting_since = 0.0
+        # Its client's host, from the address the supervisor accepted it
+        # from (set with its HELLO); None for a link made in-process, whose
+        # worker's word is all there is.
+        self.host: str | None = None
+        self.misstated = False      # its worker stated another host (logged)
 
 
 class WaitingScan:
@@ -193,7 +206,7 @@ class WaitingScan:
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str,
-                 expected: tuple[tuple[int, int], ...] = ()) -> None:
+                 expected: tuple[tuple[int, int, str], ...] = ()) -> None:
         self.listener = listener
         self.control = control
         self.supervisor_pid = os.getppid()
@@ -201,7 +214,11 @@ class Broker:
         self.refused_unlogged = 0
         self.forged_logged_at = float("-inf")   # the same, for a worker stating another's cid
         self.forged_unlogged = 0
-        self.owners = {pid: cid for cid, pid in expected if pid}   # worker pid -> its cid
+        self.misstated_logged_at = float("-inf")   # and for one stating another host
+        self.misstated_unlogged = 0
+        # worker pid -> its cid and its client's host
+        self.owners = {pid: (cid, session.client_host(peer))
+                       for cid, pid, peer in expected if pid}
         self.unbound: dict[int, list[Link]] = {}   # pid -> links whose HELLO waits for it
         self.check_ancestry = children.proc_readable()   # else the uid check alone
         self.spare_fd = _spare_descriptor()   # for that check at the descriptor limit
@@ -217,7 +234,7 @@ class Broker:
         self.running = True
         self.outbox = _Outbox(self)
         self.replying: int | None = None   # whose command is being answered now
-        self.awaiting = {cid for cid, _pid in expected}
+        self.awaiting = {cid for cid, _pid, _peer in expected}
         self.inherited = set(self.awaiting)     # may each REREGISTER, once
         self.command_counts: dict[str, int] = {}
         self.last_flush = 0.0
@@ -541,15 +558,16 @@ class Broker:
             if owner is None:
                 self._await_owner(link, payload)
                 return
-            if owner != cid:
-                self._refuse_forged(link, cid, owner)
+            if owner[0] != cid:
+                self._refuse_forged(link, cid, owner[0])
                 return
+            link.host = owner[1]
         old = self.links.get(cid)
         if old is not None:
             self._close_link(old, "Connection closed")
         link.cid = cid
         self.links[cid] = link
-        self.state.connect(cid, str(hello.get("host", "unknown")))
+        self.state.connect(cid, self._host(link, hello.get("host", "unknown")))
         self._tell_oper_wait(cid, self.state.clients[cid].host)
         if not hello.get("reregister"):
             self._arrived(cid)
@@ -571,10 +589,11 @@ class Broker:
         self.unbound.setdefault(link.pid, []).append(link)
         self.selector.unregister(link.sock)
 
-    def _bind(self, cid: int, pid: int) -> None:
-        """The supervisor says which process serves `cid`: take its waiting
-        HELLO (or refuse it, if it stated another cid)."""
-        self.owners[pid] = cid
+    def _bind(self, cid: int, pid: int, peer: str) -> None:
+        """The supervisor says which process serves `cid`, and the address
+        its client connected from: take its waiting HELLO (or refuse it, if
+        it stated another cid)."""
+        self.owners[pid] = (cid, session.client_host(peer))
         for link in self.unbound.pop(pid, []):
             frames, link.waiting = link.waiting or [], None
             if link.closed:
@@ -589,7 +608,8 @@ class Broker:
     def _unbind(self, cid: int, pid: int) -> None:
         """A worker is gone: its pid names its connection no more (the kernel
         may give the pid to another worker)."""
-        if self.owners.get(pid) == cid:
+        owner = self.owners.get(pid)
+        if owner is not None and owner[0] == cid:
             del self.owners[pid]
 
     def _expire_unbound(self, now: float) -> None:
@@ -600,6 +620,32 @@ class Broker:
             for link in [each for each in links if now - each.waiting_since >= BIND_WAIT_S]:
                 self._refused_link(f"pid {link.pid}: no connection of this server", now)
                 self._close_link(link, "Connection closed")
+
+    def _host(self, link: Link, stated: Any) -> str:
+        """The host a link's client is shown with: made from the address the
+        supervisor accepted it from, whatever its worker states (in its HELLO
+        or REREGISTER); the worker's word only for a link made in-process.
+
+        A worker taken over through its client could state any host: evade
+        a ban on its own address, be counted for another's failed OPERs,
+        or pose as another address in its prefix, WHO and WHOIS.  Stating
+        another host is logged once per link, and at most one such line per
+        REFUSED_LINKS_WINDOW_S (a worker may reconnect as often as it likes).
+        """
+        if link.host is None:
+            return str(stated or "unknown")
+        if stated != link.host and not link.misstated:
+            link.misstated = True
+            now = time.monotonic()
+            if now - self.misstated_logged_at < REFUSED_LINKS_WINDOW_S:
+                self.misstated_unlogged += 1
+            else:
+                more = self.misstated_unlogged
+                log.error("conn %s: its worker stated host %s, not %s, the address its "
+                          "client connected from%s", link.cid, repr(stated)[:STATED_HOST_SHOWN],
+                          link.host, f" ({more} more since the last such line)" if more else "")
+                self.misstated_logged_at, self.misstated_unlogged = now, 0
+        return link.host or "unknown"
 
     def _refuse_forged(self, link: Link, cid: int, owner: int) -> None:
         """A worker stated another connection's id: close its new link, and
@@ -834,7 +880,8 @@ class Broker:
             return
         self.inherited.discard(link.cid)
         identity = ipc.decode_json(payload)
-        self.state.reregister(link.cid, identity, self.outbox)
+        self.state.reregister(link.cid, identity, self.outbox,
+                              host=self._host(link, identity.get("host")))
         self._arrived(link.cid)
 
     def _on_sync(self, link: Link, payload: bytes) -> None:
@@ -966,8 +1013,8 @@ class Broker:
             self._unbind(cid, int(message.get("pid", 0)))
             self._arrived(cid)
         elif op == "bind":
-            for cid, pid in message.get("workers", ()):
-                self._bind(int(cid), int(pid))
+            for cid, pid, peer in message.get("workers", ()):
+                self._bind(int(cid), int(pid), str(peer))
         elif op == "shutdown":
             self.running = False
         elif op == "freeze":

@@ -10,13 +10,16 @@ the payload:
     kind        payload
     HELLO       JSON {"cid", "host", "proto",      first frame of a link; taken only
                 "reregister": bool}                from the process the supervisor
-                                                   named for that cid (its pid)
+                                                   named for that cid (its pid); the
+                                                   host shown is made from the
+                                                   supervisor's peer, not "host"
     REQUEST     one canonical IRC line (no CRLF)   shared-state command
     REGISTER    JSON {"user", "realname"}          NICK+USER done, burst please
     OPER        JSON {"name"}                      password already checked
     OPER_FAILED JSON {"name"} or {"pass": true}    a wrong OPER or server password,
                                                    counted per address block
-    REREGISTER  JSON identity                      after a broker restart
+    REREGISTER  JSON identity                      after a broker restart (its "host"
+                                                   yields to the supervisor's peer too)
     BYE         UTF-8 quit reason                  the client is leaving
     SYNC        empty; echoed back as is           "all before this is done"
     DELIVER     raw line bytes, CRLF included      write to the client as is
@@ -31,8 +34,9 @@ the payload:
 and on the supervisor's control socket to the broker:
 
     CONTROL     JSON {"op": ...}: shutdown, freeze, gone {"cid", "pid"}, bind
-                {"workers": [[cid, pid], ...]} (supervisor -> broker);
-                counts, frozen (broker -> supervisor)
+                {"workers": [[cid, pid, peer], ...]} (supervisor -> broker; peer:
+                the address the client connected from); counts, frozen
+                (broker -> supervisor)
     CONFIG      pickled config.Config (trusted parent only, never a worker)
 
 No pickle: lines are bytes and the rare control frames are JSON, so a

@@ -235,10 +235,14 @@ class ChatState:
             if invited_to is not None:
                 invited_to.invites.discard(cid)
 
-    def reregister(self, cid: int, identity: dict, out: Outbox) -> None:
-        """Restore a client after a broker restart, silently (issue 6)."""
+    def reregister(self, cid: int, identity: dict, out: Outbox, host: str | None = None) -> None:
+        """Restore a client after a broker restart, silently (issue 6).
+
+        `host` is the one the broker knows (from the address the supervisor
+        accepted the client from); the identity's is its worker's word.
+        """
         self._forget(cid)
-        client = Client(cid, host=str(identity.get("host") or "unknown"))
+        client = Client(cid, host=host or str(identity.get("host") or "unknown"))
         self.clients[cid] = client
         nick = str(identity.get("nick") or "")
         if not protocol.valid_nick(nick, max(self.settings.nicklen, len(nick))):

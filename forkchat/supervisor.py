@@ -127,7 +127,8 @@ class Supervisor:
         self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
         self.worker_forks_failed = 0     # since a worker last started
         self.forks_failed: dict[str, int] = {}   # retried forks of the broker, a spawner
-        self.binds: list[tuple[int, int]] = []   # (cid, pid) of workers started, for the broker
+        # (cid, pid, peer) of workers started, for the broker
+        self.binds: list[tuple[int, int, str]] = []
 
     # -- main loop -------------------------------------------------------------
 
@@ -475,9 +476,11 @@ class Supervisor:
         self._send_binds()
 
     def _send_binds(self) -> None:
-        """Tell the broker which process serves each new connection, in one
-        frame for the reports read together: it takes a worker's HELLO only
-        from the process its cid was given to."""
+        """Tell the broker which process serves each new connection, and the
+        address its client connected from, in one frame for the reports read
+        together: it takes a worker's HELLO only from the process its cid was
+        given to, and shows the client with that address, whatever the
+        worker states."""
         if self.binds:
             self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "bind",
                                                                  "workers": self.binds}))
@@ -489,7 +492,7 @@ class Supervisor:
             pid = int(fields[1])
             self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
                                        handle.pid)
-            self.binds.append((request.cid, pid))
+            self.binds.append((request.cid, pid, request.peer))
             if self.worker_forks_failed:
                 log.info("workers start again; %d connections were refused meanwhile",
                          self.worker_forks_failed)
@@ -526,11 +529,13 @@ class Supervisor:
     def spawn_broker(self) -> bool:
         """Start a broker; False if the kernel would not fork one (EAGAIN at
         the process limit, ENOMEM) or give its socket (EMFILE)."""
-        # (cid, pid) of every worker, pid 0 for those not reported yet (their
-        # "bind" comes later); workers never reported have no cid to wait for
-        expected = tuple((c.cid, c.pid) for c in self.children.values()
+        # (cid, pid, peer) of every worker, pid 0 for those not reported yet
+        # (their "bind" comes later); workers never reported have no cid to
+        # wait for
+        expected = tuple((c.cid, c.pid, c.peer) for c in self.children.values()
                          if c.kind == "worker" and c.cid) + \
-            tuple((cid, 0) for handle in self.spawners.values() for cid in handle.requests)
+            tuple((cid, 0, request.peer) for handle in self.spawners.values()
+                  for cid, request in handle.requests.items())
         try:
             control, broker_end = socket.socketpair()
         except OSError as error:
@@ -625,7 +630,7 @@ class Supervisor:
                 pid = orphans.pop()
                 self.children[pid] = Child("worker", pid, None, -1, maybe_started.peer,
                                            maybe_started.cid)
-                self.binds.append((maybe_started.cid, pid))
+                self.binds.append((maybe_started.cid, pid, maybe_started.peer))
                 self._send_binds()
                 self._adopt(self.children[pid])
                 maybe_started.conn.close()

@@ -6,7 +6,9 @@ who may connect, being a process of the server: it must not be able to
 state another connection's id in its HELLO, which took that connection over
 (its client quit, the impostor got what it was sent).  The supervisor tells
 the broker which pid serves each cid ("bind"); the broker compares that
-with the link's SO_PEERCRED pid.
+with the link's SO_PEERCRED pid.  The same word carries the address the
+supervisor accepted the client from: the client is shown with that, not
+with the host its worker states.
 
 These tests run a Broker in-process, with no loop of its own, on a real
 listening Unix socket: the test process connects as a worker does, and the
@@ -49,7 +51,7 @@ except ConnectionResetError:
 
 
 class Harness:
-    def __init__(self, tmp_path, expected: tuple[tuple[int, int], ...] = ()) -> None:
+    def __init__(self, tmp_path, expected: tuple[tuple[int, int, str], ...] = ()) -> None:
         self.address = f"\0forkchat-test-{secrets.token_hex(8)}"
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.address)
@@ -88,7 +90,7 @@ class Harness:
         child = subprocess.Popen([sys.executable, "-c", OTHER_WORKER, self.address[1:]],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.children.append(child)
-        self.bind((cid, child.pid))
+        self.bind((cid, child.pid, "192.0.2.9"))
         child.stdin.write(f"{cid}\n")
         child.stdin.flush()
         deadline = time.monotonic() + 10
@@ -97,10 +99,11 @@ class Harness:
         assert cid in self.broker.links
         return child
 
-    def bind(self, *workers: tuple[int, int]) -> None:
-        """The supervisor's word, through the control socket."""
+    def bind(self, *workers: tuple) -> None:
+        """The supervisor's word, through the control socket: (cid, pid,
+        peer), the peer PEER unless given."""
         self.supervisor_end.sendall(ipc.encode_json(
-            ipc.Kind.CONTROL, {"op": "bind", "workers": [list(w) for w in workers]}))
+            ipc.Kind.CONTROL, {"op": "bind", "workers": [[*w, PEER][:3] for w in workers]}))
         self.broker.on_control(selectors.EVENT_READ)
 
     def close(self) -> None:
@@ -119,8 +122,11 @@ def harness(tmp_path):
     made.close()
 
 
-def hello(cid: int, reregister: bool = False) -> bytes:
-    return ipc.encode_json(ipc.Kind.HELLO, {"cid": cid, "host": "192.0.2.7", "proto": "irc",
+PEER = "192.0.2.7"     # the address the supervisor accepted a client from
+
+
+def hello(cid: int, reregister: bool = False, host: str = PEER) -> bytes:
+    return ipc.encode_json(ipc.Kind.HELLO, {"cid": cid, "host": host, "proto": "irc",
                                             "reregister": reregister})
 
 
@@ -238,7 +244,8 @@ def test_a_new_broker_knows_the_workers_of_the_dead_one(tmp_path, caplog):
     """After a broker restart the supervisor's list binds the cids: a worker
     coming back re-registers as itself, and only as itself."""
     caplog.set_level(logging.ERROR, logger="forkchat.broker")
-    made = Harness(tmp_path, expected=((1, other_pid()), (2, os.getpid()), (3, 0)))
+    made = Harness(tmp_path, expected=((1, other_pid(), PEER), (2, os.getpid(), PEER),
+                                       (3, 0, PEER)))
     try:
         impostor = made.worker(hello(1, reregister=True),
                                ipc.encode_json(ipc.Kind.REREGISTER, {"nick": "alice"}))
@@ -257,7 +264,8 @@ def test_a_new_broker_knows_the_workers_of_the_dead_one(tmp_path, caplog):
 def test_the_supervisor_names_each_workers_pid_to_the_broker(monkeypatch):
     """The spawner's reports read together become one "bind" frame, sent
     before the "gone" of a worker that ended in the same batch; a new
-    broker gets every worker's (cid, pid) at start."""
+    broker gets every worker's (cid, pid, peer) at start; the peer is the
+    address each client connected from."""
     targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
     boss = supervisor.Supervisor(config.Config(), targets)
     control, broker_end = socket.socketpair()
@@ -271,14 +279,16 @@ def test_the_supervisor_names_each_workers_pid_to_the_broker(monkeypatch):
         handle = supervisor.spawner.Handle(ours, 1234, [1])
         boss.spawners[1234] = handle
         for cid, (_client, server_side) in zip((12, 13, 14), conns):
-            boss.admission.admitted("192.0.2.7")
-            handle.request(supervisor.spawner.Request(cid, server_side, "192.0.2.7", "irc", 1))
+            boss.admission.admitted(f"192.0.2.{cid}")
+            handle.request(supervisor.spawner.Request(cid, server_side, f"192.0.2.{cid}",
+                                                      "irc", 1))
         for report in (b"S 12 5012", b"S 13 5013", b"X 5012 0"):
             theirs.send(report)
         boss._read_spawner(handle)
         sent = [ipc.decode_json(payload) for _kind, payload in
                 ipc.FrameReader().feed(broker_end.recv(65536))]
-        assert sent == [{"op": "bind", "workers": [[12, 5012], [13, 5013]]},
+        assert sent == [{"op": "bind", "workers": [[12, 5012, "192.0.2.12"],
+                                                   [13, 5013, "192.0.2.13"]]},
                         {"op": "gone", "cid": 12, "pid": 5012}]
         started: list[tuple] = []
 
@@ -287,7 +297,8 @@ def test_the_supervisor_names_each_workers_pid_to_the_broker(monkeypatch):
             raise OSError(11, "Resource temporarily unavailable")
         monkeypatch.setattr(boss, "_start", no_fork)
         assert not boss.spawn_broker()
-        assert started[0][-1] == ((13, 5013), (14, 0))     # 14: not reported yet
+        assert started[0][-1] == ((13, 5013, "192.0.2.13"),
+                                  (14, 0, "192.0.2.14"))     # 14: not reported yet
     finally:
         boss.broker_listener.close()
         boss.selector.close()
@@ -318,7 +329,7 @@ def test_a_worker_started_under_this_broker_cannot_reregister(harness, caplog):
 
 
 def test_a_connection_taken_over_from_a_dead_broker_reregisters_once(tmp_path):
-    made = Harness(tmp_path, expected=((2, os.getpid()),))
+    made = Harness(tmp_path, expected=((2, os.getpid(), PEER),))
     try:
         sock = made.worker(hello(2, reregister=True),
                            ipc.encode_json(ipc.Kind.REREGISTER, {"nick": "bob", "user": "b"}))
@@ -329,3 +340,115 @@ def test_a_connection_taken_over_from_a_dead_broker_reregisters_once(tmp_path):
         assert client.nick == "bob" and not client.modes
     finally:
         made.close()
+
+
+# -- the client's host ------------------------------------------------------------
+
+SYNCED = b"all answered"
+
+
+def lines_until_synced(harness, sock: socket.socket) -> list[bytes]:
+    """What the broker sent the worker, up to its echo of the SYNC SYNCED."""
+    reader, lines = ipc.FrameReader(), []
+    deadline = time.monotonic() + 10
+    while SYNCED not in lines:
+        assert time.monotonic() < deadline, lines
+        harness.turn(0.1)
+        sock.settimeout(0.1)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        assert data, lines
+        lines += [payload for _kind, payload in reader.feed(data)]
+    return lines
+
+
+def misstated(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "stated host" in r.getMessage()]
+
+
+def test_a_worker_stating_another_host_is_shown_and_banned_as_its_real_address(harness,
+                                                                              caplog):
+    """A worker taken over could state any host in its HELLO: a ban on its
+    real address did not match it, WHOIS showed what it liked."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    st, out = harness.broker.state, harness.broker.outbox
+    st.connect(1, "198.51.100.1")
+    for line in (b"NICK alice", b"JOIN #r", b"MODE #r +b *!*@192.0.2.7"):
+        st.request(1, protocol.parse_line(line), out)
+        if line.startswith(b"NICK"):
+            st.register(1, "alice", "Alice", out)
+    harness.bind((2, os.getpid(), "192.0.2.7"))
+    sock = harness.worker(hello(2, host="203.0.113.66"),
+                          ipc.encode(ipc.Kind.REQUEST, b"NICK mallory"),
+                          ipc.encode_json(ipc.Kind.REGISTER, {"user": "m", "realname": "M"}),
+                          ipc.encode(ipc.Kind.REQUEST, b"WHOIS mallory"),
+                          ipc.encode(ipc.Kind.REQUEST, b"JOIN #r"),
+                          ipc.encode(ipc.Kind.SYNC, SYNCED))
+    lines = lines_until_synced(harness, sock)
+    whois = [line for line in lines if b" 311 " in line]
+    assert len(whois) == 1 and b" mallory m 192.0.2.7 " in whois[0], lines
+    assert not any(b"203.0.113.66" in line for line in lines)
+    assert any(b" 474 mallory #r " in line for line in lines)
+    assert st.clients[2].host == "192.0.2.7" and 2 not in st.rooms["#r"].members
+    assert misstated(caplog) == [
+        "conn 2: its worker stated host '203.0.113.66', not 192.0.2.7, "
+        "the address its client connected from"]
+
+
+def test_an_honest_workers_host_is_its_own_and_not_logged(harness, caplog):
+    """The broker makes the host as the worker does: IPv6 ::1 is 0::1."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    harness.bind((2, os.getpid(), "::1"))
+    harness.worker(hello(2, host="0::1"))
+    assert harness.broker.state.clients[2].host == "0::1"
+    assert caplog.records == []
+
+
+def test_a_reregistering_worker_is_restored_with_its_real_address(tmp_path, caplog):
+    """After a broker restart the identity's host is the worker's word too;
+    its HELLO and its REREGISTER stating another host are logged once.  A
+    worker its spawner had not reported yet (pid 0) gets its address with
+    its "bind"."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    made = Harness(tmp_path, expected=((2, os.getpid(), "192.0.2.7"), (3, 0, "2001:db8::3")))
+    try:
+        made.worker(hello(2, reregister=True, host="203.0.113.66"),
+                    ipc.encode_json(ipc.Kind.REREGISTER, {"nick": "bob", "user": "b",
+                                                          "host": "203.0.113.66"}))
+        assert made.broker.state.clients[2].nick == "bob"
+        assert made.broker.state.clients[2].host == "192.0.2.7"
+        assert misstated(caplog) == [
+            "conn 2: its worker stated host '203.0.113.66', not 192.0.2.7, "
+            "the address its client connected from"]
+        made.broker.misstated_logged_at -= broker.REFUSED_LINKS_WINDOW_S
+        made.broker._unbind(2, os.getpid())          # its pid now serves conn 3
+        sock = made.worker(hello(3, reregister=True, host="2001:db8::3"),
+                           ipc.encode_json(ipc.Kind.REREGISTER, {"nick": "carol", "user": "c",
+                                                                 "host": "2001:db8::99"}))
+        assert 3 not in made.broker.state.clients     # waits for its "bind"
+        made.bind((3, os.getpid(), "2001:db8::3"))
+        assert made.broker.state.clients[3].nick == "carol"
+        assert made.broker.state.clients[3].host == "2001:db8::3"
+        assert misstated(caplog)[1:] == [
+            "conn 3: its worker stated host '2001:db8::99', not 2001:db8::3, "
+            "the address its client connected from"]
+        assert not closed_by_broker(sock)
+    finally:
+        made.close()
+
+
+def test_a_worker_misstating_its_host_cannot_reconnect_its_way_into_the_log(harness, caplog):
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    harness.bind((2, os.getpid()))
+    for _ in range(3):                   # each new link replaces the one before
+        harness.worker(hello(2, host="203.0.113.66"))
+    harness.broker.misstated_logged_at -= broker.REFUSED_LINKS_WINDOW_S
+    harness.worker(hello(2, host="203.0.113.67"))
+    assert misstated(caplog) == [
+        "conn 2: its worker stated host '203.0.113.66', not 192.0.2.7, "
+        "the address its client connected from",
+        "conn 2: its worker stated host '203.0.113.67', not 192.0.2.7, "
+        "the address its client connected from (2 more since the last such line)"]
+    assert harness.broker.state.clients[2].host == "192.0.2.7"
