@@ -210,12 +210,10 @@ class Broker:
         self.listener = listener
         self.control = control
         self.supervisor_pid = os.getppid()
-        self.refused_logged_at = float("-inf")
-        self.refused_unlogged = 0
-        self.forged_logged_at = float("-inf")   # the same, for a worker stating another's cid
-        self.forged_unlogged = 0
-        self.misstated_logged_at = float("-inf")   # and for one stating another host
-        self.misstated_unlogged = 0
+        self.refused_window = logsetup.Window(REFUSED_LINKS_WINDOW_S)
+        self.forged_window = logsetup.Window(REFUSED_LINKS_WINDOW_S)      # another's cid
+        self.misstated_window = logsetup.Window(REFUSED_LINKS_WINDOW_S)   # another host
+        self.link_error_window = logsetup.Window(REFUSED_LINKS_WINDOW_S)  # broken frames
         # worker pid -> its cid and its client's host
         self.owners = {pid: (cid, session.client_host(peer))
                        for cid, pid, peer in expected if pid}
@@ -480,13 +478,9 @@ class Broker:
         attempt was a line of the server's log.  The refusals not logged
         are counted in the next line.
         """
-        if now - self.refused_logged_at < REFUSED_LINKS_WINDOW_S:
-            self.refused_unlogged += 1
-            return
-        more = self.refused_unlogged
-        log.warning("refused broker link from %s%s", who,
-                    f" ({more} more refused since the last such line)" if more else "")
-        self.refused_logged_at, self.refused_unlogged = now, 0
+        more = self.refused_window.held_back(now)
+        if more is not None:
+            log.warning("refused broker link from %s%s", who, _more(more, " refused"))
 
     def on_link(self, link: Link, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
@@ -510,8 +504,7 @@ class Broker:
             try:
                 frames = link.reader.feed(data)
             except ipc.FrameError as error:
-                log.error("link %s: %s", link.cid, error)
-                self._close_link(link, "Connection closed")
+                self._broken_link(link, str(error))
                 return
             for kind, payload in frames:
                 if link.closed:
@@ -533,18 +526,27 @@ class Broker:
         if self.waiting_scans and self._held_behind_scan(link, kind, payload):
             return
         if link.cid is None and kind != ipc.Kind.HELLO:
-            log.error("link sent kind %d before HELLO", kind)
-            self._close_link(link, "Connection closed")
+            self._broken_link(link, f"frame kind {kind} before HELLO")
             return
         handler = _FRAME_HANDLERS.get(kind)
         if handler is None:
-            log.error("link %s: unexpected frame kind %d", link.cid, kind)
+            self._broken_link(link, f"unexpected frame kind {kind}")
             return
         try:
             handler(self, link, payload)
         except ipc.FrameError as error:
-            log.error("link %s: %s", link.cid, error)
-            self._close_link(link, "Connection closed")
+            self._broken_link(link, str(error))
+
+    def _broken_link(self, link: Link, error: str) -> None:
+        """A link broke the frame protocol: close it (its worker reconnects,
+        or its client is dropped).  Logged at most once per
+        REFUSED_LINKS_WINDOW_S: a bug logs its first line, and a worker
+        taken over through its client cannot fill the log."""
+        more = self.link_error_window.held_back(time.monotonic())
+        if more is not None:
+            who = f"conn {link.cid}" if link.cid is not None else f"pid {link.pid}"
+            log.error("broker link of %s: %s%s", who, error, _more(more))
+        self._close_link(link, "Connection closed")
 
     def _on_hello(self, link: Link, payload: bytes) -> None:
         if link.cid is not None:
@@ -636,15 +638,11 @@ class Broker:
             return str(stated or "unknown")
         if stated != link.host and not link.misstated:
             link.misstated = True
-            now = time.monotonic()
-            if now - self.misstated_logged_at < REFUSED_LINKS_WINDOW_S:
-                self.misstated_unlogged += 1
-            else:
-                more = self.misstated_unlogged
+            more = self.misstated_window.held_back(time.monotonic())
+            if more is not None:
                 log.error("conn %s: its worker stated host %s, not %s, the address its "
                           "client connected from%s", link.cid, repr(stated)[:STATED_HOST_SHOWN],
-                          link.host, f" ({more} more since the last such line)" if more else "")
-                self.misstated_logged_at, self.misstated_unlogged = now, 0
+                          link.host, _more(more))
         return link.host or "unknown"
 
     def _refuse_forged(self, link: Link, cid: int, owner: int) -> None:
@@ -656,15 +654,10 @@ class Broker:
         them: a worker doing this has been taken over, and strangers' noise
         must not hide it.
         """
-        now = time.monotonic()
-        if now - self.forged_logged_at < REFUSED_LINKS_WINDOW_S:
-            self.forged_unlogged += 1
-        else:
-            more = self.forged_unlogged
+        more = self.forged_window.held_back(time.monotonic())
+        if more is not None:
             log.error("refused broker link from pid %d: the worker of conn %d stated conn %d%s",
-                      link.pid, owner, cid,
-                      f" ({more} more refused since the last such line)" if more else "")
-            self.forged_logged_at, self.forged_unlogged = now, 0
+                      link.pid, owner, cid, _more(more, " refused"))
         self._close_link(link, "Connection closed")
 
     def _on_request(self, link: Link, payload: bytes) -> None:
@@ -1033,6 +1026,11 @@ class Broker:
             link.writer.limit = cfg.limits.broker_buffer_bytes
         logsetup.set_level(cfg.log.level)
         log.info("broker took the new configuration")
+
+
+def _more(count: int, what: str = "") -> str:
+    """The end of a line logged through a Window: the events not logged."""
+    return f" ({count} more{what} since the last such line)" if count else ""
 
 
 def _spare_descriptor() -> int:

@@ -69,5 +69,29 @@ def setup(role: str, level: str = "info") -> None:
     logging._srcfile = None
 
 
+class Window:
+    """At most one log line per `seconds` for an event another process may
+    cause as often as it likes (any local process connecting to the broker's
+    socket, a worker taken over through its client): each event would
+    otherwise be a line of the server's log.  The events not logged are
+    counted, for the next line to say."""
+
+    __slots__ = ("seconds", "logged_at", "unlogged")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.logged_at = float("-inf")
+        self.unlogged = 0
+
+    def held_back(self, now: float) -> int | None:
+        """None while the window is shut (this event is counted); else how
+        many were counted since the last line, which is to be logged now."""
+        if now - self.logged_at < self.seconds:
+            self.unlogged += 1
+            return None
+        more, self.unlogged, self.logged_at = self.unlogged, 0, now
+        return more
+
+
 def set_level(level: str) -> None:
     logging.getLogger().setLevel(_LEVELS.get(level, logging.INFO))

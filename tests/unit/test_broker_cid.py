@@ -168,7 +168,7 @@ def test_a_worker_taken_over_cannot_retry_its_way_into_the_log(harness, caplog):
     harness.bind((2, os.getpid()))
     for cid in (1, 3, 4):
         assert closed_by_broker(harness.worker(hello(cid)))
-    harness.broker.forged_logged_at -= broker.REFUSED_LINKS_WINDOW_S
+    harness.broker.forged_window.logged_at -= broker.REFUSED_LINKS_WINDOW_S
     assert closed_by_broker(harness.worker(hello(5)))
     assert [r.getMessage() for r in caplog.records] == [
         f"refused broker link from pid {os.getpid()}: the worker of conn 2 stated conn 1",
@@ -422,7 +422,7 @@ def test_a_reregistering_worker_is_restored_with_its_real_address(tmp_path, capl
         assert misstated(caplog) == [
             "conn 2: its worker stated host '203.0.113.66', not 192.0.2.7, "
             "the address its client connected from"]
-        made.broker.misstated_logged_at -= broker.REFUSED_LINKS_WINDOW_S
+        made.broker.misstated_window.logged_at -= broker.REFUSED_LINKS_WINDOW_S
         made.broker._unbind(2, os.getpid())          # its pid now serves conn 3
         sock = made.worker(hello(3, reregister=True, host="2001:db8::3"),
                            ipc.encode_json(ipc.Kind.REREGISTER, {"nick": "carol", "user": "c",
@@ -444,7 +444,7 @@ def test_a_worker_misstating_its_host_cannot_reconnect_its_way_into_the_log(harn
     harness.bind((2, os.getpid()))
     for _ in range(3):                   # each new link replaces the one before
         harness.worker(hello(2, host="203.0.113.66"))
-    harness.broker.misstated_logged_at -= broker.REFUSED_LINKS_WINDOW_S
+    harness.broker.misstated_window.logged_at -= broker.REFUSED_LINKS_WINDOW_S
     harness.worker(hello(2, host="203.0.113.67"))
     assert misstated(caplog) == [
         "conn 2: its worker stated host '203.0.113.66', not 192.0.2.7, "
@@ -452,3 +452,23 @@ def test_a_worker_misstating_its_host_cannot_reconnect_its_way_into_the_log(harn
         "conn 2: its worker stated host '203.0.113.67', not 192.0.2.7, "
         "the address its client connected from (2 more since the last such line)"]
     assert harness.broker.state.clients[2].host == "192.0.2.7"
+
+
+def test_a_worker_sending_broken_frames_is_closed_and_cannot_fill_the_log(harness, caplog):
+    """A frame of a kind the broker does not take closed nothing and logged
+    a line each: a worker taken over through its client could write the
+    log as fast as it sent them.  Now each such link is closed, and one
+    line a window says how many were not logged."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    harness.bind((2, os.getpid()))
+    unknown = ipc.encode(ipc.Kind.DELIVER, b"")      # a kind only the broker sends
+    for _ in range(3):
+        assert closed_by_broker(harness.worker(hello(2), unknown, unknown))
+    assert closed_by_broker(harness.worker(ipc.encode(ipc.Kind.SYNC, b"x")))   # no HELLO first
+    harness.broker.link_error_window.logged_at -= broker.REFUSED_LINKS_WINDOW_S
+    assert closed_by_broker(harness.worker(hello(2), unknown))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"broker link of conn 2: unexpected frame kind {ipc.Kind.DELIVER}",
+        f"broker link of conn 2: unexpected frame kind {ipc.Kind.DELIVER} "
+        "(3 more since the last such line)"]
+    assert 2 not in harness.broker.links

@@ -21,7 +21,7 @@ def test_refused_links_are_logged_once_a_window_with_a_count(tmp_path, caplog):
         assert not any(made._peer_allowed(ours) for ours, _theirs in peers)
         refused = [r.getMessage() for r in caplog.records if "refused broker link" in r.getMessage()]
         assert len(refused) == 1 and refused[0].startswith("refused broker link from pid ")
-        made._refused_link("uid 1234", made.refused_logged_at + broker.REFUSED_LINKS_WINDOW_S)
+        made._refused_link("uid 1234", made.refused_window.logged_at + broker.REFUSED_LINKS_WINDOW_S)
         refused = [r.getMessage() for r in caplog.records if "refused broker link" in r.getMessage()]
         assert refused[1] == "refused broker link from uid 1234 (49 more refused since the last such line)"
     finally:
