@@ -22,8 +22,10 @@ hearing from the client.
 
 If the broker goes away the worker holds the client's input, reconnects,
 and sends REREGISTER with its Session so that the new broker can restore
-the nick and rooms.  An unexpected exception ends this process only; the
-broker sees the link close and tells the client's rooms.
+the nick and rooms, then the query (WHO, LIST, NAMES, WHOWAS) whose end
+numeric the client still waits for, if any.  An unexpected exception ends
+this process only; the broker sees the link close and tells the client's
+rooms.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ import time
 from typing import Any, Callable
 
 from forkchat import children, commands, config, flood, ipc, link, log as logsetup, numerics
-from forkchat import passwords, poller, procstats, protocol, replybytes, signals, timers
-from forkchat import tutorial
+from forkchat import passwords, poller, procstats, protocol, replybytes, signals, state_rooms
+from forkchat import timers, tutorial
 from forkchat.session import Session, client_host
 
 log = logging.getLogger("forkchat.worker")
@@ -76,6 +78,19 @@ BIG_REPLY_COMMANDS = frozenset({"JOIN", "NAMES", "LIST", "WHO", "WHOWAS", "MOTD"
 # Lines that wait, when something forwarded is unanswered, for the broker's
 # answers so far: local commands and NICK (commands.IN_STEP), big replies.
 SYNC_FIRST = commands.IN_STEP | BIG_REPLY_COMMANDS
+# Read-only queries whose end numeric the client waits for (irssi keeps its
+# channel queries pending until it comes, and sends no other for a room it
+# joins later): the end's code, and how many ends a line asks for.  A scan
+# may wait at the broker for up to 30 s (its turn); if the broker dies
+# meanwhile, the next one knows nothing of it, so the worker sends it again
+# (see _query_lost).
+QUERY_ENDS: dict[str, tuple[bytes, Callable[[protocol.Message], int]]] = {
+    "WHO": (numerics.RPL_ENDOFWHO.encode(), lambda _msg: 1),
+    "LIST": (numerics.RPL_LISTEND.encode(), lambda _msg: 1),
+    "WHOWAS": (numerics.RPL_ENDOFWHOWAS.encode(), lambda _msg: 1),
+    "NAMES": (numerics.RPL_ENDOFNAMES.encode(),      # one 366 a room asked, or one for all
+              lambda msg: len(state_rooms.names_asked(msg.param(0))) if msg.param(0) else 1),
+}
 # Bytes a second of our output that a silent client must take, since its
 # PING, to count as heard from at the ping timeout (8 kbit/s).  A slow link
 # reading a LIST of megabytes is alive (4.5 MB: 75 minutes at most); a
@@ -156,6 +171,13 @@ class Worker:
         self.stuck = False
         self.reply_dropped = False     # by close(): the kernel buffer may be full
         self.nick_asked = b""
+        # The last query of QUERY_ENDS forwarded and not known answered (the
+        # broker's SYNC echo after it, or its end numerics, say it was): its
+        # REQUEST frame, its end's code, and the ends it has, and still lacks.
+        self.query_frame = b""
+        self.query_end = b""
+        self.query_ends = 0
+        self.query_ends_due = 0
         self.heard_client = False      # the first bytes are checked for a TLS hello
 
     # -- lifecycle ---------------------------------------------------------
@@ -481,7 +503,8 @@ class Worker:
                 break
             line = bytes(self.recvq[:end]).rstrip(b"\r")
             msg, line = self._parse(line)     # a bad line is answered here, once
-            if msg is not None and self.unsynced and msg.command in SYNC_FIRST:
+            in_step = msg is not None and msg.command in SYNC_FIRST
+            if in_step and self.unsynced:
                 self._sync()    # answer in order: the broker's replies first
                 break
             rooms = self._rooms_named(msg)
@@ -495,6 +518,8 @@ class Worker:
             del self.recvq[:end + 1]
             if msg is not None:
                 commands.dispatch(self, msg, line)
+                if in_step and self.unsynced:       # forwarded (talk is not in step)
+                    self._note_query(msg, line)
         if len(self.recvq) > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
         elif self.client_eof and b"\n" not in self.recvq:
@@ -906,6 +931,43 @@ class Worker:
                 self.nick_asked = raw     # resent if it dies with a broker
             self._sync()
 
+    def _note_query(self, msg: protocol.Message, line: bytes) -> None:
+        """Remember a query the client waits for the end of, until the
+        broker is known to have answered it (or forget the last one: a
+        command in step is forwarded only once all before it is answered)."""
+        ends = QUERY_ENDS.get(msg.command)
+        if ends is None:
+            self.query_ends_due = 0
+            return
+        self.query_frame = ipc.encode(ipc.Kind.REQUEST, line)
+        self.query_end = ends[0]
+        self.query_ends = self.query_ends_due = ends[1](msg)
+
+    def _query_reply(self, payload: bytes) -> None:
+        """A reply line while a query's end is due: count it if it is one.
+        (Only talk passes a scan waiting at the broker, and no answer to
+        talk has the code of a query's end.)"""
+        code = payload.find(b" ") + 1
+        if payload.startswith(self.query_end, code) and payload[code + 3:code + 4] == b" ":
+            self.query_ends_due -= 1
+
+    def _query_lost(self) -> list[bytes]:
+        """The query to send the next broker again: it went to the dead one,
+        which never answered it (or not to the end).
+
+        A scan may wait at the broker for its turn up to 30 s, the client's
+        later commands held behind it; a broker killed or crashed meanwhile
+        took it along, and the client waited for the end numeric for ever
+        (irssi then asks nothing more of a room it joins).  A frame still
+        queued here goes in its turn, not twice.  A reply the broker had
+        written only in part comes whole again: its first lines twice.
+        """
+        if not self.query_ends_due or self.query_frame in self.link.out:
+            return []
+        self.query_ends_due = self.query_ends
+        self.unsynced = True        # what comes in step waits for its answer
+        return [self.query_frame]
+
     def _sync(self) -> None:
         """Hold the client's input until the broker has answered so far.
 
@@ -988,8 +1050,9 @@ class Worker:
         first = [hello]
         if self.session.nick:
             first.append(ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity()))
+            first += self._query_lost()
         self.link.queue_first(first)
-        # SYNCs, a NICK and a REGISTER sent to a dead broker died with it.
+        # SYNCs, a NICK, a REGISTER and a query sent to a dead broker died with it.
         self.syncs_pending = self.link.count(ipc.Kind.SYNC)
         if self.nick_asked and not self.session.nick and not self.syncs_pending:
             self.forward(self.nick_asked)
@@ -1020,6 +1083,8 @@ class Worker:
             elif kind == reply:      # not held against sendq_bytes
                 self.replies.add(len(self.sendq), len(payload))
                 self.sendq += payload
+                if self.query_ends_due:
+                    self._query_reply(payload)
             else:
                 self._on_frame(kind, payload)
 
@@ -1051,6 +1116,7 @@ class Worker:
     def _on_sync(self, payload: bytes) -> None:
         self.syncs_pending = max(0, self.syncs_pending - 1)
         self.nick_asked = b""        # the broker has answered the NICK, if any
+        self.query_ends_due = 0      # ... and the query, if any
         if self.tutorial and not self.session.nick and not self.session.register_sent:
             self.tutorial_attempt += 1
             if self.tutorial_attempt > 3:
