@@ -192,15 +192,17 @@ class WaitingScan:
     two later answers, an ISON or a USERHOST, overtook.
     """
 
-    __slots__ = ("link", "msg", "since", "held")
+    __slots__ = ("link", "msg", "since", "held", "held_bytes")
 
     def __init__(self, link: Link, msg: protocol.Message, since: float) -> None:
         self.link = link
         self.msg = msg
         self.since = since                        # on the scan clock
         # (kind, payload) frames, in order: as many as the worker's flood
-        # control lets through in SCAN_WAIT_S (70 lines with the defaults)
+        # control lets through in SCAN_WAIT_S (70 lines with the defaults);
+        # a worker that sends more is answered at once (Broker._held_limit)
         self.held: list[tuple[int, bytes]] = []
+        self.held_bytes = 0
 
 
 class Broker:
@@ -728,20 +730,27 @@ class Broker:
         answered link's held frames then run."""
         now = self._refill_scan_credit()
         while self.waiting_scans:
-            cid, waiting = next(iter(self.waiting_scans.items()))
+            waiting = next(iter(self.waiting_scans.values()))
             expired = now - waiting.since >= SCAN_WAIT_S
             if not expired and self.scan_credit <= 0:
                 return
-            del self.waiting_scans[cid]
-            self.replying = cid
-            try:
-                if expired:
-                    self.state.refuse_scan(cid, waiting.msg, self.outbox)
-                else:
-                    self._run_scan(cid, waiting.msg)
-            finally:
-                self.replying = None
-            self._release(waiting)
+            self._answer_waiting(waiting, refuse=expired)
+
+    def _answer_waiting(self, waiting: WaitingScan, refuse: bool) -> None:
+        """Take a scan out of the queue, run it or answer it 263, then run
+        what its link sent after it."""
+        cid = waiting.link.cid
+        assert cid is not None
+        del self.waiting_scans[cid]
+        self.replying = cid
+        try:
+            if refuse:
+                self.state.refuse_scan(cid, waiting.msg, self.outbox)
+            else:
+                self._run_scan(cid, waiting.msg)
+        finally:
+            self.replying = None
+        self._release(waiting)
 
     def _next_scan_turn(self) -> float:
         """Seconds until the first waiting scan's turn: when the credit is
@@ -779,7 +788,22 @@ class Broker:
                 and protocol.command_word(payload) in _PASSES_WAITING_SCAN:
             return False
         waiting.held.append((kind, payload))
+        waiting.held_bytes += len(payload) + ipc.HEADER.size
+        if waiting.held_bytes > self._held_limit():
+            self._answer_waiting(waiting, refuse=True)
         return True
+
+    def _held_limit(self) -> int:
+        """The most a link may send behind its waiting scan: twice what its
+        worker's flood control lets through in SCAN_WAIT_S, of lines of the
+        longest.  A worker taken over through its client sends what it
+        likes, as fast as the broker reads: held without a bound, its
+        frames grew the broker's memory for as long as the scan waited
+        (SCAN_WAIT_S, or for ever with a new scan behind each).  Beyond
+        this its scan is answered 263 now, and what it sent runs."""
+        limits = self.cfg.limits
+        lines = limits.flood_burst + limits.flood_rate * SCAN_WAIT_S
+        return int(2 * lines * (protocol.MAX_LINE_BYTES + ipc.HEADER.size))
 
     def _release(self, waiting: WaitingScan) -> None:
         """Run the frames held behind a scan, in order; a scan among them

@@ -434,3 +434,26 @@ def test_forkchat7_states_the_queue_bounds():
     text = rendered("forkchat.7")
     assert f"At most {broker.SCAN_QUEUE} scans wait" in text
     assert f"none longer than {broker.SCAN_WAIT_S:.0f} seconds" in text
+
+
+def test_what_a_link_sends_behind_its_waiting_scan_is_bounded(crowd):
+    """A worker taken over through its client is not held to flood
+    control: the frames it sent behind a waiting scan were all kept, as
+    fast as the broker read them.  Past twice what flood control lets an
+    honest worker send in SCAN_WAIT_S, its scan is answered 263 at once
+    and what it sent runs, in order."""
+    made, peers = crowd
+    alice = peers["alice"]
+    _spent(made, -100.0)
+    alice.send("WHO #big")
+    line = "ISON bob " + "x" * 490
+    sent = 0
+    while made.waiting_scans and sent < 1000:      # 500 kB; the defaults allow 36
+        alice.send(line)
+        sent += 1
+    assert made.waiting_scans == {}
+    got = alice.take()
+    assert got[:2] == ["263 WHO", "315 #big"]
+    assert got[2:] == ["303 :bob"] * sent
+    alice.send("ISON bob")                     # nothing is held any more
+    assert alice.take() == ["303 :bob"]
