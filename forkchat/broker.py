@@ -891,8 +891,10 @@ class Broker:
         """
         assert link.cid is not None
         if link.cid not in self.inherited:
-            log.error("conn %d: REREGISTER refused: not a connection this broker "
-                      "took over, or restored already", link.cid)
+            more = self.link_error_window.held_back(time.monotonic())
+            if more is not None:        # (a worker taken over may send it endlessly)
+                log.error("conn %d: REREGISTER refused: not a connection this broker "
+                          "took over, or restored already%s", link.cid, _more(more))
             self.outbox.drop(link.cid, "Server error: session not restored")
             return
         self.inherited.discard(link.cid)

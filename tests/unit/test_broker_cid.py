@@ -316,8 +316,8 @@ def test_a_worker_started_under_this_broker_cannot_reregister(harness, caplog):
     and +o in any room, silently, whenever it liked."""
     caplog.set_level(logging.ERROR, logger="forkchat.broker")
     harness.bind((2, os.getpid()))
-    sock = harness.worker(hello(2, reregister=True),
-                          ipc.encode_json(ipc.Kind.REREGISTER, FORGED_IDENTITY))
+    forged = ipc.encode_json(ipc.Kind.REREGISTER, FORGED_IDENTITY)
+    sock = harness.worker(hello(2, reregister=True), forged, forged, forged)   # one line for all
     client = harness.broker.state.clients[2]
     assert client.nick == "" and not client.modes and "#secret" not in harness.broker.state.rooms
     harness.turn(0.1)
