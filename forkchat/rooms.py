@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from forkchat import numerics, protocol
+from forkchat import numerics, protocol, session
 
 STATUS_PREFIX = {"o": "@", "v": "+"}     # PREFIX=(ov)@+
 FLAG_MODES = "imnpst"                     # CHANMODES type D
@@ -85,7 +85,7 @@ class Room:
         self.limit = max(0, min(_int(meta.get("limit"), 0), MAX_LIMIT))
         for entry in meta.get("bans") or []:
             if isinstance(entry, list) and len(entry) == 3:
-                ban = Ban.of(str(entry[0]), str(entry[1]), _int(entry[2], 0))
+                ban = Ban.of(_with_shown_host(str(entry[0])), str(entry[1]), _int(entry[2], 0))
                 self.bans[ban.folded] = ban
 
     def is_op(self, cid: int) -> bool:
@@ -215,7 +215,8 @@ def _mask_text(mask: str) -> str:
 
 
 def normalize_mask(mask: str) -> str:
-    """Complete a ban mask to nick!user@host: 'bob' -> 'bob!*@*', 'u@h' -> '*!u@h'."""
+    """Complete a ban mask to nick!user@host: 'bob' -> 'bob!*@*', 'u@h' -> '*!u@h',
+    its host spelled as a client's is (`_with_shown_host`)."""
     mask = _mask_text(mask)[:MAX_MASK_CHARS]
     nick, bang, rest = mask.partition("!")
     if bang:
@@ -225,7 +226,18 @@ def normalize_mask(mask: str) -> str:
         user, _, host = mask.partition("@")
     else:
         user = host = "*"
-    return f"{nick or '*'}!{user or '*'}@{host or '*'}"
+    return _with_shown_host(f"{nick or '*'}!{user or '*'}@{host or '*'}")
+
+
+def _with_shown_host(mask: str) -> str:
+    """A complete mask whose host part starts with ':' gets a 0 in front,
+    as a client's host does (`session.client_host`: ::1 is shown 0::1), so
+    that '*!*@::1', typed by hand or kept from before, bans the client
+    from ::1 instead of nobody."""
+    nick, _, rest = mask.partition("!")
+    user, _, host = rest.partition("@")
+    shown = session.client_host(host)
+    return mask if shown == host else f"{nick}!{user}@{shown}"
 
 
 def glob_match(pattern: str, text: str) -> bool:

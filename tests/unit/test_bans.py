@@ -1,5 +1,6 @@
 """Room bans: the compile-free matcher (rooms.ban_match) against the
-expression every other mask match uses, and its memory and work bounds."""
+expression every other mask match uses, its memory and work bounds, and
+ban masks whose host starts with ':'."""
 
 from __future__ import annotations
 
@@ -157,3 +158,57 @@ def test_ban_check_work_grows_at_most_with_the_prefix(shape, nicklen):
         sys.settrace(None)
     assert found is expected
     assert steps <= 8 * len(text) + 40
+
+
+# -- hosts that start with ':' ------------------------------------------------
+
+@pytest.mark.parametrize("mask, expected", [
+    ("*!*@::1", "*!*@0::1"),
+    ("u@::1", "*!u@0::1"),
+    ("*!*@:*", "*!*@0:*"),
+    ("*!*@0::1", "*!*@0::1"),
+    ("*!*@1:*", "*!*@1:*"),
+    ("a:b!*@*", "a:b!*@*"),
+    ("n!u:x@h", "n!u:x@h"),
+])
+def test_a_mask_host_is_spelled_as_a_client_host(mask, expected):
+    assert rooms.normalize_mask(mask) == expected
+
+
+def test_a_ban_on_a_colon_host_bans_the_client_from_it():
+    """The worker shows ::1 as 0::1 (session.client_host); a ban typed as
+    *!*@::1 is kept as *!*@0::1, so it bans that client, and -b with either
+    spelling lifts it."""
+    w = World()
+    w.add("alice")
+    w.cids["bob"] = 2
+    w.st.connect(2, "0::1")
+    w.cmd("bob", "NICK bob")
+    w.st.register(2, "bu", "Bob", w.out)
+    w.out.take()
+    w.cmd("alice", "JOIN #r")
+    assert w.to("alice", "MODE #r +b *!*@::1") == [":alice!au@127.0.0.1 MODE #r +b *!*@0::1"]
+    assert w.to("bob", "JOIN #r") == [":srv 474 bob #r :Cannot join channel (+b)"]
+    assert w.to("alice", "MODE #r -b *!*@::1") == [":alice!au@127.0.0.1 MODE #r -b *!*@0::1"]
+    assert w.to("bob", "JOIN #r")[0] == ":bob!bu@0::1 JOIN #r"
+
+
+def test_a_kept_ban_on_a_colon_host_is_spelled_as_the_client_host():
+    """A ban kept in the room store as *!*@::1 (set before masks were
+    spelled so) bans the client from ::1 once the room is restored."""
+    room = rooms.Room("#r", 0)
+    room.apply_meta({"bans": [["*!*@::1", "op", 5], ["Bob!*@*", "op", 6]]})
+    assert [(b.mask, b.folded) for b in room.bans.values()] == [
+        ("*!*@0::1", "*!*@0::1"), ("Bob!*@*", "bob!*@*")]
+    assert room.is_banned("x!u@0::1") and room.is_banned("bob!u@h")
+    assert not room.is_banned("x!u@127.0.0.1")
+
+
+def test_meta_keeps_bans_as_set():
+    room = rooms.Room("#r", 0)
+    for mask in ["*!*@0::1", "Bob!*@*"]:
+        ban = rooms.Ban.of(mask, "op", 1)
+        room.bans[ban.folded] = ban
+    copy = rooms.Room("#r", 0)
+    copy.apply_meta(room.meta())
+    assert copy.bans == room.bans
