@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -310,17 +311,20 @@ def ban_match(pattern: str, text: str) -> bool:
     A ban kept its own expression, some 6 KB for a 200-character mask of
     '*x' pieces: 100 bans in each of 10000 rooms could hold 6 GB.  A cache
     shared by all rooms instead could be thrashed by their bans (such a
-    mask takes about a millisecond to compile, and every unvoiced message
-    in a room checks every ban).  Here the mask is cut at its stars when
-    checked and each piece is found by str searches in C: the first piece
-    at the start, the last at the end, each one between at its leftmost
-    place after the one before (`_glob_source` says why that is enough).
-    Most bans, '*!*@host' and 'nick!*@*', take a few steps.  A hostile
-    mask takes a few steps per character of the prefix at most, once the
-    prefix (nick, user and address: some 130 characters at most) is long
-    enough for all its pieces: tens of microseconds, so 100 such bans cost
-    a join or an unvoiced message a few milliseconds, less than one WHO
-    with a mask on a full server.
+    mask takes about half a millisecond to compile, and every unvoiced
+    message in a room checks every ban).  Here the mask is cut at its
+    stars when checked, and each piece is found in C: the first piece at
+    the start, the last at the end, each one between at its leftmost place
+    after the one before (`_glob_source` says why that is enough), by a str
+    search, or bit-parallel when it has '?' between literal runs
+    (`_find_marked`).  Most bans, '*!*@host' and 'nick!*@*', take a few
+    steps.  A hostile mask takes a few steps per piece, and a piece is
+    looked for only when the prefix (nick, user and address, some 130
+    characters at most) is long enough for all the pieces, and each found
+    uses some of it: tens of microseconds a ban at most, so that 100 such
+    bans cost an unvoiced message or a join about what compiling one MODE
+    line's four such masks did, and much less than a WHO with a mask on a
+    full server.
     """
     if "?" in pattern:
         return _match_with_marks(pattern, text)
@@ -342,8 +346,9 @@ def ban_match(pattern: str, text: str) -> bool:
 
 
 def _match_with_marks(pattern: str, text: str) -> bool:
-    """`ban_match` for a mask with '?': the same walk, each piece compared
-    by `_fits` or looked for by `_find`."""
+    """`ban_match` for a mask with '?': the same walk, a piece with '?'
+    only around one literal run found by that run, one with '?' between
+    runs by `_find_marked`."""
     if len(text) < len(pattern) - pattern.count("*"):
         return False
     first, star, rest = pattern.partition("*")
@@ -355,11 +360,17 @@ def _match_with_marks(pattern: str, text: str) -> bool:
         return False
     at = len(first)
     for piece in filter(None, middle.split("*")):
-        at = _find(piece, text, at, end)
+        run = piece.strip("?")
+        if "?" in run:
+            at = _find_marked(piece, text, at, end)
+        elif run:                               # (only '?': any characters, as many)
+            lead = len(piece) - len(piece.lstrip("?"))
+            found = text.find(run, at + lead, end - len(piece) + lead + len(run))
+            at = found - lead if found >= 0 else -1
         if at < 0:
             return False
         at += len(piece)
-    return True
+    return at <= end
 
 
 def _fits(piece: str, text: str, at: int) -> bool:
@@ -371,32 +382,34 @@ def _fits(piece: str, text: str, at: int) -> bool:
     return "".join(itertools.compress(window, map("?".__ne__, piece))) == piece.replace("?", "")
 
 
-def _find(piece: str, text: str, at: int, end: int) -> int:
-    """The leftmost place from `at` where a star-free piece matches inside
-    text[:end], or -1.  A piece with '?' is looked for by its literal run
-    when it has one ('?' only around it), else by its first run, each
-    place that run is found then checked whole: places only move forward,
-    so all the pieces of a mask together try at most one per character."""
-    if "?" not in piece:
-        return text.find(piece, at, end)
-    run = piece.strip("?")
-    lead = len(piece) - len(piece.lstrip("?"))
-    if not run:
-        return at if at + len(piece) <= end else -1
-    stop = end - len(piece) + lead + len(run)      # the run must end by here
-    if "?" not in run:
-        found = text.find(run, at + lead, stop)
-        return found - lead if found >= 0 else -1
-    first = run.split("?", 1)[0]
-    stop -= len(run) - len(first)
-    literals, keep = piece.replace("?", ""), list(map("?".__ne__, piece))
-    found = text.find(first, at + lead, stop)
-    while found >= 0:
-        start = found - lead
-        if "".join(itertools.compress(text[start:start + len(piece)], keep)) == literals:
-            return start
-        found = text.find(first, found + 1, stop)
-    return -1
+def _find_marked(piece: str, text: str, at: int, end: int) -> int:
+    """The leftmost place from `at` where a piece with '?' between literal
+    runs matches inside text[:end], or -1, bit-parallel: the places where
+    it matches are those where each of its characters is at its own
+    distance, an AND of the text's places of each character (`_places`)
+    shifted by that distance, done in C in a few steps however long the
+    piece and however often its runs occur."""
+    matches = functools.reduce(operator.and_, map(
+        operator.rshift, map(_places(text).get, piece, _NONE), range(len(piece))))
+    span = end - len(piece) - at + 1           # the places from `at` where it fits
+    matches = matches >> at & (1 << span) - 1 if span > 0 else 0
+    return (matches & -matches).bit_length() - 1 + at if matches else -1
+
+
+_NONE = itertools.repeat(0)     # the places of a character the text lacks
+
+
+@functools.lru_cache(maxsize=4)
+def _places(text: str) -> dict[str, int]:
+    """Each character of the text -> an int with bit i set where the text
+    has it at i, and '?' (never a character of a mask's piece, always a
+    wildcard) -> every bit: what `_find_marked` ANDs.  Kept for the last
+    few texts, as all the bans of a room are checked against one prefix."""
+    places = dict.fromkeys(text, 0)
+    for index, char in enumerate(text):
+        places[char] |= 1 << index
+    places["?"] = (1 << len(text)) - 1
+    return places
 
 
 def valid_key(key: str) -> bool:
