@@ -624,6 +624,46 @@ def test_forkchat7_numbers_match_the_code() -> None:
            f"workers at once)" in readme
 
 
+def test_scan_queue_and_worker_binding_numbers_documented() -> None:
+    """The bounds of the scans waiting their turn and the wait of a HELLO
+    for its worker's pid, which several paragraphs of forkchat(7) and
+    forkchat-server(8) state by hand, are the broker's."""
+    from forkchat import broker
+    wait = f"{broker.SCAN_WAIT_S:.0f} seconds"
+    text = rendered("forkchat.7")
+    wanted = [f"At most {broker.SCAN_QUEUE} scans wait (one per client), none longer than {wait}",
+              f"one asked for when {broker.SCAN_QUEUE} wait, that has waited {wait}",
+              f"flood control lets a client send in {wait}",
+              f"the window is as long as the wait, up to {wait}",
+              f"named for {broker.BIND_WAIT_S:.0f} seconds at most"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    server = rendered("forkchat-server.8")
+    assert f"refused after waiting {broker.BIND_WAIT_S:.0f} seconds to be named" in server
+
+
+def test_store_and_certificate_numbers_documented() -> None:
+    """The room store's waits and retries and the certificate warnings'
+    thresholds and daily look, stated by hand in forkchat-server(8) and the
+    README, are the code's."""
+    from forkchat import listeners, store, supervisor
+    text = rendered("forkchat-server.8")
+    share = {0.25: "a quarter", 0.5: "half"}[listeners.EXPIRY_WARNING_SHARE]
+    wanted = [f"after waiting {store.LOCK_WAIT_S:.0f} seconds for it",
+              f"waited for {store.LOCK_WAIT_S:.0f} seconds first",
+              f"once it can, trying every {store.RETRY_S:.0f} seconds",
+              f"it waits {store.BUSY_WAIT_MS} ms at most",
+              f"tries again every {store.RETRY_S:.0f} seconds, with every change since",
+              f"with less than {listeners.EXPIRY_WARNING_DAYS} days of it left, or less than "
+              f"{share} of its lifetime",
+              "and once a day while the server runs"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    assert supervisor.CERTIFICATES_EVERY_S == 86400      # "once a day", "the daily look"
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    assert f"about to expire ({listeners.EXPIRY_WARNING_DAYS} days, or {share} of a shorter " \
+           f"lifetime)" in readme
+    assert "once a day while it is served" in readme
+
+
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_title_line_names_the_page_and_the_version(page: str) -> None:
     """.TH gives the page's own name and section and the package's version,
