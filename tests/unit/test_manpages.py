@@ -641,6 +641,25 @@ def test_scan_queue_and_worker_binding_numbers_documented() -> None:
     assert f"refused after waiting {broker.BIND_WAIT_S:.0f} seconds to be named" in server
 
 
+def test_words_sent_to_misdirected_clients_documented() -> None:
+    """What an HTTP request or an IRC client on the wrong port, and a
+    worker refused its REREGISTER, are told, as forkchat(7) quotes it, is
+    what the code sends, and the HTTP methods it lists are those it knows."""
+    from forkchat import commands, worker
+    text = rendered("forkchat.7")
+    listed = re.search(r"an HTTP method \(([^)]*)\)", text)
+    assert listed is not None
+    assert set(listed.group(1).split(", ")) == commands.HTTP_METHODS
+    package = Path(__file__).resolve().parents[2] / "forkchat"
+    assert '"Server error: session not restored"' in (package / "broker.py").read_text()
+    assert '"NUL byte in USER line"' in (package / "worker.py").read_text()
+    wanted = [f"which closes the connection (\"{commands.HTTP_REASON}\")",
+              f"({worker.TUTORIAL_PORT_TEXT})",
+              worker.NOT_HTTP_TEXT, "Server error: session not restored",
+              "(NUL byte in USER line)"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+
+
 def test_store_and_certificate_numbers_documented() -> None:
     """The room store's waits and retries and the certificate warnings'
     thresholds and daily look, stated by hand in forkchat-server(8) and the
