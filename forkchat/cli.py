@@ -249,20 +249,35 @@ def passed_specs(cfg: config.Config,
     """
     found = [entry_for_address(cfg.listen, name, address) for name, address in sockets]
     taken = frozenset(index for index in found if index is not None)
-    return [cfg.listen[index] if index is not None else passed_spec(cfg, position, name, taken)
-            for position, ((name, _), index) in enumerate(zip(sockets, found))]
+    chosen = [cfg.listen[index] if index is not None
+              else passed_spec(cfg, position, name, taken, address[1])
+              for position, ((name, address), index) in enumerate(zip(sockets, found))]
+    ports = {address[1] for _name, address in sockets}
+    for index, spec in enumerate(cfg.listen):
+        if spec.tls_cert and spec.port not in ports and not any(got is spec for got in chosen):
+            logging.getLogger("forkchat.supervisor").warning(
+                "listen[%d] (port %d, with TLS) serves none of the sockets systemd passed: "
+                "add ListenStream=%d to the socket unit, then restart the unit",
+                index, spec.port, spec.port)
+    return chosen
 
 
 def passed_spec(cfg: config.Config, index: int, name: str,
-                taken: frozenset[int] = frozenset()) -> config.Listener:
+                taken: frozenset[int] = frozenset(), port: int = 0) -> config.Listener:
     """The entry of a passed socket that no entry matched by address: the
     first of the protocol it is named after, else the one at its position,
-    else plain irc.  Entries in `taken` belong to other sockets."""
+    else plain irc.  Entries in `taken` belong to other sockets, and one
+    with TLS serves only its own port: a unit that does not pass the TLS
+    port yet (its ListenStream= added, the socket unit not restarted) had
+    the plain port speak TLS, and every plain client fail."""
+    def free(position: int, spec: config.Listener) -> bool:
+        return position not in taken and (not spec.tls_cert or spec.port in (0, port))
+
     if name in config.PROTOCOLS:
         named = [spec for position, spec in enumerate(cfg.listen)
-                 if spec.protocol == name and position not in taken]
+                 if spec.protocol == name and free(position, spec)]
         return named[0] if named else config.Listener(protocol=name)
-    if index < len(cfg.listen) and index not in taken:
+    if index < len(cfg.listen) and free(index, cfg.listen[index]):
         return cfg.listen[index]
     return config.Listener()
 

@@ -179,3 +179,20 @@ def test_bound_address_of_a_descriptor_that_is_no_socket_is_a_value_error(tmp_pa
         with pytest.raises(ValueError, match=rf"^fd {handle.fileno()} passed by systemd is "
                                              r"not a socket \(Socket operation on non-socket\)$"):
             systemd.bound_address(handle.fileno())
+
+
+def test_a_tls_entry_serves_no_other_port_and_an_unserved_one_is_warned_of(caplog):
+    """The TLS entry written before the unit passes its port (ListenStream=
+    6697 added, the socket unit not restarted): the one socket, 6667, took
+    it by name and spoke TLS to every plain client."""
+    caplog.set_level(logging.WARNING, logger="forkchat.supervisor")
+    assert cli.passed_specs(listen(SECURE), [("irc", ("::", 6667))]) == [
+        config.Listener(protocol="irc")]
+    assert specs(listen(SECURE), ("forkchat.socket", ("::", 6667))) == [None]   # by position
+    assert [r.getMessage() for r in caplog.records] == [
+        "listen[0] (port 6697, with TLS) serves none of the sockets systemd passed: "
+        "add ListenStream=6697 to the socket unit, then restart the unit"] * 2
+    caplog.clear()
+    any_port = config.Listener(port=0, **TLS)              # port 0: whatever systemd binds
+    assert specs(listen(any_port), ("irc", ("::", 6667))) == [0]
+    assert caplog.records == []
