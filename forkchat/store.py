@@ -66,10 +66,10 @@ class RoomStore:
         log.warning("room store %s is in use by another forkchat server (a shared "
                     "state_dir), rooms will not persist", self.path)
 
-    def _open(self) -> str:
+    def _open(self, lock_wait: float = LOCK_WAIT_S) -> str:
         """Lock the directory and open the database: '' once done, else
         IN_USE or the reason."""
-        if not self._lock(self.directory):
+        if not self._lock(self.directory, lock_wait):
             return IN_USE
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -86,9 +86,10 @@ class RoomStore:
         self._file = _file_at(self.path)
         return ""
 
-    def _lock(self, directory: str) -> bool:
+    def _lock(self, directory: str, wait: float) -> bool:
         """Hold the directory's lock for as long as this broker runs; False
-        if another server holds it.
+        if another server holds it (after `wait` seconds: a broker started
+        just after one died may find its lock not yet released).
 
         Two servers on one state_dir (a second instance with the default
         /var/lib/forkchat) each wrote the other's room records over its own
@@ -104,7 +105,7 @@ class RoomStore:
             self._lock_error = f" ({error.strerror or error})"
             return True
         self._lock_error = ""
-        deadline = time.monotonic() + LOCK_WAIT_S
+        deadline = time.monotonic() + wait
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -275,7 +276,9 @@ class RoomStore:
             self._saved = {}
         self._close()
         self._unlock()              # ours too, or the lock would be held against us
-        problem = self._open()
+        # No wait here: this runs in the broker's loop, and a lock held now
+        # is another server's, which a sleep would not change but all chat would stop for.
+        problem = self._open(lock_wait=0.0)
         if problem == IN_USE:
             self._say_in_use()
             self._lost = False

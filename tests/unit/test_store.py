@@ -415,3 +415,30 @@ def test_a_store_deleted_and_found_unusable_is_tried_again(tmp_path, monkeypatch
         assert second.load() == {"#a": {"topic": "1"}, "#b": {"topic": "2"}}
     finally:
         second.release()
+
+
+def test_a_store_reopened_where_another_server_holds_the_lock_does_not_wait(
+        tmp_path, monkeypatch, caplog):
+    """The reopen runs in the broker's loop: it slept LOCK_WAIT_S there (3 s
+    of no chat for anyone) for a lock that another server holds, which no
+    wait releases.  The store says it is in use instead, at once."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    state = tmp_path / "state"
+    state.mkdir()
+    first = store.RoomStore(str(state))
+    other = None
+    try:
+        first.apply({"#a": {"topic": "1"}})
+        shutil.rmtree(state)
+        state.mkdir()
+        other = store.RoomStore(str(state))          # another server's broker, on the new dir
+        slept = []
+        monkeypatch.setattr(store.time, "sleep", slept.append)
+        with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+            first.put("#b", {"topic": "2"})
+        assert slept == []
+        assert "in use by another" in caplog.text
+    finally:
+        first.release()
+        if other is not None:
+            other.release()
