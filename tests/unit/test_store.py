@@ -17,6 +17,15 @@ import pytest
 from forkchat import broker, config, ipc, rooms, store
 
 
+def stored_rooms(directory) -> dict:
+    """What the next broker on `directory` would load."""
+    reader = store.RoomStore(str(directory))
+    try:
+        return reader.load()
+    finally:
+        reader.release()
+
+
 def test_the_store_is_one_servers_at_a_time(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(store, "LOCK_WAIT_S", 0.1)
     first = store.RoomStore(str(tmp_path))
@@ -58,11 +67,7 @@ def test_apply_writes_and_deletes_only_what_differs(tmp_path):
         first.apply({"#a": None, "#b": {"topic": "2"}})
     finally:
         first.release()
-    second = store.RoomStore(str(tmp_path))
-    try:
-        assert second.load() == {"#b": {"topic": "2"}}
-    finally:
-        second.release()
+    assert stored_rooms(tmp_path) == {"#b": {"topic": "2"}}
 
 
 def test_a_join_writes_its_room_not_every_rooms_record(tmp_path, monkeypatch):
@@ -230,11 +235,7 @@ def test_a_failed_write_is_tried_again_and_said_once(tmp_path, monkeypatch, capl
         first.release()
     assert caplog.text.count("failed, rooms will not persist until it can be written") == 1
     assert caplog.text.count("written again, rooms persist") == 1
-    second = store.RoomStore(str(tmp_path))
-    try:
-        assert second.load() == {"#a": {"topic": "3"}, "#b": {"topic": "b"}}
-    finally:
-        second.release()
+    assert stored_rooms(tmp_path) == {"#a": {"topic": "3"}, "#b": {"topic": "b"}}
 
 
 def test_the_broker_comes_back_for_a_failed_write(tmp_path, monkeypatch):
@@ -286,11 +287,7 @@ def test_a_lock_held_by_another_program_stalls_no_one(tmp_path, caplog):
     finally:
         shell.close()
         first.release()
-    second = store.RoomStore(str(tmp_path))
-    try:
-        assert second.load() == {"#a": {"topic": "1"}}
-    finally:
-        second.release()
+    assert stored_rooms(tmp_path) == {"#a": {"topic": "1"}}
 
 
 def test_a_store_that_cannot_be_opened_says_why(tmp_path, caplog):
@@ -378,12 +375,8 @@ def test_a_state_dir_deleted_while_in_use_is_written_anew_once_back(tmp_path, mo
     assert caplog.text.count("was removed or replaced while in use") == 1
     assert caplog.text.count("(No such file or directory)") == 1
     assert "written again" in caplog.text
-    second = store.RoomStore(str(state))
-    try:
-        assert second.load() == {"#old": {"topic": "from before"}, "#a": {"topic": "2"},
-                                 "#new": {"topic": "while gone"}}
-    finally:
-        second.release()
+    assert stored_rooms(state) == {"#old": {"topic": "from before"}, "#a": {"topic": "2"},
+                                  "#new": {"topic": "while gone"}}
 
 
 def test_a_store_deleted_and_found_unusable_is_tried_again(tmp_path, monkeypatch, caplog):
@@ -410,11 +403,7 @@ def test_a_store_deleted_and_found_unusable_is_tried_again(tmp_path, monkeypatch
         first.release()
     assert "in use by another" not in caplog.text
     assert caplog.text.count("file is not a database") == 1
-    second = store.RoomStore(str(state))
-    try:
-        assert second.load() == {"#a": {"topic": "1"}, "#b": {"topic": "2"}}
-    finally:
-        second.release()
+    assert stored_rooms(state) == {"#a": {"topic": "1"}, "#b": {"topic": "2"}}
 
 
 def test_a_store_reopened_where_another_server_holds_the_lock_does_not_wait(
