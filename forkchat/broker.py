@@ -90,21 +90,23 @@ FLUSH_AT_ONCE_LINKS = 4  # unless it is for this few of them
 # scan time is spent from a credit that refills at SHARE / (1 - SHARE)
 # seconds a second.  A scan asked for while the credit is spent, or while
 # others wait, waits for its turn (WaitingScan): the scans waiting are run
-# in the order they came as the credit comes back.  irssi and WeeChat send
-# a WHO of each room they join, and irssi never asks again after a 263:
-# when hundreds of clients rejoined a room of more than 500 (a server
-# restart), most of them were refused and kept no user@host of its
-# members.  At most SCAN_QUEUE scans wait (one per connection: its worker
+# in the order they came as the credit comes back.  irssi sends a WHO of
+# each room it joins and asks once more after a 263, 2.5 s later, then
+# never again on that connection: when 550 clients rejoined a room of 552
+# at once, 282 to 519 of them were refused (irssi twice, keeping 1 of 552
+# hosts); waiting, all were answered within 20 s.  At most SCAN_QUEUE scans wait (one per connection: its worker
 # waits for the answer before it sends the next), each SCAN_WAIT_S at most;
 # beyond either the scan is answered 263 RPL_TRYAGAIN (an operator's is
 # never refused, nor made to wait).  A server of hundreds of users, whose
 # scans take a fraction of a millisecond, never sees the wait.
 SCAN_SHARE = 0.25
 SCAN_BURST_S = 0.05
-# 1000 WHOs of a room of 1000 members take the broker 8 s, a wait of 24 s
-# at its share.  A waiting scan holds up its client's commands that wait
-# for their answers (JOIN, NICK, QUIT, and PING, from which irssi counts
-# its lag and reconnects at 300 s): half a minute at most.
+# 1000 WHOs of a room of 1000 members take the broker some 8 s, 32 s at
+# its share (the credit does not grow while a scan runs): the last few
+# would wait past SCAN_WAIT_S and be refused.  A waiting scan holds up its
+# client's commands that wait for their answers (JOIN, NICK, QUIT, and
+# PING, from which irssi counts its lag and reconnects at 300 s): half a
+# minute at most.
 SCAN_QUEUE = 1000
 SCAN_WAIT_S = 30.0
 SCAN_TURN_SLACK_S = 0.001   # credit a waiting scan's turn starts with (no wake-up at 0)

@@ -276,8 +276,8 @@ def _later(made: broker.Broker, seconds: float) -> None:
 
 
 def test_a_who_of_a_big_room_beyond_the_share_waits_and_is_answered(crowd):
-    """irssi and WeeChat send WHO #room on every JOIN, and irssi never asks
-    again after a 263: when hundreds rejoined a room of more than 500 at
+    """irssi sends WHO #room on every JOIN, and after a second 263 never
+    asks again: when hundreds rejoined a room of more than 500 at
     once, most were refused and kept no user@host for its members.  A scan
     beyond the share now waits until the credit is back, then is answered
     in full; the broker's loop sleeps until then."""
