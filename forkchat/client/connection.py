@@ -332,6 +332,8 @@ class Connection:
             msg = ircmsg.parse(ircmsg.decode(raw))
         except ValueError:
             return
+        if not events.well_formed(msg):
+            return
         me = self.nick
         handler = INTERNAL.get(msg.command)
         if handler is not None and handler(self, msg):

@@ -39,6 +39,11 @@ _LIST_ENDS = {366: "names_end", 315: "who_end"}
 # forkchat's `Too soon after a failed OPER attempt ...`): the command they
 # answer.  After registration 464 and 491 only ever answer OPER.
 _REFUSED_COMMAND = {464: "OPER", 491: "OPER"}
+# The parameters without which a command says nothing: a bare `NICK` is the
+# tutorial port's greeting to a client pointed at it, and was shown as
+# `*  is now known as ` before the server's refusal.
+_REQUIRED_PARAMS = {"PRIVMSG": 2, "NOTICE": 2, "JOIN": 1, "PART": 1, "NICK": 1,
+                    "KICK": 2, "TOPIC": 1, "MODE": 1, "INVITE": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +249,12 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
         room = params[0] if len(params) > 1 and ircmsg.is_room(params[0]) else ""
         return [_event("error", msg, buffer=room, text=text, other=str(code))]
     return [_event("reply", msg, text=_reply_text(code, params))]
+
+
+def well_formed(msg: ircmsg.Message) -> bool:
+    """Whether the message has the parameters its command needs; one that
+    lacks them is no event (and no change of nick or rooms) at all."""
+    return len(msg.params) >= _REQUIRED_PARAMS.get(msg.command, 0)
 
 
 def translate(msg: ircmsg.Message, me: str) -> list[UiEvent]:

@@ -238,6 +238,17 @@ def test_wrong_password_is_a_registration_failure(make_server, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_the_tutorial_port_is_one_line_naming_the_irc_port_and_nothing_on_stdout(make_server):
+    # The tutorial port greets with a bare `NICK`, then refuses the IRC
+    # client; the greeting was printed as `HH:MM *  is now known as `.
+    server = make_server(extra_args=["--tutorial-listen", "127.0.0.1:0"])
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port_of('tutorial')}"], "hi\n")
+    assert result.returncode == 1
+    assert result.stdout.decode() == ""
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and "use the IRC port" in err and "Traceback" not in err
+
+
 def test_nick_collision_takes_a_suffix(server, registered):
     watcher = watcher_in(registered, "#lobby", "cron")
     result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"], "from the twin\n")

@@ -160,3 +160,15 @@ def test_build_and_casefold():
     with pytest.raises(ValueError):
         ircmsg.build("PRIVMSG", "a b", "x")
     assert ircmsg.casefold("Nick[]\\~") == "nick{}|^"
+
+
+@pytest.mark.parametrize("line", ["NICK", ":a!b@c JOIN", ":a!b@c PART", ":a!b@c KICK #x",
+                                  ":a!b@c PRIVMSG #x", ":a!b@c INVITE bob"])
+def test_a_command_without_its_parameters_is_not_well_formed(line):
+    assert not events.well_formed(ircmsg.parse(line))
+
+
+@pytest.mark.parametrize("line", [":a!b@c NICK bob", ":a!b@c JOIN #x", "NOTICE * :hello",
+                                  ":srv 001 bob :Welcome", "PING :x", ":a!b@c TOPIC #x :"])
+def test_complete_commands_are_well_formed(line):
+    assert events.well_formed(ircmsg.parse(line))
