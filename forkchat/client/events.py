@@ -27,8 +27,12 @@ BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
 # mIRC colour/format codes, then any other C0/C1 control, DEL, or bidi control.
 _FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}"
                          r"|[\x00-\x1f\x7f\x80-\x9f" + BIDI_CONTROLS + "]")
+# RPL_TRYAGAIN (263), a scan refused for now (forkchat's queue was full or
+# it waited 30 s), answers the command just typed: shown where it was typed,
+# as the 4xx refusals are, not in the status buffer with the server's news.
+_REFUSAL_NUMERICS = frozenset([263])
 _SERVER_TEXT_NUMERICS = frozenset(
-    list(range(1, 100)) + list(range(250, 267)) + [372, 375, 376, 422])
+    list(range(1, 100)) + list(range(250, 267)) + [372, 375, 376, 422]) - _REFUSAL_NUMERICS
 _SILENT_NUMERICS = frozenset([318, 321, 329, 333, 369])
 # Server text whose counts are repeated in the text itself (RPL_LOCALUSERS,
 # RPL_GLOBALUSERS: `1 1 :Current local users 1, max 1`): the text alone.
@@ -243,7 +247,7 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
         reason = params[-1] if params else str(code)
         return [_event("error", msg, text=f"{_REFUSED_COMMAND[code]} refused: {reason}",
                        other=str(code))]
-    if 400 <= code < 600:
+    if 400 <= code < 600 or code in _REFUSAL_NUMERICS:
         where = " ".join(params[:-1])
         text = f"{where}: {params[-1]}" if where else (params[-1] if params else str(code))
         room = params[0] if len(params) > 1 and ircmsg.is_room(params[0]) else ""

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from forkchat.client import buffers, connection, events, lineedit, tui
+from forkchat.client import buffers, connection, events, ircmsg, lineedit, tui
 
 
 def ev(kind, **fields):
@@ -155,6 +155,19 @@ def test_an_empty_names_or_who_reply_is_not_silence():
     model.apply(ev("who_end", buffer="#secret", text="End of /WHO list"))
     shown = [line.text for line in list(model.current.lines)[before:]]
     assert shown == ["#secret: End of /NAMES list", "#secret: End of /WHO list"]
+
+
+def test_a_scan_refused_for_now_is_shown_where_it_was_asked():
+    """forkchat answers a /list or /who that waited its 30 s, or found 1000
+    waiting, with 263 and then the end of the list: the reason belongs next
+    to that end, not in buffer 1 while the room shows an empty list."""
+    model = model_in_lobby()
+    for raw in (":srv 263 bob LIST :Please wait a while and try again.",
+                ":srv 323 bob :End of /LIST"):
+        for event in events.translate(ircmsg.parse(raw), "bob"):
+            model.apply(event)
+    shown = [line.text for line in model.current.lines][-2:]
+    assert shown == ["LIST: Please wait a while and try again.", "End of /LIST"]
 
 
 def test_a_names_or_who_reply_with_rows_ends_quietly():
@@ -341,7 +354,6 @@ def test_reading_back_stays_still_when_a_long_line_comes_in():
 def test_bidi_controls_from_others_never_reach_the_screen():
     """The full-screen interface shows the same cleaned events as line mode:
     no RLO or isolate in a nick, a message, the member list or the topic."""
-    from forkchat.client import ircmsg
     model = model_in_lobby()
     for raw in (":srv 353 bob = #lobby :al\u2067ice", ":a!a@h TOPIC #lobby :\u202enew topic",
                 ":mal\u202elory!m@h PRIVMSG #lobby :\u202e<ecila>\u2069 hi"):
