@@ -61,6 +61,11 @@ DEFAULT_PARAM_MODES = {"always": "beIk", "when_set": "l", "status": "ov"}
 JOIN_REFUSALS = ("403", "405", "471", "473", "474", "475", "476", "477")
 # The PING token of a flush barrier (forkchat-flush-1, -2 ...).
 FLUSH_TOKEN = "forkchat-flush-"
+# Commands whose answer a busy forkchat-server may hold back while the scan
+# waits its turn (up to 30 s; forkchat(7) IRC PROFILE), and the numeric that
+# ends each answer (after a 263 too): until it comes, the full-screen
+# interface says what it waits for, and what is typed after it waits too.
+ANSWER_ENDS = {"LIST": "323", "WHO": "315"}
 FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
                         "465": "you are banned from this server"}
 
@@ -137,6 +142,8 @@ class Connection:
         self._quit_queued = False     # a raw QUIT waits in the queue: accept no more lines
         self._quit_written = False    # QUIT is out: what is still queued stays (`unsent`)
         self._error_reason = ""
+        # LIST/WHO lines written and not yet answered: (command, when written).
+        self._asked: collections.deque[tuple[str, float]] = collections.deque()
 
     # ---- public API used by the front ends ---------------------------------
 
@@ -237,6 +244,14 @@ class Connection:
         """A flush barrier is on its way (so another one adds nothing)."""
         return bool(self._pongs)
 
+    def awaited(self) -> tuple[str, float] | None:
+        """The oldest LIST or WHO still unanswered and for how many seconds,
+        or None: a busy server can hold one (and what follows it) 30 s."""
+        if not self._asked or self.state != "ready":
+            return None
+        command, since = self._asked[0]
+        return command, time.monotonic() - since
+
     @property
     def ready(self) -> bool:
         return self.state == "ready"
@@ -298,6 +313,7 @@ class Connection:
         reason = self._error_reason or reason
         self._error_reason = ""
         self._close()
+        self._asked.clear()     # a new connection answers none of them
         for name in ("connect", "idle", "pong", "send"):
             self._deadlines.pop(name, None)
         if self._quitting:
@@ -334,6 +350,8 @@ class Connection:
             return
         if not events.well_formed(msg):
             return
+        if self._asked and _answers(msg, self._asked[0][0]):
+            self._asked.popleft()
         me = self.nick
         handler = INTERNAL.get(msg.command)
         if handler is not None and handler(self, msg):
@@ -573,7 +591,10 @@ class Connection:
             if ours and self._resend:
                 self._unconfirmed.append(line)
             self._send_now(line)
-            if self._quit_queued and _command(line) == "QUIT":
+            command = _command(line)
+            if command in ANSWER_ENDS:
+                self._asked.append((command, now))
+            if self._quit_queued and command == "QUIT":
                 self._quitting = True
                 self._queue.clear()     # the server closes now: wait for that
                 self._deadlines["quit"] = now + QUIT_TIMEOUT_S
@@ -612,6 +633,16 @@ def _command(line: str) -> str:
         return ircmsg.parse(line).command.upper()
     except ValueError:
         return ""
+
+
+def _answers(msg: ircmsg.Message, command: str) -> bool:
+    """Whether `msg` ends the answer to our LIST or WHO: its end numeric, or
+    an error naming it (`421 bob LIST :Unknown command`), after which no end
+    comes.  A 263 is not the end: forkchat sends the end numeric after it."""
+    if msg.command == ANSWER_ENDS[command]:
+        return True
+    return (msg.command.isdigit() and msg.command[0] in "45"
+            and msg.param(1).upper() == command)
 
 
 def _is_flush(line: str) -> bool:

@@ -147,6 +147,20 @@ def _join_status(parts: list[str]) -> str:
 STATUS_SPARE = (2, 0)
 
 
+# Seconds a /list or /who goes unanswered before the status line says it
+# waits: a busy forkchat-server holds one up to 30 s, and what is typed after
+# it (a /join, a /nick) waits behind it, which looked like a hung client.
+AWAIT_SHOWN_S = 2.0
+
+
+def awaited_notice(awaited: tuple[str, float] | None) -> str:
+    """`waiting for /list: 12 s`, once the answer is late; else ''."""
+    if awaited is None or awaited[1] < AWAIT_SHOWN_S:
+        return ""
+    command, seconds = awaited
+    return f"waiting for /{command.lower()}: {seconds:.0f} s"
+
+
 def unsent_notice(count: int) -> str:
     """Lines shown as said but still queued (paced) when the client left:
     a pasted block then /quit went out in part, silently.  Said on leaving."""
@@ -213,8 +227,8 @@ class Tui:
     def _timeout(self) -> float:
         """Wake at the next connection timer or the next minute (the clock)."""
         to_minute = 60.0 - time.time() % 60.0
-        if self.conn.state == "waiting":
-            to_minute = min(to_minute, 1.0)  # the reconnect countdown in the status line
+        if self.conn.state == "waiting" or self.conn.awaited() is not None:
+            to_minute = min(to_minute, 1.0)  # a countdown or wait in the status line
         pending = self.conn.next_timeout()
         return to_minute if pending is None else min(pending, to_minute)
 
@@ -453,6 +467,9 @@ class Tui:
                   for i, b in enumerate(self.model.buffers) if b.unread]
         if active:
             parts.append("Act: " + ",".join(active))
+        waiting = awaited_notice(self.conn.awaited())
+        if waiting:
+            parts.append(waiting)
         if self.conn.state == "waiting":
             parts.append(f"reconnecting in {max(0, self.conn.retry_at - time.time()):.0f} s")
         elif not self.conn.ready:

@@ -13,9 +13,11 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -563,3 +565,69 @@ def test_accents_and_wide_characters_are_typed_under_lc_all_c(server):
         watcher.close()
         term.close()
 
+
+
+class HeldScanServer:
+    """An IRC server of a few lines, as a busy forkchat-server looks from
+    the client: it registers and joins, answers PING, and holds every LIST
+    until the test answers it (forkchat holds a scan up to 30 s)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conn: socket.socket | None = None
+        self.lists = threading.Semaphore(0)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.conn, _ = self.listener.accept()
+        nick = "someone"
+        for raw in self.conn.makefile("rb"):
+            words = raw.decode().split()
+            command = words[0].upper() if words else ""
+            if command == "NICK":
+                nick = words[1]
+            elif command == "USER":
+                self.send(f":fake 001 {nick} :Welcome")
+            elif command == "JOIN":
+                self.send(f":{nick}!u@h JOIN {words[1]}")
+                self.send(f":fake 366 {nick} {words[1]} :End of /NAMES list")
+            elif command == "PING":
+                self.send(f":fake PONG fake :{words[-1].lstrip(':')}")
+            elif command == "LIST":
+                self.lists.release()
+
+    def send(self, line: str) -> None:
+        assert self.conn is not None
+        self.conn.sendall(line.encode() + b"\r\n")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+def test_a_held_list_is_shown_as_waited_for_and_its_refusal_where_it_was_typed():
+    """A busy forkchat-server holds a /list up to 30 s before it answers or
+    refuses it (263): the screen showed nothing at all meanwhile, and the
+    refusal went to buffer 1, leaving only the list's end in the room."""
+    fake = HeldScanServer()
+    term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app -n lister"
+                    f" 127.0.0.1:{fake.port}")
+    try:
+        term.wait_text("lister joined #lobby")
+        term.type("/list")
+        term.keys("Enter")
+        assert fake.lists.acquire(timeout=WAIT_S)
+        term.wait_for(lambda lines: "waiting for /list: " in lines[HEIGHT - 2],
+                      "the wait in the status line")
+        fake.send(":fake 263 lister LIST :Please wait a while and try again.")
+        fake.send(":fake 323 lister :End of /LIST")
+        lines = term.wait_for(lambda lines: any("End of /LIST" in line for line in lines)
+                              and "waiting for" not in lines[HEIGHT - 2],
+                              "the list's end, and the wait gone from the status line")
+        assert any("LIST: Please wait a while and try again." in line for line in lines)
+    finally:
+        term.close()
+        fake.close()

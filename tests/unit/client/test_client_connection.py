@@ -678,3 +678,33 @@ def test_a_nick_held_back_by_the_server_tries_a_suffix_too(peer):
     harness.until(lambda: harness.conn.ready, "registered")
     assert harness.conn.nick == "bob_"
     harness.conn.quit()
+
+
+def test_a_list_or_who_is_awaited_until_its_end_numeric_and_not_past_a_reconnect(
+        peer, monkeypatch):
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    assert harness.conn.awaited() is None
+    harness.conn.send("LIST")
+    harness.conn.send("WHO #lobby")
+    harness.expect_line("WHO #lobby")
+    assert harness.conn.awaited()[0] == "LIST"
+    peer.send(":srv 263 bob LIST :Please wait a while and try again.")
+    peer.send(":srv 323 bob :End of /LIST")
+    harness.until(lambda: harness.conn.awaited()[0] == "WHO", "the LIST answered")
+    peer.send(":srv 421 bob WHO :Unknown command")     # a server without WHO: no 315
+    harness.until(lambda: harness.conn.awaited() is None, "the WHO refused")
+    harness.conn.send("WHO #lobby")
+    harness.expect_line("WHO #lobby")
+    assert harness.conn.awaited()[0] == "WHO"
+    assert peer.sock is not None
+    peer.sock.close()
+    peer.sock, peer.buffer, harness.seen = None, b"", []
+    harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
+    harness.until(lambda: harness.conn.state == "registering", "a new attempt")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome back")
+    harness.until(lambda: harness.conn.ready, "registered again")
+    assert harness.conn.awaited() is None   # the new connection owes no answer

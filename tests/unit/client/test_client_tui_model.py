@@ -363,3 +363,9 @@ def test_bidi_controls_from_others_never_reach_the_screen():
     shown += [f"{line.nick} {line.text}" for line in model.current.lines]
     assert not any(char in text for text in shown for char in "\u202e\u2067\u2069"), shown
     assert "mallory <ecila> hi" in shown and "alice" in shown
+
+
+def test_a_late_answer_is_counted_in_the_status_line_after_two_seconds():
+    assert tui.awaited_notice(None) == ""
+    assert tui.awaited_notice(("LIST", 1.5)) == ""
+    assert tui.awaited_notice(("WHO", 12.2)) == "waiting for /who: 12 s"
