@@ -127,6 +127,16 @@ def test_a_refused_nick_change_fails_the_run(line_mode, reply):
     assert line_mode.failures == 1
 
 
+def test_a_list_or_who_the_server_declines_for_now_fails_the_run(line_mode):
+    """`echo "/who #ops" | forkchat-client` on a busy server: its 263 then
+    the list's end read as an empty room, with exit status 0."""
+    line_mode.conn._handle_raw(b":srv 263 lm WHO :Please wait a while and try again.")
+    line_mode.conn._handle_raw(b":srv 315 lm #ops :End of /WHO list")
+    assert line_mode._err.getvalue() == (
+        "forkchat-client: WHO: Please wait a while and try again.\n")
+    assert line_mode.failures == 1
+
+
 def test_a_lost_race_to_take_the_wanted_nick_back_is_no_failure(line_mode):
     """The connection's own quiet NICK (the holder of our nick left) may get
     a 433 if someone was quicker: not a line of the user's, not a failure."""
