@@ -116,6 +116,13 @@ def clean(text: str) -> str:
     return text
 
 
+def _word_problem(param: str) -> str:
+    """Why a word cannot stand before a command's last parameter."""
+    if not param:
+        return "it is empty"
+    return "it has a space" if " " in param else "it starts with ':' (IRC's mark of the last word)"
+
+
 def build(command: str, *params: str) -> str:
     """Format a line (without CRLF); the last param gets ':' when needed.
 
@@ -129,7 +136,8 @@ def build(command: str, *params: str) -> str:
         if last and (not param or " " in param or param.startswith(":")):
             parts.append(":" + param)
         elif not param or " " in param or param.startswith(":"):
-            raise ValueError(f"bad middle parameter {param!r}")
+            raise ValueError(f"{param!r} cannot be a nick, room or other word of"
+                             f" {command}: {_word_problem(param)}")
         else:
             parts.append(param)
     return " ".join(parts)

@@ -305,7 +305,8 @@ def interpret(text: str, ctx: Context) -> Result:
     `//text` sends `/text` literally.
 
     Raises:
-        SlashError: unknown command, missing arguments, nowhere to send.
+        SlashError: unknown command, missing arguments, nowhere to send, a
+            name starting with ':' (it would end the line's words there).
     """
     text = ircmsg.clean(text).rstrip()
     if not text.startswith("/") or text.startswith("//"):
@@ -317,7 +318,10 @@ def interpret(text: str, ctx: Context) -> Result:
                          " with // is sent as text, without its first /)")
     if len(args.split()) < command.min_args:
         raise SlashError("usage: " + command.usage)
-    return command.handler(args, ctx)
+    try:
+        return command.handler(args, ctx)
+    except ValueError as exc:   # `/msg :alice hi`: a word IRC cannot carry there
+        raise SlashError(f"{exc} (usage: {command.usage})") from None
 
 
 def command_names() -> list[str]:

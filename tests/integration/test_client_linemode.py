@@ -249,6 +249,17 @@ def test_the_tutorial_port_is_one_line_naming_the_irc_port_and_nothing_on_stdout
     assert err.count("\n") == 1 and "use the IRC port" in err and "Traceback" not in err
 
 
+def test_a_name_starting_with_a_colon_is_refused_and_the_run_goes_on(server, registered):
+    # `/msg :alice hi` ended the client with a ValueError traceback.
+    watcher = watcher_in(registered, "#lobby")
+    result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"],
+                        "/msg :alice hi\nstill here\n")
+    err = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in err
+    assert "':alice' cannot be a nick, room or other word of PRIVMSG" in err
+    expect_privmsg(watcher, "cron", "#lobby", "still here")
+
+
 def test_nick_collision_takes_a_suffix(server, registered):
     watcher = watcher_in(registered, "#lobby", "cron")
     result = run_client(["-n", "cron", f"127.0.0.1:{server.port}"], "from the twin\n")

@@ -168,3 +168,23 @@ def test_talk_in_a_room_we_were_put_out_of_is_refused_here(typed):
     gone = slash.Context(target="#priv", nick="bob", gone=frozenset(["#priv"]))
     with pytest.raises(slash.SlashError, match="not in #priv.*/join #priv"):
         slash.interpret(typed, gone)
+
+
+@pytest.mark.parametrize("name", sorted(slash.COMMANDS))
+@pytest.mark.parametrize("args", [":alice hi", ": x", "#a : b", "a : b : c", ":#a"])
+def test_a_word_starting_with_a_colon_is_a_usage_error_not_a_crash(name, args):
+    """`/msg :alice hi` raised ValueError out of the client: a traceback in
+    line mode, the full-screen interface gone.  Each command either sends
+    lines or says why it cannot; never anything else."""
+    try:
+        slash.interpret(f"/{name} {args}", slash.Context(target="#lobby", nick="bob"))
+    except slash.SlashError:
+        pass
+
+
+def test_the_colon_error_names_the_word_and_the_usage():
+    with pytest.raises(slash.SlashError) as caught:
+        slash.interpret("/msg :alice hi", slash.Context(target="#lobby", nick="bob"))
+    assert str(caught.value) == ("':alice' cannot be a nick, room or other word of PRIVMSG:"
+                                 " it starts with ':' (IRC's mark of the last word)"
+                                 " (usage: /msg nick|#room text)")
