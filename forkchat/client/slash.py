@@ -163,6 +163,7 @@ def _query(args: str, ctx: Context) -> Result:
     nick, _, text = args.strip().partition(" ")
     if ircmsg.is_room(nick):
         raise SlashError("/query is for a nick; use /join for a room")
+    ircmsg.build("PRIVMSG", nick, "-")     # a conversation no line could go to: ValueError
     if not text.strip():
         return Result((), (("query", nick),))
     sent = _msg(args, ctx)
@@ -310,7 +311,10 @@ def interpret(text: str, ctx: Context) -> Result:
     """
     text = ircmsg.clean(text).rstrip()
     if not text.startswith("/") or text.startswith("//"):
-        return say(text[1:] if text.startswith("//") else text, ctx)
+        try:
+            return say(text[1:] if text.startswith("//") else text, ctx)
+        except ValueError as exc:   # a conversation opened as `/query :x`
+            raise SlashError(str(exc)) from None
     name, _, args = text[1:].partition(" ")
     command = COMMANDS.get(name.lower())
     if command is None:

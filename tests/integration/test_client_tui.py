@@ -567,6 +567,26 @@ def test_accents_and_wide_characters_are_typed_under_lc_all_c(server):
 
 
 
+def test_a_nick_starting_with_a_colon_is_an_error_line_not_a_crash(server, terminal):
+    """`/msg :alice hi` raised ValueError: the interface vanished with a
+    traceback.  Now it says why, and the next line goes out as usual."""
+    term = terminal("-n", "colon", f"127.0.0.1:{server.port}")
+    term.wait_text("colon joined #lobby")
+    watcher = other_user(server.port, "watcher", "#lobby")
+    try:
+        for typed in ("/msg :alice hi", "/query :alice"):
+            term.type(typed)
+            term.keys("Enter")
+        term.wait_for(lambda lines: sum("cannot be a nick, room or other word" in line
+                                        for line in lines) == 2, "two error lines")
+        term.type("still here")
+        term.keys("Enter")
+        msg = watcher.expect("PRIVMSG")
+        assert list(msg.params) == ["#lobby", "still here"]
+    finally:
+        watcher.close()
+
+
 class HeldScanServer:
     """An IRC server of a few lines, as a busy forkchat-server looks from
     the client: it registers and joins, answers PING, and holds every LIST

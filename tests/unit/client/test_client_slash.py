@@ -188,3 +188,12 @@ def test_the_colon_error_names_the_word_and_the_usage():
     assert str(caught.value) == ("':alice' cannot be a nick, room or other word of PRIVMSG:"
                                  " it starts with ':' (IRC's mark of the last word)"
                                  " (usage: /msg nick|#room text)")
+
+
+def test_no_conversation_opens_with_a_nick_no_line_could_go_to():
+    """`/query :x` opened a buffer `:x`, and the next line typed there
+    raised ValueError out of the full-screen interface."""
+    with pytest.raises(slash.SlashError):
+        slash.interpret("/query :x", slash.Context(target="#lobby", nick="bob"))
+    with pytest.raises(slash.SlashError):
+        slash.interpret("hello", slash.Context(target=":x", nick="bob"))
