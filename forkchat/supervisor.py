@@ -129,6 +129,9 @@ class Supervisor:
         self.forks_failed: dict[str, int] = {}   # retried forks of the broker, a spawner
         # (cid, pid, peer) of workers started, for the broker
         self.binds: list[tuple[int, int, str]] = []
+        # cids the running broker was started awaiting with no worker yet
+        # (pid 0): one refused instead must be named to it (`_unadmit`)
+        self.awaited_unstarted: set[int] = set()
 
     # -- main loop -------------------------------------------------------------
 
@@ -439,7 +442,7 @@ class Supervisor:
             request = handle.unsendable.pop()
             log.error("cannot pass conn %d from %s to the spawner", request.cid, request.peer)
             listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
-            self.admission.gone(request.peer)
+            self._unadmit(request)
         self._want_writes(handle.sock, not done, lambda mask: self.on_spawner(handle, mask))
 
     def _want_writes(self, sock: socket.socket, pending: bool,
@@ -508,7 +511,7 @@ class Supervisor:
             log.error("cannot start a worker for %s: %s; clients are refused 'busy' until "
                       "one starts", request.peer, " ".join(fields[1:]))
         self.worker_forks_failed += 1
-        self.admission.gone(request.peer)
+        self._unadmit(request)
 
     def on_request_lost(self, handle: spawner.Handle, fields: list[str]) -> None:
         """The spawner got the request without its socket (it is out of
@@ -519,7 +522,23 @@ class Supervisor:
         log.error("cannot pass conn %d from %s to the spawner: it received no socket "
                   "(out of descriptors?)", request.cid, request.peer)
         listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
+        self._unadmit(request)
+
+    def _unadmit(self, request: spawner.Request) -> None:
+        """A connection refused or lost before its worker started.
+
+        A broker started while it waited for its worker (pid 0 in its
+        list) awaits it too: it is told the connection is gone, else it
+        held every client's commands for its whole recovery wait and then
+        warned of a worker that did not re-register.
+        """
         self.admission.gone(request.peer)
+        if request.cid in self.awaited_unstarted:
+            self.awaited_unstarted.discard(request.cid)
+            self._send_binds()           # in the order the spawner reported
+            self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone",
+                                                                 "cid": request.cid,
+                                                                 "pid": 0}))
 
     def on_worker_exited(self, handle: spawner.Handle, fields: list[str]) -> None:
         child = self.children.pop(int(fields[0]), None)
@@ -564,6 +583,7 @@ class Supervisor:
         self.selector.register(control, selectors.EVENT_READ, self.on_control)
         self.broker_heard = time.monotonic()
         self.broker_pid = child.pid
+        self.awaited_unstarted = {cid for cid, pid, _peer in expected if not pid}
         self._started("broker", self.broker_pid)
         return True
 
@@ -638,7 +658,7 @@ class Supervisor:
                 log.warning("conn %d from %s: its spawner died while starting it",
                             maybe_started.cid, maybe_started.peer)
                 maybe_started.conn.close()
-                self.admission.gone(maybe_started.peer)
+                self._unadmit(maybe_started)
         for pid in orphans or []:
             # workers it forked and never reported: ours to stop and reap,
             # not counted (cid 0)
@@ -664,7 +684,7 @@ class Supervisor:
                 handle.request(request)
             else:
                 listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
-                self.admission.gone(request.peer)
+                self._unadmit(request)
         if handle is not None and requests:
             self._flush_spawner(handle)
 
