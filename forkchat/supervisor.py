@@ -643,17 +643,16 @@ class Supervisor:
             self._adopt(worker)
         orphans = children.unknown_children(set(self.children))
         if maybe_started is not None:
-            if orphans == []:                 # it was not forked: hand it on too
+            holder = self._holder(maybe_started, orphans or [])
+            if holder is not None:            # forked, its report lost
+                if orphans and holder in orphans:
+                    orphans.remove(holder)
+                self._attribute(holder, maybe_started)
+            elif orphans == []:               # it was not forked: hand it on too
                 retry.insert(0, maybe_started)
             elif orphans is not None and len(orphans) == 1:
                 # forked, its report lost: the orphan is its worker
-                pid = orphans.pop()
-                self.children[pid] = Child("worker", pid, None, -1, maybe_started.peer,
-                                           maybe_started.cid)
-                self.binds.append((maybe_started.cid, pid, maybe_started.peer))
-                self._send_binds()
-                self._adopt(self.children[pid])
-                maybe_started.conn.close()
+                self._attribute(orphans.pop(), maybe_started)
             else:                             # cannot tell: not ours to hand on
                 log.warning("conn %d from %s: its spawner died while starting it",
                             maybe_started.cid, maybe_started.peer)
@@ -675,6 +674,38 @@ class Supervisor:
         elif code and child.pid not in self.killed:   # killed by the stop: expected
             _log_exit("retired spawner", code, quiet_ok=True)
         self._hand_on(retry)
+
+    def _holder(self, request: spawner.Request, orphans: list[int]) -> int | None:
+        """The process, among the orphans and the workers adopted unreported,
+        that holds the request's connection: its worker, forked and not
+        reported (None: none does, or /proc cannot tell).
+
+        Two spawners dying in one turn (a reload's retired one and the
+        current one, killed together) leave both their orphans to the
+        first settled, which took the other's in-flight worker for one of
+        its own, unreported; the other's connection then looked unstarted
+        and went to a new spawner, and two workers read one client.
+        """
+        try:
+            inode = os.fstat(request.conn.fileno()).st_ino
+        except OSError:
+            return None
+        unreported = [c.pid for c in self.children.values() if c.kind == "worker" and not c.cid]
+        return next((pid for pid in [*orphans, *unreported] if _holds_socket(pid, inode)),
+                    None)
+
+    def _attribute(self, pid: int, request: spawner.Request) -> None:
+        """`pid` is the worker of `request`, whose report its dead spawner
+        never sent: the broker is told, and the worker is ours to watch."""
+        worker = self.children.get(pid)
+        if worker is None:
+            worker = self.children[pid] = Child("worker", pid, None, -1)
+        worker.peer, worker.cid = request.peer, request.cid
+        self.binds.append((request.cid, pid, request.peer))
+        self._send_binds()
+        if worker.pidfd == -1:
+            self._adopt(worker)
+        request.conn.close()
 
     def _hand_on(self, requests: list[spawner.Request]) -> None:
         """Give a dead spawner's connections to the current one, or refuse them."""
@@ -1071,6 +1102,23 @@ def _exit_code(child: Child) -> int | None:
     except ChildProcessError:
         return 0
     return os.waitstatus_to_exitcode(status) if pid else None
+
+
+def _holds_socket(pid: int, inode: int) -> bool:
+    """Whether process `pid` has the socket of `inode` open (a handful of
+    descriptors in a worker; False when /proc does not say)."""
+    wanted = f"socket:[{inode}]"
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") == wanted:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _log_exit(what: str, code: int, quiet_ok: bool, killed_after: float | None = None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 
@@ -123,4 +124,55 @@ def test_the_word_ends_the_brokers_wait_for_that_connection(tmp_path):
         made.broker.on_control(1)
         assert made.broker.awaiting == set()
     finally:
+        made.close()
+
+
+# -- a worker whose spawner died before reporting it --------------------------------
+
+def holding() -> int:
+    """A process that holds every descriptor the test has, the client
+    socket of a request among them, as a worker forked for it does."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def test_two_spawners_dying_together_leave_the_in_flight_worker_to_its_connection(
+        monkeypatch):
+    """The retired spawner's death is settled first and takes the current
+    one's unreported worker for an orphan of its own (no connection); then
+    the current one's in-flight connection looked unstarted and went to
+    another spawner: two workers read one client.  The worker is found by
+    the connection it holds."""
+    made = Boss(monkeypatch, (7,))
+    worker = 0
+    try:
+        made.boss.broker_out.queue(b"")    # (the broker of Boss is running)
+        made.handle.flush()                # cid 7 sent: the spawner may have forked it
+        retired_ours, retired_theirs = socket.socketpair(socket.AF_UNIX,
+                                                         socket.SOCK_SEQPACKET)
+        retired = spawner.Handle(retired_ours, 1111, [1])
+        retired.retired = True
+        made.boss.spawners[1111] = retired
+        retired_theirs.close()
+        made.theirs.close()                # both spawners are dead
+        worker = holding()
+        monkeypatch.setattr(supervisor.children, "unknown_children",
+                            lambda known: [pid for pid in [worker] if pid not in known])
+        monkeypatch.setattr(made.boss, "start_spawner", lambda: False)
+        monkeypatch.setattr(made.boss, "_count_death", lambda kind: None)
+        monkeypatch.setattr(made.boss, "_heed_pending_stop", lambda: None)
+        made.boss._spawner_gone(supervisor.Child("spawner", 1111, None, -1), -9)
+        made.boss._spawner_gone(supervisor.Child("spawner", 1234, None, -1), -9)
+        assert made.boss.children[worker].cid == 7
+        assert made.told() == [{"op": "bind", "workers": [[7, worker, "192.0.2.7"]]}]
+        assert made.boss.admission.clients == 1
+    finally:
+        if worker:
+            os.kill(worker, 9)
+            os.waitpid(worker, 0)
         made.close()
