@@ -109,6 +109,9 @@ class Supervisor:
         self.deaths: dict[str, list[float]] = {"broker": [], "spawner": []}
         self.spawners: dict[int, spawner.Handle] = {}
         self.spawner: spawner.Handle | None = None     # the one new clients go to
+        # a reload's spawner could not be forked: the one new clients go to
+        # has the previous configuration, and the fork is tried again
+        self.spawner_stale = False
         self.stopping = False
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.broker_address = f"\0forkchat-{os.getpid()}-{secrets.token_hex(8)}"
@@ -405,6 +408,7 @@ class Supervisor:
         self.selector.register(ours, selectors.EVENT_READ,
                                lambda mask, handle=handle: self.on_spawner(handle, mask))
         previous, self.spawner = self.spawner, handle
+        self.spawner_stale = False
         if previous is not None:
             previous.retire()
             self._flush_spawner(previous)
@@ -412,11 +416,17 @@ class Supervisor:
         return True
 
     def _no_spawner(self, error: OSError) -> bool:
-        if self.spawner is None:      # none left: tried again every second
-            self._fork_failed("spawner", f"cannot start a spawner: {error}")
-            self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
-        else:                         # a reload's: the previous one goes on
-            log.error("cannot start a spawner: %s", error)
+        """Tried again every second, logged once: in place of a dead one,
+        or of the previous one after a reload, which goes on meanwhile.
+
+        A reload at the process limit (to lower max_clients, say) left the
+        previous spawner for good: new clients were served with the
+        previous configuration, and those of a listener the reload added
+        refused 'busy', until the next reload.
+        """
+        self.spawner_stale = self.spawner is not None
+        self._fork_failed("spawner", f"cannot start a spawner: {error}")
+        self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
         return False
 
     def _fork_failed(self, kind: str, line: str) -> None:
@@ -433,7 +443,7 @@ class Supervisor:
                  f" after {failed} failed forks" if failed else "")
 
     def on_spawner_timer(self) -> None:
-        if self.spawner is None:
+        if self.spawner is None or self.spawner_stale:
             self.start_spawner()
 
     def _flush_spawner(self, handle: spawner.Handle) -> None:
@@ -793,6 +803,9 @@ class Supervisor:
         warn_os_limits(new.limits)
         logsetup.set_level(new.log.level)
         self.start_spawner()
+        if self.spawner_stale:
+            troubles.append("new connections get the previous configuration until a "
+                            "spawner starts")
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
         if troubles:
             outcome = f"configuration reloaded, but {' and '.join(troubles)}"
