@@ -126,6 +126,8 @@ class Supervisor:
         self.broker_frozen = False
         self.broker_gone_early = False     # stopping, and the broker no longer listens
         self.killed: dict[int, float] = {}    # pid -> the grace it had, when we SIGKILLed it
+        # (signal, grace) the stop last sent every worker, for those reported after it
+        self.workers_signalled: tuple[int, float] | None = None
         self.accept_trouble = listeners.AcceptTrouble(log, "accept", "accepting connections again")
         self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
         self.worker_forks_failed = 0     # since a worker last started
@@ -506,6 +508,8 @@ class Supervisor:
             self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
                                        handle.pid)
             self.binds.append((request.cid, pid, request.peer))
+            if self.workers_signalled is not None:    # stopping: it is told as the rest were
+                self._signal(pid, *self.workers_signalled)
             if self.worker_forks_failed:
                 log.info("workers start again; %d connections were refused meanwhile",
                          self.worker_forks_failed)
@@ -1026,15 +1030,26 @@ class Supervisor:
 
     def _signal_children(self, kind: str, signum: int, grace: float = 0.0) -> None:
         """Signal every child of `kind`; a SIGKILL is remembered with the
-        grace the child had, so that its death is not logged as a crash."""
+        grace the child had, so that its death is not logged as a crash.
+
+        A worker the spawner reports later gets the same signal as it is
+        reported: a stop in a burst of connections left those the spawner
+        forked after its first second untold, to be killed 3 s later
+        without a word to their clients.
+        """
+        if kind == "worker":
+            self.workers_signalled = (signum, grace)
         for pid, child in list(self.children.items()):
             if child.kind == kind:
-                try:
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    continue
-                if signum == signal.SIGKILL:
-                    self.killed[pid] = grace
+                self._signal(pid, signum, grace)
+
+    def _signal(self, pid: int, signum: int, grace: float) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return
+        if signum == signal.SIGKILL:
+            self.killed[pid] = grace
 
     def _wait_children(self, kind: str, deadline: float) -> None:
         """Until none of `kind` is left (any, for ''); the workers adopted
