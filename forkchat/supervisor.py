@@ -109,6 +109,9 @@ class Supervisor:
         self.deaths: dict[str, list[float]] = {"broker": [], "spawner": []}
         self.spawners: dict[int, spawner.Handle] = {}
         self.spawner: spawner.Handle | None = None     # the one new clients go to
+        # a reload's spawner could not be forked: the one new clients go to
+        # has the previous configuration, and the fork is tried again
+        self.spawner_stale = False
         self.stopping = False
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.broker_address = f"\0forkchat-{os.getpid()}-{secrets.token_hex(8)}"
@@ -123,12 +126,17 @@ class Supervisor:
         self.broker_frozen = False
         self.broker_gone_early = False     # stopping, and the broker no longer listens
         self.killed: dict[int, float] = {}    # pid -> the grace it had, when we SIGKILLed it
+        # (signal, grace) the stop last sent every worker, for those reported after it
+        self.workers_signalled: tuple[int, float] | None = None
         self.accept_trouble = listeners.AcceptTrouble(log, "accept", "accepting connections again")
         self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
         self.worker_forks_failed = 0     # since a worker last started
         self.forks_failed: dict[str, int] = {}   # retried forks of the broker, a spawner
         # (cid, pid, peer) of workers started, for the broker
         self.binds: list[tuple[int, int, str]] = []
+        # cids the running broker was started awaiting with no worker yet
+        # (pid 0): one refused instead must be named to it (`_unadmit`)
+        self.awaited_unstarted: set[int] = set()
 
     # -- main loop -------------------------------------------------------------
 
@@ -402,6 +410,7 @@ class Supervisor:
         self.selector.register(ours, selectors.EVENT_READ,
                                lambda mask, handle=handle: self.on_spawner(handle, mask))
         previous, self.spawner = self.spawner, handle
+        self.spawner_stale = False
         if previous is not None:
             previous.retire()
             self._flush_spawner(previous)
@@ -409,11 +418,17 @@ class Supervisor:
         return True
 
     def _no_spawner(self, error: OSError) -> bool:
-        if self.spawner is None:      # none left: tried again every second
-            self._fork_failed("spawner", f"cannot start a spawner: {error}")
-            self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
-        else:                         # a reload's: the previous one goes on
-            log.error("cannot start a spawner: %s", error)
+        """Tried again every second, logged once: in place of a dead one,
+        or of the previous one after a reload, which goes on meanwhile.
+
+        A reload at the process limit (to lower max_clients, say) left the
+        previous spawner for good: new clients were served with the
+        previous configuration, and those of a listener the reload added
+        refused 'busy', until the next reload.
+        """
+        self.spawner_stale = self.spawner is not None
+        self._fork_failed("spawner", f"cannot start a spawner: {error}")
+        self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
         return False
 
     def _fork_failed(self, kind: str, line: str) -> None:
@@ -430,7 +445,7 @@ class Supervisor:
                  f" after {failed} failed forks" if failed else "")
 
     def on_spawner_timer(self) -> None:
-        if self.spawner is None:
+        if self.spawner is None or self.spawner_stale:
             self.start_spawner()
 
     def _flush_spawner(self, handle: spawner.Handle) -> None:
@@ -439,7 +454,7 @@ class Supervisor:
             request = handle.unsendable.pop()
             log.error("cannot pass conn %d from %s to the spawner", request.cid, request.peer)
             listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
-            self.admission.gone(request.peer)
+            self._unadmit(request)
         self._want_writes(handle.sock, not done, lambda mask: self.on_spawner(handle, mask))
 
     def _want_writes(self, sock: socket.socket, pending: bool,
@@ -493,6 +508,8 @@ class Supervisor:
             self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
                                        handle.pid)
             self.binds.append((request.cid, pid, request.peer))
+            if self.workers_signalled is not None:    # stopping: it is told as the rest were
+                self._signal(pid, *self.workers_signalled)
             if self.worker_forks_failed:
                 log.info("workers start again; %d connections were refused meanwhile",
                          self.worker_forks_failed)
@@ -508,7 +525,7 @@ class Supervisor:
             log.error("cannot start a worker for %s: %s; clients are refused 'busy' until "
                       "one starts", request.peer, " ".join(fields[1:]))
         self.worker_forks_failed += 1
-        self.admission.gone(request.peer)
+        self._unadmit(request)
 
     def on_request_lost(self, handle: spawner.Handle, fields: list[str]) -> None:
         """The spawner got the request without its socket (it is out of
@@ -519,7 +536,23 @@ class Supervisor:
         log.error("cannot pass conn %d from %s to the spawner: it received no socket "
                   "(out of descriptors?)", request.cid, request.peer)
         listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
+        self._unadmit(request)
+
+    def _unadmit(self, request: spawner.Request) -> None:
+        """A connection refused or lost before its worker started.
+
+        A broker started while it waited for its worker (pid 0 in its
+        list) awaits it too: it is told the connection is gone, else it
+        held every client's commands for its whole recovery wait and then
+        warned of a worker that did not re-register.
+        """
         self.admission.gone(request.peer)
+        if request.cid in self.awaited_unstarted:
+            self.awaited_unstarted.discard(request.cid)
+            self._send_binds()           # in the order the spawner reported
+            self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "gone",
+                                                                 "cid": request.cid,
+                                                                 "pid": 0}))
 
     def on_worker_exited(self, handle: spawner.Handle, fields: list[str]) -> None:
         child = self.children.pop(int(fields[0]), None)
@@ -564,6 +597,7 @@ class Supervisor:
         self.selector.register(control, selectors.EVENT_READ, self.on_control)
         self.broker_heard = time.monotonic()
         self.broker_pid = child.pid
+        self.awaited_unstarted = {cid for cid, pid, _peer in expected if not pid}
         self._started("broker", self.broker_pid)
         return True
 
@@ -623,22 +657,21 @@ class Supervisor:
             self._adopt(worker)
         orphans = children.unknown_children(set(self.children))
         if maybe_started is not None:
-            if orphans == []:                 # it was not forked: hand it on too
+            holder = self._holder(maybe_started, orphans or [])
+            if holder is not None:            # forked, its report lost
+                if orphans and holder in orphans:
+                    orphans.remove(holder)
+                self._attribute(holder, maybe_started)
+            elif orphans == []:               # it was not forked: hand it on too
                 retry.insert(0, maybe_started)
             elif orphans is not None and len(orphans) == 1:
                 # forked, its report lost: the orphan is its worker
-                pid = orphans.pop()
-                self.children[pid] = Child("worker", pid, None, -1, maybe_started.peer,
-                                           maybe_started.cid)
-                self.binds.append((maybe_started.cid, pid, maybe_started.peer))
-                self._send_binds()
-                self._adopt(self.children[pid])
-                maybe_started.conn.close()
+                self._attribute(orphans.pop(), maybe_started)
             else:                             # cannot tell: not ours to hand on
                 log.warning("conn %d from %s: its spawner died while starting it",
                             maybe_started.cid, maybe_started.peer)
                 maybe_started.conn.close()
-                self.admission.gone(maybe_started.peer)
+                self._unadmit(maybe_started)
         for pid in orphans or []:
             # workers it forked and never reported: ours to stop and reap,
             # not counted (cid 0)
@@ -656,6 +689,38 @@ class Supervisor:
             _log_exit("retired spawner", code, quiet_ok=True)
         self._hand_on(retry)
 
+    def _holder(self, request: spawner.Request, orphans: list[int]) -> int | None:
+        """The process, among the orphans and the workers adopted unreported,
+        that holds the request's connection: its worker, forked and not
+        reported (None: none does, or /proc cannot tell).
+
+        Two spawners dying in one turn (a reload's retired one and the
+        current one, killed together) leave both their orphans to the
+        first settled, which took the other's in-flight worker for one of
+        its own, unreported; the other's connection then looked unstarted
+        and went to a new spawner, and two workers read one client.
+        """
+        try:
+            inode = os.fstat(request.conn.fileno()).st_ino
+        except OSError:
+            return None
+        unreported = [c.pid for c in self.children.values() if c.kind == "worker" and not c.cid]
+        return next((pid for pid in [*orphans, *unreported] if _holds_socket(pid, inode)),
+                    None)
+
+    def _attribute(self, pid: int, request: spawner.Request) -> None:
+        """`pid` is the worker of `request`, whose report its dead spawner
+        never sent: the broker is told, and the worker is ours to watch."""
+        worker = self.children.get(pid)
+        if worker is None:
+            worker = self.children[pid] = Child("worker", pid, None, -1)
+        worker.peer, worker.cid = request.peer, request.cid
+        self.binds.append((request.cid, pid, request.peer))
+        self._send_binds()
+        if worker.pidfd == -1:
+            self._adopt(worker)
+        request.conn.close()
+
     def _hand_on(self, requests: list[spawner.Request]) -> None:
         """Give a dead spawner's connections to the current one, or refuse them."""
         handle = self.spawner
@@ -664,7 +729,7 @@ class Supervisor:
                 handle.request(request)
             else:
                 listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
-                self.admission.gone(request.peer)
+                self._unadmit(request)
         if handle is not None and requests:
             self._flush_spawner(handle)
 
@@ -742,6 +807,9 @@ class Supervisor:
         warn_os_limits(new.limits)
         logsetup.set_level(new.log.level)
         self.start_spawner()
+        if self.spawner_stale:
+            troubles.append("new connections get the previous configuration until a "
+                            "spawner starts")
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
         if troubles:
             outcome = f"configuration reloaded, but {' and '.join(troubles)}"
@@ -962,15 +1030,26 @@ class Supervisor:
 
     def _signal_children(self, kind: str, signum: int, grace: float = 0.0) -> None:
         """Signal every child of `kind`; a SIGKILL is remembered with the
-        grace the child had, so that its death is not logged as a crash."""
+        grace the child had, so that its death is not logged as a crash.
+
+        A worker the spawner reports later gets the same signal as it is
+        reported: a stop in a burst of connections left those the spawner
+        forked after its first second untold, to be killed 3 s later
+        without a word to their clients.
+        """
+        if kind == "worker":
+            self.workers_signalled = (signum, grace)
         for pid, child in list(self.children.items()):
             if child.kind == kind:
-                try:
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    continue
-                if signum == signal.SIGKILL:
-                    self.killed[pid] = grace
+                self._signal(pid, signum, grace)
+
+    def _signal(self, pid: int, signum: int, grace: float) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return
+        if signum == signal.SIGKILL:
+            self.killed[pid] = grace
 
     def _wait_children(self, kind: str, deadline: float) -> None:
         """Until none of `kind` is left (any, for ''); the workers adopted
@@ -1051,6 +1130,23 @@ def _exit_code(child: Child) -> int | None:
     except ChildProcessError:
         return 0
     return os.waitstatus_to_exitcode(status) if pid else None
+
+
+def _holds_socket(pid: int, inode: int) -> bool:
+    """Whether process `pid` has the socket of `inode` open (a handful of
+    descriptors in a worker; False when /proc does not say)."""
+    wanted = f"socket:[{inode}]"
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") == wanted:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _log_exit(what: str, code: int, quiet_ok: bool, killed_after: float | None = None) -> None:

@@ -1,0 +1,178 @@
+"""What the supervisor tells a restarted broker about connections whose
+workers had not started when it was forked.
+
+A broker started while connections wait for their workers gets them with
+pid 0 and awaits each (its "bind" comes once the spawner reports the
+worker).  One refused instead, or lost, never binds: the broker must hear
+that it is gone, or it holds every client's commands for its whole
+recovery wait and then warns of a worker that did not re-register.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from forkchat import config, ipc, supervisor
+from forkchat.supervisor import spawner
+
+
+class Boss:
+    """A Supervisor with one spawner handle, its requests, and a broker it
+    started (not forked: the test holds the broker's end)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cids: tuple[int, ...]) -> None:
+        targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
+        self.boss = supervisor.Supervisor(config.Config(), targets)
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ours.setblocking(False)
+        self.conns = [socket.socketpair() for _ in cids]
+        self.handle = spawner.Handle(self.ours, 1234, [1])
+        self.boss.spawners[1234] = self.handle
+        self.boss.spawner = self.handle
+        for cid, (_client, server_side) in zip(cids, self.conns):
+            self.boss.admission.admitted(f"192.0.2.{cid}")
+            self.handle.request(spawner.Request(cid, server_side, f"192.0.2.{cid}", "irc", 1))
+        self.expected: tuple = ()
+        self.broker_end: socket.socket | None = None
+
+        def fork(kind, target, args, *rest):
+            self.expected = args[-1]
+            self.broker_end = socket.socket(fileno=os.dup(args[1].fileno()))
+            child = supervisor.Child("broker", 4242, None, -1)
+            self.boss.children[child.pid] = child
+            return child
+        monkeypatch.setattr(self.boss, "_start", fork)
+        assert self.boss.spawn_broker()
+
+    def report(self, *reports: bytes) -> None:
+        for report in reports:
+            self.theirs.send(report)
+        self.boss._read_spawner(self.handle)
+
+    def told(self) -> list[dict]:
+        assert self.broker_end is not None
+        self.broker_end.setblocking(False)
+        try:
+            data = self.broker_end.recv(65536)
+        except BlockingIOError:
+            return []
+        return [ipc.decode_json(payload) for _kind, payload in ipc.FrameReader().feed(data)]
+
+    def close(self) -> None:
+        self.boss.broker_listener.close()
+        self.boss.selector.close()
+        for sock in [self.ours, self.theirs, self.broker_end, self.boss.broker_control,
+                     *(s for pair in self.conns for s in pair)]:
+            if sock is not None:
+                sock.close()
+
+
+@pytest.fixture
+def made(monkeypatch):
+    boss = Boss(monkeypatch, (12, 13, 14, 15))
+    yield boss
+    boss.close()
+
+
+def test_a_connection_the_restarted_broker_awaits_that_gets_no_worker_is_named_gone(made):
+    assert made.expected == tuple((cid, 0, f"192.0.2.{cid}") for cid in (12, 13, 14, 15))
+    made.report(b"S 12 5012", b"F 13 [Errno 11] Resource temporarily unavailable",
+                b"L 14")
+    assert made.told() == [{"op": "bind", "workers": [[12, 5012, "192.0.2.12"]]},
+                           {"op": "gone", "cid": 13, "pid": 0},
+                           {"op": "gone", "cid": 14, "pid": 0}]
+    # the spawner died and none replaces it yet: the last one is refused too
+    request = made.handle.requests.pop(15)
+    made.boss.spawner = None
+    made.boss._hand_on([request])
+    assert made.told() == [{"op": "gone", "cid": 15, "pid": 0}]
+    assert made.boss.admission.clients == 1
+
+
+def test_a_broker_not_awaiting_a_refused_connection_is_not_told(monkeypatch):
+    """A broker forked before the connection was accepted never heard of it."""
+    made = Boss(monkeypatch, ())
+    try:
+        made.boss.admission.admitted("192.0.2.16")
+        conn = socket.socketpair()
+        made.conns.append(conn)
+        made.handle.request(spawner.Request(16, conn[1], "192.0.2.16", "irc", 1))
+        made.report(b"F 16 [Errno 11] Resource temporarily unavailable")
+        assert made.told() == []
+        assert made.boss.admission.clients == 0
+    finally:
+        made.close()
+
+
+def test_the_word_ends_the_brokers_wait_for_that_connection(tmp_path):
+    """What the broker does with it: the connection is awaited no more, and
+    with none left its recovery ends at once, the held frames handled."""
+    from tests.unit.test_broker_cid import Harness
+
+    made = Harness(tmp_path, expected=((3, 0, "192.0.2.3"), (4, 0, "192.0.2.4")))
+    try:
+        made.supervisor_end.sendall(ipc.encode_json(ipc.Kind.CONTROL,
+                                                    {"op": "gone", "cid": 3, "pid": 0}))
+        made.broker.on_control(1)
+        assert made.broker.awaiting == {4}
+        made.supervisor_end.sendall(ipc.encode_json(ipc.Kind.CONTROL,
+                                                    {"op": "gone", "cid": 4, "pid": 0}))
+        made.broker.on_control(1)
+        assert made.broker.awaiting == set()
+    finally:
+        made.close()
+
+
+# -- a worker whose spawner died before reporting it --------------------------------
+
+def holding() -> int:
+    """A process that holds every descriptor the test has, the client
+    socket of a request among them, as a worker forked for it does."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def test_two_spawners_dying_together_leave_the_in_flight_worker_to_its_connection(
+        monkeypatch):
+    """The retired spawner's death is settled first and takes the current
+    one's unreported worker for an orphan of its own (no connection); then
+    the current one's in-flight connection looked unstarted and went to
+    another spawner: two workers read one client.  The worker is found by
+    the connection it holds."""
+    made = Boss(monkeypatch, (7,))
+    worker = 0
+    try:
+        made.boss.broker_out.queue(b"")    # (the broker of Boss is running)
+        made.handle.flush()                # cid 7 sent: the spawner may have forked it
+        retired_ours, retired_theirs = socket.socketpair(socket.AF_UNIX,
+                                                         socket.SOCK_SEQPACKET)
+        retired = spawner.Handle(retired_ours, 1111, [1])
+        retired.retired = True
+        made.boss.spawners[1111] = retired
+        retired_theirs.close()
+        made.theirs.close()                # both spawners are dead
+        worker = holding()
+        monkeypatch.setattr(supervisor.children, "unknown_children",
+                            lambda known: [pid for pid in [worker] if pid not in known])
+        monkeypatch.setattr(made.boss, "start_spawner", lambda: False)
+        monkeypatch.setattr(made.boss, "_count_death", lambda kind: None)
+        monkeypatch.setattr(made.boss, "_heed_pending_stop", lambda: None)
+        made.boss._spawner_gone(supervisor.Child("spawner", 1111, None, -1), -9)
+        made.boss._spawner_gone(supervisor.Child("spawner", 1234, None, -1), -9)
+        assert made.boss.children[worker].cid == 7
+        assert made.told() == [{"op": "bind", "workers": [[7, worker, "192.0.2.7"]]}]
+        assert made.boss.admission.clients == 1
+    finally:
+        if worker:
+            os.kill(worker, 9)
+            os.waitpid(worker, 0)
+        made.close()

@@ -1,0 +1,72 @@
+"""A stop in a burst of connections: the workers the spawner reports after
+the stop signalled every worker are told as the others were, not left to
+be killed at the end of the grace without a word to their clients."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import time
+
+from forkchat import config, supervisor
+from forkchat.supervisor import spawner
+
+
+def sleeper() -> int:
+    """A process standing for a worker the spawner forked."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def ended_by(pid: int, timeout: float = 10.0) -> int | None:
+    """The signal that ended `pid`, or None if it still runs after `timeout`."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            return None
+    finally:
+        os.close(pidfd)
+    _pid, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+
+
+def test_a_worker_reported_after_the_stop_signalled_the_workers_gets_the_same_signal():
+    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
+    boss = supervisor.Supervisor(config.Config(), targets)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    handle = spawner.Handle(ours, 1234, [1])
+    boss.spawners[1234] = handle
+    conns = [socket.socketpair() for _ in range(2)]
+    workers = []
+    try:
+        for cid, (_client, server_side) in zip((12, 13), conns):
+            boss.admission.admitted("192.0.2.1")
+            handle.request(spawner.Request(cid, server_side, "192.0.2.1", "irc", 1))
+        boss.stopping = True
+        boss._signal_children("worker", signal.SIGTERM)     # none known yet
+        workers.append(sleeper())
+        theirs.send(f"S 12 {workers[-1]}".encode())
+        boss._read_spawner(handle)
+        assert ended_by(workers[-1]) == signal.SIGTERM
+        boss._signal_children("worker", signal.SIGKILL, supervisor.STOP_GRACE_S)
+        workers.append(sleeper())
+        theirs.send(f"S 13 {workers[-1]}".encode())
+        boss._read_spawner(handle)
+        assert ended_by(workers[-1]) == signal.SIGKILL
+        assert boss.killed[workers[-1]] == supervisor.STOP_GRACE_S   # not logged as a crash
+        workers.clear()
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        boss.broker_listener.close()
+        boss.selector.close()
+        for sock in [ours, theirs, *(s for pair in conns for s in pair)]:
+            sock.close()
