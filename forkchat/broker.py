@@ -263,6 +263,7 @@ class Broker:
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        children.take_sigterm()
         self.listener.setblocking(False)
         self.control.setblocking(False)
         self._watch_listener()

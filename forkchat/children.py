@@ -89,7 +89,11 @@ class _LeanPopen(multiprocessing.popen_fork.Popen):
             code = 1
             try:
                 reset_signals()
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                # SIGTERM stays blocked (held, not lost) until the role has
+                # set its own handler (take_sigterm): a worker SIGTERMed in
+                # its first milliseconds, a stop amid a burst of connections,
+                # died without telling its client "Server shutting down".
+                signal.pthread_sigmask(signal.SIG_SETMASK, {*blocked, signal.SIGTERM})
                 code = process_obj._bootstrap(parent_sentinel=lifeline_r)  # type: ignore[attr-defined]
             finally:
                 os._exit(code)
@@ -271,6 +275,12 @@ def reset_signals() -> None:
     # supervisor decides, and no child acts on them.
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_IGN)
+
+
+def take_sigterm() -> None:
+    """Let a SIGTERM through, once this child's role has set what it does
+    with one (a SIGTERM held since the fork is acted on now)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def run_child(name: str, keep: set[int], main: Callable[[], int]) -> None:

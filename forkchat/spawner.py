@@ -106,6 +106,7 @@ class Spawner:
         # Signals are meant for the supervisor; a SIGTERM to the whole process
         # group must not take the spawner away from it (it retires instead).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        children.take_sigterm()
         if self.cfg.server.memory_merge:
             offer_memory_for_merging()
         self.control.setblocking(True)

@@ -243,6 +243,7 @@ class Worker:
     def _install_signals(self) -> None:
         self._signal_r, self._signal_w = signals.install([signal.SIGTERM])
         self.selector.register(self._signal_r, selectors.EVENT_READ, self.on_signal)
+        children.take_sigterm()
 
     def on_signal(self, mask: int) -> None:
         if signal.SIGTERM in signals.received(self._signal_r):
