@@ -212,10 +212,15 @@ class Handle:
     got, only the oldest unanswered one can have been forked unreported.
     """
 
-    def __init__(self, sock: socket.socket, pid: int, listener_ids: list[int]) -> None:
+    def __init__(self, sock: socket.socket, pid: int, listener_ids: list[int],
+                 listeners: tuple[object, ...] = ()) -> None:
         self.sock = sock
         self.pid = pid
         self.listener_ids = listener_ids     # id() of each Bound, in the spawner's order
+        # ... and the Bounds themselves, held for as long as this spawner may
+        # be asked: one a reload removed could be freed, and a later Bound
+        # given its id(), whose connections would get the wrong index (TLS)
+        self.listeners = listeners
         self.requests: dict[int, Request] = {}             # by cid, in the order asked
         self.queue: collections.deque[int | None] = collections.deque()  # cids to send; None: retire
         self.retired = False

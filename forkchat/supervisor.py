@@ -405,7 +405,8 @@ class Supervisor:
         finally:
             theirs.close()
         ours.setblocking(False)
-        handle = spawner.Handle(ours, child.pid, [id(bound) for bound in self.bound])
+        handle = spawner.Handle(ours, child.pid, [id(bound) for bound in self.bound],
+                                tuple(self.bound))
         self.spawners[child.pid] = handle
         self.selector.register(ours, selectors.EVENT_READ,
                                lambda mask, handle=handle: self.on_spawner(handle, mask))

@@ -361,3 +361,30 @@ def test_the_stop_reaps_the_workers_it_has_no_pidfd_for(boss):
         if pid in boss.children:
             del boss.children[pid]
             os.waitpid(pid, 0)
+
+
+def test_a_spawner_handle_holds_the_listeners_it_knows_by_id(boss, monkeypatch):
+    """A spawner knows listeners by id(); one a reload removed, once freed,
+    could lend its id() to a later Bound, whose connections the old spawner
+    would then start with the wrong listener's TLS."""
+    import gc
+    import weakref
+
+    class Forked:
+        pid = 4242
+
+    monkeypatch.setattr(boss, "_start", lambda *args: Forked())
+    monkeypatch.setattr(boss, "_started", lambda *args: None)
+    bound = listeners.bind(config.Listener(address="127.0.0.1", port=0))
+    boss.bound = [bound]
+    assert boss.start_spawner()
+    handle = boss.spawners[Forked.pid]
+    removed = weakref.ref(bound)
+    boss.bound = []                         # a reload removed it
+    bound.sock.close()
+    del bound
+    gc.collect()
+    try:
+        assert removed() is not None and handle.knows(id(removed()))
+    finally:
+        handle.sock.close()
