@@ -256,6 +256,7 @@ def adopt(fd: int, spec: config.Listener) -> Bound:
 # No spawner can take the connection now (one is being restarted, or the
 # kernel would not pass the socket): the client may simply try again.
 BUSY = "Server is busy, try again later"
+SHUTTING_DOWN = "Server shutting down"       # what a worker says at a stop, too
 
 
 def refuse(conn: socket.socket, peer: str, reason: str, encrypted: bool = False) -> None:

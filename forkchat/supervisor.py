@@ -729,7 +729,8 @@ class Supervisor:
             if handle is not None and not self.stopping and handle.knows(request.listener_id):
                 handle.request(request)
             else:
-                listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
+                reason = listeners.SHUTTING_DOWN if self.stopping else listeners.BUSY
+                listeners.refuse(request.conn, request.peer, reason, request.encrypted)
                 self._unadmit(request)
         if handle is not None and requests:
             self._flush_spawner(handle)

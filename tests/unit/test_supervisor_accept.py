@@ -388,3 +388,19 @@ def test_a_spawner_handle_holds_the_listeners_it_knows_by_id(boss, monkeypatch):
         assert removed() is not None and handle.knows(id(removed()))
     finally:
         handle.sock.close()
+
+
+def test_a_connection_no_spawner_took_before_a_stop_is_told_the_server_stops(boss):
+    """It was told "Server is busy, try again later", and tried again, at
+    a server going down; its worker, had it one, would say this."""
+    client, server_side = socket.socketpair()
+    client.settimeout(5)
+    try:
+        boss.stopping = True
+        boss.admission.admitted("192.0.2.7")
+        boss._hand_on([supervisor.spawner.Request(12, server_side, "192.0.2.7", "irc", 1)])
+        assert client.recv(200) == b"ERROR :Closing Link: 192.0.2.7 (Server shutting down)\r\n"
+        assert boss.admission.clients == 0
+    finally:
+        client.close()
+        server_side.close()
