@@ -659,15 +659,19 @@ class Supervisor:
         orphans = children.unknown_children(set(self.children))
         if maybe_started is not None:
             holder = self._holder(maybe_started, orphans or [])
+            # an orphan holding another spawner's connection is that one's
+            # worker, whatever this one's in-flight connection became
+            unclaimed = None if orphans is None else self._unclaimed(orphans)
             if holder is not None:            # forked, its report lost
                 if orphans and holder in orphans:
                     orphans.remove(holder)
                 self._attribute(holder, maybe_started)
-            elif orphans == []:               # it was not forked: hand it on too
+            elif unclaimed == []:             # it was not forked: hand it on too
                 retry.insert(0, maybe_started)
-            elif orphans is not None and len(orphans) == 1:
+            elif orphans is not None and unclaimed is not None and len(unclaimed) == 1:
                 # forked, its report lost: the orphan is its worker
-                self._attribute(orphans.pop(), maybe_started)
+                orphans.remove(unclaimed[0])
+                self._attribute(unclaimed[0], maybe_started)
             else:                             # cannot tell: not ours to hand on
                 log.warning("conn %d from %s: its spawner died while starting it",
                             maybe_started.cid, maybe_started.peer)
@@ -708,6 +712,26 @@ class Supervisor:
         unreported = [c.pid for c in self.children.values() if c.kind == "worker" and not c.cid]
         return next((pid for pid in [*orphans, *unreported] if _holds_socket(pid, inode)),
                     None)
+
+    def _unclaimed(self, orphans: list[int]) -> list[int]:
+        """The orphans that hold no connection a live spawner was asked to
+        start.
+
+        Two spawners dying in one turn, the first settled had a connection
+        sent and not forked, and took the other's unreported worker, its
+        only orphan, for that connection's; the other's connection then
+        went to a new spawner: two workers read one client.
+        """
+        pending: set[int] = set()
+        for handle in self.spawners.values():
+            for request in handle.requests.values():
+                try:
+                    pending.add(os.fstat(request.conn.fileno()).st_ino)
+                except OSError:
+                    continue
+        if not pending:
+            return list(orphans)
+        return [pid for pid in orphans if not pending & _sockets_held(pid)]
 
     def _attribute(self, pid: int, request: spawner.Request) -> None:
         """`pid` is the worker of `request`, whose report its dead spawner
@@ -1137,18 +1161,25 @@ def _exit_code(child: Child) -> int | None:
 def _holds_socket(pid: int, inode: int) -> bool:
     """Whether process `pid` has the socket of `inode` open (a handful of
     descriptors in a worker; False when /proc does not say)."""
-    wanted = f"socket:[{inode}]"
+    return inode in _sockets_held(pid)
+
+
+def _sockets_held(pid: int) -> set[int]:
+    """The inodes of the sockets process `pid` has open (none when /proc
+    does not say)."""
+    held: set[int] = set()
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return False
+        return held
     for name in names:
         try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") == wanted:
-                return True
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
         except OSError:
             continue
-    return False
+        if target.startswith("socket:[") and target.endswith("]"):
+            held.add(int(target[8:-1]))
+    return held
 
 
 def _log_exit(what: str, code: int, quiet_ok: bool, killed_after: float | None = None) -> None:

@@ -176,3 +176,50 @@ def test_two_spawners_dying_together_leave_the_in_flight_worker_to_its_connectio
             os.kill(worker, 9)
             os.waitpid(worker, 0)
         made.close()
+
+
+def test_a_spawner_dying_with_an_unforked_connection_leaves_another_ones_worker_alone(
+        monkeypatch):
+    """Both spawners died together, the retired one with a connection sent
+    and never forked: settled first, it found one orphan, the current one's
+    unreported worker, took it for its own connection's, and the current
+    one's connection then went to another spawner: two workers read one
+    client.  An orphan holding another spawner's connection is that one's."""
+    made = Boss(monkeypatch, (7,))
+    worker = 0
+    late: tuple[socket.socket, ...] = ()
+    try:
+        made.boss.broker_out.queue(b"")    # (the broker of Boss is running)
+        made.handle.flush()                # cid 7 sent: the spawner forked it
+        retired_ours, retired_theirs = socket.socketpair(socket.AF_UNIX,
+                                                         socket.SOCK_SEQPACKET)
+        retired = spawner.Handle(retired_ours, 1111, [1])
+        retired.retired = True
+        made.boss.spawners[1111] = retired
+        retired_theirs.close()
+        made.theirs.close()                # both spawners are dead
+        worker = holding()
+        late = socket.socketpair()         # made after the fork: cid 7's worker lacks it
+        made.boss.admission.admitted("192.0.2.8")
+        request = spawner.Request(8, late[1], "192.0.2.8", "irc", 1)
+        retired.request(request)
+        request.sent = True                # sent; its spawner died before forking it
+        monkeypatch.setattr(supervisor.children, "unknown_children",
+                            lambda known: [pid for pid in [worker] if pid not in known])
+        monkeypatch.setattr(made.boss, "start_spawner", lambda: False)
+        monkeypatch.setattr(made.boss, "_count_death", lambda kind: None)
+        monkeypatch.setattr(made.boss, "_heed_pending_stop", lambda: None)
+        made.boss._spawner_gone(supervisor.Child("spawner", 1111, None, -1), -9)
+        made.boss._spawner_gone(supervisor.Child("spawner", 1234, None, -1), -9)
+        assert made.boss.children[worker].cid == 7
+        assert made.told() == [{"op": "bind", "workers": [[7, worker, "192.0.2.7"]]}]
+        late[0].settimeout(5)
+        assert b"Server is busy" in late[0].recv(4096)    # no spawner: refused, not lost
+        assert made.boss.admission.clients == 1
+    finally:
+        if worker:
+            os.kill(worker, 9)
+            os.waitpid(worker, 0)
+        for sock in late:
+            sock.close()
+        made.close()
