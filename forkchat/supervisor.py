@@ -454,7 +454,7 @@ class Supervisor:
         while handle.unsendable:
             request = handle.unsendable.pop()
             log.error("cannot pass conn %d from %s to the spawner", request.cid, request.peer)
-            listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
+            listeners.refuse(request.conn, request.peer, self._refusal(), request.encrypted)
             self._unadmit(request)
         self._want_writes(handle.sock, not done, lambda mask: self.on_spawner(handle, mask))
 
@@ -536,8 +536,14 @@ class Supervisor:
             return
         log.error("cannot pass conn %d from %s to the spawner: it received no socket "
                   "(out of descriptors?)", request.cid, request.peer)
-        listeners.refuse(request.conn, request.peer, listeners.BUSY, request.encrypted)
+        listeners.refuse(request.conn, request.peer, self._refusal(), request.encrypted)
         self._unadmit(request)
+
+    def _refusal(self) -> str:
+        """What a connection refused before its worker started is told: at
+        a stop, what the workers tell theirs (the stop's flush of the
+        spawner's queue refused some 'busy, try again later')."""
+        return listeners.SHUTTING_DOWN if self.stopping else listeners.BUSY
 
     def _unadmit(self, request: spawner.Request) -> None:
         """A connection refused or lost before its worker started.
@@ -753,8 +759,7 @@ class Supervisor:
             if handle is not None and not self.stopping and handle.knows(request.listener_id):
                 handle.request(request)
             else:
-                reason = listeners.SHUTTING_DOWN if self.stopping else listeners.BUSY
-                listeners.refuse(request.conn, request.peer, reason, request.encrypted)
+                listeners.refuse(request.conn, request.peer, self._refusal(), request.encrypted)
                 self._unadmit(request)
         if handle is not None and requests:
             self._flush_spawner(handle)

@@ -70,3 +70,30 @@ def test_a_worker_reported_after_the_stop_signalled_the_workers_gets_the_same_si
         boss.selector.close()
         for sock in [ours, theirs, *(s for pair in conns for s in pair)]:
             sock.close()
+
+
+def test_a_connection_the_spawner_could_not_take_at_a_stop_is_told_the_server_stops():
+    """A connection the spawner got without its socket, or one the kernel
+    would not pass to it, during the stop's flush of the spawner's queue
+    was told 'Server is busy, try again later', where the rest of a stop's
+    clients are told 'Server shutting down'."""
+    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
+    boss = supervisor.Supervisor(config.Config(), targets)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    handle = spawner.Handle(ours, 1234, [1])
+    boss.spawners[1234] = handle
+    client, server_side = socket.socketpair()
+    try:
+        boss.admission.admitted("192.0.2.1")
+        handle.request(spawner.Request(12, server_side, "192.0.2.1", "irc", 1))
+        boss.stopping = True
+        theirs.send(b"L 12")               # the spawner received no socket
+        boss._read_spawner(handle)
+        client.settimeout(5)
+        assert b"(Server shutting down)" in client.recv(4096)
+        assert boss.admission.clients == 0
+    finally:
+        boss.broker_listener.close()
+        boss.selector.close()
+        for sock in [ours, theirs, client, server_side]:
+            sock.close()
