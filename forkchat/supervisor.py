@@ -1089,9 +1089,19 @@ class Supervisor:
         while True:
             self._reap_unwatched()
             left = deadline - time.monotonic()
-            if left <= 0 or not any(c.kind == kind or not kind for c in self.children.values()):
+            if left <= 0 or not self._waiting_for(kind):
                 return
             self._turn(min(left, UNWATCHED_POLL_S) if self._unwatched() else left)
+
+    def _waiting_for(self, kind: str) -> bool:
+        """Whether a child of `kind` is left (any, for '').  A worker a
+        spawner was asked for and has not reported counts too: the grace
+        ended once the workers known had stopped, and those the spawner
+        reported next, forking what it was sent before the stop, were
+        killed at once without a word to their clients."""
+        if any(c.kind == kind or not kind for c in self.children.values()):
+            return True
+        return kind == "worker" and any(h.requests for h in self.spawners.values())
 
 
 def _reload_troubles(unbound: int, stale: int) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import select
+import selectors
 import signal
 import socket
 import time
@@ -93,6 +94,68 @@ def test_a_connection_the_spawner_could_not_take_at_a_stop_is_told_the_server_st
         assert b"(Server shutting down)" in client.recv(4096)
         assert boss.admission.clients == 0
     finally:
+        boss.broker_listener.close()
+        boss.selector.close()
+        for sock in [ours, theirs, client, server_side]:
+            sock.close()
+
+
+def test_the_stop_waits_its_grace_for_the_workers_a_spawner_has_yet_to_report():
+    """The workers' grace ended as soon as the workers known had stopped,
+    while the spawner still forked the connections it was sent: those it
+    reported next were SIGKILLed at once, their clients never told 'Server
+    shutting down'.  A worker asked for is waited for as one reported."""
+    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
+    boss = supervisor.Supervisor(config.Config(), targets)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    handle = spawner.Handle(ours, 1234, [1])
+    boss.spawners[1234] = handle
+    boss.selector.register(ours, selectors.EVENT_READ,
+                           lambda mask: boss.on_spawner(handle, mask))
+    client, server_side = socket.socketpair()
+    workers: list[int] = []
+    ended: dict[int, int] = {}
+
+    def report_worker() -> None:      # the spawner forked it, and says so
+        workers.append(sleeper())
+        theirs.send(f"S 12 {workers[-1]}".encode())
+
+    real_turn = boss._turn
+
+    def turn(timeout: float | None) -> None:
+        """The spawner's side of the stop: report the worker, then its end."""
+        if not workers:
+            report_worker()
+        elif not ended:
+            pid, status = os.waitpid(workers[0], os.WNOHANG)
+            if pid:
+                ended[pid] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+                theirs.send(f"X {pid} {-ended[pid]}".encode())
+        real_turn(min(timeout or 0.05, 0.05))
+
+    try:
+        boss.admission.admitted("192.0.2.1")
+        handle.request(spawner.Request(12, server_side, "192.0.2.1", "irc", 1))
+        handle.flush()                        # sent: the spawner is forking it
+        boss._turn = turn                     # type: ignore[method-assign]
+        boss.stopping = True
+        boss._signal_children("worker", signal.SIGTERM)     # none known yet
+        boss._wait_children("worker", time.monotonic() + supervisor.STOP_GRACE_S)
+        boss._signal_children("worker", signal.SIGKILL, supervisor.STOP_GRACE_S)
+        if not workers:                       # reported after the grace
+            report_worker()
+            boss._read_spawner(handle)
+        if workers[0] not in ended:
+            ended[workers[0]] = ended_by(workers[0]) or 0
+        assert ended[workers[0]] == signal.SIGTERM, \
+            "the worker was killed without a word to its client"
+        assert 12 not in handle.requests and boss.children == {}
+    finally:
+        for pid in workers:
+            if pid not in ended:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
         boss.broker_listener.close()
         boss.selector.close()
         for sock in [ours, theirs, client, server_side]:
