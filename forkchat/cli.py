@@ -254,7 +254,8 @@ def passed_specs(cfg: config.Config,
               for position, ((name, address), index) in enumerate(zip(sockets, found))]
     ports = {address[1] for _name, address in sockets}
     for index, spec in enumerate(cfg.listen):
-        if spec.tls_cert and spec.port not in ports and not any(got is spec for got in chosen):
+        if spec.tls_cert and spec.port and spec.port not in ports \
+                and not any(got is spec for got in chosen):
             logging.getLogger("forkchat.supervisor").warning(
                 "listen[%d] (port %d, with TLS) serves none of the sockets systemd passed: "
                 "add ListenStream=%d to the socket unit, then restart the unit",

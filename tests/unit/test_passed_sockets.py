@@ -195,4 +195,5 @@ def test_a_tls_entry_serves_no_other_port_and_an_unserved_one_is_warned_of(caplo
     caplog.clear()
     any_port = config.Listener(port=0, **TLS)              # port 0: whatever systemd binds
     assert specs(listen(any_port), ("irc", ("::", 6667))) == [0]
-    assert caplog.records == []
+    assert specs(listen(PLAIN, any_port), ("irc", ("::", 6667))) == [0]   # another took it
+    assert caplog.records == []                          # no "add ListenStream=0"
