@@ -1,12 +1,10 @@
 """Refused connections in the log: the reason, and a count instead of a flood."""
 
 import signal
-import sys
 
 from forkchat import admission
 from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient
-from tests.support.server import ServerProcess, left_behind
 
 PEER = "192.0.2.7"
 WHY = admission.TOO_MANY_FROM_ADDRESS
@@ -66,33 +64,21 @@ def test_a_flood_of_refusals_costs_two_lines(make_server):
 # (RefusalLog took REFUSAL_WINDOW_S as its default when it was defined),
 # so that the count at the window's end is waited for 2 s, not 10.
 SHORT_WINDOW_S = 2
-SHORT_WINDOW = ("import runpy, sys; from forkchat import admission; "
-                f"admission.RefusalLog.__init__.__defaults__ = ({SHORT_WINDOW_S}.0,); "
-                "sys.argv[0] = 'forkchat'; runpy.run_module('forkchat', run_name='__main__')")
+SHORT_WINDOW = ("from forkchat import admission\n"
+                f"admission.RefusalLog.__init__.__defaults__ = ({SHORT_WINDOW_S}.0,)")
 
 
-class ShortWindowServer(ServerProcess):
-    """The real server, its refusal window SHORT_WINDOW_S."""
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-c", SHORT_WINDOW, *super().command()[3:]]
-
-
-def test_the_count_comes_when_the_window_ends():
-    server = ShortWindowServer(config_text=TEST_LIMITS + "max_clients_per_ip = 1\n").start()
-    try:
-        alice = IrcTestClient(server.port)
-        alice.register("alice")
-        for _ in range(3):
-            refused = IrcTestClient(server.port)
-            refused.expect_closed(timeout=5)
-            refused.close()
-        line = server.wait_for_text("more connections from 127.0.0.1",
-                                    timeout=SHORT_WINDOW_S + 10)
-        assert line.endswith(f"refused 2 more connections from 127.0.0.1 "
-                             f"in {SHORT_WINDOW_S} s ({WHY})"), line
-        alice.close()
-    finally:
-        leftover = server.descendants()
-        server.stop()
-        assert not left_behind(leftover)
+def test_the_count_comes_when_the_window_ends(make_server):
+    server = make_server(config_text=TEST_LIMITS + "max_clients_per_ip = 1\n",
+                         prelude=SHORT_WINDOW)
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    for _ in range(3):
+        refused = IrcTestClient(server.port)
+        refused.expect_closed(timeout=5)
+        refused.close()
+    line = server.wait_for_text("more connections from 127.0.0.1",
+                                timeout=SHORT_WINDOW_S + 10)
+    assert line.endswith(f"refused 2 more connections from 127.0.0.1 "
+                         f"in {SHORT_WINDOW_S} s ({WHY})"), line
+    alice.close()
