@@ -50,8 +50,10 @@ def receive_until(sock, wanted: str, timeout: float = 10.0) -> list[str]:
 
 def test_notify_ready_status_reloading_stopping_watchdog(notify_socket):
     sock, path = notify_socket
+    # STATUS= is refreshed every second, not every 5 s (prelude).
     server = ServerProcess(config_text='[server]\nmotd = "one"\n', env={
-        "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+        "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"},
+        prelude="from forkchat import supervisor\nsupervisor.STATUS_EVERY_S = 1.0")
     server.start()
     try:
         first = receive_until(sock, "READY=1")

@@ -21,8 +21,13 @@ class ServerProcess:
     """A forkchat-server child in its own session, with its stderr collected."""
 
     def __init__(self, extra_args: list[str] | None = None, config_text: str | None = None,
-                 listen: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 listen: list[str] | None = None, env: dict[str, str] | None = None,
+                 prelude: str = "") -> None:
+        """`prelude`: Python run in the server's process before forkchat's
+        main, to lower a wait that no setting reaches (a module constant);
+        the server forks and never execs, so every child has it too."""
         self.extra_args = list(extra_args or [])
+        self.prelude = prelude
         self.config_text = config_text
         self.listen = listen if listen is not None else ["127.0.0.1:0"]
         self.env = env
@@ -56,6 +61,9 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "forkchat"]
+        if self.prelude:
+            cmd[1:] = ["-c", self.prelude + "\nimport runpy, sys\nsys.argv[0] = 'forkchat'\n"
+                       "runpy.run_module('forkchat', run_name='__main__', alter_sys=True)"]
         if self.config_text is not None:
             cmd += ["-c", self.write_config(self.config_text)]
         for spec in self.listen:
