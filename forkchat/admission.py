@@ -147,8 +147,8 @@ class RefusalLog:
     addresses costs O(1) a refusal, not a scan of every open window.
     """
 
-    def __init__(self, window_s: float = REFUSAL_WINDOW_S) -> None:
-        self.window_s = window_s
+    def __init__(self, window_s: float | None = None) -> None:
+        self.window_s = REFUSAL_WINDOW_S if window_s is None else window_s
         self.windows: dict[tuple[str, str], _Window] = {}
 
     def refused(self, peer: str, reason: str, now: float, block: str = "") -> list[str]:

@@ -66,10 +66,10 @@ class RoomStore:
         log.warning("room store %s is in use by another forkchat server (a shared "
                     "state_dir), rooms will not persist", self.path)
 
-    def _open(self, lock_wait: float = LOCK_WAIT_S) -> str:
+    def _open(self, lock_wait: float | None = None) -> str:
         """Lock the directory and open the database: '' once done, else
-        IN_USE or the reason."""
-        if not self._lock(self.directory, lock_wait):
+        IN_USE or the reason (after LOCK_WAIT_S unless told)."""
+        if not self._lock(self.directory, LOCK_WAIT_S if lock_wait is None else lock_wait):
             return IN_USE
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)

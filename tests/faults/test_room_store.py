@@ -129,7 +129,7 @@ def test_a_second_server_on_the_same_state_dir_keeps_off_its_store(make_server):
     # The second broker waits 0.5 s for the lock, not LOCK_WAIT_S (3 s).
     second = make_server(config_text=LIMITS, extra_args=["--state-dir", first.state_dir],
                          prelude="from forkchat import store\n"
-                                 "store.RoomStore._open.__defaults__ = (0.5,)")
+                                 "store.LOCK_WAIT_S = 0.5")
     second.wait_for_text("is in use by another forkchat server (a shared state_dir), "
                          "rooms will not persist")
     assert "in use by another forkchat server" not in first.log_text()

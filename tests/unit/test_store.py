@@ -28,9 +28,6 @@ def stored_rooms(directory) -> dict:
 
 def test_the_store_is_one_servers_at_a_time(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(store, "LOCK_WAIT_S", 0.1)
-    # _open() took LOCK_WAIT_S as its default when it was defined: the
-    # line above alone left the second store waiting the whole 3 s.
-    monkeypatch.setattr(store.RoomStore._open, "__defaults__", (0.1,))
     first = store.RoomStore(str(tmp_path))
     assert first.available
     first.put("#room", {"topic": "kept"})
