@@ -141,6 +141,18 @@ def holding() -> int:
     return pid
 
 
+def both_spawners_die(made: "Boss", monkeypatch, worker: int) -> None:
+    """Settle the deaths of the retired spawner (1111), then the current one
+    (1234), in one turn; `worker` is the only child no report named."""
+    monkeypatch.setattr(supervisor.children, "unknown_children",
+                        lambda known: [pid for pid in [worker] if pid not in known])
+    monkeypatch.setattr(made.boss, "start_spawner", lambda: False)
+    monkeypatch.setattr(made.boss, "_count_death", lambda kind: None)
+    monkeypatch.setattr(made.boss, "_heed_pending_stop", lambda: None)
+    made.boss._spawner_gone(supervisor.Child("spawner", 1111, None, -1), -9)
+    made.boss._spawner_gone(supervisor.Child("spawner", 1234, None, -1), -9)
+
+
 def test_two_spawners_dying_together_leave_the_in_flight_worker_to_its_connection(
         monkeypatch):
     """The retired spawner's death is settled first and takes the current
@@ -161,13 +173,7 @@ def test_two_spawners_dying_together_leave_the_in_flight_worker_to_its_connectio
         retired_theirs.close()
         made.theirs.close()                # both spawners are dead
         worker = holding()
-        monkeypatch.setattr(supervisor.children, "unknown_children",
-                            lambda known: [pid for pid in [worker] if pid not in known])
-        monkeypatch.setattr(made.boss, "start_spawner", lambda: False)
-        monkeypatch.setattr(made.boss, "_count_death", lambda kind: None)
-        monkeypatch.setattr(made.boss, "_heed_pending_stop", lambda: None)
-        made.boss._spawner_gone(supervisor.Child("spawner", 1111, None, -1), -9)
-        made.boss._spawner_gone(supervisor.Child("spawner", 1234, None, -1), -9)
+        both_spawners_die(made, monkeypatch, worker)
         assert made.boss.children[worker].cid == 7
         assert made.told() == [{"op": "bind", "workers": [[7, worker, "192.0.2.7"]]}]
         assert made.boss.admission.clients == 1
@@ -204,13 +210,7 @@ def test_a_spawner_dying_with_an_unforked_connection_leaves_another_ones_worker_
         request = spawner.Request(8, late[1], "192.0.2.8", "irc", 1)
         retired.request(request)
         request.sent = True                # sent; its spawner died before forking it
-        monkeypatch.setattr(supervisor.children, "unknown_children",
-                            lambda known: [pid for pid in [worker] if pid not in known])
-        monkeypatch.setattr(made.boss, "start_spawner", lambda: False)
-        monkeypatch.setattr(made.boss, "_count_death", lambda kind: None)
-        monkeypatch.setattr(made.boss, "_heed_pending_stop", lambda: None)
-        made.boss._spawner_gone(supervisor.Child("spawner", 1111, None, -1), -9)
-        made.boss._spawner_gone(supervisor.Child("spawner", 1234, None, -1), -9)
+        both_spawners_die(made, monkeypatch, worker)
         assert made.boss.children[worker].cid == 7
         assert made.told() == [{"op": "bind", "workers": [[7, worker, "192.0.2.7"]]}]
         late[0].settimeout(5)
