@@ -711,9 +711,8 @@ class Supervisor:
         its own, unreported; the other's connection then looked unstarted
         and went to a new spawner, and two workers read one client.
         """
-        try:
-            inode = os.fstat(request.conn.fileno()).st_ino
-        except OSError:
+        inode = _socket_inode(request.conn)
+        if inode is None:
             return None
         unreported = [c.pid for c in self.children.values() if c.kind == "worker" and not c.cid]
         return next((pid for pid in [*orphans, *unreported] if _holds_socket(pid, inode)),
@@ -721,20 +720,12 @@ class Supervisor:
 
     def _unclaimed(self, orphans: list[int]) -> list[int]:
         """The orphans that hold no connection a live spawner was asked to
-        start.
-
-        Two spawners dying in one turn, the first settled had a connection
-        sent and not forked, and took the other's unreported worker, its
-        only orphan, for that connection's; the other's connection then
-        went to a new spawner: two workers read one client.
-        """
-        pending: set[int] = set()
-        for handle in self.spawners.values():
-            for request in handle.requests.values():
-                try:
-                    pending.add(os.fstat(request.conn.fileno()).st_ino)
-                except OSError:
-                    continue
+        start: the first of two spawners settled (see _holder), its own
+        connection sent and not forked, took the other's unreported worker,
+        its only orphan, for that connection's."""
+        pending = {inode for handle in self.spawners.values()
+                   for request in handle.requests.values()
+                   if (inode := _socket_inode(request.conn)) is not None}
         if not pending:
             return list(orphans)
         return [pid for pid in orphans if not pending & _sockets_held(pid)]
@@ -1171,6 +1162,14 @@ def _exit_code(child: Child) -> int | None:
     except ChildProcessError:
         return 0
     return os.waitstatus_to_exitcode(status) if pid else None
+
+
+def _socket_inode(sock: socket.socket) -> int | None:
+    """The inode that names a socket in /proc/PID/fd (None: closed)."""
+    try:
+        return os.fstat(sock.fileno()).st_ino
+    except (OSError, ValueError):
+        return None
 
 
 def _holds_socket(pid: int, inode: int) -> bool:
