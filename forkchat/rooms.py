@@ -84,7 +84,8 @@ class Room:
         self.flags = set(str(meta.get("flags") or "")) & set(FLAG_MODES)
         self.key = str(meta.get("key") or "")[:KEYLEN]
         self.limit = max(0, min(_int(meta.get("limit"), 0), MAX_LIMIT))
-        for entry in meta.get("bans") or []:
+        bans = meta.get("bans")
+        for entry in bans if isinstance(bans, list) else []:
             if isinstance(entry, list) and len(entry) == 3:
                 ban = Ban.of(_with_shown_host(str(entry[0])), str(entry[1]), _int(entry[2], 0))
                 self.bans[ban.folded] = ban

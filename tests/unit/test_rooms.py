@@ -330,3 +330,13 @@ def test_p_and_s_are_never_set_together(flags, modestring, line, left):
     outcome = apply(room, modestring)
     assert rooms.mode_line_params(outcome.applied) == line
     assert "".join(sorted(room.flags)) == left
+
+
+@pytest.mark.parametrize("bad", [5, True, 2.5, None])
+def test_a_stored_record_with_bans_of_no_list_restores_the_rest(bad):
+    """apply_meta skips what is malformed: a hand-edited "bans": 5 raised
+    TypeError out of it (the store now drops such fields first, but the
+    room does not rely on its caller for that)."""
+    room = rooms.Room("#r", 0)
+    room.apply_meta({"topic": "kept", "bans": bad})
+    assert room.topic == "kept" and room.bans == {}
