@@ -26,6 +26,27 @@ def stored_rooms(directory) -> dict:
         reader.release()
 
 
+@contextlib.contextmanager
+def alice_on_a_broker(tmp_path, max_rooms: int | None = None):
+    """A Broker on `tmp_path` (in this process, no loop) with alice
+    registered on a link of her own: (broker, her link)."""
+    limits = config.Limits() if max_rooms is None else config.Limits(max_rooms=max_rooms)
+    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
+    made = broker.Broker(socks[0], socks[2], config.Config(
+        server=config.Server(state_dir=str(tmp_path)), limits=limits), "today")
+    link = broker.Link(socks[4], 1 << 20)
+    try:
+        made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
+        made._dispatch(link, ipc.Kind.REQUEST, b"NICK alice")
+        made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": "a", "realname": "A"}).encode())
+        yield made, link
+    finally:
+        made.store.release()
+        made.selector.close()
+        for sock in socks:
+            sock.close()
+
+
 def test_the_store_is_one_servers_at_a_time(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(store, "LOCK_WAIT_S", 0.1)
     first = store.RoomStore(str(tmp_path))
@@ -74,14 +95,7 @@ def test_a_join_writes_its_room_not_every_rooms_record(tmp_path, monkeypatch):
     """The broker's half-second write after joins and parts encoded every
     room's record: 60 ms at 10000 rooms, seconds with their bans, while
     anyone joined or left.  It encodes the rooms created or removed."""
-    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
-    made = broker.Broker(socks[0], socks[2], config.Config(
-        server=config.Server(state_dir=str(tmp_path))), "today")
-    link = broker.Link(socks[4], 1 << 20)
-    try:
-        made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
-        made._dispatch(link, ipc.Kind.REQUEST, b"NICK alice")
-        made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": "a", "realname": "A"}).encode())
+    with alice_on_a_broker(tmp_path) as (made, link):
         made._dispatch(link, ipc.Kind.REQUEST, b"JOIN " + b",".join(b"#r%d" % i for i in range(40)))
         made._save_rooms()
         encoded = []
@@ -92,34 +106,16 @@ def test_a_join_writes_its_room_not_every_rooms_record(tmp_path, monkeypatch):
         made._save_rooms()
         assert encoded == ["#new"]
         assert set(made.store.load()) == {f"#r{i}" for i in range(40) if i != 7} | {"#new"}
-    finally:
-        made.store.release()
-        made.selector.close()
-        for sock in socks:
-            sock.close()
 
 
 def _broker_session(tmp_path, max_rooms, lines):
     """A broker on `tmp_path` that registers alice and runs her `lines`,
     writes its rooms and stops as at a shutdown (freeze)."""
-    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
-    made = broker.Broker(socks[0], socks[2], config.Config(
-        server=config.Server(state_dir=str(tmp_path)),
-        limits=config.Limits(max_rooms=max_rooms)), "today")
-    link = broker.Link(socks[4], 1 << 20)
-    try:
-        made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
-        made._dispatch(link, ipc.Kind.REQUEST, b"NICK alice")
-        made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": "a", "realname": "A"}).encode())
+    with alice_on_a_broker(tmp_path, max_rooms) as (made, link):
         for line in lines:
             made._dispatch(link, ipc.Kind.REQUEST, line)
         made._save_rooms()
         made._on_control_op({"op": "freeze"})
-    finally:
-        made.store.release()
-        made.selector.close()
-        for sock in socks:
-            sock.close()
 
 
 def test_the_rooms_alive_at_a_shutdown_are_the_last_records_forgotten(tmp_path):
@@ -243,14 +239,7 @@ def test_the_broker_comes_back_for_a_failed_write(tmp_path, monkeypatch):
     part to be tried again, however long that was: the broker now wakes for
     the store's next try."""
     monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
-    socks = [*socket.socketpair(), *socket.socketpair(), *socket.socketpair()]
-    made = broker.Broker(socks[0], socks[2], config.Config(
-        server=config.Server(state_dir=str(tmp_path))), "today")
-    link = broker.Link(socks[4], 1 << 20)
-    try:
-        made._dispatch(link, ipc.Kind.HELLO, b'{"cid": 1, "host": "h", "proto": "irc"}')
-        made._dispatch(link, ipc.Kind.REQUEST, b"NICK alice")
-        made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": "a", "realname": "A"}).encode())
+    with alice_on_a_broker(tmp_path) as (made, link):
         made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #lobby")
         made._save_rooms()
         assert not made.store_dirty
@@ -260,11 +249,6 @@ def test_the_broker_comes_back_for_a_failed_write(tmp_path, monkeypatch):
         made._save_rooms()                  # what the loop does at next_store
         assert not made.store_dirty
         assert made.store.load()["#lobby"]["topic"] == "kept after all"
-    finally:
-        made.store.release()
-        made.selector.close()
-        for sock in socks:
-            sock.close()
 
 
 def test_a_lock_held_by_another_program_stalls_no_one(tmp_path, caplog):
