@@ -220,8 +220,9 @@ def bob(peer, monkeypatch) -> Harness:
     return harness
 
 
-def reconnect(harness: Harness, peer: Peer) -> None:
-    """Drop the link and register again: the rejoin lines land in harness.seen."""
+def register_again(harness: Harness, peer: Peer) -> None:
+    """Drop the link and let the client reconnect, up to the server's 001;
+    what it sends from then on lands in harness.seen."""
     assert peer.sock is not None
     peer.sock.close()
     peer.sock, peer.buffer, harness.seen = None, b"", []
@@ -230,6 +231,11 @@ def reconnect(harness: Harness, peer: Peer) -> None:
     peer.accept()
     harness.expect_line("USER forkchat 0 * :forkchat client")
     peer.send(":srv 001 bob :Welcome back")
+
+
+def reconnect(harness: Harness, peer: Peer) -> None:
+    """Drop the link and register again: the rejoin lines land in harness.seen."""
+    register_again(harness, peer)
     harness.until(lambda: any(line.startswith("JOIN") for line in harness.seen), "the rejoin")
 
 
@@ -698,13 +704,6 @@ def test_a_list_or_who_is_awaited_until_its_end_numeric_and_not_past_a_reconnect
     harness.conn.send("WHO #lobby")
     harness.expect_line("WHO #lobby")
     assert harness.conn.awaited()[0] == "WHO"
-    assert peer.sock is not None
-    peer.sock.close()
-    peer.sock, peer.buffer, harness.seen = None, b"", []
-    harness.until(lambda: harness.conn.state == "waiting", "waiting to reconnect")
-    harness.until(lambda: harness.conn.state == "registering", "a new attempt")
-    peer.accept()
-    harness.expect_line("USER forkchat 0 * :forkchat client")
-    peer.send(":srv 001 bob :Welcome back")
+    register_again(harness, peer)
     harness.until(lambda: harness.conn.ready, "registered again")
     assert harness.conn.awaited() is None   # the new connection owes no answer
