@@ -157,7 +157,7 @@ def check_config(cfg: config.Config, path: str | None) -> int:
     before serving, short of binding and switching user.
 
     Each TLS listener's certificate and key are loaded by the start's own
-    listeners.tls_context: a key that does not match, an unreadable file or
+    listeners.load_tls: a key that does not match, an unreadable file or
     a chain in the wrong order passed this check and then stopped the start.
     """
     for clash in listeners.clashes(cfg.listen):
@@ -182,11 +182,11 @@ def _check_tls(index: int, spec: config.Listener) -> str | None:
     if not spec.tls_cert:
         return None
     try:
-        listeners.tls_context(spec)
+        _context, chain = listeners.load_tls(spec)
     except listeners.BindError as error:
         return str(error)
     print(f"forkchat-server: listen[{index}]: TLS certificate {spec.tls_cert} and key "
-          f"{spec.tls_key} load ({listeners.chain_summary(spec.tls_cert)})")
+          f"{spec.tls_key} load ({listeners.chain_summary(chain)})")
     return None
 
 

@@ -66,7 +66,16 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5"
 
 
 def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
-    """A server context for a TLS listener (TLS 1.2 or later), or None.
+    """A server context for a TLS listener (TLS 1.2 or later), or None
+    (load_tls, without the dates)."""
+    return load_tls(spec)[0]
+
+
+def load_tls(spec: config.Listener) -> tuple[ssl.SSLContext | None,
+                                             tuple[certdates.Dates, ...]]:
+    """A server context for a TLS listener, and the dates of the chain it
+    serves (read once: warned of now, looked at again once a day), or
+    (None, ()) for a plain one.
 
     The worker does the handshake, so a bad handshake costs one worker.
 
@@ -74,7 +83,7 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
         BindError: the certificate or key cannot be loaded.
     """
     if not spec.tls_cert:
-        return None
+        return None, ()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
@@ -88,8 +97,9 @@ def tls_context(spec: config.Listener) -> ssl.SSLContext | None:
             reason = WRONG_KEY_IN_CHAIN
         raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key {spec.tls_key}: "
                         f"{reason}") from None
-    warn_out_of_date(spec.tls_cert, time.time())
-    return context
+    chain = chain_dates(spec.tls_cert)
+    warn_chain(spec.tls_cert, chain, time.time())
+    return context, chain
 
 
 # A certificate is about to expire when less than this is left of it, or
@@ -100,13 +110,9 @@ EXPIRY_WARNING_DAYS = 14
 EXPIRY_WARNING_SHARE = 0.25
 
 
-def loaded_chain(spec: config.Listener) -> tuple[certdates.Dates, ...]:
-    """The dates of the chain tls_context(spec) loaded; () without TLS."""
-    return _chain_in(spec.tls_cert) if spec.tls_cert else ()
-
-
-def _chain_in(path: str) -> tuple[certdates.Dates, ...]:
-    """() for a file whose certificates cannot be read (OpenSSL took it all the same)."""
+def chain_dates(path: str) -> tuple[certdates.Dates, ...]:
+    """The dates of each certificate of a chain file; () for one whose
+    certificates cannot be read (OpenSSL took it all the same)."""
     try:
         return tuple(certdates.read_chain(path))
     except (OSError, ValueError):
@@ -116,7 +122,7 @@ def _chain_in(path: str) -> tuple[certdates.Dates, ...]:
 def warn_out_of_date(path: str, now: float) -> None:
     """Warn of each certificate of the file's chain that is out of date at
     `now`, or about to expire (warn_chain)."""
-    warn_chain(path, _chain_in(path), now)
+    warn_chain(path, chain_dates(path), now)
 
 
 def warn_chain(path: str, chain: Iterable[certdates.Dates], now: float) -> None:
@@ -147,10 +153,9 @@ def expires_soon(cert: certdates.Dates, now: float) -> bool:
     return cert.not_after - now < warning
 
 
-def chain_summary(path: str) -> str:
+def chain_summary(chain: tuple[certdates.Dates, ...]) -> str:
     """What --check-config says of a chain that loaded: whom the server's
     certificate names, until when, and how many certificates follow it."""
-    chain = _chain_in(path)
     if not chain:
         return "its dates could not be read"
     first, more = chain[0], len(chain) - 1
@@ -240,7 +245,8 @@ def bind(spec: config.Listener) -> Bound:
         raise BindError(f"cannot listen on {_shown(spec)}: {error.strerror or error}") from None
     sock.setblocking(False)
     try:
-        return Bound(sock, spec, tls_context(spec), chain=loaded_chain(spec))
+        context, chain = load_tls(spec)
+        return Bound(sock, spec, context, chain=chain)
     except BindError:
         sock.close()
         raise
@@ -250,7 +256,8 @@ def adopt(fd: int, spec: config.Listener) -> Bound:
     """Wrap a listening descriptor passed by systemd socket activation."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    return Bound(sock, spec, tls_context(spec), adopted=True, chain=loaded_chain(spec))
+    context, chain = load_tls(spec)
+    return Bound(sock, spec, context, adopted=True, chain=chain)
 
 
 # No spawner can take the connection now (one is being restarted, or the

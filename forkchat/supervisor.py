@@ -960,11 +960,11 @@ class Supervisor:
         """New certificates serve new connections; a bad one keeps the old
         (False)."""
         try:
-            context = listeners.tls_context(spec)
+            context, chain = listeners.load_tls(spec)
         except listeners.BindError as error:
             log.error("%s; keeping the current certificate", error)
             return False
-        bound.spec, bound.tls, bound.chain = spec, context, listeners.loaded_chain(spec)
+        bound.spec, bound.tls, bound.chain = spec, context, chain
         return True
 
     def handle_sigusr1(self) -> None:
