@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 import pytest
 
 from forkchat import config, ipc, supervisor
 from forkchat.supervisor import spawner
+
+from tests.support.processes import idle_child
 
 
 class Boss:
@@ -129,18 +130,6 @@ def test_the_word_ends_the_brokers_wait_for_that_connection(tmp_path):
 
 # -- a worker whose spawner died before reporting it --------------------------------
 
-def holding() -> int:
-    """A process that holds every descriptor the test has, the client
-    socket of a request among them, as a worker forked for it does."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            time.sleep(60)
-        finally:
-            os._exit(0)
-    return pid
-
-
 def both_spawners_die(made: "Boss", monkeypatch, worker: int) -> None:
     """Settle the deaths of the retired spawner (1111), then the current one
     (1234), in one turn; `worker` is the only child no report named."""
@@ -172,7 +161,7 @@ def test_two_spawners_dying_together_leave_the_in_flight_worker_to_its_connectio
         made.boss.spawners[1111] = retired
         retired_theirs.close()
         made.theirs.close()                # both spawners are dead
-        worker = holding()
+        worker = idle_child()
         both_spawners_die(made, monkeypatch, worker)
         assert made.boss.children[worker].cid == 7
         assert made.told() == [{"op": "bind", "workers": [[7, worker, "192.0.2.7"]]}]
@@ -204,7 +193,7 @@ def test_a_spawner_dying_with_an_unforked_connection_leaves_another_ones_worker_
         made.boss.spawners[1111] = retired
         retired_theirs.close()
         made.theirs.close()                # both spawners are dead
-        worker = holding()
+        worker = idle_child()
         late = socket.socketpair()         # made after the fork: cid 7's worker lacks it
         made.boss.admission.admitted("192.0.2.8")
         request = spawner.Request(8, late[1], "192.0.2.8", "irc", 1)

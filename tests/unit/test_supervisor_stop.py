@@ -14,16 +14,7 @@ import time
 from forkchat import config, supervisor
 from forkchat.supervisor import spawner
 
-
-def sleeper() -> int:
-    """A process standing for a worker the spawner forked."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            time.sleep(60)
-        finally:
-            os._exit(0)
-    return pid
+from tests.support.processes import idle_child
 
 
 def ended_by(pid: int, timeout: float = 10.0) -> int | None:
@@ -52,12 +43,12 @@ def test_a_worker_reported_after_the_stop_signalled_the_workers_gets_the_same_si
             handle.request(spawner.Request(cid, server_side, "192.0.2.1", "irc", 1))
         boss.stopping = True
         boss._signal_children("worker", signal.SIGTERM)     # none known yet
-        workers.append(sleeper())
+        workers.append(idle_child())
         theirs.send(f"S 12 {workers[-1]}".encode())
         boss._read_spawner(handle)
         assert ended_by(workers[-1]) == signal.SIGTERM
         boss._signal_children("worker", signal.SIGKILL, supervisor.STOP_GRACE_S)
-        workers.append(sleeper())
+        workers.append(idle_child())
         theirs.send(f"S 13 {workers[-1]}".encode())
         boss._read_spawner(handle)
         assert ended_by(workers[-1]) == signal.SIGKILL
@@ -118,7 +109,7 @@ def test_the_stop_waits_its_grace_for_the_workers_a_spawner_has_yet_to_report():
     ended: dict[int, int] = {}
 
     def report_worker() -> None:      # the spawner forked it, and says so
-        workers.append(sleeper())
+        workers.append(idle_child())
         theirs.send(f"S 12 {workers[-1]}".encode())
 
     real_turn = boss._turn
