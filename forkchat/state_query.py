@@ -325,7 +325,7 @@ def cmd_ison(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     """ISON <nick>{ <nick>}"""
     present = [found.nick for word in _words(msg)[:MAX_ISON]
                if (found := st.find_nick(word)) is not None]
-    out.send(client.cid, st.numeric(client, numerics.RPL_ISON, text=" ".join(present)))
+    out.send(client.cid, _one_reply_of(st, client, numerics.RPL_ISON, present))
 
 
 def cmd_userhost(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
@@ -337,4 +337,18 @@ def cmd_userhost(st: ChatState, client: Client, msg: protocol.Message, out: Outb
             oper = "*" if "o" in found.modes else ""
             away = "-" if found.away else "+"
             replies.append(f"{found.nick}{oper}={away}{found.user}@{found.host}")
-    out.send(client.cid, st.numeric(client, numerics.RPL_USERHOST, text=" ".join(replies)))
+    out.send(client.cid, _one_reply_of(st, client, numerics.RPL_USERHOST, replies))
+
+
+def _one_reply_of(st: ChatState, client: Client, code: str, words: list[str]) -> bytes:
+    """One 303 or 302 holding the whole words that fit 512 bytes.
+
+    The reply is longer than the question by the server name and the
+    client's nick, and irssi packs an ISON to 510 bytes: 16 nicks of 30
+    characters, all online, were cut at the end of the line, the last one
+    in its middle, and that piece of a nick (perhaps another user's) read
+    as online.  The words that do not fit are left out, as hybrid does:
+    a second 303 is no answer (irssi counts one reply per ISON it sent).
+    """
+    pieces = state_rooms.chunk_words(words, state_rooms.numeric_budget(st, client))
+    return st.numeric(client, code, text=pieces[0] if pieces else "")

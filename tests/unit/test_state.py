@@ -852,6 +852,26 @@ def test_ison_userhost(room, line, expected):
     assert room.to("alice", line) == [expected]
 
 
+def test_ison_and_userhost_replies_hold_whole_nicks_only():
+    """A full ISON line of long nicks, all online, makes a 303 longer than
+    the question (the server name and the asker's nick come in front): it
+    was cut at 512 bytes inside a nick, and the piece read as online."""
+    w = World(server_name="irc.forkchat.example.org")
+    asker = "m" * 30
+    w.add(asker)
+    nicks = [f"n{index:02d}" + "x" * 27 for index in range(16)]
+    for nick in nicks:
+        w.add(nick)
+    [ison] = w.to(asker, "ISON " + " ".join(nicks))
+    online = ison.split(" :", 1)[1].split()
+    assert online and set(online) <= set(nicks)
+    assert online == nicks[:len(online)]
+    assert len(ison) + 2 <= protocol.MAX_LINE_BYTES
+    [userhost] = w.to(asker, "USERHOST " + " ".join(nicks[:5]))
+    assert [entry.partition("=")[0] for entry in userhost.split(" :", 1)[1].split()] \
+        == nicks[:5]
+
+
 # -- KILL / WALLOPS ----------------------------------------------------------------
 
 def test_kill(room):
