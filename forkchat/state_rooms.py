@@ -399,9 +399,12 @@ def cmd_invite(st: ChatState, client: Client, msg: protocol.Message, out: Outbox
     """INVITE <nick> <room>
 
     The room need not exist (RFC 2812 3.2.7); when it does, only members
-    may invite, only ops when it is +i.  The invite lets the target through
-    +i, +l and bans once.  A non-member's invite to a secret room goes out
-    as one to a missing room: transmitted, but it lets nobody through.
+    may invite, only ops when it is +i.  An op's invite lets the target
+    through +i, +l and bans once; any other member's (to a room without
+    +i) is only passed on, as ergo does (#1876): it let whoever the ops had
+    banned, or kept out with +l, in by a friend's word.  A non-member's
+    invite to a secret room goes out as one to a missing room:
+    transmitted, but it lets nobody through.
     """
     target = st.find_nick(msg.params[0])
     if target is None:
@@ -413,9 +416,11 @@ def cmd_invite(st: ChatState, client: Client, msg: protocol.Message, out: Outbox
             raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
         if target.cid in room.members:
             raise numerics.Reply(numerics.ERR_USERONCHANNEL, target.nick, room.name)
-        if "i" in room.flags and not room.is_op(client.cid):
+        op = room.is_op(client.cid)
+        if "i" in room.flags and not op:
             raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
-        _remember_invite(st, target, room)
+        if op:
+            _remember_invite(st, target, room)
         name = room.name
     elif not protocol.valid_room(name, st.settings.roomlen):
         raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)

@@ -383,6 +383,22 @@ def test_invite_lets_through_invite_only_and_ban_once(room):
     assert room.to("carol", "JOIN #room") == [":srv 474 carol #room :Cannot join channel (+b)"]
 
 
+@pytest.mark.parametrize("mode, refused", [
+    ("+b carol", ":srv 474 carol #room :Cannot join channel (+b)"),
+    ("+l 2", ":srv 471 carol #room :Cannot join channel (+l)"),
+])
+def test_a_members_invite_lets_nobody_past_what_the_ops_set(room, mode, refused):
+    """Any member may INVITE to a room without +i, but only an operator's
+    invitation lets its user past a ban or the limit (ergo #1876): bob's let
+    the user alice had banned walk back in."""
+    room.cmd("alice", f"MODE #room {mode}")
+    assert room.cmd("bob", "INVITE carol #room") == [
+        (2, ":srv 341 bob carol #room"), (3, ":bob!bu@127.0.0.1 INVITE carol #room")]
+    assert room.to("carol", "JOIN #room") == [refused]
+    room.cmd("alice", "INVITE carol #room")
+    assert room.to("carol", "JOIN #room")[0] == ":carol!cu@127.0.0.1 JOIN #room"
+
+
 @pytest.mark.parametrize("settings, line, expected", [
     ({"rooms_per_client": 1}, "JOIN #a,#b", ":srv 405 alice #b :You have joined too many channels"),
     ({"max_rooms": 1}, "JOIN #a,#b", ":srv 405 alice #b :Too many rooms on this server"),
