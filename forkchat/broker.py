@@ -113,7 +113,8 @@ SCAN_BURST_S = 0.05
 # does for one run in the share.  A waiting scan holds up its
 # client's commands that wait for their answers (JOIN, NICK, QUIT, and
 # PING, from which irssi counts its lag and reconnects at 300 s): half a
-# minute at most.
+# minute at most for each scan before them (its worker sends the next scan
+# once the last is answered, and it waits its turn anew).
 SCAN_QUEUE = 1000
 SCAN_WAIT_S = 30.0
 SCAN_TURN_SLACK_S = 0.001   # credit a waiting scan's turn starts with (no wake-up at 0)
