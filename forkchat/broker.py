@@ -763,7 +763,10 @@ class Broker:
         bounds what scans take from others, and nobody else wanted this
         time.  When 550 clients rejoined a room of 552 at once, each sending
         a WHO of it, the broker was mostly idle while the queue drained at
-        the share, four times slower than it could have."""
+        the share, four times slower than it could have; 300 clients each
+        sending a WHO of their room of 300 (paced) at once, on 2 cores, had
+        the last answer after 2.2 to 2.7 s, and now after 0.8 s (three WHOs
+        each: 6.9 to 7.8 s, now 2.0 to 2.3 s)."""
         now = self._refill_scan_credit()
         ran = False
         while self.waiting_scans:
