@@ -4,13 +4,15 @@ A NAMES of every room or a WHO of a mask costs the broker time in
 proportion to the whole server, and every client waits while it runs:
 scan time is spent from a credit that refills at a third of a second a
 second, and a scan asked for while it is spent waits for its turn (263
-only when SCAN_QUEUE scans wait already, or after SCAN_WAIT_S).
+only when SCAN_QUEUE scans wait already, or after SCAN_WAIT_S), unless
+the broker's poll finds nothing else to do (a spare turn).
 The broker's scan clock is replaced by one that moves only when read.
 """
 
 from __future__ import annotations
 
 import json
+import selectors
 import socket
 import time
 
@@ -413,6 +415,68 @@ def test_an_operator_does_not_wait_behind_others(crowd):
     alice.send("WHO #big")
     assert alice.take()[-1] == "315 #big"
     assert bob.take() == []
+
+
+def _loop_turn(made: broker.Broker) -> None:
+    """One pass of the broker's loop as far as scans go: the poll, what it
+    found, the scans due, and the flush of their answers.  (Nothing is
+    registered with the broker's selector but what a test puts there.)"""
+    made._serve_ready()
+    made._maybe_flush()
+
+
+def test_an_idle_broker_runs_waiting_scans_beyond_the_share(crowd):
+    """When the broker's poll finds nothing else to do, the first waiting
+    scan runs even though the credit is spent, one a turn, and is not
+    charged to it: 550 clients rejoining a big room, each sending WHO of
+    it, waited for a share of a broker that was mostly idle.  The poll
+    does not sleep while a scan waits (the credit here never comes back:
+    with a sleep the test would hang)."""
+    made, peers = crowd
+    _spent(made, -100.0)
+    _idle(made)
+    peers["alice"].send("WHO #big")
+    peers["bob"].send("NAMES")
+    peers["carol"].send("LIST")
+    for nick, end in [("alice", "315 #big"), ("bob", "366 *"), ("carol", "323 :End")]:
+        _loop_turn(made)
+        answered = {nick: peer.take() for nick, peer in peers.items()}
+        assert answered[nick][-1] == end
+        assert sum(1 for got in answered.values() if got) == 1
+    assert made.waiting_scans == {}
+    assert made.scan_credit == -100.0
+
+
+def test_a_busy_broker_keeps_waiting_scans_to_the_share(crowd):
+    """While the poll finds frames ready, the share holds as before: bob's
+    words are served turn after turn and alice's scan waits for the
+    credit; the first turn with nothing ready runs it."""
+    made, peers = crowd
+    alice, bob, carol = peers["alice"], peers["bob"], peers["carol"]
+    made.selector.register(bob.link.sock, selectors.EVENT_READ,
+                           lambda mask: made.on_link(bob.link, mask))
+    _spent(made, -100.0)
+    _idle(made)
+    alice.send("WHO #big")
+    for n in range(5):
+        bob.theirs.send(ipc.encode(ipc.Kind.REQUEST, f"PRIVMSG #room :{n}".encode()))
+        _loop_turn(made)
+        assert carol.take() == alice.take() == ["PRIVMSG :" + str(n)]    # no 352, no 315
+    _loop_turn(made)
+    assert alice.take()[-1] == "315 #big"
+    assert made.scan_credit == -100.0
+
+
+def test_no_scan_runs_beyond_the_share_ahead_of_output_waiting_to_go(crowd):
+    """Output held for the flush window (a fan-out to many workers) goes
+    before a scan runs beyond the share: the poll then sleeps until the
+    flush is due, not on."""
+    made, peers = crowd
+    _spent(made, -100.0)
+    peers["alice"].send("WHO #big")
+    assert made._spare_turn_possible()
+    made.dirty.add(peers["bob"].link)
+    assert not made._spare_turn_possible()
 
 
 def test_a_stopping_broker_refuses_the_scans_still_waiting(crowd):

@@ -634,6 +634,7 @@ def test_scan_queue_and_worker_binding_numbers_documented() -> None:
     wanted = [f"At most {broker.SCAN_QUEUE} scans wait (one per client), none longer than {wait}",
               f"one asked for when {broker.SCAN_QUEUE} wait, that has waited {wait}",
               f"flood control lets a client send in {wait}",
+              f"waits for them all: on a broker kept busy, up to {wait} for each",
               f"the window is as long as the wait, up to {wait}",
               f"named for {broker.BIND_WAIT_S:.0f} seconds at most"]
     assert [phrase for phrase in wanted if phrase not in text] == []
