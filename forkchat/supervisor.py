@@ -518,14 +518,17 @@ class Supervisor:
 
     def on_worker_failed(self, handle: spawner.Handle, fields: list[str]) -> None:
         """A fork that failed (EAGAIN at the process limit) fails for every
-        client until a worker exits: said once, not once per connection."""
-        request = handle.answered(int(fields[0]))
+        client until a worker exits: said once, not once per connection.
+        The client is refused here, with our copy, as at a stop it is told
+        the server stops."""
+        request = handle.requests.pop(int(fields[0]), None)
         if request is None:
             return
         if not self.worker_forks_failed:
             log.error("cannot start a worker for %s: %s; clients are refused 'busy' until "
                       "one starts", request.peer, " ".join(fields[1:]))
         self.worker_forks_failed += 1
+        listeners.refuse(request.conn, request.peer, self._refusal(), request.encrypted)
         self._unadmit(request)
 
     def on_request_lost(self, handle: spawner.Handle, fields: list[str]) -> None:

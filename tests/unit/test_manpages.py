@@ -323,10 +323,13 @@ def test_refusal_reasons_documented() -> None:
     from forkchat import admission, listeners
     package = Path(__file__).resolve().parents[2] / "forkchat"
     source = "".join((package / name).read_text() for name in ("supervisor.py", "spawner.py"))
-    named = {"listeners.BUSY": listeners.BUSY}       # reasons passed by their constant's name
+    named = {"listeners.BUSY": listeners.BUSY,       # reasons passed by their constant's name
+             "listeners.SHUTTING_DOWN": listeners.SHUTTING_DOWN}
     reasons = re.findall(r'refuse\((?:request\.)?conn, (?:request\.)?peer, "([^"]+)"', source) \
         + [named[name] for name in re.findall(
             r'refuse\((?:request\.)?conn, (?:request\.)?peer, (listeners\.\w+)', source)] \
+        + [named[name] for name in re.findall(     # self._refusal(): busy, or stopping
+            r'return (listeners\.\w+) if self\.stopping else (listeners\.\w+)', source)[0]] \
         + list(admission.REFUSALS)
     assert len(reasons) >= 5
     text = rendered("forkchat.toml.5")
