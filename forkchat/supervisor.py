@@ -44,6 +44,11 @@ BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
 UNWATCHED_POLL_S = 0.05    # while stopping: how often to look at workers without a pidfd
 ACCEPTS_PER_WAKEUP = 64
+# At a stop, the connections still in the listen queues are told the server
+# stops, at most this many in all and for at most this long, so that a stop
+# in a flood stays quick; the rest are reset as the listeners close.
+STOP_REFUSALS = listeners.BACKLOG
+STOP_REFUSALS_S = 0.5
 # The certificates served are looked at once a day for their dates too: a
 # renewal that failed, or a renewed file never reloaded, leaves the served
 # one to expire while the server runs for weeks.
@@ -1010,6 +1015,7 @@ class Supervisor:
         """Stop accepting, let every worker say goodbye, then end the broker."""
         self.stopping = True
         systemd.notify("STOPPING=1", "STATUS=stopping")
+        self._refuse_queued()
         for bound in self.bound:
             self._unwatch_listener(bound)
             bound.sock.close()
@@ -1029,6 +1035,35 @@ class Supervisor:
         for line in self.refusals.flush():
             log.warning("%s", line)
         log.info("stopped")
+
+    def _refuse_queued(self) -> None:
+        """Tell the connections waiting in the listen queues of the
+        listeners we bound that the server stops, as its other clients
+        are told; closing a listener reset them, and their users read a
+        bare end of connection.
+
+        A socket systemd passed keeps its queue: systemd holds it, and the
+        next start takes those connections.
+        """
+        deadline = time.monotonic() + STOP_REFUSALS_S
+        refused = 0
+        for bound in self.bound:
+            while not bound.adopted and refused < STOP_REFUSALS and \
+                    time.monotonic() < deadline:
+                try:
+                    conn, addr = bound.sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as error:
+                    if error.errno in listeners.ACCEPT_PEER_ERRORS:
+                        continue
+                    break                 # out of descriptors: the rest are reset
+                listeners.refuse(conn, admission.peer_address(addr[0]),
+                                 listeners.SHUTTING_DOWN, bound.tls is not None)
+                refused += 1
+        if refused:
+            log.info("%d connections not yet accepted were told the server is shutting down",
+                     refused)
 
     def _freeze_broker(self) -> None:
         """Ask the broker to keep its room records as they are before clients go."""

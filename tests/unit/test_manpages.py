@@ -513,9 +513,11 @@ def test_server_timings_documented() -> None:
               f"after {broker.RECOVERY_WAIT_S:.0f} seconds",            # re-registration
               f"{worker.BROKER_GIVE_UP_S:.0f} seconds at most",         # no broker
               f"logged every {broker.REFUSED_LINKS_WINDOW_S:.0f} seconds",
-              f"every {supervisor.STATUS_EVERY_S:.0f} seconds"]
+              f"every {supervisor.STATUS_EVERY_S:.0f} seconds",
+              f"at most {supervisor.STOP_REFUSALS} of them"]            # the stop's queue
     assert [phrase for phrase in wanted if phrase not in text] == []
     assert supervisor.SPAWNER_RETRY_S == supervisor.BROKER_RETRY_S == 1.0   # "every second"
+    assert supervisor.STOP_REFUSALS_S == 0.5                    # "at most half a second"
 
 
 def test_state_dir_modes_documented(tmp_path: Path) -> None:
