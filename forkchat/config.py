@@ -161,8 +161,7 @@ def load(path: str) -> Config:
         ConfigInvalid: the file is unreadable, not TOML, or has bad values.
     """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = _read_regular(path)
     except OSError as error:
         raise ConfigInvalid([ConfigError(path, 0, "file",
                                          f"cannot read: {error.strerror or error}")]) from None
@@ -215,12 +214,13 @@ def _load_motd(config: Config, where: _Locator) -> Config:
 TOO_LONG_MOTD = f"the message of the day must be at most {MAX_MOTD_BYTES} bytes"
 
 
-def _read_regular(path: str, limit: int) -> bytes:
-    """At most `limit` bytes of a regular file.
+def _read_regular(path: str, limit: int = -1) -> bytes:
+    """At most `limit` bytes of a regular file (all of it by default).
 
-    The supervisor reads the MOTD file at every reload, in its one loop: a
-    named pipe with no writer would block it there (no connection taken
-    until someone wrote to the pipe), and a device has no end.
+    The supervisor reads the configuration and MOTD files at every reload,
+    in its one loop: a named pipe with no writer would block it there (no
+    connection taken until someone wrote to the pipe), and a device has no
+    end.
 
     Raises:
         OSError: it cannot be opened, or is not a regular file.

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 import socket
 import ssl
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -89,6 +91,10 @@ def load_tls(spec: config.Listener) -> tuple[ssl.SSLContext | None,
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     context.options |= TCP_EOF_AS_CLOSE
     context.set_ciphers(TLS12_CIPHERS)
+    for path in (spec.tls_cert, spec.tls_key):
+        if _not_regular(path):
+            raise BindError(f"cannot load TLS certificate {spec.tls_cert} / key "
+                            f"{spec.tls_key}: {path} is {NOT_REGULAR}")
     try:
         context.load_cert_chain(spec.tls_cert, spec.tls_key, password=_no_passphrase)
     except (OSError, ssl.SSLError, _EncryptedKey) as error:
@@ -216,6 +222,23 @@ def _tls_reason(error: Exception) -> str:
         return SSL_REASONS.get(error.reason, text)
     assert isinstance(error, OSError)
     return error.strerror or str(error)
+
+
+NOT_REGULAR = "not a regular file"
+
+
+def _not_regular(path: str) -> bool:
+    """Whether the path names something other than a regular file (one
+    that does not exist is left to OpenSSL to report).
+
+    OpenSSL opens the files without O_NONBLOCK: a named pipe with no
+    writer blocked the start, --check-config, and a SIGHUP reload held the
+    supervisor's loop (no connection taken) until someone wrote to it.
+    """
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _certificates_in(path: str) -> int:

@@ -13,7 +13,8 @@ Protocol (one SOCK_SEQPACKET pair per spawner, ASCII fields):
   supervisor -> spawner  ``W cid proto listener peer`` + the client fd
                          ``R``: retire (no more requests; exit after the
                          last worker)
-  spawner -> supervisor  ``S cid pid`` started, ``F cid reason`` failed,
+  spawner -> supervisor  ``S cid pid`` started, ``F cid reason`` failed (the
+                         supervisor refuses the client with its copy),
                          ``L cid`` the client fd did not arrive (the kernel
                          drops it when the spawner is out of descriptors:
                          the supervisor refuses with its copy),
@@ -40,7 +41,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from forkchat import children, listeners, log as logsetup, signals
+from forkchat import children, log as logsetup, signals
 
 log = logging.getLogger("forkchat.spawner")
 
@@ -161,7 +162,9 @@ class Spawner:
                                      (conn, peer, proto, int(cid_text), self.cfg,
                                       self.broker_address, tls, self.supervisor_pid))
         except (OSError, ValueError, IndexError) as error:
-            listeners.refuse(conn, peer, listeners.BUSY, tls is not None)
+            # The supervisor tells the client why, with its copy: only it
+            # knows whether the server is stopping (the spawner told a
+            # stop's clients 'busy, try again later').
             self.report(f"F {cid_text} {error}")
             return
         finally:

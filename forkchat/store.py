@@ -11,7 +11,9 @@ chat goes on without persistence.  One that cannot be written (a full disk)
 keeps what it could not write and tries again every RETRY_S seconds, logging
 the failure once and the first write that succeeds again; one removed while
 in use (its directory deleted) is opened again at its path, and every record
-written into it.
+written into it.  One the broker may not write (left owned by root, a
+read-only state_dir) is named once, with what to do, and opened again at
+every try, so that fixing the permission is all it takes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import sqlite3
+import stat
 import time
 from typing import Iterable
 
@@ -53,11 +57,16 @@ class RoomStore:
         self._db: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None     # the open database's device and inode
         self._lost = False          # it was removed or replaced: to be opened again
+        self._read_only = False     # a write was refused: connect again at the next try
         self._lock_fd = -1
         self._lock_error = ""       # why the lock file could not be opened
         problem = self._open()
         if problem == IN_USE:
             self._say_in_use()
+        elif problem and self._say_not_writable():
+            # opened at the next write, as a store removed while in use is
+            self._lost = self._failing = True
+            self._retry_at = time.monotonic() + RETRY_S
         elif problem:
             log.warning("room store %s unavailable, rooms will not persist: %s",
                         self.path, problem)
@@ -72,19 +81,31 @@ class RoomStore:
         if not self._lock(self.directory, LOCK_WAIT_S if lock_wait is None else lock_wait):
             return IN_USE
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS rooms "
-                             "(name TEXT PRIMARY KEY, record TEXT NOT NULL)")
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
+            self._db = self._connect()
         except sqlite3.Error as error:
-            self._close()
             # SQLite says "unable to open database file" whatever the cause;
             # the lock file's open, just before, said which it was.
             return f"{error}{self._lock_error}"
         self._file = _file_at(self.path)
         return ""
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to the database at the path, made if missing.
+
+        Raises:
+            sqlite3.Error: it cannot be opened or made.
+        """
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS rooms "
+                       "(name TEXT PRIMARY KEY, record TEXT NOT NULL)")
+            db.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     def _lock(self, directory: str, wait: float) -> bool:
         """Hold the directory's lock for as long as this broker runs; False
@@ -232,6 +253,8 @@ class RoomStore:
                 return
             if self._db is None:
                 return              # another server's store now
+        elif self._read_only and not self._connect_again():
+            return
         written: dict[str, str] = {}
         gone: list[str] = []
         for name, text in self._pending.items():
@@ -288,18 +311,72 @@ class RoomStore:
             self._lost = False
         return problem
 
+    def _connect_again(self) -> bool:
+        """Replace a connection whose writes were refused: SQLite opened the
+        file read-only, and stays so after its permission is fixed (every
+        try failed until the broker restarted).  False if that failed."""
+        try:
+            fresh = self._connect()
+        except sqlite3.Error as error:
+            self._failed(error)
+            return False
+        self._close()
+        self._db, self._read_only = fresh, False
+        return True
+
     def _failed(self, error: sqlite3.Error | str) -> None:
         """A write failed: said once until one succeeds, tried again later."""
+        if _refused(error):
+            self._read_only = True
+            if not self._failing and self._say_not_writable():
+                self._failing = True
         if not self._failing:
             log.error("room store %s failed, rooms will not persist until it can be "
                       "written again (tried every %g s): %s", self.path, RETRY_S, error)
         self._failing = True
         self._retry_at = time.monotonic() + RETRY_S
 
+    def _say_not_writable(self) -> bool:
+        """Name what of the store the broker may not write, and what to do;
+        False if all of it looks writable (another cause)."""
+        what = not_writable(self.path)
+        if what:
+            log.error("room store %s cannot be written: %s is not writable by user %s; "
+                      "give it to that user (chown) or make it writable, and rooms persist "
+                      "again (tried every %g s)", self.path, what, _user(os.geteuid()), RETRY_S)
+        return bool(what)
+
     def _close(self) -> None:
         if self._db is not None:
             self._db.close()
         self._db = None
+
+
+def not_writable(path: str) -> str:
+    """The first of the store's files, or its directory, that this process
+    may not write, with its owner and mode; '' if none."""
+    for each in (path, f"{path}-wal", f"{path}-shm", os.path.dirname(path) or "."):
+        try:
+            status = os.stat(each)
+        except OSError:
+            continue
+        if not os.access(each, os.W_OK):
+            return f"{each} (owner {_user(status.st_uid)}, mode " \
+                   f"{stat.S_IMODE(status.st_mode):04o})"
+    return ""
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _refused(error: sqlite3.Error | str) -> bool:
+    """Whether SQLite refused a write to a database it opened read-only."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
 
 
 def _file_at(path: str) -> tuple[int, int] | None:

@@ -44,6 +44,11 @@ BROKER_RESTART_WINDOW_S = 60.0   # ... within this window halts the server
 STOP_GRACE_S = 3.0
 UNWATCHED_POLL_S = 0.05    # while stopping: how often to look at workers without a pidfd
 ACCEPTS_PER_WAKEUP = 64
+# At a stop, the connections still in the listen queues are told the server
+# stops, at most this many in all and for at most this long, so that a stop
+# in a flood stays quick; the rest are reset as the listeners close.
+STOP_REFUSALS = listeners.BACKLOG
+STOP_REFUSALS_S = 0.5
 # The certificates served are looked at once a day for their dates too: a
 # renewal that failed, or a renewed file never reloaded, leaves the served
 # one to expire while the server runs for weeks.
@@ -518,14 +523,17 @@ class Supervisor:
 
     def on_worker_failed(self, handle: spawner.Handle, fields: list[str]) -> None:
         """A fork that failed (EAGAIN at the process limit) fails for every
-        client until a worker exits: said once, not once per connection."""
-        request = handle.answered(int(fields[0]))
+        client until a worker exits: said once, not once per connection.
+        The client is refused here, with our copy, as at a stop it is told
+        the server stops."""
+        request = handle.requests.pop(int(fields[0]), None)
         if request is None:
             return
         if not self.worker_forks_failed:
             log.error("cannot start a worker for %s: %s; clients are refused 'busy' until "
                       "one starts", request.peer, " ".join(fields[1:]))
         self.worker_forks_failed += 1
+        listeners.refuse(request.conn, request.peer, self._refusal(), request.encrypted)
         self._unadmit(request)
 
     def on_request_lost(self, handle: spawner.Handle, fields: list[str]) -> None:
@@ -1007,6 +1015,7 @@ class Supervisor:
         """Stop accepting, let every worker say goodbye, then end the broker."""
         self.stopping = True
         systemd.notify("STOPPING=1", "STATUS=stopping")
+        self._refuse_queued()
         for bound in self.bound:
             self._unwatch_listener(bound)
             bound.sock.close()
@@ -1026,6 +1035,35 @@ class Supervisor:
         for line in self.refusals.flush():
             log.warning("%s", line)
         log.info("stopped")
+
+    def _refuse_queued(self) -> None:
+        """Tell the connections waiting in the listen queues of the
+        listeners we bound that the server stops, as its other clients
+        are told; closing a listener reset them, and their users read a
+        bare end of connection.
+
+        A socket systemd passed keeps its queue: systemd holds it, and the
+        next start takes those connections.
+        """
+        deadline = time.monotonic() + STOP_REFUSALS_S
+        refused = 0
+        for bound in self.bound:
+            while not bound.adopted and refused < STOP_REFUSALS and \
+                    time.monotonic() < deadline:
+                try:
+                    conn, addr = bound.sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as error:
+                    if error.errno in listeners.ACCEPT_PEER_ERRORS:
+                        continue
+                    break                 # out of descriptors: the rest are reset
+                listeners.refuse(conn, admission.peer_address(addr[0]),
+                                 listeners.SHUTTING_DOWN, bound.tls is not None)
+                refused += 1
+        if refused:
+            log.info("%d connections not yet accepted were told the server is shutting down",
+                     refused)
 
     def _freeze_broker(self) -> None:
         """Ask the broker to keep its room records as they are before clients go."""

@@ -1,11 +1,13 @@
 """Room topics, modes, keys, limits and bans outlive the broker and the server."""
 
 import os
+import pwd
 import shutil
 import signal
 import tempfile
 
 import psutil
+import pytest
 
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import ServerProcess, broker_pid
@@ -180,3 +182,68 @@ def test_a_full_disk_for_a_while_loses_no_topic():
     finally:
         second.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_a_store_the_broker_may_not_write_is_named_and_written_once_fixed(readable):
+    """A store left owned by root (a run as root) or read-only: a readable
+    one was opened read-only by SQLite, failed every 2 s with "attempt to
+    write a readonly database" and stayed read-only after a chown, until the
+    broker restarted; an unreadable one was given up at the broker's start.
+    Now the file, its owner and mode and the broker's user are named, and
+    the chown is all it takes."""
+    state_dir = tempfile.mkdtemp(prefix="forkchat-state-")
+    os.chmod(state_dir, 0o777)      # the server may drop from root to nobody
+    args = ["--state-dir", state_dir]
+    path = os.path.join(state_dir, "rooms.sqlite3")
+    server = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        alice = broken_then_fixed(server, path, readable)
+    finally:
+        assert server.stop() == 0     # alice is still in the room as the server stops
+    alice.close()
+    again = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        carol = IrcTestClient(again.port)
+        carol.register("carol")
+        carol.send("JOIN #kept")
+        assert carol.expect("332").params[-1] == "kept after the chown"
+        carol.close()
+    finally:
+        again.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def broken_then_fixed(server: ServerProcess, path: str, readable: bool) -> IrcTestClient:
+    """alice's topic set while the broker may not write the store, then the
+    permission fixed; returns alice, still in the room."""
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#kept")
+    alice.send("TOPIC #kept :before")
+    alice.expect("TOPIC")
+    alice.sync()
+    owner = psutil.Process(broker_pid(server)).uids().effective
+    if os.geteuid() == 0:       # the server runs as nobody: give the store to root
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o644 if readable else 0o600)
+    else:
+        os.chmod(path, 0o444 if readable else 0o000)
+    mode = os.stat(path).st_mode & 0o777
+    mark = server.log_length()
+    os.kill(broker_pid(server), signal.SIGKILL)
+    broker_pid(server, after=mark)
+    server.wait_for_text("recovery done", start=mark)
+    alice.send("TOPIC #kept :kept after the chown")
+    alice.expect("TOPIC")
+    said = server.wait_for_text("cannot be written", start=mark)
+    assert f"room store {path} cannot be written: {path} (owner " \
+           f"{pwd.getpwuid(os.stat(path).st_uid).pw_name}, mode {mode:04o}) is not writable " \
+           f"by user {pwd.getpwuid(owner).pw_name}; give it to that user (chown)" in said, said
+    mark = server.log_length()
+    os.chown(path, owner, -1)
+    os.chmod(path, 0o600)
+    server.wait_for_text("written again, rooms persist", start=mark)
+    assert server.log_text().count("cannot be written") == 1
+    assert "rooms will not persist" not in server.log_text()
+    return alice

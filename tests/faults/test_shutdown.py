@@ -61,3 +61,44 @@ def test_a_worker_killed_by_the_stop_is_not_reported_as_a_crash(make_server):
     assert " WARNING worker for conn 1 did not stop in 1 s; killed" in killed[0], log
     assert "perhaps out of memory" not in log, log
     stuck.close()
+
+
+def read_to_end(sock, timeout: float = 10.0) -> bytes:
+    """What the server sent before it closed (a reset ends it too)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_connections_still_in_the_listen_queue_are_told_the_server_stops(make_server):
+    """Connections the supervisor had not accepted yet when it stopped (a
+    stop in a burst of connections) were reset as the listener closed: a
+    bare end of connection, where every accepted client is told the server
+    is shutting down.  The supervisor is held (SIGSTOP) while they connect
+    and the stop comes, and takes 2 connections a wakeup, not 64, so most
+    of them are still queued at the stop."""
+    import os
+    import socket
+    server = make_server(prelude="from forkchat import supervisor\n"
+                                 "supervisor.ACCEPTS_PER_WAKEUP = 2")
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        queued = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+        server.signal(signal.SIGTERM)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    told = [read_to_end(sock) for sock in queued]
+    for sock in queued:
+        sock.close()
+    assert server.proc.wait(10) == 0
+    assert all(b"Server shutting down" in said for said in told), told
+    refused = [said for said in told
+               if said == b"ERROR :Closing Link: 127.0.0.1 (Server shutting down)\r\n"]
+    assert len(refused) >= 5, told          # 2 a wakeup: most were still queued
+    assert f"INFO {len(refused)} connections not yet accepted were told the server is " \
+           f"shutting down" in server.log_text()

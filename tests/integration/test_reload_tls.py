@@ -52,3 +52,42 @@ def test_a_renewed_certificate_with_the_old_key_is_reported_and_the_old_one_kept
     kept.sync()
     for client in (before, kept, after):
         client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_config_or_certificate_replaced_by_a_named_pipe_fails_the_reload_at_once(
+        make_server, certs):
+    """OpenSSL and the config loader opened a named pipe with no writer and
+    waited on it: a SIGHUP held the supervisor's loop, and no client got in
+    until someone wrote to the pipe."""
+    cert, key = make_cert(certs, "live")
+    server = start_tls_server(make_server, cert, key)
+    port = tls_port(server)
+    config_text = open(server.config_path).read()
+
+    os.unlink(server.config_path)
+    os.mkfifo(server.config_path)
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    failed = server.wait_for_text("reload failed", start=mark)
+    assert failed.endswith(f"reload failed, keeping the running configuration: "
+                           f"{server.config_path}: file: cannot read: not a regular file"), failed
+    first = TlsClient(port, cert)
+    first.register("first")
+
+    os.unlink(server.config_path)
+    server.write_config(config_text)
+    kept = os.path.join(certs, "kept.pem")
+    os.rename(cert, kept)
+    os.mkfifo(cert)
+    mark = server.log_length()
+    outcome = reload_outcome(server)
+    assert outcome.endswith("configuration reloaded, but 1 listener(s) kept their previous "
+                            "certificate"), outcome
+    server.wait_for_text(f"{cert} is not a regular file; keeping the current certificate",
+                         start=mark)
+    second = TlsClient(port, kept)           # still served the loaded certificate
+    second.register("second")
+    first.sync()
+    for client in (first, second):
+        client.close()

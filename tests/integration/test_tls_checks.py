@@ -80,6 +80,8 @@ def broken_pairs(directory: str) -> dict[str, tuple[str, str]]:
     garbage = os.path.join(directory, "garbage.pem")
     with open(wrong_order, "w") as handle:
         handle.write(open(inter_cert).read() + open(leaf_cert).read())
+    pipe = os.path.join(directory, "pipe.key")    # read for ever, without a writer
+    os.mkfifo(pipe)
     with open(garbage, "w") as handle:
         handle.write("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
                      "-----END CERTIFICATE-----\n")
@@ -87,7 +89,8 @@ def broken_pairs(directory: str) -> dict[str, tuple[str, str]]:
             "chain with the intermediate first": (wrong_order, leaf_key),
             "garbage PEM": (garbage, key),
             "missing key": (cert, os.path.join(directory, "missing.key")),
-            "key is a directory": (cert, directory)}
+            "key is a directory": (cert, directory),
+            "key is a named pipe": (cert, pipe)}
 
 
 def test_check_config_fails_with_the_starts_own_words_for_each_broken_pair(certs):

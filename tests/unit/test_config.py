@@ -450,6 +450,24 @@ def test_an_motd_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kind
         [f":2: server.motd_file: cannot read {path}: not a regular file"]
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_config_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kind):
+    """A named pipe without a writer blocked the start and --check-config
+    for ever, and a SIGHUP reload held the supervisor's loop (no connection
+    taken) until someone wrote to it.  A device may have no end (/dev/null,
+    used here, has one: /dev/zero would fill the memory without the fix)."""
+    path = tmp_path / "forkchat.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/null")
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert [str(e) for e in caught.value.errors] == \
+        [f"{path}: file: cannot read: not a regular file"]
+
+
 @pytest.mark.parametrize(("text", "wanted"), [
     ('[[listen]]\nport = 6697\ntls_cert = "/etc/forkchat/cert.pem"\n',
      ":3: listen[0].tls_cert: tls_key is missing: tls_cert and tls_key go together"),

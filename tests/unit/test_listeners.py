@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -44,6 +45,20 @@ def test_a_key_of_another_certificate_is_named_so(tmp_path):
 def test_a_missing_file_keeps_the_system_reason(tmp_path):
     assert load_error(str(tmp_path / "no.crt"), str(tmp_path / "no.key")).endswith(
         "No such file or directory")
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("which", ["cert", "key"])
+def test_a_certificate_or_key_that_is_a_named_pipe_is_refused_at_once(tmp_path, which):
+    """OpenSSL opened a named pipe with no writer and waited for ever: the
+    start, --check-config, and a reload, which held the supervisor's loop."""
+    cert, key = make_pair(tmp_path, "one")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    files = {"cert": cert, "key": key, which: str(pipe)}
+    assert load_error(files["cert"], files["key"]) == (
+        f"cannot load TLS certificate {files['cert']} / key {files['key']}: "
+        f"{pipe} is not a regular file")
 
 
 def test_a_failed_ipv6_bind_shows_the_address_in_brackets():

@@ -323,10 +323,13 @@ def test_refusal_reasons_documented() -> None:
     from forkchat import admission, listeners
     package = Path(__file__).resolve().parents[2] / "forkchat"
     source = "".join((package / name).read_text() for name in ("supervisor.py", "spawner.py"))
-    named = {"listeners.BUSY": listeners.BUSY}       # reasons passed by their constant's name
+    named = {"listeners.BUSY": listeners.BUSY,       # reasons passed by their constant's name
+             "listeners.SHUTTING_DOWN": listeners.SHUTTING_DOWN}
     reasons = re.findall(r'refuse\((?:request\.)?conn, (?:request\.)?peer, "([^"]+)"', source) \
         + [named[name] for name in re.findall(
             r'refuse\((?:request\.)?conn, (?:request\.)?peer, (listeners\.\w+)', source)] \
+        + [named[name] for name in re.findall(     # self._refusal(): busy, or stopping
+            r'return (listeners\.\w+) if self\.stopping else (listeners\.\w+)', source)[0]] \
         + list(admission.REFUSALS)
     assert len(reasons) >= 5
     text = rendered("forkchat.toml.5")
@@ -510,9 +513,11 @@ def test_server_timings_documented() -> None:
               f"after {broker.RECOVERY_WAIT_S:.0f} seconds",            # re-registration
               f"{worker.BROKER_GIVE_UP_S:.0f} seconds at most",         # no broker
               f"logged every {broker.REFUSED_LINKS_WINDOW_S:.0f} seconds",
-              f"every {supervisor.STATUS_EVERY_S:.0f} seconds"]
+              f"every {supervisor.STATUS_EVERY_S:.0f} seconds",
+              f"at most {supervisor.STOP_REFUSALS} of them"]            # the stop's queue
     assert [phrase for phrase in wanted if phrase not in text] == []
     assert supervisor.SPAWNER_RETRY_S == supervisor.BROKER_RETRY_S == 1.0   # "every second"
+    assert supervisor.STOP_REFUSALS_S == 0.5                    # "at most half a second"
 
 
 def test_state_dir_modes_documented(tmp_path: Path) -> None:

@@ -90,7 +90,10 @@ def test_leftovers_of_a_dead_spawner_all_but_the_one_it_may_have_started(pair):
         server_side.close()
 
 
-def test_a_failed_fork_refuses_the_client_and_reports_it(pair, monkeypatch):
+def test_a_failed_fork_is_reported_for_the_supervisor_to_refuse(pair, monkeypatch):
+    """The spawner closes its copy without a word: the supervisor refuses
+    the client with its own (test_supervisor_accept, test_supervisor_stop),
+    as only it knows whether the server is stopping."""
     ours, theirs = pair
     def no_fork(*args, **kwargs):
         raise BlockingIOError(11, "Resource temporarily unavailable")
@@ -98,13 +101,17 @@ def test_a_failed_fork_refuses_the_client_and_reports_it(pair, monkeypatch):
     worker = spawner.Spawner(theirs, cfg=None, broker_address=b"", tls_contexts=[None],
                              worker_main=lambda *args: None)
     client, server_side = socket.socketpair()
+    supervisors_copy = server_side.dup()
     worker.spawn(server_side.detach(), ["12", "irc", "0", "192.0.2.7"])
-    assert client.recv(200) == \
-        b"ERROR :Closing Link: 192.0.2.7 (Server is busy, try again later)\r\n"
-    assert client.recv(200) == b""               # and closed
     kind, fields = spawner.parse_message(ours.recv(512))
     assert kind == "F" and fields[0] == "12" and "unavailable" in " ".join(fields)
     assert worker.workers == set()
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):         # nothing said, nothing closed
+        client.recv(200)
+    supervisors_copy.close()
+    client.setblocking(True)
+    assert client.recv(200) == b""               # the spawner's copy is closed
     client.close()
 
 

@@ -255,6 +255,11 @@ def test_workers_that_cannot_be_forked_are_logged_once_and_the_recovery_with_a_c
             "unavailable; clients are refused 'busy' until one starts",
             "workers start again; 3 connections were refused meanwhile"]
         assert boss.admission.clients == 1
+        for client, _server_side in pairs[:3]:    # refused by the supervisor, with its copy
+            client.settimeout(5)
+            assert client.recv(200) == \
+                b"ERROR :Closing Link: 192.0.2.7 (Server is busy, try again later)\r\n"
+            assert client.recv(200) == b""        # and closed
     finally:
         boss.children.clear()
         for sock in (ours, theirs, *(s for pair in pairs for s in pair)):

@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 
-from forkchat import config, supervisor
+from forkchat import config, listeners, supervisor
 from forkchat.supervisor import spawner
 
 from tests.support.processes import idle_child
@@ -150,4 +150,82 @@ def test_the_stop_waits_its_grace_for_the_workers_a_spawner_has_yet_to_report():
         boss.broker_listener.close()
         boss.selector.close()
         for sock in [ours, theirs, client, server_side]:
+            sock.close()
+
+
+def test_a_worker_the_spawner_could_not_fork_at_a_stop_is_told_the_server_stops():
+    """The spawner's own fork failure (EAGAIN at the process limit) during a
+    stop told the client 'Server is busy, try again later', where the rest
+    of a stop's clients are told 'Server shutting down': the spawner, which
+    refused it, cannot know of the stop."""
+    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
+    boss = supervisor.Supervisor(config.Config(), targets)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    handle = spawner.Handle(ours, 1234, [1])
+    boss.spawners[1234] = handle
+    client, server_side = socket.socketpair()
+    try:
+        boss.admission.admitted("192.0.2.1")
+        handle.request(spawner.Request(12, server_side, "192.0.2.1", "irc", 1))
+        boss.stopping = True
+        theirs.send(b"F 12 [Errno 11] Resource temporarily unavailable")
+        boss._read_spawner(handle)
+        client.settimeout(5)
+        assert client.recv(4096) == \
+            b"ERROR :Closing Link: 192.0.2.1 (Server shutting down)\r\n"
+        assert boss.admission.clients == 0 and handle.requests == {}
+    finally:
+        boss.broker_listener.close()
+        boss.selector.close()
+        for sock in [ours, theirs, client, server_side]:
+            sock.close()
+
+
+def test_a_stop_refuses_what_waits_in_its_own_listen_queue_and_leaves_systemds():
+    """Connections not yet accepted at a stop were reset as the listener
+    closed.  Those of a listener the server bound are told it stops; a
+    socket systemd passed keeps its queue, which systemd holds for the next
+    start."""
+    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
+    own = listeners.bind(config.Listener(address="127.0.0.1", port=0))
+    passed = socket.socket()
+    passed.bind(("127.0.0.1", 0))
+    passed.listen(8)
+    adopted = listeners.adopt(passed.detach(), config.Listener())
+    boss = supervisor.Supervisor(config.Config(), targets, bound=[own, adopted])
+    clients = [socket.create_connection(("127.0.0.1", bound.port)) for bound in (own, adopted)]
+    try:
+        boss._refuse_queued()
+        clients[0].settimeout(5)
+        assert clients[0].recv(4096) == \
+            b"ERROR :Closing Link: 127.0.0.1 (Server shutting down)\r\n"
+        assert clients[0].recv(4096) == b""
+        kept, _addr = adopted.sock.accept()            # still queued for the next start
+        kept.close()
+    finally:
+        boss.broker_listener.close()
+        boss.selector.close()
+        for sock in [own.sock, adopted.sock, *clients]:
+            sock.close()
+
+
+def test_a_stop_refuses_a_bounded_number_of_waiting_connections(monkeypatch):
+    """A stop in a flood stays quick: past STOP_REFUSALS (or STOP_REFUSALS_S)
+    the rest are left to the listener's close."""
+    monkeypatch.setattr(supervisor, "STOP_REFUSALS", 2)
+    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
+    own = listeners.bind(config.Listener(address="127.0.0.1", port=0))
+    boss = supervisor.Supervisor(config.Config(), targets, bound=[own])
+    clients = [socket.create_connection(("127.0.0.1", own.port)) for _ in range(3)]
+    try:
+        boss._refuse_queued()
+        left, _addr = own.sock.accept()                # the third still waits
+        left.close()
+        for client in clients[:2]:
+            client.settimeout(5)
+            assert b"(Server shutting down)" in client.recv(4096)
+    finally:
+        boss.broker_listener.close()
+        boss.selector.close()
+        for sock in [own.sock, *clients]:
             sock.close()
