@@ -258,7 +258,8 @@ def passed_specs(cfg: config.Config,
                 and not any(got is spec for got in chosen):
             logging.getLogger("forkchat.supervisor").warning(
                 "listen[%d] (port %d, with TLS) serves none of the sockets systemd passed: "
-                "add ListenStream=%d to the socket unit, then restart the unit",
+                "add ListenStream=%d to the socket unit, then stop the service and restart "
+                "the socket unit",
                 index, spec.port, spec.port)
     return chosen
 

@@ -750,3 +750,36 @@ def test_every_irc_command_is_in_forkchat7() -> None:
     assert len(names) > 30
     text = section_rendered("forkchat.7", "IRC PROFILE")
     assert sorted(name for name in names if not re.search(rf"\b{name}\b", text)) == []
+
+
+def test_socket_unit_restart_stops_the_service_first() -> None:
+    """systemd refuses to start a socket unit while its service runs
+    ("Socket service forkchat.service already active, refusing"), so the
+    steps that apply a new ListenStream= stop the service before they
+    restart forkchat.socket: "restart the socket unit" alone, as the README
+    and the log line said, failed on every running server."""
+    from forkchat import cli, config
+    steps = ["systemctl stop forkchat.service", "systemctl restart forkchat.socket",
+             "systemctl start forkchat.service"]
+    server = section_rendered("forkchat-server.8", "SYSTEMD")
+    readme = " ".join((MAN.parent / "README.md").read_text().replace("`", "").split())
+    socket_unit = " ".join((MAN.parent / "scripts" / "systemd" / "forkchat.socket")
+                           .read_text().replace("#", " ").replace("&&", " ").split())
+    for text in (server, readme, socket_unit):
+        at = [text.find(step) for step in steps]
+        assert -1 not in at and at == sorted(at), (at, text[:60])
+    import logging
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append          # type: ignore[method-assign]
+    logger = logging.getLogger("forkchat.supervisor")
+    logger.addHandler(handler)
+    try:
+        cli.passed_specs(config.Config(listen=(config.Listener(
+            port=6697, tls_cert="c.pem", tls_key="k.pem"),)), [("irc", ("::", 6667))])
+    finally:
+        logger.removeHandler(handler)
+    [line] = [record.getMessage() for record in records]
+    assert "then stop the service and restart the socket unit" in line
+    assert line.split(": ", 1)[1] in section_rendered("forkchat-server.8", "LOGGING") \
+        .replace("add ListenStream=N", "add ListenStream=6697")
