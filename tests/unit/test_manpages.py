@@ -783,3 +783,17 @@ def test_socket_unit_restart_stops_the_service_first() -> None:
     assert "then stop the service and restart the socket unit" in line
     assert line.split(": ", 1)[1] in section_rendered("forkchat-server.8", "LOGGING") \
         .replace("add ListenStream=N", "add ListenStream=6697")
+
+
+def test_the_install_path_the_unit_hides_is_named() -> None:
+    """The unit's ProtectHome=yes hides /home and /root from the service, so
+    ExecStart= through a link to a virtual environment in a home fails with
+    203/EXEC; forkchat-server(8), which says to link an installation made
+    elsewhere, and the unit's own comment say where it may not be."""
+    unit = (MAN.parent / "scripts" / "systemd" / "forkchat.service").read_text()
+    assert "\nProtectHome=yes\n" in unit
+    server = section_rendered("forkchat-server.8", "SYSTEMD")
+    assert "The installation must be outside /home and /root: the unit's ProtectHome=yes" \
+        in server
+    comment = " ".join(line.lstrip("# ") for line in unit.splitlines() if line.startswith("#"))
+    assert "must not be under /home or /root (ProtectHome=yes below" in comment
