@@ -797,3 +797,44 @@ def test_the_install_path_the_unit_hides_is_named() -> None:
         in server
     comment = " ".join(line.lstrip("# ") for line in unit.splitlines() if line.startswith("#"))
     assert "must not be under /home or /root (ProtectHome=yes below" in comment
+
+
+def test_oper_and_admission_numbers_documented() -> None:
+    """The waits after failed OPER and PASS attempts, the connect-rate and
+    refusal-log bounds, the memory census's pace, the worker's send buffer
+    and a crashed worker's exit status, which the pages state by hand, are
+    the code's constants (none of them was checked, so a change of one left
+    the pages stating the old number)."""
+    import inspect
+
+    from forkchat import admission, children, commands, operguard, procstats, supervisor, worker
+    toml = rendered("forkchat.toml.5")
+    server = rendered("forkchat-server.8")
+    guard_first, guard_max = operguard.FIRST_DELAY_S, operguard.MAX_DELAY_S / 60
+    wanted_toml = [
+        f"must wait {commands.OPER_RETRY_S:.0f} seconds before the next one, twice as long "
+        f"after each further failure, up to {commands.OPER_RETRY_MAX_S:.0f} seconds",
+        f"The first {operguard.FREE_FAILURES} start no wait for the address",
+        f"must wait {guard_first:.0f} seconds, twice as long after each further failure, "
+        f"up to {guard_max:.0f} minutes",
+        f"and so do {operguard.QUIET_S / 60:.0f} minutes without a failure",
+        f"The counts of up to {operguard.MAX_ADDRESSES} addresses",
+        f"past {operguard.FREE_FAILURES}, every connection from there waits",
+        f"The rates of the {admission.MAX_CONNECT_BUCKETS} blocks that connected last are "
+        f"kept; a block connecting after {admission.MAX_CONNECT_BUCKETS} others",
+        f"send buffer of the connection small ({worker.CLIENT_SNDBUF_BYTES // 1024} KiB)",
+    ]
+    census_slice = inspect.signature(procstats.PssCensus).parameters["slice_size"].default
+    window = f"{admission.REFUSAL_WINDOW_S:.0f}"
+    wanted_server = [
+        f"went past the {operguard.FREE_FAILURES} that are let through",
+        f"{operguard.QUIET_S / 60:.0f} quiet minutes",
+        f"for a reason in {window} seconds is logged",
+        f"refused N more connections from address in {window} s",
+        f"measured every {'minute' if supervisor.MEMORY_EVERY_S == 60 else '?'}, "
+        f"{census_slice} processes at a time",
+        f"the worker exits with status {children.EX_SOFTWARE}",
+    ]
+    assert [phrase for phrase in wanted_toml if phrase not in toml] == []
+    assert [phrase for phrase in wanted_server if phrase not in server] == []
+    assert f"exits with status {children.EX_SOFTWARE}" in rendered("forkchat.7")
