@@ -838,3 +838,23 @@ def test_oper_and_admission_numbers_documented() -> None:
     assert [phrase for phrase in wanted_toml if phrase not in toml] == []
     assert [phrase for phrase in wanted_server if phrase not in server] == []
     assert f"exits with status {children.EX_SOFTWARE}" in rendered("forkchat.7")
+
+
+def test_readme_lists_the_clients_commands_and_options() -> None:
+    """The README's client section lists the slash commands and shows the
+    options; both are written by hand, so a command or option added to the
+    client must be added there too."""
+    from forkchat.client import app, slash
+    readme = (MAN.parent / "README.md").read_text()
+    section = readme.split("## The client", 1)[1].split("\n## ", 1)[0]
+    listed = re.search(r"Commands: `([^`]*)`", section)
+    assert listed is not None
+    assert sorted(word.lstrip("/") for word in listed.group(1).split()) == sorted(slash.COMMANDS)
+    usage = section.split("\n\n", 2)[1]
+    options = {option for action in app.build_parser()._actions
+               for option in action.option_strings if option.startswith("--")}
+    shown = set(re.findall(r"--[\w-]+", usage))
+    short = {option for action in app.build_parser()._actions for option in action.option_strings
+             if len(option) == 2} - {"-h"}
+    assert sorted(options - shown - {"--help", "--nick", "--room"}) == []
+    assert sorted(short - set(re.findall(r"(?<![\w-])-\w\b", usage))) == []
