@@ -858,3 +858,19 @@ def test_readme_lists_the_clients_commands_and_options() -> None:
              if len(option) == 2} - {"-h"}
     assert sorted(options - shown - {"--help", "--nick", "--room"}) == []
     assert sorted(short - set(re.findall(r"(?<![\w-])-\w\b", usage))) == []
+
+
+def test_readme_module_table_names_every_module() -> None:
+    """The README's table of modules ("How it is built") names each module
+    of forkchat/ (a row may name several, as `state_*.py` does), and no
+    module that is gone."""
+    import fnmatch
+    readme = (MAN.parent / "README.md").read_text()
+    table = readme.split("## How it is built", 1)[1].split("\n## ", 1)[0]
+    named = [name.removeprefix("forkchat/") for row in table.splitlines()
+             if row.startswith("| `") for name in re.findall(r"`([^`]+)`", row.split("|")[1])]
+    modules = sorted(path.name for path in PACKAGE.glob("*.py")
+                     if path.name not in ("__init__.py", "__main__.py"))
+    assert [m for m in modules if not any(fnmatch.fnmatch(m, name) for name in named)] == []
+    assert [n for n in named if n != "client/" and not fnmatch.filter(modules, n)] == []
+    assert (PACKAGE / "client").is_dir() and "client/" in named
