@@ -793,8 +793,9 @@ def test_the_install_path_the_unit_hides_is_named() -> None:
     unit = (MAN.parent / "scripts" / "systemd" / "forkchat.service").read_text()
     assert "\nProtectHome=yes\n" in unit
     server = section_rendered("forkchat-server.8", "SYSTEMD")
-    assert "The installation must be outside /home and /root: the unit's ProtectHome=yes" \
-        in server
+    assert "The installation must be outside /home and /root, and so must the Python its " \
+           "virtual environment was made with" in server
+    assert "the unit's ProtectHome=yes hides them" in server
     comment = " ".join(line.lstrip("# ") for line in unit.splitlines() if line.startswith("#"))
     assert "must not be under /home or /root (ProtectHome=yes below" in comment
 
