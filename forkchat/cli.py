@@ -62,7 +62,7 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
         ValueError: a malformed HOST:PORT.
     """
     server = cfg.server
-    if args.name:
+    if args.name is not None:      # --name "" is refused as name = "" is, not ignored
         if not config.valid_server_name(args.name):
             raise ValueError(f"--name {args.name!r}: {config.BAD_NAME}")
         server = dataclasses.replace(server, name=args.name)

@@ -222,6 +222,15 @@ def test_check_config_good_and_bad(tmp_path):
     assert result.returncode == 2 and ":1:" in result.stderr
 
 
+def test_check_config_refuses_an_empty_name_option():
+    """--name "" (an unset variable, say) was ignored: the server started as
+    forkchat.local, where the file's name = "" is an error."""
+    result = run_server("--name", "", "--check-config")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == "forkchat-server: --name '': must be a host-like name without " \
+                            "spaces or control characters\n"
+
+
 def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):
     result = run_server("--hash-password", stdin="opensesame\n")
     assert result.returncode == 0
