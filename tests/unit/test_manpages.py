@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,11 @@ def plain_text(line: str) -> str:
     (.BR, .BI, ...) join their arguments with nothing between them.
     """
     line = re.sub(r"\\f[BIRP]|\\[&|^]", "", line).replace("\\-", "-").replace("\\e", "\\")
+    line = line.replace("\\(aq", "\x01").replace("\\(dq", "\x02")   # quotes, after shlex
     macro, _, rest = line.partition(" ") if line.startswith(".") else ("", "", line)
     words = shlex.split(rest) if macro else rest.split()
     joiner = "" if len(macro) == 3 else " "
-    return " ".join(joiner.join(words).split())
+    return " ".join(joiner.join(words).split()).replace("\x01", "'").replace("\x02", '"')
 
 
 def test_every_page_is_present() -> None:
@@ -349,7 +351,7 @@ STRING = r'f?"((?:[^"\\]|\\.)*)"'
 LOG_CALL = re.compile(
     r"(?:\blog|\blogger|\))\.(?:info|warning|error|exception|critical)\(\s*" + STRING
     + r"|\blog\.log\([^\",]*,\s*" + STRING)
-PLACEHOLDER = re.compile(r"%[-#0-9.]*[sdrfi]|\{[^}]*\}")
+PLACEHOLDER = re.compile(r"%[-#0-9.]*[sdrfgi]|\{[^}]*\}")
 HEAD_LETTERS = 12     # a line's head: its text up to the first literal run past this many letters
 
 
@@ -364,10 +366,23 @@ def log_formats() -> list[tuple[str, str]]:
         source = path.read_text()
         for match in LOG_CALL.finditer(source):
             text = match.group(1) if match.group(1) is not None else match.group(2)
+            text += "".join(more.group(1) for more in continued(source, match.end()))
+            text = text.replace('\\"', '"')
             line = source.count("\n", 0, match.start()) + 1
             if re.search(r"[A-Za-z]{2}", PLACEHOLDER.sub("", text)):
                 found.append((f"{path.name}:{line}", text))
     return found
+
+
+def continued(source: str, end: int) -> Iterator[re.Match[str]]:
+    """The string literals that follow one at `end`, joined to it by Python
+    ("a " "b"): a long log line is written over several."""
+    while more := NEXT_STRING.match(source, end):
+        yield more
+        end = more.end()
+
+
+NEXT_STRING = re.compile(r"\s*" + STRING)
 
 
 def dynamic_lines() -> list[tuple[str, str]]:
@@ -390,6 +405,12 @@ def dynamic_lines() -> list[tuple[str, str]]:
                   f"broker died %d times in {supervisor.BROKER_RESTART_WINDOW_S:.0f} s; giving up"))
     found += [("supervisor.Shutdown", reason) for reason in     # logged as the server halts
               re.findall(r'raise Shutdown\("([^"]+)"', (PACKAGE / "supervisor.py").read_text())]
+    source = (PACKAGE / "supervisor.py").read_text()
+    for match in re.finditer(r"troubles\.append\(" + STRING, source):   # a reload's outcome
+        trouble = match.group(1) + "".join(m.group(1) for m in continued(source, match.end()))
+        found.append(("supervisor reload", f"configuration reloaded, but {trouble}"))
+    found += [("supervisor._fork_failed", line) for line in     # logged through "%s"
+              re.findall(r'_fork_failed\("\w+", ' + STRING, source)]
     return found
 
 
@@ -875,3 +896,29 @@ def test_readme_module_table_names_every_module() -> None:
     assert [m for m in modules if not any(fnmatch.fnmatch(m, name) for name in named)] == []
     assert [n for n in named if n != "client/" and not fnmatch.filter(modules, n)] == []
     assert (PACKAGE / "client").is_dir() and "client/" in named
+
+
+def test_every_logging_item_is_a_line_the_server_logs() -> None:
+    """The other way round from test_every_log_line_is_documented: each item
+    of LOGGING starts a line the code logs (its words up to any cut), so an
+    item for a line reworded or no longer logged is caught, not left to
+    mislead whoever greps the log for it."""
+    starts = set()
+    for text in (text for _where, text in log_formats() + dynamic_lines()):
+        cuts = [index for index, char in enumerate(text) if char == " "] + [len(text)] \
+            + [end for match in PLACEHOLDER.finditer(text) for end in match.span()]
+        starts.update(text[:cut] for cut in cuts      # enough words to tell a line
+                      if len(re.findall(r"[A-Za-z]", PLACEHOLDER.sub("", text[:cut]))) >= 4)
+    patterns = [re.compile(full_pattern(start)) for start in starts]
+    tags = section_item_tags("forkchat-server.8")["LOGGING"]
+    assert len(tags) > 60
+    assert [tag for tag in tags if not any(p.fullmatch(tag) for p in patterns)] == []
+
+
+def full_pattern(text: str) -> str:
+    """A regex for a whole logged line, or the start of one, as a page
+    writes it: each placeholder stands for a word or a few (N, address)."""
+    pattern = ""
+    for index, part in enumerate(re.split(f"({PLACEHOLDER.pattern})", text)):
+        pattern += r".{1,80}?" if index % 2 else r"\s+".join(re.escape(w) for w in part.split(" "))
+    return pattern
