@@ -922,3 +922,17 @@ def full_pattern(text: str) -> str:
     for index, part in enumerate(re.split(f"({PLACEHOLDER.pattern})", text)):
         pattern += r".{1,80}?" if index % 2 else r"\s+".join(re.escape(w) for w in part.split(" "))
     return pattern
+
+
+@pytest.mark.parametrize("page", ["forkchat-server.8", "forkchat-client.1"])
+def test_synopsis_shows_every_option(page: str) -> None:
+    """Each option (in one of its spellings) is in the page's SYNOPSIS, not
+    only in OPTIONS, as --help's usage line shows them all."""
+    from forkchat import cli
+    from forkchat.client import app
+    parser = {"forkchat-server.8": cli.build_parser, "forkchat-client.1": app.build_parser}[page]()
+    shown = set(re.findall(r"(?<![\w-])--?[\w-]+", section_rendered(page, "SYNOPSIS")))
+    missing = [action.option_strings for action in parser._actions
+               if action.option_strings and "--help" not in action.option_strings
+               and not shown & set(action.option_strings)]
+    assert missing == []
