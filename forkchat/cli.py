@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.check_config:
+        for warning in relative_paths(cfg, state_dir_given=bool(args.state_dir)):
+            print(f"forkchat-server: warning: {warning}", file=sys.stderr)
         return check_config(cfg, args.config)
     logsetup.setup("supervisor", cfg.log.level)
     private_files()
@@ -174,6 +176,28 @@ def check_config(cfg: config.Config, path: str | None) -> int:
         return EXIT_USAGE
     print(f"forkchat-server: configuration OK ({path or 'built-in defaults'})")
     return 0
+
+
+def relative_paths(cfg: config.Config, state_dir_given: bool = False) -> list[str]:
+    """A warning for each path of the file that is relative: the server
+    opens it from the directory it was started in, not the file's.
+
+    `motd_file = "motd.txt"` next to /etc/forkchat/forkchat.toml passed a
+    check run in /etc/forkchat, and the service, started in /, then failed
+    on it; a relative state_dir ("" too) put the room store wherever the
+    server was started.  A --state-dir given on the command line is meant
+    from there, and is not warned of.
+    """
+    optional = [("server.motd_file", cfg.server.motd_file)]      # "": none
+    for index, spec in enumerate(cfg.listen):
+        optional += [(f"listen[{index}].tls_cert", spec.tls_cert),
+                     (f"listen[{index}].tls_key", spec.tls_key)]
+    relative = [(key, path) for key, path in optional if path and not os.path.isabs(path)]
+    if not state_dir_given and not os.path.isabs(cfg.server.state_dir):
+        relative.append(("server.state_dir", cfg.server.state_dir))
+    return [f"{key} = {path!r} is relative: the server opens it from the directory it is "
+            f"started in ({os.getcwd()} now; / under systemd), not from the configuration "
+            f"file's" for key, path in relative]
 
 
 def _check_tls(index: int, spec: config.Listener) -> str | None:
