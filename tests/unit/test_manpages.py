@@ -936,3 +936,14 @@ def test_synopsis_shows_every_option(page: str) -> None:
                if action.option_strings and "--help" not in action.option_strings
                and not shown & set(action.option_strings)]
     assert missing == []
+
+
+def test_readme_quotes_the_warning_of_a_start_as_an_ordinary_user() -> None:
+    """The README's first command, run as an ordinary user, logs that the
+    room store in the default state_dir is unavailable; the README quotes
+    that line, by the store's own words and path."""
+    from forkchat import config, store
+    assert 'log.warning("room store %s unavailable, rooms will not persist' in \
+        (PACKAGE / "store.py").read_text()
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    assert f"(`room store {config.Server().state_dir}/{store.FILENAME} unavailable`)" in readme
