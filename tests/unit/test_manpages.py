@@ -947,3 +947,15 @@ def test_readme_quotes_the_warning_of_a_start_as_an_ordinary_user() -> None:
         (PACKAGE / "store.py").read_text()
     readme = " ".join((MAN.parent / "README.md").read_text().split())
     assert f"(`room store {config.Server().state_dir}/{store.FILENAME} unavailable`)" in readme
+
+
+def test_pip_installs_every_package() -> None:
+    """pyproject.toml names the packages to install one by one: a package
+    added under forkchat/ and not listed there would be missing from every
+    installation, while the tests, run from the checkout, still passed."""
+    import tomllib
+    project = tomllib.loads((MAN.parent / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(PACKAGE.parent).parts)
+             for path in PACKAGE.rglob("__init__.py")}
+    assert listed == found
