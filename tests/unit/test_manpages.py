@@ -959,3 +959,17 @@ def test_pip_installs_every_package() -> None:
     found = {".".join(path.parent.relative_to(PACKAGE.parent).parts)
              for path in PACKAGE.rglob("__init__.py")}
     assert listed == found
+
+
+def test_state_dir_item_says_what_the_unit_lets_the_server_write() -> None:
+    """Under the shipped unit (ProtectSystem=strict) a state_dir other than
+    its StateDirectory= is read-only, so rooms silently stopped persisting
+    for whoever moved it; forkchat.toml(5) says so with the unit's values."""
+    unit = (MAN.parent / "scripts" / "systemd" / "forkchat.service").read_text()
+    state = re.search(r"^StateDirectory=(\S+)$", unit, re.M)
+    strict = re.search(r"^ProtectSystem=(\S+)$", unit, re.M)
+    assert state and strict
+    text = item_text("forkchat.toml.5", "[server]", "state_dir")
+    assert f"makes /var/lib/{state.group(1)} for its dynamic user " \
+           f"(StateDirectory={state.group(1)})" in text
+    assert f"every other path read-only (ProtectSystem={strict.group(1)})" in text
