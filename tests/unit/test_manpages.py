@@ -973,3 +973,17 @@ def test_state_dir_item_says_what_the_unit_lets_the_server_write() -> None:
     assert f"makes /var/lib/{state.group(1)} for its dynamic user " \
            f"(StateDirectory={state.group(1)})" in text
     assert f"every other path read-only (ProtectSystem={strict.group(1)})" in text
+
+
+def test_readme_tls_example_loads(tmp_path: Path) -> None:
+    """The [[listen]] entry of the README's TLS section is a valid file, as
+    forkchat.toml(5)'s example is (test_config_example_loads)."""
+    from forkchat import config
+    readme = (MAN.parent / "README.md").read_text()
+    section = readme.split("\n## TLS\n", 1)[1].split("\n## ", 1)[0]
+    block = "\n".join(line[4:] for line in section.strip("\n").split("\n\n", 1)[0].splitlines())
+    assert block.startswith("[[listen]]")
+    path = tmp_path / "forkchat.toml"
+    path.write_text(block + "\n")
+    [listener] = config.load(str(path)).listen
+    assert (listener.port, bool(listener.tls_cert), bool(listener.tls_key)) == (6697, True, True)
