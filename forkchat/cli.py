@@ -62,7 +62,7 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
         ValueError: a malformed HOST:PORT.
     """
     server = cfg.server
-    if args.name:
+    if args.name is not None:      # --name "" is refused as name = "" is, not ignored
         if not config.valid_server_name(args.name):
             raise ValueError(f"--name {args.name!r}: {config.BAD_NAME}")
         server = dataclasses.replace(server, name=args.name)
@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.check_config:
+        for warning in relative_paths(cfg, state_dir_given=bool(args.state_dir)):
+            print(f"forkchat-server: warning: {warning}", file=sys.stderr)
         return check_config(cfg, args.config)
     logsetup.setup("supervisor", cfg.log.level)
     private_files()
@@ -174,6 +176,28 @@ def check_config(cfg: config.Config, path: str | None) -> int:
         return EXIT_USAGE
     print(f"forkchat-server: configuration OK ({path or 'built-in defaults'})")
     return 0
+
+
+def relative_paths(cfg: config.Config, state_dir_given: bool = False) -> list[str]:
+    """A warning for each path of the file that is relative: the server
+    opens it from the directory it was started in, not the file's.
+
+    `motd_file = "motd.txt"` next to /etc/forkchat/forkchat.toml passed a
+    check run in /etc/forkchat, and the service, started in /, then failed
+    on it; a relative state_dir ("" too) put the room store wherever the
+    server was started.  A --state-dir given on the command line is meant
+    from there, and is not warned of.
+    """
+    optional = [("server.motd_file", cfg.server.motd_file)]      # "": none
+    for index, spec in enumerate(cfg.listen):
+        optional += [(f"listen[{index}].tls_cert", spec.tls_cert),
+                     (f"listen[{index}].tls_key", spec.tls_key)]
+    relative = [(key, path) for key, path in optional if path and not os.path.isabs(path)]
+    if not state_dir_given and not os.path.isabs(cfg.server.state_dir):
+        relative.append(("server.state_dir", cfg.server.state_dir))
+    return [f"{key} = {path!r} is relative: the server opens it from the directory it is "
+            f"started in ({os.getcwd()} now; / under systemd), not from the configuration "
+            f"file's" for key, path in relative]
 
 
 def _check_tls(index: int, spec: config.Listener) -> str | None:
@@ -258,7 +282,8 @@ def passed_specs(cfg: config.Config,
                 and not any(got is spec for got in chosen):
             logging.getLogger("forkchat.supervisor").warning(
                 "listen[%d] (port %d, with TLS) serves none of the sockets systemd passed: "
-                "add ListenStream=%d to the socket unit, then restart the unit",
+                "add ListenStream=%d to the socket unit, then stop the service and restart "
+                "the socket unit",
                 index, spec.port, spec.port)
     return chosen
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -220,6 +221,48 @@ def test_check_config_good_and_bad(tmp_path):
     broken.write_text("[server\n")
     result = run_server("-c", str(broken), "--check-config")
     assert result.returncode == 2 and ":1:" in result.stderr
+
+
+def test_check_config_refuses_an_empty_name_option():
+    """--name "" (an unset variable, say) was ignored: the server started as
+    forkchat.local, where the file's name = "" is an error."""
+    result = run_server("--name", "", "--check-config")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == "forkchat-server: --name '': must be a host-like name without " \
+                            "spaces or control characters\n"
+
+
+def test_check_config_warns_of_relative_paths(tmp_path):
+    """A relative motd_file passed a check run next to the file and failed
+    the service, started in /; a relative state_dir put the store wherever
+    the server was started.  The paths are the server's working directory's,
+    so a check run elsewhere says so, without failing."""
+    (tmp_path / "motd.txt").write_text("hello\n")
+    path = tmp_path / "forkchat.toml"
+    path.write_text('[server]\nmotd_file = "motd.txt"\nstate_dir = "state"\n'
+                    '[[listen]]\nport = 0\n')
+
+    def check(*args):
+        return subprocess.run([sys.executable, "-m", "forkchat", "-c", str(path), *args,
+                               "--check-config"], capture_output=True, text=True, timeout=30,
+                              cwd=tmp_path)
+
+    result = check()
+    assert result.returncode == 0 and "configuration OK" in result.stdout
+    lines = result.stderr.splitlines()
+    assert [line.split(" is relative")[0] for line in lines] == [
+        "forkchat-server: warning: server.motd_file = 'motd.txt'",
+        "forkchat-server: warning: server.state_dir = 'state'"]
+    assert f"the directory it is started in ({tmp_path} now; / under systemd)" in lines[0]
+    given = check("--state-dir", "state")       # meant from where it is typed
+    assert given.returncode == 0 and len(given.stderr.splitlines()) == 1, given.stderr
+    path.write_text('[[listen]]\nport = 0\ntls_cert = "cert.pem"\ntls_key = "/key.pem"\n')
+    tls = check()
+    assert tls.returncode == 2          # no such files: the start's own words, status 2
+    assert "warning: listen[0].tls_cert = 'cert.pem' is relative" in tls.stderr
+    assert "tls_key = '/key.pem'" not in tls.stderr
+    page = (Path(__file__).resolve().parents[2] / "man" / "forkchat-server.8").read_text()
+    assert "is relative: the server opens it from the directory it is started in" in page
 
 
 def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,11 @@ def plain_text(line: str) -> str:
     (.BR, .BI, ...) join their arguments with nothing between them.
     """
     line = re.sub(r"\\f[BIRP]|\\[&|^]", "", line).replace("\\-", "-").replace("\\e", "\\")
+    line = line.replace("\\(aq", "\x01").replace("\\(dq", "\x02")   # quotes, after shlex
     macro, _, rest = line.partition(" ") if line.startswith(".") else ("", "", line)
     words = shlex.split(rest) if macro else rest.split()
     joiner = "" if len(macro) == 3 else " "
-    return " ".join(joiner.join(words).split())
+    return " ".join(joiner.join(words).split()).replace("\x01", "'").replace("\x02", '"')
 
 
 def test_every_page_is_present() -> None:
@@ -352,7 +354,7 @@ STRING = r'f?"((?:[^"\\]|\\.)*)"'
 LOG_CALL = re.compile(
     r"(?:\blog|\blogger|\))\.(?:info|warning|error|exception|critical)\(\s*" + STRING
     + r"|\blog\.log\([^\",]*,\s*" + STRING)
-PLACEHOLDER = re.compile(r"%[-#0-9.]*[sdrfi]|\{[^}]*\}")
+PLACEHOLDER = re.compile(r"%[-#0-9.]*[sdrfgi]|\{[^}]*\}")
 HEAD_LETTERS = 12     # a line's head: its text up to the first literal run past this many letters
 
 
@@ -367,10 +369,23 @@ def log_formats() -> list[tuple[str, str]]:
         source = path.read_text()
         for match in LOG_CALL.finditer(source):
             text = match.group(1) if match.group(1) is not None else match.group(2)
+            text += "".join(more.group(1) for more in continued(source, match.end()))
+            text = text.replace('\\"', '"')
             line = source.count("\n", 0, match.start()) + 1
             if re.search(r"[A-Za-z]{2}", PLACEHOLDER.sub("", text)):
                 found.append((f"{path.name}:{line}", text))
     return found
+
+
+def continued(source: str, end: int) -> Iterator[re.Match[str]]:
+    """The string literals that follow one at `end`, joined to it by Python
+    ("a " "b"): a long log line is written over several."""
+    while more := NEXT_STRING.match(source, end):
+        yield more
+        end = more.end()
+
+
+NEXT_STRING = re.compile(r"\s*" + STRING)
 
 
 def dynamic_lines() -> list[tuple[str, str]]:
@@ -393,6 +408,12 @@ def dynamic_lines() -> list[tuple[str, str]]:
                   f"broker died %d times in {supervisor.BROKER_RESTART_WINDOW_S:.0f} s; giving up"))
     found += [("supervisor.Shutdown", reason) for reason in     # logged as the server halts
               re.findall(r'raise Shutdown\("([^"]+)"', (PACKAGE / "supervisor.py").read_text())]
+    source = (PACKAGE / "supervisor.py").read_text()
+    for match in re.finditer(r"troubles\.append\(" + STRING, source):   # a reload's outcome
+        trouble = match.group(1) + "".join(m.group(1) for m in continued(source, match.end()))
+        found.append(("supervisor reload", f"configuration reloaded, but {trouble}"))
+    found += [("supervisor._fork_failed", line) for line in     # logged through "%s"
+              re.findall(r'_fork_failed\("\w+", ' + STRING, source)]
     return found
 
 
@@ -756,3 +777,219 @@ def test_every_irc_command_is_in_forkchat7() -> None:
     assert len(names) > 30
     text = section_rendered("forkchat.7", "IRC PROFILE")
     assert sorted(name for name in names if not re.search(rf"\b{name}\b", text)) == []
+
+
+def test_socket_unit_restart_stops_the_service_first() -> None:
+    """systemd refuses to start a socket unit while its service runs
+    ("Socket service forkchat.service already active, refusing"), so the
+    steps that apply a new ListenStream= stop the service before they
+    restart forkchat.socket: "restart the socket unit" alone, as the README
+    and the log line said, failed on every running server."""
+    from forkchat import cli, config
+    steps = ["systemctl stop forkchat.service", "systemctl restart forkchat.socket",
+             "systemctl start forkchat.service"]
+    server = section_rendered("forkchat-server.8", "SYSTEMD")
+    readme = " ".join((MAN.parent / "README.md").read_text().replace("`", "").split())
+    socket_unit = " ".join((MAN.parent / "scripts" / "systemd" / "forkchat.socket")
+                           .read_text().replace("#", " ").replace("&&", " ").split())
+    for text in (server, readme, socket_unit):
+        at = [text.find(step) for step in steps]
+        assert -1 not in at and at == sorted(at), (at, text[:60])
+    import logging
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append          # type: ignore[method-assign]
+    logger = logging.getLogger("forkchat.supervisor")
+    logger.addHandler(handler)
+    try:
+        cli.passed_specs(config.Config(listen=(config.Listener(
+            port=6697, tls_cert="c.pem", tls_key="k.pem"),)), [("irc", ("::", 6667))])
+    finally:
+        logger.removeHandler(handler)
+    [line] = [record.getMessage() for record in records]
+    assert "then stop the service and restart the socket unit" in line
+    assert line.split(": ", 1)[1] in section_rendered("forkchat-server.8", "LOGGING") \
+        .replace("add ListenStream=N", "add ListenStream=6697")
+
+
+def test_the_install_path_the_unit_hides_is_named() -> None:
+    """The unit's ProtectHome=yes hides /home and /root from the service, so
+    ExecStart= through a link to a virtual environment in a home fails with
+    203/EXEC; forkchat-server(8), which says to link an installation made
+    elsewhere, and the unit's own comment say where it may not be."""
+    unit = (MAN.parent / "scripts" / "systemd" / "forkchat.service").read_text()
+    assert "\nProtectHome=yes\n" in unit
+    server = section_rendered("forkchat-server.8", "SYSTEMD")
+    assert "The installation must be outside /home and /root, and so must the Python its " \
+           "virtual environment was made with" in server
+    assert "the unit's ProtectHome=yes hides them" in server
+    comment = " ".join(line.lstrip("# ") for line in unit.splitlines() if line.startswith("#"))
+    assert "must not be under /home or /root (ProtectHome=yes below" in comment
+
+
+def test_oper_and_admission_numbers_documented() -> None:
+    """The waits after failed OPER and PASS attempts, the connect-rate and
+    refusal-log bounds, the memory census's pace, the worker's send buffer
+    and a crashed worker's exit status, which the pages state by hand, are
+    the code's constants (none of them was checked, so a change of one left
+    the pages stating the old number)."""
+    import inspect
+
+    from forkchat import admission, children, commands, operguard, procstats, supervisor, worker
+    toml = rendered("forkchat.toml.5")
+    server = rendered("forkchat-server.8")
+    guard_first, guard_max = operguard.FIRST_DELAY_S, operguard.MAX_DELAY_S / 60
+    wanted_toml = [
+        f"must wait {commands.OPER_RETRY_S:.0f} seconds before the next one, twice as long "
+        f"after each further failure, up to {commands.OPER_RETRY_MAX_S:.0f} seconds",
+        f"The first {operguard.FREE_FAILURES} start no wait for the address",
+        f"must wait {guard_first:.0f} seconds, twice as long after each further failure, "
+        f"up to {guard_max:.0f} minutes",
+        f"and so do {operguard.QUIET_S / 60:.0f} minutes without a failure",
+        f"The counts of up to {operguard.MAX_ADDRESSES} addresses",
+        f"past {operguard.FREE_FAILURES}, every connection from there waits",
+        f"The rates of the {admission.MAX_CONNECT_BUCKETS} blocks that connected last are "
+        f"kept; a block connecting after {admission.MAX_CONNECT_BUCKETS} others",
+        f"send buffer of the connection small ({worker.CLIENT_SNDBUF_BYTES // 1024} KiB)",
+    ]
+    census_slice = inspect.signature(procstats.PssCensus).parameters["slice_size"].default
+    window = f"{admission.REFUSAL_WINDOW_S:.0f}"
+    wanted_server = [
+        f"went past the {operguard.FREE_FAILURES} that are let through",
+        f"{operguard.QUIET_S / 60:.0f} quiet minutes",
+        f"for a reason in {window} seconds is logged",
+        f"refused N more connections from address in {window} s",
+        f"measured every {'minute' if supervisor.MEMORY_EVERY_S == 60 else '?'}, "
+        f"{census_slice} processes at a time",
+        f"the worker exits with status {children.EX_SOFTWARE}",
+    ]
+    assert [phrase for phrase in wanted_toml if phrase not in toml] == []
+    assert [phrase for phrase in wanted_server if phrase not in server] == []
+    assert f"exits with status {children.EX_SOFTWARE}" in rendered("forkchat.7")
+
+
+def test_readme_lists_the_clients_commands_and_options() -> None:
+    """The README's client section lists the slash commands and shows the
+    options; both are written by hand, so a command or option added to the
+    client must be added there too."""
+    from forkchat.client import app, slash
+    readme = (MAN.parent / "README.md").read_text()
+    section = readme.split("## The client", 1)[1].split("\n## ", 1)[0]
+    listed = re.search(r"Commands: `([^`]*)`", section)
+    assert listed is not None
+    assert sorted(word.lstrip("/") for word in listed.group(1).split()) == sorted(slash.COMMANDS)
+    usage = section.split("\n\n", 2)[1]
+    options = {option for action in app.build_parser()._actions
+               for option in action.option_strings if option.startswith("--")}
+    shown = set(re.findall(r"--[\w-]+", usage))
+    short = {option for action in app.build_parser()._actions for option in action.option_strings
+             if len(option) == 2} - {"-h"}
+    assert sorted(options - shown - {"--help", "--nick", "--room"}) == []
+    assert sorted(short - set(re.findall(r"(?<![\w-])-\w\b", usage))) == []
+
+
+def test_readme_module_table_names_every_module() -> None:
+    """The README's table of modules ("How it is built") names each module
+    of forkchat/ (a row may name several, as `state_*.py` does), and no
+    module that is gone."""
+    import fnmatch
+    readme = (MAN.parent / "README.md").read_text()
+    table = readme.split("## How it is built", 1)[1].split("\n## ", 1)[0]
+    named = [name.removeprefix("forkchat/") for row in table.splitlines()
+             if row.startswith("| `") for name in re.findall(r"`([^`]+)`", row.split("|")[1])]
+    modules = sorted(path.name for path in PACKAGE.glob("*.py")
+                     if path.name not in ("__init__.py", "__main__.py"))
+    assert [m for m in modules if not any(fnmatch.fnmatch(m, name) for name in named)] == []
+    assert [n for n in named if n != "client/" and not fnmatch.filter(modules, n)] == []
+    assert (PACKAGE / "client").is_dir() and "client/" in named
+
+
+def test_every_logging_item_is_a_line_the_server_logs() -> None:
+    """The other way round from test_every_log_line_is_documented: each item
+    of LOGGING starts a line the code logs (its words up to any cut), so an
+    item for a line reworded or no longer logged is caught, not left to
+    mislead whoever greps the log for it."""
+    starts = set()
+    for text in (text for _where, text in log_formats() + dynamic_lines()):
+        cuts = [index for index, char in enumerate(text) if char == " "] + [len(text)] \
+            + [end for match in PLACEHOLDER.finditer(text) for end in match.span()]
+        starts.update(text[:cut] for cut in cuts      # enough words to tell a line
+                      if len(re.findall(r"[A-Za-z]", PLACEHOLDER.sub("", text[:cut]))) >= 4)
+    patterns = [re.compile(full_pattern(start)) for start in starts]
+    tags = section_item_tags("forkchat-server.8")["LOGGING"]
+    assert len(tags) > 60
+    assert [tag for tag in tags if not any(p.fullmatch(tag) for p in patterns)] == []
+
+
+def full_pattern(text: str) -> str:
+    """A regex for a whole logged line, or the start of one, as a page
+    writes it: each placeholder stands for a word or a few (N, address)."""
+    pattern = ""
+    for index, part in enumerate(re.split(f"({PLACEHOLDER.pattern})", text)):
+        pattern += r".{1,80}?" if index % 2 else r"\s+".join(re.escape(w) for w in part.split(" "))
+    return pattern
+
+
+@pytest.mark.parametrize("page", ["forkchat-server.8", "forkchat-client.1"])
+def test_synopsis_shows_every_option(page: str) -> None:
+    """Each option (in one of its spellings) is in the page's SYNOPSIS, not
+    only in OPTIONS, as --help's usage line shows them all."""
+    from forkchat import cli
+    from forkchat.client import app
+    parser = {"forkchat-server.8": cli.build_parser, "forkchat-client.1": app.build_parser}[page]()
+    shown = set(re.findall(r"(?<![\w-])--?[\w-]+", section_rendered(page, "SYNOPSIS")))
+    missing = [action.option_strings for action in parser._actions
+               if action.option_strings and "--help" not in action.option_strings
+               and not shown & set(action.option_strings)]
+    assert missing == []
+
+
+def test_readme_quotes_the_warning_of_a_start_as_an_ordinary_user() -> None:
+    """The README's first command, run as an ordinary user, logs that the
+    room store in the default state_dir is unavailable; the README quotes
+    that line, by the store's own words and path."""
+    from forkchat import config, store
+    assert 'log.warning("room store %s unavailable, rooms will not persist' in \
+        (PACKAGE / "store.py").read_text()
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    assert f"(`room store {config.Server().state_dir}/{store.FILENAME} unavailable`)" in readme
+
+
+def test_pip_installs_every_package() -> None:
+    """pyproject.toml names the packages to install one by one: a package
+    added under forkchat/ and not listed there would be missing from every
+    installation, while the tests, run from the checkout, still passed."""
+    import tomllib
+    project = tomllib.loads((MAN.parent / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(PACKAGE.parent).parts)
+             for path in PACKAGE.rglob("__init__.py")}
+    assert listed == found
+
+
+def test_state_dir_item_says_what_the_unit_lets_the_server_write() -> None:
+    """Under the shipped unit (ProtectSystem=strict) a state_dir other than
+    its StateDirectory= is read-only, so rooms silently stopped persisting
+    for whoever moved it; forkchat.toml(5) says so with the unit's values."""
+    unit = (MAN.parent / "scripts" / "systemd" / "forkchat.service").read_text()
+    state = re.search(r"^StateDirectory=(\S+)$", unit, re.M)
+    strict = re.search(r"^ProtectSystem=(\S+)$", unit, re.M)
+    assert state and strict
+    text = item_text("forkchat.toml.5", "[server]", "state_dir")
+    assert f"makes /var/lib/{state.group(1)} for its dynamic user " \
+           f"(StateDirectory={state.group(1)})" in text
+    assert f"every other path read-only (ProtectSystem={strict.group(1)})" in text
+
+
+def test_readme_tls_example_loads(tmp_path: Path) -> None:
+    """The [[listen]] entry of the README's TLS section is a valid file, as
+    forkchat.toml(5)'s example is (test_config_example_loads)."""
+    from forkchat import config
+    readme = (MAN.parent / "README.md").read_text()
+    section = readme.split("\n## TLS\n", 1)[1].split("\n## ", 1)[0]
+    block = "\n".join(line[4:] for line in section.strip("\n").split("\n\n", 1)[0].splitlines())
+    assert block.startswith("[[listen]]")
+    path = tmp_path / "forkchat.toml"
+    path.write_text(block + "\n")
+    [listener] = config.load(str(path)).listen
+    assert (listener.port, bool(listener.tls_cert), bool(listener.tls_key)) == (6697, True, True)

@@ -191,7 +191,8 @@ def test_a_tls_entry_serves_no_other_port_and_an_unserved_one_is_warned_of(caplo
     assert specs(listen(SECURE), ("forkchat.socket", ("::", 6667))) == [None]   # by position
     assert [r.getMessage() for r in caplog.records] == [
         "listen[0] (port 6697, with TLS) serves none of the sockets systemd passed: "
-        "add ListenStream=6697 to the socket unit, then restart the unit"] * 2
+        "add ListenStream=6697 to the socket unit, then stop the service and restart the "
+        "socket unit"] * 2
     caplog.clear()
     any_port = config.Listener(port=0, **TLS)              # port 0: whatever systemd binds
     assert specs(listen(any_port), ("irc", ("::", 6667))) == [0]
