@@ -415,3 +415,37 @@ def test_a_store_reopened_where_another_server_holds_the_lock_does_not_wait(
         first.release()
         if other is not None:
             other.release()
+
+
+def test_a_store_left_by_a_run_as_root_is_named_with_all_it_needs_written(
+        tmp_path, monkeypatch, caplog):
+    """A run as root leaves the store, its lock file and the directory it
+    made root's.  The line (said once) named only the store: given back
+    as told, the writes still failed (SQLite makes its -wal in the
+    directory) without another word, and a lock file kept root's left the
+    next broker without the lock against a second server."""
+    state = tmp_path / "state"
+    state.mkdir()
+    made = store.RoomStore(str(state))
+    made.apply({"#a": {"topic": "1"}})
+    made.release()
+    path = str(state / store.FILENAME)
+    roots = {path, str(state / store.LOCK_FILENAME), str(state)}
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda each, mode, **kw:
+                        False if mode & os.W_OK and str(each) in roots
+                        else access(each, mode, **kw))
+    assert [entry.partition(" (")[0] for entry in store.not_writable(path)] == \
+        [path, str(state / store.LOCK_FILENAME), str(state)]
+    reader = store.RoomStore(str(state))
+    try:
+        with caplog.at_level(logging.ERROR, logger="forkchat.broker"):
+            assert reader._say_not_writable()
+    finally:
+        reader.release()
+    mode = os.stat(path).st_mode & 0o777
+    assert f"cannot be written: {path} (owner " in caplog.text
+    assert f"mode {mode:04o}), {state / store.LOCK_FILENAME} (owner " in caplog.text
+    assert f"), {state} (owner " in caplog.text
+    assert ") are not writable by user " in caplog.text
+    assert "; give them to that user (chown) or make them writable" in caplog.text
