@@ -314,7 +314,19 @@ class RoomStore:
     def _connect_again(self) -> bool:
         """Replace a connection whose writes were refused: SQLite opened the
         file read-only, and stays so after its permission is fixed (every
-        try failed until the broker restarted).  False if that failed."""
+        try failed until the broker restarted).  False if that failed.
+
+        The lock is taken too if its file could not be opened (left root's
+        with the store): given back with it, the broker ran on without the
+        lock for its life, and a second server on the directory wrote over
+        its records.  If another holds it now, the store is that one's.
+        """
+        if self._lock_fd < 0 and not self._lock(self.directory, 0.0):
+            self._say_in_use()
+            self._close()
+            self._read_only = False
+            self._pending.clear()
+            return False
         try:
             fresh = self._connect()
         except sqlite3.Error as error:
