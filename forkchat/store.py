@@ -314,7 +314,19 @@ class RoomStore:
     def _connect_again(self) -> bool:
         """Replace a connection whose writes were refused: SQLite opened the
         file read-only, and stays so after its permission is fixed (every
-        try failed until the broker restarted).  False if that failed."""
+        try failed until the broker restarted).  False if that failed.
+
+        The lock is taken too if its file could not be opened (left root's
+        with the store): given back with it, the broker ran on without the
+        lock for its life, and a second server on the directory wrote over
+        its records.  If another holds it now, the store is that one's.
+        """
+        if self._lock_fd < 0 and not self._lock(self.directory, 0.0):
+            self._say_in_use()
+            self._close()
+            self._read_only = False
+            self._pending.clear()
+            return False
         try:
             fresh = self._connect()
         except sqlite3.Error as error:
@@ -341,9 +353,11 @@ class RoomStore:
         False if all of it looks writable (another cause)."""
         what = not_writable(self.path)
         if what:
-            log.error("room store %s cannot be written: %s is not writable by user %s; "
-                      "give it to that user (chown) or make it writable, and rooms persist "
-                      "again (tried every %g s)", self.path, what, _user(os.geteuid()), RETRY_S)
+            verb, it = ("is", "it") if len(what) == 1 else ("are", "them")
+            log.error("room store %s cannot be written: %s %s not writable by user %s; "
+                      "give %s to that user (chown) or make %s writable, and rooms persist "
+                      "again (tried every %g s)", self.path, ", ".join(what), verb,
+                      _user(os.geteuid()), it, it, RETRY_S)
         return bool(what)
 
     def _close(self) -> None:
@@ -352,18 +366,29 @@ class RoomStore:
         self._db = None
 
 
-def not_writable(path: str) -> str:
-    """The first of the store's files, or its directory, that this process
-    may not write, with its owner and mode; '' if none."""
-    for each in (path, f"{path}-wal", f"{path}-shm", os.path.dirname(path) or "."):
+def not_writable(path: str) -> list[str]:
+    """Each of the store's files, its lock file and its directory that this
+    process may not write, with its owner and mode.
+
+    All of them, not the first: the line is said once, and a run as root
+    leaves the store, its lock file and the directory it made all root's.
+    Named only the store, the admin gave it back and the writes went on
+    failing (the directory, where SQLite makes its -wal, still root's)
+    without another word, and the lock file kept root's disabled the
+    lock against a second server.
+    """
+    directory = os.path.dirname(path) or "."
+    found: list[str] = []
+    for each in (path, f"{path}-wal", f"{path}-shm", os.path.join(directory, LOCK_FILENAME),
+                 directory):
         try:
             status = os.stat(each)
         except OSError:
             continue
         if not os.access(each, os.W_OK):
-            return f"{each} (owner {_user(status.st_uid)}, mode " \
-                   f"{stat.S_IMODE(status.st_mode):04o})"
-    return ""
+            found.append(f"{each} (owner {_user(status.st_uid)}, mode "
+                         f"{stat.S_IMODE(status.st_mode):04o})")
+    return found
 
 
 def _user(uid: int) -> str:

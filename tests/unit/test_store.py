@@ -415,3 +415,105 @@ def test_a_store_reopened_where_another_server_holds_the_lock_does_not_wait(
         first.release()
         if other is not None:
             other.release()
+
+
+def test_a_store_left_by_a_run_as_root_is_named_with_all_it_needs_written(
+        tmp_path, monkeypatch, caplog):
+    """A run as root leaves the store, its lock file and the directory it
+    made root's.  The line (said once) named only the store: given back
+    as told, the writes still failed (SQLite makes its -wal in the
+    directory) without another word, and a lock file kept root's left the
+    next broker without the lock against a second server."""
+    state = tmp_path / "state"
+    state.mkdir()
+    made = store.RoomStore(str(state))
+    made.apply({"#a": {"topic": "1"}})
+    made.release()
+    path = str(state / store.FILENAME)
+    roots = {path, str(state / store.LOCK_FILENAME), str(state)}
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda each, mode, **kw:
+                        False if mode & os.W_OK and str(each) in roots
+                        else access(each, mode, **kw))
+    assert [entry.partition(" (")[0] for entry in store.not_writable(path)] == \
+        [path, str(state / store.LOCK_FILENAME), str(state)]
+    reader = store.RoomStore(str(state))
+    try:
+        with caplog.at_level(logging.ERROR, logger="forkchat.broker"):
+            assert reader._say_not_writable()
+    finally:
+        reader.release()
+    mode = os.stat(path).st_mode & 0o777
+    assert f"cannot be written: {path} (owner " in caplog.text
+    assert f"mode {mode:04o}), {state / store.LOCK_FILENAME} (owner " in caplog.text
+    assert f"), {state} (owner " in caplog.text
+    assert ") are not writable by user " in caplog.text
+    assert "; give them to that user (chown) or make them writable" in caplog.text
+
+
+def test_a_store_given_back_takes_the_lock_it_could_not_open(tmp_path, monkeypatch, caplog):
+    """A lock file left root's cannot be opened, and the broker runs
+    without the lock (SQLite is left to report).  Once the store, given
+    back, is written again, the lock is taken too: it stayed off for the
+    broker's life, and a second server on the state directory wrote over
+    this one's records."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 0.0)
+    lock_path = str(tmp_path / store.LOCK_FILENAME)
+    real_open = os.open
+    def root_owned(path, flags, *args, **kwargs):
+        if str(path) == lock_path:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", root_owned)
+    first = store.RoomStore(str(tmp_path))
+    try:
+        assert first.available
+        # SQLite opened it read-only (the store root's): every write refused
+        first._db.close()
+        first._db = sqlite3.connect(f"file:{first.path}?mode=ro", uri=True,
+                                    isolation_level=None)
+        first.apply({"#a": {"topic": "1"}})
+        assert first.retry_at is not None
+        monkeypatch.setattr(os, "open", real_open)        # given back
+        first.apply({})
+        assert first.retry_at is None
+        with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+            second = store.RoomStore(str(tmp_path))
+            second.release()
+        assert "in use by another forkchat server" in caplog.text
+    finally:
+        first.release()
+    assert stored_rooms(tmp_path) == {"#a": {"topic": "1"}}
+
+
+def test_a_store_given_back_while_another_server_holds_its_lock_is_that_ones(
+        tmp_path, monkeypatch, caplog):
+    """The other side of the lock taken late: a server that took it
+    meanwhile keeps the store, and this broker stops writing into it."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 0.0)
+    lock_path = str(tmp_path / store.LOCK_FILENAME)
+    real_open = os.open
+    def root_owned(path, flags, *args, **kwargs):
+        if str(path) == lock_path:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", root_owned)
+    first = store.RoomStore(str(tmp_path))
+    monkeypatch.setattr(os, "open", real_open)
+    other = store.RoomStore(str(tmp_path))
+    try:
+        other.apply({"#a": {"topic": "theirs"}})
+        first._db.close()
+        first._db = sqlite3.connect(f"file:{first.path}?mode=ro", uri=True,
+                                    isolation_level=None)
+        with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+            first.apply({"#a": {"topic": "mine"}})
+            first.apply({"#a": {"topic": "mine again"}})
+        assert "in use by another forkchat server" in caplog.text
+        assert first.retry_at is None and not first.available
+    finally:
+        first.release()
+        other.release()
+    assert stored_rooms(tmp_path) == {"#a": {"topic": "theirs"}}
