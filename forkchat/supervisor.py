@@ -1062,7 +1062,7 @@ class Supervisor:
                                  listeners.SHUTTING_DOWN, bound.tls is not None)
                 refused += 1
         if refused:
-            log.info("%d connections not yet accepted were told the server is shutting down",
+            log.info("%d connections not yet accepted were refused at the stop",
                      refused)
 
     def _freeze_broker(self) -> None:
