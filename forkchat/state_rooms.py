@@ -170,7 +170,15 @@ def _part_all(st: ChatState, client: Client, out: Outbox) -> None:
 
 
 def cmd_part(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """PART <room>{,<room>} [:<reason>]"""
+    """PART <room>{,<room>} [:<reason>]
+
+    The reason goes only to a room the member may talk in: a part is
+    followed by a join at flood pace, and a reason relayed from a muted
+    (+m without voice) or banned member let it talk through the mode or
+    the ban one line per cycle.  The PART still happens, without a reason,
+    as hybrid, ratbox and charybdis send it (rather than with the nick as
+    reason: a bare PART reads as no reason given, a nick as words said).
+    """
     reason = msg.param(1)[:st.settings.kicklen]
     parted: list[str] = []
 
@@ -180,7 +188,7 @@ def cmd_part(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
             raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
         if client.cid not in room.members:
             raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
-        if reason:
+        if reason and room.can_talk(client.cid, client.folded_prefix):
             line = state_talk.text_line(client.prefix, "PART", room.name, reason)
         else:
             line = protocol.format_line(client.prefix, "PART", room.name)

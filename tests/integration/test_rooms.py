@@ -149,6 +149,18 @@ def test_part_with_reason_reaches_every_member(registered):
     assert names_of(ask(alice, "NAMES #chan")) == {"@alice"}
 
 
+def test_part_reason_of_a_muted_member_is_dropped(registered):
+    """hybrid, ratbox and charybdis relay a PART's reason only from a member who
+    may talk in the room: else a PART and JOIN cycle talks through +m."""
+    alice, bob = registered("alice"), registered("bob")
+    joined(alice, bob, room="#quiet")
+    ask(alice, "MODE #quiet +m")
+    assert commands(drain(bob)) == ["MODE"]
+    assert [(m.command, m.params) for m in ask(bob, "PART #quiet :visit my site")] == \
+        [("PART", ["#quiet"])]
+    assert [(m.command, m.params) for m in drain(alice)] == [("PART", ["#quiet"])]
+
+
 def test_part_errors(registered):
     """RFC 2812 3.2.2 numerics: 461, 403 ERR_NOSUCHCHANNEL, 442 ERR_NOTONCHANNEL."""
     alice, bob = registered("alice"), registered("bob")

@@ -440,6 +440,31 @@ def test_part_not_on_room_and_room_disappears_when_empty(room):
     assert room.to("carol", "PART #room") == [":srv 403 carol #room :No such channel"]
 
 
+@pytest.mark.parametrize("modes", ["+m", "+b bob!*@*", "+b *!bu@*"])
+def test_part_reason_goes_only_where_the_member_may_talk(room, modes):
+    """A muted (+m, no voice) or banned member parts without its reason, as
+    hybrid, ratbox and charybdis do: PART and JOIN again at flood pace
+    relayed a line per cycle through the mode or the ban.  Its reason still
+    goes to a room it may talk in, and to one where it is voiced."""
+    room.cmd("alice", "JOIN #free")
+    room.cmd("bob", "JOIN #free")
+    room.cmd("alice", f"MODE #room {modes}")
+    assert room.cmd("bob", "PART #room,#free :buy cheap pills") == [
+        (1, ":bob!bu@127.0.0.1 PART #room"), (2, ":bob!bu@127.0.0.1 PART #room"),
+        (1, ":bob!bu@127.0.0.1 PART #free :buy cheap pills"),
+        (2, ":bob!bu@127.0.0.1 PART #free :buy cheap pills"),
+    ]
+    if modes == "+m":
+        room.cmd("bob", "JOIN #room")
+        room.cmd("alice", "MODE #room +v bob")
+        assert room.cmd("bob", "PART #room :voiced")[0] == (1, ":bob!bu@127.0.0.1 PART #room :voiced")
+
+
+def test_an_operator_parts_with_its_reason_from_a_room_that_bans_it(room):
+    room.cmd("alice", "MODE #room +mb alice!*@*")
+    assert room.cmd("alice", "PART #room :bye")[0] == (1, ":alice!au@127.0.0.1 PART #room :bye")
+
+
 # -- TOPIC ---------------------------------------------------------------------
 
 def test_topic_query_and_set(room):
