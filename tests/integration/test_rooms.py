@@ -665,6 +665,20 @@ def test_quit_seen_once_by_each_room_neighbour(registered):
     assert names_of(ask(bar, "NAMES #one")) == {"@bar"}
 
 
+def test_quit_reason_of_a_muted_member_reaches_only_rooms_it_may_talk_in(registered):
+    """A QUIT's reason is withheld, as a PART's, from a room where the quitter may
+    not talk (+m without voice): its members read 'Client Quit'."""
+    op, talker, mover = registered("op"), registered("talker"), registered("mover")
+    joined(op, mover, room="#quiet")
+    joined(talker, mover, room="#loud")
+    ask(op, "MODE #quiet +m")
+    drain(mover)
+    mover.send("QUIT :come to my site")
+    mover.expect_closed()
+    assert [(m.command, m.params) for m in drain(op)] == [("QUIT", ["Client Quit"])]
+    assert [(m.command, m.params) for m in drain(talker)] == [("QUIT", ["Quit: come to my site"])]
+
+
 def test_quit_reason_survives_an_immediate_close(registered):
     """RFC 2812 3.1.7: the QUIT message is sent to the room; clients such as weechat
     send QUIT and close at once, and the reason must still reach the room."""

@@ -961,6 +961,42 @@ def test_disconnect_quits_once_to_each_peer_and_is_idempotent(room):
     assert room.st.find_nick("bob") is not None
 
 
+@pytest.mark.parametrize("modes", ["+m", "+b bob!*@*"])
+def test_quit_reason_not_told_in_a_room_the_quitter_may_not_talk_in(room, modes):
+    """A muted or banned member's own QUIT reason is not relayed to that room
+    (it reads 'Client Quit', as a QUIT without one): quitting, coming back
+    and joining again talked through +m a line per cycle, as PART did.
+    Whoever shares only other rooms gets the reason; a reason the server
+    gives goes to all."""
+    room.add("dave")
+    room.cmd("bob", "JOIN #free")
+    room.cmd("dave", "JOIN #free")
+    room.cmd("alice", f"MODE #room {modes}")
+    room.out.take()
+    room.st.disconnect(2, "Quit: buy cheap pills", room.out)
+    assert sorted(room.out.take()) == [
+        (1, ":bob!bu@127.0.0.1 QUIT :Client Quit"),
+        (4, ":bob!bu@127.0.0.1 QUIT :Quit: buy cheap pills"),
+    ]
+    room.add("eve")
+    room.cmd("eve", "JOIN #room")
+    room.cmd("eve", "JOIN #free")
+    room.cmd("alice", "MODE #room +m")
+    room.out.take()
+    room.st.disconnect(room.cids["eve"], "Ping timeout: 120 seconds", room.out)
+    assert sorted(room.out.take()) == [
+        (1, ":eve!eu@127.0.0.1 QUIT :Ping timeout: 120 seconds"),
+        (4, ":eve!eu@127.0.0.1 QUIT :Ping timeout: 120 seconds"),
+    ]
+
+
+def test_a_voiced_member_of_a_moderated_room_quits_with_its_reason(room):
+    room.cmd("alice", "MODE #room +mv bob")
+    room.out.take()
+    room.st.disconnect(2, "Quit: later", room.out)
+    assert room.out.take() == [(1, ":bob!bu@127.0.0.1 QUIT :Quit: later")]
+
+
 def test_disconnect_unregistered_frees_reserved_nick(w):
     w.add("alice", register=False)
     w.st.disconnect(1, "x", w.out)
