@@ -893,6 +893,19 @@ def test_ison_userhost(room, line, expected):
     assert room.to("alice", line) == [expected]
 
 
+def test_ison_answers_every_nick_its_line_names(w):
+    """irssi packs up to about 500 bytes of notify nicks into one ISON: the
+    nicks after the first 64 short ones were never looked up, never online."""
+    w.add("asker")
+    nicks = [f"n{index}" for index in range(120)]
+    for nick in nicks[::2]:
+        w.add(nick)
+    line = "ISON " + " ".join(nicks)
+    assert len(line) + 2 <= protocol.MAX_LINE_BYTES
+    [ison] = w.to("asker", line)
+    assert ison.split(" :", 1)[1].split() == nicks[::2]
+
+
 def test_ison_and_userhost_replies_hold_whole_nicks_only():
     """A full ISON line of long nicks, all online, makes a 303 longer than
     the question (the server name and the asker's nick come in front): it
