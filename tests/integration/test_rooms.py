@@ -832,6 +832,21 @@ def test_a_topic_longer_than_its_echo_can_carry_is_kept_as_echoed(make_server):
         joiner.close()
 
 
+def test_a_long_multibyte_topic_is_the_same_for_members_joiners_and_list(registered):
+    """A topic of 160 three-byte characters (as much as a TOPIC line holds)
+    reached the members whole; a joiner with a 30-character nick got it
+    shorter in its 332 and LIST's 322, so people saw different topics: it is
+    kept as every line carries it."""
+    setter, joiner = registered("al"), registered("j" * 30)
+    setter.join("#euro")
+    echo = ask(setter, "TOPIC #euro :" + "€" * 160)
+    assert [m.command for m in echo] == ["TOPIC"]
+    told = echo[0].params[1]
+    assert 100 < len(told) < 160 and set(told) == {"€"}
+    assert [m.params[2] for m in ask(joiner, "JOIN #euro") if m.command == "332"] == [told]
+    assert [m.params[3] for m in ask(joiner, "LIST #euro") if m.command == "322"] == [told]
+
+
 def test_names_hides_invisible_members_from_outsiders(registered):
     """RFC 2812 3.2.5: NAMES lists the nicknames "visible to" the asker: an invisible
     (+i) member is listed to fellow members only."""

@@ -500,6 +500,32 @@ def test_topic_without_t_any_member_and_cut_to_topiclen():
     assert w.cmd("bob", "TOPIC #r :abcdefgh")[0] == (1, ":bob!bu@127.0.0.1 TOPIC #r :abcde")
 
 
+@pytest.mark.parametrize("char", ["€", "é", "😀"])
+def test_a_long_multibyte_topic_reads_the_same_in_every_line_that_carries_it(char):
+    """A topic of multi-byte characters, as long as a TOPIC line holds,
+    reached the members whole; a later joiner's 332 and LIST's 322 (the
+    server name and a 30-character nick in front) cut it, so the members
+    and the joiner saw different topics.  It is kept as the tightest line
+    can carry it, and every line carries it whole."""
+    w = World(server_name="irc.forkchat.example.org")
+    w.add("al")
+    joiner = "j" * 30
+    w.add(joiner)
+    w.cmd("al", "JOIN #r")
+    topic = char * (480 // len(char.encode()))     # a TOPIC line of 490 bytes
+    echoes = w.cmd("al", f"TOPIC #r :{topic}")
+    [told] = {protocol.parse_text(line).params[1] for _cid, line in echoes}
+    assert topic.startswith(told) and len(told.encode()) > 400
+
+    def carried(lines: list[str], code: str) -> list[str]:
+        return [protocol.parse_text(line).params[-1] for line in lines
+                if line.split()[1] == code]
+    assert carried(w.to(joiner, "JOIN #r"), "332") == [told]
+    assert carried(w.to(joiner, "TOPIC #r"), "332") == [told]
+    assert carried(w.to(joiner, "LIST #r"), "322") == [told]
+    assert w.st.find_room("#r").topic == told
+
+
 def test_topic_of_a_private_room_needs_membership(room):
     """+p hides a room's topic from outsiders, but not its existence (as +s does)."""
     room.cmd("alice", "MODE #room +p")
