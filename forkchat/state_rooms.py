@@ -208,7 +208,10 @@ def cmd_topic(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     """TOPIC <room> [:<topic>]
 
     An empty topic clears it.  The change goes to every member, setter included.
-    A private (+p) room's topic is for its members only.
+    A private (+p) room's topic is for its members only.  A member who may
+    not talk in the room (+m without voice, or banned) may not set it even
+    without +t (404, as for its PRIVMSG): a topic is words to the room, and
+    charybdis refuses it too (with 482).
     """
     room = st.find_room_for(client, msg.params[0])
     if room is None:
@@ -224,6 +227,8 @@ def cmd_topic(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
         raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
     if "t" in room.flags and not room.is_op(client.cid):
         raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
+    if not room.can_talk(client.cid, client.folded_prefix):
+        raise numerics.Reply(numerics.ERR_CANNOTSENDTOCHAN, room.name)
     room.topic = _topic_that_fits(st, client, room, msg.params[1][:st.settings.topiclen])
     room.topic_setter = client.prefix
     room.topic_time = int(st.now())

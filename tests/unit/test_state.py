@@ -526,6 +526,20 @@ def test_a_long_multibyte_topic_reads_the_same_in_every_line_that_carries_it(cha
     assert w.st.find_room("#r").topic == told
 
 
+@pytest.mark.parametrize("modes", ["-t+m", "-t+b bob!*@*"])
+def test_a_member_who_may_not_talk_may_not_set_the_topic(room, modes):
+    """Without +t any member sets the topic, but one muted (+m) or banned
+    talked to the room through it: refused as its PRIVMSG is (charybdis
+    refuses it too); voiced, it may."""
+    room.cmd("alice", "TOPIC #room :rules")
+    room.cmd("alice", f"MODE #room {modes}")
+    assert room.to("bob", "TOPIC #room :buy cheap pills") == \
+        [":srv 404 bob #room :Cannot send to channel"]
+    assert room.st.find_room("#room").topic == "rules"
+    room.cmd("alice", "MODE #room +v bob")
+    assert room.cmd("bob", "TOPIC #room :voiced")[0] == (1, ":bob!bu@127.0.0.1 TOPIC #room :voiced")
+
+
 def test_topic_of_a_private_room_needs_membership(room):
     """+p hides a room's topic from outsiders, but not its existence (as +s does)."""
     room.cmd("alice", "MODE #room +p")
