@@ -584,6 +584,21 @@ def test_mode_ban_blocks_join_and_talk_and_lists(registered):
     assert commands(ask(bar, "JOIN #chan"))[0] == "JOIN"
 
 
+def test_a_banned_member_cannot_rename_itself_out_of_the_ban(registered):
+    """charybdis: "Cannot change nickname while banned on channel" (435); a
+    rename made a nick ban miss, and the member talked again.  The client
+    keeps its nick, and may still talk nowhere in the room."""
+    chanop, spammer = registered("chanop"), registered("spammer")
+    joined(chanop, spammer, room="#chan")
+    ask(chanop, "MODE #chan +b spammer!*@*")
+    drain(spammer)
+    got = ask(spammer, "NICK fresh")
+    assert [(m.command, m.params) for m in got] == \
+        [("435", ["spammer", "fresh", "#chan", "Cannot change nickname while banned on channel"])]
+    assert commands(ask(spammer, "PRIVMSG #chan :still here")) == ["404"]
+    assert drain(chanop) == []
+
+
 def test_mode_key(registered):
     """RFC 2812 3.2.3 / irctest testKeyNormal: with +k a JOIN without or with a
     wrong key gets 475 and no JOIN; the right key joins. A key with a space or

@@ -300,6 +300,25 @@ def test_nick_change_records_whowas(w):
     assert w.to("al2", "WHOWAS alice")[0] == ":srv 314 al2 alice au 127.0.0.1 * :Real alice"
 
 
+def test_a_banned_member_keeps_its_nick(room):
+    """A ban on 'bob!*@*' stopped matching once bob renamed himself, and he
+    talked again: a member a ban silences keeps its nick (435, as charybdis
+    answers), nobody told.  Voiced, or once unbanned, it may rename."""
+    room.cmd("alice", "MODE #room +b bob!*@*")
+    assert room.cmd("bob", "NICK bobby") == [
+        (2, ":srv 435 bob bobby #room :Cannot change nickname while banned on channel")]
+    assert room.st.find_nick("bob") is not None and room.st.find_nick("bobby") is None
+    assert room.cmd("bob", "PRIVMSG #room :hi") == [(2, ":srv 404 bob #room :Cannot send to channel")]
+    room.cmd("alice", "MODE #room +v bob")
+    assert room.cmd("bob", "NICK bobby")[0] == (1, ":bob!bu@127.0.0.1 NICK bobby")
+
+
+def test_a_banned_operator_and_a_muted_member_may_rename(room):
+    room.cmd("alice", "MODE #room +mb alice!*@*")
+    assert room.cmd("alice", "NICK alicia")[0] == (1, ":alice!au@127.0.0.1 NICK alicia")
+    assert room.cmd("bob", "NICK bobby")[0] == (1, ":bob!bu@127.0.0.1 NICK bobby")
+
+
 # -- JOIN ----------------------------------------------------------------------
 
 def test_first_join_creates_room_with_op(w):
