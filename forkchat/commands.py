@@ -110,7 +110,7 @@ def cmd_pong(ctx: Context, msg: protocol.Message) -> None:
 def cmd_quit(ctx: Context, msg: protocol.Message) -> None:
     """QUIT [:<reason>]"""
     reason = msg.param(0)
-    ctx.close(f"Quit: {reason}" if reason else "Client Quit")
+    ctx.close(protocol.QUIT_PREFIX + reason if reason else protocol.PLAIN_QUIT)
 
 
 # The whole seconds left are filled in: a person who mistyped once should

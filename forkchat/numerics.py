@@ -87,6 +87,7 @@ ERR_NOMOTD = "422"
 ERR_NONICKNAMEGIVEN = "431"
 ERR_ERRONEUSNICKNAME = "432"
 ERR_NICKNAMEINUSE = "433"
+ERR_BANNICKCHANGE = "435"       # charybdis's number (ircu's is 437, RFC 2812's ERR_UNAVAILRESOURCE)
 ERR_NICKTOOFAST = "438"
 ERR_USERNOTINCHANNEL = "441"
 ERR_NOTONCHANNEL = "442"
@@ -151,6 +152,7 @@ TEXTS: dict[str, str] = {
     ERR_NONICKNAMEGIVEN: "No nickname given",
     ERR_ERRONEUSNICKNAME: "Erroneous nickname",
     ERR_NICKNAMEINUSE: "Nickname is already in use",
+    ERR_BANNICKCHANGE: "Cannot change nickname while banned on channel",
     ERR_USERNOTINCHANNEL: "They aren't on that channel",
     ERR_NOTONCHANNEL: "You're not on that channel",
     ERR_SUMMONDISABLED: "SUMMON has been disabled",

@@ -16,6 +16,8 @@ MAX_BODY_BYTES = MAX_LINE_BYTES - 2
 MAX_PARAMS = 15
 CASEMAPPING = "rfc1459"
 ROOM_PREFIXES = "#&"
+QUIT_PREFIX = "Quit: "        # in front of a client's own QUIT reason (the worker adds it)
+PLAIN_QUIT = "Client Quit"    # a QUIT without a reason, or with one not relayed
 
 _FORBIDDEN = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 _RFC1459_LOWER = str.maketrans(

@@ -210,10 +210,33 @@ class ChatState:
             return
         if client.registered:
             peers = self.neighbours(client)
+            muted = self._muted_peers(client) if reason.startswith(protocol.QUIT_PREFIX) else set()
+            if muted:
+                out.fanout(muted, state_talk.text_line(client.prefix, "QUIT", protocol.PLAIN_QUIT))
+                peers -= muted
             if peers:
                 out.fanout(peers, state_talk.text_line(client.prefix, "QUIT", reason))
             self.record_whowas(client)
         self._forget(cid)
+
+    def _muted_peers(self, client: Client) -> set[int]:
+        """The others in the rooms `client` may not talk in (+m without
+        voice, or a ban): its own QUIT reason is not for them.
+
+        As a PART's (state_rooms.cmd_part): quitting, coming back and
+        joining again talked through the mode, a line per cycle.  Their
+        clients show a QUIT in every room the quitter shared with them, so
+        one who also shares a room it may talk in gets no reason either; a
+        reason the server gives (a ping timeout, a KILL) goes to everyone.
+        hybrid, ratbox and charybdis relay the reason to every room;
+        UnrealIRCd parts such rooms without it first.
+        """
+        muted: set[int] = set()
+        for room in client.joined.values():
+            if not room.can_talk(client.cid, client.folded_prefix):
+                muted.update(room.members)
+        muted.discard(client.cid)
+        return muted
 
     def _forget(self, cid: int) -> None:
         """Remove every trace of `cid` without telling anyone."""

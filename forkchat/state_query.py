@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from forkchat.state import ChatState, Client, Outbox
 
 ISUPPORT_PER_LINE = 12
-MAX_ISON = 64
 MAX_USERHOST = 5
 WHO_ROOM_PACED = 500     # a WHO of a room of more members is paced as a scan (broker.py)
 
@@ -322,8 +321,14 @@ def _words(msg: protocol.Message) -> list[str]:
 
 
 def cmd_ison(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """ISON <nick>{ <nick>}"""
-    present = [found.nick for word in _words(msg)[:MAX_ISON]
+    """ISON <nick>{ <nick>}
+
+    Every nick the line names is looked up (a 512-byte line names at most
+    253, each one dict lookup): irssi packs its notify list into ISONs of
+    up to about 500 bytes, and the nicks after a cap of 64 short ones were
+    never seen online.  The reply is bounded by its line (_one_reply_of).
+    """
+    present = [found.nick for word in _words(msg)
                if (found := st.find_nick(word)) is not None]
     out.send(client.cid, _one_reply_of(st, client, numerics.RPL_ISON, present))
 

@@ -170,7 +170,15 @@ def _part_all(st: ChatState, client: Client, out: Outbox) -> None:
 
 
 def cmd_part(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """PART <room>{,<room>} [:<reason>]"""
+    """PART <room>{,<room>} [:<reason>]
+
+    The reason goes only to a room the member may talk in: a part is
+    followed by a join at flood pace, and a reason relayed from a muted
+    (+m without voice) or banned member let it talk through the mode or
+    the ban one line per cycle.  The PART still happens, without a reason,
+    as hybrid, ratbox and charybdis send it (rather than with the nick as
+    reason: a bare PART reads as no reason given, a nick as words said).
+    """
     reason = msg.param(1)[:st.settings.kicklen]
     parted: list[str] = []
 
@@ -180,7 +188,7 @@ def cmd_part(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
             raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, name)
         if client.cid not in room.members:
             raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
-        if reason:
+        if reason and room.can_talk(client.cid, client.folded_prefix):
             line = state_talk.text_line(client.prefix, "PART", room.name, reason)
         else:
             line = protocol.format_line(client.prefix, "PART", room.name)
@@ -200,7 +208,10 @@ def cmd_topic(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     """TOPIC <room> [:<topic>]
 
     An empty topic clears it.  The change goes to every member, setter included.
-    A private (+p) room's topic is for its members only.
+    A private (+p) room's topic is for its members only.  A member who may
+    not talk in the room (+m without voice, or banned) may not set it even
+    without +t (404, as for its PRIVMSG): a topic is words to the room, and
+    charybdis refuses it too (with 482).
     """
     room = st.find_room_for(client, msg.params[0])
     if room is None:
@@ -216,22 +227,34 @@ def cmd_topic(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
         raise numerics.Reply(numerics.ERR_NOTONCHANNEL, room.name)
     if "t" in room.flags and not room.is_op(client.cid):
         raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
-    room.topic = _topic_that_fits(client, room, msg.params[1][:st.settings.topiclen])
+    if not room.can_talk(client.cid, client.folded_prefix):
+        raise numerics.Reply(numerics.ERR_CANNOTSENDTOCHAN, room.name)
+    room.topic = _topic_that_fits(st, client, room, msg.params[1][:st.settings.topiclen])
     room.topic_setter = client.prefix
     room.topic_time = int(st.now())
     out.fanout(list(room.members), state_talk.text_line(client.prefix, "TOPIC", room.name, room.topic))
 
 
-def _topic_that_fits(client: Client, room: rooms.Room, topic: str) -> str:
-    """The topic as the TOPIC line to the members can carry it.
+def _topic_that_fits(st: ChatState, client: Client, room: rooms.Room, topic: str) -> str:
+    """The topic as the tightest line that will ever carry it can hold.
 
-    A long prefix and room name (a 30-character nick from an IPv6 address
-    in a 50-character room) leave less than TOPICLEN for the text: the
-    echo is cut at 512 bytes, and keeping the longer topic would show
-    later joiners (332) another topic than the members were told.
+    Three lines carry it: the TOPIC line to the members (after the
+    setter's prefix, up to a 30-character nick from an IPv6 address),
+    332 to whoever asks or joins later and LIST's 322 (after the server's
+    name and the asker's nick, NICKLEN at most, and in 322 the member
+    count).  Each was cut at 512 bytes on its own, so a long topic of
+    multi-byte characters reached the members whole and a later joiner or
+    LIST shorter: people saw different topics.  Cut once, here, to the
+    shortest of them, every line carries the same topic.  (A reload that
+    lengthens the server name or NICKLEN later leaves a topic set before
+    it to be cut where it is sent.)
     """
-    head = f":{client.prefix} TOPIC {room.name} :".encode()
-    room_left = protocol.MAX_BODY_BYTES - len(head)
+    server, widest_nick = st.settings.server_name, "x" * st.settings.nicklen
+    count = "9" * len(str(max(st.settings.members_per_room, len(room.members))))
+    heads = [state_talk.text_line(client.prefix, "TOPIC", room.name, ""),
+             state_talk.text_line(server, numerics.RPL_TOPIC, widest_nick, room.name, ""),
+             state_talk.text_line(server, numerics.RPL_LIST, widest_nick, room.name, count, "")]
+    room_left = protocol.MAX_BODY_BYTES - max(len(head) - 2 for head in heads)
     return protocol.truncate_utf8(topic.encode(), room_left).decode()
 
 

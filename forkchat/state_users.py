@@ -39,6 +39,7 @@ def cmd_nick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     if holder is not None and holder is not client:
         raise numerics.Reply(numerics.ERR_NICKNAMEINUSE, nick)
     if client.registered:
+        _check_not_banned(client, nick)
         st.record_whowas(client)
         recipients = st.neighbours(client)
         recipients.add(client.cid)
@@ -49,6 +50,15 @@ def cmd_nick(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
     client.nick = nick
     st.set_prefix(client)
     out.update(client.cid, {"nick": nick})
+
+
+def _check_not_banned(client: Client, nick: str) -> None:
+    """A member a ban silences (not voiced, not an operator) keeps its nick
+    (435, as charybdis answers): a ban on 'nick!*@*' no longer matched it
+    once renamed, and it talked again."""
+    for room in client.joined.values():
+        if not room.members.get(client.cid) and room.is_banned(client.folded_prefix):
+            raise numerics.Reply(numerics.ERR_BANNICKCHANGE, nick, room.name)
 
 
 def cmd_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:

@@ -149,6 +149,18 @@ def test_part_with_reason_reaches_every_member(registered):
     assert names_of(ask(alice, "NAMES #chan")) == {"@alice"}
 
 
+def test_part_reason_of_a_muted_member_is_dropped(registered):
+    """hybrid, ratbox and charybdis relay a PART's reason only from a member who
+    may talk in the room: else a PART and JOIN cycle talks through +m."""
+    alice, bob = registered("alice"), registered("bob")
+    joined(alice, bob, room="#quiet")
+    ask(alice, "MODE #quiet +m")
+    assert commands(drain(bob)) == ["MODE"]
+    assert [(m.command, m.params) for m in ask(bob, "PART #quiet :visit my site")] == \
+        [("PART", ["#quiet"])]
+    assert [(m.command, m.params) for m in drain(alice)] == [("PART", ["#quiet"])]
+
+
 def test_part_errors(registered):
     """RFC 2812 3.2.2 numerics: 461, 403 ERR_NOSUCHCHANNEL, 442 ERR_NOTONCHANNEL."""
     alice, bob = registered("alice"), registered("bob")
@@ -572,6 +584,21 @@ def test_mode_ban_blocks_join_and_talk_and_lists(registered):
     assert commands(ask(bar, "JOIN #chan"))[0] == "JOIN"
 
 
+def test_a_banned_member_cannot_rename_itself_out_of_the_ban(registered):
+    """charybdis: "Cannot change nickname while banned on channel" (435); a
+    rename made a nick ban miss, and the member talked again.  The client
+    keeps its nick, and may still talk nowhere in the room."""
+    chanop, spammer = registered("chanop"), registered("spammer")
+    joined(chanop, spammer, room="#chan")
+    ask(chanop, "MODE #chan +b spammer!*@*")
+    drain(spammer)
+    got = ask(spammer, "NICK fresh")
+    assert [(m.command, m.params) for m in got] == \
+        [("435", ["spammer", "fresh", "#chan", "Cannot change nickname while banned on channel"])]
+    assert commands(ask(spammer, "PRIVMSG #chan :still here")) == ["404"]
+    assert drain(chanop) == []
+
+
 def test_mode_key(registered):
     """RFC 2812 3.2.3 / irctest testKeyNormal: with +k a JOIN without or with a
     wrong key gets 475 and no JOIN; the right key joins. A key with a space or
@@ -651,6 +678,20 @@ def test_quit_seen_once_by_each_room_neighbour(registered):
         [("QUIT", "qux!qux@127.0.0.1", ["Quit: qux out"])]
     assert drain(far) == []
     assert names_of(ask(bar, "NAMES #one")) == {"@bar"}
+
+
+def test_quit_reason_of_a_muted_member_reaches_only_rooms_it_may_talk_in(registered):
+    """A QUIT's reason is withheld, as a PART's, from a room where the quitter may
+    not talk (+m without voice): its members read 'Client Quit'."""
+    op, talker, mover = registered("op"), registered("talker"), registered("mover")
+    joined(op, mover, room="#quiet")
+    joined(talker, mover, room="#loud")
+    ask(op, "MODE #quiet +m")
+    drain(mover)
+    mover.send("QUIT :come to my site")
+    mover.expect_closed()
+    assert [(m.command, m.params) for m in drain(op)] == [("QUIT", ["Client Quit"])]
+    assert [(m.command, m.params) for m in drain(talker)] == [("QUIT", ["Quit: come to my site"])]
 
 
 def test_quit_reason_survives_an_immediate_close(registered):
@@ -804,6 +845,21 @@ def test_a_topic_longer_than_its_echo_can_carry_is_kept_as_echoed(make_server):
     finally:
         setter.close()
         joiner.close()
+
+
+def test_a_long_multibyte_topic_is_the_same_for_members_joiners_and_list(registered):
+    """A topic of 160 three-byte characters (as much as a TOPIC line holds)
+    reached the members whole; a joiner with a 30-character nick got it
+    shorter in its 332 and LIST's 322, so people saw different topics: it is
+    kept as every line carries it."""
+    setter, joiner = registered("al"), registered("j" * 30)
+    setter.join("#euro")
+    echo = ask(setter, "TOPIC #euro :" + "€" * 160)
+    assert [m.command for m in echo] == ["TOPIC"]
+    told = echo[0].params[1]
+    assert 100 < len(told) < 160 and set(told) == {"€"}
+    assert [m.params[2] for m in ask(joiner, "JOIN #euro") if m.command == "332"] == [told]
+    assert [m.params[3] for m in ask(joiner, "LIST #euro") if m.command == "322"] == [told]
 
 
 def test_names_hides_invisible_members_from_outsiders(registered):

@@ -491,12 +491,15 @@ def test_limit_bounds_documented() -> None:
 
 def test_fixed_room_bounds_documented() -> None:
     """The broker's fixed bounds that forkchat(7) states by hand are the code's."""
-    from forkchat import rooms, state_query, state_rooms
+    from forkchat import protocol, rooms, state_query, state_rooms
     text = rendered("forkchat.7")
     wanted = [f"keys of {rooms.KEYLEN}, ban masks of {rooms.MAX_MASK_CHARS} (a longer one is cut)",
               f"{state_rooms.MAX_INVITES} pending invitations per user",
               f"of a room of more than {state_query.WHO_ROOM_PACED} members",
-              f"ISON of {state_query.MAX_ISON} nicknames, USERHOST of {state_query.MAX_USERHOST}"]
+              f"USERHOST of {state_query.MAX_USERHOST} nicknames",
+              # the most one-letter nicks 'ISON a b ...' holds in a line
+              "ISON looks up every nickname its line names, up to "
+              f"{(protocol.MAX_BODY_BYTES - len('ISON ')) // 2 + 1}"]
     assert [phrase for phrase in wanted if phrase not in text] == []
     toml = item_text("forkchat.toml.5", "[limits]", "bans_per_room")
     assert f"of up to {rooms.MAX_MASK_CHARS} characters" in toml
@@ -593,7 +596,8 @@ def test_limit_defaults_in_forkchat7_match_the_code() -> None:
         f"kick, part and away texts of {fixed.kicklen} characters",
         f"keys of {rooms.KEYLEN},",
         f"{state_rooms.MAX_INVITES} pending invitations",
-        f"ISON of {state_query.MAX_ISON} nicknames, USERHOST of {state_query.MAX_USERHOST}",
+        f"USERHOST of {state_query.MAX_USERHOST} nicknames",
+        "ISON looks up every nickname its line names",
     ]
     assert fixed.kicklen == fixed.awaylen
     assert [phrase for phrase in wanted if phrase not in text] == []

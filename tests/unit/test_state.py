@@ -300,6 +300,25 @@ def test_nick_change_records_whowas(w):
     assert w.to("al2", "WHOWAS alice")[0] == ":srv 314 al2 alice au 127.0.0.1 * :Real alice"
 
 
+def test_a_banned_member_keeps_its_nick(room):
+    """A ban on 'bob!*@*' stopped matching once bob renamed himself, and he
+    talked again: a member a ban silences keeps its nick (435, as charybdis
+    answers), nobody told.  Voiced, or once unbanned, it may rename."""
+    room.cmd("alice", "MODE #room +b bob!*@*")
+    assert room.cmd("bob", "NICK bobby") == [
+        (2, ":srv 435 bob bobby #room :Cannot change nickname while banned on channel")]
+    assert room.st.find_nick("bob") is not None and room.st.find_nick("bobby") is None
+    assert room.cmd("bob", "PRIVMSG #room :hi") == [(2, ":srv 404 bob #room :Cannot send to channel")]
+    room.cmd("alice", "MODE #room +v bob")
+    assert room.cmd("bob", "NICK bobby")[0] == (1, ":bob!bu@127.0.0.1 NICK bobby")
+
+
+def test_a_banned_operator_and_a_muted_member_may_rename(room):
+    room.cmd("alice", "MODE #room +mb alice!*@*")
+    assert room.cmd("alice", "NICK alicia")[0] == (1, ":alice!au@127.0.0.1 NICK alicia")
+    assert room.cmd("bob", "NICK bobby")[0] == (1, ":bob!bu@127.0.0.1 NICK bobby")
+
+
 # -- JOIN ----------------------------------------------------------------------
 
 def test_first_join_creates_room_with_op(w):
@@ -440,6 +459,31 @@ def test_part_not_on_room_and_room_disappears_when_empty(room):
     assert room.to("carol", "PART #room") == [":srv 403 carol #room :No such channel"]
 
 
+@pytest.mark.parametrize("modes", ["+m", "+b bob!*@*", "+b *!bu@*"])
+def test_part_reason_goes_only_where_the_member_may_talk(room, modes):
+    """A muted (+m, no voice) or banned member parts without its reason, as
+    hybrid, ratbox and charybdis do: PART and JOIN again at flood pace
+    relayed a line per cycle through the mode or the ban.  Its reason still
+    goes to a room it may talk in, and to one where it is voiced."""
+    room.cmd("alice", "JOIN #free")
+    room.cmd("bob", "JOIN #free")
+    room.cmd("alice", f"MODE #room {modes}")
+    assert room.cmd("bob", "PART #room,#free :buy cheap pills") == [
+        (1, ":bob!bu@127.0.0.1 PART #room"), (2, ":bob!bu@127.0.0.1 PART #room"),
+        (1, ":bob!bu@127.0.0.1 PART #free :buy cheap pills"),
+        (2, ":bob!bu@127.0.0.1 PART #free :buy cheap pills"),
+    ]
+    if modes == "+m":
+        room.cmd("bob", "JOIN #room")
+        room.cmd("alice", "MODE #room +v bob")
+        assert room.cmd("bob", "PART #room :voiced")[0] == (1, ":bob!bu@127.0.0.1 PART #room :voiced")
+
+
+def test_an_operator_parts_with_its_reason_from_a_room_that_bans_it(room):
+    room.cmd("alice", "MODE #room +mb alice!*@*")
+    assert room.cmd("alice", "PART #room :bye")[0] == (1, ":alice!au@127.0.0.1 PART #room :bye")
+
+
 # -- TOPIC ---------------------------------------------------------------------
 
 def test_topic_query_and_set(room):
@@ -473,6 +517,46 @@ def test_topic_without_t_any_member_and_cut_to_topiclen():
     w.cmd("bob", "JOIN #r")
     w.cmd("alice", "MODE #r -t")
     assert w.cmd("bob", "TOPIC #r :abcdefgh")[0] == (1, ":bob!bu@127.0.0.1 TOPIC #r :abcde")
+
+
+@pytest.mark.parametrize("char", ["€", "é", "😀"])
+def test_a_long_multibyte_topic_reads_the_same_in_every_line_that_carries_it(char):
+    """A topic of multi-byte characters, as long as a TOPIC line holds,
+    reached the members whole; a later joiner's 332 and LIST's 322 (the
+    server name and a 30-character nick in front) cut it, so the members
+    and the joiner saw different topics.  It is kept as the tightest line
+    can carry it, and every line carries it whole."""
+    w = World(server_name="irc.forkchat.example.org")
+    w.add("al")
+    joiner = "j" * 30
+    w.add(joiner)
+    w.cmd("al", "JOIN #r")
+    topic = char * (480 // len(char.encode()))     # a TOPIC line of 490 bytes
+    echoes = w.cmd("al", f"TOPIC #r :{topic}")
+    [told] = {protocol.parse_text(line).params[1] for _cid, line in echoes}
+    assert topic.startswith(told) and len(told.encode()) > 400
+
+    def carried(lines: list[str], code: str) -> list[str]:
+        return [protocol.parse_text(line).params[-1] for line in lines
+                if line.split()[1] == code]
+    assert carried(w.to(joiner, "JOIN #r"), "332") == [told]
+    assert carried(w.to(joiner, "TOPIC #r"), "332") == [told]
+    assert carried(w.to(joiner, "LIST #r"), "322") == [told]
+    assert w.st.find_room("#r").topic == told
+
+
+@pytest.mark.parametrize("modes", ["-t+m", "-t+b bob!*@*"])
+def test_a_member_who_may_not_talk_may_not_set_the_topic(room, modes):
+    """Without +t any member sets the topic, but one muted (+m) or banned
+    talked to the room through it: refused as its PRIVMSG is (charybdis
+    refuses it too); voiced, it may."""
+    room.cmd("alice", "TOPIC #room :rules")
+    room.cmd("alice", f"MODE #room {modes}")
+    assert room.to("bob", "TOPIC #room :buy cheap pills") == \
+        [":srv 404 bob #room :Cannot send to channel"]
+    assert room.st.find_room("#room").topic == "rules"
+    room.cmd("alice", "MODE #room +v bob")
+    assert room.cmd("bob", "TOPIC #room :voiced")[0] == (1, ":bob!bu@127.0.0.1 TOPIC #room :voiced")
 
 
 def test_topic_of_a_private_room_needs_membership(room):
@@ -868,6 +952,19 @@ def test_ison_userhost(room, line, expected):
     assert room.to("alice", line) == [expected]
 
 
+def test_ison_answers_every_nick_its_line_names(w):
+    """irssi packs up to about 500 bytes of notify nicks into one ISON: the
+    nicks after the first 64 short ones were never looked up, never online."""
+    w.add("asker")
+    nicks = [f"n{index}" for index in range(120)]
+    for nick in nicks[::2]:
+        w.add(nick)
+    line = "ISON " + " ".join(nicks)
+    assert len(line) + 2 <= protocol.MAX_LINE_BYTES
+    [ison] = w.to("asker", line)
+    assert ison.split(" :", 1)[1].split() == nicks[::2]
+
+
 def test_ison_and_userhost_replies_hold_whole_nicks_only():
     """A full ISON line of long nicks, all online, makes a 303 longer than
     the question (the server name and the asker's nick come in front): it
@@ -934,6 +1031,42 @@ def test_disconnect_quits_once_to_each_peer_and_is_idempotent(room):
     assert room.st.counts() == (2, 2)
     room.add("bob")
     assert room.st.find_nick("bob") is not None
+
+
+@pytest.mark.parametrize("modes", ["+m", "+b bob!*@*"])
+def test_quit_reason_not_told_in_a_room_the_quitter_may_not_talk_in(room, modes):
+    """A muted or banned member's own QUIT reason is not relayed to that room
+    (it reads 'Client Quit', as a QUIT without one): quitting, coming back
+    and joining again talked through +m a line per cycle, as PART did.
+    Whoever shares only other rooms gets the reason; a reason the server
+    gives goes to all."""
+    room.add("dave")
+    room.cmd("bob", "JOIN #free")
+    room.cmd("dave", "JOIN #free")
+    room.cmd("alice", f"MODE #room {modes}")
+    room.out.take()
+    room.st.disconnect(2, "Quit: buy cheap pills", room.out)
+    assert sorted(room.out.take()) == [
+        (1, ":bob!bu@127.0.0.1 QUIT :Client Quit"),
+        (4, ":bob!bu@127.0.0.1 QUIT :Quit: buy cheap pills"),
+    ]
+    room.add("eve")
+    room.cmd("eve", "JOIN #room")
+    room.cmd("eve", "JOIN #free")
+    room.cmd("alice", "MODE #room +m")
+    room.out.take()
+    room.st.disconnect(room.cids["eve"], "Ping timeout: 120 seconds", room.out)
+    assert sorted(room.out.take()) == [
+        (1, ":eve!eu@127.0.0.1 QUIT :Ping timeout: 120 seconds"),
+        (4, ":eve!eu@127.0.0.1 QUIT :Ping timeout: 120 seconds"),
+    ]
+
+
+def test_a_voiced_member_of_a_moderated_room_quits_with_its_reason(room):
+    room.cmd("alice", "MODE #room +mv bob")
+    room.out.take()
+    room.st.disconnect(2, "Quit: later", room.out)
+    assert room.out.take() == [(1, ":bob!bu@127.0.0.1 QUIT :Quit: later")]
 
 
 def test_disconnect_unregistered_frees_reserved_nick(w):
