@@ -184,8 +184,8 @@ def relative_paths(cfg: config.Config, state_dir_given: bool = False) -> list[st
 
     `motd_file = "motd.txt"` next to /etc/forkchat/forkchat.toml passed a
     check run in /etc/forkchat, and the service, started in /, then failed
-    on it; a relative state_dir ("" too) put the room store wherever the
-    server was started.  A --state-dir given on the command line is meant
+    on it; a relative state_dir put the room store wherever the server
+    was started ("" is an error of the file).  A --state-dir given on the command line is meant
     from there, and is not warned of.
     """
     optional = [("server.motd_file", cfg.server.motd_file)]      # "": none

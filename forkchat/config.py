@@ -438,10 +438,16 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
         errors.append(where.error("server", "motd", TOO_LONG_MOTD))
     if not valid_server_name(config.server.name):
         errors.append(where.error("server", "name", BAD_NAME))
+    if not config.server.state_dir:
+        errors.append(where.error("server", "state_dir", EMPTY_STATE_DIR))
     return errors
 
 
 BAD_NAME = "must be a host-like name without spaces or control characters"
+# state_dir = "" put the room store in whatever directory the server was
+# started in (/ under systemd, where it cannot write): an unset template
+# variable, never a choice, since "." says that when it is meant.
+EMPTY_STATE_DIR = 'must name a directory, such as "/var/lib/forkchat"'
 
 
 def valid_server_name(name: str) -> bool:

@@ -477,3 +477,14 @@ def test_a_config_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kin
 def test_a_lone_tls_file_names_the_one_missing_on_the_given_ones_line(tmp_path, text, wanted):
     """A lone tls_key was reported as listen[0].tls_cert, on the [[listen]] line."""
     assert errors_of(tmp_path, text) == [wanted]
+
+
+# -- empty values that can never be meant ---------------------------------------------
+
+def test_an_empty_state_dir_is_an_error(tmp_path):
+    """state_dir = "" loaded, and the room store went to whatever directory the
+    server was started in (/ under systemd); --check-config only called it
+    relative."""
+    assert errors_of(tmp_path, '[server]\nname = "x"\nstate_dir = ""\n') == \
+        [':3: server.state_dir: must name a directory, such as "/var/lib/forkchat"']
+    assert loads(tmp_path, '[server]\nstate_dir = "."\n').server.state_dir == "."
