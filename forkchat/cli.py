@@ -68,14 +68,23 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
         server = dataclasses.replace(server, name=args.name)
     if args.password is not None:
         server = dataclasses.replace(server, password=args.password)
-    if args.user:
-        server = dataclasses.replace(server, user=args.user)
-    if args.state_dir:
-        server = dataclasses.replace(server, state_dir=args.state_dir)
+    for key, problem in NOT_EMPTY.items():
+        value = getattr(args, key)
+        if value == "":
+            raise ValueError(f"--{key.replace('_', '-')} '': {problem}")
+        if value is not None:
+            server = dataclasses.replace(server, **{key: value})
     cfg = dataclasses.replace(cfg, server=server)
     if args.log_level:
         cfg = dataclasses.replace(cfg, log=config.Log(level=args.log_level))
     return config.with_listeners(cfg, args.listen, args.tutorial_listen)
+
+
+# Options that may not be given empty, and why: "" is most often a variable
+# left unset in a unit's command line, and was ignored, so the file's user
+# (or none: root switched to nobody) and state_dir served without a word.
+NOT_EMPTY = {"user": "must name a user or user ID (leave the option out for the file's user)",
+             "state_dir": config.EMPTY_STATE_DIR}
 
 
 def loader(args: argparse.Namespace) -> Callable[[], config.Config]:
