@@ -425,8 +425,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
     if not passwords.valid_hash(config.server.password):
         errors.append(where.error("server", "password", BAD_HASH))
     for index, operator in enumerate(config.operators):
-        if operator is not None and not passwords.valid_hash(operator.password):
-            errors.append(where.error("operators", "password", BAD_HASH, index))
+        if operator is not None:
+            errors.extend(where.error("operators", key, problem, index)
+                          for key, problem in operator_problems(operator))
     roomlen = config.limits.roomlen      # a bad roomlen is reported once, above
     if roomlen > 0 and not protocol.valid_room(config.server.default_room, roomlen):
         errors.append(where.error(
@@ -444,6 +445,46 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
 
 
 BAD_NAME = "must be a host-like name without spaces or control characters"
+# An OPER line carries the name as a middle parameter and the password after
+# it: a name that is empty, holds a space or control character, or starts
+# with a colon, and a plain password that is empty or holds CR, LF or NUL,
+# never arrive as such, so the block could never be used (and loaded
+# without a word).
+BAD_OPER_NAME = ("must be a name OPER can carry: not empty, no space or control "
+                 "character, not starting with a colon")
+EMPTY_OPER_PASSWORD = ("must not be empty: OPER never carries an empty password "
+                       "(make a hash with forkchat-server --hash-password)")
+BAD_OPER_PASSWORD = "a plain password cannot hold CR, LF or NUL: no OPER line carries them"
+
+
+def operator_problems(operator: Operator) -> list[tuple[str, str]]:
+    """(key, message) for each field of an operator block that no OPER can
+    ever match; the name and password must also fit one line together."""
+    problems = []
+    if not valid_server_name(operator.name) or operator.name.startswith(":"):
+        problems.append(("name", BAD_OPER_NAME))
+    if not passwords.valid_hash(operator.password):
+        problems.append(("password", BAD_HASH))
+    elif not operator.password:
+        problems.append(("password", EMPTY_OPER_PASSWORD))
+    elif not passwords.is_hashed(operator.password) and \
+            any(char in operator.password for char in "\r\n\0"):
+        problems.append(("password", BAD_OPER_PASSWORD))
+    elif not problems and (size := _oper_line_bytes(operator)) > protocol.MAX_LINE_BYTES:
+        problems.append(("password", f"OPER with this name and password is a {size}-byte "
+                                     f"line, and lines are at most "
+                                     f"{protocol.MAX_LINE_BYTES} bytes"))
+    return problems
+
+
+def _oper_line_bytes(operator: Operator) -> int:
+    """The length of the shortest OPER line that carries this name and
+    password, CRLF included (a hash's password may be one character)."""
+    given = "x" if passwords.is_hashed(operator.password) else operator.password
+    if " " in given or given.startswith(":"):
+        given = ":" + given
+    return len(f"OPER {operator.name} {given}\r\n".encode())
+
 # state_dir = "" put the room store in whatever directory the server was
 # started in (/ under systemd, where it cannot write): an unset template
 # variable, never a choice, since "." says that when it is meant.

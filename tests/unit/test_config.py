@@ -488,3 +488,60 @@ def test_an_empty_state_dir_is_an_error(tmp_path):
     assert errors_of(tmp_path, '[server]\nname = "x"\nstate_dir = ""\n') == \
         [':3: server.state_dir: must name a directory, such as "/var/lib/forkchat"']
     assert loads(tmp_path, '[server]\nstate_dir = "."\n').server.state_dir == "."
+
+
+def operator_errors(tmp_path: Path, name: str, password: str) -> list[str]:
+    text = f"[[operators]]\nname = {json.dumps(name)}\npassword = {json.dumps(password)}\n"
+    return errors_of(tmp_path, text)
+
+
+OPER_NAME = (":2: operators[0].name: must be a name OPER can carry: not empty, no space or "
+             "control character, not starting with a colon")
+
+
+@pytest.mark.parametrize("name", ["", "the boss", " op", "op ", "tab\there", "new\nline",
+                                  ":op", "nul\0", "del\x7f"])
+def test_an_operator_name_oper_can_never_carry_is_an_error(tmp_path, name):
+    """An empty name, or one with a space, loaded without a word, and no OPER
+    could ever give it: the name is a middle parameter of the line."""
+    assert operator_errors(tmp_path, name, "secret") == [OPER_NAME]
+
+
+@pytest.mark.parametrize("password, wanted", [
+    ("", "must not be empty: OPER never carries an empty password (make a hash with "
+         "forkchat-server --hash-password)"),
+    ("two\nlines", "a plain password cannot hold CR, LF or NUL: no OPER line carries them"),
+    ("cr\r", "a plain password cannot hold CR, LF or NUL: no OPER line carries them"),
+    ("nul\0", "a plain password cannot hold CR, LF or NUL: no OPER line carries them"),
+])
+def test_an_operator_password_oper_can_never_carry_is_an_error(tmp_path, password, wanted):
+    assert operator_errors(tmp_path, "op", password) == [f":3: operators[0].password: {wanted}"]
+
+
+def test_both_fields_of_an_operator_are_reported_at_once(tmp_path):
+    assert operator_errors(tmp_path, "", "") == [
+        OPER_NAME, ":3: operators[0].password: must not be empty: OPER never carries an "
+                   "empty password (make a hash with forkchat-server --hash-password)"]
+
+
+def test_an_operator_name_and_password_must_fit_one_oper_line(tmp_path):
+    """'OPER name password' CRLF is one line of at most 512 bytes."""
+    fits = "o" * 500                     # OPER, space, 500, space, 4, CRLF: 512
+    assert operator_errors(tmp_path, fits, "abcd") == []
+    assert operator_errors(tmp_path, fits, "abcde") == [
+        ":3: operators[0].password: OPER with this name and password is a 513-byte line, "
+        "and lines are at most 512 bytes"]
+    # a password with a space goes after a colon, one byte more
+    assert operator_errors(tmp_path, fits, "a c") == []
+    assert len(operator_errors(tmp_path, fits, "ab d")) == 1
+    hashed = "scrypt$16384$8$1$00$00"    # a hash stands for any password, one byte at least
+    assert operator_errors(tmp_path, "o" * 503, hashed) == []
+    assert len(operator_errors(tmp_path, "o" * 504, hashed)) == 1
+
+
+@pytest.mark.parametrize("name, password", [("op", "a b"), ("Élise", ":colon"),
+                                            ("a:b", "tab\tin"), ("[ops]", "x")])
+def test_operators_oper_can_carry_load(tmp_path, name, password):
+    loaded = loads(tmp_path, f"[[operators]]\nname = {json.dumps(name)}\n"
+                             f"password = {json.dumps(password)}\n")
+    assert loaded.operators == (config.Operator(name, password),)
