@@ -404,7 +404,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
                 else ("tls_key", "tls_cert")
             errors.append(where.error("listen", given, f"{missing} is missing: tls_cert and "
                                       f"tls_key go together", index))
-        if (problem := addresses.problem(listener.address)) is not None:
+        if not listener.address:
+            errors.append(where.error("listen", "address", EMPTY_ADDRESS, index))
+        elif (problem := addresses.problem(listener.address)) is not None:
             errors.append(where.error("listen", "address", problem, index))
     for key, value in dataclasses.asdict(config.limits).items():
         if key in ZERO_ALLOWED and value < 0:
@@ -445,6 +447,11 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
 
 
 BAD_NAME = "must be a host-like name without spaces or control characters"
+# address = "" bound every IPv4 address (Python's "" for INADDR_ANY), an
+# exposure nothing documented and no one meant: an empty value is a
+# template's unset variable, and the wildcard has a name of its own.
+EMPTY_ADDRESS = 'must not be empty: "0.0.0.0" is every IPv4 address, "::" every address'
+
 # An OPER line carries the name as a middle parameter and the password after
 # it: a name that is empty, holds a space or control character, or starts
 # with a colon, and a plain password that is empty or holds CR, LF or NUL,

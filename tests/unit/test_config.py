@@ -334,6 +334,8 @@ def test_type_errors_name_toml_types_and_zero_is_offered_where_allowed(tmp_path,
     ("127.0.0.1:6667", "'127.0.0.1:6667': the port goes in the port key, the address alone here"),
     ("-chat.example.org", "'-chat.example.org': must be an IP address or a host name, such as "
                           "0.0.0.0, :: or chat.example.org"),
+    # it bound every IPv4 address, undocumented, and showed as ":7000" in warnings
+    ("", 'must not be empty: "0.0.0.0" is every IPv4 address, "::" every address'),
 ])
 def test_an_address_that_cannot_be_bound_is_an_error(tmp_path, address, wanted):
     """They passed --check-config and stopped the server at start (exit 1)."""
