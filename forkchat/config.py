@@ -48,6 +48,15 @@ AT_MOST = {
 # in the broker.  256 KiB is some 3000 lines of 80 characters, and a
 # quarter of the frame: the rest of the configuration has room to spare.
 MAX_MOTD_BYTES = 262144
+# A configuration is a few kilobytes (the MOTD above is its biggest part):
+# -c naming a big file by mistake had it read whole into the supervisor's
+# memory, at the start and in its loop at every SIGHUP (a 50 MB string
+# takes tomllib 4 s, no connection accepted meanwhile), and a file too big
+# for memory ended the server.  4 MiB is sixteen times the biggest MOTD, and
+# leaves an MOTD written inline past its bound to be named as such.
+MAX_CONFIG_BYTES = 4194304
+TOO_BIG_CONFIG = (f"bigger than {MAX_CONFIG_BYTES} bytes, the most a configuration file may "
+                  f"be: is it the right file?")
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
@@ -161,10 +170,12 @@ def load(path: str) -> Config:
         ConfigInvalid: the file is unreadable, not TOML, or has bad values.
     """
     try:
-        data = _read_regular(path)
+        data = _read_regular(path, MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigInvalid([ConfigError(path, 0, "file",
                                          f"cannot read: {error.strerror or error}")]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigInvalid([ConfigError(path, 0, "file", TOO_BIG_CONFIG)])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -470,6 +470,41 @@ def test_a_config_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kin
         [f"{path}: file: cannot read: not a regular file"]
 
 
+def test_a_config_file_past_the_bound_is_an_error(tmp_path):
+    """-c naming a big file by mistake had it read whole, at the start and at
+    each SIGHUP, in the supervisor's loop; the bound keeps a file of comments."""
+    path = tmp_path / "forkchat.toml"
+    line = "# " + "x" * 61 + "\n"
+    text = '[server]\nname = "big.example"\n'
+    text += line * ((config.MAX_CONFIG_BYTES - len(text)) // len(line))
+    path.write_text(text + "#" * (config.MAX_CONFIG_BYTES - len(text) - 1) + "\n")
+    assert path.stat().st_size == config.MAX_CONFIG_BYTES
+    assert config.load(str(path)).server.name == "big.example"
+    with path.open("a") as handle:
+        handle.write("\n")
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert [str(e) for e in caught.value.errors] == [
+        f"{path}: file: bigger than 4194304 bytes, the most a configuration file may be: "
+        f"is it the right file?"]
+
+
+def test_the_config_file_bound_is_documented():
+    assert config.MAX_CONFIG_BYTES == 4194304
+    assert "at most 4 MiB (4194304 bytes)" in rendered("forkchat-server.8")
+    assert "The file is at most 4 MiB (4194304 bytes)" in rendered("forkchat.toml.5")
+
+
+@pytest.mark.timeout(10)
+def test_a_huge_config_file_is_refused_without_reading_it(tmp_path):
+    path = tmp_path / "disk.img"
+    with path.open("wb") as handle:
+        handle.truncate(64 << 30)                 # sparse: 64 GiB that take no room
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert "bigger than 4194304 bytes" in str(caught.value)
+
+
 @pytest.mark.parametrize(("text", "wanted"), [
     ('[[listen]]\nport = 6697\ntls_cert = "/etc/forkchat/cert.pem"\n',
      ":3: listen[0].tls_cert: tls_key is missing: tls_cert and tls_key go together"),
