@@ -452,6 +452,8 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
         errors.append(where.error("server", "motd", TOO_LONG_MOTD))
     if not valid_server_name(config.server.name):
         errors.append(where.error("server", "name", BAD_NAME))
+    if (problem := network_problem(config.server.network)) is not None:
+        errors.append(where.error("server", "network", problem))
     if not config.server.state_dir:
         errors.append(where.error("server", "state_dir", EMPTY_STATE_DIR))
     return errors
@@ -507,6 +509,25 @@ def _oper_line_bytes(operator: Operator) -> int:
 # started in (/ under systemd, where it cannot write): an unset template
 # variable, never a choice, since "." says that when it is meant.
 EMPTY_STATE_DIR = 'must name a directory, such as "/var/lib/forkchat"'
+
+
+# The 005 reply announces the network as one token, NETWORK=name, in a line
+# with eleven others: a space split it ("Example Net" made a token "Net"),
+# and a long name cut the line short, losing NICKLEN, CHANNELLEN and the
+# rest of it.  63 bytes is RFC 2812's bound on a host name.
+MAX_NAME_BYTES = 63
+BAD_NETWORK = "must be one word without spaces or control characters (005 announces NETWORK=name)"
+TOO_LONG_NETWORK = (f"must be at most {MAX_NAME_BYTES} bytes (005 announces it in one "
+                    f"line with eleven other tokens)")
+
+
+def network_problem(network: str) -> str | None:
+    """Why `network` cannot be announced as it is written, or None."""
+    if not valid_server_name(network):
+        return BAD_NETWORK
+    if len(network.encode()) > MAX_NAME_BYTES:
+        return TOO_LONG_NETWORK
+    return None
 
 
 def valid_server_name(name: str) -> bool:

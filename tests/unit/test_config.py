@@ -582,3 +582,27 @@ def test_operators_oper_can_carry_load(tmp_path, name, password):
     loaded = loads(tmp_path, f"[[operators]]\nname = {json.dumps(name)}\n"
                              f"password = {json.dumps(password)}\n")
     assert loaded.operators == (config.Operator(name, password),)
+
+
+@pytest.mark.parametrize("network, wanted", [
+    ("", "must be one word without spaces or control characters (005 announces NETWORK=name)"),
+    ("Example Net", "must be one word without spaces or control characters (005 announces "
+                    "NETWORK=name)"),
+    ("a\r\nb", "must be one word without spaces or control characters (005 announces "
+                "NETWORK=name)"),
+    ("N" * 64, "must be at most 63 bytes (005 announces it in one line with eleven other "
+               "tokens)"),
+    ("\u00e9" * 32, "must be at most 63 bytes (005 announces it in one line with eleven other "
+                    "tokens)"),
+])
+def test_a_network_005_cannot_announce_is_an_error(tmp_path, network, wanted):
+    """network = "Example Net" sent NETWORK=Example and a token "Net" in 005,
+    and one of 300 bytes cut the first 005 line before NICKLEN."""
+    assert errors_of(tmp_path, f"[server]\nnetwork = {json.dumps(network)}\n") == \
+        [f":2: server.network: {wanted}"]
+
+
+@pytest.mark.parametrize("network", ["ExampleNet", "N" * 63, "R\u00e9seau", "a,b"])
+def test_a_network_005_can_announce_loads(tmp_path, network):
+    assert loads(tmp_path, f"[server]\nnetwork = {json.dumps(network)}\n").server.network == \
+        network
