@@ -63,8 +63,8 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
     """
     server = cfg.server
     if args.name is not None:      # --name "" is refused as name = "" is, not ignored
-        if not config.valid_server_name(args.name):
-            raise ValueError(f"--name {args.name!r}: {config.BAD_NAME}")
+        if (problem := config.name_problem(args.name)) is not None:
+            raise ValueError(f"--name {args.name!r}: {problem}")
         server = dataclasses.replace(server, name=args.name)
     if args.password is not None:
         server = dataclasses.replace(server, password=args.password)

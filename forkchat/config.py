@@ -450,8 +450,8 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
     if len(config.server.motd.encode()) > MAX_MOTD_BYTES:
         errors.append(where.error("server", "motd", TOO_LONG_MOTD))
-    if not valid_server_name(config.server.name):
-        errors.append(where.error("server", "name", BAD_NAME))
+    if (problem := name_problem(config.server.name)) is not None:
+        errors.append(where.error("server", "name", problem))
     if (problem := network_problem(config.server.network)) is not None:
         errors.append(where.error("server", "network", problem))
     if not config.server.state_dir:
@@ -519,6 +519,22 @@ MAX_NAME_BYTES = 63
 BAD_NETWORK = "must be one word without spaces or control characters (005 announces NETWORK=name)"
 TOO_LONG_NETWORK = (f"must be at most {MAX_NAME_BYTES} bytes (005 announces it in one "
                     f"line with eleven other tokens)")
+
+
+# The server name prefixes every line it sends: one of 320 bytes cut its
+# 005 lines short (TOPICLEN, KICKLEN and more lost), and the 63 bytes of a
+# host name is what ircds allow.
+TOO_LONG_NAME = (f"must be at most {MAX_NAME_BYTES} bytes (RFC 2812's bound on a host name; "
+                 f"it prefixes every line the server sends)")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be the server's name (file or --name), or None."""
+    if not valid_server_name(name):
+        return BAD_NAME
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return TOO_LONG_NAME
+    return None
 
 
 def network_problem(network: str) -> str | None:

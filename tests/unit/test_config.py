@@ -606,3 +606,16 @@ def test_a_network_005_cannot_announce_is_an_error(tmp_path, network, wanted):
 def test_a_network_005_can_announce_loads(tmp_path, network):
     assert loads(tmp_path, f"[server]\nnetwork = {json.dumps(network)}\n").server.network == \
         network
+
+
+TOO_LONG_NAME = ("must be at most 63 bytes (RFC 2812's bound on a host name; it prefixes "
+                 "every line the server sends)")
+
+
+@pytest.mark.parametrize("name", ["s" * 62 + "xy", "\u00e9" * 32 + ".example"])
+def test_a_server_name_over_63_bytes_is_an_error(tmp_path, name):
+    """A name of 320 bytes cut the 005 lines short: TOPICLEN and the rest lost."""
+    assert errors_of(tmp_path, f"[server]\nname = {json.dumps(name)}\n") == \
+        [f":2: server.name: {TOO_LONG_NAME}"]
+    fits = name.encode()[-63:].decode(errors="ignore")
+    assert loads(tmp_path, f'[server]\nname = "{fits}"\n').server.name == fits
