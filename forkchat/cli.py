@@ -90,6 +90,9 @@ NOT_EMPTY = {"user": "must name a user or user ID (leave the option out for the 
 def loader(args: argparse.Namespace) -> Callable[[], config.Config]:
     """Loads the file (if any) and applies the flags; used again on SIGHUP."""
     def load() -> config.Config:
+        if args.config == "":      # an unset variable: it served the built-in defaults
+            raise ValueError("-c '': names no file (leave the option out for the built-in "
+                             "defaults)")
         cfg = config.load(args.config) if args.config else config.Config()
         return apply_flags(cfg, args)
     return load

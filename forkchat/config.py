@@ -558,6 +558,9 @@ def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
     Raises:
         ValueError: with a message fit for the user.
     """
+    if not text:        # an unset variable: it served every IPv4 address on 6667
+        raise ValueError("bad address '': write HOST:PORT, as in 127.0.0.1:6667, or :PORT "
+                         "for every IPv4 address")
     host, port_text = text, ""
     if text.startswith("["):
         host, closed, rest = text[1:].partition("]")

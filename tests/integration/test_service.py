@@ -279,6 +279,21 @@ def test_check_config_refuses_an_empty_user_or_state_dir_option(option, wanted):
     assert result.stderr == f"forkchat-server: {wanted}\n"
 
 
+@pytest.mark.parametrize("option, wanted", [
+    ("-c", "-c '': names no file (leave the option out for the built-in defaults)"),
+    ("-l", "bad address '': write HOST:PORT, as in 127.0.0.1:6667, or :PORT for every IPv4 "
+           "address"),
+    ("--tutorial-listen", "bad address '': write HOST:PORT, as in 127.0.0.1:6667, or :PORT "
+                          "for every IPv4 address"),
+])
+def test_check_config_refuses_an_empty_file_or_listen_option(option, wanted):
+    """-c "" served the built-in defaults (with no file to reload), and -l ""
+    every IPv4 address on port 6667: "configuration OK" for both."""
+    result = run_server(option, "", "--check-config")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == f"forkchat-server: {wanted}\n"
+
+
 def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):
     result = run_server("--hash-password", stdin="opensesame\n")
     assert result.returncode == 0
