@@ -505,22 +505,21 @@ def _oper_line_bytes(operator: Operator) -> int:
         given = ":" + given
     return len(f"OPER {operator.name} {given}\r\n".encode())
 
+
 # state_dir = "" put the room store in whatever directory the server was
 # started in (/ under systemd, where it cannot write): an unset template
 # variable, never a choice, since "." says that when it is meant.
 EMPTY_STATE_DIR = 'must name a directory, such as "/var/lib/forkchat"'
-
 
 # The 005 reply announces the network as one token, NETWORK=name, in a line
 # with eleven others: a space split it ("Example Net" made a token "Net"),
 # and a long name cut the line short, losing NICKLEN, CHANNELLEN and the
 # rest of it.  63 bytes is RFC 2812's bound on a host name.
 MAX_NAME_BYTES = 63
-BAD_NETWORK = "must be one word without spaces or control characters (005 announces NETWORK=name)"
+BAD_NETWORK = ("must be one word without spaces or control characters (005 announces "
+               "NETWORK=name)")
 TOO_LONG_NETWORK = (f"must be at most {MAX_NAME_BYTES} bytes (005 announces it in one "
                     f"line with eleven other tokens)")
-
-
 # The server name prefixes every line it sends: one of 320 bytes cut its
 # 005 lines short (TOPICLEN, KICKLEN and more lost), and the 63 bytes of a
 # host name is what ircds allow.
