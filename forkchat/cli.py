@@ -63,24 +63,36 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
     """
     server = cfg.server
     if args.name is not None:      # --name "" is refused as name = "" is, not ignored
-        if not config.valid_server_name(args.name):
-            raise ValueError(f"--name {args.name!r}: {config.BAD_NAME}")
+        if (problem := config.name_problem(args.name)) is not None:
+            raise ValueError(f"--name {args.name!r}: {problem}")
         server = dataclasses.replace(server, name=args.name)
     if args.password is not None:
         server = dataclasses.replace(server, password=args.password)
-    if args.user:
-        server = dataclasses.replace(server, user=args.user)
-    if args.state_dir:
-        server = dataclasses.replace(server, state_dir=args.state_dir)
+    for key, problem in NOT_EMPTY.items():
+        value = getattr(args, key)
+        if value == "":
+            raise ValueError(f"--{key.replace('_', '-')} '': {problem}")
+        if value is not None:
+            server = dataclasses.replace(server, **{key: value})
     cfg = dataclasses.replace(cfg, server=server)
     if args.log_level:
         cfg = dataclasses.replace(cfg, log=config.Log(level=args.log_level))
     return config.with_listeners(cfg, args.listen, args.tutorial_listen)
 
 
+# Options that may not be given empty, and why: "" is most often a variable
+# left unset in a unit's command line, and was ignored, so the file's user
+# (or none: root switched to nobody) and state_dir served without a word.
+NOT_EMPTY = {"user": "must name a user or user ID (leave the option out for the file's user)",
+             "state_dir": config.EMPTY_STATE_DIR}
+
+
 def loader(args: argparse.Namespace) -> Callable[[], config.Config]:
     """Loads the file (if any) and applies the flags; used again on SIGHUP."""
     def load() -> config.Config:
+        if args.config == "":      # an unset variable: it served the built-in defaults
+            raise ValueError("-c '': names no file (leave the option out for the built-in "
+                             "defaults)")
         cfg = config.load(args.config) if args.config else config.Config()
         return apply_flags(cfg, args)
     return load
@@ -184,8 +196,8 @@ def relative_paths(cfg: config.Config, state_dir_given: bool = False) -> list[st
 
     `motd_file = "motd.txt"` next to /etc/forkchat/forkchat.toml passed a
     check run in /etc/forkchat, and the service, started in /, then failed
-    on it; a relative state_dir ("" too) put the room store wherever the
-    server was started.  A --state-dir given on the command line is meant
+    on it; a relative state_dir put the room store wherever the server
+    was started ("" is an error of the file).  A --state-dir given on the command line is meant
     from there, and is not warned of.
     """
     optional = [("server.motd_file", cfg.server.motd_file)]      # "": none

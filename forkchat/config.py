@@ -48,6 +48,15 @@ AT_MOST = {
 # in the broker.  256 KiB is some 3000 lines of 80 characters, and a
 # quarter of the frame: the rest of the configuration has room to spare.
 MAX_MOTD_BYTES = 262144
+# A configuration is a few kilobytes (the MOTD above is its biggest part):
+# -c naming a big file by mistake had it read whole into the supervisor's
+# memory, at the start and in its loop at every SIGHUP (a 50 MB string
+# takes tomllib 4 s, no connection accepted meanwhile), and a file too big
+# for memory ended the server.  4 MiB is sixteen times the biggest MOTD, and
+# leaves an MOTD written inline past its bound to be named as such.
+MAX_CONFIG_BYTES = 4194304
+TOO_BIG_CONFIG = (f"bigger than {MAX_CONFIG_BYTES} bytes, the most a configuration file may "
+                  f"be: is it the right file?")
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
@@ -161,10 +170,12 @@ def load(path: str) -> Config:
         ConfigInvalid: the file is unreadable, not TOML, or has bad values.
     """
     try:
-        data = _read_regular(path)
+        data = _read_regular(path, MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigInvalid([ConfigError(path, 0, "file",
                                          f"cannot read: {error.strerror or error}")]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigInvalid([ConfigError(path, 0, "file", TOO_BIG_CONFIG)])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -404,7 +415,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
                 else ("tls_key", "tls_cert")
             errors.append(where.error("listen", given, f"{missing} is missing: tls_cert and "
                                       f"tls_key go together", index))
-        if (problem := addresses.problem(listener.address)) is not None:
+        if not listener.address:
+            errors.append(where.error("listen", "address", EMPTY_ADDRESS, index))
+        elif (problem := addresses.problem(listener.address)) is not None:
             errors.append(where.error("listen", "address", problem, index))
     for key, value in dataclasses.asdict(config.limits).items():
         if key in ZERO_ALLOWED and value < 0:
@@ -425,8 +438,9 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
     if not passwords.valid_hash(config.server.password):
         errors.append(where.error("server", "password", BAD_HASH))
     for index, operator in enumerate(config.operators):
-        if operator is not None and not passwords.valid_hash(operator.password):
-            errors.append(where.error("operators", "password", BAD_HASH, index))
+        if operator is not None:
+            errors.extend(where.error("operators", key, problem, index)
+                          for key, problem in operator_problems(operator))
     roomlen = config.limits.roomlen      # a bad roomlen is reported once, above
     if roomlen > 0 and not protocol.valid_room(config.server.default_room, roomlen):
         errors.append(where.error(
@@ -436,12 +450,99 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
     if len(config.server.motd.encode()) > MAX_MOTD_BYTES:
         errors.append(where.error("server", "motd", TOO_LONG_MOTD))
-    if not valid_server_name(config.server.name):
-        errors.append(where.error("server", "name", BAD_NAME))
+    if (problem := name_problem(config.server.name)) is not None:
+        errors.append(where.error("server", "name", problem))
+    if (problem := network_problem(config.server.network)) is not None:
+        errors.append(where.error("server", "network", problem))
+    if not config.server.state_dir:
+        errors.append(where.error("server", "state_dir", EMPTY_STATE_DIR))
     return errors
 
 
 BAD_NAME = "must be a host-like name without spaces or control characters"
+# address = "" bound every IPv4 address (Python's "" for INADDR_ANY), an
+# exposure nothing documented and no one meant: an empty value is a
+# template's unset variable, and the wildcard has a name of its own.
+EMPTY_ADDRESS = 'must not be empty: "0.0.0.0" is every IPv4 address, "::" every address'
+
+# An OPER line carries the name as a middle parameter and the password after
+# it: a name that is empty, holds a space or control character, or starts
+# with a colon, and a plain password that is empty or holds CR, LF or NUL,
+# never arrive as such, so the block could never be used (and loaded
+# without a word).
+BAD_OPER_NAME = ("must be a name OPER can carry: not empty, no space or control "
+                 "character, not starting with a colon")
+EMPTY_OPER_PASSWORD = ("must not be empty: OPER never carries an empty password "
+                       "(make a hash with forkchat-server --hash-password)")
+BAD_OPER_PASSWORD = "a plain password cannot hold CR, LF or NUL: no OPER line carries them"
+
+
+def operator_problems(operator: Operator) -> list[tuple[str, str]]:
+    """(key, message) for each field of an operator block that no OPER can
+    ever match; the name and password must also fit one line together."""
+    problems = []
+    if not valid_server_name(operator.name) or operator.name.startswith(":"):
+        problems.append(("name", BAD_OPER_NAME))
+    if not passwords.valid_hash(operator.password):
+        problems.append(("password", BAD_HASH))
+    elif not operator.password:
+        problems.append(("password", EMPTY_OPER_PASSWORD))
+    elif not passwords.is_hashed(operator.password) and \
+            any(char in operator.password for char in "\r\n\0"):
+        problems.append(("password", BAD_OPER_PASSWORD))
+    elif not problems and (size := _oper_line_bytes(operator)) > protocol.MAX_LINE_BYTES:
+        problems.append(("password", f"OPER with this name and password is a {size}-byte "
+                                     f"line, and lines are at most "
+                                     f"{protocol.MAX_LINE_BYTES} bytes"))
+    return problems
+
+
+def _oper_line_bytes(operator: Operator) -> int:
+    """The length of the shortest OPER line that carries this name and
+    password, CRLF included (a hash's password may be one character)."""
+    given = "x" if passwords.is_hashed(operator.password) else operator.password
+    if " " in given or given.startswith(":"):
+        given = ":" + given
+    return len(f"OPER {operator.name} {given}\r\n".encode())
+
+
+# state_dir = "" put the room store in whatever directory the server was
+# started in (/ under systemd, where it cannot write): an unset template
+# variable, never a choice, since "." says that when it is meant.
+EMPTY_STATE_DIR = 'must name a directory, such as "/var/lib/forkchat"'
+
+# The 005 reply announces the network as one token, NETWORK=name, in a line
+# with eleven others: a space split it ("Example Net" made a token "Net"),
+# and a long name cut the line short, losing NICKLEN, CHANNELLEN and the
+# rest of it.  63 bytes is RFC 2812's bound on a host name.
+MAX_NAME_BYTES = 63
+BAD_NETWORK = ("must be one word without spaces or control characters (005 announces "
+               "NETWORK=name)")
+TOO_LONG_NETWORK = (f"must be at most {MAX_NAME_BYTES} bytes (005 announces it in one "
+                    f"line with eleven other tokens)")
+# The server name prefixes every line it sends: one of 320 bytes cut its
+# 005 lines short (TOPICLEN, KICKLEN and more lost), and the 63 bytes of a
+# host name is what ircds allow.
+TOO_LONG_NAME = (f"must be at most {MAX_NAME_BYTES} bytes (RFC 2812's bound on a host name; "
+                 f"it prefixes every line the server sends)")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be the server's name (file or --name), or None."""
+    if not valid_server_name(name):
+        return BAD_NAME
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return TOO_LONG_NAME
+    return None
+
+
+def network_problem(network: str) -> str | None:
+    """Why `network` cannot be announced as it is written, or None."""
+    if not valid_server_name(network):
+        return BAD_NETWORK
+    if len(network.encode()) > MAX_NAME_BYTES:
+        return TOO_LONG_NETWORK
+    return None
 
 
 def valid_server_name(name: str) -> bool:
@@ -456,6 +557,9 @@ def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
     Raises:
         ValueError: with a message fit for the user.
     """
+    if not text:        # an unset variable: it served every IPv4 address on 6667
+        raise ValueError("bad address '': write HOST:PORT, as in 127.0.0.1:6667, or :PORT "
+                         "for every IPv4 address")
     host, port_text = text, ""
     if text.startswith("["):
         host, closed, rest = text[1:].partition("]")

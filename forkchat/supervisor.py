@@ -1253,10 +1253,11 @@ def warn_os_limits(limits: config.Limits) -> None:
     """Say when the kernel's limits, not max_clients, will stop clients.
 
     The broker holds a descriptor for each client, and each client is a
-    process of our user.  Past RLIMIT_NOFILE a new client waits silently
-    (and then times out) for the broker to take its link; past RLIMIT_NPROC
-    it is refused 'busy'.  The operator is told at start and at reload,
-    rather than by the users of the first busy evening.
+    process of our user and cgroup.  Past RLIMIT_NOFILE a new client waits
+    silently (and then times out) for the broker to take its link; past
+    RLIMIT_NPROC or the cgroup's pids.max (TasksMax=) it is refused 'busy'.
+    The operator is told at start and at reload, rather than by the users of
+    the first busy evening.
     """
     for name, kind, own, fix in OS_LIMITS:
         if kind == resource.RLIMIT_NPROC and os.geteuid() == 0:
@@ -1266,6 +1267,62 @@ def warn_os_limits(limits: config.Limits) -> None:
             log.warning("max_clients = %d, but the %s limit (%d) leaves room for about %d "
                         "clients: raise %s or lower max_clients", limits.max_clients, name,
                         soft, max(0, soft - own), fix)
+    if (tasks := cgroup_pids_max(PROC_CGROUP, CGROUP_ROOT)) is not None:
+        limit, path = tasks
+        if limit - SERVER_OWN_PROCESSES < limits.max_clients:
+            log.warning("max_clients = %d, but the cgroup task limit (%d) leaves room for about "
+                        "%d clients: raise TasksMax= (%s) or lower max_clients",
+                        limits.max_clients, limit, max(0, limit - SERVER_OWN_PROCESSES), path)
+
+
+PROC_CGROUP = "/proc/self/cgroup"
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_pids_max(proc_cgroup: str, root: str) -> tuple[int, str] | None:
+    """The lowest pids.max set on our cgroup or one above it, and its file;
+    None when none is set or none can be read (no pids controller).
+
+    systemd's TasksMax= is this limit, for root too: past it a worker's
+    fork fails and its client is refused 'busy', whatever max_clients and
+    RLIMIT_NPROC say.  A slice above may hold the lower one (a login's
+    user-UID.slice).  `proc_cgroup` lists our cgroups: '0::PATH' is cgroup
+    v2's, under `root`; 'N:pids:PATH' is the v1 pids hierarchy's, under
+    root/pids.
+    """
+    try:
+        with open(proc_cgroup, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    found = []
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        if fields[1] == "":
+            found += _pids_max_upwards(root, fields[2])
+        elif "pids" in fields[1].split(","):
+            found += _pids_max_upwards(os.path.join(root, "pids"), fields[2])
+    return min(found) if found else None
+
+
+def _pids_max_upwards(base: str, path: str) -> list[tuple[int, str]]:
+    """Each pids.max that is a number ('max': none) from base/path up to base."""
+    parts = [part for part in path.split("/") if part not in ("", ".", "..")]
+    found = []
+    while True:
+        name = os.path.join(base, *parts, "pids.max")
+        try:
+            with open(name, encoding="ascii", errors="replace") as handle:
+                text = handle.read().strip()
+        except OSError:
+            text = ""
+        if text.isdigit():
+            found.append((int(text), name))
+        if not parts:
+            return found
+        parts.pop()
 
 
 # (name, resource, what the server uses beside its clients, where to raise it)

@@ -265,6 +265,35 @@ def test_check_config_warns_of_relative_paths(tmp_path):
     assert "is relative: the server opens it from the directory it is started in" in page
 
 
+@pytest.mark.parametrize("option, wanted", [
+    ("--user", "--user '': must name a user or user ID (leave the option out for the "
+               "file's user)"),
+    ("--state-dir", "--state-dir '': must name a directory, such as \"/var/lib/forkchat\""),
+])
+def test_check_config_refuses_an_empty_user_or_state_dir_option(option, wanted):
+    """--user "" and --state-dir "" (unset variables in a unit's command line)
+    were ignored without a word, where --name "" is refused: the file's user,
+    or none (a root start then switched to nobody), and its state_dir served."""
+    result = run_server(option, "", "--check-config")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == f"forkchat-server: {wanted}\n"
+
+
+@pytest.mark.parametrize("option, wanted", [
+    ("-c", "-c '': names no file (leave the option out for the built-in defaults)"),
+    ("-l", "bad address '': write HOST:PORT, as in 127.0.0.1:6667, or :PORT for every IPv4 "
+           "address"),
+    ("--tutorial-listen", "bad address '': write HOST:PORT, as in 127.0.0.1:6667, or :PORT "
+                          "for every IPv4 address"),
+])
+def test_check_config_refuses_an_empty_file_or_listen_option(option, wanted):
+    """-c "" served the built-in defaults (with no file to reload), and -l ""
+    every IPv4 address on port 6667: "configuration OK" for both."""
+    result = run_server(option, "", "--check-config")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == f"forkchat-server: {wanted}\n"
+
+
 def test_hash_password_makes_a_hash_oper_accepts(make_server, tmp_path):
     result = run_server("--hash-password", stdin="opensesame\n")
     assert result.returncode == 0

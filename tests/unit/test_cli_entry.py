@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from forkchat import __version__, cli, privileges
+from forkchat import __version__, cli, config, privileges
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -33,6 +33,17 @@ def test_a_server_name_the_file_refuses_is_refused_on_the_command_line_too(name)
     assert done.returncode == 2, done.stdout
     assert "--name" in done.stderr and "without spaces" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_server_name_over_63_bytes_is_refused_on_the_command_line_too():
+    args = cli.build_parser().parse_args(["--name", "s" * 64])
+    with pytest.raises(ValueError) as caught:
+        cli.apply_flags(config.Config(), args)
+    assert str(caught.value) == (f"--name {'s' * 64!r}: must be at most 63 bytes (RFC 2812's "
+                                 f"bound on a host name; it prefixes every line the server "
+                                 f"sends)")
+    args = cli.build_parser().parse_args(["--name", "s" * 63])
+    assert cli.apply_flags(config.Config(), args).server.name == "s" * 63
 
 
 @pytest.mark.parametrize("owner", [None, "root"])

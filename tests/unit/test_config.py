@@ -334,6 +334,8 @@ def test_type_errors_name_toml_types_and_zero_is_offered_where_allowed(tmp_path,
     ("127.0.0.1:6667", "'127.0.0.1:6667': the port goes in the port key, the address alone here"),
     ("-chat.example.org", "'-chat.example.org': must be an IP address or a host name, such as "
                           "0.0.0.0, :: or chat.example.org"),
+    # it bound every IPv4 address, undocumented, and showed as ":7000" in warnings
+    ("", 'must not be empty: "0.0.0.0" is every IPv4 address, "::" every address'),
 ])
 def test_an_address_that_cannot_be_bound_is_an_error(tmp_path, address, wanted):
     """They passed --check-config and stopped the server at start (exit 1)."""
@@ -468,6 +470,41 @@ def test_a_config_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kin
         [f"{path}: file: cannot read: not a regular file"]
 
 
+def test_a_config_file_past_the_bound_is_an_error(tmp_path):
+    """-c naming a big file by mistake had it read whole, at the start and at
+    each SIGHUP, in the supervisor's loop; the bound keeps a file of comments."""
+    path = tmp_path / "forkchat.toml"
+    line = "# " + "x" * 61 + "\n"
+    text = '[server]\nname = "big.example"\n'
+    text += line * ((config.MAX_CONFIG_BYTES - len(text)) // len(line))
+    path.write_text(text + "#" * (config.MAX_CONFIG_BYTES - len(text) - 1) + "\n")
+    assert path.stat().st_size == config.MAX_CONFIG_BYTES
+    assert config.load(str(path)).server.name == "big.example"
+    with path.open("a") as handle:
+        handle.write("\n")
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert [str(e) for e in caught.value.errors] == [
+        f"{path}: file: bigger than 4194304 bytes, the most a configuration file may be: "
+        f"is it the right file?"]
+
+
+def test_the_config_file_bound_is_documented():
+    assert config.MAX_CONFIG_BYTES == 4194304
+    assert "at most 4 MiB (4194304 bytes)" in rendered("forkchat-server.8")
+    assert "The file is at most 4 MiB (4194304 bytes)" in rendered("forkchat.toml.5")
+
+
+@pytest.mark.timeout(10)
+def test_a_huge_config_file_is_refused_without_reading_it(tmp_path):
+    path = tmp_path / "disk.img"
+    with path.open("wb") as handle:
+        handle.truncate(64 << 30)                 # sparse: 64 GiB that take no room
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert "bigger than 4194304 bytes" in str(caught.value)
+
+
 @pytest.mark.parametrize(("text", "wanted"), [
     ('[[listen]]\nport = 6697\ntls_cert = "/etc/forkchat/cert.pem"\n',
      ":3: listen[0].tls_cert: tls_key is missing: tls_cert and tls_key go together"),
@@ -477,3 +514,108 @@ def test_a_config_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kin
 def test_a_lone_tls_file_names_the_one_missing_on_the_given_ones_line(tmp_path, text, wanted):
     """A lone tls_key was reported as listen[0].tls_cert, on the [[listen]] line."""
     assert errors_of(tmp_path, text) == [wanted]
+
+
+# -- empty values that can never be meant ---------------------------------------------
+
+def test_an_empty_state_dir_is_an_error(tmp_path):
+    """state_dir = "" loaded, and the room store went to whatever directory the
+    server was started in (/ under systemd); --check-config only called it
+    relative."""
+    assert errors_of(tmp_path, '[server]\nname = "x"\nstate_dir = ""\n') == \
+        [':3: server.state_dir: must name a directory, such as "/var/lib/forkchat"']
+    assert loads(tmp_path, '[server]\nstate_dir = "."\n').server.state_dir == "."
+
+
+def operator_errors(tmp_path: Path, name: str, password: str) -> list[str]:
+    text = f"[[operators]]\nname = {json.dumps(name)}\npassword = {json.dumps(password)}\n"
+    return errors_of(tmp_path, text)
+
+
+OPER_NAME = (":2: operators[0].name: must be a name OPER can carry: not empty, no space or "
+             "control character, not starting with a colon")
+
+
+@pytest.mark.parametrize("name", ["", "the boss", " op", "op ", "tab\there", "new\nline",
+                                  ":op", "nul\0", "del\x7f"])
+def test_an_operator_name_oper_can_never_carry_is_an_error(tmp_path, name):
+    """An empty name, or one with a space, loaded without a word, and no OPER
+    could ever give it: the name is a middle parameter of the line."""
+    assert operator_errors(tmp_path, name, "secret") == [OPER_NAME]
+
+
+@pytest.mark.parametrize("password, wanted", [
+    ("", "must not be empty: OPER never carries an empty password (make a hash with "
+         "forkchat-server --hash-password)"),
+    ("two\nlines", "a plain password cannot hold CR, LF or NUL: no OPER line carries them"),
+    ("cr\r", "a plain password cannot hold CR, LF or NUL: no OPER line carries them"),
+    ("nul\0", "a plain password cannot hold CR, LF or NUL: no OPER line carries them"),
+])
+def test_an_operator_password_oper_can_never_carry_is_an_error(tmp_path, password, wanted):
+    assert operator_errors(tmp_path, "op", password) == [f":3: operators[0].password: {wanted}"]
+
+
+def test_both_fields_of_an_operator_are_reported_at_once(tmp_path):
+    assert operator_errors(tmp_path, "", "") == [
+        OPER_NAME, ":3: operators[0].password: must not be empty: OPER never carries an "
+                   "empty password (make a hash with forkchat-server --hash-password)"]
+
+
+def test_an_operator_name_and_password_must_fit_one_oper_line(tmp_path):
+    """'OPER name password' CRLF is one line of at most 512 bytes."""
+    fits = "o" * 500                     # OPER, space, 500, space, 4, CRLF: 512
+    assert operator_errors(tmp_path, fits, "abcd") == []
+    assert operator_errors(tmp_path, fits, "abcde") == [
+        ":3: operators[0].password: OPER with this name and password is a 513-byte line, "
+        "and lines are at most 512 bytes"]
+    # a password with a space goes after a colon, one byte more
+    assert operator_errors(tmp_path, fits, "a c") == []
+    assert len(operator_errors(tmp_path, fits, "ab d")) == 1
+    hashed = "scrypt$16384$8$1$00$00"    # a hash stands for any password, one byte at least
+    assert operator_errors(tmp_path, "o" * 503, hashed) == []
+    assert len(operator_errors(tmp_path, "o" * 504, hashed)) == 1
+
+
+@pytest.mark.parametrize("name, password", [("op", "a b"), ("Élise", ":colon"),
+                                            ("a:b", "tab\tin"), ("[ops]", "x")])
+def test_operators_oper_can_carry_load(tmp_path, name, password):
+    loaded = loads(tmp_path, f"[[operators]]\nname = {json.dumps(name)}\n"
+                             f"password = {json.dumps(password)}\n")
+    assert loaded.operators == (config.Operator(name, password),)
+
+
+@pytest.mark.parametrize("network, wanted", [
+    ("", "must be one word without spaces or control characters (005 announces NETWORK=name)"),
+    ("Example Net", "must be one word without spaces or control characters (005 announces "
+                    "NETWORK=name)"),
+    ("a\r\nb", "must be one word without spaces or control characters (005 announces "
+                "NETWORK=name)"),
+    ("N" * 64, "must be at most 63 bytes (005 announces it in one line with eleven other "
+               "tokens)"),
+    ("\u00e9" * 32, "must be at most 63 bytes (005 announces it in one line with eleven other "
+                    "tokens)"),
+])
+def test_a_network_005_cannot_announce_is_an_error(tmp_path, network, wanted):
+    """network = "Example Net" sent NETWORK=Example and a token "Net" in 005,
+    and one of 300 bytes cut the first 005 line before NICKLEN."""
+    assert errors_of(tmp_path, f"[server]\nnetwork = {json.dumps(network)}\n") == \
+        [f":2: server.network: {wanted}"]
+
+
+@pytest.mark.parametrize("network", ["ExampleNet", "N" * 63, "R\u00e9seau", "a,b"])
+def test_a_network_005_can_announce_loads(tmp_path, network):
+    assert loads(tmp_path, f"[server]\nnetwork = {json.dumps(network)}\n").server.network == \
+        network
+
+
+TOO_LONG_NAME = ("must be at most 63 bytes (RFC 2812's bound on a host name; it prefixes "
+                 "every line the server sends)")
+
+
+@pytest.mark.parametrize("name", ["s" * 62 + "xy", "\u00e9" * 32 + ".example"])
+def test_a_server_name_over_63_bytes_is_an_error(tmp_path, name):
+    """A name of 320 bytes cut the 005 lines short: TOPICLEN and the rest lost."""
+    assert errors_of(tmp_path, f"[server]\nname = {json.dumps(name)}\n") == \
+        [f":2: server.name: {TOO_LONG_NAME}"]
+    fits = name.encode()[-63:].decode(errors="ignore")
+    assert loads(tmp_path, f'[server]\nname = "{fits}"\n').server.name == fits
