@@ -211,6 +211,7 @@ def test_the_kernel_limits_below_max_clients_are_said_at_start(
     values = {supervisor.resource.RLIMIT_NOFILE: nofile, supervisor.resource.RLIMIT_NPROC: nproc}
     monkeypatch.setattr(supervisor.resource, "getrlimit", lambda kind: (values[kind],) * 2)
     monkeypatch.setattr(supervisor.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(supervisor, "PROC_CGROUP", "/nonexistent/cgroup")   # not this host's
     with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
         supervisor.warn_os_limits(config.Limits())
     assert [r.getMessage() for r in caplog.records] == expected
