@@ -40,6 +40,18 @@ def names(text: str, nick: str) -> bool:
     return re.search(pattern, ircmsg.casefold(text), re.IGNORECASE) is not None
 
 
+def list_note(rows: int) -> str:
+    """Said where /list was typed once its rows are in buffer 1; past what
+    a buffer keeps, also how to ask for fewer (forkchat and most servers
+    take masks and member counts)."""
+    rooms = "1 room" if rows == 1 else f"{rows} rooms"
+    note = f"/list: {rooms}, listed in buffer 1 (Alt+1)"
+    if rows >= SCROLLBACK_LINES:
+        note += (f"; it keeps the last {SCROLLBACK_LINES} lines: /list *word* or"
+                 " /list >N (rooms of more than N members) lists fewer")
+    return note
+
+
 @dataclasses.dataclass
 class Line:
     """One entry in a buffer; kind as UiEvent.kind, or own/ownaction/info."""
@@ -83,6 +95,7 @@ class ChatModel:
         self._names_seen: set[str] = set()
         self._names_listed: set[str] = set()   # rooms whose 353 came, until the 366
         self._who_rows = False                 # a 352 came since the last 315
+        self._list_rows = 0                    # 322s since the last 323
 
     # ---- buffers -----------------------------------------------------------
 
@@ -278,12 +291,32 @@ class ChatModel:
             self._to_active(event)
         self._who_rows = False
 
+    def _list(self, event: events.UiEvent) -> None:
+        """A /list row goes to buffer 1, as irssi puts it in its status
+        window: in the buffer where /list was typed, a server of more rooms
+        than a buffer keeps lines pushed that room's whole history out."""
+        self._list_rows += 1
+        self._to_status(event)
+
+    def _list_end(self, event: events.UiEvent) -> None:
+        """After rows, where /list was typed: how many and where they are.
+        With none (nothing matched, or a 263 before it) the end is the
+        whole answer, shown there, as an empty /names is."""
+        rows, self._list_rows = self._list_rows, 0
+        if not rows:
+            self._to_active(event)
+            return
+        self._to_status(event)
+        if self.current is not self.buffers[0]:
+            self.info(list_note(rows))
+
     def _status(self, event: events.UiEvent) -> None:
         """Link news goes to the status buffer and to every room."""
         for buffer in self.buffers:
             if buffer is self.buffers[0] or buffer.joined:
                 self.add(buffer, self._line(event))
         if event.other == connection.STATUS_DISCONNECTED:
+            self._list_rows = 0     # an answer cut off: the next /list counts anew
             for buffer in self.buffers:
                 buffer.joined = False
 
@@ -312,6 +345,7 @@ ROUTES: dict[str, Callable[[ChatModel, events.UiEvent], None]] = {
     "topic": ChatModel._topic, "names": ChatModel._names,
     "names_end": ChatModel._names_end, "status": ChatModel._status,
     "who": ChatModel._who, "who_end": ChatModel._who_end,
+    "list": ChatModel._list, "list_end": ChatModel._list_end,
     "server": ChatModel._to_status, "mode": ChatModel._mode,
     "error": ChatModel._error,
 }

@@ -39,6 +39,9 @@ _SILENT_NUMERICS = frozenset([318, 321, 329, 333, 369])
 _TEXT_ONLY_NUMERICS = frozenset([265, 266])
 # RPL_ENDOFNAMES, RPL_ENDOFWHO: the end of a list, shown when it was empty.
 _LIST_ENDS = {366: "names_end", 315: "who_end"}
+# RPL_LIST and RPL_LISTEND: a /list's rows and end, kinds of their own so
+# that the full-screen interface can put them in buffer 1 (see buffers).
+_ROOM_LIST = {322: "list", 323: "list_end"}
 # Refusals whose text does not say what was refused (`Password incorrect`,
 # forkchat's `Too soon after a failed OPER attempt ...`): the command they
 # answer.  After registration 464 and 491 only ever answer OPER.
@@ -55,7 +58,8 @@ class UiEvent:
     """One thing to show.
 
     kind is one of: msg action notice join part quit nick kick topic mode
-    invite names names_end who who_end reply server error status ctcp.  The
+    invite names names_end who who_end list list_end reply server error
+    status ctcp.  The
     *_end kinds close a NAMES or WHO list: shown only when the list was
     empty, so that an answer with no rows is not silence.  buffer is the
     room or the query partner it belongs to ("" = status/active buffer).
@@ -243,6 +247,8 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
         return [_event(_LIST_ENDS[code], msg, buffer=msg.param(1), text=msg.param(2))]
     if code == 352:
         return [_event("who", msg, text=_reply_text(code, params))]
+    if code in _ROOM_LIST:
+        return [_event(_ROOM_LIST[code], msg, text=_reply_text(code, params))]
     if code in _REFUSED_COMMAND:
         reason = params[-1] if params else str(code)
         return [_event("error", msg, text=f"{_REFUSED_COMMAND[code]} refused: {reason}",
@@ -297,6 +303,8 @@ DESCRIBE: dict[str, Callable[[UiEvent], str]] = {
     "action": lambda e: f"{e.nick} {e.text}",
     "reply": lambda e: e.text,
     "who": lambda e: e.text,
+    "list": lambda e: e.text,
+    "list_end": lambda e: e.text,
     "names_end": lambda e: f"{e.buffer}: {e.text}",
     "who_end": lambda e: f"{e.buffer}: {e.text}",
     "server": lambda e: e.text,

@@ -369,3 +369,42 @@ def test_a_late_answer_is_counted_in_the_status_line_after_two_seconds():
     assert tui.awaited_notice(None) == ""
     assert tui.awaited_notice(("LIST", 1.5)) == ""
     assert tui.awaited_notice(("WHO", 12.2)) == "waiting for /who: 12 s"
+
+
+def apply_raw(model: buffers.ChatModel, *raws: str) -> None:
+    for raw in raws:
+        for event in events.translate(ircmsg.parse(raw), model.me):
+            model.apply(event)
+
+
+def test_a_list_of_more_rooms_than_a_buffer_keeps_leaves_the_room_history_alone():
+    """/list rows go to buffer 1 (irssi's status window): in the room's
+    buffer, a server of 2000 rooms pushed every line said there out."""
+    model = model_in_lobby()
+    apply_raw(model, ":op!o@h PRIVMSG #lobby :remember this")
+    rows = buffers.SCROLLBACK_LINES + 5
+    apply_raw(model, *(f":srv 322 bob #r{n} 3 :topic {n}" for n in range(rows)),
+              ":srv 323 bob :End of /LIST")
+    lobby = [line.text for line in model.current.lines]
+    assert "remember this" in lobby
+    assert lobby[-1].startswith(f"/list: {rows} rooms, listed in buffer 1 (Alt+1); it keeps")
+    status = [line.text for line in model.buffers[0].lines]
+    assert status[-2:] == [f"#r{rows - 1} (3 users): topic {rows - 1}", "End of /LIST"]
+    assert model.buffers[0].unread == 0     # rows are no talk to star
+
+
+def test_a_short_list_is_in_buffer_1_and_named_where_it_was_typed():
+    model = model_in_lobby()
+    apply_raw(model, ":srv 322 bob #ops 1 :", ":srv 323 bob :End of /LIST")
+    assert [line.text for line in model.current.lines][-1] == \
+        "/list: 1 room, listed in buffer 1 (Alt+1)"
+    assert [line.text for line in model.buffers[0].lines][-2:] == ["#ops (1 user)", "End of /LIST"]
+    model.switch(model.buffers[0])
+    apply_raw(model, ":srv 322 bob #ops 1 :", ":srv 323 bob :End of /LIST")
+    assert [line.text for line in model.buffers[0].lines][-2:] == ["#ops (1 user)", "End of /LIST"]
+
+
+def test_an_empty_list_is_answered_where_it_was_typed():
+    model = model_in_lobby()
+    apply_raw(model, ":srv 323 bob :End of /LIST")
+    assert [line.text for line in model.current.lines][-1] == "End of /LIST"
