@@ -66,6 +66,13 @@ FLUSH_TOKEN = "forkchat-flush-"
 # ends each answer (after a 263 too): until it comes, the full-screen
 # interface says what it waits for, and what is typed after it waits too.
 ANSWER_ENDS = {"LIST": "323", "WHO": "315"}
+# A rejoin names this many rooms per JOIN at most (and REJOIN_BYTES of names
+# and keys): one JOIN per room went out at the pace, 8 and then one every
+# 0.6 s, so that with 30 rooms what was typed meanwhile waited 14 s behind
+# them, 25 s with 50.  Ten keeps each line, and the burst of member lists
+# that answers it, modest on servers that count a JOIN's rooms.
+REJOIN_ROOMS = 10
+REJOIN_BYTES = 400
 FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
                         "465": "you are banned from this server"}
 
@@ -385,7 +392,7 @@ class Connection:
         self._attempt = 0
         self._lost_since = None
         self._rejoining = set(self.rooms)
-        joins = [self._join_line(room) for room in self.rooms.values()]
+        joins = join_lines(list(self.rooms.values()), self.keys)
         if joins:
             self._queue.extendleft(reversed([(line, False) for line in joins]))
         self.registered_once = True
@@ -394,11 +401,6 @@ class Connection:
                      STATUS_CONNECTED)
         self._pump()
         return False
-
-    def _join_line(self, room: str) -> str:
-        """JOIN for a rejoin, with the room's key when it has one."""
-        key = self.keys.get(ircmsg.casefold(room))
-        return ircmsg.build("JOIN", room, key) if key else ircmsg.build("JOIN", room)
 
     def _note_join_keys(self, line: str) -> None:
         """Our own `JOIN #a,#b keya,keyb`: keys to keep once the server lets us in."""
@@ -625,6 +627,36 @@ class Connection:
     def _timer_quit(self) -> None:
         self._close()
         self.closed, self.state = True, "closed"
+
+
+def join_lines(rooms: list[str], keys: dict[str, str]) -> list[str]:
+    """The JOIN lines of a rejoin: the rooms with a key (casefolded room ->
+    key) in lines of their own, keys in the same order, then the others;
+    at most REJOIN_ROOMS rooms and about REJOIN_BYTES of names a line."""
+    keyed = [(room, keys[ircmsg.casefold(room)]) for room in rooms
+             if ircmsg.casefold(room) in keys]
+    plain = [(room, "") for room in rooms if ircmsg.casefold(room) not in keys]
+    lines = []
+    for batch in _batches(keyed) + _batches(plain):
+        names = ",".join(room for room, _ in batch)
+        given = [key for _, key in batch if key]
+        lines.append(ircmsg.build("JOIN", names, ",".join(given)) if given
+                     else ircmsg.build("JOIN", names))
+    return lines
+
+
+def _batches(pairs: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """`pairs` cut into runs of at most REJOIN_ROOMS and about REJOIN_BYTES."""
+    batches: list[list[tuple[str, str]]] = []
+    size = 0
+    for room, key in pairs:
+        cost = len(room.encode()) + len(key.encode()) + 2
+        if not batches or len(batches[-1]) >= REJOIN_ROOMS or size + cost > REJOIN_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append((room, key))
+        size += cost
+    return batches
 
 
 def _command(line: str) -> str:
