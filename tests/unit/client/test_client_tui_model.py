@@ -408,3 +408,28 @@ def test_an_empty_list_is_answered_where_it_was_typed():
     model = model_in_lobby()
     apply_raw(model, ":srv 323 bob :End of /LIST")
     assert [line.text for line in model.current.lines][-1] == "End of /LIST"
+
+
+def test_many_unread_buffers_leave_the_connection_state_in_sight():
+    """In 30 rooms with talk in each, `Act: 3,4,...` ran off the status
+    line's edge and took `reconnecting in 30 s` with it."""
+    parts = ["05:03", "alice", "chat.example.org:6667", "2:#ops", "not joined",
+             "reconnecting in 30 s"]
+    labels = [f"{number}{'*' if number % 7 == 0 else ''}" for number in range(3, 33)]
+    line = tui.status_with_activity(parts, labels, 80)
+    assert line.startswith(" alice | 2:#ops | not joined | reconnecting in 30 s | Act: 3,4,5,")
+    assert lineedit.text_width(line) <= 80
+    shown = line.rpartition("Act: ")[2].split(",")
+    assert shown[-1] == f"+{len(labels) - len(shown) + 1}"
+    assert shown[:-1] == labels[:len(shown) - 1]
+
+
+def test_activity_that_fits_is_shown_whole_after_the_rest():
+    parts = ["05:03", "alice", "chat.example.org:6667", "2:#ops", "2 members"]
+    assert tui.status_with_activity(parts, ["3", "4*"], 100) == \
+        " 05:03 | alice | chat.example.org:6667 | 2:#ops | 2 members | Act: 3,4*"
+    assert tui.status_with_activity(parts, ["3", "4*"], 45) == \
+        " alice | 2:#ops | 2 members | Act: 3,4*"
+    assert tui.status_with_activity(parts, [], 45) == " 05:03 | alice | 2:#ops | 2 members"
+    assert tui.fit_activity(["3", "4", "5"], 9) == "Act: 3,+2"
+    assert tui.fit_activity(["3", "4", "5"], 5) == ""
