@@ -183,7 +183,13 @@ class ChatModel:
         return Line(event.time, event.kind, event.nick, text)
 
     def _talk(self, event: events.UiEvent) -> None:
-        if event.private:
+        """Talk goes to its room or conversation.  A private CTCP request
+        (VERSION, TIME ...: answered or not, nothing to read) is noted in
+        buffer 1 and opens no conversation: some networks' bots ask every
+        client that connects, and each left a buffer behind."""
+        if event.private and event.kind == "ctcp":
+            buffer = self.buffers[0]
+        elif event.private:
             buffer = self.open(event.buffer)
         else:
             buffer = self.find(event.buffer) or self.buffers[0]

@@ -433,3 +433,16 @@ def test_activity_that_fits_is_shown_whole_after_the_rest():
     assert tui.status_with_activity(parts, [], 45) == " 05:03 | alice | 2:#ops | 2 members"
     assert tui.fit_activity(["3", "4", "5"], 9) == "Act: 3,+2"
     assert tui.fit_activity(["3", "4", "5"], 5) == ""
+
+
+def test_a_private_ctcp_request_opens_no_conversation():
+    """A network's bot asking every new client's VERSION left a private
+    buffer named after it, with nothing said in it, in every session."""
+    model = model_in_lobby()
+    apply_raw(model, ":versionbot!v@services PRIVMSG bob :\x01VERSION\x01")
+    assert [buffer.name for buffer in model.buffers] == [buffers.STATUS_NAME, "#lobby"]
+    assert model.buffers[0].lines[-1].text == "versionbot sent CTCP VERSION"
+    apply_raw(model, ":alice!a@h PRIVMSG bob :\x01ACTION waves\x01")
+    assert [buffer.name for buffer in model.buffers][2:] == ["alice"]   # an action is talk
+    apply_raw(model, ":alice!a@h PRIVMSG #lobby :\x01PING 1\x01")
+    assert model.current.lines[-1].text == "alice sent CTCP PING"       # a room's stays there
