@@ -20,6 +20,9 @@ from forkchat.client import connection, events, ircmsg, slash
 SCROLLBACK_LINES = 2000
 STATUS_NAME = "(status)"
 MEMBER_PREFIXES = "~&@%+"
+# A word starting with one of these completes to a room name, not a nick:
+# the room prefixes no word of talk starts with (`+1` and `!` do).
+ROOM_COMPLETION_PREFIXES = "#&"
 TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction", "ownnotice"])
 # Talk that makes a buffer unread: someone else's, not our own echo.
 UNREAD_KINDS = frozenset(["msg", "action", "notice"])
@@ -166,8 +169,13 @@ class ChatModel:
                 or (not b.is_room and ircmsg.casefold(b.name) == folded)]
 
     def completions(self, word: str, at_start: bool) -> list[str]:
+        """Commands after a leading /, the names of our rooms for a word
+        starting with # or & (`/switch #ro`, with 30 rooms open, had only
+        nicks to offer), else the nicks here."""
         if word.startswith("/"):
             return slash.command_names() if at_start else []
+        if word[:1] in ROOM_COMPLETION_PREFIXES:
+            return [buffer.name for buffer in self.buffers if buffer.is_room]
         nicks = list(self.current.members.values())
         if self.active and not self.current.is_room:
             nicks.append(self.current.name)

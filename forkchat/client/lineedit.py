@@ -17,6 +17,9 @@ JOINERS = "\u200c\u200d"     # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
 # Lines that carry a password stay out of the history, where Up would show
 # them to anyone at the terminal.
 SECRET_COMMANDS = ("/oper ",)
+# Completions that are no nick, so not `name: ` at the start of a line:
+# commands and room names.
+NOT_ADDRESSED = "/#&"
 
 
 def char_width(char: str) -> int:
@@ -185,8 +188,9 @@ class LineEditor:
     def complete(self, candidates: Callable[[str, bool], Iterable[str]]) -> None:
         """Tab: complete the word before the cursor; Tab again cycles.
 
-        `candidates(word, at_start)` returns the possible words (commands or
-        nicks).  A nick completed at the start of the line gets `: ` after it.
+        `candidates(word, at_start)` returns the possible words (commands,
+        rooms or nicks).  A nick completed at the start of the line gets
+        `: ` after it.
         """
         if self._completion is not None:
             start, stop, matches, index = self._completion
@@ -201,7 +205,7 @@ class LineEditor:
                 return
             stop, index = self.cursor, 0
         choice = matches[index]
-        suffix = ": " if start == 0 and not choice.startswith("/") else " "
+        suffix = ": " if start == 0 and choice[:1] not in NOT_ADDRESSED else " "
         self.text = self.text[:start] + choice + suffix + self.text[stop:]
         self.cursor = start + len(choice) + len(suffix)
         self._completion = (start, self.cursor, matches, index)

@@ -446,3 +446,22 @@ def test_a_private_ctcp_request_opens_no_conversation():
     assert [buffer.name for buffer in model.buffers][2:] == ["alice"]   # an action is talk
     apply_raw(model, ":alice!a@h PRIVMSG #lobby :\x01PING 1\x01")
     assert model.current.lines[-1].text == "alice sent CTCP PING"       # a room's stays there
+
+
+def test_tab_completes_the_names_of_our_rooms():
+    """With many rooms open, `/switch #ro` and Tab offered only nicks."""
+    model = model_in_lobby()
+    for room in ("#rooms", "#Roof", "&local"):
+        model.apply(ev("join", buffer=room, nick="bob", own=True))
+    model.open("alice")
+    editor = lineedit.LineEditor()
+    editor.insert("/switch #ro")
+    editor.complete(model.completions)
+    assert editor.text == "/switch #Roof "
+    editor.complete(model.completions)
+    assert editor.text == "/switch #rooms "
+    editor = lineedit.LineEditor()
+    editor.insert("&")
+    editor.complete(model.completions)
+    assert editor.text == "&local "       # a room at the start is not addressed with ':'
+    assert model.completions("+1", False) == ["op"]      # talk, not a room
