@@ -27,6 +27,9 @@ BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
 # mIRC colour/format codes, then any other C0/C1 control, DEL, or bidi control.
 _FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}"
                          r"|[\x00-\x1f\x7f\x80-\x9f" + BIDI_CONTROLS + "]")
+# The member prefixes that may stand before a room's name as a message's
+# target (STATUSMSG: to the room's operators, voiced ...).
+_STATUS_TARGET = re.compile(r"[~&@%+]+(?=[#&])")
 # RPL_TRYAGAIN (263), a scan refused for now (forkchat's queue was full or
 # it waited 30 s), answers the command just typed: shown where it was typed,
 # as the 4xx refusals are, not in the status buffer with the server's news.
@@ -111,8 +114,18 @@ def _same(a: str, b: str) -> bool:
 
 
 def _talk(kind: str, msg: ircmsg.Message, me: str) -> list[UiEvent]:
-    """PRIVMSG/NOTICE: a room message, a private one, an action or a CTCP."""
+    """PRIVMSG/NOTICE: a room message, a private one, an action or a CTCP.
+
+    One to a room's operators (or voiced: `@#room`, `+#room`, the servers'
+    STATUSMSG) belongs to the room, marked `(to @#room)`: read as sent to a
+    nick, it opened a private conversation with its sender, as if said to
+    us alone (ChanServ's notices to a room's operators, on many networks).
+    """
     target, text = msg.param(0), msg.param(1)
+    status = _STATUS_TARGET.match(target)
+    if status:
+        target = target[status.end():]
+        text = _marked(text, f"(to {status.group()}{target}) ")
     private = not ircmsg.is_room(target)
     own = _same(msg.nick, me)
     if "!" not in msg.prefix and kind == "notice":
@@ -129,6 +142,13 @@ def _talk(kind: str, msg: ircmsg.Message, me: str) -> list[UiEvent]:
                            other=ctcp.upper(), private=private, own=own)]
     return [_event(kind, msg, buffer=buffer, nick=msg.nick, text=text,
                    private=private, own=own)]
+
+
+def _marked(text: str, mark: str) -> str:
+    """`mark` before the text, inside an ACTION (`\x01ACTION (to @#r) waves`)."""
+    if text.startswith("\x01ACTION "):
+        return "\x01ACTION " + mark + text[len("\x01ACTION "):]
+    return text if text.startswith("\x01") else mark + text
 
 
 def _privmsg(msg: ircmsg.Message, me: str) -> list[UiEvent]:
