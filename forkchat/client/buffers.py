@@ -209,8 +209,13 @@ class ChatModel:
         A room we have no buffer for (`/msg #other hi` without being in it)
         is echoed where we are, marked `(to #other)`, so that it does not
         read as said to the current room; so is a notice to a nick we have
-        no conversation with (a notice opens none)."""
-        opens = kind != "ownnotice" and not ircmsg.is_room(target)
+        no conversation with (a notice opens none).  One to a room's
+        operators (`/msg @#ops`) goes to the room, marked `(to @#ops)`, as
+        theirs do, not to a conversation named `@#ops`."""
+        status, room = events.status_target(target)
+        if status and self.find(room) is not None:
+            target, text = room, f"(to {status}{room}) {text}"
+        opens = kind != "ownnotice" and not ircmsg.is_room(target) and not status
         buffer = self.open(target) if opens else self.find(target)
         if buffer is None:
             buffer, text = self.current, f"(to {target}) {text}"

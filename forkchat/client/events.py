@@ -121,11 +121,8 @@ def _talk(kind: str, msg: ircmsg.Message, me: str) -> list[UiEvent]:
     nick, it opened a private conversation with its sender, as if said to
     us alone (ChanServ's notices to a room's operators, on many networks).
     """
-    target, text = msg.param(0), msg.param(1)
-    status = _STATUS_TARGET.match(target)
-    if status:
-        target = target[status.end():]
-        text = _marked(text, f"(to {status.group()}{target}) ")
+    status, target = status_target(msg.param(0))
+    text = _marked(msg.param(1), f"(to {status}{target}) ") if status else msg.param(1)
     private = not ircmsg.is_room(target)
     own = _same(msg.nick, me)
     if "!" not in msg.prefix and kind == "notice":
@@ -142,6 +139,13 @@ def _talk(kind: str, msg: ircmsg.Message, me: str) -> list[UiEvent]:
                            other=ctcp.upper(), private=private, own=own)]
     return [_event(kind, msg, buffer=buffer, nick=msg.nick, text=text,
                    private=private, own=own)]
+
+
+def status_target(target: str) -> tuple[str, str]:
+    """(`@`, `#ops`) for a message to a room's operators, `@#ops`;
+    ('', target) for any other target."""
+    status = _STATUS_TARGET.match(target)
+    return (status.group(), target[status.end():]) if status else ("", target)
 
 
 def _marked(text: str, mark: str) -> str:

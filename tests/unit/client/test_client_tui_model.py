@@ -465,3 +465,16 @@ def test_tab_completes_the_names_of_our_rooms():
     editor.complete(model.completions)
     assert editor.text == "&local "       # a room at the start is not addressed with ':'
     assert model.completions("+1", False) == ["op"]      # talk, not a room
+
+
+def test_what_we_say_to_a_rooms_operators_is_shown_in_the_room():
+    """`/msg @#lobby text` opened a conversation named `@#lobby`."""
+    model = model_in_lobby()
+    model.open("#other")
+    model.switch(model.find("#other"))
+    model.own_talk("own", "@#lobby", "ops only")
+    assert [buffer.name for buffer in model.buffers] == [buffers.STATUS_NAME, "#lobby", "#other"]
+    assert model.find("#lobby").lines[-1].text == "(to @#lobby) ops only"
+    model.own_talk("own", "@#elsewhere", "hm")      # no buffer: here, marked as before
+    assert model.current.lines[-1].text == "(to @#elsewhere) hm"
+    assert [buffer.name for buffer in model.buffers][3:] == []
