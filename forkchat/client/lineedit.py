@@ -22,9 +22,26 @@ SECRET_COMMANDS = ("/oper ",)
 NOT_ADDRESSED = "/#&"
 
 
+# Format characters that take a cell all the same, as the C library's
+# wcwidth() (which curses draws by) and terminals count them: SOFT HYPHEN,
+# common in text copied from web pages, and the number signs written before
+# digits in Arabic, Syriac and Kaithi (Unicode's Prepended_Concatenation_Mark).
+# Counted as none, a row of soft hyphens ran past the edge, and the next row
+# was drawn over the rest of the line, which was never seen.
+VISIBLE_FORMAT = frozenset("\u00ad\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f"
+                           "\u0890\u0891\u08e2\U000110bd\U000110cd")
+# Hangul jamo vowels and final consonants after a leading consonant join it
+# in one syllable's cells (wcwidth 0): a decomposed 한 is ᄒ + ᅡ + ᆫ.
+JAMO_JOINING = (("\u1160", "\u11ff"), ("\ud7b0", "\ud7ff"))
+
+
 def char_width(char: str) -> int:
-    """Terminal cells one code point takes: 0, 1 or 2."""
+    """Terminal cells one code point takes: 0, 1 or 2, as wcwidth() says."""
+    if char in VISIBLE_FORMAT:
+        return 1
     if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    if any(low <= char <= high for low, high in JAMO_JOINING):
         return 0
     if unicodedata.east_asian_width(char) in ("W", "F"):
         return 2
