@@ -149,6 +149,10 @@ class Connection:
         self._quit_queued = False     # a raw QUIT waits in the queue: accept no more lines
         self._quit_written = False    # QUIT is out: what is still queued stays (`unsent`)
         self._error_reason = ""
+        # The away message the server last confirmed (306), set again after a
+        # reconnect; and the one of our last AWAY, until its answer comes.
+        self.away = ""
+        self._away_asked = ""
         # LIST/WHO lines written and not yet answered: (command, when written).
         self._asked: collections.deque[tuple[str, float]] = collections.deque()
 
@@ -177,6 +181,8 @@ class Connection:
             # even if our try to take the wanted nick back got no 433.
             self._regaining = False
         self._note_join_keys(line)
+        if command == "AWAY":
+            self._away_asked = _away_text(line)
         self._queue.append((line, True))
         self._pump()
 
@@ -393,6 +399,8 @@ class Connection:
         self._lost_since = None
         self._rejoining = set(self.rooms)
         joins = join_lines(list(self.rooms.values()), self.keys)
+        if self.away:   # a new server knows us as back: say it again, as irssi does
+            joins.append(ircmsg.build("AWAY", self.away))
         if joins:
             self._queue.extendleft(reversed([(line, False) for line in joins]))
         self.registered_once = True
@@ -542,6 +550,16 @@ class Connection:
                 self.keys.pop(room, None)
         return False
 
+    def _on_away_set(self, msg: ircmsg.Message) -> bool:
+        """306: marked away, with the text of our last AWAY."""
+        self.away = self._away_asked or self.away
+        return False
+
+    def _on_back(self, msg: ircmsg.Message) -> bool:
+        """305: no longer away; nothing to set again after a reconnect."""
+        self.away = ""
+        return False
+
     def _on_isupport(self, msg: ircmsg.Message) -> bool:
         """005: which channel modes take a parameter on this server."""
         for token in msg.params[1:-1]:
@@ -677,6 +695,14 @@ def _answers(msg: ircmsg.Message, command: str) -> bool:
             and msg.param(1).upper() == command)
 
 
+def _away_text(line: str) -> str:
+    """The message of an AWAY line we send ('' for back)."""
+    try:
+        return ircmsg.parse(line).param(0)
+    except ValueError:
+        return ""
+
+
 def _is_flush(line: str) -> bool:
     """A flush barrier's PING (see `flush`)."""
     return line.startswith("PING " + FLUSH_TOKEN)
@@ -693,6 +719,7 @@ INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {
     "JOIN": Connection._on_join, "PART": Connection._on_part,
     "KICK": Connection._on_kick, "PRIVMSG": Connection._on_privmsg,
     "MODE": Connection._on_mode, "005": Connection._on_isupport,
+    "305": Connection._on_back, "306": Connection._on_away_set,
     **{code: Connection._on_join_refused for code in JOIN_REFUSALS},
 }
 

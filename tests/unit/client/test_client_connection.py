@@ -324,6 +324,28 @@ def test_rejoin_lines_keep_within_an_irc_line():
     assert ",".join(line.split(" ")[1] for line in lines[1:]) == ",".join(long_rooms[1:])
 
 
+def test_away_is_set_again_after_a_reconnect_and_back_is_not(peer, bob):
+    """A restarted server knows everyone as back: away for lunch, the user
+    came back to find the client reconnected and shown as present."""
+    harness = bob
+    harness.conn.send("AWAY :gone to lunch")
+    harness.expect_line("AWAY :gone to lunch")
+    peer.send(":srv 306 bob :You have been marked as being away")
+    harness.until(lambda: harness.conn.away == "gone to lunch", "away noted")
+    reconnect(harness, peer)
+    harness.expect_line("AWAY :gone to lunch")
+    assert harness.seen.index("JOIN #lobby") < harness.seen.index("AWAY :gone to lunch")
+    peer.send(":srv 306 bob :You have been marked as being away")
+    harness.conn.send("AWAY")
+    harness.expect_line("AWAY")
+    peer.send(":srv 305 bob :You are no longer marked as being away")
+    harness.until(lambda: harness.conn.away == "", "back noted")
+    reconnect(harness, peer)
+    harness.conn.send("PRIVMSG #lobby :after")
+    harness.expect_line("PRIVMSG #lobby :after")
+    assert not [line for line in harness.seen if line.startswith("AWAY")]
+
+
 def test_a_refused_rejoin_forgets_the_room(peer, bob):
     """Banned (or the key changed) while away: no retry after every reconnect."""
     harness = bob
