@@ -20,6 +20,9 @@ from forkchat.client import connection, events, ircmsg, slash
 SCROLLBACK_LINES = 2000
 STATUS_NAME = "(status)"
 MEMBER_PREFIXES = "~&@%+"
+# A word starting with one of these completes to a room name, not a nick:
+# the room prefixes no word of talk starts with (`+1` and `!` do).
+ROOM_COMPLETION_PREFIXES = "#&"
 TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction", "ownnotice"])
 # Talk that makes a buffer unread: someone else's, not our own echo.
 UNREAD_KINDS = frozenset(["msg", "action", "notice"])
@@ -38,6 +41,18 @@ def names(text: str, nick: str) -> bool:
         return False
     pattern = rf"(?<![{_NICK_CHARS}]){re.escape(ircmsg.casefold(nick))}(?![{_NICK_CHARS}])"
     return re.search(pattern, ircmsg.casefold(text), re.IGNORECASE) is not None
+
+
+def list_note(rows: int) -> str:
+    """Said where /list was typed once its rows are in buffer 1; past what
+    a buffer keeps, also how to ask for fewer (forkchat and most servers
+    take masks and member counts)."""
+    rooms = "1 room" if rows == 1 else f"{rows} rooms"
+    note = f"/list: {rooms}, listed in buffer 1 (Alt+1)"
+    if rows >= SCROLLBACK_LINES:
+        note += (f"; it keeps the last {SCROLLBACK_LINES} lines: /list *word* or"
+                 " /list >N (rooms of more than N members) lists fewer")
+    return note
 
 
 @dataclasses.dataclass
@@ -83,6 +98,7 @@ class ChatModel:
         self._names_seen: set[str] = set()
         self._names_listed: set[str] = set()   # rooms whose 353 came, until the 366
         self._who_rows = False                 # a 352 came since the last 315
+        self._list_rows = 0                    # 322s since the last 323
 
     # ---- buffers -----------------------------------------------------------
 
@@ -153,8 +169,13 @@ class ChatModel:
                 or (not b.is_room and ircmsg.casefold(b.name) == folded)]
 
     def completions(self, word: str, at_start: bool) -> list[str]:
+        """Commands after a leading /, the names of our rooms for a word
+        starting with # or & (`/switch #ro`, with 30 rooms open, had only
+        nicks to offer), else the nicks here."""
         if word.startswith("/"):
             return slash.command_names() if at_start else []
+        if word[:1] in ROOM_COMPLETION_PREFIXES:
+            return [buffer.name for buffer in self.buffers if buffer.is_room]
         nicks = list(self.current.members.values())
         if self.active and not self.current.is_room:
             nicks.append(self.current.name)
@@ -170,7 +191,13 @@ class ChatModel:
         return Line(event.time, event.kind, event.nick, text)
 
     def _talk(self, event: events.UiEvent) -> None:
-        if event.private:
+        """Talk goes to its room or conversation.  A private CTCP request
+        (VERSION, TIME ...: answered or not, nothing to read) is noted in
+        buffer 1 and opens no conversation: some networks' bots ask every
+        client that connects, and each left a buffer behind."""
+        if event.private and event.kind == "ctcp":
+            buffer = self.buffers[0]
+        elif event.private:
             buffer = self.open(event.buffer)
         else:
             buffer = self.find(event.buffer) or self.buffers[0]
@@ -182,8 +209,13 @@ class ChatModel:
         A room we have no buffer for (`/msg #other hi` without being in it)
         is echoed where we are, marked `(to #other)`, so that it does not
         read as said to the current room; so is a notice to a nick we have
-        no conversation with (a notice opens none)."""
-        opens = kind != "ownnotice" and not ircmsg.is_room(target)
+        no conversation with (a notice opens none).  One to a room's
+        operators (`/msg @#ops`) goes to the room, marked `(to @#ops)`, as
+        theirs do, not to a conversation named `@#ops`."""
+        status, room = events.status_target(target)
+        if status and self.find(room) is not None:
+            target, text = room, f"(to {status}{room}) {text}"
+        opens = kind != "ownnotice" and not ircmsg.is_room(target) and not status
         buffer = self.open(target) if opens else self.find(target)
         if buffer is None:
             buffer, text = self.current, f"(to {target}) {text}"
@@ -278,12 +310,32 @@ class ChatModel:
             self._to_active(event)
         self._who_rows = False
 
+    def _list(self, event: events.UiEvent) -> None:
+        """A /list row goes to buffer 1, as irssi puts it in its status
+        window: in the buffer where /list was typed, a server of more rooms
+        than a buffer keeps lines pushed that room's whole history out."""
+        self._list_rows += 1
+        self._to_status(event)
+
+    def _list_end(self, event: events.UiEvent) -> None:
+        """After rows, where /list was typed: how many and where they are.
+        With none (nothing matched, or a 263 before it) the end is the
+        whole answer, shown there, as an empty /names is."""
+        rows, self._list_rows = self._list_rows, 0
+        if not rows:
+            self._to_active(event)
+            return
+        self._to_status(event)
+        if self.current is not self.buffers[0]:
+            self.info(list_note(rows))
+
     def _status(self, event: events.UiEvent) -> None:
         """Link news goes to the status buffer and to every room."""
         for buffer in self.buffers:
             if buffer is self.buffers[0] or buffer.joined:
                 self.add(buffer, self._line(event))
         if event.other == connection.STATUS_DISCONNECTED:
+            self._list_rows = 0     # an answer cut off: the next /list counts anew
             for buffer in self.buffers:
                 buffer.joined = False
 
@@ -312,6 +364,7 @@ ROUTES: dict[str, Callable[[ChatModel, events.UiEvent], None]] = {
     "topic": ChatModel._topic, "names": ChatModel._names,
     "names_end": ChatModel._names_end, "status": ChatModel._status,
     "who": ChatModel._who, "who_end": ChatModel._who_end,
+    "list": ChatModel._list, "list_end": ChatModel._list_end,
     "server": ChatModel._to_status, "mode": ChatModel._mode,
     "error": ChatModel._error,
 }

@@ -66,6 +66,13 @@ FLUSH_TOKEN = "forkchat-flush-"
 # ends each answer (after a 263 too): until it comes, the full-screen
 # interface says what it waits for, and what is typed after it waits too.
 ANSWER_ENDS = {"LIST": "323", "WHO": "315"}
+# A rejoin names this many rooms per JOIN at most (and REJOIN_BYTES of names
+# and keys): one JOIN per room went out at the pace, 8 and then one every
+# 0.6 s, so that with 30 rooms what was typed meanwhile waited 14 s behind
+# them, 25 s with 50.  Ten keeps each line, and the burst of member lists
+# that answers it, modest on servers that count a JOIN's rooms.
+REJOIN_ROOMS = 10
+REJOIN_BYTES = 400
 FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
                         "465": "you are banned from this server"}
 
@@ -142,6 +149,10 @@ class Connection:
         self._quit_queued = False     # a raw QUIT waits in the queue: accept no more lines
         self._quit_written = False    # QUIT is out: what is still queued stays (`unsent`)
         self._error_reason = ""
+        # The away message the server last confirmed (306), set again after a
+        # reconnect; and the one of our last AWAY, until its answer comes.
+        self.away = ""
+        self._away_asked = ""
         # LIST/WHO lines written and not yet answered: (command, when written).
         self._asked: collections.deque[tuple[str, float]] = collections.deque()
 
@@ -170,6 +181,8 @@ class Connection:
             # even if our try to take the wanted nick back got no 433.
             self._regaining = False
         self._note_join_keys(line)
+        if command == "AWAY":
+            self._away_asked = _away_text(line)
         self._queue.append((line, True))
         self._pump()
 
@@ -385,7 +398,9 @@ class Connection:
         self._attempt = 0
         self._lost_since = None
         self._rejoining = set(self.rooms)
-        joins = [self._join_line(room) for room in self.rooms.values()]
+        joins = join_lines(list(self.rooms.values()), self.keys)
+        if self.away:   # a new server knows us as back: say it again, as irssi does
+            joins.append(ircmsg.build("AWAY", self.away))
         if joins:
             self._queue.extendleft(reversed([(line, False) for line in joins]))
         self.registered_once = True
@@ -394,11 +409,6 @@ class Connection:
                      STATUS_CONNECTED)
         self._pump()
         return False
-
-    def _join_line(self, room: str) -> str:
-        """JOIN for a rejoin, with the room's key when it has one."""
-        key = self.keys.get(ircmsg.casefold(room))
-        return ircmsg.build("JOIN", room, key) if key else ircmsg.build("JOIN", room)
 
     def _note_join_keys(self, line: str) -> None:
         """Our own `JOIN #a,#b keya,keyb`: keys to keep once the server lets us in."""
@@ -540,6 +550,16 @@ class Connection:
                 self.keys.pop(room, None)
         return False
 
+    def _on_away_set(self, msg: ircmsg.Message) -> bool:
+        """306: marked away, with the text of our last AWAY."""
+        self.away = self._away_asked or self.away
+        return False
+
+    def _on_back(self, msg: ircmsg.Message) -> bool:
+        """305: no longer away; nothing to set again after a reconnect."""
+        self.away = ""
+        return False
+
     def _on_isupport(self, msg: ircmsg.Message) -> bool:
         """005: which channel modes take a parameter on this server."""
         for token in msg.params[1:-1]:
@@ -627,6 +647,36 @@ class Connection:
         self.closed, self.state = True, "closed"
 
 
+def join_lines(rooms: list[str], keys: dict[str, str]) -> list[str]:
+    """The JOIN lines of a rejoin: the rooms with a key (casefolded room ->
+    key) in lines of their own, keys in the same order, then the others;
+    at most REJOIN_ROOMS rooms and about REJOIN_BYTES of names a line."""
+    keyed = [(room, keys[ircmsg.casefold(room)]) for room in rooms
+             if ircmsg.casefold(room) in keys]
+    plain = [(room, "") for room in rooms if ircmsg.casefold(room) not in keys]
+    lines = []
+    for batch in _batches(keyed) + _batches(plain):
+        names = ",".join(room for room, _ in batch)
+        given = [key for _, key in batch if key]
+        lines.append(ircmsg.build("JOIN", names, ",".join(given)) if given
+                     else ircmsg.build("JOIN", names))
+    return lines
+
+
+def _batches(pairs: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """`pairs` cut into runs of at most REJOIN_ROOMS and about REJOIN_BYTES."""
+    batches: list[list[tuple[str, str]]] = []
+    size = 0
+    for room, key in pairs:
+        cost = len(room.encode()) + len(key.encode()) + 2
+        if not batches or len(batches[-1]) >= REJOIN_ROOMS or size + cost > REJOIN_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append((room, key))
+        size += cost
+    return batches
+
+
 def _command(line: str) -> str:
     """The command of a raw line we send, upper-cased ('' when unparsable)."""
     try:
@@ -645,6 +695,14 @@ def _answers(msg: ircmsg.Message, command: str) -> bool:
             and msg.param(1).upper() == command)
 
 
+def _away_text(line: str) -> str:
+    """The message of an AWAY line we send ('' for back)."""
+    try:
+        return ircmsg.parse(line).param(0)
+    except ValueError:
+        return ""
+
+
 def _is_flush(line: str) -> bool:
     """A flush barrier's PING (see `flush`)."""
     return line.startswith("PING " + FLUSH_TOKEN)
@@ -661,6 +719,7 @@ INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {
     "JOIN": Connection._on_join, "PART": Connection._on_part,
     "KICK": Connection._on_kick, "PRIVMSG": Connection._on_privmsg,
     "MODE": Connection._on_mode, "005": Connection._on_isupport,
+    "305": Connection._on_back, "306": Connection._on_away_set,
     **{code: Connection._on_join_refused for code in JOIN_REFUSALS},
 }
 

@@ -27,6 +27,9 @@ BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
 # mIRC colour/format codes, then any other C0/C1 control, DEL, or bidi control.
 _FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}"
                          r"|[\x00-\x1f\x7f\x80-\x9f" + BIDI_CONTROLS + "]")
+# The member prefixes that may stand before a room's name as a message's
+# target (STATUSMSG: to the room's operators, voiced ...).
+_STATUS_TARGET = re.compile(r"[~&@%+]+(?=[#&])")
 # RPL_TRYAGAIN (263), a scan refused for now (forkchat's queue was full or
 # it waited 30 s), answers the command just typed: shown where it was typed,
 # as the 4xx refusals are, not in the status buffer with the server's news.
@@ -39,6 +42,9 @@ _SILENT_NUMERICS = frozenset([318, 321, 329, 333, 369])
 _TEXT_ONLY_NUMERICS = frozenset([265, 266])
 # RPL_ENDOFNAMES, RPL_ENDOFWHO: the end of a list, shown when it was empty.
 _LIST_ENDS = {366: "names_end", 315: "who_end"}
+# RPL_LIST and RPL_LISTEND: a /list's rows and end, kinds of their own so
+# that the full-screen interface can put them in buffer 1 (see buffers).
+_ROOM_LIST = {322: "list", 323: "list_end"}
 # Refusals whose text does not say what was refused (`Password incorrect`,
 # forkchat's `Too soon after a failed OPER attempt ...`): the command they
 # answer.  After registration 464 and 491 only ever answer OPER.
@@ -55,7 +61,8 @@ class UiEvent:
     """One thing to show.
 
     kind is one of: msg action notice join part quit nick kick topic mode
-    invite names names_end who who_end reply server error status ctcp.  The
+    invite names names_end who who_end list list_end reply server error
+    status ctcp.  The
     *_end kinds close a NAMES or WHO list: shown only when the list was
     empty, so that an answer with no rows is not silence.  buffer is the
     room or the query partner it belongs to ("" = status/active buffer).
@@ -107,8 +114,15 @@ def _same(a: str, b: str) -> bool:
 
 
 def _talk(kind: str, msg: ircmsg.Message, me: str) -> list[UiEvent]:
-    """PRIVMSG/NOTICE: a room message, a private one, an action or a CTCP."""
-    target, text = msg.param(0), msg.param(1)
+    """PRIVMSG/NOTICE: a room message, a private one, an action or a CTCP.
+
+    One to a room's operators (or voiced: `@#room`, `+#room`, the servers'
+    STATUSMSG) belongs to the room, marked `(to @#room)`: read as sent to a
+    nick, it opened a private conversation with its sender, as if said to
+    us alone (ChanServ's notices to a room's operators, on many networks).
+    """
+    status, target = status_target(msg.param(0))
+    text = _marked(msg.param(1), f"(to {status}{target}) ") if status else msg.param(1)
     private = not ircmsg.is_room(target)
     own = _same(msg.nick, me)
     if "!" not in msg.prefix and kind == "notice":
@@ -125,6 +139,20 @@ def _talk(kind: str, msg: ircmsg.Message, me: str) -> list[UiEvent]:
                            other=ctcp.upper(), private=private, own=own)]
     return [_event(kind, msg, buffer=buffer, nick=msg.nick, text=text,
                    private=private, own=own)]
+
+
+def status_target(target: str) -> tuple[str, str]:
+    """(`@`, `#ops`) for a message to a room's operators, `@#ops`;
+    ('', target) for any other target."""
+    status = _STATUS_TARGET.match(target)
+    return (status.group(), target[status.end():]) if status else ("", target)
+
+
+def _marked(text: str, mark: str) -> str:
+    """`mark` before the text, inside an ACTION (`\x01ACTION (to @#r) waves`)."""
+    if text.startswith("\x01ACTION "):
+        return "\x01ACTION " + mark + text[len("\x01ACTION "):]
+    return text if text.startswith("\x01") else mark + text
 
 
 def _privmsg(msg: ircmsg.Message, me: str) -> list[UiEvent]:
@@ -243,6 +271,8 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
         return [_event(_LIST_ENDS[code], msg, buffer=msg.param(1), text=msg.param(2))]
     if code == 352:
         return [_event("who", msg, text=_reply_text(code, params))]
+    if code in _ROOM_LIST:
+        return [_event(_ROOM_LIST[code], msg, text=_reply_text(code, params))]
     if code in _REFUSED_COMMAND:
         reason = params[-1] if params else str(code)
         return [_event("error", msg, text=f"{_REFUSED_COMMAND[code]} refused: {reason}",
@@ -297,6 +327,8 @@ DESCRIBE: dict[str, Callable[[UiEvent], str]] = {
     "action": lambda e: f"{e.nick} {e.text}",
     "reply": lambda e: e.text,
     "who": lambda e: e.text,
+    "list": lambda e: e.text,
+    "list_end": lambda e: e.text,
     "names_end": lambda e: f"{e.buffer}: {e.text}",
     "who_end": lambda e: f"{e.buffer}: {e.text}",
     "server": lambda e: e.text,

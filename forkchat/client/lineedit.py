@@ -17,11 +17,31 @@ JOINERS = "\u200c\u200d"     # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
 # Lines that carry a password stay out of the history, where Up would show
 # them to anyone at the terminal.
 SECRET_COMMANDS = ("/oper ",)
+# Completions that are no nick, so not `name: ` at the start of a line:
+# commands and room names.
+NOT_ADDRESSED = "/#&"
+
+
+# Format characters that take a cell all the same, as the C library's
+# wcwidth() (which curses draws by) and terminals count them: SOFT HYPHEN,
+# common in text copied from web pages, and the number signs written before
+# digits in Arabic, Syriac and Kaithi (Unicode's Prepended_Concatenation_Mark).
+# Counted as none, a row of soft hyphens ran past the edge, and the next row
+# was drawn over the rest of the line, which was never seen.
+VISIBLE_FORMAT = frozenset("\u00ad\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f"
+                           "\u0890\u0891\u08e2\U000110bd\U000110cd")
+# Hangul jamo vowels and final consonants after a leading consonant join it
+# in one syllable's cells (wcwidth 0): a decomposed 한 is ᄒ + ᅡ + ᆫ.
+JAMO_JOINING = (("\u1160", "\u11ff"), ("\ud7b0", "\ud7ff"))
 
 
 def char_width(char: str) -> int:
-    """Terminal cells one code point takes: 0, 1 or 2."""
+    """Terminal cells one code point takes: 0, 1 or 2, as wcwidth() says."""
+    if char in VISIBLE_FORMAT:
+        return 1
     if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    if any(low <= char <= high for low, high in JAMO_JOINING):
         return 0
     if unicodedata.east_asian_width(char) in ("W", "F"):
         return 2
@@ -185,8 +205,9 @@ class LineEditor:
     def complete(self, candidates: Callable[[str, bool], Iterable[str]]) -> None:
         """Tab: complete the word before the cursor; Tab again cycles.
 
-        `candidates(word, at_start)` returns the possible words (commands or
-        nicks).  A nick completed at the start of the line gets `: ` after it.
+        `candidates(word, at_start)` returns the possible words (commands,
+        rooms or nicks).  A nick completed at the start of the line gets
+        `: ` after it.
         """
         if self._completion is not None:
             start, stop, matches, index = self._completion
@@ -201,7 +222,7 @@ class LineEditor:
                 return
             stop, index = self.cursor, 0
         choice = matches[index]
-        suffix = ": " if start == 0 and not choice.startswith("/") else " "
+        suffix = ": " if start == 0 and choice[:1] not in NOT_ADDRESSED else " "
         self.text = self.text[:start] + choice + suffix + self.text[stop:]
         self.cursor = start + len(choice) + len(suffix)
         self._completion = (start, self.cursor, matches, index)

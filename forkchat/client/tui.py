@@ -138,6 +138,31 @@ def fit_status(parts: list[str], width: int, spare: tuple[int, ...]) -> str:
     return _join_status(shown)
 
 
+def fit_activity(labels: list[str], room: int) -> str:
+    """`Act: 2,3*,5` in at most `room` cells: the labels that fit, then
+    `+N` for the rest ('' when not even that fits).  In 30 rooms the whole
+    list ran off the status line's edge, and the news after it
+    (`reconnecting in 30 s`, `more below`) with it."""
+    for shown in range(len(labels), -1, -1):
+        rest = len(labels) - shown
+        text = "Act: " + ",".join(labels[:shown] + ([f"+{rest}"] if rest else []))
+        if lineedit.text_width(text) <= room:
+            return text
+    return ""
+
+
+def status_with_activity(parts: list[str], labels: list[str], width: int) -> str:
+    """The status line's parts and, last, the unread buffers: whole when
+    they fit (the spare parts left out first), else cut to the room left."""
+    activity = ["Act: " + ",".join(labels)] if labels else []
+    line = fit_status(parts + activity, width, STATUS_SPARE)
+    if lineedit.text_width(line) <= width or not labels:
+        return line
+    line = fit_status(parts, 0, STATUS_SPARE)     # every spare part out first
+    shown = fit_activity(labels, width - lineedit.text_width(line) - 3)
+    return f"{line} | {shown}" if shown else line
+
+
 def _join_status(parts: list[str]) -> str:
     return " " + " | ".join(part for part in parts if part)
 
@@ -463,10 +488,6 @@ class Tui:
                  buffer_label(self.model.active + 1, buffer.name, width)]
         if buffer.is_room:
             parts.append(room_state(buffer))
-        active = [f"{i + 1}{'*' if b.highlight else ''}"
-                  for i, b in enumerate(self.model.buffers) if b.unread]
-        if active:
-            parts.append("Act: " + ",".join(active))
         waiting = awaited_notice(self.conn.awaited())
         if waiting:
             parts.append(waiting)
@@ -476,7 +497,9 @@ class Tui:
             parts.append("connecting")
         if buffer.scroll:
             parts.append("-- more below (PageDown) --")
-        return fit_status(parts, width, STATUS_SPARE)
+        active = [f"{i + 1}{'*' if b.highlight else ''}"
+                  for i, b in enumerate(self.model.buffers) if b.unread]
+        return status_with_activity(parts, active, width)
 
     def _pane_rows(self, buffer: buffers.Buffer, width: int, height: int
                    ) -> list[list[tuple[str, int]]]:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from forkchat.client import connection, events
+from forkchat.client import connection, events, ircmsg
 
 DEADLINE_S = 5.0
 
@@ -240,8 +240,22 @@ def reconnect(harness: Harness, peer: Peer) -> None:
 
 
 def joins_sent(harness: Harness) -> list[str]:
-    """The JOIN lines sent since the reconnect, sorted."""
-    return sorted(line for line in harness.seen if line.startswith("JOIN"))
+    """The rooms joined since the reconnect, sorted, as `JOIN #room [key]`
+    each, from the rejoin's lines (which name several rooms at once)."""
+    joins = []
+    for line in harness.seen:
+        if line.startswith("JOIN "):
+            _, rooms, *keys = line.split(" ")
+            given = keys[0].split(",") if keys else []
+            for index, room in enumerate(rooms.split(",")):
+                joins.append(f"JOIN {room} {given[index]}" if index < len(given)
+                             else f"JOIN {room}")
+    return sorted(joins)
+
+
+def expect_join(harness: Harness, join: str) -> None:
+    """Wait for a rejoin of one room (`JOIN #room [key]`), in whichever line."""
+    harness.until(lambda: join in joins_sent(harness), join)
 
 
 def test_rejoin_gives_the_key_of_our_own_join(peer, bob):
@@ -256,7 +270,7 @@ def test_rejoin_gives_the_key_of_our_own_join(peer, bob):
     peer.send(":bob!u@h JOIN #wrong")
     harness.until(lambda: "#wrong" in harness.conn.rooms, "the joins")
     reconnect(harness, peer)
-    harness.expect_line("JOIN #wrong")
+    expect_join(harness, "JOIN #wrong")
     assert joins_sent(harness) == [
         "JOIN #lobby", "JOIN #open", "JOIN #vault sesame", "JOIN #wrong"]
 
@@ -276,9 +290,60 @@ def test_rejoin_follows_key_modes_seen_in_the_room(peer, bob):
     peer.send(":op!u@h MODE #elsewhere +k notours")
     harness.until(lambda: "#gone" not in harness.conn.rooms, "the part")
     reconnect(harness, peer)
-    harness.expect_line("JOIN #c new")
+    expect_join(harness, "JOIN #c new")
     assert joins_sent(harness) == [
         "JOIN #a akey", "JOIN #b", "JOIN #c new", "JOIN #lobby"]
+
+
+def test_a_rejoin_of_many_rooms_does_not_hold_back_what_was_typed(peer, bob):
+    """One JOIN per room went out at the pace (8, then one every 0.6 s):
+    in 26 rooms, a line typed while the server was away waited 11 s."""
+    harness = bob
+    rooms = [f"#room{number}" for number in range(25)]
+    for room in rooms:
+        peer.send(f":bob!u@h JOIN {room}")
+    peer.send(":op!u@h MODE #room7 +k sesame")
+    harness.until(lambda: len(harness.conn.rooms) == 26, "the joins")
+    register_again(harness, peer)
+    harness.conn.send("PRIVMSG #room3 :typed meanwhile")   # before the 001 is read
+    harness.expect_line("PRIVMSG #room3 :typed meanwhile")
+    joins = [line for line in harness.seen if line.startswith("JOIN")]
+    assert harness.seen.index(joins[-1]) < harness.seen.index("PRIVMSG #room3 :typed meanwhile")
+    assert joins[0] == "JOIN #room7 sesame"
+    assert len(joins) == 4 and all(len(line) < 510 for line in joins)
+    assert joins_sent(harness) == sorted(
+        ["JOIN #lobby"] + [f"JOIN {room}" for room in rooms if room != "#room7"]
+        + ["JOIN #room7 sesame"])
+
+
+def test_rejoin_lines_keep_within_an_irc_line():
+    long_rooms = [f"#{'x' * 45}{number}" for number in range(12)]
+    lines = connection.join_lines(long_rooms, {ircmsg.casefold(long_rooms[0]): "k" * 20})
+    assert lines[0] == f"JOIN {long_rooms[0]} {'k' * 20}"
+    assert all(len(line) <= connection.REJOIN_BYTES + 10 for line in lines)
+    assert ",".join(line.split(" ")[1] for line in lines[1:]) == ",".join(long_rooms[1:])
+
+
+def test_away_is_set_again_after_a_reconnect_and_back_is_not(peer, bob):
+    """A restarted server knows everyone as back: away for lunch, the user
+    came back to find the client reconnected and shown as present."""
+    harness = bob
+    harness.conn.send("AWAY :gone to lunch")
+    harness.expect_line("AWAY :gone to lunch")
+    peer.send(":srv 306 bob :You have been marked as being away")
+    harness.until(lambda: harness.conn.away == "gone to lunch", "away noted")
+    reconnect(harness, peer)
+    harness.expect_line("AWAY :gone to lunch")
+    assert harness.seen.index("JOIN #lobby") < harness.seen.index("AWAY :gone to lunch")
+    peer.send(":srv 306 bob :You have been marked as being away")
+    harness.conn.send("AWAY")
+    harness.expect_line("AWAY")
+    peer.send(":srv 305 bob :You are no longer marked as being away")
+    harness.until(lambda: harness.conn.away == "", "back noted")
+    reconnect(harness, peer)
+    harness.conn.send("PRIVMSG #lobby :after")
+    harness.expect_line("PRIVMSG #lobby :after")
+    assert not [line for line in harness.seen if line.startswith("AWAY")]
 
 
 def test_a_refused_rejoin_forgets_the_room(peer, bob):
@@ -288,7 +353,7 @@ def test_a_refused_rejoin_forgets_the_room(peer, bob):
     peer.send(":bob!u@h JOIN #banned")
     harness.until(lambda: "#banned" in harness.conn.rooms, "the join")
     reconnect(harness, peer)
-    harness.expect_line("JOIN #banned")
+    expect_join(harness, "JOIN #banned")
     peer.send(":srv 474 bob #banned :Cannot join channel (+b)")
     peer.send(":bob!u@h JOIN #lobby")
     harness.until(lambda: "#banned" not in harness.conn.rooms, "#banned forgotten")

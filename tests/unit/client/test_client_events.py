@@ -172,3 +172,19 @@ def test_a_command_without_its_parameters_is_not_well_formed(line):
                                   ":srv 001 bob :Welcome", "PING :x", ":a!b@c TOPIC #x :"])
 def test_complete_commands_are_well_formed(line):
     assert events.well_formed(ircmsg.parse(line))
+
+
+@pytest.mark.parametrize("raw, printed", [
+    (":ChanServ!s@services NOTICE @#lobby :alice was opped",
+     "09:05 -ChanServ- (to @#lobby) alice was opped"),
+    (":alice!a@h PRIVMSG @#ops :ops only", "09:05 #ops <alice> (to @#ops) ops only"),
+    (":alice!a@h PRIVMSG +#lobby :\x01ACTION waves\x01", "09:05 * alice (to +#lobby) waves"),
+    (":alice!a@h PRIVMSG &local :an & room", "09:05 &local <alice> an & room"),
+])
+def test_a_message_to_a_rooms_operators_belongs_to_the_room(raw, printed):
+    """STATUSMSG (`@#room`, as Solanum and InspIRCd send it): read as sent
+    to a nick, it was shown as a private message from its sender, and the
+    full-screen interface opened a conversation with them."""
+    assert line_for(raw) == [printed]
+    [event] = events.translate(ircmsg.parse(raw), "bob")
+    assert not event.private and event.buffer in ("#lobby", "#ops", "&local")

@@ -182,3 +182,33 @@ def test_view_shows_what_it_always_showed(pieces, width, steps_left):
     for _ in range(steps_left):
         editor.left()
     assert editor.view(width) == reference_view(editor.text, editor.cursor, width)
+
+
+@pytest.mark.parametrize("text, width", [
+    ("ab\u00ad" * 30, 90),                  # soft hyphens take a cell each
+    ("\u0600\u0661", 2),                    # an Arabic number sign before a digit
+    ("\u1112\u1161\u11ab", 2),              # 한 spelled in jamo: one syllable
+    ("\u200b\u2060\ufeff", 0),              # the zero-width format characters stay none
+])
+def test_widths_are_those_curses_draws_by(text, width):
+    """curses places text by the C library's wcwidth(); counted otherwise, a
+    line of soft hyphens ran past the pane's edge and the row under it was
+    drawn over the rest, which was lost from sight."""
+    assert lineedit.text_width(text) == width
+
+
+def test_widths_agree_with_the_c_library():
+    ctypes = pytest.importorskip("ctypes")
+    import locale
+    saved = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+    except locale.Error:
+        pytest.skip("no C.UTF-8 locale")
+    try:
+        wcwidth = ctypes.CDLL(None).wcwidth
+        chars = sorted(lineedit.VISIBLE_FORMAT) + ["\u1160", "\u11a8", "\ud7b0", "a", "\u200b"]
+        assert [lineedit.char_width(c) for c in chars] == \
+            [wcwidth(ctypes.c_wchar(c)) for c in chars]
+    finally:
+        locale.setlocale(locale.LC_CTYPE, saved)

@@ -369,3 +369,112 @@ def test_a_late_answer_is_counted_in_the_status_line_after_two_seconds():
     assert tui.awaited_notice(None) == ""
     assert tui.awaited_notice(("LIST", 1.5)) == ""
     assert tui.awaited_notice(("WHO", 12.2)) == "waiting for /who: 12 s"
+
+
+def apply_raw(model: buffers.ChatModel, *raws: str) -> None:
+    for raw in raws:
+        for event in events.translate(ircmsg.parse(raw), model.me):
+            model.apply(event)
+
+
+def test_a_list_of_more_rooms_than_a_buffer_keeps_leaves_the_room_history_alone():
+    """/list rows go to buffer 1 (irssi's status window): in the room's
+    buffer, a server of 2000 rooms pushed every line said there out."""
+    model = model_in_lobby()
+    apply_raw(model, ":op!o@h PRIVMSG #lobby :remember this")
+    rows = buffers.SCROLLBACK_LINES + 5
+    apply_raw(model, *(f":srv 322 bob #r{n} 3 :topic {n}" for n in range(rows)),
+              ":srv 323 bob :End of /LIST")
+    lobby = [line.text for line in model.current.lines]
+    assert "remember this" in lobby
+    assert lobby[-1].startswith(f"/list: {rows} rooms, listed in buffer 1 (Alt+1); it keeps")
+    status = [line.text for line in model.buffers[0].lines]
+    assert status[-2:] == [f"#r{rows - 1} (3 users): topic {rows - 1}", "End of /LIST"]
+    assert model.buffers[0].unread == 0     # rows are no talk to star
+
+
+def test_a_short_list_is_in_buffer_1_and_named_where_it_was_typed():
+    model = model_in_lobby()
+    apply_raw(model, ":srv 322 bob #ops 1 :", ":srv 323 bob :End of /LIST")
+    assert [line.text for line in model.current.lines][-1] == \
+        "/list: 1 room, listed in buffer 1 (Alt+1)"
+    assert [line.text for line in model.buffers[0].lines][-2:] == ["#ops (1 user)", "End of /LIST"]
+    model.switch(model.buffers[0])
+    apply_raw(model, ":srv 322 bob #ops 1 :", ":srv 323 bob :End of /LIST")
+    assert [line.text for line in model.buffers[0].lines][-2:] == ["#ops (1 user)", "End of /LIST"]
+
+
+def test_an_empty_list_is_answered_where_it_was_typed():
+    model = model_in_lobby()
+    apply_raw(model, ":srv 323 bob :End of /LIST")
+    assert [line.text for line in model.current.lines][-1] == "End of /LIST"
+
+
+def test_many_unread_buffers_leave_the_connection_state_in_sight():
+    """In 30 rooms with talk in each, `Act: 3,4,...` ran off the status
+    line's edge and took `reconnecting in 30 s` with it."""
+    parts = ["05:03", "alice", "chat.example.org:6667", "2:#ops", "not joined",
+             "reconnecting in 30 s"]
+    labels = [f"{number}{'*' if number % 7 == 0 else ''}" for number in range(3, 33)]
+    line = tui.status_with_activity(parts, labels, 80)
+    assert line.startswith(" alice | 2:#ops | not joined | reconnecting in 30 s | Act: 3,4,5,")
+    assert lineedit.text_width(line) <= 80
+    shown = line.rpartition("Act: ")[2].split(",")
+    assert shown[-1] == f"+{len(labels) - len(shown) + 1}"
+    assert shown[:-1] == labels[:len(shown) - 1]
+
+
+def test_activity_that_fits_is_shown_whole_after_the_rest():
+    parts = ["05:03", "alice", "chat.example.org:6667", "2:#ops", "2 members"]
+    assert tui.status_with_activity(parts, ["3", "4*"], 100) == \
+        " 05:03 | alice | chat.example.org:6667 | 2:#ops | 2 members | Act: 3,4*"
+    assert tui.status_with_activity(parts, ["3", "4*"], 45) == \
+        " alice | 2:#ops | 2 members | Act: 3,4*"
+    assert tui.status_with_activity(parts, [], 45) == " 05:03 | alice | 2:#ops | 2 members"
+    assert tui.fit_activity(["3", "4", "5"], 9) == "Act: 3,+2"
+    assert tui.fit_activity(["3", "4", "5"], 5) == ""
+
+
+def test_a_private_ctcp_request_opens_no_conversation():
+    """A network's bot asking every new client's VERSION left a private
+    buffer named after it, with nothing said in it, in every session."""
+    model = model_in_lobby()
+    apply_raw(model, ":versionbot!v@services PRIVMSG bob :\x01VERSION\x01")
+    assert [buffer.name for buffer in model.buffers] == [buffers.STATUS_NAME, "#lobby"]
+    assert model.buffers[0].lines[-1].text == "versionbot sent CTCP VERSION"
+    apply_raw(model, ":alice!a@h PRIVMSG bob :\x01ACTION waves\x01")
+    assert [buffer.name for buffer in model.buffers][2:] == ["alice"]   # an action is talk
+    apply_raw(model, ":alice!a@h PRIVMSG #lobby :\x01PING 1\x01")
+    assert model.current.lines[-1].text == "alice sent CTCP PING"       # a room's stays there
+
+
+def test_tab_completes_the_names_of_our_rooms():
+    """With many rooms open, `/switch #ro` and Tab offered only nicks."""
+    model = model_in_lobby()
+    for room in ("#rooms", "#Roof", "&local"):
+        model.apply(ev("join", buffer=room, nick="bob", own=True))
+    model.open("alice")
+    editor = lineedit.LineEditor()
+    editor.insert("/switch #ro")
+    editor.complete(model.completions)
+    assert editor.text == "/switch #Roof "
+    editor.complete(model.completions)
+    assert editor.text == "/switch #rooms "
+    editor = lineedit.LineEditor()
+    editor.insert("&")
+    editor.complete(model.completions)
+    assert editor.text == "&local "       # a room at the start is not addressed with ':'
+    assert model.completions("+1", False) == ["op"]      # talk, not a room
+
+
+def test_what_we_say_to_a_rooms_operators_is_shown_in_the_room():
+    """`/msg @#lobby text` opened a conversation named `@#lobby`."""
+    model = model_in_lobby()
+    model.open("#other")
+    model.switch(model.find("#other"))
+    model.own_talk("own", "@#lobby", "ops only")
+    assert [buffer.name for buffer in model.buffers] == [buffers.STATUS_NAME, "#lobby", "#other"]
+    assert model.find("#lobby").lines[-1].text == "(to @#lobby) ops only"
+    model.own_talk("own", "@#elsewhere", "hm")      # no buffer: here, marked as before
+    assert model.current.lines[-1].text == "(to @#elsewhere) hm"
+    assert [buffer.name for buffer in model.buffers][3:] == []
