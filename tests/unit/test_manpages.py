@@ -520,7 +520,9 @@ def test_client_numbers_documented() -> None:
               f"every {linemode.BARRIER_LINES} lines",
               f"get up to {linemode.DRAIN_S:.0f} seconds",
               f"while {connection.CTCP_ANSWERS_QUEUED} answers wait",
-              f"its last {buffers.SCROLLBACK_LINES} lines"]
+              f"its last {buffers.SCROLLBACK_LINES} lines",
+              f"Buffer 1 keeps the last {buffers.SCROLLBACK_LINES} lines",
+              f"up to {connection.REJOIN_ROOMS} in one JOIN line"]
     assert [phrase for phrase in wanted if phrase not in text] == []
     readme = " ".join((MAN.parent / "README.md").read_text().split())
     assert f"({pacing} s)" in readme
