@@ -67,3 +67,49 @@ def test_json_nested_too_deep_closes_that_link_only(harness, caplog, kind):
         "control frame is not JSON"]
     again = harness.worker(hello(2), ipc.encode(ipc.Kind.SYNC, b"x"))     # the broker goes on
     assert ipc.FrameReader().feed(again.recv(4096)) == [(ipc.Kind.SYNC, b"x")]
+
+
+def registered(nick: str = "mallory") -> list[bytes]:
+    """The frames of a worker whose client registered as `nick`."""
+    return [hello(2), ipc.encode(ipc.Kind.REQUEST, f"NICK {nick}".encode()),
+            ipc.encode_json(ipc.Kind.REGISTER, {"user": "m", "realname": "M"})]
+
+
+def test_a_request_longer_than_an_irc_line_closes_that_link_only(harness, caplog):
+    """The worker answers 417 to a line over 512 bytes and forwards none.
+    A worker taken over sends a megabyte: 'LIST >' with 5000 digits raised
+    ValueError (int() of more than 4300 digits) out of the broker's loop."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    line = b"LIST >" + b"9" * 5000
+    sock = harness.worker(*registered(), ipc.encode(ipc.Kind.REQUEST, line))
+    assert closed_soon(harness, sock)
+    assert 2 not in harness.broker.links and not harness.broker.state.clients
+    assert broken_link_lines(caplog) == [
+        f"broker link of conn 2: REQUEST of {len(line)} bytes, longer than an IRC line"]
+    again = harness.worker(hello(2), ipc.encode(ipc.Kind.SYNC, b"x"))     # the broker goes on
+    assert ipc.FrameReader().feed(again.recv(4096)) == [(ipc.Kind.SYNC, b"x")]
+
+
+def test_a_request_of_a_whole_line_is_served(harness):
+    """512 bytes, CRLF included, is still a line."""
+    line = b"PRIVMSG mallory :" + b"x" * (510 - len(b"PRIVMSG mallory :")) + b"\r\n"
+    sock = harness.worker(*registered(), ipc.encode(ipc.Kind.REQUEST, line),
+                          ipc.encode(ipc.Kind.SYNC, b"y"))
+    assert (ipc.Kind.SYNC, b"y") in frames_until_sync(harness, sock)
+    assert 2 in harness.broker.links
+
+
+def frames_until_sync(harness: Harness, sock: socket.socket) -> list[tuple[int, bytes]]:
+    """What the broker sends the link, up to its echo of a SYNC."""
+    reader, frames = ipc.FrameReader(), []
+    sock.setblocking(False)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(k == ipc.Kind.SYNC for k, _ in frames):
+        harness.turn(0.05)
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        assert data, "the broker closed the link"
+        frames += reader.feed(data)
+    return frames
