@@ -38,7 +38,9 @@ bound does not count: a LIST of 10000 rooms is megabytes, and the client
 that asked must get it whole.  Its worker sends no further command before
 that reply has reached the client, so one reply per link at most is held
 (and, beside a scan waiting for its turn, the small replies to the talk
-that may pass it: see WaitingScan).
+that may pass it: see WaitingScan).  A worker that asks on regardless (one
+taken over through its client) is not read while its output is over the
+bound, and what it sent waits (Broker._stall).
 
 Restart sequence: the supervisor starts a new broker with the list of
 workers alive at the death.  Each reconnects and sends HELLO and, if it
@@ -156,7 +158,7 @@ class Link:
     """One worker's connection, as the broker sees it."""
 
     __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched",
-                 "pid", "waiting", "waiting_since", "host", "misstated")
+                 "pid", "waiting", "waiting_since", "host", "misstated", "stalled")
 
     def __init__(self, sock: socket.socket, limit: int, pid: int | None = None) -> None:
         self.sock = sock
@@ -177,6 +179,9 @@ class Link:
         # worker's word is all there is.
         self.host: str | None = None
         self.misstated = False      # its worker stated another host (logged)
+        # Frames read and not run while its output is over the bound (see
+        # Broker._stall); the link is not read meanwhile.
+        self.stalled: list[tuple[int, bytes]] | None = None
 
 
 class WaitingScan:
@@ -490,8 +495,8 @@ class Broker:
     def on_link(self, link: Link, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
             self._flush(link)
-        if not mask & selectors.EVENT_READ or link.closed:
-            return
+        if not mask & selectors.EVENT_READ or link.closed or link.stalled is not None:
+            return      # (stalled by an earlier event of the same select)
         self._read(link)
 
     def _read(self, link: Link, to_the_end: bool = False) -> None:
@@ -511,15 +516,50 @@ class Broker:
             except ipc.FrameError as error:
                 self._broken_link(link, str(error))
                 return
-            for kind, payload in frames:
-                if link.closed:
-                    return
-                if link.waiting is not None:     # its HELLO waits for its worker's pid
-                    link.waiting.append((kind, payload))
-                    continue
-                self._on_frame(link, kind, payload)
-            if not to_the_end:
+            self._run_frames(link, frames, bounded=not to_the_end)
+            if not to_the_end or link.stalled is not None:
                 return
+
+    def _run_frames(self, link: Link, frames: list[tuple[int, bytes]],
+                    bounded: bool = True) -> None:
+        """Run a link's frames in order; those after its output went over
+        the bound wait, `bounded`, until its worker has read it (_stall)."""
+        for index, (kind, payload) in enumerate(frames):
+            if link.closed:
+                return
+            if link.waiting is not None:     # its HELLO waits for its worker's pid
+                link.waiting.append((kind, payload))
+                continue
+            if bounded and link.writer.pending > link.writer.limit:
+                self._stall(link, frames[index:])
+                return
+            self._on_frame(link, kind, payload)
+
+    def _stall(self, link: Link, frames: list[tuple[int, bytes]]) -> None:
+        """Hold a link's frames, and read it no more, until its worker has
+        read its output down to the bound.
+
+        The replies to a client's own commands are not held against the
+        bound (a LIST may be megabytes), since its worker asks nothing
+        more before the reply has gone.  A worker taken over through its
+        client asks on and reads nothing: a MOTD after MOTD grew the
+        broker's memory by 7 MB a second, without end.  Here its frames
+        wait instead, as its client's lines wait in a worker for flood
+        control; a worker of ours that falls behind a big reply (its
+        client reads it slowly) sends nothing meanwhile anyway.
+        """
+        link.stalled = list(frames)
+        link.write_watched = True
+        self.selector.modify(link.sock, selectors.EVENT_WRITE,
+                             self.selector.get_key(link.sock).data)
+
+    def _unstall(self, link: Link) -> None:
+        """Its worker read its output down to the bound: run what waited, read again."""
+        frames, link.stalled = link.stalled or [], None
+        link.write_watched = False
+        self.selector.modify(link.sock, selectors.EVENT_READ,
+                             self.selector.get_key(link.sock).data)
+        self._run_frames(link, frames)
 
     def _on_frame(self, link: Link, kind: int, payload: bytes) -> None:
         if self.awaiting and kind not in _RECOVERY_FRAMES:
@@ -607,10 +647,7 @@ class Broker:
                 continue
             self.selector.register(link.sock, selectors.EVENT_READ,
                                    lambda m, link=link: self.on_link(link, m))
-            for kind, payload in frames:
-                if link.closed:
-                    break
-                self._on_frame(link, kind, payload)
+            self._run_frames(link, frames)
 
     def _unbind(self, cid: int, pid: int) -> None:
         """A worker is gone: its pid names its connection no more (the kernel
@@ -931,6 +968,7 @@ class Broker:
         if link.closed:
             return
         link.closed = True
+        link.stalled = None
         if self.waiting_scans:
             self._drop_waiting_scan(link, run_held=True)
         try:
@@ -1015,8 +1053,15 @@ class Broker:
         except OSError:
             # The worker is gone, but what it wrote first (its BYE with the
             # client's quit reason, a last message) is still ours to read.
+            if link.stalled is not None:
+                frames, link.stalled = link.stalled, None
+                self._run_frames(link, frames, bounded=False)
             self._read(link, to_the_end=True)
             self._close_link(link, "Connection closed")
+            return
+        if link.stalled is not None:
+            if link.writer.pending <= link.writer.limit:
+                self._unstall(link)
             return
         if done == link.write_watched:      # epoll_ctl only when it changes
             link.write_watched = not done

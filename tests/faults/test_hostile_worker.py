@@ -113,3 +113,47 @@ def frames_until_sync(harness: Harness, sock: socket.socket) -> list[tuple[int, 
         assert data, "the broker closed the link"
         frames += reader.feed(data)
     return frames
+
+
+def test_a_worker_that_reads_nothing_gets_no_more_than_its_bound(harness):
+    """The replies to a client's own commands are not held against the
+    link's bound: its worker asks nothing more before a reply has gone.
+    One taken over asks on and reads nothing; a MOTD after MOTD grew the
+    broker's memory by megabytes a second, without end.  Its frames now
+    wait, unread, until it reads, and then every one is answered."""
+    asked = 50000
+    sock = harness.worker(*registered())
+    link = harness.broker.links[2]
+    limit = link.writer.limit
+    frames = ipc.encode(ipc.Kind.REQUEST, b"MOTD") * asked
+    sock.setblocking(False)
+    sent, most, refused = 0, 0, 0
+    deadline = time.monotonic() + 20
+    while sent < len(frames) and refused < 50 and most <= limit + 4096 \
+            and time.monotonic() < deadline:
+        try:
+            sent += sock.send(frames[sent:])
+            refused = 0
+        except BlockingIOError:
+            refused += 1                # the broker reads no more of it
+        harness.turn(0.001)
+        most = max(most, link.writer.pending)
+    assert most <= limit + 4096, (most, limit)
+    assert sent < len(frames) and link.stalled is not None
+    reader, ends = ipc.FrameReader(), 0
+    while ends < asked + 1 and time.monotonic() < deadline:     # now it reads
+        if sent < len(frames):
+            try:
+                sent += sock.send(frames[sent:])
+            except BlockingIOError:
+                pass
+        harness.turn(0.001)
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        assert data, "the broker closed the link"
+        ends += sum(payload.count(b" 376 ") + payload.count(b" 422 ")
+                    for kind, payload in reader.feed(data) if kind == ipc.Kind.REPLY)
+    assert ends == asked + 1            # (and the welcome's)
+    assert link.stalled is None and not link.closed
