@@ -876,12 +876,14 @@ class Broker:
                 self._release(waiting)
 
     def _on_register(self, link: Link, payload: bytes) -> None:
-        info = ipc.decode_json(payload)
+        """NICK and USER are in; the user name and real name are cut as the
+        worker cuts its client's (see _bounded_identity)."""
+        info = _bounded_identity(ipc.decode_json(payload), self.state.settings)
         assert link.cid is not None
         self.replying = link.cid         # the welcome burst and the MOTD
         try:
-            self.state.register(link.cid, str(info.get("user", "user")),
-                                str(info.get("realname", "")), self.outbox)
+            self.state.register(link.cid, info.get("user", "user"),
+                                info.get("realname", ""), self.outbox)
         finally:
             self.replying = None
 
@@ -951,7 +953,7 @@ class Broker:
             self.outbox.drop(link.cid, "Server error: session not restored")
             return
         self.inherited.discard(link.cid)
-        identity = ipc.decode_json(payload)
+        identity = _bounded_identity(ipc.decode_json(payload), self.state.settings)
         self.state.reregister(link.cid, identity, self.outbox,
                               host=self._host(link, identity.get("host")))
         self._arrived(link.cid)
@@ -1113,6 +1115,40 @@ class Broker:
             link.writer.limit = cfg.limits.broker_buffer_bytes
         logsetup.set_level(cfg.log.level)
         log.info("broker took the new configuration")
+
+
+def _bounded_identity(identity: dict[str, Any], settings: state.Settings) -> dict[str, Any]:
+    """A REGISTER's or REREGISTER's fields, cut to what a client of ours can
+    have: a user name as session.clean_user makes it, a real name of
+    REALNAMELEN characters, an away message of awaylen, a nickname and
+    room names no longer than the configuration allows at most (a reload
+    may have lowered the limits since they were taken), other types left out.
+
+    The worker cuts them, and a worker taken over through its client
+    cuts nothing: a real name of a megabyte was kept by the broker, and
+    in WHOWAS after the client left, 5000 of them.
+    """
+    bounded: dict[str, Any] = {}
+    for key, value in identity.items():
+        if key in _IDENTITY_CUTS:
+            if isinstance(value, str):
+                bounded[key] = _IDENTITY_CUTS[key](value, settings)
+        elif key == "rooms":
+            if isinstance(value, dict):
+                bounded[key] = {name: status for name, status in value.items()
+                                if isinstance(status, str)
+                                and len(name) <= config.AT_MOST["roomlen"][0]}
+        else:
+            bounded[key] = value
+    return bounded
+
+
+_IDENTITY_CUTS: dict[str, Callable[[str, state.Settings], str]] = {
+    "user": lambda user, _settings: session.clean_user(user),
+    "realname": lambda name, _settings: name[:session.REALNAMELEN],
+    "away": lambda away, settings: away[:settings.awaylen],
+    "nick": lambda nick, _settings: nick if len(nick) <= config.AT_MOST["nicklen"][0] else "",
+}
 
 
 def _more(count: int, what: str = "") -> str:

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from forkchat import ipc
-from tests.unit.test_broker_cid import Harness, hello
+from tests.unit.test_broker_cid import PEER, Harness, hello
 
 
 @pytest.fixture
@@ -157,3 +157,73 @@ def test_a_worker_that_reads_nothing_gets_no_more_than_its_bound(harness):
                     for kind, payload in reader.feed(data) if kind == ipc.Kind.REPLY)
     assert ends == asked + 1            # (and the welcome's)
     assert link.stalled is None and not link.closed
+
+
+def test_register_takes_a_user_and_real_name_as_a_worker_cuts_them(harness):
+    """The worker keeps USER's real name to 100 characters and its user name
+    to 16 of [A-Za-z0-9_.-].  One taken over sent a megabyte, which the
+    broker kept, and kept in WHOWAS after the client left: 5000 entries
+    of a megabyte each, from one worker reconnecting."""
+    sock = harness.worker(hello(2), ipc.encode(ipc.Kind.REQUEST, b"NICK mallory"),
+                          ipc.encode_json(ipc.Kind.REGISTER,
+                                          {"user": "*?#\u00e9" * 20 + "m", "realname": "r" * 100000}))
+    assert not closed_soon_or_quiet(harness, sock)
+    client = harness.broker.state.clients[2]
+    assert client.registered and client.user == "m" and client.realname == "r" * 100
+    sock.sendall(ipc.encode(ipc.Kind.BYE, b"bye"))
+    assert closed_soon(harness, sock)
+    assert harness.broker.state.whowas["mallory"][-1].realname == "r" * 100
+
+
+def test_reregister_takes_no_more_than_a_client_of_ours_could_have(tmp_path):
+    """A worker the broker took over from a dead one restores its client
+    once, as it states it (forkchat(7)); what it states is cut to what a
+    client could have had: no megabyte of real name or away message, no
+    nickname or room name past the configuration's ceiling."""
+    made = Harness(tmp_path, expected=((2, os.getpid(), PEER), (3, 1, PEER)))
+    try:
+        identity = {"nick": "mallory", "user": "m", "host": PEER, "realname": "r" * 100000,
+                    "away": "a" * 100000, "modes": "", "registered": True,
+                    "rooms": {"#ok": "@", "#" + "x" * 5000: "@", "#odd": 5}}
+        sock = made.worker(hello(2, reregister=True),
+                           ipc.encode_json(ipc.Kind.REREGISTER, identity))
+        assert not closed_soon_or_quiet(made, sock)
+        client = made.broker.state.clients[2]
+        assert client.nick == "mallory" and client.realname == "r" * 100
+        assert client.away == "a" * made.broker.state.settings.awaylen
+        assert list(client.joined) == ["#ok"]
+        assert sorted(made.broker.state.rooms) == ["#ok"]
+    finally:
+        made.close()
+
+
+def test_reregister_of_a_nick_no_configuration_allows_restores_none(tmp_path):
+    made = Harness(tmp_path, expected=((2, os.getpid(), PEER), (3, 1, PEER)))
+    try:
+        identity = {"nick": "m" * 100000, "user": "m", "realname": "M", "registered": True,
+                    "rooms": {"#ok": "@"}}
+        sock = made.worker(hello(2, reregister=True),
+                           ipc.encode_json(ipc.Kind.REREGISTER, identity))
+        assert not closed_soon_or_quiet(made, sock)
+        client = made.broker.state.clients[2]
+        assert not client.registered and not client.nick and not made.broker.state.nicks
+        assert not made.broker.state.rooms
+    finally:
+        made.close()
+
+
+def closed_soon_or_quiet(harness: Harness, sock: socket.socket) -> bool:
+    """Turn the broker's loop for a moment, reading what it sends: True if
+    it closed the link."""
+    deadline = time.monotonic() + 0.3
+    sock.setblocking(False)
+    while time.monotonic() < deadline:
+        harness.turn(0.02)
+        try:
+            if sock.recv(1 << 20) == b"":
+                return True
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            return True
+    return False
