@@ -888,10 +888,19 @@ class Broker:
             self.replying = None
 
     def _on_oper(self, link: Link, payload: bytes) -> None:
+        """The worker checked an OPER's password (forkchat(7) says why here).
+
+        Logged when the client becomes an operator, its name cut as a
+        misstated host is: a worker taken over through its client sent
+        OPER frames as fast as the broker read them, each a line of the
+        log with a name of up to a megabyte.
+        """
         info = ipc.decode_json(payload)
         assert link.cid is not None
-        log.info("conn %d became operator %s", link.cid, info.get("name"))
         client = self.state.clients.get(link.cid)
+        if client is not None and client.registered and "o" not in client.modes:
+            log.info("conn %d became operator %s", link.cid,
+                     str(info.get("name"))[:STATED_HOST_SHOWN])
         if client is not None:
             operguard.succeeded(self.oper_guard, self._oper_block(client.host))
         self.state.set_oper(link.cid, str(info.get("name", "")), self.outbox)

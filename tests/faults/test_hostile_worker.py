@@ -227,3 +227,31 @@ def closed_soon_or_quiet(harness: Harness, sock: socket.socket) -> bool:
         except ConnectionResetError:
             return True
     return False
+
+
+def test_oper_frames_log_the_client_becoming_operator_once(harness, caplog):
+    """The worker checks OPER's password (an owner's decision, forkchat(7));
+    the broker's log line is the trace of it.  A worker taken over sent
+    OPER after OPER, each a line of the log, with a name of 100 kB."""
+    caplog.set_level(logging.INFO, logger="forkchat.broker")
+    oper = ipc.encode_json(ipc.Kind.OPER, {"name": "n" * 100000})
+    sock = harness.worker(*registered())
+    send_turning(harness, sock, oper * 20)
+    assert not closed_soon_or_quiet(harness, sock)
+    assert "o" in harness.broker.state.clients[2].modes
+    lines = [r.getMessage() for r in caplog.records if "operator" in r.getMessage()]
+    assert lines == ["conn 2 became operator " + "n" * 64]
+
+
+def send_turning(harness: Harness, sock: socket.socket, data: bytes) -> None:
+    """Send more than the socket holds, the broker's loop turning meanwhile
+    (it reads what the test sends as it goes; the test reads nothing)."""
+    sock.setblocking(False)
+    sent, deadline = 0, time.monotonic() + 10
+    while sent < len(data) and time.monotonic() < deadline:
+        try:
+            sent += sock.send(data[sent:])
+        except BlockingIOError:
+            pass
+        harness.turn(0.01)
+    assert sent == len(data)
