@@ -48,7 +48,9 @@ had a nick, REREGISTER (state.reregister restores nick, modes, rooms and
 statuses; room records come back from the store).  Until every listed
 worker is back, gone ("gone" from the supervisor) or RECOVERY_WAIT_S has
 passed, other frames are held, then processed in arrival order (after the
-members who came back late are told of any forced Guest rename).
+members who came back late are told of any forced Guest rename); a link
+with frames held is read no more until then, so that what it holds is
+one read at most (Broker._must_wait).
 
 The supervisor's control socket carries CONFIG (a new configuration, on
 reload) and CONTROL ops: "shutdown", "freeze" (keep the room store as it
@@ -253,6 +255,7 @@ class Broker:
         self.next_beat = 0.0      # the next heartbeat to the supervisor
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
+        self.holding: set[Link] = set()     # links with frames among those (see _must_wait)
         self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
         # Credit refills by the clock, and a scan spends the CPU it took: a
         # broker pre-empted during a scan on a busy machine was charged for
@@ -385,11 +388,15 @@ class Broker:
 
     def _end_recovery(self) -> None:
         held, self.held = self.held, []
+        holding, self.holding = self.holding, set()
         self.state.finish_recovery(self.outbox)
         log.info("recovery done, %d held frames to process", len(held))
         for link, kind, payload in held:
             if not link.closed:
                 self._dispatch(link, kind, payload)
+        for link in holding:        # what they sent after: read no more meanwhile
+            if link.stalled is not None and not link.closed and not self._must_wait(link):
+                self._unstall(link)
 
     def _heartbeat(self) -> None:
         """Tell the supervisor the counts; its absence means a stuck broker."""
@@ -530,10 +537,22 @@ class Broker:
             if link.waiting is not None:     # its HELLO waits for its worker's pid
                 link.waiting.append((kind, payload))
                 continue
-            if bounded and link.writer.pending > link.writer.limit:
+            if bounded and self._must_wait(link):
                 self._stall(link, frames[index:])
                 return
             self._on_frame(link, kind, payload)
+
+    def _must_wait(self, link: Link) -> bool:
+        """Whether a link's next frames wait, unread (_stall): its output is
+        over the bound, or it has frames held until the recovery ends.
+
+        During a recovery every frame but a HELLO or REREGISTER is held,
+        and a worker's client sends little in those 3 seconds (flood
+        control).  A worker taken over sends what it likes: held as read,
+        its frames grew the broker's memory as fast as it could read them.
+        """
+        return link.writer.pending > link.writer.limit or (
+            bool(self.awaiting) and link in self.holding)
 
     def _stall(self, link: Link, frames: list[tuple[int, bytes]]) -> None:
         """Hold a link's frames, and read it no more, until its worker has
@@ -549,21 +568,33 @@ class Broker:
         client reads it slowly) sends nothing meanwhile anyway.
         """
         link.stalled = list(frames)
-        link.write_watched = True
-        self.selector.modify(link.sock, selectors.EVENT_WRITE,
-                             self.selector.get_key(link.sock).data)
+        link.write_watched = link.writer.pending > 0
+        self._watch(link, selectors.EVENT_WRITE if link.write_watched else 0)
 
     def _unstall(self, link: Link) -> None:
-        """Its worker read its output down to the bound: run what waited, read again."""
+        """Its frames need wait no more: run those that waited, and read again."""
         frames, link.stalled = link.stalled or [], None
-        link.write_watched = False
-        self.selector.modify(link.sock, selectors.EVENT_READ,
-                             self.selector.get_key(link.sock).data)
+        link.write_watched = link.writer.pending > 0
+        self._watch(link, selectors.EVENT_READ
+                    | (selectors.EVENT_WRITE if link.write_watched else 0))
         self._run_frames(link, frames)
+
+    def _watch(self, link: Link, events: int) -> None:
+        """Watch a link for `events`; none: not at all (a stalled link with
+        no output, which would else be reported writable every turn)."""
+        key = self.selector.get_map().get(link.sock)
+        if not events:
+            if key is not None:
+                self.selector.unregister(link.sock)
+        elif key is None:
+            self.selector.register(link.sock, events, lambda m, link=link: self.on_link(link, m))
+        elif key.events != events:
+            self.selector.modify(link.sock, events, key.data)
 
     def _on_frame(self, link: Link, kind: int, payload: bytes) -> None:
         if self.awaiting and kind not in _RECOVERY_FRAMES:
             self.held.append((link, kind, payload))
+            self.holding.add(link)
             return
         self._dispatch(link, kind, payload)
 
@@ -1071,8 +1102,11 @@ class Broker:
             self._close_link(link, "Connection closed")
             return
         if link.stalled is not None:
-            if link.writer.pending <= link.writer.limit:
+            if not self._must_wait(link):
                 self._unstall(link)
+            elif done == link.write_watched:
+                link.write_watched = not done
+                self._watch(link, 0 if done else selectors.EVENT_WRITE)
             return
         if done == link.write_watched:      # epoll_ctl only when it changes
             link.write_watched = not done

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from forkchat import ipc
+from forkchat import broker, ipc
 from tests.unit.test_broker_cid import PEER, Harness, hello
 
 
@@ -255,3 +255,49 @@ def send_turning(harness: Harness, sock: socket.socket, data: bytes) -> None:
             pass
         harness.turn(0.01)
     assert sent == len(data)
+
+
+def test_a_worker_gets_no_more_held_than_one_read_during_a_recovery(tmp_path):
+    """Until every worker alive at a broker's death is back (3 s at most),
+    the new broker holds every frame but HELLO and REREGISTER.  A worker
+    taken over sent frames as fast as the broker read them, each held:
+    its memory grew without a bound.  Now a link with frames held is read
+    no more until the recovery ends, and then all it sent runs, in order."""
+    made = Harness(tmp_path, expected=((2, os.getpid(), PEER), (3, 1, PEER)))
+    try:
+        sock = made.worker(hello(2, reregister=True))     # its REREGISTER never comes
+        asked = 100000
+        frames = ipc.encode(ipc.Kind.REQUEST, b"MOTD") * asked
+        sock.setblocking(False)
+        sent, refused = 0, 0
+        deadline = time.monotonic() + 20
+        while sent < len(frames) and refused < 50 and time.monotonic() < deadline:
+            try:
+                sent += sock.send(frames[sent:])
+                refused = 0
+            except BlockingIOError:
+                refused += 1
+            made.turn(0.001)
+        assert made.broker.awaiting == {2, 3}
+        assert len(made.broker.held) <= broker.READ_BYTES // len(frames[:9]) + 1
+        assert sent < len(frames)
+        made.broker.awaiting.clear()        # RECOVERY_WAIT_S passed, as in Broker.run
+        made.broker._end_recovery()
+        reader, answers = ipc.FrameReader(), 0
+        while answers < asked and time.monotonic() < deadline:
+            if sent < len(frames):
+                try:
+                    sent += sock.send(frames[sent:])
+                except BlockingIOError:
+                    pass
+            made.turn(0.001)
+            try:
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            assert data, "the broker closed the link"
+            answers += sum(payload.count(b" 451 ") for kind, payload in reader.feed(data)
+                           if kind == ipc.Kind.REPLY)
+        assert answers == asked         # (not registered: each MOTD is answered 451)
+    finally:
+        made.close()
