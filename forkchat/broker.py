@@ -72,7 +72,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 from forkchat import __version__, children, config, ipc, listeners, log as logsetup, numerics
-from forkchat import admission, operguard, protocol, session, state, store
+from forkchat import admission, flood, operguard, protocol, session, state, store
 
 log = logging.getLogger("forkchat.broker")
 
@@ -117,6 +117,17 @@ SCAN_TURN_SLACK_S = 0.001   # credit a waiting scan's turn starts with (no wake-
 REFUSED_LINKS_WINDOW_S = 10.0   # at most one log line of refused broker links this often
 STATED_HOST_SHOWN = 64   # characters of a misstated host the log line shows
 BIND_WAIT_S = 10.0     # a HELLO waits this long for the supervisor to name its worker
+# A worker's flood control, again at the broker, for a worker taken over
+# (see Broker._must_wait): FLOOD_MARGIN times the rate and burst its
+# client's lines are allowed, and FLOOD_OWN_FRAMES more for the frames a
+# worker sends of itself (HELLO, REGISTER, a tutorial client's NICK tries
+# and JOIN, a query asked again after a broker restart).
+FLOOD_MARGIN = 2
+FLOOD_OWN_FRAMES = 10
+# The frames that make the broker work for others (SYNC, BYE and REREGISTER
+# do not: the one is answered to the worker alone, the others come once).
+_FLOOD_COUNTED = frozenset({ipc.Kind.HELLO, ipc.Kind.REQUEST, ipc.Kind.REGISTER,
+                            ipc.Kind.OPER, ipc.Kind.OPER_FAILED})
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
 # STATS m counts the shared-state commands the broker serves; any other name
@@ -256,6 +267,8 @@ class Broker:
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
         self.holding: set[Link] = set()     # links with frames among those (see _must_wait)
+        self.buckets: dict[int, flood.TokenBucket] = {}   # worker pid -> its frames' flood control
+        self.flood_stalled: set[Link] = set()   # stalled links that may wait for a token
         self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
         # Credit refills by the clock, and a scan spends the CPU it took: a
         # broker pre-empted during a scan on a busy machine was charged for
@@ -285,6 +298,8 @@ class Broker:
                 key.data(mask)
             if self.waiting_scans:
                 self._serve_waiting_scans()
+            if self.flood_stalled:
+                self._resume_flood_stalled()
             self._maybe_flush()
             if self.awaiting and time.monotonic() >= self.recovery_deadline:
                 log.warning("%d workers did not re-register in time", len(self.awaiting))
@@ -377,6 +392,8 @@ class Broker:
             deadlines.append(self.accept_resume - now)
         if self.waiting_scans:
             deadlines.append(self._next_scan_turn())
+        if self.flood_stalled:
+            deadlines.append(min(self._token_wait(link) for link in self.flood_stalled))
         return max(0.0, min(deadlines))
 
     def _arrived(self, cid: int) -> None:
@@ -395,8 +412,8 @@ class Broker:
             if not link.closed:
                 self._dispatch(link, kind, payload)
         for link in holding:        # what they sent after: read no more meanwhile
-            if link.stalled is not None and not link.closed and not self._must_wait(link):
-                self._unstall(link)
+            if link.stalled is not None and not link.closed:
+                self._try_unstall(link)
 
     def _heartbeat(self) -> None:
         """Tell the supervisor the counts; its absence means a stuck broker."""
@@ -540,6 +557,8 @@ class Broker:
             if bounded and self._must_wait(link):
                 self._stall(link, frames[index:])
                 return
+            if kind in _FLOOD_COUNTED and link.pid is not None:
+                self._bucket(link.pid).take()
             self._on_frame(link, kind, payload)
 
     def _must_wait(self, link: Link) -> bool:
@@ -552,7 +571,52 @@ class Broker:
         its frames grew the broker's memory as fast as it could read them.
         """
         return link.writer.pending > link.writer.limit or (
-            bool(self.awaiting) and link in self.holding)
+            bool(self.awaiting) and link in self.holding) or self._token_wait(link) > 0
+
+    def _bucket(self, pid: int) -> flood.TokenBucket:
+        """A worker's flood control at the broker, shared by its links.
+
+        The worker lets its client's lines through at flood_rate a second
+        after a burst of flood_burst; a worker taken over sends what it
+        likes, as fast as the broker reads: a room's messages by the
+        thousand a second, each to every member (whose links then
+        overflowed, and who were dropped), nick changes, or HELLO after
+        HELLO, each a client connecting and leaving.  The broker lets a
+        worker's frames through at FLOOD_MARGIN times its client's rate;
+        beyond that they wait, unread, as its client's lines wait in the
+        worker.  Kept per process, not per link: a worker may open links
+        as fast as it sends frames.
+        """
+        bucket = self.buckets.get(pid)
+        if bucket is None:
+            limits = self.cfg.limits
+            bucket = flood.TokenBucket(FLOOD_MARGIN * limits.flood_burst + FLOOD_OWN_FRAMES,
+                                       FLOOD_MARGIN * limits.flood_rate)
+            self.buckets[pid] = bucket
+        return bucket
+
+    def _token_wait(self, link: Link) -> float:
+        """Seconds until the link's worker may send a frame that counts."""
+        if link.pid is None:
+            return 0.0          # made in-process
+        return self._bucket(link.pid).wait_time()
+
+    def _resume_flood_stalled(self) -> None:
+        """Look again at the stalled links whose flood control has a token
+        for them now (the other stalls end on events of their own)."""
+        for link in [each for each in self.flood_stalled if self._token_wait(each) <= 0]:
+            self.flood_stalled.discard(link)
+            if link.stalled is not None and not link.closed:
+                self._try_unstall(link)
+
+    def _try_unstall(self, link: Link) -> None:
+        """Run a stalled link's frames if nothing holds them any more; else
+        note whether its flood control does, the one stall that no event
+        ends (the loop wakes for it: _timeout)."""
+        if not self._must_wait(link):
+            self._unstall(link)
+        elif self._token_wait(link) > 0:
+            self.flood_stalled.add(link)
 
     def _stall(self, link: Link, frames: list[tuple[int, bytes]]) -> None:
         """Hold a link's frames, and read it no more, until its worker has
@@ -568,6 +632,8 @@ class Broker:
         client reads it slowly) sends nothing meanwhile anyway.
         """
         link.stalled = list(frames)
+        if self._token_wait(link) > 0:
+            self.flood_stalled.add(link)       # (else its output or a recovery holds it)
         link.write_watched = link.writer.pending > 0
         self._watch(link, selectors.EVENT_WRITE if link.write_watched else 0)
 
@@ -686,6 +752,7 @@ class Broker:
         owner = self.owners.get(pid)
         if owner is not None and owner[0] == cid:
             del self.owners[pid]
+        self.buckets.pop(pid, None)
 
     def _expire_unbound(self, now: float) -> None:
         """Refuse the links whose HELLO has waited BIND_WAIT_S for a pid the
@@ -1011,6 +1078,7 @@ class Broker:
             return
         link.closed = True
         link.stalled = None
+        self.flood_stalled.discard(link)
         if self.waiting_scans:
             self._drop_waiting_scan(link, run_held=True)
         try:
@@ -1102,11 +1170,10 @@ class Broker:
             self._close_link(link, "Connection closed")
             return
         if link.stalled is not None:
-            if not self._must_wait(link):
-                self._unstall(link)
-            elif done == link.write_watched:
+            if self._must_wait(link) and done == link.write_watched:
                 link.write_watched = not done
                 self._watch(link, 0 if done else selectors.EVENT_WRITE)
+            self._try_unstall(link)
             return
         if done == link.write_watched:      # epoll_ctl only when it changes
             link.write_watched = not done

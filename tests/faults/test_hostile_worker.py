@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from forkchat import broker, ipc
+from forkchat import broker, ipc, protocol
 from tests.unit.test_broker_cid import PEER, Harness, hello
 
 
@@ -29,6 +29,12 @@ def harness(tmp_path):
     made.bind((2, os.getpid()))          # the test process serves conn 2
     yield made
     made.close()
+
+
+@pytest.fixture
+def no_flood_control(monkeypatch):
+    """The broker's own flood control out of the way of a test of another bound."""
+    monkeypatch.setattr(broker, "FLOOD_MARGIN", 1_000_000)
 
 
 def closed_soon(harness: Harness, sock: socket.socket) -> bool:
@@ -115,7 +121,7 @@ def frames_until_sync(harness: Harness, sock: socket.socket) -> list[tuple[int, 
     return frames
 
 
-def test_a_worker_that_reads_nothing_gets_no_more_than_its_bound(harness):
+def test_a_worker_that_reads_nothing_gets_no_more_than_its_bound(harness, no_flood_control):
     """The replies to a client's own commands are not held against the
     link's bound: its worker asks nothing more before a reply has gone.
     One taken over asks on and reads nothing; a MOTD after MOTD grew the
@@ -257,7 +263,7 @@ def send_turning(harness: Harness, sock: socket.socket, data: bytes) -> None:
     assert sent == len(data)
 
 
-def test_a_worker_gets_no_more_held_than_one_read_during_a_recovery(tmp_path):
+def test_a_worker_gets_no_more_held_than_one_read_during_a_recovery(tmp_path, no_flood_control):
     """Until every worker alive at a broker's death is back (3 s at most),
     the new broker holds every frame but HELLO and REREGISTER.  A worker
     taken over sent frames as fast as the broker read them, each held:
@@ -301,3 +307,56 @@ def test_a_worker_gets_no_more_held_than_one_read_during_a_recovery(tmp_path):
         assert answers == asked         # (not registered: each MOTD is answered 451)
     finally:
         made.close()
+
+
+def test_a_worker_gets_its_frames_run_at_twice_its_clients_flood_rate(harness):
+    """Flood control is the worker's: its client's lines go at flood_rate
+    (2 a second) after a burst of flood_burst (10).  A worker taken over
+    sent a room's messages as fast as the broker read them, each to every
+    member, whose links overflowed.  The broker runs a worker's frames at
+    twice its client's rate and burst (and 10 frames of its own); the rest
+    wait, unread, and run in their turn."""
+    st, out = harness.broker.state, harness.broker.outbox
+    st.connect(1, "192.0.2.1")
+    st.request(1, protocol.parse_line(b"NICK victim"), out)
+    st.register(1, "v", "V", out)
+    st.request(1, protocol.parse_line(b"JOIN #room"), out)
+    start = time.monotonic()
+    sock = harness.worker(*registered(), ipc.encode(ipc.Kind.REQUEST, b"JOIN #room"))
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG #room :flood") * 2000)
+    while time.monotonic() - start < 1.0:
+        loop_turn(harness)
+    ran = harness.broker.command_counts.get("PRIVMSG", 0)
+    burst = 2 * 10 + 10 - 4             # HELLO, NICK, REGISTER and JOIN took 4
+    assert burst <= ran <= burst + 4 * (time.monotonic() - start) + 1, ran
+    while time.monotonic() - start < 2.0:
+        loop_turn(harness)
+    assert harness.broker.command_counts["PRIVMSG"] >= ran + 2       # in their turn
+    assert not harness.broker.links[2].closed
+
+
+def loop_turn(harness: Harness) -> None:
+    """A turn of the broker's loop with the chore of Broker.run's that the
+    harness leaves out: the links whose flood control let them go on."""
+    harness.turn(min(0.05, harness.broker._timeout()))
+    if harness.broker.flood_stalled:
+        harness.broker._resume_flood_stalled()
+
+
+def test_a_link_held_by_its_output_once_its_tokens_are_back_does_not_spin_the_loop(harness):
+    """A link stalled for flood control wakes the loop when its next token
+    is due; once it is, its output may still hold it (its worker reads
+    nothing).  Kept among those the loop wakes for, it asked for a wake-up
+    at once every turn: the broker spun a core."""
+    sock = harness.worker(*registered())
+    link = harness.broker.links[2]
+    link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # the kernel holds little
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"MOTD") * 100)
+    assert link in harness.broker.flood_stalled
+    link.writer.limit = 100             # and its output is over the bound now
+    harness.broker.next_beat = time.monotonic() + 60      # no heartbeat due meanwhile
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        loop_turn(harness)
+    assert link.stalled is not None and harness.broker._token_wait(link) == 0
+    assert harness.broker._timeout() > 1
