@@ -557,7 +557,7 @@ class Broker:
             if bounded and self._must_wait(link):
                 self._stall(link, frames[index:])
                 return
-            if kind in _FLOOD_COUNTED and link.pid is not None:
+            if bounded and kind in _FLOOD_COUNTED and link.pid is not None:
                 self._bucket(link.pid).take()
             self._on_frame(link, kind, payload)
 
@@ -608,6 +608,23 @@ class Broker:
             self.flood_stalled.discard(link)
             if link.stalled is not None and not link.closed:
                 self._try_unstall(link)
+
+    def _flood_stalled_gone(self, pid: int) -> None:
+        """A worker is gone: its links that wait for its flood control run
+        what it sent, read to the end, and close.
+
+        Nothing else ends their wait (they are not read), so its client
+        stayed, nick and rooms, while what it had sent ran at the flood
+        rate, for half an hour at worst; a worker of ours dies with
+        nothing waiting there (its client never sends that fast).
+        """
+        for link in [each for each in self.flood_stalled if each.pid == pid]:
+            self.flood_stalled.discard(link)
+            frames, link.stalled = link.stalled or [], None
+            self._run_frames(link, frames, bounded=False)
+            if not link.closed:
+                self._read(link, to_the_end=True)
+            self._close_link(link, "Connection closed")
 
     def _try_unstall(self, link: Link) -> None:
         """Run a stalled link's frames if nothing holds them any more; else
@@ -1079,6 +1096,8 @@ class Broker:
         link.closed = True
         link.stalled = None
         self.flood_stalled.discard(link)
+        if link.pid is not None and link.pid not in self.owners:
+            self.buckets.pop(link.pid, None)     # its worker is gone (or never was one)
         if self.waiting_scans:
             self._drop_waiting_scan(link, run_held=True)
         try:
@@ -1201,8 +1220,9 @@ class Broker:
     def _on_control_op(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "gone":
-            cid = int(message.get("cid", 0))
-            self._unbind(cid, int(message.get("pid", 0)))
+            cid, pid = int(message.get("cid", 0)), int(message.get("pid", 0))
+            self._flood_stalled_gone(pid)
+            self._unbind(cid, pid)
             self._arrived(cid)
         elif op == "bind":
             for cid, pid, peer in message.get("workers", ()):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import socket
 import time
 
@@ -360,3 +361,19 @@ def test_a_link_held_by_its_output_once_its_tokens_are_back_does_not_spin_the_lo
         loop_turn(harness)
     assert link.stalled is not None and harness.broker._token_wait(link) == 0
     assert harness.broker._timeout() > 1
+
+
+def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness):
+    """A link waiting for its flood control is not read, so nothing told
+    the broker its worker was gone: the client stayed, nick and rooms,
+    while what the worker had sent ran at the flood rate.  The
+    supervisor's word that the worker is gone runs the rest and closes it."""
+    sock = harness.worker(*registered())
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 500)
+    assert harness.broker.links[2] in harness.broker.flood_stalled
+    harness.supervisor_end.sendall(ipc.encode_json(
+        ipc.Kind.CONTROL, {"op": "gone", "cid": 2, "pid": os.getpid()}))
+    harness.broker.on_control(selectors.EVENT_READ)
+    assert 2 not in harness.broker.links and 2 not in harness.broker.state.clients
+    assert harness.broker.command_counts["PRIVMSG"] == 500
+    assert not harness.broker.flood_stalled and not harness.broker.buckets
