@@ -546,8 +546,8 @@ class Broker:
 
     def _run_frames(self, link: Link, frames: list[tuple[int, bytes]],
                     bounded: bool = True) -> None:
-        """Run a link's frames in order; those after its output went over
-        the bound wait, `bounded`, until its worker has read it (_stall)."""
+        """Run a link's frames in order; `bounded`, those from the first
+        that must wait (_must_wait) on wait, unread (_stall)."""
         for index, (kind, payload) in enumerate(frames):
             if link.closed:
                 return
@@ -563,7 +563,8 @@ class Broker:
 
     def _must_wait(self, link: Link) -> bool:
         """Whether a link's next frames wait, unread (_stall): its output is
-        over the bound, or it has frames held until the recovery ends.
+        over the bound (see _stall), it has frames held until the recovery
+        ends, or its worker's flood control has no token for it (_bucket).
 
         During a recovery every frame but a HELLO or REREGISTER is held,
         and a worker's client sends little in those 3 seconds (flood
@@ -636,8 +637,9 @@ class Broker:
             self.flood_stalled.add(link)
 
     def _stall(self, link: Link, frames: list[tuple[int, bytes]]) -> None:
-        """Hold a link's frames, and read it no more, until its worker has
-        read its output down to the bound.
+        """Hold a link's frames, and read it no more, until none must wait:
+        until its worker has read its output down to the bound, the
+        recovery has ended, or its flood control has a token for it.
 
         The replies to a client's own commands are not held against the
         bound (a LIST may be megabytes), since its worker asks nothing
