@@ -38,7 +38,9 @@ bound does not count: a LIST of 10000 rooms is megabytes, and the client
 that asked must get it whole.  Its worker sends no further command before
 that reply has reached the client, so one reply per link at most is held
 (and, beside a scan waiting for its turn, the small replies to the talk
-that may pass it: see WaitingScan).
+that may pass it: see WaitingScan).  A worker that asks on regardless (one
+taken over through its client) is not read while its output is over the
+bound, and what it sent waits (Broker._stall).
 
 Restart sequence: the supervisor starts a new broker with the list of
 workers alive at the death.  Each reconnects and sends HELLO and, if it
@@ -46,7 +48,9 @@ had a nick, REREGISTER (state.reregister restores nick, modes, rooms and
 statuses; room records come back from the store).  Until every listed
 worker is back, gone ("gone" from the supervisor) or RECOVERY_WAIT_S has
 passed, other frames are held, then processed in arrival order (after the
-members who came back late are told of any forced Guest rename).
+members who came back late are told of any forced Guest rename); a link
+with frames held is read no more until then, so that what it holds is
+one read at most (Broker._must_wait).
 
 The supervisor's control socket carries CONFIG (a new configuration, on
 reload) and CONTROL ops: "shutdown", "freeze" (keep the room store as it
@@ -68,7 +72,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 from forkchat import __version__, children, config, ipc, listeners, log as logsetup, numerics
-from forkchat import admission, operguard, protocol, session, state, store
+from forkchat import admission, flood, operguard, protocol, session, state, store
 
 log = logging.getLogger("forkchat.broker")
 
@@ -125,6 +129,17 @@ SPARE_TURNS = True
 REFUSED_LINKS_WINDOW_S = 10.0   # at most one log line of refused broker links this often
 STATED_HOST_SHOWN = 64   # characters of a misstated host the log line shows
 BIND_WAIT_S = 10.0     # a HELLO waits this long for the supervisor to name its worker
+# A worker's flood control, again at the broker, for a worker taken over
+# (see Broker._must_wait): FLOOD_MARGIN times the rate and burst its
+# client's lines are allowed, and FLOOD_OWN_FRAMES more for the frames a
+# worker sends of itself (HELLO, REGISTER, a tutorial client's NICK tries
+# and JOIN, a query asked again after a broker restart).
+FLOOD_MARGIN = 2
+FLOOD_OWN_FRAMES = 10
+# The frames that make the broker work for others (SYNC, BYE and REREGISTER
+# do not: the one is answered to the worker alone, the others come once).
+_FLOOD_COUNTED = frozenset({ipc.Kind.HELLO, ipc.Kind.REQUEST, ipc.Kind.REGISTER,
+                            ipc.Kind.OPER, ipc.Kind.OPER_FAILED})
 # Commands after which rooms may have come or gone, and those that change
 # one room's record (written at once).
 # STATS m counts the shared-state commands the broker serves; any other name
@@ -168,7 +183,7 @@ class Link:
     """One worker's connection, as the broker sees it."""
 
     __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched",
-                 "pid", "waiting", "waiting_since", "host", "misstated")
+                 "pid", "waiting", "waiting_since", "host", "misstated", "stalled")
 
     def __init__(self, sock: socket.socket, limit: int, pid: int | None = None) -> None:
         self.sock = sock
@@ -189,6 +204,9 @@ class Link:
         # worker's word is all there is.
         self.host: str | None = None
         self.misstated = False      # its worker stated another host (logged)
+        # Frames read and not run while its output is over the bound (see
+        # Broker._stall); the link is not read meanwhile.
+        self.stalled: list[tuple[int, bytes]] | None = None
 
 
 class WaitingScan:
@@ -260,6 +278,9 @@ class Broker:
         self.next_beat = 0.0      # the next heartbeat to the supervisor
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
+        self.holding: set[Link] = set()     # links with frames among those (see _must_wait)
+        self.buckets: dict[int, flood.TokenBucket] = {}   # worker pid -> its frames' flood control
+        self.flood_stalled: set[Link] = set()   # stalled links that may wait for a token
         self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
         # Credit refills by the clock, and a scan spends the CPU it took: a
         # broker pre-empted during a scan on a busy machine was charged for
@@ -285,6 +306,8 @@ class Broker:
                                    if self.awaiting else ""))
         while self.running:
             self._serve_ready()
+            if self.flood_stalled:
+                self._resume_flood_stalled()
             self._maybe_flush()
             if self.awaiting and time.monotonic() >= self.recovery_deadline:
                 log.warning("%d workers did not re-register in time", len(self.awaiting))
@@ -393,6 +416,8 @@ class Broker:
             deadlines.append(self.accept_resume - now)
         if self.waiting_scans:
             deadlines.append(self._next_scan_turn())
+        if self.flood_stalled:
+            deadlines.append(min(self._token_wait(link) for link in self.flood_stalled))
         return max(0.0, min(deadlines))
 
     def _arrived(self, cid: int) -> None:
@@ -404,11 +429,15 @@ class Broker:
 
     def _end_recovery(self) -> None:
         held, self.held = self.held, []
+        holding, self.holding = self.holding, set()
         self.state.finish_recovery(self.outbox)
         log.info("recovery done, %d held frames to process", len(held))
         for link, kind, payload in held:
             if not link.closed:
                 self._dispatch(link, kind, payload)
+        for link in holding:        # what they sent after: read no more meanwhile
+            if link.stalled is not None and not link.closed:
+                self._try_unstall(link)
 
     def _heartbeat(self) -> None:
         """Tell the supervisor the counts; its absence means a stuck broker."""
@@ -514,8 +543,8 @@ class Broker:
     def on_link(self, link: Link, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
             self._flush(link)
-        if not mask & selectors.EVENT_READ or link.closed:
-            return
+        if not mask & selectors.EVENT_READ or link.closed or link.stalled is not None:
+            return      # (stalled by an earlier event of the same select)
         self._read(link)
 
     def _read(self, link: Link, to_the_end: bool = False) -> None:
@@ -535,19 +564,146 @@ class Broker:
             except ipc.FrameError as error:
                 self._broken_link(link, str(error))
                 return
-            for kind, payload in frames:
-                if link.closed:
-                    return
-                if link.waiting is not None:     # its HELLO waits for its worker's pid
-                    link.waiting.append((kind, payload))
-                    continue
-                self._on_frame(link, kind, payload)
-            if not to_the_end:
+            self._run_frames(link, frames, bounded=not to_the_end)
+            if not to_the_end or link.stalled is not None:
                 return
+
+    def _run_frames(self, link: Link, frames: list[tuple[int, bytes]],
+                    bounded: bool = True) -> None:
+        """Run a link's frames in order; `bounded`, those from the first
+        that must wait (_must_wait) on wait, unread (_stall)."""
+        for index, (kind, payload) in enumerate(frames):
+            if link.closed:
+                return
+            if link.waiting is not None:     # its HELLO waits for its worker's pid
+                link.waiting.append((kind, payload))
+                continue
+            if bounded and self._must_wait(link):
+                self._stall(link, frames[index:])
+                return
+            if bounded and kind in _FLOOD_COUNTED and link.pid is not None:
+                self._bucket(link.pid).take()
+            self._on_frame(link, kind, payload)
+
+    def _must_wait(self, link: Link) -> bool:
+        """Whether a link's next frames wait, unread (_stall): its output is
+        over the bound (see _stall), it has frames held until the recovery
+        ends, or its worker's flood control has no token for it (_bucket).
+
+        During a recovery every frame but a HELLO or REREGISTER is held,
+        and a worker's client sends little in those 3 seconds (flood
+        control).  A worker taken over sends what it likes: held as read,
+        its frames grew the broker's memory as fast as it could read them.
+        """
+        return link.writer.pending > link.writer.limit or (
+            bool(self.awaiting) and link in self.holding) or self._token_wait(link) > 0
+
+    def _bucket(self, pid: int) -> flood.TokenBucket:
+        """A worker's flood control at the broker, shared by its links.
+
+        The worker lets its client's lines through at flood_rate a second
+        after a burst of flood_burst; a worker taken over sends what it
+        likes, as fast as the broker reads: a room's messages by the
+        thousand a second, each to every member (whose links then
+        overflowed, and who were dropped), nick changes, or HELLO after
+        HELLO, each a client connecting and leaving.  The broker lets a
+        worker's frames through at FLOOD_MARGIN times its client's rate;
+        beyond that they wait, unread, as its client's lines wait in the
+        worker.  Kept per process, not per link: a worker may open links
+        as fast as it sends frames.
+        """
+        bucket = self.buckets.get(pid)
+        if bucket is None:
+            limits = self.cfg.limits
+            bucket = flood.TokenBucket(FLOOD_MARGIN * limits.flood_burst + FLOOD_OWN_FRAMES,
+                                       FLOOD_MARGIN * limits.flood_rate)
+            self.buckets[pid] = bucket
+        return bucket
+
+    def _token_wait(self, link: Link) -> float:
+        """Seconds until the link's worker may send a frame that counts."""
+        if link.pid is None:
+            return 0.0          # made in-process
+        return self._bucket(link.pid).wait_time()
+
+    def _resume_flood_stalled(self) -> None:
+        """Look again at the stalled links whose flood control has a token
+        for them now (the other stalls end on events of their own)."""
+        for link in [each for each in self.flood_stalled if self._token_wait(each) <= 0]:
+            self.flood_stalled.discard(link)
+            if link.stalled is not None and not link.closed:
+                self._try_unstall(link)
+
+    def _flood_stalled_gone(self, pid: int) -> None:
+        """A worker is gone: its links that wait for its flood control run
+        what it sent, read to the end, and close.
+
+        Nothing else ends their wait (they are not read), so its client
+        stayed, nick and rooms, while what it had sent ran at the flood
+        rate, for half an hour at worst; a worker of ours dies with
+        nothing waiting there (its client never sends that fast).
+        """
+        for link in [each for each in self.flood_stalled if each.pid == pid]:
+            self.flood_stalled.discard(link)
+            frames, link.stalled = link.stalled or [], None
+            self._run_frames(link, frames, bounded=False)
+            if not link.closed:
+                self._read(link, to_the_end=True)
+            self._close_link(link, "Connection closed")
+
+    def _try_unstall(self, link: Link) -> None:
+        """Run a stalled link's frames if nothing holds them any more; else
+        note whether its flood control does, the one stall that no event
+        ends (the loop wakes for it: _timeout)."""
+        if not self._must_wait(link):
+            self._unstall(link)
+        elif self._token_wait(link) > 0:
+            self.flood_stalled.add(link)
+
+    def _stall(self, link: Link, frames: list[tuple[int, bytes]]) -> None:
+        """Hold a link's frames, and read it no more, until none must wait:
+        until its worker has read its output down to the bound, the
+        recovery has ended, or its flood control has a token for it.
+
+        The replies to a client's own commands are not held against the
+        bound (a LIST may be megabytes), since its worker asks nothing
+        more before the reply has gone.  A worker taken over through its
+        client asks on and reads nothing: a MOTD after MOTD grew the
+        broker's memory by 7 MB a second, without end.  Here its frames
+        wait instead, as its client's lines wait in a worker for flood
+        control; a worker of ours that falls behind a big reply (its
+        client reads it slowly) sends nothing meanwhile anyway.
+        """
+        link.stalled = list(frames)
+        if self._token_wait(link) > 0:
+            self.flood_stalled.add(link)       # (else its output or a recovery holds it)
+        link.write_watched = link.writer.pending > 0
+        self._watch(link, selectors.EVENT_WRITE if link.write_watched else 0)
+
+    def _unstall(self, link: Link) -> None:
+        """Its frames need wait no more: run those that waited, and read again."""
+        frames, link.stalled = link.stalled or [], None
+        link.write_watched = link.writer.pending > 0
+        self._watch(link, selectors.EVENT_READ
+                    | (selectors.EVENT_WRITE if link.write_watched else 0))
+        self._run_frames(link, frames)
+
+    def _watch(self, link: Link, events: int) -> None:
+        """Watch a link for `events`; none: not at all (a stalled link with
+        no output, which would else be reported writable every turn)."""
+        key = self.selector.get_map().get(link.sock)
+        if not events:
+            if key is not None:
+                self.selector.unregister(link.sock)
+        elif key is None:
+            self.selector.register(link.sock, events, lambda m, link=link: self.on_link(link, m))
+        elif key.events != events:
+            self.selector.modify(link.sock, events, key.data)
 
     def _on_frame(self, link: Link, kind: int, payload: bytes) -> None:
         if self.awaiting and kind not in _RECOVERY_FRAMES:
             self.held.append((link, kind, payload))
+            self.holding.add(link)
             return
         self._dispatch(link, kind, payload)
 
@@ -631,10 +787,7 @@ class Broker:
                 continue
             self.selector.register(link.sock, selectors.EVENT_READ,
                                    lambda m, link=link: self.on_link(link, m))
-            for kind, payload in frames:
-                if link.closed:
-                    break
-                self._on_frame(link, kind, payload)
+            self._run_frames(link, frames)
 
     def _unbind(self, cid: int, pid: int) -> None:
         """A worker is gone: its pid names its connection no more (the kernel
@@ -642,6 +795,7 @@ class Broker:
         owner = self.owners.get(pid)
         if owner is not None and owner[0] == cid:
             del self.owners[pid]
+        self.buckets.pop(pid, None)
 
     def _expire_unbound(self, now: float) -> None:
         """Refuse the links whose HELLO has waited BIND_WAIT_S for a pid the
@@ -690,6 +844,19 @@ class Broker:
         self._close_link(link, "Connection closed")
 
     def _on_request(self, link: Link, payload: bytes) -> None:
+        """One line of the client's, as its worker forwards it: never more
+        than an IRC line (the worker answers 417 to a longer one).
+
+        A worker taken over through its client sends lines of up to a
+        frame's megabyte: 'LIST >' and 5000 digits raised ValueError (int()
+        of over 4300 digits) out of the broker's loop, which killed it, and
+        a JOIN of 100000 rooms held the broker 0.8 s and queued a 7 MB reply.
+
+        Raises:
+            FrameError: a line longer than MAX_LINE_BYTES.
+        """
+        if len(payload) > protocol.MAX_LINE_BYTES:
+            raise ipc.FrameError(f"REQUEST of {len(payload)} bytes, longer than an IRC line")
         if link.dropping:
             return
         try:
@@ -874,20 +1041,31 @@ class Broker:
                 self._release(waiting)
 
     def _on_register(self, link: Link, payload: bytes) -> None:
-        info = ipc.decode_json(payload)
+        """NICK and USER are in; the user name and real name are cut as the
+        worker cuts its client's (see _bounded_identity)."""
+        info = _bounded_identity(ipc.decode_json(payload), self.state.settings)
         assert link.cid is not None
         self.replying = link.cid         # the welcome burst and the MOTD
         try:
-            self.state.register(link.cid, str(info.get("user", "user")),
-                                str(info.get("realname", "")), self.outbox)
+            self.state.register(link.cid, info.get("user", "user"),
+                                info.get("realname", ""), self.outbox)
         finally:
             self.replying = None
 
     def _on_oper(self, link: Link, payload: bytes) -> None:
+        """The worker checked an OPER's password (forkchat(7) says why here).
+
+        Logged when the client becomes an operator, its name cut as a
+        misstated host is: a worker taken over through its client sent
+        OPER frames as fast as the broker read them, each a line of the
+        log with a name of up to a megabyte.
+        """
         info = ipc.decode_json(payload)
         assert link.cid is not None
-        log.info("conn %d became operator %s", link.cid, info.get("name"))
         client = self.state.clients.get(link.cid)
+        if client is not None and client.registered and "o" not in client.modes:
+            log.info("conn %d became operator %s", link.cid,
+                     str(info.get("name"))[:STATED_HOST_SHOWN])
         if client is not None:
             operguard.succeeded(self.oper_guard, self._oper_block(client.host))
         self.state.set_oper(link.cid, str(info.get("name", "")), self.outbox)
@@ -949,7 +1127,7 @@ class Broker:
             self.outbox.drop(link.cid, "Server error: session not restored")
             return
         self.inherited.discard(link.cid)
-        identity = ipc.decode_json(payload)
+        identity = _bounded_identity(ipc.decode_json(payload), self.state.settings)
         self.state.reregister(link.cid, identity, self.outbox,
                               host=self._host(link, identity.get("host")))
         self._arrived(link.cid)
@@ -966,6 +1144,10 @@ class Broker:
         if link.closed:
             return
         link.closed = True
+        link.stalled = None
+        self.flood_stalled.discard(link)
+        if link.pid is not None and link.pid not in self.owners:
+            self.buckets.pop(link.pid, None)     # its worker is gone (or never was one)
         if self.waiting_scans:
             self._drop_waiting_scan(link, run_held=True)
         try:
@@ -1050,8 +1232,17 @@ class Broker:
         except OSError:
             # The worker is gone, but what it wrote first (its BYE with the
             # client's quit reason, a last message) is still ours to read.
+            if link.stalled is not None:
+                frames, link.stalled = link.stalled, None
+                self._run_frames(link, frames, bounded=False)
             self._read(link, to_the_end=True)
             self._close_link(link, "Connection closed")
+            return
+        if link.stalled is not None:
+            if self._must_wait(link) and done == link.write_watched:
+                link.write_watched = not done
+                self._watch(link, 0 if done else selectors.EVENT_WRITE)
+            self._try_unstall(link)
             return
         if done == link.write_watched:      # epoll_ctl only when it changes
             link.write_watched = not done
@@ -1079,8 +1270,9 @@ class Broker:
     def _on_control_op(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "gone":
-            cid = int(message.get("cid", 0))
-            self._unbind(cid, int(message.get("pid", 0)))
+            cid, pid = int(message.get("cid", 0)), int(message.get("pid", 0))
+            self._flood_stalled_gone(pid)
+            self._unbind(cid, pid)
             self._arrived(cid)
         elif op == "bind":
             for cid, pid, peer in message.get("workers", ()):
@@ -1103,6 +1295,40 @@ class Broker:
             link.writer.limit = cfg.limits.broker_buffer_bytes
         logsetup.set_level(cfg.log.level)
         log.info("broker took the new configuration")
+
+
+def _bounded_identity(identity: dict[str, Any], settings: state.Settings) -> dict[str, Any]:
+    """A REGISTER's or REREGISTER's fields, cut to what a client of ours can
+    have: a user name as session.clean_user makes it, a real name of
+    REALNAMELEN characters, an away message of awaylen, a nickname and
+    room names no longer than the configuration allows at most (a reload
+    may have lowered the limits since they were taken), other types left out.
+
+    The worker cuts them, and a worker taken over through its client
+    cuts nothing: a real name of a megabyte was kept by the broker, and
+    in WHOWAS after the client left, 5000 of them.
+    """
+    bounded: dict[str, Any] = {}
+    for key, value in identity.items():
+        if key in _IDENTITY_CUTS:
+            if isinstance(value, str):
+                bounded[key] = _IDENTITY_CUTS[key](value, settings)
+        elif key == "rooms":
+            if isinstance(value, dict):
+                bounded[key] = {name: status for name, status in value.items()
+                                if isinstance(status, str)
+                                and len(name) <= config.AT_MOST["roomlen"][0]}
+        else:
+            bounded[key] = value
+    return bounded
+
+
+_IDENTITY_CUTS: dict[str, Callable[[str, state.Settings], str]] = {
+    "user": lambda user, _settings: session.clean_user(user),
+    "realname": lambda name, _settings: name[:session.REALNAMELEN],
+    "away": lambda away, settings: away[:settings.awaylen],
+    "nick": lambda nick, _settings: nick if len(nick) <= config.AT_MOST["nicklen"][0] else "",
+}
 
 
 def _more(count: int, what: str = "") -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 _USER_ALLOWED = re.compile(r"[^A-Za-z0-9_.\-]")
 USERLEN = 16
+REALNAMELEN = 100     # characters of USER's real name kept
 
 
 @dataclass

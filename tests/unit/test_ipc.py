@@ -26,7 +26,9 @@ def test_bad_headers_raise(header):
         ipc.FrameReader().feed(header + b"x" * 10)
 
 
-@pytest.mark.parametrize("payload", [b"\x80not json", b"[1, 2]", b"42", b"null"])
+@pytest.mark.parametrize("payload", [
+    b"\x80not json", b"[1, 2]", b"42", b"null",
+    pytest.param(b"[" * 100000, id="deep-list"), pytest.param(b'{"a":' * 100000, id="deep-object")])
 def test_decode_json_wants_an_object(payload):
     with pytest.raises(ipc.FrameError):
         ipc.decode_json(payload)

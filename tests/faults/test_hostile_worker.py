@@ -1,0 +1,379 @@
+"""A worker taken over through its client, speaking the frame protocol to a
+real broker: it must not crash the broker, nor get more than its client
+could over IRC.
+
+design.md: every client is crash-isolated in its own process.  A worker
+taken over (by a bug its client found) is still a process of the server
+and passes the broker's checks of who may connect; what it sends from
+then on is nobody's word but its own.  Each test here is such a worker:
+the test process connecting to an in-process Broker (tests.unit.
+test_broker_cid's Harness), sending frames no worker of ours would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import time
+
+import pytest
+
+from forkchat import broker, ipc, protocol
+from tests.unit.test_broker_cid import PEER, Harness, hello
+
+
+@pytest.fixture
+def harness(tmp_path):
+    made = Harness(tmp_path)
+    made.bind((2, os.getpid()))          # the test process serves conn 2
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def no_flood_control(monkeypatch):
+    """The broker's own flood control out of the way of a test of another bound."""
+    monkeypatch.setattr(broker, "FLOOD_MARGIN", 1_000_000)
+
+
+def closed_soon(harness: Harness, sock: socket.socket) -> bool:
+    """Turn the broker's loop until it closes `sock` (True) or 5 s pass:
+    a frame of 100 kB takes it two reads."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        harness.turn(0.05)
+        sock.setblocking(False)
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def broken_link_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "broker link of" in r.getMessage()]
+
+
+@pytest.mark.parametrize("kind", [ipc.Kind.HELLO, ipc.Kind.REGISTER, ipc.Kind.OPER,
+                                  ipc.Kind.OPER_FAILED])
+def test_json_nested_too_deep_closes_that_link_only(harness, caplog, kind):
+    """json raises RecursionError, not ValueError, at some thousand levels:
+    it went out of the broker's loop, and the broker died."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    first = [] if kind == ipc.Kind.HELLO else [hello(2)]
+    sock = harness.worker(*first, ipc.encode(kind, b"[" * 100000))
+    assert closed_soon(harness, sock)
+    assert 2 not in harness.broker.links
+    assert broken_link_lines(caplog) == [
+        f"broker link of {'pid %d' % os.getpid() if kind == ipc.Kind.HELLO else 'conn 2'}: "
+        "control frame is not JSON"]
+    again = harness.worker(hello(2), ipc.encode(ipc.Kind.SYNC, b"x"))     # the broker goes on
+    assert ipc.FrameReader().feed(again.recv(4096)) == [(ipc.Kind.SYNC, b"x")]
+
+
+def registered(nick: str = "mallory") -> list[bytes]:
+    """The frames of a worker whose client registered as `nick`."""
+    return [hello(2), ipc.encode(ipc.Kind.REQUEST, f"NICK {nick}".encode()),
+            ipc.encode_json(ipc.Kind.REGISTER, {"user": "m", "realname": "M"})]
+
+
+def test_a_request_longer_than_an_irc_line_closes_that_link_only(harness, caplog):
+    """The worker answers 417 to a line over 512 bytes and forwards none.
+    A worker taken over sends a megabyte: 'LIST >' with 5000 digits raised
+    ValueError (int() of more than 4300 digits) out of the broker's loop."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    line = b"LIST >" + b"9" * 5000
+    sock = harness.worker(*registered(), ipc.encode(ipc.Kind.REQUEST, line))
+    assert closed_soon(harness, sock)
+    assert 2 not in harness.broker.links and not harness.broker.state.clients
+    assert broken_link_lines(caplog) == [
+        f"broker link of conn 2: REQUEST of {len(line)} bytes, longer than an IRC line"]
+    again = harness.worker(hello(2), ipc.encode(ipc.Kind.SYNC, b"x"))     # the broker goes on
+    assert ipc.FrameReader().feed(again.recv(4096)) == [(ipc.Kind.SYNC, b"x")]
+
+
+def test_a_request_of_a_whole_line_is_served(harness):
+    """512 bytes, CRLF included, is still a line."""
+    line = b"PRIVMSG mallory :" + b"x" * (510 - len(b"PRIVMSG mallory :")) + b"\r\n"
+    sock = harness.worker(*registered(), ipc.encode(ipc.Kind.REQUEST, line),
+                          ipc.encode(ipc.Kind.SYNC, b"y"))
+    assert (ipc.Kind.SYNC, b"y") in frames_until_sync(harness, sock)
+    assert 2 in harness.broker.links
+
+
+def frames_until_sync(harness: Harness, sock: socket.socket) -> list[tuple[int, bytes]]:
+    """What the broker sends the link, up to its echo of a SYNC."""
+    reader, frames = ipc.FrameReader(), []
+    sock.setblocking(False)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(k == ipc.Kind.SYNC for k, _ in frames):
+        harness.turn(0.05)
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        assert data, "the broker closed the link"
+        frames += reader.feed(data)
+    return frames
+
+
+def test_a_worker_that_reads_nothing_gets_no_more_than_its_bound(harness, no_flood_control):
+    """The replies to a client's own commands are not held against the
+    link's bound: its worker asks nothing more before a reply has gone.
+    One taken over asks on and reads nothing; a MOTD after MOTD grew the
+    broker's memory by megabytes a second, without end.  Its frames now
+    wait, unread, until it reads, and then every one is answered."""
+    asked = 50000
+    sock = harness.worker(*registered())
+    link = harness.broker.links[2]
+    limit = link.writer.limit
+    frames = ipc.encode(ipc.Kind.REQUEST, b"MOTD") * asked
+    sock.setblocking(False)
+    sent, most, refused = 0, 0, 0
+    deadline = time.monotonic() + 20
+    while sent < len(frames) and refused < 50 and most <= limit + 4096 \
+            and time.monotonic() < deadline:
+        try:
+            sent += sock.send(frames[sent:])
+            refused = 0
+        except BlockingIOError:
+            refused += 1                # the broker reads no more of it
+        harness.turn(0.001)
+        most = max(most, link.writer.pending)
+    assert most <= limit + 4096, (most, limit)
+    assert sent < len(frames) and link.stalled is not None
+    reader, ends = ipc.FrameReader(), 0
+    while ends < asked + 1 and time.monotonic() < deadline:     # now it reads
+        if sent < len(frames):
+            try:
+                sent += sock.send(frames[sent:])
+            except BlockingIOError:
+                pass
+        harness.turn(0.001)
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        assert data, "the broker closed the link"
+        ends += sum(payload.count(b" 376 ") + payload.count(b" 422 ")
+                    for kind, payload in reader.feed(data) if kind == ipc.Kind.REPLY)
+    assert ends == asked + 1            # (and the welcome's)
+    assert link.stalled is None and not link.closed
+
+
+def test_register_takes_a_user_and_real_name_as_a_worker_cuts_them(harness):
+    """The worker keeps USER's real name to 100 characters and its user name
+    to 16 of [A-Za-z0-9_.-].  One taken over sent a megabyte, which the
+    broker kept, and kept in WHOWAS after the client left: 5000 entries
+    of a megabyte each, from one worker reconnecting."""
+    sock = harness.worker(hello(2), ipc.encode(ipc.Kind.REQUEST, b"NICK mallory"),
+                          ipc.encode_json(ipc.Kind.REGISTER,
+                                          {"user": "*?#\u00e9" * 20 + "m", "realname": "r" * 100000}))
+    assert not closed_soon_or_quiet(harness, sock)
+    client = harness.broker.state.clients[2]
+    assert client.registered and client.user == "m" and client.realname == "r" * 100
+    sock.sendall(ipc.encode(ipc.Kind.BYE, b"bye"))
+    assert closed_soon(harness, sock)
+    assert harness.broker.state.whowas["mallory"][-1].realname == "r" * 100
+
+
+def test_reregister_takes_no_more_than_a_client_of_ours_could_have(tmp_path):
+    """A worker the broker took over from a dead one restores its client
+    once, as it states it (forkchat(7)); what it states is cut to what a
+    client could have had: no megabyte of real name or away message, no
+    nickname or room name past the configuration's ceiling."""
+    made = Harness(tmp_path, expected=((2, os.getpid(), PEER), (3, 1, PEER)))
+    try:
+        identity = {"nick": "mallory", "user": "m", "host": PEER, "realname": "r" * 100000,
+                    "away": "a" * 100000, "modes": "", "registered": True,
+                    "rooms": {"#ok": "@", "#" + "x" * 5000: "@", "#odd": 5}}
+        sock = made.worker(hello(2, reregister=True),
+                           ipc.encode_json(ipc.Kind.REREGISTER, identity))
+        assert not closed_soon_or_quiet(made, sock)
+        client = made.broker.state.clients[2]
+        assert client.nick == "mallory" and client.realname == "r" * 100
+        assert client.away == "a" * made.broker.state.settings.awaylen
+        assert list(client.joined) == ["#ok"]
+        assert sorted(made.broker.state.rooms) == ["#ok"]
+    finally:
+        made.close()
+
+
+def test_reregister_of_a_nick_no_configuration_allows_restores_none(tmp_path):
+    made = Harness(tmp_path, expected=((2, os.getpid(), PEER), (3, 1, PEER)))
+    try:
+        identity = {"nick": "m" * 100000, "user": "m", "realname": "M", "registered": True,
+                    "rooms": {"#ok": "@"}}
+        sock = made.worker(hello(2, reregister=True),
+                           ipc.encode_json(ipc.Kind.REREGISTER, identity))
+        assert not closed_soon_or_quiet(made, sock)
+        client = made.broker.state.clients[2]
+        assert not client.registered and not client.nick and not made.broker.state.nicks
+        assert not made.broker.state.rooms
+    finally:
+        made.close()
+
+
+def closed_soon_or_quiet(harness: Harness, sock: socket.socket) -> bool:
+    """Turn the broker's loop for a moment, reading what it sends: True if
+    it closed the link."""
+    deadline = time.monotonic() + 0.3
+    sock.setblocking(False)
+    while time.monotonic() < deadline:
+        harness.turn(0.02)
+        try:
+            if sock.recv(1 << 20) == b"":
+                return True
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_oper_frames_log_the_client_becoming_operator_once(harness, caplog):
+    """The worker checks OPER's password (an owner's decision, forkchat(7));
+    the broker's log line is the trace of it.  A worker taken over sent
+    OPER after OPER, each a line of the log, with a name of 100 kB."""
+    caplog.set_level(logging.INFO, logger="forkchat.broker")
+    oper = ipc.encode_json(ipc.Kind.OPER, {"name": "n" * 100000})
+    sock = harness.worker(*registered())
+    send_turning(harness, sock, oper * 20)
+    assert not closed_soon_or_quiet(harness, sock)
+    assert "o" in harness.broker.state.clients[2].modes
+    lines = [r.getMessage() for r in caplog.records if "operator" in r.getMessage()]
+    assert lines == ["conn 2 became operator " + "n" * 64]
+
+
+def send_turning(harness: Harness, sock: socket.socket, data: bytes) -> None:
+    """Send more than the socket holds, the broker's loop turning meanwhile
+    (it reads what the test sends as it goes; the test reads nothing)."""
+    sock.setblocking(False)
+    sent, deadline = 0, time.monotonic() + 10
+    while sent < len(data) and time.monotonic() < deadline:
+        try:
+            sent += sock.send(data[sent:])
+        except BlockingIOError:
+            pass
+        harness.turn(0.01)
+    assert sent == len(data)
+
+
+def test_a_worker_gets_no_more_held_than_one_read_during_a_recovery(tmp_path, no_flood_control):
+    """Until every worker alive at a broker's death is back (3 s at most),
+    the new broker holds every frame but HELLO and REREGISTER.  A worker
+    taken over sent frames as fast as the broker read them, each held:
+    its memory grew without a bound.  Now a link with frames held is read
+    no more until the recovery ends, and then all it sent runs, in order."""
+    made = Harness(tmp_path, expected=((2, os.getpid(), PEER), (3, 1, PEER)))
+    try:
+        sock = made.worker(hello(2, reregister=True))     # its REREGISTER never comes
+        asked = 100000
+        frames = ipc.encode(ipc.Kind.REQUEST, b"MOTD") * asked
+        sock.setblocking(False)
+        sent, refused = 0, 0
+        deadline = time.monotonic() + 20
+        while sent < len(frames) and refused < 50 and time.monotonic() < deadline:
+            try:
+                sent += sock.send(frames[sent:])
+                refused = 0
+            except BlockingIOError:
+                refused += 1
+            made.turn(0.001)
+        assert made.broker.awaiting == {2, 3}
+        assert len(made.broker.held) <= broker.READ_BYTES // len(frames[:9]) + 1
+        assert sent < len(frames)
+        made.broker.awaiting.clear()        # RECOVERY_WAIT_S passed, as in Broker.run
+        made.broker._end_recovery()
+        reader, answers = ipc.FrameReader(), 0
+        while answers < asked and time.monotonic() < deadline:
+            if sent < len(frames):
+                try:
+                    sent += sock.send(frames[sent:])
+                except BlockingIOError:
+                    pass
+            made.turn(0.001)
+            try:
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            assert data, "the broker closed the link"
+            answers += sum(payload.count(b" 451 ") for kind, payload in reader.feed(data)
+                           if kind == ipc.Kind.REPLY)
+        assert answers == asked         # (not registered: each MOTD is answered 451)
+    finally:
+        made.close()
+
+
+def test_a_worker_gets_its_frames_run_at_twice_its_clients_flood_rate(harness):
+    """Flood control is the worker's: its client's lines go at flood_rate
+    (2 a second) after a burst of flood_burst (10).  A worker taken over
+    sent a room's messages as fast as the broker read them, each to every
+    member, whose links overflowed.  The broker runs a worker's frames at
+    twice its client's rate and burst (and 10 frames of its own); the rest
+    wait, unread, and run in their turn."""
+    st, out = harness.broker.state, harness.broker.outbox
+    st.connect(1, "192.0.2.1")
+    st.request(1, protocol.parse_line(b"NICK victim"), out)
+    st.register(1, "v", "V", out)
+    st.request(1, protocol.parse_line(b"JOIN #room"), out)
+    start = time.monotonic()
+    sock = harness.worker(*registered(), ipc.encode(ipc.Kind.REQUEST, b"JOIN #room"))
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG #room :flood") * 2000)
+    while time.monotonic() - start < 1.0:
+        loop_turn(harness)
+    ran = harness.broker.command_counts.get("PRIVMSG", 0)
+    burst = 2 * 10 + 10 - 4             # HELLO, NICK, REGISTER and JOIN took 4
+    assert burst <= ran <= burst + 4 * (time.monotonic() - start) + 1, ran
+    while time.monotonic() - start < 2.0:
+        loop_turn(harness)
+    assert harness.broker.command_counts["PRIVMSG"] >= ran + 2       # in their turn
+    assert not harness.broker.links[2].closed
+
+
+def loop_turn(harness: Harness) -> None:
+    """A turn of the broker's loop with the chore of Broker.run's that the
+    harness leaves out: the links whose flood control let them go on."""
+    harness.turn(min(0.05, harness.broker._timeout()))
+    if harness.broker.flood_stalled:
+        harness.broker._resume_flood_stalled()
+
+
+def test_a_link_held_by_its_output_once_its_tokens_are_back_does_not_spin_the_loop(harness):
+    """A link stalled for flood control wakes the loop when its next token
+    is due; once it is, its output may still hold it (its worker reads
+    nothing).  Kept among those the loop wakes for, it asked for a wake-up
+    at once every turn: the broker spun a core."""
+    sock = harness.worker(*registered())
+    link = harness.broker.links[2]
+    link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # the kernel holds little
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"MOTD") * 100)
+    assert link in harness.broker.flood_stalled
+    link.writer.limit = 100             # and its output is over the bound now
+    harness.broker.next_beat = time.monotonic() + 60      # no heartbeat due meanwhile
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        loop_turn(harness)
+    assert link.stalled is not None and harness.broker._token_wait(link) == 0
+    assert harness.broker._timeout() > 1
+
+
+def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness):
+    """A link waiting for its flood control is not read, so nothing told
+    the broker its worker was gone: the client stayed, nick and rooms,
+    while what the worker had sent ran at the flood rate.  The
+    supervisor's word that the worker is gone runs the rest and closes it."""
+    sock = harness.worker(*registered())
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 500)
+    assert harness.broker.links[2] in harness.broker.flood_stalled
+    harness.supervisor_end.sendall(ipc.encode_json(
+        ipc.Kind.CONTROL, {"op": "gone", "cid": 2, "pid": os.getpid()}))
+    harness.broker.on_control(selectors.EVENT_READ)
+    assert 2 not in harness.broker.links and 2 not in harness.broker.state.clients
+    assert harness.broker.command_counts["PRIVMSG"] == 500
+    assert not harness.broker.flood_stalled and not harness.broker.buckets
