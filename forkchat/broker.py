@@ -1137,7 +1137,7 @@ class Broker:
         self.queue(link.cid, ipc.encode(ipc.Kind.SYNC, payload))
 
     def _on_bye(self, link: Link, payload: bytes) -> None:
-        self._close_link(link, payload.decode("utf-8", "replace") or "Client Quit")
+        self._close_link(link, payload.decode("utf-8", "replace") or protocol.PLAIN_QUIT)
 
     def _close_link(self, link: Link, reason: str) -> None:
         """Forget a link; its client quits with `reason` (idempotent)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from forkchat import __version__, config, flood, ipc, numerics, passwords, protocol, rooms
-from forkchat.session import Session, clean_user
+from forkchat.session import REALNAMELEN, Session, clean_user
 
 ERR_INVALIDCAPCMD = "410"
 OPER_RETRY_S = 2.0        # wait after a failed OPER, doubled at each failure
@@ -91,7 +91,7 @@ def cmd_user(ctx: Context, msg: protocol.Message) -> None:
     if not msg.params[0] or not msg.params[3]:
         raise numerics.Reply(numerics.ERR_NEEDMOREPARAMS, "USER")
     ctx.session.user = clean_user(msg.params[0])
-    ctx.session.realname = msg.params[3][:100] or ctx.session.user
+    ctx.session.realname = msg.params[3][:REALNAMELEN] or ctx.session.user
     ctx.try_register()
 
 
