@@ -13,7 +13,9 @@ the failure once and the first write that succeeds again; one removed while
 in use (its directory deleted) is opened again at its path, and every record
 written into it.  One the broker may not write (left owned by root, a
 read-only state_dir) is named once, with what to do, and opened again at
-every try, so that fixing the permission is all it takes.
+every try, so that fixing the permission is all it takes; if it could not
+be read at the start, its records are read once it can be, and restored as
+a start restores them (`take_found`).
 """
 
 from __future__ import annotations
@@ -60,12 +62,15 @@ class RoomStore:
         self._read_only = False     # a write was refused: connect again at the next try
         self._lock_fd = -1
         self._lock_error = ""       # why the lock file could not be opened
+        self._unloaded = False      # its records could not be read at the start
+        self._found: dict[str, dict] = {}   # records read late, for the broker to take
         problem = self._open()
         if problem == IN_USE:
             self._say_in_use()
         elif problem and self._say_not_writable():
-            # opened at the next write, as a store removed while in use is
-            self._lost = self._failing = True
+            # opened at the next write, as a store removed while in use is,
+            # and read then
+            self._lost = self._failing = self._unloaded = True
             self._retry_at = time.monotonic() + RETRY_S
         elif problem:
             log.warning("room store %s unavailable, rooms will not persist: %s",
@@ -169,15 +174,24 @@ class RoomStore:
         """
         if self._db is None:
             return {}
-        records: dict[str, dict] = {}
         try:
-            rows = self._db.execute("SELECT CAST(name AS BLOB), CAST(record AS BLOB) "
-                                    "FROM rooms ORDER BY rowid").fetchall()
+            return self._read()
         except sqlite3.Error as error:
             log.warning("room store %s unavailable, rooms will not persist: %s",
                         self.path, error)
             self._close()
             return {}
+
+    def _read(self) -> dict[str, dict]:
+        """Every stored record (as `load` says), each noted as stored.
+
+        Raises:
+            sqlite3.Error: the rows cannot be read.
+        """
+        assert self._db is not None
+        rows = self._db.execute("SELECT CAST(name AS BLOB), CAST(record AS BLOB) "
+                                "FROM rooms ORDER BY rowid").fetchall()
+        records: dict[str, dict] = {}
         bad = 0
         for raw_name, raw_record in rows:
             name, text, record = _decode(raw_name, raw_record)
@@ -215,9 +229,26 @@ class RoomStore:
 
     @property
     def retry_at(self) -> float | None:
-        """When (time.monotonic) changes kept by a failed write are to be
-        tried again; None if none wait."""
-        return self._retry_at if self._pending and (self._db is not None or self._lost) else None
+        """When (time.monotonic) changes kept by a failed write, or a store
+        not yet read, are to be tried again; None if none wait.
+
+        A store unreadable at the start is tried even with no change to
+        write: read only at the first change after its permission was
+        fixed, the JOIN that made that change had made its room afresh, and
+        the room's record was written over (see `_read_late`).
+        """
+        waiting = self._pending or self._unloaded
+        return self._retry_at if waiting and (self._db is not None or self._lost) else None
+
+    def take_found(self) -> dict[str, dict]:
+        """The records of a store unreadable at the start, read since it
+        became readable, that are not the rooms' live now; each given once.
+
+        The broker keeps them as it keeps those of a load at its start, for
+        when their rooms are created again.
+        """
+        found, self._found = self._found, {}
+        return found
 
     def renew(self, names: Iterable[str]) -> None:
         """Make these rows the most recently written, as they are (the rooms
@@ -254,6 +285,8 @@ class RoomStore:
             if self._db is None:
                 return              # another server's store now
         elif self._read_only and not self._connect_again():
+            return
+        if self._unloaded and not self._read_late():
             return
         written: dict[str, str] = {}
         gone: list[str] = []
@@ -310,6 +343,35 @@ class RoomStore:
         if not problem:
             self._lost = False
         return problem
+
+    def _read_late(self) -> bool:
+        """Read the records of a store that could not be read at the start,
+        now that it is open: False (and tried again later) if it still
+        cannot be read.
+
+        Until then the broker made rooms without their records.  The store
+        was written again once its permission was fixed, but its records
+        never restored: a kept room came back without its key, topic and
+        bans, and its fresh record went over the stored one.  Now, as at a
+        start, a room live now keeps its live state (its record, waiting,
+        is written over the stored one), and the records of the others are
+        the broker's to keep (`take_found`); a record the broker removed
+        without having had it is kept, not deleted.
+        """
+        try:
+            records = self._read()
+        except sqlite3.Error as error:
+            self._failed(error)
+            return False
+        self._unloaded = False
+        for name, record in records.items():
+            if self._pending.get(name) is None:     # not live: kept, even if "removed"
+                self._pending.pop(name, None)
+                self._found[name] = record
+        log.info("room store %s read at last: %d room records kept for their rooms, "
+                 "%d rooms live keep their state", self.path, len(self._found),
+                 len(records) - len(self._found))
+        return True
 
     def _connect_again(self) -> bool:
         """Replace a connection whose writes were refused: SQLite opened the

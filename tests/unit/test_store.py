@@ -517,3 +517,74 @@ def test_a_store_given_back_while_another_server_holds_its_lock_is_that_ones(
         first.release()
         other.release()
     assert stored_rooms(tmp_path) == {"#a": {"topic": "theirs"}}
+
+
+@contextlib.contextmanager
+def _unreadable_until_given_back(monkeypatch):
+    """SQLite cannot open the store (left root's 0600 after a run as root)
+    until the list this yields is emptied: the admin's chown."""
+    refused = [True]
+    real_connect = store.RoomStore._connect
+
+    def connect(self):
+        if refused:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(self)
+    monkeypatch.setattr(store.RoomStore, "_connect", connect)
+    monkeypatch.setattr(store, "not_writable", lambda path: [] if not refused else
+                        [f"{path} (owner root, mode 0600)"])
+    yield refused
+
+
+def _stored_before(tmp_path, records: dict) -> None:
+    made = store.RoomStore(str(tmp_path))
+    made.apply(records)
+    made.release()
+
+
+def test_a_store_unreadable_at_the_start_is_read_before_it_is_written(tmp_path, monkeypatch,
+                                                                      caplog):
+    """Given back, a store unreadable at the start was written but never
+    read: its records were never restored, and each room made meanwhile
+    wrote over its own.  It is now read first: a live room's record (waiting)
+    goes over the stored one, a record removed without having been loaded
+    stays, and the others are the broker's to take, once.  It is tried with
+    no change waiting too (the broker comes back for it)."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#live": {"topic": "stored"}, "#passing": {"topic": "stored"},
+                              "#other": {"topic": "stored"}})
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        late = store.RoomStore(str(tmp_path))
+        try:
+            assert late.load() == {} and late.retry_at is not None
+            late.apply({"#live": {"topic": "live"}, "#passing": None, "#new": {"topic": "new"}})
+            assert late.take_found() == {} and late.retry_at is not None
+            refused.clear()
+            with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+                late.apply({})
+            assert late.take_found() == {"#passing": {"topic": "stored"},
+                                         "#other": {"topic": "stored"}}
+            assert late.take_found() == {} and late.retry_at is None
+        finally:
+            late.release()
+    assert "read at last: 2 room records kept for their rooms, 1 rooms live" in caplog.text
+    assert stored_rooms(tmp_path) == {"#live": {"topic": "live"}, "#passing": {"topic": "stored"},
+                                      "#other": {"topic": "stored"}, "#new": {"topic": "new"}}
+
+
+def test_the_broker_restores_a_store_given_back_with_nothing_changed(tmp_path, monkeypatch):
+    """No room made or changed since the start: the store was read only at
+    the first change, and a JOIN of a stored room before that made it
+    afresh, its key and topic gone and written over."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#lobby": {"name": "#Lobby", "topic": "stored", "key": "k",
+                                         "flags": "knt"}})
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        with alice_on_a_broker(tmp_path) as (made, link):
+            assert made.store_dirty             # the loop comes back for the store
+            refused.clear()
+            made._save_rooms()                  # what the loop does at next_store
+            assert not made.store_dirty
+            made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #lobby k")
+            room = made.state.rooms["#lobby"]
+            assert (room.name, room.topic, room.key) == ("#lobby", "stored", "k")
