@@ -30,6 +30,8 @@ import stat
 import time
 from typing import Iterable
 
+from forkchat import protocol
+
 log = logging.getLogger("forkchat.broker")
 
 FILENAME = "rooms.sqlite3"
@@ -170,17 +172,21 @@ class RoomStore:
         a field of the wrong type dropped (the rest of its record kept),
         with one warning: a hand-edited `"bans": 5` made every JOIN of its
         room crash the broker, and a row that was not UTF-8 made the whole
-        store fail.
+        store fail.  Each is keyed by its name folded as the server folds
+        room names (rows under another case are stored again so, at once).
         """
         if self._db is None:
             return {}
         try:
-            return self._read()
+            records = self._read()
         except sqlite3.Error as error:
             log.warning("room store %s unavailable, rooms will not persist: %s",
                         self.path, error)
             self._close()
             return {}
+        if self._pending:
+            self._write()
+        return records
 
     def _read(self) -> dict[str, dict]:
         """Every stored record (as `load` says), each noted as stored.
@@ -192,6 +198,8 @@ class RoomStore:
         rows = self._db.execute("SELECT CAST(name AS BLOB), CAST(record AS BLOB) "
                                 "FROM rooms ORDER BY rowid").fetchall()
         records: dict[str, dict] = {}
+        texts: dict[str, str] = {}
+        doubled: list[str] = []
         bad = 0
         for raw_name, raw_record in rows:
             name, text, record = _decode(raw_name, raw_record)
@@ -200,12 +208,37 @@ class RoomStore:
                 continue
             if _drop_wrong_types(record):
                 bad += 1        # its row is written over when the room is next
-            records[name] = record
             self._saved[name] = text
+            folded = protocol.casefold(name)
+            if folded in records:
+                doubled.append(folded)
+                del records[folded]     # the most recently written is kept, in its place
+            records[folded], texts[folded] = record, text
+        self._store_folded(texts)
         if bad:
             log.warning("room store %s: %d room records unreadable in whole or part, "
                         "what was unreadable is skipped", self.path, bad)
+        if doubled:
+            log.warning("room store %s: %d room records name a room that another record "
+                        "names in another case (%s), the most recently written of each is "
+                        "kept", self.path, len(doubled), " ".join(sorted(set(doubled))[:5]))
         return records
+
+    def _store_folded(self, texts: dict[str, str]) -> None:
+        """Have each record just read stored under its folded name and no
+        other, at the next write.
+
+        The broker keys a room by its name folded (RFC 1459), the lookup of
+        a kept record too: a record keyed in upper case (a hand edit) never
+        came back, and the room's own record was written beside it, both
+        loaded at every start, the older one never deleted.
+        """
+        for name in self._saved:
+            if protocol.casefold(name) != name:
+                self._pending[name] = None
+        for folded, text in texts.items():
+            if self._saved.get(folded) != text:
+                self._pending[folded] = text
 
     def apply(self, changes: dict[str, dict | None]) -> None:
         """Write these rows (None: delete it) in one transaction, only
@@ -358,16 +391,19 @@ class RoomStore:
         the broker's to keep (`take_found`); a record the broker removed
         without having had it is kept, not deleted.
         """
+        changes, self._pending = self._pending, {}     # the broker's, apart from the read's
         try:
             records = self._read()
         except sqlite3.Error as error:
+            self._pending = changes
             self._failed(error)
             return False
         self._unloaded = False
         for name, record in records.items():
-            if self._pending.get(name) is None:     # not live: kept, even if "removed"
-                self._pending.pop(name, None)
+            if changes.get(name) is None:   # not live: kept, even if "removed"
+                changes.pop(name, None)
                 self._found[name] = record
+        self._pending.update(changes)
         log.info("room store %s read at last: %d room records kept for their rooms, "
                  "%d rooms live keep their state", self.path, len(self._found),
                  len(records) - len(self._found))

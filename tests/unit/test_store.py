@@ -588,3 +588,41 @@ def test_the_broker_restores_a_store_given_back_with_nothing_changed(tmp_path, m
             made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #lobby k")
             room = made.state.rooms["#lobby"]
             assert (room.name, room.topic, room.key) == ("#lobby", "stored", "k")
+
+
+def _stored_names(directory) -> list[str]:
+    db = sqlite3.connect(directory / store.FILENAME)
+    try:
+        return [name for (name,) in db.execute("SELECT name FROM rooms ORDER BY rowid")]
+    finally:
+        db.close()
+
+
+def test_records_keyed_in_another_case_are_restored_under_the_folded_name(tmp_path, caplog):
+    """The rooms are keyed by their name folded as the server folds it
+    (RFC 1459: [ ] \\ ~ are the upper case of { } | ^), and so was the
+    lookup of a live room, but not the key of a stored record: one keyed
+    in upper case (a hand edit) never came back, and sat in the store for
+    ever beside the record written for the room.  Keys are folded at load,
+    the rows stored again under their folded name, and two records that
+    name one room are said once (the most recently written is kept)."""
+    _hand_made_store(tmp_path, [
+        ("#Lobby", json.dumps({"topic": "upper", "key": "secret"})),
+        ("#room", json.dumps({"topic": "older"})),
+        ("#ROOM", json.dumps({"topic": "newer"})),
+        ("#A[B]", json.dumps({"topic": "brackets"})),
+        ("#kept", json.dumps({"topic": "as it was"})),
+    ])
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        with alice_on_a_broker(tmp_path) as (made, link):
+            assert list(made.state.saved_rooms) == ["#lobby", "#room", "#a{b}", "#kept"]
+            made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #LOBBY,#room,#a{b} secret")
+            assert [made.state.rooms[name].topic for name in ("#lobby", "#room", "#a{b}")] == \
+                ["upper", "newer", "brackets"]
+            assert made.state.rooms["#lobby"].key == "secret"
+    assert caplog.text.count("name a room that another record names") == 1
+    assert "1 room records name a room that another record names" in caplog.text
+    assert "(#room)" in caplog.text
+    assert sorted(_stored_names(tmp_path)) == ["#a{b}", "#kept", "#lobby", "#room"]
+    assert _stored_names(tmp_path)[0] == "#kept"      # untouched, in its place
+    assert stored_rooms(tmp_path)["#room"] == {"topic": "newer"}
