@@ -253,7 +253,10 @@ class Broker:
         self.command_counts: dict[str, int] = {}
         self.last_flush = 0.0
         self.store = store.RoomStore(cfg.server.state_dir)
-        self.state.saved_rooms = self.store.load()
+        # Past max_rooms only kept records go, not those of rooms live: a
+        # restart's rooms come back with their workers, so it reads them all.
+        self.state.saved_rooms = self.store.load(
+            most=None if self.awaiting else cfg.limits.max_rooms)
         self.store_dirty = False
         self.store_frozen = False
         self.next_store = 0.0

@@ -66,6 +66,7 @@ class RoomStore:
         self._lock_error = ""       # why the lock file could not be opened
         self._unloaded = False      # its records could not be read at the start
         self._found: dict[str, dict] = {}   # records read late, for the broker to take
+        self._most: int | None = None   # the most records read (max_rooms), see load
         problem = self._open()
         if problem == IN_USE:
             self._say_in_use()
@@ -164,9 +165,16 @@ class RoomStore:
     def available(self) -> bool:
         return self._db is not None
 
-    def load(self) -> dict[str, dict]:
+    def load(self, most: int | None = None) -> dict[str, dict]:
         """Every stored record, the least recently written first (a written
-        row gets a new rowid).
+        row gets a new rowid); only the `most` most recently written (the
+        broker's max_rooms), the others deleted.
+
+        The broker forgets the records past max_rooms, the least recently
+        written first, but did so only at its first write after loading
+        them all: a store grown by hand to 200,000 rows took 3 s to load
+        while the first clients (all of them, after a broker restart)
+        waited, then 1 s more of the broker's loop to delete the rows.
 
         A row that is not a JSON object under a UTF-8 name is skipped, and
         a field of the wrong type dropped (the rest of its record kept),
@@ -175,6 +183,7 @@ class RoomStore:
         store fail.  Each is keyed by its name folded as the server folds
         room names (rows under another case are stored again so, at once).
         """
+        self._most = most           # for a store read late too
         if self._db is None:
             return {}
         try:
@@ -195,13 +204,17 @@ class RoomStore:
             sqlite3.Error: the rows cannot be read.
         """
         assert self._db is not None
-        rows = self._db.execute("SELECT CAST(name AS BLOB), CAST(record AS BLOB) "
-                                "FROM rooms ORDER BY rowid").fetchall()
+        rows = self._db.execute("SELECT rowid, CAST(name AS BLOB), CAST(record AS BLOB) "
+                                "FROM rooms ORDER BY rowid DESC LIMIT ?",
+                                (-1 if self._most is None else self._most,)).fetchall()
+        rows.reverse()
+        if rows and len(rows) == self._most:
+            self._forget_before(rows[0][0])
         records: dict[str, dict] = {}
         texts: dict[str, str] = {}
         doubled: list[str] = []
         bad = 0
-        for raw_name, raw_record in rows:
+        for _rowid, raw_name, raw_record in rows:
             name, text, record = _decode(raw_name, raw_record)
             if record is None:
                 bad += 1
@@ -223,6 +236,25 @@ class RoomStore:
                         "names in another case (%s), the most recently written of each is "
                         "kept", self.path, len(doubled), " ".join(sorted(set(doubled))[:5]))
         return records
+
+    def _forget_before(self, rowid: int) -> None:
+        """Delete the rows written before this one (past max_rooms), in one
+        statement; if they cannot be, the next start forgets them."""
+        assert self._db is not None
+        if not self._db.execute("SELECT 1 FROM rooms WHERE rowid < ? LIMIT 1",
+                                (rowid,)).fetchall():
+            return                  # no write (the store may be read-only)
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                forgotten = self._db.execute("DELETE FROM rooms WHERE rowid < ?",
+                                             (rowid,)).rowcount
+        except sqlite3.Error as error:
+            self._failed(error)
+            return
+        if forgotten > 0:
+            log.warning("room store %s: %d room records past max_rooms (%d) forgotten, the "
+                        "least recently written", self.path, forgotten, self._most)
 
     def _store_folded(self, texts: dict[str, str]) -> None:
         """Have each record just read stored under its folded name and no

@@ -626,3 +626,42 @@ def test_records_keyed_in_another_case_are_restored_under_the_folded_name(tmp_pa
     assert sorted(_stored_names(tmp_path)) == ["#a{b}", "#kept", "#lobby", "#room"]
     assert _stored_names(tmp_path)[0] == "#kept"      # untouched, in its place
     assert stored_rooms(tmp_path)["#room"] == {"topic": "newer"}
+
+
+def test_a_store_past_max_rooms_is_loaded_only_to_max_rooms(tmp_path, caplog):
+    """The broker forgets kept records past max_rooms, the least recently
+    written first, but only at its first write, after loading them all: a
+    store grown by hand to 200,000 rows took 3 s to load while the first
+    clients waited (all of them after a broker restart), then 1 s of the
+    broker's loop to delete.  The load reads max_rooms rows, the most
+    recently written, and deletes the others, said once."""
+    _hand_made_store(tmp_path, [(f"#r{i}", json.dumps({"topic": str(i)})) for i in range(6)])
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        with alice_on_a_broker(tmp_path, max_rooms=3) as (made, _link):
+            assert list(made.state.saved_rooms) == ["#r3", "#r4", "#r5"]
+            assert _stored_names(tmp_path) == ["#r3", "#r4", "#r5"]
+    assert caplog.text.count("3 room records past max_rooms (3) forgotten, the least "
+                             "recently written") == 1
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        with alice_on_a_broker(tmp_path, max_rooms=3) as (made, _link):
+            assert list(made.state.saved_rooms) == ["#r3", "#r4", "#r5"]
+    assert caplog.text.count("past max_rooms") == 1
+
+
+def test_a_restarted_broker_reads_every_record_of_its_rooms_past_max_rooms(tmp_path):
+    """Past max_rooms the broker forgets kept records, never those of rooms
+    live (max_rooms lowered by a reload below their number): a broker
+    restarted after a crash, whose rooms come back with their workers,
+    reads them all."""
+    _hand_made_store(tmp_path, [(f"#r{i}", json.dumps({"topic": str(i)})) for i in range(6)])
+    socks = [*socket.socketpair(), *socket.socketpair()]
+    made = broker.Broker(socks[0], socks[2], config.Config(
+        server=config.Server(state_dir=str(tmp_path)), limits=config.Limits(max_rooms=3)),
+        "today", expected=((1, 0, "127.0.0.1:5000"),))
+    try:
+        assert list(made.state.saved_rooms) == [f"#r{i}" for i in range(6)]
+    finally:
+        made.store.release()
+        made.selector.close()
+        for sock in socks:
+            sock.close()
