@@ -271,10 +271,14 @@ class Broker:
         self.command_counts: dict[str, int] = {}
         self.last_flush = 0.0
         self.store = store.RoomStore(cfg.server.state_dir)
-        self.state.saved_rooms = self.store.load()
+        # Past max_rooms only kept records go, not those of rooms live: a
+        # restart's rooms come back with their workers, so it reads them all.
+        self.state.saved_rooms = self.store.load(
+            most=None if self.awaiting else cfg.limits.max_rooms)
         self.store_dirty = False
         self.store_frozen = False
         self.next_store = 0.0
+        self._retry_store()         # a store not read yet is tried without a change
         self.next_beat = 0.0      # the next heartbeat to the supervisor
         self.recovery_deadline = time.monotonic() + RECOVERY_WAIT_S
         self.held: list[tuple[Link, int, bytes]] = []
@@ -355,11 +359,25 @@ class Broker:
 
     def _retry_store(self) -> None:
         """Come back when the store wants to try a failed write again (a
-        full disk): its changes would else wait for the next join or part."""
+        full disk): its changes would else wait for the next join or part.
+        Keep what a store read late has found."""
+        self._keep_found_records()
         retry_at = self.store.retry_at
         if retry_at is not None:
             self.store_dirty = True
             self.next_store = max(self.next_store, retry_at)
+
+    def _keep_found_records(self) -> None:
+        """Keep the records of a store read only now (unreadable at the
+        start, given back) as the start keeps those it loads: for when
+        their rooms are created again.  A room live now keeps its live
+        state, written over its record."""
+        for folded, record in self.store.take_found().items():
+            if folded in self.state.rooms:
+                self.state.changed_rooms[folded] = None
+                self.store_dirty = True
+            else:
+                self.state.saved_rooms.setdefault(folded, record)
 
     def _stats_commands(self, cid: int) -> None:
         """STATS m: how often each shared-state command reached this broker."""

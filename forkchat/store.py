@@ -13,7 +13,9 @@ the failure once and the first write that succeeds again; one removed while
 in use (its directory deleted) is opened again at its path, and every record
 written into it.  One the broker may not write (left owned by root, a
 read-only state_dir) is named once, with what to do, and opened again at
-every try, so that fixing the permission is all it takes.
+every try, so that fixing the permission is all it takes; if it could not
+be read at the start, its records are read once it can be, and restored as
+a start restores them (`take_found`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import sqlite3
 import stat
 import time
 from typing import Iterable
+
+from forkchat import protocol
 
 log = logging.getLogger("forkchat.broker")
 
@@ -60,12 +64,16 @@ class RoomStore:
         self._read_only = False     # a write was refused: connect again at the next try
         self._lock_fd = -1
         self._lock_error = ""       # why the lock file could not be opened
+        self._unloaded = False      # its records could not be read at the start
+        self._found: dict[str, dict] = {}   # records read late, for the broker to take
+        self._most: int | None = None   # the most records read (max_rooms), see load
         problem = self._open()
         if problem == IN_USE:
             self._say_in_use()
         elif problem and self._say_not_writable():
-            # opened at the next write, as a store removed while in use is
-            self._lost = self._failing = True
+            # opened at the next write, as a store removed while in use is,
+            # and read then
+            self._lost = self._failing = self._unloaded = True
             self._retry_at = time.monotonic() + RETRY_S
         elif problem:
             log.warning("room store %s unavailable, rooms will not persist: %s",
@@ -157,41 +165,112 @@ class RoomStore:
     def available(self) -> bool:
         return self._db is not None
 
-    def load(self) -> dict[str, dict]:
+    def load(self, most: int | None = None) -> dict[str, dict]:
         """Every stored record, the least recently written first (a written
-        row gets a new rowid).
+        row gets a new rowid); only the `most` most recently written (the
+        broker's max_rooms), the others deleted.
+
+        The broker forgets the records past max_rooms, the least recently
+        written first, but did so only at its first write after loading
+        them all: a store grown by hand to 200,000 rows took 3 s to load
+        while the first clients (all of them, after a broker restart)
+        waited, then 1 s more of the broker's loop to delete the rows.
 
         A row that is not a JSON object under a UTF-8 name is skipped, and
         a field of the wrong type dropped (the rest of its record kept),
         with one warning: a hand-edited `"bans": 5` made every JOIN of its
         room crash the broker, and a row that was not UTF-8 made the whole
-        store fail.
+        store fail.  Each is keyed by its name folded as the server folds
+        room names (rows under another case are stored again so, at once).
         """
+        self._most = most           # for a store read late too
         if self._db is None:
             return {}
-        records: dict[str, dict] = {}
         try:
-            rows = self._db.execute("SELECT CAST(name AS BLOB), CAST(record AS BLOB) "
-                                    "FROM rooms ORDER BY rowid").fetchall()
+            records = self._read()
         except sqlite3.Error as error:
             log.warning("room store %s unavailable, rooms will not persist: %s",
                         self.path, error)
             self._close()
             return {}
+        if self._pending:
+            self._write()
+        return records
+
+    def _read(self) -> dict[str, dict]:
+        """Every stored record (as `load` says), each noted as stored.
+
+        Raises:
+            sqlite3.Error: the rows cannot be read.
+        """
+        assert self._db is not None
+        rows = self._db.execute("SELECT rowid, CAST(name AS BLOB), CAST(record AS BLOB) "
+                                "FROM rooms ORDER BY rowid DESC LIMIT ?",
+                                (-1 if self._most is None else self._most,)).fetchall()
+        rows.reverse()
+        if rows and len(rows) == self._most:
+            self._forget_before(rows[0][0])
+        records: dict[str, dict] = {}
+        texts: dict[str, str] = {}
+        doubled: list[str] = []
         bad = 0
-        for raw_name, raw_record in rows:
+        for _rowid, raw_name, raw_record in rows:
             name, text, record = _decode(raw_name, raw_record)
             if record is None:
                 bad += 1
                 continue
             if _drop_wrong_types(record):
                 bad += 1        # its row is written over when the room is next
-            records[name] = record
             self._saved[name] = text
+            folded = protocol.casefold(name)
+            if folded in records:
+                doubled.append(folded)
+                del records[folded]     # the most recently written is kept, in its place
+            records[folded], texts[folded] = record, text
+        self._store_folded(texts)
         if bad:
             log.warning("room store %s: %d room records unreadable in whole or part, "
                         "what was unreadable is skipped", self.path, bad)
+        if doubled:
+            log.warning("room store %s: %d room records name a room that another record "
+                        "names in another case (%s), the most recently written of each is "
+                        "kept", self.path, len(doubled), " ".join(sorted(set(doubled))[:5]))
         return records
+
+    def _forget_before(self, rowid: int) -> None:
+        """Delete the rows written before this one (past max_rooms), in one
+        statement; if they cannot be, the next start forgets them."""
+        assert self._db is not None
+        if not self._db.execute("SELECT 1 FROM rooms WHERE rowid < ? LIMIT 1",
+                                (rowid,)).fetchall():
+            return                  # no write (the store may be read-only)
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                forgotten = self._db.execute("DELETE FROM rooms WHERE rowid < ?",
+                                             (rowid,)).rowcount
+        except sqlite3.Error as error:
+            self._failed(error)
+            return
+        if forgotten > 0:
+            log.warning("room store %s: %d room records past max_rooms (%d) forgotten, the "
+                        "least recently written", self.path, forgotten, self._most)
+
+    def _store_folded(self, texts: dict[str, str]) -> None:
+        """Have each record just read stored under its folded name and no
+        other, at the next write.
+
+        The broker keys a room by its name folded (RFC 1459), the lookup of
+        a kept record too: a record keyed in upper case (a hand edit) never
+        came back, and the room's own record was written beside it, both
+        loaded at every start, the older one never deleted.
+        """
+        for name in self._saved:
+            if protocol.casefold(name) != name:
+                self._pending[name] = None
+        for folded, text in texts.items():
+            if self._saved.get(folded) != text:
+                self._pending[folded] = text
 
     def apply(self, changes: dict[str, dict | None]) -> None:
         """Write these rows (None: delete it) in one transaction, only
@@ -215,9 +294,26 @@ class RoomStore:
 
     @property
     def retry_at(self) -> float | None:
-        """When (time.monotonic) changes kept by a failed write are to be
-        tried again; None if none wait."""
-        return self._retry_at if self._pending and (self._db is not None or self._lost) else None
+        """When (time.monotonic) changes kept by a failed write, or a store
+        not yet read, are to be tried again; None if none wait.
+
+        A store unreadable at the start is tried even with no change to
+        write: read only at the first change after its permission was
+        fixed, the JOIN that made that change had made its room afresh, and
+        the room's record was written over (see `_read_late`).
+        """
+        waiting = self._pending or self._unloaded
+        return self._retry_at if waiting and (self._db is not None or self._lost) else None
+
+    def take_found(self) -> dict[str, dict]:
+        """The records of a store unreadable at the start, read since it
+        became readable, that are not the rooms' live now; each given once.
+
+        The broker keeps them as it keeps those of a load at its start, for
+        when their rooms are created again.
+        """
+        found, self._found = self._found, {}
+        return found
 
     def renew(self, names: Iterable[str]) -> None:
         """Make these rows the most recently written, as they are (the rooms
@@ -254,6 +350,8 @@ class RoomStore:
             if self._db is None:
                 return              # another server's store now
         elif self._read_only and not self._connect_again():
+            return
+        if self._unloaded and not self._read_late():
             return
         written: dict[str, str] = {}
         gone: list[str] = []
@@ -310,6 +408,38 @@ class RoomStore:
         if not problem:
             self._lost = False
         return problem
+
+    def _read_late(self) -> bool:
+        """Read the records of a store that could not be read at the start,
+        now that it is open: False (and tried again later) if it still
+        cannot be read.
+
+        Until then the broker made rooms without their records.  The store
+        was written again once its permission was fixed, but its records
+        never restored: a kept room came back without its key, topic and
+        bans, and its fresh record went over the stored one.  Now, as at a
+        start, a room live now keeps its live state (its record, waiting,
+        is written over the stored one), and the records of the others are
+        the broker's to keep (`take_found`); a record the broker removed
+        without having had it is kept, not deleted.
+        """
+        changes, self._pending = self._pending, {}     # the broker's, apart from the read's
+        try:
+            records = self._read()
+        except sqlite3.Error as error:
+            self._pending = changes
+            self._failed(error)
+            return False
+        self._unloaded = False
+        for name, record in records.items():
+            if changes.get(name) is None:   # not live: kept, even if "removed"
+                changes.pop(name, None)
+                self._found[name] = record
+        self._pending.update(changes)
+        log.info("room store %s read at last: %d room records kept for their rooms, "
+                 "%d rooms live keep their state", self.path, len(self._found),
+                 len(records) - len(self._found))
+        return True
 
     def _connect_again(self) -> bool:
         """Replace a connection whose writes were refused: SQLite opened the

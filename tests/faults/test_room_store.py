@@ -9,6 +9,7 @@ import tempfile
 import psutil
 import pytest
 
+from forkchat import protocol, store
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import ServerProcess, broker_pid
 
@@ -247,3 +248,70 @@ def broken_then_fixed(server: ServerProcess, path: str, readable: bool) -> IrcTe
     assert server.log_text().count("cannot be written") == 1
     assert "rooms will not persist" not in server.log_text()
     return alice
+
+
+def test_a_store_unreadable_at_the_start_is_restored_once_given_back():
+    """A store left root's 0600 (a run as root) could not be read when the
+    broker started.  Given back, it was written again, but the rooms in it
+    were never restored: a room created meanwhile came back without its
+    key and topic, and its fresh record was written over the stored one.
+    Now the store, once readable, restores them as a start does: a room
+    that is live keeps its live state, the others come back when created,
+    and a record not loaded is never lost."""
+    state_dir = tempfile.mkdtemp(prefix="forkchat-state-")
+    os.chmod(state_dir, 0o777)      # the server may drop from root to nobody
+    args = ["--state-dir", state_dir]
+    path = os.path.join(state_dir, "rooms.sqlite3")
+    made = store.RoomStore(state_dir)
+    made.apply({protocol.casefold(name): {"name": name, "topic": f"stored {name}", "key": key,
+                                          "flags": "knt" if key else "nt"}
+                for name, key in (("#live", ""), ("#other", "other-key"), ("#passing", ""))})
+    made.release()
+    # root's 0600 (the server runs as nobody), or not even ours to read
+    os.chmod(path, 0o600 if os.geteuid() == 0 else 0o000)
+    server = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        server.wait_for_text("cannot be written")
+        alice = IrcTestClient(server.port)
+        alice.register("alice")
+        alice.join("#live")                         # live before the store is back
+        alice.send("TOPIC #live :set while unreadable")
+        alice.expect("TOPIC")
+        alice.join("#passing")                      # created and emptied meanwhile
+        alice.send("PART #passing")
+        alice.expect("PART")
+        alice.sync()
+        mark = server.log_length()
+        owner = psutil.Process(broker_pid(server)).uids().effective
+        for name in os.listdir(state_dir):
+            os.chown(os.path.join(state_dir, name), owner, -1)
+        os.chmod(path, 0o600)
+        server.wait_for_text("written again, rooms persist", start=mark)
+        bob = IrcTestClient(server.port)
+        bob.register("bob")
+        bob.send("JOIN #other")
+        bob.expect("475")                           # its key came back with it
+        bob.send("JOIN #other other-key")
+        assert bob.expect("332").params[-1] == "stored #other"
+        bob.collect_until("366")
+        bob.send("JOIN #live")
+        assert bob.expect("332").params[-1] == "set while unreadable"
+        bob.collect_until("366")
+        bob.sync()
+    finally:
+        assert server.stop() == 0
+    alice.close()
+    bob.close()
+    again = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        carol = IrcTestClient(again.port)
+        carol.register("carol")
+        for room, topic in (("#passing", "stored #passing"), ("#live", "set while unreadable"),
+                            ("#other other-key", "stored #other")):
+            carol.send(f"JOIN {room}")
+            assert carol.expect("332").params[-1] == topic
+            carol.collect_until("366")
+        carol.close()
+    finally:
+        again.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -517,3 +517,151 @@ def test_a_store_given_back_while_another_server_holds_its_lock_is_that_ones(
         first.release()
         other.release()
     assert stored_rooms(tmp_path) == {"#a": {"topic": "theirs"}}
+
+
+@contextlib.contextmanager
+def _unreadable_until_given_back(monkeypatch):
+    """SQLite cannot open the store (left root's 0600 after a run as root)
+    until the list this yields is emptied: the admin's chown."""
+    refused = [True]
+    real_connect = store.RoomStore._connect
+
+    def connect(self):
+        if refused:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(self)
+    monkeypatch.setattr(store.RoomStore, "_connect", connect)
+    monkeypatch.setattr(store, "not_writable", lambda path: [] if not refused else
+                        [f"{path} (owner root, mode 0600)"])
+    yield refused
+
+
+def _stored_before(tmp_path, records: dict) -> None:
+    made = store.RoomStore(str(tmp_path))
+    made.apply(records)
+    made.release()
+
+
+def test_a_store_unreadable_at_the_start_is_read_before_it_is_written(tmp_path, monkeypatch,
+                                                                      caplog):
+    """Given back, a store unreadable at the start was written but never
+    read: its records were never restored, and each room made meanwhile
+    wrote over its own.  It is now read first: a live room's record (waiting)
+    goes over the stored one, a record removed without having been loaded
+    stays, and the others are the broker's to take, once.  It is tried with
+    no change waiting too (the broker comes back for it)."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#live": {"topic": "stored"}, "#passing": {"topic": "stored"},
+                              "#other": {"topic": "stored"}})
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        late = store.RoomStore(str(tmp_path))
+        try:
+            assert late.load() == {} and late.retry_at is not None
+            late.apply({"#live": {"topic": "live"}, "#passing": None, "#new": {"topic": "new"}})
+            assert late.take_found() == {} and late.retry_at is not None
+            refused.clear()
+            with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+                late.apply({})
+            assert late.take_found() == {"#passing": {"topic": "stored"},
+                                         "#other": {"topic": "stored"}}
+            assert late.take_found() == {} and late.retry_at is None
+        finally:
+            late.release()
+    assert "read at last: 2 room records kept for their rooms, 1 rooms live" in caplog.text
+    assert stored_rooms(tmp_path) == {"#live": {"topic": "live"}, "#passing": {"topic": "stored"},
+                                      "#other": {"topic": "stored"}, "#new": {"topic": "new"}}
+
+
+def test_the_broker_restores_a_store_given_back_with_nothing_changed(tmp_path, monkeypatch):
+    """No room made or changed since the start: the store was read only at
+    the first change, and a JOIN of a stored room before that made it
+    afresh, its key and topic gone and written over."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#lobby": {"name": "#Lobby", "topic": "stored", "key": "k",
+                                         "flags": "knt"}})
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        with alice_on_a_broker(tmp_path) as (made, link):
+            assert made.store_dirty             # the loop comes back for the store
+            refused.clear()
+            made._save_rooms()                  # what the loop does at next_store
+            assert not made.store_dirty
+            made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #lobby k")
+            room = made.state.rooms["#lobby"]
+            assert (room.name, room.topic, room.key) == ("#lobby", "stored", "k")
+
+
+def _stored_names(directory) -> list[str]:
+    db = sqlite3.connect(directory / store.FILENAME)
+    try:
+        return [name for (name,) in db.execute("SELECT name FROM rooms ORDER BY rowid")]
+    finally:
+        db.close()
+
+
+def test_records_keyed_in_another_case_are_restored_under_the_folded_name(tmp_path, caplog):
+    """The rooms are keyed by their name folded as the server folds it
+    (RFC 1459: [ ] \\ ~ are the upper case of { } | ^), and so was the
+    lookup of a live room, but not the key of a stored record: one keyed
+    in upper case (a hand edit) never came back, and sat in the store for
+    ever beside the record written for the room.  Keys are folded at load,
+    the rows stored again under their folded name, and two records that
+    name one room are said once (the most recently written is kept)."""
+    _hand_made_store(tmp_path, [
+        ("#Lobby", json.dumps({"topic": "upper", "key": "secret"})),
+        ("#room", json.dumps({"topic": "older"})),
+        ("#ROOM", json.dumps({"topic": "newer"})),
+        ("#A[B]", json.dumps({"topic": "brackets"})),
+        ("#kept", json.dumps({"topic": "as it was"})),
+    ])
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        with alice_on_a_broker(tmp_path) as (made, link):
+            assert list(made.state.saved_rooms) == ["#lobby", "#room", "#a{b}", "#kept"]
+            made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #LOBBY,#room,#a{b} secret")
+            assert [made.state.rooms[name].topic for name in ("#lobby", "#room", "#a{b}")] == \
+                ["upper", "newer", "brackets"]
+            assert made.state.rooms["#lobby"].key == "secret"
+    assert caplog.text.count("name a room that another record names") == 1
+    assert "1 room records name a room that another record names" in caplog.text
+    assert "(#room)" in caplog.text
+    assert sorted(_stored_names(tmp_path)) == ["#a{b}", "#kept", "#lobby", "#room"]
+    assert _stored_names(tmp_path)[0] == "#kept"      # untouched, in its place
+    assert stored_rooms(tmp_path)["#room"] == {"topic": "newer"}
+
+
+def test_a_store_past_max_rooms_is_loaded_only_to_max_rooms(tmp_path, caplog):
+    """The broker forgets kept records past max_rooms, the least recently
+    written first, but only at its first write, after loading them all: a
+    store grown by hand to 200,000 rows took 3 s to load while the first
+    clients waited (all of them after a broker restart), then 1 s of the
+    broker's loop to delete.  The load reads max_rooms rows, the most
+    recently written, and deletes the others, said once."""
+    _hand_made_store(tmp_path, [(f"#r{i}", json.dumps({"topic": str(i)})) for i in range(6)])
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        with alice_on_a_broker(tmp_path, max_rooms=3) as (made, _link):
+            assert list(made.state.saved_rooms) == ["#r3", "#r4", "#r5"]
+            assert _stored_names(tmp_path) == ["#r3", "#r4", "#r5"]
+    assert caplog.text.count("3 room records past max_rooms (3) forgotten, the least "
+                             "recently written") == 1
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        with alice_on_a_broker(tmp_path, max_rooms=3) as (made, _link):
+            assert list(made.state.saved_rooms) == ["#r3", "#r4", "#r5"]
+    assert caplog.text.count("past max_rooms") == 1
+
+
+def test_a_restarted_broker_reads_every_record_of_its_rooms_past_max_rooms(tmp_path):
+    """Past max_rooms the broker forgets kept records, never those of rooms
+    live (max_rooms lowered by a reload below their number): a broker
+    restarted after a crash, whose rooms come back with their workers,
+    reads them all."""
+    _hand_made_store(tmp_path, [(f"#r{i}", json.dumps({"topic": str(i)})) for i in range(6)])
+    socks = [*socket.socketpair(), *socket.socketpair()]
+    made = broker.Broker(socks[0], socks[2], config.Config(
+        server=config.Server(state_dir=str(tmp_path)), limits=config.Limits(max_rooms=3)),
+        "today", expected=((1, 0, "127.0.0.1:5000"),))
+    try:
+        assert list(made.state.saved_rooms) == [f"#r{i}" for i in range(6)]
+    finally:
+        made.store.release()
+        made.selector.close()
+        for sock in socks:
+            sock.close()
