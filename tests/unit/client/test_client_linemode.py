@@ -117,8 +117,10 @@ def test_a_refused_oper_says_so_and_fails_the_run(line_mode, reply, said):
     assert line_mode.failures == 1
 
 
-@pytest.mark.parametrize("reply", [b":srv 433 lm deploybot :Nickname is already in use",
-                                   b":srv 432 lm 1bad :Erroneous nickname"])
+@pytest.mark.parametrize("reply", [
+    b":srv 433 lm deploybot :Nickname is already in use",
+    b":srv 432 lm 1bad :Erroneous nickname",
+    b":srv 435 lm deploybot #ops :Cannot change nickname while banned on channel"])
 def test_a_refused_nick_change_fails_the_run(line_mode, reply):
     """`printf '/nick deploybot\\nDeploy done\\n' | forkchat-client -n cron`
     with deploybot taken: the message went out as cron, and the exit status
