@@ -49,8 +49,8 @@ BARRIER_LINES = 8
 # it went out under the old name), or a /list or /who the server declined
 # for now (263: a busy forkchat-server's scan queue; its end numeric
 # follows, and read as an empty answer), so a script's exit status tells.
-# The connection hides the 433 that answers its own quiet try to take the
-# wanted nick back.
+# The connection hides the 433 or 435 that answers its own quiet try to
+# take the wanted nick back.
 DELIVERY_ERRORS = frozenset(["263", "401", "403", "404", "405", "432", "433", "435", "436",
                              "437", "441", "442", "464", "471", "473", "474", "475", "476",
                              "477", "481", "482", "491"])

@@ -149,6 +149,18 @@ def test_a_lost_race_to_take_the_wanted_nick_back_is_no_failure(line_mode):
     assert line_mode.failures == 0
 
 
+def test_a_ban_refusing_the_try_to_take_the_wanted_nick_back_is_no_failure(line_mode):
+    """A member a ban silences keeps its nick (435): the connection's own
+    quiet NICK, sent when the holder of our nick left, is not a line of the
+    user's, and its refusal neither fails the run nor is said."""
+    conn = line_mode.conn
+    conn.state, conn.nick = "ready", "lm_"
+    conn._regaining = True
+    conn._handle_raw(b":srv 435 lm_ lm #ops :Cannot change nickname while banned on channel")
+    assert line_mode.failures == 0
+    assert line_mode._err.getvalue() == ""
+
+
 def test_an_empty_names_or_who_reply_is_printed(line_mode):
     """`/names #secret` in a pipe: the end-of-list line is the whole answer."""
     conn = line_mode.conn
