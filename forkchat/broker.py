@@ -1308,7 +1308,7 @@ class Broker:
     def _take_config(self, cfg: config.Config) -> None:
         """A reload: the supervisor validated it; the state takes new limits."""
         self.cfg = cfg
-        self.state.settings = settings_from(cfg, self.created)
+        self.state.take_settings(settings_from(cfg, self.created))
         for link in self.links.values():
             link.writer.limit = cfg.limits.broker_buffer_bytes
         logsetup.set_level(cfg.log.level)

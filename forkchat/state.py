@@ -348,12 +348,22 @@ class ChatState:
         room.members[client.cid] = status
         client.joined[folded] = room
 
+    def take_settings(self, settings: Settings) -> None:
+        """A reload's settings.  The topics are fitted again to the lines
+        still to carry them: a longer server name or NICKLEN left a topic
+        fitted before it to be cut apart by 332 and LIST's 322."""
+        self.settings = settings
+        for room in self.rooms.values():
+            if room.topic:
+                room.topic = state_rooms.fitted_topic(self, room, room.topic)
+
     def new_room(self, name: str, folded: str) -> rooms.Room:
         """Create a room; a record kept from before a restart comes back with it."""
         room = rooms.Room(name, created=int(self.now()))
         saved = self.saved_rooms.pop(folded, None)
         if saved is not None:
             room.apply_meta(saved)
+            room.topic = state_rooms.fitted_topic(self, room, room.topic)
         self.rooms[folded] = room
         self.changed_rooms[folded] = None
         return room

@@ -229,13 +229,13 @@ def cmd_topic(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
         raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
     if not room.can_talk(client.cid, client.folded_prefix):
         raise numerics.Reply(numerics.ERR_CANNOTSENDTOCHAN, room.name)
-    room.topic = _topic_that_fits(st, client, room, msg.params[1][:st.settings.topiclen])
+    room.topic = fitted_topic(st, room, msg.params[1][:st.settings.topiclen], client.prefix)
     room.topic_setter = client.prefix
     room.topic_time = int(st.now())
     out.fanout(list(room.members), state_talk.text_line(client.prefix, "TOPIC", room.name, room.topic))
 
 
-def _topic_that_fits(st: ChatState, client: Client, room: rooms.Room, topic: str) -> str:
+def fitted_topic(st: ChatState, room: rooms.Room, topic: str, setter: str = "") -> str:
     """The topic as the tightest line that will ever carry it can hold.
 
     Three lines carry it: the TOPIC line to the members (after the
@@ -245,15 +245,16 @@ def _topic_that_fits(st: ChatState, client: Client, room: rooms.Room, topic: str
     count).  Each was cut at 512 bytes on its own, so a long topic of
     multi-byte characters reached the members whole and a later joiner or
     LIST shorter: people saw different topics.  Cut once, here, to the
-    shortest of them, every line carries the same topic.  (A reload that
-    lengthens the server name or NICKLEN later leaves a topic set before
-    it to be cut where it is sent.)
+    shortest of them, every line carries the same topic.  A topic from
+    the store, or kept over a reload that lengthened the server name or
+    NICKLEN, is fitted again to the two lines still to come (no setter).
     """
     server, widest_nick = st.settings.server_name, "x" * st.settings.nicklen
     count = "9" * len(str(max(st.settings.members_per_room, len(room.members))))
-    heads = [state_talk.text_line(client.prefix, "TOPIC", room.name, ""),
-             state_talk.text_line(server, numerics.RPL_TOPIC, widest_nick, room.name, ""),
+    heads = [state_talk.text_line(server, numerics.RPL_TOPIC, widest_nick, room.name, ""),
              state_talk.text_line(server, numerics.RPL_LIST, widest_nick, room.name, count, "")]
+    if setter:
+        heads.append(state_talk.text_line(setter, "TOPIC", room.name, ""))
     room_left = protocol.MAX_BODY_BYTES - max(len(head) - 2 for head in heads)
     return protocol.truncate_utf8(topic.encode(), room_left).decode()
 

@@ -431,14 +431,21 @@ class Connection:
         quicker to take: that one is not worth a word.
         """
         if self.state != "registering":
-            regaining, self._regaining = self._regaining, False
-            return regaining and ircmsg.casefold(msg.param(1)) == ircmsg.casefold(self._wanted_nick)
+            return self._regain_refused(msg)
         self._nick_try += 1
         taken, self.nick = self.nick, alternative_nick(self._nick_base, self._nick_try)
         self._status(f"Nickname {taken} is already in use, trying {self.nick}",
                      STATUS_NICK_TAKEN)
         self._send_now(ircmsg.build("NICK", self.nick))
         return True
+
+    def _regain_refused(self, msg: ircmsg.Message) -> bool:
+        """Whether `msg` (a 433, or a 435: a ban in one of our rooms keeps
+        our nick) answers our own try to take the wanted nick back, not a
+        /nick of the user's: then it is not worth a word, and not a line of
+        the user's that failed."""
+        regaining, self._regaining = self._regaining, False
+        return regaining and ircmsg.casefold(msg.param(1)) == ircmsg.casefold(self._wanted_nick)
 
     def _on_fatal_numeric(self, msg: ircmsg.Message) -> bool:
         if self.state != "registering":
@@ -712,6 +719,7 @@ INTERNAL: dict[str, Callable[[Connection, ircmsg.Message], bool]] = {
     "PING": Connection._on_ping, "PONG": Connection._on_pong,
     "001": Connection._on_welcome, "433": Connection._on_nick_taken,
     "436": Connection._on_nick_taken, "437": Connection._on_nick_taken,
+    "435": Connection._regain_refused,
     "432": Connection._on_fatal_numeric,
     "464": Connection._on_fatal_numeric, "465": Connection._on_fatal_numeric,
     "ERROR": Connection._on_error, "NICK": Connection._on_nick,

@@ -45,13 +45,14 @@ BARRIER_LINES = 8
 # Replies that mean "a line we sent did not get where it was meant to go", or
 # was refused for want of a privilege (OPER: a wrong password, the back-off
 # wait, no O-line for the host; an operator's or a room operator's command),
-# or a /nick refused (erroneous, in use: the lines after it went out under
-# the old name), or a /list or /who the server declined for now (263: a busy
-# forkchat-server's scan queue; its end numeric follows, and read as an empty
-# answer), so a script's exit status tells.  The connection hides the
-# 433 that answers its own quiet try to take the wanted nick back.
-DELIVERY_ERRORS = frozenset(["263", "401", "403", "404", "405", "432", "433", "435", "436", "437",
-                             "441", "442", "464", "471", "473", "474", "475", "476",
+# or a /nick refused (erroneous, in use, banned in a room: the lines after
+# it went out under the old name), or a /list or /who the server declined
+# for now (263: a busy forkchat-server's scan queue; its end numeric
+# follows, and read as an empty answer), so a script's exit status tells.
+# The connection hides the 433 or 435 that answers its own quiet try to
+# take the wanted nick back.
+DELIVERY_ERRORS = frozenset(["263", "401", "403", "404", "405", "432", "433", "435", "436",
+                             "437", "441", "442", "464", "471", "473", "474", "475", "476",
                              "477", "481", "482", "491"])
 HIDDEN_KINDS = frozenset(["server", "ctcp"])
 # After SIGTERM, SIGINT or SIGHUP the lines already read get this long to go

@@ -6,6 +6,7 @@ a fake clock makes idle times and timestamps exact.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 
@@ -543,6 +544,41 @@ def test_a_long_multibyte_topic_reads_the_same_in_every_line_that_carries_it(cha
     assert carried(w.to(joiner, "TOPIC #r"), "332") == [told]
     assert carried(w.to(joiner, "LIST #r"), "322") == [told]
     assert w.st.find_room("#r").topic == told
+
+
+def _carried(lines: list[str], code: str) -> list[str]:
+    return [protocol.parse_text(line).params[-1] for line in lines if line.split()[1] == code]
+
+
+def test_a_restored_long_multibyte_topic_reads_the_same_in_332_and_list():
+    """A topic from the store (set under a shorter server name, or by a
+    version that cut it to its TOPIC line alone) was cut apart by 332 and
+    LIST's 322: a joiner and LIST read different topics.  It is fitted
+    when the room comes back."""
+    w = World(server_name="irc.forkchat.example.org")
+    topic = "€" * 160                                   # 480 bytes: fits neither
+    w.st.saved_rooms["#r"] = saved("#r", topic=topic, topic_setter="al!a@h", topic_time=5)
+    joiner = "j" * 30
+    w.add(joiner)
+    [joined] = _carried(w.to(joiner, "JOIN #r"), "332")
+    assert topic.startswith(joined) and len(joined.encode()) > 400
+    assert _carried(w.to(joiner, "LIST #r"), "322") == [joined]
+    assert w.st.find_room("#r").topic == joined
+
+
+def test_a_reload_to_a_longer_server_name_fits_the_topics_again():
+    """A topic fitted under the old server name was cut apart by 332 and
+    322 once a reload lengthened it; the reload fits it again."""
+    w = World(server_name="srv")
+    w.add("al")
+    joiner = "j" * 30
+    w.add(joiner)
+    w.cmd("al", "JOIN #r")
+    w.cmd("al", "TOPIC #r :" + "€" * 160)
+    w.st.take_settings(dataclasses.replace(w.st.settings, server_name="irc." + "x" * 50))
+    [now] = _carried(w.to(joiner, "TOPIC #r"), "332")
+    assert _carried(w.to(joiner, "LIST #r"), "322") == [now]
+    assert w.st.find_room("#r").topic == now
 
 
 @pytest.mark.parametrize("modes", ["-t+m", "-t+b bob!*@*"])

@@ -117,9 +117,10 @@ def test_a_refused_oper_says_so_and_fails_the_run(line_mode, reply, said):
     assert line_mode.failures == 1
 
 
-@pytest.mark.parametrize("reply", [b":srv 433 lm deploybot :Nickname is already in use",
-                                   b":srv 432 lm 1bad :Erroneous nickname",
-                                   b":srv 435 lm deploybot #ops :Cannot change nickname while banned on channel"])
+@pytest.mark.parametrize("reply", [
+    b":srv 433 lm deploybot :Nickname is already in use",
+    b":srv 432 lm 1bad :Erroneous nickname",
+    b":srv 435 lm deploybot #ops :Cannot change nickname while banned on channel"])
 def test_a_refused_nick_change_fails_the_run(line_mode, reply):
     """`printf '/nick deploybot\\nDeploy done\\n' | forkchat-client -n cron`
     with deploybot taken: the message went out as cron, and the exit status
@@ -146,6 +147,18 @@ def test_a_lost_race_to_take_the_wanted_nick_back_is_no_failure(line_mode):
     conn._regaining = True
     conn._handle_raw(b":srv 433 lm_ lm :Nickname is already in use")
     assert line_mode.failures == 0
+
+
+def test_a_ban_refusing_the_try_to_take_the_wanted_nick_back_is_no_failure(line_mode):
+    """A member a ban silences keeps its nick (435): the connection's own
+    quiet NICK, sent when the holder of our nick left, is not a line of the
+    user's, and its refusal neither fails the run nor is said."""
+    conn = line_mode.conn
+    conn.state, conn.nick = "ready", "lm_"
+    conn._regaining = True
+    conn._handle_raw(b":srv 435 lm_ lm #ops :Cannot change nickname while banned on channel")
+    assert line_mode.failures == 0
+    assert line_mode._err.getvalue() == ""
 
 
 def test_an_empty_names_or_who_reply_is_printed(line_mode):
