@@ -66,8 +66,6 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
         if (problem := config.name_problem(args.name)) is not None:
             raise ValueError(f"--name {args.name!r}: {problem}")
         server = dataclasses.replace(server, name=args.name)
-    if args.password is not None:
-        server = dataclasses.replace(server, password=args.password)
     for key, problem in NOT_EMPTY.items():
         value = getattr(args, key)
         if value == "":
@@ -83,8 +81,12 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
 # Options that may not be given empty, and why: "" is most often a variable
 # left unset in a unit's command line, and was ignored, so the file's user
 # (or none: root switched to nobody) and state_dir served without a word.
+# An empty --password removed the file's password: an unset variable opened
+# the server to everyone.
 NOT_EMPTY = {"user": "must name a user or user ID (leave the option out for the file's user)",
-             "state_dir": config.EMPTY_STATE_DIR}
+             "state_dir": config.EMPTY_STATE_DIR,
+             "password": "would let every client in (to serve without a password, "
+                         "remove it from the configuration file)"}
 
 
 def loader(args: argparse.Namespace) -> Callable[[], config.Config]:

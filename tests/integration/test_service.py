@@ -269,11 +269,14 @@ def test_check_config_warns_of_relative_paths(tmp_path):
     ("--user", "--user '': must name a user or user ID (leave the option out for the "
                "file's user)"),
     ("--state-dir", "--state-dir '': must name a directory, such as \"/var/lib/forkchat\""),
+    ("--password", "--password '': would let every client in (to serve without a password, "
+                   "remove it from the configuration file)"),
 ])
 def test_check_config_refuses_an_empty_user_or_state_dir_option(option, wanted):
     """--user "" and --state-dir "" (unset variables in a unit's command line)
     were ignored without a word, where --name "" is refused: the file's user,
-    or none (a root start then switched to nobody), and its state_dir served."""
+    or none (a root start then switched to nobody), and its state_dir served.
+    --password "" removed the file's password: the server opened to all."""
     result = run_server(option, "", "--check-config")
     assert result.returncode == 2, result.stdout
     assert result.stderr == f"forkchat-server: {wanted}\n"
