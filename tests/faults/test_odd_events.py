@@ -1,0 +1,66 @@
+"""Events a production host produces that no client causes: a standard error
+whose reader went away, processes stopped and continued, bursts of signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import LISTEN_RE
+
+
+def _start_with_stderr_pipe(state_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A server whose standard error is a pipe read up to its first listener.
+
+    PYTHONUNBUFFERED is left out, as systemd starts a service: sys.stderr
+    then keeps in its buffer what it failed to write."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    command = [sys.executable, "-m", "forkchat", "-l", "127.0.0.1:0", "--log-level", "debug",
+               "--state-dir", state_dir]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+    assert proc.stderr is not None
+    for raw in proc.stderr:
+        match = LISTEN_RE.search(raw.decode("utf-8", "replace"))
+        if match:
+            return proc, int(match.group(2))
+    proc.wait(5)
+    raise AssertionError(f"server exited {proc.returncode} before listening")
+
+
+def test_a_standard_error_whose_reader_is_gone_is_no_failure():
+    """journald restarting (or a `| tee` killed) leaves standard error a pipe
+    with no reader: every process logs on into nothing, serves its clients,
+    and a stop exits 0.  sys.stderr kept the failed lines in its buffer and
+    its flush at exit failed, so the supervisor exited 120, a failed unit."""
+    with tempfile.TemporaryDirectory(prefix="forkchat-test-") as tmp:
+        os.chmod(tmp, 0o755)       # the state directory of a server that drops to nobody
+        proc, port = _start_with_stderr_pipe(os.path.join(tmp, "state"))
+        try:
+            assert proc.stderr is not None
+            proc.stderr.close()          # the reader goes away
+            alice, bob = IrcTestClient(port), IrcTestClient(port)
+            alice.register("alice")
+            bob.register("bob")
+            alice.join("#r")
+            bob.join("#r")
+            for index in range(20):      # lines for every process to fail on
+                bob.send(f"PRIVMSG #r :{index}")
+                assert alice.expect("PRIVMSG").params == ["#r", str(index)]
+            bob.send("QUIT :bye")
+            bob.expect_closed()
+            os.kill(proc.pid, signal.SIGHUP)
+            carol = IrcTestClient(port)
+            carol.register("carol")
+            alice.close()
+            carol.close()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
