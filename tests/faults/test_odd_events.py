@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
+from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient
-from tests.support.server import LISTEN_RE
+from tests.support.server import LISTEN_RE, worker_pid
 
 
 def _start_with_stderr_pipe(state_dir: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -64,3 +66,24 @@ def test_a_standard_error_whose_reader_is_gone_is_no_failure():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+def test_a_worker_stopped_past_its_ping_deadline_pings_before_it_drops(make_server):
+    """A worker stopped (SIGSTOP, a paused VM) past ping_interval plus
+    ping_timeout wakes with its PING timer long due: it sends the PING it
+    never could and waits ping_timeout for the answer.  It dropped the idle
+    client at once, "Ping timeout", a client that was never asked."""
+    server = make_server(config_text=TEST_LIMITS + "ping_interval = 1\nping_timeout = 1\n")
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    pid = worker_pid(server, "alice")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.5)                   # the event itself: past 1 s + 1 s
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ping = alice.expect(lambda m: m.command in ("PING", "ERROR"))
+    assert ping.command == "PING", ping
+    alice.send(f"PONG :{ping.params[0]}")
+    alice.sync("after")                    # still served, past the old deadline
+    alice.close()
