@@ -27,9 +27,29 @@ def install(signums: Iterable[int]) -> tuple[socket.socket, socket.socket]:
     return read_end, write_end
 
 
+# The most bytes one call takes off the wakeup socket: a storm of signals
+# cannot keep the loop here.
+_DRAIN_BYTES = 4096
+
+
 def received(read_end: socket.socket) -> bytes:
-    """The signal numbers that arrived since the last call (one byte each)."""
-    try:
-        return read_end.recv(64)
-    except BlockingIOError:
-        return b""
+    """The signal numbers that arrived since the last call, each once, in
+    the order they first came.
+
+    The wakeup socket holds a byte per delivery, and deliveries are not
+    merged while the loop acts on an earlier one (a reload takes some
+    milliseconds): 100 SIGHUPs in a burst made some 50 reloads in a row,
+    each forking a spawner, and a burst of SIGUSR1 as many reports.  A
+    signal that comes after this call is seen by the next, so one sent
+    during a reload still brings one more.
+    """
+    data = b""
+    while len(data) < _DRAIN_BYTES:
+        try:
+            chunk = read_end.recv(_DRAIN_BYTES - len(data))
+        except (BlockingIOError, InterruptedError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return bytes(dict.fromkeys(data))

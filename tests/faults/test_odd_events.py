@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 
+from forkchat import signals
 from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import LISTEN_RE, worker_pid
@@ -87,3 +88,47 @@ def test_a_worker_stopped_past_its_ping_deadline_pings_before_it_drops(make_serv
     alice.send(f"PONG :{ping.params[0]}")
     alice.sync("after")                    # still served, past the old deadline
     alice.close()
+
+
+def test_signals_that_waited_are_taken_once_each():
+    """Each delivery leaves a byte on the wakeup socket; those that waited
+    while the loop was busy are one event, not one each."""
+    read_end, write_end = signals.install([signal.SIGUSR2])
+    try:
+        for _ in range(10):
+            os.kill(os.getpid(), signal.SIGUSR2)     # delivered before kill returns
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert signals.received(read_end) == bytes([signal.SIGUSR2])
+        assert signals.received(read_end) == b""
+    finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        read_end.close()
+        write_end.close()
+
+
+def test_a_burst_of_sighup_is_a_reload_or_two_and_drops_no_connection(make_server):
+    """100 SIGHUPs at once (a loop in a deploy script) while clients connect:
+    every connection is served, and the burst is a few reloads (those that
+    waited during one are taken together), not one per signal: each reload
+    forks a spawner, and 100 in a row made some 50 of them."""
+    server = make_server()
+    mark = server.log_length()
+    waiting = []
+    for index in range(10):
+        client = IrcTestClient(server.port, timeout=15)
+        client.send(f"NICK n{index}\r\nUSER n 0 * :n")
+        waiting.append(client)
+        if index == 4:
+            for _ in range(100):
+                os.kill(server.pid, signal.SIGHUP)
+    for client in waiting:
+        client.expect("001", 15)
+    os.kill(server.pid, signal.SIGUSR1)   # its report comes after the burst's reloads
+    server.wait_for_text("status:", start=mark)
+    last = IrcTestClient(server.port)
+    last.register("last")
+    reloads = server.log_text().splitlines()[mark:]
+    assert 1 <= sum("configuration reloaded" in line for line in reloads) <= 20
+    for client in [*waiting, last]:
+        client.close()
