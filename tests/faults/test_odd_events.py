@@ -3,6 +3,7 @@ whose reader went away, processes stopped and continued, bursts of signals."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -10,7 +11,9 @@ import sys
 import tempfile
 import time
 
-from forkchat import signals
+import psutil
+
+from forkchat import procstats, signals
 from tests.conftest import TEST_LIMITS
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import LISTEN_RE, worker_pid
@@ -132,3 +135,38 @@ def test_a_burst_of_sighup_is_a_reload_or_two_and_drops_no_connection(make_serve
     assert 1 <= sum("configuration reloaded" in line for line in reloads) <= 20
     for client in [*waiting, last]:
         client.close()
+
+
+def _no_proc_stat(*args, **kwargs):
+    raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/proc/stat")
+
+
+def test_a_unit_with_proc_subset_pid_still_counts_its_processes(monkeypatch):
+    """systemd's ProcSubset=pid (a hardened unit) leaves /proc/PID but no
+    /proc/stat, which psutil needs to find children and start times: the
+    report said "processes 0" and "total rss 0.0 MiB", STATS u "Server Up
+    0 days 0:00:00"."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        monkeypatch.setattr(psutil.Process, "children", _no_proc_stat)
+        monkeypatch.setattr(psutil.Process, "create_time", _no_proc_stat)
+        summary = procstats.summary(os.getpid())
+        assert summary["processes"] >= 2, summary
+        assert summary["total"]["rss"] > 0
+        started = psutil.Process(child.pid)     # the uptime of a process known to run
+        monkeypatch.undo()
+        real = time.time() - started.create_time()
+        monkeypatch.setattr(psutil.Process, "create_time", _no_proc_stat)
+        assert abs(procstats.uptime(child.pid, time.time()) - real) < 1.0
+    finally:
+        child.stdin.close()
+        child.wait(10)
+
+
+def test_without_proc_the_report_says_so_instead_of_zeros(monkeypatch):
+    def gone(pid):
+        raise psutil.NoSuchProcess(pid)
+    monkeypatch.setattr(procstats.psutil, "Process", gone)
+    assert procstats.report_lines(procstats.summary(os.getpid())) == \
+        ["processes and memory not readable (no /proc)"]
