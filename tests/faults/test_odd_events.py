@@ -19,14 +19,18 @@ from tests.support.ircclient import IrcTestClient
 from tests.support.server import LISTEN_RE, worker_pid
 
 
-def _start_with_stderr_pipe(state_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+def _start_with_stderr_pipe(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
     """A server whose standard error is a pipe read up to its first listener.
 
     PYTHONUNBUFFERED is left out, as systemd starts a service: sys.stderr
     then keeps in its buffer what it failed to write."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
-    command = [sys.executable, "-m", "forkchat", "-l", "127.0.0.1:0", "--log-level", "debug",
-               "--state-dir", state_dir]
+    config_path = os.path.join(tmp, "forkchat.toml")
+    with open(config_path, "w") as handle:
+        handle.write(TEST_LIMITS)
+    os.chmod(config_path, 0o644)           # read again by a reload, as nobody
+    command = [sys.executable, "-m", "forkchat", "-c", config_path, "-l", "127.0.0.1:0",
+               "--log-level", "debug", "--state-dir", os.path.join(tmp, "state")]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stderr is not None
@@ -45,7 +49,7 @@ def test_a_standard_error_whose_reader_is_gone_is_no_failure():
     its flush at exit failed, so the supervisor exited 120, a failed unit."""
     with tempfile.TemporaryDirectory(prefix="forkchat-test-") as tmp:
         os.chmod(tmp, 0o755)       # the state directory of a server that drops to nobody
-        proc, port = _start_with_stderr_pipe(os.path.join(tmp, "state"))
+        proc, port = _start_with_stderr_pipe(tmp)
         try:
             assert proc.stderr is not None
             proc.stderr.close()          # the reader goes away
