@@ -135,6 +135,7 @@ class PssCensus:
         self._next = 0
         self._sum = 0
         self._short = False     # a process could not be read: the sum is too low
+        self._blind = False     # not even our own process: there is no /proc
 
     @property
     def running(self) -> bool:
@@ -142,6 +143,7 @@ class PssCensus:
 
     def start(self, pids: list[int]) -> None:
         self._pids, self._next, self._sum, self._short = list(pids), 0, 0, False
+        self._blind = False
 
     def step(self) -> bool:
         """Read the next slice; True once the pass is done and `total` is new."""
@@ -151,13 +153,17 @@ class PssCensus:
                 process = psutil.Process(pid)
                 self._sum += (memory(process) or NOTHING)["pss"]
             except psutil.Error:
-                pass              # gone since the pass started: it costs nothing now
+                # gone since the pass started: it costs nothing now; but the
+                # reader itself is never gone, only /proc (STATUS= said 0 MiB)
+                self._blind = self._blind or pid == os.getpid()
             except OSError:
                 self._short = True    # out of descriptors
         self._next = end
         if self.running:
             return False
-        if not self._short or self.total is None:
+        if self._blind:
+            self.total = None         # not known: left out of STATUS=
+        elif not self._short or self.total is None:
             self.total = self._sum    # else the last whole figure stands
         return True
 

@@ -174,3 +174,17 @@ def test_without_proc_the_report_says_so_instead_of_zeros(monkeypatch):
     monkeypatch.setattr(procstats.psutil, "Process", gone)
     assert procstats.report_lines(procstats.summary(os.getpid())) == \
         ["processes and memory not readable (no /proc)"]
+
+
+def test_without_proc_the_census_has_no_total_rather_than_zero(monkeypatch):
+    """STATUS= (systemctl status) said "0 MiB" when no process could be
+    read; a pass that cannot read even its own process has no figure."""
+    census = procstats.PssCensus()
+    census.start([os.getpid()])
+    assert census.step() is True and census.total
+
+    def gone(pid):
+        raise psutil.NoSuchProcess(pid)
+    monkeypatch.setattr(procstats.psutil, "Process", gone)
+    census.start([os.getpid(), os.getppid()])
+    assert census.step() is True and census.total is None
