@@ -188,3 +188,28 @@ def test_without_proc_the_census_has_no_total_rather_than_zero(monkeypatch):
     monkeypatch.setattr(procstats.psutil, "Process", gone)
     census.start([os.getpid(), os.getppid()])
     assert census.step() is True and census.total is None
+
+
+def test_a_signal_that_finds_the_wakeup_socket_full_is_not_lost(capfd):
+    """The socketpair holds some 270 one-byte writes: a storm of signals
+    (SIGCHLD of a mass disconnect, a SIGHUP loop) filled it before the
+    loop read it, and a SIGTERM then had its byte dropped, with Python's
+    "Exception ignored" lines on standard error."""
+    read_end, write_end = signals.install([signal.SIGUSR2])
+    try:
+        try:
+            while True:
+                write_end.send(b"\0")
+        except BlockingIOError:
+            pass                                     # as full as a storm leaves it
+        os.kill(os.getpid(), signal.SIGUSR2)
+        taken = b""
+        while chunk := signals.received(read_end):
+            taken += chunk
+        assert signal.SIGUSR2 in taken
+        assert "wakeup fd" not in capfd.readouterr().err
+    finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        read_end.close()
+        write_end.close()
