@@ -73,8 +73,12 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def silence_stderr() -> None:
-    """Descriptor 2 to /dev/null, and what sys.stderr still holds flushed there."""
-    null = os.open(os.devnull, os.O_WRONLY)
+    """Descriptor 2 to /dev/null, and what sys.stderr still holds flushed
+    there; out of descriptors, it stays as it is (tried at the next line)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
     try:
         os.dup2(null, 2)
     finally:
