@@ -7,7 +7,9 @@ turns into the entry's priority.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 
 from forkchat import systemd
@@ -46,12 +48,53 @@ class _JournalFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
+# Write errors that mean standard error is gone for good: its reader exited
+# (journald restarted, a `| tee` killed) or its terminal hung up.
+_GONE = (errno.EPIPE, errno.ECONNRESET, errno.EIO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler of standard error that, once it is gone for good, points
+    descriptor 2 at /dev/null.
+
+    logging drops a line it cannot write (raiseExceptions is off), but the
+    line stays in sys.stderr's buffer: each later line fails again, and the
+    flush at exit fails last, which made a clean stop exit 120 (systemd
+    then counts the unit failed).  Redirected, the process writes on
+    quietly; a child forked after this inherits the redirection, one
+    forked before finds out for itself at its own next line.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError) and error.errno in _GONE:
+            silence_stderr()
+        super().handleError(record)
+
+
+def silence_stderr() -> None:
+    """Descriptor 2 to /dev/null, and what sys.stderr still holds flushed
+    there; out of descriptors, it stays as it is (tried at the next line)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(null, 2)
+    finally:
+        os.close(null)
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def setup(role: str, level: str = "info") -> None:
     """Configure the root logger for this process (called again after fork)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     if systemd.under_journal():
         handler.setFormatter(_JournalFormatter(f"{role}[%(process)d]: %(message)s"))
     else:

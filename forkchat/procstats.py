@@ -7,6 +7,9 @@ way, while what a worker really costs is its unique (USS) or proportional
 
 from __future__ import annotations
 
+import errno
+import os
+import time
 from typing import Any
 
 import psutil
@@ -19,12 +22,45 @@ UNREADABLE = (psutil.Error, OSError)
 
 
 def tree(root_pid: int) -> list[psutil.Process]:
-    """The root and all its descendants that still exist."""
+    """The root and all its descendants that still exist; [] when not even
+    the root can be read (no /proc)."""
     try:
         root = psutil.Process(root_pid)
-        return [root, *root.children(recursive=True)]
     except UNREADABLE:
         return []
+    try:
+        return [root, *root.children(recursive=True)]
+    except UNREADABLE:
+        # psutil finds children through the parent of every process on the
+        # host, and the boot time in /proc/stat: systemd's ProcSubset=pid
+        # (a hardened unit) has no /proc/stat, and the report said
+        # "processes 0".  The kernel's list of each task's children needs
+        # the process's own directory only.
+        return [root, *_descendants(root_pid)]
+
+
+def _descendants(root_pid: int) -> list[psutil.Process]:
+    found: list[psutil.Process] = []
+    waiting = [root_pid]
+    while waiting:
+        for pid in _children_of(waiting.pop()):
+            try:
+                found.append(psutil.Process(pid))
+            except UNREADABLE:
+                continue          # gone meanwhile
+            waiting.append(pid)
+    return found
+
+
+def _children_of(pid: int) -> list[int]:
+    pids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as listing:
+                pids += [int(word) for word in listing.read().split()]
+    except (OSError, ValueError):
+        pass                      # gone meanwhile, or a kernel without the list
+    return pids
 
 
 NOTHING = {"rss": 0, "uss": 0, "pss": 0}
@@ -99,6 +135,7 @@ class PssCensus:
         self._next = 0
         self._sum = 0
         self._short = False     # a process could not be read: the sum is too low
+        self._blind = False     # not even our own process: there is no /proc
 
     @property
     def running(self) -> bool:
@@ -106,6 +143,7 @@ class PssCensus:
 
     def start(self, pids: list[int]) -> None:
         self._pids, self._next, self._sum, self._short = list(pids), 0, 0, False
+        self._blind = False
 
     def step(self) -> bool:
         """Read the next slice; True once the pass is done and `total` is new."""
@@ -115,26 +153,51 @@ class PssCensus:
                 process = psutil.Process(pid)
                 self._sum += (memory(process) or NOTHING)["pss"]
             except psutil.Error:
-                pass              # gone since the pass started: it costs nothing now
+                # gone since the pass started: it costs nothing now; but the
+                # reader itself is never gone, only /proc (STATUS= said 0 MiB)
+                self._blind = self._blind or pid == os.getpid()
             except OSError:
                 self._short = True    # out of descriptors
         self._next = end
         if self.running:
             return False
-        if not self._short or self.total is None:
+        if self._blind:
+            self.total = None         # not known: left out of STATUS=
+        elif not self._short or self.total is None:
             self.total = self._sum    # else the last whole figure stands
         return True
 
 
 def uptime(root_pid: int, now: float) -> float:
+    """Seconds since `root_pid` started (0.0 when that cannot be read)."""
     try:
         return max(0.0, now - psutil.Process(root_pid).create_time())
-    except UNREADABLE:
+    except psutil.Error:
+        pass
+    except OSError as error:
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            return 0.0                # the reading below needs a descriptor too
+    return _uptime_since_boot(root_pid)
+
+
+def _uptime_since_boot(pid: int) -> float:
+    """The uptime from the process's start in clock ticks since boot, for
+    where psutil's needs the boot time in /proc/stat (ProcSubset=pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # the name in parentheses may hold spaces: count after the last ')'
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
         return 0.0
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
 
 
 def report_lines(summary: dict[str, Any]) -> list[str]:
     """Human lines for STATS p and the SIGUSR1 report."""
+    if not summary["processes"]:
+        # not even the root, which runs: /proc is not there to read
+        return ["processes and memory not readable (no /proc)"]
     unreadable = summary.get("unreadable", 0)
     left_out = f" (without {unreadable} not readable)" if unreadable else ""
     lines = [f"processes {summary['processes']} workers {summary['workers']}",

@@ -1,4 +1,4 @@
-"""Signals as loop events: handlers do nothing but wake the selector.
+"""Signals as loop events: handlers only note the signal and wake the selector.
 
 `install()` points Python's wakeup fd at one end of a socketpair and returns
 the other end; the loop registers it and reads the signal numbers with
@@ -11,9 +11,16 @@ import signal
 import socket
 from typing import Any, Iterable
 
+# The signals the handler saw, besides the wakeup socket's bytes: a
+# socketpair holds only some 270 one-byte writes, and a delivery that finds
+# it full loses its byte (Python then printed "Exception ignored when trying
+# to write to the signal wakeup fd" on standard error, outside the log's
+# lines).  A SIGTERM in a storm of SIGCHLD or SIGHUP was lost with it.
+_noted: list[int] = []
 
-def _wake_only(signum: int, frame: Any) -> None:
-    """The wakeup fd carries the signal; nothing to do here."""
+
+def _note(signum: int, frame: Any) -> None:
+    _noted.append(signum)
 
 
 def install(signums: Iterable[int]) -> tuple[socket.socket, socket.socket]:
@@ -21,15 +28,39 @@ def install(signums: Iterable[int]) -> tuple[socket.socket, socket.socket]:
     read_end, write_end = socket.socketpair()
     read_end.setblocking(False)
     write_end.setblocking(False)
-    signal.set_wakeup_fd(write_end.fileno())
+    del _noted[:]                 # a parent's, copied by the fork
+    # A full socket wakes the loop all the same, and the handler notes the signal.
+    signal.set_wakeup_fd(write_end.fileno(), warn_on_full_buffer=False)
     for signum in signums:
-        signal.signal(signum, _wake_only)
+        signal.signal(signum, _note)
     return read_end, write_end
 
 
+# The most bytes one call takes off the wakeup socket: a storm of signals
+# cannot keep the loop here.
+_DRAIN_BYTES = 4096
+
+
 def received(read_end: socket.socket) -> bytes:
-    """The signal numbers that arrived since the last call (one byte each)."""
-    try:
-        return read_end.recv(64)
-    except BlockingIOError:
-        return b""
+    """The signal numbers that arrived since the last call, each once, in
+    the order they first came.
+
+    The wakeup socket holds a byte per delivery, and deliveries are not
+    merged while the loop acts on an earlier one (a reload takes some
+    milliseconds): 100 SIGHUPs in a burst made some 50 reloads in a row,
+    each forking a spawner, and a burst of SIGUSR1 as many reports.  A
+    signal that comes after this call is seen by the next, so one sent
+    during a reload still brings one more.
+    """
+    noted = _noted[:]
+    del _noted[:len(noted)]       # (a handler may append meanwhile: kept for next time)
+    data = b""
+    while len(data) < _DRAIN_BYTES:
+        try:
+            chunk = read_end.recv(_DRAIN_BYTES - len(data))
+        except (BlockingIOError, InterruptedError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return bytes(dict.fromkeys([*data, *noted]))

@@ -208,7 +208,7 @@ class Supervisor:
         if not census.running:
             census.start([os.getpid(), *self.children])
         if census.step():
-            self.memory_mib = (census.total or 0) / (1 << 20)
+            self.memory_mib = None if census.total is None else census.total / (1 << 20)
             self.timers["memory"] = time.monotonic() + MEMORY_EVERY_S
         else:
             self.timers["memory"] = time.monotonic() + MEMORY_STEP_S

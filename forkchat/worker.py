@@ -1229,6 +1229,11 @@ class Worker:
         limits = self.cfg.limits
         now = time.monotonic()
         idle = now - self.last_input
+        if idle >= limits.ping_interval + limits.ping_timeout and not self.ping_sent:
+            # Due long ago, with no PING sent: this process was stopped
+            # (SIGSTOP, a paused VM) past both deadlines.  The client was
+            # never asked; it is now, and has ping_timeout to answer.
+            self.last_input, idle = now - limits.ping_interval, limits.ping_interval
         if idle >= limits.ping_interval + limits.ping_timeout:
             if not self._took_output(now) and not self._flood_holds_lines():
                 self.close(f"Ping timeout: {int(idle)} seconds")
