@@ -24,6 +24,9 @@ room, because a restarted server restores a room's key and asks it of the
 first one back.  With `resend_unconfirmed` (line mode), lines sent but not yet
 confirmed by a flush barrier's PONG are queued again after a reconnect:
 at least once, rather than silently lost in a dead server's socket buffer.
+With `confirm_typed` (the full-screen interface) the same holds, and the
+connection puts the barriers behind the user's lines itself, one at a time
+(a paste waits for one PONG, not one per line), since nothing else flushes.
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ class Connection:
 
     def __init__(self, sel: selectors.BaseSelector, settings: Settings,
                  on_event: Callable[[events.UiEvent], None],
-                 give_up_s: float | None = None, resend_unconfirmed: bool = False) -> None:
+                 give_up_s: float | None = None, resend_unconfirmed: bool = False,
+                 confirm_typed: bool = False) -> None:
         self.settings = settings
         self.nick = settings.nick
         # Rooms to be in (casefolded -> name): rejoined after every reconnect.
@@ -131,6 +135,10 @@ class Connection:
                                     self._handle_raw, self._lost)
         self._queue: collections.deque[tuple[str, bool]] = collections.deque()
         self._resend = resend_unconfirmed
+        # Lines kept until a barrier's PONG confirms them (either mode), and
+        # whether the connection queues those barriers itself.
+        self._confirm = confirm_typed
+        self._tracking = resend_unconfirmed or confirm_typed
         self._unconfirmed: list[str] = []
         self._tokens = float(SEND_BURST)
         self._token_time = time.monotonic()
@@ -185,6 +193,16 @@ class Connection:
             self._away_asked = _away_text(line)
         self._queue.append((line, True))
         self._pump()
+        self._confirm_typed()
+
+    def _confirm_typed(self) -> None:
+        """`confirm_typed`: a flush barrier behind the user's lines not yet
+        confirmed, unless one is on its way (its PONG calls this again for
+        the lines behind it).  A line written into a connection already dead
+        is then known as unconfirmed, and sent again after the reconnect:
+        without it the full-screen interface lost such lines silently."""
+        if self._confirm and not self._pongs and (self.unsent or self.unconfirmed):
+            self.flush(self._confirm_typed)
 
     def flush(self, callback: Callable[[], None]) -> None:
         """Call `callback` once the server has processed every queued line.
@@ -251,6 +269,11 @@ class Connection:
         """Lines of the user's still in the paced queue (after /quit: never
         sent); line mode's flush barriers are not the user's and not counted."""
         return sum(1 for line, ours in self._queue if ours and not _is_flush(line))
+
+    @property
+    def unconfirmed(self) -> int:
+        """Lines of the user's written but not yet confirmed by a barrier's PONG."""
+        return sum(1 for line in self._unconfirmed if not _is_flush(line))
 
     @property
     def flush_pending(self) -> bool:
@@ -340,6 +363,7 @@ class Connection:
         if self._give_up_s is not None and now - self._lost_since > self._give_up_s:
             self._fail(f"gave up reconnecting to {self.settings.address}: {reason}")
             return
+        again = self.unconfirmed
         self._queue.extendleft(reversed([(line, True) for line in self._unconfirmed]))
         self._unconfirmed.clear()
         delay = RECONNECT_DELAYS_S[min(self._attempt, len(RECONNECT_DELAYS_S) - 1)]
@@ -347,8 +371,8 @@ class Connection:
         self.state = "waiting"
         self.retry_at = time.time() + delay
         self._deadlines["retry"] = now + delay
-        self._status(f"Disconnected: {reason}; reconnecting in {delay:.0f} s",
-                     STATUS_DISCONNECTED)
+        self._status(f"Disconnected: {reason}; reconnecting in {delay:.0f} s"
+                     f"{resent_note(again)}", STATUS_DISCONNECTED)
 
     # ---- reading -----------------------------------------------------------------
 
@@ -608,7 +632,7 @@ class Connection:
         while self._queue and self._tokens >= 1:
             self._tokens -= 1
             line, ours = self._queue.popleft()
-            if ours and self._resend:
+            if ours and self._tracking:
                 self._unconfirmed.append(line)
             self._send_now(line)
             command = _command(line)
@@ -645,6 +669,15 @@ class Connection:
     def _timer_quit(self) -> None:
         self._close()
         self.closed, self.state = True, "closed"
+
+
+def resent_note(count: int) -> str:
+    """Said with the loss: how many lines the server never confirmed, which
+    go out again after the reconnect (so they may arrive twice)."""
+    if not count:
+        return ""
+    lines = "1 line" if count == 1 else f"{count} lines"
+    return f"; {lines} not confirmed by the server will be sent again"
 
 
 def join_lines(rooms: list[str], keys: dict[str, str]) -> list[str]:

@@ -54,12 +54,13 @@ class Peer:
 
 
 class Harness:
-    def __init__(self, peer: Peer, resend: bool = False, **settings) -> None:
+    def __init__(self, peer: Peer, resend: bool = False, confirm: bool = False,
+                 **settings) -> None:
         self.sel = selectors.DefaultSelector()
         self.events: list[events.UiEvent] = []
         self.conn = connection.Connection(
             self.sel, connection.Settings(port=peer.port, **settings), self.events.append,
-            resend_unconfirmed=resend)
+            resend_unconfirmed=resend, confirm_typed=confirm)
         self.peer = peer
         self.seen: list[str] = []
 
@@ -209,6 +210,33 @@ def test_unconfirmed_lines_are_sent_again_after_a_reconnect(peer, monkeypatch):
     harness.expect_line("PRIVMSG #lobby :maybe lost")
     assert harness.seen.index("JOIN #lobby") < harness.seen.index("PRIVMSG #lobby :maybe lost")
     assert "PRIVMSG #lobby :confirmed" not in harness.seen
+
+
+def test_typed_lines_a_dead_link_swallowed_are_sent_again_and_said(peer, monkeypatch):
+    """The full-screen interface (confirm_typed): a line written into a
+    connection already dead, before the ping timeout notices, was lost
+    without a word; line mode resent it.  The connection now puts a barrier
+    behind typed lines itself, one at a time, and resends what no PONG
+    confirmed, saying how many lines with the loss."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, confirm=True, nick="bob")
+    harness.register()
+    harness.conn.send("PRIVMSG #lobby :confirmed")
+    harness.expect_line("PING forkchat-flush-1")
+    peer.send(":srv PONG srv :forkchat-flush-1")
+    harness.until(lambda: not harness.conn.flush_pending, "the barrier's PONG")
+    for text in ("into the void", "and this"):
+        harness.conn.send(f"PRIVMSG #lobby :{text}")
+    harness.expect_line("PRIVMSG #lobby :and this")
+    assert [line for line in harness.seen if line.startswith("PING")] == [
+        "PING forkchat-flush-1", "PING forkchat-flush-2"], "one barrier in flight at a time"
+    register_again(harness, peer)
+    harness.expect_line("PRIVMSG #lobby :and this")
+    assert harness.seen.index("PRIVMSG #lobby :into the void") < harness.seen.index(
+        "PRIVMSG #lobby :and this")
+    assert "PRIVMSG #lobby :confirmed" not in harness.seen
+    lost = [e.text for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+    assert lost[-1].endswith("; 2 lines not confirmed by the server will be sent again")
 
 
 @pytest.fixture
