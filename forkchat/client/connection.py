@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 import selectors
 import time
 from typing import Callable
@@ -76,6 +77,9 @@ ANSWER_ENDS = {"LIST": "323", "WHO": "315"}
 # that answers it, modest on servers that count a JOIN's rooms.
 REJOIN_ROOMS = 10
 REJOIN_BYTES = 400
+# How forkchat-server's 432 names the longest nick it takes: before 005 it
+# is the only way to learn NICKLEN.
+NICK_LIMIT_TEXT = re.compile(r"longer than (\d+) char")
 FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
                         "465": "you are banned from this server"}
 
@@ -467,13 +471,36 @@ class Connection:
     def _on_fatal_numeric(self, msg: ircmsg.Message) -> bool:
         if self.state != "registering":
             return False
-        if msg.command == "432" and self._nick_try and len(self._nick_base) > 1:
-            self._nick_base = self._nick_base[:-1]  # suffix made it too long
-            self.nick = alternative_nick(self._nick_base, self._nick_try)
-            self._send_now(ircmsg.build("NICK", self.nick))
-            return True
+        if msg.command == "432" and (self._nick_try or self.registered_once):
+            refused, nick = self.nick, self._shorter_nick(msg)
+            if nick:
+                self._status(f"Nickname {refused} refused by the server"
+                             f" ({events.sanitize(msg.params[-1])}), trying {nick}",
+                             STATUS_NICK_TAKEN)
+                self.nick = nick
+                self._send_now(ircmsg.build("NICK", nick))
+                return True
         self._fail(f"registration refused by {self.settings.address}: {self._refusal(msg)}")
         return True
+
+    def _shorter_nick(self, msg: ircmsg.Message) -> str:
+        """The nick to try after a 432 for ours: cut to the length the
+        server names (forkchat says `longer than 9 characters`), else one
+        character shorter; '' when nothing shorter is left to try.
+
+        With a suffix (bob_, bob2 after a 433) the base is cut so the suffix
+        fits.  Without one it is the wanted nick itself, refused at a
+        reconnect: a server restarted with a lower NICKLEN ended the client
+        there, though the nick had been fine and nothing was typed wrong.
+        """
+        limit = _nick_limit(msg.params[-1]) if len(msg.params) > 2 else None
+        if limit is None or limit >= len(self.nick):
+            limit = len(self.nick) - 1
+        suffix = alternative_nick("", self._nick_try) if self._nick_try else ""
+        if limit - len(suffix) < 1:
+            return ""
+        self._nick_base = self._nick_base[:limit - len(suffix)]
+        return self._nick_base + suffix
 
     def _refusal(self, msg: ircmsg.Message) -> str:
         """Why registration failed, in our words, then the server's when they
@@ -726,6 +753,12 @@ def _answers(msg: ircmsg.Message, command: str) -> bool:
         return True
     return (msg.command.isdigit() and msg.command[0] in "45"
             and msg.param(1).upper() == command)
+
+
+def _nick_limit(text: str) -> int | None:
+    """The length a 432's text names (`... longer than 9 characters`), if any."""
+    found = NICK_LIMIT_TEXT.search(text)
+    return int(found.group(1)) if found else None
 
 
 def _away_text(line: str) -> str:
