@@ -197,6 +197,9 @@ class ChatModel:
         client that connects, and each left a buffer behind."""
         if event.private and event.kind == "ctcp":
             buffer = self.buffers[0]
+        elif event.private and event.kind == "notice" and self.find(event.buffer) is None:
+            self.add(self.current, self._private_notice(event))
+            return
         elif event.private:
             buffer = self.open(event.buffer)
         else:
@@ -205,6 +208,16 @@ class ChatModel:
             self.add(self.buffers[0], self._roomless(event))
             return
         self.add(buffer, self._line(event))
+
+    def _private_notice(self, event: events.UiEvent) -> Line:
+        """A private notice from someone we have no conversation with
+        (NickServ, a bot, a CTCP reply) goes where we are, as irssi shows
+        notices in the active window, marked `[private]` as line mode marks
+        it: it opened a conversation buffer with each service that spoke,
+        which a notice (never to be answered) does not call for."""
+        line = self._line(event)
+        line.text = f"[private] {line.text}"
+        return line
 
     def _roomless(self, event: events.UiEvent) -> Line:
         """Talk in a room that has no buffer (closed by our PART, or by
