@@ -3,8 +3,9 @@
 No curses here: the curses view maps keys to these methods and asks `view()`
 what to draw, so every editing rule is unit-tested on plain strings.  The
 cursor moves by character cluster (a base character and the combining marks
-after it, an emoji with its skin tone, emoji joined by ZWJ), and `view()` measures in terminal columns, where East Asian wide
-characters take two cells and combining marks none.
+after it, an emoji with its skin tone, emoji joined by ZWJ), and `view()`
+measures in terminal columns, where East Asian wide characters take two
+cells and combining marks none.
 """
 
 from __future__ import annotations
