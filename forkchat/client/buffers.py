@@ -197,11 +197,40 @@ class ChatModel:
         client that connects, and each left a buffer behind."""
         if event.private and event.kind == "ctcp":
             buffer = self.buffers[0]
+        elif event.private and event.kind == "notice" and self.find(event.buffer) is None:
+            self.add(self.current, self._private_notice(event))
+            return
         elif event.private:
             buffer = self.open(event.buffer)
         else:
-            buffer = self.find(event.buffer) or self.buffers[0]
+            buffer = self.find(event.buffer)
+        if buffer is None:
+            self.add(self.buffers[0], self._roomless(event))
+            return
         self.add(buffer, self._line(event))
+
+    def _private_notice(self, event: events.UiEvent) -> Line:
+        """A private notice from someone we have no conversation with
+        (NickServ, a bot, a CTCP reply) goes where we are, as irssi shows
+        notices in the active window, marked `[private]` as line mode marks
+        it: it opened a conversation buffer with each service that spoke,
+        which a notice (never to be answered) does not call for."""
+        line = self._line(event)
+        line.text = f"[private] {line.text}"
+        return line
+
+    def _roomless(self, event: events.UiEvent) -> Line:
+        """Talk in a room that has no buffer (closed by our PART, or by
+        /part after a kick, while lines sent to it were on their way): in
+        buffer 1, marked `(to #room)` as our own talk elsewhere is; it read
+        as said to no room at all.  No buffer is reopened for it: a room's
+        buffer closes only once we are out of it, and a reopened one would
+        stand for a room we are not in."""
+        line = self._line(event)
+        marked = rf"\(to [{re.escape(MEMBER_PREFIXES)}]+{re.escape(event.buffer)}\) "
+        if not re.match(marked, line.text, re.IGNORECASE):    # STATUSMSG is marked already
+            line.text = f"(to {event.buffer}) {line.text}"
+        return line
 
     def own_talk(self, kind: str, target: str, text: str) -> None:
         """Echo what we sent (servers do not send it back).

@@ -24,12 +24,16 @@ room, because a restarted server restores a room's key and asks it of the
 first one back.  With `resend_unconfirmed` (line mode), lines sent but not yet
 confirmed by a flush barrier's PONG are queued again after a reconnect:
 at least once, rather than silently lost in a dead server's socket buffer.
+With `confirm_typed` (the full-screen interface) the same holds, and the
+connection puts the barriers behind the user's lines itself, one at a time
+(a paste waits for one PONG, not one per line), since nothing else flushes.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 import selectors
 import time
 from typing import Callable
@@ -73,6 +77,9 @@ ANSWER_ENDS = {"LIST": "323", "WHO": "315"}
 # that answers it, modest on servers that count a JOIN's rooms.
 REJOIN_ROOMS = 10
 REJOIN_BYTES = 400
+# How forkchat-server's 432 names the longest nick it takes: before 005 it
+# is the only way to learn NICKLEN.
+NICK_LIMIT_TEXT = re.compile(r"longer than (\d+) char")
 FATAL_BEFORE_WELCOME = {"432": "erroneous nickname", "464": "password incorrect",
                         "465": "you are banned from this server"}
 
@@ -108,7 +115,8 @@ class Connection:
 
     def __init__(self, sel: selectors.BaseSelector, settings: Settings,
                  on_event: Callable[[events.UiEvent], None],
-                 give_up_s: float | None = None, resend_unconfirmed: bool = False) -> None:
+                 give_up_s: float | None = None, resend_unconfirmed: bool = False,
+                 confirm_typed: bool = False) -> None:
         self.settings = settings
         self.nick = settings.nick
         # Rooms to be in (casefolded -> name): rejoined after every reconnect.
@@ -131,6 +139,10 @@ class Connection:
                                     self._handle_raw, self._lost)
         self._queue: collections.deque[tuple[str, bool]] = collections.deque()
         self._resend = resend_unconfirmed
+        # Lines kept until a barrier's PONG confirms them (either mode), and
+        # whether the connection queues those barriers itself.
+        self._confirm = confirm_typed
+        self._tracking = resend_unconfirmed or confirm_typed
         self._unconfirmed: list[str] = []
         self._tokens = float(SEND_BURST)
         self._token_time = time.monotonic()
@@ -185,6 +197,16 @@ class Connection:
             self._away_asked = _away_text(line)
         self._queue.append((line, True))
         self._pump()
+        self._confirm_typed()
+
+    def _confirm_typed(self) -> None:
+        """`confirm_typed`: a flush barrier behind the user's lines not yet
+        confirmed, unless one is on its way (its PONG calls this again for
+        the lines behind it).  A line written into a connection already dead
+        is then known as unconfirmed, and sent again after the reconnect:
+        without it the full-screen interface lost such lines silently."""
+        if self._confirm and not self._pongs and (self.unsent or self.unconfirmed):
+            self.flush(self._confirm_typed)
 
     def flush(self, callback: Callable[[], None]) -> None:
         """Call `callback` once the server has processed every queued line.
@@ -251,6 +273,11 @@ class Connection:
         """Lines of the user's still in the paced queue (after /quit: never
         sent); line mode's flush barriers are not the user's and not counted."""
         return sum(1 for line, ours in self._queue if ours and not _is_flush(line))
+
+    @property
+    def unconfirmed(self) -> int:
+        """Lines of the user's written but not yet confirmed by a barrier's PONG."""
+        return sum(1 for line in self._unconfirmed if not _is_flush(line))
 
     @property
     def flush_pending(self) -> bool:
@@ -340,6 +367,7 @@ class Connection:
         if self._give_up_s is not None and now - self._lost_since > self._give_up_s:
             self._fail(f"gave up reconnecting to {self.settings.address}: {reason}")
             return
+        again = self.unconfirmed
         self._queue.extendleft(reversed([(line, True) for line in self._unconfirmed]))
         self._unconfirmed.clear()
         delay = RECONNECT_DELAYS_S[min(self._attempt, len(RECONNECT_DELAYS_S) - 1)]
@@ -347,8 +375,8 @@ class Connection:
         self.state = "waiting"
         self.retry_at = time.time() + delay
         self._deadlines["retry"] = now + delay
-        self._status(f"Disconnected: {reason}; reconnecting in {delay:.0f} s",
-                     STATUS_DISCONNECTED)
+        self._status(f"Disconnected: {reason}; reconnecting in {delay:.0f} s"
+                     f"{resent_note(again)}", STATUS_DISCONNECTED)
 
     # ---- reading -----------------------------------------------------------------
 
@@ -450,13 +478,36 @@ class Connection:
     def _on_fatal_numeric(self, msg: ircmsg.Message) -> bool:
         if self.state != "registering":
             return False
-        if msg.command == "432" and self._nick_try and len(self._nick_base) > 1:
-            self._nick_base = self._nick_base[:-1]  # suffix made it too long
-            self.nick = alternative_nick(self._nick_base, self._nick_try)
-            self._send_now(ircmsg.build("NICK", self.nick))
-            return True
+        if msg.command == "432" and (self._nick_try or self.registered_once):
+            refused, nick = self.nick, self._shorter_nick(msg)
+            if nick:
+                self._status(f"Nickname {refused} refused by the server"
+                             f" ({events.sanitize(msg.params[-1])}), trying {nick}",
+                             STATUS_NICK_TAKEN)
+                self.nick = nick
+                self._send_now(ircmsg.build("NICK", nick))
+                return True
         self._fail(f"registration refused by {self.settings.address}: {self._refusal(msg)}")
         return True
+
+    def _shorter_nick(self, msg: ircmsg.Message) -> str:
+        """The nick to try after a 432 for ours: cut to the length the
+        server names (forkchat says `longer than 9 characters`), else one
+        character shorter; '' when nothing shorter is left to try.
+
+        With a suffix (bob_, bob2 after a 433) the base is cut so the suffix
+        fits.  Without one it is the wanted nick itself, refused at a
+        reconnect: a server restarted with a lower NICKLEN ended the client
+        there, though the nick had been fine and nothing was typed wrong.
+        """
+        limit = _nick_limit(msg.params[-1]) if len(msg.params) > 2 else None
+        if limit is None or limit >= len(self.nick):
+            limit = len(self.nick) - 1
+        suffix = alternative_nick("", self._nick_try) if self._nick_try else ""
+        if limit - len(suffix) < 1:
+            return ""
+        self._nick_base = self._nick_base[:limit - len(suffix)]
+        return self._nick_base + suffix
 
     def _refusal(self, msg: ircmsg.Message) -> str:
         """Why registration failed, in our words, then the server's when they
@@ -615,7 +666,7 @@ class Connection:
         while self._queue and self._tokens >= 1:
             self._tokens -= 1
             line, ours = self._queue.popleft()
-            if ours and self._resend:
+            if ours and self._tracking:
                 self._unconfirmed.append(line)
             self._send_now(line)
             command = _command(line)
@@ -652,6 +703,15 @@ class Connection:
     def _timer_quit(self) -> None:
         self._close()
         self.closed, self.state = True, "closed"
+
+
+def resent_note(count: int) -> str:
+    """Said with the loss: how many lines the server never confirmed, which
+    go out again after the reconnect (so they may arrive twice)."""
+    if not count:
+        return ""
+    lines = "1 line" if count == 1 else f"{count} lines"
+    return f"; {lines} not confirmed by the server will be sent again"
 
 
 def join_lines(rooms: list[str], keys: dict[str, str]) -> list[str]:
@@ -700,6 +760,12 @@ def _answers(msg: ircmsg.Message, command: str) -> bool:
         return True
     return (msg.command.isdigit() and msg.command[0] in "45"
             and msg.param(1).upper() == command)
+
+
+def _nick_limit(text: str) -> int | None:
+    """The length a 432's text names (`... longer than 9 characters`), if any."""
+    found = NICK_LIMIT_TEXT.search(text)
+    return int(found.group(1)) if found else None
 
 
 def _away_text(line: str) -> str:

@@ -3,8 +3,9 @@
 No curses here: the curses view maps keys to these methods and asks `view()`
 what to draw, so every editing rule is unit-tested on plain strings.  The
 cursor moves by character cluster (a base character and the combining marks
-after it), and `view()` measures in terminal columns, where East Asian wide
-characters take two cells and combining marks none.
+after it, an emoji with its skin tone, emoji joined by ZWJ), and `view()`
+measures in terminal columns, where East Asian wide characters take two
+cells and combining marks none.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ VISIBLE_FORMAT = frozenset("\u00ad\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u07
 # Hangul jamo vowels and final consonants after a leading consonant join it
 # in one syllable's cells (wcwidth 0): a decomposed 한 is ᄒ + ᅡ + ᆫ.
 JAMO_JOINING = (("\u1160", "\u11ff"), ("\ud7b0", "\ud7ff"))
+# The emoji skin-tone modifiers (Fitzpatrick types 1-2 to 6): wide
+# characters of their own (wcwidth 2, so they keep their cells), but one
+# cluster with the emoji before them, which the cursor steps over at once.
+SKIN_TONES = ("\U0001f3fb", "\U0001f3ff")
+ZWJ = "\u200d"
 
 
 def char_width(char: str) -> int:
@@ -62,6 +68,18 @@ def text_width(text: str) -> int:
 
 def _is_mark(char: str) -> bool:
     return char_width(char) == 0
+
+
+def continues(text: str, index: int) -> bool:
+    """Whether text[index] belongs to the cluster of the character before
+    it: a combining mark or other zero-width character, a skin-tone
+    modifier (👍🏽), or an emoji after a ZWJ (👩‍💻).  The cursor took two
+    steps over an emoji with a skin tone, and Backspace left the bare
+    modifier behind, shown as a coloured square."""
+    char = text[index]
+    if _is_mark(char) or SKIN_TONES[0] <= char <= SKIN_TONES[1]:
+        return True
+    return index > 0 and text[index - 1] == ZWJ and unicodedata.category(char) == "So"
 
 
 def fit(text: str, width: int) -> str:
@@ -94,7 +112,7 @@ class LineEditor:
 
     def _cluster_start(self, index: int) -> int:
         """Step back from index over combining marks to their base character."""
-        while index > 0 and index < len(self.text) and _is_mark(self.text[index]):
+        while index > 0 and index < len(self.text) and continues(self.text, index):
             index -= 1
         return index
 
@@ -103,7 +121,7 @@ class LineEditor:
 
     def _next(self) -> int:
         index = min(len(self.text), self.cursor + 1)
-        while index < len(self.text) and _is_mark(self.text[index]):
+        while index < len(self.text) and continues(self.text, index):
             index += 1
         return index
 
@@ -243,7 +261,7 @@ class LineEditor:
         while start > 0 and used + char_width(self.text[start - 1]) <= width - 1:
             start -= 1
             used += char_width(self.text[start])
-        while 0 < start < self.cursor and _is_mark(self.text[start]):
-            start += 1      # the marks of a base character that did not fit
+        while 0 < start < self.cursor and continues(self.text, start):
+            start += 1      # the rest of a cluster whose base character did not fit
         shown = fit(self.text[start:], width)
         return shown, text_width(self.text[start:self.cursor])

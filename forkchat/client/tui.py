@@ -220,7 +220,7 @@ class Tui:
         self.model.me = settings.nick
         self.editor = lineedit.LineEditor()
         self.sel = selectors.DefaultSelector()
-        self.conn = connection.Connection(self.sel, settings, self.on_event)
+        self.conn = connection.Connection(self.sel, settings, self.on_event, confirm_typed=True)
         self.model.pending_switch.add(ircmsg.casefold(settings.rooms[0]))
         self._escape: str | None = None   # keys after an ESC, None when none pending
         self._pasting = False   # between the terminal's bracketed-paste marks

@@ -54,12 +54,13 @@ class Peer:
 
 
 class Harness:
-    def __init__(self, peer: Peer, resend: bool = False, **settings) -> None:
+    def __init__(self, peer: Peer, resend: bool = False, confirm: bool = False,
+                 **settings) -> None:
         self.sel = selectors.DefaultSelector()
         self.events: list[events.UiEvent] = []
         self.conn = connection.Connection(
             self.sel, connection.Settings(port=peer.port, **settings), self.events.append,
-            resend_unconfirmed=resend)
+            resend_unconfirmed=resend, confirm_typed=confirm)
         self.peer = peer
         self.seen: list[str] = []
 
@@ -209,6 +210,33 @@ def test_unconfirmed_lines_are_sent_again_after_a_reconnect(peer, monkeypatch):
     harness.expect_line("PRIVMSG #lobby :maybe lost")
     assert harness.seen.index("JOIN #lobby") < harness.seen.index("PRIVMSG #lobby :maybe lost")
     assert "PRIVMSG #lobby :confirmed" not in harness.seen
+
+
+def test_typed_lines_a_dead_link_swallowed_are_sent_again_and_said(peer, monkeypatch):
+    """The full-screen interface (confirm_typed): a line written into a
+    connection already dead, before the ping timeout notices, was lost
+    without a word; line mode resent it.  The connection now puts a barrier
+    behind typed lines itself, one at a time, and resends what no PONG
+    confirmed, saying how many lines with the loss."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, confirm=True, nick="bob")
+    harness.register()
+    harness.conn.send("PRIVMSG #lobby :confirmed")
+    harness.expect_line("PING forkchat-flush-1")
+    peer.send(":srv PONG srv :forkchat-flush-1")
+    harness.until(lambda: not harness.conn.flush_pending, "the barrier's PONG")
+    for text in ("into the void", "and this"):
+        harness.conn.send(f"PRIVMSG #lobby :{text}")
+    harness.expect_line("PRIVMSG #lobby :and this")
+    assert [line for line in harness.seen if line.startswith("PING")] == [
+        "PING forkchat-flush-1", "PING forkchat-flush-2"], "one barrier in flight at a time"
+    register_again(harness, peer)
+    harness.expect_line("PRIVMSG #lobby :and this")
+    assert harness.seen.index("PRIVMSG #lobby :into the void") < harness.seen.index(
+        "PRIVMSG #lobby :and this")
+    assert "PRIVMSG #lobby :confirmed" not in harness.seen
+    lost = [e.text for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+    assert lost[-1].endswith("; 2 lines not confirmed by the server will be sent again")
 
 
 @pytest.fixture
@@ -772,3 +800,57 @@ def test_a_list_or_who_is_awaited_until_its_end_numeric_and_not_past_a_reconnect
     register_again(harness, peer)
     harness.until(lambda: harness.conn.ready, "registered again")
     assert harness.conn.awaited() is None   # the new connection owes no answer
+
+
+def reconnect_until_nick(harness: Harness, peer: Peer) -> None:
+    """Drop the link and let the client connect again, up to its NICK."""
+    close_peer_side(peer)
+    harness.seen, peer.buffer = [], b""
+    harness.until(lambda: harness.conn.state == "connecting", "reconnecting")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+
+
+def test_a_nicklen_lowered_at_a_restart_cuts_the_nick_instead_of_ending(peer, monkeypatch):
+    """A server restarted with a lower NICKLEN refused the nick at the
+    reconnect (432) and the client ended, though nothing was typed wrong:
+    it cuts the nick to the length forkchat names and says so; a 433 for
+    the cut nick then gets a suffix that still fits."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="alexandria")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 alexandria :Welcome")
+    harness.expect_line("JOIN #lobby")
+    reconnect_until_nick(harness, peer)
+    assert harness.seen[0] == "NICK alexandria"
+    peer.send(":srv 432 * alexandria :Erroneous nickname: longer than 6 characters")
+    harness.expect_line("NICK alexan")
+    peer.send(":srv 433 * alexan :Nickname is already in use")
+    harness.expect_line("NICK alexan_")
+    peer.send(":srv 432 * alexan_ :Erroneous nickname: longer than 6 characters")
+    harness.expect_line("NICK alexa_")
+    peer.send(":srv 001 alexa_ :Welcome")
+    harness.until(lambda: harness.conn.ready, "registered")
+    assert not harness.conn.closed and harness.conn.nick == "alexa_"
+    said = [e.text for e in harness.events if e.kind == "status"]
+    assert ("Nickname alexandria refused by the server (Erroneous nickname:"
+            " longer than 6 characters), trying alexan") in said
+
+
+def test_a_nick_refused_at_a_reconnect_without_a_length_is_cut_by_one(peer, monkeypatch):
+    """Another server's 432 names no length: one character shorter each
+    time, and only when nothing is left does the session end."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    reconnect_until_nick(harness, peer)
+    for refused, then in (("bob", "bo"), ("bo", "b")):
+        peer.send(f":srv 432 * {refused} :Erroneous nickname")
+        harness.expect_line(f"NICK {then}")
+    assert not harness.conn.closed
+    peer.send(":srv 432 * b :Erroneous nickname")
+    harness.until(lambda: harness.conn.closed, "the end")
+    assert harness.conn.fatal.endswith("erroneous nickname")

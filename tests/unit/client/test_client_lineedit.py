@@ -52,6 +52,28 @@ def test_backspace_removes_a_whole_cluster():
     assert editor.text == "x"
 
 
+@pytest.mark.parametrize("emoji", [
+    "\U0001f44d\U0001f3fd",                  # thumbs up, medium skin tone
+    "\U0001f469\u200d\U0001f4bb",            # woman, ZWJ, laptop
+    "\U0001f469\U0001f3fe\u200d\U0001f4bb",  # the same with a skin tone
+])
+def test_the_cursor_steps_over_an_emoji_sequence_at_once(emoji):
+    """A skin-tone modifier took a cursor step of its own, and Backspace
+    left it behind as a bare coloured square."""
+    editor = typed(f"a{emoji}b")
+    editor.left()
+    editor.left()
+    assert editor.cursor == 1
+    editor.right()
+    assert editor.cursor == 1 + len(emoji)
+    editor.left()
+    editor.delete()
+    assert editor.text == "ab"
+    editor = typed(f"a{emoji}")
+    editor.backspace()
+    assert (editor.text, editor.cursor) == ("a", 1)
+
+
 def test_history_keeps_the_draft():
     editor = lineedit.LineEditor()
     for line in ("one", "two"):

@@ -478,3 +478,33 @@ def test_what_we_say_to_a_rooms_operators_is_shown_in_the_room():
     model.own_talk("own", "@#elsewhere", "hm")      # no buffer: here, marked as before
     assert model.current.lines[-1].text == "(to @#elsewhere) hm"
     assert [buffer.name for buffer in model.buffers][3:] == []
+
+
+def test_talk_in_a_room_whose_buffer_closed_names_the_room_in_buffer_1():
+    """A message still on its way when our PART closed the room's buffer
+    landed in buffer 1 as `<op> hi`, said to no room at all."""
+    model = model_in_lobby()
+    model.apply(ev("part", buffer="#lobby", nick="bob", own=True))
+    model.apply(ev("msg", buffer="#lobby", nick="op", text="hi"))
+    model.apply(ev("action", buffer="#lobby", nick="op", text="waves"))
+    model.apply(ev("notice", buffer="#lobby", nick="op", text="(to @#lobby) ops only"))
+    assert model.find("#lobby") is None, "no buffer reopened for a room we left"
+    texts = [line.text for line in model.buffers[0].lines][-3:]
+    assert texts == ["(to #lobby) hi", "(to #lobby) waves", "(to @#lobby) ops only"]
+
+
+def test_a_private_notice_is_shown_where_we_are_without_a_conversation():
+    """NickServ's notices opened a conversation buffer with NickServ; irssi
+    shows them in the active window.  One from someone we do have a
+    conversation with still goes there."""
+    model = model_in_lobby()
+    model.apply(ev("notice", buffer="NickServ", nick="NickServ",
+                   text="This nickname is registered", private=True))
+    assert model.find("NickServ") is None and model.current.name == "#lobby"
+    line = model.current.lines[-1]
+    assert (line.kind, line.nick, line.text) == (
+        "notice", "NickServ", "[private] This nickname is registered")
+    model.apply(ev("msg", buffer="alice", nick="alice", text="psst", private=True))
+    model.apply(ev("notice", buffer="alice", nick="alice", text="ping", private=True))
+    assert [(l.kind, l.text) for l in model.find("alice").lines] == [
+        ("msg", "psst"), ("notice", "ping")]
