@@ -276,9 +276,9 @@ def cmd_names(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
         out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFNAMES, "*"))
         return
     for name in names_asked(query):
-        room = st.find_room(name)
-        if room is not None and visible(room, client):
-            for line in names_lines(st, client, room):
+        found = st.find_room(name)
+        if found is not None and visible(found, client):
+            for line in names_lines(st, client, found):
                 out.send(client.cid, line)
         out.send(client.cid, st.numeric(client, numerics.RPL_ENDOFNAMES, name))
 

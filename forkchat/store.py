@@ -361,14 +361,16 @@ class RoomStore:
                     gone.append(name)
             elif self._saved.get(name) != text:
                 written[name] = text
+        db = self._db
+        if db is None:
+            return              # not open: the changes wait for the next try
         if written or gone:
             try:
-                with self._db:
-                    self._db.execute("BEGIN")
-                    self._db.executemany("DELETE FROM rooms WHERE name = ?",
-                                         [(n,) for n in gone])
-                    self._db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)",
-                                         list(written.items()))
+                with db:
+                    db.execute("BEGIN")
+                    db.executemany("DELETE FROM rooms WHERE name = ?", [(n,) for n in gone])
+                    db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)",
+                                   list(written.items()))
             except sqlite3.Error as error:
                 self._failed(error)
                 return
