@@ -76,7 +76,7 @@ class Client:
     joined: dict[str, rooms.Room] = field(default_factory=dict)   # folded room name -> Room
     invited: dict[str, None] = field(default_factory=dict)        # folded room names, oldest first
     signon: int = 0
-    last_talk: float = 0.0
+    last_talk: float = 0.0       # the broker's clock() then: WHOIS's idle is a span
     prefix: str = ""             # nick!user@host, what every relayed line carries
     folded_prefix: str = ""      # casefolded prefix, what ban masks match
 
@@ -103,9 +103,14 @@ class Handler:
 class ChatState:
     """All shared chat state of one broker."""
 
-    def __init__(self, settings: Settings, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, now: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`now` tells dates (sign-on, a topic's, a room's creation);
+        `clock` measures spans (idle), which a wall clock set back or
+        forward (NTP, `date -s`) must not change."""
         self.settings = settings
         self.now = now
+        self.clock = clock
         self.clients: dict[int, Client] = {}
         self.nicks: dict[str, Client] = {}          # folded nick -> client (reserved or registered)
         self.rooms: dict[str, rooms.Room] = {}      # folded room name -> Room
@@ -179,7 +184,7 @@ class ChatState:
         client.user = user.translate(_USER_FORBIDDEN)[:64] or "unknown"
         client.realname = realname
         client.signon = int(self.now())
-        client.last_talk = self.now()
+        client.last_talk = self.clock()
         self._set_registered(client)
         for line in state_query.welcome_lines(self, client):
             out.send(cid, line)
@@ -283,7 +288,7 @@ class ChatState:
         client.away = str(identity.get("away") or "")
         client.modes = set(str(identity.get("modes") or "")) & set(USER_MODES)
         client.signon = int(self.now())
-        client.last_talk = self.now()
+        client.last_talk = self.clock()
         self._set_registered(client)
         room_map = identity.get("rooms")
         if isinstance(room_map, dict):

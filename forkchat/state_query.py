@@ -263,7 +263,7 @@ def _whois_lines(st: ChatState, client: Client, target: Client) -> list[bytes]:
         lines.append(st.numeric(client, numerics.RPL_AWAY, nick, text=target.away))
     if "o" in target.modes:
         lines.append(st.numeric(client, numerics.RPL_WHOISOPERATOR, nick))
-    idle = max(0, int(st.now() - target.last_talk))
+    idle = max(0, int(st.clock() - target.last_talk))
     lines.append(st.numeric(client, numerics.RPL_WHOISIDLE, nick, str(idle), str(target.signon)))
     return lines
 

@@ -82,7 +82,7 @@ def _talk(st: ChatState, client: Client, msg: protocol.Message, out: Outbox,
     if len(msg.params) < 2 or not msg.params[1]:
         raise numerics.Reply(numerics.ERR_NOTEXTTOSEND)
     text = msg.params[1]
-    client.last_talk = st.now()
+    client.last_talk = st.clock()
     if "," not in msg.params[0]:
         _deliver(st, client, out, command, msg.params[0], text)
         return

@@ -56,6 +56,11 @@ RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
 STABLE_LINK_S = 1.0     # a link lost sooner after a reconnect is the same outage
 CLOSE_FLUSH_S = 1.0
+# A deadline found passed by more than this when its timer runs: the loop,
+# which wakes for a deadline within milliseconds, could not run (the
+# process was stopped, or its virtual machine paused), and the wait it
+# timed is not the client's.
+LATE_TIMER_S = 1.0
 # The kernel's own buffer for the client; kept small so that the sendq
 # bound, not autotuned megabytes in the kernel, decides about a stuck reader.
 CLIENT_SNDBUF_BYTES = 65536
@@ -141,6 +146,8 @@ class Worker:
                                             cfg.limits.nick_change_window)
         self.link = link.BrokerLink(broker_address)
         self.timers: dict[str, float] = {}
+        self.register_deadline = 0.0
+        self.register_extended = False   # a late registration timer gave more time
         self.closing = False
         self.done = False
         self.last_input = time.monotonic()    # when the client was last heard from
@@ -196,7 +203,8 @@ class Worker:
         self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
         if not self._connect_broker():
             self._broker_lost("broker not reachable yet")    # retried like a restart
-        self.timers["register"] = time.monotonic() + self.cfg.limits.registration_timeout
+        self.register_deadline = time.monotonic() + self.cfg.limits.registration_timeout
+        self.timers["register"] = self.register_deadline
         self._schedule_ping()
         log.info("conn %d from %s (%s)", self.session.cid, self.session.host, self.session.proto)
         if self.tutorial and not self.handshaking:
@@ -1220,7 +1228,21 @@ class Worker:
     def _on_register_timeout(self) -> None:
         """The log tells a handshake that never finished (a client silent on a
         TLS port, one that stalled mid-handshake, a plain tutorial client
-        waiting for NICK) from a registration that did not."""
+        waiting for NICK) from a registration that did not.
+
+        A deadline passed long ago is this process's delay, not the
+        client's (see LATE_TIMER_S): once, the client has
+        registration_timeout again from now.  Stopped past the deadline,
+        the worker dropped a client at once on resuming, even one whose
+        NICK and USER waited, read in the same wake, for the broker.
+        """
+        now = time.monotonic()
+        if not self.session.registered and not self.register_extended \
+                and now - self.register_deadline > LATE_TIMER_S:
+            self.register_extended = True
+            self.register_deadline = now + self.cfg.limits.registration_timeout
+            self.timers["register"] = self.register_deadline
+            return
         if not self.session.registered:
             self.close("Registration timed out" + (HANDSHAKE_UNFINISHED if self.handshaking
                                                    else ""))

@@ -131,7 +131,7 @@ class Connection:
         self.closed = False
         self.registered_once = False
         self.server_name = ""
-        self.retry_at = 0.0
+        self.retry_at = 0.0     # time.monotonic() of the next try, while "waiting"
         self._on_event = on_event
         self._give_up_s = give_up_s
         tls = transport.tls_context(settings.ca_file, settings.insecure) if settings.tls else None
@@ -296,6 +296,13 @@ class Connection:
     def ready(self) -> bool:
         return self.state == "ready"
 
+    def retry_in(self) -> float:
+        """Seconds until the next try, for "reconnecting in N s".  A span,
+        so the monotonic clock's: a wall clock set back an hour while we
+        waited showed "reconnecting in 3601 s" (and one set forward, 0 s)
+        for a try a second away."""
+        return max(0.0, self.retry_at - time.monotonic())
+
     def next_timeout(self) -> float | None:
         """Seconds until the next timer, for `selector.select()`."""
         if not self._deadlines:
@@ -373,7 +380,7 @@ class Connection:
         delay = RECONNECT_DELAYS_S[min(self._attempt, len(RECONNECT_DELAYS_S) - 1)]
         self._attempt += 1
         self.state = "waiting"
-        self.retry_at = time.time() + delay
+        self.retry_at = now + delay
         self._deadlines["retry"] = now + delay
         self._status(f"Disconnected: {reason}; reconnecting in {delay:.0f} s"
                      f"{resent_note(again)}", STATUS_DISCONNECTED)

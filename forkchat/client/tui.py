@@ -492,7 +492,7 @@ class Tui:
         if waiting:
             parts.append(waiting)
         if self.conn.state == "waiting":
-            parts.append(f"reconnecting in {max(0, self.conn.retry_at - time.time()):.0f} s")
+            parts.append(f"reconnecting in {self.conn.retry_in():.0f} s")
         elif not self.conn.ready:
             parts.append("connecting")
         if buffer.scroll:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,3 +214,25 @@ def test_a_signal_that_finds_the_wakeup_socket_full_is_not_lost(capfd):
         signal.signal(signal.SIGUSR2, signal.SIG_DFL)
         read_end.close()
         write_end.close()
+
+
+def test_a_worker_stopped_past_the_registration_timeout_lets_the_client_finish(make_server):
+    """A worker stopped (SIGSTOP, a paused VM) past registration_timeout
+    wakes with its registration timer long due: the stopped time is not
+    the client's, and it may still register.  It was dropped at once on
+    resume, "Registration timed out", even with its USER, sent while the
+    worker was stopped, read in the same wake."""
+    server = make_server(config_text=TEST_LIMITS + "registration_timeout = 1\n")
+    client = IrcTestClient(server.port)
+    client.send("NICK latecomer")
+    line = server.wait_for_text("from 127.0.0.1 (irc)")
+    pid = int(re.search(r"worker\[(\d+)\]", line).group(1))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(3)                     # the event itself: past 1 s, and late by 2 s
+        client.send("USER late 0 * :Late")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    welcome = client.expect(lambda m: m.command in ("001", "ERROR"))
+    assert welcome.command == "001", welcome
+    client.close()

@@ -76,7 +76,7 @@ class World:
     def __init__(self, **settings) -> None:
         settings.setdefault("server_name", "srv")
         self.clock = Clock()
-        self.st = state.ChatState(state.Settings(**settings), now=self.clock)
+        self.st = state.ChatState(state.Settings(**settings), now=self.clock, clock=self.clock)
         self.out = RecordingOutbox()
         self.cids: dict[str, int] = {}
 
@@ -942,6 +942,23 @@ def test_whois(room):
         ":srv 318 carol Alice :End of /WHOIS list",
     ]
     assert room.to("alice", "WHOIS alice")[1] == ":srv 319 alice alice :@#room @#other"
+
+
+def test_whois_idle_is_a_span_the_wall_clock_does_not_move(room):
+    """Idle was the wall clock now less the wall clock at the last message:
+    set back an hour (NTP after a bad battery, `date -s`), everyone showed
+    0 seconds idle for an hour, and set forward a day, a day idle.  The
+    sign-on time is a date and moves with the wall clock, as it should."""
+    span = Clock()
+    room.st.clock = span
+    room.cmd("alice", "PRIVMSG bob :x")
+    span.t += 42
+    room.clock.t -= 3600
+    assert room.to("carol", "WHOIS alice")[-2] == \
+        ":srv 317 carol alice 42 1000 :seconds idle, signon time"
+    room.clock.t += 86400
+    assert room.to("carol", "WHOIS alice")[-2] == \
+        ":srv 317 carol alice 42 1000 :seconds idle, signon time"
 
 
 def test_whois_missing_and_server_form(room):

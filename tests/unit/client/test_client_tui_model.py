@@ -1,6 +1,7 @@
 """The curses interface's model and wrapping, without a screen."""
 
 import curses
+import selectors
 import time
 
 import pytest
@@ -508,3 +509,21 @@ def test_a_private_notice_is_shown_where_we_are_without_a_conversation():
     model.apply(ev("notice", buffer="alice", nick="alice", text="ping", private=True))
     assert [(l.kind, l.text) for l in model.find("alice").lines] == [
         ("msg", "psst"), ("notice", "ping")]
+
+
+def test_the_reconnect_countdown_keeps_to_its_span_when_the_clock_is_set_back(monkeypatch):
+    """The countdown was taken from the wall clock: set back an hour (NTP
+    after a bad battery, `date -s`) while the client waited, the status
+    line said "reconnecting in 3601 s" of a try one second away."""
+    conn = connection.Connection(selectors.DefaultSelector(), connection.Settings(nick="bob"),
+                                 lambda event: None)
+    conn.registered_once = True
+    conn._lost("Connection reset by peer")
+    assert conn.state == "waiting"
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() - 3600)
+    view = screenless_view(model_in_lobby())
+    view.conn, view.settings = conn, conn.settings
+    status = view._status_text(view.model.current, 200)
+    assert "reconnecting in 1 s" in status, status
+    conn.close_now("test over")
