@@ -223,7 +223,8 @@ def parent_pid(pid: int) -> int | None:
 
 
 # A worker is the child of a spawner, or of the supervisor itself once
-# its spawner has died (we are a subreaper): two steps up at most.
+# its spawner has retired (at a reload) or died (we are a subreaper): two
+# steps up at most.
 _MAX_GENERATIONS = 4
 
 

@@ -11,9 +11,9 @@ creates once so that a restarted broker is found at the same address.
 Signal handlers only wake the loop; `SIGNAL_ACTIONS` says what each does.
 Children are watched through pidfds, so a child that closed its inherited
 descriptors (as every child here does) is still seen to exit.  Workers are
-the spawner's children: it reports their start and exit.  If a spawner
-dies, its workers become ours (we are a child subreaper) and are watched
-through pidfds too.
+the spawner's children: it reports their start and exit.  When a spawner
+retires (at a reload it exits at once) or dies, its workers become ours (we
+are a child subreaper) and are watched through pidfds too.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Child:
     kind: str
     pid: int
     process: Any          # None for a worker: its parent is a spawner
-    pidfd: int            # -1 for a worker, until a dead spawner leaves it to us
+    pidfd: int            # -1 for a worker, until its spawner exits and leaves it to us
     peer: str = ""
     cid: int = 0
     spawner: int = 0      # a worker's spawner pid
