@@ -511,8 +511,14 @@ class Supervisor:
         request = handle.answered(int(fields[0]))
         if request is not None:
             pid = int(fields[1])
-            self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
-                                       handle.pid)
+            known = self.children.get(pid)
+            if known is not None and known.kind == "worker" and not known.cid:
+                # adopted already as an unreported orphan of another spawner
+                # that exited with this one: one entry, one watch
+                known.peer, known.cid = request.peer, request.cid
+            else:
+                self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
+                                           handle.pid)
             self.binds.append((request.cid, pid, request.peer))
             if self.workers_signalled is not None:    # stopping: it is told as the rest were
                 self._signal(pid, *self.workers_signalled)
@@ -670,6 +676,11 @@ class Supervisor:
         retry, maybe_started = handle.leftovers()
         for worker in [c for c in self.children.values() if c.spawner == child.pid]:
             self._adopt(worker)
+        # Another spawner that exited too (two reloads close together, each
+        # retired one exiting at once) left its workers to us as well: its
+        # reports name them, read before any is taken for an orphan of this one.
+        for other in list(self.spawners.values()):
+            self._read_spawner(other)
         orphans = children.unknown_children(set(self.children))
         if maybe_started is not None:
             holder = self._holder(maybe_started, orphans or [])
