@@ -108,6 +108,11 @@ def test_reload_starts_a_new_spawner_and_the_old_one_retires(make_server):
     for alarm in ("retired spawner", "spawner was killed", "restarting the spawner",
                   "died while starting", "unreported worker", "cannot watch"):
         assert alarm not in log, log
+    # the status report counts the supervisor, the broker, one spawner, carol's worker
+    mark = server.log_length()
+    server.signal(signal.SIGUSR1)
+    assert "status: processes 4 workers 1" in server.wait_for_text("status: processes",
+                                                                   start=mark)
     carol.close()
 
 
