@@ -790,8 +790,9 @@ class Supervisor:
             return
         except OSError as error:
             if not any(c is not worker for c in self._unwatched()):    # the first
-                log.error("cannot watch the workers of a dead spawner: %s; their exits "
-                          "are checked every %.0f s", error.strerror or error, STATUS_EVERY_S)
+                log.error("cannot watch the workers of a retired or dead spawner: %s; "
+                          "their exits are checked every %.0f s", error.strerror or error,
+                          STATUS_EVERY_S)
             return
         self.selector.register(worker.pidfd, selectors.EVENT_READ,
                                lambda mask, child=worker: self.on_child_exit(child))
