@@ -223,7 +223,8 @@ def parent_pid(pid: int) -> int | None:
 
 
 # A worker is the child of a spawner, or of the supervisor itself once
-# its spawner has died (we are a subreaper): two steps up at most.
+# its spawner has retired (at a reload) or died (we are a subreaper): two
+# steps up at most.
 _MAX_GENERATIONS = 4
 
 
@@ -233,11 +234,26 @@ def descends_from(pid: int, ancestor: int) -> bool:
     The walk ends at a parent of 0 (above init), not at init itself: the
     ancestor may be pid 1, as a server started as a container's first
     process is, and then every worker of its own was refused.
+
+    A parent that exits and is reaped while we walk (a spawner retiring at
+    a reload, as its newest worker connects) leaves its children to the
+    supervisor: the walk is taken again once, and finds them there.
     """
-    for _ in range(_MAX_GENERATIONS):
+    for _ in range(2):
+        found = _walk_up(pid, ancestor)
+        if found is not None:
+            return found
+    return False
+
+
+def _walk_up(pid: int, ancestor: int) -> bool | None:
+    """descends_from's walk; None when a parent vanished on the way."""
+    for step in range(_MAX_GENERATIONS):
         if pid == ancestor:
             return True
         parent = parent_pid(pid)
+        if parent is None and step:
+            return None
         if not parent:
             return False
         pid = parent

@@ -11,8 +11,9 @@ passes the socket on, the spawner forks, on the other core.
 
 Protocol (one SOCK_SEQPACKET pair per spawner, ASCII fields):
   supervisor -> spawner  ``W cid proto listener peer`` + the client fd
-                         ``R``: retire (no more requests; exit after the
-                         last worker)
+                         ``R``: retire (no more requests; exit now: the
+                         workers, each reported as it started, become the
+                         supervisor's children, as a dead spawner's do)
   spawner -> supervisor  ``S cid pid`` started, ``F cid reason`` failed (the
                          supervisor refuses the client with its copy),
                          ``L cid`` the client fd did not arrive (the kernel
@@ -23,7 +24,10 @@ Protocol (one SOCK_SEQPACKET pair per spawner, ASCII fields):
 
 Each spawner keeps the configuration and TLS contexts it was forked with;
 a reload starts a new spawner and retires the old one, so new connections
-get the new settings and old workers keep theirs.
+get the new settings and old workers keep theirs.  A retired spawner exits
+at once rather than after its last worker: with long-lived clients, each
+reload (a daily certificate renewal, say) left one more spawner of ~3 MiB
+waiting for clients that may stay for weeks.
 """
 
 from __future__ import annotations
@@ -118,9 +122,11 @@ class Spawner:
                           lambda: self.reap() if signals.received(signal_r) else None)
         selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
         gc.freeze()
-        while not self.done and not (self.retired and not self.workers):
+        while not self.done and not self.retired:
             for key, _mask in selector.select():
                 key.data()
+        if self.retired:
+            self.reap()      # the exits already here are reported; the rest are the supervisor's
         return 0
 
     def on_lifeline(self) -> None:
@@ -146,6 +152,8 @@ class Spawner:
         for fd in fds:
             os.close(fd)
         if kind == "R":
+            # Every request before it was answered (one at a time, in
+            # order): the supervisor knows each worker's pid and adopts them.
             self.retired = True
         elif kind == "W" and fields:
             # Without a report the supervisor would hold the client's

@@ -11,9 +11,9 @@ creates once so that a restarted broker is found at the same address.
 Signal handlers only wake the loop; `SIGNAL_ACTIONS` says what each does.
 Children are watched through pidfds, so a child that closed its inherited
 descriptors (as every child here does) is still seen to exit.  Workers are
-the spawner's children: it reports their start and exit.  If a spawner
-dies, its workers become ours (we are a child subreaper) and are watched
-through pidfds too.
+the spawner's children: it reports their start and exit.  When a spawner
+retires (at a reload it exits at once) or dies, its workers become ours (we
+are a child subreaper) and are watched through pidfds too.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Child:
     kind: str
     pid: int
     process: Any          # None for a worker: its parent is a spawner
-    pidfd: int            # -1 for a worker, until a dead spawner leaves it to us
+    pidfd: int            # -1 for a worker, until its spawner exits and leaves it to us
     peer: str = ""
     cid: int = 0
     spawner: int = 0      # a worker's spawner pid
@@ -511,8 +511,14 @@ class Supervisor:
         request = handle.answered(int(fields[0]))
         if request is not None:
             pid = int(fields[1])
-            self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
-                                       handle.pid)
+            known = self.children.get(pid)
+            if known is not None and known.kind == "worker" and not known.cid:
+                # adopted already as an unreported orphan of another spawner
+                # that exited with this one: one entry, one watch
+                known.peer, known.cid = request.peer, request.cid
+            else:
+                self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
+                                           handle.pid)
             self.binds.append((request.cid, pid, request.peer))
             if self.workers_signalled is not None:    # stopping: it is told as the rest were
                 self._signal(pid, *self.workers_signalled)
@@ -670,6 +676,11 @@ class Supervisor:
         retry, maybe_started = handle.leftovers()
         for worker in [c for c in self.children.values() if c.spawner == child.pid]:
             self._adopt(worker)
+        # Another spawner that exited too (two reloads close together, each
+        # retired one exiting at once) left its workers to us as well: its
+        # reports name them, read before any is taken for an orphan of this one.
+        for other in list(self.spawners.values()):
+            self._read_spawner(other)
         orphans = children.unknown_children(set(self.children))
         if maybe_started is not None:
             holder = self._holder(maybe_started, orphans or [])
@@ -779,8 +790,9 @@ class Supervisor:
             return
         except OSError as error:
             if not any(c is not worker for c in self._unwatched()):    # the first
-                log.error("cannot watch the workers of a dead spawner: %s; their exits "
-                          "are checked every %.0f s", error.strerror or error, STATUS_EVERY_S)
+                log.error("cannot watch the workers of a retired or dead spawner: %s; "
+                          "their exits are checked every %.0f s", error.strerror or error,
+                          STATUS_EVERY_S)
             return
         self.selector.register(worker.pidfd, selectors.EVENT_READ,
                                lambda mask, child=worker: self.on_child_exit(child))

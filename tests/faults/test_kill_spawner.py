@@ -50,32 +50,70 @@ def test_kill_9_spawner_keeps_clients_and_accounts_for_its_orphans(make_server, 
         client.close()
 
 
+def log_since(server, mark):
+    return "\n".join(server.log_text().splitlines()[mark:])
+
+
+def supervisor_spawners(server):
+    """The pids of the spawners among the supervisor's own children."""
+    return sorted(p.pid for p in psutil.Process(server.pid).children()
+                  if p.name() == "forkchat-spawn")
+
+
 def test_reload_starts_a_new_spawner_and_the_old_one_retires(make_server):
-    server = make_server(config_text=CONFIG)
+    """A retired spawner exits at once, not after its last worker: each
+    reload with long-lived clients connected left one more (~3 MiB) behind.
+    Its workers become the supervisor's, counted and reported as before."""
+    server = make_server(config_text=CONFIG, env={"FORKCHAT_TEST_HOOKS": "1"})
     alice = IrcTestClient(server.port)
     alice.register("alice")
-    old = spawner_pid(server)
-    mark = server.log_length()
-    server.signal(signal.SIGHUP)
-    new = spawner_pid(server, after=mark)
-    assert new != old
-    server.wait_for_text("configuration reloaded", start=mark)
-
     bob = IrcTestClient(server.port)
     bob.register("bob")
-    assert psutil.Process(worker_pid(server, "bob")).ppid() == new
-    # Held from here: once alice's worker is gone the old spawner may exit
-    # and be reaped at once, and its pid could no longer be looked up.
-    retired = psutil.Process(old)
-    assert retired.status() != psutil.STATUS_ZOMBIE   # alice's worker is its
+    for client in (alice, bob):
+        client.join("#room")
+    alice.expect(lambda m: m.command == "JOIN" and m.prefix.startswith("bob!"))
+    retired = [psutil.Process(spawner_pid(server))]
+    mark = server.log_length()
+    for _ in range(3):
+        reloaded = server.log_length()
+        server.signal(signal.SIGHUP)
+        new = spawner_pid(server, after=reloaded)
+        server.wait_for_text("configuration reloaded", start=reloaded)
+        retired.append(psutil.Process(new))
+    retired.pop()
+    gone, alive = psutil.wait_procs(retired, timeout=10)
+    assert not alive, "a retired spawner waits for workers it no longer needs"
+    assert supervisor_spawners(server) == [new]
+    for nick in ("alice", "bob"):
+        assert psutil.Process(worker_pid(server, nick)).ppid() == server.pid
 
+    # the old clients chat on; a newcomer is the new spawner's
+    bob.send("PRIVMSG #room :still here")
+    assert alice.expect("PRIVMSG").params == ["#room", "still here"]
+    carol = IrcTestClient(server.port)
+    carol.register("carol")
+    assert psutil.Process(worker_pid(server, "carol")).ppid() == new
+
+    # an adopted worker that crashes is reported as one of a live spawner's
+    bob.send("CRASH")
+    assert alice.expect("QUIT").prefix.startswith("bob!")
+    line = server.wait_for_text("exited with status 70", start=mark)
+    assert "worker for conn" in line
+    assert "RuntimeError: crash requested by the test suite" in log_since(server, mark)
     alice.send("QUIT :bye")
     alice.expect_closed()
-    gone, alive = psutil.wait_procs([retired], timeout=10)
-    assert not alive, "the retired spawner outlived its last worker"
-    keep = {broker_pid(server), new, worker_pid(server, "bob")}
+    keep = {broker_pid(server), new, worker_pid(server, "carol")}
     assert server.settle_children(keep, 10) == []
-    bob.close()
+    log = log_since(server, mark)
+    for alarm in ("retired spawner", "spawner was killed", "restarting the spawner",
+                  "died while starting", "unreported worker", "cannot watch"):
+        assert alarm not in log, log
+    # the status report counts the supervisor, the broker, one spawner, carol's worker
+    mark = server.log_length()
+    server.signal(signal.SIGUSR1)
+    assert "status: processes 4 workers 1" in server.wait_for_text("status: processes",
+                                                                   start=mark)
+    carol.close()
 
 
 def test_stop_ends_every_spawner_and_their_workers(make_server):
@@ -88,13 +126,16 @@ def test_stop_ends_every_spawner_and_their_workers(make_server):
     bob = IrcTestClient(server.port)
     bob.register("bob")
     kids = server.descendants()
-    assert sum(1 for p in kids if p.name() == "forkchat-spawn") == 2
+    # the retired spawner is gone; alice's worker is the supervisor's now
+    assert sum(1 for p in kids if p.name() == "forkchat-spawn") == 1
+    assert psutil.Process(worker_pid(server, "alice")).ppid() == server.pid
     server.signal(signal.SIGTERM)
-    for client in (alice, bob):
+    for client in (alice, bob):       # each worker was told, and said goodbye
         assert client.expect_closed(timeout=5)[-1].command == "ERROR"
     assert server.proc.wait(10) == 0
     gone, alive = psutil.wait_procs(kids, timeout=2)
     assert not alive
+    assert "did not stop" not in server.log_text()
 
 
 def test_sigterm_to_the_whole_group_is_a_clean_stop(make_server):

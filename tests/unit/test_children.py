@@ -158,6 +158,18 @@ def test_descends_from_pid_1(monkeypatch):
     assert not children.descends_from(30, 21)
 
 
+def test_descends_from_a_parent_reaped_during_the_walk(monkeypatch):
+    """A retired spawner exits as soon as it has reported its last worker:
+    read between the worker's parent (the spawner) and the spawner's
+    (gone, reaped), the worker was refused as a stranger to the server."""
+    looks = iter([20, None, 1, 0])    # 30 -> 20; 20 reaped; 30 -> 1 (adopted)
+    monkeypatch.setattr(children, "parent_pid", lambda pid: next(looks))
+    assert children.descends_from(30, 1)
+    monkeypatch.setattr(children, "parent_pid", {30: 20, 1: 0}.get)
+    assert not children.descends_from(30, 1)      # still a stranger once looked at again
+    assert not children.descends_from(40, 1)      # no such process
+
+
 # -- a fork the kernel refuses ----------------------------------------------------
 
 # The parent asks for a child with fork() failing (EAGAIN: RLIMIT_NPROC or

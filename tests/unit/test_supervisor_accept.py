@@ -292,8 +292,8 @@ def test_a_dead_spawners_worker_without_a_pidfd_is_reaped_by_the_status_timer(
             boss._adopt(worker)
             boss._adopt(supervisor.Child("worker", 999_999_999, None, -1))  # a second: no line
         assert [r.getMessage() for r in caplog.records] == [
-            "cannot watch the workers of a dead spawner: Too many open files; their exits "
-            "are checked every 5 s"]
+            "cannot watch the workers of a retired or dead spawner: Too many open files; "
+            "their exits are checked every 5 s"]
         boss.on_status_timer()
         assert pid in boss.children                # still running, still counted
         os.write(gate_w, b"x")

@@ -10,6 +10,7 @@ recovery wait and then warns of a worker that did not re-register.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -211,4 +212,56 @@ def test_a_spawner_dying_with_an_unforked_connection_leaves_another_ones_worker_
             os.waitpid(worker, 0)
         for sock in late:
             sock.close()
+        made.close()
+
+
+def test_a_retired_spawner_settled_first_leaves_the_others_reported_worker_to_it(
+        monkeypatch, caplog):
+    """Two spawners exit in one turn (two reloads close together: each
+    retired one exits at once), the second's start report for its worker
+    still unread.  Settling the first took that worker, now the
+    supervisor's child, for an unreported orphan of its own (cid 0,
+    watched); the report then made a second entry and a second watch for
+    it, and its exit was settled twice: logged as 'unreported', its
+    address's slot never given back, then a KeyError out of the loop."""
+    made = Boss(monkeypatch, (7,))
+    worker = 0
+    try:
+        made.boss.broker_out.queue(b"")    # (the broker of Boss is running)
+        made.handle.flush()                # cid 7 sent, forked and reported below
+        retired_ours, retired_theirs = socket.socketpair(socket.AF_UNIX,
+                                                         socket.SOCK_SEQPACKET)
+        retired = spawner.Handle(retired_ours, 1111, [1])
+        retired.retired = True
+        made.boss.spawners[1111] = retired
+        retired_theirs.close()
+        worker = idle_child()
+        made.theirs.send(f"S 7 {worker}".encode())
+        made.theirs.close()                # both spawners have exited, unread
+        monkeypatch.setattr(supervisor.children, "unknown_children",
+                            lambda known: [pid for pid in [worker] if pid not in known])
+        monkeypatch.setattr(made.boss, "_heed_pending_stop", lambda: None)
+        made.boss.stopping = True          # (no spawner to start after the second)
+        made.boss._spawner_gone(supervisor.Child("spawner", 1111, None, -1), 0)
+        made.boss._spawner_gone(supervisor.Child("spawner", 1234, None, -1), 0)
+        assert made.boss.children[worker].cid == 7
+        assert made.told() == [{"op": "bind", "workers": [[7, worker, "192.0.2.7"]]}]
+        os.kill(worker, 9)
+        with caplog.at_level("DEBUG", logger="forkchat.supervisor"):
+            while worker in made.boss.children:
+                events = made.boss.selector.select(timeout=5)
+                assert events, "the worker's exit was not seen"
+                for key, mask in events:
+                    key.data(mask)
+            for key, mask in made.boss.selector.select(timeout=0.1):
+                key.data(mask)             # a second watch on it would fire too
+        worker = 0
+        assert made.boss.admission.clients == 0
+        exits = [r.getMessage() for r in caplog.records if "worker" in r.getMessage()]
+        assert exits == ["worker for conn 7 was killed by SIGKILL (perhaps out of memory?)"]
+    finally:
+        if worker:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(worker, 9)
+                os.waitpid(worker, 0)
         made.close()
