@@ -13,7 +13,10 @@ Protocol (one SOCK_SEQPACKET pair per spawner, ASCII fields):
   supervisor -> spawner  ``W cid proto listener peer`` + the client fd
                          ``R``: retire (no more requests; exit now: the
                          workers, each reported as it started, become the
-                         supervisor's children, as a dead spawner's do)
+                         supervisor's children, as a dead spawner's do);
+                         ``R wait``: retire, and exit after the last worker
+                         (a supervisor that is no subreaper would not learn
+                         how adopted workers end)
   spawner -> supervisor  ``S cid pid`` started, ``F cid reason`` failed (the
                          supervisor refuses the client with its copy),
                          ``L cid`` the client fd did not arrive (the kernel
@@ -99,6 +102,7 @@ class Spawner:
         self.supervisor_pid = os.getppid()     # the server's root, for STATS
         self.workers: set[int] = set()
         self.retired = False
+        self.linger = False        # retired, but stay until the last worker ends
         self.done = False
 
     def run(self) -> int:
@@ -122,12 +126,17 @@ class Spawner:
                           lambda: self.reap() if signals.received(signal_r) else None)
         selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
         gc.freeze()
-        while not self.done and not self.retired:
+        while self.still_running():
             for key, _mask in selector.select():
                 key.data()
         if self.retired:
             self.reap()      # the exits already here are reported; the rest are the supervisor's
         return 0
+
+    def still_running(self) -> bool:
+        """Until the supervisor is gone, or it retired us (and, if it asked
+        us to linger, our last worker has ended)."""
+        return not self.done and not (self.retired and not (self.linger and self.workers))
 
     def on_lifeline(self) -> None:
         self.done = True          # the supervisor is gone; its workers notice it too
@@ -155,6 +164,7 @@ class Spawner:
             # Every request before it was answered (one at a time, in
             # order): the supervisor knows each worker's pid and adopts them.
             self.retired = True
+            self.linger = fields == ["wait"]
         elif kind == "W" and fields:
             # Without a report the supervisor would hold the client's
             # socket, and count it, for ever; the client would wait as long.
@@ -235,6 +245,7 @@ class Handle:
         self.requests: dict[int, Request] = {}             # by cid, in the order asked
         self.queue: collections.deque[int | None] = collections.deque()  # cids to send; None: retire
         self.retired = False
+        self.linger = False                  # retired with ``R wait``
         self.broken = False                  # the spawner end is gone
         self.unsendable: list[Request] = []  # the kernel would not pass these
 
@@ -264,7 +275,7 @@ class Handle:
         while self.queue and not self.broken:
             cid = self.queue[0]
             if cid is None:
-                message, fds = b"R", []
+                message, fds = (b"R wait" if self.linger else b"R"), []
             else:
                 request = self.requests[cid]
                 index = self.listener_ids.index(request.listener_id)
@@ -287,8 +298,11 @@ class Handle:
                 self.requests[cid].sent = True
         return True
 
-    def retire(self) -> None:
+    def retire(self, linger: bool = False) -> None:
+        """No more requests; with `linger`, the spawner stays until its
+        last worker ends (see ``R wait``)."""
         self.retired = True
+        self.linger = linger
         self.queue.append(None)
 
     def reports(self) -> list[tuple[str, list[str]]] | None:

@@ -117,6 +117,7 @@ class Supervisor:
         # a reload's spawner could not be forked: the one new clients go to
         # has the previous configuration, and the fork is tried again
         self.spawner_stale = False
+        self.spawners_linger = False    # retired spawners wait for their workers (no subreaper)
         self.stopping = False
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.broker_address = f"\0forkchat-{os.getpid()}-{secrets.token_hex(8)}"
@@ -151,7 +152,10 @@ class Supervisor:
         warn_os_limits(self.cfg.limits)
         gc.disable()
         children.make_lifeline()
-        children.become_subreaper()
+        if not children.become_subreaper():
+            # A retired spawner's workers would become init's, and their
+            # ends unknown to us: retired spawners stay until their last.
+            self.spawners_linger = True
         self._install_signals()
         self.broker_listener.bind(self.broker_address)
         self.broker_listener.listen(listeners.BACKLOG)
@@ -418,7 +422,7 @@ class Supervisor:
         previous, self.spawner = self.spawner, handle
         self.spawner_stale = False
         if previous is not None:
-            previous.retire()
+            previous.retire(self.spawners_linger)
             self._flush_spawner(previous)
         self._started("spawner", child.pid)
         return True
@@ -1092,7 +1096,7 @@ class Supervisor:
         (so that they are told to stop too), then retire every spawner."""
         for handle in self.spawners.values():
             if not handle.retired:
-                handle.retire()
+                handle.retire(self.spawners_linger)
                 self._flush_spawner(handle)
         while any(h.requests for h in self.spawners.values()):
             left = deadline - time.monotonic()

@@ -58,6 +58,32 @@ def test_retire_is_queued_after_the_requests(pair):
     client.close()
 
 
+def test_a_lingering_retirement_is_said_so(pair):
+    """A supervisor that is no subreaper asks a retired spawner to stay
+    until its last worker ends, else it could not learn how they end."""
+    ours, theirs = pair
+    handle = spawner.Handle(ours, 1, [1])
+    handle.retire(linger=True)
+    assert handle.flush()
+    assert theirs.recv(512) == b"R wait"
+
+
+@pytest.mark.parametrize("message, workers, stays", [
+    (b"R", {4242}, False),          # exits at once: its workers are the supervisor's
+    (b"R wait", {4242}, True),      # stays for its worker
+    (b"R wait", set(), False),      # nothing to wait for
+])
+def test_a_retired_spawner_stays_only_when_asked_and_while_it_has_workers(
+        pair, message, workers, stays):
+    ours, theirs = pair
+    worker = spawner.Spawner(theirs, cfg=None, broker_address=b"", tls_contexts=[None],
+                             worker_main=lambda *args: None)
+    worker.workers = set(workers)
+    ours.send(message)
+    worker.on_control()
+    assert worker.retired and worker.still_running() is stays
+
+
 def test_reports_are_parsed_until_the_spawner_closes(pair):
     ours, theirs = pair
     handle = spawner.Handle(ours, 1, [])
