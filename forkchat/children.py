@@ -276,7 +276,7 @@ def proc_readable() -> bool:
 
 
 def become_subreaper() -> bool:
-    """Adopt grandchildren whose parent dies: the workers of a dead spawner
+    """Adopt grandchildren whose parent dies: the workers of a retired or dead spawner
     then become our children, and we learn how each one ends."""
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 

@@ -122,7 +122,7 @@ class Worker:
                  tls: ssl.SSLContext | None = None, supervisor_pid: int = 0) -> None:
         self.sock = sock
         # STATS u and p describe the server, whose root is the supervisor: our
-        # parent is a spawner (or the supervisor, once a dead spawner left us)
+        # parent is a spawner (or the supervisor, once our spawner retired or died)
         self.supervisor_pid = supervisor_pid or os.getppid()
         self.tls = tls
         self.handshaking = tls is not None
