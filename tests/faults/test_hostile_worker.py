@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from forkchat import broker, ipc, protocol
+from forkchat import broker, flood, ipc, protocol
 from tests.unit.test_broker_cid import PEER, Harness, hello
 
 
@@ -377,3 +377,50 @@ def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness):
     assert 2 not in harness.broker.links and 2 not in harness.broker.state.clients
     assert harness.broker.command_counts["PRIVMSG"] == 500
     assert not harness.broker.flood_stalled and not harness.broker.buckets
+
+
+
+def test_links_waiting_for_flood_control_cost_the_loop_a_look_per_worker_not_per_link(
+        harness, monkeypatch):
+    """A worker may open links to the broker as fast as it likes, each
+    waiting for the one flood control of its process.  The loop looked at
+    every such link each turn (the next token's time, whether it had
+    come): a worker holding 2000 links cost every turn 3.5 ms, for all
+    clients, and the broker raises its descriptor limit to the hard one.
+    Their wait is their worker's, looked at once a turn; they still run
+    in their turn."""
+    sock = harness.worker(*registered())
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 100)
+    extra = []
+    for _ in range(50):
+        each = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        harness.socks.append(each)
+        each.connect(harness.address)
+        each.sendall(ipc.encode(ipc.Kind.SYNC, b"s"))      # (before HELLO: refused when run)
+        extra.append(each)
+        harness.turn(0)
+    for _ in range(20):
+        harness.turn(0)
+    assert harness.broker.links[2] in harness.broker.flood_stalled
+    looks = []
+    wait_time = flood.TokenBucket.wait_time
+    monkeypatch.setattr(flood.TokenBucket, "wait_time",
+                        lambda bucket, cost=1.0: looks.append(bucket) or wait_time(bucket, cost))
+    harness.broker._timeout()
+    harness.broker._resume_flood_stalled()
+    assert len(looks) <= 2, len(looks)
+    monkeypatch.undo()
+    deadline = time.monotonic() + 5
+    for each in extra:
+        each.setblocking(False)
+        while time.monotonic() < deadline:
+            loop_turn(harness)
+            try:
+                if each.recv(4096) == b"":
+                    break
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                break
+        else:
+            raise AssertionError("a link waiting for its flood control was never run")
