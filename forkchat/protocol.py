@@ -68,9 +68,22 @@ def parse_line(raw: bytes) -> Message:
         raise ProtocolError("NUL byte in line")
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError("Line is not valid UTF-8") from None
+    except UnicodeDecodeError as error:
+        if not _cut_at_limit(raw, error):
+            raise ProtocolError("Line is not valid UTF-8") from None
+        text = raw[:error.start].decode("utf-8")
     return parse_text(text)
+
+
+def _cut_at_limit(raw: bytes, error: UnicodeDecodeError) -> bool:
+    """Whether the only fault of `raw` is its last character cut short at
+    the 510-byte limit: the client cut its own overlong line there, as
+    irssi does with any line it does not split (a long TOPIC or AWAY).
+    That character is dropped and the rest taken; refused, a long topic of
+    euro signs or emoji typed in irssi was lost whenever the cut split one,
+    the user told only "Line is not valid UTF-8" in the status window."""
+    return (len(raw) == MAX_BODY_BYTES and error.end == len(raw)
+            and error.reason == "unexpected end of data")
 
 
 def parse_loose(raw: bytes) -> Message:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import psutil
 import pytest
@@ -272,6 +273,65 @@ def test_weechat_session_without_unprovoked_errors(server, registered):
         assert drain(watcher) == []
     finally:
         if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait(5)
+        proxy.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_for_line(proxy: RecordingProxy, needle: str) -> str:
+    """The first line the server sent through `proxy` that holds `needle`,
+    waited for as it arrives."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while time.monotonic() < deadline:
+        found = [line for line in proxy.server_lines() if needle in line]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"the server never sent {needle!r}: {proxy.server_lines()}")
+
+
+@pytest.mark.skipif(not (shutil.which("irssi") and shutil.which("tmux")
+                         and shutil.which("weechat-headless")),
+                    reason="irssi, tmux and weechat-headless are needed")
+def test_irssi_long_multibyte_topic_reaches_a_later_weechat_joiner(server, registered):
+    """irssi cuts a TOPIC line over 510 bytes at byte 510 itself, here inside a
+    euro sign: the topic is set all the same (the cut character dropped), and
+    weechat, joining later, is shown the topic the members were told."""
+    typed = "\U0001f389" + "\u20ac" * 200
+    assert len(f"TOPIC #real :{typed}".encode()[:510].decode("utf-8", "ignore").encode()) < 510
+    workdir = tempfile.mkdtemp(prefix="forkchat-topic-")
+    home = os.path.join(workdir, "home")
+    os.makedirs(home)
+    with open(os.path.join(home, "config"), "w") as handle:
+        handle.write(IRSSI_CONFIG.replace("{port}", str(server.port)))
+    watcher = registered("watcher")
+    watcher.join("#real")
+    tmux = Tmux(workdir)
+    proxy = RecordingProxy(server.port)
+    process = None
+    try:
+        tmux.start(f"irssi --home={home} -n fcirssi")
+        expect_from(watcher, "fcirssi", "JOIN")
+        watcher.send("MODE #real +o fcirssi")
+        expect_from(watcher, "watcher", "MODE")
+        tmux.type(f"/topic #real {typed}")
+        topic = expect_from(watcher, "fcirssi", "TOPIC").params[1]
+        assert len(topic) > 100 and typed.startswith(topic)
+        setup = ";".join([f"/server add t 127.0.0.1/{proxy.port} -notls",
+                          "/set irc.server.t.nicks fcweechat", "/set irc.server.t.autojoin #real",
+                          "/connect t"])
+        process = subprocess.Popen(["weechat-headless", "--dir", workdir, "--run-command", setup],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        expect_from(watcher, "fcweechat", "JOIN")
+        assert wait_for_line(proxy, " 332 fcweechat #real :").endswith(f" :{topic}")
+    except AssertionError:
+        print(tmux.screen())
+        raise
+    finally:
+        tmux.stop()
+        if process is not None and process.poll() is None:
             os.killpg(process.pid, 9)
             process.wait(5)
         proxy.close()

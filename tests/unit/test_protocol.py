@@ -32,6 +32,26 @@ def test_parse_rejects(raw, reason):
     assert info.value.reason == reason
 
 
+def test_a_line_cut_at_the_limit_inside_a_character_loses_only_that_character():
+    """irssi cuts a TOPIC (or AWAY) longer than 510 bytes at byte 510
+    itself, often inside a multi-byte character: the rest is taken."""
+    whole = b"TOPIC #a :" + "\u20ac".encode() * 166            # 508 bytes
+    msg = protocol.parse_line(whole + "\U0001f389".encode()[:2] + b"\r\n")
+    assert msg == Message("", "TOPIC", ["#a", "\u20ac" * 166])
+    one_byte_more = b"TOPIC #ab :" + "\u20ac".encode() * 166                # 509 bytes
+    assert protocol.parse_line(one_byte_more + b"\xf0").params == ["#ab", "\u20ac" * 166]
+
+
+@pytest.mark.parametrize("raw", [
+    b"TOPIC #a :" + "\u20ac".encode() * 165 + b"\xe2\x82",           # cut short of the limit
+    b"TOPIC #a :\xff" + "\u20ac".encode() * 166 + b"\xe2",            # also invalid before the cut
+    b"TOPIC #a :" + "\u20ac".encode() * 166 + b"\xe2\x28",            # not a cut: a bad byte
+])
+def test_other_invalid_utf8_at_the_end_is_still_refused(raw):
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_line(raw)
+
+
 def test_too_many_params_are_folded_into_the_last():
     msg = protocol.parse_line(b"CMD " + b" ".join(b"p%d" % i for i in range(20)))
     assert len(msg.params) == protocol.MAX_PARAMS
