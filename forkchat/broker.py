@@ -164,7 +164,8 @@ def settings_from(cfg: config.Config, created: str) -> state.Settings:
 
 
 def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
-         created: str, expected: tuple[tuple[int, int, str], ...] = ()) -> None:
+         created: str, flood_ceiling: tuple[float, int] | None = None,
+         expected: tuple[tuple[int, int, str], ...] = ()) -> None:
     """Process entry point (the multiprocessing target).
 
     `expected` lists the workers alive when a previous broker died, as
@@ -172,10 +173,12 @@ def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
     later; peer: the address the client connected from): their talk is
     held until each has re-registered (or RECOVERY_WAIT_S passed), so that
     no member misses a room's messages for having come back late.
+    `flood_ceiling`: the highest (flood_rate, flood_burst) since the
+    server started (Broker._bucket).
     """
     def serve() -> int:
         logsetup.setup("broker", cfg.log.level)
-        return Broker(listener, control, cfg, created, expected).run()
+        return Broker(listener, control, cfg, created, expected, flood_ceiling).run()
     children.run_child("forkchat-broker", {listener.fileno(), control.fileno()}, serve)
 
 
@@ -279,7 +282,8 @@ class WaitingScan:
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str,
-                 expected: tuple[tuple[int, int, str], ...] = ()) -> None:
+                 expected: tuple[tuple[int, int, str], ...] = (),
+                 flood_ceiling: tuple[float, int] | None = None) -> None:
         self.listener = listener
         self.control = control
         self.supervisor_pid = os.getppid()
@@ -323,6 +327,8 @@ class Broker:
         self.held: list[tuple[Link, int, bytes]] = []
         self.holding: set[Link] = set()     # links with frames among those (see _must_wait)
         self.buckets: dict[int, flood.TokenBucket] = {}   # worker pid -> its frames' flood control
+        # (flood_rate, flood_burst): the highest since the server started
+        self.flood_ceiling = flood_ceiling or (cfg.limits.flood_rate, cfg.limits.flood_burst)
         self.flood_stalled = FloodWaits()   # stalled links that may wait for a token
         self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
         # Credit refills by the clock, and a scan spends the CPU it took: a
@@ -669,12 +675,18 @@ class Broker:
         beyond that they wait, unread, as its client's lines wait in the
         worker.  Kept per process, not per link: a worker may open links
         as fast as it sends frames.
+
+        The client's rate is the highest since the server started (the
+        supervisor's word: flood_ceiling), not the running one: a worker
+        keeps the limits it was started with, and a broker restarted after
+        a reload that lowered them held the workers started before it
+        below their own (60 lines of such a client took 24 s, not 5).
         """
         bucket = self.buckets.get(pid)
         if bucket is None:
-            limits = self.cfg.limits
-            bucket = flood.TokenBucket(FLOOD_MARGIN * limits.flood_burst + FLOOD_OWN_FRAMES,
-                                       FLOOD_MARGIN * limits.flood_rate)
+            rate, burst = self.flood_ceiling
+            bucket = flood.TokenBucket(FLOOD_MARGIN * burst + FLOOD_OWN_FRAMES,
+                                       FLOOD_MARGIN * rate)
             self.buckets[pid] = bucket
         return bucket
 
@@ -1337,6 +1349,8 @@ class Broker:
         elif op == "bind":
             for cid, pid, peer in message.get("workers", ()):
                 self._bind(int(cid), int(pid), str(peer))
+        elif op == "flood_ceiling":      # a reload's (see Broker._bucket)
+            self.flood_ceiling = (float(message["rate"]), int(message["burst"]))
         elif op == "shutdown":
             self.running = False
         elif op == "freeze":

@@ -143,6 +143,10 @@ class Supervisor:
         # cids the running broker was started awaiting with no worker yet
         # (pid 0): one refused instead must be named to it (`_unadmit`)
         self.awaited_unstarted: set[int] = set()
+        # The highest flood_rate and flood_burst of every configuration
+        # since the start, for the broker's flood control of workers
+        # (_raise_flood_ceiling)
+        self.flood_ceiling = (cfg.limits.flood_rate, cfg.limits.flood_burst)
 
     # -- main loop -------------------------------------------------------------
 
@@ -602,7 +606,7 @@ class Supervisor:
         try:
             child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
-                                 expected))
+                                 self.flood_ceiling, expected))
         except OSError as error:
             self._fork_failed("broker", f"cannot start the broker: {error.strerror or error}")
             control.close()
@@ -856,6 +860,7 @@ class Supervisor:
         if self.spawner_stale:
             troubles.append("new connections get the previous configuration until a "
                             "spawner starts")
+        self._raise_flood_ceiling(new.limits)
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
         if troubles:
             outcome = f"configuration reloaded, but {' and '.join(troubles)}"
@@ -864,6 +869,24 @@ class Supervisor:
             return
         log.info("configuration reloaded")
         systemd.notify("READY=1", self._status())
+
+    def _raise_flood_ceiling(self, limits: config.Limits) -> None:
+        """Tell the broker the highest flood_rate and flood_burst since the
+        start, which its flood control of workers keeps to.
+
+        A worker keeps the flood control it was started with (a reload is
+        for the connections after it); a broker that went by the running
+        configuration held the workers started before a reload that
+        lowered the limits below their own, once it made their buckets
+        anew (restarted after a crash): 60 lines of such a client took
+        24 s instead of 5.  The highest of all is what no worker of ours
+        goes beyond, and no more than the server ever allowed one.
+        """
+        rate, burst = self.flood_ceiling
+        self.flood_ceiling = (max(rate, limits.flood_rate), max(burst, limits.flood_burst))
+        self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {
+            "op": "flood_ceiling", "rate": self.flood_ceiling[0],
+            "burst": self.flood_ceiling[1]}))
 
     def _reload_failed(self, problems: list[str]) -> None:
         """One line for each problem, with its prefix; the running

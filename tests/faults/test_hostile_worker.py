@@ -12,15 +12,20 @@ test_broker_cid's Harness), sending frames no worker of ours would.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import pickle
 import selectors
+import signal
 import socket
 import time
 
 import pytest
 
 from forkchat import broker, flood, ipc, protocol
+from tests.support.ircclient import IrcTestClient
+from tests.support.server import broker_pid
 from tests.unit.test_broker_cid import PEER, Harness, hello
 
 
@@ -336,6 +341,29 @@ def test_a_worker_gets_its_frames_run_at_twice_its_clients_flood_rate(harness):
     assert not harness.broker.links[2].closed
 
 
+def test_a_worker_counted_after_a_reload_that_lowered_flood_control_keeps_the_old_pace(harness):
+    """A reload lowers flood_rate and flood_burst for the connections after
+    it; a worker started before keeps its own.  The broker made a worker's
+    bucket from the running limits when it first counted one of its frames:
+    after such a reload, a worker a retired spawner started with the
+    previous configuration, or one whose first frame came after it, was
+    held below its own pace.  The supervisor tells the broker the highest
+    limits since the start with each new configuration."""
+    limits = dataclasses.replace(harness.broker.cfg.limits, flood_rate=1.0, flood_burst=1)
+    harness.supervisor_end.sendall(
+        ipc.encode_json(ipc.Kind.CONTROL, {"op": "flood_ceiling", "rate": 2.0, "burst": 10})
+        + ipc.encode(ipc.Kind.CONFIG, pickle.dumps(
+            dataclasses.replace(harness.broker.cfg, limits=limits))))
+    harness.broker.on_control(selectors.EVENT_READ)
+    assert harness.broker.cfg.limits.flood_burst == 1
+    start = time.monotonic()
+    sock = harness.worker(*registered())
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 500)
+    ran = harness.broker.command_counts.get("PRIVMSG", 0)
+    burst = 2 * 10 + 10 - 3             # HELLO, NICK and REGISTER took 3
+    assert burst <= ran <= burst + 4 * (time.monotonic() - start) + 1, ran
+
+
 def loop_turn(harness: Harness) -> None:
     """A turn of the broker's loop with the chore of Broker.run's that the
     harness leaves out: the links whose flood control let them go on."""
@@ -361,6 +389,47 @@ def test_a_link_held_by_its_output_once_its_tokens_are_back_does_not_spin_the_lo
         loop_turn(harness)
     assert link.stalled is not None and harness.broker._token_wait(link) == 0
     assert harness.broker._timeout() > 1
+
+
+FAST_CLIENTS = "[limits]\nflood_burst = 10\nflood_rate = 10.0\n"
+SLOW_CLIENTS = "[limits]\nflood_burst = 1\nflood_rate = 1.0\n"
+
+
+def test_a_client_of_before_a_reload_that_lowered_flood_control_keeps_its_pace(make_server):
+    """A client keeps the flood control it was accepted with (its worker
+    makes it once); a reload that lowers flood_rate and flood_burst is for
+    the connections after it.  A broker restarted after such a reload made
+    every worker's bucket from the new limits: 60 lines of a client
+    accepted before it, sent at its 10 a second, ran at 2 a second, 24 s
+    instead of 5 (and one that could not answer a PING meanwhile could
+    time out).  The broker holds workers to the highest limits since the
+    start.  Counted, not timed: bob's worker answers his 80 PINGs at the
+    same pace as alice's lets her 60 lines go, 2 s longer; all of them
+    reach him before the last PONG."""
+    lines, pings = 60, 80
+    server = make_server(config_text=FAST_CLIENTS)
+    alice, bob = IrcTestClient(server.port, timeout=20), IrcTestClient(server.port, timeout=20)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        server.write_config(SLOW_CLIENTS)
+        mark = server.log_length()
+        server.signal(signal.SIGHUP)
+        server.wait_for_text("configuration reloaded", start=mark)
+        mark = server.log_length()
+        os.kill(broker_pid(server), signal.SIGKILL)
+        server.wait_for_text("recovery done", start=mark)
+        alice.send("".join(f"PRIVMSG bob :line {n}\r\n" for n in range(lines)).encode())
+        bob.send(b"PING :tick\r\n" * pings)
+        got, pongs = 0, 0
+        while pongs < pings:
+            msg = bob.expect(lambda m: m.command in ("PRIVMSG", "PONG"))
+            got += msg.command == "PRIVMSG"
+            pongs += msg.command == "PONG"
+        assert got == lines
+    finally:
+        alice.close()
+        bob.close()
 
 
 def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness):
