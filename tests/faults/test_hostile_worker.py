@@ -432,21 +432,63 @@ def test_a_client_of_before_a_reload_that_lowered_flood_control_keeps_its_pace(m
         bob.close()
 
 
-def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness):
+@pytest.mark.parametrize("way", ["gone", "hangup"])
+def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness, caplog,
+                                                                     monkeypatch, way):
     """A link waiting for its flood control is not read, so nothing told
     the broker its worker was gone: the client stayed, nick and rooms,
     while what the worker had sent ran at the flood rate.  The
-    supervisor's word that the worker is gone runs the rest and closes it."""
+    supervisor's word that the worker is gone, or a write to its link that
+    fails, closes it at once; then all it had sent ran at once, flood
+    control or not (a worker that filled its socket and exited had 5000
+    room messages run in 0.05 s: a burst for each connection taken over).
+    Now what its tokens allow runs, then its BYE alone (the client's quit
+    reason); the rest is dropped, logged once with a count.  A worker of
+    ours never has frames waiting for the broker's flood control."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    reasons: list[str] = []
+    disconnect = harness.broker.state.disconnect
+    monkeypatch.setattr(harness.broker.state, "disconnect",
+                        lambda cid, reason, out: reasons.append(reason)
+                        or disconnect(cid, reason, out))
+    start = time.monotonic()
     sock = harness.worker(*registered())
-    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 500)
+    send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 500
+                 + ipc.encode(ipc.Kind.BYE, b"Quit: so long"))
     assert harness.broker.links[2] in harness.broker.flood_stalled
-    harness.supervisor_end.sendall(ipc.encode_json(
-        ipc.Kind.CONTROL, {"op": "gone", "cid": 2, "pid": os.getpid()}))
-    harness.broker.on_control(selectors.EVENT_READ)
+    ran = harness.broker.command_counts["PRIVMSG"]
+    if way == "gone":
+        harness.supervisor_end.sendall(ipc.encode_json(
+            ipc.Kind.CONTROL, {"op": "gone", "cid": 2, "pid": os.getpid()}))
+        harness.broker.on_control(selectors.EVENT_READ)
+    else:                               # its worker exited; the broker writes to it
+        sock.close()
+        harness.broker.queue(2, ipc.encode(ipc.Kind.DELIVER, b":x PRIVMSG mallory :hi"))
+        harness.broker._flush_dirty()
     assert 2 not in harness.broker.links and 2 not in harness.broker.state.clients
-    assert harness.broker.command_counts["PRIVMSG"] == 500
-    assert not harness.broker.flood_stalled and not harness.broker.buckets
+    after = harness.broker.command_counts["PRIVMSG"]
+    assert ran <= after <= ran + 4 * (time.monotonic() - start) + 1, (ran, after)
+    assert reasons == ["Quit: so long"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"conn 2: its worker exited with {500 - after} frames over its flood control, "
+        "dropped"]
+    assert not harness.broker.flood_stalled
+    assert not harness.broker.buckets or way == "hangup"      # (until the supervisor's word)
 
+
+def test_a_gone_workers_last_lines_within_its_flood_control_all_run(harness, caplog):
+    """A worker that exits right after its client's last lines (a QUIT
+    behind them), before the broker read them, has every one run."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    sock = harness.worker(*registered())
+    sock.sendall(ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 20
+                 + ipc.encode(ipc.Kind.BYE, b"Quit: done"))
+    sock.close()
+    harness.broker.queue(2, ipc.encode(ipc.Kind.DELIVER, b":x PRIVMSG mallory :hi"))
+    harness.broker._flush_dirty()
+    assert 2 not in harness.broker.links
+    assert harness.broker.command_counts["PRIVMSG"] == 20
+    assert not caplog.records
 
 
 def test_links_waiting_for_flood_control_cost_the_loop_a_look_per_worker_not_per_link(
