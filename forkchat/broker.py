@@ -708,15 +708,22 @@ class Broker:
                 if link.stalled is not None and not link.closed:
                     self._try_unstall(link)     # (noted again, last, if it waits again)
 
-    def _flood_stalled_gone(self, pid: int) -> None:
-        """A worker is gone: its links that wait for its flood control
-        leave now (_leave).
+    def _worker_gone(self, cid: int, pid: int) -> None:
+        """A worker is gone: its links leave now (_leave), its connection's
+        and any other that waits for its flood control.
 
-        Nothing else ends their wait (they are not read), so its client
-        stayed, nick and rooms, while what it had sent ran at the flood
-        rate, for half an hour at worst.
+        A link waiting for its flood control is not read, and nothing else
+        ended its wait: its client stayed, nick and rooms, while what it
+        had sent ran at the flood rate, for half an hour at worst.  Any
+        other waited for its end of file: a worker taken over that forked
+        left its link to its child, which kept the client, at the flood
+        rate, for as long as it liked.
         """
-        for link in self.flood_stalled.take(pid):
+        links = self.flood_stalled.take(pid)
+        link = self.links.get(cid)
+        if link is not None and link.pid == pid and link not in links:
+            links.append(link)
+        for link in links:
             self._leave(link)
 
     def _leave(self, link: Link) -> None:
@@ -1390,7 +1397,7 @@ class Broker:
         op = message.get("op")
         if op == "gone":
             cid, pid = int(message.get("cid", 0)), int(message.get("pid", 0))
-            self._flood_stalled_gone(pid)
+            self._worker_gone(cid, pid)
             self._unbind(cid, pid)
             self._arrived(cid)
         elif op == "bind":

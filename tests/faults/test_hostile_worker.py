@@ -432,6 +432,16 @@ def test_a_client_of_before_a_reload_that_lowered_flood_control_keeps_its_pace(m
         bob.close()
 
 
+def quit_reasons(harness: Harness, monkeypatch) -> list[str]:
+    """The reasons the broker's clients quit with, from now on."""
+    reasons: list[str] = []
+    disconnect = harness.broker.state.disconnect
+    monkeypatch.setattr(harness.broker.state, "disconnect",
+                        lambda cid, reason, out: reasons.append(reason)
+                        or disconnect(cid, reason, out))
+    return reasons
+
+
 @pytest.mark.parametrize("way", ["gone", "hangup"])
 def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness, caplog,
                                                                      monkeypatch, way):
@@ -446,11 +456,7 @@ def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness, cap
     reason); the rest is dropped, logged once with a count.  A worker of
     ours never has frames waiting for the broker's flood control."""
     caplog.set_level(logging.ERROR, logger="forkchat.broker")
-    reasons: list[str] = []
-    disconnect = harness.broker.state.disconnect
-    monkeypatch.setattr(harness.broker.state, "disconnect",
-                        lambda cid, reason, out: reasons.append(reason)
-                        or disconnect(cid, reason, out))
+    reasons = quit_reasons(harness, monkeypatch)
     start = time.monotonic()
     sock = harness.worker(*registered())
     send_turning(harness, sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 500
@@ -474,6 +480,32 @@ def test_a_gone_worker_waiting_for_its_flood_control_leaves_at_once(harness, cap
         "dropped"]
     assert not harness.broker.flood_stalled
     assert not harness.broker.buckets or way == "hangup"      # (until the supervisor's word)
+
+
+def test_a_gone_workers_link_leaves_though_a_process_it_forked_holds_it(harness, caplog,
+                                                                        monkeypatch):
+    """The supervisor's word that a worker is gone closed its link only if
+    it waited for its flood control; any other waited for its end of file.
+    A worker taken over forks, and its child holds the link and sends on
+    after the worker has exited: its client stayed, nick and rooms, for
+    as long as that child liked, at twice the flood rate, or flooded with
+    the broker's bucket of that worker made anew.  What it had sent when
+    the word came runs as its tokens allow, then its BYE; nothing later."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    reasons = quit_reasons(harness, monkeypatch)
+    sock = harness.worker(*registered())
+    sock.sendall(ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x") * 500
+                 + ipc.encode(ipc.Kind.BYE, b"Quit: gone"))        # not read yet
+    harness.supervisor_end.sendall(ipc.encode_json(
+        ipc.Kind.CONTROL, {"op": "gone", "cid": 2, "pid": os.getpid()}))
+    harness.broker.on_control(selectors.EVENT_READ)
+    assert 2 not in harness.broker.links and 2 not in harness.broker.state.clients
+    ran = harness.broker.command_counts["PRIVMSG"]
+    assert ran <= 2 * 10 + 10 - 3 + 1
+    assert reasons == ["Quit: gone"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"conn 2: its worker exited with {500 - ran} frames over its flood control, dropped"]
+    assert not harness.broker.buckets and not harness.broker.flood_stalled
 
 
 def test_a_gone_workers_last_lines_within_its_flood_control_all_run(harness, caplog):
