@@ -263,3 +263,26 @@ def test_a_signal_noted_while_a_full_wakeup_socket_is_drained_is_taken_now(monke
     monkeypatch.setattr(signals, "_noted", [])
     wakeup: Any = _FullWakeupSocket(signal.SIGTERM)
     assert signal.SIGTERM in signals.received(wakeup)
+
+
+def test_a_sighup_while_the_server_stops_reloads_nothing(make_server):
+    """The stop reads signals while it waits for its workers: a SIGHUP
+    then (the terminal closed after Ctrl+C, a log rotation's kill -HUP)
+    ran a whole reload, a new spawner forked for no one, "configuration
+    reloaded" in the middle of the stop, RELOADING=1 after STOPPING=1."""
+    server = make_server()
+    bob = IrcTestClient(server.port)
+    bob.register("bob")
+    slow = worker_pid(server, "bob")
+    os.kill(slow, signal.SIGSTOP)         # the stop waits its grace for this one
+    mark = server.log_length()
+    server.signal(signal.SIGTERM)
+    server.wait_for_text("shutting down", start=mark)
+    server.signal(signal.SIGHUP)
+    server.wait_for_text("SIGHUP: the server is stopping, nothing reloaded", start=mark)
+    assert server.proc is not None
+    assert server.proc.wait(15) == 0
+    log = "\n".join(server.log_text().splitlines()[mark:])
+    assert "configuration reloaded" not in log, log
+    assert "spawner started" not in log, log
+    bob.close()
