@@ -40,7 +40,8 @@ that reply has reached the client, so one reply per link at most is held
 (and, beside a scan waiting for its turn, the small replies to the talk
 that may pass it: see WaitingScan).  A worker that asks on regardless (one
 taken over through its client) is not read while its output is over the
-bound, and what it sent waits (Broker._stall).
+bound, and what it sent waits (Broker._stall), as does what waited behind
+a scan once that is answered (Broker._release).
 
 Restart sequence: the supervisor starts a new broker with the list of
 workers alive at the death.  Each reconnects and sends HELLO and, if it
@@ -190,7 +191,7 @@ class Link:
     """One worker's connection, as the broker sees it."""
 
     __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched",
-                 "pid", "waiting", "waiting_since", "host", "misstated", "stalled")
+                 "pid", "waiting", "waiting_since", "host", "misstated", "stalled", "going")
 
     def __init__(self, sock: socket.socket, limit: int, pid: int | None = None) -> None:
         self.sock = sock
@@ -214,6 +215,10 @@ class Link:
         # Frames read and not run while its output is over the bound (see
         # Broker._stall); the link is not read meanwhile.
         self.stalled: list[tuple[int, bytes]] | None = None
+        # Its worker is gone: what it sent runs now, as far as its flood
+        # control allows (Broker._leave), and nothing of it waits any more,
+        # not even what a released scan held (_release).
+        self.going = False
 
 
 class FloodWaits:
@@ -497,15 +502,33 @@ class Broker:
                 self._end_recovery()
 
     def _end_recovery(self) -> None:
+        """Run the frames held, in the order they came, then what each link
+        holding some sent after them (read no more meanwhile).
+
+        A scan among them may wait, and frames behind it be released
+        before the end (a link that sends past _held_limit); if its output
+        goes over the bound then, the rest wait (_release), and this
+        link's frames held here wait behind them, before its later ones."""
         held, self.held = self.held, []
         holding, self.holding = self.holding, set()
         self.state.finish_recovery(self.outbox)
         log.info("recovery done, %d held frames to process", len(held))
+        later: dict[Link, list[tuple[int, bytes]] | None] = {}
+        for link in holding:
+            later[link], link.stalled = link.stalled, None
         for link, kind, payload in held:
-            if not link.closed:
+            if link.closed:
+                continue
+            if link.stalled is not None:        # stalled meanwhile (_release)
+                link.stalled.append((kind, payload))
+            else:
                 self._dispatch(link, kind, payload)
-        for link in holding:        # what they sent after: read no more meanwhile
-            if link.stalled is not None and not link.closed:
+        for link, frames in later.items():
+            if link.closed:
+                continue
+            if frames is not None:
+                link.stalled = [*(link.stalled or []), *frames]
+            if link.stalled is not None:
                 self._try_unstall(link)
 
     def _heartbeat(self) -> None:
@@ -634,19 +657,27 @@ class Broker:
             return
         self._run_frames(link, frames)
 
-    def _run_frames(self, link: Link, frames: list[tuple[int, bytes]]) -> None:
+    def _run_frames(self, link: Link, frames: list[tuple[int, bytes]],
+                    paid: bool = False) -> None:
         """Run a link's frames in order, those from the first that must
-        wait (_must_wait) on wait, unread (_stall)."""
+        wait (_must_wait) on wait, unread (_stall).  Frames `paid` for
+        (their flood control's token taken when they were read: _release)
+        wait for the output bound alone.  (A link whose worker is gone
+        runs what it sent in _leave.)
+
+        A frame run may stall the link (a scan it answers releases what
+        was held behind it: _release); the rest then wait behind those."""
         for index, (kind, payload) in enumerate(frames):
             if link.closed:
                 return
             if link.waiting is not None:     # its HELLO waits for its worker's pid
                 link.waiting.append((kind, payload))
                 continue
-            if self._must_wait(link):
+            if link.stalled is not None or (
+                    self._over_bound(link) if paid else self._must_wait(link)):
                 self._stall(link, frames[index:])
                 return
-            if kind in _FLOOD_COUNTED and link.pid is not None:
+            if not paid and kind in _FLOOD_COUNTED and link.pid is not None:
                 self._bucket(link.pid).take()
             self._on_frame(link, kind, payload)
 
@@ -660,8 +691,14 @@ class Broker:
         control).  A worker taken over sends what it likes: held as read,
         its frames grew the broker's memory as fast as it could read them.
         """
-        return link.writer.pending > link.writer.limit or (
+        return self._over_bound(link) or (
             bool(self.awaiting) and link in self.holding) or self._token_wait(link) > 0
+
+    @staticmethod
+    def _over_bound(link: Link) -> bool:
+        """Whether the broker holds more for a link than its bound
+        (broker_buffer_bytes), replies to its client's commands included."""
+        return link.writer.pending > link.writer.limit
 
     def _bucket(self, pid: int) -> flood.TokenBucket:
         """A worker's flood control at the broker, shared by its links.
@@ -738,6 +775,7 @@ class Broker:
         those dropped are logged, at most one line every
         REFUSED_LINKS_WINDOW_S.
         """
+        link.going = True
         frames, link.stalled = link.stalled or [], None
         broken = self._read_rest(link, frames)
         dropped = 0
@@ -799,8 +837,11 @@ class Broker:
         wait instead, as its client's lines wait in a worker for flood
         control; a worker of ours that falls behind a big reply (its
         client reads it slowly) sends nothing meanwhile anyway.
+
+        Frames already waiting stay ahead of these (a scan answered amid
+        a run of the link's frames stalled it there: _release).
         """
-        link.stalled = list(frames)
+        link.stalled = [*(link.stalled or []), *frames]
         if self._token_wait(link) > 0:
             self.flood_stalled.add(link)       # (else its output or a recovery holds it)
         link.write_watched = link.writer.pending > 0
@@ -1155,9 +1196,28 @@ class Broker:
 
     def _release(self, waiting: WaitingScan) -> None:
         """Run the frames held behind a scan, in order; a scan among them
-        may wait in its turn, and what follows it waits with it."""
-        for kind, payload in waiting.held:
-            self._dispatch(waiting.link, kind, payload)
+        may wait in its turn, and what follows it waits with it.
+
+        They were read while the link's output was within its bound, and
+        the scan's answer (or theirs) may take it over: from there on they
+        wait as frames read then would (_stall), ahead of what the link
+        sent after them, until its worker reads.  Run all at once, a
+        worker taken over that sent LIST after LIST and read nothing had a
+        reply queued for each one held (some 150 with flood control: of a
+        server of 10000 rooms, 100 MB).  (Those that wait take a token of
+        flood control again when they run: a worker of ours holds a few.)
+        A link going (closed, or its worker gone) runs them all: nobody
+        will read it again.
+        """
+        link = waiting.link
+        if link.closed or link.going:
+            for kind, payload in waiting.held:
+                self._dispatch(link, kind, payload)
+            return
+        later, link.stalled = link.stalled, None      # (stalled before: read after these)
+        self._run_frames(link, waiting.held, paid=True)
+        if later is not None and not link.closed:
+            link.stalled = [*(link.stalled or []), *later]
 
     def _drop_waiting_scan(self, link: Link, run_held: bool) -> None:
         """The link is going: its scan is not answered (nobody would read

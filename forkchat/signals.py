@@ -52,8 +52,6 @@ def received(read_end: socket.socket) -> bytes:
     signal that comes after this call is seen by the next, so one sent
     during a reload still brings one more.
     """
-    noted = _noted[:]
-    del _noted[:len(noted)]       # (a handler may append meanwhile: kept for next time)
     data = b""
     while len(data) < _DRAIN_BYTES:
         try:
@@ -63,4 +61,10 @@ def received(read_end: socket.socket) -> bytes:
         if not chunk:
             break
         data += chunk
+    # The notes after the drain: a signal whose byte found the socket full
+    # while it was drained has only its note, and a note taken before the
+    # drain left that one to wait, nothing to wake the loop, for the next
+    # signal.  One noted after this has its byte in the emptied socket.
+    noted = _noted[:]
+    del _noted[:len(noted)]       # (a handler may append meanwhile: kept for next time)
     return bytes(dict.fromkeys([*data, *noted]))

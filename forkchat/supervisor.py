@@ -833,6 +833,14 @@ class Supervisor:
         self.stopping = True
 
     def handle_sighup(self) -> None:
+        if self.stopping:
+            # The stop reads signals while it waits for the workers: a
+            # SIGHUP then (a terminal closed after Ctrl+C, a rotation's
+            # kill -HUP) forked a spawner no one would use, logged
+            # "configuration reloaded" and told systemd RELOADING=1 and
+            # READY=1 after STOPPING=1.
+            log.info("SIGHUP: the server is stopping, nothing reloaded")
+            return
         if self.reload_config is None:
             log.warning("SIGHUP: no configuration file to reload")
             return

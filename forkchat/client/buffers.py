@@ -195,6 +195,7 @@ class ChatModel:
         (VERSION, TIME ...: answered or not, nothing to read) is noted in
         buffer 1 and opens no conversation: some networks' bots ask every
         client that connects, and each left a buffer behind."""
+        buffer: Buffer | None
         if event.private and event.kind == "ctcp":
             buffer = self.buffers[0]
         elif event.private and event.kind == "notice" and self.find(event.buffer) is None:

@@ -567,3 +567,63 @@ def test_links_waiting_for_flood_control_cost_the_loop_a_look_per_worker_not_per
                 break
         else:
             raise AssertionError("a link waiting for its flood control was never run")
+
+
+def test_what_waited_behind_a_scan_runs_within_the_output_bound(harness, no_flood_control):
+    """A client's frames behind its scan waiting for its turn are held,
+    and run once it is answered.  They ran without the output bound a
+    link's read frames are held to: a worker that sent LIST after LIST
+    and read nothing had one reply more queued for each LIST held (some
+    150 with flood control; LISTs of 10000 rooms, 100 MB).  Released
+    frames now stop where its output goes over the bound, and wait with
+    what it sent later; once it reads, every reply comes, in order."""
+    st, out = harness.broker.state, harness.broker.outbox
+    st.connect(1, "192.0.2.1")
+    st.request(1, protocol.parse_line(b"NICK owner"), out)
+    st.register(1, "o", "O", out)
+    for n in range(40):
+        st.request(1, protocol.parse_line(f"JOIN #room{n}".encode()), out)
+        st.request(1, protocol.parse_line(f"TOPIC #room{n} :{'t' * 100}".encode()), out)
+    sock = harness.worker(*registered())
+    link = harness.broker.links[2]
+    link.writer.limit = 20000
+    link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # the kernel holds little
+    harness.broker.scan_credit = -100.0            # every scan waits for its turn
+    asked = 25
+    sock.sendall(b"".join(ipc.encode(ipc.Kind.REQUEST, b"LIST")
+                          + ipc.encode(ipc.Kind.SYNC, str(n).encode()) for n in range(asked)))
+
+    def turn() -> None:          # a turn of the loop with nothing else to do: a spare turn
+        harness.turn(0.001)
+        harness.broker._serve_waiting_scans(spare=True)
+
+    most, deadline = 0, time.monotonic() + 10
+    for _ in range(20):
+        turn()
+        most = max(most, link.writer.pending)
+    while time.monotonic() < deadline and harness.broker.waiting_scans:
+        turn()
+        most = max(most, link.writer.pending)
+    for _ in range(20):
+        turn()
+        most = max(most, link.writer.pending)
+    assert link.stalled, "the rest waits for the worker to read"
+    reader, frames = ipc.FrameReader(), []
+    sock.setblocking(False)
+    while time.monotonic() < deadline and (ipc.Kind.SYNC, str(asked - 1).encode()) not in frames:
+        turn()              # now it reads
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        assert data, "the broker closed the link"
+        frames += reader.feed(data)
+    ends = [payload.decode() if kind == ipc.Kind.SYNC else payload.split()[1].decode()
+            for kind, payload in frames
+            if kind == ipc.Kind.SYNC or b" 323 " in payload or b" 322 " in payload]
+    assert ends == sum((["322"] * 40 + ["323", str(n)] for n in range(asked)), [])
+    first = [len(ipc.encode(kind, payload)) for kind, payload in frames
+             if b" 322 " in payload or b" 323 " in payload][:41]
+    reply = sum(first)           # one LIST's answer
+    assert most <= link.writer.limit + reply, (most, reply)
+    assert link.stalled is None and not link.closed

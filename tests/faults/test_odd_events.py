@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import psutil
 
@@ -236,3 +237,52 @@ def test_a_worker_stopped_past_the_registration_timeout_lets_the_client_finish(m
     welcome = client.expect(lambda m: m.command in ("001", "ERROR"))
     assert welcome.command == "001", welcome
     client.close()
+
+
+class _FullWakeupSocket:
+    """A wakeup socket found full: a signal comes while it is drained, its
+    byte dropped (the socket is full), only the handler's note left."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.chunks = [bytes([signal.SIGCHLD]) * 270]
+
+    def recv(self, size: int) -> bytes:
+        if not self.chunks:
+            raise BlockingIOError(errno.EAGAIN, "empty")
+        signals._note(self.signum, None)    # the handler, run as the drain begins
+        return self.chunks.pop()[:size]
+
+
+def test_a_signal_noted_while_a_full_wakeup_socket_is_drained_is_taken_now(monkeypatch):
+    """The drain empties the socket: a SIGTERM whose byte it had dropped
+    must come out of this call, as nothing will wake the loop for it.  The
+    notes were taken before the drain, and such a SIGTERM waited for the
+    next signal, however long that was (a stop then waited for systemd's
+    timeout and its SIGKILL)."""
+    monkeypatch.setattr(signals, "_noted", [])
+    wakeup: Any = _FullWakeupSocket(signal.SIGTERM)
+    assert signal.SIGTERM in signals.received(wakeup)
+
+
+def test_a_sighup_while_the_server_stops_reloads_nothing(make_server):
+    """The stop reads signals while it waits for its workers: a SIGHUP
+    then (the terminal closed after Ctrl+C, a log rotation's kill -HUP)
+    ran a whole reload, a new spawner forked for no one, "configuration
+    reloaded" in the middle of the stop, RELOADING=1 after STOPPING=1."""
+    server = make_server()
+    bob = IrcTestClient(server.port)
+    bob.register("bob")
+    slow = worker_pid(server, "bob")
+    os.kill(slow, signal.SIGSTOP)         # the stop waits its grace for this one
+    mark = server.log_length()
+    server.signal(signal.SIGTERM)
+    server.wait_for_text("shutting down", start=mark)
+    server.signal(signal.SIGHUP)
+    server.wait_for_text("SIGHUP: the server is stopping, nothing reloaded", start=mark)
+    assert server.proc is not None
+    assert server.proc.wait(15) == 0
+    log = "\n".join(server.log_text().splitlines()[mark:])
+    assert "configuration reloaded" not in log, log
+    assert "spawner started" not in log, log
+    bob.close()

@@ -218,7 +218,7 @@ class Peer:
                 break
             for kind, payload in ipc.FrameReader().feed(data):
                 if kind == ipc.Kind.SYNC:
-                    got.append("SYNC")
+                    got.append(" ".join(["SYNC", payload.decode()][:1 + bool(payload)]))
                 elif kind in (ipc.Kind.DELIVER, ipc.Kind.REPLY):
                     words = payload.decode().split()
                     got.append(f"{words[1]} {words[3]}" if len(words) > 3 else " ".join(words[1:]))
@@ -521,3 +521,105 @@ def test_what_a_link_sends_behind_its_waiting_scan_is_bounded(crowd):
     assert got[2:] == ["303 :bob"] * sent
     alice.send("ISON bob")                     # nothing is held any more
     assert alice.take() == ["303 :bob"]
+
+
+# -- what was held behind a scan, and the link's output bound ---------------------
+
+
+def _request(line: str) -> tuple[int, bytes]:
+    return (ipc.Kind.REQUEST, line.encode())
+
+
+def _isons(first: int, count: int) -> list[tuple[int, bytes]]:
+    """ISONs of #big's members, one each, padded to a long line."""
+    return [_request(f"ISON n{cid} " + "x" * 480) for cid in range(first, first + count)]
+
+
+def _answers_to_isons(first: int, count: int) -> list[str]:
+    return [f"303 :n{cid}" for cid in range(first, first + count)]
+
+
+def _read_all(made: broker.Broker, peer: Peer) -> list[str]:
+    """What the peer's worker is sent, reading until nothing of it waits."""
+    got = []
+    for _ in range(1000):
+        got += peer.take()
+        if peer.link.stalled is None and not peer.link.writer.pending:
+            return got + peer.take()
+    raise AssertionError("the link's frames never all ran")
+
+
+def test_what_waited_behind_a_scan_waits_while_its_output_is_over_the_bound(crowd):
+    """A worker's frames behind its waiting scan ran, once it was
+    answered, whatever its output: one taken over that sent LIST after
+    LIST and read nothing had a reply queued for each.  Past the bound
+    (here the WHO's answer alone) they wait as frames read then would,
+    ahead of what the link sent after them (here stalled already), and
+    run in order once the worker reads."""
+    made, peers = crowd
+    alice, bob = peers["alice"], peers["bob"]
+    _spent(made)
+    alice.send("WHO #big")
+    alice.send("TOPIC #room :held")
+    alice.frame(ipc.Kind.SYNC, b"1")
+    alice.link.writer.limit = 1000
+    later = [_request("PRIVMSG #room :later"), (ipc.Kind.SYNC, b"2")]
+    made._stall(alice.link, later)
+    _later(made, 0.31)
+    assert alice.link.stalled == [_request("TOPIC #room :held"), (ipc.Kind.SYNC, b"1"), *later]
+    assert bob.take() == []
+    got = _read_all(made, alice)
+    assert got[-4:] == ["315 #big", "TOPIC :held", "SYNC 1", "SYNC 2"]
+    assert bob.take() == ["TOPIC :held", "PRIVMSG :later"]
+
+
+def test_frames_released_amid_a_read_wait_with_the_rest_of_it(crowd):
+    """Frames read in one go: a scan waits, and what follows it goes past
+    _held_limit, so it is answered 263 there and what was held runs, as
+    far as the bound; the rest of the read waits behind those, in order."""
+    made, peers = crowd
+    alice = peers["alice"]
+    _spent(made, -100.0)
+    alice.link.writer.limit = 2000
+    made._run_frames(alice.link, [_request("WHO #big"), *_isons(1001, 200)])
+    assert made.waiting_scans == {}
+    assert alice.link.writer.pending <= 2000 + 64
+    assert _read_all(made, alice) == ["263 WHO", "315 #big", *_answers_to_isons(1001, 200)]
+
+
+def test_frames_released_as_a_recovery_ends_keep_their_order(crowd):
+    """At the end of a broker's recovery its held frames run, in order: a
+    scan among them may wait, and what follows it be released before
+    the end.  Its frames held there, and those it sent after them, wait
+    behind what the bound stopped, in order."""
+    made, peers = crowd
+    alice = peers["alice"]
+    _spent(made, -100.0)
+    alice.link.writer.limit = 2000
+    made.awaiting = {99}                # a worker the broker waits for
+    for kind, payload in [_request("WHO #big"), *_isons(1001, 200)]:
+        made._on_frame(alice.link, kind, payload)
+    made._stall(alice.link, _isons(1201, 10))       # read after those (_must_wait)
+    made.awaiting.clear()
+    made._end_recovery()
+    assert alice.link.writer.pending <= 2000 + 64
+    assert _read_all(made, alice) == ["263 WHO", "315 #big", *_answers_to_isons(1001, 210)]
+
+
+def test_frames_released_as_a_gone_workers_frames_run_all_run(crowd):
+    """A worker gone: what it sent runs to the end, and its client
+    leaves.  Frames released then (a scan answered 263 for what came
+    behind it) run too, whatever its output: nobody will read it, and
+    what it sent after them (its last words) is not lost."""
+    made, peers = crowd
+    alice, bob = peers["alice"], peers["bob"]
+    _spent(made, -100.0)
+    alice.link.writer.limit = 2000
+    made._run_frames(alice.link, [_request("WHO #big"), *_isons(1001, 100)])
+    alice.link.writer.queue_reply(b"x" * 5000)       # the worker read nothing of it
+    made._stall(alice.link, [*_isons(1101, 60), _request("PRIVMSG #room :last")])
+    alice.theirs.close()
+    made._flush(alice.link)
+    assert alice.link.closed
+    got = bob.take()
+    assert got[0] == "PRIVMSG :last" and got[1].startswith("QUIT") and len(got) == 2

@@ -451,12 +451,9 @@ def test_a_store_left_by_a_run_as_root_is_named_with_all_it_needs_written(
     assert "; give them to that user (chown) or make them writable" in caplog.text
 
 
-def test_a_store_given_back_takes_the_lock_it_could_not_open(tmp_path, monkeypatch, caplog):
-    """A lock file left root's cannot be opened, and the broker runs
-    without the lock (SQLite is left to report).  Once the store, given
-    back, is written again, the lock is taken too: it stayed off for the
-    broker's life, and a second server on the state directory wrote over
-    this one's records."""
+def refuse_the_lock_file(tmp_path, monkeypatch):
+    """Opening the lock file fails as for one left root's, and the store
+    retries at once; returns the real os.open, to give the file back."""
     monkeypatch.setattr(store, "RETRY_S", 0.0)
     monkeypatch.setattr(store, "LOCK_WAIT_S", 0.0)
     lock_path = str(tmp_path / store.LOCK_FILENAME)
@@ -466,6 +463,16 @@ def test_a_store_given_back_takes_the_lock_it_could_not_open(tmp_path, monkeypat
             raise PermissionError(13, "Permission denied")
         return real_open(path, flags, *args, **kwargs)
     monkeypatch.setattr(os, "open", root_owned)
+    return real_open
+
+
+def test_a_store_given_back_takes_the_lock_it_could_not_open(tmp_path, monkeypatch, caplog):
+    """A lock file left root's cannot be opened, and the broker runs
+    without the lock (SQLite is left to report).  Once the store, given
+    back, is written again, the lock is taken too: it stayed off for the
+    broker's life, and a second server on the state directory wrote over
+    this one's records."""
+    real_open = refuse_the_lock_file(tmp_path, monkeypatch)
     first = store.RoomStore(str(tmp_path))
     try:
         assert first.available
@@ -491,15 +498,7 @@ def test_a_store_given_back_while_another_server_holds_its_lock_is_that_ones(
         tmp_path, monkeypatch, caplog):
     """The other side of the lock taken late: a server that took it
     meanwhile keeps the store, and this broker stops writing into it."""
-    monkeypatch.setattr(store, "RETRY_S", 0.0)
-    monkeypatch.setattr(store, "LOCK_WAIT_S", 0.0)
-    lock_path = str(tmp_path / store.LOCK_FILENAME)
-    real_open = os.open
-    def root_owned(path, flags, *args, **kwargs):
-        if str(path) == lock_path:
-            raise PermissionError(13, "Permission denied")
-        return real_open(path, flags, *args, **kwargs)
-    monkeypatch.setattr(os, "open", root_owned)
+    real_open = refuse_the_lock_file(tmp_path, monkeypatch)
     first = store.RoomStore(str(tmp_path))
     monkeypatch.setattr(os, "open", real_open)
     other = store.RoomStore(str(tmp_path))

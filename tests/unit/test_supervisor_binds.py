@@ -143,6 +143,16 @@ def both_spawners_die(made: "Boss", monkeypatch, worker: int) -> None:
     made.boss._spawner_gone(supervisor.Child("spawner", 1234, None, -1), -9)
 
 
+def a_dead_retired_spawner(made: "Boss") -> spawner.Handle:
+    """A retired spawner (1111) beside Boss's own, its end already gone."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    retired = spawner.Handle(ours, 1111, [1])
+    retired.retired = True
+    made.boss.spawners[1111] = retired
+    theirs.close()
+    return retired
+
+
 def test_two_spawners_dying_together_leave_the_in_flight_worker_to_its_connection(
         monkeypatch):
     """The retired spawner's death is settled first and takes the current
@@ -155,12 +165,7 @@ def test_two_spawners_dying_together_leave_the_in_flight_worker_to_its_connectio
     try:
         made.boss.broker_out.queue(b"")    # (the broker of Boss is running)
         made.handle.flush()                # cid 7 sent: the spawner may have forked it
-        retired_ours, retired_theirs = socket.socketpair(socket.AF_UNIX,
-                                                         socket.SOCK_SEQPACKET)
-        retired = spawner.Handle(retired_ours, 1111, [1])
-        retired.retired = True
-        made.boss.spawners[1111] = retired
-        retired_theirs.close()
+        a_dead_retired_spawner(made)
         made.theirs.close()                # both spawners are dead
         worker = idle_child()
         both_spawners_die(made, monkeypatch, worker)
@@ -187,12 +192,7 @@ def test_a_spawner_dying_with_an_unforked_connection_leaves_another_ones_worker_
     try:
         made.boss.broker_out.queue(b"")    # (the broker of Boss is running)
         made.handle.flush()                # cid 7 sent: the spawner forked it
-        retired_ours, retired_theirs = socket.socketpair(socket.AF_UNIX,
-                                                         socket.SOCK_SEQPACKET)
-        retired = spawner.Handle(retired_ours, 1111, [1])
-        retired.retired = True
-        made.boss.spawners[1111] = retired
-        retired_theirs.close()
+        retired = a_dead_retired_spawner(made)
         made.theirs.close()                # both spawners are dead
         worker = idle_child()
         late = socket.socketpair()         # made after the fork: cid 7's worker lacks it
@@ -229,12 +229,7 @@ def test_a_retired_spawner_settled_first_leaves_the_others_reported_worker_to_it
     try:
         made.boss.broker_out.queue(b"")    # (the broker of Boss is running)
         made.handle.flush()                # cid 7 sent, forked and reported below
-        retired_ours, retired_theirs = socket.socketpair(socket.AF_UNIX,
-                                                         socket.SOCK_SEQPACKET)
-        retired = spawner.Handle(retired_ours, 1111, [1])
-        retired.retired = True
-        made.boss.spawners[1111] = retired
-        retired_theirs.close()
+        a_dead_retired_spawner(made)
         worker = idle_child()
         made.theirs.send(f"S 7 {worker}".encode())
         made.theirs.close()                # both spawners have exited, unread

@@ -11,6 +11,8 @@ import signal
 import socket
 import time
 
+import pytest
+
 from forkchat import config, listeners, supervisor
 from forkchat.supervisor import spawner
 
@@ -64,11 +66,16 @@ def test_a_worker_reported_after_the_stop_signalled_the_workers_gets_the_same_si
             sock.close()
 
 
-def test_a_connection_the_spawner_could_not_take_at_a_stop_is_told_the_server_stops():
+@pytest.mark.parametrize("report", [
+    b"L 12",                        # the spawner received no socket
+    b"F 12 [Errno 11] Resource temporarily unavailable",   # its own fork failed
+])
+def test_a_connection_the_spawner_could_not_serve_at_a_stop_is_told_the_server_stops(report):
     """A connection the spawner got without its socket, or one the kernel
-    would not pass to it, during the stop's flush of the spawner's queue
-    was told 'Server is busy, try again later', where the rest of a stop's
-    clients are told 'Server shutting down'."""
+    would not pass to it, or its own fork failure (EAGAIN at the process
+    limit), during the stop's flush of the spawner's queue was told 'Server
+    is busy, try again later', where the rest of a stop's clients are told
+    'Server shutting down': the spawner cannot know of the stop."""
     targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
     boss = supervisor.Supervisor(config.Config(), targets)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -79,11 +86,12 @@ def test_a_connection_the_spawner_could_not_take_at_a_stop_is_told_the_server_st
         boss.admission.admitted("192.0.2.1")
         handle.request(spawner.Request(12, server_side, "192.0.2.1", "irc", 1))
         boss.stopping = True
-        theirs.send(b"L 12")               # the spawner received no socket
+        theirs.send(report)
         boss._read_spawner(handle)
         client.settimeout(5)
-        assert b"(Server shutting down)" in client.recv(4096)
-        assert boss.admission.clients == 0
+        assert client.recv(4096) == \
+            b"ERROR :Closing Link: 192.0.2.1 (Server shutting down)\r\n"
+        assert boss.admission.clients == 0 and handle.requests == {}
     finally:
         boss.broker_listener.close()
         boss.selector.close()
@@ -147,34 +155,6 @@ def test_the_stop_waits_its_grace_for_the_workers_a_spawner_has_yet_to_report():
             if pid not in ended:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-        boss.broker_listener.close()
-        boss.selector.close()
-        for sock in [ours, theirs, client, server_side]:
-            sock.close()
-
-
-def test_a_worker_the_spawner_could_not_fork_at_a_stop_is_told_the_server_stops():
-    """The spawner's own fork failure (EAGAIN at the process limit) during a
-    stop told the client 'Server is busy, try again later', where the rest
-    of a stop's clients are told 'Server shutting down': the spawner, which
-    refused it, cannot know of the stop."""
-    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
-    boss = supervisor.Supervisor(config.Config(), targets)
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    handle = spawner.Handle(ours, 1234, [1])
-    boss.spawners[1234] = handle
-    client, server_side = socket.socketpair()
-    try:
-        boss.admission.admitted("192.0.2.1")
-        handle.request(spawner.Request(12, server_side, "192.0.2.1", "irc", 1))
-        boss.stopping = True
-        theirs.send(b"F 12 [Errno 11] Resource temporarily unavailable")
-        boss._read_spawner(handle)
-        client.settimeout(5)
-        assert client.recv(4096) == \
-            b"ERROR :Closing Link: 192.0.2.1 (Server shutting down)\r\n"
-        assert boss.admission.clients == 0 and handle.requests == {}
-    finally:
         boss.broker_listener.close()
         boss.selector.close()
         for sock in [ours, theirs, client, server_side]:
