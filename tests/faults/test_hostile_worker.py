@@ -508,6 +508,35 @@ def test_a_gone_workers_link_leaves_though_a_process_it_forked_holds_it(harness,
     assert not harness.broker.buckets and not harness.broker.flood_stalled
 
 
+class EndlessWriter:
+    """A link's socket whose peer writes on without end (a process the
+    worker forked): every read brings more frames."""
+
+    def __init__(self, sock: socket.socket, frame: bytes) -> None:
+        self.sock, self.data, self.reads = sock, frame * (broker.READ_BYTES // len(frame)), 0
+
+    def recv(self, size: int) -> bytes:
+        self.reads += 1
+        return self.data[:size]
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
+def test_a_gone_workers_link_is_read_for_its_goodbye_a_bounded_while(harness, caplog):
+    """Its link is read for its last frames when its worker is gone: one a
+    process it forked still writes to held the broker's loop for ever."""
+    caplog.set_level(logging.ERROR, logger="forkchat.broker")
+    harness.worker(*registered())
+    link = harness.broker.links[2]
+    link.sock = EndlessWriter(link.sock, ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG mallory :x"))
+    harness.supervisor_end.sendall(ipc.encode_json(
+        ipc.Kind.CONTROL, {"op": "gone", "cid": 2, "pid": os.getpid()}))
+    harness.broker.on_control(selectors.EVENT_READ)
+    assert link.closed and 2 not in harness.broker.state.clients
+    assert link.sock.reads == broker.LEFT_READ_BYTES // broker.READ_BYTES
+
+
 def test_a_gone_workers_last_lines_within_its_flood_control_all_run(harness, caplog):
     """A worker that exits right after its client's last lines (a QUIT
     behind them), before the broker read them, has every one run."""
