@@ -1189,9 +1189,12 @@ class Broker:
         likes, as fast as the broker reads: held without a bound, its
         frames grew the broker's memory for as long as the scan waited
         (SCAN_WAIT_S, or for ever with a new scan behind each).  Beyond
-        this its scan is answered 263 now, and what it sent runs."""
-        limits = self.cfg.limits
-        lines = limits.flood_burst + limits.flood_rate * SCAN_WAIT_S
+        this its scan is answered 263 now, and what it sent runs.  The
+        highest limits since the start (flood_ceiling), as for _bucket: a
+        worker started before a reload that lowered them still lets its
+        client's lines through at the old rate."""
+        rate, burst = self.flood_ceiling
+        lines = burst + rate * SCAN_WAIT_S
         return int(2 * lines * (protocol.MAX_LINE_BYTES + ipc.HEADER.size))
 
     def _release(self, waiting: WaitingScan) -> None:

@@ -47,3 +47,16 @@ def test_each_reload_tells_the_broker_the_highest_limits_since_the_start():
         boss.broker_listener.close()
         boss.selector.close()
 
+
+
+def test_what_a_link_may_hold_behind_its_scan_follows_the_highest_limits():
+    """After a reload that lowered the limits, a client accepted before it,
+    talking at its own pace while its scan waited, passed the bound on what
+    it may send behind the scan, and the scan was answered 263 at once."""
+    from types import SimpleNamespace
+
+    from forkchat import broker, protocol
+    lowered = SimpleNamespace(cfg=limits(1.0, 1), flood_ceiling=(10.0, 20))
+    lines = 20 + 10.0 * broker.SCAN_WAIT_S
+    assert broker.Broker._held_limit(lowered) == \
+        int(2 * lines * (protocol.MAX_LINE_BYTES + ipc.HEADER.size))
