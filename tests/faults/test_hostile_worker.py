@@ -152,23 +152,33 @@ def test_a_worker_that_reads_nothing_gets_no_more_than_its_bound(harness, no_flo
         most = max(most, link.writer.pending)
     assert most <= limit + 4096, (most, limit)
     assert sent < len(frames) and link.stalled is not None
-    reader, ends = ipc.FrameReader(), 0
-    while ends < asked + 1 and time.monotonic() < deadline:     # now it reads
+    ends = send_and_read(harness.turn, sock, frames, sent, deadline, asked + 1,   # now it reads
+                         lambda payload: payload.count(b" 376 ") + payload.count(b" 422 "))
+    assert ends == asked + 1            # (and the welcome's)
+    assert link.stalled is None and not link.closed
+
+
+def send_and_read(turn, sock: socket.socket, frames: bytes, sent: int, deadline: float,
+                  wanted: int, count) -> int:
+    """Send the rest of `frames` as the broker takes them, turning its loop,
+    and read its REPLY frames until `count` of their payloads adds up to
+    `wanted` (or the deadline); returns the sum."""
+    reader, got = ipc.FrameReader(), 0
+    while got < wanted and time.monotonic() < deadline:
         if sent < len(frames):
             try:
                 sent += sock.send(frames[sent:])
             except BlockingIOError:
                 pass
-        harness.turn(0.001)
+        turn(0.001)
         try:
             data = sock.recv(1 << 20)
         except BlockingIOError:
             continue
         assert data, "the broker closed the link"
-        ends += sum(payload.count(b" 376 ") + payload.count(b" 422 ")
-                    for kind, payload in reader.feed(data) if kind == ipc.Kind.REPLY)
-    assert ends == asked + 1            # (and the welcome's)
-    assert link.stalled is None and not link.closed
+        got += sum(count(payload) for kind, payload in reader.feed(data)
+                   if kind == ipc.Kind.REPLY)
+    return got
 
 
 def test_register_takes_a_user_and_real_name_as_a_worker_cuts_them(harness):
@@ -295,21 +305,8 @@ def test_a_worker_gets_no_more_held_than_one_read_during_a_recovery(tmp_path, no
         assert sent < len(frames)
         made.broker.awaiting.clear()        # RECOVERY_WAIT_S passed, as in Broker.run
         made.broker._end_recovery()
-        reader, answers = ipc.FrameReader(), 0
-        while answers < asked and time.monotonic() < deadline:
-            if sent < len(frames):
-                try:
-                    sent += sock.send(frames[sent:])
-                except BlockingIOError:
-                    pass
-            made.turn(0.001)
-            try:
-                data = sock.recv(1 << 20)
-            except BlockingIOError:
-                continue
-            assert data, "the broker closed the link"
-            answers += sum(payload.count(b" 451 ") for kind, payload in reader.feed(data)
-                           if kind == ipc.Kind.REPLY)
+        answers = send_and_read(made.turn, sock, frames, sent, deadline, asked,
+                                lambda payload: payload.count(b" 451 "))
         assert answers == asked         # (not registered: each MOTD is answered 451)
     finally:
         made.close()
