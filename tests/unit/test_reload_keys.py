@@ -154,10 +154,12 @@ def test_a_reload_that_changes_one_key(caplog, table, key):
         return
     assert warnings == []
     assert spawned and value_in(spawned[-1], table, key) == value   # new workers get it
-    assert len(frames) == 1
-    kind_sent, payload = ipc.FrameReader().feed(frames[0])[0]
-    sent = pickle.loads(payload)
-    assert kind_sent == ipc.Kind.CONFIG and value_in(sent, table, key) == value
+    decoded = [ipc.FrameReader().feed(frame)[0] for frame in frames]
+    # the highest flood limits since the start, then the configuration
+    assert [kind_sent for kind_sent, _ in decoded] == [ipc.Kind.CONTROL, ipc.Kind.CONFIG]
+    assert ipc.decode_json(decoded[0][1])["op"] == "flood_ceiling"
+    sent = pickle.loads(decoded[1][1])
+    assert value_in(sent, table, key) == value
     if where == "admission":
         assert getattr(boss.admission.limits, key) == value
     elif where == "broker" and table != "log" and key != "broker_buffer_bytes":
