@@ -153,6 +153,7 @@ _COUNTED = frozenset(state.HANDLERS) | {"STATS"}
 _ROOM_CHANGING = frozenset({"JOIN", "PART", "KICK", "KILL"})
 _ROOM_RECORD_CHANGING = frozenset({"TOPIC", "MODE"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
+CLOSED_HELD = -1      # among the frames held in a recovery: a link ended there (_close_link)
 _PASSES_WAITING_SCAN = frozenset({"PRIVMSG", "NOTICE"})   # see WaitingScan
 _UCRED = struct.Struct("3i")
 
@@ -518,6 +519,7 @@ class Broker:
             later[link], link.stalled = link.stalled, None
         for link, kind, payload in held:
             if link.closed:
+                self._run_held_of_closed(link, kind, payload)
                 continue
             if link.stalled is not None:        # stalled meanwhile (_release)
                 link.stalled.append((kind, payload))
@@ -530,6 +532,20 @@ class Broker:
                 link.stalled = [*(link.stalled or []), *frames]
             if link.stalled is not None:
                 self._try_unstall(link)
+
+    def _run_held_of_closed(self, link: Link, kind: int, payload: bytes) -> None:
+        """A frame held in the recovery for a link whose worker ended
+        meanwhile (_close_link's `after_held`): its client is still here
+        until its BYE (or the end of its link, CLOSED_HELD) runs in turn."""
+        cid = link.cid
+        if cid is None or cid in self.links or cid not in self.state.clients:
+            return          # quit already (its BYE ran), or not deferred
+        if kind == ipc.Kind.BYE or kind == CLOSED_HELD:
+            reason = payload.decode("utf-8", "replace") or protocol.PLAIN_QUIT
+            self.state.disconnect(cid, reason, self.outbox)
+            self.store_dirty = True
+        else:
+            self._dispatch(link, kind, payload)
 
     def _heartbeat(self) -> None:
         """Tell the supervisor the counts; its absence means a stuck broker."""
@@ -648,7 +664,7 @@ class Broker:
         except OSError:
             data = b""
         if not data:
-            self._close_link(link, "Connection closed")
+            self._close_link(link, "Connection closed", after_held=True)
             return
         try:
             frames = link.reader.feed(data)
@@ -796,7 +812,7 @@ class Broker:
                           "dropped%s", self._who(link), dropped, _more(more))
         if broken is not None and not link.closed:
             self._broken_link(link, broken)
-        self._close_link(link, "Connection closed")
+        self._close_link(link, "Connection closed", after_held=True)
 
     def _read_rest(self, link: Link, frames: list[tuple[int, bytes]]) -> str | None:
         """Add to `frames` what a gone worker's link still holds, read to
@@ -1332,8 +1348,14 @@ class Broker:
     def _on_bye(self, link: Link, payload: bytes) -> None:
         self._close_link(link, payload.decode("utf-8", "replace") or protocol.PLAIN_QUIT)
 
-    def _close_link(self, link: Link, reason: str) -> None:
-        """Forget a link; its client quits with `reason` (idempotent)."""
+    def _close_link(self, link: Link, reason: str, after_held: bool = False) -> None:
+        """Forget a link; its client quits with `reason` (idempotent).
+
+        `after_held`: its worker ended (end of file, or gone).  In a
+        recovery that holds frames of it, its client quits after those, in
+        turn (_run_held_of_closed): at once, a client that said something
+        and quit while the new broker waited for others had its last lines
+        and its quit reason dropped, and left with "Connection closed"."""
         if link.closed:
             return
         link.closed = True
@@ -1358,7 +1380,10 @@ class Broker:
                 self.unbound.pop(link.pid, None)
         if link.cid is not None and self.links.get(link.cid) is link:
             del self.links[link.cid]
-            self.state.disconnect(link.cid, reason, self.outbox)
+            if after_held and self.awaiting and link in self.holding:
+                self.held.append((link, CLOSED_HELD, reason.encode()))
+            else:
+                self.state.disconnect(link.cid, reason, self.outbox)
             self.store_dirty = True
             self._arrived(link.cid)
 

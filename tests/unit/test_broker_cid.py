@@ -472,3 +472,35 @@ def test_a_worker_sending_broken_frames_is_closed_and_cannot_fill_the_log(harnes
         f"broker link of conn 2: unexpected frame kind {ipc.Kind.DELIVER} "
         "(3 more since the last such line)"]
     assert 2 not in harness.broker.links
+
+
+def test_a_client_that_quits_during_a_recovery_quits_after_its_last_lines(tmp_path):
+    """Its worker's frames are held until every worker is back; it ended
+    meanwhile.  The client's last lines and its quit reason run once the
+    recovery ends: the supervisor's "gone" closed its link at once, and
+    they were dropped, the client leaving with "Connection closed"."""
+    made = Harness(tmp_path, expected=((2, os.getpid(), PEER), (3, 0, PEER)))
+    done: list[tuple] = []
+    try:
+        sock = made.worker(hello(2, reregister=True),
+                           ipc.encode_json(ipc.Kind.REREGISTER, {"nick": "bob", "user": "b"}))
+        state = made.broker.state
+        request, disconnect = state.request, state.disconnect
+        state.request = lambda cid, msg, out: (done.append((cid, msg.command)),
+                                               request(cid, msg, out))
+        state.disconnect = lambda cid, reason, out: (done.append((cid, reason)),
+                                                     disconnect(cid, reason, out))
+        sock.sendall(ipc.encode(ipc.Kind.REQUEST, b"AWAY :gone home")
+                     + ipc.encode(ipc.Kind.BYE, b"Quit: see you"))
+        sock.close()
+        for _ in range(3):
+            made.turn(0.1)
+        for cid, pid in ((2, os.getpid()), (3, 0)):     # its worker ended; then the last
+            made.supervisor_end.sendall(ipc.encode_json(
+                ipc.Kind.CONTROL, {"op": "gone", "cid": cid, "pid": pid}))
+            made.broker.on_control(selectors.EVENT_READ)
+            assert done == [] or cid == 3
+        assert done == [(2, "AWAY"), (2, "Quit: see you")]
+        assert 2 not in state.clients
+    finally:
+        made.close()
