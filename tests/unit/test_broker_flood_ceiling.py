@@ -60,3 +60,30 @@ def test_what_a_link_may_hold_behind_its_scan_follows_the_highest_limits():
     lines = 20 + 10.0 * broker.SCAN_WAIT_S
     assert broker.Broker._held_limit(lowered) == \
         int(2 * lines * (protocol.MAX_LINE_BYTES + ipc.HEADER.size))
+
+
+def test_the_broker_takes_the_ceiling_the_supervisor_sends(tmp_path):
+    """A reload that raised the limits: the workers started after it pass
+    their client's lines at the new pace, and the buckets the broker makes
+    from then on keep to it (a broker that ignored the word held them to
+    the limits it was started with)."""
+    import selectors
+    import socket
+
+    from forkchat import broker
+    socks = [*socket.socketpair(), *socket.socketpair()]
+    cfg = config.Config(server=config.Server(state_dir=str(tmp_path)),
+                        limits=config.Limits(flood_rate=1.0, flood_burst=2))
+    made = broker.Broker(socks[0], socks[2], cfg, "today")
+    try:
+        assert made.flood_ceiling == (1.0, 2)
+        socks[3].sendall(ipc.encode_json(ipc.Kind.CONTROL,
+                                         {"op": "flood_ceiling", "rate": 5.0, "burst": 30}))
+        made.on_control(selectors.EVENT_READ)
+        bucket = made._bucket(4242)
+        assert (bucket.burst, bucket.rate) == (
+            broker.FLOOD_MARGIN * 30 + broker.FLOOD_OWN_FRAMES, broker.FLOOD_MARGIN * 5.0)
+    finally:
+        made.selector.close()
+        for sock in socks:
+            sock.close()

@@ -623,3 +623,23 @@ def test_frames_released_as_a_gone_workers_frames_run_all_run(crowd):
     assert alice.link.closed
     got = bob.take()
     assert got[0] == "PRIVMSG :last" and got[1].startswith("QUIT") and len(got) == 2
+
+
+def test_frames_released_as_a_gone_worker_leaves_run_in_order_whatever_its_output(crowd):
+    """As above, with talk among the frames released: run as frames that
+    wait for the output bound, they were left on the link, which closed
+    with them, and what the gone worker had sent after them ran first."""
+    made, peers = crowd
+    alice, bob = peers["alice"], peers["bob"]
+    _spent(made, -100.0)
+    alice.link.writer.limit = 2000
+    made._run_frames(alice.link, [_request("WHO #big"), *_isons(1001, 100),
+                                  _request("PRIVMSG #room :held")])
+    alice.link.writer.queue_reply(b"x" * 5000)       # the worker read nothing of it
+    made._stall(alice.link, [*_isons(1101, 60), _request("PRIVMSG #room :last")])
+    alice.theirs.close()
+    made._flush(alice.link)
+    assert alice.link.closed
+    got = bob.take()
+    assert got[:2] == ["PRIVMSG :held", "PRIVMSG :last"] and got[2].startswith("QUIT")
+    assert len(got) == 3
