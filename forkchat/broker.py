@@ -648,7 +648,7 @@ class Broker:
         except OSError:
             data = b""
         if not data:
-            self._close_link(link, "Connection closed")
+            self._close_link(link, self._gone_reason(link))
             return
         try:
             frames = link.reader.feed(data)
@@ -796,7 +796,22 @@ class Broker:
                           "dropped%s", self._who(link), dropped, _more(more))
         if broken is not None and not link.closed:
             self._broken_link(link, broken)
-        self._close_link(link, "Connection closed")
+        self._close_link(link, self._gone_reason(link))
+
+    def _gone_reason(self, link: Link) -> str:
+        """The quit reason of a link whose worker is gone: that of its BYE
+        held until the recovery ends, if it sent one, else "Connection
+        closed".
+
+        A held frame of a link closed meanwhile is skipped at the end
+        (_end_recovery): a client that quit during a broker restart's
+        recovery had its rooms told "Connection closed", not its reason.
+        """
+        if link in self.holding:
+            for held_link, kind, payload in reversed(self.held):
+                if held_link is link and kind == ipc.Kind.BYE:
+                    return _bye_reason(payload)
+        return "Connection closed"
 
     def _read_rest(self, link: Link, frames: list[tuple[int, bytes]]) -> str | None:
         """Add to `frames` what a gone worker's link still holds, read to
@@ -1330,7 +1345,7 @@ class Broker:
         self.queue(link.cid, ipc.encode(ipc.Kind.SYNC, payload))
 
     def _on_bye(self, link: Link, payload: bytes) -> None:
-        self._close_link(link, payload.decode("utf-8", "replace") or protocol.PLAIN_QUIT)
+        self._close_link(link, _bye_reason(payload))
 
     def _close_link(self, link: Link, reason: str) -> None:
         """Forget a link; its client quits with `reason` (idempotent)."""
@@ -1520,6 +1535,11 @@ _IDENTITY_CUTS: dict[str, Callable[[str, state.Settings], str]] = {
     "away": lambda away, settings: away[:settings.awaylen],
     "nick": lambda nick, _settings: nick if len(nick) <= config.AT_MOST["nicklen"][0] else "",
 }
+
+
+def _bye_reason(payload: bytes) -> str:
+    """A BYE's quit reason (its client's, or the plain one)."""
+    return payload.decode("utf-8", "replace") or protocol.PLAIN_QUIT
 
 
 def _more(count: int, what: str = "") -> str:
