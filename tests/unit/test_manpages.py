@@ -595,7 +595,7 @@ def test_limit_defaults_in_forkchat7_match_the_code() -> None:
         f"(beyond them: {numerics.ERR_NICKTOOFAST}",
         f"{lim.registration_timeout:g} seconds to register; a PING after "
         f"{lim.ping_interval:g} seconds of silence, and {lim.ping_timeout:g} seconds to answer it",
-        f"kick, part and away texts of {fixed.kicklen} characters",
+        f"kick, part, quit and away texts of {fixed.kicklen} characters",
         f"keys of {rooms.KEYLEN},",
         f"{state_rooms.MAX_INVITES} pending invitations",
         f"USERHOST of {state_query.MAX_USERHOST} nicknames",
