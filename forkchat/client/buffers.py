@@ -107,6 +107,7 @@ class Answer:
     rows (held until its end shows whether it is big), and its counts."""
 
     buffer: Buffer
+    command: str        # as the note names it: `/names #Room`, `/who`
     held: list[Line] = dataclasses.field(default_factory=list)
     rows: int = 0
     members: int = 0
@@ -347,21 +348,22 @@ class ChatModel:
                 buffer.members[ircmsg.casefold(nick)] = nick
         self._names_listed.add(folded)
         if folded not in self._names_quiet:
-            self._answer_row(f"names {folded}", self._line(event), len(event.names))
+            self._answer_row(f"names {folded}", f"/names {event.buffer}", self._line(event),
+                             len(event.names))
 
     def _names_end(self, event: events.UiEvent) -> None:
         """Quiet after the member list; the whole answer when there was none."""
         folded = ircmsg.casefold(event.buffer)
         if folded not in self._names_quiet and folded not in self._names_listed:
             self._to_active(event)
-        self._answer_end(f"names {folded}", f"/names {event.buffer}")
+        self._answer_end(f"names {folded}")
         self._names_seen.discard(folded)
         self._names_quiet.discard(folded)
         self._names_listed.discard(folded)
 
     def _who(self, event: events.UiEvent) -> None:
         self._who_rows = True
-        self._answer_row("who", self._line(event))
+        self._answer_row("who", "/who", self._line(event))
 
     def _who_end(self, event: events.UiEvent) -> None:
         """Quiet after WHO rows; the whole answer when there were none."""
@@ -370,12 +372,12 @@ class ChatModel:
         self._who_rows = False
         self._answer_end("who", f"/who {event.buffer}")
 
-    def _answer_row(self, key: str, line: Line, members: int = 0) -> None:
+    def _answer_row(self, key: str, command: str, line: Line, members: int = 0) -> None:
         """One row of a /who or /names answer: held while the answer is
         small, in buffer 1 once it is past BIG_ANSWER_ROWS (the held rows
         first, in order).  Where it was typed is the buffer current at its
         first row."""
-        answer = self._answers.setdefault(key, Answer(self.current))
+        answer = self._answers.setdefault(key, Answer(self.current, command))
         answer.rows += 1
         answer.members += members
         if answer.rows <= BIG_ANSWER_ROWS:
@@ -386,13 +388,15 @@ class ChatModel:
         answer.held.clear()
         self.add(self.buffers[0], line)
 
-    def _answer_end(self, key: str, command: str) -> None:
+    def _answer_end(self, key: str, command: str = "") -> None:
         """A small answer's rows go where it was typed, as they always
         did; a big one's are in buffer 1 already, and where it was typed
-        one line says how many.  A buffer closed meanwhile: the current."""
+        one line says how many (`command` names a WHO's mask, which only
+        its end says).  A buffer closed meanwhile: the current."""
         answer = self._answers.pop(key, None)
         if answer is None:
             return
+        command = command or answer.command
         buffer = answer.buffer if answer.buffer in self.buffers else self.current
         for held in answer.held:
             self.add(buffer, held)
@@ -424,7 +428,7 @@ class ChatModel:
         answer cut off by the disconnection shows what came of it first."""
         if event.other == connection.STATUS_DISCONNECTED:
             for key in list(self._answers):
-                self._answer_end(key, "/who" if key == "who" else f"/names {key[6:]}")
+                self._answer_end(key)
         for buffer in self.buffers:
             if buffer is self.buffers[0] or buffer.joined:
                 self.add(buffer, self._line(event))

@@ -604,3 +604,14 @@ def test_a_who_cut_off_by_a_disconnection_shows_its_rows():
     assert kinds[-3:] == ["who", "who", "status"]
     apply_raw(model, *who_rows("#lobby", 1), ":srv 315 bob #lobby :End of /WHO list")
     assert [line.kind for line in model.current.lines][-1] == "who"
+
+
+def test_a_big_answer_cut_off_by_a_disconnection_is_counted_where_it_was_typed():
+    model = model_in_lobby()
+    rows = buffers.BIG_ANSWER_ROWS + 2
+    apply_raw(model, *(f":srv 353 bob = #Lobby :a{n}" for n in range(rows)))
+    model.apply(ev("status", text="disconnected", other=connection.STATUS_DISCONNECTED))
+    assert [line.text for line in model.current.lines][-2:] == [
+        f"/names #Lobby: {rows} members in {rows} rows, listed in buffer 1 (Alt+1)",
+        "disconnected"]
+    assert [line.kind for line in model.buffers[0].lines][:rows] == ["names"] * rows
