@@ -541,7 +541,7 @@ class Broker:
         if cid is None or cid in self.links or cid not in self.state.clients:
             return          # quit already (its BYE ran), or not deferred
         if kind == ipc.Kind.BYE or kind == CLOSED_HELD:
-            reason = payload.decode("utf-8", "replace") or protocol.PLAIN_QUIT
+            reason = _bye_reason(payload)
             self.state.disconnect(cid, reason, self.outbox)
             self.store_dirty = True
         else:
@@ -664,7 +664,7 @@ class Broker:
         except OSError:
             data = b""
         if not data:
-            self._close_link(link, "Connection closed", after_held=True)
+            self._close_link(link, self._gone_reason(link), after_held=True)
             return
         try:
             frames = link.reader.feed(data)
@@ -812,7 +812,27 @@ class Broker:
                           "dropped%s", self._who(link), dropped, _more(more))
         if broken is not None and not link.closed:
             self._broken_link(link, broken)
-        self._close_link(link, "Connection closed", after_held=True)
+        self._close_link(link, self._gone_reason(link), after_held=True)
+
+    def _gone_reason(self, link: Link) -> str:
+        """The quit reason of a link whose worker is gone: that of its BYE
+        held until the recovery ends, if it sent one, else "Connection
+        closed".
+
+        A client that quit during a broker restart's recovery had its
+        rooms told "Connection closed", not its reason.
+        """
+        if link in self.holding:
+            for held_link, kind, payload in reversed(self.held):
+                if held_link is link and kind == ipc.Kind.BYE:
+                    return _bye_reason(payload)
+        return "Connection closed"
+
+    def _holds_talk(self, link: Link) -> bool:
+        """Whether the recovery holds frames of a link other than its BYE
+        (its client's last lines, which its quit must follow)."""
+        return link in self.holding and any(
+            held_link is link and kind != ipc.Kind.BYE for held_link, kind, _ in self.held)
 
     def _read_rest(self, link: Link, frames: list[tuple[int, bytes]]) -> str | None:
         """Add to `frames` what a gone worker's link still holds, read to
@@ -1346,16 +1366,16 @@ class Broker:
         self.queue(link.cid, ipc.encode(ipc.Kind.SYNC, payload))
 
     def _on_bye(self, link: Link, payload: bytes) -> None:
-        self._close_link(link, payload.decode("utf-8", "replace") or protocol.PLAIN_QUIT)
+        self._close_link(link, _bye_reason(payload))
 
     def _close_link(self, link: Link, reason: str, after_held: bool = False) -> None:
         """Forget a link; its client quits with `reason` (idempotent).
 
         `after_held`: its worker ended (end of file, or gone).  In a
-        recovery that holds frames of it, its client quits after those, in
+        recovery that holds lines of it, its client quits after those, in
         turn (_run_held_of_closed): at once, a client that said something
         and quit while the new broker waited for others had its last lines
-        and its quit reason dropped, and left with "Connection closed"."""
+        dropped."""
         if link.closed:
             return
         link.closed = True
@@ -1380,7 +1400,7 @@ class Broker:
                 self.unbound.pop(link.pid, None)
         if link.cid is not None and self.links.get(link.cid) is link:
             del self.links[link.cid]
-            if after_held and self.awaiting and link in self.holding:
+            if after_held and self.awaiting and self._holds_talk(link):
                 self.held.append((link, CLOSED_HELD, reason.encode()))
             else:
                 self.state.disconnect(link.cid, reason, self.outbox)
@@ -1545,6 +1565,11 @@ _IDENTITY_CUTS: dict[str, Callable[[str, state.Settings], str]] = {
     "away": lambda away, settings: away[:settings.awaylen],
     "nick": lambda nick, _settings: nick if len(nick) <= config.AT_MOST["nicklen"][0] else "",
 }
+
+
+def _bye_reason(payload: bytes) -> str:
+    """A BYE's quit reason (its client's, or the plain one)."""
+    return payload.decode("utf-8", "replace") or protocol.PLAIN_QUIT
 
 
 def _more(count: int, what: str = "") -> str:

@@ -19,7 +19,7 @@ import multiprocessing.process
 import os
 import signal
 import sys
-from typing import Callable
+from typing import Callable, TextIO
 
 EX_SOFTWARE = 70
 _PR_SET_NAME = 15
@@ -311,6 +311,23 @@ def run_child(name: str, keep: set[int], main: Callable[[], int]) -> None:
         logging.getLogger(f"forkchat.{name.rsplit('-', 1)[-1]}").exception(
             "%s crashed", name)
         code = EX_SOFTWARE
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush_quietly(sys.stdout, sys.stderr)
     os._exit(code)
+
+
+def _flush_quietly(*streams: TextIO | None) -> None:
+    """Flush what a child wrote, as far as its streams take it.
+
+    A standard error with no reader (journald restarted) keeps in its
+    buffer a line that failed to go, one written past logging (Python's
+    "Exception ignored" messages): its flush at the end failed again, and
+    the child exited 1 instead of its own status, a worker's clean end
+    taken for a crash.
+    """
+    for stream in streams:
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):     # (ValueError: closed)
+            pass

@@ -220,9 +220,24 @@ class ChatState:
                 out.fanout(muted, state_talk.text_line(client.prefix, "QUIT", protocol.PLAIN_QUIT))
                 peers -= muted
             if peers:
-                out.fanout(peers, state_talk.text_line(client.prefix, "QUIT", reason))
+                out.fanout(peers, state_talk.text_line(client.prefix, "QUIT",
+                                                       self._quit_reason(reason)))
             self.record_whowas(client)
         self._forget(cid)
+
+    def _quit_reason(self, reason: str) -> str:
+        """A client's own QUIT reason cut to kicklen characters, as a PART's
+        (state_rooms.cmd_part), as hybrid does; the server's reasons are
+        its own and short.
+
+        Its worker takes a line of 512 bytes: a reason of nearly all of
+        them, relayed with "Quit: " and the quitter's long prefix, went
+        over the line, cut wherever its 512th byte fell (format_line),
+        where a PART's reason of the same words came whole.
+        """
+        if not reason.startswith(protocol.QUIT_PREFIX):
+            return reason
+        return reason[:len(protocol.QUIT_PREFIX) + self.settings.kicklen]
 
     def _muted_peers(self, client: Client) -> set[int]:
         """The others in the rooms `client` may not talk in (+m without

@@ -60,6 +60,11 @@ SPAWNER_RETRY_S = 1.0      # after a failed fork of the spawner itself
 BROKER_RETRY_S = 1.0       # after a failed fork of a broker to replace a dead one
 BROKER_SILENT_S = 3 * ipc.HEARTBEAT_S + 1.0
 BROKER_OWN_FDS = 16        # the broker's descriptors besides one per client (store, sockets)
+# The supervisor's besides one per listener and one per worker it adopted
+# (stdio, its epoll, signal and lifeline pipes, the broker's and spawners'
+# sockets and pidfds: 13 measured with no reload, and a lingering retired
+# spawner's two)
+SUPERVISOR_OWN_FDS = 15
 SERVER_OWN_PROCESSES = 3   # supervisor, broker, spawner
 # [server] keys forkchat.toml(5) marks "restart": a reload keeps the running value
 RESTART_ONLY_KEYS = ("state_dir", "user", "group", "allow_root")
@@ -153,7 +158,7 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         _raise_fd_limit()
-        warn_os_limits(self.cfg.limits)
+        warn_os_limits(self.cfg.limits, len(self.bound))
         gc.disable()
         children.make_lifeline()
         if not children.become_subreaper():
@@ -862,7 +867,7 @@ class Supervisor:
         troubles = self._apply_listeners(new)
         self.cfg = new
         self.admission.reload(new.limits)
-        warn_os_limits(new.limits)
+        warn_os_limits(new.limits, len(self.bound))
         logsetup.set_level(new.log.level)
         self.start_spawner()
         if self.spawner_stale:
@@ -1296,12 +1301,14 @@ def _log_exit(what: str, code: int, quiet_ok: bool, killed_after: float | None =
         log.error("%s exited with status %d", what, code)
 
 
-def warn_os_limits(limits: config.Limits) -> None:
+def warn_os_limits(limits: config.Limits, listening: int = 1) -> None:
     """Say when the kernel's limits, not max_clients, will stop clients.
 
-    The broker holds a descriptor for each client, and each client is a
-    process of our user and cgroup.  Past RLIMIT_NOFILE a new client waits
-    silently (and then times out) for the broker to take its link; past
+    The broker holds a descriptor for each client, and so does the
+    supervisor after a reload (a pidfd for each worker the retired spawner
+    left it), besides one for each of its `listening` sockets; each client
+    is a process of our user and cgroup.  Past RLIMIT_NOFILE a new client
+    waits silently (and then times out) for the broker to take its link; past
     RLIMIT_NPROC or the cgroup's pids.max (TasksMax=) it is refused 'busy'.
     The operator is told at start and at reload, rather than by the users of
     the first busy evening.
@@ -1310,10 +1317,11 @@ def warn_os_limits(limits: config.Limits) -> None:
         if kind == resource.RLIMIT_NPROC and os.geteuid() == 0:
             continue                  # not enforced for root (allow_root = true)
         soft, _hard = resource.getrlimit(kind)
-        if soft != resource.RLIM_INFINITY and soft - own < limits.max_clients:
+        reserved = own(listening)
+        if soft != resource.RLIM_INFINITY and soft - reserved < limits.max_clients:
             log.warning("max_clients = %d, but the %s limit (%d) leaves room for about %d "
                         "clients: raise %s or lower max_clients", limits.max_clients, name,
-                        soft, max(0, soft - own), fix)
+                        soft, max(0, soft - reserved), fix)
     if (tasks := cgroup_pids_max(PROC_CGROUP, CGROUP_ROOT)) is not None:
         limit, path = tasks
         if limit - SERVER_OWN_PROCESSES < limits.max_clients:
@@ -1372,10 +1380,22 @@ def _pids_max_upwards(base: str, path: str) -> list[tuple[int, str]]:
         parts.pop()
 
 
-# (name, resource, what the server uses beside its clients, where to raise it)
-OS_LIMITS = (
-    ("descriptor", resource.RLIMIT_NOFILE, BROKER_OWN_FDS, "LimitNOFILE= (ulimit -n)"),
-    ("process", resource.RLIMIT_NPROC, SERVER_OWN_PROCESSES, "LimitNPROC= (ulimit -u)"),
+def _own_fds(listening: int) -> int:
+    """The descriptors the process that needs most holds beside its
+    clients': the broker, or the supervisor with its listeners.
+
+    Only the broker's were counted: a supervisor with many listeners, after
+    a reload that left it a pidfd for each worker, ran out first, and
+    watched those workers' exits only by polling (_adopt)."""
+    return max(BROKER_OWN_FDS, SUPERVISOR_OWN_FDS + listening)
+
+
+# (name, resource, what the server uses beside its clients given its number
+# of listeners, where to raise it)
+OS_LIMITS: tuple[tuple[str, int, Callable[[int], int], str], ...] = (
+    ("descriptor", resource.RLIMIT_NOFILE, _own_fds, "LimitNOFILE= (ulimit -n)"),
+    ("process", resource.RLIMIT_NPROC, lambda _listening: SERVER_OWN_PROCESSES,
+     "LimitNPROC= (ulimit -u)"),
 )
 
 

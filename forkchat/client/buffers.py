@@ -26,6 +26,12 @@ ROOM_COMPLETION_PREFIXES = "#&"
 TALK_KINDS = frozenset(["msg", "action", "notice", "own", "ownaction", "ownnotice"])
 # Talk that makes a buffer unread: someone else's, not our own echo.
 UNREAD_KINDS = frozenset(["msg", "action", "notice"])
+# A /who or /names answer of more rows than this goes to buffer 1, as
+# /list's does: the WHO of a room of 1500 members pushed most of that
+# room's history out of the buffer it was typed in.  Up to this many rows
+# are held until the answer's end (so memory stays bounded) and then
+# shown where it was typed, as they always were.
+BIG_ANSWER_ROWS = 50
 
 
 # Characters a nick can hold (RFC 2812 2.3.1, and ~, the fold of ^): a
@@ -53,6 +59,15 @@ def list_note(rows: int) -> str:
         note += (f"; it keeps the last {SCROLLBACK_LINES} lines: /list *word* or"
                  " /list >N (rooms of more than N members) lists fewer")
     return note
+
+
+def answer_note(command: str, rows: int, members: int = 0) -> str:
+    """Said where a big /who or /names was typed once its rows are in
+    buffer 1 (`/who #big: 1500 rows, listed in buffer 1 (Alt+1)`)."""
+    count = f"{rows} row" if rows == 1 else f"{rows} rows"
+    if members:
+        count = f"{members} members in {count}"
+    return f"{command}: {count}, listed in buffer 1 (Alt+1)"
 
 
 @dataclasses.dataclass
@@ -86,6 +101,18 @@ class Buffer:
         return ircmsg.is_room(self.name)
 
 
+@dataclasses.dataclass(eq=False)
+class Answer:
+    """A /who or /names answer on its way: where it was typed, its first
+    rows (held until its end shows whether it is big), and its counts."""
+
+    buffer: Buffer
+    command: str        # as the note names it: `/names #Room`, `/who`
+    held: list[Line] = dataclasses.field(default_factory=list)
+    rows: int = 0
+    members: int = 0
+
+
 class ChatModel:
     """Buffers and what goes in them: pure, unit-testable."""
 
@@ -99,6 +126,8 @@ class ChatModel:
         self._names_listed: set[str] = set()   # rooms whose 353 came, until the 366
         self._who_rows = False                 # a 352 came since the last 315
         self._list_rows = 0                    # 322s since the last 323
+        # /who and /names answers under way: "who", or "names #room" folded.
+        self._answers: dict[str, Answer] = {}
 
     # ---- buffers -----------------------------------------------------------
 
@@ -319,26 +348,61 @@ class ChatModel:
                 buffer.members[ircmsg.casefold(nick)] = nick
         self._names_listed.add(folded)
         if folded not in self._names_quiet:
-            self.add(self.current, self._line(event))
+            self._answer_row(f"names {folded}", f"/names {event.buffer}", self._line(event),
+                             len(event.names))
 
     def _names_end(self, event: events.UiEvent) -> None:
         """Quiet after the member list; the whole answer when there was none."""
         folded = ircmsg.casefold(event.buffer)
         if folded not in self._names_quiet and folded not in self._names_listed:
             self._to_active(event)
+        self._answer_end(f"names {folded}")
         self._names_seen.discard(folded)
         self._names_quiet.discard(folded)
         self._names_listed.discard(folded)
 
     def _who(self, event: events.UiEvent) -> None:
         self._who_rows = True
-        self._to_active(event)
+        self._answer_row("who", "/who", self._line(event))
 
     def _who_end(self, event: events.UiEvent) -> None:
         """Quiet after WHO rows; the whole answer when there were none."""
         if not self._who_rows:
             self._to_active(event)
         self._who_rows = False
+        self._answer_end("who", f"/who {event.buffer}")
+
+    def _answer_row(self, key: str, command: str, line: Line, members: int = 0) -> None:
+        """One row of a /who or /names answer: held while the answer is
+        small, in buffer 1 once it is past BIG_ANSWER_ROWS (the held rows
+        first, in order).  Where it was typed is the buffer current at its
+        first row."""
+        answer = self._answers.setdefault(key, Answer(self.current, command))
+        answer.rows += 1
+        answer.members += members
+        if answer.rows <= BIG_ANSWER_ROWS:
+            answer.held.append(line)
+            return
+        for held in answer.held:
+            self.add(self.buffers[0], held)
+        answer.held.clear()
+        self.add(self.buffers[0], line)
+
+    def _answer_end(self, key: str, command: str = "") -> None:
+        """A small answer's rows go where it was typed, as they always
+        did; a big one's are in buffer 1 already, and where it was typed
+        one line says how many (`command` names a WHO's mask, which only
+        its end says).  A buffer closed meanwhile: the current."""
+        answer = self._answers.pop(key, None)
+        if answer is None:
+            return
+        command = command or answer.command
+        buffer = answer.buffer if answer.buffer in self.buffers else self.current
+        for held in answer.held:
+            self.add(buffer, held)
+        if answer.rows > BIG_ANSWER_ROWS and buffer is not self.buffers[0]:
+            members = answer.members if key != "who" else 0
+            self.info(answer_note(command, answer.rows, members), buffer)
 
     def _list(self, event: events.UiEvent) -> None:
         """A /list row goes to buffer 1, as irssi puts it in its status
@@ -360,7 +424,11 @@ class ChatModel:
             self.info(list_note(rows))
 
     def _status(self, event: events.UiEvent) -> None:
-        """Link news goes to the status buffer and to every room."""
+        """Link news goes to the status buffer and to every room.  An
+        answer cut off by the disconnection shows what came of it first."""
+        if event.other == connection.STATUS_DISCONNECTED:
+            for key in list(self._answers):
+                self._answer_end(key)
         for buffer in self.buffers:
             if buffer is self.buffers[0] or buffer.joined:
                 self.add(buffer, self._line(event))

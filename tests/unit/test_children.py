@@ -218,3 +218,40 @@ def test_a_refused_fork_raises_oserror_and_leaves_no_child_behind():
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["BlockingIOError", "OSError", "False", "none"]
+
+
+# -- the child's end -------------------------------------------------------------
+
+# A child whose standard error has no reader (journald restarted) writes a
+# line past logging, as Python's "Exception ignored" messages do; the line
+# stays in sys.stderr's buffer.  The parent prints the child's exit code.
+BROKEN_STDERR_SCRIPT = r"""
+import sys
+from forkchat import children
+
+def role():
+    try:
+        sys.stderr.write("a line with no reader\n")
+    except OSError:
+        pass
+    return 3
+
+children.make_lifeline()
+child = children.start("forkchat-test", children.run_child, ("forkchat-test", set(), role))
+child.join(10)
+print(child.exitcode)
+"""
+
+
+def test_a_child_with_a_broken_standard_error_exits_with_its_own_status():
+    """run_child's last flush of a standard error whose reader is gone
+    failed, and the child exited 1, not with its own status."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    try:
+        done = subprocess.run([sys.executable, "-c", BROKEN_STDERR_SCRIPT], stdout=subprocess.PIPE,
+                              stderr=write_end, text=True, timeout=30, env=env)
+    finally:
+        os.close(write_end)
+    assert done.stdout.strip() == "3"

@@ -522,10 +522,13 @@ def test_client_numbers_documented() -> None:
               f"while {connection.CTCP_ANSWERS_QUEUED} answers wait",
               f"its last {buffers.SCROLLBACK_LINES} lines",
               f"Buffer 1 keeps the last {buffers.SCROLLBACK_LINES} lines",
-              f"up to {connection.REJOIN_ROOMS} in one JOIN line"]
+              f"up to {connection.REJOIN_ROOMS} in one JOIN line",
+              f"answer of more than {buffers.BIG_ANSWER_ROWS} rows,",
+              f"an answer of up to {buffers.BIG_ANSWER_ROWS} rows is shown where you typed it"]
     assert [phrase for phrase in wanted if phrase not in text] == []
     readme = " ".join((MAN.parent / "README.md").read_text().split())
     assert f"({pacing} s)" in readme
+    assert f"a `/who` or `/names` of more than {buffers.BIG_ANSWER_ROWS} rows" in readme
 
 
 def test_server_timings_documented() -> None:
@@ -595,7 +598,7 @@ def test_limit_defaults_in_forkchat7_match_the_code() -> None:
         f"(beyond them: {numerics.ERR_NICKTOOFAST}",
         f"{lim.registration_timeout:g} seconds to register; a PING after "
         f"{lim.ping_interval:g} seconds of silence, and {lim.ping_timeout:g} seconds to answer it",
-        f"kick, part and away texts of {fixed.kicklen} characters",
+        f"kick, part, quit and away texts of {fixed.kicklen} characters",
         f"keys of {rooms.KEYLEN},",
         f"{state_rooms.MAX_INVITES} pending invitations",
         f"USERHOST of {state_query.MAX_USERHOST} nicknames",

@@ -1122,6 +1122,16 @@ def test_a_voiced_member_of_a_moderated_room_quits_with_its_reason(room):
     assert room.out.take() == [(1, ":bob!bu@127.0.0.1 QUIT :Quit: later")]
 
 
+def test_a_quit_reason_is_cut_as_a_part_reason_is(room):
+    """A client's own QUIT reason is cut to kicklen characters, as PART's:
+    one of nearly 512 bytes went over the line with the quitter's prefix
+    and was cut at the line's end."""
+    words = "".join(chr(ord("a") + index % 26) for index in range(500))
+    room.out.take()
+    room.st.disconnect(2, "Quit: " + words, room.out)
+    assert room.out.take() == [(1, ":bob!bu@127.0.0.1 QUIT :Quit: " + words[:390])]
+
+
 def test_disconnect_unregistered_frees_reserved_nick(w):
     w.add("alice", register=False)
     w.st.disconnect(1, "x", w.out)

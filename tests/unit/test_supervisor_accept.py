@@ -217,6 +217,25 @@ def test_the_kernel_limits_below_max_clients_are_said_at_start(
     assert [r.getMessage() for r in caplog.records] == expected
 
 
+@pytest.mark.parametrize("listening, expected", [
+    (1, []),
+    (10, ["max_clients = 1000, but the descriptor limit (1024) leaves room for about 999 "
+          "clients: raise LimitNOFILE= (ulimit -n) or lower max_clients"]),
+])
+def test_the_descriptor_limit_counts_the_supervisors_listeners(
+        caplog, monkeypatch, listening, expected):
+    """After a reload the supervisor holds a pidfd for each worker, as the
+    broker holds a link, and a descriptor for each listener besides: with
+    ten listeners it ran out before the broker, and the warning, which
+    counted the broker's descriptors alone, had said nothing."""
+    values = {supervisor.resource.RLIMIT_NOFILE: 1024, supervisor.resource.RLIMIT_NPROC: -1}
+    monkeypatch.setattr(supervisor.resource, "getrlimit", lambda kind: (values[kind],) * 2)
+    monkeypatch.setattr(supervisor, "PROC_CGROUP", "/nonexistent/cgroup")   # not this host's
+    with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+        supervisor.warn_os_limits(config.Limits(max_clients=1000), listening)
+    assert [r.getMessage() for r in caplog.records] == expected
+
+
 def test_a_request_the_spawner_got_without_its_socket_is_refused_busy(boss):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     client, server_side = socket.socketpair()

@@ -527,3 +527,91 @@ def test_the_reconnect_countdown_keeps_to_its_span_when_the_clock_is_set_back(mo
     status = view._status_text(view.model.current, 200)
     assert "reconnecting in 1 s" in status, status
     conn.close_now("test over")
+
+
+def who_rows(room: str, count: int) -> list[str]:
+    return [f":srv 352 bob {room} u{n} h{n}.example srv nick{n} H :0 Real {n}"
+            for n in range(count)]
+
+
+def test_a_big_who_goes_to_buffer_1_and_leaves_the_room_history_alone():
+    """A WHO of a room of 1500 members pushed most of the room's history
+    out; past BIG_ANSWER_ROWS rows it goes to buffer 1, as /list's does,
+    and the room's buffer gets one line saying how many and where."""
+    model = model_in_lobby()
+    apply_raw(model, ":op!o@h PRIVMSG #lobby :remember this")
+    before = [line.text for line in model.current.lines]
+    rows = buffers.BIG_ANSWER_ROWS + 10
+    apply_raw(model, *who_rows("#lobby", rows), ":srv 315 bob #lobby :End of /WHO list")
+    assert [line.text for line in model.current.lines] == before + [
+        f"/who #lobby: {rows} rows, listed in buffer 1 (Alt+1)"]
+    status = [line for line in model.buffers[0].lines]
+    assert [line.kind for line in status] == ["who"] * rows      # the end stays quiet
+    assert status[0].text == "#lobby nick0 H u0@h0.example (Real 0)"
+    assert status[-1].text == f"#lobby nick{rows - 1} H u{rows - 1}@h{rows - 1}.example (Real {rows - 1})"
+    assert model.buffers[0].unread == 0
+
+
+def test_a_who_of_the_threshold_s_rows_stays_where_it_was_typed():
+    model = model_in_lobby()
+    rows = buffers.BIG_ANSWER_ROWS
+    apply_raw(model, *who_rows("#lobby", rows), ":srv 315 bob #lobby :End of /WHO list")
+    assert [line.kind for line in model.current.lines] == ["join"] + ["who"] * rows
+    assert list(model.buffers[0].lines) == []
+
+
+def test_a_small_who_is_shown_where_it_was_typed_in_order():
+    model = model_in_lobby()
+    apply_raw(model, *who_rows("#lobby", 3), ":srv 315 bob #lobby :End of /WHO list")
+    assert [line.text for line in model.current.lines][1:] == [
+        f"#lobby nick{n} H u{n}@h{n}.example (Real {n})" for n in range(3)]
+    assert list(model.buffers[0].lines) == []
+    apply_raw(model, ":srv 315 bob #nobody :End of /WHO list")     # no rows: the end shows
+    assert model.current.lines[-1].text == "#nobody: End of /WHO list"
+
+
+def test_a_big_who_typed_in_buffer_1_has_no_note_and_a_small_one_keeps_its_buffer():
+    model = model_in_lobby()
+    model.switch(model.buffers[0])
+    rows = buffers.BIG_ANSWER_ROWS + 1
+    apply_raw(model, *who_rows("#lobby", rows), ":srv 315 bob #lobby :End of /WHO list")
+    assert [line.kind for line in model.buffers[0].lines] == ["who"] * rows
+    model.switch(model.find("#lobby"))
+    apply_raw(model, *who_rows("#lobby", 2))
+    model.switch(model.buffers[0])        # switched away before the end came
+    apply_raw(model, ":srv 315 bob #lobby :End of /WHO list")
+    assert [line.kind for line in model.find("#lobby").lines][-2:] == ["who", "who"]
+
+
+def test_a_big_names_goes_to_buffer_1_with_its_member_count():
+    model = model_in_lobby()
+    apply_raw(model, ":op!o@h PRIVMSG #lobby :remember this")
+    before = [line.text for line in model.current.lines]
+    rows = buffers.BIG_ANSWER_ROWS + 1
+    apply_raw(model, *(f":srv 353 bob = #lobby :a{n} b{n} c{n}" for n in range(rows)),
+              ":srv 366 bob #lobby :End of /NAMES list")
+    assert [line.text for line in model.current.lines] == before + [
+        f"/names #lobby: {3 * rows} members in {rows} rows, listed in buffer 1 (Alt+1)"]
+    assert [line.kind for line in model.buffers[0].lines] == ["names"] * rows
+    assert len(model.current.members) == 3 * rows
+
+
+def test_a_who_cut_off_by_a_disconnection_shows_its_rows():
+    model = model_in_lobby()
+    apply_raw(model, *who_rows("#lobby", 2))
+    model.apply(ev("status", text="disconnected", other=connection.STATUS_DISCONNECTED))
+    kinds = [line.kind for line in model.current.lines]
+    assert kinds[-3:] == ["who", "who", "status"]
+    apply_raw(model, *who_rows("#lobby", 1), ":srv 315 bob #lobby :End of /WHO list")
+    assert [line.kind for line in model.current.lines][-1] == "who"
+
+
+def test_a_big_answer_cut_off_by_a_disconnection_is_counted_where_it_was_typed():
+    model = model_in_lobby()
+    rows = buffers.BIG_ANSWER_ROWS + 2
+    apply_raw(model, *(f":srv 353 bob = #Lobby :a{n}" for n in range(rows)))
+    model.apply(ev("status", text="disconnected", other=connection.STATUS_DISCONNECTED))
+    assert [line.text for line in model.current.lines][-2:] == [
+        f"/names #Lobby: {rows} members in {rows} rows, listed in buffer 1 (Alt+1)",
+        "disconnected"]
+    assert [line.kind for line in model.buffers[0].lines][:rows] == ["names"] * rows
