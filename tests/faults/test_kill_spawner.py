@@ -120,9 +120,13 @@ def test_stop_ends_every_spawner_and_their_workers(make_server):
     server = make_server(config_text=CONFIG)
     alice = IrcTestClient(server.port)
     alice.register("alice")
+    retired = psutil.Process(spawner_pid(server))
     mark = server.log_length()
     server.signal(signal.SIGHUP)
     spawner_pid(server, after=mark)
+    # it exits when told to retire, not after alice's worker: gone and reaped
+    gone, alive = psutil.wait_procs([retired], timeout=10)
+    assert not alive, "a retired spawner waits for workers it no longer needs"
     bob = IrcTestClient(server.port)
     bob.register("bob")
     kids = server.descendants()

@@ -83,13 +83,15 @@ def test_a_worker_stopped_past_its_ping_deadline_pings_before_it_drops(make_serv
     ping_timeout wakes with its PING timer long due: it sends the PING it
     never could and waits ping_timeout for the answer.  It dropped the idle
     client at once, "Ping timeout", a client that was never asked."""
-    server = make_server(config_text=TEST_LIMITS + "ping_interval = 2\nping_timeout = 2\n")
+    # 3 s each, not 2: the test's steps before the stop, and its PONG after, must not
+    # outlast them
+    server = make_server(config_text=TEST_LIMITS + "ping_interval = 3\nping_timeout = 3\n")
     alice = IrcTestClient(server.port)
     alice.register("alice")
     pid = worker_pid(server, "alice")
     os.kill(pid, signal.SIGSTOP)
     try:
-        time.sleep(4.5)                   # the event itself: past 2 s + 2 s
+        time.sleep(6.5)                   # the event itself: past 3 s + 3 s
     finally:
         os.kill(pid, signal.SIGCONT)
     ping = alice.expect(lambda m: m.command in ("PING", "ERROR"))
@@ -223,14 +225,15 @@ def test_a_worker_stopped_past_the_registration_timeout_lets_the_client_finish(m
     the client's, and it may still register.  It was dropped at once on
     resume, "Registration timed out", even with its USER, sent while the
     worker was stopped, read in the same wake."""
-    server = make_server(config_text=TEST_LIMITS + "registration_timeout = 1\n")
+    # 3 s, not 1: the test's own steps before the stop must not outlast it
+    server = make_server(config_text=TEST_LIMITS + "registration_timeout = 3\n")
     client = IrcTestClient(server.port)
     client.send("NICK latecomer")
     line = server.wait_for_text("from 127.0.0.1 (irc)")
     pid = int(re.search(r"worker\[(\d+)\]", line).group(1))
     os.kill(pid, signal.SIGSTOP)
     try:
-        time.sleep(3)                     # the event itself: past 1 s, and late by 2 s
+        time.sleep(5.5)                   # the event itself: past 3 s, and late by 2.5 s
         client.send("USER late 0 * :Late")
     finally:
         os.kill(pid, signal.SIGCONT)

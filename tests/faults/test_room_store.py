@@ -129,6 +129,8 @@ def test_a_second_server_on_the_same_state_dir_keeps_off_its_store(make_server):
     /var/lib/forkchat) each wrote the other's room records over its own and
     restored them on the next join.  The second now runs without the store."""
     first = make_server(config_text=LIMITS)
+    # Its broker holds the store once ready (it may start after "listening on").
+    first.wait_for_text("broker ready")
     # The second broker waits 0.5 s for the lock, not LOCK_WAIT_S (3 s).
     second = make_server(config_text=LIMITS, extra_args=["--state-dir", first.state_dir],
                          prelude="from forkchat import store\n"
