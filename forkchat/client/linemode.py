@@ -59,11 +59,13 @@ HIDDEN_KINDS = frozenset(["server", "ctcp"])
 # out (at the pace, 8 at once and then one per 0.6 s: some 16 lines) before
 # the QUIT.
 DRAIN_S = 5.0
-SIGNAL_REASONS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "Terminated",
-                  signal.SIGINT: "Interrupted"}
-SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGINT: "Ctrl+C"}
+# Keyed by signal number: wakeup.received() gives plain ints.
+SIGNAL_REASONS: dict[int, str] = {signal.SIGTERM: "Terminated", signal.SIGHUP: "Terminated",
+                                  signal.SIGINT: "Interrupted"}
+SIGNAL_NAMES: dict[int, str] = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP",
+                                signal.SIGINT: "Ctrl+C"}
 # The exit status when every line got through: Ctrl+C keeps the shell's 130.
-SIGNAL_STATUS = {signal.SIGINT: 130}
+SIGNAL_STATUS: dict[int, int] = {signal.SIGINT: 130}
 
 
 class LineMode:
