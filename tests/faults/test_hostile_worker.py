@@ -46,12 +46,18 @@ def no_flood_control(monkeypatch):
 def closed_soon(harness: Harness, sock: socket.socket) -> bool:
     """Turn the broker's loop until it closes `sock` (True) or 5 s pass:
     a frame of 100 kB takes it two reads."""
-    deadline = time.monotonic() + 5
+    return closed_within(harness, sock, 5.0, 0.05)
+
+
+def closed_within(harness: Harness, sock: socket.socket, seconds: float, step: float) -> bool:
+    """Turn the broker's loop, `step` at a time, reading what it sends,
+    until it closes `sock` (True) or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    sock.setblocking(False)
     while time.monotonic() < deadline:
-        harness.turn(0.05)
-        sock.setblocking(False)
+        harness.turn(step)
         try:
-            if sock.recv(65536) == b"":
+            if sock.recv(1 << 20) == b"":
                 return True
         except BlockingIOError:
             pass
@@ -237,18 +243,7 @@ def test_reregister_of_a_nick_no_configuration_allows_restores_none(tmp_path):
 def closed_soon_or_quiet(harness: Harness, sock: socket.socket) -> bool:
     """Turn the broker's loop for a moment, reading what it sends: True if
     it closed the link."""
-    deadline = time.monotonic() + 0.3
-    sock.setblocking(False)
-    while time.monotonic() < deadline:
-        harness.turn(0.02)
-        try:
-            if sock.recv(1 << 20) == b"":
-                return True
-        except BlockingIOError:
-            pass
-        except ConnectionResetError:
-            return True
-    return False
+    return closed_within(harness, sock, 0.3, 0.02)
 
 
 def test_oper_frames_log_the_client_becoming_operator_once(harness, caplog):
