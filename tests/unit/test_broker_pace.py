@@ -606,22 +606,28 @@ def test_frames_released_as_a_recovery_ends_keep_their_order(crowd):
     assert _read_all(made, alice) == ["263 WHO", "315 #big", *_answers_to_isons(1001, 210)]
 
 
+def _leaves_over_its_bound(made, alice, bob, held_talk: list) -> list[str]:
+    """alice's scan waits with ISONs (and `held_talk`) behind it, her output
+    goes over its bound, she sends her last words and her worker goes:
+    what bob then gets."""
+    _spent(made, -100.0)
+    alice.link.writer.limit = 2000
+    made._run_frames(alice.link, [_request("WHO #big"), *_isons(1001, 100), *held_talk])
+    alice.link.writer.queue_reply(b"x" * 5000)       # the worker read nothing of it
+    made._stall(alice.link, [*_isons(1101, 60), _request("PRIVMSG #room :last")])
+    alice.theirs.close()
+    made._flush(alice.link)
+    assert alice.link.closed
+    return bob.take()
+
+
 def test_frames_released_as_a_gone_workers_frames_run_all_run(crowd):
     """A worker gone: what it sent runs to the end, and its client
     leaves.  Frames released then (a scan answered 263 for what came
     behind it) run too, whatever its output: nobody will read it, and
     what it sent after them (its last words) is not lost."""
     made, peers = crowd
-    alice, bob = peers["alice"], peers["bob"]
-    _spent(made, -100.0)
-    alice.link.writer.limit = 2000
-    made._run_frames(alice.link, [_request("WHO #big"), *_isons(1001, 100)])
-    alice.link.writer.queue_reply(b"x" * 5000)       # the worker read nothing of it
-    made._stall(alice.link, [*_isons(1101, 60), _request("PRIVMSG #room :last")])
-    alice.theirs.close()
-    made._flush(alice.link)
-    assert alice.link.closed
-    got = bob.take()
+    got = _leaves_over_its_bound(made, peers["alice"], peers["bob"], [])
     assert got[0] == "PRIVMSG :last" and got[1].startswith("QUIT") and len(got) == 2
 
 
@@ -630,16 +636,7 @@ def test_frames_released_as_a_gone_worker_leaves_run_in_order_whatever_its_outpu
     wait for the output bound, they were left on the link, which closed
     with them, and what the gone worker had sent after them ran first."""
     made, peers = crowd
-    alice, bob = peers["alice"], peers["bob"]
-    _spent(made, -100.0)
-    alice.link.writer.limit = 2000
-    made._run_frames(alice.link, [_request("WHO #big"), *_isons(1001, 100),
-                                  _request("PRIVMSG #room :held")])
-    alice.link.writer.queue_reply(b"x" * 5000)       # the worker read nothing of it
-    made._stall(alice.link, [*_isons(1101, 60), _request("PRIVMSG #room :last")])
-    alice.theirs.close()
-    made._flush(alice.link)
-    assert alice.link.closed
-    got = bob.take()
+    got = _leaves_over_its_bound(made, peers["alice"], peers["bob"],
+                                 [_request("PRIVMSG #room :held")])
     assert got[:2] == ["PRIVMSG :held", "PRIVMSG :last"] and got[2].startswith("QUIT")
     assert len(got) == 3
