@@ -74,6 +74,7 @@ from typing import Any, Callable, Iterable
 
 from forkchat import __version__, children, config, ipc, listeners, log as logsetup, numerics
 from forkchat import admission, flood, operguard, protocol, session, state, store
+from forkchat import rooms, state_rooms, state_talk
 
 log = logging.getLogger("forkchat.broker")
 
@@ -289,6 +290,24 @@ class WaitingScan:
         self.held_bytes = 0
 
 
+class AwaitedRecord:
+    """A room back by REREGISTER while the store is unread, as it came back.
+
+    Its record is in the store, which cannot be read yet: until it is, the
+    room's empty state is not written, and unless a client changes it
+    meanwhile, it takes that record once read (Broker._keep_found_records).
+    """
+
+    __slots__ = ("room", "meta", "told")
+
+    def __init__(self, room: rooms.Room, cid: int) -> None:
+        self.room = room
+        self.meta = room.meta()     # its state as it came back: changed if it differs
+        # The members back with it: their clients still show its topic,
+        # not having been told of the broker's death.
+        self.told = {cid}
+
+
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str,
@@ -325,6 +344,7 @@ class Broker:
         self.command_counts: dict[str, int] = {}
         self.last_flush = 0.0
         self.store = store.RoomStore(cfg.server.state_dir)
+        self.records_awaited: dict[str, AwaitedRecord] = {}    # see _note_rooms_back
         # Past max_rooms only kept records go, not those of rooms live: a
         # restart's rooms come back with their workers, so it reads them all.
         self.state.saved_rooms = self.store.load(
@@ -410,6 +430,9 @@ class Broker:
         self.next_store = time.monotonic() + STORE_EVERY_S
         changes = self.state.store_changes()
         if not self.store_frozen:
+            if self.records_awaited:
+                changes = {folded: record for folded, record in changes.items()
+                           if not self._awaits_record(folded)}
             self.store.apply(changes)
             self._retry_store()
 
@@ -427,13 +450,85 @@ class Broker:
         """Keep the records of a store read only now (unreadable at the
         start, given back) as the start keeps those it loads: for when
         their rooms are created again.  A room live now keeps its live
-        state, written over its record."""
+        state, written over its record; one back by REREGISTER and unchanged
+        since takes its record, as at a recovery with the store readable."""
+        given = 0
         for folded, record in self.store.take_found().items():
-            if folded in self.state.rooms:
+            if self._awaits_record(folded):
+                self._give_record(folded, record)
+                given += 1
+            elif folded in self.state.rooms:
                 self.state.changed_rooms[folded] = None
                 self.store_dirty = True
             else:
                 self.state.saved_rooms.setdefault(folded, record)
+        if given:
+            log.info("room store %s: %d rooms back after a broker restart take "
+                     "their stored records", self.store.path, given)
+        if self.records_awaited and not self.store.unread:
+            for folded in list(self.records_awaited):   # no record stored: written as they are
+                self.records_awaited.pop(folded)
+                if folded in self.state.rooms:
+                    self.state.changed_rooms[folded] = None
+                    self.store_dirty = True
+
+    def _note_rooms_back(self, cid: int) -> None:
+        """Note the rooms a client came back in (REREGISTER) while the store
+        is unread, and that it was in each.
+
+        A broker killed while its store was unreadable (left root's 0600)
+        was followed by one that could not read it: the rooms came back
+        with no topic, key, modes or bans, and once the store was given
+        back that empty state was written over their records, lost for
+        good.  Now such a room's record waits for the store to be read and,
+        if no client changed the room meanwhile, is its state then
+        (_keep_found_records); its empty state is not written till then.
+        """
+        client = self.state.clients.get(cid)
+        if client is None or not self.store.unread:
+            return
+        for folded, room in client.joined.items():
+            awaited = self.records_awaited.get(folded)
+            if awaited is not None and awaited.room is room:
+                awaited.told.add(cid)
+            elif len(room.members) == 1:        # made by this REREGISTER
+                self.records_awaited[folded] = AwaitedRecord(room, cid)
+
+    def _awaits_record(self, folded: str) -> bool:
+        """Whether a room back by REREGISTER while the store is unread is
+        as it came back: its state is to be its stored record, and is not
+        written meanwhile.  One a client changed (or that is gone) is no
+        longer awaited, and one live is written as it is, as any room made
+        while the store is unread."""
+        awaited = self.records_awaited.get(folded)
+        if awaited is None:
+            return False
+        room = self.state.rooms.get(folded)
+        if room is awaited.room and room.meta() == awaited.meta:
+            return True
+        del self.records_awaited[folded]
+        if room is not None:
+            self.state.changed_rooms[folded] = None
+            self.store_dirty = True
+        return False
+
+    def _give_record(self, folded: str, record: dict) -> None:
+        """An awaited room takes its stored record, read at last.
+
+        Its members back with it are told nothing, as at any recovery:
+        their clients still show its topic.  Those who joined it meanwhile
+        were told it had none, and get a TOPIC from the server; its modes,
+        key and bans come back silently (MODE shows them)."""
+        awaited = self.records_awaited.pop(folded)
+        room = awaited.room
+        room.apply_meta(record)
+        room.topic = state_rooms.fitted_topic(self.state, room, room.topic)
+        self.state.changed_rooms[folded] = None     # its record, under its live name
+        self.store_dirty = True
+        joined = [cid for cid in room.members if cid not in awaited.told]
+        if room.topic and joined:
+            self.outbox.fanout(joined, state_talk.text_line(
+                self.state.settings.server_name, "TOPIC", room.name, room.topic))
 
     def _stats_commands(self, cid: int) -> None:
         """STATS m: how often each shared-state command reached this broker."""
@@ -448,7 +543,7 @@ class Broker:
     def _save_room(self, name: str) -> None:
         folded = protocol.casefold(name)
         room = self.state.rooms.get(folded)
-        if room is not None and not self.store_frozen:
+        if room is not None and not self.store_frozen and not self._awaits_record(folded):
             self.store.put(folded, room.meta())
             self._retry_store()
 
@@ -1359,6 +1454,7 @@ class Broker:
         identity = _bounded_identity(ipc.decode_json(payload), self.state.settings)
         self.state.reregister(link.cid, identity, self.outbox,
                               host=self._host(link, identity.get("host")))
+        self._note_rooms_back(link.cid)
         self._arrived(link.cid)
 
     def _on_sync(self, link: Link, payload: bytes) -> None:

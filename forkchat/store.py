@@ -305,6 +305,15 @@ class RoomStore:
         waiting = self._pending or self._unloaded
         return self._retry_at if waiting and (self._db is not None or self._lost) else None
 
+    @property
+    def unread(self) -> bool:
+        """Whether the store could not be read at the start and has not
+        been read since: a room made meanwhile has had no record.  The
+        broker keeps the records of rooms back from its predecessor out of
+        it until then, so that they may take the stored ones (see
+        Broker._note_rooms_back)."""
+        return self._unloaded
+
     def take_found(self) -> dict[str, dict]:
         """The records of a store unreadable at the start, read since it
         became readable, that are not the rooms' live now; each given once.

@@ -317,3 +317,87 @@ def test_a_store_unreadable_at_the_start_is_restored_once_given_back():
     finally:
         again.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("unreadable", ["store", "state_dir"])
+def test_rooms_back_from_a_broker_crash_take_their_records_once_the_store_is_read(unreadable):
+    """The broker killed while its store (or its directory) was left root's
+    0600 (0700): the new one
+    could not read it, and the rooms came back by REREGISTER with no topic,
+    key, modes or bans; once the store was given back their empty state was
+    written over the records, lost for good.  Now a room back by
+    REREGISTER and unchanged since takes its record when the store is
+    read, as at a recovery with the store readable; its members who came
+    back with it are told nothing (their clients still show that topic), one
+    who joined meanwhile (told there was none) gets a TOPIC from the server.
+    A room a client changed meanwhile keeps what was set."""
+    state_dir = tempfile.mkdtemp(prefix="forkchat-state-")
+    os.chmod(state_dir, 0o777)      # the server may drop from root to nobody
+    args = ["--state-dir", state_dir]
+    path = os.path.join(state_dir, "rooms.sqlite3")
+    taken, mode = (path, 0o600) if unreadable == "store" else (state_dir, 0o700)
+    server = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        alice = IrcTestClient(server.port)
+        server_name = alice.register("alice")[0].prefix
+        set_up_room(alice)
+        alice.join("#touched")
+        for line in ("TOPIC #touched :stored touched", "MODE #touched +k touchkey"):
+            alice.send(line)
+            alice.expect(lambda m: m.command in ("TOPIC", "MODE"))
+        bob = IrcTestClient(server.port)
+        bob.register("bob")
+        bob.send("JOIN #kept sesame")
+        bob.collect_until("366")
+        alice.sync()
+        owner = psutil.Process(broker_pid(server)).uids().effective
+        if os.geteuid() == 0:       # the server runs as nobody: give it to root
+            os.chown(taken, 0, 0)
+        os.chmod(taken, mode if os.geteuid() == 0 else 0o000)    # or not even ours
+        mark = server.log_length()
+        os.kill(broker_pid(server), signal.SIGKILL)
+        broker_pid(server, after=mark)
+        server.wait_for_text("recovery done", start=mark)
+        server.wait_for_text("cannot be written", start=mark)
+        carol = IrcTestClient(server.port)
+        carol.register("carol")
+        carol.send("JOIN #kept")                    # no key known: let in
+        assert "332" not in [m.command for m in carol.collect_until("366")]
+        alice.send("TOPIC #touched :changed meanwhile")
+        alice.expect("TOPIC")
+        mark = server.log_length()
+        os.chown(taken, owner, -1)
+        os.chmod(taken, mode)
+        server.wait_for_text("1 rooms back after a broker restart take their stored records",
+                             start=mark)
+        check_room(bob)
+        told = carol.expect("TOPIC")
+        assert (told.prefix, told.params) == (server_name, ["#kept", "what we keep"])
+        assert "TOPIC" not in [m.command for m in bob.history]
+        check_room(carol)
+        alice.send("MODE #touched")
+        assert alice.expect("324").params[2] == "+nt"
+        alice.send("TOPIC #touched")
+        assert alice.expect("332").params[-1] == "changed meanwhile"
+        server.wait_for_text("written again, rooms persist", start=mark)
+        alice.sync()
+    finally:
+        assert server.stop() == 0     # alice is still in the rooms as the server stops
+    for client in (alice, bob, carol):
+        client.close()
+    again = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        dave = IrcTestClient(again.port)
+        dave.register("dave")
+        dave.send("JOIN #kept")
+        dave.expect("475")
+        dave.send("JOIN #kept sesame")
+        assert dave.expect("332").params[-1] == "what we keep"
+        dave.collect_until("366")
+        check_room(dave)
+        dave.send("JOIN #touched")
+        assert dave.expect("332").params[-1] == "changed meanwhile"
+        dave.close()
+    finally:
+        again.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)

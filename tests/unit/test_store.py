@@ -664,3 +664,68 @@ def test_a_restarted_broker_reads_every_record_of_its_rooms_past_max_rooms(tmp_p
         made.selector.close()
         for sock in socks:
             sock.close()
+
+
+def _back_by_reregister(made: broker.Broker, cid: int, nick: str, statuses: dict,
+                        sockets: list) -> broker.Link:
+    """A client of the dead broker's, back on a link of its own with its
+    rooms (its sockets added to `sockets`, to close)."""
+    sockets.extend(socket.socketpair())
+    link = broker.Link(sockets[-1], 1 << 20)
+    made._dispatch(link, ipc.Kind.HELLO, json.dumps({"cid": cid, "host": "h", "proto": "irc",
+                                                     "reregister": True}).encode())
+    made._dispatch(link, ipc.Kind.REREGISTER, json.dumps(
+        {"nick": nick, "user": nick, "rooms": statuses}).encode())
+    return link
+
+
+def test_rooms_back_by_reregister_take_their_records_once_the_store_is_read(tmp_path,
+                                                                           monkeypatch):
+    """A broker killed while its store was unreadable: the next one had the
+    rooms back by REREGISTER with none of their records, and wrote that
+    empty state over them once the store was given back.  Now a room back
+    so and unchanged takes its record when the store is read (its empty
+    state never written); one a client changed meanwhile keeps what was
+    set, written; one that emptied keeps its record for later; one with
+    no record is written as it is."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {
+        "#quiet": {"name": "#quiet", "topic": "stored quiet", "key": "k", "flags": "knt",
+                   "bans": [["bad!*@*", "op", 1]]},
+        "#touched": {"name": "#touched", "topic": "stored touched", "key": "t",
+                     "flags": "knt"},
+        "#left": {"name": "#left", "topic": "stored left", "flags": "nt"}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today",
+            expected=((1, 0, "h"), (2, 0, "h")))
+        try:
+            alice = _back_by_reregister(made, 1, "alice", {"#quiet": "@", "#touched": "@",
+                                                          "#left": "", "#fresh": "@"}, sockets)
+            _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
+            assert not made.awaiting
+            assert made.state.rooms["#quiet"].topic == ""     # not yet read
+            made._dispatch(alice, ipc.Kind.REQUEST, b"TOPIC #touched :changed meanwhile")
+            made._dispatch(alice, ipc.Kind.REQUEST, b"PART #left")
+            made._dispatch(alice, ipc.Kind.REQUEST, b"MODE #quiet")    # changes nothing
+            made._save_rooms()
+            refused.clear()
+            made._save_rooms()                  # what the loop does at next_store
+            quiet, touched = made.state.rooms["#quiet"], made.state.rooms["#touched"]
+            assert (quiet.topic, quiet.key, list(quiet.bans)) == ("stored quiet", "k",
+                                                                 ["bad!*@*"])
+            assert (touched.topic, touched.key) == ("changed meanwhile", "")
+            assert made.state.saved_rooms["#left"]["topic"] == "stored left"
+            assert not made.records_awaited
+            made._save_rooms()
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
+    stored = stored_rooms(tmp_path)
+    assert {name: record["topic"] for name, record in stored.items()} == {
+        "#quiet": "stored quiet", "#touched": "changed meanwhile", "#left": "stored left",
+        "#fresh": ""}
+    assert (stored["#quiet"]["key"], stored["#touched"]["key"]) == ("k", "")
