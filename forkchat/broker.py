@@ -192,7 +192,8 @@ class Link:
     """One worker's connection, as the broker sees it."""
 
     __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched",
-                 "pid", "waiting", "waiting_since", "host", "misstated", "stalled", "going")
+                 "pid", "waiting", "waiting_since", "host", "misstated", "stalled", "prepaid",
+                 "going")
 
     def __init__(self, sock: socket.socket, limit: int, pid: int | None = None) -> None:
         self.sock = sock
@@ -216,6 +217,10 @@ class Link:
         # Frames read and not run while its output is over the bound (see
         # Broker._stall); the link is not read meanwhile.
         self.stalled: list[tuple[int, bytes]] | None = None
+        # Of the frames that count (_FLOOD_COUNTED) among those, how many
+        # took their flood control's token already (the first ones:
+        # Broker._release), and take none when they run.
+        self.prepaid = 0
         # Its worker is gone: what it sent runs now, as far as its flood
         # control allows (Broker._leave), and nothing of it waits any more,
         # not even what a released scan held (_release).
@@ -523,6 +528,7 @@ class Broker:
                 continue
             if link.stalled is not None:        # stalled meanwhile (_release)
                 link.stalled.append((kind, payload))
+                link.prepaid += _counted([(kind, payload)])    # (charged as read)
             else:
                 self._dispatch(link, kind, payload)
         for link, frames in later.items():
@@ -678,7 +684,8 @@ class Broker:
         """Run a link's frames in order, those from the first that must
         wait (_must_wait) on wait, unread (_stall).  Frames `paid` for
         (their flood control's token taken when they were read: _release)
-        wait for the output bound alone.  (A link whose worker is gone
+        wait for the output bound alone, and take no token when they run
+        after that wait (Link.prepaid).  (A link whose worker is gone
         runs what it sent in _leave.)
 
         A frame run may stall the link (a scan it answers releases what
@@ -691,11 +698,24 @@ class Broker:
                 continue
             if link.stalled is not None or (
                     self._over_bound(link) if paid else self._must_wait(link)):
+                if paid:
+                    link.prepaid += _counted(frames[index:])
                 self._stall(link, frames[index:])
                 return
-            if not paid and kind in _FLOOD_COUNTED and link.pid is not None:
-                self._bucket(link.pid).take()
+            if not paid:
+                self._charge(link, kind)
             self._on_frame(link, kind, payload)
+
+    def _charge(self, link: Link, kind: int) -> bool:
+        """Take a token of its worker's flood control for a frame of the
+        link about to run, if it counts and was not paid for already
+        (Link.prepaid); False if the bucket had none."""
+        if kind not in _FLOOD_COUNTED or link.pid is None:
+            return True
+        if link.prepaid:
+            link.prepaid -= 1
+            return True
+        return self._bucket(link.pid).take()
 
     def _must_wait(self, link: Link) -> bool:
         """Whether a link's next frames wait, unread (_stall): its output is
@@ -745,9 +765,10 @@ class Broker:
         return bucket
 
     def _token_wait(self, link: Link) -> float:
-        """Seconds until the link's worker may send a frame that counts."""
-        if link.pid is None:
-            return 0.0          # made in-process
+        """Seconds until the link's worker may send a frame that counts;
+        none for frames paid for already (Link.prepaid), which come first."""
+        if link.pid is None or link.prepaid:
+            return 0.0          # (None: made in-process)
         return self._bucket(link.pid).wait_time()
 
     def _resume_flood_stalled(self) -> None:
@@ -798,8 +819,7 @@ class Broker:
         for kind, payload in frames:
             if link.closed:
                 break
-            if not dropped and kind in _FLOOD_COUNTED and link.pid is not None \
-                    and not self._bucket(link.pid).take():
+            if not dropped and not self._charge(link, kind):
                 dropped = 1
             elif dropped and kind != ipc.Kind.BYE:
                 dropped += 1
@@ -1243,8 +1263,10 @@ class Broker:
         sent after them, until its worker reads.  Run all at once, a
         worker taken over that sent LIST after LIST and read nothing had a
         reply queued for each one held (some 150 with flood control: of a
-        server of 10000 rooms, 100 MB).  (Those that wait take a token of
-        flood control again when they run: a worker of ours holds a few.)
+        server of 10000 rooms, 100 MB).  Those that wait took their flood
+        control's tokens as they were read, and take none when they run
+        (Link.prepaid): charged again, a worker's frames beyond its tokens
+        left waited for tokens it had paid, and a gone worker's were dropped.
         A link going (closed, or its worker gone) runs them all: nobody
         will read it again.
         """
@@ -1380,6 +1402,7 @@ class Broker:
             return
         link.closed = True
         link.stalled = None
+        link.prepaid = 0
         self.flood_stalled.discard(link)
         if link.pid is not None and link.pid not in self.owners:
             self.buckets.pop(link.pid, None)     # its worker is gone (or never was one)
@@ -1565,6 +1588,11 @@ _IDENTITY_CUTS: dict[str, Callable[[str, state.Settings], str]] = {
     "away": lambda away, settings: away[:settings.awaylen],
     "nick": lambda nick, _settings: nick if len(nick) <= config.AT_MOST["nicklen"][0] else "",
 }
+
+
+def _counted(frames: list[tuple[int, bytes]]) -> int:
+    """How many of `frames` take a token of their worker's flood control."""
+    return sum(kind in _FLOOD_COUNTED for kind, _payload in frames)
 
 
 def _bye_reason(payload: bytes) -> str:
