@@ -170,7 +170,7 @@ def settings_from(cfg: config.Config, created: str) -> state.Settings:
 
 
 def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
-         created: str, flood_ceiling: tuple[float, int] | None = None,
+         created: str, most_users: int = 0, flood_ceiling: tuple[float, int] | None = None,
          expected: tuple[tuple[int, int, str], ...] = ()) -> None:
     """Process entry point (the multiprocessing target).
 
@@ -179,12 +179,14 @@ def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
     later; peer: the address the client connected from): their talk is
     held until each has re-registered (or RECOVERY_WAIT_S passed), so that
     no member misses a room's messages for having come back late.
-    `flood_ceiling`: the highest (flood_rate, flood_burst) since the
-    server started (Broker._bucket).
+    `most_users`: the highest user count of the brokers before this one
+    (Broker._heartbeat).  `flood_ceiling`: the highest (flood_rate,
+    flood_burst) since the server started (Broker._bucket).
     """
     def serve() -> int:
         logsetup.setup("broker", cfg.log.level)
-        return Broker(listener, control, cfg, created, expected, flood_ceiling).run()
+        return Broker(listener, control, cfg, created, expected, flood_ceiling,
+                      most_users).run()
     children.run_child("forkchat-broker", {listener.fileno(), control.fileno()}, serve)
 
 
@@ -298,7 +300,8 @@ class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str,
                  expected: tuple[tuple[int, int, str], ...] = (),
-                 flood_ceiling: tuple[float, int] | None = None) -> None:
+                 flood_ceiling: tuple[float, int] | None = None,
+                 most_users: int = 0) -> None:
         self.listener = listener
         self.control = control
         self.supervisor_pid = os.getppid()
@@ -316,6 +319,8 @@ class Broker:
         self.cfg = cfg
         self.created = created
         self.state = state.ChatState(settings_from(cfg, created))
+        self.state.max_registered = most_users      # LUSERS's (see _heartbeat)
+        self.most_told = most_users
         self.links: dict[int, Link] = {}
         self.dirty: set[Link] = set()       # links with output to send
         self.answered: set[Link] = set()    # ... the answer to a command among it
@@ -371,6 +376,8 @@ class Broker:
                                    if self.awaiting else ""))
         while self.running:
             self._serve_ready()
+            if self.state.max_registered > self.most_told:
+                self._heartbeat()
             if self.flood_stalled:
                 self._resume_flood_stalled()
             self._maybe_flush()
@@ -554,9 +561,17 @@ class Broker:
             self._dispatch(link, kind, payload)
 
     def _heartbeat(self) -> None:
-        """Tell the supervisor the counts; its absence means a stuck broker."""
+        """Tell the supervisor the counts; its absence means a stuck broker.
+
+        Also sent in the turn the highest user count (LUSERS's max) rises:
+        the supervisor keeps it for the next broker (main's `most_users`).
+        It lived in the broker alone, and after a crash the max was what
+        had re-registered since.  (One frame per turn at most, not per
+        registration: a thousand clients connecting at once.)"""
         clients, rooms = self.state.counts()
-        self._send_control({"op": "counts", "clients": clients, "rooms": rooms})
+        self.most_told = self.state.max_registered
+        self._send_control({"op": "counts", "clients": clients, "rooms": rooms,
+                            "most": self.most_told})
 
     def _send_control(self, message: dict[str, Any]) -> None:
         """To the supervisor, whole frames only (the rest waits for the next turn)."""
