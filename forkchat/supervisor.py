@@ -255,7 +255,8 @@ class Supervisor:
         return f"STATUS={self.counts['clients']} clients, {self.counts['rooms']} rooms{memory}"
 
     def on_control(self, mask: int) -> None:
-        """Heartbeats from the broker: counts for STATUS, and proof of life."""
+        """Heartbeats from the broker: counts for STATUS, the highest user
+        count (for the next broker), and proof of life."""
         assert self.broker_control is not None
         if mask & selectors.EVENT_WRITE:
             self._flush_broker()
