@@ -171,7 +171,7 @@ def settings_from(cfg: config.Config, created: str) -> state.Settings:
 
 
 def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
-         created: str, flood_ceiling: tuple[float, int] | None = None,
+         created: str, most_users: int = 0, flood_ceiling: tuple[float, int] | None = None,
          expected: tuple[tuple[int, int, str], ...] = ()) -> None:
     """Process entry point (the multiprocessing target).
 
@@ -180,12 +180,14 @@ def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
     later; peer: the address the client connected from): their talk is
     held until each has re-registered (or RECOVERY_WAIT_S passed), so that
     no member misses a room's messages for having come back late.
-    `flood_ceiling`: the highest (flood_rate, flood_burst) since the
-    server started (Broker._bucket).
+    `most_users`: the highest user count of the brokers before this one
+    (Broker._heartbeat).  `flood_ceiling`: the highest (flood_rate,
+    flood_burst) since the server started (Broker._bucket).
     """
     def serve() -> int:
         logsetup.setup("broker", cfg.log.level)
-        return Broker(listener, control, cfg, created, expected, flood_ceiling).run()
+        return Broker(listener, control, cfg, created, expected, flood_ceiling,
+                      most_users).run()
     children.run_child("forkchat-broker", {listener.fileno(), control.fileno()}, serve)
 
 
@@ -193,7 +195,8 @@ class Link:
     """One worker's connection, as the broker sees it."""
 
     __slots__ = ("sock", "reader", "writer", "cid", "dropping", "closed", "write_watched",
-                 "pid", "waiting", "waiting_since", "host", "misstated", "stalled", "going")
+                 "pid", "waiting", "waiting_since", "host", "misstated", "stalled", "prepaid",
+                 "going")
 
     def __init__(self, sock: socket.socket, limit: int, pid: int | None = None) -> None:
         self.sock = sock
@@ -217,6 +220,10 @@ class Link:
         # Frames read and not run while its output is over the bound (see
         # Broker._stall); the link is not read meanwhile.
         self.stalled: list[tuple[int, bytes]] | None = None
+        # Of the frames that count (_FLOOD_COUNTED) among those, how many
+        # took their flood control's token already (the first ones:
+        # Broker._release), and take none when they run.
+        self.prepaid = 0
         # Its worker is gone: what it sent runs now, as far as its flood
         # control allows (Broker._leave), and nothing of it waits any more,
         # not even what a released scan held (_release).
@@ -312,7 +319,8 @@ class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str,
                  expected: tuple[tuple[int, int, str], ...] = (),
-                 flood_ceiling: tuple[float, int] | None = None) -> None:
+                 flood_ceiling: tuple[float, int] | None = None,
+                 most_users: int = 0) -> None:
         self.listener = listener
         self.control = control
         self.supervisor_pid = os.getppid()
@@ -330,6 +338,8 @@ class Broker:
         self.cfg = cfg
         self.created = created
         self.state = state.ChatState(settings_from(cfg, created))
+        self.state.max_registered = most_users      # LUSERS's (see _heartbeat)
+        self.most_told = most_users
         self.links: dict[int, Link] = {}
         self.dirty: set[Link] = set()       # links with output to send
         self.answered: set[Link] = set()    # ... the answer to a command among it
@@ -386,6 +396,8 @@ class Broker:
                                    if self.awaiting else ""))
         while self.running:
             self._serve_ready()
+            if self.state.max_registered > self.most_told:
+                self._heartbeat()
             if self.flood_stalled:
                 self._resume_flood_stalled()
             self._maybe_flush()
@@ -618,6 +630,7 @@ class Broker:
                 continue
             if link.stalled is not None:        # stalled meanwhile (_release)
                 link.stalled.append((kind, payload))
+                link.prepaid += _counted([(kind, payload)])    # (charged as read)
             else:
                 self._dispatch(link, kind, payload)
         for link, frames in later.items():
@@ -643,9 +656,17 @@ class Broker:
             self._dispatch(link, kind, payload)
 
     def _heartbeat(self) -> None:
-        """Tell the supervisor the counts; its absence means a stuck broker."""
+        """Tell the supervisor the counts; its absence means a stuck broker.
+
+        Also sent in the turn the highest user count (LUSERS's max) rises:
+        the supervisor keeps it for the next broker (main's `most_users`).
+        It lived in the broker alone, and after a crash the max was what
+        had re-registered since.  (One frame per turn at most, not per
+        registration: a thousand clients connecting at once.)"""
         clients, rooms = self.state.counts()
-        self._send_control({"op": "counts", "clients": clients, "rooms": rooms})
+        self.most_told = self.state.max_registered
+        self._send_control({"op": "counts", "clients": clients, "rooms": rooms,
+                            "most": self.most_told})
 
     def _send_control(self, message: dict[str, Any]) -> None:
         """To the supervisor, whole frames only (the rest waits for the next turn)."""
@@ -773,7 +794,8 @@ class Broker:
         """Run a link's frames in order, those from the first that must
         wait (_must_wait) on wait, unread (_stall).  Frames `paid` for
         (their flood control's token taken when they were read: _release)
-        wait for the output bound alone.  (A link whose worker is gone
+        wait for the output bound alone, and take no token when they run
+        after that wait (Link.prepaid).  (A link whose worker is gone
         runs what it sent in _leave.)
 
         A frame run may stall the link (a scan it answers releases what
@@ -786,11 +808,24 @@ class Broker:
                 continue
             if link.stalled is not None or (
                     self._over_bound(link) if paid else self._must_wait(link)):
+                if paid:
+                    link.prepaid += _counted(frames[index:])
                 self._stall(link, frames[index:])
                 return
-            if not paid and kind in _FLOOD_COUNTED and link.pid is not None:
-                self._bucket(link.pid).take()
+            if not paid:
+                self._charge(link, kind)
             self._on_frame(link, kind, payload)
+
+    def _charge(self, link: Link, kind: int) -> bool:
+        """Take a token of its worker's flood control for a frame of the
+        link about to run, if it counts and was not paid for already
+        (Link.prepaid); False if the bucket had none."""
+        if kind not in _FLOOD_COUNTED or link.pid is None:
+            return True
+        if link.prepaid:
+            link.prepaid -= 1
+            return True
+        return self._bucket(link.pid).take()
 
     def _must_wait(self, link: Link) -> bool:
         """Whether a link's next frames wait, unread (_stall): its output is
@@ -840,9 +875,10 @@ class Broker:
         return bucket
 
     def _token_wait(self, link: Link) -> float:
-        """Seconds until the link's worker may send a frame that counts."""
-        if link.pid is None:
-            return 0.0          # made in-process
+        """Seconds until the link's worker may send a frame that counts;
+        none for frames paid for already (Link.prepaid), which come first."""
+        if link.pid is None or link.prepaid:
+            return 0.0          # (None: made in-process)
         return self._bucket(link.pid).wait_time()
 
     def _resume_flood_stalled(self) -> None:
@@ -893,8 +929,7 @@ class Broker:
         for kind, payload in frames:
             if link.closed:
                 break
-            if not dropped and kind in _FLOOD_COUNTED and link.pid is not None \
-                    and not self._bucket(link.pid).take():
+            if not dropped and not self._charge(link, kind):
                 dropped = 1
             elif dropped and kind != ipc.Kind.BYE:
                 dropped += 1
@@ -1338,8 +1373,10 @@ class Broker:
         sent after them, until its worker reads.  Run all at once, a
         worker taken over that sent LIST after LIST and read nothing had a
         reply queued for each one held (some 150 with flood control: of a
-        server of 10000 rooms, 100 MB).  (Those that wait take a token of
-        flood control again when they run: a worker of ours holds a few.)
+        server of 10000 rooms, 100 MB).  Those that wait took their flood
+        control's tokens as they were read, and take none when they run
+        (Link.prepaid): charged again, a worker's frames beyond its tokens
+        left waited for tokens it had paid, and a gone worker's were dropped.
         A link going (closed, or its worker gone) runs them all: nobody
         will read it again.
         """
@@ -1476,6 +1513,7 @@ class Broker:
             return
         link.closed = True
         link.stalled = None
+        link.prepaid = 0
         self.flood_stalled.discard(link)
         if link.pid is not None and link.pid not in self.owners:
             self.buckets.pop(link.pid, None)     # its worker is gone (or never was one)
@@ -1661,6 +1699,11 @@ _IDENTITY_CUTS: dict[str, Callable[[str, state.Settings], str]] = {
     "away": lambda away, settings: away[:settings.awaylen],
     "nick": lambda nick, _settings: nick if len(nick) <= config.AT_MOST["nicklen"][0] else "",
 }
+
+
+def _counted(frames: list[tuple[int, bytes]]) -> int:
+    """How many of `frames` take a token of their worker's flood control."""
+    return sum(kind in _FLOOD_COUNTED for kind, _payload in frames)
 
 
 def _bye_reason(payload: bytes) -> str:

@@ -59,6 +59,8 @@ MEMORY_STEP_S = 0.02       # ... so a pass reads a slice of them this often
 SPAWNER_RETRY_S = 1.0      # after a failed fork of the spawner itself
 BROKER_RETRY_S = 1.0       # after a failed fork of a broker to replace a dead one
 BROKER_SILENT_S = 3 * ipc.HEARTBEAT_S + 1.0
+# reads of a dead broker's control socket (64 kB each) before the next starts
+LAST_CONTROL_READS = 16
 BROKER_OWN_FDS = 16        # the broker's descriptors besides one per client (store, sockets)
 # The supervisor's besides one per listener and one per worker it adopted
 # (stdio, its epoll, signal and lifeline pipes, the broker's and spawners'
@@ -152,6 +154,9 @@ class Supervisor:
         # since the start, for the broker's flood control of workers
         # (_raise_flood_ceiling)
         self.flood_ceiling = (cfg.limits.flood_rate, cfg.limits.flood_burst)
+        # The highest user count the brokers told (LUSERS's max), for the
+        # next broker: it restarted with each broker (on_control)
+        self.most_users = 0
 
     # -- main loop -------------------------------------------------------------
 
@@ -250,34 +255,47 @@ class Supervisor:
         return f"STATUS={self.counts['clients']} clients, {self.counts['rooms']} rooms{memory}"
 
     def on_control(self, mask: int) -> None:
-        """Heartbeats from the broker: counts for STATUS, and proof of life."""
+        """Heartbeats from the broker: counts for STATUS, the highest user
+        count (for the next broker), and proof of life."""
         assert self.broker_control is not None
         if mask & selectors.EVENT_WRITE:
             self._flush_broker()
-        if not mask & selectors.EVENT_READ:
-            return
+        if mask & selectors.EVENT_READ:
+            self._read_control()
+
+    def _read_control(self) -> bool:
+        """One read of the broker's control socket, its frames handled;
+        False once nothing more is there (or the broker is gone)."""
+        assert self.broker_control is not None
         try:
             data = self.broker_control.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
-            self.selector.unregister(self.broker_control)
-            return
+            try:
+                self.selector.unregister(self.broker_control)
+            except (KeyError, ValueError):
+                pass
+            return False
         try:
             frames = self.control_reader.feed(data)
         except ipc.FrameError as error:
             log.error("broker control: %s", error)
-            return
+            return False
         for _kind, payload in frames:
-            message = ipc.decode_json(payload)
-            if message.get("op") == "frozen":
-                self.broker_frozen = True
-            elif message.get("op") == "counts":
-                self.broker_heard = time.monotonic()
-                self.counts = {"clients": int(message.get("clients", 0)),
-                               "rooms": int(message.get("rooms", 0))}
+            self._on_control_message(ipc.decode_json(payload))
+        return True
+
+    def _on_control_message(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "frozen":
+            self.broker_frozen = True
+        elif message.get("op") == "counts":
+            self.broker_heard = time.monotonic()
+            self.counts = {"clients": int(message.get("clients", 0)),
+                           "rooms": int(message.get("rooms", 0))}
+            self.most_users = max(self.most_users, int(message.get("most", 0)))
 
     def _install_signals(self) -> None:
         self._signal_r, self._signal_w = signals.install(SIGNAL_ACTIONS)
@@ -608,10 +626,11 @@ class Supervisor:
         except OSError as error:
             self._fork_failed("broker", f"cannot start the broker: {error.strerror or error}")
             return False
+        self._read_last_control()
         try:
             child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
-                                 self.flood_ceiling, expected))
+                                 self.most_users, self.flood_ceiling, expected))
         except OSError as error:
             self._fork_failed("broker", f"cannot start the broker: {error.strerror or error}")
             control.close()
@@ -634,6 +653,16 @@ class Supervisor:
         self.awaited_unstarted = {cid for cid, pid, _peer in expected if not pid}
         self._started("broker", self.broker_pid)
         return True
+
+    def _read_last_control(self) -> None:
+        """Take what a dead broker sent last (its highest user count, told
+        as it rose), not yet read when its exit came first in the same turn."""
+        if self.broker_control is None:
+            return
+        self.broker_control.setblocking(False)      # (it is closed next)
+        for _ in range(LAST_CONTROL_READS):
+            if not self._read_control():
+                return
 
     def on_broker_timer(self) -> None:
         """Try again to replace a dead broker; its workers wait and reconnect."""

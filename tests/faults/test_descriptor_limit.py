@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import sys
 import time
 
 import pytest
 
+from forkchat import supervisor
 from tests.support.ircclient import IrcTestClient
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, broker_pid
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -68,6 +72,55 @@ def test_the_broker_out_of_descriptors_logs_once_and_takes_the_link_once_one_fre
         assert server.log_text().count("accept on broker socket failed") == 1
         # the link taken with the last descriptor is checked (/proc) all the same
         assert "refused broker link" not in server.log_text()
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def _descriptors(pid: int) -> list[str]:
+    """What each of a process's descriptors is ('socket:[..]', 'anon_inode:[pidfd]'),
+    but a file of /proc open for a moment (the supervisor's memory census)."""
+    folder = f"/proc/{pid}/fd"
+    found = []
+    for name in os.listdir(folder):
+        try:
+            found.append(os.readlink(os.path.join(folder, name)))
+        except FileNotFoundError:       # closed meanwhile
+            pass
+    return [what for what in found if not what.startswith("/proc/")]
+
+
+def test_the_descriptors_the_limit_warning_reserves_cover_what_the_server_holds():
+    """The warning at start (supervisor.warn_os_limits) reserves, beside
+    one descriptor per client, BROKER_OWN_FDS for the broker and
+    SUPERVISOR_OWN_FDS and one per listener for the supervisor, which
+    holds a pidfd for each worker after a reload.  Counted on the real
+    server, 2 listeners and 10 clients, after a reload once the retired
+    spawner is gone (its two descriptors are among SUPERVISOR_OWN_FDS): a
+    descriptor added to either process and not to its reservation fails
+    here, where it would make the warning say nothing of a limit that
+    stops clients."""
+    server = ServerProcess(config_text="[limits]\nflood_burst = 1000\n",
+                           listen=["127.0.0.1:0"] * 2).start()
+    clients = [IrcTestClient(server.port) for _ in range(10)]
+    try:
+        for number, client in enumerate(clients):
+            client.register(f"fd{number}")
+        broker = broker_pid(server)
+        assert len(_descriptors(broker)) <= supervisor.BROKER_OWN_FDS + len(clients)
+        mark = server.log_length()
+        server.signal(signal.SIGHUP)
+        server.wait_for_text("configuration reloaded", start=mark)
+        # the broker's and the new spawner's pidfds, and one per worker adopted
+        deadline = time.monotonic() + 10
+        while _descriptors(server.pid).count("anon_inode:[pidfd]") < 2 + len(clients):
+            assert time.monotonic() < deadline, "the retired spawner's workers were not adopted"
+            select.select([], [], [], 0.05)      # bounded poll of /proc
+        retired_spawner_fds = 2
+        assert len(_descriptors(server.pid)) <= \
+            supervisor.SUPERVISOR_OWN_FDS - retired_spawner_fds + 2 + len(clients)
+        assert len(_descriptors(broker)) <= supervisor.BROKER_OWN_FDS + len(clients)
     finally:
         for client in clients:
             client.close()

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from forkchat import broker, config, ipc, protocol, state_query
+from forkchat import broker, config, flood, ipc, protocol, state_query
 
 
 class SteppingClock:
@@ -640,3 +640,60 @@ def test_frames_released_as_a_gone_worker_leaves_run_in_order_whatever_its_outpu
                                  [_request("PRIVMSG #room :held")])
     assert got[:2] == ["PRIVMSG :held", "PRIVMSG :last"] and got[2].startswith("QUIT")
     assert len(got) == 3
+
+
+# -- frames released after a scan, and their worker's flood control ---------------
+
+
+def _flood_controlled(made: broker.Broker, peer: Peer, tokens: int) -> flood.TokenBucket:
+    """Give the peer's link a worker (pid 4242) whose flood control at the
+    broker holds `tokens` and refills only when the test says."""
+    peer.link.pid = 4242
+    bucket = flood.TokenBucket(tokens, 1.0, clock=StillClock())
+    made.buckets[4242] = bucket
+    return bucket
+
+
+def _released_over_the_bound(made: broker.Broker, alice: Peer, frames: list) -> None:
+    """alice's worker sends a WHO of #big, which waits, and `frames`
+    behind it, all read (and charged to its flood control) in one go; the
+    WHO's answer then takes her output over its bound, so what was held
+    behind it is released to wait for her worker to read."""
+    _spent(made)
+    alice.link.writer.limit = 2000
+    made._run_frames(alice.link, [_request("WHO #big"), *frames])
+    assert made.waiting_scans
+    _later(made, 0.31)
+    assert alice.link.stalled == frames
+
+
+def test_frames_released_after_a_scan_are_charged_their_flood_control_once(crowd):
+    """Frames held behind a waiting scan took their flood control's token
+    when they were read; released over the output bound, they waited, and
+    were charged again as they ran: a worker with 20 such frames and 9
+    tokens left had 11 of them wait (at twice its client's rate) for
+    tokens it had paid already, and less left for what it sent next."""
+    made, peers = crowd
+    alice = peers["alice"]
+    bucket = _flood_controlled(made, alice, 30)
+    _released_over_the_bound(made, alice, _isons(1001, 20))
+    assert _read_all(made, alice)[-21:] == ["315 #big", *_answers_to_isons(1001, 20)]
+    assert bucket.wait_time(9) == 0 and bucket.wait_time(10) > 0     # 21 of 30 taken
+
+
+def test_a_gone_workers_frames_released_after_a_scan_are_not_charged_again(crowd):
+    """As above, the worker then gone: what it sent runs as far as its
+    flood control allows (Broker._leave), and the frames it had paid for
+    were charged again, so that its client's last messages beyond the
+    tokens left were dropped as over its flood control."""
+    made, peers = crowd
+    alice, bob = peers["alice"], peers["bob"]
+    _flood_controlled(made, alice, 30)
+    talk = [_request(f"PRIVMSG #room :m{number}") for number in range(20)]
+    _released_over_the_bound(made, alice, [_request("ISON bob"), *talk])
+    alice.theirs.close()
+    made._flush(alice.link)
+    assert alice.link.closed
+    got = bob.take()
+    assert got[:20] == ["PRIVMSG :m%d" % number for number in range(20)]
+    assert got[20].startswith("QUIT") and len(got) == 21
