@@ -1,9 +1,8 @@
 """After a broker SIGKILL, clients see what they saw before, as forkchat(7) promises.
 
 forkchat(7) "What a broker death loses" lists the only things a broker death
-may lose (in-flight frames, pending invitations, WHOWAS, the LUSERS maximum,
-sign-on and idle times, OPER failure counts, room records younger than half
-a second).  These tests ask every query a client can make before and after
+may lose (in-flight frames, pending invitations, WHOWAS, sign-on and idle
+times, OPER failure counts, room records younger than half a second).  These tests ask every query a client can make before and after
 the kill and compare the answers, and check that a kill in the middle of a
 burst leaves no client believing in rooms or a nick the new broker does not
 give it.
