@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import selectors
+import time
 
 import pytest
 
-from forkchat import ipc
+from forkchat import broker, ipc
 from tests.unit.test_broker_cid import PEER, Harness, hello
 
 REASON = "QUIT: off to lunch"
@@ -129,3 +130,37 @@ def test_a_sync_behind_held_frames_waits_for_them(recovering):
     made.turn(0.2)
     assert made.broker.state.clients[1].away == "lunch"
     assert echoed(sock, b"bye")
+
+
+def test_lines_held_before_a_bye_run_in_order_within_flood_control_then_the_quit(
+        recovering):
+    """A worker that sent a flood of lines and its BYE, and exited, in a
+    recovery: what its flood control allows runs once the recovery ends,
+    from the first line on, in order, then its client quits with its
+    BYE's reason; the rest is dropped, as any gone worker's.  (Only the
+    BYE's reason was kept once; then all of it ran, flood control or not.)"""
+    made, quits = recovering
+    lines: list[str] = []
+    request = made.broker.state.request
+    made.broker.state.request = lambda cid, msg, out: (
+        lines.append(msg.params[-1] if not quits else "after the quit"),
+        request(cid, msg, out))
+    start = time.monotonic()
+    sock = made.worker(hello(1, reregister=True),
+                       ipc.encode_json(ipc.Kind.REREGISTER,
+                                       {"nick": "alice", "user": "a", "rooms": {"#r": ""}}))
+    sent = 300
+    sock.sendall(b"".join(ipc.encode(ipc.Kind.REQUEST, f"PRIVMSG #r :line {n}".encode())
+                          for n in range(sent)) + ipc.encode(ipc.Kind.BYE, REASON.encode()))
+    made.turn(0.2)
+    sock.close()
+    gone(made, 1, os.getpid())
+    assert lines == [] and quits == []          # held until the recovery ends
+    gone(made, 2, 0)
+    rate, burst = made.broker.flood_ceiling
+    tokens = broker.FLOOD_MARGIN * (burst + rate * (time.monotonic() - start)) \
+        + broker.FLOOD_OWN_FRAMES
+    assert lines == [f"line {n}" for n in range(len(lines))]
+    assert 0 < len(lines) <= tokens < sent
+    assert quits == [(1, REASON)]
+    assert 1 not in made.broker.state.clients
