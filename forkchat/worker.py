@@ -23,9 +23,10 @@ hearing from the client.
 If the broker goes away the worker holds the client's input, reconnects,
 and sends REREGISTER with its Session so that the new broker can restore
 the nick and rooms, then the query (WHO, LIST, NAMES, WHOWAS) whose end
-numeric the client still waits for, if any.  An unexpected exception ends
-this process only; the broker sees the link close and tells the client's
-rooms.
+numeric the client still waits for, if any.  A worker that closes
+meanwhile does the same before its BYE, so that its client's rooms see it
+quit (`_say_bye`).  An unexpected exception ends this process only; the
+broker sees the link close and tells the client's rooms.
 """
 
 from __future__ import annotations
