@@ -958,12 +958,6 @@ class Broker:
                     return _bye_reason(payload)
         return "Connection closed"
 
-    def _holds_talk(self, link: Link) -> bool:
-        """Whether the recovery holds frames of a link other than its BYE
-        (its client's last lines, which its quit must follow)."""
-        return link in self.holding and any(
-            held_link is link and kind != ipc.Kind.BYE for held_link, kind, _ in self.held)
-
     def _read_rest(self, link: Link, frames: list[tuple[int, bytes]]) -> str | None:
         """Add to `frames` what a gone worker's link still holds, read to
         the end or LEFT_READ_BYTES; the error, if what it holds breaks the
@@ -1034,7 +1028,15 @@ class Broker:
             self.selector.modify(link.sock, events, key.data)
 
     def _on_frame(self, link: Link, kind: int, payload: bytes) -> None:
-        if self.awaiting and kind not in _RECOVERY_FRAMES:
+        """Run a frame, or hold it until the recovery ends.
+
+        A SYNC of a link none of whose frames are held is answered at
+        once: all that came before it has run (its HELLO, its REREGISTER).
+        A worker that closes in a recovery waits for that echo to know
+        this broker took its link and client, before it exits; held, the
+        echo came only after the last awaited worker (worker._say_bye)."""
+        if self.awaiting and kind not in _RECOVERY_FRAMES \
+                and (kind != ipc.Kind.SYNC or link in self.holding):
             self.held.append((link, kind, payload))
             self.holding.add(link)
             return
@@ -1505,10 +1507,11 @@ class Broker:
         """Forget a link; its client quits with `reason` (idempotent).
 
         `after_held`: its worker ended (end of file, or gone).  In a
-        recovery that holds lines of it, its client quits after those, in
-        turn (_run_held_of_closed): at once, a client that said something
-        and quit while the new broker waited for others had its last lines
-        dropped."""
+        recovery its client quits when the recovery ends, after what is
+        held of it, in turn (_run_held_of_closed): at once, a client that
+        said something and quit while the new broker waited for others
+        had its last lines dropped, and the members of its rooms who came
+        back later never saw it quit (their clients kept its nick)."""
         if link.closed:
             return
         link.closed = True
@@ -1534,7 +1537,7 @@ class Broker:
                 self.unbound.pop(link.pid, None)
         if link.cid is not None and self.links.get(link.cid) is link:
             del self.links[link.cid]
-            if after_held and self.awaiting and self._holds_talk(link):
+            if after_held and self.awaiting:
                 self.held.append((link, CLOSED_HELD, reason.encode()))
             else:
                 self.state.disconnect(link.cid, reason, self.outbox)

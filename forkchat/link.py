@@ -39,17 +39,19 @@ class BrokerLink:
     def connected(self) -> bool:
         return self.sock is not None
 
-    def connect(self) -> bool:
+    def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> bool:
         """Open a new connection; True on success.  Queued frames are kept.
 
         No socket at all (ENFILE: the system is out of descriptors) is a
         failure like a refused connect: tried again later, not a crash.
+        `timeout` bounds the wait of a connect that the listen queue holds
+        (full: no broker accepts).
         """
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         except OSError:
             return False
-        sock.settimeout(CONNECT_TIMEOUT_S)
+        sock.settimeout(max(0.01, timeout))
         try:
             sock.connect(self.address)
         except OSError:
@@ -129,6 +131,38 @@ class BrokerLink:
             except ipc.FrameError:
                 self._garbled = True
         return frames
+
+    def await_answer(self, token: bytes, deadline: float) -> bool | None:
+        """After our last frames, wait for the broker's echo of the SYNC
+        whose payload is `token`, or for its end of the link (the end it
+        makes once it has run a BYE): True.  False if the link was reset:
+        the broker died with frames of ours unread (the kernel tells a
+        peer's close with unread data so).  None at the deadline, or if
+        what comes is no frames.  Other frames are passed over: the
+        worker is leaving, and its client has been told goodbye.
+        """
+        assert self.sock is not None
+        while not self._garbled:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except TimeoutError:
+                return None
+            except OSError:
+                return False
+            if not data:
+                return True
+            try:
+                frames = self._reader.feed(data)
+            except ipc.FrameError:
+                self._garbled = True
+                break
+            if (ipc.Kind.SYNC, token) in frames:
+                return True
+        return None
 
     def flush(self, deadline: float | None = None) -> None:
         """Send what is queued; with a deadline, block until sent or late.

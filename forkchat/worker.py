@@ -23,9 +23,10 @@ hearing from the client.
 If the broker goes away the worker holds the client's input, reconnects,
 and sends REREGISTER with its Session so that the new broker can restore
 the nick and rooms, then the query (WHO, LIST, NAMES, WHOWAS) whose end
-numeric the client still waits for, if any.  An unexpected exception ends
-this process only; the broker sees the link close and tells the client's
-rooms.
+numeric the client still waits for, if any.  A worker that closes
+meanwhile does the same before its BYE, so that its client's rooms see it
+quit (`_say_bye`).  An unexpected exception ends this process only; the
+broker sees the link close and tells the client's rooms.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
 STABLE_LINK_S = 1.0     # a link lost sooner after a reconnect is the same outage
 CLOSE_FLUSH_S = 1.0
+# The payload of the SYNC a closing worker sends before its BYE: the
+# broker's echo of it says the BYE's link is one the broker took (_say_bye).
+BYE_SYNC = b"bye"
+RELINK_PAUSE_S = 0.05     # between connects to a broker that is not there yet
 # A deadline found passed by more than this when its timer runs: the loop,
 # which wakes for a deadline within milliseconds, could not run (the
 # process was stopped, or its virtual machine paused), and the wait it
@@ -150,6 +155,8 @@ class Worker:
         self.register_extended = False   # a late registration timer gave more time
         self.closing = False
         self.done = False
+        self.stopping = False          # the server stops: nobody to tell of the quit
+        self.bye = b""                 # the BYE frame, once closing
         self.last_input = time.monotonic()    # when the client was last heard from
         self.ping_sent = False
         # What the client took of our output since the last look (its PING):
@@ -255,9 +262,11 @@ class Worker:
 
     def on_signal(self, mask: int) -> None:
         if signal.SIGTERM in signals.received(self._signal_r):
+            self.stopping = True
             self.close("Server shutting down", error_text="Server shutting down")
 
     def on_lifeline(self, mask: int) -> None:
+        self.stopping = True
         self.close("Server shutting down", error_text="Server shutting down")
 
     def close(self, reason: str, error_text: str | None = None) -> None:
@@ -270,7 +279,10 @@ class Worker:
             return
         self.closing = True
         log.info("conn %d %s closing: %s", self.session.cid, self.session.nick or "*", reason)
-        self._queue_frame(ipc.encode(ipc.Kind.BYE, reason.encode()))
+        self.bye = ipc.encode(ipc.Kind.BYE, reason.encode())
+        if self._quit_told():
+            self._queue_frame(ipc.encode(ipc.Kind.SYNC, BYE_SYNC))
+        self._queue_frame(self.bye)
         if self.replies.pending:
             self._drop_reply()
         if self.tutorial:
@@ -290,7 +302,7 @@ class Worker:
         holds first).
         """
         deadline = time.monotonic() + CLOSE_FLUSH_S
-        self._flush_link(deadline)
+        self._say_bye(deadline)
         if self.stuck or self.reply_dropped:
             if self.stuck:
                 deadline = time.monotonic()
@@ -312,6 +324,59 @@ class Worker:
         except OSError:
             pass
         self.sock.close()
+        self.link.close()
+
+    def _quit_told(self) -> bool:
+        """Whether the client's quit is news to others: it registered (so
+        it may share rooms), and the server is not stopping."""
+        return self.session.registered and not self.stopping
+
+    def _say_bye(self, deadline: float) -> None:
+        """Get the BYE to a broker that knows the client, by `deadline`.
+
+        The members of the client's rooms learn of its quit from the
+        broker alone.  When the broker had died, a worker that closed
+        before it re-registered its client with the next one (its link
+        lost, or reconnected but not yet taken: the supervisor's listener
+        queues a connect until the next broker accepts it) exited, and
+        that broker never knew the client: its rooms' members kept its
+        nickname, no QUIT.  So did one whose BYE went into a broker that
+        died before reading it.  The worker now waits for the broker's
+        echo of the SYNC before the BYE (a broker in a restart's recovery
+        answers it at once), or its close of the link after the BYE; a
+        link reset or lost meanwhile is opened again, the client
+        re-registered, and the goodbye said to the next broker.  What
+        else a dead broker was sent is lost with it, as forkchat(7) says.
+        """
+        self.link.flush(deadline)
+        if not self._quit_told():
+            return
+        tries = 0
+        while True:
+            if self.link.sock is not None and not self.link.out:
+                if self.link.await_answer(BYE_SYNC, deadline) is not False:
+                    return          # answered, or no time left
+            self._drop_link()
+            if tries:               # (no broker yet, or one that refused the link)
+                time.sleep(max(0.0, min(RELINK_PAUSE_S, deadline - time.monotonic())))
+            tries += 1
+            if time.monotonic() >= deadline:
+                return
+            if not self.link.out:       # written to a broker that died unread
+                self.link.queue(ipc.encode(ipc.Kind.SYNC, BYE_SYNC))
+                self.link.queue(self.bye)
+            if self.link.connect(deadline - time.monotonic()):
+                self.link.queue_first(self._greeting())
+                self.link.flush(deadline)
+
+    def _drop_link(self) -> None:
+        """Close the broker link, out of the selector first (a link opened
+        while closing was never in it)."""
+        if self.link.sock is not None:
+            try:
+                self.selector.unregister(self.link.sock)
+            except KeyError:
+                pass
         self.link.close()
 
     def _close_notify(self) -> None:
@@ -1052,13 +1117,8 @@ class Worker:
             return False
         assert self.link.sock is not None
         self.selector.register(self.link.sock, selectors.EVENT_READ, self.on_link)
-        hello = ipc.encode_json(ipc.Kind.HELLO, {"cid": self.session.cid,
-                                                 "host": self.session.host,
-                                                 "proto": self.session.proto,
-                                                 "reregister": bool(self.session.nick)})
-        first = [hello]
+        first = self._greeting()
         if self.session.nick:
-            first.append(ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity()))
             first += self._query_lost()
         self.link.queue_first(first)
         # SYNCs, a NICK, a REGISTER and a query sent to a dead broker died with it.
@@ -1070,6 +1130,17 @@ class Worker:
             self.session.register_sent = False
             self.try_register()
         return True
+
+    def _greeting(self) -> list[bytes]:
+        """A new link's first frames: HELLO, and REREGISTER if the client
+        has a nick (the broker may be a new one, that never knew it)."""
+        hello = ipc.encode_json(ipc.Kind.HELLO, {"cid": self.session.cid,
+                                                 "host": self.session.host,
+                                                 "proto": self.session.proto,
+                                                 "reregister": bool(self.session.nick)})
+        if not self.session.nick:
+            return [hello]
+        return [hello, ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity())]
 
     def on_link(self, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
