@@ -171,23 +171,22 @@ def settings_from(cfg: config.Config, created: str) -> state.Settings:
 
 
 def main(listener: socket.socket, control: socket.socket, cfg: config.Config,
-         created: str, most_users: int = 0, flood_ceiling: tuple[float, int] | None = None,
-         expected: tuple[tuple[int, int, str], ...] = ()) -> None:
+         created: str, most_users: int = 0, expected: tuple[tuple, ...] = ()) -> None:
     """Process entry point (the multiprocessing target).
 
     `expected` lists the workers alive when a previous broker died, as
-    (cid, pid, peer) (pid 0: not reported by its spawner yet, "bind" comes
-    later; peer: the address the client connected from): their talk is
+    (cid, pid, peer, flood_rate, flood_burst) (pid 0: not reported by its
+    spawner yet, "bind" comes later; peer: the address the client
+    connected from; the flood limits its worker was started with, or left
+    out: the running configuration's, see worker_flood): their talk is
     held until each has re-registered (or RECOVERY_WAIT_S passed), so that
     no member misses a room's messages for having come back late.
     `most_users`: the highest user count of the brokers before this one
-    (Broker._heartbeat).  `flood_ceiling`: the highest (flood_rate,
-    flood_burst) since the server started (Broker._bucket).
+    (Broker._heartbeat).
     """
     def serve() -> int:
         logsetup.setup("broker", cfg.log.level)
-        return Broker(listener, control, cfg, created, expected, flood_ceiling,
-                      most_users).run()
+        return Broker(listener, control, cfg, created, expected, most_users).run()
     children.run_child("forkchat-broker", {listener.fileno(), control.fileno()}, serve)
 
 
@@ -318,8 +317,7 @@ class AwaitedRecord:
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str,
-                 expected: tuple[tuple[int, int, str], ...] = (),
-                 flood_ceiling: tuple[float, int] | None = None,
+                 expected: tuple[tuple, ...] = (),
                  most_users: int = 0) -> None:
         self.listener = listener
         self.control = control
@@ -329,9 +327,11 @@ class Broker:
         self.misstated_window = logsetup.Window(REFUSED_LINKS_WINDOW_S)   # another host
         self.link_error_window = logsetup.Window(REFUSED_LINKS_WINDOW_S)  # broken frames
         self.flood_left_window = logsetup.Window(REFUSED_LINKS_WINDOW_S)  # dropped as it left
-        # worker pid -> its cid and its client's host
-        self.owners = {pid: (cid, session.client_host(peer))
-                       for cid, pid, peer in expected if pid}
+        # worker pid -> its cid, its client's host, and the (flood_rate,
+        # flood_burst) it was started with (_bucket)
+        self.owners = {int(entry[1]): (int(entry[0]), session.client_host(str(entry[2])),
+                                       worker_flood(entry, cfg))
+                       for entry in expected if entry[1]}
         self.unbound: dict[int, list[Link]] = {}   # pid -> links whose HELLO waits for it
         self.check_ancestry = children.proc_readable()   # else the uid check alone
         self.spare_fd = _spare_descriptor()   # for that check at the descriptor limit
@@ -349,7 +349,7 @@ class Broker:
         self.running = True
         self.outbox = _Outbox(self)
         self.replying: int | None = None   # whose command is being answered now
-        self.awaiting = {cid for cid, _pid, _peer in expected}
+        self.awaiting = {int(entry[0]) for entry in expected}
         self.inherited = set(self.awaiting)     # may each REREGISTER, once
         self.command_counts: dict[str, int] = {}
         self.last_flush = 0.0
@@ -368,8 +368,6 @@ class Broker:
         self.held: list[tuple[Link, int, bytes]] = []
         self.holding: set[Link] = set()     # links with frames among those (see _must_wait)
         self.buckets: dict[int, flood.TokenBucket] = {}   # worker pid -> its frames' flood control
-        # (flood_rate, flood_burst): the highest since the server started
-        self.flood_ceiling = flood_ceiling or (cfg.limits.flood_rate, cfg.limits.flood_burst)
         self.flood_stalled = FloodWaits()   # stalled links that may wait for a token
         self.oper_guard = operguard.new_records()   # failed OPERs per address, not saved
         # Credit refills by the clock, and a scan spends the CPU it took: a
@@ -860,19 +858,30 @@ class Broker:
         worker.  Kept per process, not per link: a worker may open links
         as fast as it sends frames.
 
-        The client's rate is the highest since the server started (the
-        supervisor's word: flood_ceiling), not the running one: a worker
-        keeps the limits it was started with, and a broker restarted after
-        a reload that lowered them held the workers started before it
-        below their own (60 lines of such a client took 24 s, not 5).
+        The client's rate is the one its worker was started with (the
+        supervisor's word with its pid: _worker_flood), not the running
+        one: a worker keeps the limits of when its connection was
+        accepted.  A broker restarted after a reload that lowered them held
+        the workers started before it below their own (60 lines of such a
+        client took 24 s, not 5); the highest limits since the start, kept
+        for all instead, gave every worker started after a reload that
+        lowered them against abuse twice the old rate until the server
+        restarted.
         """
         bucket = self.buckets.get(pid)
         if bucket is None:
-            rate, burst = self.flood_ceiling
-            bucket = flood.TokenBucket(FLOOD_MARGIN * burst + FLOOD_OWN_FRAMES,
-                                       FLOOD_MARGIN * rate)
+            bucket = flood.TokenBucket(*_flood_pace(self._worker_flood(pid)))
             self.buckets[pid] = bucket
         return bucket
+
+    def _worker_flood(self, pid: int | None) -> tuple[float, int]:
+        """The (flood_rate, flood_burst) a worker was started with, as the
+        supervisor named it (_bind); the running configuration's for a
+        process it has not named (yet: a HELLO may come before its bind)."""
+        owner = self.owners.get(pid) if pid is not None else None
+        if owner is None:
+            return self.cfg.limits.flood_rate, self.cfg.limits.flood_burst
+        return owner[2]
 
     def _token_wait(self, link: Link) -> float:
         """Seconds until the link's worker may send a frame that counts;
@@ -1115,11 +1124,15 @@ class Broker:
         self.unbound.setdefault(link.pid, []).append(link)
         self.selector.unregister(link.sock)
 
-    def _bind(self, cid: int, pid: int, peer: str) -> None:
-        """The supervisor says which process serves `cid`, and the address
-        its client connected from: take its waiting HELLO (or refuse it, if
-        it stated another cid)."""
-        self.owners[pid] = (cid, session.client_host(peer))
+    def _bind(self, cid: int, pid: int, peer: str, limits: tuple[float, int]) -> None:
+        """The supervisor says which process serves `cid`, the address its
+        client connected from and the flood limits it was started with:
+        take its waiting HELLO (or refuse it, if it stated another cid).
+        The flood control its HELLO was charged to before this word, made
+        with the running configuration's limits, keeps to its own from now."""
+        self.owners[pid] = (cid, session.client_host(peer), limits)
+        if pid in self.buckets:
+            _fit_bucket(self.buckets[pid], limits)
         for link in self.unbound.pop(pid, []):
             frames, link.waiting = link.waiting or [], None
             if link.closed:
@@ -1346,11 +1359,11 @@ class Broker:
             return False
         waiting.held.append((kind, payload))
         waiting.held_bytes += len(payload) + ipc.HEADER.size
-        if waiting.held_bytes > self._held_limit():
+        if waiting.held_bytes > self._held_limit(link):
             self._answer_waiting(waiting, refuse=True)
         return True
 
-    def _held_limit(self) -> int:
+    def _held_limit(self, link: Link) -> int:
         """The most a link may send behind its waiting scan: twice what its
         worker's flood control lets through in SCAN_WAIT_S, of lines of the
         longest.  A worker taken over through its client sends what it
@@ -1358,10 +1371,10 @@ class Broker:
         frames grew the broker's memory for as long as the scan waited
         (SCAN_WAIT_S, or for ever with a new scan behind each).  Beyond
         this its scan is answered 263 now, and what it sent runs.  The
-        highest limits since the start (flood_ceiling), as for _bucket: a
-        worker started before a reload that lowered them still lets its
-        client's lines through at the old rate."""
-        rate, burst = self.flood_ceiling
+        limits its worker was started with, as for _bucket: one started
+        before a reload that lowered them still lets its client's lines
+        through at the old rate."""
+        rate, burst = self._worker_flood(link.pid)
         lines = burst + rate * SCAN_WAIT_S
         return int(2 * lines * (protocol.MAX_LINE_BYTES + ipc.HEADER.size))
 
@@ -1646,10 +1659,9 @@ class Broker:
             self._unbind(cid, pid)
             self._arrived(cid)
         elif op == "bind":
-            for cid, pid, peer in message.get("workers", ()):
-                self._bind(int(cid), int(pid), str(peer))
-        elif op == "flood_ceiling":      # a reload's (see Broker._bucket)
-            self.flood_ceiling = (float(message["rate"]), int(message["burst"]))
+            for entry in message.get("workers", ()):
+                self._bind(int(entry[0]), int(entry[1]), str(entry[2]),
+                           worker_flood(entry, self.cfg))
         elif op == "shutdown":
             self.running = False
         elif op == "freeze":
@@ -1668,6 +1680,32 @@ class Broker:
             link.writer.limit = cfg.limits.broker_buffer_bytes
         logsetup.set_level(cfg.log.level)
         log.info("broker took the new configuration")
+
+
+def worker_flood(entry: tuple | list, cfg: config.Config) -> tuple[float, int]:
+    """The (flood_rate, flood_burst) of a worker the supervisor names, as
+    (cid, pid, peer, flood_rate, flood_burst): those it was started with.
+    Without them (the supervisor always names them, a test may not), the
+    running configuration's."""
+    if len(entry) >= 5:
+        return float(entry[3]), int(entry[4])
+    return cfg.limits.flood_rate, cfg.limits.flood_burst
+
+
+def _flood_pace(limits: tuple[float, int]) -> tuple[int, float]:
+    """The (burst, rate) of a worker's flood control at the broker
+    (Broker._bucket) for its client's (flood_rate, flood_burst)."""
+    rate, burst = limits
+    return FLOOD_MARGIN * burst + FLOOD_OWN_FRAMES, FLOOD_MARGIN * rate
+
+
+def _fit_bucket(bucket: flood.TokenBucket, limits: tuple[float, int]) -> None:
+    """Give a worker's flood control at the broker the pace of `limits`
+    from now on; the tokens it had are kept (cut to the new burst at its
+    next refill)."""
+    bucket.wait_time()              # its refill until now, at the pace it had
+    burst, bucket.rate = _flood_pace(limits)
+    bucket.burst = float(burst)
 
 
 def _bounded_identity(identity: dict[str, Any], settings: state.Settings) -> dict[str, Any]:

@@ -234,9 +234,14 @@ class Handle:
     """
 
     def __init__(self, sock: socket.socket, pid: int, listener_ids: list[int],
-                 listeners: tuple[object, ...] = ()) -> None:
+                 listeners: tuple[object, ...] = (),
+                 flood: tuple[float, int] | None = None) -> None:
         self.sock = sock
         self.pid = pid
+        # (flood_rate, flood_burst) of the configuration it starts workers
+        # with, which they keep: the broker's flood control of each (None:
+        # not known, the broker takes the running configuration's)
+        self.flood = flood
         self.listener_ids = listener_ids     # id() of each Bound, in the spawner's order
         # ... and the Bounds themselves, held for as long as this spawner may
         # be asked: one a reload removed could be freed, and a later Bound

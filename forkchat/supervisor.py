@@ -100,6 +100,9 @@ class Child:
     peer: str = ""
     cid: int = 0
     spawner: int = 0      # a worker's spawner pid
+    # a worker's (flood_rate, flood_burst), those of its spawner's
+    # configuration, for the broker's flood control of it (None: not known)
+    flood: tuple[float, int] | None = None
 
 
 class Supervisor:
@@ -145,15 +148,12 @@ class Supervisor:
         self.paused: list[listeners.Bound] = []   # listeners unwatched until the "accept" timer
         self.worker_forks_failed = 0     # since a worker last started
         self.forks_failed: dict[str, int] = {}   # retried forks of the broker, a spawner
-        # (cid, pid, peer) of workers started, for the broker
-        self.binds: list[tuple[int, int, str]] = []
+        # (cid, pid, peer[, flood_rate, flood_burst]) of workers started,
+        # for the broker (worker_entry)
+        self.binds: list[tuple] = []
         # cids the running broker was started awaiting with no worker yet
         # (pid 0): one refused instead must be named to it (`_unadmit`)
         self.awaited_unstarted: set[int] = set()
-        # The highest flood_rate and flood_burst of every configuration
-        # since the start, for the broker's flood control of workers
-        # (_raise_flood_ceiling)
-        self.flood_ceiling = (cfg.limits.flood_rate, cfg.limits.flood_burst)
         # The highest user count the brokers told (LUSERS's max), for the
         # next broker: it restarted with each broker (on_control)
         self.most_users = 0
@@ -442,7 +442,8 @@ class Supervisor:
             theirs.close()
         ours.setblocking(False)
         handle = spawner.Handle(ours, child.pid, [id(bound) for bound in self.bound],
-                                tuple(self.bound))
+                                tuple(self.bound),
+                                (self.cfg.limits.flood_rate, self.cfg.limits.flood_burst))
         self.spawners[child.pid] = handle
         self.selector.register(ours, selectors.EVENT_READ,
                                lambda mask, handle=handle: self.on_spawner(handle, mask))
@@ -528,11 +529,12 @@ class Supervisor:
         self._send_binds()
 
     def _send_binds(self) -> None:
-        """Tell the broker which process serves each new connection, and the
-        address its client connected from, in one frame for the reports read
-        together: it takes a worker's HELLO only from the process its cid was
-        given to, and shows the client with that address, whatever the
-        worker states."""
+        """Tell the broker which process serves each new connection, the
+        address its client connected from and the flood limits its worker
+        was started with, in one frame for the reports read together: it
+        takes a worker's HELLO only from the process its cid was given to,
+        shows the client with that address, whatever the worker states,
+        and holds the worker's frames to twice those limits."""
         if self.binds:
             self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {"op": "bind",
                                                                  "workers": self.binds}))
@@ -546,11 +548,11 @@ class Supervisor:
             if known is not None and known.kind == "worker" and not known.cid:
                 # adopted already as an unreported orphan of another spawner
                 # that exited with this one: one entry, one watch
-                known.peer, known.cid = request.peer, request.cid
+                known.peer, known.cid, known.flood = request.peer, request.cid, handle.flood
             else:
                 self.children[pid] = Child("worker", pid, None, -1, request.peer, request.cid,
-                                           handle.pid)
-            self.binds.append((request.cid, pid, request.peer))
+                                           handle.pid, handle.flood)
+            self.binds.append(worker_entry(request.cid, pid, request.peer, handle.flood))
             if self.workers_signalled is not None:    # stopping: it is told as the rest were
                 self._signal(pid, *self.workers_signalled)
             if self.worker_forks_failed:
@@ -614,12 +616,13 @@ class Supervisor:
     def spawn_broker(self) -> bool:
         """Start a broker; False if the kernel would not fork one (EAGAIN at
         the process limit, ENOMEM) or give its socket (EMFILE)."""
-        # (cid, pid, peer) of every worker, pid 0 for those not reported yet
-        # (their "bind" comes later); workers never reported have no cid to
-        # wait for
-        expected = tuple((c.cid, c.pid, c.peer) for c in self.children.values()
-                         if c.kind == "worker" and c.cid) + \
-            tuple((cid, 0, request.peer) for handle in self.spawners.values()
+        # (cid, pid, peer, flood_rate, flood_burst) of every worker, pid 0
+        # for those not reported yet (their "bind" comes later); workers
+        # never reported have no cid to wait for
+        expected = tuple(worker_entry(c.cid, c.pid, c.peer, c.flood)
+                         for c in self.children.values() if c.kind == "worker" and c.cid) + \
+            tuple(worker_entry(cid, 0, request.peer, handle.flood)
+                  for handle in self.spawners.values()
                   for cid, request in handle.requests.items())
         try:
             control, broker_end = socket.socketpair()
@@ -630,7 +633,7 @@ class Supervisor:
         try:
             child = self._start("broker", self.targets.broker,
                                 (self.broker_listener, broker_end, self.cfg, self.created,
-                                 self.most_users, self.flood_ceiling, expected))
+                                 self.most_users, expected))
         except OSError as error:
             self._fork_failed("broker", f"cannot start the broker: {error.strerror or error}")
             control.close()
@@ -650,7 +653,7 @@ class Supervisor:
         self.selector.register(control, selectors.EVENT_READ, self.on_control)
         self.broker_heard = time.monotonic()
         self.broker_pid = child.pid
-        self.awaited_unstarted = {cid for cid, pid, _peer in expected if not pid}
+        self.awaited_unstarted = {entry[0] for entry in expected if not entry[1]}
         self._started("broker", self.broker_pid)
         return True
 
@@ -732,13 +735,13 @@ class Supervisor:
             if holder is not None:            # forked, its report lost
                 if orphans and holder in orphans:
                     orphans.remove(holder)
-                self._attribute(holder, maybe_started)
+                self._attribute(holder, maybe_started, handle)
             elif unclaimed == []:             # it was not forked: hand it on too
                 retry.insert(0, maybe_started)
             elif orphans is not None and unclaimed is not None and len(unclaimed) == 1:
                 # forked, its report lost: the orphan is its worker
                 orphans.remove(unclaimed[0])
-                self._attribute(unclaimed[0], maybe_started)
+                self._attribute(unclaimed[0], maybe_started, handle)
             else:                             # cannot tell: not ours to hand on
                 log.warning("conn %d from %s: its spawner died while starting it",
                             maybe_started.cid, maybe_started.peer)
@@ -791,14 +794,15 @@ class Supervisor:
             return list(orphans)
         return [pid for pid in orphans if not pending & _sockets_held(pid)]
 
-    def _attribute(self, pid: int, request: spawner.Request) -> None:
+    def _attribute(self, pid: int, request: spawner.Request, handle: spawner.Handle) -> None:
         """`pid` is the worker of `request`, whose report its dead spawner
-        never sent: the broker is told, and the worker is ours to watch."""
+        (`handle`) never sent: the broker is told, and the worker is ours
+        to watch."""
         worker = self.children.get(pid)
         if worker is None:
             worker = self.children[pid] = Child("worker", pid, None, -1)
-        worker.peer, worker.cid = request.peer, request.cid
-        self.binds.append((request.cid, pid, request.peer))
+        worker.peer, worker.cid, worker.flood = request.peer, request.cid, handle.flood
+        self.binds.append(worker_entry(request.cid, pid, request.peer, handle.flood))
         self._send_binds()
         if worker.pidfd == -1:
             self._adopt(worker)
@@ -902,7 +906,6 @@ class Supervisor:
         if self.spawner_stale:
             troubles.append("new connections get the previous configuration until a "
                             "spawner starts")
-        self._raise_flood_ceiling(new.limits)
         self._send_broker(ipc.encode(ipc.Kind.CONFIG, pickle.dumps(new)))
         if troubles:
             outcome = f"configuration reloaded, but {' and '.join(troubles)}"
@@ -911,24 +914,6 @@ class Supervisor:
             return
         log.info("configuration reloaded")
         systemd.notify("READY=1", self._status())
-
-    def _raise_flood_ceiling(self, limits: config.Limits) -> None:
-        """Tell the broker the highest flood_rate and flood_burst since the
-        start, which its flood control of workers keeps to.
-
-        A worker keeps the flood control it was started with (a reload is
-        for the connections after it); a broker that went by the running
-        configuration held the workers started before a reload that
-        lowered the limits below their own, once it made their buckets
-        anew (restarted after a crash): 60 lines of such a client took
-        24 s instead of 5.  The highest of all is what no worker of ours
-        goes beyond, and no more than the server ever allowed one.
-        """
-        rate, burst = self.flood_ceiling
-        self.flood_ceiling = (max(rate, limits.flood_rate), max(burst, limits.flood_burst))
-        self._send_broker(ipc.encode_json(ipc.Kind.CONTROL, {
-            "op": "flood_ceiling", "rate": self.flood_ceiling[0],
-            "burst": self.flood_ceiling[1]}))
 
     def _reload_failed(self, problems: list[str]) -> None:
         """One line for each problem, with its prefix; the running
@@ -1212,6 +1197,22 @@ class Supervisor:
         if any(c.kind == kind or not kind for c in self.children.values()):
             return True
         return kind == "worker" and any(h.requests for h in self.spawners.values())
+
+
+def worker_entry(cid: int, pid: int, peer: str, flood: tuple[float, int] | None) -> tuple:
+    """A worker as the broker is told of it: (cid, pid, peer, flood_rate,
+    flood_burst), with the flood limits its spawner started it with (left
+    out when not known: the broker then takes the running configuration's).
+
+    A worker keeps the limits of when its connection was accepted (a
+    reload is for the connections after it), and the broker holds its
+    frames to twice those.  One ceiling for all, the highest limits since
+    the start, gave every worker started after a reload that lowered them
+    against abuse twice the old rate until the server restarted; the
+    running configuration's held the workers started before such a reload
+    below their own pace once a restarted broker made their buckets anew.
+    """
+    return (cid, pid, peer) if flood is None else (cid, pid, peer, *flood)
 
 
 def _reload_troubles(unbound: int, stale: int) -> list[str]:

@@ -339,11 +339,12 @@ def test_a_worker_counted_after_a_reload_that_lowered_flood_control_keeps_the_ol
     bucket from the running limits when it first counted one of its frames:
     after such a reload, a worker a retired spawner started with the
     previous configuration, or one whose first frame came after it, was
-    held below its own pace.  The supervisor tells the broker the highest
-    limits since the start with each new configuration."""
+    held below its own pace.  The supervisor names each worker to the
+    broker with the limits it was started with."""
     limits = dataclasses.replace(harness.broker.cfg.limits, flood_rate=1.0, flood_burst=1)
     harness.supervisor_end.sendall(
-        ipc.encode_json(ipc.Kind.CONTROL, {"op": "flood_ceiling", "rate": 2.0, "burst": 10})
+        ipc.encode_json(ipc.Kind.CONTROL, {"op": "bind",
+                                           "workers": [[2, os.getpid(), PEER, 2.0, 10]]})
         + ipc.encode(ipc.Kind.CONFIG, pickle.dumps(
             dataclasses.replace(harness.broker.cfg, limits=limits))))
     harness.broker.on_control(selectors.EVENT_READ)

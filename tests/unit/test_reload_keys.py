@@ -155,10 +155,9 @@ def test_a_reload_that_changes_one_key(caplog, table, key):
     assert warnings == []
     assert spawned and value_in(spawned[-1], table, key) == value   # new workers get it
     decoded = [ipc.FrameReader().feed(frame)[0] for frame in frames]
-    # the highest flood limits since the start, then the configuration
-    assert [kind_sent for kind_sent, _ in decoded] == [ipc.Kind.CONTROL, ipc.Kind.CONFIG]
-    assert ipc.decode_json(decoded[0][1])["op"] == "flood_ceiling"
-    sent = pickle.loads(decoded[1][1])
+    # the configuration alone: each worker's flood limits go with its bind
+    assert [kind_sent for kind_sent, _ in decoded] == [ipc.Kind.CONFIG]
+    sent = pickle.loads(decoded[0][1])
     assert value_in(sent, table, key) == value
     if where == "admission":
         assert getattr(boss.admission.limits, key) == value
