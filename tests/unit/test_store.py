@@ -729,3 +729,84 @@ def test_rooms_back_by_reregister_take_their_records_once_the_store_is_read(tmp_
         "#quiet": "stored quiet", "#touched": "changed meanwhile", "#left": "stored left",
         "#fresh": ""}
     assert (stored["#quiet"]["key"], stored["#touched"]["key"]) == ("k", "")
+
+
+def _registered(made: broker.Broker, cid: int, nick: str, sockets: list) -> broker.Link:
+    """A client new to this broker, on a link of its own (its sockets added
+    to `sockets`, to close)."""
+    sockets.extend(socket.socketpair())
+    link = broker.Link(sockets[-1], 1 << 20)
+    made._dispatch(link, ipc.Kind.HELLO, json.dumps({"cid": cid, "host": "h",
+                                                     "proto": "irc"}).encode())
+    made._dispatch(link, ipc.Kind.REQUEST, f"NICK {nick}".encode())
+    made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": nick, "realname": nick}).encode())
+    return link
+
+
+def _topics_sent(made: broker.Broker, monkeypatch) -> list[tuple[int, bytes]]:
+    """The (cid, line) of every TOPIC the broker queues from now on."""
+    sent: list[tuple[int, bytes]] = []
+    queue = made.queue
+
+    def recorded(cid: int, frame: bytes) -> None:
+        for _kind, line in ipc.FrameReader().feed(frame):
+            if b" TOPIC " in line:
+                sent.append((cid, line.rstrip(b"\r\n")))
+        queue(cid, frame)
+    monkeypatch.setattr(made, "queue", recorded)
+    return sent
+
+
+def test_rooms_made_by_join_while_the_store_is_unread_take_their_records_once_read(
+        tmp_path, monkeypatch):
+    """At a fresh start with the store unreadable, a room made by a JOIN
+    and still live when the store was read wrote its empty state over its
+    record, though nobody had changed it: a room that never empties lost
+    its topic, key, modes and bans for good.  Now it takes its record, its
+    members staying whatever its key and bans, and each (told it had no
+    topic) gets a TOPIC line; one a client changed meanwhile keeps what was
+    set; one emptied and made again awaits its record as well."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {
+        "#lobby": {"name": "#Lobby", "topic": "stored lobby", "key": "k", "flags": "knt",
+                   "bans": [["bob!*@*", "op", 1]]},
+        "#touched": {"name": "#touched", "topic": "stored touched", "flags": "nt"},
+        "#again": {"name": "#again", "topic": "stored again", "flags": "nt"}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today")
+        try:
+            alice = _registered(made, 1, "alice", sockets)
+            bob = _registered(made, 2, "bob", sockets)
+            for link, line in ((alice, b"JOIN #lobby,#touched,#again"), (bob, b"JOIN #lobby"),
+                               (alice, b"TOPIC #touched :changed meanwhile"),
+                               (alice, b"PART #again"), (alice, b"JOIN #again"),
+                               (alice, b"MODE #lobby"), (bob, b"MODE #lobby b"),
+                               (bob, b"TOPIC #lobby")):      # none of these changes #lobby
+                made._dispatch(link, ipc.Kind.REQUEST, line)
+            made._save_rooms()
+            sent = _topics_sent(made, monkeypatch)
+            refused.clear()
+            made._save_rooms()                  # what the loop does at next_store
+            lobby = made.state.rooms["#lobby"]
+            assert (lobby.name, lobby.topic, lobby.key, list(lobby.bans)) == (
+                "#lobby", "stored lobby", "k", ["bob!*@*"])
+            assert set(lobby.members) == {1, 2}
+            assert made.state.rooms["#touched"].topic == "changed meanwhile"
+            assert made.state.rooms["#again"].topic == "stored again"
+            assert sorted(sent) == [(1, b":forkchat.local TOPIC #again :stored again"),
+                                    (1, b":forkchat.local TOPIC #lobby :stored lobby"),
+                                    (2, b":forkchat.local TOPIC #lobby :stored lobby")]
+            assert not made.records_awaited
+            made._save_rooms()
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
+    stored = stored_rooms(tmp_path)
+    assert {name: record["topic"] for name, record in stored.items()} == {
+        "#lobby": "stored lobby", "#touched": "changed meanwhile", "#again": "stored again"}
+    assert stored["#lobby"]["key"] == "k"
+
