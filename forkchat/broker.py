@@ -307,8 +307,8 @@ class AwaitedRecord:
         self.room = room
         self.meta = room.meta()     # its state as it was made: changed if it differs
         # The members whose clients still show its stored topic: back with
-        # it by REREGISTER (not told of the broker's death).  The others
-        # were told it had none.
+        # it by REREGISTER (not told of the broker's death), and in it ever
+        # since.  The others were told it had none.
         self.showing = set(showing)
 
 
@@ -515,19 +515,28 @@ class Broker:
     def _note_members(self, before: dict[str, rooms.Room | None]) -> None:
         """After a JOIN, PART or KICK (`before`: _rooms_before's): a room
         it made while the store is unread awaits its record, as one back by
-        REREGISTER does.
+        REREGISTER does, and a member who left a room awaiting its record
+        no longer shows its stored topic.
 
         At a fresh start with the store unreadable (left root's 0600), a
         room made by a JOIN wrote its empty state over its record once the
         store was read: a room that never empties (#lobby) lost its topic,
         key, modes and bans for good.  Now, unless a client changes it
         meanwhile, it takes its record then (_keep_found_records), and its
-        members, told it had no topic, get a TOPIC line (_give_record).
+        members, told it had no topic, get a TOPIC line (_give_record).  So
+        does a member back by REREGISTER who left and joined again, told
+        then it had none.
         """
         for folded, was in before.items():
             room = self.state.rooms.get(folded)
-            if room is not None and room is not was and self.store.unread:
-                self.records_awaited[folded] = AwaitedRecord(room, ())
+            if room is None:
+                continue
+            awaited = self.records_awaited.get(folded)
+            if room is not was:
+                if self.store.unread:
+                    self.records_awaited[folded] = AwaitedRecord(room, ())
+            elif awaited is not None and awaited.room is room:
+                awaited.showing.intersection_update(room.members)
 
     def _awaits_record(self, folded: str) -> bool:
         """Whether a room made while the store is unread (back by

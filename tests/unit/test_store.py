@@ -810,3 +810,37 @@ def test_rooms_made_by_join_while_the_store_is_unread_take_their_records_once_re
         "#lobby": "stored lobby", "#touched": "changed meanwhile", "#again": "stored again"}
     assert stored["#lobby"]["key"] == "k"
 
+
+def test_a_member_back_by_reregister_who_left_and_came_back_meanwhile_gets_the_topic(
+        tmp_path, monkeypatch):
+    """A member back by REREGISTER with a room whose record waits for the
+    store is told nothing once its record comes (its client still shows
+    the topic), but one who left the room and joined it again meanwhile
+    was told it had none: it gets the TOPIC, as one who joined meanwhile
+    does.  So does one kicked and back."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#quiet": {"name": "#quiet", "topic": "stored quiet",
+                                         "flags": "nt"}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today",
+            expected=((1, 0, "h"), (2, 0, "h"), (3, 0, "h")))
+        try:
+            alice = _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
+            bob = _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
+            carol = _back_by_reregister(made, 3, "carol", {"#quiet": ""}, sockets)
+            for link, line in ((bob, b"PART #quiet"), (bob, b"JOIN #quiet"),
+                               (alice, b"KICK #quiet carol"), (carol, b"JOIN #quiet")):
+                made._dispatch(link, ipc.Kind.REQUEST, line)
+            sent = _topics_sent(made, monkeypatch)
+            refused.clear()
+            made._save_rooms()
+            assert made.state.rooms["#quiet"].topic == "stored quiet"
+            assert sorted(sent) == [(2, b":forkchat.local TOPIC #quiet :stored quiet"),
+                                    (3, b":forkchat.local TOPIC #quiet :stored quiet")]
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
