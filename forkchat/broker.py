@@ -538,6 +538,15 @@ class Broker:
             elif awaited is not None and awaited.room is room:
                 awaited.showing.intersection_update(room.members)
 
+    def _told_no_topic(self, cid: int, name: str) -> None:
+        """A member back by REREGISTER asked the topic of a room awaiting
+        its record, and was told it had none (331): its client shows none
+        now, and it gets the TOPIC once the record comes, as one who joined
+        meanwhile does; it was told nothing more."""
+        folded = protocol.casefold(name)
+        if self._awaits_record(folded):
+            self.records_awaited[folded].showing.discard(cid)
+
     def _awaits_record(self, folded: str) -> bool:
         """Whether a room made while the store is unread (back by
         REREGISTER, or by a JOIN) is as it was made: its state is to be its
@@ -1235,6 +1244,8 @@ class Broker:
                 self._note_members(before)
         elif msg.command in _ROOM_RECORD_CHANGING and msg.params:
             self._save_room(msg.params[0])
+            if msg.command == "TOPIC" and len(msg.params) == 1 and self.records_awaited:
+                self._told_no_topic(link.cid, msg.params[0])
 
     def _paced_scan(self, link: Link, msg: protocol.Message) -> None:
         """Run a command that scans the whole server, within SCAN_SHARE:

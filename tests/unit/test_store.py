@@ -844,3 +844,33 @@ def test_a_member_back_by_reregister_who_left_and_came_back_meanwhile_gets_the_t
             made.selector.close()
             for sock in sockets:
                 sock.close()
+
+
+def test_a_member_back_by_reregister_who_asked_the_topic_meanwhile_gets_it(tmp_path,
+                                                                         monkeypatch):
+    """A member back by REREGISTER who asked the topic of a room awaiting
+    its record was told it had none (331), and its client shows none: it
+    gets the TOPIC once the record comes, as one who joined meanwhile does.
+    One who asked nothing is told nothing (its client still shows it)."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#quiet": {"name": "#quiet", "topic": "stored quiet",
+                                         "flags": "nt"}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today",
+            expected=((1, 0, "h"), (2, 0, "h")))
+        try:
+            _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
+            bob = _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
+            made._dispatch(bob, ipc.Kind.REQUEST, b"TOPIC #Quiet")
+            sent = _topics_sent(made, monkeypatch)
+            refused.clear()
+            made._save_rooms()
+            assert made.state.rooms["#quiet"].topic == "stored quiet"
+            assert sent == [(2, b":forkchat.local TOPIC #quiet :stored quiet")]
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
