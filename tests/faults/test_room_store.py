@@ -461,6 +461,7 @@ def test_a_room_made_by_join_while_the_store_is_unread_takes_its_record_once_rea
         carol.register("carol")
         carol.send("JOIN #kept")
         carol.expect("475")
+        server.wait_for_text("written again, rooms persist", start=mark)
         alice.sync()
     finally:
         assert server.stop() == 0     # alice and bob are still in the room as it stops

@@ -874,3 +874,30 @@ def test_a_member_back_by_reregister_who_asked_the_topic_meanwhile_gets_it(tmp_p
             made.selector.close()
             for sock in sockets:
                 sock.close()
+
+
+def test_a_store_given_back_with_nothing_to_write_says_it_is_written_again(
+        tmp_path, monkeypatch, caplog):
+    """A store unreadable at the start, given back, read, and with nothing
+    to write (its rooms made meanwhile take their records) stayed failing:
+    "written again, rooms persist" was never said, and the next failure (a
+    full disk) went unsaid, the store being said to fail already.  A write
+    that changes nothing now tells whether it may be written."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#lobby": {"topic": "stored"}})
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        late = store.RoomStore(str(tmp_path))
+        try:
+            late.apply({})
+            refused.clear()
+            with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+                late.apply({})
+                assert late.take_found() == {"#lobby": {"topic": "stored"}}
+                assert "written again, rooms persist" in caplog.text
+                assert late.retry_at is None
+                caplog.clear()
+                with _no_file_may_grow():
+                    late.put("#lobby", {"topic": "changed"})
+            assert "failed, rooms will not persist until it can be written" in caplog.text
+        finally:
+            late.release()
