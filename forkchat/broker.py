@@ -501,8 +501,8 @@ class Broker:
 
     def _rooms_before(self, cid: int, msg: protocol.Message) -> dict[str, rooms.Room | None]:
         """The rooms a JOIN, PART or KICK may make or change the members
-        of, each as it is before it (None: not there), while the store is unread
-        or rooms await their records; else none (see _note_members)."""
+        of, each as it is before it (None: not there), while the store is
+        unread or rooms await their records; else none (_note_members)."""
         if msg.command not in _MEMBERS_CHANGING or not (self.store.unread
                                                         or self.records_awaited):
             return {}
@@ -542,7 +542,8 @@ class Broker:
         """A member back by REREGISTER asked the topic of a room awaiting
         its record, and was told it had none (331): its client shows none
         now, and it gets the TOPIC once the record comes, as one who joined
-        meanwhile does; it was told nothing more."""
+        meanwhile does (taken for one whose client still showed the topic,
+        it was told nothing)."""
         folded = protocol.casefold(name)
         if self._awaits_record(folded):
             self.records_awaited[folded].showing.discard(cid)
