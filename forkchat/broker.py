@@ -153,6 +153,8 @@ _FLOOD_COUNTED = frozenset({ipc.Kind.HELLO, ipc.Kind.REQUEST, ipc.Kind.REGISTER,
 _COUNTED = frozenset(state.HANDLERS) | {"STATS"}
 _ROOM_CHANGING = frozenset({"JOIN", "PART", "KICK", "KILL"})
 _ROOM_RECORD_CHANGING = frozenset({"TOPIC", "MODE"})
+# Those that make rooms or change their members (see Broker._rooms_before).
+_MEMBERS_CHANGING = frozenset({"JOIN", "PART", "KICK"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
 CLOSED_HELD = -1      # among the frames held in a recovery: a link ended there (_close_link)
 _PASSES_WAITING_SCAN = frozenset({"PRIVMSG", "NOTICE"})   # see WaitingScan
@@ -297,21 +299,23 @@ class WaitingScan:
 
 
 class AwaitedRecord:
-    """A room back by REREGISTER while the store is unread, as it came back.
+    """A room made while the store is unread (back by REREGISTER, or
+    created by a JOIN), as it was made.
 
-    Its record is in the store, which cannot be read yet: until it is, the
-    room's empty state is not written, and unless a client changes it
+    Its record may be in the store, which cannot be read yet: until it is,
+    the room's empty state is not written, and unless a client changes it
     meanwhile, it takes that record once read (Broker._keep_found_records).
     """
 
-    __slots__ = ("room", "meta", "told")
+    __slots__ = ("room", "meta", "showing")
 
-    def __init__(self, room: rooms.Room, cid: int) -> None:
+    def __init__(self, room: rooms.Room, showing: Iterable[int]) -> None:
         self.room = room
-        self.meta = room.meta()     # its state as it came back: changed if it differs
-        # The members back with it: their clients still show its topic,
-        # not having been told of the broker's death.
-        self.told = {cid}
+        self.meta = room.meta()     # its state as it was made: changed if it differs
+        # The members whose clients still show its stored topic: back with
+        # it by REREGISTER (not told of the broker's death), and in it ever
+        # since.  The others were told it had none.
+        self.showing = set(showing)
 
 
 class Broker:
@@ -459,9 +463,10 @@ class Broker:
     def _keep_found_records(self) -> None:
         """Keep the records of a store read only now (unreadable at the
         start, given back) as the start keeps those it loads: for when
-        their rooms are created again.  A room live now keeps its live
-        state, written over its record; one back by REREGISTER and unchanged
-        since takes its record, as at a recovery with the store readable."""
+        their rooms are created again.  A room made meanwhile (back by
+        REREGISTER, or by a JOIN) and unchanged since takes its record, as
+        with the store readable; one a client changed keeps its live state,
+        written over its record."""
         given = 0
         for folded, record in self.store.take_found().items():
             if self._awaits_record(folded):
@@ -473,8 +478,8 @@ class Broker:
             else:
                 self.state.saved_rooms.setdefault(folded, record)
         if given:
-            log.info("room store %s: %d rooms back after a broker restart take "
-                     "their stored records", self.store.path, given)
+            log.info("room store %s: %d rooms made while it could not be read, and "
+                     "unchanged, take their stored records", self.store.path, given)
         if self.records_awaited and not self.store.unread:
             for folded in list(self.records_awaited):   # no record stored: written as they are
                 self.records_awaited.pop(folded)
@@ -500,16 +505,65 @@ class Broker:
         for folded, room in client.joined.items():
             awaited = self.records_awaited.get(folded)
             if awaited is not None and awaited.room is room:
-                awaited.told.add(cid)
+                awaited.showing.add(cid)
             elif len(room.members) == 1:        # made by this REREGISTER
-                self.records_awaited[folded] = AwaitedRecord(room, cid)
+                self.records_awaited[folded] = AwaitedRecord(room, {cid})
+
+    def _rooms_before(self, cid: int, msg: protocol.Message) -> dict[str, rooms.Room | None]:
+        """The rooms a JOIN, PART or KICK may make or change the members
+        of, each as it is before it (None: not there), while the store is
+        unread or rooms await their records; else none (_note_members)."""
+        if msg.command not in _MEMBERS_CHANGING or not (self.store.unread
+                                                        or self.records_awaited):
+            return {}
+        named = {protocol.casefold(name) for name in msg.param(0).split(",") if name}
+        client = self.state.clients.get(cid)
+        if client is not None and msg.command == "JOIN":
+            named.update(client.joined)         # 'JOIN 0' leaves them all
+        return {folded: self.state.rooms.get(folded) for folded in named}
+
+    def _note_members(self, before: dict[str, rooms.Room | None]) -> None:
+        """After a JOIN, PART or KICK (`before`: _rooms_before's): a room
+        it made while the store is unread awaits its record, as one back by
+        REREGISTER does, and a member who left a room awaiting its record
+        no longer shows its stored topic.
+
+        At a fresh start with the store unreadable (left root's 0600), a
+        room made by a JOIN wrote its empty state over its record once the
+        store was read: a room that never empties (#lobby) lost its topic,
+        key, modes and bans for good.  Now, unless a client changes it
+        meanwhile, it takes its record then (_keep_found_records), and its
+        members, told it had no topic, get a TOPIC line (_give_record).  So
+        does a member back by REREGISTER who left and joined again, told
+        then it had none.
+        """
+        for folded, was in before.items():
+            room = self.state.rooms.get(folded)
+            if room is None:
+                continue
+            awaited = self.records_awaited.get(folded)
+            if room is not was:
+                if self.store.unread:
+                    self.records_awaited[folded] = AwaitedRecord(room, ())
+            elif awaited is not None and awaited.room is room:
+                awaited.showing.intersection_update(room.members)
+
+    def _told_no_topic(self, cid: int, name: str) -> None:
+        """A member back by REREGISTER asked the topic of a room awaiting
+        its record, and was told it had none (331): its client shows none
+        now, and it gets the TOPIC once the record comes, as one who joined
+        meanwhile does (taken for one whose client still showed the topic,
+        it was told nothing)."""
+        folded = protocol.casefold(name)
+        if self._awaits_record(folded):
+            self.records_awaited[folded].showing.discard(cid)
 
     def _awaits_record(self, folded: str) -> bool:
-        """Whether a room back by REREGISTER while the store is unread is
-        as it came back: its state is to be its stored record, and is not
-        written meanwhile.  One a client changed (or that is gone) is no
-        longer awaited, and one live is written as it is, as any room made
-        while the store is unread."""
+        """Whether a room made while the store is unread (back by
+        REREGISTER, or by a JOIN) is as it was made: its state is to be its
+        stored record, and is not written meanwhile.  One a client changed
+        (or that is gone) is no longer awaited, and one live is written as
+        it is."""
         awaited = self.records_awaited.get(folded)
         if awaited is None:
             return False
@@ -527,15 +581,16 @@ class Broker:
 
         Its members back with it are told nothing, as at any recovery:
         their clients still show its topic.  Those who joined it meanwhile
-        were told it had none, and get a TOPIC from the server; its modes,
-        key and bans come back silently (MODE shows them)."""
+        (or made it) were told it had none, and get a TOPIC from the
+        server; its modes, key and bans come back silently (MODE shows
+        them), and its members stay, whatever its key, bans, +i or +l."""
         awaited = self.records_awaited.pop(folded)
         room = awaited.room
         room.apply_meta(record)
         room.topic = state_rooms.fitted_topic(self.state, room, room.topic)
         self.state.changed_rooms[folded] = None     # its record, under its live name
         self.store_dirty = True
-        joined = [cid for cid in room.members if cid not in awaited.told]
+        joined = [cid for cid in room.members if cid not in awaited.showing]
         if room.topic and joined:
             self.outbox.fanout(joined, state_talk.text_line(
                 self.state.settings.server_name, "TOPIC", room.name, room.topic))
@@ -1225,6 +1280,7 @@ class Broker:
             finally:
                 self.replying = None
             return
+        before = self._rooms_before(link.cid, msg)
         self.replying = link.cid
         try:
             if self.state.scans_everything(msg):
@@ -1235,8 +1291,12 @@ class Broker:
             self.replying = None
         if msg.command in _ROOM_CHANGING:
             self.store_dirty = True
+            if before:
+                self._note_members(before)
         elif msg.command in _ROOM_RECORD_CHANGING and msg.params:
             self._save_room(msg.params[0])
+            if msg.command == "TOPIC" and len(msg.params) == 1 and self.records_awaited:
+                self._told_no_topic(link.cid, msg.params[0])
 
     def _paced_scan(self, link: Link, msg: protocol.Message) -> None:
         """Run a command that scans the whole server, within SCAN_SHARE:

@@ -48,6 +48,12 @@ RETRY_S = 2.0
 # write is tried again RETRY_S later.  SQLite's default was 5 s.
 BUSY_WAIT_MS = 50
 IN_USE = "in use"           # what _open() says when another server holds the lock
+# A write that changes nothing, for a failing store with nothing left to
+# write (one unreadable at the start, given back and read, whose rooms all
+# take their records): refused if the store is still read-only, else it
+# says "written again".  Left failing, the store never said so, and the
+# next failure (a full disk) went unsaid, being "said once" already.
+WRITABLE_PROBE = "DELETE FROM rooms WHERE 0"
 
 
 class RoomStore:
@@ -373,10 +379,12 @@ class RoomStore:
         db = self._db
         if db is None:
             return              # not open: the changes wait for the next try
-        if written or gone:
+        if written or gone or self._failing:
             try:
                 with db:
                     db.execute("BEGIN")
+                    if not (written or gone):
+                        db.execute(WRITABLE_PROBE)
                     db.executemany("DELETE FROM rooms WHERE name = ?", [(n,) for n in gone])
                     db.executemany("INSERT OR REPLACE INTO rooms VALUES (?, ?)",
                                    list(written.items()))

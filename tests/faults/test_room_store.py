@@ -368,7 +368,8 @@ def test_rooms_back_from_a_broker_crash_take_their_records_once_the_store_is_rea
         mark = server.log_length()
         os.chown(taken, owner, -1)
         os.chmod(taken, mode)
-        server.wait_for_text("1 rooms back after a broker restart take their stored records",
+        server.wait_for_text("1 rooms made while it could not be read, and unchanged, "
+                             "take their stored records",
                              start=mark)
         check_room(bob)
         told = carol.expect("TOPIC")
@@ -397,6 +398,83 @@ def test_rooms_back_from_a_broker_crash_take_their_records_once_the_store_is_rea
         check_room(dave)
         dave.send("JOIN #touched")
         assert dave.expect("332").params[-1] == "changed meanwhile"
+        dave.close()
+    finally:
+        again.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_a_room_made_by_join_while_the_store_is_unread_takes_its_record_once_read():
+    """A server started with its store left root's 0600 could not read it:
+    a room made by a JOIN meanwhile and live when the store was given back
+    wrote its empty state over its record, though nobody had changed it, so
+    a busy room that never empties lost its topic, key, modes and bans for
+    good.  Now it takes its record: its members stay (the key come back
+    keeps out only those who join later), and each, told it had no topic,
+    gets a TOPIC from the server."""
+    state_dir = tempfile.mkdtemp(prefix="forkchat-state-")
+    os.chmod(state_dir, 0o777)      # the server may drop from root to nobody
+    args = ["--state-dir", state_dir]
+    path = os.path.join(state_dir, "rooms.sqlite3")
+    first = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        owner = psutil.Process(broker_pid(first)).uids().effective
+        alice = IrcTestClient(first.port)
+        alice.register("alice")
+        set_up_room(alice)
+        alice.sync()
+    finally:
+        assert first.stop() == 0     # alice is still in the room as the server stops
+    alice.close()
+    # root's 0600 (the server runs as nobody), or not even ours to read
+    if os.geteuid() == 0:
+        os.chown(path, 0, 0)
+    os.chmod(path, 0o600 if os.geteuid() == 0 else 0o000)
+    server = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        server_name = None
+        members = []
+        server.wait_for_text("cannot be written")
+        for nick in ("alice", "bob"):
+            member = IrcTestClient(server.port)
+            server_name = member.register(nick)[0].prefix
+            member.send("JOIN #kept")                   # no key known: let in
+            assert "332" not in [m.command for m in member.collect_until("366")]
+            member.send("MODE #kept")                   # asked, not changed
+            member.expect("324")
+            members.append(member)
+        alice, bob = members
+        alice.sync()
+        mark = server.log_length()
+        for name in os.listdir(state_dir):
+            os.chown(os.path.join(state_dir, name), owner, -1)
+        os.chmod(path, 0o600)
+        server.wait_for_text("1 rooms made while it could not be read, and unchanged, "
+                             "take their stored records", start=mark)
+        for member in members:
+            told = member.expect("TOPIC")
+            assert (told.prefix, told.params) == (server_name, ["#kept", "what we keep"])
+        check_room(bob)
+        alice.send("NAMES #kept")                       # both still in it
+        assert set(alice.expect("353").params[-1].split()) == {"@alice", "bob"}
+        carol = IrcTestClient(server.port)
+        carol.register("carol")
+        carol.send("JOIN #kept")
+        carol.expect("475")
+        server.wait_for_text("written again, rooms persist", start=mark)
+        alice.sync()
+    finally:
+        assert server.stop() == 0     # alice and bob are still in the room as it stops
+    for client in (alice, bob, carol):
+        client.close()
+    again = ServerProcess(config_text=LIMITS, extra_args=args).start()
+    try:
+        dave = IrcTestClient(again.port)
+        dave.register("dave")
+        dave.send("JOIN #kept sesame")
+        assert dave.expect("332").params[-1] == "what we keep"
+        dave.collect_until("366")
+        check_room(dave)
         dave.close()
     finally:
         again.stop()

@@ -729,3 +729,175 @@ def test_rooms_back_by_reregister_take_their_records_once_the_store_is_read(tmp_
         "#quiet": "stored quiet", "#touched": "changed meanwhile", "#left": "stored left",
         "#fresh": ""}
     assert (stored["#quiet"]["key"], stored["#touched"]["key"]) == ("k", "")
+
+
+def _registered(made: broker.Broker, cid: int, nick: str, sockets: list) -> broker.Link:
+    """A client new to this broker, on a link of its own (its sockets added
+    to `sockets`, to close)."""
+    sockets.extend(socket.socketpair())
+    link = broker.Link(sockets[-1], 1 << 20)
+    made._dispatch(link, ipc.Kind.HELLO, json.dumps({"cid": cid, "host": "h",
+                                                     "proto": "irc"}).encode())
+    made._dispatch(link, ipc.Kind.REQUEST, f"NICK {nick}".encode())
+    made._dispatch(link, ipc.Kind.REGISTER, json.dumps({"user": nick, "realname": nick}).encode())
+    return link
+
+
+def _topics_sent(made: broker.Broker, monkeypatch) -> list[tuple[int, bytes]]:
+    """The (cid, line) of every TOPIC the broker queues from now on."""
+    sent: list[tuple[int, bytes]] = []
+    queue = made.queue
+
+    def recorded(cid: int, frame: bytes) -> None:
+        for _kind, line in ipc.FrameReader().feed(frame):
+            if b" TOPIC " in line:
+                sent.append((cid, line.rstrip(b"\r\n")))
+        queue(cid, frame)
+    monkeypatch.setattr(made, "queue", recorded)
+    return sent
+
+
+def test_rooms_made_by_join_while_the_store_is_unread_take_their_records_once_read(
+        tmp_path, monkeypatch):
+    """At a fresh start with the store unreadable, a room made by a JOIN
+    and still live when the store was read wrote its empty state over its
+    record, though nobody had changed it: a room that never empties lost
+    its topic, key, modes and bans for good.  Now it takes its record, its
+    members staying whatever its key and bans, and each (told it had no
+    topic) gets a TOPIC line; one a client changed meanwhile keeps what was
+    set; one emptied and made again awaits its record as well."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {
+        "#lobby": {"name": "#Lobby", "topic": "stored lobby", "key": "k", "flags": "knt",
+                   "bans": [["bob!*@*", "op", 1]]},
+        "#touched": {"name": "#touched", "topic": "stored touched", "flags": "nt"},
+        "#again": {"name": "#again", "topic": "stored again", "flags": "nt"}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today")
+        try:
+            alice = _registered(made, 1, "alice", sockets)
+            bob = _registered(made, 2, "bob", sockets)
+            for link, line in ((alice, b"JOIN #lobby,#touched,#again"), (bob, b"JOIN #lobby"),
+                               (alice, b"TOPIC #touched :changed meanwhile"),
+                               (alice, b"PART #again"), (alice, b"JOIN #again"),
+                               (alice, b"MODE #lobby"), (bob, b"MODE #lobby b"),
+                               (bob, b"TOPIC #lobby")):      # none of these changes #lobby
+                made._dispatch(link, ipc.Kind.REQUEST, line)
+            made._save_rooms()
+            sent = _topics_sent(made, monkeypatch)
+            refused.clear()
+            made._save_rooms()                  # what the loop does at next_store
+            lobby = made.state.rooms["#lobby"]
+            assert (lobby.name, lobby.topic, lobby.key, list(lobby.bans)) == (
+                "#lobby", "stored lobby", "k", ["bob!*@*"])
+            assert set(lobby.members) == {1, 2}
+            assert made.state.rooms["#touched"].topic == "changed meanwhile"
+            assert made.state.rooms["#again"].topic == "stored again"
+            assert sorted(sent) == [(1, b":forkchat.local TOPIC #again :stored again"),
+                                    (1, b":forkchat.local TOPIC #lobby :stored lobby"),
+                                    (2, b":forkchat.local TOPIC #lobby :stored lobby")]
+            assert not made.records_awaited
+            made._save_rooms()
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
+    stored = stored_rooms(tmp_path)
+    assert {name: record["topic"] for name, record in stored.items()} == {
+        "#lobby": "stored lobby", "#touched": "changed meanwhile", "#again": "stored again"}
+    assert stored["#lobby"]["key"] == "k"
+
+
+def test_a_member_back_by_reregister_who_left_and_came_back_meanwhile_gets_the_topic(
+        tmp_path, monkeypatch):
+    """A member back by REREGISTER with a room whose record waits for the
+    store is told nothing once its record comes (its client still shows
+    the topic), but one who left the room and joined it again meanwhile
+    was told it had none: it gets the TOPIC, as one who joined meanwhile
+    does.  So does one kicked and back."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#quiet": {"name": "#quiet", "topic": "stored quiet",
+                                         "flags": "nt"}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today",
+            expected=((1, 0, "h"), (2, 0, "h"), (3, 0, "h")))
+        try:
+            alice = _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
+            bob = _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
+            carol = _back_by_reregister(made, 3, "carol", {"#quiet": ""}, sockets)
+            for link, line in ((bob, b"PART #quiet"), (bob, b"JOIN #quiet"),
+                               (alice, b"KICK #quiet carol"), (carol, b"JOIN #quiet")):
+                made._dispatch(link, ipc.Kind.REQUEST, line)
+            sent = _topics_sent(made, monkeypatch)
+            refused.clear()
+            made._save_rooms()
+            assert made.state.rooms["#quiet"].topic == "stored quiet"
+            assert sorted(sent) == [(2, b":forkchat.local TOPIC #quiet :stored quiet"),
+                                    (3, b":forkchat.local TOPIC #quiet :stored quiet")]
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
+
+
+def test_a_member_back_by_reregister_who_asked_the_topic_meanwhile_gets_it(tmp_path,
+                                                                         monkeypatch):
+    """A member back by REREGISTER who asked the topic of a room awaiting
+    its record was told it had none (331), and its client shows none: it
+    gets the TOPIC once the record comes, as one who joined meanwhile does.
+    One who asked nothing is told nothing (its client still shows it)."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#quiet": {"name": "#quiet", "topic": "stored quiet",
+                                         "flags": "nt"}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today",
+            expected=((1, 0, "h"), (2, 0, "h")))
+        try:
+            _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
+            bob = _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
+            made._dispatch(bob, ipc.Kind.REQUEST, b"TOPIC #Quiet")
+            sent = _topics_sent(made, monkeypatch)
+            refused.clear()
+            made._save_rooms()
+            assert made.state.rooms["#quiet"].topic == "stored quiet"
+            assert sent == [(2, b":forkchat.local TOPIC #quiet :stored quiet")]
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
+
+
+def test_a_store_given_back_with_nothing_to_write_says_it_is_written_again(
+        tmp_path, monkeypatch, caplog):
+    """A store unreadable at the start, given back, read, and with nothing
+    to write (its rooms made meanwhile take their records) stayed failing:
+    "written again, rooms persist" was never said, and the next failure (a
+    full disk) went unsaid, the store being said to fail already.  A write
+    that changes nothing now tells whether it may be written."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    _stored_before(tmp_path, {"#lobby": {"topic": "stored"}})
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        late = store.RoomStore(str(tmp_path))
+        try:
+            late.apply({})
+            refused.clear()
+            with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+                late.apply({})
+                assert late.take_found() == {"#lobby": {"topic": "stored"}}
+                assert "written again, rooms persist" in caplog.text
+                assert late.retry_at is None
+                caplog.clear()
+                with _no_file_may_grow():
+                    late.put("#lobby", {"topic": "changed"})
+            assert "failed, rooms will not persist until it can be written" in caplog.text
+        finally:
+            late.release()
