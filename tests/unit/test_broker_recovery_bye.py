@@ -145,6 +145,7 @@ def test_lines_held_before_a_bye_run_in_order_within_flood_control_then_the_quit
     made.broker.state.request = lambda cid, msg, out: (
         lines.append(msg.params[-1] if not quits else "after the quit"),
         request(cid, msg, out))
+    rate, burst = made.broker._worker_flood(os.getpid())
     start = time.monotonic()
     sock = made.worker(hello(1, reregister=True),
                        ipc.encode_json(ipc.Kind.REREGISTER,
@@ -157,7 +158,6 @@ def test_lines_held_before_a_bye_run_in_order_within_flood_control_then_the_quit
     gone(made, 1, os.getpid())
     assert lines == [] and quits == []          # held until the recovery ends
     gone(made, 2, 0)
-    rate, burst = made.broker.flood_ceiling
     tokens = broker.FLOOD_MARGIN * (burst + rate * (time.monotonic() - start)) \
         + broker.FLOOD_OWN_FRAMES
     assert lines == [f"line {n}" for n in range(len(lines))]
