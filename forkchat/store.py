@@ -52,7 +52,10 @@ IN_USE = "in use"           # what _open() says when another server holds the lo
 # write (one unreadable at the start, given back and read, whose rooms all
 # take their records): refused if the store is still read-only, else it
 # says "written again".  Left failing, the store never said so, and the
-# next failure (a full disk) went unsaid, being "said once" already.
+# next failure (a full disk) went unsaid, being "said once" already.  Only
+# then, at the read: it writes no page, so on a full disk it succeeded, and
+# a room made and removed meanwhile had "written again" said, then the
+# failure once more.
 WRITABLE_PROBE = "DELETE FROM rooms WHERE 0"
 
 
@@ -366,7 +369,8 @@ class RoomStore:
                 return              # another server's store now
         elif self._read_only and not self._connect_again():
             return
-        if self._unloaded and not self._read_late():
+        read_now = self._unloaded
+        if read_now and not self._read_late():
             return
         written: dict[str, str] = {}
         gone: list[str] = []
@@ -379,7 +383,7 @@ class RoomStore:
         db = self._db
         if db is None:
             return              # not open: the changes wait for the next try
-        if written or gone or self._failing:
+        if written or gone or (self._failing and read_now):
             try:
                 with db:
                     db.execute("BEGIN")

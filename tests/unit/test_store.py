@@ -234,6 +234,32 @@ def test_a_failed_write_is_tried_again_and_said_once(tmp_path, monkeypatch, capl
     assert stored_rooms(tmp_path) == {"#a": {"topic": "3"}, "#b": {"topic": "b"}}
 
 
+def test_a_change_undone_while_the_disk_is_full_does_not_say_written_again(
+        tmp_path, monkeypatch, caplog):
+    """A room made and removed while the writes fail (a full disk) leaves
+    nothing to write: the write that changes nothing, which tells a store
+    given back after a late read that it may be written, wrote no page and
+    succeeded on the full disk too, and the log said "written again, rooms
+    persist", then the failure a second time."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0, raising=False)
+    first = store.RoomStore(str(tmp_path))
+    try:
+        first.apply({"#a": {"topic": "1"}})
+        with caplog.at_level(logging.INFO, logger="forkchat.broker"):
+            with _no_file_may_grow():
+                first.apply({"#made": {"topic": "made"}})
+                first.apply({"#made": None})
+                first.apply({"#b": {"topic": "b"}})
+            assert "written again, rooms persist" not in caplog.text
+            assert first.retry_at is not None
+            first.apply({})                 # the broker's next try, the disk writable again
+    finally:
+        first.release()
+    assert caplog.text.count("failed, rooms will not persist until it can be written") == 1
+    assert caplog.text.count("written again, rooms persist") == 1
+    assert stored_rooms(tmp_path) == {"#a": {"topic": "1"}, "#b": {"topic": "b"}}
+
+
 def test_the_broker_comes_back_for_a_failed_write(tmp_path, monkeypatch):
     """A topic change that failed to be written waited for the next join or
     part to be tried again, however long that was: the broker now wakes for
