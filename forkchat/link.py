@@ -81,6 +81,16 @@ class BrokerLink:
         self.out[:0] = frames
         self._queued += sum(map(len, frames))
 
+    def discard(self, frames: list[bytes]) -> None:
+        """Take out of the queue these frames (the very objects), where
+        still unsent: a greeting queued for a connection that failed before
+        it went, which the next connection's own greeting replaces."""
+        start = 1 if self._offset else 0      # (one partly written stays)
+        kept = self.out[:start] + [frame for frame in self.out[start:]
+                                   if not any(frame is gone for gone in frames)]
+        self._queued -= sum(map(len, self.out)) - sum(map(len, kept))
+        self.out = kept
+
     def clear(self) -> None:
         self.out.clear()
         self._offset = self._queued = 0

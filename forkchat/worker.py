@@ -352,6 +352,7 @@ class Worker:
         if not self._quit_told():
             return
         tries = 0
+        greeting: list[bytes] = []
         while True:
             if self.link.sock is not None and not self.link.out:
                 if self.link.await_answer(BYE_SYNC, deadline) is not False:
@@ -366,7 +367,9 @@ class Worker:
                 self.link.queue(ipc.encode(ipc.Kind.SYNC, BYE_SYNC))
                 self.link.queue(self.bye)
             if self.link.connect(deadline - time.monotonic()):
-                self.link.queue_first(self._greeting())
+                self.link.discard(greeting)     # a failed try's, never sent
+                greeting = self._greeting()
+                self.link.queue_first(greeting)
                 self.link.flush(deadline)
 
     def _drop_link(self) -> None:
