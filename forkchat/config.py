@@ -447,7 +447,8 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
             "server", "default_room",
             f"must be a room name the server accepts, such as #lobby: # or & and at "
             f"least one more character, at most {roomlen} in all "
-            f"(limits.roomlen), no space, comma, colon, BEL, CR, LF or NUL"))
+            f"(limits.roomlen) and {protocol.MAX_ROOM_BYTES} bytes in UTF-8, no space, "
+            f"comma, colon, BEL, CR, LF or NUL"))
     if len(config.server.motd.encode()) > MAX_MOTD_BYTES:
         errors.append(where.error("server", "motd", TOO_LONG_MOTD))
     if (problem := name_problem(config.server.name)) is not None:

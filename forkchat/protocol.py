@@ -16,6 +16,11 @@ MAX_BODY_BYTES = MAX_LINE_BYTES - 2
 MAX_PARAMS = 15
 CASEMAPPING = "rfc1459"
 ROOM_PREFIXES = "#&"
+# RFC 1459's bound on a room name, in bytes whatever roomlen counts in
+# characters: 200 of them took up to 800, a name of 120 emoji (481 bytes)
+# was a room whose JOIN line was cut (its members saw another name) and
+# whose 353 and 352 lines lost the nicks.
+MAX_ROOM_BYTES = 200
 QUIT_PREFIX = "Quit: "        # in front of a client's own QUIT reason (the worker adds it)
 PLAIN_QUIT = "Client Quit"    # a QUIT without a reason, or with one not relayed
 
@@ -199,8 +204,10 @@ def valid_nick(nick: str, nicklen: int) -> bool:
 
 
 def valid_room(name: str, roomlen: int) -> bool:
-    """A room name: '#' or '&', then no space, comma, colon, BEL, CR, LF, NUL."""
-    if not is_room_name(name) or len(name) < 2 or len(name) > roomlen:
+    """A room name: '#' or '&', then no space, comma, colon, BEL, CR, LF, NUL;
+    at most `roomlen` characters, and MAX_ROOM_BYTES bytes in UTF-8."""
+    if not is_room_name(name) or len(name) < 2 or len(name) > roomlen \
+            or len(name.encode()) > MAX_ROOM_BYTES:
         return False
     return not any(ch in _ROOM_FORBIDDEN for ch in name)
 

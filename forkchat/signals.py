@@ -36,6 +36,19 @@ def install(signums: Iterable[int]) -> tuple[socket.socket, socket.socket]:
     return read_end, write_end
 
 
+def uninstall() -> None:
+    """Point Python's wakeup fd nowhere; call it before the loop's
+    sockets go.  The handlers stay, so a later signal is only noted.
+
+    A signal after the write end was closed made Python write its byte to
+    a closed descriptor and print "Exception ignored when trying to write
+    to the signal wakeup fd" with a traceback on standard error, which is
+    the server's log: a retired spawner whose worker ended as it did (at
+    every stop, as the workers are told to go) printed one.
+    """
+    signal.set_wakeup_fd(-1)
+
+
 # The most bytes one call takes off the wakeup socket: a storm of signals
 # cannot keep the loop here.
 _DRAIN_BYTES = 4096

@@ -131,6 +131,7 @@ class Spawner:
                 key.data()
         if self.retired:
             self.reap()      # the exits already here are reported; the rest are the supervisor's
+        signals.uninstall()     # the wakeup socket closes as this returns
         return 0
 
     def still_running(self) -> bool:

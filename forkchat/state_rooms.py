@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from forkchat import numerics, protocol, rooms, state_talk
+from forkchat import numerics, protocol, rooms, session, state_talk
 
 if TYPE_CHECKING:
     from forkchat.state import ChatState, Client, Outbox
@@ -488,7 +488,8 @@ def room_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
     if not room.is_op(client.cid):
         raise numerics.Reply(numerics.ERR_CHANOPRIVSNEEDED, room.name)
     outcome = rooms.apply_modes(room, parsed.changes, lambda nick: _resolve(st, nick),
-                                client.prefix, int(st.now()), st.settings.bans_per_room)
+                                client.prefix, int(st.now()), st.settings.bans_per_room,
+                                ban_mask_bytes(st, room, client.prefix))
     for error in outcome.errors:
         out.send(client.cid, st.error_line(client, error))
     # ':prefix MODE #room ' and CRLF, and a ':' the last parameter may need
@@ -498,6 +499,24 @@ def room_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
         out.fanout(list(room.members), protocol.format_line(client.prefix, "MODE", room.name, *params))
     for cid in outcome.touched:
         st.send_rooms_update(st.clients[cid], out)
+
+
+# The longest host a client is shown with (session.client_host): an IPv6
+# address as text, and the 0 in front of one that starts with ':'.
+WIDEST_HOST = 46
+
+
+def ban_mask_bytes(st: ChatState, room: rooms.Room, setter: str) -> int:
+    """The most UTF-8 bytes of a ban mask that the lines carrying it hold
+    whole: the MODE setting it, or lifting it from any member (NICKLEN,
+    USERLEN, the widest host), and 367 to any asker, with its setter and
+    the time it was set."""
+    nick = "x" * st.settings.nicklen
+    widest = protocol.user_prefix(nick, "x" * session.USERLEN, "x" * WIDEST_HOST)
+    heads = [f":{prefix} MODE {room.name} +b " for prefix in (widest, setter)]
+    heads.append(f":{st.settings.server_name} {numerics.RPL_BANLIST} {nick} {room.name}  "
+                 f"{setter} {'9' * 11}")          # (a time: 10 digits until 2286)
+    return protocol.MAX_BODY_BYTES - max(len(head.encode()) for head in heads)
 
 
 def _resolve(st: ChatState, nick: str) -> tuple[int, str] | None:

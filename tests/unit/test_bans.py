@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings, strategies
 
-from forkchat import protocol, rooms
+from forkchat import protocol, rooms, state_rooms
 
 from tests.unit.test_state import World
 
@@ -229,3 +229,50 @@ def test_meta_keeps_bans_as_set():
     copy = rooms.Room("#r", 0)
     copy.apply_meta(room.meta())
     assert copy.bans == room.bans
+
+
+@pytest.mark.parametrize("room_name", ["#r", "#" + "\u00e9" * 49, "#" + "\U0001f600" * 49],
+                         ids=["ascii", "latin", "emoji"])
+@pytest.mark.parametrize("mask", ["\u00e9" * 200, "*!*@" + "\u20ac" * 196, "n!" + "u" * 197 + "@h",
+                                  "x" * 200], ids=["latin", "euro-host", "long-user", "ascii"])
+def test_a_ban_mask_reaches_members_and_the_ban_list_whole_or_is_refused(room_name, mask):
+    """A mask of 200 characters fits 512 bytes in ASCII, not in UTF-8:
+    'MODE #room +b' with 200 e-acute (400 bytes) in a room of 49 of them
+    was echoed cut at 384 bytes, so the members kept a mask the room did
+    not have (and '-b' with it lifted nothing), and its 367 line lost the
+    setter and the time.  A mask the lines would cut is refused (696);
+    one taken reaches the members and the list whole, and is lifted by
+    the widest member there may be."""
+    w = World(nicklen=30)
+    op = "a" * 30
+    w.add(op, user="u" * 16)
+    w.add("bob")
+    prefix = f"{op}!{'u' * 16}@127.0.0.1"
+    w.cmd(op, f"JOIN {room_name}")
+    w.cmd("bob", f"JOIN {room_name}")
+    lines = w.cmd(op, f"MODE {room_name} +b {mask}")
+    bans = w.st.rooms[protocol.casefold(room_name)].bans
+    if not bans:
+        budget = state_rooms.ban_mask_bytes(w.st, w.st.rooms[protocol.casefold(room_name)], prefix)
+        shown = protocol.truncate_utf8(mask.encode(), rooms.SHOWN_MASK_BYTES).decode()
+        assert lines == [(w.cids[op], f":srv 696 {op} {room_name} b {shown} "
+                                      f":Ban mask too long: at most {budget} bytes here")]
+        assert len(rooms.normalize_mask(mask).encode()) > budget
+        return
+    [kept] = bans.values()
+    assert [line for who, line in lines if who == w.cids["bob"]] == [
+        f":{prefix} MODE {room_name} +b {kept.mask}"]
+    listing = w.to("bob", f"MODE {room_name} +b")
+    head = f":srv 367 bob {room_name} {kept.mask} {prefix} "
+    assert listing[0].startswith(head) and listing[0][len(head):].isdigit(), listing[0]
+    widest = "w" * 30
+    w.st.connect(9, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255")
+    w.cids[widest] = 9
+    w.cmd(widest, f"NICK {widest}")
+    w.st.register(9, "v" * 16, "Real", w.out)
+    w.cmd(widest, f"JOIN {room_name}")
+    w.cmd(op, f"MODE {room_name} +o {widest}")
+    lifted = w.to(widest, f"MODE {room_name} -b {mask}")
+    assert lifted == [f":{widest}!{'v' * 16}@ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255 "
+                      f"MODE {room_name} -b {kept.mask}"]
+    assert not bans

@@ -103,6 +103,18 @@ def test_valid_room(name, ok):
     assert protocol.valid_room(name, 50) is ok
 
 
+@pytest.mark.parametrize("name, ok", [
+    ("#" + "x" * 199, True), ("#" + "\u00e9" * 99, True), ("#" + "\u20ac" * 66, True),
+    ("#" + "\U0001f600" * 49, True), ("#" + "\u00e9" * 100, False), ("#" + "\u20ac" * 67, False),
+    ("#" + "\U0001f600" * 50, False), ("#" + "\U0001f600" * 120, False),
+])
+def test_a_room_name_is_bounded_in_bytes_too(name, ok):
+    """roomlen counts characters, up to 200: 120 emoji (481 bytes) were a
+    room, whose JOIN line was cut (members saw another room's name) and
+    whose 353 and 352 lines lost the nicks.  RFC 1459's 200 bounds bytes."""
+    assert protocol.valid_room(name, 200) is ok
+
+
 @pytest.mark.parametrize("raw, word", [
     (b"NOTICE bob :x", "NOTICE"), (b"@t=1 :me notice bob :\xff", "NOTICE"),
     (b"  :me   PRIVMSG", "PRIVMSG"), (b"NOTICE\r\n", "NOTICE"), (b"", ""), (b"@t=1 :me", ""),

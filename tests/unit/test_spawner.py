@@ -2,6 +2,8 @@
 
 import errno
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -206,3 +208,42 @@ def test_a_request_whose_socket_did_not_arrive_is_reported_lost(pair):
     worker.on_control()
     assert spawner.parse_message(ours.recv(512)) == ("L", ["12"])
     assert not worker.done and worker.workers == set()
+
+
+# A spawner retired at a stop ends as the supervisor SIGTERMs the workers,
+# and a worker that ends just then sends it a SIGCHLD after its loop is over:
+# the parent's end here has the stop's "R" waiting, and the spawner's last
+# flush of its output is where that SIGCHLD comes.
+ENDING_SCRIPT = r"""
+import os, signal, socket, time, types
+from forkchat import children, spawner
+
+children.make_lifeline()
+ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+real_flush = children._flush_quietly
+
+def flush_as_a_worker_ends(*streams):
+    os.kill(os.getpid(), signal.SIGCHLD)
+    time.sleep(0.05)                 # the handler runs meanwhile
+    real_flush(*streams)
+
+children._flush_quietly = flush_as_a_worker_ends
+cfg = types.SimpleNamespace(log=types.SimpleNamespace(level="info"),
+                            server=types.SimpleNamespace(memory_merge=False))
+ours.send(b"R")
+child = children.start("forkchat-spawn", spawner.main, (theirs, cfg, b"", [None], None))
+_, status = os.waitpid(child.pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_sigchld_as_a_retired_spawner_ends_writes_no_traceback():
+    """The spawner's wakeup socket closed with its loop while Python still
+    wrote each signal there: a worker ending at a stop made the spawner
+    print "Exception ignored when trying to write to the signal wakeup fd"
+    and a traceback (Bad file descriptor) into the server's log."""
+    done = subprocess.run([sys.executable, "-c", ENDING_SCRIPT], capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout.strip() == "0", done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, \
+        done.stderr[-2000:]

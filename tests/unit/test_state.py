@@ -1556,3 +1556,23 @@ def test_names_of_a_list_answers_each_room_once(room):
         ":srv 366 carol #room :End of /NAMES list",
         ":srv 366 carol #nope :End of /NAMES list",
     ]
+
+
+@pytest.mark.parametrize("name", ["#" + "x" * 199, "#" + "\u00e9" * 99, "#" + "\U0001f600" * 49,
+                                  "#" + "\U0001f600" * 120])
+def test_a_room_accepted_is_named_whole_in_its_join_and_names(name):
+    """With roomlen and nicklen at their ceilings, a room the server takes
+    reaches its members whole in JOIN and 353 (a 481-byte one of emoji was
+    taken: its JOIN line cut, another room's name, and its 353 lines cut
+    down to '@'); a longer one in bytes is refused with 403."""
+    w = World(server_name="s" * 63, roomlen=200, nicklen=64)
+    nick = "n" * 64
+    w.add(nick, user="u" * 16)
+    lines = w.to(nick, f"JOIN {name}")
+    if len(name.encode()) > 200:
+        [refusal] = lines
+        assert protocol.parse_line(refusal.encode()).command == "403" and not w.st.rooms
+        return
+    join, names = protocol.parse_line(lines[0].encode()), protocol.parse_line(lines[1].encode())
+    assert (join.command, join.params) == ("JOIN", [name])
+    assert (names.command, names.params) == ("353", [nick, "=", name, "@" + nick])
