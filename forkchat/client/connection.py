@@ -646,6 +646,8 @@ class Connection:
         back what the user types behind a minute of answers.
         """
         text = msg.param(1)
+        if not _answerable(msg.nick):
+            return False
         if text.startswith("\x01VERSION") or text.startswith("\x01PING"):
             body = text.strip("\x01")
             if body.startswith("VERSION"):
@@ -767,6 +769,13 @@ def _answers(msg: ircmsg.Message, command: str) -> bool:
         return True
     return (msg.command.isdigit() and msg.command[0] in "45"
             and msg.param(1).upper() == command)
+
+
+def _answerable(nick: str) -> bool:
+    """Whether a CTCP request's sender can be the target of our NOTICE: a
+    line with no prefix, or one like `:!u@h`, has no nick, and building
+    the answer raised ValueError, a traceback that ended the client."""
+    return bool(nick) and " " not in nick and not nick.startswith(":")
 
 
 def _nick_limit(text: str) -> int | None:

@@ -854,3 +854,19 @@ def test_a_nick_refused_at_a_reconnect_without_a_length_is_cut_by_one(peer, monk
     peer.send(":srv 432 * b :Erroneous nickname")
     harness.until(lambda: harness.conn.closed, "the end")
     assert harness.conn.fatal.endswith("erroneous nickname")
+
+
+@pytest.mark.parametrize("line", [b"PRIVMSG bob :\x01VERSION\x01",
+                                  b":!u@h PRIVMSG bob :\x01PING 1\x01",
+                                  b":: PRIVMSG #lobby :\x01VERSION\x01"])
+def test_a_ctcp_request_from_no_nick_gets_no_answer_and_no_traceback(peer, line):
+    """A CTCP request with no prefix, or a prefix with no nick in it, from
+    an odd or hostile server: the NOTICE to answer it could not be built
+    (ValueError, the client ended in a traceback).  It is shown, unanswered."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    harness.conn._handle_raw(line)
+    harness.conn._handle_raw(b":alice!a@h PRIVMSG bob :\x01VERSION\x01")
+    harness.expect_line("NOTICE alice :\x01VERSION forkchat-client\x01")
+    assert not any(line.startswith("NOTICE :") or line == "NOTICE" for line in harness.seen)
+    harness.conn.quit()
