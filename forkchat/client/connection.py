@@ -487,9 +487,12 @@ class Connection:
             return False
         if msg.command == "432" and (self._nick_try or self.registered_once):
             refused, nick = self.nick, self._shorter_nick(msg)
+            # A bare `432` (an odd server's) has no reason: msg.params[-1]
+            # raised IndexError, a traceback that ended the client.
+            reason = events.sanitize(msg.params[-1]) if len(msg.params) > 1 else ""
             if nick:
                 self._status(f"Nickname {refused} refused by the server"
-                             f" ({events.sanitize(msg.params[-1])}), trying {nick}",
+                             f"{f' ({reason})' if reason else ''}, trying {nick}",
                              STATUS_NICK_TAKEN)
                 self.nick = nick
                 self._send_now(ircmsg.build("NICK", nick))

@@ -870,3 +870,21 @@ def test_a_ctcp_request_from_no_nick_gets_no_answer_and_no_traceback(peer, line)
     harness.expect_line("NOTICE alice :\x01VERSION forkchat-client\x01")
     assert not any(line.startswith("NOTICE :") or line == "NOTICE" for line in harness.seen)
     harness.conn.quit()
+
+
+def test_a_bare_432_after_a_collision_tries_a_shorter_nick_without_a_traceback(peer):
+    """A 432 with no parameters (an odd server's), answering our second
+    try after a 433: its reason was read as msg.params[-1], an IndexError
+    that ended the client in a traceback."""
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("NICK bob")
+    peer.send(":srv 433 * bob :Nickname is already in use")
+    harness.expect_line("NICK bob_")
+    peer.send(":srv 432")
+    harness.expect_line("NICK bo_")
+    said = [e.text for e in harness.events if e.kind == "status"]
+    assert "Nickname bob_ refused by the server, trying bo_" in said
+    harness.conn.quit()
