@@ -66,8 +66,8 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
             if cells and col + cells > width:
                 space = chunk.rfind(" ")
                 carry = chunk[space + 1:] if space > 0 else ""   # break at a word if we can
-                if indent + lineedit.text_width(carry) >= width:
-                    carry = ""   # a word longer than a row: break it anywhere
+                if indent + lineedit.text_width(carry) + cells > width:
+                    carry = ""   # a word too long to fit with what follows it: break anywhere
                 if chunk[:len(chunk) - len(carry)]:
                     rows[-1].append((chunk[:len(chunk) - len(carry)], attr))
                 rows.append([(" " * indent, 0)] if indent else [])

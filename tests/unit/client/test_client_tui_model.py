@@ -114,6 +114,14 @@ def test_wrap_never_splits_wide_chars():
     assert ["".join(t for t, _ in row) for row in rows] == ["日本", "語日", "本語"]
 
 
+def test_wrap_carries_a_word_only_when_the_wide_character_after_it_fits_too():
+    """The word carried to the next row left room for one cell, and a
+    wide character after it ran a cell past the edge."""
+    rows = tui.wrap([("a bcdefgh\u65e5", 0)], 10, indent=2)
+    assert all(lineedit_width(row) <= 10 for row in rows), rows
+    assert "".join(t for row in rows for t, _ in row).replace(" ", "") == "abcdefgh\u65e5"
+
+
 def test_nick_colour_is_stable_and_case_insensitive():
     assert tui.nick_colour_index("Alice") == tui.nick_colour_index("alice")
     assert 0 <= tui.nick_colour_index("bob") < len(tui.NICK_COLOURS)
