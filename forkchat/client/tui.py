@@ -53,16 +53,17 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
     """Cut styled text into rows of at most `width` cells.
 
     Rows break after a space when the text has one, else anywhere; wide
-    characters are never split across the edge; combining marks stay with
-    their base.  Continuation rows start `indent` cells in.
+    characters are never split across the edge; a character cluster (a
+    base and its combining marks, an emoji and its skin tone, emoji joined
+    by ZWJ) stays whole on one row.  Continuation rows start `indent` cells in.
     """
     indent = indent if indent < width // 2 else 0
     rows: list[list[tuple[str, int]]] = [[]]
     col = 0
     for text, attr in segments:
         chunk = ""
-        for char in text:
-            cells = lineedit.char_width(char)
+        for char in _clusters(text, width - indent):
+            cells = lineedit.text_width(char)
             if cells and col + cells > width:
                 space = chunk.rfind(" ")
                 carry = chunk[space + 1:] if space > 0 else ""   # break at a word if we can
@@ -77,6 +78,23 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
         if chunk:
             rows[-1].append((chunk, attr))
     return rows
+
+
+def _clusters(text: str, room: int) -> list[str]:
+    """`text` cut into character clusters, as the cursor steps over them: a
+    skin-tone modifier at the right edge went on the next row apart from
+    its emoji, shown there as a bare coloured square.  A cluster wider than
+    `room` (a row less its indent; a long ZWJ run on a narrow terminal)
+    is cut into its characters, as it could never fit whole."""
+    found: list[str] = []
+    start = 0
+    for index in range(1, len(text) + 1):
+        if index == len(text) or not lineedit.continues(text, index):
+            cluster = text[start:index]
+            whole = len(cluster) == 1 or lineedit.text_width(cluster) <= room
+            found.extend([cluster] if whole else list(cluster))
+            start = index
+    return found
 
 
 def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],

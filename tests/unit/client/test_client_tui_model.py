@@ -114,6 +114,16 @@ def test_wrap_never_splits_wide_chars():
     assert ["".join(t for t, _ in row) for row in rows] == ["日本", "語日", "本語"]
 
 
+def test_wrap_keeps_an_emoji_with_its_skin_tone_and_a_zwj_sequence_whole():
+    """A skin-tone modifier at the right edge went on the next row, apart
+    from its emoji, and showed there as a bare coloured square."""
+    rows = tui.wrap([("abcdefgh\U0001f44d\U0001f3fd", 0)], 10, indent=0)
+    assert ["".join(t for t, _ in row) for row in rows] == ["abcdefgh", "\U0001f44d\U0001f3fd"]
+    rows = tui.wrap([("abcdefgh\U0001f469\u200d\U0001f4bb", 0)], 10, indent=0)
+    assert ["".join(t for t, _ in row) for row in rows] == [
+        "abcdefgh", "\U0001f469\u200d\U0001f4bb"]
+
+
 def test_wrap_carries_a_word_only_when_the_wide_character_after_it_fits_too():
     """The word carried to the next row left room for one cell, and a
     wide character after it ran a cell past the edge."""
