@@ -383,6 +383,7 @@ class Tui:
             return
         for line in result.lines:
             self.conn.send(line)
+            self.model.sent(line)
         for action in result.local:
             LOCAL_ACTIONS[action[0]](self, *action[1:])
 

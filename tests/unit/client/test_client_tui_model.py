@@ -633,3 +633,51 @@ def test_a_big_answer_cut_off_by_a_disconnection_is_counted_where_it_was_typed()
         f"/names #Lobby: {rows} members in {rows} rows, listed in buffer 1 (Alt+1)",
         "disconnected"]
     assert [line.kind for line in model.buffers[0].lines][:rows] == ["names"] * rows
+
+
+def test_a_names_of_every_room_is_one_answer_shown_where_it_was_typed():
+    """`/raw NAMES`: the server lists every room, then one 366 for `*`.
+    Each room's rows were held for its own 366, which never came: none
+    was shown."""
+    model = model_in_lobby()
+    model.sent("NAMES")
+    apply_raw(model, ":srv 353 bob = #a :x y", ":srv 353 bob = #lobby :@op bob",
+              ":srv 366 bob * :End of /NAMES list")
+    assert [line.text for line in model.current.lines][-2:] == [
+        "Members of #a: x y", "Members of #lobby: @op bob"]
+    assert model._answers == {}
+    apply_raw(model, ":srv 353 bob = #lobby :@op bob carol", ":srv 366 bob #lobby :End")
+    assert set(model.current.members) == {"op", "bob", "carol"}
+
+
+def test_a_names_of_many_small_rooms_goes_to_buffer_1_as_one_big_answer():
+    """Judged room by room, the NAMES of 300 rooms of a few members each
+    put 300 rows where it was typed, pushing that room's history out."""
+    model = model_in_lobby()
+    rooms = buffers.BIG_ANSWER_ROWS + 5
+    before = [line.text for line in model.current.lines]
+    for query, ends in (("", ["*"]), (",".join(f"#r{n}" for n in range(rooms)),
+                                      [f"#r{n}" for n in range(rooms)])):
+        model.sent(f"NAMES {query}".rstrip())
+        for n in range(rooms):
+            apply_raw(model, f":srv 353 bob = #r{n} :a{n} b{n}")
+            if ends != ["*"]:
+                apply_raw(model, f":srv 366 bob #r{n} :End of /NAMES list")
+        if ends == ["*"]:
+            apply_raw(model, ":srv 366 bob * :End of /NAMES list")
+    assert [line.text for line in model.current.lines] == before + [
+        f"/names: {2 * rooms} members in {rooms} rows, listed in buffer 1 (Alt+1)",
+        f"/names {query}: {2 * rooms} members in {rooms} rows, listed in buffer 1 (Alt+1)"]
+    assert [line.kind for line in model.buffers[0].lines] == ["names"] * 2 * rooms
+    assert model._answers == {}
+
+
+def test_a_names_of_a_few_rooms_says_which_had_none_in_order():
+    model = model_in_lobby()
+    model.sent("NAMES #a,#secret,#b")
+    apply_raw(model, ":srv 353 bob = #a :x", ":srv 366 bob #a :End of /NAMES list",
+              ":srv 366 bob #secret :End of /NAMES list",
+              ":srv 353 bob = #b :y", ":srv 366 bob #b :End of /NAMES list")
+    assert [line.text for line in model.current.lines][-3:] == [
+        "Members of #a: x", "#secret: End of /NAMES list", "Members of #b: y"]
+    assert model._answers == {}
