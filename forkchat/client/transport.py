@@ -208,8 +208,15 @@ class Link:
             self._flush()
 
     def _read(self) -> None:
-        """Read what is there (all of it for TLS, whose buffer select can't see),
-        hand over the complete lines, then report EOF if it came."""
+        """Read what is there, hand over the complete lines, then report EOF
+        if it came.
+
+        One recv, and for TLS the rest of the record it decrypted (pending:
+        bytes select cannot see), no more.  Reading TLS until the socket ran
+        dry read as long as the server kept sending: a fast one (a PING
+        storm, a never-ending list) held the loop there, the screen frozen,
+        every byte piling up in the buffer before a single line was handled.
+        """
         assert self._sock is not None
         gone = ""
         try:
@@ -219,7 +226,7 @@ class Link:
                     gone = "server closed the connection"
                     break
                 self._inbuf += data
-                if not isinstance(self._sock, ssl.SSLSocket):
+                if not isinstance(self._sock, ssl.SSLSocket) or not self._sock.pending():
                     break
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
