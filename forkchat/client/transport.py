@@ -21,6 +21,11 @@ from typing import Any, Callable
 
 RECV_BYTES = 65536
 MAX_INBUF_BYTES = 65536        # a "line" longer than this is garbage: dropped
+# Bytes written and not yet taken by the socket, past which the server is
+# taken as not reading (our lines are paced: a live server never lets this
+# much wait); its PINGs' answers piled up here without end.
+MAX_OUTBUF_BYTES = 1 << 20
+STALLED = "the server stopped reading what the client sends"
 
 
 def tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
@@ -278,6 +283,8 @@ class Link:
             return  # not connected yet or any more: the session re-sends what matters
         self._out += (line + "\r\n").encode("utf-8")
         self._flush()
+        if self._sock is not None and len(self._out) > MAX_OUTBUF_BYTES:
+            self._lose(STALLED)
 
     def _flush(self) -> None:
         assert self._sock is not None

@@ -888,3 +888,36 @@ def test_a_bare_432_after_a_collision_tries_a_shorter_nick_without_a_traceback(p
     said = [e.text for e in harness.events if e.kind == "status"]
     assert "Nickname bob_ refused by the server, trying bo_" in said
     harness.conn.quit()
+
+
+def test_a_server_that_pings_without_reading_is_dropped_not_buffered_for(peer, monkeypatch):
+    """A server sending PINGs and reading nothing: each PONG waited in the
+    link's output buffer, which grew for as long as the storm lasted.  Past
+    MAX_OUTBUF_BYTES the link is given up as stalled, and reconnected."""
+    from forkchat.client import transport
+    monkeypatch.setattr(transport, "MAX_OUTBUF_BYTES", 1 << 16)
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    storm = (b"PING :" + b"x" * 400 + b"\r\n") * 40000    # 16 MB of PONGs to write
+    sender = threading.Thread(target=lambda: _send_all(peer.sock, storm), daemon=True)
+    sender.start()
+    lost = lambda: any(e.kind == "status" and transport.STALLED in e.text
+                       for e in harness.events)
+    deadline = time.monotonic() + 30
+    while not lost() and time.monotonic() < deadline:
+        for key, mask in harness.sel.select(0.05):
+            key.data(mask)
+        assert len(harness.conn._link._out) <= (1 << 16) + 512
+    assert lost() and harness.conn.state == "waiting"
+    harness.conn.close_now()
+    peer.close()
+    sender.join(10)
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """Send from a thread until done or the client goes (the test's end)."""
+    sock.setblocking(True)
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
