@@ -37,6 +37,10 @@ BIG_ANSWER_ROWS = 50
 # NAMES lines sent and not yet answered that are followed, at most: a
 # server that answers none (an unknown command) must not keep them forever.
 NAMES_ASKED_MAX = 8
+# Member lists of rooms the user did not ask for that are held at once, at
+# most (the 366 ending each may never come: a never-ending stream of 353s,
+# each for another room, held them all); past it the oldest is shown.
+NAMES_HELD_MAX = 16
 
 
 # Characters a nick can hold (RFC 2812 2.3.1, and ~, the fold of ^): a
@@ -133,7 +137,6 @@ class ChatModel:
         self.pending_switch: set[str] = set()
         self._names_quiet: set[str] = set()
         self._names_seen: set[str] = set()
-        self._names_listed: set[str] = set()   # rooms whose 353 came, until the 366
         self._who_rows = False                 # a 352 came since the last 315
         self._list_rows = 0                    # 322s since the last 323
         # /who and /names answers under way: "who", "names #room" folded,
@@ -391,13 +394,25 @@ class ChatModel:
             for name in event.names:
                 nick = name.lstrip(MEMBER_PREFIXES)
                 buffer.members[ircmsg.casefold(nick)] = nick
-        self._names_listed.add(folded)
         if folded not in self._names_quiet:
             key = self._asked_key(folded, rows=True)
             if key is not None:
                 self._answers[key].listed.add(folded)
-            self._answer_row(key or f"names {folded}", f"/names {event.buffer}",
-                             self._line(event), len(event.names))
+            else:
+                key = f"names {folded}"
+                self._make_room_for(key)
+            self._answer_row(key, f"/names {event.buffer}", self._line(event), len(event.names))
+
+    def _make_room_for(self, key: str) -> None:
+        """A member list not asked for by a NAMES of the user's (`/names`
+        in a room sends NAMES #room, asked): past NAMES_HELD_MAX of them
+        under way, the oldest is shown as it is, no longer waiting for its
+        end, so that a stream of 353s that never ends holds a bounded lot."""
+        if key in self._answers:
+            return
+        held = [name for name in self._answers if name.startswith("names ")]
+        for name in held[:max(0, len(held) - NAMES_HELD_MAX + 1)]:
+            self._answer_end(name)
 
     def _names_end(self, event: events.UiEvent) -> None:
         """Quiet after the member list; the whole answer when there was none.
@@ -411,8 +426,8 @@ class ChatModel:
             answer.awaits.discard(folded)
             if not answer.awaits:
                 self._end_asked(key or "")
-        elif folded not in self._names_quiet and folded not in self._names_listed:
-            self._to_active(event)
+        elif folded not in self._names_quiet and f"names {folded}" not in self._answers:
+            self._to_active(event)     # no rows came: the end is the whole answer
         self._answer_end(f"names {folded}")
         self._forget_names(folded)
 
@@ -420,7 +435,6 @@ class ChatModel:
         """A room's member list is over: the next one replaces its members."""
         self._names_seen.discard(folded)
         self._names_quiet.discard(folded)
-        self._names_listed.discard(folded)
 
     def _end_asked(self, key: str) -> None:
         """The user's NAMES is answered: the rooms it listed are done too

@@ -88,7 +88,9 @@ class LineMode:
         self._eof = False
         self._quit_reason = ""
         self._names_quiet: set[str] = set()
-        self._listed: set[str] = set()   # rooms whose NAMES or WHO rows came, until the end
+        # NAMES (by room) or WHO lists whose rows came, until their end; in
+        # the order they began, the oldest forgotten past LISTED_MAX.
+        self._listed: dict[str, None] = {}
         self._leaving: set[str] = set()   # rooms we sent PART for, echo not yet seen
         self._signal = 0                  # the first SIGTERM/SIGINT/SIGHUP, 0 before
         self._drain_until: float | None = None   # when the queue's time after it is up
@@ -327,10 +329,12 @@ class LineMode:
         if key == "names":
             key += " " + ircmsg.casefold(event.buffer)
         if row:
-            self._listed.add(key)
+            self._listed[key] = None
+            if len(self._listed) > LISTED_MAX:     # 353s for room after room, no 366
+                del self._listed[next(iter(self._listed))]
             return False
         shown = key in self._listed
-        self._listed.discard(key)
+        self._listed.pop(key, None)
         return shown
 
     def _follow_own(self, event: events.UiEvent) -> None:
@@ -379,6 +383,9 @@ def _confirmed() -> None:
 
 # Rows of a NAMES or WHO list, and their ends.
 LIST_KINDS = frozenset(["names", "names_end", "who", "who_end"])
+# Lists whose end is awaited at once, at most: a stream of 353s, each for
+# another room and none ended by its 366, grew the set without end.
+LISTED_MAX = 64
 
 LOCAL_ACTIONS = {
     "joining": LineMode._set_current_joined,

@@ -296,3 +296,15 @@ def test_a_hung_up_terminal_ends_output_not_the_run():
         assert not isinstance(made._out, HungUp) and not isinstance(made._err, HungUp)
     finally:
         made.sel.close()
+
+
+def test_a_names_stream_that_never_ends_is_held_within_a_bound(line_mode):
+    """353s for room after room and never a 366: each room's wait for its
+    end was kept, without a bound.  The rows print as they come; only the
+    last LISTED_MAX ends are awaited."""
+    for n in range(1000):
+        line_mode.conn._handle_raw(f":srv 353 lm = #r{n} :a b".encode())
+    assert len(line_mode._listed) <= linemode.LISTED_MAX
+    assert line_mode._out.getvalue().count("Members of #r") == 1000
+    line_mode.conn._handle_raw(b":srv 366 lm #r999 :End of /NAMES list")
+    assert "#r999: End" not in line_mode._out.getvalue()

@@ -681,3 +681,16 @@ def test_a_names_of_a_few_rooms_says_which_had_none_in_order():
     assert [line.text for line in model.current.lines][-3:] == [
         "Members of #a: x", "#secret: End of /NAMES list", "Members of #b: y"]
     assert model._answers == {}
+
+
+def test_a_names_stream_that_never_ends_is_held_within_a_bound():
+    """353s for room after room and never a 366: each room's rows were held
+    for its end, without a bound (and never shown).  Past NAMES_HELD_MAX
+    lists under way the oldest is shown; none is lost."""
+    model = model_in_lobby()
+    apply_raw(model, *(f":srv 353 bob = #r{n} :a b" for n in range(1000)))
+    assert len(model._answers) <= buffers.NAMES_HELD_MAX
+    shown = [line.text for line in model.current.lines if line.kind == "names"]
+    assert shown == [f"Members of #r{n}: a b" for n in range(1000 - len(model._answers))]
+    apply_raw(model, ":srv 366 bob #r999 :End of /NAMES list")
+    assert model.current.lines[-1].text == "Members of #r999: a b"
