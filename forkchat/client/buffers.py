@@ -43,6 +43,12 @@ NAMES_ASKED_MAX = 8
 NAMES_HELD_MAX = 16
 
 
+# Names a room's member list keeps, at most: the biggest rooms of the big
+# networks have some tens of thousands, and a never-ending NAMES (or JOINs
+# of ever new nicks) from an odd server grew it, and memory, without end.
+MEMBERS_MAX = 100_000
+
+
 # Characters a nick can hold (RFC 2812 2.3.1, and ~, the fold of ^): a
 # name inside a longer run of them is another word, not a mention.
 _NICK_CHARS = r"A-Za-z0-9\[\]\\`_^{|}~-"
@@ -108,6 +114,11 @@ class Buffer:
     @property
     def is_room(self) -> bool:
         return ircmsg.is_room(self.name)
+
+    def add_member(self, nick: str) -> None:
+        """A member joined or was listed; none past MEMBERS_MAX."""
+        if len(self.members) < MEMBERS_MAX:
+            self.members[ircmsg.casefold(nick)] = nick
 
 
 @dataclasses.dataclass(eq=False)
@@ -339,7 +350,7 @@ class ChatModel:
             if folded in self.pending_switch:
                 self.pending_switch.discard(folded)
                 self.switch(buffer)
-        buffer.members[ircmsg.casefold(event.nick)] = event.nick
+        buffer.add_member(event.nick)
         self.add(buffer, self._line(event))
 
     def _part(self, event: events.UiEvent) -> None:
@@ -392,8 +403,7 @@ class ChatModel:
                 buffer.members.clear()
                 self._names_seen.add(folded)
             for name in event.names:
-                nick = name.lstrip(MEMBER_PREFIXES)
-                buffer.members[ircmsg.casefold(nick)] = nick
+                buffer.add_member(name.lstrip(MEMBER_PREFIXES))
         if folded not in self._names_quiet:
             key = self._asked_key(folded, rows=True)
             if key is not None:

@@ -694,3 +694,14 @@ def test_a_names_stream_that_never_ends_is_held_within_a_bound():
     assert shown == [f"Members of #r{n}: a b" for n in range(1000 - len(model._answers))]
     apply_raw(model, ":srv 366 bob #r999 :End of /NAMES list")
     assert model.current.lines[-1].text == "Members of #r999: a b"
+
+
+def test_a_rooms_member_list_is_kept_within_a_bound(monkeypatch):
+    """A NAMES of our room that never ends, each 353 naming new nicks,
+    grew the member list, and memory, for as long as it went on."""
+    monkeypatch.setattr(buffers, "MEMBERS_MAX", 500)
+    model = model_in_lobby()
+    apply_raw(model, *(f":srv 353 bob = #lobby :" + " ".join(f"n{n}_{k}" for k in range(20))
+                       for n in range(100)))
+    apply_raw(model, *(f":j{n}!u@h JOIN #lobby" for n in range(100)))
+    assert len(model.find("#lobby").members) == 500
