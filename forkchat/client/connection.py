@@ -439,7 +439,7 @@ class Connection:
         if joins:
             self._queue.extendleft(reversed([(line, False) for line in joins]))
         self.registered_once = True
-        self._status(f"Connected to {self.settings.address} as {self.nick}"
+        self._status(f"Connected to {self.settings.address} as {events.sanitize(self.nick)}"
                      f"{UNCHECKED if self.settings.tls and self.settings.insecure else ''}",
                      STATUS_CONNECTED)
         self._pump()

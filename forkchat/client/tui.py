@@ -276,7 +276,9 @@ class Tui:
         return to_minute if pending is None else min(pending, to_minute)
 
     def on_event(self, event: events.UiEvent) -> None:
-        self.model.me = self.conn.nick
+        # Our nick is the server's word (001, NICK): shown, it is cleaned as
+        # all remote text is; curses passes a bidi override on raw.
+        self.model.me = events.sanitize(self.conn.nick)
         self.model.apply(event)
 
     def _on_signal(self, wake: socket.socket) -> None:
@@ -503,7 +505,7 @@ class Tui:
         return f" private conversation with {buffer.name}"
 
     def _status_text(self, buffer: buffers.Buffer, width: int) -> str:
-        parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
+        parts = [events.clock(time.time()), events.sanitize(self.conn.nick), self.settings.address,
                  buffer_label(self.model.active + 1, buffer.name, width)]
         if buffer.is_room:
             parts.append(room_state(buffer))
@@ -526,7 +528,7 @@ class Tui:
         dim, error = self._colours["dim"], self._colours["error"]
 
         def line_rows(line: buffers.Line) -> list[list[tuple[str, int]]]:
-            return wrap(line_segments(line, self.nick_attr, dim, error, self.conn.nick), width)
+            return wrap(line_segments(line, self.nick_attr, dim, error, self.model.me), width)
         if buffer.below and buffer.scroll:   # a wrapped line moved the view by one row only
             held = itertools.islice(reversed(buffer.lines), buffer.below)
             buffer.scroll += sum(len(line_rows(line)) for line in held)
