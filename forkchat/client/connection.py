@@ -320,8 +320,13 @@ class Connection:
     # ---- connecting ----------------------------------------------------------
 
     def _status(self, text: str, code: str) -> None:
-        """Tell the front end about the link itself; code is a STATUS_* word."""
-        self._on_event(events.UiEvent("status", time.time(), text=text, other=code))
+        """Tell the front end about the link itself; code is a STATUS_* word.
+
+        Cleaned as all remote text is: the nicks it names may be the
+        server's word (001, NICK), and line mode prints it on stderr as it
+        is, an ESC or a bidi override and all."""
+        self._on_event(events.UiEvent("status", time.time(), text=events.sanitize(text),
+                                      other=code))
 
     def _open(self) -> None:
         """Start a connection attempt; the Link calls back when it is made or not."""
@@ -439,7 +444,7 @@ class Connection:
         if joins:
             self._queue.extendleft(reversed([(line, False) for line in joins]))
         self.registered_once = True
-        self._status(f"Connected to {self.settings.address} as {events.sanitize(self.nick)}"
+        self._status(f"Connected to {self.settings.address} as {self.nick}"
                      f"{UNCHECKED if self.settings.tls and self.settings.insecure else ''}",
                      STATUS_CONNECTED)
         self._pump()

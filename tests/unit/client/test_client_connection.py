@@ -921,3 +921,20 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
         sock.sendall(data)
     except OSError:
         pass
+
+
+def test_a_nick_the_server_gave_us_is_said_clean_in_the_news_of_the_link(peer, monkeypatch):
+    """The server renamed us (NICK) to a nick with an escape in it; at the
+    reconnect, its 433 was told as `Nickname bob<ESC>]0;x<BEL> is already
+    in use`, which line mode prints on stderr as it is: to the terminal."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    peer.send(":bob!u@h NICK :bob\x1b]0;x\x07\u202e")
+    harness.until(lambda: harness.conn.nick != "bob", "renamed")
+    reconnect_until_nick(harness, peer)
+    peer.send(":srv 433 * bob :Nickname is already in use")
+    harness.until(lambda: any("already in use" in e.text for e in harness.events), "the 433")
+    said = [e.text for e in harness.events if e.kind == "status"]
+    assert all(events.sanitize(text) == text for text in said), said
+    harness.conn.quit()
