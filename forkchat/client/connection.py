@@ -782,8 +782,10 @@ def _answers(msg: ircmsg.Message, command: str) -> bool:
 def _answerable(nick: str) -> bool:
     """Whether a CTCP request's sender can be the target of our NOTICE: a
     line with no prefix, or one like `:!u@h`, has no nick, and building
-    the answer raised ValueError, a traceback that ended the client."""
-    return bool(nick) and " " not in nick and not nick.startswith(":")
+    the answer raised ValueError, a traceback that ended the client; so
+    did a NUL in the nick, which the line's cleaning makes a space."""
+    word = ircmsg.clean(nick)
+    return bool(word) and " " not in word and not word.startswith(":")
 
 
 def _nick_limit(text: str) -> int | None:

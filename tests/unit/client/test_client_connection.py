@@ -858,11 +858,13 @@ def test_a_nick_refused_at_a_reconnect_without_a_length_is_cut_by_one(peer, monk
 
 @pytest.mark.parametrize("line", [b"PRIVMSG bob :\x01VERSION\x01",
                                   b":!u@h PRIVMSG bob :\x01PING 1\x01",
-                                  b":: PRIVMSG #lobby :\x01VERSION\x01"])
+                                  b":: PRIVMSG #lobby :\x01VERSION\x01",
+                                  b":ev\x00il!u@h PRIVMSG bob :\x01VERSION\x01"])
 def test_a_ctcp_request_from_no_nick_gets_no_answer_and_no_traceback(peer, line):
-    """A CTCP request with no prefix, or a prefix with no nick in it, from
-    an odd or hostile server: the NOTICE to answer it could not be built
-    (ValueError, the client ended in a traceback).  It is shown, unanswered."""
+    """A CTCP request with no prefix, or a prefix with no nick in it (or a
+    NUL in it), from an odd or hostile server: the NOTICE to answer it could
+    not be built (ValueError, the client ended in a traceback).  It is
+    shown, unanswered."""
     harness = Harness(peer, nick="bob")
     harness.register()
     harness.conn._handle_raw(line)
