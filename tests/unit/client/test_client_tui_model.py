@@ -705,3 +705,18 @@ def test_a_rooms_member_list_is_kept_within_a_bound(monkeypatch):
                        for n in range(100)))
     apply_raw(model, *(f":j{n}!u@h JOIN #lobby" for n in range(100)))
     assert len(model.find("#lobby").members) == 500
+
+
+def test_the_activity_of_many_buffers_is_measured_once_not_once_per_count(monkeypatch):
+    """With a thousand unread buffers (private messages from as many
+    nicks) each redraw joined and measured the list again for every count
+    it tried: a second a redraw, and the interface crawled.  The text
+    measured stays within a few times the list's own length."""
+    labels = [f"{n}*" for n in range(2, 1002)]
+    measured = []
+    real = lineedit.text_width
+    monkeypatch.setattr(lineedit, "text_width", lambda text: measured.append(len(text))
+                        or real(text))
+    line = tui.status_with_activity(["12:00", "bob", "chat:6667", "1:(status)"], labels, 100)
+    assert line.endswith(",+" + str(1000 - len(line.rpartition("Act: ")[2].split(",")) + 1))
+    assert sum(measured) <= 5 * len(",".join(labels)), sum(measured)
