@@ -49,6 +49,13 @@ NAMES_HELD_MAX = 16
 MEMBERS_MAX = 100_000
 
 
+# Private conversations that others' messages open, at most: past it, a
+# message from someone new goes to buffer 1, marked [private].  Messages
+# from ever new nicks (a spam wave, an odd server) opened a buffer each,
+# without end, and every message and redraw went over them all.
+PRIVATE_BUFFERS_MAX = 100
+
+
 # Characters a nick can hold (RFC 2812 2.3.1, and ~, the fold of ^): a
 # name inside a longer run of them is another word, not a mention.
 _NICK_CHARS = r"A-Za-z0-9\[\]\\`_^{|}~-"
@@ -282,21 +289,34 @@ class ChatModel:
         """Talk goes to its room or conversation.  A private CTCP request
         (VERSION, TIME ...: answered or not, nothing to read) is noted in
         buffer 1 and opens no conversation: some networks' bots ask every
-        client that connects, and each left a buffer behind."""
+        client that connects, and each left a buffer behind.  Past
+        PRIVATE_BUFFERS_MAX conversations, one from someone new goes to
+        buffer 1 too."""
         buffer: Buffer | None
         if event.private and event.kind == "ctcp":
             buffer = self.buffers[0]
         elif event.private and event.kind == "notice" and self.find(event.buffer) is None:
             self.add(self.current, self._private_notice(event))
             return
-        elif event.private:
+        elif event.private and self._private_room_for(event.buffer):
             buffer = self.open(event.buffer)
+        elif event.private:
+            self.add(self.buffers[0], self._private_notice(event))   # marked [private]
+            return
         else:
             buffer = self.find(event.buffer)
         if buffer is None:
             self.add(self.buffers[0], self._roomless(event))
             return
         self.add(buffer, self._line(event))
+
+    def _private_room_for(self, nick: str) -> bool:
+        """Whether a private message from `nick` may have a buffer: it has
+        one, or fewer than PRIVATE_BUFFERS_MAX conversations are open."""
+        if self.find(nick) is not None:
+            return True
+        opened = sum(1 for buffer in self.buffers[1:] if not buffer.is_room)
+        return opened < PRIVATE_BUFFERS_MAX
 
     def _private_notice(self, event: events.UiEvent) -> Line:
         """A private notice from someone we have no conversation with

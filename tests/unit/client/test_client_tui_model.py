@@ -720,3 +720,22 @@ def test_the_activity_of_many_buffers_is_measured_once_not_once_per_count(monkey
     line = tui.status_with_activity(["12:00", "bob", "chat:6667", "1:(status)"], labels, 100)
     assert line.endswith(",+" + str(1000 - len(line.rpartition("Act: ")[2].split(",")) + 1))
     assert sum(measured) <= 5 * len(",".join(labels)), sum(measured)
+
+
+def test_messages_from_ever_new_nicks_open_a_bounded_number_of_buffers(monkeypatch):
+    """Private messages from nick after nick (a spam wave, an odd server)
+    opened a buffer each, without end.  Past PRIVATE_BUFFERS_MAX open
+    conversations, a message from someone new is shown in buffer 1,
+    marked [private]; those with a buffer still go to it, and /query
+    still opens one."""
+    monkeypatch.setattr(buffers, "PRIVATE_BUFFERS_MAX", 5)
+    model = model_in_lobby()
+    apply_raw(model, *(f":n{n}!u@h PRIVMSG bob :hello {n}" for n in range(8)))
+    assert [b.name for b in model.buffers] == ["(status)", "#lobby", "n0", "n1", "n2", "n3", "n4"]
+    assert [line.text for line in model.buffers[0].lines][-3:] == [
+        "[private] hello 5", "[private] hello 6", "[private] hello 7"]
+    assert model.buffers[0].unread == 3 and model.buffers[0].highlight
+    apply_raw(model, ":n2!u@h PRIVMSG bob :again")
+    assert model.find("n2").lines[-1].text == "again"
+    model.own_talk("own", "n7", "hi")
+    assert model.find("n7") is not None
