@@ -323,7 +323,9 @@ class LineMode:
     def _list_row_or_end(self, event: events.UiEvent) -> bool:
         """True to hide: the end of a NAMES or WHO list that had rows.  The
         end of an empty one is the whole answer (`/names #secret` from
-        outside), so it prints."""
+        outside), so it prints.  A NAMES of every room ends with one 366
+        for `*`, which ends every room's list: it printed `*: End of
+        /NAMES list` after the rows, and the rooms' ends stayed awaited."""
         row = not event.kind.endswith("_end")
         key = event.kind.removesuffix("_end")
         if key == "names":
@@ -333,9 +335,13 @@ class LineMode:
             if len(self._listed) > LISTED_MAX:     # 353s for room after room, no 366
                 del self._listed[next(iter(self._listed))]
             return False
-        shown = key in self._listed
-        self._listed.pop(key, None)
-        return shown
+        if key == "names *":    # `/raw NAMES`: every room's rows, then one 366 for *
+            ended = [name for name in self._listed if name.startswith("names ")]
+        else:
+            ended = [key] if key in self._listed else []
+        for name in ended:
+            del self._listed[name]
+        return bool(ended)
 
     def _follow_own(self, event: events.UiEvent) -> None:
         """Leaving the current room makes the next joined room current; the

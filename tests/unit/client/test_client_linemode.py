@@ -308,3 +308,16 @@ def test_a_names_stream_that_never_ends_is_held_within_a_bound(line_mode):
     assert line_mode._out.getvalue().count("Members of #r") == 1000
     line_mode.conn._handle_raw(b":srv 366 lm #r999 :End of /NAMES list")
     assert "#r999: End" not in line_mode._out.getvalue()
+
+
+def test_a_names_of_every_room_ends_quietly_after_its_rows(line_mode):
+    """`/raw NAMES`: every room's rows, then one 366 for `*`, which printed
+    `*: End of /NAMES list` after them as if the answer were empty."""
+    for raw in (b":srv 353 lm = #a :x y", b":srv 353 lm = #b :z",
+                b":srv 366 lm * :End of /NAMES list"):
+        line_mode.conn._handle_raw(raw)
+    printed = line_mode._out.getvalue()
+    assert "Members of #a: x y" in printed and "Members of #b: z" in printed
+    assert "End of /NAMES" not in printed and not line_mode._listed
+    line_mode.conn._handle_raw(b":srv 366 lm * :End of /NAMES list")
+    assert "*: End of /NAMES list" in line_mode._out.getvalue()     # an empty one shows
