@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ CLIENT = [sys.executable, "-m", "forkchat.client.app"]
 # the CSI byte alone), BEL, and Unicode's bidirectional overrides.
 RAW_CONTROLS = ("\x1b", "\x07", "\x9b", "\u202e", "\u2066")
 
+RAW, CLOSE = b"<raw>", b"<close>"
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="tmux is needed to drive the terminal interface")
 
@@ -34,8 +36,9 @@ needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,
 class FakeServer:
     """One client at a time: NICK and USER get a 001 for `welcome_nick`
     (the client's own when None), then `script`'s lines go out as bytes,
-    `{nick}` replaced by that nick; PING gets its PONG.  Lines received
-    are kept."""
+    `{nick}` replaced by that nick; PING gets its PONG.  A script line
+    starting with RAW goes out as it is, without CRLF; CLOSE closes the
+    connection there.  Lines received are kept."""
 
     def __init__(self, script: list[bytes], welcome_nick: bytes | None = None) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -61,9 +64,7 @@ class FakeServer:
                 elif command == b"USER":
                     nick = self.welcome_nick or nick
                     self._send(b":fake 001 " + nick + b" :Welcome")
-                    for line in self.script:
-                        self._send(line.replace(b"{nick}", nick))
-                    self.scripted.set()
+                    self._play(nick)
                 elif command == b"PING":
                     self._send(b":fake PONG fake :" + words[-1].lstrip(b":"))
                 elif command == b"QUIT":
@@ -73,6 +74,21 @@ class FakeServer:
         finally:
             if self.conn is not None:
                 self.conn.close()
+
+    def _play(self, nick: bytes) -> None:
+        """Send the script.  CLOSE shuts our side only, and what the client
+        sends is still read, until its close: closed with its lines unread,
+        the socket would reset, and the client lose what it had not read."""
+        assert self.conn is not None
+        for line in self.script:
+            if line == CLOSE:
+                self.conn.shutdown(socket.SHUT_WR)
+                break
+            if line.startswith(RAW):
+                self.conn.sendall(line[len(RAW):].replace(b"{nick}", nick))
+            else:
+                self._send(line.replace(b"{nick}", nick))
+        self.scripted.set()
 
     def _send(self, line: bytes) -> None:
         assert self.conn is not None
@@ -158,3 +174,61 @@ def test_escapes_from_the_server_never_reach_line_modes_output(fake_server):
     assert "last scripted line" in text
     assert not any(char in text for char in RAW_CONTROLS), repr(text)
     assert "Traceback" not in text
+
+
+# The odd rather than the wicked: a line of 3 MB, invalid UTF-8, numerics
+# short of parameters, rooms we never joined, people we do not know, a
+# second welcome for another nick, a CTCP request from no one, then a close
+# in the middle of a line.  None may end the client in a traceback.
+ODD_LINES = [
+    b":{nick}!u@h JOIN #lobby",
+    b":evil!u@h PRIVMSG #lobby :" + b"A" * 3_000_000,
+    b":evil!u@h PRIVMSG #lobby :after the big one",
+    b":evil!u@h PRIVMSG #lobby :\xff\xfe bad \xed\xa0\x80 bytes",
+    b":fake 001", b":fake 332", b":fake 353 {nick}", b":fake 366", b":fake 311 {nick} who",
+    b":fake 352 {nick}", b":fake 322 {nick}", b":fake 433", b":fake 401", b":fake 005",
+    b":x!u@h JOIN #never", b":x!u@h PART #never :bye", b":ghost!u@h NICK :ghost2",
+    b":{nick}!u@h PART #notjoined", b":{nick}!u@h KICK #notjoined {nick} :out",
+    b"PRIVMSG {nick} :\x01VERSION\x01", b":!@h PRIVMSG {nick} :\x01PING 1\x01",
+    b":fake 001 other :Welcome again",
+    b":evil!u@h PRIVMSG #lobby :last whole line",
+    RAW + b":evil!u@h PRIVMSG #lobby :cut in the mid",
+    CLOSE,
+]
+
+
+@needs_tmux
+def test_odd_lines_and_a_close_mid_line_leave_the_interface_running(fake_server):
+    fake = fake_server(ODD_LINES)
+    term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app -n me"
+                    f" 127.0.0.1:{fake.port}")
+    try:
+        lines = term.wait_text("reconnecting in")
+        screen = "\n".join(lines)
+        assert "after the big one" in screen and "last whole line" in screen
+        assert "cut in the mid" not in screen and "AAAA" not in screen
+        term.type("/quit")
+        term.keys("Enter")
+        lines = term.wait_text("CLIENT-EXIT=0")
+        assert "Traceback" not in "\n".join(lines)
+    finally:
+        term.close()
+
+
+def test_odd_lines_and_a_close_mid_line_in_line_mode(fake_server):
+    fake = fake_server(ODD_LINES)
+    proc = subprocess.Popen(CLIENT + ["--line", "-n", "me", f"127.0.0.1:{fake.port}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    try:
+        assert fake.scripted.wait(WAIT_S)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=WAIT_S * 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    text = (out + err).decode("utf-8")
+    assert "after the big one" in text and "last whole line" in text
+    assert "Traceback" not in text and "cut in the mid" not in text
