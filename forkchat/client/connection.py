@@ -674,7 +674,12 @@ class Connection:
 
     def _pump(self) -> None:
         """Move queued lines to the socket as the token bucket allows; none
-        after a QUIT (the server drops them: they count as unsent)."""
+        after a QUIT (the server drops them: they count as unsent).
+
+        A write can lose the link (a reset, a server not reading): the
+        lines behind it stay queued, for the reconnect.  Taken out into the
+        dead link, they counted as sent, and a later barrier's PONG as
+        confirmed: lost without a word."""
         if self.state != "ready" or self._quit_written:
             return
         now = time.monotonic()
@@ -687,12 +692,14 @@ class Connection:
                 self._unconfirmed.append(line)
             self._send_now(line)
             command = _command(line)
-            if command in ANSWER_ENDS:
-                self._asked.append((command, now))
             if self._quit_queued and command == "QUIT":
                 self._quitting = True
                 self._queue.clear()     # the server closes now: wait for that
                 self._deadlines["quit"] = now + QUIT_TIMEOUT_S
+            if self.state != "ready":
+                return      # lost in the write: the rest waits for the reconnect
+            if command in ANSWER_ENDS:
+                self._asked.append((command, now))
         if self._queue:
             self._deadlines["send"] = now + (1 - self._tokens) * SEND_INTERVAL_S
 

@@ -940,3 +940,33 @@ def test_a_nick_the_server_gave_us_is_said_clean_in_the_news_of_the_link(peer, m
     said = [e.text for e in harness.events if e.kind == "status"]
     assert all(events.sanitize(text) == text for text in said), said
     harness.conn.quit()
+
+
+def test_lines_behind_one_whose_write_failed_are_sent_after_the_reconnect(peer, monkeypatch):
+    """A burst of queued lines met a connection the server had reset: the
+    first write failed and the link was lost, but the same turn went on
+    taking lines out of the queue into the dead link.  They counted as
+    sent but unconfirmed, and the next flush barrier's answer took them as
+    confirmed: line mode's lines, promised at least once, lost silently."""
+    import struct
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob", resend=True)
+    harness.register()
+    harness.until(lambda: harness.conn._tokens >= 6, "a burst's worth of tokens")
+    assert peer.sock is not None
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()                       # a reset: the next write fails at once
+    peer.sock, peer.buffer, harness.seen = None, b"", []
+    ours = harness.conn._link._sock
+    assert select.select([ours], [], [], DEADLINE_S)[0]     # the reset has come
+    wanted = [f"PRIVMSG #lobby :line {n}" for n in range(5)]
+    harness.conn._queue.extend((line, True) for line in wanted)
+    harness.conn._pump()
+    assert harness.conn.state == "waiting"
+    harness.until(lambda: harness.conn.state == "registering", "a new attempt")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome back")
+    for line in wanted:
+        harness.expect_line(line)
+    harness.conn.close_now()
