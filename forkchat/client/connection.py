@@ -430,7 +430,13 @@ class Connection:
         return True
 
     def _on_welcome(self, msg: ircmsg.Message) -> bool:
-        """001: registered; rejoin rooms ahead of anything queued meanwhile."""
+        """001: registered; rejoin rooms ahead of anything queued meanwhile.
+
+        Once: another 001 on the same connection (an odd server's) is shown
+        and no more.  Each queued the rejoin again, and a stream of them
+        grew the queue without end, what the user typed waiting behind it."""
+        if self.state == "ready":
+            return False
         self.nick = msg.param(0, self.nick)     # bob_ after a collision: bob stays wanted
         self.server_name = msg.prefix
         self.state = "ready"

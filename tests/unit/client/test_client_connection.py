@@ -970,3 +970,23 @@ def test_lines_behind_one_whose_write_failed_are_sent_after_the_reconnect(peer, 
     for line in wanted:
         harness.expect_line(line)
     harness.conn.close_now()
+
+
+def test_a_second_welcome_on_the_same_connection_rejoins_nothing(peer):
+    """Each 001 queued the rejoin (and the away message) again: a stream
+    of them from an odd server grew the queue without end, and a line
+    typed behind them never went out."""
+    harness = Harness(peer, nick="bob", rooms=("#a", "#b"))
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome")
+    harness.expect_line("JOIN #a,#b")
+    for _ in range(200):
+        harness.conn._handle_raw(b":srv 001 bob :Welcome again")
+    harness.conn.send("PRIVMSG #a :typed after")
+    assert [line for line, _ in harness.conn._queue if line.startswith("JOIN")] == []
+    harness.expect_line("PRIVMSG #a :typed after")
+    assert harness.seen.count("JOIN #a,#b") == 1
+    harness.conn.quit()
