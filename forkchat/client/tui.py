@@ -63,7 +63,7 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
     for text, attr in segments:
         chunk = ""
         for char in _clusters(text, width - indent):
-            cells = lineedit.text_width(char)
+            cells = lineedit.char_width(char) if len(char) == 1 else lineedit.text_width(char)
             if cells and col + cells > width:
                 space = chunk.rfind(" ")
                 carry = chunk[space + 1:] if space > 0 else ""   # break at a word if we can
@@ -86,6 +86,8 @@ def _clusters(text: str, room: int) -> list[str]:
     its emoji, shown there as a bare coloured square.  A cluster wider than
     `room` (a row less its indent; a long ZWJ run on a narrow terminal)
     is cut into its characters, as it could never fit whole."""
+    if text.isascii():
+        return list(text)       # one character a cluster: most lines, drawn often
     found: list[str] = []
     start = 0
     for index in range(1, len(text) + 1):
