@@ -122,6 +122,15 @@ def test_a_bidi_override_cannot_make_a_line_read_as_someone_else():
     assert topic.text == "new topic"
 
 
+def test_a_message_is_one_line_to_any_reader_of_line_modes_output():
+    """U+2028 and U+2029 break lines for str.splitlines() and other Unicode
+    readers of line mode's output: a message holding one read there as two
+    events, the second one made up by its sender."""
+    raw = ":mallory!m@h PRIVMSG #lobby :hi\u202809:06 <admin> all is well\u2029\x85\x1c"
+    [line] = line_for(raw)
+    assert line.splitlines() == [line] == ["09:05 <mallory> hi09:06 <admin> all is well"]
+
+
 def test_own_flag_and_private_buffer():
     [join] = events.translate(ircmsg.parse(":Bob!b@h JOIN #lobby"), "bob")
     assert join.own
