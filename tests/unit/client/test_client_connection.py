@@ -990,3 +990,18 @@ def test_a_second_welcome_on_the_same_connection_rejoins_nothing(peer):
     harness.expect_line("PRIVMSG #a :typed after")
     assert harness.seen.count("JOIN #a,#b") == 1
     harness.conn.quit()
+
+
+@pytest.mark.parametrize("rename", [":bob!u@h NICK :", ":bob!u@h NICK :b ob"])
+def test_a_rename_to_no_nick_is_ignored_and_the_reconnect_registers(peer, monkeypatch, rename):
+    """A server renaming us to an empty nick (or one with a space) made it
+    the nick asked for at every reconnect: `NICK :`, refused each time,
+    and the client never registered again."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    harness.conn._handle_raw(rename.encode())
+    assert harness.conn.nick == "bob" and not [e for e in harness.events if e.kind == "nick"]
+    reconnect_until_nick(harness, peer)
+    assert harness.seen[0] == "NICK bob"
+    harness.conn.quit()

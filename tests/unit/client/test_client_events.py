@@ -172,7 +172,8 @@ def test_build_and_casefold():
 
 
 @pytest.mark.parametrize("line", ["NICK", ":a!b@c JOIN", ":a!b@c PART", ":a!b@c KICK #x",
-                                  ":a!b@c PRIVMSG #x", ":a!b@c INVITE bob"])
+                                  ":a!b@c PRIVMSG #x", ":a!b@c INVITE bob",
+                                  ":a!b@c NICK :", ":a!b@c NICK :new nick"])
 def test_a_command_without_its_parameters_is_not_well_formed(line):
     assert not events.well_formed(ircmsg.parse(line))
 
