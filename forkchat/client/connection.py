@@ -437,7 +437,11 @@ class Connection:
         grew the queue without end, what the user typed waiting behind it."""
         if self.state == "ready":
             return False
-        self.nick = msg.param(0, self.nick)     # bob_ after a collision: bob stays wanted
+        # bob_ after a collision: bob stays wanted.  A 001 with no nick (an
+        # odd server's `001 :Welcome to IRC`) leaves ours: taken as the
+        # nick, its text made our own JOINs and talk read as someone else's.
+        if len(msg.params) >= 2 and ircmsg.can_be_nick(msg.params[0]):
+            self.nick = msg.params[0]
         self.server_name = msg.prefix
         self.state = "ready"
         self._deadlines.pop("connect", None)

@@ -298,14 +298,9 @@ def well_formed(msg: ircmsg.Message) -> bool:
     So is a NICK to a name that cannot be one (empty, or with a space): a
     server renaming us to `NICK :` made "" the nick asked for at every
     reconnect, each refused, and the client never registered again."""
-    if msg.command == "NICK" and msg.params and not _nick_word(msg.params[0]):
+    if msg.command == "NICK" and msg.params and not ircmsg.can_be_nick(msg.params[0]):
         return False
     return len(msg.params) >= _REQUIRED_PARAMS.get(msg.command, 0)
-
-
-def _nick_word(name: str) -> bool:
-    """Whether `name` can stand in a NICK line as a nick."""
-    return bool(name) and " " not in name and not name.startswith(":")
 
 
 def translate(msg: ircmsg.Message, me: str) -> list[UiEvent]:

@@ -1005,3 +1005,22 @@ def test_a_rename_to_no_nick_is_ignored_and_the_reconnect_registers(peer, monkey
     reconnect_until_nick(harness, peer)
     assert harness.seen[0] == "NICK bob"
     harness.conn.quit()
+
+
+@pytest.mark.parametrize("welcome", [":srv 001 :Welcome to IRC", ":srv 001 :b ob"])
+def test_a_welcome_without_our_nick_keeps_ours(peer, welcome):
+    """`001 :Welcome to IRC` (no nick before the text, an odd server's)
+    made "Welcome to IRC" our nick: our own JOIN's echo read as someone
+    else's, and the room was never known as joined."""
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(welcome)
+    harness.expect_line("JOIN #lobby")
+    assert harness.conn.nick == "bob"
+    peer.send(":bob!u@h JOIN #lobby")
+    harness.until(lambda: any(e.kind == "join" for e in harness.events), "the join")
+    assert [e.own for e in harness.events if e.kind == "join"] == [True]
+    harness.conn.quit()
