@@ -34,6 +34,28 @@ UNREAD_KINDS = frozenset(["msg", "action", "notice"])
 BIG_ANSWER_ROWS = 50
 
 
+# NAMES lines sent and not yet answered that are followed, at most: a
+# server that answers none (an unknown command) must not keep them forever.
+NAMES_ASKED_MAX = 8
+# Member lists of rooms the user did not ask for that are held at once, at
+# most (the 366 ending each may never come: a never-ending stream of 353s,
+# each for another room, held them all); past it the oldest is shown.
+NAMES_HELD_MAX = 16
+
+
+# Names a room's member list keeps, at most: the biggest rooms of the big
+# networks have some tens of thousands, and a never-ending NAMES (or JOINs
+# of ever new nicks) from an odd server grew it, and memory, without end.
+MEMBERS_MAX = 100_000
+
+
+# Private conversations that others' messages open, at most: past it, a
+# message from someone new goes to buffer 1, marked [private].  Messages
+# from ever new nicks (a spam wave, an odd server) opened a buffer each,
+# without end, and every message and redraw went over them all.
+PRIVATE_BUFFERS_MAX = 100
+
+
 # Characters a nick can hold (RFC 2812 2.3.1, and ~, the fold of ^): a
 # name inside a longer run of them is another word, not a mention.
 _NICK_CHARS = r"A-Za-z0-9\[\]\\`_^{|}~-"
@@ -100,6 +122,11 @@ class Buffer:
     def is_room(self) -> bool:
         return ircmsg.is_room(self.name)
 
+    def add_member(self, nick: str) -> None:
+        """A member joined or was listed; none past MEMBERS_MAX."""
+        if len(self.members) < MEMBERS_MAX:
+            self.members[ircmsg.casefold(nick)] = nick
+
 
 @dataclasses.dataclass(eq=False)
 class Answer:
@@ -111,6 +138,11 @@ class Answer:
     held: list[Line] = dataclasses.field(default_factory=list)
     rows: int = 0
     members: int = 0
+    # A NAMES the user sent: the folded rooms whose 366 is still to come
+    # ("*" for a NAMES of every room, which one 366 for "*" ends), and the
+    # rooms whose rows came.
+    awaits: set[str] = dataclasses.field(default_factory=set)
+    listed: set[str] = dataclasses.field(default_factory=set)
 
 
 class ChatModel:
@@ -123,11 +155,12 @@ class ChatModel:
         self.pending_switch: set[str] = set()
         self._names_quiet: set[str] = set()
         self._names_seen: set[str] = set()
-        self._names_listed: set[str] = set()   # rooms whose 353 came, until the 366
         self._who_rows = False                 # a 352 came since the last 315
         self._list_rows = 0                    # 322s since the last 323
-        # /who and /names answers under way: "who", or "names #room" folded.
+        # /who and /names answers under way: "who", "names #room" folded,
+        # or "asked N" for the Nth NAMES the user sent (see `sent`).
         self._answers: dict[str, Answer] = {}
+        self._asked = 0
 
     # ---- buffers -----------------------------------------------------------
 
@@ -210,6 +243,39 @@ class ChatModel:
             nicks.append(self.current.name)
         return [n for n in nicks if ircmsg.casefold(n) != ircmsg.casefold(self.me)]
 
+    def sent(self, line: str) -> None:
+        """A line the user sent: a NAMES (`/names #a,#b`, `/raw NAMES` for
+        every room) makes its rows, whichever rooms they list, one answer,
+        judged as one against BIG_ANSWER_ROWS.  Judged room by room, the
+        NAMES of 300 rooms of 10 members each filled the room it was typed
+        in; and the rows of a NAMES of every room, ended by one 366 for
+        `*` and none for any room, were held and never shown at all."""
+        try:
+            msg = ircmsg.parse(line)
+        except ValueError:
+            return
+        if msg.command != "NAMES":
+            return
+        query = msg.param(0)
+        asked = [key for key in self._answers if key.startswith("asked ")]
+        for key in asked[:max(0, len(asked) - NAMES_ASKED_MAX + 1)]:
+            self._answer_end(key)
+        self._asked += 1
+        rooms = {ircmsg.casefold(room) for room in query.split(",") if room} or {"*"}
+        self._answers[f"asked {self._asked}"] = Answer(
+            self.current, f"/names {query}".rstrip(), awaits=rooms)
+
+    def _asked_key(self, folded: str, rows: bool) -> str | None:
+        """The user's NAMES that rows of room `folded` (or its 366) answer:
+        the first that names the room, else, for rows, the first of every
+        room; None when no NAMES of the user's asks for it."""
+        asked = [(key, answer) for key, answer in self._answers.items()
+                 if key.startswith("asked ")]
+        named = next((key for key, answer in asked if folded in answer.awaits), None)
+        if named is not None or not rows:
+            return named
+        return next((key for key, answer in asked if "*" in answer.awaits), None)
+
     # ---- routing events ------------------------------------------------------
 
     def apply(self, event: events.UiEvent) -> None:
@@ -223,21 +289,34 @@ class ChatModel:
         """Talk goes to its room or conversation.  A private CTCP request
         (VERSION, TIME ...: answered or not, nothing to read) is noted in
         buffer 1 and opens no conversation: some networks' bots ask every
-        client that connects, and each left a buffer behind."""
+        client that connects, and each left a buffer behind.  Past
+        PRIVATE_BUFFERS_MAX conversations, one from someone new goes to
+        buffer 1 too."""
         buffer: Buffer | None
         if event.private and event.kind == "ctcp":
             buffer = self.buffers[0]
         elif event.private and event.kind == "notice" and self.find(event.buffer) is None:
             self.add(self.current, self._private_notice(event))
             return
-        elif event.private:
+        elif event.private and self._private_room_for(event.buffer):
             buffer = self.open(event.buffer)
+        elif event.private:
+            self.add(self.buffers[0], self._private_notice(event))   # marked [private]
+            return
         else:
             buffer = self.find(event.buffer)
         if buffer is None:
             self.add(self.buffers[0], self._roomless(event))
             return
         self.add(buffer, self._line(event))
+
+    def _private_room_for(self, nick: str) -> bool:
+        """Whether a private message from `nick` may have a buffer: it has
+        one, or fewer than PRIVATE_BUFFERS_MAX conversations are open."""
+        if self.find(nick) is not None:
+            return True
+        opened = sum(1 for buffer in self.buffers[1:] if not buffer.is_room)
+        return opened < PRIVATE_BUFFERS_MAX
 
     def _private_notice(self, event: events.UiEvent) -> Line:
         """A private notice from someone we have no conversation with
@@ -291,7 +370,7 @@ class ChatModel:
             if folded in self.pending_switch:
                 self.pending_switch.discard(folded)
                 self.switch(buffer)
-        buffer.members[ircmsg.casefold(event.nick)] = event.nick
+        buffer.add_member(event.nick)
         self.add(buffer, self._line(event))
 
     def _part(self, event: events.UiEvent) -> None:
@@ -344,22 +423,56 @@ class ChatModel:
                 buffer.members.clear()
                 self._names_seen.add(folded)
             for name in event.names:
-                nick = name.lstrip(MEMBER_PREFIXES)
-                buffer.members[ircmsg.casefold(nick)] = nick
-        self._names_listed.add(folded)
+                buffer.add_member(name.lstrip(MEMBER_PREFIXES))
         if folded not in self._names_quiet:
-            self._answer_row(f"names {folded}", f"/names {event.buffer}", self._line(event),
-                             len(event.names))
+            key = self._asked_key(folded, rows=True)
+            if key is not None:
+                self._answers[key].listed.add(folded)
+            else:
+                key = f"names {folded}"
+                self._make_room_for(key)
+            self._answer_row(key, f"/names {event.buffer}", self._line(event), len(event.names))
+
+    def _make_room_for(self, key: str) -> None:
+        """A member list not asked for by a NAMES of the user's (`/names`
+        in a room sends NAMES #room, asked): past NAMES_HELD_MAX of them
+        under way, the oldest is shown as it is, no longer waiting for its
+        end, so that a stream of 353s that never ends holds a bounded lot."""
+        if key in self._answers:
+            return
+        held = [name for name in self._answers if name.startswith("names ")]
+        for name in held[:max(0, len(held) - NAMES_HELD_MAX + 1)]:
+            self._answer_end(name)
 
     def _names_end(self, event: events.UiEvent) -> None:
-        """Quiet after the member list; the whole answer when there was none."""
+        """Quiet after the member list; the whole answer when there was none.
+        Of a NAMES of the user's, the end of the last room it awaits ends it."""
         folded = ircmsg.casefold(event.buffer)
-        if folded not in self._names_quiet and folded not in self._names_listed:
-            self._to_active(event)
+        key = None if folded in self._names_quiet else self._asked_key(folded, rows=False)
+        answer = self._answers.get(key or "")
+        if answer is not None:
+            if folded not in answer.listed and not (folded == "*" and answer.rows):
+                self._answer_row(key or "", "", self._line(event), counted=False)
+            answer.awaits.discard(folded)
+            if not answer.awaits:
+                self._end_asked(key or "")
+        elif folded not in self._names_quiet and f"names {folded}" not in self._answers:
+            self._to_active(event)     # no rows came: the end is the whole answer
         self._answer_end(f"names {folded}")
+        self._forget_names(folded)
+
+    def _forget_names(self, folded: str) -> None:
+        """A room's member list is over: the next one replaces its members."""
         self._names_seen.discard(folded)
         self._names_quiet.discard(folded)
-        self._names_listed.discard(folded)
+
+    def _end_asked(self, key: str) -> None:
+        """The user's NAMES is answered: the rooms it listed are done too
+        (a NAMES of every room ends with one 366, for `*`)."""
+        answer = self._answers[key]
+        for room in answer.listed:
+            self._forget_names(room)
+        self._answer_end(key)
 
     def _who(self, event: events.UiEvent) -> None:
         self._who_rows = True
@@ -372,13 +485,15 @@ class ChatModel:
         self._who_rows = False
         self._answer_end("who", f"/who {event.buffer}")
 
-    def _answer_row(self, key: str, command: str, line: Line, members: int = 0) -> None:
+    def _answer_row(self, key: str, command: str, line: Line, members: int = 0,
+                    counted: bool = True) -> None:
         """One row of a /who or /names answer: held while the answer is
         small, in buffer 1 once it is past BIG_ANSWER_ROWS (the held rows
         first, in order).  Where it was typed is the buffer current at its
-        first row."""
+        first row.  A line not `counted` (the end of an empty room's list
+        in the answer to `/names #a,#b`) goes along but is no row."""
         answer = self._answers.setdefault(key, Answer(self.current, command))
-        answer.rows += 1
+        answer.rows += counted
         answer.members += members
         if answer.rows <= BIG_ANSWER_ROWS:
             answer.held.append(line)

@@ -320,8 +320,13 @@ class Connection:
     # ---- connecting ----------------------------------------------------------
 
     def _status(self, text: str, code: str) -> None:
-        """Tell the front end about the link itself; code is a STATUS_* word."""
-        self._on_event(events.UiEvent("status", time.time(), text=text, other=code))
+        """Tell the front end about the link itself; code is a STATUS_* word.
+
+        Cleaned as all remote text is: the nicks it names may be the
+        server's word (001, NICK), and line mode prints it on stderr as it
+        is, an ESC or a bidi override and all."""
+        self._on_event(events.UiEvent("status", time.time(), text=events.sanitize(text),
+                                      other=code))
 
     def _open(self) -> None:
         """Start a connection attempt; the Link calls back when it is made or not."""
@@ -425,8 +430,18 @@ class Connection:
         return True
 
     def _on_welcome(self, msg: ircmsg.Message) -> bool:
-        """001: registered; rejoin rooms ahead of anything queued meanwhile."""
-        self.nick = msg.param(0, self.nick)     # bob_ after a collision: bob stays wanted
+        """001: registered; rejoin rooms ahead of anything queued meanwhile.
+
+        Once: another 001 on the same connection (an odd server's) is shown
+        and no more.  Each queued the rejoin again, and a stream of them
+        grew the queue without end, what the user typed waiting behind it."""
+        if self.state == "ready":
+            return False
+        # bob_ after a collision: bob stays wanted.  A 001 with no nick (an
+        # odd server's `001 :Welcome to IRC`) leaves ours: taken as the
+        # nick, its text made our own JOINs and talk read as someone else's.
+        if len(msg.params) >= 2 and ircmsg.can_be_nick(msg.params[0]):
+            self.nick = msg.params[0]
         self.server_name = msg.prefix
         self.state = "ready"
         self._deadlines.pop("connect", None)
@@ -487,9 +502,12 @@ class Connection:
             return False
         if msg.command == "432" and (self._nick_try or self.registered_once):
             refused, nick = self.nick, self._shorter_nick(msg)
+            # A bare `432` (an odd server's) has no reason: msg.params[-1]
+            # raised IndexError, a traceback that ended the client.
+            reason = events.sanitize(msg.params[-1]) if len(msg.params) > 1 else ""
             if nick:
                 self._status(f"Nickname {refused} refused by the server"
-                             f" ({events.sanitize(msg.params[-1])}), trying {nick}",
+                             f"{f' ({reason})' if reason else ''}, trying {nick}",
                              STATUS_NICK_TAKEN)
                 self.nick = nick
                 self._send_now(ircmsg.build("NICK", nick))
@@ -646,6 +664,8 @@ class Connection:
         back what the user types behind a minute of answers.
         """
         text = msg.param(1)
+        if not _answerable(msg.nick):
+            return False
         if text.startswith("\x01VERSION") or text.startswith("\x01PING"):
             body = text.strip("\x01")
             if body.startswith("VERSION"):
@@ -664,7 +684,12 @@ class Connection:
 
     def _pump(self) -> None:
         """Move queued lines to the socket as the token bucket allows; none
-        after a QUIT (the server drops them: they count as unsent)."""
+        after a QUIT (the server drops them: they count as unsent).
+
+        A write can lose the link (a reset, a server not reading): the
+        lines behind it stay queued, for the reconnect.  Taken out into the
+        dead link, they counted as sent, and a later barrier's PONG as
+        confirmed: lost without a word."""
         if self.state != "ready" or self._quit_written:
             return
         now = time.monotonic()
@@ -677,12 +702,14 @@ class Connection:
                 self._unconfirmed.append(line)
             self._send_now(line)
             command = _command(line)
-            if command in ANSWER_ENDS:
-                self._asked.append((command, now))
             if self._quit_queued and command == "QUIT":
                 self._quitting = True
                 self._queue.clear()     # the server closes now: wait for that
                 self._deadlines["quit"] = now + QUIT_TIMEOUT_S
+            if self.state != "ready":
+                return      # lost in the write: the rest waits for the reconnect
+            if command in ANSWER_ENDS:
+                self._asked.append((command, now))
         if self._queue:
             self._deadlines["send"] = now + (1 - self._tokens) * SEND_INTERVAL_S
 
@@ -767,6 +794,15 @@ def _answers(msg: ircmsg.Message, command: str) -> bool:
         return True
     return (msg.command.isdigit() and msg.command[0] in "45"
             and msg.param(1).upper() == command)
+
+
+def _answerable(nick: str) -> bool:
+    """Whether a CTCP request's sender can be the target of our NOTICE: a
+    line with no prefix, or one like `:!u@h`, has no nick, and building
+    the answer raised ValueError, a traceback that ended the client; so
+    did a NUL in the nick, which the line's cleaning makes a space."""
+    word = ircmsg.clean(nick)
+    return bool(word) and " " not in word and not word.startswith(":")
 
 
 def _nick_limit(text: str) -> int | None:

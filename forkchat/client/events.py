@@ -24,9 +24,15 @@ from forkchat.client import ircmsg
 # it ("Trojan Source"): `<mallory> ` with an RLO and reversed text can read
 # as a line said by someone else.
 BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
-# mIRC colour/format codes, then any other C0/C1 control, DEL, or bidi control.
+# Unicode's LINE and PARAGRAPH SEPARATOR: line breaks to str.splitlines()
+# and other Unicode-aware readers of line mode's output, where a message
+# holding one read as two events, the second made up by its sender
+# (`hi<U+2028>12:05 <admin> ...`).  (NEL, U+0085, is a C1 control.)
+LINE_SEPARATORS = "\u2028\u2029"
+# mIRC colour/format codes, then any other C0/C1 control, DEL, bidi control
+# or line separator.
 _FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|\x04[0-9a-fA-F]{0,6}"
-                         r"|[\x00-\x1f\x7f\x80-\x9f" + BIDI_CONTROLS + "]")
+                         r"|[\x00-\x1f\x7f\x80-\x9f" + BIDI_CONTROLS + LINE_SEPARATORS + "]")
 # The member prefixes that may stand before a room's name as a message's
 # target (STATUSMSG: to the room's operators, voiced ...).
 _STATUS_TARGET = re.compile(r"[~&@%+]+(?=[#&])")
@@ -287,7 +293,13 @@ def _numeric(code: int, msg: ircmsg.Message) -> list[UiEvent]:
 
 def well_formed(msg: ircmsg.Message) -> bool:
     """Whether the message has the parameters its command needs; one that
-    lacks them is no event (and no change of nick or rooms) at all."""
+    lacks them is no event (and no change of nick or rooms) at all.
+
+    So is a NICK to a name that cannot be one (empty, or with a space): a
+    server renaming us to `NICK :` made "" the nick asked for at every
+    reconnect, each refused, and the client never registered again."""
+    if msg.command == "NICK" and msg.params and not ircmsg.can_be_nick(msg.params[0]):
+        return False
     return len(msg.params) >= _REQUIRED_PARAMS.get(msg.command, 0)
 
 

@@ -143,6 +143,12 @@ def build(command: str, *params: str) -> str:
     return " ".join(parts)
 
 
+def can_be_nick(name: str) -> bool:
+    """Whether `name` can stand in a line as a nick (a single word, not
+    empty, not starting with ':'); says nothing of a server's own rules."""
+    return bool(name) and " " not in name and not name.startswith(":")
+
+
 def is_room(name: str, chantypes: str = "#&+!") -> bool:
     """True when `name` is a room (channel) rather than a nick."""
     return bool(name) and name[0] in chantypes

@@ -83,11 +83,16 @@ def continues(text: str, index: int) -> bool:
 
 
 def fit(text: str, width: int) -> str:
-    """The longest prefix of `text` that fits in `width` cells."""
+    """The longest prefix of `text` that fits in `width` cells, ending with
+    a whole cluster: an emoji with its skin tone cut at the right edge of
+    the input line (or the title) showed as the bare emoji, as if typed
+    without it."""
     used = 0
     for index, char in enumerate(text):
         used += char_width(char)
         if used > width:
+            while index > 0 and continues(text, index):
+                index -= 1
             return text[:index]
     return text
 

@@ -88,7 +88,9 @@ class LineMode:
         self._eof = False
         self._quit_reason = ""
         self._names_quiet: set[str] = set()
-        self._listed: set[str] = set()   # rooms whose NAMES or WHO rows came, until the end
+        # NAMES (by room) or WHO lists whose rows came, until their end; in
+        # the order they began, the oldest forgotten past LISTED_MAX.
+        self._listed: dict[str, None] = {}
         self._leaving: set[str] = set()   # rooms we sent PART for, echo not yet seen
         self._signal = 0                  # the first SIGTERM/SIGINT/SIGHUP, 0 before
         self._drain_until: float | None = None   # when the queue's time after it is up
@@ -321,17 +323,25 @@ class LineMode:
     def _list_row_or_end(self, event: events.UiEvent) -> bool:
         """True to hide: the end of a NAMES or WHO list that had rows.  The
         end of an empty one is the whole answer (`/names #secret` from
-        outside), so it prints."""
+        outside), so it prints.  A NAMES of every room ends with one 366
+        for `*`, which ends every room's list: it printed `*: End of
+        /NAMES list` after the rows, and the rooms' ends stayed awaited."""
         row = not event.kind.endswith("_end")
         key = event.kind.removesuffix("_end")
         if key == "names":
             key += " " + ircmsg.casefold(event.buffer)
         if row:
-            self._listed.add(key)
+            self._listed[key] = None
+            if len(self._listed) > LISTED_MAX:     # 353s for room after room, no 366
+                del self._listed[next(iter(self._listed))]
             return False
-        shown = key in self._listed
-        self._listed.discard(key)
-        return shown
+        if key == "names *":    # `/raw NAMES`: every room's rows, then one 366 for *
+            ended = [name for name in self._listed if name.startswith("names ")]
+        else:
+            ended = [key] if key in self._listed else []
+        for name in ended:
+            del self._listed[name]
+        return bool(ended)
 
     def _follow_own(self, event: events.UiEvent) -> None:
         """Leaving the current room makes the next joined room current; the
@@ -379,6 +389,9 @@ def _confirmed() -> None:
 
 # Rows of a NAMES or WHO list, and their ends.
 LIST_KINDS = frozenset(["names", "names_end", "who", "who_end"])
+# Lists whose end is awaited at once, at most: a stream of 353s, each for
+# another room and none ended by its 366, grew the set without end.
+LISTED_MAX = 64
 
 LOCAL_ACTIONS = {
     "joining": LineMode._set_current_joined,

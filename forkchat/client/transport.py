@@ -21,6 +21,11 @@ from typing import Any, Callable
 
 RECV_BYTES = 65536
 MAX_INBUF_BYTES = 65536        # a "line" longer than this is garbage: dropped
+# Bytes written and not yet taken by the socket, past which the server is
+# taken as not reading (our lines are paced: a live server never lets this
+# much wait); its PINGs' answers piled up here without end.
+MAX_OUTBUF_BYTES = 1 << 20
+STALLED = "the server stopped reading what the client sends"
 
 
 def tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
@@ -208,8 +213,15 @@ class Link:
             self._flush()
 
     def _read(self) -> None:
-        """Read what is there (all of it for TLS, whose buffer select can't see),
-        hand over the complete lines, then report EOF if it came."""
+        """Read what is there, hand over the complete lines, then report EOF
+        if it came.
+
+        One recv, and for TLS the rest of the record it decrypted (pending:
+        bytes select cannot see), no more.  Reading TLS until the socket ran
+        dry read as long as the server kept sending: a fast one (a PING
+        storm, a never-ending list) held the loop there, the screen frozen,
+        every byte piling up in the buffer before a single line was handled.
+        """
         assert self._sock is not None
         gone = ""
         try:
@@ -219,7 +231,7 @@ class Link:
                     gone = "server closed the connection"
                     break
                 self._inbuf += data
-                if not isinstance(self._sock, ssl.SSLSocket):
+                if not isinstance(self._sock, ssl.SSLSocket) or not self._sock.pending():
                     break
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
@@ -271,6 +283,8 @@ class Link:
             return  # not connected yet or any more: the session re-sends what matters
         self._out += (line + "\r\n").encode("utf-8")
         self._flush()
+        if self._sock is not None and len(self._out) > MAX_OUTBUF_BYTES:
+            self._lose(STALLED)
 
     def _flush(self) -> None:
         assert self._sock is not None

@@ -53,21 +53,22 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
     """Cut styled text into rows of at most `width` cells.
 
     Rows break after a space when the text has one, else anywhere; wide
-    characters are never split across the edge; combining marks stay with
-    their base.  Continuation rows start `indent` cells in.
+    characters are never split across the edge; a character cluster (a
+    base and its combining marks, an emoji and its skin tone, emoji joined
+    by ZWJ) stays whole on one row.  Continuation rows start `indent` cells in.
     """
     indent = indent if indent < width // 2 else 0
     rows: list[list[tuple[str, int]]] = [[]]
     col = 0
     for text, attr in segments:
         chunk = ""
-        for char in text:
-            cells = lineedit.char_width(char)
+        for char in _clusters(text, width - indent):
+            cells = lineedit.char_width(char) if len(char) == 1 else lineedit.text_width(char)
             if cells and col + cells > width:
                 space = chunk.rfind(" ")
                 carry = chunk[space + 1:] if space > 0 else ""   # break at a word if we can
-                if indent + lineedit.text_width(carry) >= width:
-                    carry = ""   # a word longer than a row: break it anywhere
+                if indent + lineedit.text_width(carry) + cells > width:
+                    carry = ""   # a word too long to fit with what follows it: break anywhere
                 if chunk[:len(chunk) - len(carry)]:
                     rows[-1].append((chunk[:len(chunk) - len(carry)], attr))
                 rows.append([(" " * indent, 0)] if indent else [])
@@ -77,6 +78,25 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
         if chunk:
             rows[-1].append((chunk, attr))
     return rows
+
+
+def _clusters(text: str, room: int) -> list[str]:
+    """`text` cut into character clusters, as the cursor steps over them: a
+    skin-tone modifier at the right edge went on the next row apart from
+    its emoji, shown there as a bare coloured square.  A cluster wider than
+    `room` (a row less its indent; a long ZWJ run on a narrow terminal)
+    is cut into its characters, as it could never fit whole."""
+    if text.isascii():
+        return list(text)       # one character a cluster: most lines, drawn often
+    found: list[str] = []
+    start = 0
+    for index in range(1, len(text) + 1):
+        if index == len(text) or not lineedit.continues(text, index):
+            cluster = text[start:index]
+            whole = len(cluster) == 1 or lineedit.text_width(cluster) <= room
+            found.extend([cluster] if whole else list(cluster))
+            start = index
+    return found
 
 
 def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
@@ -142,22 +162,30 @@ def fit_activity(labels: list[str], room: int) -> str:
     """`Act: 2,3*,5` in at most `room` cells: the labels that fit, then
     `+N` for the rest ('' when not even that fits).  In 30 rooms the whole
     list ran off the status line's edge, and the news after it
-    (`reconnecting in 30 s`, `more below`) with it."""
+    (`reconnecting in 30 s`, `more below`) with it.
+
+    Measured once, not joined again for each count tried: with a thousand
+    unread buffers (private messages from as many nicks) each redraw took
+    a second, and the interface crawled."""
+    widths = [len("Act: ")]         # of "Act: " and the first n labels, by n
+    for index, label in enumerate(labels):
+        widths.append(widths[-1] + lineedit.text_width(label) + (1 if index else 0))
     for shown in range(len(labels), -1, -1):
         rest = len(labels) - shown
-        text = "Act: " + ",".join(labels[:shown] + ([f"+{rest}"] if rest else []))
-        if lineedit.text_width(text) <= room:
-            return text
+        more = len(f"+{rest}") + (1 if shown else 0) if rest else 0
+        if widths[shown] + more <= room:
+            return "Act: " + ",".join(labels[:shown] + ([f"+{rest}"] if rest else []))
     return ""
 
 
 def status_with_activity(parts: list[str], labels: list[str], width: int) -> str:
     """The status line's parts and, last, the unread buffers: whole when
     they fit (the spare parts left out first), else cut to the room left."""
-    activity = ["Act: " + ",".join(labels)] if labels else []
-    line = fit_status(parts + activity, width, STATUS_SPARE)
-    if lineedit.text_width(line) <= width or not labels:
-        return line
+    activity = "Act: " + ",".join(labels) if labels else ""
+    if lineedit.text_width(activity) <= width:     # else it cannot fit whole
+        line = fit_status(parts + [activity], width, STATUS_SPARE)
+        if lineedit.text_width(line) <= width or not labels:
+            return line
     line = fit_status(parts, 0, STATUS_SPARE)     # every spare part out first
     shown = fit_activity(labels, width - lineedit.text_width(line) - 3)
     return f"{line} | {shown}" if shown else line
@@ -258,7 +286,9 @@ class Tui:
         return to_minute if pending is None else min(pending, to_minute)
 
     def on_event(self, event: events.UiEvent) -> None:
-        self.model.me = self.conn.nick
+        # Our nick is the server's word (001, NICK): shown, it is cleaned as
+        # all remote text is; curses passes a bidi override on raw.
+        self.model.me = events.sanitize(self.conn.nick)
         self.model.apply(event)
 
     def _on_signal(self, wake: socket.socket) -> None:
@@ -365,6 +395,7 @@ class Tui:
             return
         for line in result.lines:
             self.conn.send(line)
+            self.model.sent(line)
         for action in result.local:
             LOCAL_ACTIONS[action[0]](self, *action[1:])
 
@@ -484,7 +515,7 @@ class Tui:
         return f" private conversation with {buffer.name}"
 
     def _status_text(self, buffer: buffers.Buffer, width: int) -> str:
-        parts = [events.clock(time.time()), self.conn.nick, self.settings.address,
+        parts = [events.clock(time.time()), events.sanitize(self.conn.nick), self.settings.address,
                  buffer_label(self.model.active + 1, buffer.name, width)]
         if buffer.is_room:
             parts.append(room_state(buffer))
@@ -507,7 +538,7 @@ class Tui:
         dim, error = self._colours["dim"], self._colours["error"]
 
         def line_rows(line: buffers.Line) -> list[list[tuple[str, int]]]:
-            return wrap(line_segments(line, self.nick_attr, dim, error, self.conn.nick), width)
+            return wrap(line_segments(line, self.nick_attr, dim, error, self.model.me), width)
         if buffer.below and buffer.scroll:   # a wrapped line moved the view by one row only
             held = itertools.islice(reversed(buffer.lines), buffer.below)
             buffer.scroll += sum(len(line_rows(line)) for line in held)

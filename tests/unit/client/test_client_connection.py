@@ -854,3 +854,173 @@ def test_a_nick_refused_at_a_reconnect_without_a_length_is_cut_by_one(peer, monk
     peer.send(":srv 432 * b :Erroneous nickname")
     harness.until(lambda: harness.conn.closed, "the end")
     assert harness.conn.fatal.endswith("erroneous nickname")
+
+
+@pytest.mark.parametrize("line", [b"PRIVMSG bob :\x01VERSION\x01",
+                                  b":!u@h PRIVMSG bob :\x01PING 1\x01",
+                                  b":: PRIVMSG #lobby :\x01VERSION\x01",
+                                  b":ev\x00il!u@h PRIVMSG bob :\x01VERSION\x01"])
+def test_a_ctcp_request_from_no_nick_gets_no_answer_and_no_traceback(peer, line):
+    """A CTCP request with no prefix, or a prefix with no nick in it (or a
+    NUL in it), from an odd or hostile server: the NOTICE to answer it could
+    not be built (ValueError, the client ended in a traceback).  It is
+    shown, unanswered."""
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    harness.conn._handle_raw(line)
+    harness.conn._handle_raw(b":alice!a@h PRIVMSG bob :\x01VERSION\x01")
+    harness.expect_line("NOTICE alice :\x01VERSION forkchat-client\x01")
+    assert not any(line.startswith("NOTICE :") or line == "NOTICE" for line in harness.seen)
+    harness.conn.quit()
+
+
+def test_a_bare_432_after_a_collision_tries_a_shorter_nick_without_a_traceback(peer):
+    """A 432 with no parameters (an odd server's), answering our second
+    try after a 433: its reason was read as msg.params[-1], an IndexError
+    that ended the client in a traceback."""
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("NICK bob")
+    peer.send(":srv 433 * bob :Nickname is already in use")
+    harness.expect_line("NICK bob_")
+    peer.send(":srv 432")
+    harness.expect_line("NICK bo_")
+    said = [e.text for e in harness.events if e.kind == "status"]
+    assert "Nickname bob_ refused by the server, trying bo_" in said
+    harness.conn.quit()
+
+
+def test_a_server_that_pings_without_reading_is_dropped_not_buffered_for(peer, monkeypatch):
+    """A server sending PINGs and reading nothing: each PONG waited in the
+    link's output buffer, which grew for as long as the storm lasted.  Past
+    MAX_OUTBUF_BYTES the link is given up as stalled, and reconnected."""
+    from forkchat.client import transport
+    monkeypatch.setattr(transport, "MAX_OUTBUF_BYTES", 1 << 16)
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    storm = (b"PING :" + b"x" * 400 + b"\r\n") * 40000    # 16 MB of PONGs to write
+    sender = threading.Thread(target=lambda: _send_all(peer.sock, storm), daemon=True)
+    sender.start()
+    lost = lambda: any(e.kind == "status" and transport.STALLED in e.text
+                       for e in harness.events)
+    deadline = time.monotonic() + 30
+    while not lost() and time.monotonic() < deadline:
+        for key, mask in harness.sel.select(0.05):
+            key.data(mask)
+        assert len(harness.conn._link._out) <= (1 << 16) + 512
+    assert lost() and harness.conn.state == "waiting"
+    harness.conn.close_now()
+    peer.close()
+    sender.join(10)
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """Send from a thread until done or the client goes (the test's end)."""
+    sock.setblocking(True)
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
+
+
+def test_a_nick_the_server_gave_us_is_said_clean_in_the_news_of_the_link(peer, monkeypatch):
+    """The server renamed us (NICK) to a nick with an escape in it; at the
+    reconnect, its 433 was told as `Nickname bob<ESC>]0;x<BEL> is already
+    in use`, which line mode prints on stderr as it is: to the terminal."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    peer.send(":bob!u@h NICK :bob\x1b]0;x\x07\u202e")
+    harness.until(lambda: harness.conn.nick != "bob", "renamed")
+    reconnect_until_nick(harness, peer)
+    peer.send(":srv 433 * bob :Nickname is already in use")
+    harness.until(lambda: any("already in use" in e.text for e in harness.events), "the 433")
+    said = [e.text for e in harness.events if e.kind == "status"]
+    assert all(events.sanitize(text) == text for text in said), said
+    harness.conn.quit()
+
+
+def test_lines_behind_one_whose_write_failed_are_sent_after_the_reconnect(peer, monkeypatch):
+    """A burst of queued lines met a connection the server had reset: the
+    first write failed and the link was lost, but the same turn went on
+    taking lines out of the queue into the dead link.  They counted as
+    sent but unconfirmed, and the next flush barrier's answer took them as
+    confirmed: line mode's lines, promised at least once, lost silently."""
+    import struct
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob", resend=True)
+    harness.register()
+    harness.until(lambda: harness.conn._tokens >= 6, "a burst's worth of tokens")
+    assert peer.sock is not None
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()                       # a reset: the next write fails at once
+    peer.sock, peer.buffer, harness.seen = None, b"", []
+    ours = harness.conn._link._sock
+    assert select.select([ours], [], [], DEADLINE_S)[0]     # the reset has come
+    wanted = [f"PRIVMSG #lobby :line {n}" for n in range(5)]
+    harness.conn._queue.extend((line, True) for line in wanted)
+    harness.conn._pump()
+    assert harness.conn.state == "waiting"
+    harness.until(lambda: harness.conn.state == "registering", "a new attempt")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome back")
+    for line in wanted:
+        harness.expect_line(line)
+    harness.conn.close_now()
+
+
+def test_a_second_welcome_on_the_same_connection_rejoins_nothing(peer):
+    """Each 001 queued the rejoin (and the away message) again: a stream
+    of them from an odd server grew the queue without end, and a line
+    typed behind them never went out."""
+    harness = Harness(peer, nick="bob", rooms=("#a", "#b"))
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome")
+    harness.expect_line("JOIN #a,#b")
+    for _ in range(200):
+        harness.conn._handle_raw(b":srv 001 bob :Welcome again")
+    harness.conn.send("PRIVMSG #a :typed after")
+    assert [line for line, _ in harness.conn._queue if line.startswith("JOIN")] == []
+    harness.expect_line("PRIVMSG #a :typed after")
+    assert harness.seen.count("JOIN #a,#b") == 1
+    harness.conn.quit()
+
+
+@pytest.mark.parametrize("rename", [":bob!u@h NICK :", ":bob!u@h NICK :b ob"])
+def test_a_rename_to_no_nick_is_ignored_and_the_reconnect_registers(peer, monkeypatch, rename):
+    """A server renaming us to an empty nick (or one with a space) made it
+    the nick asked for at every reconnect: `NICK :`, refused each time,
+    and the client never registered again."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    harness.conn._handle_raw(rename.encode())
+    assert harness.conn.nick == "bob" and not [e for e in harness.events if e.kind == "nick"]
+    reconnect_until_nick(harness, peer)
+    assert harness.seen[0] == "NICK bob"
+    harness.conn.quit()
+
+
+@pytest.mark.parametrize("welcome", [":srv 001 :Welcome to IRC", ":srv 001 :b ob"])
+def test_a_welcome_without_our_nick_keeps_ours(peer, welcome):
+    """`001 :Welcome to IRC` (no nick before the text, an odd server's)
+    made "Welcome to IRC" our nick: our own JOIN's echo read as someone
+    else's, and the room was never known as joined."""
+    harness = Harness(peer, nick="bob")
+    harness.conn.start()
+    harness.turn(0.1)
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(welcome)
+    harness.expect_line("JOIN #lobby")
+    assert harness.conn.nick == "bob"
+    peer.send(":bob!u@h JOIN #lobby")
+    harness.until(lambda: any(e.kind == "join" for e in harness.events), "the join")
+    assert [e.own for e in harness.events if e.kind == "join"] == [True]
+    harness.conn.quit()

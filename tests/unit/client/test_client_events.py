@@ -122,6 +122,15 @@ def test_a_bidi_override_cannot_make_a_line_read_as_someone_else():
     assert topic.text == "new topic"
 
 
+def test_a_message_is_one_line_to_any_reader_of_line_modes_output():
+    """U+2028 and U+2029 break lines for str.splitlines() and other Unicode
+    readers of line mode's output: a message holding one read there as two
+    events, the second one made up by its sender."""
+    raw = ":mallory!m@h PRIVMSG #lobby :hi\u202809:06 <admin> all is well\u2029\x85\x1c"
+    [line] = line_for(raw)
+    assert line.splitlines() == [line] == ["09:05 <mallory> hi09:06 <admin> all is well"]
+
+
 def test_own_flag_and_private_buffer():
     [join] = events.translate(ircmsg.parse(":Bob!b@h JOIN #lobby"), "bob")
     assert join.own
@@ -163,7 +172,8 @@ def test_build_and_casefold():
 
 
 @pytest.mark.parametrize("line", ["NICK", ":a!b@c JOIN", ":a!b@c PART", ":a!b@c KICK #x",
-                                  ":a!b@c PRIVMSG #x", ":a!b@c INVITE bob"])
+                                  ":a!b@c PRIVMSG #x", ":a!b@c INVITE bob",
+                                  ":a!b@c NICK :", ":a!b@c NICK :new nick"])
 def test_a_command_without_its_parameters_is_not_well_formed(line):
     assert not events.well_formed(ircmsg.parse(line))
 

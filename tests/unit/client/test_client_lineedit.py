@@ -153,6 +153,16 @@ def test_fit_never_splits_a_wide_char():
     assert lineedit.fit("日本語", 5) == "日本"
 
 
+def test_fit_never_ends_inside_a_cluster():
+    """An emoji with its skin tone at the right edge of the input line
+    showed as the bare emoji, as if typed without its tone."""
+    thumb = "\U0001f44d\U0001f3fd"
+    assert lineedit.fit("xxxxxxx" + thumb + "y", 10) == "xxxxxxx"
+    assert lineedit.fit("xxxxxx" + thumb + "y", 10) == "xxxxxx" + thumb
+    assert lineedit.fit("xxxxxxx\U0001f469\u200d\U0001f4bb", 10) == "xxxxxxx"
+    assert lineedit.fit("xxxxxxxxxe\u0301", 10) == "xxxxxxxxxe\u0301"
+
+
 def test_view_scrolls_to_keep_the_cursor_visible():
     editor = typed("0123456789")
     shown, cursor = editor.view(5)

@@ -296,3 +296,28 @@ def test_a_hung_up_terminal_ends_output_not_the_run():
         assert not isinstance(made._out, HungUp) and not isinstance(made._err, HungUp)
     finally:
         made.sel.close()
+
+
+def test_a_names_stream_that_never_ends_is_held_within_a_bound(line_mode):
+    """353s for room after room and never a 366: each room's wait for its
+    end was kept, without a bound.  The rows print as they come; only the
+    last LISTED_MAX ends are awaited."""
+    for n in range(1000):
+        line_mode.conn._handle_raw(f":srv 353 lm = #r{n} :a b".encode())
+    assert len(line_mode._listed) <= linemode.LISTED_MAX
+    assert line_mode._out.getvalue().count("Members of #r") == 1000
+    line_mode.conn._handle_raw(b":srv 366 lm #r999 :End of /NAMES list")
+    assert "#r999: End" not in line_mode._out.getvalue()
+
+
+def test_a_names_of_every_room_ends_quietly_after_its_rows(line_mode):
+    """`/raw NAMES`: every room's rows, then one 366 for `*`, which printed
+    `*: End of /NAMES list` after them as if the answer were empty."""
+    for raw in (b":srv 353 lm = #a :x y", b":srv 353 lm = #b :z",
+                b":srv 366 lm * :End of /NAMES list"):
+        line_mode.conn._handle_raw(raw)
+    printed = line_mode._out.getvalue()
+    assert "Members of #a: x y" in printed and "Members of #b: z" in printed
+    assert "End of /NAMES" not in printed and not line_mode._listed
+    line_mode.conn._handle_raw(b":srv 366 lm * :End of /NAMES list")
+    assert "*: End of /NAMES list" in line_mode._out.getvalue()     # an empty one shows

@@ -114,6 +114,24 @@ def test_wrap_never_splits_wide_chars():
     assert ["".join(t for t, _ in row) for row in rows] == ["日本", "語日", "本語"]
 
 
+def test_wrap_keeps_an_emoji_with_its_skin_tone_and_a_zwj_sequence_whole():
+    """A skin-tone modifier at the right edge went on the next row, apart
+    from its emoji, and showed there as a bare coloured square."""
+    rows = tui.wrap([("abcdefgh\U0001f44d\U0001f3fd", 0)], 10, indent=0)
+    assert ["".join(t for t, _ in row) for row in rows] == ["abcdefgh", "\U0001f44d\U0001f3fd"]
+    rows = tui.wrap([("abcdefgh\U0001f469\u200d\U0001f4bb", 0)], 10, indent=0)
+    assert ["".join(t for t, _ in row) for row in rows] == [
+        "abcdefgh", "\U0001f469\u200d\U0001f4bb"]
+
+
+def test_wrap_carries_a_word_only_when_the_wide_character_after_it_fits_too():
+    """The word carried to the next row left room for one cell, and a
+    wide character after it ran a cell past the edge."""
+    rows = tui.wrap([("a bcdefgh\u65e5", 0)], 10, indent=2)
+    assert all(lineedit_width(row) <= 10 for row in rows), rows
+    assert "".join(t for row in rows for t, _ in row).replace(" ", "") == "abcdefgh\u65e5"
+
+
 def test_nick_colour_is_stable_and_case_insensitive():
     assert tui.nick_colour_index("Alice") == tui.nick_colour_index("alice")
     assert 0 <= tui.nick_colour_index("bob") < len(tui.NICK_COLOURS)
@@ -615,3 +633,109 @@ def test_a_big_answer_cut_off_by_a_disconnection_is_counted_where_it_was_typed()
         f"/names #Lobby: {rows} members in {rows} rows, listed in buffer 1 (Alt+1)",
         "disconnected"]
     assert [line.kind for line in model.buffers[0].lines][:rows] == ["names"] * rows
+
+
+def test_a_names_of_every_room_is_one_answer_shown_where_it_was_typed():
+    """`/raw NAMES`: the server lists every room, then one 366 for `*`.
+    Each room's rows were held for its own 366, which never came: none
+    was shown."""
+    model = model_in_lobby()
+    model.sent("NAMES")
+    apply_raw(model, ":srv 353 bob = #a :x y", ":srv 353 bob = #lobby :@op bob",
+              ":srv 366 bob * :End of /NAMES list")
+    assert [line.text for line in model.current.lines][-2:] == [
+        "Members of #a: x y", "Members of #lobby: @op bob"]
+    assert model._answers == {}
+    apply_raw(model, ":srv 353 bob = #lobby :@op bob carol", ":srv 366 bob #lobby :End")
+    assert set(model.current.members) == {"op", "bob", "carol"}
+
+
+def test_a_names_of_many_small_rooms_goes_to_buffer_1_as_one_big_answer():
+    """Judged room by room, the NAMES of 300 rooms of a few members each
+    put 300 rows where it was typed, pushing that room's history out."""
+    model = model_in_lobby()
+    rooms = buffers.BIG_ANSWER_ROWS + 5
+    before = [line.text for line in model.current.lines]
+    for query, ends in (("", ["*"]), (",".join(f"#r{n}" for n in range(rooms)),
+                                      [f"#r{n}" for n in range(rooms)])):
+        model.sent(f"NAMES {query}".rstrip())
+        for n in range(rooms):
+            apply_raw(model, f":srv 353 bob = #r{n} :a{n} b{n}")
+            if ends != ["*"]:
+                apply_raw(model, f":srv 366 bob #r{n} :End of /NAMES list")
+        if ends == ["*"]:
+            apply_raw(model, ":srv 366 bob * :End of /NAMES list")
+    assert [line.text for line in model.current.lines] == before + [
+        f"/names: {2 * rooms} members in {rooms} rows, listed in buffer 1 (Alt+1)",
+        f"/names {query}: {2 * rooms} members in {rooms} rows, listed in buffer 1 (Alt+1)"]
+    assert [line.kind for line in model.buffers[0].lines] == ["names"] * 2 * rooms
+    assert model._answers == {}
+
+
+def test_a_names_of_a_few_rooms_says_which_had_none_in_order():
+    model = model_in_lobby()
+    model.sent("NAMES #a,#secret,#b")
+    apply_raw(model, ":srv 353 bob = #a :x", ":srv 366 bob #a :End of /NAMES list",
+              ":srv 366 bob #secret :End of /NAMES list",
+              ":srv 353 bob = #b :y", ":srv 366 bob #b :End of /NAMES list")
+    assert [line.text for line in model.current.lines][-3:] == [
+        "Members of #a: x", "#secret: End of /NAMES list", "Members of #b: y"]
+    assert model._answers == {}
+
+
+def test_a_names_stream_that_never_ends_is_held_within_a_bound():
+    """353s for room after room and never a 366: each room's rows were held
+    for its end, without a bound (and never shown).  Past NAMES_HELD_MAX
+    lists under way the oldest is shown; none is lost."""
+    model = model_in_lobby()
+    apply_raw(model, *(f":srv 353 bob = #r{n} :a b" for n in range(1000)))
+    assert len(model._answers) <= buffers.NAMES_HELD_MAX
+    shown = [line.text for line in model.current.lines if line.kind == "names"]
+    assert shown == [f"Members of #r{n}: a b" for n in range(1000 - len(model._answers))]
+    apply_raw(model, ":srv 366 bob #r999 :End of /NAMES list")
+    assert model.current.lines[-1].text == "Members of #r999: a b"
+
+
+def test_a_rooms_member_list_is_kept_within_a_bound(monkeypatch):
+    """A NAMES of our room that never ends, each 353 naming new nicks,
+    grew the member list, and memory, for as long as it went on."""
+    monkeypatch.setattr(buffers, "MEMBERS_MAX", 500)
+    model = model_in_lobby()
+    apply_raw(model, *(f":srv 353 bob = #lobby :" + " ".join(f"n{n}_{k}" for k in range(20))
+                       for n in range(100)))
+    apply_raw(model, *(f":j{n}!u@h JOIN #lobby" for n in range(100)))
+    assert len(model.find("#lobby").members) == 500
+
+
+def test_the_activity_of_many_buffers_is_measured_once_not_once_per_count(monkeypatch):
+    """With a thousand unread buffers (private messages from as many
+    nicks) each redraw joined and measured the list again for every count
+    it tried: a second a redraw, and the interface crawled.  The text
+    measured stays within a few times the list's own length."""
+    labels = [f"{n}*" for n in range(2, 1002)]
+    measured = []
+    real = lineedit.text_width
+    monkeypatch.setattr(lineedit, "text_width", lambda text: measured.append(len(text))
+                        or real(text))
+    line = tui.status_with_activity(["12:00", "bob", "chat:6667", "1:(status)"], labels, 100)
+    assert line.endswith(",+" + str(1000 - len(line.rpartition("Act: ")[2].split(",")) + 1))
+    assert sum(measured) <= 5 * len(",".join(labels)), sum(measured)
+
+
+def test_messages_from_ever_new_nicks_open_a_bounded_number_of_buffers(monkeypatch):
+    """Private messages from nick after nick (a spam wave, an odd server)
+    opened a buffer each, without end.  Past PRIVATE_BUFFERS_MAX open
+    conversations, a message from someone new is shown in buffer 1,
+    marked [private]; those with a buffer still go to it, and /query
+    still opens one."""
+    monkeypatch.setattr(buffers, "PRIVATE_BUFFERS_MAX", 5)
+    model = model_in_lobby()
+    apply_raw(model, *(f":n{n}!u@h PRIVMSG bob :hello {n}" for n in range(8)))
+    assert [b.name for b in model.buffers] == ["(status)", "#lobby", "n0", "n1", "n2", "n3", "n4"]
+    assert [line.text for line in model.buffers[0].lines][-3:] == [
+        "[private] hello 5", "[private] hello 6", "[private] hello 7"]
+    assert model.buffers[0].unread == 3 and model.buffers[0].highlight
+    apply_raw(model, ":n2!u@h PRIVMSG bob :again")
+    assert model.find("n2").lines[-1].text == "again"
+    model.own_talk("own", "n7", "hi")
+    assert model.find("n7") is not None

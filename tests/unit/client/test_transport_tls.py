@@ -126,3 +126,47 @@ def test_a_broken_tls_record_is_said_without_openssl_wrapping(tmp_path):
     thread.join(5)
     listener.close()
     assert lost == ["TLS error: decryption failed or bad record mac"], lost
+
+
+def test_one_read_of_a_tls_link_takes_one_record_not_all_the_server_sent(tmp_path):
+    """A TLS link was read until the socket ran dry: a server that kept
+    sending (a PING storm) held the client in that loop, its screen frozen
+    and every byte piling up unhandled.  One read now takes what one recv
+    gives and the rest of its record; select wakes the loop for the rest."""
+    context, listener = tls_listener(tmp_path)
+    line = b"PING :" + b"x" * 90 + b"\r\n"
+    sent = threading.Event()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.settimeout(10)
+        with context.wrap_socket(raw, server_side=True) as peer:
+            peer.sendall(line * 20000)      # 2 MB: far more than one read's worth
+            sent.set()
+            try:
+                peer.recv(4096)
+            except OSError:
+                pass
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    lines: list[bytes] = []
+    opened: list[bool] = []
+    sel = selectors.DefaultSelector()
+    link = transport.Link(sel, "127.0.0.1", listener.getsockname()[1],
+                          transport.tls_context(None, insecure=True),
+                          lambda: opened.append(True), lines.append, lambda reason: None)
+    link.open()
+    deadline = time.monotonic() + 10
+    while not opened and time.monotonic() < deadline:
+        for key_, mask in sel.select(0.05):
+            key_.data(mask)
+    assert opened
+    while len(lines) < 20000 and time.monotonic() < deadline:
+        for key_, mask in sel.select(0.05):
+            before = len(lines)
+            key_.data(mask)
+            assert (len(lines) - before) * len(line) <= 2 * transport.RECV_BYTES
+    assert len(lines) == 20000 and sent.wait(10)
+    link.close()
+    thread.join(5)
+    listener.close()
