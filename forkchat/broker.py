@@ -61,7 +61,9 @@ is, the server is stopping) and "gone" (a worker died); the broker sends
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import operator
 import os
 import pickle
 import selectors
@@ -81,7 +83,7 @@ log = logging.getLogger("forkchat.broker")
 READ_BYTES = 65536
 HEARTBEAT_S = ipc.HEARTBEAT_S   # counts to the supervisor: its STATUS and watchdog
 RECOVERY_WAIT_S = 3.0
-STORE_EVERY_S = 0.5   # room records reach the disk at most this often
+STORE_EVERY_S = 0.5   # rooms created or emptied reach the disk at most this often (_rooms_left)
 FLUSH_WINDOW_S = 0.008  # output to the workers goes at most this often,
 FLUSH_AT_ONCE_LINKS = 4  # unless it is for this few of them
 # WHO of a mask, LIST of every room, NAMES of every room (or of a list,
@@ -153,6 +155,12 @@ _FLOOD_COUNTED = frozenset({ipc.Kind.HELLO, ipc.Kind.REQUEST, ipc.Kind.REGISTER,
 _COUNTED = frozenset(state.HANDLERS) | {"STATS"}
 _ROOM_CHANGING = frozenset({"JOIN", "PART", "KICK", "KILL"})
 _ROOM_RECORD_CHANGING = frozenset({"TOPIC", "MODE"})
+# What of a room a room created again from its stored record shows: all
+# but its name (the JOIN's) and its creation time (only 329 shows it).
+# See Broker._rooms_left.
+_SHOWN = operator.attrgetter(*(field.name for field in dataclasses.fields(rooms.Room)
+                                if field.name not in ("name", "created")))
+_NEW_ROOM_SHOWN = _SHOWN(rooms.Room("", 0))
 # Those that make rooms or change their members (see Broker._rooms_before).
 _MEMBERS_CHANGING = frozenset({"JOIN", "PART", "KICK"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
@@ -612,6 +620,58 @@ class Broker:
             self.store.put(folded, room.meta())
             self._retry_store()
 
+    def _rooms_it_may_empty(self, cid: int, msg: protocol.Message) -> dict[str, rooms.Room]:
+        """The live rooms a JOIN 0, PART, KICK or KILL may empty, as they
+        are before it (see _rooms_left)."""
+        if msg.command not in _ROOM_CHANGING:
+            return {}
+        if msg.command == "KILL":
+            target = self.state.find_nick(msg.param(0))
+            return dict(target.joined) if target is not None else {}
+        if msg.command == "JOIN":
+            client = self.state.clients.get(cid)
+            return dict(client.joined) if client is not None and msg.param(0) == "0" else {}
+        named = (protocol.casefold(name) for name in msg.param(0).split(",") if name)
+        return {folded: room for folded in named
+                if (room := self.state.rooms.get(folded)) is not None}
+
+    def _disconnect(self, cid: int, reason: str) -> None:
+        """A client quits; the rooms it leaves empty are gone (_rooms_left)."""
+        client = self.state.clients.get(cid)
+        left = dict(client.joined) if client is not None else {}
+        self.state.disconnect(cid, reason, self.outbox)
+        self._rooms_left(left)
+
+    def _rooms_left(self, rooms_before: dict[str, rooms.Room]) -> None:
+        """Rooms may have been created or emptied (`rooms_before`: those
+        that may have emptied, as they were): written with the next batch,
+        STORE_EVERY_S after the last, unless one removed has a stored
+        record that a new room of its name would not have, then at once.
+
+        Its topic and modes were written at once, its removal in the
+        batch: a broker killed in between (a part and a kill -9 within half
+        a second) left the next one the record, and a newcomer making the
+        room afresh was refused it (475, the old key) or, with the key,
+        shown the old topic, nobody told why.  A room's removal is written
+        no later than the changes it undoes were; one whose record is as a
+        new room's (a plain room's join and part, most of them) waits for
+        the batch, as its loss changes nothing but its creation time.
+        """
+        self.store_dirty = True
+        if self.store_frozen:
+            return              # the shutdown's: its rooms are kept (store.renew)
+        for folded, room in rooms_before.items():
+            if self.state.rooms.get(folded) is not room and self._stored_unlike_new(folded):
+                self._save_rooms()
+                return
+
+    def _stored_unlike_new(self, folded: str) -> bool:
+        """Whether the store holds (or is to write) a record for this room
+        that would make it, created again, unlike a new room: a topic, a
+        mode other than +nt, a key, a limit or a ban."""
+        record = self.store.record(folded)
+        return record is not None and _unlike_new_room(record)
+
     def _maybe_flush(self) -> None:
         """Send queued output now if the last flush is FLUSH_WINDOW_S old,
         or if it is for FLUSH_AT_ONCE_LINKS workers at most; else once it is.
@@ -702,9 +762,7 @@ class Broker:
         if cid is None or cid in self.links or cid not in self.state.clients:
             return          # quit already (its BYE ran), or not deferred
         if kind == ipc.Kind.BYE or kind == CLOSED_HELD:
-            reason = _bye_reason(payload)
-            self.state.disconnect(cid, reason, self.outbox)
-            self.store_dirty = True
+            self._disconnect(cid, _bye_reason(payload))
         else:
             self._dispatch(link, kind, payload)
 
@@ -1281,6 +1339,7 @@ class Broker:
                 self.replying = None
             return
         before = self._rooms_before(link.cid, msg)
+        going = self._rooms_it_may_empty(link.cid, msg)
         self.replying = link.cid
         try:
             if self.state.scans_everything(msg):
@@ -1290,7 +1349,7 @@ class Broker:
         finally:
             self.replying = None
         if msg.command in _ROOM_CHANGING:
-            self.store_dirty = True
+            self._rooms_left(going)
             if before:
                 self._note_members(before)
         elif msg.command in _ROOM_RECORD_CHANGING and msg.params:
@@ -1613,8 +1672,7 @@ class Broker:
             if after_held and self.awaiting:
                 self.held.append((link, CLOSED_HELD, reason.encode()))
             else:
-                self.state.disconnect(link.cid, reason, self.outbox)
-            self.store_dirty = True
+                self._disconnect(link.cid, reason)
             self._arrived(link.cid)
 
     # -- output ----------------------------------------------------------------
@@ -1646,8 +1704,7 @@ class Broker:
         link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, b"Max SendQ exceeded"))
         self.dirty.add(link)
         if link.cid is not None:
-            self.state.disconnect(link.cid, "Max SendQ exceeded", self.outbox)
-            self.store_dirty = True
+            self._disconnect(link.cid, "Max SendQ exceeded")
 
     def _flush_dirty(self) -> None:
         """Write each link's output; those with the answer to a command of
@@ -1805,6 +1862,14 @@ _IDENTITY_CUTS: dict[str, Callable[[str, state.Settings], str]] = {
 def _counted(frames: list[tuple[int, bytes]]) -> int:
     """How many of `frames` take a token of their worker's flood control."""
     return sum(kind in _FLOOD_COUNTED for kind, _payload in frames)
+
+
+def _unlike_new_room(record: dict) -> bool:
+    """Whether a room created again with this stored record would differ
+    from a new room in more than its name and creation time."""
+    restored = rooms.Room("", 0)
+    restored.apply_meta(record)
+    return _SHOWN(restored) != _NEW_ROOM_SHOWN
 
 
 def _bye_reason(payload: bytes) -> str:

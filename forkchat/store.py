@@ -6,7 +6,8 @@ one row per room: its folded name and a JSON record (`rooms.Room.meta`).
 A topic or mode change is written at once with `put()`; joins and parts,
 which only create and remove rooms, are written by `apply()` at most a few
 times a second, only the rows of the rooms created or removed, in one
-transaction.  A store that cannot be opened is logged once and left alone:
+transaction, but at once for a room removed whose stored record is not a
+new room's (see `record()`).  A store that cannot be opened is logged once and left alone:
 chat goes on without persistence.  One that cannot be written (a full disk)
 keeps what it could not write and tries again every RETRY_S seconds, logging
 the failure once and the first write that succeeds again; one removed while
@@ -300,6 +301,16 @@ class RoomStore:
     def put(self, name: str, record: dict) -> None:
         """Write one room's record now (a topic or mode change)."""
         self.apply({name: record})
+
+    def record(self, name: str) -> dict | None:
+        """The record of this room that the store holds, or is to write (a
+        failed write's); None if it has none, or is to delete it.
+
+        The broker writes the removal of a room at once if its record is
+        not a new room's (Broker._rooms_left).
+        """
+        text = self._pending[name] if name in self._pending else self._saved.get(name)
+        return None if text is None else json.loads(text)
 
     @property
     def retry_at(self) -> float | None:

@@ -53,6 +53,36 @@ def test_room_survives_a_broker_kill(make_server):
     bob.close()
 
 
+def test_a_room_emptied_just_before_a_broker_kill_stays_gone(make_server):
+    """A topic and a key were written at once, the room's removal when its
+    last member left with the next half-second batch: a kill -9 within
+    that half second left the next broker the record, and a newcomer
+    making the room afresh was refused it (475, the old key) or, with the
+    key, shown the old topic, nobody told why.  The removal of a room with
+    such a record is written before its PART goes out."""
+    server = make_server(config_text=LIMITS)
+    alice = IrcTestClient(server.port)
+    alice.register("alice")
+    alice.join("#warm")     # its batch goes now: the next waits half a second
+    for line in ("JOIN #r", "MODE #r +k sekrit", "TOPIC #r :old", "PART #r"):
+        alice.send(line)
+    alice.expect("PART")
+    mark = server.log_length()
+    os.kill(broker_pid(server), signal.SIGKILL)
+    broker_pid(server, after=mark)
+    server.wait_for_text("recovery done", start=mark)
+    bob = IrcTestClient(server.port)
+    bob.register("bob")
+    bob.send("JOIN #r")
+    burst: list[protocol.Message] = []
+    bob.expect(lambda m: burst.append(m) or m.command in ("366", "475"))
+    assert [m.command for m in burst if m.command in ("JOIN", "475", "332")] == ["JOIN"]
+    bob.send("MODE #r")
+    assert bob.expect("324").params[2:] == ["+nt"]
+    alice.close()
+    bob.close()
+
+
 def test_room_survives_a_server_restart():
     state_dir = tempfile.mkdtemp(prefix="forkchat-state-")
     os.chmod(state_dir, 0o777)

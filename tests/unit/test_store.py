@@ -927,3 +927,72 @@ def test_a_store_given_back_with_nothing_to_write_says_it_is_written_again(
             assert "failed, rooms will not persist until it can be written" in caplog.text
         finally:
             late.release()
+
+
+@pytest.mark.parametrize("leave", [b"PART #r", b"KICK #r alice", b"JOIN 0", None],
+                         ids=["part", "kick", "join-0", "quit"])
+def test_a_room_emptied_after_its_record_changed_is_removed_from_the_store_at_once(
+        tmp_path, leave):
+    """A topic or mode change is written at once, the removal of its room
+    when it empties was written with the next half-second batch: a broker
+    killed in between left the next one the record, and a newcomer making
+    the room afresh was refused it (475, the old key) or shown the old
+    topic.  The removal is written at once now, when it undoes such a
+    record; a plain room's still waits for the batch."""
+    with alice_on_a_broker(tmp_path) as (made, link):
+        for line in (b"JOIN #plain", b"JOIN #r"):
+            made._dispatch(link, ipc.Kind.REQUEST, line)
+        made._save_rooms()
+        for line in (b"MODE #r +k sekrit", b"TOPIC #r :old"):
+            made._dispatch(link, ipc.Kind.REQUEST, line)
+        assert sorted(_stored_names(tmp_path)) == ["#plain", "#r"]
+        if leave is None:
+            made._dispatch(link, ipc.Kind.BYE, b"gone")
+        else:
+            made._dispatch(link, ipc.Kind.REQUEST, leave)
+        assert "#r" not in made.state.rooms
+        # (with the removals waiting in the batch, #plain's if it went too)
+        assert _stored_names(tmp_path) == (["#plain"] if leave and b"#r" in leave else [])
+
+
+def test_a_plain_rooms_join_and_part_wait_for_the_batch(tmp_path):
+    """Each write is a commit in the broker's loop: the removal of a room
+    whose record is a new room's (most joins and parts) is written with
+    the others, at most every STORE_EVERY_S, however often it comes."""
+    with alice_on_a_broker(tmp_path) as (made, link):
+        made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #plain,#undone")
+        made._dispatch(link, ipc.Kind.REQUEST, b"MODE #undone +k k")
+        made._dispatch(link, ipc.Kind.REQUEST, b"MODE #undone -k k")
+        made._save_rooms()
+        made._dispatch(link, ipc.Kind.REQUEST, b"PART #plain,#undone")
+        assert sorted(_stored_names(tmp_path)) == ["#plain", "#undone"]
+        made._save_rooms()
+        assert _stored_names(tmp_path) == []
+
+
+def test_a_room_back_with_its_kept_record_is_removed_from_the_store_at_once(tmp_path):
+    """A record kept from before a restart is undone at once too when its
+    room, made again, empties."""
+    _stored_before(tmp_path, {"#kept": {"topic": "stored", "key": "k"}})
+    with alice_on_a_broker(tmp_path) as (made, link):
+        made._dispatch(link, ipc.Kind.REQUEST, b"JOIN #kept k")
+        assert made.state.rooms["#kept"].topic == "stored"
+        made._dispatch(link, ipc.Kind.REQUEST, b"PART #kept")
+        assert _stored_names(tmp_path) == []
+
+
+def test_a_room_emptied_by_a_kill_is_removed_from_the_store_at_once(tmp_path):
+    with alice_on_a_broker(tmp_path) as (made, link):
+        made._dispatch(link, ipc.Kind.OPER, b'{"name": "admin"}')
+        sockets: list = []
+        try:
+            bob = _registered(made, 2, "bob", sockets)
+            for line in (b"JOIN #r", b"TOPIC #r :old"):
+                made._dispatch(bob, ipc.Kind.REQUEST, line)
+            assert _stored_names(tmp_path) == ["#r"]
+            made._dispatch(link, ipc.Kind.REQUEST, b"KILL bob :spam")
+            assert "#r" not in made.state.rooms
+            assert _stored_names(tmp_path) == []
+        finally:
+            for sock in sockets:
+                sock.close()
