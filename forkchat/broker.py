@@ -148,11 +148,11 @@ LEFT_READ_BYTES = 1 << 22
 # do not: the one is answered to the worker alone, the others come once).
 _FLOOD_COUNTED = frozenset({ipc.Kind.HELLO, ipc.Kind.REQUEST, ipc.Kind.REGISTER,
                             ipc.Kind.OPER, ipc.Kind.OPER_FAILED})
-# Commands after which rooms may have come or gone, and those that change
-# one room's record (written at once).
 # STATS m counts the shared-state commands the broker serves; any other name
 # (a client may send endless made-up ones) is answered 421 and not counted.
 _COUNTED = frozenset(state.HANDLERS) | {"STATS"}
+# Commands after which rooms may have come or gone, and those that change
+# one room's record (written at once).
 _ROOM_CHANGING = frozenset({"JOIN", "PART", "KICK", "KILL"})
 _ROOM_RECORD_CHANGING = frozenset({"TOPIC", "MODE"})
 # What of a room a room created again from its stored record shows: all
