@@ -18,6 +18,11 @@ from tests.support.server import broker_pid, worker_pid
 
 QUITTERS = 8
 CONFIG = "[limits]\nmax_clients_per_ip = 100\n"
+# A recovery that waits for every worker as long as the test needs: at
+# RECOVERY_WAIT_S (3 s) a slow machine ended it before alice's worker was
+# back (or, alice's stopped, before bob's quit reached the broker), and
+# the quits ran at once, unseen by her.
+LONG_RECOVERY = "from forkchat import broker\nbroker.RECOVERY_WAIT_S = 60.0"
 
 
 def room_with(server, count: int) -> tuple[IrcTestClient, list[IrcTestClient]]:
@@ -55,7 +60,7 @@ def test_clients_that_quit_as_the_broker_dies_are_announced(make_server):
     """Half quit with a reason, half close their end of the connection,
     all at the kill: each is announced with its own reason, by the next
     broker, to alice whenever she re-registered, and is gone from #room."""
-    server = make_server(config_text=CONFIG)
+    server = make_server(config_text=CONFIG, prelude=LONG_RECOVERY)
     alice, quitters = room_with(server, QUITTERS)
     first = broker_pid(server)
     mark = server.log_length()
@@ -78,7 +83,7 @@ def test_clients_that_quit_as_the_broker_dies_are_announced(make_server):
 def test_a_quit_written_to_a_dying_broker_is_said_again_to_the_next(make_server):
     """The QUIT reached a broker that stopped and then died, its BYE
     unread: the worker hears the link reset and tells the next broker."""
-    server = make_server(config_text=CONFIG)
+    server = make_server(config_text=CONFIG, prelude=LONG_RECOVERY)
     alice, (bob,) = room_with(server, 1)
     bob.sync()              # its JOIN answered: its QUIT waits for no SYNC echo
     first = broker_pid(server)
@@ -99,7 +104,7 @@ def test_a_quit_in_a_recovery_reaches_the_members_back_after_it(make_server):
     (stopped): his worker re-registers him and says goodbye, and the quit
     waits for the end of the recovery, when alice is back to see it.  It
     ran at once, and alice, back later, kept bob in #room."""
-    server = make_server(config_text=CONFIG)
+    server = make_server(config_text=CONFIG, prelude=LONG_RECOVERY)
     alice, (bob,) = room_with(server, 1)
     bob.sync()
     stopped = worker_pid(server, "alice")
@@ -110,6 +115,7 @@ def test_a_quit_in_a_recovery_reaches_the_members_back_after_it(make_server):
         broker_pid(server, after=mark)
         bob.send("QUIT :before alice is back")
         bob.expect_closed(10)        # after his worker's goodbye to the next broker
+        assert "recovery done" not in "\n".join(server.log_text().split("\n")[mark:])
     finally:
         os.kill(stopped, signal.SIGCONT)
     assert quits_seen(alice, 1) == {"q0": "Quit: before alice is back"}
