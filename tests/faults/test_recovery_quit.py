@@ -8,10 +8,18 @@ next broker never knew it, and the members of its rooms never saw its QUIT
 to the next broker itself, its client re-registered first (forkchat(7)).
 """
 
+import fcntl
 import os
+import select
 import signal
 import socket
+import struct
+import termios
+import time
 
+import pytest
+
+from tests.faults.test_flood_generations import take_over
 from tests.faults.test_kill_broker import wait_until_server_read
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import broker_pid, worker_pid
@@ -56,6 +64,28 @@ def names(client: IrcTestClient) -> list[str]:
     return sorted(name.lstrip("@+") for name in listed)
 
 
+def wait_until_written_unread(worker: int, timeout: float = 10.0) -> None:
+    """Until the link of `worker` to the (stopped) broker holds bytes the
+    broker has not read: its goodbye.  That the worker read its client's
+    QUIT was not enough: descheduled before it wrote, it wrote to the dead
+    broker's closed link, and the test passed by another path (a link
+    lost at the write), whatever the worker made of a reset.  SIOCOUTQ of
+    a copy of the link counts what the peer has not read; without a copy
+    (no pidfd_getfd), the read alone."""
+    try:
+        link = take_over(worker)
+    except pytest.skip.Exception:
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while not struct.unpack("i", fcntl.ioctl(link.fileno(), termios.TIOCOUTQ,
+                                                 bytes(4)))[0]:
+            assert time.monotonic() < deadline, "the worker never wrote its goodbye"
+            select.select([], [], [], 0.005)      # bounded poll of a kernel counter
+    finally:
+        link.close()
+
+
 def test_clients_that_quit_as_the_broker_dies_are_announced(make_server):
     """Half quit with a reason, half close their end of the connection,
     all at the kill: each is announced with its own reason, by the next
@@ -90,6 +120,7 @@ def test_a_quit_written_to_a_dying_broker_is_said_again_to_the_next(make_server)
     os.kill(first, signal.SIGSTOP)
     bob.send("QUIT :bye now")
     wait_until_server_read(server.port, bob.sock.getsockname()[1])
+    wait_until_written_unread(worker_pid(server, "q0"))
     mark = server.log_length()
     os.kill(first, signal.SIGKILL)
     broker_pid(server, after=mark)
