@@ -103,10 +103,11 @@ def test_the_descriptors_the_limit_warning_reserves_cover_what_the_server_holds(
     stops clients."""
     server = ServerProcess(config_text="[limits]\nflood_burst = 1000\n",
                            listen=["127.0.0.1:0"] * 2).start()
-    clients = [IrcTestClient(server.port) for _ in range(10)]
-    try:
-        for number, client in enumerate(clients):
-            client.register(f"fd{number}")
+    clients: list[IrcTestClient] = []
+    try:        # (a connect failing before it left the server running)
+        for number in range(10):
+            clients.append(IrcTestClient(server.port))
+            clients[-1].register(f"fd{number}")
         broker = broker_pid(server)
         assert len(_descriptors(broker)) <= supervisor.BROKER_OWN_FDS + len(clients)
         mark = server.log_length()

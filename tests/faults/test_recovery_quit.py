@@ -8,16 +8,29 @@ next broker never knew it, and the members of its rooms never saw its QUIT
 to the next broker itself, its client re-registered first (forkchat(7)).
 """
 
+import fcntl
 import os
+import select
 import signal
 import socket
+import struct
+import termios
+import time
 
+import pytest
+
+from tests.faults.test_flood_generations import take_over
 from tests.faults.test_kill_broker import wait_until_server_read
 from tests.support.ircclient import IrcTestClient
 from tests.support.server import broker_pid, worker_pid
 
 QUITTERS = 8
 CONFIG = "[limits]\nmax_clients_per_ip = 100\n"
+# A recovery that waits for every worker as long as the test needs: at
+# RECOVERY_WAIT_S (3 s) a slow machine ended it before alice's worker was
+# back (or, alice's stopped, before bob's quit reached the broker), and
+# the quits ran at once, unseen by her.
+LONG_RECOVERY = "from forkchat import broker\nbroker.RECOVERY_WAIT_S = 60.0"
 
 
 def room_with(server, count: int) -> tuple[IrcTestClient, list[IrcTestClient]]:
@@ -51,11 +64,33 @@ def names(client: IrcTestClient) -> list[str]:
     return sorted(name.lstrip("@+") for name in listed)
 
 
+def wait_until_written_unread(worker: int, timeout: float = 10.0) -> None:
+    """Until the link of `worker` to the (stopped) broker holds bytes the
+    broker has not read: its goodbye.  That the worker read its client's
+    QUIT was not enough: descheduled before it wrote, it wrote to the dead
+    broker's closed link, and the test passed by another path (a link
+    lost at the write), whatever the worker made of a reset.  SIOCOUTQ of
+    a copy of the link counts what the peer has not read; without a copy
+    (no pidfd_getfd), the read alone."""
+    try:
+        link = take_over(worker)
+    except pytest.skip.Exception:
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while not struct.unpack("i", fcntl.ioctl(link.fileno(), termios.TIOCOUTQ,
+                                                 bytes(4)))[0]:
+            assert time.monotonic() < deadline, "the worker never wrote its goodbye"
+            select.select([], [], [], 0.005)      # bounded poll of a kernel counter
+    finally:
+        link.close()
+
+
 def test_clients_that_quit_as_the_broker_dies_are_announced(make_server):
     """Half quit with a reason, half close their end of the connection,
     all at the kill: each is announced with its own reason, by the next
     broker, to alice whenever she re-registered, and is gone from #room."""
-    server = make_server(config_text=CONFIG)
+    server = make_server(config_text=CONFIG, prelude=LONG_RECOVERY)
     alice, quitters = room_with(server, QUITTERS)
     first = broker_pid(server)
     mark = server.log_length()
@@ -78,13 +113,14 @@ def test_clients_that_quit_as_the_broker_dies_are_announced(make_server):
 def test_a_quit_written_to_a_dying_broker_is_said_again_to_the_next(make_server):
     """The QUIT reached a broker that stopped and then died, its BYE
     unread: the worker hears the link reset and tells the next broker."""
-    server = make_server(config_text=CONFIG)
+    server = make_server(config_text=CONFIG, prelude=LONG_RECOVERY)
     alice, (bob,) = room_with(server, 1)
     bob.sync()              # its JOIN answered: its QUIT waits for no SYNC echo
     first = broker_pid(server)
     os.kill(first, signal.SIGSTOP)
     bob.send("QUIT :bye now")
     wait_until_server_read(server.port, bob.sock.getsockname()[1])
+    wait_until_written_unread(worker_pid(server, "q0"))
     mark = server.log_length()
     os.kill(first, signal.SIGKILL)
     broker_pid(server, after=mark)
@@ -99,7 +135,7 @@ def test_a_quit_in_a_recovery_reaches_the_members_back_after_it(make_server):
     (stopped): his worker re-registers him and says goodbye, and the quit
     waits for the end of the recovery, when alice is back to see it.  It
     ran at once, and alice, back later, kept bob in #room."""
-    server = make_server(config_text=CONFIG)
+    server = make_server(config_text=CONFIG, prelude=LONG_RECOVERY)
     alice, (bob,) = room_with(server, 1)
     bob.sync()
     stopped = worker_pid(server, "alice")
@@ -110,6 +146,7 @@ def test_a_quit_in_a_recovery_reaches_the_members_back_after_it(make_server):
         broker_pid(server, after=mark)
         bob.send("QUIT :before alice is back")
         bob.expect_closed(10)        # after his worker's goodbye to the next broker
+        assert "recovery done" not in "\n".join(server.log_text().split("\n")[mark:])
     finally:
         os.kill(stopped, signal.SIGCONT)
     assert quits_seen(alice, 1) == {"q0": "Quit: before alice is back"}

@@ -13,6 +13,7 @@ abuse, twice the old rate until the server restarted (forkchat(7)).
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import selectors
@@ -20,7 +21,7 @@ import socket
 
 import pytest
 
-from forkchat import broker, config, ipc, protocol, supervisor
+from forkchat import broker, config, flood, ipc, protocol, supervisor
 from forkchat.supervisor import spawner
 
 from tests.support.processes import idle_child
@@ -235,11 +236,16 @@ def test_a_broker_started_after_a_reload_gives_each_expected_worker_its_own(tmp_
 
 
 def test_a_bucket_made_for_a_hello_before_the_bind_takes_the_workers_limits(tmp_path,
-                                                                           sockets):
+                                                                           sockets,
+                                                                           monkeypatch):
     """A worker's HELLO may come before the supervisor names it, and is
     charged to a bucket of the running limits: a worker the retired
     spawner started after a reload that lowered them has its own pace from
-    its bind on, and the tokens it spent stay spent."""
+    its bind on, and the tokens it spent stay spent.  (The bucket's clock
+    stands still: at the fast pace's 20 a second, a slow machine's half
+    second between the HELLO and the count refilled past the bound.)"""
+    monkeypatch.setattr(flood, "TokenBucket",
+                        functools.partial(flood.TokenBucket, clock=lambda: 100.0))
     made = broker.Broker(sockets[0], sockets[2], limits(*SLOW, str(tmp_path)), "today")
     try:
         early = made._bucket(101)

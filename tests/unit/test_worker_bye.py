@@ -2,17 +2,20 @@
 broker on a socket: no processes."""
 
 import socket
+import threading
 import time
 
 from forkchat import config, ipc, link, worker
 
 
-def frames_of(conn: socket.socket) -> list[tuple[int, bytes]]:
-    """Every frame a connection carries, to its end."""
-    conn.settimeout(2.0)
-    reader = ipc.FrameReader()
+def frames_of(conn: socket.socket, reader: ipc.FrameReader | None = None,
+              until: tuple[int, bytes] | None = None) -> list[tuple[int, bytes]]:
+    """Every frame a connection carries, to its end (or to the frame
+    `until`, what came with it included; `reader` then goes on after)."""
+    conn.settimeout(10.0)
+    reader = reader or ipc.FrameReader()
     frames: list[tuple[int, bytes]] = []
-    while data := conn.recv(65536):
+    while until not in frames and (data := conn.recv(65536)):
         frames += reader.feed(data)
     return frames
 
@@ -42,16 +45,27 @@ def test_a_goodbye_retried_after_a_failed_send_greets_the_broker_once(monkeypatc
 
     monkeypatch.setattr(link.BrokerLink, "flush", flush_failing_once)
     conns = []
+    # The test is the broker: it echoes the SYNC, and the goodbye ends then,
+    # not at a deadline (of 0.5 s once, which a slow machine passed before
+    # the second connect: the test then waited for it until its timeout).
+    saying = threading.Thread(target=w._say_bye, args=(time.monotonic() + 10,), daemon=True)
+    listener.settimeout(10)
     try:
-        w._say_bye(time.monotonic() + 0.5)
-        w._drop_link()
+        saying.start()
         conns = [listener.accept()[0], listener.accept()[0]]
+        reader = ipc.FrameReader()
+        frames = frames_of(conns[1], reader, until=(ipc.Kind.SYNC, worker.BYE_SYNC))
+        conns[1].sendall(ipc.encode(ipc.Kind.SYNC, worker.BYE_SYNC))
+        saying.join(10)
+        assert not saying.is_alive()
+        w._drop_link()
         assert frames_of(conns[0]) == []
-        kinds = [kind for kind, _ in frames_of(conns[1])]
+        kinds = [kind for kind, _ in frames + frames_of(conns[1], reader)]
         assert kinds == [ipc.Kind.HELLO, ipc.Kind.REREGISTER, ipc.Kind.SYNC, ipc.Kind.BYE]
     finally:
         for conn in conns:
             conn.close()
+        saying.join(10)
         w.selector.close()
         client_end.close()
         server_end.close()
