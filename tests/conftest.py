@@ -26,11 +26,12 @@ def make_server():
         started.append(server)
         return server
     yield make
-    for server in started:
+    stray = []
+    for server in started:       # every one stopped before any assertion
         leftover = server.descendants()
         server.stop()
-        stray = left_behind(leftover)
-        assert not stray, f"processes left behind: {stray}"
+        stray += left_behind(leftover)
+    assert not stray, f"processes left behind: {stray}"
 
 
 @pytest.fixture

@@ -80,7 +80,11 @@ class ServerProcess:
         threading.Thread(target=self._read_stderr, daemon=True).start()
         wanted = expect_listeners or max(
             1, len(self.listen) + self.extra_args.count("--tutorial-listen"))
-        self.wait_for_log(lambda: len(self.ports) >= wanted, "listening on")
+        try:
+            self.wait_for_log(lambda: len(self.ports) >= wanted, "listening on")
+        except BaseException:
+            self.stop()         # no caller holds a server that failed to start
+            raise
         return self
 
     def _read_stderr(self) -> None:
