@@ -55,8 +55,8 @@ def test_a_quit_whose_worker_ended_reaches_the_members_though_the_broker_dies(ma
     bob_worker = psutil.Process(worker_pid(server, "q0"))
     alice.sync()
     bob.send("PRIVMSG #room :last words")         # a large flush: the next waits the window
-    bob.send("QUIT :gone for the night")
     alice.expect("PRIVMSG")
+    bob.send("QUIT :gone for the night")
     bob.expect_closed(10)
     bob_worker.wait(10)                           # it took its goodbye as said
     mark = server.log_length()
