@@ -1,0 +1,34 @@
+"""Quit reasons longer than an IRC line, typed into real clients.
+
+irssi cuts its QUIT line to fit by itself, and its rooms see the reason;
+the server answers a line over 512 bytes with 417 and discards it
+(forkchat(7)), so a client that sends its QUIT whole and closes loses the
+reason: its rooms see "Connection closed".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.test_client_linemode import LineClient, watcher_in
+from tests.integration.test_real_clients import expect_from
+
+REASON = "\U0001f389" + "\u20ac" * 200      # 604 bytes: no QUIT line holds it
+
+
+@pytest.mark.xfail(strict=True, reason="forkchat-client sends /quit's reason whole (forkchat/client/)")
+def test_forkchat_client_quit_with_a_long_reason_keeps_it_cut(server, registered):
+    """forkchat-client cuts what it says to fit a line (split_text), but not
+    its /quit reason: the server refused the QUIT (417, shown as "Input line
+    was too long"), the client closed, and the room saw "Connection closed"
+    in place of the first 150-odd characters of the reason."""
+    watcher = watcher_in(registered, "#real")
+    client = LineClient(["-n", "fcquit", "-r", "#real", f"127.0.0.1:{server.port}"])
+    try:
+        expect_from(watcher, "fcquit", "JOIN")
+        client.send(f"/quit {REASON}")
+        said = expect_from(watcher, "fcquit", "QUIT").params[-1]
+        assert said.startswith("Quit: \U0001f389\u20ac") and REASON.startswith(said[len("Quit: "):])
+        assert client.proc.wait(10) == 0
+    finally:
+        client.kill()
