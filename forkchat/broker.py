@@ -164,6 +164,7 @@ _NEW_ROOM_SHOWN = _SHOWN(rooms.Room("", 0))
 # Those that make rooms or change their members (see Broker._rooms_before).
 _MEMBERS_CHANGING = frozenset({"JOIN", "PART", "KICK"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
+BYE_SYNC = b"bye"     # a closing worker's SYNC before its BYE (worker.BYE_SYNC)
 CLOSED_HELD = -1      # among the frames held in a recovery: a link ended there (_close_link)
 _PASSES_WAITING_SCAN = frozenset({"PRIVMSG", "NOTICE"})   # see WaitingScan
 _UCRED = struct.Struct("3i")
@@ -354,6 +355,7 @@ class Broker:
         self.most_told = most_users
         self.links: dict[int, Link] = {}
         self.dirty: set[Link] = set()       # links with output to send
+        self.closing_links: list[Link] = []   # quitters', answered and closed at the next flush
         self.answered: set[Link] = set()    # ... the answer to a command among it
         self.selector = selectors.DefaultSelector()
         self.control_reader = ipc.FrameReader()
@@ -1633,9 +1635,17 @@ class Broker:
         self.queue(link.cid, ipc.encode(ipc.Kind.SYNC, payload))
 
     def _on_bye(self, link: Link, payload: bytes) -> None:
-        self._close_link(link, _bye_reason(payload))
+        """The client quits; its worker's SYNC before the BYE is answered,
+        and its link closed, after the flush that writes its QUIT to the
+        members of its rooms (_close_quitters).  The worker exits on that
+        answer: the link closed at once (and its end taken for the answer),
+        while the QUIT waited for the flush window, a broker killed in
+        between lost the QUIT, and the next one never knew the client (its
+        rooms' members kept its nickname)."""
+        self._close_link(link, _bye_reason(payload), close_after_flush=True)
 
-    def _close_link(self, link: Link, reason: str, after_held: bool = False) -> None:
+    def _close_link(self, link: Link, reason: str, after_held: bool = False,
+                    close_after_flush: bool = False) -> None:
         """Forget a link; its client quits with `reason` (idempotent).
 
         `after_held`: its worker ended (end of file, or gone).  In a
@@ -1658,7 +1668,6 @@ class Broker:
             self.selector.unregister(link.sock)
         except (KeyError, ValueError):
             pass
-        link.sock.close()
         self.dirty.discard(link)
         self.answered.discard(link)
         if link.waiting is not None and link.pid is not None:
@@ -1674,6 +1683,24 @@ class Broker:
             else:
                 self._disconnect(link.cid, reason)
             self._arrived(link.cid)
+        if close_after_flush:
+            self.closing_links.append(link)
+            if not self.dirty:
+                self._close_quitters()
+        else:
+            link.sock.close()
+
+    def _close_quitters(self) -> None:
+        """Answer each quitter's BYE and close its link, after the QUITs
+        to the members of its rooms have been written."""
+        closing, self.closing_links = self.closing_links, []
+        for link in closing:
+            link.writer.queue_reply(ipc.encode(ipc.Kind.SYNC, BYE_SYNC))
+            try:
+                link.writer.flush()
+            except OSError:
+                pass
+            link.sock.close()
 
     # -- output ----------------------------------------------------------------
 
@@ -1728,6 +1755,8 @@ class Broker:
             self._flush(link)
         for link in answered:
             self._flush(link)
+        if self.closing_links:
+            self._close_quitters()
 
     def _flush(self, link: Link) -> None:
         if link.closed:

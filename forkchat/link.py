@@ -144,11 +144,13 @@ class BrokerLink:
 
     def await_answer(self, token: bytes, deadline: float) -> bool | None:
         """After our last frames, wait for the broker's echo of the SYNC
-        whose payload is `token`, or for its end of the link (the end it
-        makes once it has run a BYE): True.  False if the link was reset:
-        the broker died with frames of ours unread (the kernel tells a
-        peer's close with unread data so).  None at the deadline, or if
-        what comes is no frames.  Other frames are passed over: the
+        whose payload is `token`: True.  False if the link ends first,
+        reset (the broker died with frames of ours unread) or closed: a
+        broker that runs a BYE answers it before it closes the link, once
+        the QUIT is written to the members, so an end without the answer
+        is a broker that died, perhaps with the QUIT unwritten (taken for
+        the answer, the client's quit was lost with it).  None at the
+        deadline, or if what comes is no frames.  Other frames are passed over: the
         worker is leaving, and its client has been told goodbye.
         """
         assert self.sock is not None
@@ -164,7 +166,7 @@ class BrokerLink:
             except OSError:
                 return False
             if not data:
-                return True
+                return False
             try:
                 frames = self._reader.feed(data)
             except ipc.FrameError:

@@ -14,7 +14,6 @@ import os
 import signal
 
 import psutil
-import pytest
 
 from tests.faults.test_recovery_quit import names, quits_seen, room_with
 from tests.support.server import broker_pid, worker_pid
@@ -33,14 +32,8 @@ def _said(run):
 broker._FRAME_HANDLERS[ipc.Kind.BYE] = _said(broker._FRAME_HANDLERS[ipc.Kind.BYE])
 """
 CONFIG = "[limits]\nmax_clients_per_ip = 100\n"
-# The fix is the broker's (answer a BYE, and close its link, only after the
-# flush that writes its QUIT) and the link's (an end without that answer is
-# a broker that died): files under review elsewhere this session, so it is
-# described in realclients10's report; drop this mark with it.
-UNFIXED = pytest.mark.xfail(strict=True, reason="a BYE is answered before its QUIT is written")
 
 
-@UNFIXED
 def test_a_quit_whose_worker_ended_reaches_the_members_though_the_broker_dies(make_server):
     """bob says a last line and quits; his worker takes the broker's close of
     its link as the goodbye taken and ends, and the broker is killed an
@@ -69,7 +62,6 @@ def test_a_quit_whose_worker_ended_reaches_the_members_though_the_broker_dies(ma
         client.close()
 
 
-@UNFIXED
 def test_a_quit_held_in_a_killed_brokers_output_is_said_to_the_next(make_server):
     """The broker is killed with bob's QUIT read but not yet written to the
     members (behind the flush window): its death closed bob's broker link
