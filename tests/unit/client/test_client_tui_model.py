@@ -773,3 +773,14 @@ def test_messages_from_ever_new_nicks_open_a_bounded_number_of_buffers(monkeypat
     assert model.find("n2").lines[-1].text == "again"
     model.own_talk("own", "n7", "hi")
     assert model.find("n7") is not None
+
+
+def test_leaving_a_private_conversation_makes_room_for_another(monkeypatch):
+    """The bound is on conversations open at a time, not in a session: a
+    long day's 100th stranger is not sent to buffer 1 for good."""
+    monkeypatch.setattr(buffers, "PRIVATE_BUFFERS_MAX", 2)
+    model = model_in_lobby()
+    apply_raw(model, ":n0!u@h PRIVMSG bob :hi", ":n1!u@h PRIVMSG bob :hi")
+    model.close(model.find("n0"))
+    apply_raw(model, ":n2!u@h PRIVMSG bob :hello")
+    assert model.find("n2").lines[-1].text == "hello"
