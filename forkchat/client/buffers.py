@@ -243,19 +243,20 @@ class ChatModel:
             nicks.append(self.current.name)
         return [n for n in nicks if ircmsg.casefold(n) != ircmsg.casefold(self.me)]
 
-    def sent(self, line: str) -> None:
+    def sent(self, line: str) -> str | None:
         """A line the user sent: a NAMES (`/names #a,#b`, `/raw NAMES` for
         every room) makes its rows, whichever rooms they list, one answer,
         judged as one against BIG_ANSWER_ROWS.  Judged room by room, the
         NAMES of 300 rooms of 10 members each filled the room it was typed
         in; and the rows of a NAMES of every room, ended by one 366 for
-        `*` and none for any room, were held and never shown at all."""
+        `*` and none for any room, were held and never shown at all.
+        Returns the answer's key for `answered`, None for other lines."""
         try:
             msg = ircmsg.parse(line)
         except ValueError:
-            return
+            return None
         if msg.command != "NAMES":
-            return
+            return None
         query = msg.param(0)
         asked = [key for key in self._answers if key.startswith("asked ")]
         for key in asked[:max(0, len(asked) - NAMES_ASKED_MAX + 1)]:
@@ -264,6 +265,17 @@ class ChatModel:
         rooms = {ircmsg.casefold(room) for room in query.split(",") if room} or {"*"}
         self._answers[f"asked {self._asked}"] = Answer(
             self.current, f"/names {query}".rstrip(), awaits=rooms)
+        return f"asked {self._asked}"
+
+    def answered(self, key: str) -> None:
+        """The server has answered the user's NAMES `key` as far as it will
+        (a PING sent behind it came back): the ends still awaited are not
+        coming, and what came is shown.  Many servers (solanum, ratbox:
+        Libera, OFTC) list only the first room of `NAMES #a,#b`, and a bad
+        name gets an error and no end: the rows of #a were held for the end
+        of #b, never shown, and the answer stayed open."""
+        if key in self._answers:
+            self._end_asked(key)
 
     def _asked_key(self, folded: str, rows: bool) -> str | None:
         """The user's NAMES that rows of room `folded` (or its 366) answer:

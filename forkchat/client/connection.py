@@ -427,6 +427,7 @@ class Connection:
             del self._unconfirmed[:self._unconfirmed.index(ping) + 1]
         if callback is not None:
             callback()
+            self._confirm_typed()   # a barrier of another's: ours wait for one too
         return True
 
     def _on_welcome(self, msg: ircmsg.Message) -> bool:

@@ -395,7 +395,9 @@ class Tui:
             return
         for line in result.lines:
             self.conn.send(line)
-            self.model.sent(line)
+            asked = self.model.sent(line)
+            if asked is not None:   # a NAMES: its answer is over by the PONG at the latest
+                self.conn.flush(lambda key=asked: self.model.answered(key))
         for action in result.local:
             LOCAL_ACTIONS[action[0]](self, *action[1:])
 

@@ -239,6 +239,25 @@ def test_typed_lines_a_dead_link_swallowed_are_sent_again_and_said(peer, monkeyp
     assert lost[-1].endswith("; 2 lines not confirmed by the server will be sent again")
 
 
+def test_lines_typed_behind_another_barrier_get_one_of_their_own(peer):
+    """A barrier of the interface's own (the PING behind a /names) held
+    back the one that confirms typed lines; its PONG called back and put
+    none behind the lines typed meanwhile, left unconfirmed: sent twice
+    if the link was lost later."""
+    harness = Harness(peer, confirm=True, nick="bob")
+    harness.register()
+    answered: list[bool] = []
+    harness.conn.flush(lambda: answered.append(True))
+    harness.expect_line("PING forkchat-flush-1")
+    harness.conn.send("PRIVMSG #lobby :typed meanwhile")
+    harness.expect_line("PRIVMSG #lobby :typed meanwhile")
+    peer.send(":srv PONG srv :forkchat-flush-1")
+    harness.until(lambda: answered, "the callback")
+    harness.expect_line("PING forkchat-flush-2")
+    peer.send(":srv PONG srv :forkchat-flush-2")
+    harness.until(lambda: not harness.conn.unconfirmed, "the typed line confirmed")
+
+
 @pytest.fixture
 def bob(peer, monkeypatch) -> Harness:
     """A registered connection as bob that reconnects at once."""

@@ -683,6 +683,40 @@ def test_a_names_of_a_few_rooms_says_which_had_none_in_order():
     assert model._answers == {}
 
 
+class ReadyConnection(LeavingConnection):
+    """A connection that sends, and keeps the callbacks of its barriers."""
+
+    quitting = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.barriers: list = []
+
+    def flush(self, callback) -> None:
+        self.barriers.append(callback)
+
+
+def test_a_names_the_server_answers_only_in_part_is_shown_by_the_barrier_behind_it():
+    """solanum and ratbox (Libera, OFTC) list only the first room of
+    `NAMES #a,#b`: the rows of #a were held for the end of #b, which never
+    came, and nothing was shown.  The PING sent behind the NAMES comes back
+    once the server has said all it will, and that ends the answer."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.model, view.editor = model_in_lobby(), lineedit.LineEditor()
+    view.conn = ReadyConnection()
+    view.editor.insert("/names #a,#b")
+    view._submit()
+    assert view.conn.sent == ["NAMES #a,#b"] and len(view.conn.barriers) == 1
+    apply_raw(view.model, ":srv 353 bob = #a :x y", ":srv 366 bob #a :End of /NAMES list")
+    view.conn.barriers[0]()
+    assert view.model.current.lines[-1].text == "Members of #a: x y"
+    assert view.model._answers == {}
+    view.editor.insert("/names #a")
+    view._submit()
+    apply_raw(view.model, ":srv 353 bob = #a :x y z", ":srv 366 bob #a :End of /NAMES list")
+    assert view.model.current.lines[-1].text == "Members of #a: x y z"
+
+
 def test_a_names_stream_that_never_ends_is_held_within_a_bound():
     """353s for room after room and never a 366: each room's rows were held
     for its end, without a bound (and never shown).  Past NAMES_HELD_MAX
@@ -739,3 +773,14 @@ def test_messages_from_ever_new_nicks_open_a_bounded_number_of_buffers(monkeypat
     assert model.find("n2").lines[-1].text == "again"
     model.own_talk("own", "n7", "hi")
     assert model.find("n7") is not None
+
+
+def test_leaving_a_private_conversation_makes_room_for_another(monkeypatch):
+    """The bound is on conversations open at a time, not in a session: a
+    long day's 100th stranger is not sent to buffer 1 for good."""
+    monkeypatch.setattr(buffers, "PRIVATE_BUFFERS_MAX", 2)
+    model = model_in_lobby()
+    apply_raw(model, ":n0!u@h PRIVMSG bob :hi", ":n1!u@h PRIVMSG bob :hi")
+    model.close(model.find("n0"))
+    apply_raw(model, ":n2!u@h PRIVMSG bob :hello")
+    assert model.find("n2").lines[-1].text == "hello"

@@ -170,3 +170,49 @@ def test_one_read_of_a_tls_link_takes_one_record_not_all_the_server_sent(tmp_pat
     link.close()
     thread.join(5)
     listener.close()
+
+
+def test_small_tls_records_are_read_many_a_turn(tmp_path):
+    """A server that writes each line as a TLS record of its own: one record
+    read a turn made a turn, and a full-screen redraw, of each line; 20000
+    lines took a minute to show where a plain link took a second.  A turn
+    now takes records up to one plain recv's worth."""
+    context, listener = tls_listener(tmp_path)
+    count = 500     # some 40 kB with the records' overhead: within the socket buffers
+    sent = threading.Event()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.settimeout(10)
+        with context.wrap_socket(raw, server_side=True) as peer:
+            for number in range(count):
+                peer.sendall(b":al!u@h PRIVMSG #r :line %d\r\n" % number)
+            sent.set()
+            try:
+                peer.recv(4096)
+            except OSError:
+                pass
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    lines: list[bytes] = []
+    opened: list[bool] = []
+    sel = selectors.DefaultSelector()
+    link = transport.Link(sel, "127.0.0.1", listener.getsockname()[1],
+                          transport.tls_context(None, insecure=True),
+                          lambda: opened.append(True), lines.append, lambda reason: None)
+    link.open()
+    deadline = time.monotonic() + 10
+    while not opened and time.monotonic() < deadline:
+        for key_, mask in sel.select(0.05):
+            key_.data(mask)
+    assert opened and sent.wait(10)     # all of it here before the first read
+    turns = 0
+    while len(lines) < count and time.monotonic() < deadline:
+        for key_, mask in sel.select(0.05):
+            key_.data(mask)
+            turns += 1
+    assert len(lines) == count and lines[-1] == b":al!u@h PRIVMSG #r :line 499"
+    assert turns <= 10, turns
+    link.close()
+    thread.join(5)
+    listener.close()
