@@ -35,6 +35,17 @@ def check_room(client: IrcTestClient) -> None:
     assert client.expect("367").params[2] == "bad!*@*"
 
 
+def join_kept_room(client: IrcTestClient) -> None:
+    """A newcomer finds #kept as set_up_room left it: refused without its
+    key, let in with it, and shown its topic and modes."""
+    client.send("JOIN #kept")
+    client.expect("475")
+    client.send("JOIN #kept sesame")
+    assert client.expect("332").params[-1] == "what we keep"
+    client.collect_until("366")
+    check_room(client)
+
+
 def test_room_survives_a_broker_kill(make_server):
     server = make_server(config_text=LIMITS)
     alice = IrcTestClient(server.port)
@@ -100,12 +111,7 @@ def test_room_survives_a_server_restart():
     try:
         carol = IrcTestClient(second.port)
         carol.register("carol")
-        carol.send("JOIN #kept")
-        carol.expect("475")
-        carol.send("JOIN #kept sesame")
-        assert carol.expect("332").params[-1] == "what we keep"
-        carol.collect_until("366")
-        check_room(carol)
+        join_kept_room(carol)
         carol.close()
     finally:
         second.stop()
@@ -420,12 +426,7 @@ def test_rooms_back_from_a_broker_crash_take_their_records_once_the_store_is_rea
     try:
         dave = IrcTestClient(again.port)
         dave.register("dave")
-        dave.send("JOIN #kept")
-        dave.expect("475")
-        dave.send("JOIN #kept sesame")
-        assert dave.expect("332").params[-1] == "what we keep"
-        dave.collect_until("366")
-        check_room(dave)
+        join_kept_room(dave)
         dave.send("JOIN #touched")
         assert dave.expect("332").params[-1] == "changed meanwhile"
         dave.close()
@@ -501,10 +502,7 @@ def test_a_room_made_by_join_while_the_store_is_unread_takes_its_record_once_rea
     try:
         dave = IrcTestClient(again.port)
         dave.register("dave")
-        dave.send("JOIN #kept sesame")
-        assert dave.expect("332").params[-1] == "what we keep"
-        dave.collect_until("366")
-        check_room(dave)
+        join_kept_room(dave)
         dave.close()
     finally:
         again.stop()
