@@ -126,6 +126,7 @@ class Connection:
         self._offered_keys: dict[str, str] = {}   # sent with a JOIN not yet confirmed
         self._rejoining: set[str] = set()          # rejoins not yet answered
         self._param_modes = dict(DEFAULT_PARAM_MODES)
+        self.topiclen = 0    # the server's TOPICLEN (005): /topic cuts to it; 0 unknown
         self.state = "idle"
         self.fatal = ""
         self.closed = False
@@ -645,7 +646,8 @@ class Connection:
         return False
 
     def _on_isupport(self, msg: ircmsg.Message) -> bool:
-        """005: which channel modes take a parameter on this server."""
+        """005: which channel modes take a parameter on this server, and
+        how long a topic it keeps (/topic cuts to it and says so)."""
         for token in msg.params[1:-1]:
             name, _, value = token.partition("=")
             if name == "CHANMODES" and value.count(",") >= 2:
@@ -654,6 +656,8 @@ class Connection:
                 self._param_modes["when_set"] = lists[2]
             elif name == "PREFIX" and value.startswith("("):
                 self._param_modes["status"] = value[1:].partition(")")[0]
+            elif name == "TOPICLEN":
+                self.topiclen = int(value) if value.isdigit() else 0
         return False
 
     def _on_privmsg(self, msg: ircmsg.Message) -> bool:

@@ -16,6 +16,7 @@ Local actions are (name, *args) tuples:
     ("quit", reason)             leave
     ("help", text)               show text locally
     ("close", nick)              close a private conversation (/part in it)
+    ("note", text)               a warning about what was sent (text cut to fit)
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from forkchat.client import ircmsg
+from forkchat.client import ircmsg, lineedit
 
 LINE_BYTES = 510          # 512 minus CRLF
 PREFIX_RESERVE = 1 + 1 + 10 + 1 + 63 + 1   # ':' '!' user '@' host ' ' around our nick
+# What servers (forkchat-server, hybrid, ratbox, solanum ...) put in front of
+# a QUIT reason of the user's own when they relay it.
+QUIT_PREFIX = "Quit: "
 
 
 class SlashError(Exception):
@@ -42,12 +46,16 @@ class Context:
     # Rooms (casefolded) whose buffers stay open though we are out of them
     # (kicked, rejoin refused): /part there closes the buffer.
     gone: frozenset[str] = frozenset()
+    topiclen: int = 0    # the server's TOPICLEN (005), 0 when it named none
+
+
+Local = tuple[tuple[str, ...], ...]     # local actions, as listed above
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
     lines: tuple[str, ...] = ()
-    local: tuple[tuple[str, ...], ...] = ()
+    local: Local = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +67,41 @@ class SlashCommand:
 
 
 def text_budget(nick: str, command: str, target: str, overhead: int = 0) -> int:
-    """Bytes of text that fit once the server adds our full prefix."""
-    fixed = len(f"{command} {target} :".encode()) + len(nick.encode()) + PREFIX_RESERVE
+    """Bytes of text that fit once the server adds our full prefix; `target`
+    is every word between the command and the text ('' for none)."""
+    words = f"{command} {target}" if target else command
+    fixed = len(f"{words} :".encode()) + len(nick.encode()) + PREFIX_RESERVE
     return max(16, LINE_BYTES - fixed - overhead)
+
+
+def cut_text(text: str, limit: int, chars: int = 0) -> str:
+    """The longest start of `text` within `limit` UTF-8 bytes (and `chars`
+    characters, unless 0), ending with a whole character cluster (lineedit's:
+    an emoji keeps its skin tone, a letter its accents) unless one cluster
+    alone is longer than the limit."""
+    end = len(text.encode()[:limit].decode("utf-8", "ignore"))
+    if chars:
+        end = min(end, chars)
+    whole = end
+    while 0 < whole < len(text) and lineedit.continues(text, whole):
+        whole -= 1
+    return text[:whole or end]
+
+
+def _fitted(text: str, what: str, budget: int, chars: int = 0) -> tuple[str, Local]:
+    """`text` cut to fit, and a note saying so when it was cut.
+
+    The last parameter of a PART, KICK, TOPIC, QUIT ... was sent whole: a
+    server answers a line over 512 bytes with 417 and discards it, so a long
+    /quit reason left as "Connection closed" and a long /part not at all.
+    """
+    cut = cut_text(text, budget, chars)
+    if cut == text:
+        return text, ()
+    by_chars = chars and len(cut_text(text, budget)) > chars
+    limit = f"the server's TOPICLEN ({chars})" if by_chars else "an IRC line"
+    return cut, (("note", f"{what} cut to its first {len(cut)} of {len(text)} characters"
+                          f" to fit {limit}"),)
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -141,8 +181,9 @@ def _part(args: str, ctx: Context) -> Result:
     room, reason = _split_room(args, ctx, "part")
     if ircmsg.casefold(room) in ctx.gone:
         return Result((), (("close", room),))  # the server would only refuse a PART
+    reason, note = _fitted(reason, "part reason", text_budget(ctx.nick, "PART", room))
     params = (room, reason) if reason else (room,)
-    return Result((ircmsg.build("PART", *params),), (("parting", room),))
+    return Result((ircmsg.build("PART", *params),), note + (("parting", room),))
 
 
 def _msg(args: str, ctx: Context) -> Result:
@@ -184,8 +225,9 @@ def _nick(args: str, ctx: Context) -> Result:
 
 def _topic(args: str, ctx: Context) -> Result:
     room, text = _split_room(args, ctx, "topic")
+    text, note = _fitted(text, "topic", text_budget(ctx.nick, "TOPIC", room), ctx.topiclen)
     params = (room, text) if text else (room,)
-    return Result((ircmsg.build("TOPIC", *params),))
+    return Result((ircmsg.build("TOPIC", *params),), note)
 
 
 def _names(args: str, ctx: Context) -> Result:
@@ -207,8 +249,10 @@ def _kick(args: str, ctx: Context) -> Result:
     nick, _, reason = rest.partition(" ")
     if not nick:
         raise SlashError("usage: " + COMMANDS["kick"].usage)
-    params = (room, nick, reason.strip()) if reason.strip() else (room, nick)
-    return Result((ircmsg.build("KICK", *params),))
+    reason, note = _fitted(reason.strip(), "kick reason",
+                           text_budget(ctx.nick, "KICK", f"{room} {nick}"))
+    params = (room, nick, reason) if reason else (room, nick)
+    return Result((ircmsg.build("KICK", *params),), note)
 
 
 def _invite(args: str, ctx: Context) -> Result:
@@ -232,8 +276,9 @@ def _oper(args: str, ctx: Context) -> Result:
 
 def _kill(args: str, ctx: Context) -> Result:
     nick, _, reason = args.strip().partition(" ")
-    params = (nick, reason.strip()) if reason.strip() else (nick,)
-    return Result((ircmsg.build("KILL", *params),))
+    reason, note = _fitted(reason.strip(), "kill reason", text_budget(ctx.nick, "KILL", nick))
+    params = (nick, reason) if reason else (nick,)
+    return Result((ircmsg.build("KILL", *params),), note)
 
 
 def _list(args: str, ctx: Context) -> Result:
@@ -241,12 +286,15 @@ def _list(args: str, ctx: Context) -> Result:
 
 
 def _away(args: str, ctx: Context) -> Result:
-    text = args.strip()
-    return Result((ircmsg.build("AWAY", text) if text else "AWAY",))
+    text, note = _fitted(args.strip(), "away message", text_budget(ctx.nick, "AWAY", ""))
+    return Result((ircmsg.build("AWAY", text) if text else "AWAY",), note)
 
 
 def _quit(args: str, ctx: Context) -> Result:
-    return Result((), (("quit", args.strip()),))
+    """The reason is cut to fit as the server relays it, after "Quit: "."""
+    budget = text_budget(ctx.nick, "QUIT", "", overhead=len(QUIT_PREFIX))
+    reason, note = _fitted(args.strip(), "quit reason", budget)
+    return Result((), note + (("quit", reason),))
 
 
 def _raw(args: str, ctx: Context) -> Result:
