@@ -298,7 +298,16 @@ def _quit(args: str, ctx: Context) -> Result:
 
 
 def _raw(args: str, ctx: Context) -> Result:
-    return Result((ircmsg.clean(args.strip()),))
+    """The line as typed, or none: a line cut short could mean something
+    else (a MODE losing its last nick), so one the server would refuse
+    (417) stays here with the reason.  IRCv3 tags have a budget of their own."""
+    line = ircmsg.clean(args.strip())
+    body = line.partition(" ")[2].lstrip(" ") if line.startswith("@") else line
+    size = len(body.encode())
+    if size > LINE_BYTES:
+        raise SlashError(f"not sent: the line is {size} bytes, and an IRC line holds at most"
+                         f" {LINE_BYTES} (the server would refuse it)")
+    return Result((line,))
 
 
 def _switch(args: str, ctx: Context) -> Result:

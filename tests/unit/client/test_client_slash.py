@@ -306,3 +306,13 @@ def test_a_topic_cut_shorter_by_the_line_than_by_topiclen_says_so():
     (note,) = notes(result)
     assert note.endswith("to fit an IRC line") and relayed_bytes(result.lines[0]) <= 512
 
+
+def test_a_raw_line_too_long_for_the_server_is_refused_here_not_cut():
+    """`/raw` sends what was typed: a line over 510 bytes the server would
+    refuse (417); cut, it could mean something else.  It stays here."""
+    with pytest.raises(slash.SlashError, match="not sent: the line is 516 bytes"):
+        slash.interpret("/raw PRIVMSG #lobby :" + "x" * 500, ROOM)
+    fits = "PRIVMSG #lobby :" + "x" * 494
+    assert slash.interpret("/raw " + fits, ROOM).lines == (fits,)
+    tagged = "@+draft/reply=" + "a" * 100 + " " + fits     # IRCv3 tags: their own budget
+    assert slash.interpret("/raw " + tagged, ROOM).lines == (tagged,)
