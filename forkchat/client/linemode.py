@@ -232,7 +232,7 @@ class LineMode:
         if not text.strip():
             return
         try:
-            context = slash.Context(self.current, self.conn.nick, topiclen=self.conn.topiclen)
+            context = slash.Context(self.current, self.conn.nick, lengths=dict(self.conn.lengths))
             result = slash.interpret(text, context)
         except slash.SlashError as exc:
             self.failures += 1

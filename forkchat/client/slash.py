@@ -22,7 +22,7 @@ Local actions are (name, *args) tuples:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Mapping
 
 from forkchat.client import ircmsg, lineedit
 
@@ -46,7 +46,9 @@ class Context:
     # Rooms (casefolded) whose buffers stay open though we are out of them
     # (kicked, rejoin refused): /part there closes the buffer.
     gone: frozenset[str] = frozenset()
-    topiclen: int = 0    # the server's TOPICLEN (005), 0 when it named none
+    # What the server keeps of free text, in characters (005: TOPICLEN,
+    # KICKLEN, AWAYLEN); a length it named not is not cut to.
+    lengths: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 Local = tuple[tuple[str, ...], ...]     # local actions, as listed above
@@ -88,18 +90,21 @@ def cut_text(text: str, limit: int, chars: int = 0) -> str:
     return text[:whole or end]
 
 
-def _fitted(text: str, what: str, budget: int, chars: int = 0) -> tuple[str, Local]:
-    """`text` cut to fit, and a note saying so when it was cut.
+def _fitted(text: str, what: str, budget: int, ctx: Context | None = None,
+            token: str = "") -> tuple[str, Local]:
+    """`text` cut to fit, and a note saying so when it was cut; `token`
+    names the server's own length for it (005), if it gave one.
 
     The last parameter of a PART, KICK, TOPIC, QUIT ... was sent whole: a
     server answers a line over 512 bytes with 417 and discards it, so a long
     /quit reason left as "Connection closed" and a long /part not at all.
     """
+    chars = ctx.lengths.get(token, 0) if ctx and token else 0
     cut = cut_text(text, budget, chars)
     if cut == text:
         return text, ()
     by_chars = chars and len(cut_text(text, budget)) > chars
-    limit = f"the server's TOPICLEN ({chars})" if by_chars else "an IRC line"
+    limit = f"the server's {token} ({chars})" if by_chars else "an IRC line"
     return cut, (("note", f"{what} cut to its first {len(cut)} of {len(text)} characters"
                           f" to fit {limit}"),)
 
@@ -225,7 +230,7 @@ def _nick(args: str, ctx: Context) -> Result:
 
 def _topic(args: str, ctx: Context) -> Result:
     room, text = _split_room(args, ctx, "topic")
-    text, note = _fitted(text, "topic", text_budget(ctx.nick, "TOPIC", room), ctx.topiclen)
+    text, note = _fitted(text, "topic", text_budget(ctx.nick, "TOPIC", room), ctx, "TOPICLEN")
     params = (room, text) if text else (room,)
     return Result((ircmsg.build("TOPIC", *params),), note)
 
@@ -250,7 +255,7 @@ def _kick(args: str, ctx: Context) -> Result:
     if not nick:
         raise SlashError("usage: " + COMMANDS["kick"].usage)
     reason, note = _fitted(reason.strip(), "kick reason",
-                           text_budget(ctx.nick, "KICK", f"{room} {nick}"))
+                           text_budget(ctx.nick, "KICK", f"{room} {nick}"), ctx, "KICKLEN")
     params = (room, nick, reason) if reason else (room, nick)
     return Result((ircmsg.build("KICK", *params),), note)
 
@@ -286,7 +291,8 @@ def _list(args: str, ctx: Context) -> Result:
 
 
 def _away(args: str, ctx: Context) -> Result:
-    text, note = _fitted(args.strip(), "away message", text_budget(ctx.nick, "AWAY", ""))
+    text, note = _fitted(args.strip(), "away message", text_budget(ctx.nick, "AWAY", ""),
+                         ctx, "AWAYLEN")
     return Result((ircmsg.build("AWAY", text) if text else "AWAY",), note)
 
 

@@ -383,7 +383,7 @@ class Tui:
         if not text.strip():
             return
         context = slash.Context(self.model.target, self.conn.nick, self._gone_rooms(),
-                                self.conn.topiclen)
+                                dict(self.conn.lengths))
         try:
             result = slash.interpret(text, context)
         except slash.SlashError as exc:

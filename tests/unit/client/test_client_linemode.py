@@ -340,7 +340,7 @@ def test_a_topic_is_cut_to_the_topiclen_the_server_gave(line_mode):
     """TOPICLEN from 005 is kept: the server keeps only so much of a
     topic, and the one who set it heard nothing of the rest."""
     line_mode.conn._handle_raw(b":srv 005 lm TOPICLEN=40 AWAYLEN=200 :are supported")
-    assert line_mode.conn.topiclen == 40
+    assert line_mode.conn.lengths == {"TOPICLEN": 40, "AWAYLEN": 200}
     feed(line_mode, "/topic " + "word " * 20)
     assert line_mode.conn._queue[-1][0] == "TOPIC #lobby :" + "word " * 8   # 40 characters
     assert "to fit the server's TOPICLEN (40)" in line_mode._err.getvalue()

@@ -295,14 +295,15 @@ def test_a_cut_keeps_a_character_cluster_whole():
 def test_a_topic_is_cut_to_the_servers_topiclen(typed, expected):
     """The server keeps TOPICLEN characters of a topic: the rest was lost
     without a word to the one who set it."""
-    result = slash.interpret(typed, slash.Context("#lobby", "bob", topiclen=300))
+    result = slash.interpret(typed, slash.Context("#lobby", "bob", lengths={"TOPICLEN": 300}))
     assert result.lines == (ircmsg.build("TOPIC", "#lobby", expected),)
     assert bool(notes(result)) == (expected != "short")
     assert all("TOPICLEN (300)" in note for note in notes(result))
 
 
 def test_a_topic_cut_shorter_by_the_line_than_by_topiclen_says_so():
-    result = slash.interpret(f"/topic {LONG}", slash.Context("#lobby", "bob", topiclen=300))
+    context = slash.Context("#lobby", "bob", lengths={"TOPICLEN": 300})
+    result = slash.interpret(f"/topic {LONG}", context)
     (note,) = notes(result)
     assert note.endswith("to fit an IRC line") and relayed_bytes(result.lines[0]) <= 512
 
@@ -316,3 +317,17 @@ def test_a_raw_line_too_long_for_the_server_is_refused_here_not_cut():
     assert slash.interpret("/raw " + fits, ROOM).lines == (fits,)
     tagged = "@+draft/reply=" + "a" * 100 + " " + fits     # IRCv3 tags: their own budget
     assert slash.interpret("/raw " + tagged, ROOM).lines == (tagged,)
+
+
+@pytest.mark.parametrize("typed, token, sent", [
+    ("/kick alice " + "r" * 300, "KICKLEN", "KICK #lobby alice " + "r" * 120),
+    ("/away " + "a" * 300, "AWAYLEN", "AWAY " + "a" * 120),
+    ("/part " + "p" * 300, "KICKLEN", "PART #lobby " + "p" * 300),   # no PARTLEN: sent whole
+])
+def test_a_kick_reason_and_an_away_message_are_cut_to_the_servers_lengths(typed, token, sent):
+    """KICKLEN and AWAYLEN from 005, as TOPICLEN: the server kept that much
+    and dropped the rest without a word."""
+    result = slash.interpret(typed, slash.Context("#lobby", "bob", lengths={token: 120}))
+    assert result.lines == (sent,)
+    assert [note.endswith(f"to fit the server's {token} (120)") for note in notes(result)] == (
+        [True] if len(sent) < len(typed) else [])

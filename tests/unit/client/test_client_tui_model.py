@@ -237,7 +237,7 @@ class LeavingConnection:
     nick = "bob"
     rooms = {"#lobby": "#lobby"}
     quitting = True
-    topiclen = 0
+    lengths: dict = {}
 
     def __init__(self) -> None:
         self.sent: list[str] = []
