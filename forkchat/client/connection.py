@@ -76,6 +76,8 @@ ANSWER_ENDS = {"LIST": "323", "WHO": "315"}
 # them, 25 s with 50.  Ten keeps each line, and the burst of member lists
 # that answers it, modest on servers that count a JOIN's rooms.
 REJOIN_ROOMS = 10
+# The 005 tokens of the lengths a server keeps of free text, in characters.
+LENGTH_TOKENS = ("TOPICLEN", "KICKLEN", "AWAYLEN")
 REJOIN_BYTES = 400
 # How forkchat-server's 432 names the longest nick it takes: before 005 it
 # is the only way to learn NICKLEN.
@@ -126,6 +128,8 @@ class Connection:
         self._offered_keys: dict[str, str] = {}   # sent with a JOIN not yet confirmed
         self._rejoining: set[str] = set()          # rejoins not yet answered
         self._param_modes = dict(DEFAULT_PARAM_MODES)
+        # TOPICLEN, KICKLEN, AWAYLEN from 005: /topic, /kick, /away cut to them.
+        self.lengths: dict[str, int] = {}
         self.state = "idle"
         self.fatal = ""
         self.closed = False
@@ -645,7 +649,9 @@ class Connection:
         return False
 
     def _on_isupport(self, msg: ircmsg.Message) -> bool:
-        """005: which channel modes take a parameter on this server."""
+        """005: which channel modes take a parameter on this server, and
+        how much of a topic, kick reason or away message it keeps (the
+        commands cut to that and say so, where the server cut silently)."""
         for token in msg.params[1:-1]:
             name, _, value = token.partition("=")
             if name == "CHANMODES" and value.count(",") >= 2:
@@ -654,6 +660,8 @@ class Connection:
                 self._param_modes["when_set"] = lists[2]
             elif name == "PREFIX" and value.startswith("("):
                 self._param_modes["status"] = value[1:].partition(")")[0]
+            elif name in LENGTH_TOKENS and value.isdigit() and int(value) > 0:
+                self.lengths[name] = int(value)
         return False
 
     def _on_privmsg(self, msg: ircmsg.Message) -> bool:

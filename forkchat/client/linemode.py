@@ -232,7 +232,8 @@ class LineMode:
         if not text.strip():
             return
         try:
-            result = slash.interpret(text, slash.Context(self.current, self.conn.nick))
+            context = slash.Context(self.current, self.conn.nick, lengths=dict(self.conn.lengths))
+            result = slash.interpret(text, context)
         except slash.SlashError as exc:
             self.failures += 1
             self._complain(str(exc))
@@ -286,6 +287,10 @@ class LineMode:
 
     def _help(self, text: str) -> None:
         self._print(text)
+
+    def _note(self, text: str) -> None:
+        """On stderr, as a complaint: stdout holds only the chat (and /help)."""
+        self._complain(text)
 
     def _ignore(self, *args: str) -> None:
         """Echoes of our own lines: line mode prints only what arrives."""
@@ -401,6 +406,7 @@ LOCAL_ACTIONS = {
     "switch": LineMode._switch,
     "quit": LineMode._quit,
     "help": LineMode._help,
+    "note": LineMode._note,
 }
 
 

@@ -16,17 +16,21 @@ Local actions are (name, *args) tuples:
     ("quit", reason)             leave
     ("help", text)               show text locally
     ("close", nick)              close a private conversation (/part in it)
+    ("note", text)               a warning about what was sent (text cut to fit)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Mapping
 
-from forkchat.client import ircmsg
+from forkchat.client import ircmsg, lineedit
 
 LINE_BYTES = 510          # 512 minus CRLF
 PREFIX_RESERVE = 1 + 1 + 10 + 1 + 63 + 1   # ':' '!' user '@' host ' ' around our nick
+# What servers (forkchat-server, hybrid, ratbox, solanum ...) put in front of
+# a QUIT reason of the user's own when they relay it.
+QUIT_PREFIX = "Quit: "
 
 
 class SlashError(Exception):
@@ -42,12 +46,18 @@ class Context:
     # Rooms (casefolded) whose buffers stay open though we are out of them
     # (kicked, rejoin refused): /part there closes the buffer.
     gone: frozenset[str] = frozenset()
+    # What the server keeps of free text, in characters (005: TOPICLEN,
+    # KICKLEN, AWAYLEN); a length it named not is not cut to.
+    lengths: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+Local = tuple[tuple[str, ...], ...]     # local actions, as listed above
 
 
 @dataclasses.dataclass(frozen=True)
 class Result:
     lines: tuple[str, ...] = ()
-    local: tuple[tuple[str, ...], ...] = ()
+    local: Local = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +69,44 @@ class SlashCommand:
 
 
 def text_budget(nick: str, command: str, target: str, overhead: int = 0) -> int:
-    """Bytes of text that fit once the server adds our full prefix."""
-    fixed = len(f"{command} {target} :".encode()) + len(nick.encode()) + PREFIX_RESERVE
+    """Bytes of text that fit once the server adds our full prefix; `target`
+    is every word between the command and the text ('' for none)."""
+    words = f"{command} {target}" if target else command
+    fixed = len(f"{words} :".encode()) + len(nick.encode()) + PREFIX_RESERVE
     return max(16, LINE_BYTES - fixed - overhead)
+
+
+def cut_text(text: str, limit: int, chars: int = 0) -> str:
+    """The longest start of `text` within `limit` UTF-8 bytes (and `chars`
+    characters, unless 0), ending with a whole character cluster (lineedit's:
+    an emoji keeps its skin tone, a letter its accents) unless one cluster
+    alone is longer than the limit."""
+    end = len(text.encode()[:limit].decode("utf-8", "ignore"))
+    if chars:
+        end = min(end, chars)
+    whole = end
+    while 0 < whole < len(text) and lineedit.continues(text, whole):
+        whole -= 1
+    return text[:whole or end]
+
+
+def _fitted(text: str, what: str, budget: int, ctx: Context | None = None,
+            token: str = "") -> tuple[str, Local]:
+    """`text` cut to fit, and a note saying so when it was cut; `token`
+    names the server's own length for it (005), if it gave one.
+
+    The last parameter of a PART, KICK, TOPIC, QUIT ... was sent whole: a
+    server answers a line over 512 bytes with 417 and discards it, so a long
+    /quit reason left as "Connection closed" and a long /part not at all.
+    """
+    chars = ctx.lengths.get(token, 0) if ctx and token else 0
+    cut = cut_text(text, budget, chars)
+    if cut == text:
+        return text, ()
+    by_chars = chars and len(cut_text(text, budget)) > chars
+    limit = f"the server's {token} ({chars})" if by_chars else "an IRC line"
+    return cut, (("note", f"{what} cut to its first {len(cut)} of {len(text)} characters"
+                          f" to fit {limit}"),)
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -141,8 +186,9 @@ def _part(args: str, ctx: Context) -> Result:
     room, reason = _split_room(args, ctx, "part")
     if ircmsg.casefold(room) in ctx.gone:
         return Result((), (("close", room),))  # the server would only refuse a PART
+    reason, note = _fitted(reason, "part reason", text_budget(ctx.nick, "PART", room))
     params = (room, reason) if reason else (room,)
-    return Result((ircmsg.build("PART", *params),), (("parting", room),))
+    return Result((ircmsg.build("PART", *params),), note + (("parting", room),))
 
 
 def _msg(args: str, ctx: Context) -> Result:
@@ -184,8 +230,9 @@ def _nick(args: str, ctx: Context) -> Result:
 
 def _topic(args: str, ctx: Context) -> Result:
     room, text = _split_room(args, ctx, "topic")
+    text, note = _fitted(text, "topic", text_budget(ctx.nick, "TOPIC", room), ctx, "TOPICLEN")
     params = (room, text) if text else (room,)
-    return Result((ircmsg.build("TOPIC", *params),))
+    return Result((ircmsg.build("TOPIC", *params),), note)
 
 
 def _names(args: str, ctx: Context) -> Result:
@@ -207,8 +254,10 @@ def _kick(args: str, ctx: Context) -> Result:
     nick, _, reason = rest.partition(" ")
     if not nick:
         raise SlashError("usage: " + COMMANDS["kick"].usage)
-    params = (room, nick, reason.strip()) if reason.strip() else (room, nick)
-    return Result((ircmsg.build("KICK", *params),))
+    reason, note = _fitted(reason.strip(), "kick reason",
+                           text_budget(ctx.nick, "KICK", f"{room} {nick}"), ctx, "KICKLEN")
+    params = (room, nick, reason) if reason else (room, nick)
+    return Result((ircmsg.build("KICK", *params),), note)
 
 
 def _invite(args: str, ctx: Context) -> Result:
@@ -232,8 +281,9 @@ def _oper(args: str, ctx: Context) -> Result:
 
 def _kill(args: str, ctx: Context) -> Result:
     nick, _, reason = args.strip().partition(" ")
-    params = (nick, reason.strip()) if reason.strip() else (nick,)
-    return Result((ircmsg.build("KILL", *params),))
+    reason, note = _fitted(reason.strip(), "kill reason", text_budget(ctx.nick, "KILL", nick))
+    params = (nick, reason) if reason else (nick,)
+    return Result((ircmsg.build("KILL", *params),), note)
 
 
 def _list(args: str, ctx: Context) -> Result:
@@ -241,16 +291,29 @@ def _list(args: str, ctx: Context) -> Result:
 
 
 def _away(args: str, ctx: Context) -> Result:
-    text = args.strip()
-    return Result((ircmsg.build("AWAY", text) if text else "AWAY",))
+    text, note = _fitted(args.strip(), "away message", text_budget(ctx.nick, "AWAY", ""),
+                         ctx, "AWAYLEN")
+    return Result((ircmsg.build("AWAY", text) if text else "AWAY",), note)
 
 
 def _quit(args: str, ctx: Context) -> Result:
-    return Result((), (("quit", args.strip()),))
+    """The reason is cut to fit as the server relays it, after "Quit: "."""
+    budget = text_budget(ctx.nick, "QUIT", "", overhead=len(QUIT_PREFIX))
+    reason, note = _fitted(args.strip(), "quit reason", budget)
+    return Result((), note + (("quit", reason),))
 
 
 def _raw(args: str, ctx: Context) -> Result:
-    return Result((ircmsg.clean(args.strip()),))
+    """The line as typed, or none: a line cut short could mean something
+    else (a MODE losing its last nick), so one the server would refuse
+    (417) stays here with the reason.  IRCv3 tags have a budget of their own."""
+    line = ircmsg.clean(args.strip())
+    body = line.partition(" ")[2].lstrip(" ") if line.startswith("@") else line
+    size = len(body.encode())
+    if size > LINE_BYTES:
+        raise SlashError(f"not sent: the line is {size} bytes, and an IRC line holds at most"
+                         f" {LINE_BYTES} (the server would refuse it)")
+    return Result((line,))
 
 
 def _switch(args: str, ctx: Context) -> Result:

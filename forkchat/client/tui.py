@@ -382,7 +382,8 @@ class Tui:
         text = self.editor.submit()
         if not text.strip():
             return
-        context = slash.Context(self.model.target, self.conn.nick, self._gone_rooms())
+        context = slash.Context(self.model.target, self.conn.nick, self._gone_rooms(),
+                                dict(self.conn.lengths))
         try:
             result = slash.interpret(text, context)
         except slash.SlashError as exc:
@@ -451,6 +452,10 @@ class Tui:
 
     def _help(self, text: str) -> None:
         self.model.info(text)
+
+    def _note(self, text: str) -> None:
+        """What was sent differs from what was typed (cut to fit a line)."""
+        self.model.info(text, kind="error")
 
     # ---- drawing -------------------------------------------------------------------
 
@@ -620,7 +625,7 @@ LOCAL_ACTIONS: dict[str, Callable[..., None]] = {
     "joining": Tui._joining,
     "parting": Tui._parting,
     "query": Tui._query, "switch": Tui._switch, "close": Tui._close,
-    "quit": Tui._quit, "help": Tui._help,
+    "quit": Tui._quit, "help": Tui._help, "note": Tui._note,
 }
 
 

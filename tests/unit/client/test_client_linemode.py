@@ -321,3 +321,26 @@ def test_a_names_of_every_room_ends_quietly_after_its_rows(line_mode):
     assert "End of /NAMES" not in printed and not line_mode._listed
     line_mode.conn._handle_raw(b":srv 366 lm * :End of /NAMES list")
     assert "*: End of /NAMES list" in line_mode._out.getvalue()     # an empty one shows
+
+
+def test_a_text_cut_to_fit_is_said_on_stderr_and_the_cut_line_sent(line_mode):
+    """`/part` with a reason longer than a line went out whole and the
+    server discarded it (417): the script stayed in the room.  The reason
+    is cut, and stderr says so; it is no failure (the PART went out)."""
+    feed(line_mode, "/part #ops " + "\u20ac" * 300)
+    reason = ircmsg.parse(line_mode.conn._queue[-1][0]).params[-1]
+    assert line_mode.conn._queue[-1][0].startswith("PART #ops ")
+    assert reason == "\u20ac" * len(reason) and 100 < len(reason) < 300
+    assert line_mode._err.getvalue() == (f"forkchat-client: part reason cut to its first"
+                                         f" {len(reason)} of 300 characters to fit an IRC line\n")
+    assert line_mode.failures == 0 and line_mode.current == "#lobby"
+
+
+def test_a_topic_is_cut_to_the_topiclen_the_server_gave(line_mode):
+    """TOPICLEN from 005 is kept: the server keeps only so much of a
+    topic, and the one who set it heard nothing of the rest."""
+    line_mode.conn._handle_raw(b":srv 005 lm TOPICLEN=40 AWAYLEN=200 :are supported")
+    assert line_mode.conn.lengths == {"TOPICLEN": 40, "AWAYLEN": 200}
+    feed(line_mode, "/topic " + "word " * 20)
+    assert line_mode.conn._queue[-1][0] == "TOPIC #lobby :" + "word " * 8   # 40 characters
+    assert "to fit the server's TOPICLEN (40)" in line_mode._err.getvalue()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from forkchat.client import slash
+from forkchat.client import ircmsg, slash
 
 ROOM = slash.Context(target="#lobby", nick="bob")
 STATUS = slash.Context(target="", nick="bob")
@@ -197,3 +197,137 @@ def test_no_conversation_opens_with_a_nick_no_line_could_go_to():
         slash.interpret("/query :x", slash.Context(target="#lobby", nick="bob"))
     with pytest.raises(slash.SlashError):
         slash.interpret("hello", slash.Context(target=":x", nick="bob"))
+
+
+# ---- free text cut to fit one line ------------------------------------------
+
+LONG = "\U0001f389" + "\u20ac" * 200      # 604 bytes: no line holds it
+PREFIX = f":bob!{'u' * 10}@{'h' * 63} "   # the longest prefix the server may add
+
+
+def relayed_bytes(line: str, before: str = "") -> int:
+    """Bytes of `line` as the server relays it: our prefix, `before` the text."""
+    msg = ircmsg.parse(line)
+    return len(f"{PREFIX}{' '.join((msg.command,) + msg.params[:-1])} :{before}"
+               f"{msg.params[-1]}\r\n".encode())
+
+
+def notes(result: slash.Result) -> list[str]:
+    return [action[1] for action in result.local if action[0] == "note"]
+
+
+@pytest.mark.parametrize("typed, head", [
+    (f"/part {LONG}", "PART #lobby"),
+    (f"/part #ops {LONG}", "PART #ops"),
+    (f"/topic {LONG}", "TOPIC #lobby"),
+    (f"/topic #ops {LONG}", "TOPIC #ops"),
+    (f"/kick alice {LONG}", "KICK #lobby alice"),
+    (f"/kick #ops alice {LONG}", "KICK #ops alice"),
+    (f"/kill mallory {LONG}", "KILL mallory"),
+    (f"/away {LONG}", "AWAY"),
+], ids=["part", "part-room", "topic", "topic-room", "kick", "kick-room", "kill", "away"])
+def test_a_long_last_parameter_is_cut_to_fit_the_line_and_the_user_told(typed, head):
+    """These went out whole: the server answered 417 and discarded the
+    line, so a long /part reason left the user in the room and a long
+    /topic or /kick did nothing.  The text is cut, at a character, to what
+    fits once the server adds our longest prefix, as talk is split."""
+    result = slash.interpret(typed, ROOM)
+    (line,) = result.lines
+    assert line.startswith(head + " ")
+    text = ircmsg.parse(line).params[-1]
+    assert LONG.startswith(text) and len(text) > 100
+    assert relayed_bytes(line) <= 512
+    (note,) = notes(result)
+    assert f"cut to its first {len(text)} of {len(LONG)} characters to fit an IRC line" in note
+
+
+def test_the_notes_name_what_was_cut():
+    said = {typed: notes(slash.interpret(f"{typed} {LONG}", ROOM))[0].split(" cut ")[0]
+            for typed in ("/part", "/topic", "/kick alice", "/kill mallory", "/away", "/quit")}
+    assert said == {"/part": "part reason", "/topic": "topic", "/kick alice": "kick reason",
+                    "/kill mallory": "kill reason", "/away": "away message",
+                    "/quit": "quit reason"}
+
+
+def test_a_long_quit_reason_is_cut_to_fit_after_the_servers_quit_prefix():
+    """The QUIT went out whole: the server refused it (417), the client
+    closed, and the rooms saw "Connection closed" instead of the reason."""
+    result = slash.interpret(f"/quit {LONG}", ROOM)
+    (note, (action, reason)) = result.local
+    assert action == "quit" and note[0] == "note"
+    assert LONG.startswith(reason) and len(reason) > 100
+    assert relayed_bytes(f"QUIT :{reason}", before=slash.QUIT_PREFIX) <= 512
+
+
+@pytest.mark.parametrize("typed, sent", [
+    ("/part so long", "PART #lobby :so long"), ("/topic a topic", "TOPIC #lobby :a topic"),
+    ("/kick alice go out", "KICK #lobby alice :go out"),
+    ("/kill mallory spam bot", "KILL mallory :spam bot"), ("/away at lunch", "AWAY :at lunch"),
+])
+def test_text_that_fits_goes_whole_without_a_note(typed, sent):
+    result = slash.interpret(typed, ROOM)
+    assert result.lines == (sent,) and not notes(result)
+
+
+def test_text_of_the_longest_size_that_fits_goes_whole():
+    """The cut starts one byte past the budget, not before it."""
+    budget = slash.text_budget("bob", "PART", "#lobby")
+    assert slash.interpret("/part " + "x" * budget, ROOM).lines == ("PART #lobby " + "x" * budget,)
+    result = slash.interpret("/part " + "x" * (budget + 1), ROOM)
+    assert result.lines == ("PART #lobby " + "x" * budget,) and notes(result)
+
+
+def test_a_cut_keeps_a_character_cluster_whole():
+    """An emoji with its skin tone, or a letter with its accent, is not cut
+    in two: the bare emoji (or letter) would say something else."""
+    thumbs = "\U0001f44d\U0001f3fd"               # 8 bytes, one cluster
+    assert slash.cut_text("ab" + thumbs, 6) == "ab"
+    assert slash.cut_text("ab" + thumbs, 10) == "ab" + thumbs
+    assert slash.cut_text("ae\u0301e", 3) == "a"  # é written e + U+0301 (3 bytes)
+    assert slash.cut_text("é" * 10, 5) == "éé"    # never half a UTF-8 character
+    assert slash.cut_text(thumbs * 3, 6) == "\U0001f44d"   # one cluster too long: cut in it
+
+
+@pytest.mark.parametrize("typed, expected", [
+    (f"/topic {'t' * 400}", "t" * 300),
+    ("/topic short", "short"),
+])
+def test_a_topic_is_cut_to_the_servers_topiclen(typed, expected):
+    """The server keeps TOPICLEN characters of a topic: the rest was lost
+    without a word to the one who set it."""
+    result = slash.interpret(typed, slash.Context("#lobby", "bob", lengths={"TOPICLEN": 300}))
+    assert result.lines == (ircmsg.build("TOPIC", "#lobby", expected),)
+    assert bool(notes(result)) == (expected != "short")
+    assert all("TOPICLEN (300)" in note for note in notes(result))
+
+
+def test_a_topic_cut_shorter_by_the_line_than_by_topiclen_says_so():
+    context = slash.Context("#lobby", "bob", lengths={"TOPICLEN": 300})
+    result = slash.interpret(f"/topic {LONG}", context)
+    (note,) = notes(result)
+    assert note.endswith("to fit an IRC line") and relayed_bytes(result.lines[0]) <= 512
+
+
+def test_a_raw_line_too_long_for_the_server_is_refused_here_not_cut():
+    """`/raw` sends what was typed: a line over 510 bytes the server would
+    refuse (417); cut, it could mean something else.  It stays here."""
+    with pytest.raises(slash.SlashError, match="not sent: the line is 516 bytes"):
+        slash.interpret("/raw PRIVMSG #lobby :" + "x" * 500, ROOM)
+    fits = "PRIVMSG #lobby :" + "x" * 494
+    assert slash.interpret("/raw " + fits, ROOM).lines == (fits,)
+    tagged = "@+draft/reply=" + "a" * 100 + " " + fits     # IRCv3 tags: their own budget
+    assert slash.interpret("/raw " + tagged, ROOM).lines == (tagged,)
+
+
+@pytest.mark.parametrize("typed, token, sent", [
+    ("/kick alice " + "r" * 300, "KICKLEN", "KICK #lobby alice " + "r" * 120),
+    ("/away " + "a" * 300, "AWAYLEN", "AWAY " + "a" * 120),
+    ("/part " + "p" * 300, "KICKLEN", "PART #lobby " + "p" * 300),   # no PARTLEN: sent whole
+])
+def test_a_kick_reason_and_an_away_message_are_cut_to_the_servers_lengths(typed, token, sent):
+    """KICKLEN and AWAYLEN from 005, as TOPICLEN: the server kept that much
+    and dropped the rest without a word."""
+    result = slash.interpret(typed, slash.Context("#lobby", "bob", lengths={token: 120}))
+    assert result.lines == (sent,)
+    assert [note.endswith(f"to fit the server's {token} (120)") for note in notes(result)] == (
+        [True] if len(sent) < len(typed) else [])

@@ -237,6 +237,7 @@ class LeavingConnection:
     nick = "bob"
     rooms = {"#lobby": "#lobby"}
     quitting = True
+    lengths: dict = {}
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -784,3 +785,19 @@ def test_leaving_a_private_conversation_makes_room_for_another(monkeypatch):
     model.close(model.find("n0"))
     apply_raw(model, ":n2!u@h PRIVMSG bob :hello")
     assert model.find("n2").lines[-1].text == "hello"
+
+
+def test_a_reason_cut_to_fit_is_sent_cut_and_the_cut_shown():
+    """`/kick alice <600 bytes>` went out whole; the server discarded it
+    (417) and alice stayed.  The reason is cut to fit, and one line says so."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.model, view.editor = model_in_lobby(), lineedit.LineEditor()
+    view.conn = ReadyConnection()
+    view.editor.insert("/kick alice " + "\u20ac" * 300)
+    view._submit()
+    (line,) = view.conn.sent
+    reason = ircmsg.parse(line).params[-1]
+    assert line.startswith("KICK #lobby alice ") and 100 < len(reason) < 300
+    shown = view.model.current.lines[-1]
+    assert (shown.kind, shown.text) == (
+        "error", f"kick reason cut to its first {len(reason)} of 300 characters to fit an IRC line")
