@@ -693,9 +693,13 @@ class Broker:
         once, and so does output that wakes only a few workers (a reply, a
         message to a small room): held, it made a client's commands that
         wait for their answers (JOIN, LIST, WHO) take 8 ms each, and only
-        the window of a large flush is kept.
+        the window of a large flush is kept.  Quitters waiting for their
+        answer (closing_links) are answered at once when the output they
+        waited for is gone unwritten (its links closed).
         """
         if not self.dirty:
+            if self.closing_links:
+                self._close_quitters()
             return
         now = time.monotonic()
         if now - self.last_flush >= FLUSH_WINDOW_S:

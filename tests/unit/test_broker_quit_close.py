@@ -141,3 +141,20 @@ def test_a_quitter_whose_worker_reads_nothing_is_closed_after_the_bound(pair):
     made.broker._expire_quitters()
     assert made.broker.quitters_emptying == {} and link.sock.fileno() == -1
     assert link.sock not in {key.fileobj for key in made.broker.selector.get_map().values()}
+
+
+def test_a_quitter_is_answered_when_the_output_it_waited_for_is_dropped(pair):
+    """bob quits, his QUIT queued for alice; alice's worker ends before the
+    flush, and nothing is left to flush: bob's answer waited for the next
+    output to anyone (on a quiet server, his worker gave up after its
+    second and the link stayed open)."""
+    made = pair
+    made.run(2, ipc.Kind.SYNC, b"bye")
+    made.run(2, ipc.Kind.BYE, b"QUIT: gone")
+    assert made.broker.closing_links == [made.links[2]]
+    made.peers[1].close()
+    made.turn(0.5)                  # alice's end of file, her link closed
+    assert made.links[1].closed
+    frames, ended = read_to_end(made, 2, seconds=1.0)
+    assert (ipc.Kind.SYNC, b"bye") in frames and ended
+    assert made.broker.closing_links == []
