@@ -166,6 +166,10 @@ _MEMBERS_CHANGING = frozenset({"JOIN", "PART", "KICK"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
 BYE_SYNC = b"bye"     # a closing worker's SYNC before its BYE (worker.BYE_SYNC)
 CLOSED_HELD = -1      # among the frames held in a recovery: a link ended there (_close_link)
+# A quitter's answered link is kept this long at most for what it still
+# holds to go out, its answer last (_empty_quitter): its worker waits as
+# long for the answer (worker.CLOSE_FLUSH_S).
+QUITTER_FLUSH_S = 1.0
 _PASSES_WAITING_SCAN = frozenset({"PRIVMSG", "NOTICE"})   # see WaitingScan
 _UCRED = struct.Struct("3i")
 
@@ -356,6 +360,7 @@ class Broker:
         self.links: dict[int, Link] = {}
         self.dirty: set[Link] = set()       # links with output to send
         self.closing_links: list[Link] = []   # quitters', answered and closed at the next flush
+        self.quitters_emptying: dict[Link, float] = {}   # answered, output still going: until
         self.answered: set[Link] = set()    # ... the answer to a command among it
         self.selector = selectors.DefaultSelector()
         self.control_reader = ipc.FrameReader()
@@ -413,6 +418,8 @@ class Broker:
             if self.flood_stalled:
                 self._resume_flood_stalled()
             self._maybe_flush()
+            if self.quitters_emptying:
+                self._expire_quitters()
             if self.awaiting and time.monotonic() >= self.recovery_deadline:
                 log.warning("%d workers did not re-register in time", len(self.awaiting))
                 self.awaiting.clear()
@@ -686,9 +693,13 @@ class Broker:
         once, and so does output that wakes only a few workers (a reply, a
         message to a small room): held, it made a client's commands that
         wait for their answers (JOIN, LIST, WHO) take 8 ms each, and only
-        the window of a large flush is kept.
+        the window of a large flush is kept.  Quitters waiting for their
+        answer (closing_links) are answered at once when the output they
+        waited for is gone unwritten (its links closed).
         """
         if not self.dirty:
+            if self.closing_links:
+                self._close_quitters()
             return
         now = time.monotonic()
         if now - self.last_flush >= FLUSH_WINDOW_S:
@@ -710,6 +721,8 @@ class Broker:
             deadlines.append(self.next_store - now)
         if self.accept_resume:
             deadlines.append(self.accept_resume - now)
+        if self.quitters_emptying:
+            deadlines.append(min(self.quitters_emptying.values()) - now)
         if self.waiting_scans:
             deadlines.append(self._next_scan_turn())
         if self.flood_stalled:
@@ -1696,11 +1709,41 @@ class Broker:
         closing, self.closing_links = self.closing_links, []
         for link in closing:
             link.writer.queue_reply(ipc.encode(ipc.Kind.SYNC, BYE_SYNC))
-            try:
-                link.writer.flush()
-            except OSError:
-                pass
-            link.sock.close()
+            self._empty_quitter(link)
+
+    def _empty_quitter(self, link: Link) -> None:
+        """Write what an answered quitter's link holds, its answer last, and
+        close it once all is written, its worker gone, or QUITTER_FLUSH_S
+        passed; till then the link is watched for room to write.
+
+        Closed after one write, a link holding more than its socket takes
+        (a worker behind a busy room) lost its answer, and its worker,
+        seeing the end without it, took the live broker for dead: it
+        reconnected, its REREGISTER was refused (an error in the log), and
+        it said goodbye again."""
+        try:
+            done = link.writer.flush()
+        except OSError:
+            done = True             # its worker is gone
+        until = self.quitters_emptying.get(link)
+        if done or (until is not None and time.monotonic() >= until):
+            self._close_quitter(link)
+        elif until is None:
+            self.quitters_emptying[link] = time.monotonic() + QUITTER_FLUSH_S
+            self.selector.register(link.sock, selectors.EVENT_WRITE,
+                                   lambda mask, link=link: self._empty_quitter(link))
+
+    def _close_quitter(self, link: Link) -> None:
+        if self.quitters_emptying.pop(link, None) is not None:
+            self.selector.unregister(link.sock)
+        link.sock.close()
+
+    def _expire_quitters(self) -> None:
+        """Close the quitters' links whose worker has not taken what they
+        held in QUITTER_FLUSH_S (it no longer waits)."""
+        now = time.monotonic()
+        for link in [link for link, until in self.quitters_emptying.items() if now >= until]:
+            self._close_quitter(link)
 
     # -- output ----------------------------------------------------------------
 

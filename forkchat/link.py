@@ -92,8 +92,16 @@ class BrokerLink:
         self.out = kept
 
     def clear(self) -> None:
-        self.out.clear()
-        self._offset = self._queued = 0
+        """Drop what is queued, but for the rest of a frame partly written.
+
+        The broker reads on from where the socket stopped: cleared with the
+        rest, the frames queued next (a closing worker's BYE) were read as
+        that frame's remainder, and the link as garbage (a bad frame
+        header in the broker's log, the client's quit reason lost)."""
+        del self.out[1 if self._offset else 0:]
+        self._queued = sum(map(len, self.out))
+        if not self.out:
+            self._offset = 0
 
     def count(self, kind: int) -> int:
         """How many queued frames are of this kind."""

@@ -70,3 +70,51 @@ def test_a_goodbye_retried_after_a_failed_send_greets_the_broker_once(monkeypatc
         client_end.close()
         server_end.close()
         listener.close()
+
+
+def test_a_queue_overfull_at_a_live_broker_keeps_the_frame_partly_written(monkeypatch):
+    """A broker too slow to read: the worker's queue for it overflows and
+    the worker closes ("chat service unavailable").  The queue was cleared
+    whole, the rest of a frame the socket had taken half of with it, and
+    the BYE that followed was read as that frame's rest: the broker logged
+    a bad frame header, as for a worker taken over, and the client's quit
+    reason was lost (found with three clients flooding a room of 150)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    address = b"\0forkchat-test-overfull-" + str(id(listener)).encode()
+    listener.bind(address)
+    listener.listen(4)
+    client_end, server_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "irc", 1, config.Config(), address)
+    w.session.nick, w.session.registered = "alice", True
+    conn = None
+    try:
+        assert w.link.connect()
+        conn = listener.accept()[0]
+        conn.setblocking(False)
+        line = ipc.encode(ipc.Kind.REQUEST, b"PRIVMSG #room :" + b"z" * 40000)
+        while not w.closing:                    # the broker reads nothing meanwhile
+            w._queue_frame(line)
+            w.link.flush()
+        assert w.link.out[-1] == w.bye
+        reader, frames = ipc.FrameReader(), []
+        while w.link.out:                       # the broker catches up
+            w.link.flush()
+            try:
+                frames += reader.feed(conn.recv(1 << 20))
+            except BlockingIOError:
+                pass
+        try:
+            frames += reader.feed(conn.recv(1 << 20))
+        except BlockingIOError:
+            pass
+        assert {kind for kind, _ in frames[:-2]} == {ipc.Kind.REQUEST}
+        assert frames[-2:] == [(ipc.Kind.SYNC, worker.BYE_SYNC),
+                               (ipc.Kind.BYE, b"Server error: chat service unavailable")]
+    finally:
+        if conn is not None:
+            conn.close()
+        w.link.close()
+        w.selector.close()
+        client_end.close()
+        server_end.close()
+        listener.close()
