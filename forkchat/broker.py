@@ -1644,7 +1644,17 @@ class Broker:
         self._arrived(link.cid)
 
     def _on_sync(self, link: Link, payload: bytes) -> None:
+        """Echo it: all the link sent before it has run.
+
+        A closing worker's SYNC "bye" is echoed only in a recovery, which
+        holds its BYE until it ends (_on_frame); otherwise the BYE's own
+        answer, after its QUIT is written, is the one the worker waits for
+        (_close_quitters).  Echoed at once, it let the worker end before a
+        BYE read apart from it (a read ending between the two, a link over
+        its bound) had run, and a broker killed then lost the quit."""
         assert link.cid is not None
+        if payload == BYE_SYNC and not self.awaiting:
+            return
         self.queue(link.cid, ipc.encode(ipc.Kind.SYNC, payload))
 
     def _on_bye(self, link: Link, payload: bytes) -> None:

@@ -158,3 +158,18 @@ def test_a_quitter_is_answered_when_the_output_it_waited_for_is_dropped(pair):
     frames, ended = read_to_end(made, 2, seconds=1.0)
     assert (ipc.Kind.SYNC, b"bye") in frames and ended
     assert made.broker.closing_links == []
+
+
+def test_a_quitters_sync_is_answered_only_after_its_bye(pair):
+    """Out of a recovery, the SYNC "bye" a closing worker sends before its
+    BYE is not echoed by itself: a BYE read apart from it (a read ending
+    between the two) ran after the echo, and the worker, taking the echo
+    for its answer, could end before its QUIT was written."""
+    made = pair
+    made.run(2, ipc.Kind.SYNC, b"bye")
+    made.flush()
+    assert (ipc.Kind.SYNC, b"bye") not in made.frames(2)
+    made.run(2, ipc.Kind.BYE, b"QUIT: gone")
+    frames, ended = read_to_end(made, 2, seconds=1.0)
+    assert frames.count((ipc.Kind.SYNC, b"bye")) == 1 and ended
+    assert any(b"QUIT" in payload for _kind, payload in made.frames(1))
