@@ -331,6 +331,21 @@ class AwaitedRecord:
         self.showing = set(showing)
 
 
+def _modes_come_back(made: dict, room: rooms.Room) -> list[rooms.ModeChange]:
+    """The mode changes from a room as it was made (`made`: its meta then,
+    its flags alone: a room made has no key, limit or bans) to it with its
+    stored record: its flags set and unset, its key, limit and bans, as a
+    MODE line tells them."""
+    flags = set(made.get("flags", ""))
+    changes = [rooms.ModeChange(True, letter) for letter in sorted(room.flags - flags)]
+    if room.key:
+        changes.append(rooms.ModeChange(True, "k", room.key))
+    if room.limit:
+        changes.append(rooms.ModeChange(True, "l", str(room.limit)))
+    changes += [rooms.ModeChange(True, "b", ban.mask) for ban in room.bans.values()]
+    return changes + [rooms.ModeChange(False, letter) for letter in sorted(flags - room.flags)]
+
+
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str,
@@ -599,8 +614,10 @@ class Broker:
         Its members back with it are told nothing, as at any recovery:
         their clients still show its topic.  Those who joined it meanwhile
         (or made it) were told it had none, and get a TOPIC from the
-        server; its modes, key and bans come back silently (MODE shows
-        them), and its members stay, whatever its key, bans, +i or +l."""
+        server, and a MODE from it with the modes, key, limit and bans come
+        back: told it was +nt, a client showed that still, and did not
+        know the key to join again with (475).  Its members stay, whatever
+        its key, bans, +i or +l."""
         awaited = self.records_awaited.pop(folded)
         room = awaited.room
         room.apply_meta(record)
@@ -608,9 +625,14 @@ class Broker:
         self.state.changed_rooms[folded] = None     # its record, under its live name
         self.store_dirty = True
         joined = [cid for cid in room.members if cid not in awaited.showing]
-        if room.topic and joined:
-            self.outbox.fanout(joined, state_talk.text_line(
-                self.state.settings.server_name, "TOPIC", room.name, room.topic))
+        if not joined:
+            return
+        server = self.state.settings.server_name
+        if room.topic:
+            self.outbox.fanout(joined, state_talk.text_line(server, "TOPIC", room.name,
+                                                            room.topic))
+        for line in state_rooms.mode_lines(server, room, _modes_come_back(awaited.meta, room)):
+            self.outbox.fanout(joined, line)
 
     def _stats_commands(self, cid: int) -> None:
         """STATS m: how often each shared-state command reached this broker."""

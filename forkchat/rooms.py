@@ -585,18 +585,23 @@ def mode_line_params(applied: list[ModeChange]) -> list[str]:
 def mode_line_groups(applied: list[ModeChange], room_bytes: int) -> list[list[ModeChange]]:
     """The applied changes cut into groups whose MODE parameters fit
     `room_bytes` each, so no echo is cut short (a member would keep a ban
-    mask that does not exist).  A change costs its letter, perhaps a sign,
-    and its parameter with a space."""
+    mask that does not exist), with at most MAX_PARAM_MODES parameters
+    each (005 MODES), as a client may expect of any MODE line: a room's
+    stored modes given back at once (a key, a limit and its bans) are more.
+    A change costs its letter, perhaps a sign, and its parameter with a
+    space."""
     groups: list[list[ModeChange]] = []
     group: list[ModeChange] = []
-    used = 0
+    used = with_param = 0
     for change in applied:
         cost = 2 + (len(change.param.encode()) + 1 if change.param else 0)
-        if group and used + cost > room_bytes:
+        if group and (used + cost > room_bytes
+                      or (change.param and with_param == MAX_PARAM_MODES)):
             groups.append(group)
-            group, used = [], 0
+            group, used, with_param = [], 0, 0
         group.append(change)
         used += cost
+        with_param += bool(change.param)
     if group:
         groups.append(group)
     return groups

@@ -492,13 +492,20 @@ def room_mode(st: ChatState, client: Client, msg: protocol.Message, out: Outbox)
                                 ban_mask_bytes(st, room, client.prefix))
     for error in outcome.errors:
         out.send(client.cid, st.error_line(client, error))
-    # ':prefix MODE #room ' and CRLF, and a ':' the last parameter may need
-    overhead = len(f":{client.prefix} MODE {room.name} ".encode()) + 3
-    for group in rooms.mode_line_groups(outcome.applied, protocol.MAX_LINE_BYTES - overhead):
-        params = rooms.mode_line_params(group)
-        out.fanout(list(room.members), protocol.format_line(client.prefix, "MODE", room.name, *params))
+    for line in mode_lines(client.prefix, room, outcome.applied):
+        out.fanout(list(room.members), line)
     for cid in outcome.touched:
         st.send_rooms_update(st.clients[cid], out)
+
+
+def mode_lines(prefix: str, room: rooms.Room, applied: list[rooms.ModeChange]) -> list[bytes]:
+    """The MODE lines from `prefix` that tell a room's members of these
+    changes: as many as 512 bytes and 005 MODES need.  The broker's own
+    (a room's stored modes come back) are told so too."""
+    # ':prefix MODE #room ' and CRLF, and a ':' the last parameter may need
+    overhead = len(f":{prefix} MODE {room.name} ".encode()) + 3
+    return [protocol.format_line(prefix, "MODE", room.name, *rooms.mode_line_params(group))
+            for group in rooms.mode_line_groups(applied, protocol.MAX_LINE_BYTES - overhead)]
 
 
 # The longest host a client is shown with (session.client_host): an IPv6

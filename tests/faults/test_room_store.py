@@ -410,7 +410,11 @@ def test_rooms_back_from_a_broker_crash_take_their_records_once_the_store_is_rea
         check_room(bob)
         told = carol.expect("TOPIC")
         assert (told.prefix, told.params) == (server_name, ["#kept", "what we keep"])
+        told = carol.expect("MODE")         # its client showed +nt, and knew no key
+        assert (told.prefix, told.params) == (server_name, ["#kept", "+mklb", "sesame", "10",
+                                                            "bad!*@*"])
         assert "TOPIC" not in [m.command for m in bob.history]
+        assert server_name not in [m.prefix for m in bob.history if m.command == "MODE"]
         check_room(carol)
         alice.send("MODE #touched")
         assert alice.expect("324").params[2] == "+nt"
@@ -485,6 +489,9 @@ def test_a_room_made_by_join_while_the_store_is_unread_takes_its_record_once_rea
         for member in members:
             told = member.expect("TOPIC")
             assert (told.prefix, told.params) == (server_name, ["#kept", "what we keep"])
+            told = member.expect("MODE")    # its client showed +nt, and knew no key
+            assert (told.prefix, told.params) == (
+                server_name, ["#kept", "+mklb", "sesame", "10", "bad!*@*"])
         check_room(bob)
         alice.send("NAMES #kept")                       # both still in it
         assert set(alice.expect("353").params[-1].split()) == {"@alice", "bob"}

@@ -14,7 +14,7 @@ import sqlite3
 
 import pytest
 
-from forkchat import broker, config, ipc, rooms, store
+from forkchat import broker, config, ipc, protocol, rooms, store
 
 
 def stored_rooms(directory) -> dict:
@@ -769,14 +769,16 @@ def _registered(made: broker.Broker, cid: int, nick: str, sockets: list) -> brok
     return link
 
 
-def _topics_sent(made: broker.Broker, monkeypatch) -> list[tuple[int, bytes]]:
-    """The (cid, line) of every TOPIC the broker queues from now on."""
+def _topics_sent(made: broker.Broker, monkeypatch,
+                 commands: tuple[bytes, ...] = (b"TOPIC",)) -> list[tuple[int, bytes]]:
+    """The (cid, line) of every TOPIC (or other of `commands`) the broker
+    queues from now on."""
     sent: list[tuple[int, bytes]] = []
     queue = made.queue
 
     def recorded(cid: int, frame: bytes) -> None:
         for _kind, line in ipc.FrameReader().feed(frame):
-            if b" TOPIC " in line:
+            if any(b" %s " % command in line for command in commands):
                 sent.append((cid, line.rstrip(b"\r\n")))
         queue(cid, frame)
     monkeypatch.setattr(made, "queue", recorded)
@@ -813,8 +815,11 @@ def test_rooms_made_by_join_while_the_store_is_unread_take_their_records_once_re
                 made._dispatch(link, ipc.Kind.REQUEST, line)
             made._save_rooms()
             sent = _topics_sent(made, monkeypatch)
+            modes = _topics_sent(made, monkeypatch, (b"MODE",))
             refused.clear()
             made._save_rooms()                  # what the loop does at next_store
+            assert sorted(modes) == [(1, b":forkchat.local MODE #lobby +kb k bob!*@*"),
+                                     (2, b":forkchat.local MODE #lobby +kb k bob!*@*")]
             lobby = made.state.rooms["#lobby"]
             assert (lobby.name, lobby.topic, lobby.key, list(lobby.bans)) == (
                 "#lobby", "stored lobby", "k", ["bob!*@*"])
@@ -895,6 +900,72 @@ def test_a_member_back_by_reregister_who_asked_the_topic_meanwhile_gets_it(tmp_p
             made._save_rooms()
             assert made.state.rooms["#quiet"].topic == "stored quiet"
             assert sent == [(2, b":forkchat.local TOPIC #quiet :stored quiet")]
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
+
+
+def test_members_told_no_topic_get_the_modes_that_come_back_with_the_record(tmp_path,
+                                                                           monkeypatch):
+    """A member who joined a room awaiting its record was told it was +nt,
+    and its client (weechat) still showed that once the record came, and
+    knew no key to join again with (475 after /cycle): it gets MODE lines
+    from the server with the modes, key, limit and bans come back, at most
+    005 MODES parameters to a line, as it gets the TOPIC.  A member back by
+    REREGISTER, whose client still shows them, is told nothing."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    bans = [["a!*@*", "op", 1], ["b!*@*", "op", 1], ["c!*@*", "op", 1]]
+    _stored_before(tmp_path, {"#quiet": {"name": "#quiet", "topic": "stored quiet",
+                                         "flags": "imn", "key": "sesame", "limit": 10,
+                                         "bans": bans}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today",
+            expected=((1, 0, "h"),))
+        try:
+            _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
+            bob = _registered(made, 2, "bob", sockets)
+            made._dispatch(bob, ipc.Kind.REQUEST, b"JOIN #quiet")
+            sent = _topics_sent(made, monkeypatch, (b"TOPIC", b"MODE"))
+            refused.clear()
+            made._save_rooms()
+            quiet = made.state.rooms["#quiet"]
+            assert (quiet.flags, quiet.key, quiet.limit) == ({"i", "m", "n"}, "sesame", 10)
+            assert sent == [(2, b":forkchat.local TOPIC #quiet :stored quiet"),
+                            (2, b":forkchat.local MODE #quiet +imklbb sesame 10 a!*@* b!*@*"),
+                            (2, b":forkchat.local MODE #quiet +b-t c!*@*")]
+        finally:
+            made.store.release()
+            made.selector.close()
+            for sock in sockets:
+                sock.close()
+
+
+def test_the_modes_come_back_are_told_in_lines_of_512_bytes(tmp_path, monkeypatch):
+    """Bans of long masks come back in as many MODE lines as 512 bytes
+    need, none cut short, together carrying every mask."""
+    monkeypatch.setattr(store, "RETRY_S", 0.0)
+    masks = [f"{letter * 170}!*@*" for letter in "abc"]
+    _stored_before(tmp_path, {"#r": {"name": "#r", "flags": "nt",
+                                     "bans": [[mask, "op", 1] for mask in masks]}})
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    with _unreadable_until_given_back(monkeypatch) as refused:
+        made = broker.Broker(sockets[0], sockets[2], config.Config(
+            server=config.Server(state_dir=str(tmp_path))), "today")
+        try:
+            alice = _registered(made, 1, "alice", sockets)
+            made._dispatch(alice, ipc.Kind.REQUEST, b"JOIN #r")
+            sent = _topics_sent(made, monkeypatch, (b"MODE",))
+            refused.clear()
+            made._save_rooms()
+            assert len(sent) == 2
+            told = [protocol.parse_line(line) for _cid, line in sent]
+            assert all(len(line) + 2 <= protocol.MAX_LINE_BYTES for _cid, line in sent)
+            assert [m.params[1] for m in told] == ["+bb", "+b"]
+            assert [mask for m in told for mask in m.params[2:]] == masks
         finally:
             made.store.release()
             made.selector.close()
