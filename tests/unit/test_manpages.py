@@ -505,6 +505,28 @@ def test_fixed_room_bounds_documented() -> None:
     assert f"of up to {rooms.MAX_MASK_CHARS} characters" in toml
 
 
+def test_room_name_bytes_documented() -> None:
+    """The bound in bytes a room name has whatever roomlen, which the
+    pages state by hand in four places, is protocol.MAX_ROOM_BYTES, and the
+    numerics they give for a name and a ban mask too long are the code's."""
+    from forkchat import numerics, protocol
+    cap = protocol.MAX_ROOM_BYTES
+    text = rendered("forkchat.7")
+    wanted = [f"at most {cap} bytes in UTF-8 whatever roomlen "
+              f"({cap // 2} accented letters, {cap // 4} emoji); a longer one is refused "
+              f"with {numerics.ERR_NOSUCHCHANNEL}",
+              f"room names of {cap} bytes in UTF-8 ({numerics.ERR_NOSUCHCHANNEL})",
+              f"lines carry whole ({numerics.ERR_INVALIDMODEPARAM})",
+              f'is refused with {numerics.ERR_INVALIDMODEPARAM} "Ban mask too long: at most']
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    assert 'text=f"Ban mask too long: at most {mask_bytes} bytes here"' \
+        in (PACKAGE / "rooms.py").read_text()
+    roomlen = item_text("forkchat.toml.5", "[limits]", "roomlen")
+    assert f"So is a name of more than {cap} bytes in UTF-8 (RFC 1459's bound; " \
+           f"{cap // 2} accented letters, {cap // 4} emoji)" in roomlen
+    assert f"in all (and {cap} bytes in UTF-8)" in rendered("forkchat.toml.5")
+
+
 def test_client_numbers_documented() -> None:
     """The client's pacing, retry and buffer numbers, stated by hand in
     forkchat-client(1) and the README, are the code's."""
