@@ -553,6 +553,26 @@ def test_client_numbers_documented() -> None:
     assert f"a `/who` or `/names` of more than {buffers.BIG_ANSWER_ROWS} rows" in readme
 
 
+def test_client_bounds_documented() -> None:
+    """The bounds the client keeps against an odd or hostile server, and
+    the note a cut reason gets, stated by hand in forkchat-client(1), are
+    the code's."""
+    from forkchat import protocol
+    from forkchat.client import buffers, connection, slash, transport
+    text = rendered("forkchat-client.1")
+    minute = {60.0: "a minute"}[connection.PING_TIMEOUT_S]
+    outbuf = {1 << 20: "1 MiB"}[transport.MAX_OUTBUF_BYTES]
+    _cut, note = slash._fitted("x" * 201, "quit reason", 139)
+    wanted = [f"stops answering for {minute} after a PING",
+              f"with {outbuf} of it waiting",
+              f"up to {buffers.MEMBERS_MAX}: no more are kept",
+              f"at most {buffers.PRIVATE_BUFFERS_MAX} private conversations at a time",
+              f"longer than an IRC line ({slash.LINE_BYTES} bytes without its end",
+              f'"{note[0][1]}"']
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    assert slash.LINE_BYTES == protocol.MAX_BODY_BYTES     # "an IRC line", as servers hold it
+
+
 def test_server_timings_documented() -> None:
     """The waits forkchat-server(8) states by hand are the code's."""
     from forkchat import broker, ipc, supervisor, worker
