@@ -701,6 +701,21 @@ def test_forkchat7_numbers_match_the_code() -> None:
            f"workers at once)" in readme
 
 
+def test_quit_wait_and_broker_flood_numbers_documented() -> None:
+    """The wait of a closing worker for a broker to take its goodbye and
+    the broker's repeat of each worker's flood control, which forkchat(7)
+    states by hand, are the worker's and the broker's."""
+    from forkchat import broker, worker
+    text = rendered("forkchat.7")
+    second = {1.0: "1 second"}[worker.CLOSE_FLUSH_S]
+    twice = {2: "twice"}[broker.FLOOD_MARGIN]
+    wanted = [f"waits until a live broker has its goodbye ({second} at most",
+              f"The worker's flood control is repeated by the broker, at {twice} the rate",
+              f"and {broker.FLOOD_OWN_FRAMES} frames more for those a worker sends of itself",
+              f"is held to {twice} the new limits from its start"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
+
+
 def test_scan_queue_and_worker_binding_numbers_documented() -> None:
     """The bounds of the scans waiting their turn and the wait of a HELLO
     for its worker's pid, which several paragraphs of forkchat(7) and
