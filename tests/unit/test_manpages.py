@@ -571,6 +571,10 @@ def test_client_bounds_documented() -> None:
               f'"{note[0][1]}"']
     assert [phrase for phrase in wanted if phrase not in text] == []
     assert slash.LINE_BYTES == protocol.MAX_BODY_BYTES     # "an IRC line", as servers hold it
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    tokens = ", ".join(f"`{token}`" for token in connection.LENGTH_TOKENS)
+    assert f"(or for the server's {tokens}) is cut to fit" in readme
+    assert f"`/raw` refuses a line over {slash.LINE_BYTES} bytes" in readme
 
 
 def test_server_timings_documented() -> None:
