@@ -577,6 +577,22 @@ def test_client_bounds_documented() -> None:
     assert f"`/raw` refuses a line over {slash.LINE_BYTES} bytes" in readme
 
 
+def test_client_cleaned_characters_documented() -> None:
+    """The Unicode controls forkchat-client(1) says remote text loses (its
+    bidirectional controls and line separators, as "U+XXXX" and "U+XXXX to
+    U+YYYY") are exactly those the client drops."""
+    from forkchat.client import events
+    text = rendered("forkchat-client.1")
+    start = text.index("Text from the server and from other people")
+    said = text[start:text.index("a tab becomes a space", start)]
+    documented: set[int] = set()
+    for first, last in re.findall(r"U\+([0-9A-F]{4})(?: to U\+([0-9A-F]{4}))?", said):
+        documented.update(range(int(first, 16), int(last or first, 16) + 1))
+    dropped = {point for point in range(0xA0, 0x10000)
+               if events.sanitize(chr(point)) == ""}
+    assert documented == dropped
+
+
 def test_server_timings_documented() -> None:
     """The waits forkchat-server(8) states by hand are the code's."""
     from forkchat import broker, ipc, supervisor, worker
