@@ -527,6 +527,29 @@ def test_room_name_bytes_documented() -> None:
     assert f"in all (and {cap} bytes in UTF-8)" in rendered("forkchat.toml.5")
 
 
+def test_ban_mask_room_documented() -> None:
+    """forkchat(7) says 200 ASCII characters of a ban mask fit its MODE and
+    367 lines with the default limits, not with a nicklen near its ceiling
+    and a long server name: the bound state_rooms.ban_mask_bytes computes."""
+    from types import SimpleNamespace
+
+    from forkchat import config, rooms, session, state_rooms
+    most_nick = config.AT_MOST["nicklen"][0]
+    text = rendered("forkchat.7")
+    assert f"{rooms.MAX_MASK_CHARS} ASCII characters fit with the default limits" in text
+    assert f"nor with a nicklen near its {most_nick} and a long server name" in text
+
+    def room_for_mask(nicklen: int, roomlen: int) -> int:
+        settings = SimpleNamespace(nicklen=nicklen, server_name="s" * config.MAX_NAME_BYTES)
+        setter = "n" * nicklen + "!" + "u" * session.USERLEN + "@" + "h" * state_rooms.WIDEST_HOST
+        room = rooms.Room("#" + "r" * (roomlen - 1), 0)
+        return state_rooms.ban_mask_bytes(SimpleNamespace(settings=settings), room, setter)
+
+    limits = config.Limits()
+    assert room_for_mask(limits.nicklen, limits.roomlen) >= rooms.MAX_MASK_CHARS
+    assert room_for_mask(most_nick, limits.roomlen) < rooms.MAX_MASK_CHARS
+
+
 def test_client_numbers_documented() -> None:
     """The client's pacing, retry and buffer numbers, stated by hand in
     forkchat-client(1) and the README, are the code's."""
