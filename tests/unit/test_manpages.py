@@ -580,7 +580,7 @@ def test_client_bounds_documented() -> None:
     """The bounds the client keeps against an odd or hostile server, and
     the note a cut reason gets, stated by hand in forkchat-client(1), are
     the code's."""
-    from forkchat import protocol
+    from forkchat import numerics, protocol
     from forkchat.client import buffers, connection, slash, transport
     text = rendered("forkchat-client.1")
     minute = {60.0: "a minute"}[connection.PING_TIMEOUT_S]
@@ -591,7 +591,8 @@ def test_client_bounds_documented() -> None:
               f"up to {buffers.MEMBERS_MAX}: no more are kept",
               f"at most {buffers.PRIVATE_BUFFERS_MAX} private conversations at a time",
               f"longer than an IRC line ({slash.LINE_BYTES} bytes without its end",
-              f'"{note[0][1]}"']
+              f'"{note[0][1]}"',
+              f'(forkchat-server answers "{numerics.TEXTS[numerics.ERR_INPUTTOOLONG]}"']
     assert [phrase for phrase in wanted if phrase not in text] == []
     assert slash.LINE_BYTES == protocol.MAX_BODY_BYTES     # "an IRC line", as servers hold it
     readme = " ".join((MAN.parent / "README.md").read_text().split())
