@@ -505,6 +505,51 @@ def test_fixed_room_bounds_documented() -> None:
     assert f"of up to {rooms.MAX_MASK_CHARS} characters" in toml
 
 
+def test_room_name_bytes_documented() -> None:
+    """The bound in bytes a room name has whatever roomlen, which the
+    pages state by hand in four places, is protocol.MAX_ROOM_BYTES, and the
+    numerics they give for a name and a ban mask too long are the code's."""
+    from forkchat import numerics, protocol
+    cap = protocol.MAX_ROOM_BYTES
+    text = rendered("forkchat.7")
+    wanted = [f"at most {cap} bytes in UTF-8 whatever roomlen "
+              f"({cap // 2} accented letters, {cap // 4} emoji); a longer one is refused "
+              f"with {numerics.ERR_NOSUCHCHANNEL}",
+              f"room names of {cap} bytes in UTF-8 ({numerics.ERR_NOSUCHCHANNEL})",
+              f"lines carry whole ({numerics.ERR_INVALIDMODEPARAM})",
+              f'is refused with {numerics.ERR_INVALIDMODEPARAM} "Ban mask too long: at most']
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    assert 'text=f"Ban mask too long: at most {mask_bytes} bytes here"' \
+        in (PACKAGE / "rooms.py").read_text()
+    roomlen = item_text("forkchat.toml.5", "[limits]", "roomlen")
+    assert f"So is a name of more than {cap} bytes in UTF-8 (RFC 1459's bound; " \
+           f"{cap // 2} accented letters, {cap // 4} emoji)" in roomlen
+    assert f"in all (and {cap} bytes in UTF-8)" in rendered("forkchat.toml.5")
+
+
+def test_ban_mask_room_documented() -> None:
+    """forkchat(7) says 200 ASCII characters of a ban mask fit its MODE and
+    367 lines with the default limits, not with a nicklen near its ceiling
+    and a long server name: the bound state_rooms.ban_mask_bytes computes."""
+    from types import SimpleNamespace
+
+    from forkchat import config, rooms, session, state_rooms
+    most_nick = config.AT_MOST["nicklen"][0]
+    text = rendered("forkchat.7")
+    assert f"{rooms.MAX_MASK_CHARS} ASCII characters fit with the default limits" in text
+    assert f"nor with a nicklen near its {most_nick} and a long server name" in text
+
+    def room_for_mask(nicklen: int, roomlen: int) -> int:
+        settings = SimpleNamespace(nicklen=nicklen, server_name="s" * config.MAX_NAME_BYTES)
+        setter = "n" * nicklen + "!" + "u" * session.USERLEN + "@" + "h" * state_rooms.WIDEST_HOST
+        room = rooms.Room("#" + "r" * (roomlen - 1), 0)
+        return state_rooms.ban_mask_bytes(SimpleNamespace(settings=settings), room, setter)
+
+    limits = config.Limits()
+    assert room_for_mask(limits.nicklen, limits.roomlen) >= rooms.MAX_MASK_CHARS
+    assert room_for_mask(most_nick, limits.roomlen) < rooms.MAX_MASK_CHARS
+
+
 def test_client_numbers_documented() -> None:
     """The client's pacing, retry and buffer numbers, stated by hand in
     forkchat-client(1) and the README, are the code's."""
@@ -529,6 +574,47 @@ def test_client_numbers_documented() -> None:
     readme = " ".join((MAN.parent / "README.md").read_text().split())
     assert f"({pacing} s)" in readme
     assert f"a `/who` or `/names` of more than {buffers.BIG_ANSWER_ROWS} rows" in readme
+
+
+def test_client_bounds_documented() -> None:
+    """The bounds the client keeps against an odd or hostile server, and
+    the note a cut reason gets, stated by hand in forkchat-client(1), are
+    the code's."""
+    from forkchat import numerics, protocol
+    from forkchat.client import buffers, connection, slash, transport
+    text = rendered("forkchat-client.1")
+    minute = {60.0: "a minute"}[connection.PING_TIMEOUT_S]
+    outbuf = {1 << 20: "1 MiB"}[transport.MAX_OUTBUF_BYTES]
+    _cut, note = slash._fitted("x" * 201, "quit reason", 139)
+    wanted = [f"stops answering for {minute} after a PING",
+              f"with {outbuf} of it waiting",
+              f"up to {buffers.MEMBERS_MAX}: no more are kept",
+              f"at most {buffers.PRIVATE_BUFFERS_MAX} private conversations at a time",
+              f"longer than an IRC line ({slash.LINE_BYTES} bytes without its end",
+              f'"{note[0][1]}"',
+              f'(forkchat-server answers "{numerics.TEXTS[numerics.ERR_INPUTTOOLONG]}"']
+    assert [phrase for phrase in wanted if phrase not in text] == []
+    assert slash.LINE_BYTES == protocol.MAX_BODY_BYTES     # "an IRC line", as servers hold it
+    readme = " ".join((MAN.parent / "README.md").read_text().split())
+    tokens = ", ".join(f"`{token}`" for token in connection.LENGTH_TOKENS)
+    assert f"(or for the server's {tokens}) is cut to fit" in readme
+    assert f"`/raw` refuses a line over {slash.LINE_BYTES} bytes" in readme
+
+
+def test_client_cleaned_characters_documented() -> None:
+    """The Unicode controls forkchat-client(1) says remote text loses (its
+    bidirectional controls and line separators, as "U+XXXX" and "U+XXXX to
+    U+YYYY") are exactly those the client drops."""
+    from forkchat.client import events
+    text = rendered("forkchat-client.1")
+    start = text.index("Text from the server and from other people")
+    said = text[start:text.index("a tab becomes a space", start)]
+    documented: set[int] = set()
+    for first, last in re.findall(r"U\+([0-9A-F]{4})(?: to U\+([0-9A-F]{4}))?", said):
+        documented.update(range(int(first, 16), int(last or first, 16) + 1))
+    dropped = {point for point in range(0xA0, 0x10000)
+               if events.sanitize(chr(point)) == ""}
+    assert documented == dropped
 
 
 def test_server_timings_documented() -> None:
@@ -657,6 +743,21 @@ def test_forkchat7_numbers_match_the_code() -> None:
     readme = " ".join((MAN.parent / "README.md").read_text().split())
     assert f"sends what gathered {flush} (output for at most {broker.FLUSH_AT_ONCE_LINKS} " \
            f"workers at once)" in readme
+
+
+def test_quit_wait_and_broker_flood_numbers_documented() -> None:
+    """The wait of a closing worker for a broker to take its goodbye and
+    the broker's repeat of each worker's flood control, which forkchat(7)
+    states by hand, are the worker's and the broker's."""
+    from forkchat import broker, worker
+    text = rendered("forkchat.7")
+    second = {1.0: "1 second"}[worker.CLOSE_FLUSH_S]
+    twice = {2: "twice"}[broker.FLOOD_MARGIN]
+    wanted = [f"waits until a live broker has its goodbye ({second} at most",
+              f"The worker's flood control is repeated by the broker, at {twice} the rate",
+              f"and {broker.FLOOD_OWN_FRAMES} frames more for those a worker sends of itself",
+              f"is held to {twice} the new limits from its start"]
+    assert [phrase for phrase in wanted if phrase not in text] == []
 
 
 def test_scan_queue_and_worker_binding_numbers_documented() -> None:
