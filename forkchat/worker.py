@@ -52,6 +52,9 @@ from forkchat.session import Session, client_host
 log = logging.getLogger("forkchat.worker")
 
 READ_BYTES = 65536
+# What is kept of an over-long line that waits: one byte over a line with
+# its CRLF, so that it stays over-long, and all that protocol.quit_head reads.
+LONG_LINE_KEEP = protocol.MAX_LINE_BYTES + 1
 RECV_REST_TRIES = 4       # reads of a broken connection's last bytes (a QUIT)
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
@@ -603,6 +606,7 @@ class Worker:
                 commands.dispatch(self, msg, line)
                 if in_step and self.unsynced:       # forwarded (talk is not in step)
                     self._note_query(msg, line)
+        self._trim_long_lines()
         if len(self.recvq) > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
         elif self.client_eof and b"\n" not in self.recvq:
@@ -627,6 +631,22 @@ class Worker:
         if msg is None or not self.session.registered:
             return 0
         return commands.rooms_named(msg, self.cfg.limits.rooms_per_client)
+
+    def _trim_long_lines(self) -> None:
+        """Cut each line left waiting in recvq (behind a sync, a reply being
+        sent, flood control) to LONG_LINE_KEEP bytes, still too long.
+
+        Waiting whole, one line over 8 KiB ended the client with "Excess
+        Flood" where it would have drawn a 417 a moment later, and a long
+        QUIT (weechat sends its reason whole) lost its reason so.  Cut,
+        it is refused with 417, or run as a QUIT (protocol.quit_head),
+        when its turn comes, and recvq holds less than before.
+        """
+        if len(self.recvq) <= LONG_LINE_KEEP:
+            return
+        lines = bytes(self.recvq).split(b"\n")
+        if any(len(line) > LONG_LINE_KEEP for line in lines):
+            self.recvq[:] = b"\n".join(line[:LONG_LINE_KEEP] for line in lines)
 
     def _check_long_line(self) -> None:
         """A line that has not ended within 512 bytes is discarded as it

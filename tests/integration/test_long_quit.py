@@ -26,7 +26,7 @@ def _quit_whole(quitter, line: bytes) -> list:
     return said
 
 
-@pytest.mark.parametrize("size", [600, 4096])
+@pytest.mark.parametrize("size", [600, 4096, 65536])
 def test_an_over_long_quit_reaches_the_room_cut(server, registered, size):
     watcher = watcher_in(registered, "#long")
     quitter = registered("longq")

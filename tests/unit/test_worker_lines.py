@@ -125,3 +125,42 @@ def test_other_over_long_lines_are_still_refused(fake_broker, line, read):
     w, sent = _send_in_reads(address, accept, line, read)
     assert not w.closing
     assert sent.count(b" 417 ") == 1 and b"PONG" in sent
+
+
+@pytest.mark.parametrize("line, answer", [
+    (b"QUIT :" + b"x" * 65530 + b"\r\n", b"ERROR :Closing Link: 127.0.0.1 (Quit: xxxx"),
+    (b"PRIVMSG #a :" + b"x" * 65530 + b"\r\n", b" 417 "),
+    (b"QUIT :" + b"x" * 9000, b"ERROR :Closing Link: 127.0.0.1 (Quit: xxxx"),   # not ended yet
+], ids=["quit", "privmsg", "quit-unended"])
+def test_an_over_long_line_waiting_behind_a_sync_is_not_a_flood(fake_broker, line, answer):
+    """Lines wait while the broker has a sync to answer.  An over-long one
+    that waited whole went over the 8 KiB receive queue: "Excess Flood",
+    where a moment later it drew 417, and a long QUIT lost its reason so.
+    It waits cut, and runs as it would have."""
+    address, accept = fake_broker
+    client_end, server_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "irc", 1, config.Config(), address)
+    try:
+        assert w._connect_broker()
+        accept(w)
+        w.syncs_pending = 1                             # the broker has yet to answer
+        client_end.sendall(b"PING :first\r\n" + line)
+        while select.select([server_end], [], [], 0)[0] and not w.closing:
+            w.on_client(worker.selectors.EVENT_READ)
+            assert len(w.recvq) <= 600
+        assert not w.closing and b"PONG" not in w.sendq
+        if not line.endswith(b"\n"):
+            client_end.sendall(b"x" * 70000 + b"\r\n")
+            while select.select([server_end], [], [], 0)[0] and not w.closing:
+                w.on_client(worker.selectors.EVENT_READ)
+        w.syncs_pending = 0                             # ... and answers
+        w._process_lines()
+        sent = bytes(w.sendq)
+        assert b"Excess Flood" not in sent and answer in sent
+        assert sent.index(b"PONG") < sent.index(answer)
+    finally:
+        w.selector.close()
+        if w.link.sock is not None:
+            w.link.sock.close()
+        client_end.close()
+        server_end.close()
