@@ -164,3 +164,33 @@ def test_an_over_long_line_waiting_behind_a_sync_is_not_a_flood(fake_broker, lin
             w.link.sock.close()
         client_end.close()
         server_end.close()
+
+
+@pytest.mark.parametrize("read", [512, 65536], ids=["in-pieces", "whole"])
+def test_an_over_long_quit_before_a_reset_gives_its_reason(fake_broker, read):
+    """A client that sends its QUIT while lines wait and resets the
+    connection leaves with its words (_client_broke); an over-long QUIT,
+    refused, left with "Read error" when it came in pieces."""
+    address, accept = fake_broker
+    client_end, server_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "irc", 1, config.Config(), address)
+    line = b"QUIT :" + b"x" * 4000 + b"\r\n"
+    try:
+        assert w._connect_broker()
+        accept(w)
+        w.syncs_pending = int(read > len(line))         # a sync pending: the line waits whole
+        for start in range(0, len(line), read):
+            if start + read >= len(line):
+                w.syncs_pending = 1                     # its end waits: the head is held
+            client_end.sendall(line[start:start + read])
+            w.on_client(worker.selectors.EVENT_READ)
+        assert not w.closing and (w.discarding or read > len(line))
+        client_end.close()                              # (nothing more to read)
+        w._client_broke("Read error: Connection reset by peer")
+        assert w.bye == ipc.encode(ipc.Kind.BYE, ("Quit: " + "x" * 504).encode())
+    finally:
+        w.selector.close()
+        if w.link.sock is not None:
+            w.link.sock.close()
+        client_end.close()
+        server_end.close()
