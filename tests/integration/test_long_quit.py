@@ -8,10 +8,15 @@ line and then to kicklen characters (390 by default), as most servers do.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+
 import pytest
 
 from tests.integration.test_client_linemode import watcher_in
-from tests.integration.test_real_clients import expect_from
+from tests.integration.test_real_clients import STEP_TIMEOUT, expect_from
 
 EURO_REASON = "a" + "\u20ac" * 1400                    # 4201 bytes
 
@@ -67,3 +72,32 @@ def test_other_over_long_lines_are_still_refused(server, registered):
     assert client.expect("417").params[-1] == "Input line was too long"
     assert client.expect("417").params[-1] == "Input line was too long"
     client.sync()
+
+
+@pytest.mark.skipif(not shutil.which("weechat-headless"), reason="weechat-headless is needed")
+def test_weechat_quit_with_a_long_reason_keeps_it_cut(server, registered):
+    """weechat-headless, driven through its FIFO, quits with a reason of 700
+    characters: its room reads the first 390 of them, not "Connection
+    closed" (found with weechat by realclients10)."""
+    reason = "".join(f"word{n} " for n in range(120))[:700]
+    workdir = tempfile.mkdtemp(prefix="forkchat-weechat-")
+    fifo = os.path.join(workdir, "fifo")
+    watcher = watcher_in(registered, "#real")
+    setup = ";".join([
+        f"/set fifo.file.path {fifo}",
+        f"/server add t 127.0.0.1/{server.port} -notls",
+        "/set irc.server.t.nicks wclong", "/set irc.server.t.autojoin #real", "/connect t"])
+    process = subprocess.Popen(["weechat-headless", "--dir", workdir, "--run-command", setup],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        expect_from(watcher, "wclong", "JOIN")
+        with open(fifo, "w") as handle:
+            handle.write(f"irc.server.t */quit {reason}\n")
+        assert expect_from(watcher, "wclong", "QUIT").params[-1] == "Quit: " + reason[:390]
+        process.wait(STEP_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait(5)
+        shutil.rmtree(workdir, ignore_errors=True)
