@@ -126,6 +126,24 @@ def command_word(raw: bytes) -> str:
     return words[0].rstrip(b"\r\n").decode("ascii", "replace").upper() if words else ""
 
 
+def quit_head(raw: bytes) -> bytes:
+    """The part of an over-long line that is kept and run: its first 510
+    bytes if it is a QUIT, else b"" (it is refused with 417).
+
+    A client that sends its /quit reason whole and closes (weechat does)
+    had its QUIT refused, and its rooms read "Connection closed" in place
+    of its words; most servers cut such a line and run it.  The QUIT
+    keeps what fits a line (state cuts its reason to kicklen characters);
+    parse_line drops a character the cut splits (_cut_at_limit).  The
+    byte after the head must not go on the command word: 'QUITX' cut
+    after its 'QUIT' is not a QUIT.
+    """
+    head = raw[:MAX_BODY_BYTES]
+    if command_word(head) == command_word(raw[:MAX_BODY_BYTES + 1]) == "QUIT":
+        return head
+    return b""
+
+
 def parse_text(text: str) -> Message:
     """Parse a decoded line; message tags (IRCv3) are accepted and ignored."""
     text = text.lstrip(" ")

@@ -52,6 +52,9 @@ from forkchat.session import Session, client_host
 log = logging.getLogger("forkchat.worker")
 
 READ_BYTES = 65536
+# What is kept of an over-long line that waits: one byte over a line with
+# its CRLF, so that it stays over-long, and all that protocol.quit_head reads.
+LONG_LINE_KEEP = protocol.MAX_LINE_BYTES + 1
 RECV_REST_TRIES = 4       # reads of a broken connection's last bytes (a QUIT)
 RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 BROKER_GIVE_UP_S = 30.0
@@ -143,6 +146,9 @@ class Worker:
         self.tls_pending = b""
         self.recvq = bytearray()
         self.discarding = False
+        # The head of an over-long QUIT being discarded, run when its line
+        # ends (protocol.quit_head); at most 510 bytes.
+        self.long_quit = b""
         self.bucket = flood.TokenBucket(cfg.limits.flood_burst, cfg.limits.flood_rate)
         # Joins and parts, charged per room: the connect-time JOIN of every
         # room a client may be in goes at once, then rooms at the flood rate.
@@ -532,9 +538,11 @@ class Worker:
         """
         self._read_rest()
         lines = bytes(self.recvq).split(b"\n")[:-1]       # whole lines only
-        for raw in lines[1:] if self.discarding else lines:
-            line = raw.rstrip(b"\r")
-            if protocol.command_word(line) != "QUIT":
+        if self.discarding and lines:
+            lines[0] = self.long_quit       # an over-long line's end: its QUIT's head, or none
+        for raw in lines:
+            line = protocol.quit_head(raw.rstrip(b"\r"))     # a QUIT, cut to a line
+            if not line:
                 continue
             try:
                 msg = protocol.parse_line(line)
@@ -571,14 +579,14 @@ class Worker:
             if end < 0:
                 self._check_long_line()
                 break
-            if self.discarding:
+            if self.discarding and not self.long_quit:
                 del self.recvq[:end + 1]
                 self.discarding = False
                 continue
             if self.bucket.wait_time() > 0:
                 self.timers["flood"] = time.monotonic() + self.bucket.wait_time()
                 break
-            line = bytes(self.recvq[:end]).rstrip(b"\r")
+            line = self.long_quit if self.discarding else bytes(self.recvq[:end]).rstrip(b"\r")
             msg, line = self._parse(line)     # a bad line is answered here, once
             in_step = msg is not None and msg.command in SYNC_FIRST
             if in_step and self.unsynced:
@@ -593,10 +601,12 @@ class Worker:
                 self.room_bucket.take(rooms)
             self.bucket.take()
             del self.recvq[:end + 1]
+            self.discarding, self.long_quit = False, b""
             if msg is not None:
                 commands.dispatch(self, msg, line)
                 if in_step and self.unsynced:       # forwarded (talk is not in step)
                     self._note_query(msg, line)
+        self._trim_long_lines()
         if len(self.recvq) > self.cfg.limits.recvq_bytes:
             self.close("Excess Flood")
         elif self.client_eof and b"\n" not in self.recvq:
@@ -622,14 +632,36 @@ class Worker:
             return 0
         return commands.rooms_named(msg, self.cfg.limits.rooms_per_client)
 
+    def _trim_long_lines(self) -> None:
+        """Cut each line left waiting in recvq (behind a sync, a reply being
+        sent, flood control) to LONG_LINE_KEEP bytes, still too long.
+
+        Waiting whole, one line over 8 KiB ended the client with "Excess
+        Flood" where it would have drawn a 417 a moment later, and a long
+        QUIT (weechat sends its reason whole) lost its reason so.  Cut,
+        it is refused with 417, or run as a QUIT (protocol.quit_head),
+        when its turn comes, and recvq holds less than before.
+        """
+        if len(self.recvq) <= LONG_LINE_KEEP:
+            return
+        lines = bytes(self.recvq).split(b"\n")
+        if any(len(line) > LONG_LINE_KEEP for line in lines):
+            self.recvq[:] = b"\n".join(line[:LONG_LINE_KEEP] for line in lines)
+
     def _check_long_line(self) -> None:
+        """A line that has not ended within 512 bytes is discarded as it
+        comes, so that recvq stays small: 417 once, or, for a QUIT, its
+        head kept to run when the line ends (protocol.quit_head)."""
         if len(self.recvq) > protocol.MAX_LINE_BYTES:
-            head = self.recvq[:protocol.MAX_LINE_BYTES]
-            answer = not self.discarding and _may_answer(bytes(head))
+            head = bytes(self.recvq[:protocol.MAX_LINE_BYTES])
+            starts = not self.discarding
             del self.recvq[:]
-            if answer:
-                self.reply(numerics.ERR_INPUTTOOLONG)
             self.discarding = True
+            if not starts:
+                return
+            self.long_quit = protocol.quit_head(head)
+            if not self.long_quit and _may_answer(head):
+                self.reply(numerics.ERR_INPUTTOOLONG)
 
     def _parse(self, line: bytes) -> tuple[protocol.Message | None, bytes]:
         """The line as a Message, or None (after an error reply) if unusable,
@@ -644,9 +676,11 @@ class Worker:
         if not line.strip():
             return None, line
         if len(line) > protocol.MAX_BODY_BYTES:
-            if _may_answer(line):
-                self.reply(numerics.ERR_INPUTTOOLONG)
-            return None, line
+            if not protocol.quit_head(line):
+                if _may_answer(line):
+                    self.reply(numerics.ERR_INPUTTOOLONG)
+                return None, line
+            line = protocol.quit_head(line)         # a QUIT is cut and run
         try:
             return protocol.parse_line(line), line
         except protocol.ProtocolError as error:

@@ -136,3 +136,25 @@ def test_loose_parse_marks_what_was_not_utf8_and_reads_it_as_windows_1252():
     assert not protocol.usable(protocol.parse_loose(b"PART #a\x00b").params[0])
     quoted = protocol.parse_loose(b"USER q 0 * :\x93q\x94 \x80 \x81").params[3]
     assert protocol.legacy_fallback(quoted) == "\u201cq\u201d \u20ac \x81"
+
+
+@pytest.mark.parametrize("raw, head", [
+    (b"QUIT :" + b"x" * 600, b"QUIT :" + b"x" * 504),
+    (b"quit :" + b"x" * 600, b"quit :" + b"x" * 504),
+    (b"@label=1 :me QUIT :" + b"x" * 600, (b"@label=1 :me QUIT :" + b"x" * 600)[:510]),
+    (b"QUIT :short", b"QUIT :short"),
+    (b"PRIVMSG #a :" + b"x" * 600, b""),
+    (b"@" + b"t" * 504 + b" QUITX :bye", b""),     # 'QUIT' fits the head, 'QUITX' is the word
+    (b"@" + b"t" * 504 + b" QUIT :bye", b"@" + b"t" * 504 + b" QUIT"),
+    (b"@" + b"t" * 600 + b" QUIT :bye", b""),     # the command is beyond the head
+], ids=range(8))
+def test_quit_head_keeps_a_quit_to_a_line_and_nothing_else(raw, head):
+    """An over-long QUIT is cut to 510 bytes and run (weechat sends a long
+    /quit reason whole); any other over-long line is refused whole."""
+    assert protocol.quit_head(raw) == head
+
+
+def test_a_quit_head_cut_inside_a_character_keeps_the_whole_ones():
+    head = protocol.quit_head(b"QUIT :a" + "\u20ac".encode() * 300)
+    assert len(head) == 510
+    assert protocol.parse_line(head).params == ["a" + "\u20ac" * 167]

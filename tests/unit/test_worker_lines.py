@@ -1,5 +1,6 @@
 """The worker's line handling on socket pairs: no processes, a fake broker."""
 
+import select
 import socket
 
 import pytest
@@ -60,6 +61,133 @@ def test_a_nick_lost_with_the_broker_is_asked_again(fake_broker, line):
         assert w._connect_broker()
         requests = [payload for kind, payload in accept(w) if kind == ipc.Kind.REQUEST]
         assert requests == [line]
+    finally:
+        w.selector.close()
+        if w.link.sock is not None:
+            w.link.sock.close()
+        client_end.close()
+        server_end.close()
+
+
+EURO_REASON = "a" + "\u20ac" * 1400                        # 4201 bytes
+LONG_QUITS = [
+    # (line, what the worker's BYE says)
+    (b"QUIT :" + b"x" * 4090 + b"\r\n", "Quit: " + "x" * 504),
+    (b"quit :" + b"y" * 65530 + b"\n", "Quit: " + "y" * 504),
+    (b"@label=1 :me QUIT :" + EURO_REASON.encode() + b"\r\n", "Quit: a" + "\u20ac" * 163),
+    (b"QUIT :" + b"z" * 300 + b"\xe9" + b"z" * 300 + b"\r\n", "Client Quit"),  # not UTF-8
+]
+
+
+def _send_in_reads(address, accept, line: bytes, read: int):
+    """The worker after reading `line` in reads of `read` bytes, a PING after it."""
+    client_end, server_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "irc", 1, config.Config(), address)
+    assert w._connect_broker()
+    accept(w)
+    data = line + b"PING :after\r\n"
+    try:
+        for start in range(0, len(data), read):
+            client_end.sendall(data[start:start + read])
+            while select.select([server_end], [], [], 0)[0] and not w.closing:
+                w.on_client(worker.selectors.EVENT_READ)      # (64 KB at most a read)
+            assert len(w.recvq) <= max(read, 512) + 512    # discarded as it comes
+        return w, bytes(w.sendq)
+    finally:
+        w.selector.close()
+        if w.link.sock is not None:
+            w.link.sock.close()
+        client_end.close()
+        server_end.close()
+
+
+@pytest.mark.parametrize("line, bye", LONG_QUITS, ids=["4k", "64k", "tagged-euro", "latin1"])
+@pytest.mark.parametrize("read", [65536 + 512, 512, 1000, 333])
+def test_an_over_long_quit_is_cut_and_run(fake_broker, line, bye, read):
+    """weechat sends a long /quit reason whole: the QUIT was refused with
+    417 and discarded, weechat closed, and the rooms read "Connection
+    closed".  The QUIT runs with what fits a line (the broker cuts the
+    reason further, to kicklen characters), whether the line came in one
+    read or in many; nothing after it runs."""
+    address, accept = fake_broker
+    w, sent = _send_in_reads(address, accept, line, read)
+    assert w.closing and w.bye == ipc.encode(ipc.Kind.BYE, bye.encode())
+    assert b" 417 " not in sent and b"PONG" not in sent
+    assert sent.startswith(b"ERROR :Closing Link: 127.0.0.1 (" + bye.encode()[:60])
+
+
+@pytest.mark.parametrize("line", [b"PRIVMSG #a :" + b"x" * 4000 + b"\r\n",
+                                  b"QUITTER :" + b"x" * 4000 + b"\r\n"],
+                         ids=["privmsg", "quitter"])
+@pytest.mark.parametrize("read", [65536, 512])
+def test_other_over_long_lines_are_still_refused(fake_broker, line, read):
+    address, accept = fake_broker
+    w, sent = _send_in_reads(address, accept, line, read)
+    assert not w.closing
+    assert sent.count(b" 417 ") == 1 and b"PONG" in sent
+
+
+@pytest.mark.parametrize("line, answer", [
+    (b"QUIT :" + b"x" * 65530 + b"\r\n", b"ERROR :Closing Link: 127.0.0.1 (Quit: xxxx"),
+    (b"PRIVMSG #a :" + b"x" * 65530 + b"\r\n", b" 417 "),
+    (b"QUIT :" + b"x" * 9000, b"ERROR :Closing Link: 127.0.0.1 (Quit: xxxx"),   # not ended yet
+], ids=["quit", "privmsg", "quit-unended"])
+def test_an_over_long_line_waiting_behind_a_sync_is_not_a_flood(fake_broker, line, answer):
+    """Lines wait while the broker has a sync to answer.  An over-long one
+    that waited whole went over the 8 KiB receive queue: "Excess Flood",
+    where a moment later it drew 417, and a long QUIT lost its reason so.
+    It waits cut, and runs as it would have."""
+    address, accept = fake_broker
+    client_end, server_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "irc", 1, config.Config(), address)
+    try:
+        assert w._connect_broker()
+        accept(w)
+        w.syncs_pending = 1                             # the broker has yet to answer
+        client_end.sendall(b"PING :first\r\n" + line)
+        while select.select([server_end], [], [], 0)[0] and not w.closing:
+            w.on_client(worker.selectors.EVENT_READ)
+            assert len(w.recvq) <= 600
+        assert not w.closing and b"PONG" not in w.sendq
+        if not line.endswith(b"\n"):
+            client_end.sendall(b"x" * 70000 + b"\r\n")
+            while select.select([server_end], [], [], 0)[0] and not w.closing:
+                w.on_client(worker.selectors.EVENT_READ)
+        w.syncs_pending = 0                             # ... and answers
+        w._process_lines()
+        sent = bytes(w.sendq)
+        assert b"Excess Flood" not in sent and answer in sent
+        assert sent.index(b"PONG") < sent.index(answer)
+    finally:
+        w.selector.close()
+        if w.link.sock is not None:
+            w.link.sock.close()
+        client_end.close()
+        server_end.close()
+
+
+@pytest.mark.parametrize("read", [512, 65536], ids=["in-pieces", "whole"])
+def test_an_over_long_quit_before_a_reset_gives_its_reason(fake_broker, read):
+    """A client that sends its QUIT while lines wait and resets the
+    connection leaves with its words (_client_broke); an over-long QUIT,
+    refused, left with "Read error" when it came in pieces."""
+    address, accept = fake_broker
+    client_end, server_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "irc", 1, config.Config(), address)
+    line = b"QUIT :" + b"x" * 4000 + b"\r\n"
+    try:
+        assert w._connect_broker()
+        accept(w)
+        w.syncs_pending = int(read > len(line))         # a sync pending: the line waits whole
+        for start in range(0, len(line), read):
+            if start + read >= len(line):
+                w.syncs_pending = 1                     # its end waits: the head is held
+            client_end.sendall(line[start:start + read])
+            w.on_client(worker.selectors.EVENT_READ)
+        assert not w.closing and (w.discarding or read > len(line))
+        client_end.close()                              # (nothing more to read)
+        w._client_broke("Read error: Connection reset by peer")
+        assert w.bye == ipc.encode(ipc.Kind.BYE, ("Quit: " + "x" * 504).encode())
     finally:
         w.selector.close()
         if w.link.sock is not None:
