@@ -1,9 +1,9 @@
 """Quit reasons longer than an IRC line, typed into real clients.
 
-irssi cuts its QUIT line to fit by itself, and its rooms see the reason;
-the server answers a line over 512 bytes with 417 and discards it
-(forkchat(7)), so a client that sends its QUIT whole and closes loses the
-reason: its rooms see "Connection closed".
+irssi cuts its QUIT line to fit by itself, and its rooms see the reason.
+The server answers a line over 512 bytes with 417 and discards it
+(forkchat(7)), but for a QUIT, which it cuts and runs; forkchat-client
+cuts its reasons to fit itself, and says so.
 """
 
 from __future__ import annotations
