@@ -128,48 +128,62 @@ def test_a_broken_tls_record_is_said_without_openssl_wrapping(tmp_path):
     assert lost == ["TLS error: decryption failed or bad record mac"], lost
 
 
+class TlsServed:
+    """A client Link opened to a TLS server thread that runs `write(peer)`,
+    sets `sent`, and waits for the client's end; `lines` are what the link
+    delivered."""
+
+    def __init__(self, tmp_path, write) -> None:
+        context, self.listener = tls_listener(tmp_path)
+        self.sent = threading.Event()
+
+        def serve() -> None:
+            raw, _ = self.listener.accept()
+            raw.settimeout(10)
+            with context.wrap_socket(raw, server_side=True) as peer:
+                write(peer)
+                self.sent.set()
+                try:
+                    peer.recv(4096)
+                except OSError:
+                    pass
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        self.lines: list[bytes] = []
+        opened: list[bool] = []
+        self.sel = selectors.DefaultSelector()
+        self.link = transport.Link(self.sel, "127.0.0.1", self.listener.getsockname()[1],
+                                   transport.tls_context(None, insecure=True),
+                                   lambda: opened.append(True), self.lines.append,
+                                   lambda reason: None)
+        self.link.open()
+        self.deadline = time.monotonic() + 10
+        while not opened and time.monotonic() < self.deadline:
+            for key_, mask in self.sel.select(0.05):
+                key_.data(mask)
+        assert opened
+
+    def close(self) -> None:
+        self.link.close()
+        self.thread.join(5)
+        self.listener.close()
+
+
 def test_one_read_of_a_tls_link_takes_one_record_not_all_the_server_sent(tmp_path):
     """A TLS link was read until the socket ran dry: a server that kept
     sending (a PING storm) held the client in that loop, its screen frozen
     and every byte piling up unhandled.  One read now takes what one recv
     gives and the rest of its record; select wakes the loop for the rest."""
-    context, listener = tls_listener(tmp_path)
     line = b"PING :" + b"x" * 90 + b"\r\n"
-    sent = threading.Event()
-
-    def serve() -> None:
-        raw, _ = listener.accept()
-        raw.settimeout(10)
-        with context.wrap_socket(raw, server_side=True) as peer:
-            peer.sendall(line * 20000)      # 2 MB: far more than one read's worth
-            sent.set()
-            try:
-                peer.recv(4096)
-            except OSError:
-                pass
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    lines: list[bytes] = []
-    opened: list[bool] = []
-    sel = selectors.DefaultSelector()
-    link = transport.Link(sel, "127.0.0.1", listener.getsockname()[1],
-                          transport.tls_context(None, insecure=True),
-                          lambda: opened.append(True), lines.append, lambda reason: None)
-    link.open()
-    deadline = time.monotonic() + 10
-    while not opened and time.monotonic() < deadline:
-        for key_, mask in sel.select(0.05):
-            key_.data(mask)
-    assert opened
-    while len(lines) < 20000 and time.monotonic() < deadline:
-        for key_, mask in sel.select(0.05):
+    served = TlsServed(tmp_path, lambda peer: peer.sendall(line * 20000))  # 2 MB: many reads
+    lines = served.lines
+    while len(lines) < 20000 and time.monotonic() < served.deadline:
+        for key_, mask in served.sel.select(0.05):
             before = len(lines)
             key_.data(mask)
             assert (len(lines) - before) * len(line) <= 2 * transport.RECV_BYTES
-    assert len(lines) == 20000 and sent.wait(10)
-    link.close()
-    thread.join(5)
-    listener.close()
+    assert len(lines) == 20000 and served.sent.wait(10)
+    served.close()
 
 
 def test_small_tls_records_are_read_many_a_turn(tmp_path):
@@ -177,42 +191,18 @@ def test_small_tls_records_are_read_many_a_turn(tmp_path):
     read a turn made a turn, and a full-screen redraw, of each line; 20000
     lines took a minute to show where a plain link took a second.  A turn
     now takes records up to one plain recv's worth."""
-    context, listener = tls_listener(tmp_path)
     count = 500     # some 40 kB with the records' overhead: within the socket buffers
-    sent = threading.Event()
 
-    def serve() -> None:
-        raw, _ = listener.accept()
-        raw.settimeout(10)
-        with context.wrap_socket(raw, server_side=True) as peer:
-            for number in range(count):
-                peer.sendall(b":al!u@h PRIVMSG #r :line %d\r\n" % number)
-            sent.set()
-            try:
-                peer.recv(4096)
-            except OSError:
-                pass
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    lines: list[bytes] = []
-    opened: list[bool] = []
-    sel = selectors.DefaultSelector()
-    link = transport.Link(sel, "127.0.0.1", listener.getsockname()[1],
-                          transport.tls_context(None, insecure=True),
-                          lambda: opened.append(True), lines.append, lambda reason: None)
-    link.open()
-    deadline = time.monotonic() + 10
-    while not opened and time.monotonic() < deadline:
-        for key_, mask in sel.select(0.05):
-            key_.data(mask)
-    assert opened and sent.wait(10)     # all of it here before the first read
+    def write(peer) -> None:
+        for number in range(count):
+            peer.sendall(b":al!u@h PRIVMSG #r :line %d\r\n" % number)
+    served = TlsServed(tmp_path, write)
+    assert served.sent.wait(10)     # all of it here before the first read
     turns = 0
-    while len(lines) < count and time.monotonic() < deadline:
-        for key_, mask in sel.select(0.05):
+    while len(served.lines) < count and time.monotonic() < served.deadline:
+        for key_, mask in served.sel.select(0.05):
             key_.data(mask)
             turns += 1
-    assert len(lines) == count and lines[-1] == b":al!u@h PRIVMSG #r :line 499"
+    assert len(served.lines) == count and served.lines[-1] == b":al!u@h PRIVMSG #r :line 499"
     assert turns <= 10, turns
-    link.close()
-    thread.join(5)
-    listener.close()
+    served.close()
