@@ -534,10 +534,11 @@ class Worker:
         QUIT then and closes, with the reply unread, resets the connection,
         and its rooms read 'Read error' or 'Write error' instead of its
         words.  Its QUIT runs now; what it sent before that is lost with
-        the connection, as it would be with any reset.
+        the connection, as it would be with any reset.  A tutorial client's
+        lines are chat, none a command: its "quit now" is not its QUIT.
         """
         self._read_rest()
-        lines = bytes(self.recvq).split(b"\n")[:-1]       # whole lines only
+        lines = [] if self.tutorial else bytes(self.recvq).split(b"\n")[:-1]   # whole only
         if self.discarding and lines:
             lines[0] = self.long_quit       # an over-long line's end: its QUIT's head, or none
         for raw in lines:

@@ -344,6 +344,7 @@ class Connection:
         self.nick = self._nick_base = self._wanted_nick
         self._nick_try = 0
         self._regaining = False
+        self.lengths = {}       # this server's own come with its 005, if it names them
         if self.settings.password:
             self._send_now(ircmsg.build("PASS", self.settings.password))
         self._send_now(ircmsg.build("NICK", self.nick))

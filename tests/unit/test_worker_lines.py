@@ -194,3 +194,28 @@ def test_an_over_long_quit_before_a_reset_gives_its_reason(fake_broker, read):
             w.link.sock.close()
         client_end.close()
         server_end.close()
+
+
+def test_a_tutorial_line_read_at_a_reset_is_not_a_quit(fake_broker):
+    """A tutorial client's lines are chat: one that began "quit", read as
+    the connection reset, was run as an IRC QUIT, and the client left with
+    'Quit: now' (its next word) where its rooms read 'Read error'."""
+    address, accept = fake_broker
+    client_end, server_end = socket.socketpair()
+    w = worker.Worker(server_end, "127.0.0.1", "tutorial", 1, config.Config(), address)
+    try:
+        assert w._connect_broker()
+        accept(w)
+        client_end.sendall(b"alice\n")
+        w.on_client(worker.selectors.EVENT_READ)
+        w.session.registered = True                     # (the broker's welcome, faked)
+        client_end.sendall(b"quit now, said the raven\n")    # read only after the reset
+        client_end.close()
+        w._client_broke("Read error: Connection reset by peer")
+        assert w.bye == ipc.encode(ipc.Kind.BYE, b"Read error: Connection reset by peer")
+    finally:
+        w.selector.close()
+        if w.link.sock is not None:
+            w.link.sock.close()
+        client_end.close()
+        server_end.close()

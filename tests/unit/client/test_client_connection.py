@@ -1043,3 +1043,18 @@ def test_a_welcome_without_our_nick_keeps_ours(peer, welcome):
     harness.until(lambda: any(e.kind == "join" for e in harness.events), "the join")
     assert [e.own for e in harness.events if e.kind == "join"] == [True]
     harness.conn.quit()
+
+
+def test_the_servers_text_lengths_are_forgotten_on_a_reconnect(peer, bob):
+    """TOPICLEN, KICKLEN and AWAYLEN are one server's: the server met on a
+    reconnect (another behind the name, or this one restarted with other
+    limits) names its own or none, and /topic, /kick and /away cut to what
+    it keeps, not to what the last one kept."""
+    harness = bob
+    peer.send(":srv 005 bob TOPICLEN=40 KICKLEN=50 AWAYLEN=60 :are supported")
+    harness.until(lambda: len(harness.conn.lengths) == 3, "the lengths")
+    register_again(harness, peer)
+    peer.send(":srv 005 bob KICKLEN=300 :are supported")
+    harness.until(lambda: "KICKLEN" in harness.conn.lengths
+                  and harness.conn.lengths["KICKLEN"] == 300, "the new 005")
+    assert harness.conn.lengths == {"KICKLEN": 300}
