@@ -18,18 +18,43 @@ import psutil
 from tests.faults.test_recovery_quit import names, quits_seen, room_with
 from tests.support.server import broker_pid, worker_pid
 
-# (a closing worker waits this long for its goodbye to be taken: longer than the window)
-LONG_WINDOW = ("from forkchat import broker, worker\n"
-               "broker.FLUSH_WINDOW_S = 3.0\nworker.CLOSE_FLUSH_S = 6.0")
-# ... and the broker says when it has run a BYE (its QUIT queued to the members)
-BYE_RUN_SAID = LONG_WINDOW + """
-from forkchat import ipc
+# The window made long as a BYE comes (a closing worker waits 6 s for its
+# goodbye to be taken: longer than it).  Long from the start, it held the
+# joins of q3 and q4 and the last words 3 s each, of their 5 s to come.
+LONG_WINDOW = """
+from forkchat import broker, ipc, worker
+worker.CLOSE_FLUSH_S = 6.0
+def _long_window(run):
+    def on_bye(self, link, payload):
+        broker.FLUSH_WINDOW_S = 3.0
+        run(self, link, payload)
+    return on_bye
+broker._FRAME_HANDLERS[ipc.Kind.BYE] = _long_window(broker._FRAME_HANDLERS[ipc.Kind.BYE])
+"""
+# ... and the broker says when it has run a BYE (its QUIT queued to the
+# members); the first broker then stops, to be killed with the QUIT held
+# (killed within the window after the line, a test descheduled past the
+# window killed it with the QUIT written, and passed without the case).
+# The next broker, no workers awaited at its start, runs on.  No long
+# window: the joins and the last words waited 3 s of their 5 s each.
+BYE_RUN_SAID = """
+import os, signal
+from forkchat import broker, ipc, worker
+worker.CLOSE_FLUSH_S = 6.0
 def _said(run):
     def on_bye(self, link, payload):
         run(self, link, payload)
         broker.log.warning("test: BYE of conn %s run", link.cid)
+        if self.test_first:
+            os.kill(os.getpid(), signal.SIGSTOP)
     return on_bye
 broker._FRAME_HANDLERS[ipc.Kind.BYE] = _said(broker._FRAME_HANDLERS[ipc.Kind.BYE])
+def _noting(init):
+    def first_or_not(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.test_first = not self.awaiting
+    return first_or_not
+broker.Broker.__init__ = _noting(broker.Broker.__init__)
 """
 CONFIG = "[limits]\nmax_clients_per_ip = 100\n"
 
