@@ -3,9 +3,9 @@
 No curses here: the curses view maps keys to these methods and asks `view()`
 what to draw, so every editing rule is unit-tested on plain strings.  The
 cursor moves by character cluster (a base character and the combining marks
-after it, an emoji with its skin tone, emoji joined by ZWJ), and `view()`
-measures in terminal columns, where East Asian wide characters take two
-cells and combining marks none.
+after it, an emoji with its skin tone, emoji joined by ZWJ, the two letters
+of a flag), and `view()` measures in terminal columns, where East Asian wide
+characters take two cells and combining marks none.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ JAMO_JOINING = (("\u1160", "\u11ff"), ("\ud7b0", "\ud7ff"))
 # cluster with the emoji before them, which the cursor steps over at once.
 SKIN_TONES = ("\U0001f3fb", "\U0001f3ff")
 ZWJ = "\u200d"
+# The regional-indicator letters: a flag is two of them (🇫🇷 is F and R),
+# read in pairs from the start of their run.  Each takes one cell (wcwidth
+# 1), so a flag takes two, as tmux shows it.
+INDICATOR_LETTERS = "".join(map(chr, range(0x1f1e6, 0x1f200)))     # U+1F1E6..U+1F1FF
 
 
 def char_width(char: str) -> int:
@@ -70,14 +74,26 @@ def _is_mark(char: str) -> bool:
     return char_width(char) == 0
 
 
+def _second_of_flag(text: str, index: int) -> bool:
+    """Whether the regional indicator text[index] ends a flag: an odd
+    number of indicators runs right before it.  A run of flags (🇫🇷🇩🇪🇮🇹)
+    split anywhere but between pairs leaves half a flag, drawn as a
+    boxed letter."""
+    head = text[:index]
+    return (len(head) - len(head.rstrip(INDICATOR_LETTERS))) % 2 == 1
+
+
 def continues(text: str, index: int) -> bool:
     """Whether text[index] belongs to the cluster of the character before
     it: a combining mark or other zero-width character, a skin-tone
-    modifier (👍🏽), or an emoji after a ZWJ (👩‍💻).  The cursor took two
-    steps over an emoji with a skin tone, and Backspace left the bare
-    modifier behind, shown as a coloured square."""
+    modifier (👍🏽), an emoji after a ZWJ (👩‍💻), or the second letter of
+    a flag (🇫🇷).  The cursor took two steps over an emoji with a skin
+    tone, and Backspace left the bare modifier behind, shown as a
+    coloured square."""
     char = text[index]
     if _is_mark(char) or SKIN_TONES[0] <= char <= SKIN_TONES[1]:
+        return True
+    if char in INDICATOR_LETTERS and _second_of_flag(text, index):
         return True
     return index > 0 and text[index - 1] == ZWJ and unicodedata.category(char) == "So"
 

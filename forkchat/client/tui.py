@@ -55,7 +55,7 @@ def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
     Rows break after a space when the text has one, else anywhere; wide
     characters are never split across the edge; a character cluster (a
     base and its combining marks, an emoji and its skin tone, emoji joined
-    by ZWJ) stays whole on one row.  Continuation rows start `indent` cells in.
+    by ZWJ, a flag's two letters) stays whole on one row.  Continuation rows start `indent` cells in.
     """
     indent = indent if indent < width // 2 else 0
     rows: list[list[tuple[str, int]]] = [[]]

@@ -74,6 +74,43 @@ def test_the_cursor_steps_over_an_emoji_sequence_at_once(emoji):
     assert (editor.text, editor.cursor) == ("a", 1)
 
 
+FR, DE, IT = "\U0001f1eb\U0001f1f7", "\U0001f1e9\U0001f1ea", "\U0001f1ee\U0001f1f9"
+
+
+def test_the_cursor_steps_over_a_flag_at_once_and_backspace_erases_it_whole():
+    """A flag is two regional-indicator letters: the cursor stepped into
+    the middle of one, and Backspace left its first letter, drawn as a
+    boxed letter, which read as a flag with the next one (🇫🇷🇩🇪 less an
+    R read F D, E)."""
+    editor = typed(f"a{FR}{DE}b")
+    editor.left()
+    editor.left()
+    assert editor.cursor == 3
+    editor.left()
+    assert editor.cursor == 1
+    editor.right()
+    assert editor.cursor == 3
+    editor.right()
+    assert editor.cursor == 5
+    editor.backspace()
+    assert (editor.text, editor.cursor) == (f"a{FR}b", 3)
+    editor.backspace()
+    assert (editor.text, editor.cursor) == ("ab", 1)
+
+
+def test_regional_indicators_pair_from_the_start_of_their_run():
+    """In a run the first and second letters are a flag, the third and
+    fourth the next; an odd last one stands alone."""
+    lone = "\U0001f1fa"
+    text = f"x{FR}{DE}{lone}y"
+    assert [i for i in range(1, len(text)) if lineedit.continues(text, i)] == [2, 4]
+    editor = typed(text)
+    editor.left()
+    editor.backspace()
+    assert editor.text == f"x{FR}{DE}y"
+    assert lineedit.text_width(FR) == 2     # one cell a letter: tmux 3.3a puts a flag in two
+
+
 def test_history_keeps_the_draft():
     editor = lineedit.LineEditor()
     for line in ("one", "two"):
@@ -161,6 +198,20 @@ def test_fit_never_ends_inside_a_cluster():
     assert lineedit.fit("xxxxxx" + thumb + "y", 10) == "xxxxxx" + thumb
     assert lineedit.fit("xxxxxxx\U0001f469\u200d\U0001f4bb", 10) == "xxxxxxx"
     assert lineedit.fit("xxxxxxxxxe\u0301", 10) == "xxxxxxxxxe\u0301"
+
+
+def test_fit_never_ends_inside_a_flag():
+    """A run of flags cut at the right edge ended on half a flag, its
+    first letter shown as a boxed letter."""
+    assert lineedit.fit(f"xxxxxxx{FR}{DE}{IT}", 10) == f"xxxxxxx{FR}"
+    assert lineedit.fit(f"xxxxxx{FR}{DE}{IT}", 10) == f"xxxxxx{FR}{DE}"
+    assert lineedit.fit(f"xxxxx{FR}{DE}{IT}", 10) == f"xxxxx{FR}{DE}"
+
+
+def test_the_scrolled_view_starts_on_a_whole_flag():
+    editor = typed(f"{FR}{DE}{IT}")
+    shown, cursor = editor.view(6)
+    assert (shown, cursor) == (f"{DE}{IT}", 4)
 
 
 def test_view_scrolls_to_keep_the_cursor_visible():

@@ -288,6 +288,16 @@ def test_a_cut_keeps_a_character_cluster_whole():
     assert slash.cut_text(thumbs * 3, 6) == "\U0001f44d"   # one cluster too long: cut in it
 
 
+def test_a_cut_ends_on_a_whole_flag():
+    """A reason of flags cut at a byte budget falling inside a flag (each
+    letter 4 bytes, a flag 8) sent half of it, a lone boxed letter."""
+    fr, de, it = "\U0001f1eb\U0001f1f7", "\U0001f1e9\U0001f1ea", "\U0001f1ee\U0001f1f9"
+    assert slash.cut_text("ab" + fr + de + it, 14) == "ab" + fr
+    assert slash.cut_text("ab" + fr + de + it, 21) == "ab" + fr + de
+    assert slash.cut_text("ab" + fr + de + it, 26) == "ab" + fr + de + it
+    assert slash.cut_text("a" + fr + de, 10, chars=4) == "a" + fr
+
+
 @pytest.mark.parametrize("typed, expected", [
     (f"/topic {'t' * 400}", "t" * 300),
     ("/topic short", "short"),

@@ -124,6 +124,15 @@ def test_wrap_keeps_an_emoji_with_its_skin_tone_and_a_zwj_sequence_whole():
         "abcdefgh", "\U0001f469\u200d\U0001f4bb"]
 
 
+def test_wrap_keeps_each_flag_of_a_run_whole():
+    """A run of flags (🇫🇷🇩🇪🇮🇹) wrapped at an edge inside a flag put its
+    two letters on two rows, each a boxed letter, and paired the rest
+    wrongly (R D, E I ...)."""
+    fr, de, it = "\U0001f1eb\U0001f1f7", "\U0001f1e9\U0001f1ea", "\U0001f1ee\U0001f1f9"
+    rows = tui.wrap([("abcdefg" + fr + de + it, 0)], 10, indent=0)
+    assert ["".join(t for t, _ in row) for row in rows] == ["abcdefg" + fr, de + it]
+
+
 def test_wrap_carries_a_word_only_when_the_wide_character_after_it_fits_too():
     """The word carried to the next row left room for one cell, and a
     wide character after it ran a cell past the edge."""
