@@ -46,6 +46,30 @@ def join_kept_room(client: IrcTestClient) -> None:
     check_room(client)
 
 
+def seen_after_a_restart(args: list[str], check, config_text: str = LIMITS,
+                         state_dir: str | None = None) -> None:
+    """The server started again on the same state dir; a newcomer there
+    `check`s what it kept.  Stopped after, and `state_dir` removed."""
+    again = ServerProcess(config_text=config_text, extra_args=args).start()
+    try:
+        newcomer = IrcTestClient(again.port)
+        newcomer.register("newcomer")
+        check(newcomer)
+        newcomer.close()
+    finally:
+        again.stop()
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def topic_of_kept(topic: str):
+    """A check: joining #kept shows `topic`."""
+    def check(client: IrcTestClient) -> None:
+        client.send("JOIN #kept")
+        assert client.expect("332").params[-1] == topic
+    return check
+
+
 def test_room_survives_a_broker_kill(make_server):
     server = make_server(config_text=LIMITS)
     alice = IrcTestClient(server.port)
@@ -107,14 +131,7 @@ def test_room_survives_a_server_restart():
     finally:
         assert first.stop() == 0     # alice is still in the room as the server stops
     alice.close()
-    second = ServerProcess(config_text=LIMITS, extra_args=args).start()
-    try:
-        carol = IrcTestClient(second.port)
-        carol.register("carol")
-        join_kept_room(carol)
-        carol.close()
-    finally:
-        second.stop()
+    seen_after_a_restart(args, join_kept_room, state_dir=state_dir)
 
 
 def test_a_missing_state_dir_is_made_when_serving_as_ourselves():
@@ -211,16 +228,7 @@ def test_a_full_disk_for_a_while_loses_no_topic():
     finally:
         first.stop()
     alice.close()
-    second = ServerProcess(config_text=config_text, extra_args=args).start()
-    try:
-        carol = IrcTestClient(second.port)
-        carol.register("carol")
-        carol.send("JOIN #kept")
-        assert carol.expect("332").params[-1] == "still full"
-        carol.close()
-    finally:
-        second.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+    seen_after_a_restart(args, topic_of_kept("still full"), config_text, state_dir)
 
 
 @pytest.mark.parametrize("readable", [True, False])
@@ -241,16 +249,7 @@ def test_a_store_the_broker_may_not_write_is_named_and_written_once_fixed(readab
     finally:
         assert server.stop() == 0     # alice is still in the room as the server stops
     alice.close()
-    again = ServerProcess(config_text=LIMITS, extra_args=args).start()
-    try:
-        carol = IrcTestClient(again.port)
-        carol.register("carol")
-        carol.send("JOIN #kept")
-        assert carol.expect("332").params[-1] == "kept after the chown"
-        carol.close()
-    finally:
-        again.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+    seen_after_a_restart(args, topic_of_kept("kept after the chown"), state_dir=state_dir)
 
 
 def broken_then_fixed(server: ServerProcess, path: str, readable: bool) -> IrcTestClient:
@@ -340,19 +339,13 @@ def test_a_store_unreadable_at_the_start_is_restored_once_given_back():
         assert server.stop() == 0
     alice.close()
     bob.close()
-    again = ServerProcess(config_text=LIMITS, extra_args=args).start()
-    try:
-        carol = IrcTestClient(again.port)
-        carol.register("carol")
+    def each_room_kept(carol: IrcTestClient) -> None:
         for room, topic in (("#passing", "stored #passing"), ("#live", "set while unreadable"),
                             ("#other other-key", "stored #other")):
             carol.send(f"JOIN {room}")
             assert carol.expect("332").params[-1] == topic
             carol.collect_until("366")
-        carol.close()
-    finally:
-        again.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+    seen_after_a_restart(args, each_room_kept, state_dir=state_dir)
 
 
 @pytest.mark.parametrize("unreadable", ["store", "state_dir"])
@@ -426,17 +419,11 @@ def test_rooms_back_from_a_broker_crash_take_their_records_once_the_store_is_rea
         assert server.stop() == 0     # alice is still in the rooms as the server stops
     for client in (alice, bob, carol):
         client.close()
-    again = ServerProcess(config_text=LIMITS, extra_args=args).start()
-    try:
-        dave = IrcTestClient(again.port)
-        dave.register("dave")
+    def both_rooms_kept(dave: IrcTestClient) -> None:
         join_kept_room(dave)
         dave.send("JOIN #touched")
         assert dave.expect("332").params[-1] == "changed meanwhile"
-        dave.close()
-    finally:
-        again.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+    seen_after_a_restart(args, both_rooms_kept, state_dir=state_dir)
 
 
 def test_a_room_made_by_join_while_the_store_is_unread_takes_its_record_once_read():
@@ -505,12 +492,4 @@ def test_a_room_made_by_join_while_the_store_is_unread_takes_its_record_once_rea
         assert server.stop() == 0     # alice and bob are still in the room as it stops
     for client in (alice, bob, carol):
         client.close()
-    again = ServerProcess(config_text=LIMITS, extra_args=args).start()
-    try:
-        dave = IrcTestClient(again.port)
-        dave.register("dave")
-        join_kept_room(dave)
-        dave.close()
-    finally:
-        again.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+    seen_after_a_restart(args, join_kept_room, state_dir=state_dir)
