@@ -161,8 +161,6 @@ _ROOM_RECORD_CHANGING = frozenset({"TOPIC", "MODE"})
 _SHOWN = operator.attrgetter(*(field.name for field in dataclasses.fields(rooms.Room)
                                 if field.name not in ("name", "created")))
 _NEW_ROOM_SHOWN = _SHOWN(rooms.Room("", 0))
-# Those that make rooms or change their members (see Broker._rooms_before).
-_MEMBERS_CHANGING = frozenset({"JOIN", "PART", "KICK"})
 _RECOVERY_FRAMES = frozenset({ipc.Kind.HELLO, ipc.Kind.REREGISTER})
 BYE_SYNC = b"bye"     # a closing worker's SYNC before its BYE (worker.BYE_SYNC)
 CLOSED_HELD = -1      # among the frames held in a recovery: a link ended there (_close_link)
@@ -541,21 +539,25 @@ class Broker:
             elif len(room.members) == 1:        # made by this REREGISTER
                 self.records_awaited[folded] = AwaitedRecord(room, {cid})
 
-    def _rooms_before(self, cid: int, msg: protocol.Message) -> dict[str, rooms.Room | None]:
-        """The rooms a JOIN, PART or KICK may make or change the members
-        of, each as it is before it (None: not there), while the store is
-        unread or rooms await their records; else none (_note_members)."""
-        if msg.command not in _MEMBERS_CHANGING or not (self.store.unread
-                                                        or self.records_awaited):
+    def _rooms_touched(self, cid: int, msg: protocol.Message) -> dict[str, rooms.Room | None]:
+        """The rooms a JOIN, PART, KICK or KILL may make, empty or change
+        the members of, each as it is before it (None: not there yet):
+        those it names, those 'JOIN 0' leaves, those of KILL's target.
+        After it, _rooms_left writes the removals that cannot wait, and
+        _note_members notes rooms made while the store is unread."""
+        if msg.command not in _ROOM_CHANGING:
             return {}
+        if msg.command == "KILL":
+            target = self.state.find_nick(msg.param(0))
+            return dict(target.joined) if target is not None else {}
+        if msg.command == "JOIN" and msg.param(0) == "0":
+            client = self.state.clients.get(cid)
+            return dict(client.joined) if client is not None else {}
         named = {protocol.casefold(name) for name in msg.param(0).split(",") if name}
-        client = self.state.clients.get(cid)
-        if client is not None and msg.command == "JOIN":
-            named.update(client.joined)         # 'JOIN 0' leaves them all
         return {folded: self.state.rooms.get(folded) for folded in named}
 
     def _note_members(self, before: dict[str, rooms.Room | None]) -> None:
-        """After a JOIN, PART or KICK (`before`: _rooms_before's): a room
+        """After a JOIN, PART, KICK or KILL (`before`: _rooms_touched's): a room
         it made while the store is unread awaits its record, as one back by
         REREGISTER does, and a member who left a room awaiting its record
         no longer shows its stored topic.
@@ -651,21 +653,6 @@ class Broker:
             self.store.put(folded, room.meta())
             self._retry_store()
 
-    def _rooms_it_may_empty(self, cid: int, msg: protocol.Message) -> dict[str, rooms.Room]:
-        """The live rooms a JOIN 0, PART, KICK or KILL may empty, as they
-        are before it (see _rooms_left)."""
-        if msg.command not in _ROOM_CHANGING:
-            return {}
-        if msg.command == "KILL":
-            target = self.state.find_nick(msg.param(0))
-            return dict(target.joined) if target is not None else {}
-        if msg.command == "JOIN":
-            client = self.state.clients.get(cid)
-            return dict(client.joined) if client is not None and msg.param(0) == "0" else {}
-        named = (protocol.casefold(name) for name in msg.param(0).split(",") if name)
-        return {folded: room for folded in named
-                if (room := self.state.rooms.get(folded)) is not None}
-
     def _disconnect(self, cid: int, reason: str) -> None:
         """A client quits; the rooms it leaves empty are gone (_rooms_left)."""
         client = self.state.clients.get(cid)
@@ -673,7 +660,7 @@ class Broker:
         self.state.disconnect(cid, reason, self.outbox)
         self._rooms_left(left)
 
-    def _rooms_left(self, rooms_before: dict[str, rooms.Room]) -> None:
+    def _rooms_left(self, rooms_before: dict[str, rooms.Room | None]) -> None:
         """Rooms may have been created or emptied (`rooms_before`: those
         that may have emptied, as they were): written with the next batch,
         STORE_EVERY_S after the last, unless one removed has a stored
@@ -692,7 +679,8 @@ class Broker:
         if self.store_frozen:
             return              # the shutdown's: its rooms are kept (store.renew)
         for folded, room in rooms_before.items():
-            if self.state.rooms.get(folded) is not room and self._stored_unlike_new(folded):
+            if room is not None and self.state.rooms.get(folded) is not room \
+                    and self._stored_unlike_new(folded):
                 self._save_rooms()
                 return
 
@@ -1375,8 +1363,7 @@ class Broker:
             finally:
                 self.replying = None
             return
-        before = self._rooms_before(link.cid, msg)
-        going = self._rooms_it_may_empty(link.cid, msg)
+        before = self._rooms_touched(link.cid, msg)
         self.replying = link.cid
         try:
             if self.state.scans_everything(msg):
@@ -1386,8 +1373,8 @@ class Broker:
         finally:
             self.replying = None
         if msg.command in _ROOM_CHANGING:
-            self._rooms_left(going)
-            if before:
+            self._rooms_left(before)
+            if self.store.unread or self.records_awaited:
                 self._note_members(before)
         elif msg.command in _ROOM_RECORD_CHANGING and msg.params:
             self._save_room(msg.params[0])
