@@ -88,8 +88,8 @@ class BrokerLink:
         start = 1 if self._offset else 0      # (one partly written stays)
         kept = self.out[:start] + [frame for frame in self.out[start:]
                                    if not any(frame is gone for gone in frames)]
-        self._queued -= sum(map(len, self.out)) - sum(map(len, kept))
         self.out = kept
+        self._queued = sum(map(len, kept))
 
     def clear(self) -> None:
         """Drop what is queued, but for the rest of a frame partly written.
@@ -158,8 +158,8 @@ class BrokerLink:
         the QUIT is written to the members, so an end without the answer
         is a broker that died, perhaps with the QUIT unwritten (taken for
         the answer, the client's quit was lost with it).  None at the
-        deadline, or if what comes is no frames.  Other frames are passed over: the
-        worker is leaving, and its client has been told goodbye.
+        deadline, or if what comes is no frames.  Other frames are passed
+        over: the worker is leaving, and its client has been told goodbye.
         """
         assert self.sock is not None
         while not self._garbled:

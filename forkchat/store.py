@@ -7,8 +7,8 @@ A topic or mode change is written at once with `put()`; joins and parts,
 which only create and remove rooms, are written by `apply()` at most a few
 times a second, only the rows of the rooms created or removed, in one
 transaction, but at once for a room removed whose stored record is not a
-new room's (see `record()`).  A store that cannot be opened is logged once and left alone:
-chat goes on without persistence.  One that cannot be written (a full disk)
+new room's (see `record()`).  A store that cannot be opened is logged once
+and left alone: chat goes on without persistence.  One that cannot be written (a full disk)
 keeps what it could not write and tries again every RETRY_S seconds, logging
 the failure once and the first write that succeeds again; one removed while
 in use (its directory deleted) is opened again at its path, and every record
