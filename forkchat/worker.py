@@ -348,11 +348,13 @@ class Worker:
         that broker never knew the client: its rooms' members kept its
         nickname, no QUIT.  So did one whose BYE went into a broker that
         died before reading it.  The worker now waits for the broker's
-        echo of the SYNC before the BYE (a broker in a restart's recovery
-        answers it at once), or its close of the link after the BYE; a
-        link reset or lost meanwhile is opened again, the client
-        re-registered, and the goodbye said to the next broker.  What
-        else a dead broker was sent is lost with it, as forkchat(7) says.
+        echo of the SYNC it sends before the BYE: a live broker sends it
+        once the BYE's QUIT is written to the members (Broker._on_bye), or
+        at once in a restart's recovery, which holds the BYE till it ends.
+        A link that ends without it, reset or closed, was a broker that
+        died: the link is opened again, the client re-registered, and the
+        goodbye said to the next broker.  What else a dead broker was sent
+        is lost with it, as forkchat(7) says.
         """
         self.link.flush(deadline)
         if not self._quit_told():
