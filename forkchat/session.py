@@ -13,6 +13,9 @@ from typing import Any
 
 _USER_ALLOWED = re.compile(r"[^A-Za-z0-9_.\-]")
 USERLEN = 16
+# The longest host a client is shown with (client_host): an IPv6 address as
+# text, and the 0 in front of one that starts with ':'.
+WIDEST_HOST = 46
 REALNAMELEN = 100     # characters of USER's real name kept
 
 

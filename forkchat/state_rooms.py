@@ -508,18 +508,13 @@ def mode_lines(prefix: str, room: rooms.Room, applied: list[rooms.ModeChange]) -
             for group in rooms.mode_line_groups(applied, protocol.MAX_LINE_BYTES - overhead)]
 
 
-# The longest host a client is shown with (session.client_host): an IPv6
-# address as text, and the 0 in front of one that starts with ':'.
-WIDEST_HOST = 46
-
-
 def ban_mask_bytes(st: ChatState, room: rooms.Room, setter: str) -> int:
     """The most UTF-8 bytes of a ban mask that the lines carrying it hold
     whole: the MODE setting it, or lifting it from any member (NICKLEN,
     USERLEN, the widest host), and 367 to any asker, with its setter and
     the time it was set."""
     nick = "x" * st.settings.nicklen
-    widest = protocol.user_prefix(nick, "x" * session.USERLEN, "x" * WIDEST_HOST)
+    widest = protocol.user_prefix(nick, "x" * session.USERLEN, "x" * session.WIDEST_HOST)
     heads = [f":{prefix} MODE {room.name} +b " for prefix in (widest, setter)]
     heads.append(f":{st.settings.server_name} {numerics.RPL_BANLIST} {nick} {room.name}  "
                  f"{setter} {'9' * 11}")          # (a time: 10 digits until 2286)

@@ -541,7 +541,7 @@ def test_ban_mask_room_documented() -> None:
 
     def room_for_mask(nicklen: int, roomlen: int) -> int:
         settings = SimpleNamespace(nicklen=nicklen, server_name="s" * config.MAX_NAME_BYTES)
-        setter = "n" * nicklen + "!" + "u" * session.USERLEN + "@" + "h" * state_rooms.WIDEST_HOST
+        setter = "n" * nicklen + "!" + "u" * session.USERLEN + "@" + "h" * session.WIDEST_HOST
         room = rooms.Room("#" + "r" * (roomlen - 1), 0)
         return state_rooms.ban_mask_bytes(SimpleNamespace(settings=settings), room, setter)
 
