@@ -679,11 +679,12 @@ class Worker:
         if not line.strip():
             return None, line
         if len(line) > protocol.MAX_BODY_BYTES:
-            if not protocol.quit_head(line):
+            head = protocol.quit_head(line)         # a QUIT is cut and run
+            if not head:
                 if _may_answer(line):
                     self.reply(numerics.ERR_INPUTTOOLONG)
                 return None, line
-            line = protocol.quit_head(line)         # a QUIT is cut and run
+            line = head
         try:
             return protocol.parse_line(line), line
         except protocol.ProtocolError as error:
