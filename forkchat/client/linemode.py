@@ -288,10 +288,6 @@ class LineMode:
     def _help(self, text: str) -> None:
         self._print(text)
 
-    def _note(self, text: str) -> None:
-        """On stderr, as a complaint: stdout holds only the chat (and /help)."""
-        self._complain(text)
-
     def _ignore(self, *args: str) -> None:
         """Echoes of our own lines: line mode prints only what arrives."""
 
@@ -406,7 +402,7 @@ LOCAL_ACTIONS = {
     "switch": LineMode._switch,
     "quit": LineMode._quit,
     "help": LineMode._help,
-    "note": LineMode._note,
+    "note": LineMode._complain,     # on stderr: stdout holds only the chat (and /help)
 }
 
 
