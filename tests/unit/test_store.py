@@ -721,41 +721,48 @@ def test_rooms_back_by_reregister_take_their_records_once_the_store_is_read(tmp_
         "#touched": {"name": "#touched", "topic": "stored touched", "key": "t",
                      "flags": "knt"},
         "#left": {"name": "#left", "topic": "stored left", "flags": "nt"}})
-    sockets = [*socket.socketpair(), *socket.socketpair()]
-    with _unreadable_until_given_back(monkeypatch) as refused:
-        made = broker.Broker(sockets[0], sockets[2], config.Config(
-            server=config.Server(state_dir=str(tmp_path))), "today",
-            expected=((1, 0, "h"), (2, 0, "h")))
-        try:
-            alice = _back_by_reregister(made, 1, "alice", {"#quiet": "@", "#touched": "@",
-                                                          "#left": "", "#fresh": "@"}, sockets)
-            _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
-            assert not made.awaiting
-            assert made.state.rooms["#quiet"].topic == ""     # not yet read
-            made._dispatch(alice, ipc.Kind.REQUEST, b"TOPIC #touched :changed meanwhile")
-            made._dispatch(alice, ipc.Kind.REQUEST, b"PART #left")
-            made._dispatch(alice, ipc.Kind.REQUEST, b"MODE #quiet")    # changes nothing
-            made._save_rooms()
-            refused.clear()
-            made._save_rooms()                  # what the loop does at next_store
-            quiet, touched = made.state.rooms["#quiet"], made.state.rooms["#touched"]
-            assert (quiet.topic, quiet.key, list(quiet.bans)) == ("stored quiet", "k",
-                                                                 ["bad!*@*"])
-            assert (touched.topic, touched.key) == ("changed meanwhile", "")
-            assert made.state.saved_rooms["#left"]["topic"] == "stored left"
-            assert not made.records_awaited
-            made._save_rooms()
-        finally:
-            made.store.release()
-            made.selector.close()
-            for sock in sockets:
-                sock.close()
+    with _unreadable_until_given_back(monkeypatch) as refused, \
+            _broker_on(tmp_path, expected=((1, 0, "h"), (2, 0, "h"))) as (made, sockets):
+        alice = _back_by_reregister(made, 1, "alice", {"#quiet": "@", "#touched": "@",
+                                                      "#left": "", "#fresh": "@"}, sockets)
+        _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
+        assert not made.awaiting
+        assert made.state.rooms["#quiet"].topic == ""     # not yet read
+        made._dispatch(alice, ipc.Kind.REQUEST, b"TOPIC #touched :changed meanwhile")
+        made._dispatch(alice, ipc.Kind.REQUEST, b"PART #left")
+        made._dispatch(alice, ipc.Kind.REQUEST, b"MODE #quiet")    # changes nothing
+        made._save_rooms()
+        refused.clear()
+        made._save_rooms()                  # what the loop does at next_store
+        quiet, touched = made.state.rooms["#quiet"], made.state.rooms["#touched"]
+        assert (quiet.topic, quiet.key, list(quiet.bans)) == ("stored quiet", "k",
+                                                             ["bad!*@*"])
+        assert (touched.topic, touched.key) == ("changed meanwhile", "")
+        assert made.state.saved_rooms["#left"]["topic"] == "stored left"
+        assert not made.records_awaited
+        made._save_rooms()
     stored = stored_rooms(tmp_path)
     assert {name: record["topic"] for name, record in stored.items()} == {
         "#quiet": "stored quiet", "#touched": "changed meanwhile", "#left": "stored left",
         "#fresh": ""}
     assert (stored["#quiet"]["key"], stored["#touched"]["key"]) == ("k", "")
 
+
+
+@contextlib.contextmanager
+def _broker_on(tmp_path, expected: tuple = ()):
+    """A Broker in-process, its store in `tmp_path`, on socket pairs (the
+    list given, for the links its caller makes); all closed after."""
+    sockets = [*socket.socketpair(), *socket.socketpair()]
+    made = broker.Broker(sockets[0], sockets[2], config.Config(
+        server=config.Server(state_dir=str(tmp_path))), "today", expected=expected)
+    try:
+        yield made, sockets
+    finally:
+        made.store.release()
+        made.selector.close()
+        for sock in sockets:
+            sock.close()
 
 def _registered(made: broker.Broker, cid: int, nick: str, sockets: list) -> broker.Link:
     """A client new to this broker, on a link of its own (its sockets added
@@ -800,42 +807,34 @@ def test_rooms_made_by_join_while_the_store_is_unread_take_their_records_once_re
                    "bans": [["bob!*@*", "op", 1]]},
         "#touched": {"name": "#touched", "topic": "stored touched", "flags": "nt"},
         "#again": {"name": "#again", "topic": "stored again", "flags": "nt"}})
-    sockets = [*socket.socketpair(), *socket.socketpair()]
-    with _unreadable_until_given_back(monkeypatch) as refused:
-        made = broker.Broker(sockets[0], sockets[2], config.Config(
-            server=config.Server(state_dir=str(tmp_path))), "today")
-        try:
-            alice = _registered(made, 1, "alice", sockets)
-            bob = _registered(made, 2, "bob", sockets)
-            for link, line in ((alice, b"JOIN #lobby,#touched,#again"), (bob, b"JOIN #lobby"),
-                               (alice, b"TOPIC #touched :changed meanwhile"),
-                               (alice, b"PART #again"), (alice, b"JOIN #again"),
-                               (alice, b"MODE #lobby"), (bob, b"MODE #lobby b"),
-                               (bob, b"TOPIC #lobby")):      # none of these changes #lobby
-                made._dispatch(link, ipc.Kind.REQUEST, line)
-            made._save_rooms()
-            sent = _topics_sent(made, monkeypatch)
-            modes = _topics_sent(made, monkeypatch, (b"MODE",))
-            refused.clear()
-            made._save_rooms()                  # what the loop does at next_store
-            assert sorted(modes) == [(1, b":forkchat.local MODE #lobby +kb k bob!*@*"),
-                                     (2, b":forkchat.local MODE #lobby +kb k bob!*@*")]
-            lobby = made.state.rooms["#lobby"]
-            assert (lobby.name, lobby.topic, lobby.key, list(lobby.bans)) == (
-                "#lobby", "stored lobby", "k", ["bob!*@*"])
-            assert set(lobby.members) == {1, 2}
-            assert made.state.rooms["#touched"].topic == "changed meanwhile"
-            assert made.state.rooms["#again"].topic == "stored again"
-            assert sorted(sent) == [(1, b":forkchat.local TOPIC #again :stored again"),
-                                    (1, b":forkchat.local TOPIC #lobby :stored lobby"),
-                                    (2, b":forkchat.local TOPIC #lobby :stored lobby")]
-            assert not made.records_awaited
-            made._save_rooms()
-        finally:
-            made.store.release()
-            made.selector.close()
-            for sock in sockets:
-                sock.close()
+    with _unreadable_until_given_back(monkeypatch) as refused, \
+            _broker_on(tmp_path) as (made, sockets):
+        alice = _registered(made, 1, "alice", sockets)
+        bob = _registered(made, 2, "bob", sockets)
+        for link, line in ((alice, b"JOIN #lobby,#touched,#again"), (bob, b"JOIN #lobby"),
+                           (alice, b"TOPIC #touched :changed meanwhile"),
+                           (alice, b"PART #again"), (alice, b"JOIN #again"),
+                           (alice, b"MODE #lobby"), (bob, b"MODE #lobby b"),
+                           (bob, b"TOPIC #lobby")):      # none of these changes #lobby
+            made._dispatch(link, ipc.Kind.REQUEST, line)
+        made._save_rooms()
+        sent = _topics_sent(made, monkeypatch)
+        modes = _topics_sent(made, monkeypatch, (b"MODE",))
+        refused.clear()
+        made._save_rooms()                  # what the loop does at next_store
+        assert sorted(modes) == [(1, b":forkchat.local MODE #lobby +kb k bob!*@*"),
+                                 (2, b":forkchat.local MODE #lobby +kb k bob!*@*")]
+        lobby = made.state.rooms["#lobby"]
+        assert (lobby.name, lobby.topic, lobby.key, list(lobby.bans)) == (
+            "#lobby", "stored lobby", "k", ["bob!*@*"])
+        assert set(lobby.members) == {1, 2}
+        assert made.state.rooms["#touched"].topic == "changed meanwhile"
+        assert made.state.rooms["#again"].topic == "stored again"
+        assert sorted(sent) == [(1, b":forkchat.local TOPIC #again :stored again"),
+                                (1, b":forkchat.local TOPIC #lobby :stored lobby"),
+                                (2, b":forkchat.local TOPIC #lobby :stored lobby")]
+        assert not made.records_awaited
+        made._save_rooms()
     stored = stored_rooms(tmp_path)
     assert {name: record["topic"] for name, record in stored.items()} == {
         "#lobby": "stored lobby", "#touched": "changed meanwhile", "#again": "stored again"}
@@ -852,29 +851,20 @@ def test_a_member_back_by_reregister_who_left_and_came_back_meanwhile_gets_the_t
     monkeypatch.setattr(store, "RETRY_S", 0.0)
     _stored_before(tmp_path, {"#quiet": {"name": "#quiet", "topic": "stored quiet",
                                          "flags": "nt"}})
-    sockets = [*socket.socketpair(), *socket.socketpair()]
-    with _unreadable_until_given_back(monkeypatch) as refused:
-        made = broker.Broker(sockets[0], sockets[2], config.Config(
-            server=config.Server(state_dir=str(tmp_path))), "today",
-            expected=((1, 0, "h"), (2, 0, "h"), (3, 0, "h")))
-        try:
-            alice = _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
-            bob = _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
-            carol = _back_by_reregister(made, 3, "carol", {"#quiet": ""}, sockets)
-            for link, line in ((bob, b"PART #quiet"), (bob, b"JOIN #quiet"),
-                               (alice, b"KICK #quiet carol"), (carol, b"JOIN #quiet")):
-                made._dispatch(link, ipc.Kind.REQUEST, line)
-            sent = _topics_sent(made, monkeypatch)
-            refused.clear()
-            made._save_rooms()
-            assert made.state.rooms["#quiet"].topic == "stored quiet"
-            assert sorted(sent) == [(2, b":forkchat.local TOPIC #quiet :stored quiet"),
-                                    (3, b":forkchat.local TOPIC #quiet :stored quiet")]
-        finally:
-            made.store.release()
-            made.selector.close()
-            for sock in sockets:
-                sock.close()
+    with _unreadable_until_given_back(monkeypatch) as refused, \
+            _broker_on(tmp_path, expected=((1, 0, "h"), (2, 0, "h"), (3, 0, "h"))) as (made, sockets):
+        alice = _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
+        bob = _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
+        carol = _back_by_reregister(made, 3, "carol", {"#quiet": ""}, sockets)
+        for link, line in ((bob, b"PART #quiet"), (bob, b"JOIN #quiet"),
+                           (alice, b"KICK #quiet carol"), (carol, b"JOIN #quiet")):
+            made._dispatch(link, ipc.Kind.REQUEST, line)
+        sent = _topics_sent(made, monkeypatch)
+        refused.clear()
+        made._save_rooms()
+        assert made.state.rooms["#quiet"].topic == "stored quiet"
+        assert sorted(sent) == [(2, b":forkchat.local TOPIC #quiet :stored quiet"),
+                                (3, b":forkchat.local TOPIC #quiet :stored quiet")]
 
 
 def test_a_member_back_by_reregister_who_asked_the_topic_meanwhile_gets_it(tmp_path,
@@ -886,25 +876,16 @@ def test_a_member_back_by_reregister_who_asked_the_topic_meanwhile_gets_it(tmp_p
     monkeypatch.setattr(store, "RETRY_S", 0.0)
     _stored_before(tmp_path, {"#quiet": {"name": "#quiet", "topic": "stored quiet",
                                          "flags": "nt"}})
-    sockets = [*socket.socketpair(), *socket.socketpair()]
-    with _unreadable_until_given_back(monkeypatch) as refused:
-        made = broker.Broker(sockets[0], sockets[2], config.Config(
-            server=config.Server(state_dir=str(tmp_path))), "today",
-            expected=((1, 0, "h"), (2, 0, "h")))
-        try:
-            _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
-            bob = _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
-            made._dispatch(bob, ipc.Kind.REQUEST, b"TOPIC #Quiet")
-            sent = _topics_sent(made, monkeypatch)
-            refused.clear()
-            made._save_rooms()
-            assert made.state.rooms["#quiet"].topic == "stored quiet"
-            assert sent == [(2, b":forkchat.local TOPIC #quiet :stored quiet")]
-        finally:
-            made.store.release()
-            made.selector.close()
-            for sock in sockets:
-                sock.close()
+    with _unreadable_until_given_back(monkeypatch) as refused, \
+            _broker_on(tmp_path, expected=((1, 0, "h"), (2, 0, "h"))) as (made, sockets):
+        _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
+        bob = _back_by_reregister(made, 2, "bob", {"#quiet": ""}, sockets)
+        made._dispatch(bob, ipc.Kind.REQUEST, b"TOPIC #Quiet")
+        sent = _topics_sent(made, monkeypatch)
+        refused.clear()
+        made._save_rooms()
+        assert made.state.rooms["#quiet"].topic == "stored quiet"
+        assert sent == [(2, b":forkchat.local TOPIC #quiet :stored quiet")]
 
 
 def test_members_told_no_topic_get_the_modes_that_come_back_with_the_record(tmp_path,
@@ -920,28 +901,19 @@ def test_members_told_no_topic_get_the_modes_that_come_back_with_the_record(tmp_
     _stored_before(tmp_path, {"#quiet": {"name": "#quiet", "topic": "stored quiet",
                                          "flags": "imn", "key": "sesame", "limit": 10,
                                          "bans": bans}})
-    sockets = [*socket.socketpair(), *socket.socketpair()]
-    with _unreadable_until_given_back(monkeypatch) as refused:
-        made = broker.Broker(sockets[0], sockets[2], config.Config(
-            server=config.Server(state_dir=str(tmp_path))), "today",
-            expected=((1, 0, "h"),))
-        try:
-            _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
-            bob = _registered(made, 2, "bob", sockets)
-            made._dispatch(bob, ipc.Kind.REQUEST, b"JOIN #quiet")
-            sent = _topics_sent(made, monkeypatch, (b"TOPIC", b"MODE"))
-            refused.clear()
-            made._save_rooms()
-            quiet = made.state.rooms["#quiet"]
-            assert (quiet.flags, quiet.key, quiet.limit) == ({"i", "m", "n"}, "sesame", 10)
-            assert sent == [(2, b":forkchat.local TOPIC #quiet :stored quiet"),
-                            (2, b":forkchat.local MODE #quiet +imklbb sesame 10 a!*@* b!*@*"),
-                            (2, b":forkchat.local MODE #quiet +b-t c!*@*")]
-        finally:
-            made.store.release()
-            made.selector.close()
-            for sock in sockets:
-                sock.close()
+    with _unreadable_until_given_back(monkeypatch) as refused, \
+            _broker_on(tmp_path, expected=((1, 0, "h"),)) as (made, sockets):
+        _back_by_reregister(made, 1, "alice", {"#quiet": "@"}, sockets)
+        bob = _registered(made, 2, "bob", sockets)
+        made._dispatch(bob, ipc.Kind.REQUEST, b"JOIN #quiet")
+        sent = _topics_sent(made, monkeypatch, (b"TOPIC", b"MODE"))
+        refused.clear()
+        made._save_rooms()
+        quiet = made.state.rooms["#quiet"]
+        assert (quiet.flags, quiet.key, quiet.limit) == ({"i", "m", "n"}, "sesame", 10)
+        assert sent == [(2, b":forkchat.local TOPIC #quiet :stored quiet"),
+                        (2, b":forkchat.local MODE #quiet +imklbb sesame 10 a!*@* b!*@*"),
+                        (2, b":forkchat.local MODE #quiet +b-t c!*@*")]
 
 
 def test_the_modes_come_back_are_told_in_lines_of_512_bytes(tmp_path, monkeypatch):
@@ -951,26 +923,18 @@ def test_the_modes_come_back_are_told_in_lines_of_512_bytes(tmp_path, monkeypatc
     masks = [f"{letter * 170}!*@*" for letter in "abc"]
     _stored_before(tmp_path, {"#r": {"name": "#r", "flags": "nt",
                                      "bans": [[mask, "op", 1] for mask in masks]}})
-    sockets = [*socket.socketpair(), *socket.socketpair()]
-    with _unreadable_until_given_back(monkeypatch) as refused:
-        made = broker.Broker(sockets[0], sockets[2], config.Config(
-            server=config.Server(state_dir=str(tmp_path))), "today")
-        try:
-            alice = _registered(made, 1, "alice", sockets)
-            made._dispatch(alice, ipc.Kind.REQUEST, b"JOIN #r")
-            sent = _topics_sent(made, monkeypatch, (b"MODE",))
-            refused.clear()
-            made._save_rooms()
-            assert len(sent) == 2
-            told = [protocol.parse_line(line) for _cid, line in sent]
-            assert all(len(line) + 2 <= protocol.MAX_LINE_BYTES for _cid, line in sent)
-            assert [m.params[1] for m in told] == ["+bb", "+b"]
-            assert [mask for m in told for mask in m.params[2:]] == masks
-        finally:
-            made.store.release()
-            made.selector.close()
-            for sock in sockets:
-                sock.close()
+    with _unreadable_until_given_back(monkeypatch) as refused, \
+            _broker_on(tmp_path) as (made, sockets):
+        alice = _registered(made, 1, "alice", sockets)
+        made._dispatch(alice, ipc.Kind.REQUEST, b"JOIN #r")
+        sent = _topics_sent(made, monkeypatch, (b"MODE",))
+        refused.clear()
+        made._save_rooms()
+        assert len(sent) == 2
+        told = [protocol.parse_line(line) for _cid, line in sent]
+        assert all(len(line) + 2 <= protocol.MAX_LINE_BYTES for _cid, line in sent)
+        assert [m.params[1] for m in told] == ["+bb", "+b"]
+        assert [mask for m in told for mask in m.params[2:]] == masks
 
 
 def test_a_store_given_back_with_nothing_to_write_says_it_is_written_again(
