@@ -9,6 +9,7 @@ its output read as bytes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -157,19 +158,28 @@ def test_escapes_from_the_server_never_reach_the_screen_raw(fake_server):
         term.close()
 
 
-def test_escapes_from_the_server_never_reach_line_modes_output(fake_server):
-    fake = fake_server(ESCAPE_LADEN, welcome_nick=b"me\xe2\x80\xae\x1b]0;PWNED\x07")
-    proc = subprocess.Popen(CLIENT + ["--line", "-n", "me", f"127.0.0.1:{fake.port}"],
+
+@contextlib.contextmanager
+def line_mode(port: int):
+    """forkchat-client in line mode as "me" against the fake server on
+    `port`, its three streams piped; killed after if still running."""
+    proc = subprocess.Popen(CLIENT + ["--line", "-n", "me", f"127.0.0.1:{port}"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=REPO,
                             env=dict(os.environ, PYTHONPATH=REPO))
     try:
-        assert fake.scripted.wait(WAIT_S)
-        out, err = proc.communicate(b"", timeout=WAIT_S * 2)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_escapes_from_the_server_never_reach_line_modes_output(fake_server):
+    fake = fake_server(ESCAPE_LADEN, welcome_nick=b"me\xe2\x80\xae\x1b]0;PWNED\x07")
+    with line_mode(fake.port) as proc:
+        assert fake.scripted.wait(WAIT_S)
+        out, err = proc.communicate(b"", timeout=WAIT_S * 2)
     text = (out + err).decode("utf-8")
     assert "last scripted line" in text
     assert not any(char in text for char in RAW_CONTROLS), repr(text)
@@ -217,18 +227,10 @@ def test_odd_lines_and_a_close_mid_line_leave_the_interface_running(fake_server)
 
 def test_odd_lines_and_a_close_mid_line_in_line_mode(fake_server):
     fake = fake_server(ODD_LINES)
-    proc = subprocess.Popen(CLIENT + ["--line", "-n", "me", f"127.0.0.1:{fake.port}"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=REPO,
-                            env=dict(os.environ, PYTHONPATH=REPO))
-    try:
+    with line_mode(fake.port) as proc:
         assert fake.scripted.wait(WAIT_S)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=WAIT_S * 2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
     text = (out + err).decode("utf-8")
     assert "after the big one" in text and "last whole line" in text
     assert "Traceback" not in text and "cut in the mid" not in text
