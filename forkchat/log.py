@@ -28,10 +28,18 @@ _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)
 _ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
 
 
+# The role this process names in its lines (setup); a field of each record
+# rather than part of the format, so that a child forked from a process set
+# up alike only names its own role (see setup).
+_role = ""
+
+
 class _PrintableMessages(logging.Filter):
-    """Escape control characters in the message, arguments included."""
+    """Escape control characters in the message, arguments included, and
+    name the process's role."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.role = _role
         try:
             message = record.getMessage()
         except Exception:        # bad arguments: left to the handler's own error path
@@ -89,19 +97,40 @@ def silence_stderr() -> None:
         pass
 
 
+# Our handler as setup() last made it, and whether it wrote for the journal.
+_made: tuple[logging.Handler, bool] | None = None
+
+
 def setup(role: str, level: str = "info") -> None:
-    """Configure the root logger for this process (called again after fork)."""
+    """Configure the root logger for this process (called again after fork).
+
+    A worker forked from a spawner set up alike (the same standard error,
+    both under the journal or neither) keeps the handler it inherited and
+    only names its own role: making a handler, formatter and filter anew in
+    every worker cost each a third of a millisecond, most of it pages of
+    the logging module it wrote to, copied from its parent.
+    """
+    global _made, _role
+    journal = systemd.under_journal()
     root = logging.getLogger()
+    _role = role
+    if _made is not None and root.handlers == [_made[0]] and _made[1] == journal \
+            and getattr(_made[0], "stream", None) is sys.stderr:
+        wanted = _LEVELS.get(level, logging.INFO)
+        if root.level != wanted:
+            root.setLevel(wanted)
+        return
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = _StderrHandler(sys.stderr)
-    if systemd.under_journal():
-        handler.setFormatter(_JournalFormatter(f"{role}[%(process)d]: %(message)s"))
+    if journal:
+        handler.setFormatter(_JournalFormatter("%(role)s[%(process)d]: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter(
-            f"%(asctime)s {role}[%(process)d] %(levelname)s %(message)s"))
+            "%(asctime)s %(role)s[%(process)d] %(levelname)s %(message)s"))
     handler.addFilter(_PrintableMessages())
     root.addHandler(handler)
+    _made = (handler, journal)
     root.setLevel(_LEVELS.get(level, logging.INFO))
     logging.raiseExceptions = False
     # No line shows a thread, a multiprocessing name or a source location;
