@@ -124,6 +124,9 @@ class ChatState:
         self.mode_counts = {letter: 0 for letter in USER_MODES}   # registered users per user mode
         # reregister's forced renames: cid -> (nick lost, NICK line, cids told so far)
         self.forced_renames: dict[int, tuple[str, bytes, set[int]]] = {}
+        # the welcome burst's lines that are the same for everyone but the
+        # nick, made for the current settings (state_query.FixedLines)
+        self.welcome_fixed: state_query.FixedLines | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -446,6 +449,12 @@ class ChatState:
         if text is None:
             return protocol.format_line(self.settings.server_name, code, target, *params)
         return state_talk.text_line(self.settings.server_name, code, target, *params, text)
+
+    @staticmethod
+    def stand_in(nick: str) -> Client:
+        """A registered client of that nick that is nobody: what lines
+        addressed to any client are made for once (state_query.FixedLines)."""
+        return Client(0, host="", nick=nick, registered=True)
 
     def error_line(self, client: Client, error: numerics.Reply) -> bytes:
         return self.numeric(client, error.code, *error.params, text=error.text)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from forkchat import protocol, rooms, state, state_rooms
+from forkchat import protocol, rooms, state, state_query, state_rooms
 
 S = ":srv"
 HOST = "127.0.0.1"
@@ -177,6 +177,29 @@ def test_welcome_burst(w):
         ":srv 372 alice :- line one",
         ":srv 376 alice :End of /MOTD command",
     ]
+
+
+@pytest.mark.parametrize("server_name, motd", [
+    ("srv", ("line one",)), ("s" * 440, ()), ("\u00e9.example", ("x" * 600, "two")),
+])
+def test_the_burst_of_lines_made_once_per_settings_is_each_clients_own(server_name, motd):
+    """002-005 and the MOTD are made once per Settings and only the nick
+    is put in (state_query.FixedLines): every client gets the lines made
+    for it alone, a nick that makes a line too long to go whole included,
+    and the MOTD of a reload shows at the next registration."""
+    w = World(server_name=server_name, motd_lines=motd, nicklen=300)
+    nicks = ("alice", "b" * 30, "x" * 200, "[]\\`_^{|}", "q", "later")
+    for nick in nicks:
+        if nick == "later":
+            w.st.take_settings(dataclasses.replace(w.st.settings, motd_lines=("new one",)))
+        cid = w.add(nick, register=False)
+        w.st.register(cid, "u", "U", w.out)
+        client = w.st.clients[cid]
+        alone = [*state_query.server_lines(w.st, client), *state_query.lusers_lines(w.st, client),
+                 *state_query.motd_lines(w.st, client)]
+        assert w.out.to(cid)[1:] == [line.decode()[:-2] for line in alone]
+    assert alone[-2].endswith(b" later :- new one\r\n")
+    assert any(len(line) == protocol.MAX_LINE_BYTES for line in alone) == (len(server_name) > 400)
 
 
 def test_register_twice_or_without_nick_does_nothing(w):
