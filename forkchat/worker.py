@@ -1464,3 +1464,45 @@ _TIMERS: dict[str, Callable[[Worker], None]] = {
     "stall": Worker._on_stall_timer,
     "reconnect": Worker._try_reconnect,
 }
+
+# A connection's first steps, run WARM_UP_ROUNDS times where this module is
+# imported (the supervisor, before it forks the spawner): each first use of
+# a class or function in a worker wrote to the pages of its code and type
+# objects (CPython counts its first calls and specialises its bytecode in
+# place), which every worker then copied from the spawner; used enough in
+# an ancestor, they are read there and stay shared.  Only pure steps: no
+# socket, no log line, nothing kept.
+WARM_UP_ROUNDS = 16
+_WARM_UP_LINES = (b"NICK warm", b"USER warm 0 * :up", b"JOIN #warm", b"PING :warm")
+
+
+def warm_up(rounds: int = WARM_UP_ROUNDS) -> None:
+    """Use the worker's connect path enough that CPython specialises it
+    (see WARM_UP_ROUNDS)."""
+    for _ in range(rounds):
+        session = Session(0, host=client_host("127.0.0.1"), proto="irc")
+        session.apply({"nick": "warm", "registered": False})
+        session.ready_to_register()
+        bucket = flood.TokenBucket(10, 1.0)
+        bucket.wait_time()
+        bucket.take()
+        flood.WindowLimit(5, 60.0).wait_time()
+        replies = replybytes.ReplyBytes()
+        replies.add(0, 1)
+        replies.sent(1)
+        broker = link.BrokerLink(b"")
+        hello = ipc.encode_json(ipc.Kind.HELLO, {"cid": 0, "host": session.host,
+                                                 "proto": session.proto, "reregister": False})
+        broker.queue_first([hello])
+        broker.queue(ipc.encode(ipc.Kind.SYNC, b""))
+        broker.count(ipc.Kind.SYNC)
+        for kind, payload in ipc.FrameReader().feed(hello):
+            _FRAME_HANDLERS.get(kind)
+            ipc.decode_json(payload)
+        for line in _WARM_UP_LINES:
+            msg = protocol.parse_line(line)
+            _ = msg.command in SYNC_FIRST, commands.COMMANDS.get(msg.command)
+        timers.next_timeout({"register": 0.0})
+
+
+warm_up()
