@@ -18,6 +18,7 @@ are a child subreaper) and are watched through pidfds too.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import logging
@@ -81,6 +82,30 @@ class Shutdown(BaseException):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):       # not glibc (musl has none)
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the kernel before forking the
+    spawner.
+
+    The spawner starts with a copy of our address space, and every fork
+    of a worker copies the page table of all of it that is present: a
+    heap left with free pages by the imports and the configuration (2.6
+    MiB of 19, measured) made each fork copy them too, for nothing.
+    """
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 @dataclass(frozen=True)
@@ -431,6 +456,7 @@ class Supervisor:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as error:
             return self._no_spawner(error)
+        trim_heap()
         try:
             child = self._start("spawner", spawner.main,
                                 (theirs, self.cfg, self.broker_address,
