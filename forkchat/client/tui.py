@@ -89,13 +89,9 @@ def _clusters(text: str, room: int) -> list[str]:
     if text.isascii():
         return list(text)       # one character a cluster: most lines, drawn often
     found: list[str] = []
-    start = 0
-    for index in range(1, len(text) + 1):
-        if index == len(text) or not lineedit.continues(text, index):
-            cluster = text[start:index]
-            whole = len(cluster) == 1 or lineedit.text_width(cluster) <= room
-            found.extend([cluster] if whole else list(cluster))
-            start = index
+    for cluster in lineedit.clusters(text):
+        whole = len(cluster) == 1 or lineedit.text_width(cluster) <= room
+        found.extend([cluster] if whole else list(cluster))
     return found
 
 

@@ -133,6 +133,19 @@ def test_wrap_keeps_each_flag_of_a_run_whole():
     assert ["".join(t for t, _ in row) for row in rows] == ["abcdefg" + fr, de + it]
 
 
+def test_wrap_pairs_a_long_run_of_flags_in_one_pass(monkeypatch):
+    """A server line of 8000 flags took seconds to wrap at each redraw:
+    each letter's run was measured back to its start."""
+    calls = []
+    measure = lineedit._indicators_before
+    monkeypatch.setattr(lineedit, "_indicators_before",
+                        lambda text, index: calls.append(index) or measure(text, index))
+    fr = "\U0001f1eb\U0001f1f7"
+    rows = tui.wrap([(fr * 3000, 0)], 80, indent=6)
+    assert ["".join(t for t, _ in row) for row in rows] == [fr * 40] + ["      " + fr * 37] * 80
+    assert not calls
+
+
 def test_wrap_carries_a_word_only_when_the_wide_character_after_it_fits_too():
     """The word carried to the next row left room for one cell, and a
     wide character after it ran a cell past the edge."""
