@@ -15,7 +15,7 @@ import re
 import time
 from typing import Callable
 
-from forkchat.client import connection, events, ircmsg, slash
+from forkchat.client import connection, events, ircmsg, layout, slash
 
 SCROLLBACK_LINES = 2000
 STATUS_NAME = "(status)"
@@ -100,6 +100,10 @@ class Line:
     kind: str
     nick: str = ""
     text: str = ""
+    # The view's memo of how it lays this line out (where its rows begin
+    # at the last width): wrapping a 64 KB line at every redraw made
+    # typing lag.  Not part of the line's value.
+    wrapped: layout.Memo | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(eq=False)
