@@ -283,14 +283,18 @@ class ChatModel:
 
     def _asked_key(self, folded: str, rows: bool) -> str | None:
         """The user's NAMES that rows of room `folded` (or its 366) answer:
-        the first that names the room, else, for rows, the first of every
-        room; None when no NAMES of the user's asks for it."""
+        the first that names the room, else the first of every room, for
+        rows and for the end of a room it listed; None when no NAMES of
+        the user's asks for it.  Some servers (miniircd) end each room of
+        a NAMES of every room with its own 366, and none for `*`: each
+        end was shown apart, `#a: End of /NAMES list` among the rows."""
         asked = [(key, answer) for key, answer in self._answers.items()
                  if key.startswith("asked ")]
         named = next((key for key, answer in asked if folded in answer.awaits), None)
-        if named is not None or not rows:
+        if named is not None:
             return named
-        return next((key for key, answer in asked if "*" in answer.awaits), None)
+        return next((key for key, answer in asked
+                     if "*" in answer.awaits and (rows or folded in answer.listed)), None)
 
     # ---- routing events ------------------------------------------------------
 

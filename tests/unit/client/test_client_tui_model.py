@@ -740,6 +740,49 @@ def test_a_names_the_server_answers_only_in_part_is_shown_by_the_barrier_behind_
     assert view.model.current.lines[-1].text == "Members of #a: x y z"
 
 
+def names_of_every_room(*raws: str, barrier: bool = True) -> tui.Tui:
+    """`/raw NAMES` typed in #lobby, then the server's answer (and the PONG
+    of the PING sent behind it, unless not `barrier`)."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.model, view.editor = model_in_lobby(), lineedit.LineEditor()
+    view.conn = ReadyConnection()
+    view.editor.insert("/raw NAMES")
+    view._submit()
+    assert view.conn.sent == ["NAMES"]
+    apply_raw(view.model, *raws)
+    if barrier:
+        view.conn.barriers[0]()
+    return view
+
+
+ROOM_BY_ROOM = (":srv 353 bob = #a :x y", ":srv 366 bob #a :End of /NAMES list",
+                ":srv 353 bob = #lobby :@op bob", ":srv 366 bob #lobby :End of /NAMES list")
+
+
+@pytest.mark.parametrize("ends", [(), (":srv 366 bob * :End of /NAMES list",)])
+def test_a_names_of_every_room_ended_room_by_room_is_one_tidy_answer(ends):
+    """A server that ends each room of a NAMES of every room with its own
+    366 (miniircd; none for `*`, or one after them): each room's end was
+    shown, `#a: End of /NAMES list` between the rows, stray."""
+    view = names_of_every_room(*ROOM_BY_ROOM, *ends, barrier=not ends)
+    before = len(model_in_lobby().current.lines)
+    assert [line.text for line in view.model.current.lines][before:] == [
+        "Members of #a: x y", "Members of #lobby: @op bob"]
+    assert view.model._answers == {}
+    apply_raw(view.model, ":srv 353 bob = #lobby :@op bob carol", ":srv 366 bob #lobby :End")
+    assert set(view.model.current.members) == {"op", "bob", "carol"}
+
+
+def test_a_names_of_every_room_with_none_listed_shows_its_end():
+    """solanum answers a NAMES of every room with its 366 for `*` alone:
+    that end is the answer, shown once."""
+    view = names_of_every_room(":srv 366 bob * :End of /NAMES list", barrier=False)
+    assert view.model.current.lines[-1].text == "*: End of /NAMES list"
+    assert view.model._answers == {}
+    view.conn.barriers[0]()
+    assert view.model.current.lines[-1].text == "*: End of /NAMES list"
+
+
 def test_a_names_stream_that_never_ends_is_held_within_a_bound():
     """353s for room after room and never a 366: each room's rows were held
     for its end, without a bound (and never shown).  Past NAMES_HELD_MAX
