@@ -277,9 +277,16 @@ class ChatModel:
         coming, and what came is shown.  Many servers (solanum, ratbox:
         Libera, OFTC) list only the first room of `NAMES #a,#b`, and a bad
         name gets an error and no end: the rows of #a were held for the end
-        of #b, never shown, and the answer stayed open."""
-        if key in self._answers:
-            self._end_asked(key)
+        of #b, never shown, and the answer stayed open.  An answer of
+        nothing at all (a server that ends each room of a NAMES of every
+        room with its own 366 and has none to list) says so: it was
+        silence."""
+        answer = self._answers.get(key)
+        if answer is None:
+            return
+        if not answer.rows and not answer.held:
+            answer.held.append(Line(time.time(), "info", text=f"{answer.command}: no one listed"))
+        self._end_asked(key)
 
     def _asked_key(self, folded: str, rows: bool) -> str | None:
         """The user's NAMES that rows of room `folded` (or its 366) answer:

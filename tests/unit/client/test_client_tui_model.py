@@ -783,6 +783,15 @@ def test_a_names_of_every_room_with_none_listed_shows_its_end():
     assert view.model.current.lines[-1].text == "*: End of /NAMES list"
 
 
+def test_a_names_answered_with_nothing_at_all_says_so():
+    """miniircd answers a NAMES of every room with a list and a 366 for
+    each room the user is in, and nothing when there is none: the answer
+    was silence, as if the command had been lost."""
+    view = names_of_every_room()
+    assert view.model.current.lines[-1].text == "/names: no one listed"
+    assert view.model._answers == {}
+
+
 def test_a_names_stream_that_never_ends_is_held_within_a_bound():
     """353s for room after room and never a 366: each room's rows were held
     for its end, without a bound (and never shown).  Past NAMES_HELD_MAX
