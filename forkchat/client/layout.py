@@ -60,7 +60,7 @@ def row_starts(texts: list[str], width: int, indent: int = INDENT) -> array.arra
     starts = array.array("I", [0])
     col = base = 0
     for text in texts:
-        breaks = _ascii_breaks if _one_cell_each(text) else _cluster_breaks
+        breaks = _one_cell_breaks if _one_cell_each(text) else _cluster_breaks
         col = breaks(text, base, col, width, indent, starts)
         base += len(text)
     return starts
@@ -70,7 +70,8 @@ def _one_cell_each(text: str) -> bool:
     """Whether each character of `text` is a cluster of its own one cell
     wide (ASCII, and most Latin, Greek or Cyrillic text): a character of
     one cell joins none before it unless it is a flag's letter (marks and
-    joiners take none, skin tones two), so its rows are found as ASCII's."""
+    joiners take none, skin tones two), so its rows are found a row at a
+    time."""
     return text.isascii() or all(lineedit.char_width(char) == 1
                                  and char not in lineedit.INDICATOR_LETTERS
                                  for char in set(text))
@@ -84,7 +85,7 @@ def _carry(text: str, chunk: int, cut: int) -> str:
     return text[space + 1:cut] if space > chunk else ""
 
 
-def _ascii_breaks(text: str, base: int, col: int, width: int, indent: int,
+def _one_cell_breaks(text: str, base: int, col: int, width: int, indent: int,
                   starts: array.array) -> int:
     """The row breaks in a text of a cell a character (`_one_cell_each`)
     met at column `col`: found a row at a time, not a character at a
