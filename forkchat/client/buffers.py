@@ -15,7 +15,7 @@ import re
 import time
 from typing import Callable
 
-from forkchat.client import connection, events, ircmsg, slash
+from forkchat.client import connection, events, ircmsg, layout, slash
 
 SCROLLBACK_LINES = 2000
 STATUS_NAME = "(status)"
@@ -100,6 +100,10 @@ class Line:
     kind: str
     nick: str = ""
     text: str = ""
+    # The view's memo of how it lays this line out (where its rows begin
+    # at the last width): wrapping a 64 KB line at every redraw made
+    # typing lag.  Not part of the line's value.
+    wrapped: layout.Memo | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass(eq=False)
@@ -273,20 +277,31 @@ class ChatModel:
         coming, and what came is shown.  Many servers (solanum, ratbox:
         Libera, OFTC) list only the first room of `NAMES #a,#b`, and a bad
         name gets an error and no end: the rows of #a were held for the end
-        of #b, never shown, and the answer stayed open."""
-        if key in self._answers:
-            self._end_asked(key)
+        of #b, never shown, and the answer stayed open.  An answer of
+        nothing at all (a server that ends each room of a NAMES of every
+        room with its own 366 and has none to list) says so: it was
+        silence."""
+        answer = self._answers.get(key)
+        if answer is None:
+            return
+        if not answer.rows and not answer.held:
+            answer.held.append(Line(time.time(), "info", text=f"{answer.command}: no one listed"))
+        self._end_asked(key)
 
     def _asked_key(self, folded: str, rows: bool) -> str | None:
         """The user's NAMES that rows of room `folded` (or its 366) answer:
-        the first that names the room, else, for rows, the first of every
-        room; None when no NAMES of the user's asks for it."""
+        the first that names the room, else the first of every room, for
+        rows and for the end of a room it listed; None when no NAMES of
+        the user's asks for it.  Some servers (miniircd) end each room of
+        a NAMES of every room with its own 366, and none for `*`: each
+        end was shown apart, `#a: End of /NAMES list` among the rows."""
         asked = [(key, answer) for key, answer in self._answers.items()
                  if key.startswith("asked ")]
         named = next((key for key, answer in asked if folded in answer.awaits), None)
-        if named is not None or not rows:
+        if named is not None:
             return named
-        return next((key for key, answer in asked if "*" in answer.awaits), None)
+        return next((key for key, answer in asked
+                     if "*" in answer.awaits and (rows or folded in answer.listed)), None)
 
     # ---- routing events ------------------------------------------------------
 

@@ -91,6 +91,9 @@ class LineMode:
         # NAMES (by room) or WHO lists whose rows came, until their end; in
         # the order they began, the oldest forgotten past LISTED_MAX.
         self._listed: dict[str, None] = {}
+        # A NAMES of every room sent, its end for `*` not yet come: whether
+        # rows came since (None when none is awaited).
+        self._every_room: bool | None = None
         self._leaving: set[str] = set()   # rooms we sent PART for, echo not yet seen
         self._signal = 0                  # the first SIGTERM/SIGINT/SIGHUP, 0 before
         self._drain_until: float | None = None   # when the queue's time after it is up
@@ -240,6 +243,8 @@ class LineMode:
             return
         for line in result.lines:
             self.conn.send(line)
+            if asks_every_room(line):
+                self._every_room = False
         self._unbarriered += len(result.lines)
         if self.conn.quitting:
             self._stop_reading()    # `/raw QUIT`: leaving as /quit does, with the user's line
@@ -326,23 +331,29 @@ class LineMode:
         end of an empty one is the whole answer (`/names #secret` from
         outside), so it prints.  A NAMES of every room ends with one 366
         for `*`, which ends every room's list: it printed `*: End of
-        /NAMES list` after the rows, and the rooms' ends stayed awaited."""
+        /NAMES list` after the rows, and the rooms' ends stayed awaited.
+        A server that ends each of its rooms with their own 366 too printed
+        that `*` end after the rows, as if no room had any."""
         row = not event.kind.endswith("_end")
         key = event.kind.removesuffix("_end")
         if key == "names":
             key += " " + ircmsg.casefold(event.buffer)
         if row:
+            if key.startswith("names ") and self._every_room is not None:
+                self._every_room = True
             self._listed[key] = None
             if len(self._listed) > LISTED_MAX:     # 353s for room after room, no 366
                 del self._listed[next(iter(self._listed))]
             return False
+        answered = False
         if key == "names *":    # `/raw NAMES`: every room's rows, then one 366 for *
             ended = [name for name in self._listed if name.startswith("names ")]
+            answered, self._every_room = bool(self._every_room), None
         else:
             ended = [key] if key in self._listed else []
         for name in ended:
             del self._listed[name]
-        return bool(ended)
+        return bool(ended) or answered
 
     def _follow_own(self, event: events.UiEvent) -> None:
         """Leaving the current room makes the next joined room current; the
@@ -382,6 +393,15 @@ class LineMode:
             self._err.flush()
         except OSError:
             self._err = open(os.devnull, "w")
+
+
+def asks_every_room(line: str) -> bool:
+    """Whether `line` is a NAMES of every room (`/raw NAMES`)."""
+    try:
+        msg = ircmsg.parse(line)
+    except ValueError:
+        return False
+    return msg.command == "NAMES" and not msg.param(0)
 
 
 def _confirmed() -> None:

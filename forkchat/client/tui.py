@@ -21,6 +21,7 @@ also when the terminal itself is gone (SIGHUP).
 
 from __future__ import annotations
 
+import array
 import curses
 import itertools
 import locale
@@ -32,15 +33,19 @@ import sys
 import termios
 import time
 import zlib
-from typing import Callable
+from typing import Callable, Iterable
 
-from forkchat.client import buffers, connection, events, ircmsg, lineedit, slash, wakeup
+from forkchat.client import (buffers, connection, events, ircmsg, layout, lineedit, slash,
+                             wakeup)
 
 # A line typed after /quit or /raw QUIT, before the server closes: refused, not echoed.
 LEAVING_NOT_SENT = "leaving: not sent"
-INDENT = 6                      # continuation rows start under the text, after HH:MM
 NICK_COLOURS = (curses.COLOR_RED, curses.COLOR_GREEN, curses.COLOR_YELLOW,
                 curses.COLOR_BLUE, curses.COLOR_MAGENTA, curses.COLOR_CYAN)
+
+
+# Wrapping lives in `layout`; the tests pin its rules through this name too.
+wrap = layout.wrap
 
 
 def nick_colour_index(nick: str) -> int:
@@ -48,62 +53,11 @@ def nick_colour_index(nick: str) -> int:
     return zlib.crc32(ircmsg.casefold(nick).encode()) % len(NICK_COLOURS)
 
 
-def wrap(segments: list[tuple[str, int]], width: int, indent: int = INDENT
-         ) -> list[list[tuple[str, int]]]:
-    """Cut styled text into rows of at most `width` cells.
-
-    Rows break after a space when the text has one, else anywhere; wide
-    characters are never split across the edge; a character cluster (a
-    base and its combining marks, an emoji and its skin tone, emoji joined
-    by ZWJ, a flag's two letters) stays whole on one row.  Continuation rows start `indent` cells in.
-    """
-    indent = indent if indent < width // 2 else 0
-    rows: list[list[tuple[str, int]]] = [[]]
-    col = 0
-    for text, attr in segments:
-        chunk = ""
-        for char in _clusters(text, width - indent):
-            cells = lineedit.char_width(char) if len(char) == 1 else lineedit.text_width(char)
-            if cells and col + cells > width:
-                space = chunk.rfind(" ")
-                carry = chunk[space + 1:] if space > 0 else ""   # break at a word if we can
-                if indent + lineedit.text_width(carry) + cells > width:
-                    carry = ""   # a word too long to fit with what follows it: break anywhere
-                if chunk[:len(chunk) - len(carry)]:
-                    rows[-1].append((chunk[:len(chunk) - len(carry)], attr))
-                rows.append([(" " * indent, 0)] if indent else [])
-                chunk, col = carry, indent + lineedit.text_width(carry)
-            chunk += char
-            col += cells
-        if chunk:
-            rows[-1].append((chunk, attr))
-    return rows
-
-
-def _clusters(text: str, room: int) -> list[str]:
-    """`text` cut into character clusters, as the cursor steps over them: a
-    skin-tone modifier at the right edge went on the next row apart from
-    its emoji, shown there as a bare coloured square.  A cluster wider than
-    `room` (a row less its indent; a long ZWJ run on a narrow terminal)
-    is cut into its characters, as it could never fit whole."""
-    if text.isascii():
-        return list(text)       # one character a cluster: most lines, drawn often
-    found: list[str] = []
-    start = 0
-    for index in range(1, len(text) + 1):
-        if index == len(text) or not lineedit.continues(text, index):
-            cluster = text[start:index]
-            whole = len(cluster) == 1 or lineedit.text_width(cluster) <= room
-            found.extend([cluster] if whole else list(cluster))
-            start = index
-    return found
-
-
 def line_segments(line: buffers.Line, nick_attr: Callable[[str], int],
                   dim: int, error: int, me: str = "") -> list[tuple[str, int]]:
     """How one Line looks: time, then marker/nick, then text (bold when it names me)."""
     stamp = (events.clock(line.time) + " ", dim)
-    mentioned = line.kind in ("msg", "action", "notice") and buffers.names(line.text, me)
+    mentioned = line.kind in ("msg", "action", "notice") and _names(line, me)
     text = (line.text, curses.A_BOLD if mentioned else 0)
     if line.kind in ("msg", "own"):
         return [stamp, (f"<{line.nick}> ", nick_attr(line.nick)), text]
@@ -541,24 +495,67 @@ class Tui:
 
     def _pane_rows(self, buffer: buffers.Buffer, width: int, height: int
                    ) -> list[list[tuple[str, int]]]:
-        """The rows to show, from the bottom up, honouring the scroll offset."""
-        dim, error = self._colours["dim"], self._colours["error"]
+        """The rows to show, from the bottom up, honouring the scroll offset.
 
-        def line_rows(line: buffers.Line) -> list[list[tuple[str, int]]]:
-            return wrap(line_segments(line, self.nick_attr, dim, error, self.model.me), width)
+        Lines are measured (their rows counted) from the bottom up until
+        the view is filled, each wrapped once for this width (`_starts`),
+        and only the rows on screen are built."""
         if buffer.below and buffer.scroll:   # a wrapped line moved the view by one row only
             held = itertools.islice(reversed(buffer.lines), buffer.below)
-            buffer.scroll += sum(len(line_rows(line)) for line in held)
+            buffer.scroll += sum(len(_starts(line, width)) for line in held)
         buffer.below = 0
-        rows: list[list[tuple[str, int]]] = []
-        wanted = height + buffer.scroll
+        measured: list[tuple[buffers.Line, array.array]] = []
+        total, wanted = 0, height + buffer.scroll
         for line in reversed(buffer.lines):
-            rows[0:0] = line_rows(line)
-            if len(rows) >= wanted:
+            measured.append((line, _starts(line, width)))
+            total += len(measured[-1][1])
+            if total >= wanted:
                 break
-        buffer.scroll = min(buffer.scroll, max(0, len(rows) - height))
-        end = len(rows) - buffer.scroll
-        return rows[max(0, end - height):end]
+        buffer.scroll = min(buffer.scroll, max(0, total - height))
+        end = total - buffer.scroll
+        return self._rows_between(reversed(measured), max(0, end - height), end, width)
+
+    def _rows_between(self, measured: Iterable[tuple[buffers.Line, array.array]],
+                      first: int, end: int, width: int) -> list[list[tuple[str, int]]]:
+        """Rows `first` to `end - 1` of the measured lines (top down), in
+        their styles of now: the nick's colour, bold when it names me."""
+        dim, error = self._colours["dim"], self._colours["error"]
+        rows: list[list[tuple[str, int]]] = []
+        top = 0
+        for line, starts in measured:
+            bottom = top + len(starts)
+            if top < end and bottom > first:
+                segments = line_segments(line, self.nick_attr, dim, error, self.model.me)
+                rows += layout.rows(segments, starts, max(first, top) - top,
+                                    min(end, bottom) - top, width)
+            top = bottom
+        return rows
+
+
+def _plain(nick: str) -> int:
+    return 0
+
+
+def _starts(line: buffers.Line, width: int) -> array.array:
+    """Where the rows of `line` begin at `width`, wrapped once and kept on
+    the line until the width or a field they are cut from changes: they do
+    not depend on styles, which are applied to the rows shown only."""
+    key = (width, line.time, line.kind, line.nick, line.text)
+    if line.wrapped is None or line.wrapped.key != key:
+        texts = [text for text, _ in line_segments(line, _plain, 0, 0)]
+        line.wrapped = layout.Memo(key, layout.row_starts(texts, width))
+    return line.wrapped.starts
+
+
+def _names(line: buffers.Line, me: str) -> bool:
+    """Whether `line` names `me`, asked once per nick and text of a line
+    the view keeps a memo for."""
+    memo = line.wrapped
+    if memo is None:
+        return buffers.names(line.text, me)
+    if memo.named is None or memo.named[0] != me or memo.named[1] is not line.text:
+        memo.named = (me, line.text, buffers.names(line.text, me))
+    return memo.named[2]
 
 
 def _edit(method: str) -> Callable[[Tui], None]:

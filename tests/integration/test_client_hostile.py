@@ -39,13 +39,16 @@ class FakeServer:
     (the client's own when None), then `script`'s lines go out as bytes,
     `{nick}` replaced by that nick; PING gets its PONG.  A script line
     starting with RAW goes out as it is, without CRLF; CLOSE closes the
-    connection there.  Lines received are kept."""
+    connection there.  A line received that is a key of `answers` gets
+    that list of lines back.  Lines received are kept."""
 
-    def __init__(self, script: list[bytes], welcome_nick: bytes | None = None) -> None:
+    def __init__(self, script: list[bytes], welcome_nick: bytes | None = None,
+                 answers: dict[bytes, list[bytes]] | None = None) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.script = script
         self.welcome_nick = welcome_nick
+        self.answers = answers or {}
         self.received: list[str] = []
         self.scripted = threading.Event()
         self.conn: socket.socket | None = None
@@ -70,6 +73,8 @@ class FakeServer:
                     self._send(b":fake PONG fake :" + words[-1].lstrip(b":"))
                 elif command == b"QUIT":
                     break
+                for line in self.answers.get(raw.rstrip(b"\r\n"), []):
+                    self._send(line.replace(b"{nick}", nick))
         except OSError:
             pass
         finally:
@@ -109,8 +114,9 @@ class FakeServer:
 def fake_server():
     made: list[FakeServer] = []
 
-    def make(script: list[bytes], welcome_nick: bytes | None = None) -> FakeServer:
-        server = FakeServer(script, welcome_nick)
+    def make(script: list[bytes], welcome_nick: bytes | None = None,
+             answers: dict[bytes, list[bytes]] | None = None) -> FakeServer:
+        server = FakeServer(script, welcome_nick, answers)
         made.append(server)
         return server
     yield make
@@ -234,3 +240,57 @@ def test_odd_lines_and_a_close_mid_line_in_line_mode(fake_server):
     text = (out + err).decode("utf-8")
     assert "after the big one" in text and "last whole line" in text
     assert "Traceback" not in text and "cut in the mid" not in text
+
+
+# A NAMES of every room as servers answer it: forkchat-server ends the
+# rooms' rows with one 366 for `*`; miniircd ends each room
+# with its own 366 and sends none for `*`; some may send both.
+IN_LOBBY = [b":{nick}!u@h JOIN #lobby", b":fake 353 {nick} = #lobby :{nick} @op",
+            b":fake 366 {nick} #lobby :End of /NAMES list"]
+ROWS = {"#a": b":fake 353 {nick} = #a :x y", "#lobby": b":fake 353 {nick} = #lobby :{nick} @op"}
+ROOM_ENDS = {room: b":fake 366 {nick} " + room.encode() + b" :End of /NAMES list"
+             for room in ROWS}
+STAR_END = b":fake 366 {nick} * :End of /NAMES list"
+EVERY_ROOM_ANSWERS = {
+    "one end for *": [ROWS["#a"], ROWS["#lobby"], STAR_END],
+    "an end per room": [ROWS["#a"], ROOM_ENDS["#a"], ROWS["#lobby"], ROOM_ENDS["#lobby"]],
+    "both": [ROWS["#a"], ROOM_ENDS["#a"], ROWS["#lobby"], ROOM_ENDS["#lobby"], STAR_END],
+}
+
+
+@pytest.mark.parametrize("shape", list(EVERY_ROOM_ANSWERS))
+def test_a_names_of_every_room_prints_its_rows_and_no_end_in_line_mode(fake_server, shape):
+    """`/raw NAMES`, whichever way the server ends it: each room's rows,
+    and no `End of /NAMES list` among or after them."""
+    fake = fake_server(IN_LOBBY, answers={b"NAMES": EVERY_ROOM_ANSWERS[shape]})
+    with line_mode(fake.port) as proc:
+        out, err = proc.communicate(b"/raw NAMES\n", timeout=WAIT_S * 2)
+    text = out.decode("utf-8")
+    assert "NAMES" in fake.received, fake.received
+    assert "Members of #a: x y" in text and "Members of #lobby: me @op" in text, text
+    assert "End of /NAMES" not in text, text
+    assert proc.returncode == 0, err
+
+
+@needs_tmux
+def test_a_names_of_every_room_ended_room_by_room_is_one_answer_on_screen(fake_server):
+    """A server that ends each room of a NAMES of every room with its own
+    366 (miniircd): each end was shown, `#a: End of /NAMES list`, before
+    the rows."""
+    fake = fake_server(IN_LOBBY, answers={b"NAMES": EVERY_ROOM_ANSWERS["an end per room"]})
+    term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app -n me"
+                    f" 127.0.0.1:{fake.port}")
+    try:
+        term.wait_text("me joined #lobby")
+        term.type("/raw NAMES")
+        term.keys("Enter")
+        lines = term.wait_text("Members of #lobby: me @op")
+        shown = [line for line in lines if "Members of" in line or "End of" in line]
+        assert [line.split("-!- ", 1)[-1].rstrip() for line in shown] == [
+            "Members of #a: x y", "Members of #lobby: me @op"], lines
+        term.type("/quit")
+        term.keys("Enter")
+        term.wait_text("CLIENT-EXIT=0")
+    finally:
+        term.close()
+

@@ -171,6 +171,26 @@ def test_commands_in_line_mode(server, registered, line_client):
     assert client.finish() == 0
 
 
+def test_names_of_a_room_of_rooms_and_of_every_room_against_forkchat(server, registered,
+                                                                     line_client):
+    """forkchat-server ends each room asked for with its 366 and a NAMES
+    of every room with one for `*`: the rows print, and an end only for a
+    room that listed no one."""
+    watcher_in(registered, "#other", "bob")
+    client = line_client("-n", "lister", f"127.0.0.1:{server.port}")
+    client.wait_for(r"\* lister joined #lobby")
+    client.send("/names #other")
+    client.wait_for(r"\* Members of #other: @?bob$")
+    client.send("/raw NAMES #other,#nowhere,#lobby")
+    client.wait_for(r"\* Members of #lobby: @?lister$")
+    client.send("/raw NAMES")
+    client.wait_for(r"\* Members of #lobby: @?lister$", count=2)
+    client.wait_for(r"\* Members of #other: @?bob$", count=3)
+    assert client.finish() == 0
+    ends = [line for line in client.out if "End of" in line]
+    assert len(ends) == 1 and ends[0].endswith(" * #nowhere: End of /NAMES list"), client.out
+
+
 def test_part_makes_the_next_room_current_at_once(server, registered):
     """forkchat-client(1) LINE MODE: "Leaving the current room makes the next
     joined room current" and nothing is lost: the line after /part goes to

@@ -295,3 +295,38 @@ def test_widths_agree_with_the_c_library():
             [wcwidth(ctypes.c_wchar(c)) for c in chars]
     finally:
         locale.setlocale(locale.LC_CTYPE, saved)
+
+
+def clusters_by_continues(text: str) -> list[str]:
+    """The clusters as the cursor finds them, `continues` asked at each index."""
+    found, start = [], 0
+    for index in range(1, len(text) + 1):
+        if index == len(text) or not lineedit.continues(text, index):
+            found.append(text[start:index])
+            start = index
+    return found
+
+
+@hypothesis.given(st.lists(st.sampled_from(
+    ["a", " ", "é", "e\u0301", "\u0301", "日", "\U0001f44d", "\U0001f3fd", "\u200d",
+     "\U0001f4bb", "\U0001f1eb", "\U0001f1f7", "\u1112", "\u1161", "\u00ad"]), max_size=30))
+def test_clusters_are_those_the_cursor_steps_over(pieces):
+    text = "".join(pieces)
+    assert lineedit.clusters(text) == clusters_by_continues(text)
+
+
+def test_clusters_count_a_run_of_flags_once_not_from_each_letter(monkeypatch):
+    """Asked of `continues` letter by letter, a run of flags was measured
+    back from each letter to the run's start: wrapping a line of 8000
+    flags took seconds at every redraw."""
+    calls = 0
+    measure = lineedit._indicators_before
+
+    def counted(text: str, index: int) -> int:
+        nonlocal calls
+        calls += 1
+        return measure(text, index)
+    monkeypatch.setattr(lineedit, "_indicators_before", counted)
+    flags = "\U0001f1eb\U0001f1f7" * 2000
+    assert lineedit.clusters(flags) == ["\U0001f1eb\U0001f1f7"] * 2000
+    assert calls == 0

@@ -323,6 +323,25 @@ def test_a_names_of_every_room_ends_quietly_after_its_rows(line_mode):
     assert "*: End of /NAMES list" in line_mode._out.getvalue()     # an empty one shows
 
 
+@pytest.mark.parametrize("star", [False, True])
+def test_a_names_of_every_room_ended_room_by_room_prints_only_its_rows(line_mode, star):
+    """A server that ends each room of `NAMES` with its own 366 (miniircd),
+    with or without one for `*` after them: the rows, and no end.  The end
+    for `*` after them printed as if no room had any."""
+    feed(line_mode, "/raw NAMES")
+    for raw in (b":srv 353 lm = #a :x y", b":srv 366 lm #a :End of /NAMES list",
+                b":srv 353 lm = #b :z", b":srv 366 lm #b :End of /NAMES list"):
+        line_mode.conn._handle_raw(raw)
+    if star:
+        line_mode.conn._handle_raw(b":srv 366 lm * :End of /NAMES list")
+    printed = line_mode._out.getvalue()
+    assert "Members of #a: x y" in printed and "Members of #b: z" in printed
+    assert "End of /NAMES" not in printed and not line_mode._listed
+    feed(line_mode, "/raw NAMES")       # solanum: the end for `*` alone, the answer
+    line_mode.conn._handle_raw(b":srv 366 lm * :End of /NAMES list")
+    assert "*: End of /NAMES list" in line_mode._out.getvalue()
+
+
 def test_a_text_cut_to_fit_is_said_on_stderr_and_the_cut_line_sent(line_mode):
     """`/part` with a reason longer than a line went out whole and the
     server discarded it (417): the script stayed in the room.  The reason

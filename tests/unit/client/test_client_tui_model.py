@@ -133,6 +133,19 @@ def test_wrap_keeps_each_flag_of_a_run_whole():
     assert ["".join(t for t, _ in row) for row in rows] == ["abcdefg" + fr, de + it]
 
 
+def test_wrap_pairs_a_long_run_of_flags_in_one_pass(monkeypatch):
+    """A server line of 8000 flags took seconds to wrap at each redraw:
+    each letter's run was measured back to its start."""
+    calls = []
+    measure = lineedit._indicators_before
+    monkeypatch.setattr(lineedit, "_indicators_before",
+                        lambda text, index: calls.append(index) or measure(text, index))
+    fr = "\U0001f1eb\U0001f1f7"
+    rows = tui.wrap([(fr * 3000, 0)], 80, indent=6)
+    assert ["".join(t for t, _ in row) for row in rows] == [fr * 40] + ["      " + fr * 37] * 80
+    assert not calls
+
+
 def test_wrap_carries_a_word_only_when_the_wide_character_after_it_fits_too():
     """The word carried to the next row left room for one cell, and a
     wide character after it ran a cell past the edge."""
@@ -725,6 +738,58 @@ def test_a_names_the_server_answers_only_in_part_is_shown_by_the_barrier_behind_
     view._submit()
     apply_raw(view.model, ":srv 353 bob = #a :x y z", ":srv 366 bob #a :End of /NAMES list")
     assert view.model.current.lines[-1].text == "Members of #a: x y z"
+
+
+def names_of_every_room(*raws: str, barrier: bool = True) -> tui.Tui:
+    """`/raw NAMES` typed in #lobby, then the server's answer (and the PONG
+    of the PING sent behind it, unless not `barrier`)."""
+    view = tui.Tui.__new__(tui.Tui)
+    view.model, view.editor = model_in_lobby(), lineedit.LineEditor()
+    view.conn = ReadyConnection()
+    view.editor.insert("/raw NAMES")
+    view._submit()
+    assert view.conn.sent == ["NAMES"]
+    apply_raw(view.model, *raws)
+    if barrier:
+        view.conn.barriers[0]()
+    return view
+
+
+ROOM_BY_ROOM = (":srv 353 bob = #a :x y", ":srv 366 bob #a :End of /NAMES list",
+                ":srv 353 bob = #lobby :@op bob", ":srv 366 bob #lobby :End of /NAMES list")
+
+
+@pytest.mark.parametrize("ends", [(), (":srv 366 bob * :End of /NAMES list",)])
+def test_a_names_of_every_room_ended_room_by_room_is_one_tidy_answer(ends):
+    """A server that ends each room of a NAMES of every room with its own
+    366 (miniircd; none for `*`, or one after them): each room's end was
+    shown, `#a: End of /NAMES list` between the rows, stray."""
+    view = names_of_every_room(*ROOM_BY_ROOM, *ends, barrier=not ends)
+    before = len(model_in_lobby().current.lines)
+    assert [line.text for line in view.model.current.lines][before:] == [
+        "Members of #a: x y", "Members of #lobby: @op bob"]
+    assert view.model._answers == {}
+    apply_raw(view.model, ":srv 353 bob = #lobby :@op bob carol", ":srv 366 bob #lobby :End")
+    assert set(view.model.current.members) == {"op", "bob", "carol"}
+
+
+def test_a_names_of_every_room_with_none_listed_shows_its_end():
+    """solanum answers a NAMES of every room with its 366 for `*` alone:
+    that end is the answer, shown once."""
+    view = names_of_every_room(":srv 366 bob * :End of /NAMES list", barrier=False)
+    assert view.model.current.lines[-1].text == "*: End of /NAMES list"
+    assert view.model._answers == {}
+    view.conn.barriers[0]()
+    assert view.model.current.lines[-1].text == "*: End of /NAMES list"
+
+
+def test_a_names_answered_with_nothing_at_all_says_so():
+    """miniircd answers a NAMES of every room with a list and a 366 for
+    each room the user is in, and nothing when there is none: the answer
+    was silence, as if the command had been lost."""
+    view = names_of_every_room()
+    assert view.model.current.lines[-1].text == "/names: no one listed"
+    assert view.model._answers == {}
 
 
 def test_a_names_stream_that_never_ends_is_held_within_a_bound():
