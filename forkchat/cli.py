@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except (listeners.BindError, privileges.PrivilegeError, ValueError) as error:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    worker.warm_up()       # in the supervisor, so that workers share what it writes
     targets = supervisor.Targets(broker=broker.main, worker=worker.main)
     return supervisor.Supervisor(cfg, targets, load if args.config else None, bound).run()
 

@@ -1465,8 +1465,8 @@ _TIMERS: dict[str, Callable[[Worker], None]] = {
     "reconnect": Worker._try_reconnect,
 }
 
-# A connection's first steps, run WARM_UP_ROUNDS times where this module is
-# imported (the supervisor, before it forks the spawner): each first use of
+# A connection's first steps, run WARM_UP_ROUNDS times by the server's start
+# (cli, in the supervisor, before it forks the spawner): each first use of
 # a class or function in a worker wrote to the pages of its code and type
 # objects (CPython counts its first calls and specialises its bytecode in
 # place), which every worker then copied from the spawner; used enough in
@@ -1504,5 +1504,3 @@ def warm_up(rounds: int = WARM_UP_ROUNDS) -> None:
             _ = msg.command in SYNC_FIRST, commands.COMMANDS.get(msg.command)
         timers.next_timeout({"register": 0.0})
 
-
-warm_up()

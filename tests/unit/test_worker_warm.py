@@ -1,6 +1,6 @@
-"""worker.warm_up: the connect path used where the module is imported, so
-that CPython's first-use writes happen in the supervisor, not in each
-worker (see WARM_UP_ROUNDS)."""
+"""worker.warm_up: the connect path used by the server's start, so that
+CPython's first-use writes happen in the supervisor, not in each worker
+(see WARM_UP_ROUNDS)."""
 
 import logging
 import os
@@ -9,8 +9,8 @@ from forkchat import worker
 
 
 def test_the_warm_up_leaves_nothing_behind(caplog):
-    """Run in the supervisor as it imports the module: no descriptor, no
-    log line, no exception, whatever it uses."""
+    """Run in the supervisor at the start: no descriptor, no log line, no
+    exception, whatever it uses."""
     before = sorted(os.listdir("/proc/self/fd"))
     with caplog.at_level(logging.DEBUG):
         worker.warm_up(rounds=3)
