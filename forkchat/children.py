@@ -9,6 +9,7 @@ resets the supervisor's signal handling and names itself for `ps`.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C half of signal: no stub
 import ctypes
 import gc
 import logging
@@ -282,21 +283,26 @@ def become_subreaper() -> bool:
 
 
 def reset_signals() -> None:
-    """Undo the parent's signal wiring; the role sets its own."""
-    signal.set_wakeup_fd(-1)
+    """Undo the parent's signal wiring; the role sets its own.
+
+    Through _signal: signal.signal makes each old handler an enum member,
+    and the parent's Python handler is none, so each lookup failed through
+    an exception; with the enum machinery, 30 pages of every worker copied.
+    """
+    _signal.set_wakeup_fd(-1)
     for signum in HANDLED_SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
+        _signal.signal(signum, _signal.SIG_DFL)
     # Ctrl+C, a terminal hangup, `systemctl kill -s HUP` (every process of
     # the unit) and `pkill -USR1 forkchat` reach the children too: the
     # supervisor decides, and no child acts on them.
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-        signal.signal(signum, signal.SIG_IGN)
+        _signal.signal(signum, _signal.SIG_IGN)
 
 
 def take_sigterm() -> None:
     """Let a SIGTERM through, once this child's role has set what it does
     with one (a SIGTERM held since the fork is acted on now)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    _signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def run_child(name: str, keep: set[int], main: Callable[[], int]) -> None:

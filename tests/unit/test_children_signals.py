@@ -1,0 +1,42 @@
+"""children.reset_signals: a new child's first step, undoing the parent's
+signal wiring, without the enum lookups of signal.signal (each one failed
+through an exception for the parent's Python handler, and copied some 30
+pages of every worker on the way)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+# A parent wired as the spawner is (a Python handler, a wakeup fd) resets in
+# place, with enum member lookups counted, and prints what each signal does.
+SCRIPT = r"""
+import enum, signal
+from forkchat import children, signals
+
+read_end, write_end = signals.install([signal.SIGCHLD, signal.SIGTERM])
+lookups = []
+real_call = enum.EnumType.__call__
+
+def counted(cls, *args, **kwargs):
+    lookups.append(cls.__name__)
+    return real_call(cls, *args, **kwargs)
+
+enum.EnumType.__call__ = counted
+children.reset_signals()
+enum.EnumType.__call__ = real_call
+print(len(lookups), signal.set_wakeup_fd(-1),
+      *(int(signal.getsignal(signum)) for signum in children.HANDLED_SIGNALS))
+"""
+
+
+def test_reset_signals_undoes_the_parents_wiring_without_enum_lookups():
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # TERM, INT, HUP, USR1, CHLD: default (0), ignored (1) three times, default
+    assert done.stdout.split() == ["0", "-1", "0", "1", "1", "1", "0"]
