@@ -78,13 +78,16 @@ class _LeanPopen(multiprocessing.popen_fork.Popen):
         # and wakeup fd: a signal sent to it then would wake the parent's
         # loop as if sent to the parent (a SIGTERM to a new worker stopped
         # the server).  Those signals wait, blocked, until the child has reset.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        # _signal's masks are sets of numbers: signal.pthread_sigmask makes
+        # each an enum member, whose lookups wrote some 25 pages of the
+        # spawner at each fork, pages the worker forked before then owned.
+        blocked = _signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             self.pid = os.fork()
         except BaseException:
             # No child (EAGAIN at the process limit, ENOMEM): the caller
             # gets the OSError and refuses one client, nothing more.
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             raise
         if self.pid == 0:
             code = 1
@@ -94,11 +97,11 @@ class _LeanPopen(multiprocessing.popen_fork.Popen):
                 # set its own handler (take_sigterm): a worker SIGTERMed in
                 # its first milliseconds, a stop amid a burst of connections,
                 # died without telling its client "Server shutting down".
-                signal.pthread_sigmask(signal.SIG_SETMASK, {*blocked, signal.SIGTERM})
+                _signal.pthread_sigmask(signal.SIG_SETMASK, {*blocked, signal.SIGTERM})
                 code = process_obj._bootstrap(parent_sentinel=lifeline_r)  # type: ignore[attr-defined]
             finally:
                 os._exit(code)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         try:
             self.sentinel = os.pidfd_open(self.pid)
         except OSError:

@@ -40,3 +40,37 @@ def test_reset_signals_undoes_the_parents_wiring_without_enum_lookups():
     assert done.returncode == 0, done.stderr[-2000:]
     # TERM, INT, HUP, USR1, CHLD: default (0), ignored (1) three times, default
     assert done.stdout.split() == ["0", "-1", "0", "1", "1", "1", "0"]
+
+
+# A parent starts a child through children.start with enum member lookups
+# counted (in the parent only: the child exits at once), and reaps it.
+START_SCRIPT = r"""
+import enum, os, signal
+from forkchat import children, signals
+
+children.make_lifeline()
+read_end, write_end = signals.install([signal.SIGCHLD, signal.SIGTERM])
+lookups = []
+real_call = enum.EnumType.__call__
+
+def counted(cls, *args, **kwargs):
+    lookups.append(cls.__name__)
+    return real_call(cls, *args, **kwargs)
+
+enum.EnumType.__call__ = counted
+process = children.start("forkchat-test", lambda: None, ())
+enum.EnumType.__call__ = real_call
+process.join(10)
+print(len(lookups), process.exitcode,
+      signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+"""
+
+
+def test_a_childs_start_blocks_and_restores_signals_without_enum_lookups():
+    """The masks around the fork are plain sets of numbers: each enum lookup
+    in the spawner at a fork wrote pages that the worker forked before
+    then owned.  Nothing is left blocked in the parent."""
+    done = subprocess.run([sys.executable, "-c", START_SCRIPT], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "0", "False"]
