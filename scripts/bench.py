@@ -42,6 +42,7 @@ import json
 import math
 import multiprocessing
 import os
+import pwd
 import re
 import resource
 import shlex
@@ -85,6 +86,8 @@ MEMORY_MARGIN_BYTES = 1 << 30   # capacity stops before the machine has less tha
 TCP_STATES = {"01": "ESTABLISHED", "04": "FIN_WAIT1", "05": "FIN_WAIT2", "06": "TIME_WAIT",
               "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0B": "CLOSING"}
 PR_SET_PDEATHSIG = 1
+# Who forkchat-server becomes when started as root with no user configured.
+SERVER_USER_AS_ROOT = "nobody"
 
 BENCH_CONFIG = """\
 # written by scripts/bench.py: every client comes from 127.0.0.1 and talks fast
@@ -442,9 +445,25 @@ class Server:
         extra = "".join(f"{key} = {value}\n" for key, value in optional.items())
         with open(path, "w") as handle:
             handle.write(BENCH_CONFIG.format(
-                state_dir=self._tmp.name, log_level=self.log_level, optional_limits=extra,
+                state_dir=self._state_dir(), log_level=self.log_level, optional_limits=extra,
                 server_extra="memory_merge = true\n" if self.memory_merge else ""))
         return path
+
+    def _state_dir(self) -> str:
+        """The room store's directory, writable by the user the server runs as.
+
+        Started as root with no user configured, the server serves as
+        `nobody`: in our 0700 temporary directory its room store could not
+        be written, and every figure was that of a server logging a failing
+        store (a JOIN's record tried and refused)."""
+        assert self._tmp is not None
+        state = os.path.join(self._tmp.name, "state")
+        os.makedirs(state, exist_ok=True)
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam(SERVER_USER_AS_ROOT)
+            os.chown(state, nobody.pw_uid, nobody.pw_gid)
+            os.chmod(self._tmp.name, 0o711)     # nobody may pass through to it
+        return state
 
     def _check_config(self, path: str) -> str:
         """What `forkchat-server --check-config` says about our file (empty if fine)."""

@@ -393,3 +393,17 @@ def test_the_server_started_is_this_checkouts(monkeypatch):
                            env={**os.environ, **environ}, cwd="/", capture_output=True,
                            text=True, timeout=30)
     assert found.stdout.startswith(os.path.join(root, "forkchat"))
+
+
+def test_the_started_servers_room_store_can_be_written(monkeypatch):
+    """Started as root, the server serves as nobody, who could not write a
+    store in the bench's 0700 directory: every run measured a server whose
+    store failed.  Its log says nothing about the store not persisting."""
+    bench = load_bench(monkeypatch)
+    server = bench.Server("info", [])
+    try:
+        server.start()
+        lines = server.log_since(0)
+    finally:
+        server.stop()
+    assert not [line for line in lines if "may not persist" in line or "room store" in line]
