@@ -173,13 +173,14 @@ class Spawner:
 
     def spawn(self, fd: int, fields: list[str]) -> None:
         cid_text, proto, index, peer = fields
-        conn = socket.socket(fileno=fd)
-        tls = None
         try:
             tls = self.tls_contexts[int(index)]
-            process = children.start("forkchat-worker", self.worker_main,
-                                     (conn, peer, proto, int(cid_text), self.cfg,
-                                      self.broker_address, tls, self.supervisor_pid))
+            # The client's socket object is the worker's to make: each page
+            # the spawner writes between forks (a socket object, its type's
+            # reference count, the allocator's pools) is copied once for the
+            # worker forked before, which keeps the old one.
+            process = children.start("forkchat-worker", self.start_worker,
+                                     (fd, peer, proto, int(cid_text), tls))
         except (OSError, ValueError, IndexError) as error:
             # The supervisor tells the client why, with its copy: only it
             # knows whether the server is stopping (the spawner told a
@@ -187,11 +188,17 @@ class Spawner:
             self.report(f"F {cid_text} {error}")
             return
         finally:
-            conn.close()
+            os.close(fd)
         assert process.pid is not None
         os.close(process.sentinel)     # exits are learnt from SIGCHLD
         self.workers.add(process.pid)
         self.report(f"S {cid_text} {process.pid}")
+
+    def start_worker(self, fd: int, peer: str, proto: str, cid: int,
+                     tls: ssl.SSLContext | None) -> None:
+        """The worker's entry point, in the new process: its client socket."""
+        self.worker_main(socket.socket(fileno=fd), peer, proto, cid, self.cfg,
+                         self.broker_address, tls, self.supervisor_pid)
 
     def reap(self) -> None:
         while self.workers:

@@ -1,9 +1,11 @@
 """The supervisor's end of the spawner protocol, over a real socket pair."""
 
 import errno
+import os
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -139,6 +141,41 @@ def test_a_failed_fork_is_reported_for_the_supervisor_to_refuse(pair, monkeypatc
         client.recv(200)
     supervisors_copy.close()
     client.setblocking(True)
+    assert client.recv(200) == b""               # the spawner's copy is closed
+    client.close()
+
+
+def test_the_worker_makes_its_client_socket_object_not_the_spawner(pair, monkeypatch):
+    """The spawner passes the descriptor through the start and closes its
+    own: a socket object made in the spawner between forks wrote pages that
+    the worker forked before then owned a copy of."""
+    ours, theirs = pair
+    started = []
+    made = []
+
+    def fake_start(name, target, args):
+        assert all(not isinstance(arg, socket.socket) for arg in args)
+        target(*args)                             # as the child would
+        sentinel_r, sentinel_w = os.pipe()
+        os.close(sentinel_w)
+        started.append(name)
+        return types.SimpleNamespace(pid=4242, sentinel=sentinel_r)
+
+    def worker_main(sock, peer, proto, cid, cfg, broker_address, tls, supervisor_pid):
+        made.append((sock.family, sock.type, peer, proto, cid, cfg, broker_address, tls))
+        sock.detach()                             # the child's copy, not ours to close
+    monkeypatch.setattr(spawner.children, "start", fake_start)
+    worker = spawner.Spawner(theirs, cfg="cfg", broker_address=b"broker",
+                             tls_contexts=[None], worker_main=worker_main)
+    client, server_side = socket.socketpair()
+    supervisors_copy = server_side.dup()
+    worker.spawn(server_side.detach(), ["12", "irc", "0", "192.0.2.7"])
+    assert started == ["forkchat-worker"]
+    assert made == [(socket.AF_UNIX, socket.SOCK_STREAM, "192.0.2.7", "irc", 12, "cfg",
+                     b"broker", None)]
+    assert spawner.parse_message(ours.recv(512)) == ("S", ["12", "4242"])
+    assert worker.workers == {4242}
+    supervisors_copy.close()
     assert client.recv(200) == b""               # the spawner's copy is closed
     client.close()
 
