@@ -192,6 +192,21 @@ class ServerProcess:
         return code
 
 
+def run_forkchat(*args: str, cwd: str | None = None,
+                 timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """`python -m forkchat ARGS` run to its end with its output captured as
+    text, as subprocess.run(capture_output=True, text=True) gives it (a
+    --check-config, a start that fails); forked by the zygote when it may
+    (see zygote.py), a new interpreter otherwise."""
+    cmd = [sys.executable, "-m", "forkchat", *args]
+    env = dict(os.environ)
+    spawner = zygote.zygote()
+    if spawner is None or not spawner.fits(env):
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              stdin=subprocess.DEVNULL)
+    return spawner.run(list(args), env, cmd, cwd or os.getcwd(), timeout, None)
+
+
 def left_behind(processes: list[psutil.Process]) -> list[psutil.Process]:
     """Those of `processes` still running (a zombie does not count).
 

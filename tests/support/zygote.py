@@ -29,6 +29,7 @@ from __future__ import annotations
 import array
 import builtins
 import json
+import locale
 import os
 import selectors
 import socket
@@ -124,7 +125,8 @@ def _child(request: dict, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> None
     script's SystemExit (or any exception) ends this process through the
     interpreter's own exit, never back in the zygote's loop."""
     try:
-        os.setsid()
+        if request["session"]:
+            os.setsid()
         for target, fd in enumerate((stdin_fd, stdout_fd, stderr_fd)):
             os.dup2(fd, target)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
@@ -216,26 +218,74 @@ class Zygote:
 
     def spawn(self, argv: list[str], prelude: str, env: dict[str, str],
               args: list[str]) -> ZygoteProc:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        """A server in its own session, its stderr a pipe (ZygoteProc.stderr)."""
         read_end, write_end = os.pipe()
         stdin = os.open(os.devnull, os.O_RDONLY)
-        request = json.dumps({"argv": argv, "prelude": prelude, "env": env,
-                              "cwd": os.getcwd()}).encode()
-        fds = [theirs.fileno(), stdin, 1, write_end]
+        try:
+            proc = self._fork(argv, prelude, env, args, os.getcwd(), True,
+                              (stdin, 1, write_end))
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(stdin)
+            os.close(write_end)
+        proc.stderr = os.fdopen(read_end, "rb")
+        return proc
+
+    def run(self, argv: list[str], env: dict[str, str], args: list[str], cwd: str,
+            timeout: float, data: bytes | None) -> subprocess.CompletedProcess:
+        """`python -m forkchat ARGV` to its end, as subprocess.run with
+        capture_output and text: no session of its own (the zygote's,
+        which has no terminal), `data` on its standard input (an empty
+        pipe without), its output read whole."""
+        ends = [os.pipe() for _ in range(3)]
+        try:
+            proc = self._fork(argv, "", env, args, cwd, False,
+                              (ends[0][0], ends[1][1], ends[2][1]))
+        finally:
+            for fd in (ends[0][0], ends[1][1], ends[2][1]):
+                os.close(fd)
+        outputs: dict[int, bytes] = {}
+        readers = [threading.Thread(target=_read_all, args=(ends[n][0], outputs, n), daemon=True)
+                   for n in (1, 2)]
+        for reader in readers:
+            reader.start()
+        try:
+            if data:
+                os.write(ends[0][1], data)
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(ends[0][1])
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            raise
+        for reader in readers:
+            reader.join(timeout)
+        return subprocess.CompletedProcess(args, code, _text(outputs.get(1, b"")),
+                                           _text(outputs.get(2, b"")))
+
+    def _fork(self, argv: list[str], prelude: str, env: dict[str, str], args: list[str],
+              cwd: str, session: bool, stdio: tuple[int, int, int]) -> ZygoteProc:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        request = json.dumps({"argv": argv, "prelude": prelude, "env": env, "cwd": cwd,
+                              "session": session}).encode()
         try:
             with self.lock:
                 self.control.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                  array.array("i", fds))])
+                                                  array.array("i", [theirs.fileno(), *stdio]))])
         finally:
             theirs.close()
-            os.close(stdin)
-            os.close(write_end)
         ours.settimeout(30)
-        data = ours.recv(4096)
-        if not data:
-            os.close(read_end)
-            raise RuntimeError("the test zygote did not start the server")
-        return ZygoteProc(args, ours, json.loads(data)["pid"], os.fdopen(read_end, "rb"))
+        answer = ours.recv(4096)
+        if not answer:
+            ours.close()
+            raise RuntimeError("the test zygote did not fork")
+        return ZygoteProc(args, ours, json.loads(answer)["pid"], None)
 
     def close(self) -> None:
         self.control.close()
@@ -244,6 +294,17 @@ class Zygote:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def _read_all(fd: int, into: dict[int, bytes], key: int) -> None:
+    with os.fdopen(fd, "rb") as stream:
+        into[key] = stream.read()
+
+
+def _text(data: bytes) -> str:
+    """Output as subprocess's text mode gives it: decoded, universal newlines."""
+    return data.decode(locale.getpreferredencoding(False)).replace("\r\n", "\n") \
+        .replace("\r", "\n")
 
 
 def _stable(env: dict[str, str]) -> dict[str, str]:
