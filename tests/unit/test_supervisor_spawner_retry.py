@@ -5,6 +5,7 @@ configuration; the previous spawner serves meanwhile."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import socket
@@ -14,7 +15,9 @@ from forkchat.supervisor import spawner
 
 
 def test_a_reload_whose_spawner_cannot_be_forked_says_so_and_tries_again(caplog, monkeypatch):
-    new = config.Config()
+    # port 0: the default 6667 may be another server's, and its bind's
+    # failure then joined the outcome checked below
+    new = dataclasses.replace(config.Config(), listen=(config.Listener(port=0),))
     targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
     boss = supervisor.Supervisor(config.Config(), targets, reload=lambda: new)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -50,6 +53,8 @@ def test_a_reload_whose_spawner_cannot_be_forked_says_so_and_tries_again(caplog,
     finally:
         logging.getLogger().setLevel(level)
         boss.broker_listener.close()
+        for bound in boss.bound:
+            bound.sock.close()
         boss.selector.close()
         for sock in (ours, theirs, *(h.sock for h in boss.spawners.values())):
             sock.close()
