@@ -384,7 +384,7 @@ def test_a_link_held_by_its_output_once_its_tokens_are_back_does_not_spin_the_lo
     assert harness.broker._timeout() > 1
 
 
-FAST_CLIENTS = "[limits]\nflood_burst = 10\nflood_rate = 10.0\n"
+FAST_CLIENTS = "[limits]\nflood_burst = 20\nflood_rate = 20.0\n"
 SLOW_CLIENTS = "[limits]\nflood_burst = 1\nflood_rate = 1.0\n"
 
 
@@ -393,13 +393,13 @@ def test_a_client_of_before_a_reload_that_lowered_flood_control_keeps_its_pace(m
     makes it once); a reload that lowers flood_rate and flood_burst is for
     the connections after it.  A broker restarted after such a reload made
     every worker's bucket from the new limits: 60 lines of a client
-    accepted before it, sent at its 10 a second, ran at 2 a second, 24 s
-    instead of 5 (and one that could not answer a PING meanwhile could
+    accepted before it, sent at its 20 a second, ran at 2 a second, 29 s
+    instead of 2 (and one that could not answer a PING meanwhile could
     time out).  The broker holds workers to the highest limits since the
-    start.  Counted, not timed: bob's worker answers his 80 PINGs at the
+    start.  Counted, not timed: bob's worker answers his 100 PINGs at the
     same pace as alice's lets her 60 lines go, 2 s longer; all of them
     reach him before the last PONG."""
-    lines, pings = 60, 80
+    lines, pings = 60, 100
     server = make_server(config_text=FAST_CLIENTS)
     alice, bob = IrcTestClient(server.port, timeout=20), IrcTestClient(server.port, timeout=20)
     try:

@@ -354,10 +354,13 @@ def test_a_client_that_reads_a_long_reply_slowly_keeps_its_sendq(make_server):
     is free, which took this reader longer than a second.  Before, it was
     dropped with 'Max SendQ exceeded' as if it took nothing."""
     server = make_server(config_text=big_motd() + SMALL_SENDQ + NO_PINGS)
-    # The window is shrunk after the connect (registered_small): the kernel's
-    # drops make this reader slow enough (some 30 KB/s) to need the fix;
-    # the SmallWindowClient reads too fast to tell.
-    slow = registered_small(server.port, "slow", timeout=10)
+    # The window is shrunk after the connect: the kernel's drops make this
+    # reader slow enough (some 30 KB/s) to need the fix; the
+    # SmallWindowClient reads too fast to tell.  Shrunk once registered,
+    # so that the registration's MOTD is read at the usual speed.
+    slow = IrcTestClient(server.port, timeout=10)
+    slow.register("slow")
+    small_window(slow)
     check_slow_motd_reader(slow, server, pings=0)
     slow.close()
 

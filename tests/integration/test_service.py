@@ -15,7 +15,7 @@ import pytest
 
 from forkchat import commands as worker_commands
 from tests.support.ircclient import IrcTestClient
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, run_forkchat
 
 
 @pytest.fixture
@@ -198,6 +198,8 @@ def test_sigusr1_logs_a_status_report(make_server):
 
 
 def run_server(*args, stdin=None):
+    if stdin is None:
+        return run_forkchat(*args)
     return subprocess.run([sys.executable, "-m", "forkchat", *args], input=stdin,
                           capture_output=True, text=True, timeout=30)
 
@@ -243,9 +245,7 @@ def test_check_config_warns_of_relative_paths(tmp_path):
                     '[[listen]]\nport = 0\n')
 
     def check(*args):
-        return subprocess.run([sys.executable, "-m", "forkchat", "-c", str(path), *args,
-                               "--check-config"], capture_output=True, text=True, timeout=30,
-                              cwd=tmp_path)
+        return run_forkchat("-c", str(path), *args, "--check-config", cwd=str(tmp_path))
 
     result = check()
     assert result.returncode == 0 and "configuration OK" in result.stdout

@@ -9,11 +9,11 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 
 import pytest
 
 from tests.integration.test_tls import TlsClient, certs, make_cert
+from tests.support.server import run_forkchat
 
 __all__ = ["certs"]     # the fixture, used by name
 
@@ -65,9 +65,7 @@ def run_server(directory: str, config_text: str, *args: str) -> subprocess.Compl
     path = os.path.join(directory, "forkchat.toml")
     with open(path, "w") as handle:
         handle.write(config_text)
-    return subprocess.run([sys.executable, "-m", "forkchat", "-c", path, "--state-dir",
-                           os.path.join(directory, "state"), *args],
-                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    return run_forkchat("-c", path, "--state-dir", os.path.join(directory, "state"), *args)
 
 
 def broken_pairs(directory: str) -> dict[str, tuple[str, str]]:

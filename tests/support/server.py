@@ -13,6 +13,8 @@ import time
 
 import psutil
 
+from tests.support import zygote
+
 LISTEN_RE = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+) \((\w+)\)( with TLS)?")
 START_TIMEOUT_S = 15.0
 
@@ -62,8 +64,7 @@ class ServerProcess:
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "forkchat"]
         if self.prelude:
-            cmd[1:] = ["-c", self.prelude + "\nimport runpy, sys\nsys.argv[0] = 'forkchat'\n"
-                       "runpy.run_module('forkchat', run_name='__main__', alter_sys=True)"]
+            cmd[1:] = ["-c", self.prelude_script()]
         if self.config_text is not None:
             cmd += ["-c", self.write_config(self.config_text)]
         for spec in self.listen:
@@ -72,11 +73,28 @@ class ServerProcess:
             cmd += ["--state-dir", self.state_dir]
         return cmd + self.extra_args
 
+    def prelude_script(self) -> str:
+        return (self.prelude + "\nimport runpy, sys\nsys.argv[0] = 'forkchat'\n"
+                "runpy.run_module('forkchat', run_name='__main__', alter_sys=True)")
+
+    def _forked(self, cmd: list[str], env: dict[str, str]) -> zygote.ZygoteProc | None:
+        """The server forked by the zygote, when `cmd` is the plain
+        `python -m forkchat ...` (or the prelude's `python -c ...`) that the
+        zygote runs the same way; None for any other command line."""
+        plain = ["-c", self.prelude_script()] if self.prelude else ["-m", "forkchat"]
+        if cmd[0] != sys.executable or cmd[1:3] != plain:
+            return None
+        spawner = zygote.zygote()
+        if spawner is None or not spawner.fits(env):
+            return None
+        return spawner.spawn(cmd[3:], self.prelude, env, cmd)
+
     def start(self, expect_listeners: int | None = None) -> "ServerProcess":
         env = dict(os.environ, **(self.env or {}))
-        self.proc = subprocess.Popen(self.command(), stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, env=env,
-                                     start_new_session=True)
+        cmd = self.command()
+        self.proc = self._forked(cmd, env) or subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)
         threading.Thread(target=self._read_stderr, daemon=True).start()
         wanted = expect_listeners or max(
             1, len(self.listen) + self.extra_args.count("--tutorial-listen"))
@@ -172,6 +190,21 @@ class ServerProcess:
         psutil.wait_procs(kids, timeout=5)
         self._tmpdir.cleanup()
         return code
+
+
+def run_forkchat(*args: str, cwd: str | None = None,
+                 timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """`python -m forkchat ARGS` run to its end with its output captured as
+    text, as subprocess.run(capture_output=True, text=True) gives it (a
+    --check-config, a start that fails); forked by the zygote when it may
+    (see zygote.py), a new interpreter otherwise."""
+    cmd = [sys.executable, "-m", "forkchat", *args]
+    env = dict(os.environ)
+    spawner = zygote.zygote()
+    if spawner is None or not spawner.fits(env):
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              stdin=subprocess.DEVNULL)
+    return spawner.run(list(args), env, cmd, cwd or os.getcwd(), timeout, None)
 
 
 def left_behind(processes: list[psutil.Process]) -> list[psutil.Process]:

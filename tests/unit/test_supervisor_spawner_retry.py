@@ -15,10 +15,9 @@ from forkchat.supervisor import spawner
 
 
 def test_a_reload_whose_spawner_cannot_be_forked_says_so_and_tries_again(caplog, monkeypatch):
-    # No [[listen]] entries: the default's 127.0.0.1:6667 was bound for real
-    # by the reload, and the outcome line changed whenever another program
-    # on the machine held that port.
-    new = dataclasses.replace(config.Config(), listen=())
+    # port 0: the default 6667 may be another server's, and its bind's
+    # failure then joined the outcome checked below
+    new = dataclasses.replace(config.Config(), listen=(config.Listener(port=0),))
     targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None)
     boss = supervisor.Supervisor(config.Config(), targets, reload=lambda: new)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -54,6 +53,8 @@ def test_a_reload_whose_spawner_cannot_be_forked_says_so_and_tries_again(caplog,
     finally:
         logging.getLogger().setLevel(level)
         boss.broker_listener.close()
+        for bound in boss.bound:
+            bound.sock.close()
         boss.selector.close()
         for sock in (ours, theirs, *(h.sock for h in boss.spawners.values())):
             sock.close()
