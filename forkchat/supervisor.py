@@ -1094,7 +1094,11 @@ class Supervisor:
             done = self.broker_out.flush()
         except OSError as error:
             # While stopping, a broker already gone (a SIGTERM to the whole
-            # process group reaches it too) is expected, not worth a warning.
+            # process group reaches it too) is expected, not worth a warning;
+            # the group's SIGTERM may still wait for this loop to read it (a
+            # worker's end, told to the broker, was settled first).
+            if not self.stopping:
+                self._heed_pending_stop()
             log.log(logging.DEBUG if self.stopping else logging.WARNING,
                     "cannot reach the broker: %s", error)
             self.broker_gone_early = self.stopping
