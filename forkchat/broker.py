@@ -831,6 +831,8 @@ class Broker:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
+                if listeners.nothing_queued(self.listener):
+                    return          # at the limit, but no worker waits
                 # Out of descriptors, most likely: the worker waits in the
                 # queue until links close (see listeners.AcceptTrouble).
                 self.accept_trouble.failed(error)

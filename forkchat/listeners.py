@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import re
+import select
 import socket
 import ssl
 import stat
@@ -366,6 +367,19 @@ class AcceptTrouble:
         if self.failing:
             self.failing = False
             self.logger.info("%s", self.resumed)
+
+
+def nothing_queued(sock: socket.socket) -> bool:
+    """Whether no connection waits on listening socket `sock`.
+
+    accept() takes a descriptor before it looks at the queue: at the limit
+    it fails with EMFILE when nothing waits too.  The link that took the
+    last descriptor was followed by a 'failed' line at once, and a waiting
+    link taken when a descriptor freed by 'accepting ... again' and a
+    second 'failed', for a queue then empty.
+    """
+    readable, _, _ = select.select([sock], [], [], 0)
+    return not readable
 
 
 def announce(bound: Bound) -> None:

@@ -24,6 +24,9 @@ LIMITED = ("import os, resource, sys; "
            "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
 
 
+CONFIG = "[limits]\nflood_burst = 1000\n"
+
+
 class LimitedServer(ServerProcess):
     """The real server, started with a low descriptor limit (soft and hard)."""
 
@@ -49,22 +52,26 @@ def registers(server: ServerProcess, client: IrcTestClient, nick: str) -> bool:
     return False
 
 
+def fill_the_broker(server: ServerProcess, clients: list[IrcTestClient]) -> IrcTestClient:
+    """Register clients until the broker cannot take one's link; that
+    client (its worker's link waits in the queue) is returned."""
+    for number in range(3 * NOFILE):
+        client = IrcTestClient(server.port)
+        clients.append(client)
+        if not registers(server, client, f"fd{number}"):
+            server.wait_for_text("accept on broker socket failed")
+            return client
+    raise AssertionError("the broker never ran out of descriptors")
+
+
 def test_the_broker_out_of_descriptors_logs_once_and_takes_the_link_once_one_frees():
     """accept() failing with EMFILE left the link queued and the listener
     readable: the broker spun at full CPU and logged the failure on every
     turn (300,000 lines in 5 s) until a client left."""
-    server = LimitedServer(config_text="[limits]\nflood_burst = 1000\n").start()
+    server = LimitedServer(config_text=CONFIG).start()
     clients: list[IrcTestClient] = []
     try:
-        stuck = None
-        for number in range(3 * NOFILE):
-            client = IrcTestClient(server.port)
-            clients.append(client)
-            if not registers(server, client, f"fd{number}"):
-                stuck = client            # its worker's link waits in the queue
-                break
-        assert stuck is not None, "the broker never ran out of descriptors"
-        server.wait_for_text("accept on broker socket failed")
+        stuck = fill_the_broker(server, clients)
         clients.pop(0).close()
         clients.pop(0).close()
         stuck.expect(lambda m: m.command in ("376", "422"), timeout=10)
@@ -72,6 +79,29 @@ def test_the_broker_out_of_descriptors_logs_once_and_takes_the_link_once_one_fre
         assert server.log_text().count("accept on broker socket failed") == 1
         # the link taken with the last descriptor is checked (/proc) all the same
         assert "refused broker link" not in server.log_text()
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def test_the_link_taken_with_the_one_descriptor_freed_is_no_second_failure():
+    """accept() takes a descriptor before it looks at the queue: the
+    waiting link, taken with the one descriptor a leaving client freed,
+    left none, and the next accept() of the same turn failed with EMFILE
+    on an empty queue, logged as a second failure right after 'accepting
+    broker links again' (the test above, when the two clients' links
+    closed half a second apart on a busy machine)."""
+    server = LimitedServer(config_text=CONFIG).start()
+    clients: list[IrcTestClient] = []
+    try:
+        stuck = fill_the_broker(server, clients)
+        clients.pop(0).close()
+        stuck.expect(lambda m: m.command in ("376", "422"), timeout=10)
+        server.wait_for_text("accepting broker links again")
+        stuck.send("PING :settled")           # a turn of the broker's loop since
+        stuck.expect("PONG")
+        assert server.log_text().count("accept on broker socket failed") == 1
     finally:
         for client in clients:
             client.close()
