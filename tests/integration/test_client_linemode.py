@@ -23,6 +23,7 @@ import time
 import pytest
 
 from tests.conftest import TEST_LIMITS
+from tests.support import signals
 from tests.support.ircclient import IrcTestClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +42,8 @@ class LineClient:
     def __init__(self, args: list[str]) -> None:
         self.proc = subprocess.Popen(CLIENT + args, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=client_env(), cwd=REPO)
+                                     env=client_env(), cwd=REPO,
+                                     preexec_fn=signals.as_started_by_hand)
         self.out: list[str] = []
         self.err: list[str] = []
         self._cond = threading.Condition()

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from forkchat import __version__, cli, config, privileges
+from tests.support import signals
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -101,6 +102,7 @@ def test_hash_password_question_ends_without_a_traceback(key, status, message):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     pid, master = pty.fork()
     if pid == 0:                                        # the child, on the terminal
+        signals.as_started_by_hand()
         os.execve(sys.executable, [sys.executable, "-m", "forkchat", "--hash-password"], env)
     seen = b""
     try:
