@@ -368,6 +368,8 @@ class Supervisor:
                     log.debug("accept: a connection was lost before it was taken: %s",
                               error.strerror or error)
                     continue
+                if listeners.nothing_queued(bound.sock):
+                    return          # at the limit, but no client waits
                 # Out of descriptors, most likely; anything else unforeseen
                 # must not end the server either.
                 self._pause_accepting(bound, error)

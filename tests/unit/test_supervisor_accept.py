@@ -429,3 +429,41 @@ def test_a_connection_no_spawner_took_before_a_stop_is_told_the_server_stops(bos
     finally:
         client.close()
         server_side.close()
+
+
+class LastDescriptor(Starved):
+    """A listener with one descriptor left: its first accept() takes it,
+    every later one fails with EMFILE, whether a client waits or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starved = False
+
+    def accept(self) -> tuple[socket.socket, tuple[str, int]]:
+        taken = super().accept()
+        self.starved = True
+        return taken
+
+
+def test_the_connection_taken_with_the_last_descriptor_is_no_failure(boss, caplog, monkeypatch):
+    """accept() takes a descriptor before it looks at the queue: the loop's
+    next accept() after the last waiting client failed with EMFILE on an
+    empty queue, and the listener was paused with an 'accept failed' line
+    for nothing.  With nothing queued it stays watched, without a word."""
+    sock = LastDescriptor()
+    bound = listeners.Bound(sock, config.Listener("127.0.0.1", 0))    # type: ignore[arg-type]
+    boss.bound = [bound]
+    boss._watch_listener(bound)
+    admitted: list[str] = []
+    monkeypatch.setattr(boss, "_admit", lambda conn, address, bound: (admitted.append(address),
+                                                                       conn.close()))
+    client = socket.create_connection(sock.real.getsockname())
+    try:
+        with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+            boss._turn(1.0)
+        assert admitted == ["127.0.0.1"]
+        assert [r.getMessage() for r in caplog.records] == []
+        assert "accept" not in boss.timers and boss.selector.get_key(sock) is not None
+    finally:
+        client.close()
+        sock.close()
