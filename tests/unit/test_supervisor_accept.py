@@ -44,17 +44,24 @@ def boss():
     made.selector.close()
 
 
-def test_emfile_pauses_the_listener_logs_once_and_it_accepts_once_a_descriptor_frees(
-        boss, caplog, monkeypatch):
-    """The queued connection kept the listener readable: every turn of the
-    loop failed again at once, at 100 % CPU, with an error line each."""
-    sock = Starved()
+def listen_on(boss, sock, monkeypatch) -> list[str]:
+    """Make `sock` the supervisor's one watched listener; the addresses of
+    the clients it admits (each closed at once), as they come."""
     bound = listeners.Bound(sock, config.Listener("127.0.0.1", 0))    # type: ignore[arg-type]
     boss.bound = [bound]
     boss._watch_listener(bound)
     admitted: list[str] = []
     monkeypatch.setattr(boss, "_admit", lambda conn, address, bound: (admitted.append(address),
                                                                        conn.close()))
+    return admitted
+
+
+def test_emfile_pauses_the_listener_logs_once_and_it_accepts_once_a_descriptor_frees(
+        boss, caplog, monkeypatch):
+    """The queued connection kept the listener readable: every turn of the
+    loop failed again at once, at 100 % CPU, with an error line each."""
+    sock = Starved()
+    admitted = listen_on(boss, sock, monkeypatch)
     client = socket.create_connection(sock.real.getsockname())
     try:
         with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
@@ -177,12 +184,7 @@ def test_a_connection_lost_before_accept_is_skipped_and_the_next_taken(boss, mon
             raise errors.pop()
         return real_accept()
     sock.accept = accept                                     # type: ignore[method-assign]
-    bound = listeners.Bound(sock, config.Listener("127.0.0.1", 0))    # type: ignore[arg-type]
-    boss.bound = [bound]
-    boss._watch_listener(bound)
-    admitted: list[str] = []
-    monkeypatch.setattr(boss, "_admit", lambda conn, address, bound: (admitted.append(address),
-                                                                       conn.close()))
+    admitted = listen_on(boss, sock, monkeypatch)
     client = socket.create_connection(sock.real.getsockname())
     try:
         boss._turn(1.0)
@@ -451,12 +453,7 @@ def test_the_connection_taken_with_the_last_descriptor_is_no_failure(boss, caplo
     empty queue, and the listener was paused with an 'accept failed' line
     for nothing.  With nothing queued it stays watched, without a word."""
     sock = LastDescriptor()
-    bound = listeners.Bound(sock, config.Listener("127.0.0.1", 0))    # type: ignore[arg-type]
-    boss.bound = [bound]
-    boss._watch_listener(bound)
-    admitted: list[str] = []
-    monkeypatch.setattr(boss, "_admit", lambda conn, address, bound: (admitted.append(address),
-                                                                       conn.close()))
+    admitted = listen_on(boss, sock, monkeypatch)
     client = socket.create_connection(sock.real.getsockname())
     try:
         with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
