@@ -229,6 +229,7 @@ class Request:
     listener_id: int
     sent: bool = False
     encrypted: bool = False       # a TLS listener's: refused without a word
+    unsent_because: str = ""      # why the kernel would not pass it (see Handle.flush)
 
 
 class Handle:
@@ -304,7 +305,9 @@ class Handle:
                     return True
                 self.queue.popleft()
                 if cid is not None:
-                    self.unsendable.append(self.requests.pop(cid))
+                    request = self.requests.pop(cid)
+                    request.unsent_because = error.strerror or str(error)
+                    self.unsendable.append(request)
                 continue
             self.queue.popleft()
             if cid is not None:

@@ -518,7 +518,8 @@ class Supervisor:
         done = handle.flush()
         while handle.unsendable:
             request = handle.unsendable.pop()
-            log.error("cannot pass conn %d from %s to the spawner", request.cid, request.peer)
+            log.error("cannot pass conn %d from %s to the spawner: %s", request.cid, request.peer,
+                      request.unsent_because)
             listeners.refuse(request.conn, request.peer, self._refusal(), request.encrypted)
             self._unadmit(request)
         self._want_writes(handle.sock, not done, lambda mask: self.on_spawner(handle, mask))

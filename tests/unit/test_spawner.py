@@ -208,6 +208,8 @@ def test_a_request_the_kernel_will_not_pass_is_set_aside_and_the_rest_go(pair, m
     monkeypatch.setattr(socket, "send_fds", refuse_the_first)
     assert handle.flush() and not handle.broken
     assert [r.cid for r in handle.unsendable] == [1] and list(handle.requests) == [2]
+    # the reason, for the supervisor's log line (which said only that it failed)
+    assert handle.unsendable[0].unsent_because == "Too many references"
     data, fds, _f, _a = socket.recv_fds(theirs, 512, 1)
     assert data.startswith(b"W 2 ") and len(fds) == 1
     socket.socket(fileno=fds[0]).close()
