@@ -255,18 +255,14 @@ class ChatModel:
         in; and the rows of a NAMES of every room, ended by one 366 for
         `*` and none for any room, were held and never shown at all.
         Returns the answer's key for `answered`, None for other lines."""
-        try:
-            msg = ircmsg.parse(line)
-        except ValueError:
+        names = ircmsg.names_asked(line)
+        if names is None:
             return None
-        if msg.command != "NAMES":
-            return None
-        query = msg.param(0)
+        query, rooms = names
         asked = [key for key in self._answers if key.startswith("asked ")]
         for key in asked[:max(0, len(asked) - NAMES_ASKED_MAX + 1)]:
             self._answer_end(key)
         self._asked += 1
-        rooms = {ircmsg.casefold(room) for room in query.split(",") if room} or {"*"}
         self._answers[f"asked {self._asked}"] = Answer(
             self.current, f"/names {query}".rstrip(), awaits=rooms)
         return f"asked {self._asked}"

@@ -152,3 +152,16 @@ def can_be_nick(name: str) -> bool:
 def is_room(name: str, chantypes: str = "#&+!") -> bool:
     """True when `name` is a room (channel) rather than a nick."""
     return bool(name) and name[0] in chantypes
+
+
+def names_asked(line: str) -> tuple[str, set[str]] | None:
+    """Of a NAMES line the user sends: its query and the rooms it asks for,
+    casefolded ({"*"}: every room); None for any other line."""
+    try:
+        msg = parse(line)
+    except ValueError:
+        return None
+    if msg.command != "NAMES":
+        return None
+    query = msg.param(0)
+    return query, {casefold(room) for room in query.split(",") if room} or {"*"}

@@ -243,7 +243,8 @@ class LineMode:
             return
         for line in result.lines:
             self.conn.send(line)
-            if asks_every_room(line):
+            names = ircmsg.names_asked(line)
+            if names is not None and names[1] == {"*"}:     # `/raw NAMES`
                 self._every_room = False
         self._unbarriered += len(result.lines)
         if self.conn.quitting:
@@ -393,15 +394,6 @@ class LineMode:
             self._err.flush()
         except OSError:
             self._err = open(os.devnull, "w")
-
-
-def asks_every_room(line: str) -> bool:
-    """Whether `line` is a NAMES of every room (`/raw NAMES`)."""
-    try:
-        msg = ircmsg.parse(line)
-    except ValueError:
-        return False
-    return msg.command == "NAMES" and not msg.param(0)
 
 
 def _confirmed() -> None:
