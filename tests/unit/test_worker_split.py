@@ -1,12 +1,10 @@
 """A client's lines as TCP may cut them: the worker's framing must not care
 where one read ends and the next begins."""
 
-import socket
-
 import pytest
 
-from forkchat import config, worker
-from tests.unit.test_worker_lines import fake_broker  # noqa: F401 (fixture)
+from forkchat import worker
+from tests.unit.test_worker_lines import fake_broker, linked_worker  # noqa: F401 (fixture)
 
 # Local commands only (answered without the broker): a CRLF line, a bare-LF
 # one with UTF-8 text, an empty line, a NUL, a latin-1 USER, CAP LS 302, a
@@ -18,21 +16,11 @@ STREAM = (b"PING :a\r\nPING :\xc3\xa9t\xc3\xa9\n\r\nPING :x\x00y\r\n"
 
 def _answers(address, accept, pieces: list[bytes]) -> bytes:
     """What the worker writes to a client that sends `pieces` one read each."""
-    client_end, server_end = socket.socketpair()
-    w = worker.Worker(server_end, "127.0.0.1", "irc", 1, config.Config(), address)
-    try:
-        assert w._connect_broker()
-        accept(w)
+    with linked_worker((address, accept)) as (w, client_end, _server_end):
         for piece in pieces:
             client_end.sendall(piece)
             w.on_client(worker.selectors.EVENT_READ)
         return bytes(w.sendq)
-    finally:
-        w.selector.close()
-        if w.link.sock is not None:
-            w.link.sock.close()
-        client_end.close()
-        server_end.close()
 
 
 def test_a_stream_cut_anywhere_is_answered_as_one_read(fake_broker):  # noqa: F811
