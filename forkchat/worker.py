@@ -890,9 +890,10 @@ class Worker:
     def _flush_client(self) -> None:
         if self.handshaking:
             return
-        if self.sendq:
+        sendq = self.sendq
+        if sendq:
             try:
-                sent = self._send_head()
+                sent = self.sock.send(sendq) if self.tls is None else self._send_head()
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                     ssl.SSLWantWriteError):
                 sent = 0
@@ -920,7 +921,8 @@ class Worker:
                     return
             if len(self.sendq) > limit:
                 self._watch_stall(sent)
-        self._watch_client()
+        if sendq or self.client_eof or self.client_watch != selectors.EVENT_READ:
+            self._watch_client()        # (on the delivery path: nothing to change)
 
     def _watch_stall(self, sent: int) -> None:
         """A reply beyond sendq_bytes is queued: note when the client takes
