@@ -109,6 +109,11 @@ QUERY_ENDS: dict[str, tuple[bytes, Callable[[protocol.Message], int]]] = {
 # reading a LIST of megabytes is alive (4.5 MB: 75 minutes at most); a
 # trickle of a byte a minute does not hold the worker and the reply for days.
 TAKING_RATE = 1024
+# The kinds of the frames on the delivery path, as plain numbers: a member
+# of an IntEnum looked up on its class is a Python call (EnumType's), in
+# every wake-up of every worker.
+_DELIVER = int(ipc.Kind.DELIVER)
+_REPLY = int(ipc.Kind.REPLY)
 # The bytes a socket's kernel queue holds that the peer has not acknowledged
 # (SIOCOUTQ; Linux).  None where it cannot be asked.
 UNACKED_IOCTL = getattr(termios, "TIOCOUTQ", None)
@@ -1198,8 +1203,8 @@ class Worker:
         self._take_frames(frames)
 
     def _take_frames(self, frames: list[tuple[int, bytes]]) -> None:
-        deliver = None if self.tutorial else ipc.Kind.DELIVER
-        reply = None if self.tutorial else ipc.Kind.REPLY
+        deliver = None if self.tutorial else _DELIVER
+        reply = None if self.tutorial else _REPLY
         for kind, payload in frames:
             if kind == deliver:      # most frames: written as they are
                 self.sendq += payload
