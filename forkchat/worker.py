@@ -114,6 +114,10 @@ TAKING_RATE = 1024
 # every wake-up of every worker.
 _DELIVER = int(ipc.Kind.DELIVER)
 _REPLY = int(ipc.Kind.REPLY)
+# The selector's event bits, for the same path: a name here, not an
+# attribute of another module, looked up in each wake-up.
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
 # The bytes a socket's kernel queue holds that the peer has not acknowledged
 # (SIOCOUTQ; Linux).  None where it cannot be asked.
 UNACKED_IOCTL = getattr(termios, "TIOCOUTQ", None)
@@ -926,7 +930,7 @@ class Worker:
                     return
             if len(self.sendq) > limit:
                 self._watch_stall(sent)
-        if sendq or self.client_eof or self.client_watch != selectors.EVENT_READ:
+        if sendq or self.client_eof or self.client_watch != _READ:
             self._watch_client()        # (on the delivery path: nothing to change)
 
     def _watch_stall(self, sent: int) -> None:
@@ -1191,9 +1195,9 @@ class Worker:
         return [hello, ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity())]
 
     def on_link(self, mask: int) -> None:
-        if mask & selectors.EVENT_WRITE:
+        if mask & _WRITE:
             self._flush_link()
-        if not mask & selectors.EVENT_READ or self.link.sock is None:
+        if not mask & _READ or self.link.sock is None:
             return
         try:
             frames = self.link.read()
