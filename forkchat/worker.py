@@ -913,23 +913,25 @@ class Worker:
                 self._client_broke(f"Write error: {error.strerror or error}")
                 return
             if sent:
-                del self.sendq[:sent]
-            replying = self.replies.pending
+                del sendq[:sent]
+            replies = self.replies
+            replying = replies.pending
             if replying:        # (never on the delivery path: no reply pending)
-                self.replies.sent(sent)
+                replies.sent(sent)
                 self.reply_taken += sent
-            limit = self.cfg.limits.sendq_bytes
-            if len(self.sendq) - self.replies.pending > limit:    # (_bounded_sendq)
-                self._cut_sendq()
-                self.stuck = True
-                self.close("Max SendQ exceeded")
-                return
-            if replying and not self.replies.pending:
-                self._resume_after_reply()
-                if self.done:
+            if sendq or replying:       # (the delivery path: all went, nothing to bound)
+                limit = self.cfg.limits.sendq_bytes
+                if len(sendq) - replies.pending > limit:    # (_bounded_sendq)
+                    self._cut_sendq()
+                    self.stuck = True
+                    self.close("Max SendQ exceeded")
                     return
-            if len(self.sendq) > limit:
-                self._watch_stall(sent)
+                if replying and not replies.pending:
+                    self._resume_after_reply()
+                    if self.done:
+                        return
+                if len(sendq) > limit:
+                    self._watch_stall(sent)
         if sendq or self.client_eof or self.client_watch != _READ:
             self._watch_client()        # (on the delivery path: nothing to change)
 
@@ -1209,12 +1211,13 @@ class Worker:
     def _take_frames(self, frames: list[tuple[int, bytes]]) -> None:
         deliver = None if self.tutorial else _DELIVER
         reply = None if self.tutorial else _REPLY
+        sendq = self.sendq        # (one object for the worker's life: grown in place)
         for kind, payload in frames:
             if kind == deliver:      # most frames: written as they are
-                self.sendq += payload
+                sendq += payload
             elif kind == reply:      # not held against sendq_bytes
-                self.replies.add(len(self.sendq), len(payload))
-                self.sendq += payload
+                self.replies.add(len(sendq), len(payload))
+                sendq += payload
                 if self.query_ends_due:
                     self._query_reply(payload)
             else:
