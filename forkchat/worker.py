@@ -1201,8 +1201,8 @@ class Worker:
             self._flush_link()
         if not mask & _READ or self.link.sock is None:
             return
-        try:
-            frames = self.link.read()
+        try:       # (an IRC client's DELIVERs go straight to its send queue)
+            frames = self.link.read(None if self.tutorial else self.sendq)
         except link.LinkLost as error:
             self._broker_lost(str(error))
             return
