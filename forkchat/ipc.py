@@ -58,6 +58,8 @@ from typing import Any
 from forkchat import replybytes
 
 HEADER = struct.Struct("!IB")
+_HEADER_BYTES = HEADER.size
+_unpack_header = HEADER.unpack_from   # (looked up once: see FrameReader.feed_into)
 HEARTBEAT_S = 2.0      # broker -> supervisor counts; silence means a stuck broker
 CONTROL_QUEUE_BYTES = 1 << 20   # control frames waiting for a busy peer
 MAX_FRAME_BYTES = 1 << 20
@@ -129,32 +131,50 @@ class FrameReader:
         Raises:
             FrameError: a frame longer than the bound, or an unknown kind.
         """
+        return self.feed_into(data, bytearray(), -1)
+
+    def feed_into(self, data: bytes, sink: bytearray, kind: int) -> list[tuple[int, bytes]]:
+        """As feed(), but the payloads of the frames of `kind` that come
+        first are appended to `sink` instead of returned; the frames from
+        the first of another kind on are returned, in order.
+
+        A worker wakes for a batch of DELIVER frames (README, Performance),
+        whose payloads go to its send queue as they are: a tuple, a list
+        entry and a second loop per frame cost it some 0.5 us each there.
+        One function, not a feed and a split, for the same reason.
+
+        Raises:
+            FrameError: a frame longer than the bound, or an unknown kind
+                (and `sink` is as it was).
+        """
         buffer = self._buffer
         if buffer:
             buffer += data
-            frames, offset = self._split(buffer)
-            del buffer[:offset]
-        else:       # the usual case: whole frames, taken from `data` itself
-            frames, offset = self._split(data)
-            buffer += data[offset:]
-        return frames
-
-    def _split(self, source: bytes | bytearray) -> tuple[list[tuple[int, bytes]], int]:
-        """The whole frames at the start of `source`, and where they end."""
-        frames = []
+            data = bytes(buffer)
+        frames: list[tuple[int, bytes]] = []
         offset = 0
-        size = HEADER.size
-        total = len(source)
-        while total - offset >= size:
-            length, kind = HEADER.unpack_from(source, offset)
-            if length > self._max_frame or kind not in _KINDS:
-                raise FrameError(f"bad frame header (kind {kind}, {length} bytes)")
-            end = offset + size + length
+        total = len(data)
+        kept = len(sink)
+        max_frame = self._max_frame
+        while total - offset >= _HEADER_BYTES:
+            length, frame_kind = _unpack_header(data, offset)
+            if length > max_frame or frame_kind not in _KINDS:
+                del sink[kept:]
+                raise FrameError(f"bad frame header (kind {frame_kind}, {length} bytes)")
+            start = offset + _HEADER_BYTES
+            end = start + length
             if end > total:
                 break
-            frames.append((kind, bytes(source[offset + size:end])))
+            if frame_kind == kind and not frames:
+                sink += data[start:end]
+            else:
+                frames.append((frame_kind, bytes(data[start:end])))
             offset = end
-        return frames, offset
+        if buffer:
+            del buffer[:offset]
+        elif offset < total:    # the usual case has whole frames only
+            buffer += data[offset:]
+        return frames
 
     @property
     def pending(self) -> int:

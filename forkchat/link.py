@@ -18,6 +18,7 @@ from forkchat import ipc
 READ_BYTES = 65536            # below malloc's mmap threshold: no mmap per read
 QUEUE_BYTES = 1 << 20         # frames held for a broker that is away
 CONNECT_TIMEOUT_S = 2.0
+_DELIVER = int(ipc.Kind.DELIVER)    # (a plain number: see worker._DELIVER)
 
 
 class LinkLost(Exception):
@@ -110,8 +111,11 @@ class BrokerLink:
     def overfull(self) -> bool:
         return self._queued > QUEUE_BYTES
 
-    def read(self) -> list[tuple[int, bytes]]:
-        """The frames one read brings ([] when nothing is ready).
+    def read(self, deliver_to: bytearray | None = None) -> list[tuple[int, bytes]]:
+        """The frames one read brings ([] when nothing is ready).  With
+        `deliver_to` (a send queue), the payloads of the DELIVER frames
+        that come first are appended to it instead of returned (see
+        ipc.FrameReader.feed_into).
 
         Raises:
             LinkLost: EOF, a read error, or something that is not frames.
@@ -126,7 +130,9 @@ class BrokerLink:
         if not data:
             raise LinkLost("broker closed the link")
         try:
-            return self._reader.feed(data)
+            if deliver_to is None:
+                return self._reader.feed(data)
+            return self._reader.feed_into(data, deliver_to, _DELIVER)
         except ipc.FrameError as error:
             self._garbled = True
             raise LinkLost(f"bad frame from broker: {error}") from None

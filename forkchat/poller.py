@@ -18,6 +18,12 @@ from typing import Any, Callable
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 
+# Looked up once: select() runs at every wake-up of every worker, where each
+# lookup in another module's namespace costs more than the arithmetic.
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_ceil = math.ceil
+
 Callback = Callable[[int], None]
 # The callback, the selectors event bits and the object registered for one descriptor.
 _Entry = tuple[Callback, int, Any]
@@ -79,14 +85,17 @@ class Poller:
         elif timeout <= 0:
             wait = 0.0
         else:      # epoll counts whole milliseconds: round up, never spin
-            wait = math.ceil(timeout * 1e3) * 1e-3
+            wait = _ceil(timeout * 1e3) * 1e-3
         callbacks = self._callbacks
         ready = []
-        for fd, flags in self._epoll.poll(wait, max(len(callbacks), 1)):
+        for fd, flags in self._epoll.poll(wait, len(callbacks) or 1):
             entry = callbacks.get(fd)
             if entry is not None:
-                events = (WRITE if flags & ~select.EPOLLIN else 0) \
-                    | (READ if flags & ~select.EPOLLOUT else 0)
+                if flags == _EPOLLIN:       # the usual wake-up: something to read
+                    events = READ
+                else:
+                    events = (WRITE if flags & ~_EPOLLIN else 0) \
+                        | (READ if flags & ~_EPOLLOUT else 0)
                 ready.append((entry[0], events & entry[1]))
         return ready
 

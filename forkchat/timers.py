@@ -14,6 +14,9 @@ import time
 # costs nothing, and no deadline, however far (or infinite), can then give
 # select() a timeout it cannot hold (epoll: an int of milliseconds).
 MAX_WAIT_S = 3600.0
+# next_timeout runs once per turn of every loop, a worker's at each wake-up:
+# the clock is a name of this module, not an attribute of `time` looked up.
+_monotonic = time.monotonic
 
 
 def next_timeout(deadlines: dict[str, float]) -> float | None:
@@ -21,7 +24,7 @@ def next_timeout(deadlines: dict[str, float]) -> float | None:
     (wait for I/O only)."""
     if not deadlines:
         return None
-    wait = min(deadlines.values()) - time.monotonic()
+    wait = min(deadlines.values()) - _monotonic()
     if not wait < MAX_WAIT_S:      # also catches inf and nan
         return MAX_WAIT_S
     return max(0.0, wait)

@@ -109,6 +109,15 @@ QUERY_ENDS: dict[str, tuple[bytes, Callable[[protocol.Message], int]]] = {
 # reading a LIST of megabytes is alive (4.5 MB: 75 minutes at most); a
 # trickle of a byte a minute does not hold the worker and the reply for days.
 TAKING_RATE = 1024
+# The kinds of the frames on the delivery path, as plain numbers: a member
+# of an IntEnum looked up on its class is a Python call (EnumType's), in
+# every wake-up of every worker.
+_DELIVER = int(ipc.Kind.DELIVER)
+_REPLY = int(ipc.Kind.REPLY)
+# The selector's event bits, for the same path: a name here, not an
+# attribute of another module, looked up in each wake-up.
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
 # The bytes a socket's kernel queue holds that the peer has not acknowledged
 # (SIOCOUTQ; Linux).  None where it cannot be asked.
 UNACKED_IOCTL = getattr(termios, "TIOCOUTQ", None)
@@ -888,9 +897,10 @@ class Worker:
     def _flush_client(self) -> None:
         if self.handshaking:
             return
-        if self.sendq:
+        sendq = self.sendq
+        if sendq:
             try:
-                sent = self._send_head()
+                sent = self.sock.send(sendq) if self.tls is None else self._send_head()
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                     ssl.SSLWantWriteError):
                 sent = 0
@@ -901,24 +911,27 @@ class Worker:
                 self._client_broke(f"Write error: {error.strerror or error}")
                 return
             if sent:
-                del self.sendq[:sent]
-            replying = self.replies.pending
+                del sendq[:sent]
+            replies = self.replies
+            replying = replies.pending
             if replying:        # (never on the delivery path: no reply pending)
-                self.replies.sent(sent)
+                replies.sent(sent)
                 self.reply_taken += sent
-            limit = self.cfg.limits.sendq_bytes
-            if len(self.sendq) - self.replies.pending > limit:    # (_bounded_sendq)
-                self._cut_sendq()
-                self.stuck = True
-                self.close("Max SendQ exceeded")
-                return
-            if replying and not self.replies.pending:
-                self._resume_after_reply()
-                if self.done:
+            if sendq or replying:       # (the delivery path: all went, nothing to bound)
+                limit = self.cfg.limits.sendq_bytes
+                if len(sendq) - replies.pending > limit:    # (_bounded_sendq)
+                    self._cut_sendq()
+                    self.stuck = True
+                    self.close("Max SendQ exceeded")
                     return
-            if len(self.sendq) > limit:
-                self._watch_stall(sent)
-        self._watch_client()
+                if replying and not replies.pending:
+                    self._resume_after_reply()
+                    if self.done:
+                        return
+                if len(sendq) > limit:
+                    self._watch_stall(sent)
+        if sendq or self.client_eof or self.client_watch != _READ:
+            self._watch_client()        # (on the delivery path: nothing to change)
 
     def _watch_stall(self, sent: int) -> None:
         """A reply beyond sendq_bytes is queued: note when the client takes
@@ -1182,26 +1195,27 @@ class Worker:
         return [hello, ipc.encode_json(ipc.Kind.REREGISTER, self.session.identity())]
 
     def on_link(self, mask: int) -> None:
-        if mask & selectors.EVENT_WRITE:
+        if mask & _WRITE:
             self._flush_link()
-        if not mask & selectors.EVENT_READ or self.link.sock is None:
+        if not mask & _READ or self.link.sock is None:
             return
-        try:
-            frames = self.link.read()
+        try:       # (an IRC client's DELIVERs go straight to its send queue)
+            frames = self.link.read(None if self.tutorial else self.sendq)
         except link.LinkLost as error:
             self._broker_lost(str(error))
             return
         self._take_frames(frames)
 
     def _take_frames(self, frames: list[tuple[int, bytes]]) -> None:
-        deliver = None if self.tutorial else ipc.Kind.DELIVER
-        reply = None if self.tutorial else ipc.Kind.REPLY
+        deliver = None if self.tutorial else _DELIVER
+        reply = None if self.tutorial else _REPLY
+        sendq = self.sendq        # (one object for the worker's life: grown in place)
         for kind, payload in frames:
             if kind == deliver:      # most frames: written as they are
-                self.sendq += payload
+                sendq += payload
             elif kind == reply:      # not held against sendq_bytes
-                self.replies.add(len(self.sendq), len(payload))
-                self.sendq += payload
+                self.replies.add(len(sendq), len(payload))
+                sendq += payload
                 if self.query_ends_due:
                     self._query_reply(payload)
             else:

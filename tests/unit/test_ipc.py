@@ -14,6 +14,34 @@ def test_frames_survive_any_split():
         assert reader.pending == 0
 
 
+def test_feed_into_takes_only_the_leading_frames_of_its_kind():
+    """The payloads of the first DELIVERs go to the sink; from the first
+    frame of another kind on, every frame is returned in order, so what
+    that frame does comes before the DELIVERs after it."""
+    stream = (ipc.encode(ipc.Kind.DELIVER, b"one\r\n") + ipc.encode(ipc.Kind.DELIVER, b"two\r\n")
+              + ipc.encode(ipc.Kind.DROP, b"bye") + ipc.encode(ipc.Kind.DELIVER, b"three\r\n"))
+    for cut in range(len(stream) + 1):
+        reader = ipc.FrameReader()
+        sink = bytearray(b"queued ")
+        frames = reader.feed_into(stream[:cut], sink, ipc.Kind.DELIVER)
+        frames += reader.feed_into(stream[cut:], sink, ipc.Kind.DELIVER) if not frames \
+            else reader.feed(stream[cut:])
+        assert bytes(sink) == b"queued one\r\ntwo\r\n"
+        assert frames == [(ipc.Kind.DROP, b"bye"), (ipc.Kind.DELIVER, b"three\r\n")]
+        assert all(type(payload) is bytes for _kind, payload in frames)
+        assert reader.pending == 0
+
+
+def test_feed_into_leaves_the_sink_as_it_was_on_a_bad_frame():
+    """Frames before a bad header are lost with the link, as feed() loses
+    them: none of their payloads stays in the sink."""
+    sink = bytearray(b"queued")
+    with pytest.raises(ipc.FrameError):
+        ipc.FrameReader().feed_into(ipc.encode(ipc.Kind.DELIVER, b"x\r\n") + ipc.HEADER.pack(1, 99)
+                                    + b"y", sink, ipc.Kind.DELIVER)
+    assert sink == b"queued"
+
+
 def test_partial_frame_stays_pending():
     reader = ipc.FrameReader()
     assert reader.feed(ipc.encode(ipc.Kind.BYE, b"reason")[:-2]) == []

@@ -73,3 +73,19 @@ def test_a_broker_that_closes_every_link_at_once_is_one_outage(monkeypatch, capl
             sock.close()
         if w.link.sock is not None:
             w.link.sock.close()
+
+
+def test_a_wake_up_keeps_the_order_of_deliveries_and_what_comes_between(irc_worker):
+    """DELIVERs go to the send queue without being returned as frames
+    (ipc.FrameReader.feed_into), but only those before any other frame:
+    a server query answered between two lines is answered between them."""
+    w, broker_end = irc_worker
+    broker_end.sendall(ipc.encode(ipc.Kind.DELIVER, b":bob!b@h PRIVMSG alice :first\r\n")
+                       + ipc.encode(ipc.Kind.SERVE, b"TIME")
+                       + ipc.encode(ipc.Kind.DELIVER, b":bob!b@h PRIVMSG alice :last\r\n"))
+    for callback, mask in w.selector.select(1.0):
+        callback(mask)
+    lines = bytes(w.sendq).split(b"\r\n")
+    assert lines[0] == b":bob!b@h PRIVMSG alice :first"
+    assert lines[-2] == b":bob!b@h PRIVMSG alice :last"
+    assert b" 391 alice " in lines[1]        # RPL_TIME, between them
