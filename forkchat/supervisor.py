@@ -25,7 +25,6 @@ import logging
 import os
 import pickle
 import resource
-import secrets
 import selectors
 import signal
 import socket
@@ -155,7 +154,9 @@ class Supervisor:
         self.spawners_linger = False    # retired spawners wait for their workers (no subreaper)
         self.stopping = False
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        self.broker_address = f"\0forkchat-{os.getpid()}-{secrets.token_hex(8)}"
+        # os.urandom, not the secrets module: that imports random, whose
+        # handler reseeds it in every child forked after (see test_imports)
+        self.broker_address = f"\0forkchat-{os.getpid()}-{os.urandom(8).hex()}"
         self.broker_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.control_reader = ipc.FrameReader()
         self.counts = {"clients": 0, "rooms": 0}
