@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import socket
+
+import _signal  # type: ignore[import-not-found]  # the C half of signal: no stub
 from typing import Any, Iterable
 
 # The signals the handler saw, besides the wakeup socket's bytes: a
@@ -31,8 +33,11 @@ def install(signums: Iterable[int]) -> tuple[socket.socket, socket.socket]:
     del _noted[:]                 # a parent's, copied by the fork
     # A full socket wakes the loop all the same, and the handler notes the signal.
     signal.set_wakeup_fd(write_end.fileno(), warn_on_full_buffer=False)
+    # _signal's: signal.signal makes enum members of the number and of the
+    # handler it replaces, lookups that wrote some 22 pages a worker copied
+    # from its spawner (75 us of its start; children.reset_signals alike).
     for signum in signums:
-        signal.signal(signum, _note)
+        _signal.signal(int(signum), _note)
     return read_end, write_end
 
 
