@@ -148,9 +148,9 @@ class FrameReader:
                 (and `sink` is as it was).
         """
         buffer = self._buffer
-        if buffer:
+        if buffer:       # frames split over reads: taken from the buffer itself
             buffer += data
-            data = bytes(buffer)
+            data = buffer
         frames: list[tuple[int, bytes]] = []
         offset = 0
         total = len(data)
