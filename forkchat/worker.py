@@ -330,7 +330,8 @@ class Worker:
             wait = due - _monotonic()
             if wait <= 0.0:
                 return                  # _turn runs the timer
-            # (epoll.poll rounds the wait up to whole milliseconds itself)
+            # (epoll.poll rounds the wait up to whole milliseconds itself; two
+            # events at most, since a second one ends these turns anyway)
             if poll(wait if wait < _MAX_WAIT_S else _MAX_WAIT_S, 2) != only_link:
                 return
             try:                        # on_link, the link watched for READ alone
