@@ -99,5 +99,13 @@ class Poller:
                 ready.append((entry[0], events & entry[1]))
         return ready
 
+    def raw_poll(self) -> Callable[[float, int], list[tuple[int, int]]]:
+        """epoll's own poll(timeout, maxevents): (fd, epoll flags) pairs,
+        no callbacks, no selectors bits.  For a loop that waits on one
+        descriptor it knows (Worker._deliver_turns) and holds this across
+        wake-ups; anything else that is ready it leaves to select(), which
+        sees it again (epoll here is level-triggered)."""
+        return self._epoll.poll
+
     def close(self) -> None:
         self._epoll.close()
