@@ -86,10 +86,18 @@ def joined(*clients: IrcTestClient, room: str) -> None:
 
 
 
+# A shared server takes a whole module's connections from one address:
+# test_rooms.py opens some 145 in 2-4 s since workers set TCP_NODELAY (13 s
+# before), past the default connect_burst (100) and connect_rate (20/s), and
+# its last tests were refused "Connecting too fast".
+SHARED_LIMITS = TEST_LIMITS + "connect_burst = 1000\nconnect_rate = 1000.0\n"
+
+
 @pytest.fixture(scope="module")
 def shared_server(request):
     """One started server for a whole test module (configured by its SERVER_CONFIG)."""
-    server = ServerProcess(config_text=getattr(request.module, "SERVER_CONFIG", TEST_LIMITS)).start()
+    server = ServerProcess(config_text=getattr(request.module, "SERVER_CONFIG",
+                                               SHARED_LIMITS)).start()
     yield server
     leftover = server.descendants()
     server.stop()
