@@ -1516,7 +1516,9 @@ def tune_client_socket(sock: socket.socket) -> None:
     Nagle's algorithm (TCP_NODELAY off) has nothing left to gather: it only
     held a send back until the client acknowledged the one before, and a
     client that delays its acknowledgements (Linux: 40 ms) got every
-    other batch that much later.  A Unix socket has no such option.
+    other batch that much later.  Clients come over TCP only (a Unix
+    socket passed by systemd is refused at start); a Unix socket given
+    here, a test's socket pair, has no TCP option to set.
     """
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF_BYTES)

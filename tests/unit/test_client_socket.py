@@ -34,8 +34,9 @@ def test_a_tcp_client_socket_is_tuned(family, host):
 
 
 def test_a_unix_client_socket_is_tuned_without_tcp_options():
-    """A listener from socket activation may be a Unix socket: no
-    TCP_NODELAY there (setting it fails), the rest as for TCP."""
+    """Clients come over TCP only (systemd's Unix sockets are refused at
+    start), but a worker on a test's socket pair must not fail for the
+    TCP option a Unix socket lacks; the rest is set as for TCP."""
     near, far = socket.socketpair()
     with near, far:
         worker.tune_client_socket(far)
