@@ -133,6 +133,11 @@ class Link:
         family, kind, proto, _, addr = self._addrs.pop(0)
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
+        # Each line is sent as it is written: with Nagle's algorithm, the
+        # second of two lines in quick succession (a paste, a command and
+        # its follow-up) waited for the server's acknowledgement of the
+        # first, which a server that talks back delays by some 40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS):
             sock.close()
