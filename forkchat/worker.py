@@ -143,6 +143,8 @@ class Worker:
                  cfg: config.Config, broker_address: str | bytes,
                  tls: ssl.SSLContext | None = None, supervisor_pid: int = 0) -> None:
         self.sock = sock
+        # Whether each read of the client's lines is acknowledged at once (_recv).
+        self.ack_at_once = sock.family in (socket.AF_INET, socket.AF_INET6)
         # STATS u and p describe the server, whose root is the supervisor: our
         # parent is a spawner (or the supervisor, once our spawner retired or died)
         self.supervisor_pid = supervisor_pid or os.getppid()
@@ -551,11 +553,29 @@ class Worker:
                 self._client_broke(f"Read error: {error.strerror or error}")
                 return None
             chunks.append(data)
+            if data and self.ack_at_once:
+                self._acknowledge()
             if not data or not isinstance(self.sock, ssl.SSLSocket) or not self.sock.pending():
                 break
         if not chunks:
             return None
         return b"".join(chunks)
+
+    def _acknowledge(self) -> None:
+        """Acknowledge what the client sent now, not when a reply carries it.
+
+        A client that leaves Nagle's algorithm on (TCP_NODELAY off: the
+        tutorial's client, many scripts) holds each line it writes until the
+        one before is acknowledged, and the kernel, seeing us answer most
+        lines, delays its acknowledgement (some 40 ms) to carry it on the
+        answer: a line that has none, a message to a room, held the
+        client's next line that long.  TCP_QUICKACK acknowledges at once,
+        and holds only until the kernel takes us for a talker again.
+        """
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:          # the client has gone: its next read says so
+            pass
 
     def on_client(self, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from forkchat import worker
+from forkchat import config, worker
 
 
 @contextlib.contextmanager
@@ -19,13 +19,13 @@ def tcp_pair(family: int, host: str):
         near = socket.create_connection(listener.getsockname()[:2])
         far, _ = listener.accept()
         with near, far:
-            yield far
+            yield near, far
 
 
 @pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"),
                                           (socket.AF_INET6, "::1")])
 def test_a_tcp_client_socket_is_tuned(family, host):
-    with tcp_pair(family, host) as sock:
+    with tcp_pair(family, host) as (_near, sock):
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0    # the default
         worker.tune_client_socket(sock)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
@@ -42,3 +42,25 @@ def test_a_unix_client_socket_is_tuned_without_tcp_options():
         worker.tune_client_socket(far)
         assert far.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
         assert far.getblocking() is False
+
+
+def test_a_read_of_the_client_is_acknowledged_at_once():
+    """A server that answers what it reads is taken by the kernel for a
+    talker, and its acknowledgements wait (some 40 ms) for an answer to
+    carry them: a client with Nagle's algorithm on held its next line that
+    long after one that has no answer.  The worker asks for them at once
+    after each read (TCP_QUICKACK, which reads 0 while they would wait)."""
+    with tcp_pair(socket.AF_INET, "127.0.0.1") as (client, served):
+        w = worker.Worker(served, "127.0.0.1", "irc", 1, config.Config(), "unused")
+        try:
+            for _ in range(3):          # a few lines answered as they come
+                client.sendall(b"PING :x\r\n")
+                served.recv(100)
+                served.sendall(b":forkchat PONG forkchat :x\r\n")
+                client.recv(100)
+            assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0
+            client.sendall(b"PRIVMSG #room :no answer to this\r\n")    # on loopback: there now
+            assert w._recv() == b"PRIVMSG #room :no answer to this\r\n"
+            assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+        finally:
+            w.selector.close()
