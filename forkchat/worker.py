@@ -144,7 +144,7 @@ class Worker:
                  tls: ssl.SSLContext | None = None, supervisor_pid: int = 0) -> None:
         self.sock = sock
         # Whether each read of the client's lines is acknowledged at once (_recv).
-        self.ack_at_once = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self.ack_at_once = _over_tcp(sock)
         # STATS u and p describe the server, whose root is the supervisor: our
         # parent is a spawner (or the supervisor, once our spawner retired or died)
         self.supervisor_pid = supervisor_pid or os.getppid()
@@ -553,13 +553,14 @@ class Worker:
                 self._client_broke(f"Read error: {error.strerror or error}")
                 return None
             chunks.append(data)
-            if data and self.ack_at_once:
-                self._acknowledge()
             if not data or not isinstance(self.sock, ssl.SSLSocket) or not self.sock.pending():
                 break
         if not chunks:
             return None
-        return b"".join(chunks)
+        received = b"".join(chunks)
+        if received and self.ack_at_once:
+            self._acknowledge()
+        return received
 
     def _acknowledge(self) -> None:
         """Acknowledge what the client sent now, not when a reply carries it.
@@ -1543,8 +1544,13 @@ def tune_client_socket(sock: socket.socket) -> None:
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CLIENT_SNDBUF_BYTES)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
+    if _over_tcp(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _over_tcp(sock: socket.socket) -> bool:
+    """Whether the client's socket has TCP's options (not a test's socket pair)."""
+    return sock.family in (socket.AF_INET, socket.AF_INET6)
 
 
 def _unacked_bytes(sock: socket.socket) -> int | None:
