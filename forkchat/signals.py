@@ -7,10 +7,9 @@ the other end; the loop registers it and reads the signal numbers with
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C half of signal: no stub
 import signal
 import socket
-
-import _signal  # type: ignore[import-not-found]  # the C half of signal: no stub
 from typing import Any, Iterable
 
 # The signals the handler saw, besides the wakeup socket's bytes: a
