@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -21,7 +20,7 @@ import threading
 
 import pytest
 
-from tests.integration.test_client_tui import HEIGHT, WAIT_S, Terminal
+from tests.integration.test_client_tui import HEIGHT, WAIT_S, terminal  # noqa: F401  (a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIENT = [sys.executable, "-m", "forkchat.client.app"]
@@ -144,25 +143,20 @@ ESCAPE_LADEN = [
 
 
 @needs_tmux
-def test_escapes_from_the_server_never_reach_the_screen_raw(fake_server):
+def test_escapes_from_the_server_never_reach_the_screen_raw(fake_server, terminal):
     """Nothing the server sends reaches the terminal as a control: in talk,
     topics, numerics, and in the nick the 001 gives us (the status line
     showed a bidi override raw, which curses passes on)."""
     fake = fake_server(ESCAPE_LADEN, welcome_nick=b"me\xe2\x80\xae\x1b]0;PWNED\x07")
-    term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app -n me"
-                    f" 127.0.0.1:{fake.port}")
-    try:
-        lines = term.wait_text("last scripted line")
-        screen = "\n".join(lines)
-        assert not any(char in screen for char in RAW_CONTROLS), repr(screen)
-        assert "^[" not in screen, lines[HEIGHT - 2]      # curses' picture of a raw ESC
-        assert "<ev[1mil> hello [2J[H  32m x" in screen
-        term.type("/quit")
-        term.keys("Enter")
-        term.wait_text("CLIENT-EXIT=0")
-    finally:
-        term.close()
-
+    term = terminal("-n", "me", f"127.0.0.1:{fake.port}")
+    lines = term.wait_text("last scripted line")
+    screen = "\n".join(lines)
+    assert not any(char in screen for char in RAW_CONTROLS), repr(screen)
+    assert "^[" not in screen, lines[HEIGHT - 2]      # curses' picture of a raw ESC
+    assert "<ev[1mil> hello [2J[H  32m x" in screen
+    term.type("/quit")
+    term.keys("Enter")
+    term.wait_text("CLIENT-EXIT=0")
 
 
 @contextlib.contextmanager
@@ -214,21 +208,17 @@ ODD_LINES = [
 
 
 @needs_tmux
-def test_odd_lines_and_a_close_mid_line_leave_the_interface_running(fake_server):
+def test_odd_lines_and_a_close_mid_line_leave_the_interface_running(fake_server, terminal):
     fake = fake_server(ODD_LINES)
-    term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app -n me"
-                    f" 127.0.0.1:{fake.port}")
-    try:
-        lines = term.wait_text("reconnecting in")
-        screen = "\n".join(lines)
-        assert "after the big one" in screen and "last whole line" in screen
-        assert "cut in the mid" not in screen and "AAAA" not in screen
-        term.type("/quit")
-        term.keys("Enter")
-        lines = term.wait_text("CLIENT-EXIT=0")
-        assert "Traceback" not in "\n".join(lines)
-    finally:
-        term.close()
+    term = terminal("-n", "me", f"127.0.0.1:{fake.port}")
+    lines = term.wait_text("reconnecting in")
+    screen = "\n".join(lines)
+    assert "after the big one" in screen and "last whole line" in screen
+    assert "cut in the mid" not in screen and "AAAA" not in screen
+    term.type("/quit")
+    term.keys("Enter")
+    lines = term.wait_text("CLIENT-EXIT=0")
+    assert "Traceback" not in "\n".join(lines)
 
 
 def test_odd_lines_and_a_close_mid_line_in_line_mode(fake_server):
@@ -273,24 +263,19 @@ def test_a_names_of_every_room_prints_its_rows_and_no_end_in_line_mode(fake_serv
 
 
 @needs_tmux
-def test_a_names_of_every_room_ended_room_by_room_is_one_answer_on_screen(fake_server):
+def test_a_names_of_every_room_ended_room_by_room_is_one_answer_on_screen(fake_server, terminal):
     """A server that ends each room of a NAMES of every room with its own
     366 (miniircd): each end was shown, `#a: End of /NAMES list`, before
     the rows."""
     fake = fake_server(IN_LOBBY, answers={b"NAMES": EVERY_ROOM_ANSWERS["an end per room"]})
-    term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app -n me"
-                    f" 127.0.0.1:{fake.port}")
-    try:
-        term.wait_text("me joined #lobby")
-        term.type("/raw NAMES")
-        term.keys("Enter")
-        lines = term.wait_text("Members of #lobby: me @op")
-        shown = [line for line in lines if "Members of" in line or "End of" in line]
-        assert [line.split("-!- ", 1)[-1].rstrip() for line in shown] == [
-            "Members of #a: x y", "Members of #lobby: me @op"], lines
-        term.type("/quit")
-        term.keys("Enter")
-        term.wait_text("CLIENT-EXIT=0")
-    finally:
-        term.close()
-
+    term = terminal("-n", "me", f"127.0.0.1:{fake.port}")
+    term.wait_text("me joined #lobby")
+    term.type("/raw NAMES")
+    term.keys("Enter")
+    lines = term.wait_text("Members of #lobby: me @op")
+    shown = [line for line in lines if "Members of" in line or "End of" in line]
+    assert [line.split("-!- ", 1)[-1].rstrip() for line in shown] == [
+        "Members of #a: x y", "Members of #lobby: me @op"], lines
+    term.type("/quit")
+    term.keys("Enter")
+    term.wait_text("CLIENT-EXIT=0")

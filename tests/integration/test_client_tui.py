@@ -628,13 +628,12 @@ class HeldScanServer:
         self.listener.close()
 
 
-def test_a_held_list_is_shown_as_waited_for_and_its_refusal_where_it_was_typed():
+def test_a_held_list_is_shown_as_waited_for_and_its_refusal_where_it_was_typed(terminal):
     """A busy forkchat-server holds a /list up to 30 s before it answers or
     refuses it (263): the screen showed nothing at all meanwhile, and the
     refusal went to buffer 1, leaving only the list's end in the room."""
     fake = HeldScanServer()
-    term = Terminal(f"{shlex.quote(sys.executable)} -m forkchat.client.app -n lister"
-                    f" 127.0.0.1:{fake.port}")
+    term = terminal("-n", "lister", f"127.0.0.1:{fake.port}")
     try:
         term.wait_text("lister joined #lobby")
         term.type("/list")
@@ -649,5 +648,4 @@ def test_a_held_list_is_shown_as_waited_for_and_its_refusal_where_it_was_typed()
                               "the list's end, and the wait gone from the status line")
         assert any("LIST: Please wait a while and try again." in line for line in lines)
     finally:
-        term.close()
         fake.close()
