@@ -7,10 +7,12 @@ turns into the entry's priority.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import sys
+from typing import Iterator
 
 from forkchat import systemd
 
@@ -139,6 +141,31 @@ def setup(role: str, level: str = "info") -> None:
     logging.logThreads = False
     logging.logMultiprocessing = False
     logging._srcfile = None
+
+
+@contextlib.contextmanager
+def written_nowhere() -> Iterator[None]:
+    """Lines logged meanwhile take their usual way through our handler,
+    formatted and written, but to the null device, and reach no other
+    handler (worker.warm_up runs connections, whose lines nobody made).
+
+    The handler is the one setup() made, which forked children keep, so
+    that its code is warm in them (without setup, a plain one)."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    with open(os.devnull, "w") as sink:
+        handler: logging.StreamHandler = logging.StreamHandler(sink)  # type: ignore[type-arg]
+        old = None
+        if _made is not None and isinstance(_made[0], logging.StreamHandler):
+            handler = _made[0]
+            old = handler.setStream(sink)
+        root.handlers[:] = [handler]
+        try:
+            yield
+        finally:
+            root.handlers[:] = handlers
+            if old is not None:
+                handler.setStream(old)
 
 
 class Window:

@@ -32,6 +32,8 @@ broker sees the link close and tells the client's rooms.
 from __future__ import annotations
 
 import array
+import contextlib
+import dataclasses
 import fcntl
 import logging
 import math
@@ -219,15 +221,26 @@ class Worker:
     # -- lifecycle ---------------------------------------------------------
 
     def run(self) -> int:
-        tune_client_socket(self.sock)
         self._install_signals()
+        if not self.start(children.lifeline_fd()):
+            return 0
+        while not self.done:
+            self._step()
+        self._finish()
+        return 0
+
+    def start(self, lifeline: int) -> bool:
+        """run()'s steps before its loop; False if the client is gone
+        already (its TLS wrap failed).  `lifeline` reads EOF when the
+        supervisor dies."""
+        tune_client_socket(self.sock)
         if self.tls is not None:
             if not self._wrap_tls(self.tls):
-                return 0
+                return False
             self.selector.register(self.sock, selectors.EVENT_READ, self.on_handshake)
         else:
             self.selector.register(self.sock, selectors.EVENT_READ, self.on_client)
-        self.selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
+        self.selector.register(lifeline, selectors.EVENT_READ, self.on_lifeline)
         if not self._connect_broker():
             self._broker_lost("broker not reachable yet")    # retried like a restart
         self.register_deadline = time.monotonic() + self.cfg.limits.registration_timeout
@@ -236,10 +249,7 @@ class Worker:
         log.info("conn %d from %s (%s)", self.session.cid, self.session.host, self.session.proto)
         if self.tutorial and not self.handshaking:
             self.sendq += tutorial.HANDSHAKE
-        while not self.done:
-            self._step()
-        self._finish()
-        return 0
+        return True
 
     def _wrap_tls(self, tls: ssl.SSLContext) -> bool:
         """Wrap the client socket for TLS; False (and it is closed) if it failed.
@@ -1600,42 +1610,139 @@ _TIMERS: dict[str, Callable[[Worker], None]] = {
     "reconnect": Worker._try_reconnect,
 }
 
-# A connection's first steps, run WARM_UP_ROUNDS times by the server's start
-# (cli, in the supervisor, before it forks the spawner): each first use of
-# a class or function in a worker wrote to the pages of its code and type
-# objects (CPython counts its first calls and specialises its bytecode in
-# place), which every worker then copied from the spawner; used enough in
-# an ancestor, they are read there and stay shared.  Only pure steps: no
-# socket, no log line, nothing kept.
+# The server's start (cli, in the supervisor, before it forks the spawner)
+# runs WARM_UP_ROUNDS whole connections through a Worker, in-process: a
+# socket pair for the client, and for the broker a listener of our own
+# that _WarmBroker answers from the worker's own loop.  Each first use of
+# a function or class in a worker wrote to the pages of its code and type
+# objects (CPython counts a function's first calls, then rewrites its
+# bytecode in place, specialised to what it met), which every worker then
+# copied from the spawner; and copying pages is most of what a connection
+# costs the server.  Run enough in an ancestor, that code is only read in
+# the workers and its pages stay shared (an idle worker copied some 750
+# pages, 690 with this).  The warm-up leaves nothing behind: its
+# descriptors are closed, its log lines written to the null device, its
+# objects garbage.
 WARM_UP_ROUNDS = 16
-_WARM_UP_LINES = (b"NICK warm", b"USER warm 0 * :up", b"JOIN #warm", b"PING :warm")
+_WARM_UP_INPUT = (b"NICK warm\r\nUSER warm 0 * :up\r\nJOIN #warm\r\n"
+                  b"PRIVMSG #warm :up\r\nPING :warm\r\nQUIT\r\n")
+# A round's bound, should its loop ever wait (it never has to): its
+# timers are due by then, and close the connection.
+_WARM_UP_LIMIT_S = 1.0
 
 
-def warm_up(rounds: int = WARM_UP_ROUNDS) -> None:
-    """Use the worker's connect path enough that CPython specialises it
-    (see WARM_UP_ROUNDS)."""
-    for _ in range(rounds):
-        session = Session(0, host=client_host("127.0.0.1"), proto="irc")
-        session.apply({"nick": "warm", "registered": False})
-        session.ready_to_register()
-        bucket = flood.TokenBucket(10, 1.0)
-        bucket.wait_time()
-        bucket.take()
-        flood.WindowLimit(5, 60.0).wait_time()
-        replies = replybytes.ReplyBytes()
-        replies.add(0, 1)
-        replies.sent(1)
-        broker = link.BrokerLink(b"")
-        hello = ipc.encode_json(ipc.Kind.HELLO, {"cid": 0, "host": session.host,
-                                                 "proto": session.proto, "reregister": False})
-        broker.queue_first([hello])
-        broker.queue(ipc.encode(ipc.Kind.SYNC, b""))
-        broker.count(ipc.Kind.SYNC)
-        for kind, payload in ipc.FrameReader().feed(hello):
-            _FRAME_HANDLERS.get(kind)
-            ipc.decode_json(payload)
-        for line in _WARM_UP_LINES:
-            msg = protocol.parse_line(line)
-            _ = msg.command in SYNC_FIRST, commands.COMMANDS.get(msg.command)
-        timers.next_timeout({"register": 0.0})
+def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None) -> None:
+    """Run `rounds` connections through a Worker (see WARM_UP_ROUNDS).
+    Out of descriptors, the rest are skipped: it only saves memory."""
+    cfg = cfg or config.Config()
+    limits = dataclasses.replace(cfg.limits, registration_timeout=_WARM_UP_LIMIT_S,
+                                 ping_interval=_WARM_UP_LIMIT_S, ping_timeout=_WARM_UP_LIMIT_S)
+    cfg = dataclasses.replace(cfg, limits=limits)
+    with logsetup.written_nowhere():
+        for _ in range(rounds):
+            try:
+                _warm_connection(cfg)
+            except OSError:
+                return
 
+
+def _warm_connection(cfg: config.Config) -> bytes:
+    """One client's connection, over the real loop: registration and the
+    welcome, a JOIN, a message each way, a PING, the QUIT.  Returns what
+    its client was sent."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        listener.bind(f"\0forkchat-warm-{os.getpid()}-{os.urandom(8).hex()}")
+        listener.listen(1)
+        client, ours = socket.socketpair()
+        stack.enter_context(client)
+        stack.enter_context(ours)
+        lifeline, held = os.pipe()      # (its write end held open: no EOF)
+        stack.callback(os.close, lifeline)
+        stack.callback(os.close, held)
+        worker = Worker(ours, "127.0.0.1", "irc", 0, cfg, listener.getsockname())
+        stack.callback(worker.link.close)
+        stack.callback(worker.selector.close)
+        broker = stack.enter_context(_WarmBroker(worker, listener))
+        client.sendall(_WARM_UP_INPUT)
+        worker.start(lifeline)
+        deadline = time.monotonic() + 2 * _WARM_UP_LIMIT_S
+        while not worker.done and time.monotonic() < deadline:
+            worker._step()
+        worker._flush_link()       # its BYE, answered before _finish waits for that
+        broker.on_frames(_READ)
+        worker._finish()
+        client.setblocking(False)
+        return client.recv(READ_BYTES)
+
+
+class _WarmBroker:
+    """The broker's side of a warm-up connection: each frame answered as
+    the broker answers a client's first steps, in the worker's own loop."""
+
+    def __init__(self, worker: Worker, listener: socket.socket) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.conn: socket.socket | None = None
+        self.reader = ipc.FrameReader()
+        self.nick = b"*"
+        worker.selector.register(listener, _READ, self.on_accept)
+
+    def __enter__(self) -> _WarmBroker:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def on_accept(self, mask: int) -> None:
+        conn, _ = self.listener.accept()
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        if array.array("i", creds)[0] != os.getpid():
+            conn.close()                # not our worker's link: someone else's connect
+            return
+        self.worker.selector.unregister(self.listener)
+        self.conn = conn
+        self.worker.selector.register(conn, _READ, self.on_frames)
+
+    def on_frames(self, mask: int) -> None:
+        if self.conn is None:
+            return
+        try:
+            data = self.conn.recv(READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        out = b"".join(self.answer(kind, payload) for kind, payload in self.reader.feed(data))
+        if out:
+            self.conn.sendall(out)
+
+    def answer(self, kind: int, payload: bytes) -> bytes:
+        if kind == ipc.Kind.SYNC:
+            return ipc.encode(ipc.Kind.SYNC, payload)
+        if kind == ipc.Kind.REGISTER:
+            lines = [self.numeric(code, b":warm") for code in _WARM_WELCOME]
+            return b"".join(ipc.encode(ipc.Kind.REPLY, line) for line in lines) \
+                + ipc.encode_json(ipc.Kind.UPDATE, {"registered": True})
+        if kind != ipc.Kind.REQUEST:
+            return b""
+        command, _, rest = payload.partition(b" ")
+        if command == b"NICK":
+            self.nick = rest
+            return ipc.encode_json(ipc.Kind.UPDATE, {"nick": rest.decode()})
+        if command == b"JOIN":
+            prefix = b":" + self.nick + b"!warm@127.0.0.1 "
+            return (ipc.encode(ipc.Kind.DELIVER, prefix + payload + b"\r\n")
+                    + ipc.encode(ipc.Kind.REPLY, self.numeric("353", b"= " + rest + b" :@warm"))
+                    + ipc.encode(ipc.Kind.REPLY, self.numeric("366", rest + b" :End"))
+                    + ipc.encode_json(ipc.Kind.UPDATE, {"rooms": {rest.decode(): "@"}}))
+        if command == b"PRIVMSG":
+            return ipc.encode(ipc.Kind.DELIVER, b":other!o@127.0.0.1 " + payload + b"\r\n")
+        return b""
+
+    def numeric(self, code: str, text: bytes) -> bytes:
+        return b":warm.up " + code.encode() + b" " + self.nick + b" " + text + b"\r\n"
+
+
+# The welcome burst's numerics, as the broker sends them after REGISTER.
+_WARM_WELCOME = ("001", "002", "003", "004", "005", "005", "251", "252", "254", "255",
+                 "265", "266", "375", "372", "376")

@@ -1,5 +1,6 @@
 import logging
 import os
+import sys
 
 from forkchat import log
 
@@ -80,3 +81,30 @@ def test_a_child_set_up_alike_keeps_its_parents_handler_and_names_its_role(monke
     assert root.handlers != made
     logging.getLogger("forkchat.test").info("for the journal")
     assert capfd.readouterr().err.splitlines()[-1].startswith("<6>broker[")
+
+
+def test_lines_written_nowhere_go_through_our_handler_and_reach_no_file(monkeypatch, capfd):
+    """worker.warm_up's lines: formatted by the handler children keep, which
+    writes to standard error again afterwards; no other handler sees them."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log.setup("supervisor", "info")
+    root = logging.getLogger()
+    ours = root.handlers[0]
+    seen = []
+    other = logging.Handler()
+    other.emit = seen.append
+    root.addHandler(other)
+    formatted = []
+    monkeypatch.setattr(ours, "format", lambda record: formatted.append(record) or "x")
+    try:
+        with log.written_nowhere():
+            logging.getLogger("forkchat.worker").info("conn %d from %s", 0, "127.0.0.1")
+    finally:
+        root.removeHandler(other)
+    monkeypatch.undo()
+    logging.getLogger("forkchat.test").info("after")
+    assert [record.getMessage() for record in formatted] == ["conn 0 from 127.0.0.1"]
+    assert seen == []
+    assert ours.stream is sys.stderr
+    err = capfd.readouterr().err
+    assert "conn 0" not in err and err.rstrip().endswith("INFO after")
