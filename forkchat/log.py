@@ -99,8 +99,9 @@ def silence_stderr() -> None:
         pass
 
 
-# Our handler as setup() last made it, and whether it wrote for the journal.
-_made: tuple[logging.Handler, bool] | None = None
+# Our handler as setup() last made it, whether it wrote for the journal,
+# and the process that found out.
+_made: tuple[logging.Handler, bool, int] | None = None
 
 
 def setup(role: str, level: str = "info") -> None:
@@ -111,9 +112,17 @@ def setup(role: str, level: str = "info") -> None:
     only names its own role: making a handler, formatter and filter anew in
     every worker cost each a third of a millisecond, most of it pages of
     the logging module it wrote to, copied from its parent.
+
+    A forked child takes its parent's answer to whether standard error
+    is the journal's: it has the same standard error and environment.
+    Asking again cost every worker some 20 pages copied from its spawner
+    (os.environ raises and catches a KeyError for an unset variable).
     """
     global _made, _role
-    journal = systemd.under_journal()
+    if _made is not None and _made[2] != os.getpid():
+        journal = _made[1]
+    else:
+        journal = systemd.under_journal()
     root = logging.getLogger()
     _role = role
     if _made is not None and root.handlers == [_made[0]] and _made[1] == journal \
@@ -132,7 +141,7 @@ def setup(role: str, level: str = "info") -> None:
             "%(asctime)s %(role)s[%(process)d] %(levelname)s %(message)s"))
     handler.addFilter(_PrintableMessages())
     root.addHandler(handler)
-    _made = (handler, journal)
+    _made = (handler, journal, os.getpid())
     root.setLevel(_LEVELS.get(level, logging.INFO))
     logging.raiseExceptions = False
     # No line shows a thread, a multiprocessing name or a source location;

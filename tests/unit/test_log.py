@@ -83,6 +83,31 @@ def test_a_child_set_up_alike_keeps_its_parents_handler_and_names_its_role(monke
     assert capfd.readouterr().err.splitlines()[-1].startswith("<6>broker[")
 
 
+def test_a_forked_child_takes_its_parents_answer_on_the_journal(monkeypatch):
+    """It has the same standard error and environment; asking again cost
+    every worker pages copied from its spawner.  The process that set up
+    asks each time (a test may change its environment)."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log.setup("spawner", "info")
+    asked = []
+    monkeypatch.setattr(log.systemd, "under_journal", lambda: asked.append(os.getpid()) or False)
+    log.setup("spawner", "info")
+    assert asked == [os.getpid()]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            log.setup("worker", "info")
+            os.write(write_end, str(asked).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 100).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert answer == str([os.getpid()])
+
+
 def test_lines_written_nowhere_go_through_our_handler_and_reach_no_file(monkeypatch, capfd):
     """worker.warm_up's lines: formatted by the handler children keep, which
     writes to standard error again afterwards; no other handler sees them."""
