@@ -17,9 +17,11 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.popen_fork
 import multiprocessing.process
+import multiprocessing.util
 import os
 import signal
 import sys
+import traceback
 from typing import Callable, TextIO
 
 EX_SOFTWARE = 70
@@ -61,7 +63,8 @@ def make_lifeline() -> None:
 
 
 class _LeanPopen(multiprocessing.popen_fork.Popen):
-    """multiprocessing's fork, without its two pipes and finalizer per child.
+    """multiprocessing's fork, without its two pipes and finalizer per child,
+    and with a leaner start in the child (_bootstrap).
 
     Those would leave three descriptors per client in the supervisor, which
     every later child inherits and must close, and a finalizer registry that
@@ -98,7 +101,7 @@ class _LeanPopen(multiprocessing.popen_fork.Popen):
                 # its first milliseconds, a stop amid a burst of connections,
                 # died without telling its client "Server shutting down".
                 _signal.pthread_sigmask(signal.SIG_SETMASK, {*blocked, signal.SIGTERM})
-                code = process_obj._bootstrap(parent_sentinel=lifeline_r)  # type: ignore[attr-defined]
+                code = _bootstrap(process_obj, lifeline_r)
             finally:
                 os._exit(code)
         _signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -110,6 +113,39 @@ class _LeanPopen(multiprocessing.popen_fork.Popen):
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
             raise
+
+
+def _bootstrap(process: multiprocessing.process.BaseProcess, lifeline_r: int) -> int:
+    """multiprocessing's Process._bootstrap, less what no child of ours uses.
+
+    Its import statements (run at each call), the start method forced
+    again, a new process counter, the main thread's native id, and a walk
+    of the after-fork registries, which nothing of ours fills: some 25
+    pages that every worker wrote, and so copied from its spawner.  What a
+    child needs is kept: multiprocessing's view of who it and its parent
+    are (lifeline_fd reads the parent's sentinel), no children of its own,
+    standard input on /dev/null, and a traceback for an error that escapes
+    its target (run_child catches those of the role itself).
+    """
+    mp = multiprocessing.process
+    util = multiprocessing.util
+    mp._children = set()                                    # type: ignore[attr-defined]
+    util._close_stdin()                                     # type: ignore[attr-defined]
+    mp._current_process = process                          # type: ignore[attr-defined]
+    mp._parent_process = mp._ParentProcess(                 # type: ignore[attr-defined]
+        process._parent_name, process._parent_pid, lifeline_r)  # type: ignore[attr-defined]
+    if util._finalizer_registry or util._afterfork_registry:  # type: ignore[attr-defined]
+        process._after_fork()                               # type: ignore[attr-defined]
+    try:
+        process.run()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except BaseException:
+        sys.stderr.write(f"Process {process.name}:\n")
+        traceback.print_exc()
+        _flush_quietly(sys.stderr)
+        return 1
+    return 0
 
 
 class LeanForkProcess(multiprocessing.context.ForkProcess):

@@ -21,18 +21,17 @@ pytestmark = pytest.mark.timeout(60)
 # and whether the parent's own loop was woken.
 SCRIPT = r"""
 import os, select, signal
-import multiprocessing.process
 from forkchat import children, signals
 
 read_end, write_end = signals.install([signal.SIGTERM])
 children.make_lifeline()
 reached, gate = os.pipe(), os.pipe()
-real_bootstrap = multiprocessing.process.BaseProcess._bootstrap
+real_bootstrap = children._bootstrap
 
-def held_bootstrap(self, parent_sentinel=None):
+def held_bootstrap(process, lifeline_r):
     os.write(reached[1], b"x")
     os.read(gate[0], 1)
-    return real_bootstrap(self, parent_sentinel)
+    return real_bootstrap(process, lifeline_r)
 
 def role():
     mine, _keep = signals.install([signal.SIGTERM])
@@ -40,7 +39,7 @@ def role():
     select.select([mine], [], [], 5)
     os._exit(42 if signal.SIGTERM in signals.received(mine) else 1)
 
-multiprocessing.process.BaseProcess._bootstrap = held_bootstrap
+children._bootstrap = held_bootstrap
 child = children.start("forkchat-test", role, ())
 os.read(reached[0], 1)
 os.kill(child.pid, signal.SIGTERM)
@@ -255,3 +254,63 @@ def test_a_child_with_a_broken_standard_error_exits_with_its_own_status():
     finally:
         os.close(write_end)
     assert done.stdout.strip() == "3"
+
+
+# A child's start: multiprocessing's own bootstrap made to fail, the child
+# reports what it knows of its parent (the lifeline) and of its own start.
+LEAN_START_SCRIPT = r"""
+import multiprocessing, multiprocessing.process, os, sys
+from forkchat import children
+
+def role(write_end):
+    parent = multiprocessing.parent_process()
+    text = (f"{children.lifeline_fd() == children._lifeline[0]} {parent.pid == os.getppid()} "
+            f"{multiprocessing.current_process().name} {os.readlink(f'/proc/self/fd/{sys.stdin.fileno()}')}")
+    os.write(write_end, text.encode())
+    os._exit(5)
+
+def broken(*args, **kwargs):
+    os._exit(9)
+
+children.make_lifeline()
+multiprocessing.process.BaseProcess._bootstrap = broken
+read_end, write_end = os.pipe()
+child = children.start("forkchat-test", role, (write_end,))
+child.join(10)
+os.close(write_end)
+print(child.exitcode, os.read(read_end, 200).decode())
+"""
+
+
+def test_a_child_starts_without_multiprocessings_bootstrap():
+    """Its work (imports at each call, registries nothing of ours fills)
+    was some 25 pages every worker copied from its spawner.  The child
+    still knows its parent's sentinel (the lifeline), its own name, and
+    has standard input on /dev/null."""
+    done = subprocess.run([sys.executable, "-c", LEAN_START_SCRIPT], capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.PIPE)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["5", "True", "True", "forkchat-test", "/dev/null"]
+
+
+FAILING_START_SCRIPT = r"""
+from forkchat import children
+
+def role():
+    raise LookupError("no such thing")
+
+children.make_lifeline()
+child = children.start("forkchat-test", role, ())
+child.join(10)
+print(child.exitcode)
+"""
+
+
+def test_an_error_before_the_role_runs_is_shown_and_exits_1():
+    """An error that escapes a child's target (before run_child catches the
+    role's) is printed with its traceback, as multiprocessing did."""
+    done = subprocess.run([sys.executable, "-c", FAILING_START_SCRIPT], capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout.strip() == "1"
+    assert "Process forkchat-test:" in done.stderr
+    assert "LookupError: no such thing" in done.stderr
