@@ -1559,8 +1559,15 @@ def tune_client_socket(sock: socket.socket) -> None:
 
 
 def _over_tcp(sock: socket.socket) -> bool:
-    """Whether the client's socket has TCP's options (not a test's socket pair)."""
-    return sock.family in (socket.AF_INET, socket.AF_INET6)
+    """Whether the client's socket has TCP's options (not a test's socket pair).
+
+    Its family is asked of the kernel, as a number: socket.family makes
+    an enum member of it, a lookup whose objects' pages (some 20) every
+    worker wrote to, and so copied from its spawner."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) in _TCP_FAMILIES
+
+
+_TCP_FAMILIES = (int(socket.AF_INET), int(socket.AF_INET6))
 
 
 def _unacked_bytes(sock: socket.socket) -> int | None:

@@ -44,6 +44,29 @@ def test_a_unix_client_socket_is_tuned_without_tcp_options():
         assert far.getblocking() is False
 
 
+class _NoFamily(socket.socket):
+    """A socket whose family, as socket.family gives it, cannot be read."""
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        raise AssertionError("socket.family was read")
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"),
+                                          (socket.AF_INET6, "::1")])
+def test_a_socket_is_known_for_tcp_without_an_enum_lookup(family, host):
+    """socket.family makes an enum member of the family: objects whose
+    pages every worker wrote to, and copied from its spawner."""
+    with tcp_pair(family, host) as (_near, sock):
+        checked = _NoFamily(fileno=sock.detach())
+        with checked:
+            worker.tune_client_socket(checked)
+            assert checked.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    near, far = socket.socketpair()
+    with near, _NoFamily(fileno=far.detach()) as unix:
+        worker.tune_client_socket(unix)
+
+
 def test_a_read_of_the_client_is_acknowledged_at_once():
     """A server that answers what it reads is taken by the kernel for a
     talker, and its acknowledgements wait (some 40 ms) for an answer to
