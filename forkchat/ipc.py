@@ -94,8 +94,16 @@ def encode(kind: int, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), kind) + payload
 
 
+# Made once: json.dumps with separators built an encoder for each frame,
+# and json.loads of bytes guessed their encoding (which is UTF-8 here),
+# Python code and objects whose pages every worker wrote to at its start,
+# and so copied from its spawner.
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_JSON_DECODER = json.JSONDecoder()
+
+
 def encode_json(kind: int, value: Any) -> bytes:
-    return encode(kind, json.dumps(value, separators=(",", ":")).encode())
+    return encode(kind, _JSON_ENCODER.encode(value).encode())
 
 
 def decode_json(payload: bytes) -> dict[str, Any]:
@@ -110,7 +118,7 @@ def decode_json(payload: bytes) -> dict[str, Any]:
             an object.
     """
     try:
-        value = json.loads(payload)
+        value = _JSON_DECODER.decode(payload.decode("utf-8", "surrogatepass"))
     except (ValueError, RecursionError):
         raise FrameError("control frame is not JSON") from None
     if not isinstance(value, dict):

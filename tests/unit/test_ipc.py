@@ -1,3 +1,4 @@
+import json
 import socket
 
 import pytest
@@ -86,3 +87,26 @@ def test_writer_keeps_what_the_socket_refuses():
     assert 0 < writer.pending < 4 << 20
     a.close()
     b.close()
+
+
+def test_json_frames_are_made_and_read_without_a_new_encoder_or_an_encoding_guess(monkeypatch):
+    """json.dumps with separators built an encoder for each frame, and
+    json.loads of bytes guessed their encoding: code whose objects' pages
+    every worker copied from its spawner at its start."""
+    value = {"nick": "\u00e9t\u00e9", "rooms": {"#a": "@"}, "registered": True, "n": [1, None]}
+    made = []
+    real_init = json.JSONEncoder.__init__
+
+    def counted_init(self, *args, **kwargs):
+        made.append(kwargs)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(json.JSONEncoder, "__init__", counted_init)
+    monkeypatch.setattr(json, "detect_encoding", lambda data: pytest.fail("encoding guessed"))
+    frame = ipc.encode_json(ipc.Kind.UPDATE, value)
+    assert frame[ipc.HEADER.size:] == json.dumps(value, separators=(",", ":")).encode()
+    made.clear()                  # (json.dumps made one, above)
+    [(kind, payload)] = ipc.FrameReader().feed(frame)
+    assert ipc.decode_json(payload) == value
+    assert ipc.encode_json(ipc.Kind.UPDATE, value) == frame
+    assert made == []
