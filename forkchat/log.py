@@ -159,22 +159,22 @@ def written_nowhere() -> Iterator[None]:
     handler (worker.warm_up runs connections, whose lines nobody made).
 
     The handler is the one setup() made, which forked children keep, so
-    that its code is warm in them (without setup, a plain one)."""
+    that its code is warm in them (without setup, a plain one).  Its
+    stream is swapped, not flushed: standard error may have no reader.
+    """
     root = logging.getLogger()
     handlers = root.handlers[:]
     with open(os.devnull, "w") as sink:
         handler: logging.StreamHandler = logging.StreamHandler(sink)  # type: ignore[type-arg]
-        old = None
         if _made is not None and isinstance(_made[0], logging.StreamHandler):
             handler = _made[0]
-            old = handler.setStream(sink)
+        stream, handler.stream = handler.stream, sink
         root.handlers[:] = [handler]
         try:
             yield
         finally:
             root.handlers[:] = handlers
-            if old is not None:
-                handler.setStream(old)
+            handler.stream = stream
 
 
 class Window:

@@ -133,3 +133,19 @@ def test_lines_written_nowhere_go_through_our_handler_and_reach_no_file(monkeypa
     assert ours.stream is sys.stderr
     err = capfd.readouterr().err
     assert "conn 0" not in err and err.rstrip().endswith("INFO after")
+
+
+def test_lines_written_nowhere_need_no_working_standard_error(monkeypatch, tmp_path):
+    """Standard error may have no reader (journald restarted) or be closed:
+    swapping the handler's stream must not flush it, or the server's start
+    (worker.warm_up) failed on it."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log.setup("supervisor", "info")
+    ours = logging.getLogger().handlers[0]
+    gone = open(tmp_path / "gone", "w")
+    gone.write("pending")
+    gone.close()
+    monkeypatch.setattr(ours, "stream", gone)
+    with log.written_nowhere():
+        logging.getLogger("forkchat.worker").info("conn %d", 0)
+    assert ours.stream is gone
