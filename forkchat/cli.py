@@ -27,9 +27,39 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130      # Ctrl+C at --hash-password's question, as a shell has it
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, given the terminal's width.
+
+    Left to find the width itself, argparse imports shutil, which loads
+    zlib, bz2 and lzma with two of their C libraries: five shared objects and
+    some 300 KiB of heap that the supervisor passed on to the spawner, whose
+    every fork of a worker copied their mappings and page tables for
+    nothing (argparse makes a formatter at each add_argument, so the
+    server's start imported them even without --help).
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_columns() - 2)
+
+
+def terminal_columns(fallback: int = 80) -> int:
+    """The width shutil.get_terminal_size() gives: $COLUMNS, else standard
+    output's terminal, else `fallback`."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or fallback
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="forkchat-server",
+        prog="forkchat-server", formatter_class=HelpFormatter,
         description="A process-per-client IRC chat server. With no arguments it serves "
                     "IRC on 127.0.0.1:6667 with built-in defaults.")
     parser.add_argument("-c", "--config", metavar="FILE",

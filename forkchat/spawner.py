@@ -99,6 +99,8 @@ class Spawner:
         self.broker_address = broker_address
         self.tls_contexts = tls_contexts
         self.worker_main = worker_main
+        # made once, before the heap is frozen: every worker forks from it
+        self.worker_process = children.template("forkchat-worker", self.start_worker)
         self.supervisor_pid = os.getppid()     # the server's root, for STATS
         self.workers: set[int] = set()
         self.retired = False
@@ -107,7 +109,8 @@ class Spawner:
 
     def run(self) -> int:
         # Nothing here makes cycles worth collecting, and a collection would
-        # write to pages the workers share.
+        # write to pages the workers share; children.fork_from collects
+        # what each fork leaves in the youngest generation, then freezes it.
         gc.disable()
         # No worker reads stdin: with none, multiprocessing's start of each
         # worker skips reopening /dev/null as a new text file object.
@@ -179,8 +182,8 @@ class Spawner:
             # the spawner writes between forks (a socket object, its type's
             # reference count, the allocator's pools) is copied once for the
             # worker forked before, which keeps the old one.
-            process = children.start("forkchat-worker", self.start_worker,
-                                     (fd, peer, proto, int(cid_text), tls))
+            process = children.fork_from(self.worker_process,
+                                         (fd, peer, proto, int(cid_text), tls))
         except (OSError, ValueError, IndexError) as error:
             # The supervisor tells the client why, with its copy: only it
             # knows whether the server is stopping (the spawner told a

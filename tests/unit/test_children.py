@@ -314,3 +314,55 @@ def test_an_error_before_the_role_runs_is_shown_and_exits_1():
     assert done.stdout.strip() == "1"
     assert "Process forkchat-test:" in done.stderr
     assert "LookupError: no such thing" in done.stderr
+
+
+# One process object forks three children, each with its own arguments;
+# each says what multiprocessing tells it of itself and its parent, and
+# exits with its argument.  The parent, with gc disabled as the spawner
+# runs, reports the exit codes, whether multiprocessing's own sets of
+# processes grew, and whether a cycle dropped before each fork was
+# collected rather than frozen for good.
+FORK_FROM_SCRIPT = r"""
+import gc, multiprocessing, multiprocessing.process, os, sys, weakref
+from forkchat import children
+
+class Node:
+    pass
+
+def role(code, out):
+    me, parent = multiprocessing.current_process(), multiprocessing.parent_process()
+    os.write(out, f"{code} {me.name} {parent.pid == os.getppid()}\n".encode())
+    os._exit(code)
+
+children.make_lifeline()
+read_end, write_end = os.pipe()
+process = children.template("forkchat-test", role)
+known = len(multiprocessing.process._children), len(multiprocessing.process._dangling)
+gc.disable()
+gc.freeze()
+codes, collected = [], []
+for code in (3, 4, 5):
+    cycle = Node()
+    cycle.me = cycle
+    dropped = weakref.ref(cycle)
+    del cycle
+    started = children.fork_from(process, (code, write_end))
+    collected.append(dropped() is None)
+    os.close(started.sentinel)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(started.pid, 0)[1]))
+os.close(write_end)
+print(sorted(os.read(read_end, 4096).decode().splitlines()))
+print(codes, known == (len(multiprocessing.process._children),
+                       len(multiprocessing.process._dangling)), collected)
+"""
+
+
+def test_one_process_object_forks_children_each_with_its_own_arguments():
+    """The spawner forks every worker from one process object (fork_from):
+    each child is a multiprocessing process as start() would make it."""
+    done = subprocess.run([sys.executable, "-c", FORK_FROM_SCRIPT], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines == ["['3 forkchat-test True', '4 forkchat-test True', '5 forkchat-test True']",
+                     "[3, 4, 5] True [True, True, True]"]

@@ -126,3 +126,14 @@ def test_hash_password_question_ends_without_a_traceback(key, status, message):
     assert b"Traceback" not in seen, seen.decode(errors="replace")
     assert os.waitstatus_to_exitcode(wait_status) == status
     assert message in seen
+
+
+@pytest.mark.parametrize("columns, expected", [("100", 100), ("", 80), ("0", 80), ("wide", 80)])
+def test_help_is_as_wide_as_shutil_would_make_it(monkeypatch, columns, expected):
+    """The help formatter takes the width without shutil (see cli.HelpFormatter):
+    $COLUMNS, else standard output's terminal (none here), else 80."""
+    import shutil
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(sys, "__stdout__", None)
+    assert cli.terminal_columns() == shutil.get_terminal_size().columns == expected
+    assert cli.build_parser()._get_formatter()._width == expected - 2

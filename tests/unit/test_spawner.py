@@ -127,7 +127,7 @@ def test_a_failed_fork_is_reported_for_the_supervisor_to_refuse(pair, monkeypatc
     ours, theirs = pair
     def no_fork(*args, **kwargs):
         raise BlockingIOError(11, "Resource temporarily unavailable")
-    monkeypatch.setattr(spawner.children, "start", no_fork)
+    monkeypatch.setattr(spawner.children, "fork_from", no_fork)
     worker = spawner.Spawner(theirs, cfg=None, broker_address=b"", tls_contexts=[None],
                              worker_main=lambda *args: None)
     client, server_side = socket.socketpair()
@@ -153,18 +153,18 @@ def test_the_worker_makes_its_client_socket_object_not_the_spawner(pair, monkeyp
     started = []
     made = []
 
-    def fake_start(name, target, args):
+    def fake_fork(process, args):
         assert all(not isinstance(arg, socket.socket) for arg in args)
-        target(*args)                             # as the child would
+        process._target(*args)                    # as the child would
         sentinel_r, sentinel_w = os.pipe()
         os.close(sentinel_w)
-        started.append(name)
+        started.append(process.name)
         return types.SimpleNamespace(pid=4242, sentinel=sentinel_r)
 
     def worker_main(sock, peer, proto, cid, cfg, broker_address, tls, supervisor_pid):
         made.append((sock.family, sock.type, peer, proto, cid, cfg, broker_address, tls))
         sock.detach()                             # the child's copy, not ours to close
-    monkeypatch.setattr(spawner.children, "start", fake_start)
+    monkeypatch.setattr(spawner.children, "fork_from", fake_fork)
     worker = spawner.Spawner(theirs, cfg="cfg", broker_address=b"broker",
                              tls_contexts=[None], worker_main=worker_main)
     client, server_side = socket.socketpair()
