@@ -22,9 +22,10 @@ Example budgets are small (the whole file runs in well under 20 s on the
 
 from __future__ import annotations
 
+import json
 import os
 
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from forkchat import ipc, protocol, state, state_query, state_talk, tutorial
@@ -219,6 +220,54 @@ def test_decode_json_raises_only_frame_error(payload):
         ipc.decode_json(payload)
     except ipc.FrameError:
         pass
+
+
+# Any text, lone surrogates included (a nick's bytes are not always UTF-8), and
+# numbers of any size: the control frames' JSON as json.dumps and json.loads made
+# and read it before ipc kept one encoder and one decoder.
+json_text = st.text(st.characters(exclude_categories=[])
+                    | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF,
+                                    exclude_categories=[]))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | json_text,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(json_text, inner, max_size=4), max_leaves=12)
+
+
+@given(st.dictionaries(json_text, json_values, max_size=4))
+def test_json_frames_are_those_of_json_dumps_and_loads(value):
+    made = json.dumps(value, separators=(",", ":")).encode()
+    assert ipc.encode_json(ipc.Kind.UPDATE, value)[ipc.HEADER.size:] == made
+    assert repr(ipc.decode_json(made)) == repr(json.loads(made))
+
+
+json_objects = st.dictionaries(json_text, json_values, max_size=4)
+# Frames' bytes as a peer might have written them: raw UTF-8, lone
+# surrogates as their three bytes, and any byte in place of one.
+raw_json = st.builds(lambda value, at, byte: _spliced(
+    json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"), at, byte),
+    json_objects, st.integers(min_value=-1, max_value=100), st.integers(0, 255))
+
+
+def _spliced(data: bytes, at: int, byte: int) -> bytes:
+    return data if at < 0 or at >= len(data) else data[:at] + bytes([byte]) + data[at + 1:]
+
+
+@given(st.one_of(st.binary(max_size=200), raw_json))
+@example(b'{"nick":"\xed\xa0\x80"}')          # a lone surrogate, as its three bytes
+@example('{"nick":"\u00e9t\u00e9","n":1e999}'.encode())
+@example(b'{"nick":"\xc3("}')                   # not UTF-8
+def test_decode_json_takes_and_refuses_what_json_loads_did(payload):
+    assume(json.detect_encoding(payload) == "utf-8")     # (all a peer sends)
+    try:
+        expected = json.loads(payload)
+    except (ValueError, RecursionError):
+        expected = None
+    try:
+        got = ipc.decode_json(payload)
+    except ipc.FrameError:
+        got = None
+    assert repr(got) == repr(expected if isinstance(expected, dict) else None)
 
 
 # -- ChatState -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 from forkchat import worker
 
@@ -74,3 +75,27 @@ def test_a_warm_up_connection_registers_joins_and_quits_as_a_clients_does():
                           b":other!o@127.0.0.1 PRIVMSG #warm :up",
                           b":forkchat.local PONG forkchat.local warm",
                           b"ERROR :Closing Link: 127.0.0.1 (Client Quit)", b""]
+
+
+def test_a_warm_up_whose_worker_gets_no_broker_link_stops_at_once(monkeypatch):
+    """Out of descriptors for the link alone (EMFILE at a low limit, or
+    ENFILE), each round waited its registration timer, a second, and the
+    server's start waited 16 of them; the rounds after such a one are
+    skipped, as the warm-up only saves memory."""
+    opened = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(worker.link.BrokerLink, "connect", lambda self, timeout=0.0: False)
+    started = time.monotonic()
+    worker.warm_up(rounds=3)
+    assert time.monotonic() - started < worker._WARM_UP_LIMIT_S
+    assert sorted(os.listdir("/proc/self/fd")) == opened
+
+
+def test_the_warm_up_stops_after_a_round_that_had_to_wait(monkeypatch):
+    """A round that waited for its timers (here its broker never answers
+    REGISTER) is not run 15 more times at the server's start."""
+    answer = worker._WarmBroker.answer
+    monkeypatch.setattr(worker._WarmBroker, "answer", lambda self, kind, payload: b"" if
+                        kind == worker.ipc.Kind.REGISTER else answer(self, kind, payload))
+    started = time.monotonic()
+    worker.warm_up(rounds=3)
+    assert time.monotonic() - started < 2 * worker._WARM_UP_LIMIT_S
