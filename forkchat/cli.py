@@ -164,7 +164,27 @@ def read_password() -> str | None:
     return first if first == getpass.getpass("Again: ") else None
 
 
+def open_standard_descriptors() -> None:
+    """Put the null device on whichever of descriptors 0, 1 and 2 the
+    server was started without (`forkchat-server 2>&-`).
+
+    Left closed, the first socket the server made took its number: log
+    lines went to a listening socket (or any other), and every child
+    inherited that socket as its standard error.
+    """
+    modes = {0: "r", 1: "w", 2: "w"}
+    for fd, mode in modes.items():        # in order: each open takes the lowest free
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)
+            name = ("stdin", "stdout", "stderr")[fd]
+            if getattr(sys, name) is None:      # (Python found it closed too)
+                setattr(sys, name, open(fd, mode, closefd=False))
+
+
 def main(argv: list[str] | None = None) -> int:
+    open_standard_descriptors()
     args = build_parser().parse_args(argv)
     if args.hash_password:
         return hash_password_command()

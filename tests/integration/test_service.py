@@ -120,6 +120,46 @@ def test_socket_activation_serves_on_fd_3():
         os.unlink(handle.name)
 
 
+def test_a_start_without_stdin_and_stderr_puts_no_socket_on_them():
+    """Started with descriptors 0 and 2 closed, the server's first sockets
+    took their numbers: log lines went to a socket, and every child
+    inherited it as its standard error.  (Socket activation gives the
+    port, since no log line can.)"""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    code = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.close(0); os.close(2); "
+            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', "
+            "LISTEN_FDNAMES='irc'); os.execv(sys.executable, "
+            "[sys.executable, '-m', 'forkchat', '-c', sys.argv[2]])")
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
+        handle.write("[server]\nallow_root = true\n")
+    os.chmod(handle.name, 0o644)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(listener.fileno()), handle.name],
+                            pass_fds=[listener.fileno()], stdout=subprocess.DEVNULL,
+                            start_new_session=True)
+    listener.close()
+    client = None
+    try:
+        client = IrcTestClient(port)
+        client.register("unseen")          # served: every role is up
+        client.join("#quiet")
+        server = psutil.Process(proc.pid)
+        processes = [server, *server.children(recursive=True)]
+        assert len(processes) >= 4         # supervisor, broker, spawner, a worker
+        for process in processes:
+            for fd in (0, 2):
+                target = os.readlink(f"/proc/{process.pid}/fd/{fd}")
+                assert target == os.devnull, (process.name(), fd, target)
+    finally:
+        if client is not None:
+            client.close()
+        proc.terminate()
+        assert proc.wait(10) == 0
+        os.unlink(handle.name)
+
+
 def test_sighup_reloads_motd_and_keeps_clients(make_server):
     server = make_server(config_text='[server]\nmotd = "old news"\n')
     alice = IrcTestClient(server.port)
