@@ -207,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     # Everything the processes will run is imported now, while the files
     # are surely readable: after the switch to an unprivileged user an
     # interpreter installed in a private home could not load them.
-    from forkchat import broker, supervisor, worker
+    from forkchat import broker, supervisor, warmup, worker
     try:
         bound = open_listeners(cfg)
         become_unprivileged(cfg, args.config)
     except (listeners.BindError, privileges.PrivilegeError, ValueError) as error:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    worker.warm_up()       # in the supervisor, so that workers share what it writes
+    warmup.warm_up()       # in the supervisor, so that workers share what it writes
     targets = supervisor.Targets(broker=broker.main, worker=worker.main)
     return supervisor.Supervisor(cfg, targets, load if args.config else None, bound).run()
 

@@ -156,7 +156,7 @@ def setup(role: str, level: str = "info") -> None:
 def written_nowhere() -> Iterator[None]:
     """Lines logged meanwhile take their usual way through our handler,
     formatted and written, but to the null device, and reach no other
-    handler (worker.warm_up runs connections, whose lines nobody made).
+    handler (warmup.warm_up runs connections, whose lines nobody made).
 
     The handler is the one setup() made, which forked children keep, so
     that its code is warm in them (without setup, a plain one).  Its

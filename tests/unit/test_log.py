@@ -109,7 +109,7 @@ def test_a_forked_child_takes_its_parents_answer_on_the_journal(monkeypatch):
 
 
 def test_lines_written_nowhere_go_through_our_handler_and_reach_no_file(monkeypatch, capfd):
-    """worker.warm_up's lines: formatted by the handler children keep, which
+    """warmup.warm_up's lines: formatted by the handler children keep, which
     writes to standard error again afterwards; no other handler sees them."""
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     log.setup("supervisor", "info")
@@ -138,7 +138,7 @@ def test_lines_written_nowhere_go_through_our_handler_and_reach_no_file(monkeypa
 def test_lines_written_nowhere_need_no_working_standard_error(monkeypatch, tmp_path):
     """Standard error may have no reader (journald restarted) or be closed:
     swapping the handler's stream must not flush it, or the server's start
-    (worker.warm_up) failed on it."""
+    (warmup.warm_up) failed on it."""
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     log.setup("supervisor", "info")
     ours = logging.getLogger().handlers[0]

@@ -1,4 +1,4 @@
-"""worker.warm_up: whole connections run through a Worker by the server's
+"""warmup.warm_up: whole connections run through a Worker by the server's
 start, so that CPython's first-use writes to the code a connection runs
 happen in the supervisor, not in each worker (see WARM_UP_ROUNDS)."""
 
@@ -11,7 +11,7 @@ import textwrap
 import threading
 import time
 
-from forkchat import worker
+from forkchat import config, ipc, link, warmup
 
 
 def test_the_warm_up_leaves_nothing_behind(caplog, capfd):
@@ -22,7 +22,7 @@ def test_the_warm_up_leaves_nothing_behind(caplog, capfd):
     wakeup = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(wakeup)
     with caplog.at_level(logging.DEBUG):
-        worker.warm_up(rounds=3)
+        warmup.warm_up(rounds=3)
     assert sorted(os.listdir("/proc/self/fd")) == before
     assert caplog.records == []
     assert capfd.readouterr() == ("", "")
@@ -34,10 +34,10 @@ def test_the_warm_up_leaves_nothing_behind(caplog, capfd):
 # Run in a fresh interpreter: other tests of this process run the same code.
 _QUICKENED = textwrap.dedent("""
     import dis, logging, sys
-    from forkchat import commands, link, log, worker
+    from forkchat import commands, link, log, warmup, worker
     log.setup("supervisor", "info")
     if sys.argv[1] == "warm":
-        worker.warm_up()
+        warmup.warm_up()
     path = [worker.Worker.__init__, worker.Worker.start, worker.Worker._process_lines,
             worker.Worker._take_frames, worker.Worker._on_update, worker.Worker._finish,
             link.BrokerLink.read, link.BrokerLink.flush, commands.dispatch,
@@ -67,9 +67,9 @@ def test_the_warm_up_runs_a_connections_own_code_until_cpython_has_specialised_i
 def test_a_warm_up_connection_registers_joins_and_quits_as_a_clients_does():
     """Its client is answered as a real one is: the welcome, its JOIN, a
     line from the room, its PONG, and the ERROR of its QUIT."""
-    lines = worker._warm_connection(worker.config.Config()).split(b"\r\n")
+    lines = warmup._warm_connection(config.Config()).split(b"\r\n")
     assert [line.split(b" ")[1] for line in lines[:15]] == [
-        code.encode() for code in worker._WARM_WELCOME]
+        code.encode() for code in warmup._WARM_WELCOME]
     assert lines[15:] == [b":warm!warm@127.0.0.1 JOIN #warm",
                           b":warm.up 353 warm = #warm :@warm", b":warm.up 366 warm #warm :End",
                           b":other!o@127.0.0.1 PRIVMSG #warm :up",
@@ -83,19 +83,19 @@ def test_a_warm_up_whose_worker_gets_no_broker_link_stops_at_once(monkeypatch):
     server's start waited 16 of them; the rounds after such a one are
     skipped, as the warm-up only saves memory."""
     opened = sorted(os.listdir("/proc/self/fd"))
-    monkeypatch.setattr(worker.link.BrokerLink, "connect", lambda self, timeout=0.0: False)
+    monkeypatch.setattr(link.BrokerLink, "connect", lambda self, timeout=0.0: False)
     started = time.monotonic()
-    worker.warm_up(rounds=3)
-    assert time.monotonic() - started < worker._WARM_UP_LIMIT_S
+    warmup.warm_up(rounds=3)
+    assert time.monotonic() - started < warmup._WARM_UP_LIMIT_S
     assert sorted(os.listdir("/proc/self/fd")) == opened
 
 
 def test_the_warm_up_stops_after_a_round_that_had_to_wait(monkeypatch):
     """A round that waited for its timers (here its broker never answers
     REGISTER) is not run 15 more times at the server's start."""
-    answer = worker._WarmBroker.answer
-    monkeypatch.setattr(worker._WarmBroker, "answer", lambda self, kind, payload: b"" if
-                        kind == worker.ipc.Kind.REGISTER else answer(self, kind, payload))
+    answer = warmup._WarmBroker.answer
+    monkeypatch.setattr(warmup._WarmBroker, "answer", lambda self, kind, payload: b"" if
+                        kind == ipc.Kind.REGISTER else answer(self, kind, payload))
     started = time.monotonic()
-    worker.warm_up(rounds=3)
-    assert time.monotonic() - started < 2 * worker._WARM_UP_LIMIT_S
+    warmup.warm_up(rounds=3)
+    assert time.monotonic() - started < 2 * warmup._WARM_UP_LIMIT_S

@@ -1,0 +1,164 @@
+"""The server's warm-up: whole connections run through a Worker in the
+supervisor at its start, before it forks its children.
+
+Each first use of a function or class in a worker wrote to the pages of
+its code and type objects (CPython counts a function's first calls, then
+rewrites its bytecode in place, specialised to what it met), which every
+worker then copied from the spawner; and copying pages is most of what a
+connection costs the server.  Run enough in an ancestor, that code is only
+read in the workers and its pages stay shared (an idle worker copied some
+750 pages, 690 with this).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import dataclasses
+import os
+import selectors
+import socket
+import time
+
+from forkchat import config, ipc, log as logsetup
+from forkchat.worker import READ_BYTES, Worker
+
+_READ = selectors.EVENT_READ
+
+# WARM_UP_ROUNDS whole connections, in-process: a socket pair for the
+# client, and for the broker a listener of our own that _WarmBroker
+# answers from the worker's own loop.  The warm-up leaves nothing behind:
+# its descriptors are closed, its log lines written to the null device,
+# its objects garbage.
+WARM_UP_ROUNDS = 16
+_WARM_UP_INPUT = (b"NICK warm\r\nUSER warm 0 * :up\r\nJOIN #warm\r\n"
+                  b"PRIVMSG #warm :up\r\nPING :warm\r\nQUIT\r\n")
+# A round's bound, should its loop ever wait (it never has to): its
+# timers are due by then, and close the connection.
+_WARM_UP_LIMIT_S = 1.0
+
+
+def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None) -> None:
+    """Run `rounds` connections through a Worker (see WARM_UP_ROUNDS).
+    Out of descriptors, the rest are skipped: it only saves memory.  So
+    are they once a round has taken as long as its timers (it waited, as
+    it never has to), for the server's start waits for them all."""
+    cfg = cfg or config.Config()
+    limits = dataclasses.replace(cfg.limits, registration_timeout=_WARM_UP_LIMIT_S,
+                                 ping_interval=_WARM_UP_LIMIT_S, ping_timeout=_WARM_UP_LIMIT_S)
+    cfg = dataclasses.replace(cfg, limits=limits)
+    with logsetup.written_nowhere():
+        for _ in range(rounds):
+            started = time.monotonic()
+            try:
+                _warm_connection(cfg)
+            except OSError:
+                return
+            if time.monotonic() - started >= _WARM_UP_LIMIT_S:
+                return
+
+
+def _warm_connection(cfg: config.Config) -> bytes:
+    """One client's connection, over the real loop: registration and the
+    welcome, a JOIN, a message each way, a PING, the QUIT.  Returns what
+    its client was sent."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        listener.bind(f"\0forkchat-warm-{os.getpid()}-{os.urandom(8).hex()}")
+        listener.listen(1)
+        client, ours = socket.socketpair()
+        stack.enter_context(client)
+        stack.enter_context(ours)
+        lifeline, held = os.pipe()      # (its write end held open: no EOF)
+        stack.callback(os.close, lifeline)
+        stack.callback(os.close, held)
+        worker = Worker(ours, "127.0.0.1", "irc", 0, cfg, listener.getsockname())
+        stack.callback(worker.link.close)
+        stack.callback(worker.selector.close)
+        broker = stack.enter_context(_WarmBroker(worker, listener))
+        client.sendall(_WARM_UP_INPUT)
+        worker.start(lifeline)
+        if worker.link.sock is None:
+            # Out of descriptors for the link (or a stranger filled the
+            # listener's queue): the round would only wait for its timers.
+            raise OSError("warm-up: no broker link")
+        deadline = time.monotonic() + 2 * _WARM_UP_LIMIT_S
+        while not worker.done and time.monotonic() < deadline:
+            worker._step()
+        worker._flush_link()       # its BYE, answered before _finish waits for that
+        broker.on_frames(_READ)
+        worker._finish()
+        client.setblocking(False)
+        return client.recv(READ_BYTES)
+
+
+class _WarmBroker:
+    """The broker's side of a warm-up connection: each frame answered as
+    the broker answers a client's first steps, in the worker's own loop."""
+
+    def __init__(self, worker: Worker, listener: socket.socket) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.conn: socket.socket | None = None
+        self.reader = ipc.FrameReader()
+        self.nick = b"*"
+        worker.selector.register(listener, _READ, self.on_accept)
+
+    def __enter__(self) -> _WarmBroker:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def on_accept(self, mask: int) -> None:
+        conn, _ = self.listener.accept()
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        if array.array("i", creds)[0] != os.getpid():
+            conn.close()                # not our worker's link: someone else's connect
+            return
+        self.worker.selector.unregister(self.listener)
+        self.conn = conn
+        self.worker.selector.register(conn, _READ, self.on_frames)
+
+    def on_frames(self, mask: int) -> None:
+        if self.conn is None:
+            return
+        try:
+            data = self.conn.recv(READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        out = b"".join(self.answer(kind, payload) for kind, payload in self.reader.feed(data))
+        if out:
+            self.conn.sendall(out)
+
+    def answer(self, kind: int, payload: bytes) -> bytes:
+        if kind == ipc.Kind.SYNC:
+            return ipc.encode(ipc.Kind.SYNC, payload)
+        if kind == ipc.Kind.REGISTER:
+            lines = [self.numeric(code, b":warm") for code in _WARM_WELCOME]
+            return b"".join(ipc.encode(ipc.Kind.REPLY, line) for line in lines) \
+                + ipc.encode_json(ipc.Kind.UPDATE, {"registered": True})
+        if kind != ipc.Kind.REQUEST:
+            return b""
+        command, _, rest = payload.partition(b" ")
+        if command == b"NICK":
+            self.nick = rest
+            return ipc.encode_json(ipc.Kind.UPDATE, {"nick": rest.decode()})
+        if command == b"JOIN":
+            prefix = b":" + self.nick + b"!warm@127.0.0.1 "
+            return (ipc.encode(ipc.Kind.DELIVER, prefix + payload + b"\r\n")
+                    + ipc.encode(ipc.Kind.REPLY, self.numeric("353", b"= " + rest + b" :@warm"))
+                    + ipc.encode(ipc.Kind.REPLY, self.numeric("366", rest + b" :End"))
+                    + ipc.encode_json(ipc.Kind.UPDATE, {"rooms": {rest.decode(): "@"}}))
+        if command == b"PRIVMSG":
+            return ipc.encode(ipc.Kind.DELIVER, b":other!o@127.0.0.1 " + payload + b"\r\n")
+        return b""
+
+    def numeric(self, code: str, text: bytes) -> bytes:
+        return b":warm.up " + code.encode() + b" " + self.nick + b" " + text + b"\r\n"
+
+
+# The welcome burst's numerics, as the broker sends them after REGISTER.
+_WARM_WELCOME = ("001", "002", "003", "004", "005", "005", "251", "252", "254", "255",
+                 "265", "266", "375", "372", "376")
