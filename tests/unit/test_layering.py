@@ -8,6 +8,8 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "forkchat"
 ROLES = {"supervisor", "broker", "worker"}
 ENTRY = {"cli", "__main__"}          # wires the roles together
+# Part of one role, run by the entry alone: it may import that role.
+ROLE_PARTS = {"warmup": "worker"}
 PURE = {"state", "state_rooms", "state_talk", "state_query", "state_users", "rooms",
         "protocol", "numerics", "tutorial", "flood", "session", "operguard"}
 IO_MODULES = {"socket", "selectors", "subprocess", "multiprocessing", "psutil", "sqlite3",
@@ -45,7 +47,16 @@ def test_layering(module):
         return
     if module in ROLES:
         assert not ours & ROLES, f"{module} imports another role: {ours & ROLES}"
+    elif module in ROLE_PARTS:
+        assert ours & (ROLES | ENTRY) <= {ROLE_PARTS[module]}, f"{module} imports {ours}"
     else:
         assert not ours & (ROLES | ENTRY), f"leaf {module} imports {ours & (ROLES | ENTRY)}"
     if module in PURE:
         assert not others & IO_MODULES, f"pure {module} imports I/O: {others & IO_MODULES}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_a_part_of_a_role_is_imported_by_the_entry_alone(module):
+    ours, _ = imports_of(PACKAGE / f"{module}.py")
+    if module not in ENTRY:
+        assert not ours & set(ROLE_PARTS), f"{module} imports {ours & set(ROLE_PARTS)}"
