@@ -1777,6 +1777,17 @@ class Broker:
         else:
             self._overflow(link)
 
+    def queue_line(self, cid: int, line: bytes, frame: bytes) -> None:
+        """A line for `cid`'s client, and its DELIVER frame (see
+        ipc.FrameWriter.queue_line)."""
+        link = self.links.get(cid)
+        if link is None or link.dropping:
+            return
+        if link.writer.queue_line(line, frame):
+            self.dirty.add(link)
+        else:
+            self._overflow(link)
+
     def queue_reply(self, cid: int, frame: bytes) -> None:
         """A frame of the reply to `cid`'s own command: not bounded."""
         link = self.links.get(cid)
@@ -1984,7 +1995,7 @@ def _spare_descriptor() -> int:
 
 
 class _Outbox:
-    """state.Outbox over the broker's links: frames built once, queued per link."""
+    """state.Outbox over the broker's links: lines built once, queued per link."""
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -1994,13 +2005,23 @@ class _Outbox:
         if cid == broker.replying:
             broker.queue_reply(cid, ipc.encode(ipc.Kind.REPLY, line))
         else:
-            broker.queue(cid, ipc.encode(ipc.Kind.DELIVER, line))
+            broker.queue_line(cid, line, ipc.encode(ipc.Kind.DELIVER, line))
 
     def fanout(self, cids: Iterable[int], line: bytes) -> None:
+        """Broker.queue_line for each of `cids`, written out: it runs once
+        per delivery."""
         frame = ipc.encode(ipc.Kind.DELIVER, line)
-        queue = self._broker.queue
+        broker = self._broker
+        links = broker.links
+        dirty = broker.dirty
         for cid in cids:
-            queue(cid, frame)
+            link = links.get(cid)
+            if link is None or link.dropping:
+                continue
+            if link.writer.queue_line(line, frame):
+                dirty.add(link)
+            else:
+                broker._overflow(link)
 
     def update(self, cid: int, changes: dict[str, Any]) -> None:
         self._broker.queue(cid, ipc.encode_json(ipc.Kind.UPDATE, changes))
