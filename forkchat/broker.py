@@ -1880,7 +1880,8 @@ class Broker:
             else:
                 refused.append(link)
         for link in refused:
-            self._overflow(link)
+            if not link.dropping:   # (not dropped already by a QUIT refused before)
+                self._overflow(link)
 
     def _overflow(self, link: Link) -> None:
         """The worker does not keep up: drop its client, wait for nobody."""

@@ -245,8 +245,8 @@ class FrameWriter:
         header when it ends (_end_run).  `pending` is always what the peer
         will be sent.
         """
-        # (bounded, _append and _end_run spelt out: this runs once per
-        # fan-out delivery)
+        # (bounded and _append spelt out: this runs once per fan-out
+        # delivery, or once per member and flush for a room's talk)
         pending = self._pending + len(line)
         if pending <= self._run_limit:      # a run is open, and this line fits in it
             if pending > self.limit and pending - self._replies.pending > self.limit:

@@ -143,6 +143,19 @@ def test_a_member_dropped_at_the_flush_is_heard_quitting_after_its_last_words(ro
     assert alice.frames() == [(ipc.Kind.DROP, b"Max SendQ exceeded")]
 
 
+def test_members_dropped_at_the_same_flush_are_dropped_once_each(room):
+    """bob's link, refused the room's talk, is refused alice's QUIT too,
+    and dropped then: not a second time for the talk."""
+    made, (alice, bob, carol) = room
+    carol.send("PRIVMSG #room :" + "x" * 400)
+    alice.link.writer.limit, bob.link.writer.limit = 100, 10
+    flush(made)
+    assert alice.frames() == [(ipc.Kind.DROP, b"Max SendQ exceeded")]
+    assert bob.frames() == [(ipc.Kind.DROP, b"Max SendQ exceeded")]
+    assert sorted(line for line in carol.heard() if "QUIT" in line) == [
+        "alice QUIT exceeded", "bob QUIT exceeded"]
+
+
 def test_the_rooms_talk_not_queued_yet_counts_against_a_links_bound(room):
     """A worker that reads nothing is not read either while the broker
     holds more than its bound for it (Broker._must_wait), the talk
