@@ -31,6 +31,9 @@ address with it.  A worker stating another host is logged, once per link.
 The broker never blocks on a worker: output to each link goes through a
 bounded `ipc.FrameWriter`, and what gathered for one link since the last
 flush leaves in one send; flushes come at most every FLUSH_WINDOW_S.  A
+room's talk that comes in a row is gathered first (RoomBatch) and queued
+on its members' links, joined once, at the flush or as soon as anything
+else is queued, so that every link keeps the order of what it is sent.  A
 link whose buffer overflows is told to drop its client ("Max SendQ
 exceeded") and is no longer written to.  The lines that answer a client's
 own command (a REQUEST or its REGISTER) go as REPLY frames, which the
@@ -72,7 +75,7 @@ import socket
 import struct
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from forkchat import __version__, children, config, ipc, listeners, log as logsetup, numerics
 from forkchat import admission, flood, operguard, protocol, session, state, store
@@ -344,6 +347,20 @@ def _modes_come_back(made: dict, room: rooms.Room) -> list[rooms.ModeChange]:
     return changes + [rooms.ModeChange(False, letter) for letter in sorted(flags - room.flags)]
 
 
+class RoomBatch:
+    """A room's talk queued in a row since the last flush, and not on its
+    members' links yet (Broker.queue_to_room)."""
+
+    __slots__ = ("members", "cids", "lines", "buts", "size")
+
+    def __init__(self, members: Collection[int]) -> None:
+        self.members = members          # the room's own collection
+        self.cids = tuple(members)      # its members when the batch began
+        self.lines: list[bytes] = []
+        self.buts: list[int] = []       # whom each line is not for: its sender
+        self.size = 0                   # bytes of the lines
+
+
 class Broker:
     def __init__(self, listener: socket.socket, control: socket.socket,
                  cfg: config.Config, created: str,
@@ -372,6 +389,7 @@ class Broker:
         self.most_told = most_users
         self.links: dict[int, Link] = {}
         self.dirty: set[Link] = set()       # links with output to send
+        self.batch: RoomBatch | None = None    # a room's talk not queued on its links yet
         self.closing_links: list[Link] = []   # quitters', answered and closed at the next flush
         self.quitters_emptying: dict[Link, float] = {}   # answered, output still going: until
         self.answered: set[Link] = set()    # ... the answer to a command among it
@@ -707,7 +725,8 @@ class Broker:
         answer (closing_links) are answered at once when the output they
         waited for is gone unwritten (its links closed).
         """
-        if not self.dirty:
+        batch = self.batch
+        if not self.dirty and batch is None:
             if self.closing_links:
                 self._close_quitters()
             return
@@ -715,7 +734,8 @@ class Broker:
         if now - self.last_flush >= FLUSH_WINDOW_S:
             self._flush_dirty()
             self.last_flush = now
-        elif len(self.dirty) <= FLUSH_AT_ONCE_LINKS:
+        elif len(self.dirty) + (len(batch.cids) if batch is not None else 0) \
+                <= FLUSH_AT_ONCE_LINKS:
             self._flush_dirty()
 
     def _timeout(self) -> float:
@@ -723,7 +743,7 @@ class Broker:
         the counts the supervisor shows are never more than HEARTBEAT_S old."""
         now = time.monotonic()
         deadlines = [self.next_beat - now]
-        if self.dirty:
+        if self.dirty or self.batch is not None:
             deadlines.append(self.last_flush + FLUSH_WINDOW_S - now)
         if self.awaiting:
             deadlines.append(self.recovery_deadline - now)
@@ -978,11 +998,15 @@ class Broker:
         return self._over_bound(link) or (
             bool(self.awaiting) and link in self.holding) or self._token_wait(link) > 0
 
-    @staticmethod
-    def _over_bound(link: Link) -> bool:
+    def _over_bound(self, link: Link) -> bool:
         """Whether the broker holds more for a link than its bound
-        (broker_buffer_bytes), replies to its client's commands included."""
-        return link.writer.pending > link.writer.limit
+        (broker_buffer_bytes), replies to its client's commands included
+        (and a room's talk not queued on the link yet, all of it)."""
+        pending = link.writer.pending
+        batch = self.batch
+        if batch is not None and link.cid in batch.members:
+            pending += batch.size
+        return pending > link.writer.limit
 
     def _bucket(self, pid: int) -> flood.TokenBucket:
         """A worker's flood control at the broker, shared by its links.
@@ -1448,7 +1472,8 @@ class Broker:
         """Whether a scan may run beyond the share if the poll finds
         nothing ready: one waits, and no output waits for its flush window
         (which would else be held up by the scan)."""
-        return SPARE_TURNS and bool(self.waiting_scans) and not self.dirty
+        return SPARE_TURNS and bool(self.waiting_scans) and not self.dirty \
+            and self.batch is None
 
     def _answer_waiting(self, waiting: WaitingScan, refuse: bool,
                         charged: bool = True) -> None:
@@ -1719,7 +1744,7 @@ class Broker:
             self._arrived(link.cid)
         if close_after_flush:
             self.closing_links.append(link)
-            if not self.dirty:
+            if not self.dirty and self.batch is None:
                 self._close_quitters()
         else:
             link.sock.close()
@@ -1727,6 +1752,8 @@ class Broker:
     def _close_quitters(self) -> None:
         """Answer each quitter's BYE and close its link, after the QUITs
         to the members of its rooms have been written."""
+        if self.batch is not None:
+            self._end_batch()
         closing, self.closing_links = self.closing_links, []
         for link in closing:
             link.writer.queue_reply(ipc.encode(ipc.Kind.SYNC, BYE_SYNC))
@@ -1769,6 +1796,8 @@ class Broker:
     # -- output ----------------------------------------------------------------
 
     def queue(self, cid: int, frame: bytes) -> None:
+        if self.batch is not None:
+            self._end_batch()
         link = self.links.get(cid)
         if link is None or link.dropping:
             return
@@ -1777,8 +1806,23 @@ class Broker:
         else:
             self._overflow(link)
 
+    def queue_line(self, cid: int, line: bytes, frame: bytes) -> None:
+        """A line for `cid`'s client, and its DELIVER frame (see
+        ipc.FrameWriter.queue_line)."""
+        if self.batch is not None:
+            self._end_batch()
+        link = self.links.get(cid)
+        if link is None or link.dropping:
+            return
+        if link.writer.queue_line(line, frame):
+            self.dirty.add(link)
+        else:
+            self._overflow(link)
+
     def queue_reply(self, cid: int, frame: bytes) -> None:
         """A frame of the reply to `cid`'s own command: not bounded."""
+        if self.batch is not None:
+            self._end_batch()
         link = self.links.get(cid)
         if link is None or link.dropping:
             return
@@ -1786,9 +1830,64 @@ class Broker:
         self.dirty.add(link)
         self.answered.add(link)
 
+    def queue_to_room(self, members: Collection[int], but: int, line: bytes) -> None:
+        """A line for every client of `members` but `but` (its sender): a
+        room's talk, gathered in a RoomBatch until something else is
+        queued, or the flush, so that the lines of one flush window to a
+        room cost one join and one queue per member, not one queue per
+        member and line.  Members are compared as they are when each line
+        comes: a batch goes on only while they are the same."""
+        batch = self.batch
+        if batch is None or batch.members is not members or len(members) != len(batch.cids) \
+                or batch.size + len(line) > ipc.RUN_BYTES or tuple(members) != batch.cids:
+            if batch is not None:
+                self._end_batch()
+            batch = self.batch = RoomBatch(members)
+        batch.lines.append(line)
+        batch.buts.append(but)
+        batch.size += len(line)
+
+    def _end_batch(self) -> None:
+        """Queue the room's lines of the batch on its members' links, each
+        member's as one DELIVER: the lines all joined, for those who sent
+        none of them; a sender's, joined without its own.  A link that
+        overflows is dropped once all have theirs, so that no member hears
+        of a sender's quit before that sender's last words."""
+        batch, self.batch = self.batch, None
+        assert batch is not None
+        lines, buts = batch.lines, batch.buts
+        everything = b"".join(lines)
+        frame = ipc.encode(ipc.Kind.DELIVER, everything)
+        senders: dict[int, tuple[bytes, bytes]] = {}
+        for sender in set(buts):
+            theirs = b"".join([line for line, but in zip(lines, buts) if but != sender])
+            senders[sender] = (theirs, ipc.encode(ipc.Kind.DELIVER, theirs))
+        links = self.links
+        dirty = self.dirty
+        refused = []
+        for cid in batch.cids:
+            link = links.get(cid)
+            if link is None or link.dropping:
+                continue
+            if cid in senders:
+                data, data_frame = senders[cid]
+                if not data:
+                    continue
+            else:
+                data, data_frame = everything, frame
+            if link.writer.queue_line(data, data_frame):
+                dirty.add(link)
+            else:
+                refused.append(link)
+        for link in refused:
+            if not link.dropping:   # (not dropped already by a QUIT refused before)
+                self._overflow(link)
+
     def _overflow(self, link: Link) -> None:
         """The worker does not keep up: drop its client, wait for nobody."""
         log.warning("conn %s: broker buffer full, dropping client", link.cid)
+        if self.batch is not None:
+            self._end_batch()
         link.dropping = True
         if self.waiting_scans:       # (called amid a fan-out: nothing of it runs here)
             self._drop_waiting_scan(link, run_held=False)
@@ -1809,6 +1908,8 @@ class Broker:
         order kept for every link, a dict's, cost fan-out at N=100 5 % more
         worker CPU and 5 ms more p99: the set's order stays for the rest.)
         """
+        if self.batch is not None:
+            self._end_batch()
         if not self.dirty:
             return
         dirty, self.dirty = self.dirty, set()
@@ -1984,7 +2085,7 @@ def _spare_descriptor() -> int:
 
 
 class _Outbox:
-    """state.Outbox over the broker's links: frames built once, queued per link."""
+    """state.Outbox over the broker's links: lines built once, queued per link."""
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -1994,13 +2095,28 @@ class _Outbox:
         if cid == broker.replying:
             broker.queue_reply(cid, ipc.encode(ipc.Kind.REPLY, line))
         else:
-            broker.queue(cid, ipc.encode(ipc.Kind.DELIVER, line))
+            broker.queue_line(cid, line, ipc.encode(ipc.Kind.DELIVER, line))
 
     def fanout(self, cids: Iterable[int], line: bytes) -> None:
+        """Broker.queue_line for each of `cids`, written out: it runs once
+        per delivery."""
         frame = ipc.encode(ipc.Kind.DELIVER, line)
-        queue = self._broker.queue
+        broker = self._broker
+        if broker.batch is not None:
+            broker._end_batch()
+        links = broker.links
+        dirty = broker.dirty
         for cid in cids:
-            queue(cid, frame)
+            link = links.get(cid)
+            if link is None or link.dropping:
+                continue
+            if link.writer.queue_line(line, frame):
+                dirty.add(link)
+            else:
+                broker._overflow(link)
+
+    def fanout_but(self, cids: Collection[int], but: int, line: bytes) -> None:
+        self._broker.queue_to_room(cids, but, line)
 
     def update(self, cid: int, changes: dict[str, Any]) -> None:
         self._broker.queue(cid, ipc.encode_json(ipc.Kind.UPDATE, changes))

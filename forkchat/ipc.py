@@ -23,6 +23,8 @@ the payload:
     BYE         UTF-8 quit reason                  the client is leaving
     SYNC        empty; echoed back as is           "all before this is done"
     DELIVER     raw line bytes, CRLF included      write to the client as is
+                (the lines of several messages
+                queued in a row: queue_line)
     REPLY       raw line bytes, CRLF included      the same, answering the client's
                                                    own command: not held against a
                                                    send queue (see replybytes.py)
@@ -43,7 +45,8 @@ No pickle: lines are bytes and the rare control frames are JSON, so a
 misbehaving worker can send nothing that runs code in the broker.  A
 broadcast line is framed once and the same bytes are queued on every
 recipient's `FrameWriter`; each writer sends everything it holds in one
-call per event-loop turn.
+call per event-loop turn, and the lines queued to it in a row (a room's
+messages of one flush window) leave as one DELIVER frame.
 """
 
 from __future__ import annotations
@@ -60,12 +63,16 @@ from forkchat import replybytes
 HEADER = struct.Struct("!IB")
 _HEADER_BYTES = HEADER.size
 _unpack_header = HEADER.unpack_from   # (looked up once: see FrameReader.feed_into)
+_pack_header = HEADER.pack
 HEARTBEAT_S = 2.0      # broker -> supervisor counts; silence means a stuck broker
 CONTROL_QUEUE_BYTES = 1 << 20   # control frames waiting for a busy peer
 MAX_FRAME_BYTES = 1 << 20
 # The most one flush hands to send(): more than a Unix socket's buffer
 # (about 208 KiB) takes, so an ordinary flush still sends all it holds.
 SEND_BYTES = 1 << 19
+# The most bytes of lines one DELIVER frame carries (FrameWriter.queue_line):
+# far less than a frame may hold.
+RUN_BYTES = 1 << 16
 
 
 class Kind(enum.IntEnum):
@@ -190,6 +197,7 @@ class FrameReader:
 
 
 _KINDS = frozenset(int(kind) for kind in Kind)
+_DELIVER = int(Kind.DELIVER)
 
 
 class FrameWriter:
@@ -209,6 +217,12 @@ class FrameWriter:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._pending = 0
         self._replies = replybytes.ReplyBytes()
+        # The DELIVER run at the queue's tail (queue_line): the index in
+        # _chunks of its header's place (-1: none open), where it starts
+        # and the most it may end at, as values of _pending (-1: none open).
+        self._run_at = -1
+        self._run_start = 0
+        self._run_limit = -1
 
     @property
     def pending(self) -> int:
@@ -220,13 +234,46 @@ class FrameWriter:
         return self._pending - self._replies.pending
 
     def queue(self, frame: bytes) -> bool:
-        # (bounded and _append spelt out: this runs once per fan-out delivery)
         size = len(frame)
         if self._pending + size > self.limit \
                 and self._pending - self._replies.pending + size > self.limit:
             return False
-        self._chunks.append(frame)
-        self._pending += size
+        self._append(frame)
+        return True
+
+    def queue_line(self, line: bytes, frame: bytes) -> bool:
+        """A DELIVER of `line`, whose frame is `frame` (built once for every
+        recipient of a broadcast), or False as queue() refuses one.
+
+        The lines queued one after another, with no other frame between
+        them, leave as one DELIVER frame (up to RUN_BYTES of them): a worker
+        woken for 16 messages splits one frame, not 16.  The first of a run
+        is queued as its frame, the others as their lines, the same bytes
+        objects for every recipient; a run of more than one line gets its
+        header when it ends (_end_run).  `pending` is always what the peer
+        will be sent.
+        """
+        # (bounded and _append spelt out: this runs once per fan-out
+        # delivery, or once per member and flush for a room's talk)
+        pending = self._pending + len(line)
+        if pending <= self._run_limit:      # a run is open, and this line fits in it
+            if pending > self.limit and pending - self._replies.pending > self.limit:
+                return False
+            self._chunks.append(line)
+            self._pending = pending
+            return True
+        if self._run_at >= 0:
+            self._end_run()
+        start = self._pending
+        pending = start + len(frame)
+        if pending > self.limit and pending - self._replies.pending > self.limit:
+            return False
+        chunks = self._chunks
+        self._run_at = len(chunks)
+        self._run_start = start
+        self._run_limit = start + _HEADER_BYTES + RUN_BYTES
+        chunks.append(frame)
+        self._pending = pending
         return True
 
     def queue_unbounded(self, frame: bytes) -> None:
@@ -239,8 +286,19 @@ class FrameWriter:
         self._append(frame)
 
     def _append(self, frame: bytes) -> None:
+        if self._run_at >= 0:
+            self._end_run()
         self._chunks.append(frame)
         self._pending += len(frame)
+
+    def _end_run(self) -> None:
+        """End the DELIVER run queued last: if it is more than its first
+        frame, that frame's header becomes the run's."""
+        chunks, at = self._chunks, self._run_at
+        if len(chunks) > at + 1:
+            length = self._pending - self._run_start - _HEADER_BYTES
+            chunks[at] = _pack_header(length, _DELIVER) + chunks[at][_HEADER_BYTES:]
+        self._run_at = self._run_limit = -1
 
     def flush(self) -> bool:
         """Send what is queued (SEND_BYTES at most); True when nothing is left.
@@ -254,6 +312,12 @@ class FrameWriter:
         chunks = self._chunks
         if not chunks:
             return True
+        at = self._run_at
+        if at >= 0:
+            if len(chunks) > at + 1:
+                self._end_run()
+            else:       # (a run of one frame, as queued: most flushes of single messages)
+                self._run_at = self._run_limit = -1
         if self._pending <= SEND_BYTES:      # the usual case (fan-out): all at once
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()

@@ -1,8 +1,9 @@
 """Talk: PRIVMSG, NOTICE, AWAY, WALLOPS and KILL handlers, and `text_line`.
 
 PRIVMSG to a room is the hot path: one casefold, one dict lookup, one
-permission check, the line built once, one `fanout` to every member but
-the sender.  Every relayed line carries the sender's prefix as the state
+permission check, the line built once, one `fanout_but` to every member
+but the sender (which the broker gathers with the room's other lines of
+its flush window).  Every relayed line carries the sender's prefix as the state
 knows it, never anything the client sent.
 """
 
@@ -125,9 +126,8 @@ def _deliver(st: ChatState, client: Client, out: Outbox, command: str,
             if not room.exists_for(cid):        # refused, and it must not say why
                 raise numerics.Reply(numerics.ERR_NOSUCHCHANNEL, target)
             raise numerics.Reply(numerics.ERR_CANNOTSENDTOCHAN, room.name)
-        recipients = [member for member in room.members if member != cid]
-        if recipients:
-            out.fanout(recipients, text_line(client.prefix, command, room.name, text))
+        if len(room.members) > (cid in room.members):     # someone else is there
+            out.fanout_but(room.members, cid, text_line(client.prefix, command, room.name, text))
         return
     peer = st.find_nick(target)
     if peer is None:

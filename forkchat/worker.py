@@ -1337,7 +1337,10 @@ class Worker:
         handler(self, payload)
 
     def _on_deliver(self, payload: bytes) -> None:
-        self.write(payload)
+        """(A tutorial client's: an IRC client's DELIVERs go straight to its
+        send queue, _take_frames.)  One DELIVER may carry several lines."""
+        for line in payload.splitlines(keepends=True):
+            self.write(line)
 
     def _on_update(self, payload: bytes) -> None:
         changes: dict[str, Any] = ipc.decode_json(payload)

@@ -129,6 +129,18 @@ def test_frames_to_one_link_keep_their_order_across_the_window(one_link):
                                                     ipc.Kind.DROP]
 
 
+def test_the_lines_gathered_for_a_link_leave_as_one_deliver(one_link):
+    """A room's messages of one flush window, and a private one between
+    them, reach the worker as one frame, in the order they were sent."""
+    made, peer = one_link
+    made.outbox.fanout([1, 2], b"a\r\n")
+    made.outbox.send(1, b"b\r\n")
+    made.outbox.fanout([2, 1], b"c\r\n")
+    made.last_flush -= broker.FLUSH_WINDOW_S
+    made._maybe_flush()
+    assert received(peer) == [(ipc.Kind.DELIVER, b"a\r\nb\r\nc\r\n")]
+
+
 def test_the_next_heartbeat_bounds_the_select_timeout(one_link):
     """The counts the supervisor shows come with the heartbeat: a wait that
     began 1.9 s after one must not run a full HEARTBEAT_S past it."""

@@ -69,8 +69,9 @@ def answers(made: broker.Broker, link: broker.Link, peer: socket.socket,
             data = peer.recv(1 << 20)
         except BlockingIOError:
             break
-        lines += [payload.decode().split() for kind, payload in ipc.FrameReader().feed(data)
-                  if kind in (ipc.Kind.DELIVER, ipc.Kind.REPLY)]
+        lines += [line.decode().split() for kind, payload in ipc.FrameReader().feed(data)
+                  if kind in (ipc.Kind.DELIVER, ipc.Kind.REPLY)
+                  for line in payload.splitlines()]     # (a DELIVER may carry several)
     return [f"{words[1]} {words[3]}" for words in lines if len(words) > 3]
 
 
@@ -220,8 +221,10 @@ class Peer:
                 if kind == ipc.Kind.SYNC:
                     got.append(" ".join(["SYNC", payload.decode()][:1 + bool(payload)]))
                 elif kind in (ipc.Kind.DELIVER, ipc.Kind.REPLY):
-                    words = payload.decode().split()
-                    got.append(f"{words[1]} {words[3]}" if len(words) > 3 else " ".join(words[1:]))
+                    for line in payload.splitlines():   # (a DELIVER may carry several)
+                        words = line.decode().split()
+                        got.append(f"{words[1]} {words[3]}" if len(words) > 3
+                                   else " ".join(words[1:]))
         return got
 
 

@@ -77,6 +77,56 @@ def test_writer_is_bounded_and_flushes_in_one_send():
     b.close()
 
 
+def deliver(writer: ipc.FrameWriter, line: bytes) -> bool:
+    return writer.queue_line(line, ipc.encode(ipc.Kind.DELIVER, line))
+
+
+def test_writer_sends_the_lines_queued_in_a_row_as_one_deliver():
+    """A worker woken for a batch of messages splits one frame, not one per
+    message; any other frame ends the run, and everything keeps its order."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    writer = ipc.FrameWriter(a, limit=1 << 20)
+    assert deliver(writer, b"one\r\n") and deliver(writer, b"two\r\n")
+    writer.queue_reply(ipc.encode(ipc.Kind.REPLY, b"answer\r\n"))
+    assert deliver(writer, b"three\r\n") and deliver(writer, b"four\r\n")
+    assert writer.queue(ipc.encode(ipc.Kind.DROP, b"Killed"))
+    assert deliver(writer, b"five\r\n")
+    expected = [(ipc.Kind.DELIVER, b"one\r\ntwo\r\n"), (ipc.Kind.REPLY, b"answer\r\n"),
+                (ipc.Kind.DELIVER, b"three\r\nfour\r\n"), (ipc.Kind.DROP, b"Killed"),
+                (ipc.Kind.DELIVER, b"five\r\n")]
+    assert writer.pending == sum(ipc.HEADER.size + len(payload) for _kind, payload in expected)
+    assert writer.flush()
+    assert ipc.FrameReader().feed(b.recv(1000)) == expected
+    assert deliver(writer, b"six\r\n")          # a run is not continued after a flush
+    assert writer.flush()
+    assert ipc.FrameReader().feed(b.recv(1000)) == [(ipc.Kind.DELIVER, b"six\r\n")]
+    a.close()
+    b.close()
+
+
+def test_a_run_of_lines_is_bounded_and_cut_at_run_bytes():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    writer = ipc.FrameWriter(a, limit=100)
+    assert deliver(writer, b"x" * 60)            # 65 bytes with its header
+    assert not deliver(writer, b"y" * 40)        # 105: over the bound
+    assert deliver(writer, b"z" * 35)            # 100
+    assert writer.pending == 100
+    assert writer.flush()
+    assert ipc.FrameReader().feed(b.recv(1000)) == [(ipc.Kind.DELIVER, b"x" * 60 + b"z" * 35)]
+    writer.limit = 1 << 20
+    line = b"w" * (ipc.RUN_BYTES // 2 + 1)
+    assert deliver(writer, line) and deliver(writer, line)
+    assert writer.flush()
+    reader, frames = ipc.FrameReader(), []
+    while len(frames) < 2:
+        frames += reader.feed(b.recv(1 << 20))
+    assert frames == [(ipc.Kind.DELIVER, line)] * 2
+    a.close()
+    b.close()
+
+
 def test_writer_keeps_what_the_socket_refuses():
     a, b = socket.socketpair()
     a.setblocking(False)

@@ -320,6 +320,9 @@ class RecordingOutbox:
         self._check(line)
         self.targets.update(cids)
 
+    def fanout_but(self, cids, but: int, line: bytes) -> None:
+        self.fanout([cid for cid in cids if cid != but], line)
+
     def update(self, cid: int, changes: dict) -> None:
         assert set(changes) <= {"nick", "registered", "modes", "rooms", "oper", "away"}, changes
         session = self.sessions.get(cid)

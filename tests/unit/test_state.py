@@ -39,6 +39,9 @@ class RecordingOutbox:
         for cid in cids:
             self.lines.append((cid, line.decode()[:-2]))
 
+    def fanout_but(self, cids, but: int, line: bytes) -> None:
+        self.fanout([cid for cid in cids if cid != but], line)
+
     def update(self, cid: int, changes: dict) -> None:
         self.updates.append((cid, changes))
 

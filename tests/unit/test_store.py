@@ -781,14 +781,29 @@ def _topics_sent(made: broker.Broker, monkeypatch,
     """The (cid, line) of every TOPIC (or other of `commands`) the broker
     queues from now on."""
     sent: list[tuple[int, bytes]] = []
-    queue = made.queue
+    queue, queue_line, fanout = made.queue, made.queue_line, made.outbox.fanout
+
+    def note(cid: int, line: bytes) -> None:
+        if any(b" %s " % command in line for command in commands):
+            sent.append((cid, line.rstrip(b"\r\n")))
 
     def recorded(cid: int, frame: bytes) -> None:
         for _kind, line in ipc.FrameReader().feed(frame):
-            if any(b" %s " % command in line for command in commands):
-                sent.append((cid, line.rstrip(b"\r\n")))
+            note(cid, line)
         queue(cid, frame)
+
+    def recorded_line(cid: int, line: bytes, frame: bytes) -> None:
+        note(cid, line)
+        queue_line(cid, line, frame)
+
+    def recorded_fanout(cids, line: bytes) -> None:
+        cids = list(cids)
+        for cid in cids:
+            note(cid, line)
+        fanout(cids, line)
     monkeypatch.setattr(made, "queue", recorded)
+    monkeypatch.setattr(made, "queue_line", recorded_line)
+    monkeypatch.setattr(made.outbox, "fanout", recorded_fanout)
     return sent
 
 

@@ -115,6 +115,14 @@ def test_worker_relays_and_echoes_in_the_room(tutorial_worker):
     assert tutorial_worker.link.count(ipc.Kind.REQUEST) == 1
 
 
+def test_worker_renders_each_line_of_a_deliver(tutorial_worker):
+    """The broker sends the lines that gathered for a worker as one DELIVER."""
+    tutorial_worker.session.rooms = {"#lobby": ""}
+    tutorial_worker._on_frame(ipc.Kind.DELIVER, b":bob!b@h PRIVMSG #lobby :hello\r\n"
+                                                b":eve!e@h JOIN #lobby\r\n")
+    assert bytes(tutorial_worker.sendq) == b"bob: helloeve joined!"
+
+
 def test_worker_never_echoes_outside_the_room(tutorial_worker):
     """A line that would reach nobody is not shown as sent: the client is told and closed."""
     tutorial_worker.session.rooms = {"#elsewhere": ""}

@@ -66,6 +66,9 @@ class Outbox:
     def fanout(self, cids, line: bytes) -> None:
         self.lines.extend((cid, line) for cid in cids)
 
+    def fanout_but(self, cids, but: int, line: bytes) -> None:
+        self.fanout([cid for cid in cids if cid != but], line)
+
     def update(self, cid: int, changes: dict) -> None:
         pass
 
