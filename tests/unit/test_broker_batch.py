@@ -40,9 +40,12 @@ class Member:
         data = b""
         while True:
             try:
-                data += self.theirs.recv(1 << 20)
+                chunk = self.theirs.recv(1 << 20)
             except BlockingIOError:
+                chunk = b""
+            if not chunk:       # (all there is, or the link closed)
                 return ipc.FrameReader().feed(data)
+            data += chunk
 
     def heard(self) -> list[str]:
         """What reached the client since the last look, as 'nick COMMAND
@@ -198,3 +201,16 @@ def test_the_rooms_talk_alone_waits_for_the_window_and_no_longer(room, monkeypat
     for member in more:
         member.link.sock.close()
         member.theirs.close()
+
+
+def test_a_member_who_quits_within_the_window_is_sent_the_talk_before_its_quit(room):
+    """bob's worker said goodbye after alice spoke: his link is still
+    written to until the flush, and it gets her line before the answer
+    to its BYE, as when each line was queued at once (found by review22)."""
+    made, (alice, bob, carol) = room
+    alice.send("PRIVMSG #room :before you go")
+    bob.frame(ipc.Kind.BYE, b"leaving")
+    flush(made)
+    assert bob.frames() == [(ipc.Kind.DELIVER, b":alice!u@h PRIVMSG #room :before you go\r\n"),
+                            (ipc.Kind.SYNC, broker.BYE_SYNC)]
+    assert carol.heard() == ["alice PRIVMSG go", "bob QUIT leaving"]
