@@ -734,9 +734,23 @@ class Broker:
         if now - self.last_flush >= FLUSH_WINDOW_S:
             self._flush_dirty()
             self.last_flush = now
-        elif len(self.dirty) + (len(batch.cids) if batch is not None else 0) \
-                <= FLUSH_AT_ONCE_LINKS:
+        elif batch is None:
+            if len(self.dirty) <= FLUSH_AT_ONCE_LINKS:
+                self._flush_dirty()
+        elif len(batch.cids) <= FLUSH_AT_ONCE_LINKS + 1 \
+                and len(self.dirty | self._batch_reach(batch)) <= FLUSH_AT_ONCE_LINKS:
             self._flush_dirty()
+
+    def _batch_reach(self, batch: RoomBatch) -> set[Link]:
+        """The links a batch will be queued on (_end_batch): its members'
+        but a sender that sent all of it, who hears nothing of it.  (Only
+        for a small batch: counted as its members, a message to a room of
+        five, for four workers, waited for the window.)"""
+        buts = set(batch.buts)
+        alone = next(iter(buts)) if len(buts) == 1 else None
+        links = self.links
+        return {link for cid in batch.cids if cid != alone
+                and (link := links.get(cid)) is not None and not link.dropping}
 
     def _timeout(self) -> float:
         """Until the next thing due; the heartbeat is always one of them, so

@@ -172,7 +172,7 @@ def test_the_rooms_talk_not_queued_yet_counts_against_a_links_bound(room):
 
 
 def test_the_rooms_talk_alone_waits_for_the_window_and_no_longer(room, monkeypatch):
-    """Talk gathered for five members or more waits for the flush window,
+    """Talk gathered for five workers or more waits for the flush window,
     and the loop wakes for it within the window; for four or fewer it goes
     at once (Broker._maybe_flush)."""
     made, members = room
@@ -214,3 +214,35 @@ def test_a_member_who_quits_within_the_window_is_sent_the_talk_before_its_quit(r
     assert bob.frames() == [(ipc.Kind.DELIVER, b":alice!u@h PRIVMSG #room :before you go\r\n"),
                             (ipc.Kind.SYNC, broker.BYE_SYNC)]
     assert carol.heard() == ["alice PRIVMSG go", "bob QUIT leaving"]
+
+
+def test_talk_that_reaches_four_workers_goes_at_once_as_before_it_was_gathered(room, monkeypatch):
+    """Output for FLUSH_AT_ONCE_LINKS workers or fewer goes at once: the
+    talk gathered counts as the links it reaches, its sender's not among
+    them when it hears nothing, nor a link already counted (found by
+    review22: a room of five waited for the window, as did a room of four
+    where one had a private message just before)."""
+    made, members = room
+    clock = types.SimpleNamespace(now=made.last_flush + broker.FLUSH_WINDOW_S / 2)
+    clock.monotonic = lambda: clock.now
+    monkeypatch.setattr(broker, "time", clock)
+    dave = Member(made, 4, "dave")
+    made._flush_dirty()
+    alice, bob, carol = members
+    for member in [*members, dave]:
+        member.frames()
+    bob.send("PRIVMSG carol :first")
+    alice.send("PRIVMSG #room :four of us")
+    made._maybe_flush()
+    assert carol.heard() == ["bob PRIVMSG first", "alice PRIVMSG us"]
+    assert made.batch is None and not made.dirty
+    eve = Member(made, 5, "eve")
+    made._flush_dirty()
+    for member in [*members, dave, eve]:
+        member.frames()
+    alice.send("PRIVMSG #room :five of us")
+    made._maybe_flush()
+    assert [member.heard() for member in (bob, carol, dave, eve)] == [["alice PRIVMSG us"]] * 4
+    for member in (dave, eve):
+        member.link.sock.close()
+        member.theirs.close()
