@@ -1015,12 +1015,23 @@ class Broker:
     def _over_bound(self, link: Link) -> bool:
         """Whether the broker holds more for a link than its bound
         (broker_buffer_bytes), replies to its client's commands included
-        (and a room's talk not queued on the link yet, all of it)."""
+        (and a room's talk not queued on the link yet, but the lines its
+        own client said there, which it is not sent).
+
+        Counted, a sender's own lines stalled its link with nothing on it
+        to write, unwatched, and the flush, queueing nothing on it, never
+        looked again: a broker_buffer_bytes below a window's talk left a
+        client that spoke alone unread for good."""
         pending = link.writer.pending
+        limit = link.writer.limit
         batch = self.batch
         if batch is not None and link.cid in batch.members:
             pending += batch.size
-        return pending > link.writer.limit
+            if pending > limit:     # (rare: the sum is worth its time only here)
+                cid = link.cid
+                pending -= sum([len(line) for line, but in zip(batch.lines, batch.buts)
+                                if but == cid])
+        return pending > limit
 
     def _bucket(self, pid: int) -> flood.TokenBucket:
         """A worker's flood control at the broker, shared by its links.

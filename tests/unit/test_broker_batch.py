@@ -246,3 +246,22 @@ def test_talk_that_reaches_four_workers_goes_at_once_as_before_it_was_gathered(r
     for member in (dave, eve):
         member.link.sock.close()
         member.theirs.close()
+
+
+def test_a_sender_is_not_held_for_its_own_lines_in_the_rooms_talk(room):
+    """alice alone spoke in the window: her own lines, which she is not
+    sent, do not count against her link's bound (here lower than the
+    others').  Counted, they stalled her link with nothing queued on it,
+    unwatched, and the flush, queueing nothing on it, never looked again
+    (found by review22).  With every bound the same, the others' links
+    overflowed too and her link was queued their QUITs, which ended her
+    stall; it still held her next frames until the flush, for nothing."""
+    made, (alice, bob, carol) = room
+    alice.link.writer.limit = 2000
+    said = [(ipc.Kind.REQUEST, f"PRIVMSG #room :{n} ".encode() + b"z" * 400) for n in range(6)]
+    made._run_frames(alice.link, [*said, (ipc.Kind.REQUEST, b"ISON bob")])
+    flush(made)
+    flush(made)
+    assert alice.link.stalled is None
+    assert len(bob.heard()) == 6
+    assert alice.heard() == ["forkchat.local 303 bob"]
