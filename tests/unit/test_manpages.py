@@ -722,7 +722,7 @@ def test_line_mode_formats_documented() -> None:
 def test_forkchat7_numbers_match_the_code() -> None:
     """The waits and bounds forkchat(7) and the README state by hand (the
     server's page is checked in test_server_timings_documented)."""
-    from forkchat import broker, protocol, supervisor, tutorial, worker
+    from forkchat import broker, ipc, protocol, supervisor, tutorial, worker
     text = rendered("forkchat.7")
     share = {0.25: "a quarter", 0.5: "half"}[broker.SCAN_SHARE]
     restarts = (f"More than {supervisor.BROKER_RESTARTS} {{}} deaths within "
@@ -735,6 +735,7 @@ def test_forkchat7_numbers_match_the_code() -> None:
               f"at most once every {broker.REFUSED_LINKS_WINDOW_S:.0f} seconds",
               flush,
               f"and so does output for at most {broker.FLUSH_AT_ONCE_LINKS} workers",
+              f"leave as one frame (of {ipc.RUN_BYTES // 1024} KiB at most)",
               f"at most {share} of the broker's time, beyond a burst of "
               f"{broker.SCAN_BURST_S * 1000:.0f} ms",
               f"at most {protocol.MAX_LINE_BYTES} bytes including CR LF",
