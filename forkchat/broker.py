@@ -1752,6 +1752,8 @@ class Broker:
             self.selector.unregister(link.sock)
         except (KeyError, ValueError):
             pass
+        if self.batch is not None:      # (its share of the room's talk, before it goes)
+            self._end_batch()
         self.dirty.discard(link)
         self.answered.discard(link)
         if link.waiting is not None and link.pid is not None:
@@ -1761,8 +1763,6 @@ class Broker:
             if not waiting:
                 self.unbound.pop(link.pid, None)
         if link.cid is not None and self.links.get(link.cid) is link:
-            if self.batch is not None:      # (its share of the room's talk before it goes)
-                self._end_batch()
             del self.links[link.cid]
             if after_held and self.awaiting:
                 self.held.append((link, CLOSED_HELD, reason.encode()))
