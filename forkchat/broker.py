@@ -1018,10 +1018,10 @@ class Broker:
         (and a room's talk not queued on the link yet, but the lines its
         own client said there, which it is not sent).
 
-        Counted, a sender's own lines stalled its link with nothing on it
-        to write, unwatched, and the flush, queueing nothing on it, never
-        looked again: a broker_buffer_bytes below a window's talk left a
-        client that spoke alone unread for good."""
+        Counted, a sender's own lines held its next frames until the
+        flush for nothing; and where they alone passed its bound, its
+        link, with nothing to write, was watched for nothing, and a flush
+        that queued nothing on it never looked at it again."""
         pending = link.writer.pending
         limit = link.writer.limit
         batch = self.batch
