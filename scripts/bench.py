@@ -428,7 +428,7 @@ class Server:
         if unknown:
             path = self._write_config({k: v for k, v in OPTIONAL_LIMITS.items()
                                        if k not in unknown})
-        command = [sys.executable, "-m", "forkchat", "-c", path, "-l", f"{HOST}:0",
+        command = [*SERVER_PYTHON, "-m", "forkchat", "-c", path, "-l", f"{HOST}:0",
                    *self.server_args]
         self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True,
@@ -468,7 +468,7 @@ class Server:
     def _check_config(self, path: str) -> str:
         """What `forkchat-server --check-config` says about our file (empty if fine)."""
         try:
-            done = subprocess.run([sys.executable, "-m", "forkchat", "-c", path, "--check-config"],
+            done = subprocess.run([*SERVER_PYTHON, "-m", "forkchat", "-c", path, "--check-config"],
                                   capture_output=True, text=True, timeout=SERVER_START_S,
                                   stdin=subprocess.DEVNULL)
         except (OSError, subprocess.SubprocessError) as error:
@@ -2445,6 +2445,13 @@ def emit(result: dict[str, Any], out: str | None) -> None:
 
 def _sigterm_to_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+# The interpreter that runs the server, told (-P) not to put the current
+# directory first on its path: run from inside another checkout, `python -m
+# forkchat` started that checkout's server, whatever PYTHONPATH said, and two
+# trees compared from there were the same code.
+SERVER_PYTHON = (sys.executable, "-P")
 
 
 def prefer_this_checkout(environ: dict[str, str] = os.environ) -> str | None:

@@ -395,6 +395,25 @@ def test_the_server_started_is_this_checkouts(monkeypatch):
     assert found.stdout.startswith(os.path.join(root, "forkchat"))
 
 
+def test_the_server_started_from_inside_another_checkout_is_still_this_ones(monkeypatch,
+                                                                           tmp_path):
+    """`python -m` puts the current directory first on the path: run from
+    another checkout, bench.py started that checkout's server, and two
+    trees compared from there ran the same code."""
+    bench = load_bench(monkeypatch)
+    environ = {"PYTHONPATH": ""}
+    bench.prefer_this_checkout(environ)
+    decoy = tmp_path / "forkchat"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    (decoy / "__main__.py").write_text("print('the other checkout')\n")
+    found = subprocess.run([*bench.SERVER_PYTHON, "-m", "forkchat", "--version"],
+                           env={**os.environ, **environ}, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=30)
+    assert "the other checkout" not in found.stdout
+    assert found.stdout.startswith("forkchat-server"), found.stdout + found.stderr
+
+
 def test_the_started_servers_room_store_can_be_written(monkeypatch):
     """Started as root, the server serves as nobody, who could not write a
     store in the bench's 0700 directory: every run measured a server whose
