@@ -21,7 +21,9 @@ import multiprocessing.util
 import os
 import signal
 import sys
+import threading
 import traceback
+import types
 from typing import Callable, TextIO
 
 EX_SOFTWARE = 70
@@ -208,6 +210,46 @@ def fork_from(process: LeanForkProcess, args: tuple) -> _LeanPopen:
     gc.freeze()
     process._args = args  # type: ignore[attr-defined]
     return _LeanPopen(process)
+
+
+def _thread_reset_unless_alone(_reset: Callable[[], None] | None = None) -> None:
+    """threading._after_fork's code once keep_threads_at_fork() ran: it runs
+    with threading's globals, and `_reset` (its default) is the original.
+
+    The reset only runs when the parent had more threads than the one
+    that forked: for that one alone it would re-make its locks as they
+    were and give it the identity it already has.
+    """
+    # (threading's names: _active and _limbo, its tables of running and
+    # starting threads; a thread that ended holds no lock)
+    running, starting = _active, _limbo                  # type: ignore[name-defined]
+    if len(running) != 1 or starting or get_ident() not in running:  # type: ignore[name-defined]
+        assert _reset is not None
+        _reset()
+
+
+def keep_threads_at_fork() -> None:
+    """Skip threading's reset in each child forked from now on, when the
+    parent forking it has but one thread (the spawner: see design.md §5).
+
+    os.fork runs threading._after_fork in every child: new locks for the
+    module and for each Thread it knows, a new set of shutdown locks, its
+    table of threads rebuilt.  For a parent of one thread that gives the
+    child what it had, and it wrote some 55 pages of every worker at its
+    start, copied from the spawner; some 25 of them nothing the worker
+    does later writes (page counts, measured).  The callback os.fork holds
+    is that function object, so its code is swapped for one that resets
+    only when there is something to reset; test_children checks that
+    threading's function is still the one this was written for.
+    """
+    after_fork = threading._after_fork               # type: ignore[attr-defined]
+    if after_fork.__code__ is _thread_reset_unless_alone.__code__:
+        return
+    original = types.FunctionType(after_fork.__code__, after_fork.__globals__,
+                                  after_fork.__name__, after_fork.__defaults__,
+                                  after_fork.__closure__)
+    after_fork.__code__ = _thread_reset_unless_alone.__code__
+    after_fork.__defaults__ = (original,)
 
 
 def lifeline_fd() -> int:

@@ -128,6 +128,7 @@ class Spawner:
         selector.register(signal_r, selectors.EVENT_READ,
                           lambda: self.reap() if signals.received(signal_r) else None)
         selector.register(children.lifeline_fd(), selectors.EVENT_READ, self.on_lifeline)
+        children.keep_threads_at_fork()      # one thread here, and so in each worker
         gc.freeze()
         while self.still_running():
             for key, _mask in selector.select():

@@ -366,3 +366,78 @@ def test_one_process_object_forks_children_each_with_its_own_arguments():
     lines = done.stdout.splitlines()
     assert lines == ["['3 forkchat-test True', '4 forkchat-test True', '5 forkchat-test True']",
                      "[3, 4, 5] True [True, True, True]"]
+
+
+# keep_threads_at_fork, then two forks: one from a parent of one thread,
+# one while a second thread runs.  Each child says whether threading's
+# module lock is the parent's own object (not re-made), whether it is its
+# own main thread with its identity, and whether a thread of its own
+# starts, logs and is joined; then how many threads threading knows.
+KEEP_THREADS_SCRIPT = r"""
+import logging, os, sys, threading
+from forkchat import children
+
+logging.basicConfig(stream=sys.stdout, format="%(message)s")
+children.keep_threads_at_fork()
+children.keep_threads_at_fork()          # once is enough: no wrapper of a wrapper
+
+def fork_and_report(tag):
+    lock = id(threading._active_limbo_lock)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        me = threading.current_thread()
+        mine = threading.Thread(target=logging.getLogger("t").warning, args=(tag,))
+        mine.start()
+        mine.join(5)
+        report = (f"{tag} {id(threading._active_limbo_lock) == lock} "
+                  f"{me is threading.main_thread()} {me.ident == threading.get_ident()} "
+                  f"{not mine.is_alive()} {threading.active_count()}")
+        sys.stdout.flush()
+        os.write(write_end, report.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    print(os.read(read_end, 200).decode())
+
+fork_and_report("alone")
+stop = threading.Event()
+other = threading.Thread(target=stop.wait)
+other.start()
+fork_and_report("two")
+stop.set()
+other.join()
+"""
+
+
+def test_a_parent_of_one_thread_forks_a_child_that_keeps_threadings_state():
+    """Its child does not re-make threading's locks (pages of every worker
+    it wrote, copied from the spawner), and threads still work there; a
+    parent of two threads gets threading's full reset in its child."""
+    done = subprocess.run([sys.executable, "-c", KEEP_THREADS_SCRIPT], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["alone", "alone True True True True 1",
+                                        "two", "two False True True True 1"]
+
+
+def test_threadings_after_fork_is_the_one_keep_threads_at_fork_knows():
+    """keep_threads_at_fork swaps the code of threading._after_fork, the
+    callback os.fork runs in every child, and is right only for what that
+    function did when it was written (CPython 3.11): resets of locks and
+    tables of threads, nothing else.  A CPython whose function uses other
+    names, or takes arguments, fails here: read it again, then update."""
+    import threading
+    code = children._thread_reset_unless_alone.__code__
+    original = threading._after_fork
+    if original.__code__ is code:           # swapped in this process already
+        original = original.__defaults__[0]
+    assert original.__code__.co_argcount == 0 and not original.__code__.co_freevars
+    assert set(original.__code__.co_names) == {
+        "RLock", "_active_limbo_lock", "_active", "get_ident", "KeyError", "_MainThread",
+        "_main_thread", "_allocate_lock", "_shutdown_locks_lock", "set", "_shutdown_locks",
+        "_enumerate", "update", "_dangling", "_reset_internal_locks", "_ident", "_stop",
+        "_limbo", "clear", "len"}
+    # the names our code reads are threading's
+    assert {"_active", "_limbo", "get_ident"} <= set(vars(threading))
