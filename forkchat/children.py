@@ -228,6 +228,15 @@ def _thread_reset_unless_alone(_reset: Callable[[], None] | None = None) -> None
         _reset()
 
 
+# The names threading._after_fork uses in the CPython (3.11) whose reset
+# _thread_reset_unless_alone may skip; any other is left as it is.
+_AFTER_FORK_NAMES = frozenset({
+    "RLock", "_active_limbo_lock", "_active", "get_ident", "KeyError", "_MainThread",
+    "_main_thread", "_allocate_lock", "_shutdown_locks_lock", "set", "_shutdown_locks",
+    "_enumerate", "update", "_dangling", "_reset_internal_locks", "_ident", "_stop",
+    "_limbo", "clear", "len"})
+
+
 def keep_threads_at_fork() -> None:
     """Skip threading's reset in each child forked from now on, when the
     parent forking it has but one thread (the spawner: see design.md §5).
@@ -239,12 +248,17 @@ def keep_threads_at_fork() -> None:
     start, copied from the spawner; some 25 of them nothing the worker
     does later writes (page counts, measured).  The callback os.fork holds
     is that function object, so its code is swapped for one that resets
-    only when there is something to reset; test_children checks that
-    threading's function is still the one this was written for.
+    only when there is something to reset.  It is swapped only if
+    threading's function is still the one this was written for (its
+    names, _AFTER_FORK_NAMES): a CPython whose threading resets more, or
+    otherwise, keeps its own.
     """
     after_fork = threading._after_fork               # type: ignore[attr-defined]
-    if after_fork.__code__ is _thread_reset_unless_alone.__code__:
+    code = after_fork.__code__
+    if code is _thread_reset_unless_alone.__code__:
         return
+    if code.co_argcount or code.co_freevars or frozenset(code.co_names) != _AFTER_FORK_NAMES:
+        return       # another CPython's function: it resets as its threading needs
     original = types.FunctionType(after_fork.__code__, after_fork.__globals__,
                                   after_fork.__name__, after_fork.__defaults__,
                                   after_fork.__closure__)
