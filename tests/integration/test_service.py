@@ -80,12 +80,16 @@ def test_notify_ready_status_reloading_stopping_watchdog(notify_socket):
         server.stop()
 
 
-def test_socket_activation_serves_on_fd_3():
+def start_activated(closing: str = "", **popen) -> tuple[subprocess.Popen, int, str]:
+    """A server started as systemd's socket activation starts it, its IRC
+    listener on descriptor 3; `closing` runs first in its process (os.close
+    of a standard descriptor).  Returns the process, the port and the
+    configuration file, which the caller removes."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
-    code = ("import os, sys; os.dup2(int(sys.argv[1]), 3); "
+    code = (f"import os, sys; os.dup2(int(sys.argv[1]), 3); {closing}"
             "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', "
             "LISTEN_FDNAMES='irc'); os.execv(sys.executable, "
             "[sys.executable, '-m', 'forkchat', '-c', sys.argv[2]])")
@@ -93,9 +97,13 @@ def test_socket_activation_serves_on_fd_3():
         handle.write("[server]\nallow_root = true\n")
     os.chmod(handle.name, 0o644)
     proc = subprocess.Popen([sys.executable, "-c", code, str(listener.fileno()), handle.name],
-                            pass_fds=[listener.fileno()], stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            pass_fds=[listener.fileno()], start_new_session=True, **popen)
     listener.close()
+    return proc, port, handle.name
+
+
+def test_socket_activation_serves_on_fd_3():
+    proc, port, config_path = start_activated(stderr=subprocess.PIPE)
     try:
         line = proc.stderr.readline().decode()
         while "listening on" not in line:
@@ -117,7 +125,7 @@ def test_socket_activation_serves_on_fd_3():
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
-        os.unlink(handle.name)
+        os.unlink(config_path)
 
 
 def test_a_start_without_stdin_and_stderr_puts_no_socket_on_them():
@@ -125,21 +133,8 @@ def test_a_start_without_stdin_and_stderr_puts_no_socket_on_them():
     took their numbers: log lines went to a socket, and every child
     inherited it as its standard error.  (Socket activation gives the
     port, since no log line can.)"""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    code = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.close(0); os.close(2); "
-            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', "
-            "LISTEN_FDNAMES='irc'); os.execv(sys.executable, "
-            "[sys.executable, '-m', 'forkchat', '-c', sys.argv[2]])")
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
-        handle.write("[server]\nallow_root = true\n")
-    os.chmod(handle.name, 0o644)
-    proc = subprocess.Popen([sys.executable, "-c", code, str(listener.fileno()), handle.name],
-                            pass_fds=[listener.fileno()], stdout=subprocess.DEVNULL,
-                            start_new_session=True)
-    listener.close()
+    proc, port, config_path = start_activated("os.close(0); os.close(2); ",
+                                              stdout=subprocess.DEVNULL)
     client = None
     try:
         client = IrcTestClient(port)
@@ -157,7 +152,7 @@ def test_a_start_without_stdin_and_stderr_puts_no_socket_on_them():
             client.close()
         proc.terminate()
         assert proc.wait(10) == 0
-        os.unlink(handle.name)
+        os.unlink(config_path)
 
 
 def test_sighup_reloads_motd_and_keeps_clients(make_server):

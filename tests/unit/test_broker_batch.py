@@ -4,36 +4,17 @@ was sent, and everything else a member is sent keeps its place around it."""
 
 from __future__ import annotations
 
-import json
 import socket
 import types
 
 import pytest
 
 from forkchat import broker, config, ipc
+from tests.support.brokerpeer import BrokerPeer
 
 
-class Member:
+class Member(BrokerPeer):
     """One registered client's link to a broker with no loop running."""
-
-    def __init__(self, made: broker.Broker, cid: int, nick: str, room: str = "#room") -> None:
-        self.made = made
-        self.nick = nick
-        mine, self.theirs = socket.socketpair()
-        mine.setblocking(False)
-        self.theirs.setblocking(False)
-        self.link = broker.Link(mine, 1 << 20)
-        self.frame(ipc.Kind.HELLO, json.dumps({"cid": cid, "host": "h", "proto": "irc"}).encode())
-        self.send(f"NICK {nick}")
-        self.frame(ipc.Kind.REGISTER, json.dumps({"user": "u", "realname": "R"}).encode())
-        if room:
-            self.send(f"JOIN {room}")
-
-    def frame(self, kind: int, payload: bytes = b"") -> None:
-        self.made._dispatch(self.link, kind, payload)
-
-    def send(self, line: str) -> None:
-        self.frame(ipc.Kind.REQUEST, line.encode())
 
     def frames(self) -> list[tuple[int, bytes]]:
         """The frames that reached the worker since the last look."""

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from forkchat import broker, config, flood, ipc, protocol, state_query
+from tests.support.brokerpeer import BrokerPeer
 
 
 class SteppingClock:
@@ -186,25 +187,8 @@ def test_a_scan_is_charged_the_cpu_it_took_not_the_time_it_was_preempted(paced):
 # -- scans that wait for their turn ---------------------------------------------
 
 
-class Peer:
+class Peer(BrokerPeer):
     """One registered client's link to the broker, over a socket pair."""
-
-    def __init__(self, made: broker.Broker, cid: int, nick: str) -> None:
-        self.made = made
-        mine, self.theirs = socket.socketpair()
-        mine.setblocking(False)
-        self.theirs.setblocking(False)
-        self.link = broker.Link(mine, 1 << 20)
-        self.frame(ipc.Kind.HELLO, json.dumps({"cid": cid, "host": "h", "proto": "irc"}).encode())
-        self.send(f"NICK {nick}")
-        self.frame(ipc.Kind.REGISTER, json.dumps({"user": "u", "realname": "R"}).encode())
-        self.send("JOIN #room")
-
-    def frame(self, kind: int, payload: bytes = b"") -> None:
-        self.made._dispatch(self.link, kind, payload)
-
-    def send(self, line: str) -> None:
-        self.frame(ipc.Kind.REQUEST, line.encode())
 
     def take(self) -> list[str]:
         """What reached the worker since the last look: 'SYNC', or a line's
