@@ -141,7 +141,11 @@ def _bootstrap(process: multiprocessing.process.BaseProcess, lifeline_r: int) ->
     try:
         process.run()
     except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        sys.stderr.write(f"{stop.code}\n")      # sys.exit("why"): said, and status 1
+        _flush_quietly(sys.stderr)
+        return 1
     except BaseException:
         sys.stderr.write(f"Process {process.name}:\n")
         traceback.print_exc()

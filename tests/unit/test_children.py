@@ -451,3 +451,26 @@ def test_a_threading_reset_of_other_names_is_left_as_it_is(monkeypatch):
     code = _after_fork.__code__
     children.keep_threads_at_fork()
     assert threading._after_fork.__code__ is code
+
+
+EXITING_START_SCRIPT = r"""
+import sys
+from forkchat import children
+
+def role():
+    sys.exit("no room at the inn")
+
+children.make_lifeline()
+child = children.start("forkchat-test", role, ())
+child.join(10)
+print(child.exitcode)
+"""
+
+
+def test_a_child_that_exits_with_a_text_says_it_and_exits_1():
+    """sys.exit("text") in a child's target: the text on standard error
+    and status 1, as multiprocessing's own start did."""
+    done = subprocess.run([sys.executable, "-c", EXITING_START_SCRIPT], capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout.strip() == "1"
+    assert done.stderr == "no room at the inn\n"
