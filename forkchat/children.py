@@ -243,7 +243,7 @@ _AFTER_FORK_NAMES = frozenset({
 
 def keep_threads_at_fork() -> None:
     """Skip threading's reset in each child forked from now on, when the
-    parent forking it has but one thread (the spawner: see design.md §5).
+    parent forking it has but one thread (the spawner: see design.md §1).
 
     os.fork runs threading._after_fork in every child: new locks for the
     module and for each Thread it knows, a new set of shutdown locks, its
@@ -263,9 +263,8 @@ def keep_threads_at_fork() -> None:
         return
     if code.co_argcount or code.co_freevars or frozenset(code.co_names) != _AFTER_FORK_NAMES:
         return       # another CPython's function: it resets as its threading needs
-    original = types.FunctionType(after_fork.__code__, after_fork.__globals__,
-                                  after_fork.__name__, after_fork.__defaults__,
-                                  after_fork.__closure__)
+    original = types.FunctionType(code, after_fork.__globals__, after_fork.__name__,
+                                  after_fork.__defaults__, after_fork.__closure__)
     after_fork.__code__ = _thread_reset_unless_alone.__code__
     after_fork.__defaults__ = (original,)
 

@@ -172,13 +172,12 @@ def open_standard_descriptors() -> None:
     lines went to a listening socket (or any other), and every child
     inherited that socket as its standard error.
     """
-    modes = {0: "r", 1: "w", 2: "w"}
-    for fd, mode in modes.items():        # in order: each open takes the lowest free
+    streams = (("stdin", "r"), ("stdout", "w"), ("stderr", "w"))
+    for fd, (name, mode) in enumerate(streams):     # in order: an open takes the lowest free
         try:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)
-            name = ("stdin", "stdout", "stderr")[fd]
             if getattr(sys, name) is None:      # (Python found it closed too)
                 setattr(sys, name, open(fd, mode, closefd=False))
 

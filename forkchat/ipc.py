@@ -312,12 +312,8 @@ class FrameWriter:
         chunks = self._chunks
         if not chunks:
             return True
-        at = self._run_at
-        if at >= 0:
-            if len(chunks) > at + 1:
-                self._end_run()
-            else:       # (a run of one frame, as queued: most flushes of single messages)
-                self._run_at = self._run_limit = -1
+        if self._run_at >= 0:
+            self._end_run()
         if self._pending <= SEND_BYTES:      # the usual case (fan-out): all at once
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
