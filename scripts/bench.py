@@ -6,6 +6,10 @@
          │                                  (spawned; P = --processes)
          └── forkchat-server -c <temp config> -l 127.0.0.1:0   (or --attach HOST:PORT --pid PID)
 
+With --tls the server's one listener speaks TLS, with a self-signed
+certificate made for the run (openssl, into the temporary directory), and
+every client connects with TLS: what irssi and WeeChat do on port 6697.
+
 The clients live in several generator processes so that the generator is
 not what limits the figures; its own CPU use is reported beside the
 server's so that a saturated generator shows.  The parent only
@@ -48,6 +52,7 @@ import resource
 import shlex
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -109,6 +114,20 @@ registration_timeout = 60
 [log]
 level = "{log_level}"
 """
+
+
+# --tls: the server's listener, from the file instead of -l (which would
+# replace it), and the certificate it serves, made for the run.  RSA 2048,
+# as the tests' certificates and most served ones are.
+TLS_LISTENER = """
+[[listen]]
+address = "{host}"
+port = 0
+tls_cert = "{cert}"
+tls_key = "{key}"
+"""
+TLS_CERT_COMMAND = ("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost")
 
 
 # Limits that only newer servers know (a per-IP connection-rate throttle):
@@ -381,10 +400,12 @@ LISTEN_RE = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+) \(irc\)")
 class Server:
     """The server under test: started here (port 0, own config) or attached to."""
 
-    def __init__(self, log_level: str, server_args: list[str], memory_merge: bool = False) -> None:
+    def __init__(self, log_level: str, server_args: list[str], memory_merge: bool = False,
+                 tls: bool = False) -> None:
         self.log_level = log_level
         self.server_args = server_args
         self.memory_merge = memory_merge
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.pid: int | None = None
@@ -428,8 +449,8 @@ class Server:
         if unknown:
             path = self._write_config({k: v for k, v in OPTIONAL_LIMITS.items()
                                        if k not in unknown})
-        command = [*SERVER_PYTHON, "-m", "forkchat", "-c", path, "-l", f"{HOST}:0",
-                   *self.server_args]
+        listen = [] if self.tls else ["-l", f"{HOST}:0"]
+        command = [*SERVER_PYTHON, "-m", "forkchat", "-c", path, *listen, *self.server_args]
         self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True,
                                      preexec_fn=_die_with_parent(signal.SIGTERM))
@@ -447,7 +468,29 @@ class Server:
             handle.write(BENCH_CONFIG.format(
                 state_dir=self._state_dir(), log_level=self.log_level, optional_limits=extra,
                 server_extra="memory_merge = true\n" if self.memory_merge else ""))
+            if self.tls:
+                cert, key = self._certificate()
+                handle.write(TLS_LISTENER.format(host=HOST, cert=cert, key=key))
         return path
+
+    def _certificate(self) -> tuple[str, str]:
+        """A self-signed certificate and its key in our temporary directory
+        (made once); the server reads them before it drops root.
+
+        Raises:
+            BenchError: openssl is missing or failed.
+        """
+        assert self._tmp is not None
+        cert, key = (os.path.join(self._tmp.name, name) for name in ("cert.pem", "key.pem"))
+        if not os.path.exists(cert):
+            try:
+                subprocess.run([*TLS_CERT_COMMAND, "-keyout", key, "-out", cert], check=True,
+                               capture_output=True, timeout=SERVER_START_S,
+                               stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.SubprocessError) as error:
+                raise BenchError(f"--tls: cannot make a certificate with openssl: "
+                                 f"{error}") from None
+        return cert, key
 
     def _state_dir(self) -> str:
         """The room store's directory, writable by the user the server runs as.
@@ -780,10 +823,11 @@ LINE_HANDLERS: dict[bytes, Callable[[Client, bytes], None]] = {
 class Generator:
     """One generator process: its share of the clients and one command at a time."""
 
-    def __init__(self, conn: Any, index: int, port: int) -> None:
+    def __init__(self, conn: Any, index: int, port: int, tls: bool = False) -> None:
         self.conn = conn
         self.index = index
         self.port = port
+        self.tls = client_tls_context() if tls else None
         self.clients: dict[int, Client] = {}
         self.hist: dict[int, int] = {}
         self.first_ns = 0
@@ -884,7 +928,9 @@ class Generator:
             try:
                 async with asyncio.timeout(timeout):
                     await loop.sock_connect(sock, (HOST, self.port))
-                    await loop.create_connection(lambda: client, sock=sock)
+                    await loop.create_connection(lambda: client, sock=sock, ssl=self.tls,
+                                                 server_hostname="localhost" if self.tls
+                                                 else None)
                     self.clients[spec.cid] = client
                     await client.ready
             except TimeoutError:
@@ -1148,12 +1194,21 @@ def _inq_bytes(transport: asyncio.Transport | None) -> int | None:
     return int(struct.unpack("i", raw)[0])
 
 
-def generator_main(conn: Any, index: int, port: int) -> None:
+def client_tls_context() -> ssl.SSLContext:
+    """--tls: the clients' context.  The certificate is the run's own,
+    self-signed: it is not checked (the handshake's cost is the same)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def generator_main(conn: Any, index: int, port: int, tls: bool = False) -> None:
     """Entry point of a generator process (spawned)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides about Ctrl+C
     _die_with_parent(signal.SIGKILL)()
     raise_nofile()
-    asyncio.run(Generator(conn, index, port).serve())
+    asyncio.run(Generator(conn, index, port, tls).serve())
 
 
 def raise_nofile() -> int:
@@ -1438,13 +1493,13 @@ def soak_report(state: SoakState, stayers: list[Client]) -> dict[str, Any]:
 class Pool:
     """The generator processes of one scenario, driven in lock step."""
 
-    def __init__(self, processes: int, port: int) -> None:
+    def __init__(self, processes: int, port: int, tls: bool = False) -> None:
         self.procs: list[Any] = []
         self.conns: list[Any] = []
         self.next_cid = 0
         for index in range(processes):
             parent_end, child_end = MP.Pipe()
-            proc = MP.Process(target=generator_main, args=(child_end, index, port),
+            proc = MP.Process(target=generator_main, args=(child_end, index, port, tls),
                               name=f"bench-gen-{index}", daemon=True)
             proc.start()
             child_end.close()
@@ -1570,7 +1625,7 @@ class Bench:
     notes: list[str] = field(default_factory=list)
 
     def pool(self) -> Pool:
-        return Pool(self.args.processes, self.server.port)
+        return Pool(self.args.processes, self.server.port, self.args.tls)
 
     def prefix(self, letter: str) -> str:
         self.run_index += 1
@@ -2294,7 +2349,7 @@ def run_scenario(bench: Bench, name: str) -> dict[str, Any]:
             .isoformat(timespec="seconds"), "server_pid": bench.server.pid,
             "attached": not bench.server.started, "cpus": os.cpu_count(),
             "server_version": server_version(),
-            "generator_processes": bench.args.processes,
+            "generator_processes": bench.args.processes, "tls": bench.args.tls,
             "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
     if left:
         base["warning"] = f"{left} workers of earlier clients were still running"
@@ -2368,6 +2423,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "waits for the kernel's same-page merging to settle")
     parser.add_argument("--merge-wait", type=positive_float, default=180.0, metavar="SECONDS",
                         help="with --memory-merge: the longest idle-memory waits (default 180)")
+    parser.add_argument("--tls", action="store_true",
+                        help="clients connect with TLS; a server this script starts gets "
+                             "one TLS listener, with a self-signed certificate made for "
+                             "the run (openssl)")
     parser.add_argument("--server-log-level", default="info",
                         choices=("debug", "info", "warning", "error"),
                         help="log level of the server this script starts (default info)")
@@ -2477,7 +2536,7 @@ def main(argv: list[str] | None = None) -> int:
     prefer_this_checkout()
     raise_nofile()
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    server = Server(args.server_log_level, args.server_arg, args.memory_merge)
+    server = Server(args.server_log_level, args.server_arg, args.memory_merge, args.tls)
     failed = False
     try:
         if args.attach:

@@ -88,6 +88,19 @@ def test_idle_memory_reports_per_client_figures():
     assert result["after"]["processes"] - result["before"]["processes"] == 10
     for key in ("pss_per_client_bytes", "uss_per_client_bytes", "rss_per_client_bytes"):
         assert result[key] > 0
+    assert result["tls"] is False
+
+
+def test_idle_memory_with_tls_connects_every_client_over_tls():
+    """--tls: the clients handshake with the server's TLS listener (a
+    client speaking plain text to it is refused, and fails the setup), and
+    the line says so."""
+    [result] = run_bench("--scenario", "idle-memory", "-n", "10", "--tls")
+    check_common(result, "idle-memory")
+    assert result["tls"] is True
+    assert result["setup"]["connected"] == 10 and result["setup"]["failures"] == 0
+    assert result["after"]["processes"] - result["before"]["processes"] == 10
+    assert result["pss_per_client_bytes"] > 0
 
 
 def test_bad_option_is_a_clear_error():
@@ -426,3 +439,23 @@ def test_the_started_servers_room_store_can_be_written(monkeypatch):
     finally:
         server.stop()
     assert not [line for line in lines if "may not persist" in line or "room store" in line]
+
+
+def test_the_started_server_with_tls_serves_tls_on_its_one_listener(monkeypatch):
+    """--tls: the server gets one listener, a TLS one, with a certificate
+    made for the run: not a plain one beside it that clients might reach."""
+    import socket
+    import ssl
+    bench = load_bench(monkeypatch)
+    server = bench.Server("info", [], tls=True)
+    try:
+        server.start()
+        listening = [line for line in server.log_since(0) if "listening on" in line]
+        context = bench.client_tls_context()
+        with context.wrap_socket(socket.create_connection((bench.HOST, server.port), timeout=10),
+                                 server_hostname="localhost") as sock:
+            assert sock.version() is not None
+            assert sock.getpeercert(binary_form=True)
+    finally:
+        server.stop()
+    assert len(listening) == 1 and listening[0].endswith(f":{server.port} (irc) with TLS")
