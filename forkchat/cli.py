@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     except (listeners.BindError, privileges.PrivilegeError, ValueError) as error:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    warmup.warm_up()       # in the supervisor, so that workers share what it writes
+    # in the supervisor, so that workers share what it writes
+    warmup.warm_up(tls=[each.tls for each in bound if each.tls is not None])
     targets = supervisor.Targets(broker=broker.main, worker=worker.main)
     return supervisor.Supervisor(cfg, targets, load if args.config else None, bound).run()
 

@@ -8,6 +8,14 @@ worker then copied from the spawner; and copying pages is most of what a
 connection costs the server.  Run enough in an ancestor, that code is only
 read in the workers and its pages stay shared (an idle worker copied some
 750 pages, 690 with this).
+
+A TLS client's worker runs more that is new to it: the handshake, through
+the listener's context, and its reads and writes through OpenSSL.  Its
+first use wrote to ssl.py's code, to what OpenSSL fetches and caches once
+per process (ciphers, digests, key exchange), and to the context's own
+certificate and key: an idle TLS worker copied some 780 pages where a
+plain one copied 610.  So as many rounds again go over TLS, through each
+TLS listener's own context in turn.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ import dataclasses
 import os
 import selectors
 import socket
+import ssl
 import time
+from collections.abc import Sequence
 
 from forkchat import config, ipc, log as logsetup
 from forkchat.worker import READ_BYTES, Worker
@@ -38,30 +48,51 @@ _WARM_UP_INPUT = (b"NICK warm\r\nUSER warm 0 * :up\r\nJOIN #warm\r\n"
 _WARM_UP_LIMIT_S = 1.0
 
 
-def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None) -> None:
-    """Run `rounds` connections through a Worker (see WARM_UP_ROUNDS).
+def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
+            tls: Sequence[ssl.SSLContext] = ()) -> None:
+    """Run `rounds` connections through a Worker (see WARM_UP_ROUNDS),
+    then, given the TLS listeners' contexts, as many over TLS, through
+    each context in turn (each at least once).  The contexts are only
+    used, as a worker uses its own: no setting of theirs changes, and no
+    reference to them is kept.
+
     Out of descriptors, the rest are skipped: it only saves memory.  So
-    are they once a round has taken as long as its timers (it waited, as
-    it never has to), for the server's start waits for them all."""
+    are they once a round failed (a TLS error) or has taken as long as
+    its timers (it waited, as it never has to), for the server's start
+    waits for them all."""
     cfg = cfg or config.Config()
     limits = dataclasses.replace(cfg.limits, registration_timeout=_WARM_UP_LIMIT_S,
                                  ping_interval=_WARM_UP_LIMIT_S, ping_timeout=_WARM_UP_LIMIT_S)
     cfg = dataclasses.replace(cfg, limits=limits)
+    tls_rounds = [tls[index % len(tls)] for index in range(max(rounds, len(tls)))] if tls else []
     with logsetup.written_nowhere():
-        for _ in range(rounds):
+        client_tls = _client_context() if tls_rounds else None
+        for context in [None] * rounds + tls_rounds:
             started = time.monotonic()
             try:
-                _warm_connection(cfg)
-            except OSError:
+                _warm_connection(cfg, context, client_tls)
+            except OSError:         # (ssl.SSLError is one)
                 return
             if time.monotonic() - started >= _WARM_UP_LIMIT_S:
                 return
 
 
-def _warm_connection(cfg: config.Config) -> bytes:
+def _client_context() -> ssl.SSLContext:
+    """The context of the TLS rounds' clients: a socket pair has no name
+    to check the certificate against, and the server's side is what is
+    warmed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _warm_connection(cfg: config.Config, tls: ssl.SSLContext | None = None,
+                     client_tls: ssl.SSLContext | None = None) -> bytes:
     """One client's connection, over the real loop: registration and the
-    welcome, a JOIN, a message each way, a PING, the QUIT.  Returns what
-    its client was sent."""
+    welcome, a JOIN, a message each way, a PING, the QUIT; with `tls`
+    (the listener's context) over TLS, its client using `client_tls`.
+    Returns what its client was sent."""
     with contextlib.ExitStack() as stack:
         listener = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
         listener.bind(f"\0forkchat-warm-{os.getpid()}-{os.urandom(8).hex()}")
@@ -72,11 +103,15 @@ def _warm_connection(cfg: config.Config) -> bytes:
         lifeline, held = os.pipe()      # (its write end held open: no EOF)
         stack.callback(os.close, lifeline)
         stack.callback(os.close, held)
-        worker = Worker(ours, "127.0.0.1", "irc", 0, cfg, listener.getsockname())
+        worker = Worker(ours, "127.0.0.1", "irc", 0, cfg, listener.getsockname(), tls)
         stack.callback(worker.link.close)
         stack.callback(worker.selector.close)
+        stack.callback(lambda: worker.sock.close())     # the TLS socket start wraps it in
         broker = stack.enter_context(_WarmBroker(worker, listener))
-        client.sendall(_WARM_UP_INPUT)
+        if tls is None:
+            client.sendall(_WARM_UP_INPUT)
+        else:
+            client = stack.enter_context(_WarmTlsClient(worker, client, client_tls))
         worker.start(lifeline)
         if worker.link.sock is None:
             # Out of descriptors for the link (or a stranger filled the
@@ -88,8 +123,73 @@ def _warm_connection(cfg: config.Config) -> bytes:
         worker._flush_link()       # its BYE, answered before _finish waits for that
         broker.on_frames(_READ)
         worker._finish()
+        if isinstance(client, _WarmTlsClient):
+            return client.rest()
         client.setblocking(False)
         return client.recv(READ_BYTES)
+
+
+class _WarmTlsClient:
+    """The client of a TLS warm-up connection: its handshake and its lines,
+    driven in the worker's own loop as the worker answers."""
+
+    def __init__(self, worker: Worker, sock: socket.socket,
+                 context: ssl.SSLContext | None) -> None:
+        assert context is not None
+        sock.setblocking(False)
+        self.worker = worker
+        # No server name: ssl.py would encode it with the idna codec, a
+        # module first imported then, and the supervisor may no longer read
+        # the interpreter's files (it dropped root).  The server has no use
+        # for the name a real client sends.
+        self.sock = context.wrap_socket(sock, do_handshake_on_connect=False)
+        self.handshaking = True
+        self.received = bytearray()
+        self.on_ready(_READ)            # its hello, before the worker starts
+        worker.selector.register(self.sock, _READ, self.on_ready)
+
+    def __enter__(self) -> _WarmTlsClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.sock.close()
+
+    def on_ready(self, mask: int) -> None:
+        if self.handshaking:
+            try:
+                self.sock.do_handshake()
+            except ssl.SSLWantReadError:
+                return
+            self.handshaking = False
+            self.sock.sendall(_WARM_UP_INPUT)
+        self._read()
+
+    def _read(self) -> None:
+        """Take what was sent; out of the worker's loop once it ends."""
+        while True:
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                data = b""
+            if not data:
+                self.worker.selector.unregister(self.sock)
+                return
+            self.received += data
+
+    def rest(self) -> bytes:
+        """All the client was sent, once the worker has closed.
+
+        Raises:
+            OSError: the handshake never finished (the worker's side failed
+                it, and said so in a line written nowhere).
+        """
+        if self.handshaking:
+            raise OSError("warm-up: the TLS handshake failed")
+        with contextlib.suppress(KeyError):     # (out of the loop already)
+            self._read()
+        return bytes(self.received)
 
 
 class _WarmBroker:
