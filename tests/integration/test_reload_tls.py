@@ -4,6 +4,7 @@ files are replaced under the same paths and the server gets a SIGHUP."""
 import os
 import shutil
 import signal
+import subprocess
 import ssl
 
 import pytest
@@ -90,4 +91,37 @@ def test_a_config_or_certificate_replaced_by_a_named_pipe_fails_the_reload_at_on
     second.register("second")
     first.sync()
     for client in (first, second):
+        client.close()
+
+
+def test_a_reload_to_a_certificate_of_another_key_type_serves_it_after_the_warm_up(
+        make_server, certs):
+    """The start warms up each TLS listener through its context (an RSA
+    key's here); what that left in the supervisor must not pin it: after a
+    reload to an EC certificate, a new client is served the new one (and
+    one that trusts only the old is refused), and clients before it go on."""
+    cert, key = make_cert(certs, "rsa")
+    first = os.path.join(certs, "first.pem")
+    shutil.copy(cert, first)
+    server = start_tls_server(make_server, cert, key)
+    port = tls_port(server)
+    before = TlsClient(port, first)
+    before.register("before")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o644)
+    outcome = reload_outcome(server)
+    assert outcome.endswith(" INFO configuration reloaded"), outcome
+    after = TlsClient(port, cert)
+    after.register("after")
+    assert after.sock.getpeercert()["subject"] == ((("commonName", "localhost"),),)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        TlsClient(port, first)
+    after.join("#after")
+    before.join("#after")
+    after.expect("JOIN")
+    before.sync()
+    for client in (before, after):
         client.close()
