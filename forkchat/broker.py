@@ -390,6 +390,7 @@ class Broker:
         self.links: dict[int, Link] = {}
         self.dirty: set[Link] = set()       # links with output to send
         self.batch: RoomBatch | None = None    # a room's talk not queued on its links yet
+        self.overflowed: list[int] = []     # clients dropped (_overflow), not disconnected yet
         self.closing_links: list[Link] = []   # quitters', answered and closed at the next flush
         self.quitters_emptying: dict[Link, float] = {}   # answered, output still going: until
         self.answered: set[Link] = set()    # ... the answer to a command among it
@@ -484,6 +485,8 @@ class Broker:
             key.data(mask)
         if self.waiting_scans:
             self._serve_waiting_scans(spare=spare and not events)
+        if self.overflowed:             # (a scan's output overflowed a link)
+            self._disconnect_overflowed()
 
     def _save_rooms(self) -> None:
         """Write the records of the rooms created or removed since the last
@@ -677,6 +680,8 @@ class Broker:
         left = dict(client.joined) if client is not None else {}
         self.state.disconnect(cid, reason, self.outbox)
         self._rooms_left(left)
+        if self.overflowed:             # (links its QUIT overflowed)
+            self._disconnect_overflowed()
 
     def _rooms_left(self, rooms_before: dict[str, rooms.Room | None]) -> None:
         """Rooms may have been created or emptied (`rooms_before`: those
@@ -1254,6 +1259,8 @@ class Broker:
             handler(self, link, payload)
         except ipc.FrameError as error:
             self._broken_link(link, str(error))
+        if self.overflowed:
+            self._disconnect_overflowed()
 
     def _broken_link(self, link: Link, error: str) -> None:
         """A link broke the frame protocol: close it (its worker reconnects,
@@ -1911,7 +1918,9 @@ class Broker:
                 self._overflow(link)
 
     def _overflow(self, link: Link) -> None:
-        """The worker does not keep up: drop its client, wait for nobody."""
+        """The worker does not keep up: drop its client, wait for nobody.
+        Nothing more is queued on its link; its client is disconnected once
+        the command under way is done (_disconnect_overflowed)."""
         log.warning("conn %s: broker buffer full, dropping client", link.cid)
         if self.batch is not None:
             self._end_batch()
@@ -1921,7 +1930,22 @@ class Broker:
         link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, b"Max SendQ exceeded"))
         self.dirty.add(link)
         if link.cid is not None:
-            self._disconnect(link.cid, "Max SendQ exceeded")
+            self.overflowed.append(link.cid)
+
+    def _disconnect_overflowed(self) -> None:
+        """Disconnect the clients _overflow dropped, now that the command
+        whose output overflowed their links has been carried out.
+
+        A line fanned out to a room overflows the link of any member, the
+        sender's own included (its NICK or JOIN echo), and the command goes
+        on with its client after the fan-out.  Disconnected amid it, the
+        client was forgotten and then used: a NICK gave the forgotten client
+        its new nick for good (refused to everyone after, 433), and a JOIN
+        of two rooms made it a member of the second one and looked it up
+        there (KeyError: the broker died).  Their links are dropping, so
+        nothing more is queued on them, nor read from them, meanwhile."""
+        while self.overflowed:
+            self._disconnect(self.overflowed.pop(0), "Max SendQ exceeded")
 
     def _flush_dirty(self) -> None:
         """Write each link's output; those with the answer to a command of
@@ -1937,6 +1961,8 @@ class Broker:
         """
         if self.batch is not None:
             self._end_batch()
+        if self.overflowed:     # (a scan's output, or the talk just queued, overflowed)
+            self._disconnect_overflowed()
         if not self.dirty:
             return
         dirty, self.dirty = self.dirty, set()

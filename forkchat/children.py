@@ -126,8 +126,9 @@ def _bootstrap(process: multiprocessing.process.BaseProcess, lifeline_r: int) ->
     pages that every worker wrote, and so copied from its spawner.  What a
     child needs is kept: multiprocessing's view of who it and its parent
     are (lifeline_fd reads the parent's sentinel), no children of its own,
-    standard input on /dev/null, and a traceback for an error that escapes
-    its target (run_child catches those of the role itself).
+    standard input on /dev/null, a traceback for an error that escapes
+    its target (run_child catches those of the role itself), and its
+    standard output and error flushed however it ends.
     """
     mp = multiprocessing.process
     util = multiprocessing.util
@@ -144,13 +145,16 @@ def _bootstrap(process: multiprocessing.process.BaseProcess, lifeline_r: int) ->
         if stop.code is None or isinstance(stop.code, int):
             return stop.code or 0
         sys.stderr.write(f"{stop.code}\n")      # sys.exit("why"): said, and status 1
-        _flush_quietly(sys.stderr)
         return 1
     except BaseException:
         sys.stderr.write(f"Process {process.name}:\n")
         traceback.print_exc()
-        _flush_quietly(sys.stderr)
         return 1
+    finally:
+        # What the child wrote is flushed however it ends (os._exit flushes
+        # nothing): a role that left through SystemExit or another
+        # BaseException passed run_child's flush, and lost its buffered output.
+        _flush_quietly(sys.stdout, sys.stderr)
     return 0
 
 

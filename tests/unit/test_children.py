@@ -474,3 +474,40 @@ def test_a_child_that_exits_with_a_text_says_it_and_exits_1():
                           text=True, timeout=30)
     assert done.stdout.strip() == "1"
     assert done.stderr == "no room at the inn\n"
+
+
+# A role run by run_child writes a line to standard output (a pipe: block
+# buffered) and to standard error, then leaves as argv[1] says; the parent
+# prints the child's exit code after what the child wrote.
+LEAVING_ROLE_SCRIPT = r"""
+import sys
+from forkchat import children
+
+how = sys.argv[1]
+
+def role():
+    print("written before the end")
+    sys.stderr.write("said before the end\n")
+    if how == "int":
+        sys.exit(4)
+    if how == "none":
+        sys.exit()
+    raise KeyboardInterrupt
+
+children.make_lifeline()
+child = children.start("forkchat-test", children.run_child, ("forkchat-test", set(), role))
+child.join(10)
+print(child.exitcode)
+"""
+
+
+@pytest.mark.parametrize("how, code", [("int", 4), ("none", 0), ("interrupt", 1)])
+def test_a_role_that_leaves_through_systemexit_or_an_interrupt_keeps_what_it_wrote(how, code):
+    """SystemExit and other BaseExceptions pass run_child's flush (it
+    catches Exception): the lean start exited with the child's standard
+    output still in its buffer, where multiprocessing's flushed it."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-c", LEAVING_ROLE_SCRIPT, how], capture_output=True,
+                          text=True, timeout=30, env=env)
+    assert done.stdout.splitlines() == ["written before the end", str(code)]
+    assert done.stderr.startswith("said before the end\n")

@@ -1,0 +1,40 @@
+"""A link that overflows amid the output of a command: its client is
+dropped ("Max SendQ exceeded") once that command has been carried out,
+not halfway through it.
+
+A line fanned out to a room can overflow any member's link, the sender's
+own included (its JOIN or NICK echo).  Disconnected there and then, the
+client was forgotten while its command went on with it: a NICK gave the
+forgotten client its new nick for good (nobody could take it again, WHOIS
+showed a ghost), and a JOIN of two rooms added it to the second one and
+then looked it up, which raised KeyError and ended the broker."""
+
+from __future__ import annotations
+
+from forkchat import ipc
+from tests.unit.test_broker_batch import Member, flush, room  # noqa: F401 (room: a fixture)
+
+
+def test_a_nick_change_that_overflows_its_own_link_frees_the_new_nick(room):
+    made, (alice, bob, carol) = room
+    bob.link.writer.limit = bob.link.writer.pending + 10      # takes no more lines
+    bob.send("NICK robert")
+    flush(made)
+    assert bob.frames() == [(ipc.Kind.DROP, b"Max SendQ exceeded")]
+    # every member hears the change, then the quit, under the new nick
+    assert alice.heard() == carol.heard() == ["bob NICK robert", "robert QUIT exceeded"]
+    assert "robert" not in made.state.nicks
+    dave = Member(made, 4, "robert", room="")
+    flush(made)
+    assert [line.split()[1] for line in dave.heard()][0] == "001"
+
+
+def test_a_join_of_two_rooms_that_overflows_the_joiners_link_leaves_no_trace(room):
+    made, (alice, bob, carol) = room
+    bob.link.writer.limit = bob.link.writer.pending + 10
+    bob.send("JOIN #x,#y")
+    flush(made)
+    assert bob.frames() == [(ipc.Kind.DROP, b"Max SendQ exceeded")]
+    assert 2 not in made.state.clients
+    assert all(2 not in joined.members for joined in made.state.rooms.values())
+    assert alice.heard() == carol.heard() == ["bob QUIT exceeded"]
