@@ -216,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     # in the supervisor, so that workers share what it writes
     warmup.warm_up(tls=[each.tls for each in bound if each.tls is not None])
     targets = supervisor.Targets(broker=broker.main, worker=worker.main)
-    return supervisor.Supervisor(cfg, targets, load if args.config else None, bound).run()
+    try:
+        server = supervisor.Supervisor(cfg, targets, load if args.config else None, bound)
+    except OSError as error:        # (a descriptor limit of a few: EMFILE)
+        print(f"forkchat-server: cannot start: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return server.run()
 
 
 def check_config(cfg: config.Config, path: str | None) -> int:

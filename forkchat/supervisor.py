@@ -191,16 +191,12 @@ class Supervisor:
         _raise_fd_limit()
         warn_os_limits(self.cfg.limits, len(self.bound))
         gc.disable()
-        children.make_lifeline()
-        if not children.become_subreaper():
-            # A retired spawner's workers would become init's, and their
-            # ends unknown to us: retired spawners stay until their last.
-            self.spawners_linger = True
-        self._install_signals()
-        self.broker_listener.bind(self.broker_address)
-        self.broker_listener.listen(listeners.BACKLOG)
-        for bound in self.bound:
-            self._watch_listener(bound)
+        try:
+            self._set_up()
+        except OSError as error:
+            # (a descriptor limit of a few: EMFILE before any child runs)
+            log.error("cannot start: %s", error.strerror or error)
+            return 1
         try:
             if not self.spawn_broker():
                 raise Shutdown("cannot start the broker", 1)
@@ -219,6 +215,19 @@ class Supervisor:
             self.stop()
             return halt.code
         return 0
+
+    def _set_up(self) -> None:
+        """What the supervisor holds before it starts any child."""
+        children.make_lifeline()
+        if not children.become_subreaper():
+            # A retired spawner's workers would become init's, and their
+            # ends unknown to us: retired spawners stay until their last.
+            self.spawners_linger = True
+        self._install_signals()
+        self.broker_listener.bind(self.broker_address)
+        self.broker_listener.listen(listeners.BACKLOG)
+        for bound in self.bound:
+            self._watch_listener(bound)
 
     def _turn(self, timeout: float | None) -> None:
         for key, mask in self.selector.select(timeout):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
 import sys
 import time
 
@@ -165,3 +166,24 @@ def test_the_descriptors_the_limit_warning_reserves_cover_what_the_server_holds(
         for client in clients:
             client.close()
         server.stop()
+
+
+@pytest.mark.parametrize("nofile", [5, 6, 8, 9])
+def test_a_start_with_a_handful_of_descriptors_says_so_in_one_line(nofile, tmp_path):
+    """With a descriptor limit of a few (5 to 9: fewer, and Python cannot
+    import what it runs), the start ran out in the supervisor's own set-up
+    (its broker socket, the lifeline pipe, the signal socket pair) and died
+    with a traceback; it says why in one line and exits 1."""
+    limited = ("import os, resource, sys; "
+               f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile})); "
+               "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+    config = tmp_path / "forkchat.toml"
+    config.write_text(CONFIG)
+    done = subprocess.run(
+        [sys.executable, "-c", limited, "-m", "forkchat", "-c", str(config),
+         "-l", "127.0.0.1:0", "--state-dir", str(tmp_path)],
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "cannot start: Too many open files" in done.stderr
