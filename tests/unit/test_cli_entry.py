@@ -137,3 +137,36 @@ def test_help_is_as_wide_as_shutil_would_make_it(monkeypatch, columns, expected)
     monkeypatch.setattr(sys, "__stdout__", None)
     assert cli.terminal_columns() == shutil.get_terminal_size().columns == expected
     assert cli.build_parser()._get_formatter()._width == expected - 2
+
+
+OUTPUT_COMMANDS = [(["--check-config"], ""), (["--hash-password"], "secret\n"),
+                   (["--version"], ""), (["--help"], "")]
+
+
+def run_with_stdout(args: list[str], given: str, stdout) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "forkchat", *args], input=given,
+                          stdout=stdout, stderr=subprocess.PIPE, text=True, env=env,
+                          timeout=30)
+
+
+@pytest.mark.parametrize(("args", "given"), OUTPUT_COMMANDS)
+def test_a_full_disk_under_standard_output_is_one_line_and_status_1(args, given):
+    """--check-config > /dev/full (and --hash-password's) ended in an OSError
+    traceback; --version and --help lost their text and exited 0."""
+    with open("/dev/full", "w") as full:
+        done = run_with_stdout(args, given, full)
+    assert (done.returncode, done.stderr) == (
+        cli.EXIT_FAILURE, "forkchat-server: cannot write to standard output: "
+                          "No space left on device\n")
+
+
+@pytest.mark.parametrize(("args", "given"), OUTPUT_COMMANDS)
+def test_a_reader_gone_from_standard_output_is_one_line_and_status_1(args, given):
+    """`forkchat-server --hash-password | cmd` where cmd exited first: EPIPE."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    with os.fdopen(writer, "w") as gone:
+        done = run_with_stdout(args, given, gone)
+    assert (done.returncode, done.stderr) == (
+        cli.EXIT_FAILURE, "forkchat-server: cannot write to standard output: Broken pipe\n")
