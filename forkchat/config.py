@@ -573,10 +573,11 @@ def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
         # '::1:6667' could be an address alone or one with a port: say which
         raise ValueError(f"bad address {text!r}: an IPv6 address goes in brackets, "
                          f"as in [::1]:6667")
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise ValueError(f"bad port in {text!r}") from None
+    # ASCII digits only: int() also takes ' 7000', '7_000', '+7000' and other
+    # scripts' digits, so '127.0.0.1: 0' served a free port without a word
+    if port_text and not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"bad port in {text!r}")
+    port = int(port_text) if port_text else default_port
     if not 0 <= port <= 65535:
         raise ValueError(f"port out of range in {text!r}")
     if host and (problem := addresses.problem(host)) is not None:

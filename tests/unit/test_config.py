@@ -304,6 +304,16 @@ def test_an_unclosed_or_unbracketed_ipv6_address_is_a_usage_error(text):
         config.parse_hostport(text)
 
 
+@pytest.mark.parametrize("text", ["127.0.0.1: 7000", "127.0.0.1:7000 ", ":7_000", ":+7000",
+                                  ":\u0667\u0660\u0660\u0660", ":\u00b2", "[::1]: 7000"])
+def test_a_port_that_is_not_ascii_digits_is_a_usage_error(text):
+    """int() took ' 7000', '7_000', '+7000' and Arabic-Indic digits: -l
+    '127.0.0.1: 0' served an ephemeral port without a word; '\u00b2' passed
+    isdigit() and then failed int() with Python's own message."""
+    with pytest.raises(ValueError, match="bad port in"):
+        config.parse_hostport(text)
+
+
 @pytest.mark.parametrize("text, wanted", [
     ('[limits]\nmax_clients = "ten"\n', ':2: limits.max_clients: must be an integer, not a string'),
     ('[limits]\nflood_rate = true\n', ':2: limits.flood_rate: must be a number, not true or false'),
