@@ -77,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="server name shown to clients")
     parser.add_argument("--password", help="connection password clients must send with PASS")
     parser.add_argument("--log-level", choices=config.LOG_LEVELS,
-                        help="log verbosity (default: info)")
+                        help=f"log verbosity (default: {config.Log.level})")
     parser.add_argument("--user", help="user to run as after binding, when started as root")
     parser.add_argument("--state-dir", metavar="DIR",
-                        help="directory for the room store (default /var/lib/forkchat)")
+                        help=f"directory for the room store (default {config.Server.state_dir})")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the configuration, print every error, and exit")
     parser.add_argument("--hash-password", action="store_true",
