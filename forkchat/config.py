@@ -198,7 +198,8 @@ def load(path: str) -> Config:
     except ConfigInvalid as invalid:
         errors.extend(invalid.errors)
     if errors:
-        raise ConfigInvalid(errors)
+        # in the file's order, as a reader goes through it (found table by table)
+        raise ConfigInvalid(sorted(errors, key=lambda error: error.line))
     return dataclasses.replace(config, path=path)
 
 

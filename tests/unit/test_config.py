@@ -72,6 +72,16 @@ def test_every_error_has_a_line(tmp_path, text, wanted):
     assert errors_of(tmp_path, text) == wanted
 
 
+def test_errors_come_in_the_order_of_their_lines(tmp_path):
+    """--check-config and a failed reload list the problems as the file has
+    them: unknown tables came first, then each table's keys, then the
+    listeners' values before the limits', so line 9 was said before line 2."""
+    text = ('[server]\nnmae = "x"\n[bogus]\na = 1\n[limits]\nmax_clients = -5\n'
+            'nicklen = 100000\n[[listen]]\nport = 70000\n[log]\nlevel = "loud"\n')
+    lines = [int(error.split(":")[1]) for error in errors_of(tmp_path, text)]
+    assert lines == [2, 3, 6, 7, 9, 11]
+
+
 # -- numbers: finite, and time limits bounded -----------------------------------------
 
 @pytest.mark.parametrize("key", ["connect_rate", "flood_rate", "registration_timeout",
@@ -398,9 +408,9 @@ def test_an_motd_file_that_cannot_be_read_is_reported_with_the_other_errors(tmp_
     missing = tmp_path / "missing.txt"
     assert errors_of(tmp_path, f'[server]\nmotd_file = "{missing}"\n'
                                f'[limits]\nnicklen = 100\n') == \
-        [":4: limits.nicklen: must be at most 64 (a nick change carries two nicks and a "
-         "prefix in one line)",
-         f":2: server.motd_file: cannot read {missing}: No such file or directory"]
+        [f":2: server.motd_file: cannot read {missing}: No such file or directory",
+         ":4: limits.nicklen: must be at most 64 (a nick change carries two nicks and a "
+         "prefix in one line)"]
 
 
 @pytest.mark.parametrize("size", [262144 + 1, 1 << 20])
