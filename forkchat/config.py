@@ -57,6 +57,9 @@ MAX_MOTD_BYTES = 262144
 MAX_CONFIG_BYTES = 4194304
 TOO_BIG_CONFIG = (f"bigger than {MAX_CONFIG_BYTES} bytes, the most a configuration file may "
                   f"be: is it the right file?")
+# tomllib refuses it as "Invalid statement (at line 1, column 1)"
+BOM = ("starts with a byte order mark (U+FEFF), which TOML does not allow; save it as "
+       "UTF-8 without one")
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
@@ -183,6 +186,8 @@ def load(path: str) -> Config:
         raise ConfigInvalid([ConfigError(
             path, line, "file", f"not UTF-8 text (byte 0x{data[error.start]:02x}); TOML "
                                 f"files are UTF-8")]) from None
+    if text.startswith("\ufeff"):
+        raise ConfigInvalid([ConfigError(path, 1, "file", BOM)])
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

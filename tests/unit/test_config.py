@@ -471,6 +471,18 @@ def test_a_file_that_cannot_be_read_says_why_in_words(tmp_path):
         [f"{latin1}:3: file: not UTF-8 text (byte 0xe9); TOML files are UTF-8"]
 
 
+def test_a_byte_order_mark_is_named(tmp_path):
+    """A file saved 'UTF-8 with BOM' (Notepad's way) was 'syntax: Invalid
+    statement (at line 1, column 1)', which names nothing to fix."""
+    path = tmp_path / "forkchat.toml"
+    path.write_bytes(b"\xef\xbb\xbf[server]\nname = 'x'\n")
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert [str(e) for e in caught.value.errors] == \
+        [f"{path}:1: file: starts with a byte order mark (U+FEFF), which TOML does not "
+         f"allow; save it as UTF-8 without one"]
+
+
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_an_motd_file_that_is_no_regular_file_is_an_error_at_once(tmp_path, kind):
