@@ -57,6 +57,11 @@ MAX_MOTD_BYTES = 262144
 MAX_CONFIG_BYTES = 4194304
 TOO_BIG_CONFIG = (f"bigger than {MAX_CONFIG_BYTES} bytes, the most a configuration file may "
                   f"be: is it the right file?")
+# TOML's integers are 64-bit, but tomllib takes any: max_rooms = 10**19
+# passed, then every broker crashed in SQLite ("Python int too large to
+# convert to SQLite INTEGER") and the server halted after its restarts.
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+PAST_64_BITS = "must fit in 64 bits, as TOML's integers do"
 # tomllib refuses it as "Invalid statement (at line 1, column 1)"
 BOM = ("starts with a byte order mark (U+FEFF), which TOML does not allow; save it as "
        "UTF-8 without one")
@@ -362,6 +367,9 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
             continue
         if isinstance(value, float) and not math.isfinite(value):
             errors.append(where.error(name, key, "must be a finite number", index))
+            continue
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            errors.append(where.error(name, key, PAST_64_BITS, index))
             continue
         kwargs[key] = value
     missing = [f for f, spec in fields.items()

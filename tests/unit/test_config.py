@@ -471,6 +471,26 @@ def test_a_file_that_cannot_be_read_says_why_in_words(tmp_path):
         [f"{latin1}:3: file: not UTF-8 text (byte 0xe9); TOML files are UTF-8"]
 
 
+@pytest.mark.parametrize("value", [2 ** 63, -2 ** 63 - 1, 10 ** 19, 10 ** 40])
+def test_an_integer_past_64_bits_is_refused(tmp_path, value):
+    """TOML's integers are 64-bit and tomllib takes any: max_rooms =
+    10000000000000000000 passed --check-config, then the broker crashed at
+    every start on SQLite's 'Python int too large to convert to SQLite
+    INTEGER', and the server halted after five restarts."""
+    assert errors_of(tmp_path, f"[limits]\nmax_rooms = {value}\n") == [
+        ":2: limits.max_rooms: must fit in 64 bits, as TOML's integers do"]
+
+
+def test_the_largest_64_bit_integer_starts_a_broker_with_its_store(tmp_path):
+    from forkchat import store
+    most = loads(tmp_path, f"[limits]\nmax_rooms = {2 ** 63 - 1}\n").limits.max_rooms
+    kept = store.RoomStore(str(tmp_path))
+    try:
+        assert kept.load(most) == {}
+    finally:
+        kept.release()
+
+
 def test_a_byte_order_mark_is_named(tmp_path):
     """A file saved 'UTF-8 with BOM' (Notepad's way) was 'syntax: Invalid
     statement (at line 1, column 1)', which names nothing to fix."""
