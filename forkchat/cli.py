@@ -15,6 +15,7 @@ import getpass
 import ipaddress
 import logging
 import os
+import signal
 import sys
 from typing import Callable, Iterator
 
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         for warning in relative_paths(cfg, state_dir_given=bool(args.state_dir)):
             print(f"forkchat-server: warning: {warning}", file=sys.stderr)
         return check_config(cfg, args.config)
+    hold_signals()
     logsetup.setup("supervisor", cfg.log.level)
     private_files()
     # Everything the processes will run is imported now, while the files
@@ -246,6 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     warmup.warm_up()       # in the supervisor, so that workers share what it writes
     targets = supervisor.Targets(broker=broker.main, worker=worker.main)
     return supervisor.Supervisor(cfg, targets, load if args.config else None, bound).run()
+
+
+# The signals the supervisor acts on (supervisor.SIGNAL_ACTIONS), held from
+# here until it has its handlers: in between (the imports of the roles, the
+# binds, the warm-up, some 0.1 s) Ctrl+C printed a KeyboardInterrupt
+# traceback, and SIGTERM, SIGHUP or SIGUSR1 ended the server by their
+# default action.  Held, they are acted on as soon as the loop runs.
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+
+
+def hold_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
 
 
 def check_config(cfg: config.Config, path: str | None) -> int:
