@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkchat import addresses, passwords, protocol
+from forkchat import addresses, ipc, passwords, protocol
 
 PROTOCOLS = ("irc", "tutorial")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -31,7 +31,11 @@ SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout", "nick
 ZERO_ALLOWED = ("ping_interval",)      # the only limit where 0 means something: off
 # Limits with a floor above 1, and why: a recvq that cannot hold one whole
 # line cuts off any client whose line arrives in two pieces ("Excess Flood").
-AT_LEAST = {"recvq_bytes": (protocol.MAX_LINE_BYTES, "one whole line")}
+# A broker buffer that cannot hold one whole line in its frame drops every
+# client that gets the longest line, though it reads.
+AT_LEAST = {"recvq_bytes": (protocol.MAX_LINE_BYTES, "one whole line"),
+            "broker_buffer_bytes": (protocol.MAX_LINE_BYTES + ipc.HEADER.size,
+                                    "one whole line in its frame to the worker")}
 # Lengths with a ceiling, and why: 005 announces them, and a client that
 # believes NICKLEN=100000 builds lines no 512-byte limit carries.
 AT_MOST = {

@@ -175,6 +175,17 @@ def test_a_bad_roomlen_is_one_error_not_two(tmp_path):
         [":2: limits.roomlen: must be positive"]
 
 
+def test_a_broker_buffer_smaller_than_one_line_in_its_frame_is_an_error(tmp_path):
+    """broker_buffer_bytes = 500 loaded, and then a room's longest line
+    (512 bytes, in a frame of 517) dropped every member it went to with
+    'Max SendQ exceeded', though they all read."""
+    assert errors_of(tmp_path, "[limits]\nbroker_buffer_bytes = 516\n") == \
+        [":2: limits.broker_buffer_bytes: must be at least 517 (one whole line in its frame "
+         "to the worker)"]
+    assert loads(tmp_path, "[limits]\nbroker_buffer_bytes = 517\n").limits \
+        .broker_buffer_bytes == 517
+
+
 def test_a_recvq_smaller_than_one_line_is_an_error(tmp_path):
     """recvq_bytes = 100 loaded, and then any line that came in two TCP
     segments (its first 100 bytes alone) cut its client off with Excess Flood."""
