@@ -1,7 +1,7 @@
 """forkchat-server's command line: options, config checks, exit codes.
 
 Exit status: 0 after a clean stop, 1 when the server cannot start (a port
-in use), 2 for a bad command line or configuration, 3 when the broker
+in use) or a command's output cannot be written, 2 for a bad command line or configuration, 3 when the broker
 keeps dying.  User-facing failures are one sentence on stderr, never a
 traceback.
 """
@@ -15,6 +15,7 @@ import getpass
 import ipaddress
 import logging
 import os
+import signal
 import sys
 from typing import Callable, Iterator
 
@@ -59,9 +60,14 @@ def terminal_columns(fallback: int = 80) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="forkchat-server", formatter_class=HelpFormatter,
+        prog="forkchat-server", formatter_class=HelpFormatter, add_help=False,
         description="A process-per-client IRC chat server. With no arguments it serves "
                     "IRC on 127.0.0.1:6667 with built-in defaults.")
+    # -h and --version are flags that main() answers with write_out, not
+    # argparse's actions, which drop a write error: their text lost on a full
+    # disk, and status 0 all the same.
+    parser.add_argument("-h", "--help", action="store_true",
+                        help="show this help message and exit")
     parser.add_argument("-c", "--config", metavar="FILE",
                         help="read the TOML configuration FILE (see forkchat.toml(5))")
     parser.add_argument("-l", "--listen", metavar="HOST:PORT", action="append", default=[],
@@ -72,16 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="server name shown to clients")
     parser.add_argument("--password", help="connection password clients must send with PASS")
     parser.add_argument("--log-level", choices=config.LOG_LEVELS,
-                        help="log verbosity (default: info)")
+                        help=f"log verbosity (default: {config.Log.level})")
     parser.add_argument("--user", help="user to run as after binding, when started as root")
     parser.add_argument("--state-dir", metavar="DIR",
-                        help="directory for the room store (default /var/lib/forkchat)")
+                        help=f"directory for the room store (default {config.Server.state_dir})")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the configuration, print every error, and exit")
     parser.add_argument("--hash-password", action="store_true",
                         help="read a password from the terminal or stdin and print its "
                              "scrypt hash for the configuration")
-    parser.add_argument("--version", action="version", version=f"forkchat-server {__version__}")
+    parser.add_argument("--version", action="store_true",
+                        help="show program's version number and exit")
     return parser
 
 
@@ -147,7 +154,26 @@ def hash_password_command() -> int:
     if not first:
         print("forkchat-server: empty password", file=sys.stderr)
         return EXIT_USAGE
-    print(passwords.hash_password(first))
+    return write_out(passwords.hash_password(first) + "\n")
+
+
+def write_out(text: str) -> int:
+    """Write `text` on standard output: 0, or EXIT_FAILURE with one line on
+    standard error when it cannot be written (a full disk, a pipe whose
+    reader has gone).
+
+    The bytes go straight to descriptor 1, as print's buffer would keep
+    them for a second failure (and an "Exception ignored" line) at exit.
+    """
+    data = text.encode()
+    try:
+        sys.stdout.flush()
+        while data:
+            data = data[os.write(sys.stdout.fileno(), data):]
+    except OSError as error:
+        print(f"forkchat-server: cannot write to standard output: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILURE
     return 0
 
 
@@ -184,7 +210,12 @@ def open_standard_descriptors() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     open_standard_descriptors()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.help:
+        return write_out(parser.format_help())
+    if args.version:
+        return write_out(f"forkchat-server {__version__}\n")
     if args.hash_password:
         return hash_password_command()
     load = loader(args)
@@ -201,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         for warning in relative_paths(cfg, state_dir_given=bool(args.state_dir)):
             print(f"forkchat-server: warning: {warning}", file=sys.stderr)
         return check_config(cfg, args.config)
+    hold_signals()
     logsetup.setup("supervisor", cfg.log.level)
     private_files()
     # Everything the processes will run is imported now, while the files
@@ -224,6 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     return server.run()
 
 
+# The signals the supervisor acts on (supervisor.SIGNAL_ACTIONS), held from
+# here until it has its handlers: in between (the imports of the roles, the
+# binds, the warm-up, some 0.1 s) Ctrl+C printed a KeyboardInterrupt
+# traceback, and SIGTERM, SIGHUP or SIGUSR1 ended the server by their
+# default action.  Held, they are acted on as soon as the loop runs.
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+
+
+def hold_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+
+
 def check_config(cfg: config.Config, path: str | None) -> int:
     """--check-config once the file has loaded: what the start would do
     before serving, short of binding and switching user.
@@ -235,17 +279,18 @@ def check_config(cfg: config.Config, path: str | None) -> int:
     for clash in listeners.clashes(cfg.listen):
         print(f"forkchat-server: warning: {clash} (the start fails on this, "
               f"unless systemd passes the sockets)", file=sys.stderr)
-    failures = []
+    failures, loaded = [], []
     with _warnings_to_stderr():
         for index, spec in enumerate(cfg.listen):
-            if failure := _check_tls(index, spec):
+            if failure := _check_tls(index, spec, loaded):
                 failures.append(failure)
     for failure in failures:
         print(f"forkchat-server: {failure}", file=sys.stderr)
     if failures:
+        write_out("".join(loaded))
         return EXIT_USAGE
-    print(f"forkchat-server: configuration OK ({path or 'built-in defaults'})")
-    return 0
+    loaded.append(f"forkchat-server: configuration OK ({path or 'built-in defaults'})\n")
+    return write_out("".join(loaded))
 
 
 def relative_paths(cfg: config.Config, state_dir_given: bool = False) -> list[str]:
@@ -270,17 +315,18 @@ def relative_paths(cfg: config.Config, state_dir_given: bool = False) -> list[st
             f"file's" for key, path in relative]
 
 
-def _check_tls(index: int, spec: config.Listener) -> str | None:
+def _check_tls(index: int, spec: config.Listener, loaded: list[str]) -> str | None:
     """Load one listener's TLS files as the start does; the start's error
-    text if they do not load, else None after a line naming what loaded."""
+    text if they do not load, else None after adding a line naming what
+    loaded to `loaded`."""
     if not spec.tls_cert:
         return None
     try:
         _context, chain = listeners.load_tls(spec)
     except listeners.BindError as error:
         return str(error)
-    print(f"forkchat-server: listen[{index}]: TLS certificate {spec.tls_cert} and key "
-          f"{spec.tls_key} load ({listeners.chain_summary(chain)})")
+    loaded.append(f"forkchat-server: listen[{index}]: TLS certificate {spec.tls_cert} and "
+                  f"key {spec.tls_key} load ({listeners.chain_summary(chain)})\n")
     return None
 
 

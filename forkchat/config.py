@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkchat import addresses, passwords, protocol
+from forkchat import addresses, ipc, passwords, protocol
 
 PROTOCOLS = ("irc", "tutorial")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -31,7 +31,11 @@ SECONDS_LIMITS = ("registration_timeout", "ping_interval", "ping_timeout", "nick
 ZERO_ALLOWED = ("ping_interval",)      # the only limit where 0 means something: off
 # Limits with a floor above 1, and why: a recvq that cannot hold one whole
 # line cuts off any client whose line arrives in two pieces ("Excess Flood").
-AT_LEAST = {"recvq_bytes": (protocol.MAX_LINE_BYTES, "one whole line")}
+# A broker buffer that cannot hold one whole line in its frame drops every
+# client that gets the longest line, though it reads.
+AT_LEAST = {"recvq_bytes": (protocol.MAX_LINE_BYTES, "one whole line"),
+            "broker_buffer_bytes": (protocol.MAX_LINE_BYTES + ipc.HEADER.size,
+                                    "one whole line in its frame to the worker")}
 # Lengths with a ceiling, and why: 005 announces them, and a client that
 # believes NICKLEN=100000 builds lines no 512-byte limit carries.
 AT_MOST = {
@@ -57,6 +61,14 @@ MAX_MOTD_BYTES = 262144
 MAX_CONFIG_BYTES = 4194304
 TOO_BIG_CONFIG = (f"bigger than {MAX_CONFIG_BYTES} bytes, the most a configuration file may "
                   f"be: is it the right file?")
+# TOML's integers are 64-bit, but tomllib takes any: max_rooms = 10**19
+# passed, then every broker crashed in SQLite ("Python int too large to
+# convert to SQLite INTEGER") and the server halted after its restarts.
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+PAST_64_BITS = "must fit in 64 bits, as TOML's integers do"
+# tomllib refuses it as "Invalid statement (at line 1, column 1)"
+BOM = ("starts with a byte order mark (U+FEFF), which TOML does not allow; save it as "
+       "UTF-8 without one")
 # The man page's example holds "scrypt$16384$8$1$...$...": say how to fill it in.
 BAD_HASH = "malformed scrypt hash (make one with forkchat-server --hash-password)"
 
@@ -183,6 +195,8 @@ def load(path: str) -> Config:
         raise ConfigInvalid([ConfigError(
             path, line, "file", f"not UTF-8 text (byte 0x{data[error.start]:02x}); TOML "
                                 f"files are UTF-8")]) from None
+    if text.startswith("\ufeff"):
+        raise ConfigInvalid([ConfigError(path, 1, "file", BOM)])
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -198,7 +212,8 @@ def load(path: str) -> Config:
     except ConfigInvalid as invalid:
         errors.extend(invalid.errors)
     if errors:
-        raise ConfigInvalid(errors)
+        # in the file's order, as a reader goes through it (found table by table)
+        raise ConfigInvalid(sorted(errors, key=lambda error: error.line))
     return dataclasses.replace(config, path=path)
 
 
@@ -319,6 +334,8 @@ def build(raw: dict[str, Any], where: _Locator, errors: list[ConfigError]) -> Co
             errors.append(where.root_error(name, name,
                                            f"must be an array of tables ([[{name}]])"))
             continue
+        if not items and name == "listen":
+            errors.append(where.root_error(name, name, NO_LISTENER))
         values[name] = tuple(_build_entry(cls, item, name, index, where, errors)
                              for index, item in enumerate(items))
     config = Config(**{k: v for k, v in values.items() if v is not None})
@@ -354,6 +371,9 @@ def _build_one(cls: type, table: dict[str, Any], name: str, index: int,
             continue
         if isinstance(value, float) and not math.isfinite(value):
             errors.append(where.error(name, key, "must be a finite number", index))
+            continue
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            errors.append(where.error(name, key, PAST_64_BITS, index))
             continue
         kwargs[key] = value
     missing = [f for f, spec in fields.items()
@@ -461,6 +481,10 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
 
 
 BAD_NAME = "must be a host-like name without spaces or control characters"
+# listen = [] (a template's empty list) bound nothing and served nobody,
+# without a word; no [[listen]] at all is the way to ask for the default.
+NO_LISTENER = (f"must hold at least one listener (leave it out for the default, "
+               f"{Listener.address}:{Listener.port})")
 # address = "" bound every IPv4 address (Python's "" for INADDR_ANY), an
 # exposure nothing documented and no one meant: an empty value is a
 # template's unset variable, and the wildcard has a name of its own.
@@ -573,10 +597,11 @@ def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
         # '::1:6667' could be an address alone or one with a port: say which
         raise ValueError(f"bad address {text!r}: an IPv6 address goes in brackets, "
                          f"as in [::1]:6667")
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise ValueError(f"bad port in {text!r}") from None
+    # ASCII digits only: int() also takes ' 7000', '7_000', '+7000' and other
+    # scripts' digits, so '127.0.0.1: 0' served a free port without a word
+    if port_text and not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"bad port in {text!r}")
+    port = int(port_text) if port_text else default_port
     if not 0 <= port <= 65535:
         raise ValueError(f"port out of range in {text!r}")
     if host and (problem := addresses.problem(host)) is not None:

@@ -254,6 +254,19 @@ def _certificates_in(path: str) -> int:
 MAX_CHAIN_BYTES = certdates.MAX_CHAIN_BYTES
 
 
+# 'Permission denied' alone reads as a file's mode: say what a low port needs.
+PRIVILEGED_PORTS = 1024
+LOW_PORT = (f" (a port below {PRIVILEGED_PORTS} needs root, or CAP_NET_BIND_SERVICE: see "
+            f"PRIVILEGES in forkchat-server(8))")
+
+
+def _needed(spec: config.Listener, error: OSError) -> str:
+    """The privilege a refused bind lacked, if that is why it was refused."""
+    if error.errno == errno.EACCES and 0 < spec.port < PRIVILEGED_PORTS:
+        return LOW_PORT
+    return ""
+
+
 def bind(spec: config.Listener) -> Bound:
     """Raises: BindError with a one-sentence reason."""
     family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
@@ -266,7 +279,8 @@ def bind(spec: config.Listener) -> Bound:
         sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
-        raise BindError(f"cannot listen on {_shown(spec)}: {error.strerror or error}") from None
+        raise BindError(f"cannot listen on {_shown(spec)}: {error.strerror or error}"
+                        f"{_needed(spec, error)}") from None
     sock.setblocking(False)
     try:
         context, chain = load_tls(spec)

@@ -540,6 +540,9 @@ def not_writable(path: str) -> list[str]:
     failing (the directory, where SQLite makes its -wal, still root's)
     without another word, and the lock file kept root's disabled the
     lock against a second server.
+
+    A "directory" that is a file is none of these: its mode is not why the
+    store cannot be opened, and no chown cures it (the caller says why).
     """
     directory = os.path.dirname(path) or "."
     found: list[str] = []
@@ -548,6 +551,8 @@ def not_writable(path: str) -> list[str]:
         try:
             status = os.stat(each)
         except OSError:
+            continue
+        if each == directory and not stat.S_ISDIR(status.st_mode):
             continue
         if not os.access(each, os.W_OK):
             found.append(f"{each} (owner {_user(status.st_uid)}, mode "

@@ -335,6 +335,8 @@ class Supervisor:
     def _install_signals(self) -> None:
         self._signal_r, self._signal_w = signals.install(SIGNAL_ACTIONS)
         self.selector.register(self._signal_r, selectors.EVENT_READ, self.on_signal)
+        # held since the start (cli.hold_signals): one sent meanwhile is noted now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_ACTIONS)
 
     def on_signal(self, mask: int) -> None:
         for signum in signals.received(self._signal_r):

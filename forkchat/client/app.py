@@ -105,7 +105,8 @@ def parse_address(text: str | None, tls: bool) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        # ASCII digits: isdigit() alone passes '\u00b2', which int() refuses
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             raise ValueError(f"bad port {port_text!r}")
         port = int(port_text)
     if not host:

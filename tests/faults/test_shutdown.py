@@ -42,6 +42,24 @@ def test_port_in_use_is_one_sentence_and_exit_1(server):
     assert "Traceback" not in result.stderr
 
 
+def test_a_low_port_without_the_privilege_says_what_it_needs(tmp_path):
+    """A start as an ordinary user on port 194 said only 'Permission
+    denied', which reads as a file's mode.  Run as root here, the server is
+    started without capabilities (setpriv), which is what an ordinary user has."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    without = [] if os.geteuid() else [shutil.which("setpriv") or "setpriv",
+                                        "--inh-caps=-all", "--bounding-set=-all"]
+    result = subprocess.run([*without, sys.executable, "-m", "forkchat", "-l", "127.0.0.1:194",
+                             "--state-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=20)
+    assert (result.returncode, result.stderr) == (1, (
+        "forkchat-server: cannot listen on 127.0.0.1:194: Permission denied (a port below "
+        "1024 needs root, or CAP_NET_BIND_SERVICE: see PRIVILEGES in forkchat-server(8))\n"))
+
+
 def test_a_worker_killed_by_the_stop_is_not_reported_as_a_crash(make_server):
     """A worker that outlives the grace time is the supervisor's doing: a
     warning that says so, not an out-of-memory guess at ERROR."""

@@ -137,3 +137,99 @@ def test_help_is_as_wide_as_shutil_would_make_it(monkeypatch, columns, expected)
     monkeypatch.setattr(sys, "__stdout__", None)
     assert cli.terminal_columns() == shutil.get_terminal_size().columns == expected
     assert cli.build_parser()._get_formatter()._width == expected - 2
+
+
+OUTPUT_COMMANDS = [(["--check-config"], ""), (["--hash-password"], "secret\n"),
+                   (["--version"], ""), (["--help"], "")]
+
+
+def run_with_stdout(args: list[str], given: str, stdout) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "forkchat", *args], input=given,
+                          stdout=stdout, stderr=subprocess.PIPE, text=True, env=env,
+                          timeout=30)
+
+
+@pytest.mark.parametrize(("args", "given"), OUTPUT_COMMANDS)
+def test_a_full_disk_under_standard_output_is_one_line_and_status_1(args, given):
+    """--check-config > /dev/full (and --hash-password's) ended in an OSError
+    traceback; --version and --help lost their text and exited 0."""
+    with open("/dev/full", "w") as full:
+        done = run_with_stdout(args, given, full)
+    assert (done.returncode, done.stderr) == (
+        cli.EXIT_FAILURE, "forkchat-server: cannot write to standard output: "
+                          "No space left on device\n")
+
+
+@pytest.mark.parametrize(("args", "given"), OUTPUT_COMMANDS)
+def test_a_reader_gone_from_standard_output_is_one_line_and_status_1(args, given):
+    """`forkchat-server --hash-password | cmd` where cmd exited first: EPIPE."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    with os.fdopen(writer, "w") as gone:
+        done = run_with_stdout(args, given, gone)
+    assert (done.returncode, done.stderr) == (
+        cli.EXIT_FAILURE, "forkchat-server: cannot write to standard output: Broken pipe\n")
+
+
+# A server that signals itself while it binds, in the start's window before
+# the supervisor has its handlers: the signal is sent at a known point, not
+# raced against the start.
+SIGNALLED_START = """
+import os, signal, sys
+from forkchat import cli
+bind = cli.open_listeners
+def open_listeners(cfg):
+    os.kill(os.getpid(), signal.{name})
+    return bind(cfg)
+cli.open_listeners = open_listeners
+sys.exit(cli.main(["-l", "127.0.0.1:0", "--state-dir", sys.argv[1]]))
+"""
+
+
+def start_signalled(name: str, tmp_path) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", SIGNALLED_START.format(name=name),
+                             str(tmp_path)], stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_stop_asked_for_during_the_start_is_a_clean_stop(tmp_path, name):
+    """Between the start of main() and the supervisor's handlers (the imports
+    of its roles, the binds, the warm-up: some 0.1 s), Ctrl+C printed a
+    KeyboardInterrupt traceback and SIGTERM killed the server (status -15).
+    Held until the handlers exist, either is a stop like any other."""
+    server = start_signalled(name, tmp_path)
+    _, err = server.communicate(timeout=20)
+    assert "Traceback" not in err
+    assert server.returncode == 0, err
+    assert "listening on 127.0.0.1:" in err and err.rstrip().endswith("INFO stopped")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("name", "line"), [
+    ("SIGHUP", "SIGHUP: no configuration file to reload"),
+    ("SIGUSR1", "status: "),
+])
+def test_a_reload_or_report_asked_for_during_the_start_does_not_kill_it(tmp_path, name, line):
+    """SIGHUP and SIGUSR1 in that window ended the server (their default
+    action), which a log rotation's `kill -HUP` right after a start can do."""
+    server = start_signalled(name, tmp_path)
+    seen = ""
+    try:
+        while line not in seen:
+            got = server.stderr.readline()
+            assert got, seen
+            seen += got
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
+    assert server.returncode == 0
+
+
+def test_the_signals_held_during_the_start_are_those_the_supervisor_acts_on():
+    from forkchat import supervisor
+    assert set(cli.HELD_SIGNALS) == set(supervisor.SIGNAL_ACTIONS)

@@ -48,6 +48,19 @@ def test_an_array_entry_that_is_not_a_table_is_an_error(tmp_path, text, wanted):
     assert errors_of(tmp_path, text) == wanted
 
 
+@pytest.mark.parametrize("text, line", [("listen = []\n", 1),
+                                        ('[server]\nname = "x"\n\n[log]\nlisten = []\n', 0)])
+def test_an_empty_array_of_listeners_is_an_error(tmp_path, text, line):
+    """`listen = []` (a template's empty list) started a server that bound
+    nothing, logged no 'listening on' line and served nobody, and
+    --check-config called it valid; no [[listen]] at all is the default
+    listener."""
+    errors = errors_of(tmp_path, text)
+    wanted = ":1: listen: must hold at least one listener (leave it out for the default, " \
+             "127.0.0.1:6667)"
+    assert (wanted in errors) == bool(line)
+
+
 def test_a_good_inline_array_of_tables_still_loads(tmp_path):
     loaded = loads(tmp_path, 'listen = [{port = 0}, {port = 0, protocol = "tutorial"}]\n')
     assert [listener.protocol for listener in loaded.listen] == ["irc", "tutorial"]
@@ -70,6 +83,16 @@ def test_a_table_or_array_of_the_wrong_kind_is_named_with_its_line(tmp_path, tex
 def test_every_error_has_a_line(tmp_path, text, wanted):
     """A key left out is placed on its table's header, an inline table on its key."""
     assert errors_of(tmp_path, text) == wanted
+
+
+def test_errors_come_in_the_order_of_their_lines(tmp_path):
+    """--check-config and a failed reload list the problems as the file has
+    them: unknown tables came first, then each table's keys, then the
+    listeners' values before the limits', so line 9 was said before line 2."""
+    text = ('[server]\nnmae = "x"\n[bogus]\na = 1\n[limits]\nmax_clients = -5\n'
+            'nicklen = 100000\n[[listen]]\nport = 70000\n[log]\nlevel = "loud"\n')
+    lines = [int(error.split(":")[1]) for error in errors_of(tmp_path, text)]
+    assert lines == [2, 3, 6, 7, 9, 11]
 
 
 # -- numbers: finite, and time limits bounded -----------------------------------------
@@ -150,6 +173,17 @@ def test_a_default_room_the_server_accepts_loads(tmp_path, room):
 def test_a_bad_roomlen_is_one_error_not_two(tmp_path):
     assert errors_of(tmp_path, "[limits]\nroomlen = 0\n") == \
         [":2: limits.roomlen: must be positive"]
+
+
+def test_a_broker_buffer_smaller_than_one_line_in_its_frame_is_an_error(tmp_path):
+    """broker_buffer_bytes = 500 loaded, and then a room's longest line
+    (512 bytes, in a frame of 517) dropped every member it went to with
+    'Max SendQ exceeded', though they all read."""
+    assert errors_of(tmp_path, "[limits]\nbroker_buffer_bytes = 516\n") == \
+        [":2: limits.broker_buffer_bytes: must be at least 517 (one whole line in its frame "
+         "to the worker)"]
+    assert loads(tmp_path, "[limits]\nbroker_buffer_bytes = 517\n").limits \
+        .broker_buffer_bytes == 517
 
 
 def test_a_recvq_smaller_than_one_line_is_an_error(tmp_path):
@@ -304,6 +338,16 @@ def test_an_unclosed_or_unbracketed_ipv6_address_is_a_usage_error(text):
         config.parse_hostport(text)
 
 
+@pytest.mark.parametrize("text", ["127.0.0.1: 7000", "127.0.0.1:7000 ", ":7_000", ":+7000",
+                                  ":\u0667\u0660\u0660\u0660", ":\u00b2", "[::1]: 7000"])
+def test_a_port_that_is_not_ascii_digits_is_a_usage_error(text):
+    """int() took ' 7000', '7_000', '+7000' and Arabic-Indic digits: -l
+    '127.0.0.1: 0' served an ephemeral port without a word; '\u00b2' passed
+    isdigit() and then failed int() with Python's own message."""
+    with pytest.raises(ValueError, match="bad port in"):
+        config.parse_hostport(text)
+
+
 @pytest.mark.parametrize("text, wanted", [
     ('[limits]\nmax_clients = "ten"\n', ':2: limits.max_clients: must be an integer, not a string'),
     ('[limits]\nflood_rate = true\n', ':2: limits.flood_rate: must be a number, not true or false'),
@@ -388,9 +432,9 @@ def test_an_motd_file_that_cannot_be_read_is_reported_with_the_other_errors(tmp_
     missing = tmp_path / "missing.txt"
     assert errors_of(tmp_path, f'[server]\nmotd_file = "{missing}"\n'
                                f'[limits]\nnicklen = 100\n') == \
-        [":4: limits.nicklen: must be at most 64 (a nick change carries two nicks and a "
-         "prefix in one line)",
-         f":2: server.motd_file: cannot read {missing}: No such file or directory"]
+        [f":2: server.motd_file: cannot read {missing}: No such file or directory",
+         ":4: limits.nicklen: must be at most 64 (a nick change carries two nicks and a "
+         "prefix in one line)"]
 
 
 @pytest.mark.parametrize("size", [262144 + 1, 1 << 20])
@@ -436,6 +480,38 @@ def test_a_file_that_cannot_be_read_says_why_in_words(tmp_path):
         config.load(str(latin1))
     assert [str(e) for e in caught.value.errors] == \
         [f"{latin1}:3: file: not UTF-8 text (byte 0xe9); TOML files are UTF-8"]
+
+
+@pytest.mark.parametrize("value", [2 ** 63, -2 ** 63 - 1, 10 ** 19, 10 ** 40])
+def test_an_integer_past_64_bits_is_refused(tmp_path, value):
+    """TOML's integers are 64-bit and tomllib takes any: max_rooms =
+    10000000000000000000 passed --check-config, then the broker crashed at
+    every start on SQLite's 'Python int too large to convert to SQLite
+    INTEGER', and the server halted after five restarts."""
+    assert errors_of(tmp_path, f"[limits]\nmax_rooms = {value}\n") == [
+        ":2: limits.max_rooms: must fit in 64 bits, as TOML's integers do"]
+
+
+def test_the_largest_64_bit_integer_starts_a_broker_with_its_store(tmp_path):
+    from forkchat import store
+    most = loads(tmp_path, f"[limits]\nmax_rooms = {2 ** 63 - 1}\n").limits.max_rooms
+    kept = store.RoomStore(str(tmp_path))
+    try:
+        assert kept.load(most) == {}
+    finally:
+        kept.release()
+
+
+def test_a_byte_order_mark_is_named(tmp_path):
+    """A file saved 'UTF-8 with BOM' (Notepad's way) was 'syntax: Invalid
+    statement (at line 1, column 1)', which names nothing to fix."""
+    path = tmp_path / "forkchat.toml"
+    path.write_bytes(b"\xef\xbb\xbf[server]\nname = 'x'\n")
+    with pytest.raises(config.ConfigInvalid) as caught:
+        config.load(str(path))
+    assert [str(e) for e in caught.value.errors] == \
+        [f"{path}:1: file: starts with a byte order mark (U+FEFF), which TOML does not "
+         f"allow; save it as UTF-8 without one"]
 
 
 @pytest.mark.timeout(10)

@@ -169,6 +169,51 @@ def test_every_client_option_is_documented() -> None:
     assert sorted(options - documented) == []
 
 
+@pytest.mark.parametrize("page", ["forkchat-server.8", "forkchat-client.1"])
+def test_every_documented_option_exists(page: str) -> None:
+    """The other direction: every option an item of OPTIONS names is one the
+    program takes (an option renamed or removed in the code would stay in
+    the page, and a user's command line would end in a usage error)."""
+    from forkchat import cli
+    from forkchat.client import app
+    parser = {"forkchat-server.8": cli.build_parser, "forkchat-client.1": app.build_parser}[page]()
+    options = {option for action in parser._actions for option in action.option_strings}
+    documented = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*",
+                                " ".join(section_item_tags(page)["OPTIONS"])))
+    assert sorted(documented - options) == []
+
+
+def help_default(option: str) -> str:
+    """The default forkchat-server --help states for an option."""
+    from forkchat import cli
+    action = next(a for a in cli.build_parser()._actions if option in a.option_strings)
+    found = re.search(r"\(default:? ([^)]+)\)", action.help or "")
+    assert found, action.help
+    return found.group(1)
+
+
+@pytest.mark.parametrize(("option", "item", "code_default"), [
+    ("--state-dir", "--state-dir dir", lambda config: config.Server().state_dir),
+    ("--log-level", "--log-level level", lambda config: config.Log().level),
+])
+def test_option_defaults_agree(option: str, item: str, code_default) -> None:
+    """An option's default is the same in --help, in its item of
+    forkchat-server(8) and in the code."""
+    from forkchat import config
+    value = code_default(config)
+    assert help_default(option) == value
+    assert value in item_text("forkchat-server.8", "OPTIONS", item)
+
+
+def test_client_help_lists_the_exit_statuses_of_its_page() -> None:
+    """forkchat-client --help ends with the exit statuses; they are the
+    page's EXIT STATUS items, no more and no fewer."""
+    from forkchat.client import app
+    epilog = app.build_parser().epilog or ""
+    listed = re.findall(r"^  (\d+) ", epilog.split("exit status:", 1)[1], re.MULTILINE)
+    assert set(listed) == exit_statuses("forkchat-client.1")
+
+
 CONFIG_SECTIONS = {"[server]": "Server", "[[listen]]": "Listener", "[limits]": "Limits",
                    "[[operators]]": "Operator", "[log]": "Log"}
 
@@ -317,6 +362,8 @@ def test_signals_documented() -> None:
     documented = " ".join(section_item_tags("forkchat-server.8")["SIGNALS"])
     names = {signum.name for signum in supervisor.SIGNAL_ACTIONS}
     assert sorted(name for name in names if name not in documented) == []
+    # and the other way: no item names a signal the supervisor ignores
+    assert sorted(set(re.findall(r"SIG[A-Z0-9]+", documented)) - names) == []
 
 
 def test_refusal_reasons_documented() -> None:
@@ -864,6 +911,15 @@ def test_every_environment_variable_read_is_documented() -> None:
     for page, names in (("forkchat-server.8", server), ("forkchat-client.1", client)):
         documented = " ".join(section_item_tags(page)["ENVIRONMENT"]).replace(",", " ").split()
         assert sorted(names - set(documented)) == [], page
+
+
+def test_every_documented_environment_variable_is_read() -> None:
+    """The other direction: each variable of forkchat-server(8)'s ENVIRONMENT
+    is one the server reads (COLUMNS through its help formatter)."""
+    from forkchat import systemd
+    read = environment_read(PACKAGE) | set(systemd.LISTEN_VARIABLES)
+    documented = " ".join(section_item_tags("forkchat-server.8")["ENVIRONMENT"]).split()
+    assert sorted(set(documented) - read) == []
 
 
 def test_files_sections_name_the_servers_files() -> None:

@@ -443,6 +443,26 @@ def test_a_store_reopened_where_another_server_holds_the_lock_does_not_wait(
             other.release()
 
 
+def test_a_state_dir_that_is_a_file_is_not_called_unwritable(tmp_path, monkeypatch, caplog):
+    """state_dir naming a file the server's user may not write: the broker
+    said "cannot be written: ... give it to that user (chown)", which cures
+    nothing, after the supervisor's "is not a directory".  It says why the
+    store is unavailable, as it does when the file is writable."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda each, mode, **kw:
+                        False if mode & os.W_OK and str(each) == str(afile)
+                        else access(each, mode, **kw))
+    assert store.not_writable(str(afile / store.FILENAME)) == []
+    with caplog.at_level(logging.WARNING, logger="forkchat.broker"):
+        opened = store.RoomStore(str(afile))
+    opened.release()
+    assert "chown" not in caplog.text
+    assert f"room store {afile / store.FILENAME} unavailable, rooms will not persist: " \
+           f"unable to open database file (Not a directory)" in caplog.text
+
+
 def test_a_store_left_by_a_run_as_root_is_named_with_all_it_needs_written(
         tmp_path, monkeypatch, caplog):
     """A run as root leaves the store, its lock file and the directory it

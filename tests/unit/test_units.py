@@ -124,9 +124,37 @@ def test_service_directive(key: str, value: str) -> None:
 
 def test_service_limits_fit_a_process_per_client_server() -> None:
     found = directives(UNITS / "forkchat.service")
-    assert int(found["TasksMax"][0]) > 5000      # default max_clients, plus broker
+    from forkchat import config, supervisor
+    clients = config.Limits().max_clients
+    assert int(found["TasksMax"][0]) > clients + supervisor.SERVER_OWN_PROCESSES
+    assert int(found["LimitNOFILE"][0]) > clients + supervisor.BROKER_OWN_FDS
     assert float(found["WatchdogSec"][0]) > 0
     assert float(found["TimeoutStopSec"][0]) > 0
+
+
+def test_restart_is_prevented_for_the_statuses_a_restart_cannot_cure() -> None:
+    """RestartPreventExitStatus= names the server's configuration error and
+    its halt after a broker kept dying, and nothing else, as
+    forkchat-server(8) says ("not after status 2 or 3"): status 1, a port in
+    use say, is worth a restart."""
+    from forkchat import cli, supervisor
+    found = directives(UNITS / "forkchat.service")["RestartPreventExitStatus"]
+    assert " ".join(found).split() == [str(cli.EXIT_USAGE), str(supervisor.BROKER_BOOT_ERROR)]
+    text = " ".join((MAN / "forkchat-server.8").read_text().split())
+    assert (f"but not after status {cli.EXIT_USAGE} or {supervisor.BROKER_BOOT_ERROR}, which "
+            f"a restart would not cure") in text
+
+
+def test_the_stop_timeout_outlasts_the_servers_own_stop() -> None:
+    """TimeoutStopSec= leaves the supervisor its whole stop (the workers'
+    grace, then the refusals of connections still queued) before systemd's
+    SIGKILL, so that clients get their ERROR line; and the watchdog's
+    interval exceeds the broker silence after which the pings stop."""
+    from forkchat import supervisor
+    found = directives(UNITS / "forkchat.service")
+    assert float(found["TimeoutStopSec"][0]) > 2 * (supervisor.STOP_GRACE_S
+                                                     + supervisor.STOP_REFUSALS_S)
+    assert float(found["WatchdogSec"][0]) > supervisor.BROKER_SILENT_S
 
 
 def test_socket_passes_an_irc_socket() -> None:
