@@ -254,10 +254,10 @@ def _render_message(msg: protocol.Message, own_nick: str) -> str | None:
         return f"* {sender}{' (private)' if private else ''} {text[8:-1]}"
     if text.startswith("\x01"):
         return None
+    if msg.command == "NOTICE":
+        return f"-{sender}-{' (private)' if private else ''} {text}"
     if private:
         return f"{sender} (private): {text}"
-    if msg.command == "NOTICE":
-        return f"-{sender}- {text}"
     return f"{sender}: {text}"
 
 

@@ -61,6 +61,9 @@ def test_long_chunk_splits_into_several_messages():
     (b":bob!b@h PRIVMSG #lobby :\x01ACTION waves\x01", b"* bob waves"),
     (b":bob!b@h PRIVMSG alice :psst", b"bob (private): psst"),
     (b":bob!b@h PRIVMSG Alice :\x01ACTION winks\x01", b"* bob (private) winks"),
+    # a notice stays a notice (a bot's or a service's), to the room or to us
+    (b":bob!b@h NOTICE #lobby :heads up", b"-bob- heads up"),
+    (b":bob!b@h NOTICE alice :just you", b"-bob- (private) just you"),
     (b":srv 001 alice :Welcome", None),
     (b":srv 404 alice #lobby :Cannot send to channel", b"Not sent: you cannot talk in #lobby now"),
     (b":srv 482 alice #lobby :You're not channel operator", None),
