@@ -76,6 +76,24 @@ def test_escape_sequences_never_reach_a_tutorial_terminal():
     assert tutorial.render(b":bob!b@h PRIVMSG #lobby :\x1b[2Jboo\x07", "alice") == b"bob: ?[2Jboo?"
 
 
+@pytest.mark.parametrize("text, shown", [
+    ("\x034red text\x03 plain", "red text plain"),      # irssi's Ctrl+C 4
+    ("\x0312,01blue on black\x0f", "blue on black"),
+    ("\x02bold\x02 \x1ditalic\x1d \x1funder\x1f \x16rev\x16 \x1estrike\x1e \x11mono\x11",
+     "bold italic under rev strike mono"),
+    ("\x04ff0000hex red\x04", "hex red"),
+    ("\x03,5 comma stays", ",5 comma stays"),            # no colour: only the code goes
+    ("99\x03 bottles", "99 bottles"),
+])
+def test_irc_formatting_is_dropped_not_shown_as_question_marks(text, shown):
+    """irssi's and WeeChat's colours and bold read '?4red text? plain' in a
+    tutorial terminal: the codes are IRC's markup, not text."""
+    line = f":bob!b@h PRIVMSG #lobby :{text}".encode()
+    assert tutorial.render(line, "alice") == f"bob: {shown}".encode()
+    topic = f":bob!b@h TOPIC #lobby :{text}".encode()
+    assert tutorial.render(topic, "alice") == f"bob set the topic: {shown}".encode()
+
+
 @pytest.mark.parametrize("line, joined, out", [
     (b":alice!a@h KICK #lobby tk :out", True, b"You were kicked from #lobby by alice: out"),
     (b":alice!a@h KICK #Lobby TK :caf\xc3\xa9", True,
