@@ -29,6 +29,12 @@ _NICK_JUNK = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}\-]")
 
 
 _CONTROLS = {code: "?" for code in [*range(32), 127]}
+# IRC's formatting codes (bold, colour with its numbers, hex colour, reset,
+# monospace, reverse, italics, strike-through, underline): an IRC client
+# draws them, and a tutorial terminal would read '?4red? bold'.
+_FORMATTING = re.compile(r"\x03(?:\d{1,2}(?:,\d{1,2})?)?"
+                         r"|\x04(?:[0-9a-fA-F]{6}(?:,[0-9a-fA-F]{6})?)?"
+                         r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]")
 
 # Why the default room refused the client, in the words of a chat-room user;
 # any other refusal is given in the server's own text.
@@ -54,8 +60,9 @@ _EXPLAINED = {
 
 
 def to_ascii(text: str) -> bytes:
-    """ASCII for the tutorial's decoder; control characters (ESC!) become '?'."""
-    return text.translate(_CONTROLS).encode("ascii", "replace")
+    """ASCII for the tutorial's decoder: IRC formatting codes dropped, other
+    control characters (ESC!) made '?'."""
+    return _FORMATTING.sub("", text).translate(_CONTROLS).encode("ascii", "replace")
 
 
 def clean_nick(chunk: bytes, nicklen: int) -> str:
@@ -254,10 +261,10 @@ def _render_message(msg: protocol.Message, own_nick: str) -> str | None:
         return f"* {sender}{' (private)' if private else ''} {text[8:-1]}"
     if text.startswith("\x01"):
         return None
+    if msg.command == "NOTICE":
+        return f"-{sender}-{' (private)' if private else ''} {text}"
     if private:
         return f"{sender} (private): {text}"
-    if msg.command == "NOTICE":
-        return f"-{sender}- {text}"
     return f"{sender}: {text}"
 
 

@@ -518,7 +518,15 @@ class Connection:
                 self.nick = nick
                 self._send_now(ircmsg.build("NICK", nick))
                 return True
-        self._fail(f"registration refused by {self.settings.address}: {self._refusal(msg)}")
+        reason = f"registration refused by {self.settings.address}: {self._refusal(msg)}"
+        if msg.command != "432" and self.registered_once and self._give_up_s is None:
+            # A password or a ban that a restarted server now asks: the
+            # full-screen interface keeps trying, as for a lost connection,
+            # where it ended, scrollback and all.  Line mode (which gives up)
+            # still ends at once, and so does a nick with nothing left to cut.
+            self._lost(reason)
+        else:
+            self._fail(reason)
         return True
 
     def _shorter_nick(self, msg: ircmsg.Message) -> str:

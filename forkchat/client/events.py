@@ -323,15 +323,25 @@ def _reason(text: str) -> str:
     return f" ({text})" if text else ""
 
 
+def _describe_topic(e: UiEvent) -> str:
+    """A TOPIC with no text removes the topic (irssi's `/topic -delete`):
+    "changed the topic to:" and nothing read as a line cut short."""
+    if not e.nick:
+        return f"Topic for {e.buffer}: {e.text}"
+    if not e.text:
+        return f"{e.nick} removed the topic of {e.buffer}"
+    return f"{e.nick} changed the topic of {e.buffer} to: {e.text}"
+
+
 DESCRIBE: dict[str, Callable[[UiEvent], str]] = {
     "join": lambda e: f"{e.nick} joined {e.buffer}",
     "part": lambda e: f"{e.nick} left {e.buffer}{_reason(e.text)}",
     "quit": lambda e: f"{e.nick} quit{_reason(e.text)}",
     "nick": lambda e: (f"You are now known as {e.other}" if e.own
                        else f"{e.nick} is now known as {e.other}"),
-    "kick": lambda e: f"{e.other} was kicked from {e.buffer} by {e.nick}{_reason(e.text)}",
-    "topic": lambda e: (f"{e.nick} changed the topic of {e.buffer} to: {e.text}" if e.nick
-                        else f"Topic for {e.buffer}: {e.text}"),
+    "kick": lambda e: (f"You were kicked from {e.buffer} by {e.nick}{_reason(e.text)}" if e.own
+                       else f"{e.other} was kicked from {e.buffer} by {e.nick}{_reason(e.text)}"),
+    "topic": _describe_topic,
     "mode": lambda e: f"{e.nick} sets mode {e.text} on {e.other}",
     "invite": lambda e: f"{e.nick} invites you to {e.other}",
     "names": lambda e: f"Members of {e.buffer}: {' '.join(e.names)}",

@@ -649,3 +649,24 @@ def test_a_held_list_is_shown_as_waited_for_and_its_refusal_where_it_was_typed(t
         assert any("LIST: Please wait a while and try again." in line for line in lines)
     finally:
         fake.close()
+
+
+def test_a_password_asked_only_at_a_reconnect_is_shown_and_retried(make_server, terminal):
+    """A server restarted with a password refused the reconnect, and the
+    full-screen interface ended there with its scrollback; it says why and
+    keeps trying (the man page: it keeps trying), until /quit."""
+    first = make_server()
+    port = first.port
+    term = terminal("-n", "locked", "-r", "#ops", f"127.0.0.1:{port}")
+    term.wait_text("locked joined #ops")
+    first.stop()
+    term.wait_text("reconnecting")
+    make_server(listen=[f"127.0.0.1:{port}"], extra_args=["--password", "sesame"])
+    term.keys("M-1")
+    term.wait_text("the server wants a password", timeout=30)
+    term.wait_for(lambda lines: "reconnecting in" in lines[HEIGHT - 2],
+                  "'reconnecting in' in the status line")
+    assert not any("CLIENT-EXIT" in line for line in term.screen())
+    term.type("/quit")
+    term.keys("Enter")
+    term.wait_text("CLIENT-EXIT=0")

@@ -61,6 +61,9 @@ def test_long_chunk_splits_into_several_messages():
     (b":bob!b@h PRIVMSG #lobby :\x01ACTION waves\x01", b"* bob waves"),
     (b":bob!b@h PRIVMSG alice :psst", b"bob (private): psst"),
     (b":bob!b@h PRIVMSG Alice :\x01ACTION winks\x01", b"* bob (private) winks"),
+    # a notice stays a notice (a bot's or a service's), to the room or to us
+    (b":bob!b@h NOTICE #lobby :heads up", b"-bob- heads up"),
+    (b":bob!b@h NOTICE alice :just you", b"-bob- (private) just you"),
     (b":srv 001 alice :Welcome", None),
     (b":srv 404 alice #lobby :Cannot send to channel", b"Not sent: you cannot talk in #lobby now"),
     (b":srv 482 alice #lobby :You're not channel operator", None),
@@ -71,6 +74,24 @@ def test_render(line, out):
 
 def test_escape_sequences_never_reach_a_tutorial_terminal():
     assert tutorial.render(b":bob!b@h PRIVMSG #lobby :\x1b[2Jboo\x07", "alice") == b"bob: ?[2Jboo?"
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("\x034red text\x03 plain", "red text plain"),      # irssi's Ctrl+C 4
+    ("\x0312,01blue on black\x0f", "blue on black"),
+    ("\x02bold\x02 \x1ditalic\x1d \x1funder\x1f \x16rev\x16 \x1estrike\x1e \x11mono\x11",
+     "bold italic under rev strike mono"),
+    ("\x04ff0000hex red\x04", "hex red"),
+    ("\x03,5 comma stays", ",5 comma stays"),            # no colour: only the code goes
+    ("99\x03 bottles", "99 bottles"),
+])
+def test_irc_formatting_is_dropped_not_shown_as_question_marks(text, shown):
+    """irssi's and WeeChat's colours and bold read '?4red text? plain' in a
+    tutorial terminal: the codes are IRC's markup, not text."""
+    line = f":bob!b@h PRIVMSG #lobby :{text}".encode()
+    assert tutorial.render(line, "alice") == f"bob: {shown}".encode()
+    topic = f":bob!b@h TOPIC #lobby :{text}".encode()
+    assert tutorial.render(topic, "alice") == f"bob set the topic: {shown}".encode()
 
 
 @pytest.mark.parametrize("line, joined, out", [

@@ -1058,3 +1058,44 @@ def test_the_servers_text_lengths_are_forgotten_on_a_reconnect(peer, bob):
     harness.until(lambda: "KICKLEN" in harness.conn.lengths
                   and harness.conn.lengths["KICKLEN"] == 300, "the new 005")
     assert harness.conn.lengths == {"KICKLEN": 300}
+
+
+@pytest.mark.parametrize("refusal, said", [
+    (":srv 464 * :Password incorrect", "the server wants a password"),
+    (":srv 465 * :You are banned from this server", "you are banned from this server"),
+])
+def test_a_refusal_at_a_reconnect_is_retried_in_the_full_screen_interface(
+        peer, monkeypatch, refusal, said):
+    """A server restarted with a password (or a ban) refused the reconnect,
+    and the full-screen interface ended with its scrollback, where the man
+    page says it keeps trying (as irssi and WeeChat do): the refusal is shown
+    and the next try waits its turn."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.register()
+    reconnect_until_nick(harness, peer)
+    peer.send(refusal)
+    harness.until(lambda: harness.conn.state in ("waiting", "connecting", "closed"), "the refusal")
+    assert not harness.conn.closed, harness.conn.fatal
+    lost = [e.text for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
+    assert said in lost[-1] and "reconnecting in" in lost[-1]
+    close_peer_side(peer)
+    harness.seen, peer.buffer = [], b""
+    harness.until(lambda: harness.conn.state == "connecting", "trying again")
+    peer.accept()
+    harness.expect_line("USER forkchat 0 * :forkchat client")
+    peer.send(":srv 001 bob :Welcome")
+    harness.expect_line("JOIN #lobby")
+
+
+def test_a_refusal_at_a_reconnect_ends_line_mode(peer, monkeypatch):
+    """Line mode (which gives up after a while) ends at once on a refusal,
+    with the reason, so that a script fails fast."""
+    monkeypatch.setattr(connection, "RECONNECT_DELAYS_S", (0.01,))
+    harness = Harness(peer, nick="bob")
+    harness.conn._give_up_s = 120.0
+    harness.register()
+    reconnect_until_nick(harness, peer)
+    peer.send(":srv 464 * :Password incorrect")
+    harness.until(lambda: harness.conn.closed, "the end")
+    assert "the server wants a password" in harness.conn.fatal

@@ -32,8 +32,12 @@ def line_for(raw: str, me: str = "bob", current: str = "#lobby") -> list[str]:
     (":alice!a@h NICK alicia", "09:05 * alice is now known as alicia"),
     (":bob!b@h NICK robert", "09:05 * You are now known as robert"),
     (":BOB!b@h NICK robert", "09:05 * You are now known as robert"),
-    (":op!a@h KICK #lobby bob :behave", "09:05 * bob was kicked from #lobby by op (behave)"),
+    (":op!a@h KICK #lobby alice :behave", "09:05 * alice was kicked from #lobby by op (behave)"),
+    (":op!a@h KICK #lobby bob :behave", "09:05 * You were kicked from #lobby by op (behave)"),
+    (":op!a@h KICK #lobby BOB", "09:05 * You were kicked from #lobby by op"),
     (":op!a@h TOPIC #lobby :new topic", "09:05 * op changed the topic of #lobby to: new topic"),
+    # irssi's /topic -delete, weechat's /topic -delete: the topic is removed
+    (":op!a@h TOPIC #lobby :", "09:05 * op removed the topic of #lobby"),
     (":srv 332 bob #lobby :the topic", "09:05 * Topic for #lobby: the topic"),
     (":srv 353 bob = #lobby :@op bob", "09:05 * Members of #lobby: @op bob"),
     # a nick list is remote text too: no escape sequence or backspace in it
