@@ -1,9 +1,9 @@
 """forkchat-server's command line: options, config checks, exit codes.
 
 Exit status: 0 after a clean stop, 1 when the server cannot start (a port
-in use) or a command's output cannot be written, 2 for a bad command line or configuration, 3 when the broker
-keeps dying.  User-facing failures are one sentence on stderr, never a
-traceback.
+in use) or a command's output cannot be written, 2 for a bad command line
+or configuration, 3 when the broker keeps dying.  User-facing failures are
+one sentence on stderr, never a traceback.
 """
 
 from __future__ import annotations
