@@ -461,6 +461,7 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
         if operator is not None:
             errors.extend(where.error("operators", key, problem, index)
                           for key, problem in operator_problems(operator))
+    errors.extend(_repeated_operators(config.operators, where))
     roomlen = config.limits.roomlen      # a bad roomlen is reported once, above
     if roomlen > 0 and not protocol.valid_room(config.server.default_room, roomlen):
         errors.append(where.error(
@@ -520,6 +521,33 @@ def operator_problems(operator: Operator) -> list[tuple[str, str]]:
                                      f"line, and lines are at most "
                                      f"{protocol.MAX_LINE_BYTES} bytes"))
     return problems
+
+
+REPEATED_OPERATOR = "an operator has one block (with two, either password is accepted)"
+
+
+def _repeated_operators(operators: tuple[Operator | None, ...],
+                        where: _Locator) -> list[ConfigError]:
+    """An error on each block that names an operator named before.
+
+    OPER tries every block of the name, so two blocks were two passwords:
+    a block added with a new password, the old one left above it, kept the
+    old password valid without a word.
+    """
+    errors: list[ConfigError] = []
+    first: dict[str, int] = {}
+    for index, operator in enumerate(operators):
+        if operator is None:
+            continue
+        if operator.name not in first:
+            first[operator.name] = index
+            continue
+        earlier = where.error("operators", "name", "", first[operator.name])
+        errors.append(where.error(
+            "operators", "name", f"{operator.name!r} is the name of "
+                                 f"{earlier.key.split('.')[0]} too (line {earlier.line}): "
+                                 f"{REPEATED_OPERATOR}", index))
+    return errors
 
 
 def _oper_line_bytes(operator: Operator) -> int:

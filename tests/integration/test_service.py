@@ -455,3 +455,18 @@ def test_check_config_warns_of_two_listeners_on_one_port(tmp_path):
     assert len(warnings) == 1
     assert "warning: listen[1] (0.0.0.0:6667) clashes with listen[0] (127.0.0.1:6667)" \
         in warnings[0]
+
+
+def test_an_operator_named_twice_is_refused_by_check_config_and_start(tmp_path):
+    """Both blocks loaded, and OPER took the old password beside the new."""
+    twice = tmp_path / "twice.toml"
+    twice.write_text('[[operators]]\nname = "op"\npassword = "old"\n\n'
+                     '[[operators]]\nname = "op"\npassword = "new"\n')
+    wanted = (f"forkchat-server: {twice}:6: operators[1].name: 'op' is the name of "
+              f"operators[0] too (line 2): an operator has one block (with two, either "
+              f"password is accepted)\n")
+    checked = run_server("-c", str(twice), "--check-config")
+    assert (checked.returncode, checked.stdout, checked.stderr) == (2, "", wanted)
+    started = run_server("-c", str(twice), "-l", "127.0.0.1:0", "--state-dir",
+                         str(tmp_path / "state"))
+    assert (started.returncode, started.stderr) == (2, wanted)

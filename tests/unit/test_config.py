@@ -652,6 +652,31 @@ def test_an_operator_name_and_password_must_fit_one_oper_line(tmp_path):
     assert len(operator_errors(tmp_path, "o" * 504, hashed)) == 1
 
 
+REPEATED = "an operator has one block (with two, either password is accepted)"
+
+
+@pytest.mark.parametrize(("text", "wanted"), [
+    ('[[operators]]\nname = "alice"\npassword = "old"\n\n[[operators]]\nname = "bob"\n'
+     'password = "b"\n\n[[operators]]\npassword = "new"\nname = "alice"\n',
+     [f":11: operators[2].name: 'alice' is the name of operators[0] too (line 2): {REPEATED}"]),
+    ('operators = [{name = "op", password = "a"}, {name = "op", password = "b"},\n'
+     '             {name = "op", password = "c"}]\n',
+     [f":1: operators[1].name: 'op' is the name of operators[0] too (line 1): {REPEATED}",
+      f":1: operators[2].name: 'op' is the name of operators[0] too (line 1): {REPEATED}"]),
+])
+def test_an_operator_named_twice_is_an_error(tmp_path, text, wanted):
+    """Two blocks of one name loaded without a word, and OPER tried both: a
+    block added with a new password left the old one valid beside it."""
+    assert errors_of(tmp_path, text) == wanted
+
+
+def test_operator_names_differing_in_case_are_two_operators(tmp_path):
+    """OPER compares names case-sensitively: Op and op are not one name."""
+    loaded = loads(tmp_path, 'operators = [{name = "op", password = "a"}, '
+                             '{name = "Op", password = "b"}]\n')
+    assert [operator.name for operator in loaded.operators] == ["op", "Op"]
+
+
 @pytest.mark.parametrize("name, password", [("op", "a b"), ("Élise", ":colon"),
                                             ("a:b", "tab\tin"), ("[ops]", "x")])
 def test_operators_oper_can_carry_load(tmp_path, name, password):
