@@ -470,3 +470,13 @@ def test_an_operator_named_twice_is_refused_by_check_config_and_start(tmp_path):
     started = run_server("-c", str(twice), "-l", "127.0.0.1:0", "--state-dir",
                          str(tmp_path / "state"))
     assert (started.returncode, started.stderr) == (2, wanted)
+
+
+@pytest.mark.parametrize("address", ["0x7f.1", "127.1"])
+def test_an_ipv4_address_not_in_dotted_quad_form_stops_a_start(address, tmp_path):
+    """-l 0x7f.1:0 served 127.0.0.1 (inet_aton's hexadecimal form, taken for
+    a host name), while -l 127.1:0 was refused: both are usage errors now."""
+    result = run_server("-l", f"{address}:0", "--state-dir", str(tmp_path / "state"))
+    assert (result.returncode, result.stderr) == (
+        2, f"forkchat-server: bad address in '{address}:0': '{address}' is not an IPv4 address "
+           f"in dotted-quad form (four decimal numbers from 0 to 255, as in 127.0.0.1)\n")

@@ -368,11 +368,14 @@ def test_type_errors_name_toml_types_and_zero_is_offered_where_allowed(tmp_path,
 
 # -- [[listen]] entries that bind() would refuse -----------------------------------------
 
+DOTTED_QUAD = "in dotted-quad form (four decimal numbers from 0 to 255, as in 127.0.0.1)"
+
+
 @pytest.mark.parametrize(("address", "wanted"), [
     ("not an address", "'not an address': must be an IP address or a host name, such as "
                        "0.0.0.0, :: or chat.example.org"),
-    ("300.1.1.1", "'300.1.1.1' is not an IPv4 address"),
-    ("1.2.3", "'1.2.3' is not an IPv4 address"),
+    ("300.1.1.1", f"'300.1.1.1' is not an IPv4 address {DOTTED_QUAD}"),
+    ("1.2.3", f"'1.2.3' is not an IPv4 address {DOTTED_QUAD}"),
     ("::g", "'::g' is not an IPv6 address"),
     ("[::1]", 'an IPv6 address is written without brackets here, as in "::1"'),
     ("127.0.0.1:6667", "'127.0.0.1:6667': the port goes in the port key, the address alone here"),
@@ -385,6 +388,34 @@ def test_an_address_that_cannot_be_bound_is_an_error(tmp_path, address, wanted):
     """They passed --check-config and stopped the server at start (exit 1)."""
     assert errors_of(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 7000\n') == \
         [f":2: listen[0].address: {wanted}"]
+
+
+# The forms inet_aton(3) reads, as bind()'s name lookup does: "0x7f.1" was
+# taken for a host name and bound 127.0.0.1, while "127.1" was refused.
+INET_ATON_FORMS = ["0x7f.1", "0x7f.0.0.1", "0X7F.0.0.1", "0x7f000001", "0x7f", "127.1",
+                   "2130706433", "017.0.0.1", "127.0.0.01", "0177.1", "127.0.0.1."]
+
+
+@pytest.mark.parametrize("address", INET_ATON_FORMS)
+def test_an_ipv4_address_not_in_dotted_quad_form_is_an_error(tmp_path, address):
+    assert errors_of(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 7000\n') == \
+        [f":2: listen[0].address: '{address}' is not an IPv4 address {DOTTED_QUAD}"]
+
+
+@pytest.mark.parametrize("address", INET_ATON_FORMS)
+def test_listen_option_takes_ipv4_in_dotted_quad_form_only(address):
+    """-l follows the file's rule."""
+    with pytest.raises(ValueError) as caught:
+        config.parse_hostport(f"{address}:7000")
+    assert str(caught.value) == (f"bad address in '{address}:7000': '{address}' is not an "
+                                 f"IPv4 address {DOTTED_QUAD}")
+
+
+@pytest.mark.parametrize("address", ["0x7f.example.org", "a.0x1", "deadbeef", "1e3"])
+def test_host_names_with_hexadecimal_looks_load(tmp_path, address):
+    """Not numbers to inet_aton(3): names, looked up when bound."""
+    assert loads(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 0\n').listen[0].address \
+        == address
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0", "::", "127.0.0.1", "::1", "fe80::1%lo",
