@@ -480,3 +480,21 @@ def test_an_ipv4_address_not_in_dotted_quad_form_stops_a_start(address, tmp_path
     assert (result.returncode, result.stderr) == (
         2, f"forkchat-server: bad address in '{address}:0': '{address}' is not an IPv4 address "
            f"in dotted-quad form (four decimal numbers from 0 to 255, as in 127.0.0.1)\n")
+
+
+@pytest.mark.parametrize(("password", "wanted"), [
+    ("scrypt$nope", "malformed scrypt hash (make one with forkchat-server --hash-password)"),
+    ("two\nlines", "a plain password cannot hold CR, LF or NUL: no PASS line carries them"),
+    ("x" * 506, "PASS with this password is a 513-byte line, and lines are at most 512 bytes"),
+])
+def test_a_password_option_no_pass_can_match_is_a_usage_error(password, wanted):
+    """The file refused password = "scrypt$nope"; --password took it, and
+    then every client's PASS failed: no one could register."""
+    result = run_server("--password", password, "--check-config")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2, "", f"forkchat-server: --password: {wanted}\n")
+
+
+def test_the_longest_password_a_pass_line_carries_is_taken():
+    result = run_server("--password", "x" * 505, "--check-config")
+    assert result.returncode == 0, result.stderr

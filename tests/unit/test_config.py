@@ -708,6 +708,27 @@ def test_operator_names_differing_in_case_are_two_operators(tmp_path):
     assert [operator.name for operator in loaded.operators] == ["op", "Op"]
 
 
+@pytest.mark.parametrize(("password", "wanted"), [
+    ("two\nlines", "a plain password cannot hold CR, LF or NUL: no PASS line carries them"),
+    ("nul\0", "a plain password cannot hold CR, LF or NUL: no PASS line carries them"),
+    ("x" * 506, "PASS with this password is a 513-byte line, and lines are at most 512 bytes"),
+    ("a " + "x" * 503, "PASS with this password is a 513-byte line, and lines are at most "
+                       "512 bytes"),     # after a colon, one byte more
+])
+def test_a_server_password_no_pass_line_carries_is_an_error(tmp_path, password, wanted):
+    """It loaded, and no client could register: PASS never carries CR, LF
+    or NUL, nor a line past 512 bytes."""
+    assert errors_of(tmp_path, f"[server]\npassword = {json.dumps(password)}\n") == \
+        [f":2: server.password: {wanted}"]
+
+
+@pytest.mark.parametrize("password", ["x" * 505, "a " + "x" * 502, "tab\tin", "", "scrypt$" +
+                                      "16384$8$1$00$00"])
+def test_server_passwords_pass_can_carry_load(tmp_path, password):
+    assert loads(tmp_path, f"[server]\npassword = {json.dumps(password)}\n").server.password \
+        == password
+
+
 @pytest.mark.parametrize("name, password", [("op", "a b"), ("Élise", ":colon"),
                                             ("a:b", "tab\tin"), ("[ops]", "x")])
 def test_operators_oper_can_carry_load(tmp_path, name, password):
