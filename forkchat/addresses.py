@@ -13,7 +13,14 @@ import re
 
 # RFC 1123 host names: dot-separated labels of letters, digits and hyphens.
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")
+# Text the C library reads as an IPv4 number (inet_aton(3), as bind()'s
+# name lookup does): parts that are decimal, octal (a leading 0) or
+# hexadecimal (0x) numbers.  "0x7f.1" passed as a host name and bound
+# 127.0.0.1, while "127.1" was refused: only the dotted quad of four
+# decimal numbers is an IPv4 address here, the rest of these are errors.
+_NUMBER = r"(?:[0-9]+|0[xX][0-9A-Fa-f]*)"
+_DOTTED_NUMBERS = re.compile(rf"^{_NUMBER}(?:\.{_NUMBER})*\.?$|^[0-9.]+$")
+NOT_A_DOTTED_QUAD = "in dotted-quad form (four decimal numbers from 0 to 255, as in 127.0.0.1)"
 MAX_HOST_NAME = 253
 # Binding these takes the port on every address: 0.0.0.0 (and Python's "")
 # on every IPv4 one, and "::", bound dual-stack here, on every address at all.
@@ -25,8 +32,10 @@ BAD_ADDRESS = "must be an IP address or a host name, such as 0.0.0.0, :: or chat
 def problem(address: str) -> str | None:
     """Why `address` can never be bound, or None.
 
-    IPv4 addresses (other than "") and IPv6 ones must be valid literals; any
-    other text must be a host name.  The listener's socket family is chosen
+    IPv4 addresses (other than "") and IPv6 ones must be valid literals, an
+    IPv4 one in dotted-quad form (text of numbers and dots, or the
+    hexadecimal numbers inet_aton(3) reads, is taken for one); any other
+    text must be a host name.  The listener's socket family is chosen
     by whether the text holds a colon, so brackets and a port are errors
     (an IPv6 address has at least two colons).
     """
@@ -40,8 +49,9 @@ def problem(address: str) -> str | None:
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            kind = "IPv6" if ":" in address else "IPv4"
-            return f"{address!r} is not an {kind} address"
+            if ":" in address:
+                return f"{address!r} is not an IPv6 address"
+            return f"{address!r} is not an IPv4 address {NOT_A_DOTTED_QUAD}"
         return None
     name = address.removesuffix(".")
     if len(name) > MAX_HOST_NAME or not all(_LABEL.match(label) for label in name.split(".")):

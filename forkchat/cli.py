@@ -109,6 +109,8 @@ def apply_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
             raise ValueError(f"--{key.replace('_', '-')} '': {problem}")
         if value is not None:
             server = dataclasses.replace(server, **{key: value})
+    if args.password and (problem := config.server_password_problem(args.password)):
+        raise ValueError(f"--password: {problem}")     # not echoed: it is a secret
     cfg = dataclasses.replace(cfg, server=server)
     if args.log_level:
         cfg = dataclasses.replace(cfg, log=config.Log(level=args.log_level))

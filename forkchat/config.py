@@ -455,12 +455,13 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
                                       f"must be at most {MAX_SECONDS:.0f} seconds (one day)"))
     if config.log.level not in LOG_LEVELS:
         errors.append(where.error("log", "level", f"must be one of {', '.join(LOG_LEVELS)}"))
-    if not passwords.valid_hash(config.server.password):
-        errors.append(where.error("server", "password", BAD_HASH))
+    if (problem := server_password_problem(config.server.password)) is not None:
+        errors.append(where.error("server", "password", problem))
     for index, operator in enumerate(config.operators):
         if operator is not None:
             errors.extend(where.error("operators", key, problem, index)
                           for key, problem in operator_problems(operator))
+    errors.extend(_repeated_operators(config.operators, where))
     roomlen = config.limits.roomlen      # a bad roomlen is reported once, above
     if roomlen > 0 and not protocol.valid_room(config.server.default_room, roomlen):
         errors.append(where.error(
@@ -522,13 +523,65 @@ def operator_problems(operator: Operator) -> list[tuple[str, str]]:
     return problems
 
 
+REPEATED_OPERATOR = "an operator has one block (with two, either password is accepted)"
+
+
+def _repeated_operators(operators: tuple[Operator | None, ...],
+                        where: _Locator) -> list[ConfigError]:
+    """An error on each block that names an operator named before.
+
+    OPER tries every block of the name, so two blocks were two passwords:
+    a block added with a new password, the old one left above it, kept the
+    old password valid without a word.
+    """
+    errors: list[ConfigError] = []
+    first: dict[str, int] = {}
+    for index, operator in enumerate(operators):
+        if operator is None:
+            continue
+        if operator.name not in first:
+            first[operator.name] = index
+            continue
+        earlier = where.error("operators", "name", "", first[operator.name])
+        errors.append(where.error(
+            "operators", "name", f"{operator.name!r} is the name of "
+                                 f"{earlier.key.split('.')[0]} too (line {earlier.line}): "
+                                 f"{REPEATED_OPERATOR}", index))
+    return errors
+
+
 def _oper_line_bytes(operator: Operator) -> int:
     """The length of the shortest OPER line that carries this name and
     password, CRLF included (a hash's password may be one character)."""
     given = "x" if passwords.is_hashed(operator.password) else operator.password
-    if " " in given or given.startswith(":"):
-        given = ":" + given
-    return len(f"OPER {operator.name} {given}\r\n".encode())
+    return _line_bytes(f"OPER {operator.name}", given)
+
+
+def _line_bytes(start: str, password: str) -> int:
+    """The length of `start` and `password` as a line's last parameter."""
+    if " " in password or password.startswith(":"):
+        password = ":" + password
+    return len(f"{start} {password}\r\n".encode())
+
+
+# As for an operator's: a plain server password that no PASS line can
+# carry loaded without a word, and then no client could register.
+BAD_PASS_PASSWORD = "a plain password cannot hold CR, LF or NUL: no PASS line carries them"
+
+
+def server_password_problem(password: str) -> str | None:
+    """Why no client could ever give `password` (file or --password), or
+    None; an empty one is no password at all."""
+    if not passwords.valid_hash(password):
+        return BAD_HASH
+    if passwords.is_hashed(password) or not password:
+        return None
+    if any(char in password for char in "\r\n\0"):
+        return BAD_PASS_PASSWORD
+    if (size := _line_bytes("PASS", password)) > protocol.MAX_LINE_BYTES:
+        return (f"PASS with this password is a {size}-byte line, and lines are at most "
+                f"{protocol.MAX_LINE_BYTES} bytes")
+    return None
 
 
 # state_dir = "" put the room store in whatever directory the server was

@@ -2,7 +2,8 @@
 
 On a terminal the full-screen curses interface runs (`tui`); when stdin or
 stdout is not a terminal, or with --line, line mode runs (`linemode`).  Usage
-errors exit 2, runtime failures 1, both with one line on stderr.
+errors exit 2, runtime failures 1 (standard output that cannot be written
+too), both with one line on stderr.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ NICK_PROMPT = "Choose your nickname: "
 NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*\Z")
 # NICK_RE in words, for every message that refuses a nickname.
 NICK_RULE = "an ASCII letter or one of [ ] \\ ` _ ^ { | } first, then only those, digits and -"
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -52,8 +54,9 @@ modes:
 exit status:
   0    every line was sent (line mode), or the interface was left
   1    could not connect or register, or lost the server for good; in line
-       mode also a line the server rejected, an invalid /command, or lines
-       a signal left unsent; TERM names a terminal type unknown here (set
+       mode also a line the server rejected, an invalid /command, lines
+       a signal left unsent, or stdout that could not be written (the
+       lines are still sent); TERM names a terminal type unknown here (set
        another or use --line)
   2    usage error (option, nickname, room, address, password or CA file)
   130  Ctrl+C in line mode (every line sent), or at the nickname question
@@ -66,7 +69,11 @@ example (from cron: stdout to /dev/null, so only a failure is mailed):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="forkchat-client", description="Terminal chat client for forkchat and any IRC server.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    # answered by main() with write_out: argparse's help action drops a
+    # write error (--help > /dev/full lost the text and exited 0)
+    parser.add_argument("-h", "--help", action="store_true",
+                        help="show this help message and exit")
     parser.add_argument("address", nargs="?", metavar="HOST[:PORT]",
                         help=f"server (default {DEFAULT_HOST}:{DEFAULT_PORT}, "
                              f"{DEFAULT_TLS_PORT} with --tls)")
@@ -267,9 +274,31 @@ def _reopen_closed_stdio() -> None:
         sys.stderr = open(2, "w", closefd=False)
 
 
+def write_out(text: str) -> int:
+    """Write `text` on standard output: 0, or EXIT_FAILURE with one line on
+    standard error when it cannot be written (a full disk, a reader gone).
+
+    The bytes go straight to descriptor 1: a write error left in print's
+    buffer comes back at exit, as an "Exception ignored" line.
+    """
+    data = text.encode()
+    try:
+        sys.stdout.flush()
+        while data:
+            data = data[os.write(sys.stdout.fileno(), data):]
+    except OSError as exc:
+        print(f"forkchat-client: cannot write to standard output: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _reopen_closed_stdio()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.help:
+        return write_out(parser.format_help())
     tui_mode = use_tui(args)
     if tui_mode:
         from forkchat.client import tui  # curses is only needed here

@@ -18,10 +18,10 @@ is still queued then is dropped and counted; a second signal ends at once.
 
 Exit status: 0 when every line was delivered; 1 when the connection or the
 registration failed, the server went away for good, the server rejected
-a line (no such room, cannot send, a wrong OPER password, no privilege), or
-a signal left lines unsent; 130 on Ctrl+C once every line was sent.  The
-reading of stdin starts after registration, so nothing typed early is lost
-or reordered.
+a line (no such room, cannot send, a wrong OPER password, no privilege),
+a signal left lines unsent, or stdout could not be written; 130 on Ctrl+C
+once every line was sent.  The reading of stdin starts after registration,
+so nothing typed early is lost or reordered.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ class LineMode:
         self._signal = 0                  # the first SIGTERM/SIGINT/SIGHUP, 0 before
         self._drain_until: float | None = None   # when the queue's time after it is up
         self._dropped = 0                 # lines still queued when the client had to go
+        self._output_lost = False         # stdout could not be written: the run fails
 
     def run(self) -> int:
         with wakeup.catching(SIGNAL_REASONS) as wake:
@@ -127,7 +128,7 @@ class LineMode:
                            f"{SIGNAL_NAMES.get(self._signal, 'a signal')} came before they went out")
         if self.failures:
             self._complain(f"{self.failures} line(s) refused or not delivered")
-        if self.failures or self._dropped:
+        if self.failures or self._dropped or self._output_lost:
             return 1
         return SIGNAL_STATUS.get(self._signal, 0)
 
@@ -380,11 +381,17 @@ class LineMode:
             self.current = self._next_room()
 
     def _print(self, text: str) -> None:
+        """A line on stdout.  When it cannot be written (a reader gone, as
+        under `| head -1`, a full disk, a terminal hung up) the lines from
+        stdin are still sent, but the run fails (status 1): it said 0 with
+        every event lost."""
         try:
             self._out.write(text + "\n")
             self._out.flush()
-        except OSError:     # reader went away (| head), the terminal hung up (EIO)
-            self._out = open(os.devnull, "w")  # go on quietly
+        except OSError as exc:
+            self._out = open(os.devnull, "w")
+            self._output_lost = True
+            self._complain(f"cannot write to standard output: {exc.strerror or exc}")
 
     def _complain(self, text: str) -> None:
         """A line on stderr; a reader of it that went away (`2>&1 | head -1`,

@@ -74,3 +74,26 @@ def test_a_failed_reload_logs_each_problem_on_a_line_of_its_own(make_server):
     assert any("limits.nicklen" in line for line in failed), failed
     assert any("limits.max_clients" in line for line in failed), failed
     assert all(" ERROR " in line for line in failed), failed
+
+
+def test_a_reload_naming_an_operator_twice_keeps_the_running_operators(make_server):
+    """A block added with a new password, the old one left above it: the
+    reload took both, and OPER accepted either password."""
+    server = make_server(config_text=TEST_LIMITS +
+                         '[[operators]]\nname = "admin"\npassword = "old"\n')
+    server.write_config(TEST_LIMITS + '[[operators]]\nname = "admin"\npassword = "old"\n'
+                        '[[operators]]\nname = "admin"\npassword = "new"\n')
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    failed = server.wait_for_text("reload failed", start=mark)
+    assert " ERROR " in failed and "operators[1].name: 'admin' is the name of " \
+        "operators[0] too" in failed, failed
+    old, new = IrcTestClient(server.port), IrcTestClient(server.port)
+    old.register("olduser")
+    old.send("OPER admin old")
+    old.expect("381")
+    new.register("newuser")
+    new.send("OPER admin new")
+    new.expect("464")
+    old.close()
+    new.close()

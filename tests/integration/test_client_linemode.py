@@ -592,3 +592,27 @@ def test_a_signal_counts_the_lines_it_could_not_send(server, registered, line_cl
     [complaint] = client.wait_for(r"not sent", where="err")
     dropped = int(re.search(r"(\d+) line\(s\) not sent: SIGTERM", complaint).group(1))
     assert texts == lines[1:len(lines) - dropped] and dropped > 0
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed pipe"])
+def test_output_that_cannot_be_written_fails_the_run_but_sends_the_lines(server, registered,
+                                                                         stdout):
+    """`forkchat-client ... > /dev/full` and `... | head -0` lost every event
+    without a word and exited 0; the lines piped in still go out."""
+    watcher = watcher_in(registered, "#ops")
+    if stdout == "full":
+        target, reason = os.open("/dev/full", os.O_WRONLY), "No space left on device"
+    else:
+        reader, target = os.pipe()
+        os.close(reader)
+        reason = "Broken pipe"
+    try:
+        result = subprocess.run(CLIENT + ["-n", "lost", "-r", "#ops", f"127.0.0.1:{server.port}"],
+                                input=b"one\ntwo\n", stdout=target, stderr=subprocess.PIPE,
+                                env=client_env(), cwd=REPO, timeout=30)
+    finally:
+        os.close(target)
+    assert (result.returncode, result.stderr.decode()) == (
+        1, f"forkchat-client: cannot write to standard output: {reason}\n")
+    expect_privmsg(watcher, "lost", "#ops", "one")
+    expect_privmsg(watcher, "lost", "#ops", "two")

@@ -455,3 +455,46 @@ def test_check_config_warns_of_two_listeners_on_one_port(tmp_path):
     assert len(warnings) == 1
     assert "warning: listen[1] (0.0.0.0:6667) clashes with listen[0] (127.0.0.1:6667)" \
         in warnings[0]
+
+
+def test_an_operator_named_twice_is_refused_by_check_config_and_start(tmp_path):
+    """Both blocks loaded, and OPER took the old password beside the new."""
+    twice = tmp_path / "twice.toml"
+    twice.write_text('[[operators]]\nname = "op"\npassword = "old"\n\n'
+                     '[[operators]]\nname = "op"\npassword = "new"\n')
+    wanted = (f"forkchat-server: {twice}:6: operators[1].name: 'op' is the name of "
+              f"operators[0] too (line 2): an operator has one block (with two, either "
+              f"password is accepted)\n")
+    checked = run_server("-c", str(twice), "--check-config")
+    assert (checked.returncode, checked.stdout, checked.stderr) == (2, "", wanted)
+    started = run_server("-c", str(twice), "-l", "127.0.0.1:0", "--state-dir",
+                         str(tmp_path / "state"))
+    assert (started.returncode, started.stderr) == (2, wanted)
+
+
+@pytest.mark.parametrize("address", ["0x7f.1", "127.1"])
+def test_an_ipv4_address_not_in_dotted_quad_form_stops_a_start(address, tmp_path):
+    """-l 0x7f.1:0 served 127.0.0.1 (inet_aton's hexadecimal form, taken for
+    a host name), while -l 127.1:0 was refused: both are usage errors now."""
+    result = run_server("-l", f"{address}:0", "--state-dir", str(tmp_path / "state"))
+    assert (result.returncode, result.stderr) == (
+        2, f"forkchat-server: bad address in '{address}:0': '{address}' is not an IPv4 address "
+           f"in dotted-quad form (four decimal numbers from 0 to 255, as in 127.0.0.1)\n")
+
+
+@pytest.mark.parametrize(("password", "wanted"), [
+    ("scrypt$nope", "malformed scrypt hash (make one with forkchat-server --hash-password)"),
+    ("two\nlines", "a plain password cannot hold CR, LF or NUL: no PASS line carries them"),
+    ("x" * 506, "PASS with this password is a 513-byte line, and lines are at most 512 bytes"),
+])
+def test_a_password_option_no_pass_can_match_is_a_usage_error(password, wanted):
+    """The file refused password = "scrypt$nope"; --password took it, and
+    then every client's PASS failed: no one could register."""
+    result = run_server("--password", password, "--check-config")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2, "", f"forkchat-server: --password: {wanted}\n")
+
+
+def test_the_longest_password_a_pass_line_carries_is_taken():
+    result = run_server("--password", "x" * 505, "--check-config")
+    assert result.returncode == 0, result.stderr

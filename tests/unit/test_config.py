@@ -368,11 +368,14 @@ def test_type_errors_name_toml_types_and_zero_is_offered_where_allowed(tmp_path,
 
 # -- [[listen]] entries that bind() would refuse -----------------------------------------
 
+DOTTED_QUAD = "in dotted-quad form (four decimal numbers from 0 to 255, as in 127.0.0.1)"
+
+
 @pytest.mark.parametrize(("address", "wanted"), [
     ("not an address", "'not an address': must be an IP address or a host name, such as "
                        "0.0.0.0, :: or chat.example.org"),
-    ("300.1.1.1", "'300.1.1.1' is not an IPv4 address"),
-    ("1.2.3", "'1.2.3' is not an IPv4 address"),
+    ("300.1.1.1", f"'300.1.1.1' is not an IPv4 address {DOTTED_QUAD}"),
+    ("1.2.3", f"'1.2.3' is not an IPv4 address {DOTTED_QUAD}"),
     ("::g", "'::g' is not an IPv6 address"),
     ("[::1]", 'an IPv6 address is written without brackets here, as in "::1"'),
     ("127.0.0.1:6667", "'127.0.0.1:6667': the port goes in the port key, the address alone here"),
@@ -385,6 +388,34 @@ def test_an_address_that_cannot_be_bound_is_an_error(tmp_path, address, wanted):
     """They passed --check-config and stopped the server at start (exit 1)."""
     assert errors_of(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 7000\n') == \
         [f":2: listen[0].address: {wanted}"]
+
+
+# The forms inet_aton(3) reads, as bind()'s name lookup does: "0x7f.1" was
+# taken for a host name and bound 127.0.0.1, while "127.1" was refused.
+INET_ATON_FORMS = ["0x7f.1", "0x7f.0.0.1", "0X7F.0.0.1", "0x7f000001", "0x7f", "127.1",
+                   "2130706433", "017.0.0.1", "127.0.0.01", "0177.1", "127.0.0.1."]
+
+
+@pytest.mark.parametrize("address", INET_ATON_FORMS)
+def test_an_ipv4_address_not_in_dotted_quad_form_is_an_error(tmp_path, address):
+    assert errors_of(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 7000\n') == \
+        [f":2: listen[0].address: '{address}' is not an IPv4 address {DOTTED_QUAD}"]
+
+
+@pytest.mark.parametrize("address", INET_ATON_FORMS)
+def test_listen_option_takes_ipv4_in_dotted_quad_form_only(address):
+    """-l follows the file's rule."""
+    with pytest.raises(ValueError) as caught:
+        config.parse_hostport(f"{address}:7000")
+    assert str(caught.value) == (f"bad address in '{address}:7000': '{address}' is not an "
+                                 f"IPv4 address {DOTTED_QUAD}")
+
+
+@pytest.mark.parametrize("address", ["0x7f.example.org", "a.0x1", "deadbeef", "1e3"])
+def test_host_names_with_hexadecimal_looks_load(tmp_path, address):
+    """Not numbers to inet_aton(3): names, looked up when bound."""
+    assert loads(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 0\n').listen[0].address \
+        == address
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0", "::", "127.0.0.1", "::1", "fe80::1%lo",
@@ -650,6 +681,52 @@ def test_an_operator_name_and_password_must_fit_one_oper_line(tmp_path):
     hashed = "scrypt$16384$8$1$00$00"    # a hash stands for any password, one byte at least
     assert operator_errors(tmp_path, "o" * 503, hashed) == []
     assert len(operator_errors(tmp_path, "o" * 504, hashed)) == 1
+
+
+REPEATED = "an operator has one block (with two, either password is accepted)"
+
+
+@pytest.mark.parametrize(("text", "wanted"), [
+    ('[[operators]]\nname = "alice"\npassword = "old"\n\n[[operators]]\nname = "bob"\n'
+     'password = "b"\n\n[[operators]]\npassword = "new"\nname = "alice"\n',
+     [f":11: operators[2].name: 'alice' is the name of operators[0] too (line 2): {REPEATED}"]),
+    ('operators = [{name = "op", password = "a"}, {name = "op", password = "b"},\n'
+     '             {name = "op", password = "c"}]\n',
+     [f":1: operators[1].name: 'op' is the name of operators[0] too (line 1): {REPEATED}",
+      f":1: operators[2].name: 'op' is the name of operators[0] too (line 1): {REPEATED}"]),
+])
+def test_an_operator_named_twice_is_an_error(tmp_path, text, wanted):
+    """Two blocks of one name loaded without a word, and OPER tried both: a
+    block added with a new password left the old one valid beside it."""
+    assert errors_of(tmp_path, text) == wanted
+
+
+def test_operator_names_differing_in_case_are_two_operators(tmp_path):
+    """OPER compares names case-sensitively: Op and op are not one name."""
+    loaded = loads(tmp_path, 'operators = [{name = "op", password = "a"}, '
+                             '{name = "Op", password = "b"}]\n')
+    assert [operator.name for operator in loaded.operators] == ["op", "Op"]
+
+
+@pytest.mark.parametrize(("password", "wanted"), [
+    ("two\nlines", "a plain password cannot hold CR, LF or NUL: no PASS line carries them"),
+    ("nul\0", "a plain password cannot hold CR, LF or NUL: no PASS line carries them"),
+    ("x" * 506, "PASS with this password is a 513-byte line, and lines are at most 512 bytes"),
+    ("a " + "x" * 503, "PASS with this password is a 513-byte line, and lines are at most "
+                       "512 bytes"),     # after a colon, one byte more
+])
+def test_a_server_password_no_pass_line_carries_is_an_error(tmp_path, password, wanted):
+    """It loaded, and no client could register: PASS never carries CR, LF
+    or NUL, nor a line past 512 bytes."""
+    assert errors_of(tmp_path, f"[server]\npassword = {json.dumps(password)}\n") == \
+        [f":2: server.password: {wanted}"]
+
+
+@pytest.mark.parametrize("password", ["x" * 505, "a " + "x" * 502, "tab\tin", "", "scrypt$" +
+                                      "16384$8$1$00$00"])
+def test_server_passwords_pass_can_carry_load(tmp_path, password):
+    assert loads(tmp_path, f"[server]\npassword = {json.dumps(password)}\n").server.password \
+        == password
 
 
 @pytest.mark.parametrize("name, password", [("op", "a b"), ("Élise", ":colon"),

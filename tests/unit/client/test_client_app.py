@@ -117,34 +117,30 @@ def test_alternative_nicks():
     assert [connection.alternative_nick("bob", n) for n in (1, 2, 3)] == ["bob_", "bob2", "bob3"]
 
 
-def test_help_documents_both_modes(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        app.main(["--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
+def test_help_documents_both_modes(capfd):
+    assert app.main(["--help"]) == 0
+    text = capfd.readouterr().out
     for needle in ("full-screen", "line mode", "HH:MM <nick> text", "[private]",
                    "HH:MM * nick joined #room", "exit status:", "first stdin line is the nickname"):
         assert needle in text
 
 
-def test_help_lists_every_exit_status_of_the_man_page(capsys):
+def test_help_lists_every_exit_status_of_the_man_page(capfd):
     """A script's author reads --help: 130 (Ctrl+C) was missing from it."""
     man = pathlib.Path(__file__).parents[3] / "man" / "forkchat-client.1"
     section = man.read_text().split(".SH EXIT STATUS")[1].split(".SH ")[0]
     documented = re.findall(r"^\.TP\n\.B (\d+)$", section, re.M)
-    with pytest.raises(SystemExit):
-        app.main(["--help"])
-    help_section = capsys.readouterr().out.split("exit status:\n")[1].split("\n\n")[0]
+    assert app.main(["--help"]) == 0
+    help_section = capfd.readouterr().out.split("exit status:\n")[1].split("\n\n")[0]
     listed = re.findall(r"^  (\d+) ", help_section, re.M)
     assert documented == listed == ["0", "1", "2", "130"]
 
 
-def test_help_names_every_slash_command(capsys):
+def test_help_names_every_slash_command(capfd):
     """--help's list of commands is the client's table, not an older copy."""
     from forkchat.client import slash
-    with pytest.raises(SystemExit):
-        app.main(["--help"])
-    text = capsys.readouterr().out
+    assert app.main(["--help"]) == 0
+    text = capfd.readouterr().out
     for name in slash.COMMANDS:
         assert re.search(rf"/{name}\b", text), name
 
@@ -163,3 +159,31 @@ def test_python_dash_m_forkchat_client_runs_the_client():
                           capture_output=True, text=True, env=env, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: forkchat-client")
+
+
+def run_help(stdout) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[3]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    return subprocess.run([sys.executable, "-m", "forkchat.client", "--help"], stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, env=env, timeout=30)
+
+
+def test_help_to_a_full_disk_is_one_line_and_status_1():
+    """`forkchat-client --help > /dev/full` lost its text and exited 0."""
+    with open("/dev/full", "w") as full:
+        done = run_help(full)
+    assert (done.returncode, done.stderr) == (
+        1, "forkchat-client: cannot write to standard output: No space left on device\n")
+
+
+def test_help_to_a_reader_gone_is_one_line_and_status_1():
+    import os
+    reader, writer = os.pipe()
+    os.close(reader)
+    with os.fdopen(writer, "w") as gone:
+        done = run_help(gone)
+    assert (done.returncode, done.stderr) == (
+        1, "forkchat-client: cannot write to standard output: Broken pipe\n")

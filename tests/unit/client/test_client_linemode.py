@@ -235,6 +235,23 @@ def test_a_complaint_to_a_closed_stderr_does_not_end_the_run():
         made.sel.close()
 
 
+def test_an_event_that_cannot_be_written_fails_the_run_once_and_it_goes_on():
+    """stdout whose reader is gone (`| head -1`): every event after was
+    dropped without a word, and the exit status said 0."""
+    err = io.StringIO()
+    made = linemode.LineMode(connection.Settings(nick="lm", rooms=("#lobby",)),
+                             out=ClosedPipe(), err=err)
+    try:
+        made.conn._handle_raw(b":bob!b@h PRIVMSG #lobby :one")
+        made.conn._handle_raw(b":bob!b@h PRIVMSG #lobby :two")
+        made._handle_line(b"still sent")
+        assert [line for line, _ in made.conn._queue][-1] == "PRIVMSG #lobby :still sent"
+        assert made._exit_status() == 1
+        assert err.getvalue() == "forkchat-client: cannot write to standard output: Broken pipe\n"
+    finally:
+        made.sel.close()
+
+
 def test_a_signal_while_connecting_with_nothing_queued_ends_at_once(line_mode):
     """Ctrl+C while the server does not answer yet: no line of ours waits."""
     line_mode._signalled(signal.SIGINT)
