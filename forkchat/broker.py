@@ -2172,7 +2172,15 @@ class _Outbox:
         self._broker.queue_to_room(cids, but, line)
 
     def update(self, cid: int, changes: dict[str, Any]) -> None:
-        self._broker.queue(cid, ipc.encode_json(ipc.Kind.UPDATE, changes))
+        frame = ipc.encode_json(ipc.Kind.UPDATE, changes)
+        if cid == self._broker.replying:
+            # part of the answer to its command, as its numerics are: a
+            # JOIN's lists every room of the client, some 40 bytes each,
+            # and held against broker_buffer_bytes it dropped a client that
+            # read everything (at the floor, 517, at its 13th room of 30 characters)
+            self._broker.queue_reply(cid, frame)
+        else:
+            self._broker.queue(cid, frame)
 
     def drop(self, cid: int, reason: str) -> None:
         self._broker.queue(cid, ipc.encode(ipc.Kind.DROP, reason.encode()))
