@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     open_standard_descriptors()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.help or args.version or args.hash_password or args.check_config:
+        release_signals()       # (held by __main__ for a start: these only answer)
     if args.help:
         return write_out(parser.format_help())
     if args.version:
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # The signals the supervisor acts on (supervisor.SIGNAL_ACTIONS), held from
-# here until it has its handlers: in between (the imports of the roles, the
+# here (started as forkchat-server or `python -m forkchat`, from before this
+# module's imports: __main__) until it has its handlers: in between (the imports of the roles, the
 # binds, the warm-up, some 0.1 s) Ctrl+C printed a KeyboardInterrupt
 # traceback, and SIGTERM, SIGHUP or SIGUSR1 ended the server by their
 # default action.  Held, they are acted on as soon as the loop runs.
@@ -268,6 +271,10 @@ HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 def hold_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+
+
+def release_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
 
 
 def check_config(cfg: config.Config, path: str | None) -> int:

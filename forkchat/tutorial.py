@@ -32,7 +32,7 @@ _CONTROLS = {code: "?" for code in [*range(32), 127]}
 # IRC's formatting codes (bold, colour with its numbers, hex colour, reset,
 # monospace, reverse, italics, strike-through, underline): an IRC client
 # draws them, and a tutorial terminal would read '?4red? bold'.
-_FORMATTING = re.compile(r"\x03(?:\d{1,2}(?:,\d{1,2})?)?"
+_FORMATTING = re.compile(r"\x03(?:[0-9]{1,2}(?:,[0-9]{1,2})?)?"
                          r"|\x04(?:[0-9a-fA-F]{6}(?:,[0-9a-fA-F]{6})?)?"
                          r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]")
 

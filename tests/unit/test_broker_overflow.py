@@ -11,7 +11,7 @@ then looked it up, which raised KeyError and ended the broker."""
 
 from __future__ import annotations
 
-from forkchat import ipc
+from forkchat import config, ipc
 from tests.unit.test_broker_batch import Member, flush, room  # noqa: F401 (room: a fixture)
 
 
@@ -38,3 +38,47 @@ def test_a_join_of_two_rooms_that_overflows_the_joiners_link_leaves_no_trace(roo
     assert 2 not in made.state.clients
     assert all(2 not in joined.members for joined in made.state.rooms.values())
     assert alice.heard() == carol.heard() == ["bob QUIT exceeded"]
+
+
+def test_the_rooms_update_of_a_clients_own_join_is_not_held_against_its_link(room):
+    """Each JOIN's answer ends with an UPDATE of every room the client is
+    in, some 40 bytes a room: it was queued against broker_buffer_bytes, so
+    at its floor (517) a client that read everything was dropped ('Max
+    SendQ exceeded') at its 13th room here, though the reply to a
+    client's own command is not counted (forkchat.toml(5))."""
+    made, (alice, bob, carol) = room
+    bob.link.writer.limit = config.AT_LEAST["broker_buffer_bytes"][0]
+    for index in range(40):
+        bob.send(f"JOIN #a-room-with-a-longer-name-{index:02d}")
+        flush(made)
+        frames = bob.frames()
+        assert (ipc.Kind.DROP, b"Max SendQ exceeded") not in frames, index
+    assert len(ipc.decode_json(frames[-1][1])["rooms"]) == 41
+
+
+def many_rooms(made, alice, bob, count: int = 20) -> None:
+    """bob in `count` rooms of long names, alice their operator."""
+    for index in range(count):
+        alice.send(f"JOIN #a-room-with-a-longer-name-{index:02d}")
+        bob.send(f"JOIN #a-room-with-a-longer-name-{index:02d}")
+    flush(made)
+    alice.frames()
+    bob.frames()
+
+
+def test_the_rooms_update_a_kick_sends_its_target_is_not_held_against_its_link(room):
+    """A KICK (or a MODE +o) ends with an UPDATE of every room of its
+    target: held against broker_buffer_bytes, at its floor it dropped a
+    target in 13 rooms or more, though it read everything."""
+    made, (alice, bob, carol) = room
+    many_rooms(made, alice, bob)
+    bob.link.writer.limit = config.AT_LEAST["broker_buffer_bytes"][0]
+    frames = []
+    for line in ["KICK #a-room-with-a-longer-name-00 bob",
+                 "MODE #a-room-with-a-longer-name-01 +o bob"]:
+        alice.send(line)
+        flush(made)
+        frames += bob.frames()
+    assert (ipc.Kind.DROP, b"Max SendQ exceeded") not in frames
+    assert [len(ipc.decode_json(payload)["rooms"]) for kind, payload in frames
+            if kind == ipc.Kind.UPDATE] == [20, 20]

@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -231,5 +232,56 @@ def test_a_reload_or_report_asked_for_during_the_start_does_not_kill_it(tmp_path
 
 
 def test_the_signals_held_during_the_start_are_those_the_supervisor_acts_on():
-    from forkchat import supervisor
-    assert set(cli.HELD_SIGNALS) == set(supervisor.SIGNAL_ACTIONS)
+    from forkchat import __main__, supervisor
+    assert set(cli.HELD_SIGNALS) == set(supervisor.SIGNAL_ACTIONS) \
+        == set(__main__._HELD_SIGNALS)
+
+
+# A server that signals itself while Python imports the CLI, before main()
+# runs (some 50-70 ms of the start: config, listeners and the rest), as
+# `python -m forkchat` and the forkchat-server command start it.
+SIGNALLED_IMPORT = """
+import os, runpy, signal, sys
+class Signaller:
+    def find_spec(self, name, path=None, target=None):
+        if name == "forkchat.config":
+            os.kill(os.getpid(), signal.{name})
+        return None
+sys.meta_path.insert(0, Signaller())
+sys.argv = ["forkchat-server", "-l", "127.0.0.1:0", "--state-dir", sys.argv[1]]
+runpy.run_module("forkchat", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("name", "line"), [
+    ("SIGTERM", "INFO stopped"), ("SIGINT", "INFO stopped"),
+    ("SIGHUP", "SIGHUP: no configuration file to reload"), ("SIGUSR1", "status: "),
+])
+def test_a_signal_while_the_cli_is_imported_is_held_too(tmp_path, name, line):
+    """Before main() held them, while the CLI's own modules loaded, SIGHUP
+    and SIGUSR1 ended the server by their default action (status -1,
+    -10, nothing logged), SIGTERM too, and Ctrl+C printed a traceback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    server = subprocess.Popen([sys.executable, "-c", SIGNALLED_IMPORT.format(name=name),
+                               str(tmp_path)], stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True)
+    seen = ""
+    try:
+        while line not in seen:
+            got = server.stderr.readline()
+            assert got, (server.wait(timeout=20), seen)
+            seen += got
+    finally:
+        server.terminate()
+        seen += server.communicate(timeout=20)[1]
+    assert "Traceback" not in seen
+    assert server.returncode == 0, seen
+
+
+def test_the_server_command_starts_where_python_dash_m_does():
+    """forkchat-server holds the signals before the CLI's imports as
+    `python -m forkchat` does: both run forkchat.__main__'s main."""
+    with open(ROOT / "pyproject.toml", "rb") as project:
+        scripts = tomllib.load(project)["project"]["scripts"]
+    assert scripts["forkchat-server"] == "forkchat.__main__:main"

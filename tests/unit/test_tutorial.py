@@ -84,6 +84,9 @@ def test_escape_sequences_never_reach_a_tutorial_terminal():
     ("\x04ff0000hex red\x04", "hex red"),
     ("\x03,5 comma stays", ",5 comma stays"),            # no colour: only the code goes
     ("99\x03 bottles", "99 bottles"),
+    # a colour's numbers are ASCII digits: another script's digit is text
+    ("\x034\u0665 red five", "? red five"),
+    ("\x03\u0663,\u0661 three", "?,? three"),
 ])
 def test_irc_formatting_is_dropped_not_shown_as_question_marks(text, shown):
     """irssi's and WeeChat's colours and bold read '?4red text? plain' in a
