@@ -262,10 +262,11 @@ def main(argv: list[str] | None = None) -> int:
 
 # The signals the supervisor acts on (supervisor.SIGNAL_ACTIONS), held from
 # here (started as forkchat-server or `python -m forkchat`, from before this
-# module's imports: __main__) until it has its handlers: in between (the imports of the roles, the
-# binds, the warm-up, some 0.1 s) Ctrl+C printed a KeyboardInterrupt
-# traceback, and SIGTERM, SIGHUP or SIGUSR1 ended the server by their
-# default action.  Held, they are acted on as soon as the loop runs.
+# module's imports: __main__) until it has its handlers: in between (the
+# imports of the roles, the binds, the warm-up, some 0.1 s) Ctrl+C printed a
+# KeyboardInterrupt traceback, and SIGTERM, SIGHUP or SIGUSR1 ended the
+# server by their default action.  Held, they are acted on as soon as the
+# loop runs.
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 
