@@ -658,6 +658,8 @@ def parse_hostport(text: str, default_port: int = 6667) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"port out of range in {text!r}")
     if host and (problem := addresses.problem(host)) is not None:
+        if not port_text and host.isascii() and host.isdigit():
+            problem += f"; a port alone is written :{host}"
         raise ValueError(f"bad address in {text!r}: {problem}")
     return host or "0.0.0.0", port
 

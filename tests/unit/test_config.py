@@ -772,3 +772,16 @@ def test_a_server_name_over_63_bytes_is_an_error(tmp_path, name):
         [f":2: server.name: {TOO_LONG_NAME}"]
     fits = name.encode()[-63:].decode(errors="ignore")
     assert loads(tmp_path, f'[server]\nname = "{fits}"\n').server.name == fits
+
+
+def test_a_port_alone_without_its_colon_is_told_how_to_write_it():
+    """-l 6667 is read as a host (inet_aton's 0.0.26.11) and refused: say
+    that a port alone is written ':6667'.  A number with a port after it
+    is no port alone, and gets no such hint."""
+    with pytest.raises(ValueError) as caught:
+        config.parse_hostport("6667")
+    assert str(caught.value) == (f"bad address in '6667': '6667' is not an IPv4 address "
+                                 f"{DOTTED_QUAD}; a port alone is written :6667")
+    with pytest.raises(ValueError) as caught:
+        config.parse_hostport("2130706433:7000")
+    assert "port alone" not in str(caught.value)
