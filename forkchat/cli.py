@@ -499,6 +499,10 @@ def become_unprivileged(cfg: config.Config, config_path: str | None = None) -> N
     user = privileges.user_to_become(cfg.server.user, cfg.server.allow_root,
                                      under_systemd=systemd.under_systemd())
     group = cfg.server.group or None
+    if user is None and group is not None:
+        # (allow_root, a start by another user than root, or systemd's User=)
+        logging.getLogger("forkchat.supervisor").warning(
+            "ignoring group = %r: there is no user to switch to", group)
     owner = None
     if user is not None and os.geteuid() == privileges.ROOT_UID:
         owner = privileges.resolve(user, group)

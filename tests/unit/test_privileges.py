@@ -156,6 +156,30 @@ def test_allow_root_and_default_drop_are_logged(caplog: pytest.LogCaptureFixture
     assert "dropping to 'nobody'" in caplog.text
 
 
+def test_a_group_without_a_user_to_switch_to_is_said_to_be_ignored(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        tmp_path) -> None:
+    """group = "daemon" with allow_root (or started as another user, or by
+    systemd without user =) switched to nothing, without a word; with a
+    user to switch to, nothing is said of the group."""
+    from forkchat import cli, config
+    switched: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(privileges, "drop_privileges",
+                        lambda user, group=None: switched.append((user, group)) or True)
+    monkeypatch.setattr(privileges, "resolve", lambda user, group=None: None)
+    for user, expected in ((None, None), ("someone", "someone")):
+        monkeypatch.setattr(privileges, "user_to_become", lambda *_a, _u=user, **_k: _u)
+        cfg = config.Config()
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(
+            cfg.server, group="daemon", state_dir=str(tmp_path)))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="forkchat.supervisor"):
+            cli.become_unprivileged(cfg)
+        said = "ignoring group = 'daemon': there is no user to switch to" in caplog.text
+        assert said == (expected is None)
+    assert switched == [("someone", "daemon")]
+
+
 def test_files_read_on_reload_are_the_config_and_what_it_names() -> None:
     from forkchat import cli, config
     cfg = config.Config()
