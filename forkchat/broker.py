@@ -1854,11 +1854,18 @@ class Broker:
             self._overflow(link)
 
     def queue_unbounded(self, cid: int, frame: bytes) -> None:
-        """A frame for `cid`'s worker not held against the bound (Outbox.update)."""
+        """A frame for `cid`'s worker not held against the bound (Outbox.update),
+        unless its link is past the bound already: an address's OPER wait
+        follows no line the bound let through, and a worker taken over that
+        reported failed OPERs without end grew the queue of one from its
+        address that did not read without bound."""
         if self.batch is not None:
             self._end_batch()
         link = self.links.get(cid)
         if link is None or link.dropping:
+            return
+        if link.writer.bounded > link.writer.limit:
+            self._overflow(link)
             return
         link.writer.queue_unbounded(frame)
         self.dirty.add(link)
@@ -2188,8 +2195,8 @@ class _Outbox:
         that read everything (at the floor, 517, in its 13th room of 30
         characters).  Each follows a line the bound let through (the
         command's own answer, or the KICK or MODE line of its target), so a
-        worker that stops reading is still dropped at its next line, one
-        UPDATE past the bound at most."""
+        worker that stops reading is still dropped at its next line or
+        UPDATE (Broker.queue_unbounded), one UPDATE past the bound at most."""
         frame = ipc.encode_json(ipc.Kind.UPDATE, changes)
         if cid == self._broker.replying:
             self._broker.queue_reply(cid, frame)        # part of the answer

@@ -82,3 +82,19 @@ def test_the_rooms_update_a_kick_sends_its_target_is_not_held_against_its_link(r
     assert (ipc.Kind.DROP, b"Max SendQ exceeded") not in frames
     assert [len(ipc.decode_json(payload)["rooms"]) for kind, payload in frames
             if kind == ipc.Kind.UPDATE] == [20, 20]
+
+
+def test_an_oper_wait_told_to_a_worker_that_does_not_read_is_bounded(room):
+    """Each failed OPER past an address's free ones sends the address's
+    wait to every connection from it, in an UPDATE that follows no line
+    of its own: not held against broker_buffer_bytes, a worker taken over
+    that reported failures without end grew the queue of one from its
+    address that did not read (by some 60 bytes each) without bound."""
+    made, (alice, bob, carol) = room
+    limit = bob.link.writer.limit = config.AT_LEAST["broker_buffer_bytes"][0]
+    for _ in range(50):         # no flush: bob's worker takes nothing
+        alice.frame(ipc.Kind.OPER_FAILED, b'{"name": "x"}')
+        assert bob.link.writer.pending <= 2 * limit
+    assert bob.link.dropping
+    flush(made)
+    assert bob.frames()[-1] == (ipc.Kind.DROP, b"Max SendQ exceeded")
