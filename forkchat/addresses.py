@@ -18,7 +18,7 @@ _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 # hexadecimal (0x) numbers.  "0x7f.1" passed as a host name and bound
 # 127.0.0.1, while "127.1" was refused: only the dotted quad of four
 # decimal numbers is an IPv4 address here, the rest of these are errors.
-_NUMBER = r"(?:[0-9]+|0[xX][0-9A-Fa-f]*)"
+_NUMBER = r"(?:[0-9]+|0[xX][0-9A-Fa-f]+)"   # ("0x" alone is a name to it)
 _DOTTED_NUMBERS = re.compile(rf"^{_NUMBER}(?:\.{_NUMBER})*\.?$|^[0-9.]+$")
 NOT_A_DOTTED_QUAD = "in dotted-quad form (four decimal numbers from 0 to 255, as in 127.0.0.1)"
 MAX_HOST_NAME = 253

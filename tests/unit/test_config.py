@@ -411,7 +411,10 @@ def test_listen_option_takes_ipv4_in_dotted_quad_form_only(address):
                                  f"IPv4 address {DOTTED_QUAD}")
 
 
-@pytest.mark.parametrize("address", ["0x7f.example.org", "a.0x1", "deadbeef", "1e3"])
+@pytest.mark.parametrize("address", ["0x7f.example.org", "a.0x1", "deadbeef", "1e3",
+                                     # "0x" with no digit is no number to inet_aton(3)
+                                     "0x", "1.0x", "0X.1",
+                                     "1password.example", "0day.lan", "123.example.com"])
 def test_host_names_with_hexadecimal_looks_load(tmp_path, address):
     """Not numbers to inet_aton(3): names, looked up when bound."""
     assert loads(tmp_path, f'[[listen]]\naddress = "{address}"\nport = 0\n').listen[0].address \
