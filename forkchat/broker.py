@@ -1829,11 +1829,18 @@ class Broker:
 
     # -- output ----------------------------------------------------------------
 
-    def queue(self, cid: int, frame: bytes) -> None:
+    def _link_to_queue_on(self, cid: int) -> Link | None:
+        """`cid`'s link, once the room's batch before it is queued (every
+        link keeps the order of what it is sent); None if it is gone or
+        dropping its client."""
         if self.batch is not None:
             self._end_batch()
         link = self.links.get(cid)
-        if link is None or link.dropping:
+        return None if link is None or link.dropping else link
+
+    def queue(self, cid: int, frame: bytes) -> None:
+        link = self._link_to_queue_on(cid)
+        if link is None:
             return
         if link.writer.queue(frame):
             self.dirty.add(link)
@@ -1843,10 +1850,8 @@ class Broker:
     def queue_line(self, cid: int, line: bytes, frame: bytes) -> None:
         """A line for `cid`'s client, and its DELIVER frame (see
         ipc.FrameWriter.queue_line)."""
-        if self.batch is not None:
-            self._end_batch()
-        link = self.links.get(cid)
-        if link is None or link.dropping:
+        link = self._link_to_queue_on(cid)
+        if link is None:
             return
         if link.writer.queue_line(line, frame):
             self.dirty.add(link)
@@ -1859,10 +1864,8 @@ class Broker:
         follows no line the bound let through, and a worker taken over that
         reported failed OPERs without end grew the queue of one from its
         address that did not read without bound."""
-        if self.batch is not None:
-            self._end_batch()
-        link = self.links.get(cid)
-        if link is None or link.dropping:
+        link = self._link_to_queue_on(cid)
+        if link is None:
             return
         if link.writer.bounded > link.writer.limit:
             self._overflow(link)
@@ -1872,10 +1875,8 @@ class Broker:
 
     def queue_reply(self, cid: int, frame: bytes) -> None:
         """A frame of the reply to `cid`'s own command: not bounded."""
-        if self.batch is not None:
-            self._end_batch()
-        link = self.links.get(cid)
-        if link is None or link.dropping:
+        link = self._link_to_queue_on(cid)
+        if link is None:
             return
         link.writer.queue_reply(frame)
         self.dirty.add(link)
