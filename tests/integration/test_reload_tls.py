@@ -20,15 +20,23 @@ def reload_outcome(server) -> str:
     return server.wait_for_text("configuration reloaded", start=mark)
 
 
-def test_a_renewed_certificate_with_the_old_key_is_reported_and_the_old_one_kept(
-        make_server, certs):
-    cert, key = make_cert(certs, "live")
+def start_with_a_client(make_server, certs, name: str):
+    """A TLS server on a new certificate `name`, and a client registered
+    as 'before' that trusts a copy of it ('first.pem', kept whatever the
+    test does to the served files): (server, port, cert, key, first, before)."""
+    cert, key = make_cert(certs, name)
     first = os.path.join(certs, "first.pem")
     shutil.copy(cert, first)
     server = start_tls_server(make_server, cert, key)
     port = tls_port(server)
     before = TlsClient(port, first)
     before.register("before")
+    return server, port, cert, key, first, before
+
+
+def test_a_renewed_certificate_with_the_old_key_is_reported_and_the_old_one_kept(
+        make_server, certs):
+    server, port, cert, key, first, before = start_with_a_client(make_server, certs, "live")
 
     renewed_cert, renewed_key = make_cert(certs, "renewed")
     shutil.copy(renewed_cert, cert)           # the key is not renewed yet: no match
@@ -100,13 +108,7 @@ def test_a_reload_to_a_certificate_of_another_key_type_serves_it_after_the_warm_
     key's here); what that left in the supervisor must not pin it: after a
     reload to an EC certificate, a new client is served the new one (and
     one that trusts only the old is refused), and clients before it go on."""
-    cert, key = make_cert(certs, "rsa")
-    first = os.path.join(certs, "first.pem")
-    shutil.copy(cert, first)
-    server = start_tls_server(make_server, cert, key)
-    port = tls_port(server)
-    before = TlsClient(port, first)
-    before.register("before")
+    server, port, cert, key, first, before = start_with_a_client(make_server, certs, "rsa")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
                     "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
