@@ -255,16 +255,29 @@ MAX_CHAIN_BYTES = certdates.MAX_CHAIN_BYTES
 
 
 # 'Permission denied' alone reads as a file's mode: say what a low port needs.
+# Where ports stop needing the privilege is the kernel's setting (for IPv4
+# and IPv6 alike); 1024 is its default.
+UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 PRIVILEGED_PORTS = 1024
-LOW_PORT = (f" (a port below {PRIVILEGED_PORTS} needs root, or CAP_NET_BIND_SERVICE: see "
-            f"PRIVILEGES in forkchat-server(8))")
+
+
+def first_unprivileged_port() -> int:
+    try:
+        with open(UNPRIVILEGED_PORT_START, encoding="ascii") as setting:
+            return int(setting.read())
+    except (OSError, ValueError):
+        return PRIVILEGED_PORTS
 
 
 def _needed(spec: config.Listener, error: OSError) -> str:
     """The privilege a refused bind lacked, if that is why it was refused."""
-    if error.errno == errno.EACCES and 0 < spec.port < PRIVILEGED_PORTS:
-        return LOW_PORT
-    return ""
+    if error.errno != errno.EACCES or spec.port <= 0:
+        return ""
+    start = first_unprivileged_port()
+    if spec.port >= start:
+        return ""
+    return (f" (a port below {start} needs root, or CAP_NET_BIND_SERVICE: see "
+            f"PRIVILEGES in forkchat-server(8))")
 
 
 def bind(spec: config.Listener) -> Bound:

@@ -325,3 +325,28 @@ def test_the_man_page_gives_the_expiry_warnings_days():
     assert (f"less than {listeners.EXPIRY_WARNING_DAYS} days of it left, or less than a "
             f"quarter of its lifetime") in text
     assert listeners.EXPIRY_WARNING_SHARE == 0.25
+
+
+@pytest.mark.parametrize("setting, port, hint", [
+    ("2000\n", 1500, " (a port below 2000 needs root"),     # raised: 1500 needs it too
+    ("80\n", 443, None),            # lowered: refused for another reason, no guess
+    ("1024\n", 194, " (a port below 1024 needs root"),
+    ("garbled", 194, " (a port below 1024 needs root"),    # unreadable: the default
+])
+def test_the_low_port_hint_follows_the_kernels_setting(tmp_path, monkeypatch, setting, port,
+                                                        hint):
+    """Where ports stop needing root is net.ipv4.ip_unprivileged_port_start,
+    not always 1024: a hint from 1024 alone named the wrong cause, or none."""
+    path = tmp_path / "ip_unprivileged_port_start"
+    path.write_text(setting)
+    monkeypatch.setattr(listeners, "UNPRIVILEGED_PORT_START", str(path))
+    said = listeners._needed(config.Listener(port=port), PermissionError(13, "Permission denied"))
+    if hint is None:
+        assert said == ""
+    else:
+        assert said.startswith(hint) and said.endswith("see PRIVILEGES in forkchat-server(8))")
+
+
+def test_the_low_port_hint_reads_1024_without_the_setting(tmp_path, monkeypatch):
+    monkeypatch.setattr(listeners, "UNPRIVILEGED_PORT_START", str(tmp_path / "none"))
+    assert listeners.first_unprivileged_port() == 1024
