@@ -20,7 +20,7 @@ import sys
 from typing import Callable, Iterator
 
 from forkchat import __version__, config, listeners, log as logsetup, passwords, privileges
-from forkchat import addresses, systemd
+from forkchat import addresses, stdio, systemd
 
 
 EXIT_FAILURE = 1
@@ -160,23 +160,7 @@ def hash_password_command() -> int:
 
 
 def write_out(text: str) -> int:
-    """Write `text` on standard output: 0, or EXIT_FAILURE with one line on
-    standard error when it cannot be written (a full disk, a pipe whose
-    reader has gone).
-
-    The bytes go straight to descriptor 1, as print's buffer would keep
-    them for a second failure (and an "Exception ignored" line) at exit.
-    """
-    data = text.encode()
-    try:
-        sys.stdout.flush()
-        while data:
-            data = data[os.write(sys.stdout.fileno(), data):]
-    except OSError as error:
-        print(f"forkchat-server: cannot write to standard output: "
-              f"{error.strerror or error}", file=sys.stderr)
-        return EXIT_FAILURE
-    return 0
+    return stdio.write_out("forkchat-server", text)
 
 
 def read_password() -> str | None:

@@ -15,6 +15,7 @@ import ssl
 import sys
 from typing import TextIO
 
+from forkchat import stdio
 from forkchat.client import connection, ircmsg, transport
 
 DEFAULT_HOST = "127.0.0.1"
@@ -26,7 +27,6 @@ NICK_PROMPT = "Choose your nickname: "
 NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*\Z")
 # NICK_RE in words, for every message that refuses a nickname.
 NICK_RULE = "an ASCII letter or one of [ ] \\ ` _ ^ { | } first, then only those, digits and -"
-EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -275,22 +275,7 @@ def _reopen_closed_stdio() -> None:
 
 
 def write_out(text: str) -> int:
-    """Write `text` on standard output: 0, or EXIT_FAILURE with one line on
-    standard error when it cannot be written (a full disk, a reader gone).
-
-    The bytes go straight to descriptor 1: a write error left in print's
-    buffer comes back at exit, as an "Exception ignored" line.
-    """
-    data = text.encode()
-    try:
-        sys.stdout.flush()
-        while data:
-            data = data[os.write(sys.stdout.fileno(), data):]
-    except OSError as exc:
-        print(f"forkchat-client: cannot write to standard output: {exc.strerror or exc}",
-              file=sys.stderr)
-        return EXIT_FAILURE
-    return 0
+    return stdio.write_out("forkchat-client", text)
 
 
 def main(argv: list[str] | None = None) -> int:
