@@ -302,14 +302,21 @@ def test_resize_redraws_the_layout(server, terminal):
     assert "resizer joined #lobby" in "\n".join(lines)
 
 
-def test_reconnects_after_the_server_restarts(make_server, terminal):
+def restarted_under(make_server, terminal, nick: str, **second_server):
+    """A full-screen client `nick` in #ops, its server stopped (the client
+    says it is reconnecting) and another started on the same port with
+    `second_server`: (the client's terminal, the second server)."""
     first = make_server()
     port = first.port
-    term = terminal("-n", "comeback", "-r", "#ops", f"127.0.0.1:{port}")
-    term.wait_text("comeback joined #ops")
+    term = terminal("-n", nick, "-r", "#ops", f"127.0.0.1:{port}")
+    term.wait_text(f"{nick} joined #ops")
     first.stop()
     term.wait_text("reconnecting")
-    second = make_server(listen=[f"127.0.0.1:{port}"])
+    return term, make_server(listen=[f"127.0.0.1:{port}"], **second_server)
+
+
+def test_reconnects_after_the_server_restarts(make_server, terminal):
+    term, second = restarted_under(make_server, terminal, "comeback")
     term.wait_for(lambda lines: sum("comeback joined #ops" in line for line in lines) == 2,
                   "the rejoin", timeout=30)
     watcher = other_user(second.port, "watcher", "#ops")
@@ -655,13 +662,8 @@ def test_a_password_asked_only_at_a_reconnect_is_shown_and_retried(make_server, 
     """A server restarted with a password refused the reconnect, and the
     full-screen interface ended there with its scrollback; it says why and
     keeps trying (the man page: it keeps trying), until /quit."""
-    first = make_server()
-    port = first.port
-    term = terminal("-n", "locked", "-r", "#ops", f"127.0.0.1:{port}")
-    term.wait_text("locked joined #ops")
-    first.stop()
-    term.wait_text("reconnecting")
-    make_server(listen=[f"127.0.0.1:{port}"], extra_args=["--password", "sesame"])
+    term, _second = restarted_under(make_server, terminal, "locked",
+                                    extra_args=["--password", "sesame"])
     term.keys("M-1")
     term.wait_text("the server wants a password", timeout=30)
     term.wait_for(lambda lines: "reconnecting in" in lines[HEIGHT - 2],

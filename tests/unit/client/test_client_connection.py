@@ -1079,11 +1079,7 @@ def test_a_refusal_at_a_reconnect_is_retried_in_the_full_screen_interface(
     assert not harness.conn.closed, harness.conn.fatal
     lost = [e.text for e in harness.events if e.other == connection.STATUS_DISCONNECTED]
     assert said in lost[-1] and "reconnecting in" in lost[-1]
-    close_peer_side(peer)
-    harness.seen, peer.buffer = [], b""
-    harness.until(lambda: harness.conn.state == "connecting", "trying again")
-    peer.accept()
-    harness.expect_line("USER forkchat 0 * :forkchat client")
+    reconnect_until_nick(harness, peer)         # it tries again
     peer.send(":srv 001 bob :Welcome")
     harness.expect_line("JOIN #lobby")
 
