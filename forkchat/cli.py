@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     # in the supervisor, so that workers share what it writes
     warmup.warm_up(tls=[each.tls for each in bound if each.tls is not None])
-    targets = supervisor.Targets(broker=broker.main, worker=worker.main)
+    targets = supervisor.Targets(broker=broker.main, worker=worker.main,
+                                 warm_tls=warmup.warm_reloaded)
     try:
         server = supervisor.Supervisor(cfg, targets, load if args.config else None, bound)
     except OSError as error:        # (a descriptor limit of a few: EMFILE)

@@ -28,6 +28,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -113,6 +114,8 @@ class Targets:
 
     broker: Callable[..., None]
     worker: Callable[..., None]
+    # runs TLS rounds through a reload's new contexts (warmup.warm_reloaded)
+    warm_tls: Callable[[list[ssl.SSLContext]], None] = lambda contexts: None
 
 
 @dataclass
@@ -938,11 +941,13 @@ class Supervisor:
             self._reload_failed(problems)
             return
         new = self._keep_restart_only(new)
+        previous = [bound.tls for bound in self.bound]
         troubles = self._apply_listeners(new)
         self.cfg = new
         self.admission.reload(new.limits)
         warn_os_limits(new.limits, len(self.bound))
         logsetup.set_level(new.log.level)
+        self._warm_new_contexts(previous)
         self.start_spawner()
         if self.spawner_stale:
             troubles.append("new connections get the previous configuration until a "
@@ -955,6 +960,19 @@ class Supervisor:
             return
         log.info("configuration reloaded")
         systemd.notify("READY=1", self._status())
+
+    def _warm_new_contexts(self, previous: list[ssl.SSLContext | None]) -> None:
+        """The TLS contexts a reload made (renewed certificates, added
+        listeners) warmed before the spawner that serves them is forked,
+        as the start warms the first ones (warmup.warm_reloaded: some
+        10 ms a context).  Only memory is at stake: a failure of it is
+        logged, and the reload goes on."""
+        fresh = [bound.tls for bound in self.bound if bound.tls is not None
+                 and not any(bound.tls is old for old in previous)]
+        try:
+            self.targets.warm_tls(fresh)
+        except Exception:    # a warm-up bug must not fail the reload
+            log.exception("the warm-up of the new TLS contexts failed (the reload goes on)")
 
     def _reload_failed(self, problems: list[str]) -> None:
         """One line for each problem, with its prefix; the running

@@ -17,6 +17,13 @@ certificate and key: an idle TLS worker copied some 790 pages where a
 plain one copied 610.  So as many rounds again go over TLS, through each
 TLS listener's own context in turn (720-735 pages; the rest is mostly C
 heap, a session's own state in OpenSSL).
+
+A reload (SIGHUP) builds a new context for each TLS listener, and the
+spawner it starts forks every later TLS worker from it: warm_reloaded runs
+a few rounds through each new context in the supervisor, before that
+fork, or each such worker copied some 10-25 pages more than one forked
+before the reload (the new certificate and key, and what OpenSSL fetches
+for a key of another type).
 """
 
 from __future__ import annotations
@@ -47,10 +54,18 @@ _WARM_UP_INPUT = (b"NICK warm\r\nUSER warm 0 * :up\r\nJOIN #warm\r\n"
 # A round's bound, should its loop ever wait (it never has to): its
 # timers are due by then, and close the connection.
 _WARM_UP_LIMIT_S = 1.0
+# At a reload, RELOAD_ROUNDS rounds through each new TLS context (some
+# 3 ms each; one saved as many pages as four), run by the serving
+# supervisor: a round that ever waited would end at RELOAD_LIMIT_S (its
+# timers) and end them all, and none starts after RELOAD_BUDGET_S.
+RELOAD_ROUNDS = 1
+RELOAD_LIMIT_S = 0.1
+RELOAD_BUDGET_S = 0.2
 
 
 def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
-            tls: Sequence[ssl.SSLContext] = ()) -> None:
+            tls: Sequence[ssl.SSLContext] = (), limit_s: float = _WARM_UP_LIMIT_S,
+            budget_s: float | None = None) -> None:
     """Run `rounds` connections through a Worker (see WARM_UP_ROUNDS),
     then, given the TLS listeners' contexts, as many over TLS, through
     each context in turn (each at least once).  The contexts are only
@@ -59,13 +74,15 @@ def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
 
     Out of descriptors, the rest are skipped: it only saves memory.  So
     are they once a round failed (a TLS error) or has taken as long as
-    its timers (it waited, as it never has to), for the server's start
-    waits for them all."""
+    its timers, `limit_s` (it waited, as it never has to), for the server's
+    start waits for them all; and with a `budget_s`, once the rounds have
+    taken that long together."""
     cfg = cfg or config.Config()
-    limits = dataclasses.replace(cfg.limits, registration_timeout=_WARM_UP_LIMIT_S,
-                                 ping_interval=_WARM_UP_LIMIT_S, ping_timeout=_WARM_UP_LIMIT_S)
+    limits = dataclasses.replace(cfg.limits, registration_timeout=limit_s,
+                                 ping_interval=limit_s, ping_timeout=limit_s)
     cfg = dataclasses.replace(cfg, limits=limits)
     tls_rounds = [tls[index % len(tls)] for index in range(max(rounds, len(tls)))] if tls else []
+    first = time.monotonic()
     with logsetup.written_nowhere():
         client_tls = _client_context() if tls_rounds else None
         for context in [None] * rounds + tls_rounds:
@@ -74,8 +91,18 @@ def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
                 _warm_connection(cfg, context, client_tls)
             except OSError:         # (ssl.SSLError is one)
                 return
-            if time.monotonic() - started >= _WARM_UP_LIMIT_S:
+            now = time.monotonic()
+            if now - started >= limit_s or (budget_s is not None and now - first >= budget_s):
                 return
+
+
+def warm_reloaded(contexts: Sequence[ssl.SSLContext]) -> None:
+    """The new contexts of a reload, warmed in the serving supervisor
+    before it forks the spawner that serves them (see RELOAD_ROUNDS):
+    the code is warm already, only their TLS rounds run."""
+    if contexts:
+        warm_up(rounds=0, tls=[each for each in contexts for _ in range(RELOAD_ROUNDS)],
+                limit_s=RELOAD_LIMIT_S, budget_s=RELOAD_BUDGET_S)
 
 
 def _client_context() -> ssl.SSLContext:
@@ -118,7 +145,8 @@ def _warm_connection(cfg: config.Config, tls: ssl.SSLContext | None = None,
             # Out of descriptors for the link (or a stranger filled the
             # listener's queue): the round would only wait for its timers.
             raise OSError("warm-up: no broker link")
-        deadline = time.monotonic() + 2 * _WARM_UP_LIMIT_S
+        limit_s = min(cfg.limits.registration_timeout, _WARM_UP_LIMIT_S)     # (its timers)
+        deadline = time.monotonic() + 2 * limit_s
         while not worker.done and time.monotonic() < deadline:
             worker._step()
         worker._flush_link()       # its BYE, answered before _finish waits for that

@@ -249,3 +249,16 @@ def test_the_servers_start_warms_up_its_tls_listener_through_its_context(certifi
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(warmup.WARM_UP_ROUNDS), "True", "1"], done.stderr
+
+
+def test_a_reloads_warm_up_runs_its_rounds_through_each_new_context_within_its_budget(
+        certificate, monkeypatch):
+    """Run by the serving supervisor at a SIGHUP: RELOAD_ROUNDS handshakes
+    through each new context, none started after RELOAD_BUDGET_S."""
+    first, second = listener_context(certificate), listener_context(certificate)
+    warmup.warm_reloaded([first, second])
+    assert (accepted(first), accepted(second)) == (warmup.RELOAD_ROUNDS, warmup.RELOAD_ROUNDS)
+    monkeypatch.setattr(warmup, "RELOAD_BUDGET_S", 0.0)
+    third, fourth = listener_context(certificate), listener_context(certificate)
+    warmup.warm_reloaded([third, fourth])
+    assert (accepted(third), accepted(fourth)) == (1, 0)
