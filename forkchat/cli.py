@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bound = open_listeners(cfg)
         become_unprivileged(cfg, args.config)
+    except listeners.NoListener as error:       # (the file's value: a restart cures nothing)
+        print(f"forkchat-server: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (listeners.BindError, privileges.PrivilegeError, ValueError) as error:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
@@ -274,6 +277,8 @@ def check_config(cfg: config.Config, path: str | None) -> int:
     for clash in listeners.clashes(cfg.listen):
         print(f"forkchat-server: warning: {clash} (the start fails on this, "
               f"unless systemd passes the sockets)", file=sys.stderr)
+    if not cfg.listen:
+        print(f"forkchat-server: warning: {listeners.EMPTY_LISTEN}", file=sys.stderr)
     failures, loaded = [], []
     with _warnings_to_stderr():
         for index, spec in enumerate(cfg.listen):
@@ -360,6 +365,7 @@ def open_listeners(cfg: config.Config) -> list[listeners.Bound]:
     whatever systemd bound.
 
     Raises:
+        NoListener: listen = [] and no socket was passed.
         BindError: a listener could not be bound.
         ValueError: the socket-activation environment is broken.
     """

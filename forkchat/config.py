@@ -334,8 +334,6 @@ def build(raw: dict[str, Any], where: _Locator, errors: list[ConfigError]) -> Co
             errors.append(where.root_error(name, name,
                                            f"must be an array of tables ([[{name}]])"))
             continue
-        if not items and name == "listen":
-            errors.append(where.root_error(name, name, NO_LISTENER))
         values[name] = tuple(_build_entry(cls, item, name, index, where, errors)
                              for index, item in enumerate(items))
     config = Config(**{k: v for k, v in values.items() if v is not None})
@@ -482,10 +480,6 @@ def _check_values(config: Config, where: _Locator) -> list[ConfigError]:
 
 
 BAD_NAME = "must be a host-like name without spaces or control characters"
-# listen = [] (a template's empty list) bound nothing and served nobody,
-# without a word; no [[listen]] at all is the way to ask for the default.
-NO_LISTENER = (f"must hold at least one listener (leave it out for the default, "
-               f"{Listener.address}:{Listener.port})")
 # address = "" bound every IPv4 address (Python's "" for INADDR_ANY), an
 # exposure nothing documented and no one meant: an empty value is a
 # template's unset variable, and the wildcard has a name of its own.

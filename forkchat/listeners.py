@@ -440,13 +440,30 @@ def _shown(spec: config.Listener) -> str:
     return f"{host}:{spec.port}"
 
 
+# listen = [] (a template's empty list) bound nothing and served nobody,
+# without a word.  Under socket activation it has a use: the sockets
+# systemd passes, each served by its name (irc or tutorial), else as plain
+# IRC.  So forkchat.toml takes it, and the start without passed sockets,
+# or a reload of a server that binds its own, refuses it.
+EMPTY_LISTEN = (f"listen = [] names no listener: the server serves only the sockets systemd "
+                f"passes, and without them it does not start (leave listen out for the "
+                f"default, {config.Listener.address}:{config.Listener.port})")
+
+
+class NoListener(Exception):
+    """listen = [] and no socket passed by systemd: nothing to serve."""
+
+
 def bind_all(specs: tuple[config.Listener, ...]) -> list[Bound]:
     """Bind every listener or none.
 
     Raises:
+        NoListener: `specs` is empty (EMPTY_LISTEN).
         BindError: two listeners clash, or the first listener that failed;
             the others are closed.
     """
+    if not specs:
+        raise NoListener(EMPTY_LISTEN)
     if problems := clashes(specs):
         raise BindError(problems[0])
     done: list[Bound] = []

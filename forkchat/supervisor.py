@@ -936,8 +936,7 @@ class Supervisor:
             log.exception("reload failed, keeping the running configuration")
             systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
             return
-        if not any(bound.adopted for bound in self.bound) and \
-                (problems := listeners.clashes(new.listen)):
+        if problems := self._listen_problems(new):
             self._reload_failed(problems)
             return
         new = self._keep_restart_only(new)
@@ -980,6 +979,17 @@ class Supervisor:
         for problem in problems:
             log.error("reload failed, keeping the running configuration: %s", problem)
         systemd.notify("READY=1", "STATUS=reload failed, running configuration kept")
+
+    def _listen_problems(self, new: config.Config) -> list[str]:
+        """Why `new`'s [[listen]] entries cannot replace the listeners: two
+        that clash, or none at all where there are some (listen = [] closed
+        every one, and the server served nobody).  Passed sockets stay
+        whatever the file says (_keep_restart_only)."""
+        if any(bound.adopted for bound in self.bound):
+            return []
+        if not new.listen and self.bound:
+            return [listeners.EMPTY_LISTEN]
+        return listeners.clashes(new.listen)
 
     def _keep_restart_only(self, new: config.Config) -> config.Config:
         """`new` with the running values of the keys only a start applies.

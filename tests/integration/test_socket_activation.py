@@ -21,7 +21,7 @@ import pytest
 from tests.integration.test_tutorial import TutorialClient
 from tests.integration.test_tls import TlsClient, certs, make_cert   # noqa: F401 (fixture)
 from tests.support.ircclient import IrcTestClient
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, run_forkchat
 
 # Moves the inherited sockets (fds in argv[1]) to 3, 4, ... out of each
 # other's way, sets the variables sd_listen_fds(3) reads, and becomes the server.
@@ -196,3 +196,41 @@ def test_a_passed_unix_socket_is_refused_at_start(tmp_path):
         "forkchat-server: fd 3 passed by systemd is not a TCP socket (AF_UNIX SOCK_STREAM): "
         "forkchat serves TCP only, give the .socket unit ListenStream=PORT or "
         "ListenStream=ADDRESS:PORT"], proc.stderr
+
+
+def test_an_empty_listen_serves_the_passed_sockets_as_plain_irc(activated, tmp_path):
+    """forkchat.toml(5): `listen = []` names no entry, so a socket systemd
+    passes under another name than irc or tutorial is plain IRC.  It was an
+    error of the file (which bound nothing outside socket activation), and
+    such a server did not start; a reload of the file keeps serving."""
+    sock, port = listening_socket()
+    server = activated([sock], "forkchat.socket", "listen = []\n[server]\nallow_root = true\n")
+    assert server.ports == [("127.0.0.1", port, "irc")]
+    client = IrcTestClient(port)
+    client.register("passed")
+    mark = server.log_length()
+    server.signal(signal.SIGHUP)
+    assert server.wait_for_text("configuration reloaded", start=mark).endswith(
+        " INFO configuration reloaded")
+    client.send("PING :still")
+    assert client.expect("PONG").params[-1] == "still"
+    client.close()
+
+
+def test_an_empty_listen_without_passed_sockets_stops_the_start_with_why(tmp_path):
+    """Outside socket activation it binds nothing: the start says so in one
+    line and exits 2, a configuration error no restart cures (the shipped
+    unit does not restart on 2); --check-config, run where no socket is
+    passed, warns of it without failing a file a socket unit serves."""
+    path = tmp_path / "forkchat.toml"
+    path.write_text(f'listen = []\n[server]\nallow_root = true\nstate_dir = "{tmp_path}"\n')
+    started = run_forkchat("-c", str(path))
+    assert (started.returncode, started.stderr) == (2, f"forkchat-server: {EMPTY}\n")
+    checked = run_forkchat("-c", str(path), "--check-config")
+    assert checked.returncode == 0 and "configuration OK" in checked.stdout
+    assert checked.stderr == f"forkchat-server: warning: {EMPTY}\n"
+
+
+EMPTY = ("listen = [] names no listener: the server serves only the sockets systemd passes, "
+         "and without them it does not start (leave listen out for the default, "
+         "127.0.0.1:6667)")

@@ -48,17 +48,12 @@ def test_an_array_entry_that_is_not_a_table_is_an_error(tmp_path, text, wanted):
     assert errors_of(tmp_path, text) == wanted
 
 
-@pytest.mark.parametrize("text, line", [("listen = []\n", 1),
-                                        ('[server]\nname = "x"\n\n[log]\nlisten = []\n', 0)])
-def test_an_empty_array_of_listeners_is_an_error(tmp_path, text, line):
-    """`listen = []` (a template's empty list) started a server that bound
-    nothing, logged no 'listening on' line and served nobody, and
-    --check-config called it valid; no [[listen]] at all is the default
-    listener."""
-    errors = errors_of(tmp_path, text)
-    wanted = ":1: listen: must hold at least one listener (leave it out for the default, " \
-             "127.0.0.1:6667)"
-    assert (wanted in errors) == bool(line)
+def test_an_empty_array_of_listeners_loads_as_none(tmp_path):
+    """`listen = []` serves only the sockets systemd passes (see
+    listeners.EMPTY_LISTEN: the start without them refuses it); it was an
+    error of the file, and a socket-activated server that named no entry
+    did not start."""
+    assert loads(tmp_path, "listen = []\n").listen == ()
 
 
 def test_a_good_inline_array_of_tables_still_loads(tmp_path):

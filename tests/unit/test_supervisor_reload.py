@@ -204,3 +204,18 @@ def test_a_failed_warm_up_does_not_fail_the_reload(tmp_path, caplog):
     assert at_fork == [0]
     assert lines == ["the warm-up of the new TLS contexts failed (the reload goes on)",
                      "configuration reloaded"]
+
+
+def test_a_reload_to_an_empty_listen_of_a_server_that_binds_its_own_is_refused(caplog):
+    """Without passed sockets `listen = []` names nothing to serve: the
+    reload closed every listener and the server served nobody."""
+    old = listeners.bind(config.Listener(port=0))
+    try:
+        boss, frames, _warnings = reload_to(caplog, config.Config(listen=()),
+                                            running=config.Config(listen=(old.spec,)),
+                                            bound=[old])
+        assert boss.bound == [old] and old.sock.fileno() >= 0 and frames == []
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+            f"reload failed, keeping the running configuration: {listeners.EMPTY_LISTEN}"]
+    finally:
+        old.sock.close()
