@@ -76,7 +76,8 @@ PASSED_SOCKETS_KEY = "[[listen]] (sockets passed by systemd)"
 
 
 class Shutdown(BaseException):
-    """Carries the halt reason and exit code up to run()."""
+    """Carries the halt reason and exit code up to run(), which logs the
+    reason ("" for one logged already)."""
 
     def __init__(self, reason: str, code: int) -> None:
         super().__init__(reason)
@@ -201,10 +202,10 @@ class Supervisor:
             log.error("cannot start: %s", error.strerror or error)
             return 1
         try:
-            if not self.spawn_broker():
-                raise Shutdown("cannot start the broker", 1)
-            if not self.start_spawner():
-                raise Shutdown("cannot start the spawner", 1)
+            if not self.spawn_broker() or not self.start_spawner():
+                # its line, with why, is logged already (_fork_failed): a
+                # second one without the reason said it again
+                raise Shutdown("", 1)
             for bound in self.bound:
                 listeners.announce(bound)
             self._start_timers()
@@ -214,7 +215,8 @@ class Supervisor:
                 self._run_timers()
             self.stop()
         except Shutdown as halt:
-            log.error("%s", halt.reason)
+            if halt.reason:
+                log.error("%s", halt.reason)
             self.stop()
             return halt.code
         return 0
@@ -508,7 +510,7 @@ class Supervisor:
         refused 'busy', until the next reload.
         """
         self.spawner_stale = self.spawner is not None
-        self._fork_failed("spawner", f"cannot start a spawner: {error}")
+        self._fork_failed("spawner", f"cannot start a spawner: {error.strerror or error}")
         self.timers["spawner"] = time.monotonic() + SPAWNER_RETRY_S
         return False
 

@@ -367,7 +367,7 @@ def test_a_spawner_fork_retried_every_second_is_logged_once(boss, caplog, monkey
         for _ in range(3):
             boss.on_spawner_timer()
     assert [r.getMessage() for r in caplog.records] == [
-        "cannot start a spawner: [Errno 11] Resource temporarily unavailable"]
+        "cannot start a spawner: Resource temporarily unavailable"]
     assert "spawner" in boss.timers
 
 
