@@ -25,7 +25,7 @@ from forkchat import addresses, stdio, systemd
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130      # Ctrl+C at --hash-password's question, as a shell has it
+EXIT_INTERRUPTED = 130      # Ctrl+C in an answer (--hash-password...), as a shell has it
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -140,13 +140,10 @@ def loader(args: argparse.Namespace) -> Callable[[], config.Config]:
 
 
 def hash_password_command() -> int:
-    """Ctrl+C or Ctrl+D at the question ends it with a line, not getpass's
-    KeyboardInterrupt or EOFError traceback: Ctrl+D gives no password."""
+    """Ctrl+D at the question ends it with a line, not getpass's EOFError
+    traceback: it gives no password.  (Ctrl+C: see main.)"""
     try:
         first = read_password()
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return EXIT_INTERRUPTED
     except EOFError:
         print(file=sys.stderr)
         first = ""
@@ -195,6 +192,24 @@ def open_standard_descriptors() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """forkchat-server: serve, or answer (--help, --version, --hash-password,
+    --check-config) and exit.
+
+    Ctrl+C ends an answer with an empty line and status 130, as a shell
+    has it, wherever it comes: at --hash-password's question, while it
+    hashes, or held from the start (__main__) until the release that
+    answers take, where it raised KeyboardInterrupt with a traceback.  A
+    start holds it until the supervisor's handler (SIGNAL_ACTIONS) takes
+    it as a stop.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     open_standard_descriptors()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -288,3 +288,27 @@ def test_the_server_command_starts_where_python_dash_m_does():
     with open(ROOT / "pyproject.toml", "rb") as project:
         scripts = tomllib.load(project)["project"]["scripts"]
     assert scripts["forkchat-server"] == "forkchat.__main__:main"
+
+
+# An answer's own Ctrl+C, sent as the CLI is imported (held then, as for a
+# start) and so taken as main() lets the signals through for the answer.
+SIGNALLED_ANSWER = SIGNALLED_IMPORT.replace(
+    'sys.argv = ["forkchat-server", "-l", "127.0.0.1:0", "--state-dir", sys.argv[1]]',
+    'sys.argv = ["forkchat-server"] + sys.argv[1:]')
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("args", [["--hash-password"], ["--check-config"], ["--version"]])
+def test_a_ctrl_c_held_from_the_start_of_an_answer_ends_it_as_at_the_question(args):
+    """forkchat-server(8), EXIT STATUS: an answer interrupted with Ctrl+C
+    exits 130.  A Ctrl+C in the first 50 ms of --hash-password (held with
+    the start's signals) came out where main() let them through again:
+    a KeyboardInterrupt traceback, and death by SIGINT (status -2)."""
+    assert SIGNALLED_ANSWER != SIGNALLED_IMPORT
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    answer = subprocess.Popen([sys.executable, "-c", SIGNALLED_ANSWER.format(name="SIGINT"),
+                               *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True)
+    out, err = answer.communicate(timeout=20)      # (stdin stays open until then: no EOF)
+    assert (answer.returncode, out, err) == (cli.EXIT_INTERRUPTED, "", "\n")
