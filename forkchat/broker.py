@@ -1873,6 +1873,25 @@ class Broker:
         link.writer.queue_unbounded(frame)
         self.dirty.add(link)
 
+    def drop(self, cid: int, reason: str, last: bytes = b"") -> None:
+        """Close `cid`'s client with `reason`, after its `last` line: not
+        held against the bound, for it ends the link (its worker closes on
+        the DROP), two frames past it at most.  Counted, a KILL of a client
+        whose link was near broker_buffer_bytes overflowed it, and the
+        client read "Max SendQ exceeded" where the operator gave a reason.
+        The link is dropping from then on, as after an overflow: nothing
+        more is queued on it (a worker that repeats what is refused so, a
+        REREGISTER, grows it no further), nor read from it; one dropping
+        already (overflowed before) keeps its reason."""
+        link = self._link_to_queue_on(cid)
+        if link is None:
+            return
+        if last:
+            link.writer.queue_unbounded(ipc.encode(ipc.Kind.DELIVER, last))
+        link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, reason.encode()))
+        link.dropping = True
+        self.dirty.add(link)
+
     def queue_reply(self, cid: int, frame: bytes) -> None:
         """A frame of the reply to `cid`'s own command: not bounded."""
         link = self._link_to_queue_on(cid)
@@ -2204,8 +2223,8 @@ class _Outbox:
         else:
             self._broker.queue_unbounded(cid, frame)
 
-    def drop(self, cid: int, reason: str) -> None:
-        self._broker.queue(cid, ipc.encode(ipc.Kind.DROP, reason.encode()))
+    def drop(self, cid: int, reason: str, last: bytes = b"") -> None:
+        self._broker.drop(cid, reason, last)
 
     def serve(self, cid: int, line: bytes) -> None:
         self._broker.queue(cid, ipc.encode(ipc.Kind.SERVE, line))

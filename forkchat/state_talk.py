@@ -163,6 +163,8 @@ def cmd_kill(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) 
         raise numerics.Reply(numerics.ERR_NOSUCHNICK, msg.params[0])
     comment = msg.param(1)[:st.settings.kicklen] or KILL_DEFAULT_REASON
     reason = f"Killed ({client.nick} ({comment}))"
-    out.send(target.cid, text_line(client.prefix, "KILL", target.nick, reason))
-    out.drop(target.cid, reason)
+    # The operator's word is the target's last, however full its link:
+    # sent as a line like the others, the KILL overflowed a link near
+    # broker_buffer_bytes, and its client read "Max SendQ exceeded".
+    out.drop(target.cid, reason, last=text_line(client.prefix, "KILL", target.nick, reason))
     st.disconnect(target.cid, reason, out)

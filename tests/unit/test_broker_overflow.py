@@ -98,3 +98,33 @@ def test_an_oper_wait_told_to_a_worker_that_does_not_read_is_bounded(room):
     assert bob.link.dropping
     flush(made)
     assert bob.frames()[-1] == (ipc.Kind.DROP, b"Max SendQ exceeded")
+
+
+def test_a_kill_of_a_client_whose_link_is_full_closes_it_with_the_kill_reason(room):
+    """An operator's KILL of a client near broker_buffer_bytes: the KILL
+    line was held against the bound, overflowed the link, and the client
+    read 'Max SendQ exceeded' as its last line instead of the operator's
+    reason (which everyone else heard in its QUIT)."""
+    made, (alice, bob, carol) = room
+    made.state.set_oper(1, "admin", made.outbox)
+    flush(made)
+    alice.frames()
+    bob.link.writer.limit = bob.link.writer.pending + 10      # takes no more lines
+    alice.send("KILL bob :spamming")
+    flush(made)
+    reason = b"Killed (alice (spamming))"
+    assert bob.frames() == [(ipc.Kind.DELIVER, b":alice!u@h KILL bob :" + reason + b"\r\n"),
+                            (ipc.Kind.DROP, reason)]
+    assert carol.heard() == ["bob QUIT (spamming))"]
+    assert "bob" not in made.state.nicks
+
+
+def test_a_link_dropped_once_is_sent_no_more_drops(room):
+    """A drop is past the bound, for it ends the link: a worker that
+    repeats a frame refused with a drop (REREGISTER to a broker that did
+    not take its connection over) must not grow the queue with each."""
+    made, (alice, bob, carol) = room
+    for _ in range(3):
+        made.outbox.drop(2, "Server error: session not restored")
+    flush(made)
+    assert bob.frames() == [(ipc.Kind.DROP, b"Server error: session not restored")]

@@ -329,8 +329,10 @@ class RecordingOutbox:
         if session is not None:
             session.apply(changes)
 
-    def drop(self, cid: int, reason: str) -> None:
+    def drop(self, cid: int, reason: str, last: bytes = b"") -> None:
         assert reason and "\n" not in reason
+        if last:
+            self._check(last)
         self.dropped.append(cid)
 
     def serve(self, cid: int, line: bytes) -> None:

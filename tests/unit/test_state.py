@@ -45,7 +45,9 @@ class RecordingOutbox:
     def update(self, cid: int, changes: dict) -> None:
         self.updates.append((cid, changes))
 
-    def drop(self, cid: int, reason: str) -> None:
+    def drop(self, cid: int, reason: str, last: bytes = b"") -> None:
+        if last:
+            self.send(cid, last)
         self.drops.append((cid, reason))
 
     def serve(self, cid: int, line: bytes) -> None:

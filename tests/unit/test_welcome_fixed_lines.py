@@ -72,7 +72,7 @@ class Outbox:
     def update(self, cid: int, changes: dict) -> None:
         pass
 
-    def drop(self, cid: int, reason: str) -> None:
+    def drop(self, cid: int, reason: str, last: bytes = b"") -> None:
         pass
 
     def serve(self, cid: int, line: bytes) -> None:
