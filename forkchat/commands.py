@@ -104,7 +104,13 @@ def cmd_ping(ctx: Context, msg: protocol.Message) -> None:
 
 
 def cmd_pong(ctx: Context, msg: protocol.Message) -> None:
-    """PONG <token>: any input already proves liveness."""
+    """PONG <token>
+
+    Any input already proves liveness; a PONG without its token is still
+    answered 409, as RFC 2812 3.7.3 lists for it (ngircd and InspIRCd do).
+    """
+    if not msg.params or not msg.params[0]:
+        raise numerics.Reply(numerics.ERR_NOORIGIN)
 
 
 def cmd_quit(ctx: Context, msg: protocol.Message) -> None:

@@ -106,6 +106,7 @@ ERR_BADCHANNELKEY = "475"
 ERR_BADCHANMASK = "476"
 ERR_BANLISTFULL = "478"
 ERR_NOPRIVILEGES = "481"
+ERR_CANTKILLSERVER = "483"
 ERR_CHANOPRIVSNEEDED = "482"
 ERR_NOOPERHOST = "491"
 ERR_UMODEUNKNOWNFLAG = "501"
@@ -170,6 +171,7 @@ TEXTS: dict[str, str] = {
     ERR_BADCHANMASK: "Bad Channel Mask",
     ERR_BANLISTFULL: "Channel ban list is full",
     ERR_NOPRIVILEGES: "Permission Denied- You're not an IRC operator",
+    ERR_CANTKILLSERVER: "You can't kill a server!",
     ERR_CHANOPRIVSNEEDED: "You're not channel operator",
     ERR_NOOPERHOST: "No O-lines for your host",
     ERR_UMODEUNKNOWNFLAG: "Unknown MODE flag",

@@ -157,8 +157,15 @@ KILL_DEFAULT_REASON = "No reason given"   # not the killer's nick: "Killed (op (
 
 
 def cmd_kill(st: ChatState, client: Client, msg: protocol.Message, out: Outbox) -> None:
-    """KILL <nick> [:<reason>]  (operators only)"""
+    """KILL <nick> [:<reason>]  (operators only)
+
+    This server's own name is answered 483, as RFC 2812 3.7.1 lists for it,
+    not 401: no nickname has a dot, so it cannot be one.
+    """
     target = st.find_nick(msg.params[0])
+    if target is None and protocol.casefold(msg.params[0]) == \
+            protocol.casefold(st.settings.server_name):
+        raise numerics.Reply(numerics.ERR_CANTKILLSERVER)
     if target is None:
         raise numerics.Reply(numerics.ERR_NOSUCHNICK, msg.params[0])
     comment = msg.param(1)[:st.settings.kicklen] or KILL_DEFAULT_REASON

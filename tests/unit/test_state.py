@@ -1089,6 +1089,16 @@ def test_kill_without_a_reason_says_none_was_given(room):
     assert room.out.drops == [(2, "Killed (carol (No reason given))")]
 
 
+@pytest.mark.parametrize("name", ["srv", "SRV"])
+def test_kill_of_this_server_is_483(room, name):
+    """RFC 2812 3.7.1: ERR_CANTKILLSERVER "You can't kill a server!" (it was
+    401, no such nick)."""
+    room.st.set_oper(3, "admin", room.out)
+    room.out.take()
+    assert room.to("carol", f"KILL {name} :bye") == [":srv 483 carol :You can't kill a server!"]
+    assert room.out.drops == []
+
+
 def test_wallops_to_users_with_w(room):
     room.st.set_oper(1, "admin", room.out)
     room.cmd("bob", "MODE bob +w")
