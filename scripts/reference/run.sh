@@ -29,6 +29,9 @@ sed -e "s/@PORT@/$port/" -e "s#@DIR@#$dir#g" "$here/$kind.conf" > "$dir/$kind.co
 echo bench > "$dir/motd"
 mkdir "$dir/conf.d"
 chown -R irc:irc "$dir"
+if ! setpriv --reuid=irc --regid=irc --init-groups test -r "$dir/$kind.conf"; then
+    echo "$0: user irc cannot reach $dir (a parent directory is closed to it)" >&2; exit 2
+fi
 
 cd "$dir"
 case $kind in
