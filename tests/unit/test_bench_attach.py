@@ -8,6 +8,7 @@ real thing through scripts/reference/run.sh.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from tests.unit.test_bench import BENCH, RUN_TIMEOUT_S, load_bench, run_bench
 pytestmark = pytest.mark.timeout(120)
 
 RUN_SH = os.path.join(os.path.dirname(BENCH), "reference", "run.sh")
+COMPARE_SH = os.path.join(os.path.dirname(BENCH), "reference", "compare.sh")
 
 NGIRCD_WELCOME = [
     ":bench.ngircd 001 bp1 :Welcome to the Internet Relay Network bp1!~bp1@127.0.0.1",
@@ -229,3 +231,22 @@ def test_soak_on_a_reference_server_says_what_it_cannot_measure(started):
     assert result["kill_workers_per_s"] == 0 and result["broker_kills"] == 0
     assert result["unexplained_loss"] == 0 and result["received"] == result["expected"] > 0
     assert result["leaks"]["fd_leak"] is False and "brokers" not in result["leaks"]
+
+
+def test_compare_runs_the_three_servers_in_turn_and_leaves_none(tmp_path):
+    for kind in ("ngircd", "inspircd"):
+        reference_server(kind)
+    out = tmp_path / "runs.jsonl"
+    before = {p.pid for p in psutil.process_iter()}
+    done = subprocess.run([COMPARE_SH, "1", str(out), "--scenario", "connect", "-n", "3"],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                          env={**os.environ, "PYTHON": sys.executable,
+                               "BENCH_LOCK": str(tmp_path / "lock")})
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("server_software", "forkchat")[:4] for r in results] == \
+        ["fork", "ngir", "Insp"]
+    assert all(r["connected"] == 3 for r in results)
+    left = [p for p in psutil.process_iter(["name"]) if p.pid not in before
+            and p.info["name"] in ("ngircd", "inspircd")]
+    assert not left, left
