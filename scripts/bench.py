@@ -77,6 +77,7 @@ SERVER_START_S = 20.0
 SERVER_STOP_S = 10.0
 LOG_LINES_KEPT = 100000         # the server's last log lines, for error texts and the drop
 ATTACH_CONNECT_S = 5.0          # --attach: the one TCP connect that checks the server is there
+ATTACH_PROBE_S = 10.0           # --attach: one client's registration (InspIRCd 3 takes 1 s)
 CONNECT_TIMEOUT_S = 30.0        # one client: TCP connect to end of its JOIN reply
 REPLY_GRACE_S = 30.0            # extra time a generator process gets to answer a command
 DRAIN_S = 5.0                   # after the last send, how long receivers may wait
@@ -200,9 +201,13 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def role_of(process: psutil.Process, root_pid: int) -> str:
+def role_of(process: psutil.Process, root_pid: int, foreign: bool = False) -> str:
+    """forkchat's process roles; another server (--attach) has only its
+    own process ("server") and whatever children it forks ("child")."""
     if process.pid == root_pid:
-        return "supervisor"
+        return "server" if foreign else "supervisor"
+    if foreign:
+        return "child"
     try:
         name = process.name()
     except psutil.Error:
@@ -233,7 +238,7 @@ def run_seconds(pid: int) -> float | None:
 CpuSample = dict[int, tuple[str, float, float, float]]   # pid: (role, ran, kernel, reaped)
 
 
-def cpu_sample(pid: int | None) -> CpuSample:
+def cpu_sample(pid: int | None, foreign: bool = False) -> CpuSample:
     """{pid: (role, run seconds, kernel seconds, reaped children's seconds)}
     over the tree rooted at pid.
 
@@ -246,7 +251,7 @@ def cpu_sample(pid: int | None) -> CpuSample:
     if pid is None:
         return sample
     for process in process_tree(pid):
-        sample_one(sample, process.pid, role_of(process, pid))
+        sample_one(sample, process.pid, role_of(process, pid, foreign))
     return sample
 
 
@@ -299,7 +304,7 @@ def cpu_delta(before: CpuSample, after: CpuSample, wall: float) -> dict[str, Any
             "busiest_process_core_share": round(busiest / wall, 3) if wall > 0 else None}
 
 
-def memory_sample(pid: int | None) -> dict[str, Any] | None:
+def memory_sample(pid: int | None, foreign: bool = False) -> dict[str, Any] | None:
     """RSS, USS and PSS summed over the tree, and per role."""
     if pid is None:
         return None
@@ -312,7 +317,8 @@ def memory_sample(pid: int | None) -> dict[str, Any] | None:
         except psutil.Error:
             continue
         count += 1
-        role = roles.setdefault(role_of(process, pid), {"rss": 0, "uss": 0, "pss": 0, "n": 0})
+        role = roles.setdefault(role_of(process, pid, foreign),
+                                {"rss": 0, "uss": 0, "pss": 0, "n": 0})
         role["n"] += 1
         for key in totals:
             value = getattr(info, key, 0)
@@ -415,20 +421,33 @@ class Server:
         self._cond = threading.Condition()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.started = False
+        # attached: what the server says of itself (RPL_MYINFO, RPL_ISUPPORT);
+        # foreign: it is not forkchat (no broker, spawner or workers, no log here)
+        self.welcome: dict[str, Any] = {}
+        self.foreign = False
+        self.other_connections = 0      # attached: clients that were not ours
 
-    def attach(self, spec: str, pid: int | None) -> "Server":
+    def cpu(self) -> CpuSample:
+        return cpu_sample(self.pid, self.foreign)
+
+    def memory(self) -> dict[str, Any] | None:
+        return memory_sample(self.pid, self.foreign)
+
+    def attach(self, spec: str, pid: int | None, sendq_bytes: int | None = None) -> "Server":
         """Check before any scenario that the server is there and `pid` is it.
 
         Else every scenario would run against nothing (connect reported 0
         of N connected and exit 0), or CPU and memory would be another
-        process's figures beside the server's latencies.
+        process's figures beside the server's latencies.  One client
+        registers to learn what server it is (any IRC server will do:
+        forkchat's roles and log lines are then used only if it is forkchat).
         """
         host, _, port = spec.rpartition(":")
         if host != HOST or not port.isdigit() or not 0 < int(port) < 65536:
             raise BenchError(f"--attach wants {HOST}:PORT, not {spec!r} (only 127.0.0.1)")
         self.port = int(port)
         self.pid = pid
-        self.sendq_bytes = None
+        self.sendq_bytes = sendq_bytes
         if pid is not None and not psutil.pid_exists(pid):
             raise BenchError(f"--pid {pid}: no such process")
         try:
@@ -438,7 +457,13 @@ class Server:
                              f"{error.strerror or error}") from None
         if pid is not None and listens_on(pid, self.port) is False:
             raise BenchError(f"--pid {pid} is not the server listening on {spec}: give the "
-                             "pid of its supervisor (the forkchat-server process)")
+                             "pid of the server (of forkchat-server, its supervisor)")
+        self.other_connections = server_connections(self.port)
+        self.welcome = probe_server(self.port, self.tls, ATTACH_PROBE_S)
+        if not self.welcome.get("welcomed"):
+            raise BenchError(f"--attach {spec}: no IRC welcome within {ATTACH_PROBE_S:.0f} s "
+                             f"({self.welcome.get('last_line') or 'nothing was said'})")
+        self.foreign = self.welcome["foreign"]
         return self
 
     def start(self) -> "Server":
@@ -607,6 +632,86 @@ def listens_on(pid: int, port: int) -> bool | None:
     return None if denied else False
 
 
+def probe_server(port: int, tls: bool, timeout: float) -> dict[str, Any]:
+    """Register one client, read the welcome, QUIT: see welcome_facts().
+
+    A PING before the welcome (some servers' registration check) is
+    answered.  Never raises: an error is the result's last_line."""
+    lines: list[str] = []
+    nick = f"bp{os.getpid() % 10000000}"        # 9 characters at most: RFC 2812's NICKLEN
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as raw:
+            sock = client_tls_context().wrap_socket(raw, server_hostname="localhost") \
+                if tls else raw
+            sock.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :forkchat bench probe\r\n".encode())
+            _read_welcome(sock, lines, deadline)
+            sock.sendall(b"QUIT :bench probe\r\n")
+            _read_welcome(sock, [], time.monotonic() + 1.0)    # until the server closes
+    except OSError as error:
+        lines.append(f"probe: {error.strerror or error}")
+    return welcome_facts(lines)
+
+
+def _read_welcome(sock: socket.socket, lines: list[str], deadline: float) -> None:
+    """Read lines into `lines` until the end of the MOTD, ERROR, EOF or `deadline`."""
+    buf = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, OSError):
+            return
+        if not data:
+            return
+        *complete, buf = (buf + data).split(b"\n")
+        for raw in complete:
+            line = raw.rstrip(b"\r").decode("utf-8", "replace")
+            lines.append(line)
+            words = line.split(" ")
+            if words[0] == "PING":
+                sock.sendall(f"PONG {' '.join(words[1:])}\r\n".encode())
+            elif words[0] == "ERROR" or (len(words) > 1 and words[1] in ("376", "422")):
+                return
+
+
+def welcome_facts(lines: list[str]) -> dict[str, Any]:
+    """What a server's welcome says of it: its software (RPL_MYINFO's
+    version), NICKLEN (RPL_ISUPPORT), whether it welcomed us (001) and
+    whether it is some other server than forkchat."""
+    facts: dict[str, Any] = {"welcomed": False, "software": None, "nicklen": None,
+                             "last_line": lines[-1][:200] if lines else None}
+    for line in lines:
+        words = line.split(" ")
+        numeric = words[1] if line.startswith(":") and len(words) > 1 else ""
+        if numeric == "001":
+            facts["welcomed"] = True
+        elif numeric == "004" and len(words) > 4:
+            facts["software"] = words[4]
+        elif numeric == "005":
+            for token in words[3:]:
+                if token.startswith("NICKLEN=") and token[8:].isdigit():
+                    facts["nicklen"] = int(token[8:])
+    facts["foreign"] = not (facts["software"] or "").startswith("forkchat")
+    return facts
+
+
+def server_connections(port: int) -> int:
+    """The server's open TCP connections on 127.0.0.1:`port` (its side
+    established, or closed by the client and not yet by the server)."""
+    local = f"0100007F:{port:04X}"
+    count = 0
+    try:
+        with open("/proc/net/tcp") as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) > 3 and parts[1] == local and parts[3] in ("01", "08"):
+                    count += 1
+    except OSError:
+        return 0
+    return count
+
+
 def _die_with_parent(signum: int) -> Callable[[], None]:
     """preexec_fn: the child gets `signum` when this process dies (Linux prctl)."""
     def preexec() -> None:
@@ -675,6 +780,7 @@ class Client(asyncio.Protocol):
         self.names_left = len(spec.room.split(",")) if spec.room else 0
         self.ready_ns = 0
         self.welcomed = False
+        self.join_again = False
         self.soak_rx: list[tuple[int, int, str]] | None = None   # soak stayers only
         self.reset_counts()
 
@@ -736,6 +842,12 @@ class Client(asyncio.Protocol):
         handler = LINE_HANDLERS.get(command)
         if handler is not None:
             handler(self, line)
+        elif command == b"451" and self.spec.room and not self.welcomed:
+            # the JOIN sent with NICK and USER came before the registration
+            # was complete (InspIRCd completes it on a timer): JOIN again
+            # after the welcome, as a person's client would have anyway
+            self.errors["451"] += 1
+            self.join_again = True
         elif command[:1] in (b"4", b"5") and len(command) == 3:
             self.errors[command.decode()] += 1
             if not self.ready.done():        # registration or JOIN refused
@@ -762,6 +874,10 @@ class Client(asyncio.Protocol):
 
     def on_welcome_end(self, line: bytes) -> None:
         self.welcomed = True
+        if self.join_again and self.transport is not None:
+            self.join_again = False
+            self.gen.joins_resent += 1
+            self.transport.write(f"JOIN {self.spec.room}\r\n".encode())
         if not self.spec.room and not self.ready.done():
             self.ready.set_result(None)
 
@@ -834,6 +950,7 @@ class Generator:
         self.last_ns = 0
         self.lost_during: list[str] = []
         self.rx_bytes = 0
+        self.joins_resent = 0
         self.measuring = False
         self.done = asyncio.Event()
 
@@ -912,11 +1029,13 @@ class Generator:
         specs = [Spec(**spec) for spec in request["specs"]]
         limit = asyncio.Semaphore(max(1, int(request["in_flight"])))
         timeout = float(request.get("timeout", CONNECT_TIMEOUT_S))
+        resent = self.joins_resent
         results = await asyncio.gather(*(self._open(spec, limit, timeout) for spec in specs))
         times = [seconds for seconds, error in results if error is None]
         errors = collections.Counter(error for _, error in results if error is not None)
         return {"ok": len(times), "failed": sum(errors.values()), "times": times,
-                "errors": dict(errors.most_common(5)), "start": request.get("start", 0)}
+                "errors": dict(errors.most_common(5)), "start": request.get("start", 0),
+                "joins_resent": self.joins_resent - resent}
 
     async def _open(self, spec: Spec, limit: asyncio.Semaphore,
                     timeout: float) -> tuple[float, str | None]:
@@ -1570,7 +1689,8 @@ class Pool:
         for answer in answers:
             errors.update(answer.get("errors", {}))
         return {"wall_s": wall, "times": times, "ok": len(times),
-                "failed": sum(a.get("failed", 0) for a in answers), "errors": dict(errors)}
+                "failed": sum(a.get("failed", 0) for a in answers), "errors": dict(errors),
+                "joins_resent": sum(a.get("joins_resent", 0) for a in answers)}
 
     def make_specs(self, count: int, prefix: str, room: str | None = ROOM,
                    senders: int = 0) -> list[Spec]:
@@ -1635,13 +1755,19 @@ class Bench:
         return self.args.clients if self.args.clients is not None else default
 
     def settle(self) -> int:
-        """Wait (bounded) until the server has no workers left from earlier clients."""
+        """Wait (bounded) until the server has no workers (forkchat) and no
+        connections (any server) left from earlier clients; how many are left."""
         deadline = time.monotonic() + SETTLE_LIMIT_S
-        left = worker_count(self.server.pid)
+        left = self.leftovers()
         while left and time.monotonic() < deadline:
             time.sleep(0.1)
-            left = worker_count(self.server.pid)
+            left = self.leftovers()
         return left
+
+    def leftovers(self) -> int:
+        server = self.server
+        connections = max(0, server_connections(server.port) - server.other_connections)
+        return max(worker_count(server.pid), connections)
 
     def check_server(self) -> None:
         if not self.server.alive():
@@ -1651,7 +1777,7 @@ class Bench:
 def measured(bench: Bench, pool: Pool, action: Callable[[], dict[str, Any]]
              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run `action` and return (its result, CPU figures of server and generator)."""
-    server_before = cpu_sample(bench.server.pid)
+    server_before = bench.server.cpu()
     gen_before = generator_cpu(pool)
     machine_before = psutil.cpu_times()
     began = time.monotonic()
@@ -1659,7 +1785,7 @@ def measured(bench: Bench, pool: Pool, action: Callable[[], dict[str, Any]]
     wall = time.monotonic() - began
     machine_after = psutil.cpu_times()
     figures = {"wall_s": round(wall, 3),
-               "server_cpu": cpu_delta(server_before, cpu_sample(bench.server.pid), wall),
+               "server_cpu": cpu_delta(server_before, bench.server.cpu(), wall),
                "generator_cpu": cpu_delta(gen_before, generator_cpu(pool), wall)}
     figures["machine"] = machine_load(machine_before, machine_after, wall, figures)
     return result, figures
@@ -1684,7 +1810,8 @@ def connect_summary(outcome: dict[str, Any], count: int) -> dict[str, Any]:
             "errors": outcome["errors"], "total_s": round(outcome["wall_s"], 3),
             "connections_per_s": round(outcome["ok"] / outcome["wall_s"], 1)
             if outcome["wall_s"] else None,
-            "per_client": list_percentiles(outcome["times"]), "requested": count}
+            "per_client": list_percentiles(outcome["times"]), "requested": count,
+            "joins_resent_after_welcome": outcome.get("joins_resent", 0)}
 
 
 def scenario_connect(bench: Bench, pool: Pool) -> dict[str, Any]:
@@ -1698,7 +1825,7 @@ def scenario_connect(bench: Bench, pool: Pool) -> dict[str, Any]:
     outcome, figures = measured(bench, pool, lambda: pool.connect(specs, bench.args.in_flight))
     return {"clients": count, "in_flight": bench.args.in_flight,
             "room": bench.args.connect_room, **connect_summary(outcome, count), **figures,
-            "server_memory": memory_sample(bench.server.pid)}
+            "server_memory": bench.server.memory()}
 
 
 def fanout_setup(bench: Bench, pool: Pool, count: int, senders: int) -> dict[str, Any]:
@@ -1783,7 +1910,7 @@ def scenario_fanout(bench: Bench, pool: Pool) -> dict[str, Any]:
     result = fanout_run(bench, pool, senders, rate, messages, pad=bench.args.pad)
     return {"clients": count, "mode": "paced" if rate else "unpaced",
             "messages_per_sender": messages, "pad_bytes": bench.args.pad, **result,
-            "setup": setup, "server_memory": memory_sample(bench.server.pid)}
+            "setup": setup, "server_memory": bench.server.memory()}
 
 
 def scenario_latency(bench: Bench, pool: Pool) -> dict[str, Any]:
@@ -1799,12 +1926,12 @@ def scenario_latency(bench: Bench, pool: Pool) -> dict[str, Any]:
 def scenario_idle_memory(bench: Bench, pool: Pool) -> dict[str, Any]:
     """N idle clients: the server tree's memory before and after."""
     count = bench.n(1000)
-    before = memory_sample(bench.server.pid)
+    before = bench.server.memory()
     available = psutil.virtual_memory().available
     setup = fanout_setup(bench, pool, count, 0)
     time.sleep(1.0)    # let the last joins' output drain before reading smaps
     merging = ksm_settle(bench.args.merge_wait) if bench.args.memory_merge else None
-    after = memory_sample(bench.server.pid)
+    after = bench.server.memory()
     # a cross-check of PSS that includes what smaps does not show (page tables,
     # kernel socket buffers) and the generator's own clients: an upper bound
     taken = available - psutil.virtual_memory().available
@@ -1856,7 +1983,14 @@ def scenario_slowreader(bench: Bench, pool: Pool) -> dict[str, Any]:
     error_line = drop.get("error_line") or ""
     drop["error_names_sendq"] = "sendq" in error_line.lower()
     drop.update(fill_estimate(bench, drop, with_stuck, rate * senders))
-    return {"clients": count, "senders": senders, "offered_deliveries_per_s": load,
+    unknown = []
+    if not bench.server.started:
+        unknown.append("logged: the server's log is read only when bench.py starts the server")
+    if bench.server.sendq_bytes is None:
+        unknown.append("estimated_full_after_start_s: the server's send queue bound is not "
+                       "known (--server-sendq)")
+    return {**({"not_measured": unknown} if unknown else {}),
+            "clients": count, "senders": senders, "offered_deliveries_per_s": load,
             "messages_per_sender": messages, "setup": setup, "baseline": baseline,
             "with_stuck_reader": with_stuck, "stuck_reader": drop,
             "throughput_change_pct": _pct(baseline["deliveries_per_s"],
@@ -1966,7 +2100,7 @@ def scenario_capacity(bench: Bench, pool: Pool) -> dict[str, Any]:
         rtts = [r for a in answers for r in a["rtts"]]
         asked = sum(a["asked"] for a in answers)
         ok = outcome["failed"] == 0 and asked == total and len(rtts) == total
-        memory = memory_sample(bench.server.pid)
+        memory = bench.server.memory()
         steps.append({"clients": total, "ok": ok, "connect": connect_summary(outcome, add),
                       "ping_answered": len(rtts),
                       "ping_late": sum(a.get("late", 0) for a in answers),
@@ -2008,6 +2142,9 @@ def scenario_soak(bench: Bench, pool: Pool) -> dict[str, Any]:
     if server_pid is None:
         raise BenchError("soak kills server processes: with --attach it needs --pid")
     args = bench.args
+    foreign = bench.server.foreign
+    kill_workers, kill_broker_every = (0.0, 0.0) if foreign else \
+        (args.kill_workers_per_s, args.kill_broker_every)
     duration = min(args.duration or 30.0, SOAK_HARD_CAP_S)
     count = bench.n(50)
     stayers = max(1, count // 2)
@@ -2015,7 +2152,7 @@ def scenario_soak(bench: Bench, pool: Pool) -> dict[str, Any]:
     setup = soak_setup(bench, pool, stayers)
     baseline = soak_server_figures(server_pid)
     request = {"op": "soak", "duration": duration, "server_pid": server_pid,
-               "kill_rate": args.kill_workers_per_s / pool.size, "seed": args.seed}
+               "kill_rate": kill_workers / pool.size, "seed": args.seed}
     requests = [dict(request, churners=churners // pool.size
                      + (1 if index < churners % pool.size else 0))
                 for index in range(pool.size)]
@@ -2025,7 +2162,7 @@ def scenario_soak(bench: Bench, pool: Pool) -> dict[str, Any]:
 
     def run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         asked = pool.send(requests)
-        brokers = kill_brokers(server_pid, duration, args.kill_broker_every, t0_ns)
+        brokers = kill_brokers(server_pid, duration, kill_broker_every, t0_ns)
         return pool.collect(asked, requests, duration + SOAK_CONNECT_S + SOAK_DRAIN_S
                             + 15 + REPLY_GRACE_S), brokers
     (answers, brokers), figures = measured(bench, pool, run)
@@ -2034,12 +2171,34 @@ def scenario_soak(bench: Bench, pool: Pool) -> dict[str, Any]:
         for failure in answer["failure_log"]:
             failure["server_log"] = [line[-200:] for line in log if failure["nick"] in line][:6]
     gone = sum(1 for a in answers for s in a["stayers"] if not s["alive"])
-    leaks = soak_leaks(server_pid, baseline, baseline["workers"] - gone)
-    return {"clients": count, "stayers": stayers, "churners": churners, "duration_s": duration,
-            "kill_workers_per_s": args.kill_workers_per_s,
-            "kill_broker_every_s": args.kill_broker_every, "seed": args.seed,
+    leaks = soak_leaks(server_pid, baseline, baseline["workers"] - gone) if not foreign \
+        else foreign_soak_leaks(server_pid, baseline)
+    unknown = {"not_measured": FOREIGN_SOAK_UNKNOWN} if foreign else {}
+    return {**unknown, "clients": count, "stayers": stayers, "churners": churners,
+            "duration_s": duration, "kill_workers_per_s": kill_workers,
+            "kill_broker_every_s": kill_broker_every, "seed": args.seed,
             "setup": setup, **soak_summary(answers, brokers, t0_ns), "leaks": leaks,
             "server_alive": bench.server.alive(), **figures}
+
+
+# What soak cannot do to a server that is not forkchat: it has no worker per
+# client and no broker to kill, and its own process is the whole server.
+FOREIGN_SOAK_UNKNOWN = [
+    "worker kills: the server has no process per client (kill_workers_per_s is 0)",
+    "broker kills: the server has no broker (kill_broker_every_s is 0)",
+    "leaks.process_leak, broker figures: only the server process's fds and USS are compared"]
+
+
+def foreign_soak_leaks(server_pid: int, baseline: dict[str, Any]) -> dict[str, Any]:
+    """After the churners left: the server's fds and USS against the baseline."""
+    time.sleep(0.5)     # the server closes what the churners' QUITs left
+    after = soak_server_figures(server_pid)
+    fd_growth = after["supervisor_fds"] - baseline["supervisor_fds"]
+    return {"server_fds_before": baseline["supervisor_fds"],
+            "server_fds_after": after["supervisor_fds"], "fd_tolerance": FD_TOLERANCE,
+            "fd_leak": fd_growth > FD_TOLERANCE,
+            "server_uss_growth_bytes": _diff(baseline["supervisor_uss_bytes"],
+                                             after["supervisor_uss_bytes"])}
 
 
 def soak_setup(bench: Bench, pool: Pool, stayers: int) -> dict[str, Any]:
@@ -2348,11 +2507,16 @@ def run_scenario(bench: Bench, name: str) -> dict[str, Any]:
     base = {"scenario": name, "time": datetime.datetime.now(datetime.timezone.utc)
             .isoformat(timespec="seconds"), "server_pid": bench.server.pid,
             "attached": not bench.server.started, "cpus": os.cpu_count(),
-            "server_version": server_version(),
+            "server_version": server_version() if not bench.server.foreign
+            else bench.server.welcome["software"],
             "generator_processes": bench.args.processes, "tls": bench.args.tls,
             "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}
+    if bench.server.welcome:
+        base["server_software"] = bench.server.welcome["software"]
+        base["server_nicklen"] = bench.server.welcome["nicklen"]
     if left:
-        base["warning"] = f"{left} workers of earlier clients were still running"
+        base["warning"] = (f"{left} workers or connections of earlier clients were still "
+                           "there")
     pool = bench.pool()
     try:
         result = SCENARIO_RUNNERS[name](bench, pool)
@@ -2414,7 +2578,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--attach", metavar="HOST:PORT",
                         help="use a running server instead of starting one")
     parser.add_argument("--pid", type=positive_int,
-                        help="with --attach: the server's supervisor pid, for CPU and memory")
+                        help="with --attach: the server's pid (forkchat-server's supervisor), "
+                             "for CPU and memory")
+    parser.add_argument("--server-sendq", type=positive_int, metavar="BYTES",
+                        help="with --attach: the server's send queue bound per client, for "
+                             "slowreader's estimate of when the stuck reader was full")
     parser.add_argument("--out", metavar="FILE", help="also append the JSON lines to FILE")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="pass ARG to forkchat-server (repeatable)")
@@ -2441,6 +2609,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scenarios = list(dict.fromkeys(names))
     if args.pid and not args.attach:
         parser.error("--pid goes with --attach")
+    if args.server_sendq and not args.attach:
+        parser.error("--server-sendq goes with --attach (a started server's is known)")
     if args.attach and not args.pid and "soak" in args.scenarios:
         parser.error("soak kills the server's broker and workers: --attach needs --pid")
     if args.attach and (args.server_arg or args.memory_merge):
@@ -2540,7 +2710,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         if args.attach:
-            server.attach(args.attach, args.pid)
+            server.attach(args.attach, args.pid, args.server_sendq)
         else:
             server.start()
         bench = Bench(args, server)

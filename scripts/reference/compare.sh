@@ -1,0 +1,54 @@
+#!/bin/sh
+# One bench.py scenario against forkchat, ngIRCd and InspIRCd, alternated
+# (forkchat, ngircd, inspircd, forkchat, ...), a fresh server for each run,
+# each run under `flock /tmp/bench.lock` (one benchmark on the machine at a
+# time).  forkchat is started by bench.py itself; the others by run.sh.
+#
+#   scripts/reference/compare.sh ROUNDS OUT.jsonl BENCH-ARGS...
+#
+# e.g. scripts/reference/compare.sh 2 /tmp/ref.jsonl --scenario latency -n 100
+# Extra arguments for one server only: FORKCHAT_ARGS, NGIRCD_ARGS,
+# INSPIRCD_ARGS (NGIRCD_ARGS="--in-flight 10" where 1000 clients must join:
+# its listen backlog is 10).  PYTHON: the interpreter with psutil (python3).
+# BENCH_LOCK: the lock file (/tmp/bench.lock).
+# Must be run as root (run.sh starts the servers as user irc).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+bench="$here/../bench.py"
+python=${PYTHON:-python3}
+lock=${BENCH_LOCK:-/tmp/bench.lock}
+if [ $# -lt 3 ]; then
+    echo "usage: $0 ROUNDS OUT.jsonl BENCH-ARGS..." >&2; exit 2
+fi
+rounds=$1; out=$2; shift 2
+work=$(mktemp -d /tmp/forkchat-compare-XXXXXX)
+chmod 711 "$work"
+trap 'rm -rf "$work"' EXIT
+
+round=0
+while [ $round -lt "$rounds" ]; do
+    round=$((round + 1))
+    for kind in forkchat ngircd inspircd; do
+        echo "$(date -u +%T) round $round: $kind" >&2
+        if [ $kind = forkchat ]; then
+            # shellcheck disable=SC2086  # the *_ARGS are lists of words
+            flock "$lock" "$python" "$bench" "$@" ${FORKCHAT_ARGS:-} --out "$out" \
+                > /dev/null || echo "$0: bench.py failed against forkchat" >&2
+            continue
+        fi
+        read -r port pid <<EOT
+$("$here/run.sh" $kind "$work/$kind-$round")
+EOT
+        [ $kind = ngircd ] && extra=${NGIRCD_ARGS:-} || extra=${INSPIRCD_ARGS:-}
+        # shellcheck disable=SC2086
+        flock "$lock" "$python" "$bench" --attach "127.0.0.1:$port" --pid "$pid" \
+            "$@" $extra --out "$out" > /dev/null || echo "$0: bench.py failed against $kind" >&2
+        kill "$pid"
+        tries=0
+        while kill -0 "$pid" 2> /dev/null && [ $tries -lt 50 ]; do
+            sleep 0.1; tries=$((tries + 1))
+        done
+        kill -9 "$pid" 2> /dev/null || true
+    done
+done

@@ -1,0 +1,59 @@
+#!/bin/sh
+# Start a reference IRC server for scripts/bench.py --attach, on 127.0.0.1,
+# on a free port, as user irc, with the configuration beside this script.
+#
+#   scripts/reference/run.sh ngircd|inspircd DIR
+#
+# DIR (made anew; must not exist or be empty) gets the written configuration,
+# the server's log and its console output.  Prints "PORT PID" once the
+# server listens; stop it with `kill PID`.  Must be started as root: the
+# server runs as irc, as forkchat-server started as root runs as nobody.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+case "${1:-}" in
+    ngircd|inspircd) kind=$1 ;;
+    *) echo "usage: $0 ngircd|inspircd DIR" >&2; exit 2 ;;
+esac
+dir=${2:?usage: $0 ngircd|inspircd DIR}
+if [ -e "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
+    echo "$0: $dir is not empty" >&2; exit 2
+fi
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+# A port nothing listens on now (neither server can be told to bind port 0).
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+sed -e "s/@PORT@/$port/" -e "s#@DIR@#$dir#g" "$here/$kind.conf" > "$dir/$kind.conf"
+echo bench > "$dir/motd"
+mkdir "$dir/conf.d"
+chown -R irc:irc "$dir"
+if ! setpriv --reuid=irc --regid=irc --init-groups test -r "$dir/$kind.conf"; then
+    echo "$0: user irc cannot reach $dir (a parent directory is closed to it)" >&2; exit 2
+fi
+
+cd "$dir"
+case $kind in
+    # ngIRCd drops to ServerUID itself: started as root, it serves as irc.
+    ngircd) setsid /usr/sbin/ngircd -n -f "$dir/ngircd.conf" > "$dir/console" 2>&1 < /dev/null & ;;
+    # InspIRCd will not start as root: setpriv execs it as irc (same pid).
+    inspircd) setsid setpriv --reuid=irc --regid=irc --init-groups \
+        /usr/sbin/inspircd --config "$dir/inspircd.conf" --nofork --nopid \
+        > "$dir/console" 2>&1 < /dev/null & ;;
+esac
+pid=$!
+
+hexport=$(printf '%04X' "$port")
+tries=0
+until grep -q "^ *[0-9]*: 0100007F:$hexport 00000000:0000 0A" /proc/net/tcp; do
+    tries=$((tries + 1))
+    if [ $tries -gt 100 ] || ! kill -0 "$pid" 2> /dev/null; then
+        echo "$0: $kind did not start listening on 127.0.0.1:$port:" >&2
+        tail -n 20 "$dir/console" >&2
+        kill "$pid" 2> /dev/null || true
+        exit 1
+    fi
+    sleep 0.1
+done
+echo "$port $pid"
