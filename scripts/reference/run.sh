@@ -16,6 +16,12 @@ case "${1:-}" in
     *) echo "usage: $0 ngircd|inspircd DIR" >&2; exit 2 ;;
 esac
 dir=${2:?usage: $0 ngircd|inspircd DIR}
+if [ "$(id -u)" != 0 ]; then
+    echo "$0: must be run as root (it starts $kind as user irc)" >&2; exit 2
+fi
+if [ ! -x "/usr/sbin/$kind" ]; then
+    echo "$0: /usr/sbin/$kind is not installed (Debian: apt-get install $kind)" >&2; exit 2
+fi
 if [ -e "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
     echo "$0: $dir is not empty" >&2; exit 2
 fi

@@ -250,3 +250,21 @@ def test_compare_runs_the_three_servers_in_turn_and_leaves_none(tmp_path):
     left = [p for p in psutil.process_iter(["name"]) if p.pid not in before
             and p.info["name"] in ("ngircd", "inspircd")]
     assert not left, left
+
+
+def test_run_sh_started_by_another_user_than_root_says_it_needs_root(tmp_path):
+    """Not as root, it stops before it writes anything, with one line that
+    says why (before, chown said 'Operation not permitted' and nothing more)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run it as another user")
+    top = tempfile.mkdtemp(prefix="forkchat-refservers-")
+    os.chmod(top, 0o777)
+    try:
+        done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               RUN_SH, "ngircd", os.path.join(top, "ngircd")],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2
+        assert done.stderr.strip().endswith("must be run as root (it starts ngircd as user irc)")
+        assert not os.path.exists(os.path.join(top, "ngircd"))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
