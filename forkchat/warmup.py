@@ -149,6 +149,12 @@ def _warm_connection(cfg: config.Config, tls: ssl.SSLContext | None = None,
         deadline = time.monotonic() + 2 * limit_s
         while not worker.done and time.monotonic() < deadline:
             worker._step()
+        if not worker.done:
+            # Its timers are late: the process was not run for a while (a
+            # busy machine, a paused VM).  Nobody waits for its QUIT, so
+            # _finish waits for no answer to it (a second, else).
+            worker.stopping = True
+            worker.close("warm-up over")
         worker._flush_link()       # its BYE, answered before _finish waits for that
         broker.on_frames(_READ)
         worker._finish()
@@ -247,6 +253,9 @@ class _WarmBroker:
             conn.close()                # not our worker's link: someone else's connect
             return
         self.worker.selector.unregister(self.listener)
+        # Read once more after the loop, whatever its worker sent: a
+        # blocking read of a link with nothing more to come never returned.
+        conn.setblocking(False)
         self.conn = conn
         self.worker.selector.register(conn, _READ, self.on_frames)
 
