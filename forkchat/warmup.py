@@ -72,7 +72,8 @@ def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
     used, as a worker uses its own: no setting of theirs changes, and no
     reference to them is kept.
 
-    Out of descriptors, the rest are skipped: it only saves memory.  So
+    Out of descriptors, the rest are skipped (all of them, if the null
+    device its lines go to cannot be opened): it only saves memory.  So
     are they once a round failed (a TLS error) or has taken as long as
     its timers, `limit_s` (it waited, as it never has to), for the server's
     start waits for them all; and with a `budget_s`, once the rounds have
@@ -83,7 +84,11 @@ def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
     cfg = dataclasses.replace(cfg, limits=limits)
     tls_rounds = [tls[index % len(tls)] for index in range(max(rounds, len(tls)))] if tls else []
     first = time.monotonic()
-    with logsetup.written_nowhere():
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(logsetup.written_nowhere())
+        except OSError:     # no descriptor left even for the null device
+            return
         client_tls = _client_context() if tls_rounds else None
         for context in [None] * rounds + tls_rounds:
             started = time.monotonic()

@@ -303,3 +303,29 @@ def test_a_round_whose_process_was_not_run_past_its_deadline_ends_at_once(
     assert registered
     assert time.monotonic() - started < warmup.RELOAD_BUDGET_S
     assert sorted(os.listdir("/proc/self/fd")) == opened
+
+
+def test_a_warm_up_without_a_descriptor_left_is_skipped_quietly(certificate):
+    """At a SIGHUP the serving supervisor may have no descriptor left (the
+    clients it accepted and has not handed on yet fill its limit): the null
+    device its rounds' lines go to could not be opened, and that OSError
+    came out of the warm-up, which the reload logged with a traceback as a
+    fault of the server's own code ("the warm-up of the new TLS contexts
+    failed").  Out of descriptors, the warm-up is skipped, as its rounds
+    are once they run out."""
+    import resource
+    context = listener_context(certificate)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    held = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16, hard))
+    try:
+        with pytest.raises(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        warmup.warm_reloaded([context])
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert accepted(context) == 0
