@@ -252,7 +252,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
     # in the supervisor, so that workers share what it writes
-    warmup.warm_up(tls=[each.tls for each in bound if each.tls is not None])
+    if refused := warmup.warm_up(tls=[each.tls for each in bound if each.tls is not None]):
+        context, reason = refused
+        for each in bound:
+            if each.tls is context:
+                listeners.warn_no_handshake(each, reason)
     targets = supervisor.Targets(broker=broker.main, worker=worker.main,
                                  warm_tls=warmup.warm_reloaded)
     try:
