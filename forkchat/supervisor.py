@@ -982,7 +982,7 @@ class Supervisor:
         for context, reason in refused:
             for bound in self.bound:
                 if bound.tls is context:
-                    listeners.warn_no_handshake(bound, reason)
+                    listeners.warn_no_handshake(bound.label, bound.spec.tls_cert, reason)
 
     def _reload_failed(self, problems: list[str]) -> None:
         """One line for each problem, with its prefix; the running

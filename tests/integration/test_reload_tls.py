@@ -161,3 +161,21 @@ def test_a_certificate_no_handshake_completes_with_is_told_at_start_and_at_each_
     assert outcome.endswith(" INFO configuration reloaded"), outcome
     lines = server.log_text().splitlines()[mark:]
     assert [line for line in lines if line.endswith(f" WARNING {told}")], lines
+
+
+def test_check_config_warns_of_a_certificate_no_handshake_completes_with(certs):
+    """--check-config runs the start's test handshake: the pair loads (so
+    the file is valid, status 0), and the warning is the start's own."""
+    from tests.integration.test_tls import tls_config
+    from tests.support.server import run_forkchat
+    cert, key = make_dsa_cert(certs, "dsa")
+    path = os.path.join(certs, "forkchat.toml")
+    with open(path, "w") as handle:
+        handle.write(tls_config(cert, key))
+    checked = run_forkchat("-c", path, "--check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.endswith(f"configuration OK ({path})\n"), checked.stdout
+    assert checked.stderr == (
+        f"forkchat-server: warning: listen[0]: no TLS handshake completes with its certificate "
+        f"{cert} (a test handshake failed: SSLV3_ALERT_HANDSHAKE_FAILURE); its TLS clients "
+        f"will fail\n")
