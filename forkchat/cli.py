@@ -252,7 +252,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
     # in the supervisor, so that workers share what it writes
-    warmup.warm_up(tls=[each.tls for each in bound if each.tls is not None])
+    if refused := warmup.warm_up(tls=[each.tls for each in bound if each.tls is not None]):
+        context, reason = refused
+        for each in bound:
+            if each.tls is context:
+                listeners.warn_no_handshake(each.label, each.spec.tls_cert, reason)
     targets = supervisor.Targets(broker=broker.main, worker=worker.main,
                                  warm_tls=warmup.warm_reloaded)
     try:
@@ -331,17 +335,22 @@ def relative_paths(cfg: config.Config, state_dir_given: bool = False) -> list[st
 
 
 def _check_tls(index: int, spec: config.Listener, loaded: list[str]) -> str | None:
-    """Load one listener's TLS files as the start does; the start's error
-    text if they do not load, else None after adding a line naming what
-    loaded to `loaded`."""
+    """Load one listener's TLS files as the start does, and run its test
+    handshake; the start's error text if they do not load, else None
+    after adding a line naming what loaded to `loaded`."""
     if not spec.tls_cert:
         return None
     try:
-        _context, chain = listeners.load_tls(spec)
+        context, chain = listeners.load_tls(spec)
     except listeners.BindError as error:
         return str(error)
     loaded.append(f"forkchat-server: listen[{index}]: TLS certificate {spec.tls_cert} and "
                   f"key {spec.tls_key} load ({listeners.chain_summary(chain)})\n")
+    # The start's own test handshake (its warm-up): a pair that loads and
+    # that no client can use (DSA) is a warning, as at start.
+    from forkchat import warmup     # (a worker's code: only this answer runs it)
+    if refused := warmup.warm_up(rounds=0, tls=[context]):
+        listeners.warn_no_handshake(f"listen[{index}]", spec.tls_cert, refused[1])
     return None
 
 

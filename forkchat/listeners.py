@@ -413,6 +413,15 @@ def announce(bound: Bound) -> None:
     log.info("listening on %s", bound.label)
 
 
+def warn_no_handshake(label: str, cert: str, reason: str) -> None:
+    """The warm-up's handshake through the context of listener `label`
+    was refused by the server's side: OpenSSL loaded the certificate, and
+    no client can use it (a DSA key: TLS 1.2's ECDHE ciphers and TLS 1.3
+    sign with RSA or EC keys only, so there is no cipher to share)."""
+    log.warning("%s: no TLS handshake completes with its certificate %s (a test handshake "
+                "failed: %s); its TLS clients will fail", label, cert, reason)
+
+
 def clashes(specs: tuple[config.Listener, ...]) -> list[str]:
     """A line for each listener whose port an earlier one takes already.
 

@@ -116,7 +116,9 @@ class Targets:
     broker: Callable[..., None]
     worker: Callable[..., None]
     # runs TLS rounds through a reload's new contexts (warmup.warm_reloaded)
-    warm_tls: Callable[[list[ssl.SSLContext]], None] = lambda contexts: None
+    # (returning those whose handshake the server's side refused, with why)
+    warm_tls: Callable[[list[ssl.SSLContext]], list[tuple[ssl.SSLContext, str]]] = \
+        lambda contexts: []
 
 
 @dataclass
@@ -967,13 +969,20 @@ class Supervisor:
         listeners) warmed before the spawner that serves them is forked,
         as the start warms the first ones (warmup.warm_reloaded: some
         10 ms a context).  Only memory is at stake: a failure of it is
-        logged, and the reload goes on."""
+        logged, and the reload goes on.  A handshake the server's side
+        refused (a certificate OpenSSL loads and no client can use, a DSA
+        one) is told, or the reload said only that it was done."""
         fresh = [bound.tls for bound in self.bound if bound.tls is not None
                  and not any(bound.tls is old for old in previous)]
         try:
-            self.targets.warm_tls(fresh)
+            refused = self.targets.warm_tls(fresh)
         except Exception:    # a warm-up bug must not fail the reload
             log.exception("the warm-up of the new TLS contexts failed (the reload goes on)")
+            return
+        for context, reason in refused:
+            for bound in self.bound:
+                if bound.tls is context:
+                    listeners.warn_no_handshake(bound.label, bound.spec.tls_cert, reason)
 
     def _reload_failed(self, problems: list[str]) -> None:
         """One line for each problem, with its prefix; the running

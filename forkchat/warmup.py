@@ -56,53 +56,81 @@ _WARM_UP_INPUT = (b"NICK warm\r\nUSER warm 0 * :up\r\nJOIN #warm\r\n"
 _WARM_UP_LIMIT_S = 1.0
 # At a reload, RELOAD_ROUNDS rounds through each new TLS context (some
 # 3 ms each; one saved as many pages as four), run by the serving
-# supervisor: a round that ever waited would end at RELOAD_LIMIT_S (its
-# timers) and end them all, and none starts after RELOAD_BUDGET_S.
+# supervisor: a context whose round ever waited is left at RELOAD_LIMIT_S (its
+# timers), and no round starts after RELOAD_BUDGET_S.
 RELOAD_ROUNDS = 1
 RELOAD_LIMIT_S = 0.1
 RELOAD_BUDGET_S = 0.2
+# A TLS connection ended without the server's word on it: no alert, no
+# refusal to report.
+_CUT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
             tls: Sequence[ssl.SSLContext] = (), limit_s: float = _WARM_UP_LIMIT_S,
-            budget_s: float | None = None) -> None:
+            budget_s: float | None = None) -> tuple[ssl.SSLContext, str] | None:
     """Run `rounds` connections through a Worker (see WARM_UP_ROUNDS),
     then, given the TLS listeners' contexts, as many over TLS, through
     each context in turn (each at least once).  The contexts are only
     used, as a worker uses its own: no setting of theirs changes, and no
     reference to them is kept.
 
-    Out of descriptors, the rest are skipped: it only saves memory.  So
+    Out of descriptors, the rest are skipped (all of them, if the null
+    device its lines go to cannot be opened): it only saves memory.  So
     are they once a round failed (a TLS error) or has taken as long as
     its timers, `limit_s` (it waited, as it never has to), for the server's
     start waits for them all; and with a `budget_s`, once the rounds have
-    taken that long together."""
+    taken that long together.
+
+    Returns the context whose round failed because the server's side
+    refused the handshake, with OpenSSL's reason (a certificate no
+    client can use, such as a DSA one: no cipher to share), or None."""
     cfg = cfg or config.Config()
     limits = dataclasses.replace(cfg.limits, registration_timeout=limit_s,
                                  ping_interval=limit_s, ping_timeout=limit_s)
     cfg = dataclasses.replace(cfg, limits=limits)
     tls_rounds = [tls[index % len(tls)] for index in range(max(rounds, len(tls)))] if tls else []
     first = time.monotonic()
-    with logsetup.written_nowhere():
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(logsetup.written_nowhere())
+        except OSError:     # no descriptor left even for the null device
+            return None
         client_tls = _client_context() if tls_rounds else None
         for context in [None] * rounds + tls_rounds:
             started = time.monotonic()
             try:
                 _warm_connection(cfg, context, client_tls)
-            except OSError:         # (ssl.SSLError is one)
-                return
+            except _CUT:
+                return None         # (closed amid it, as at its deadline: not refused)
+            except ssl.SSLError as error:   # (the client's side, told the server's alert)
+                assert context is not None
+                return context, error.reason or str(error)
+            except OSError:
+                return None
             now = time.monotonic()
             if now - started >= limit_s or (budget_s is not None and now - first >= budget_s):
-                return
+                return None
+    return None
 
 
-def warm_reloaded(contexts: Sequence[ssl.SSLContext]) -> None:
+def warm_reloaded(contexts: Sequence[ssl.SSLContext]) -> list[tuple[ssl.SSLContext, str]]:
     """The new contexts of a reload, warmed in the serving supervisor
     before it forks the spawner that serves them (see RELOAD_ROUNDS):
-    the code is warm already, only their TLS rounds run."""
-    if contexts:
-        warm_up(rounds=0, tls=[each for each in contexts for _ in range(RELOAD_ROUNDS)],
-                limit_s=RELOAD_LIMIT_S, budget_s=RELOAD_BUDGET_S)
+    the code is warm already, only their TLS rounds run.
+
+    Returns those the server's side refused a handshake through, with
+    why (see warm_up): each is tried, a refused one before it or not."""
+    refused = []
+    first = time.monotonic()
+    for context in contexts:
+        failure = warm_up(rounds=0, tls=[context] * RELOAD_ROUNDS, limit_s=RELOAD_LIMIT_S,
+                          budget_s=RELOAD_BUDGET_S - (time.monotonic() - first))
+        if failure is not None:
+            refused.append(failure)
+        if time.monotonic() - first >= RELOAD_BUDGET_S:
+            break
+    return refused
 
 
 def _client_context() -> ssl.SSLContext:
@@ -149,6 +177,12 @@ def _warm_connection(cfg: config.Config, tls: ssl.SSLContext | None = None,
         deadline = time.monotonic() + 2 * limit_s
         while not worker.done and time.monotonic() < deadline:
             worker._step()
+        if not worker.done:
+            # Its timers are late: the process was not run for a while (a
+            # busy machine, a paused VM).  Nobody waits for its QUIT, so
+            # _finish waits for no answer to it (a second, else).
+            worker.stopping = True
+            worker.close("warm-up over")
         worker._flush_link()       # its BYE, answered before _finish waits for that
         broker.on_frames(_READ)
         worker._finish()
@@ -211,10 +245,13 @@ class _WarmTlsClient:
         """All the client was sent, once the worker has closed.
 
         Raises:
-            OSError: the handshake never finished (the worker's side failed
-                it, and said so in a line written nowhere).
+            ssl.SSLError: the worker's side refused the handshake (its
+                alert, which the worker sent as it closed, read now).
+            OSError: the handshake never finished otherwise.
         """
         if self.handshaking:
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError, *_CUT):
+                self.sock.do_handshake()
             raise OSError("warm-up: the TLS handshake failed")
         with contextlib.suppress(KeyError):     # (out of the loop already)
             self._read()
@@ -247,6 +284,9 @@ class _WarmBroker:
             conn.close()                # not our worker's link: someone else's connect
             return
         self.worker.selector.unregister(self.listener)
+        # Read once more after the loop, whatever its worker sent: a
+        # blocking read of a link with nothing more to come never returned.
+        conn.setblocking(False)
         self.conn = conn
         self.worker.selector.register(conn, _READ, self.on_frames)
 

@@ -127,3 +127,55 @@ def test_a_reload_to_a_certificate_of_another_key_type_serves_it_after_the_warm_
     before.sync()
     for client in (before, after):
         client.close()
+
+
+def make_dsa_cert(directory, name: str) -> tuple[str, str]:
+    """A DSA certificate and key: OpenSSL loads them, and no client can
+    complete a handshake with them (no cipher to share)."""
+    params, cert, key = (os.path.join(directory, f"{name}.{ext}") for ext in ("param", "pem", "key"))
+    subprocess.run(["openssl", "dsaparam", "-out", params, "2048"], check=True,
+                   capture_output=True, timeout=120)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", f"dsa:{params}", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    os.chmod(cert, 0o644)
+    os.chmod(key, 0o644)
+    return cert, key
+
+
+def test_a_certificate_no_handshake_completes_with_is_told_at_start_and_at_each_reload(
+        make_server, certs):
+    """forkchat-server(8), LOGGING: the warm-up's own handshake through a
+    DSA certificate is refused, as every client's is; the start and the
+    reload said nothing of it (a reload only "configuration reloaded")."""
+    cert, key = make_dsa_cert(certs, "dsa")
+    server = start_tls_server(make_server, cert, key)
+    port = tls_port(server)
+    told = (f"127.0.0.1:{port} (irc) with TLS: no TLS handshake completes with its "
+            f"certificate {cert} (a test handshake failed: SSLV3_ALERT_HANDSHAKE_FAILURE); "
+            f"its TLS clients will fail")
+    lines = server.log_text().splitlines()
+    assert [line for line in lines if line.endswith(f" WARNING {told}")], lines
+    mark = server.log_length()
+    outcome = reload_outcome(server)
+    assert outcome.endswith(" INFO configuration reloaded"), outcome
+    lines = server.log_text().splitlines()[mark:]
+    assert [line for line in lines if line.endswith(f" WARNING {told}")], lines
+
+
+def test_check_config_warns_of_a_certificate_no_handshake_completes_with(certs):
+    """--check-config runs the start's test handshake: the pair loads (so
+    the file is valid, status 0), and the warning is the start's own."""
+    from tests.integration.test_tls import tls_config
+    from tests.support.server import run_forkchat
+    cert, key = make_dsa_cert(certs, "dsa")
+    path = os.path.join(certs, "forkchat.toml")
+    with open(path, "w") as handle:
+        handle.write(tls_config(cert, key))
+    checked = run_forkchat("-c", path, "--check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.endswith(f"configuration OK ({path})\n"), checked.stdout
+    assert checked.stderr == (
+        f"forkchat-server: warning: listen[0]: no TLS handshake completes with its certificate "
+        f"{cert} (a test handshake failed: SSLV3_ALERT_HANDSHAKE_FAILURE); its TLS clients "
+        f"will fail\n")

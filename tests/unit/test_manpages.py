@@ -1160,3 +1160,17 @@ def test_readme_tls_example_loads(tmp_path: Path) -> None:
     path.write_text(block + "\n")
     [listener] = config.load(str(path)).listen
     assert (listener.port, bool(listener.tls_cert), bool(listener.tls_key)) == (6697, True, True)
+
+
+def test_the_reload_outcome_item_keeps_its_closing_sentences() -> None:
+    """LOGGING's "configuration reloaded" item ends with what the broker
+    says and what a SIGHUP logs without -c or during a stop; the item for
+    the reload's TLS warm-up was put in its middle, so those sentences read
+    as said of a failed warm-up, and the outcome item lost them."""
+    outcome = item_text("forkchat-server.8", "LOGGING", "configuration reloaded")
+    warm_up = item_text("forkchat-server.8", "LOGGING",
+                        "the warm-up of the new TLS contexts failed (the reload goes on)")
+    for sentence in ("broker took the new configuration",
+                     "SIGHUP: no configuration file to reload",
+                     "SIGHUP: the server is stopping, nothing reloaded"):
+        assert sentence in outcome and sentence not in warm_up, sentence

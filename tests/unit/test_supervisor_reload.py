@@ -219,3 +219,48 @@ def test_a_reload_to_an_empty_listen_of_a_server_that_binds_its_own_is_refused(c
             f"reload failed, keeping the running configuration: {listeners.EMPTY_LISTEN}"]
     finally:
         old.sock.close()
+
+
+def test_a_reload_to_a_certificate_no_handshake_completes_with_says_so(tmp_path, caplog):
+    """A DSA certificate loads (OpenSSL takes it), but TLS 1.2's ECDHE
+    ciphers and TLS 1.3 sign with RSA or EC keys only: every client's
+    handshake fails ("no shared cipher").  The reload's warm-up ran such a
+    handshake and failed it, quietly, and the reload said "configuration
+    reloaded" alone: the sysadmin learnt of it from the users."""
+    import subprocess
+    from tests.unit.test_listeners import make_pair
+    params, cert, key = (str(tmp_path / name) for name in ("dsa.param", "dsa.crt", "dsa.key"))
+    subprocess.run(["openssl", "dsaparam", "-out", params, "2048"], check=True,
+                   capture_output=True, timeout=120)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", f"dsa:{params}", "-nodes", "-days", "2",
+                    "-subj", "/CN=dsa", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    good_cert, good_key = make_pair(tmp_path, "good")
+    good = config.Listener(address="127.0.0.1", port=0, tls_cert=good_cert, tls_key=good_key)
+    bound = listeners.bind(good)
+    label = bound.label
+    renewed = dataclasses.replace(good, port=bound.port, tls_cert=cert, tls_key=key)
+    added = config.Listener(address="127.0.0.1", port=0, protocol="tutorial",
+                            tls_cert=good_cert, tls_key=good_key)
+    targets = supervisor.Targets(broker=lambda *args: None, worker=lambda *args: None,
+                                 warm_tls=warmup.warm_reloaded)
+    boss = supervisor.Supervisor(config.Config(listen=(good,)), targets,
+                                 reload=lambda: config.Config(listen=(renewed, added)),
+                                 bound=[bound])
+    boss.start_spawner = lambda: True
+    boss._send_broker = lambda frame: None
+    try:
+        with caplog.at_level(logging.INFO, logger="forkchat.supervisor"):
+            boss.handle_sighup()
+        # (a new certificate is a new listener on the same port: bound last)
+        assert {b.spec.protocol: b.tls.session_stats()["accept_good"] for b in boss.bound} \
+            == {"irc": 0, "tutorial": warmup.RELOAD_ROUNDS}
+    finally:
+        for each in boss.bound:
+            each.sock.close()
+        boss.broker_listener.close()
+        boss.selector.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{label}: no TLS handshake completes with its certificate {cert} "
+                        f"(a test handshake failed: SSLV3_ALERT_HANDSHAKE_FAILURE); "
+                        f"its TLS clients will fail"], warnings

@@ -262,3 +262,70 @@ def test_a_reloads_warm_up_runs_its_rounds_through_each_new_context_within_its_b
     third, fourth = listener_context(certificate), listener_context(certificate)
     warmup.warm_reloaded([third, fourth])
     assert (accepted(third), accepted(fourth)) == (1, 0)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("over_tls", [False, True])
+def test_a_round_whose_process_was_not_run_past_its_deadline_ends_at_once(
+        monkeypatch, certificate, over_tls):
+    """A round's loop ends at its deadline whether or not its worker is done:
+    so it does when the process is not run for that long (a busy machine, a
+    VM paused, SIGSTOP) just after its client registered.  The broker's end
+    of its link then read from a blocking socket that nothing more would be
+    written to, and the supervisor waited for ever: at a reload, a server
+    that had served until then accepted nobody again.  (Or, had a frame
+    been waiting, the worker's _finish waited a second for the broker's
+    answer to a goodbye it never sent.)  Here the warm-up's clock jumps a
+    minute once the client registered, as a stalled process finds it."""
+    from forkchat import worker
+    registered = []
+    step = worker.Worker._step
+
+    def step_then_stall(self):
+        step(self)
+        if self.session.registered:
+            registered.append(True)
+
+    class StalledClock:
+        @staticmethod
+        def monotonic():
+            return time.monotonic() + (60.0 if registered else 0.0)
+
+    monkeypatch.setattr(worker.Worker, "_step", step_then_stall)
+    monkeypatch.setattr(warmup, "time", StalledClock)
+    gc.collect()        # earlier tests' sockets in cycles are not the warm-up's to close
+    opened = sorted(os.listdir("/proc/self/fd"))
+    started = time.monotonic()
+    if over_tls:
+        warmup.warm_reloaded([listener_context(certificate)])
+    else:
+        warmup.warm_up(rounds=1, limit_s=warmup.RELOAD_LIMIT_S)
+    assert registered
+    assert time.monotonic() - started < warmup.RELOAD_BUDGET_S
+    assert sorted(os.listdir("/proc/self/fd")) == opened
+
+
+def test_a_warm_up_without_a_descriptor_left_is_skipped_quietly(certificate):
+    """At a SIGHUP the serving supervisor may have no descriptor left (the
+    clients it accepted and has not handed on yet fill its limit): the null
+    device its rounds' lines go to could not be opened, and that OSError
+    came out of the warm-up, which the reload logged with a traceback as a
+    fault of the server's own code ("the warm-up of the new TLS contexts
+    failed").  Out of descriptors, the warm-up is skipped, as its rounds
+    are once they run out."""
+    import resource
+    context = listener_context(certificate)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    held = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16, hard))
+    try:
+        with pytest.raises(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        warmup.warm_reloaded([context])
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert accepted(context) == 0
