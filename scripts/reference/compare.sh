@@ -11,7 +11,8 @@
 # INSPIRCD_ARGS (NGIRCD_ARGS="--in-flight 10" where 1000 clients must join:
 # its listen backlog is 10).  PYTHON: the interpreter with psutil (python3).
 # BENCH_LOCK: the lock file (/tmp/bench.lock).
-# Must be run as root (run.sh starts the servers as user irc).
+# Must be run as root (run.sh starts the servers as user irc).  Exits 1 if
+# any run failed (each said why), 2 on wrong arguments or an OUT it cannot write.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,8 +23,29 @@ if [ $# -lt 3 ]; then
     echo "usage: $0 ROUNDS OUT.jsonl BENCH-ARGS..." >&2; exit 2
 fi
 rounds=$1; out=$2; shift 2
+case $rounds in
+    ''|*[!0-9]*|0|0*) echo "$0: ROUNDS is a number of rounds above 0, not '$rounds'" >&2; exit 2 ;;
+esac
+# Before any run, not three usage texts of bench.py after the servers started
+if ! (: >> "$out") 2> /dev/null; then
+    echo "$0: cannot write $out" >&2; exit 2
+fi
 work=$(mktemp -d /tmp/forkchat-compare-XXXXXX)
 chmod 711 "$work"
+pid=            # the reference server running now, if any
+runs=0
+failed=0
+
+stop_server() {
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2> /dev/null || true
+    tries=0
+    while kill -0 "$pid" 2> /dev/null && [ $tries -lt 50 ]; do
+        sleep 0.1; tries=$((tries + 1))
+    done
+    kill -9 "$pid" 2> /dev/null || true
+    pid=
+}
 trap 'rm -rf "$work"' EXIT
 
 round=0
@@ -31,24 +53,28 @@ while [ $round -lt "$rounds" ]; do
     round=$((round + 1))
     for kind in forkchat ngircd inspircd; do
         echo "$(date -u +%T) round $round: $kind" >&2
+        runs=$((runs + 1))
         if [ $kind = forkchat ]; then
             # shellcheck disable=SC2086  # the *_ARGS are lists of words
             flock "$lock" "$python" "$bench" "$@" ${FORKCHAT_ARGS:-} --out "$out" \
-                > /dev/null || echo "$0: bench.py failed against forkchat" >&2
+                > /dev/null || { echo "$0: bench.py failed against forkchat" >&2
+                                 failed=$((failed + 1)); }
             continue
         fi
-        read -r port pid <<EOT
-$("$here/run.sh" $kind "$work/$kind-$round")
-EOT
+        if ! started=$("$here/run.sh" $kind "$work/$kind-$round"); then
+            echo "$0: $kind did not start (run.sh said why above)" >&2
+            failed=$((failed + 1))
+            continue
+        fi
+        port=${started% *}; pid=${started#* }
         [ $kind = ngircd ] && extra=${NGIRCD_ARGS:-} || extra=${INSPIRCD_ARGS:-}
         # shellcheck disable=SC2086
         flock "$lock" "$python" "$bench" --attach "127.0.0.1:$port" --pid "$pid" \
-            "$@" $extra --out "$out" > /dev/null || echo "$0: bench.py failed against $kind" >&2
-        kill "$pid"
-        tries=0
-        while kill -0 "$pid" 2> /dev/null && [ $tries -lt 50 ]; do
-            sleep 0.1; tries=$((tries + 1))
-        done
-        kill -9 "$pid" 2> /dev/null || true
+            "$@" $extra --out "$out" > /dev/null \
+            || { echo "$0: bench.py failed against $kind" >&2; failed=$((failed + 1)); }
+        stop_server
     done
 done
+if [ $failed -gt 0 ]; then
+    echo "$0: $failed of $runs runs failed" >&2; exit 1
+fi

@@ -268,3 +268,69 @@ def test_run_sh_started_by_another_user_than_root_says_it_needs_root(tmp_path):
         assert not os.path.exists(os.path.join(top, "ngircd"))
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# compare.sh's and run.sh's errors: one line, a status that says so, and no
+# server left behind.  FAKE_BENCH stands in for `python3 bench.py`: it
+# writes its arguments to $FAKE_MARK and, against an attached server, waits
+# (a long run) or fails at once when FAKE_FAIL is set.
+# ---------------------------------------------------------------------------
+
+FAKE_BENCH = """#!/bin/sh
+echo "$*" >> "$FAKE_MARK"
+[ -n "${FAKE_FAIL:-}" ] && exit 1
+case "$*" in *--attach*) exec sleep 60 ;; esac
+exit 0
+"""
+
+
+def fake_bench(tmp_path, fail: bool = False) -> dict[str, str]:
+    script = tmp_path / "fake-python"
+    script.write_text(FAKE_BENCH)
+    script.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(script), "FAKE_MARK": str(tmp_path / "mark"),
+           "BENCH_LOCK": str(tmp_path / "lock")}
+    if fail:
+        env["FAKE_FAIL"] = "1"
+    return env
+
+
+def new_reference_servers(before: set[int]) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.pid not in before
+            and p.info["name"] in ("ngircd", "inspircd")]
+
+
+@pytest.mark.parametrize("rounds", ["x", "0", "-1", ""])
+def test_compare_with_rounds_not_a_count_says_so_and_fails(tmp_path, rounds):
+    """It was `[: Illegal number: x` and status 0, nothing run."""
+    done = subprocess.run([COMPARE_SH, rounds, str(tmp_path / "out"), "--scenario", "connect"],
+                          capture_output=True, text=True, timeout=30, env=fake_bench(tmp_path))
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and "ROUNDS" in done.stderr
+    assert not (tmp_path / "mark").exists()
+
+
+def test_compare_with_an_out_file_it_cannot_write_says_so_before_any_run(tmp_path):
+    """It was three runs, three usage texts of bench.py, two servers started
+    and stopped for nothing, and status 0."""
+    out = tmp_path / "no-such-directory" / "out.jsonl"
+    done = subprocess.run([COMPARE_SH, "1", str(out), "--scenario", "connect"],
+                          capture_output=True, text=True, timeout=30,
+                          env=fake_bench(tmp_path, fail=True))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"{COMPARE_SH}: cannot write {out}"]
+    assert not (tmp_path / "mark").exists()
+
+
+def test_compare_whose_runs_fail_ends_with_a_failure_status(tmp_path):
+    for kind in ("ngircd", "inspircd"):
+        reference_server(kind)
+    before = {p.pid for p in psutil.process_iter()}
+    done = subprocess.run([COMPARE_SH, "1", str(tmp_path / "out"), "--scenario", "connect"],
+                          capture_output=True, text=True, timeout=60,
+                          env=fake_bench(tmp_path, fail=True))
+    assert len((tmp_path / "mark").read_text().splitlines()) == 3
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].endswith("3 of 3 runs failed")
+    assert not new_reference_servers(before)
