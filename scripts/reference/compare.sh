@@ -46,7 +46,12 @@ stop_server() {
     kill -9 "$pid" 2> /dev/null || true
     pid=
 }
-trap 'rm -rf "$work"' EXIT
+# run.sh starts the server in a session of its own, which Ctrl+C does not
+# reach: stop it here, whatever ends this script
+trap 'stop_server; rm -rf "$work"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 round=0
 while [ $round -lt "$rounds" ]; do

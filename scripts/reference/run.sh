@@ -49,6 +49,11 @@ case $kind in
         > "$dir/console" 2>&1 < /dev/null & ;;
 esac
 pid=$!
+# In a session of its own, the server does not get the terminal's Ctrl+C:
+# stopped here until its pid is printed (compare.sh stops it after that)
+trap 'kill "$pid" 2> /dev/null; exit 130' INT
+trap 'kill "$pid" 2> /dev/null; exit 143' TERM
+trap 'kill "$pid" 2> /dev/null; exit 129' HUP
 
 hexport=$(printf '%04X' "$port")
 tries=0
@@ -62,4 +67,5 @@ until grep -q "^ *[0-9]*: 0100007F:$hexport 00000000:0000 0A" /proc/net/tcp; do
     fi
     sleep 0.1
 done
+trap - INT TERM HUP
 echo "$port $pid"

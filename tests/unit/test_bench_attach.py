@@ -334,3 +334,77 @@ def test_compare_whose_runs_fail_ends_with_a_failure_status(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines()[-1].endswith("3 of 3 runs failed")
     assert not new_reference_servers(before)
+
+
+def test_ctrl_c_in_compare_stops_the_reference_server_it_started(tmp_path):
+    """Ctrl+C (SIGINT to the foreground process group) while bench.py runs
+    against ngIRCd: run.sh starts the server in a session of its own, which
+    the terminal's signal does not reach, and it was left running."""
+    reference_server("ngircd")
+    before = {p.pid for p in psutil.process_iter()}
+    env = fake_bench(tmp_path)
+    mark = tmp_path / "mark"
+    proc = subprocess.Popen([COMPARE_SH, "1", str(tmp_path / "out"), "--scenario", "connect"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "--attach" not in (mark.read_text() if mark.exists() else ""):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        [server] = new_reference_servers(before)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+        assert proc.returncode != 0
+        assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for left in new_reference_servers(before):
+            left.kill()
+
+
+def run_sh_on_port(tmp_path, port: int) -> dict[str, str]:
+    """run.sh's environment with `python3` (what picks its free port)
+    answering `port`: the race where another process takes the port
+    between run.sh's choice and the server's bind, made certain."""
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    (fakebin / "python3").write_text(f"#!/bin/sh\necho {port}\n")
+    (fakebin / "python3").chmod(0o755)
+    return {**os.environ, "PATH": f"{fakebin}:{os.environ['PATH']}"}
+
+
+def test_ctrl_c_while_run_sh_waits_for_the_server_stops_it(tmp_path):
+    """InspIRCd whose port is taken keeps running without a listener, and
+    run.sh waits up to 10 s for it: Ctrl+C then left it running."""
+    reference_server("inspircd")
+    top = tempfile.mkdtemp(prefix="forkchat-refservers-")
+    os.chmod(top, 0o711)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    try:
+        proc = subprocess.Popen([RUN_SH, "inspircd", os.path.join(top, "i")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=run_sh_on_port(tmp_path, taken.getsockname()[1]),
+                                start_new_session=True)
+        console = os.path.join(top, "i", "console")
+        deadline = time.monotonic() + 8
+        text = ""
+        while "is now running" not in text:
+            assert time.monotonic() < deadline and proc.poll() is None, text
+            time.sleep(0.05)
+            text = open(console).read() if os.path.exists(console) else ""
+        server = psutil.Process(int(text.split("Process ID: ")[1].split()[0]))
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=5)
+        assert proc.returncode != 0
+        server.wait(timeout=5)
+    finally:
+        taken.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for left in psutil.process_iter(["cmdline"]):
+            if top in " ".join(left.info["cmdline"] or []):
+                left.kill()
+        shutil.rmtree(top, ignore_errors=True)
