@@ -55,9 +55,16 @@ trap 'kill "$pid" 2> /dev/null; exit 130' INT
 trap 'kill "$pid" 2> /dev/null; exit 143' TERM
 trap 'kill "$pid" 2> /dev/null; exit 129' HUP
 
+# Listening there, and the listener is this server's: another process may
+# have taken the port between the choice above and the server's bind.
 hexport=$(printf '%04X' "$port")
+listening() {
+    inode=$(awk -v at="0100007F:$hexport" '$2 == at && $4 == "0A" { print $10; exit }' \
+        /proc/net/tcp)
+    [ -n "$inode" ] && ls -l "/proc/$pid/fd" 2> /dev/null | grep -q "socket:\[$inode\]"
+}
 tries=0
-until grep -q "^ *[0-9]*: 0100007F:$hexport 00000000:0000 0A" /proc/net/tcp; do
+until listening; do
     tries=$((tries + 1))
     if [ $tries -gt 100 ] || ! kill -0 "$pid" 2> /dev/null; then
         echo "$0: $kind did not start listening on 127.0.0.1:$port:" >&2

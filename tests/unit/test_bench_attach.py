@@ -408,3 +408,25 @@ def test_ctrl_c_while_run_sh_waits_for_the_server_stops_it(tmp_path):
             if top in " ".join(left.info["cmdline"] or []):
                 left.kill()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_run_sh_whose_port_another_process_took_fails_instead_of_naming_it(tmp_path):
+    """Another process listening on the chosen port: ngIRCd could not bind
+    and exited, but run.sh saw the other's listener and printed PORT PID
+    with status 0."""
+    reference_server("ngircd")
+    top = tempfile.mkdtemp(prefix="forkchat-refservers-")
+    os.chmod(top, 0o711)
+    other = socket.create_server(("127.0.0.1", 0))
+    try:
+        done = subprocess.run([RUN_SH, "ngircd", os.path.join(top, "n")], capture_output=True,
+                              text=True, timeout=30,
+                              env=run_sh_on_port(tmp_path, other.getsockname()[1]))
+        assert done.returncode == 1 and done.stdout == ""
+        assert "ngircd did not start listening on 127.0.0.1:" in done.stderr.splitlines()[0]
+    finally:
+        other.close()
+        for left in psutil.process_iter(["cmdline"]):
+            if top in " ".join(left.info["cmdline"] or []):
+                left.kill()
+        shutil.rmtree(top, ignore_errors=True)
