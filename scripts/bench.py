@@ -646,8 +646,11 @@ def probe_server(port: int, tls: bool, timeout: float) -> dict[str, Any]:
                 if tls else raw
             sock.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :forkchat bench probe\r\n".encode())
             _read_welcome(sock, lines, deadline)
-            sock.sendall(b"QUIT :bench probe\r\n")
-            _read_welcome(sock, [], time.monotonic() + 1.0)    # until the server closes
+            try:
+                sock.sendall(b"QUIT :bench probe\r\n")
+                _read_welcome(sock, [], time.monotonic() + 1.0)    # until the server closes
+            except OSError:
+                pass    # it had closed: what it said before is its answer, not our EPIPE
     except OSError as error:
         lines.append(f"probe: {error.strerror or error}")
     return welcome_facts(lines)

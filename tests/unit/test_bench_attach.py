@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psutil
@@ -58,6 +59,26 @@ def test_welcome_facts_of_a_refusal_say_what_was_said():
     facts = bench.welcome_facts(["ERROR :Closing link: too many connections"])
     assert not facts["welcomed"] and facts["software"] is None
     assert facts["last_line"] == "ERROR :Closing link: too many connections"
+
+
+def test_a_server_that_refuses_at_once_is_quoted_not_our_broken_pipe(monkeypatch):
+    """A server full (ngIRCd's MaxConnections) sends ERROR and closes before
+    it reads: the probe's QUIT then failed (reset by peer, broken pipe) and
+    that error, not the server's ERROR line, was what --attach said."""
+    bench = load_bench(monkeypatch)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def refuse() -> None:
+            for _ in range(5):
+                sock, _ = listener.accept()
+                sock.sendall(b"ERROR :Closing link: too many connections\r\n")
+                sock.close()
+        refuser = threading.Thread(target=refuse, daemon=True)
+        refuser.start()
+        for _ in range(5):
+            facts = bench.probe_server(listener.getsockname()[1], False, 5.0)
+            assert not facts["welcomed"]
+            assert facts["last_line"] == "ERROR :Closing link: too many connections"
+        refuser.join(timeout=5)
 
 
 def test_an_attached_servers_processes_are_server_and_child_not_forkchats_roles(monkeypatch):
