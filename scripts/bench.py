@@ -426,6 +426,7 @@ class Server:
         self.welcome: dict[str, Any] = {}
         self.foreign = False
         self.other_connections = 0      # attached: clients that were not ours
+        self.other_workers = 0          # attached: their workers (forkchat)
 
     def cpu(self) -> CpuSample:
         return cpu_sample(self.pid, self.foreign)
@@ -459,6 +460,7 @@ class Server:
             raise BenchError(f"--pid {pid} is not the server listening on {spec}: give the "
                              "pid of the server (of forkchat-server, its supervisor)")
         self.other_connections = server_connections(self.port)
+        self.other_workers = worker_count(pid)
         self.welcome = probe_server(self.port, self.tls, ATTACH_PROBE_S)
         if not self.welcome.get("welcomed"):
             raise BenchError(f"--attach {spec}: no IRC welcome within {ATTACH_PROBE_S:.0f} s "
@@ -1759,7 +1761,8 @@ class Bench:
 
     def settle(self) -> int:
         """Wait (bounded) until the server has no workers (forkchat) and no
-        connections (any server) left from earlier clients; how many are left."""
+        connections (any server) left from earlier clients; how many are left.
+        Clients the server had before we attached are not ours to wait for."""
         deadline = time.monotonic() + SETTLE_LIMIT_S
         left = self.leftovers()
         while left and time.monotonic() < deadline:
@@ -1769,8 +1772,8 @@ class Bench:
 
     def leftovers(self) -> int:
         server = self.server
-        connections = max(0, server_connections(server.port) - server.other_connections)
-        return max(worker_count(server.pid), connections)
+        connections = server_connections(server.port) - server.other_connections
+        return max(0, worker_count(server.pid) - server.other_workers, connections)
 
     def check_server(self) -> None:
         if not self.server.alive():

@@ -175,6 +175,21 @@ def test_another_refusal_before_the_welcome_still_fails_the_client(monkeypatch):
     assert "433" in str(client.ready.exception())
 
 
+def test_attached_with_someone_elses_client_on_it_waits_for_ours_only(server, registered):
+    """A person's client on the attached forkchat has a worker that is not
+    ours: each scenario waited SETTLE_LIMIT_S (60 s) for it to go, then ran
+    with a warning of workers 'of earlier clients'."""
+    someone = registered("someone")
+    began = time.monotonic()
+    [result] = run_bench("--attach", f"127.0.0.1:{server.port}", "--pid", str(server.pid),
+                         "--scenario", "connect", "-n", "3")
+    assert "warning" not in result, result["warning"]
+    assert result["connected"] == 3
+    assert time.monotonic() - began < 30
+    someone.send("PING :still-here")
+    someone.expect("PONG")
+
+
 def test_server_sendq_without_attach_is_a_clear_error():
     done = subprocess.run([sys.executable, BENCH, "--server-sendq", "32768",
                            "--scenario", "slowreader"],
