@@ -703,17 +703,21 @@ def welcome_facts(lines: list[str]) -> dict[str, Any]:
 
 def server_connections(port: int) -> int:
     """The server's open TCP connections on 127.0.0.1:`port` (its side
-    established, or closed by the client and not yet by the server)."""
-    local = f"0100007F:{port:04X}"
+    established, or closed by the client and not yet by the server).
+
+    A server listening on [::] (both families) holds our connections to
+    127.0.0.1 as ::ffff:127.0.0.1, listed in /proc/net/tcp6."""
+    locals_ = {f"0100007F:{port:04X}", f"0000000000000000FFFF00000100007F:{port:04X}"}
     count = 0
-    try:
-        with open("/proc/net/tcp") as handle:
-            for line in handle:
-                parts = line.split()
-                if len(parts) > 3 and parts[1] == local and parts[3] in ("01", "08"):
-                    count += 1
-    except OSError:
-        return 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                for line in handle:
+                    parts = line.split()
+                    if len(parts) > 3 and parts[1] in locals_ and parts[3] in ("01", "08"):
+                        count += 1
+        except OSError:
+            continue
     return count
 
 

@@ -121,6 +121,22 @@ def test_server_connections_counts_what_the_server_side_holds_open(monkeypatch):
             sock.close()
 
 
+def test_server_connections_of_a_server_listening_on_both_families(monkeypatch):
+    """Listening on [::], a server holds our 127.0.0.1 connections as
+    ::ffff:127.0.0.1 in /proc/net/tcp6: they were not counted, and settle()
+    did not wait for them."""
+    if not socket.has_dualstack_ipv6():
+        pytest.skip("no IPv6 on this machine")
+    bench = load_bench(monkeypatch)
+    with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert bench.server_connections(port) == 1
+        assert bench.server_connections(port) == 0
+
+
 class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
