@@ -337,6 +337,13 @@ exit 0
 """
 
 
+def sigint_as_at_a_terminal() -> None:
+    """preexec_fn: SIGINT at its default, as a shell at a terminal starts
+    commands (a test run in the background inherits it ignored, and sh
+    cannot trap a signal ignored at its start)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fake_bench(tmp_path, fail: bool = False) -> dict[str, str]:
     script = tmp_path / "fake-python"
     script.write_text(FAKE_BENCH)
@@ -398,7 +405,7 @@ def test_ctrl_c_in_compare_stops_the_reference_server_it_started(tmp_path):
     mark = tmp_path / "mark"
     proc = subprocess.Popen([COMPARE_SH, "1", str(tmp_path / "out"), "--scenario", "connect"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=sigint_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 30
         while "--attach" not in (mark.read_text() if mark.exists() else ""):
@@ -439,7 +446,7 @@ def test_ctrl_c_while_run_sh_waits_for_the_server_stops_it(tmp_path):
         proc = subprocess.Popen([RUN_SH, "inspircd", os.path.join(top, "i")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=run_sh_on_port(tmp_path, taken.getsockname()[1]),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=sigint_as_at_a_terminal)
         console = os.path.join(top, "i", "console")
         deadline = time.monotonic() + 8
         text = ""
