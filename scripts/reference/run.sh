@@ -22,8 +22,16 @@ fi
 if [ ! -x "/usr/sbin/$kind" ]; then
     echo "$0: /usr/sbin/$kind is not installed (Debian: apt-get install $kind)" >&2; exit 2
 fi
-if [ -e "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
-    echo "$0: $dir is not empty" >&2; exit 2
+# The path is written into the configuration (by sed, into quoted values):
+# letters, digits and . _ - + / only, or it would be written wrong
+case $dir in /*) whole=$dir ;; *) whole=$(pwd)/$dir ;; esac
+case $whole in
+    *[!A-Za-z0-9._/+-]*)
+        echo "$0: $whole: only letters, digits and . _ - + / can be written into $kind's configuration" >&2
+        exit 2 ;;
+esac
+if [ -e "$dir" ] && { [ ! -d "$dir" ] || [ -n "$(ls -A "$dir")" ]; }; then
+    echo "$0: $dir exists and is not an empty directory" >&2; exit 2
 fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)

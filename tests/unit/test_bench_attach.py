@@ -489,3 +489,25 @@ def test_run_sh_whose_port_another_process_took_fails_instead_of_naming_it(tmp_p
             if top in " ".join(left.info["cmdline"] or []):
                 left.kill()
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", ["a&b", "a#b", 'a"b', "a b"])
+def test_run_sh_refuses_a_dir_its_configuration_cannot_carry(tmp_path, name):
+    """sed put the matched text where the path had '&' (IncludeDir =
+    .../a@DIR@b/conf.d), '#' ended the sed expression, and a '"' or a space
+    broke InspIRCd's quoted values; the server started with those paths."""
+    reference_server("ngircd")
+    top = tempfile.mkdtemp(prefix="forkchat-refservers-")
+    os.chmod(top, 0o711)
+    try:
+        done = subprocess.run([RUN_SH, "ngircd", os.path.join(top, name)], capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 2 and done.stdout == ""
+        assert len(done.stderr.splitlines()) == 1
+        assert "can be written into ngircd's configuration" in done.stderr
+        assert os.listdir(top) == []
+    finally:
+        for left in psutil.process_iter(["cmdline"]):
+            if top in " ".join(left.info["cmdline"] or []):
+                left.kill()
+        shutil.rmtree(top, ignore_errors=True)
