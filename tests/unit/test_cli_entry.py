@@ -309,6 +309,6 @@ def test_a_ctrl_c_held_from_the_start_of_an_answer_ends_it_as_at_the_question(ar
     answer = subprocess.Popen([sys.executable, "-c", SIGNALLED_ANSWER.format(name="SIGINT"),
                                *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env,
-                              start_new_session=True)
+                              start_new_session=True, preexec_fn=signals.as_started_by_hand)
     out, err = answer.communicate(timeout=20)      # (stdin stays open until then: no EOF)
     assert (answer.returncode, out, err) == (cli.EXIT_INTERRUPTED, "", "\n")
