@@ -252,11 +252,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"forkchat-server: {error}", file=sys.stderr)
         return EXIT_FAILURE
     # in the supervisor, so that workers share what it writes
-    if refused := warmup.warm_up(tls=[each.tls for each in bound if each.tls is not None]):
-        context, reason = refused
-        for each in bound:
-            if each.tls is context:
-                listeners.warn_no_handshake(each.label, each.spec.tls_cert, reason)
+    listeners.warn_refused(bound, warmup.warm_up(
+        tls=[each.tls for each in bound if each.tls is not None]))
     targets = supervisor.Targets(broker=broker.main, worker=worker.main,
                                  warm_tls=warmup.warm_reloaded)
     try:
@@ -349,8 +346,8 @@ def _check_tls(index: int, spec: config.Listener, loaded: list[str]) -> str | No
     # The start's own test handshake (its warm-up): a pair that loads and
     # that no client can use (DSA) is a warning, as at start.
     from forkchat import warmup     # (a worker's code: only this answer runs it)
-    if refused := warmup.warm_up(rounds=0, tls=[context]):
-        listeners.warn_no_handshake(f"listen[{index}]", spec.tls_cert, refused[1])
+    for _context, reason in warmup.warm_up(rounds=0, tls=[context]):
+        listeners.warn_no_handshake(f"listen[{index}]", spec.tls_cert, reason)
     return None
 
 

@@ -413,6 +413,16 @@ def announce(bound: Bound) -> None:
     log.info("listening on %s", bound.label)
 
 
+def warn_refused(bound: Iterable[Bound], refused: Iterable[tuple[ssl.SSLContext, str]]) -> None:
+    """warn_no_handshake for each listener of `bound` whose context the
+    warm-up's handshake was refused through (warmup.warm_up's answer)."""
+    listening = list(bound)
+    for context, reason in refused:
+        for each in listening:
+            if each.tls is context:
+                warn_no_handshake(each.label, each.spec.tls_cert, reason)
+
+
 def warn_no_handshake(label: str, cert: str, reason: str) -> None:
     """The warm-up's handshake through the context of listener `label`
     was refused by the server's side: OpenSSL loaded the certificate, and

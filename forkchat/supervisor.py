@@ -979,10 +979,7 @@ class Supervisor:
         except Exception:    # a warm-up bug must not fail the reload
             log.exception("the warm-up of the new TLS contexts failed (the reload goes on)")
             return
-        for context, reason in refused:
-            for bound in self.bound:
-                if bound.tls is context:
-                    listeners.warn_no_handshake(bound.label, bound.spec.tls_cert, reason)
+        listeners.warn_refused(self.bound, refused)
 
     def _reload_failed(self, problems: list[str]) -> None:
         """One line for each problem, with its prefix; the running

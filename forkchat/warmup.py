@@ -68,7 +68,7 @@ _CUT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
             tls: Sequence[ssl.SSLContext] = (), limit_s: float = _WARM_UP_LIMIT_S,
-            budget_s: float | None = None) -> tuple[ssl.SSLContext, str] | None:
+            budget_s: float | None = None) -> list[tuple[ssl.SSLContext, str]]:
     """Run `rounds` connections through a Worker (see WARM_UP_ROUNDS),
     then, given the TLS listeners' contexts, as many over TLS, through
     each context in turn (each at least once).  The contexts are only
@@ -77,60 +77,55 @@ def warm_up(rounds: int = WARM_UP_ROUNDS, cfg: config.Config | None = None,
 
     Out of descriptors, the rest are skipped (all of them, if the null
     device its lines go to cannot be opened): it only saves memory.  So
-    are they once a round failed (a TLS error) or has taken as long as
-    its timers, `limit_s` (it waited, as it never has to), for the server's
+    are they once a round failed otherwise or has taken as long as its
+    timers, `limit_s` (it waited, as it never has to), for the server's
     start waits for them all; and with a `budget_s`, once the rounds have
     taken that long together.
 
-    Returns the context whose round failed because the server's side
-    refused the handshake, with OpenSSL's reason (a certificate no
-    client can use, such as a DSA one: no cipher to share), or None."""
+    Returns the contexts whose round the server's side refused the
+    handshake through, each with OpenSSL's reason (a certificate no
+    client can use, such as a DSA one: no cipher to share).  The later
+    rounds of a refused context are skipped, the other contexts' run, so
+    that each one is warmed or told of, the first one refused or not."""
     cfg = cfg or config.Config()
     limits = dataclasses.replace(cfg.limits, registration_timeout=limit_s,
                                  ping_interval=limit_s, ping_timeout=limit_s)
     cfg = dataclasses.replace(cfg, limits=limits)
     tls_rounds = [tls[index % len(tls)] for index in range(max(rounds, len(tls)))] if tls else []
+    refused: list[tuple[ssl.SSLContext, str]] = []
     first = time.monotonic()
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(logsetup.written_nowhere())
         except OSError:     # no descriptor left even for the null device
-            return None
+            return refused
         client_tls = _client_context() if tls_rounds else None
         for context in [None] * rounds + tls_rounds:
+            if context is not None and any(context is done for done, _ in refused):
+                continue
             started = time.monotonic()
             try:
                 _warm_connection(cfg, context, client_tls)
             except _CUT:
-                return None         # (closed amid it, as at its deadline: not refused)
+                return refused      # (closed amid it, as at its deadline: not refused)
             except ssl.SSLError as error:   # (the client's side, told the server's alert)
                 assert context is not None
-                return context, error.reason or str(error)
+                refused.append((context, error.reason or str(error)))
             except OSError:
-                return None
+                return refused
             now = time.monotonic()
             if now - started >= limit_s or (budget_s is not None and now - first >= budget_s):
-                return None
-    return None
+                return refused
+    return refused
 
 
 def warm_reloaded(contexts: Sequence[ssl.SSLContext]) -> list[tuple[ssl.SSLContext, str]]:
     """The new contexts of a reload, warmed in the serving supervisor
     before it forks the spawner that serves them (see RELOAD_ROUNDS):
-    the code is warm already, only their TLS rounds run.
-
-    Returns those the server's side refused a handshake through, with
-    why (see warm_up): each is tried, a refused one before it or not."""
-    refused = []
-    first = time.monotonic()
-    for context in contexts:
-        failure = warm_up(rounds=0, tls=[context] * RELOAD_ROUNDS, limit_s=RELOAD_LIMIT_S,
-                          budget_s=RELOAD_BUDGET_S - (time.monotonic() - first))
-        if failure is not None:
-            refused.append(failure)
-        if time.monotonic() - first >= RELOAD_BUDGET_S:
-            break
-    return refused
+    the code is warm already, only their TLS rounds run.  Returns those
+    refused, as warm_up does."""
+    return warm_up(rounds=0, tls=[context for context in contexts for _ in range(RELOAD_ROUNDS)],
+                   limit_s=RELOAD_LIMIT_S, budget_s=RELOAD_BUDGET_S)
 
 
 def _client_context() -> ssl.SSLContext:

@@ -172,6 +172,20 @@ def test_a_tls_warm_up_whose_handshake_fails_stops_at_once(caplog, capfd):
     assert sorted(os.listdir("/proc/self/fd")) == opened
 
 
+def test_each_refused_context_is_told_and_the_others_are_still_warmed(certificate):
+    """forkchat-server(8) LOGGING: the certificate no client can use is
+    told for each TLS listener that has one.  The start's warm-up ended at
+    the first refused handshake: a second such listener was not told of,
+    and the listeners after it were not warmed."""
+    first, second = (ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) for _ in range(2))
+    good = listener_context(certificate)
+    refused = warmup.warm_up(rounds=3, tls=[first, good, second])
+    assert [context for context, _ in refused] == [first, second]
+    assert all(reason for _, reason in refused)
+    assert (first.session_stats()["accept"], second.session_stats()["accept"]) == (1, 1)
+    assert accepted(good) == 1
+
+
 def test_a_warm_up_connection_registers_joins_and_quits_as_a_clients_does():
     """Its client is answered as a real one is: the welcome, its JOIN, a
     line from the room, its PONG, and the ERROR of its QUIT."""
