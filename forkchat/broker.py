@@ -1888,8 +1888,16 @@ class Broker:
             return
         if last:
             link.writer.queue_unbounded(ipc.encode(ipc.Kind.DELIVER, last))
-        link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, reason.encode()))
+        self._end_link(link, reason)
+
+    def _end_link(self, link: Link, reason: str) -> None:
+        """Tell `link`'s worker to close its client with `reason`, past the
+        bound, and queue nothing more on it: its scan waiting for its turn
+        is not answered (nobody would read it)."""
         link.dropping = True
+        if self.waiting_scans:       # (called amid a fan-out: nothing of it runs here)
+            self._drop_waiting_scan(link, run_held=False)
+        link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, reason.encode()))
         self.dirty.add(link)
 
     def queue_reply(self, cid: int, frame: bytes) -> None:
@@ -1961,11 +1969,7 @@ class Broker:
         log.warning("conn %s: broker buffer full, dropping client", link.cid)
         if self.batch is not None:
             self._end_batch()
-        link.dropping = True
-        if self.waiting_scans:       # (called amid a fan-out: nothing of it runs here)
-            self._drop_waiting_scan(link, run_held=False)
-        link.writer.queue_unbounded(ipc.encode(ipc.Kind.DROP, b"Max SendQ exceeded"))
-        self.dirty.add(link)
+        self._end_link(link, "Max SendQ exceeded")
         if link.cid is not None:
             self.overflowed.append(link.cid)
 
