@@ -2517,7 +2517,9 @@ def run_scenario(bench: Bench, name: str) -> dict[str, Any]:
     base = {"scenario": name, "time": datetime.datetime.now(datetime.timezone.utc)
             .isoformat(timespec="seconds"), "server_pid": bench.server.pid,
             "attached": not bench.server.started, "cpus": os.cpu_count(),
-            "server_version": server_version() if not bench.server.foreign
+            # an attached server's own word (RPL_MYINFO): this checkout's
+            # commit would be a claim about a server it may not have started
+            "server_version": server_version() if bench.server.started
             else bench.server.welcome["software"],
             "generator_processes": bench.args.processes, "tls": bench.args.tls,
             "command": shlex.join([os.path.basename(sys.argv[0]), *sys.argv[1:]])}

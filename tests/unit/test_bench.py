@@ -14,6 +14,8 @@ import sys
 import psutil
 import pytest
 
+from forkchat import __version__
+
 BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "bench.py")
 RUN_TIMEOUT_S = 60
 
@@ -232,6 +234,8 @@ def test_attach_runs_against_a_running_server_and_measures_its_tree(server):
                          "--scenario", "connect", "-n", "5")
     check_common(result, "connect")
     assert result["attached"] is True and result["server_pid"] == server.pid
+    # what the server says of itself, not the commit of this checkout
+    assert result["server_version"] == result["server_software"] == f"forkchat-{__version__}"
     assert result["connected"] == 5 and result["failures"] == 0
     assert result["server_cpu"]["total_s"] > 0 and "supervisor_s" in result["server_cpu"]
     assert result["server_memory"]["processes"] >= 7     # supervisor, broker, spawner, 5 workers
